@@ -1,0 +1,36 @@
+// The `luminet` command line. Each command lives in cli/commands/<name>.ts and registers itself here.
+import { Command } from "commander";
+import { registerAdapters } from "./commands/adapters.ts";
+import { registerBench } from "./commands/bench.ts";
+import { registerDev } from "./commands/dev.ts";
+import { registerGateway } from "./commands/gateway.ts";
+import { registerGenerate } from "./commands/generate.ts";
+import { registerKeys } from "./commands/keys.ts";
+import { registerMeter } from "./commands/meter.ts";
+import { registerMigrate } from "./commands/migrate.ts";
+import { registerModel } from "./commands/model.ts";
+import { registerUsage } from "./commands/usage.ts";
+import { registerWorker } from "./commands/worker.ts";
+
+const program = new Command("luminet")
+  .description("Serve hundreds of LoRA adapters on one base model behind an OpenAI-compatible API")
+  .version("0.1.0")
+  .showHelpAfterError();
+
+for (const register of [
+  registerDev,
+  registerGateway,
+  registerWorker,
+  registerMeter,
+  registerMigrate,
+  registerModel,
+  registerGenerate,
+  registerAdapters,
+  registerKeys,
+  registerUsage,
+  registerBench,
+]) {
+  register(program);
+}
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,101 @@
+// Provisions the real services the suites run against, once per `npm test`:
+//  - NATS: NATS_URL if set, else a nats-server from PATH started on a free port with JetStream in a temp dir.
+//  - Postgres: DATABASE_URL if set (a fresh database is created on that server for this run and dropped
+//    afterwards), else none — DB suites then run on PGlite only.
+// Tests read the results with `inject("natsUrl")` / `inject("postgresUrl")`.
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer, Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import postgres from "postgres";
+import type {} from "vitest";
+import type { TestProject } from "vitest/node";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    natsUrl: string;
+    /** A Postgres URL for a database created for this run, or "" when DATABASE_URL is unset. */
+    postgresUrl: string;
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject()));
+    });
+  });
+}
+
+async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = new Socket();
+      socket.once("connect", () => resolve(true)).once("error", () => resolve(false));
+      socket.connect(port, "127.0.0.1");
+    }).finally(() => {});
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nats-server did not answer on port ${port} within ${timeoutMs} ms`);
+}
+
+function findNatsServer(): string | undefined {
+  for (const candidate of ["nats-server", "/usr/sbin/nats-server", "/usr/local/bin/nats-server"]) {
+    if (spawnSync(candidate, ["--version"]).status === 0) return candidate;
+  }
+  return undefined;
+}
+
+let natsProcess: ChildProcess | undefined;
+let natsDir: string | undefined;
+let dropDatabase: (() => Promise<void>) | undefined;
+
+async function provideNats(): Promise<string> {
+  if (process.env.NATS_URL) return process.env.NATS_URL;
+  const binary = findNatsServer();
+  if (!binary) {
+    throw new Error(
+      "Luminet's tests need NATS with JetStream. Set NATS_URL to a running server, or install nats-server " +
+        "(Debian: `apt-get install nats-server`) so the tests can start one.",
+    );
+  }
+  const port = await freePort();
+  natsDir = mkdtempSync(join(tmpdir(), "luminet-nats-"));
+  natsProcess = spawn(binary, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", natsDir], {
+    stdio: "ignore",
+  });
+  await waitForPort(port, 10_000);
+  return `nats://127.0.0.1:${port}`;
+}
+
+async function providePostgres(): Promise<string> {
+  const serverUrl = process.env.DATABASE_URL;
+  if (!serverUrl) return "";
+  const name = `luminet_test_${process.pid}_${Date.now()}`;
+  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  dropDatabase = async () => {
+    const sql = postgres(serverUrl, { max: 1, onnotice: () => {} });
+    await sql.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await sql.end();
+  };
+  return url.toString();
+}
+
+export default async function setup(project: TestProject) {
+  project.provide("natsUrl", await provideNats());
+  project.provide("postgresUrl", await providePostgres());
+  return async () => {
+    await dropDatabase?.();
+    natsProcess?.kill("SIGTERM");
+    if (natsDir) rmSync(natsDir, { recursive: true, force: true });
+  };
+}
