@@ -1,0 +1,275 @@
+// The base model's shape, parsed from a Hugging Face config.json (Llama, Mistral, Qwen2), and the names
+// and shapes of the linear modules that LoRA adapters target.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+
+export type ModuleKind = "q" | "k" | "v" | "o" | "gate" | "up" | "down";
+export const MODULE_KINDS: readonly ModuleKind[] = ["q", "k", "v", "o", "gate", "up", "down"];
+
+export type RopeScaling =
+  | {
+      type: "llama3";
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositions: number;
+    }
+  | { type: "linear"; factor: number };
+
+export interface ModelConfig {
+  architecture: "llama" | "mistral" | "qwen2";
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  maxPositions: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling: RopeScaling | null;
+  tieWordEmbeddings: boolean;
+  qkvBias: boolean;
+  dtype: "F32" | "F16" | "BF16";
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+}
+
+export class ModelConfigError extends Error {
+  override name = "ModelConfigError";
+}
+
+type Architecture = ModelConfig["architecture"];
+
+const ARCHITECTURES: Record<string, Architecture> = {
+  LlamaForCausalLM: "llama",
+  MistralForCausalLM: "mistral",
+  Qwen2ForCausalLM: "qwen2",
+};
+const MODEL_TYPES: Record<string, Architecture> = { llama: "llama", mistral: "mistral", qwen2: "qwen2" };
+// transformers' own defaults for max_position_embeddings when a config leaves it out.
+const DEFAULT_MAX_POSITIONS: Record<Architecture, number> = { llama: 2048, mistral: 4096 * 32, qwen2: 32768 };
+const DTYPES: Record<string, ModelConfig["dtype"]> = { float32: "F32", float16: "F16", bfloat16: "BF16" };
+
+function isObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+function positiveInt(c: Record<string, unknown>, key: string, fallback?: number): number {
+  const v = c[key] ?? fallback;
+  if (v === undefined) throw new ModelConfigError(`config.json: ${key} is missing`);
+  if (!Number.isSafeInteger(v) || (v as number) <= 0) {
+    throw new ModelConfigError(`config.json: ${key} must be a positive integer, got ${JSON.stringify(v)}`);
+  }
+  return v as number;
+}
+
+function positiveNumber(obj: Record<string, unknown>, key: string, where: string, fallback?: number): number {
+  const v = obj[key] ?? fallback;
+  if (v === undefined) throw new ModelConfigError(`config.json: ${where}${key} is missing`);
+  if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
+    throw new ModelConfigError(
+      `config.json: ${where}${key} must be a positive number, got ${JSON.stringify(v)}`,
+    );
+  }
+  return v;
+}
+
+function tokenIds(v: unknown, key: string, file: string): number[] {
+  if (v === undefined || v === null) return [];
+  const list = Array.isArray(v) ? v : [v];
+  for (const id of list) {
+    if (!Number.isSafeInteger(id) || id < 0) {
+      throw new ModelConfigError(
+        `${file}: ${key} must be a token id or a list of them, got ${JSON.stringify(v)}`,
+      );
+    }
+  }
+  return list as number[];
+}
+
+function architectureOf(c: Record<string, unknown>): Architecture {
+  const archs = c.architectures;
+  if (Array.isArray(archs) && archs.length > 0) {
+    const name = archs[0];
+    const arch = typeof name === "string" ? ARCHITECTURES[name] : undefined;
+    if (!arch) {
+      throw new ModelConfigError(
+        `config.json: unsupported architecture ${JSON.stringify(name)} (supported: ${Object.keys(ARCHITECTURES).join(", ")})`,
+      );
+    }
+    return arch;
+  }
+  const type = c.model_type;
+  const arch = typeof type === "string" ? MODEL_TYPES[type] : undefined;
+  if (!arch) {
+    throw new ModelConfigError(
+      `config.json: unsupported model_type ${JSON.stringify(type)} (supported: ${Object.keys(MODEL_TYPES).join(", ")})`,
+    );
+  }
+  return arch;
+}
+
+function parseRopeScaling(v: unknown): RopeScaling | null {
+  if (v === undefined || v === null) return null;
+  if (!isObject(v)) throw new ModelConfigError(`config.json: rope_scaling must be an object or null`);
+  const type = v.rope_type ?? v.type;
+  switch (type) {
+    case "default":
+      return null;
+    case "linear":
+      return { type: "linear", factor: positiveNumber(v, "factor", "rope_scaling.") };
+    case "llama3":
+      return {
+        type: "llama3",
+        factor: positiveNumber(v, "factor", "rope_scaling."),
+        lowFreqFactor: positiveNumber(v, "low_freq_factor", "rope_scaling."),
+        highFreqFactor: positiveNumber(v, "high_freq_factor", "rope_scaling."),
+        originalMaxPositions: positiveNumber(v, "original_max_position_embeddings", "rope_scaling."),
+      };
+    default:
+      throw new ModelConfigError(
+        `config.json: unsupported rope_scaling type ${JSON.stringify(type)} (supported: llama3, linear)`,
+      );
+  }
+}
+
+export function parseModelConfig(json: unknown): ModelConfig {
+  if (!isObject(json)) throw new ModelConfigError("config.json: not a JSON object");
+  const c = json;
+  const architecture = architectureOf(c);
+  const hiddenSize = positiveInt(c, "hidden_size");
+  const numHeads = positiveInt(c, "num_attention_heads");
+  const numKvHeads = positiveInt(c, "num_key_value_heads", numHeads);
+  if (numHeads % numKvHeads !== 0) {
+    throw new ModelConfigError(
+      `config.json: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`,
+    );
+  }
+  if (c.head_dim == null && hiddenSize % numHeads !== 0) {
+    throw new ModelConfigError(
+      `config.json: hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads} and head_dim is not given`,
+    );
+  }
+  const headDim = positiveInt(c, "head_dim", hiddenSize / numHeads);
+  const act = c.hidden_act ?? "silu";
+  if (act !== "silu")
+    throw new ModelConfigError(`config.json: hidden_act ${JSON.stringify(act)} is not supported (silu)`);
+  if (c.attention_bias === true && architecture !== "qwen2") {
+    throw new ModelConfigError("config.json: attention_bias = true is not supported");
+  }
+  if (c.mlp_bias === true) throw new ModelConfigError("config.json: mlp_bias = true is not supported");
+  if (architecture === "qwen2" && c.use_sliding_window === true) {
+    throw new ModelConfigError("config.json: use_sliding_window = true is not supported");
+  }
+  const torchDtype = c.torch_dtype ?? c.dtype ?? "float32";
+  const dtype = typeof torchDtype === "string" ? DTYPES[torchDtype] : undefined;
+  if (!dtype) {
+    throw new ModelConfigError(
+      `config.json: torch_dtype ${JSON.stringify(torchDtype)} is not supported (float32, float16, bfloat16)`,
+    );
+  }
+  const tie = c.tie_word_embeddings ?? false;
+  if (typeof tie !== "boolean")
+    throw new ModelConfigError("config.json: tie_word_embeddings must be a boolean");
+  const bos = tokenIds(c.bos_token_id, "bos_token_id", "config.json");
+  return {
+    architecture,
+    hiddenSize,
+    intermediateSize: positiveInt(c, "intermediate_size"),
+    numLayers: positiveInt(c, "num_hidden_layers"),
+    numHeads,
+    numKvHeads,
+    headDim,
+    vocabSize: positiveInt(c, "vocab_size"),
+    maxPositions: positiveInt(c, "max_position_embeddings", DEFAULT_MAX_POSITIONS[architecture]),
+    rmsNormEps: positiveNumber(c, "rms_norm_eps", "", 1e-6),
+    ropeTheta: positiveNumber(c, "rope_theta", "", 10000),
+    ropeScaling: parseRopeScaling(c.rope_scaling),
+    tieWordEmbeddings: tie,
+    qkvBias: architecture === "qwen2",
+    dtype,
+    bosTokenId: bos[0] ?? null,
+    eosTokenIds: tokenIds(c.eos_token_id, "eos_token_id", "config.json"),
+  };
+}
+
+function readJson(path: string): unknown {
+  try {
+    return JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new ModelConfigError(`${path}: ${(err as Error).message}`);
+  }
+}
+
+/** Reads DIR/config.json; eos ids from generation_config.json are added to the config's own. */
+export function loadModelConfig(dir: string): ModelConfig {
+  const configPath = join(dir, "config.json");
+  if (!existsSync(configPath)) throw new ModelConfigError(`${dir}: no config.json`);
+  const json = readJson(configPath);
+  let cfg: ModelConfig;
+  try {
+    cfg = parseModelConfig(json);
+  } catch (err) {
+    if (err instanceof ModelConfigError) throw new ModelConfigError(`${dir}/${err.message}`);
+    throw err;
+  }
+  const genPath = join(dir, "generation_config.json");
+  if (existsSync(genPath)) {
+    const gen = readJson(genPath);
+    if (isObject(gen)) {
+      const eos = tokenIds(gen.eos_token_id, "eos_token_id", genPath);
+      cfg.eosTokenIds = [...new Set([...cfg.eosTokenIds, ...eos])];
+      if (cfg.bosTokenId === null)
+        cfg.bosTokenId = tokenIds(gen.bos_token_id, "bos_token_id", genPath)[0] ?? null;
+    }
+  }
+  for (const id of [...cfg.eosTokenIds, ...(cfg.bosTokenId === null ? [] : [cfg.bosTokenId])]) {
+    if (id >= cfg.vocabSize) {
+      throw new ModelConfigError(
+        `${dir}: special token id ${id} is outside the vocabulary of ${cfg.vocabSize}`,
+      );
+    }
+  }
+  return cfg;
+}
+
+export function moduleShape(cfg: ModelConfig, kind: ModuleKind): { inFeatures: number; outFeatures: number } {
+  const attn = cfg.numHeads * cfg.headDim;
+  const kv = cfg.numKvHeads * cfg.headDim;
+  switch (kind) {
+    case "q":
+      return { inFeatures: cfg.hiddenSize, outFeatures: attn };
+    case "k":
+    case "v":
+      return { inFeatures: cfg.hiddenSize, outFeatures: kv };
+    case "o":
+      return { inFeatures: attn, outFeatures: cfg.hiddenSize };
+    case "gate":
+    case "up":
+      return { inFeatures: cfg.hiddenSize, outFeatures: cfg.intermediateSize };
+    case "down":
+      return { inFeatures: cfg.intermediateSize, outFeatures: cfg.hiddenSize };
+  }
+}
+
+const MODULE_SUFFIX: Record<ModuleKind, string> = {
+  q: "self_attn.q_proj",
+  k: "self_attn.k_proj",
+  v: "self_attn.v_proj",
+  o: "self_attn.o_proj",
+  gate: "mlp.gate_proj",
+  up: "mlp.up_proj",
+  down: "mlp.down_proj",
+};
+
+/** "model.layers.3.self_attn.q_proj" — the module, without ".weight". */
+export function modulePath(layer: number, kind: ModuleKind): string {
+  return `model.layers.${layer}.${MODULE_SUFFIX[kind]}`;
+}
+
+/** "model.layers.3.self_attn.q_proj.weight". */
+export function weightName(layer: number, kind: ModuleKind): string {
+  return `${modulePath(layer, kind)}.weight`;
+}
