@@ -1,0 +1,60 @@
+// Applies the drizzle-kit migrations in schema/migrations with drizzle's migrator for the driver in use.
+// Idempotent: drizzle records each applied migration in drizzle.__drizzle_migrations and skips it next time.
+// Node only (the migrator reads the folder from disk); Workers run against a database migrated beforehand.
+import { fileURLToPath } from "node:url";
+import { is, sql } from "drizzle-orm";
+import type { MigrationConfig } from "drizzle-orm/migrator";
+import type { Db } from "./open.ts";
+
+// Beside this module, not the working directory: `luminet migrate` works from anywhere.
+const config: MigrationConfig = {
+  migrationsFolder: fileURLToPath(new URL("../schema/migrations", import.meta.url)),
+};
+
+export interface MigrationReport {
+  /** Migrations this call applied. */
+  applied: number;
+  /** Migrations the database has now. */
+  total: number;
+}
+
+export async function migrate(db: Db): Promise<MigrationReport> {
+  const before = await appliedCount(db);
+  await runMigrator(db);
+  const total = await appliedCount(db);
+  return { applied: total - before, total };
+}
+
+async function appliedCount(db: Db): Promise<number> {
+  const journalExists = await db.$count(
+    sql`pg_catalog.pg_tables`,
+    sql`schemaname = 'drizzle' and tablename = '__drizzle_migrations'`,
+  );
+  return journalExists ? db.$count(sql`drizzle.__drizzle_migrations`) : 0;
+}
+
+async function runMigrator(db: Db): Promise<void> {
+  switch (db.driver) {
+    case "pglite": {
+      const { PgliteDatabase } = await import("drizzle-orm/pglite");
+      const { migrate } = await import("drizzle-orm/pglite/migrator");
+      if (is(db, PgliteDatabase)) return migrate(db, config);
+      break;
+    }
+    case "postgres": {
+      const { PostgresJsDatabase } = await import("drizzle-orm/postgres-js");
+      const { migrate } = await import("drizzle-orm/postgres-js/migrator");
+      if (is(db, PostgresJsDatabase)) return migrate(db, config);
+      break;
+    }
+    case "neon": {
+      const { NeonDatabase } = await import("drizzle-orm/neon-serverless");
+      const { migrate } = await import("drizzle-orm/neon-serverless/migrator");
+      if (is(db, NeonDatabase)) return migrate(db, config);
+      break;
+    }
+  }
+  throw new Error(
+    `migrate: the database says its driver is "${db.driver}" but was not opened by that driver`,
+  );
+}

@@ -1,0 +1,277 @@
+// The database foundation on PGlite (always) and on the machine's real Postgres (when DATABASE_URL is
+// set): migrations, the tables' constraints, idempotent usage inserts and the rollup queries they serve.
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { and, eq, sql, sum } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { migrate } from "../../db/migrate.ts";
+import { DatabaseUrlError, type Db, describeDatabaseUrl, openDb } from "../../db/open.ts";
+import {
+  adapters,
+  apiKeys,
+  baseModels,
+  type NewAdapter,
+  type NewUsageEvent,
+  orgs,
+  usageDay,
+  usageEvents,
+} from "../../schema/db.ts";
+
+const postgresUrl = inject("postgresUrl");
+const base = "meta/llama-4-maverick";
+
+const adapter = (org: string, name: string, extra: Partial<NewAdapter> = {}): NewAdapter => ({
+  orgId: org,
+  name,
+  base,
+  rank: 16,
+  alpha: 32,
+  targetModules: ["q_proj", "v_proj"],
+  blobKey: `${org}/${name}.safetensors`,
+  ...extra,
+});
+
+const usage = (requestId: string, extra: Partial<NewUsageEvent> = {}): NewUsageEvent => ({
+  requestId,
+  orgId: "acme",
+  apiKeyId: "key-1",
+  base,
+  adapter: "support-v1",
+  inputTokens: 100,
+  outputTokens: 20,
+  costMicros: 27,
+  finishReason: "stop",
+  startedAt: new Date("2025-03-01T10:00:00Z"),
+  finishedAt: new Date("2025-03-01T10:00:02Z"),
+  ...extra,
+});
+
+/** drizzle wraps driver errors; the Postgres message sits on the cause. */
+async function failure(query: Promise<unknown>): Promise<string> {
+  const error = await query.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(Error);
+  const { message, cause } = error as Error;
+  return `${message} ${cause instanceof Error ? cause.message : ""}`;
+}
+
+const targets = [
+  { name: "PGlite", url: "pglite:memory" },
+  { name: "Postgres", url: postgresUrl },
+];
+
+for (const { name, url } of targets) {
+  describe.skipIf(!url)(`the database on ${name}`, () => {
+    let db: Db;
+
+    beforeAll(async () => {
+      db = await openDb(url);
+      await migrate(db);
+      await db.insert(orgs).values([
+        { id: "acme", name: "Acme" },
+        { id: "globex", name: "Globex" },
+      ]);
+      await db.insert(baseModels).values({
+        name: base,
+        architecture: {
+          family: "LlamaForCausalLM",
+          layers: 48,
+          hiddenSize: 5120,
+          intermediateSize: 8192,
+          attentionHeads: 40,
+          kvHeads: 8,
+          headDim: 128,
+          vocabSize: 202048,
+        },
+        contextLength: 131072,
+        inputPriceMicrosPerMillion: 150_000,
+        outputPriceMicrosPerMillion: 600_000,
+      });
+    });
+
+    afterAll(async () => {
+      await db?.close();
+    });
+
+    it("re-applying migrations changes nothing", async () => {
+      expect(await migrate(db)).toEqual({ applied: 0, total: 1 });
+    });
+
+    it("stores an org's key, base model, adapter and usage and reads them back", async () => {
+      const [key] = await db
+        .insert(apiKeys)
+        .values({
+          orgId: "acme",
+          keyHash: "ab".repeat(32),
+          prefix: "lm-acme-1234",
+          name: "ci",
+          scopes: ["infer"],
+        })
+        .returning();
+      expect(key).toMatchObject({
+        orgId: "acme",
+        prefix: "lm-acme-1234",
+        scopes: ["infer"],
+        revokedAt: null,
+      });
+      expect(key?.createdAt).toBeInstanceOf(Date);
+
+      const [stored] = await db.insert(adapters).values(adapter("acme", "support-v1")).returning();
+      expect(stored).toMatchObject({
+        trafficWeight: 100,
+        pinned: false,
+        status: "uploading",
+        targetModules: ["q_proj", "v_proj"],
+        bytes: null,
+      });
+      await db
+        .update(adapters)
+        .set({ status: "ready", bytes: 6_000_000_000, sha256: "cd".repeat(32) })
+        .where(eq(adapters.id, stored!.id));
+
+      await db.insert(usageEvents).values(usage("req-readback"));
+      const [row] = await db.select().from(usageEvents).where(eq(usageEvents.requestId, "req-readback"));
+      expect(row).toEqual({ ...usage("req-readback") });
+
+      const [model] = await db.select().from(baseModels).where(eq(baseModels.name, base));
+      expect(model?.architecture.kvHeads).toBe(8);
+      const [ready] = await db.select().from(adapters).where(eq(adapters.id, stored!.id));
+      expect(ready).toMatchObject({ status: "ready", bytes: 6_000_000_000 });
+    });
+
+    it("a redelivered usage event inserts no second row", async () => {
+      await db.insert(usageEvents).values(usage("req-dup")).onConflictDoNothing();
+      await db
+        .insert(usageEvents)
+        .values(usage("req-dup", { outputTokens: 999 }))
+        .onConflictDoNothing();
+      const rows = await db.select().from(usageEvents).where(eq(usageEvents.requestId, "req-dup"));
+      expect(rows).toHaveLength(1);
+      expect(rows[0]?.outputTokens).toBe(20);
+    });
+
+    it("refuses a traffic weight above 100", async () => {
+      const message = await failure(
+        db.insert(adapters).values(adapter("acme", "heavy", { trafficWeight: 101 })),
+      );
+      expect(message).toContain("adapters_traffic_weight_range");
+    });
+
+    it("refuses a ready adapter without its size and hash", async () => {
+      const message = await failure(
+        db.insert(adapters).values(adapter("acme", "hollow", { status: "ready" })),
+      );
+      expect(message).toContain("adapters_ready_has_blob");
+    });
+
+    it("keeps adapter names unique per org among adapters not deleted", async () => {
+      await db.insert(adapters).values(adapter("acme", "sales-v1"));
+      const message = await failure(db.insert(adapters).values(adapter("acme", "sales-v1")));
+      expect(message).toContain("adapters_org_name_live_idx");
+
+      await db.insert(adapters).values(adapter("globex", "sales-v1"));
+      await db
+        .update(adapters)
+        .set({ status: "deleted", deletedAt: new Date() })
+        .where(and(eq(adapters.orgId, "acme"), eq(adapters.name, "sales-v1")));
+      await db.insert(adapters).values(adapter("acme", "sales-v1"));
+      const live = await db
+        .select()
+        .from(adapters)
+        .where(and(eq(adapters.name, "sales-v1"), sql`${adapters.deletedAt} is null`));
+      expect(live.map((a) => a.orgId).sort()).toEqual(["acme", "globex"]);
+    });
+
+    it("rolls usage up by UTC day and adapter", async () => {
+      const at = (iso: string) => ({ startedAt: new Date(iso), finishedAt: new Date(iso) });
+      await db.insert(usageEvents).values([
+        usage("roll-1", { orgId: "roll", adapter: "a", ...at("2025-04-01T00:00:00Z") }),
+        usage("roll-2", {
+          orgId: "roll",
+          adapter: "a",
+          inputTokens: 7,
+          costMicros: 13,
+          ...at("2025-04-01T23:59:59Z"),
+        }),
+        usage("roll-3", { orgId: "roll", adapter: null, ...at("2025-04-01T12:00:00Z") }),
+        // 23:30 on March 31 in New York, April 1 in UTC: days are UTC days.
+        usage("roll-4", { orgId: "roll", adapter: "a", ...at("2025-04-01T03:30:00Z") }),
+        usage("roll-5", {
+          orgId: "roll",
+          adapter: "a",
+          outputTokens: 1,
+          costMicros: 16,
+          ...at("2025-04-02T00:00:00Z"),
+        }),
+        usage("other-org", { orgId: "acme", adapter: "a", ...at("2025-04-01T12:00:00Z") }),
+      ]);
+      // Rollups must not depend on the session's time zone: run this one in New York.
+      const rows = await db.transaction(async (tx) => {
+        await tx.execute(sql`set local time zone 'America/New_York'`);
+        const day = usageDay();
+        return tx
+          .select({
+            day,
+            adapter: usageEvents.adapter,
+            requests: sql<number>`count(*)::int`,
+            inputTokens: sum(usageEvents.inputTokens).mapWith(Number),
+            outputTokens: sum(usageEvents.outputTokens).mapWith(Number),
+            costMicros: sum(usageEvents.costMicros).mapWith(Number),
+          })
+          .from(usageEvents)
+          .where(eq(usageEvents.orgId, "roll"))
+          .groupBy(day, usageEvents.adapter)
+          .orderBy(day, usageEvents.adapter);
+      });
+      expect(rows).toEqual([
+        { day: "2025-04-01", adapter: "a", requests: 3, inputTokens: 207, outputTokens: 60, costMicros: 67 },
+        { day: "2025-04-01", adapter: null, requests: 1, inputTokens: 100, outputTokens: 20, costMicros: 27 },
+        { day: "2025-04-02", adapter: "a", requests: 1, inputTokens: 100, outputTokens: 1, costMicros: 16 },
+      ]);
+    });
+  });
+}
+
+describe("database URLs", () => {
+  it("name the driver, host and database but never the password", () => {
+    const described = describeDatabaseUrl("postgres://luminet:hunter2@db.internal:5432/billing");
+    expect(described).toBe("postgres db.internal:5432/billing");
+    expect(describeDatabaseUrl("postgresql://u:p@ep-x.neon.tech/main", { driver: "neon" })).toBe(
+      "neon ep-x.neon.tech/main",
+    );
+    expect(describeDatabaseUrl("pglite:")).toBe("pglite (memory)");
+    expect(describeDatabaseUrl("pglite:.luminet/db")).toBe("pglite .luminet/db");
+  });
+
+  it("refuse an unknown scheme without echoing the URL", async () => {
+    const error = await openDb("mysql://root:hunter2@localhost/db").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DatabaseUrlError);
+    expect((error as Error).message).toContain('"mysql:"');
+    expect((error as Error).message).not.toContain("hunter2");
+  });
+});
+
+describe("luminet migrate", () => {
+  const dir = mkdtempSync(join(tmpdir(), "luminet-migrate-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const run = () =>
+    spawnSync(process.execPath, ["bin/luminet.mjs", "migrate"], {
+      encoding: "utf8",
+      env: { ...process.env, DATABASE_URL: `pglite:${join(dir, "nested", "db")}` },
+    });
+
+  it("migrates a fresh PGlite folder, then finds it up to date", () => {
+    const first = run();
+    expect(first.stderr).toBe("");
+    expect(first.status).toBe(0);
+    expect(first.stdout).toContain("applied 1 migration(s)");
+    const second = run();
+    expect(second.status).toBe(0);
+    expect(second.stdout).toContain("database already up to date");
+  });
+});
