@@ -1,0 +1,251 @@
+// Loading a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) into float32
+// A/B matrices with PEFT's scale per module, validated against the base model. Pickled weights are never
+// opened: unpickling runs arbitrary code.
+import { createHash } from "node:crypto";
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
+import {
+  MODULE_KINDS,
+  type ModelConfig,
+  type ModuleKind,
+  modulePath,
+  moduleShape,
+} from "../engine/model-config.ts";
+import { openWeights, SafetensorsError, type WeightIndex } from "../engine/safetensors.ts";
+import { AdapterError, isTargeted, moduleRank, moduleScale, parsePeftConfig } from "./peft-config.ts";
+
+export { AdapterError } from "./peft-config.ts";
+
+export interface LoraModule {
+  layer: number;
+  kind: ModuleKind;
+  rank: number;
+  /** alpha/r, or alpha/sqrt(r) with rsLoRA, from alpha_pattern/rank_pattern where they match. */
+  scale: number;
+  /** [rank, inFeatures] row-major. */
+  a: Float32Array;
+  /** [outFeatures, rank] row-major. */
+  b: Float32Array;
+  /** lora_B's bias [outFeatures] (lora_bias = true), not scaled. */
+  bias: Float32Array | null;
+  inFeatures: number;
+  outFeatures: number;
+}
+
+export interface LoadedAdapter {
+  name: string;
+  /** The largest rank among the adapter's modules. */
+  maxRank: number;
+  modules: LoraModule[];
+  /** Size of adapter_model.safetensors. */
+  bytes: number;
+  /** sha256 (hex) of adapter_model.safetensors. */
+  sha256: string;
+}
+
+const CONFIG_FILE = "adapter_config.json";
+const WEIGHTS_FILE = "adapter_model.safetensors";
+const PICKLE_FILES = ["adapter_model.bin", "adapter_model.pt", "adapter_model.pth", "adapter_model.pkl"];
+const PREFIX = "base_model.model.";
+const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
+
+const LORA_TENSOR = /^base_model\.model\.(.+)\.(lora_A|lora_B)\.(weight|bias)$/;
+const LINEAR_MODULE = /^model\.layers\.(\d+)\.(?:self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)$/;
+
+interface ModuleTensors {
+  layer: number;
+  kind: ModuleKind;
+  path: string;
+  a?: string;
+  b?: string;
+  bias?: string;
+}
+
+function sha256OfFile(path: string): string {
+  const hash = createHash("sha256");
+  const chunk = Buffer.allocUnsafe(1 << 20);
+  const fd = openSync(path, "r");
+  try {
+    for (;;) {
+      const n = readSync(fd, chunk, 0, chunk.length, null);
+      if (n === 0) break;
+      hash.update(chunk.subarray(0, n));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest("hex");
+}
+
+function readConfig(dir: string): unknown {
+  const path = join(dir, CONFIG_FILE);
+  if (!existsSync(path)) throw new AdapterError(`${dir}: no ${CONFIG_FILE}`);
+  try {
+    return JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new AdapterError(`${path}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+function refuseFeatureTensor(name: string): void {
+  if (name.includes("lora_magnitude_vector")) {
+    throw new AdapterError(`tensor ${name}: DoRA adapters (lora_magnitude_vector) are not supported`);
+  }
+  if (name.includes("lora_embedding_A") || name.includes("lora_embedding_B")) {
+    throw new AdapterError(`tensor ${name}: embedding LoRA is not supported`);
+  }
+  if (name.includes(".modules_to_save.") || name.includes("trainable_tokens")) {
+    throw new AdapterError(
+      `tensor ${name}: modules_to_save / trainable tokens replace base weights and are not supported`,
+    );
+  }
+}
+
+/** Groups the file's tensors by module, refusing any tensor that is not a LoRA A/B of a known module. */
+function groupTensors(names: string[], model: ModelConfig): Map<string, ModuleTensors> {
+  const modules = new Map<string, ModuleTensors>();
+  for (const name of names) {
+    refuseFeatureTensor(name);
+    const m = LORA_TENSOR.exec(name);
+    if (!m || (m[2] === "lora_A" && m[3] === "bias")) {
+      throw new AdapterError(
+        `tensor ${name} is not a LoRA weight (expected ${PREFIX}<module>.lora_A.weight, .lora_B.weight or .lora_B.bias)`,
+      );
+    }
+    const path = m[1]!;
+    const lm = LINEAR_MODULE.exec(path);
+    if (!lm) {
+      if (path === "model.embed_tokens" || path === "lm_head") {
+        throw new AdapterError(`tensor ${name}: embedding LoRA (on ${path}) is not supported`);
+      }
+      throw new AdapterError(
+        `tensor ${name}: module ${path} is not one of the base model's LoRA targets (q/k/v/o_proj, gate/up/down_proj of model.layers.N)`,
+      );
+    }
+    const layer = Number(lm[1]);
+    const kind = (lm[2] ?? lm[3]) as ModuleKind;
+    if (layer >= model.numLayers) {
+      throw new AdapterError(
+        `tensor ${name}: layer ${layer} does not exist, the base model has ${model.numLayers} layers`,
+      );
+    }
+    // Rebuild the canonical name so "model.layers.01" can never alias layer 1.
+    if (modulePath(layer, kind) !== path) {
+      throw new AdapterError(`tensor ${name}: module ${path} is not a canonical module name`);
+    }
+    const entry = modules.get(path) ?? { layer, kind, path };
+    if (m[2] === "lora_A") entry.a = name;
+    else if (m[3] === "weight") entry.b = name;
+    else entry.bias = name;
+    modules.set(path, entry);
+  }
+  return modules;
+}
+
+function readChecked(weights: WeightIndex, name: string, shape: number[], why: string): Float32Array {
+  const info = weights.info(name);
+  if (!FLOAT_DTYPES.has(info.dtype)) {
+    throw new AdapterError(`tensor ${name} has dtype ${info.dtype}; LoRA weights must be F32, F16 or BF16`);
+  }
+  if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
+    throw new AdapterError(
+      `tensor ${name} has shape [${info.shape.join(", ")}], expected [${shape.join(", ")}] (${why})`,
+    );
+  }
+  const data = weights.readFloat32(name);
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i]!)) {
+      throw new AdapterError(`tensor ${name} has a non-finite value (${data[i]}) at flat index ${i}`);
+    }
+  }
+  return data;
+}
+
+/**
+ * Loads and validates the PEFT LoRA adapter in `dir` for the base `model`. Throws AdapterError, with a
+ * message naming the field or tensor, for anything invalid or unsupported.
+ */
+export function loadPeftAdapter(
+  dir: string,
+  model: ModelConfig,
+  options: { name?: string; maxRank: number },
+): LoadedAdapter {
+  const root = resolve(dir);
+  if (!existsSync(root) || !statSync(root).isDirectory()) {
+    throw new AdapterError(`${root}: not an adapter folder`);
+  }
+  const weightsPath = join(root, WEIGHTS_FILE);
+  if (!existsSync(weightsPath)) {
+    const pickle = PICKLE_FILES.find((f) => existsSync(join(root, f)));
+    if (pickle) {
+      throw new AdapterError(
+        `${root}: has ${pickle} but no ${WEIGHTS_FILE}; pickled adapters are never loaded; convert to safetensors`,
+      );
+    }
+    throw new AdapterError(`${root}: no ${WEIGHTS_FILE}`);
+  }
+  const cfg = parsePeftConfig(readConfig(root));
+
+  let weights: WeightIndex;
+  try {
+    weights = openWeights(root, "adapter_model");
+  } catch (err) {
+    if (err instanceof SafetensorsError) throw new AdapterError(err.message, { cause: err });
+    throw err;
+  }
+  const names = weights.names();
+  if (names.length === 0) throw new AdapterError(`${weightsPath}: holds no tensors`);
+  const grouped = groupTensors(names, model);
+
+  const modules: LoraModule[] = [];
+  for (const t of grouped.values()) {
+    const what = `${PREFIX}${t.path}`;
+    if (!isTargeted(cfg, t.path)) {
+      throw new AdapterError(
+        `tensors of ${what}: adapter_config.json's target_modules does not select module ${t.path}`,
+      );
+    }
+    if (t.a === undefined || t.b === undefined) {
+      throw new AdapterError(`${what}: has ${t.a ? "lora_A" : "lora_B"} but no ${t.a ? "lora_B" : "lora_A"}`);
+    }
+    if (t.bias !== undefined && !cfg.loraBias) {
+      throw new AdapterError(
+        `tensor ${t.bias}: lora_B has a bias but adapter_config.json has lora_bias false`,
+      );
+    }
+    const rank = moduleRank(cfg, t.path);
+    if (rank > options.maxRank) {
+      throw new AdapterError(
+        `${what}: rank ${rank} exceeds the maximum rank ${options.maxRank} this server is configured for`,
+      );
+    }
+    const { inFeatures, outFeatures } = moduleShape(model, t.kind);
+    const why = `rank ${rank} from adapter_config.json, ${inFeatures} in and ${outFeatures} out features in the base`;
+    try {
+      modules.push({
+        layer: t.layer,
+        kind: t.kind,
+        rank,
+        scale: moduleScale(cfg, t.path),
+        a: readChecked(weights, t.a, [rank, inFeatures], why),
+        b: readChecked(weights, t.b, [outFeatures, rank], why),
+        bias: t.bias === undefined ? null : readChecked(weights, t.bias, [outFeatures], why),
+        inFeatures,
+        outFeatures,
+      });
+    } catch (err) {
+      if (err instanceof SafetensorsError) throw new AdapterError(err.message, { cause: err });
+      throw err;
+    }
+  }
+  const kindOrder = (k: ModuleKind): number => MODULE_KINDS.indexOf(k);
+  modules.sort((x, y) => x.layer - y.layer || kindOrder(x.kind) - kindOrder(y.kind));
+
+  return {
+    name: options.name ?? basename(root),
+    maxRank: modules.reduce((m, x) => Math.max(m, x.rank), 0),
+    modules,
+    bytes: statSync(weightsPath).size,
+    sha256: sha256OfFile(weightsPath),
+  };
+}
