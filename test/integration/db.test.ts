@@ -4,7 +4,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { and, eq, sql, sum } from "drizzle-orm";
+import { and, eq, isNull, sql, sum } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { migrate } from "../../db/migrate.ts";
 import { DatabaseUrlError, type Db, describeDatabaseUrl, openDb } from "../../db/open.ts";
@@ -182,7 +182,7 @@ for (const { name, url } of targets) {
       const live = await db
         .select()
         .from(adapters)
-        .where(and(eq(adapters.name, "sales-v1"), sql`${adapters.deletedAt} is null`));
+        .where(and(eq(adapters.name, "sales-v1"), isNull(adapters.deletedAt)));
       expect(live.map((a) => a.orgId).sort()).toEqual(["acme", "globex"]);
     });
 
