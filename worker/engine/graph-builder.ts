@@ -1,0 +1,357 @@
+// The ONNX graph of a Llama-family decoder with multi-LoRA banks, built from the model config and the
+// safetensors index. Weights stay in the safetensors files as external data; tokens are flattened to
+// [T, features] so every linear is a Gemm on the HF [out, in] weight (transB), with no copy.
+// Inputs and outputs are fixed by the engine contract (Graph IO).
+import { realpathSync } from "node:fs";
+import { isAbsolute, join, relative, sep } from "node:path";
+import { float32ToFloat16 } from "./dtype.ts";
+import { floatAttr, Graph } from "./graph.ts";
+import { cachedGraphFile } from "./graph-cache.ts";
+import { MODULE_KINDS, type ModelConfig, type ModuleKind, moduleShape, weightName } from "./model-config.ts";
+import { DataType } from "./onnx-proto.ts";
+import { inverseFrequencies } from "./rope.ts";
+import type { WeightIndex } from "./safetensors.ts";
+
+// Bump whenever the graph this file emits changes, so cached graphs are rebuilt.
+export const GRAPH_BUILDER_VERSION = 1;
+
+export interface LoraGraphOptions {
+  segments: number;
+  slots: number;
+  rowsPerSlot: number;
+}
+
+export interface GraphOptions {
+  computeDtype: "float32" | "float16";
+  maxContext: number;
+  lora: LoraGraphOptions | null;
+}
+
+export class GraphBuildError extends Error {
+  override name = "GraphBuildError";
+}
+
+const MS = "com.microsoft";
+const OPSETS = [
+  { domain: "", version: 21 },
+  { domain: MS, version: 1 },
+];
+
+const WEIGHT_TYPES: Readonly<Record<string, DataType>> = {
+  F32: DataType.FLOAT,
+  F16: DataType.FLOAT16,
+  BF16: DataType.BFLOAT16,
+};
+
+function checkOptions(model: ModelConfig, o: GraphOptions): void {
+  if (!Number.isSafeInteger(o.maxContext) || o.maxContext <= 0) {
+    throw new GraphBuildError(`maxContext must be a positive integer, got ${o.maxContext}`);
+  }
+  // GroupQueryAttention with cos/sin caches needs head_size % 16 == 0 (ORT 1.30).
+  if (model.headDim % 16 !== 0) {
+    throw new GraphBuildError(`head_dim ${model.headDim} is not a multiple of 16 (GroupQueryAttention)`);
+  }
+  if (o.lora !== null) {
+    for (const key of ["segments", "slots", "rowsPerSlot"] as const) {
+      const v = o.lora[key];
+      if (!Number.isSafeInteger(v) || v <= 0) {
+        throw new GraphBuildError(`lora.${key} must be a positive integer, got ${v}`);
+      }
+    }
+  }
+}
+
+class DecoderBuilder {
+  readonly g = new Graph();
+  private readonly compute: DataType;
+  private readonly computeBytes: (f: Float32Array) => Uint8Array;
+  private readonly cast = new Map<string, string>();
+  private readonly external = new Set<string>();
+  // Per input value: its adapter tokens split into segments (shared by q/k/v and by gate/up).
+  private readonly segmentsOf = new Map<string, string[]>();
+  private loraRows = new Map<ModuleKind, { starts: string[]; ends: string[] }>();
+  private biasRows: { starts: string[]; ends: string[] } = { starts: [], ends: [] };
+
+  private readonly weightsDir: string;
+  private readonly dataFolder: string;
+
+  constructor(
+    private readonly model: ModelConfig,
+    private readonly weights: WeightIndex,
+    private readonly options: GraphOptions,
+    dataFolder: string | undefined,
+  ) {
+    this.weightsDir = realpathSync(weights.dir);
+    this.dataFolder = dataFolder === undefined ? this.weightsDir : realpathSync(dataFolder);
+    if (options.computeDtype === "float32") {
+      this.compute = DataType.FLOAT;
+      this.computeBytes = (f) => new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+    } else {
+      this.compute = DataType.FLOAT16;
+      this.computeBytes = (f) => {
+        const h = float32ToFloat16(f);
+        return new Uint8Array(h.buffer, h.byteOffset, h.byteLength);
+      };
+    }
+  }
+
+  // The checkpoint tensor as an external initializer in its own dtype, shape-checked.
+  private rawWeight(name: string, shape: readonly number[]): { value: string; type: DataType } {
+    if (!this.weights.has(name)) throw new GraphBuildError(`no tensor ${name} in ${this.weights.dir}`);
+    const info = this.weights.info(name);
+    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
+      throw new GraphBuildError(
+        `tensor ${name} has shape [${info.shape.join(", ")}], expected [${shape.join(", ")}]`,
+      );
+    }
+    const type = WEIGHT_TYPES[info.dtype];
+    if (type === undefined) {
+      throw new GraphBuildError(`tensor ${name} has dtype ${info.dtype}; weights must be F32, F16 or BF16`);
+    }
+    if (!this.external.has(name)) {
+      this.external.add(name);
+      this.g.initializer({
+        name,
+        dataType: type,
+        dims: shape,
+        external: {
+          location: this.location(info.relativeFile),
+          offset: info.offset,
+          length: info.byteLength,
+        },
+      });
+    }
+    return { value: name, type };
+  }
+
+  // ORT resolves locations against the .onnx file's folder (or the session's external-initializers
+  // folder) and refuses any that leave it once symlinks are resolved.
+  private location(relativeFile: string): string {
+    const location = relative(this.dataFolder, join(this.weightsDir, relativeFile));
+    if (location.startsWith("..") || isAbsolute(location)) {
+      throw new GraphBuildError(
+        `weight file ${relativeFile} lies outside the graph's folder ${this.dataFolder}`,
+      );
+    }
+    return location.split(sep).join("/");
+  }
+
+  // The weight in the compute dtype; a Cast on an initializer is folded once at session load.
+  private weight(name: string, shape: readonly number[]): string {
+    const known = this.cast.get(name);
+    if (known !== undefined) return known;
+    const raw = this.rawWeight(name, shape);
+    const value =
+      raw.type === this.compute ? raw.value : this.g.op("Cast", [raw.value], { to: this.compute });
+    this.cast.set(name, value);
+    return value;
+  }
+
+  private floatConst(key: string, dims: readonly number[], data: Float32Array): string {
+    return this.g.constRaw(
+      `${this.options.computeDtype}:${key}`,
+      this.compute,
+      dims,
+      this.computeBytes(data),
+    );
+  }
+
+  build(): Uint8Array {
+    const m = this.model;
+    const g = this.g;
+    const { hiddenSize: H, vocabSize: V, headDim: D, numKvHeads: KV } = m;
+    checkOptions(m, this.options);
+
+    const inputIds = g.input("input_ids", DataType.INT64, ["batch", "sequence"]);
+    const seqlensK = g.input("seqlens_k", DataType.INT32, ["batch"]);
+    const totalLen = g.input("total_sequence_length", DataType.INT32, []);
+    const logitsRows = g.input("logits_rows", DataType.INT64, ["rows"]);
+    if (this.options.lora !== null) this.loraInputs(this.options.lora);
+
+    const [cosCache, sinCache] = this.ropeCaches();
+    const bsShape = g.op("Concat", [g.op("Shape", [inputIds]), g.constInt64([-1])], { axis: 0 });
+    const tokensShape = g.constInt64([-1, m.numHeads * D]);
+
+    const ids = g.op("Reshape", [inputIds, g.constInt64([-1])]);
+    const embed = this.rawWeight("model.embed_tokens.weight", [V, H]);
+    let hidden = g.op("Gather", [embed.value, ids], { axis: 0 });
+    if (embed.type !== this.compute) hidden = g.op("Cast", [hidden], { to: this.compute });
+
+    let normed = g.op(
+      "SimplifiedLayerNormalization",
+      [hidden, this.weight("model.layers.0.input_layernorm.weight", [H])],
+      { axis: -1, epsilon: floatAttr(m.rmsNormEps) },
+    );
+    for (let l = 0; l < m.numLayers; l++) {
+      g.input(`past_key.${l}`, this.compute, ["batch", KV, "past_sequence", D]);
+      g.input(`past_value.${l}`, this.compute, ["batch", KV, "past_sequence", D]);
+      const toBsh = (x: string): string => g.op("Reshape", [x, bsShape]);
+      const q = toBsh(this.linear(l, "q", normed));
+      const k = toBsh(this.linear(l, "k", normed));
+      const v = toBsh(this.linear(l, "v", normed));
+      const [attn] = g.node(
+        "GroupQueryAttention",
+        [q, k, v, `past_key.${l}`, `past_value.${l}`, seqlensK, totalLen, cosCache, sinCache],
+        { num_heads: m.numHeads, kv_num_heads: KV, do_rotary: 1, rotary_interleaved: 0 },
+        { domain: MS, outputs: [g.fresh("attn"), `present_key.${l}`, `present_value.${l}`] },
+      );
+      g.output(`present_key.${l}`, this.compute, ["batch", KV, "present_sequence", D]);
+      g.output(`present_value.${l}`, this.compute, ["batch", KV, "present_sequence", D]);
+      const o = this.linear(l, "o", g.op("Reshape", [attn!, tokensShape]));
+      const [postNormed, , , residual] = this.skipNorm(
+        o,
+        hidden,
+        `model.layers.${l}.post_attention_layernorm.weight`,
+      );
+      const gate = this.linear(l, "gate", postNormed!);
+      const up = this.linear(l, "up", postNormed!);
+      const act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up]);
+      const down = this.linear(l, "down", act);
+      const nextNorm =
+        l + 1 < m.numLayers ? `model.layers.${l + 1}.input_layernorm.weight` : "model.norm.weight";
+      [normed, , , hidden] = this.skipNorm(down, residual!, nextNorm) as [string, string, string, string];
+    }
+
+    const rows = g.op("Gather", [normed, logitsRows], { axis: 0 });
+    const head = m.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+    const lmHead = this.weight(head, [V, H]);
+    if (this.compute === DataType.FLOAT) {
+      g.op("Gemm", [rows, lmHead], { transB: 1 }, "logits");
+    } else {
+      g.op("Cast", [g.op("Gemm", [rows, lmHead], { transB: 1 })], { to: DataType.FLOAT }, "logits");
+    }
+    g.output("logits", DataType.FLOAT, ["rows", V]);
+    return g.encode(OPSETS, { "luminet.graph_builder_version": String(GRAPH_BUILDER_VERSION) });
+  }
+
+  // cos/sin [maxContext, headDim/2] computed from constants only, so ORT folds them once at session load
+  // and the .onnx file stays small.
+  private ropeCaches(): [string, string] {
+    const g = this.g;
+    const f32 = (key: string, dims: readonly number[], v: Float32Array): string =>
+      g.constRaw(`f32:${key}`, DataType.FLOAT, dims, new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+    const inv = inverseFrequencies(this.model);
+    const positions = g.op("Range", [
+      f32("0", [], Float32Array.of(0)),
+      f32(`${this.options.maxContext}`, [], Float32Array.of(this.options.maxContext)),
+      f32("1", [], Float32Array.of(1)),
+    ]);
+    const angles = g.op("Mul", [
+      g.op("Unsqueeze", [positions, g.constInt64([1])]),
+      f32("inv_freq", [inv.length], inv),
+    ]);
+    const inCompute = (x: string): string =>
+      this.compute === DataType.FLOAT ? x : g.op("Cast", [x], { to: this.compute });
+    return [inCompute(g.op("Cos", [angles])), inCompute(g.op("Sin", [angles]))];
+  }
+
+  // Residual add fused with RMSNorm: returns [normed, "", "", x + skip].
+  private skipNorm(x: string, skip: string, weight: string): string[] {
+    const g = this.g;
+    return g.node(
+      "SkipSimplifiedLayerNormalization",
+      [x, skip, this.weight(weight, [this.model.hiddenSize])],
+      { epsilon: floatAttr(this.model.rmsNormEps) },
+      { domain: MS, outputs: [g.fresh("normed"), "", "", g.fresh("residual")] },
+    );
+  }
+
+  private linear(l: number, kind: ModuleKind, x: string): string {
+    const { inFeatures, outFeatures } = moduleShape(this.model, kind);
+    const w = this.weight(weightName(l, kind), [outFeatures, inFeatures]);
+    const inputs = [x, w];
+    if (this.model.qkvBias && (kind === "q" || kind === "k" || kind === "v")) {
+      inputs.push(this.weight(weightName(l, kind).replace(/\.weight$/, ".bias"), [outFeatures]));
+    }
+    const base = this.g.op("Gemm", inputs, { transB: 1 });
+    return this.options.lora === null ? base : this.g.op("Add", [base, this.loraDelta(l, kind, x)]);
+  }
+
+  // Inputs shared by all layers, and each segment's [start, end) row bounds split out once for reuse.
+  private loraInputs(lora: LoraGraphOptions): void {
+    const g = this.g;
+    g.input("lora_perm", DataType.INT64, ["adapter_tokens"]);
+    g.input("lora_counts", DataType.INT64, [lora.segments]);
+    g.input("lora_unsort", DataType.INT64, ["tokens"]);
+    const bounds = (input: string): { starts: string[]; ends: string[] } => {
+      const flat = g.op("Reshape", [input, g.constInt64([-1])]);
+      const parts = g.node(
+        "Split",
+        [flat, g.constInt64(new Array<number>(2 * lora.segments).fill(1))],
+        { axis: 0 },
+        { outputs: 2 * lora.segments },
+      );
+      return { starts: parts.filter((_, i) => i % 2 === 0), ends: parts.filter((_, i) => i % 2 === 1) };
+    };
+    for (const kind of MODULE_KINDS) {
+      this.loraRows.set(kind, bounds(g.input(`lora_rows.${kind}`, DataType.INT64, [lora.segments, 2])));
+    }
+    this.biasRows = bounds(g.input("lora_bias_rows", DataType.INT64, [lora.segments, 2]));
+  }
+
+  private segments(x: string): string[] {
+    const known = this.segmentsOf.get(x);
+    if (known !== undefined) return known;
+    const g = this.g;
+    const gathered = g.op("Gather", [x, "lora_perm"], { axis: 0 });
+    const segs = g.node(
+      "Split",
+      [gathered, "lora_counts"],
+      { axis: 0 },
+      { outputs: this.options.lora!.segments },
+    );
+    this.segmentsOf.set(x, segs);
+    return segs;
+  }
+
+  // x_i · A_iᵀ · B_i + bias_i per segment, then back to token order; tokens without an adapter pick the
+  // trailing zero row.
+  private loraDelta(l: number, kind: ModuleKind, x: string): string {
+    const g = this.g;
+    const lora = this.options.lora!;
+    const { inFeatures, outFeatures } = moduleShape(this.model, kind);
+    const bankRows = lora.slots * lora.rowsPerSlot;
+    const a = g.input(`lora_a.${l}.${kind}`, this.compute, [bankRows, inFeatures]);
+    const b = g.input(`lora_b.${l}.${kind}`, this.compute, [bankRows, outFeatures]);
+    const bias = g.input(`lora_bias.${l}.${kind}`, this.compute, [lora.slots, outFeatures]);
+    const rows = this.loraRows.get(kind)!;
+    const axis0 = g.constInt64([0]);
+    const parts = this.segments(x).map((seg, i) => {
+      const start = rows.starts[i]!;
+      const end = rows.ends[i]!;
+      const ai = g.op("Slice", [a, start, end, axis0]);
+      const bi = g.op("Slice", [b, start, end, axis0]);
+      const biasI = g.op("Slice", [bias, this.biasRows.starts[i]!, this.biasRows.ends[i]!, axis0]);
+      return g.op("Gemm", [g.op("Gemm", [seg, ai], { transB: 1 }), bi, biasI]);
+    });
+    const zero = this.floatConst(`zero_row:${outFeatures}`, [1, outFeatures], new Float32Array(outFeatures));
+    const stacked = g.op("Concat", [...parts, zero], { axis: 0 });
+    return g.op("Gather", [stacked, "lora_unsort"], { axis: 0 });
+  }
+}
+
+/**
+ * The graph as ModelProto bytes. External data locations are relative to `dataFolder` (default: the
+ * weights' folder): put the .onnx there, or create the session from bytes with
+ * `extra.session.model_external_initializers_file_folder_path` set to it.
+ */
+export function buildGraph(
+  model: ModelConfig,
+  weights: WeightIndex,
+  options: GraphOptions,
+  dataFolder?: string,
+): Uint8Array {
+  return new DecoderBuilder(model, weights, options, dataFolder).build();
+}
+
+/** Builds the graph once per (model, weight files, options, builder version) and returns its path. */
+export function cachedGraphPath(
+  modelDir: string,
+  model: ModelConfig,
+  weights: WeightIndex,
+  options: GraphOptions,
+): string {
+  return cachedGraphFile(modelDir, weights, { version: GRAPH_BUILDER_VERSION, model, options }, (folder) =>
+    buildGraph(model, weights, options, folder),
+  );
+}
