@@ -3,9 +3,6 @@
 
 export type FloatDtype = "F32" | "F16" | "BF16";
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
 export function float16ToFloat32(h: Uint16Array): Float32Array {
   const out = new Float32Array(h.length);
   const bits = new Uint32Array(out.buffer);
@@ -30,9 +27,9 @@ export function float16ToFloat32(h: Uint16Array): Float32Array {
 
 export function float32ToFloat16(f: Float32Array): Uint16Array {
   const out = new Uint16Array(f.length);
+  const bits = new Uint32Array(f.buffer, f.byteOffset, f.length);
   for (let i = 0; i < f.length; i++) {
-    f32[0] = f[i]!;
-    const x = u32[0]!;
+    const x = bits[i]!;
     const sign = (x >>> 16) & 0x8000;
     const exp = (x >>> 23) & 0xff;
     const mant = x & 0x7fffff;
@@ -79,9 +76,9 @@ export function bfloat16ToFloat32(b: Uint16Array): Float32Array {
 
 export function float32ToBfloat16(f: Float32Array): Uint16Array {
   const out = new Uint16Array(f.length);
+  const bits = new Uint32Array(f.buffer, f.byteOffset, f.length);
   for (let i = 0; i < f.length; i++) {
-    f32[0] = f[i]!;
-    const x = u32[0]!;
+    const x = bits[i]!;
     if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff) !== 0) {
       out[i] = (x >>> 16) | 0x40;
       continue;
