@@ -1,5 +1,7 @@
 // `luminet bench <name>`: the benchmarks of ../shared/BENCH.md; results go to bench/results/<name>.json.
 import type { Command } from "commander";
+import { reportEngineBench, runEngineBench } from "../../scripts/bench-engine.ts";
+import { parseDevice } from "../../worker/engine/device.ts";
 import { notImplemented } from "../not-implemented.ts";
 
 export function registerBench(program: Command): void {
@@ -8,9 +10,21 @@ export function registerBench(program: Command): void {
     .command("engine")
     .description("mixed-adapter decode throughput vs base-only, against a measured roofline")
     .option("--device <device>", "cpu | webgpu | cuda", "cpu")
-    .option("--layers <n>", "override the layer count")
+    .option("--layers <n>", "layers of bench-1b (default 2 on cpu, 16 on a GPU)")
+    .option(
+      "--model <dir>",
+      "a bench-1b folder with adapters/adapter-0..63 (default: generated and cached in .luminet/)",
+    )
     .option("--json", "print one JSON line")
-    .action(notImplemented("bench engine", "lands with the engine issue"));
+    .action(async (options: { device: string; layers?: string; model?: string; json?: boolean }) => {
+      const result = await runEngineBench({
+        device: parseDevice(options.device),
+        ...(options.layers ? { layers: Number(options.layers) } : {}),
+        ...(options.model ? { modelDir: options.model } : {}),
+        log: (line) => process.stderr.write(`${line}\n`),
+      });
+      reportEngineBench(result, options.json === true);
+    });
   for (const [name, what] of [
     ["switch", "hot adapter overhead"],
     ["cold-load", "adapter load time from each tier"],

@@ -1,0 +1,296 @@
+// `luminet bench engine`: mixed-adapter decode throughput against base-only, and against a roofline
+// measured on the same machine (../shared/BENCH.md "engine"). 64 sequences decode together; runs for
+// base-only and U = 1, 4, 16, 64 distinct rank-16 adapters (rows round-robin) share one untimed prefill and
+// are interleaved block by block, so every run sees the same context lengths and the same machine noise.
+// Runnable directly (the GPU machine runs the bundled file): node bench-engine.mjs --device webgpu --json
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { availableParallelism, cpus } from "node:os";
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { loadPeftAdapter } from "../worker/adapters/peft.ts";
+import { computeDtypeFor, type Device, parseDevice } from "../worker/engine/device.ts";
+import { Engine } from "../worker/engine/engine.ts";
+import { MODULE_KINDS, type ModelConfig, moduleShape } from "../worker/engine/model-config.ts";
+import { Prng } from "../worker/engine/prng.ts";
+import { measureRoofline, type Roofline } from "./roofline.ts";
+import { initTinyModel } from "./tiny-model.ts";
+
+export interface EngineBenchOptions {
+  device: Device;
+  layers?: number;
+  /** A bench-1b model folder with adapters/adapter-0..63; generated (and cached) when absent. */
+  modelDir?: string;
+  log?: (line: string) => void;
+}
+
+export interface EngineBenchRow {
+  U: number;
+  tokens_per_s: number;
+  ratio: number;
+  bound: number;
+  efficiency: number;
+  step_ms_p50: number;
+  added_ms_p50: number;
+}
+
+export interface EngineBenchResult {
+  machine: string;
+  device: Device;
+  shape: string;
+  base_tokens_per_s: number;
+  results: EngineBenchRow[];
+  roofline: { flops_per_s: number; bytes_per_s: number; dominant: "compute" | "memory" };
+  setup: {
+    layers: number;
+    dtype: string;
+    sequences: number;
+    context: number;
+    timed_steps: number;
+    rank: number;
+  };
+}
+
+const SEQUENCES = 64;
+const RANK = 16;
+const U_VALUES = [1, 4, 16, 64];
+/** Steps per run between switches; runs rotate until each has its timed steps. */
+const BLOCK = 4;
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+export function machineName(device: Device): string {
+  const cpu = `${cpus()[0]?.model.trim() ?? "unknown CPU"} (${availableParallelism()} threads)`;
+  if (device === "cpu") return cpu;
+  try {
+    const gpu = execFileSync("nvidia-smi", ["--query-gpu=name", "--format=csv,noheader"], {
+      encoding: "utf8",
+    });
+    return `${gpu.trim().split("\n")[0]} via ${device}; host ${cpu}`;
+  } catch {
+    return `${device} device; host ${cpu}`;
+  }
+}
+
+/** The ideal step: FLOPs and bytes of the base model plus, per distinct adapter, its bytes once. */
+export function stepCost(
+  model: ModelConfig,
+  batch: number,
+  context: number,
+  bytesPerValue: number,
+  adapters: number,
+) {
+  let linear = 0;
+  let loraPerToken = 0;
+  let adapterValues = 0;
+  for (const kind of MODULE_KINDS) {
+    const { inFeatures, outFeatures } = moduleShape(model, kind);
+    linear += inFeatures * outFeatures;
+    loraPerToken += RANK * (inFeatures + outFeatures);
+    adapterValues += RANK * (inFeatures + outFeatures);
+  }
+  const lmHead = model.vocabSize * model.hiddenSize;
+  const attention = 4 * model.numHeads * model.headDim * context;
+  const kvValues = 2 * model.numKvHeads * model.headDim * context;
+  const flops =
+    batch * (2 * (linear * model.numLayers + lmHead) + attention * model.numLayers) +
+    (adapters > 0 ? batch * 2 * loraPerToken * model.numLayers : 0);
+  const bytes =
+    (linear * model.numLayers +
+      lmHead +
+      batch * kvValues * model.numLayers +
+      adapters * adapterValues * model.numLayers) *
+    bytesPerValue;
+  return { flops, bytes };
+}
+
+function ensureModel(device: Device, layers: number, log: (line: string) => void): string {
+  const dtype = device === "cpu" ? "F32" : "F16";
+  const dir = resolve(".luminet", "bench-models", `bench-1b-${layers}l-${dtype.toLowerCase()}`);
+  if (existsSync(join(dir, "adapters", `adapter-${SEQUENCES - 1}`, "adapter_model.safetensors"))) return dir;
+  log(`generating bench-1b (${layers} layers, ${dtype}) with ${SEQUENCES} rank-${RANK} adapters in ${dir}`);
+  let lastPercent = -10;
+  initTinyModel(dir, {
+    shape: "bench-1b",
+    layers,
+    adapters: SEQUENCES,
+    rank: RANK,
+    seed: 7,
+    dtype,
+    onProgress: (done, total) => {
+      const percent = Math.floor((100 * done) / total);
+      if (percent >= lastPercent + 10) {
+        lastPercent = percent;
+        log(`  weights ${percent}%`);
+      }
+    },
+  });
+  return dir;
+}
+
+export async function runEngineBench(options: EngineBenchOptions): Promise<EngineBenchResult> {
+  const log = options.log ?? (() => {});
+  const { device } = options;
+  const onGpu = device !== "cpu";
+  const layers = options.layers ?? (onGpu ? 16 : 2);
+  const context = onGpu ? 512 : 128;
+  const timedSteps = onGpu ? 32 : 16;
+  const runs = [0, ...U_VALUES];
+  const totalSteps = runs.length * (timedSteps + 1);
+  const promptLength = context - totalSteps - 1;
+  const modelDir = options.modelDir ?? ensureModel(device, layers, log);
+
+  const engine = await Engine.create({
+    modelDir,
+    device,
+    maxContext: context,
+    slots: SEQUENCES,
+    maxRank: RANK,
+    maxAdaptersPerStep: SEQUENCES,
+  });
+  const model = engine.model;
+  log(`writing ${SEQUENCES} adapters into slots`);
+  for (let i = 0; i < SEQUENCES; i++) {
+    const adapter = loadPeftAdapter(join(modelDir, "adapters", `adapter-${i}`), model, { maxRank: RANK });
+    await engine.writeAdapter(i + 1, adapter);
+  }
+  log("building graph variants");
+  await engine.warmUp();
+
+  log(`prefilling ${SEQUENCES} prompts of ${promptLength} tokens (untimed, shared by every run)`);
+  const prng = new Prng(11, 0);
+  const ids = Array.from({ length: SEQUENCES }, (_, i) => `seq-${i}`);
+  const prompts = ids.map((id) => ({
+    id,
+    tokens: Array.from({ length: promptLength }, () => Math.floor(prng.nextFloat() * model.vocabSize)),
+    slot: 0,
+  }));
+  const first = await engine.prefillTogether(prompts);
+  let next = new Map(ids.map((id, i) => [id, argmax(first[i]!)]));
+
+  const stepTimes = new Map<number, number[]>(runs.map((u) => [u, []]));
+  const assign = (u: number) => {
+    for (const [b, id] of ids.entries()) engine.switchAdapter(id, u === 0 ? 0 : (b % u) + 1);
+  };
+  const step = async (): Promise<number> => {
+    const start = performance.now();
+    const logits = await engine.decode(next);
+    const seconds = (performance.now() - start) / 1000;
+    next = new Map([...logits].map(([id, row]) => [id, argmax(row)]));
+    return seconds;
+  };
+  for (const u of runs) {
+    assign(u);
+    await step();
+  }
+  log(`timing ${timedSteps} decode steps per run, interleaved in blocks of ${BLOCK}`);
+  for (let done = 0; done < timedSteps; done += BLOCK) {
+    for (const u of runs) {
+      assign(u);
+      for (let i = 0; i < Math.min(BLOCK, timedSteps - done); i++) stepTimes.get(u)!.push(await step());
+    }
+  }
+  await engine.close();
+
+  log("measuring the roofline (peak MatMul rate, memory bandwidth)");
+  const roofline: Roofline = await measureRoofline(device, computeDtypeFor(device), availableParallelism());
+  const bytesPerValue = onGpu ? 2 : 4;
+  const meanContext = promptLength + totalSteps / 2;
+  const ideal = (u: number) => {
+    const { flops, bytes } = stepCost(model, SEQUENCES, meanContext, bytesPerValue, u);
+    return Math.max(flops / roofline.flopsPerSecond, bytes / roofline.bytesPerSecond);
+  };
+  const base = stepCost(model, SEQUENCES, meanContext, bytesPerValue, 0);
+  const baseStep = median(stepTimes.get(0)!);
+  const results = U_VALUES.map((u) => {
+    const stepSeconds = median(stepTimes.get(u)!);
+    const ratio = baseStep / stepSeconds;
+    const bound = ideal(0) / ideal(u);
+    return {
+      U: u,
+      tokens_per_s: round(SEQUENCES / stepSeconds),
+      ratio: round(ratio, 4),
+      bound: round(bound, 4),
+      efficiency: round(ratio / bound, 4),
+      step_ms_p50: round(stepSeconds * 1000, 2),
+      added_ms_p50: round((stepSeconds - baseStep) * 1000, 2),
+    };
+  });
+  return {
+    machine: machineName(device),
+    device,
+    shape: "bench-1b",
+    base_tokens_per_s: round(SEQUENCES / baseStep),
+    results,
+    roofline: {
+      flops_per_s: round(roofline.flopsPerSecond),
+      bytes_per_s: round(roofline.bytesPerSecond),
+      dominant:
+        base.flops / roofline.flopsPerSecond > base.bytes / roofline.bytesPerSecond ? "compute" : "memory",
+    },
+    setup: {
+      layers,
+      dtype: computeDtypeFor(device),
+      sequences: SEQUENCES,
+      context,
+      timed_steps: timedSteps,
+      rank: RANK,
+    },
+  };
+}
+
+function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
+  return best;
+}
+
+function round(value: number, digits = 0): number {
+  const f = 10 ** digits;
+  return Math.round(value * f) / f;
+}
+
+/** Prints the result (one JSON line with --json, else a table) and saves bench/results/engine-<device>.json. */
+export function reportEngineBench(
+  result: EngineBenchResult,
+  json: boolean,
+  resultsDir = "bench/results",
+): void {
+  mkdirSync(resultsDir, { recursive: true });
+  writeFileSync(join(resultsDir, `engine-${result.device}.json`), `${JSON.stringify(result, null, 2)}\n`);
+  if (json) {
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
+  }
+  process.stdout.write(
+    `engine bench on ${result.machine} (${result.device}, ${result.setup.layers} layers ${result.setup.dtype})\n`,
+  );
+  process.stdout.write(
+    `base-only: ${result.base_tokens_per_s} tokens/s; roofline dominated by ${result.roofline.dominant}\n`,
+  );
+  process.stdout.write("U    tokens/s   ratio   bound   efficiency   step ms   added ms\n");
+  for (const r of result.results) {
+    process.stdout.write(
+      `${String(r.U).padEnd(5)}${String(r.tokens_per_s).padEnd(11)}${r.ratio.toFixed(3).padEnd(8)}${r.bound.toFixed(3).padEnd(8)}${r.efficiency.toFixed(3).padEnd(13)}${r.step_ms_p50.toFixed(1).padEnd(10)}${r.added_ms_p50.toFixed(1)}\n`,
+    );
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
+  const args = process.argv.slice(2);
+  const value = (flag: string) => {
+    const at = args.indexOf(flag);
+    return at >= 0 ? args[at + 1] : undefined;
+  };
+  const layers = value("--layers");
+  const result = await runEngineBench({
+    device: parseDevice(value("--device") ?? "cpu"),
+    ...(layers ? { layers: Number(layers) } : {}),
+    ...(value("--model") ? { modelDir: resolve(value("--model")!) } : {}),
+    log: (line) => process.stderr.write(`${line}\n`),
+  });
+  reportEngineBench(result, args.includes("--json"), value("--out") ?? "bench/results");
+}

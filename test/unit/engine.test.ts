@@ -1,0 +1,193 @@
+// The engine's correctness oracle (../shared/DESIGN.md "The forward pass"): a sequence's logits with an
+// adapter applied through the banks, inside a mixed batch of many distinct adapters, equal the same
+// sequence run alone and the base graph run on merged weights W + s·B·A.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
+import { initTinyModel } from "../../scripts/tiny-model.ts";
+import { type LoadedAdapter, loadPeftAdapter } from "../../worker/adapters/peft.ts";
+import { Engine, EngineError } from "../../worker/engine/engine.ts";
+import { EngineThread } from "../../worker/engine/engine-thread.ts";
+import type { ModelConfig } from "../../worker/engine/model-config.ts";
+import { writeMergedModel } from "../support/merged-model.ts";
+
+let root: string;
+let modelDir: string;
+let model: ModelConfig;
+const adapters: LoadedAdapter[] = [];
+
+/** Nine adapters that differ in rank, targets and scaling, so one batch mixes all of it. */
+const VARIANTS = [
+  { rank: 4 },
+  { rank: 8, alpha: 16 },
+  { rank: 16, alpha: 8 },
+  { rank: 8, useRslora: true, alpha: 32 },
+  { rank: 4, targetModules: ["q", "v"] as const },
+  { rank: 8, targetModules: ["gate", "up", "down"] as const },
+  { rank: 12, rankPattern: { "layers.1.self_attn.o_proj": 4 }, alphaPattern: { "mlp.down_proj": 3 } },
+  { rank: 6, targetModulesRegex: String.raw`model\.layers\.0\..*_proj` },
+  { rank: 16, dtype: "BF16" as const },
+];
+
+beforeAll(() => {
+  root = mkdtempSync(join(tmpdir(), "luminet-engine-"));
+  const tiny = initTinyModel(join(root, "model"), { shape: "tiny", adapters: 0, rank: 4, seed: 5 });
+  modelDir = tiny.dir;
+  model = tiny.config;
+  VARIANTS.forEach((variant, i) => {
+    const dir = join(root, `adapter-${i}`);
+    writeRandomAdapter(dir, model, {
+      seed: 100 + i,
+      ...variant,
+      targetModules: variant.targetModules ? [...variant.targetModules] : undefined,
+    } as Parameters<typeof writeRandomAdapter>[2]);
+    adapters.push(loadPeftAdapter(dir, model, { maxRank: 16 }));
+  });
+});
+
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+function engineFor(dir: string, slots = VARIANTS.length): Promise<Engine> {
+  return Engine.create({
+    modelDir: dir,
+    device: "cpu",
+    maxContext: 64,
+    slots,
+    maxRank: 16,
+    maxAdaptersPerStep: 16,
+    threads: 1,
+  });
+}
+
+function prompt(i: number): number[] {
+  return Array.from({ length: 3 + i }, (_, t) => (17 * i + 31 * t + 1) % model.vocabSize);
+}
+
+function maxDiff(a: Float32Array, b: Float32Array): number {
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+  return worst;
+}
+
+/** Runs one sequence alone: prefill, then decode the given tokens; the logits of every step. */
+async function runAlone(
+  engine: Engine,
+  tokens: number[],
+  slot: number,
+  feed: number[],
+): Promise<Float32Array[]> {
+  const out = [(await engine.prefill("alone", tokens, slot))[0]!.slice()];
+  for (const token of feed)
+    out.push((await engine.decode(new Map([["alone", token]]))).get("alone")!.slice());
+  engine.release("alone");
+  return out;
+}
+
+describe("the engine on mixed-adapter batches", () => {
+  it("gives each sequence in a batch of 9 distinct adapters the logits it gets alone and on merged weights", async () => {
+    const engine = await engineFor(modelDir);
+    for (const [i, adapter] of adapters.entries()) await engine.writeAdapter(i + 1, adapter);
+    // Ten sequences of ragged lengths: nine adapters and one base row; the last three join a step late.
+    const ids = Array.from({ length: 10 }, (_, i) => `s${i}`);
+    const slotOf = (i: number) => (i === 9 ? 0 : i + 1);
+    const logits = new Map<string, Float32Array[]>(ids.map((id) => [id, []]));
+    const fed = new Map<string, number[]>(ids.map((id) => [id, []]));
+    const pick = (row: Float32Array) => row.indexOf(Math.max(...row));
+    const next = new Map<string, number>();
+    const admit = async (i: number) => {
+      const [row] = await engine.prefill(ids[i]!, prompt(i), slotOf(i));
+      logits.get(ids[i]!)!.push(row!.slice());
+      next.set(ids[i]!, pick(row!));
+    };
+    for (let i = 0; i < 7; i++) await admit(i);
+    for (let step = 0; step < 4; step++) {
+      if (step === 1) for (let i = 7; i < 10; i++) await admit(i);
+      const out = await engine.decode(next);
+      for (const [id, row] of out) {
+        fed.get(id)!.push(next.get(id)!);
+        logits.get(id)!.push(row.slice());
+        next.set(id, pick(row));
+      }
+    }
+    for (const id of ids) engine.release(id);
+
+    for (const [i, id] of ids.entries()) {
+      const alone = await runAlone(engine, prompt(i), slotOf(i), fed.get(id)!);
+      expect(alone).toHaveLength(logits.get(id)!.length);
+      for (const [step, row] of alone.entries())
+        expect(maxDiff(row, logits.get(id)![step]!)).toBeLessThan(1e-4);
+    }
+    await engine.close();
+
+    for (const i of [0, 3, 4, 6, 7, 8]) {
+      const merged = await engineFor(writeMergedModel(modelDir, adapters[i]!, join(root, `merged-${i}`)));
+      const viaMerge = await runAlone(merged, prompt(i), 0, fed.get(ids[i]!)!);
+      for (const [step, row] of viaMerge.entries()) {
+        expect(maxDiff(row, logits.get(ids[i]!)![step]!)).toBeLessThan(2e-4);
+      }
+      await merged.close();
+    }
+  });
+
+  it("changes the logits with an adapter, and gives the base logits in slot 0", async () => {
+    const engine = await engineFor(modelDir);
+    await engine.writeAdapter(1, adapters[0]!);
+    const base = await runAlone(engine, prompt(2), 0, [5, 6]);
+    const adapted = await runAlone(engine, prompt(2), 1, [5, 6]);
+    engine.clearSlot(1);
+    const cleared = await Engine.create({
+      modelDir,
+      device: "cpu",
+      maxContext: 64,
+      slots: 1,
+      maxRank: 16,
+      maxAdaptersPerStep: 1,
+    });
+    const baseAgain = await runAlone(cleared, prompt(2), 0, [5, 6]);
+    for (const [step, row] of base.entries()) {
+      expect(maxDiff(row, adapted[step]!)).toBeGreaterThan(1e-2);
+      expect(maxDiff(row, baseAgain[step]!)).toBeLessThan(1e-5);
+    }
+    await engine.close();
+    await cleared.close();
+  });
+
+  it("refuses what it cannot run with a clear error", async () => {
+    const engine = await engineFor(modelDir, 2);
+    await expect(engine.prefill("a", [], 0)).rejects.toThrow(/empty prompt/);
+    await expect(engine.prefill("a", new Array(64).fill(1), 0)).rejects.toThrow(/64-token context/);
+    await expect(engine.prefill("a", [1, 2], 3)).rejects.toThrow(EngineError);
+    await engine.prefill("a", [1, 2], 0);
+    await expect(engine.prefill("a", [1, 2], 0)).rejects.toThrow(/already running/);
+    await engine.prefill("b", [1, 2, 3], 0);
+    await expect(engine.decode(new Map([["a", 1]]))).rejects.toThrow(/missing b/);
+    await engine.close();
+  });
+
+  it("answers the same from a worker thread as in the caller's thread", async () => {
+    const direct = await engineFor(modelDir);
+    await direct.writeAdapter(1, adapters[3]!);
+    const expected = await runAlone(direct, prompt(4), 1, [9]);
+    await direct.close();
+    const thread = await EngineThread.start({
+      modelDir,
+      device: "cpu",
+      maxContext: 64,
+      slots: 2,
+      maxRank: 16,
+      maxAdaptersPerStep: 2,
+    });
+    try {
+      await thread.writeAdapter(1, adapters[3]!);
+      const [first] = await thread.prefill("t", prompt(4), 1);
+      const second = (await thread.decode(new Map([["t", 9]]))).get("t")!;
+      expect(maxDiff(first!, expected[0]!)).toBeLessThan(1e-6);
+      expect(maxDiff(second, expected[1]!)).toBeLessThan(1e-6);
+      await expect(thread.prefill("u", [], 1)).rejects.toThrow(/empty prompt/);
+    } finally {
+      await thread.close();
+    }
+  });
+});

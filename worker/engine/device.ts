@@ -1,0 +1,56 @@
+// The execution devices the engine runs on, and what each needs from onnxruntime-node.
+// CPU is always there; WebGPU (Dawn over Vulkan) is bundled but needs a real Vulkan driver; CUDA needs the
+// provider libraries that onnxruntime-node's install step downloads (skipped by .npmrc on our machines).
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import type { InferenceSession } from "onnxruntime-node";
+
+export type Device = "cpu" | "webgpu" | "cuda";
+export type ComputeDtype = "float32" | "float16";
+
+export class DeviceError extends Error {}
+
+export function parseDevice(name: string): Device {
+  if (name === "cpu" || name === "webgpu" || name === "cuda") return name;
+  throw new DeviceError(`unknown device "${name}": use cpu, webgpu or cuda`);
+}
+
+/** CPU computes in fp32 (no fast fp16 MatMul there); GPUs in fp16 (half the bytes a decode step reads). */
+export function computeDtypeFor(device: Device): ComputeDtype {
+  return device === "cpu" ? "float32" : "float16";
+}
+
+function cudaProviderInstalled(): boolean {
+  const require = createRequire(import.meta.url);
+  const packageDir = dirname(require.resolve("onnxruntime-node/package.json"));
+  return existsSync(join(packageDir, "bin", "napi-v6", "linux", "x64", "libonnxruntime_providers_cuda.so"));
+}
+
+/** Throws a DeviceError that says what to do when a device cannot work in this installation. */
+export function assertDeviceUsable(device: Device): void {
+  if (device === "cuda" && !cudaProviderInstalled()) {
+    throw new DeviceError(
+      "onnxruntime-node's CUDA provider is not installed (its install step is skipped by .npmrc). On a host " +
+        "with CUDA 12, cuDNN 9 and internet access run `ONNXRUNTIME_NODE_INSTALL=cuda12 node " +
+        "node_modules/onnxruntime-node/script/install`, or use --device webgpu.",
+    );
+  }
+}
+
+export function sessionOptions(device: Device, threads: number): InferenceSession.SessionOptions {
+  const common: InferenceSession.SessionOptions = {
+    graphOptimizationLevel: "all",
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    logSeverityLevel: 3,
+  };
+  switch (device) {
+    case "cpu":
+      return { ...common, executionProviders: ["cpu"] };
+    case "webgpu":
+      return { ...common, executionProviders: [{ name: "webgpu" }] };
+    case "cuda":
+      return { ...common, executionProviders: [{ name: "cuda", deviceId: 0 }] };
+  }
+}

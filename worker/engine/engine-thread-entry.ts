@@ -1,0 +1,41 @@
+// The worker-thread side of EngineThread: builds the Engine and serves calls one at a time, in order,
+// so a step and an adapter write never interleave.
+import { parentPort, workerData } from "node:worker_threads";
+import { Engine, type EngineOptions } from "./engine.ts";
+import type { ThreadReply } from "./engine-thread.ts";
+
+const port = parentPort!;
+
+type Method = "writeAdapter" | "clearSlot" | "warmUp" | "prefill" | "decode" | "release" | "close";
+
+function transferables(result: unknown): ArrayBuffer[] {
+  const arrays = result instanceof Map ? [...result.values()] : Array.isArray(result) ? result : [];
+  const buffers = new Set<ArrayBuffer>();
+  for (const a of arrays)
+    if (a instanceof Float32Array && a.buffer instanceof ArrayBuffer) buffers.add(a.buffer);
+  return [...buffers];
+}
+
+try {
+  const engine = await Engine.create(workerData as EngineOptions);
+  port.postMessage({ ready: engine.model });
+  let queue = Promise.resolve();
+  port.on("message", (message: { id: number; method: Method; args: unknown[] }) => {
+    queue = queue.then(async () => {
+      let reply: ThreadReply;
+      let transfer: ArrayBuffer[] = [];
+      try {
+        const method = engine[message.method] as (...args: unknown[]) => unknown;
+        const result = await method.apply(engine, message.args);
+        transfer = transferables(result);
+        reply = { id: message.id, result };
+      } catch (error) {
+        const e = error instanceof Error ? error : new Error(String(error));
+        reply = { id: message.id, error: e.message, name: e.name };
+      }
+      port.postMessage(reply, transfer);
+    });
+  });
+} catch (error) {
+  port.postMessage({ error: error instanceof Error ? error.message : String(error) });
+}

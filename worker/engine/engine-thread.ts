@@ -1,0 +1,101 @@
+// Hosts an Engine in a worker thread: onnxruntime-node's session.run is a synchronous native call that
+// would block the event loop for a whole step. The main thread calls the same methods through messages;
+// logits come back as transferred buffers, adapters go over as structured clones.
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+import type { LoadedAdapter } from "../adapters/peft.ts";
+import type { EngineOptions } from "./engine.ts";
+import type { ModelConfig } from "./model-config.ts";
+
+/** What the thread answers: the call's result or its error message. */
+export type ThreadReply = { id: number; result: unknown } | { id: number; error: string; name: string };
+
+export class EngineThreadError extends Error {}
+
+export class EngineThread {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+
+  private constructor(
+    private readonly worker: Worker,
+    readonly model: ModelConfig,
+  ) {
+    worker.on("message", (reply: ThreadReply) => {
+      const call = this.pending.get(reply.id);
+      if (!call) return;
+      this.pending.delete(reply.id);
+      if ("error" in reply) {
+        const error = new EngineThreadError(reply.error);
+        error.name = reply.name;
+        call.reject(error);
+      } else call.resolve(reply.result);
+    });
+    worker.on("error", (error) => this.failAll(error));
+    worker.on("exit", (code) =>
+      this.failAll(new EngineThreadError(`engine thread exited with code ${code}`)),
+    );
+  }
+
+  static async start(options: EngineOptions): Promise<EngineThread> {
+    const entry = fileURLToPath(new URL("./engine-thread-entry.ts", import.meta.url));
+    // The entry is TypeScript: load it through tsx in the thread as well.
+    const worker = new Worker(
+      `import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(entry)}); });`,
+      {
+        eval: true,
+        workerData: options,
+      },
+    );
+    const ready = new Promise<ModelConfig>((resolve, reject) => {
+      worker.once("message", (m: { ready?: ModelConfig; error?: string }) =>
+        m.ready
+          ? resolve(m.ready)
+          : reject(new EngineThreadError(m.error ?? "engine thread failed to start")),
+      );
+      worker.once("error", reject);
+    });
+    return new EngineThread(worker, await ready);
+  }
+
+  writeAdapter(slot: number, adapter: LoadedAdapter): Promise<void> {
+    return this.call("writeAdapter", [slot, adapter]) as Promise<void>;
+  }
+
+  clearSlot(slot: number): Promise<void> {
+    return this.call("clearSlot", [slot]) as Promise<void>;
+  }
+
+  warmUp(): Promise<void> {
+    return this.call("warmUp", []) as Promise<void>;
+  }
+
+  prefill(id: string, tokens: readonly number[], slot: number): Promise<Float32Array[]> {
+    return this.call("prefill", [id, tokens, slot]) as Promise<Float32Array[]>;
+  }
+
+  decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>> {
+    return this.call("decode", [tokens]) as Promise<Map<string, Float32Array>>;
+  }
+
+  release(id: string): Promise<void> {
+    return this.call("release", [id]) as Promise<void>;
+  }
+
+  async close(): Promise<void> {
+    await this.call("close", []);
+    await this.worker.terminate();
+  }
+
+  private call(method: string, args: unknown[]): Promise<unknown> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, method, args });
+    });
+  }
+
+  private failAll(error: Error): void {
+    for (const call of this.pending.values()) call.reject(error);
+    this.pending.clear();
+  }
+}

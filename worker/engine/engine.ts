@@ -1,0 +1,374 @@
+// The engine: one base model, resident adapter banks, and the running batch's KV cache. It runs a prompt
+// alone (prefill: a prompt with existing past needs batch 1 in GroupQueryAttention) and one decode run per
+// step over every running sequence, each row applying its own adapter through the banks.
+// Runs synchronously inside whatever thread owns it: engine-thread.ts hosts it off the event loop.
+import { availableParallelism } from "node:os";
+import { InferenceSession, Tensor } from "onnxruntime-node";
+import type { LoadedAdapter } from "../adapters/peft.ts";
+import { type BankStore, HostBankStore } from "./bank-store.ts";
+import {
+  assertDeviceUsable,
+  type ComputeDtype,
+  computeDtypeFor,
+  type Device,
+  sessionOptions,
+} from "./device.ts";
+import { DeviceBankStore, DeviceKvOps } from "./device-ops.ts";
+import { cachedGraphPath, type GraphOptions } from "./graph-builder.ts";
+import { emptyKv, gatherKvRows, type KvRowSource, type KvShape, type KvTensors } from "./kv-cache.ts";
+import { bankLayout, LoraBanks } from "./lora-banks.ts";
+import { loadModelConfig, MODULE_KINDS, type ModelConfig } from "./model-config.ts";
+import { openWeights, type WeightIndex } from "./safetensors.ts";
+
+export interface EngineOptions {
+  modelDir: string;
+  device: Device;
+  /** Longest sequence (prompt + generated) the engine accepts. */
+  maxContext: number;
+  /** Adapter slots resident on the device. */
+  slots: number;
+  /** Largest adapter rank a slot holds. */
+  maxRank: number;
+  /** Most distinct adapters in one run; graph variants exist for 1, 4, 16, 64 up to this. */
+  maxAdaptersPerStep: number;
+  threads?: number;
+}
+
+export class EngineError extends Error {}
+
+/** Graph variants by the number of adapter segments; a step uses the smallest that fits. */
+const SEGMENT_BUCKETS = [1, 4, 16, 64];
+
+interface Sequence {
+  slot: number;
+  /** Tokens in the KV cache. */
+  length: number;
+}
+
+export class Engine {
+  readonly model: ModelConfig;
+  readonly dtype: ComputeDtype;
+  readonly banks: LoraBanks;
+  private readonly weights: WeightIndex;
+  private readonly sessions = new Map<number, Promise<InferenceSession>>();
+  private readonly sequences = new Map<string, Sequence>();
+  /** Prefilled sequences waiting to join the batch cache at the next decode: their row of a prefill's presents. */
+  private readonly joining = new Map<string, { tensors: KvTensors; row: number }>();
+  /** Prefill outputs still referenced by joiners; freed once the batch cache has absorbed them. */
+  private readonly prefillsToFree = new Set<KvTensors>();
+  private batchIds: string[] = [];
+  private batchKv: KvTensors;
+  private readonly kvShape: KvShape;
+  private readonly deviceOps: DeviceKvOps | null;
+
+  private constructor(
+    readonly options: EngineOptions,
+    store: BankStore,
+    deviceOps: DeviceKvOps | null,
+  ) {
+    this.model = loadModelConfig(options.modelDir);
+    this.weights = openWeights(options.modelDir);
+    this.dtype = computeDtypeFor(options.device);
+    this.banks = new LoraBanks(this.model, { slots: options.slots, rowsPerSlot: options.maxRank }, store);
+    this.kvShape = {
+      layers: this.model.numLayers,
+      kvHeads: this.model.numKvHeads,
+      headDim: this.model.headDim,
+      dtype: this.dtype,
+    };
+    this.batchKv = emptyKv(this.kvShape, 0);
+    this.deviceOps = deviceOps;
+  }
+
+  static async create(options: EngineOptions): Promise<Engine> {
+    assertDeviceUsable(options.device);
+    const model = loadModelConfig(options.modelDir);
+    const dtype = computeDtypeFor(options.device);
+    const layout = bankLayout(model, { slots: options.slots, rowsPerSlot: options.maxRank });
+    if (options.device === "cpu") return new Engine(options, new HostBankStore(layout, dtype), null);
+    const ops = await DeviceKvOps.create(options.device, dtype);
+    const store = await DeviceBankStore.create(options.device, layout, dtype);
+    return new Engine(options, store, ops);
+  }
+
+  async writeAdapter(slot: number, adapter: LoadedAdapter): Promise<void> {
+    await this.banks.write(slot, adapter);
+  }
+
+  clearSlot(slot: number): void {
+    this.banks.clear(slot);
+  }
+
+  /** Compiles (or loads from the graph cache) every graph variant this engine may run. */
+  async warmUp(): Promise<void> {
+    await this.session(0);
+    for (const bucket of SEGMENT_BUCKETS)
+      if (bucket <= this.options.maxAdaptersPerStep) await this.session(bucket);
+  }
+
+  /**
+   * Runs a prompt alone and returns the logits of its last token (or of every token when `allLogits`).
+   * The sequence joins the batch at the next decode.
+   */
+  async prefill(
+    id: string,
+    tokens: readonly number[],
+    slot: number,
+    allLogits = false,
+  ): Promise<Float32Array[]> {
+    return this.prefillTogether([{ id, tokens, slot }], allLogits);
+  }
+
+  /**
+   * Runs prompts of equal length as one batch (GroupQueryAttention takes any batch for a first prompt) and
+   * returns each one's last-token logits, or every token's when `allLogits`, row after row.
+   */
+  async prefillTogether(
+    prompts: readonly { id: string; tokens: readonly number[]; slot: number }[],
+    allLogits = false,
+  ): Promise<Float32Array[]> {
+    const n = prompts[0]?.tokens.length ?? 0;
+    for (const { id, tokens, slot } of prompts) {
+      if (this.sequences.has(id)) throw new EngineError(`sequence ${id} is already running`);
+      if (tokens.length === 0) throw new EngineError(`sequence ${id} has an empty prompt`);
+      if (tokens.length !== n) throw new EngineError("prompts prefilled together must have equal lengths");
+      if (tokens.length >= this.options.maxContext) {
+        throw new EngineError(
+          `prompt of ${tokens.length} tokens leaves no room in a ${this.options.maxContext}-token context`,
+        );
+      }
+      this.checkSlot(slot);
+    }
+    const rows = prompts.flatMap((_, b) =>
+      allLogits ? Array.from({ length: n }, (_, i) => b * n + i) : [b * n + n - 1],
+    );
+    const { logits, presents } = await this.run({
+      tokens: prompts.map((p) => p.tokens),
+      pastLengths: prompts.map(() => 0),
+      past: emptyKv(this.kvShape, prompts.length),
+      slots: prompts.map((p) => p.slot),
+      logitsRows: rows,
+    });
+    this.prefillsToFree.add(presents);
+    for (const [row, { id, slot }] of prompts.entries()) {
+      this.sequences.set(id, { slot, length: n });
+      this.joining.set(id, { tensors: presents, row });
+    }
+    return logits;
+  }
+
+  /**
+   * One decode step over every running sequence: `tokens` gives each sequence's newest token. Returns the
+   * logits of the next token per sequence, in the order given.
+   */
+  async decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>> {
+    if (tokens.size === 0 && this.sequences.size === 0) return new Map();
+    if (tokens.size !== this.sequences.size) {
+      const missing = [...this.sequences.keys()].filter((id) => !tokens.has(id));
+      throw new EngineError(`decode must cover every running sequence; missing ${missing.join(", ")}`);
+    }
+    for (const id of tokens.keys()) {
+      const sequence = this.sequences.get(id);
+      if (!sequence) throw new EngineError(`sequence ${id} is not running`);
+      if (sequence.length + 1 > this.options.maxContext) {
+        throw new EngineError(`sequence ${id} reached the ${this.options.maxContext}-token context`);
+      }
+    }
+    await this.settleBatch();
+    const ids = this.batchIds;
+    const sequences = ids.map((id) => this.sequences.get(id)!);
+    const { logits, presents } = await this.run({
+      tokens: ids.map((id) => [tokens.get(id)!]),
+      pastLengths: sequences.map((s) => s.length),
+      past: this.batchKv,
+      slots: sequences.map((s) => s.slot),
+      logitsRows: ids.map((_, i) => i),
+    });
+    this.disposeKv(this.batchKv);
+    this.batchKv = presents;
+    for (const s of sequences) s.length += 1;
+    return new Map(ids.map((id, i) => [id, logits[i]!]));
+  }
+
+  /**
+   * Points a running sequence at another slot for its next steps. Its cache keeps what earlier tokens
+   * computed under the old adapter: benchmarks use this to share one prefill between runs.
+   */
+  switchAdapter(id: string, slot: number): void {
+    const sequence = this.sequences.get(id);
+    if (!sequence) throw new EngineError(`sequence ${id} is not running`);
+    this.checkSlot(slot);
+    sequence.slot = slot;
+  }
+
+  /** Removes a finished or cancelled sequence; its cache rows leave the batch at the next decode. */
+  release(id: string): void {
+    this.sequences.delete(id);
+    this.joining.delete(id);
+  }
+
+  get running(): number {
+    return this.sequences.size;
+  }
+
+  sequenceLength(id: string): number | undefined {
+    return this.sequences.get(id)?.length;
+  }
+
+  async close(): Promise<void> {
+    for (const session of this.sessions.values()) await (await session).release();
+    this.sessions.clear();
+  }
+
+  /** Brings the batch cache in line with the running sequences: drops released rows, adds joiners. */
+  private async settleBatch(): Promise<void> {
+    const kept = this.batchIds.filter((id) => this.sequences.has(id) && !this.joining.has(id));
+    if (kept.length === this.batchIds.length && this.joining.size === 0 && this.prefillsToFree.size === 0)
+      return;
+    const sources: KvRowSource[] = [];
+    this.batchIds.forEach((id, row) => {
+      if (this.sequences.has(id) && !this.joining.has(id)) {
+        sources.push({ tensors: this.batchKv, row, length: this.sequences.get(id)!.length });
+      }
+    });
+    const joiners = [...this.joining];
+    for (const [id, { tensors, row }] of joiners)
+      sources.push({ tensors, row, length: this.sequences.get(id)!.length });
+    const rebuilt = this.deviceOps
+      ? await this.deviceOps.gather(this.kvShape, sources)
+      : gatherKvRows(this.kvShape, sources);
+    this.disposeKv(this.batchKv);
+    for (const prefilled of this.prefillsToFree) this.disposeKv(prefilled);
+    this.prefillsToFree.clear();
+    this.batchKv = rebuilt;
+    this.batchIds = [...kept, ...joiners.map(([id]) => id)];
+    this.joining.clear();
+  }
+
+  private async run(step: {
+    tokens: (readonly number[])[];
+    pastLengths: number[];
+    past: KvTensors;
+    slots: number[];
+    logitsRows: number[];
+  }): Promise<{ logits: Float32Array[]; presents: KvTensors }> {
+    const batch = step.tokens.length;
+    const seqLen = step.tokens[0]!.length;
+    const ids = new BigInt64Array(batch * seqLen);
+    for (const [b, row] of step.tokens.entries())
+      for (const [s, t] of row.entries()) ids[b * seqLen + s] = BigInt(t);
+    const totals = step.pastLengths.map((p) => p + seqLen);
+    const feeds: Record<string, Tensor> = {
+      input_ids: new Tensor("int64", ids, [batch, seqLen]),
+      seqlens_k: new Tensor(
+        "int32",
+        Int32Array.from(totals, (t) => t - 1),
+        [batch],
+      ),
+      total_sequence_length: new Tensor("int32", Int32Array.of(Math.max(...totals)), []),
+      logits_rows: new Tensor("int64", BigInt64Array.from(step.logitsRows, BigInt), [step.logitsRows.length]),
+    };
+    for (let l = 0; l < this.model.numLayers; l++) {
+      feeds[`past_key.${l}`] = step.past.keys[l]!;
+      feeds[`past_value.${l}`] = step.past.values[l]!;
+    }
+    const segments = this.addLoraFeeds(feeds, step.slots, seqLen);
+    const session = await this.session(segments);
+    const out = await session.run(feeds);
+    const logits = out.logits!;
+    const vocab = logits.dims[1]!;
+    const data = logits.data as Float32Array;
+    const presents: KvTensors = {
+      keys: Array.from({ length: this.model.numLayers }, (_, l) => out[`present_key.${l}`]!),
+      values: Array.from({ length: this.model.numLayers }, (_, l) => out[`present_value.${l}`]!),
+    };
+    return {
+      logits: step.logitsRows.map((_, i) => data.subarray(i * vocab, (i + 1) * vocab)),
+      presents,
+    };
+  }
+
+  /**
+   * Adds the segment inputs for the rows' adapters: rows are grouped by slot (each distinct adapter is one
+   * segment, its rows read once), padded to a bucket of segments. Returns the bucket (0: base graph).
+   */
+  private addLoraFeeds(feeds: Record<string, Tensor>, slots: number[], seqLen: number): number {
+    const distinct = [...new Set(slots.filter((s) => s !== 0))];
+    if (distinct.length === 0) return 0;
+    if (distinct.length > this.options.maxAdaptersPerStep) {
+      throw new EngineError(
+        `${distinct.length} distinct adapters in one step; this engine allows ${this.options.maxAdaptersPerStep}`,
+      );
+    }
+    const bucket = SEGMENT_BUCKETS.find((b) => b >= distinct.length)!;
+    const tokens = slots.length * seqLen;
+    const perm: number[] = [];
+    const counts = new BigInt64Array(bucket);
+    distinct.forEach((slot, segment) => {
+      slots.forEach((s, b) => {
+        if (s !== slot) return;
+        for (let i = 0; i < seqLen; i++) perm.push(b * seqLen + i);
+        counts[segment]! += BigInt(seqLen);
+      });
+    });
+    const unsort = new BigInt64Array(tokens).fill(BigInt(perm.length));
+    for (const [position, t] of perm.entries()) unsort[t] = BigInt(position);
+    feeds.lora_perm = new Tensor("int64", BigInt64Array.from(perm, BigInt), [perm.length]);
+    feeds.lora_counts = new Tensor("int64", counts, [bucket]);
+    feeds.lora_unsort = new Tensor("int64", unsort, [tokens]);
+    const biasRows = new BigInt64Array(bucket * 2);
+    distinct.forEach((slot, segment) => {
+      biasRows[segment * 2] = BigInt(slot - 1);
+      biasRows[segment * 2 + 1] = BigInt(slot);
+    });
+    feeds.lora_bias_rows = new Tensor("int64", biasRows, [bucket, 2]);
+    for (const kind of MODULE_KINDS) {
+      const rows = new BigInt64Array(bucket * 2);
+      distinct.forEach((slot, segment) => {
+        const [start, end] = this.banks.rows(slot, kind);
+        rows[segment * 2] = BigInt(start);
+        rows[segment * 2 + 1] = BigInt(end);
+      });
+      feeds[`lora_rows.${kind}`] = new Tensor("int64", rows, [bucket, 2]);
+    }
+    Object.assign(feeds, this.banks.feeds());
+    return bucket;
+  }
+
+  private session(segments: number): Promise<InferenceSession> {
+    let session = this.sessions.get(segments);
+    if (!session) {
+      const graph: GraphOptions = {
+        computeDtype: this.dtype,
+        maxContext: this.options.maxContext,
+        lora:
+          segments === 0 ? null : { segments, slots: this.options.slots, rowsPerSlot: this.options.maxRank },
+      };
+      const path = cachedGraphPath(this.options.modelDir, this.model, this.weights, graph);
+      const options = sessionOptions(this.options.device, this.options.threads ?? availableParallelism());
+      if (this.options.device !== "cpu") {
+        options.preferredOutputLocation = Object.fromEntries([
+          ["logits", "cpu"],
+          ...Array.from({ length: this.model.numLayers }, (_, l) => [
+            [`present_key.${l}`, "gpu-buffer"],
+            [`present_value.${l}`, "gpu-buffer"],
+          ]).flat(),
+        ]);
+      }
+      session = InferenceSession.create(path, options);
+      this.sessions.set(segments, session);
+    }
+    return session;
+  }
+
+  private disposeKv(kv: KvTensors): void {
+    if (!this.deviceOps) return;
+    for (const t of [...kv.keys, ...kv.values]) if (t.location === "gpu-buffer") t.dispose();
+  }
+
+  private checkSlot(slot: number): void {
+    if (slot !== 0 && (slot < 1 || slot > this.options.slots)) {
+      throw new EngineError(`slot ${slot} is out of range 0..${this.options.slots}`);
+    }
+  }
+}

@@ -1,0 +1,246 @@
+// Continuous batching over an engine: every step admits waiting sequences (each prompt prefilled alone,
+// within a token budget) and runs one decode over everything running; finished sequences leave at once,
+// so no request waits for another to finish. Sampling, stop conditions and detokenization live here.
+import { type SampledToken, Sampler, type SamplingParams } from "./sampler.ts";
+import { StreamingDetokenizer, type Tokenizer } from "./tokenizer.ts";
+
+/** The engine calls the loop needs; Engine and EngineThread both provide them. */
+export interface StepEngine {
+  prefill(id: string, tokens: readonly number[], slot: number): Promise<Float32Array[]>;
+  decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>>;
+  release(id: string): Promise<void> | void;
+}
+
+export type FinishReason = "stop" | "length" | "cancelled";
+
+export interface GenerationRequest {
+  id: string;
+  promptTokens: readonly number[];
+  /** Adapter slot; 0 = the base model. */
+  slot: number;
+  sampling: SamplingParams;
+  maxTokens: number;
+  stopTokenIds?: readonly number[];
+  stopStrings?: readonly string[];
+  /**
+   * Called with each token and the text it completes ("" while a character or a possible stop string is
+   * incomplete); at the end, once with token null and whatever text was still held back.
+   */
+  onToken?: (token: SampledToken | null, textDelta: string) => void;
+}
+
+export interface GenerationResult {
+  id: string;
+  tokenIds: number[];
+  tokens: SampledToken[];
+  text: string;
+  finishReason: FinishReason;
+  promptTokens: number;
+}
+
+export interface BatcherOptions {
+  maxBatch: number;
+  maxContext: number;
+  /** Prompt tokens prefilled per step, so a burst of long prompts cannot stall running sequences. */
+  prefillTokenBudget: number;
+}
+
+interface Running {
+  request: GenerationRequest;
+  sampler: Sampler;
+  detokenizer: StreamingDetokenizer;
+  tokens: SampledToken[];
+  /** Text already emitted. */
+  text: string;
+  /** Decoded text held back because it may begin a stop string. */
+  held: string;
+  length: number;
+  cancelled: boolean;
+  resolve: (result: GenerationResult) => void;
+  reject: (error: Error) => void;
+}
+
+export class ContinuousBatcher {
+  private readonly waiting: Running[] = [];
+  private readonly running = new Map<string, Running>();
+  private loop: Promise<void> | null = null;
+
+  constructor(
+    private readonly engine: StepEngine,
+    private readonly tokenizer: Tokenizer,
+    private readonly options: BatcherOptions,
+  ) {}
+
+  submit(request: GenerationRequest): Promise<GenerationResult> {
+    if (request.promptTokens.length === 0)
+      return Promise.reject(new Error(`request ${request.id}: empty prompt`));
+    if (request.promptTokens.length >= this.options.maxContext) {
+      return Promise.reject(
+        new Error(
+          `request ${request.id}: prompt of ${request.promptTokens.length} tokens exceeds the ${this.options.maxContext}-token context`,
+        ),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.waiting.push({
+        request,
+        sampler: new Sampler(request.sampling, request.promptTokens),
+        detokenizer: new StreamingDetokenizer(this.tokenizer),
+        tokens: [],
+        text: "",
+        held: "",
+        length: request.promptTokens.length,
+        cancelled: false,
+        resolve,
+        reject,
+      });
+      this.loop ??= this.pump().finally(() => {
+        this.loop = null;
+      });
+    });
+  }
+
+  /** Stops a request within one step; it resolves with finish_reason "cancelled" and what it generated. */
+  cancel(id: string): void {
+    const waitingAt = this.waiting.findIndex((r) => r.request.id === id);
+    if (waitingAt >= 0) {
+      const [r] = this.waiting.splice(waitingAt, 1);
+      r!.resolve(this.result(r!, "cancelled"));
+      return;
+    }
+    const running = this.running.get(id);
+    if (running) running.cancelled = true;
+  }
+
+  get queueDepth(): number {
+    return this.waiting.length;
+  }
+
+  get runningCount(): number {
+    return this.running.size;
+  }
+
+  private async pump(): Promise<void> {
+    while (this.waiting.length > 0 || this.running.size > 0) {
+      try {
+        await this.admit();
+        await this.retireCancelled();
+        if (this.running.size > 0) await this.decodeStep();
+      } catch (error) {
+        const e = error instanceof Error ? error : new Error(String(error));
+        for (const r of [...this.running.values(), ...this.waiting]) {
+          await this.engine.release(r.request.id);
+          r.reject(e);
+        }
+        this.running.clear();
+        this.waiting.length = 0;
+      }
+    }
+  }
+
+  private async admit(): Promise<void> {
+    let budget = this.options.prefillTokenBudget;
+    while (this.waiting.length > 0 && this.running.size < this.options.maxBatch) {
+      const next = this.waiting[0]!;
+      // The first prompt of a step always goes in, however long, so no prompt waits forever.
+      if (budget < next.request.promptTokens.length && budget !== this.options.prefillTokenBudget) break;
+      this.waiting.shift();
+      budget -= next.request.promptTokens.length;
+      const [logits] = await this.engine.prefill(
+        next.request.id,
+        next.request.promptTokens,
+        next.request.slot,
+      );
+      this.running.set(next.request.id, next);
+      await this.accept(next, logits!);
+    }
+  }
+
+  private async decodeStep(): Promise<void> {
+    const last = new Map([...this.running].map(([id, r]) => [id, r.tokens[r.tokens.length - 1]!.token]));
+    const logits = await this.engine.decode(last);
+    for (const [id, row] of logits) {
+      const r = this.running.get(id)!;
+      r.length += 1;
+      await this.accept(r, row);
+    }
+  }
+
+  private async retireCancelled(): Promise<void> {
+    for (const r of [...this.running.values()]) if (r.cancelled) await this.finish(r, "cancelled");
+  }
+
+  /** Samples the next token from `logits`, streams it, and finishes the sequence if a stop condition holds. */
+  private async accept(r: Running, logits: Float32Array): Promise<void> {
+    const sampled = r.sampler.sample(logits);
+    const { request } = r;
+    const stopIds = request.stopTokenIds ?? this.tokenizer.eosTokenIds;
+    if (stopIds.includes(sampled.token)) {
+      r.tokens.push(sampled);
+      return this.finish(r, "stop");
+    }
+    r.tokens.push(sampled);
+    const { emit, stopped } = this.applyStopStrings(r, r.detokenizer.push(sampled.token));
+    r.text += emit;
+    request.onToken?.(sampled, emit);
+    if (stopped) return this.finish(r, "stop");
+    const full = r.length + 1 >= this.options.maxContext;
+    if (r.tokens.length >= request.maxTokens || full) return this.finish(r, "length");
+  }
+
+  /**
+   * Stop strings never reach the client: text that could be the start of a stop string is held back until
+   * the next tokens rule it in or out. Returns the text safe to emit and whether a stop string completed.
+   */
+  private applyStopStrings(r: Running, delta: string): { emit: string; stopped: boolean } {
+    const stops = r.request.stopStrings ?? [];
+    if (stops.length === 0) return { emit: delta, stopped: false };
+    const candidate = r.held + delta;
+    let cut = -1;
+    for (const stop of stops) {
+      const at = candidate.indexOf(stop);
+      if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+    }
+    if (cut >= 0) {
+      r.held = "";
+      return { emit: candidate.slice(0, cut), stopped: true };
+    }
+    let keep = 0;
+    for (const stop of stops) {
+      for (let k = Math.min(stop.length - 1, candidate.length); k > keep; k--) {
+        if (candidate.endsWith(stop.slice(0, k))) {
+          keep = k;
+          break;
+        }
+      }
+    }
+    r.held = candidate.slice(candidate.length - keep);
+    return { emit: candidate.slice(0, candidate.length - keep), stopped: false };
+  }
+
+  private async finish(r: Running, reason: FinishReason): Promise<void> {
+    this.running.delete(r.request.id);
+    await this.engine.release(r.request.id);
+    if (reason !== "stop") {
+      // What was held back for a possible stop string, and any incomplete character, is text after all.
+      const rest = r.held + r.detokenizer.flush();
+      r.held = "";
+      if (rest) {
+        r.text += rest;
+        r.request.onToken?.(null, rest);
+      }
+    }
+    r.resolve(this.result(r, reason));
+  }
+
+  private result(r: Running, finishReason: FinishReason): GenerationResult {
+    return {
+      id: r.request.id,
+      tokenIds: r.tokens.map((t) => t.token),
+      tokens: r.tokens,
+      text: r.text,
+      finishReason,
+      promptTokens: r.request.promptTokens.length,
+    };
+  }
+}

@@ -1,0 +1,131 @@
+// Resident LoRA adapter banks: for every layer and target module, a bank of A rows [slots·R, in], a bank of
+// scaled Bᵀ rows [slots·R, out] and a bank of scaled lora biases [slots, out] — the graph inputs
+// lora_a.{l}.{kind}, lora_b.{l}.{kind}, lora_bias.{l}.{kind}. Slot s (1-based; slot 0 means "no adapter")
+// owns rows (s-1)·R ..(s-1)·R + r_kind, where r_kind is that adapter's largest rank over the layers of that
+// kind: a step reads exactly those rows, so ranks mix in one batch without padding to the batch's largest.
+// The scale (alpha/r or alpha/√r) is folded into B and the bias when the slot is written.
+import type { Tensor } from "onnxruntime-node";
+import type { LoadedAdapter } from "../adapters/peft.ts";
+import type { BankStore } from "./bank-store.ts";
+import { MODULE_KINDS, type ModelConfig, type ModuleKind, moduleShape } from "./model-config.ts";
+
+export interface LoraBankShape {
+  slots: number;
+  rowsPerSlot: number;
+}
+
+export class LoraBankError extends Error {}
+
+export function bankNames(layer: number, kind: ModuleKind) {
+  return { a: `lora_a.${layer}.${kind}`, b: `lora_b.${layer}.${kind}`, bias: `lora_bias.${layer}.${kind}` };
+}
+
+/** Every bank tensor the graph takes, with its shape, for a store to allocate. */
+export function bankLayout(
+  model: ModelConfig,
+  shape: LoraBankShape,
+): { name: string; rows: number; width: number }[] {
+  const layout: { name: string; rows: number; width: number }[] = [];
+  for (let layer = 0; layer < model.numLayers; layer++) {
+    for (const kind of MODULE_KINDS) {
+      const { inFeatures, outFeatures } = moduleShape(model, kind);
+      const names = bankNames(layer, kind);
+      layout.push({ name: names.a, rows: shape.slots * shape.rowsPerSlot, width: inFeatures });
+      layout.push({ name: names.b, rows: shape.slots * shape.rowsPerSlot, width: outFeatures });
+      layout.push({ name: names.bias, rows: shape.slots, width: outFeatures });
+    }
+  }
+  return layout;
+}
+
+export class LoraBanks {
+  /** ranks[slot-1][kind]: rows in use for that kind, 0 when the slot is empty or the kind untargeted. */
+  private readonly ranks: Record<ModuleKind, number>[];
+
+  constructor(
+    private readonly model: ModelConfig,
+    readonly shape: LoraBankShape,
+    private readonly store: BankStore,
+  ) {
+    this.ranks = Array.from({ length: shape.slots }, () => emptyRanks());
+  }
+
+  /** Writes an adapter into a slot. Only the rows the adapter uses are written. */
+  async write(slot: number, adapter: LoadedAdapter): Promise<void> {
+    this.checkSlot(slot);
+    if (adapter.maxRank > this.shape.rowsPerSlot) {
+      throw new LoraBankError(
+        `adapter ${adapter.name} has rank ${adapter.maxRank}; this engine's slots hold at most ${this.shape.rowsPerSlot}`,
+      );
+    }
+    const ranks = emptyRanks();
+    for (const module of adapter.modules) ranks[module.kind] = Math.max(ranks[module.kind], module.rank);
+    const byPlace = new Map(adapter.modules.map((m) => [`${m.layer}.${m.kind}`, m]));
+    const firstRow = (slot - 1) * this.shape.rowsPerSlot;
+
+    for (let layer = 0; layer < this.model.numLayers; layer++) {
+      for (const kind of MODULE_KINDS) {
+        const { inFeatures, outFeatures } = moduleShape(this.model, kind);
+        const names = bankNames(layer, kind);
+        const module = byPlace.get(`${layer}.${kind}`);
+        const bias = new Float32Array(outFeatures);
+        if (module?.bias) for (let o = 0; o < outFeatures; o++) bias[o] = module.scale * module.bias[o]!;
+        await this.store.writeRows(names.bias, slot - 1, 1, bias);
+        const rank = ranks[kind];
+        if (rank === 0) continue;
+        // Rows past this module's own rank (rank_pattern, or a layer the adapter skips) are zero.
+        const a = new Float32Array(rank * inFeatures);
+        const b = new Float32Array(rank * outFeatures);
+        if (module) {
+          a.set(module.a);
+          for (let r = 0; r < module.rank; r++) {
+            for (let o = 0; o < outFeatures; o++)
+              b[r * outFeatures + o] = module.scale * module.b[o * module.rank + r]!;
+          }
+        }
+        await this.store.writeRows(names.a, firstRow, rank, a);
+        await this.store.writeRows(names.b, firstRow, rank, b);
+      }
+    }
+    this.ranks[slot - 1] = ranks;
+  }
+
+  /** Marks a slot empty. Its rows are left as they are: no step reads them until the next write. */
+  clear(slot: number): void {
+    this.checkSlot(slot);
+    this.ranks[slot - 1] = emptyRanks();
+  }
+
+  /** The bank rows [start, end) that a step reads for this slot's adapter on modules of this kind. */
+  rows(slot: number, kind: ModuleKind): [number, number] {
+    this.checkSlot(slot);
+    const start = (slot - 1) * this.shape.rowsPerSlot;
+    return [start, start + this.ranks[slot - 1]![kind]];
+  }
+
+  /** Bytes of bank data one step reads for this slot's adapter (each distinct adapter is read once). */
+  bytesRead(slot: number, bytesPerValue: number): number {
+    this.checkSlot(slot);
+    let values = 0;
+    for (const kind of MODULE_KINDS) {
+      const { inFeatures, outFeatures } = moduleShape(this.model, kind);
+      values +=
+        this.model.numLayers * (this.ranks[slot - 1]![kind] * (inFeatures + outFeatures) + outFeatures);
+    }
+    return values * bytesPerValue;
+  }
+
+  feeds(): Record<string, Tensor> {
+    return this.store.tensors();
+  }
+
+  private checkSlot(slot: number): void {
+    if (!Number.isInteger(slot) || slot < 1 || slot > this.shape.slots) {
+      throw new LoraBankError(`slot ${slot} is out of range 1..${this.shape.slots}`);
+    }
+  }
+}
+
+function emptyRanks(): Record<ModuleKind, number> {
+  return { q: 0, k: 0, v: 0, o: 0, gate: 0, up: 0, down: 0 };
+}
