@@ -1,16 +1,88 @@
 // `luminet model ...`: model tools.
-import type { Command } from "commander";
-import { notImplemented } from "../not-implemented.ts";
+import cliProgress from "cli-progress";
+import { type Command, InvalidArgumentError } from "commander";
+import { initTinyModel, TINY_SHAPES, type TinyShape } from "../../scripts/tiny-model.ts";
+import type { FloatDtype } from "../../worker/engine/dtype.ts";
+
+const DTYPES: Record<string, FloatDtype> = { f32: "F32", f16: "F16", bf16: "BF16" };
+
+function integer(min: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min) {
+      throw new InvalidArgumentError(`expected an integer ≥ ${min}`);
+    }
+    return n;
+  };
+}
+
+function shape(value: string): TinyShape {
+  if (!(TINY_SHAPES as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`expected one of ${TINY_SHAPES.join(", ")}`);
+  }
+  return value as TinyShape;
+}
+
+function dtype(value: string): FloatDtype {
+  const d = DTYPES[value.toLowerCase()];
+  if (!d) throw new InvalidArgumentError(`expected one of ${Object.keys(DTYPES).join(", ")}`);
+  return d;
+}
+
+interface InitTinyFlags {
+  shape: TinyShape;
+  layers?: number;
+  adapters: number;
+  rank: number;
+  seed: number;
+  dtype: FloatDtype;
+}
+
+function initTiny(dir: string, flags: InitTinyFlags): void {
+  const bar =
+    flags.shape === "bench-1b"
+      ? new cliProgress.SingleBar(
+          { stream: process.stderr, format: "weights [{bar}] {percentage}% {value}/{total} MB" },
+          cliProgress.Presets.shades_classic,
+        )
+      : null;
+  let started = false;
+  const model = initTinyModel(dir, {
+    shape: flags.shape,
+    layers: flags.layers,
+    adapters: flags.adapters,
+    rank: flags.rank,
+    seed: flags.seed,
+    dtype: flags.dtype,
+    onProgress: (done, total) => {
+      if (!bar) return;
+      const mb = (n: number) => Math.round(n / 2 ** 20);
+      if (!started) {
+        bar.start(mb(total), 0);
+        started = true;
+      }
+      bar.update(mb(done));
+    },
+  });
+  bar?.stop();
+  const c = model.config;
+  process.stdout.write(
+    `wrote ${model.dir}: ${flags.shape} Llama, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize}, ` +
+      `${(model.parameters / 1e6).toFixed(1)}M parameters (${(model.weightBytes / 2 ** 20).toFixed(1)} MiB ${c.dtype}), ` +
+      `${model.adapterDirs.length} adapters of rank ${flags.rank}\n`,
+  );
+}
 
 export function registerModel(program: Command): void {
   const model = program.command("model").description("model tools");
   model
     .command("init-tiny <dir>")
     .description("write a random-weight Llama in Hugging Face layout, with PEFT adapters under DIR/adapters/")
-    .option("--shape <shape>", "tiny | bench-1b", "tiny")
-    .option("--layers <n>", "number of layers")
-    .option("--adapters <n>", "number of PEFT adapters", "0")
-    .option("--rank <r>", "adapter rank", "8")
-    .option("--seed <s>", "random seed", "0")
-    .action(notImplemented("model init-tiny", "lands with the engine issue"));
+    .option("--shape <shape>", "tiny | bench-1b", shape, "tiny" as TinyShape)
+    .option("--layers <n>", "number of layers (default 2)", integer(1))
+    .option("--adapters <n>", "number of PEFT adapters", integer(0), 0)
+    .option("--rank <r>", "adapter rank", integer(1), 8)
+    .option("--seed <s>", "random seed", integer(0), 0)
+    .option("--dtype <dtype>", "f32 | f16 | bf16", dtype, "F32" as FloatDtype)
+    .action(initTiny);
 }

@@ -1,0 +1,184 @@
+// A model's tokenizer (tokenizer.json + tokenizer_config.json through @huggingface/tokenizers), its chat
+// template (@huggingface/jinja), and a streaming detokenizer that never emits half a UTF-8 character.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Template } from "@huggingface/jinja";
+import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+
+export class TokenizerError extends Error {
+  override name = "TokenizerError";
+}
+
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+export interface Tokenizer {
+  /** Number of token ids the tokenizer knows (largest id + 1, added tokens included). */
+  readonly vocabSize: number;
+  /** eos_token of tokenizer_config.json plus generation_config.json's eos ids, where present. */
+  readonly eosTokenIds: readonly number[];
+  readonly bosTokenId: number | null;
+  encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
+  /** Ids outside the vocabulary decode to nothing (models often pad their embedding past the vocab). */
+  decode(ids: readonly number[], options?: { skipSpecialTokens?: boolean }): string;
+  applyChatTemplate(messages: readonly ChatMessage[], options?: { addGenerationPrompt?: boolean }): string;
+  isSpecial(id: number): boolean;
+}
+
+function readJson(path: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new TokenizerError(`${path}: ${(err as Error).message}`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new TokenizerError(`${path}: not a JSON object`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+// tokenizer_config.json writes special tokens either as strings or as AddedToken objects.
+function tokenContent(v: unknown): string | null {
+  if (typeof v === "string") return v;
+  if (typeof v === "object" && v !== null && typeof (v as { content?: unknown }).content === "string") {
+    return (v as { content: string }).content;
+  }
+  return null;
+}
+
+function chatTemplateSource(dir: string, config: Record<string, unknown>): string | null {
+  const t = config.chat_template;
+  if (typeof t === "string") return t;
+  if (Array.isArray(t)) {
+    const named = t.find(
+      (x): x is { name: string; template: string } =>
+        typeof x === "object" && x !== null && x.name === "default" && typeof x.template === "string",
+    );
+    if (named) return named.template;
+  }
+  // Newer transformers releases keep the template in its own file.
+  const file = join(dir, "chat_template.jinja");
+  return existsSync(file) ? readFileSync(file, "utf8") : null;
+}
+
+function idsOf(v: unknown): number[] {
+  const list = Array.isArray(v) ? v : [v];
+  return list.filter((x): x is number => Number.isSafeInteger(x) && x >= 0);
+}
+
+export function loadTokenizer(dir: string): Tokenizer {
+  const tokenizerPath = join(dir, "tokenizer.json");
+  const configPath = join(dir, "tokenizer_config.json");
+  if (!existsSync(tokenizerPath)) throw new TokenizerError(`${dir}: no tokenizer.json`);
+  const tokenizerJson = readJson(tokenizerPath);
+  const config = existsSync(configPath) ? readJson(configPath) : {};
+  let hf: HfTokenizer;
+  try {
+    hf = new HfTokenizer(tokenizerJson, config);
+  } catch (err) {
+    throw new TokenizerError(`${tokenizerPath}: ${(err as Error).message}`);
+  }
+  const vocabSize = Math.max(-1, ...hf.get_vocab(true).values()) + 1;
+  const specialIds = new Set<number>();
+  for (const [id, token] of hf.get_added_tokens_decoder()) if (token.special) specialIds.add(id);
+
+  const idOf = (key: string): number | null => {
+    const content = tokenContent(config[key]);
+    return content === null ? null : (hf.token_to_id(content) ?? null);
+  };
+  const eos = new Set<number>();
+  const configEos = idOf("eos_token");
+  if (configEos !== null) eos.add(configEos);
+  const genPath = join(dir, "generation_config.json");
+  if (existsSync(genPath)) for (const id of idsOf(readJson(genPath).eos_token_id)) eos.add(id);
+
+  const templateSource = chatTemplateSource(dir, config);
+  let template: Template | null = null;
+  const specialStrings: Record<string, string> = {};
+  for (const key of ["bos_token", "eos_token", "unk_token", "pad_token"]) {
+    const content = tokenContent(config[key]);
+    if (content !== null) specialStrings[key] = content;
+  }
+
+  return {
+    vocabSize,
+    eosTokenIds: [...eos],
+    bosTokenId: idOf("bos_token"),
+    encode(text, options = {}) {
+      return hf.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+    },
+    decode(ids, options = {}) {
+      const known = ids.filter((id) => Number.isSafeInteger(id) && id >= 0 && id < vocabSize);
+      if (known.length === 0) return "";
+      // Cleanup of tokenization spaces would make a stream's deltas disagree with the whole decode.
+      return hf.decode(known, {
+        skip_special_tokens: options.skipSpecialTokens ?? false,
+        clean_up_tokenization_spaces: false,
+      });
+    },
+    applyChatTemplate(messages, options = {}) {
+      if (templateSource === null)
+        throw new TokenizerError(`${dir}: tokenizer_config.json has no chat_template`);
+      if (template === null) {
+        try {
+          template = new Template(templateSource);
+        } catch (err) {
+          throw new TokenizerError(`${configPath}: chat_template does not parse (${(err as Error).message})`);
+        }
+      }
+      try {
+        return template.render({
+          ...specialStrings,
+          messages: messages.map((m) => ({ role: m.role, content: m.content })),
+          add_generation_prompt: options.addGenerationPrompt ?? true,
+        });
+      } catch (err) {
+        throw new TokenizerError(`chat template failed: ${(err as Error).message}`);
+      }
+    },
+    isSpecial: (id) => specialIds.has(id),
+  };
+}
+
+/**
+ * Turns generated token ids into text deltas. A delta is emitted only once the text decoded so far does
+ * not end in U+FFFD, so a character whose bytes span several byte-level tokens comes out whole. Decoding
+ * works on a short window of recent tokens, as text-generation-inference does, so each push is O(1).
+ */
+export class StreamingDetokenizer {
+  private readonly tokens: number[] = [];
+  private prefixOffset = 0;
+  private readOffset = 0;
+
+  constructor(
+    private readonly tokenizer: Pick<Tokenizer, "decode">,
+    private readonly options: { skipSpecialTokens: boolean } = { skipSpecialTokens: true },
+  ) {}
+
+  push(tokenId: number): string {
+    this.tokens.push(tokenId);
+    const prefix = this.decodeRange(this.prefixOffset, this.readOffset);
+    const text = this.decodeRange(this.prefixOffset, this.tokens.length);
+    if (text.length > prefix.length && !text.endsWith("\uFFFD") && text.startsWith(prefix)) {
+      this.prefixOffset = this.readOffset;
+      this.readOffset = this.tokens.length;
+      return text.slice(prefix.length);
+    }
+    return "";
+  }
+
+  /** The text still held back (an incomplete character at the very end comes out as U+FFFD). */
+  flush(): string {
+    const prefix = this.decodeRange(this.prefixOffset, this.readOffset);
+    const text = this.decodeRange(this.prefixOffset, this.tokens.length);
+    this.prefixOffset = this.readOffset = this.tokens.length;
+    return text.startsWith(prefix) ? text.slice(prefix.length) : "";
+  }
+
+  private decodeRange(start: number, end: number): string {
+    return this.tokenizer.decode(this.tokens.slice(start, end), this.options);
+  }
+}
