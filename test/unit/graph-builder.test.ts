@@ -1,0 +1,513 @@
+// The built decoder graph on onnxruntime's CPU provider, against itself and against merged weights:
+// incremental decoding reproduces a full prefill, ragged decode batches match rows run alone, adapter
+// deltas through the banks equal the base graph on W + s·B·A, and a bf16 checkpoint casts exactly.
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as ort from "onnxruntime-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { initTinyModel } from "../../scripts/tiny-model.ts";
+import { buildGraph, cachedGraphPath, type GraphOptions } from "../../worker/engine/graph-builder.ts";
+import {
+  loadModelConfig,
+  MODULE_KINDS,
+  type ModelConfig,
+  type ModuleKind,
+  moduleShape,
+  weightName,
+} from "../../worker/engine/model-config.ts";
+import { Prng } from "../../worker/engine/prng.ts";
+import { inverseFrequencies } from "../../worker/engine/rope.ts";
+import { openWeights, type WeightIndex, writeSafetensors } from "../../worker/engine/safetensors.ts";
+
+const MAX_CONTEXT = 64;
+const TOL = 1e-4;
+const root = mkdtempSync(join(tmpdir(), "luminet-graph-"));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+type Feeds = Record<string, ort.Tensor>;
+const i64 = (v: readonly number[], dims = [v.length]) =>
+  new ort.Tensor(
+    "int64",
+    BigInt64Array.from(v, (x) => BigInt(x)),
+    dims,
+  );
+const i32 = (v: readonly number[], dims = [v.length]) => new ort.Tensor("int32", Int32Array.from(v), dims);
+const f32 = (v: Float32Array, dims: number[]) => new ort.Tensor("float32", v, dims);
+
+interface Model {
+  dir: string;
+  cfg: ModelConfig;
+  weights: WeightIndex;
+}
+
+function open(dir: string): Model {
+  return { dir, cfg: loadModelConfig(dir), weights: openWeights(dir) };
+}
+
+async function session(m: Model, lora: GraphOptions["lora"] = null): Promise<ort.InferenceSession> {
+  const path = cachedGraphPath(m.dir, m.cfg, m.weights, {
+    computeDtype: "float32",
+    maxContext: MAX_CONTEXT,
+    lora,
+  });
+  return ort.InferenceSession.create(path, { executionProviders: ["cpu"], intraOpNumThreads: 1 });
+}
+
+// KV caches per layer, [B, kvHeads, P, headDim] in the contract's names.
+type Kv = Record<string, ort.Tensor>;
+function emptyKv(cfg: ModelConfig, batch: number): Kv {
+  const kv: Kv = {};
+  for (let l = 0; l < cfg.numLayers; l++) {
+    for (const n of ["key", "value"]) {
+      kv[`past_${n}.${l}`] = f32(new Float32Array(0), [batch, cfg.numKvHeads, 0, cfg.headDim]);
+    }
+  }
+  return kv;
+}
+function presentsAsPasts(out: ort.InferenceSession.ReturnType, cfg: ModelConfig): Kv {
+  const kv: Kv = {};
+  for (let l = 0; l < cfg.numLayers; l++) {
+    for (const n of ["key", "value"]) kv[`past_${n}.${l}`] = out[`present_${n}.${l}`]!;
+  }
+  return kv;
+}
+
+interface Step {
+  tokens: number[][]; // [B][S]
+  lengths: number[]; // per row: total length after this step
+  rows: number[];
+  kv: Kv;
+  extra?: Feeds;
+}
+async function run(
+  s: ort.InferenceSession,
+  step: Step,
+): Promise<{ logits: Float32Array[]; kv: Kv; out: ort.InferenceSession.ReturnType }> {
+  const b = step.tokens.length;
+  const seq = step.tokens[0]!.length;
+  const out = await s.run({
+    input_ids: i64(step.tokens.flat(), [b, seq]),
+    seqlens_k: i32(step.lengths.map((n) => n - 1)),
+    total_sequence_length: i32([Math.max(...step.lengths)], []),
+    logits_rows: i64(step.rows),
+    ...step.kv,
+    ...step.extra,
+  });
+  const data = out.logits!.data as Float32Array;
+  const vocab = out.logits!.dims[1]!;
+  const logits = step.rows.map((_, r) => data.slice(r * vocab, (r + 1) * vocab));
+  return { logits, kv: {}, out };
+}
+
+function maxDiff(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+let base: Model;
+let baseSession: ort.InferenceSession;
+const prompt = [17, 300, 5, 42, 9, 128, 77, 3];
+
+beforeAll(async () => {
+  base = open(initTinyModel(join(root, "tiny"), { shape: "tiny", adapters: 0, rank: 4, seed: 11 }).dir);
+  baseSession = await session(base);
+});
+
+describe("graph builder", () => {
+  it("decoding step by step with presents fed back as pasts reproduces the logits of a full prefill", async () => {
+    const { cfg } = base;
+    const all = prompt.map((_, i) => i);
+    const full = await run(baseSession, { tokens: [prompt], lengths: [8], rows: all, kv: emptyKv(cfg, 1) });
+    const pre = await run(baseSession, {
+      tokens: [prompt.slice(0, 5)],
+      lengths: [5],
+      rows: [4],
+      kv: emptyKv(cfg, 1),
+    });
+    expect(maxDiff(pre.logits[0]!, full.logits[4]!)).toBeLessThan(TOL);
+    let kv = presentsAsPasts(pre.out, cfg);
+    for (let p = 5; p < 8; p++) {
+      const step = await run(baseSession, { tokens: [[prompt[p]!]], lengths: [p + 1], rows: [0], kv });
+      expect(step.out["present_key.0"]!.dims).toEqual([1, cfg.numKvHeads, p + 1, cfg.headDim]);
+      expect(maxDiff(step.logits[0]!, full.logits[p]!)).toBeLessThan(TOL);
+      kv = presentsAsPasts(step.out, cfg);
+    }
+    // The logits are not degenerate: positions differ from one another.
+    expect(maxDiff(full.logits[6]!, full.logits[7]!)).toBeGreaterThan(1e-2);
+  });
+
+  it("a decode batch with ragged, right-padded pasts matches each row decoded alone", async () => {
+    const { cfg } = base;
+    const rows = [prompt.slice(0, 3), prompt.slice(1, 7), prompt.slice(2, 4)];
+    const next = [7, 400, 21];
+    const alone: Float32Array[] = [];
+    const pasts: Kv[] = [];
+    for (const [r, tokens] of rows.entries()) {
+      const pre = await run(baseSession, {
+        tokens: [tokens],
+        lengths: [tokens.length],
+        rows: [0],
+        kv: emptyKv(cfg, 1),
+      });
+      pasts.push(presentsAsPasts(pre.out, cfg));
+      const dec = await run(baseSession, {
+        tokens: [[next[r]!]],
+        lengths: [tokens.length + 1],
+        rows: [0],
+        kv: pasts[r]!,
+      });
+      alone.push(dec.logits[0]!);
+    }
+    // Stack the pasts into [3, kvHeads, P, headDim], each row right-padded with garbage past its length.
+    const P = Math.max(...rows.map((t) => t.length));
+    const { numKvHeads: KV, headDim: D } = cfg;
+    const kv: Kv = {};
+    for (const name of Object.keys(pasts[0]!)) {
+      const stacked = new Float32Array(rows.length * KV * P * D).fill(123.5);
+      for (const [r, tokens] of rows.entries()) {
+        const src = pasts[r]![name]!.data as Float32Array;
+        const len = tokens.length;
+        for (let h = 0; h < KV; h++) {
+          stacked.set(src.subarray(h * len * D, (h + 1) * len * D), (r * KV + h) * P * D);
+        }
+      }
+      kv[name] = f32(stacked, [rows.length, KV, P, D]);
+    }
+    const batch = await run(baseSession, {
+      tokens: next.map((t) => [t]),
+      lengths: rows.map((t) => t.length + 1),
+      rows: [0, 1, 2],
+      kv,
+    });
+    for (let r = 0; r < rows.length; r++) expect(maxDiff(batch.logits[r]!, alone[r]!)).toBeLessThan(TOL);
+  });
+
+  it("reuses the cached graph file and rebuilds when the options change", () => {
+    const opts: GraphOptions = { computeDtype: "float32", maxContext: MAX_CONTEXT, lora: null };
+    const a = cachedGraphPath(base.dir, base.cfg, base.weights, opts);
+    expect(cachedGraphPath(base.dir, base.cfg, base.weights, opts)).toBe(a);
+    expect(readFileSync(a)).toEqual(Buffer.from(buildGraph(base.cfg, base.weights, opts)));
+    expect(cachedGraphPath(base.dir, base.cfg, base.weights, { ...opts, maxContext: 32 })).not.toBe(a);
+  });
+
+  it("adapter deltas through the banks equal the base graph on merged weights W + s·B·A (+ s·bias)", async () => {
+    const { cfg } = base;
+    const rng = new Prng(5);
+    const uniform = (n: number, scale: number) =>
+      Float32Array.from({ length: n }, () => scale * (2 * rng.nextFloat() - 1));
+    // X: rank 4, every module, a lora bias on q/k/v. Y: rank 2, no v and no down (zero-rank slices).
+    const x = randomAdapter(cfg, uniform, { rank: 4, scale: 2, kinds: MODULE_KINDS, bias: true });
+    const y = randomAdapter(cfg, uniform, {
+      rank: 2,
+      scale: 0.5,
+      kinds: MODULE_KINDS.filter((k) => k !== "v" && k !== "down"),
+      bias: false,
+    });
+    const mergedX = open(writeMerged(base, join(root, "merged-x"), x));
+    const mergedY = open(writeMerged(base, join(root, "merged-y"), y));
+    expect(mergedX.cfg.architecture).toBe("qwen2");
+
+    const lora = { segments: 4, slots: 3, rowsPerSlot: 4 };
+    const slotOf = new Map([
+      [x, 1],
+      [y, 2],
+    ]);
+    const banks = bankFeeds(cfg, lora, slotOf, uniform);
+    const loraSession = await session(base, lora);
+
+    // Prefill: row 0 with X, row 1 without adapter, row 2 with Y; segments [unused, Y, unused, X].
+    const rows = [prompt.slice(0, 4), prompt.slice(2, 6), prompt.slice(4, 8)];
+    const prefill = await run(loraSession, {
+      tokens: rows,
+      lengths: [4, 4, 4],
+      rows: [3, 7, 11],
+      kv: emptyKv(cfg, 3),
+      extra: {
+        ...banks,
+        ...segmentFeeds(cfg, lora, [null, y, null, x], slotOf, [[], [8, 9, 10, 11], [], [0, 1, 2, 3]], 12),
+      },
+    });
+    // Decode: segments [X, Y, unused, unused].
+    const next = [11, 250, 99];
+    const decode = await run(loraSession, {
+      tokens: next.map((t) => [t]),
+      lengths: [5, 5, 5],
+      rows: [0, 1, 2],
+      kv: presentsAsPasts(prefill.out, cfg),
+      extra: { ...banks, ...segmentFeeds(cfg, lora, [x, y, null, null], slotOf, [[0], [2], [], []], 3) },
+    });
+
+    const references = [mergedX, base, mergedY];
+    for (const [r, m] of references.entries()) {
+      const s = m === base ? baseSession : await session(m);
+      const pre = await run(s, { tokens: [rows[r]!], lengths: [4], rows: [3], kv: emptyKv(cfg, 1) });
+      const dec = await run(s, {
+        tokens: [[next[r]!]],
+        lengths: [5],
+        rows: [0],
+        kv: presentsAsPasts(pre.out, cfg),
+      });
+      expect(maxDiff(prefill.logits[r]!, pre.logits[0]!)).toBeLessThan(TOL);
+      expect(maxDiff(decode.logits[r]!, dec.logits[0]!)).toBeLessThan(TOL);
+      if (m !== base) {
+        const plain = await run(baseSession, {
+          tokens: [rows[r]!],
+          lengths: [4],
+          rows: [3],
+          kv: emptyKv(cfg, 1),
+        });
+        expect(maxDiff(plain.logits[0]!, pre.logits[0]!)).toBeGreaterThan(1e-2); // the adapter matters
+        await s.release();
+      }
+    }
+    await loraSession.release();
+  });
+
+  it("a bf16 checkpoint with tied embeddings computes in float32 what its exact f32 copy computes", async () => {
+    const bf16 = open(
+      initTinyModel(join(root, "bf16"), { shape: "tiny", adapters: 0, rank: 4, seed: 12, dtype: "BF16" }).dir,
+    );
+    const tied = join(root, "bf16-tied");
+    const f32Copy = join(root, "bf16-as-f32");
+    const config = JSON.parse(readFileSync(join(bf16.dir, "config.json"), "utf8")) as Record<string, unknown>;
+    const names = bf16.weights.names().filter((n) => n !== "lm_head.weight");
+    for (const [dir, dtype] of [
+      [tied, "bfloat16"],
+      [f32Copy, "float32"],
+    ] as const) {
+      mkdirSync(dir);
+      writeFileSync(
+        join(dir, "config.json"),
+        JSON.stringify({ ...config, torch_dtype: dtype, tie_word_embeddings: dir === tied }),
+      );
+    }
+    writeSafetensors(
+      join(tied, "model.safetensors"),
+      names.map((name) => ({
+        name,
+        dtype: "BF16",
+        shape: bf16.weights.info(name).shape,
+        data: bf16.weights.readRaw(name),
+      })),
+    );
+    // The untied f32 copy carries the embedding as lm_head explicitly.
+    writeSafetensors(join(f32Copy, "model.safetensors"), [
+      ...names.map((name) => ({
+        name,
+        dtype: "F32" as const,
+        shape: bf16.weights.info(name).shape,
+        data: bf16.weights.readFloat32(name),
+      })),
+      {
+        name: "lm_head.weight",
+        dtype: "F32",
+        shape: bf16.weights.info("model.embed_tokens.weight").shape,
+        data: bf16.weights.readFloat32("model.embed_tokens.weight"),
+      },
+    ]);
+    const results: Float32Array[][] = [];
+    for (const dir of [tied, f32Copy]) {
+      const m = open(dir);
+      const s = await session(m);
+      results.push(
+        (await run(s, { tokens: [prompt], lengths: [8], rows: [0, 7], kv: emptyKv(m.cfg, 1) })).logits,
+      );
+      await s.release();
+    }
+    expect(open(tied).cfg).toMatchObject({ dtype: "BF16", tieWordEmbeddings: true });
+    for (const r of [0, 1]) expect(maxDiff(results[0]![r]!, results[1]![r]!)).toBeLessThan(TOL);
+  });
+});
+
+describe("rope frequencies", () => {
+  const plain = { headDim: 128, ropeTheta: 500000, ropeScaling: null };
+  it("are theta^(-2i/d), matching Hugging Face's float32 values", () => {
+    const inv = inverseFrequencies(plain);
+    expect(inv[0]).toBe(1);
+    expect(inv[32]).toBe(Math.fround(1 / 500000 ** 0.5));
+    expect(inv[63]! / 500000 ** (-126 / 128)).toBeCloseTo(1, 6);
+  });
+
+  it("linear scaling divides every frequency by the factor", () => {
+    const inv = inverseFrequencies(plain);
+    const linear = inverseFrequencies({ ...plain, ropeScaling: { type: "linear", factor: 4 } });
+    expect(Array.from(linear)).toEqual(Array.from(inv, (f) => Math.fround(f / 4)));
+  });
+
+  it("llama3 scaling keeps short wavelengths, slows long ones by the factor and blends the band between", () => {
+    const scaling = {
+      type: "llama3",
+      factor: 8,
+      lowFreqFactor: 1,
+      highFreqFactor: 4,
+      originalMaxPositions: 8192,
+    } as const;
+    const inv = inverseFrequencies(plain);
+    const scaled = inverseFrequencies({ ...plain, ropeScaling: scaling });
+    let blended = 0;
+    inv.forEach((f, i) => {
+      const wavelen = (2 * Math.PI) / f;
+      const got = scaled[i]!;
+      if (wavelen < 8192 / 4) expect(got).toBe(f);
+      else if (wavelen > 8192) expect(got).toBe(Math.fround(f / 8));
+      else {
+        blended++;
+        const smooth = (8192 / wavelen - 1) / 3;
+        expect(got / ((1 - smooth) * (f / 8) + smooth * f)).toBeCloseTo(1, 6);
+        expect(got).toBeGreaterThan(f / 8);
+        expect(got).toBeLessThanOrEqual(f);
+      }
+    });
+    expect(blended).toBeGreaterThan(0);
+  });
+});
+
+// A random LoRA adapter: per (layer, kind) A [rank, in], B [out, rank], optional bias [out] (q/k/v only,
+// so the merged model can carry it as Qwen2's attention bias).
+interface TestAdapter {
+  rank: number;
+  scale: number;
+  modules: Map<string, { a: Float32Array; b: Float32Array; bias: Float32Array | null }>;
+}
+const key = (l: number, kind: ModuleKind) => `${l}.${kind}`;
+
+function randomAdapter(
+  cfg: ModelConfig,
+  uniform: (n: number, scale: number) => Float32Array,
+  o: { rank: number; scale: number; kinds: readonly ModuleKind[]; bias: boolean },
+): TestAdapter {
+  const modules: TestAdapter["modules"] = new Map();
+  for (let l = 0; l < cfg.numLayers; l++) {
+    for (const kind of o.kinds) {
+      const { inFeatures, outFeatures } = moduleShape(cfg, kind);
+      const hasBias = o.bias && (kind === "q" || kind === "k" || kind === "v");
+      modules.set(key(l, kind), {
+        a: uniform(o.rank * inFeatures, 0.3),
+        b: uniform(outFeatures * o.rank, 0.3),
+        bias: hasBias ? uniform(outFeatures, 0.3) : null,
+      });
+    }
+  }
+  return { rank: o.rank, scale: o.scale, modules };
+}
+
+// A copy of the model with W + s·B·A in every targeted module; with any bias it becomes a Qwen2 model
+// whose q/k/v biases are s·bias (zero elsewhere).
+function writeMerged(m: Model, dir: string, adapter: TestAdapter): string {
+  mkdirSync(dir, { recursive: true });
+  for (const f of ["generation_config.json", "tokenizer.json", "tokenizer_config.json"]) {
+    copyFileSync(join(m.dir, f), join(dir, f));
+  }
+  const config = JSON.parse(readFileSync(join(m.dir, "config.json"), "utf8")) as Record<string, unknown>;
+  const withBias = [...adapter.modules.values()].some((x) => x.bias !== null);
+  if (withBias) Object.assign(config, { architectures: ["Qwen2ForCausalLM"], model_type: "qwen2" });
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+  const tensors = m.weights.names().map((name) => {
+    const info = m.weights.info(name);
+    return { name, dtype: "F32" as const, shape: info.shape, data: m.weights.readFloat32(name) };
+  });
+  for (let l = 0; l < m.cfg.numLayers; l++) {
+    for (const kind of MODULE_KINDS) {
+      const { inFeatures: n, outFeatures: out } = moduleShape(m.cfg, kind);
+      const mod = adapter.modules.get(key(l, kind));
+      if (mod) {
+        const w = tensors.find((t) => t.name === weightName(l, kind))!.data;
+        for (let o = 0; o < out; o++) {
+          for (let i = 0; i < n; i++) {
+            let d = 0;
+            for (let r = 0; r < adapter.rank; r++) d += mod.b[o * adapter.rank + r]! * mod.a[r * n + i]!;
+            w[o * n + i]! += adapter.scale * d;
+          }
+        }
+      }
+      if (withBias && (kind === "q" || kind === "k" || kind === "v")) {
+        const bias = mod?.bias ? mod.bias.map((v) => adapter.scale * v) : new Float32Array(out);
+        tensors.push({
+          name: weightName(l, kind).replace(/weight$/, "bias"),
+          dtype: "F32",
+          shape: [out],
+          data: bias,
+        });
+      }
+    }
+  }
+  writeSafetensors(join(dir, "model.safetensors"), tensors);
+  return dir;
+}
+
+// Banks per (layer, kind) with each adapter in its slot: A rows, s·Bᵀ rows, s·bias. Every row no adapter
+// owns holds garbage, so a slice that strays reads it.
+function bankFeeds(
+  cfg: ModelConfig,
+  lora: { slots: number; rowsPerSlot: number },
+  slotOf: Map<TestAdapter, number>,
+  uniform: (n: number, scale: number) => Float32Array,
+): Feeds {
+  const feeds: Feeds = {};
+  const rowsTotal = lora.slots * lora.rowsPerSlot;
+  for (let l = 0; l < cfg.numLayers; l++) {
+    for (const kind of MODULE_KINDS) {
+      const { inFeatures: n, outFeatures: out } = moduleShape(cfg, kind);
+      const a = uniform(rowsTotal * n, 50);
+      const b = uniform(rowsTotal * out, 50);
+      const bias = uniform(lora.slots * out, 50);
+      for (const [adapter, slot] of slotOf) {
+        bias.fill(0, slot * out, (slot + 1) * out);
+        const mod = adapter.modules.get(key(l, kind));
+        if (!mod) continue;
+        for (let r = 0; r < adapter.rank; r++) {
+          const row = slot * lora.rowsPerSlot + r;
+          a.set(mod.a.subarray(r * n, (r + 1) * n), row * n);
+          for (let o = 0; o < out; o++) b[row * out + o] = adapter.scale * mod.b[o * adapter.rank + r]!;
+        }
+        if (mod.bias)
+          bias.set(
+            mod.bias.map((v) => adapter.scale * v),
+            slot * out,
+          );
+      }
+      feeds[`lora_a.${l}.${kind}`] = f32(a, [rowsTotal, n]);
+      feeds[`lora_b.${l}.${kind}`] = f32(b, [rowsTotal, out]);
+      feeds[`lora_bias.${l}.${kind}`] = f32(bias, [lora.slots, out]);
+    }
+  }
+  return feeds;
+}
+
+// The per-step segment inputs: which flattened tokens each segment holds, and its adapter's bank rows.
+function segmentFeeds(
+  cfg: ModelConfig,
+  lora: { segments: number; rowsPerSlot: number },
+  segments: (TestAdapter | null)[],
+  slotOf: Map<TestAdapter, number>,
+  tokens: number[][],
+  tokenCount: number,
+): Feeds {
+  const perm = tokens.flat();
+  const unsort = new Array<number>(tokenCount).fill(perm.length);
+  perm.forEach((t, i) => {
+    unsort[t] = i;
+  });
+  const feeds: Feeds = {
+    lora_perm: i64(perm),
+    lora_counts: i64(tokens.map((t) => t.length)),
+    lora_unsort: i64(unsort),
+    lora_bias_rows: i64(
+      segments.flatMap((a) => (a ? [slotOf.get(a)!, slotOf.get(a)! + 1] : [0, 0])),
+      [lora.segments, 2],
+    ),
+  };
+  for (const kind of MODULE_KINDS) {
+    const bounds = segments.flatMap((a) => {
+      if (!a) return [0, 0];
+      const start = slotOf.get(a)! * lora.rowsPerSlot;
+      const targets = [...Array(cfg.numLayers).keys()].some((l) => a.modules.has(key(l, kind)));
+      return [start, start + (targets ? a.rank : 0)];
+    });
+    feeds[`lora_rows.${kind}`] = i64(bounds, [lora.segments, 2]);
+  }
+  return feeds;
+}
