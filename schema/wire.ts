@@ -98,11 +98,6 @@ export function heartbeatKey(base: string, workerId: string): string {
   return `${encodeToken(base)}.${workerToken(workerId)}`;
 }
 
-/** Matches the heartbeat keys of one base, or of every base. */
-export function heartbeatFilter(base?: string): string {
-  return base === undefined ? ">" : `${encodeToken(base)}.*`;
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Messages
 // ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,124 @@
+// A worker's request puller over JetStream pull consumers: its own durable (`infer.<base>.<worker>`) and
+// the base's shared durable (`infer.<base>.any`). A work-queue stream allows one consumer per subject, so
+// the workers of a base share one durable for `any`; the server gives each message to one of them.
+//
+// next() pulls from both consumers at once, one message each, only while a caller waits. When both
+// answer, the extra one is held for the next call; if nobody asks for it within `holdMs` it is nak'd so
+// another worker can take it, rather than idling here until its ack wait runs out.
+import type { Consumer, JsMsg } from "@nats-io/jetstream";
+import { decode, InferenceRequest } from "../schema/wire.ts";
+import type { Delivery, RequestPuller } from "./bus.ts";
+
+export interface JetStreamPullerOptions {
+  /** How long one pull request waits at the server before it is renewed (the client's minimum is 1 s). */
+  pullExpiresMs: number;
+  holdMs: number;
+  onError: (error: Error) => void;
+}
+
+type Waiter = (delivery: Delivery<InferenceRequest> | null) => void;
+
+/** The pause before pulling again after a pull failed (a server restart, a consumer being recreated). */
+const RETRY_MS = 250;
+
+export class JetStreamRequestPuller implements RequestPuller {
+  #waiters: Waiter[] = [];
+  #held: { delivery: Delivery<InferenceRequest>; msg: JsMsg; timer: ReturnType<typeof setTimeout> }[] = [];
+  #pulling = new Set<Consumer>();
+  #closed = false;
+
+  constructor(
+    private readonly consumers: Consumer[],
+    private readonly options: JetStreamPullerOptions,
+  ) {}
+
+  next(): Promise<Delivery<InferenceRequest> | null> {
+    if (this.#closed) return Promise.resolve(null);
+    const held = this.#held.shift();
+    if (held) {
+      clearTimeout(held.timer);
+      return Promise.resolve(held.delivery);
+    }
+    return new Promise((resolve) => {
+      this.#waiters.push(resolve);
+      for (const consumer of this.consumers) {
+        if (!this.#pulling.has(consumer)) void this.#pull(consumer);
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const waiter of this.#waiters.splice(0)) waiter(null);
+    for (const held of this.#held.splice(0)) {
+      clearTimeout(held.timer);
+      held.msg.nak();
+    }
+  }
+
+  async #pull(consumer: Consumer): Promise<void> {
+    this.#pulling.add(consumer);
+    try {
+      while (!this.#closed && this.#waiters.length > 0) {
+        let msg: JsMsg | null;
+        try {
+          msg = await consumer.next({ expires: this.options.pullExpiresMs });
+        } catch (error) {
+          if (this.#closed) return;
+          this.options.onError(error as Error);
+          await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+          continue;
+        }
+        if (!msg) continue;
+        if (this.#closed) {
+          msg.nak();
+          return;
+        }
+        const delivery = this.#decode(msg);
+        if (!delivery) continue;
+        const waiter = this.#waiters.shift();
+        if (waiter) waiter(delivery);
+        else this.#hold(delivery, msg);
+      }
+    } finally {
+      this.#pulling.delete(consumer);
+    }
+  }
+
+  #hold(delivery: Delivery<InferenceRequest>, msg: JsMsg): void {
+    const entry = {
+      delivery,
+      msg,
+      timer: setTimeout(() => {
+        this.#held = this.#held.filter((h) => h !== entry);
+        msg.nak();
+      }, this.options.holdMs),
+    };
+    this.#held.push(entry);
+  }
+
+  /** A message that does not decode can never be served: it is termed, not retried. */
+  #decode(msg: JsMsg): Delivery<InferenceRequest> | null {
+    try {
+      return jsDelivery(msg, decode(InferenceRequest, msg.data));
+    } catch (error) {
+      msg.term();
+      this.options.onError(error as Error);
+      return null;
+    }
+  }
+}
+
+function jsDelivery<T>(msg: JsMsg, message: T): Delivery<T> {
+  return {
+    message,
+    deliveryCount: msg.info.deliveryCount,
+    ack: async () => {
+      await msg.ackAck();
+    },
+    nak: (delayMs) => msg.nak(delayMs),
+    working: () => msg.working(),
+    term: () => msg.term(),
+  };
+}

@@ -1,0 +1,447 @@
+// The bus on NATS JetStream. At connect it creates, or updates to this build's settings, what it needs:
+//  - <NS>_REQUESTS: work-queue stream over `infer.>` (a message leaves once acked), with a dedupe window so
+//    a republished request id is dropped, and a max age: a request nobody took in time is worthless.
+//  - <NS>_USAGE: work-queue stream over `usage.>` with a 10-minute dedupe window; the meter's durable
+//    consumer never gives up on an event (billing must not drop one).
+//  - <NS>_CONTROL: stream over `control.>` keeping only the latest event per adapter, so a worker that
+//    starts later replays every adapter's current state (pins, deletions) without a database. Core NATS
+//    would lose events published while a worker is down.
+//  - <NS>_heartbeats: KV bucket in memory whose max age is the heartbeat TTL: a silent worker vanishes.
+//    Readers keep a live view of it (bus/jetstream-heartbeats.ts).
+// Replies and cancels are core NATS: they matter only while someone listens, so storing them buys nothing.
+import {
+  AckPolicy,
+  type Consumer,
+  type ConsumerConfig,
+  DeliverPolicy,
+  JetStreamApiError,
+  type JetStreamClient,
+  type JetStreamManager,
+  jetstream,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+} from "@nats-io/jetstream";
+import { type KV, Kvm } from "@nats-io/kv";
+import {
+  connect,
+  createInbox,
+  type NatsConnection,
+  RequestError,
+  TimeoutError,
+} from "@nats-io/transport-node";
+import type { z } from "zod";
+import {
+  AdapterControl,
+  ANY_WORKER,
+  Cancel,
+  ClaimAnswer,
+  cancelSubject,
+  claimSubject,
+  controlFilter,
+  controlSubject,
+  decode,
+  encode,
+  encodeToken,
+  heartbeatKey,
+  InferenceRequest,
+  inferSubject,
+  Reply,
+  ReplyClaim,
+  UsageEvent,
+  usageSubject,
+  WorkerHeartbeat,
+} from "../schema/wire.ts";
+import {
+  type Bus,
+  type BusOptions,
+  type Published,
+  type PullRequestsOptions,
+  type ReplyInbox,
+  type RequestPuller,
+  type ResolvedBusOptions,
+  resolveBusOptions,
+  type Subscription,
+} from "./bus.ts";
+import { JetStreamHeartbeatView } from "./jetstream-heartbeats.ts";
+import { JetStreamRequestPuller } from "./jetstream-puller.ts";
+import { ReplyInboxQueue } from "./reply-inbox.ts";
+
+export interface JetStreamBusOptions extends BusOptions {
+  /** NATS server URL(s), e.g. "nats://127.0.0.1:4222". */
+  servers: string | string[];
+  /**
+   * Prefixes every subject (`<ns>.infer.>`), stream, consumer and bucket, so deployments (or test runs)
+   * sharing one server stay apart. Letters, digits, "-" and "_". Unset: bare subjects, "LUMINET" names.
+   */
+  namespace?: string;
+  /** Copies of each stream and bucket in a JetStream cluster; default 1. */
+  replicas?: number;
+  /** How long a queued request is kept when no worker takes it; default 15 minutes. */
+  requestMaxAgeMs?: number;
+  /** How long a worker's claim waits for the gateway's answer before giving up; default 5 s. */
+  claimTimeoutMs?: number;
+  /** Shown by the server as the connection's name. */
+  connectionName?: string;
+}
+
+/** NATS could not be reached, or it runs without JetStream. */
+export class BusConnectError extends Error {
+  override readonly name = "BusConnectError";
+}
+
+const ms = (millis: number) => millis * 1_000_000;
+/** A worker's durable consumers outlive a restart, but not a worker that is gone for good. */
+const CONSUMER_INACTIVE_MS = 60 * 60_000;
+const PULL_EXPIRES_MS = 5_000;
+const METER_DURABLE = "meter";
+/** JetStream's "stream name already in use with a different configuration". */
+const STREAM_NAME_IN_USE = 10058;
+
+export async function connectJetStreamBus(options: JetStreamBusOptions): Promise<Bus> {
+  const namespace = options.namespace;
+  if (namespace !== undefined && !/^[A-Za-z0-9_-]+$/.test(namespace)) {
+    throw new BusConnectError(`namespace "${namespace}" may only hold letters, digits, "-" and "_"`);
+  }
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers: options.servers,
+      name: options.connectionName ?? "luminet",
+      maxReconnectAttempts: -1,
+    });
+  } catch (error) {
+    throw new BusConnectError(`cannot reach NATS at ${String(options.servers)}: ${(error as Error).message}`);
+  }
+  let jsm: JetStreamManager;
+  try {
+    jsm = await jetstreamManager(nc);
+  } catch (error) {
+    await nc.close();
+    throw new BusConnectError(
+      `NATS at ${String(options.servers)} does not serve JetStream (start nats-server with -js): ${(error as Error).message}`,
+    );
+  }
+  const bus = new JetStreamBus(nc, jsm, jetstream(nc), options);
+  try {
+    await bus.setUp();
+  } catch (error) {
+    await nc.close();
+    throw new BusConnectError(`cannot set up Luminet's streams on NATS: ${(error as Error).message}`);
+  }
+  return bus;
+}
+
+class JetStreamBus implements Bus {
+  readonly #options: ResolvedBusOptions;
+  readonly #prefix: string;
+  readonly #names: { requests: string; usage: string; control: string; heartbeats: string };
+  readonly #replicas: number;
+  readonly #claimTimeoutMs: number;
+  readonly #requestMaxAgeMs: number;
+  #heartbeats: KV | undefined;
+  /** Started by the first liveHeartbeats call: only gateways pay for it. */
+  #heartbeatView: Promise<JetStreamHeartbeatView> | undefined;
+  #closers = new Set<() => Promise<void>>();
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly jsm: JetStreamManager,
+    private readonly js: JetStreamClient,
+    options: JetStreamBusOptions,
+  ) {
+    this.#options = resolveBusOptions(options);
+    this.#prefix = options.namespace ? `${options.namespace}.` : "";
+    const stem = options.namespace ?? "LUMINET";
+    this.#names = {
+      requests: `${stem}_REQUESTS`,
+      usage: `${stem}_USAGE`,
+      control: `${stem}_CONTROL`,
+      heartbeats: `${stem}_heartbeats`,
+    };
+    this.#replicas = options.replicas ?? 1;
+    this.#claimTimeoutMs = options.claimTimeoutMs ?? 5_000;
+    this.#requestMaxAgeMs = options.requestMaxAgeMs ?? 15 * 60_000;
+  }
+
+  async setUp(): Promise<void> {
+    const p = this.#prefix;
+    await this.#ensureStream({
+      name: this.#names.requests,
+      subjects: [`${p}infer.>`],
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      num_replicas: this.#replicas,
+      max_age: ms(this.#requestMaxAgeMs),
+      duplicate_window: ms(Math.min(this.#options.requestDedupeWindowMs, this.#requestMaxAgeMs)),
+    });
+    await this.#ensureStream({
+      name: this.#names.usage,
+      subjects: [`${p}usage.>`],
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      num_replicas: this.#replicas,
+      duplicate_window: ms(this.#options.usageDedupeWindowMs),
+    });
+    await this.#ensureStream({
+      name: this.#names.control,
+      subjects: [`${p}control.>`],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      num_replicas: this.#replicas,
+      max_msgs_per_subject: 1,
+    });
+    this.#heartbeats = await new Kvm(this.js).create(this.#names.heartbeats, {
+      ttl: this.#options.heartbeatTtlMs,
+      history: 1,
+      storage: StorageType.Memory,
+      replicas: this.#replicas,
+    });
+  }
+
+  /** Creates the stream, or brings an existing one to this configuration; safe when processes race. */
+  async #ensureStream(config: Partial<StreamConfig> & { name: string }): Promise<void> {
+    try {
+      await this.jsm.streams.add(config);
+    } catch (error) {
+      if (!(error instanceof JetStreamApiError) || error.code !== STREAM_NAME_IN_USE) throw error;
+      await this.jsm.streams.update(config.name, config);
+    }
+  }
+
+  async #durable(
+    stream: string,
+    config: Partial<ConsumerConfig> & { durable_name: string },
+  ): Promise<Consumer> {
+    await this.jsm.consumers.add(stream, { ack_policy: AckPolicy.Explicit, ...config });
+    return this.js.consumers.get(stream, config.durable_name);
+  }
+
+  #track(stop: () => Promise<void>): () => Promise<void> {
+    const once = async () => {
+      this.#closers.delete(once);
+      await stop();
+    };
+    this.#closers.add(once);
+    return once;
+  }
+
+  #report(error: unknown): void {
+    this.#options.onError(error instanceof Error ? error : new Error(String(error)));
+  }
+
+  async publishRequest(request: InferenceRequest, workerId: string): Promise<Published> {
+    const ack = await this.js.publish(
+      this.#prefix + inferSubject(request.base, workerId),
+      encode(InferenceRequest, request),
+      { msgID: request.id },
+    );
+    return { duplicate: ack.duplicate };
+  }
+
+  async pullRequests({ base, workerId, shared = true }: PullRequestsOptions): Promise<RequestPuller> {
+    const settings = {
+      ack_wait: ms(this.#options.ackWaitMs),
+      max_deliver: this.#options.maxDeliver,
+      inactive_threshold: ms(CONSUMER_INACTIVE_MS),
+    };
+    const baseToken = encodeToken(base);
+    const consumers = [
+      await this.#durable(this.#names.requests, {
+        ...settings,
+        durable_name: `w__${baseToken}__${encodeToken(workerId)}`,
+        filter_subject: this.#prefix + inferSubject(base, workerId),
+      }),
+    ];
+    if (shared) {
+      consumers.push(
+        await this.#durable(this.#names.requests, {
+          ...settings,
+          durable_name: `any__${baseToken}`,
+          filter_subject: this.#prefix + inferSubject(base, ANY_WORKER),
+        }),
+      );
+    }
+    const puller = new JetStreamRequestPuller(consumers, {
+      pullExpiresMs: PULL_EXPIRES_MS,
+      holdMs: this.#options.ackWaitMs / 2,
+      onError: (error) => this.#report(error),
+    });
+    const stop = this.#track(() => puller.close());
+    return { next: () => puller.next(), close: stop };
+  }
+
+  async openReplyInbox(): Promise<ReplyInbox> {
+    const subject = createInbox();
+    let stop = async () => {};
+    const inbox = new ReplyInboxQueue(subject, () => void stop());
+    const replies = this.nc.subscribe(subject, {
+      callback: (error, msg) => {
+        if (error) return this.#report(error);
+        try {
+          inbox.push(decode(Reply, msg.data));
+        } catch (decodeError) {
+          this.#report(decodeError);
+        }
+      },
+    });
+    const claims = this.nc.subscribe(claimSubject(subject), {
+      callback: (error, msg) => {
+        if (error) return this.#report(error);
+        try {
+          msg.respond(encode(ClaimAnswer, inbox.answer(decode(ReplyClaim, msg.data))));
+        } catch (decodeError) {
+          this.#report(decodeError);
+        }
+      },
+    });
+    stop = this.#track(async () => {
+      replies.unsubscribe();
+      claims.unsubscribe();
+      inbox.close();
+    });
+    await this.nc.flush();
+    return inbox;
+  }
+
+  async claimReply(inbox: string, claim: ReplyClaim): Promise<boolean> {
+    try {
+      const answer = await this.nc.request(claimSubject(inbox), encode(ReplyClaim, claim), {
+        timeout: this.#claimTimeoutMs,
+      });
+      return decode(ClaimAnswer, answer.data).granted;
+    } catch (error) {
+      // Nobody listening, or nobody answering in time: either way no one will read the reply.
+      if (error instanceof RequestError || error instanceof TimeoutError) return false;
+      throw error;
+    }
+  }
+
+  publishReply(inbox: string, reply: Reply): void {
+    this.nc.publish(inbox, encode(Reply, reply));
+  }
+
+  publishCancel(base: string, cancel: Cancel): void {
+    this.nc.publish(this.#prefix + cancelSubject(base), encode(Cancel, cancel));
+  }
+
+  async onCancel(base: string, handler: (cancel: Cancel) => void): Promise<Subscription> {
+    const sub = this.nc.subscribe(this.#prefix + cancelSubject(base), {
+      callback: (error, msg) => {
+        if (error) return this.#report(error);
+        this.#handle(Cancel, handler, msg.data);
+      },
+    });
+    await this.nc.flush();
+    return { close: this.#track(async () => sub.unsubscribe()) };
+  }
+
+  #handle<T>(schema: z.ZodType<T>, handler: (message: T) => void, data: Uint8Array): void {
+    try {
+      handler(decode(schema, data));
+    } catch (error) {
+      this.#report(error);
+    }
+  }
+
+  async publishUsage(event: UsageEvent): Promise<Published> {
+    const ack = await this.js.publish(this.#prefix + usageSubject(event.base), encode(UsageEvent, event), {
+      msgID: event.request_id,
+    });
+    return { duplicate: ack.duplicate };
+  }
+
+  async consumeUsage(handler: (event: UsageEvent) => Promise<void>): Promise<Subscription> {
+    const consumer = await this.#durable(this.#names.usage, {
+      durable_name: METER_DURABLE,
+      ack_wait: ms(this.#options.usageAckWaitMs),
+      max_deliver: -1,
+    });
+    const messages = await consumer.consume({ max_messages: 16 });
+    const loop = (async () => {
+      for await (const msg of messages) {
+        let event: UsageEvent;
+        try {
+          event = decode(UsageEvent, msg.data);
+        } catch (error) {
+          msg.term();
+          this.#report(error);
+          continue;
+        }
+        try {
+          await handler(event);
+          await msg.ackAck();
+        } catch (error) {
+          msg.nak(this.#options.usageRetryDelayMs);
+          this.#report(error);
+        }
+      }
+    })();
+    return {
+      close: this.#track(async () => {
+        await messages.close();
+        await loop.catch((error) => this.#report(error));
+      }),
+    };
+  }
+
+  async putHeartbeat(heartbeat: WorkerHeartbeat): Promise<void> {
+    await this.#kv().put(
+      heartbeatKey(heartbeat.base, heartbeat.worker_id),
+      encode(WorkerHeartbeat, heartbeat),
+    );
+  }
+
+  async liveHeartbeats(base?: string): Promise<WorkerHeartbeat[]> {
+    this.#heartbeatView ??= JetStreamHeartbeatView.start(
+      this.js,
+      this.#names.heartbeats,
+      this.#options.heartbeatTtlMs,
+      (error) => this.#report(error),
+    ).then(({ view, stop }) => {
+      this.#track(stop);
+      return view;
+    });
+    return (await this.#heartbeatView).live(base);
+  }
+
+  #kv(): KV {
+    if (!this.#heartbeats) throw new Error("the bus is not set up: use connectJetStreamBus");
+    return this.#heartbeats;
+  }
+
+  async publishControl(event: AdapterControl): Promise<void> {
+    await this.js.publish(
+      this.#prefix + controlSubject(event.base, event.adapter),
+      encode(AdapterControl, event),
+    );
+  }
+
+  async onControl(base: string, handler: (event: AdapterControl) => void): Promise<Subscription> {
+    const consumer = await this.js.consumers.get(this.#names.control, {
+      filter_subjects: this.#prefix + controlFilter(base),
+      deliver_policy: DeliverPolicy.LastPerSubject,
+    });
+    const messages = await consumer.consume();
+    const loop = (async () => {
+      for await (const msg of messages) this.#handle(AdapterControl, handler, msg.data);
+    })();
+    return {
+      close: this.#track(async () => {
+        await messages.close();
+        await loop.catch((error) => this.#report(error));
+      }),
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.#closers].map((stop) => stop()));
+    try {
+      await this.nc.drain();
+    } catch {
+      // Already closed, or the server is gone: nothing left to flush.
+      await this.nc.close();
+    }
+  }
+}
