@@ -75,7 +75,8 @@ export async function openDb(url: string, options: OpenDbOptions = {}): Promise<
         const { mkdir } = await import("node:fs/promises");
         await mkdir(target.dataDir, { recursive: true });
       }
-      const client = new PGlite(target.dataDir);
+      // create() waits for PGlite to start, so a broken data folder fails here rather than at a first query.
+      const client = await PGlite.create(target.dataDir);
       return Object.assign(drizzle({ client, schema }), {
         driver: target.driver,
         close: () => client.close(),
