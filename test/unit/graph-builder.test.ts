@@ -320,6 +320,22 @@ describe("graph builder", () => {
     expect(open(tied).cfg).toMatchObject({ dtype: "BF16", tieWordEmbeddings: true });
     for (const r of [0, 1]) expect(maxDiff(results[0]![r]!, results[1]![r]!)).toBeLessThan(TOL);
   });
+
+  it("refuses weights that do not fit the config, naming the tensor", () => {
+    const opts: GraphOptions = { computeDtype: "float32", maxContext: MAX_CONTEXT, lora: null };
+    expect(() => buildGraph({ ...base.cfg, intermediateSize: 96 }, base.weights, opts)).toThrow(
+      "tensor model.layers.0.mlp.gate_proj.weight has shape [128, 64], expected [96, 64]",
+    );
+    expect(() =>
+      buildGraph({ ...base.cfg, tieWordEmbeddings: false, numLayers: 3 }, base.weights, opts),
+    ).toThrow(/no tensor model\.layers\.2\.input_layernorm\.weight/);
+    expect(() =>
+      buildGraph({ ...base.cfg, architecture: "qwen2", qkvBias: true }, base.weights, opts),
+    ).toThrow(/no tensor model\.layers\.0\.self_attn\.q_proj\.bias/);
+    expect(() =>
+      buildGraph(base.cfg, base.weights, { ...opts, lora: { segments: 0, slots: 2, rowsPerSlot: 4 } }),
+    ).toThrow("lora.segments must be a positive integer, got 0");
+  });
 });
 
 describe("rope frequencies", () => {
