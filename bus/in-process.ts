@@ -11,6 +11,7 @@ import {
   controlSubject,
   decode,
   encode,
+  encodeWorkerId,
   heartbeatKey,
   InferenceRequest,
   inferSubject,
@@ -101,6 +102,7 @@ class InProcessBus implements Bus {
   }
 
   async pullRequests({ base, workerId, shared = true }: PullRequestsOptions): Promise<RequestPuller> {
+    encodeWorkerId(workerId);
     const own = inferSubject(base, workerId);
     const any = inferSubject(base, ANY_WORKER);
     const consumer = this.broker.requests.consumer((s) => s === own || (shared && s === any));

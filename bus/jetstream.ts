@@ -44,6 +44,7 @@ import {
   decode,
   encode,
   encodeToken,
+  encodeWorkerId,
   heartbeatKey,
   InferenceRequest,
   inferSubject,
@@ -96,6 +97,7 @@ const ms = (millis: number) => millis * 1_000_000;
 const CONSUMER_INACTIVE_MS = 60 * 60_000;
 const PULL_EXPIRES_MS = 5_000;
 const METER_DURABLE = "meter";
+const DRAIN_LIMIT_MS = 2_000;
 /** JetStream's "stream name already in use with a different configuration". */
 const STREAM_NAME_IN_USE = 10058;
 
@@ -250,7 +252,7 @@ class JetStreamBus implements Bus {
     const consumers = [
       await this.#durable(this.#names.requests, {
         ...settings,
-        durable_name: `w__${baseToken}__${encodeToken(workerId)}`,
+        durable_name: `w__${baseToken}__${encodeWorkerId(workerId)}`,
         filter_subject: this.#prefix + inferSubject(base, workerId),
       }),
     ];
@@ -437,11 +439,10 @@ class JetStreamBus implements Bus {
 
   async close(): Promise<void> {
     await Promise.all([...this.#closers].map((stop) => stop()));
-    try {
-      await this.nc.drain();
-    } catch {
-      // Already closed, or the server is gone: nothing left to flush.
-      await this.nc.close();
-    }
+    // Draining flushes what was published (acks, replies); while the server is unreachable it would wait
+    // for a reconnect, so it gets a bounded time before the connection is simply closed.
+    const drained = this.nc.drain().catch(() => {});
+    await Promise.race([drained, new Promise((resolve) => setTimeout(resolve, DRAIN_LIMIT_MS).unref())]);
+    if (!this.nc.isClosed()) await this.nc.close();
   }
 }

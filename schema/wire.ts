@@ -50,7 +50,8 @@ export function decodeToken(token: string): string {
   return new TextDecoder("utf-8", { fatal: true }).decode(new Uint8Array(bytes));
 }
 
-function workerToken(workerId: string): string {
+/** encodeToken for a worker id, refusing the reserved "any". */
+export function encodeWorkerId(workerId: string): string {
   if (workerId === ANY_WORKER) {
     throw new SubjectTokenError(`"${ANY_WORKER}" is reserved for the shared queue and cannot be a worker id`);
   }
@@ -64,7 +65,7 @@ function workerToken(workerId: string): string {
 
 /** `infer.<base>.<workerId>`, or `infer.<base>.any` for the base's shared queue. */
 export function inferSubject(base: string, workerId: string): string {
-  const target = workerId === ANY_WORKER ? ANY_WORKER : workerToken(workerId);
+  const target = workerId === ANY_WORKER ? ANY_WORKER : encodeWorkerId(workerId);
   return `infer.${encodeToken(base)}.${target}`;
 }
 
@@ -95,7 +96,7 @@ export function claimSubject(inbox: string): string {
 
 /** The heartbeat KV key of one worker: `<base>.<workerId>`. */
 export function heartbeatKey(base: string, workerId: string): string {
-  return `${encodeToken(base)}.${workerToken(workerId)}`;
+  return `${encodeToken(base)}.${encodeWorkerId(workerId)}`;
 }
 
 // ---------------------------------------------------------------------------------------------------------

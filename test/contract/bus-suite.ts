@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { Bus, BusOptions, Delivery } from "../../bus/bus.ts";
 import { WorkerLostError } from "../../bus/reply-inbox.ts";
 import type { AdapterControl, Cancel, InferenceRequest, Reply, UsageEvent } from "../../schema/wire.ts";
-import { ANY_WORKER, WireFormatError } from "../../schema/wire.ts";
+import { ANY_WORKER, SubjectTokenError, WireFormatError } from "../../schema/wire.ts";
 import {
   sampleChunk,
   sampleControl,
@@ -368,6 +368,11 @@ export function busContract(name: string, makeSystem: MakeBusSystem): void {
         ["acme/b", "delete"],
       ]);
       expect(events[0]?.blob).toEqual(blob);
+    });
+
+    it("refuses a worker named like the shared queue", async () => {
+      const bus = await system().connect();
+      await expect(bus.pullRequests({ base: BASE, workerId: ANY_WORKER })).rejects.toThrow(SubjectTokenError);
     });
 
     it("refuses to publish an invalid message", async () => {
