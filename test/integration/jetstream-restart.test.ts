@@ -1,6 +1,7 @@
 // What JetStream stores outlives the server: this test runs its own nats-server on a free port and a
 // fresh store directory, fills the bus, stops the server, starts it again on the same port and store,
-// and reads everything back through a new connection.
+// and reads everything back through a new connection. Also: a server the bus cannot use gives one clear
+// error.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
@@ -31,9 +32,10 @@ function freePort(): Promise<number> {
   });
 }
 
-/** Starts nats-server with JetStream and resolves once it reports ready (streams restored). */
-function startNats(port: number, storeDir: string): Promise<ChildProcess> {
-  const child = spawn(natsServerBinary(), ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], {
+/** Starts nats-server (with JetStream when given a store) and resolves once it reports ready. */
+function startNats(port: number, storeDir?: string): Promise<ChildProcess> {
+  const jetStream = storeDir === undefined ? [] : ["-js", "-sd", storeDir];
+  const child = spawn(natsServerBinary(), ["-a", "127.0.0.1", "-p", String(port), ...jetStream], {
     stdio: ["ignore", "ignore", "pipe"],
   });
   return new Promise((resolve, reject) => {
@@ -109,5 +111,26 @@ describe("JetStream bus across a nats-server restart", () => {
       void after.onControl(BASE, resolve);
     });
     expect(await control).toEqual(pin);
+  });
+});
+
+describe("JetStream bus connection", () => {
+  it("names the address when nothing answers there", async () => {
+    const port = await freePort();
+    await expect(connectJetStreamBus({ servers: `nats://127.0.0.1:${port}` })).rejects.toThrow(
+      `cannot reach NATS at nats://127.0.0.1:${port}`,
+    );
+  });
+
+  it("says to enable JetStream when the server runs without it", async () => {
+    const port = await freePort();
+    const plain = await startNats(port);
+    try {
+      await expect(connectJetStreamBus({ servers: `nats://127.0.0.1:${port}` })).rejects.toThrow(
+        /does not serve JetStream \(start nats-server with -js\)/,
+      );
+    } finally {
+      await stopNats(plain);
+    }
   });
 });
