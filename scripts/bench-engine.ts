@@ -290,7 +290,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
     device: parseDevice(value("--device") ?? "cpu"),
     ...(layers ? { layers: Number(layers) } : {}),
     ...(value("--model") ? { modelDir: resolve(value("--model")!) } : {}),
-    log: (line) => process.stderr.write(`${line}\n`),
+    log: (line) => process.stderr.write(`[${(performance.now() / 1000).toFixed(1)}s] ${line}\n`),
   });
   reportEngineBench(result, args.includes("--json"), value("--out") ?? "bench/results");
 }

@@ -166,6 +166,59 @@ describe("the engine on mixed-adapter batches", () => {
     await engine.close();
   });
 
+  it("keeps the same results with device-resident state, the code path GPUs run", async () => {
+    const host = await engineFor(modelDir);
+    const resident = await Engine.create({
+      modelDir,
+      device: "cpu",
+      maxContext: 64,
+      slots: VARIANTS.length,
+      maxRank: 16,
+      maxAdaptersPerStep: 16,
+      threads: 1,
+      deviceResidentState: true,
+    });
+    const trace = async (engine: Engine) => {
+      const out: Float32Array[] = [];
+      for (const i of [0, 1, 2]) await engine.writeAdapter(i + 1, adapters[i]!);
+      await engine.prefill("a", prompt(1), 1);
+      await engine.prefill("b", prompt(5), 2);
+      for (const row of (
+        await engine.decode(
+          new Map([
+            ["a", 4],
+            ["b", 8],
+          ]),
+        )
+      ).values())
+        out.push(row.slice());
+      // b leaves, c joins with another adapter, and slot 1 is rewritten while a runs.
+      engine.release("b");
+      await engine.prefillTogether([
+        { id: "c", tokens: prompt(2), slot: 3 },
+        { id: "d", tokens: prompt(2), slot: 0 },
+      ]);
+      await engine.writeAdapter(1, adapters[4]!);
+      for (const step of [0, 1]) {
+        const rows = await engine.decode(
+          new Map([
+            ["a", 10 + step],
+            ["c", 20 + step],
+            ["d", 30 + step],
+          ]),
+        );
+        for (const id of ["a", "c", "d"]) out.push(rows.get(id)!.slice());
+      }
+      return out;
+    };
+    const expected = await trace(host);
+    const actual = await trace(resident);
+    expect(actual).toHaveLength(expected.length);
+    for (const [i, row] of actual.entries()) expect(maxDiff(row, expected[i]!)).toBeLessThan(1e-5);
+    await host.close();
+    await resident.close();
+  });
+
   it("answers the same from a worker thread as in the caller's thread", async () => {
     const direct = await engineFor(modelDir);
     await direct.writeAdapter(1, adapters[3]!);

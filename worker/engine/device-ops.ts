@@ -16,10 +16,15 @@ function elemType(dtype: ComputeDtype): DataType {
   return dtype === "float32" ? DataType.FLOAT : DataType.FLOAT16;
 }
 
+/** Where outputs stay: GPU buffers on a GPU; on CPU (tests of this code path) ordinary host tensors. */
+export function residentLocation(device: Device): "gpu-buffer" | "cpu" {
+  return device === "cpu" ? "cpu" : "gpu-buffer";
+}
+
 async function deviceSession(device: Device, graph: Graph): Promise<InferenceSession> {
   return InferenceSession.create(graph.encode(OPSET), {
     ...sessionOptions(device, 1),
-    preferredOutputLocation: "gpu-buffer",
+    preferredOutputLocation: residentLocation(device),
   });
 }
 
@@ -92,6 +97,7 @@ export class DeviceKvOps {
   private constructor(
     private readonly gatherFit: InferenceSession,
     private readonly concat: InferenceSession,
+    readonly location: "gpu-buffer" | "cpu",
   ) {}
 
   static async create(device: Device, dtype: ComputeDtype): Promise<DeviceKvOps> {
@@ -110,7 +116,11 @@ export class DeviceKvOps {
     const b = c.input("b", t, ["n", "h", "c", "d"]);
     c.op("Concat", [a, b], { axis: 0 }, "out");
     c.output("out", t, ["mn", "h", "c", "d"]);
-    return new DeviceKvOps(await deviceSession(device, g), await deviceSession(device, c));
+    return new DeviceKvOps(
+      await deviceSession(device, g),
+      await deviceSession(device, c),
+      residentLocation(device),
+    );
   }
 
   async gather(shape: KvShape, sources: KvRowSource[]): Promise<KvTensors> {

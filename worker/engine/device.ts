@@ -2,8 +2,8 @@
 // CPU is always there; WebGPU (Dawn over Vulkan) is bundled but needs a real Vulkan driver; CUDA needs the
 // provider libraries that onnxruntime-node's install step downloads (skipped by .npmrc on our machines).
 import { existsSync } from "node:fs";
-import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { InferenceSession } from "onnxruntime-node";
 
 export type Device = "cpu" | "webgpu" | "cuda";
@@ -22,8 +22,8 @@ export function computeDtypeFor(device: Device): ComputeDtype {
 }
 
 function cudaProviderInstalled(): boolean {
-  const require = createRequire(import.meta.url);
-  const packageDir = dirname(require.resolve("onnxruntime-node/package.json"));
+  // The package's main module lives in <package>/dist/.
+  const packageDir = dirname(dirname(fileURLToPath(import.meta.resolve("onnxruntime-node"))));
   return existsSync(join(packageDir, "bin", "napi-v6", "linux", "x64", "libonnxruntime_providers_cuda.so"));
 }
 

@@ -32,6 +32,14 @@ export interface EngineOptions {
   /** Most distinct adapters in one run; graph variants exist for 1, 4, 16, 64 up to this. */
   maxAdaptersPerStep: number;
   threads?: number;
+  /** Overrides the device's compute dtype (fp32 on CPU, fp16 on GPUs). */
+  computeDtype?: ComputeDtype;
+  /**
+   * Keep banks and KV cache as onnxruntime outputs and update them with helper sessions, never touching
+   * their bytes from JavaScript: what GPU devices need (their tensors stay on the device). Always on for
+   * GPUs; settable on CPU, where it runs the same code path for tests.
+   */
+  deviceResidentState?: boolean;
 }
 
 export class EngineError extends Error {}
@@ -68,7 +76,7 @@ export class Engine {
   ) {
     this.model = loadModelConfig(options.modelDir);
     this.weights = openWeights(options.modelDir);
-    this.dtype = computeDtypeFor(options.device);
+    this.dtype = options.computeDtype ?? computeDtypeFor(options.device);
     this.banks = new LoraBanks(this.model, { slots: options.slots, rowsPerSlot: options.maxRank }, store);
     this.kvShape = {
       layers: this.model.numLayers,
@@ -83,9 +91,10 @@ export class Engine {
   static async create(options: EngineOptions): Promise<Engine> {
     assertDeviceUsable(options.device);
     const model = loadModelConfig(options.modelDir);
-    const dtype = computeDtypeFor(options.device);
+    const dtype = options.computeDtype ?? computeDtypeFor(options.device);
     const layout = bankLayout(model, { slots: options.slots, rowsPerSlot: options.maxRank });
-    if (options.device === "cpu") return new Engine(options, new HostBankStore(layout, dtype), null);
+    const resident = options.device !== "cpu" || options.deviceResidentState === true;
+    if (!resident) return new Engine(options, new HostBankStore(layout, dtype), null);
     const ops = await DeviceKvOps.create(options.device, dtype);
     const store = await DeviceBankStore.create(options.device, layout, dtype);
     return new Engine(options, store, ops);
@@ -346,12 +355,12 @@ export class Engine {
       };
       const path = cachedGraphPath(this.options.modelDir, this.model, this.weights, graph);
       const options = sessionOptions(this.options.device, this.options.threads ?? availableParallelism());
-      if (this.options.device !== "cpu") {
+      if (this.deviceOps) {
         options.preferredOutputLocation = Object.fromEntries([
           ["logits", "cpu"],
           ...Array.from({ length: this.model.numLayers }, (_, l) => [
-            [`present_key.${l}`, "gpu-buffer"],
-            [`present_value.${l}`, "gpu-buffer"],
+            [`present_key.${l}`, this.deviceOps!.location],
+            [`present_value.${l}`, this.deviceOps!.location],
           ]).flat(),
         ]);
       }
@@ -363,7 +372,7 @@ export class Engine {
 
   private disposeKv(kv: KvTensors): void {
     if (!this.deviceOps) return;
-    for (const t of [...kv.keys, ...kv.values]) if (t.location === "gpu-buffer") t.dispose();
+    for (const t of [...kv.keys, ...kv.values]) t.dispose();
   }
 
   private checkSlot(slot: number): void {

@@ -13,7 +13,10 @@ import { inverseFrequencies } from "./rope.ts";
 import type { WeightIndex } from "./safetensors.ts";
 
 // Bump whenever the graph this file emits changes, so cached graphs are rebuilt.
-export const GRAPH_BUILDER_VERSION = 1;
+export const GRAPH_BUILDER_VERSION = 2;
+
+/** Most outputs (Split) or inputs (Concat) one node gets: WebGPU allows 16 storage buffers per shader. */
+const FAN_OUT = 8;
 
 export interface LoraGraphOptions {
   segments: number;
@@ -292,16 +295,44 @@ class DecoderBuilder {
   private segments(x: string): string[] {
     const known = this.segmentsOf.get(x);
     if (known !== undefined) return known;
-    const g = this.g;
-    const gathered = g.op("Gather", [x, "lora_perm"], { axis: 0 });
-    const segs = g.node(
-      "Split",
-      [gathered, "lora_counts"],
-      { axis: 0 },
-      { outputs: this.options.lora!.segments },
-    );
+    const gathered = this.g.op("Gather", [x, "lora_perm"], { axis: 0 });
+    const segs = this.splitRows(gathered, "lora_counts", this.options.lora!.segments);
     this.segmentsOf.set(x, segs);
     return segs;
+  }
+
+  // WebGPU binds every input and output of a kernel as a storage buffer, at most 16 per shader: a Split
+  // into 16 segments fails there. Split in a tree of at most FAN_OUT outputs per node instead (the group
+  // sizes are sums of counts, int64 work that runs on the host).
+  private splitRows(rows: string, counts: string, parts: number): string[] {
+    const g = this.g;
+    if (parts <= FAN_OUT) return g.node("Split", [rows, counts], { axis: 0 }, { outputs: parts });
+    const groupSize = Math.ceil(parts / FAN_OUT);
+    const groups = Math.ceil(parts / groupSize);
+    const groupCounts = Array.from({ length: groups }, (_, i) =>
+      g.op("Slice", [
+        counts,
+        g.constInt64([i * groupSize]),
+        g.constInt64([Math.min(parts, (i + 1) * groupSize)]),
+      ]),
+    );
+    const sizes = g.op(
+      "Concat",
+      groupCounts.map((c) => g.op("ReduceSum", [c], { keepdims: 1 })),
+      { axis: 0 },
+    );
+    const outer = g.node("Split", [rows, sizes], { axis: 0 }, { outputs: groups });
+    return outer.flatMap((group, i) =>
+      this.splitRows(group, groupCounts[i]!, Math.min(parts, (i + 1) * groupSize) - i * groupSize),
+    );
+  }
+
+  // The same storage-buffer limit for Concat: join at most FAN_OUT inputs per node.
+  private concatRows(parts: string[]): string {
+    if (parts.length <= FAN_OUT) return this.g.op("Concat", parts, { axis: 0 });
+    const chunks: string[] = [];
+    for (let i = 0; i < parts.length; i += FAN_OUT) chunks.push(this.concatRows(parts.slice(i, i + FAN_OUT)));
+    return this.concatRows(chunks);
   }
 
   // x_i · A_iᵀ · B_i + bias_i per segment, then back to token order; tokens without an adapter pick the
@@ -325,7 +356,7 @@ class DecoderBuilder {
       return g.op("Gemm", [g.op("Gemm", [seg, ai], { transB: 1 }), bi, biasI]);
     });
     const zero = this.floatConst(`zero_row:${outFeatures}`, [1, outFeatures], new Float32Array(outFeatures));
-    const stacked = g.op("Concat", [...parts, zero], { axis: 0 });
+    const stacked = this.concatRows([...parts, zero]);
     return g.op("Gather", [stacked, "lora_unsort"], { axis: 0 });
   }
 }
