@@ -1,6 +1,6 @@
 // `luminet model ...`: model tools.
 import cliProgress from "cli-progress";
-import { type Command, InvalidArgumentError } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import { initTinyModel, TINY_SHAPES, type TinyShape } from "../../scripts/tiny-model.ts";
 import type { FloatDtype } from "../../worker/engine/dtype.ts";
 
@@ -83,6 +83,13 @@ export function registerModel(program: Command): void {
     .option("--adapters <n>", "number of PEFT adapters", integer(0), 0)
     .option("--rank <r>", "adapter rank", integer(1), 8)
     .option("--seed <s>", "random seed", integer(0), 0)
-    .option("--dtype <dtype>", "f32 | f16 | bf16", dtype, "F32" as FloatDtype)
-    .action(initTiny);
+    .addOption(new Option("--dtype <dtype>", "f32 | f16 | bf16").argParser(dtype).default("F32", "f32"))
+    .action((dir: string, flags: InitTinyFlags) => {
+      try {
+        initTiny(dir, flags);
+      } catch (err) {
+        process.stderr.write(`luminet model init-tiny: ${(err as Error).message}\n`);
+        process.exitCode = 1;
+      }
+    });
 }
