@@ -202,7 +202,7 @@ export function loadPeftAdapter(
     const what = `${PREFIX}${t.path}`;
     if (!isTargeted(cfg, t.path)) {
       throw new AdapterError(
-        `tensors of ${what}: adapter_config.json's target_modules does not select module ${t.path}`,
+        `tensors of ${what}: adapter_config.json does not target module ${t.path} (target_modules, exclude_modules, layers_to_transform)`,
       );
     }
     if (t.a === undefined || t.b === undefined) {
