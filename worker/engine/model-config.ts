@@ -111,26 +111,26 @@ function architectureOf(c: Record<string, unknown>): Architecture {
   return arch;
 }
 
-function parseRopeScaling(v: unknown): RopeScaling | null {
+function parseRopeScaling(v: unknown, key: string): RopeScaling | null {
   if (v === undefined || v === null) return null;
-  if (!isObject(v)) throw new ModelConfigError(`config.json: rope_scaling must be an object or null`);
+  if (!isObject(v)) throw new ModelConfigError(`config.json: ${key} must be an object or null`);
   const type = v.rope_type ?? v.type;
   switch (type) {
     case "default":
       return null;
     case "linear":
-      return { type: "linear", factor: positiveNumber(v, "factor", "rope_scaling.") };
+      return { type: "linear", factor: positiveNumber(v, "factor", `${key}.`) };
     case "llama3":
       return {
         type: "llama3",
-        factor: positiveNumber(v, "factor", "rope_scaling."),
-        lowFreqFactor: positiveNumber(v, "low_freq_factor", "rope_scaling."),
-        highFreqFactor: positiveNumber(v, "high_freq_factor", "rope_scaling."),
-        originalMaxPositions: positiveNumber(v, "original_max_position_embeddings", "rope_scaling."),
+        factor: positiveNumber(v, "factor", `${key}.`),
+        lowFreqFactor: positiveNumber(v, "low_freq_factor", `${key}.`),
+        highFreqFactor: positiveNumber(v, "high_freq_factor", `${key}.`),
+        originalMaxPositions: positiveNumber(v, "original_max_position_embeddings", `${key}.`),
       };
     default:
       throw new ModelConfigError(
-        `config.json: unsupported rope_scaling type ${JSON.stringify(type)} (supported: llama3, linear)`,
+        `config.json: unsupported ${key} type ${JSON.stringify(type)} (supported: llama3, linear)`,
       );
   }
 }
@@ -174,6 +174,16 @@ export function parseModelConfig(json: unknown): ModelConfig {
   if (typeof tie !== "boolean")
     throw new ModelConfigError("config.json: tie_word_embeddings must be a boolean");
   const bos = tokenIds(c.bos_token_id, "bos_token_id", "config.json");
+  // transformers 5 moves rope_theta and the scaling into one rope_parameters object.
+  const ropeParameters = isObject(c.rope_parameters) ? c.rope_parameters : null;
+  const ropeTheta =
+    c.rope_theta === undefined && ropeParameters
+      ? positiveNumber(ropeParameters, "rope_theta", "rope_parameters.", 10000)
+      : positiveNumber(c, "rope_theta", "", 10000);
+  const ropeScaling =
+    c.rope_scaling == null && ropeParameters
+      ? parseRopeScaling(ropeParameters, "rope_parameters")
+      : parseRopeScaling(c.rope_scaling, "rope_scaling");
   return {
     architecture,
     hiddenSize,
@@ -185,8 +195,8 @@ export function parseModelConfig(json: unknown): ModelConfig {
     vocabSize: positiveInt(c, "vocab_size"),
     maxPositions: positiveInt(c, "max_position_embeddings", DEFAULT_MAX_POSITIONS[architecture]),
     rmsNormEps: positiveNumber(c, "rms_norm_eps", "", 1e-6),
-    ropeTheta: positiveNumber(c, "rope_theta", "", 10000),
-    ropeScaling: parseRopeScaling(c.rope_scaling),
+    ropeTheta,
+    ropeScaling,
     tieWordEmbeddings: tie,
     qkvBias: architecture === "qwen2",
     dtype,
