@@ -1,0 +1,187 @@
+// The sampler: greedy and seeded draws, top-k / top-p truncation, OpenAI's and Hugging Face's penalties,
+// and the logprobs it reports.
+import { describe, expect, it } from "vitest";
+import { GREEDY, Sampler, type SamplingParams } from "../../worker/engine/sampler.ts";
+
+const params = (p: Partial<SamplingParams>): SamplingParams => ({ ...GREEDY, ...p });
+const logits = (values: number[]): Float32Array => Float32Array.from(values);
+
+/** Deterministic pseudo-random logits in [-spread, spread]. */
+function noise(n: number, salt: number, spread = 4): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++)
+    out[i] = ((Math.sin((i + 1) * 12.9898 + salt * 78.233) * 43758.5453) % 1) * spread;
+  return out;
+}
+
+function draw(p: SamplingParams, row: Float32Array, n: number, prompt: number[] = []): number[] {
+  const s = new Sampler(p, prompt);
+  return Array.from({ length: n }, () => s.sample(row).token);
+}
+
+function frequencies(tokens: number[], vocab: number): number[] {
+  const f = new Array<number>(vocab).fill(0);
+  for (const t of tokens) f[t]! += 1 / tokens.length;
+  return f;
+}
+
+const argmax = (row: Float32Array): number => row.indexOf(Math.max(...row));
+
+describe("choosing a token", () => {
+  it("is greedy at temperature 0, ties going to the lowest id", () => {
+    expect(new Sampler(GREEDY, []).sample(logits([0.1, 2, -1, 1.5])).token).toBe(1);
+    expect(new Sampler(GREEDY, []).sample(logits([1, 3, 0, 3, 3])).token).toBe(1);
+    const row = noise(32000, 1);
+    expect(new Sampler(GREEDY, []).sample(row).token).toBe(argmax(row));
+  });
+
+  it("draws the same tokens from the same seed, and other tokens from another seed", () => {
+    const row = noise(1000, 2, 1);
+    const a = draw(params({ temperature: 1, seed: 42 }), row, 64);
+    expect(draw(params({ temperature: 1, seed: 42 }), row, 64)).toEqual(a);
+    expect(draw(params({ temperature: 1, seed: 43 }), row, 64)).not.toEqual(a);
+    expect(draw(params({ temperature: 1, seed: null }), row, 64)).not.toEqual(a);
+    expect(new Set(a).size).toBeGreaterThan(10);
+  });
+
+  it("draws with the softmax's probabilities, sharpened by temperature", () => {
+    const row = logits([Math.log(0.5), Math.log(0.3), Math.log(0.2)]);
+    const f1 = frequencies(draw(params({ temperature: 1, seed: 1 }), row, 20000), 3);
+    for (const [i, p] of [0.5, 0.3, 0.2].entries()) expect(Math.abs(f1[i]! - p)).toBeLessThan(0.015);
+    // Temperature 0.5 squares the probabilities before renormalizing: 25 : 9 : 4.
+    const fHalf = frequencies(draw(params({ temperature: 0.5, seed: 2 }), row, 20000), 3);
+    for (const [i, p] of [25 / 38, 9 / 38, 4 / 38].entries())
+      expect(Math.abs(fHalf[i]! - p)).toBeLessThan(0.015);
+  });
+
+  it("with top_k = 1 is greedy whatever the temperature and seed", () => {
+    for (let salt = 0; salt < 5; salt++) {
+      const row = noise(32000, salt);
+      expect(draw(params({ temperature: 1.5, topK: 1, seed: salt }), row, 5)).toEqual(
+        Array(5).fill(argmax(row)),
+      );
+    }
+  });
+
+  it("with a tiny top_p is greedy", () => {
+    const row = noise(32000, 9);
+    expect(draw(params({ temperature: 2, topP: 1e-6, seed: 9 }), row, 5)).toEqual(Array(5).fill(argmax(row)));
+  });
+
+  it("keeps exactly the k most likely tokens with top_k", () => {
+    const row = logits([1, 5, 2, 4, 3, 0]);
+    const tokens = draw(params({ temperature: 1, topK: 3, seed: 3 }), row, 3000);
+    expect([...new Set(tokens)].sort()).toEqual([1, 3, 4]);
+  });
+
+  it("keeps the smallest most-likely set reaching top_p, renormalized", () => {
+    const row = logits([Math.log(0.15), Math.log(0.5), Math.log(0.05), Math.log(0.3)]);
+    // 0.5 < 0.75, then 0.5 + 0.3 ≥ 0.75: tokens 1 and 3, drawn 5 : 3.
+    const f = frequencies(draw(params({ temperature: 1, topP: 0.75, seed: 4 }), row, 20000), 4);
+    expect(f[0]).toBe(0);
+    expect(f[2]).toBe(0);
+    expect(Math.abs(f[1]! - 0.625)).toBeLessThan(0.015);
+    // top_k and top_p together: the tighter one wins.
+    const both = draw(params({ temperature: 1, topP: 0.99, topK: 2, seed: 5 }), row, 2000);
+    expect([...new Set(both)].sort()).toEqual([1, 3]);
+  });
+
+  it("finds the nucleus of a flat 32k distribution", () => {
+    const row = noise(32000, 11, 0.01);
+    const tokens = draw(params({ temperature: 1, topP: 0.5, seed: 6 }), row, 50);
+    const sorted = [...row].map((l, i) => [l, i] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+    let mass = 0;
+    const total = row.reduce((s, l) => s + Math.exp(l), 0);
+    const nucleus = new Set<number>();
+    // A hair more than top_p, so float rounding at the nucleus edge cannot matter.
+    for (const [l, i] of sorted) {
+      if (mass >= 0.5005 * total) break;
+      nucleus.add(i);
+      mass += Math.exp(l);
+    }
+    expect(nucleus.size).toBeGreaterThan(10000);
+    for (const t of tokens) expect(nucleus.has(t)).toBe(true);
+  });
+
+  it("never picks a NaN logit and leaves the caller's logits untouched", () => {
+    const row = logits([Number.NaN, 1, 0.5]);
+    expect(draw(params({ temperature: 1, seed: 7 }), row, 200)).not.toContain(0);
+    expect(Number.isNaN(row[0]!)).toBe(true);
+    expect(row[1]).toBe(1);
+  });
+});
+
+describe("penalties", () => {
+  it("presence penalty pushes away from tokens already generated", () => {
+    const row = logits([2, 1.9, 0]);
+    expect(draw(GREEDY, row, 3)).toEqual([0, 0, 0]);
+    // Presence is paid once, however often: 1.5 vs 1.9, then 1.5 vs 1.4.
+    expect(draw(params({ presencePenalty: 0.5 }), row, 3)).toEqual([0, 1, 0]);
+  });
+
+  it("frequency penalty grows with each repetition", () => {
+    // token 0: 3, 2.4, 1.8 …; token 1: 2, 1.4 …
+    expect(draw(params({ frequencyPenalty: 0.6 }), logits([3, 2, 0]), 4)).toEqual([0, 0, 1, 0]);
+  });
+
+  it("presence and frequency penalties ignore the prompt", () => {
+    expect(draw(params({ presencePenalty: 1, frequencyPenalty: 1 }), logits([2, 1.5]), 1, [0, 0, 0])).toEqual(
+      [0],
+    );
+  });
+
+  it("repetition penalty divides positive and multiplies negative logits of prompt and output tokens", () => {
+    expect(draw(params({ repetitionPenalty: 1.5 }), logits([2, 1.5]), 1, [0])).toEqual([1]);
+    expect(draw(params({ repetitionPenalty: 1.5 }), logits([-1, -1.2]), 1, [0])).toEqual([1]);
+    expect(draw(params({ repetitionPenalty: 1.2 }), logits([2, 1.8]), 2)).toEqual([0, 1]);
+  });
+});
+
+describe("logprobs", () => {
+  it("exponentiate to a distribution that sums to one", () => {
+    const row = noise(20, 3);
+    const s = new Sampler(params({ temperature: 0.7, seed: 1, topLogprobs: 20 }), []);
+    const out = s.sample(row);
+    expect(out.top).toHaveLength(20);
+    expect(out.top.reduce((sum, t) => sum + Math.exp(t.logprob), 0)).toBeCloseTo(1, 6);
+    expect(out.top.find((t) => t.token === out.token)!.logprob).toBeCloseTo(out.logprob, 12);
+  });
+
+  it("are the log-softmax after penalties and temperature, best first with ties by id", () => {
+    const row = logits([1, 3, 3, 0, 2]);
+    const s = new Sampler(params({ temperature: 2, seed: 1, topLogprobs: 3, repetitionPenalty: 1.5 }), [4]);
+    const out = s.sample(row);
+    // Processed logits: [1, 3, 3, 0, 2/1.5] / 2.
+    const z = [0.5, 1.5, 1.5, 0, 2 / 3];
+    const lse = Math.log(z.reduce((a, v) => a + Math.exp(v), 0));
+    expect(out.top.map((t) => t.token)).toEqual([1, 2, 4]);
+    for (const t of out.top) expect(t.logprob).toBeCloseTo(z[t.token]! - lse, 6);
+    expect(out.logprob).toBeCloseTo(z[out.token]! - lse, 6);
+  });
+
+  it("are reported for greedy choices at temperature 1", () => {
+    const out = new Sampler(params({ topLogprobs: 2 }), []).sample(logits([0, Math.log(3)]));
+    expect(out.token).toBe(1);
+    expect(out.logprob).toBeCloseTo(Math.log(0.75), 6);
+    expect(out.top.map((t) => t.token)).toEqual([1, 0]);
+  });
+
+  it("leave top empty unless asked", () => {
+    expect(new Sampler(GREEDY, []).sample(noise(50, 1)).top).toEqual([]);
+    expect(new Sampler(params({ topLogprobs: 0 }), []).sample(noise(50, 1)).top).toEqual([]);
+  });
+});
+
+describe("parameters", () => {
+  it("are validated with the offending value named", () => {
+    const bad: [Partial<SamplingParams>, string][] = [
+      [{ temperature: -1 }, "temperature must be ≥ 0, got -1"],
+      [{ topP: 0 }, "top_p must be in (0, 1], got 0"],
+      [{ topK: 1.5 }, "top_k must be an integer"],
+      [{ topLogprobs: 21 }, "top_logprobs must be an integer in 0..20, got 21"],
+      [{ repetitionPenalty: 0 }, "repetition_penalty must be > 0"],
+      [{ seed: 0.5 }, "seed must be an integer"],
+    ];
+    for (const [p, message] of bad) expect(() => new Sampler(params(p), [])).toThrow(message);
+  });
+});
