@@ -12,6 +12,7 @@ import { Engine, EngineError } from "../../worker/engine/engine.ts";
 import { EngineThread } from "../../worker/engine/engine-thread.ts";
 import type { ModelConfig } from "../../worker/engine/model-config.ts";
 import { writeMergedModel } from "../support/merged-model.ts";
+import { referenceLogits } from "../support/reference-forward.ts";
 
 let root: string;
 let modelDir: string;
@@ -129,6 +130,27 @@ describe("the engine on mixed-adapter batches", () => {
       }
       await merged.close();
     }
+  });
+
+  it("agrees with the independent TypeScript reference forward, lora bias and rsLoRA included", async () => {
+    const biasDir = join(root, "adapter-bias");
+    writeRandomAdapter(biasDir, model, { rank: 8, alpha: 24, useRslora: true, loraBias: true, seed: 77 });
+    const withBias = loadPeftAdapter(biasDir, model, { maxRank: 16 });
+    const engine = await engineFor(modelDir);
+    await engine.writeAdapter(1, withBias);
+    await engine.writeAdapter(2, adapters[6]!);
+    const tokens = prompt(6);
+    for (const [slot, adapter] of [
+      [0, undefined],
+      [1, withBias],
+      [2, adapters[6]],
+    ] as const) {
+      const viaEngine = await engine.prefill(`r${slot}`, tokens, slot, true);
+      const reference = referenceLogits(modelDir, tokens, adapter);
+      expect(viaEngine).toHaveLength(tokens.length);
+      for (const [i, row] of viaEngine.entries()) expect(maxDiff(row, reference[i]!)).toBeLessThan(1e-4);
+    }
+    await engine.close();
   });
 
   it("changes the logits with an adapter, and gives the base logits in slot 0", async () => {

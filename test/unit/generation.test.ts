@@ -1,0 +1,199 @@
+// Continuous batching over the engine: sequences join and leave every step, and what a sequence
+// generates does not depend on what else runs beside it. Stop conditions end a sequence as OpenAI's API
+// defines them; `luminet generate` runs a JSONL file through all of it.
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { initTinyModel, type TinyModel } from "../../scripts/tiny-model.ts";
+import { loadPeftAdapter } from "../../worker/adapters/peft.ts";
+import { Engine } from "../../worker/engine/engine.ts";
+import {
+  type BatcherOptions,
+  ContinuousBatcher,
+  type GenerationRequest,
+} from "../../worker/engine/generation.ts";
+import { GREEDY } from "../../worker/engine/sampler.ts";
+import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
+
+let root: string;
+let tiny: TinyModel;
+let engine: Engine;
+let tokenizer: Tokenizer;
+const options: BatcherOptions = { maxBatch: 16, maxContext: 96, prefillTokenBudget: 64 };
+
+beforeAll(async () => {
+  root = mkdtempSync(join(tmpdir(), "luminet-generation-"));
+  tiny = initTinyModel(join(root, "model"), { shape: "tiny", adapters: 6, rank: 8, seed: 9 });
+  tokenizer = loadTokenizer(tiny.dir);
+  engine = await Engine.create({
+    modelDir: tiny.dir,
+    device: "cpu",
+    maxContext: 96,
+    slots: 6,
+    maxRank: 8,
+    maxAdaptersPerStep: 16,
+    threads: 1,
+  });
+  for (const [i, dir] of tiny.adapterDirs.entries())
+    await engine.writeAdapter(i + 1, loadPeftAdapter(dir, tiny.config, { maxRank: 8 }));
+});
+
+afterAll(async () => {
+  await engine.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+function request(i: number, overrides: Partial<GenerationRequest> = {}): GenerationRequest {
+  return {
+    id: `r${i}`,
+    promptTokens: tokenizer.encode(`request number ${i} says hello`),
+    slot: i % 7,
+    sampling: GREEDY,
+    maxTokens: 6 + (i % 5),
+    stopTokenIds: [],
+    ...overrides,
+  };
+}
+
+describe("continuous batching", () => {
+  it("generates the same greedy tokens for a sequence alone and inside a mixed batch joined mid-flight", async () => {
+    const alone = [];
+    for (let i = 0; i < 10; i++)
+      alone.push(await new ContinuousBatcher(engine, tokenizer, options).submit(request(i)));
+    const batcher = new ContinuousBatcher(engine, tokenizer, options);
+    const first = [0, 1, 2, 3].map((i) => batcher.submit(request(i)));
+    await new Promise((r) => setTimeout(r, 5));
+    const later = [4, 5, 6, 7, 8, 9].map((i) => batcher.submit(request(i)));
+    const together = await Promise.all([...first, ...later]);
+    for (const [i, result] of together.entries()) {
+      expect(result.tokenIds).toEqual(alone[i]!.tokenIds);
+      expect(result.finishReason).toBe("length");
+      expect(result.tokenIds).toHaveLength(6 + (i % 5));
+    }
+    expect(engine.running).toBe(0);
+  });
+
+  it("ends at a stop string, which never reaches the text, streamed or final", async () => {
+    const free = await new ContinuousBatcher(engine, tokenizer, options).submit(
+      request(3, { maxTokens: 24 }),
+    );
+    const stop = free.text.slice(6, 9);
+    expect(stop.length).toBe(3);
+    let streamed = "";
+    const stopped = await new ContinuousBatcher(engine, tokenizer, options).submit(
+      request(3, { maxTokens: 24, stopStrings: [stop], onToken: (_, delta) => (streamed += delta) }),
+    );
+    expect(stopped.finishReason).toBe("stop");
+    expect(stopped.text).toBe(free.text.slice(0, free.text.indexOf(stop)));
+    expect(streamed).toBe(stopped.text);
+  });
+
+  it("ends at a stop token id without emitting it, and at max_tokens with finish_reason length", async () => {
+    const free = await new ContinuousBatcher(engine, tokenizer, options).submit(request(2, { maxTokens: 8 }));
+    const stopToken = free.tokenIds[4]!;
+    const stopped = await new ContinuousBatcher(engine, tokenizer, options).submit(
+      request(2, { maxTokens: 8, stopTokenIds: [stopToken] }),
+    );
+    const at = free.tokenIds.indexOf(stopToken);
+    expect(stopped.finishReason).toBe("stop");
+    expect(stopped.tokenIds).toEqual(free.tokenIds.slice(0, at + 1));
+    expect(stopped.text).toBe(tokenizer.decode(free.tokenIds.slice(0, at)));
+    expect(free.finishReason).toBe("length");
+  });
+
+  it("stops a cancelled sequence within a step and keeps what it generated", async () => {
+    const batcher = new ContinuousBatcher(engine, tokenizer, options);
+    let seen = 0;
+    const pending = batcher.submit(
+      request(1, {
+        maxTokens: 60,
+        onToken: (token) => {
+          if (token && ++seen === 3) batcher.cancel("r1");
+        },
+      }),
+    );
+    const result = await pending;
+    expect(result.finishReason).toBe("cancelled");
+    expect(result.tokenIds.length).toBeGreaterThanOrEqual(3);
+    expect(result.tokenIds.length).toBeLessThanOrEqual(4);
+    expect(engine.running).toBe(0);
+  });
+
+  it("samples reproducibly with a seed", async () => {
+    const sampling = { ...GREEDY, temperature: 1, seed: 42 };
+    const a = await new ContinuousBatcher(engine, tokenizer, options).submit(
+      request(5, { sampling, maxTokens: 12 }),
+    );
+    const b = await new ContinuousBatcher(engine, tokenizer, options).submit(
+      request(5, { sampling, maxTokens: 12 }),
+    );
+    const c = await new ContinuousBatcher(engine, tokenizer, options).submit(
+      request(5, { sampling: { ...sampling, seed: 43 }, maxTokens: 12 }),
+    );
+    expect(a.tokenIds).toEqual(b.tokenIds);
+    expect(a.tokenIds).not.toEqual(c.tokenIds);
+  });
+
+  it("refuses a prompt that leaves no room in the context", async () => {
+    const batcher = new ContinuousBatcher(engine, tokenizer, options);
+    await expect(batcher.submit(request(0, { promptTokens: new Array(96).fill(3) }))).rejects.toThrow(
+      /exceeds the 96-token context/,
+    );
+  });
+});
+
+describe("luminet generate", () => {
+  function generate(lines: unknown[]) {
+    const file = join(root, `batch-${Math.random()}.jsonl`);
+    writeFileSync(file, lines.map((l) => JSON.stringify(l)).join("\n"));
+    return spawnSync(
+      process.execPath,
+      ["bin/luminet.mjs", "generate", "--model", tiny.dir, "--batch", file],
+      { encoding: "utf8" },
+    );
+  }
+
+  it("runs every line together and prints one result per request, in input order", async () => {
+    const lines = [
+      { id: "base", prompt: "request number 0 says hello", adapter: null, max_tokens: 6 },
+      { id: "a1", prompt: "request number 1 says hello", adapter: tiny.adapterDirs[0], max_tokens: 7 },
+      { id: "ids", prompt_ids: [5, 6, 7, 8], adapter: tiny.adapterDirs[3], max_tokens: 4 },
+      {
+        id: 7,
+        prompt: "a sampled one",
+        adapter: tiny.adapterDirs[0],
+        max_tokens: 5,
+        temperature: 0.9,
+        seed: 1,
+      },
+    ];
+    const result = generate(lines);
+    expect(result.status, result.stderr).toBe(0);
+    const out = result.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(out.map((o) => o.id)).toEqual(["base", "a1", "ids", "7"]);
+    expect(out.slice(0, 3).map((o) => o.token_ids.length)).toEqual([6, 7, 4]);
+    for (const o of out.slice(0, 3)) expect(o.finish_reason).toBe("length");
+    // The sampled line may draw an end-of-turn token before its 5 tokens.
+    const sampled = out[3];
+    expect(sampled.finish_reason).toBe(sampled.token_ids.length === 5 ? "length" : "stop");
+    // The base line is what the engine generates greedily for that prompt.
+    const expected = await new ContinuousBatcher(engine, tokenizer, options).submit(
+      request(0, { slot: 0, maxTokens: 6 }),
+    );
+    expect(out[0].token_ids).toEqual(expected.tokenIds);
+    expect(out[0].text).toBe(expected.text);
+  });
+
+  it("names the line and field of bad input", () => {
+    const result = generate([{ id: "x", prompt: "hi", adapter: null, max_tokens: 0 }]);
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toMatch(/:1: max_tokens/);
+    const both = generate([{ id: "x", prompt: "hi", prompt_ids: [1], adapter: null, max_tokens: 2 }]);
+    expect(both.stderr).toMatch(/exactly one of "prompt" and "prompt_ids"/);
+  });
+});
