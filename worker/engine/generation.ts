@@ -1,8 +1,9 @@
 // Continuous batching over an engine: every step admits waiting sequences (each prompt prefilled alone,
 // within a token budget) and runs one decode over everything running; finished sequences leave at once,
-// so no request waits for another to finish. Sampling, stop conditions and detokenization live here.
-import { type SampledToken, Sampler, type SamplingParams } from "./sampler.ts";
-import { StreamingDetokenizer, type Tokenizer } from "./tokenizer.ts";
+// so no request waits for another to finish. Sampling, stop conditions and text live in sequence-output.ts.
+import type { SampledToken, SamplingParams } from "./sampler.ts";
+import { SequenceOutput } from "./sequence-output.ts";
+import type { Tokenizer } from "./tokenizer.ts";
 
 /** The engine calls the loop needs; Engine and EngineThread both provide them. */
 export interface StepEngine {
@@ -47,14 +48,7 @@ export interface BatcherOptions {
 
 interface Running {
   request: GenerationRequest;
-  sampler: Sampler;
-  detokenizer: StreamingDetokenizer;
-  tokens: SampledToken[];
-  /** Text already emitted. */
-  text: string;
-  /** Decoded text held back because it may begin a stop string. */
-  held: string;
-  length: number;
+  output: SequenceOutput;
   cancelled: boolean;
   resolve: (result: GenerationResult) => void;
   reject: (error: Error) => void;
@@ -84,12 +78,12 @@ export class ContinuousBatcher {
     return new Promise((resolve, reject) => {
       this.waiting.push({
         request,
-        sampler: new Sampler(request.sampling, request.promptTokens),
-        detokenizer: new StreamingDetokenizer(this.tokenizer),
-        tokens: [],
-        text: "",
-        held: "",
-        length: request.promptTokens.length,
+        output: new SequenceOutput(this.tokenizer, request.sampling, request.promptTokens, {
+          maxTokens: request.maxTokens,
+          maxContext: this.options.maxContext,
+          ...(request.stopTokenIds ? { stopTokenIds: request.stopTokenIds } : {}),
+          ...(request.stopStrings ? { stopStrings: request.stopStrings } : {}),
+        }),
         cancelled: false,
         resolve,
         reject,
@@ -157,13 +151,9 @@ export class ContinuousBatcher {
   }
 
   private async decodeStep(): Promise<void> {
-    const last = new Map([...this.running].map(([id, r]) => [id, r.tokens[r.tokens.length - 1]!.token]));
+    const last = new Map([...this.running].map(([id, r]) => [id, r.output.tokens.at(-1)!.token]));
     const logits = await this.engine.decode(last);
-    for (const [id, row] of logits) {
-      const r = this.running.get(id)!;
-      r.length += 1;
-      await this.accept(r, row);
-    }
+    for (const [id, row] of logits) await this.accept(this.running.get(id)!, row);
   }
 
   private async retireCancelled(): Promise<void> {
@@ -172,63 +162,17 @@ export class ContinuousBatcher {
 
   /** Samples the next token from `logits`, streams it, and finishes the sequence if a stop condition holds. */
   private async accept(r: Running, logits: Float32Array): Promise<void> {
-    const sampled = r.sampler.sample(logits);
-    const { request } = r;
-    const stopIds = request.stopTokenIds ?? this.tokenizer.eosTokenIds;
-    if (stopIds.includes(sampled.token)) {
-      r.tokens.push(sampled);
-      return this.finish(r, "stop");
-    }
-    r.tokens.push(sampled);
-    const { emit, stopped } = this.applyStopStrings(r, r.detokenizer.push(sampled.token));
-    r.text += emit;
-    request.onToken?.(sampled, emit);
-    if (stopped) return this.finish(r, "stop");
-    const full = r.length + 1 >= this.options.maxContext;
-    if (r.tokens.length >= request.maxTokens || full) return this.finish(r, "length");
-  }
-
-  /**
-   * Stop strings never reach the client: text that could be the start of a stop string is held back until
-   * the next tokens rule it in or out. Returns the text safe to emit and whether a stop string completed.
-   */
-  private applyStopStrings(r: Running, delta: string): { emit: string; stopped: boolean } {
-    const stops = r.request.stopStrings ?? [];
-    if (stops.length === 0) return { emit: delta, stopped: false };
-    const candidate = r.held + delta;
-    let cut = -1;
-    for (const stop of stops) {
-      const at = candidate.indexOf(stop);
-      if (at >= 0 && (cut < 0 || at < cut)) cut = at;
-    }
-    if (cut >= 0) {
-      r.held = "";
-      return { emit: candidate.slice(0, cut), stopped: true };
-    }
-    let keep = 0;
-    for (const stop of stops) {
-      for (let k = Math.min(stop.length - 1, candidate.length); k > keep; k--) {
-        if (candidate.endsWith(stop.slice(0, k))) {
-          keep = k;
-          break;
-        }
-      }
-    }
-    r.held = candidate.slice(candidate.length - keep);
-    return { emit: candidate.slice(0, candidate.length - keep), stopped: false };
+    const { token, text, finish, stopToken } = r.output.accept(logits);
+    if (!stopToken) r.request.onToken?.(token, text);
+    if (finish) await this.finish(r, finish);
   }
 
   private async finish(r: Running, reason: FinishReason): Promise<void> {
     this.running.delete(r.request.id);
     await this.engine.release(r.request.id);
     if (reason !== "stop") {
-      // What was held back for a possible stop string, and any incomplete character, is text after all.
-      const rest = r.held + r.detokenizer.flush();
-      r.held = "";
-      if (rest) {
-        r.text += rest;
-        r.request.onToken?.(null, rest);
-      }
+      const rest = r.output.flush();
+      if (rest) r.request.onToken?.(null, rest);
     }
     r.resolve(this.result(r, reason));
   }
@@ -236,9 +180,9 @@ export class ContinuousBatcher {
   private result(r: Running, finishReason: FinishReason): GenerationResult {
     return {
       id: r.request.id,
-      tokenIds: r.tokens.map((t) => t.token),
-      tokens: r.tokens,
-      text: r.text,
+      tokenIds: r.output.tokenIds,
+      tokens: r.output.tokens,
+      text: r.output.text,
       finishReason,
       promptTokens: r.request.promptTokens.length,
     };

@@ -1,0 +1,105 @@
+// What one generating sequence has produced: it samples each next token from the engine's logits, turns
+// tokens into text deltas, holds back text that may begin a stop string, and says when the sequence is
+// done (a stop token, a stop string, max_tokens or a full context). Shared by every batching loop.
+import { type SampledToken, Sampler, type SamplingParams } from "./sampler.ts";
+import { StreamingDetokenizer, type Tokenizer } from "./tokenizer.ts";
+
+export interface SequenceLimits {
+  maxTokens: number;
+  /** Longest sequence, prompt + generated, the engine holds. */
+  maxContext: number;
+  /** Defaults to the tokenizer's eos ids. */
+  stopTokenIds?: readonly number[];
+  stopStrings?: readonly string[];
+}
+
+export interface Accepted {
+  token: SampledToken;
+  /** Text this token completes; "" while a character or a possible stop string is incomplete. */
+  text: string;
+  /** Why the sequence ends with this token, or null while it goes on. */
+  finish: "stop" | "length" | null;
+  /** True for a stop token: it counts as generated but has no text of its own. */
+  stopToken: boolean;
+}
+
+export class SequenceOutput {
+  readonly tokens: SampledToken[] = [];
+  /** Text emitted so far. */
+  text = "";
+  private readonly sampler: Sampler;
+  private readonly detokenizer: StreamingDetokenizer;
+  private readonly stopIds: readonly number[];
+  private readonly stops: readonly string[];
+  /** Decoded text held back because it may begin a stop string. */
+  private held = "";
+
+  constructor(
+    tokenizer: Tokenizer,
+    sampling: SamplingParams,
+    private readonly promptTokens: readonly number[],
+    private readonly limits: SequenceLimits,
+  ) {
+    this.sampler = new Sampler(sampling, promptTokens);
+    this.detokenizer = new StreamingDetokenizer(tokenizer);
+    this.stopIds = limits.stopTokenIds ?? tokenizer.eosTokenIds;
+    this.stops = limits.stopStrings ?? [];
+  }
+
+  get tokenIds(): number[] {
+    return this.tokens.map((t) => t.token);
+  }
+
+  /** Samples the next token from `logits` and reports what it adds and whether the sequence ends. */
+  accept(logits: Float32Array): Accepted {
+    const token = this.sampler.sample(logits);
+    this.tokens.push(token);
+    if (this.stopIds.includes(token.token)) return { token, text: "", finish: "stop", stopToken: true };
+    const { emit, stopped } = this.applyStopStrings(this.detokenizer.push(token.token));
+    this.text += emit;
+    if (stopped) return { token, text: emit, finish: "stop", stopToken: false };
+    const full = this.promptTokens.length + this.tokens.length >= this.limits.maxContext;
+    const finish = this.tokens.length >= this.limits.maxTokens || full ? "length" : null;
+    return { token, text: emit, finish, stopToken: false };
+  }
+
+  /**
+   * Ends a sequence that did not stop on a stop string or token: what was held back for a possible stop
+   * string, and any incomplete character, is text after all. Returns it ("" when nothing was held).
+   */
+  flush(): string {
+    const rest = this.held + this.detokenizer.flush();
+    this.held = "";
+    this.text += rest;
+    return rest;
+  }
+
+  /**
+   * Stop strings never reach the client: text that could be the start of a stop string is held back until
+   * the next tokens rule it in or out. Returns the text safe to emit and whether a stop string completed.
+   */
+  private applyStopStrings(delta: string): { emit: string; stopped: boolean } {
+    if (this.stops.length === 0) return { emit: delta, stopped: false };
+    const candidate = this.held + delta;
+    let cut = -1;
+    for (const stop of this.stops) {
+      const at = candidate.indexOf(stop);
+      if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+    }
+    if (cut >= 0) {
+      this.held = "";
+      return { emit: candidate.slice(0, cut), stopped: true };
+    }
+    let keep = 0;
+    for (const stop of this.stops) {
+      for (let k = Math.min(stop.length - 1, candidate.length); k > keep; k--) {
+        if (candidate.endsWith(stop.slice(0, k))) {
+          keep = k;
+          break;
+        }
+      }
+    }
+    this.held = candidate.slice(candidate.length - keep);
+    return { emit: candidate.slice(0, candidate.length - keep), stopped: false };
+  }
+}
