@@ -21,6 +21,8 @@ export interface EngineBenchOptions {
   layers?: number;
   /** A bench-1b model folder with adapters/adapter-0..63; generated (and cached) when absent. */
   modelDir?: string;
+  /** Multi-LoRA formulation; the engine's default for the device when absent. */
+  formulation?: "segments" | "masked";
   log?: (line: string) => void;
 }
 
@@ -44,6 +46,7 @@ export interface EngineBenchResult {
   setup: {
     layers: number;
     dtype: string;
+    formulation: "segments" | "masked";
     sequences: number;
     context: number;
     timed_steps: number;
@@ -150,6 +153,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
     slots: SEQUENCES,
     maxRank: RANK,
     maxAdaptersPerStep: SEQUENCES,
+    ...(options.formulation ? { loraFormulation: options.formulation } : {}),
   });
   const model = engine.model;
   log(`writing ${SEQUENCES} adapters into slots`);
@@ -234,6 +238,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
     setup: {
       layers,
       dtype: computeDtypeFor(device),
+      formulation: engine.formulation,
       sequences: SEQUENCES,
       context,
       timed_steps: timedSteps,
@@ -290,6 +295,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
     device: parseDevice(value("--device") ?? "cpu"),
     ...(layers ? { layers: Number(layers) } : {}),
     ...(value("--model") ? { modelDir: resolve(value("--model")!) } : {}),
+    ...(value("--lora") ? { formulation: value("--lora") as "segments" | "masked" } : {}),
     log: (line) => process.stderr.write(`[${(performance.now() / 1000).toFixed(1)}s] ${line}\n`),
   });
   reportEngineBench(result, args.includes("--json"), value("--out") ?? "bench/results");

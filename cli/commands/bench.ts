@@ -15,16 +15,23 @@ export function registerBench(program: Command): void {
       "--model <dir>",
       "a bench-1b folder with adapters/adapter-0..63 (default: generated and cached in .luminet/)",
     )
+    .option("--lora <formulation>", "segments | masked (default: segments on cpu, masked on a GPU)")
     .option("--json", "print one JSON line")
-    .action(async (options: { device: string; layers?: string; model?: string; json?: boolean }) => {
-      const result = await runEngineBench({
-        device: parseDevice(options.device),
-        ...(options.layers ? { layers: Number(options.layers) } : {}),
-        ...(options.model ? { modelDir: options.model } : {}),
-        log: (line) => process.stderr.write(`${line}\n`),
-      });
-      reportEngineBench(result, options.json === true);
-    });
+    .action(
+      async (options: { device: string; layers?: string; model?: string; lora?: string; json?: boolean }) => {
+        if (options.lora !== undefined && options.lora !== "segments" && options.lora !== "masked") {
+          throw new Error(`--lora must be segments or masked, got ${options.lora}`);
+        }
+        const result = await runEngineBench({
+          device: parseDevice(options.device),
+          ...(options.lora ? { formulation: options.lora } : {}),
+          ...(options.layers ? { layers: Number(options.layers) } : {}),
+          ...(options.model ? { modelDir: options.model } : {}),
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
+        reportEngineBench(result, options.json === true);
+      },
+    );
   for (const [name, what] of [
     ["switch", "hot adapter overhead"],
     ["cold-load", "adapter load time from each tier"],

@@ -50,7 +50,11 @@ beforeAll(() => {
 
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-function engineFor(dir: string, slots = VARIANTS.length): Promise<Engine> {
+function engineFor(
+  dir: string,
+  slots = VARIANTS.length,
+  loraFormulation: "segments" | "masked" = "segments",
+): Promise<Engine> {
   return Engine.create({
     modelDir: dir,
     device: "cpu",
@@ -59,6 +63,7 @@ function engineFor(dir: string, slots = VARIANTS.length): Promise<Engine> {
     maxRank: 16,
     maxAdaptersPerStep: 16,
     threads: 1,
+    loraFormulation,
   });
 }
 
@@ -87,50 +92,54 @@ async function runAlone(
 }
 
 describe("the engine on mixed-adapter batches", () => {
-  it("gives each sequence in a batch of 9 distinct adapters the logits it gets alone and on merged weights", async () => {
-    const engine = await engineFor(modelDir);
-    for (const [i, adapter] of adapters.entries()) await engine.writeAdapter(i + 1, adapter);
-    // Ten sequences of ragged lengths: nine adapters and one base row; the last three join a step late.
-    const ids = Array.from({ length: 10 }, (_, i) => `s${i}`);
-    const slotOf = (i: number) => (i === 9 ? 0 : i + 1);
-    const logits = new Map<string, Float32Array[]>(ids.map((id) => [id, []]));
-    const fed = new Map<string, number[]>(ids.map((id) => [id, []]));
-    const pick = (row: Float32Array) => row.indexOf(Math.max(...row));
-    const next = new Map<string, number>();
-    const admit = async (i: number) => {
-      const [row] = await engine.prefill(ids[i]!, prompt(i), slotOf(i));
-      logits.get(ids[i]!)!.push(row!.slice());
-      next.set(ids[i]!, pick(row!));
-    };
-    for (let i = 0; i < 7; i++) await admit(i);
-    for (let step = 0; step < 4; step++) {
-      if (step === 1) for (let i = 7; i < 10; i++) await admit(i);
-      const out = await engine.decode(next);
-      for (const [id, row] of out) {
-        fed.get(id)!.push(next.get(id)!);
-        logits.get(id)!.push(row.slice());
-        next.set(id, pick(row));
+  it.each(["segments", "masked"] as const)(
+    "gives each sequence in a batch of 9 distinct adapters the logits it gets alone and on merged weights (%s)",
+    async (formulation) => {
+      const engine = await engineFor(modelDir, VARIANTS.length, formulation);
+      expect(engine.formulation).toBe(formulation);
+      for (const [i, adapter] of adapters.entries()) await engine.writeAdapter(i + 1, adapter);
+      // Ten sequences of ragged lengths: nine adapters and one base row; the last three join a step late.
+      const ids = Array.from({ length: 10 }, (_, i) => `s${i}`);
+      const slotOf = (i: number) => (i === 9 ? 0 : i + 1);
+      const logits = new Map<string, Float32Array[]>(ids.map((id) => [id, []]));
+      const fed = new Map<string, number[]>(ids.map((id) => [id, []]));
+      const pick = (row: Float32Array) => row.indexOf(Math.max(...row));
+      const next = new Map<string, number>();
+      const admit = async (i: number) => {
+        const [row] = await engine.prefill(ids[i]!, prompt(i), slotOf(i));
+        logits.get(ids[i]!)!.push(row!.slice());
+        next.set(ids[i]!, pick(row!));
+      };
+      for (let i = 0; i < 7; i++) await admit(i);
+      for (let step = 0; step < 4; step++) {
+        if (step === 1) for (let i = 7; i < 10; i++) await admit(i);
+        const out = await engine.decode(next);
+        for (const [id, row] of out) {
+          fed.get(id)!.push(next.get(id)!);
+          logits.get(id)!.push(row.slice());
+          next.set(id, pick(row));
+        }
       }
-    }
-    for (const id of ids) engine.release(id);
+      for (const id of ids) engine.release(id);
 
-    for (const [i, id] of ids.entries()) {
-      const alone = await runAlone(engine, prompt(i), slotOf(i), fed.get(id)!);
-      expect(alone).toHaveLength(logits.get(id)!.length);
-      for (const [step, row] of alone.entries())
-        expect(maxDiff(row, logits.get(id)![step]!)).toBeLessThan(1e-4);
-    }
-    await engine.close();
-
-    for (const i of [0, 3, 4, 6, 7, 8]) {
-      const merged = await engineFor(writeMergedModel(modelDir, adapters[i]!, join(root, `merged-${i}`)));
-      const viaMerge = await runAlone(merged, prompt(i), 0, fed.get(ids[i]!)!);
-      for (const [step, row] of viaMerge.entries()) {
-        expect(maxDiff(row, logits.get(ids[i]!)![step]!)).toBeLessThan(2e-4);
+      for (const [i, id] of ids.entries()) {
+        const alone = await runAlone(engine, prompt(i), slotOf(i), fed.get(id)!);
+        expect(alone).toHaveLength(logits.get(id)!.length);
+        for (const [step, row] of alone.entries())
+          expect(maxDiff(row, logits.get(id)![step]!)).toBeLessThan(1e-4);
       }
-      await merged.close();
-    }
-  });
+      await engine.close();
+
+      for (const i of [0, 3, 4, 6, 7, 8]) {
+        const merged = await engineFor(writeMergedModel(modelDir, adapters[i]!, join(root, `merged-${i}`)));
+        const viaMerge = await runAlone(merged, prompt(i), 0, fed.get(ids[i]!)!);
+        for (const [step, row] of viaMerge.entries()) {
+          expect(maxDiff(row, logits.get(ids[i]!)![step]!)).toBeLessThan(2e-4);
+        }
+        await merged.close();
+      }
+    },
+  );
 
   it("agrees with the independent TypeScript reference forward, lora bias and rsLoRA included", async () => {
     const biasDir = join(root, "adapter-bias");
@@ -188,9 +197,10 @@ describe("the engine on mixed-adapter batches", () => {
     await engine.close();
   });
 
-  it("keeps the same results with device-resident state, the code path GPUs run", async () => {
+  it("keeps the same results with device-resident state and masked rows, the code path GPUs run", async () => {
     const host = await engineFor(modelDir);
     const resident = await Engine.create({
+      loraFormulation: "masked",
       modelDir,
       device: "cpu",
       maxContext: 64,

@@ -210,7 +210,7 @@ describe("graph builder", () => {
     const mergedY = open(writeMerged(base, join(root, "merged-y"), y));
     expect(mergedX.cfg.architecture).toBe("qwen2");
 
-    const lora = { segments: 4, slots: 3, rowsPerSlot: 4 };
+    const lora = { formulation: "segments" as const, segments: 4, slots: 3, rowsPerSlot: 4 };
     const slotOf = new Map([
       [x, 1],
       [y, 2],
@@ -333,7 +333,10 @@ describe("graph builder", () => {
       buildGraph({ ...base.cfg, architecture: "qwen2", qkvBias: true }, base.weights, opts),
     ).toThrow(/no tensor model\.layers\.0\.self_attn\.q_proj\.bias/);
     expect(() =>
-      buildGraph(base.cfg, base.weights, { ...opts, lora: { segments: 0, slots: 2, rowsPerSlot: 4 } }),
+      buildGraph(base.cfg, base.weights, {
+        ...opts,
+        lora: { formulation: "segments", segments: 0, slots: 2, rowsPerSlot: 4 },
+      }),
     ).toThrow("lora.segments must be a positive integer, got 0");
   });
 });

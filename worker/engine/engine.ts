@@ -40,12 +40,20 @@ export interface EngineOptions {
    * GPUs; settable on CPU, where it runs the same code path for tests.
    */
   deviceResidentState?: boolean;
+  /** Multi-LoRA formulation (graph-builder.ts): segments on CPU, masked rows on GPUs by default. */
+  loraFormulation?: "segments" | "masked";
 }
 
 export class EngineError extends Error {}
 
+/** 1.0 as IEEE half-precision bits. */
+const FLOAT16_ONE = 0x3c00;
+
 /** Graph variants by the number of adapter segments; a step uses the smallest that fits. */
 const SEGMENT_BUCKETS = [1, 4, 16, 64];
+/** Session key of the base graph, and of the one masked-rows graph (which takes any number of adapters). */
+const BASE_GRAPH = 0;
+const MASKED_GRAPH = -1;
 
 interface Sequence {
   slot: number;
@@ -57,6 +65,7 @@ export class Engine {
   readonly model: ModelConfig;
   readonly dtype: ComputeDtype;
   readonly banks: LoraBanks;
+  readonly formulation: "segments" | "masked";
   private readonly weights: WeightIndex;
   private readonly sessions = new Map<number, Promise<InferenceSession>>();
   private readonly sequences = new Map<string, Sequence>();
@@ -77,6 +86,7 @@ export class Engine {
     this.model = loadModelConfig(options.modelDir);
     this.weights = openWeights(options.modelDir);
     this.dtype = options.computeDtype ?? computeDtypeFor(options.device);
+    this.formulation = options.loraFormulation ?? (options.device === "cpu" ? "segments" : "masked");
     this.banks = new LoraBanks(this.model, { slots: options.slots, rowsPerSlot: options.maxRank }, store);
     this.kvShape = {
       layers: this.model.numLayers,
@@ -281,8 +291,7 @@ export class Engine {
       feeds[`past_key.${l}`] = step.past.keys[l]!;
       feeds[`past_value.${l}`] = step.past.values[l]!;
     }
-    const segments = this.addLoraFeeds(feeds, step.slots, seqLen);
-    const session = await this.session(segments);
+    const session = await this.session(this.addLoraFeeds(feeds, step.slots, seqLen));
     const out = await session.run(feeds);
     const logits = out.logits!;
     const vocab = logits.dims[1]!;
@@ -298,17 +307,32 @@ export class Engine {
   }
 
   /**
-   * Adds the segment inputs for the rows' adapters: rows are grouped by slot (each distinct adapter is one
-   * segment, its rows read once), padded to a bucket of segments. Returns the bucket (0: base graph).
+   * Adds the LoRA inputs for the rows' adapters and returns the key of the graph to run (BASE_GRAPH when
+   * no row has an adapter). Each distinct adapter is one segment or one block of masked rows: its bank
+   * rows are read once per step, however many rows use it.
    */
   private addLoraFeeds(feeds: Record<string, Tensor>, slots: number[], seqLen: number): number {
     const distinct = [...new Set(slots.filter((s) => s !== 0))];
-    if (distinct.length === 0) return 0;
+    if (distinct.length === 0) return BASE_GRAPH;
     if (distinct.length > this.options.maxAdaptersPerStep) {
       throw new EngineError(
         `${distinct.length} distinct adapters in one step; this engine allows ${this.options.maxAdaptersPerStep}`,
       );
     }
+    Object.assign(feeds, this.banks.feeds());
+    if (this.formulation === "masked") {
+      this.addMaskedFeeds(feeds, distinct, slots, seqLen);
+      return MASKED_GRAPH;
+    }
+    return this.addSegmentFeeds(feeds, distinct, slots, seqLen);
+  }
+
+  private addSegmentFeeds(
+    feeds: Record<string, Tensor>,
+    distinct: number[],
+    slots: number[],
+    seqLen: number,
+  ): number {
     const bucket = SEGMENT_BUCKETS.find((b) => b >= distinct.length)!;
     const tokens = slots.length * seqLen;
     const perm: number[] = [];
@@ -340,18 +364,75 @@ export class Engine {
       });
       feeds[`lora_rows.${kind}`] = new Tensor("int64", rows, [bucket, 2]);
     }
-    Object.assign(feeds, this.banks.feeds());
     return bucket;
   }
 
-  private session(segments: number): Promise<InferenceSession> {
-    let session = this.sessions.get(segments);
+  private addMaskedFeeds(
+    feeds: Record<string, Tensor>,
+    distinct: number[],
+    slots: number[],
+    seqLen: number,
+  ): void {
+    const tokens = slots.length * seqLen;
+    const one = this.dtype === "float32" ? 1 : FLOAT16_ONE;
+    const zeros = (n: number) => (this.dtype === "float32" ? new Float32Array(n) : new Uint16Array(n));
+    const adapterOf = new Map(distinct.map((slot, i) => [slot, i]));
+    const onehot = zeros(tokens * distinct.length);
+    slots.forEach((slot, b) => {
+      if (slot === 0) return;
+      for (let i = 0; i < seqLen; i++)
+        onehot[(b * seqLen + i) * distinct.length + adapterOf.get(slot)!] = one;
+    });
+    feeds.lora_onehot = new Tensor(this.dtype, onehot, [tokens, distinct.length]);
+    feeds.lora_bias_slots = new Tensor(
+      "int64",
+      BigInt64Array.from(distinct, (s) => BigInt(s - 1)),
+      [distinct.length],
+    );
+    for (const kind of MODULE_KINDS) {
+      const ranges = distinct.map((slot) => this.banks.rows(slot, kind));
+      const rowIds = ranges.flatMap(([start, end]) =>
+        Array.from({ length: end - start }, (_, r) => start + r),
+      );
+      // A kind no active adapter targets still gets one row, masked out, so no tensor is empty.
+      const width = Math.max(1, rowIds.length);
+      const mask = zeros(tokens * width);
+      const offsets = new Map<number, [number, number]>();
+      let offset = 0;
+      distinct.forEach((slot, i) => {
+        const [start, end] = ranges[i]!;
+        offsets.set(slot, [offset, offset + end - start]);
+        offset += end - start;
+      });
+      slots.forEach((slot, b) => {
+        if (slot === 0) return;
+        const [from, to] = offsets.get(slot)!;
+        for (let i = 0; i < seqLen; i++)
+          mask.fill(one, (b * seqLen + i) * width + from, (b * seqLen + i) * width + to);
+      });
+      feeds[`lora_row_ids.${kind}`] = new Tensor(
+        "int64",
+        BigInt64Array.from(rowIds.length ? rowIds : [0], BigInt),
+        [width],
+      );
+      feeds[`lora_mask.${kind}`] = new Tensor(this.dtype, mask, [tokens, width]);
+    }
+  }
+
+  /** The session of a graph variant: BASE_GRAPH, MASKED_GRAPH, or a segment count. */
+  private session(key: number): Promise<InferenceSession> {
+    let session = this.sessions.get(key);
     if (!session) {
+      const banks = { slots: this.options.slots, rowsPerSlot: this.options.maxRank };
       const graph: GraphOptions = {
         computeDtype: this.dtype,
         maxContext: this.options.maxContext,
         lora:
-          segments === 0 ? null : { segments, slots: this.options.slots, rowsPerSlot: this.options.maxRank },
+          key === BASE_GRAPH
+            ? null
+            : key === MASKED_GRAPH
+              ? { formulation: "masked", ...banks }
+              : { formulation: "segments", segments: key, ...banks },
       };
       const path = cachedGraphPath(this.options.modelDir, this.model, this.weights, graph);
       const options = sessionOptions(this.options.device, this.options.threads ?? availableParallelism());
@@ -365,7 +446,7 @@ export class Engine {
         ]);
       }
       session = InferenceSession.create(path, options);
-      this.sessions.set(segments, session);
+      this.sessions.set(key, session);
     }
     return session;
   }

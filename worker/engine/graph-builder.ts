@@ -13,16 +13,22 @@ import { inverseFrequencies } from "./rope.ts";
 import type { WeightIndex } from "./safetensors.ts";
 
 // Bump whenever the graph this file emits changes, so cached graphs are rebuilt.
-export const GRAPH_BUILDER_VERSION = 2;
+export const GRAPH_BUILDER_VERSION = 3;
 
 /** Most outputs (Split) or inputs (Concat) one node gets: WebGPU allows 16 storage buffers per shader. */
 const FAN_OUT = 8;
 
-export interface LoraGraphOptions {
-  segments: number;
-  slots: number;
-  rowsPerSlot: number;
-}
+/**
+ * Two formulations of multi-LoRA (../shared/DESIGN.md, "The forward pass"):
+ * - segments (SGMV): tokens grouped by adapter, one small Gemm pair per segment — ideal FLOPs and bytes,
+ *   but many small kernels; the choice where a step is compute-bound (CPU).
+ * - masked rows: one Gemm pair over the rows of every active adapter, each token masked to its own
+ *   adapter's rows — ideal bytes and a handful of kernels, FLOPs growing with tokens × active rows; the
+ *   choice where a step is memory-bound and kernels are costly to launch (GPU).
+ */
+export type LoraGraphOptions =
+  | { formulation: "segments"; segments: number; slots: number; rowsPerSlot: number }
+  | { formulation: "masked"; slots: number; rowsPerSlot: number };
 
 export interface GraphOptions {
   computeDtype: "float32" | "float16";
@@ -55,8 +61,12 @@ function checkOptions(model: ModelConfig, o: GraphOptions): void {
     throw new GraphBuildError(`head_dim ${model.headDim} is not a multiple of 16 (GroupQueryAttention)`);
   }
   if (o.lora !== null) {
-    for (const key of ["segments", "slots", "rowsPerSlot"] as const) {
-      const v = o.lora[key];
+    const sizes = {
+      slots: o.lora.slots,
+      rowsPerSlot: o.lora.rowsPerSlot,
+      ...(o.lora.formulation === "segments" ? { segments: o.lora.segments } : {}),
+    };
+    for (const [key, v] of Object.entries(sizes)) {
       if (!Number.isSafeInteger(v) || v <= 0) {
         throw new GraphBuildError(`lora.${key} must be a positive integer, got ${v}`);
       }
@@ -169,7 +179,8 @@ class DecoderBuilder {
     const seqlensK = g.input("seqlens_k", DataType.INT32, ["batch"]);
     const totalLen = g.input("total_sequence_length", DataType.INT32, []);
     const logitsRows = g.input("logits_rows", DataType.INT64, ["rows"]);
-    if (this.options.lora !== null) this.loraInputs(this.options.lora);
+    if (this.options.lora?.formulation === "segments") this.loraInputs(this.options.lora);
+    if (this.options.lora?.formulation === "masked") this.maskedInputs();
 
     const [cosCache, sinCache] = this.ropeCaches();
     const bsShape = g.op("Concat", [g.op("Shape", [inputIds]), g.constInt64([-1])], { axis: 0 });
@@ -267,11 +278,51 @@ class DecoderBuilder {
       inputs.push(this.weight(weightName(l, kind).replace(/\.weight$/, ".bias"), [outFeatures]));
     }
     const base = this.g.op("Gemm", inputs, { transB: 1 });
-    return this.options.lora === null ? base : this.g.op("Add", [base, this.loraDelta(l, kind, x)]);
+    if (this.options.lora === null) return base;
+    const delta =
+      this.options.lora.formulation === "segments"
+        ? this.loraDelta(l, kind, x)
+        : this.maskedDelta(l, kind, x);
+    return this.g.op("Add", [base, delta]);
+  }
+
+  // Masked rows: the bank rows of the step's active adapters per kind, each token's mask over them
+  // (1 on its own adapter's rows), and the active adapters' bias rows with each token's one-hot choice.
+  private maskedInputs(): void {
+    const g = this.g;
+    for (const kind of MODULE_KINDS) {
+      g.input(`lora_row_ids.${kind}`, DataType.INT64, [`rows_${kind}`]);
+      g.input(`lora_mask.${kind}`, this.compute, ["tokens", `rows_${kind}`]);
+    }
+    g.input("lora_bias_slots", DataType.INT64, ["adapters"]);
+    g.input("lora_onehot", this.compute, ["tokens", "adapters"]);
+  }
+
+  private bankInputs(l: number, kind: ModuleKind): { a: string; b: string; bias: string } {
+    const lora = this.options.lora!;
+    const { inFeatures, outFeatures } = moduleShape(this.model, kind);
+    const bankRows = lora.slots * lora.rowsPerSlot;
+    return {
+      a: this.g.input(`lora_a.${l}.${kind}`, this.compute, [bankRows, inFeatures]),
+      b: this.g.input(`lora_b.${l}.${kind}`, this.compute, [bankRows, outFeatures]),
+      bias: this.g.input(`lora_bias.${l}.${kind}`, this.compute, [lora.slots, outFeatures]),
+    };
+  }
+
+  // ((x · A_rowsᵀ) ⊙ mask) · B_rows + onehot · bias_rows: each active adapter's rows are read once.
+  private maskedDelta(l: number, kind: ModuleKind, x: string): string {
+    const g = this.g;
+    const { a, b, bias } = this.bankInputs(l, kind);
+    const rows = `lora_row_ids.${kind}`;
+    const down = g.op("Gemm", [x, g.op("Gather", [a, rows], { axis: 0 })], { transB: 1 });
+    const masked = g.op("Mul", [down, `lora_mask.${kind}`]);
+    const up = g.op("MatMul", [masked, g.op("Gather", [b, rows], { axis: 0 })]);
+    const biases = g.op("MatMul", ["lora_onehot", g.op("Gather", [bias, "lora_bias_slots"], { axis: 0 })]);
+    return g.op("Add", [up, biases]);
   }
 
   // Inputs shared by all layers, and each segment's [start, end) row bounds split out once for reuse.
-  private loraInputs(lora: LoraGraphOptions): void {
+  private loraInputs(lora: { segments: number }): void {
     const g = this.g;
     g.input("lora_perm", DataType.INT64, ["adapter_tokens"]);
     g.input("lora_counts", DataType.INT64, [lora.segments]);
@@ -296,7 +347,9 @@ class DecoderBuilder {
     const known = this.segmentsOf.get(x);
     if (known !== undefined) return known;
     const gathered = this.g.op("Gather", [x, "lora_perm"], { axis: 0 });
-    const segs = this.splitRows(gathered, "lora_counts", this.options.lora!.segments);
+    const lora = this.options.lora;
+    if (lora?.formulation !== "segments") throw new GraphBuildError("segments need the segments formulation");
+    const segs = this.splitRows(gathered, "lora_counts", lora.segments);
     this.segmentsOf.set(x, segs);
     return segs;
   }
@@ -339,12 +392,8 @@ class DecoderBuilder {
   // trailing zero row.
   private loraDelta(l: number, kind: ModuleKind, x: string): string {
     const g = this.g;
-    const lora = this.options.lora!;
-    const { inFeatures, outFeatures } = moduleShape(this.model, kind);
-    const bankRows = lora.slots * lora.rowsPerSlot;
-    const a = g.input(`lora_a.${l}.${kind}`, this.compute, [bankRows, inFeatures]);
-    const b = g.input(`lora_b.${l}.${kind}`, this.compute, [bankRows, outFeatures]);
-    const bias = g.input(`lora_bias.${l}.${kind}`, this.compute, [lora.slots, outFeatures]);
+    const { outFeatures } = moduleShape(this.model, kind);
+    const { a, b, bias } = this.bankInputs(l, kind);
     const rows = this.loraRows.get(kind)!;
     const axis0 = g.constInt64([0]);
     const parts = this.segments(x).map((seg, i) => {
