@@ -1,0 +1,348 @@
+// The worker's scheduler over a real engine (tiny model, in this thread). The adapter tiers are replaced by
+// a small slot table that loads PEFT folders straight into the engine, with a gate per adapter so a test
+// decides when a "cold" adapter's load completes or fails.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { AdapterRef } from "../../schema/wire.ts";
+import { initTinyModel } from "../../scripts/tiny-model.ts";
+import { NoFreeSlotError } from "../../worker/adapters/adapter-manager.ts";
+import { type LoadedAdapter, loadPeftAdapter } from "../../worker/adapters/peft.ts";
+import { Engine } from "../../worker/engine/engine.ts";
+import { GREEDY } from "../../worker/engine/sampler.ts";
+import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
+import {
+  type AdapterSlots,
+  type Job,
+  JobError,
+  type Outcome,
+  Scheduler,
+  type SchedulerOptions,
+  type StepReport,
+} from "../../worker/scheduler.ts";
+
+const ADAPTERS = 8;
+let root: string;
+let modelDir: string;
+let tokenizer: Tokenizer;
+const loaded: LoadedAdapter[] = [];
+const engines: Engine[] = [];
+
+beforeAll(() => {
+  root = mkdtempSync(join(tmpdir(), "luminet-scheduler-"));
+  const tiny = initTinyModel(join(root, "model"), { shape: "tiny", adapters: ADAPTERS, rank: 4, seed: 11 });
+  modelDir = tiny.dir;
+  tokenizer = loadTokenizer(modelDir);
+  for (const dir of tiny.adapterDirs) loaded.push(loadPeftAdapter(dir, tiny.config, { maxRank: 4 }));
+});
+
+afterAll(async () => {
+  for (const engine of engines) await engine.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+function ref(i: number): AdapterRef {
+  return { name: `org-${i % 2}/adapter-${i}`, blob_key: `adapter-${i}`, sha256: loaded[i]!.sha256, rank: 4 };
+}
+
+/** Slots for the engine: an acquire writes the adapter into a free slot once its gate opens. */
+class TestSlots implements AdapterSlots {
+  readonly prefetched: string[] = [];
+  readonly acquires: string[] = [];
+  private readonly slotOf = new Map<string, { slot: number; refs: number }>();
+  private readonly gates = new Map<string, Promise<void>>();
+  private readonly failures = new Map<string, Error>();
+  private refusals = 0;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly slots: number,
+  ) {}
+
+  /** The adapter's acquires wait until the returned function is called. */
+  gate(name: string): () => void {
+    let open = () => {};
+    this.gates.set(
+      name,
+      new Promise((resolve) => {
+        open = resolve;
+      }),
+    );
+    return open;
+  }
+
+  failWith(name: string, error: Error): void {
+    this.failures.set(name, error);
+  }
+
+  /** The next `count` acquires find every slot in use. */
+  refuse(count: number): void {
+    this.refusals = count;
+  }
+
+  prefetch(adapter: AdapterRef): void {
+    this.prefetched.push(adapter.name);
+  }
+
+  async acquire(adapter: AdapterRef): Promise<number> {
+    this.acquires.push(adapter.name);
+    await this.gates.get(adapter.name);
+    const failure = this.failures.get(adapter.name);
+    if (failure) throw failure;
+    if (this.refusals > 0) {
+      this.refusals--;
+      throw new NoFreeSlotError("every slot is in use");
+    }
+    const held = this.slotOf.get(adapter.name);
+    if (held) {
+      held.refs++;
+      return held.slot;
+    }
+    const used = new Set([...this.slotOf.values()].map((s) => s.slot));
+    const slot = Array.from({ length: this.slots }, (_, i) => i + 1).find((s) => !used.has(s));
+    if (slot === undefined) throw new NoFreeSlotError("every slot is in use");
+    this.slotOf.set(adapter.name, { slot, refs: 1 });
+    await this.engine.writeAdapter(slot, loaded[Number(adapter.blob_key.split("-")[1])]!);
+    return slot;
+  }
+
+  release(adapter: AdapterRef): void {
+    const held = this.slotOf.get(adapter.name)!;
+    held.refs--;
+    if (held.refs === 0) this.slotOf.delete(adapter.name);
+  }
+
+  get held(): number {
+    return this.slotOf.size;
+  }
+}
+
+async function setUp(options: Partial<SchedulerOptions> & { slots?: number } = {}) {
+  const slots = options.slots ?? ADAPTERS;
+  const engine = await Engine.create({
+    modelDir,
+    device: "cpu",
+    maxContext: 128,
+    slots,
+    maxRank: 4,
+    maxAdaptersPerStep: 16,
+    threads: 1,
+  });
+  engines.push(engine);
+  const adapters = new TestSlots(engine, slots);
+  const steps: StepReport[] = [];
+  const scheduler = new Scheduler(engine, tokenizer, adapters, {
+    maxBatch: 16,
+    maxContext: 128,
+    stepTokenBudget: 256,
+    maxAdaptersPerStep: 4,
+    onStep: (step) => steps.push(step),
+    ...options,
+  });
+  return { engine, adapters, scheduler, steps };
+}
+
+function job(id: string, adapter: number | null, maxTokens: number, overrides: Partial<Job> = {}): Job {
+  return {
+    id,
+    org: adapter === null ? "org-base" : `org-${adapter % 2}`,
+    adapter: adapter === null ? null : ref(adapter),
+    promptTokens: [1, 40 + (id.length % 7), 41, 42],
+    sampling: GREEDY,
+    // No stop token: every job generates exactly maxTokens.
+    limits: { maxTokens, stopTokenIds: [] },
+    ...overrides,
+  };
+}
+
+function done(outcome: Outcome) {
+  if (outcome.kind !== "done") throw new Error(`expected a finished job, got ${outcome.kind}`);
+  return outcome;
+}
+
+describe("scheduler", () => {
+  it("mixes adapters in one step but never more than the per-step limit", async () => {
+    const { scheduler, steps, adapters } = await setUp({ maxAdaptersPerStep: 4 });
+    const outcomes = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => scheduler.submit(job(`mix-${i}`, i % ADAPTERS, 6))),
+    );
+    for (const outcome of outcomes) {
+      expect(done(outcome).finishReason).toBe("length");
+      expect(done(outcome).tokens).toHaveLength(6);
+      expect(done(outcome).promptTokens).toBe(4);
+    }
+    expect(Math.max(...steps.map((s) => s.distinctAdapters))).toBe(4);
+    expect(adapters.prefetched).toHaveLength(16);
+    expect(adapters.held).toBe(0);
+    expect(scheduler.tokensGenerated).toBe(16 * 6);
+  });
+
+  it("gives the same tokens to a sequence alone and inside a mixed batch", async () => {
+    const { scheduler } = await setUp();
+    const alone = done(await scheduler.submit(job("alone", 3, 8)));
+    const [together] = await Promise.all([
+      scheduler.submit(job("alone", 3, 8)),
+      ...Array.from({ length: 6 }, (_, i) => scheduler.submit(job(`other-${i}`, i, 5 + i))),
+      scheduler.submit(job("base", null, 4)),
+    ]);
+    expect(done(together!).tokens.map((t) => t.token)).toEqual(alone.tokens.map((t) => t.token));
+  });
+
+  it("finishes a short request sent while a long one runs first", async () => {
+    const { scheduler } = await setUp();
+    const order: string[] = [];
+    let short: Promise<Outcome> | undefined;
+    const long = scheduler
+      .submit(
+        job("long", 1, 60, {
+          onToken: () => {
+            short ??= scheduler.submit(job("short", 2, 3)).then((o) => {
+              order.push("short");
+              return o;
+            });
+          },
+        }),
+      )
+      .then((o) => {
+        order.push("long");
+        return o;
+      });
+    await long;
+    await short;
+    expect(order).toEqual(["short", "long"]);
+  });
+
+  it("lets a cold adapter in within a bounded wait while a hot adapter's queue stays full", async () => {
+    const { scheduler } = await setUp({ maxAdaptersPerStep: 1, maxBatch: 2, adapterQuantumSteps: 4 });
+    const finished: string[] = [];
+    const track = (p: Promise<Outcome>, id: string) => p.then(() => finished.push(id));
+    const hot = Array.from({ length: 12 }, (_, i) =>
+      track(scheduler.submit(job(`hot-${i}`, 0, 6)), `hot-${i}`),
+    );
+    const cold = track(scheduler.submit(job("cold", 2, 6)), "cold");
+    await Promise.all([...hot, cold]);
+    // Without the quantum the hot adapter would keep its place until its queue ran dry.
+    expect(finished.indexOf("cold")).toBeLessThan(8);
+  });
+
+  it("takes turns across orgs, so one org's backlog does not starve another's request", async () => {
+    const { scheduler } = await setUp({ maxBatch: 1 });
+    const finished: string[] = [];
+    const busy = Array.from({ length: 8 }, (_, i) =>
+      scheduler.submit({ ...job(`busy-${i}`, null, 3), org: "busy" }).then(() => finished.push(`busy-${i}`)),
+    );
+    const other = scheduler
+      .submit({ ...job("other", null, 3), org: "other" })
+      .then(() => finished.push("other"));
+    await Promise.all([...busy, other]);
+    expect(finished.indexOf("other")).toBeLessThanOrEqual(1);
+  });
+
+  it("stops a cancelled sequence at the next step and reports only the tokens it generated", async () => {
+    const { scheduler, engine } = await setUp();
+    let seen = 0;
+    const outcome = done(
+      await scheduler.submit(
+        job("cancel-me", 4, 100, {
+          onToken: () => {
+            seen++;
+            if (seen === 3) scheduler.cancel("cancel-me");
+          },
+        }),
+      ),
+    );
+    expect(outcome.finishReason).toBe("cancelled");
+    expect(outcome.tokens).toHaveLength(3);
+    expect(engine.running).toBe(0);
+  });
+
+  it("cancels a queued job without running it", async () => {
+    const { scheduler, adapters } = await setUp();
+    const open = adapters.gate(ref(5).name);
+    const pending = scheduler.submit(job("queued", 5, 4));
+    scheduler.cancel("queued");
+    open();
+    const outcome = done(await pending);
+    expect(outcome).toMatchObject({ finishReason: "cancelled", promptTokens: 0, tokens: [] });
+  });
+
+  it("runs the batch while an adapter loads, and a failed load fails only its own requests", async () => {
+    const { scheduler, adapters } = await setUp();
+    const open = adapters.gate(ref(6).name);
+    adapters.failWith(ref(6).name, new Error("blob adapter-6 not found"));
+    let runningWhileLoading = 0;
+    const warm = scheduler.submit(job("warm", 1, 20, { onToken: () => runningWhileLoading++ }));
+    const broken = [scheduler.submit(job("broken-a", 6, 4)), scheduler.submit(job("broken-b", 6, 4))];
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    open();
+    for (const outcome of await Promise.all(broken)) {
+      expect(done(outcome).finishReason).toBe("error");
+      expect(done(outcome).error?.code).toBe("adapter_unavailable");
+      expect(done(outcome).error?.message).toContain("blob adapter-6 not found");
+    }
+    expect(done(await warm).finishReason).toBe("length");
+    expect(runningWhileLoading).toBe(20);
+    expect(adapters.acquires.filter((a) => a === ref(6).name)).toHaveLength(1);
+  });
+
+  it("waits for a slot when every slot is in use, then runs", async () => {
+    const { scheduler, adapters } = await setUp();
+    adapters.refuse(2);
+    const outcome = done(await scheduler.submit(job("patient", 7, 3)));
+    expect(outcome.finishReason).toBe("length");
+    expect(adapters.acquires.filter((a) => a === ref(7).name)).toHaveLength(3);
+  });
+
+  it("fails a deleted adapter's queued and running jobs and keeps the others", async () => {
+    const { scheduler, adapters } = await setUp();
+    const gone = new JobError("model_not_found", "adapter org-1/adapter-3 was deleted");
+    let failed = false;
+    const running = scheduler.submit(
+      job("running", 3, 50, {
+        onToken: () => {
+          if (failed) return;
+          failed = true;
+          scheduler.failAdapter(ref(3).name, gone);
+        },
+      }),
+    );
+    const queued = scheduler.submit(job("queued", 3, 5));
+    const other = scheduler.submit(job("other", 2, 5));
+    const [r, q, o] = (await Promise.all([running, queued, other])).map(done);
+    expect(r!.finishReason).toBe("error");
+    expect(r!.error).toBe(gone);
+    expect(r!.tokens.length).toBeLessThanOrEqual(2);
+    expect(q).toMatchObject({ finishReason: "error", promptTokens: 0 });
+    expect(o!.finishReason).toBe("length");
+    expect(adapters.held).toBe(0);
+  });
+
+  it("hands back queued jobs and lets running ones finish", async () => {
+    const { scheduler } = await setUp({ maxBatch: 1 });
+    let handed: string[] = [];
+    const first = scheduler.submit(
+      job("first", null, 5, {
+        onToken: () => {
+          if (handed.length === 0) handed = scheduler.handBack();
+        },
+      }),
+    );
+    const second = scheduler.submit(job("second", null, 5));
+    const third = scheduler.submit(job("third", 1, 5));
+    expect(done(await first).finishReason).toBe("length");
+    expect(await second).toEqual({ kind: "handed-back" });
+    expect(await third).toEqual({ kind: "handed-back" });
+    expect(handed.sort()).toEqual(["second", "third"]);
+    await scheduler.idle();
+  });
+
+  it("refuses a prompt that leaves no room in the context, naming the sizes", async () => {
+    const { scheduler } = await setUp();
+    const outcome = done(
+      await scheduler.submit(job("huge", null, 4, { promptTokens: new Array(128).fill(5) })),
+    );
+    expect(outcome.error?.code).toBe("context_length_exceeded");
+    expect(outcome.error?.message).toContain("128");
+  });
+});

@@ -1,0 +1,561 @@
+// The worker's scheduler: continuous batching of mixed-adapter sequences over one engine. Every step it
+// retires cancelled and failed sequences, admits waiting ones (each prompt prefilled within the step's token
+// budget) and runs one decode over everything running, so a short request never waits for a long one.
+//
+// The engine decodes every running sequence in one run, so the adapters of the running set ARE the step's
+// adapters: at most `maxAdaptersPerStep` adapters are active (acquired in a slot) at once. Requests queue per
+// adapter; admission takes turns across orgs, then across each org's adapters, so a busy org or a hot adapter
+// cannot starve the rest. A request for an adapter that is not active waits for a place: places go in the
+// order adapters started waiting, and while one waits, the longest-active adapter that has had its quantum
+// of steps stops admitting and leaves once its running sequences end. A cold adapter's wait is so bounded by
+// the quantum plus the longest generation in flight. Loading never blocks a step: an adapter's acquire runs
+// while the batch goes on, and its requests join at the first step after it resolves.
+import type { AdapterRef, FinishReason } from "../schema/wire.ts";
+import { AdapterRemovedError, NoFreeSlotError } from "./adapters/adapter-manager.ts";
+import type { StepEngine } from "./engine/generation.ts";
+import type { SampledToken, SamplingParams } from "./engine/sampler.ts";
+import { type SequenceLimits, SequenceOutput } from "./engine/sequence-output.ts";
+import type { Tokenizer } from "./engine/tokenizer.ts";
+
+/** What the scheduler needs of the adapter tiers; worker/adapters/adapter-manager.ts provides it. */
+export interface AdapterSlots {
+  /** Starts bringing the adapter towards a slot; returns at once. */
+  prefetch(ref: AdapterRef): void;
+  /**
+   * The slot holding the adapter, which stays there until release. Rejects with NoFreeSlotError while
+   * every slot is in use (the scheduler tries again after it releases one), AdapterRemovedError for a
+   * deleted adapter, any other error when it cannot be loaded.
+   */
+  acquire(ref: AdapterRef): Promise<number>;
+  release(ref: AdapterRef): void;
+}
+
+export interface SchedulerOptions {
+  /** Most sequences running at once. */
+  maxBatch: number;
+  /** Longest sequence, prompt + generated, the engine holds. */
+  maxContext: number;
+  /**
+   * Tokens one step may process: one per running sequence plus the prompts prefilled. The first prompt of a
+   * step always goes in, however long, so no prompt waits forever.
+   */
+  stepTokenBudget: number;
+  /** Distinct adapters in one step (the engine's limit, at most its slots). */
+  maxAdaptersPerStep: number;
+  /** Steps an adapter keeps admitting before it gives way to an adapter waiting for a place; default 16. */
+  adapterQuantumSteps?: number;
+  onStep?: (step: StepReport) => void;
+}
+
+export interface StepReport {
+  seconds: number;
+  /** Sequences that ran in the step (prefilled or decoded). */
+  sequences: number;
+  /** Distinct adapters among them; base-model rows count for none. */
+  distinctAdapters: number;
+  /** Tokens generated in the step. */
+  tokens: number;
+}
+
+export interface Job {
+  id: string;
+  org: string;
+  /** null: the base model. */
+  adapter: AdapterRef | null;
+  promptTokens: readonly number[];
+  sampling: SamplingParams;
+  limits: Omit<SequenceLimits, "maxContext">;
+  /**
+   * Each generated token except a stop token, with the text it completes ("" while a character or a
+   * possible stop string is incomplete); at the end, once with token null, text that was still held back.
+   */
+  onToken?: (token: SampledToken | null, text: string) => void;
+}
+
+/** Why a job failed: `code` is the OpenAI-style error code the reply carries. */
+export class JobError extends Error {
+  override readonly name = "JobError";
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export type Outcome =
+  | {
+      kind: "done";
+      finishReason: FinishReason;
+      /** Set when finishReason is "error". */
+      error?: JobError;
+      /** Prompt tokens the engine processed: 0 when the job never reached a prefill. */
+      promptTokens: number;
+      tokens: SampledToken[];
+      text: string;
+    }
+  /** Taken back before it was prefilled (see handBack): nothing went out, it may run elsewhere. */
+  | { kind: "handed-back" };
+
+interface Entry {
+  job: Job;
+  group: Group;
+  output: SequenceOutput;
+  prefilled: boolean;
+  /** Set while running: the sequence leaves at the next step with this ending. */
+  ending: { reason: "cancelled" } | { reason: "error"; error: JobError } | null;
+  resolve: (outcome: Outcome) => void;
+}
+
+type GroupState = "idle" | "acquiring" | "active" | "draining";
+
+/** The queue and running sequences of one adapter (or one org's base-model requests). */
+interface Group {
+  key: string;
+  org: string;
+  adapter: AdapterRef | null;
+  queue: Entry[];
+  running: number;
+  state: GroupState;
+  slot: number;
+  /** The step at which the adapter became active. */
+  activeSince: number;
+  /** Order among adapters waiting for a place: when this one started waiting. */
+  waitingSince: number;
+  /** Set by failAdapter while an acquire is in flight: release it as soon as it resolves. */
+  doomed: boolean;
+}
+
+const SLOT_RETRY_MS = 20;
+
+function groupKey(org: string, adapter: AdapterRef | null): string {
+  return adapter ? `adapter:${adapter.name}@${adapter.sha256}` : `base:${org}`;
+}
+
+export class Scheduler {
+  private readonly groups = new Map<string, Group>();
+  /** Orgs in admission order; each with its groups in admission order. */
+  private readonly orgs: string[] = [];
+  private readonly orgGroups = new Map<string, Group[]>();
+  private orgTurn = 0;
+  private readonly groupTurn = new Map<string, number>();
+  private readonly running = new Map<string, Entry>();
+  private readonly entries = new Map<string, Entry>();
+  private step = 0;
+  private waitCounter = 0;
+  private loop: Promise<void> | null = null;
+  private wake: (() => void) | null = null;
+  /** Set by kick: something changed since the loop last looked, so it must not go to sleep. */
+  private changed = false;
+  private idleWaiters: (() => void)[] = [];
+  private readonly quantum: number;
+  private generated = 0;
+  /** An acquire found every slot in use; no new acquire starts until this scheduler releases one. */
+  private slotsFull = false;
+
+  constructor(
+    private readonly engine: StepEngine,
+    private readonly tokenizer: Tokenizer,
+    private readonly adapters: AdapterSlots,
+    private readonly options: SchedulerOptions,
+  ) {
+    this.quantum = options.adapterQuantumSteps ?? 16;
+    if (options.maxAdaptersPerStep < 1) throw new RangeError("maxAdaptersPerStep must be at least 1");
+    if (options.maxBatch < 1) throw new RangeError("maxBatch must be at least 1");
+  }
+
+  /** Queues a job; its adapter starts loading at once. Resolves when it ends, however it ends. */
+  submit(job: Job): Promise<Outcome> {
+    if (this.entries.has(job.id)) {
+      return Promise.reject(new Error(`job ${job.id} is already scheduled`));
+    }
+    return new Promise((resolve) => {
+      const fail = (error: JobError) =>
+        resolve({ kind: "done", finishReason: "error", error, promptTokens: 0, tokens: [], text: "" });
+      if (job.promptTokens.length === 0) return fail(new JobError("invalid_request", "the prompt is empty"));
+      if (job.promptTokens.length >= this.options.maxContext) {
+        return fail(
+          new JobError(
+            "context_length_exceeded",
+            `the prompt has ${job.promptTokens.length} tokens; this worker's context holds ${this.options.maxContext}, generated tokens included`,
+          ),
+        );
+      }
+      let output: SequenceOutput;
+      try {
+        output = new SequenceOutput(this.tokenizer, job.sampling, job.promptTokens, {
+          ...job.limits,
+          maxContext: this.options.maxContext,
+        });
+      } catch (error) {
+        return fail(new JobError("invalid_request", (error as Error).message));
+      }
+      const group = this.groupFor(job);
+      const entry: Entry = { job, group, output, prefilled: false, ending: null, resolve };
+      group.queue.push(entry);
+      this.entries.set(job.id, entry);
+      if (job.adapter) this.adapters.prefetch(job.adapter);
+      this.kick();
+    });
+  }
+
+  /** Stops a job within one step; it ends "cancelled" with what it generated. Unknown ids are ignored. */
+  cancel(id: string): void {
+    const entry = this.entries.get(id);
+    if (!entry) return;
+    if (entry.prefilled) {
+      entry.ending ??= { reason: "cancelled" };
+      this.kick();
+    } else this.dequeue(entry, this.outcome(entry, "cancelled"));
+  }
+
+  /**
+   * Fails every job of an adapter (deleted, or its weights gone): queued ones at once, running ones at the
+   * next step. The adapter's slot is released as soon as nothing runs on it.
+   */
+  failAdapter(name: string, error: JobError): void {
+    for (const group of this.groups.values()) {
+      if (group.adapter?.name !== name) continue;
+      for (const entry of [...group.queue]) this.dequeue(entry, this.outcome(entry, "error", error));
+      for (const entry of this.running.values())
+        if (entry.group === group) entry.ending ??= { reason: "error", error };
+      if (group.state === "acquiring") group.doomed = true;
+      else if (group.state === "active") group.state = "draining";
+    }
+    this.kick();
+  }
+
+  /** Takes back every job not yet prefilled (a draining worker hands them on); returns their ids. */
+  handBack(): string[] {
+    const ids: string[] = [];
+    for (const group of this.groups.values()) {
+      for (const entry of [...group.queue]) {
+        ids.push(entry.job.id);
+        this.dequeue(entry, { kind: "handed-back" });
+      }
+    }
+    this.kick();
+    return ids;
+  }
+
+  /** Resolves once no job is queued or running. */
+  idle(): Promise<void> {
+    if (this.entries.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  get queueDepth(): number {
+    return this.entries.size - this.running.size;
+  }
+
+  get runningCount(): number {
+    return this.running.size;
+  }
+
+  /** Tokens generated since the scheduler started. */
+  get tokensGenerated(): number {
+    return this.generated;
+  }
+
+  private groupFor(job: Job): Group {
+    const key = groupKey(job.org, job.adapter);
+    let group = this.groups.get(key);
+    if (!group) {
+      group = {
+        key,
+        org: job.org,
+        adapter: job.adapter,
+        queue: [],
+        running: 0,
+        state: job.adapter ? "idle" : "active",
+        slot: 0,
+        activeSince: this.step,
+        waitingSince: this.waitCounter++,
+        doomed: false,
+      };
+      this.groups.set(key, group);
+      let list = this.orgGroups.get(job.org);
+      if (!list) {
+        list = [];
+        this.orgGroups.set(job.org, list);
+        this.orgs.push(job.org);
+      }
+      list.push(group);
+    }
+    return group;
+  }
+
+  private dequeue(entry: Entry, outcome: Outcome): void {
+    const at = entry.group.queue.indexOf(entry);
+    if (at >= 0) entry.group.queue.splice(at, 1);
+    this.releaseIfUnused(entry.group);
+    this.settle(entry, outcome);
+  }
+
+  private settle(entry: Entry, outcome: Outcome): void {
+    this.entries.delete(entry.job.id);
+    entry.resolve(outcome);
+    if (this.entries.size === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+
+  private outcome(entry: Entry, finishReason: FinishReason, error?: JobError): Outcome {
+    return {
+      kind: "done",
+      finishReason,
+      ...(error ? { error } : {}),
+      promptTokens: entry.prefilled ? entry.job.promptTokens.length : 0,
+      tokens: entry.output.tokens,
+      text: entry.output.text,
+    };
+  }
+
+  /** Starts the loop, or wakes it when it waits for something to do. */
+  private kick(): void {
+    this.changed = true;
+    if (this.wake) {
+      const wake = this.wake;
+      this.wake = null;
+      wake();
+    }
+    this.loop ??= this.pump().finally(() => {
+      this.loop = null;
+      if (this.entries.size > 0) this.kick();
+    });
+  }
+
+  private async pump(): Promise<void> {
+    while (this.entries.size > 0 || this.hasHeldSlots()) {
+      this.changed = false;
+      const started = performance.now();
+      await this.retire();
+      this.arrange();
+      const before = this.generated;
+      const ran = new Set<Entry>();
+      await this.admit(ran);
+      await this.decode(ran);
+      if (ran.size > 0) {
+        this.step++;
+        const adapters = new Set([...ran].filter((e) => e.group.adapter).map((e) => e.group.key));
+        this.options.onStep?.({
+          seconds: (performance.now() - started) / 1000,
+          sequences: ran.size,
+          distinctAdapters: adapters.size,
+          tokens: this.generated - before,
+        });
+      } else if (!this.changed && (this.entries.size > 0 || this.hasHeldSlots())) {
+        // Nothing could run: every queued job waits for an adapter to load. Sleep until something changes.
+        await new Promise<void>((resolve) => {
+          this.wake = resolve;
+        });
+      }
+    }
+  }
+
+  private hasHeldSlots(): boolean {
+    for (const group of this.groups.values()) if (group.adapter && group.state !== "idle") return true;
+    return false;
+  }
+
+  /** Ends the running sequences that were cancelled or failed since the last step. */
+  private async retire(): Promise<void> {
+    for (const entry of [...this.running.values()]) {
+      if (!entry.ending) continue;
+      await this.finish(
+        entry,
+        entry.ending.reason,
+        entry.ending.reason === "error" ? entry.ending.error : undefined,
+      );
+    }
+  }
+
+  /** Releases adapters nobody needs, gives places to waiting adapters, and asks old ones to make room. */
+  private arrange(): void {
+    let held = 0;
+    for (const group of [...this.groups.values()]) {
+      if (!group.adapter) {
+        if (group.queue.length === 0 && group.running === 0) this.forget(group);
+        continue;
+      }
+      this.releaseIfUnused(group);
+      if (group.state === "idle" && group.queue.length === 0) this.forget(group);
+      else if (group.state !== "idle") held++;
+    }
+    const waiting = [...this.groups.values()]
+      .filter((g) => g.adapter && g.state === "idle" && g.queue.length > 0)
+      .sort((a, b) => a.waitingSince - b.waitingSince);
+    for (const group of waiting) {
+      if (held >= this.options.maxAdaptersPerStep || this.slotsFull) break;
+      this.startAcquire(group);
+      held++;
+    }
+    const stillWaiting = waiting.filter((g) => g.state === "idle").length;
+    if (stillWaiting === 0) return;
+    let draining = [...this.groups.values()].filter((g) => g.state === "draining").length;
+    const candidates = [...this.groups.values()]
+      .filter((g) => g.state === "active" && g.adapter && this.step - g.activeSince >= this.quantum)
+      .sort((a, b) => a.activeSince - b.activeSince);
+    for (const group of candidates) {
+      if (draining >= stillWaiting) break;
+      group.state = "draining";
+      draining++;
+    }
+  }
+
+  /** Gives back the slot of an adapter with nothing running that has nothing queued or must make room. */
+  private releaseIfUnused(group: Group): void {
+    if (!group.adapter || group.running > 0) return;
+    if (group.state !== "active" && group.state !== "draining") return;
+    if (group.queue.length > 0 && group.state === "active") return;
+    this.releaseSlot(group.adapter);
+    group.state = "idle";
+    group.waitingSince = this.waitCounter++;
+  }
+
+  private forget(group: Group): void {
+    this.groups.delete(group.key);
+    const list = this.orgGroups.get(group.org);
+    if (!list) return;
+    list.splice(list.indexOf(group), 1);
+    if (list.length === 0) {
+      this.orgGroups.delete(group.org);
+      this.groupTurn.delete(group.org);
+      this.orgs.splice(this.orgs.indexOf(group.org), 1);
+    }
+  }
+
+  private startAcquire(group: Group): void {
+    const ref = group.adapter!;
+    group.state = "acquiring";
+    this.adapters.acquire(ref).then(
+      (slot) => {
+        if (group.doomed || group.queue.length === 0) {
+          this.releaseSlot(ref);
+          group.state = "idle";
+          group.doomed = false;
+        } else {
+          group.slot = slot;
+          group.state = "active";
+          group.activeSince = this.step;
+        }
+        this.kick();
+      },
+      (error: unknown) => {
+        group.state = "idle";
+        group.doomed = false;
+        if (error instanceof NoFreeSlotError) {
+          // Keeps its place in line: it goes first once a slot is released, or after a short pause when
+          // the slots are held by someone else (a pin being loaded).
+          this.slotsFull = true;
+          setTimeout(() => this.releaseSlot(null), SLOT_RETRY_MS).unref();
+          return;
+        }
+        const reason =
+          error instanceof AdapterRemovedError
+            ? new JobError("model_not_found", `adapter ${ref.name} was deleted`)
+            : new JobError(
+                "adapter_unavailable",
+                `adapter ${ref.name} could not be loaded: ${error instanceof Error ? error.message : String(error)}`,
+              );
+        for (const entry of [...group.queue]) this.dequeue(entry, this.outcome(entry, "error", reason));
+        this.kick();
+      },
+    );
+  }
+
+  /** Gives back a slot (null: none, only look again); acquires held back for a free slot may start. */
+  private releaseSlot(ref: AdapterRef | null): void {
+    if (ref) this.adapters.release(ref);
+    if (!this.slotsFull) return;
+    this.slotsFull = false;
+    this.kick();
+  }
+
+  /** The next group, taking turns across orgs and then across an org's groups, that may admit a job now. */
+  private nextGroup(): { group: Group; orgAt: number; groupAt: number } | null {
+    const orgs = this.orgs.length;
+    for (let i = 0; i < orgs; i++) {
+      const orgAt = (this.orgTurn + i) % orgs;
+      const org = this.orgs[orgAt]!;
+      const list = this.orgGroups.get(org)!;
+      const turn = this.groupTurn.get(org) ?? 0;
+      for (let j = 0; j < list.length; j++) {
+        const groupAt = (turn + j) % list.length;
+        const group = list[groupAt]!;
+        if (group.queue.length > 0 && group.state === "active") return { group, orgAt, groupAt };
+      }
+    }
+    return null;
+  }
+
+  private async admit(ran: Set<Entry>): Promise<void> {
+    let budget = this.options.stepTokenBudget - this.running.size;
+    let first = true;
+    while (this.running.size < this.options.maxBatch) {
+      const next = this.nextGroup();
+      if (!next) return;
+      const { group, orgAt, groupAt } = next;
+      const entry = group.queue[0]!;
+      const length = entry.job.promptTokens.length;
+      if (!first && length > budget) return;
+      first = false;
+      budget -= length;
+      group.queue.shift();
+      this.orgTurn = orgAt + 1;
+      this.groupTurn.set(group.org, groupAt + 1);
+      let logits: Float32Array;
+      try {
+        [logits] = (await this.engine.prefill(entry.job.id, entry.job.promptTokens, group.slot)) as [
+          Float32Array,
+        ];
+      } catch (error) {
+        await this.engine.release(entry.job.id);
+        const reason = new JobError("engine_error", `prefill failed: ${(error as Error).message}`);
+        this.settle(entry, this.outcome(entry, "error", reason));
+        continue;
+      }
+      entry.prefilled = true;
+      group.running++;
+      this.running.set(entry.job.id, entry);
+      ran.add(entry);
+      await this.accept(entry, logits);
+    }
+  }
+
+  private async decode(ran: Set<Entry>): Promise<void> {
+    if (this.running.size === 0) return;
+    const last = new Map([...this.running].map(([id, e]) => [id, e.output.tokens.at(-1)!.token]));
+    let logits: Map<string, Float32Array>;
+    try {
+      logits = await this.engine.decode(last);
+    } catch (error) {
+      const reason = new JobError("engine_error", `decode failed: ${(error as Error).message}`);
+      for (const entry of [...this.running.values()]) await this.finish(entry, "error", reason);
+      return;
+    }
+    for (const [id, row] of logits) {
+      const entry = this.running.get(id);
+      if (!entry) continue;
+      ran.add(entry);
+      await this.accept(entry, row);
+    }
+  }
+
+  private async accept(entry: Entry, logits: Float32Array): Promise<void> {
+    const { token, text, finish, stopToken } = entry.output.accept(logits);
+    this.generated++;
+    if (!stopToken) entry.job.onToken?.(token, text);
+    if (finish) await this.finish(entry, finish);
+  }
+
+  private async finish(entry: Entry, reason: FinishReason, error?: JobError): Promise<void> {
+    if (!this.running.delete(entry.job.id)) return;
+    entry.group.running--;
+    await this.engine.release(entry.job.id);
+    if (reason !== "stop" && reason !== "error") {
+      const rest = entry.output.flush();
+      if (rest) entry.job.onToken?.(null, rest);
+    }
+    this.releaseIfUnused(entry.group);
+    this.settle(entry, this.outcome(entry, reason, error));
+  }
+}
