@@ -38,12 +38,15 @@ export function assertDeviceUsable(device: Device): void {
   }
 }
 
+/** LUMINET_ORT_PROFILE=<prefix> writes onnxruntime's per-node timing profile for every session. */
 export function sessionOptions(device: Device, threads: number): InferenceSession.SessionOptions {
+  const profile = process.env.LUMINET_ORT_PROFILE;
   const common: InferenceSession.SessionOptions = {
     graphOptimizationLevel: "all",
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     logSeverityLevel: 3,
+    ...(profile ? { enableProfiling: true, profileFilePrefix: profile } : {}),
   };
   switch (device) {
     case "cpu":
