@@ -1,0 +1,99 @@
+// Which exact adapter a request runs with: the caller's org's ready adapter of that name on that base, or,
+// when the name is an alias, one of the alias's versions drawn by traffic weight. Another org's adapter and
+// an unknown one get the same 404 (existence is not revealed) and never fall back to the base model.
+// Lookups are cached briefly per (org, base, name): the draw by weight happens per request on the cached rows.
+import { and, eq, isNull, or } from "drizzle-orm";
+import type { Db } from "../db/open.ts";
+import { adapters } from "../schema/db.ts";
+import type { AdapterRef } from "../schema/wire.ts";
+import type { Principal } from "./auth.ts";
+import { modelNotFound } from "./errors.ts";
+import type { ModelId } from "./model-id.ts";
+
+interface Candidate {
+  ref: AdapterRef;
+  weight: number;
+}
+
+export interface AdapterResolverOptions {
+  /** How long a lookup is reused; a deleted or re-weighted adapter takes effect within this. */
+  cacheMs?: number;
+  now?: () => number;
+  /** A number in [0, 1) per draw; tests pass a fixed sequence. */
+  random?: () => number;
+}
+
+export class AdapterResolver {
+  readonly #cacheMs: number;
+  readonly #now: () => number;
+  readonly #random: () => number;
+  readonly #cache = new Map<string, { candidates: Candidate[]; expiresAt: number }>();
+
+  constructor(options: AdapterResolverOptions = {}) {
+    this.#cacheMs = options.cacheMs ?? 5_000;
+    this.#now = options.now ?? Date.now;
+    this.#random = options.random ?? Math.random;
+  }
+
+  /** Drops cached lookups, e.g. after the adapter admin API changed something. */
+  invalidate(orgId?: string): void {
+    if (orgId === undefined) this.#cache.clear();
+    else for (const key of this.#cache.keys()) if (key.startsWith(`${orgId}\0`)) this.#cache.delete(key);
+  }
+
+  /** The adapter to run, or null for a bare base; throws model_not_found with `model` as the client wrote it. */
+  async resolve(db: Db, caller: Principal, id: ModelId, model: string): Promise<AdapterRef | null> {
+    if (id.adapter === null) return null;
+    if (id.adapter.org !== caller.orgId) throw modelNotFound(model);
+    const candidates = await this.#candidates(db, caller.orgId, id.base, id.adapter.name);
+    const exact = candidates.find((c) => c.ref.name === id.adapter?.name);
+    if (exact) return exact.ref;
+    const chosen = this.#draw(candidates);
+    if (!chosen) throw modelNotFound(model);
+    return chosen.ref;
+  }
+
+  /** A weighted draw among versions with weight > 0; null when every version is switched off. */
+  #draw(candidates: Candidate[]): Candidate | null {
+    const live = candidates.filter((c) => c.weight > 0);
+    const total = live.reduce((sum, c) => sum + c.weight, 0);
+    let point = this.#random() * total;
+    for (const candidate of live) {
+      point -= candidate.weight;
+      if (point < 0) return candidate;
+    }
+    return live.at(-1) ?? null;
+  }
+
+  async #candidates(db: Db, orgId: string, base: string, name: string): Promise<Candidate[]> {
+    const key = `${orgId}\0${base}\0${name}`;
+    const cached = this.#cache.get(key);
+    if (cached && cached.expiresAt > this.#now()) return cached.candidates;
+    const rows = await db
+      .select()
+      .from(adapters)
+      .where(
+        and(
+          eq(adapters.orgId, orgId),
+          eq(adapters.base, base),
+          eq(adapters.status, "ready"),
+          isNull(adapters.deletedAt),
+          or(eq(adapters.name, name), eq(adapters.alias, name)),
+        ),
+      )
+      .orderBy(adapters.createdAt, adapters.name);
+    const candidates = rows.flatMap((row): Candidate[] =>
+      // A ready row always has its sha256 (a check constraint); the guard keeps the type honest.
+      row.sha256 === null
+        ? []
+        : [
+            {
+              ref: { name: row.name, blob_key: row.blobKey, sha256: row.sha256, rank: row.rank },
+              weight: row.trafficWeight,
+            },
+          ],
+    );
+    this.#cache.set(key, { candidates, expiresAt: this.#now() + this.#cacheMs });
+    return candidates;
+  }
+}

@@ -1,0 +1,145 @@
+// Turns a validated chat or completions body into what a worker runs: prompt token ids (chat template
+// applied here, so workers only see ids) and wire sampling parameters, after the checks schemas cannot
+// make: n, the prompt and max_tokens against the base's context, token ids against the vocabulary, and the
+// OpenAI options Luminet refuses rather than silently ignores.
+import type { ChatCompletionRequest, ChatMessageIn, CompletionRequest } from "../schema/api.ts";
+import type { SamplingParams } from "../schema/wire.ts";
+import type { ChatMessage } from "../worker/engine/tokenizer.ts";
+import type { BaseModelInfo } from "./bases.ts";
+import { invalidRequest } from "./errors.ts";
+
+export interface Admitted {
+  promptTokenIds: number[];
+  sampling: SamplingParams;
+  stream: boolean;
+  /** stream_options.include_usage: a last chunk carries the usage. */
+  includeUsage: boolean;
+}
+
+type Common = Pick<
+  ChatCompletionRequest,
+  | "n"
+  | "temperature"
+  | "top_p"
+  | "seed"
+  | "stop"
+  | "presence_penalty"
+  | "frequency_penalty"
+  | "stream"
+  | "stream_options"
+>;
+
+function messageText(message: ChatMessageIn, index: number): string {
+  if (message.content === null) {
+    if (message.role === "assistant") return "";
+    throw invalidRequest(
+      `messages[${index}]: a ${message.role} message needs content`,
+      `messages.${index}.content`,
+    );
+  }
+  return typeof message.content === "string"
+    ? message.content
+    : message.content.map((part) => part.text).join("");
+}
+
+function contextExceeded(base: BaseModelInfo, prompt: number, completion: number, param: string) {
+  return invalidRequest(
+    `This model's maximum context length is ${base.contextLength} tokens. However, you requested ` +
+      `${prompt + completion} tokens (${prompt} in the prompt, ${completion} for the completion). ` +
+      "Please reduce the length of the prompt or the completion.",
+    param,
+    "context_length_exceeded",
+  );
+}
+
+function admit(
+  body: Common,
+  base: BaseModelInfo,
+  promptTokenIds: number[],
+  promptParam: string,
+  requestedMaxTokens: number | null | undefined,
+  maxTokensParam: string,
+  logprobs: { on: boolean; top: number },
+): Admitted {
+  if (body.n !== undefined && body.n !== null && body.n !== 1) {
+    throw invalidRequest(`n must be 1 here, got ${body.n}: ask for more completions with more requests`, "n");
+  }
+  const prompt = promptTokenIds.length;
+  if (prompt >= base.contextLength) throw contextExceeded(base, prompt, 1, promptParam);
+  const room = base.contextLength - prompt;
+  if (requestedMaxTokens != null && requestedMaxTokens > room) {
+    throw contextExceeded(base, prompt, requestedMaxTokens, maxTokensParam);
+  }
+  const stop = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
+  return {
+    promptTokenIds,
+    sampling: {
+      max_tokens: requestedMaxTokens ?? room,
+      temperature: body.temperature ?? 1,
+      top_p: body.top_p ?? 1,
+      top_k: 0,
+      seed: body.seed ?? null,
+      presence_penalty: body.presence_penalty ?? 0,
+      frequency_penalty: body.frequency_penalty ?? 0,
+      repetition_penalty: 1,
+      stop,
+      stop_token_ids: [...base.tokenizer.eosTokenIds],
+      logprobs: logprobs.on,
+      top_logprobs: logprobs.top,
+    },
+    stream: body.stream === true,
+    includeUsage: body.stream === true && body.stream_options?.include_usage === true,
+  };
+}
+
+export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Admitted {
+  const messages: ChatMessage[] = body.messages.map((m, i) => ({
+    // OpenAI's newer name for the system role; chat templates know "system".
+    role: m.role === "developer" ? "system" : m.role,
+    content: messageText(m, i),
+  }));
+  const text = base.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+  // The template writes the special tokens (bos included) itself.
+  const ids = base.tokenizer.encode(text, { addSpecialTokens: false });
+  if (body.top_logprobs != null && body.top_logprobs > 0 && body.logprobs !== true) {
+    throw invalidRequest("top_logprobs needs logprobs set to true", "top_logprobs");
+  }
+  if (body.max_tokens != null && body.max_completion_tokens != null) {
+    throw invalidRequest("give max_completion_tokens or max_tokens, not both", "max_tokens");
+  }
+  const maxTokens = body.max_completion_tokens ?? body.max_tokens;
+  const param = body.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
+  return admit(body, base, ids, "messages", maxTokens, param, {
+    on: body.logprobs === true,
+    top: body.top_logprobs ?? 0,
+  });
+}
+
+function completionPromptIds(prompt: CompletionRequest["prompt"], base: BaseModelInfo): number[] {
+  if (typeof prompt === "string") return base.tokenizer.encode(prompt, { addSpecialTokens: true });
+  if (prompt.length === 0) throw invalidRequest("prompt is empty", "prompt");
+  // A list of token ids is one prompt; a list of strings or of id lists is several.
+  if (typeof prompt[0] === "number") return prompt as number[];
+  if (prompt.length !== 1) {
+    throw invalidRequest("give one prompt per request (a list must hold exactly one)", "prompt");
+  }
+  const only = prompt[0]!;
+  return typeof only === "string" ? base.tokenizer.encode(only, { addSpecialTokens: true }) : only;
+}
+
+export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): Admitted {
+  if (body.echo === true) throw invalidRequest("echo is not supported", "echo");
+  if (body.suffix) throw invalidRequest("suffix is not supported", "suffix");
+  if (body.best_of != null && body.best_of !== 1) {
+    throw invalidRequest(`best_of must be 1 here, got ${body.best_of}`, "best_of");
+  }
+  const ids = completionPromptIds(body.prompt, base);
+  if (ids.length === 0) throw invalidRequest("prompt is empty", "prompt");
+  const vocab = base.tokenizer.vocabSize;
+  const bad = ids.find((id) => id >= vocab);
+  if (bad !== undefined) {
+    throw invalidRequest(`prompt holds token id ${bad}, outside the vocabulary of ${vocab} tokens`, "prompt");
+  }
+  const top = body.logprobs ?? null;
+  return admit(body, base, ids, "prompt", body.max_tokens, "max_tokens", { on: top !== null, top: top ?? 0 });
+}

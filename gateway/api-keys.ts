@@ -1,0 +1,119 @@
+// API keys: `lk_` plus 40 random base62 characters, shown once at creation and stored only as the sha256
+// of the whole key with a short visible prefix. Creating, listing and revoking them, every query scoped by
+// org. Web Crypto only, so the same code runs on Node and Workers.
+import { and, asc, eq, isNull, like } from "drizzle-orm";
+import type { Db } from "../db/open.ts";
+import { type ApiKey, apiKeys, orgs } from "../schema/db.ts";
+
+export const API_KEY_PREFIX = "lk_";
+/** The scope that opens management routes (adapters, keys). */
+export const ADMIN_SCOPE = "admin";
+const SECRET_LENGTH = 40;
+/** "lk_" plus 8 characters: enough to tell keys apart, far too few to guess the rest. */
+const VISIBLE_LENGTH = API_KEY_PREFIX.length + 8;
+const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+export class ApiKeyError extends Error {
+  override readonly name = "ApiKeyError";
+}
+
+/** A new key: 40 base62 characters ≈ 238 bits from the platform's CSPRNG, drawn without modulo bias. */
+export function generateApiKey(): string {
+  let secret = "";
+  while (secret.length < SECRET_LENGTH) {
+    for (const byte of crypto.getRandomValues(new Uint8Array(64))) {
+      // 248 = 4 × 62: bytes above it would favour the first characters.
+      if (byte < 248 && secret.length < SECRET_LENGTH) secret += BASE62[byte % 62];
+    }
+  }
+  return API_KEY_PREFIX + secret;
+}
+
+export function looksLikeApiKey(value: string): boolean {
+  return value.startsWith(API_KEY_PREFIX) && /^[0-9A-Za-z]+$/.test(value.slice(API_KEY_PREFIX.length));
+}
+
+/** The visible part of a key, stored beside its hash and safe to log. */
+export function apiKeyPrefix(key: string): string {
+  return key.slice(0, VISIBLE_LENGTH);
+}
+
+/** sha256 of the whole key, lowercase hex: the only form of a key the database holds. */
+export async function hashApiKey(key: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export interface CreatedApiKey {
+  /** The key itself: show it once, it cannot be recovered. */
+  key: string;
+  record: ApiKey;
+}
+
+export interface CreateApiKeyOptions {
+  orgId: string;
+  name: string;
+  scopes?: string[];
+  /** Use this key instead of a random one (`luminet dev`'s LUMINET_DEV_API_KEY); it must look like a key. */
+  key?: string;
+}
+
+/** Creates the org when it does not exist yet, named after its id. */
+export async function ensureOrg(db: Db, orgId: string, name = orgId): Promise<void> {
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(orgId)) {
+    throw new ApiKeyError(
+      `org id "${orgId}" must be 1-63 lowercase letters, digits or "-", starting with a letter or digit`,
+    );
+  }
+  await db.insert(orgs).values({ id: orgId, name }).onConflictDoNothing();
+}
+
+export async function createApiKey(db: Db, options: CreateApiKeyOptions): Promise<CreatedApiKey> {
+  const key = options.key ?? generateApiKey();
+  if (!looksLikeApiKey(key) || key.length < API_KEY_PREFIX.length + 20) {
+    throw new ApiKeyError(`an API key must be "${API_KEY_PREFIX}" followed by at least 20 letters or digits`);
+  }
+  const [record] = await db
+    .insert(apiKeys)
+    .values({
+      orgId: options.orgId,
+      name: options.name,
+      keyHash: await hashApiKey(key),
+      prefix: apiKeyPrefix(key),
+      scopes: options.scopes ?? [],
+    })
+    .returning();
+  if (!record) throw new ApiKeyError("the database did not return the new key");
+  return { key, record };
+}
+
+/** The org's keys, oldest first; revoked ones included (they show when they were revoked). */
+export async function listApiKeys(db: Db, orgId: string): Promise<ApiKey[]> {
+  return db.select().from(apiKeys).where(eq(apiKeys.orgId, orgId)).orderBy(asc(apiKeys.createdAt));
+}
+
+/**
+ * Revokes the org's live key whose visible prefix starts with `prefix`. A prefix matching no key or several
+ * is refused by name, so a typo never revokes the wrong key.
+ */
+export async function revokeApiKey(db: Db, orgId: string, prefix: string): Promise<ApiKey> {
+  if (prefix.length < API_KEY_PREFIX.length + 4) {
+    throw new ApiKeyError(`give at least ${API_KEY_PREFIX.length + 4} characters of the key's prefix`);
+  }
+  const pattern = `${prefix.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+  const live = and(eq(apiKeys.orgId, orgId), like(apiKeys.prefix, pattern), isNull(apiKeys.revokedAt));
+  const matches = await db.select().from(apiKeys).where(live);
+  if (matches.length === 0) throw new ApiKeyError(`org "${orgId}" has no live key starting with "${prefix}"`);
+  if (matches.length > 1) {
+    throw new ApiKeyError(
+      `"${prefix}" matches ${matches.length} keys of org "${orgId}" (${matches.map((k) => k.prefix).join(", ")}); give more of the prefix`,
+    );
+  }
+  const [revoked] = await db
+    .update(apiKeys)
+    .set({ revokedAt: new Date() })
+    .where(and(eq(apiKeys.id, matches[0]!.id), eq(apiKeys.orgId, orgId)))
+    .returning();
+  if (!revoked) throw new ApiKeyError(`key ${prefix} vanished while being revoked`);
+  return revoked;
+}

@@ -1,0 +1,54 @@
+// The gateway's Hono app, built from injected dependencies and nothing else, so the same app runs on Node
+// (gateway/node.ts), on Workers (gateway/worker.ts), in `luminet dev` and in tests. Every response carries
+// `x-request-id`; every error, whatever threw it, leaves through onError as OpenAI's error body.
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { bearerAuth } from "./auth.ts";
+import type { GatewayEnv } from "./context.ts";
+import type { GatewayDeps } from "./deps.ts";
+import { errorResponse, payloadTooLarge, routeNotFound, toApiError } from "./errors.ts";
+import { GenerationCancelled } from "./generation.ts";
+import { chatCompletions } from "./routes/chat-completions.ts";
+import { completions } from "./routes/completions.ts";
+import { listModelsRoute, retrieveModelRoute } from "./routes/models.ts";
+
+export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
+  const app = new Hono<GatewayEnv>();
+
+  app.use("*", async (c, next) => {
+    const requestId = deps.newRequestId();
+    c.set("requestId", requestId);
+    const started = performance.now();
+    await next();
+    c.res.headers.set("x-request-id", requestId);
+    deps.metrics?.observe(c.req.routePath, c.res.status, (performance.now() - started) / 1000);
+  });
+
+  app.get("/healthz", (c) => c.json({ ok: true }));
+
+  app.use("/v1/*", bearerAuth(deps.db, deps.authCache));
+  app.use(
+    "/v1/*",
+    bodyLimit({
+      maxSize: deps.limits.maxBodyBytes,
+      onError: () => errorResponse(payloadTooLarge(deps.limits.maxBodyBytes)),
+    }),
+  );
+  app.get("/v1/models", listModelsRoute(deps));
+  app.get("/v1/models/:model{.+}", retrieveModelRoute(deps));
+  app.post("/v1/chat/completions", chatCompletions(deps));
+  app.post("/v1/completions", completions(deps));
+
+  app.notFound((c) => errorResponse(routeNotFound(c.req.method, c.req.path)));
+  app.onError((error, c) => {
+    const apiError = toApiError(error);
+    if (apiError.status >= 500 && !(error instanceof GenerationCancelled)) {
+      deps.log.error(
+        { requestId: c.get("requestId"), err: error instanceof Error ? error.message : String(error) },
+        "request failed",
+      );
+    }
+    return errorResponse(apiError);
+  });
+  return app;
+}

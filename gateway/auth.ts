@@ -1,0 +1,108 @@
+// Bearer-key authentication: hash the key, look it up, cache the answer for at most 30 s (so a revoked key
+// stops working within that), and put the caller's org, key id and scopes on the context. Only the key's
+// hash and prefix are ever held or logged.
+import { and, eq, isNull } from "drizzle-orm";
+import type { MiddlewareHandler } from "hono";
+import type { Db } from "../db/open.ts";
+import { apiKeys } from "../schema/db.ts";
+import { apiKeyPrefix, hashApiKey, looksLikeApiKey } from "./api-keys.ts";
+import type { GatewayEnv } from "./context.ts";
+import { invalidApiKey, permissionDenied } from "./errors.ts";
+
+/** Who is calling: every query a route runs is scoped by `orgId`. */
+export interface Principal {
+  keyId: string;
+  orgId: string;
+  /** The key's visible prefix, for logs. */
+  prefix: string;
+  scopes: readonly string[];
+}
+
+export const MAX_AUTH_CACHE_MS = 30_000;
+
+export interface AuthCacheOptions {
+  /** How long a looked-up key is trusted without asking the database again; at most 30 s. */
+  ttlMs?: number;
+  maxEntries?: number;
+  now?: () => number;
+}
+
+/** Known-good keys by hash. Misses are not cached: a key created a moment ago works at once. */
+export class AuthCache {
+  readonly ttlMs: number;
+  readonly #maxEntries: number;
+  readonly #now: () => number;
+  readonly #entries = new Map<string, { principal: Principal; expiresAt: number }>();
+
+  constructor(options: AuthCacheOptions = {}) {
+    this.ttlMs = Math.min(options.ttlMs ?? MAX_AUTH_CACHE_MS, MAX_AUTH_CACHE_MS);
+    this.#maxEntries = options.maxEntries ?? 10_000;
+    this.#now = options.now ?? Date.now;
+  }
+
+  get(hash: string): Principal | undefined {
+    const entry = this.#entries.get(hash);
+    if (!entry) return undefined;
+    if (entry.expiresAt <= this.#now()) {
+      this.#entries.delete(hash);
+      return undefined;
+    }
+    return entry.principal;
+  }
+
+  set(hash: string, principal: Principal): void {
+    if (this.#entries.size >= this.#maxEntries) {
+      // Maps iterate in insertion order: the first entry is the oldest.
+      const oldest = this.#entries.keys().next();
+      if (!oldest.done) this.#entries.delete(oldest.value);
+    }
+    this.#entries.set(hash, { principal, expiresAt: this.#now() + this.ttlMs });
+  }
+}
+
+/** The live key with this hash, marking it used; null when there is none or it was revoked. */
+async function lookUp(db: Db, hash: string): Promise<Principal | null> {
+  const [row] = await db
+    .update(apiKeys)
+    .set({ lastUsedAt: new Date() })
+    .where(and(eq(apiKeys.keyHash, hash), isNull(apiKeys.revokedAt)))
+    .returning({ id: apiKeys.id, orgId: apiKeys.orgId, prefix: apiKeys.prefix, scopes: apiKeys.scopes });
+  return row ? { keyId: row.id, orgId: row.orgId, prefix: row.prefix, scopes: row.scopes } : null;
+}
+
+export async function authenticate(db: Db, cache: AuthCache, authorization: string | undefined) {
+  if (!authorization) {
+    throw invalidApiKey(
+      "You didn't provide an API key. Send it in the Authorization header as `Bearer lk_...`.",
+    );
+  }
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+  const key = match?.[1];
+  if (!key || !looksLikeApiKey(key)) {
+    throw invalidApiKey("The Authorization header must be `Bearer lk_...` with a Luminet API key.");
+  }
+  const hash = await hashApiKey(key);
+  const cached = cache.get(hash);
+  if (cached) return cached;
+  const principal = await lookUp(db, hash);
+  if (!principal) throw invalidApiKey(`Incorrect or revoked API key provided: ${apiKeyPrefix(key)}…`);
+  cache.set(hash, principal);
+  return principal;
+}
+
+export function bearerAuth(db: Db, cache: AuthCache): MiddlewareHandler<GatewayEnv> {
+  return async (c, next) => {
+    c.set("principal", await authenticate(db, cache, c.req.header("authorization")));
+    await next();
+  };
+}
+
+/** For management routes: 403 unless the caller's key carries the scope. */
+export function requireScope(scope: string): MiddlewareHandler<GatewayEnv> {
+  return async (c, next) => {
+    if (!c.get("principal").scopes.includes(scope)) {
+      throw permissionDenied(`This route needs an API key with the "${scope}" scope.`);
+    }
+    await next();
+  };
+}

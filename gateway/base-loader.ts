@@ -1,0 +1,74 @@
+// Node side of the base catalog: a base named on the command line (`--model NAME=DIR`) gets its tokenizer
+// from the model folder and its context length from the base_models row, which is registered from the
+// folder's config.json when missing (prices 0 until someone sets them). Adapters reference that row.
+import { eq } from "drizzle-orm";
+import type { Db } from "../db/open.ts";
+import { type BaseArchitecture, baseModels } from "../schema/db.ts";
+import { loadModelConfig, type ModelConfig } from "../worker/engine/model-config.ts";
+import { loadTokenizer } from "../worker/engine/tokenizer.ts";
+import type { BaseModelInfo } from "./bases.ts";
+
+export interface BaseModelSource {
+  name: string;
+  dir: string;
+}
+
+const FAMILIES: Record<ModelConfig["architecture"], string> = {
+  llama: "LlamaForCausalLM",
+  mistral: "MistralForCausalLM",
+  qwen2: "Qwen2ForCausalLM",
+};
+
+export function architectureOf(config: ModelConfig): BaseArchitecture {
+  return {
+    family: FAMILIES[config.architecture],
+    layers: config.numLayers,
+    hiddenSize: config.hiddenSize,
+    intermediateSize: config.intermediateSize,
+    attentionHeads: config.numHeads,
+    kvHeads: config.numKvHeads,
+    headDim: config.headDim,
+    vocabSize: config.vocabSize,
+  };
+}
+
+/** Parses `NAME=DIR`, the form of `--model`; the name may hold "/" and ":" but not "=". */
+export function parseBaseModelSource(spec: string): BaseModelSource {
+  const at = spec.indexOf("=");
+  if (at <= 0 || at === spec.length - 1) {
+    throw new Error(`--model expects NAME=DIR (e.g. meta-llama/Llama-3.2-1B=./models/llama), got "${spec}"`);
+  }
+  return { name: spec.slice(0, at), dir: spec.slice(at + 1) };
+}
+
+export interface LoadBaseOptions {
+  /** Context length to register when the base has no row yet; default the model's max positions. */
+  contextLength?: number;
+}
+
+export async function loadBaseModel(
+  db: Db,
+  source: BaseModelSource,
+  options: LoadBaseOptions = {},
+): Promise<BaseModelInfo> {
+  const config = loadModelConfig(source.dir);
+  const tokenizer = loadTokenizer(source.dir);
+  await db
+    .insert(baseModels)
+    .values({
+      name: source.name,
+      architecture: architectureOf(config),
+      contextLength: options.contextLength ?? config.maxPositions,
+      inputPriceMicrosPerMillion: 0,
+      outputPriceMicrosPerMillion: 0,
+    })
+    .onConflictDoNothing();
+  const [row] = await db.select().from(baseModels).where(eq(baseModels.name, source.name));
+  if (!row) throw new Error(`base model "${source.name}" was not registered`);
+  return {
+    name: row.name,
+    tokenizer,
+    contextLength: row.contextLength,
+    created: Math.floor(row.createdAt.getTime() / 1000),
+  };
+}

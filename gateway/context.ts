@@ -1,0 +1,10 @@
+// What the gateway's middleware puts on each request's Hono context, typed once for every route.
+import type { Principal } from "./auth.ts";
+
+export type GatewayEnv = {
+  Variables: {
+    /** Ours, never the client's: it becomes the bus message id and the billing row's key. */
+    requestId: string;
+    principal: Principal;
+  };
+};

@@ -1,0 +1,68 @@
+// Everything the gateway app is built from, injected by its entry (gateway/node.ts, gateway/worker.ts,
+// `luminet dev`, tests): database, bus, base models, caches, clock and limits. The caches are separate so
+// an entry that builds an app per request (Workers) can keep them across requests.
+import type { Bus } from "../bus/bus.ts";
+import type { Db } from "../db/open.ts";
+import { AdapterResolver } from "./adapter-resolver.ts";
+import { AuthCache } from "./auth.ts";
+import type { BaseCatalog } from "./bases.ts";
+import type { RoutingOptions } from "./routing.ts";
+
+/** The part of a pino logger the gateway uses; callers log key prefixes, never keys. */
+export interface GatewayLog {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+  error(fields: object, message: string): void;
+}
+
+/** Per-request measurements; the Node entry feeds them to prom-client. */
+export interface GatewayMetrics {
+  observe(route: string, status: number, seconds: number): void;
+}
+
+export interface GatewayDeps {
+  db: Db;
+  bus: Bus;
+  bases: BaseCatalog;
+  authCache: AuthCache;
+  adapters: AdapterResolver;
+  routing: RoutingOptions;
+  log: GatewayLog;
+  metrics: GatewayMetrics | null;
+  now: () => number;
+  /** A fresh request id: unguessable and unique, since it keys the billing row. */
+  newRequestId: () => string;
+  limits: {
+    /** Larger bodies get 413 before they are read whole. */
+    maxBodyBytes: number;
+    /** A request still running after this is cancelled and answered with 504. */
+    requestTimeoutMs: number;
+    /** Retry-After of the 503 sent when no worker serves a base. */
+    retryAfterSeconds: number;
+  };
+}
+
+export type GatewayDepsInput = Pick<GatewayDeps, "db" | "bus" | "bases"> &
+  Partial<Omit<GatewayDeps, "limits">> & { limits?: Partial<GatewayDeps["limits"]> };
+
+const silent: GatewayLog = { info() {}, warn() {}, error() {} };
+
+export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
+  const now = input.now ?? Date.now;
+  return {
+    authCache: new AuthCache({ now }),
+    adapters: new AdapterResolver({ now }),
+    routing: {},
+    log: silent,
+    metrics: null,
+    newRequestId: () => crypto.randomUUID().replaceAll("-", ""),
+    ...input,
+    now,
+    limits: {
+      maxBodyBytes: 4 * 1024 * 1024,
+      requestTimeoutMs: 10 * 60_000,
+      retryAfterSeconds: 5,
+      ...input.limits,
+    },
+  };
+}

@@ -1,0 +1,129 @@
+// The gateway's errors as typed values, and the one place that turns any failure into OpenAI's error body
+// `{"error": {"message", "type", "param", "code"}}` with its status. Handlers throw; app.ts's onError calls
+// toApiError and errorResponse; nothing else builds an error response.
+import type { z } from "zod";
+import { WorkerLostError } from "../bus/reply-inbox.ts";
+import type { ErrorBody, ErrorType } from "../schema/api.ts";
+import type { WireErrorBody } from "../schema/wire.ts";
+
+export type ErrorStatus = 400 | 401 | 403 | 404 | 405 | 413 | 429 | 500 | 502 | 503 | 504;
+
+export class ApiError extends Error {
+  override readonly name = "ApiError";
+  constructor(
+    readonly status: ErrorStatus,
+    readonly type: ErrorType,
+    message: string,
+    readonly code: string | null = null,
+    readonly param: string | null = null,
+    /** Extra response headers, e.g. Retry-After. */
+    readonly headers: Readonly<Record<string, string>> = {},
+  ) {
+    super(message);
+  }
+
+  get body(): ErrorBody {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+}
+
+export function invalidRequest(message: string, param: string | null = null, code: string | null = null) {
+  return new ApiError(400, "invalid_request_error", message, code, param);
+}
+
+export function invalidApiKey(message: string): ApiError {
+  return new ApiError(401, "invalid_request_error", message, "invalid_api_key");
+}
+
+export function permissionDenied(message: string): ApiError {
+  return new ApiError(403, "permission_error", message, "insufficient_permissions");
+}
+
+/** The same answer for a model that does not exist and one another org owns: existence is not revealed. */
+export function modelNotFound(model: string): ApiError {
+  return new ApiError(
+    404,
+    "invalid_request_error",
+    `The model \`${model}\` does not exist or you do not have access to it.`,
+    "model_not_found",
+    "model",
+  );
+}
+
+export function routeNotFound(method: string, path: string): ApiError {
+  return new ApiError(404, "invalid_request_error", `Unknown request URL: ${method} ${path}.`, "unknown_url");
+}
+
+export function payloadTooLarge(limitBytes: number): ApiError {
+  return new ApiError(
+    413,
+    "invalid_request_error",
+    `The request body is larger than the limit of ${limitBytes} bytes.`,
+    "request_too_large",
+  );
+}
+
+export function noWorker(base: string, retryAfterSeconds: number): ApiError {
+  return new ApiError(
+    503,
+    "server_error",
+    `No worker is serving the base model \`${base}\` right now; retry in ${retryAfterSeconds} s.`,
+    "no_worker",
+    null,
+    { "retry-after": String(retryAfterSeconds) },
+  );
+}
+
+export function upstreamTimeout(seconds: number): ApiError {
+  return new ApiError(504, "server_error", `No reply from a worker within ${seconds} s.`, "timeout");
+}
+
+export function internalError(message = "The server had an error while processing your request."): ApiError {
+  return new ApiError(500, "server_error", message, "internal_error");
+}
+
+/** A body that failed its schema: the first problem, naming the field, as OpenAI reports one at a time. */
+export function invalidBody(error: z.ZodError): ApiError {
+  const issue = error.issues[0];
+  if (!issue) return invalidRequest("The request body is invalid.");
+  const param = issue.path.length > 0 ? issue.path.map(String).join(".") : null;
+  return invalidRequest(param ? `Invalid value for '${param}': ${issue.message}` : issue.message, param);
+}
+
+/**
+ * A worker's error (the Final of a failed request) as an API error. The worker's codes that mean "the
+ * caller asked for something impossible" keep their meaning; anything else is the server's fault.
+ */
+export function fromWireError(error: WireErrorBody): ApiError {
+  switch (error.code) {
+    case "model_not_found":
+    case "adapter_not_found":
+      return new ApiError(404, "invalid_request_error", error.message, "model_not_found", "model");
+    case "context_length_exceeded":
+    case "invalid_request":
+      return invalidRequest(error.message, null, error.code);
+    default:
+      return new ApiError(502, "server_error", `The worker failed: ${error.message}`, error.code);
+  }
+}
+
+/** Anything thrown while serving a request, as the error the client sees. */
+export function toApiError(error: unknown): ApiError {
+  if (error instanceof ApiError) return error;
+  if (error instanceof WorkerLostError) {
+    return new ApiError(
+      502,
+      "server_error",
+      "The worker serving this request was lost after it began streaming; the request was not restarted.",
+      "worker_lost",
+    );
+  }
+  return internalError();
+}
+
+export function errorResponse(error: ApiError, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(error.body), {
+    status: error.status,
+    headers: { "content-type": "application/json", ...error.headers, ...headers },
+  });
+}

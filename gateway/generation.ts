@@ -1,0 +1,139 @@
+// One request's run on a worker, from the gateway's side: pick the worker from live heartbeats, open the
+// reply inbox before publishing (so no reply can be missed), publish, then read token chunks in sequence
+// until the Final. Cancelling (client gone, deadline passed) publishes one cancel to the worker and closes
+// the inbox at once, so a worker that has not claimed the request yet finds nobody waiting and drops it.
+import type { Bus, ReplyInbox } from "../bus/bus.ts";
+import type { AdapterRef, Final, InferenceRequest, TokenChunk } from "../schema/wire.ts";
+import { WIRE_VERSION } from "../schema/wire.ts";
+import type { Admitted } from "./admission.ts";
+import type { Principal } from "./auth.ts";
+import { ApiError, fromWireError, noWorker, upstreamTimeout } from "./errors.ts";
+import { chooseWorker, type RoutingOptions } from "./routing.ts";
+
+export interface GenerationOptions {
+  bus: Bus;
+  routing?: RoutingOptions;
+  /** How long a request may take end to end before it is cancelled and answered with 504. */
+  timeoutMs: number;
+  /** Retry-After of the 503 sent when no worker serves the base. */
+  retryAfterSeconds: number;
+  now: () => number;
+}
+
+export interface GenerationTarget {
+  requestId: string;
+  caller: Principal;
+  base: string;
+  adapter: AdapterRef | null;
+  admitted: Admitted;
+}
+
+/** The client went away (or the deadline passed) and the run was cancelled; nobody reads the result. */
+export class GenerationCancelled extends Error {
+  override readonly name = "GenerationCancelled";
+}
+
+export async function startGeneration(options: GenerationOptions, target: GenerationTarget) {
+  const { bus } = options;
+  const heartbeats = await bus.liveHeartbeats(target.base);
+  const workerId = chooseWorker(heartbeats, target.adapter?.name ?? null, target.requestId, options.routing);
+  if (workerId === null) throw noWorker(target.base, options.retryAfterSeconds);
+  const inbox = await bus.openReplyInbox();
+  const now = options.now();
+  const request: InferenceRequest = {
+    v: WIRE_VERSION,
+    id: target.requestId,
+    org: target.caller.orgId,
+    api_key_id: target.caller.keyId,
+    base: target.base,
+    adapter: target.adapter,
+    prompt_token_ids: target.admitted.promptTokenIds,
+    sampling: target.admitted.sampling,
+    reply: inbox.subject,
+    created_at: now,
+    deadline: now + options.timeoutMs,
+  };
+  try {
+    await bus.publishRequest(request, workerId);
+  } catch (error) {
+    inbox.close();
+    throw error;
+  }
+  return new Generation(bus, request, workerId, inbox, options.timeoutMs);
+}
+
+export class Generation {
+  #finished = false;
+  #cancelled = false;
+  #timedOut = false;
+  readonly #timer: ReturnType<typeof setTimeout>;
+
+  constructor(
+    private readonly bus: Bus,
+    readonly request: InferenceRequest,
+    /** The worker the request was published to, or "any". */
+    readonly workerId: string,
+    private readonly inbox: ReplyInbox,
+    private readonly timeoutMs: number,
+  ) {
+    this.#timer = setTimeout(() => {
+      this.#timedOut = true;
+      this.cancel();
+    }, timeoutMs);
+  }
+
+  get requestId(): string {
+    return this.request.id;
+  }
+
+  /**
+   * The token chunks in order, then the Final as the return value. Throws an ApiError for a worker's
+   * error, a gap in the chunks, or the deadline; GenerationCancelled once cancel() was called. Leaving
+   * the iteration early cancels the run.
+   */
+  async *chunks(): AsyncGenerator<TokenChunk, Final, void> {
+    let seq = 0;
+    try {
+      for await (const reply of this.inbox) {
+        if (reply.seq !== seq) {
+          throw new ApiError(
+            502,
+            "server_error",
+            `The worker's reply lost part of its tokens (expected chunk ${seq}, got ${reply.seq}).`,
+            "reply_incomplete",
+          );
+        }
+        if (reply.type === "chunk") {
+          seq++;
+          yield reply;
+          continue;
+        }
+        this.#finish();
+        if (reply.finish_reason === "error") throw fromWireError(reply.error!);
+        if (reply.finish_reason === "cancelled") {
+          throw new ApiError(503, "server_error", "The worker cancelled the request.", "cancelled");
+        }
+        return reply;
+      }
+    } finally {
+      if (!this.#finished) this.cancel();
+    }
+    if (this.#timedOut) throw upstreamTimeout(Math.round(this.timeoutMs / 1000));
+    throw new GenerationCancelled(`request ${this.request.id} was cancelled`);
+  }
+
+  /** Stops the run: the worker is told once, and iteration ends. Does nothing once the Final arrived. */
+  cancel(): void {
+    if (this.#finished || this.#cancelled) return;
+    this.#cancelled = true;
+    clearTimeout(this.#timer);
+    this.inbox.close();
+    this.bus.publishCancel(this.request.base, { v: WIRE_VERSION, request_id: this.request.id });
+  }
+
+  #finish(): void {
+    this.#finished = true;
+    clearTimeout(this.#timer);
+    this.inbox.close();
+  }
+}

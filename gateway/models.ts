@@ -1,0 +1,61 @@
+// The models a caller can name: every base this gateway serves, and the caller's own ready adapters and
+// aliases on those bases as `base:org/name`. Resolving a model id to what runs checks the base is served
+// and the adapter (or alias) is the caller's, with the same 404 for "unknown" and "someone else's".
+import { and, eq, isNull } from "drizzle-orm";
+import type { ModelCard } from "../schema/api.ts";
+import { adapters } from "../schema/db.ts";
+import type { AdapterRef } from "../schema/wire.ts";
+import type { Principal } from "./auth.ts";
+import type { BaseModelInfo } from "./bases.ts";
+import type { GatewayDeps } from "./deps.ts";
+import { modelNotFound } from "./errors.ts";
+import { formatModelId, parseModelId } from "./model-id.ts";
+
+export interface ResolvedModel {
+  base: BaseModelInfo;
+  adapter: AdapterRef | null;
+}
+
+export async function resolveModel(
+  deps: GatewayDeps,
+  caller: Principal,
+  model: string,
+): Promise<ResolvedModel> {
+  const id = parseModelId(model);
+  const base = deps.bases.get(id.base);
+  if (!base) throw modelNotFound(model);
+  return { base, adapter: await deps.adapters.resolve(deps.db, caller, id, model) };
+}
+
+/** Bases first, then the caller's adapters and aliases, each once, sorted by id. */
+export async function listModels(deps: GatewayDeps, caller: Principal): Promise<ModelCard[]> {
+  const bases = deps.bases.list();
+  const cards: ModelCard[] = bases.map((b) => ({
+    id: b.name,
+    object: "model",
+    created: b.created,
+    owned_by: "luminet",
+  }));
+  const rows = await deps.db
+    .select({
+      name: adapters.name,
+      alias: adapters.alias,
+      base: adapters.base,
+      createdAt: adapters.createdAt,
+    })
+    .from(adapters)
+    .where(and(eq(adapters.orgId, caller.orgId), eq(adapters.status, "ready"), isNull(adapters.deletedAt)));
+  const served = new Set(bases.map((b) => b.name));
+  const own = new Map<string, ModelCard>();
+  for (const row of rows) {
+    if (!served.has(row.base)) continue;
+    for (const name of row.alias ? [row.name, row.alias] : [row.name]) {
+      const id = formatModelId(row.base, { org: caller.orgId, name });
+      const created = Math.floor(row.createdAt.getTime() / 1000);
+      const seen = own.get(id);
+      if (!seen || created < seen.created)
+        own.set(id, { id, object: "model", created, owned_by: caller.orgId });
+    }
+  }
+  return [...cards, ...[...own.values()].sort((a, b) => a.id.localeCompare(b.id))];
+}

@@ -1,0 +1,85 @@
+// The gateway on Node: opens the database and NATS named by the caller, loads the base models' tokenizers,
+// builds the app and serves it with @hono/node-server. Nothing here but wiring.
+import type { AddressInfo } from "node:net";
+import { serve } from "@hono/node-server";
+import type { Hono } from "hono";
+import type { Bus } from "../bus/bus.ts";
+import { connectJetStreamBus } from "../bus/jetstream.ts";
+import { logger } from "../core/logger.ts";
+import { type Db, openDb } from "../db/open.ts";
+import { createApp } from "./app.ts";
+import { type BaseModelSource, loadBaseModel } from "./base-loader.ts";
+import { BaseCatalog } from "./bases.ts";
+import type { GatewayEnv } from "./context.ts";
+import { type GatewayDeps, type GatewayDepsInput, gatewayDeps } from "./deps.ts";
+import { mountMetricsRoute, prometheusMetrics } from "./prometheus.ts";
+
+export interface ServedApp {
+  /** e.g. "http://127.0.0.1:8080" */
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Serves any Hono app on a port (0 picks a free one) until close(). */
+export function serveApp(app: Hono<GatewayEnv>, port: number, hostname = "0.0.0.0"): Promise<ServedApp> {
+  return new Promise((resolve, reject) => {
+    const server = serve({ fetch: app.fetch, port, hostname }, (info: AddressInfo) => {
+      const host = info.address === "0.0.0.0" || info.address === "::" ? "127.0.0.1" : info.address;
+      resolve({
+        url: `http://${host}:${info.port}`,
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done());
+            // Open streams would hold close() forever; their generations are cancelled as they drop.
+            if ("closeAllConnections" in server) server.closeAllConnections();
+          }),
+      });
+    });
+    server.once("error", reject);
+  });
+}
+
+/** Builds the Node app (with /metrics) from dependencies the caller opened. */
+export function createNodeApp(input: GatewayDepsInput): { app: Hono<GatewayEnv>; deps: GatewayDeps } {
+  const deps = gatewayDeps({ log: logger, metrics: prometheusMetrics(), ...input });
+  const app = createApp(deps);
+  mountMetricsRoute(app);
+  return { app, deps };
+}
+
+export async function loadBaseCatalog(db: Db, models: readonly BaseModelSource[]): Promise<BaseCatalog> {
+  return new BaseCatalog(await Promise.all(models.map((m) => loadBaseModel(db, m))));
+}
+
+export interface NodeGatewayOptions {
+  port: number;
+  hostname?: string;
+  databaseUrl: string;
+  natsUrl: string;
+  /** The base models served, each with the folder holding its tokenizer and config. */
+  models: readonly BaseModelSource[];
+}
+
+export async function startNodeGateway(options: NodeGatewayOptions): Promise<ServedApp> {
+  const db = await openDb(options.databaseUrl);
+  let bus: Bus | undefined;
+  try {
+    bus = await connectJetStreamBus({ servers: options.natsUrl, connectionName: "luminet-gateway" });
+    const bases = await loadBaseCatalog(db, options.models);
+    const { app } = createNodeApp({ db, bus, bases });
+    const served = await serveApp(app, options.port, options.hostname);
+    const openBus = bus;
+    return {
+      url: served.url,
+      close: async () => {
+        await served.close();
+        await openBus.close();
+        await db.close();
+      },
+    };
+  } catch (error) {
+    await bus?.close();
+    await db.close();
+    throw error;
+  }
+}

@@ -1,0 +1,103 @@
+// POST /v1/chat/completions: OpenAI's chat API. Non-streaming answers one chat.completion with usage;
+// streaming sends the role chunk, content deltas, the finish chunk, the usage chunk when
+// stream_options.include_usage asks for it, then [DONE]. The first reply is awaited before answering, so
+// an error that comes before any token still gets its own HTTP status.
+import type { Handler } from "hono";
+import { type ChatCompletion, type ChatCompletionChunk, ChatCompletionRequest } from "../../schema/api.ts";
+import type { Final, TokenChunk, TokenLogprob } from "../../schema/wire.ts";
+import { admitChat } from "../admission.ts";
+import type { GatewayEnv } from "../context.ts";
+import type { GatewayDeps } from "../deps.ts";
+import { toApiError } from "../errors.ts";
+import { chatLogprobs } from "../logprobs.ts";
+import { resolveModel } from "../models.ts";
+import { readBody } from "../request-body.ts";
+import { eventStream } from "../sse.ts";
+import { begin, finishReasonOf, usageOf } from "./inference.ts";
+
+export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
+  return async (c) => {
+    const body = await readBody(c, ChatCompletionRequest);
+    const resolved = await resolveModel(deps, c.get("principal"), body.model);
+    const admitted = admitChat(body, resolved.base);
+    const generation = await begin(c, deps, resolved, admitted);
+    const chunks = generation.chunks();
+    const head = {
+      id: `chatcmpl-${generation.requestId}`,
+      created: Math.floor(deps.now() / 1000),
+      model: body.model,
+    };
+    const wantLogprobs = admitted.sampling.logprobs;
+
+    if (!admitted.stream) {
+      let text = "";
+      const logprobs: TokenLogprob[] = [];
+      let step = await chunks.next();
+      while (!step.done) {
+        text += step.value.text;
+        if (step.value.logprobs) logprobs.push(...step.value.logprobs);
+        step = await chunks.next();
+      }
+      const completion: ChatCompletion = {
+        ...head,
+        object: "chat.completion",
+        choices: [
+          {
+            index: 0,
+            message: { role: "assistant", content: text, refusal: null },
+            logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
+            finish_reason: finishReasonOf(step.value),
+          },
+        ],
+        usage: usageOf(step.value),
+      };
+      return c.json(completion);
+    }
+
+    const first = await chunks.next();
+    const usage = admitted.includeUsage ? { usage: null } : {};
+    const chunk = (choice: ChatCompletionChunk["choices"][number]): ChatCompletionChunk => ({
+      ...head,
+      object: "chat.completion.chunk",
+      choices: [choice],
+      ...usage,
+    });
+    async function* events(): AsyncGenerator<ChatCompletionChunk> {
+      yield chunk({
+        index: 0,
+        delta: { role: "assistant", content: "" },
+        logprobs: null,
+        finish_reason: null,
+      });
+      let step: IteratorResult<TokenChunk, Final> = first;
+      while (!step.done) {
+        const { text, logprobs } = step.value;
+        if (text !== "" || (wantLogprobs && logprobs && logprobs.length > 0)) {
+          yield chunk({
+            index: 0,
+            delta: { content: text },
+            logprobs: wantLogprobs ? { content: chatLogprobs(logprobs ?? []) } : null,
+            finish_reason: null,
+          });
+        }
+        step = await chunks.next();
+      }
+      yield chunk({ index: 0, delta: {}, logprobs: null, finish_reason: finishReasonOf(step.value) });
+      if (admitted.includeUsage) {
+        yield { ...head, object: "chat.completion.chunk", choices: [], usage: usageOf(step.value) };
+      }
+    }
+    const stream = events();
+    return eventStream(
+      {
+        next: async () => {
+          const step = await stream.next();
+          return step.done ? null : step.value;
+        },
+        errorEvent: (error) => toApiError(error).body,
+        onCancel: () => generation.cancel(),
+      },
+      { "x-request-id": c.get("requestId") },
+    );
+  };
+}

@@ -1,0 +1,87 @@
+// POST /v1/completions: OpenAI's legacy completions API, one prompt per request, streaming or not, with
+// legacy logprobs (parallel arrays) when `logprobs` asks for them.
+import type { Handler } from "hono";
+import { type Completion, type CompletionLogprobs, CompletionRequest } from "../../schema/api.ts";
+import type { Final, TokenChunk, TokenLogprob } from "../../schema/wire.ts";
+import { admitCompletion } from "../admission.ts";
+import type { GatewayEnv } from "../context.ts";
+import type { GatewayDeps } from "../deps.ts";
+import { toApiError } from "../errors.ts";
+import { completionLogprobs } from "../logprobs.ts";
+import { resolveModel } from "../models.ts";
+import { readBody } from "../request-body.ts";
+import { eventStream } from "../sse.ts";
+import { begin, finishReasonOf, usageOf } from "./inference.ts";
+
+export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
+  return async (c) => {
+    const body = await readBody(c, CompletionRequest);
+    const resolved = await resolveModel(deps, c.get("principal"), body.model);
+    const admitted = admitCompletion(body, resolved.base);
+    const generation = await begin(c, deps, resolved, admitted);
+    const chunks = generation.chunks();
+    const head = {
+      id: `cmpl-${generation.requestId}`,
+      object: "text_completion" as const,
+      created: Math.floor(deps.now() / 1000),
+      model: body.model,
+    };
+    const wantLogprobs = admitted.sampling.logprobs;
+
+    if (!admitted.stream) {
+      let text = "";
+      const logprobs: TokenLogprob[] = [];
+      let step = await chunks.next();
+      while (!step.done) {
+        text += step.value.text;
+        if (step.value.logprobs) logprobs.push(...step.value.logprobs);
+        step = await chunks.next();
+      }
+      const completion: Completion = {
+        ...head,
+        choices: [
+          {
+            index: 0,
+            text,
+            logprobs: wantLogprobs ? completionLogprobs(logprobs) : null,
+            finish_reason: finishReasonOf(step.value),
+          },
+        ],
+        usage: usageOf(step.value),
+      };
+      return c.json(completion);
+    }
+
+    const first = await chunks.next();
+    const usage = admitted.includeUsage ? { usage: null } : {};
+    async function* events(): AsyncGenerator<Completion> {
+      let offset = 0;
+      let step: IteratorResult<TokenChunk, Final> = first;
+      while (!step.done) {
+        const { text, logprobs } = step.value;
+        let lp: CompletionLogprobs | null = null;
+        if (wantLogprobs) lp = completionLogprobs(logprobs ?? [], offset);
+        if (text !== "" || (lp && lp.tokens.length > 0)) {
+          yield { ...head, choices: [{ index: 0, text, logprobs: lp, finish_reason: null }], ...usage };
+        }
+        offset += text.length;
+        step = await chunks.next();
+      }
+      const finish = finishReasonOf(step.value);
+      yield { ...head, choices: [{ index: 0, text: "", logprobs: null, finish_reason: finish }], ...usage };
+      if (admitted.includeUsage) yield { ...head, choices: [], usage: usageOf(step.value) };
+    }
+    const stream = events();
+    return eventStream(
+      {
+        next: async () => {
+          const step = await stream.next();
+          return step.done ? null : step.value;
+        },
+        errorEvent: (error) => toApiError(error).body,
+        onCancel: () => generation.cancel(),
+      },
+      { "x-request-id": c.get("requestId") },
+    );
+  };
+}

@@ -1,0 +1,117 @@
+// Which worker gets a request, from the workers' heartbeats (DESIGN.md, "Placement and routing"):
+//  - an adapter resident on a worker scores by tier (slot > RAM > disk), minus a penalty for the worker's
+//    load, so a hot adapter spreads to another worker once its own gets busy, up to `maxReplicas` workers;
+//  - an adapter resident nowhere (or only on overloaded workers) is cold: it goes to the worker chosen by
+//    rendezvous hashing among the least-loaded ones, so the same adapter keeps landing on the same worker
+//    and its weights are loaded once;
+//  - when every worker has a backlog, the base's shared queue (`any`) lets whichever frees up first take it.
+// Pure: it sees only heartbeats, so it is tested without a bus.
+import { ANY_WORKER, type WorkerHeartbeat } from "../schema/wire.ts";
+
+export interface RoutingOptions {
+  /** Residency worth, in units of load (one queued request = 1). */
+  tierScores?: { slot: number; ram: number; disk: number };
+  /** A running sequence costs this much load: it shares a batch, a queued request waits. */
+  runningWeight?: number;
+  /** Workers an adapter may be resident on before new requests stay on those. */
+  maxReplicas?: number;
+  /** For cold placement, workers within this much load of the least-loaded one are equally good. */
+  coldSlack?: number;
+  /** When even the best worker has this many queued requests, use the shared queue. */
+  sharedQueueDepth?: number;
+}
+
+const defaults: Required<RoutingOptions> = {
+  tierScores: { slot: 16, ram: 12, disk: 8 },
+  runningWeight: 0.25,
+  maxReplicas: 4,
+  coldSlack: 2,
+  sharedQueueDepth: 16,
+};
+
+export type Tier = "slot" | "ram" | "disk";
+
+/** Where a worker holds an adapter, best tier first; a pin is resident in a slot. */
+export function residency(heartbeat: WorkerHeartbeat, adapter: string): Tier | null {
+  if (heartbeat.adapters.slot.includes(adapter) || heartbeat.pins.includes(adapter)) return "slot";
+  if (heartbeat.adapters.ram.includes(adapter)) return "ram";
+  if (heartbeat.adapters.disk.includes(adapter)) return "disk";
+  return null;
+}
+
+export function load(heartbeat: WorkerHeartbeat, runningWeight = defaults.runningWeight): number {
+  return heartbeat.queue_depth + heartbeat.running * runningWeight;
+}
+
+/** A well-mixed 32-bit hash (FNV-1a, then murmur3's finaliser) of a string. */
+function hash32(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** Rendezvous (highest random weight) hashing: the worker this key prefers among the given ones. */
+export function rendezvous(key: string, workers: readonly WorkerHeartbeat[]): WorkerHeartbeat | undefined {
+  let best: WorkerHeartbeat | undefined;
+  let bestScore = -1;
+  for (const worker of workers) {
+    const score = hash32(`${key}\0${worker.worker_id}`);
+    if (score > bestScore || (score === bestScore && best && worker.worker_id < best.worker_id)) {
+      best = worker;
+      bestScore = score;
+    }
+  }
+  return best;
+}
+
+/**
+ * The worker id to publish to, ANY_WORKER for the shared queue, or null when no worker serves the base.
+ * `adapter` is the exact adapter name (null for the base model alone); `key` spreads base-only requests.
+ */
+export function chooseWorker(
+  heartbeats: readonly WorkerHeartbeat[],
+  adapter: string | null,
+  key: string,
+  options: RoutingOptions = {},
+): string | null {
+  if (heartbeats.length === 0) return null;
+  const o = { ...defaults, ...options };
+  const loadOf = (w: WorkerHeartbeat) => load(w, o.runningWeight);
+  const minLoad = Math.min(...heartbeats.map(loadOf));
+  const leastLoaded = heartbeats.filter((w) => loadOf(w) <= minLoad + o.coldSlack);
+  const minQueue = Math.min(...heartbeats.map((w) => w.queue_depth));
+  if (minQueue >= o.sharedQueueDepth) return ANY_WORKER;
+
+  if (adapter === null)
+    return rendezvous(
+      key,
+      heartbeats.filter((w) => loadOf(w) === minLoad),
+    )!.worker_id;
+
+  const resident = heartbeats.flatMap((w) => {
+    const tier = residency(w, adapter);
+    return tier ? [{ worker: w, score: o.tierScores[tier] - loadOf(w) }] : [];
+  });
+  const coldScore = -minLoad;
+  const bestResident = resident.reduce<(typeof resident)[number] | undefined>(
+    (best, r) =>
+      !best || r.score > best.score || (r.score === best.score && r.worker.worker_id < best.worker.worker_id)
+        ? r
+        : best,
+    undefined,
+  );
+  if (bestResident && (bestResident.score >= coldScore || resident.length >= o.maxReplicas)) {
+    return bestResident.worker.worker_id;
+  }
+  // Cold: prefer workers with a free slot, so loading this adapter evicts nothing.
+  const roomy = leastLoaded.filter((w) => w.free_slots > 0);
+  return rendezvous(adapter, roomy.length > 0 ? roomy : leastLoaded)!.worker_id;
+}

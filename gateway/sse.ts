@@ -1,0 +1,56 @@
+// Server-sent events as OpenAI streams them: `data: <json>\n\n` per event, then `data: [DONE]\n\n`.
+// Built on a pull-based ReadableStream, so a slow client slows the reading of replies instead of buffering
+// them, and a client that goes away cancels the stream, which calls `onCancel` at once (not at the next
+// event). An error after the first byte can only be told in-band: an event `{"error": {...}}`, which the
+// openai SDKs raise as an APIError.
+import type { ErrorBody } from "../schema/api.ts";
+
+export interface EventSource {
+  /** The next event's JSON payload, or null when the stream is complete. */
+  next(): Promise<unknown | null>;
+  /** The error event to send when next() throws. */
+  errorEvent(error: unknown): ErrorBody;
+  /** The client went away: stop producing. */
+  onCancel(): void;
+}
+
+const encoder = new TextEncoder();
+const frame = (data: string) => encoder.encode(`data: ${data}\n\n`);
+
+export function eventStream(source: EventSource, headers: Record<string, string>): Response {
+  let done = false;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (done) return;
+      try {
+        const event = await source.next();
+        if (done) return;
+        if (event === null) {
+          done = true;
+          controller.enqueue(frame("[DONE]"));
+          controller.close();
+          return;
+        }
+        controller.enqueue(frame(JSON.stringify(event)));
+      } catch (error) {
+        if (done) return;
+        done = true;
+        controller.enqueue(frame(JSON.stringify(source.errorEvent(error))));
+        controller.close();
+      }
+    },
+    cancel() {
+      done = true;
+      source.onCancel();
+    },
+  });
+  return new Response(body, {
+    status: 200,
+    headers: {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache",
+      connection: "keep-alive",
+      ...headers,
+    },
+  });
+}

@@ -1,0 +1,188 @@
+// The public HTTP API's shapes, OpenAI-compatible: request bodies as zod schemas (the runtime check and the
+// static type at once) and the response, chunk, model-list and error bodies as types derived from schemas.
+// Unknown request fields are dropped, as OpenAI ignores them; fields OpenAI has but Luminet cannot honour
+// are declared so a request using them gets a clear 400 instead of being silently served differently.
+import { z } from "zod";
+
+// ---------------------------------------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------------------------------------
+
+const TextPart = z.object({ type: z.literal("text"), text: z.string() });
+
+/** A message's content: a string, or text parts (OpenAI's array form); other part types are refused. */
+const Content = z.union([z.string(), z.array(TextPart)]);
+
+export const ChatRole = z.enum(["system", "developer", "user", "assistant"]);
+export type ChatRole = z.infer<typeof ChatRole>;
+
+export const ChatMessageIn = z.object({
+  role: ChatRole,
+  // An assistant turn may carry null content in OpenAI's schema (when it held tool calls).
+  content: Content.nullable(),
+  name: z.string().optional(),
+});
+export type ChatMessageIn = z.infer<typeof ChatMessageIn>;
+
+const Stop = z.union([z.string().min(1), z.array(z.string().min(1)).max(4)]).nullable();
+const Penalty = z.number().min(-2).max(2).nullable();
+const PositiveInt = z.int().positive().nullable();
+
+/** Parameters chat and legacy completions share, with OpenAI's ranges. */
+const Sampling = {
+  model: z.string().min(1),
+  max_tokens: PositiveInt.optional(),
+  temperature: z.number().min(0).max(2).nullable().optional(),
+  top_p: z.number().gt(0).max(1).nullable().optional(),
+  seed: z.int().nullable().optional(),
+  stop: Stop.optional(),
+  presence_penalty: Penalty.optional(),
+  frequency_penalty: Penalty.optional(),
+  n: z.int().nullable().optional(),
+  user: z.string().optional(),
+  stream: z.boolean().nullable().optional(),
+  stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
+};
+
+export const ChatCompletionRequest = z.object({
+  ...Sampling,
+  messages: z.array(ChatMessageIn).min(1, "messages must hold at least one message"),
+  max_completion_tokens: PositiveInt.optional(),
+  logprobs: z.boolean().nullable().optional(),
+  top_logprobs: z.int().min(0).max(20).nullable().optional(),
+});
+export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
+
+export const CompletionRequest = z.object({
+  ...Sampling,
+  /** One prompt: text, a one-element list of text, or token ids. */
+  prompt: z.union([
+    z.string(),
+    z.array(z.string()),
+    z.array(z.int().nonnegative()),
+    z.array(z.array(z.int().nonnegative())),
+  ]),
+  /** In legacy completions logprobs is how many top alternatives to return per token (0-5). */
+  logprobs: z.int().min(0).max(5).nullable().optional(),
+  echo: z.boolean().nullable().optional(),
+  suffix: z.string().nullable().optional(),
+  best_of: z.int().nullable().optional(),
+});
+export type CompletionRequest = z.infer<typeof CompletionRequest>;
+
+// ---------------------------------------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------------------------------------
+
+export const UsageBody = z.object({
+  prompt_tokens: z.int(),
+  completion_tokens: z.int(),
+  total_tokens: z.int(),
+});
+export type UsageBody = z.infer<typeof UsageBody>;
+
+export const FinishReasonOut = z.enum(["stop", "length"]);
+export type FinishReasonOut = z.infer<typeof FinishReasonOut>;
+
+const TopLogprobOut = z.object({
+  token: z.string(),
+  logprob: z.number(),
+  bytes: z.array(z.int()).nullable(),
+});
+
+export const ChatTokenLogprob = TopLogprobOut.extend({ top_logprobs: z.array(TopLogprobOut) });
+export type ChatTokenLogprob = z.infer<typeof ChatTokenLogprob>;
+
+const ChatLogprobs = z.object({ content: z.array(ChatTokenLogprob).nullable() }).nullable();
+
+export const ChatCompletion = z.object({
+  id: z.string(),
+  object: z.literal("chat.completion"),
+  created: z.int(),
+  model: z.string(),
+  choices: z.array(
+    z.object({
+      index: z.int(),
+      message: z.object({ role: z.literal("assistant"), content: z.string(), refusal: z.null() }),
+      logprobs: ChatLogprobs,
+      finish_reason: FinishReasonOut,
+    }),
+  ),
+  usage: UsageBody,
+});
+export type ChatCompletion = z.infer<typeof ChatCompletion>;
+
+export const ChatCompletionChunk = z.object({
+  id: z.string(),
+  object: z.literal("chat.completion.chunk"),
+  created: z.int(),
+  model: z.string(),
+  choices: z.array(
+    z.object({
+      index: z.int(),
+      delta: z.object({ role: z.literal("assistant").optional(), content: z.string().optional() }),
+      logprobs: ChatLogprobs.optional(),
+      finish_reason: FinishReasonOut.nullable(),
+    }),
+  ),
+  /** Present on every chunk when include_usage is asked for: null until the last one. */
+  usage: UsageBody.nullable().optional(),
+});
+export type ChatCompletionChunk = z.infer<typeof ChatCompletionChunk>;
+
+/** Legacy completions' logprobs: parallel arrays, one entry per generated token. */
+export const CompletionLogprobs = z.object({
+  tokens: z.array(z.string()),
+  token_logprobs: z.array(z.number()),
+  top_logprobs: z.array(z.record(z.string(), z.number())),
+  text_offset: z.array(z.int()),
+});
+export type CompletionLogprobs = z.infer<typeof CompletionLogprobs>;
+
+const CompletionChoice = z.object({
+  index: z.int(),
+  text: z.string(),
+  logprobs: CompletionLogprobs.nullable(),
+  finish_reason: FinishReasonOut.nullable(),
+});
+
+export const Completion = z.object({
+  id: z.string(),
+  object: z.literal("text_completion"),
+  created: z.int(),
+  model: z.string(),
+  choices: z.array(CompletionChoice),
+  usage: UsageBody.nullable().optional(),
+});
+export type Completion = z.infer<typeof Completion>;
+
+export const ModelCard = z.object({
+  id: z.string(),
+  object: z.literal("model"),
+  created: z.int(),
+  owned_by: z.string(),
+});
+export type ModelCard = z.infer<typeof ModelCard>;
+
+export const ModelList = z.object({ object: z.literal("list"), data: z.array(ModelCard) });
+export type ModelList = z.infer<typeof ModelList>;
+
+/** The `type` values OpenAI sends (401 and 404 are invalid_request_error too; `code` tells them apart). */
+export const ErrorType = z.enum([
+  "invalid_request_error",
+  "permission_error",
+  "rate_limit_error",
+  "insufficient_quota",
+  "server_error",
+]);
+export type ErrorType = z.infer<typeof ErrorType>;
+
+export const ErrorBody = z.object({
+  error: z.object({
+    message: z.string(),
+    type: ErrorType,
+    param: z.string().nullable(),
+    code: z.string().nullable(),
+  }),
+});
+export type ErrorBody = z.infer<typeof ErrorBody>;

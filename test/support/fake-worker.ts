@@ -1,0 +1,176 @@
+// A scripted worker on a real bus (in-process or NATS) for gateway tests that are about the gateway, not
+// the engine: it heartbeats, pulls, claims, streams a fixed reply (or hangs, or fails) and records what it
+// received and which cancels reached it. The end-to-end tests run the real worker instead.
+import type { Bus, RequestPuller } from "../../bus/bus.ts";
+import type { InferenceRequest, TokenLogprob, WireErrorBody, WorkerHeartbeat } from "../../schema/wire.ts";
+
+/** The words a reply is made of; token ids are 100 + the word's index. */
+export const FAKE_WORDS = ["Hello", " from", " a", " fake", " worker", "!", " More", " words", " here", "."];
+/** Replies end with "stop" after this many tokens unless max_tokens cuts them shorter ("length"). */
+export const FAKE_REPLY_TOKENS = 6;
+
+/** reply: the fixed words; hang: nothing until cancelled; partial: some chunks, then nothing until cancelled. */
+export type FakeBehaviour = "reply" | "hang" | { partial: number } | { error: WireErrorBody };
+
+export interface FakeWorkerOptions {
+  base: string;
+  workerId?: string;
+  heartbeat?: Partial<Pick<WorkerHeartbeat, "adapters" | "pins" | "free_slots" | "queue_depth" | "running">>;
+  behaviour?: (request: InferenceRequest) => FakeBehaviour;
+}
+
+export function fakeReplyText(maxTokens: number): string {
+  return FAKE_WORDS.slice(0, Math.min(maxTokens, FAKE_REPLY_TOKENS)).join("");
+}
+
+function logprobsFor(index: number, top: number): TokenLogprob {
+  const token = FAKE_WORDS[index]!;
+  const entry = (t: string, logprob: number) => ({
+    token: t,
+    bytes: [...new TextEncoder().encode(t)],
+    logprob,
+  });
+  return {
+    ...entry(token, -0.25),
+    token_id: 100 + index,
+    top: Array.from({ length: top }, (_, k) =>
+      entry(FAKE_WORDS[(index + k) % FAKE_WORDS.length]!, -0.25 - k),
+    ),
+  };
+}
+
+export class FakeWorker {
+  readonly received: InferenceRequest[] = [];
+  readonly cancels: string[] = [];
+  behaviour: (request: InferenceRequest) => FakeBehaviour;
+  readonly #cancelWaiters = new Map<string, () => void>();
+  #running = true;
+
+  private constructor(
+    private readonly bus: Bus,
+    private readonly puller: RequestPuller,
+    private readonly beat: WorkerHeartbeat,
+    private readonly closeCancels: () => Promise<void>,
+    behaviour: FakeWorkerOptions["behaviour"],
+  ) {
+    this.behaviour = behaviour ?? (() => "reply");
+  }
+
+  static async start(bus: Bus, options: FakeWorkerOptions): Promise<FakeWorker> {
+    const workerId = options.workerId ?? "fake-1";
+    const beat: WorkerHeartbeat = {
+      v: 1,
+      worker_id: workerId,
+      base: options.base,
+      version: "test",
+      adapters: { slot: [], ram: [], disk: [] },
+      pins: [],
+      free_slots: 8,
+      queue_depth: 0,
+      running: 0,
+      tokens_per_s: 0,
+      at: Date.now(),
+      ...options.heartbeat,
+    };
+    let worker: FakeWorker | undefined;
+    const cancels = await bus.onCancel(options.base, (cancel) => worker?.onCancel(cancel.request_id));
+    const puller = await bus.pullRequests({ base: options.base, workerId });
+    worker = new FakeWorker(bus, puller, beat, () => cancels.close(), options.behaviour);
+    await bus.putHeartbeat(beat);
+    void worker.loop();
+    return worker;
+  }
+
+  get workerId(): string {
+    return this.beat.worker_id;
+  }
+
+  /** Resolves once a cancel for this request id has reached the worker. */
+  cancelled(requestId: string): Promise<void> {
+    if (this.cancels.includes(requestId)) return Promise.resolve();
+    return new Promise((resolve) => this.#cancelWaiters.set(requestId, resolve));
+  }
+
+  private onCancel(requestId: string): void {
+    this.cancels.push(requestId);
+    this.#cancelWaiters.get(requestId)?.();
+  }
+
+  private async loop(): Promise<void> {
+    while (this.#running) {
+      const delivery = await this.puller.next();
+      if (!delivery) return;
+      const request = delivery.message;
+      this.received.push(request);
+      void this.serve(request).finally(() => delivery.ack());
+    }
+  }
+
+  private async serve(request: InferenceRequest): Promise<void> {
+    const granted = await this.bus.claimReply(request.reply, {
+      v: 1,
+      request_id: request.id,
+      worker_id: this.workerId,
+    });
+    if (!granted) return;
+    const behaviour = this.behaviour(request);
+    const prompt = request.prompt_token_ids.length;
+    if (behaviour === "hang" || (typeof behaviour === "object" && "partial" in behaviour)) {
+      const chunks = behaviour === "hang" ? 0 : behaviour.partial;
+      for (let i = 0; i < chunks; i++) this.#chunk(request, i);
+      await this.cancelled(request.id);
+      this.bus.publishReply(request.reply, {
+        v: 1,
+        type: "final",
+        request_id: request.id,
+        seq: chunks,
+        finish_reason: "cancelled",
+        usage: { prompt_tokens: prompt, completion_tokens: chunks },
+      });
+      return;
+    }
+    if (typeof behaviour === "object" && "error" in behaviour) {
+      this.bus.publishReply(request.reply, {
+        v: 1,
+        type: "final",
+        request_id: request.id,
+        seq: 0,
+        finish_reason: "error",
+        usage: { prompt_tokens: prompt, completion_tokens: 0 },
+        error: behaviour.error,
+      });
+      return;
+    }
+    const n = Math.min(request.sampling.max_tokens, FAKE_REPLY_TOKENS);
+    for (let i = 0; i < n; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      this.#chunk(request, i);
+    }
+    this.bus.publishReply(request.reply, {
+      v: 1,
+      type: "final",
+      request_id: request.id,
+      seq: n,
+      finish_reason: request.sampling.max_tokens <= FAKE_REPLY_TOKENS ? "length" : "stop",
+      usage: { prompt_tokens: prompt, completion_tokens: n },
+    });
+  }
+
+  #chunk(request: InferenceRequest, i: number): void {
+    this.bus.publishReply(request.reply, {
+      v: 1,
+      type: "chunk",
+      request_id: request.id,
+      seq: i,
+      token_ids: [100 + i],
+      text: FAKE_WORDS[i]!,
+      ...(request.sampling.logprobs ? { logprobs: [logprobsFor(i, request.sampling.top_logprobs)] } : {}),
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    await this.puller.close();
+    await this.closeCancels();
+  }
+}

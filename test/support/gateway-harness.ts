@@ -1,0 +1,96 @@
+// A gateway on embedded services for tests: PGlite in memory (migrated), an in-process bus, the tiny
+// model's tokenizer as base "tiny", two orgs with keys, and adapters. Tests call `app.request(...)` or
+// serve it over HTTP.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Bus } from "../../bus/bus.ts";
+import { InProcessBroker } from "../../bus/in-process.ts";
+import { migrate } from "../../db/migrate.ts";
+import { type Db, openDb } from "../../db/open.ts";
+import { createApiKey, ensureOrg } from "../../gateway/api-keys.ts";
+import { createApp } from "../../gateway/app.ts";
+import { loadBaseModel } from "../../gateway/base-loader.ts";
+import { BaseCatalog } from "../../gateway/bases.ts";
+import { type GatewayDeps, type GatewayDepsInput, gatewayDeps } from "../../gateway/deps.ts";
+import { adapters, type NewAdapter } from "../../schema/db.ts";
+import { initTinyModel } from "../../scripts/tiny-model.ts";
+
+export const BASE = "tiny";
+/** The tiny model's context, registered small so context checks are cheap to hit. */
+export const CONTEXT = 256;
+
+export interface GatewayHarness {
+  db: Db;
+  broker: InProcessBroker;
+  /** The gateway's handle on the bus. */
+  bus: Bus;
+  /** Another process's handle, for fake workers. */
+  workerBus: Bus;
+  deps: GatewayDeps;
+  app: ReturnType<typeof createApp>;
+  modelDir: string;
+  keys: { acme: string; acmeAdmin: string; other: string };
+  addAdapter(values: Partial<NewAdapter> & { name: string; orgId?: string }): Promise<void>;
+  /** Another app on the same database and bases, with some dependencies replaced. */
+  appWith(overrides: Partial<GatewayDepsInput>): ReturnType<typeof createApp>;
+  close(): Promise<void>;
+}
+
+export async function createGatewayHarness(
+  input: Partial<Omit<GatewayDepsInput, "db" | "bus" | "bases">> = {},
+): Promise<GatewayHarness> {
+  const modelDir = mkdtempSync(join(tmpdir(), "luminet-gateway-"));
+  initTinyModel(modelDir, { shape: "tiny", adapters: 0, rank: 4, seed: 7 });
+  const db = await openDb("pglite:memory");
+  await migrate(db);
+  const bases = new BaseCatalog([
+    await loadBaseModel(db, { name: BASE, dir: modelDir }, { contextLength: CONTEXT }),
+  ]);
+  await ensureOrg(db, "acme");
+  await ensureOrg(db, "other");
+  const keys = {
+    acme: (await createApiKey(db, { orgId: "acme", name: "test" })).key,
+    acmeAdmin: (await createApiKey(db, { orgId: "acme", name: "admin", scopes: ["admin"] })).key,
+    other: (await createApiKey(db, { orgId: "other", name: "test" })).key,
+  };
+  const broker = new InProcessBroker({ heartbeatTtlMs: 60_000 });
+  const bus = broker.connect();
+  const workerBus = broker.connect();
+  const deps = gatewayDeps({ db, bus, bases, ...input });
+  let blobs = 0;
+  return {
+    db,
+    broker,
+    bus,
+    workerBus,
+    deps,
+    app: createApp(deps),
+    modelDir,
+    keys,
+    async addAdapter(values) {
+      blobs++;
+      await db.insert(adapters).values({
+        orgId: "acme",
+        base: BASE,
+        rank: 4,
+        alpha: 8,
+        targetModules: ["q_proj", "v_proj"],
+        bytes: 1024,
+        sha256: blobs.toString(16).padStart(64, "0"),
+        blobKey: `adapters/${values.name}-${blobs}`,
+        status: "ready",
+        ...values,
+      });
+    },
+    appWith(overrides) {
+      return createApp(gatewayDeps({ db, bus, bases, ...input, ...overrides }));
+    },
+    async close() {
+      await bus.close();
+      await workerBus.close();
+      await db.close();
+      rmSync(modelDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,491 @@
+// The gateway app through HTTP requests (app.request), on PGlite and the in-process bus with a scripted
+// worker: the OpenAI shapes of answers and errors, auth, model resolution, limits and cancels.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { InProcessBroker } from "../../bus/in-process.ts";
+import { ErrorBody } from "../../schema/api.ts";
+import type { InferenceRequest } from "../../schema/wire.ts";
+import { FAKE_REPLY_TOKENS, FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
+import { BASE, CONTEXT, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+
+let h: GatewayHarness;
+let worker: FakeWorker;
+
+beforeAll(async () => {
+  h = await createGatewayHarness({ limits: { maxBodyBytes: 64 * 1024 } });
+  worker = await FakeWorker.start(h.workerBus, { base: BASE });
+  await h.addAdapter({ name: "support-v1", alias: "support", trafficWeight: 100 });
+  await h.addAdapter({ name: "support-v2", alias: "support", trafficWeight: 0 });
+  await h.addAdapter({ name: "theirs", orgId: "other" });
+  await h.addAdapter({ name: "broken", status: "failed", sha256: null, bytes: null });
+});
+afterAll(async () => {
+  await worker.stop();
+  await h.close();
+});
+beforeEach(() => {
+  worker.behaviour = () => "reply";
+});
+
+function post(path: string, body: unknown, key = h.keys.acme, init: RequestInit = {}) {
+  return h.app.request(path, {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+    ...init,
+  });
+}
+
+const chat = (body: Record<string, unknown> = {}, key?: string) =>
+  post(
+    "/v1/chat/completions",
+    { model: BASE, messages: [{ role: "user", content: "Hi there" }], ...body },
+    key,
+  );
+
+async function expectError(res: Response, status: number, code: string | null, param?: string | null) {
+  expect(res.status).toBe(status);
+  expect(res.headers.get("x-request-id")).toMatch(/^[0-9a-f]{32}$/);
+  const body = ErrorBody.parse(await res.json());
+  expect(body.error.code).toBe(code);
+  if (param !== undefined) expect(body.error.param).toBe(param);
+  return body.error;
+}
+
+/** The `data:` payloads of an SSE body, [DONE] included. */
+async function events(res: Response): Promise<string[]> {
+  const text = await res.text();
+  expect(text.endsWith("\n\n")).toBe(true);
+  return text
+    .split("\n\n")
+    .filter((frame) => frame !== "")
+    .map((frame) => {
+      expect(frame.startsWith("data: ")).toBe(true);
+      return frame.slice("data: ".length);
+    });
+}
+
+const lastRequest = (): InferenceRequest => worker.received.at(-1)!;
+
+describe("chat completions", () => {
+  it("answers a non-streaming chat with the worker's text, finish_reason and usage", async () => {
+    const res = await chat({ max_tokens: 4 });
+    expect(res.status).toBe(200);
+    const requestId = res.headers.get("x-request-id");
+    const body = await res.json();
+    expect(body).toMatchObject({
+      id: `chatcmpl-${requestId}`,
+      object: "chat.completion",
+      model: BASE,
+      choices: [
+        { index: 0, message: { role: "assistant", content: fakeReplyText(4) }, finish_reason: "length" },
+      ],
+      usage: { completion_tokens: 4 },
+    });
+    const sent = lastRequest();
+    expect(sent.id).toBe(requestId);
+    expect(body.usage.prompt_tokens).toBe(sent.prompt_token_ids.length);
+    expect(body.usage.total_tokens).toBe(body.usage.prompt_tokens + 4);
+    expect(sent).toMatchObject({ org: "acme", base: BASE, adapter: null });
+  });
+
+  it("tokenizes the conversation through the base's chat template", async () => {
+    await chat({
+      messages: [
+        { role: "system", content: "Be brief." },
+        { role: "user", content: "Hi" },
+      ],
+    });
+    const ids = lastRequest().prompt_token_ids;
+    // The template starts with bos, writes a header per turn and ends with the assistant's header.
+    expect(ids[0]).toBe(504);
+    expect(ids.filter((id) => id === 508)).toHaveLength(2);
+    expect(ids.length).toBeGreaterThan(6);
+  });
+
+  it("maps the sampling parameters onto the wire request", async () => {
+    await chat({
+      max_completion_tokens: 9,
+      temperature: 0.5,
+      top_p: 0.9,
+      seed: 42,
+      stop: "\n",
+      presence_penalty: 0.5,
+      frequency_penalty: -0.5,
+      logprobs: true,
+      top_logprobs: 3,
+      user: "someone",
+    });
+    expect(lastRequest().sampling).toMatchObject({
+      max_tokens: 9,
+      temperature: 0.5,
+      top_p: 0.9,
+      seed: 42,
+      stop: ["\n"],
+      presence_penalty: 0.5,
+      frequency_penalty: -0.5,
+      logprobs: true,
+      top_logprobs: 3,
+    });
+  });
+
+  it("defaults max_tokens to the room left in the context", async () => {
+    await chat();
+    const sent = lastRequest();
+    expect(sent.sampling.max_tokens).toBe(CONTEXT - sent.prompt_token_ids.length);
+  });
+
+  it("returns chat logprobs per token when asked", async () => {
+    const body = await (await chat({ max_tokens: 2, logprobs: true, top_logprobs: 2 })).json();
+    const content = body.choices[0].logprobs.content;
+    expect(content).toHaveLength(2);
+    expect(content[0]).toMatchObject({ token: "Hello", logprob: -0.25, bytes: [72, 101, 108, 108, 111] });
+    expect(content[0].top_logprobs).toHaveLength(2);
+  });
+
+  it("streams the role chunk, content deltas, the finish chunk, the usage chunk and [DONE]", async () => {
+    const res = await chat({ stream: true, stream_options: { include_usage: true }, max_tokens: 3 });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toContain("text/event-stream");
+    const requestId = res.headers.get("x-request-id");
+    const data = await events(res);
+    expect(data.at(-1)).toBe("[DONE]");
+    const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+    for (const c of chunks) {
+      expect(c).toMatchObject({ id: `chatcmpl-${requestId}`, object: "chat.completion.chunk", model: BASE });
+    }
+    expect(chunks[0].choices[0].delta).toEqual({ role: "assistant", content: "" });
+    const deltas = chunks.slice(1, -2).map((c) => c.choices[0].delta.content);
+    expect(deltas.join("")).toBe(fakeReplyText(3));
+    expect(chunks.at(-2).choices[0]).toMatchObject({ delta: {}, finish_reason: "length" });
+    expect(chunks.slice(0, -1).every((c) => c.usage === null)).toBe(true);
+    expect(chunks.at(-1)).toMatchObject({ choices: [], usage: { completion_tokens: 3 } });
+  });
+
+  it("leaves usage out of a stream that did not ask for it", async () => {
+    const data = await events(await chat({ stream: true }));
+    const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+    expect(chunks.every((c) => !("usage" in c))).toBe(true);
+    expect(chunks.at(-1).choices[0].finish_reason).toBe("stop");
+    expect(chunks).toHaveLength(FAKE_REPLY_TOKENS + 2);
+  });
+});
+
+describe("completions", () => {
+  it("answers a text prompt with a text_completion and usage", async () => {
+    const res = await post("/v1/completions", { model: BASE, prompt: "Once upon", max_tokens: 5 });
+    const body = await res.json();
+    expect(body).toMatchObject({
+      id: `cmpl-${res.headers.get("x-request-id")}`,
+      object: "text_completion",
+      choices: [{ index: 0, text: fakeReplyText(5), finish_reason: "length", logprobs: null }],
+      usage: { completion_tokens: 5 },
+    });
+    expect(lastRequest().prompt_token_ids[0]).toBe(504);
+  });
+
+  it("takes a prompt of token ids as it is", async () => {
+    await post("/v1/completions", { model: BASE, prompt: [1, 2, 3], max_tokens: 1 });
+    expect(lastRequest().prompt_token_ids).toEqual([1, 2, 3]);
+  });
+
+  it("returns legacy logprobs as parallel arrays", async () => {
+    const body = await (
+      await post("/v1/completions", { model: BASE, prompt: "x", max_tokens: 2, logprobs: 2 })
+    ).json();
+    expect(body.choices[0].logprobs).toEqual({
+      tokens: ["Hello", " from"],
+      token_logprobs: [-0.25, -0.25],
+      top_logprobs: [
+        { Hello: -0.25, " from": -1.25 },
+        { " from": -0.25, " a": -1.25 },
+      ],
+      text_offset: [0, 5],
+    });
+  });
+
+  it("streams text chunks, the finish chunk, usage and [DONE]", async () => {
+    const res = await post("/v1/completions", {
+      model: BASE,
+      prompt: "x",
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const data = await events(res);
+    const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+    expect(
+      chunks
+        .slice(0, -2)
+        .map((c) => c.choices[0].text)
+        .join(""),
+    ).toBe(fakeReplyText(100));
+    expect(chunks.at(-2).choices[0].finish_reason).toBe("stop");
+    expect(chunks.at(-1).usage.completion_tokens).toBe(FAKE_REPLY_TOKENS);
+  });
+
+  it("refuses several prompts, echo, best_of and token ids outside the vocabulary", async () => {
+    await expectError(
+      await post("/v1/completions", { model: BASE, prompt: ["a", "b"] }),
+      400,
+      null,
+      "prompt",
+    );
+    await expectError(
+      await post("/v1/completions", { model: BASE, prompt: "a", echo: true }),
+      400,
+      null,
+      "echo",
+    );
+    await expectError(
+      await post("/v1/completions", { model: BASE, prompt: "a", best_of: 2 }),
+      400,
+      null,
+      "best_of",
+    );
+    await expectError(
+      await post("/v1/completions", { model: BASE, prompt: [1, 99999] }),
+      400,
+      null,
+      "prompt",
+    );
+    await expectError(await post("/v1/completions", { model: BASE, prompt: [] }), 400, null, "prompt");
+  });
+});
+
+describe("adapters in model ids", () => {
+  it("runs the named adapter of the caller's org", async () => {
+    const res = await chat({ model: `${BASE}:acme/support-v2` });
+    expect(res.status).toBe(200);
+    expect((await res.json()).model).toBe(`${BASE}:acme/support-v2`);
+    expect(lastRequest().adapter).toMatchObject({
+      name: "support-v2",
+      rank: 4,
+      blob_key: "adapters/support-v2-2",
+    });
+  });
+
+  it("resolves an alias to a version with traffic weight", async () => {
+    for (let i = 0; i < 5; i++) {
+      expect((await chat({ model: `${BASE}:acme/support` })).status).toBe(200);
+      expect(lastRequest().adapter?.name).toBe("support-v1");
+    }
+  });
+
+  it("answers 404 model_not_found for another org's adapter, an unknown one, a failed one and an unknown base", async () => {
+    const theirs = await expectError(
+      await chat({ model: `${BASE}:other/theirs` }),
+      404,
+      "model_not_found",
+      "model",
+    );
+    const unknown = await expectError(await chat({ model: `${BASE}:acme/nope` }), 404, "model_not_found");
+    // Same wording either way: the answer does not reveal that another org's adapter exists.
+    expect(theirs.message.replace("other/theirs", "X")).toBe(unknown.message.replace("acme/nope", "X"));
+    await expectError(await chat({ model: `${BASE}:acme/broken` }), 404, "model_not_found");
+    await expectError(await chat({ model: "no-such-base" }), 404, "model_not_found");
+    await expectError(await chat({ model: "no-such-base:acme/support" }), 404, "model_not_found");
+  });
+
+  it("lets the owner run its adapter and refuses everyone else", async () => {
+    expect((await chat({ model: `${BASE}:other/theirs` }, h.keys.other)).status).toBe(200);
+    await expectError(await chat({ model: `${BASE}:other/theirs` }, h.keys.acme), 404, "model_not_found");
+  });
+});
+
+describe("/v1/models", () => {
+  const list = async (key: string) => {
+    const res = await h.app.request("/v1/models", { headers: { authorization: `Bearer ${key}` } });
+    expect(res.status).toBe(200);
+    const body = await res.json();
+    expect(body.object).toBe("list");
+    return body.data.map((m: { id: string }) => m.id);
+  };
+
+  it("lists the bases and the caller's ready adapters and aliases, never another org's", async () => {
+    expect(await list(h.keys.acme)).toEqual([
+      BASE,
+      `${BASE}:acme/support`,
+      `${BASE}:acme/support-v1`,
+      `${BASE}:acme/support-v2`,
+    ]);
+    expect(await list(h.keys.other)).toEqual([BASE, `${BASE}:other/theirs`]);
+  });
+
+  it("retrieves one model, and 404s another org's", async () => {
+    const get = (id: string) =>
+      h.app.request(`/v1/models/${encodeURIComponent(id)}`, {
+        headers: { authorization: `Bearer ${h.keys.acme}` },
+      });
+    expect(await (await get(`${BASE}:acme/support-v1`)).json()).toMatchObject({
+      object: "model",
+      owned_by: "acme",
+    });
+    await expectError(await get(`${BASE}:other/theirs`), 404, "model_not_found");
+  });
+});
+
+describe("bad input", () => {
+  it("refuses malformed JSON", async () => {
+    const error = await expectError(await post("/v1/chat/completions", "{not json"), 400, null);
+    expect(error.type).toBe("invalid_request_error");
+    expect(error.message).toContain("parse the JSON body");
+  });
+
+  it("refuses wrong types, naming the field", async () => {
+    await expectError(await chat({ temperature: "hot" }), 400, null, "temperature");
+    await expectError(await chat({ max_tokens: -1 }), 400, null, "max_tokens");
+    await expectError(await chat({ messages: "hello" }), 400, null, "messages");
+    await expectError(await post("/v1/chat/completions", "[1,2]"), 400, null);
+  });
+
+  it("refuses empty messages, unknown roles and n other than 1", async () => {
+    await expectError(await chat({ messages: [] }), 400, null, "messages");
+    await expectError(
+      await chat({ messages: [{ role: "wizard", content: "hi" }] }),
+      400,
+      null,
+      "messages.0.role",
+    );
+    await expectError(
+      await chat({ messages: [{ role: "tool", content: "hi" }] }),
+      400,
+      null,
+      "messages.0.role",
+    );
+    await expectError(await chat({ n: 2 }), 400, null, "n");
+    expect((await chat({ n: 1 })).status).toBe(200);
+  });
+
+  it("refuses max_tokens beyond the context and a prompt over the context", async () => {
+    const error = await expectError(
+      await chat({ max_tokens: CONTEXT }),
+      400,
+      "context_length_exceeded",
+      "max_tokens",
+    );
+    expect(error.message).toContain(`maximum context length is ${CONTEXT} tokens`);
+    const long = "word ".repeat(CONTEXT * 2);
+    await expectError(
+      await chat({ messages: [{ role: "user", content: long }] }),
+      400,
+      "context_length_exceeded",
+      "messages",
+    );
+  });
+
+  it("ignores unknown fields, as OpenAI does", async () => {
+    const res = await chat({ some_future_option: { a: 1 }, metadata: { x: "y" } });
+    expect(res.status).toBe(200);
+  });
+
+  it("refuses a body over the size limit with 413 before reading it", async () => {
+    const res = await chat({ messages: [{ role: "user", content: "x".repeat(70 * 1024) }] });
+    await expectError(res, 413, "request_too_large");
+  });
+
+  it("sends nothing to a worker for refused input", async () => {
+    const before = worker.received.length;
+    await chat({ n: 3 });
+    await chat({ messages: [] });
+    expect(worker.received.length).toBe(before);
+  });
+});
+
+describe("auth", () => {
+  it("answers 401 invalid_api_key without a key, with a malformed one and with an unknown one", async () => {
+    const noKey = await h.app.request("/v1/models");
+    await expectError(noKey, 401, "invalid_api_key");
+    await expectError(await chat({}, "sk-not-ours"), 401, "invalid_api_key");
+    const unknown = `lk_${"x".repeat(40)}`;
+    const error = await expectError(await chat({}, unknown), 401, "invalid_api_key");
+    expect(error.message).not.toContain(unknown);
+  });
+});
+
+describe("workers", () => {
+  it("answers 503 with Retry-After when no worker serves the base", async () => {
+    const idle = new InProcessBroker().connect();
+    try {
+      const res = await h.appWith({ bus: idle }).request("/v1/chat/completions", {
+        method: "POST",
+        headers: { authorization: `Bearer ${h.keys.acme}` },
+        body: JSON.stringify({ model: BASE, messages: [{ role: "user", content: "hi" }] }),
+      });
+      await expectError(res, 503, "no_worker");
+      expect(res.headers.get("retry-after")).toBe("5");
+    } finally {
+      await idle.close();
+    }
+  });
+
+  it("passes a worker's error on with its meaning", async () => {
+    worker.behaviour = () => ({ error: { code: "adapter_not_found", message: "adapter was deleted" } });
+    await expectError(await chat(), 404, "model_not_found");
+    worker.behaviour = () => ({ error: { code: "oom", message: "out of memory" } });
+    await expectError(await chat(), 502, "oom");
+  });
+
+  it("ends a stream with an error event when the worker fails before the first token", async () => {
+    worker.behaviour = () => ({ error: { code: "oom", message: "out of memory" } });
+    await expectError(await chat({ stream: true }), 502, "oom");
+  });
+
+  it("cancels the worker's run when the client goes away", async () => {
+    worker.behaviour = () => "hang";
+    const controller = new AbortController();
+    const pending = post(
+      "/v1/chat/completions",
+      { model: BASE, messages: [{ role: "user", content: "hi" }] },
+      h.keys.acme,
+      {
+        signal: controller.signal,
+      },
+    );
+    const before = worker.received.length;
+    while (worker.received.length === before) await new Promise((r) => setTimeout(r, 5));
+    controller.abort();
+    await worker.cancelled(lastRequest().id);
+    await pending.catch(() => {});
+    expect(worker.cancels).toContain(lastRequest().id);
+  });
+
+  it("cancels a stream whose reader goes away after the first tokens", async () => {
+    worker.behaviour = () => ({ partial: 2 });
+    const res = await chat({ stream: true });
+    const reader = res.body!.getReader();
+    const first = new TextDecoder().decode((await reader.read()).value);
+    expect(first).toContain('"role":"assistant"');
+    await reader.cancel();
+    const id = res.headers.get("x-request-id")!;
+    await worker.cancelled(id);
+    expect(worker.cancels).toContain(id);
+  });
+
+  it("does not cancel a run that finished", async () => {
+    const res = await chat({ stream: true });
+    await res.text();
+    const res2 = await chat();
+    await res2.json();
+    expect(worker.cancels).not.toContain(res.headers.get("x-request-id"));
+    expect(worker.cancels).not.toContain(res2.headers.get("x-request-id"));
+  });
+
+  it("answers 504 and cancels the run when the worker takes longer than the request timeout", async () => {
+    worker.behaviour = () => "hang";
+    const res = await h.appWith({ limits: { requestTimeoutMs: 50 } }).request("/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.keys.acme}` },
+      body: JSON.stringify({ model: BASE, messages: [{ role: "user", content: "hi" }] }),
+    });
+    await expectError(res, 504, "timeout");
+    await worker.cancelled(res.headers.get("x-request-id")!);
+  });
+});
+
+describe("every response", () => {
+  it("carries x-request-id, unknown routes included, in OpenAI's error shape", async () => {
+    const res = await h.app.request("/v1/nope", { headers: { authorization: `Bearer ${h.keys.acme}` } });
+    await expectError(res, 404, "unknown_url");
+    const health = await h.app.request("/healthz");
+    expect(health.headers.get("x-request-id")).toMatch(/^[0-9a-f]{32}$/);
+  });
+});
