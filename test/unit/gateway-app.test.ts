@@ -2,7 +2,7 @@
 // worker: the OpenAI shapes of answers and errors, auth, model resolution, limits and cancels.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { InProcessBroker } from "../../bus/in-process.ts";
-import { ErrorBody } from "../../schema/api.ts";
+import { ChatCompletion, Completion, ErrorBody, ModelList } from "../../schema/api.ts";
 import type { InferenceRequest } from "../../schema/wire.ts";
 import { FAKE_REPLY_TOKENS, FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, CONTEXT, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
@@ -71,7 +71,7 @@ describe("chat completions", () => {
     const res = await chat({ max_tokens: 4 });
     expect(res.status).toBe(200);
     const requestId = res.headers.get("x-request-id");
-    const body = await res.json();
+    const body = ChatCompletion.parse(await res.json());
     expect(body).toMatchObject({
       id: `chatcmpl-${requestId}`,
       object: "chat.completion",
@@ -135,11 +135,13 @@ describe("chat completions", () => {
   });
 
   it("returns chat logprobs per token when asked", async () => {
-    const body = await (await chat({ max_tokens: 2, logprobs: true, top_logprobs: 2 })).json();
-    const content = body.choices[0].logprobs.content;
+    const body = ChatCompletion.parse(
+      await (await chat({ max_tokens: 2, logprobs: true, top_logprobs: 2 })).json(),
+    );
+    const content = body.choices[0]?.logprobs?.content;
     expect(content).toHaveLength(2);
-    expect(content[0]).toMatchObject({ token: "Hello", logprob: -0.25, bytes: [72, 101, 108, 108, 111] });
-    expect(content[0].top_logprobs).toHaveLength(2);
+    expect(content?.[0]).toMatchObject({ token: "Hello", logprob: -0.25, bytes: [72, 101, 108, 108, 111] });
+    expect(content?.[0]?.top_logprobs).toHaveLength(2);
   });
 
   it("streams the role chunk, content deltas, the finish chunk, the usage chunk and [DONE]", async () => {
@@ -173,7 +175,7 @@ describe("chat completions", () => {
 describe("completions", () => {
   it("answers a text prompt with a text_completion and usage", async () => {
     const res = await post("/v1/completions", { model: BASE, prompt: "Once upon", max_tokens: 5 });
-    const body = await res.json();
+    const body = Completion.parse(await res.json());
     expect(body).toMatchObject({
       id: `cmpl-${res.headers.get("x-request-id")}`,
       object: "text_completion",
@@ -189,10 +191,10 @@ describe("completions", () => {
   });
 
   it("returns legacy logprobs as parallel arrays", async () => {
-    const body = await (
-      await post("/v1/completions", { model: BASE, prompt: "x", max_tokens: 2, logprobs: 2 })
-    ).json();
-    expect(body.choices[0].logprobs).toEqual({
+    const body = Completion.parse(
+      await (await post("/v1/completions", { model: BASE, prompt: "x", max_tokens: 2, logprobs: 2 })).json(),
+    );
+    expect(body.choices[0]?.logprobs).toEqual({
       tokens: ["Hello", " from"],
       token_logprobs: [-0.25, -0.25],
       top_logprobs: [
@@ -255,7 +257,7 @@ describe("adapters in model ids", () => {
   it("runs the named adapter of the caller's org", async () => {
     const res = await chat({ model: `${BASE}:acme/support-v2` });
     expect(res.status).toBe(200);
-    expect((await res.json()).model).toBe(`${BASE}:acme/support-v2`);
+    expect(ChatCompletion.parse(await res.json()).model).toBe(`${BASE}:acme/support-v2`);
     expect(lastRequest().adapter).toMatchObject({
       name: "support-v2",
       rank: 4,
@@ -295,9 +297,9 @@ describe("/v1/models", () => {
   const list = async (key: string) => {
     const res = await h.app.request("/v1/models", { headers: { authorization: `Bearer ${key}` } });
     expect(res.status).toBe(200);
-    const body = await res.json();
+    const body = ModelList.parse(await res.json());
     expect(body.object).toBe("list");
-    return body.data.map((m: { id: string }) => m.id);
+    return body.data.map((m) => m.id);
   };
 
   it("lists the bases and the caller's ready adapters and aliases, never another org's", async () => {
@@ -444,7 +446,7 @@ describe("workers", () => {
     while (worker.received.length === before) await new Promise((r) => setTimeout(r, 5));
     controller.abort();
     await worker.cancelled(lastRequest().id);
-    await pending.catch(() => {});
+    await Promise.resolve(pending).catch(() => {});
     expect(worker.cancels).toContain(lastRequest().id);
   });
 
