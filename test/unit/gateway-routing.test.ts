@@ -1,0 +1,142 @@
+// Routing from heartbeats: residency beats load up to a point, hot adapters spread to a bound, cold
+// adapters land on a stable worker among the least loaded, and the shared queue takes over when every
+// worker has a backlog. Plus how model ids split into base and adapter.
+import { describe, expect, it } from "vitest";
+import { formatModelId, parseModelId } from "../../gateway/model-id.ts";
+import { chooseWorker, rendezvous, residency } from "../../gateway/routing.ts";
+import { ANY_WORKER, type WorkerHeartbeat } from "../../schema/wire.ts";
+
+function worker(id: string, fields: Partial<WorkerHeartbeat> = {}): WorkerHeartbeat {
+  return {
+    v: 1,
+    worker_id: id,
+    base: "b",
+    version: "t",
+    adapters: { slot: [], ram: [], disk: [] },
+    pins: [],
+    free_slots: 4,
+    queue_depth: 0,
+    running: 0,
+    tokens_per_s: 0,
+    at: 0,
+    ...fields,
+  };
+}
+const tiers = (slot: string[] = [], ram: string[] = [], disk: string[] = []) => ({
+  adapters: { slot, ram, disk },
+});
+
+describe("chooseWorker", () => {
+  it("has no answer without workers", () => {
+    expect(chooseWorker([], "a", "r1")).toBeNull();
+    expect(chooseWorker([], null, "r1")).toBeNull();
+  });
+
+  it("prefers the worker holding the adapter in a slot, then in RAM, then on disk", () => {
+    const disk = worker("disk", tiers([], [], ["a"]));
+    const ram = worker("ram", tiers([], ["a"]));
+    const slot = worker("slot", tiers(["a"]));
+    expect(chooseWorker([disk, ram, slot], "a", "r")).toBe("slot");
+    expect(chooseWorker([disk, ram], "a", "r")).toBe("ram");
+    expect(chooseWorker([worker("x"), disk], "a", "r")).toBe("disk");
+  });
+
+  it("counts a pin as resident in a slot", () => {
+    expect(chooseWorker([worker("x"), worker("p", { pins: ["a"] })], "a", "r")).toBe("p");
+    expect(residency(worker("p", { pins: ["a"] }), "a")).toBe("slot");
+  });
+
+  it("spreads a hot adapter to another worker once its own is busy enough", () => {
+    const busy = worker("hot", { ...tiers(["a"]), queue_depth: 30 });
+    const other = worker("other");
+    expect(chooseWorker([busy, other], "a", "r")).toBe("other");
+    expect(chooseWorker([{ ...busy, queue_depth: 3 }, other], "a", "r")).toBe("hot");
+  });
+
+  it("keeps a hot adapter on its replicas once it holds the maximum", () => {
+    const replicas = ["w1", "w2"].map((id) => worker(id, { ...tiers(["a"]), queue_depth: 20 }));
+    const idle = worker("idle");
+    expect(chooseWorker([...replicas, idle], "a", "r", { maxReplicas: 2, sharedQueueDepth: 100 })).not.toBe(
+      "idle",
+    );
+    expect(chooseWorker([...replicas, idle], "a", "r", { maxReplicas: 3, sharedQueueDepth: 100 })).toBe(
+      "idle",
+    );
+  });
+
+  it("sends a cold adapter to the same worker every time, whatever order the heartbeats come in", () => {
+    const workers = ["w1", "w2", "w3", "w4"].map((id) => worker(id));
+    const first = chooseWorker(workers, "cold", "r1");
+    for (let i = 0; i < 10; i++) {
+      const shuffled = [...workers].sort(() => Math.random() - 0.5);
+      expect(chooseWorker(shuffled, "cold", `r${i}`)).toBe(first);
+    }
+  });
+
+  it("spreads different cold adapters over the workers", () => {
+    const workers = ["w1", "w2", "w3", "w4"].map((id) => worker(id));
+    const chosen = new Set(Array.from({ length: 64 }, (_, i) => chooseWorker(workers, `adapter-${i}`, "r")));
+    expect(chosen.size).toBe(4);
+  });
+
+  it("places a cold adapter among the least loaded, preferring a free slot", () => {
+    const loaded = worker("loaded", { queue_depth: 10 });
+    const full = worker("full", { free_slots: 0 });
+    const roomy = worker("roomy");
+    for (let i = 0; i < 20; i++) expect(chooseWorker([loaded, full, roomy], `a${i}`, "r")).toBe("roomy");
+    expect(chooseWorker([loaded, full], "a", "r")).toBe("full");
+  });
+
+  it("only moving the chosen worker away moves a cold adapter (rendezvous)", () => {
+    const workers = ["w1", "w2", "w3", "w4", "w5"].map((id) => worker(id));
+    let moved = 0;
+    for (let i = 0; i < 100; i++) {
+      const before = rendezvous(`a${i}`, workers)!.worker_id;
+      const after = rendezvous(`a${i}`, workers.slice(0, 4))!.worker_id;
+      if (before !== after) {
+        expect(before).toBe("w5");
+        moved++;
+      }
+    }
+    expect(moved).toBeGreaterThan(0);
+  });
+
+  it("sends base-only requests to the least loaded worker", () => {
+    const busy = worker("busy", { running: 8 });
+    const free = worker("free");
+    expect(chooseWorker([busy, free], null, "r")).toBe("free");
+  });
+
+  it("uses the shared queue when every worker has a backlog", () => {
+    const workers = ["w1", "w2"].map((id) => worker(id, { ...tiers(["a"]), queue_depth: 20 }));
+    expect(chooseWorker(workers, "a", "r", { sharedQueueDepth: 16 })).toBe(ANY_WORKER);
+    expect(chooseWorker(workers, null, "r", { sharedQueueDepth: 16 })).toBe(ANY_WORKER);
+  });
+});
+
+describe("model ids", () => {
+  it("splits base:org/adapter and keeps bare bases whole", () => {
+    expect(parseModelId("llama:acme/support")).toEqual({
+      base: "llama",
+      adapter: { org: "acme", name: "support" },
+    });
+    expect(parseModelId("meta-llama/Llama-3.1-8B:acme/v3")).toEqual({
+      base: "meta-llama/Llama-3.1-8B",
+      adapter: { org: "acme", name: "v3" },
+    });
+    expect(parseModelId("meta-llama/Llama-3.1-8B")).toEqual({
+      base: "meta-llama/Llama-3.1-8B",
+      adapter: null,
+    });
+    expect(parseModelId("qwen2.5:7b")).toEqual({ base: "qwen2.5:7b", adapter: null });
+    expect(parseModelId("base:acme/")).toEqual({ base: "base:acme/", adapter: null });
+    expect(parseModelId("base:a/b/c")).toEqual({ base: "base:a/b/c", adapter: null });
+  });
+
+  it("formats what it parses", () => {
+    for (const id of ["llama:acme/support", "meta/llama-4:org/x", "plain"]) {
+      const parsed = parseModelId(id);
+      expect(formatModelId(parsed.base, parsed.adapter)).toBe(id);
+    }
+  });
+});
