@@ -1,6 +1,122 @@
-// `luminet worker`: one process per GPU, pulling requests from NATS.
+// `luminet worker`: one process per GPU, pulling requests from NATS (NATS_URL). SIGTERM or SIGINT drains
+// it: no more pulls, requests that have not started go back to the queue, running ones finish, then it
+// exits 0.
+import { hostname } from "node:os";
+import { resolve } from "node:path";
 import type { Command } from "commander";
-import { notImplemented } from "../not-implemented.ts";
+import type { Bus } from "../../bus/bus.ts";
+import { connectJetStreamBus } from "../../bus/jetstream.ts";
+import { logger } from "../../core/logger.ts";
+import { openBlobStore } from "../../worker/adapters/blob-store.ts";
+import { parseDevice } from "../../worker/engine/device.ts";
+import { LuminetWorker } from "../../worker/main.ts";
+
+interface WorkerFlags {
+  model: string;
+  base: string;
+  device: string;
+  slots: string;
+  maxAdaptersPerBatch: string;
+  maxRank: string;
+  maxBatch: string;
+  maxContext: string;
+  stepTokens: string;
+  ramCacheBytes: string;
+  diskCache: string;
+  diskCacheBytes: string;
+  blobs: string;
+  metricsPort?: string;
+  workerId: string;
+  namespace?: string;
+  ackWaitMs: string;
+  threads?: string;
+}
+
+class FlagError extends Error {}
+
+function count(flag: string, value: string, min = 1): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < min)
+    throw new FlagError(`${flag} must be an integer ≥ ${min}, got "${value}"`);
+  return n;
+}
+
+const UNITS: Record<string, number> = {
+  "": 1,
+  k: 1e3,
+  m: 1e6,
+  g: 1e9,
+  t: 1e12,
+  ki: 2 ** 10,
+  mi: 2 ** 20,
+  gi: 2 ** 30,
+  ti: 2 ** 40,
+};
+
+/** Bytes as an integer or with a unit: 512MiB, 4GiB, 20GB. */
+function bytes(flag: string, value: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?$/i.exec(value.trim());
+  const unit = UNITS[(match?.[2] ?? "").toLowerCase()];
+  if (!match || unit === undefined) {
+    throw new FlagError(`${flag} must be a byte count such as 1073741824, 512MiB or 4GB, got "${value}"`);
+  }
+  return Math.floor(Number(match[1]) * unit);
+}
+
+async function runWorker(flags: WorkerFlags): Promise<void> {
+  const servers = process.env.NATS_URL;
+  if (!servers) throw new FlagError("NATS_URL is not set: point it at a NATS server with JetStream");
+  const ackWaitMs = count("--ack-wait-ms", flags.ackWaitMs, 100);
+  const options = {
+    base: flags.base,
+    workerId: flags.workerId,
+    modelDir: resolve(flags.model),
+    device: parseDevice(flags.device),
+    slots: count("--slots", flags.slots),
+    maxAdaptersPerBatch: count("--max-adapters-per-batch", flags.maxAdaptersPerBatch),
+    maxRank: count("--max-rank", flags.maxRank),
+    maxBatch: count("--max-batch", flags.maxBatch),
+    maxContext: count("--max-context", flags.maxContext, 2),
+    stepTokens: count("--step-tokens", flags.stepTokens),
+    ramCacheBytes: bytes("--ram-cache-bytes", flags.ramCacheBytes),
+    diskCacheDir: resolve(flags.diskCache),
+    diskCacheBytes: bytes("--disk-cache-bytes", flags.diskCacheBytes),
+    blobs: openBlobStore(flags.blobs),
+    ackWaitMs,
+    ...(flags.threads ? { threads: count("--threads", flags.threads) } : {}),
+    ...(flags.metricsPort !== undefined
+      ? { metricsPort: count("--metrics-port", flags.metricsPort, 0) }
+      : {}),
+  };
+  const bus: Bus = await connectJetStreamBus({
+    servers,
+    ackWaitMs,
+    connectionName: `luminet-worker ${flags.workerId}`,
+    ...(flags.namespace ? { namespace: flags.namespace } : {}),
+  });
+  let worker: LuminetWorker;
+  try {
+    worker = await LuminetWorker.start({ ...options, bus });
+  } catch (error) {
+    await bus.close();
+    throw error;
+  }
+  await new Promise<void>((done) => {
+    const stop = (signal: string) => {
+      logger.info({ signal }, "draining");
+      worker
+        .drain()
+        .then(() => bus.close())
+        .then(done, (error: Error) => {
+          logger.error({ err: error }, "drain failed");
+          process.exitCode = 1;
+          done();
+        });
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+}
 
 export function registerWorker(program: Command): void {
   program
@@ -13,10 +129,41 @@ export function registerWorker(program: Command): void {
     .option("--device <device>", "cpu | webgpu | cuda", "cpu")
     .option("--slots <n>", "adapter slots on the device", "16")
     .option("--max-adapters-per-batch <n>", "distinct adapters in one step", "16")
-    .option("--ram-cache-bytes <n>", "host RAM tier budget")
-    .option("--disk-cache <dir>", "local disk tier folder")
-    .option("--disk-cache-bytes <n>", "local disk tier budget")
-    .option("--blobs <url>", "blob store: a folder, s3://, r2:// or https:// URL")
-    .option("--metrics-port <port>", "serve /metrics on this port")
-    .action(notImplemented("worker", "lands with the worker issue"));
+    .option("--ram-cache-bytes <n>", "host RAM tier budget", "4GiB")
+    .option("--disk-cache <dir>", "local disk tier folder", ".luminet/adapter-cache")
+    .option("--disk-cache-bytes <n>", "local disk tier budget", "20GiB")
+    .option(
+      "--blobs <url>",
+      "blob store: a folder, s3://, r2:// or https:// URL",
+      process.env.LUMINET_BLOBS ?? ".luminet/blobs",
+    )
+    .option("--metrics-port <port>", "serve /metrics on this port (0: any free port, logged)")
+    .option("--max-rank <n>", "largest adapter rank a slot holds", "16")
+    .option("--max-batch <n>", "most sequences running at once", "64")
+    .option("--max-context <n>", "longest sequence, prompt + generated", "2048")
+    .option(
+      "--step-tokens <n>",
+      "tokens one step processes: running sequences plus prefilled prompts",
+      "1024",
+    )
+    .option("--threads <n>", "onnxruntime threads (default: all cores)")
+    .option("--worker-id <id>", "this worker's id in routing and heartbeats", `${hostname()}-${process.pid}`)
+    .option(
+      "--namespace <ns>",
+      "prefix of every NATS subject, stream and bucket (LUMINET_NAMESPACE)",
+      process.env.LUMINET_NAMESPACE,
+    )
+    .option(
+      "--ack-wait-ms <ms>",
+      "how long a pulled request stays with a silent worker before redelivery",
+      "30000",
+    )
+    .action(async (flags: WorkerFlags) => {
+      try {
+        await runWorker(flags);
+      } catch (error) {
+        logger.error({ err: error }, error instanceof Error ? error.message : String(error));
+        process.exitCode = 1;
+      }
+    });
 }

@@ -1,0 +1,425 @@
+// `luminet worker` processes against the real NATS: two long-lived workers (a, b) serve most tests; three
+// more are started to be stopped (SIGTERM) or killed (SIGKILL). The test plays the gateway through the bus
+// (reply inboxes, requests, cancels, control events) and the meter (a usage consumer). The tiny model has no
+// end-of-text token here, so every request generates exactly max_tokens unless stopped.
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import type { Bus, Subscription } from "../../bus/bus.ts";
+import { connectJetStreamBus } from "../../bus/jetstream.ts";
+import { WorkerLostError } from "../../bus/reply-inbox.ts";
+import {
+  type AdapterRef,
+  ANY_WORKER,
+  ClaimAnswer,
+  claimSubject,
+  decode,
+  encode,
+  type Final,
+  type InferenceRequest,
+  Reply,
+  ReplyClaim,
+  type TokenChunk,
+  type UsageEvent,
+  WIRE_VERSION,
+  type WorkerHeartbeat,
+} from "../../schema/wire.ts";
+import { initTinyModel } from "../../scripts/tiny-model.ts";
+import { sha256OfFile } from "../../worker/adapters/disk-cache.ts";
+
+const BASE = "tiny/llama";
+const ADAPTERS = 24;
+const ACK_WAIT_MS = 2000;
+const CLI = fileURLToPath(new URL("../../bin/luminet.mjs", import.meta.url));
+const namespace = `worker_${process.pid}_${Date.now()}`;
+
+let root: string;
+let modelDir: string;
+let natsUrl: string;
+let bus: Bus;
+let usageSubscription: Subscription;
+const refs: AdapterRef[] = [];
+const usage = new Map<string, UsageEvent[]>();
+const workers = new Map<string, Spawned>();
+
+interface Spawned {
+  id: string;
+  child: ChildProcess;
+  metricsPort: number;
+  logs: Record<string, unknown>[];
+  exited: Promise<number | null>;
+}
+
+function spawnWorker(id: string, extra: string[] = []): Promise<Spawned> {
+  const child = spawn(
+    process.execPath,
+    [
+      CLI,
+      "worker",
+      ...["--model", modelDir, "--base", BASE, "--worker-id", id, "--namespace", namespace],
+      ...["--slots", "18", "--max-adapters-per-batch", "16", "--max-rank", "4", "--max-context", "1024"],
+      ...["--threads", "1", "--blobs", join(modelDir, "adapters"), "--disk-cache", join(root, `cache-${id}`)],
+      ...["--metrics-port", "0", "--ack-wait-ms", String(ACK_WAIT_MS), ...extra],
+    ],
+    { env: { ...process.env, NATS_URL: natsUrl, LOG_LEVEL: "info" }, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  const logs: Record<string, unknown>[] = [];
+  let stderr = "";
+  child.stderr?.on("data", (data: Buffer) => {
+    stderr += data.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return new Promise((resolve, reject) => {
+    let buffered = "";
+    child.stdout?.on("data", (data: Buffer) => {
+      buffered += data.toString();
+      const lines = buffered.split("\n");
+      buffered = lines.pop() ?? "";
+      for (const line of lines) {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        logs.push(entry);
+        if (entry.msg === "worker ready") {
+          const spawned = { id, child, metricsPort: entry.metricsPort as number, logs, exited };
+          workers.set(id, spawned);
+          resolve(spawned);
+        }
+      }
+    });
+    void exited.then((code) =>
+      reject(
+        new Error(
+          `worker ${id} exited with ${code} before it was ready:\n${stderr}\n${JSON.stringify(logs)}`,
+        ),
+      ),
+    );
+  });
+}
+
+function request(id: string, adapter: number | null, maxTokens: number, reply: string): InferenceRequest {
+  return {
+    v: WIRE_VERSION,
+    id: `${namespace}-${id}`,
+    org: adapter === null ? "org-base" : `org-${adapter % 3}`,
+    api_key_id: "key-1",
+    base: BASE,
+    adapter: adapter === null ? null : refs[adapter]!,
+    prompt_token_ids: [1, 40 + (id.length % 30), 60, 70],
+    sampling: {
+      max_tokens: maxTokens,
+      temperature: 0,
+      top_p: 1,
+      top_k: 0,
+      seed: null,
+      presence_penalty: 0,
+      frequency_penalty: 0,
+      repetition_penalty: 1,
+      stop: [],
+      stop_token_ids: [],
+      logprobs: false,
+      top_logprobs: 0,
+    },
+    reply,
+    created_at: Date.now(),
+    deadline: Date.now() + 120_000,
+  };
+}
+
+interface Answer {
+  request: InferenceRequest;
+  chunks: TokenChunk[];
+  final: Final;
+}
+
+/** Publishes a request as the gateway does (inbox first) and reads the whole reply. */
+async function ask(
+  name: string,
+  adapter: number | null,
+  maxTokens: number,
+  target = ANY_WORKER,
+  onChunk?: (chunk: TokenChunk, req: InferenceRequest) => void,
+): Promise<Answer> {
+  const inbox = await bus.openReplyInbox();
+  const req = request(name, adapter, maxTokens, inbox.subject);
+  await bus.publishRequest(req, target);
+  const chunks: TokenChunk[] = [];
+  for await (const reply of inbox) {
+    if (reply.type === "final") return { request: req, chunks, final: reply };
+    chunks.push(reply);
+    onChunk?.(reply, req);
+  }
+  throw new Error(`the reply inbox of ${name} closed without a Final`);
+}
+
+function tokensIn(chunks: TokenChunk[]): number {
+  return chunks.reduce((n, c) => n + c.token_ids.length, 0);
+}
+
+async function eventually<T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+function usageOf(requestId: string): Promise<UsageEvent[]> {
+  return eventually(`the usage event of ${requestId}`, () => usage.get(requestId));
+}
+
+async function heartbeatOf(id: string, ready: (h: WorkerHeartbeat) => boolean): Promise<WorkerHeartbeat> {
+  return eventually(`a matching heartbeat from ${id}`, async () =>
+    (await bus.liveHeartbeats(BASE)).find((h) => h.worker_id === id && ready(h)),
+  );
+}
+
+async function metric(worker: Spawned, series: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${worker.metricsPort}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
+}
+
+beforeAll(async () => {
+  natsUrl = inject("natsUrl");
+  root = mkdtempSync(join(tmpdir(), "luminet-worker-"));
+  const tiny = initTinyModel(join(root, "model"), { shape: "tiny", adapters: ADAPTERS, rank: 4, seed: 21 });
+  modelDir = tiny.dir;
+  // No end-of-text token: a request stops at max_tokens, a cancel or a kill, never by chance.
+  const generation = JSON.parse(readFileSync(join(modelDir, "generation_config.json"), "utf8"));
+  delete generation.eos_token_id;
+  writeFileSync(join(modelDir, "generation_config.json"), JSON.stringify(generation));
+  const tokenizerConfig = JSON.parse(readFileSync(join(modelDir, "tokenizer_config.json"), "utf8"));
+  delete tokenizerConfig.eos_token;
+  writeFileSync(join(modelDir, "tokenizer_config.json"), JSON.stringify(tokenizerConfig));
+  for (let i = 0; i < ADAPTERS; i++) {
+    const sha256 = await sha256OfFile(join(tiny.adapterDirs[i]!, "adapter_model.safetensors"));
+    refs.push({ name: `org-${i % 3}/adapter-${i}`, blob_key: `adapter-${i}`, sha256: sha256!, rank: 4 });
+  }
+  bus = await connectJetStreamBus({ servers: natsUrl, namespace, ackWaitMs: ACK_WAIT_MS });
+  usageSubscription = await bus.consumeUsage(async (event) => {
+    usage.set(event.request_id, [...(usage.get(event.request_id) ?? []), event]);
+  });
+  await Promise.all(["a", "b"].map((id) => spawnWorker(id)));
+}, 120_000);
+
+afterAll(async () => {
+  for (const worker of workers.values()) if (worker.child.exitCode === null) worker.child.kill("SIGKILL");
+  await Promise.all([...workers.values()].map((w) => w.exited));
+  await usageSubscription?.close();
+  await bus?.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+describe("luminet worker", () => {
+  it("forms mixed-adapter batches over 16 adapters on two workers, one usage event per request", async () => {
+    const answers = await Promise.all(Array.from({ length: 32 }, (_, i) => ask(`mix-${i}`, i % 16, 12)));
+    for (const { request: req, chunks, final } of answers) {
+      expect(final).toMatchObject({ finish_reason: "length", seq: chunks.length });
+      expect(final.usage).toEqual({ prompt_tokens: 4, completion_tokens: 12 });
+      expect(tokensIn(chunks)).toBe(12);
+      expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, i) => i));
+      const events = await usageOf(req.id);
+      expect(events).toHaveLength(1);
+      expect(events[0]).toMatchObject({
+        input_tokens: 4,
+        output_tokens: 12,
+        finish_reason: "length",
+        adapter: req.adapter!.name,
+        org: req.org,
+      });
+    }
+    let steps = 0;
+    let singleAdapterSteps = 0;
+    for (const id of ["a", "b"]) {
+      steps += await metric(workers.get(id)!, "luminet_batch_distinct_adapters_count");
+      singleAdapterSteps += await metric(workers.get(id)!, 'luminet_batch_distinct_adapters_bucket{le="1"}');
+    }
+    expect(steps).toBeGreaterThan(0);
+    expect(steps - singleAdapterSteps).toBeGreaterThan(0);
+  });
+
+  it("finishes a short request sent while a long one runs first", async () => {
+    const finished: string[] = [];
+    let short: Promise<Answer> | undefined;
+    const long = ask("long", 1, 400, "a", () => {
+      short ??= ask("short", 2, 4, "a").then((answer) => {
+        finished.push("short");
+        return answer;
+      });
+    }).then((answer) => {
+      finished.push("long");
+      return answer;
+    });
+    expect((await long).final.usage.completion_tokens).toBe(400);
+    expect((await short!).final.usage.completion_tokens).toBe(4);
+    expect(finished).toEqual(["short", "long"]);
+  });
+
+  it("stops a cancelled request and bills only the tokens it generated", async () => {
+    let cancelled = false;
+    const answer = await ask("cancel", 3, 900, "a", (chunk, req) => {
+      if (chunk.seq < 4 || cancelled) return;
+      cancelled = true;
+      bus.publishCancel(BASE, { v: WIRE_VERSION, request_id: req.id });
+    });
+    expect(answer.final.finish_reason).toBe("cancelled");
+    const generated = answer.final.usage.completion_tokens;
+    expect(generated).toBeGreaterThanOrEqual(5);
+    expect(generated).toBeLessThan(900);
+    expect(tokensIn(answer.chunks)).toBe(generated);
+    const events = await usageOf(answer.request.id);
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({
+      output_tokens: generated,
+      input_tokens: 4,
+      finish_reason: "cancelled",
+    });
+  });
+
+  it("keeps pinned adapters through eviction pressure and refuses the 17th pin", async () => {
+    const control = (kind: "pin" | "unpin", i: number) =>
+      bus.publishControl({
+        v: WIRE_VERSION,
+        kind,
+        base: BASE,
+        adapter: refs[i]!.name,
+        pinned: kind === "pin",
+        blob: { blob_key: refs[i]!.blob_key, sha256: refs[i]!.sha256, rank: 4 },
+        at: Date.now(),
+      });
+    for (let i = 0; i < 17; i++) await control("pin", i);
+    const pinned = refs.slice(0, 16).map((r) => r.name);
+    const refused = refs[16]!.name;
+    for (const id of ["a", "b"]) {
+      const beat = await heartbeatOf(id, (h) => pinned.every((name) => h.adapters.slot.includes(name)));
+      expect(beat.pins.sort()).toEqual([...pinned].sort());
+      expect(beat.free_slots).toBe(2);
+      const refusal = workers
+        .get(id)!
+        .logs.find((l) => String(l.msg).startsWith(`pin of adapter ${refused}`));
+      expect(String(refusal?.msg)).toMatch(/refused: .*16/);
+    }
+    const evictionsBefore = await metric(workers.get("a")!, 'luminet_adapter_evictions_total{tier="slot"}');
+    // Seven unpinned adapters take turns in the two slots the pins leave.
+    const pressure = await Promise.all(
+      Array.from({ length: 14 }, (_, i) => ask(`pressure-${i}`, 17 + (i % 7), 4, "a")),
+    );
+    for (const answer of pressure) expect(answer.final.finish_reason).toBe("length");
+    expect(
+      await metric(workers.get("a")!, 'luminet_adapter_evictions_total{tier="slot"}'),
+    ).toBeGreaterThanOrEqual(evictionsBefore + 5);
+    const after = await heartbeatOf("a", () => true);
+    for (const name of pinned) expect(after.adapters.slot).toContain(name);
+    expect(after.pins.sort()).toEqual([...pinned].sort());
+    for (let i = 0; i < 17; i++) await control("unpin", i);
+    await heartbeatOf("a", (h) => h.pins.length === 0);
+    await heartbeatOf("b", (h) => h.pins.length === 0);
+  });
+
+  it("drains on SIGTERM: running requests finish, the rest are served elsewhere, it exits 0", async () => {
+    const drained = await spawnWorker("c", ["--max-batch", "2"]);
+    let signalled = false;
+    const answers = Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        ask(`drain-${i}`, i, 60, "c", () => {
+          if (signalled) return;
+          signalled = true;
+          drained.child.kill("SIGTERM");
+        }),
+      ),
+    );
+    for (const { request: req, chunks, final } of await answers) {
+      expect(final.finish_reason).toBe("length");
+      expect(tokensIn(chunks)).toBe(60);
+      expect(await usageOf(req.id)).toHaveLength(1);
+    }
+    expect(await drained.exited).toBe(0);
+    expect(drained.logs.some((l) => l.msg === "drained")).toBe(true);
+  });
+
+  it("serves on another worker a request whose worker was killed before its first token", async () => {
+    const doomed = await spawnWorker("d");
+    const nc: NatsConnection = await connect({ servers: natsUrl });
+    try {
+      const inbox = createInbox();
+      const replies: Reply[] = [];
+      const done = new Promise<void>((resolve) => {
+        nc.subscribe(inbox, {
+          callback: (_, msg) => {
+            const reply = decode(Reply, msg.data);
+            replies.push(reply);
+            if (reply.type === "final") resolve();
+          },
+        });
+      });
+      const claimants: string[] = [];
+      nc.subscribe(claimSubject(inbox), {
+        callback: (_, msg) => {
+          const claim = decode(ReplyClaim, msg.data);
+          claimants.push(claim.worker_id);
+          // The first claimant dies holding the request, before any token went out.
+          if (claim.worker_id === "d") doomed.child.kill("SIGKILL");
+          else msg.respond(encode(ClaimAnswer, { v: WIRE_VERSION, granted: true }));
+        },
+      });
+      await nc.flush();
+      const req = request("killed-early", 5, 8, inbox);
+      await bus.publishRequest(req, "d");
+      await done;
+      expect(claimants[0]).toBe("d");
+      expect(claimants.slice(1).every((id) => id === "a" || id === "b")).toBe(true);
+      const final = replies.at(-1) as Final;
+      expect(final).toMatchObject({ finish_reason: "length", usage: { completion_tokens: 8 } });
+      expect(tokensIn(replies.filter((r): r is TokenChunk => r.type === "chunk"))).toBe(8);
+      const events = await usageOf(req.id);
+      expect(events).toHaveLength(1);
+      expect(events[0]?.output_tokens).toBe(8);
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it("ends the stream with an error when a worker dies after its tokens went out; one usage event", async () => {
+    const doomed = await spawnWorker("e");
+    const inbox = await bus.openReplyInbox();
+    const req = request("killed-late", 6, 900, inbox.subject);
+    await bus.publishRequest(req, "e");
+    const chunks: TokenChunk[] = [];
+    let failure: unknown;
+    try {
+      for await (const reply of inbox) {
+        if (reply.type === "final") throw new Error("the request finished before its worker was killed");
+        chunks.push(reply);
+        if (chunks.length === 1) doomed.child.kill("SIGKILL");
+      }
+    } catch (error) {
+      failure = error;
+    }
+    expect(failure).toBeInstanceOf(WorkerLostError);
+    expect((failure as WorkerLostError).lostWorkerId).toBe("e");
+    // The worker that took the redelivery was refused and dropped it: no worker billed the lost stream.
+    // The gateway bills what reached the client, once.
+    for (const id of ["a", "b"]) await heartbeatOf(id, (h) => h.running === 0 && h.queue_depth === 0);
+    expect(usage.get(req.id)).toBeUndefined();
+    const billed = await bus.publishUsage({
+      v: WIRE_VERSION,
+      request_id: req.id,
+      org: req.org,
+      api_key_id: req.api_key_id,
+      base: BASE,
+      adapter: req.adapter!.name,
+      input_tokens: 4,
+      output_tokens: tokensIn(chunks),
+      finish_reason: "error",
+      started_ms: req.created_at,
+      finished_ms: Date.now(),
+    });
+    expect(billed.duplicate).toBe(false);
+    expect(await usageOf(req.id)).toHaveLength(1);
+  });
+});

@@ -1,0 +1,84 @@
+// Adapter control events on a worker: pin, unpin, delete and update of one adapter, as the admin API
+// publishes them. The bus replays the latest event of every adapter of the base at subscribe time and then
+// delivers new ones as they come, so every worker of the base converges on the same pins and deletions
+// within a network hop, including a worker that starts late.
+import type { Bus, Subscription } from "../bus/bus.ts";
+import { logger } from "../core/logger.ts";
+import type { AdapterControl, AdapterRef } from "../schema/wire.ts";
+import { JobError } from "./scheduler.ts";
+
+/** What control events act on: the adapter tiers and the scheduler. */
+export interface ControlTargets {
+  pin(ref: AdapterRef): Promise<void>;
+  unpin(name: string): void;
+  remove(name: string): Promise<void>;
+  prefetch(ref: AdapterRef): void;
+  /** Adapter names resident in a slot or in RAM: an update warms their new version. */
+  warm(): string[];
+  failAdapter(name: string, error: JobError): void;
+}
+
+/** The 404 a request for a deleted adapter ends with. */
+export function deletedAdapterError(name: string): JobError {
+  return new JobError("model_not_found", `adapter ${name} was deleted`);
+}
+
+export class AdapterControls {
+  /** Deleted adapter names, until an update brings the name back. */
+  private readonly deleted = new Set<string>();
+  /** Events apply one after another, so a pin and the unpin right after it land in order. */
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(private readonly targets: ControlTargets) {}
+
+  /** Subscribes to the base's control events; resolves once subscribed. */
+  static async follow(
+    bus: Bus,
+    base: string,
+    targets: ControlTargets,
+  ): Promise<{ controls: AdapterControls; subscription: Subscription }> {
+    const controls = new AdapterControls(targets);
+    const subscription = await bus.onControl(base, (event) => controls.apply(event));
+    return { controls, subscription };
+  }
+
+  isDeleted(name: string): boolean {
+    return this.deleted.has(name);
+  }
+
+  /** Resolves once every event received so far has taken effect. */
+  settled(): Promise<void> {
+    return this.queue;
+  }
+
+  apply(event: AdapterControl): void {
+    if (event.kind === "delete") {
+      // Requests stop at once; freeing the tiers may wait for the events before it.
+      this.deleted.add(event.adapter);
+      this.targets.failAdapter(event.adapter, deletedAdapterError(event.adapter));
+    } else this.deleted.delete(event.adapter);
+    this.queue = this.queue.then(() => this.act(event));
+  }
+
+  private async act(event: AdapterControl): Promise<void> {
+    const { adapter } = event;
+    const ref = event.blob ? { name: adapter, ...event.blob } : null;
+    try {
+      if (event.kind === "delete") await this.targets.remove(adapter);
+      else if (!event.pinned || !ref) {
+        this.targets.unpin(adapter);
+        if (event.kind === "update" && ref && this.targets.warm().includes(adapter))
+          this.targets.prefetch(ref);
+      } else {
+        // Not awaited: a pin waiting for a free slot must not hold up the events after it.
+        this.targets.pin(ref).then(
+          () => logger.info({ adapter, sha256: ref.sha256 }, "adapter pinned"),
+          (error: Error) =>
+            logger.error({ adapter, err: error }, `pin of adapter ${adapter} refused: ${error.message}`),
+        );
+      }
+    } catch (error) {
+      logger.error({ adapter, kind: event.kind, err: error }, `control event for adapter ${adapter} failed`);
+    }
+  }
+}

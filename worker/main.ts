@@ -1,0 +1,424 @@
+// The worker process's core, wired from its dependencies (a bus, a blob store, a metrics registry): the
+// engine in its own thread, the adapter tiers, the scheduler, replies, heartbeats, control events and
+// /metrics. `luminet worker` (cli/commands/worker.ts) connects NATS and calls startWorker; `luminet dev` can
+// call it on the in-process bus.
+//
+// A request's life here: pulled from the worker's own queue or its base's shared one (only while there is
+// room: a pulled request is this worker's until acked), its adapter's load starts, the worker claims the
+// reply, the scheduler runs it, chunks stream out, one usage event is stored, the Final goes out, the
+// request is acked. The delivery is kept alive (working()) the whole time so it is not redelivered.
+import { readFileSync } from "node:fs";
+import type { Server } from "node:http";
+import type { Bus, Delivery, RequestPuller, Subscription } from "../bus/bus.ts";
+import { logger } from "../core/logger.ts";
+import type { InferenceRequest } from "../schema/wire.ts";
+import { AdapterManager } from "./adapters/adapter-manager.ts";
+import type { BlobStore } from "./adapters/blob-store.ts";
+import { AdapterControls, deletedAdapterError } from "./control.ts";
+import type { Device } from "./engine/device.ts";
+import { EngineThread } from "./engine/engine-thread.ts";
+import { loadTokenizer, type Tokenizer } from "./engine/tokenizer.ts";
+import { Heartbeat } from "./heartbeat.ts";
+import { listeningPort, serveMetrics, WorkerMetrics } from "./metrics.ts";
+import { OrphanQueues } from "./orphan-queues.ts";
+import { ReplyStream } from "./replies.ts";
+import { type Job, JobError, type Outcome, Scheduler } from "./scheduler.ts";
+
+export const VERSION: string = JSON.parse(
+  readFileSync(new URL("../package.json", import.meta.url), "utf8"),
+).version;
+
+export interface WorkerOptions {
+  bus: Bus;
+  base: string;
+  workerId: string;
+  modelDir: string;
+  device: Device;
+  /** Adapter slots on the device. */
+  slots: number;
+  /** Distinct adapters in one step; at most `slots`. */
+  maxAdaptersPerBatch: number;
+  /** Largest adapter rank a slot holds. */
+  maxRank: number;
+  /** Most sequences running at once. */
+  maxBatch: number;
+  /** Longest sequence, prompt + generated. */
+  maxContext: number;
+  /** Tokens one step processes: one per running sequence plus prefilled prompt tokens. */
+  stepTokens: number;
+  ramCacheBytes: number;
+  diskCacheDir: string;
+  diskCacheBytes: number;
+  blobs: BlobStore;
+  /** The bus's ack wait: deliveries are kept alive well within it. */
+  ackWaitMs: number;
+  /** onnxruntime intra-op threads; default all cores. */
+  threads?: number;
+  /** Serve /metrics on this port (0: any free port). */
+  metricsPort?: number;
+  /** Where the series go; default a registry of the worker's own. */
+  metrics?: WorkerMetrics;
+  heartbeatIntervalMs?: number;
+}
+
+export class WorkerConfigError extends Error {
+  override readonly name = "WorkerConfigError";
+}
+
+/**
+ * Requests held beyond the running batch: enough to keep the next step fed and cold adapters loading
+ * ahead, few enough that requests are not hoarded while other workers of the base sit idle.
+ */
+const QUEUE_PER_BATCH = 0.5;
+
+/** A held request. */
+interface Held {
+  request: InferenceRequest;
+  cancelled: boolean;
+}
+
+export class LuminetWorker {
+  private readonly held = new Map<string, Held>();
+  private readonly serving = new Set<Promise<void>>();
+  private readonly pullers = new Set<RequestPuller>();
+  private readonly subscriptions: Subscription[] = [];
+  private roomWaiters: (() => void)[] = [];
+  private draining = false;
+  private stopped: Promise<void> | null = null;
+  private heartbeat: Heartbeat | null = null;
+  private metricsServer: Server | null = null;
+  private controls: AdapterControls | null = null;
+  private readonly capacity: number;
+  private readonly log;
+
+  private constructor(
+    private readonly options: WorkerOptions,
+    private readonly engine: EngineThread,
+    private readonly tokenizer: Tokenizer,
+    private readonly manager: AdapterManager,
+    private readonly scheduler: Scheduler,
+    readonly metrics: WorkerMetrics,
+  ) {
+    this.capacity = Math.ceil(options.maxBatch * (1 + QUEUE_PER_BATCH));
+    this.log = logger.child({ worker: options.workerId, base: options.base });
+  }
+
+  /** Starts every part, then begins pulling. Resolves once the worker serves. */
+  static async start(options: WorkerOptions): Promise<LuminetWorker> {
+    if (options.maxAdaptersPerBatch > options.slots) {
+      throw new WorkerConfigError(
+        `--max-adapters-per-batch ${options.maxAdaptersPerBatch} exceeds --slots ${options.slots}: every adapter in a step needs a slot`,
+      );
+    }
+    const metrics = options.metrics ?? new WorkerMetrics();
+    const tokenizer = loadTokenizer(options.modelDir);
+    const engine = await EngineThread.start({
+      modelDir: options.modelDir,
+      device: options.device,
+      maxContext: options.maxContext,
+      slots: options.slots,
+      maxRank: options.maxRank,
+      maxAdaptersPerStep: options.maxAdaptersPerBatch,
+      ...(options.threads ? { threads: options.threads } : {}),
+    });
+    try {
+      await engine.warmUp();
+      const manager = new AdapterManager({
+        model: engine.model,
+        maxRank: options.maxRank,
+        slots: options.slots,
+        writeSlot: (slot, adapter) => engine.writeAdapter(slot, adapter),
+        clearSlot: (slot) => engine.clearSlot(slot),
+        ramCacheBytes: options.ramCacheBytes,
+        diskCacheDir: options.diskCacheDir,
+        diskCacheBytes: options.diskCacheBytes,
+        blobs: options.blobs,
+        onLoad: (tier, seconds) => metrics.observeLoad(tier, seconds),
+        onEvict: (tier) => metrics.countEviction(tier),
+      });
+      await manager.started();
+      const scheduler = new Scheduler(engine, tokenizer, manager, {
+        maxBatch: options.maxBatch,
+        maxContext: options.maxContext,
+        stepTokenBudget: options.stepTokens,
+        maxAdaptersPerStep: options.maxAdaptersPerBatch,
+        onStep: (step) => {
+          metrics.stepSeconds.observe(step.seconds);
+          metrics.batchDistinctAdapters.observe(step.distinctAdapters);
+          metrics.tokensGenerated.inc(step.tokens);
+          metrics.runningSequences.set(scheduler.runningCount);
+        },
+      });
+      const worker = new LuminetWorker(options, engine, tokenizer, manager, scheduler, metrics);
+      await worker.begin();
+      return worker;
+    } catch (error) {
+      await engine.close().catch(() => {});
+      throw error;
+    }
+  }
+
+  get workerId(): string {
+    return this.options.workerId;
+  }
+
+  /** The port /metrics listens on, when it does. */
+  get metricsPort(): number | undefined {
+    return this.metricsServer ? listeningPort(this.metricsServer) : undefined;
+  }
+
+  /** Pins, evictions and what is resident, for heartbeats and tests. */
+  tiers() {
+    return this.manager.tiers();
+  }
+
+  /**
+   * Stops pulling, hands back every request that has not started (another worker takes it at once), lets
+   * the running ones finish, stops beating and releases the engine.
+   */
+  drain(): Promise<void> {
+    this.stopped ??= this.shutDown();
+    return this.stopped;
+  }
+
+  private async begin(): Promise<void> {
+    const { bus, base, workerId } = this.options;
+    const { controls, subscription } = await AdapterControls.follow(bus, base, {
+      pin: (ref) => this.manager.pin(ref),
+      unpin: (name) => this.manager.unpin(name),
+      remove: (name) => this.manager.remove(name),
+      prefetch: (ref) => this.manager.prefetch(ref),
+      warm: () => {
+        const { slot, ram } = this.manager.tiers();
+        return [...slot, ...ram];
+      },
+      failAdapter: (name, error) => this.scheduler.failAdapter(name, error),
+    });
+    this.controls = controls;
+    this.subscriptions.push(subscription);
+    this.subscriptions.push(
+      await bus.onCancel(base, ({ request_id }) => {
+        const held = this.held.get(request_id);
+        if (!held) return;
+        held.cancelled = true;
+        this.scheduler.cancel(request_id);
+      }),
+    );
+    if (this.options.metricsPort !== undefined) {
+      this.metricsServer = await serveMetrics(this.metrics.registry, this.options.metricsPort);
+    }
+    const orphans = new OrphanQueues(workerId, (deadId) => this.adopt(deadId));
+    this.heartbeat = new Heartbeat(
+      bus,
+      () => this.state(),
+      this.options.heartbeatIntervalMs,
+      () => {
+        this.updateGauges();
+        bus.liveHeartbeats(base).then(
+          (live) => orphans.observe(live),
+          (error: Error) => this.log.warn({ err: error }, "reading heartbeats failed"),
+        );
+      },
+    );
+    await this.heartbeat.start();
+    const puller = await bus.pullRequests({ base, workerId });
+    this.pullers.add(puller);
+    void this.pull(puller);
+    this.log.info(
+      { metricsPort: this.metricsPort, slots: this.options.slots, version: VERSION },
+      "worker ready",
+    );
+  }
+
+  private state() {
+    const tiers = this.manager.tiers();
+    return {
+      worker_id: this.options.workerId,
+      base: this.options.base,
+      version: VERSION,
+      adapters: { slot: tiers.slot, ram: tiers.ram, disk: tiers.disk },
+      pins: tiers.pinned,
+      free_slots: tiers.freeSlots,
+      queue_depth: Math.max(0, this.held.size - this.scheduler.runningCount),
+      running: this.scheduler.runningCount,
+      tokensGenerated: this.scheduler.tokensGenerated,
+    };
+  }
+
+  private updateGauges(): void {
+    const tiers = this.manager.tiers();
+    const pinned = tiers.pinned.filter((name) => tiers.slot.includes(name)).length;
+    const free = tiers.freeSlots;
+    this.metrics.setSlots({ free, pinned, used: Math.max(0, this.options.slots - free - pinned) });
+    this.metrics.queueDepth.set(Math.max(0, this.held.size - this.scheduler.runningCount));
+    this.metrics.runningSequences.set(this.scheduler.runningCount);
+  }
+
+  /** Pulls while there is room, until the puller closes. */
+  private async pull(puller: RequestPuller, onDelivery?: () => void): Promise<void> {
+    for (;;) {
+      await this.room();
+      if (this.draining) break;
+      const delivery = await puller.next();
+      if (!delivery) break;
+      onDelivery?.();
+      if (this.draining) {
+        delivery.nak();
+        break;
+      }
+      const serving = this.serve(delivery).catch((error: Error) =>
+        this.log.error({ err: error, request: delivery.message.id }, "serving a request failed"),
+      );
+      this.serving.add(serving);
+      void serving.finally(() => {
+        this.serving.delete(serving);
+        this.roomWaiters.shift()?.();
+      });
+    }
+  }
+
+  private room(): Promise<void> {
+    if (this.draining || this.serving.size < this.capacity) return Promise.resolve();
+    return new Promise((resolve) => this.roomWaiters.push(resolve));
+  }
+
+  /** Pulls a dead worker's own queue until nothing more arrives for a while, or it comes back. */
+  private async adopt(deadId: string): Promise<Subscription> {
+    const { bus, base, ackWaitMs } = this.options;
+    this.log.warn({ dead: deadId }, "a worker of this base stopped beating; serving its queue");
+    const puller = await bus.pullRequests({ base, workerId: deadId, shared: false });
+    this.pullers.add(puller);
+    // Its unacked requests come back after the ack wait; stale gateway views may still send it some.
+    const quietMs = Math.max(2 * ackWaitMs, 10_000);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const close = async () => {
+      clearTimeout(timer);
+      this.pullers.delete(puller);
+      await puller.close();
+    };
+    const rearm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => void close(), quietMs);
+    };
+    rearm();
+    void this.pull(puller, rearm);
+    return { close };
+  }
+
+  private async serve(delivery: Delivery<InferenceRequest>): Promise<void> {
+    const request = delivery.message;
+    const { ackWaitMs } = this.options;
+    if (request.base !== this.options.base) {
+      this.log.error({ request: request.id, base: request.base }, "request for another base; dropped");
+      delivery.term();
+      return;
+    }
+    if (Date.now() > request.deadline) {
+      delivery.term();
+      return;
+    }
+    const held: Held = { request, cancelled: false };
+    this.held.set(request.id, held);
+    const keepAlive = setInterval(() => {
+      delivery.working();
+      // Past its deadline nobody waits for it: stop it like a cancel, billing what it generated.
+      if (Date.now() > request.deadline) this.scheduler.cancel(request.id);
+    }, ackWaitMs / 3);
+    try {
+      if (request.adapter && !this.controls?.isDeleted(request.adapter.name)) {
+        this.manager.prefetch(request.adapter);
+      }
+      const replies = new ReplyStream(this.options.bus, request, this.options.workerId, this.tokenizer);
+      if (!(await replies.claim())) {
+        delivery.term();
+        return;
+      }
+      if (this.draining) {
+        delivery.nak();
+        return;
+      }
+      const outcome = await this.run(held, replies);
+      if (outcome.kind === "handed-back") {
+        delivery.nak();
+        return;
+      }
+      await replies.finish({
+        finishReason: outcome.finishReason,
+        ...(outcome.error ? { error: { code: outcome.error.code, message: outcome.error.message } } : {}),
+        promptTokens: outcome.promptTokens,
+        outputTokens: outcome.tokens.length,
+      });
+      await delivery.ack();
+    } finally {
+      clearInterval(keepAlive);
+      this.held.delete(request.id);
+    }
+  }
+
+  private run(held: Held, replies: ReplyStream): Promise<Outcome> {
+    const { request } = held;
+    const refuse = (error: JobError): Promise<Outcome> =>
+      Promise.resolve({ kind: "done", finishReason: "error", error, promptTokens: 0, tokens: [], text: "" });
+    if (held.cancelled) {
+      return Promise.resolve({
+        kind: "done",
+        finishReason: "cancelled",
+        promptTokens: 0,
+        tokens: [],
+        text: "",
+      });
+    }
+    if (request.adapter && this.controls?.isDeleted(request.adapter.name)) {
+      return refuse(deletedAdapterError(request.adapter.name));
+    }
+    const vocab = this.engine.model.vocabSize;
+    const outside = request.prompt_token_ids.find((id) => id >= vocab);
+    if (outside !== undefined) {
+      return refuse(
+        new JobError("invalid_request", `prompt token id ${outside} is outside the vocabulary of ${vocab}`),
+      );
+    }
+    const { sampling } = request;
+    const job: Job = {
+      id: request.id,
+      org: request.org,
+      adapter: request.adapter,
+      promptTokens: request.prompt_token_ids,
+      sampling: {
+        temperature: sampling.temperature,
+        topP: sampling.top_p,
+        topK: sampling.top_k,
+        seed: sampling.seed,
+        presencePenalty: sampling.presence_penalty,
+        frequencyPenalty: sampling.frequency_penalty,
+        repetitionPenalty: sampling.repetition_penalty,
+        topLogprobs: sampling.logprobs ? sampling.top_logprobs : null,
+      },
+      limits: {
+        maxTokens: sampling.max_tokens,
+        stopTokenIds: [...new Set([...this.tokenizer.eosTokenIds, ...sampling.stop_token_ids])],
+        stopStrings: sampling.stop,
+      },
+      onToken: (token, text) => replies.send(token, text),
+    };
+    return this.scheduler.submit(job);
+  }
+
+  private async shutDown(): Promise<void> {
+    this.draining = true;
+    this.log.info({ held: this.held.size }, "draining: no more pulls; finishing what runs");
+    for (const wake of this.roomWaiters.splice(0)) wake();
+    await Promise.all([...this.pullers].map((puller) => puller.close()));
+    const handedBack = this.scheduler.handBack();
+    if (handedBack.length > 0) this.log.info({ requests: handedBack }, "handed back for redelivery");
+    while (this.serving.size > 0) await Promise.all([...this.serving]);
+    await this.heartbeat?.stop();
+    await Promise.all(this.subscriptions.map((s) => s.close()));
+    await new Promise<void>((resolve) =>
+      this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve(),
+    );
+    await this.manager.close();
+    await this.engine.close();
+    this.log.info("drained");
+  }
+}

@@ -1,0 +1,104 @@
+// The worker's Prometheus series (prom-client) and the /metrics endpoint that serves them. The series live
+// on a registry the caller may pass in: `luminet dev` puts them on the gateway's own registry.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { EvictTier, LoadTier } from "./adapters/adapter-manager.ts";
+
+export type SlotState = "free" | "used" | "pinned";
+
+export class WorkerMetrics {
+  readonly queueDepth: Gauge;
+  readonly runningSequences: Gauge;
+  readonly stepSeconds: Histogram;
+  readonly tokensGenerated: Counter;
+  readonly batchDistinctAdapters: Histogram;
+  readonly adapterLoadSeconds: Histogram<"tier">;
+  readonly adapterEvictions: Counter<"tier">;
+  readonly slots: Gauge<"state">;
+
+  constructor(readonly registry: Registry = new Registry()) {
+    const registers = [registry];
+    this.queueDepth = new Gauge({
+      name: "luminet_queue_depth",
+      help: "Requests this worker holds that have not started running",
+      registers,
+    });
+    this.runningSequences = new Gauge({
+      name: "luminet_running_sequences",
+      help: "Sequences in the running batch",
+      registers,
+    });
+    this.stepSeconds = new Histogram({
+      name: "luminet_step_seconds",
+      help: "Duration of one scheduler step (prefills and one decode)",
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+    this.tokensGenerated = new Counter({
+      name: "luminet_tokens_generated_total",
+      help: "Tokens generated",
+      registers,
+    });
+    this.batchDistinctAdapters = new Histogram({
+      name: "luminet_batch_distinct_adapters",
+      help: "Distinct adapters in one step (base-model rows count for none); one observation per step",
+      buckets: [0, 1, 2, 4, 8, 16, 32, 64],
+      registers,
+    });
+    this.adapterLoadSeconds = new Histogram({
+      name: "luminet_adapter_load_seconds",
+      help: "Adapter load time by the tier it came from (ram: into a slot; disk, blob: into RAM)",
+      labelNames: ["tier"],
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5],
+      registers,
+    });
+    this.adapterEvictions = new Counter({
+      name: "luminet_adapter_evictions_total",
+      help: "Adapters evicted from a tier to make room",
+      labelNames: ["tier"],
+      registers,
+    });
+    this.slots = new Gauge({
+      name: "luminet_slots",
+      help: "Adapter slots by state: free, used (unpinned adapter), pinned",
+      labelNames: ["state"],
+      registers,
+    });
+  }
+
+  observeLoad(tier: LoadTier, seconds: number): void {
+    this.adapterLoadSeconds.observe({ tier }, seconds);
+  }
+
+  countEviction(tier: EvictTier): void {
+    this.adapterEvictions.inc({ tier });
+  }
+
+  setSlots(counts: Record<SlotState, number>): void {
+    for (const [state, count] of Object.entries(counts)) this.slots.set({ state }, count);
+  }
+}
+
+/** Serves the registry at GET /metrics on `port` (0: any free port); resolves with the server listening. */
+export async function serveMetrics(registry: Registry, port: number, host = "0.0.0.0"): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.method !== "GET" || req.url?.split("?")[0] !== "/metrics") {
+      res.writeHead(404, { "content-type": "text/plain" }).end("not found: try GET /metrics\n");
+      return;
+    }
+    registry.metrics().then(
+      (body) => res.writeHead(200, { "content-type": registry.contentType }).end(body),
+      (error: Error) => res.writeHead(500, { "content-type": "text/plain" }).end(`${error.message}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}
+
+export function listeningPort(server: Server): number {
+  return (server.address() as AddressInfo).port;
+}
