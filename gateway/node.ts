@@ -56,6 +56,8 @@ export interface NodeGatewayOptions {
   hostname?: string;
   databaseUrl: string;
   natsUrl: string;
+  /** NATS subject/stream prefix shared with the workers (LUMINET_NAMESPACE). */
+  namespace?: string;
   /** The base models served, each with the folder holding its tokenizer and config. */
   models: readonly BaseModelSource[];
 }
@@ -64,7 +66,11 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
   const db = await openDb(options.databaseUrl);
   let bus: Bus | undefined;
   try {
-    bus = await connectJetStreamBus({ servers: options.natsUrl, connectionName: "luminet-gateway" });
+    bus = await connectJetStreamBus({
+      servers: options.natsUrl,
+      connectionName: "luminet-gateway",
+      ...(options.namespace ? { namespace: options.namespace } : {}),
+    });
     const bases = await loadBaseCatalog(db, options.models);
     const { app } = createNodeApp({ db, bus, bases });
     const served = await serveApp(app, options.port, options.hostname);

@@ -1,12 +1,80 @@
-// `luminet gateway`: the OpenAI-compatible API on Node.
+// `luminet gateway`: the OpenAI-compatible API on Node, against NATS (NATS_URL) and the database
+// (DATABASE_URL). Each base it serves is named with the folder holding its tokenizer: --model NAME=DIR.
+// SIGTERM or SIGINT closes it: open streams end, their runs are cancelled.
 import type { Command } from "commander";
-import { notImplemented } from "../not-implemented.ts";
+import { logger } from "../../core/logger.ts";
+import { defaultDatabaseUrl, describeDatabaseUrl } from "../../db/open.ts";
+import { parseBaseModelSource } from "../../gateway/base-loader.ts";
+import { startNodeGateway } from "../../gateway/node.ts";
+
+interface GatewayFlags {
+  port: string;
+  host: string;
+  model: string[];
+  namespace?: string;
+  withMeter?: boolean;
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+async function runGateway(flags: GatewayFlags): Promise<void> {
+  if (flags.withMeter) {
+    throw new Error("--with-meter: the usage meter is not part of this build yet (metering issue)");
+  }
+  if (flags.model.length === 0) {
+    throw new Error("name at least one base model: --model NAME=DIR (the folder with its tokenizer.json)");
+  }
+  const port = Number(flags.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new Error(`--port: not a port: ${flags.port}`);
+  const databaseUrl = process.env.DATABASE_URL || defaultDatabaseUrl;
+  const natsUrl = process.env.NATS_URL || "nats://127.0.0.1:4222";
+  const models = flags.model.map(parseBaseModelSource);
+  const gateway = await startNodeGateway({
+    port,
+    hostname: flags.host,
+    databaseUrl,
+    natsUrl,
+    models,
+    ...(flags.namespace ? { namespace: flags.namespace } : {}),
+  });
+  logger.info(
+    { url: gateway.url, database: describeDatabaseUrl(databaseUrl), bases: models.map((m) => m.name) },
+    `gateway listening on ${gateway.url}`,
+  );
+  await new Promise<void>((done) => {
+    const stop = (signal: string) => {
+      logger.info({ signal }, "gateway closing");
+      gateway.close().then(done, (error: Error) => {
+        logger.error({ err: error }, "gateway close failed");
+        process.exitCode = 1;
+        done();
+      });
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+}
 
 export function registerGateway(program: Command): void {
   program
     .command("gateway")
-    .description("serve the OpenAI-compatible API, admin API and dashboard (NATS_URL, DATABASE_URL)")
+    .description("serve the OpenAI-compatible API (NATS_URL, DATABASE_URL)")
     .option("--port <port>", "HTTP port", "8080")
+    .option("--host <host>", "interface to listen on", "0.0.0.0")
+    .option("--model <name=dir>", "a base model served and its folder (repeatable)", collect, [])
+    .option(
+      "--namespace <ns>",
+      "prefix of every NATS subject, stream and bucket, as the workers use (LUMINET_NAMESPACE)",
+      process.env.LUMINET_NAMESPACE,
+    )
     .option("--with-meter", "also run the usage meter in this process")
-    .action(notImplemented("gateway", "lands with the gateway issue"));
+    .action(async (flags: GatewayFlags) => {
+      try {
+        await runGateway(flags);
+      } catch (error) {
+        logger.error({ err: error }, error instanceof Error ? error.message : String(error));
+        process.exitCode = 1;
+      }
+    });
 }

@@ -1,18 +1,79 @@
-// `luminet keys ...`: API keys.
+// `luminet keys ...`: API keys of an org, in DATABASE_URL. A created key is printed once, alone on stdout
+// (so `KEY=$(luminet keys create --org acme)` works); it cannot be shown again.
 import type { Command } from "commander";
-import { notImplemented } from "../not-implemented.ts";
+import { logger } from "../../core/logger.ts";
+import { type Db, defaultDatabaseUrl, openDb } from "../../db/open.ts";
+import { createApiKey, ensureOrg, listApiKeys, revokeApiKey } from "../../gateway/api-keys.ts";
+
+async function withDb(run: (db: Db) => Promise<void>): Promise<void> {
+  try {
+    const db = await openDb(process.env.DATABASE_URL || defaultDatabaseUrl);
+    try {
+      await run(db);
+    } finally {
+      await db.close();
+    }
+  } catch (error) {
+    process.stderr.write(`luminet keys: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  }
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
 
 export function registerKeys(program: Command): void {
-  const keys = program.command("keys").description("manage API keys");
-  const pending = "lands with the gateway issue";
+  const keys = program.command("keys").description("manage API keys (DATABASE_URL)");
   keys
     .command("create")
-    .description("create an API key (shown once)")
-    .option("--org <org>", "organization")
-    .action(notImplemented("keys create", pending));
-  keys.command("list").description("list API keys by prefix").action(notImplemented("keys list", pending));
+    .description("create an API key (shown once); creates the org if it does not exist")
+    .requiredOption("--org <org>", "organization id (the `org` in model ids)")
+    .option("--name <name>", "what the key is for", "default")
+    .option("--scope <scope>", 'a scope, e.g. "admin" for management routes (repeatable)', collect, [])
+    .action((flags: { org: string; name: string; scope: string[] }) =>
+      withDb(async (db) => {
+        await ensureOrg(db, flags.org);
+        const { key, record } = await createApiKey(db, {
+          orgId: flags.org,
+          name: flags.name,
+          scopes: flags.scope,
+        });
+        logger.info({ org: record.orgId, prefix: record.prefix, scopes: record.scopes }, "API key created");
+        process.stdout.write(`${key}\n`);
+      }),
+    );
+  keys
+    .command("list")
+    .description("list an org's API keys by prefix")
+    .requiredOption("--org <org>", "organization id")
+    .option("--json", "one JSON object per line")
+    .action((flags: { org: string; json?: boolean }) =>
+      withDb(async (db) => {
+        for (const k of await listApiKeys(db, flags.org)) {
+          const row = {
+            prefix: k.prefix,
+            name: k.name,
+            scopes: k.scopes,
+            created: k.createdAt.toISOString(),
+            last_used: k.lastUsedAt?.toISOString() ?? null,
+            revoked: k.revokedAt?.toISOString() ?? null,
+          };
+          process.stdout.write(
+            flags.json
+              ? `${JSON.stringify(row)}\n`
+              : `${row.prefix}…  ${row.name}  [${row.scopes.join(",")}]  created ${row.created}` +
+                  `${row.revoked ? `  REVOKED ${row.revoked}` : ""}\n`,
+          );
+        }
+      }),
+    );
   keys
     .command("revoke <prefix>")
-    .description("revoke an API key")
-    .action(notImplemented("keys revoke", pending));
+    .description("revoke an API key by its prefix; it stops working within 30 s")
+    .requiredOption("--org <org>", "organization id")
+    .action((prefix: string, flags: { org: string }) =>
+      withDb(async (db) => {
+        const revoked = await revokeApiKey(db, flags.org, prefix);
+        process.stdout.write(`revoked ${revoked.prefix}…\n`);
+      }),
+    );
 }

@@ -9,8 +9,11 @@ export const FAKE_WORDS = ["Hello", " from", " a", " fake", " worker", "!", " Mo
 /** Replies end with "stop" after this many tokens unless max_tokens cuts them shorter ("length"). */
 export const FAKE_REPLY_TOKENS = 6;
 
-/** reply: the fixed words; hang: nothing until cancelled; partial: some chunks, then nothing until cancelled. */
-export type FakeBehaviour = "reply" | "hang" | { partial: number } | { error: WireErrorBody };
+/**
+ * reply: the fixed words; hang: nothing until cancelled; partial: some chunks, then nothing until
+ * cancelled; error: `after` chunks (default none), then a failed Final.
+ */
+export type FakeBehaviour = "reply" | "hang" | { partial: number } | { error: WireErrorBody; after?: number };
 
 export interface FakeWorkerOptions {
   base: string;
@@ -130,13 +133,15 @@ export class FakeWorker {
       return;
     }
     if (typeof behaviour === "object" && "error" in behaviour) {
+      const chunks = behaviour.after ?? 0;
+      for (let i = 0; i < chunks; i++) this.#chunk(request, i);
       this.bus.publishReply(request.reply, {
         v: 1,
         type: "final",
         request_id: request.id,
-        seq: 0,
+        seq: chunks,
         finish_reason: "error",
-        usage: { prompt_tokens: prompt, completion_tokens: 0 },
+        usage: { prompt_tokens: prompt, completion_tokens: chunks },
         error: behaviour.error,
       });
       return;
