@@ -150,7 +150,7 @@ describe("the openai client", () => {
       const error = await c.chat.completions.create({ model: BASE, messages }).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(OpenAI.InternalServerError);
       expect(error).toMatchObject({ status: 503, code: "no_worker" });
-      expect((error as OpenAI.APIError).headers?.get("retry-after")).toBe("5");
+      expect((error as InstanceType<typeof OpenAI.APIError>).headers?.get("retry-after")).toBe("5");
     } finally {
       await lonely.close();
       await idle.close();
@@ -187,7 +187,7 @@ describe("the openai client", () => {
       })().catch((e: unknown) => e);
       expect(text).toBe(fakeReplyText(2));
       expect(failure).toBeInstanceOf(OpenAI.APIError);
-      expect((failure as OpenAI.APIError).message).toContain("out of memory");
+      expect((failure as InstanceType<typeof OpenAI.APIError>).message).toContain("out of memory");
     } finally {
       worker.behaviour = () => "reply";
     }
