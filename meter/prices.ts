@@ -1,0 +1,52 @@
+// What a request costs: a base model's per-million-token prices (integer micro-dollars, schema/db.ts)
+// applied to its input and output tokens. Money never passes through a float: the products can exceed
+// 2^53 (a billion tokens at a dollar per token), so the arithmetic runs on BigInt.
+//
+// Rounding: the exact cost is input × inPrice + output × outPrice, in millionths of a micro-dollar; it is
+// divided by a million and rounded UP, once, on the request's total (not per side). A request that used
+// tokens on a priced base is never billed 0, and no request is billed more than one micro-dollar
+// ($0.000001) above its exact price.
+import type { BaseModel } from "../schema/db.ts";
+
+/** A base model's prices, as the base_models table holds them. */
+export type Prices = Pick<BaseModel, "inputPriceMicrosPerMillion" | "outputPriceMicrosPerMillion">;
+
+export interface TokenCounts {
+  inputTokens: number;
+  outputTokens: number;
+}
+
+/** A price or token count that is not a non-negative safe integer. */
+export class PriceInputError extends Error {
+  override readonly name = "PriceInputError";
+}
+
+const MILLION = 1_000_000n;
+
+function exact(field: string, value: number): bigint {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new PriceInputError(`${field} must be a non-negative integer, got ${value}`);
+  }
+  return BigInt(value);
+}
+
+/** The cost of a request in integer micro-dollars, rounded up once on the total. */
+export function costMicros(prices: Prices, tokens: TokenCounts): number {
+  const millionths =
+    exact("inputTokens", tokens.inputTokens) *
+      exact("inputPriceMicrosPerMillion", prices.inputPriceMicrosPerMillion) +
+    exact("outputTokens", tokens.outputTokens) *
+      exact("outputPriceMicrosPerMillion", prices.outputPriceMicrosPerMillion);
+  const micros = (millionths + MILLION - 1n) / MILLION;
+  // Unreachable with 32-bit token counts and prices (at most ~9.2e12); checked so a number never rounds.
+  if (micros > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new PriceInputError(`a cost of ${micros} micro-dollars exceeds what a number holds exactly`);
+  }
+  return Number(micros);
+}
+
+/** Micro-dollars as dollars with all six decimals, e.g. 1_234_567 → "$1.234567"; exact, no float. */
+export function formatDollars(micros: number): string {
+  const value = exact("micros", micros);
+  return `$${value / MILLION}.${(value % MILLION).toString().padStart(6, "0")}`;
+}

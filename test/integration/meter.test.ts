@@ -1,0 +1,219 @@
+// The meter against real NATS (a namespace per test) and Postgres (PGlite when DATABASE_URL is unset):
+// exact prices, one row per request id however often its event arrives, events it cannot price held in
+// JetStream rather than billed wrong, and a stop that bills what it already took.
+import { randomUUID } from "node:crypto";
+import { eq } from "drizzle-orm";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it, vi } from "vitest";
+import type { Bus } from "../../bus/bus.ts";
+import { InProcessBroker } from "../../bus/in-process.ts";
+import { connectJetStreamBus, type JetStreamBusOptions } from "../../bus/jetstream.ts";
+import { migrate } from "../../db/migrate.ts";
+import { type Db, openDb } from "../../db/open.ts";
+import { type Meter, startMeter } from "../../meter/meter.ts";
+import { usageEvents } from "../../schema/db.ts";
+import {
+  meterAckPending,
+  orgRows,
+  orgTotals,
+  registerBase,
+  uniqueNamespace,
+  usageBacklog,
+  usageEvent,
+} from "../support/meter-fixtures.ts";
+
+const natsUrl = inject("natsUrl");
+const databaseUrl = inject("postgresUrl") || "pglite:memory";
+const waitLong = { timeout: 20_000, interval: 50 };
+
+describe(`the meter (${databaseUrl.startsWith("pglite") ? "PGlite" : "Postgres"})`, () => {
+  let db: Db;
+  const cleanups: Array<() => Promise<void>> = [];
+  /** A base with $0.15 / $0.60 per million input / output tokens. */
+  let base: string;
+
+  beforeAll(async () => {
+    db = await openDb(databaseUrl);
+    await migrate(db);
+    base = `test/priced-${randomUUID()}`;
+    await registerBase(db, base, 150_000, 600_000);
+  });
+
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  afterAll(async () => {
+    await db.close();
+  });
+
+  async function jetStream(options: Partial<JetStreamBusOptions> = {}) {
+    const namespace = uniqueNamespace();
+    const connectBus = async () => {
+      const bus = await connectJetStreamBus({ servers: natsUrl, namespace, ...options });
+      cleanups.push(() => bus.close());
+      return bus;
+    };
+    return { namespace, publisher: await connectBus(), meterBus: await connectBus() };
+  }
+
+  async function meterOn(bus: Bus, options: { batchSize?: number; flushMs?: number } = {}): Promise<Meter> {
+    const meter = await startMeter({ bus, db, ...options });
+    let stopped = false;
+    cleanups.push(async () => {
+      if (!stopped) await meter.stop();
+    });
+    return {
+      stop: async () => {
+        stopped = true;
+        await meter.stop();
+      },
+    };
+  }
+
+  it("bills each request once at its base's price, rounded up to the whole micro-dollar", async () => {
+    const { namespace, publisher, meterBus } = await jetStream();
+    await meterOn(meterBus);
+    const org = `org-${randomUUID()}`;
+    const cases = [
+      // 1000 × 0.15 + 333 × 0.60 = 349.8 micro-dollars
+      { input: 1000, output: 333, cost: 350 },
+      // 0.15 micro-dollars: a request that used tokens is never free
+      { input: 1, output: 0, cost: 1 },
+      { input: 0, output: 0, cost: 0 },
+      // 300 + 300, exact: nothing to round
+      { input: 2000, output: 500, cost: 600 },
+      // near the columns' int32 limit: 1.95e9 × 0.15 + 1.9e9 × 0.60 = 1_432_500_000 exactly
+      { input: 1_950_000_000, output: 1_900_000_000, cost: 1_432_500_000 },
+    ];
+    for (const [i, c] of cases.entries()) {
+      await publisher.publishUsage(
+        usageEvent({ org, base, request_id: `${org}-${i}`, input_tokens: c.input, output_tokens: c.output }),
+      );
+    }
+    await vi.waitFor(async () => expect(await orgRows(db, org)).toHaveLength(cases.length), waitLong);
+    const rows = await orgRows(db, org);
+    expect(rows.map((r) => [r.inputTokens, r.outputTokens, r.costMicros])).toEqual(
+      cases.map((c) => [c.input, c.output, c.cost]),
+    );
+    expect(rows[0]).toMatchObject({
+      apiKeyId: "key-1",
+      base,
+      adapter: "support-v1",
+      finishReason: "stop",
+      startedAt: new Date(Date.UTC(2025, 2, 1, 10)),
+      finishedAt: new Date(Date.UTC(2025, 2, 1, 10, 0, 2)),
+    });
+    await vi.waitFor(async () => expect(await usageBacklog(natsUrl, namespace)).toBe(0), waitLong);
+  });
+
+  it("writes a burst larger than one batch whole, each request rounded on its own", async () => {
+    const { namespace, publisher, meterBus } = await jetStream();
+    await meterOn(meterBus, { batchSize: 8, flushMs: 20 });
+    const org = `org-${randomUUID()}`;
+    // 7 × 0.15 + 3 × 0.60 = 2.85 → 3 micro-dollars each; rounding the sum instead would give 285.
+    await Promise.all(
+      Array.from({ length: 100 }, () =>
+        publisher.publishUsage(usageEvent({ org, base, input_tokens: 7, output_tokens: 3 })),
+      ),
+    );
+    await vi.waitFor(async () => expect((await orgTotals(db, org)).rows).toBe(100), waitLong);
+    expect(await orgTotals(db, org)).toEqual({
+      rows: 100,
+      distinctRequests: 100,
+      inputTokens: 700,
+      outputTokens: 300,
+      costMicros: 300,
+    });
+    await vi.waitFor(async () => expect(await usageBacklog(natsUrl, namespace)).toBe(0), waitLong);
+  });
+
+  it("keeps one row for a request id replayed after JetStream's dedupe window", async () => {
+    const { namespace, publisher, meterBus } = await jetStream({ usageDedupeWindowMs: 1_000 });
+    await meterOn(meterBus);
+    const org = `org-${randomUUID()}`;
+    const first = usageEvent({ org, base, input_tokens: 1000, output_tokens: 333 });
+    expect((await publisher.publishUsage(first)).duplicate).toBe(false);
+    await vi.waitFor(async () => expect(await orgRows(db, org)).toHaveLength(1), waitLong);
+
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // JetStream has forgotten the id, so this copy (with different counts) is stored and delivered.
+    const replay = { ...first, input_tokens: 5, output_tokens: 5 };
+    expect((await publisher.publishUsage(replay)).duplicate).toBe(false);
+    await vi.waitFor(async () => expect(await usageBacklog(natsUrl, namespace)).toBe(0), waitLong);
+
+    const rows = await orgRows(db, org);
+    expect(rows.map((r) => [r.requestId, r.inputTokens, r.outputTokens, r.costMicros])).toEqual([
+      [first.request_id, 1000, 333, 350],
+    ]);
+  });
+
+  it("acks without a second row an event whose row was committed before its ack was lost", async () => {
+    const { namespace, publisher, meterBus } = await jetStream();
+    const org = `org-${randomUUID()}`;
+    const event = usageEvent({ org, base, input_tokens: 10, output_tokens: 10 });
+    await db.insert(usageEvents).values({
+      requestId: event.request_id,
+      orgId: org,
+      apiKeyId: event.api_key_id,
+      base,
+      adapter: event.adapter,
+      inputTokens: 10,
+      outputTokens: 10,
+      costMicros: 8,
+      finishReason: "stop",
+      startedAt: new Date(event.started_ms),
+      finishedAt: new Date(event.finished_ms),
+    });
+    await publisher.publishUsage({ ...event, output_tokens: 999 });
+    await meterOn(meterBus);
+    await vi.waitFor(async () => expect(await usageBacklog(natsUrl, namespace)).toBe(0), waitLong);
+    const rows = await orgRows(db, org);
+    expect(rows.map((r) => [r.outputTokens, r.costMicros])).toEqual([[10, 8]]);
+  });
+
+  it("holds an event for an unknown base in JetStream, unbilled, until the base has prices", async () => {
+    const { namespace, publisher, meterBus } = await jetStream({ usageRetryDelayMs: 100 });
+    await meterOn(meterBus, { flushMs: 10 });
+    const org = `org-${randomUUID()}`;
+    const unknownBase = `test/unregistered-${randomUUID()}`;
+    const orphan = usageEvent({ org, base: unknownBase, input_tokens: 1_000_000, output_tokens: 0 });
+    const known = usageEvent({ org, base });
+    await publisher.publishUsage(orphan);
+    await publisher.publishUsage(known);
+
+    // The known event is billed and acked; the orphan keeps coming back and stays in the stream.
+    await vi.waitFor(async () => expect(await usageBacklog(natsUrl, namespace)).toBe(1), waitLong);
+    expect((await orgRows(db, org)).map((r) => r.requestId)).toEqual([known.request_id]);
+
+    await registerBase(db, unknownBase, 2_000_000, 0);
+    await vi.waitFor(async () => expect(await usageBacklog(natsUrl, namespace)).toBe(0), waitLong);
+    const billed = await db.select().from(usageEvents).where(eq(usageEvents.requestId, orphan.request_id));
+    expect(billed.map((r) => r.costMicros)).toEqual([2_000_000]);
+  });
+
+  it("on stop, writes and acks the events it has taken but not yet written", async () => {
+    const { namespace, publisher, meterBus } = await jetStream();
+    // A flush delay no test waits for: only stop() can write these.
+    const meter = await meterOn(meterBus, { batchSize: 4, flushMs: 600_000 });
+    const org = `org-${randomUUID()}`;
+    await publisher.publishUsage(usageEvent({ org, base }));
+    await publisher.publishUsage(usageEvent({ org, base }));
+    await vi.waitFor(async () => expect(await meterAckPending(natsUrl, namespace)).toBe(2), waitLong);
+    expect(await orgRows(db, org)).toHaveLength(0);
+
+    await meter.stop();
+    expect(await orgRows(db, org)).toHaveLength(2);
+    expect(await usageBacklog(natsUrl, namespace)).toBe(0);
+  });
+
+  it("meters from the in-process bus as well", async () => {
+    const broker = new InProcessBroker();
+    const bus = broker.connect();
+    cleanups.push(() => bus.close());
+    await meterOn(bus, { flushMs: 5 });
+    const org = `org-${randomUUID()}`;
+    for (let i = 0; i < 3; i++) await bus.publishUsage(usageEvent({ org, base }));
+    await vi.waitFor(async () => expect((await orgTotals(db, org)).rows).toBe(3), waitLong);
+    expect((await orgTotals(db, org)).costMicros).toBe(3 * 27);
+  });
+});

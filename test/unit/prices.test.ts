@@ -1,0 +1,56 @@
+// The cost function: exact integer micro-dollars, rounded up once per request, and money formatting.
+import { describe, expect, it } from "vitest";
+import { costMicros, formatDollars, PriceInputError } from "../../meter/prices.ts";
+
+const prices = (input: number, output: number) => ({
+  inputPriceMicrosPerMillion: input,
+  outputPriceMicrosPerMillion: output,
+});
+
+describe("costMicros", () => {
+  it("is exact when the tokens make whole micro-dollars", () => {
+    expect(costMicros(prices(150_000, 600_000), { inputTokens: 2000, outputTokens: 500 })).toBe(600);
+    expect(
+      costMicros(prices(3_000_000, 15_000_000), { inputTokens: 1_000_000, outputTokens: 1_000_000 }),
+    ).toBe(18_000_000);
+  });
+
+  it("rounds the request's total up, not each side", () => {
+    // 0.5 + 0.5 micro-dollars: rounding each side up would bill 2.
+    expect(costMicros(prices(500_000, 500_000), { inputTokens: 1, outputTokens: 1 })).toBe(1);
+    // 349.8 → 350, and one millionth over a whole micro-dollar still rounds up.
+    expect(costMicros(prices(150_000, 600_000), { inputTokens: 1000, outputTokens: 333 })).toBe(350);
+    expect(costMicros(prices(1_000_001, 0), { inputTokens: 1, outputTokens: 0 })).toBe(2);
+    expect(costMicros(prices(1, 0), { inputTokens: 1, outputTokens: 0 })).toBe(1);
+  });
+
+  it("bills nothing for no tokens or a free base", () => {
+    expect(costMicros(prices(150_000, 600_000), { inputTokens: 0, outputTokens: 0 })).toBe(0);
+    expect(costMicros(prices(0, 0), { inputTokens: 123_456, outputTokens: 789 })).toBe(0);
+  });
+
+  it("stays exact where a float product would round", () => {
+    // 2_147_483_647 × 2_147_483_647 = 4_611_686_014_132_420_609 millionths, far past 2^53.
+    const max = 2_147_483_647;
+    expect(costMicros(prices(max, max), { inputTokens: max, outputTokens: max })).toBe(9_223_372_028_265);
+    expect(costMicros(prices(max, 0), { inputTokens: max, outputTokens: 0 })).toBe(4_611_686_014_133);
+  });
+
+  it("refuses negative or fractional counts and prices, naming the field", () => {
+    expect(() => costMicros(prices(150_000, 600_000), { inputTokens: -1, outputTokens: 0 })).toThrow(
+      new PriceInputError("inputTokens must be a non-negative integer, got -1"),
+    );
+    expect(() => costMicros(prices(150_000, 0.5), { inputTokens: 1, outputTokens: 1 })).toThrow(
+      /outputPriceMicrosPerMillion must be a non-negative integer, got 0.5/,
+    );
+  });
+});
+
+describe("formatDollars", () => {
+  it("writes micro-dollars as dollars with six exact decimals", () => {
+    expect(formatDollars(0)).toBe("$0.000000");
+    expect(formatDollars(27)).toBe("$0.000027");
+    expect(formatDollars(1_234_567)).toBe("$1.234567");
+    expect(formatDollars(9_007_199_254_740_991)).toBe("$9007199254.740991");
+  });
+});
