@@ -1,6 +1,9 @@
 // `luminet bench <name>`: the benchmarks of ../shared/BENCH.md; results go to bench/results/<name>.json.
+import { resolve } from "node:path";
 import type { Command } from "commander";
+import { reportColdLoadBench, runColdLoadBench } from "../../scripts/bench-cold-load.ts";
 import { reportEngineBench, runEngineBench } from "../../scripts/bench-engine.ts";
+import { reportSwitchBench, runSwitchBench } from "../../scripts/bench-switch.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { notImplemented } from "../not-implemented.ts";
 
@@ -32,9 +35,53 @@ export function registerBench(program: Command): void {
         reportEngineBench(result, options.json === true);
       },
     );
+  bench
+    .command("cold-load")
+    .description("adapter load time from each tier (RAM, disk, blob store) and the step time meanwhile")
+    .option("--layers <n>", "layers of bench-1b", "2")
+    .option("--model <dir>", "a bench-1b folder with adapters/adapter-0..2 (default: generated in .luminet/)")
+    .option("--json", "print one JSON line")
+    .action(async (options: { layers: string; model?: string; json?: boolean }) => {
+      const result = await runColdLoadBench({
+        layers: Number(options.layers),
+        ...(options.model ? { modelDir: options.model } : {}),
+        log: (line) => process.stderr.write(`${line}\n`),
+      });
+      reportColdLoadBench(result, options.json === true);
+    });
+  bench
+    .command("switch")
+    .description("hot adapter overhead: TTFT and per-token latency, resident adapter minus base-only")
+    .option("--device <device>", "cpu | webgpu | cuda", "cpu")
+    .option("--layers <n>", "layers of bench-1b (default 2 on cpu, 16 on a GPU)")
+    .option(
+      "--model <dir>",
+      "a bench-1b folder with adapters/adapter-0 (default: generated and cached in .luminet/)",
+    )
+    .option("--requests <n>", "timed requests of each kind", "200")
+    .option("--tokens <n>", "tokens each request generates", "8")
+    .option("--json", "print one JSON line")
+    .action(
+      async (options: {
+        device: string;
+        layers?: string;
+        model?: string;
+        requests: string;
+        tokens: string;
+        json?: boolean;
+      }) => {
+        const result = await runSwitchBench({
+          device: parseDevice(options.device),
+          ...(options.layers ? { layers: Number(options.layers) } : {}),
+          ...(options.model ? { modelDir: resolve(options.model) } : {}),
+          requests: Number(options.requests),
+          tokens: Number(options.tokens),
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
+        reportSwitchBench(result, options.json === true);
+      },
+    );
   for (const [name, what] of [
-    ["switch", "hot adapter overhead"],
-    ["cold-load", "adapter load time from each tier"],
     ["gateway", "gateway added latency and capacity"],
     ["fleet", "routing quality across workers"],
     ["e2e", "the whole path through the openai client"],
