@@ -10,6 +10,14 @@ import type { Principal } from "./auth.ts";
 import { modelNotFound } from "./errors.ts";
 import type { ModelId } from "./model-id.ts";
 
+/**
+ * An adapter's name on the bus (requests, heartbeats, control events, usage): `<org>/<name>`, unique across
+ * orgs, since workers, pins and residency are shared by every org on a base.
+ */
+export function wireAdapterName(orgId: string, name: string): string {
+  return `${orgId}/${name}`;
+}
+
 interface Candidate {
   ref: AdapterRef;
   weight: number;
@@ -46,7 +54,7 @@ export class AdapterResolver {
     if (id.adapter === null) return null;
     if (id.adapter.org !== caller.orgId) throw modelNotFound(model);
     const candidates = await this.#candidates(db, caller.orgId, id.base, id.adapter.name);
-    const exact = candidates.find((c) => c.ref.name === id.adapter?.name);
+    const exact = candidates.find((c) => c.ref.name === wireAdapterName(caller.orgId, id.adapter!.name));
     if (exact) return exact.ref;
     const chosen = this.#draw(candidates);
     if (!chosen) throw modelNotFound(model);
@@ -88,7 +96,12 @@ export class AdapterResolver {
         ? []
         : [
             {
-              ref: { name: row.name, blob_key: row.blobKey, sha256: row.sha256, rank: row.rank },
+              ref: {
+                name: wireAdapterName(orgId, row.name),
+                blob_key: row.blobKey,
+                sha256: row.sha256,
+                rank: row.rank,
+              },
               weight: row.trafficWeight,
             },
           ],

@@ -259,7 +259,7 @@ describe("adapters in model ids", () => {
     expect(res.status).toBe(200);
     expect(ChatCompletion.parse(await res.json()).model).toBe(`${BASE}:acme/support-v2`);
     expect(lastRequest().adapter).toMatchObject({
-      name: "support-v2",
+      name: "acme/support-v2",
       rank: 4,
       blob_key: "adapters/support-v2-2",
     });
@@ -268,7 +268,7 @@ describe("adapters in model ids", () => {
   it("resolves an alias to a version with traffic weight", async () => {
     for (let i = 0; i < 5; i++) {
       expect((await chat({ model: `${BASE}:acme/support` })).status).toBe(200);
-      expect(lastRequest().adapter?.name).toBe("support-v1");
+      expect(lastRequest().adapter?.name).toBe("acme/support-v1");
     }
   });
 

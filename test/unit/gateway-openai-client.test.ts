@@ -103,7 +103,7 @@ describe("the openai client", () => {
     for (const r of results) {
       expect(r.text).toBe(fakeReplyText(r.n));
       const sent = worker.received.find((q) => r.id.endsWith(q.id));
-      expect(sent?.adapter?.name ?? BASE).toBe(r.model === BASE ? BASE : r.model.split("/")[1]);
+      expect(sent?.adapter?.name ?? BASE).toBe(r.model === BASE ? BASE : r.model.split(":")[1]);
     }
     expect(new Set(results.map((r) => r.id)).size).toBe(20);
   });
