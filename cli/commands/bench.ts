@@ -1,7 +1,10 @@
 // `luminet bench <name>`: the benchmarks of ../shared/BENCH.md; results go to bench/results/<name>.json.
+import { resolve } from "node:path";
 import type { Command } from "commander";
 import { reportColdLoadBench, runColdLoadBench } from "../../scripts/bench-cold-load.ts";
+import { logger } from "../../core/logger.ts";
 import { reportEngineBench, runEngineBench } from "../../scripts/bench-engine.ts";
+import { reportSwitchBench, runSwitchBench } from "../../scripts/bench-switch.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { notImplemented } from "../not-implemented.ts";
 
@@ -47,8 +50,41 @@ export function registerBench(program: Command): void {
       });
       reportColdLoadBench(result, options.json === true);
     });
+  bench
+    .command("switch")
+    .description("hot adapter overhead: TTFT and per-token latency, resident adapter minus base-only")
+    .option("--device <device>", "cpu | webgpu | cuda", "cpu")
+    .option("--layers <n>", "layers of bench-1b (default 2 on cpu, 16 on a GPU)")
+    .option(
+      "--model <dir>",
+      "a bench-1b folder with adapters/adapter-0 (default: generated and cached in .luminet/)",
+    )
+    .option("--requests <n>", "timed requests of each kind", "200")
+    .option("--tokens <n>", "tokens each request generates", "4")
+    .option("--json", "print one JSON line")
+    .action(
+      async (options: {
+        device: string;
+        layers?: string;
+        model?: string;
+        requests: string;
+        tokens: string;
+        json?: boolean;
+      }) => {
+        // The worker inside logs to stdout, where the result goes: only warnings and errors, unless asked.
+        if (!process.env.LOG_LEVEL) logger.level = "warn";
+        const result = await runSwitchBench({
+          device: parseDevice(options.device),
+          ...(options.layers ? { layers: Number(options.layers) } : {}),
+          ...(options.model ? { modelDir: resolve(options.model) } : {}),
+          requests: Number(options.requests),
+          tokens: Number(options.tokens),
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
+        reportSwitchBench(result, options.json === true);
+      },
+    );
   for (const [name, what] of [
-    ["switch", "hot adapter overhead"],
     ["gateway", "gateway added latency and capacity"],
     ["fleet", "routing quality across workers"],
     ["e2e", "the whole path through the openai client"],

@@ -321,6 +321,46 @@ describe("luminet worker", () => {
     await heartbeatOf("b", (h) => h.pins.length === 0);
   });
 
+  it("evicts a deleted adapter on every worker and fails its requests with 404", async () => {
+    const gone = refs[23]!;
+    await Promise.all([ask("before-delete-a", 23, 2, "a"), ask("before-delete-b", 23, 2, "b")]);
+    await bus.publishControl({
+      v: WIRE_VERSION,
+      kind: "delete",
+      base: BASE,
+      adapter: gone.name,
+      pinned: false,
+      blob: null,
+      at: Date.now(),
+    });
+    for (const id of ["a", "b"]) {
+      await heartbeatOf(
+        id,
+        (h) => ![...h.adapters.slot, ...h.adapters.ram, ...h.adapters.disk].includes(gone.name),
+      );
+    }
+    const answer = await ask("after-delete", 23, 4, "b");
+    expect(answer.final.finish_reason).toBe("error");
+    expect(answer.final.error).toEqual({
+      code: "model_not_found",
+      message: `adapter ${gone.name} was deleted`,
+    });
+    expect(await usageOf(answer.request.id)).toMatchObject([{ output_tokens: 0, finish_reason: "error" }]);
+  });
+
+  it("fails a request whose adapter cannot be loaded with the reason, and only that request", async () => {
+    const inbox = await bus.openReplyInbox();
+    const broken = request("broken-blob", null, 4, inbox.subject);
+    broken.adapter = { name: "org-0/missing", blob_key: "no-such-adapter", sha256: "0".repeat(64), rank: 4 };
+    const [, fine] = await Promise.all([bus.publishRequest(broken, "a"), ask("beside-broken", 7, 4, "a")]);
+    let final: Final | undefined;
+    for await (const reply of inbox) if (reply.type === "final") final = reply;
+    expect(final?.finish_reason).toBe("error");
+    expect(final?.error?.code).toBe("adapter_unavailable");
+    expect(final?.error?.message).toContain("no-such-adapter");
+    expect(fine.final.finish_reason).toBe("length");
+  });
+
   it("drains on SIGTERM: running requests finish, the rest are served elsewhere, it exits 0", async () => {
     const drained = await spawnWorker("c", ["--max-batch", "2"]);
     let signalled = false;

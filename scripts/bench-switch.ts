@@ -1,0 +1,264 @@
+// `luminet bench switch`: the hot-adapter overhead of ../shared/BENCH.md ("switch"). One idle worker — the
+// real worker core (engine thread, adapter tiers, scheduler, replies) on the in-process bus — serves one
+// request at a time with the same prompt, alternating a request on a resident (pinned) rank-16 adapter with
+// a base-only request, so both kinds see the same machine noise. Reported: time to first token and
+// per-token latency, p50 and p99 per kind, and the adapter's overhead (adapter minus base-only).
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { InProcessBroker } from "../bus/in-process.ts";
+import { type AdapterRef, ANY_WORKER, type InferenceRequest, WIRE_VERSION } from "../schema/wire.ts";
+import { FolderBlobStore } from "../worker/adapters/blob-store.ts";
+import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
+import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
+import { loadModelConfig } from "../worker/engine/model-config.ts";
+import { Prng } from "../worker/engine/prng.ts";
+import { LuminetWorker } from "../worker/main.ts";
+import { machineName } from "./bench-engine.ts";
+import { initTinyModel } from "./tiny-model.ts";
+
+export interface SwitchBenchOptions {
+  device: Device;
+  /** Layers of bench-1b; default 2 on CPU, 16 on a GPU. */
+  layers?: number;
+  /** A bench-1b folder with adapters/adapter-0; generated (and cached) when absent. */
+  modelDir?: string;
+  /** Timed requests of each kind; at least 200 for a p99 worth the name. */
+  requests?: number;
+  /** Tokens each request generates. */
+  tokens?: number;
+  log?: (line: string) => void;
+}
+
+export interface Percentiles {
+  p50: number;
+  p99: number;
+}
+
+export interface SwitchBenchResult {
+  machine: string;
+  device: Device;
+  shape: string;
+  base: { ttft_ms: Percentiles; per_token_ms: Percentiles };
+  adapter: { ttft_ms: Percentiles; per_token_ms: Percentiles };
+  /** Adapter minus base-only, percentile by percentile. */
+  overhead_ms: { ttft: Percentiles; per_token: Percentiles };
+  setup: {
+    layers: number;
+    dtype: string;
+    rank: number;
+    requests_per_kind: number;
+    max_tokens: number;
+    prompt_tokens: number;
+    path: string;
+  };
+}
+
+const RANK = 16;
+const PROMPT_TOKENS = 32;
+const WARM_UP = 4;
+const BASE = "bench-1b";
+
+/** The engine benchmark's cached model when present (it has adapter-0), else one adapter of our own. */
+function ensureModel(device: Device, layers: number, log: (line: string) => void): string {
+  const dtype = device === "cpu" ? "F32" : "F16";
+  const models = resolve(".luminet", "bench-models");
+  const shared = join(models, `bench-1b-${layers}l-${dtype.toLowerCase()}`);
+  if (existsSync(join(shared, "adapters", "adapter-0", "adapter_model.safetensors"))) return shared;
+  const own = join(models, `bench-1b-${layers}l-${dtype.toLowerCase()}-1a`);
+  if (existsSync(join(own, "adapters", "adapter-0", "adapter_model.safetensors"))) return own;
+  log(`generating bench-1b (${layers} layers, ${dtype}) with one rank-${RANK} adapter in ${own}`);
+  initTinyModel(own, { shape: "bench-1b", layers, adapters: 1, rank: RANK, seed: 7, dtype });
+  return own;
+}
+
+/** Nearest-rank percentile. */
+function percentile(values: readonly number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+function summary(values: readonly number[]): Percentiles {
+  return { p50: round(percentile(values, 50)), p99: round(percentile(values, 99)) };
+}
+
+function round(value: number): number {
+  return Math.round(value * 1000) / 1000;
+}
+
+export async function runSwitchBench(options: SwitchBenchOptions): Promise<SwitchBenchResult> {
+  const log = options.log ?? (() => {});
+  const { device } = options;
+  const layers = options.layers ?? (device === "cpu" ? 2 : 16);
+  const requests = options.requests ?? 200;
+  const tokens = options.tokens ?? 4;
+  if (tokens < 2) throw new RangeError("--tokens must be at least 2: per-token latency needs two tokens");
+  const modelDir = options.modelDir ?? ensureModel(device, layers, log);
+  const cacheDir = mkdtempSync(join(tmpdir(), "luminet-bench-switch-"));
+  const broker = new InProcessBroker({ ackWaitMs: 10 * 60_000 });
+  const gateway = broker.connect();
+  const workerBus = broker.connect();
+  log("starting the worker (engine thread, graph variants)");
+  const worker = await LuminetWorker.start({
+    bus: workerBus,
+    base: BASE,
+    workerId: "bench",
+    modelDir,
+    device,
+    slots: 4,
+    maxAdaptersPerBatch: 4,
+    maxRank: RANK,
+    maxBatch: 8,
+    maxContext: PROMPT_TOKENS + tokens + 8,
+    stepTokens: 512,
+    ramCacheBytes: 2 ** 30,
+    diskCacheDir: cacheDir,
+    diskCacheBytes: 4 * 2 ** 30,
+    blobs: new FolderBlobStore(join(modelDir, "adapters")),
+    ackWaitMs: 10 * 60_000,
+  });
+  try {
+    const sha256 = await sha256OfFile(join(modelDir, "adapters", "adapter-0", "adapter_model.safetensors"));
+    const adapter: AdapterRef = {
+      name: "bench/adapter-0",
+      blob_key: "adapter-0",
+      sha256: sha256!,
+      rank: RANK,
+    };
+    await gateway.publishControl({
+      v: WIRE_VERSION,
+      kind: "pin",
+      base: BASE,
+      adapter: adapter.name,
+      pinned: true,
+      blob: { blob_key: adapter.blob_key, sha256: adapter.sha256, rank: RANK },
+      at: Date.now(),
+    });
+    while (!worker.tiers().slot.includes(adapter.name)) await new Promise((r) => setTimeout(r, 20));
+    log(`adapter ${adapter.name} pinned in a slot`);
+
+    const prng = new Prng(3, 0);
+    const vocab = loadModelConfig(modelDir).vocabSize;
+    const prompt = Array.from({ length: PROMPT_TOKENS }, () => Math.floor(prng.nextFloat() * vocab));
+    let count = 0;
+    const timeOne = async (withAdapter: boolean) => {
+      const inbox = await gateway.openReplyInbox();
+      const request: InferenceRequest = {
+        v: WIRE_VERSION,
+        id: `switch-${count++}`,
+        org: "bench",
+        api_key_id: "bench",
+        base: BASE,
+        adapter: withAdapter ? adapter : null,
+        prompt_token_ids: prompt,
+        sampling: {
+          max_tokens: tokens,
+          temperature: 0,
+          top_p: 1,
+          top_k: 0,
+          seed: null,
+          presence_penalty: 0,
+          frequency_penalty: 0,
+          repetition_penalty: 1,
+          stop: [],
+          // An end-of-text token would cut a request short: both kinds generate exactly `tokens`.
+          stop_token_ids: [],
+          logprobs: false,
+          top_logprobs: 0,
+        },
+        reply: inbox.subject,
+        created_at: Date.now(),
+        deadline: Date.now() + 10 * 60_000,
+      };
+      const sent = performance.now();
+      await gateway.publishRequest(request, ANY_WORKER);
+      const arrivals: number[] = [];
+      for await (const reply of inbox) {
+        if (reply.type === "chunk" && reply.token_ids.length > 0) arrivals.push(performance.now());
+        if (reply.type === "final" && reply.finish_reason !== "length") {
+          throw new Error(`bench request ended "${reply.finish_reason}": ${reply.error?.message ?? ""}`);
+        }
+      }
+      const first = arrivals[0]!;
+      return { ttft: first - sent, perToken: (arrivals.at(-1)! - first) / (arrivals.length - 1) };
+    };
+
+    for (let i = 0; i < WARM_UP; i++) {
+      await timeOne(false);
+      await timeOne(true);
+    }
+    const samples = {
+      base: { ttft: [] as number[], perToken: [] as number[] },
+      adapter: { ttft: [] as number[], perToken: [] as number[] },
+    };
+    for (let i = 0; i < requests; i++) {
+      // Which kind goes first alternates, so neither always follows the other.
+      for (const withAdapter of i % 2 === 0 ? [false, true] : [true, false]) {
+        const { ttft, perToken } = await timeOne(withAdapter);
+        const kind = withAdapter ? samples.adapter : samples.base;
+        kind.ttft.push(ttft);
+        kind.perToken.push(perToken);
+      }
+      if ((i + 1) % 50 === 0) log(`  ${i + 1}/${requests} request pairs`);
+    }
+    const base = { ttft_ms: summary(samples.base.ttft), per_token_ms: summary(samples.base.perToken) };
+    const withAdapter = {
+      ttft_ms: summary(samples.adapter.ttft),
+      per_token_ms: summary(samples.adapter.perToken),
+    };
+    const minus = (a: Percentiles, b: Percentiles) => ({
+      p50: round(a.p50 - b.p50),
+      p99: round(a.p99 - b.p99),
+    });
+    return {
+      machine: machineName(device),
+      device,
+      shape: "bench-1b",
+      base,
+      adapter: withAdapter,
+      overhead_ms: {
+        ttft: minus(withAdapter.ttft_ms, base.ttft_ms),
+        per_token: minus(withAdapter.per_token_ms, base.per_token_ms),
+      },
+      setup: {
+        layers,
+        dtype: computeDtypeFor(device),
+        rank: RANK,
+        requests_per_kind: requests,
+        max_tokens: tokens,
+        prompt_tokens: PROMPT_TOKENS,
+        path: "luminet worker core on the in-process bus, one request at a time",
+      },
+    };
+  } finally {
+    await worker.drain();
+    await Promise.all([gateway.close(), workerBus.close()]);
+    rmSync(cacheDir, { recursive: true, force: true });
+  }
+}
+
+/** Prints the result (one JSON line with --json, else a table) and saves bench/results/switch.json. */
+export function reportSwitchBench(
+  result: SwitchBenchResult,
+  json: boolean,
+  resultsDir = "bench/results",
+): void {
+  mkdirSync(resultsDir, { recursive: true });
+  writeFileSync(join(resultsDir, "switch.json"), `${JSON.stringify(result, null, 2)}\n`);
+  if (json) {
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
+  }
+  const { setup } = result;
+  process.stdout.write(
+    `switch bench on ${result.machine} (${result.device}, bench-1b ${setup.layers} layers ${setup.dtype}, rank ${setup.rank}; ${setup.requests_per_kind} requests per kind, ${setup.prompt_tokens}-token prompt, ${setup.max_tokens} tokens each)\n`,
+  );
+  process.stdout.write("                    TTFT p50   TTFT p99   per-token p50   per-token p99   (ms)\n");
+  const row = (name: string, ttft: Percentiles, perToken: Percentiles) =>
+    process.stdout.write(
+      `${name.padEnd(20)}${ttft.p50.toFixed(3).padEnd(11)}${ttft.p99.toFixed(3).padEnd(11)}${perToken.p50.toFixed(3).padEnd(16)}${perToken.p99.toFixed(3)}\n`,
+    );
+  row("base-only", result.base.ttft_ms, result.base.per_token_ms);
+  row("resident adapter", result.adapter.ttft_ms, result.adapter.per_token_ms);
+  row("overhead", result.overhead_ms.ttft, result.overhead_ms.per_token);
+}
