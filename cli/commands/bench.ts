@@ -1,8 +1,8 @@
 // `luminet bench <name>`: the benchmarks of ../shared/BENCH.md; results go to bench/results/<name>.json.
 import { resolve } from "node:path";
 import type { Command } from "commander";
-import { reportColdLoadBench, runColdLoadBench } from "../../scripts/bench-cold-load.ts";
 import { logger } from "../../core/logger.ts";
+import { reportColdLoadBench, runColdLoadBench } from "../../scripts/bench-cold-load.ts";
 import { reportEngineBench, runEngineBench } from "../../scripts/bench-engine.ts";
 import { reportSwitchBench, runSwitchBench } from "../../scripts/bench-switch.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
