@@ -241,6 +241,26 @@ describe("AdapterManager", () => {
     expect(h.manager.isResident(v2)).toBe(true);
   });
 
+  it("gives a waiting pin the slot another adapter's unpin frees, and fails it when the adapter is deleted", async () => {
+    const h = harness({ slots: 4 });
+    await h.manager.pin(refs[0]!);
+    await h.manager.pin(refs[1]!);
+    await h.manager.acquire(refs[2]!);
+    await h.manager.acquire(refs[3]!);
+    const waiting = h.manager.pin(refs[4]!);
+    await vi.waitFor(() => expect(h.manager.tiers().ram).toContain(refs[4]!.name));
+    h.manager.unpin(refs[0]!.name);
+    await waiting;
+    expect(h.manager.tiers().slot).toEqual(names(4, 3, 2, 1));
+    expect(h.manager.tiers().pinned).toEqual(names(1, 4));
+
+    const doomed = h.manager.pin(refs[5]!).catch((error: unknown) => error);
+    await vi.waitFor(() => expect(h.manager.tiers().ram).toContain(refs[5]!.name));
+    await h.manager.remove(refs[5]!.name);
+    expect(await doomed).toBeInstanceOf(AdapterRemovedError);
+    expect(h.manager.tiers().pinned).toEqual(names(1, 4));
+  });
+
   it.each([
     ["flipped bits that still parse", (path: string) => flipLastFloat(path)],
     ["a truncated file", (path: string) => truncateSync(path, 100)],

@@ -196,6 +196,8 @@ export class AdapterManager {
   /** Lets every version of the adapter be evicted again; it stays resident until it is. */
   unpin(name: string): void {
     for (const key of this.table.pinnedKeys()) if (nameOf(key) === name) this.table.unpin(key);
+    // Its slot may be the one a waiting pin needs; a waiting pin of its own stops waiting.
+    this.wakeSlotWaiters();
   }
 
   /**
@@ -286,7 +288,11 @@ export class AdapterManager {
 
   private async loadPinned(ref: AdapterRef): Promise<void> {
     const key = keyOf(ref);
+    const removals = this.removals.get(ref.name) ?? 0;
     for (;;) {
+      if ((this.removals.get(ref.name) ?? 0) !== removals) {
+        throw new AdapterRemovedError(ref.name, ref.sha256, "it was deleted before it could be pinned");
+      }
       if (!this.table.isPinned(key)) return;
       try {
         await this.acquire(ref);
