@@ -1,0 +1,352 @@
+// The whole path with real processes: `luminet gateway` and two `luminet worker`s on the real NATS, the
+// database on PGlite (or the run's Postgres when DATABASE_URL is set), the official openai client in front.
+// The test also plays the meter (a usage consumer) to check that what responses report is what is billed.
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import type { Bus, Subscription } from "../../bus/bus.ts";
+import { connectJetStreamBus } from "../../bus/jetstream.ts";
+import { migrate } from "../../db/migrate.ts";
+import { openDb } from "../../db/open.ts";
+import { createApiKey, ensureOrg } from "../../gateway/api-keys.ts";
+import { architectureOf } from "../../gateway/base-loader.ts";
+import { adapters, baseModels } from "../../schema/db.ts";
+import type { UsageEvent } from "../../schema/wire.ts";
+import { initTinyModel } from "../../scripts/tiny-model.ts";
+import { sha256OfFile } from "../../worker/adapters/disk-cache.ts";
+import { loadModelConfig } from "../../worker/engine/model-config.ts";
+
+const BASE = "tiny";
+/** Served by the gateway, but no worker runs it. */
+const IDLE_BASE = "tiny-idle";
+const ADAPTERS = 4;
+const CONTEXT = 1024;
+const CLI = fileURLToPath(new URL("../../bin/luminet.mjs", import.meta.url));
+const namespace = `e2e_${process.pid}_${Date.now()}`;
+
+let root: string;
+let modelDir: string;
+let gatewayUrl: string;
+let bus: Bus;
+let usageSubscription: Subscription;
+let client: OpenAI;
+const keys = { acme: "", other: "" };
+const usage = new Map<string, UsageEvent>();
+const children: { child: ChildProcess; exited: Promise<number | null> }[] = [];
+
+/** Starts a luminet command and resolves with the first JSON log line `ready` accepts. */
+function start(
+  args: string[],
+  ready: (line: Record<string, unknown>) => boolean,
+  env: Record<string, string>,
+) {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, ...env, LOG_LEVEL: "info" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  children.push({ child, exited });
+  let output = "";
+  child.stderr?.on("data", (data: Buffer) => {
+    output += data.toString();
+  });
+  return new Promise<Record<string, unknown>>((resolve, reject) => {
+    let buffered = "";
+    child.stdout?.on("data", (data: Buffer) => {
+      buffered += data.toString();
+      output += data.toString();
+      const lines = buffered.split("\n");
+      buffered = lines.pop() ?? "";
+      for (const line of lines) {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        if (ready(entry)) resolve(entry);
+      }
+    });
+    void exited.then((code) => reject(new Error(`luminet ${args[0]} exited with ${code}:\n${output}`)));
+  });
+}
+
+async function eventually<T>(what: string, probe: () => T | undefined): Promise<T> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+const billed = (requestId: string) =>
+  eventually(`the usage event of ${requestId}`, () => usage.get(requestId));
+const requestIdOf = (responseId: string) => responseId.replace(/^(chatcmpl|cmpl)-/, "");
+
+beforeAll(async () => {
+  const natsUrl = inject("natsUrl");
+  root = mkdtempSync(join(tmpdir(), "luminet-e2e-"));
+  const tiny = initTinyModel(join(root, "model"), { shape: "tiny", adapters: ADAPTERS, rank: 4, seed: 5 });
+  modelDir = tiny.dir;
+  // No end-of-text token: every request generates exactly max_tokens unless cancelled.
+  for (const [file, key] of [
+    ["generation_config.json", "eos_token_id"],
+    ["tokenizer_config.json", "eos_token"],
+  ] as const) {
+    const json = JSON.parse(readFileSync(join(modelDir, file), "utf8"));
+    delete json[key];
+    writeFileSync(join(modelDir, file), JSON.stringify(json));
+  }
+
+  const databaseUrl = inject("postgresUrl") || `pglite:${join(root, "db")}`;
+  const db = await openDb(databaseUrl);
+  await migrate(db);
+  const architecture = architectureOf(loadModelConfig(modelDir));
+  for (const name of [BASE, IDLE_BASE]) {
+    await db
+      .insert(baseModels)
+      .values({
+        name,
+        architecture,
+        contextLength: CONTEXT,
+        inputPriceMicrosPerMillion: 100_000,
+        outputPriceMicrosPerMillion: 200_000,
+      })
+      .onConflictDoNothing();
+  }
+  await ensureOrg(db, "acme");
+  await ensureOrg(db, "other");
+  keys.acme = (await createApiKey(db, { orgId: "acme", name: "e2e" })).key;
+  keys.other = (await createApiKey(db, { orgId: "other", name: "e2e" })).key;
+  for (let i = 0; i < ADAPTERS; i++) {
+    const sha256 = await sha256OfFile(join(tiny.adapterDirs[i]!, "adapter_model.safetensors"));
+    await db.insert(adapters).values({
+      orgId: i === ADAPTERS - 1 ? "other" : "acme",
+      name: `a${i}`,
+      base: BASE,
+      rank: 4,
+      alpha: 8,
+      targetModules: ["q_proj", "v_proj"],
+      bytes: 1,
+      sha256: sha256!,
+      blobKey: `adapter-${i}`,
+      status: "ready",
+    });
+  }
+  await db.close();
+
+  const env = { NATS_URL: natsUrl, DATABASE_URL: databaseUrl, LUMINET_NAMESPACE: namespace };
+  const workerArgs = (id: string) => [
+    "worker",
+    ...["--model", modelDir, "--base", BASE, "--worker-id", id],
+    ...["--slots", "4", "--max-adapters-per-batch", "4", "--max-rank", "4", "--max-context", String(CONTEXT)],
+    ...["--threads", "1", "--blobs", join(modelDir, "adapters"), "--disk-cache", join(root, `cache-${id}`)],
+  ];
+  const [gateway] = await Promise.all([
+    start(
+      [
+        "gateway",
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--model",
+        `${BASE}=${modelDir}`,
+        "--model",
+        `${IDLE_BASE}=${modelDir}`,
+      ],
+      (line) => typeof line.url === "string",
+      env,
+    ),
+    start(workerArgs("w1"), (line) => line.msg === "worker ready", env),
+    start(workerArgs("w2"), (line) => line.msg === "worker ready", env),
+  ]);
+  gatewayUrl = String(gateway!.url);
+  client = new OpenAI({ apiKey: keys.acme, baseURL: `${gatewayUrl}/v1`, maxRetries: 0 });
+
+  bus = await connectJetStreamBus({ servers: natsUrl, namespace });
+  usageSubscription = await bus.consumeUsage(async (event) => {
+    usage.set(event.request_id, event);
+  });
+}, 120_000);
+
+afterAll(async () => {
+  for (const { child } of children) if (child.exitCode === null) child.kill("SIGTERM");
+  await Promise.all(children.map((c) => c.exited));
+  await usageSubscription?.close();
+  await bus?.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+const messages = [{ role: "user" as const, content: "Tell me a story" }];
+
+describe("the gateway with real workers, through the openai client", () => {
+  it("lists the bases and the caller's adapters only", async () => {
+    const ids: string[] = [];
+    for await (const model of client.models.list()) ids.push(model.id);
+    expect(ids).toEqual([BASE, IDLE_BASE, `${BASE}:acme/a0`, `${BASE}:acme/a1`, `${BASE}:acme/a2`]);
+  });
+
+  it("answers a chat completion on an adapter and bills exactly the usage it reports", async () => {
+    const completion = await client.chat.completions.create({
+      model: `${BASE}:acme/a1`,
+      messages,
+      max_tokens: 7,
+      temperature: 0,
+    });
+    expect(completion.choices[0]?.finish_reason).toBe("length");
+    expect(completion.usage?.completion_tokens).toBe(7);
+    const event = await billed(requestIdOf(completion.id));
+    expect(event).toMatchObject({
+      org: "acme",
+      base: BASE,
+      adapter: "acme/a1",
+      input_tokens: completion.usage?.prompt_tokens,
+      output_tokens: 7,
+      finish_reason: "length",
+    });
+  });
+
+  it("streams a chat completion whose usage chunk matches the bill", async () => {
+    const stream = await client.chat.completions.create({
+      model: `${BASE}:acme/a0`,
+      messages,
+      max_tokens: 12,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let chunks = 0;
+    let id = "";
+    let usageChunk: OpenAI.CompletionUsage | undefined;
+    for await (const chunk of stream) {
+      id = chunk.id;
+      if (chunk.choices[0]?.delta.content !== undefined) chunks++;
+      usageChunk = chunk.usage ?? usageChunk;
+    }
+    expect(chunks).toBeGreaterThan(1);
+    expect(usageChunk?.completion_tokens).toBe(12);
+    const event = await billed(requestIdOf(id));
+    expect(event.output_tokens).toBe(12);
+    expect(event.input_tokens).toBe(usageChunk?.prompt_tokens);
+  });
+
+  it("gives the same greedy text streaming and not", async () => {
+    const request = { model: `${BASE}:acme/a2`, messages, max_tokens: 10, temperature: 0 };
+    const whole = await client.chat.completions.create(request);
+    const stream = await client.chat.completions.create({ ...request, stream: true });
+    let text = "";
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+    expect(text).toBe(whole.choices[0]?.message.content);
+  });
+
+  it("serves legacy completions, streaming and not", async () => {
+    const completion = await client.completions.create({
+      model: BASE,
+      prompt: "Once upon a time",
+      max_tokens: 5,
+    });
+    expect(completion.usage?.completion_tokens).toBe(5);
+    const stream = await client.completions.create({
+      model: BASE,
+      prompt: "Once",
+      max_tokens: 5,
+      stream: true,
+    });
+    let finish: string | null = null;
+    for await (const chunk of stream) finish = chunk.choices[0]?.finish_reason ?? finish;
+    expect(finish).toBe("length");
+  });
+
+  it("serves 20 concurrent requests over mixed adapters, each run and billed on its own adapter", async () => {
+    const models = Array.from({ length: 20 }, (_, i) => (i % 4 === 3 ? BASE : `${BASE}:acme/a${i % 3}`));
+    const results = await Promise.all(
+      models.map(async (model, i) => {
+        const maxTokens = 3 + (i % 5);
+        if (i % 2 === 0) {
+          const r = await client.chat.completions.create({ model, messages, max_tokens: maxTokens });
+          return { model, id: r.id, tokens: r.usage?.completion_tokens, maxTokens };
+        }
+        const stream = await client.chat.completions.create({
+          model,
+          messages,
+          max_tokens: maxTokens,
+          stream: true,
+          stream_options: { include_usage: true },
+        });
+        let id = "";
+        let tokens: number | undefined;
+        for await (const chunk of stream) {
+          id = chunk.id;
+          tokens = chunk.usage?.completion_tokens ?? tokens;
+        }
+        return { model, id, tokens, maxTokens };
+      }),
+    );
+    for (const r of results) {
+      expect(r.tokens).toBe(r.maxTokens);
+      const event = await billed(requestIdOf(r.id));
+      expect(event.adapter).toBe(r.model === BASE ? null : r.model.split(":")[1]);
+      expect(event.output_tokens).toBe(r.maxTokens);
+    }
+  });
+
+  it("answers every error path in OpenAI's shape", async () => {
+    const stranger = new OpenAI({
+      apiKey: "lk_notAKeyAtAll000000000000",
+      baseURL: `${gatewayUrl}/v1`,
+      maxRetries: 0,
+    });
+    await expect(stranger.models.list()).rejects.toMatchObject({ status: 401, code: "invalid_api_key" });
+    await expect(
+      client.chat.completions.create({ model: `${BASE}:other/a3`, messages }),
+    ).rejects.toMatchObject({
+      status: 404,
+      code: "model_not_found",
+    });
+    await expect(
+      client.chat.completions.create({ model: `${BASE}:acme/a3`, messages }),
+    ).rejects.toMatchObject({
+      status: 404,
+      code: "model_not_found",
+    });
+    await expect(client.chat.completions.create({ model: BASE, messages, n: 2 })).rejects.toMatchObject({
+      status: 400,
+      param: "n",
+    });
+    await expect(
+      client.chat.completions.create({ model: BASE, messages, max_tokens: CONTEXT }),
+    ).rejects.toMatchObject({ status: 400, code: "context_length_exceeded" });
+    const idle = await client.chat.completions
+      .create({ model: IDLE_BASE, messages })
+      .catch((e: unknown) => e);
+    expect(idle).toMatchObject({ status: 503, code: "no_worker" });
+    const raw = await fetch(`${gatewayUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${keys.acme}`, "content-type": "application/json" },
+      body: "{oops",
+    });
+    expect(raw.status).toBe(400);
+    expect(raw.headers.get("x-request-id")).toBeTruthy();
+    expect(await raw.json()).toMatchObject({ error: { type: "invalid_request_error" } });
+  });
+
+  it("cancels the run when the client goes away mid-stream, and bills only what was generated", async () => {
+    const controller = new AbortController();
+    const stream = await client.chat.completions.create(
+      { model: `${BASE}:acme/a0`, messages, max_tokens: CONTEXT - 100, stream: true },
+      { signal: controller.signal },
+    );
+    let id = "";
+    let seen = 0;
+    for await (const chunk of stream) {
+      id = chunk.id;
+      if (chunk.choices[0]?.delta.content && ++seen === 3) break;
+    }
+    controller.abort();
+    const event = await billed(requestIdOf(id));
+    expect(event.finish_reason).toBe("cancelled");
+    expect(event.output_tokens).toBeGreaterThanOrEqual(3);
+    expect(event.output_tokens).toBeLessThan(CONTEXT - 100);
+  });
+});
