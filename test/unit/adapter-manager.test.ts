@@ -6,6 +6,7 @@ import { createHash } from "node:crypto";
 import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Worker } from "node:worker_threads";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { AdapterRef } from "../../schema/wire.ts";
 import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
@@ -418,6 +419,19 @@ describe("AdapterManager", () => {
     open();
     await expect(acquire).rejects.toThrow(AdapterRemovedError);
     expect(h.manager.tiers()).toMatchObject({ slot: [], ram: [], disk: [] });
+  });
+
+  it("starts a fresh parsing thread when the one it had died, so later loads still work", async () => {
+    const own = new PeftThread(model, MAX_RANK);
+    try {
+      const h = harness({ parser: own });
+      await use(h.manager, refs[0]!);
+      await (own as unknown as { current: { worker: Worker } }).current.worker.terminate();
+      await use(h.manager, refs[1]!);
+      expect(h.manager.tiers().ram).toEqual(names(1, 0));
+    } finally {
+      await own.close();
+    }
   });
 
   it("writes into the slot exactly the adapter a fresh engine computes with", async () => {

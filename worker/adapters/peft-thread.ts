@@ -15,75 +15,97 @@ export class PeftThreadError extends Error {
   override name = "PeftThreadError";
 }
 
+interface Call {
+  resolve: (adapter: LoadedAdapter) => void;
+  reject: (error: Error) => void;
+}
+
 export class PeftThread {
   private nextId = 1;
-  private readonly pending = new Map<
-    number,
-    { resolve: (a: LoadedAdapter) => void; reject: (e: Error) => void }
-  >();
-  private readonly worker: Worker;
-  private readonly ready: Promise<void>;
-  private failure: Error | null = null;
+  private readonly pending = new Map<number, Call>();
+  /** The running thread; null after it died, until the next load starts a fresh one. */
+  private current: { worker: Worker; ready: Promise<void> } | null = null;
+  private closed = false;
 
-  constructor(model: ModelConfig, maxRank: number) {
-    const entry = fileURLToPath(new URL("./peft-thread-entry.ts", import.meta.url));
-    // The entry is TypeScript: load it through tsx in the thread as well.
-    this.worker = new Worker(
-      `import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(entry)}); });`,
-      { eval: true, workerData: { model, maxRank } },
-    );
-    // Idle, the thread must not keep the process alive; it is referenced while a parse is pending.
-    this.worker.unref();
-    this.ready = new Promise((resolve) => {
-      this.worker.once("message", () => resolve());
-    });
-    this.ready.then(() =>
-      this.worker.on("message", (reply: PeftThreadReply) => {
-        const call = this.pending.get(reply.id);
-        if (!call) return;
-        this.settle(reply.id);
-        if ("adapter" in reply) call.resolve(reply.adapter);
-        else call.reject(reply.invalid ? new AdapterError(reply.error) : new PeftThreadError(reply.error));
-      }),
-    );
-    this.worker.on("error", (error) => this.failAll(error));
-    this.worker.on("exit", (code) =>
-      this.failAll(new PeftThreadError(`PEFT thread exited with code ${code}`)),
-    );
+  constructor(
+    private readonly model: ModelConfig,
+    private readonly maxRank: number,
+  ) {
+    this.current = this.spawn();
   }
 
-  /** Resolves once the thread has started: benchmarks wait for it so no timing includes the start. */
+  /** Resolves once the thread runs; rejects when it cannot start. */
   started(): Promise<void> {
-    return this.ready;
+    this.current ??= this.spawn();
+    return this.current.ready;
   }
 
   /**
    * Parses the adapter folder `dir` for this thread's model. Rejects with AdapterError when the adapter
-   * is invalid or unsupported, PeftThreadError when it could not be read at all.
+   * is invalid or unsupported, PeftThreadError when it could not be read or the thread died.
    */
-  load(dir: string, name: string): Promise<LoadedAdapter> {
-    if (this.failure) return Promise.reject(this.failure);
+  async load(dir: string, name: string): Promise<LoadedAdapter> {
+    if (this.closed) throw new PeftThreadError("PEFT thread closed");
+    this.current ??= this.spawn();
+    const { worker, ready } = this.current;
+    await ready;
     const id = this.nextId++;
-    if (this.pending.size === 0) this.worker.ref();
+    if (this.pending.size === 0) worker.ref();
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ id, dir, name });
+      worker.postMessage({ id, dir, name });
     });
   }
 
   async close(): Promise<void> {
-    this.failure ??= new PeftThreadError("PEFT thread closed");
-    await this.worker.terminate();
+    this.closed = true;
+    const current = this.current;
+    this.current = null;
+    this.rejectAll(new PeftThreadError("PEFT thread closed"));
+    await current?.worker.terminate();
   }
 
-  private settle(id: number): void {
-    this.pending.delete(id);
-    if (this.pending.size === 0) this.worker.unref();
+  private spawn(): { worker: Worker; ready: Promise<void> } {
+    const entry = fileURLToPath(new URL("./peft-thread-entry.ts", import.meta.url));
+    // The entry is TypeScript: load it through tsx in the thread as well.
+    const worker = new Worker(
+      `import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(entry)}); });`,
+      { eval: true, workerData: { model: this.model, maxRank: this.maxRank } },
+    );
+    // Idle, the thread must not keep the process alive; it is referenced while a parse is pending.
+    worker.unref();
+    const ready = new Promise<void>((resolve, reject) => {
+      worker.once("message", () => resolve());
+      worker.once("error", reject);
+      worker.once("exit", (code) => reject(new PeftThreadError(`PEFT thread exited with code ${code}`)));
+    });
+    // Whoever awaits `ready` sees a failed start; nobody else has to.
+    ready.catch(() => {});
+    worker.on("message", (reply: PeftThreadReply | { ready: true }) => {
+      if (!("id" in reply)) return;
+      const call = this.pending.get(reply.id);
+      if (!call) return;
+      this.pending.delete(reply.id);
+      if (this.pending.size === 0) worker.unref();
+      if ("adapter" in reply) call.resolve(reply.adapter);
+      else call.reject(reply.invalid ? new AdapterError(reply.error) : new PeftThreadError(reply.error));
+    });
+    worker.on("error", (error) => this.lost(worker, error));
+    worker.on("exit", (code) =>
+      this.lost(worker, new PeftThreadError(`PEFT thread exited with code ${code}`)),
+    );
+    return { worker, ready };
   }
 
-  private failAll(error: Error): void {
-    this.failure ??= error;
-    for (const call of this.pending.values()) call.reject(this.failure);
+  /** A thread died: its parses fail, and the next load starts a fresh thread rather than failing too. */
+  private lost(worker: Worker, error: Error): void {
+    if (this.current?.worker !== worker) return;
+    this.current = null;
+    this.rejectAll(error);
+  }
+
+  private rejectAll(error: Error): void {
+    for (const call of this.pending.values()) call.reject(error);
     this.pending.clear();
   }
 }
