@@ -164,12 +164,6 @@ export class AdapterManager {
     return this.table.isReady(keyOf(ref));
   }
 
-  /** The adapter's slot when resident, for a scheduler that already holds a reference. */
-  slotOf(ref: AdapterRef): number | undefined {
-    const key = keyOf(ref);
-    return this.table.isReady(key) ? this.table.slotOf(key) : undefined;
-  }
-
   /**
    * Loads the adapter into a slot and keeps it there until unpinned. A new version of a pinned name
    * takes over its pin. Throws PinLimitError past 16 pins (or when the pin would take the last unpinned
