@@ -111,6 +111,7 @@ export class LuminetWorker {
       );
     }
     const metrics = options.metrics ?? new WorkerMetrics();
+    let worker: LuminetWorker;
     const tokenizer = loadTokenizer(options.modelDir);
     const engine = await EngineThread.start({
       modelDir: options.modelDir,
@@ -149,13 +150,19 @@ export class LuminetWorker {
           metrics.runningSequences.set(scheduler.runningCount);
         },
       });
-      const worker = new LuminetWorker(options, engine, tokenizer, manager, scheduler, metrics);
-      await worker.begin();
-      return worker;
+      worker = new LuminetWorker(options, engine, tokenizer, manager, scheduler, metrics);
     } catch (error) {
       await engine.close().catch(() => {});
       throw error;
     }
+    try {
+      await worker.begin();
+    } catch (error) {
+      // Whatever began (subscriptions, /metrics, heartbeats) stops with the engine.
+      await worker.drain().catch(() => {});
+      throw error;
+    }
+    return worker;
   }
 
   get workerId(): string {
@@ -285,6 +292,7 @@ export class LuminetWorker {
   /** Pulls a dead worker's own queue until nothing more arrives for a while, or it comes back. */
   private async adopt(deadId: string): Promise<Subscription> {
     const { bus, base, ackWaitMs } = this.options;
+    if (this.draining) return { close: async () => {} };
     this.log.warn({ dead: deadId }, "a worker of this base stopped beating; serving its queue");
     const puller = await bus.pullRequests({ base, workerId: deadId, shared: false });
     this.pullers.add(puller);

@@ -1,0 +1,55 @@
+// The worker's heartbeat on the in-process bus: what it stores, and tokens/s between beats.
+import { afterEach, describe, expect, it } from "vitest";
+import { InProcessBroker } from "../../bus/in-process.ts";
+import { Heartbeat, type WorkerState } from "../../worker/heartbeat.ts";
+
+const state = (tokensGenerated: number): WorkerState => ({
+  worker_id: "w1",
+  base: "tiny",
+  version: "0.1.0",
+  adapters: { slot: ["acme/a"], ram: ["acme/b"], disk: [] },
+  pins: ["acme/a"],
+  free_slots: 3,
+  queue_depth: 2,
+  running: 1,
+  tokensGenerated,
+});
+
+let stop: (() => Promise<void>) | undefined;
+afterEach(async () => {
+  await stop?.();
+});
+
+describe("heartbeat", () => {
+  it("stores the worker's state at start and beats until stopped", async () => {
+    const bus = new InProcessBroker().connect();
+    const heartbeat = new Heartbeat(bus, () => state(0), 20);
+    stop = () => heartbeat.stop();
+    await heartbeat.start();
+    const [stored] = await bus.liveHeartbeats("tiny");
+    expect(stored).toMatchObject({
+      worker_id: "w1",
+      pins: ["acme/a"],
+      free_slots: 3,
+      queue_depth: 2,
+      running: 1,
+    });
+    const first = stored!.at;
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    const [later] = await bus.liveHeartbeats("tiny");
+    expect(later!.at).toBeGreaterThan(first);
+  });
+
+  it("reports tokens per second from the tokens generated between two beats", async () => {
+    let tokens = 0;
+    const heartbeat = new Heartbeat(new InProcessBroker().connect(), () => state(tokens));
+    expect(heartbeat.snapshot().tokens_per_s).toBe(0);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    tokens = 500;
+    const { tokens_per_s } = heartbeat.snapshot();
+    // At least 50 ms passed between the two snapshots.
+    expect(tokens_per_s).toBeGreaterThan(0);
+    expect(tokens_per_s).toBeLessThanOrEqual(500 / 0.05);
+    expect(heartbeat.snapshot().tokens_per_s).toBe(0);
+  });
+});
