@@ -8,12 +8,12 @@ import { float32ToFloat16 } from "./dtype.ts";
 import { floatAttr, Graph } from "./graph.ts";
 import { cachedGraphFile } from "./graph-cache.ts";
 import { MODULE_KINDS, type ModelConfig, type ModuleKind, moduleShape, weightName } from "./model-config.ts";
-import { DataType } from "./onnx-proto.ts";
+import { DataType, type Dim } from "./onnx-proto.ts";
 import { inverseFrequencies } from "./rope.ts";
 import type { WeightIndex } from "./safetensors.ts";
 
 // Bump whenever the graph this file emits changes, so cached graphs are rebuilt.
-export const GRAPH_BUILDER_VERSION = 3;
+export const GRAPH_BUILDER_VERSION = 4;
 
 /** Most outputs (Split) or inputs (Concat) one node gets: WebGPU allows 16 storage buffers per shader. */
 const FAN_OUT = 8;
@@ -186,7 +186,7 @@ class DecoderBuilder {
     const bsShape = g.op("Concat", [g.op("Shape", [inputIds]), g.constInt64([-1])], { axis: 0 });
     const tokensShape = g.constInt64([-1, m.numHeads * D]);
 
-    const ids = g.op("Reshape", [inputIds, g.constInt64([-1])]);
+    const ids = g.shaped(g.op("Reshape", [inputIds, g.constInt64([-1])]), DataType.INT64, ["tokens"]);
     const embed = this.rawWeight("model.embed_tokens.weight", [V, H]);
     let hidden = g.op("Gather", [embed.value, ids], { axis: 0 });
     if (embed.type !== this.compute) hidden = g.op("Cast", [hidden], { to: this.compute });
@@ -199,10 +199,15 @@ class DecoderBuilder {
     for (let l = 0; l < m.numLayers; l++) {
       g.input(`past_key.${l}`, this.compute, ["batch", KV, "past_sequence", D]);
       g.input(`past_value.${l}`, this.compute, ["batch", KV, "past_sequence", D]);
-      const toBsh = (x: string): string => g.op("Reshape", [x, bsShape]);
-      const q = toBsh(this.linear(l, "q", normed));
-      const k = toBsh(this.linear(l, "k", normed));
-      const v = toBsh(this.linear(l, "v", normed));
+      const toBsh = (kind: ModuleKind): string =>
+        g.shaped(g.op("Reshape", [this.linear(l, kind, normed), bsShape]), this.compute, [
+          "batch",
+          "sequence",
+          moduleShape(m, kind).outFeatures,
+        ]);
+      const q = toBsh("q");
+      const k = toBsh("k");
+      const v = toBsh("v");
       const [attn] = g.node(
         "GroupQueryAttention",
         [q, k, v, `past_key.${l}`, `past_value.${l}`, seqlensK, totalLen, cosCache, sinCache],
@@ -211,7 +216,11 @@ class DecoderBuilder {
       );
       g.output(`present_key.${l}`, this.compute, ["batch", KV, "present_sequence", D]);
       g.output(`present_value.${l}`, this.compute, ["batch", KV, "present_sequence", D]);
-      const o = this.linear(l, "o", g.op("Reshape", [attn!, tokensShape]));
+      const attnRows = g.shaped(g.op("Reshape", [attn!, tokensShape]), this.compute, [
+        "tokens",
+        m.numHeads * D,
+      ]);
+      const o = this.linear(l, "o", attnRows);
       const [postNormed, , , residual] = this.skipNorm(
         o,
         hidden,
@@ -343,31 +352,38 @@ class DecoderBuilder {
     this.biasRows = bounds(g.input("lora_bias_rows", DataType.INT64, [lora.segments, 2]));
   }
 
-  private segments(x: string): string[] {
+  private segments(x: string, inFeatures: number): string[] {
     const known = this.segmentsOf.get(x);
     if (known !== undefined) return known;
     const gathered = this.g.op("Gather", [x, "lora_perm"], { axis: 0 });
     const lora = this.options.lora;
     if (lora?.formulation !== "segments") throw new GraphBuildError("segments need the segments formulation");
-    const segs = this.splitRows(gathered, "lora_counts", lora.segments);
+    const segs = this.splitRows(gathered, "lora_counts", 0, lora.segments, inFeatures);
     this.segmentsOf.set(x, segs);
     return segs;
+  }
+
+  // Rows of segments first..last-1 (with the trailing zero row when last is past the final segment): the
+  // symbolic row count of a split or concatenated block, the same for every module (see Graph.shaped).
+  private rowsLabel(first: number, last: number): string {
+    return last - first === 1 ? `lora_tokens_${first}` : `lora_tokens_${first}_to_${last - 1}`;
   }
 
   // WebGPU binds every input and output of a kernel as a storage buffer, at most 16 per shader: a Split
   // into 16 segments fails there. Split in a tree of at most FAN_OUT outputs per node instead (the group
   // sizes are sums of counts, int64 work that runs on the host).
-  private splitRows(rows: string, counts: string, parts: number): string[] {
+  private splitRows(rows: string, counts: string, first: number, parts: number, features: number): string[] {
     const g = this.g;
-    if (parts <= FAN_OUT) return g.node("Split", [rows, counts], { axis: 0 }, { outputs: parts });
+    const shape = (value: string, i: number, n: number): string =>
+      g.shaped(value, this.compute, [this.rowsLabel(first + i, first + i + n), features]);
+    if (parts <= FAN_OUT) {
+      return g.node("Split", [rows, counts], { axis: 0 }, { outputs: parts }).map((v, i) => shape(v, i, 1));
+    }
     const groupSize = Math.ceil(parts / FAN_OUT);
     const groups = Math.ceil(parts / groupSize);
+    const size = (i: number): number => Math.min(parts, (i + 1) * groupSize) - i * groupSize;
     const groupCounts = Array.from({ length: groups }, (_, i) =>
-      g.op("Slice", [
-        counts,
-        g.constInt64([i * groupSize]),
-        g.constInt64([Math.min(parts, (i + 1) * groupSize)]),
-      ]),
+      g.op("Slice", [counts, g.constInt64([i * groupSize]), g.constInt64([i * groupSize + size(i)])]),
     );
     const sizes = g.op(
       "Concat",
@@ -376,36 +392,67 @@ class DecoderBuilder {
     );
     const outer = g.node("Split", [rows, sizes], { axis: 0 }, { outputs: groups });
     return outer.flatMap((group, i) =>
-      this.splitRows(group, groupCounts[i]!, Math.min(parts, (i + 1) * groupSize) - i * groupSize),
+      this.splitRows(
+        shape(group, i * groupSize, size(i)),
+        groupCounts[i]!,
+        first + i * groupSize,
+        size(i),
+        features,
+      ),
     );
   }
 
-  // The same storage-buffer limit for Concat: join at most FAN_OUT inputs per node.
-  private concatRows(parts: string[]): string {
-    if (parts.length <= FAN_OUT) return this.g.op("Concat", parts, { axis: 0 });
-    const chunks: string[] = [];
-    for (let i = 0; i < parts.length; i += FAN_OUT) chunks.push(this.concatRows(parts.slice(i, i + FAN_OUT)));
-    return this.concatRows(chunks);
+  // The same storage-buffer limit for Concat: join at most FAN_OUT inputs per node. Each part holds the
+  // rows of segments [from, to).
+  private concatRows(parts: { value: string; from: number; to: number }[], features: number): string {
+    if (parts.length === 1) return parts[0]!.value;
+    const chunks: { value: string; from: number; to: number }[] = [];
+    for (let i = 0; i < parts.length; i += FAN_OUT) {
+      const chunk = parts.slice(i, i + FAN_OUT);
+      const from = chunk[0]!.from;
+      const to = chunk[chunk.length - 1]!.to;
+      const value =
+        chunk.length === 1
+          ? chunk[0]!.value
+          : this.g.shaped(
+              this.g.op(
+                "Concat",
+                chunk.map((c) => c.value),
+                { axis: 0 },
+              ),
+              this.compute,
+              [this.rowsLabel(from, to), features],
+            );
+      chunks.push({ value, from, to });
+    }
+    return this.concatRows(chunks, features);
   }
 
   // x_i · A_iᵀ · B_i + bias_i per segment, then back to token order; tokens without an adapter pick the
   // trailing zero row.
   private loraDelta(l: number, kind: ModuleKind, x: string): string {
     const g = this.g;
-    const { outFeatures } = moduleShape(this.model, kind);
+    const { inFeatures, outFeatures } = moduleShape(this.model, kind);
     const { a, b, bias } = this.bankInputs(l, kind);
     const rows = this.loraRows.get(kind)!;
     const axis0 = g.constInt64([0]);
-    const parts = this.segments(x).map((seg, i) => {
+    const slice = (bank: string, start: string, end: string, dims: Dim[]): string =>
+      g.shaped(g.op("Slice", [bank, start, end, axis0]), this.compute, dims);
+    const parts = this.segments(x, inFeatures).map((seg, i) => {
       const start = rows.starts[i]!;
       const end = rows.ends[i]!;
-      const ai = g.op("Slice", [a, start, end, axis0]);
-      const bi = g.op("Slice", [b, start, end, axis0]);
-      const biasI = g.op("Slice", [bias, this.biasRows.starts[i]!, this.biasRows.ends[i]!, axis0]);
-      return g.op("Gemm", [g.op("Gemm", [seg, ai], { transB: 1 }), bi, biasI]);
+      const rank = `lora_rank_${kind}_${i}`;
+      const ai = slice(a, start, end, [rank, inFeatures]);
+      const bi = slice(b, start, end, [rank, outFeatures]);
+      const biasI = slice(bias, this.biasRows.starts[i]!, this.biasRows.ends[i]!, [
+        `lora_bias_${i}`,
+        outFeatures,
+      ]);
+      return { value: g.op("Gemm", [g.op("Gemm", [seg, ai], { transB: 1 }), bi, biasI]), from: i, to: i + 1 };
     });
     const zero = this.floatConst(`zero_row:${outFeatures}`, [1, outFeatures], new Float32Array(outFeatures));
-    const stacked = this.concatRows([...parts, zero]);
+    const m = parts.length;
+    const stacked = this.concatRows([...parts, { value: zero, from: m, to: m + 1 }], outFeatures);
     return g.op("Gather", [stacked, "lora_unsort"], { axis: 0 });
   }
 }

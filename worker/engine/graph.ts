@@ -46,6 +46,7 @@ export class Graph {
   readonly initializers: TensorProto[] = [];
   readonly inputs: ValueInfoProto[] = [];
   readonly outputs: ValueInfoProto[] = [];
+  readonly valueInfo: ValueInfoProto[] = [];
   private readonly names = new Set<string>();
   // Names handed out by `fresh` and not yet defined: the first definition under such a name is allowed.
   private readonly reserved = new Set<string>();
@@ -76,6 +77,16 @@ export class Graph {
 
   output(name: string, elemType: DataType, shape: readonly Dim[]): void {
     this.outputs.push({ name, elemType, shape });
+  }
+
+  // Declares an intermediate value's shape. onnxruntime's memory planner compares output shapes to reuse
+  // freed buffers; a dimension that shape inference leaves unknown (after Slice, Split, Concat, Reshape
+  // to a computed shape) matches nothing, and each such output then scans every freed buffer: session
+  // creation grows with (such outputs × nodes), minutes for a 16-layer multi-LoRA graph. A truthful
+  // symbolic name (equal names only for equal sizes at run time) keeps it linear.
+  shaped(name: string, elemType: DataType, shape: readonly Dim[]): string {
+    this.valueInfo.push({ name, elemType, shape });
+    return name;
   }
 
   initializer(t: TensorProto): string {
@@ -148,6 +159,7 @@ export class Graph {
         initializers: this.initializers,
         inputs: this.inputs,
         outputs: this.outputs,
+        valueInfo: this.valueInfo,
       },
       ...(metadataProps === undefined ? {} : { metadataProps }),
     });
