@@ -19,6 +19,7 @@ import {
 import { Prng } from "../../worker/engine/prng.ts";
 import { inverseFrequencies } from "../../worker/engine/rope.ts";
 import { openWeights, type WeightIndex, writeSafetensors } from "../../worker/engine/safetensors.ts";
+import { referenceLogits } from "../support/reference-forward.ts";
 
 const MAX_CONTEXT = 64;
 const TOL = 1e-4;
@@ -338,6 +339,47 @@ describe("graph builder", () => {
         lora: { formulation: "segments", segments: 0, slots: 2, rowsPerSlot: 4 },
       }),
     ).toThrow("lora.segments must be a positive integer, got 0");
+  });
+
+  it("agrees with the independent reference forward, with plain, linear and llama3 rope", async () => {
+    const config = JSON.parse(readFileSync(join(base.dir, "config.json"), "utf8")) as Record<string, unknown>;
+    const variants: [string, unknown][] = [
+      ["plain", null],
+      ["linear", { rope_type: "linear", factor: 4 }],
+      [
+        "llama3",
+        {
+          rope_type: "llama3",
+          factor: 8,
+          low_freq_factor: 1,
+          high_freq_factor: 4,
+          original_max_position_embeddings: 64,
+        },
+      ],
+    ];
+    const lastRows: Float32Array[] = [];
+    for (const [name, ropeScaling] of variants) {
+      const dir = join(root, `rope-${name}`);
+      mkdirSync(dir);
+      writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, rope_scaling: ropeScaling }));
+      copyFileSync(join(base.dir, "model.safetensors"), join(dir, "model.safetensors"));
+      const m = open(dir);
+      const s = await session(m);
+      const all = prompt.map((_, t) => t);
+      const got = await run(s, {
+        tokens: [prompt],
+        lengths: [prompt.length],
+        rows: all,
+        kv: emptyKv(m.cfg, 1),
+      });
+      const want = referenceLogits(dir, prompt);
+      for (const t of all) expect(maxDiff(got.logits[t]!, want[t]!)).toBeLessThan(TOL);
+      lastRows.push(got.logits[prompt.length - 1]!);
+      await s.release();
+    }
+    // Each scaling really changes the angles: the last position's logits differ from plain rope's.
+    expect(maxDiff(lastRows[0]!, lastRows[1]!)).toBeGreaterThan(1e-3);
+    expect(maxDiff(lastRows[0]!, lastRows[2]!)).toBeGreaterThan(1e-3);
   });
 });
 
