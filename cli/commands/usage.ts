@@ -1,13 +1,155 @@
-// `luminet usage`: usage and cost rollups.
+// `luminet usage`: usage and cost rollups from DATABASE_URL by UTC day, adapter or API key, as a table or
+// as JSON (--json). Costs are the meter's integer micro-dollars, shown as exact dollars.
 import type { Command } from "commander";
-import { notImplemented } from "../not-implemented.ts";
+import { inArray } from "drizzle-orm";
+import { logger } from "../../core/logger.ts";
+import { type Db, defaultDatabaseUrl, openDb } from "../../db/open.ts";
+import { formatDollars } from "../../meter/prices.ts";
+import {
+  type UsageGrouping,
+  type UsageRollupRow,
+  usageGroupings,
+  usageRollup,
+} from "../../meter/usage-rollup.ts";
+import { apiKeys } from "../../schema/db.ts";
+
+interface UsageFlags {
+  org?: string;
+  since?: string;
+  until?: string;
+  by: string;
+  base?: string;
+  json?: boolean;
+}
+
+class FlagError extends Error {}
+
+const DAY_MS = 86_400_000;
+
+/** The start (UTC) of a YYYY-MM-DD day, refusing dates that do not exist. */
+function day(flag: string, value: string): Date {
+  const match = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value);
+  const date = match
+    ? new Date(Date.UTC(Number(match[1]), Number(match[2]) - 1, Number(match[3])))
+    : undefined;
+  if (!date || date.toISOString().slice(0, 10) !== value) {
+    throw new FlagError(`${flag} must be a day as YYYY-MM-DD, got "${value}"`);
+  }
+  return date;
+}
+
+function grouping(value: string): UsageGrouping {
+  const found = usageGroupings.find((g) => g === value);
+  if (!found) throw new FlagError(`--by must be one of ${usageGroupings.join(", ")}, got "${value}"`);
+  return found;
+}
+
+/** "lm_ab12… (ci)" for each key id that still has a row, so a person can tell keys apart. */
+async function keyLabels(db: Db, rows: UsageRollupRow[]): Promise<Map<string, string>> {
+  const ids = [...new Set(rows.map((row) => row.group).filter((id) => id !== null))];
+  if (ids.length === 0) return new Map();
+  const keys = await db
+    .select({ id: apiKeys.id, prefix: apiKeys.prefix, name: apiKeys.name })
+    .from(apiKeys)
+    .where(inArray(apiKeys.id, ids));
+  return new Map(keys.map((key) => [key.id, `${key.prefix}… (${key.name})`]));
+}
+
+/** Columns from `firstNumeric` on hold numbers and align right. */
+function table(header: string[], body: string[][], firstNumeric: number): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) => (i >= firstNumeric ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
+  return [line(header), ...body.map(line)].join("\n");
+}
+
+async function runUsage(flags: UsageFlags): Promise<void> {
+  const by = grouping(flags.by);
+  const since = flags.since === undefined ? undefined : day("--since", flags.since);
+  // --until names the last day included.
+  const until =
+    flags.until === undefined ? undefined : new Date(day("--until", flags.until).getTime() + DAY_MS);
+  if (since && until && since >= until) throw new FlagError("--since must not be after --until");
+  const db = await openDb(process.env.DATABASE_URL || defaultDatabaseUrl);
+  try {
+    const rows = await usageRollup(db, {
+      by,
+      ...(flags.org !== undefined ? { org: flags.org } : {}),
+      ...(since ? { since } : {}),
+      ...(until ? { until } : {}),
+      ...(flags.base !== undefined ? { base: flags.base } : {}),
+    });
+    const total = rows.reduce(
+      (sum, row) => ({
+        requests: sum.requests + row.requests,
+        inputTokens: sum.inputTokens + row.inputTokens,
+        outputTokens: sum.outputTokens + row.outputTokens,
+        costMicros: sum.costMicros + row.costMicros,
+      }),
+      { requests: 0, inputTokens: 0, outputTokens: 0, costMicros: 0 },
+    );
+    if (flags.json) {
+      const groupField = { day: "day", adapter: "adapter", key: "api_key_id" }[by];
+      const json = (counts: Omit<UsageRollupRow, "org" | "group">) => ({
+        requests: counts.requests,
+        input_tokens: counts.inputTokens,
+        output_tokens: counts.outputTokens,
+        cost_micros: counts.costMicros,
+      });
+      const out = {
+        by,
+        org: flags.org ?? null,
+        since: flags.since ?? null,
+        until: flags.until ?? null,
+        rows: rows.map((row) => ({ org: row.org, [groupField]: row.group, ...json(row) })),
+        total: json(total),
+      };
+      process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+      return;
+    }
+    const labels = by === "key" ? await keyLabels(db, rows) : new Map<string, string>();
+    const label = (group: string | null) =>
+      group === null ? "(base model)" : by === "key" ? (labels.get(group) ?? group) : group;
+    const counts = (c: Omit<UsageRollupRow, "org" | "group">) => [
+      String(c.requests),
+      String(c.inputTokens),
+      String(c.outputTokens),
+      formatDollars(c.costMicros),
+    ];
+    const header = ["org", by, "requests", "input tokens", "output tokens", "cost"];
+    const body = [
+      ...rows.map((row) => [row.org, label(row.group), ...counts(row)]),
+      ["total", "", ...counts(total)],
+    ];
+    process.stdout.write(`${table(header, body, 2)}\n`);
+  } finally {
+    await db.close();
+  }
+}
 
 export function registerUsage(program: Command): void {
   program
     .command("usage")
-    .description("usage and cost by day, adapter and key")
-    .option("--org <org>", "organization")
-    .option("--since <date>", "first day (YYYY-MM-DD)")
+    .description("usage and cost by day, adapter and key (DATABASE_URL)")
+    .option("--org <org>", "organization (default: every org)")
+    .option("--since <date>", "first day (YYYY-MM-DD, UTC)")
+    .option("--until <date>", "last day, included (YYYY-MM-DD, UTC)")
     .option("--by <dimension>", "day | adapter | key", "day")
-    .action(notImplemented("usage", "lands with the billing issue"));
+    .option("--base <base>", "only this base model")
+    .option("--json", "print JSON instead of a table")
+    .action(async (flags: UsageFlags) => {
+      try {
+        await runUsage(flags);
+      } catch (error) {
+        if (error instanceof FlagError) {
+          process.stderr.write(`luminet usage: ${error.message}\n`);
+        } else {
+          logger.error({ err: error }, error instanceof Error ? error.message : String(error));
+        }
+        process.exitCode = 1;
+      }
+    });
 }
