@@ -45,8 +45,8 @@ export function costMicros(prices: Prices, tokens: TokenCounts): number {
   return Number(micros);
 }
 
-/** Micro-dollars as dollars with all six decimals, e.g. 1_234_567 → "$1.234567"; exact, no float. */
-export function formatDollars(micros: number): string {
+/** Micro-dollars as dollars with all six decimals, e.g. 1_234_567 → "1.234567"; exact, no float. */
+export function microsToDollars(micros: number): string {
   const value = exact("micros", micros);
-  return `$${value / MILLION}.${(value % MILLION).toString().padStart(6, "0")}`;
+  return `${value / MILLION}.${(value % MILLION).toString().padStart(6, "0")}`;
 }

@@ -1,12 +1,15 @@
 // `luminet usage`: usage and cost rollups from DATABASE_URL by UTC day, adapter or API key, as a table or
-// as JSON (--json). Costs are the meter's integer micro-dollars, shown as exact dollars.
+// as JSON (--json: the same report `GET /v1/usage` returns). Costs are the meter's integer micro-dollars,
+// shown as exact dollars.
 import type { Command } from "commander";
 import { inArray } from "drizzle-orm";
 import { logger } from "../../core/logger.ts";
 import { type Db, defaultDatabaseUrl, openDb } from "../../db/open.ts";
-import { formatDollars } from "../../meter/prices.ts";
+import { microsToDollars } from "../../meter/prices.ts";
+import { sumRollup, toUsageReport } from "../../meter/usage-report.ts";
 import {
   type UsageGrouping,
+  type UsageQuery,
   type UsageRollupRow,
   usageGroupings,
   usageRollup,
@@ -75,39 +78,16 @@ async function runUsage(flags: UsageFlags): Promise<void> {
   if (since && until && since >= until) throw new FlagError("--since must not be after --until");
   const db = await openDb(process.env.DATABASE_URL || defaultDatabaseUrl);
   try {
-    const rows = await usageRollup(db, {
+    const query: UsageQuery = {
       by,
       ...(flags.org !== undefined ? { org: flags.org } : {}),
       ...(since ? { since } : {}),
       ...(until ? { until } : {}),
       ...(flags.base !== undefined ? { base: flags.base } : {}),
-    });
-    const total = rows.reduce(
-      (sum, row) => ({
-        requests: sum.requests + row.requests,
-        inputTokens: sum.inputTokens + row.inputTokens,
-        outputTokens: sum.outputTokens + row.outputTokens,
-        costMicros: sum.costMicros + row.costMicros,
-      }),
-      { requests: 0, inputTokens: 0, outputTokens: 0, costMicros: 0 },
-    );
+    };
+    const rows = await usageRollup(db, query);
     if (flags.json) {
-      const groupField = { day: "day", adapter: "adapter", key: "api_key_id" }[by];
-      const json = (counts: Omit<UsageRollupRow, "org" | "group">) => ({
-        requests: counts.requests,
-        input_tokens: counts.inputTokens,
-        output_tokens: counts.outputTokens,
-        cost_micros: counts.costMicros,
-      });
-      const out = {
-        by,
-        org: flags.org ?? null,
-        since: flags.since ?? null,
-        until: flags.until ?? null,
-        rows: rows.map((row) => ({ org: row.org, [groupField]: row.group, ...json(row) })),
-        total: json(total),
-      };
-      process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify(toUsageReport(query, rows), null, 2)}\n`);
       return;
     }
     const labels = by === "key" ? await keyLabels(db, rows) : new Map<string, string>();
@@ -117,12 +97,12 @@ async function runUsage(flags: UsageFlags): Promise<void> {
       String(c.requests),
       String(c.inputTokens),
       String(c.outputTokens),
-      formatDollars(c.costMicros),
+      `$${microsToDollars(c.costMicros)}`,
     ];
     const header = ["org", by, "requests", "input tokens", "output tokens", "cost"];
     const body = [
       ...rows.map((row) => [row.org, label(row.group), ...counts(row)]),
-      ["total", "", ...counts(total)],
+      ["total", "", ...counts(sumRollup(rows))],
     ];
     process.stdout.write(`${table(header, body, 2)}\n`);
   } finally {

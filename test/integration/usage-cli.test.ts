@@ -65,22 +65,24 @@ describe("luminet usage", () => {
     const result = luminet("--org", org, "--since", "2025-03-02", "--until", "2025-03-02", "--json");
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
+    const totals = {
+      requests: 2,
+      input_tokens: 1100,
+      output_tokens: 353,
+      total_tokens: 1453,
+      cost_micros: 1_234_917,
+      cost_usd: "1.234917",
+    };
+    // The same report GET /v1/usage returns; the inclusive last day becomes an exclusive end instant.
     expect(JSON.parse(result.stdout)).toEqual({
-      by: "day",
+      object: "usage.report",
+      group_by: "day",
       org,
-      since: "2025-03-02",
-      until: "2025-03-02",
-      rows: [
-        {
-          org,
-          day: "2025-03-02",
-          requests: 2,
-          input_tokens: 1100,
-          output_tokens: 353,
-          cost_micros: 1_234_917,
-        },
-      ],
-      total: { requests: 2, input_tokens: 1100, output_tokens: 353, cost_micros: 1_234_917 },
+      start: "2025-03-02T00:00:00.000Z",
+      end: "2025-03-03T00:00:00.000Z",
+      base: null,
+      data: [{ org, day: "2025-03-02", ...totals }],
+      total: totals,
     });
   });
 

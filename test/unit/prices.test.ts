@@ -1,6 +1,6 @@
 // The cost function: exact integer micro-dollars, rounded up once per request, and money formatting.
 import { describe, expect, it } from "vitest";
-import { costMicros, formatDollars, PriceInputError } from "../../meter/prices.ts";
+import { costMicros, microsToDollars, PriceInputError } from "../../meter/prices.ts";
 
 const prices = (input: number, output: number) => ({
   inputPriceMicrosPerMillion: input,
@@ -46,11 +46,11 @@ describe("costMicros", () => {
   });
 });
 
-describe("formatDollars", () => {
+describe("microsToDollars", () => {
   it("writes micro-dollars as dollars with six exact decimals", () => {
-    expect(formatDollars(0)).toBe("$0.000000");
-    expect(formatDollars(27)).toBe("$0.000027");
-    expect(formatDollars(1_234_567)).toBe("$1.234567");
-    expect(formatDollars(9_007_199_254_740_991)).toBe("$9007199254.740991");
+    expect(microsToDollars(0)).toBe("0.000000");
+    expect(microsToDollars(27)).toBe("0.000027");
+    expect(microsToDollars(1_234_567)).toBe("1.234567");
+    expect(microsToDollars(9_007_199_254_740_991)).toBe("9007199254.740991");
   });
 });
