@@ -8,9 +8,11 @@ import type { GatewayEnv } from "./context.ts";
 import type { GatewayDeps } from "./deps.ts";
 import { errorResponse, payloadTooLarge, routeNotFound, toApiError } from "./errors.ts";
 import { GenerationCancelled } from "./generation.ts";
+import { idempotency } from "./idempotency.ts";
 import { chatCompletions } from "./routes/chat-completions.ts";
 import { completions } from "./routes/completions.ts";
 import { listModelsRoute, retrieveModelRoute } from "./routes/models.ts";
+import { usageRoute } from "./routes/usage.ts";
 
 export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
@@ -34,10 +36,13 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
       onError: () => errorResponse(payloadTooLarge(deps.limits.maxBodyBytes)),
     }),
   );
+  app.use("/v1/chat/completions", idempotency(deps.idempotency));
+  app.use("/v1/completions", idempotency(deps.idempotency));
   app.get("/v1/models", listModelsRoute(deps));
   app.get("/v1/models/:model{.+}", retrieveModelRoute(deps));
   app.post("/v1/chat/completions", chatCompletions(deps));
   app.post("/v1/completions", completions(deps));
+  app.get("/v1/usage", usageRoute(deps));
 
   app.notFound((c) => errorResponse(routeNotFound(c.req.method, c.req.path)));
   app.onError((error, c) => {

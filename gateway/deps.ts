@@ -6,6 +6,7 @@ import type { Db } from "../db/open.ts";
 import { AdapterResolver } from "./adapter-resolver.ts";
 import { AuthCache } from "./auth.ts";
 import type { BaseCatalog } from "./bases.ts";
+import { type IdempotencyStore, MemoryIdempotencyStore } from "./idempotency.ts";
 import type { RoutingOptions } from "./routing.ts";
 
 /** The part of a pino logger the gateway uses; callers log key prefixes, never keys. */
@@ -26,6 +27,8 @@ export interface GatewayDeps {
   bases: BaseCatalog;
   authCache: AuthCache;
   adapters: AdapterResolver;
+  /** Stored responses of non-streaming requests sent with an Idempotency-Key. */
+  idempotency: IdempotencyStore;
   routing: RoutingOptions;
   log: GatewayLog;
   metrics: GatewayMetrics | null;
@@ -52,6 +55,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
   return {
     authCache: new AuthCache({ now }),
     adapters: new AdapterResolver({ now }),
+    idempotency: new MemoryIdempotencyStore(now),
     routing: {},
     log: silent,
     metrics: null,

@@ -6,7 +6,7 @@ import { WorkerLostError } from "../bus/reply-inbox.ts";
 import type { ErrorBody, ErrorType } from "../schema/api.ts";
 import type { WireErrorBody } from "../schema/wire.ts";
 
-export type ErrorStatus = 400 | 401 | 403 | 404 | 405 | 413 | 429 | 500 | 502 | 503 | 504;
+export type ErrorStatus = 400 | 401 | 403 | 404 | 405 | 409 | 413 | 429 | 500 | 502 | 503 | 504;
 
 export class ApiError extends Error {
   override readonly name = "ApiError";

@@ -7,6 +7,7 @@ import type { Bus } from "../bus/bus.ts";
 import { connectJetStreamBus } from "../bus/jetstream.ts";
 import { logger } from "../core/logger.ts";
 import { type Db, openDb } from "../db/open.ts";
+import { type Meter, startMeter } from "../meter/meter.ts";
 import { createApp } from "./app.ts";
 import { type BaseModelSource, loadBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
@@ -60,11 +61,14 @@ export interface NodeGatewayOptions {
   namespace?: string;
   /** The base models served, each with the folder holding its tokenizer and config. */
   models: readonly BaseModelSource[];
+  /** Also run the usage meter (NATS usage events into billing rows) in this process. */
+  withMeter?: boolean;
 }
 
 export async function startNodeGateway(options: NodeGatewayOptions): Promise<ServedApp> {
   const db = await openDb(options.databaseUrl);
   let bus: Bus | undefined;
+  let meter: Meter | undefined;
   try {
     bus = await connectJetStreamBus({
       servers: options.natsUrl,
@@ -72,18 +76,22 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       ...(options.namespace ? { namespace: options.namespace } : {}),
     });
     const bases = await loadBaseCatalog(db, options.models);
+    if (options.withMeter) meter = await startMeter({ bus, db, logger });
     const { app } = createNodeApp({ db, bus, bases });
     const served = await serveApp(app, options.port, options.hostname);
     const openBus = bus;
+    const openMeter = meter;
     return {
       url: served.url,
       close: async () => {
         await served.close();
+        await openMeter?.stop();
         await openBus.close();
         await db.close();
       },
     };
   } catch (error) {
+    await meter?.stop();
     await bus?.close();
     await db.close();
     throw error;

@@ -18,9 +18,6 @@ interface GatewayFlags {
 const collect = (value: string, previous: string[]) => [...previous, value];
 
 async function runGateway(flags: GatewayFlags): Promise<void> {
-  if (flags.withMeter) {
-    throw new Error("--with-meter: the usage meter is not part of this build yet (metering issue)");
-  }
   if (flags.model.length === 0) {
     throw new Error("name at least one base model: --model NAME=DIR (the folder with its tokenizer.json)");
   }
@@ -36,6 +33,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     databaseUrl,
     natsUrl,
     models,
+    withMeter: flags.withMeter === true,
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
   });
   logger.info(
@@ -68,7 +66,7 @@ export function registerGateway(program: Command): void {
       "prefix of every NATS subject, stream and bucket, as the workers use (LUMINET_NAMESPACE)",
       process.env.LUMINET_NAMESPACE,
     )
-    .option("--with-meter", "also run the usage meter in this process")
+    .option("--with-meter", "also run the usage meter (usage events into billing rows) in this process")
     .action(async (flags: GatewayFlags) => {
       try {
         await runGateway(flags);

@@ -483,6 +483,76 @@ describe("workers", () => {
   });
 });
 
+describe("Idempotency-Key", () => {
+  const keyed = (key: string, body: Record<string, unknown>) =>
+    h.app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.keys.acme}`, "idempotency-key": key },
+      body: JSON.stringify({ model: BASE, messages: [{ role: "user", content: "hi" }], ...body }),
+    });
+
+  it("replays the stored response instead of running a request twice", async () => {
+    const before = worker.received.length;
+    const first = await keyed("k-replay", { max_tokens: 3 });
+    const second = await keyed("k-replay", { max_tokens: 3 });
+    expect(second.status).toBe(200);
+    expect(second.headers.get("idempotent-replayed")).toBe("true");
+    expect(await second.text()).toBe(await first.text());
+    expect(worker.received.length).toBe(before + 1);
+  });
+
+  it("keys per org: another org's same key runs on its own", async () => {
+    const before = worker.received.length;
+    await keyed("k-org", {});
+    const theirs = await h.app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.keys.other}`, "idempotency-key": "k-org" },
+      body: JSON.stringify({ model: BASE, messages: [{ role: "user", content: "hi" }] }),
+    });
+    expect(theirs.headers.get("idempotent-replayed")).toBeNull();
+    expect(worker.received.length).toBe(before + 2);
+  });
+
+  it("refuses the key with a different body", async () => {
+    await keyed("k-body", { max_tokens: 2 });
+    await expectError(await keyed("k-body", { max_tokens: 4 }), 400, "idempotency_key_reused");
+  });
+
+  it("answers 409 while the key's request still runs, and frees the key when it is abandoned", async () => {
+    worker.behaviour = () => "hang";
+    const controller = new AbortController();
+    const running = h.app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.keys.acme}`, "idempotency-key": "k-running" },
+      body: JSON.stringify({ model: BASE, messages: [{ role: "user", content: "hi" }] }),
+      signal: controller.signal,
+    });
+    const before = worker.received.length;
+    while (worker.received.length === before) await new Promise((r) => setTimeout(r, 5));
+    await expectError(await keyed("k-running", {}), 409, "idempotency_key_in_use");
+    controller.abort();
+    await Promise.resolve(running).catch(() => {});
+    worker.behaviour = () => "reply";
+    expect((await keyed("k-running", {})).status).toBe(200);
+  });
+
+  it("lets a failed request run again under the same key", async () => {
+    worker.behaviour = () => ({ error: { code: "oom", message: "out of memory" } });
+    await expectError(await keyed("k-retry", {}), 502, "oom");
+    worker.behaviour = () => "reply";
+    const retried = await keyed("k-retry", {});
+    expect(retried.status).toBe(200);
+    expect(retried.headers.get("idempotent-replayed")).toBeNull();
+  });
+
+  it("does not apply to streaming requests", async () => {
+    const before = worker.received.length;
+    await (await keyed("k-stream", { stream: true })).text();
+    await (await keyed("k-stream", { stream: true })).text();
+    expect(worker.received.length).toBe(before + 2);
+  });
+});
+
 describe("every response", () => {
   it("carries x-request-id, unknown routes included, in OpenAI's error shape", async () => {
     const res = await h.app.request("/v1/nope", { headers: { authorization: `Bearer ${h.keys.acme}` } });
