@@ -1,12 +1,77 @@
-// `luminet dev`: the whole stack in one process on embedded defaults.
+// `luminet dev` (what `npm start` runs): the whole stack in one process on embedded defaults; prints the
+// demo API key and a curl to paste. See gateway/dev-stack.ts.
 import type { Command } from "commander";
-import { notImplemented } from "../not-implemented.ts";
+import { logger } from "../../core/logger.ts";
+import { startDevStack } from "../../gateway/dev-stack.ts";
+
+interface DevFlags {
+  port: string;
+  host: string;
+  data: string;
+  nats?: string;
+  databaseUrl?: string;
+}
+
+async function runDev(flags: DevFlags): Promise<void> {
+  const port = Number(flags.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new Error(`--port: not a port: ${flags.port}`);
+  const stack = await startDevStack({
+    home: flags.data,
+    port,
+    hostname: flags.host,
+    ...(flags.nats ? { natsUrl: flags.nats } : {}),
+    ...(flags.databaseUrl ? { databaseUrl: flags.databaseUrl } : {}),
+    ...(process.env.LUMINET_DEV_API_KEY ? { apiKey: process.env.LUMINET_DEV_API_KEY } : {}),
+  });
+  logger.info({ url: stack.url, models: stack.models }, `luminet dev listening on ${stack.url}`);
+  process.stderr.write(
+    [
+      "",
+      `  Luminet dev is up on ${stack.url} (metrics: ${stack.url}/metrics)`,
+      `  Demo API key (org "demo"): ${stack.apiKey}`,
+      `  Models: tiny, ${stack.models[0]} … ${stack.models.at(-1)}`,
+      "",
+      `  curl ${stack.url}/v1/chat/completions \\`,
+      `    -H "Authorization: Bearer ${stack.apiKey}" -H "Content-Type: application/json" \\`,
+      `    -d '{"model": "${stack.models[0]}", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}'`,
+      "",
+      "",
+    ].join("\n"),
+  );
+  await new Promise<void>((done) => {
+    const stop = (signal: string) => {
+      logger.info({ signal }, "luminet dev closing");
+      stack.close().then(done, (error: Error) => {
+        logger.error({ err: error }, "close failed");
+        process.exitCode = 1;
+        done();
+      });
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+}
 
 export function registerDev(program: Command): void {
   program
     .command("dev")
     .description("run gateway, worker and meter in one process on embedded defaults (PGlite, in-process bus)")
-    .option("--port <port>", "HTTP port", "8080")
-    .option("--data <dir>", "folder for the embedded database, blobs and models", ".luminet")
-    .action(notImplemented("dev", "lands with the gateway issue"));
+    .option("--port <port>", "HTTP port", "8787")
+    .option("--host <host>", "interface to listen on", "127.0.0.1")
+    .option(
+      "--data <dir>",
+      "folder for the embedded database, blobs and model",
+      process.env.LUMINET_HOME ?? ".luminet",
+    )
+    .option("--nats <url>", "use this NATS server instead of the in-process bus")
+    .option("--database-url <url>", "use this database instead of PGlite under --data")
+    .action(async (flags: DevFlags) => {
+      try {
+        await runDev(flags);
+      } catch (error) {
+        logger.error({ err: error }, error instanceof Error ? error.message : String(error));
+        process.exitCode = 1;
+      }
+    });
 }

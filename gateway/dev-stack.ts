@@ -1,0 +1,162 @@
+// `luminet dev`: gateway, worker and meter in one process on embedded defaults — PGlite under the home
+// folder (./.luminet or LUMINET_HOME), the in-process bus, a local blob folder, the CPU engine, and a tiny
+// model generated on first run with 8 demo adapters owned by the demo org. `--nats` and `--database-url`
+// switch to the real services. The demo key is LUMINET_DEV_API_KEY, or one generated on first run and kept
+// in <home>/dev-api-key (a local development secret, like the rest of the folder).
+import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { and, eq } from "drizzle-orm";
+import { register } from "prom-client";
+import type { Bus } from "../bus/bus.ts";
+import { InProcessBroker } from "../bus/in-process.ts";
+import { connectJetStreamBus } from "../bus/jetstream.ts";
+import { logger } from "../core/logger.ts";
+import { migrate } from "../db/migrate.ts";
+import { openDb } from "../db/open.ts";
+import { type Meter, startMeter } from "../meter/meter.ts";
+import { adapters, apiKeys } from "../schema/db.ts";
+import { initTinyModel } from "../scripts/tiny-model.ts";
+import { openBlobStore } from "../worker/adapters/blob-store.ts";
+import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
+import { parseDevice } from "../worker/engine/device.ts";
+import { LuminetWorker } from "../worker/main.ts";
+import { WorkerMetrics } from "../worker/metrics.ts";
+import { createApiKey, ensureOrg, generateApiKey, hashApiKey } from "./api-keys.ts";
+import { loadBaseModel } from "./base-loader.ts";
+import { BaseCatalog } from "./bases.ts";
+import { createNodeApp, serveApp } from "./node.ts";
+
+export const DEV_BASE = "tiny";
+export const DEV_ORG = "demo";
+export const DEV_ADAPTERS = 8;
+const DEV_RANK = 8;
+const DEV_CONTEXT = 2048;
+
+export interface DevStackOptions {
+  home: string;
+  port: number;
+  hostname?: string;
+  /** A NATS server instead of the in-process bus. */
+  natsUrl?: string;
+  /** A database instead of PGlite under the home folder. */
+  databaseUrl?: string;
+  /** The demo key to use instead of the generated one. */
+  apiKey?: string;
+}
+
+export interface DevStack {
+  url: string;
+  apiKey: string;
+  /** The demo adapters' model ids. */
+  models: string[];
+  close(): Promise<void>;
+}
+
+/** The tiny model and its adapters in the blob folder, made once. */
+function ensureModel(home: string): { modelDir: string; blobsDir: string } {
+  const modelDir = join(home, "model");
+  const blobsDir = join(home, "blobs");
+  if (!existsSync(join(modelDir, "config.json"))) {
+    logger.info({ modelDir }, "generating the tiny demo model");
+    initTinyModel(modelDir, { shape: "tiny", adapters: DEV_ADAPTERS, rank: DEV_RANK, seed: 1 });
+  }
+  for (let i = 0; i < DEV_ADAPTERS; i++) {
+    const target = join(blobsDir, DEV_ORG, `adapter-${i}`);
+    if (!existsSync(join(target, "adapter_model.safetensors"))) {
+      mkdirSync(target, { recursive: true });
+      cpSync(join(modelDir, "adapters", `adapter-${i}`), target, { recursive: true });
+    }
+  }
+  return { modelDir, blobsDir };
+}
+
+function devApiKey(home: string, fromEnv: string | undefined): string {
+  if (fromEnv) return fromEnv;
+  const file = join(home, "dev-api-key");
+  if (existsSync(file)) return readFileSync(file, "utf8").trim();
+  const key = generateApiKey();
+  writeFileSync(file, `${key}\n`, { mode: 0o600 });
+  return key;
+}
+
+export async function startDevStack(options: DevStackOptions): Promise<DevStack> {
+  const home = resolve(options.home);
+  mkdirSync(home, { recursive: true });
+  const { modelDir, blobsDir } = ensureModel(home);
+  const db = await openDb(options.databaseUrl ?? `pglite:${join(home, "db")}`);
+  const closers: (() => Promise<void>)[] = [() => db.close()];
+  const close = async () => {
+    for (const stop of closers.splice(0).reverse()) await stop();
+  };
+  try {
+    await migrate(db);
+    const base = await loadBaseModel(db, { name: DEV_BASE, dir: modelDir }, { contextLength: DEV_CONTEXT });
+    await ensureOrg(db, DEV_ORG, "Demo");
+    const apiKey = devApiKey(home, options.apiKey);
+    const hash = await hashApiKey(apiKey);
+    const [known] = await db.select().from(apiKeys).where(eq(apiKeys.keyHash, hash));
+    if (!known) await createApiKey(db, { orgId: DEV_ORG, name: "dev", scopes: ["admin"], key: apiKey });
+    const models: string[] = [];
+    for (let i = 0; i < DEV_ADAPTERS; i++) {
+      const name = `adapter-${i}`;
+      models.push(`${DEV_BASE}:${DEV_ORG}/${name}`);
+      const live = and(eq(adapters.orgId, DEV_ORG), eq(adapters.name, name));
+      if ((await db.select({ id: adapters.id }).from(adapters).where(live)).length > 0) continue;
+      const sha256 = await sha256OfFile(join(blobsDir, DEV_ORG, name, "adapter_model.safetensors"));
+      await db.insert(adapters).values({
+        orgId: DEV_ORG,
+        name,
+        base: DEV_BASE,
+        rank: DEV_RANK,
+        alpha: 2 * DEV_RANK,
+        targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        bytes: 0,
+        sha256: sha256!,
+        blobKey: `${DEV_ORG}/${name}`,
+        status: "ready",
+      });
+    }
+
+    const broker = options.natsUrl ? undefined : new InProcessBroker();
+    const connect = async (name: string): Promise<Bus> => {
+      const bus = broker
+        ? broker.connect()
+        : await connectJetStreamBus({ servers: options.natsUrl!, connectionName: `luminet-dev ${name}` });
+      closers.push(() => bus.close());
+      return bus;
+    };
+    const workerBus = await connect("worker");
+    const worker = await LuminetWorker.start({
+      bus: workerBus,
+      base: DEV_BASE,
+      workerId: "dev",
+      modelDir,
+      device: parseDevice("cpu"),
+      slots: DEV_ADAPTERS,
+      maxAdaptersPerBatch: DEV_ADAPTERS,
+      maxRank: DEV_RANK,
+      maxBatch: 16,
+      maxContext: DEV_CONTEXT,
+      stepTokens: 1024,
+      ramCacheBytes: 256 * 2 ** 20,
+      diskCacheDir: join(home, "adapter-cache"),
+      diskCacheBytes: 2 ** 30,
+      blobs: openBlobStore(blobsDir),
+      ackWaitMs: 30_000,
+      // On the gateway's /metrics, beside its own series.
+      metrics: new WorkerMetrics(register),
+    });
+    closers.push(() => worker.drain());
+    const meterBus = await connect("meter");
+    const meter: Meter = await startMeter({ bus: meterBus, db, logger });
+    closers.push(() => meter.stop());
+    const gatewayBus = await connect("gateway");
+    const { app } = createNodeApp({ db, bus: gatewayBus, bases: new BaseCatalog([base]) });
+    const served = await serveApp(app, options.port, options.hostname);
+    closers.push(() => served.close());
+    return { url: served.url, apiKey, models, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
