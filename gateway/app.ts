@@ -13,7 +13,6 @@ import { chatCompletions } from "./routes/chat-completions.ts";
 import { completions } from "./routes/completions.ts";
 import { listModelsRoute, retrieveModelRoute } from "./routes/models.ts";
 import { usageRoute } from "./routes/usage.ts";
-import { usageRoute } from "./routes/usage.ts";
 
 export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
@@ -43,7 +42,6 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.get("/v1/models/:model{.+}", retrieveModelRoute(deps));
   app.post("/v1/chat/completions", chatCompletions(deps));
   app.post("/v1/completions", completions(deps));
-  app.get("/v1/usage", usageRoute(deps));
   app.get("/v1/usage", usageRoute(deps));
 
   app.notFound((c) => errorResponse(routeNotFound(c.req.method, c.req.path)));
