@@ -1,0 +1,235 @@
+// `luminet bench gateway`: the latency the gateway adds (../shared/BENCH.md). One process holds the gateway
+// (served over HTTP by @hono/node-server), the in-process bus, PGlite and a responder that answers every
+// request at once with one token; the same requests are also sent straight over the bus. Added latency =
+// HTTP percentiles minus bus-direct percentiles, for non-streaming and streaming. Then a closed-loop run at
+// fixed concurrency gives requests/s. The HTTP client runs in the same process, so its cost is included:
+// the numbers are an upper bound on what the gateway adds.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import { InProcessBroker } from "../bus/in-process.ts";
+import { migrate } from "../db/migrate.ts";
+import { openDb } from "../db/open.ts";
+import { createApiKey, ensureOrg } from "../gateway/api-keys.ts";
+import { createApp } from "../gateway/app.ts";
+import { loadBaseModel } from "../gateway/base-loader.ts";
+import { BaseCatalog } from "../gateway/bases.ts";
+import { gatewayDeps } from "../gateway/deps.ts";
+import { serveApp } from "../gateway/node.ts";
+import type { InferenceRequest } from "../schema/wire.ts";
+import { initTinyModel } from "./tiny-model.ts";
+
+interface Percentiles {
+  p50: number;
+  p99: number;
+}
+
+export interface GatewayBenchResult {
+  machine: string;
+  requests_per_kind: number;
+  direct_ms: Percentiles;
+  http_ms: Percentiles;
+  http_stream_ms: Percentiles;
+  added_ms: { non_streaming: Percentiles; streaming: Percentiles };
+  throughput: { concurrency: number; requests_per_s: number };
+}
+
+export interface GatewayBenchOptions {
+  requests?: number;
+  concurrency?: number;
+  log?: (line: string) => void;
+}
+
+function percentiles(samples: number[]): Percentiles {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  return { p50: at(0.5), p99: at(0.99) };
+}
+
+const BASE = "tiny";
+
+export async function runGatewayBench(options: GatewayBenchOptions = {}): Promise<GatewayBenchResult> {
+  const requests = options.requests ?? 2000;
+  const concurrency = options.concurrency ?? 16;
+  const log = options.log ?? (() => {});
+  const dir = mkdtempSync(join(tmpdir(), "luminet-bench-gateway-"));
+  const db = await openDb("pglite:memory");
+  const broker = new InProcessBroker({ heartbeatTtlMs: 3_600_000 });
+  const bus = broker.connect();
+  const workerBus = broker.connect();
+  try {
+    initTinyModel(dir, { shape: "tiny", adapters: 0, rank: 4, seed: 1 });
+    await migrate(db);
+    const base = await loadBaseModel(db, { name: BASE, dir }, { contextLength: 512 });
+    await ensureOrg(db, "bench");
+    const { key, record } = await createApiKey(db, { orgId: "bench", name: "bench" });
+
+    // The responder: one token and the Final as soon as a request arrives.
+    await workerBus.putHeartbeat({
+      v: 1,
+      worker_id: "instant",
+      base: BASE,
+      version: "bench",
+      adapters: { slot: [], ram: [], disk: [] },
+      pins: [],
+      free_slots: 1,
+      queue_depth: 0,
+      running: 0,
+      tokens_per_s: 0,
+      at: Date.now(),
+    });
+    const puller = await workerBus.pullRequests({ base: BASE, workerId: "instant" });
+    const respond = async () => {
+      for (;;) {
+        const delivery = await puller.next();
+        if (!delivery) return;
+        const request = delivery.message;
+        if (
+          await workerBus.claimReply(request.reply, { v: 1, request_id: request.id, worker_id: "instant" })
+        ) {
+          workerBus.publishReply(request.reply, {
+            v: 1,
+            type: "chunk",
+            request_id: request.id,
+            seq: 0,
+            token_ids: [65],
+            text: "A",
+          });
+          workerBus.publishReply(request.reply, {
+            v: 1,
+            type: "final",
+            request_id: request.id,
+            seq: 1,
+            finish_reason: "length",
+            usage: { prompt_tokens: request.prompt_token_ids.length, completion_tokens: 1 },
+          });
+        }
+        void delivery.ack();
+      }
+    };
+    void respond();
+
+    const messages = [{ role: "user", content: "Hello there, how are you?" }];
+    const prompt = base.tokenizer.encode(
+      base.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }),
+      { addSpecialTokens: false },
+    );
+    let n = 0;
+    const direct = async () => {
+      const inbox = await bus.openReplyInbox();
+      const now = Date.now();
+      const request: InferenceRequest = {
+        v: 1,
+        id: `direct-${n++}`,
+        org: "bench",
+        api_key_id: record.id,
+        base: BASE,
+        adapter: null,
+        prompt_token_ids: prompt,
+        sampling: {
+          max_tokens: 1,
+          temperature: 0,
+          top_p: 1,
+          top_k: 0,
+          seed: null,
+          presence_penalty: 0,
+          frequency_penalty: 0,
+          repetition_penalty: 1,
+          stop: [],
+          stop_token_ids: [],
+          logprobs: false,
+          top_logprobs: 0,
+        },
+        reply: inbox.subject,
+        created_at: now,
+        deadline: now + 60_000,
+      };
+      await bus.publishRequest(request, "instant");
+      for await (const reply of inbox) if (reply.type === "final") break;
+    };
+
+    const app = createApp(gatewayDeps({ db, bus, bases: new BaseCatalog([base]) }));
+    const served = await serveApp(app, 0, "127.0.0.1");
+    const body = (stream: boolean) => JSON.stringify({ model: BASE, messages, max_tokens: 1, stream });
+    const http = (stream: boolean) => async () => {
+      const res = await fetch(`${served.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: body(stream),
+      });
+      if (res.status !== 200) throw new Error(`gateway answered ${res.status}: ${await res.text()}`);
+      await res.text();
+    };
+
+    const time = async (name: string, run: () => Promise<void>) => {
+      for (let i = 0; i < Math.min(200, requests); i++) await run();
+      const samples: number[] = [];
+      for (let i = 0; i < requests; i++) {
+        const started = performance.now();
+        await run();
+        samples.push(performance.now() - started);
+      }
+      const p = percentiles(samples);
+      log(`${name}: p50 ${p.p50.toFixed(3)} ms, p99 ${p.p99.toFixed(3)} ms`);
+      return p;
+    };
+    try {
+      const directMs = await time("bus direct", direct);
+      const httpMs = await time("http", http(false));
+      const streamMs = await time("http stream", http(true));
+      const started = performance.now();
+      let done = 0;
+      await Promise.all(
+        Array.from({ length: concurrency }, async () => {
+          while (done < requests) {
+            done++;
+            await http(false)();
+          }
+        }),
+      );
+      const rps = requests / ((performance.now() - started) / 1000);
+      log(`closed loop at concurrency ${concurrency}: ${rps.toFixed(0)} requests/s`);
+      const minus = (a: Percentiles, b: Percentiles) => ({ p50: a.p50 - b.p50, p99: a.p99 - b.p99 });
+      return {
+        machine: `${cpus()[0]?.model ?? "unknown cpu"} × ${cpus().length}`,
+        requests_per_kind: requests,
+        direct_ms: directMs,
+        http_ms: httpMs,
+        http_stream_ms: streamMs,
+        added_ms: { non_streaming: minus(httpMs, directMs), streaming: minus(streamMs, directMs) },
+        throughput: { concurrency, requests_per_s: rps },
+      };
+    } finally {
+      await served.close();
+      await puller.close();
+    }
+  } finally {
+    await bus.close();
+    await workerBus.close();
+    await db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export function reportGatewayBench(
+  result: GatewayBenchResult,
+  json: boolean,
+  resultsDir = "bench/results",
+): void {
+  mkdirSync(resultsDir, { recursive: true });
+  writeFileSync(join(resultsDir, "gateway.json"), `${JSON.stringify(result, null, 2)}\n`);
+  if (json) {
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
+  }
+  const f = (p: Percentiles) => `p50 ${p.p50.toFixed(3)} ms  p99 ${p.p99.toFixed(3)} ms`;
+  process.stdout.write(
+    `gateway bench on ${result.machine} (${result.requests_per_kind} requests per kind, one process)\n` +
+      `  bus direct       ${f(result.direct_ms)}\n` +
+      `  http             ${f(result.http_ms)}\n` +
+      `  http streaming   ${f(result.http_stream_ms)}\n` +
+      `  added            ${f(result.added_ms.non_streaming)}\n` +
+      `  added streaming  ${f(result.added_ms.streaming)}\n` +
+      `  ${result.throughput.requests_per_s.toFixed(0)} requests/s at concurrency ${result.throughput.concurrency}\n`,
+  );
+}
