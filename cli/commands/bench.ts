@@ -4,6 +4,7 @@ import type { Command } from "commander";
 import { logger } from "../../core/logger.ts";
 import { reportColdLoadBench, runColdLoadBench } from "../../scripts/bench-cold-load.ts";
 import { reportEngineBench, runEngineBench } from "../../scripts/bench-engine.ts";
+import { reportGatewayBench, runGatewayBench } from "../../scripts/bench-gateway.ts";
 import { reportSwitchBench, runSwitchBench } from "../../scripts/bench-switch.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { notImplemented } from "../not-implemented.ts";
@@ -84,8 +85,22 @@ export function registerBench(program: Command): void {
         reportSwitchBench(result, options.json === true);
       },
     );
+  bench
+    .command("gateway")
+    .description("gateway added latency (HTTP minus bus-direct, streaming and not) and requests/s")
+    .option("--requests <n>", "timed requests of each kind", "2000")
+    .option("--concurrency <n>", "connections of the closed-loop throughput run", "16")
+    .option("--json", "print one JSON line")
+    .action(async (options: { requests: string; concurrency: string; json?: boolean }) => {
+      if (!process.env.LOG_LEVEL) logger.level = "warn";
+      const result = await runGatewayBench({
+        requests: Number(options.requests),
+        concurrency: Number(options.concurrency),
+        log: (line) => process.stderr.write(`${line}\n`),
+      });
+      reportGatewayBench(result, options.json === true);
+    });
   for (const [name, what] of [
-    ["gateway", "gateway added latency and capacity"],
     ["fleet", "routing quality across workers"],
     ["e2e", "the whole path through the openai client"],
   ] as const) {
