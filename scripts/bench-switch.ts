@@ -41,8 +41,16 @@ export interface SwitchBenchResult {
   shape: string;
   base: { ttft_ms: Percentiles; per_token_ms: Percentiles };
   adapter: { ttft_ms: Percentiles; per_token_ms: Percentiles };
-  /** Adapter minus base-only, percentile by percentile. */
-  overhead_ms: { ttft: Percentiles; per_token: Percentiles };
+  /**
+   * Adapter minus base-only, percentile by percentile; and the percentiles of the difference within each
+   * back-to-back pair, which cancels the drift of a shared machine's load.
+   */
+  overhead_ms: {
+    ttft: Percentiles;
+    per_token: Percentiles;
+    paired_ttft: Percentiles;
+    paired_per_token: Percentiles;
+  };
   setup: {
     layers: number;
     dtype: string;
@@ -191,6 +199,7 @@ export async function runSwitchBench(options: SwitchBenchOptions): Promise<Switc
       base: { ttft: [] as number[], perToken: [] as number[] },
       adapter: { ttft: [] as number[], perToken: [] as number[] },
     };
+    const paired = { ttft: [] as number[], perToken: [] as number[] };
     for (let i = 0; i < requests; i++) {
       // Which kind goes first alternates, so neither always follows the other.
       for (const withAdapter of i % 2 === 0 ? [false, true] : [true, false]) {
@@ -199,6 +208,8 @@ export async function runSwitchBench(options: SwitchBenchOptions): Promise<Switc
         kind.ttft.push(ttft);
         kind.perToken.push(perToken);
       }
+      paired.ttft.push(samples.adapter.ttft.at(-1)! - samples.base.ttft.at(-1)!);
+      paired.perToken.push(samples.adapter.perToken.at(-1)! - samples.base.perToken.at(-1)!);
       if ((i + 1) % 50 === 0) log(`  ${i + 1}/${requests} request pairs`);
     }
     const base = { ttft_ms: summary(samples.base.ttft), per_token_ms: summary(samples.base.perToken) };
@@ -219,6 +230,8 @@ export async function runSwitchBench(options: SwitchBenchOptions): Promise<Switc
       overhead_ms: {
         ttft: minus(withAdapter.ttft_ms, base.ttft_ms),
         per_token: minus(withAdapter.per_token_ms, base.per_token_ms),
+        paired_ttft: summary(paired.ttft),
+        paired_per_token: summary(paired.perToken),
       },
       setup: {
         layers,
@@ -261,4 +274,5 @@ export function reportSwitchBench(
   row("base-only", result.base.ttft_ms, result.base.per_token_ms);
   row("resident adapter", result.adapter.ttft_ms, result.adapter.per_token_ms);
   row("overhead", result.overhead_ms.ttft, result.overhead_ms.per_token);
+  row("paired overhead", result.overhead_ms.paired_ttft, result.overhead_ms.paired_per_token);
 }
