@@ -11,6 +11,7 @@ import {
   integer,
   jsonb,
   pgTable,
+  primaryKey,
   real,
   text,
   timestamp,
@@ -19,12 +20,18 @@ import {
 
 const createdAt = () => timestamp("created_at", { withTimezone: true }).notNull().defaultNow();
 
-export const orgs = pgTable("orgs", {
-  /** The slug in model names (`<base>:<org>/<adapter>`), e.g. "acme". */
-  id: text("id").primaryKey(),
-  name: text("name").notNull(),
-  createdAt: createdAt(),
-});
+export const orgs = pgTable(
+  "orgs",
+  {
+    /** The slug in model names (`<base>:<org>/<adapter>`), e.g. "acme". */
+    id: text("id").primaryKey(),
+    name: text("name").notNull(),
+    /** Most tokens (input + output) the org may use per UTC calendar month; null: no quota. */
+    monthlyTokenQuota: bigint("monthly_token_quota", { mode: "number" }),
+    createdAt: createdAt(),
+  },
+  (t) => [check("orgs_monthly_token_quota_nonnegative", sql`${t.monthlyTokenQuota} >= 0`)],
+);
 
 export const apiKeys = pgTable(
   "api_keys",
@@ -44,8 +51,16 @@ export const apiKeys = pgTable(
     createdAt: createdAt(),
     lastUsedAt: timestamp("last_used_at", { withTimezone: true }),
     revokedAt: timestamp("revoked_at", { withTimezone: true }),
+    /** Most requests per minute through this key; null: no limit. */
+    requestsPerMinute: integer("requests_per_minute"),
+    /** Most tokens (prompt + max_tokens, counted at admission) per minute through this key; null: no limit. */
+    tokensPerMinute: integer("tokens_per_minute"),
   },
-  (t) => [index("api_keys_org_idx").on(t.orgId)],
+  (t) => [
+    index("api_keys_org_idx").on(t.orgId),
+    check("api_keys_requests_per_minute_positive", sql`${t.requestsPerMinute} > 0`),
+    check("api_keys_tokens_per_minute_positive", sql`${t.tokensPerMinute} > 0`),
+  ],
 );
 
 /** The shape of a base model, summarised from its config.json. */
@@ -156,6 +171,48 @@ export const usageEvents = pgTable(
  */
 export const usageDay = () => utcDay(usageEvents.finishedAt);
 
+/**
+ * An org's tokens in one UTC month ("YYYY-MM"): `used` is what the meter billed, `reserved` what requests
+ * admitted and not yet metered may still use. Admission reserves with one conditional UPDATE
+ * (used + reserved + n <= quota), so parallel requests cannot overshoot the quota; the meter moves each
+ * request from reserved to used in the transaction that writes its billing row. No foreign key, like
+ * usage_events: metering must never fail on a missing org.
+ */
+export const orgTokenMonths = pgTable(
+  "org_token_months",
+  {
+    orgId: text("org_id").notNull(),
+    month: text("month").notNull(),
+    usedTokens: bigint("used_tokens", { mode: "number" }).notNull().default(0),
+    reservedTokens: bigint("reserved_tokens", { mode: "number" }).notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.orgId, t.month] })],
+);
+
+/**
+ * One admitted request's hold on its org's monthly quota, until the meter settles it or it expires (a
+ * request that never produced a usage event: dropped before a worker claimed it, a gateway that died).
+ */
+export const quotaReservations = pgTable(
+  "quota_reservations",
+  {
+    requestId: text("request_id").primaryKey(),
+    orgId: text("org_id").notNull(),
+    month: text("month").notNull(),
+    tokens: bigint("tokens", { mode: "number" }).notNull(),
+    expiresAt: timestamp("expires_at", { withTimezone: true }).notNull(),
+  },
+  (t) => [index("quota_reservations_org_expiry_idx").on(t.orgId, t.expiresAt)],
+);
+
+/** A key's current fixed one-minute window of requests and tokens, for its per-minute limits. */
+export const apiKeyRateWindows = pgTable("api_key_rate_windows", {
+  apiKeyId: text("api_key_id").primaryKey(),
+  windowStart: timestamp("window_start", { withTimezone: true }).notNull(),
+  requests: integer("requests").notNull(),
+  tokens: bigint("tokens", { mode: "number" }).notNull(),
+});
+
 export type Org = typeof orgs.$inferSelect;
 export type NewOrg = typeof orgs.$inferInsert;
 export type ApiKey = typeof apiKeys.$inferSelect;
@@ -166,3 +223,5 @@ export type Adapter = typeof adapters.$inferSelect;
 export type NewAdapter = typeof adapters.$inferInsert;
 export type UsageEvent = typeof usageEvents.$inferSelect;
 export type NewUsageEvent = typeof usageEvents.$inferInsert;
+export type OrgTokenMonth = typeof orgTokenMonths.$inferSelect;
+export type QuotaReservation = typeof quotaReservations.$inferSelect;
