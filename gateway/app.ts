@@ -9,6 +9,7 @@ import type { GatewayDeps } from "./deps.ts";
 import { errorResponse, payloadTooLarge, routeNotFound, toApiError } from "./errors.ts";
 import { GenerationCancelled } from "./generation.ts";
 import { idempotency } from "./idempotency.ts";
+import { adapterRoutes } from "./routes/adapters.ts";
 import { chatCompletions } from "./routes/chat-completions.ts";
 import { completions } from "./routes/completions.ts";
 import { listModelsRoute, retrieveModelRoute } from "./routes/models.ts";
@@ -29,6 +30,8 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.get("/healthz", (c) => c.json({ ok: true }));
 
   app.use("/v1/*", bearerAuth(deps.db, deps.authCache));
+  // Before the body limit: uploads are adapters, capped by the adapter storage, not by the JSON limit.
+  app.route("/v1/adapters", adapterRoutes(deps));
   app.use(
     "/v1/*",
     bodyLimit({

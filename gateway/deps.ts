@@ -4,6 +4,7 @@
 import type { Bus } from "../bus/bus.ts";
 import type { Db } from "../db/open.ts";
 import { AdapterResolver } from "./adapter-resolver.ts";
+import type { AdapterStorage } from "./adapter-storage.ts";
 import { AuthCache } from "./auth.ts";
 import type { BaseCatalog } from "./bases.ts";
 import { type IdempotencyStore, MemoryIdempotencyStore } from "./idempotency.ts";
@@ -27,6 +28,8 @@ export interface GatewayDeps {
   bases: BaseCatalog;
   authCache: AuthCache;
   adapters: AdapterResolver;
+  /** Where the admin API stages, validates and stores uploaded adapters; null: uploads are refused (503). */
+  adapterStorage: AdapterStorage | null;
   /** Stored responses of non-streaming requests sent with an Idempotency-Key. */
   idempotency: IdempotencyStore;
   routing: RoutingOptions;
@@ -55,6 +58,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
   return {
     authCache: new AuthCache({ now }),
     adapters: new AdapterResolver({ now }),
+    adapterStorage: null,
     idempotency: new MemoryIdempotencyStore(now),
     routing: {},
     log: silent,

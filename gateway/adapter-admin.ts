@@ -1,0 +1,294 @@
+// What the adapter admin API does to an org's adapters: create from a staged upload, list and get with
+// where workers hold them now, set a version's traffic weight within its alias, pin and unpin (at most
+// MAX_PINS per base, counted across orgs since workers' pins are shared), and delete. Every change drops
+// the resolver's cached lookups for the org; pins and deletes also go to the base's workers as control
+// events (the bus keeps the latest per adapter, so a worker that starts later learns them too).
+import { and, count, eq, isNull, ne, sql } from "drizzle-orm";
+import type { AdapterObject, AdapterResidency } from "../schema/adapter-api.ts";
+import { type Adapter, adapters, baseModels } from "../schema/db.ts";
+import type { AdapterControl, WorkerHeartbeat } from "../schema/wire.ts";
+import { WIRE_VERSION } from "../schema/wire.ts";
+import { MAX_PINS } from "../worker/adapters/slots.ts";
+import { wireAdapterName } from "./adapter-resolver.ts";
+import type { StagedAdapter } from "./adapter-storage.ts";
+import type { GatewayDeps } from "./deps.ts";
+import { ApiError, invalidRequest } from "./errors.ts";
+import { formatModelId } from "./model-id.ts";
+
+export type AdminDeps = Pick<GatewayDeps, "db" | "bus" | "adapters" | "adapterStorage" | "log" | "now">;
+
+function adapterNotFound(org: string, name: string): ApiError {
+  return new ApiError(
+    404,
+    "invalid_request_error",
+    `No adapter named ${org}/${name}.`,
+    "adapter_not_found",
+    "name",
+  );
+}
+
+function conflict(message: string, code: string): ApiError {
+  return new ApiError(409, "invalid_request_error", message, code, "name");
+}
+
+export function toAdapterObject(row: Adapter, heartbeats: readonly WorkerHeartbeat[]): AdapterObject {
+  const wire = wireAdapterName(row.orgId, row.name);
+  const resident: AdapterResidency[] = [];
+  for (const beat of heartbeats) {
+    if (beat.base !== row.base) continue;
+    const tier = (["slot", "ram", "disk"] as const).find((t) => beat.adapters[t].includes(wire));
+    if (tier) resident.push({ worker_id: beat.worker_id, tier });
+  }
+  return {
+    id: `${row.orgId}/${row.name}`,
+    object: "adapter",
+    org: row.orgId,
+    name: row.name,
+    base: row.base,
+    model: formatModelId(row.base, { org: row.orgId, name: row.name }),
+    alias: row.alias,
+    traffic_weight: row.trafficWeight,
+    pinned: row.pinned,
+    rank: row.rank,
+    alpha: row.alpha,
+    target_modules: row.targetModules,
+    bytes: row.bytes,
+    sha256: row.sha256,
+    status: row.status,
+    created_at: Math.floor(row.createdAt.getTime() / 1000),
+    resident,
+  };
+}
+
+async function liveRow(deps: AdminDeps, org: string, name: string): Promise<Adapter> {
+  const [row] = await deps.db
+    .select()
+    .from(adapters)
+    .where(and(eq(adapters.orgId, org), eq(adapters.name, name), isNull(adapters.deletedAt)));
+  if (!row) throw adapterNotFound(org, name);
+  return row;
+}
+
+async function heartbeatsOf(deps: AdminDeps, bases: Iterable<string>): Promise<WorkerHeartbeat[]> {
+  const beats = await Promise.all([...new Set(bases)].map((base) => deps.bus.liveHeartbeats(base)));
+  return beats.flat();
+}
+
+function control(deps: AdminDeps, row: Adapter, kind: AdapterControl["kind"]): AdapterControl {
+  const live = kind !== "delete" && row.sha256 !== null;
+  return {
+    v: WIRE_VERSION,
+    kind,
+    base: row.base,
+    adapter: wireAdapterName(row.orgId, row.name),
+    pinned: kind === "pin",
+    blob: live ? { blob_key: row.blobKey, sha256: row.sha256!, rank: row.rank } : null,
+    at: deps.now(),
+  };
+}
+
+/** The base's architecture, or a 400 naming the base. */
+export async function baseArchitecture(deps: AdminDeps, base: string) {
+  const [row] = await deps.db.select().from(baseModels).where(eq(baseModels.name, base));
+  if (!row) throw invalidRequest(`Unknown base model '${base}'.`, "base", "base_not_found");
+  return row.architecture;
+}
+
+/** Refuses a name already taken by a live adapter of the org, before any upload byte is read. */
+export async function assertNameFree(deps: AdminDeps, org: string, name: string): Promise<void> {
+  const [row] = await deps.db
+    .select({ id: adapters.id })
+    .from(adapters)
+    .where(and(eq(adapters.orgId, org), eq(adapters.name, name), isNull(adapters.deletedAt)));
+  if (row) throw conflict(`An adapter named ${org}/${name} already exists.`, "adapter_exists");
+}
+
+export interface CreateAdapter {
+  org: string;
+  name: string;
+  base: string;
+  alias: string | null;
+  staged: StagedAdapter;
+}
+
+/** Commits the staged upload to the blob store, then inserts its row as ready; on any failure, neither stays. */
+export async function createAdapter(deps: AdminDeps, input: CreateAdapter): Promise<AdapterObject> {
+  const storage = deps.adapterStorage;
+  if (!storage)
+    throw new ApiError(503, "server_error", "This gateway has no adapter blob store.", "no_storage");
+  const id = crypto.randomUUID();
+  const blobKey = `adapters/${input.org}/${id}`;
+  const { staged } = input;
+  await staged.commit(blobKey);
+  let row: Adapter | undefined;
+  try {
+    [row] = await deps.db
+      .insert(adapters)
+      .values({
+        id,
+        orgId: input.org,
+        name: input.name,
+        base: input.base,
+        alias: input.alias,
+        rank: staged.rank,
+        alpha: staged.alpha,
+        targetModules: staged.targetModules,
+        bytes: staged.bytes,
+        sha256: staged.sha256,
+        blobKey,
+        status: "ready",
+      })
+      .onConflictDoNothing()
+      .returning();
+  } catch (error) {
+    await storage.remove(blobKey);
+    throw error;
+  }
+  if (!row) {
+    await storage.remove(blobKey);
+    throw conflict(`An adapter named ${input.org}/${input.name} already exists.`, "adapter_exists");
+  }
+  deps.adapters.invalidate(input.org);
+  return toAdapterObject(row, []);
+}
+
+export async function listAdapters(deps: AdminDeps, org: string): Promise<AdapterObject[]> {
+  const rows = await deps.db
+    .select()
+    .from(adapters)
+    .where(and(eq(adapters.orgId, org), isNull(adapters.deletedAt)))
+    .orderBy(adapters.base, adapters.name);
+  const beats = await heartbeatsOf(
+    deps,
+    rows.map((r) => r.base),
+  );
+  return rows.map((row) => toAdapterObject(row, beats));
+}
+
+export async function getAdapter(deps: AdminDeps, org: string, name: string): Promise<AdapterObject> {
+  const row = await liveRow(deps, org, name);
+  return toAdapterObject(row, await heartbeatsOf(deps, [row.base]));
+}
+
+export async function setTrafficWeight(
+  deps: AdminDeps,
+  org: string,
+  name: string,
+  weight: number,
+): Promise<AdapterObject> {
+  const row = await liveRow(deps, org, name);
+  if (row.alias === null) {
+    throw invalidRequest(
+      `Adapter ${org}/${name} has no alias; a traffic weight splits an alias's requests among its versions (create it with an alias).`,
+      "traffic_weight",
+      "no_alias",
+    );
+  }
+  const [updated] = await deps.db
+    .update(adapters)
+    .set({ trafficWeight: weight })
+    .where(eq(adapters.id, row.id))
+    .returning();
+  deps.adapters.invalidate(org);
+  return toAdapterObject(updated ?? row, await heartbeatsOf(deps, [row.base]));
+}
+
+export async function setPinned(
+  deps: AdminDeps,
+  org: string,
+  name: string,
+  pinned: boolean,
+): Promise<AdapterObject> {
+  const updated = await deps.db.transaction(async (tx) => {
+    const [row] = await tx
+      .select()
+      .from(adapters)
+      .where(and(eq(adapters.orgId, org), eq(adapters.name, name), isNull(adapters.deletedAt)))
+      .for("update");
+    if (!row) throw adapterNotFound(org, name);
+    if (row.pinned === pinned) return row;
+    if (pinned) {
+      // Serializes pins of one base, so two at once cannot both take the last place.
+      await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`luminet-pins:${row.base}`}))`);
+      const [pins] = await tx
+        .select({ n: count() })
+        .from(adapters)
+        .where(
+          and(
+            eq(adapters.base, row.base),
+            eq(adapters.pinned, true),
+            isNull(adapters.deletedAt),
+            ne(adapters.id, row.id),
+          ),
+        );
+      if ((pins?.n ?? 0) >= MAX_PINS) {
+        throw conflict(
+          `The base ${row.base} already has ${MAX_PINS} pinned adapters, the most its workers hold; unpin one first.`,
+          "pin_limit",
+        );
+      }
+    }
+    const [changed] = await tx.update(adapters).set({ pinned }).where(eq(adapters.id, row.id)).returning();
+    return changed ?? row;
+  });
+  await deps.bus.publishControl(control(deps, updated, pinned ? "pin" : "unpin"));
+  return toAdapterObject(updated, await heartbeatsOf(deps, [updated.base]));
+}
+
+/**
+ * Soft-deletes at once and tells the base's workers, which drop it from every tier and fail its requests;
+ * the blob goes after that. An adapter still in use is refused unless `force`: pinned, or a version that
+ * carries part of its alias's traffic while other versions remain.
+ */
+export async function deleteAdapter(
+  deps: AdminDeps,
+  org: string,
+  name: string,
+  force: boolean,
+): Promise<void> {
+  const row = await liveRow(deps, org, name);
+  if (!force) {
+    if (row.pinned) {
+      throw conflict(
+        `Adapter ${org}/${name} is pinned; unpin it first (luminet adapters set-pinned ${org}/${name} --off) or delete with force.`,
+        "adapter_in_use",
+      );
+    }
+    if (row.alias !== null && row.trafficWeight > 0) {
+      const [others] = await deps.db
+        .select({ n: count() })
+        .from(adapters)
+        .where(
+          and(
+            eq(adapters.orgId, org),
+            eq(adapters.alias, row.alias),
+            isNull(adapters.deletedAt),
+            ne(adapters.id, row.id),
+          ),
+        );
+      if ((others?.n ?? 0) > 0) {
+        throw conflict(
+          `Adapter ${org}/${name} carries ${row.trafficWeight} of alias ${org}/${row.alias}'s traffic weight; set it to 0 first (luminet adapters set-traffic ${org}/${name} --weight 0) or delete with force.`,
+          "adapter_in_use",
+        );
+      }
+    }
+  }
+  const [deleted] = await deps.db
+    .update(adapters)
+    .set({ status: "deleted", deletedAt: new Date(deps.now()), pinned: false })
+    .where(and(eq(adapters.id, row.id), isNull(adapters.deletedAt)))
+    .returning();
+  if (!deleted) throw adapterNotFound(org, name);
+  deps.adapters.invalidate(org);
+  await deps.bus.publishControl(control(deps, deleted, "delete"));
+  try {
+    await deps.adapterStorage?.remove(row.blobKey);
+  } catch (error) {
+    // The row is gone and workers evicted it; a blob left behind costs storage, not correctness.
+    deps.log.warn(
+      { adapter: `${org}/${name}`, blobKey: row.blobKey, err: (error as Error).message },
+      "adapter blob not removed",
+    );
+  }
+}

@@ -1,0 +1,229 @@
+// AdapterStorage on Node: an upload streams into a private scratch folder (counted against the size cap as
+// it arrives), is unpacked (a tar of a PEFT folder) or completed with its config (a single .safetensors),
+// then validated with the worker's own loader against the base's shape and the fleet's maximum rank, so
+// what the gateway accepts is exactly what a worker will load. Accepted adapters go to a blob folder, the
+// one workers read with --blobs.
+
+import { createWriteStream, existsSync } from "node:fs";
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import type { BaseArchitecture } from "../schema/db.ts";
+import { ADAPTER_FILES } from "../worker/adapters/blob-store.ts";
+import { AdapterError, loadPeftAdapter } from "../worker/adapters/peft.ts";
+import { LINEAR_MODULE_NAMES } from "../worker/adapters/peft-config.ts";
+import type { ModelConfig, ModuleKind } from "../worker/engine/model-config.ts";
+import { readSafetensorsHeader, SafetensorsError } from "../worker/engine/safetensors.ts";
+import { ArchiveError, extractArchive } from "./adapter-archive.ts";
+import type { AdapterStorage, StagedAdapter, UploadDescription } from "./adapter-storage.ts";
+import { ApiError, invalidRequest, payloadTooLarge } from "./errors.ts";
+
+const [CONFIG_FILE, WEIGHTS_FILE] = ADAPTER_FILES;
+
+export interface NodeAdapterStorageOptions {
+  /** The blob folder workers read (their --blobs). */
+  blobsDir: string;
+  /** Largest rank a worker's slots hold (the workers' --max-rank). */
+  maxRank: number;
+  /** Largest upload accepted, in bytes. */
+  maxBytes: number;
+  /** Where scratch folders are made; default the OS's temporary folder. */
+  scratchDir?: string;
+}
+
+const LEAF_OF: Record<ModuleKind, string> = {
+  q: "q_proj",
+  k: "k_proj",
+  v: "v_proj",
+  o: "o_proj",
+  gate: "gate_proj",
+  up: "up_proj",
+  down: "down_proj",
+};
+
+const FAMILY_ARCHITECTURE: Record<string, ModelConfig["architecture"]> = {
+  LlamaForCausalLM: "llama",
+  MistralForCausalLM: "mistral",
+  Qwen2ForCausalLM: "qwen2",
+};
+
+/**
+ * The base's shape as the loader's ModelConfig. Validation reads only the layer count and the module
+ * shapes; the rest (rope, norms, special tokens) never reaches an adapter check, so it takes neutral values.
+ */
+function shapeOf(arch: BaseArchitecture): ModelConfig {
+  return {
+    architecture: FAMILY_ARCHITECTURE[arch.family] ?? "llama",
+    hiddenSize: arch.hiddenSize,
+    intermediateSize: arch.intermediateSize,
+    numLayers: arch.layers,
+    numHeads: arch.attentionHeads,
+    numKvHeads: arch.kvHeads,
+    headDim: arch.headDim,
+    vocabSize: arch.vocabSize,
+    maxPositions: 1,
+    rmsNormEps: 1e-6,
+    ropeTheta: 10_000,
+    ropeScaling: null,
+    tieWordEmbeddings: false,
+    qkvBias: false,
+    dtype: "F32",
+    bosTokenId: null,
+    eosTokenIds: [],
+  };
+}
+
+function tooLarge(limit: number): ApiError {
+  const error = payloadTooLarge(limit);
+  return new ApiError(
+    413,
+    error.type,
+    `The adapter upload is larger than the cap of ${limit} bytes.`,
+    error.code,
+  );
+}
+
+/** The PEFT config of a single .safetensors: flags first, else its __metadata__. */
+function singleFileConfig(weightsPath: string, given: UploadDescription["config"]): object {
+  if (given) {
+    return { peft_type: "LORA", r: given.rank, lora_alpha: given.alpha, target_modules: given.targetModules };
+  }
+  const { metadata } = readSafetensorsHeader(weightsPath);
+  if (metadata.adapter_config !== undefined) {
+    try {
+      return JSON.parse(metadata.adapter_config) as object;
+    } catch {
+      throw new AdapterError("the safetensors __metadata__ adapter_config is not valid JSON");
+    }
+  }
+  const { r, lora_alpha: alpha, target_modules: targets } = metadata;
+  if (r !== undefined && alpha !== undefined && targets !== undefined) {
+    return {
+      peft_type: "LORA",
+      r: Number(r),
+      lora_alpha: Number(alpha),
+      target_modules: targets.split(",").map((t) => t.trim()),
+    };
+  }
+  throw new AdapterError(
+    "a single .safetensors needs its LoRA config: pass rank, alpha and target_modules (--rank, --alpha, --target-modules), or put adapter_config (JSON) or r, lora_alpha and target_modules in the file's __metadata__",
+  );
+}
+
+export class NodeAdapterStorage implements AdapterStorage {
+  readonly #blobsDir: string;
+
+  constructor(private readonly options: NodeAdapterStorageOptions) {
+    this.#blobsDir = resolve(options.blobsDir);
+  }
+
+  get location(): string {
+    return this.#blobsDir;
+  }
+
+  async stage(body: ReadableStream<Uint8Array>, upload: UploadDescription): Promise<StagedAdapter> {
+    const { maxBytes } = this.options;
+    if (upload.contentLength !== null && upload.contentLength > maxBytes) {
+      await body.cancel().catch(() => {});
+      throw tooLarge(maxBytes);
+    }
+    const scratch = await mkdtemp(join(this.options.scratchDir ?? tmpdir(), "luminet-upload-"));
+    const discard = () => rm(scratch, { recursive: true, force: true });
+    try {
+      return await this.#validate(scratch, body, upload, discard);
+    } catch (error) {
+      await discard();
+      if (
+        error instanceof AdapterError ||
+        error instanceof SafetensorsError ||
+        error instanceof ArchiveError
+      ) {
+        // The loader names the scratch folder; the caller knows the upload by its files.
+        const message = error.message.replaceAll(`${scratch}/`, "").replaceAll(scratch, "the upload");
+        throw invalidRequest(`Invalid adapter: ${message}`, "file", "invalid_adapter");
+      }
+      throw error;
+    }
+  }
+
+  async #validate(
+    scratch: string,
+    body: ReadableStream<Uint8Array>,
+    upload: UploadDescription,
+    discard: () => Promise<void>,
+  ): Promise<StagedAdapter> {
+    const { maxBytes } = this.options;
+    const received = join(scratch, "upload");
+    let seen = 0;
+    const counter = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        seen += chunk.length;
+        done(seen > maxBytes ? tooLarge(maxBytes) : null, chunk);
+      },
+    });
+    await pipeline(
+      Readable.fromWeb(body as WebReadableStream<Uint8Array>),
+      counter,
+      createWriteStream(received),
+    );
+
+    const dir = join(scratch, "adapter");
+    await mkdir(dir);
+    const type = upload.contentType.split(";")[0]!.trim().toLowerCase();
+    if (type === "application/x-tar") {
+      const names = await extractArchive(received, dir);
+      const pickle = names.find((n) => /\.(bin|pt|pth|pkl)$/.test(n));
+      if (pickle && !names.includes(WEIGHTS_FILE)) {
+        throw new AdapterError(
+          `${pickle}: pickled weights are never loaded; convert the adapter to safetensors`,
+        );
+      }
+      if (upload.config && names.includes(CONFIG_FILE)) {
+        throw new AdapterError(
+          `the folder has ${CONFIG_FILE}; rank, alpha and target_modules are only for a single .safetensors`,
+        );
+      }
+      if (upload.config && !names.includes(CONFIG_FILE)) {
+        await writeFile(join(dir, CONFIG_FILE), JSON.stringify(singleFileConfig("", upload.config)));
+      }
+    } else if (type === "application/octet-stream") {
+      await cp(received, join(dir, WEIGHTS_FILE));
+      await writeFile(
+        join(dir, CONFIG_FILE),
+        JSON.stringify(singleFileConfig(join(dir, WEIGHTS_FILE), upload.config)),
+      );
+    } else {
+      throw invalidRequest(
+        `Content-Type must be application/x-tar (a PEFT folder) or application/octet-stream (one .safetensors), got '${upload.contentType}'.`,
+        "content-type",
+      );
+    }
+    await rm(received);
+
+    const loaded = loadPeftAdapter(dir, shapeOf(upload.architecture), { maxRank: this.options.maxRank });
+    const present = new Set(loaded.modules.map((m) => LEAF_OF[m.kind]));
+    const config = JSON.parse(await readFile(join(dir, CONFIG_FILE), "utf8")) as { lora_alpha?: unknown };
+    const blobsDir = this.#blobsDir;
+    return {
+      rank: loaded.maxRank,
+      alpha: typeof config.lora_alpha === "number" ? config.lora_alpha : 8,
+      targetModules: LINEAR_MODULE_NAMES.filter((name) => present.has(name)),
+      bytes: loaded.bytes,
+      sha256: loaded.sha256,
+      async commit(blobKey) {
+        const target = join(blobsDir, ...blobKey.split("/"));
+        await mkdir(target, { recursive: true });
+        for (const file of ADAPTER_FILES) await cp(join(dir, file), join(target, file));
+      },
+      discard,
+    };
+  }
+
+  async remove(blobKey: string): Promise<void> {
+    const target = join(this.#blobsDir, ...blobKey.split("/"));
+    if (existsSync(target)) await rm(target, { recursive: true, force: true });
+  }
+}

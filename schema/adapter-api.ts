@@ -1,0 +1,55 @@
+// The adapter admin API's shapes (`/v1/adapters`): the adapter object the gateway returns and `luminet
+// adapters` prints, the list, and the PATCH body. Uploads carry their fields as query parameters (the body
+// is the adapter itself); ADAPTER_NAME is the rule for names and aliases.
+import { z } from "zod";
+
+/** An adapter's or alias's name inside its org: it sits in model ids after "<org>/", so no "/" or ":". */
+export const ADAPTER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export const AdapterResidency = z.object({
+  worker_id: z.string(),
+  tier: z.enum(["slot", "ram", "disk"]),
+});
+export type AdapterResidency = z.infer<typeof AdapterResidency>;
+
+export const AdapterObject = z.object({
+  /** "<org>/<name>", as the CLI and model ids write it. */
+  id: z.string(),
+  object: z.literal("adapter"),
+  org: z.string(),
+  name: z.string(),
+  base: z.string(),
+  /** The model id that runs exactly this version. */
+  model: z.string(),
+  alias: z.string().nullable(),
+  traffic_weight: z.int().min(0).max(100),
+  pinned: z.boolean(),
+  rank: z.int().positive(),
+  alpha: z.number(),
+  target_modules: z.array(z.string()),
+  bytes: z.int().nonnegative().nullable(),
+  sha256: z.string().nullable(),
+  status: z.enum(["uploading", "ready", "failed", "deleted"]),
+  /** Unix seconds. */
+  created_at: z.int(),
+  /** Where live workers hold it now, from their heartbeats. */
+  resident: z.array(AdapterResidency),
+});
+export type AdapterObject = z.infer<typeof AdapterObject>;
+
+export const AdapterList = z.object({ object: z.literal("list"), data: z.array(AdapterObject) });
+export type AdapterList = z.infer<typeof AdapterList>;
+
+/** One change per request: a traffic weight within the alias, or pinned on every worker of the base. */
+export const AdapterPatch = z.union([
+  z.strictObject({ traffic_weight: z.int().min(0).max(100) }),
+  z.strictObject({ pinned: z.boolean() }),
+]);
+export type AdapterPatch = z.infer<typeof AdapterPatch>;
+
+export const AdapterDeleted = z.object({
+  id: z.string(),
+  object: z.literal("adapter"),
+  deleted: z.literal(true),
+});
+export type AdapterDeleted = z.infer<typeof AdapterDeleted>;
