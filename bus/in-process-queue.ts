@@ -49,8 +49,11 @@ export class InProcessWorkQueue {
 
   publish(subject: string, id: string, data: Uint8Array): Published {
     const now = Date.now();
+    // Ids are kept in the order they expire (insertion order, one window), so expiry stops at the first
+    // live one: a scan of every id per publish made a busy dev stack's publishes grow with its traffic.
     for (const [seenId, expiresAt] of this.#seen) {
-      if (expiresAt <= now) this.#seen.delete(seenId);
+      if (expiresAt > now) break;
+      this.#seen.delete(seenId);
     }
     if (this.#seen.has(id)) return { duplicate: true };
     this.#seen.set(id, now + this.options.dedupeWindowMs);

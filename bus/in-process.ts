@@ -43,7 +43,7 @@ export class InProcessBroker {
   readonly usage: InProcessWorkQueue;
   readonly inboxes = new Map<string, ReplyInboxQueue>();
   readonly cancels = new Map<string, Set<Listener<Uint8Array>>>();
-  readonly heartbeats = new Map<string, { data: Uint8Array; expiresAt: number }>();
+  readonly heartbeats = new Map<string, { heartbeat: WorkerHeartbeat; expiresAt: number }>();
   /** The latest control event per adapter, by control subject, and the live listeners per base. */
   readonly controls = new Map<string, { base: string; data: Uint8Array }>();
   readonly controlListeners = new Map<string, Set<Listener<Uint8Array>>>();
@@ -197,9 +197,11 @@ class InProcessBus implements Bus {
     return { close: async () => stop() };
   }
 
+  // Decoded once when put, as JetStream's heartbeat view decodes once when received: the gateway reads
+  // them on every request.
   async putHeartbeat(heartbeat: WorkerHeartbeat): Promise<void> {
     this.broker.heartbeats.set(heartbeatKey(heartbeat.base, heartbeat.worker_id), {
-      data: encode(WorkerHeartbeat, heartbeat),
+      heartbeat: decode(WorkerHeartbeat, encode(WorkerHeartbeat, heartbeat)),
       expiresAt: Date.now() + this.broker.options.heartbeatTtlMs,
     });
   }
@@ -207,17 +209,9 @@ class InProcessBus implements Bus {
   async liveHeartbeats(base?: string): Promise<WorkerHeartbeat[]> {
     const now = Date.now();
     const live: WorkerHeartbeat[] = [];
-    for (const [key, entry] of this.broker.heartbeats) {
-      if (entry.expiresAt <= now) {
-        this.broker.heartbeats.delete(key);
-        continue;
-      }
-      try {
-        const heartbeat = decode(WorkerHeartbeat, entry.data);
-        if (base === undefined || heartbeat.base === base) live.push(heartbeat);
-      } catch (error) {
-        this.#onError(error as Error);
-      }
+    for (const [key, { heartbeat, expiresAt }] of this.broker.heartbeats) {
+      if (expiresAt <= now) this.broker.heartbeats.delete(key);
+      else if (base === undefined || heartbeat.base === base) live.push(heartbeat);
     }
     return live;
   }

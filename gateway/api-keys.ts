@@ -1,6 +1,7 @@
 // API keys: `lk_` plus 40 random base62 characters, shown once at creation and stored only as the sha256
 // of the whole key with a short visible prefix. Creating, listing and revoking them, every query scoped by
-// org. Web Crypto only, so the same code runs on Node and Workers.
+// org. Web Crypto's random values and node:crypto's hash, both present on Node and in workerd.
+import { createHash } from "node:crypto";
 import { and, asc, eq, isNull, like } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { type ApiKey, apiKeys, orgs } from "../schema/db.ts";
@@ -38,10 +39,12 @@ export function apiKeyPrefix(key: string): string {
   return key.slice(0, VISIBLE_LENGTH);
 }
 
-/** sha256 of the whole key, lowercase hex: the only form of a key the database holds. */
+/**
+ * sha256 of the whole key, lowercase hex: the only form of a key the database holds. node:crypto's hash
+ * (Node, and workerd under nodejs_compat) runs inline; Web Crypto's digest hopped to a thread per request.
+ */
 export async function hashApiKey(key: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  return createHash("sha256").update(key).digest("hex");
 }
 
 export interface CreatedApiKey {
