@@ -25,6 +25,7 @@ import { createApiKey, ensureOrg, generateApiKey, hashApiKey } from "./api-keys.
 import { loadBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
 import { createNodeApp, serveApp } from "./node.ts";
+import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 
 export const DEV_BASE = "tiny";
 export const DEV_ORG = "demo";
@@ -151,7 +152,8 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
     const meter: Meter = await startMeter({ bus: meterBus, db, logger });
     closers.push(() => meter.stop());
     const gatewayBus = await connect("gateway");
-    const { app } = createNodeApp({ db, bus: gatewayBus, bases: new BaseCatalog([base]) });
+    const adapterStorage = new NodeAdapterStorage({ blobsDir, maxRank: DEV_RANK, maxBytes: 2 ** 30 });
+    const { app } = createNodeApp({ db, bus: gatewayBus, bases: new BaseCatalog([base]), adapterStorage });
     const served = await serveApp(app, options.port, options.hostname);
     closers.push(() => served.close());
     return { url: served.url, apiKey, models, close };

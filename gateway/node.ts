@@ -13,6 +13,7 @@ import { type BaseModelSource, loadBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
 import type { GatewayEnv } from "./context.ts";
 import { type GatewayDeps, type GatewayDepsInput, gatewayDeps } from "./deps.ts";
+import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { mountMetricsRoute, prometheusMetrics } from "./prometheus.ts";
 
 export interface ServedApp {
@@ -63,6 +64,12 @@ export interface NodeGatewayOptions {
   models: readonly BaseModelSource[];
   /** Also run the usage meter (NATS usage events into billing rows) in this process. */
   withMeter?: boolean;
+  /** The blob folder uploaded adapters go to, the workers' --blobs; default .luminet/blobs. */
+  blobs?: string;
+  /** Largest adapter rank accepted at upload (the workers' --max-rank); default 16. */
+  maxAdapterRank?: number;
+  /** Largest adapter upload in bytes; default 1 GiB. */
+  maxAdapterBytes?: number;
 }
 
 export async function startNodeGateway(options: NodeGatewayOptions): Promise<ServedApp> {
@@ -77,7 +84,12 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
     });
     const bases = await loadBaseCatalog(db, options.models);
     if (options.withMeter) meter = await startMeter({ bus, db, logger });
-    const { app } = createNodeApp({ db, bus, bases });
+    const adapterStorage = new NodeAdapterStorage({
+      blobsDir: options.blobs ?? ".luminet/blobs",
+      maxRank: options.maxAdapterRank ?? 16,
+      maxBytes: options.maxAdapterBytes ?? 1024 ** 3,
+    });
+    const { app } = createNodeApp({ db, bus, bases, adapterStorage });
     const served = await serveApp(app, options.port, options.hostname);
     const openBus = bus;
     const openMeter = meter;

@@ -1,26 +1,302 @@
-// `luminet adapters ...`: adapters as first-class resources.
+// `luminet adapters ...`: an org's adapters through the gateway's admin API (/v1/adapters) over HTTP, with
+// an admin-scoped key. --gateway and --api-key win over LUMINET_GATEWAY and LUMINET_API_KEY. A PEFT folder
+// is uploaded as a streamed tar of its adapter_config.json and adapter_model.safetensors; a single
+// .safetensors as itself, its config from --rank/--alpha/--target-modules or from the file's metadata.
+// Tables for people, --json for scripts; a refusal exits 1 with the API's message.
+import { createReadStream, existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { Readable, Transform } from "node:stream";
+import { SingleBar } from "cli-progress";
 import type { Command } from "commander";
-import { notImplemented } from "../not-implemented.ts";
+import { archiveSize, archiveStream } from "../../gateway/adapter-archive.ts";
+import { type AdapterList, AdapterObject } from "../../schema/adapter-api.ts";
+import { ADAPTER_FILES } from "../../worker/adapters/blob-store.ts";
+
+interface ConnectionFlags {
+  gateway?: string;
+  apiKey?: string;
+  json?: boolean;
+}
+
+class CliError extends Error {
+  override name = "CliError";
+}
+
+function connection(flags: ConnectionFlags): { url: string; key: string } {
+  const url = (flags.gateway ?? process.env.LUMINET_GATEWAY ?? "http://127.0.0.1:8080").replace(/\/+$/, "");
+  const key = flags.apiKey ?? process.env.LUMINET_API_KEY;
+  if (!key)
+    throw new CliError("no API key: pass --api-key or set LUMINET_API_KEY (a key with the admin scope)");
+  return { url, key };
+}
+
+/** The path of an adapter written `org/name` or `name`. */
+function adapterPath(name: string): string {
+  return `/v1/adapters/${name.split("/").map(encodeURIComponent).join("/")}`;
+}
+
+async function call(
+  flags: ConnectionFlags,
+  method: string,
+  path: string,
+  init: { body?: string | ReadableStream<Uint8Array>; headers?: Record<string, string> } = {},
+): Promise<unknown> {
+  const { url, key } = connection(flags);
+  let response: Response;
+  try {
+    response = await fetch(`${url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${key}`, ...init.headers },
+      ...(init.body !== undefined ? { body: init.body, duplex: "half" } : {}),
+    } as RequestInit);
+  } catch (error) {
+    const cause = (error as Error & { cause?: Error }).cause;
+    throw new CliError(`cannot reach the gateway at ${url}: ${cause?.message ?? (error as Error).message}`);
+  }
+  const text = await response.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  if (!response.ok) {
+    const message = (json as { error?: { message?: string } } | undefined)?.error?.message;
+    throw new CliError(message ?? `${method} ${path}: HTTP ${response.status} ${text.slice(0, 200)}`);
+  }
+  return json;
+}
+
+function humanBytes(bytes: number | null): string {
+  if (bytes === null) return "-";
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let n = bytes;
+  let unit = 0;
+  while (n >= 1024 && unit < units.length - 1) {
+    n /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${n} B` : `${n.toFixed(1)} ${units[unit]}`;
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) => cell.padEnd(widths[i]!))
+      .join("  ")
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+function row(a: AdapterObject): string[] {
+  return [
+    a.id,
+    a.base,
+    a.alias ? `${a.org}/${a.alias}` : "-",
+    a.alias ? String(a.traffic_weight) : "-",
+    a.pinned ? "yes" : "no",
+    String(a.rank),
+    a.target_modules.join(","),
+    humanBytes(a.bytes),
+    a.status,
+    a.resident.map((r) => `${r.worker_id}:${r.tier}`).join(",") || "-",
+  ];
+}
+
+const HEADER = ["NAME", "BASE", "ALIAS", "WEIGHT", "PINNED", "RANK", "TARGETS", "SIZE", "STATUS", "RESIDENT"];
+
+function print(flags: ConnectionFlags, adapter: unknown, summary: (a: AdapterObject) => string): void {
+  if (flags.json) {
+    process.stdout.write(`${JSON.stringify(adapter)}\n`);
+    return;
+  }
+  process.stdout.write(`${summary(AdapterObject.parse(adapter))}\n`);
+}
+
+/** Counts bytes through to a progress bar on stderr when it is a terminal. */
+function progress(total: number, label: string): Transform {
+  const bar = process.stderr.isTTY
+    ? new SingleBar({
+        format: `${label} [{bar}] {percentage}% | {value}/{total} bytes`,
+        stream: process.stderr,
+        hideCursor: true,
+      })
+    : null;
+  bar?.start(total, 0);
+  let sent = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      sent += chunk.length;
+      bar?.update(sent);
+      done(null, chunk);
+    },
+    flush(done) {
+      bar?.stop();
+      done();
+    },
+  });
+}
+
+interface CreateFlags extends ConnectionFlags {
+  base: string;
+  name: string;
+  source: string;
+  alias?: string;
+  rank?: string;
+  alpha?: string;
+  targetModules?: string;
+}
+
+function uploadOf(flags: CreateFlags): {
+  body: Readable;
+  type: string;
+  length: number;
+  query: URLSearchParams;
+} {
+  const query = new URLSearchParams({ base: flags.base, name: flags.name });
+  if (flags.alias) query.set("alias", flags.alias);
+  const given = [flags.rank, flags.alpha, flags.targetModules].filter((f) => f !== undefined).length;
+  if (!existsSync(flags.source)) throw new CliError(`--source ${flags.source} does not exist`);
+  if (statSync(flags.source).isDirectory()) {
+    if (given > 0) throw new CliError("--rank, --alpha and --target-modules are for a single .safetensors");
+    const files = ADAPTER_FILES.map((name) => ({ name, path: join(flags.source, name) }));
+    const missing = files.find((f) => !existsSync(f.path));
+    if (missing)
+      throw new CliError(`--source ${flags.source}: no ${missing.name} (a PEFT adapter folder has both)`);
+    return { body: archiveStream(files), type: "application/x-tar", length: archiveSize(files), query };
+  }
+  if (!flags.source.endsWith(".safetensors")) {
+    throw new CliError(`--source ${flags.source}: expected a PEFT folder or a .safetensors file`);
+  }
+  if (given > 0 && given < 3) throw new CliError("give --rank, --alpha and --target-modules together");
+  if (given === 3) {
+    query.set("rank", flags.rank!);
+    query.set("alpha", flags.alpha!);
+    query.set("target_modules", flags.targetModules!);
+  }
+  return {
+    body: createReadStream(flags.source),
+    type: "application/octet-stream",
+    length: statSync(flags.source).size,
+    query,
+  };
+}
+
+async function create(flags: CreateFlags): Promise<void> {
+  const upload = uploadOf(flags);
+  const stream = upload.body.pipe(progress(upload.length, `uploading ${flags.name}`));
+  const created = await call(flags, "POST", `/v1/adapters?${upload.query}`, {
+    body: Readable.toWeb(stream) as ReadableStream<Uint8Array>,
+    headers: { "content-type": upload.type, "content-length": String(upload.length) },
+  });
+  print(
+    flags,
+    created,
+    (a) =>
+      `created ${a.id} on ${a.base}: rank ${a.rank}, ${a.target_modules.join(",")}, ${humanBytes(a.bytes)}, sha256 ${a.sha256}\nmodel: ${a.model}`,
+  );
+}
+
+async function run(command: string, action: () => Promise<void>): Promise<void> {
+  try {
+    await action();
+  } catch (error) {
+    process.stderr.write(
+      `luminet adapters ${command}: ${error instanceof Error ? error.message : String(error)}\n`,
+    );
+    process.exitCode = 1;
+  }
+}
 
 export function registerAdapters(program: Command): void {
-  const adapters = program.command("adapters").description("manage LoRA adapters");
-  const pending = "lands with the adapters issue";
-  adapters
-    .command("create <name> <dir>")
-    .description("upload a PEFT adapter folder")
-    .requiredOption("--base <base>", "base model")
-    .action(notImplemented("adapters create", pending));
-  adapters.command("list").description("list adapters").action(notImplemented("adapters list", pending));
-  adapters
-    .command("set-traffic <alias> <weights...>")
-    .description("split an alias's traffic across versions, e.g. v3=90 v4=10")
-    .action(notImplemented("adapters set-traffic", pending));
-  adapters
-    .command("set-pinned <name> <pinned>")
-    .description("pin (true) or unpin (false) an adapter on every worker of its base")
-    .action(notImplemented("adapters set-pinned", pending));
-  adapters
-    .command("delete <name>")
-    .description("delete an adapter")
-    .action(notImplemented("adapters delete", pending));
+  const adapters = program
+    .command("adapters")
+    .description("manage LoRA adapters through the gateway (LUMINET_GATEWAY, LUMINET_API_KEY)");
+  const common = (cmd: Command) =>
+    cmd
+      .option("--gateway <url>", "the gateway's URL (LUMINET_GATEWAY; default http://127.0.0.1:8080)")
+      .option("--api-key <key>", "an API key with the admin scope (LUMINET_API_KEY)")
+      .option("--json", "print the API's JSON instead of a table");
+
+  common(
+    adapters
+      .command("create")
+      .description("upload and validate an adapter: a PEFT folder or a single .safetensors")
+      .requiredOption("--base <base>", "the base model it was trained on")
+      .requiredOption("--name <org/name>", "its name, e.g. my-org/customer-acme-v3")
+      .requiredOption("--source <path>", "a PEFT adapter folder or a .safetensors file")
+      .option("--alias <org/name>", "an alias whose requests its versions split by traffic weight")
+      .option("--rank <r>", "LoRA rank, for a .safetensors without config metadata")
+      .option("--alpha <alpha>", "LoRA alpha, for a .safetensors without config metadata")
+      .option("--target-modules <list>", "e.g. q_proj,v_proj, for a .safetensors without config metadata"),
+  ).action((flags: CreateFlags) => run("create", () => create(flags)));
+
+  common(adapters.command("list").description("list the org's adapters")).action((flags: ConnectionFlags) =>
+    run("list", async () => {
+      const list = (await call(flags, "GET", "/v1/adapters")) as AdapterList;
+      if (flags.json) process.stdout.write(`${JSON.stringify(list)}\n`);
+      else
+        process.stdout.write(
+          `${table(
+            HEADER,
+            list.data.map((a) => row(AdapterObject.parse(a))),
+          )}\n`,
+        );
+    }),
+  );
+
+  common(adapters.command("get <name>").description("show one adapter")).action(
+    (name: string, flags: ConnectionFlags) =>
+      run("get", async () => {
+        print(flags, await call(flags, "GET", adapterPath(name)), (a) => table(HEADER, [row(a)]));
+      }),
+  );
+
+  common(
+    adapters
+      .command("set-traffic <name>")
+      .description("a version's share of its alias's requests: 0 takes it out, 100 gives it all")
+      .requiredOption("--weight <0-100>", "traffic weight"),
+  ).action((name: string, flags: ConnectionFlags & { weight: string }) =>
+    run("set-traffic", async () => {
+      const weight = Number(flags.weight);
+      if (!Number.isInteger(weight) || weight < 0 || weight > 100) {
+        throw new CliError(`--weight: expected an integer from 0 to 100, got ${flags.weight}`);
+      }
+      const updated = await call(flags, "PATCH", adapterPath(name), {
+        body: JSON.stringify({ traffic_weight: weight }),
+        headers: { "content-type": "application/json" },
+      });
+      print(flags, updated, (a) => `${a.id}: traffic weight ${a.traffic_weight} within ${a.org}/${a.alias}`);
+    }),
+  );
+
+  common(
+    adapters
+      .command("set-pinned <name>")
+      .description("keep an adapter resident on every worker of its base (at most 16 per base)")
+      .option("--off", "unpin it"),
+  ).action((name: string, flags: ConnectionFlags & { off?: boolean }) =>
+    run("set-pinned", async () => {
+      const updated = await call(flags, "PATCH", adapterPath(name), {
+        body: JSON.stringify({ pinned: flags.off !== true }),
+        headers: { "content-type": "application/json" },
+      });
+      print(flags, updated, (a) => `${a.id}: ${a.pinned ? "pinned" : "unpinned"} on ${a.base}`);
+    }),
+  );
+
+  common(
+    adapters
+      .command("delete <name>")
+      .description("delete an adapter: its requests fail at once and workers evict it")
+      .option("--force", "even if it is pinned or carries part of its alias's traffic"),
+  ).action((name: string, flags: ConnectionFlags & { force?: boolean }) =>
+    run("delete", async () => {
+      const deleted = await call(flags, "DELETE", `${adapterPath(name)}${flags.force ? "?force=true" : ""}`);
+      if (flags.json) process.stdout.write(`${JSON.stringify(deleted)}\n`);
+      else process.stdout.write(`deleted ${(deleted as { id: string }).id}\n`);
+    }),
+  );
 }

@@ -13,9 +13,19 @@ interface GatewayFlags {
   model: string[];
   namespace?: string;
   withMeter?: boolean;
+  blobs: string;
+  maxAdapterRank: string;
+  maxAdapterBytes: string;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
+
+function positive(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new Error(`${flag}: expected a positive integer, got ${value}`);
+  return n;
+}
 
 async function runGateway(flags: GatewayFlags): Promise<void> {
   if (flags.model.length === 0) {
@@ -34,6 +44,9 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     natsUrl,
     models,
     withMeter: flags.withMeter === true,
+    blobs: flags.blobs,
+    maxAdapterRank: positive("--max-adapter-rank", flags.maxAdapterRank),
+    maxAdapterBytes: positive("--max-adapter-bytes", flags.maxAdapterBytes),
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
   });
   logger.info(
@@ -66,6 +79,17 @@ export function registerGateway(program: Command): void {
       "prefix of every NATS subject, stream and bucket, as the workers use (LUMINET_NAMESPACE)",
       process.env.LUMINET_NAMESPACE,
     )
+    .option(
+      "--blobs <dir>",
+      "folder uploaded adapters are stored in, the workers' --blobs (LUMINET_BLOBS)",
+      process.env.LUMINET_BLOBS ?? ".luminet/blobs",
+    )
+    .option(
+      "--max-adapter-rank <n>",
+      "largest adapter rank accepted at upload (the workers' --max-rank)",
+      "16",
+    )
+    .option("--max-adapter-bytes <n>", "largest adapter upload in bytes", String(1024 ** 3))
     .option("--with-meter", "also run the usage meter (usage events into billing rows) in this process")
     .action(async (flags: GatewayFlags) => {
       try {
