@@ -9,6 +9,7 @@ import { registerKeys } from "./commands/keys.ts";
 import { registerMeter } from "./commands/meter.ts";
 import { registerMigrate } from "./commands/migrate.ts";
 import { registerModel } from "./commands/model.ts";
+import { registerQuota } from "./commands/quota.ts";
 import { registerUsage } from "./commands/usage.ts";
 import { registerWorker } from "./commands/worker.ts";
 
@@ -27,6 +28,7 @@ for (const register of [
   registerGenerate,
   registerAdapters,
   registerKeys,
+  registerQuota,
   registerUsage,
   registerBench,
 ]) {

@@ -59,6 +59,21 @@ export interface CreateApiKeyOptions {
   scopes?: string[];
   /** Use this key instead of a random one (`luminet dev`'s LUMINET_DEV_API_KEY); it must look like a key. */
   key?: string;
+  /** Most requests per minute through the key; unset or null: no limit. */
+  requestsPerMinute?: number | null;
+  /** Most tokens (prompt + max_tokens) per minute through the key; unset or null: no limit. */
+  tokensPerMinute?: number | null;
+}
+
+export interface ApiKeyLimits {
+  requestsPerMinute: number | null;
+  tokensPerMinute: number | null;
+}
+
+function checkLimit(name: string, value: number | null | undefined): void {
+  if (value != null && (!Number.isSafeInteger(value) || value < 1 || value > 2_147_483_647)) {
+    throw new ApiKeyError(`${name} must be a whole number from 1 to 2147483647, got ${value}`);
+  }
 }
 
 /** Creates the org when it does not exist yet, named after its id. */
@@ -72,6 +87,8 @@ export async function ensureOrg(db: Db, orgId: string, name = orgId): Promise<vo
 }
 
 export async function createApiKey(db: Db, options: CreateApiKeyOptions): Promise<CreatedApiKey> {
+  checkLimit("requests per minute", options.requestsPerMinute);
+  checkLimit("tokens per minute", options.tokensPerMinute);
   const key = options.key ?? generateApiKey();
   if (!looksLikeApiKey(key) || key.length < API_KEY_PREFIX.length + 20) {
     throw new ApiKeyError(`an API key must be "${API_KEY_PREFIX}" followed by at least 20 letters or digits`);
@@ -84,6 +101,8 @@ export async function createApiKey(db: Db, options: CreateApiKeyOptions): Promis
       keyHash: await hashApiKey(key),
       prefix: apiKeyPrefix(key),
       scopes: options.scopes ?? [],
+      requestsPerMinute: options.requestsPerMinute ?? null,
+      tokensPerMinute: options.tokensPerMinute ?? null,
     })
     .returning();
   if (!record) throw new ApiKeyError("the database did not return the new key");
@@ -96,10 +115,10 @@ export async function listApiKeys(db: Db, orgId: string): Promise<ApiKey[]> {
 }
 
 /**
- * Revokes the org's live key whose visible prefix starts with `prefix`. A prefix matching no key or several
- * is refused by name, so a typo never revokes the wrong key.
+ * The org's one live key whose visible prefix starts with `prefix`. A prefix matching no key or several
+ * is refused by name, so a typo never changes the wrong key.
  */
-export async function revokeApiKey(db: Db, orgId: string, prefix: string): Promise<ApiKey> {
+async function liveKeyByPrefix(db: Db, orgId: string, prefix: string): Promise<ApiKey> {
   if (prefix.length < API_KEY_PREFIX.length + 4) {
     throw new ApiKeyError(`give at least ${API_KEY_PREFIX.length + 4} characters of the key's prefix`);
   }
@@ -112,11 +131,42 @@ export async function revokeApiKey(db: Db, orgId: string, prefix: string): Promi
       `"${prefix}" matches ${matches.length} keys of org "${orgId}" (${matches.map((k) => k.prefix).join(", ")}); give more of the prefix`,
     );
   }
+  return matches[0]!;
+}
+
+/** Revokes the org's live key whose visible prefix starts with `prefix`. */
+export async function revokeApiKey(db: Db, orgId: string, prefix: string): Promise<ApiKey> {
+  const match = await liveKeyByPrefix(db, orgId, prefix);
   const [revoked] = await db
     .update(apiKeys)
     .set({ revokedAt: new Date() })
-    .where(and(eq(apiKeys.id, matches[0]!.id), eq(apiKeys.orgId, orgId)))
+    .where(and(eq(apiKeys.id, match.id), eq(apiKeys.orgId, orgId)))
     .returning();
   if (!revoked) throw new ApiKeyError(`key ${prefix} vanished while being revoked`);
   return revoked;
+}
+
+/**
+ * Sets the per-minute limits of the org's live key whose prefix starts with `prefix`; a limit left
+ * undefined keeps its value, null removes it. Gateways apply it within 30 s (their limits cache).
+ */
+export async function setApiKeyLimits(
+  db: Db,
+  orgId: string,
+  prefix: string,
+  limits: Partial<ApiKeyLimits>,
+): Promise<ApiKey> {
+  checkLimit("requests per minute", limits.requestsPerMinute);
+  checkLimit("tokens per minute", limits.tokensPerMinute);
+  const match = await liveKeyByPrefix(db, orgId, prefix);
+  const [updated] = await db
+    .update(apiKeys)
+    .set({
+      ...(limits.requestsPerMinute !== undefined ? { requestsPerMinute: limits.requestsPerMinute } : {}),
+      ...(limits.tokensPerMinute !== undefined ? { tokensPerMinute: limits.tokensPerMinute } : {}),
+    })
+    .where(and(eq(apiKeys.id, match.id), eq(apiKeys.orgId, orgId)))
+    .returning();
+  if (!updated) throw new ApiKeyError(`key ${prefix} vanished while its limits were set`);
+  return updated;
 }

@@ -7,6 +7,7 @@ import { AdapterResolver } from "./adapter-resolver.ts";
 import type { AdapterStorage } from "./adapter-storage.ts";
 import { AuthCache } from "./auth.ts";
 import type { BaseCatalog } from "./bases.ts";
+import { CallerLimitsCache } from "./caller-limits.ts";
 import { type IdempotencyStore, MemoryIdempotencyStore } from "./idempotency.ts";
 import type { RoutingOptions } from "./routing.ts";
 
@@ -27,6 +28,8 @@ export interface GatewayDeps {
   bus: Bus;
   bases: BaseCatalog;
   authCache: AuthCache;
+  /** Keys' per-minute limits and orgs' monthly quotas, cached like the keys themselves. */
+  callerLimits: CallerLimitsCache;
   adapters: AdapterResolver;
   /** Where the admin API stages, validates and stores uploaded adapters; null: uploads are refused (503). */
   adapterStorage: AdapterStorage | null;
@@ -57,6 +60,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
   const now = input.now ?? Date.now;
   return {
     authCache: new AuthCache({ now }),
+    callerLimits: new CallerLimitsCache({ now }),
     adapters: new AdapterResolver({ now }),
     adapterStorage: null,
     idempotency: new MemoryIdempotencyStore(now),

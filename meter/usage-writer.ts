@@ -7,11 +7,15 @@
 // count does not fit the table's columns. Billing it at 0 would lose the money for good; held, it stays in
 // JetStream (the meter naks it and it comes back) and is billed at the right price once an operator has
 // registered the base. Held events are reported with their request id so the log says what waits.
+//
+// In the same transaction each new row settles its request against the org's monthly token quota
+// (meter/token-quota.ts): its reservation is released and its actual tokens counted, once.
 import { inArray } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { baseModels, type NewUsageEvent, usageEvents } from "../schema/db.ts";
 import type { UsageEvent } from "../schema/wire.ts";
 import { costMicros, type Prices } from "./prices.ts";
+import { settleQuota } from "./token-quota.ts";
 
 /** Why an event was not written; it stays queued and is tried again. */
 export class UsageHeldError extends Error {
@@ -100,7 +104,23 @@ export async function writeUsageBatch(db: Db, events: readonly UsageEvent[]): Pr
             .insert(usageEvents)
             .values(rows)
             .onConflictDoNothing({ target: usageEvents.requestId })
-            .returning({ requestId: usageEvents.requestId });
+            .returning({
+              requestId: usageEvents.requestId,
+              orgId: usageEvents.orgId,
+              inputTokens: usageEvents.inputTokens,
+              outputTokens: usageEvents.outputTokens,
+              startedAt: usageEvents.startedAt,
+            });
+    // Only rows this batch added: a duplicate event was settled when its first copy was written.
+    await settleQuota(
+      tx,
+      inserted.map((r) => ({
+        requestId: r.requestId,
+        orgId: r.orgId,
+        tokens: r.inputTokens + r.outputTokens,
+        startedAt: r.startedAt,
+      })),
+    );
     return { inserted: inserted.length, duplicates: events.length - held.size - inserted.length, held };
   });
 }

@@ -1,9 +1,15 @@
 // `luminet keys ...`: API keys of an org, in DATABASE_URL. A created key is printed once, alone on stdout
 // (so `KEY=$(luminet keys create --org acme)` works); it cannot be shown again.
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import { logger } from "../../core/logger.ts";
 import { type Db, defaultDatabaseUrl, openDb } from "../../db/open.ts";
-import { createApiKey, ensureOrg, listApiKeys, revokeApiKey } from "../../gateway/api-keys.ts";
+import {
+  createApiKey,
+  ensureOrg,
+  listApiKeys,
+  revokeApiKey,
+  setApiKeyLimits,
+} from "../../gateway/api-keys.ts";
 
 async function withDb(run: (db: Db) => Promise<void>): Promise<void> {
   try {
@@ -21,6 +27,17 @@ async function withDb(run: (db: Db) => Promise<void>): Promise<void> {
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
+/** A per-minute limit as typed: a whole number, or "none" to remove it. */
+function perMinute(value: string): number | null {
+  if (value === "none") return null;
+  if (!/^\d+$/.test(value))
+    throw new InvalidArgumentError(`expected a whole number or "none", got "${value}"`);
+  return Number(value);
+}
+
+const limitsText = (rpm: number | null, tpm: number | null) =>
+  rpm === null && tpm === null ? "" : `  limits ${rpm ?? "-"} rpm / ${tpm ?? "-"} tpm`;
+
 export function registerKeys(program: Command): void {
   const keys = program.command("keys").description("manage API keys (DATABASE_URL)");
   keys
@@ -29,17 +46,31 @@ export function registerKeys(program: Command): void {
     .requiredOption("--org <org>", "organization id (the `org` in model ids)")
     .option("--name <name>", "what the key is for", "default")
     .option("--scope <scope>", 'a scope, e.g. "admin" for management routes (repeatable)', collect, [])
-    .action((flags: { org: string; name: string; scope: string[] }) =>
-      withDb(async (db) => {
-        await ensureOrg(db, flags.org);
-        const { key, record } = await createApiKey(db, {
-          orgId: flags.org,
-          name: flags.name,
-          scopes: flags.scope,
-        });
-        logger.info({ org: record.orgId, prefix: record.prefix, scopes: record.scopes }, "API key created");
-        process.stdout.write(`${key}\n`);
-      }),
+    .option("--rpm <n>", "most requests per minute through this key (default: no limit)", perMinute)
+    .option("--tpm <n>", "most tokens (prompt + max_tokens) per minute through this key", perMinute)
+    .action(
+      (flags: { org: string; name: string; scope: string[]; rpm?: number | null; tpm?: number | null }) =>
+        withDb(async (db) => {
+          await ensureOrg(db, flags.org);
+          const { key, record } = await createApiKey(db, {
+            orgId: flags.org,
+            name: flags.name,
+            scopes: flags.scope,
+            requestsPerMinute: flags.rpm ?? null,
+            tokensPerMinute: flags.tpm ?? null,
+          });
+          logger.info(
+            {
+              org: record.orgId,
+              prefix: record.prefix,
+              scopes: record.scopes,
+              rpm: record.requestsPerMinute,
+              tpm: record.tokensPerMinute,
+            },
+            "API key created",
+          );
+          process.stdout.write(`${key}\n`);
+        }),
     );
   keys
     .command("list")
@@ -53,6 +84,8 @@ export function registerKeys(program: Command): void {
             prefix: k.prefix,
             name: k.name,
             scopes: k.scopes,
+            rpm: k.requestsPerMinute,
+            tpm: k.tokensPerMinute,
             created: k.createdAt.toISOString(),
             last_used: k.lastUsedAt?.toISOString() ?? null,
             revoked: k.revokedAt?.toISOString() ?? null,
@@ -61,7 +94,7 @@ export function registerKeys(program: Command): void {
             flags.json
               ? `${JSON.stringify(row)}\n`
               : `${row.prefix}…  ${row.name}  [${row.scopes.join(",")}]  created ${row.created}` +
-                  `${row.revoked ? `  REVOKED ${row.revoked}` : ""}\n`,
+                  `${limitsText(row.rpm, row.tpm)}${row.revoked ? `  REVOKED ${row.revoked}` : ""}\n`,
           );
         }
       }),
@@ -74,6 +107,25 @@ export function registerKeys(program: Command): void {
       withDb(async (db) => {
         const revoked = await revokeApiKey(db, flags.org, prefix);
         process.stdout.write(`revoked ${revoked.prefix}…\n`);
+      }),
+    );
+  keys
+    .command("limits <prefix>")
+    .description('set a key\'s per-minute limits ("none" removes one); gateways apply them within 30 s')
+    .requiredOption("--org <org>", "organization id")
+    .option("--rpm <n>", 'most requests per minute, or "none"', perMinute)
+    .option("--tpm <n>", 'most tokens (prompt + max_tokens) per minute, or "none"', perMinute)
+    .action((prefix: string, flags: { org: string; rpm?: number | null; tpm?: number | null }) =>
+      withDb(async (db) => {
+        if (flags.rpm === undefined && flags.tpm === undefined) throw new Error("give --rpm and/or --tpm");
+        const updated = await setApiKeyLimits(db, flags.org, prefix, {
+          ...(flags.rpm !== undefined ? { requestsPerMinute: flags.rpm } : {}),
+          ...(flags.tpm !== undefined ? { tokensPerMinute: flags.tpm } : {}),
+        });
+        process.stdout.write(
+          `${updated.prefix}…  ${updated.requestsPerMinute ?? "no"} rpm limit, ` +
+            `${updated.tokensPerMinute ?? "no"} tpm limit\n`,
+        );
       }),
     );
 }

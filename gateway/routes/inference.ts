@@ -1,6 +1,6 @@
-// What the chat and completions routes share: starting a generation for the caller and tying it to the
-// client's connection (a disconnect cancels it), and turning a worker's Final into OpenAI's usage and
-// finish_reason.
+// What the chat and completions routes share: starting a generation for the caller within its limits (rate
+// limits and quota, gateway/usage-limits.ts) and tying it to the client's connection (a disconnect cancels
+// it), and turning a worker's Final into OpenAI's usage and finish_reason.
 import type { Context } from "hono";
 import type { FinishReasonOut, UsageBody } from "../../schema/api.ts";
 import type { Final } from "../../schema/wire.ts";
@@ -9,6 +9,7 @@ import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
 import { type Generation, startGeneration } from "../generation.ts";
 import type { ResolvedModel } from "../models.ts";
+import { admitWithinLimits } from "../usage-limits.ts";
 
 export async function begin(
   c: Context<GatewayEnv>,
@@ -16,22 +17,43 @@ export async function begin(
   resolved: ResolvedModel,
   admitted: Admitted,
 ): Promise<Generation> {
-  const generation = await startGeneration(
-    {
-      bus: deps.bus,
-      routing: deps.routing,
-      timeoutMs: deps.limits.requestTimeoutMs,
-      retryAfterSeconds: deps.limits.retryAfterSeconds,
-      now: deps.now,
-    },
-    {
-      requestId: c.get("requestId"),
-      caller: c.get("principal"),
-      base: resolved.base.name,
-      adapter: resolved.adapter,
-      admitted,
-    },
-  );
+  const caller = c.get("principal");
+  const requestId = c.get("requestId");
+  // The most tokens the request can use: what rate limits count and the quota reserves.
+  const tokens = admitted.promptTokenIds.length + admitted.sampling.max_tokens;
+  const admission = await admitWithinLimits(deps, caller, requestId, tokens);
+  // Set on c.res, Hono copies them onto whatever response the route returns, streams included.
+  for (const [name, value] of Object.entries(admission.headers)) c.res.headers.set(name, value);
+  let generation: Generation;
+  try {
+    generation = await startGeneration(
+      {
+        bus: deps.bus,
+        routing: deps.routing,
+        timeoutMs: deps.limits.requestTimeoutMs,
+        retryAfterSeconds: deps.limits.retryAfterSeconds,
+        now: deps.now,
+      },
+      {
+        requestId,
+        caller,
+        base: resolved.base.name,
+        adapter: resolved.adapter,
+        admitted,
+      },
+    );
+  } catch (error) {
+    // Not queued, so no usage event will settle the reservation; one that fails to go stays until it expires.
+    await admission
+      .release()
+      .catch((releaseError: unknown) =>
+        deps.log.warn(
+          { requestId, err: releaseError instanceof Error ? releaseError.message : String(releaseError) },
+          "could not release a quota reservation",
+        ),
+      );
+    throw error;
+  }
   const signal = c.req.raw.signal;
   if (signal.aborted) generation.cancel();
   else signal.addEventListener("abort", () => generation.cancel(), { once: true });

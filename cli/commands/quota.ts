@@ -1,0 +1,71 @@
+// `luminet quota ...`: an org's monthly token quota in DATABASE_URL, and where its current UTC month
+// stands (used by billed requests, held by requests in flight). Gateways apply a changed quota within 30 s.
+import { type Command, InvalidArgumentError } from "commander";
+import { type Db, defaultDatabaseUrl, openDb } from "../../db/open.ts";
+import { type QuotaStatus, quotaStatus, setMonthlyTokenQuota } from "../../meter/token-quota.ts";
+
+async function withDb(run: (db: Db) => Promise<void>): Promise<void> {
+  try {
+    const db = await openDb(process.env.DATABASE_URL || defaultDatabaseUrl);
+    try {
+      await run(db);
+    } finally {
+      await db.close();
+    }
+  } catch (error) {
+    process.stderr.write(`luminet quota: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  }
+}
+
+function tokens(value: string): number | null {
+  if (value === "none") return null;
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new InvalidArgumentError(`expected a whole number of tokens or "none", got "${value}"`);
+  }
+  return Number(value);
+}
+
+function describe(status: QuotaStatus): string {
+  if (status.quota === null) {
+    return `${status.org}: no monthly quota; ${status.month}: ${status.used} tokens used, ${status.reserved} held\n`;
+  }
+  return (
+    `${status.org}: ${status.quota} tokens a month; ${status.month}: ${status.used} used, ` +
+    `${status.reserved} held by requests in flight, ${status.remaining} left\n`
+  );
+}
+
+async function statusOf(db: Db, org: string): Promise<QuotaStatus> {
+  const status = await quotaStatus(db, org, Date.now());
+  if (!status) throw new Error(`no org "${org}"`);
+  return status;
+}
+
+export function registerQuota(program: Command): void {
+  const quota = program.command("quota").description("an org's monthly token quota (DATABASE_URL)");
+  quota
+    .command("set")
+    .description('set an org\'s monthly token quota (input + output tokens per UTC month), or "none"')
+    .requiredOption("--org <org>", "organization id")
+    .requiredOption("--monthly-tokens <n>", 'tokens per month, or "none" for no quota', tokens)
+    .action((flags: { org: string; monthlyTokens: number | null }) =>
+      withDb(async (db) => {
+        if (!(await setMonthlyTokenQuota(db, flags.org, flags.monthlyTokens))) {
+          throw new Error(`no org "${flags.org}" (create one with \`luminet keys create --org\`)`);
+        }
+        process.stdout.write(describe(await statusOf(db, flags.org)));
+      }),
+    );
+  quota
+    .command("show")
+    .description("an org's quota and its current month's used and held tokens")
+    .requiredOption("--org <org>", "organization id")
+    .option("--json", "as one JSON object")
+    .action((flags: { org: string; json?: boolean }) =>
+      withDb(async (db) => {
+        const status = await statusOf(db, flags.org);
+        process.stdout.write(flags.json ? `${JSON.stringify(status)}\n` : describe(status));
+      }),
+    );
+}
