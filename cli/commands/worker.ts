@@ -29,6 +29,7 @@ interface WorkerFlags {
   workerId: string;
   namespace?: string;
   ackWaitMs: string;
+  heartbeatTtlMs: string;
   threads?: string;
 }
 
@@ -91,6 +92,7 @@ async function runWorker(flags: WorkerFlags): Promise<void> {
   const bus: Bus = await connectJetStreamBus({
     servers,
     ackWaitMs,
+    heartbeatTtlMs: count("--heartbeat-ttl-ms", flags.heartbeatTtlMs, 1000),
     connectionName: `luminet-worker ${flags.workerId}`,
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
   });
@@ -157,6 +159,11 @@ export function registerWorker(program: Command): void {
       "--ack-wait-ms <ms>",
       "how long a pulled request stays with a silent worker before redelivery",
       "30000",
+    )
+    .option(
+      "--heartbeat-ttl-ms <ms>",
+      "how long a heartbeat stays live; the same for every process of the deployment",
+      "5000",
     )
     .action(async (flags: WorkerFlags) => {
       try {

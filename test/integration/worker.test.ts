@@ -34,6 +34,8 @@ import { sha256OfFile } from "../../worker/adapters/disk-cache.ts";
 const BASE = "tiny/llama";
 const ADAPTERS = 24;
 const ACK_WAIT_MS = 2000;
+/** Short, so a dead worker's queue is adopted soon after it stops beating (the default is 5 s). */
+const HEARTBEAT_TTL_MS = 2000;
 const CLI = fileURLToPath(new URL("../../bin/luminet.mjs", import.meta.url));
 const namespace = `worker_${process.pid}_${Date.now()}`;
 
@@ -63,7 +65,8 @@ function spawnWorker(id: string, extra: string[] = []): Promise<Spawned> {
       ...["--model", modelDir, "--base", BASE, "--worker-id", id, "--namespace", namespace],
       ...["--slots", "18", "--max-adapters-per-batch", "16", "--max-rank", "4", "--max-context", "1024"],
       ...["--threads", "1", "--blobs", join(modelDir, "adapters"), "--disk-cache", join(root, `cache-${id}`)],
-      ...["--metrics-port", "0", "--ack-wait-ms", String(ACK_WAIT_MS), ...extra],
+      ...["--metrics-port", "0", "--ack-wait-ms", String(ACK_WAIT_MS)],
+      ...["--heartbeat-ttl-ms", String(HEARTBEAT_TTL_MS), ...extra],
     ],
     { env: { ...process.env, NATS_URL: natsUrl, LOG_LEVEL: "info" }, stdio: ["ignore", "pipe", "pipe"] },
   );
@@ -200,7 +203,12 @@ beforeAll(async () => {
     const sha256 = await sha256OfFile(join(tiny.adapterDirs[i]!, "adapter_model.safetensors"));
     refs.push({ name: `org-${i % 3}/adapter-${i}`, blob_key: `adapter-${i}`, sha256: sha256!, rank: 4 });
   }
-  bus = await connectJetStreamBus({ servers: natsUrl, namespace, ackWaitMs: ACK_WAIT_MS });
+  bus = await connectJetStreamBus({
+    servers: natsUrl,
+    namespace,
+    ackWaitMs: ACK_WAIT_MS,
+    heartbeatTtlMs: HEARTBEAT_TTL_MS,
+  });
   usageSubscription = await bus.consumeUsage(async (event) => {
     usage.set(event.request_id, [...(usage.get(event.request_id) ?? []), event]);
   });
