@@ -99,12 +99,12 @@ describe.each(databases)("limits at admission (%s)", (_label, url) => {
     return createApp(gatewayDeps({ db, bus, bases, now: () => clock }));
   }
 
-  function complete(
+  async function complete(
     app: ReturnType<typeof gateway>,
     key: string,
     body: Record<string, unknown> = {},
   ): Promise<Response> {
-    return app.request("/v1/completions", {
+    return await app.request("/v1/completions", {
       method: "POST",
       headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
       body: JSON.stringify({ model: base, prompt: PROMPT, max_tokens: MAX_TOKENS, ...body }),
