@@ -241,6 +241,25 @@ describe("graph builder", () => {
       extra: { ...banks, ...segmentFeeds(cfg, lora, [x, y, null, null], slotOf, [[0], [2], [], []], 3) },
     });
 
+    // A step in which no token has an adapter computes the base model's logits.
+    const none = await run(loraSession, {
+      tokens: next.map((t) => [t]),
+      lengths: [5, 5, 5],
+      rows: [0, 1, 2],
+      kv: presentsAsPasts(prefill.out, cfg),
+      extra: { ...banks, ...segmentFeeds(cfg, lora, [null, null, null, null], slotOf, [[], [], [], []], 3) },
+    });
+    const plainDecode = await run(baseSession, {
+      tokens: [[next[1]!]],
+      lengths: [5],
+      rows: [0],
+      kv: presentsAsPasts(
+        (await run(baseSession, { tokens: [rows[1]!], lengths: [4], rows: [3], kv: emptyKv(cfg, 1) })).out,
+        cfg,
+      ),
+    });
+    expect(maxDiff(none.logits[1]!, plainDecode.logits[0]!)).toBeLessThan(TOL);
+
     const references = [mergedX, base, mergedY];
     for (const [r, m] of references.entries()) {
       const s = m === base ? baseSession : await session(m);

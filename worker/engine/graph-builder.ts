@@ -8,12 +8,12 @@ import { float32ToFloat16 } from "./dtype.ts";
 import { floatAttr, Graph } from "./graph.ts";
 import { cachedGraphFile } from "./graph-cache.ts";
 import { MODULE_KINDS, type ModelConfig, type ModuleKind, moduleShape, weightName } from "./model-config.ts";
-import { DataType, type Dim } from "./onnx-proto.ts";
+import { DataType } from "./onnx-proto.ts";
 import { inverseFrequencies } from "./rope.ts";
 import type { WeightIndex } from "./safetensors.ts";
 
 // Bump whenever the graph this file emits changes, so cached graphs are rebuilt.
-export const GRAPH_BUILDER_VERSION = 4;
+export const GRAPH_BUILDER_VERSION = 5;
 
 /** Most outputs (Split) or inputs (Concat) one node gets: WebGPU allows 16 storage buffers per shader. */
 const FAN_OUT = 8;
@@ -82,8 +82,13 @@ class DecoderBuilder {
   private readonly external = new Set<string>();
   // Per input value: its adapter tokens split into segments (shared by q/k/v and by gate/up).
   private readonly segmentsOf = new Map<string, string[]>();
-  private loraRows = new Map<ModuleKind, { starts: string[]; ends: string[] }>();
-  private biasRows: { starts: string[]; ends: string[] } = { starts: [], ends: [] };
+  // Segments, per kind: each segment's rank [M] and the bank row ids of all segments in order [Σ rank].
+  private readonly rankCounts = new Map<ModuleKind, string>();
+  private readonly rowIds = new Map<ModuleKind, string>();
+  // Per adapter token (in lora_perm order): the bias bank row of its segment.
+  private biasSlotOfToken = "";
+  // Per counts vector split as a tree: the group sizes of each level, computed once.
+  private readonly groupSizes = new Map<string, { counts: string[]; sizes: string }>();
 
   private readonly weightsDir: string;
   private readonly dataFolder: string;
@@ -330,74 +335,124 @@ class DecoderBuilder {
     return g.op("Add", [up, biases]);
   }
 
-  // Inputs shared by all layers, and each segment's [start, end) row bounds split out once for reuse.
+  // Inputs shared by all layers, and what every layer reuses: per kind each segment's rank and the bank
+  // row ids of all active rows; per adapter token its bias row. A handful of int64 nodes, run once a step.
   private loraInputs(lora: { segments: number }): void {
     const g = this.g;
     g.input("lora_perm", DataType.INT64, ["adapter_tokens"]);
-    g.input("lora_counts", DataType.INT64, [lora.segments]);
+    const counts = g.input("lora_counts", DataType.INT64, [lora.segments]);
     g.input("lora_unsort", DataType.INT64, ["tokens"]);
-    const bounds = (input: string): { starts: string[]; ends: string[] } => {
-      const flat = g.op("Reshape", [input, g.constInt64([-1])]);
-      const parts = g.node(
-        "Split",
-        [flat, g.constInt64(new Array<number>(2 * lora.segments).fill(1))],
-        { axis: 0 },
-        { outputs: 2 * lora.segments },
-      );
-      return { starts: parts.filter((_, i) => i % 2 === 0), ends: parts.filter((_, i) => i % 2 === 1) };
-    };
+    const column = (input: string, c: number): string =>
+      g.op("Gather", [input, g.constInt64([c], [])], { axis: 1 });
     for (const kind of MODULE_KINDS) {
-      this.loraRows.set(kind, bounds(g.input(`lora_rows.${kind}`, DataType.INT64, [lora.segments, 2])));
+      const rows = g.input(`lora_rows.${kind}`, DataType.INT64, [lora.segments, 2]);
+      const starts = column(rows, 0);
+      const rank = g.op("Sub", [column(rows, 1), starts]);
+      this.rankCounts.set(kind, rank);
+      this.rowIds.set(kind, this.raggedRange(starts, rank, `lora_rank_${kind}_all`));
     }
-    this.biasRows = bounds(g.input("lora_bias_rows", DataType.INT64, [lora.segments, 2]));
+    const biasStarts = column(g.input("lora_bias_rows", DataType.INT64, [lora.segments, 2]), 0);
+    const { segment } = this.positions(counts, "adapter_tokens");
+    this.biasSlotOfToken = g.shaped(g.op("Gather", [biasStarts, segment], { axis: 0 }), DataType.INT64, [
+      "adapter_tokens",
+    ]);
+  }
+
+  // For counts [M], the positions 0..Σcounts-1 laid out segment after segment, each position's segment,
+  // and each segment's first position. Empty segments own no position.
+  private positions(counts: string, label: string): { position: string; segment: string; first: string } {
+    const g = this.g;
+    const zero = g.constInt64([0], []);
+    const one = g.constInt64([1], []);
+    const ends = g.op("CumSum", [counts, zero]);
+    const total = g.op("ReduceSum", [counts], { keepdims: 0 });
+    const position = g.shaped(g.op("Range", [zero, total, one]), DataType.INT64, [label]);
+    const passed = g.op("GreaterOrEqual", [
+      g.op("Unsqueeze", [position, g.constInt64([1])]),
+      g.op("Unsqueeze", [ends, g.constInt64([0])]),
+    ]);
+    const segment = g.op("ReduceSum", [g.op("Cast", [passed], { to: DataType.INT64 }), g.constInt64([1])], {
+      keepdims: 0,
+    });
+    return {
+      position,
+      segment: g.shaped(segment, DataType.INT64, [label]),
+      first: g.op("Sub", [ends, counts]),
+    };
+  }
+
+  // Concatenation of Range(starts[i], starts[i] + counts[i]) over the segments.
+  private raggedRange(starts: string, counts: string, label: string): string {
+    const g = this.g;
+    const { position, segment, first } = this.positions(counts, label);
+    const offset = g.op("Gather", [g.op("Sub", [starts, first]), segment], { axis: 0 });
+    return g.shaped(g.op("Add", [position, offset]), DataType.INT64, [label]);
   }
 
   private segments(x: string, inFeatures: number): string[] {
     const known = this.segmentsOf.get(x);
     if (known !== undefined) return known;
     const gathered = this.g.op("Gather", [x, "lora_perm"], { axis: 0 });
-    const lora = this.options.lora;
-    if (lora?.formulation !== "segments") throw new GraphBuildError("segments need the segments formulation");
-    const segs = this.splitRows(gathered, "lora_counts", 0, lora.segments, inFeatures);
+    const segs = this.splitRows(gathered, "lora_counts", inFeatures, "lora_tokens");
     this.segmentsOf.set(x, segs);
     return segs;
   }
 
-  // Rows of segments first..last-1 (with the trailing zero row when last is past the final segment): the
-  // symbolic row count of a split or concatenated block, the same for every module (see Graph.shaped).
-  private rowsLabel(first: number, last: number): string {
-    return last - first === 1 ? `lora_tokens_${first}` : `lora_tokens_${first}_to_${last - 1}`;
+  // The symbolic row count of rows [first, last) of a split or joined block: the same name for the same
+  // count in every layer and module (see Graph.shaped).
+  private rowsLabel(prefix: string, first: number, last: number): string {
+    return last - first === 1 ? `${prefix}_${first}` : `${prefix}_${first}_to_${last - 1}`;
   }
 
   // WebGPU binds every input and output of a kernel as a storage buffer, at most 16 per shader: a Split
   // into 16 segments fails there. Split in a tree of at most FAN_OUT outputs per node instead (the group
-  // sizes are sums of counts, int64 work that runs on the host).
-  private splitRows(rows: string, counts: string, first: number, parts: number, features: number): string[] {
+  // sizes are sums of counts, int64 work computed once per counts vector).
+  private splitRows(rows: string, counts: string, features: number, prefix: string): string[] {
+    const parts = (this.options.lora as { segments: number }).segments;
+    return this.splitTree(rows, counts, 0, parts, features, prefix);
+  }
+
+  private splitTree(
+    rows: string,
+    counts: string,
+    first: number,
+    parts: number,
+    features: number,
+    prefix: string,
+  ): string[] {
     const g = this.g;
-    const shape = (value: string, i: number, n: number): string =>
-      g.shaped(value, this.compute, [this.rowsLabel(first + i, first + i + n), features]);
+    const shape = (value: string, from: number, n: number): string =>
+      g.shaped(value, this.compute, [this.rowsLabel(prefix, from, from + n), features]);
     if (parts <= FAN_OUT) {
-      return g.node("Split", [rows, counts], { axis: 0 }, { outputs: parts }).map((v, i) => shape(v, i, 1));
+      const outs = g.node("Split", [rows, counts], { axis: 0 }, { outputs: parts });
+      return outs.map((v, i) => shape(v, first + i, 1));
     }
     const groupSize = Math.ceil(parts / FAN_OUT);
     const groups = Math.ceil(parts / groupSize);
     const size = (i: number): number => Math.min(parts, (i + 1) * groupSize) - i * groupSize;
-    const groupCounts = Array.from({ length: groups }, (_, i) =>
-      g.op("Slice", [counts, g.constInt64([i * groupSize]), g.constInt64([i * groupSize + size(i)])]),
-    );
-    const sizes = g.op(
-      "Concat",
-      groupCounts.map((c) => g.op("ReduceSum", [c], { keepdims: 1 })),
-      { axis: 0 },
-    );
+    let tree = this.groupSizes.get(counts);
+    if (tree === undefined) {
+      const groupCounts = Array.from({ length: groups }, (_, i) =>
+        g.op("Slice", [counts, g.constInt64([i * groupSize]), g.constInt64([i * groupSize + size(i)])]),
+      );
+      const sizes = g.op(
+        "Concat",
+        groupCounts.map((c) => g.op("ReduceSum", [c], { keepdims: 1 })),
+        { axis: 0 },
+      );
+      tree = { counts: groupCounts, sizes };
+      this.groupSizes.set(counts, tree);
+    }
+    const { counts: groupCounts, sizes } = tree;
     const outer = g.node("Split", [rows, sizes], { axis: 0 }, { outputs: groups });
     return outer.flatMap((group, i) =>
-      this.splitRows(
-        shape(group, i * groupSize, size(i)),
+      this.splitTree(
+        shape(group, first + i * groupSize, size(i)),
         groupCounts[i]!,
         first + i * groupSize,
         size(i),
         features,
+        prefix,
       ),
     );
   }
@@ -421,38 +476,37 @@ class DecoderBuilder {
                 { axis: 0 },
               ),
               this.compute,
-              [this.rowsLabel(from, to), features],
+              [this.rowsLabel("lora_tokens", from, to), features],
             );
       chunks.push({ value, from, to });
     }
     return this.concatRows(chunks, features);
   }
 
-  // x_i · A_iᵀ · B_i + bias_i per segment, then back to token order; tokens without an adapter pick the
-  // trailing zero row.
+  // x_i · A_iᵀ · B_i per segment, with each active adapter's A and B rows gathered once and split by rank,
+  // plus each token's bias row; then back to token order, tokens without an adapter picking a zero row.
   private loraDelta(l: number, kind: ModuleKind, x: string): string {
     const g = this.g;
     const { inFeatures, outFeatures } = moduleShape(this.model, kind);
     const { a, b, bias } = this.bankInputs(l, kind);
-    const rows = this.loraRows.get(kind)!;
-    const axis0 = g.constInt64([0]);
-    const slice = (bank: string, start: string, end: string, dims: Dim[]): string =>
-      g.shaped(g.op("Slice", [bank, start, end, axis0]), this.compute, dims);
-    const parts = this.segments(x, inFeatures).map((seg, i) => {
-      const start = rows.starts[i]!;
-      const end = rows.ends[i]!;
-      const rank = `lora_rank_${kind}_${i}`;
-      const ai = slice(a, start, end, [rank, inFeatures]);
-      const bi = slice(b, start, end, [rank, outFeatures]);
-      const biasI = slice(bias, this.biasRows.starts[i]!, this.biasRows.ends[i]!, [
-        `lora_bias_${i}`,
-        outFeatures,
-      ]);
-      return { value: g.op("Gemm", [g.op("Gemm", [seg, ai], { transB: 1 }), bi, biasI]), from: i, to: i + 1 };
-    });
+    const rowIds = this.rowIds.get(kind)!;
+    const rank = this.rankCounts.get(kind)!;
+    const gather = (bank: string, ids: string): string => g.op("Gather", [bank, ids], { axis: 0 });
+    const prefix = `lora_rank_${kind}`;
+    const aParts = this.splitRows(gather(a, rowIds), rank, inFeatures, prefix);
+    const bParts = this.splitRows(gather(b, rowIds), rank, outFeatures, prefix);
+    const parts = this.segments(x, inFeatures).map((seg, i) => ({
+      value: g.op("MatMul", [g.op("Gemm", [seg, aParts[i]!], { transB: 1 }), bParts[i]!]),
+      from: i,
+      to: i + 1,
+    }));
+    const delta = g.shaped(
+      g.op("Add", [this.concatRows(parts, outFeatures), gather(bias, this.biasSlotOfToken)]),
+      this.compute,
+      ["adapter_tokens", outFeatures],
+    );
     const zero = this.floatConst(`zero_row:${outFeatures}`, [1, outFeatures], new Float32Array(outFeatures));
-    const m = parts.length;
-    const stacked = this.concatRows([...parts, { value: zero, from: m, to: m + 1 }], outFeatures);
+    const stacked = g.op("Concat", [delta, zero], { axis: 0 });
     return g.op("Gather", [stacked, "lora_unsort"], { axis: 0 });
   }
 }
