@@ -27,13 +27,18 @@ async function withDb(run: (db: Db) => Promise<void>): Promise<void> {
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
+// Commander turns a parser's null into "", so "none" stays a word until the action reads it.
+type LimitFlag = number | "none";
+
 /** A per-minute limit as typed: a whole number, or "none" to remove it. */
-function perMinute(value: string): number | null {
-  if (value === "none") return null;
+function perMinute(value: string): LimitFlag {
+  if (value === "none") return value;
   if (!/^\d+$/.test(value))
     throw new InvalidArgumentError(`expected a whole number or "none", got "${value}"`);
   return Number(value);
 }
+
+const limitOf = (flag: LimitFlag | undefined): number | null | undefined => (flag === "none" ? null : flag);
 
 const limitsText = (rpm: number | null, tpm: number | null) =>
   rpm === null && tpm === null ? "" : `  limits ${rpm ?? "-"} rpm / ${tpm ?? "-"} tpm`;
@@ -48,29 +53,28 @@ export function registerKeys(program: Command): void {
     .option("--scope <scope>", 'a scope, e.g. "admin" for management routes (repeatable)', collect, [])
     .option("--rpm <n>", "most requests per minute through this key (default: no limit)", perMinute)
     .option("--tpm <n>", "most tokens (prompt + max_tokens) per minute through this key", perMinute)
-    .action(
-      (flags: { org: string; name: string; scope: string[]; rpm?: number | null; tpm?: number | null }) =>
-        withDb(async (db) => {
-          await ensureOrg(db, flags.org);
-          const { key, record } = await createApiKey(db, {
-            orgId: flags.org,
-            name: flags.name,
-            scopes: flags.scope,
-            requestsPerMinute: flags.rpm ?? null,
-            tokensPerMinute: flags.tpm ?? null,
-          });
-          logger.info(
-            {
-              org: record.orgId,
-              prefix: record.prefix,
-              scopes: record.scopes,
-              rpm: record.requestsPerMinute,
-              tpm: record.tokensPerMinute,
-            },
-            "API key created",
-          );
-          process.stdout.write(`${key}\n`);
-        }),
+    .action((flags: { org: string; name: string; scope: string[]; rpm?: LimitFlag; tpm?: LimitFlag }) =>
+      withDb(async (db) => {
+        await ensureOrg(db, flags.org);
+        const { key, record } = await createApiKey(db, {
+          orgId: flags.org,
+          name: flags.name,
+          scopes: flags.scope,
+          requestsPerMinute: limitOf(flags.rpm) ?? null,
+          tokensPerMinute: limitOf(flags.tpm) ?? null,
+        });
+        logger.info(
+          {
+            org: record.orgId,
+            prefix: record.prefix,
+            scopes: record.scopes,
+            rpm: record.requestsPerMinute,
+            tpm: record.tokensPerMinute,
+          },
+          "API key created",
+        );
+        process.stdout.write(`${key}\n`);
+      }),
     );
   keys
     .command("list")
@@ -115,12 +119,12 @@ export function registerKeys(program: Command): void {
     .requiredOption("--org <org>", "organization id")
     .option("--rpm <n>", 'most requests per minute, or "none"', perMinute)
     .option("--tpm <n>", 'most tokens (prompt + max_tokens) per minute, or "none"', perMinute)
-    .action((prefix: string, flags: { org: string; rpm?: number | null; tpm?: number | null }) =>
+    .action((prefix: string, flags: { org: string; rpm?: LimitFlag; tpm?: LimitFlag }) =>
       withDb(async (db) => {
         if (flags.rpm === undefined && flags.tpm === undefined) throw new Error("give --rpm and/or --tpm");
         const updated = await setApiKeyLimits(db, flags.org, prefix, {
-          ...(flags.rpm !== undefined ? { requestsPerMinute: flags.rpm } : {}),
-          ...(flags.tpm !== undefined ? { tokensPerMinute: flags.tpm } : {}),
+          ...(flags.rpm !== undefined ? { requestsPerMinute: limitOf(flags.rpm) } : {}),
+          ...(flags.tpm !== undefined ? { tokensPerMinute: limitOf(flags.tpm) } : {}),
         });
         process.stdout.write(
           `${updated.prefix}…  ${updated.requestsPerMinute ?? "no"} rpm limit, ` +

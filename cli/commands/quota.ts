@@ -18,8 +18,9 @@ async function withDb(run: (db: Db) => Promise<void>): Promise<void> {
   }
 }
 
-function tokens(value: string): number | null {
-  if (value === "none") return null;
+// Commander turns a parser's null into "", so "none" stays a word until the action reads it.
+function tokens(value: string): number | "none" {
+  if (value === "none") return value;
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
     throw new InvalidArgumentError(`expected a whole number of tokens or "none", got "${value}"`);
   }
@@ -49,9 +50,10 @@ export function registerQuota(program: Command): void {
     .description('set an org\'s monthly token quota (input + output tokens per UTC month), or "none"')
     .requiredOption("--org <org>", "organization id")
     .requiredOption("--monthly-tokens <n>", 'tokens per month, or "none" for no quota', tokens)
-    .action((flags: { org: string; monthlyTokens: number | null }) =>
+    .action((flags: { org: string; monthlyTokens: number | "none" }) =>
       withDb(async (db) => {
-        if (!(await setMonthlyTokenQuota(db, flags.org, flags.monthlyTokens))) {
+        const quota = flags.monthlyTokens === "none" ? null : flags.monthlyTokens;
+        if (!(await setMonthlyTokenQuota(db, flags.org, quota))) {
           throw new Error(`no org "${flags.org}" (create one with \`luminet keys create --org\`)`);
         }
         process.stdout.write(describe(await statusOf(db, flags.org)));
