@@ -71,14 +71,14 @@ export class WorkerConfigError extends Error {
  */
 const QUEUE_PER_BATCH = 0.5;
 
-/** A held request. */
+/** A held request. Two copies of one request (each with its own reply subject) are held apart. */
 interface Held {
   request: InferenceRequest;
   cancelled: boolean;
 }
 
 export class LuminetWorker {
-  private readonly held = new Map<string, Held>();
+  private readonly held = new Set<Held>();
   private readonly serving = new Set<Promise<void>>();
   private readonly pullers = new Set<RequestPuller>();
   private readonly subscriptions: Subscription[] = [];
@@ -205,9 +205,7 @@ export class LuminetWorker {
     this.subscriptions.push(subscription);
     this.subscriptions.push(
       await bus.onCancel(base, ({ request_id }) => {
-        const held = this.held.get(request_id);
-        if (!held) return;
-        held.cancelled = true;
+        for (const held of this.held) if (held.request.id === request_id) held.cancelled = true;
         this.scheduler.cancel(request_id);
       }),
     );
@@ -326,7 +324,7 @@ export class LuminetWorker {
       return;
     }
     const held: Held = { request, cancelled: false };
-    this.held.set(request.id, held);
+    this.held.add(held);
     const keepAlive = setInterval(() => {
       delivery.working();
       // Past its deadline nobody waits for it: stop it like a cancel, billing what it generated.
@@ -359,7 +357,7 @@ export class LuminetWorker {
       await delivery.ack();
     } finally {
       clearInterval(keepAlive);
-      this.held.delete(request.id);
+      this.held.delete(held);
     }
   }
 
