@@ -60,13 +60,27 @@ export interface PullRequestsOptions {
  * A gateway's reply inbox for one request: token chunks in the order the worker sent them, then the Final,
  * after which iteration ends. Open it before publishing the request and put `subject` in `request.reply`.
  *
- * It also answers workers' claims (see Bus.claimReply): the first claimant is granted; a later claimant is
- * granted only while no chunk has arrived (the earlier one is presumed dead: its delivery was handed on).
- * Once chunks went out, a later claim is refused and iteration fails with WorkerLostError, so the client's
- * stream ends with an error instead of duplicated text, and nothing is billed twice.
+ * It also answers workers' claims (see Bus.claimReply): the first claimant is granted; a later claimant of
+ * the same copy is granted only while no chunk has arrived (the earlier one is presumed dead: its delivery
+ * was handed on). Once chunks went out, a later claim is refused and iteration fails with WorkerLostError,
+ * so the client's stream ends with an error instead of duplicated text, and nothing is billed twice.
+ *
+ * A request the chosen worker does not take in time can be sent again as a copy with its own reply subject
+ * (openCopy). The first copy claimed is the one served; every claim on another copy is refused, whoever
+ * sends it, so two copies never both stream.
  */
 export interface ReplyInbox extends AsyncIterable<Reply> {
   readonly subject: string;
+  /**
+   * Resolves with the worker id of the first granted claim, or null once the inbox closes with none.
+   * A gateway waits on it to tell a worker that took the request from one that has not (yet).
+   */
+  claimed(): Promise<string | null>;
+  /**
+   * A second reply subject for a copy of the request (`{ ...request, reply }`), listening once it resolves.
+   * Replies and claims sent to it reach this inbox under the rule above.
+   */
+  openCopy(): Promise<string>;
   /** Stops listening: iteration ends, and later claims find nobody (the worker drops the request). */
   close(): void;
 }
@@ -79,7 +93,8 @@ export interface Subscription {
 export interface Bus {
   /**
    * Queues a request for one worker, or for any worker of its base when `workerId` is "any" (ANY_WORKER).
-   * The request id is the message id: publishing it again within the dedupe window is dropped.
+   * The request id and reply subject make the message id: publishing it again within the dedupe window is
+   * dropped, while a copy with another reply subject (ReplyInbox.openCopy) is a message of its own.
    */
   publishRequest(request: InferenceRequest, workerId: string): Promise<Published>;
   pullRequests(options: PullRequestsOptions): Promise<RequestPuller>;
@@ -167,4 +182,12 @@ export function resolveBusOptions(options: BusOptions): ResolvedBusOptions {
     onError: (error) => logger.error({ err: error }, "bus"),
     ...defined,
   };
+}
+
+/**
+ * A request's message id for the broker's dedupe: its id and reply subject, so a retried publish is
+ * dropped while a copy sent to another reply subject (ReplyInbox.openCopy) is not.
+ */
+export function requestMessageId(request: InferenceRequest): string {
+  return `${request.id}@${request.reply}`;
 }

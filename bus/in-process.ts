@@ -29,6 +29,7 @@ import {
   type ReplyInbox,
   type RequestPuller,
   type ResolvedBusOptions,
+  requestMessageId,
   resolveBusOptions,
   type Subscription,
 } from "./bus.ts";
@@ -98,7 +99,11 @@ class InProcessBus implements Bus {
 
   async publishRequest(request: InferenceRequest, workerId: string) {
     const data = encode(InferenceRequest, request);
-    return this.broker.requests.publish(inferSubject(request.base, workerId), request.id, data);
+    return this.broker.requests.publish(
+      inferSubject(request.base, workerId),
+      requestMessageId(request),
+      data,
+    );
   }
 
   async pullRequests({ base, workerId, shared = true }: PullRequestsOptions): Promise<RequestPuller> {
@@ -135,14 +140,20 @@ class InProcessBus implements Bus {
   }
 
   async openReplyInbox(): Promise<ReplyInbox> {
-    const subject = this.broker.nextInbox();
+    const subjects: string[] = [];
     let stop = () => {};
-    const inbox = new ReplyInboxQueue(subject, () => stop());
+    const inbox = await ReplyInboxQueue.open({
+      newSubject: () => this.broker.nextInbox(),
+      listen: async (target, subject) => {
+        subjects.push(subject);
+        this.broker.inboxes.set(subject, target);
+      },
+      unlisten: () => stop(),
+    });
     stop = this.#track(() => {
-      this.broker.inboxes.delete(subject);
+      for (const subject of subjects) this.broker.inboxes.delete(subject);
       inbox.close();
     });
-    this.broker.inboxes.set(subject, inbox);
     return inbox;
   }
 
@@ -150,7 +161,7 @@ class InProcessBus implements Bus {
     const request = decode(ReplyClaim, encode(ReplyClaim, claim));
     const target = this.broker.inboxes.get(inbox);
     if (!target) return false;
-    return decode(ClaimAnswer, encode(ClaimAnswer, target.answer(request))).granted;
+    return decode(ClaimAnswer, encode(ClaimAnswer, target.answer(request, inbox))).granted;
   }
 
   publishReply(inbox: string, reply: Reply): void {
@@ -158,7 +169,7 @@ class InProcessBus implements Bus {
     const target = this.broker.inboxes.get(inbox);
     if (!target) return;
     try {
-      target.push(decode(Reply, data));
+      target.push(decode(Reply, data), inbox);
     } catch (error) {
       this.#onError(error as Error);
     }

@@ -62,6 +62,7 @@ import {
   type ReplyInbox,
   type RequestPuller,
   type ResolvedBusOptions,
+  requestMessageId,
   resolveBusOptions,
   type Subscription,
 } from "./bus.ts";
@@ -237,7 +238,7 @@ class JetStreamBus implements Bus {
     const ack = await this.js.publish(
       this.#prefix + inferSubject(request.base, workerId),
       encode(InferenceRequest, request),
-      { msgID: request.id },
+      { msgID: requestMessageId(request) },
     );
     return { duplicate: ack.duplicate };
   }
@@ -275,35 +276,41 @@ class JetStreamBus implements Bus {
   }
 
   async openReplyInbox(): Promise<ReplyInbox> {
-    const subject = createInbox();
+    const subscriptions: { unsubscribe(): void }[] = [];
     let stop = async () => {};
-    const inbox = new ReplyInboxQueue(subject, () => void stop());
-    const replies = this.nc.subscribe(subject, {
-      callback: (error, msg) => {
-        if (error) return this.#report(error);
-        try {
-          inbox.push(decode(Reply, msg.data));
-        } catch (decodeError) {
-          this.#report(decodeError);
-        }
+    const inbox = await ReplyInboxQueue.open({
+      newSubject: () => createInbox(),
+      listen: async (target, subject) => {
+        subscriptions.push(
+          this.nc.subscribe(subject, {
+            callback: (error, msg) => {
+              if (error) return this.#report(error);
+              try {
+                target.push(decode(Reply, msg.data), subject);
+              } catch (decodeError) {
+                this.#report(decodeError);
+              }
+            },
+          }),
+          this.nc.subscribe(claimSubject(subject), {
+            callback: (error, msg) => {
+              if (error) return this.#report(error);
+              try {
+                msg.respond(encode(ClaimAnswer, target.answer(decode(ReplyClaim, msg.data), subject)));
+              } catch (decodeError) {
+                this.#report(decodeError);
+              }
+            },
+          }),
+        );
+        await this.nc.flush();
       },
-    });
-    const claims = this.nc.subscribe(claimSubject(subject), {
-      callback: (error, msg) => {
-        if (error) return this.#report(error);
-        try {
-          msg.respond(encode(ClaimAnswer, inbox.answer(decode(ReplyClaim, msg.data))));
-        } catch (decodeError) {
-          this.#report(decodeError);
-        }
-      },
+      unlisten: () => void stop(),
     });
     stop = this.#track(async () => {
-      replies.unsubscribe();
-      claims.unsubscribe();
+      for (const subscription of subscriptions) subscription.unsubscribe();
       inbox.close();
     });
-    await this.nc.flush();
     return inbox;
   }
 

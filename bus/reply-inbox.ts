@@ -1,5 +1,6 @@
 // The gateway side of one reply inbox, shared by both bus implementations so they answer claims alike:
-// a queue of replies read as an async iterable, plus the rule that decides which worker may stream.
+// a queue of replies read as an async iterable, plus the rule that decides which worker (and which copy of
+// the request) may stream. Each implementation supplies only the wiring to its transport.
 import { type ClaimAnswer, type Reply, type ReplyClaim, WIRE_VERSION } from "../schema/wire.ts";
 import type { ReplyInbox } from "./bus.ts";
 
@@ -21,27 +22,65 @@ export class WorkerLostError extends Error {
 
 type Waiter = { resolve: (result: IteratorResult<Reply>) => void; reject: (error: Error) => void };
 
+/** How a bus implementation connects an inbox to its transport. */
+export interface InboxWiring {
+  /** A fresh reply subject nobody else uses. */
+  newSubject(): string;
+  /**
+   * Routes replies and claims sent to `subject` to `inbox.push(reply, subject)` and
+   * `inbox.answer(claim, subject)`; resolves once listening. Called only while the inbox is open.
+   */
+  listen(inbox: ReplyInboxQueue, subject: string): Promise<void>;
+  /** Called once, when the inbox closes: stop routing every subject it listened on. */
+  unlisten(): void;
+}
+
 export class ReplyInboxQueue implements ReplyInbox {
   #replies: Reply[] = [];
   #waiters: Waiter[] = [];
-  #claimant: string | undefined;
+  /** The granted claim: which worker, streaming to which copy's subject. */
+  #claimant: { workerId: string; subject: string } | undefined;
+  #claimWaiters: ((workerId: string | null) => void)[] = [];
   #chunks = 0;
   #finished = false;
   #closed = false;
   #failure: Error | undefined;
 
-  constructor(
+  private constructor(
     readonly subject: string,
-    private readonly onClose: () => void,
+    private readonly wiring: InboxWiring,
   ) {}
+
+  static async open(wiring: InboxWiring): Promise<ReplyInboxQueue> {
+    const inbox = new ReplyInboxQueue(wiring.newSubject(), wiring);
+    await wiring.listen(inbox, inbox.subject);
+    return inbox;
+  }
 
   get closed(): boolean {
     return this.#closed;
   }
 
-  /** Takes a reply from the wire. Replies after the Final, or after close, are dropped. */
-  push(reply: Reply): void {
+  claimed(): Promise<string | null> {
+    if (this.#claimant) return Promise.resolve(this.#claimant.workerId);
+    if (this.#closed) return Promise.resolve(null);
+    return new Promise((resolve) => this.#claimWaiters.push(resolve));
+  }
+
+  async openCopy(): Promise<string> {
+    if (this.#closed) throw new Error(`reply inbox ${this.subject} is closed: no copy can be sent`);
+    const subject = this.wiring.newSubject();
+    await this.wiring.listen(this, subject);
+    return subject;
+  }
+
+  /**
+   * Takes a reply from the wire, sent to `subject`. Replies after the Final, after close, or to a copy
+   * other than the granted one are dropped.
+   */
+  push(reply: Reply, subject: string = this.subject): void {
     if (this.#finished || this.#closed) return;
+    if (this.#claimant && this.#claimant.subject !== subject) return;
     if (reply.type === "chunk") this.#chunks++;
     else this.#finished = true;
     const waiter = this.#waiters.shift();
@@ -49,23 +88,30 @@ export class ReplyInboxQueue implements ReplyInbox {
     else this.#replies.push(reply);
   }
 
-  answer(claim: ReplyClaim): ClaimAnswer {
+  /** Answers a worker's claim sent to `subject` (this inbox's own, or a copy's). */
+  answer(claim: ReplyClaim, subject: string = this.subject): ClaimAnswer {
     const refuse = (reason: string): ClaimAnswer => ({ v: WIRE_VERSION, granted: false, reason });
     if (this.#closed) return refuse("nobody waits for this reply");
     if (this.#finished) return refuse("the reply is complete");
-    if (this.#claimant !== undefined && this.#claimant !== claim.worker_id && this.#chunks > 0) {
-      this.#fail(new WorkerLostError(claim.request_id, this.#claimant, claim.worker_id, this.#chunks));
-      return refuse(`worker ${this.#claimant} already sent tokens`);
+    const claimant = this.#claimant;
+    if (claimant && claimant.subject !== subject) {
+      return refuse(`another copy of the request went to worker ${claimant.workerId}`);
     }
-    this.#claimant = claim.worker_id;
+    if (claimant && claimant.workerId !== claim.worker_id && this.#chunks > 0) {
+      this.#fail(new WorkerLostError(claim.request_id, claimant.workerId, claim.worker_id, this.#chunks));
+      return refuse(`worker ${claimant.workerId} already sent tokens`);
+    }
+    this.#claimant = { workerId: claim.worker_id, subject };
+    for (const resolve of this.#claimWaiters.splice(0)) resolve(claim.worker_id);
     return { v: WIRE_VERSION, granted: true };
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.onClose();
+    this.wiring.unlisten();
     for (const waiter of this.#waiters.splice(0)) waiter.resolve({ value: undefined, done: true });
+    for (const resolve of this.#claimWaiters.splice(0)) resolve(null);
   }
 
   #fail(error: Error): void {

@@ -2,13 +2,15 @@
 // reply inbox before publishing (so no reply can be missed), publish, then read token chunks in sequence
 // until the Final. Cancelling (client gone, deadline passed) publishes one cancel to the worker and closes
 // the inbox at once, so a worker that has not claimed the request yet finds nobody waiting and drops it.
+// If the chosen worker has not claimed the request within the claim timeout, a copy goes to the base's
+// shared queue; the inbox serves whichever copy is claimed first and refuses the other, so never both run.
 import type { Bus, ReplyInbox } from "../bus/bus.ts";
 import type { AdapterRef, Final, InferenceRequest, TokenChunk } from "../schema/wire.ts";
-import { WIRE_VERSION } from "../schema/wire.ts";
+import { ANY_WORKER, WIRE_VERSION } from "../schema/wire.ts";
 import type { Admitted } from "./admission.ts";
 import type { Principal } from "./auth.ts";
 import { ApiError, fromWireError, noWorker, upstreamTimeout } from "./errors.ts";
-import { chooseWorker, type RoutingOptions } from "./routing.ts";
+import { chooseWorker, type RoutingOptions, routingDefaults } from "./routing.ts";
 
 export interface GenerationOptions {
   bus: Bus;
@@ -59,7 +61,11 @@ export async function startGeneration(options: GenerationOptions, target: Genera
     inbox.close();
     throw error;
   }
-  return new Generation(bus, request, workerId, inbox, options.timeoutMs);
+  const generation = new Generation(bus, request, workerId, inbox, options.timeoutMs);
+  if (workerId !== ANY_WORKER) {
+    void generation.copyToAnyUnlessClaimed(options.routing?.claimTimeoutMs ?? routingDefaults.claimTimeoutMs);
+  }
+  return generation;
 }
 
 export class Generation {
@@ -84,6 +90,29 @@ export class Generation {
 
   get requestId(): string {
     return this.request.id;
+  }
+
+  /**
+   * Waits up to `timeoutMs` for a worker to claim the request; if none did and the run goes on, sends a
+   * copy to the base's shared queue. Resolves with the copy's reply subject, or null when none was sent.
+   */
+  async copyToAnyUnlessClaimed(timeoutMs: number): Promise<string | null> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+    const claimed = await Promise.race([this.inbox.claimed(), timedOut]);
+    clearTimeout(timer);
+    if (claimed !== "timeout" || this.#finished || this.#cancelled) return null;
+    try {
+      const reply = await this.inbox.openCopy();
+      await this.bus.publishRequest({ ...this.request, reply }, ANY_WORKER);
+      return reply;
+    } catch {
+      // The inbox closed meanwhile, or the bus refused the copy: the original is still queued for its
+      // worker, and the request's deadline bounds the wait either way.
+      return null;
+    }
   }
 
   /**

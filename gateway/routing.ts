@@ -19,14 +19,21 @@ export interface RoutingOptions {
   coldSlack?: number;
   /** When even the best worker has this many queued requests, use the shared queue. */
   sharedQueueDepth?: number;
+  /**
+   * How long the chosen worker has to claim a request before a copy goes to the base's shared queue for
+   * whichever worker frees up first (gateway/generation.ts). A worker claims as soon as it pulls, and it
+   * pulls only with room to run, so this is time spent queued behind a full batch or a stalled process.
+   */
+  claimTimeoutMs?: number;
 }
 
-const defaults: Required<RoutingOptions> = {
+export const routingDefaults: Required<RoutingOptions> = {
   tierScores: { slot: 16, ram: 12, disk: 8 },
   runningWeight: 0.25,
   maxReplicas: 4,
   coldSlack: 2,
   sharedQueueDepth: 16,
+  claimTimeoutMs: 2_000,
 };
 
 export type Tier = "slot" | "ram" | "disk";
@@ -39,7 +46,7 @@ export function residency(heartbeat: WorkerHeartbeat, adapter: string): Tier | n
   return null;
 }
 
-export function load(heartbeat: WorkerHeartbeat, runningWeight = defaults.runningWeight): number {
+export function load(heartbeat: WorkerHeartbeat, runningWeight = routingDefaults.runningWeight): number {
   return heartbeat.queue_depth + heartbeat.running * runningWeight;
 }
 
@@ -83,7 +90,7 @@ export function chooseWorker(
   options: RoutingOptions = {},
 ): string | null {
   if (heartbeats.length === 0) return null;
-  const o = { ...defaults, ...options };
+  const o = { ...routingDefaults, ...options };
   const loadOf = (w: WorkerHeartbeat) => load(w, o.runningWeight);
   const minLoad = Math.min(...heartbeats.map(loadOf));
   const leastLoaded = heartbeats.filter((w) => loadOf(w) <= minLoad + o.coldSlack);

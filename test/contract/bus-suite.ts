@@ -248,6 +248,63 @@ export function busContract(name: string, makeSystem: MakeBusSystem): void {
       await expect(iterator.next()).rejects.toThrow(WorkerLostError);
     });
 
+    it("tells the gateway which worker claimed the reply, or null when the inbox closes unclaimed", async () => {
+      const sys = system();
+      const gateway = await sys.connect();
+      const worker = await sys.connect();
+      const inbox = await gateway.openReplyInbox();
+      const claimed = inbox.claimed();
+      expect(await worker.claimReply(inbox.subject, { v: 1, request_id: "r", worker_id: "w1" })).toBe(true);
+      expect(await claimed).toBe("w1");
+      expect(await inbox.claimed()).toBe("w1");
+
+      const unclaimed = await gateway.openReplyInbox();
+      const never = unclaimed.claimed();
+      unclaimed.close();
+      expect(await never).toBeNull();
+    });
+
+    it("serves the first copy of a request claimed and refuses every claim on another copy", async () => {
+      const sys = system();
+      const gateway = await sys.connect();
+      const worker = await sys.connect();
+      const inbox = await gateway.openReplyInbox();
+      const copy = await inbox.openCopy();
+      expect(copy).not.toBe(inbox.subject);
+      const claim = (subject: string, worker_id: string) =>
+        worker.claimReply(subject, { v: 1, request_id: "r", worker_id });
+
+      expect(await claim(copy, "w2")).toBe(true);
+      expect(await inbox.claimed()).toBe("w2");
+      // The original, taken late by its worker or by the same worker: refused, tokens or not.
+      expect(await claim(inbox.subject, "w1")).toBe(false);
+      expect(await claim(inbox.subject, "w2")).toBe(false);
+      worker.publishReply(inbox.subject, sampleChunk({ request_id: "r", seq: 0, text: "from the original" }));
+      const chunk = sampleChunk({ request_id: "r", seq: 0, text: "from the copy" });
+      const final = sampleFinal({ request_id: "r", seq: 1 });
+      worker.publishReply(copy, chunk);
+      worker.publishReply(copy, final);
+      const replies: Reply[] = [];
+      for await (const reply of inbox) replies.push(reply);
+      expect(replies).toEqual([chunk, final]);
+    });
+
+    it("queues a copy with another reply subject as a message of its own", async () => {
+      const sys = system();
+      const gateway = await sys.connect();
+      const inbox = await gateway.openReplyInbox();
+      const request = sampleRequest({ id: "copied", base: BASE, reply: inbox.subject });
+      expect(await gateway.publishRequest(request, "w-stalled")).toEqual({ duplicate: false });
+      const copy = { ...request, reply: await inbox.openCopy() };
+      expect(await gateway.publishRequest(copy, ANY_WORKER)).toEqual({ duplicate: false });
+      expect(await gateway.publishRequest(copy, ANY_WORKER)).toEqual({ duplicate: true });
+
+      const puller = await (await sys.connect()).pullRequests({ base: BASE, workerId: "w2" });
+      const delivery = await puller.next();
+      await delivery?.ack();
+      expect(delivery?.message).toEqual(copy);
+    });
+
     it("refuses claims on an inbox nobody waits on", async () => {
       const sys = system();
       const gateway = await sys.connect();

@@ -1,6 +1,7 @@
 // A scripted worker on a real bus (in-process or NATS) for gateway tests that are about the gateway, not
 // the engine: it heartbeats, pulls, claims, streams a fixed reply (or hangs, or fails) and records what it
-// received and which cancels reached it. The end-to-end tests run the real worker instead.
+// received, how its claims were answered and which cancels reached it. It can also stall between pulling
+// a request and claiming it, like a process frozen mid-pull. The end-to-end tests run the real worker.
 import type { Bus, RequestPuller } from "../../bus/bus.ts";
 import type { InferenceRequest, TokenLogprob, WireErrorBody, WorkerHeartbeat } from "../../schema/wire.ts";
 
@@ -20,6 +21,10 @@ export interface FakeWorkerOptions {
   workerId?: string;
   heartbeat?: Partial<Pick<WorkerHeartbeat, "adapters" | "pins" | "free_slots" | "queue_depth" | "running">>;
   behaviour?: (request: InferenceRequest) => FakeBehaviour;
+  /** Pull requests but claim none until releaseClaims(). */
+  stallClaims?: boolean;
+  /** Pull the base's shared queue too; default true. */
+  shared?: boolean;
 }
 
 export function fakeReplyText(maxTokens: number): string {
@@ -45,18 +50,46 @@ function logprobsFor(index: number, top: number): TokenLogprob {
 export class FakeWorker {
   readonly received: InferenceRequest[] = [];
   readonly cancels: string[] = [];
+  /** How the gateway answered each claim, in order: the request, the copy's reply subject, granted. */
+  readonly claims: { requestId: string; reply: string; granted: boolean }[] = [];
   behaviour: (request: InferenceRequest) => FakeBehaviour;
   readonly #cancelWaiters = new Map<string, () => void>();
+  readonly #pullWaiters: (() => void)[] = [];
   #running = true;
+  #stalled: Promise<void> = Promise.resolve();
+  #release: () => void = () => {};
 
   private constructor(
     private readonly bus: Bus,
     private readonly puller: RequestPuller,
-    private readonly beat: WorkerHeartbeat,
+    private readonly heartbeat: WorkerHeartbeat,
     private readonly closeCancels: () => Promise<void>,
     behaviour: FakeWorkerOptions["behaviour"],
   ) {
     this.behaviour = behaviour ?? (() => "reply");
+  }
+
+  /** From now on, requests pulled are claimed only after releaseClaims(). */
+  stallClaims(): void {
+    this.#stalled = new Promise((resolve) => {
+      this.#release = resolve;
+    });
+  }
+
+  /** Lets stalled claims go to the gateway, and later ones go at once. */
+  releaseClaims(): void {
+    this.#release();
+  }
+
+  /** Puts the heartbeat again, for tests that outlast the heartbeat TTL. */
+  beat(): Promise<void> {
+    return this.bus.putHeartbeat({ ...this.heartbeat, at: Date.now() });
+  }
+
+  /** Resolves once this worker has pulled `count` requests in all. */
+  async pulled(count: number): Promise<void> {
+    while (this.received.length < count)
+      await new Promise<void>((resolve) => this.#pullWaiters.push(resolve));
   }
 
   static async start(bus: Bus, options: FakeWorkerOptions): Promise<FakeWorker> {
@@ -77,15 +110,16 @@ export class FakeWorker {
     };
     let worker: FakeWorker | undefined;
     const cancels = await bus.onCancel(options.base, (cancel) => worker?.onCancel(cancel.request_id));
-    const puller = await bus.pullRequests({ base: options.base, workerId });
+    const puller = await bus.pullRequests({ base: options.base, workerId, shared: options.shared ?? true });
     worker = new FakeWorker(bus, puller, beat, () => cancels.close(), options.behaviour);
+    if (options.stallClaims) worker.stallClaims();
     await bus.putHeartbeat(beat);
     void worker.loop();
     return worker;
   }
 
   get workerId(): string {
-    return this.beat.worker_id;
+    return this.heartbeat.worker_id;
   }
 
   /** Resolves once a cancel for this request id has reached the worker. */
@@ -105,16 +139,19 @@ export class FakeWorker {
       if (!delivery) return;
       const request = delivery.message;
       this.received.push(request);
+      for (const wake of this.#pullWaiters.splice(0)) wake();
       void this.serve(request).finally(() => delivery.ack());
     }
   }
 
   private async serve(request: InferenceRequest): Promise<void> {
+    await this.#stalled;
     const granted = await this.bus.claimReply(request.reply, {
       v: 1,
       request_id: request.id,
       worker_id: this.workerId,
     });
+    this.claims.push({ requestId: request.id, reply: request.reply, granted });
     if (!granted) return;
     const behaviour = this.behaviour(request);
     const prompt = request.prompt_token_ids.length;
