@@ -33,8 +33,8 @@ export function startWorkerProcess(options: WorkerProcessOptions): Promise<Worke
       CLI,
       "worker",
       ...["--model", options.modelDir, "--base", options.base, "--worker-id", options.workerId],
-      ...["--namespace", options.namespace, "--threads", "1", "--slots", "2", "--max-adapters-per-batch", "2"],
-      ...["--max-rank", "4", "--max-context", String(options.maxContext ?? 256)],
+      ...["--namespace", options.namespace, "--threads", "1", "--max-context", String(options.maxContext ?? 256)],
+      ...["--slots", "2", "--max-adapters-per-batch", "2", "--max-rank", "4"],
       ...["--blobs", join(scratch, "blobs"), "--disk-cache", join(scratch, "cache")],
     ],
     {
