@@ -5,6 +5,7 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { bearerAuth } from "./auth.ts";
 import type { GatewayEnv } from "./context.ts";
+import { dashboardRoutes } from "./dashboard/routes.tsx";
 import type { GatewayDeps } from "./deps.ts";
 import { errorResponse, payloadTooLarge, routeNotFound, toApiError } from "./errors.ts";
 import { GenerationCancelled } from "./generation.ts";
@@ -28,6 +29,7 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   });
 
   app.get("/healthz", (c) => c.json({ ok: true }));
+  app.route("/dashboard", dashboardRoutes(deps));
 
   app.use("/v1/*", bearerAuth(deps.db, deps.authCache));
   // Before the body limit: uploads are adapters, capped by the adapter storage, not by the JSON limit.

@@ -39,6 +39,11 @@ export interface GatewayDeps {
   log: GatewayLog;
   metrics: GatewayMetrics | null;
   now: () => number;
+  /**
+   * Signs the dashboard's session cookies. Every gateway process serving the dashboard needs the same one
+   * (LUMINET_SESSION_SECRET); the default, random per process, ends sessions when the process restarts.
+   */
+  sessionSecret: string;
   /** A fresh request id: unguessable and unique, since it keys the billing row. */
   newRequestId: () => string;
   limits: {
@@ -68,6 +73,9 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
     log: silent,
     metrics: null,
     newRequestId: () => crypto.randomUUID().replaceAll("-", ""),
+    sessionSecret: Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) =>
+      b.toString(16).padStart(2, "0"),
+    ).join(""),
     ...input,
     now,
     limits: {

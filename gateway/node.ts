@@ -43,7 +43,13 @@ export function serveApp(app: Hono<GatewayEnv>, port: number, hostname = "0.0.0.
 
 /** Builds the Node app (with /metrics) from dependencies the caller opened. */
 export function createNodeApp(input: GatewayDepsInput): { app: Hono<GatewayEnv>; deps: GatewayDeps } {
-  const deps = gatewayDeps({ log: logger, metrics: prometheusMetrics(), ...input });
+  const sessionSecret = process.env.LUMINET_SESSION_SECRET;
+  const deps = gatewayDeps({
+    log: logger,
+    metrics: prometheusMetrics(),
+    ...(sessionSecret ? { sessionSecret } : {}),
+    ...input,
+  });
   const app = createApp(deps);
   mountMetricsRoute(app);
   return { app, deps };

@@ -1,0 +1,31 @@
+// How the dashboard writes numbers, money and times: the same way on every page and in every chart.
+
+const whole = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+const compact = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 });
+
+/** 1234567 → "1,234,567" */
+export function formatCount(n: number): string {
+  return whole.format(n);
+}
+
+/** 1234567 → "1.2M", for axes and tight spaces. */
+export function formatCompact(n: number): string {
+  return compact.format(n);
+}
+
+/** The usage report's exact dollar string ("12.345678") as money; every digit kept, since it is a bill. */
+export function formatUsd(exact: string): string {
+  return `$${exact}`;
+}
+
+/** Micro-dollars as dollars with all six decimals, for chart labels. */
+export function microsToUsd(micros: number): string {
+  const dollars = Math.floor(micros / 1_000_000);
+  return `$${formatCount(dollars)}.${String(micros % 1_000_000).padStart(6, "0")}`;
+}
+
+/** Milliseconds ago as "3 s ago", "2 min ago". */
+export function formatAgo(ms: number): string {
+  if (ms < 60_000) return `${Math.max(0, Math.round(ms / 1000))} s ago`;
+  return `${Math.round(ms / 60_000)} min ago`;
+}

@@ -1,0 +1,273 @@
+// /dashboard: server-rendered pages (Hono JSX, inline SVG charts, no script) for a person signed in with
+// an API key: usage and cost, the fleet, and the org's adapters with admin actions.
+//   GET  /dashboard/login, POST /dashboard/login (form: api_key), POST /dashboard/logout
+//   GET  /dashboard[?days=7|30|90]   usage         GET /dashboard/fleet    workers
+//   GET  /dashboard/adapters         adapters      POST /dashboard/adapters/:name/{pin,weight,delete}
+// Pages answer HTML, errors included. Forms are protected by the SameSite=Strict session cookie and by a
+// same-origin check on every POST; an action's outcome travels to the next page in a signed flash cookie.
+import type { Context } from "hono";
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { deleteCookie, getSignedCookie, setSignedCookie } from "hono/cookie";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { quotaStatus } from "../../meter/token-quota.ts";
+import { usageReport } from "../../meter/usage-report.ts";
+import { ADAPTER_NAME } from "../../schema/adapter-api.ts";
+import { deleteAdapter, listAdapters, setPinned, setTrafficWeight } from "../adapter-admin.ts";
+import { ADMIN_SCOPE } from "../api-keys.ts";
+import { authenticate, type Principal } from "../auth.ts";
+import type { GatewayEnv } from "../context.ts";
+import type { GatewayDeps } from "../deps.ts";
+import { ApiError, toApiError } from "../errors.ts";
+import { AdaptersPage } from "./adapters-page.tsx";
+import { FleetPage } from "./fleet-page.tsx";
+import { Document, Layout } from "./layout.tsx";
+import { LoginPage } from "./login-page.tsx";
+import { endSession, sessionPrincipal, startSession } from "./session.ts";
+import { periodDays, USAGE_PERIODS, UsagePage, type UsagePeriod } from "./usage-page.tsx";
+
+const FLASH_COOKIE = "luminet_flash";
+const LOGIN = "/dashboard/login";
+
+/** Why a dashboard request was refused, shown on an HTML page. */
+class DashboardError extends Error {
+  override readonly name = "DashboardError";
+  constructor(
+    readonly status: 400 | 403 | 404,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** True when a browser sent the POST from a dashboard page, not from another site. */
+function sameOrigin(c: Context): boolean {
+  const site = c.req.header("sec-fetch-site");
+  if (site !== undefined) return site === "same-origin";
+  const origin = c.req.header("origin");
+  if (origin === undefined) return false;
+  try {
+    const host = new URL(origin).host;
+    return host === new URL(c.req.url).host || host === c.req.header("host");
+  } catch {
+    return false;
+  }
+}
+
+async function formField(c: Context, name: string): Promise<string | undefined> {
+  const value = (await c.req.parseBody())[name];
+  return typeof value === "string" ? value : undefined;
+}
+
+function adapterName(c: Context): string {
+  const name = c.req.param("name") ?? "";
+  if (!ADAPTER_NAME.test(name)) throw new DashboardError(400, `"${name}" is not an adapter name.`);
+  return name;
+}
+
+export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
+  const routes = new Hono<GatewayEnv>();
+  const secret = deps.sessionSecret;
+
+  async function flash(c: Context, kind: "notice" | "error", message: string): Promise<void> {
+    await setSignedCookie(c, FLASH_COOKIE, `${kind}:${message}`, secret, {
+      path: "/dashboard",
+      httpOnly: true,
+      sameSite: "Strict",
+      maxAge: 60,
+    });
+  }
+
+  async function takeFlash(c: Context): Promise<{ notice?: string; error?: string }> {
+    const value = await getSignedCookie(c, secret, FLASH_COOKIE);
+    if (!value) return {};
+    deleteCookie(c, FLASH_COOKIE, { path: "/dashboard" });
+    const colon = value.indexOf(":");
+    const kind = value.slice(0, colon);
+    const message = value.slice(colon + 1);
+    return kind === "error" ? { error: message } : { notice: message };
+  }
+
+  routes.use("*", async (c, next) => {
+    c.header("cache-control", "no-store");
+    c.header(
+      "content-security-policy",
+      "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    c.header("x-content-type-options", "nosniff");
+    c.header("referrer-policy", "same-origin");
+    if (c.req.method === "POST" && !sameOrigin(c)) {
+      throw new DashboardError(403, "This form must be sent from the dashboard itself.");
+    }
+    await next();
+  });
+  routes.use("*", bodyLimit({ maxSize: 16 * 1024 }));
+
+  routes.get("/login", (c) => c.html(<LoginPage />));
+
+  routes.post("/login", async (c) => {
+    const key = (await formField(c, "api_key"))?.trim() ?? "";
+    let principal: Principal;
+    try {
+      principal = await authenticate(deps.db, deps.authCache, `Bearer ${key}`);
+    } catch (error) {
+      const apiError = toApiError(error);
+      if (apiError.status !== 401) throw error;
+      return c.html(<LoginPage error={apiError.message} />, 401);
+    }
+    await startSession(c, secret, principal, deps.now());
+    deps.log.info({ org: principal.orgId, key: principal.prefix }, "dashboard sign-in");
+    return c.redirect("/dashboard", 303);
+  });
+
+  routes.post("/logout", (c) => {
+    endSession(c);
+    return c.redirect(LOGIN, 303);
+  });
+
+  routes.use("*", async (c, next) => {
+    const principal = await sessionPrincipal(c, deps.db, secret, deps.now());
+    if (!principal) {
+      endSession(c);
+      return c.redirect(LOGIN, 303);
+    }
+    c.set("principal", principal);
+    await next();
+  });
+
+  routes.get("/", async (c) => {
+    const principal = c.get("principal");
+    const asked = Number(c.req.query("days") ?? 30);
+    const period: UsagePeriod = USAGE_PERIODS.find((p) => p === asked) ?? 30;
+    const now = deps.now();
+    const { days, start, end } = periodDays(period, now);
+    const window = { org: principal.orgId, since: start, until: end };
+    const [byDay, byAdapter, quota] = await Promise.all([
+      usageReport(deps.db, { by: "day", ...window }),
+      usageReport(deps.db, { by: "adapter", ...window }),
+      quotaStatus(deps.db, principal.orgId, now),
+    ]);
+    return c.html(
+      <Layout title="Usage" section="usage" principal={principal} {...(await takeFlash(c))}>
+        <UsagePage data={{ period, days, byDay, byAdapter, quota }} />
+      </Layout>,
+    );
+  });
+
+  routes.get("/fleet", async (c) => {
+    const principal = c.get("principal");
+    const heartbeats = await deps.bus.liveHeartbeats();
+    return c.html(
+      <Layout title="Fleet" section="fleet" principal={principal} {...(await takeFlash(c))}>
+        <FleetPage heartbeats={heartbeats} org={principal.orgId} now={deps.now()} />
+      </Layout>,
+    );
+  });
+
+  routes.get("/adapters", async (c) => {
+    const principal = c.get("principal");
+    const admin = principal.scopes.includes(ADMIN_SCOPE);
+    const flashed = await takeFlash(c);
+    if (!admin) {
+      return c.html(
+        <Layout title="Adapters" section="adapters" principal={principal} {...flashed}>
+          <h1>Adapters</h1>
+          <section>
+            <p class="muted">
+              Managing adapters needs an API key with the "{ADMIN_SCOPE}" scope; sign in with one to list, pin
+              and delete your org's adapters.
+            </p>
+          </section>
+        </Layout>,
+      );
+    }
+    return c.html(
+      <Layout title="Adapters" section="adapters" principal={principal} {...flashed}>
+        <AdaptersPage adapters={await listAdapters(deps, principal.orgId)} admin={admin} />
+      </Layout>,
+    );
+  });
+
+  /** Runs an admin action and goes back to the adapters page with its outcome. */
+  function adminAction(run: (c: Context<GatewayEnv>, org: string, name: string) => Promise<string>) {
+    return async (c: Context<GatewayEnv>) => {
+      const principal = c.get("principal");
+      if (!principal.scopes.includes(ADMIN_SCOPE)) {
+        throw new DashboardError(403, `Managing adapters needs an API key with the "${ADMIN_SCOPE}" scope.`);
+      }
+      const name = adapterName(c);
+      try {
+        await flash(c, "notice", await run(c, principal.orgId, name));
+      } catch (error) {
+        if (!(error instanceof ApiError) || error.status >= 500) throw error;
+        await flash(c, "error", error.message);
+      }
+      return c.redirect("/dashboard/adapters", 303);
+    };
+  }
+
+  routes.post(
+    "/adapters/:name/pin",
+    adminAction(async (c, org, name) => {
+      const pinned = (await formField(c, "pinned")) === "true";
+      await setPinned(deps, org, name, pinned);
+      return pinned
+        ? `Pinned ${org}/${name}: every worker of its base keeps it in a slot.`
+        : `Unpinned ${org}/${name}.`;
+    }),
+  );
+
+  routes.post(
+    "/adapters/:name/weight",
+    adminAction(async (c, org, name) => {
+      const raw = (await formField(c, "weight")) ?? "";
+      const weight = Number(raw);
+      if (raw === "" || !Number.isInteger(weight) || weight < 0 || weight > 100) {
+        throw new ApiError(
+          400,
+          "invalid_request_error",
+          `A traffic weight is a whole number from 0 to 100, got "${raw}".`,
+        );
+      }
+      const updated = await setTrafficWeight(deps, org, name, weight);
+      return `${org}/${name} now carries weight ${updated.traffic_weight} of alias ${org}/${updated.alias}.`;
+    }),
+  );
+
+  routes.post(
+    "/adapters/:name/delete",
+    adminAction(async (c, org, name) => {
+      if ((await formField(c, "confirm")) !== "yes") {
+        throw new ApiError(400, "invalid_request_error", `Tick "sure" to delete ${org}/${name}.`);
+      }
+      await deleteAdapter(deps, org, name, (await formField(c, "force")) === "yes");
+      return `Deleted ${org}/${name}; workers evict it within a second.`;
+    }),
+  );
+
+  routes.onError((error, c) => {
+    const status = error instanceof DashboardError ? error.status : toApiError(error).status;
+    const message = error instanceof DashboardError ? error.message : toApiError(error).message;
+    if (status >= 500) {
+      deps.log.error({ err: error instanceof Error ? error.message : String(error) }, "dashboard failed");
+    }
+    return c.html(
+      <Document title="Error">
+        <main class="login">
+          <section>
+            <h1>{status >= 500 ? "Something went wrong" : "That did not work"}</h1>
+            <div class="error" role="alert">
+              {message}
+            </div>
+            <p>
+              <a href="/dashboard">Back to the dashboard</a>
+            </p>
+          </section>
+        </main>
+      </Document>,
+      status as ContentfulStatusCode,
+    );
+  });
+
+  return routes;
+}

@@ -1,0 +1,193 @@
+// The dashboard's usage page: the org's tokens and cost over the last 7, 30 or 90 UTC days, as totals,
+// a column per day (input and output tokens stacked; cost), the adapters by tokens, and the monthly quota
+// when the org has one. The numbers are the usage report GET /v1/usage returns (meter/usage-report.ts).
+import type { QuotaStatus } from "../../meter/token-quota.ts";
+import type { UsageReport } from "../../meter/usage-report.ts";
+import { BarChart, type Column, ColumnChart } from "./charts.tsx";
+import { formatCompact, formatCount, formatUsd, microsToUsd } from "./format.ts";
+
+export const USAGE_PERIODS = [7, 30, 90] as const;
+export type UsagePeriod = (typeof USAGE_PERIODS)[number];
+
+const DAY_MS = 86_400_000;
+
+/** The period's UTC days, oldest first, ending today, with its [start, end) instants. */
+export function periodDays(days: number, now: number): { days: string[]; start: Date; end: Date } {
+  const today = Math.floor(now / DAY_MS) * DAY_MS;
+  const start = today - (days - 1) * DAY_MS;
+  return {
+    days: Array.from({ length: days }, (_, i) => new Date(start + i * DAY_MS).toISOString().slice(0, 10)),
+    start: new Date(start),
+    end: new Date(today + DAY_MS),
+  };
+}
+
+export interface UsagePageData {
+  period: UsagePeriod;
+  days: string[];
+  byDay: UsageReport;
+  byAdapter: UsageReport;
+  quota: QuotaStatus | null;
+}
+
+const BASE_ONLY = "(base model)";
+
+function QuotaCard({ quota }: { quota: QuotaStatus }) {
+  if (quota.quota === null) return null;
+  const share = (n: number) => `${Math.min(100, (n / Math.max(1, quota.quota ?? 1)) * 100).toFixed(2)}%`;
+  return (
+    <section id="quota">
+      <h2>Monthly token quota · {quota.month}</h2>
+      <div class="meter" title={`${formatCount(quota.used)} used, ${formatCount(quota.reserved)} held`}>
+        <i class="used" style={`width:${share(quota.used)}`} />
+        <i class="held" style={`width:${share(quota.reserved)}`} />
+      </div>
+      <div class="muted">
+        {formatCount(quota.used)} used · {formatCount(quota.reserved)} held by requests in flight ·{" "}
+        <strong data-remaining={quota.remaining ?? ""}>{formatCount(quota.remaining ?? 0)}</strong> of{" "}
+        {formatCount(quota.quota)} left
+      </div>
+    </section>
+  );
+}
+
+export function UsagePage({ data }: { data: UsagePageData }) {
+  const { byDay, byAdapter, period } = data;
+  const rows = new Map(byDay.data.map((row) => [row.day, row]));
+  const tokenColumns: Column[] = [];
+  const costColumns: Column[] = [];
+  for (const day of data.days) {
+    const row = rows.get(day);
+    const input = row?.input_tokens ?? 0;
+    const output = row?.output_tokens ?? 0;
+    const cost = row?.cost_micros ?? 0;
+    const label = day.slice(5);
+    tokenColumns.push({
+      label,
+      title: `${day}: ${formatCount(input)} input + ${formatCount(output)} output tokens, ${formatCount(row?.requests ?? 0)} requests`,
+      values: [input, output],
+      data: { day, input: input, output: output, requests: row?.requests ?? 0 },
+    });
+    costColumns.push({
+      label,
+      title: `${day}: ${microsToUsd(cost)}`,
+      values: [cost],
+      data: { day, "cost-micros": cost },
+    });
+  }
+  const adapters = [...byAdapter.data].sort((a, b) => b.total_tokens - a.total_tokens);
+  const total = byDay.total;
+  return (
+    <>
+      <h1>Usage</h1>
+      <p class="sub range">
+        UTC days {data.days[0]} to {data.days.at(-1)} · show the last{" "}
+        {USAGE_PERIODS.map((p) =>
+          p === period ? <strong>{p} days</strong> : <a href={`/dashboard?days=${p}`}>{p} days</a>,
+        )}
+      </p>
+      <div class="cards" id="totals">
+        <div class="card">
+          <div class="k">Requests</div>
+          <div class="v" data-total="requests">
+            {formatCount(total.requests)}
+          </div>
+        </div>
+        <div class="card">
+          <div class="k">Input tokens</div>
+          <div class="v" data-total="input_tokens">
+            {formatCount(total.input_tokens)}
+          </div>
+        </div>
+        <div class="card">
+          <div class="k">Output tokens</div>
+          <div class="v" data-total="output_tokens">
+            {formatCount(total.output_tokens)}
+          </div>
+        </div>
+        <div class="card">
+          <div class="k">Cost</div>
+          <div class="v" data-total="cost_usd">
+            {formatUsd(total.cost_usd)}
+          </div>
+          <div class="n">base-model prices; adapters are free</div>
+        </div>
+      </div>
+      {data.quota ? <QuotaCard quota={data.quota} /> : null}
+      <section>
+        <h2>Tokens by day</h2>
+        <ColumnChart
+          id="tokens-by-day"
+          label={`Input and output tokens per UTC day, last ${period} days`}
+          columns={tokenColumns}
+          series={[
+            { name: "input tokens", className: "s-input" },
+            { name: "output tokens", className: "s-output" },
+          ]}
+        />
+      </section>
+      <section>
+        <h2>Cost by day</h2>
+        <ColumnChart
+          id="cost-by-day"
+          label={`Cost per UTC day, last ${period} days`}
+          columns={costColumns}
+          series={[{ name: "cost", className: "s-cost" }]}
+          format={(micros) => `$${formatCompact(micros / 1_000_000)}`}
+        />
+      </section>
+      <section>
+        <h2>Tokens by adapter</h2>
+        {adapters.length === 0 ? (
+          <p class="muted">No requests in this period.</p>
+        ) : (
+          <BarChart
+            id="tokens-by-adapter"
+            label={`Tokens per adapter, last ${period} days`}
+            className="s-adapter"
+            rows={adapters.slice(0, 12).map((row) => ({
+              label: row.adapter ?? BASE_ONLY,
+              title: `${row.adapter ?? BASE_ONLY}: ${formatCount(row.total_tokens)} tokens, ${formatCount(row.requests)} requests`,
+              value: row.total_tokens,
+              text: formatCompact(row.total_tokens),
+              data: { adapter: row.adapter ?? "", tokens: row.total_tokens },
+            }))}
+          />
+        )}
+      </section>
+      <section>
+        <h2>Top adapters</h2>
+        <table id="top-adapters">
+          <thead>
+            <tr>
+              <th>Adapter</th>
+              <th class="num">Requests</th>
+              <th class="num">Input tokens</th>
+              <th class="num">Output tokens</th>
+              <th class="num">Share of tokens</th>
+              <th class="num">Cost</th>
+            </tr>
+          </thead>
+          <tbody>
+            {adapters.map((row) => (
+              <tr data-adapter={row.adapter ?? ""}>
+                <td>{row.adapter ?? <span class="muted">{BASE_ONLY}</span>}</td>
+                <td class="num">{formatCount(row.requests)}</td>
+                <td class="num">{formatCount(row.input_tokens)}</td>
+                <td class="num">{formatCount(row.output_tokens)}</td>
+                <td class="num">
+                  {total.total_tokens > 0
+                    ? `${((row.total_tokens / total.total_tokens) * 100).toFixed(1)}%`
+                    : "–"}
+                </td>
+                <td class="num" data-cost-usd={row.cost_usd}>
+                  {formatUsd(row.cost_usd)}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </section>
+    </>
+  );
+}
