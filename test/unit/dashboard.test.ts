@@ -1,0 +1,223 @@
+// The dashboard over app.request (no browser): sign-in with an API key to a signed HttpOnly cookie that
+// never holds the key, sessions that end with the key, forms refused from other origins, usage numbers and
+// chart bars that match GET /v1/usage, the fleet without other orgs' adapter names, and admin actions that
+// change what the adapter API reports.
+import { and, eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createApiKey, revokeApiKey } from "../../gateway/api-keys.ts";
+import type { UsageReport } from "../../meter/usage-report.ts";
+import type { AdapterObject } from "../../schema/adapter-api.ts";
+import { adapters } from "../../schema/db.ts";
+import { createDashboardFixture, type DashboardFixture } from "../support/dashboard-fixture.ts";
+
+let f: DashboardFixture;
+const ORIGIN = "http://localhost";
+
+beforeAll(async () => {
+  f = await createDashboardFixture();
+});
+
+afterAll(async () => {
+  await f.close();
+});
+
+async function signIn(key: string): Promise<string> {
+  const res = await f.h.app.request(`${ORIGIN}/dashboard/login`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded", origin: ORIGIN },
+    body: new URLSearchParams({ api_key: key }).toString(),
+  });
+  expect(res.status).toBe(303);
+  const cookie = res.headers.get("set-cookie") ?? "";
+  return cookie.split(";")[0]!;
+}
+
+async function page(path: string, cookie: string) {
+  const res = await f.h.app.request(`${ORIGIN}${path}`, { headers: { cookie } });
+  return { res, html: await res.text() };
+}
+
+function post(path: string, cookie: string, form: Record<string, string>, origin = ORIGIN) {
+  return f.h.app.request(`${ORIGIN}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded", origin, cookie },
+    body: new URLSearchParams(form).toString(),
+  });
+}
+
+/** The session cookie plus the flash cookie an action's response set. */
+function withFlash(res: Response, cookie: string): string {
+  return `${(res.headers.get("set-cookie") ?? "").split(";")[0]}; ${cookie}`;
+}
+
+/** Every attribute `name` of the elements matching a simple `<tag class="cls"` opening, in order. */
+function attributes(html: string, pattern: RegExp): Array<Record<string, string>> {
+  return [...html.matchAll(pattern)].map((m) =>
+    Object.fromEntries([...m[0].matchAll(/([\w-]+)="([^"]*)"/g)].map((a) => [a[1]!, a[2]!])),
+  );
+}
+
+function chart(html: string, id: string): string {
+  const start = html.indexOf(`<svg id="${id}"`);
+  expect(start, `chart ${id} is on the page`).toBeGreaterThan(-1);
+  return html.slice(start, html.indexOf("</svg>", start));
+}
+
+describe("the dashboard", () => {
+  it("sends a visitor without a session to the sign-in form, and refuses a wrong key there", async () => {
+    const res = await f.h.app.request(`${ORIGIN}/dashboard`);
+    expect(res.status).toBe(303);
+    expect(res.headers.get("location")).toBe("/dashboard/login");
+    const login = await f.h.app.request(`${ORIGIN}/dashboard/login`);
+    expect(await login.text()).toContain('name="api_key"');
+    const wrong = await f.h.app.request(`${ORIGIN}/dashboard/login`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", origin: ORIGIN },
+      body: `api_key=lk_${"x".repeat(40)}`,
+    });
+    expect(wrong.status).toBe(401);
+    expect(wrong.headers.get("set-cookie")).toBeNull();
+    expect(await wrong.text()).toContain("Incorrect or revoked API key");
+  });
+
+  it("signs in to a signed HttpOnly SameSite=Strict cookie that does not hold the key", async () => {
+    const res = await f.h.app.request(`${ORIGIN}/dashboard/login`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", origin: ORIGIN },
+      body: `api_key=${f.h.keys.acme}`,
+    });
+    const cookie = res.headers.get("set-cookie") ?? "";
+    expect(cookie).toMatch(/^luminet_session=/);
+    expect(cookie).toContain("HttpOnly");
+    expect(cookie).toContain("SameSite=Strict");
+    expect(cookie).not.toContain(f.h.keys.acme.slice(3));
+    const { res: ok } = await page("/dashboard", cookie.split(";")[0]!);
+    expect(ok.status).toBe(200);
+    // A cookie whose key id was changed fails its signature.
+    const forged = cookie
+      .split(";")[0]!
+      .replace(/=([0-9a-f])/, (_, c: string) => `=${c === "a" ? "b" : "a"}`);
+    const { res: refused } = await page("/dashboard", forged);
+    expect(refused.status).toBe(303);
+  });
+
+  it("ends a session when its key is revoked", async () => {
+    const { key, record } = await createApiKey(f.h.db, { orgId: "acme", name: "short-lived" });
+    const cookie = await signIn(key);
+    expect((await page("/dashboard", cookie)).res.status).toBe(200);
+    await revokeApiKey(f.h.db, "acme", record.prefix);
+    const after = await page("/dashboard", cookie);
+    expect(after.res.status).toBe(303);
+    expect(after.res.headers.get("location")).toBe("/dashboard/login");
+  });
+
+  it("shows the numbers of GET /v1/usage, with one bar per day of the period", async () => {
+    const cookie = await signIn(f.h.keys.acme);
+    const { html } = await page("/dashboard?days=30", cookie);
+    const today = new Date(Math.floor(Date.now() / 86_400_000) * 86_400_000);
+    const start = new Date(today.getTime() - 29 * 86_400_000).toISOString().slice(0, 10);
+    const end = new Date(today.getTime() + 86_400_000).toISOString().slice(0, 10);
+    const api = await f.h.app.request(`/v1/usage?group_by=day&start=${start}&end=${end}`, {
+      headers: { authorization: `Bearer ${f.h.keys.acme}` },
+    });
+    const report = (await api.json()) as UsageReport;
+    expect(report.total.requests).toBe(4);
+
+    const days = attributes(chart(html, "tokens-by-day"), /<g class="bar"[^>]*>/g);
+    expect(days).toHaveLength(30);
+    expect(days.reduce((sum, d) => sum + Number(d["data-input"]), 0)).toBe(report.total.input_tokens);
+    expect(days.reduce((sum, d) => sum + Number(d["data-output"]), 0)).toBe(report.total.output_tokens);
+    for (const row of report.data) {
+      const bar = days.find((d) => d["data-day"] === row.day);
+      expect(Number(bar?.["data-input"])).toBe(row.input_tokens);
+    }
+    const costs = attributes(chart(html, "cost-by-day"), /<g class="bar"[^>]*>/g);
+    expect(costs.reduce((sum, d) => sum + Number(d["data-cost-micros"]), 0)).toBe(report.total.cost_micros);
+    expect(html).toContain(`data-total="input_tokens">${report.total.input_tokens.toLocaleString("en-US")}<`);
+    expect(html).toContain(`data-total="cost_usd">$${report.total.cost_usd}<`);
+
+    const byAdapter = attributes(chart(html, "tokens-by-adapter"), /<g class="bar"[^>]*>/g);
+    expect(byAdapter.map((b) => [b["data-adapter"], Number(b["data-tokens"])])).toEqual([
+      ["support-v1", 2800],
+      ["legal-v2", 500],
+      ["", 100],
+    ]);
+    expect(html).not.toContain("theirs");
+    // A shorter period draws fewer days.
+    expect(
+      attributes(
+        chart((await page("/dashboard?days=7", cookie)).html, "tokens-by-day"),
+        /<g class="bar"[^>]*>/g,
+      ),
+    ).toHaveLength(7);
+  });
+
+  it("shows the fleet's workers and tiers, naming only the caller's org's adapters", async () => {
+    const cookie = await signIn(f.h.keys.acme);
+    const { html } = await page("/dashboard/fleet", cookie);
+    expect(html).toContain('data-worker="gpu-0"');
+    expect(html).toContain('data-queue-depth="3"');
+    expect(html).toMatch(
+      /data-tier="slot" data-count="2"><strong>2<\/strong> <span class="tag slot">support-v1<\/span>/,
+    );
+    expect(html).toContain("+1 of other orgs");
+    expect(html).not.toContain("secret-adapter");
+  });
+
+  it("lets an admin pin an adapter and set a weight, which the adapter API then reports", async () => {
+    const plain = await signIn(f.h.keys.acme);
+    expect((await page("/dashboard/adapters", plain)).html).toContain(
+      "needs an API key with the &quot;admin&quot; scope",
+    );
+    const refused = await post("/dashboard/adapters/support-v1/pin", plain, { pinned: "true" });
+    expect(refused.status).toBe(403);
+
+    const cookie = await signIn(f.h.keys.acmeAdmin);
+    const listed = (await page("/dashboard/adapters", cookie)).html;
+    expect(listed).toContain('data-adapter="support-v1" data-pinned="false"');
+    expect(listed).toContain("gpu-0: slot");
+    const pinned = await post("/dashboard/adapters/support-v1/pin", cookie, { pinned: "true" });
+    expect(pinned.status).toBe(303);
+    const api = async (name: string) =>
+      (await (
+        await f.h.app.request(`/v1/adapters/${name}`, {
+          headers: { authorization: `Bearer ${f.h.keys.acmeAdmin}` },
+        })
+      ).json()) as AdapterObject;
+    expect((await api("support-v1")).pinned).toBe(true);
+    const flashed = (await page("/dashboard/adapters", withFlash(pinned, cookie))).html;
+    expect(flashed).toContain("Pinned acme/support-v1");
+
+    await post("/dashboard/adapters/legal-v3/weight", cookie, { weight: "40" });
+    expect((await api("legal-v3")).traffic_weight).toBe(40);
+    // An adapter without an alias has no weight: the API's error comes back as a notice, nothing changes.
+    const noAlias = await post("/dashboard/adapters/support-v1/weight", cookie, { weight: "10" });
+    const error = (await page("/dashboard/adapters", withFlash(noAlias, cookie))).html;
+    expect(error).toContain("has no alias");
+  });
+
+  it("deletes only when confirmed (and forced while in use), and refuses forms from another origin", async () => {
+    const cookie = await signIn(f.h.keys.acmeAdmin);
+    const crossSite = await post(
+      "/dashboard/adapters/legal-v3/delete",
+      cookie,
+      { confirm: "yes" },
+      "https://evil.example",
+    );
+    expect(crossSite.status).toBe(403);
+    await post("/dashboard/adapters/legal-v3/delete", cookie, {});
+    const live = () =>
+      f.h.db
+        .select({ deletedAt: adapters.deletedAt })
+        .from(adapters)
+        .where(and(eq(adapters.orgId, "acme"), eq(adapters.name, "legal-v3")));
+    expect((await live())[0]?.deletedAt).toBeNull();
+    // It carries 40 of its alias's weight (set above): the API refuses without force, and says why.
+    const inUse = await post("/dashboard/adapters/legal-v3/delete", cookie, { confirm: "yes" });
+    expect((await live())[0]?.deletedAt).toBeNull();
+    const flashed = (await page("/dashboard/adapters", withFlash(inUse, cookie))).html;
+    expect(flashed).toContain("traffic weight; set it to 0 first");
+    await post("/dashboard/adapters/legal-v3/delete", cookie, { confirm: "yes", force: "yes" });
+    expect((await live())[0]?.deletedAt).toBeInstanceOf(Date);
+  });
+});
