@@ -25,12 +25,13 @@ import {
 } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import {
-  connect,
+  type ConnectionOptions,
   createInbox,
   type NatsConnection,
   RequestError,
   TimeoutError,
-} from "@nats-io/transport-node";
+} from "@nats-io/nats-core";
+import { connect } from "@nats-io/transport-node";
 import type { z } from "zod";
 import {
   AdapterControl,
@@ -86,6 +87,16 @@ export interface JetStreamBusOptions extends BusOptions {
   claimTimeoutMs?: number;
   /** Shown by the server as the connection's name. */
   connectionName?: string;
+  /**
+   * Opens the NATS connection; default @nats-io/transport-node's TCP `connect`. Cloudflare Workers pass
+   * @nats-io/nats-core's `wsconnect` (NATS over WebSocket: a Worker cannot open raw TCP to NATS).
+   */
+  connect?: (options: ConnectionOptions) => Promise<NatsConnection>;
+  /**
+   * Create or update the streams and the heartbeat bucket at connect; default true. False trusts that they
+   * exist (workers and Node gateways create them), for a gateway on Workers that connects per request.
+   */
+  setUp?: boolean;
 }
 
 /** NATS could not be reached, or it runs without JetStream. */
@@ -109,7 +120,7 @@ export async function connectJetStreamBus(options: JetStreamBusOptions): Promise
   }
   let nc: NatsConnection;
   try {
-    nc = await connect({
+    nc = await (options.connect ?? connect)({
       servers: options.servers,
       name: options.connectionName ?? "luminet",
       maxReconnectAttempts: -1,
@@ -127,6 +138,7 @@ export async function connectJetStreamBus(options: JetStreamBusOptions): Promise
     );
   }
   const bus = new JetStreamBus(nc, jsm, jetstream(nc), options);
+  if (options.setUp === false) return bus;
   try {
     await bus.setUp();
   } catch (error) {
@@ -449,7 +461,9 @@ class JetStreamBus implements Bus {
     // Draining flushes what was published (acks, replies); while the server is unreachable it would wait
     // for a reconnect, so it gets a bounded time before the connection is simply closed.
     const drained = this.nc.drain().catch(() => {});
-    await Promise.race([drained, new Promise((resolve) => setTimeout(resolve, DRAIN_LIMIT_MS).unref())]);
+    let limit: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([drained, new Promise((resolve) => (limit = setTimeout(resolve, DRAIN_LIMIT_MS)))]);
+    clearTimeout(limit);
     if (!this.nc.isClosed()) await this.nc.close();
   }
 }

@@ -8,6 +8,7 @@ import {
   StreamingDetokenizer,
   type Tokenizer,
   TokenizerError,
+  tokenizerFromFiles,
 } from "../../worker/engine/tokenizer.ts";
 
 let dir: string;
@@ -101,6 +102,44 @@ describe("the tiny model's tokenizer", () => {
     } finally {
       rmSync(empty, { recursive: true, force: true });
     }
+  });
+});
+
+describe("tokenizerFromFiles", () => {
+  it("tokenizes, detects end of sequence and renders the template from in-memory files as from the folder", () => {
+    const text = (file: string) => readFileSync(join(dir, file), "utf8");
+    const fromFiles = tokenizerFromFiles({
+      tokenizerJson: text("tokenizer.json"),
+      tokenizerConfig: JSON.parse(text("tokenizer_config.json")),
+      generationConfig: text("generation_config.json"),
+    });
+    for (const sample of SAMPLES) expect(fromFiles.encode(sample)).toEqual(tok.encode(sample));
+    expect(fromFiles.eosTokenIds).toEqual(tok.eosTokenIds);
+    expect(fromFiles.bosTokenId).toBe(tok.bosTokenId);
+    expect(fromFiles.vocabSize).toBe(tok.vocabSize);
+    const messages = [{ role: "user", content: "Hi" }];
+    expect(fromFiles.applyChatTemplate(messages)).toBe(tok.applyChatTemplate(messages));
+  });
+
+  it("takes the chat template from its own file and names the source in errors", () => {
+    const config = JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8"));
+    const { chat_template: template, ...withoutTemplate } = config;
+    const files = { tokenizerJson: readFileSync(join(dir, "tokenizer.json"), "utf8"), source: "bundle:tiny" };
+    const separate = tokenizerFromFiles({
+      ...files,
+      tokenizerConfig: withoutTemplate,
+      chatTemplate: template,
+    });
+    expect(separate.applyChatTemplate([{ role: "user", content: "x" }])).toBe(
+      tok.applyChatTemplate([{ role: "user", content: "x" }]),
+    );
+    const bare = tokenizerFromFiles({ ...files, tokenizerConfig: withoutTemplate });
+    expect(() => bare.applyChatTemplate([{ role: "user", content: "x" }])).toThrow(
+      "bundle:tiny: tokenizer_config.json has no chat_template",
+    );
+    expect(() => tokenizerFromFiles({ ...files, tokenizerJson: "{not json" })).toThrow(
+      /^bundle:tiny\/tokenizer\.json: /,
+    );
   });
 });
 

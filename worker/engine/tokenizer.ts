@@ -1,5 +1,6 @@
 // A model's tokenizer (tokenizer.json + tokenizer_config.json through @huggingface/tokenizers), its chat
 // template (@huggingface/jinja), and a streaming detokenizer that never emits half a UTF-8 character.
+// loadTokenizer reads a model folder; tokenizerFromFiles takes the same files from memory (Workers).
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
@@ -27,17 +28,30 @@ export interface Tokenizer {
   isSpecial(id: number): boolean;
 }
 
+/** A JSON object from a file's text (or an object already parsed); `name` names it in errors. */
+function jsonObject(content: string | object, name: string): Record<string, unknown> {
+  let parsed: unknown = content;
+  if (typeof content === "string") {
+    try {
+      parsed = JSON.parse(content);
+    } catch (err) {
+      throw new TokenizerError(`${name}: ${(err as Error).message}`);
+    }
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new TokenizerError(`${name}: not a JSON object`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
 function readJson(path: string): Record<string, unknown> {
-  let parsed: unknown;
+  let text: string;
   try {
-    parsed = JSON.parse(readFileSync(path, "utf8"));
+    text = readFileSync(path, "utf8");
   } catch (err) {
     throw new TokenizerError(`${path}: ${(err as Error).message}`);
   }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-    throw new TokenizerError(`${path}: not a JSON object`);
-  }
-  return parsed as Record<string, unknown>;
+  return jsonObject(text, path);
 }
 
 // tokenizer_config.json writes special tokens either as strings or as AddedToken objects.
@@ -49,7 +63,7 @@ function tokenContent(v: unknown): string | null {
   return null;
 }
 
-function chatTemplateSource(dir: string, config: Record<string, unknown>): string | null {
+function chatTemplateSource(config: Record<string, unknown>, file: string | undefined): string | null {
   const t = config.chat_template;
   if (typeof t === "string") return t;
   if (Array.isArray(t)) {
@@ -60,8 +74,7 @@ function chatTemplateSource(dir: string, config: Record<string, unknown>): strin
     if (named) return named.template;
   }
   // Newer transformers releases keep the template in its own file.
-  const file = join(dir, "chat_template.jinja");
-  return existsSync(file) ? readFileSync(file, "utf8") : null;
+  return file ?? null;
 }
 
 function idsOf(v: unknown): number[] {
@@ -69,12 +82,45 @@ function idsOf(v: unknown): number[] {
   return list.filter((x): x is number => Number.isSafeInteger(x) && x >= 0);
 }
 
+/** A model folder's tokenizer files, as text (or parsed JSON): what a runtime without a file system ships. */
+export interface TokenizerFiles {
+  /** tokenizer.json */
+  tokenizerJson: string | object;
+  /** tokenizer_config.json: special tokens and, usually, the chat template. */
+  tokenizerConfig?: string | object;
+  /** generation_config.json: more end-of-sequence ids. */
+  generationConfig?: string | object;
+  /** chat_template.jinja, where the model keeps its template in a file of its own. */
+  chatTemplate?: string;
+  /** Where the files came from (a folder, a bundle), for error messages; default "tokenizer". */
+  source?: string;
+}
+
 export function loadTokenizer(dir: string): Tokenizer {
   const tokenizerPath = join(dir, "tokenizer.json");
-  const configPath = join(dir, "tokenizer_config.json");
   if (!existsSync(tokenizerPath)) throw new TokenizerError(`${dir}: no tokenizer.json`);
-  const tokenizerJson = readJson(tokenizerPath);
-  const config = existsSync(configPath) ? readJson(configPath) : {};
+  const optionalJson = (file: string) => {
+    const path = join(dir, file);
+    return existsSync(path) ? readJson(path) : undefined;
+  };
+  const templatePath = join(dir, "chat_template.jinja");
+  const tokenizerConfig = optionalJson("tokenizer_config.json");
+  const generationConfig = optionalJson("generation_config.json");
+  return tokenizerFromFiles({
+    tokenizerJson: readJson(tokenizerPath),
+    ...(tokenizerConfig ? { tokenizerConfig } : {}),
+    ...(generationConfig ? { generationConfig } : {}),
+    ...(existsSync(templatePath) ? { chatTemplate: readFileSync(templatePath, "utf8") } : {}),
+    source: dir,
+  });
+}
+
+export function tokenizerFromFiles(files: TokenizerFiles): Tokenizer {
+  const source = files.source ?? "tokenizer";
+  const tokenizerPath = `${source}/tokenizer.json`;
+  const configPath = `${source}/tokenizer_config.json`;
+  const tokenizerJson = jsonObject(files.tokenizerJson, tokenizerPath);
+  const config = files.tokenizerConfig === undefined ? {} : jsonObject(files.tokenizerConfig, configPath);
   let hf: HfTokenizer;
   try {
     hf = new HfTokenizer(tokenizerJson, config);
@@ -92,10 +138,12 @@ export function loadTokenizer(dir: string): Tokenizer {
   const eos = new Set<number>();
   const configEos = idOf("eos_token");
   if (configEos !== null) eos.add(configEos);
-  const genPath = join(dir, "generation_config.json");
-  if (existsSync(genPath)) for (const id of idsOf(readJson(genPath).eos_token_id)) eos.add(id);
+  if (files.generationConfig !== undefined) {
+    const generation = jsonObject(files.generationConfig, `${source}/generation_config.json`);
+    for (const id of idsOf(generation.eos_token_id)) eos.add(id);
+  }
 
-  const templateSource = chatTemplateSource(dir, config);
+  const templateSource = chatTemplateSource(config, files.chatTemplate);
   let template: Template | null = null;
   const specialStrings: Record<string, string> = {};
   for (const key of ["bos_token", "eos_token", "unk_token", "pad_token"]) {
@@ -121,7 +169,7 @@ export function loadTokenizer(dir: string): Tokenizer {
     },
     applyChatTemplate(messages, options = {}) {
       if (templateSource === null)
-        throw new TokenizerError(`${dir}: tokenizer_config.json has no chat_template`);
+        throw new TokenizerError(`${source}: tokenizer_config.json has no chat_template`);
       if (template === null) {
         try {
           template = new Template(templateSource);
