@@ -1,5 +1,6 @@
 // Test projects: unit (pure code), contract (each bus implementation against one suite), integration
-// (real NATS + Postgres) and e2e (HTTP through the official openai client). The global setup provisions
+// (real NATS + Postgres), e2e (HTTP through the official openai client) and browser (the dashboard in
+// headless Chromium; screenshots in test-artifacts/). The global setup provisions
 // NATS and Postgres once for the whole run; see test/setup/services.ts.
 import { defineConfig } from "vitest/config";
 
@@ -24,6 +25,9 @@ export default defineConfig({
         },
       },
       { test: { ...shared, name: "e2e", include: ["test/e2e/**/*.test.ts"], fileParallelism: false } },
+      {
+        test: { ...shared, name: "browser", include: ["test/browser/**/*.test.ts"], fileParallelism: false },
+      },
     ],
   },
 });

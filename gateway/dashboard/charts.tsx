@@ -63,7 +63,8 @@ export function ColumnChart(props: {
 }) {
   const { columns, series } = props;
   const format = props.format ?? formatCompact;
-  const top = niceCeiling(Math.max(0, ...columns.map((c) => c.values.reduce((a, b) => a + b, 0))));
+  const highest = Math.max(0, ...columns.map((c) => c.values.reduce((a, b) => a + b, 0)));
+  const top = niceCeiling(highest);
   const plotWidth = WIDTH - LEFT - RIGHT;
   const plotHeight = HEIGHT - TOP - BOTTOM;
   const slot = plotWidth / Math.max(1, columns.length);
@@ -71,7 +72,8 @@ export function ColumnChart(props: {
   const y = (value: number) => TOP + plotHeight - (value / top) * plotHeight;
   // At most ~10 labels along the axis, evenly spaced, always including the last.
   const every = Math.max(1, Math.ceil(columns.length / 10));
-  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => f * top);
+  // Nothing to scale: only the zero line, rather than an axis of made-up steps.
+  const ticks = highest === 0 ? [0] : [0, 0.25, 0.5, 0.75, 1].map((f) => f * top);
   return (
     <figure class="chart">
       <svg
@@ -145,10 +147,17 @@ export interface Row {
 }
 
 /** Horizontal bars, one per row, longest first as given (adapters by tokens). */
-export function BarChart(props: { id: string; label: string; rows: Row[]; className: string }) {
+export function BarChart(props: {
+  id: string;
+  label: string;
+  rows: Row[];
+  className: string;
+  /** Room kept right of the longest bar for its text. */
+  textWidth?: number;
+}) {
   const rowHeight = 26;
   const labelWidth = 200;
-  const textWidth = 90;
+  const textWidth = props.textWidth ?? 90;
   const height = TOP + props.rows.length * rowHeight + 4;
   const max = Math.max(1, ...props.rows.map((r) => r.value));
   const plot = WIDTH - labelWidth - textWidth;

@@ -73,6 +73,7 @@ export function FleetPage(props: { heartbeats: WorkerHeartbeat[]; org: string; n
               id={`queue-${base.replace(/[^A-Za-z0-9_-]/g, "_")}`}
               label={`Queue depth and running sequences per worker of ${base}`}
               className="s-input"
+              textWidth={160}
               rows={workers.map((w) => ({
                 label: w.worker_id,
                 title: `${w.worker_id}: ${w.queue_depth} queued, ${w.running} running`,

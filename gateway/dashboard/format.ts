@@ -24,6 +24,13 @@ export function microsToUsd(micros: number): string {
   return `$${formatCount(dollars)}.${String(micros % 1_000_000).padStart(6, "0")}`;
 }
 
+/** Micro-dollars on a chart axis: "$0", "$0.00025", "$1.5", "$12K" — three significant digits at most. */
+export function formatUsdAxis(micros: number): string {
+  const dollars = micros / 1_000_000;
+  if (dollars >= 1000) return `$${formatCompact(dollars)}`;
+  return `$${Number(dollars.toPrecision(3))}`;
+}
+
 /** Milliseconds ago as "3 s ago", "2 min ago". */
 export function formatAgo(ms: number): string {
   if (ms < 60_000) return `${Math.max(0, Math.round(ms / 1000))} s ago`;

@@ -8,7 +8,7 @@ const STYLE = `
 :root { --ink:#1f2430; --muted:#667085; --line:#e4e7ec; --bg:#f6f7f9; --card:#fff; --accent:#4f46e5;
   --input:#4f46e5; --output:#0ea5b7; --cost:#16a34a; --danger:#c0362c; }
 * { box-sizing: border-box; }
-body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--ink); background:var(--bg); }
+body { margin:0; font:14px/1.45 -apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,"Liberation Sans","DejaVu Sans",sans-serif; color:var(--ink); background:var(--bg); }
 header { background:#111827; color:#fff; display:flex; align-items:center; gap:24px; padding:0 24px; height:52px; }
 header .brand { font-weight:700; letter-spacing:.02em; }
 header nav { display:flex; gap:4px; flex:1; }
@@ -44,7 +44,7 @@ td.num, th.num { text-align:right; }
 .muted { color:var(--muted); }
 .notice, .error { padding:10px 14px; border-radius:8px; margin-bottom:16px; }
 .notice { background:#ecfdf3; border:1px solid #abefc6; } .error { background:#fef3f2; border:1px solid #fecdca; color:#912018; }
-.range a { margin-right:8px; }
+.range a, .range strong { margin-left:6px; }
 button, input[type=submit] { font:inherit; border:1px solid var(--line); background:#fff; border-radius:6px; padding:4px 10px; cursor:pointer; }
 button.primary { background:var(--accent); color:#fff; border-color:var(--accent); }
 button.danger { color:var(--danger); border-color:#fecdca; }

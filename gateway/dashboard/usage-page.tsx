@@ -4,7 +4,7 @@
 import type { QuotaStatus } from "../../meter/token-quota.ts";
 import type { UsageReport } from "../../meter/usage-report.ts";
 import { BarChart, type Column, ColumnChart } from "./charts.tsx";
-import { formatCompact, formatCount, formatUsd, microsToUsd } from "./format.ts";
+import { formatCompact, formatCount, formatUsd, formatUsdAxis, microsToUsd } from "./format.ts";
 
 export const USAGE_PERIODS = [7, 30, 90] as const;
 export type UsagePeriod = (typeof USAGE_PERIODS)[number];
@@ -81,7 +81,7 @@ export function UsagePage({ data }: { data: UsagePageData }) {
     <>
       <h1>Usage</h1>
       <p class="sub range">
-        UTC days {data.days[0]} to {data.days.at(-1)} · show the last{" "}
+        UTC days {data.days[0]} to {data.days.at(-1)} · show the last
         {USAGE_PERIODS.map((p) =>
           p === period ? <strong>{p} days</strong> : <a href={`/dashboard?days=${p}`}>{p} days</a>,
         )}
@@ -133,7 +133,7 @@ export function UsagePage({ data }: { data: UsagePageData }) {
           label={`Cost per UTC day, last ${period} days`}
           columns={costColumns}
           series={[{ name: "cost", className: "s-cost" }]}
-          format={(micros) => `$${formatCompact(micros / 1_000_000)}`}
+          format={formatUsdAxis}
         />
       </section>
       <section>

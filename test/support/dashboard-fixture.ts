@@ -2,8 +2,10 @@
 // (PGlite, in-process bus) with the meter running, usage on three of the last 30 UTC days across
 // adapters and the base model, acme's adapters (one with an alias), and a fake worker whose heartbeat holds
 // acme's adapters and another org's in its tiers.
+import { eq } from "drizzle-orm";
 import { vi } from "vitest";
 import { type Meter, startMeter } from "../../meter/meter.ts";
+import { baseModels } from "../../schema/db.ts";
 import type { UsageEvent } from "../../schema/wire.ts";
 import { FakeWorker } from "./fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "./gateway-harness.ts";
@@ -20,6 +22,11 @@ const DAY_MS = 86_400_000;
 
 export async function createDashboardFixture(): Promise<DashboardFixture> {
   const h = await createGatewayHarness();
+  // $0.15 / $0.60 per million input / output tokens, so costs are not all zero.
+  await h.db
+    .update(baseModels)
+    .set({ inputPriceMicrosPerMillion: 150_000, outputPriceMicrosPerMillion: 600_000 })
+    .where(eq(baseModels.name, BASE));
   const meter: Meter = await startMeter({ bus: h.bus, db: h.db, flushMs: 5 });
   const today = Math.floor(Date.now() / DAY_MS) * DAY_MS;
   const at = (daysAgo: number) => ({

@@ -1,0 +1,171 @@
+// The dashboard in headless Chromium (playwright-core driving the system's chromium, which .ci/run
+// installs): sign in through the form, the charts render as SVG with one bar per day and per adapter, the
+// numbers on the page equal GET /v1/usage, the fleet shows the worker, and pinning from the adapters page
+// shows up in the adapter API. Screenshots of each page go to test-artifacts/ (git-ignored) for a person
+// to look at.
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { delimiter, join } from "node:path";
+import { type BrowserContext, chromium, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type ServedApp, serveApp } from "../../gateway/node.ts";
+import type { UsageReport } from "../../meter/usage-report.ts";
+import type { AdapterObject } from "../../schema/adapter-api.ts";
+import { createDashboardFixture, type DashboardFixture } from "../support/dashboard-fixture.ts";
+
+/** CHROMIUM_PATH, or Debian's chromium found on PATH; undefined when there is none (the suite skips). */
+function findChromium(): string | undefined {
+  const onPath = ["chromium", "chromium-browser"].flatMap((name) =>
+    (process.env.PATH ?? "").split(delimiter).map((dir) => join(dir, name)),
+  );
+  for (const candidate of [process.env.CHROMIUM_PATH, ...onPath]) {
+    if (candidate && existsSync(candidate) && spawnSync(candidate, ["--version"]).status === 0)
+      return candidate;
+  }
+  return undefined;
+}
+
+const executablePath = findChromium();
+const artifacts = join(process.cwd(), "test-artifacts");
+const DAY_MS = 86_400_000;
+
+describe.skipIf(!executablePath)("the dashboard in Chromium", () => {
+  let f: DashboardFixture;
+  let served: ServedApp;
+  let profile: string;
+  let browser: BrowserContext;
+
+  beforeAll(async () => {
+    f = await createDashboardFixture();
+    served = await serveApp(f.h.app, 0, "127.0.0.1");
+    profile = mkdtempSync(join(tmpdir(), "luminet-chromium-"));
+    mkdirSync(artifacts, { recursive: true });
+    browser = await chromium.launchPersistentContext(profile, {
+      executablePath: executablePath!,
+      headless: true,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+      viewport: { width: 1280, height: 900 },
+    });
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await served?.close();
+    await f?.close();
+    if (profile) rmSync(profile, { recursive: true, force: true });
+  });
+
+  async function signIn(key: string): Promise<Page> {
+    const page = await browser.newPage();
+    await page.goto(`${served.url}/dashboard`);
+    expect(new URL(page.url()).pathname).toBe("/dashboard/login");
+    await page.fill("#api_key", key);
+    await Promise.all([page.waitForURL(`${served.url}/dashboard`), page.click("button[type=submit]")]);
+    return page;
+  }
+
+  async function signOut(page: Page): Promise<void> {
+    await Promise.all([page.waitForURL(/\/dashboard\/login$/), page.click("header button[type=submit]")]);
+    await page.close();
+  }
+
+  async function api<T>(path: string, key: string): Promise<T> {
+    const res = await fetch(`${served.url}${path}`, { headers: { authorization: `Bearer ${key}` } });
+    expect(res.status).toBe(200);
+    return (await res.json()) as T;
+  }
+
+  it("renders usage charts whose bars and totals equal GET /v1/usage", async () => {
+    const page = await signIn(f.h.keys.acme);
+    const today = Math.floor(Date.now() / DAY_MS) * DAY_MS;
+    const start = new Date(today - 29 * DAY_MS).toISOString().slice(0, 10);
+    const end = new Date(today + DAY_MS).toISOString().slice(0, 10);
+    const byDay = await api<UsageReport>(`/v1/usage?group_by=day&start=${start}&end=${end}`, f.h.keys.acme);
+    const byAdapter = await api<UsageReport>(
+      `/v1/usage?group_by=adapter&start=${start}&end=${end}`,
+      f.h.keys.acme,
+    );
+
+    const days = await page.$$eval("svg#tokens-by-day g.bar", (bars) =>
+      bars.map((bar) => ({
+        day: bar.getAttribute("data-day"),
+        input: Number(bar.getAttribute("data-input")),
+        output: Number(bar.getAttribute("data-output")),
+        // What the browser drew: the stacked rectangles' heights.
+        drawn: [...bar.querySelectorAll("rect:not(.hit)")].reduce(
+          (sum, rect) => sum + rect.getBoundingClientRect().height,
+          0,
+        ),
+      })),
+    );
+    expect(days).toHaveLength(30);
+    for (const row of byDay.data) {
+      const bar = days.find((d) => d.day === row.day);
+      expect(bar).toMatchObject({ input: row.input_tokens, output: row.output_tokens });
+      expect(bar!.drawn).toBeGreaterThan(0);
+    }
+    expect(days.filter((d) => d.drawn > 0)).toHaveLength(byDay.data.length);
+    const chartBox = await page.locator("svg#tokens-by-day").boundingBox();
+    expect(chartBox!.width).toBeGreaterThan(600);
+
+    const adapters = await page.$$eval("svg#tokens-by-adapter g.bar", (bars) =>
+      bars.map((bar) => [bar.getAttribute("data-adapter"), Number(bar.getAttribute("data-tokens"))]),
+    );
+    expect(adapters).toHaveLength(byAdapter.data.length);
+    expect(adapters).toEqual(
+      [...byAdapter.data]
+        .sort((a, b) => b.total_tokens - a.total_tokens)
+        .map((row) => [row.adapter ?? "", row.total_tokens]),
+    );
+    const totals = await page.$$eval("[data-total]", (cards) =>
+      Object.fromEntries(cards.map((card) => [card.getAttribute("data-total"), card.textContent?.trim()])),
+    );
+    expect(totals).toEqual({
+      requests: byDay.total.requests.toLocaleString("en-US"),
+      input_tokens: byDay.total.input_tokens.toLocaleString("en-US"),
+      output_tokens: byDay.total.output_tokens.toLocaleString("en-US"),
+      cost_usd: `$${byDay.total.cost_usd}`,
+    });
+    // The tooltip a person sees over a day names that day's numbers.
+    const busiest = byDay.data.reduce((a, b) => (a.total_tokens >= b.total_tokens ? a : b));
+    expect(
+      await page.locator(`svg#tokens-by-day g.bar[data-day="${busiest.day}"] > title`).textContent(),
+    ).toContain(busiest.input_tokens.toLocaleString("en-US"));
+    await page.screenshot({ path: join(artifacts, "dashboard-usage.png"), fullPage: true });
+
+    await page.click("header nav a[href='/dashboard/fleet']");
+    await page.waitForURL(`${served.url}/dashboard/fleet`);
+    expect(await page.locator("tr[data-worker='gpu-0'] td[data-queue-depth]").textContent()).toBe("3");
+    expect(await page.locator("svg g.bar[data-worker='gpu-0']").count()).toBe(1);
+    await page.screenshot({ path: join(artifacts, "dashboard-fleet.png"), fullPage: true });
+    await signOut(page);
+  });
+
+  it("pins an adapter from the adapters page, and the adapter API shows it pinned", async () => {
+    const page = await signIn(f.h.keys.acmeAdmin);
+    await page.click("header nav a[href='/dashboard/adapters']");
+    await page.waitForURL(`${served.url}/dashboard/adapters`);
+    const row = page.locator("tr[data-adapter='support-v1']");
+    expect(await row.getAttribute("data-pinned")).toBe("false");
+    await Promise.all([
+      page.waitForURL(`${served.url}/dashboard/adapters`),
+      row.locator("button[data-action=pin]").click(),
+    ]);
+    expect(await page.locator(".notice").textContent()).toContain("Pinned acme/support-v1");
+    expect(await page.locator("tr[data-adapter='support-v1']").getAttribute("data-pinned")).toBe("true");
+    const adapter = await api<AdapterObject>("/v1/adapters/support-v1", f.h.keys.acmeAdmin);
+    expect(adapter.pinned).toBe(true);
+    await page.screenshot({ path: join(artifacts, "dashboard-adapters.png"), fullPage: true });
+    await signOut(page);
+  });
+});
