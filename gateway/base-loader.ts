@@ -1,11 +1,12 @@
-// Node side of the base catalog: a base named on the command line (`--model NAME=DIR`) gets its tokenizer
+// The base catalog's entries: a base named on the command line (`--model NAME=DIR`) gets its tokenizer
 // from the model folder and its context length from the base_models row, which is registered from the
 // folder's config.json when missing (prices 0 until someone sets them). Adapters reference that row.
+// registerBaseModel does the same from files already in memory (the Workers bundle).
 import { eq } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { type BaseArchitecture, baseModels } from "../schema/db.ts";
 import { loadModelConfig, type ModelConfig } from "../worker/engine/model-config.ts";
-import { loadTokenizer } from "../worker/engine/tokenizer.ts";
+import { loadTokenizer, type Tokenizer } from "../worker/engine/tokenizer.ts";
 import type { BaseModelInfo } from "./bases.ts";
 
 export interface BaseModelSource {
@@ -53,21 +54,33 @@ export async function loadBaseModel(
 ): Promise<BaseModelInfo> {
   const config = loadModelConfig(source.dir);
   const tokenizer = loadTokenizer(source.dir);
+  return registerBaseModel(db, { name: source.name, config, tokenizer }, options);
+}
+
+/**
+ * Registers a base from its parsed config when it has no row yet, then returns it with its row's context
+ * length. For runtimes that bring the files themselves (gateway/worker.ts) as for a model folder.
+ */
+export async function registerBaseModel(
+  db: Db,
+  base: { name: string; config: ModelConfig; tokenizer: Tokenizer },
+  options: LoadBaseOptions = {},
+): Promise<BaseModelInfo> {
   await db
     .insert(baseModels)
     .values({
-      name: source.name,
-      architecture: architectureOf(config),
-      contextLength: options.contextLength ?? config.maxPositions,
+      name: base.name,
+      architecture: architectureOf(base.config),
+      contextLength: options.contextLength ?? base.config.maxPositions,
       inputPriceMicrosPerMillion: 0,
       outputPriceMicrosPerMillion: 0,
     })
     .onConflictDoNothing();
-  const [row] = await db.select().from(baseModels).where(eq(baseModels.name, source.name));
-  if (!row) throw new Error(`base model "${source.name}" was not registered`);
+  const [row] = await db.select().from(baseModels).where(eq(baseModels.name, base.name));
+  if (!row) throw new Error(`base model "${base.name}" was not registered`);
   return {
     name: row.name,
-    tokenizer,
+    tokenizer: base.tokenizer,
     contextLength: row.contextLength,
     created: Math.floor(row.createdAt.getTime() / 1000),
   };

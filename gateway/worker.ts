@@ -1,0 +1,125 @@
+// The gateway on Cloudflare Workers (wrangler.toml): the same app as gateway/node.ts, wired to Postgres
+// through Neon's serverless driver, to NATS over WebSocket, and to base models whose tokenizer files are
+// bundled into the script by scripts/build-worker.ts. Nothing here but wiring.
+//
+// A Worker may not use one request's sockets in another, so each request opens its own database pool and
+// NATS connection, and closes them once its response body has been sent. What holds no socket lives for
+// the isolate's life: the base catalog and the dependencies' caches (keys, limits, adapters, idempotency).
+import { wsconnect } from "@nats-io/nats-core";
+import { neonConfig } from "@neondatabase/serverless";
+import type { Bus } from "../bus/bus.ts";
+import { connectJetStreamBus } from "../bus/jetstream.ts";
+import { type Db, openDb } from "../db/open.ts";
+import { parseModelConfig } from "../worker/engine/model-config.ts";
+import { type TokenizerFiles, tokenizerFromFiles } from "../worker/engine/tokenizer.ts";
+import { createApp } from "./app.ts";
+import { registerBaseModel } from "./base-loader.ts";
+import { BaseCatalog } from "./bases.ts";
+import { type GatewayDeps, type GatewayLog, gatewayDeps } from "./deps.ts";
+
+/** The Worker's bindings: secrets DATABASE_URL and NATS_URL, vars from wrangler.toml. */
+export interface WorkerEnv {
+  /** postgres://… of the Neon (or any Postgres) database. */
+  DATABASE_URL: string;
+  /** wss://… (or ws://) of a NATS server's WebSocket listener. */
+  NATS_URL: string;
+  /** The subject and stream prefix the workers use (their --namespace). */
+  LUMINET_NAMESPACE?: string;
+  /**
+   * host:port/path of a plain-WebSocket proxy to Postgres (Neon's wsproxy protocol: `?address=host:port`),
+   * for local development and tests against a Postgres that is not Neon. Unset on Neon.
+   */
+  NEON_WS_PROXY?: string;
+}
+
+/** The part of the Workers ExecutionContext the gateway uses. */
+export interface WorkerContext {
+  waitUntil(promise: Promise<unknown>): void;
+}
+
+/** A base model as the bundle carries it: config.json and the tokenizer files, as text. */
+export interface BundledBase {
+  name: string;
+  config: string;
+  tokenizer: TokenizerFiles;
+}
+
+const consoleLog: GatewayLog = {
+  info: (fields, message) => console.log(message, JSON.stringify(fields)),
+  warn: (fields, message) => console.warn(message, JSON.stringify(fields)),
+  error: (fields, message) => console.error(message, JSON.stringify(fields)),
+};
+
+function useWebSocketProxy(proxy: string): void {
+  neonConfig.wsProxy = (host, port) => `${proxy}?address=${host}:${port}`;
+  neonConfig.useSecureWebSocket = false;
+  neonConfig.pipelineTLS = false;
+  neonConfig.pipelineConnect = false;
+}
+
+async function loadCatalog(db: Db, bundled: readonly BundledBase[]): Promise<BaseCatalog> {
+  return new BaseCatalog(
+    await Promise.all(
+      bundled.map((base) =>
+        registerBaseModel(db, {
+          name: base.name,
+          config: parseModelConfig(JSON.parse(base.config)),
+          tokenizer: tokenizerFromFiles({ source: `bundled base ${base.name}`, ...base.tokenizer }),
+        }),
+      ),
+    ),
+  );
+}
+
+/** Closes the request's connections once the body has gone out (or the client went away). */
+function releaseAfterBody(response: Response, release: () => Promise<void>, ctx: WorkerContext): Response {
+  if (!response.body) {
+    ctx.waitUntil(release());
+    return response;
+  }
+  const { readable, writable } = new TransformStream();
+  ctx.waitUntil(
+    response.body
+      .pipeTo(writable)
+      .catch(() => {})
+      .then(release),
+  );
+  return new Response(readable, response);
+}
+
+/** The Worker's default export, for the bases bundled into the script. */
+export function createWorkerGateway(bundled: readonly BundledBase[]) {
+  /** The first request's dependencies: later requests reuse every cache in them, with their own sockets. */
+  let shared: GatewayDeps | undefined;
+  return {
+    async fetch(request: Request, env: WorkerEnv, ctx: WorkerContext): Promise<Response> {
+      if (env.NEON_WS_PROXY) useWebSocketProxy(env.NEON_WS_PROXY);
+      const db = await openDb(env.DATABASE_URL, { driver: "neon" });
+      let bus: Bus | undefined;
+      const release = async () => {
+        await bus?.close();
+        await db.close();
+      };
+      try {
+        bus = await connectJetStreamBus({
+          servers: env.NATS_URL,
+          connect: wsconnect,
+          // Workers and Node gateways create the streams; checking them on every request costs round trips.
+          setUp: false,
+          connectionName: "luminet-gateway-workers",
+          ...(env.LUMINET_NAMESPACE ? { namespace: env.LUMINET_NAMESPACE } : {}),
+        });
+        let deps: GatewayDeps;
+        if (shared) deps = { ...shared, db, bus };
+        else {
+          deps = gatewayDeps({ db, bus, bases: await loadCatalog(db, bundled), log: consoleLog });
+          shared = deps;
+        }
+        return releaseAfterBody(await createApp(deps).fetch(request), release, ctx);
+      } catch (error) {
+        ctx.waitUntil(release());
+        throw error;
+      }
+    },
+  };
+}

@@ -1,0 +1,184 @@
+// The gateway's Workers entry running in workerd (Miniflare), bundled by scripts/build-worker.ts exactly as
+// wrangler uploads it, against the real services: a nats-server with a WebSocket listener (the Worker's bus)
+// and a real `luminet worker` process on its TCP port, and Postgres reached through Neon's serverless
+// driver over a WebSocket-to-TCP proxy. The official openai client drives the core flows.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Miniflare } from "miniflare";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { migrate } from "../../db/migrate.ts";
+import { openDb } from "../../db/open.ts";
+import { createApiKey, ensureOrg } from "../../gateway/api-keys.ts";
+import { loadBaseModel } from "../../gateway/base-loader.ts";
+import { buildWorker } from "../../scripts/build-worker.ts";
+import { initTinyModel } from "../../scripts/tiny-model.ts";
+import { type NatsWithWebSocket, startNatsWithWebSocket } from "../support/nats-websocket.ts";
+import { type PostgresWsProxy, startPostgresWsProxy } from "../support/postgres-ws-proxy.ts";
+import {
+  createPrivatePostgres,
+  type PrivatePostgres,
+  postgresBinaries,
+} from "../support/private-postgres.ts";
+import { startWorkerProcess, type WorkerProcess } from "../support/worker-process.ts";
+
+const BASE = "tiny";
+const CONTEXT = 256;
+const WRANGLER_TOML = fileURLToPath(new URL("../../wrangler.toml", import.meta.url));
+
+/** The runtime settings wrangler deploys with, read from wrangler.toml so the test runs what ships. */
+function wranglerRuntime(): { compatibilityDate: string; compatibilityFlags: string[] } {
+  const toml = readFileSync(WRANGLER_TOML, "utf8");
+  const date = /^compatibility_date\s*=\s*"([^"]+)"/m.exec(toml)?.[1];
+  const flags = /^compatibility_flags\s*=\s*\[([^\]]*)\]/m.exec(toml)?.[1];
+  if (!date || flags === undefined) throw new Error("wrangler.toml has no compatibility_date or _flags");
+  return { compatibilityDate: date, compatibilityFlags: [...flags.matchAll(/"([^"]+)"/g)].map((m) => m[1]!) };
+}
+
+const postgresUrl = inject("postgresUrl");
+const bin = postgresBinaries();
+
+describe("the gateway in workerd", () => {
+  if (!postgresUrl && !bin) {
+    it.skip("needs DATABASE_URL or PostgreSQL's server binaries (apt-get install postgresql)", () => {});
+    return;
+  }
+  const namespace = `workerd_${process.pid}_${Date.now()}`;
+  let root: string;
+  let pg: PrivatePostgres | undefined;
+  let nats: NatsWithWebSocket | undefined;
+  let proxy: PostgresWsProxy | undefined;
+  let worker: WorkerProcess | undefined;
+  let mf: Miniflare | undefined;
+  let client: OpenAI;
+  let key: string;
+
+  beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), "luminet-workerd-"));
+    const modelDir = initTinyModel(join(root, "model"), { shape: "tiny", adapters: 0, rank: 4, seed: 3 }).dir;
+    // No end-of-text token: every request generates exactly max_tokens.
+    for (const [file, field] of [
+      ["generation_config.json", "eos_token_id"],
+      ["tokenizer_config.json", "eos_token"],
+    ] as const) {
+      const json = JSON.parse(readFileSync(join(modelDir, file), "utf8"));
+      delete json[field];
+      writeFileSync(join(modelDir, file), JSON.stringify(json));
+    }
+
+    let databaseUrl = postgresUrl;
+    if (!databaseUrl) {
+      pg = await createPrivatePostgres(bin!);
+      pg.start();
+      databaseUrl = pg.url;
+    }
+    const db = await openDb(databaseUrl);
+    try {
+      await migrate(db);
+      await loadBaseModel(db, { name: BASE, dir: modelDir }, { contextLength: CONTEXT });
+      await ensureOrg(db, "acme");
+      key = (await createApiKey(db, { orgId: "acme", name: "workerd" })).key;
+    } finally {
+      await db.close();
+    }
+
+    const outfile = join(root, "worker", "index.js");
+    const [natsServer, wsProxy] = await Promise.all([
+      startNatsWithWebSocket(),
+      startPostgresWsProxy(),
+      buildWorker({ models: [{ name: BASE, dir: modelDir }], outfile }),
+    ]);
+    nats = natsServer;
+    proxy = wsProxy;
+    // The worker creates the streams the Worker's bus trusts to exist.
+    worker = await startWorkerProcess({
+      natsUrl: nats.url,
+      namespace,
+      modelDir,
+      base: BASE,
+      workerId: "w1",
+      maxContext: CONTEXT,
+    });
+    mf = new Miniflare({
+      modules: true,
+      scriptPath: outfile,
+      modulesRoot: dirname(outfile),
+      ...wranglerRuntime(),
+      bindings: {
+        DATABASE_URL: databaseUrl,
+        NATS_URL: nats.wsUrl,
+        LUMINET_NAMESPACE: namespace,
+        NEON_WS_PROXY: proxy.address,
+      },
+    });
+    client = new OpenAI({ apiKey: key, baseURL: `${await mf.ready}v1`, maxRetries: 0 });
+  }, 120_000);
+
+  afterAll(async () => {
+    await mf?.dispose();
+    await worker?.stop();
+    await proxy?.close();
+    await nats?.stop();
+    pg?.destroy();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it("lists the bundled base", async () => {
+    const models = await client.models.list();
+    expect(models.data.map((model) => model.id)).toContain(BASE);
+  });
+
+  it("answers a chat completion from the worker, and streams the same tokens", async () => {
+    const messages = [{ role: "user" as const, content: "Tell me about the edge." }];
+    const whole = await client.chat.completions.create({
+      model: BASE,
+      messages,
+      max_tokens: 6,
+      temperature: 0,
+    });
+    expect(whole.choices[0]?.finish_reason).toBe("length");
+    expect(whole.usage?.completion_tokens).toBe(6);
+    expect(whole.usage?.prompt_tokens).toBeGreaterThan(0);
+
+    const stream = await client.chat.completions.create({
+      model: BASE,
+      messages,
+      max_tokens: 6,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = "";
+    let role: string | undefined;
+    let finish: string | null | undefined;
+    let usage: OpenAI.CompletionUsage | undefined;
+    for await (const chunk of stream) {
+      const choice = chunk.choices[0];
+      role ??= choice?.delta.role;
+      text += choice?.delta.content ?? "";
+      finish = choice?.finish_reason ?? finish;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(role).toBe("assistant");
+    expect(finish).toBe("length");
+    expect(text).toBe(whole.choices[0]?.message.content);
+    expect(usage).toEqual(whole.usage);
+  });
+
+  it("refuses a wrong key with 401", async () => {
+    const stranger = new OpenAI({ apiKey: `lk_${"x".repeat(40)}`, baseURL: client.baseURL, maxRetries: 0 });
+    const error = await stranger.models.list().catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(OpenAI.AuthenticationError);
+    expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe("invalid_api_key");
+  });
+
+  it("answers 404 model_not_found for an adapter that does not exist", async () => {
+    const error = await client.chat.completions
+      .create({ model: `${BASE}:acme/missing`, messages: [{ role: "user", content: "hi" }] })
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(OpenAI.NotFoundError);
+    expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe("model_not_found");
+  });
+});
