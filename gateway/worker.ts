@@ -30,6 +30,8 @@ export interface WorkerEnv {
    * for local development and tests against a Postgres that is not Neon. Unset on Neon.
    */
   NEON_WS_PROXY?: string;
+  /** Signs the dashboard's session cookies; the same on every isolate, or a session ends where it moves. */
+  LUMINET_SESSION_SECRET?: string;
 }
 
 /** The part of the Workers ExecutionContext the gateway uses. */
@@ -112,7 +114,13 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
         let deps: GatewayDeps;
         if (shared) deps = { ...shared, db, bus };
         else {
-          deps = gatewayDeps({ db, bus, bases: await loadCatalog(db, bundled), log: consoleLog });
+          deps = gatewayDeps({
+            db,
+            bus,
+            bases: await loadCatalog(db, bundled),
+            log: consoleLog,
+            ...(env.LUMINET_SESSION_SECRET ? { sessionSecret: env.LUMINET_SESSION_SECRET } : {}),
+          });
           shared = deps;
         }
         return releaseAfterBody(await createApp(deps).fetch(request), release, ctx);
