@@ -5,6 +5,7 @@
 // If the chosen worker has not claimed the request within the claim timeout, a copy goes to the base's
 // shared queue; the inbox serves whichever copy is claimed first and refuses the other, so never both run.
 import type { Bus, ReplyInbox } from "../bus/bus.ts";
+import { WorkerLostError } from "../bus/reply-inbox.ts";
 import type { AdapterRef, Final, InferenceRequest, TokenChunk } from "../schema/wire.ts";
 import { ANY_WORKER, WIRE_VERSION } from "../schema/wire.ts";
 import type { Admitted } from "./admission.ts";
@@ -122,6 +123,7 @@ export class Generation {
    */
   async *chunks(): AsyncGenerator<TokenChunk, Final, void> {
     let seq = 0;
+    let delivered = 0;
     try {
       for await (const reply of this.inbox) {
         if (reply.seq !== seq) {
@@ -134,6 +136,7 @@ export class Generation {
         }
         if (reply.type === "chunk") {
           seq++;
+          delivered += reply.token_ids.length;
           yield reply;
           continue;
         }
@@ -144,6 +147,9 @@ export class Generation {
         }
         return reply;
       }
+    } catch (error) {
+      if (error instanceof WorkerLostError) await this.#billLostStream(delivered);
+      throw error;
     } finally {
       if (!this.#finished) this.cancel();
     }
@@ -158,6 +164,28 @@ export class Generation {
     clearTimeout(this.#timer);
     this.inbox.close();
     this.bus.publishCancel(this.request.base, { v: WIRE_VERSION, request_id: this.request.id });
+  }
+
+  /**
+   * A worker that died after its tokens went out never sends its usage event, and the request is not run
+   * again; only the gateway knows what reached the client, so it bills that. The request id keys the
+   * event, so should the worker's own event exist after all, the two count once.
+   */
+  async #billLostStream(outputTokens: number): Promise<void> {
+    const { request } = this;
+    await this.bus.publishUsage({
+      v: WIRE_VERSION,
+      request_id: request.id,
+      org: request.org,
+      api_key_id: request.api_key_id,
+      base: request.base,
+      adapter: request.adapter?.name ?? null,
+      input_tokens: request.prompt_token_ids.length,
+      output_tokens: outputTokens,
+      finish_reason: "error",
+      started_ms: request.created_at,
+      finished_ms: Math.max(Date.now(), request.created_at),
+    });
   }
 
   #finish(): void {
