@@ -1,7 +1,6 @@
 // `luminet keys ...`: API keys of an org, in DATABASE_URL. A created key is printed once, alone on stdout
 // (so `KEY=$(luminet keys create --org acme)` works); it cannot be shown again.
 import { type Command, InvalidArgumentError } from "commander";
-import { logger } from "../../core/logger.ts";
 import { type Db, defaultDatabaseUrl, openDb } from "../../db/open.ts";
 import {
   createApiKey,
@@ -63,15 +62,10 @@ export function registerKeys(program: Command): void {
           requestsPerMinute: limitOf(flags.rpm) ?? null,
           tokensPerMinute: limitOf(flags.tpm) ?? null,
         });
-        logger.info(
-          {
-            org: record.orgId,
-            prefix: record.prefix,
-            scopes: record.scopes,
-            rpm: record.requestsPerMinute,
-            tpm: record.tokensPerMinute,
-          },
-          "API key created",
+        // The key alone goes to stdout, so `KEY=$(luminet keys create …)` captures exactly it.
+        process.stderr.write(
+          `created key ${record.prefix}… for org ${record.orgId} (scopes: ${record.scopes.join(", ") || "none"}; ` +
+            `rpm: ${record.requestsPerMinute ?? "none"}; tpm: ${record.tokensPerMinute ?? "none"}); it is shown only once\n`,
         );
         process.stdout.write(`${key}\n`);
       }),
