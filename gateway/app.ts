@@ -23,9 +23,15 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
     const requestId = deps.newRequestId();
     c.set("requestId", requestId);
     const started = performance.now();
+    c.set("startedAt", started);
     await next();
     c.res.headers.set("x-request-id", requestId);
-    deps.metrics?.observe(c.req.routePath, c.res.status, (performance.now() - started) / 1000);
+    deps.metrics?.observe(
+      c.req.routePath,
+      c.res.status,
+      (performance.now() - started) / 1000,
+      c.get("base") ?? "",
+    );
   });
 
   app.get("/healthz", (c) => c.json({ ok: true }));

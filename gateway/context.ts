@@ -6,5 +6,9 @@ export type GatewayEnv = {
     /** Ours, never the client's: it becomes the bus message id and the billing row's key. */
     requestId: string;
     principal: Principal;
+    /** When the request arrived (performance.now()), for the added-latency histogram. */
+    startedAt: number;
+    /** The base model a generation runs on, once resolved; labels the request metrics. */
+    base: string;
   };
 };

@@ -9,7 +9,7 @@ import { AuthCache } from "./auth.ts";
 import type { BaseCatalog } from "./bases.ts";
 import { CallerLimitsCache } from "./caller-limits.ts";
 import { type IdempotencyStore, MemoryIdempotencyStore } from "./idempotency.ts";
-import type { RoutingOptions } from "./routing.ts";
+import type { RouteOutcome, RoutingOptions } from "./routing.ts";
 
 /** The part of a pino logger the gateway uses; callers log key prefixes, never keys. */
 export interface GatewayLog {
@@ -20,7 +20,15 @@ export interface GatewayLog {
 
 /** Per-request measurements; the Node entry feeds them to prom-client. */
 export interface GatewayMetrics {
-  observe(route: string, status: number, seconds: number): void;
+  /** A response's status and time; `base` is "" for routes that run no generation. */
+  observe(route: string, status: number, seconds: number, base: string): void;
+  /** The gateway's own time before the request was queued for a worker (auth, limits, tokenizing, routing). */
+  added(base: string, seconds: number): void;
+  routed(base: string, outcome: RouteOutcome): void;
+  /** A generation started (+1) or ended (-1). */
+  inFlight(base: string, stream: boolean, delta: 1 | -1): void;
+  /** The scale signal's answer for a base (GET /v1/fleet/scale). */
+  desiredWorkers(base: string, workers: number): void;
 }
 
 export interface GatewayDeps {

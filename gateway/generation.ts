@@ -10,8 +10,9 @@ import type { AdapterRef, Final, InferenceRequest, TokenChunk } from "../schema/
 import { ANY_WORKER, WIRE_VERSION } from "../schema/wire.ts";
 import type { Admitted } from "./admission.ts";
 import type { Principal } from "./auth.ts";
+import type { GatewayMetrics } from "./deps.ts";
 import { ApiError, fromWireError, noWorker, upstreamTimeout } from "./errors.ts";
-import { chooseWorker, type RoutingOptions, routingDefaults } from "./routing.ts";
+import { type RoutingOptions, routeRequest, routingDefaults } from "./routing.ts";
 
 export interface GenerationOptions {
   bus: Bus;
@@ -21,6 +22,8 @@ export interface GenerationOptions {
   /** Retry-After of the 503 sent when no worker serves the base. */
   retryAfterSeconds: number;
   now: () => number;
+  /** Routing outcomes and generations in flight. */
+  metrics?: GatewayMetrics | null;
 }
 
 export interface GenerationTarget {
@@ -39,8 +42,9 @@ export class GenerationCancelled extends Error {
 export async function startGeneration(options: GenerationOptions, target: GenerationTarget) {
   const { bus } = options;
   const heartbeats = await bus.liveHeartbeats(target.base);
-  const workerId = chooseWorker(heartbeats, target.adapter?.name ?? null, target.requestId, options.routing);
-  if (workerId === null) throw noWorker(target.base, options.retryAfterSeconds);
+  const decision = routeRequest(heartbeats, target.adapter?.name ?? null, target.requestId, options.routing);
+  if (decision === null) throw noWorker(target.base, options.retryAfterSeconds);
+  const { workerId } = decision;
   const inbox = await bus.openReplyInbox();
   const now = options.now();
   const request: InferenceRequest = {
@@ -62,7 +66,15 @@ export async function startGeneration(options: GenerationOptions, target: Genera
     inbox.close();
     throw error;
   }
-  const generation = new Generation(bus, request, workerId, inbox, options.timeoutMs);
+  const { metrics } = options;
+  metrics?.routed(target.base, decision.outcome);
+  const stream = target.admitted.stream;
+  metrics?.inFlight(target.base, stream, 1);
+  let ended = false;
+  const generation = new Generation(bus, request, workerId, inbox, options.timeoutMs, () => {
+    if (!ended) metrics?.inFlight(target.base, stream, -1);
+    ended = true;
+  });
   if (workerId !== ANY_WORKER) {
     void generation.copyToAnyUnlessClaimed(options.routing?.claimTimeoutMs ?? routingDefaults.claimTimeoutMs);
   }
@@ -82,6 +94,8 @@ export class Generation {
     readonly workerId: string,
     private readonly inbox: ReplyInbox,
     private readonly timeoutMs: number,
+    /** Called once, when the run ends: finished or cancelled. */
+    private readonly onEnd: () => void = () => {},
   ) {
     this.#timer = setTimeout(() => {
       this.#timedOut = true;
@@ -162,6 +176,7 @@ export class Generation {
     if (this.#finished || this.#cancelled) return;
     this.#cancelled = true;
     clearTimeout(this.#timer);
+    this.onEnd();
     this.inbox.close();
     this.bus.publishCancel(this.request.base, { v: WIRE_VERSION, request_id: this.request.id });
   }
@@ -191,6 +206,7 @@ export class Generation {
   #finish(): void {
     this.#finished = true;
     clearTimeout(this.#timer);
+    this.onEnd();
     this.inbox.close();
   }
 }

@@ -1,7 +1,8 @@
 // The gateway's Prometheus series (Node only: prom-client), on the default registry so `GET /metrics` in
-// one process (`luminet dev`) also shows the worker's series.
+// one process (`luminet dev`) also shows the worker's series: responses by route, status and base, the
+// gateway's added latency, routing outcomes, generations in flight and the desired worker count per base.
 import type { Hono } from "hono";
-import { Counter, Histogram, register } from "prom-client";
+import { Counter, Gauge, Histogram, register } from "prom-client";
 import type { GatewayEnv } from "./context.ts";
 import type { GatewayMetrics } from "./deps.ts";
 
@@ -12,8 +13,8 @@ export function prometheusMetrics(): GatewayMetrics {
   if (metrics) return metrics;
   const requests = new Counter({
     name: "luminet_gateway_requests_total",
-    help: "HTTP requests answered by the gateway, by route and status",
-    labelNames: ["route", "status"],
+    help: 'HTTP requests answered by the gateway, by route, status and base model ("" when none)',
+    labelNames: ["route", "status", "base"],
   });
   const seconds = new Histogram({
     name: "luminet_gateway_request_seconds",
@@ -21,10 +22,43 @@ export function prometheusMetrics(): GatewayMetrics {
     labelNames: ["route"],
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
   });
+  const added = new Histogram({
+    name: "luminet_gateway_added_seconds",
+    help: "The gateway's own time from a request's arrival until it is queued for a worker, by base",
+    labelNames: ["base"],
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+  });
+  const routes = new Counter({
+    name: "luminet_route_total",
+    help: "Routing decisions: adapter resident in a slot, in RAM, on disk, cold, or the shared queue (fallback)",
+    labelNames: ["base", "outcome"],
+  });
+  const inFlight = new Gauge({
+    name: "luminet_gateway_inflight",
+    help: "Generations running or queued, by base and whether the client streams",
+    labelNames: ["base", "stream"],
+  });
+  const desired = new Gauge({
+    name: "luminet_desired_workers",
+    help: "Workers each base needs for its queue and running load, as of the last GET /v1/fleet/scale",
+    labelNames: ["base"],
+  });
   metrics = {
-    observe(route, status, s) {
-      requests.inc({ route, status: String(status) });
+    observe(route, status, s, base) {
+      requests.inc({ route, status: String(status), base });
       seconds.observe({ route }, s);
+    },
+    added(base, s) {
+      added.observe({ base }, s);
+    },
+    routed(base, outcome) {
+      routes.inc({ base, outcome });
+    },
+    inFlight(base, stream, delta) {
+      inFlight.inc({ base, stream: String(stream) }, delta);
+    },
+    desiredWorkers(base, workers) {
+      desired.set({ base }, workers);
     },
   };
   return metrics;

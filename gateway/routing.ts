@@ -25,6 +25,11 @@ export interface RoutingOptions {
    * pulls only with room to run, so this is time spent queued behind a full batch or a stalled process.
    */
   claimTimeoutMs?: number;
+  /**
+   * Ignore residency: every request goes to the least-loaded worker. The benchmark's baseline (what a
+   * residency-blind load balancer does); never the default.
+   */
+  residencyBlind?: boolean;
 }
 
 export const routingDefaults: Required<RoutingOptions> = {
@@ -34,6 +39,7 @@ export const routingDefaults: Required<RoutingOptions> = {
   coldSlack: 2,
   sharedQueueDepth: 16,
   claimTimeoutMs: 2_000,
+  residencyBlind: false,
 };
 
 export type Tier = "slot" | "ram" | "disk";
@@ -80,6 +86,21 @@ export function rendezvous(key: string, workers: readonly WorkerHeartbeat[]): Wo
 }
 
 /**
+ * How a request was placed, for `luminet_route_total`: on a worker holding the adapter in a slot
+ * ("resident"; base-only requests count here too), in RAM, on disk, on a worker that must load it
+ * ("cold"), or on the base's shared queue ("fallback").
+ */
+export type RouteOutcome = "resident" | "ram" | "disk" | "cold" | "fallback";
+
+export interface RouteDecision {
+  /** The worker id to publish to, or ANY_WORKER for the shared queue. */
+  workerId: string;
+  outcome: RouteOutcome;
+}
+
+const tierOutcome: Record<Tier, RouteOutcome> = { slot: "resident", ram: "ram", disk: "disk" };
+
+/**
  * The worker id to publish to, ANY_WORKER for the shared queue, or null when no worker serves the base.
  * `adapter` is the exact adapter name (null for the base model alone); `key` spreads base-only requests.
  */
@@ -89,19 +110,36 @@ export function chooseWorker(
   key: string,
   options: RoutingOptions = {},
 ): string | null {
+  return routeRequest(heartbeats, adapter, key, options)?.workerId ?? null;
+}
+
+/** chooseWorker with the reason for its choice; null when no worker serves the base. */
+export function routeRequest(
+  heartbeats: readonly WorkerHeartbeat[],
+  adapter: string | null,
+  key: string,
+  options: RoutingOptions = {},
+): RouteDecision | null {
   if (heartbeats.length === 0) return null;
   const o = { ...routingDefaults, ...options };
   const loadOf = (w: WorkerHeartbeat) => load(w, o.runningWeight);
   const minLoad = Math.min(...heartbeats.map(loadOf));
   const leastLoaded = heartbeats.filter((w) => loadOf(w) <= minLoad + o.coldSlack);
   const minQueue = Math.min(...heartbeats.map((w) => w.queue_depth));
-  if (minQueue >= o.sharedQueueDepth) return ANY_WORKER;
+  if (minQueue >= o.sharedQueueDepth) return { workerId: ANY_WORKER, outcome: "fallback" };
+  const placed = (worker: WorkerHeartbeat): RouteDecision => {
+    const tier = adapter === null ? "slot" : residency(worker, adapter);
+    return { workerId: worker.worker_id, outcome: tier ? tierOutcome[tier] : "cold" };
+  };
 
-  if (adapter === null)
-    return rendezvous(
-      key,
-      heartbeats.filter((w) => loadOf(w) === minLoad),
-    )!.worker_id;
+  if (adapter === null || o.residencyBlind) {
+    return placed(
+      rendezvous(
+        key,
+        heartbeats.filter((w) => loadOf(w) === minLoad),
+      )!,
+    );
+  }
 
   const resident = heartbeats.flatMap((w) => {
     const tier = residency(w, adapter);
@@ -116,9 +154,9 @@ export function chooseWorker(
     undefined,
   );
   if (bestResident && (bestResident.score >= coldScore || resident.length >= o.maxReplicas)) {
-    return bestResident.worker.worker_id;
+    return placed(bestResident.worker);
   }
   // Cold: prefer workers with a free slot, so loading this adapter evicts nothing.
   const roomy = leastLoaded.filter((w) => w.free_slots > 0);
-  return rendezvous(adapter, roomy.length > 0 ? roomy : leastLoaded)!.worker_id;
+  return placed(rendezvous(adapter, roomy.length > 0 ? roomy : leastLoaded)!);
 }

@@ -19,6 +19,7 @@ export async function begin(
 ): Promise<Generation> {
   const caller = c.get("principal");
   const requestId = c.get("requestId");
+  c.set("base", resolved.base.name);
   // The most tokens the request can use: what rate limits count and the quota reserves.
   const tokens = admitted.promptTokenIds.length + admitted.sampling.max_tokens;
   const admission = await admitWithinLimits(deps, caller, requestId, tokens);
@@ -33,6 +34,7 @@ export async function begin(
         timeoutMs: deps.limits.requestTimeoutMs,
         retryAfterSeconds: deps.limits.retryAfterSeconds,
         now: deps.now,
+        metrics: deps.metrics,
       },
       {
         requestId,
@@ -54,6 +56,7 @@ export async function begin(
       );
     throw error;
   }
+  deps.metrics?.added(resolved.base.name, (performance.now() - c.get("startedAt")) / 1000);
   const signal = c.req.raw.signal;
   if (signal.aborted) generation.cancel();
   else signal.addEventListener("abort", () => generation.cancel(), { once: true });

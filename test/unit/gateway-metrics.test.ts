@@ -1,0 +1,154 @@
+// The gateway's operator series through app.request on the in-process bus with a scripted worker: requests
+// by status and base, the added latency, the routing outcome of each request (from the heartbeats the
+// gateway routed on), generations in flight; and the Prometheus text the Node entry serves at /metrics.
+import type { Hono } from "hono";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { GatewayEnv } from "../../gateway/context.ts";
+import type { GatewayMetrics } from "../../gateway/deps.ts";
+import { mountMetricsRoute, prometheusMetrics } from "../../gateway/prometheus.ts";
+import { type RouteOutcome, routeRequest } from "../../gateway/routing.ts";
+import { ANY_WORKER, type WorkerHeartbeat } from "../../schema/wire.ts";
+import { FakeWorker } from "../support/fake-worker.ts";
+import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+
+class RecordingMetrics implements GatewayMetrics {
+  readonly responses: { route: string; status: number; base: string }[] = [];
+  readonly addedSeconds: number[] = [];
+  readonly routes: RouteOutcome[] = [];
+  readonly inFlightDeltas: { stream: boolean; delta: number }[] = [];
+  observe(route: string, status: number, _seconds: number, base: string) {
+    this.responses.push({ route, status, base });
+  }
+  added(_base: string, seconds: number) {
+    this.addedSeconds.push(seconds);
+  }
+  routed(_base: string, outcome: RouteOutcome) {
+    this.routes.push(outcome);
+  }
+  inFlight(_base: string, stream: boolean, delta: 1 | -1) {
+    this.inFlightDeltas.push({ stream, delta });
+  }
+  desiredWorkers() {}
+}
+
+let h: GatewayHarness;
+let worker: FakeWorker;
+const metrics = new RecordingMetrics();
+let app: ReturnType<GatewayHarness["appWith"]>;
+
+beforeAll(async () => {
+  h = await createGatewayHarness();
+  worker = await FakeWorker.start(h.workerBus, {
+    base: BASE,
+    heartbeat: { adapters: { slot: ["acme/hot"], ram: ["acme/warm"], disk: ["acme/cool"] } },
+  });
+  for (const name of ["hot", "warm", "cool", "cold"]) await h.addAdapter({ name });
+  app = h.appWith({ metrics });
+});
+afterAll(async () => {
+  await worker.stop();
+  await h.close();
+});
+
+const chat = (model: string, stream = false) =>
+  app.request("/v1/chat/completions", {
+    method: "POST",
+    headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
+    body: JSON.stringify({ model, stream, messages: [{ role: "user", content: "Hi" }] }),
+  });
+
+describe("gateway metrics", () => {
+  it("counts each routing outcome from the worker's residency: slot, RAM, disk, cold", async () => {
+    metrics.routes.length = 0;
+    for (const name of ["hot", "warm", "cool", "cold"]) {
+      expect((await chat(`${BASE}:acme/${name}`)).status).toBe(200);
+    }
+    await chat(BASE);
+    expect(metrics.routes).toEqual(["resident", "ram", "disk", "cold", "resident"]);
+  });
+
+  it("labels responses with status and base, and base-less routes with none", async () => {
+    metrics.responses.length = 0;
+    await chat(BASE);
+    await chat("no-such-base");
+    await app.request("/healthz");
+    expect(metrics.responses).toEqual([
+      { route: "/v1/chat/completions", status: 200, base: BASE },
+      { route: "/v1/chat/completions", status: 404, base: "" },
+      { route: "/healthz", status: 200, base: "" },
+    ]);
+  });
+
+  it("records the added latency once per queued request, and nothing for a refused one", async () => {
+    metrics.addedSeconds.length = 0;
+    await chat(BASE);
+    await chat("no-such-base");
+    expect(metrics.addedSeconds).toHaveLength(1);
+    expect(metrics.addedSeconds[0]).toBeGreaterThan(0);
+  });
+
+  it("holds a generation in flight until its stream ends", async () => {
+    metrics.inFlightDeltas.length = 0;
+    const res = await chat(BASE, true);
+    expect(metrics.inFlightDeltas).toContainEqual({ stream: true, delta: 1 });
+    await res.text();
+    expect(metrics.inFlightDeltas).toEqual([
+      { stream: true, delta: 1 },
+      { stream: true, delta: -1 },
+    ]);
+  });
+
+  it("serves every series in Prometheus text at /metrics", async () => {
+    const served = h.appWith({ metrics: prometheusMetrics() }) as Hono<GatewayEnv>;
+    mountMetricsRoute(served);
+    const res = await served.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        model: `${BASE}:acme/cold`,
+        stream: true,
+        messages: [{ role: "user", content: "Hi" }],
+      }),
+    });
+    await res.text();
+    const text = await (await served.request("/metrics")).text();
+    expect(text).toContain(
+      `luminet_gateway_requests_total{route="/v1/chat/completions",status="200",base="${BASE}"} 1`,
+    );
+    expect(text).toContain(`luminet_route_total{base="${BASE}",outcome="cold"} 1`);
+    expect(text).toContain(`luminet_gateway_added_seconds_count{base="${BASE}"} 1`);
+    expect(text).toContain(`luminet_gateway_inflight{base="${BASE}",stream="true"} 0`);
+  });
+});
+
+describe("routeRequest", () => {
+  const beat = (id: string, fields: Partial<WorkerHeartbeat> = {}): WorkerHeartbeat => ({
+    v: 1,
+    worker_id: id,
+    base: "b",
+    version: "t",
+    adapters: { slot: [], ram: [], disk: [] },
+    pins: [],
+    free_slots: 4,
+    queue_depth: 0,
+    running: 0,
+    tokens_per_s: 0,
+    at: 0,
+    ...fields,
+  });
+
+  it("names the shared queue a fallback when every worker has a backlog", () => {
+    const busy = [beat("w1", { queue_depth: 20 }), beat("w2", { queue_depth: 17 })];
+    expect(routeRequest(busy, "a", "r")).toEqual({ workerId: ANY_WORKER, outcome: "fallback" });
+  });
+
+  it("residency-blind routing sends a resident adapter to the least-loaded worker, and says it is cold", () => {
+    const holder = beat("holder", { adapters: { slot: ["a"], ram: [], disk: [] }, queue_depth: 1 });
+    const idle = beat("idle");
+    expect(routeRequest([holder, idle], "a", "r")).toEqual({ workerId: "holder", outcome: "resident" });
+    expect(routeRequest([holder, idle], "a", "r", { residencyBlind: true })).toEqual({
+      workerId: "idle",
+      outcome: "cold",
+    });
+  });
+});
