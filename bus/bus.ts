@@ -98,6 +98,11 @@ export interface Bus {
    */
   publishRequest(request: InferenceRequest, workerId: string): Promise<Published>;
   pullRequests(options: PullRequestsOptions): Promise<RequestPuller>;
+  /**
+   * Requests of a base stored and not yet acked, on any of its queues: waiting (pending) plus pulled and
+   * running (ack pending), since a worker acks only once a request finished. The autoscaler's queue lag.
+   */
+  requestBacklog(base: string): Promise<number>;
 
   openReplyInbox(): Promise<ReplyInbox>;
   /**

@@ -44,6 +44,8 @@ export class InProcessWorkQueue {
   #ready: StoredMessage[] = [];
   #waiters: Waiter[] = [];
   #seen = new Map<string, number>();
+  /** Every message not yet acked, termed or given up: queued, held by a consumer or waiting out a nak. */
+  #stored = new Set<StoredMessage>();
 
   constructor(private readonly options: WorkQueueOptions) {}
 
@@ -57,8 +59,17 @@ export class InProcessWorkQueue {
     }
     if (this.#seen.has(id)) return { duplicate: true };
     this.#seen.set(id, now + this.options.dedupeWindowMs);
-    this.#offer({ subject, data, deliveries: 0, holder: undefined, timer: undefined }, "back");
+    const message: StoredMessage = { subject, data, deliveries: 0, holder: undefined, timer: undefined };
+    this.#stored.add(message);
+    this.#offer(message, "back");
     return { duplicate: false };
+  }
+
+  /** Messages not yet acked whose subject passes `matches`. */
+  backlog(matches: (subject: string) => boolean): number {
+    let count = 0;
+    for (const message of this.#stored) if (matches(message.subject)) count++;
+    return count;
   }
 
   consumer(accepts: (subject: string) => boolean): QueueConsumer {
@@ -132,10 +143,14 @@ export class InProcessWorkQueue {
       data: message.data,
       deliveryCount: delivery,
       ack: () => {
-        if (current()) release(undefined);
+        if (!current()) return;
+        release(undefined);
+        this.#stored.delete(message);
       },
       term: () => {
-        if (current()) release(undefined);
+        if (!current()) return;
+        release(undefined);
+        this.#stored.delete(message);
       },
       working: () => {
         if (current()) armAckWait();
@@ -148,7 +163,10 @@ export class InProcessWorkQueue {
 
   #redeliver(message: StoredMessage): void {
     message.timer = undefined;
-    if (message.deliveries >= this.options.maxDeliver) return;
+    if (message.deliveries >= this.options.maxDeliver) {
+      this.#stored.delete(message);
+      return;
+    }
     this.#offer(message, "front");
   }
 }

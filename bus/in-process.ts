@@ -11,6 +11,7 @@ import {
   controlSubject,
   decode,
   encode,
+  encodeToken,
   encodeWorkerId,
   heartbeatKey,
   InferenceRequest,
@@ -119,6 +120,11 @@ class InProcessBus implements Bus {
   }
 
   /** The next delivery that decodes; one that does not can never succeed, so it is termed and reported. */
+  async requestBacklog(base: string): Promise<number> {
+    const prefix = `infer.${encodeToken(base)}.`;
+    return this.broker.requests.backlog((subject) => subject.startsWith(prefix));
+  }
+
   async #nextDecoded<T>(consumer: QueueConsumer, schema: z.ZodType<T>): Promise<Delivery<T> | null> {
     for (;;) {
       const delivery = await consumer.next();

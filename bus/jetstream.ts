@@ -255,6 +255,15 @@ class JetStreamBus implements Bus {
     return { duplicate: ack.duplicate };
   }
 
+  async requestBacklog(base: string): Promise<number> {
+    // A work-queue stream keeps a message until it is acked, so its count per subject is pending plus
+    // ack pending, including a gone worker's queue that no consumer reads any more.
+    const info = await this.jsm.streams.info(this.#names.requests, {
+      subjects_filter: `${this.#prefix}infer.${encodeToken(base)}.>`,
+    });
+    return Object.values(info.state.subjects ?? {}).reduce((sum, n) => sum + n, 0);
+  }
+
   async pullRequests({ base, workerId, shared = true }: PullRequestsOptions): Promise<RequestPuller> {
     const settings = {
       ack_wait: ms(this.#options.ackWaitMs),

@@ -186,6 +186,32 @@ export function busContract(name: string, makeSystem: MakeBusSystem): void {
       await third?.ack();
     });
 
+    it("counts a base's requests queued or pulled and not yet acked as its backlog", async () => {
+      const sys = system();
+      const gateway = await sys.connect();
+      const other = `${BASE}-other`;
+      expect(await gateway.requestBacklog(BASE)).toBe(0);
+      for (const id of ["q1", "q2", "q3"]) {
+        await gateway.publishRequest(sampleRequest({ id, base: BASE }), ANY_WORKER);
+      }
+      await gateway.publishRequest(sampleRequest({ id: "own", base: BASE }), "w1");
+      await gateway.publishRequest(sampleRequest({ id: "elsewhere", base: other }), ANY_WORKER);
+      expect(await gateway.requestBacklog(BASE)).toBe(4);
+      expect(await gateway.requestBacklog(other)).toBe(1);
+
+      const puller = await (await sys.connect()).pullRequests({ base: BASE, workerId: "w1" });
+      const running = await puller.next();
+      expect(await gateway.requestBacklog(BASE)).toBe(4);
+      await running?.ack();
+      expect(
+        await eventually(
+          () => gateway.requestBacklog(BASE),
+          (n) => n === 3,
+        ),
+      ).toBe(3);
+      await puller.close();
+    });
+
     it("does not let a slow worker block the others", async () => {
       const sys = system();
       const gateway = await sys.connect();
