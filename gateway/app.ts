@@ -3,7 +3,7 @@
 // `x-request-id`; every error, whatever threw it, leaves through onError as OpenAI's error body.
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { bearerAuth } from "./auth.ts";
+import { bearerAuth, requireScope } from "./auth.ts";
 import type { GatewayEnv } from "./context.ts";
 import { dashboardRoutes } from "./dashboard/routes.tsx";
 import type { GatewayDeps } from "./deps.ts";
@@ -13,6 +13,7 @@ import { idempotency } from "./idempotency.ts";
 import { adapterRoutes } from "./routes/adapters.ts";
 import { chatCompletions } from "./routes/chat-completions.ts";
 import { completions } from "./routes/completions.ts";
+import { fleetScaleRoute } from "./routes/fleet-scale.ts";
 import { listModelsRoute, retrieveModelRoute } from "./routes/models.ts";
 import { usageRoute } from "./routes/usage.ts";
 
@@ -54,6 +55,7 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.post("/v1/chat/completions", chatCompletions(deps));
   app.post("/v1/completions", completions(deps));
   app.get("/v1/usage", usageRoute(deps));
+  app.get("/v1/fleet/scale", requireScope("admin"), fleetScaleRoute(deps));
 
   app.notFound((c) => errorResponse(routeNotFound(c.req.method, c.req.path)));
   app.onError((error, c) => {

@@ -8,6 +8,7 @@ import type { AdapterStorage } from "./adapter-storage.ts";
 import { AuthCache } from "./auth.ts";
 import type { BaseCatalog } from "./bases.ts";
 import { CallerLimitsCache } from "./caller-limits.ts";
+import type { ScaleOptions } from "./fleet-scale.ts";
 import { type IdempotencyStore, MemoryIdempotencyStore } from "./idempotency.ts";
 import type { RouteOutcome, RoutingOptions } from "./routing.ts";
 
@@ -44,6 +45,8 @@ export interface GatewayDeps {
   /** Stored responses of non-streaming requests sent with an Idempotency-Key. */
   idempotency: IdempotencyStore;
   routing: RoutingOptions;
+  /** Capacity assumptions of the autoscaling signal (GET /v1/fleet/scale). */
+  scale: ScaleOptions;
   log: GatewayLog;
   metrics: GatewayMetrics | null;
   now: () => number;
@@ -78,6 +81,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
     adapterStorage: null,
     idempotency: new MemoryIdempotencyStore(now),
     routing: {},
+    scale: {},
     log: silent,
     metrics: null,
     newRequestId: () => crypto.randomUUID().replaceAll("-", ""),

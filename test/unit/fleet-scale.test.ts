@@ -1,0 +1,123 @@
+// The autoscaling signal: desired workers from the backlog (sequences) and the token rate (throughput),
+// scaling from zero, the bounds; and GET /v1/fleet/scale through app.request on the in-process bus, with
+// its admin scope and the luminet_desired_workers gauge.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { GatewayMetrics } from "../../gateway/deps.ts";
+import { type ScaleSignal, scaleSignal } from "../../gateway/fleet-scale.ts";
+import { ANY_WORKER, type WorkerHeartbeat } from "../../schema/wire.ts";
+import { sampleRequest } from "../contract/wire-samples.ts";
+import { FakeWorker } from "../support/fake-worker.ts";
+import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+
+const beat = (id: string, fields: Partial<WorkerHeartbeat> = {}): WorkerHeartbeat => ({
+  v: 1,
+  worker_id: id,
+  base: "b",
+  version: "t",
+  adapters: { slot: [], ram: [], disk: [] },
+  pins: [],
+  free_slots: 4,
+  queue_depth: 0,
+  running: 0,
+  tokens_per_s: 0,
+  at: 0,
+  ...fields,
+});
+
+describe("scaleSignal", () => {
+  const options = { sequencesPerWorker: 10, targetUtilization: 1 };
+
+  it("wants no worker for a base with nothing queued and none running", () => {
+    expect(scaleSignal("b", 0, [], options).desired_workers).toBe(0);
+  });
+
+  it("scales from zero: a backlog with no worker wants one", () => {
+    const signal = scaleSignal("b", 3, [], options);
+    expect(signal).toMatchObject({ workers: 0, desired_workers: 1, backlog: 3 });
+  });
+
+  it("wants enough workers for the backlog's sequences at the target utilization", () => {
+    expect(scaleSignal("b", 25, [beat("w1")], options).desired_workers).toBe(3);
+    expect(scaleSignal("b", 25, [beat("w1")], { ...options, targetUtilization: 0.5 }).desired_workers).toBe(
+      5,
+    );
+  });
+
+  it("counts running sequences the bus does not show yet", () => {
+    const busy = [beat("w1", { running: 10 }), beat("w2", { running: 9 })];
+    expect(scaleSignal("b", 0, busy, options).desired_workers).toBe(2);
+  });
+
+  it("wants more workers when the token rate nears the workers' throughput", () => {
+    const hot = [beat("w1", { tokens_per_s: 100 }), beat("w2", { tokens_per_s: 100 })];
+    const signal = scaleSignal("b", 2, hot, {
+      ...options,
+      tokensPerSecondPerWorker: 120,
+      targetUtilization: 0.8,
+    });
+    expect(signal.capacity.tokens_per_s_per_worker).toBe(96);
+    expect(signal.desired_workers).toBe(3);
+    // Unconfigured, a worker's throughput is the best rate a live worker reported.
+    expect(scaleSignal("b", 2, hot, { ...options, targetUtilization: 0.5 }).desired_workers).toBe(4);
+  });
+
+  it("stays within the minimum and maximum", () => {
+    expect(scaleSignal("b", 0, [], { ...options, minWorkers: 2 }).desired_workers).toBe(2);
+    expect(scaleSignal("b", 1_000, [], { ...options, maxWorkers: 8 }).desired_workers).toBe(8);
+  });
+});
+
+describe("GET /v1/fleet/scale", () => {
+  let h: GatewayHarness;
+  const desired: Record<string, number> = {};
+  const metrics: GatewayMetrics = {
+    observe() {},
+    added() {},
+    routed() {},
+    inFlight() {},
+    desiredWorkers(base, workers) {
+      desired[base] = workers;
+    },
+  };
+  let app: ReturnType<GatewayHarness["appWith"]>;
+
+  beforeAll(async () => {
+    h = await createGatewayHarness();
+    app = h.appWith({ metrics, scale: { sequencesPerWorker: 4, targetUtilization: 1 } });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  const get = (key: string, query = "") =>
+    app.request(`/v1/fleet/scale${query}`, { headers: { authorization: `Bearer ${key}` } });
+
+  it("refuses a key without the admin scope", async () => {
+    expect((await get(h.keys.acme)).status).toBe(403);
+  });
+
+  it("answers 404 for a base the gateway does not serve", async () => {
+    expect((await get(h.keys.acmeAdmin, "?base=nope")).status).toBe(404);
+  });
+
+  it("asks for workers for a queue nobody serves, then for the backlog a worker has pulled", async () => {
+    for (let i = 0; i < 6; i++) {
+      await h.bus.publishRequest(sampleRequest({ id: `queued-${i}`, base: BASE }), ANY_WORKER);
+    }
+    const res = await get(h.keys.acmeAdmin);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { object: string; data: ScaleSignal[] };
+    expect(body.data).toEqual([
+      expect.objectContaining({ base: BASE, workers: 0, backlog: 6, desired_workers: 2 }),
+    ]);
+    expect(desired[BASE]).toBe(2);
+
+    // A worker that stalls before claiming holds its requests pulled and unacked: still backlog.
+    const worker = await FakeWorker.start(h.workerBus, { base: BASE, stallClaims: true });
+    await worker.pulled(6);
+    const after = (await (await get(h.keys.acmeAdmin, `?base=${BASE}`)).json()) as { data: ScaleSignal[] };
+    expect(after.data[0]).toMatchObject({ workers: 1, backlog: 6, desired_workers: 2 });
+    worker.releaseClaims();
+    await worker.stop();
+  });
+});
