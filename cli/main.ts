@@ -1,6 +1,7 @@
 // The `luminet` command line. Each command lives in cli/commands/<name>.ts and registers itself here.
 import { Command } from "commander";
 import { registerAdapters } from "./commands/adapters.ts";
+import { registerBases } from "./commands/bases.ts";
 import { registerBench } from "./commands/bench.ts";
 import { registerDev } from "./commands/dev.ts";
 import { registerGateway } from "./commands/gateway.ts";
@@ -29,6 +30,7 @@ for (const register of [
   registerAdapters,
   registerKeys,
   registerQuota,
+  registerBases,
   registerUsage,
   registerBench,
 ]) {

@@ -1,7 +1,6 @@
 // `luminet keys ...`: API keys of an org, in DATABASE_URL. A created key is printed once, alone on stdout
 // (so `KEY=$(luminet keys create --org acme)` works); it cannot be shown again.
 import { type Command, InvalidArgumentError } from "commander";
-import { type Db, defaultDatabaseUrl, openDb } from "../../db/open.ts";
 import {
   createApiKey,
   ensureOrg,
@@ -9,20 +8,7 @@ import {
   revokeApiKey,
   setApiKeyLimits,
 } from "../../gateway/api-keys.ts";
-
-async function withDb(run: (db: Db) => Promise<void>): Promise<void> {
-  try {
-    const db = await openDb(process.env.DATABASE_URL || defaultDatabaseUrl);
-    try {
-      await run(db);
-    } finally {
-      await db.close();
-    }
-  } catch (error) {
-    process.stderr.write(`luminet keys: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exitCode = 1;
-  }
-}
+import { withDb } from "../with-db.ts";
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -53,7 +39,7 @@ export function registerKeys(program: Command): void {
     .option("--rpm <n>", "most requests per minute through this key (default: no limit)", perMinute)
     .option("--tpm <n>", "most tokens (prompt + max_tokens) per minute through this key", perMinute)
     .action((flags: { org: string; name: string; scope: string[]; rpm?: LimitFlag; tpm?: LimitFlag }) =>
-      withDb(async (db) => {
+      withDb("keys", async (db) => {
         await ensureOrg(db, flags.org);
         const { key, record } = await createApiKey(db, {
           orgId: flags.org,
@@ -76,7 +62,7 @@ export function registerKeys(program: Command): void {
     .requiredOption("--org <org>", "organization id")
     .option("--json", "one JSON object per line")
     .action((flags: { org: string; json?: boolean }) =>
-      withDb(async (db) => {
+      withDb("keys", async (db) => {
         for (const k of await listApiKeys(db, flags.org)) {
           const row = {
             prefix: k.prefix,
@@ -102,7 +88,7 @@ export function registerKeys(program: Command): void {
     .description("revoke an API key by its prefix; it stops working within 30 s")
     .requiredOption("--org <org>", "organization id")
     .action((prefix: string, flags: { org: string }) =>
-      withDb(async (db) => {
+      withDb("keys", async (db) => {
         const revoked = await revokeApiKey(db, flags.org, prefix);
         process.stdout.write(`revoked ${revoked.prefix}…\n`);
       }),
@@ -114,7 +100,7 @@ export function registerKeys(program: Command): void {
     .option("--rpm <n>", 'most requests per minute, or "none"', perMinute)
     .option("--tpm <n>", 'most tokens (prompt + max_tokens) per minute, or "none"', perMinute)
     .action((prefix: string, flags: { org: string; rpm?: LimitFlag; tpm?: LimitFlag }) =>
-      withDb(async (db) => {
+      withDb("keys", async (db) => {
         if (flags.rpm === undefined && flags.tpm === undefined) throw new Error("give --rpm and/or --tpm");
         const updated = await setApiKeyLimits(db, flags.org, prefix, {
           ...(flags.rpm !== undefined ? { requestsPerMinute: limitOf(flags.rpm) } : {}),

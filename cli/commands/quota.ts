@@ -1,22 +1,9 @@
 // `luminet quota ...`: an org's monthly token quota in DATABASE_URL, and where its current UTC month
 // stands (used by billed requests, held by requests in flight). Gateways apply a changed quota within 30 s.
 import { type Command, InvalidArgumentError } from "commander";
-import { type Db, defaultDatabaseUrl, openDb } from "../../db/open.ts";
+import type { Db } from "../../db/open.ts";
 import { type QuotaStatus, quotaStatus, setMonthlyTokenQuota } from "../../meter/token-quota.ts";
-
-async function withDb(run: (db: Db) => Promise<void>): Promise<void> {
-  try {
-    const db = await openDb(process.env.DATABASE_URL || defaultDatabaseUrl);
-    try {
-      await run(db);
-    } finally {
-      await db.close();
-    }
-  } catch (error) {
-    process.stderr.write(`luminet quota: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exitCode = 1;
-  }
-}
+import { withDb } from "../with-db.ts";
 
 // Commander turns a parser's null into "", so "none" stays a word until the action reads it.
 function tokens(value: string): number | "none" {
@@ -51,7 +38,7 @@ export function registerQuota(program: Command): void {
     .requiredOption("--org <org>", "organization id")
     .requiredOption("--monthly-tokens <n>", 'tokens per month, or "none" for no quota', tokens)
     .action((flags: { org: string; monthlyTokens: number | "none" }) =>
-      withDb(async (db) => {
+      withDb("quota", async (db) => {
         const quota = flags.monthlyTokens === "none" ? null : flags.monthlyTokens;
         if (!(await setMonthlyTokenQuota(db, flags.org, quota))) {
           throw new Error(`no org "${flags.org}" (create one with \`luminet keys create --org\`)`);
@@ -65,7 +52,7 @@ export function registerQuota(program: Command): void {
     .requiredOption("--org <org>", "organization id")
     .option("--json", "as one JSON object")
     .action((flags: { org: string; json?: boolean }) =>
-      withDb(async (db) => {
+      withDb("quota", async (db) => {
         const status = await statusOf(db, flags.org);
         process.stdout.write(flags.json ? `${JSON.stringify(status)}\n` : describe(status));
       }),

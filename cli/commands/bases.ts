@@ -1,0 +1,65 @@
+// `luminet bases ...`: the base models in DATABASE_URL and their prices. Gateways register a base when they
+// first serve it, at price 0; until a price is set its requests are metered but cost nothing.
+import { type Command, InvalidArgumentError } from "commander";
+import { eq } from "drizzle-orm";
+import { microsToDollars } from "../../meter/prices.ts";
+import { baseModels } from "../../schema/db.ts";
+import { withDb } from "../with-db.ts";
+
+/** "0.15" US dollars per million tokens → 150000 micro-dollars, exactly (no float arithmetic). */
+export function parseDollarsPerMillion(text: string): number {
+  const match = /^(\d{1,9})(?:\.(\d{1,6}))?$/.exec(text.trim());
+  if (!match) {
+    throw new InvalidArgumentError(
+      `expected US dollars per million tokens with at most 6 decimals, got "${text}"`,
+    );
+  }
+  return Number(match[1]) * 1_000_000 + Number((match[2] ?? "").padEnd(6, "0"));
+}
+
+export function registerBases(program: Command): void {
+  const bases = program.command("bases").description("base models and their per-token prices");
+  bases
+    .command("list")
+    .description("list base models with context length and prices")
+    .option("--json", "print JSON")
+    .action((flags: { json?: boolean }) =>
+      withDb("bases", async (db) => {
+        const rows = await db.select().from(baseModels).orderBy(baseModels.name);
+        if (flags.json) {
+          process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+          return;
+        }
+        process.stdout.write("base  context  $ per 1M input  $ per 1M output\n");
+        for (const r of rows) {
+          process.stdout.write(
+            `${r.name}  ${r.contextLength}  ${microsToDollars(r.inputPriceMicrosPerMillion)}  ${microsToDollars(r.outputPriceMicrosPerMillion)}\n`,
+          );
+        }
+      }),
+    );
+  bases
+    .command("set-price <name>")
+    .description("set a base model's price; it applies to requests metered from now on")
+    .requiredOption("--input <usd>", "US dollars per million input tokens, e.g. 0.15", parseDollarsPerMillion)
+    .requiredOption(
+      "--output <usd>",
+      "US dollars per million output tokens, e.g. 0.60",
+      parseDollarsPerMillion,
+    )
+    .action((name: string, flags: { input: number; output: number }) =>
+      withDb("bases", async (db) => {
+        const updated = await db
+          .update(baseModels)
+          .set({ inputPriceMicrosPerMillion: flags.input, outputPriceMicrosPerMillion: flags.output })
+          .where(eq(baseModels.name, name))
+          .returning({ name: baseModels.name });
+        if (updated.length === 0) {
+          throw new Error(`no base model "${name}"; a gateway registers a base when it first serves it`);
+        }
+        process.stdout.write(
+          `${name}: $${microsToDollars(flags.input)} per 1M input tokens, $${microsToDollars(flags.output)} per 1M output tokens\n`,
+        );
+      }),
+    );
+}

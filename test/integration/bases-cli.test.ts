@@ -1,0 +1,77 @@
+// `luminet bases`: prices are set exactly in micro-dollars, and a bad price or an unknown base changes nothing.
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseDollarsPerMillion } from "../../cli/commands/bases.ts";
+import { migrate } from "../../db/migrate.ts";
+import { type Db, openDb } from "../../db/open.ts";
+import { baseModels } from "../../schema/db.ts";
+
+let dir: string;
+let url: string;
+
+function luminet(...args: string[]) {
+  return spawnSync(process.execPath, ["bin/luminet.mjs", "bases", ...args], {
+    encoding: "utf8",
+    env: { ...process.env, DATABASE_URL: url, LOG_LEVEL: "silent" },
+  });
+}
+
+async function prices(): Promise<[number, number]> {
+  const db: Db = await openDb(url);
+  try {
+    const [row] = await db.select().from(baseModels).where(eq(baseModels.name, "meta/tiny"));
+    return [row!.inputPriceMicrosPerMillion, row!.outputPriceMicrosPerMillion];
+  } finally {
+    await db.close();
+  }
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "luminet-bases-"));
+  url = `pglite:${join(dir, "db")}`;
+  const db = await openDb(url);
+  await migrate(db);
+  await db.insert(baseModels).values({
+    name: "meta/tiny",
+    architecture: { layers: 2, hidden: 64, heads: 4, kvHeads: 2, vocab: 512 } as never,
+    contextLength: 2048,
+    inputPriceMicrosPerMillion: 0,
+    outputPriceMicrosPerMillion: 0,
+  });
+  await db.close();
+});
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("luminet bases", () => {
+  it("parses dollars per million tokens into exact micro-dollars", () => {
+    expect(parseDollarsPerMillion("0.15")).toBe(150_000);
+    expect(parseDollarsPerMillion("2")).toBe(2_000_000);
+    expect(parseDollarsPerMillion("0.000001")).toBe(1);
+    expect(() => parseDollarsPerMillion("0.0000001")).toThrow(/at most 6 decimals/);
+    expect(() => parseDollarsPerMillion("-1")).toThrow(/US dollars/);
+  });
+
+  it("sets a base's prices and lists them", async () => {
+    const set = luminet("set-price", "meta/tiny", "--input", "0.15", "--output", "0.6");
+    expect(set.status, set.stderr).toBe(0);
+    expect(await prices()).toEqual([150_000, 600_000]);
+    const list = luminet("list");
+    expect(list.stdout).toMatch(/meta\/tiny\s+2048\s+0\.150000\s+0\.600000/);
+  });
+
+  it("refuses an unknown base or a bad price and changes nothing", async () => {
+    const before = await prices();
+    const unknown = luminet("set-price", "meta/nope", "--input", "1", "--output", "1");
+    expect(unknown.status).not.toBe(0);
+    expect(unknown.stderr).toContain('no base model "meta/nope"');
+    const bad = luminet("set-price", "meta/tiny", "--input", "1.2345678", "--output", "1");
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toContain("at most 6 decimals");
+    expect(await prices()).toEqual(before);
+  });
+});
