@@ -4,6 +4,7 @@ import type { Command } from "commander";
 import { logger } from "../../core/logger.ts";
 import { reportColdLoadBench, runColdLoadBench } from "../../scripts/bench-cold-load.ts";
 import { reportEngineBench, runEngineBench } from "../../scripts/bench-engine.ts";
+import { reportFleetBench, runFleetBench } from "../../scripts/bench-fleet.ts";
 import { reportGatewayBench, runGatewayBench } from "../../scripts/bench-gateway.ts";
 import { reportSwitchBench, runSwitchBench } from "../../scripts/bench-switch.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
@@ -100,10 +101,24 @@ export function registerBench(program: Command): void {
       });
       reportGatewayBench(result, options.json === true);
     });
-  for (const [name, what] of [
-    ["fleet", "routing quality across workers"],
-    ["e2e", "the whole path through the openai client"],
-  ] as const) {
+  bench
+    .command("fleet")
+    .description(
+      "routing quality across workers: resident hits and adapter loads vs a residency-blind router",
+    )
+    .option("--requests <n>", "requests per run (each run: residency-aware, then the baseline)", "2000")
+    .option("--concurrency <n>", "requests in flight at once", "16")
+    .option("--json", "print one JSON line")
+    .action(async (options: { requests: string; concurrency: string; json?: boolean }) => {
+      if (!process.env.LOG_LEVEL) logger.level = "warn";
+      const result = await runFleetBench({
+        requests: Number(options.requests),
+        concurrency: Number(options.concurrency),
+        log: (line) => process.stderr.write(`${line}\n`),
+      });
+      reportFleetBench(result, options.json === true);
+    });
+  for (const [name, what] of [["e2e", "the whole path through the openai client"]] as const) {
     bench
       .command(name)
       .description(what)

@@ -1,0 +1,334 @@
+// `luminet bench fleet`: routing quality across workers (../shared/BENCH.md, "fleet"). Four real workers
+// (engine thread, adapter tiers, scheduler, heartbeats) with the tiny model, 16 slots each, serve 200
+// adapters whose popularity follows Zipf(1.0), through the gateway's own routing and generation path
+// (gateway/generation.ts) on the in-process bus, from a closed loop of concurrent clients. The same
+// request sequence runs twice on fresh workers: residency-aware routing, then a residency-blind
+// least-loaded router as the baseline. Reported per run: the share of requests routed to a worker holding
+// the adapter in a slot, adapter loads per 1,000 requests (the workers' own count, every tier), tokens/s
+// and time to first token.
+//
+// The workers share one process (each engine on its own thread) rather than being four processes on NATS:
+// routing sees the same heartbeats either way, and one process keeps a 2-core machine's run short.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { InProcessBroker } from "../bus/in-process.ts";
+import { startGeneration } from "../gateway/generation.ts";
+import type { RouteOutcome } from "../gateway/routing.ts";
+import type { AdapterRef } from "../schema/wire.ts";
+import type { LoadTier } from "../worker/adapters/adapter-manager.ts";
+import { FolderBlobStore } from "../worker/adapters/blob-store.ts";
+import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
+import { Prng } from "../worker/engine/prng.ts";
+import { LuminetWorker } from "../worker/main.ts";
+import { machineName } from "./bench-engine.ts";
+import { initTinyModel } from "./tiny-model.ts";
+
+export interface FleetBenchOptions {
+  workers?: number;
+  slots?: number;
+  adapters?: number;
+  requests?: number;
+  /** Requests in flight at once (closed loop). */
+  concurrency?: number;
+  /** Tokens each request generates. */
+  tokens?: number;
+  log?: (line: string) => void;
+}
+
+export interface FleetRun {
+  router: "residency" | "least-loaded";
+  /** Requests routed to a worker whose heartbeat showed the adapter in a slot. */
+  resident_hit_share: number;
+  /** Routed to a worker holding the adapter in a slot or in RAM (a load from RAM is a copy, no I/O). */
+  memory_hit_share: number;
+  routes: Record<RouteOutcome, number>;
+  /** Adapter loads into a slot (from RAM, disk or the blob store) per 1,000 requests. */
+  loads_per_1000: number;
+  /** The same by the tier each load came from; "blob" is a fetch from the blob store. */
+  loads_per_1000_by_tier: Record<LoadTier, number>;
+  tokens_per_s: number;
+  ttft_ms: { p50: number; p99: number };
+  seconds: number;
+}
+
+export interface FleetBenchResult {
+  machine: string;
+  setup: {
+    workers: number;
+    slots_per_worker: number;
+    adapters: number;
+    zipf_s: number;
+    requests: number;
+    concurrency: number;
+    prompt_tokens: number;
+    max_tokens: number;
+    model: string;
+    path: string;
+  };
+  residency: FleetRun;
+  baseline: FleetRun;
+  /** residency's loads / the baseline's, all tiers and from the blob store only. */
+  load_ratio: number;
+  blob_load_ratio: number;
+}
+
+const BASE = "tiny";
+const RANK = 4;
+const PROMPT_TOKENS = 16;
+const ZIPF_S = 1.0;
+
+/** Adapter indices drawn from Zipf(s) over n adapters (index 0 the most popular), by inverse CDF. */
+export function zipfSequence(n: number, s: number, count: number, prng: Prng): number[] {
+  const cdf: number[] = [];
+  let total = 0;
+  for (let k = 1; k <= n; k++) {
+    total += 1 / k ** s;
+    cdf.push(total);
+  }
+  return Array.from({ length: count }, () => {
+    const u = prng.nextFloat() * total;
+    let lo = 0;
+    let hi = n - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (cdf[mid]! < u) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  });
+}
+
+function percentile(values: readonly number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? 0;
+}
+
+const round = (value: number, places = 3) => Math.round(value * 10 ** places) / 10 ** places;
+const ratio = (a: number, b: number) => (b > 0 ? round(a / b) : 0);
+
+async function loadsOf(worker: LuminetWorker): Promise<Record<LoadTier, number>> {
+  const loads: Record<LoadTier, number> = { ram: 0, disk: 0, blob: 0 };
+  for (const v of (await worker.metrics.adapterLoadSeconds.get()).values) {
+    if (v.metricName?.endsWith("_count")) loads[v.labels.tier as LoadTier] += v.value;
+  }
+  return loads;
+}
+
+async function runOnce(
+  router: FleetRun["router"],
+  modelDir: string,
+  adapters: readonly AdapterRef[],
+  sequence: readonly number[],
+  o: Required<Omit<FleetBenchOptions, "log">>,
+  log: (line: string) => void,
+): Promise<FleetRun> {
+  const scratch = mkdtempSync(join(tmpdir(), "luminet-bench-fleet-"));
+  const broker = new InProcessBroker({ ackWaitMs: 10 * 60_000 });
+  const gateway = broker.connect();
+  const workers: LuminetWorker[] = [];
+  try {
+    for (let i = 0; i < o.workers; i++) {
+      workers.push(
+        await LuminetWorker.start({
+          bus: broker.connect(),
+          base: BASE,
+          workerId: `w${i}`,
+          modelDir,
+          device: "cpu",
+          threads: 1,
+          slots: o.slots,
+          maxAdaptersPerBatch: o.slots,
+          maxRank: RANK,
+          maxBatch: 16,
+          maxContext: PROMPT_TOKENS + o.tokens + 8,
+          stepTokens: 256,
+          ramCacheBytes: 256 * 2 ** 20,
+          diskCacheDir: join(scratch, `cache-${i}`),
+          diskCacheBytes: 2 ** 30,
+          blobs: new FolderBlobStore(join(modelDir, "adapters")),
+          ackWaitMs: 10 * 60_000,
+        }),
+      );
+    }
+    while ((await gateway.liveHeartbeats(BASE)).length < o.workers)
+      await new Promise((r) => setTimeout(r, 20));
+    log(`${router}: ${o.workers} workers up; ${sequence.length} requests, ${o.concurrency} at a time`);
+
+    const routes: Record<RouteOutcome, number> = { resident: 0, ram: 0, disk: 0, cold: 0, fallback: 0 };
+    const metrics = {
+      observe() {},
+      added() {},
+      inFlight() {},
+      desiredWorkers() {},
+      routed(_base: string, outcome: RouteOutcome) {
+        routes[outcome]++;
+      },
+    };
+    const prng = new Prng(11, 0);
+    const prompt = Array.from({ length: PROMPT_TOKENS }, () => 3 + Math.floor(prng.nextFloat() * 200));
+    const ttfts: number[] = [];
+    let tokens = 0;
+    let next = 0;
+    const started = performance.now();
+    const client = async () => {
+      while (next < sequence.length) {
+        const index = next++;
+        const sent = performance.now();
+        const generation = await startGeneration(
+          {
+            bus: gateway,
+            routing: { residencyBlind: router === "least-loaded" },
+            timeoutMs: 10 * 60_000,
+            retryAfterSeconds: 1,
+            now: Date.now,
+            metrics,
+          },
+          {
+            requestId: `${router}-${index}`,
+            caller: { keyId: "bench", orgId: "bench", prefix: "bench", scopes: [] },
+            base: BASE,
+            adapter: adapters[sequence[index]!]!,
+            admitted: {
+              promptTokenIds: prompt,
+              sampling: {
+                max_tokens: o.tokens,
+                temperature: 0,
+                top_p: 1,
+                top_k: 0,
+                seed: null,
+                presence_penalty: 0,
+                frequency_penalty: 0,
+                repetition_penalty: 1,
+                stop: [],
+                stop_token_ids: [],
+                logprobs: false,
+                top_logprobs: 0,
+              },
+              stream: true,
+              includeUsage: false,
+            },
+          },
+        );
+        let first = true;
+        const chunks = generation.chunks();
+        for (;;) {
+          const step = await chunks.next();
+          if (step.done) break;
+          if (first) ttfts.push(performance.now() - sent);
+          first = false;
+          tokens += step.value.token_ids.length;
+        }
+        if (index > 0 && index % 500 === 0) log(`${router}: ${index} requests`);
+      }
+    };
+    await Promise.all(Array.from({ length: o.concurrency }, client));
+    const seconds = (performance.now() - started) / 1000;
+    const byTier: Record<LoadTier, number> = { ram: 0, disk: 0, blob: 0 };
+    for (const loads of await Promise.all(workers.map(loadsOf))) {
+      for (const tier of ["ram", "disk", "blob"] as const) byTier[tier] += loads[tier];
+    }
+    const per1000 = (n: number) => round((n * 1000) / sequence.length, 1);
+    return {
+      router,
+      resident_hit_share: round(routes.resident / sequence.length, 4),
+      memory_hit_share: round((routes.resident + routes.ram) / sequence.length, 4),
+      routes,
+      loads_per_1000: per1000(byTier.ram + byTier.disk + byTier.blob),
+      loads_per_1000_by_tier: {
+        ram: per1000(byTier.ram),
+        disk: per1000(byTier.disk),
+        blob: per1000(byTier.blob),
+      },
+      tokens_per_s: round(tokens / seconds, 1),
+      ttft_ms: { p50: round(percentile(ttfts, 50)), p99: round(percentile(ttfts, 99)) },
+      seconds: round(seconds, 1),
+    };
+  } finally {
+    await Promise.all(workers.map((w) => w.drain()));
+    await gateway.close();
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+export async function runFleetBench(options: FleetBenchOptions = {}): Promise<FleetBenchResult> {
+  const log = options.log ?? (() => {});
+  const o = {
+    workers: options.workers ?? 4,
+    slots: options.slots ?? 16,
+    adapters: options.adapters ?? 200,
+    requests: options.requests ?? 2_000,
+    concurrency: options.concurrency ?? 16,
+    tokens: options.tokens ?? 8,
+  };
+  const modelDir = mkdtempSync(join(tmpdir(), "luminet-bench-fleet-model-"));
+  try {
+    log(`generating the tiny model with ${o.adapters} rank-${RANK} adapters`);
+    initTinyModel(modelDir, { shape: "tiny", adapters: o.adapters, rank: RANK, seed: 7 });
+    const adapters = await Promise.all(
+      Array.from({ length: o.adapters }, async (_, i): Promise<AdapterRef> => {
+        const file = join(modelDir, "adapters", `adapter-${i}`, "adapter_model.safetensors");
+        return {
+          name: `bench/adapter-${i}`,
+          blob_key: `adapter-${i}`,
+          sha256: (await sha256OfFile(file))!,
+          rank: RANK,
+        };
+      }),
+    );
+    const sequence = zipfSequence(o.adapters, ZIPF_S, o.requests, new Prng(5, 0));
+    const residency = await runOnce("residency", modelDir, adapters, sequence, o, log);
+    const baseline = await runOnce("least-loaded", modelDir, adapters, sequence, o, log);
+    return {
+      machine: machineName("cpu"),
+      setup: {
+        workers: o.workers,
+        slots_per_worker: o.slots,
+        adapters: o.adapters,
+        zipf_s: ZIPF_S,
+        requests: o.requests,
+        concurrency: o.concurrency,
+        prompt_tokens: PROMPT_TOKENS,
+        max_tokens: o.tokens,
+        model: "tiny (random weights), fp32, 1 engine thread per worker",
+        path: "gateway routing and generation (startGeneration) -> in-process bus -> 4 LuminetWorkers in one process",
+      },
+      residency,
+      baseline,
+      load_ratio: ratio(residency.loads_per_1000, baseline.loads_per_1000),
+      blob_load_ratio: ratio(residency.loads_per_1000_by_tier.blob, baseline.loads_per_1000_by_tier.blob),
+    };
+  } finally {
+    rmSync(modelDir, { recursive: true, force: true });
+  }
+}
+
+/** Prints the result (one JSON line with --json, else a table) and saves bench/results/fleet.json. */
+export function reportFleetBench(
+  result: FleetBenchResult,
+  json: boolean,
+  resultsDir = "bench/results",
+): void {
+  mkdirSync(resultsDir, { recursive: true });
+  writeFileSync(join(resultsDir, "fleet.json"), `${JSON.stringify(result, null, 2)}\n`);
+  if (json) {
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
+  }
+  const { setup } = result;
+  process.stdout.write(
+    `fleet bench on ${result.machine}: ${setup.workers} workers x ${setup.slots_per_worker} slots, ${setup.adapters} adapters, Zipf(${setup.zipf_s}), ${setup.requests} requests, ${setup.concurrency} in flight\n`,
+  );
+  process.stdout.write(
+    "router          slot hits   slot+RAM hits   loads/1000   blob loads/1000   tokens/s   TTFT p50   TTFT p99 (ms)\n",
+  );
+  const share = (x: number) => `${(x * 100).toFixed(1)} %`;
+  for (const run of [result.residency, result.baseline]) {
+    process.stdout.write(
+      `${run.router.padEnd(16)}${share(run.resident_hit_share).padEnd(12)}${share(run.memory_hit_share).padEnd(16)}${String(run.loads_per_1000).padEnd(13)}${String(run.loads_per_1000_by_tier.blob).padEnd(18)}${String(run.tokens_per_s).padEnd(11)}${String(run.ttft_ms.p50).padEnd(11)}${run.ttft_ms.p99}\n`,
+    );
+  }
+  process.stdout.write(
+    `loads vs baseline: ${share(result.load_ratio)} (all tiers), ${share(result.blob_load_ratio)} (blob store)\n`,
+  );
+}
