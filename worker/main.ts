@@ -419,11 +419,6 @@ export class LuminetWorker {
     if (handedBack.length > 0) this.log.info({ requests: handedBack }, "handed back for redelivery");
     while (this.serving.size > 0) await Promise.all([...this.serving]);
     await this.heartbeat?.stop();
-    await this.options.bus
-      .removeHeartbeat(this.options.base, this.options.workerId)
-      .catch((error: Error) =>
-        this.log.warn({ err: error }, "removing the heartbeat failed; it expires with its TTL"),
-      );
     await Promise.all(this.subscriptions.map((s) => s.close()));
     await new Promise<void>((resolve) =>
       this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve(),

@@ -388,15 +388,6 @@ describe("luminet worker", () => {
     }
     expect(await drained.exited).toBe(0);
     expect(drained.logs.some((l) => l.msg === "drained")).toBe(true);
-    // It left the heartbeat view on the way out: within 800 ms of exiting, while its last heartbeat (put at
-    // most an interval before it stopped) would still be inside its 2 s TTL.
-    const deadline = Date.now() + 800;
-    let listed = true;
-    while (listed && Date.now() < deadline) {
-      listed = (await bus.liveHeartbeats()).some((h) => h.worker_id === "c");
-      if (listed) await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(listed).toBe(false);
   });
 
   it("serves on another worker a request whose worker was killed before its first token", async () => {
