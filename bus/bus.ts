@@ -129,8 +129,6 @@ export interface Bus {
 
   /** Records a worker's heartbeat; it disappears after the heartbeat TTL unless put again. */
   putHeartbeat(heartbeat: WorkerHeartbeat): Promise<void>;
-  /** Takes a worker's heartbeat out at once (a draining worker leaves the view before its TTL runs out). */
-  removeHeartbeat(base: string, workerId: string): Promise<void>;
   /**
    * The latest heartbeat of every worker (of one base) seen within the heartbeat TTL. A heartbeat put by
    * another process shows up a network hop later.

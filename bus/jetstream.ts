@@ -423,10 +423,6 @@ class JetStreamBus implements Bus {
     );
   }
 
-  async removeHeartbeat(base: string, workerId: string): Promise<void> {
-    await this.#kv().delete(heartbeatKey(base, workerId));
-  }
-
   async liveHeartbeats(base?: string): Promise<WorkerHeartbeat[]> {
     this.#heartbeatView ??= JetStreamHeartbeatView.start(
       this.js,
