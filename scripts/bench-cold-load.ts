@@ -4,7 +4,7 @@
 // The engine runs in its thread as in the worker; every load goes through the AdapterManager.
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, readFileSync, rmSync, statSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -21,6 +21,7 @@ import { parsedBytes } from "../worker/adapters/ram-cache.ts";
 import { EngineThread } from "../worker/engine/engine-thread.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
+import { saveBenchResult } from "./bench-result.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
 export interface ColdLoadBenchOptions {
@@ -369,12 +370,7 @@ export function reportColdLoadBench(
   json: boolean,
   resultsDir = "bench/results",
 ): void {
-  mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(join(resultsDir, "cold-load.json"), `${JSON.stringify(result, null, 2)}\n`);
-  if (json) {
-    process.stdout.write(`${JSON.stringify(result)}\n`);
-    return;
-  }
+  if (saveBenchResult("cold-load", result, json, resultsDir)) return;
   const mb = (result.adapter_bytes / 1e6).toFixed(1);
   process.stdout.write(
     `cold-load on ${result.machine}: bench-1b ${result.layers} layers, rank ${result.rank} on all 7 modules, ${mb} MB; storage ${result.storage}; load average ${result.load_average.join(" → ")}\n`,

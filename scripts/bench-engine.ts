@@ -4,7 +4,7 @@
 // are interleaved block by block, so every run sees the same context lengths and the same machine noise.
 // Runnable directly (the GPU machine runs the bundled file): node bench-engine.mjs --device webgpu --json
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { availableParallelism, cpus } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -13,6 +13,7 @@ import { computeDtypeFor, type Device, parseDevice } from "../worker/engine/devi
 import { Engine } from "../worker/engine/engine.ts";
 import { MODULE_KINDS, type ModelConfig, moduleShape } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
+import { saveBenchResult } from "./bench-result.ts";
 import { measureRoofline, type Roofline } from "./roofline.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
@@ -264,12 +265,7 @@ export function reportEngineBench(
   json: boolean,
   resultsDir = "bench/results",
 ): void {
-  mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(join(resultsDir, `engine-${result.device}.json`), `${JSON.stringify(result, null, 2)}\n`);
-  if (json) {
-    process.stdout.write(`${JSON.stringify(result)}\n`);
-    return;
-  }
+  if (saveBenchResult(`engine-${result.device}`, result, json, resultsDir)) return;
   process.stdout.write(
     `engine bench on ${result.machine} (${result.device}, ${result.setup.layers} layers ${result.setup.dtype})\n`,
   );

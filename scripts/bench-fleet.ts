@@ -9,7 +9,7 @@
 //
 // The workers share one process (each engine on its own thread) rather than being four processes on NATS:
 // routing sees the same heartbeats either way, and one process keeps a 2-core machine's run short.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InProcessBroker } from "../bus/in-process.ts";
@@ -22,6 +22,7 @@ import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { LuminetWorker } from "../worker/main.ts";
 import { machineName } from "./bench-engine.ts";
+import { saveBenchResult } from "./bench-result.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
 export interface FleetBenchOptions {
@@ -309,12 +310,7 @@ export function reportFleetBench(
   json: boolean,
   resultsDir = "bench/results",
 ): void {
-  mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(join(resultsDir, "fleet.json"), `${JSON.stringify(result, null, 2)}\n`);
-  if (json) {
-    process.stdout.write(`${JSON.stringify(result)}\n`);
-    return;
-  }
+  if (saveBenchResult("fleet", result, json, resultsDir)) return;
   const { setup } = result;
   process.stdout.write(
     `fleet bench on ${result.machine}: ${setup.workers} workers x ${setup.slots_per_worker} slots, ${setup.adapters} adapters, Zipf(${setup.zipf_s}), ${setup.requests} requests, ${setup.concurrency} in flight\n`,

@@ -4,7 +4,7 @@
 // HTTP percentiles minus bus-direct percentiles, for non-streaming and streaming. Then a closed-loop run at
 // fixed concurrency gives requests/s. The HTTP client runs in the same process, so its cost is included:
 // the numbers are an upper bound on what the gateway adds.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { InProcessBroker } from "../bus/in-process.ts";
@@ -17,6 +17,7 @@ import { BaseCatalog } from "../gateway/bases.ts";
 import { gatewayDeps } from "../gateway/deps.ts";
 import { serveApp } from "../gateway/node.ts";
 import type { InferenceRequest } from "../schema/wire.ts";
+import { saveBenchResult } from "./bench-result.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
 interface Percentiles {
@@ -216,12 +217,7 @@ export function reportGatewayBench(
   json: boolean,
   resultsDir = "bench/results",
 ): void {
-  mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(join(resultsDir, "gateway.json"), `${JSON.stringify(result, null, 2)}\n`);
-  if (json) {
-    process.stdout.write(`${JSON.stringify(result)}\n`);
-    return;
-  }
+  if (saveBenchResult("gateway", result, json, resultsDir)) return;
   const f = (p: Percentiles) => `p50 ${p.p50.toFixed(3)} ms  p99 ${p.p99.toFixed(3)} ms`;
   process.stdout.write(
     `gateway bench on ${result.machine} (${result.requests_per_kind} requests per kind, one process)\n` +

@@ -3,7 +3,7 @@
 // request at a time with the same prompt, alternating a request on a resident (pinned) rank-16 adapter with
 // a base-only request, so both kinds see the same machine noise. Reported: time to first token and
 // per-token latency, p50 and p99 per kind, and the adapter's overhead (adapter minus base-only).
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { InProcessBroker } from "../bus/in-process.ts";
@@ -15,6 +15,7 @@ import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { LuminetWorker } from "../worker/main.ts";
 import { machineName } from "./bench-engine.ts";
+import { saveBenchResult } from "./bench-result.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
 export interface SwitchBenchOptions {
@@ -256,12 +257,7 @@ export function reportSwitchBench(
   json: boolean,
   resultsDir = "bench/results",
 ): void {
-  mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(join(resultsDir, "switch.json"), `${JSON.stringify(result, null, 2)}\n`);
-  if (json) {
-    process.stdout.write(`${JSON.stringify(result)}\n`);
-    return;
-  }
+  if (saveBenchResult("switch", result, json, resultsDir)) return;
   const { setup } = result;
   process.stdout.write(
     `switch bench on ${result.machine} (${result.device}, bench-1b ${setup.layers} layers ${setup.dtype}, rank ${setup.rank}; ${setup.requests_per_kind} requests per kind, ${setup.prompt_tokens}-token prompt, ${setup.max_tokens} tokens each)\n`,
