@@ -11,6 +11,10 @@ import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 import { startWorkerProcess, type WorkerProcess } from "../support/worker-process.ts";
 
+// A late claim is answered by the inbox, or, once the inbox has closed, refused when the bus's claim
+// request times out (5 s): wait past that.
+const CLAIM_ANSWER = { timeout: 10_000, interval: 50 };
+
 const CLAIM_TIMEOUT_MS = 300;
 
 let h: GatewayHarness;
@@ -112,7 +116,7 @@ describe("a request its chosen worker does not claim in time", () => {
     await stalled.pulled(1);
     expect(stalled.received[0]?.id).toBe(requestId);
     stalled.releaseClaims();
-    await vi.waitFor(() => expect(stalled.claims).toHaveLength(1));
+    await vi.waitFor(() => expect(stalled.claims).toHaveLength(1), CLAIM_ANSWER);
     expect(stalled.claims[0]).toMatchObject({ requestId, granted: false });
   });
 
@@ -128,7 +132,7 @@ describe("a request its chosen worker does not claim in time", () => {
 
     await stalled.pulled(2);
     stalled.releaseClaims();
-    await vi.waitFor(() => expect(stalled.claims).toHaveLength(2));
+    await vi.waitFor(() => expect(stalled.claims).toHaveLength(2), CLAIM_ANSWER);
     expect(stalled.claims[1]).toMatchObject({ requestId, granted: false });
   });
 });
@@ -164,11 +168,11 @@ describe("a chosen worker that claims after the copy went out, before anyone too
     expect(copy.reply).not.toBe(original.reply);
 
     chosen.releaseClaims();
-    await vi.waitFor(() => expect(chosen.claims).toHaveLength(1));
+    await vi.waitFor(() => expect(chosen.claims).toHaveLength(1), CLAIM_ANSWER);
     expect(chosen.claims[0]).toEqual({ requestId: original.id, reply: original.reply, granted: true });
     // No token has gone out, so only the copy rule stands between the spare and a second run.
     spare.releaseClaims();
-    await vi.waitFor(() => expect(spare.claims).toHaveLength(1));
+    await vi.waitFor(() => expect(spare.claims).toHaveLength(1), CLAIM_ANSWER);
     expect(spare.claims[0]).toEqual({ requestId: copy.id, reply: copy.reply, granted: false });
 
     client.abort();
