@@ -304,7 +304,11 @@ describe("luminet worker", () => {
     const pinned = refs.slice(0, 16).map((r) => r.name);
     const refused = refs[16]!.name;
     for (const id of ["a", "b"]) {
-      const beat = await heartbeatOf(id, (h) => pinned.every((name) => h.adapters.slot.includes(name)));
+      // A pin's load puts the adapter in a slot a moment before the pin is recorded: wait for both.
+      const beat = await heartbeatOf(
+        id,
+        (h) => pinned.every((name) => h.adapters.slot.includes(name)) && h.pins.length >= pinned.length,
+      );
       expect(beat.pins.sort()).toEqual([...pinned].sort());
       expect(beat.free_slots).toBe(2);
       const refusal = workers
