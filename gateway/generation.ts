@@ -6,7 +6,7 @@
 // shared queue; the inbox serves whichever copy is claimed first and refuses the other, so never both run.
 import type { Bus, ReplyInbox } from "../bus/bus.ts";
 import { WorkerLostError } from "../bus/reply-inbox.ts";
-import type { AdapterRef, Final, InferenceRequest, TokenChunk } from "../schema/wire.ts";
+import type { AdapterRef, Final, InferenceRequest, TokenChunk, TokenLogprob } from "../schema/wire.ts";
 import { ANY_WORKER, WIRE_VERSION } from "../schema/wire.ts";
 import type { Admitted } from "./admission.ts";
 import type { Principal } from "./auth.ts";
@@ -209,4 +209,19 @@ export class Generation {
     this.onEnd();
     this.inbox.close();
   }
+}
+
+/** A whole reply for a non-streaming answer: the text, every token's logprobs (when asked for) and the Final. */
+export async function collectReply(
+  chunks: AsyncGenerator<TokenChunk, Final, void>,
+): Promise<{ text: string; logprobs: TokenLogprob[]; final: Final }> {
+  let text = "";
+  const logprobs: TokenLogprob[] = [];
+  let step = await chunks.next();
+  while (!step.done) {
+    text += step.value.text;
+    if (step.value.logprobs) logprobs.push(...step.value.logprobs);
+    step = await chunks.next();
+  }
+  return { text, logprobs, final: step.value };
 }

@@ -4,11 +4,12 @@
 // an error that comes before any token still gets its own HTTP status.
 import type { Handler } from "hono";
 import { type ChatCompletion, type ChatCompletionChunk, ChatCompletionRequest } from "../../schema/api.ts";
-import type { Final, TokenChunk, TokenLogprob } from "../../schema/wire.ts";
+import type { Final, TokenChunk } from "../../schema/wire.ts";
 import { admitChat } from "../admission.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
 import { toApiError } from "../errors.ts";
+import { collectReply } from "../generation.ts";
 import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
@@ -30,14 +31,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
     const wantLogprobs = admitted.sampling.logprobs;
 
     if (!admitted.stream) {
-      let text = "";
-      const logprobs: TokenLogprob[] = [];
-      let step = await chunks.next();
-      while (!step.done) {
-        text += step.value.text;
-        if (step.value.logprobs) logprobs.push(...step.value.logprobs);
-        step = await chunks.next();
-      }
+      const { text, logprobs, final } = await collectReply(chunks);
       const completion: ChatCompletion = {
         ...head,
         object: "chat.completion",
@@ -46,10 +40,10 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
             index: 0,
             message: { role: "assistant", content: text, refusal: null },
             logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
-            finish_reason: finishReasonOf(step.value),
+            finish_reason: finishReasonOf(final),
           },
         ],
-        usage: usageOf(step.value),
+        usage: usageOf(final),
       };
       return c.json(completion);
     }

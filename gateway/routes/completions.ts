@@ -2,11 +2,12 @@
 // legacy logprobs (parallel arrays) when `logprobs` asks for them.
 import type { Handler } from "hono";
 import { type Completion, type CompletionLogprobs, CompletionRequest } from "../../schema/api.ts";
-import type { Final, TokenChunk, TokenLogprob } from "../../schema/wire.ts";
+import type { Final, TokenChunk } from "../../schema/wire.ts";
 import { admitCompletion } from "../admission.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
 import { toApiError } from "../errors.ts";
+import { collectReply } from "../generation.ts";
 import { completionLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
@@ -29,14 +30,7 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
     const wantLogprobs = admitted.sampling.logprobs;
 
     if (!admitted.stream) {
-      let text = "";
-      const logprobs: TokenLogprob[] = [];
-      let step = await chunks.next();
-      while (!step.done) {
-        text += step.value.text;
-        if (step.value.logprobs) logprobs.push(...step.value.logprobs);
-        step = await chunks.next();
-      }
+      const { text, logprobs, final } = await collectReply(chunks);
       const completion: Completion = {
         ...head,
         choices: [
@@ -44,10 +38,10 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
             index: 0,
             text,
             logprobs: wantLogprobs ? completionLogprobs(logprobs) : null,
-            finish_reason: finishReasonOf(step.value),
+            finish_reason: finishReasonOf(final),
           },
         ],
-        usage: usageOf(step.value),
+        usage: usageOf(final),
       };
       return c.json(completion);
     }
