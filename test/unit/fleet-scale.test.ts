@@ -4,25 +4,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayMetrics } from "../../gateway/deps.ts";
 import { type ScaleSignal, scaleSignal } from "../../gateway/fleet-scale.ts";
-import { ANY_WORKER, type WorkerHeartbeat } from "../../schema/wire.ts";
+import { ANY_WORKER } from "../../schema/wire.ts";
 import { sampleRequest } from "../contract/wire-samples.ts";
 import { FakeWorker } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { idleHeartbeat } from "../support/heartbeats.ts";
 
-const beat = (id: string, fields: Partial<WorkerHeartbeat> = {}): WorkerHeartbeat => ({
-  v: 1,
-  worker_id: id,
-  base: "b",
-  version: "t",
-  adapters: { slot: [], ram: [], disk: [] },
-  pins: [],
-  free_slots: 4,
-  queue_depth: 0,
-  running: 0,
-  tokens_per_s: 0,
-  at: 0,
-  ...fields,
-});
+const beat = idleHeartbeat;
 
 describe("scaleSignal", () => {
   const options = { sequencesPerWorker: 10, targetUtilization: 1 };

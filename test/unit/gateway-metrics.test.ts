@@ -7,9 +7,10 @@ import type { GatewayEnv } from "../../gateway/context.ts";
 import type { GatewayMetrics } from "../../gateway/deps.ts";
 import { mountMetricsRoute, prometheusMetrics } from "../../gateway/prometheus.ts";
 import { type RouteOutcome, routeRequest } from "../../gateway/routing.ts";
-import { ANY_WORKER, type WorkerHeartbeat } from "../../schema/wire.ts";
+import { ANY_WORKER } from "../../schema/wire.ts";
 import { FakeWorker } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { idleHeartbeat } from "../support/heartbeats.ts";
 
 class RecordingMetrics implements GatewayMetrics {
   readonly responses: { route: string; status: number; base: string }[] = [];
@@ -122,20 +123,7 @@ describe("gateway metrics", () => {
 });
 
 describe("routeRequest", () => {
-  const beat = (id: string, fields: Partial<WorkerHeartbeat> = {}): WorkerHeartbeat => ({
-    v: 1,
-    worker_id: id,
-    base: "b",
-    version: "t",
-    adapters: { slot: [], ram: [], disk: [] },
-    pins: [],
-    free_slots: 4,
-    queue_depth: 0,
-    running: 0,
-    tokens_per_s: 0,
-    at: 0,
-    ...fields,
-  });
+  const beat = idleHeartbeat;
 
   it("names the shared queue a fallback when every worker has a backlog", () => {
     const busy = [beat("w1", { queue_depth: 20 }), beat("w2", { queue_depth: 17 })];

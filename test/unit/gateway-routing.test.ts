@@ -4,24 +4,10 @@
 import { describe, expect, it } from "vitest";
 import { formatModelId, parseModelId } from "../../gateway/model-id.ts";
 import { chooseWorker, rendezvous, residency } from "../../gateway/routing.ts";
-import { ANY_WORKER, type WorkerHeartbeat } from "../../schema/wire.ts";
+import { ANY_WORKER } from "../../schema/wire.ts";
+import { idleHeartbeat } from "../support/heartbeats.ts";
 
-function worker(id: string, fields: Partial<WorkerHeartbeat> = {}): WorkerHeartbeat {
-  return {
-    v: 1,
-    worker_id: id,
-    base: "b",
-    version: "t",
-    adapters: { slot: [], ram: [], disk: [] },
-    pins: [],
-    free_slots: 4,
-    queue_depth: 0,
-    running: 0,
-    tokens_per_s: 0,
-    at: 0,
-    ...fields,
-  };
-}
+const worker = idleHeartbeat;
 const tiers = (slot: string[] = [], ram: string[] = [], disk: string[] = []) => ({
   adapters: { slot, ram, disk },
 });
