@@ -144,6 +144,24 @@ export const SamplingParams = z.object({
 });
 export type SamplingParams = z.infer<typeof SamplingParams>;
 
+/** Greedy decoding of exactly `maxTokens` tokens: no penalties, no stop strings or stop tokens, no logprobs. */
+export function greedySampling(maxTokens: number): SamplingParams {
+  return {
+    max_tokens: maxTokens,
+    temperature: 0,
+    top_p: 1,
+    top_k: 0,
+    seed: null,
+    presence_penalty: 0,
+    frequency_penalty: 0,
+    repetition_penalty: 1,
+    stop: [],
+    stop_token_ids: [],
+    logprobs: false,
+    top_logprobs: 0,
+  };
+}
+
 export const InferenceRequest = z
   .object({
     v: version,

@@ -16,6 +16,7 @@ import { InProcessBroker } from "../bus/in-process.ts";
 import { startGeneration } from "../gateway/generation.ts";
 import type { RouteOutcome } from "../gateway/routing.ts";
 import type { AdapterRef } from "../schema/wire.ts";
+import { greedySampling } from "../schema/wire.ts";
 import type { LoadTier } from "../worker/adapters/adapter-manager.ts";
 import { FolderBlobStore } from "../worker/adapters/blob-store.ts";
 import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
@@ -192,20 +193,7 @@ async function runOnce(
             adapter: adapters[sequence[index]!]!,
             admitted: {
               promptTokenIds: prompt,
-              sampling: {
-                max_tokens: o.tokens,
-                temperature: 0,
-                top_p: 1,
-                top_k: 0,
-                seed: null,
-                presence_penalty: 0,
-                frequency_penalty: 0,
-                repetition_penalty: 1,
-                stop: [],
-                stop_token_ids: [],
-                logprobs: false,
-                top_logprobs: 0,
-              },
+              sampling: greedySampling(o.tokens),
               stream: true,
               includeUsage: false,
             },

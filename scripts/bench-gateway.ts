@@ -17,6 +17,7 @@ import { BaseCatalog } from "../gateway/bases.ts";
 import { gatewayDeps } from "../gateway/deps.ts";
 import { serveApp } from "../gateway/node.ts";
 import type { InferenceRequest } from "../schema/wire.ts";
+import { greedySampling } from "../schema/wire.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
@@ -127,20 +128,7 @@ export async function runGatewayBench(options: GatewayBenchOptions = {}): Promis
         base: BASE,
         adapter: null,
         prompt_token_ids: prompt,
-        sampling: {
-          max_tokens: 1,
-          temperature: 0,
-          top_p: 1,
-          top_k: 0,
-          seed: null,
-          presence_penalty: 0,
-          frequency_penalty: 0,
-          repetition_penalty: 1,
-          stop: [],
-          stop_token_ids: [],
-          logprobs: false,
-          top_logprobs: 0,
-        },
+        sampling: greedySampling(1),
         reply: inbox.subject,
         created_at: now,
         deadline: now + 60_000,

@@ -7,7 +7,13 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { InProcessBroker } from "../bus/in-process.ts";
-import { type AdapterRef, ANY_WORKER, type InferenceRequest, WIRE_VERSION } from "../schema/wire.ts";
+import {
+  type AdapterRef,
+  ANY_WORKER,
+  greedySampling,
+  type InferenceRequest,
+  WIRE_VERSION,
+} from "../schema/wire.ts";
 import { FolderBlobStore } from "../worker/adapters/blob-store.ts";
 import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
 import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
@@ -160,21 +166,7 @@ export async function runSwitchBench(options: SwitchBenchOptions): Promise<Switc
         base: BASE,
         adapter: withAdapter ? adapter : null,
         prompt_token_ids: prompt,
-        sampling: {
-          max_tokens: tokens,
-          temperature: 0,
-          top_p: 1,
-          top_k: 0,
-          seed: null,
-          presence_penalty: 0,
-          frequency_penalty: 0,
-          repetition_penalty: 1,
-          stop: [],
-          // An end-of-text token would cut a request short: both kinds generate exactly `tokens`.
-          stop_token_ids: [],
-          logprobs: false,
-          top_logprobs: 0,
-        },
+        sampling: greedySampling(tokens),
         reply: inbox.subject,
         created_at: Date.now(),
         deadline: Date.now() + 10 * 60_000,
