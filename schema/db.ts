@@ -115,6 +115,8 @@ export const adapters = pgTable(
     bytes: bigint("bytes", { mode: "number" }),
     sha256: text("sha256"),
     blobKey: text("blob_key").notNull(),
+    /** The registered URL the gateway fetched it from; null for an upload. */
+    sourceUrl: text("source_url"),
     status: text("status", { enum: adapterStatuses }).notNull().default("uploading"),
     createdAt: createdAt(),
     deletedAt: timestamp("deleted_at", { withTimezone: true }),
