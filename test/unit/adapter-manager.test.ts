@@ -77,6 +77,10 @@ class CountingStore implements BlobStore {
     await this.gate;
     await this.inner.fetchAdapter(key, dir);
   }
+
+  fetchFile(key: string, path: string): Promise<number> {
+    return this.inner.fetchFile(key, path);
+  }
 }
 
 interface Harness {

@@ -1,6 +1,9 @@
 // Blob stores: the SigV4 signer against AWS's published example, the S3-compatible store against an
-// in-test server that re-derives each request's signature from what arrived on the wire, the URL and
-// folder stores, and openBlobStore's choice by URL. Every store must hand over the same bytes.
+// in-test server that re-derives each request's signature from what arrived on the wire (GETs, and PUTs
+// whose body must match the signed sha256, and DELETEs), the URL and folder stores, size caps and the
+// redirect policy of untrusted fetches, and openBlobStore's choice by URL. Every store must hand over the
+// same bytes.
+import { createHash } from "node:crypto";
 
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server } from "node:http";
@@ -13,9 +16,11 @@ import {
   ADAPTER_FILES,
   BlobNotFoundError,
   BlobStoreError,
+  BlobTooLargeError,
   FolderBlobStore,
   HttpBlobStore,
   openBlobStore,
+  openWritableBlobStore,
   S3BlobStore,
 } from "../../worker/adapters/blob-store.ts";
 import { signRequest } from "../../worker/adapters/sigv4.ts";
@@ -31,7 +36,9 @@ let blobRoot: string;
 let server: Server;
 let endpoint: string;
 /** What the server saw, per request: the signature verdict or the plain path. */
-let seen: { path: string; signature: "none" | "valid" | "invalid"; shape: boolean }[];
+let seen: { method: string; path: string; signature: "none" | "valid" | "invalid"; shape: boolean }[];
+/** What the in-test bucket holds, by request path. */
+const objects = new Map<string, Buffer>();
 
 function filesOf(key: string): Record<string, Buffer> {
   return {
@@ -75,7 +82,6 @@ function checkSignature(req: IncomingMessage): { shape: boolean; valid: boolean 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "luminet-blobs-"));
   blobRoot = join(root, "folder");
-  const objects = new Map<string, Buffer>();
   for (const key of KEYS) {
     for (const [file, bytes] of Object.entries(filesOf(key))) {
       mkdirSync(join(blobRoot, key), { recursive: true });
@@ -84,14 +90,46 @@ beforeAll(async () => {
       objects.set(`/plain/${key}/${file}`, bytes);
     }
   }
-  server = createServer((req, res) => {
+  server = createServer(async (req, res) => {
     const path = decodeURIComponent(new URL(req.url!, "http://x").pathname);
     const signed = req.headers.authorization !== undefined;
     const check = signed ? checkSignature(req) : { shape: false, valid: false };
-    seen.push({ path, signature: signed ? (check.valid ? "valid" : "invalid") : "none", shape: check.shape });
+    seen.push({
+      method: req.method!,
+      path,
+      signature: signed ? (check.valid ? "valid" : "invalid") : "none",
+      shape: check.shape,
+    });
     if (path.startsWith("/bucket/") && !check.valid) {
       res.writeHead(403, { "content-type": "application/xml" });
       res.end("<Error><Code>SignatureDoesNotMatch</Code><Message>no</Message></Error>");
+      return;
+    }
+    if (req.method === "PUT") {
+      const chunks: Buffer[] = [];
+      for await (const chunk of req) chunks.push(chunk as Buffer);
+      const body = Buffer.concat(chunks);
+      const digest = createHash("sha256").update(body).digest("hex");
+      if (
+        digest !== req.headers["x-amz-content-sha256"] ||
+        body.length !== Number(req.headers["content-length"])
+      ) {
+        res.writeHead(400).end("<Error><Code>XAmzContentSHA256Mismatch</Code></Error>");
+        return;
+      }
+      objects.set(path, body);
+      res.writeHead(200).end();
+      return;
+    }
+    if (req.method === "DELETE") {
+      objects.delete(path);
+      res.writeHead(204).end();
+      return;
+    }
+    const hop = /^\/hop\/(inside|outside)(\/.*)$/.exec(path);
+    if (hop) {
+      const target = hop[1] === "inside" ? hop[2]! : `http://127.0.0.2:1${hop[2]}`;
+      res.writeHead(302, { location: target }).end();
       return;
     }
     const body = objects.get(path);
@@ -99,7 +137,9 @@ beforeAll(async () => {
       res.writeHead(404).end();
       return;
     }
-    res.writeHead(200, { "content-length": body.length }).end(body);
+    // ?chunked: no declared length, as a streaming server sends.
+    if (req.url!.includes("?chunked")) res.writeHead(200).end(body);
+    else res.writeHead(200, { "content-length": body.length }).end(body);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -202,6 +242,60 @@ describe("S3BlobStore", () => {
   });
 });
 
+describe("S3BlobStore writes", () => {
+  const store = (secretAccessKey = CREDENTIALS.secretAccessKey) =>
+    new S3BlobStore({
+      endpoint,
+      bucket: "bucket",
+      prefix: "uploads",
+      region: REGION,
+      credentials: { ...CREDENTIALS, secretAccessKey },
+    });
+  const KEY = "acme/ünï v1";
+
+  it("PUTs both files with signed sha256 payloads, reads them back, and DELETEs them", async () => {
+    const from = freshDir();
+    for (const [file, bytes] of Object.entries(filesOf(KEY))) writeFileSync(join(from, file), bytes);
+    await store().putAdapter(KEY, from);
+    expect(seen.map((r) => [r.method, r.path, r.signature])).toEqual(
+      ADAPTER_FILES.map((f) => ["PUT", `/bucket/uploads/${KEY}/${f}`, "valid"]),
+    );
+    const back = freshDir();
+    await store().fetchAdapter(KEY, back);
+    expectSameFiles(back, KEY);
+
+    await store().removeAdapter(KEY);
+    expect(seen.filter((r) => r.method === "DELETE").map((r) => r.signature)).toEqual(["valid", "valid"]);
+    expect([...objects.keys()].some((k) => k.startsWith("/bucket/uploads/"))).toBe(false);
+    await expect(store().fetchAdapter(KEY, freshDir())).rejects.toThrow(BlobNotFoundError);
+  });
+
+  it("reports a refused PUT with the server's explanation and leaves nothing behind", async () => {
+    const from = freshDir();
+    for (const [file, bytes] of Object.entries(filesOf(KEY))) writeFileSync(join(from, file), bytes);
+    await expect(store("wrong").putAdapter(KEY, from)).rejects.toThrow(
+      /PUT s3:\/\/bucket\/uploads\/.*adapter_config\.json: 403 Forbidden <Error><Code>SignatureDoesNotMatch/,
+    );
+    expect([...objects.keys()].some((k) => k.startsWith("/bucket/uploads/"))).toBe(false);
+  });
+
+  it("caps a fetched object's size", async () => {
+    const key = `${KEYS[0]}/adapter_model.safetensors`;
+    const s3 = new S3BlobStore({
+      endpoint,
+      bucket: "bucket",
+      prefix: PREFIX,
+      region: REGION,
+      credentials: CREDENTIALS,
+    });
+    const into = join(freshDir(), "w");
+    await expect(s3.fetchFile(key, into, { maxBytes: 1000 })).rejects.toThrow(BlobTooLargeError);
+    expect(await s3.fetchFile(key, into, { maxBytes: 10_000_000 })).toBe(
+      filesOf(KEYS[0]!)["adapter_model.safetensors"]!.length,
+    );
+  });
+});
+
 describe("HttpBlobStore", () => {
   it("GETs <base>/<key>/<file> without credentials, the same bytes as the folder store", async () => {
     const dir = freshDir();
@@ -222,6 +316,32 @@ describe("HttpBlobStore", () => {
   });
 });
 
+describe("HttpBlobStore fetches of untrusted files", () => {
+  const file = `${KEYS[0]}/adapter_model.safetensors`;
+  const size = filesOf(KEYS[0]!)["adapter_model.safetensors"]!.length;
+
+  it("refuses a file over the cap, whether or not the server declares its length", async () => {
+    const into = join(freshDir(), "w");
+    for (const base of [`${endpoint}/plain`, `${endpoint}/plain?chunked`]) {
+      const store = new HttpBlobStore(base);
+      await expect(store.fetchFile(file, into, { maxBytes: size - 1 })).rejects.toThrow(
+        new RegExp(`adapter_model\\.safetensors(\\?chunked)? is larger than ${size - 1} bytes`),
+      );
+      expect(await store.fetchFile(file, into, { maxBytes: size })).toBe(size);
+    }
+  });
+
+  it("follows a redirect only to a location the caller allows", async () => {
+    const into = join(freshDir(), "w");
+    const store = new HttpBlobStore(`${endpoint}/hop`);
+    const sameServer = (url: URL) => url.origin === endpoint;
+    expect(await store.fetchFile(`inside/plain/${file}`, into, { redirectAllowed: sameServer })).toBe(size);
+    await expect(
+      store.fetchFile(`outside/plain/${file}`, into, { redirectAllowed: sameServer }),
+    ).rejects.toThrow(/redirected to http:\/\/127\.0\.0\.2:1\/plain\/.*, which is not an allowed location/);
+  });
+});
+
 describe("FolderBlobStore", () => {
   it("reports a missing adapter as not found and refuses keys that leave its root", async () => {
     const store = new FolderBlobStore(blobRoot);
@@ -229,6 +349,19 @@ describe("FolderBlobStore", () => {
     for (const key of ["../etc", "org/../../x", "/abs", "a//b", ""]) {
       await expect(store.fetchAdapter(key, freshDir())).rejects.toThrow(/is not a relative path/);
     }
+  });
+
+  it("puts an adapter under its key and removes it again", async () => {
+    const store = new FolderBlobStore(join(root, "written"));
+    const from = freshDir();
+    for (const [file, bytes] of Object.entries(filesOf(KEYS[1]!))) writeFileSync(join(from, file), bytes);
+    await store.putAdapter(KEYS[1]!, from);
+    const back = freshDir();
+    await store.fetchAdapter(KEYS[1]!, back);
+    expectSameFiles(back, KEYS[1]!);
+    await store.removeAdapter(KEYS[1]!);
+    await expect(store.fetchAdapter(KEYS[1]!, freshDir())).rejects.toThrow(BlobNotFoundError);
+    await expect(store.putAdapter("../escape", from)).rejects.toThrow(/is not a relative path/);
   });
 });
 
@@ -251,6 +384,12 @@ describe("openBlobStore", () => {
     expect(openBlobStore("s3://bucket/p", { ...env, AWS_REGION: "eu-west-3" }).location).toBe(
       "s3://bucket/p at https://bucket.s3.eu-west-3.amazonaws.com",
     );
+  });
+
+  it("opens a writable store from a folder or bucket URL, never from http(s)", () => {
+    expect(openWritableBlobStore(blobRoot, {})).toBeInstanceOf(FolderBlobStore);
+    expect(openWritableBlobStore("r2://bucket/p?account=abc123", env)).toBeInstanceOf(S3BlobStore);
+    expect(() => openWritableBlobStore("https://cdn.example/adapters", env)).toThrow(/read-only/);
   });
 
   it("explains what a bucket URL is missing", () => {

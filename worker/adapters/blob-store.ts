@@ -1,16 +1,26 @@
 // Where adapters are kept for good: a local folder, an S3-compatible bucket (AWS S3, Cloudflare R2, MinIO)
 // or a plain http(s) URL. An adapter blob is a pair of files under its key: <key>/adapter_config.json and
-// <key>/adapter_model.safetensors. openBlobStore picks the store from the --blobs URL.
-import { createWriteStream } from "node:fs";
-import { copyFile } from "node:fs/promises";
+// <key>/adapter_model.safetensors. openBlobStore picks the store from the --blobs URL. Workers only read;
+// the gateway also writes accepted uploads (openWritableBlobStore: a folder or a bucket, never http).
+import { createReadStream, createWriteStream } from "node:fs";
+import { copyFile, cp, mkdir, rm, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { Readable } from "node:stream";
+import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { fileURLToPath } from "node:url";
-import { type AwsCredentials, encodeS3Path, signRequest } from "./sigv4.ts";
+import { sha256OfFile } from "./file-hash.ts";
+import { type AwsCredentials, encodeS3Path, type SignableRequest, signRequest } from "./sigv4.ts";
 
 export const ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors"] as const;
+
+/** Bounds on one fetched file, for fetches whose source the fetching process does not trust. */
+export interface FetchLimits {
+  /** A larger file is refused with BlobTooLargeError, before or while it is read. */
+  maxBytes?: number;
+  /** Follow an http redirect only to a URL this accepts; without it every redirect is followed. */
+  redirectAllowed?: (url: URL) => boolean;
+}
 
 export interface BlobStore {
   /** Where the store points, for messages (never with credentials). */
@@ -20,6 +30,16 @@ export interface BlobStore {
    * BlobNotFoundError when the store has no such adapter, BlobStoreError for anything else.
    */
   fetchAdapter(key: string, dir: string): Promise<void>;
+  /** Copies the one file stored at `key` to `path` and returns its size; errors as fetchAdapter's. */
+  fetchFile(key: string, path: string, limits?: FetchLimits): Promise<number>;
+}
+
+/** A store the gateway writes accepted adapters to. */
+export interface WritableBlobStore extends BlobStore {
+  /** Stores both files of the adapter in the folder `dir` under `key`. */
+  putAdapter(key: string, dir: string): Promise<void>;
+  /** Removes the adapter under `key`; nothing there is not an error. */
+  removeAdapter(key: string): Promise<void>;
 }
 
 export class BlobStoreError extends Error {
@@ -28,6 +48,21 @@ export class BlobStoreError extends Error {
 
 export class BlobNotFoundError extends BlobStoreError {
   override name = "BlobNotFoundError";
+}
+
+export class BlobTooLargeError extends BlobStoreError {
+  override name = "BlobTooLargeError";
+  constructor(
+    shown: string,
+    readonly limit: number,
+  ) {
+    super(`${shown} is larger than ${limit} bytes`);
+  }
+}
+
+/** Both files of an adapter, fetched one by one with fetchFile. */
+async function fetchBothFiles(store: BlobStore, key: string, dir: string): Promise<void> {
+  for (const file of ADAPTER_FILES) await store.fetchFile(`${key}/${file}`, join(dir, file));
 }
 
 /** A key's path segments; refuses keys that could leave the store's root. */
@@ -57,55 +92,122 @@ export class FolderBlobStore implements BlobStore {
     return this.root;
   }
 
-  async fetchAdapter(key: string, dir: string): Promise<void> {
+  fetchAdapter(key: string, dir: string): Promise<void> {
+    return fetchBothFiles(this, key, dir);
+  }
+
+  async fetchFile(key: string, path: string, limits: FetchLimits = {}): Promise<number> {
     const from = join(this.root, ...keySegments(key));
-    for (const file of ADAPTER_FILES) {
-      try {
-        await copyFile(join(from, file), join(dir, file));
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === "ENOENT") {
-          throw new BlobNotFoundError(`${join(from, file)} does not exist`);
-        }
-        throw new BlobStoreError(`copying ${join(from, file)}: ${(error as Error).message}`, {
-          cause: error,
-        });
+    try {
+      const { size } = await stat(from);
+      if (limits.maxBytes !== undefined && size > limits.maxBytes) {
+        throw new BlobTooLargeError(from, limits.maxBytes);
       }
+      await copyFile(from, path);
+      return size;
+    } catch (error) {
+      if (error instanceof BlobStoreError) throw error;
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") {
+        throw new BlobNotFoundError(`${from} does not exist`);
+      }
+      throw new BlobStoreError(`copying ${from}: ${(error as Error).message}`, { cause: error });
     }
+  }
+
+  async putAdapter(key: string, dir: string): Promise<void> {
+    const target = join(this.root, ...keySegments(key));
+    await mkdir(target, { recursive: true });
+    for (const file of ADAPTER_FILES) await cp(join(dir, file), join(target, file));
+  }
+
+  async removeAdapter(key: string): Promise<void> {
+    await rm(join(this.root, ...keySegments(key)), { recursive: true, force: true });
   }
 }
 
-/** Streams one GET's body into a file; 404 is BlobNotFoundError, other failures BlobStoreError. */
+const MAX_REDIRECTS = 5;
+
+/** A failed response as an error that keeps the start of what the server said. */
+async function refusal(method: string, shown: string, response: Response): Promise<BlobStoreError> {
+  // S3 explains refusals in an XML body (<Code>SignatureDoesNotMatch</Code>...): keep its start.
+  const detail = (await response.text().catch(() => "")).replace(/\s+/g, " ").slice(0, 300);
+  return new BlobStoreError(`${method} ${shown}: ${response.status} ${response.statusText} ${detail}`.trim());
+}
+
+/** One GET, following redirects only where `limits.redirectAllowed` accepts them. */
+async function get(
+  url: URL,
+  headers: Record<string, string>,
+  signal: AbortSignal,
+  shown: string,
+  limits: FetchLimits,
+): Promise<Response> {
+  const allowed = limits.redirectAllowed;
+  let at = url;
+  for (let hop = 0; ; hop++) {
+    let response: Response;
+    try {
+      response = await fetch(at, { headers, signal, redirect: allowed ? "manual" : "follow" });
+    } catch (error) {
+      throw new BlobStoreError(`GET ${shown}: ${(error as Error).message}`, { cause: error });
+    }
+    const location = response.headers.get("location");
+    if (!allowed || response.status < 300 || response.status > 399 || location === null) return response;
+    await response.body?.cancel();
+    const next = new URL(location, at);
+    if (!allowed(next) || hop === MAX_REDIRECTS) {
+      throw new BlobStoreError(
+        hop === MAX_REDIRECTS
+          ? `GET ${shown}: more than ${MAX_REDIRECTS} redirects`
+          : `GET ${shown}: redirected to ${next.origin}${next.pathname}, which is not an allowed location`,
+      );
+    }
+    at = next;
+  }
+}
+
+/**
+ * Streams one GET's body into a file and returns its size; 404 is BlobNotFoundError, more than
+ * `limits.maxBytes` BlobTooLargeError, other failures BlobStoreError.
+ */
 async function download(
   url: URL,
   headers: Record<string, string>,
   path: string,
   timeoutMs: number,
   shown: string,
-): Promise<void> {
-  let response: Response;
+  limits: FetchLimits = {},
+): Promise<number> {
   const signal = AbortSignal.timeout(timeoutMs);
-  try {
-    response = await fetch(url, { headers, signal, redirect: "follow" });
-  } catch (error) {
-    throw new BlobStoreError(`GET ${shown}: ${(error as Error).message}`, { cause: error });
-  }
+  const response = await get(url, headers, signal, shown, limits);
   if (response.status === 404) {
     await response.body?.cancel();
     throw new BlobNotFoundError(`GET ${shown}: 404 not found`);
   }
-  if (!response.ok || !response.body) {
-    // S3 explains refusals in an XML body (<Code>SignatureDoesNotMatch</Code>...): keep its start.
-    const detail = (await response.text().catch(() => "")).replace(/\s+/g, " ").slice(0, 300);
-    throw new BlobStoreError(`GET ${shown}: ${response.status} ${response.statusText} ${detail}`.trim());
+  if (!response.ok || !response.body) throw await refusal("GET", shown, response);
+  const { maxBytes } = limits;
+  if (maxBytes !== undefined && Number(response.headers.get("content-length") ?? 0) > maxBytes) {
+    await response.body.cancel();
+    throw new BlobTooLargeError(shown, maxBytes);
   }
+  let size = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      size += chunk.length;
+      done(maxBytes !== undefined && size > maxBytes ? new BlobTooLargeError(shown, maxBytes) : null, chunk);
+    },
+  });
   try {
     await pipeline(
       Readable.fromWeb(response.body as WebReadableStream<Uint8Array>, { signal }),
+      counter,
       createWriteStream(path),
     );
   } catch (error) {
+    if (error instanceof BlobTooLargeError) throw error;
     throw new BlobStoreError(`GET ${shown}: reading the body: ${(error as Error).message}`, { cause: error });
   }
+  return size;
 }
 
 const DEFAULT_TIMEOUT_MS = 300_000;
@@ -131,13 +233,14 @@ export class HttpBlobStore implements BlobStore {
     return this.base.href;
   }
 
-  async fetchAdapter(key: string, dir: string): Promise<void> {
-    const prefix = this.base.pathname.replace(/\/+$/, "");
-    for (const file of ADAPTER_FILES) {
-      const url = new URL(this.base);
-      url.pathname = `${prefix}${encodeS3Path([...keySegments(key), file])}`;
-      await download(url, {}, join(dir, file), this.timeoutMs, url.href);
-    }
+  fetchAdapter(key: string, dir: string): Promise<void> {
+    return fetchBothFiles(this, key, dir);
+  }
+
+  fetchFile(key: string, path: string, limits?: FetchLimits): Promise<number> {
+    const url = new URL(this.base);
+    url.pathname = `${this.base.pathname.replace(/\/+$/, "")}${encodeS3Path(keySegments(key))}`;
+    return download(url, {}, path, this.timeoutMs, url.href, limits);
   }
 }
 
@@ -154,8 +257,8 @@ export interface S3BlobStoreOptions {
   timeoutMs?: number;
 }
 
-/** GetObject over SigV4-signed fetches. */
-export class S3BlobStore implements BlobStore {
+/** GetObject, PutObject and DeleteObject over SigV4-signed fetches. */
+export class S3BlobStore implements WritableBlobStore {
   private readonly endpoint: URL;
 
   constructor(private readonly options: S3BlobStoreOptions) {
@@ -175,20 +278,88 @@ export class S3BlobStore implements BlobStore {
     return `s3://${this.options.bucket}${prefix} at ${at.origin}`;
   }
 
-  async fetchAdapter(key: string, dir: string): Promise<void> {
-    const { bucket, prefix, region, credentials } = this.options;
+  /** The object's URL and its name for messages (s3://bucket/key). */
+  private object(key: string): { url: URL; shown: string } {
+    const { bucket, prefix } = this.options;
     const objectKey = [...(prefix ? prefix.split("/") : []), ...keySegments(key)];
+    const url = new URL(this.endpoint.origin);
+    if (this.options.virtualHosted) {
+      url.hostname = `${bucket}.${url.hostname}`;
+      url.pathname = encodeS3Path(objectKey);
+    } else {
+      url.pathname = encodeS3Path([bucket, ...objectKey]);
+    }
+    return { url, shown: `s3://${bucket}/${objectKey.join("/")}` };
+  }
+
+  private sign(method: string, url: URL, extra: Pick<SignableRequest, "headers" | "payloadSha256"> = {}) {
+    const { region, credentials } = this.options;
+    return signRequest({ method, url, region, service: "s3", credentials, ...extra });
+  }
+
+  private get timeoutMs(): number {
+    return this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  }
+
+  fetchAdapter(key: string, dir: string): Promise<void> {
+    return fetchBothFiles(this, key, dir);
+  }
+
+  fetchFile(key: string, path: string, limits?: FetchLimits): Promise<number> {
+    const { url, shown } = this.object(key);
+    return download(url, this.sign("GET", url), path, this.timeoutMs, shown, limits);
+  }
+
+  /** PUTs both files, each signed with its sha256; a failure removes what was already put. */
+  async putAdapter(key: string, dir: string): Promise<void> {
+    try {
+      for (const file of ADAPTER_FILES) await this.putFile(`${key}/${file}`, join(dir, file));
+    } catch (error) {
+      await this.removeAdapter(key).catch(() => {});
+      throw error;
+    }
+  }
+
+  private async putFile(key: string, path: string): Promise<void> {
+    const { url, shown } = this.object(key);
+    const [{ size }, payloadSha256] = await Promise.all([stat(path), sha256OfFile(path)]);
+    if (payloadSha256 === undefined) throw new BlobStoreError(`PUT ${shown}: cannot read ${path}`);
+    const headers = this.sign("PUT", url, {
+      headers: { "content-length": String(size) },
+      payloadSha256,
+    });
+    let response: Response;
+    try {
+      response = await fetch(url, {
+        method: "PUT",
+        headers,
+        body: Readable.toWeb(createReadStream(path)) as ReadableStream<Uint8Array>,
+        duplex: "half",
+        signal: AbortSignal.timeout(this.timeoutMs),
+      } as RequestInit);
+    } catch (error) {
+      throw new BlobStoreError(`PUT ${shown}: ${(error as Error).message}`, { cause: error });
+    }
+    if (!response.ok) throw await refusal("PUT", shown, response);
+    await response.body?.cancel();
+  }
+
+  async removeAdapter(key: string): Promise<void> {
     for (const file of ADAPTER_FILES) {
-      const url = new URL(this.endpoint.origin);
-      if (this.options.virtualHosted) {
-        url.hostname = `${bucket}.${url.hostname}`;
-        url.pathname = encodeS3Path([...objectKey, file]);
-      } else {
-        url.pathname = encodeS3Path([bucket, ...objectKey, file]);
+      const { url, shown } = this.object(`${key}/${file}`);
+      let response: Response;
+      try {
+        response = await fetch(url, {
+          method: "DELETE",
+          headers: this.sign("DELETE", url),
+          signal: AbortSignal.timeout(this.timeoutMs),
+        });
+      } catch (error) {
+        throw new BlobStoreError(`DELETE ${shown}: ${(error as Error).message}`, { cause: error });
       }
-      const headers = signRequest({ method: "GET", url, region, service: "s3", credentials });
-      const shown = `s3://${bucket}/${[...objectKey, file].join("/")}`;
-      await download(url, headers, join(dir, file), this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS, shown);
+      // S3 answers 204 whether or not the object existed; other S3-compatible servers may say 404.
+      if (!response.ok && response.status !== 404) throw await refusal("DELETE", shown, response);
+      await response.body?.cancel();
     }
   }
 }
@@ -201,15 +372,37 @@ export class S3BlobStore implements BlobStore {
  * or AWS_ENDPOINT_URL override it, AWS_REGION names the region).
  */
 export function openBlobStore(location: string, env: NodeJS.ProcessEnv = process.env): BlobStore {
-  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(location)?.[1]?.toLowerCase();
+  const scheme = schemeOf(location);
+  if (scheme === "http" || scheme === "https") return new HttpBlobStore(location);
+  return openWritableBlobStore(location, env);
+}
+
+/** The store for the gateway's --blobs: as openBlobStore, without http(s), which cannot be written. */
+export function openWritableBlobStore(
+  location: string,
+  env: NodeJS.ProcessEnv = process.env,
+): WritableBlobStore {
+  const scheme = schemeOf(location);
   if (scheme === undefined) return new FolderBlobStore(location);
   if (scheme === "file") return new FolderBlobStore(fileURLToPath(location));
-  if (scheme === "http" || scheme === "https") return new HttpBlobStore(location);
+  if (scheme === "http" || scheme === "https") {
+    throw new BlobStoreError(
+      `blob store ${location}: an http(s) store is read-only; store uploads in a folder, s3:// or r2://`,
+    );
+  }
   if (scheme !== "s3" && scheme !== "r2") {
     throw new BlobStoreError(
       `blob store ${location}: unknown scheme ${scheme}:// (use a folder, file://, s3://, r2://, http:// or https://)`,
     );
   }
+  return openBucket(location, scheme, env);
+}
+
+function schemeOf(location: string): string | undefined {
+  return /^([a-z][a-z0-9+.-]*):\/\//i.exec(location)?.[1]?.toLowerCase();
+}
+
+function openBucket(location: string, scheme: "s3" | "r2", env: NodeJS.ProcessEnv): S3BlobStore {
   const url = new URL(location);
   const bucket = url.hostname;
   const prefix = decodeURIComponent(url.pathname).replace(/^\/+|\/+$/g, "");

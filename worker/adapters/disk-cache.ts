@@ -3,19 +3,15 @@
 // checked, then renamed into place, so a crash never leaves a half-written entry under a real name. The
 // folder's mtime records its last use, so a restarted worker finds its entries, and their order, by
 // scanning the folder.
-import { createHash, randomBytes } from "node:crypto";
-import {
-  createReadStream,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  utimesSync,
-} from "node:fs";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync } from "node:fs";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ADAPTER_FILES } from "./blob-store.ts";
+import { sha256OfFile } from "./file-hash.ts";
+
+// Callers that check an adapter's weights by hash find it beside the tier that does.
+export { sha256OfFile };
 
 export interface DiskCacheOptions {
   dir: string;
@@ -50,17 +46,6 @@ const SHA256 = /^[0-9a-f]{64}$/;
 interface Entry extends DiskEntry {
   /** Readers holding the folder open: never evicted while > 0. */
   leases: number;
-}
-
-/** Streams a file through sha256; undefined when it cannot be read. */
-export async function sha256OfFile(path: string): Promise<string | undefined> {
-  const hash = createHash("sha256");
-  try {
-    for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk);
-  } catch {
-    return undefined;
-  }
-  return hash.digest("hex");
 }
 
 export class DiskCache {
