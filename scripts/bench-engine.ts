@@ -111,7 +111,8 @@ export function stepCost(
   return { flops, bytes };
 }
 
-function ensureModel(device: Device, layers: number, log: (line: string) => void): string {
+/** bench-1b with 64 rank-16 adapters (adapter-0..63), generated once under .luminet/bench-models/. */
+export function ensureBenchModel(device: Device, layers: number, log: (line: string) => void): string {
   const dtype = device === "cpu" ? "F32" : "F16";
   const dir = resolve(".luminet", "bench-models", `bench-1b-${layers}l-${dtype.toLowerCase()}`);
   if (existsSync(join(dir, "adapters", `adapter-${SEQUENCES - 1}`, "adapter_model.safetensors"))) return dir;
@@ -145,7 +146,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   const runs = [0, ...U_VALUES];
   const totalSteps = runs.length * (timedSteps + 1);
   const promptLength = context - totalSteps - 1;
-  const modelDir = options.modelDir ?? ensureModel(device, layers, log);
+  const modelDir = options.modelDir ?? ensureBenchModel(device, layers, log);
 
   const engine = await Engine.create({
     modelDir,

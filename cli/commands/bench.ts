@@ -3,12 +3,12 @@ import { resolve } from "node:path";
 import type { Command } from "commander";
 import { logger } from "../../core/logger.ts";
 import { reportColdLoadBench, runColdLoadBench } from "../../scripts/bench-cold-load.ts";
+import { reportE2eBench, runE2eBench } from "../../scripts/bench-e2e.ts";
 import { reportEngineBench, runEngineBench } from "../../scripts/bench-engine.ts";
 import { reportFleetBench, runFleetBench } from "../../scripts/bench-fleet.ts";
 import { reportGatewayBench, runGatewayBench } from "../../scripts/bench-gateway.ts";
 import { reportSwitchBench, runSwitchBench } from "../../scripts/bench-switch.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
-import { notImplemented } from "../not-implemented.ts";
 
 export function registerBench(program: Command): void {
   const bench = program.command("bench").description("benchmarks (see docs/BENCHMARKS.md)");
@@ -118,11 +118,56 @@ export function registerBench(program: Command): void {
       });
       reportFleetBench(result, options.json === true);
     });
-  for (const [name, what] of [["e2e", "the whole path through the openai client"]] as const) {
-    bench
-      .command(name)
-      .description(what)
-      .option("--json", "print one JSON line")
-      .action(notImplemented(`bench ${name}`, "not built yet"));
-  }
+  bench
+    .command("e2e")
+    .description(
+      "the whole path: gateway, worker and meter processes on NATS and Postgres, streamed through the openai client; tokens/s vs the engine alone, usage vs billing",
+    )
+    .option("--shape <shape>", "tiny | bench-1b", "bench-1b")
+    .option("--layers <n>", "layers of the model", "2")
+    .option("--adapters <n>", "distinct adapters the requests use", "32")
+    .option("--connections <n>", "concurrent streaming connections", "64")
+    .option("--requests <n>", "timed requests (default: twice the connections)")
+    .option("--max-tokens <n>", "max_tokens of every request", "32")
+    .option("--json", "print one JSON line")
+    .action(
+      async (options: {
+        shape: string;
+        layers: string;
+        adapters: string;
+        connections: string;
+        requests?: string;
+        maxTokens: string;
+        json?: boolean;
+      }) => {
+        if (options.shape !== "tiny" && options.shape !== "bench-1b") {
+          throw new Error(`--shape must be tiny or bench-1b, got ${options.shape}`);
+        }
+        if (!process.env.LOG_LEVEL) logger.level = "warn";
+        const result = await runE2eBench({
+          shape: options.shape,
+          layers: positive("--layers", options.layers),
+          adapters: positive("--adapters", options.adapters),
+          connections: positive("--connections", options.connections),
+          ...(options.requests ? { requests: positive("--requests", options.requests) } : {}),
+          maxTokens: positive("--max-tokens", options.maxTokens),
+          progress: true,
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
+        reportE2eBench(result, options.json === true);
+        if (!result.billing.ok) {
+          process.stderr.write(
+            `bench e2e: ${result.billing.mismatches.length} responses' usage differs from their billed rows\n`,
+          );
+          process.exitCode = 1;
+        }
+      },
+    );
+}
+
+function positive(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new Error(`${flag}: expected a positive integer, got ${value}`);
+  return n;
 }

@@ -1,0 +1,716 @@
+// `luminet bench e2e`: the whole path (../shared/BENCH.md, "e2e"). Three real processes — `luminet gateway`,
+// `luminet worker` and `luminet meter` — on real NATS (NATS_URL, a namespace of the run's own) and real
+// Postgres (a scratch database on DATABASE_URL's server, dropped afterwards). An admin key uploads the
+// adapters through the API; then the official `openai` client streams chat completions from N concurrent
+// connections (a closed loop), request i on adapter i mod A. Generated tokens/s end to end is compared with
+// the engine alone (EngineThread + ContinuousBatcher, as `luminet generate` runs it) on exactly the same
+// mix: the same prompt token ids, adapters, max_tokens, greedy, stop tokens and concurrency. Finally every
+// response's usage (stream_options.include_usage) must equal its billed usage_events row.
+//
+// Both runs start with one untimed request per adapter, so adapter loads are not timed in either. While the
+// end-to-end run is timed, the CPU seconds of each process and the worker's own step seconds (its /metrics)
+// are read, which says where the overhead goes: the engine idle between requests, or slower steps.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { Readable } from "node:stream";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { SingleBar } from "cli-progress";
+import { eq } from "drizzle-orm";
+import type OpenAI from "openai";
+import postgres from "postgres";
+import { migrate } from "../db/migrate.ts";
+import { openDb } from "../db/open.ts";
+import { archiveSize, archiveStream } from "../gateway/adapter-archive.ts";
+import { createApiKey, ensureOrg } from "../gateway/api-keys.ts";
+import { usageEvents } from "../schema/db.ts";
+import { ADAPTER_FILES } from "../worker/adapters/blob-store.ts";
+import { loadPeftAdapter } from "../worker/adapters/peft.ts";
+import { EngineThread } from "../worker/engine/engine-thread.ts";
+import { ContinuousBatcher } from "../worker/engine/generation.ts";
+import { Prng } from "../worker/engine/prng.ts";
+import { GREEDY } from "../worker/engine/sampler.ts";
+import { loadTokenizer } from "../worker/engine/tokenizer.ts";
+import { ensureBenchModel, machineName } from "./bench-engine.ts";
+import { saveBenchResult } from "./bench-result.ts";
+import { type LuminetProcess, startLuminetProcess } from "./luminet-process.ts";
+import { initTinyModel, type TinyShape } from "./tiny-model.ts";
+
+export interface E2eBenchOptions {
+  /** Model shape; default bench-1b (random weights, fp32). */
+  shape?: TinyShape;
+  /** Layers of the model; default 2 (fits a 2-core CPU). */
+  layers?: number;
+  /** Distinct adapters the requests use; default 32. */
+  adapters?: number;
+  /** Concurrent streaming connections (requests in flight); default 64. */
+  connections?: number;
+  /** Timed requests; default twice the connections. */
+  requests?: number;
+  /** max_tokens of every request; default 32. */
+  maxTokens?: number;
+  /** Default NATS_URL. */
+  natsUrl?: string;
+  /** A Postgres server (a scratch database is made on it); default DATABASE_URL. */
+  databaseUrl?: string;
+  /** A cli-progress bar per phase on stderr. */
+  progress?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface E2eRun {
+  requests: number;
+  tokens: number;
+  seconds: number;
+  tokens_per_s: number;
+}
+
+export interface E2eBenchResult {
+  machine: string;
+  /** Load average (1 min) when the run began: the machine is shared. */
+  load_average: number;
+  setup: {
+    shape: TinyShape;
+    layers: number;
+    adapters: number;
+    rank: number;
+    connections: number;
+    requests: number;
+    max_tokens: number;
+    prompt_tokens_mean: number;
+    worker: { slots: number; max_batch: number; step_tokens: number };
+    path: string;
+  };
+  e2e: E2eRun & {
+    ttft_ms: { p50: number; p99: number };
+    /** The worker's step seconds (prefills and decodes) over the timed wall time. */
+    engine_busy_share: number;
+    step_seconds: number;
+    /** CPU seconds each process used while the run was timed; null where /proc is not readable. */
+    cpu_seconds: { client: number; gateway: number | null; worker: number | null; meter: number | null };
+  };
+  engine: E2eRun;
+  /** End-to-end tokens/s over the engine's own; the aim is ≥ 0.9. */
+  ratio: number;
+  /** Both runs generated the same number of tokens for every request (greedy on the same mix). */
+  same_completion_tokens: boolean;
+  billing: {
+    responses: number;
+    billed_rows: number;
+    matched: number;
+    /** Responses whose usage differs from their row (or have no row), and rows no response announced. */
+    mismatches: { request_id: string; response: Usage | null; billed: Usage | null }[];
+    /** From the last response to the last billing row. */
+    meter_lag_ms: number;
+    ok: boolean;
+  };
+}
+
+interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+}
+
+/** One request of the mix: its chat message, the prompt ids the gateway makes of it, its adapter. */
+interface MixItem {
+  content: string;
+  promptTokens: number[];
+  adapter: number;
+  maxTokens: number;
+}
+
+const BASE = "bench";
+const ORG = "bench";
+const RANK = 16;
+const STEP_TOKENS = 1024;
+/** Adapters in the engine bench's cached bench-1b folder, which this bench shares. */
+const BENCH_MODEL_ADAPTERS = 64;
+const WORDS =
+  "the a river stone light quiet morning engine signal garden paper window orbit copper silver harbor forest winter market lantern bridge".split(
+    " ",
+  );
+
+const round = (value: number, places = 3) => Math.round(value * 10 ** places) / 10 ** places;
+
+function percentile(values: readonly number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? 0;
+}
+
+/** Runs `task(i)` for i < count with at most `concurrency` in flight, each slot taking the next index. */
+async function closedLoop(count: number, concurrency: number, task: (i: number) => Promise<void>) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, count) }, async () => {
+      while (next < count) await task(next++);
+    }),
+  );
+}
+
+function phaseBar(enabled: boolean, label: string, total: number) {
+  if (!enabled) return { increment() {}, stop() {} };
+  const bar = new SingleBar({ format: `${label} [{bar}] {value}/{total}`, stream: process.stderr });
+  bar.start(total, 0);
+  return bar;
+}
+
+/** User and system CPU seconds a process has used so far (Linux /proc); null elsewhere. */
+function cpuSecondsOf(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // utime and stime, fields 14 and 15 of proc(5), in USER_HZ ticks (100 on Linux).
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return null;
+  }
+}
+
+/** The sum of a Prometheus series in a /metrics text, e.g. luminet_step_seconds_sum. */
+function metricValue(text: string, name: string): number {
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.slice(name.length + 1)) : 0;
+}
+
+/** A database of the run's own on the server of `serverUrl`, and how to drop it. */
+async function scratchDatabase(serverUrl: string): Promise<{ url: string; drop: () => Promise<void> }> {
+  const name = `luminet_bench_e2e_${process.pid}_${Date.now()}`;
+  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const sql = postgres(serverUrl, { max: 1, onnotice: () => {} });
+      await sql.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await sql.end();
+    },
+  };
+}
+
+/** Removes the run's streams and buckets: every name bus/jetstream.ts derives from the namespace. */
+async function removeNamespace(natsUrl: string, namespace: string): Promise<void> {
+  const nc = await connect({ servers: natsUrl });
+  try {
+    const jsm = await jetstreamManager(nc);
+    for await (const stream of jsm.streams.list()) {
+      const name = stream.config.name;
+      if (name.startsWith(`${namespace}_`) || name.startsWith(`KV_${namespace}_`)) {
+        await jsm.streams.delete(name);
+      }
+    }
+  } finally {
+    await nc.close();
+  }
+}
+
+async function loadOpenAi(): Promise<typeof OpenAI> {
+  try {
+    return (await import("openai")).default;
+  } catch {
+    throw new Error(
+      "luminet bench e2e drives the stack with the official openai client, a devDependency: run `npm ci` (without --omit=dev)",
+    );
+  }
+}
+
+function buildMix(modelDir: string, count: number, adapters: number, maxTokens: number, offset = 0) {
+  const tokenizer = loadTokenizer(modelDir);
+  const prng = new Prng(23, offset);
+  return Array.from({ length: count }, (_, i): MixItem => {
+    const words = Array.from({ length: 8 }, () => WORDS[Math.floor(prng.nextFloat() * WORDS.length)]);
+    const content = `Request ${offset + i}: ${words.join(" ")}`;
+    // What the gateway's admission makes of it (gateway/admission.ts).
+    const text = tokenizer.applyChatTemplate([{ role: "user", content }], { addGenerationPrompt: true });
+    const promptTokens = tokenizer.encode(text, { addSpecialTokens: false });
+    return { content, promptTokens, adapter: (offset + i) % adapters, maxTokens };
+  });
+}
+
+interface Stack {
+  url: string;
+  gateway: LuminetProcess;
+  worker: LuminetProcess;
+  meter: LuminetProcess;
+  workerMetricsUrl: string;
+  stop(): Promise<void>;
+}
+
+async function startStack(
+  o: { natsUrl: string; databaseUrl: string; namespace: string; modelDir: string; scratch: string },
+  worker: { slots: number; maxBatch: number; maxContext: number },
+): Promise<Stack> {
+  const env = { NATS_URL: o.natsUrl, DATABASE_URL: o.databaseUrl, LOG_LEVEL: "info" };
+  const blobs = join(o.scratch, "blobs");
+  const started: LuminetProcess[] = [];
+  const stop = async () => {
+    for (const p of started.splice(0).reverse()) await p.stop();
+  };
+  try {
+    const gateway = await startLuminetProcess({
+      args: ["gateway", "--model", `${BASE}=${o.modelDir}`, "--port", "0", "--host", "127.0.0.1"].concat([
+        "--namespace",
+        o.namespace,
+        "--blobs",
+        blobs,
+        "--max-adapter-rank",
+        String(RANK),
+      ]),
+      env,
+      ready: (entry) => typeof entry.url === "string" && String(entry.msg).startsWith("gateway listening"),
+    });
+    started.push(gateway);
+    const meter = await startLuminetProcess({
+      args: ["meter", "--namespace", o.namespace],
+      env,
+      ready: (entry) => entry.msg === "meter started",
+    });
+    started.push(meter);
+    const workerProcess = await startLuminetProcess({
+      args: [
+        "worker",
+        "--model",
+        o.modelDir,
+        "--base",
+        BASE,
+        "--worker-id",
+        "e2e",
+        "--namespace",
+        o.namespace,
+      ]
+        .concat(["--blobs", blobs, "--disk-cache", join(o.scratch, "cache"), "--metrics-port", "0"])
+        .concat(["--slots", String(worker.slots), "--max-adapters-per-batch", String(worker.slots)])
+        .concat(["--max-rank", String(RANK), "--max-batch", String(worker.maxBatch)])
+        .concat(["--max-context", String(worker.maxContext), "--step-tokens", String(STEP_TOKENS)]),
+      env,
+      ready: (entry) => entry.msg === "worker ready",
+    });
+    started.push(workerProcess);
+    return {
+      url: String(gateway.readyEntry.url),
+      gateway,
+      worker: workerProcess,
+      meter,
+      workerMetricsUrl: `http://127.0.0.1:${workerProcess.readyEntry.metricsPort}/metrics`,
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+async function uploadAdapter(url: string, key: string, folder: string, name: string): Promise<void> {
+  const files = ADAPTER_FILES.map((file) => ({ name: file, path: join(folder, file) }));
+  const response = await fetch(`${url}/v1/adapters?${new URLSearchParams({ base: BASE, name })}`, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${key}`,
+      "content-type": "application/x-tar",
+      "content-length": String(archiveSize(files)),
+    },
+    body: Readable.toWeb(archiveStream(files)) as ReadableStream<Uint8Array>,
+    duplex: "half",
+  } as RequestInit);
+  if (!response.ok) throw new Error(`uploading ${name}: HTTP ${response.status} ${await response.text()}`);
+}
+
+interface Answer {
+  requestId: string;
+  usage: Usage | null;
+  ttftMs: number;
+}
+
+/** One streamed chat completion through the openai client. */
+async function ask(client: OpenAI, item: MixItem): Promise<Answer> {
+  const sent = performance.now();
+  const stream = await client.chat.completions.create({
+    model: `${BASE}:${ORG}/adapter-${item.adapter}`,
+    messages: [{ role: "user", content: item.content }],
+    max_tokens: item.maxTokens,
+    temperature: 0,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  let id = "";
+  let usage: Usage | null = null;
+  let ttftMs = -1;
+  for await (const chunk of stream) {
+    id = chunk.id;
+    if (ttftMs < 0 && chunk.choices[0]?.delta.content) ttftMs = performance.now() - sent;
+    if (chunk.usage) {
+      usage = { prompt_tokens: chunk.usage.prompt_tokens, completion_tokens: chunk.usage.completion_tokens };
+    }
+  }
+  return { requestId: id.replace(/^chatcmpl-/, ""), usage, ttftMs };
+}
+
+async function workerMetrics(url: string) {
+  const text = await (await fetch(url)).text();
+  return { stepSeconds: metricValue(text, "luminet_step_seconds_sum") };
+}
+
+/** Waits until the meter billed every answer (or 60 s passed), then compares each usage with its row. */
+async function checkBilling(
+  db: Awaited<ReturnType<typeof openDb>>,
+  answers: readonly Answer[],
+): Promise<E2eBenchResult["billing"]> {
+  const waitStart = performance.now();
+  let rows = await db.select().from(usageEvents).where(eq(usageEvents.orgId, ORG));
+  while (rows.length < answers.length && performance.now() - waitStart < 60_000) {
+    await new Promise((r) => setTimeout(r, 100));
+    rows = await db.select().from(usageEvents).where(eq(usageEvents.orgId, ORG));
+  }
+  const meterLagMs = performance.now() - waitStart;
+  const billed = new Map(
+    rows.map((row) => [
+      row.requestId,
+      { prompt_tokens: row.inputTokens, completion_tokens: row.outputTokens },
+    ]),
+  );
+  const mismatches: E2eBenchResult["billing"]["mismatches"] = [];
+  let matched = 0;
+  for (const answer of answers) {
+    const row = billed.get(answer.requestId) ?? null;
+    billed.delete(answer.requestId);
+    const same =
+      row !== null &&
+      answer.usage !== null &&
+      row.prompt_tokens === answer.usage.prompt_tokens &&
+      row.completion_tokens === answer.usage.completion_tokens;
+    if (same) matched++;
+    else mismatches.push({ request_id: answer.requestId, response: answer.usage, billed: row });
+  }
+  for (const [requestId, row] of billed)
+    mismatches.push({ request_id: requestId, response: null, billed: row });
+  return {
+    responses: answers.length,
+    billed_rows: rows.length,
+    matched,
+    mismatches,
+    meter_lag_ms: round(meterLagMs, 1),
+    ok: mismatches.length === 0,
+  };
+}
+
+interface E2ePhase {
+  answers: Answer[];
+  timed: Answer[];
+  run: E2eRun;
+  ttftMs: number[];
+  stepSeconds: number;
+  cpu: E2eBenchResult["e2e"]["cpu_seconds"];
+}
+
+async function runThroughStack(
+  stack: Stack,
+  key: string,
+  warmUp: readonly MixItem[],
+  mix: readonly MixItem[],
+  connections: number,
+  progress: boolean,
+): Promise<E2ePhase> {
+  const OpenAIClient = await loadOpenAi();
+  const client = new OpenAIClient({
+    apiKey: key,
+    baseURL: `${stack.url}/v1`,
+    maxRetries: 0,
+    timeout: 30 * 60_000,
+  });
+  const answers: Answer[] = [];
+  const warmBar = phaseBar(progress, "e2e warm-up (one request per adapter)", warmUp.length);
+  await closedLoop(warmUp.length, connections, async (i) => {
+    answers.push(await ask(client, warmUp[i]!));
+    warmBar.increment();
+  });
+  warmBar.stop();
+
+  const processes = { gateway: stack.gateway, worker: stack.worker, meter: stack.meter };
+  const cpuNow = () => ({
+    client: process.cpuUsage(),
+    ...Object.fromEntries(Object.entries(processes).map(([name, p]) => [name, cpuSecondsOf(p.pid)])),
+  });
+  const cpuBefore = cpuNow() as Record<string, number | null> & { client: NodeJS.CpuUsage };
+  const metricsBefore = await workerMetrics(stack.workerMetricsUrl);
+  const timed: Answer[] = new Array(mix.length);
+  const bar = phaseBar(progress, "e2e: streaming through the openai client", mix.length);
+  const started = performance.now();
+  await closedLoop(mix.length, connections, async (i) => {
+    timed[i] = await ask(client, mix[i]!);
+    bar.increment();
+  });
+  const seconds = (performance.now() - started) / 1000;
+  bar.stop();
+  const metricsAfter = await workerMetrics(stack.workerMetricsUrl);
+  const cpuAfter = cpuNow() as typeof cpuBefore;
+  const delta = (name: keyof typeof processes) => {
+    const [a, b] = [cpuBefore[name], cpuAfter[name]];
+    return a == null || b == null ? null : round(b - a, 2);
+  };
+  const clientCpu = process.cpuUsage(cpuBefore.client);
+  const tokens = timed.reduce((sum, a) => sum + (a.usage?.completion_tokens ?? 0), 0);
+  return {
+    answers: [...answers, ...timed],
+    timed,
+    run: {
+      requests: mix.length,
+      tokens,
+      seconds: round(seconds, 2),
+      tokens_per_s: round(tokens / seconds, 1),
+    },
+    ttftMs: timed.map((a) => a.ttftMs).filter((t) => t >= 0),
+    stepSeconds: metricsAfter.stepSeconds - metricsBefore.stepSeconds,
+    cpu: {
+      client: round((clientCpu.user + clientCpu.system) / 1e6, 2),
+      gateway: delta("gateway"),
+      worker: delta("worker"),
+      meter: delta("meter"),
+    },
+  };
+}
+
+/** The same mix on the engine alone, configured as the worker configures it. */
+async function runEngineAlone(
+  modelDir: string,
+  o: { adapters: number; connections: number; maxContext: number; progress: boolean },
+  warmUp: readonly MixItem[],
+  mix: readonly MixItem[],
+): Promise<{ run: E2eRun; completionTokens: number[] }> {
+  const tokenizer = loadTokenizer(modelDir);
+  const engine = await EngineThread.start({
+    modelDir,
+    device: "cpu",
+    maxContext: o.maxContext,
+    slots: o.adapters,
+    maxRank: RANK,
+    maxAdaptersPerStep: o.adapters,
+  });
+  try {
+    await engine.warmUp();
+    for (let i = 0; i < o.adapters; i++) {
+      const adapter = loadPeftAdapter(join(modelDir, "adapters", `adapter-${i}`), engine.model, {
+        maxRank: RANK,
+      });
+      await engine.writeAdapter(i + 1, adapter);
+    }
+    const batcher = new ContinuousBatcher(engine, tokenizer, {
+      maxBatch: o.connections,
+      maxContext: o.maxContext,
+      prefillTokenBudget: STEP_TOKENS,
+    });
+    const generate = (item: MixItem, id: string) =>
+      batcher.submit({
+        id,
+        promptTokens: item.promptTokens,
+        slot: item.adapter + 1,
+        sampling: GREEDY,
+        maxTokens: item.maxTokens,
+        stopTokenIds: tokenizer.eosTokenIds,
+      });
+    await closedLoop(warmUp.length, o.connections, async (i) => {
+      await generate(warmUp[i]!, `warm-${i}`);
+    });
+    const completionTokens: number[] = new Array(mix.length);
+    const bar = phaseBar(o.progress, "engine alone: the same mix", mix.length);
+    const started = performance.now();
+    await closedLoop(mix.length, o.connections, async (i) => {
+      completionTokens[i] = (await generate(mix[i]!, `timed-${i}`)).tokenIds.length;
+      bar.increment();
+    });
+    const seconds = (performance.now() - started) / 1000;
+    bar.stop();
+    const tokens = completionTokens.reduce((a, b) => a + b, 0);
+    return {
+      run: {
+        requests: mix.length,
+        tokens,
+        seconds: round(seconds, 2),
+        tokens_per_s: round(tokens / seconds, 1),
+      },
+      completionTokens,
+    };
+  } finally {
+    await engine.close();
+  }
+}
+
+/** Starts the stack on a scratch database and namespace, runs the mix through it, checks billing, cleans up. */
+async function measureEndToEnd(
+  o: {
+    natsUrl: string;
+    serverUrl: string;
+    modelDir: string;
+    scratch: string;
+    adapters: number;
+    connections: number;
+  },
+  worker: { slots: number; maxBatch: number; maxContext: number },
+  warmUp: readonly MixItem[],
+  mix: readonly MixItem[],
+  out: { log: (line: string) => void; progress: boolean },
+): Promise<{ e2e: E2ePhase; billing: E2eBenchResult["billing"] }> {
+  const database = await scratchDatabase(o.serverUrl);
+  const namespace = `bench_e2e_${process.pid}_${Date.now()}`;
+  try {
+    const db = await openDb(database.url);
+    try {
+      await migrate(db);
+      await ensureOrg(db, ORG);
+      const { key } = await createApiKey(db, { orgId: ORG, name: "bench-e2e", scopes: ["admin"] });
+      const stack = await startStack({ ...o, databaseUrl: database.url, namespace }, worker);
+      try {
+        const uploads = phaseBar(out.progress, "uploading adapters", o.adapters);
+        for (let i = 0; i < o.adapters; i++) {
+          const folder = join(o.modelDir, "adapters", `adapter-${i}`);
+          await uploadAdapter(stack.url, key, folder, `${ORG}/adapter-${i}`);
+          uploads.increment();
+        }
+        uploads.stop();
+        out.log(
+          `${mix.length} streaming requests from ${o.connections} connections over ${o.adapters} adapters`,
+        );
+        const e2e = await runThroughStack(stack, key, warmUp, mix, o.connections, out.progress);
+        out.log("waiting for the meter, then comparing every response's usage with its billed row");
+        return { e2e, billing: await checkBilling(db, e2e.answers) };
+      } finally {
+        await stack.stop();
+      }
+    } finally {
+      await db.close();
+    }
+  } finally {
+    await database.drop();
+    await removeNamespace(o.natsUrl, namespace);
+  }
+}
+
+function serviceUrls(options: E2eBenchOptions): { natsUrl: string; serverUrl: string } {
+  const natsUrl = options.natsUrl ?? process.env.NATS_URL;
+  const serverUrl = options.databaseUrl ?? process.env.DATABASE_URL;
+  if (!natsUrl) {
+    throw new Error(
+      "bench e2e runs on a real NATS with JetStream: set NATS_URL (e.g. nats://127.0.0.1:4222)",
+    );
+  }
+  if (!serverUrl || !/^postgres(ql)?:\/\//.test(serverUrl)) {
+    throw new Error(
+      "bench e2e runs on a real Postgres: set DATABASE_URL to a postgres:// server URL (a scratch database is created there and dropped afterwards)",
+    );
+  }
+  return { natsUrl, serverUrl };
+}
+
+export async function runE2eBench(options: E2eBenchOptions = {}): Promise<E2eBenchResult> {
+  const log = options.log ?? (() => {});
+  const { natsUrl, serverUrl } = serviceUrls(options);
+  const o = {
+    shape: options.shape ?? "bench-1b",
+    layers: options.layers ?? 2,
+    adapters: options.adapters ?? 32,
+    connections: options.connections ?? 64,
+    maxTokens: options.maxTokens ?? 32,
+    progress: options.progress === true,
+  };
+  const requests = options.requests ?? 2 * o.connections;
+  const loadAverage = loadavg()[0]!;
+  const scratch = mkdtempSync(join(tmpdir(), "luminet-bench-e2e-"));
+  try {
+    let modelDir: string;
+    if (o.shape === "bench-1b") {
+      if (o.adapters > BENCH_MODEL_ADAPTERS) {
+        throw new RangeError(
+          `--adapters: the bench-1b model has ${BENCH_MODEL_ADAPTERS} adapters, asked for ${o.adapters}`,
+        );
+      }
+      modelDir = ensureBenchModel("cpu", o.layers, log);
+    } else {
+      modelDir = join(scratch, "model");
+      initTinyModel(modelDir, {
+        shape: o.shape,
+        layers: o.layers,
+        adapters: o.adapters,
+        rank: RANK,
+        seed: 7,
+      });
+    }
+    modelDir = resolve(modelDir);
+    const warmUp = buildMix(modelDir, o.adapters, o.adapters, 2);
+    const mix = buildMix(modelDir, requests, o.adapters, o.maxTokens, o.adapters);
+    const longest = Math.max(...mix.map((m) => m.promptTokens.length));
+    const maxContext = longest + o.maxTokens + 8;
+    const worker = { slots: o.adapters, maxBatch: o.connections, maxContext };
+
+    log(`stack: gateway, worker and meter processes on ${natsUrl} and a scratch database`);
+    const { e2e, billing } = await measureEndToEnd(
+      { natsUrl, serverUrl, modelDir, scratch, adapters: o.adapters, connections: o.connections },
+      worker,
+      warmUp,
+      mix,
+      { log, progress: o.progress },
+    );
+    for (const [i, answer] of e2e.timed.entries()) {
+      if (answer.usage?.prompt_tokens !== mix[i]!.promptTokens.length) {
+        throw new Error(
+          `request ${i}: the gateway counted ${answer.usage?.prompt_tokens} prompt tokens, the engine run would use ${mix[i]!.promptTokens.length}: not the same mix`,
+        );
+      }
+    }
+
+    log("the engine alone on the same mix");
+    const engine = await runEngineAlone(modelDir, { ...o, maxContext }, warmUp, mix);
+    return {
+      machine: machineName("cpu"),
+      load_average: round(loadAverage, 2),
+      setup: {
+        shape: o.shape,
+        layers: o.layers,
+        adapters: o.adapters,
+        rank: RANK,
+        connections: o.connections,
+        requests,
+        max_tokens: o.maxTokens,
+        prompt_tokens_mean: round(mix.reduce((s, m) => s + m.promptTokens.length, 0) / mix.length, 1),
+        worker: { slots: worker.slots, max_batch: worker.maxBatch, step_tokens: STEP_TOKENS },
+        path: "openai client (streaming) -> luminet gateway -> NATS JetStream -> luminet worker (cpu) -> NATS -> gateway; usage -> luminet meter -> Postgres",
+      },
+      e2e: {
+        ...e2e.run,
+        ttft_ms: { p50: round(percentile(e2e.ttftMs, 50), 1), p99: round(percentile(e2e.ttftMs, 99), 1) },
+        engine_busy_share: round(e2e.stepSeconds / e2e.run.seconds),
+        step_seconds: round(e2e.stepSeconds, 2),
+        cpu_seconds: e2e.cpu,
+      },
+      engine: engine.run,
+      ratio: round(e2e.run.tokens_per_s / engine.run.tokens_per_s),
+      same_completion_tokens: e2e.timed.every(
+        (a, i) => a.usage?.completion_tokens === engine.completionTokens[i],
+      ),
+      billing,
+    };
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+/** Prints the result (one JSON line with --json, else a summary) and saves bench/results/e2e.json. */
+export function reportE2eBench(result: E2eBenchResult, json: boolean, resultsDir = "bench/results"): void {
+  if (saveBenchResult("e2e", result, json, resultsDir)) return;
+  const { setup, e2e, engine, billing } = result;
+  const cpu = Object.entries(e2e.cpu_seconds)
+    .map(([name, s]) => `${name} ${s ?? "?"}`)
+    .join(", ");
+  process.stdout.write(
+    `e2e bench on ${result.machine} (load average ${result.load_average}): ${setup.shape} ${setup.layers} layers, ${setup.adapters} adapters, ${setup.connections} connections, ${setup.requests} requests x ${setup.max_tokens} tokens\n` +
+      `  end to end    ${e2e.tokens_per_s} tokens/s (${e2e.tokens} tokens in ${e2e.seconds} s), TTFT p50 ${e2e.ttft_ms.p50} ms p99 ${e2e.ttft_ms.p99} ms\n` +
+      `  engine alone  ${engine.tokens_per_s} tokens/s (${engine.tokens} tokens in ${engine.seconds} s)\n` +
+      `  ratio ${result.ratio} (aim ≥ 0.9); worker engine busy ${(e2e.engine_busy_share * 100).toFixed(1)} % of the timed run\n` +
+      `  CPU seconds while timed: ${cpu}\n` +
+      `  billing: ${billing.matched}/${billing.responses} responses equal their billed row, ${billing.mismatches.length} mismatches (meter lag ${billing.meter_lag_ms} ms)\n`,
+  );
+}

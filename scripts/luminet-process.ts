@@ -1,0 +1,63 @@
+// A `luminet <command>` child process (through bin/luminet.mjs): its JSON log lines collected, ready once
+// one of them says so, stopped with SIGTERM (gateways close, workers and meters drain) and SIGKILL if it
+// has not exited within 10 s. Benchmarks and tests start real processes with it.
+import { type ChildProcess, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+const CLI = fileURLToPath(new URL("../bin/luminet.mjs", import.meta.url));
+
+export interface LuminetProcessOptions {
+  /** The command line after `luminet`, e.g. ["worker", "--model", dir, ...]. */
+  args: readonly string[];
+  /** Added to this process's environment. */
+  env?: NodeJS.ProcessEnv;
+  /** True for the log line that says the process serves. */
+  ready: (entry: Record<string, unknown>) => boolean;
+}
+
+export interface LuminetProcess {
+  readonly pid: number;
+  /** Every JSON line it logged so far. */
+  readonly logs: Record<string, unknown>[];
+  /** The log line that made it ready. */
+  readonly readyEntry: Record<string, unknown>;
+  stop(): Promise<void>;
+}
+
+export function startLuminetProcess(options: LuminetProcessOptions): Promise<LuminetProcess> {
+  const child: ChildProcess = spawn(process.execPath, [CLI, ...options.args], {
+    env: { ...process.env, ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const logs: Record<string, unknown>[] = [];
+  let stderr = "";
+  child.stderr?.on("data", (data: Buffer) => {
+    stderr += data.toString();
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+      const killer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(killer);
+    }
+  };
+  return new Promise((resolve, reject) => {
+    let buffered = "";
+    child.stdout?.on("data", (data: Buffer) => {
+      buffered += data.toString();
+      const lines = buffered.split("\n");
+      buffered = lines.pop() ?? "";
+      for (const line of lines) {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        logs.push(entry);
+        if (options.ready(entry)) resolve({ pid: child.pid!, logs, readyEntry: entry, stop });
+      }
+    });
+    void exited.then(() => {
+      const logged = logs.map((entry) => JSON.stringify(entry)).join("\n");
+      reject(new Error(`luminet ${options.args[0]} exited before it was ready:\n${stderr}${logged}`));
+    });
+  });
+}
