@@ -129,6 +129,8 @@ export interface Bus {
 
   /** Records a worker's heartbeat; it disappears after the heartbeat TTL unless put again. */
   putHeartbeat(heartbeat: WorkerHeartbeat): Promise<void>;
+  /** Takes a worker out of the live heartbeats at once (a drained worker leaving), not after the TTL. */
+  removeHeartbeat(base: string, workerId: string): Promise<void>;
   /**
    * The latest heartbeat of every worker (of one base) seen within the heartbeat TTL. A heartbeat put by
    * another process shows up a network hop later.

@@ -223,6 +223,10 @@ class InProcessBus implements Bus {
     });
   }
 
+  async removeHeartbeat(base: string, workerId: string): Promise<void> {
+    this.broker.heartbeats.delete(heartbeatKey(base, workerId));
+  }
+
   async liveHeartbeats(base?: string): Promise<WorkerHeartbeat[]> {
     const now = Date.now();
     const live: WorkerHeartbeat[] = [];

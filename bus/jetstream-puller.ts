@@ -5,6 +5,10 @@
 // next() pulls from both consumers at once, one message each, only while a caller waits. When both
 // answer, the extra one is held for the next call; if nobody asks for it within `holdMs` it is nak'd so
 // another worker can take it, rather than idling here until its ack wait runs out.
+//
+// A pull cannot be withdrawn from the server, so close() waits for the pulls in flight to end (at most
+// pullExpiresMs), nak'ing whatever they still bring. Once it resolves, nothing of this puller can take a
+// message: what the caller hands back after it goes to the next puller, not into a dying one.
 import type { Consumer, JsMsg } from "@nats-io/jetstream";
 import { decode, InferenceRequest } from "../schema/wire.ts";
 import type { Delivery, RequestPuller } from "./bus.ts";
@@ -24,7 +28,7 @@ const RETRY_MS = 250;
 export class JetStreamRequestPuller implements RequestPuller {
   #waiters: Waiter[] = [];
   #held: { delivery: Delivery<InferenceRequest>; msg: JsMsg; timer: ReturnType<typeof setTimeout> }[] = [];
-  #pulling = new Set<Consumer>();
+  #pulling = new Map<Consumer, Promise<void>>();
   #closed = false;
 
   constructor(
@@ -42,7 +46,7 @@ export class JetStreamRequestPuller implements RequestPuller {
     return new Promise((resolve) => {
       this.#waiters.push(resolve);
       for (const consumer of this.consumers) {
-        if (!this.#pulling.has(consumer)) void this.#pull(consumer);
+        if (!this.#pulling.has(consumer)) this.#startPulling(consumer);
       }
     });
   }
@@ -55,10 +59,15 @@ export class JetStreamRequestPuller implements RequestPuller {
       clearTimeout(held.timer);
       held.msg.nak();
     }
+    await Promise.all(this.#pulling.values());
+  }
+
+  /** Called with a waiter queued, so #pull awaits a pull before its `finally` can run. */
+  #startPulling(consumer: Consumer): void {
+    this.#pulling.set(consumer, this.#pull(consumer));
   }
 
   async #pull(consumer: Consumer): Promise<void> {
-    this.#pulling.add(consumer);
     try {
       while (!this.#closed && this.#waiters.length > 0) {
         let msg: JsMsg | null;
@@ -82,6 +91,7 @@ export class JetStreamRequestPuller implements RequestPuller {
         else this.#hold(delivery, msg);
       }
     } finally {
+      // In the same turn as the loop's end: a next() right after sees no pull running and starts one.
       this.#pulling.delete(consumer);
     }
   }

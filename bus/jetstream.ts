@@ -105,7 +105,11 @@ export class BusConnectError extends Error {
 }
 
 const ms = (millis: number) => millis * 1_000_000;
-/** A worker's durable consumers outlive a restart, but not a worker that is gone for good. */
+/**
+ * A worker's own durable consumer outlives a restart, but not a worker that is gone for good. A base's
+ * shared durable never expires: with no worker left it is where requests wait for one to start, and where
+ * an autoscaler (KEDA's JetStream scaler) reads their lag; there is one per base.
+ */
 const CONSUMER_INACTIVE_MS = 60 * 60_000;
 const PULL_EXPIRES_MS = 5_000;
 const METER_DURABLE = "meter";
@@ -265,15 +269,12 @@ class JetStreamBus implements Bus {
   }
 
   async pullRequests({ base, workerId, shared = true }: PullRequestsOptions): Promise<RequestPuller> {
-    const settings = {
-      ack_wait: ms(this.#options.ackWaitMs),
-      max_deliver: this.#options.maxDeliver,
-      inactive_threshold: ms(CONSUMER_INACTIVE_MS),
-    };
+    const settings = { ack_wait: ms(this.#options.ackWaitMs), max_deliver: this.#options.maxDeliver };
     const baseToken = encodeToken(base);
     const consumers = [
       await this.#durable(this.#names.requests, {
         ...settings,
+        inactive_threshold: ms(CONSUMER_INACTIVE_MS),
         durable_name: `w__${baseToken}__${encodeWorkerId(workerId)}`,
         filter_subject: this.#prefix + inferSubject(base, workerId),
       }),
@@ -421,6 +422,11 @@ class JetStreamBus implements Bus {
       heartbeatKey(heartbeat.base, heartbeat.worker_id),
       encode(WorkerHeartbeat, heartbeat),
     );
+  }
+
+  async removeHeartbeat(base: string, workerId: string): Promise<void> {
+    // A delete marker, which every heartbeat view applies when it arrives.
+    await this.#kv().delete(heartbeatKey(base, workerId));
   }
 
   async liveHeartbeats(base?: string): Promise<WorkerHeartbeat[]> {

@@ -417,8 +417,14 @@ export class LuminetWorker {
     await Promise.all([...this.pullers].map((puller) => puller.close()));
     const handedBack = this.scheduler.handBack();
     if (handedBack.length > 0) this.log.info({ requests: handedBack }, "handed back for redelivery");
-    while (this.serving.size > 0) await Promise.all([...this.serving]);
+    // Leaving the heartbeat bucket now (not after its TTL) stops gateways routing here and lets the
+    // base's other workers adopt this worker's queue, handed-back requests included. The pullers are
+    // closed, so none of those can come back here.
     await this.heartbeat?.stop();
+    await this.options.bus
+      .removeHeartbeat(this.options.base, this.options.workerId)
+      .catch((error: Error) => this.log.warn({ err: error }, "leaving the heartbeat bucket failed"));
+    while (this.serving.size > 0) await Promise.all([...this.serving]);
     await Promise.all(this.subscriptions.map((s) => s.close()));
     await new Promise<void>((resolve) =>
       this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve(),

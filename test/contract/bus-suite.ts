@@ -419,6 +419,24 @@ export function busContract(name: string, makeSystem: MakeBusSystem): void {
       expect(back.map((h) => h.worker_id)).toEqual(["w1"]);
     });
 
+    it("forgets a removed heartbeat at once, well before its TTL", async () => {
+      const sys = system({ heartbeatTtlMs: 60_000 });
+      const worker = await sys.connect();
+      const gateway = await sys.connect();
+      await worker.putHeartbeat(sampleHeartbeat({ worker_id: "w1", base: BASE }));
+      await worker.putHeartbeat(sampleHeartbeat({ worker_id: "w2", base: BASE }));
+      await eventually(
+        () => gateway.liveHeartbeats(BASE),
+        (hs) => hs.length === 2,
+      );
+      await worker.removeHeartbeat(BASE, "w1");
+      const left = await eventually(
+        () => gateway.liveHeartbeats(BASE),
+        (hs) => hs.length === 1,
+      );
+      expect(left.map((h) => h.worker_id)).toEqual(["w2"]);
+    });
+
     it("replays the latest control event per adapter to a late subscriber, then live ones", async () => {
       const sys = system();
       const gateway = await sys.connect();

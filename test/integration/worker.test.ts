@@ -363,6 +363,11 @@ describe("luminet worker", () => {
 
   it("drains on SIGTERM: running requests finish, the rest are served elsewhere, it exits 0", async () => {
     const drained = await spawnWorker("c", ["--max-batch", "2"]);
+    // A view that keeps heartbeats for a minute: "c" leaves it only by leaving the bucket.
+    const patient = await connectJetStreamBus({ servers: natsUrl, namespace, heartbeatTtlMs: 60_000 });
+    await eventually("c in a patient heartbeat view", async () =>
+      (await patient.liveHeartbeats(BASE)).find((h) => h.worker_id === "c"),
+    );
     let signalled = false;
     const answers = Promise.all(
       Array.from({ length: 6 }, (_, i) =>
@@ -380,6 +385,10 @@ describe("luminet worker", () => {
     }
     expect(await drained.exited).toBe(0);
     expect(drained.logs.some((l) => l.msg === "drained")).toBe(true);
+    await eventually("c gone from the heartbeats well before their TTL", async () =>
+      (await patient.liveHeartbeats(BASE)).every((h) => h.worker_id !== "c") ? true : undefined,
+    );
+    await patient.close();
   });
 
   it("serves on another worker a request whose worker was killed before its first token", async () => {
