@@ -9,6 +9,7 @@ import { AuthCache } from "./auth.ts";
 import type { BaseCatalog } from "./bases.ts";
 import { CallerLimitsCache } from "./caller-limits.ts";
 import type { ScaleOptions } from "./fleet-scale.ts";
+import type { ColdStartOutcome } from "./generation.ts";
 import { type IdempotencyStore, MemoryIdempotencyStore } from "./idempotency.ts";
 import type { RouteOutcome, RoutingOptions } from "./routing.ts";
 
@@ -30,6 +31,8 @@ export interface GatewayMetrics {
   inFlight(base: string, stream: boolean, delta: 1 | -1): void;
   /** The scale signal's answer for a base (GET /v1/fleet/scale). */
   desiredWorkers(base: string, workers: number): void;
+  /** How a request's wait for a worker of a base with none live ended. */
+  coldStart(base: string, outcome: ColdStartOutcome): void;
 }
 
 export interface GatewayDeps {
@@ -64,6 +67,11 @@ export interface GatewayDeps {
     requestTimeoutMs: number;
     /** Retry-After of the 503 sent when no worker serves a base. */
     retryAfterSeconds: number;
+    /**
+     * How long a request for a base with no live worker waits in the base's shared queue for a worker to
+     * start and claim it (scaling from zero) before 503; within the request timeout. 0: 503 at once.
+     */
+    coldStartTimeoutMs: number;
   };
 }
 
@@ -94,6 +102,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
       maxBodyBytes: 4 * 1024 * 1024,
       requestTimeoutMs: 10 * 60_000,
       retryAfterSeconds: 5,
+      coldStartTimeoutMs: 120_000,
       ...input.limits,
     },
   };

@@ -74,6 +74,18 @@ export function noWorker(base: string, retryAfterSeconds: number): ApiError {
   );
 }
 
+/** A request for a base with no worker waited in the base's queue for one to start; none claimed it in time. */
+export function noWorkerStarted(base: string, waitedSeconds: number, retryAfterSeconds: number): ApiError {
+  return new ApiError(
+    503,
+    "server_error",
+    `No worker for the base model \`${base}\` started within ${waitedSeconds} s; retry in ${retryAfterSeconds} s.`,
+    "no_worker",
+    null,
+    { "retry-after": String(retryAfterSeconds) },
+  );
+}
+
 export function upstreamTimeout(seconds: number): ApiError {
   return new ApiError(504, "server_error", `No reply from a worker within ${seconds} s.`, "timeout");
 }

@@ -4,6 +4,9 @@
 // the inbox at once, so a worker that has not claimed the request yet finds nobody waiting and drops it.
 // If the chosen worker has not claimed the request within the claim timeout, a copy goes to the base's
 // shared queue; the inbox serves whichever copy is claimed first and refuses the other, so never both run.
+// A base with no live worker at all (scaled to zero) gets its request on the shared queue too, where it
+// waits for a worker to start (awaitColdStart); if none claims it in time the run is cancelled, and the
+// closed inbox refuses the claim of a worker that pulls it later, so it never runs and is never billed.
 import type { Bus, ReplyInbox } from "../bus/bus.ts";
 import { WorkerLostError } from "../bus/reply-inbox.ts";
 import type { AdapterRef, Final, InferenceRequest, TokenChunk, TokenLogprob } from "../schema/wire.ts";
@@ -11,7 +14,7 @@ import { ANY_WORKER, WIRE_VERSION } from "../schema/wire.ts";
 import type { Admitted } from "./admission.ts";
 import type { Principal } from "./auth.ts";
 import type { GatewayMetrics } from "./deps.ts";
-import { ApiError, fromWireError, noWorker, upstreamTimeout } from "./errors.ts";
+import { ApiError, fromWireError, noWorker, noWorkerStarted, upstreamTimeout } from "./errors.ts";
 import { type RoutingOptions, routeRequest, routingDefaults } from "./routing.ts";
 
 export interface GenerationOptions {
@@ -21,6 +24,11 @@ export interface GenerationOptions {
   timeoutMs: number;
   /** Retry-After of the 503 sent when no worker serves the base. */
   retryAfterSeconds: number;
+  /**
+   * How long a request for a base with no live worker waits on the shared queue for one to start and claim
+   * it (bounded by timeoutMs); 0 answers 503 at once without queueing it.
+   */
+  coldStartTimeoutMs: number;
   now: () => number;
   /** Routing outcomes and generations in flight. */
   metrics?: GatewayMetrics | null;
@@ -39,12 +47,24 @@ export class GenerationCancelled extends Error {
   override readonly name = "GenerationCancelled";
 }
 
+/**
+ * How a wait for a worker of a base with none live ended: a worker claimed the request, the cold-start
+ * timeout passed first, or the run was cancelled meanwhile (the client left, or the request's deadline).
+ */
+export type ColdStartOutcome = "claimed" | "timeout" | "cancelled";
+
+/**
+ * Routes and publishes the request. With no live worker for the base, the request goes to the base's
+ * shared queue to wait for one (the caller then awaits awaitColdStart), unless cold starts are off.
+ */
 export async function startGeneration(options: GenerationOptions, target: GenerationTarget) {
   const { bus } = options;
   const heartbeats = await bus.liveHeartbeats(target.base);
   const decision = routeRequest(heartbeats, target.adapter?.name ?? null, target.requestId, options.routing);
-  if (decision === null) throw noWorker(target.base, options.retryAfterSeconds);
-  const { workerId } = decision;
+  if (decision === null && coldStartWaitMs(options) <= 0) {
+    throw noWorker(target.base, options.retryAfterSeconds);
+  }
+  const workerId = decision?.workerId ?? ANY_WORKER;
   const inbox = await bus.openReplyInbox();
   const now = options.now();
   const request: InferenceRequest = {
@@ -67,18 +87,46 @@ export async function startGeneration(options: GenerationOptions, target: Genera
     throw error;
   }
   const { metrics } = options;
-  metrics?.routed(target.base, decision.outcome);
+  if (decision) metrics?.routed(target.base, decision.outcome);
   const stream = target.admitted.stream;
   metrics?.inFlight(target.base, stream, 1);
   let ended = false;
-  const generation = new Generation(bus, request, workerId, inbox, options.timeoutMs, () => {
-    if (!ended) metrics?.inFlight(target.base, stream, -1);
-    ended = true;
-  });
+  const generation = new Generation(
+    bus,
+    request,
+    workerId,
+    inbox,
+    options.timeoutMs,
+    () => {
+      if (!ended) metrics?.inFlight(target.base, stream, -1);
+      ended = true;
+    },
+    decision === null,
+  );
   if (workerId !== ANY_WORKER) {
     void generation.copyToAnyUnlessClaimed(options.routing?.claimTimeoutMs ?? routingDefaults.claimTimeoutMs);
   }
   return generation;
+}
+
+function coldStartWaitMs(options: GenerationOptions): number {
+  return Math.min(options.coldStartTimeoutMs, options.timeoutMs);
+}
+
+/**
+ * For a request queued while its base had no live worker: resolves once a worker has started and claimed
+ * it. Throws 503 (no_worker) when none did within the cold-start timeout, having cancelled the run so a
+ * worker that pulls it later is refused; or the cancellation's error when the run ended meanwhile.
+ * Resolves at once for a request routed to a live worker.
+ */
+export async function awaitColdStart(options: GenerationOptions, generation: Generation): Promise<void> {
+  if (!generation.coldStart) return;
+  const waitMs = coldStartWaitMs(options);
+  const outcome = await generation.claimWithin(waitMs);
+  const { base } = generation.request;
+  options.metrics?.coldStart(base, outcome);
+  if (outcome === "timeout") throw noWorkerStarted(base, waitMs / 1000, options.retryAfterSeconds);
+  if (outcome === "cancelled") throw generation.cancellation();
 }
 
 export class Generation {
@@ -96,6 +144,8 @@ export class Generation {
     private readonly timeoutMs: number,
     /** Called once, when the run ends: finished or cancelled. */
     private readonly onEnd: () => void = () => {},
+    /** Queued on the shared queue while the base had no live worker: awaitColdStart waits for one. */
+    readonly coldStart = false,
   ) {
     this.#timer = setTimeout(() => {
       this.#timedOut = true;
@@ -128,6 +178,30 @@ export class Generation {
       // worker, and the request's deadline bounds the wait either way.
       return null;
     }
+  }
+
+  /**
+   * Waits until a worker claims the request: "claimed". After `timeoutMs` without a claim the run is
+   * cancelled, so every later claim is refused: "timeout". "cancelled" when it was cancelled before.
+   */
+  async claimWithin(timeoutMs: number): Promise<ColdStartOutcome> {
+    let timedOut = false;
+    // Cancelling closes the inbox, which ends the wait below; a claim is answered on arrival, so it
+    // lands either before the close (and is served) or after it (and is refused), never both.
+    const timer = setTimeout(() => {
+      timedOut = !this.#cancelled && !this.#finished;
+      this.cancel();
+    }, timeoutMs);
+    const worker = await this.inbox.claimed();
+    clearTimeout(timer);
+    if (worker !== null) return "claimed";
+    return timedOut ? "timeout" : "cancelled";
+  }
+
+  /** Why a run ended without its Final: the deadline (504), or else a cancel. */
+  cancellation(): Error {
+    if (this.#timedOut) return upstreamTimeout(Math.round(this.timeoutMs / 1000));
+    return new GenerationCancelled(`request ${this.request.id} was cancelled`);
   }
 
   /**
@@ -167,8 +241,7 @@ export class Generation {
     } finally {
       if (!this.#finished) this.cancel();
     }
-    if (this.#timedOut) throw upstreamTimeout(Math.round(this.timeoutMs / 1000));
-    throw new GenerationCancelled(`request ${this.request.id} was cancelled`);
+    throw this.cancellation();
   }
 
   /** Stops the run: the worker is told once, and iteration ends. Does nothing once the Final arrived. */

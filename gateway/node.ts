@@ -51,7 +51,7 @@ export function createNodeApp(input: GatewayDepsInput): { app: Hono<GatewayEnv>;
     ...input,
   });
   const app = createApp(deps);
-  mountMetricsRoute(app);
+  mountMetricsRoute(app, deps);
   return { app, deps };
 }
 
@@ -76,6 +76,8 @@ export interface NodeGatewayOptions {
   maxAdapterRank?: number;
   /** Largest adapter upload in bytes; default 1 GiB. */
   maxAdapterBytes?: number;
+  /** How long a request for a base with no live worker waits for one to start; default 120 s, 0: 503 at once. */
+  coldStartTimeoutMs?: number;
 }
 
 export async function startNodeGateway(options: NodeGatewayOptions): Promise<ServedApp> {
@@ -95,7 +97,15 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       maxRank: options.maxAdapterRank ?? 16,
       maxBytes: options.maxAdapterBytes ?? 1024 ** 3,
     });
-    const { app } = createNodeApp({ db, bus, bases, adapterStorage });
+    const { app } = createNodeApp({
+      db,
+      bus,
+      bases,
+      adapterStorage,
+      ...(options.coldStartTimeoutMs !== undefined
+        ? { limits: { coldStartTimeoutMs: options.coldStartTimeoutMs } }
+        : {}),
+    });
     const served = await serveApp(app, options.port, options.hostname);
     const openBus = bus;
     const openMeter = meter;

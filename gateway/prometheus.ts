@@ -1,10 +1,12 @@
 // The gateway's Prometheus series (Node only: prom-client), on the default registry so `GET /metrics` in
 // one process (`luminet dev`) also shows the worker's series: responses by route, status and base, the
-// gateway's added latency, routing outcomes, generations in flight and the desired worker count per base.
+// gateway's added latency, routing outcomes, generations in flight, the desired worker count per base and
+// how waits for a worker of a base scaled to zero ended.
 import type { Hono } from "hono";
 import { Counter, Gauge, Histogram, register } from "prom-client";
 import type { GatewayEnv } from "./context.ts";
-import type { GatewayMetrics } from "./deps.ts";
+import type { GatewayDeps, GatewayMetrics } from "./deps.ts";
+import { readScaleSignals } from "./scale-signals.ts";
 
 let metrics: GatewayMetrics | undefined;
 
@@ -40,8 +42,13 @@ export function prometheusMetrics(): GatewayMetrics {
   });
   const desired = new Gauge({
     name: "luminet_desired_workers",
-    help: "Workers each base needs for its queue and running load, as of the last GET /v1/fleet/scale",
+    help: "Workers each base needs for its queue and running load (computed at each scrape and GET /v1/fleet/scale)",
     labelNames: ["base"],
+  });
+  const coldStarts = new Counter({
+    name: "luminet_cold_start_total",
+    help: "Requests that found no live worker for their base and waited for one to start: claimed, timeout or cancelled",
+    labelNames: ["base", "outcome"],
   });
   metrics = {
     observe(route, status, s, base) {
@@ -60,12 +67,28 @@ export function prometheusMetrics(): GatewayMetrics {
     desiredWorkers(base, workers) {
       desired.set({ base }, workers);
     },
+    coldStart(base, outcome) {
+      coldStarts.inc({ base, outcome });
+    },
   };
   return metrics;
 }
 
-export function mountMetricsRoute(app: Hono<GatewayEnv>): void {
-  app.get("/metrics", async (c) =>
-    c.body(await register.metrics(), 200, { "content-type": register.contentType }),
-  );
+/**
+ * GET /metrics. Each scrape first reads the autoscaling signal, so `luminet_desired_workers` is current
+ * without anyone calling GET /v1/fleet/scale; if the bus cannot answer, the gauge keeps its last value.
+ */
+export function mountMetricsRoute(
+  app: Hono<GatewayEnv>,
+  deps: Pick<GatewayDeps, "bus" | "bases" | "scale" | "metrics" | "log">,
+): void {
+  app.get("/metrics", async (c) => {
+    await readScaleSignals(deps).catch((error: unknown) =>
+      deps.log.warn(
+        { err: error instanceof Error ? error.message : String(error) },
+        "could not read the autoscaling signal for /metrics",
+      ),
+    );
+    return c.body(await register.metrics(), 200, { "content-type": register.contentType });
+  });
 }

@@ -163,6 +163,7 @@ async function runOnce(
       added() {},
       inFlight() {},
       desiredWorkers() {},
+      coldStart() {},
       routed(_base: string, outcome: RouteOutcome) {
         routes[outcome]++;
       },
@@ -183,6 +184,7 @@ async function runOnce(
             routing: { residencyBlind: router === "least-loaded" },
             timeoutMs: 10 * 60_000,
             retryAfterSeconds: 1,
+            coldStartTimeoutMs: 0,
             now: Date.now,
             metrics,
           },

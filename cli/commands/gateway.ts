@@ -16,6 +16,7 @@ interface GatewayFlags {
   blobs: string;
   maxAdapterRank: string;
   maxAdapterBytes: string;
+  coldStartTimeout: string;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -24,6 +25,13 @@ function positive(flag: string, value: string): number {
   const n = Number(value);
   if (!Number.isSafeInteger(n) || n <= 0)
     throw new Error(`${flag}: expected a positive integer, got ${value}`);
+  return n;
+}
+
+function seconds(flag: string, value: string): number {
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n) || n < 0)
+    throw new Error(`${flag}: expected a number of seconds (0 or more), got ${value}`);
   return n;
 }
 
@@ -47,6 +55,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     blobs: flags.blobs,
     maxAdapterRank: positive("--max-adapter-rank", flags.maxAdapterRank),
     maxAdapterBytes: positive("--max-adapter-bytes", flags.maxAdapterBytes),
+    coldStartTimeoutMs: seconds("--cold-start-timeout", flags.coldStartTimeout) * 1000,
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
   });
   logger.info(
@@ -90,6 +99,11 @@ export function registerGateway(program: Command): void {
       "16",
     )
     .option("--max-adapter-bytes <n>", "largest adapter upload in bytes", String(1024 ** 3))
+    .option(
+      "--cold-start-timeout <seconds>",
+      "how long a request for a base with no live worker waits for one to start (scaling from zero); 0: 503 at once (LUMINET_COLD_START_TIMEOUT)",
+      process.env.LUMINET_COLD_START_TIMEOUT ?? "120",
+    )
     .option("--with-meter", "also run the usage meter (usage events into billing rows) in this process")
     .action(async (flags: GatewayFlags) => {
       try {

@@ -5,24 +5,13 @@ import type { Handler } from "hono";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
 import { modelNotFound } from "../errors.ts";
-import { scaleSignal } from "../fleet-scale.ts";
+import { readScaleSignals } from "../scale-signals.ts";
 
 export function fleetScaleRoute(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const only = c.req.query("base");
-    const bases = deps.bases.list().map((b) => b.name);
-    if (only !== undefined && !bases.includes(only)) throw modelNotFound(only);
-    const data = await Promise.all(
-      (only === undefined ? bases : [only]).map(async (base) => {
-        const [backlog, heartbeats] = await Promise.all([
-          deps.bus.requestBacklog(base),
-          deps.bus.liveHeartbeats(base),
-        ]);
-        const signal = scaleSignal(base, backlog, heartbeats, deps.scale);
-        deps.metrics?.desiredWorkers(base, signal.desired_workers);
-        return signal;
-      }),
-    );
+    if (only !== undefined && !deps.bases.get(only)) throw modelNotFound(only);
+    const data = await readScaleSignals(deps, only === undefined ? undefined : [only]);
     return c.json({ object: "list", data });
   };
 }

@@ -1,13 +1,14 @@
 // What the chat and completions routes share: starting a generation for the caller within its limits (rate
-// limits and quota, gateway/usage-limits.ts) and tying it to the client's connection (a disconnect cancels
-// it), and turning a worker's Final into OpenAI's usage and finish_reason.
+// limits and quota, gateway/usage-limits.ts), tying it to the client's connection (a disconnect cancels
+// it), waiting for a worker to start when the base has none (scaling from zero), and turning a worker's
+// Final into OpenAI's usage and finish_reason.
 import type { Context } from "hono";
 import type { FinishReasonOut, UsageBody } from "../../schema/api.ts";
 import type { Final } from "../../schema/wire.ts";
 import type { Admitted } from "../admission.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { type Generation, startGeneration } from "../generation.ts";
+import { awaitColdStart, type Generation, type GenerationOptions, startGeneration } from "../generation.ts";
 import type { ResolvedModel } from "../models.ts";
 import { admitWithinLimits } from "../usage-limits.ts";
 
@@ -25,27 +26,32 @@ export async function begin(
   const admission = await admitWithinLimits(deps, caller, requestId, tokens);
   // Set on c.res, Hono copies them onto whatever response the route returns, streams included.
   for (const [name, value] of Object.entries(admission.headers)) c.res.headers.set(name, value);
+  const options: GenerationOptions = {
+    bus: deps.bus,
+    routing: deps.routing,
+    timeoutMs: deps.limits.requestTimeoutMs,
+    retryAfterSeconds: deps.limits.retryAfterSeconds,
+    coldStartTimeoutMs: deps.limits.coldStartTimeoutMs,
+    now: deps.now,
+    metrics: deps.metrics,
+  };
   let generation: Generation;
   try {
-    generation = await startGeneration(
-      {
-        bus: deps.bus,
-        routing: deps.routing,
-        timeoutMs: deps.limits.requestTimeoutMs,
-        retryAfterSeconds: deps.limits.retryAfterSeconds,
-        now: deps.now,
-        metrics: deps.metrics,
-      },
-      {
-        requestId,
-        caller,
-        base: resolved.base.name,
-        adapter: resolved.adapter,
-        admitted,
-      },
-    );
+    generation = await startGeneration(options, {
+      requestId,
+      caller,
+      base: resolved.base.name,
+      adapter: resolved.adapter,
+      admitted,
+    });
+    deps.metrics?.added(resolved.base.name, (performance.now() - c.get("startedAt")) / 1000);
+    const signal = c.req.raw.signal;
+    if (signal.aborted) generation.cancel();
+    else signal.addEventListener("abort", () => generation.cancel(), { once: true });
+    await awaitColdStart(options, generation);
   } catch (error) {
-    // Not queued, so no usage event will settle the reservation; one that fails to go stays until it expires.
+    // Not queued, or queued for a worker that never came (no worker will run it): no usage event will
+    // settle the reservation; one that fails to go stays until it expires.
     await admission
       .release()
       .catch((releaseError: unknown) =>
@@ -56,10 +62,6 @@ export async function begin(
       );
     throw error;
   }
-  deps.metrics?.added(resolved.base.name, (performance.now() - c.get("startedAt")) / 1000);
-  const signal = c.req.raw.signal;
-  if (signal.aborted) generation.cancel();
-  else signal.addEventListener("abort", () => generation.cancel(), { once: true });
   return generation;
 }
 

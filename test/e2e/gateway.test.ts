@@ -155,6 +155,9 @@ beforeAll(async () => {
         `${BASE}=${modelDir}`,
         "--model",
         `${IDLE_BASE}=${modelDir}`,
+        // A request for the idle base waits this long for a worker to start before 503.
+        "--cold-start-timeout",
+        "1",
       ],
       (line) => typeof line.url === "string",
       env,

@@ -17,12 +17,13 @@ export function writeMergedModel(modelDir: string, adapter: LoadedAdapter, outDi
     const data = weights.readFloat32(name);
     const m = modules.get(name);
     if (m) {
-      if (m.bias) throw new Error(`${name}: a lora bias cannot be merged into a bias-free Linear`);
+      if (m.scaledBias) throw new Error(`${name}: a lora bias cannot be merged into a bias-free Linear`);
       for (let o = 0; o < m.outFeatures; o++) {
         for (let i = 0; i < m.inFeatures; i++) {
           let sum = 0;
-          for (let r = 0; r < m.rank; r++) sum += m.b[o * m.rank + r]! * m.a[r * m.inFeatures + i]!;
-          data[o * m.inFeatures + i]! += m.scale * sum;
+          for (let r = 0; r < m.rank; r++)
+            sum += m.scaledBT[r * m.outFeatures + o]! * m.a[r * m.inFeatures + i]!;
+          data[o * m.inFeatures + i]! += sum;
         }
       }
     }

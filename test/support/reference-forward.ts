@@ -33,7 +33,8 @@ function apply(lin: Linear, x: Vec): Vec {
   }
   const l = lin.lora;
   if (l) {
-    // PEFT: result + lora_B(lora_A(x)) * scaling, where lora_B may carry a bias.
+    // PEFT: result + lora_B(lora_A(x)) * scaling, where lora_B may carry a bias; the loaded adapter
+    // holds scaling · lora_Bᵀ and scaling · bias.
     const ax = new Float64Array(l.rank);
     for (let r = 0; r < l.rank; r++) {
       let s = 0;
@@ -41,9 +42,9 @@ function apply(lin: Linear, x: Vec): Vec {
       ax[r] = s;
     }
     for (let o = 0; o < m; o++) {
-      let s = l.bias ? l.bias[o]! : 0;
-      for (let r = 0; r < l.rank; r++) s += l.b[o * l.rank + r]! * ax[r]!;
-      y[o] = y[o]! + l.scale * s;
+      let s = l.scaledBias ? l.scaledBias[o]! : 0;
+      for (let r = 0; r < l.rank; r++) s += l.scaledBT[r * m + o]! * ax[r]!;
+      y[o] = y[o]! + s;
     }
   }
   return y;

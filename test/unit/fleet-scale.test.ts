@@ -66,6 +66,7 @@ describe("GET /v1/fleet/scale", () => {
     desiredWorkers(base, workers) {
       desired[base] = workers;
     },
+    coldStart() {},
   };
   let app: ReturnType<GatewayHarness["appWith"]>;
 

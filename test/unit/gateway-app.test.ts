@@ -404,14 +404,16 @@ describe("auth", () => {
 });
 
 describe("workers", () => {
-  it("answers 503 with Retry-After when no worker serves the base", async () => {
+  it("answers 503 with Retry-After when no worker serves the base and cold starts are off", async () => {
     const idle = new InProcessBroker().connect();
     try {
-      const res = await h.appWith({ bus: idle }).request("/v1/chat/completions", {
-        method: "POST",
-        headers: { authorization: `Bearer ${h.keys.acme}` },
-        body: JSON.stringify({ model: BASE, messages: [{ role: "user", content: "hi" }] }),
-      });
+      const res = await h
+        .appWith({ bus: idle, limits: { coldStartTimeoutMs: 0 } })
+        .request("/v1/chat/completions", {
+          method: "POST",
+          headers: { authorization: `Bearer ${h.keys.acme}` },
+          body: JSON.stringify({ model: BASE, messages: [{ role: "user", content: "hi" }] }),
+        });
       await expectError(res, 503, "no_worker");
       expect(res.headers.get("retry-after")).toBe("5");
     } finally {

@@ -3,11 +3,13 @@
 // gateway routed on), generations in flight; and the Prometheus text the Node entry serves at /metrics.
 import type { Hono } from "hono";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { InProcessBroker } from "../../bus/in-process.ts";
 import type { GatewayEnv } from "../../gateway/context.ts";
 import type { GatewayMetrics } from "../../gateway/deps.ts";
 import { mountMetricsRoute, prometheusMetrics } from "../../gateway/prometheus.ts";
 import { type RouteOutcome, routeRequest } from "../../gateway/routing.ts";
 import { ANY_WORKER } from "../../schema/wire.ts";
+import { sampleRequest } from "../contract/wire-samples.ts";
 import { FakeWorker } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 import { idleHeartbeat } from "../support/heartbeats.ts";
@@ -30,6 +32,7 @@ class RecordingMetrics implements GatewayMetrics {
     this.inFlightDeltas.push({ stream, delta });
   }
   desiredWorkers() {}
+  coldStart() {}
 }
 
 let h: GatewayHarness;
@@ -101,7 +104,7 @@ describe("gateway metrics", () => {
 
   it("serves every series in Prometheus text at /metrics", async () => {
     const served = h.appWith({ metrics: prometheusMetrics() }) as Hono<GatewayEnv>;
-    mountMetricsRoute(served);
+    mountMetricsRoute(served, { ...h.deps, metrics: prometheusMetrics() });
     const res = await served.request("/v1/chat/completions", {
       method: "POST",
       headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
@@ -119,6 +122,21 @@ describe("gateway metrics", () => {
     expect(text).toContain(`luminet_route_total{base="${BASE}",outcome="cold"} 1`);
     expect(text).toContain(`luminet_gateway_added_seconds_count{base="${BASE}"} 1`);
     expect(text).toContain(`luminet_gateway_inflight{base="${BASE}",stream="true"} 0`);
+    // Read at the scrape: one live worker, nothing queued.
+    expect(text).toContain(`luminet_desired_workers{base="${BASE}"} 0`);
+  });
+
+  it("asks for a worker at the scrape when a request waits for a base with none", async () => {
+    const cold = new InProcessBroker().connect();
+    try {
+      const served = h.appWith({ bus: cold }) as Hono<GatewayEnv>;
+      mountMetricsRoute(served, { ...h.deps, bus: cold, metrics: prometheusMetrics() });
+      await cold.publishRequest(sampleRequest({ id: "waiting", base: BASE }), ANY_WORKER);
+      const text = await (await served.request("/metrics")).text();
+      expect(text).toContain(`luminet_desired_workers{base="${BASE}"} 1`);
+    } finally {
+      await cold.close();
+    }
   });
 });
 

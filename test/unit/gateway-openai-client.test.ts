@@ -141,10 +141,14 @@ describe("the openai client", () => {
     ).rejects.toMatchObject({ status: 413, code: "request_too_large" });
   });
 
-  it("sees 503 with Retry-After when no worker serves the base", async () => {
+  it("sees 503 with Retry-After when no worker for the base starts within the cold-start timeout", async () => {
     const { InProcessBroker } = await import("../../bus/in-process.ts");
     const idle = new InProcessBroker().connect();
-    const lonely = await serveApp(h.appWith({ bus: idle }), 0, "127.0.0.1");
+    const lonely = await serveApp(
+      h.appWith({ bus: idle, limits: { coldStartTimeoutMs: 100 } }),
+      0,
+      "127.0.0.1",
+    );
     try {
       const c = new OpenAI({ apiKey: h.keys.acme, baseURL: `${lonely.url}/v1`, maxRetries: 0 });
       const error = await c.chat.completions.create({ model: BASE, messages }).catch((e: unknown) => e);

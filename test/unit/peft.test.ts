@@ -71,8 +71,15 @@ function refusal(dir: string, maxRank = 64): string {
   throw new Error("the adapter loaded");
 }
 
+/** scale · Bᵀ of a lora_B [out, rank], computed plainly. */
+function scaledTranspose(b: Float32Array, out: number, rank: number, scale: number): Float32Array {
+  const t = new Float32Array(rank * out);
+  for (let r = 0; r < rank; r++) for (let o = 0; o < out; o++) t[r * out + o] = scale * b[o * rank + r]!;
+  return t;
+}
+
 describe("loading a PEFT adapter", () => {
-  it("reads every targeted module with scale alpha/r and the file's A and B as stored", () => {
+  it("reads every targeted module with scale alpha/r, the file's A as stored and B as scale·Bᵀ", () => {
     const dir = adapter({ rank: 4, alpha: 12 });
     const a = load(dir);
     expect(keys(a)).toEqual([0, 1].flatMap((l) => MODULE_KINDS.map((k) => `${l}.${k}`)));
@@ -82,11 +89,15 @@ describe("loading a PEFT adapter", () => {
       expect(m.scale).toBe(3);
       const prefix = `base_model.model.model.layers.${m.layer}.${m.kind === "gate" || m.kind === "up" || m.kind === "down" ? "mlp" : "self_attn"}.${m.kind}_proj`;
       expect(m.a).toEqual(weights.readFloat32(`${prefix}.lora_A.weight`));
-      expect(m.b).toEqual(weights.readFloat32(`${prefix}.lora_B.weight`));
+      const b = weights.readFloat32(`${prefix}.lora_B.weight`);
+      expect(m.scaledBT).toEqual(scaledTranspose(b, m.outFeatures, m.rank, 3));
       expect(m.a.length).toBe(m.rank * m.inFeatures);
-      expect(m.b.length).toBe(m.outFeatures * m.rank);
-      expect(m.bias).toBeNull();
-      expect(m.b.some((v) => v !== 0)).toBe(true);
+      expect(m.scaledBT.length).toBe(m.outFeatures * m.rank);
+      expect(m.scaledBias).toBeNull();
+      expect(m.scaledBT.some((v) => v !== 0)).toBe(true);
+      // Shared memory: handing the adapter to the engine thread copies nothing.
+      expect(m.a.buffer).toBeInstanceOf(SharedArrayBuffer);
+      expect(m.scaledBT.buffer).toBeInstanceOf(SharedArrayBuffer);
     }
     expect(module(a, 0, "k").outFeatures).toBe(model.numKvHeads * model.headDim);
     expect(module(a, 0, "down").inFeatures).toBe(model.intermediateSize);
@@ -103,14 +114,15 @@ describe("loading a PEFT adapter", () => {
     expect(loadPeftAdapter(dir, model, { maxRank: 8, name: "acme/support" }).name).toBe("acme/support");
   });
 
-  it("scales by alpha/sqrt(r) with use_rslora and leaves the weights alone", () => {
+  it("scales by alpha/sqrt(r) with use_rslora", () => {
     const plain = load(adapter({ rank: 16, alpha: 8 }));
     const rs = load(adapter({ rank: 16, alpha: 8, useRslora: true }));
     for (const [i, m] of rs.modules.entries()) {
       expect(m.scale).toBe(2);
       expect(plain.modules[i]!.scale).toBe(0.5);
       expect(m.a).toEqual(plain.modules[i]!.a);
-      expect(m.b).toEqual(plain.modules[i]!.b);
+      // 2 / 0.5: the same B, scaled four times as much.
+      expect(m.scaledBT).toEqual(plain.modules[i]!.scaledBT.map((v) => 4 * v));
     }
   });
 
@@ -176,16 +188,16 @@ describe("loading a PEFT adapter", () => {
     expect(refusal(excluded)).toContain("does not target module model.layers.0.self_attn.v_proj");
   });
 
-  it("keeps the lora_B bias unscaled", () => {
+  it("scales the lora_B bias like B", () => {
     const dir = adapter({ rank: 4, alpha: 8, loraBias: true });
     const a = load(dir);
     const weights = openWeights(dir, "adapter_model");
     const m = module(a, 1, "o");
     expect(m.scale).toBe(2);
-    expect(m.bias).toEqual(
-      weights.readFloat32("base_model.model.model.layers.1.self_attn.o_proj.lora_B.bias"),
+    expect(m.scaledBias).toEqual(
+      weights.readFloat32("base_model.model.model.layers.1.self_attn.o_proj.lora_B.bias").map((v) => 2 * v),
     );
-    expect(m.bias!.length).toBe(m.outFeatures);
+    expect(m.scaledBias!.length).toBe(m.outFeatures);
   });
 
   it("reads fan_in_fan_out adapters in PEFT's [r, in] / [out, r] layout, which PEFT keeps for nn.Linear", () => {
@@ -215,8 +227,9 @@ describe("loading a PEFT adapter", () => {
       const tolerance = dtype === "F16" ? 1e-3 : 8e-3;
       for (const [i, m] of half.modules.entries()) {
         const ref = f32.modules[i]!;
-        for (let j = 0; j < m.b.length; j++) {
-          expect(Math.abs(m.b[j]! - ref.b[j]!)).toBeLessThanOrEqual(tolerance * Math.abs(ref.b[j]!) + 1e-7);
+        for (let j = 0; j < m.scaledBT.length; j++) {
+          const want = ref.scaledBT[j]!;
+          expect(Math.abs(m.scaledBT[j]! - want)).toBeLessThanOrEqual(tolerance * Math.abs(want) + 1e-7);
         }
       }
     }

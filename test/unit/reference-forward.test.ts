@@ -63,7 +63,7 @@ describe("the reference forward", () => {
     const loaded = adapter();
     const zeroB = {
       ...loaded,
-      modules: loaded.modules.map((m) => ({ ...m, b: new Float32Array(m.b.length) })),
+      modules: loaded.modules.map((m) => ({ ...m, scaledBT: new Float32Array(m.scaledBT.length) })),
     };
     expect(referenceLogits(tiny.dir, TOKENS, zeroB)).toEqual(referenceLogits(tiny.dir, TOKENS));
   });
@@ -142,12 +142,13 @@ describe("the reference forward", () => {
       for (let o = 0; o < m.outFeatures; o++) {
         for (let i = 0; i < m.inFeatures; i++) {
           let s = 0;
-          for (let r = 0; r < m.rank; r++) s += m.b[o * m.rank + r]! * m.a[r * m.inFeatures + i]!;
-          w[o * m.inFeatures + i]! += m.scale * s;
+          for (let r = 0; r < m.rank; r++)
+            s += m.scaledBT[r * m.outFeatures + o]! * m.a[r * m.inFeatures + i]!;
+          w[o * m.inFeatures + i]! += s;
         }
       }
       const bias = byName.get(`${prefix}.bias`)!;
-      for (let o = 0; o < m.outFeatures; o++) bias[o]! += m.scale * m.bias![o]!;
+      for (let o = 0; o < m.outFeatures; o++) bias[o]! += m.scaledBias![o]!;
     }
     writeSafetensors(
       join(mergedDir, "model.safetensors"),
@@ -156,7 +157,7 @@ describe("the reference forward", () => {
 
     const withAdapter = referenceLogits(dir, TOKENS, loaded);
     expect(maxAbsDiff(withAdapter, referenceLogits(mergedDir, TOKENS))).toBeLessThan(1e-4);
-    const withoutBias = { ...loaded, modules: loaded.modules.map((m) => ({ ...m, bias: null })) };
+    const withoutBias = { ...loaded, modules: loaded.modules.map((m) => ({ ...m, scaledBias: null })) };
     expect(maxAbsDiff(withAdapter, referenceLogits(dir, TOKENS, withoutBias))).toBeGreaterThan(1e-3);
     expect(maxAbsDiff(referenceLogits(dir, TOKENS), referenceLogits(tiny.dir, TOKENS))).toBeGreaterThan(1e-3);
   });

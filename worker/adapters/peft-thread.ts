@@ -1,6 +1,6 @@
 // Parses PEFT adapters in a worker thread. loadPeftAdapter reads, converts, checks and hashes an adapter
 // synchronously — tens of milliseconds for a 1B model's rank-16 adapter — which on the main thread would
-// hold up the step loop just as long. The parsed matrices come back as transferred buffers (no copy).
+// hold up the step loop just as long. The parsed matrices come back in shared memory (no copy).
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import type { ModelConfig } from "../engine/model-config.ts";

@@ -1,5 +1,5 @@
 // Loading a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) into float32
-// A/B matrices with PEFT's scale per module, validated against the base model. Pickled weights are never
+// A and scaled Bᵀ matrices per module, validated against the base model. Pickled weights are never
 // opened: unpickling runs arbitrary code.
 import { createHash } from "node:crypto";
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from "node:fs";
@@ -22,16 +22,20 @@ export interface LoraModule {
   rank: number;
   /** alpha/r, or alpha/sqrt(r) with rsLoRA, from alpha_pattern/rank_pattern where they match. */
   scale: number;
-  /** [rank, inFeatures] row-major. */
+  /** lora_A: [rank, inFeatures] row-major. */
   a: Float32Array;
-  /** [outFeatures, rank] row-major. */
-  b: Float32Array;
-  /** lora_B's bias [outFeatures] (lora_bias = true), not scaled. */
-  bias: Float32Array | null;
+  /** scale · lora_Bᵀ: [rank, outFeatures] row-major — the rows a LoRA bank holds, so a slot write copies. */
+  scaledBT: Float32Array;
+  /** scale · lora_B's bias [outFeatures] (lora_bias = true). */
+  scaledBias: Float32Array | null;
   inFeatures: number;
   outFeatures: number;
 }
 
+/**
+ * A parsed adapter, in the layout the engine's banks hold. Its matrices live in SharedArrayBuffers: the RAM
+ * tier keeps one copy, and handing it to the engine thread (a structured clone) copies nothing.
+ */
 export interface LoadedAdapter {
   name: string;
   /** The largest rank among the adapter's modules. */
@@ -142,6 +146,26 @@ function groupTensors(names: string[], model: ModelConfig): Map<string, ModuleTe
   return modules;
 }
 
+function sharedFloats(length: number): Float32Array {
+  return new Float32Array(new SharedArrayBuffer(length * Float32Array.BYTES_PER_ELEMENT));
+}
+
+/** scale · Bᵀ of a lora_B [out, rank], as shared memory. */
+function scaledTranspose(b: Float32Array, outFeatures: number, rank: number, scale: number): Float32Array {
+  const t = sharedFloats(rank * outFeatures);
+  for (let o = 0; o < outFeatures; o++) {
+    for (let r = 0; r < rank; r++) t[r * outFeatures + o] = scale * b[o * rank + r]!;
+  }
+  return t;
+}
+
+/** scale · values, as shared memory. */
+function sharedCopy(values: Float32Array, scale = 1): Float32Array {
+  const copy = sharedFloats(values.length);
+  for (let i = 0; i < values.length; i++) copy[i] = scale * values[i]!;
+  return copy;
+}
+
 function readChecked(weights: WeightIndex, name: string, shape: number[], why: string): Float32Array {
   const info = weights.info(name);
   if (!FLOAT_DTYPES.has(info.dtype)) {
@@ -222,14 +246,18 @@ export function loadPeftAdapter(
     const { inFeatures, outFeatures } = moduleShape(model, t.kind);
     const why = `rank ${rank} from adapter_config.json, ${inFeatures} in and ${outFeatures} out features in the base`;
     try {
+      const scale = moduleScale(cfg, t.path);
+      const a = sharedCopy(readChecked(weights, t.a, [rank, inFeatures], why));
+      const b = readChecked(weights, t.b, [outFeatures, rank], why);
       modules.push({
         layer: t.layer,
         kind: t.kind,
         rank,
-        scale: moduleScale(cfg, t.path),
-        a: readChecked(weights, t.a, [rank, inFeatures], why),
-        b: readChecked(weights, t.b, [outFeatures, rank], why),
-        bias: t.bias === undefined ? null : readChecked(weights, t.bias, [outFeatures], why),
+        scale,
+        a,
+        scaledBT: scaledTranspose(b, outFeatures, rank, scale),
+        scaledBias:
+          t.bias === undefined ? null : sharedCopy(readChecked(weights, t.bias, [outFeatures], why), scale),
         inFeatures,
         outFeatures,
       });

@@ -5,7 +5,8 @@ import type { LoadedAdapter } from "./peft.ts";
 /** Bytes an adapter's parsed matrices hold in memory (float32, whatever the file's dtype). */
 export function parsedBytes(adapter: LoadedAdapter): number {
   let bytes = 0;
-  for (const m of adapter.modules) bytes += m.a.byteLength + m.b.byteLength + (m.bias?.byteLength ?? 0);
+  for (const m of adapter.modules)
+    bytes += m.a.byteLength + m.scaledBT.byteLength + (m.scaledBias?.byteLength ?? 0);
   return bytes;
 }
 

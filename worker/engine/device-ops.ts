@@ -66,7 +66,8 @@ export class DeviceBankStore implements BankStore {
     const bank = this.banks.get(name);
     if (!bank) throw new Error(`no LoRA bank named ${name}`);
     if (rowCount === 0) return;
-    const data = this.dtype === "float32" ? values : float32ToFloat16(values);
+    // onnxruntime refuses tensors over shared memory (parsed adapters are): slice() makes a plain copy.
+    const data = this.dtype === "float32" ? values.slice() : float32ToFloat16(values);
     const updated = await this.runScatter(
       bank.tensor,
       firstRow,

@@ -3,7 +3,7 @@
 // lora_a.{l}.{kind}, lora_b.{l}.{kind}, lora_bias.{l}.{kind}. Slot s (1-based; slot 0 means "no adapter")
 // owns rows (s-1)·R ..(s-1)·R + r_kind, where r_kind is that adapter's largest rank over the layers of that
 // kind: a step reads exactly those rows, so ranks mix in one batch without padding to the batch's largest.
-// The scale (alpha/r or alpha/√r) is folded into B and the bias when the slot is written.
+// The scale (alpha/r or alpha/√r) is already folded into B and the bias by the parser (peft.ts).
 import type { Tensor } from "onnxruntime-node";
 import type { LoadedAdapter } from "../adapters/peft.ts";
 import type { BankStore } from "./bank-store.ts";
@@ -68,23 +68,36 @@ export class LoraBanks {
         const { inFeatures, outFeatures } = moduleShape(this.model, kind);
         const names = bankNames(layer, kind);
         const module = byPlace.get(`${layer}.${kind}`);
-        const bias = new Float32Array(outFeatures);
-        if (module?.bias) for (let o = 0; o < outFeatures; o++) bias[o] = module.scale * module.bias[o]!;
-        await this.store.writeRows(names.bias, slot - 1, 1, bias);
+        await this.store.writeRows(
+          names.bias,
+          slot - 1,
+          1,
+          module?.scaledBias ?? new Float32Array(outFeatures),
+        );
         const rank = ranks[kind];
         if (rank === 0) continue;
-        // Rows past this module's own rank (rank_pattern, or a layer the adapter skips) are zero.
-        const a = new Float32Array(rank * inFeatures);
-        const b = new Float32Array(rank * outFeatures);
+        // The adapter's rows are copied as they are (parsing already scaled and transposed B).
+        const written = module?.rank ?? 0;
         if (module) {
-          a.set(module.a);
-          for (let r = 0; r < module.rank; r++) {
-            for (let o = 0; o < outFeatures; o++)
-              b[r * outFeatures + o] = module.scale * module.b[o * module.rank + r]!;
-          }
+          await this.store.writeRows(names.a, firstRow, written, module.a);
+          await this.store.writeRows(names.b, firstRow, written, module.scaledBT);
         }
-        await this.store.writeRows(names.a, firstRow, rank, a);
-        await this.store.writeRows(names.b, firstRow, rank, b);
+        // Rows past this module's own rank (rank_pattern, or a layer the adapter skips) are zero.
+        if (written < rank) {
+          const zeros = rank - written;
+          await this.store.writeRows(
+            names.a,
+            firstRow + written,
+            zeros,
+            new Float32Array(zeros * inFeatures),
+          );
+          await this.store.writeRows(
+            names.b,
+            firstRow + written,
+            zeros,
+            new Float32Array(zeros * outFeatures),
+          );
+        }
       }
     }
     this.ranks[slot - 1] = ranks;

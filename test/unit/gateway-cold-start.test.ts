@@ -1,0 +1,148 @@
+// Scaling from zero through app.request on the in-process bus: a request for a base with no live worker
+// waits on the base's shared queue until a (scripted) worker starts and claims it, streaming or not; the
+// autoscaling signal asks for a worker meanwhile; after the cold-start timeout the answer is 503 no_worker
+// and a worker that starts later is refused the request; a client that leaves ends the wait the same way.
+// Each test gets its own broker, so no heartbeat of an earlier test's worker is live in the next.
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import type { Bus } from "../../bus/bus.ts";
+import { InProcessBroker } from "../../bus/in-process.ts";
+import type { GatewayDepsInput, GatewayMetrics } from "../../gateway/deps.ts";
+import type { ScaleSignal } from "../../gateway/fleet-scale.ts";
+import type { ColdStartOutcome } from "../../gateway/generation.ts";
+import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
+import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+
+let h: GatewayHarness;
+const opened: { close(): Promise<void> }[] = [];
+
+beforeAll(async () => {
+  h = await createGatewayHarness();
+});
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((handle) => handle.close()));
+});
+afterAll(async () => {
+  await h.close();
+});
+
+/** A gateway on a broker of its own, with no worker yet; `startWorker` brings one up on that broker. */
+function coldFleet(limits: GatewayDepsInput["limits"]) {
+  const broker = new InProcessBroker();
+  const gatewayBus = broker.connect();
+  const workerBus: Bus = broker.connect();
+  opened.push(gatewayBus, workerBus);
+  const coldStarts: ColdStartOutcome[] = [];
+  const metrics: GatewayMetrics = {
+    observe() {},
+    added() {},
+    routed() {},
+    inFlight() {},
+    desiredWorkers() {},
+    coldStart: (_base, outcome) => void coldStarts.push(outcome),
+  };
+  const app = h.appWith({ bus: gatewayBus, metrics, limits });
+  return {
+    coldStarts,
+    chat: (body: Record<string, unknown>, signal?: AbortSignal) =>
+      app.request("/v1/chat/completions", {
+        method: "POST",
+        headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: BASE, messages: [{ role: "user", content: "Hi" }], ...body }),
+        ...(signal ? { signal } : {}),
+      }),
+    async scale(): Promise<ScaleSignal> {
+      const res = await app.request(`/v1/fleet/scale?base=${BASE}`, {
+        headers: { authorization: `Bearer ${h.keys.acmeAdmin}` },
+      });
+      return ((await res.json()) as { data: ScaleSignal[] }).data[0]!;
+    },
+    async startWorker(): Promise<FakeWorker> {
+      const worker = await FakeWorker.start(workerBus, { base: BASE });
+      opened.push({ close: () => worker.stop() });
+      return worker;
+    },
+  };
+}
+
+const WAIT = { timeout: 10_000, interval: 20 };
+
+describe("a request for a base with no live worker", () => {
+  it("waits on the shared queue, counted by the scale signal, until a worker starts and serves it", async () => {
+    const fleet = coldFleet({ coldStartTimeoutMs: 60_000 });
+    const answer = fleet.chat({ max_tokens: 4 });
+    await vi.waitFor(
+      async () => expect(await fleet.scale()).toMatchObject({ workers: 0, backlog: 1, desired_workers: 1 }),
+      WAIT,
+    );
+    const worker = await fleet.startWorker();
+    const res = await answer;
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { choices: { message: { content: string } }[] };
+    expect(body.choices[0]?.message.content).toBe(fakeReplyText(4));
+    expect(worker.claims).toEqual([expect.objectContaining({ granted: true })]);
+    expect(fleet.coldStarts).toEqual(["claimed"]);
+  });
+
+  it("streams once a worker has started", async () => {
+    const fleet = coldFleet({ coldStartTimeoutMs: 60_000 });
+    const answer = fleet.chat({ max_tokens: 3, stream: true });
+    await vi.waitFor(async () => expect((await fleet.scale()).backlog).toBe(1), WAIT);
+    await fleet.startWorker();
+    const res = await answer;
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toContain("text/event-stream");
+    const frames = (await res.text()).split("\n\n").filter((frame) => frame.length > 0);
+    expect(frames.at(-1)).toBe("data: [DONE]");
+    const text = frames
+      .slice(0, -1)
+      .map((frame) => JSON.parse(frame.slice("data: ".length)).choices[0].delta.content ?? "")
+      .join("");
+    expect(text).toBe(fakeReplyText(3));
+  });
+
+  it("answers 503 no_worker after the cold-start timeout, and a worker that starts later is refused it", async () => {
+    const fleet = coldFleet({ coldStartTimeoutMs: 200 });
+    const res = await fleet.chat({ max_tokens: 4 });
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).toBe("5");
+    const { error } = (await res.json()) as { error: { message: string; type: string; code: string } };
+    expect(error).toEqual({
+      message: `No worker for the base model \`${BASE}\` started within 0.2 s; retry in 5 s.`,
+      type: "server_error",
+      param: null,
+      code: "no_worker",
+    });
+    expect(fleet.coldStarts).toEqual(["timeout"]);
+
+    const worker = await fleet.startWorker();
+    await worker.pulled(1);
+    await vi.waitFor(() => expect(worker.claims).toHaveLength(1), WAIT);
+    expect(worker.claims[0]).toMatchObject({ granted: false });
+  });
+
+  it("stops waiting when the client leaves, and a worker that starts later is refused it", async () => {
+    const fleet = coldFleet({ coldStartTimeoutMs: 60_000 });
+    const client = new AbortController();
+    const answer = Promise.resolve(fleet.chat({ max_tokens: 4, stream: true }, client.signal)).catch(
+      (error: unknown) => error,
+    );
+    await vi.waitFor(async () => expect((await fleet.scale()).backlog).toBe(1), WAIT);
+    client.abort();
+    await answer;
+    await vi.waitFor(() => expect(fleet.coldStarts).toEqual(["cancelled"]), WAIT);
+
+    const worker = await fleet.startWorker();
+    await worker.pulled(1);
+    await vi.waitFor(() => expect(worker.claims).toHaveLength(1), WAIT);
+    expect(worker.claims[0]).toMatchObject({ granted: false });
+  });
+
+  it("answers 503 at once, queueing nothing, with cold starts off", async () => {
+    const fleet = coldFleet({ coldStartTimeoutMs: 0 });
+    const res = await fleet.chat({});
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("no_worker");
+    expect(await fleet.scale()).toMatchObject({ backlog: 0, desired_workers: 0 });
+    expect(fleet.coldStarts).toEqual([]);
+  });
+});
