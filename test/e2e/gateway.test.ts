@@ -323,7 +323,11 @@ describe("the gateway with real workers, through the openai client", () => {
     const idle = await client.chat.completions
       .create({ model: IDLE_BASE, messages })
       .catch((e: unknown) => e);
-    expect(idle).toMatchObject({ status: 503, code: "no_worker" });
+    expect(idle).toMatchObject({
+      status: 503,
+      code: "no_worker",
+      message: expect.stringContaining("started within 1 s"),
+    });
     const raw = await fetch(`${gatewayUrl}/v1/chat/completions`, {
       method: "POST",
       headers: { authorization: `Bearer ${keys.acme}`, "content-type": "application/json" },
