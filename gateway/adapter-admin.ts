@@ -54,6 +54,7 @@ export function toAdapterObject(row: Adapter, heartbeats: readonly WorkerHeartbe
     target_modules: row.targetModules,
     bytes: row.bytes,
     sha256: row.sha256,
+    source: row.sourceUrl,
     status: row.status,
     created_at: Math.floor(row.createdAt.getTime() / 1000),
     resident,
@@ -109,6 +110,8 @@ export interface CreateAdapter {
   base: string;
   alias: string | null;
   staged: StagedAdapter;
+  /** The registered URL it was fetched from; null for an upload. */
+  source: string | null;
 }
 
 /** Commits the staged upload to the blob store, then inserts its row as ready; on any failure, neither stays. */
@@ -136,6 +139,7 @@ export async function createAdapter(deps: AdminDeps, input: CreateAdapter): Prom
         bytes: staged.bytes,
         sha256: staged.sha256,
         blobKey,
+        sourceUrl: input.source,
         status: "ready",
       })
       .onConflictDoNothing()

@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import { and, asc, eq, isNull, like } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { type ApiKey, apiKeys, orgs } from "../schema/db.ts";
+import type { KeyObject } from "../schema/key-api.ts";
 
 export const API_KEY_PREFIX = "lk_";
 /** The scope that opens management routes (adapters, keys). */
@@ -16,6 +17,13 @@ const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 export class ApiKeyError extends Error {
   override readonly name = "ApiKeyError";
+  /** "not_found": no live key of the org matches; "invalid": the request itself is wrong. */
+  constructor(
+    message: string,
+    readonly kind: "invalid" | "not_found" = "invalid",
+  ) {
+    super(message);
+  }
 }
 
 /** A new key: 40 base62 characters ≈ 238 bits from the platform's CSPRNG, drawn without modulo bias. */
@@ -109,6 +117,25 @@ export async function createApiKey(db: Db, options: CreateApiKeyOptions): Promis
   return { key, record };
 }
 
+const unixSeconds = (date: Date) => Math.floor(date.getTime() / 1000);
+
+/** A key's record as the admin API returns it and `luminet keys` prints it: never its hash. */
+export function keyObject(record: ApiKey): KeyObject {
+  return {
+    id: record.id,
+    object: "api_key",
+    org: record.orgId,
+    prefix: record.prefix,
+    name: record.name,
+    scopes: record.scopes,
+    rpm: record.requestsPerMinute,
+    tpm: record.tokensPerMinute,
+    created_at: unixSeconds(record.createdAt),
+    last_used_at: record.lastUsedAt === null ? null : unixSeconds(record.lastUsedAt),
+    revoked_at: record.revokedAt === null ? null : unixSeconds(record.revokedAt),
+  };
+}
+
 /** The org's keys, oldest first; revoked ones included (they show when they were revoked). */
 export async function listApiKeys(db: Db, orgId: string): Promise<ApiKey[]> {
   return db.select().from(apiKeys).where(eq(apiKeys.orgId, orgId)).orderBy(asc(apiKeys.createdAt));
@@ -125,7 +152,9 @@ async function liveKeyByPrefix(db: Db, orgId: string, prefix: string): Promise<A
   const pattern = `${prefix.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
   const live = and(eq(apiKeys.orgId, orgId), like(apiKeys.prefix, pattern), isNull(apiKeys.revokedAt));
   const matches = await db.select().from(apiKeys).where(live);
-  if (matches.length === 0) throw new ApiKeyError(`org "${orgId}" has no live key starting with "${prefix}"`);
+  if (matches.length === 0) {
+    throw new ApiKeyError(`org "${orgId}" has no live key starting with "${prefix}"`, "not_found");
+  }
   if (matches.length > 1) {
     throw new ApiKeyError(
       `"${prefix}" matches ${matches.length} keys of org "${orgId}" (${matches.map((k) => k.prefix).join(", ")}); give more of the prefix`,
@@ -142,7 +171,7 @@ export async function revokeApiKey(db: Db, orgId: string, prefix: string): Promi
     .set({ revokedAt: new Date() })
     .where(and(eq(apiKeys.id, match.id), eq(apiKeys.orgId, orgId)))
     .returning();
-  if (!revoked) throw new ApiKeyError(`key ${prefix} vanished while being revoked`);
+  if (!revoked) throw new ApiKeyError(`key ${prefix} vanished while being revoked`, "not_found");
   return revoked;
 }
 
@@ -167,6 +196,6 @@ export async function setApiKeyLimits(
     })
     .where(and(eq(apiKeys.id, match.id), eq(apiKeys.orgId, orgId)))
     .returning();
-  if (!updated) throw new ApiKeyError(`key ${prefix} vanished while its limits were set`);
+  if (!updated) throw new ApiKeyError(`key ${prefix} vanished while its limits were set`, "not_found");
   return updated;
 }

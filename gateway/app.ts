@@ -3,7 +3,7 @@
 // `x-request-id`; every error, whatever threw it, leaves through onError as OpenAI's error body.
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { bearerAuth, requireScope } from "./auth.ts";
+import { bearerAuth, callerOrgOnly, requireScope } from "./auth.ts";
 import type { GatewayEnv } from "./context.ts";
 import { dashboardRoutes } from "./dashboard/routes.tsx";
 import type { GatewayDeps } from "./deps.ts";
@@ -14,6 +14,7 @@ import { adapterRoutes } from "./routes/adapters.ts";
 import { chatCompletions } from "./routes/chat-completions.ts";
 import { completions } from "./routes/completions.ts";
 import { fleetScaleRoute } from "./routes/fleet-scale.ts";
+import { keyRoutes } from "./routes/keys.ts";
 import { listModelsRoute, retrieveModelRoute } from "./routes/models.ts";
 import { usageRoute } from "./routes/usage.ts";
 
@@ -54,7 +55,8 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.get("/v1/models/:model{.+}", retrieveModelRoute(deps));
   app.post("/v1/chat/completions", chatCompletions(deps));
   app.post("/v1/completions", completions(deps));
-  app.get("/v1/usage", usageRoute(deps));
+  app.get("/v1/usage", callerOrgOnly, usageRoute(deps));
+  app.route("/v1/keys", keyRoutes(deps));
   app.get("/v1/fleet/scale", requireScope("admin"), fleetScaleRoute(deps));
 
   app.notFound((c) => errorResponse(routeNotFound(c.req.method, c.req.path)));

@@ -58,6 +58,11 @@ export class AuthCache {
     }
     this.#entries.set(hash, { principal, expiresAt: this.#now() + this.ttlMs });
   }
+
+  /** Drops one key, so this process asks the database again on its next use (a revocation made here). */
+  forget(hash: string): void {
+    this.#entries.delete(hash);
+  }
 }
 
 /** The live key with this hash, marking it used; null when there is none or it was revoked. */
@@ -96,6 +101,19 @@ export function bearerAuth(db: Db, cache: AuthCache): MiddlewareHandler<GatewayE
     await next();
   };
 }
+
+/**
+ * Refuses an `org` query parameter naming another org than the caller's key's: every route works on the
+ * caller's own org, and a script that names a different one should hear so rather than get the key's org.
+ */
+export const callerOrgOnly: MiddlewareHandler<GatewayEnv> = async (c, next) => {
+  const own = c.get("principal").orgId;
+  const named = c.req.query("org");
+  if (named !== undefined && named !== own) {
+    throw permissionDenied(`This API key belongs to org '${own}' and cannot act on org '${named}'.`);
+  }
+  await next();
+};
 
 /** For management routes: 403 unless the caller's key carries the scope. */
 export function requireScope(scope: string): MiddlewareHandler<GatewayEnv> {

@@ -1,7 +1,7 @@
 // The limits that apply to a caller: its key's requests and tokens per minute and its org's monthly token
 // quota, read together and cached per key for at most 30 s, as the key itself is (gateway/auth.ts). A limit
-// changed from the CLI or another gateway takes effect within that; `forget()` drops this process's copies.
-// Most callers have no limits: one cached lookup is then all admission costs.
+// changed from the CLI or another gateway takes effect within that; one changed through this process's
+// admin API at once (`forget`). Most callers have no limits: one cached lookup is then all admission costs.
 import { eq } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { apiKeys, orgs } from "../schema/db.ts";
@@ -60,8 +60,8 @@ export class CallerLimitsCache {
     return limits;
   }
 
-  /** Drops every cached limit, so the next request of each key reads its limits afresh. */
-  forget(): void {
-    this.#entries.clear();
+  /** Drops one key's cached limits, so its next request reads them afresh (a change made here). */
+  forget(keyId: string): void {
+    this.#entries.delete(keyId);
   }
 }

@@ -16,7 +16,7 @@ import { openDb } from "../db/open.ts";
 import { type Meter, startMeter } from "../meter/meter.ts";
 import { adapters, apiKeys } from "../schema/db.ts";
 import { initTinyModel } from "../scripts/tiny-model.ts";
-import { openBlobStore } from "../worker/adapters/blob-store.ts";
+import { FolderBlobStore, openBlobStore } from "../worker/adapters/blob-store.ts";
 import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
 import { parseDevice } from "../worker/engine/device.ts";
 import { LuminetWorker } from "../worker/main.ts";
@@ -152,7 +152,11 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
     const meter: Meter = await startMeter({ bus: meterBus, db, logger });
     closers.push(() => meter.stop());
     const gatewayBus = await connect("gateway");
-    const adapterStorage = new NodeAdapterStorage({ blobsDir, maxRank: DEV_RANK, maxBytes: 2 ** 30 });
+    const adapterStorage = new NodeAdapterStorage({
+      blobs: new FolderBlobStore(blobsDir),
+      maxRank: DEV_RANK,
+      maxBytes: 2 ** 30,
+    });
     const { app } = createNodeApp({ db, bus: gatewayBus, bases: new BaseCatalog([base]), adapterStorage });
     const served = await serveApp(app, options.port, options.hostname);
     closers.push(() => served.close());

@@ -5,6 +5,7 @@ import type { z } from "zod";
 import { WorkerLostError } from "../bus/reply-inbox.ts";
 import type { ErrorBody, ErrorType } from "../schema/api.ts";
 import type { WireErrorBody } from "../schema/wire.ts";
+import { ApiKeyError } from "./api-keys.ts";
 
 export type ErrorStatus = 400 | 401 | 403 | 404 | 405 | 409 | 413 | 429 | 500 | 502 | 503 | 504;
 
@@ -122,6 +123,11 @@ export function fromWireError(error: WireErrorBody): ApiError {
 /** Anything thrown while serving a request, as the error the client sees. */
 export function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
+  if (error instanceof ApiKeyError) {
+    return error.kind === "not_found"
+      ? new ApiError(404, "invalid_request_error", error.message, "key_not_found", "prefix")
+      : invalidRequest(error.message);
+  }
   if (error instanceof WorkerLostError) {
     return new ApiError(
       502,

@@ -1,31 +1,40 @@
 // AdapterStorage on Node: an upload streams into a private scratch folder (counted against the size cap as
-// it arrives), is unpacked (a tar of a PEFT folder) or completed with its config (a single .safetensors),
-// then validated with the worker's own loader against the base's shape and the fleet's maximum rank, so
-// what the gateway accepts is exactly what a worker will load. Accepted adapters go to a blob folder, the
-// one workers read with --blobs.
+// it arrives) and is unpacked (a tar of a PEFT folder), or a registered source URL is fetched there under
+// the same cap (gateway/adapter-sources.ts); a single .safetensors is completed with its config. Either
+// way it is then validated with the worker's own loader against the base's shape and the fleet's maximum
+// rank, so what the gateway accepts is exactly what a worker will load. Accepted adapters go to the blob
+// store workers read with --blobs: a folder, or an S3/R2 bucket written with signed PUTs.
 
-import { createWriteStream, existsSync } from "node:fs";
+import { createWriteStream } from "node:fs";
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import type { BaseArchitecture } from "../schema/db.ts";
-import { ADAPTER_FILES } from "../worker/adapters/blob-store.ts";
+import { ADAPTER_FILES, type WritableBlobStore } from "../worker/adapters/blob-store.ts";
 import { AdapterError, loadPeftAdapter } from "../worker/adapters/peft.ts";
 import { LINEAR_MODULE_NAMES } from "../worker/adapters/peft-config.ts";
 import type { ModelConfig, ModuleKind } from "../worker/engine/model-config.ts";
 import { readSafetensorsHeader, SafetensorsError } from "../worker/engine/safetensors.ts";
 import { ArchiveError, extractArchive } from "./adapter-archive.ts";
-import type { AdapterStorage, StagedAdapter, UploadDescription } from "./adapter-storage.ts";
+import { AdapterSources } from "./adapter-sources.ts";
+import type {
+  AdapterDescription,
+  AdapterStorage,
+  StagedAdapter,
+  UploadDescription,
+} from "./adapter-storage.ts";
 import { ApiError, invalidRequest, payloadTooLarge } from "./errors.ts";
 
 const [CONFIG_FILE, WEIGHTS_FILE] = ADAPTER_FILES;
 
 export interface NodeAdapterStorageOptions {
-  /** The blob folder workers read (their --blobs). */
-  blobsDir: string;
+  /** The blob store workers read (their --blobs): a folder or a bucket. */
+  blobs: WritableBlobStore;
+  /** Registered URL prefixes adapters may be fetched from; default none (sources are refused). */
+  sources?: AdapterSources;
   /** Largest rank a worker's slots hold (the workers' --max-rank). */
   maxRank: number;
   /** Largest upload accepted, in bytes. */
@@ -87,7 +96,7 @@ function tooLarge(limit: number): ApiError {
 }
 
 /** The PEFT config of a single .safetensors: flags first, else its __metadata__. */
-function singleFileConfig(weightsPath: string, given: UploadDescription["config"]): object {
+function singleFileConfig(weightsPath: string, given: AdapterDescription["config"]): object {
   if (given) {
     return { peft_type: "LORA", r: given.rank, lora_alpha: given.alpha, target_modules: given.targetModules };
   }
@@ -113,15 +122,18 @@ function singleFileConfig(weightsPath: string, given: UploadDescription["config"
   );
 }
 
+/** A staging step: fills the folder `dir` (inside the private folder `scratch`) with the adapter's files. */
+type Fill = (scratch: string, dir: string) => Promise<void>;
+
 export class NodeAdapterStorage implements AdapterStorage {
-  readonly #blobsDir: string;
+  readonly #sources: AdapterSources;
 
   constructor(private readonly options: NodeAdapterStorageOptions) {
-    this.#blobsDir = resolve(options.blobsDir);
+    this.#sources = options.sources ?? new AdapterSources([]);
   }
 
   get location(): string {
-    return this.#blobsDir;
+    return this.options.blobs.location;
   }
 
   async stage(body: ReadableStream<Uint8Array>, upload: UploadDescription): Promise<StagedAdapter> {
@@ -130,10 +142,33 @@ export class NodeAdapterStorage implements AdapterStorage {
       await body.cancel().catch(() => {});
       throw tooLarge(maxBytes);
     }
+    return this.#staged(upload, (scratch, dir) => this.#unpack(scratch, dir, body, upload));
+  }
+
+  stageSource(source: string, adapter: AdapterDescription): Promise<StagedAdapter> {
+    return this.#staged(adapter, async (_scratch, dir) => {
+      const layout = await this.#sources.fetchInto(source, dir, this.options.maxBytes);
+      if (layout === "folder" && adapter.config) {
+        throw new AdapterError(
+          `the source is a PEFT folder with ${CONFIG_FILE}; rank, alpha and target_modules are only for a single .safetensors`,
+        );
+      }
+      if (layout === "file") {
+        const config = singleFileConfig(join(dir, WEIGHTS_FILE), adapter.config);
+        await writeFile(join(dir, CONFIG_FILE), JSON.stringify(config));
+      }
+    });
+  }
+
+  /** Runs `fill` in a fresh scratch folder, then validates what it left; on any failure keeps nothing. */
+  async #staged(adapter: AdapterDescription, fill: Fill): Promise<StagedAdapter> {
     const scratch = await mkdtemp(join(this.options.scratchDir ?? tmpdir(), "luminet-upload-"));
     const discard = () => rm(scratch, { recursive: true, force: true });
     try {
-      return await this.#validate(scratch, body, upload, discard);
+      const dir = join(scratch, "adapter");
+      await mkdir(dir);
+      await fill(scratch, dir);
+      return await this.#validated(dir, adapter, discard);
     } catch (error) {
       await discard();
       if (
@@ -141,7 +176,7 @@ export class NodeAdapterStorage implements AdapterStorage {
         error instanceof SafetensorsError ||
         error instanceof ArchiveError
       ) {
-        // The loader names the scratch folder; the caller knows the upload by its files.
+        // The loader names the scratch folder; the caller knows the adapter by its files.
         const message = error.message.replaceAll(`${scratch}/`, "").replaceAll(scratch, "the upload");
         throw invalidRequest(`Invalid adapter: ${message}`, "file", "invalid_adapter");
       }
@@ -149,12 +184,13 @@ export class NodeAdapterStorage implements AdapterStorage {
     }
   }
 
-  async #validate(
+  /** Streams the body into scratch under the size cap and unpacks it into `dir`. */
+  async #unpack(
     scratch: string,
+    dir: string,
     body: ReadableStream<Uint8Array>,
     upload: UploadDescription,
-    discard: () => Promise<void>,
-  ): Promise<StagedAdapter> {
+  ): Promise<void> {
     const { maxBytes } = this.options;
     const received = join(scratch, "upload");
     let seen = 0;
@@ -170,8 +206,6 @@ export class NodeAdapterStorage implements AdapterStorage {
       createWriteStream(received),
     );
 
-    const dir = join(scratch, "adapter");
-    await mkdir(dir);
     const type = upload.contentType.split(";")[0]!.trim().toLowerCase();
     if (type === "application/x-tar") {
       const names = await extractArchive(received, dir);
@@ -202,11 +236,18 @@ export class NodeAdapterStorage implements AdapterStorage {
       );
     }
     await rm(received);
+  }
 
-    const loaded = loadPeftAdapter(dir, shapeOf(upload.architecture), { maxRank: this.options.maxRank });
+  /** Loads the adapter in `dir` as a worker would; it stays there until committed or discarded. */
+  async #validated(
+    dir: string,
+    adapter: AdapterDescription,
+    discard: () => Promise<void>,
+  ): Promise<StagedAdapter> {
+    const loaded = loadPeftAdapter(dir, shapeOf(adapter.architecture), { maxRank: this.options.maxRank });
     const present = new Set(loaded.modules.map((m) => LEAF_OF[m.kind]));
     const config = JSON.parse(await readFile(join(dir, CONFIG_FILE), "utf8")) as { lora_alpha?: unknown };
-    const blobsDir = this.#blobsDir;
+    const { blobs } = this.options;
     return {
       rank: loaded.maxRank,
       alpha: typeof config.lora_alpha === "number" ? config.lora_alpha : 8,
@@ -214,16 +255,19 @@ export class NodeAdapterStorage implements AdapterStorage {
       bytes: loaded.bytes,
       sha256: loaded.sha256,
       async commit(blobKey) {
-        const target = join(blobsDir, ...blobKey.split("/"));
-        await mkdir(target, { recursive: true });
-        for (const file of ADAPTER_FILES) await cp(join(dir, file), join(target, file));
+        try {
+          await blobs.putAdapter(blobKey, dir);
+        } catch (error) {
+          // A half-written blob would never be read (no row names it), but it would cost storage.
+          await blobs.removeAdapter(blobKey).catch(() => {});
+          throw error;
+        }
       },
       discard,
     };
   }
 
-  async remove(blobKey: string): Promise<void> {
-    const target = join(this.#blobsDir, ...blobKey.split("/"));
-    if (existsSync(target)) await rm(target, { recursive: true, force: true });
+  remove(blobKey: string): Promise<void> {
+    return this.options.blobs.removeAdapter(blobKey);
   }
 }

@@ -8,6 +8,8 @@ import { connectJetStreamBus } from "../bus/jetstream.ts";
 import { logger } from "../core/logger.ts";
 import { type Db, openDb } from "../db/open.ts";
 import { type Meter, startMeter } from "../meter/meter.ts";
+import { openWritableBlobStore } from "../worker/adapters/blob-store.ts";
+import { AdapterSources } from "./adapter-sources.ts";
 import { createApp } from "./app.ts";
 import { type BaseModelSource, loadBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
@@ -70,8 +72,13 @@ export interface NodeGatewayOptions {
   models: readonly BaseModelSource[];
   /** Also run the usage meter (NATS usage events into billing rows) in this process. */
   withMeter?: boolean;
-  /** The blob folder uploaded adapters go to, the workers' --blobs; default .luminet/blobs. */
+  /**
+   * Where accepted adapters go, the workers' --blobs: a folder, s3://bucket/prefix or r2://bucket/prefix
+   * (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); default .luminet/blobs.
+   */
   blobs?: string;
+  /** URL prefixes adapters may be created from (POST /v1/adapters with "source"); default none. */
+  adapterSources?: readonly string[];
   /** Largest adapter rank accepted at upload (the workers' --max-rank); default 16. */
   maxAdapterRank?: number;
   /** Largest adapter upload in bytes; default 1 GiB. */
@@ -93,7 +100,8 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
     const bases = await loadBaseCatalog(db, options.models);
     if (options.withMeter) meter = await startMeter({ bus, db, logger });
     const adapterStorage = new NodeAdapterStorage({
-      blobsDir: options.blobs ?? ".luminet/blobs",
+      blobs: openWritableBlobStore(options.blobs ?? ".luminet/blobs"),
+      sources: new AdapterSources(options.adapterSources ?? []),
       maxRank: options.maxAdapterRank ?? 16,
       maxBytes: options.maxAdapterBytes ?? 1024 ** 3,
     });

@@ -1,6 +1,6 @@
 // The adapter admin API's shapes (`/v1/adapters`): the adapter object the gateway returns and `luminet
-// adapters` prints, the list, and the PATCH body. Uploads carry their fields as query parameters (the body
-// is the adapter itself); ADAPTER_NAME is the rule for names and aliases.
+// adapters` prints, the list, the create-from-source body and the PATCH body. Uploads carry their fields as
+// query parameters (the body is the adapter itself); ADAPTER_NAME is the rule for names and aliases.
 import { z } from "zod";
 
 /** An adapter's or alias's name inside its org: it sits in model ids after "<org>/", so no "/" or ":". */
@@ -29,6 +29,8 @@ export const AdapterObject = z.object({
   target_modules: z.array(z.string()),
   bytes: z.int().nonnegative().nullable(),
   sha256: z.string().nullable(),
+  /** The registered URL it was fetched from; null when it was uploaded. */
+  source: z.string().nullable(),
   status: z.enum(["uploading", "ready", "failed", "deleted"]),
   /** Unix seconds. */
   created_at: z.int(),
@@ -39,6 +41,20 @@ export type AdapterObject = z.infer<typeof AdapterObject>;
 
 export const AdapterList = z.object({ object: z.literal("list"), data: z.array(AdapterObject) });
 export type AdapterList = z.infer<typeof AdapterList>;
+
+/** POST /v1/adapters as JSON: the gateway fetches the adapter from `source`, a registered URL. */
+export const AdapterFromSource = z.strictObject({
+  base: z.string().min(1),
+  name: z.string().min(1),
+  alias: z.string().min(1).optional(),
+  /** https://… of a PEFT folder or a .safetensors file, s3://bucket/key or r2://bucket/key (?endpoint=…). */
+  source: z.string().min(1),
+  /** The config of a single .safetensors without one in its metadata: all three, or none. */
+  rank: z.int().positive().optional(),
+  alpha: z.number().positive().optional(),
+  target_modules: z.array(z.string().min(1)).min(1).optional(),
+});
+export type AdapterFromSource = z.infer<typeof AdapterFromSource>;
 
 /** One change per request: a traffic weight within the alias, or pinned on every worker of the base. */
 export const AdapterPatch = z.union([

@@ -11,60 +11,17 @@ import type { Command } from "commander";
 import { archiveSize, archiveStream } from "../../gateway/adapter-archive.ts";
 import { type AdapterList, AdapterObject } from "../../schema/adapter-api.ts";
 import { ADAPTER_FILES } from "../../worker/adapters/blob-store.ts";
+import { callGateway, type GatewayFlags, gatewayOptions, jsonBody } from "../gateway-client.ts";
+import { CliError, runCommand } from "../run-command.ts";
+import { table } from "../table.ts";
 
-interface ConnectionFlags {
-  gateway?: string;
-  apiKey?: string;
+interface ConnectionFlags extends GatewayFlags {
   json?: boolean;
-}
-
-class CliError extends Error {
-  override name = "CliError";
-}
-
-function connection(flags: ConnectionFlags): { url: string; key: string } {
-  const url = (flags.gateway ?? process.env.LUMINET_GATEWAY ?? "http://127.0.0.1:8080").replace(/\/+$/, "");
-  const key = flags.apiKey ?? process.env.LUMINET_API_KEY;
-  if (!key)
-    throw new CliError("no API key: pass --api-key or set LUMINET_API_KEY (a key with the admin scope)");
-  return { url, key };
 }
 
 /** The path of an adapter written `org/name` or `name`. */
 function adapterPath(name: string): string {
   return `/v1/adapters/${name.split("/").map(encodeURIComponent).join("/")}`;
-}
-
-async function call(
-  flags: ConnectionFlags,
-  method: string,
-  path: string,
-  init: { body?: string | ReadableStream<Uint8Array>; headers?: Record<string, string> } = {},
-): Promise<unknown> {
-  const { url, key } = connection(flags);
-  let response: Response;
-  try {
-    response = await fetch(`${url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...init.headers },
-      ...(init.body !== undefined ? { body: init.body, duplex: "half" } : {}),
-    } as RequestInit);
-  } catch (error) {
-    const cause = (error as Error & { cause?: Error }).cause;
-    throw new CliError(`cannot reach the gateway at ${url}: ${cause?.message ?? (error as Error).message}`);
-  }
-  const text = await response.text();
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  if (!response.ok) {
-    const message = (json as { error?: { message?: string } } | undefined)?.error?.message;
-    throw new CliError(message ?? `${method} ${path}: HTTP ${response.status} ${text.slice(0, 200)}`);
-  }
-  return json;
 }
 
 function humanBytes(bytes: number | null): string {
@@ -77,16 +34,6 @@ function humanBytes(bytes: number | null): string {
     unit++;
   }
   return unit === 0 ? `${n} B` : `${n.toFixed(1)} ${units[unit]}`;
-}
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((cell, i) => cell.padEnd(widths[i]!))
-      .join("  ")
-      .trimEnd();
-  return [line(header), ...rows.map(line)].join("\n");
 }
 
 function row(a: AdapterObject): string[] {
@@ -186,7 +133,7 @@ function uploadOf(flags: CreateFlags): {
 async function create(flags: CreateFlags): Promise<void> {
   const upload = uploadOf(flags);
   const stream = upload.body.pipe(progress(upload.length, `uploading ${flags.name}`));
-  const created = await call(flags, "POST", `/v1/adapters?${upload.query}`, {
+  const created = await callGateway(flags, "POST", `/v1/adapters?${upload.query}`, {
     body: Readable.toWeb(stream) as ReadableStream<Uint8Array>,
     headers: { "content-type": upload.type, "content-length": String(upload.length) },
   });
@@ -198,26 +145,17 @@ async function create(flags: CreateFlags): Promise<void> {
   );
 }
 
-async function run(command: string, action: () => Promise<void>): Promise<void> {
-  try {
-    await action();
-  } catch (error) {
-    process.stderr.write(
-      `luminet adapters ${command}: ${error instanceof Error ? error.message : String(error)}\n`,
-    );
-    process.exitCode = 1;
-  }
-}
+const run = (command: string, action: () => Promise<void>) => runCommand(`adapters ${command}`, action);
 
 export function registerAdapters(program: Command): void {
   const adapters = program
     .command("adapters")
     .description("manage LoRA adapters through the gateway (LUMINET_GATEWAY, LUMINET_API_KEY)");
   const common = (cmd: Command) =>
-    cmd
-      .option("--gateway <url>", "the gateway's URL (LUMINET_GATEWAY; default http://127.0.0.1:8080)")
-      .option("--api-key <key>", "an API key with the admin scope (LUMINET_API_KEY)")
-      .option("--json", "print the API's JSON instead of a table");
+    gatewayOptions(cmd, "an API key with the admin scope").option(
+      "--json",
+      "print the API's JSON instead of a table",
+    );
 
   common(
     adapters
@@ -234,7 +172,7 @@ export function registerAdapters(program: Command): void {
 
   common(adapters.command("list").description("list the org's adapters")).action((flags: ConnectionFlags) =>
     run("list", async () => {
-      const list = (await call(flags, "GET", "/v1/adapters")) as AdapterList;
+      const list = (await callGateway(flags, "GET", "/v1/adapters")) as AdapterList;
       if (flags.json) process.stdout.write(`${JSON.stringify(list)}\n`);
       else
         process.stdout.write(
@@ -249,7 +187,7 @@ export function registerAdapters(program: Command): void {
   common(adapters.command("get <name>").description("show one adapter")).action(
     (name: string, flags: ConnectionFlags) =>
       run("get", async () => {
-        print(flags, await call(flags, "GET", adapterPath(name)), (a) => table(HEADER, [row(a)]));
+        print(flags, await callGateway(flags, "GET", adapterPath(name)), (a) => table(HEADER, [row(a)]));
       }),
   );
 
@@ -264,10 +202,12 @@ export function registerAdapters(program: Command): void {
       if (!Number.isInteger(weight) || weight < 0 || weight > 100) {
         throw new CliError(`--weight: expected an integer from 0 to 100, got ${flags.weight}`);
       }
-      const updated = await call(flags, "PATCH", adapterPath(name), {
-        body: JSON.stringify({ traffic_weight: weight }),
-        headers: { "content-type": "application/json" },
-      });
+      const updated = await callGateway(
+        flags,
+        "PATCH",
+        adapterPath(name),
+        jsonBody({ traffic_weight: weight }),
+      );
       print(flags, updated, (a) => `${a.id}: traffic weight ${a.traffic_weight} within ${a.org}/${a.alias}`);
     }),
   );
@@ -279,10 +219,12 @@ export function registerAdapters(program: Command): void {
       .option("--off", "unpin it"),
   ).action((name: string, flags: ConnectionFlags & { off?: boolean }) =>
     run("set-pinned", async () => {
-      const updated = await call(flags, "PATCH", adapterPath(name), {
-        body: JSON.stringify({ pinned: flags.off !== true }),
-        headers: { "content-type": "application/json" },
-      });
+      const updated = await callGateway(
+        flags,
+        "PATCH",
+        adapterPath(name),
+        jsonBody({ pinned: flags.off !== true }),
+      );
       print(flags, updated, (a) => `${a.id}: ${a.pinned ? "pinned" : "unpinned"} on ${a.base}`);
     }),
   );
@@ -294,7 +236,11 @@ export function registerAdapters(program: Command): void {
       .option("--force", "even if it is pinned or carries part of its alias's traffic"),
   ).action((name: string, flags: ConnectionFlags & { force?: boolean }) =>
     run("delete", async () => {
-      const deleted = await call(flags, "DELETE", `${adapterPath(name)}${flags.force ? "?force=true" : ""}`);
+      const deleted = await callGateway(
+        flags,
+        "DELETE",
+        `${adapterPath(name)}${flags.force ? "?force=true" : ""}`,
+      );
       if (flags.json) process.stdout.write(`${JSON.stringify(deleted)}\n`);
       else process.stdout.write(`deleted ${(deleted as { id: string }).id}\n`);
     }),

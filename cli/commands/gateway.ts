@@ -14,6 +14,7 @@ interface GatewayFlags {
   namespace?: string;
   withMeter?: boolean;
   blobs: string;
+  adapterSources?: string;
   maxAdapterRank: string;
   maxAdapterBytes: string;
   coldStartTimeout: string;
@@ -53,6 +54,10 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     models,
     withMeter: flags.withMeter === true,
     blobs: flags.blobs,
+    adapterSources: (flags.adapterSources ?? "")
+      .split(",")
+      .map((prefix) => prefix.trim())
+      .filter(Boolean),
     maxAdapterRank: positive("--max-adapter-rank", flags.maxAdapterRank),
     maxAdapterBytes: positive("--max-adapter-bytes", flags.maxAdapterBytes),
     coldStartTimeoutMs: seconds("--cold-start-timeout", flags.coldStartTimeout) * 1000,
@@ -89,9 +94,14 @@ export function registerGateway(program: Command): void {
       process.env.LUMINET_NAMESPACE,
     )
     .option(
-      "--blobs <dir>",
-      "folder uploaded adapters are stored in, the workers' --blobs (LUMINET_BLOBS)",
+      "--blobs <dir|url>",
+      "where accepted adapters are stored, the workers' --blobs: a folder, s3://bucket/prefix or r2://bucket/prefix (LUMINET_BLOBS)",
       process.env.LUMINET_BLOBS ?? ".luminet/blobs",
+    )
+    .option(
+      "--adapter-sources <prefixes>",
+      "comma-separated URL prefixes (https://, s3://, r2://) admins may create adapters from by URL; none by default (LUMINET_ADAPTER_SOURCES)",
+      process.env.LUMINET_ADAPTER_SOURCES,
     )
     .option(
       "--max-adapter-rank <n>",

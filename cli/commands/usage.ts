@@ -1,22 +1,27 @@
-// `luminet usage`: usage and cost rollups from DATABASE_URL by UTC day, adapter or API key, as a table or
-// as JSON (--json: the same report `GET /v1/usage` returns). Costs are the meter's integer micro-dollars,
-// shown as exact dollars.
+// `luminet usage`: usage and cost by UTC day, adapter or API key, as a table or as JSON (--json: the report
+// `GET /v1/usage` returns). Through the gateway's GET /v1/usage when a gateway or an API key is named (the
+// key's own org), else from DATABASE_URL (any org, or every org). Costs are the meter's integer
+// micro-dollars, shown as exact dollars.
 import type { Command } from "commander";
 import { inArray } from "drizzle-orm";
-import { logger } from "../../core/logger.ts";
-import { type Db, defaultDatabaseUrl, openDb } from "../../db/open.ts";
-import { microsToDollars } from "../../meter/prices.ts";
-import { sumRollup, toUsageReport } from "../../meter/usage-report.ts";
-import {
-  type UsageGrouping,
-  type UsageQuery,
-  type UsageRollupRow,
-  usageGroupings,
-  usageRollup,
-} from "../../meter/usage-rollup.ts";
+import type { Db } from "../../db/open.ts";
+import { groupField, type UsageReport, type UsageTotals, usageReport } from "../../meter/usage-report.ts";
+import { type UsageGrouping, type UsageQuery, usageGroupings } from "../../meter/usage-rollup.ts";
 import { apiKeys } from "../../schema/db.ts";
+import { KeyList } from "../../schema/key-api.ts";
+import {
+  callGateway,
+  GATEWAY_OR_DATABASE,
+  GatewayError,
+  type GatewayFlags,
+  gatewayNamed,
+  gatewayOptions,
+} from "../gateway-client.ts";
+import { CliError, runCommand } from "../run-command.ts";
+import { table } from "../table.ts";
+import { usingDb } from "../with-db.ts";
 
-interface UsageFlags {
+interface UsageFlags extends GatewayFlags {
   org?: string;
   since?: string;
   until?: string;
@@ -24,8 +29,6 @@ interface UsageFlags {
   base?: string;
   json?: boolean;
 }
-
-class FlagError extends Error {}
 
 const DAY_MS = 86_400_000;
 
@@ -36,100 +39,119 @@ function day(flag: string, value: string): Date {
     ? new Date(Date.UTC(Number(match[1]), Number(match[2]) - 1, Number(match[3])))
     : undefined;
   if (!date || date.toISOString().slice(0, 10) !== value) {
-    throw new FlagError(`${flag} must be a day as YYYY-MM-DD, got "${value}"`);
+    throw new CliError(`${flag} must be a day as YYYY-MM-DD, got "${value}"`);
   }
   return date;
 }
 
 function grouping(value: string): UsageGrouping {
   const found = usageGroupings.find((g) => g === value);
-  if (!found) throw new FlagError(`--by must be one of ${usageGroupings.join(", ")}, got "${value}"`);
+  if (!found) throw new CliError(`--by must be one of ${usageGroupings.join(", ")}, got "${value}"`);
   return found;
 }
 
-/** "lm_ab12… (ci)" for each key id that still has a row, so a person can tell keys apart. */
-async function keyLabels(db: Db, rows: UsageRollupRow[]): Promise<Map<string, string>> {
-  const ids = [...new Set(rows.map((row) => row.group).filter((id) => id !== null))];
-  if (ids.length === 0) return new Map();
-  const keys = await db
-    .select({ id: apiKeys.id, prefix: apiKeys.prefix, name: apiKeys.name })
-    .from(apiKeys)
-    .where(inArray(apiKeys.id, ids));
-  return new Map(keys.map((key) => [key.id, `${key.prefix}… (${key.name})`]));
-}
-
-/** Columns from `firstNumeric` on hold numbers and align right. */
-function table(header: string[], body: string[][], firstNumeric: number): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((cell, i) => (i >= firstNumeric ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
-      .join("  ")
-      .trimEnd();
-  return [line(header), ...body.map(line)].join("\n");
-}
-
-async function runUsage(flags: UsageFlags): Promise<void> {
-  const by = grouping(flags.by);
+function queryOf(flags: UsageFlags): UsageQuery {
   const since = flags.since === undefined ? undefined : day("--since", flags.since);
   // --until names the last day included.
   const until =
     flags.until === undefined ? undefined : new Date(day("--until", flags.until).getTime() + DAY_MS);
-  if (since && until && since >= until) throw new FlagError("--since must not be after --until");
-  const db = await openDb(process.env.DATABASE_URL || defaultDatabaseUrl);
+  if (since && until && since >= until) throw new CliError("--since must not be after --until");
+  return {
+    by: grouping(flags.by),
+    ...(flags.org !== undefined ? { org: flags.org } : {}),
+    ...(since ? { since } : {}),
+    ...(until ? { until } : {}),
+    ...(flags.base !== undefined ? { base: flags.base } : {}),
+  };
+}
+
+/** The report and, for --by key, "lk_ab12… (ci)" for each key id still known, so people can tell keys apart. */
+interface LabelledReport {
+  report: UsageReport;
+  keyLabels: Map<string, string>;
+}
+
+const keyLabel = (key: { prefix: string; name: string }) => `${key.prefix}… (${key.name})`;
+
+const keyIds = (report: UsageReport) =>
+  report.data.map((row) => row.api_key_id).filter((id): id is string => typeof id === "string");
+
+async function fromDatabase(db: Db, query: UsageQuery): Promise<LabelledReport> {
+  const report = await usageReport(db, query);
+  const ids = [...new Set(keyIds(report))];
+  const keys =
+    ids.length === 0
+      ? []
+      : await db
+          .select({ id: apiKeys.id, prefix: apiKeys.prefix, name: apiKeys.name })
+          .from(apiKeys)
+          .where(inArray(apiKeys.id, ids));
+  return { report, keyLabels: new Map(keys.map((key) => [key.id, keyLabel(key)])) };
+}
+
+/** GET /v1/usage with the same query; key labels from GET /v1/keys when the key may list keys (admin). */
+async function fromGateway(flags: UsageFlags, query: UsageQuery): Promise<LabelledReport> {
+  const params = new URLSearchParams({ group_by: query.by });
+  if (query.org !== undefined) params.set("org", query.org);
+  if (query.since) params.set("start", query.since.toISOString());
+  if (query.until) params.set("end", query.until.toISOString());
+  if (query.base !== undefined) params.set("base", query.base);
+  const report = (await callGateway(flags, "GET", `/v1/usage?${params}`)) as UsageReport;
+  if (keyIds(report).length === 0) return { report, keyLabels: new Map() };
   try {
-    const query: UsageQuery = {
-      by,
-      ...(flags.org !== undefined ? { org: flags.org } : {}),
-      ...(since ? { since } : {}),
-      ...(until ? { until } : {}),
-      ...(flags.base !== undefined ? { base: flags.base } : {}),
-    };
-    const rows = await usageRollup(db, query);
-    if (flags.json) {
-      process.stdout.write(`${JSON.stringify(toUsageReport(query, rows), null, 2)}\n`);
-      return;
-    }
-    const labels = by === "key" ? await keyLabels(db, rows) : new Map<string, string>();
-    const label = (group: string | null) =>
-      group === null ? "(base model)" : by === "key" ? (labels.get(group) ?? group) : group;
-    const counts = (c: Omit<UsageRollupRow, "org" | "group">) => [
-      String(c.requests),
-      String(c.inputTokens),
-      String(c.outputTokens),
-      `$${microsToDollars(c.costMicros)}`,
-    ];
-    const header = ["org", by, "requests", "input tokens", "output tokens", "cost"];
-    const body = [
-      ...rows.map((row) => [row.org, label(row.group), ...counts(row)]),
-      ["total", "", ...counts(sumRollup(rows))],
-    ];
-    process.stdout.write(`${table(header, body, 2)}\n`);
-  } finally {
-    await db.close();
+    const keys = KeyList.parse(await callGateway(flags, "GET", "/v1/keys")).data;
+    return { report, keyLabels: new Map(keys.map((key) => [key.id, keyLabel(key)])) };
+  } catch (error) {
+    // A key without the admin scope reads its org's usage but not its keys: the table shows key ids.
+    if (error instanceof GatewayError && error.status === 403) return { report, keyLabels: new Map() };
+    throw error;
   }
 }
 
+function usageTable({ report, keyLabels }: LabelledReport): string {
+  const by = report.group_by;
+  const label = (group: string | null | undefined) =>
+    group == null ? "(base model)" : by === "key" ? (keyLabels.get(group) ?? group) : group;
+  const counts = (t: UsageTotals) => [
+    String(t.requests),
+    String(t.input_tokens),
+    String(t.output_tokens),
+    `$${t.cost_usd}`,
+  ];
+  const header = ["org", by, "requests", "input tokens", "output tokens", "cost"];
+  const body = [
+    ...report.data.map((row) => [row.org, label(row[groupField[by]]), ...counts(row)]),
+    ["total", "", ...counts(report.total)],
+  ];
+  return table(header, body, 2);
+}
+
 export function registerUsage(program: Command): void {
-  program
-    .command("usage")
-    .description("usage and cost by day, adapter and key (DATABASE_URL)")
-    .option("--org <org>", "organization (default: every org)")
+  gatewayOptions(
+    program
+      .command("usage")
+      .description("usage and cost by day, adapter and key, through the gateway or on DATABASE_URL"),
+    "an API key of the org; key labels need the admin scope",
+  )
+    .option(
+      "--org <org>",
+      "organization (on DATABASE_URL default every org; through a gateway, the key's own)",
+    )
     .option("--since <date>", "first day (YYYY-MM-DD, UTC)")
     .option("--until <date>", "last day, included (YYYY-MM-DD, UTC)")
     .option("--by <dimension>", "day | adapter | key", "day")
     .option("--base <base>", "only this base model")
     .option("--json", "print JSON instead of a table")
-    .action(async (flags: UsageFlags) => {
-      try {
-        await runUsage(flags);
-      } catch (error) {
-        if (error instanceof FlagError) {
-          process.stderr.write(`luminet usage: ${error.message}\n`);
-        } else {
-          logger.error({ err: error }, error instanceof Error ? error.message : String(error));
-        }
-        process.exitCode = 1;
-      }
-    });
+    .addHelpText("after", GATEWAY_OR_DATABASE)
+    .action((flags: UsageFlags) =>
+      runCommand("usage", async () => {
+        const query = queryOf(flags);
+        const labelled = gatewayNamed(flags)
+          ? await fromGateway(flags, query)
+          : await usingDb((db) => fromDatabase(db, query));
+        process.stdout.write(
+          flags.json ? `${JSON.stringify(labelled.report, null, 2)}\n` : `${usageTable(labelled)}\n`,
+        );
+      }),
+    );
 }

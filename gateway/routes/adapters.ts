@@ -3,17 +3,24 @@
 //            application/x-tar          a PEFT folder (adapter_config.json + adapter_model.safetensors)
 //            application/octet-stream   one .safetensors; its config from rank=&alpha=&target_modules=q_proj,v_proj
 //                                       or from the file's __metadata__
+//   POST   /v1/adapters  application/json {"base","name","alias"?,"source","rank"?,"alpha"?,"target_modules"?}
+//            the gateway fetches the adapter from `source`, a URL under a registered adapter source
+//            (gateway/adapter-sources.ts), then validates and stores it exactly as an upload
 //   GET    /v1/adapters                  the org's adapters
 //   GET    /v1/adapters/:name            one
 //   PATCH  /v1/adapters/:name            {"traffic_weight": 0-100} or {"pinned": true|false}
 //   DELETE /v1/adapters/:name[?force=true]
 // Names are written `<name>` or `<org>/<name>`; another org's prefix is refused. Uploads bypass the
-// app's JSON body limit (app.ts mounts this before it) and are capped by the adapter storage instead.
+// app's JSON body limit (app.ts mounts this before it) and are capped by the adapter storage instead; a
+// JSON create gets the JSON limit here.
+import type { Context } from "hono";
 import { Hono } from "hono";
-import { ADAPTER_NAME, AdapterPatch } from "../../schema/adapter-api.ts";
+import { bodyLimit } from "hono/body-limit";
+import { ADAPTER_NAME, AdapterFromSource, AdapterPatch } from "../../schema/adapter-api.ts";
 import {
   assertNameFree,
   baseArchitecture,
+  type CreateAdapter,
   createAdapter,
   deleteAdapter,
   getAdapter,
@@ -21,11 +28,19 @@ import {
   setPinned,
   setTrafficWeight,
 } from "../adapter-admin.ts";
-import type { UploadDescription } from "../adapter-storage.ts";
+import type { AdapterDescription, AdapterStorage } from "../adapter-storage.ts";
 import { requireScope } from "../auth.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { ApiError, invalidBody, invalidRequest, permissionDenied } from "../errors.ts";
+import {
+  ApiError,
+  errorResponse,
+  invalidBody,
+  invalidRequest,
+  payloadTooLarge,
+  permissionDenied,
+} from "../errors.ts";
+import { readBody } from "../request-body.ts";
 
 /** `name` or `org/name` as the caller's org's adapter name; refuses another org and malformed names. */
 function ownName(org: string, written: string, param: string): string {
@@ -54,67 +69,127 @@ function positiveNumber(param: string, value: string, integer: boolean): number 
   return n;
 }
 
-function singleFileConfig(query: Record<string, string>): UploadDescription["config"] {
-  const { rank, alpha, target_modules: targets } = query;
-  if (rank === undefined && alpha === undefined && targets === undefined) return null;
-  if (rank === undefined || alpha === undefined || targets === undefined) {
+/** A single .safetensors' config: rank, alpha and target_modules all given, or none of them. */
+function singleFileConfig(
+  rank: number | undefined,
+  alpha: number | undefined,
+  targetModules: string[] | undefined,
+): AdapterDescription["config"] {
+  if (rank === undefined && alpha === undefined && targetModules === undefined) return null;
+  if (rank === undefined || alpha === undefined || targetModules === undefined) {
     throw invalidRequest("Give rank, alpha and target_modules together, or none of them.", "rank");
   }
+  return { rank, alpha, targetModules };
+}
+
+function queryConfig(query: Record<string, string>): AdapterDescription["config"] {
+  const { rank, alpha, target_modules: targets } = query;
   const targetModules = targets
-    .split(",")
+    ?.split(",")
     .map((t) => t.trim())
     .filter(Boolean);
-  if (targetModules.length === 0) throw invalidRequest("Invalid 'target_modules': empty.", "target_modules");
-  return {
-    rank: positiveNumber("rank", rank, true),
-    alpha: positiveNumber("alpha", alpha, false),
+  if (targetModules?.length === 0) {
+    throw invalidRequest("Invalid 'target_modules': empty.", "target_modules");
+  }
+  return singleFileConfig(
+    rank === undefined ? undefined : positiveNumber("rank", rank, true),
+    alpha === undefined ? undefined : positiveNumber("alpha", alpha, false),
     targetModules,
+  );
+}
+
+/** What both ways of creating check before any adapter byte is read. */
+interface Prepared {
+  name: string;
+  alias: string | null;
+  adapter: AdapterDescription;
+  storage: AdapterStorage;
+}
+
+async function prepare(
+  deps: GatewayDeps,
+  org: string,
+  fields: { base: string; name: string; alias?: string | undefined; config: AdapterDescription["config"] },
+): Promise<Prepared> {
+  const name = ownName(org, fields.name, "name");
+  const alias = fields.alias ? ownName(org, fields.alias, "alias") : null;
+  if (alias === name) throw invalidRequest("An adapter's alias must differ from its name.", "alias");
+  const architecture = await baseArchitecture(deps, fields.base);
+  await assertNameFree(deps, org, name);
+  if (!deps.adapterStorage) {
+    throw new ApiError(
+      503,
+      "server_error",
+      "This gateway has no adapter blob store configured.",
+      "no_storage",
+    );
+  }
+  return {
+    name,
+    alias,
+    adapter: { base: fields.base, architecture, config: fields.config },
+    storage: deps.adapterStorage,
   };
 }
+
+/** Stores the staged adapter and answers 201 with it; the scratch space goes either way. */
+async function created(c: Context<GatewayEnv>, deps: GatewayDeps, input: CreateAdapter) {
+  try {
+    const adapter = await createAdapter(deps, input);
+    deps.log.info({ adapter: adapter.id, base: adapter.base, bytes: adapter.bytes }, "adapter created");
+    return c.json(adapter, 201);
+  } finally {
+    await input.staged.discard();
+  }
+}
+
+const isJson = (c: Context) =>
+  (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase() === "application/json";
 
 export function adapterRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
   const routes = new Hono<GatewayEnv>();
   routes.use("*", requireScope("admin"));
-
-  routes.post("/", async (c) => {
-    const org = c.get("principal").orgId;
-    const query = c.req.query();
-    if (!query.base)
-      throw invalidRequest("Missing 'base': the base model the adapter was trained on.", "base");
-    if (!query.name)
-      throw invalidRequest("Missing 'name': the adapter's name, e.g. customer-acme-v3.", "name");
-    const name = ownName(org, query.name, "name");
-    const alias = query.alias ? ownName(org, query.alias, "alias") : null;
-    if (alias === name) throw invalidRequest("An adapter's alias must differ from its name.", "alias");
-    const config = singleFileConfig(query);
-    const architecture = await baseArchitecture(deps, query.base);
-    await assertNameFree(deps, org, name);
-    if (!deps.adapterStorage) {
-      throw new ApiError(
-        503,
-        "server_error",
-        "This gateway has no adapter blob store configured.",
-        "no_storage",
-      );
-    }
-    const body = c.req.raw.body;
-    if (!body) throw invalidRequest("The request has no body: send the adapter.", "file");
-    const length = c.req.header("content-length");
-    const staged = await deps.adapterStorage.stage(body, {
-      base: query.base,
-      architecture,
-      contentType: c.req.header("content-type") ?? "",
-      contentLength: length === undefined ? null : Number(length),
-      config,
-    });
-    try {
-      const created = await createAdapter(deps, { org, name, base: query.base, alias, staged });
-      deps.log.info({ adapter: created.id, base: created.base, bytes: created.bytes }, "adapter created");
-      return c.json(created, 201);
-    } finally {
-      await staged.discard();
-    }
+  const jsonLimit = bodyLimit({
+    maxSize: deps.limits.maxBodyBytes,
+    onError: () => errorResponse(payloadTooLarge(deps.limits.maxBodyBytes)),
   });
+
+  routes.post(
+    "/",
+    (c, next) => (isJson(c) ? jsonLimit(c, next) : next()),
+    async (c) => {
+      const org = c.get("principal").orgId;
+      if (isJson(c)) {
+        const body = await readBody(c, AdapterFromSource);
+        const { name, alias, adapter, storage } = await prepare(deps, org, {
+          ...body,
+          config: singleFileConfig(body.rank, body.alpha, body.target_modules),
+        });
+        const staged = await storage.stageSource(body.source, adapter);
+        return created(c, deps, { org, name, base: body.base, alias, staged, source: body.source });
+      }
+      const query = c.req.query();
+      if (!query.base)
+        throw invalidRequest("Missing 'base': the base model the adapter was trained on.", "base");
+      if (!query.name)
+        throw invalidRequest("Missing 'name': the adapter's name, e.g. customer-acme-v3.", "name");
+      const { name, alias, adapter, storage } = await prepare(deps, org, {
+        base: query.base,
+        name: query.name,
+        alias: query.alias,
+        config: queryConfig(query),
+      });
+      const body = c.req.raw.body;
+      if (!body) throw invalidRequest("The request has no body: send the adapter.", "file");
+      const length = c.req.header("content-length");
+      const staged = await storage.stage(body, {
+        ...adapter,
+        contentType: c.req.header("content-type") ?? "",
+        contentLength: length === undefined ? null : Number(length),
+      });
+      return created(c, deps, { org, name, base: query.base, alias, staged, source: null });
+    },
+  );
 
   routes.get("/", async (c) => {
     return c.json({ object: "list", data: await listAdapters(deps, c.get("principal").orgId) });

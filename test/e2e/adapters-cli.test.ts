@@ -18,6 +18,7 @@ import { AdapterList, AdapterObject } from "../../schema/adapter-api.ts";
 import { adapters } from "../../schema/db.ts";
 import type { AdapterControl } from "../../schema/wire.ts";
 import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
+import { FolderBlobStore } from "../../worker/adapters/blob-store.ts";
 import { loadModelConfig, type ModelConfig } from "../../worker/engine/model-config.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 
@@ -141,7 +142,12 @@ beforeAll(async () => {
   const scratchDir = join(root, "scratch");
   mkdirSync(scratchDir);
   harness = await createGatewayHarness({
-    adapterStorage: new NodeAdapterStorage({ blobsDir, maxRank: MAX_RANK, maxBytes: MAX_BYTES, scratchDir }),
+    adapterStorage: new NodeAdapterStorage({
+      blobs: new FolderBlobStore(blobsDir),
+      maxRank: MAX_RANK,
+      maxBytes: MAX_BYTES,
+      scratchDir,
+    }),
   });
   model = loadModelConfig(harness.modelDir);
   served = await serveApp(harness.app, 0, "127.0.0.1");

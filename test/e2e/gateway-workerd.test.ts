@@ -13,6 +13,7 @@ import { migrate } from "../../db/migrate.ts";
 import { openDb } from "../../db/open.ts";
 import { createApiKey, ensureOrg } from "../../gateway/api-keys.ts";
 import { loadBaseModel } from "../../gateway/base-loader.ts";
+import { KeyCreated } from "../../schema/key-api.ts";
 import { buildWorker } from "../../scripts/build-worker.ts";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
 import { type NatsWithWebSocket, startNatsWithWebSocket } from "../support/nats-websocket.ts";
@@ -54,6 +55,7 @@ describe("the gateway in workerd", () => {
   let mf: Miniflare | undefined;
   let client: OpenAI;
   let key: string;
+  let adminKey: string;
 
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), "luminet-workerd-"));
@@ -80,6 +82,7 @@ describe("the gateway in workerd", () => {
       await loadBaseModel(db, { name: BASE, dir: modelDir }, { contextLength: CONTEXT });
       await ensureOrg(db, "acme");
       key = (await createApiKey(db, { orgId: "acme", name: "workerd" })).key;
+      adminKey = (await createApiKey(db, { orgId: "acme", name: "workerd-admin", scopes: ["admin"] })).key;
     } finally {
       await db.close();
     }
@@ -180,5 +183,21 @@ describe("the gateway in workerd", () => {
       .catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(OpenAI.NotFoundError);
     expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe("model_not_found");
+  });
+
+  it("creates a key through /v1/keys, which works until it is revoked there", async () => {
+    const call = (method: string, path: string, bearer: string, body?: object) =>
+      fetch(`${client.baseURL}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${bearer}`, "content-type": "application/json" },
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      });
+    const response = await call("POST", "/keys", adminKey, { name: "edge", rpm: 100 });
+    expect(response.status).toBe(201);
+    const created = KeyCreated.parse(await response.json());
+    expect(created).toMatchObject({ org: "acme", name: "edge", rpm: 100, scopes: [] });
+    expect((await call("GET", "/models", created.key)).status).toBe(200);
+    expect((await call("DELETE", `/keys/${created.prefix}`, adminKey)).status).toBe(200);
+    expect((await call("GET", "/models", created.key)).status).toBe(401);
   });
 });

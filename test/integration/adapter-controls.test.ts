@@ -12,7 +12,7 @@ import { archiveSize, archiveStream } from "../../gateway/adapter-archive.ts";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
 import { NodeAdapterStorage } from "../../gateway/node-adapter-storage.ts";
 import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
-import { openBlobStore } from "../../worker/adapters/blob-store.ts";
+import { FolderBlobStore, openBlobStore } from "../../worker/adapters/blob-store.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { loadModelConfig } from "../../worker/engine/model-config.ts";
 import { LuminetWorker } from "../../worker/main.ts";
@@ -69,7 +69,11 @@ beforeAll(async () => {
   harness = await createGatewayHarness();
   const app = harness.appWith({
     bus: await connect(),
-    adapterStorage: new NodeAdapterStorage({ blobsDir, maxRank: 8, maxBytes: 2 ** 20 }),
+    adapterStorage: new NodeAdapterStorage({
+      blobs: new FolderBlobStore(blobsDir),
+      maxRank: 8,
+      maxBytes: 2 ** 20,
+    }),
   });
   served = await serveApp(app, 0, "127.0.0.1");
   for (const id of ["a", "b"]) {

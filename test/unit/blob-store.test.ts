@@ -3,11 +3,7 @@
 // whose body must match the signed sha256, and DELETEs), the URL and folder stores, size caps and the
 // redirect policy of untrusted fetches, and openBlobStore's choice by URL. Every store must hand over the
 // same bytes.
-import { createHash } from "node:crypto";
-
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type IncomingMessage, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -24,6 +20,7 @@ import {
   S3BlobStore,
 } from "../../worker/adapters/blob-store.ts";
 import { signRequest } from "../../worker/adapters/sigv4.ts";
+import { type S3Request, type S3Server, startS3Server } from "../support/s3-server.ts";
 
 const CREDENTIALS = { accessKeyId: "AKIDLUMINETTEST", secretAccessKey: "secret/with+odd=chars" };
 const REGION = "eu-test-1";
@@ -33,12 +30,12 @@ const PREFIX = "adapters/base";
 
 let root: string;
 let blobRoot: string;
-let server: Server;
+let server: S3Server;
 let endpoint: string;
-/** What the server saw, per request: the signature verdict or the plain path. */
-let seen: { method: string; path: string; signature: "none" | "valid" | "invalid"; shape: boolean }[];
-/** What the in-test bucket holds, by request path. */
-const objects = new Map<string, Buffer>();
+/** What the server saw since the test began. */
+let seen: S3Request[];
+/** What the bucket holds, by request path. */
+let objects: Map<string, Buffer>;
 
 function filesOf(key: string): Record<string, Buffer> {
   return {
@@ -47,111 +44,49 @@ function filesOf(key: string): Record<string, Buffer> {
   };
 }
 
-const AUTH_SHAPE =
-  /^AWS4-HMAC-SHA256 Credential=([A-Z0-9]+)\/(\d{8})\/([a-z0-9-]+)\/s3\/aws4_request,SignedHeaders=([a-z0-9;-]+),Signature=([0-9a-f]{64})$/;
-
-/** Recomputes the signature from the request as received: its path, host header and signed headers. */
-function checkSignature(req: IncomingMessage): { shape: boolean; valid: boolean } {
-  const m = AUTH_SHAPE.exec(req.headers.authorization ?? "");
-  const date = req.headers["x-amz-date"];
-  if (!m || typeof date !== "string") return { shape: false, valid: false };
-  const signed = m[4]!.split(";");
-  const shape =
-    m[1] === CREDENTIALS.accessKeyId &&
-    m[2] === date.slice(0, 8) &&
-    m[3] === REGION &&
-    ["host", "x-amz-content-sha256", "x-amz-date"].every((h) => signed.includes(h));
-  const extra: Record<string, string> = {};
-  for (const h of signed) {
-    if (!["host", "x-amz-content-sha256", "x-amz-date"].includes(h)) extra[h] = String(req.headers[h]);
-  }
-  const at = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(date)!;
-  const expected = signRequest({
-    method: req.method!,
-    url: new URL(`http://${req.headers.host}${req.url}`),
-    headers: extra,
-    payloadSha256: String(req.headers["x-amz-content-sha256"]),
-    region: REGION,
-    service: "s3",
-    credentials: CREDENTIALS,
-    date: new Date(Date.UTC(+at[1]!, +at[2]! - 1, +at[3]!, +at[4]!, +at[5]!, +at[6]!)),
-  });
-  return { shape, valid: expected.authorization === req.headers.authorization };
-}
-
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "luminet-blobs-"));
   blobRoot = join(root, "folder");
+  const plain = new Map<string, Buffer>();
+  server = await startS3Server({
+    credentials: CREDENTIALS,
+    region: REGION,
+    buckets: ["bucket"],
+    // A plain origin beside the bucket: /plain/<key> (?chunked: no declared length, as a streaming
+    // server sends) and /hop/inside|outside/<path>, a redirect to this server or to another.
+    fallback: (req, res, path) => {
+      const hop = /^\/hop\/(inside|outside)(\/.*)$/.exec(path);
+      if (hop) {
+        res.writeHead(302, { location: hop[1] === "inside" ? hop[2]! : `http://127.0.0.2:1${hop[2]}` }).end();
+        return true;
+      }
+      const body = plain.get(path);
+      if (!body) return false;
+      if (req.url!.includes("?chunked")) res.writeHead(200).end(body);
+      else res.writeHead(200, { "content-length": body.length }).end(body);
+      return true;
+    },
+  });
+  endpoint = server.endpoint;
+  objects = server.objects;
   for (const key of KEYS) {
     for (const [file, bytes] of Object.entries(filesOf(key))) {
       mkdirSync(join(blobRoot, key), { recursive: true });
       writeFileSync(join(blobRoot, key, file), bytes);
       objects.set(`/bucket/${PREFIX}/${key}/${file}`, bytes);
-      objects.set(`/plain/${key}/${file}`, bytes);
+      plain.set(`/plain/${key}/${file}`, bytes);
     }
   }
-  server = createServer(async (req, res) => {
-    const path = decodeURIComponent(new URL(req.url!, "http://x").pathname);
-    const signed = req.headers.authorization !== undefined;
-    const check = signed ? checkSignature(req) : { shape: false, valid: false };
-    seen.push({
-      method: req.method!,
-      path,
-      signature: signed ? (check.valid ? "valid" : "invalid") : "none",
-      shape: check.shape,
-    });
-    if (path.startsWith("/bucket/") && !check.valid) {
-      res.writeHead(403, { "content-type": "application/xml" });
-      res.end("<Error><Code>SignatureDoesNotMatch</Code><Message>no</Message></Error>");
-      return;
-    }
-    if (req.method === "PUT") {
-      const chunks: Buffer[] = [];
-      for await (const chunk of req) chunks.push(chunk as Buffer);
-      const body = Buffer.concat(chunks);
-      const digest = createHash("sha256").update(body).digest("hex");
-      if (
-        digest !== req.headers["x-amz-content-sha256"] ||
-        body.length !== Number(req.headers["content-length"])
-      ) {
-        res.writeHead(400).end("<Error><Code>XAmzContentSHA256Mismatch</Code></Error>");
-        return;
-      }
-      objects.set(path, body);
-      res.writeHead(200).end();
-      return;
-    }
-    if (req.method === "DELETE") {
-      objects.delete(path);
-      res.writeHead(204).end();
-      return;
-    }
-    const hop = /^\/hop\/(inside|outside)(\/.*)$/.exec(path);
-    if (hop) {
-      const target = hop[1] === "inside" ? hop[2]! : `http://127.0.0.2:1${hop[2]}`;
-      res.writeHead(302, { location: target }).end();
-      return;
-    }
-    const body = objects.get(path);
-    if (!body) {
-      res.writeHead(404).end();
-      return;
-    }
-    // ?chunked: no declared length, as a streaming server sends.
-    if (req.url!.includes("?chunked")) res.writeHead(200).end(body);
-    else res.writeHead(200, { "content-length": body.length }).end(body);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 });
 
 afterAll(async () => {
-  await new Promise((resolve) => server.close(resolve));
+  await server.close();
   rmSync(root, { recursive: true, force: true });
 });
 
 beforeEach(() => {
-  seen = [];
+  server.requests.length = 0;
+  seen = server.requests;
 });
 
 function freshDir(): string {

@@ -310,14 +310,9 @@ export class S3BlobStore implements WritableBlobStore {
     return download(url, this.sign("GET", url), path, this.timeoutMs, shown, limits);
   }
 
-  /** PUTs both files, each signed with its sha256; a failure removes what was already put. */
+  /** PUTs both files, each signed with its sha256. */
   async putAdapter(key: string, dir: string): Promise<void> {
-    try {
-      for (const file of ADAPTER_FILES) await this.putFile(`${key}/${file}`, join(dir, file));
-    } catch (error) {
-      await this.removeAdapter(key).catch(() => {});
-      throw error;
-    }
+    for (const file of ADAPTER_FILES) await this.putFile(`${key}/${file}`, join(dir, file));
   }
 
   private async putFile(key: string, path: string): Promise<void> {
