@@ -2,12 +2,9 @@
 // command as the product page writes it, and each refusal — malformed safetensors, a file for another base,
 // an oversized rank, a duplicate name, the size cap, a 17th pin, deleting what is in use, a key without the
 // admin scope — exits 1 with the API's message and leaves no row, no blob and no change behind.
-import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { Command } from "commander";
 import { and, eq, isNull } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Subscription } from "../../bus/bus.ts";
@@ -21,8 +18,8 @@ import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
 import { FolderBlobStore } from "../../worker/adapters/blob-store.ts";
 import { loadModelConfig, type ModelConfig } from "../../worker/engine/model-config.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { type CommandRun, luminetInProcess, spawnLuminet } from "../support/luminet-command.ts";
 
-const CLI = fileURLToPath(new URL("../../bin/luminet.mjs", import.meta.url));
 const MAX_RANK = 8;
 const MAX_BYTES = 256 * 1024;
 
@@ -34,73 +31,17 @@ let model: ModelConfig;
 let controlSubscription: Subscription;
 const controls: AdapterControl[] = [];
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the `luminet` binary without blocking this process, which serves the gateway it talks to. */
-function spawned(args: string[], key: string): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, "adapters", ...args, "--gateway", served.url], {
-      env: { ...process.env, LUMINET_API_KEY: key, LUMINET_GATEWAY: "" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.once("error", reject);
-    child.once("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-/**
- * The same command in this process, still over HTTP: a process per command costs seconds of TypeScript
- * loading, so only the first tests spawn the binary. Output and the exit code are captured for the call.
- */
-async function inProcess(args: string[], key: string): Promise<Run> {
-  const program = new Command("luminet").exitOverride();
-  registerAdapters(program);
-  const out = { stdout: "", stderr: "" };
-  const writes = { stdout: process.stdout.write, stderr: process.stderr.write };
-  const savedKey = process.env.LUMINET_API_KEY;
-  process.exitCode = undefined;
-  process.env.LUMINET_API_KEY = key;
-  process.stdout.write = ((chunk: string) => {
-    out.stdout += chunk;
-    return true;
-  }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string) => {
-    out.stderr += chunk;
-    return true;
-  }) as typeof process.stderr.write;
-  try {
-    await program.parseAsync(["adapters", ...args, "--gateway", served.url], { from: "user" });
-  } finally {
-    process.stdout.write = writes.stdout;
-    process.stderr.write = writes.stderr;
-    if (savedKey === undefined) delete process.env.LUMINET_API_KEY;
-    else process.env.LUMINET_API_KEY = savedKey;
-  }
-  const code = process.exitCode ?? 0;
-  process.exitCode = undefined;
-  return { code: Number(code), ...out };
-}
-
 let spawnNext = 2;
 
-function luminet(args: string[], key = harness.keys.acmeAdmin): Promise<Run> {
+/** The first commands run the real binary; the rest run in this process (see luminet-command.ts). */
+function luminet(args: string[], key = harness.keys.acmeAdmin): Promise<CommandRun> {
+  const command = ["adapters", ...args, "--gateway", served.url];
+  const env = { LUMINET_API_KEY: key, LUMINET_GATEWAY: "" };
   if (spawnNext > 0) {
     spawnNext--;
-    return spawned(args, key);
+    return spawnLuminet(command, env);
   }
-  return inProcess(args, key);
+  return luminetInProcess(registerAdapters, command, env);
 }
 
 function adapterDir(name: string, shape: ModelConfig, rank: number, seed: number): string {
