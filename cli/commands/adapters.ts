@@ -1,7 +1,8 @@
 // `luminet adapters ...`: an org's adapters through the gateway's admin API (/v1/adapters) over HTTP, with
 // an admin-scoped key. --gateway and --api-key win over LUMINET_GATEWAY and LUMINET_API_KEY. A PEFT folder
 // is uploaded as a streamed tar of its adapter_config.json and adapter_model.safetensors; a single
-// .safetensors as itself, its config from --rank/--alpha/--target-modules or from the file's metadata.
+// .safetensors as itself, its config from --rank/--alpha/--target-modules or from the file's metadata. A
+// --source URL (https://, s3://, r2://) is not read here: the gateway fetches it, if its operator registered it.
 // Tables for people, --json for scripts; a refusal exits 1 with the API's message.
 import { createReadStream, existsSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -95,6 +96,32 @@ interface CreateFlags extends ConnectionFlags {
   targetModules?: string;
 }
 
+/** A --source the gateway fetches itself, rather than a local path this command uploads. */
+const SOURCE_URL = /^(https?|s3|r2):\/\//i;
+
+/** How many of --rank, --alpha and --target-modules were given. */
+const configFlagsGiven = (flags: CreateFlags) =>
+  [flags.rank, flags.alpha, flags.targetModules].filter((f) => f !== undefined).length;
+
+/** --rank, --alpha and --target-modules, for a single .safetensors: all three or none. */
+function singleFileConfig(
+  flags: CreateFlags,
+): { rank: number; alpha: number; targetModules: string[] } | null {
+  const given = configFlagsGiven(flags);
+  if (given === 0) return null;
+  if (given < 3) throw new CliError("give --rank, --alpha and --target-modules together");
+  const number = (flag: string, value: string) => {
+    const n = Number(value);
+    if (!Number.isFinite(n)) throw new CliError(`${flag}: expected a number, got ${value}`);
+    return n;
+  };
+  return {
+    rank: number("--rank", flags.rank!),
+    alpha: number("--alpha", flags.alpha!),
+    targetModules: flags.targetModules!.split(",").map((t) => t.trim()),
+  };
+}
+
 function uploadOf(flags: CreateFlags): {
   body: Readable;
   type: string;
@@ -103,10 +130,10 @@ function uploadOf(flags: CreateFlags): {
 } {
   const query = new URLSearchParams({ base: flags.base, name: flags.name });
   if (flags.alias) query.set("alias", flags.alias);
-  const given = [flags.rank, flags.alpha, flags.targetModules].filter((f) => f !== undefined).length;
   if (!existsSync(flags.source)) throw new CliError(`--source ${flags.source} does not exist`);
   if (statSync(flags.source).isDirectory()) {
-    if (given > 0) throw new CliError("--rank, --alpha and --target-modules are for a single .safetensors");
+    if (configFlagsGiven(flags) > 0)
+      throw new CliError("--rank, --alpha and --target-modules are for a single .safetensors");
     const files = ADAPTER_FILES.map((name) => ({ name, path: join(flags.source, name) }));
     const missing = files.find((f) => !existsSync(f.path));
     if (missing)
@@ -116,11 +143,11 @@ function uploadOf(flags: CreateFlags): {
   if (!flags.source.endsWith(".safetensors")) {
     throw new CliError(`--source ${flags.source}: expected a PEFT folder or a .safetensors file`);
   }
-  if (given > 0 && given < 3) throw new CliError("give --rank, --alpha and --target-modules together");
-  if (given === 3) {
-    query.set("rank", flags.rank!);
-    query.set("alpha", flags.alpha!);
-    query.set("target_modules", flags.targetModules!);
+  const config = singleFileConfig(flags);
+  if (config) {
+    query.set("rank", String(config.rank));
+    query.set("alpha", String(config.alpha));
+    query.set("target_modules", config.targetModules.join(","));
   }
   return {
     body: createReadStream(flags.source),
@@ -130,18 +157,39 @@ function uploadOf(flags: CreateFlags): {
   };
 }
 
-async function create(flags: CreateFlags): Promise<void> {
+/** Asks the gateway to fetch the adapter from the --source URL. */
+function createFromSource(flags: CreateFlags): Promise<unknown> {
+  const config = singleFileConfig(flags);
+  return callGateway(
+    flags,
+    "POST",
+    "/v1/adapters",
+    jsonBody({
+      base: flags.base,
+      name: flags.name,
+      ...(flags.alias ? { alias: flags.alias } : {}),
+      source: flags.source,
+      ...(config ? { rank: config.rank, alpha: config.alpha, target_modules: config.targetModules } : {}),
+    }),
+  );
+}
+
+function createByUpload(flags: CreateFlags): Promise<unknown> {
   const upload = uploadOf(flags);
   const stream = upload.body.pipe(progress(upload.length, `uploading ${flags.name}`));
-  const created = await callGateway(flags, "POST", `/v1/adapters?${upload.query}`, {
+  return callGateway(flags, "POST", `/v1/adapters?${upload.query}`, {
     body: Readable.toWeb(stream) as ReadableStream<Uint8Array>,
     headers: { "content-type": upload.type, "content-length": String(upload.length) },
   });
+}
+
+async function create(flags: CreateFlags): Promise<void> {
+  const created = SOURCE_URL.test(flags.source) ? await createFromSource(flags) : await createByUpload(flags);
   print(
     flags,
     created,
     (a) =>
-      `created ${a.id} on ${a.base}: rank ${a.rank}, ${a.target_modules.join(",")}, ${humanBytes(a.bytes)}, sha256 ${a.sha256}\nmodel: ${a.model}`,
+      `created ${a.id} on ${a.base}${a.source ? ` from ${a.source}` : ""}: rank ${a.rank}, ${a.target_modules.join(",")}, ${humanBytes(a.bytes)}, sha256 ${a.sha256}\nmodel: ${a.model}`,
   );
 }
 
@@ -160,10 +208,15 @@ export function registerAdapters(program: Command): void {
   common(
     adapters
       .command("create")
-      .description("upload and validate an adapter: a PEFT folder or a single .safetensors")
+      .description(
+        "create an adapter from a PEFT folder or a single .safetensors, uploaded or fetched by the gateway from a URL",
+      )
       .requiredOption("--base <base>", "the base model it was trained on")
       .requiredOption("--name <org/name>", "its name, e.g. my-org/customer-acme-v3")
-      .requiredOption("--source <path>", "a PEFT adapter folder or a .safetensors file")
+      .requiredOption(
+        "--source <path|url>",
+        "a PEFT adapter folder or a .safetensors file, here or at a URL the gateway has registered (https://, s3://, r2://)",
+      )
       .option("--alias <org/name>", "an alias whose requests its versions split by traffic weight")
       .option("--rank <r>", "LoRA rank, for a .safetensors without config metadata")
       .option("--alpha <alpha>", "LoRA alpha, for a .safetensors without config metadata")

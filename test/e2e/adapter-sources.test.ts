@@ -1,4 +1,5 @@
-// Creating adapters from registered source URLs, against a gateway served over HTTP whose accepted adapters
+// Creating adapters from registered source URLs (the API and `luminet adapters create --source URL`),
+// against a gateway served over HTTP whose accepted adapters
 // go to an S3-compatible bucket (test/support/s3-server.ts verifies every SigV4 signature and PUT payload).
 // The same server plays an http origin holding PEFT folders and .safetensors files, registered and not.
 // A created adapter is read back with the workers' own store and loader; every refusal — a 404 or 403
@@ -10,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { and, eq, isNull } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { registerAdapters } from "../../cli/commands/adapters.ts";
 import { AdapterSources } from "../../gateway/adapter-sources.ts";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
 import { NodeAdapterStorage } from "../../gateway/node-adapter-storage.ts";
@@ -20,6 +22,7 @@ import { ADAPTER_FILES, openBlobStore, openWritableBlobStore } from "../../worke
 import { loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { loadModelConfig, type ModelConfig } from "../../worker/engine/model-config.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { luminetInProcess } from "../support/luminet-command.ts";
 import { type S3Server, startS3Server } from "../support/s3-server.ts";
 
 const CREDENTIALS = { accessKeyId: "AKIDSOURCES", secretAccessKey: "sources-secret" };
@@ -341,5 +344,66 @@ describe("POST /v1/adapters with a source URL", () => {
     });
     expect(response.status).toBe(200);
     expect(uploaded().filter((k) => k.includes(row!.blobKey))).toEqual([]);
+  });
+});
+
+describe("luminet adapters create --source URL", () => {
+  const luminet = (args: string[]) =>
+    luminetInProcess(
+      registerAdapters,
+      ["adapters", "create", "--base", BASE, ...args, "--gateway", served.url],
+      {
+        LUMINET_API_KEY: harness.keys.acmeAdmin,
+        LUMINET_GATEWAY: "",
+      },
+    );
+
+  it("sends the URL for the gateway to fetch, a folder or a .safetensors with its config", async () => {
+    const folder = `${origin}/registered/acme/v1`;
+    const run = await luminet([
+      "--name",
+      "acme/cli-url",
+      "--source",
+      folder,
+      "--alias",
+      "acme/customer",
+      "--json",
+    ]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    expect(AdapterObject.parse(JSON.parse(run.stdout))).toMatchObject({
+      id: "acme/cli-url",
+      alias: "customer",
+      source: folder,
+      rank: 4,
+    });
+    const single = `${origin}/registered/single/weights.safetensors`;
+    const flags = ["--rank", "2", "--alpha", "4", "--target-modules", "q_proj,v_proj"];
+    const file = await luminet(["--name", "cli-single", "--source", single, ...flags]);
+    expect(file.stderr).toBe("");
+    expect(file.stdout).toMatch(
+      /^created acme\/cli-single on tiny from http:\/\/.*weights\.safetensors: rank 2, q_proj,v_proj/,
+    );
+  });
+
+  it("exits 1 with the gateway's message for a source it does not fetch, storing nothing", async () => {
+    const before = uploaded();
+    const run = await luminet(["--name", "cli-private", "--source", `${origin}/private/acme/v1/`]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(
+      /adapters create: Invalid 'source': .* is not under a URL prefix this gateway's operator registered/,
+    );
+    const partial = await luminet([
+      "--name",
+      "cli-partial",
+      "--source",
+      `${origin}/registered/single/weights.safetensors`,
+      "--rank",
+      "2",
+    ]);
+    expect(partial.code).toBe(1);
+    expect(partial.stderr).toMatch(/give --rank, --alpha and --target-modules together/);
+    expect(await liveNames()).not.toContain("cli-private");
+    expect(uploaded()).toEqual(before);
   });
 });
