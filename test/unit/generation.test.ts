@@ -136,6 +136,18 @@ describe("continuous batching", () => {
     expect(a.tokenIds).not.toEqual(c.tokenIds);
   });
 
+  it("runs a request submitted while the loop winds down after its last request resolved", async () => {
+    const batcher = new ContinuousBatcher(engine, tokenizer, options);
+    // Every delay between the previous request resolving and the next submit, in microtask ticks, so one
+    // of them lands after the loop's last look at its queue and before it has ended.
+    for (let ticks = 0; ticks < 24; ticks++) {
+      await batcher.submit(request(2, { maxTokens: 1 }));
+      for (let t = 0; t < ticks; t++) await Promise.resolve();
+      const next = await batcher.submit(request(3, { maxTokens: 1 }));
+      expect(next.tokenIds).toHaveLength(1);
+    }
+  }, 20_000);
+
   it("refuses a prompt that leaves no room in the context", async () => {
     const batcher = new ContinuousBatcher(engine, tokenizer, options);
     await expect(batcher.submit(request(0, { promptTokens: new Array(96).fill(3) }))).rejects.toThrow(

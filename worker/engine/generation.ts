@@ -88,9 +88,18 @@ export class ContinuousBatcher {
         resolve,
         reject,
       });
-      this.loop ??= this.pump().finally(() => {
-        this.loop = null;
-      });
+      this.start();
+    });
+  }
+
+  /**
+   * Starts the loop unless it runs. A request submitted after the loop's last look but before its promise
+   * settled would otherwise wait for the next submit: the loop restarts itself if requests are waiting.
+   */
+  private start(): void {
+    this.loop ??= this.pump().finally(() => {
+      this.loop = null;
+      if (this.waiting.length > 0) this.start();
     });
   }
 
