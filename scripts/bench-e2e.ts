@@ -595,12 +595,12 @@ function serviceUrls(options: E2eBenchOptions): { natsUrl: string; serverUrl: st
   const serverUrl = options.databaseUrl ?? process.env.DATABASE_URL;
   if (!natsUrl) {
     throw new Error(
-      "bench e2e runs on a real NATS with JetStream: set NATS_URL (e.g. nats://127.0.0.1:4222)",
+      "NATS_URL is not set: the benchmark runs on a real NATS with JetStream (e.g. nats://127.0.0.1:4222)",
     );
   }
   if (!serverUrl || !/^postgres(ql)?:\/\//.test(serverUrl)) {
     throw new Error(
-      "bench e2e runs on a real Postgres: set DATABASE_URL to a postgres:// server URL (a scratch database is created there and dropped afterwards)",
+      "DATABASE_URL must name a Postgres server (postgres://...): the benchmark creates a scratch database there and drops it afterwards",
     );
   }
   return { natsUrl, serverUrl };

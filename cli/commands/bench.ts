@@ -130,39 +130,49 @@ export function registerBench(program: Command): void {
     .option("--requests <n>", "timed requests (default: twice the connections)")
     .option("--max-tokens <n>", "max_tokens of every request", "32")
     .option("--json", "print one JSON line")
-    .action(
-      async (options: {
-        shape: string;
-        layers: string;
-        adapters: string;
-        connections: string;
-        requests?: string;
-        maxTokens: string;
-        json?: boolean;
-      }) => {
-        if (options.shape !== "tiny" && options.shape !== "bench-1b") {
-          throw new Error(`--shape must be tiny or bench-1b, got ${options.shape}`);
-        }
-        if (!process.env.LOG_LEVEL) logger.level = "warn";
-        const result = await runE2eBench({
-          shape: options.shape,
-          layers: positive("--layers", options.layers),
-          adapters: positive("--adapters", options.adapters),
-          connections: positive("--connections", options.connections),
-          ...(options.requests ? { requests: positive("--requests", options.requests) } : {}),
-          maxTokens: positive("--max-tokens", options.maxTokens),
-          progress: true,
-          log: (line) => process.stderr.write(`${line}\n`),
-        });
-        reportE2eBench(result, options.json === true);
-        if (!result.billing.ok) {
-          process.stderr.write(
-            `bench e2e: ${result.billing.mismatches.length} responses' usage differs from their billed rows\n`,
-          );
-          process.exitCode = 1;
-        }
-      },
+    .action(async (options: E2eFlags) => {
+      try {
+        await benchE2e(options);
+      } catch (error) {
+        process.stderr.write(
+          `luminet bench e2e: ${error instanceof Error ? error.message : String(error)}\n`,
+        );
+        process.exitCode = 1;
+      }
+    });
+}
+
+interface E2eFlags {
+  shape: string;
+  layers: string;
+  adapters: string;
+  connections: string;
+  requests?: string;
+  maxTokens: string;
+  json?: boolean;
+}
+
+async function benchE2e(options: E2eFlags): Promise<void> {
+  if (options.shape !== "tiny" && options.shape !== "bench-1b") {
+    throw new Error(`--shape must be tiny or bench-1b, got ${options.shape}`);
+  }
+  if (!process.env.LOG_LEVEL) logger.level = "warn";
+  const result = await runE2eBench({
+    shape: options.shape,
+    layers: positive("--layers", options.layers),
+    adapters: positive("--adapters", options.adapters),
+    connections: positive("--connections", options.connections),
+    ...(options.requests ? { requests: positive("--requests", options.requests) } : {}),
+    maxTokens: positive("--max-tokens", options.maxTokens),
+    progress: true,
+    log: (line) => process.stderr.write(`${line}\n`),
+  });
+  reportE2eBench(result, options.json === true);
+  if (!result.billing.ok) {
+    throw new Error(
+      `${result.billing.mismatches.length} usages differ from their billed rows (bench/results/e2e.json lists them)`,
     );
+  }
 }
 
 function positive(flag: string, value: string): number {
