@@ -1,7 +1,8 @@
 // Where the admin API's adapters go, as the app sees it: stage an adapter (an upload streamed into scratch
 // space, or a registered source URL fetched there) and validate it against the base model, then commit it to
-// the blob store under a key or discard it; remove a deleted adapter's blob. Runtime-agnostic: the Node entry
-// provides gateway/node-adapter-storage.ts.
+// the blob store under a key or discard it; remove a deleted adapter's blob. Runtime-agnostic:
+// gateway/node-adapter-storage.ts implements it on node:fs, which both entries have (workerd's is an
+// in-memory /tmp).
 import type { BaseArchitecture } from "../schema/db.ts";
 
 /** What the caller told about an adapter besides its bytes. */

@@ -1,9 +1,10 @@
-// AdapterStorage on Node: an upload streams into a private scratch folder (counted against the size cap as
-// it arrives) and is unpacked (a tar of a PEFT folder), or a registered source URL is fetched there under
-// the same cap (gateway/adapter-sources.ts); a single .safetensors is completed with its config. Either
-// way it is then validated with the worker's own loader against the base's shape and the fleet's maximum
-// rank, so what the gateway accepts is exactly what a worker will load. Accepted adapters go to the blob
-// store workers read with --blobs: a folder, or an S3/R2 bucket written with signed PUTs.
+// AdapterStorage on node:fs (Node's, or workerd's in-memory /tmp on Workers): an upload streams into a
+// private scratch folder (counted against the size cap as it arrives) and is unpacked (a tar of a PEFT
+// folder), or a registered source URL is fetched there under the same cap (gateway/adapter-sources.ts); a
+// single .safetensors is completed with its config. Either way it is then validated with the worker's own
+// loader against the base's shape and the fleet's maximum rank, so what the gateway accepts is exactly what
+// a worker will load. Accepted adapters go to the blob store workers read with --blobs: a folder, an S3/R2
+// bucket written with signed PUTs, or on Workers an R2 binding (gateway/r2-blob-store.ts).
 
 import { createWriteStream } from "node:fs";
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";

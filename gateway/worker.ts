@@ -5,6 +5,11 @@
 // A Worker may not use one request's sockets in another, so each request opens its own database pool and
 // NATS connection, and closes them once its response body has been sent. What holds no socket lives for
 // the isolate's life: the base catalog and the dependencies' caches (keys, limits, adapters, idempotency).
+//
+// Adapters go to the R2 bucket bound as ADAPTER_BLOBS. They are staged and validated by the Node gateway's
+// own code (node-adapter-storage.ts): workerd's node:fs gives each request an in-memory /tmp, so the
+// upload, its unpacking and the worker's loader run as on Node, within the isolate's memory — hence a
+// smaller default size cap here.
 import { wsconnect } from "@nats-io/nats-core";
 import { neonConfig } from "@neondatabase/serverless";
 import type { Bus } from "../bus/bus.ts";
@@ -12,10 +17,14 @@ import { connectJetStreamBus } from "../bus/jetstream.ts";
 import { type Db, openDb } from "../db/open.ts";
 import { parseModelConfig } from "../worker/engine/model-config.ts";
 import { type TokenizerFiles, tokenizerFromFiles } from "../worker/engine/tokenizer.ts";
+import { AdapterSources } from "./adapter-sources.ts";
+import type { AdapterStorage } from "./adapter-storage.ts";
 import { createApp } from "./app.ts";
 import { registerBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
 import { type GatewayDeps, type GatewayLog, gatewayDeps } from "./deps.ts";
+import { NodeAdapterStorage } from "./node-adapter-storage.ts";
+import { R2BlobStore, type R2BucketBinding } from "./r2-blob-store.ts";
 
 /** The Worker's bindings: secrets DATABASE_URL and NATS_URL, vars from wrangler.toml. */
 export interface WorkerEnv {
@@ -32,6 +41,16 @@ export interface WorkerEnv {
   NEON_WS_PROXY?: string;
   /** Signs the dashboard's session cookies; the same on every isolate, or a session ends where it moves. */
   LUMINET_SESSION_SECRET?: string;
+  /** The R2 bucket accepted adapters are stored in; without it adapter creation answers 503. */
+  ADAPTER_BLOBS?: R2BucketBinding;
+  /** Key prefix inside ADAPTER_BLOBS: the workers read r2://<bucket>/<prefix>. */
+  LUMINET_BLOBS_PREFIX?: string;
+  /** Largest adapter rank accepted (the workers' --max-rank); default 16. */
+  LUMINET_MAX_ADAPTER_RANK?: string;
+  /** Largest adapter accepted, in bytes; default 32 MiB, since an isolate holds it in memory. */
+  LUMINET_MAX_ADAPTER_BYTES?: string;
+  /** Comma-separated URL prefixes adapters may be created from (as the Node gateway's --adapter-sources). */
+  LUMINET_ADAPTER_SOURCES?: string;
 }
 
 /** The part of the Workers ExecutionContext the gateway uses. */
@@ -57,6 +76,32 @@ function useWebSocketProxy(proxy: string): void {
   neonConfig.useSecureWebSocket = false;
   neonConfig.pipelineTLS = false;
   neonConfig.pipelineConnect = false;
+}
+
+function positiveVar(env: WorkerEnv, name: keyof WorkerEnv, fallback: number): number {
+  const value = env[name];
+  if (value === undefined || value === "") return fallback;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new Error(`${name}: expected a positive integer, got ${value}`);
+  return n;
+}
+
+function adapterStorage(env: WorkerEnv): AdapterStorage | null {
+  if (!env.ADAPTER_BLOBS) return null;
+  return new NodeAdapterStorage({
+    blobs: new R2BlobStore(env.ADAPTER_BLOBS, "ADAPTER_BLOBS", env.LUMINET_BLOBS_PREFIX ?? ""),
+    sources: new AdapterSources(
+      (env.LUMINET_ADAPTER_SOURCES ?? "")
+        .split(",")
+        .map((prefix) => prefix.trim())
+        .filter(Boolean),
+      // Secrets (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) for s3:// and r2:// sources.
+      env as unknown as NodeJS.ProcessEnv,
+    ),
+    maxRank: positiveVar(env, "LUMINET_MAX_ADAPTER_RANK", 16),
+    maxBytes: positiveVar(env, "LUMINET_MAX_ADAPTER_BYTES", 32 * 2 ** 20),
+  });
 }
 
 async function loadCatalog(db: Db, bundled: readonly BundledBase[]): Promise<BaseCatalog> {
@@ -118,6 +163,7 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
             db,
             bus,
             bases: await loadCatalog(db, bundled),
+            adapterStorage: adapterStorage(env),
             log: consoleLog,
             ...(env.LUMINET_SESSION_SECRET ? { sessionSecret: env.LUMINET_SESSION_SECRET } : {}),
           });

@@ -1,8 +1,9 @@
 // The gateway's Workers entry running in workerd (Miniflare), bundled by scripts/build-worker.ts exactly as
 // wrangler uploads it, against the real services: a nats-server with a WebSocket listener (the Worker's bus)
 // and a real `luminet worker` process on its TCP port, and Postgres reached through Neon's serverless
-// driver over a WebSocket-to-TCP proxy. The official openai client drives the core flows.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+// driver over a WebSocket-to-TCP proxy, and a local R2 bucket for adapter uploads. The official openai
+// client drives the core flows.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,11 +12,18 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { migrate } from "../../db/migrate.ts";
 import { openDb } from "../../db/open.ts";
+import { archiveStream } from "../../gateway/adapter-archive.ts";
 import { createApiKey, ensureOrg } from "../../gateway/api-keys.ts";
 import { loadBaseModel } from "../../gateway/base-loader.ts";
+import type { R2BucketBinding } from "../../gateway/r2-blob-store.ts";
+import { AdapterObject } from "../../schema/adapter-api.ts";
 import { KeyCreated } from "../../schema/key-api.ts";
 import { buildWorker } from "../../scripts/build-worker.ts";
+import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
+import { ADAPTER_FILES } from "../../worker/adapters/blob-store.ts";
+import { loadPeftAdapter } from "../../worker/adapters/peft.ts";
+import { loadModelConfig } from "../../worker/engine/model-config.ts";
 import { type NatsWithWebSocket, startNatsWithWebSocket } from "../support/nats-websocket.ts";
 import { type PostgresWsProxy, startPostgresWsProxy } from "../support/postgres-ws-proxy.ts";
 import {
@@ -56,10 +64,14 @@ describe("the gateway in workerd", () => {
   let client: OpenAI;
   let key: string;
   let adminKey: string;
+  let modelDir: string;
+  /** The worker's --blobs folder. */
+  let workerBlobs: string;
 
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), "luminet-workerd-"));
-    const modelDir = initTinyModel(join(root, "model"), { shape: "tiny", adapters: 0, rank: 4, seed: 3 }).dir;
+    modelDir = initTinyModel(join(root, "model"), { shape: "tiny", adapters: 0, rank: 4, seed: 3 }).dir;
+    workerBlobs = join(root, "worker-blobs");
     // No end-of-text token: every request generates exactly max_tokens.
     for (const [file, field] of [
       ["generation_config.json", "eos_token_id"],
@@ -103,6 +115,7 @@ describe("the gateway in workerd", () => {
       base: BASE,
       workerId: "w1",
       maxContext: CONTEXT,
+      blobs: workerBlobs,
     });
     mf = new Miniflare({
       modules: true,
@@ -114,7 +127,10 @@ describe("the gateway in workerd", () => {
         NATS_URL: nats.wsUrl,
         LUMINET_NAMESPACE: namespace,
         NEON_WS_PROXY: proxy.address,
+        LUMINET_MAX_ADAPTER_RANK: "4",
+        LUMINET_MAX_ADAPTER_BYTES: String(2 ** 20),
       },
+      r2Buckets: ["ADAPTER_BLOBS"],
     });
     client = new OpenAI({ apiKey: key, baseURL: `${await mf.ready}v1`, maxRetries: 0 });
   }, 120_000);
@@ -199,5 +215,71 @@ describe("the gateway in workerd", () => {
     expect((await call("GET", "/models", created.key)).status).toBe(200);
     expect((await call("DELETE", `/keys/${created.prefix}`, adminKey)).status).toBe(200);
     expect((await call("GET", "/models", created.key)).status).toBe(401);
+  });
+
+  it("validates an upload in the isolate and stores it in R2, where a worker's copy serves it", async () => {
+    const upload = (query: string, type: string, body: Uint8Array) =>
+      fetch(`${client.baseURL}/adapters?${query}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${adminKey}`, "content-type": type },
+        body,
+      });
+    // Miniflare's R2 proxy, typed by what the test uses (workers-types is not a dependency).
+    const bucket = (await mf!.getR2Bucket("ADAPTER_BLOBS")) as unknown as R2BucketBinding & {
+      list(): Promise<{ objects: { key: string }[] }>;
+    };
+    const stored = async () => (await bucket.list()).objects.map((o) => o.key).sort();
+
+    const garbage = await upload(
+      `base=${BASE}&name=garbage&rank=4&alpha=8&target_modules=q_proj`,
+      "application/octet-stream",
+      Buffer.from("not a safetensors file at all"),
+    );
+    expect(garbage.status).toBe(400);
+    expect(await garbage.json()).toMatchObject({ error: { code: "invalid_adapter" } });
+    const tooLarge = await upload(
+      `base=${BASE}&name=big`,
+      "application/octet-stream",
+      Buffer.alloc(2 ** 20 + 1),
+    );
+    expect(tooLarge.status).toBe(413);
+    expect(await stored()).toEqual([]);
+
+    const dir = join(root, "edge-adapter");
+    mkdirSync(dir);
+    writeRandomAdapter(dir, loadModelConfig(modelDir), { rank: 4, seed: 11, targetModules: ["q", "v"] });
+    const chunks: Buffer[] = [];
+    for await (const chunk of archiveStream(ADAPTER_FILES.map((name) => ({ name, path: join(dir, name) })))) {
+      chunks.push(chunk as Buffer);
+    }
+    const response = await upload(`base=${BASE}&name=edge-v1`, "application/x-tar", Buffer.concat(chunks));
+    const created = AdapterObject.parse(await response.json());
+    expect(response.status).toBe(201);
+    expect(created).toMatchObject({ id: "acme/edge-v1", rank: 4, target_modules: ["q_proj", "v_proj"] });
+    const keys = await stored();
+    expect(keys.map((k) => k.split("/").at(-1))).toEqual([...ADAPTER_FILES]);
+
+    // Workers read the bucket over R2's S3 API, which the local bucket lacks: copy it to the worker's folder.
+    for (const objectKey of keys) {
+      const object = await bucket.get(objectKey);
+      mkdirSync(join(workerBlobs, objectKey, ".."), { recursive: true });
+      writeFileSync(join(workerBlobs, objectKey), Buffer.from(await object!.arrayBuffer()));
+    }
+    const copy = join(workerBlobs, keys[0]!, "..");
+    expect(loadPeftAdapter(copy, loadModelConfig(modelDir), { maxRank: 4 }).sha256).toBe(created.sha256);
+    const answer = await client.chat.completions.create({
+      model: created.model,
+      messages: [{ role: "user", content: "hi" }],
+      max_tokens: 3,
+      temperature: 0,
+    });
+    expect(answer.choices[0]?.finish_reason).toBe("length");
+
+    const deleted = await fetch(`${client.baseURL}/adapters/acme/edge-v1`, {
+      method: "DELETE",
+      headers: { authorization: `Bearer ${adminKey}` },
+    });
+    expect(deleted.status).toBe(200);
+    expect(await stored()).toEqual([]);
   });
 });

@@ -15,6 +15,8 @@ export interface WorkerProcessOptions {
   base: string;
   workerId: string;
   maxContext?: number;
+  /** Its --blobs folder; default a fresh folder of its own. */
+  blobs?: string;
 }
 
 export interface WorkerProcess {
@@ -42,7 +44,7 @@ export function startWorkerProcess(options: WorkerProcessOptions): Promise<Worke
         String(options.maxContext ?? 256),
       ],
       ...["--slots", "2", "--max-adapters-per-batch", "2", "--max-rank", "4"],
-      ...["--blobs", join(scratch, "blobs"), "--disk-cache", join(scratch, "cache")],
+      ...["--blobs", options.blobs ?? join(scratch, "blobs"), "--disk-cache", join(scratch, "cache")],
     ],
     {
       env: { ...process.env, NATS_URL: options.natsUrl, LOG_LEVEL: "info" },

@@ -61,12 +61,12 @@ export class BlobTooLargeError extends BlobStoreError {
 }
 
 /** Both files of an adapter, fetched one by one with fetchFile. */
-async function fetchBothFiles(store: BlobStore, key: string, dir: string): Promise<void> {
+export async function fetchBothFiles(store: BlobStore, key: string, dir: string): Promise<void> {
   for (const file of ADAPTER_FILES) await store.fetchFile(`${key}/${file}`, join(dir, file));
 }
 
 /** A key's path segments; refuses keys that could leave the store's root. */
-function keySegments(key: string): string[] {
+export function keySegments(key: string): string[] {
   const segments = key.split("/");
   if (
     key.length === 0 ||
