@@ -68,6 +68,9 @@ export interface PullRequestsOptions {
  * A request the chosen worker does not take in time can be sent again as a copy with its own reply subject
  * (openCopy). The first copy claimed is the one served; every claim on another copy is refused, whoever
  * sends it, so two copies never both stream.
+ *
+ * If this process loses its connection to the broker, iteration fails with BusUnavailableError at once:
+ * replies sent meanwhile are lost, so the reply could only come back with a gap.
  */
 export interface ReplyInbox extends AsyncIterable<Reply> {
   readonly subject: string;
@@ -90,11 +93,21 @@ export interface Subscription {
   close(): Promise<void>;
 }
 
+/**
+ * This process is not connected to the broker right now (it keeps reconnecting). Thrown at once by
+ * publishRequest, openReplyInbox and liveHeartbeats rather than after a timeout, and by an open reply
+ * inbox's iteration.
+ */
+export class BusUnavailableError extends Error {
+  override readonly name = "BusUnavailableError";
+}
+
 export interface Bus {
   /**
    * Queues a request for one worker, or for any worker of its base when `workerId` is "any" (ANY_WORKER).
    * The request id and reply subject make the message id: publishing it again within the dedupe window is
    * dropped, while a copy with another reply subject (ReplyInbox.openCopy) is a message of its own.
+   * Rejects with BusUnavailableError while disconnected from the broker.
    */
   publishRequest(request: InferenceRequest, workerId: string): Promise<Published>;
   pullRequests(options: PullRequestsOptions): Promise<RequestPuller>;
@@ -133,7 +146,7 @@ export interface Bus {
   removeHeartbeat(base: string, workerId: string): Promise<void>;
   /**
    * The latest heartbeat of every worker (of one base) seen within the heartbeat TTL. A heartbeat put by
-   * another process shows up a network hop later.
+   * another process shows up a network hop later. Rejects with BusUnavailableError while disconnected.
    */
   liveHeartbeats(base?: string): Promise<WorkerHeartbeat[]>;
 

@@ -9,6 +9,9 @@
 //  - <NS>_heartbeats: KV bucket in memory whose max age is the heartbeat TTL: a silent worker vanishes.
 //    Readers keep a live view of it (bus/jetstream-heartbeats.ts).
 // Replies and cancels are core NATS: they matter only while someone listens, so storing them buys nothing.
+// The client reconnects by itself; while it is disconnected, publishing a request or opening a reply inbox
+// or reading the live heartbeats fails at once with BusUnavailableError, and the open inboxes fail with it
+// (their replies are lost).
 import {
   AckPolicy,
   type Consumer,
@@ -58,6 +61,7 @@ import {
 import {
   type Bus,
   type BusOptions,
+  BusUnavailableError,
   type Published,
   type PullRequestsOptions,
   type ReplyInbox,
@@ -163,6 +167,8 @@ class JetStreamBus implements Bus {
   /** Started by the first liveHeartbeats call: only gateways pay for it. */
   #heartbeatView: Promise<JetStreamHeartbeatView> | undefined;
   #closers = new Set<() => Promise<void>>();
+  #connected = true;
+  readonly #openInboxes = new Set<ReplyInboxQueue>();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -182,6 +188,37 @@ class JetStreamBus implements Bus {
     this.#replicas = options.replicas ?? 1;
     this.#claimTimeoutMs = options.claimTimeoutMs ?? 5_000;
     this.#requestMaxAgeMs = options.requestMaxAgeMs ?? 15 * 60_000;
+    void this.#followConnection();
+  }
+
+  async #followConnection(): Promise<void> {
+    for await (const status of this.nc.status()) {
+      if (status.type === "disconnect") {
+        this.#connected = false;
+        const lost = this.#unavailable("the connection dropped");
+        for (const inbox of this.#openInboxes) inbox.fail(lost);
+      } else if (status.type === "reconnect") {
+        this.#connected = true;
+      }
+    }
+  }
+
+  #unavailable(why: string): BusUnavailableError {
+    return new BusUnavailableError(`not connected to NATS (${why}); reconnecting`);
+  }
+
+  /** Runs a gateway-side call only while connected; a drop during the call rejects it the same way. */
+  async #whileConnected<T>(call: () => Promise<T>): Promise<T> {
+    if (!this.#connected) throw this.#unavailable("disconnected");
+    try {
+      return await call();
+    } catch (error) {
+      // The client rejects what was waiting on the server with a RequestError when the connection drops.
+      if (!this.#connected || error instanceof RequestError) {
+        throw this.#unavailable((error as Error).message);
+      }
+      throw error;
+    }
   }
 
   async setUp(): Promise<void> {
@@ -251,10 +288,14 @@ class JetStreamBus implements Bus {
   }
 
   async publishRequest(request: InferenceRequest, workerId: string): Promise<Published> {
-    const ack = await this.js.publish(
-      this.#prefix + inferSubject(request.base, workerId),
-      encode(InferenceRequest, request),
-      { msgID: requestMessageId(request) },
+    const ack = await this.#whileConnected(() =>
+      this.js.publish(
+        this.#prefix + inferSubject(request.base, workerId),
+        encode(InferenceRequest, request),
+        {
+          msgID: requestMessageId(request),
+        },
+      ),
     );
     return { duplicate: ack.duplicate };
   }
@@ -300,36 +341,44 @@ class JetStreamBus implements Bus {
   async openReplyInbox(): Promise<ReplyInbox> {
     const subscriptions: { unsubscribe(): void }[] = [];
     let stop = async () => {};
-    const inbox = await ReplyInboxQueue.open({
-      newSubject: () => createInbox(),
-      listen: async (target, subject) => {
-        subscriptions.push(
-          this.nc.subscribe(subject, {
-            callback: (error, msg) => {
-              if (error) return this.#report(error);
-              try {
-                target.push(decode(Reply, msg.data), subject);
-              } catch (decodeError) {
-                this.#report(decodeError);
-              }
-            },
-          }),
-          this.nc.subscribe(claimSubject(subject), {
-            callback: (error, msg) => {
-              if (error) return this.#report(error);
-              try {
-                msg.respond(encode(ClaimAnswer, target.answer(decode(ReplyClaim, msg.data), subject)));
-              } catch (decodeError) {
-                this.#report(decodeError);
-              }
-            },
-          }),
-        );
-        await this.nc.flush();
-      },
-      unlisten: () => void stop(),
+    const opening = this.#whileConnected(() =>
+      ReplyInboxQueue.open({
+        newSubject: () => createInbox(),
+        listen: async (target, subject) => {
+          subscriptions.push(
+            this.nc.subscribe(subject, {
+              callback: (error, msg) => {
+                if (error) return this.#report(error);
+                try {
+                  target.push(decode(Reply, msg.data), subject);
+                } catch (decodeError) {
+                  this.#report(decodeError);
+                }
+              },
+            }),
+            this.nc.subscribe(claimSubject(subject), {
+              callback: (error, msg) => {
+                if (error) return this.#report(error);
+                try {
+                  msg.respond(encode(ClaimAnswer, target.answer(decode(ReplyClaim, msg.data), subject)));
+                } catch (decodeError) {
+                  this.#report(decodeError);
+                }
+              },
+            }),
+          );
+          await this.nc.flush();
+        },
+        unlisten: () => void stop(),
+      }),
+    );
+    const inbox = await opening.catch((error: unknown) => {
+      for (const subscription of subscriptions) subscription.unsubscribe();
+      throw error;
     });
+    this.#openInboxes.add(inbox);
     stop = this.#track(async () => {
+      this.#openInboxes.delete(inbox);
       for (const subscription of subscriptions) subscription.unsubscribe();
       inbox.close();
     });
@@ -430,6 +479,8 @@ class JetStreamBus implements Bus {
   }
 
   async liveHeartbeats(base?: string): Promise<WorkerHeartbeat[]> {
+    // A disconnected view only ages: every worker would look dead.
+    if (!this.#connected) throw this.#unavailable("disconnected");
     this.#heartbeatView ??= JetStreamHeartbeatView.start(
       this.js,
       this.#names.heartbeats,

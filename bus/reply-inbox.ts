@@ -98,7 +98,7 @@ export class ReplyInboxQueue implements ReplyInbox {
       return refuse(`another copy of the request went to worker ${claimant.workerId}`);
     }
     if (claimant && claimant.workerId !== claim.worker_id && this.#chunks > 0) {
-      this.#fail(new WorkerLostError(claim.request_id, claimant.workerId, claim.worker_id, this.#chunks));
+      this.fail(new WorkerLostError(claim.request_id, claimant.workerId, claim.worker_id, this.#chunks));
       return refuse(`worker ${claimant.workerId} already sent tokens`);
     }
     this.#claimant = { workerId: claim.worker_id, subject };
@@ -114,7 +114,9 @@ export class ReplyInboxQueue implements ReplyInbox {
     for (const resolve of this.#claimWaiters.splice(0)) resolve(null);
   }
 
-  #fail(error: Error): void {
+  /** Ends the inbox with `error`: a waiting read and every later one reject with it. */
+  fail(error: Error): void {
+    if (this.#closed) return;
     this.#failure = error;
     for (const waiter of this.#waiters.splice(0)) waiter.reject(error);
     this.close();

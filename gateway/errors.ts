@@ -2,7 +2,9 @@
 // `{"error": {"message", "type", "param", "code"}}` with its status. Handlers throw; app.ts's onError calls
 // toApiError and errorResponse; nothing else builds an error response.
 import type { z } from "zod";
+import { BusUnavailableError } from "../bus/bus.ts";
 import { WorkerLostError } from "../bus/reply-inbox.ts";
+import { isDatabaseUnavailable } from "../db/unavailable.ts";
 import type { ErrorBody, ErrorType } from "../schema/api.ts";
 import type { WireErrorBody } from "../schema/wire.ts";
 import { ApiKeyError } from "./api-keys.ts";
@@ -87,6 +89,25 @@ export function noWorkerStarted(base: string, waitedSeconds: number, retryAfterS
   );
 }
 
+/** The gateway's NATS connection is down (it keeps reconnecting): nothing can reach a worker meanwhile. */
+export function busUnavailable(): ApiError {
+  return new ApiError(
+    503,
+    "server_error",
+    "The gateway has lost its connection to the workers' message bus (NATS); retry in a few seconds.",
+    "bus_unavailable",
+  );
+}
+
+export function databaseUnavailable(): ApiError {
+  return new ApiError(
+    503,
+    "server_error",
+    "The gateway cannot reach its database right now; retry in a few seconds.",
+    "database_unavailable",
+  );
+}
+
 export function upstreamTimeout(seconds: number): ApiError {
   return new ApiError(504, "server_error", `No reply from a worker within ${seconds} s.`, "timeout");
 }
@@ -123,6 +144,8 @@ export function fromWireError(error: WireErrorBody): ApiError {
 /** Anything thrown while serving a request, as the error the client sees. */
 export function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
+  if (error instanceof BusUnavailableError) return busUnavailable();
+  if (isDatabaseUnavailable(error)) return databaseUnavailable();
   if (error instanceof ApiKeyError) {
     return error.kind === "not_found"
       ? new ApiError(404, "invalid_request_error", error.message, "key_not_found", "prefix")

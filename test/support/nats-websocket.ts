@@ -15,7 +15,7 @@ export interface NatsWithWebSocket {
   stop(): Promise<void>;
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.listen(0, "127.0.0.1", () => {
@@ -39,7 +39,7 @@ async function answers(port: number, deadline: number): Promise<void> {
   }
 }
 
-function natsServerBinary(): string {
+export function natsServerBinary(): string {
   for (const candidate of ["nats-server", "/usr/sbin/nats-server", "/usr/local/bin/nats-server"]) {
     if (spawnSync(candidate, ["--version"]).status === 0) return candidate;
   }

@@ -1,0 +1,51 @@
+// The JetStream bus while its connection is down: a gateway's calls fail at once with BusUnavailableError
+// instead of waiting out a timeout, an open reply inbox fails with it (the replies sent meanwhile are
+// lost), and everything works again once the client has reconnected by itself. The test stops and starts
+// a nats-server of its own (test/support/private-nats.ts).
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { type Bus, BusUnavailableError } from "../../bus/bus.ts";
+import { connectJetStreamBus } from "../../bus/jetstream.ts";
+import { sampleRequest } from "../contract/wire-samples.ts";
+import { createPrivateNats, type PrivateNats } from "../support/private-nats.ts";
+
+const BASE = "hf:Qwen/Qwen2.5-0.5B";
+
+describe("JetStream bus while disconnected from NATS", () => {
+  let nats: PrivateNats;
+  let bus: Bus;
+
+  beforeAll(async () => {
+    nats = await createPrivateNats();
+    await nats.start();
+    bus = await connectJetStreamBus({ servers: nats.url });
+  });
+
+  afterAll(async () => {
+    await bus?.close();
+    await nats?.destroy();
+  });
+
+  it("fails at once with BusUnavailableError, and serves again after reconnecting", async () => {
+    expect(await bus.liveHeartbeats(BASE)).toEqual([]);
+    const inbox = await bus.openReplyInbox();
+    const reading = expect(inbox[Symbol.asyncIterator]().next()).rejects.toThrow(BusUnavailableError);
+
+    await nats.stop();
+    await reading;
+    await expect(bus.openReplyInbox()).rejects.toThrow(BusUnavailableError);
+    await expect(bus.publishRequest(sampleRequest({ base: BASE }), "w1")).rejects.toThrow(
+      /not connected to NATS/,
+    );
+    await expect(bus.liveHeartbeats(BASE)).rejects.toThrow(BusUnavailableError);
+
+    await nats.start();
+    await vi.waitFor(
+      async () =>
+        expect((await bus.publishRequest(sampleRequest({ base: BASE }), "w1")).duplicate).toBe(false),
+      { timeout: 15_000, interval: 200 },
+    );
+    const again = await bus.openReplyInbox();
+    again.close();
+    expect(await bus.liveHeartbeats(BASE)).toEqual([]);
+  });
+});

@@ -1,0 +1,40 @@
+// isDatabaseUnavailable on errors the drivers really throw: a refused connection (postgres.js, wrapped by
+// drizzle) is "unavailable"; a query the database refuses is not.
+import { sql } from "drizzle-orm";
+import { describe, expect, it } from "vitest";
+import { openDb } from "../../db/open.ts";
+import { isDatabaseUnavailable } from "../../db/unavailable.ts";
+import { freePort } from "../support/nats-websocket.ts";
+
+async function failureOf(run: () => Promise<unknown>): Promise<unknown> {
+  try {
+    await run();
+  } catch (error) {
+    return error;
+  }
+  throw new Error("expected the query to fail");
+}
+
+describe("isDatabaseUnavailable", () => {
+  it("is true for a database nobody answers for", async () => {
+    const db = await openDb(`postgres://postgres@127.0.0.1:${await freePort()}/postgres`);
+    try {
+      const error = await failureOf(() => db.execute(sql`select 1`));
+      expect(isDatabaseUnavailable(error)).toBe(true);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("is false for a query the database refuses, and for other errors", async () => {
+    const db = await openDb("pglite:memory");
+    try {
+      const error = await failureOf(() => db.execute(sql`select * from no_such_table`));
+      expect(isDatabaseUnavailable(error)).toBe(false);
+    } finally {
+      await db.close();
+    }
+    expect(isDatabaseUnavailable(new Error("boom"))).toBe(false);
+    expect(isDatabaseUnavailable("ECONNREFUSED")).toBe(false);
+  });
+});
