@@ -1,6 +1,7 @@
 // A `luminet <command>` child process (through bin/luminet.mjs): its JSON log lines collected, ready once
 // one of them says so, stopped with SIGTERM (gateways close, workers and meters drain) and SIGKILL if it
-// has not exited within 10 s. Benchmarks and tests start real processes with it.
+// has not exited within 10 s, or killed outright (SIGKILL, a crash). Benchmarks and tests start real
+// processes with it.
 import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
@@ -22,6 +23,8 @@ export interface LuminetProcess {
   /** The log line that made it ready. */
   readonly readyEntry: Record<string, unknown>;
   stop(): Promise<void>;
+  /** SIGKILL, like a crash: nothing drains or flushes. Resolves once it exited. */
+  kill(): Promise<void>;
 }
 
 export function startLuminetProcess(options: LuminetProcessOptions): Promise<LuminetProcess> {
@@ -35,13 +38,18 @@ export function startLuminetProcess(options: LuminetProcessOptions): Promise<Lum
     stderr += data.toString();
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const running = () => child.exitCode === null && child.signalCode === null;
   const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
+    if (running()) {
       child.kill("SIGTERM");
       const killer = setTimeout(() => child.kill("SIGKILL"), 10_000);
       await exited;
       clearTimeout(killer);
     }
+  };
+  const kill = async () => {
+    if (running()) child.kill("SIGKILL");
+    await exited;
   };
   return new Promise((resolve, reject) => {
     let buffered = "";
@@ -52,7 +60,7 @@ export function startLuminetProcess(options: LuminetProcessOptions): Promise<Lum
       for (const line of lines) {
         const entry = JSON.parse(line) as Record<string, unknown>;
         logs.push(entry);
-        if (options.ready(entry)) resolve({ pid: child.pid!, logs, readyEntry: entry, stop });
+        if (options.ready(entry)) resolve({ pid: child.pid!, logs, readyEntry: entry, stop, kill });
       }
     });
     void exited.then(() => {
