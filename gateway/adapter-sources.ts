@@ -1,9 +1,10 @@
 // Adapter sources: URLs the gateway fetches an adapter from on an admin's behalf (POST /v1/adapters with
 // "source"). A caller who could name any URL would make the gateway reach whatever it can reach, internal
 // services included (SSRF), so a source must lie under a prefix its operator registered
-// (--adapter-sources / LUMINET_ADAPTER_SOURCES): the same scheme, host (or bucket) and query — for a
-// bucket the query names the endpoint the gateway connects to — and a path under the prefix's path by whole
-// segments. Redirects are followed only to registered locations. https:// is read with HttpBlobStore,
+// (--adapter-sources / LUMINET_ADAPTER_SOURCES): the same scheme and host (or bucket), a path under the
+// prefix's path by whole segments, and for s3:// and r2:// the same query, since it names the endpoint the
+// gateway connects to (an http(s) query changes nothing about where the gateway connects, so signed CDN
+// URLs pass). Redirects are followed only to registered locations. https:// is read with HttpBlobStore,
 // s3:// and r2:// with openBlobStore and the gateway's own credentials, as workers read their --blobs.
 import { join } from "node:path";
 import {
@@ -45,9 +46,12 @@ function sortedQuery(url: URL): string {
   );
 }
 
+const isBucket = (url: URL) => url.protocol === "s3:" || url.protocol === "r2:";
+
 function under(url: URL, prefix: URL): boolean {
   if (url.protocol !== prefix.protocol || url.host.toLowerCase() !== prefix.host.toLowerCase()) return false;
-  if (url.username || url.password || sortedQuery(url) !== sortedQuery(prefix)) return false;
+  if (url.username || url.password) return false;
+  if (isBucket(url) && sortedQuery(url) !== sortedQuery(prefix)) return false;
   const path = pathSegments(url);
   // A registered prefix's segments were checked when it was registered.
   const root = pathSegments(prefix) ?? [];
@@ -83,7 +87,7 @@ export class AdapterSources {
           `adapter source ${written}: expected an https://, s3:// or r2:// URL prefix without credentials or . and .. segments`,
         );
       }
-      if (url.protocol === "s3:" || url.protocol === "r2:") openBlobStore(url.href, env);
+      if (isBucket(url)) openBlobStore(url.href, env);
       return url;
     });
   }
@@ -159,10 +163,7 @@ export class AdapterSources {
     const file = last?.endsWith(".safetensors") ? last : null;
     const folder = new URL(url);
     if (file !== null) folder.pathname = url.pathname.slice(0, url.pathname.lastIndexOf("/") + 1);
-    const store =
-      folder.protocol === "s3:" || folder.protocol === "r2:"
-        ? openBlobStore(folder.href, this.env)
-        : new HttpBlobStore(folder);
+    const store = isBucket(folder) ? openBlobStore(folder.href, this.env) : new HttpBlobStore(folder);
     return { store, file };
   }
 }

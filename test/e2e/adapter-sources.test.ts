@@ -102,6 +102,12 @@ beforeAll(async () => {
         res.writeHead(302, { location: path.slice("/registered/hop".length) }).end();
         return true;
       }
+      // /registered/signed/<path>: a redirect to a signed URL on the "CDN", as Hugging Face answers.
+      if (path.startsWith("/registered/signed/")) {
+        const location = `/cdn/${path.slice("/registered/signed/".length)}?X-Amz-Signature=abc`;
+        res.writeHead(302, { location }).end();
+        return true;
+      }
       const body = files.get(path);
       if (!body) return false;
       res.writeHead(200, { "content-length": body.length }).end(body);
@@ -117,6 +123,7 @@ beforeAll(async () => {
     sources: new AdapterSources(
       [
         `${origin}/registered/`,
+        `${origin}/cdn/`,
         `s3://sources/team-a?endpoint=${origin}&region=${REGION}`,
         // A registered bucket whose signatures the server refuses (the wrong region): a 403 source.
         `s3://sources/team-b?endpoint=${origin}&region=elsewhere-1`,
@@ -131,6 +138,7 @@ beforeAll(async () => {
 
   servePeftFolder("/registered/acme/v1", model, 4, 1);
   servePeftFolder("/private/acme/v1", model, 4, 2);
+  servePeftFolder("/cdn/acme/v1", model, 4, 6);
   servePeftFolder("/registered/wide", { ...model, hiddenSize: model.hiddenSize * 2 }, 4, 3);
   const single = join(root, "made", "single");
   mkdirSync(single, { recursive: true });
@@ -234,7 +242,6 @@ describe("POST /v1/adapters with a source URL", () => {
       `${origin}/registered/%2e%2e/private/acme/v1/`,
       `${origin}/registered-not/acme/v1/`,
       `http://localhost:${new URL(origin).port}/registered/acme/v1/`,
-      `${origin}/registered/acme/v1/?x=1`,
       // The bucket's endpoint is where the gateway connects: another one is another source.
       `s3://sources/team-a/acme/v3?endpoint=http://169.254.169.254&region=${REGION}`,
       `s3://sources/team-a/acme/v3?region=${REGION}`,
@@ -265,6 +272,12 @@ describe("POST /v1/adapters with a source URL", () => {
       "source_unavailable",
       /redirected to http:\/\/127\.0\.0\.1:\d+\/private\/acme\/v1\/adapter_config\.json, which is not an allowed location/,
     );
+    const signed = await create({
+      base: BASE,
+      name: "via-cdn",
+      source: `${origin}/registered/signed/acme/v1/`,
+    });
+    expect(signed.status).toBe(201);
     const response = await create({
       base: BASE,
       name: "hop-ok",
