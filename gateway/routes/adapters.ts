@@ -154,41 +154,47 @@ export function adapterRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     onError: () => errorResponse(payloadTooLarge(deps.limits.maxBodyBytes)),
   });
 
+  /** JSON: the gateway fetches the adapter from its registered source URL. */
+  const fromSource = async (c: Context<GatewayEnv>) => {
+    const org = c.get("principal").orgId;
+    const body = await readBody(c, AdapterFromSource);
+    const { name, alias, adapter, storage } = await prepare(deps, org, {
+      ...body,
+      config: singleFileConfig(body.rank, body.alpha, body.target_modules),
+    });
+    const staged = await storage.stageSource(body.source, adapter);
+    return created(c, deps, { org, name, base: body.base, alias, staged, source: body.source });
+  };
+
+  /** Anything else: the body is the adapter, its fields in the query. */
+  const fromUpload = async (c: Context<GatewayEnv>) => {
+    const org = c.get("principal").orgId;
+    const query = c.req.query();
+    if (!query.base)
+      throw invalidRequest("Missing 'base': the base model the adapter was trained on.", "base");
+    if (!query.name)
+      throw invalidRequest("Missing 'name': the adapter's name, e.g. customer-acme-v3.", "name");
+    const { name, alias, adapter, storage } = await prepare(deps, org, {
+      base: query.base,
+      name: query.name,
+      alias: query.alias,
+      config: queryConfig(query),
+    });
+    const body = c.req.raw.body;
+    if (!body) throw invalidRequest("The request has no body: send the adapter.", "file");
+    const length = c.req.header("content-length");
+    const staged = await storage.stage(body, {
+      ...adapter,
+      contentType: c.req.header("content-type") ?? "",
+      contentLength: length === undefined ? null : Number(length),
+    });
+    return created(c, deps, { org, name, base: query.base, alias, staged, source: null });
+  };
+
   routes.post(
     "/",
     (c, next) => (isJson(c) ? jsonLimit(c, next) : next()),
-    async (c) => {
-      const org = c.get("principal").orgId;
-      if (isJson(c)) {
-        const body = await readBody(c, AdapterFromSource);
-        const { name, alias, adapter, storage } = await prepare(deps, org, {
-          ...body,
-          config: singleFileConfig(body.rank, body.alpha, body.target_modules),
-        });
-        const staged = await storage.stageSource(body.source, adapter);
-        return created(c, deps, { org, name, base: body.base, alias, staged, source: body.source });
-      }
-      const query = c.req.query();
-      if (!query.base)
-        throw invalidRequest("Missing 'base': the base model the adapter was trained on.", "base");
-      if (!query.name)
-        throw invalidRequest("Missing 'name': the adapter's name, e.g. customer-acme-v3.", "name");
-      const { name, alias, adapter, storage } = await prepare(deps, org, {
-        base: query.base,
-        name: query.name,
-        alias: query.alias,
-        config: queryConfig(query),
-      });
-      const body = c.req.raw.body;
-      if (!body) throw invalidRequest("The request has no body: send the adapter.", "file");
-      const length = c.req.header("content-length");
-      const staged = await storage.stage(body, {
-        ...adapter,
-        contentType: c.req.header("content-type") ?? "",
-        contentLength: length === undefined ? null : Number(length),
-      });
-      return created(c, deps, { org, name, base: query.base, alias, staged, source: null });
-    },
+    (c) => (isJson(c) ? fromSource(c) : fromUpload(c)),
   );
 
   routes.get("/", async (c) => {
