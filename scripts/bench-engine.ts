@@ -10,7 +10,7 @@ import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { loadPeftAdapter } from "../worker/adapters/peft.ts";
 import { computeDtypeFor, type Device, parseDevice } from "../worker/engine/device.ts";
-import { Engine } from "../worker/engine/engine.ts";
+import { Engine, type LoraFormulation } from "../worker/engine/engine.ts";
 import { MODULE_KINDS, type ModelConfig, moduleShape } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { saveBenchResult } from "./bench-result.ts";
@@ -23,7 +23,7 @@ export interface EngineBenchOptions {
   /** A bench-1b model folder with adapters/adapter-0..63; generated (and cached) when absent. */
   modelDir?: string;
   /** Multi-LoRA formulation; the engine's default for the device when absent. */
-  formulation?: "segments" | "masked";
+  formulation?: LoraFormulation;
   log?: (line: string) => void;
 }
 
@@ -47,7 +47,7 @@ export interface EngineBenchResult {
   setup: {
     layers: number;
     dtype: string;
-    formulation: "segments" | "masked";
+    formulation: LoraFormulation;
     sequences: number;
     context: number;
     timed_steps: number;
@@ -292,7 +292,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
     device: parseDevice(value("--device") ?? "cpu"),
     ...(layers ? { layers: Number(layers) } : {}),
     ...(value("--model") ? { modelDir: resolve(value("--model")!) } : {}),
-    ...(value("--lora") ? { formulation: value("--lora") as "segments" | "masked" } : {}),
+    ...(value("--lora") ? { formulation: value("--lora") as LoraFormulation } : {}),
     log: (line) => process.stderr.write(`[${(performance.now() / 1000).toFixed(1)}s] ${line}\n`),
   });
   reportEngineBench(result, args.includes("--json"), value("--out") ?? "bench/results");

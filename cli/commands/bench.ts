@@ -9,6 +9,7 @@ import { reportFleetBench, runFleetBench } from "../../scripts/bench-fleet.ts";
 import { reportGatewayBench, runGatewayBench } from "../../scripts/bench-gateway.ts";
 import { reportSwitchBench, runSwitchBench } from "../../scripts/bench-switch.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
+import { LORA_FORMULATIONS, type LoraFormulation } from "../../worker/engine/engine.ts";
 
 export function registerBench(program: Command): void {
   const bench = program.command("bench").description("benchmarks (see docs/BENCHMARKS.md)");
@@ -21,16 +22,20 @@ export function registerBench(program: Command): void {
       "--model <dir>",
       "a bench-1b folder with adapters/adapter-0..63 (default: generated and cached in .luminet/)",
     )
-    .option("--lora <formulation>", "segments | masked (default: segments on cpu, masked on a GPU)")
+    .option(
+      "--lora <formulation>",
+      `${LORA_FORMULATIONS.join(" | ")} (default: segment-views on cpu, masked on a GPU)`,
+    )
     .option("--json", "print one JSON line")
     .action(
       async (options: { device: string; layers?: string; model?: string; lora?: string; json?: boolean }) => {
-        if (options.lora !== undefined && options.lora !== "segments" && options.lora !== "masked") {
-          throw new Error(`--lora must be segments or masked, got ${options.lora}`);
+        const formulation = options.lora as LoraFormulation | undefined;
+        if (formulation !== undefined && !LORA_FORMULATIONS.includes(formulation)) {
+          throw new Error(`--lora must be one of ${LORA_FORMULATIONS.join(", ")}, got ${options.lora}`);
         }
         const result = await runEngineBench({
           device: parseDevice(options.device),
-          ...(options.lora ? { formulation: options.lora } : {}),
+          ...(formulation ? { formulation } : {}),
           ...(options.layers ? { layers: Number(options.layers) } : {}),
           ...(options.model ? { modelDir: options.model } : {}),
           log: (line) => process.stderr.write(`${line}\n`),

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
 import { type LoadedAdapter, loadPeftAdapter } from "../../worker/adapters/peft.ts";
-import { Engine, EngineError } from "../../worker/engine/engine.ts";
+import { Engine, EngineError, type LoraFormulation } from "../../worker/engine/engine.ts";
 import { EngineThread } from "../../worker/engine/engine-thread.ts";
 import type { ModelConfig } from "../../worker/engine/model-config.ts";
 import { writeMergedModel } from "../support/merged-model.ts";
@@ -53,7 +53,7 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 function engineFor(
   dir: string,
   slots = VARIANTS.length,
-  loraFormulation: "segments" | "masked" = "segments",
+  loraFormulation: LoraFormulation = "segment-views",
 ): Promise<Engine> {
   return Engine.create({
     modelDir: dir,
@@ -92,7 +92,7 @@ async function runAlone(
 }
 
 describe("the engine on mixed-adapter batches", () => {
-  it.each(["segments", "masked"] as const)(
+  it.each(["segment-views", "segments", "masked"] as const)(
     "gives each sequence in a batch of 9 distinct adapters the logits it gets alone and on merged weights (%s)",
     async (formulation) => {
       const engine = await engineFor(modelDir, VARIANTS.length, formulation);

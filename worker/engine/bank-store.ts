@@ -10,6 +10,11 @@ export interface BankStore {
   writeRows(name: string, firstRow: number, rowCount: number, values: Float32Array): Promise<void>;
   /** The current tensors to feed, by graph input name. */
   tensors(): Record<string, Tensor>;
+  /**
+   * Rows [firstRow, firstRow + rowCount) of a bank as a tensor that shares the bank's memory, so later
+   * writes show through. Only a store in host memory can; others throw.
+   */
+  rowsView(name: string, firstRow: number, rowCount: number): Tensor;
 }
 
 export interface BankSpec {
@@ -45,5 +50,12 @@ export class HostBankStore implements BankStore {
 
   tensors(): Record<string, Tensor> {
     return Object.fromEntries([...this.banks].map(([name, bank]) => [name, bank.tensor]));
+  }
+
+  rowsView(name: string, firstRow: number, rowCount: number): Tensor {
+    const bank = this.banks.get(name);
+    if (!bank) throw new Error(`no LoRA bank named ${name}`);
+    const rows = bank.data.subarray(firstRow * bank.width, (firstRow + rowCount) * bank.width);
+    return new Tensor(this.dtype, rows, [rowCount, bank.width]);
   }
 }

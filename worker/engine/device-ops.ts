@@ -81,6 +81,10 @@ export class DeviceBankStore implements BankStore {
     return Object.fromEntries([...this.banks].map(([name, bank]) => [name, bank.tensor]));
   }
 
+  rowsView(): Tensor {
+    throw new Error("bank rows on a device cannot be viewed from the host: use segments or masked rows");
+  }
+
   private async runScatter(bank: Tensor, firstRow: number, values: Tensor): Promise<Tensor> {
     const n = values.dims[0]!;
     const rows = new Tensor(

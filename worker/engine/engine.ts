@@ -40,11 +40,27 @@ export interface EngineOptions {
    * GPUs; settable on CPU, where it runs the same code path for tests.
    */
   deviceResidentState?: boolean;
-  /** Multi-LoRA formulation (graph-builder.ts): segments on CPU, masked rows on GPUs by default. */
-  loraFormulation?: "segments" | "masked";
+  /**
+   * Multi-LoRA formulation (graph-builder.ts). By default segment views on CPU (they feed views of host
+   * banks), segments on CPU with device-resident state, masked rows on GPUs.
+   */
+  loraFormulation?: LoraFormulation;
 }
 
+export const LORA_FORMULATIONS = ["segment-views", "segments", "masked"] as const;
+export type LoraFormulation = (typeof LORA_FORMULATIONS)[number];
+
 export class EngineError extends Error {}
+
+/** GPUs keep banks and KV cache on the device; CPU does when asked (to test that code path). */
+function isResident(options: EngineOptions): boolean {
+  return options.device !== "cpu" || options.deviceResidentState === true;
+}
+
+function defaultFormulation(options: EngineOptions): LoraFormulation {
+  if (options.device !== "cpu") return "masked";
+  return isResident(options) ? "segments" : "segment-views";
+}
 
 /** 1.0 as IEEE half-precision bits. */
 const FLOAT16_ONE = 0x3c00;
@@ -65,7 +81,7 @@ export class Engine {
   readonly model: ModelConfig;
   readonly dtype: ComputeDtype;
   readonly banks: LoraBanks;
-  readonly formulation: "segments" | "masked";
+  readonly formulation: LoraFormulation;
   private readonly weights: WeightIndex;
   private readonly sessions = new Map<number, Promise<InferenceSession>>();
   private readonly sequences = new Map<string, Sequence>();
@@ -86,7 +102,7 @@ export class Engine {
     this.model = loadModelConfig(options.modelDir);
     this.weights = openWeights(options.modelDir);
     this.dtype = options.computeDtype ?? computeDtypeFor(options.device);
-    this.formulation = options.loraFormulation ?? (options.device === "cpu" ? "segments" : "masked");
+    this.formulation = options.loraFormulation ?? defaultFormulation(options);
     this.banks = new LoraBanks(this.model, { slots: options.slots, rowsPerSlot: options.maxRank }, store);
     this.kvShape = {
       layers: this.model.numLayers,
@@ -103,7 +119,12 @@ export class Engine {
     const model = loadModelConfig(options.modelDir);
     const dtype = options.computeDtype ?? computeDtypeFor(options.device);
     const layout = bankLayout(model, { slots: options.slots, rowsPerSlot: options.maxRank });
-    const resident = options.device !== "cpu" || options.deviceResidentState === true;
+    const resident = isResident(options);
+    if (resident && options.loraFormulation === "segment-views") {
+      throw new EngineError(
+        "segment views feed views of banks in host memory; with device-resident state use segments or masked",
+      );
+    }
     if (!resident) return new Engine(options, new HostBankStore(layout, dtype), null);
     const ops = await DeviceKvOps.create(options.device, dtype);
     const store = await DeviceBankStore.create(options.device, layout, dtype);
@@ -319,6 +340,13 @@ export class Engine {
         `${distinct.length} distinct adapters in one step; this engine allows ${this.options.maxAdaptersPerStep}`,
       );
     }
+    if (this.formulation === "segment-views") {
+      const bucket = this.addSegmentOrder(feeds, distinct, slots, seqLen);
+      const perm = feeds.lora_perm!;
+      feeds.lora_scatter = new Tensor("int64", perm.data as BigInt64Array, [perm.dims[0]!, 1]);
+      Object.assign(feeds, this.banks.segmentFeeds(distinct, bucket));
+      return bucket;
+    }
     Object.assign(feeds, this.banks.feeds());
     if (this.formulation === "masked") {
       this.addMaskedFeeds(feeds, distinct, slots, seqLen);
@@ -327,14 +355,17 @@ export class Engine {
     return this.addSegmentFeeds(feeds, distinct, slots, seqLen);
   }
 
-  private addSegmentFeeds(
+  /**
+   * The step's segments: lora_perm (adapter tokens, segment after segment) and lora_counts (tokens per
+   * segment, zero past the distinct adapters). Returns the segment count of the graph variant to run.
+   */
+  private addSegmentOrder(
     feeds: Record<string, Tensor>,
     distinct: number[],
     slots: number[],
     seqLen: number,
   ): number {
     const bucket = SEGMENT_BUCKETS.find((b) => b >= distinct.length)!;
-    const tokens = slots.length * seqLen;
     const perm: number[] = [];
     const counts = new BigInt64Array(bucket);
     distinct.forEach((slot, segment) => {
@@ -344,11 +375,22 @@ export class Engine {
         counts[segment]! += BigInt(seqLen);
       });
     });
-    const unsort = new BigInt64Array(tokens).fill(BigInt(perm.length));
-    for (const [position, t] of perm.entries()) unsort[t] = BigInt(position);
     feeds.lora_perm = new Tensor("int64", BigInt64Array.from(perm, BigInt), [perm.length]);
     feeds.lora_counts = new Tensor("int64", counts, [bucket]);
-    feeds.lora_unsort = new Tensor("int64", unsort, [tokens]);
+    return bucket;
+  }
+
+  private addSegmentFeeds(
+    feeds: Record<string, Tensor>,
+    distinct: number[],
+    slots: number[],
+    seqLen: number,
+  ): number {
+    const bucket = this.addSegmentOrder(feeds, distinct, slots, seqLen);
+    const perm = feeds.lora_perm!.data as BigInt64Array;
+    const unsort = new BigInt64Array(slots.length * seqLen).fill(BigInt(perm.length));
+    for (const [position, t] of perm.entries()) unsort[Number(t)] = BigInt(position);
+    feeds.lora_unsort = new Tensor("int64", unsort, [unsort.length]);
     const biasRows = new BigInt64Array(bucket * 2);
     distinct.forEach((slot, segment) => {
       biasRows[segment * 2] = BigInt(slot - 1);
@@ -432,7 +474,9 @@ export class Engine {
             ? null
             : key === MASKED_GRAPH
               ? { formulation: "masked", ...banks }
-              : { formulation: "segments", segments: key, ...banks },
+              : this.formulation === "segment-views"
+                ? { formulation: "segment-views", segments: key }
+                : { formulation: "segments", segments: key, ...banks },
       };
       const path = cachedGraphPath(this.options.modelDir, this.model, this.weights, graph);
       const options = sessionOptions(this.options.device, this.options.threads ?? availableParallelism());

@@ -7,27 +7,33 @@ import { isAbsolute, join, relative, sep } from "node:path";
 import { float32ToFloat16 } from "./dtype.ts";
 import { floatAttr, Graph } from "./graph.ts";
 import { cachedGraphFile } from "./graph-cache.ts";
+import { bankNames, segmentInputName } from "./lora-banks.ts";
 import { MODULE_KINDS, type ModelConfig, type ModuleKind, moduleShape, weightName } from "./model-config.ts";
 import { DataType } from "./onnx-proto.ts";
 import { inverseFrequencies } from "./rope.ts";
 import type { WeightIndex } from "./safetensors.ts";
 
 // Bump whenever the graph this file emits changes, so cached graphs are rebuilt.
-export const GRAPH_BUILDER_VERSION = 5;
+export const GRAPH_BUILDER_VERSION = 6;
 
 /** Most outputs (Split) or inputs (Concat) one node gets: WebGPU allows 16 storage buffers per shader. */
 const FAN_OUT = 8;
 
 /**
- * Two formulations of multi-LoRA (../shared/DESIGN.md, "The forward pass"):
+ * Three formulations of multi-LoRA (../shared/DESIGN.md, "The forward pass"):
  * - segments (SGMV): tokens grouped by adapter, one small Gemm pair per segment — ideal FLOPs and bytes,
- *   but many small kernels; the choice where a step is compute-bound (CPU).
+ *   but many small kernels; each segment's A and B rows are gathered from the bank inputs in the graph.
+ * - segment views: the same segments, but the host feeds each segment's A, B and bias rows as their own
+ *   inputs (views of the host banks, no copy), and each delta is added into the base output in place
+ *   (ScatterND add): no bank bytes are copied, whatever the number of adapters. The choice on CPU, where
+ *   a step is compute-bound; it needs the banks in host memory.
  * - masked rows: one Gemm pair over the rows of every active adapter, each token masked to its own
  *   adapter's rows — ideal bytes and a handful of kernels, FLOPs growing with tokens × active rows; the
  *   choice where a step is memory-bound and kernels are costly to launch (GPU).
  */
 export type LoraGraphOptions =
   | { formulation: "segments"; segments: number; slots: number; rowsPerSlot: number }
+  | { formulation: "segment-views"; segments: number }
   | { formulation: "masked"; slots: number; rowsPerSlot: number };
 
 export interface GraphOptions {
@@ -61,11 +67,7 @@ function checkOptions(model: ModelConfig, o: GraphOptions): void {
     throw new GraphBuildError(`head_dim ${model.headDim} is not a multiple of 16 (GroupQueryAttention)`);
   }
   if (o.lora !== null) {
-    const sizes = {
-      slots: o.lora.slots,
-      rowsPerSlot: o.lora.rowsPerSlot,
-      ...(o.lora.formulation === "segments" ? { segments: o.lora.segments } : {}),
-    };
+    const { formulation: _, ...sizes } = o.lora;
     for (const [key, v] of Object.entries(sizes)) {
       if (!Number.isSafeInteger(v) || v <= 0) {
         throw new GraphBuildError(`lora.${key} must be a positive integer, got ${v}`);
@@ -185,6 +187,7 @@ class DecoderBuilder {
     const totalLen = g.input("total_sequence_length", DataType.INT32, []);
     const logitsRows = g.input("logits_rows", DataType.INT64, ["rows"]);
     if (this.options.lora?.formulation === "segments") this.loraInputs(this.options.lora);
+    if (this.options.lora?.formulation === "segment-views") this.segmentViewInputs(this.options.lora);
     if (this.options.lora?.formulation === "masked") this.maskedInputs();
 
     const [cosCache, sinCache] = this.ropeCaches();
@@ -293,6 +296,7 @@ class DecoderBuilder {
     }
     const base = this.g.op("Gemm", inputs, { transB: 1 });
     if (this.options.lora === null) return base;
+    if (this.options.lora.formulation === "segment-views") return this.addViewDeltas(l, kind, x, base);
     const delta =
       this.options.lora.formulation === "segments"
         ? this.loraDelta(l, kind, x)
@@ -313,13 +317,14 @@ class DecoderBuilder {
   }
 
   private bankInputs(l: number, kind: ModuleKind): { a: string; b: string; bias: string } {
-    const lora = this.options.lora!;
+    const lora = this.options.lora as { slots: number; rowsPerSlot: number };
     const { inFeatures, outFeatures } = moduleShape(this.model, kind);
+    const names = bankNames(l, kind);
     const bankRows = lora.slots * lora.rowsPerSlot;
     return {
-      a: this.g.input(`lora_a.${l}.${kind}`, this.compute, [bankRows, inFeatures]),
-      b: this.g.input(`lora_b.${l}.${kind}`, this.compute, [bankRows, outFeatures]),
-      bias: this.g.input(`lora_bias.${l}.${kind}`, this.compute, [lora.slots, outFeatures]),
+      a: this.g.input(names.a, this.compute, [bankRows, inFeatures]),
+      b: this.g.input(names.b, this.compute, [bankRows, outFeatures]),
+      bias: this.g.input(names.bias, this.compute, [lora.slots, outFeatures]),
     };
   }
 
@@ -389,6 +394,38 @@ class DecoderBuilder {
     return g.shaped(g.op("Add", [position, offset]), DataType.INT64, [label]);
   }
 
+  // Segment views: the adapter tokens in segment order, each segment's size, and where each adapter
+  // token's row lies in the step's output ([adapter_tokens, 1], for ScatterND).
+  private segmentViewInputs(lora: { segments: number }): void {
+    const g = this.g;
+    g.input("lora_perm", DataType.INT64, ["adapter_tokens"]);
+    g.input("lora_counts", DataType.INT64, [lora.segments]);
+    g.input("lora_scatter", DataType.INT64, ["adapter_tokens", 1]);
+  }
+
+  // base + x_i · A_iᵀ · B_i + bias_i for each segment's tokens, A_i, B_i and bias_i fed as inputs; the
+  // deltas are added into the base output's rows in place.
+  private addViewDeltas(l: number, kind: ModuleKind, x: string, base: string): string {
+    const g = this.g;
+    const { inFeatures, outFeatures } = moduleShape(this.model, kind);
+    const names = bankNames(l, kind);
+    const parts = this.segments(x, inFeatures).map((seg, i) => {
+      const rank = this.rowsLabel(`lora_rank_${kind}`, i, i + 1);
+      const a = g.input(segmentInputName(names.a, i), this.compute, [rank, inFeatures]);
+      const b = g.input(segmentInputName(names.b, i), this.compute, [rank, outFeatures]);
+      const bias = g.input(segmentInputName(names.bias, i), this.compute, [1, outFeatures]);
+      const down = g.op("Gemm", [seg, a], { transB: 1 });
+      const value = g.shaped(g.op("Gemm", [down, b, bias]), this.compute, [
+        this.rowsLabel("lora_tokens", i, i + 1),
+        outFeatures,
+      ]);
+      return { value, from: i, to: i + 1 };
+    });
+    return g.op("ScatterND", [base, "lora_scatter", this.concatRows(parts, outFeatures)], {
+      reduction: "add",
+    });
+  }
+
   private segments(x: string, inFeatures: number): string[] {
     const known = this.segmentsOf.get(x);
     if (known !== undefined) return known;
@@ -409,6 +446,8 @@ class DecoderBuilder {
   // sizes are sums of counts, int64 work computed once per counts vector).
   private splitRows(rows: string, counts: string, features: number, prefix: string): string[] {
     const parts = (this.options.lora as { segments: number }).segments;
+    // One segment holds every row: a Split would only copy them.
+    if (parts === 1) return [this.g.shaped(rows, this.compute, [this.rowsLabel(prefix, 0, 1), features])];
     return this.splitTree(rows, counts, 0, parts, features, prefix);
   }
 

@@ -20,6 +20,11 @@ export function bankNames(layer: number, kind: ModuleKind) {
   return { a: `lora_a.${layer}.${kind}`, b: `lora_b.${layer}.${kind}`, bias: `lora_bias.${layer}.${kind}` };
 }
 
+/** The graph input that takes one segment's rows of a bank (the segment-views formulation). */
+export function segmentInputName(bank: string, segment: number): string {
+  return `${bank}.${segment}`;
+}
+
 /** Every bank tensor the graph takes, with its shape, for a store to allocate. */
 export function bankLayout(
   model: ModelConfig,
@@ -41,6 +46,8 @@ export function bankLayout(
 export class LoraBanks {
   /** ranks[slot-1][kind]: rows in use for that kind, 0 when the slot is empty or the kind untargeted. */
   private readonly ranks: Record<ModuleKind, number>[];
+  /** Per slot, by bank name, the tensors over the slot's rows (built on first use after a write). */
+  private readonly views: (Record<string, Tensor> | undefined)[];
 
   constructor(
     private readonly model: ModelConfig,
@@ -48,6 +55,7 @@ export class LoraBanks {
     private readonly store: BankStore,
   ) {
     this.ranks = Array.from({ length: shape.slots }, () => emptyRanks());
+    this.views = new Array(shape.slots);
   }
 
   /** Writes an adapter into a slot. Only the rows the adapter uses are written. */
@@ -101,12 +109,14 @@ export class LoraBanks {
       }
     }
     this.ranks[slot - 1] = ranks;
+    this.views[slot - 1] = undefined;
   }
 
   /** Marks a slot empty. Its rows are left as they are: no step reads them until the next write. */
   clear(slot: number): void {
     this.checkSlot(slot);
     this.ranks[slot - 1] = emptyRanks();
+    this.views[slot - 1] = undefined;
   }
 
   /** The bank rows [start, end) that a step reads for this slot's adapter on modules of this kind. */
@@ -130,6 +140,37 @@ export class LoraBanks {
 
   feeds(): Record<string, Tensor> {
     return this.store.tensors();
+  }
+
+  /**
+   * The segment-views feeds: for segment i and every bank, the rows of slot `slots[i]` as input
+   * `<bank>.i`, without a copy. Segments past the given slots repeat the first one; they hold no tokens.
+   */
+  segmentFeeds(slots: readonly number[], segments: number): Record<string, Tensor> {
+    const feeds: Record<string, Tensor> = {};
+    for (let i = 0; i < segments; i++) {
+      for (const [bank, tensor] of Object.entries(this.slotViews(slots[i] ?? slots[0]!)))
+        feeds[segmentInputName(bank, i)] = tensor;
+    }
+    return feeds;
+  }
+
+  private slotViews(slot: number): Record<string, Tensor> {
+    this.checkSlot(slot);
+    const known = this.views[slot - 1];
+    if (known) return known;
+    const views: Record<string, Tensor> = {};
+    for (let layer = 0; layer < this.model.numLayers; layer++) {
+      for (const kind of MODULE_KINDS) {
+        const names = bankNames(layer, kind);
+        const [start, end] = this.rows(slot, kind);
+        views[names.a] = this.store.rowsView(names.a, start, end - start);
+        views[names.b] = this.store.rowsView(names.b, start, end - start);
+        views[names.bias] = this.store.rowsView(names.bias, slot - 1, 1);
+      }
+    }
+    this.views[slot - 1] = views;
+    return views;
   }
 
   private checkSlot(slot: number): void {
