@@ -134,6 +134,7 @@ export function registerBench(program: Command): void {
     .option("--connections <n>", "concurrent streaming connections", "64")
     .option("--requests <n>", "timed requests (default: twice the connections)")
     .option("--max-tokens <n>", "max_tokens of every request", "32")
+    .option("--rounds <n>", "rounds of one timed pass through the stack and one on the engine alone", "2")
     .option("--json", "print one JSON line")
     .action(async (options: E2eFlags) => {
       try {
@@ -154,6 +155,7 @@ interface E2eFlags {
   connections: string;
   requests?: string;
   maxTokens: string;
+  rounds: string;
   json?: boolean;
 }
 
@@ -169,6 +171,7 @@ async function benchE2e(options: E2eFlags): Promise<void> {
     connections: positive("--connections", options.connections),
     ...(options.requests ? { requests: positive("--requests", options.requests) } : {}),
     maxTokens: positive("--max-tokens", options.maxTokens),
+    rounds: positive("--rounds", options.rounds),
     progress: true,
     log: (line) => process.stderr.write(`${line}\n`),
   });

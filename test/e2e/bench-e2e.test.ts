@@ -18,6 +18,7 @@ describe.skipIf(!postgresUrl)("luminet bench e2e (needs DATABASE_URL)", () => {
       connections: 4,
       requests: 8,
       maxTokens: 4,
+      rounds: 2,
       natsUrl: inject("natsUrl"),
       databaseUrl: postgresUrl,
     });
@@ -28,23 +29,27 @@ describe.skipIf(!postgresUrl)("luminet bench e2e (needs DATABASE_URL)", () => {
       adapters: 2,
       connections: 4,
       requests: 8,
+      rounds: 2,
     });
-    for (const run of [result.e2e, result.engine]) {
-      expect(run.requests).toBe(8);
-      expect(run.tokens).toBeGreaterThan(0);
-      expect(run.tokens).toBeLessThanOrEqual(8 * 4);
-      expect(run.tokens_per_s).toBeGreaterThan(0);
+    for (const side of [result.e2e, result.engine]) {
+      expect(side.passes).toHaveLength(2);
+      for (const pass of side.passes) {
+        expect(pass.requests).toBe(8);
+        expect(pass.tokens).toBeGreaterThan(0);
+        expect(pass.tokens).toBeLessThanOrEqual(8 * 4);
+        expect(pass.tokens_per_s).toBeGreaterThan(0);
+      }
     }
     expect(result.ratio).toBeCloseTo(result.e2e.tokens_per_s / result.engine.tokens_per_s, 2);
-    // Greedy on the same prompts and adapters: the engine alone generates what the stack generated.
+    // Greedy on the same prompts and adapters: every pass, through the stack or not, generates the same.
     expect(result.same_completion_tokens).toBe(true);
     expect(result.e2e.step_seconds).toBeGreaterThan(0);
     expect(result.e2e.cpu_seconds.client).toBeGreaterThan(0);
-    // Two warm-up requests (one per adapter) and eight timed ones, each billed exactly as its usage said.
+    // Two warm-up requests (one per adapter) and two passes of eight, each billed exactly as its usage said.
     expect(result.billing).toMatchObject({
-      responses: 10,
-      billed_rows: 10,
-      matched: 10,
+      responses: 18,
+      billed_rows: 18,
+      matched: 18,
       mismatches: [],
       ok: true,
     });
