@@ -116,6 +116,11 @@ export interface Bus {
    * running (ack pending), since a worker acks only once a request finished. The autoscaler's queue lag.
    */
   requestBacklog(base: string): Promise<number>;
+  /**
+   * The workers of a base whose own queue holds requests (waiting, or pulled and not acked), live or not:
+   * a worker starting up adopts the queues of those that are not (worker/orphan-queues.ts).
+   */
+  queuedWorkers(base: string): Promise<string[]>;
 
   openReplyInbox(): Promise<ReplyInbox>;
   /**

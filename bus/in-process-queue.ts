@@ -72,6 +72,11 @@ export class InProcessWorkQueue {
     return count;
   }
 
+  /** The distinct subjects of the messages not yet acked that pass `matches`. */
+  subjects(matches: (subject: string) => boolean): string[] {
+    return [...new Set([...this.#stored].map((message) => message.subject).filter(matches))];
+  }
+
   consumer(accepts: (subject: string) => boolean): QueueConsumer {
     const pending = new Set<Waiter>();
     let closed = false;

@@ -21,6 +21,7 @@ import {
   UsageEvent,
   usageSubject,
   WorkerHeartbeat,
+  workerOfInferSubject,
 } from "../schema/wire.ts";
 import {
   type Bus,
@@ -123,6 +124,12 @@ class InProcessBus implements Bus {
   async requestBacklog(base: string): Promise<number> {
     const prefix = `infer.${encodeToken(base)}.`;
     return this.broker.requests.backlog((subject) => subject.startsWith(prefix));
+  }
+
+  async queuedWorkers(base: string): Promise<string[]> {
+    const prefix = `infer.${encodeToken(base)}.`;
+    const subjects = this.broker.requests.subjects((subject) => subject.startsWith(prefix));
+    return subjects.flatMap((subject) => workerOfInferSubject(subject) ?? []);
   }
 
   async #nextDecoded<T>(consumer: QueueConsumer, schema: z.ZodType<T>): Promise<Delivery<T> | null> {

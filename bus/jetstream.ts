@@ -57,6 +57,7 @@ import {
   UsageEvent,
   usageSubject,
   WorkerHeartbeat,
+  workerOfInferSubject,
 } from "../schema/wire.ts";
 import {
   type Bus,
@@ -307,6 +308,13 @@ class JetStreamBus implements Bus {
       subjects_filter: `${this.#prefix}infer.${encodeToken(base)}.>`,
     });
     return Object.values(info.state.subjects ?? {}).reduce((sum, n) => sum + n, 0);
+  }
+
+  async queuedWorkers(base: string): Promise<string[]> {
+    const info = await this.jsm.streams.info(this.#names.requests, {
+      subjects_filter: `${this.#prefix}infer.${encodeToken(base)}.*`,
+    });
+    return Object.keys(info.state.subjects ?? {}).flatMap((subject) => workerOfInferSubject(subject) ?? []);
   }
 
   async pullRequests({ base, workerId, shared = true }: PullRequestsOptions): Promise<RequestPuller> {

@@ -69,6 +69,15 @@ export function inferSubject(base: string, workerId: string): string {
   return `infer.${encodeToken(base)}.${target}`;
 }
 
+/**
+ * The worker whose own queue an `infer.<base>.<worker>` subject (namespaced or not) is; null for the base's
+ * shared queue.
+ */
+export function workerOfInferSubject(subject: string): string | null {
+  const target = subject.slice(subject.lastIndexOf(".") + 1);
+  return target === ANY_WORKER ? null : decodeToken(target);
+}
+
 /** `usage.<base>`: one usage event per finished request. */
 export function usageSubject(base: string): string {
   return `usage.${encodeToken(base)}`;

@@ -226,6 +226,10 @@ export class LuminetWorker {
       },
     );
     await this.heartbeat.start();
+    bus.queuedWorkers(base).then(
+      (workerIds) => orphans.remember(workerIds),
+      (error: Error) => this.log.warn({ err: error }, "listing the base's worker queues failed"),
+    );
     const puller = await bus.pullRequests({ base, workerId });
     this.pullers.add(puller);
     void this.pull(puller);

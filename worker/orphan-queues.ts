@@ -2,7 +2,9 @@
 // (`infer.<base>.<worker>`); if that worker dies, nobody else pulls that subject. Every live worker of the
 // base watches the heartbeats and, when a worker it saw stops beating, pulls that worker's queue for a
 // while (JetStream gives each request to one of them). Requests the dead worker held come back there after
-// their ack wait.
+// their ack wait. A worker that starts after another died never saw it beat: it starts by remembering every
+// worker whose queue holds requests, so the queue of one that is not live is adopted all the same (a sole
+// worker replaced under a new id).
 import type { Subscription } from "../bus/bus.ts";
 import { logger } from "../core/logger.ts";
 import type { WorkerHeartbeat } from "../schema/wire.ts";
@@ -18,6 +20,11 @@ export class OrphanQueues {
     /** Starts pulling the dead worker's queue; the subscription stops it (it may also stop by itself). */
     private readonly adopt: (workerId: string) => Promise<Subscription>,
   ) {}
+
+  /** Counts these workers as seen, so the next observe adopts the queue of each one not live. */
+  remember(workerIds: readonly string[]): void {
+    for (const id of workerIds) if (id !== this.self) this.known.add(id);
+  }
 
   /** Takes the base's live heartbeats; adopts the queue of every known worker missing from them. */
   observe(live: readonly WorkerHeartbeat[]): void {

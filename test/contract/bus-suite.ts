@@ -212,6 +212,28 @@ export function busContract(name: string, makeSystem: MakeBusSystem): void {
       await puller.close();
     });
 
+    it("names the workers whose own queue holds requests", async () => {
+      const sys = system();
+      const gateway = await sys.connect();
+      expect(await gateway.queuedWorkers(BASE)).toEqual([]);
+      await gateway.publishRequest(sampleRequest({ id: "mine", base: BASE }), "w 1");
+      await gateway.publishRequest(sampleRequest({ id: "shared", base: BASE }), ANY_WORKER);
+      await gateway.publishRequest(sampleRequest({ id: "theirs", base: `${BASE}-other` }), "w2");
+      expect(await gateway.queuedWorkers(BASE)).toEqual(["w 1"]);
+
+      const puller = await (await sys.connect()).pullRequests({ base: BASE, workerId: "w 1", shared: false });
+      const running = await puller.next();
+      expect(await gateway.queuedWorkers(BASE)).toEqual(["w 1"]);
+      await running?.ack();
+      expect(
+        await eventually(
+          () => gateway.queuedWorkers(BASE),
+          (ids) => ids.length === 0,
+        ),
+      ).toEqual([]);
+      await puller.close();
+    });
+
     it("does not let a slow worker block the others", async () => {
       const sys = system();
       const gateway = await sys.connect();

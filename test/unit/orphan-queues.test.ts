@@ -46,6 +46,13 @@ describe("orphan queues", () => {
     expect(adopted).toEqual([]);
   });
 
+  it("adopts the queue of a remembered worker that is not live, and not of one that is", () => {
+    const { orphans, adopted } = watcher();
+    orphans.remember(["gone", "w2", "me"]);
+    orphans.observe([beat("me"), beat("w2")]);
+    expect(adopted).toEqual(["gone"]);
+  });
+
   it("gives the queue back when its worker beats again, and adopts it again if it dies again", async () => {
     const { orphans, adopted, released } = watcher();
     orphans.observe([beat("w1")]);

@@ -3,10 +3,11 @@
 // adopts its queue and takes the redelivered requests; a stream that had tokens out is refused a second run
 // and ends with an in-band 502 `worker_lost` error, and the gateway bills the tokens it delivered, once.
 // Requests the dead worker had not started, and requests routed to it after it died, are served in full.
+// The same holds when the killed worker was the base's only one and its replacement starts under a new id.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rendezvous } from "../../../gateway/routing.ts";
 import { expectBilledAsTold } from "../../support/drill-billing.ts";
-import { startStreams } from "../../support/drill-client.ts";
+import { type ChatOutcome, startStreams } from "../../support/drill-client.ts";
 import { DRILL_BASE, DRILL_ORG, type DrillStack, startDrillStack } from "../../support/drill-stack.ts";
 import { postgresBinaries } from "../../support/private-postgres.ts";
 
@@ -20,6 +21,8 @@ describe("drill: a worker killed mid-batch", () => {
     return;
   }
   let stack: DrillStack;
+  /** Every request of the file's drills: the billing check covers the org's every row. */
+  const sent: ChatOutcome[] = [];
 
   beforeAll(async () => {
     stack = await startDrillStack(bin, { adapters: 8 });
@@ -70,6 +73,31 @@ describe("drill: a worker killed mid-batch", () => {
     const served = await Promise.all([survivorStream, ...afterKill]);
     for (const outcome of served) expect(outcome.usage?.completion_tokens).toBe(outcome.maxTokens);
 
-    await expectBilledAsTold(stack.db, DRILL_ORG, [...lost, whole, ...served]);
+    sent.push(...lost, whole, ...served);
+    await expectBilledAsTold(stack.db, DRILL_ORG, sent);
+  });
+
+  it("ends the streams of the base's only worker, killed, once its replacement takes over its queue", async () => {
+    await stack.liveWorkers(1);
+    const [beat] = await stack.bus.liveHeartbeats(DRILL_BASE);
+    const only = stack.workers.get(beat!.worker_id);
+    const streams = startStreams(
+      stack.send,
+      [0, 1, 2].map((i) => ({ model: stack.adapterModel(i), maxTokens: LONG })),
+    );
+    await streams.streaming;
+    await only!.process.kill();
+    // The replacement starts under another id once the dead worker's heartbeat is gone: it never saw it.
+    await stack.liveWorkers(0);
+    await stack.startWorker("replacement");
+    const lost = await Promise.all(streams.outcomes);
+    for (const outcome of lost) {
+      expect(outcome.contentChunks).toBeGreaterThan(0);
+      expect(outcome.error).toMatchObject({ code: "worker_lost", type: "server_error" });
+    }
+    const after = await stack.send({ model: stack.adapterModel(0), maxTokens: 10 });
+    expect(after.usage?.completion_tokens).toBe(10);
+    sent.push(...lost, after);
+    await expectBilledAsTold(stack.db, DRILL_ORG, sent);
   });
 });
