@@ -344,7 +344,7 @@ export class Engine {
       const bucket = this.addSegmentOrder(feeds, distinct, slots, seqLen);
       const perm = feeds.lora_perm!;
       feeds.lora_scatter = new Tensor("int64", perm.data as BigInt64Array, [perm.dims[0]!, 1]);
-      Object.assign(feeds, this.banks.segmentFeeds(distinct, bucket));
+      this.banks.addSegmentFeeds(feeds, distinct, bucket);
       return bucket;
     }
     Object.assign(feeds, this.banks.feeds());

@@ -46,8 +46,12 @@ export function bankLayout(
 export class LoraBanks {
   /** ranks[slot-1][kind]: rows in use for that kind, 0 when the slot is empty or the kind untargeted. */
   private readonly ranks: Record<ModuleKind, number>[];
-  /** Per slot, by bank name, the tensors over the slot's rows (built on first use after a write). */
-  private readonly views: (Record<string, Tensor> | undefined)[];
+  /** Every bank, in one fixed order: per layer and kind, A, B and bias. */
+  private readonly bankOrder: { name: string; kind: ModuleKind; bias: boolean }[] = [];
+  /** Per slot, in bank order, tensors over the slot's rows (built on first use after a write). */
+  private readonly views: (Tensor[] | undefined)[];
+  /** Per segment, in bank order, the graph inputs that take that segment's rows. */
+  private readonly segmentInputs: string[][] = [];
 
   constructor(
     private readonly model: ModelConfig,
@@ -55,6 +59,16 @@ export class LoraBanks {
     private readonly store: BankStore,
   ) {
     this.ranks = Array.from({ length: shape.slots }, () => emptyRanks());
+    for (let layer = 0; layer < model.numLayers; layer++) {
+      for (const kind of MODULE_KINDS) {
+        const names = bankNames(layer, kind);
+        this.bankOrder.push(
+          { name: names.a, kind, bias: false },
+          { name: names.b, kind, bias: false },
+          { name: names.bias, kind, bias: true },
+        );
+      }
+    }
     this.views = new Array(shape.slots);
   }
 
@@ -143,32 +157,28 @@ export class LoraBanks {
   }
 
   /**
-   * The segment-views feeds: for segment i and every bank, the rows of slot `slots[i]` as input
+   * Adds the segment-views feeds: for segment i and every bank, the rows of slot `slots[i]` as input
    * `<bank>.i`, without a copy. Segments past the given slots repeat the first one; they hold no tokens.
+   * Names and tensors are cached: at 64 segments a step feeds thousands of them.
    */
-  segmentFeeds(slots: readonly number[], segments: number): Record<string, Tensor> {
-    const feeds: Record<string, Tensor> = {};
+  addSegmentFeeds(feeds: Record<string, Tensor>, slots: readonly number[], segments: number): void {
     for (let i = 0; i < segments; i++) {
-      for (const [bank, tensor] of Object.entries(this.slotViews(slots[i] ?? slots[0]!)))
-        feeds[segmentInputName(bank, i)] = tensor;
+      this.segmentInputs[i] ??= this.bankOrder.map((bank) => segmentInputName(bank.name, i));
+      const names = this.segmentInputs[i]!;
+      const views = this.slotViews(slots[i] ?? slots[0]!);
+      for (let j = 0; j < names.length; j++) feeds[names[j]!] = views[j]!;
     }
-    return feeds;
   }
 
-  private slotViews(slot: number): Record<string, Tensor> {
+  private slotViews(slot: number): Tensor[] {
     this.checkSlot(slot);
     const known = this.views[slot - 1];
     if (known) return known;
-    const views: Record<string, Tensor> = {};
-    for (let layer = 0; layer < this.model.numLayers; layer++) {
-      for (const kind of MODULE_KINDS) {
-        const names = bankNames(layer, kind);
-        const [start, end] = this.rows(slot, kind);
-        views[names.a] = this.store.rowsView(names.a, start, end - start);
-        views[names.b] = this.store.rowsView(names.b, start, end - start);
-        views[names.bias] = this.store.rowsView(names.bias, slot - 1, 1);
-      }
-    }
+    const views = this.bankOrder.map(({ name, kind, bias }) => {
+      if (bias) return this.store.rowsView(name, slot - 1, 1);
+      const [start, end] = this.rows(slot, kind);
+      return this.store.rowsView(name, start, end - start);
+    });
     this.views[slot - 1] = views;
     return views;
   }
