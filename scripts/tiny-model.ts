@@ -27,6 +27,11 @@ export interface InitTinyOptions {
   rank: number;
   seed: number;
   dtype?: FloatDtype;
+  /**
+   * False: no end-of-text token in generation_config.json and tokenizer_config.json, so a request generates
+   * exactly max_tokens unless something stops it (tests that count tokens). Default true.
+   */
+  endOfText?: boolean;
   /** Called as weight bytes reach the disk. */
   onProgress?: (bytesDone: number, bytesTotal: number) => void;
 }
@@ -200,9 +205,10 @@ export function initTinyModel(dir: string, options: InitTinyOptions): TinyModel 
   const configJson = tinyConfigJson(shape, layers, dtype);
   const config = parseModelConfig(configJson);
   writeJson(join(root, "config.json"), configJson);
+  const endOfText = options.endOfText ?? true;
   writeJson(join(root, "generation_config.json"), {
     bos_token_id: configJson.bos_token_id,
-    eos_token_id: configJson.eos_token_id,
+    ...(endOfText ? { eos_token_id: configJson.eos_token_id } : {}),
     do_sample: true,
     temperature: 0.6,
     top_p: 0.9,
@@ -217,7 +223,7 @@ export function initTinyModel(dir: string, options: InitTinyOptions): TinyModel 
   writeJson(join(root, "tokenizer_config.json"), {
     tokenizer_class: "PreTrainedTokenizerFast",
     bos_token: "<|begin_of_text|>",
-    eos_token: "<|eot_id|>",
+    ...(endOfText ? { eos_token: "<|eot_id|>" } : {}),
     clean_up_tokenization_spaces: false,
     model_max_length: config.maxPositions,
     model_input_names: ["input_ids", "attention_mask"],

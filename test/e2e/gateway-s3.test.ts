@@ -3,7 +3,7 @@
 // (test/support/s3-server.ts, which checks every SigV4 signature and PUT payload); a real `luminet worker
 // --blobs s3://…` reads it from there with signed GETs and generates with it. Credentials come from the
 // processes' environment, as in production.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
@@ -35,16 +35,9 @@ const files = new Map<string, Buffer>();
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "luminet-gateway-s3-"));
-  const modelDir = initTinyModel(join(root, "model"), { shape: "tiny", adapters: 0, rank: 4, seed: 9 }).dir;
   // No end-of-text token: every request generates exactly max_tokens.
-  for (const [file, field] of [
-    ["generation_config.json", "eos_token_id"],
-    ["tokenizer_config.json", "eos_token"],
-  ] as const) {
-    const json = JSON.parse(readFileSync(join(modelDir, file), "utf8"));
-    delete json[field];
-    writeFileSync(join(modelDir, file), JSON.stringify(json));
-  }
+  const tiny = { shape: "tiny", adapters: 0, rank: 4, seed: 9, endOfText: false } as const;
+  const modelDir = initTinyModel(join(root, "model"), tiny).dir;
   const adapterDir = join(root, "adapter");
   mkdirSync(adapterDir);
   writeRandomAdapter(adapterDir, loadModelConfig(modelDir), { rank: 4, seed: 12, targetModules: ["q", "v"] });

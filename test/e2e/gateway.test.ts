@@ -2,7 +2,7 @@
 // database on PGlite (or the run's Postgres when DATABASE_URL is set), the official openai client in front.
 // The test also plays the meter (a usage consumer) to check that what responses report is what is billed.
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -87,17 +87,15 @@ const requestIdOf = (responseId: string) => responseId.replace(/^(chatcmpl|cmpl)
 beforeAll(async () => {
   const natsUrl = inject("natsUrl");
   root = mkdtempSync(join(tmpdir(), "luminet-e2e-"));
-  const tiny = initTinyModel(join(root, "model"), { shape: "tiny", adapters: ADAPTERS, rank: 4, seed: 5 });
-  modelDir = tiny.dir;
   // No end-of-text token: every request generates exactly max_tokens unless cancelled.
-  for (const [file, key] of [
-    ["generation_config.json", "eos_token_id"],
-    ["tokenizer_config.json", "eos_token"],
-  ] as const) {
-    const json = JSON.parse(readFileSync(join(modelDir, file), "utf8"));
-    delete json[key];
-    writeFileSync(join(modelDir, file), JSON.stringify(json));
-  }
+  const tiny = initTinyModel(join(root, "model"), {
+    shape: "tiny",
+    adapters: ADAPTERS,
+    rank: 4,
+    seed: 5,
+    endOfText: false,
+  });
+  modelDir = tiny.dir;
 
   const databaseUrl = inject("postgresUrl") || `pglite:${join(root, "db")}`;
   const db = await openDb(databaseUrl);

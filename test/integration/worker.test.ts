@@ -3,7 +3,7 @@
 // (reply inboxes, requests, cancels, control events) and the meter (a usage consumer). The tiny model has no
 // end-of-text token here, so every request generates exactly max_tokens unless stopped.
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -178,15 +178,15 @@ async function metric(worker: Spawned, series: string): Promise<number> {
 beforeAll(async () => {
   natsUrl = inject("natsUrl");
   root = mkdtempSync(join(tmpdir(), "luminet-worker-"));
-  const tiny = initTinyModel(join(root, "model"), { shape: "tiny", adapters: ADAPTERS, rank: 4, seed: 21 });
-  modelDir = tiny.dir;
   // No end-of-text token: a request stops at max_tokens, a cancel or a kill, never by chance.
-  const generation = JSON.parse(readFileSync(join(modelDir, "generation_config.json"), "utf8"));
-  delete generation.eos_token_id;
-  writeFileSync(join(modelDir, "generation_config.json"), JSON.stringify(generation));
-  const tokenizerConfig = JSON.parse(readFileSync(join(modelDir, "tokenizer_config.json"), "utf8"));
-  delete tokenizerConfig.eos_token;
-  writeFileSync(join(modelDir, "tokenizer_config.json"), JSON.stringify(tokenizerConfig));
+  const tiny = initTinyModel(join(root, "model"), {
+    shape: "tiny",
+    adapters: ADAPTERS,
+    rank: 4,
+    seed: 21,
+    endOfText: false,
+  });
+  modelDir = tiny.dir;
   for (let i = 0; i < ADAPTERS; i++) {
     const sha256 = await sha256OfFile(join(tiny.adapterDirs[i]!, "adapter_model.safetensors"));
     refs.push({ name: `org-${i % 3}/adapter-${i}`, blob_key: `adapter-${i}`, sha256: sha256!, rank: 4 });

@@ -3,7 +3,7 @@
 // --with-meter` (the meter writes billing rows into that Postgres), and `luminet worker`s on the tiny
 // model with its adapters in a folder blob store and a disk cache each. The database holds one priced
 // base, one org with an API key, and the adapters.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, vi } from "vitest";
@@ -72,18 +72,6 @@ export interface DrillStack {
   close(): Promise<void>;
 }
 
-/** No end-of-text token: every request generates exactly max_tokens unless something stops it. */
-function withoutEndOfText(modelDir: string): void {
-  for (const [file, key] of [
-    ["generation_config.json", "eos_token_id"],
-    ["tokenizer_config.json", "eos_token"],
-  ] as const) {
-    const json = JSON.parse(readFileSync(join(modelDir, file), "utf8"));
-    delete json[key];
-    writeFileSync(join(modelDir, file), JSON.stringify(json));
-  }
-}
-
 async function seedDatabase(db: Db, modelDir: string, adapterDirs: readonly string[]): Promise<string> {
   await migrate(db);
   await db.insert(baseModels).values({
@@ -118,13 +106,14 @@ export async function startDrillStack(postgresBin: string, options: DrillStackOp
     for (const cleanup of cleanups.reverse()) await cleanup();
   };
   try {
+    // No end-of-text token: every request generates exactly max_tokens unless something stops it.
     const tiny = initTinyModel(join(root, "model"), {
       shape: "tiny",
       adapters: options.adapters,
       rank: 4,
       seed: 11,
+      endOfText: false,
     });
-    withoutEndOfText(tiny.dir);
     const namespace = `drill_${process.pid}_${Date.now()}`;
     const nats = await createPrivateNats();
     cleanups.push(() => nats.destroy());
