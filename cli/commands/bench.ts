@@ -8,6 +8,7 @@ import { reportEngineBench, runEngineBench } from "../../scripts/bench-engine.ts
 import { reportFleetBench, runFleetBench } from "../../scripts/bench-fleet.ts";
 import { reportGatewayBench, runGatewayBench } from "../../scripts/bench-gateway.ts";
 import { reportSwitchBench, runSwitchBench } from "../../scripts/bench-switch.ts";
+import { writeBenchmarkPlots } from "../../scripts/plot-benchmarks.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { LORA_FORMULATIONS, type LoraFormulation } from "../../worker/engine/engine.ts";
 
@@ -145,6 +146,19 @@ export function registerBench(program: Command): void {
         );
         process.exitCode = 1;
       }
+    });
+  bench
+    .command("plots")
+    .description("redraw the SVG plots of docs/BENCHMARKS.md from bench/results/*.json")
+    .option("--results <dir>", "where the benchmark results are", "bench/results")
+    .option("--out <dir>", "where the plots go", "docs/plots")
+    .action((options: { results: string; out: string }) => {
+      const written = writeBenchmarkPlots(options.results, options.out);
+      if (written.length === 0) {
+        process.stderr.write(`luminet bench plots: no engine or fleet results in ${options.results}\n`);
+        process.exitCode = 1;
+      }
+      for (const path of written) process.stdout.write(`${path}\n`);
     });
 }
 
