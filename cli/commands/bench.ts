@@ -135,7 +135,7 @@ export function registerBench(program: Command): void {
     .option("--connections <n>", "concurrent streaming connections", "64")
     .option("--requests <n>", "timed requests (default: twice the connections)")
     .option("--max-tokens <n>", "max_tokens of every request", "32")
-    .option("--rounds <n>", "rounds of one timed pass through the stack and one on the engine alone", "2")
+    .option("--rounds <n>", "rounds of one timed pass through the stack and one on the engine alone", "3")
     .option("--json", "print one JSON line")
     .action(async (options: E2eFlags) => {
       try {
