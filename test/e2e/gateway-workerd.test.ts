@@ -33,7 +33,9 @@ import {
 } from "../support/private-postgres.ts";
 import { startWorkerProcess, type WorkerProcess } from "../support/worker-process.ts";
 
-const BASE = "tiny";
+// Its own base name: the run's database is shared by the e2e files, and a base is registered with its
+// context length (gateway.test.ts registers "tiny" with a longer one).
+const BASE = "tiny-workerd";
 const CONTEXT = 256;
 const WRANGLER_TOML = fileURLToPath(new URL("../../wrangler.toml", import.meta.url));
 
