@@ -24,9 +24,19 @@ export interface ReplyEnd {
   outputTokens: number;
 }
 
-/** Attempts at storing a usage event before giving up (JetStream drops the duplicates retries may make). */
-const USAGE_ATTEMPTS = 8;
-const USAGE_RETRY_MS = 250;
+/**
+ * Pauses between attempts at storing a usage event: growing from `firstMs` to at most `maxMs`. Attempts go
+ * on for as long as the process lives — a NATS outage of any length loses no usage (JetStream drops the
+ * duplicates retries may make) — and the request stays unacked meanwhile, so a drain waits for them.
+ */
+export interface UsageRetry {
+  firstMs: number;
+  maxMs: number;
+}
+
+const USAGE_RETRY: UsageRetry = { firstMs: 250, maxMs: 5_000 };
+/** After the first failure, one warning per this many attempts, not one per attempt. */
+const WARN_EVERY = 10;
 
 export class ReplyStream {
   private seq = 0;
@@ -38,6 +48,7 @@ export class ReplyStream {
     private readonly request: InferenceRequest,
     private readonly workerId: string,
     private readonly tokenizer: Tokenizer,
+    private readonly usageRetry: UsageRetry = USAGE_RETRY,
   ) {}
 
   /** Chunks sent so far. */
@@ -101,17 +112,20 @@ export class ReplyStream {
   }
 
   private async storeUsage(usage: UsageEvent): Promise<void> {
+    const { firstMs, maxMs } = this.usageRetry;
     for (let attempt = 1; ; attempt++) {
       try {
         await this.bus.publishUsage(usage);
+        if (attempt > 1) logger.info({ request: usage.request_id, attempt }, "usage event stored");
         return;
       } catch (error) {
-        if (attempt >= USAGE_ATTEMPTS) throw error;
-        logger.warn(
-          { err: error, request: usage.request_id, attempt },
-          "storing a usage event failed; retrying",
-        );
-        await new Promise((resolve) => setTimeout(resolve, USAGE_RETRY_MS * attempt));
+        if (attempt % WARN_EVERY === 1) {
+          logger.warn(
+            { err: error, request: usage.request_id, attempt },
+            "storing a usage event failed; retrying until it is stored",
+          );
+        }
+        await new Promise((resolve) => setTimeout(resolve, Math.min(maxMs, firstMs * attempt)));
       }
     }
   }
