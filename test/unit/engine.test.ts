@@ -195,6 +195,19 @@ describe("the engine on mixed-adapter batches", () => {
     await engine.prefill("b", [1, 2, 3], 0);
     await expect(engine.decode(new Map([["a", 1]]))).rejects.toThrow(/missing b/);
     await engine.close();
+    // Segment views feed tensors over host memory; device-resident banks have none to give.
+    await expect(
+      Engine.create({
+        modelDir,
+        device: "cpu",
+        maxContext: 64,
+        slots: 2,
+        maxRank: 16,
+        maxAdaptersPerStep: 4,
+        deviceResidentState: true,
+        loraFormulation: "segment-views",
+      }),
+    ).rejects.toThrow(/host memory; with device-resident state use segments or masked/);
   });
 
   it("keeps the same results with device-resident state and masked rows, the code path GPUs run", async () => {
