@@ -3,11 +3,12 @@
 // Postgres (a scratch database on DATABASE_URL's server, dropped afterwards). An admin key uploads the
 // adapters through the API; then the official `openai` client streams chat completions from N concurrent
 // connections (a closed loop), request i on adapter i mod A. Generated tokens/s end to end is compared with
-// the engine alone (EngineThread + ContinuousBatcher, as `luminet generate` runs it) on exactly the same
-// mix: the same prompt token ids, adapters, max_tokens, greedy, stop tokens and concurrency. Each round
-// runs one pass through the stack and one on the engine alone back to back (ABBA...: the order flips every
-// round), and the ratio is the median of the rounds' ratios, because the machine is shared. Finally every
-// response's usage (stream_options.include_usage) must equal its billed usage_events row.
+// the engine alone — the worker's own Scheduler over an EngineThread, no bus, every adapter resident — on
+// exactly the same mix: the same prompt token ids, adapters, max_tokens, greedy, stop tokens and
+// concurrency. Each round runs one pass through the stack and one on the engine alone back to back (ABBA:
+// the order flips every round), and the ratio is the median of the rounds' ratios, because the machine is
+// shared. Finally every response's usage (stream_options.include_usage) must equal its billed usage_events
+// row.
 //
 // Both sides start with one untimed request per adapter, so adapter loads are timed in neither. While a
 // pass through the stack runs, the CPU seconds of each process and the worker's own step seconds (its
@@ -27,13 +28,14 @@ import { openDb } from "../db/open.ts";
 import { archiveSize, archiveStream } from "../gateway/adapter-archive.ts";
 import { createApiKey, ensureOrg } from "../gateway/api-keys.ts";
 import { usageEvents } from "../schema/db.ts";
+import type { AdapterRef } from "../schema/wire.ts";
 import { ADAPTER_FILES } from "../worker/adapters/blob-store.ts";
 import { loadPeftAdapter } from "../worker/adapters/peft.ts";
 import { EngineThread } from "../worker/engine/engine-thread.ts";
-import { ContinuousBatcher } from "../worker/engine/generation.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { GREEDY } from "../worker/engine/sampler.ts";
 import { loadTokenizer } from "../worker/engine/tokenizer.ts";
+import { type AdapterSlots, Scheduler } from "../worker/scheduler.ts";
 import { ensureBenchModel, machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { type LuminetProcess, startLuminetProcess } from "./luminet-process.ts";
@@ -484,7 +486,10 @@ const runOf = (requests: number, tokens: number, seconds: number): E2eRun => ({
   tokens_per_s: round(tokens / seconds, 1),
 });
 
-/** The engine alone, configured as the worker configures it, its adapters written and warmed up. */
+/**
+ * The engine alone: the worker's own Scheduler over an EngineThread, configured as the worker configures
+ * them, with every adapter written into its slot up front (the worker's adapter tiers are what it skips).
+ */
 async function startEngineAlone(
   modelDir: string,
   o: { adapters: number; connections: number; maxContext: number },
@@ -499,21 +504,41 @@ async function startEngineAlone(
     maxRank: RANK,
     maxAdaptersPerStep: o.adapters,
   });
-  const batcher = new ContinuousBatcher(engine, tokenizer, {
+  const refs = Array.from(
+    { length: o.adapters },
+    (_, i): AdapterRef => ({
+      name: `${ORG}/adapter-${i}`,
+      blob_key: `adapter-${i}`,
+      sha256: `slot-${i + 1}`,
+      rank: RANK,
+    }),
+  );
+  const resident: AdapterSlots = {
+    prefetch() {},
+    acquire: async (ref) => refs.findIndex((r) => r.name === ref.name) + 1,
+    release() {},
+  };
+  const scheduler = new Scheduler(engine, tokenizer, resident, {
     maxBatch: o.connections,
     maxContext: o.maxContext,
-    prefillTokenBudget: STEP_TOKENS,
+    stepTokenBudget: STEP_TOKENS,
+    maxAdaptersPerStep: o.adapters,
   });
   let n = 0;
-  const generate = (item: MixItem) =>
-    batcher.submit({
+  const generate = async (item: MixItem) => {
+    const outcome = await scheduler.submit({
       id: `r${n++}`,
+      org: ORG,
+      adapter: refs[item.adapter]!,
       promptTokens: item.promptTokens,
-      slot: item.adapter + 1,
       sampling: GREEDY,
-      maxTokens: item.maxTokens,
-      stopTokenIds: tokenizer.eosTokenIds,
+      limits: { maxTokens: item.maxTokens, stopTokenIds: tokenizer.eosTokenIds, stopStrings: [] },
     });
+    if (outcome.kind !== "done" || outcome.finishReason === "error") {
+      throw new Error(`the engine alone failed a request: ${JSON.stringify(outcome)}`);
+    }
+    return outcome.tokens.length;
+  };
   try {
     await engine.warmUp();
     for (let i = 0; i < o.adapters; i++) {
@@ -533,7 +558,7 @@ async function startEngineAlone(
       const completionTokens: number[] = new Array(mix.length);
       const started = performance.now();
       await closedLoop(mix.length, o.connections, async (i) => {
-        completionTokens[i] = (await generate(mix[i]!)).tokenIds.length;
+        completionTokens[i] = await generate(mix[i]!);
         bar.increment();
       });
       const seconds = (performance.now() - started) / 1000;
