@@ -22,6 +22,12 @@ export interface LuminetProcess {
   readonly logs: Record<string, unknown>[];
   /** The log line that made it ready. */
   readonly readyEntry: Record<string, unknown>;
+  /** Its exit code once it exited (null when a signal ended it). */
+  readonly exited: Promise<number | null>;
+  /** What it wrote to stderr so far (banners, progress, uncaught errors). */
+  stderr(): string;
+  /** Sends a signal and returns at once (SIGTERM: a worker starts draining). */
+  signal(signal: NodeJS.Signals): void;
   stop(): Promise<void>;
   /** SIGKILL, like a crash: nothing drains or flushes. Resolves once it exited. */
   kill(): Promise<void>;
@@ -37,7 +43,7 @@ export function startLuminetProcess(options: LuminetProcessOptions): Promise<Lum
   child.stderr?.on("data", (data: Buffer) => {
     stderr += data.toString();
   });
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const running = () => child.exitCode === null && child.signalCode === null;
   const stop = async () => {
     if (running()) {
@@ -60,12 +66,25 @@ export function startLuminetProcess(options: LuminetProcessOptions): Promise<Lum
       for (const line of lines) {
         const entry = JSON.parse(line) as Record<string, unknown>;
         logs.push(entry);
-        if (options.ready(entry)) resolve({ pid: child.pid!, logs, readyEntry: entry, stop, kill });
+        if (options.ready(entry)) {
+          resolve({
+            pid: child.pid!,
+            logs,
+            readyEntry: entry,
+            exited,
+            stderr: () => stderr,
+            signal: (signal) => child.kill(signal),
+            stop,
+            kill,
+          });
+        }
       }
     });
-    void exited.then(() => {
+    void exited.then((code) => {
       const logged = logs.map((entry) => JSON.stringify(entry)).join("\n");
-      reject(new Error(`luminet ${options.args[0]} exited before it was ready:\n${stderr}${logged}`));
+      reject(
+        new Error(`luminet ${options.args[0]} exited with ${code} before it was ready:\n${stderr}${logged}`),
+      );
     });
   });
 }

@@ -1,51 +1,27 @@
 // `luminet dev`: one process with gateway, worker and meter on PGlite and the in-process bus. First start
 // generates the model and demo adapters; the printed key works with the openai client; the meter bills
 // each request once; SIGTERM exits 0; a second start reuses everything.
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
 import { afterAll, describe, expect, it } from "vitest";
 import { openDb } from "../../db/open.ts";
 import { usageEvents } from "../../schema/db.ts";
+import { type LuminetProcess, startLuminetProcess } from "../../scripts/luminet-process.ts";
 
-const CLI = fileURLToPath(new URL("../../bin/luminet.mjs", import.meta.url));
 const home = mkdtempSync(join(tmpdir(), "luminet-dev-"));
 const KEY = `lk_devTestKey${"0".repeat(30)}`;
 
-interface Running {
-  child: ChildProcess;
-  url: string;
-  banner: string;
-  exited: Promise<number | null>;
+function startDev(): Promise<LuminetProcess> {
+  return startLuminetProcess({
+    args: ["dev", "--data", home, "--port", "0"],
+    env: { LUMINET_DEV_API_KEY: KEY, LOG_LEVEL: "info" },
+    ready: (entry) => typeof entry.url === "string",
+  });
 }
 
-function startDev(): Promise<Running> {
-  const child = spawn(process.execPath, [CLI, "dev", "--data", home, "--port", "0"], {
-    env: { ...process.env, LUMINET_DEV_API_KEY: KEY, LOG_LEVEL: "info" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  let banner = "";
-  child.stderr?.on("data", (data: Buffer) => {
-    banner += data.toString();
-  });
-  return new Promise((resolve, reject) => {
-    let buffered = "";
-    child.stdout?.on("data", (data: Buffer) => {
-      buffered += data.toString();
-      const lines = buffered.split("\n");
-      buffered = lines.pop() ?? "";
-      for (const line of lines) {
-        const entry = JSON.parse(line) as { url?: string };
-        if (entry.url) setTimeout(() => resolve({ child, url: entry.url!, banner, exited }), 50);
-      }
-    });
-    void exited.then((code) => reject(new Error(`luminet dev exited with ${code}: ${banner}`)));
-  });
-}
+const urlOf = (dev: LuminetProcess) => String(dev.readyEntry.url);
 
 afterAll(() => rmSync(home, { recursive: true, force: true }));
 
@@ -53,9 +29,10 @@ describe("luminet dev", () => {
   it("serves the demo adapters with the printed key, bills each request, and restarts on the same data", async () => {
     const first = await startDev();
     try {
-      expect(first.banner).toContain(KEY);
-      expect(first.banner).toContain("curl ");
-      const client = new OpenAI({ apiKey: KEY, baseURL: `${first.url}/v1`, maxRetries: 0 });
+      // The banner (stderr) follows the log line that made it ready.
+      await expect.poll(() => first.stderr()).toContain(KEY);
+      expect(first.stderr()).toContain("curl ");
+      const client = new OpenAI({ apiKey: KEY, baseURL: `${urlOf(first)}/v1`, maxRetries: 0 });
       const ids: string[] = [];
       for await (const model of client.models.list()) ids.push(model.id);
       expect(ids).toHaveLength(9);
@@ -69,11 +46,11 @@ describe("luminet dev", () => {
         ),
       );
       for (const a of answers) expect(a.usage?.completion_tokens).toBeGreaterThan(0);
-      const metrics = await (await fetch(`${first.url}/metrics`)).text();
+      const metrics = await (await fetch(`${urlOf(first)}/metrics`)).text();
       expect(metrics).toContain("luminet_gateway_requests_total");
       expect(metrics).toContain("luminet_tokens_generated_total");
     } finally {
-      first.child.kill("SIGTERM");
+      first.signal("SIGTERM");
     }
     expect(await first.exited).toBe(0);
 
@@ -92,7 +69,7 @@ describe("luminet dev", () => {
 
     const second = await startDev();
     try {
-      const client = new OpenAI({ apiKey: KEY, baseURL: `${second.url}/v1`, maxRetries: 0 });
+      const client = new OpenAI({ apiKey: KEY, baseURL: `${urlOf(second)}/v1`, maxRetries: 0 });
       const answer = await client.chat.completions.create({
         model: "tiny",
         messages: [{ role: "user", content: "Again" }],
@@ -100,7 +77,7 @@ describe("luminet dev", () => {
       });
       expect(answer.usage?.completion_tokens).toBeGreaterThan(0);
     } finally {
-      second.child.kill("SIGTERM");
+      second.signal("SIGTERM");
     }
     expect(await second.exited).toBe(0);
   });

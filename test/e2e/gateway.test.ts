@@ -1,11 +1,9 @@
 // The whole path with real processes: `luminet gateway` and two `luminet worker`s on the real NATS, the
 // database on PGlite (or the run's Postgres when DATABASE_URL is set), the official openai client in front.
 // The test also plays the meter (a usage consumer) to check that what responses report is what is billed.
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Bus, Subscription } from "../../bus/bus.ts";
@@ -16,6 +14,7 @@ import { createApiKey, ensureOrg } from "../../gateway/api-keys.ts";
 import { architectureOf } from "../../gateway/base-loader.ts";
 import { adapters, baseModels } from "../../schema/db.ts";
 import type { UsageEvent } from "../../schema/wire.ts";
+import { type LuminetProcess, startLuminetProcess } from "../../scripts/luminet-process.ts";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
 import { sha256OfFile } from "../../worker/adapters/disk-cache.ts";
 import { loadModelConfig } from "../../worker/engine/model-config.ts";
@@ -25,7 +24,6 @@ const BASE = "tiny";
 const IDLE_BASE = "tiny-idle";
 const ADAPTERS = 4;
 const CONTEXT = 1024;
-const CLI = fileURLToPath(new URL("../../bin/luminet.mjs", import.meta.url));
 const namespace = `e2e_${process.pid}_${Date.now()}`;
 
 let root: string;
@@ -36,38 +34,17 @@ let usageSubscription: Subscription;
 let client: OpenAI;
 const keys = { acme: "", other: "" };
 const usage = new Map<string, UsageEvent>();
-const children: { child: ChildProcess; exited: Promise<number | null> }[] = [];
+const children: LuminetProcess[] = [];
 
 /** Starts a luminet command and resolves with the first JSON log line `ready` accepts. */
-function start(
+async function start(
   args: string[],
   ready: (line: Record<string, unknown>) => boolean,
   env: Record<string, string>,
-) {
-  const child = spawn(process.execPath, [CLI, ...args], {
-    env: { ...process.env, ...env, LOG_LEVEL: "info" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  children.push({ child, exited });
-  let output = "";
-  child.stderr?.on("data", (data: Buffer) => {
-    output += data.toString();
-  });
-  return new Promise<Record<string, unknown>>((resolve, reject) => {
-    let buffered = "";
-    child.stdout?.on("data", (data: Buffer) => {
-      buffered += data.toString();
-      output += data.toString();
-      const lines = buffered.split("\n");
-      buffered = lines.pop() ?? "";
-      for (const line of lines) {
-        const entry = JSON.parse(line) as Record<string, unknown>;
-        if (ready(entry)) resolve(entry);
-      }
-    });
-    void exited.then((code) => reject(new Error(`luminet ${args[0]} exited with ${code}:\n${output}`)));
-  });
+): Promise<Record<string, unknown>> {
+  const child = await startLuminetProcess({ args, env: { ...env, LOG_LEVEL: "info" }, ready });
+  children.push(child);
+  return child.readyEntry;
 }
 
 async function eventually<T>(what: string, probe: () => T | undefined): Promise<T> {
@@ -173,8 +150,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  for (const { child } of children) if (child.exitCode === null) child.kill("SIGTERM");
-  await Promise.all(children.map((c) => c.exited));
+  await Promise.all(children.map((child) => child.stop()));
   await usageSubscription?.close();
   await bus?.close();
   rmSync(root, { recursive: true, force: true });

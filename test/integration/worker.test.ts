@@ -2,11 +2,9 @@
 // more are started to be stopped (SIGTERM) or killed (SIGKILL). The test plays the gateway through the bus
 // (reply inboxes, requests, cancels, control events) and the meter (a usage consumer). The tiny model has no
 // end-of-text token here, so every request generates exactly max_tokens unless stopped.
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Bus, Subscription } from "../../bus/bus.ts";
@@ -29,6 +27,7 @@ import {
   WIRE_VERSION,
   type WorkerHeartbeat,
 } from "../../schema/wire.ts";
+import { type LuminetProcess, startLuminetProcess } from "../../scripts/luminet-process.ts";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
 import { sha256OfFile } from "../../worker/adapters/disk-cache.ts";
 
@@ -37,7 +36,6 @@ const ADAPTERS = 24;
 const ACK_WAIT_MS = 2000;
 /** Short, so a dead worker's queue is adopted soon after it stops beating (the default is 5 s). */
 const HEARTBEAT_TTL_MS = 2000;
-const CLI = fileURLToPath(new URL("../../bin/luminet.mjs", import.meta.url));
 const namespace = `worker_${process.pid}_${Date.now()}`;
 
 let root: string;
@@ -51,17 +49,15 @@ const workers = new Map<string, Spawned>();
 
 interface Spawned {
   id: string;
-  child: ChildProcess;
+  process: LuminetProcess;
   metricsPort: number;
   logs: Record<string, unknown>[];
   exited: Promise<number | null>;
 }
 
-function spawnWorker(id: string, extra: string[] = []): Promise<Spawned> {
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
+async function spawnWorker(id: string, extra: string[] = []): Promise<Spawned> {
+  const child = await startLuminetProcess({
+    args: [
       "worker",
       ...["--model", modelDir, "--base", BASE, "--worker-id", id, "--namespace", namespace],
       ...["--slots", "18", "--max-adapters-per-batch", "16", "--max-rank", "4", "--max-context", "1024"],
@@ -69,38 +65,18 @@ function spawnWorker(id: string, extra: string[] = []): Promise<Spawned> {
       ...["--metrics-port", "0", "--ack-wait-ms", String(ACK_WAIT_MS)],
       ...["--heartbeat-ttl-ms", String(HEARTBEAT_TTL_MS), ...extra],
     ],
-    { env: { ...process.env, NATS_URL: natsUrl, LOG_LEVEL: "info" }, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  const logs: Record<string, unknown>[] = [];
-  let stderr = "";
-  child.stderr?.on("data", (data: Buffer) => {
-    stderr += data.toString();
+    env: { NATS_URL: natsUrl, LOG_LEVEL: "info" },
+    ready: (entry) => entry.msg === "worker ready",
   });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return new Promise((resolve, reject) => {
-    let buffered = "";
-    child.stdout?.on("data", (data: Buffer) => {
-      buffered += data.toString();
-      const lines = buffered.split("\n");
-      buffered = lines.pop() ?? "";
-      for (const line of lines) {
-        const entry = JSON.parse(line) as Record<string, unknown>;
-        logs.push(entry);
-        if (entry.msg === "worker ready") {
-          const spawned = { id, child, metricsPort: entry.metricsPort as number, logs, exited };
-          workers.set(id, spawned);
-          resolve(spawned);
-        }
-      }
-    });
-    void exited.then((code) =>
-      reject(
-        new Error(
-          `worker ${id} exited with ${code} before it was ready:\n${stderr}\n${JSON.stringify(logs)}`,
-        ),
-      ),
-    );
-  });
+  const spawned = {
+    id,
+    process: child,
+    metricsPort: child.readyEntry.metricsPort as number,
+    logs: child.logs,
+    exited: child.exited,
+  };
+  workers.set(id, spawned);
+  return spawned;
 }
 
 function request(id: string, adapter: number | null, maxTokens: number, reply: string): InferenceRequest {
@@ -204,8 +180,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  for (const worker of workers.values()) if (worker.child.exitCode === null) worker.child.kill("SIGKILL");
-  await Promise.all([...workers.values()].map((w) => w.exited));
+  await Promise.all([...workers.values()].map((w) => w.process.kill()));
   await usageSubscription?.close();
   await bus?.close();
   rmSync(root, { recursive: true, force: true });
@@ -374,7 +349,7 @@ describe("luminet worker", () => {
         ask(`drain-${i}`, i, 60, "c", () => {
           if (signalled) return;
           signalled = true;
-          drained.child.kill("SIGTERM");
+          drained.process.signal("SIGTERM");
         }),
       ),
     );
@@ -412,7 +387,7 @@ describe("luminet worker", () => {
           const claim = decode(ReplyClaim, msg.data);
           claimants.push(claim.worker_id);
           // The first claimant dies holding the request, before any token went out.
-          if (claim.worker_id === "d") doomed.child.kill("SIGKILL");
+          if (claim.worker_id === "d") doomed.process.signal("SIGKILL");
           else msg.respond(encode(ClaimAnswer, { v: WIRE_VERSION, granted: true }));
         },
       });
@@ -444,7 +419,7 @@ describe("luminet worker", () => {
       for await (const reply of inbox) {
         if (reply.type === "final") throw new Error("the request finished before its worker was killed");
         chunks.push(reply);
-        if (chunks.length === 1) doomed.child.kill("SIGKILL");
+        if (chunks.length === 1) doomed.process.signal("SIGKILL");
       }
     } catch (error) {
       failure = error;
