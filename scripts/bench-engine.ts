@@ -24,6 +24,8 @@ export interface EngineBenchOptions {
   modelDir?: string;
   /** Multi-LoRA formulation; the engine's default for the device when absent. */
   formulation?: LoraFormulation;
+  /** onnxruntime intra-op threads; every core when absent. */
+  threads?: number;
   log?: (line: string) => void;
 }
 
@@ -35,6 +37,9 @@ export interface EngineBenchRow {
   efficiency: number;
   step_ms_p50: number;
   added_ms_p50: number;
+  /** Process CPU time per step (all threads), and base-only's over this U's (absent in older results). */
+  cpu_ms_p50?: number;
+  cpu_ratio?: number;
 }
 
 export interface EngineBenchResult {
@@ -48,6 +53,8 @@ export interface EngineBenchResult {
     layers: number;
     dtype: string;
     formulation: LoraFormulation;
+    /** Absent in results saved before the option existed (every core). */
+    threads?: number;
     sequences: number;
     context: number;
     timed_steps: number;
@@ -147,6 +154,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   const totalSteps = runs.length * (timedSteps + 1);
   const promptLength = context - totalSteps - 1;
   const modelDir = options.modelDir ?? ensureBenchModel(device, layers, log);
+  const threads = options.threads ?? availableParallelism();
 
   const engine = await Engine.create({
     modelDir,
@@ -155,6 +163,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
     slots: SEQUENCES,
     maxRank: RANK,
     maxAdaptersPerStep: SEQUENCES,
+    threads,
     ...(options.formulation ? { loraFormulation: options.formulation } : {}),
   });
   const model = engine.model;
@@ -178,15 +187,20 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   let next = new Map(ids.map((id, i) => [id, argmax(first[i]!)]));
 
   const stepTimes = new Map<number, number[]>(runs.map((u) => [u, []]));
+  const cpuTimes = new Map<number, number[]>(runs.map((u) => [u, []]));
   const assign = (u: number) => {
     for (const [b, id] of ids.entries()) engine.switchAdapter(id, u === 0 ? 0 : (b % u) + 1);
   };
-  const step = async (): Promise<number> => {
+  // Wall seconds and process CPU seconds of one decode step. On a shared machine the CPU time of a
+  // one-thread run (--threads 1) hardly moves with the neighbours' load; wall time does.
+  const step = async (): Promise<[number, number]> => {
     const start = performance.now();
+    const cpuStart = process.cpuUsage();
     const logits = await engine.decode(next);
+    const cpu = process.cpuUsage(cpuStart);
     const seconds = (performance.now() - start) / 1000;
     next = new Map([...logits].map(([id, row]) => [id, argmax(row)]));
-    return seconds;
+    return [seconds, (cpu.user + cpu.system) / 1e6];
   };
   for (const u of runs) {
     assign(u);
@@ -196,13 +210,17 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   for (let done = 0; done < timedSteps; done += BLOCK) {
     for (const u of runs) {
       assign(u);
-      for (let i = 0; i < Math.min(BLOCK, timedSteps - done); i++) stepTimes.get(u)!.push(await step());
+      for (let i = 0; i < Math.min(BLOCK, timedSteps - done); i++) {
+        const [seconds, cpuSeconds] = await step();
+        stepTimes.get(u)!.push(seconds);
+        cpuTimes.get(u)!.push(cpuSeconds);
+      }
     }
   }
   await engine.close();
 
   log("measuring the roofline (peak MatMul rate, memory bandwidth)");
-  const roofline: Roofline = await measureRoofline(device, computeDtypeFor(device), availableParallelism());
+  const roofline: Roofline = await measureRoofline(device, computeDtypeFor(device), threads);
   const bytesPerValue = onGpu ? 2 : 4;
   const meanContext = promptLength + totalSteps / 2;
   const ideal = (u: number) => {
@@ -211,8 +229,10 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   };
   const base = stepCost(model, SEQUENCES, meanContext, bytesPerValue, 0);
   const baseStep = median(stepTimes.get(0)!);
+  const baseCpu = median(cpuTimes.get(0)!);
   const results = U_VALUES.map((u) => {
     const stepSeconds = median(stepTimes.get(u)!);
+    const cpuSeconds = median(cpuTimes.get(u)!);
     const ratio = baseStep / stepSeconds;
     const bound = ideal(0) / ideal(u);
     return {
@@ -223,6 +243,8 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
       efficiency: round(ratio / bound, 4),
       step_ms_p50: round(stepSeconds * 1000, 2),
       added_ms_p50: round((stepSeconds - baseStep) * 1000, 2),
+      cpu_ms_p50: round(cpuSeconds * 1000, 2),
+      cpu_ratio: round(baseCpu / cpuSeconds, 4),
     };
   });
   return {
@@ -241,6 +263,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
       layers,
       dtype: computeDtypeFor(device),
       formulation: engine.formulation,
+      threads,
       sequences: SEQUENCES,
       context,
       timed_steps: timedSteps,
@@ -273,10 +296,10 @@ export function reportEngineBench(
   process.stdout.write(
     `base-only: ${result.base_tokens_per_s} tokens/s; roofline dominated by ${result.roofline.dominant}\n`,
   );
-  process.stdout.write("U    tokens/s   ratio   bound   efficiency   step ms   added ms\n");
+  process.stdout.write("U    tokens/s   ratio   bound   efficiency   step ms   added ms   cpu ratio\n");
   for (const r of result.results) {
     process.stdout.write(
-      `${String(r.U).padEnd(5)}${String(r.tokens_per_s).padEnd(11)}${r.ratio.toFixed(3).padEnd(8)}${r.bound.toFixed(3).padEnd(8)}${r.efficiency.toFixed(3).padEnd(13)}${r.step_ms_p50.toFixed(1).padEnd(10)}${r.added_ms_p50.toFixed(1)}\n`,
+      `${String(r.U).padEnd(5)}${String(r.tokens_per_s).padEnd(11)}${r.ratio.toFixed(3).padEnd(8)}${r.bound.toFixed(3).padEnd(8)}${r.efficiency.toFixed(3).padEnd(13)}${r.step_ms_p50.toFixed(1).padEnd(10)}${r.added_ms_p50.toFixed(1).padEnd(11)}${r.cpu_ratio?.toFixed(3) ?? "—"}\n`,
     );
   }
 }
@@ -288,7 +311,9 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
     return at >= 0 ? args[at + 1] : undefined;
   };
   const layers = value("--layers");
+  const threads = value("--threads");
   const result = await runEngineBench({
+    ...(threads ? { threads: Number(threads) } : {}),
     device: parseDevice(value("--device") ?? "cpu"),
     ...(layers ? { layers: Number(layers) } : {}),
     ...(value("--model") ? { modelDir: resolve(value("--model")!) } : {}),

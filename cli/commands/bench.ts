@@ -27,9 +27,17 @@ export function registerBench(program: Command): void {
       "--lora <formulation>",
       `${LORA_FORMULATIONS.join(" | ")} (default: segment-views on cpu, masked on a GPU)`,
     )
+    .option("--threads <n>", "onnxruntime intra-op threads (default: every core; 1 measures CPU time best)")
     .option("--json", "print one JSON line")
     .action(
-      async (options: { device: string; layers?: string; model?: string; lora?: string; json?: boolean }) => {
+      async (options: {
+        device: string;
+        layers?: string;
+        model?: string;
+        lora?: string;
+        threads?: string;
+        json?: boolean;
+      }) => {
         const formulation = options.lora as LoraFormulation | undefined;
         if (formulation !== undefined && !LORA_FORMULATIONS.includes(formulation)) {
           throw new Error(`--lora must be one of ${LORA_FORMULATIONS.join(", ")}, got ${options.lora}`);
@@ -38,6 +46,7 @@ export function registerBench(program: Command): void {
           device: parseDevice(options.device),
           ...(formulation ? { formulation } : {}),
           ...(options.layers ? { layers: Number(options.layers) } : {}),
+          ...(options.threads ? { threads: positive("--threads", options.threads) } : {}),
           ...(options.model ? { modelDir: options.model } : {}),
           log: (line) => process.stderr.write(`${line}\n`),
         });
