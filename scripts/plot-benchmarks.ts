@@ -174,7 +174,7 @@ export function fleetRoutingSvg(fleet: FleetBenchResult, aimResidentShare = 0.95
 
 /** The engine result files plotted, in legend order, with their names. */
 const ENGINE_FILES = [
-  { file: "engine-cpu.json", name: "CPU, segments" },
+  { file: "engine-cpu.json", name: "CPU, segment views" },
   { file: "engine-cpu-masked.json", name: "CPU, masked rows" },
   { file: "engine-webgpu.json", name: "WebGPU (H200)" },
 ];
