@@ -101,7 +101,12 @@ export interface E2eBenchResult {
     cpu_seconds: { client: number; gateway: number | null; worker: number | null; meter: number | null };
   };
   /** The engine alone on the same mix: the median pass's tokens/s, and every pass. */
-  engine: { tokens_per_s: number; passes: E2eRun[] };
+  engine: {
+    tokens_per_s: number;
+    passes: E2eRun[];
+    /** CPU seconds of this process (the engine thread and the scheduler) in the engine-alone passes. */
+    cpu_seconds: number;
+  };
   /** End-to-end tokens/s over the engine's own, per round (its two passes ran back to back). */
   round_ratios: number[];
   /** The median of round_ratios; the aim is ≥ 0.9. */
@@ -139,10 +144,11 @@ const RANK = 16;
 const STEP_TOKENS = 1024;
 /** Adapters in the engine bench's cached bench-1b folder, which this bench shares. */
 const BENCH_MODEL_ADAPTERS = 64;
-const WORDS =
-  "the a river stone light quiet morning engine signal garden paper window orbit copper silver harbor forest winter market lantern bridge".split(
-    " ",
-  );
+/** The words the prompts are drawn from. */
+const WORDS = (
+  "the a river stone light quiet morning engine signal garden paper window orbit copper silver harbor " +
+  "forest winter market lantern bridge"
+).split(" ");
 
 const round = (value: number, places = 3) => Math.round(value * 10 ** places) / 10 ** places;
 
@@ -556,13 +562,16 @@ async function startEngineAlone(
     /** One timed pass: tokens/s and each request's generated token count. */
     async pass(mix: readonly MixItem[], bar: { increment(): void }) {
       const completionTokens: number[] = new Array(mix.length);
+      const cpuBefore = process.cpuUsage();
       const started = performance.now();
       await closedLoop(mix.length, o.connections, async (i) => {
         completionTokens[i] = await generate(mix[i]!);
         bar.increment();
       });
       const seconds = (performance.now() - started) / 1000;
+      const cpu = process.cpuUsage(cpuBefore);
       return {
+        cpuSeconds: (cpu.user + cpu.system) / 1e6,
         run: runOf(
           mix.length,
           completionTokens.reduce((a, b) => a + b, 0),
@@ -579,7 +588,7 @@ type EngineAlone = Awaited<ReturnType<typeof startEngineAlone>>;
 
 interface Measured {
   stackPasses: StackPass[];
-  enginePasses: { run: E2eRun; completionTokens: number[] }[];
+  enginePasses: { run: E2eRun; completionTokens: number[]; cpuSeconds: number }[];
   billing: E2eBenchResult["billing"];
 }
 
@@ -778,6 +787,7 @@ export async function runE2eBench(options: E2eBenchOptions = {}): Promise<E2eBen
       engine: {
         tokens_per_s: round(median(enginePasses.map((p) => p.run.tokens_per_s)), 1),
         passes: enginePasses.map((p) => p.run),
+        cpu_seconds: round(sum(enginePasses.map((p) => p.cpuSeconds)), 2),
       },
       round_ratios: roundRatios,
       ratio: round(median(roundRatios)),
@@ -805,7 +815,7 @@ export function reportE2eBench(result: E2eBenchResult, json: boolean, resultsDir
       `  end to end    ${e2e.tokens_per_s} tokens/s median (passes ${passes(e2e.passes)}), TTFT p50 ${e2e.ttft_ms.p50} ms p99 ${e2e.ttft_ms.p99} ms\n` +
       `  engine alone  ${engine.tokens_per_s} tokens/s median (passes ${passes(engine.passes)})\n` +
       `  ratio ${result.ratio} (aim ≥ 0.9; per round ${result.round_ratios.join(", ")}); the worker's engine was busy ${(e2e.engine_busy_share * 100).toFixed(1)} % of the passes through the stack\n` +
-      `  CPU seconds in those passes: ${cpu}\n` +
+      `  CPU seconds in those passes: ${cpu}; in the engine-alone passes: ${engine.cpu_seconds}\n` +
       `  billing: ${billing.matched}/${billing.responses} responses equal their billed row, ${billing.mismatches.length} mismatches (meter lag ${billing.meter_lag_ms} ms)\n`,
   );
 }

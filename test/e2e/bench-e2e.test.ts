@@ -50,6 +50,7 @@ describe.skipIf(!postgresUrl)("luminet bench e2e (needs DATABASE_URL)", () => {
     expect(result.same_completion_tokens).toBe(true);
     expect(result.e2e.step_seconds).toBeGreaterThan(0);
     expect(result.e2e.cpu_seconds.client).toBeGreaterThan(0);
+    expect(result.engine.cpu_seconds).toBeGreaterThan(0);
     // Two warm-up requests (one per adapter) and two passes of eight, each billed exactly as its usage said.
     expect(result.billing).toMatchObject({
       responses: 18,
