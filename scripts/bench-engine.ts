@@ -26,6 +26,8 @@ export interface EngineBenchOptions {
   formulation?: LoraFormulation;
   /** onnxruntime intra-op threads; every core when absent. */
   threads?: number;
+  /** Each graph variant's session prepacks its own copy of the base weights (EngineOptions.prepackWeights). */
+  prepackWeights?: boolean;
   log?: (line: string) => void;
 }
 
@@ -55,6 +57,8 @@ export interface EngineBenchResult {
     formulation: LoraFormulation;
     /** Absent in results saved before the option existed (every core). */
     threads?: number;
+    /** Absent in results saved before weights were left unpacked by default (they were prepacked). */
+    prepack_weights?: boolean;
     sequences: number;
     context: number;
     timed_steps: number;
@@ -164,6 +168,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
     maxRank: RANK,
     maxAdaptersPerStep: SEQUENCES,
     threads,
+    ...(options.prepackWeights ? { prepackWeights: true } : {}),
     ...(options.formulation ? { loraFormulation: options.formulation } : {}),
   });
   const model = engine.model;
@@ -264,6 +269,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
       dtype: computeDtypeFor(device),
       formulation: engine.formulation,
       threads,
+      prepack_weights: options.prepackWeights === true,
       sequences: SEQUENCES,
       context,
       timed_steps: timedSteps,
@@ -314,6 +320,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   const threads = value("--threads");
   const result = await runEngineBench({
     ...(threads ? { threads: Number(threads) } : {}),
+    ...(args.includes("--prepack") ? { prepackWeights: true } : {}),
     device: parseDevice(value("--device") ?? "cpu"),
     ...(layers ? { layers: Number(layers) } : {}),
     ...(value("--model") ? { modelDir: resolve(value("--model")!) } : {}),

@@ -28,6 +28,10 @@ export function registerBench(program: Command): void {
       `${LORA_FORMULATIONS.join(" | ")} (default: segment-views on cpu, masked on a GPU)`,
     )
     .option("--threads <n>", "onnxruntime intra-op threads (default: every core; 1 measures CPU time best)")
+    .option(
+      "--prepack",
+      "cpu: every graph variant prepacks its own copy of the base weights (faster batched Gemms, a weights copy per variant)",
+    )
     .option("--json", "print one JSON line")
     .action(
       async (options: {
@@ -36,6 +40,7 @@ export function registerBench(program: Command): void {
         model?: string;
         lora?: string;
         threads?: string;
+        prepack?: boolean;
         json?: boolean;
       }) => {
         const formulation = options.lora as LoraFormulation | undefined;
@@ -47,6 +52,7 @@ export function registerBench(program: Command): void {
           ...(formulation ? { formulation } : {}),
           ...(options.layers ? { layers: Number(options.layers) } : {}),
           ...(options.threads ? { threads: positive("--threads", options.threads) } : {}),
+          ...(options.prepack ? { prepackWeights: true } : {}),
           ...(options.model ? { modelDir: options.model } : {}),
           log: (line) => process.stderr.write(`${line}\n`),
         });

@@ -38,8 +38,21 @@ export function assertDeviceUsable(device: Device): void {
   }
 }
 
-/** LUMINET_ORT_PROFILE=<prefix> writes onnxruntime's per-node timing profile for every session. */
-export function sessionOptions(device: Device, threads: number): InferenceSession.SessionOptions {
+/**
+ * LUMINET_ORT_PROFILE=<prefix> writes onnxruntime's per-node timing profile for every session.
+ *
+ * On CPU, `prepackWeights` lets each session repack every constant Gemm weight into MLAS's layout: a copy
+ * as large as the weights, per session. The engine holds one session per graph variant, so by default
+ * nothing is prepacked and the weights stay memory-mapped from the safetensors files: one copy in the page
+ * cache, shared by every variant. The cost is MLAS packing B inside each Gemm call instead, about a
+ * fixed time per weight byte: a 64-row Gemm takes ~18 % longer, an 8-row one ~60 %, a one-row one none
+ * (docs/BENCHMARKS.md, engine memory).
+ */
+export function sessionOptions(
+  device: Device,
+  threads: number,
+  prepackWeights = false,
+): InferenceSession.SessionOptions {
   const profile = process.env.LUMINET_ORT_PROFILE;
   const common: InferenceSession.SessionOptions = {
     graphOptimizationLevel: "all",
@@ -50,7 +63,11 @@ export function sessionOptions(device: Device, threads: number): InferenceSessio
   };
   switch (device) {
     case "cpu":
-      return { ...common, executionProviders: ["cpu"] };
+      return {
+        ...common,
+        executionProviders: ["cpu"],
+        ...(prepackWeights ? {} : { extra: { session: { disable_prepacking: "1" } } }),
+      };
     case "webgpu":
       return { ...common, executionProviders: [{ name: "webgpu" }] };
     case "cuda":
