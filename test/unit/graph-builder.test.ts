@@ -1,7 +1,15 @@
 // The built decoder graph on onnxruntime's CPU provider, against itself and against merged weights:
 // incremental decoding reproduces a full prefill, ragged decode batches match rows run alone, adapter
 // deltas through the banks equal the base graph on W + s·B·A, and a bf16 checkpoint casts exactly.
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
@@ -339,6 +347,27 @@ describe("graph builder", () => {
     }
     expect(open(tied).cfg).toMatchObject({ dtype: "BF16", tieWordEmbeddings: true });
     for (const r of [0, 1]) expect(maxDiff(results[0]![r]!, results[1]![r]!)).toBeLessThan(TOL);
+
+    // The graph reads float32 weights widened once on disk (every session maps that one file) rather than
+    // casting at load (a float32 copy per session); the file comes back if deleted.
+    const widenedFiles = () => readdirSync(tied).filter((f) => /^\.luminet-f32-.*\.safetensors$/.test(f));
+    expect(widenedFiles()).toHaveLength(1);
+    const widenedName = widenedFiles()[0]!;
+    const widened = openWeights(tied, widenedName.replace(/\.safetensors$/, ""));
+    const source = open(tied).weights;
+    expect(widened.names().sort()).toEqual(source.names().sort());
+    for (const name of source.names()) {
+      expect(widened.info(name).dtype).toBe("F32");
+      expect(widened.readFloat32(name)).toEqual(source.readFloat32(name));
+    }
+    rmSync(join(tied, widenedName));
+    const m = open(tied);
+    cachedGraphPath(m.dir, m.cfg, m.weights, {
+      computeDtype: "float32",
+      maxContext: MAX_CONTEXT,
+      lora: null,
+    });
+    expect(widenedFiles()).toEqual([widenedName]);
   });
 
   it("refuses weights that do not fit the config, naming the tensor", () => {

@@ -1,5 +1,6 @@
 // The ONNX graph of a Llama-family decoder with multi-LoRA banks, built from the model config and the
-// safetensors index. Weights stay in the safetensors files as external data; tokens are flattened to
+// safetensors index. Weights stay in the safetensors files as external data (F16/BF16 ones widened to
+// float32 once on disk when the graph computes in float32: widened-weights.ts); tokens are flattened to
 // [T, features] so every linear is a Gemm on the HF [out, in] weight (transB), with no copy.
 // Inputs and outputs are fixed by the engine contract (Graph IO).
 import { realpathSync } from "node:fs";
@@ -12,9 +13,10 @@ import { MODULE_KINDS, type ModelConfig, type ModuleKind, moduleShape, weightNam
 import { DataType } from "./onnx-proto.ts";
 import { inverseFrequencies } from "./rope.ts";
 import type { WeightIndex } from "./safetensors.ts";
+import { widenedWeights } from "./widened-weights.ts";
 
 // Bump whenever the graph this file emits changes, so cached graphs are rebuilt.
-export const GRAPH_BUILDER_VERSION = 6;
+export const GRAPH_BUILDER_VERSION = 7;
 
 /** Most outputs (Split) or inputs (Concat) one node gets: WebGPU allows 16 storage buffers per shader. */
 const FAN_OUT = 8;
@@ -94,6 +96,8 @@ class DecoderBuilder {
 
   private readonly weightsDir: string;
   private readonly dataFolder: string;
+  // F16/BF16 tensors as float32 when computing in float32 (widened-weights.ts), else null.
+  private readonly widened: WeightIndex | null;
 
   constructor(
     private readonly model: ModelConfig,
@@ -103,6 +107,7 @@ class DecoderBuilder {
   ) {
     this.weightsDir = realpathSync(weights.dir);
     this.dataFolder = dataFolder === undefined ? this.weightsDir : realpathSync(dataFolder);
+    this.widened = options.computeDtype === "float32" ? widenedWeights(weights, this.dataFolder) : null;
     if (options.computeDtype === "float32") {
       this.compute = DataType.FLOAT;
       this.computeBytes = (f) => new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
@@ -115,7 +120,8 @@ class DecoderBuilder {
     }
   }
 
-  // The checkpoint tensor as an external initializer in its own dtype, shape-checked.
+  // The checkpoint tensor as an external initializer, shape-checked: in its own dtype, or widened to
+  // float32 when the graph computes in float32.
   private rawWeight(name: string, shape: readonly number[]): { value: string; type: DataType } {
     if (!this.weights.has(name)) throw new GraphBuildError(`no tensor ${name} in ${this.weights.dir}`);
     const info = this.weights.info(name);
@@ -128,30 +134,30 @@ class DecoderBuilder {
     if (type === undefined) {
       throw new GraphBuildError(`tensor ${name} has dtype ${info.dtype}; weights must be F32, F16 or BF16`);
     }
+    const wide = this.widened?.has(name) ? this.widened.info(name) : null;
     if (!this.external.has(name)) {
       this.external.add(name);
+      const source = wide ?? info;
       this.g.initializer({
         name,
-        dataType: type,
+        dataType: wide ? DataType.FLOAT : type,
         dims: shape,
         external: {
-          location: this.location(info.relativeFile),
-          offset: info.offset,
-          length: info.byteLength,
+          location: this.location(wide ? wide.file : join(this.weightsDir, info.relativeFile)),
+          offset: source.offset,
+          length: source.byteLength,
         },
       });
     }
-    return { value: name, type };
+    return { value: name, type: wide ? DataType.FLOAT : type };
   }
 
   // ORT resolves locations against the .onnx file's folder (or the session's external-initializers
   // folder) and refuses any that leave it once symlinks are resolved.
-  private location(relativeFile: string): string {
-    const location = relative(this.dataFolder, join(this.weightsDir, relativeFile));
+  private location(file: string): string {
+    const location = relative(this.dataFolder, file);
     if (location.startsWith("..") || isAbsolute(location)) {
-      throw new GraphBuildError(
-        `weight file ${relativeFile} lies outside the graph's folder ${this.dataFolder}`,
-      );
+      throw new GraphBuildError(`weight file ${file} lies outside the graph's folder ${this.dataFolder}`);
     }
     return location.split(sep).join("/");
   }
@@ -564,14 +570,23 @@ export function buildGraph(
   return new DecoderBuilder(model, weights, options, dataFolder).build();
 }
 
-/** Builds the graph once per (model, weight files, options, builder version) and returns its path. */
+/**
+ * Builds the graph once per (model, weight files, options, builder version) and returns its path; the
+ * widened weights it references are rewritten if they were deleted since.
+ */
 export function cachedGraphPath(
   modelDir: string,
   model: ModelConfig,
   weights: WeightIndex,
   options: GraphOptions,
 ): string {
-  return cachedGraphFile(modelDir, weights, { version: GRAPH_BUILDER_VERSION, model, options }, (folder) =>
-    buildGraph(model, weights, options, folder),
+  return cachedGraphFile(
+    modelDir,
+    weights,
+    { version: GRAPH_BUILDER_VERSION, model, options },
+    (folder) => buildGraph(model, weights, options, folder),
+    (folder) => {
+      if (options.computeDtype === "float32") widenedWeights(weights, folder);
+    },
   );
 }

@@ -18,13 +18,15 @@ function commonFolder(paths: readonly string[]): string {
 
 /**
  * Path of the cached graph for `key` (any JSON value) and these weights; `build` runs only when no graph
- * with that key exists yet, with the folder its external data must be relative to.
+ * with that key exists yet, with the folder its external data must be relative to. `ensureData` runs
+ * every time, to recreate data files of its own that the graph references.
  */
 export function cachedGraphFile(
   modelDir: string,
   weights: WeightIndex,
   key: unknown,
   build: (dataFolder: string) => Uint8Array,
+  ensureData?: (dataFolder: string) => void,
 ): string {
   const weightsDir = realpathSync(weights.dir);
   const files = [...new Set(weights.names().map((n) => weights.info(n).relativeFile))].sort();
@@ -38,6 +40,7 @@ export function cachedGraphFile(
     .update(JSON.stringify({ key, weightsDir: relative(folder, weightsDir), files: fileStats }))
     .digest("hex");
   const path = join(folder, `.luminet-graph-${hash.slice(0, 24)}.onnx`);
+  ensureData?.(folder);
   if (existsSync(path)) return path;
   const bytes = build(folder);
   // Written beside, then renamed: concurrent builders and crashes never leave a partial graph in place.
