@@ -54,6 +54,8 @@ export interface WorkerOptions {
   ackWaitMs: number;
   /** onnxruntime intra-op threads; default all cores. */
   threads?: number;
+  /** CPU: every graph variant keeps its own prepacked copy of the weights (faster steps, memory × variants). */
+  prepackWeights?: boolean;
   /** Serve /metrics on this port (0: any free port). */
   metricsPort?: number;
   /** Where the series go; default a registry of the worker's own. */
@@ -121,6 +123,7 @@ export class LuminetWorker {
       maxRank: options.maxRank,
       maxAdaptersPerStep: options.maxAdaptersPerBatch,
       ...(options.threads ? { threads: options.threads } : {}),
+      ...(options.prepackWeights ? { prepackWeights: true } : {}),
     });
     try {
       await engine.warmUp();
