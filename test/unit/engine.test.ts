@@ -264,6 +264,43 @@ describe("the engine on mixed-adapter batches", () => {
     await resident.close();
   });
 
+  it("decodes across the host cache's capacity steps as a prefill of the whole text computes", async () => {
+    const engine = await Engine.create({
+      modelDir,
+      device: "cpu",
+      maxContext: 160,
+      slots: 1,
+      maxRank: 16,
+      maxAdaptersPerStep: 1,
+      threads: 1,
+    });
+    await engine.writeAdapter(1, adapters[0]!);
+    // Two sequences of different lengths, so rows are ragged when the cache grows past 64 and 128 positions.
+    const texts = [60, 30].map((n, s) => Array.from({ length: n + 80 }, (_, t) => (7 * t + 3 * s) % 50));
+    const decoded = texts.map(() => [] as Float32Array[]);
+    await engine.prefill("a", texts[0]!.slice(0, 60), 1);
+    await engine.prefill("b", texts[1]!.slice(0, 30), 0);
+    for (let step = 0; step < 79; step++) {
+      const out = await engine.decode(
+        new Map([
+          ["a", texts[0]![60 + step]!],
+          ["b", texts[1]![30 + step]!],
+        ]),
+      );
+      decoded[0]!.push(out.get("a")!.slice());
+      decoded[1]!.push(out.get("b")!.slice());
+    }
+    engine.release("a");
+    engine.release("b");
+    for (const [s, [id, slot, start]] of [["a", 1, 60] as const, ["b", 0, 30] as const].entries()) {
+      const whole = await engine.prefill(`${id}-whole`, texts[s]!.slice(0, start + 80), slot, true);
+      for (const [step, row] of decoded[s]!.entries())
+        expect(maxDiff(row, whole[start + step]!)).toBeLessThan(1e-4);
+      engine.release(`${id}-whole`);
+    }
+    await engine.close();
+  });
+
   it("answers the same from a worker thread as in the caller's thread", async () => {
     const direct = await engineFor(modelDir);
     await direct.writeAdapter(1, adapters[3]!);

@@ -15,7 +15,15 @@ import {
 } from "./device.ts";
 import { DeviceBankStore, DeviceKvOps } from "./device-ops.ts";
 import { cachedGraphPath, type GraphOptions } from "./graph-builder.ts";
-import { emptyKv, gatherKvRows, type KvRowSource, type KvShape, type KvTensors } from "./kv-cache.ts";
+import {
+  emptyKv,
+  gatherKvRows,
+  type KvRowSource,
+  type KvShape,
+  type KvTensors,
+  kvCapacity,
+  writeStepRows,
+} from "./kv-cache.ts";
 import { bankLayout, LoraBanks } from "./lora-banks.ts";
 import { loadModelConfig, MODULE_KINDS, type ModelConfig } from "./model-config.ts";
 import { openWeights, type WeightIndex } from "./safetensors.ts";
@@ -187,12 +195,13 @@ export class Engine {
     const rows = prompts.flatMap((_, b) =>
       allLogits ? Array.from({ length: n }, (_, i) => b * n + i) : [b * n + n - 1],
     );
-    const { logits, presents } = await this.run({
+    const { logits, kv: presents } = await this.run({
       tokens: prompts.map((p) => p.tokens),
       pastLengths: prompts.map(() => 0),
       past: emptyKv(this.kvShape, prompts.length),
       slots: prompts.map((p) => p.slot),
       logitsRows: rows,
+      kv: "presents",
     });
     this.prefillsToFree.add(presents);
     for (const [row, { id, slot }] of prompts.entries()) {
@@ -222,15 +231,26 @@ export class Engine {
     await this.settleBatch();
     const ids = this.batchIds;
     const sequences = ids.map((id) => this.sequences.get(id)!);
-    const { logits, presents } = await this.run({
+    const hostCache = this.deviceOps === null;
+    const { logits, kv } = await this.run({
       tokens: ids.map((id) => [tokens.get(id)!]),
       pastLengths: sequences.map((s) => s.length),
       past: this.batchKv,
       slots: sequences.map((s) => s.slot),
       logitsRows: ids.map((_, i) => i),
+      kv: hostCache ? "step" : "presents",
     });
-    this.disposeKv(this.batchKv);
-    this.batchKv = presents;
+    if (hostCache) {
+      writeStepRows(
+        this.kvShape,
+        this.batchKv,
+        kv,
+        sequences.map((s) => s.length),
+      );
+    } else {
+      this.disposeKv(this.batchKv);
+      this.batchKv = kv;
+    }
     for (const s of sequences) s.length += 1;
     return new Map(ids.map((id, i) => [id, logits[i]!]));
   }
@@ -265,10 +285,20 @@ export class Engine {
     this.sessions.clear();
   }
 
-  /** Brings the batch cache in line with the running sequences: drops released rows, adds joiners. */
+  /**
+   * Brings the batch cache in line with the running sequences: drops released rows, adds joiners, and
+   * gives a host cache room for this step's token.
+   */
   private async settleBatch(): Promise<void> {
     const kept = this.batchIds.filter((id) => this.sequences.has(id) && !this.joining.has(id));
-    if (kept.length === this.batchIds.length && this.joining.size === 0 && this.prefillsToFree.size === 0)
+    const longest = Math.max(0, ...[...this.sequences.values()].map((s) => s.length));
+    const roomy = this.deviceOps !== null || longest < (this.batchKv.keys[0]?.dims[2] ?? 0);
+    if (
+      roomy &&
+      kept.length === this.batchIds.length &&
+      this.joining.size === 0 &&
+      this.prefillsToFree.size === 0
+    )
       return;
     const sources: KvRowSource[] = [];
     this.batchIds.forEach((id, row) => {
@@ -281,7 +311,7 @@ export class Engine {
       sources.push({ tensors, row, length: this.sequences.get(id)!.length });
     const rebuilt = this.deviceOps
       ? await this.deviceOps.gather(this.kvShape, sources)
-      : gatherKvRows(this.kvShape, sources);
+      : gatherKvRows(this.kvShape, sources, kvCapacity(longest + 1, this.options.maxContext));
     this.disposeKv(this.batchKv);
     for (const prefilled of this.prefillsToFree) this.disposeKv(prefilled);
     this.prefillsToFree.clear();
@@ -296,7 +326,9 @@ export class Engine {
     past: KvTensors;
     slots: number[];
     logitsRows: number[];
-  }): Promise<{ logits: Float32Array[]; presents: KvTensors }> {
+    /** Which cache outputs to fetch: the whole presents, or each row's new key and value (graph step rows). */
+    kv: "presents" | "step";
+  }): Promise<{ logits: Float32Array[]; kv: KvTensors }> {
     const batch = step.tokens.length;
     const seqLen = step.tokens[0]!.length;
     const ids = new BigInt64Array(batch * seqLen);
@@ -318,17 +350,17 @@ export class Engine {
       feeds[`past_value.${l}`] = step.past.values[l]!;
     }
     const session = await this.session(this.addLoraFeeds(feeds, step.slots, seqLen));
-    const out = await session.run(feeds);
+    const prefix = step.kv === "presents" ? "present" : "step";
+    const layers = Array.from({ length: this.model.numLayers }, (_, l) => l);
+    const keyNames = layers.map((l) => `${prefix}_key.${l}`);
+    const valueNames = layers.map((l) => `${prefix}_value.${l}`);
+    const out = await session.run(feeds, ["logits", ...keyNames, ...valueNames]);
     const logits = out.logits!;
     const vocab = logits.dims[1]!;
     const data = logits.data as Float32Array;
-    const presents: KvTensors = {
-      keys: Array.from({ length: this.model.numLayers }, (_, l) => out[`present_key.${l}`]!),
-      values: Array.from({ length: this.model.numLayers }, (_, l) => out[`present_value.${l}`]!),
-    };
     return {
       logits: step.logitsRows.map((_, i) => data.subarray(i * vocab, (i + 1) * vocab)),
-      presents,
+      kv: { keys: keyNames.map((n) => out[n]!), values: valueNames.map((n) => out[n]!) },
     };
   }
 
@@ -474,6 +506,7 @@ export class Engine {
       const graph: GraphOptions = {
         computeDtype: this.dtype,
         maxContext: this.options.maxContext,
+        ...(this.deviceOps ? {} : { stepRows: true }),
         lora:
           key === BASE_GRAPH
             ? null

@@ -16,7 +16,7 @@ import type { WeightIndex } from "./safetensors.ts";
 import { widenedWeights } from "./widened-weights.ts";
 
 // Bump whenever the graph this file emits changes, so cached graphs are rebuilt.
-export const GRAPH_BUILDER_VERSION = 7;
+export const GRAPH_BUILDER_VERSION = 8;
 
 /** Most outputs (Split) or inputs (Concat) one node gets: WebGPU allows 16 storage buffers per shader. */
 const FAN_OUT = 8;
@@ -42,6 +42,12 @@ export interface GraphOptions {
   computeDtype: "float32" | "float16";
   maxContext: number;
   lora: LoraGraphOptions | null;
+  /**
+   * Also output `step_key.<l>`/`step_value.<l>` [batch, kvHeads, 1, headDim]: each row's last token's key
+   * and value (the present at position seqlens_k). A host cache fetches these instead of the presents and
+   * writes them into its own buffers: onnxruntime-node copies every fetched output into a new buffer.
+   */
+  stepRows?: boolean;
 }
 
 export class GraphBuildError extends Error {
@@ -210,6 +216,7 @@ class DecoderBuilder {
       [hidden, this.weight("model.layers.0.input_layernorm.weight", [H])],
       { axis: -1, epsilon: floatAttr(m.rmsNormEps) },
     );
+    const stepIndex = this.options.stepRows ? this.stepRowIndex(seqlensK) : null;
     for (let l = 0; l < m.numLayers; l++) {
       g.input(`past_key.${l}`, this.compute, ["batch", KV, "past_sequence", D]);
       g.input(`past_value.${l}`, this.compute, ["batch", KV, "past_sequence", D]);
@@ -230,6 +237,12 @@ class DecoderBuilder {
       );
       g.output(`present_key.${l}`, this.compute, ["batch", KV, "present_sequence", D]);
       g.output(`present_value.${l}`, this.compute, ["batch", KV, "present_sequence", D]);
+      if (stepIndex) {
+        for (const kind of ["key", "value"]) {
+          g.op("GatherElements", [`present_${kind}.${l}`, stepIndex], { axis: 2 }, `step_${kind}.${l}`);
+          g.output(`step_${kind}.${l}`, this.compute, ["batch", KV, 1, D]);
+        }
+      }
       const attnRows = g.shaped(g.op("Reshape", [attn!, tokensShape]), this.compute, [
         "tokens",
         m.numHeads * D,
@@ -259,6 +272,14 @@ class DecoderBuilder {
     }
     g.output("logits", DataType.FLOAT, ["rows", V]);
     return g.encode(OPSETS, { "luminet.graph_builder_version": String(GRAPH_BUILDER_VERSION) });
+  }
+
+  /** GatherElements indices [batch, kvHeads, 1, headDim] picking each row's position seqlens_k. */
+  private stepRowIndex(seqlensK: string): string {
+    const g = this.g;
+    const positions = g.op("Cast", [seqlensK], { to: DataType.INT64 });
+    const column = g.op("Reshape", [positions, g.constInt64([-1, 1, 1, 1])]);
+    return g.op("Expand", [column, g.constInt64([1, this.model.numKvHeads, 1, this.model.headDim])]);
   }
 
   // cos/sin [maxContext, headDim/2] computed from constants only, so ORT folds them once at session load
