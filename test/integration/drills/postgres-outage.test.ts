@@ -54,7 +54,9 @@ describe("drill: Postgres stopped while requests run", () => {
         adapterRequests.push(outcome);
         expect(outcome).toMatchObject({ status: 503, error: { code: "database_unavailable" } });
       },
-      { timeout: 15_000, interval: 1000 },
+      // Generous: the 5 s expiry counts from the streams' lookup, and each probe is a whole request that
+      // shares a loaded machine with the running streams.
+      { timeout: 45_000, interval: 1000 },
     );
     const finished = await Promise.all(running.outcomes);
     for (const outcome of finished) expect(outcome.usage?.completion_tokens).toBe(300);
@@ -69,5 +71,5 @@ describe("drill: Postgres stopped while requests run", () => {
       ...adapterRequests,
       afterOutage,
     ]);
-  });
+  }, 120_000);
 });
