@@ -17,7 +17,7 @@ import type { BaseArchitecture } from "../schema/db.ts";
 import { ADAPTER_FILES, type WritableBlobStore } from "../worker/adapters/blob-store.ts";
 import { AdapterError, loadPeftAdapter } from "../worker/adapters/peft.ts";
 import { LINEAR_MODULE_NAMES } from "../worker/adapters/peft-config.ts";
-import type { ModelConfig, ModuleKind } from "../worker/engine/model-config.ts";
+import { type ModelConfig, moduleLeafName } from "../worker/engine/model-config.ts";
 import { readSafetensorsHeader, SafetensorsError } from "../worker/engine/safetensors.ts";
 import { ArchiveError, extractArchive } from "./adapter-archive.ts";
 import { AdapterSources } from "./adapter-sources.ts";
@@ -43,16 +43,6 @@ export interface NodeAdapterStorageOptions {
   /** Where scratch folders are made; default the OS's temporary folder. */
   scratchDir?: string;
 }
-
-const LEAF_OF: Record<ModuleKind, string> = {
-  q: "q_proj",
-  k: "k_proj",
-  v: "v_proj",
-  o: "o_proj",
-  gate: "gate_proj",
-  up: "up_proj",
-  down: "down_proj",
-};
 
 const FAMILY_ARCHITECTURE: Record<string, ModelConfig["architecture"]> = {
   LlamaForCausalLM: "llama",
@@ -246,7 +236,7 @@ export class NodeAdapterStorage implements AdapterStorage {
     discard: () => Promise<void>,
   ): Promise<StagedAdapter> {
     const loaded = loadPeftAdapter(dir, shapeOf(adapter.architecture), { maxRank: this.options.maxRank });
-    const present = new Set(loaded.modules.map((m) => LEAF_OF[m.kind]));
+    const present = new Set(loaded.modules.map((m) => moduleLeafName(m.kind)));
     const config = JSON.parse(await readFile(join(dir, CONFIG_FILE), "utf8")) as { lora_alpha?: unknown };
     const { blobs } = this.options;
     return {

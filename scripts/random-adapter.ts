@@ -9,6 +9,7 @@ import {
   MODULE_KINDS,
   type ModelConfig,
   type ModuleKind,
+  moduleLeafName,
   modulePath,
   moduleShape,
 } from "../worker/engine/model-config.ts";
@@ -34,16 +35,6 @@ export interface RandomAdapterOptions {
   baseModelNameOrPath?: string;
 }
 
-export const HF_MODULE_NAMES: Readonly<Record<ModuleKind, string>> = {
-  q: "q_proj",
-  k: "k_proj",
-  v: "v_proj",
-  o: "o_proj",
-  gate: "gate_proj",
-  up: "up_proj",
-  down: "down_proj",
-};
-
 // A is PEFT's kaiming-uniform range, U(±1/sqrt(in)), so |A x| ≈ |x|/sqrt(3) per row; B's spread is then
 // chosen so that B·A·x has about DELTA_RATIO times the rms of x before scaling — comparable to what a
 // 0.02-std base weight adds, large enough to move logits, small enough to stay far from overflow in f16.
@@ -64,9 +55,7 @@ export function writeRandomAdapter(dir: string, model: ModelConfig, options: Ran
     base_model_name_or_path: options.baseModelNameOrPath ?? null,
     r: options.rank,
     lora_alpha: options.alpha ?? options.rank,
-    target_modules:
-      options.targetModulesRegex ??
-      (options.targetModules ?? MODULE_KINDS).map((kind) => HF_MODULE_NAMES[kind]),
+    target_modules: options.targetModulesRegex ?? (options.targetModules ?? MODULE_KINDS).map(moduleLeafName),
     use_rslora: options.useRslora ?? false,
     rank_pattern: options.rankPattern ?? {},
     alpha_pattern: options.alphaPattern ?? {},

@@ -274,6 +274,11 @@ const MODULE_SUFFIX: Record<ModuleKind, string> = {
   down: "mlp.down_proj",
 };
 
+/** "q_proj" — the module's own name, what PEFT's target_modules list. */
+export function moduleLeafName(kind: ModuleKind): string {
+  return MODULE_SUFFIX[kind].split(".")[1]!;
+}
+
 /** "model.layers.3.self_attn.q_proj" — the module, without ".weight". */
 export function modulePath(layer: number, kind: ModuleKind): string {
   return `model.layers.${layer}.${MODULE_SUFFIX[kind]}`;
