@@ -1,0 +1,61 @@
+// The CUDA engine's running sequences: each owns one cache row of the native KV cache (0..cacheRows-1)
+// from its prefill until it is released, an adapter slot, and its length (tokens in the cache).
+import { EngineError } from "../engine.ts";
+
+export interface RunningSequence {
+  readonly cacheRow: number;
+  slot: number;
+  /** Tokens in the cache; 0 until its prefill has run. */
+  length: number;
+}
+
+export class SequenceTable {
+  private readonly sequences = new Map<string, RunningSequence>();
+  /** Free rows, lowest last, so rows are taken in order 0, 1, 2 ... and reused lowest first. */
+  private readonly freeRows: number[];
+
+  constructor(readonly cacheRows: number) {
+    this.freeRows = Array.from({ length: cacheRows }, (_, i) => cacheRows - 1 - i);
+  }
+
+  /** Takes a free cache row for a new sequence. */
+  admit(id: string, slot: number): RunningSequence {
+    if (this.sequences.has(id)) throw new EngineError(`sequence ${id} is already running`);
+    const cacheRow = this.freeRows.pop();
+    if (cacheRow === undefined) {
+      throw new EngineError(
+        `no free cache row for sequence ${id}: ${this.cacheRows} sequences are running, the most this engine holds (maxBatch)`,
+      );
+    }
+    const sequence = { cacheRow, slot, length: 0 };
+    this.sequences.set(id, sequence);
+    return sequence;
+  }
+
+  /** Frees the sequence's cache row; unknown ids are ignored, as the CPU engine ignores them. */
+  release(id: string): void {
+    const sequence = this.sequences.get(id);
+    if (!sequence) return;
+    this.sequences.delete(id);
+    this.freeRows.push(sequence.cacheRow);
+    this.freeRows.sort((a, b) => b - a);
+  }
+
+  get(id: string): RunningSequence | undefined {
+    return this.sequences.get(id);
+  }
+
+  /** Running ids, in admission order. */
+  ids(): string[] {
+    return [...this.sequences.keys()];
+  }
+
+  get size(): number {
+    return this.sequences.size;
+  }
+
+  /** A row no sequence holds (the lowest), if any. */
+  freeRow(): number | undefined {
+    return this.freeRows.at(-1);
+  }
+}

@@ -1,0 +1,59 @@
+// Turns prefills and decodes into the native model's ragged steps (native.ts, NativeStep). A step's row
+// is one token of one sequence at one position; the native step writes each row's key and value before
+// attention, so a prompt may be split anywhere as long as its earlier positions run in an earlier step
+// or the same one. Rows keep their order across steps, so the steps' logit rows, concatenated, come out
+// in the order the rows were given.
+import type { NativeStep } from "./native.ts";
+
+export interface StepRow {
+  token: number;
+  cacheRow: number;
+  position: number;
+  slot: number;
+  /** Whether this row's next-token logits (or argmax) are wanted. */
+  logits: boolean;
+}
+
+/** The rows of prompts prefilled from position 0: each prompt's last token has logits, or all with allLogits. */
+export function prefillRows(
+  prompts: readonly { cacheRow: number; slot: number; tokens: readonly number[] }[],
+  allLogits: boolean,
+): StepRow[] {
+  return prompts.flatMap(({ cacheRow, slot, tokens }) =>
+    tokens.map((token, position) => ({
+      token,
+      cacheRow,
+      position,
+      slot,
+      logits: allLogits || position === tokens.length - 1,
+    })),
+  );
+}
+
+/** Splits rows, in order, into steps of at most `maxStepTokens` rows. */
+export function planSteps(
+  rows: readonly StepRow[],
+  maxStepTokens: number,
+  returnLogits: boolean,
+): NativeStep[] {
+  if (!Number.isSafeInteger(maxStepTokens) || maxStepTokens < 1) {
+    throw new RangeError(`maxStepTokens must be a positive integer, got ${maxStepTokens}`);
+  }
+  const steps: NativeStep[] = [];
+  for (let start = 0; start < rows.length; start += maxStepTokens) {
+    const chunk = rows.slice(start, start + maxStepTokens);
+    const logitRows: number[] = [];
+    chunk.forEach((row, i) => {
+      if (row.logits) logitRows.push(i);
+    });
+    steps.push({
+      tokens: Int32Array.from(chunk, (r) => r.token),
+      cacheRows: Int32Array.from(chunk, (r) => r.cacheRow),
+      positions: Int32Array.from(chunk, (r) => r.position),
+      slots: Int32Array.from(chunk, (r) => r.slot),
+      logitRows: Int32Array.from(logitRows),
+      returnLogits,
+    });
+  }
+  return steps;
+}
