@@ -1,0 +1,136 @@
+// One Llama-family model resident on an NVIDIA GPU: fp16 weights, a KV cache of fixed rows, adapter banks
+// of fixed slots, and the step that runs a ragged batch of rows through the decode path on one stream.
+// Adapter writes go over a second stream from pinned memory, so a load never waits for a step.
+#pragma once
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "cublas-loader.h"
+#include "device-buffer.h"
+#include "kernels.cuh"
+
+namespace luminet {
+
+struct ModelSpec {
+  int layers = 0;
+  int hidden = 0;
+  int intermediate = 0;
+  int heads = 0;
+  int kvHeads = 0;
+  int headDim = 0;
+  int vocab = 0;
+  float rmsNormEps = 1e-5f;
+  bool qkvBias = false;
+  bool tieWordEmbeddings = false;
+  std::vector<float> invFreq;
+  int maxContext = 0;
+  int cacheRows = 0;
+  int maxStepTokens = 0;
+  int slots = 0;
+  int maxRank = 0;
+  bool cudaGraphs = true;
+  int device = 0;
+};
+
+/** One adapter module in host memory (fp32), as the PEFT parser produced it. */
+struct AdapterModuleData {
+  int layer = 0;
+  int kind = 0;
+  int rank = 0;
+  const float* a = nullptr;
+  size_t aCount = 0;
+  const float* scaledBT = nullptr;
+  size_t scaledBTCount = 0;
+  const float* scaledBias = nullptr;  // null: no lora bias
+  size_t scaledBiasCount = 0;
+};
+
+struct StepInput {
+  std::vector<int> tokens, cacheRows, positions, slots, logitRows;
+  bool returnLogits = false;
+};
+
+struct StepOutput {
+  std::vector<int> argmax;
+  std::vector<float> logits;  // empty unless returnLogits
+};
+
+struct MemoryReport {
+  size_t weightsBytes, kvCacheBytes, adapterBankBytes, scratchBytes, freeBytes, totalBytes;
+};
+
+class DeviceModel {
+ public:
+  explicit DeviceModel(ModelSpec spec);
+  ~DeviceModel();
+  DeviceModel(const DeviceModel&) = delete;
+  DeviceModel& operator=(const DeviceModel&) = delete;
+
+  void setWeight(const std::string& name, const void* data, size_t bytes, SourceDtype dtype, size_t offset);
+  /** Blocks the calling thread (not the compute stream) until the slot holds the adapter. */
+  void writeAdapter(int slot, const std::vector<AdapterModuleData>& modules);
+  void clearSlot(int slot);
+  /** Runs one step and waits for its results. */
+  StepOutput step(const StepInput& input);
+  MemoryReport memory() const;
+  const std::string& deviceName() const { return deviceName_; }
+
+ private:
+  struct Weight {
+    DeviceBuffer buffer;
+    size_t elements = 0;
+    size_t uploaded = 0;
+  };
+  struct LoraBank {
+    DeviceBuffer a, scaledBT, scaledBias;
+    int in = 0, out = 0;
+  };
+  using GraphKey = std::tuple<int, int, bool>;  // rows, logit rows, any adapter
+
+  void allocateWeights();
+  void allocateBanks();
+  void allocateScratch();
+  Weight& weight(const std::string& name);
+  const half* weightData(const std::string& name) const;
+  void checkWeightsComplete();
+  void validate(const StepInput& input) const;
+  /** Enqueues the whole forward of a step on the compute stream. */
+  void enqueueForward(const RowMeta& rows, int rowCount, int logitCount, bool anyAdapter);
+  void enqueueLora(const RowMeta& rows, int rowCount, int layer, std::initializer_list<int> kinds, const half* x,
+                   int xStride, float* y, int yStride);
+  void gemm(const half* x, int rows, int in, const half* w, int out, float* y, float beta);
+  void runGraph(const GraphKey& key, const RowMeta& rows);
+  size_t kvElements() const;
+
+  const ModelSpec spec_;
+  std::string deviceName_;
+  const CublasApi* cublas_ = nullptr;  // opened once a device is known to exist
+  CublasHandle handle_ = nullptr;
+  cudaStream_t compute_ = nullptr;
+  cudaStream_t loads_ = nullptr;
+
+  std::map<std::string, Weight> weights_;
+  bool weightsComplete_ = false;
+  DeviceBuffer invFreq_;
+  DeviceBuffer keys_, values_;
+  std::vector<LoraBank> banks_;  // [layer·7 + kind]
+  DeviceBuffer ranks_, hasBias_;
+
+  // Step scratch, sized for maxStepTokens rows.
+  DeviceBuffer meta_, residual_, normed_, qkv_, queries_, attention_, gateUp_, activation_, shrink_, lmInput_,
+      logits_, argmax_, cublasWorkspace_;
+  PinnedBuffer hostMeta_, hostArgmax_, hostLogits_;
+
+  // Adapter staging, grown to the largest adapter written so far.
+  PinnedBuffer hostStaging_;
+  DeviceBuffer deviceStaging_;
+
+  std::mutex stepMutex_, loadMutex_;
+  std::map<GraphKey, int> timesSeen_;
+  std::map<GraphKey, cudaGraphExec_t> graphs_;
+};
+
+}  // namespace luminet

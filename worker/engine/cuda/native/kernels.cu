@@ -1,0 +1,411 @@
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+
+#include "cuda-check.h"
+#include "kernels.cuh"
+
+namespace luminet {
+
+namespace {
+
+constexpr int kWarp = 32;
+
+__device__ __forceinline__ float warpSum(float v) {
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+__device__ __forceinline__ float warpMax(float v) {
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+/** Sum over the block; every thread gets it. `scratch` holds one float per warp. */
+__device__ float blockSum(float v, float* scratch) {
+  const int lane = threadIdx.x % kWarp;
+  const int warp = threadIdx.x / kWarp;
+  const int warps = (blockDim.x + kWarp - 1) / kWarp;
+  v = warpSum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float total = 0.f;
+  for (int w = 0; w < warps; ++w) total += scratch[w];
+  return total;
+}
+
+/** Eight halves at once, as floats. */
+__device__ __forceinline__ void loadHalf8(const half* p, float (&out)[8]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const half2* pairs = reinterpret_cast<const half2*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __half22float2(pairs[i]);
+    out[2 * i] = f.x;
+    out[2 * i + 1] = f.y;
+  }
+}
+
+__global__ void convertToHalfKernel(const void* source, int dtype, half* target, size_t count) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < count; i += size_t(gridDim.x) * blockDim.x) {
+    float v;
+    if (dtype == int(SourceDtype::F32)) {
+      v = static_cast<const float*>(source)[i];
+    } else if (dtype == int(SourceDtype::F16)) {
+      target[i] = static_cast<const half*>(source)[i];
+      continue;
+    } else {
+      v = __bfloat162float(static_cast<const __nv_bfloat16*>(source)[i]);
+    }
+    target[i] = __float2half_rn(v);
+  }
+}
+
+__global__ void embedKernel(RowMeta rows, const half* table, int hidden, float* residual) {
+  const int row = blockIdx.x;
+  const half* source = table + size_t(rows.tokens[row]) * hidden;
+  float* target = residual + size_t(row) * hidden;
+  for (int i = threadIdx.x; i < hidden; i += blockDim.x) target[i] = __half2float(source[i]);
+}
+
+__global__ void rmsNormKernel(const float* x, const int* gather, int hidden, const half* weight, float eps,
+                              half* out) {
+  __shared__ float scratch[32];
+  const int row = blockIdx.x;
+  const float* source = x + size_t(gather ? gather[row] : row) * hidden;
+  float squares = 0.f;
+  for (int i = threadIdx.x; i < hidden; i += blockDim.x) squares += source[i] * source[i];
+  const float inverse = rsqrtf(blockSum(squares, scratch) / hidden + eps);
+  half* target = out + size_t(row) * hidden;
+  for (int i = threadIdx.x; i < hidden; i += blockDim.x)
+    target[i] = __float2half_rn(source[i] * inverse * __half2float(weight[i]));
+}
+
+// grid (rows, heads + kvHeads), one thread per rotated pair.
+__global__ void rotaryAndCacheKernel(RowMeta rows, const float* qkv, const half* qkvBias, const float* invFreq,
+                                     AttentionShape shape, KvCacheView cache, int layer, float* queries) {
+  const int row = blockIdx.x;
+  const int head = blockIdx.y;
+  const int pair = threadIdx.x;
+  const int half_ = shape.headDim / 2;
+  if (pair >= half_) return;
+  const int position = rows.positions[row];
+  const int qkvWidth = (shape.heads + 2 * shape.kvHeads) * shape.headDim;
+  const float* source = qkv + size_t(row) * qkvWidth;
+  // Hugging Face computes the angle as a float32 product, then its cos and sin.
+  const float angle = float(position) * invFreq[pair];
+  float sine, cosine;
+  sincosf(angle, &sine, &cosine);
+  auto value = [&](int column) { return source[column] + (qkvBias ? __half2float(qkvBias[column]) : 0.f); };
+  if (head < shape.heads) {
+    const int base = head * shape.headDim;
+    const float x1 = value(base + pair), x2 = value(base + pair + half_);
+    float* target = queries + size_t(row) * shape.heads * shape.headDim + base;
+    target[pair] = x1 * cosine - x2 * sine;
+    target[pair + half_] = x2 * cosine + x1 * sine;
+    return;
+  }
+  const int kvHead = head - shape.heads;
+  const size_t slot = ((size_t(rows.cacheRows[row]) * cache.layers + layer) * cache.kvHeads + kvHead) *
+                          cache.maxContext +
+                      position;
+  half* key = cache.keys + slot * cache.headDim;
+  half* val = cache.values + slot * cache.headDim;
+  const int keyBase = (shape.heads + kvHead) * shape.headDim;
+  const int valueBase = (shape.heads + shape.kvHeads + kvHead) * shape.headDim;
+  const float k1 = value(keyBase + pair), k2 = value(keyBase + pair + half_);
+  key[pair] = __float2half_rn(k1 * cosine - k2 * sine);
+  key[pair + half_] = __float2half_rn(k2 * cosine + k1 * sine);
+  val[pair] = __float2half_rn(value(valueBase + pair));
+  val[pair + half_] = __float2half_rn(value(valueBase + pair + half_));
+}
+
+// grid (rows, kvHeads), kAttentionThreads threads. The q heads a kv head serves are done together, so each
+// key and value is read once per row; positions go by in chunks of one per thread with a running softmax.
+__global__ void attentionKernel(RowMeta rows, const float* queries, AttentionShape shape, KvCacheView cache,
+                                int layer, half* out) {
+  extern __shared__ float shared[];
+  __shared__ float runningMax[kMaxGroup], runningSum[kMaxGroup], rescale[kMaxGroup];
+  constexpr int kChunk = kAttentionThreads;
+  constexpr int kAccumulators = kMaxAttentionOutputs / kAttentionThreads;
+  const int row = blockIdx.x;
+  const int kvHead = blockIdx.y;
+  const int t = threadIdx.x;
+  const int group = shape.heads / shape.kvHeads;
+  const int dim = shape.headDim;
+  const int outputs = group * dim;
+  float* q = shared;                 // [group][dim], pre-scaled
+  float* weights = shared + outputs;  // [group][kChunk]
+
+  const float* rowQueries = queries + size_t(row) * shape.heads * dim + size_t(kvHead) * outputs;
+  for (int i = t; i < outputs; i += blockDim.x) q[i] = rowQueries[i] * shape.scale;
+  if (t < group) {
+    runningMax[t] = -INFINITY;
+    runningSum[t] = 0.f;
+  }
+  const int keys = rows.positions[row] + 1;
+  const size_t base =
+      ((size_t(rows.cacheRows[row]) * cache.layers + layer) * cache.kvHeads + kvHead) * cache.maxContext * dim;
+  const half* keyRows = cache.keys + base;
+  const half* valueRows = cache.values + base;
+  float acc[kAccumulators];
+#pragma unroll
+  for (int k = 0; k < kAccumulators; ++k) acc[k] = 0.f;
+  __syncthreads();
+
+  const int lane = t % kWarp, warp = t / kWarp, warps = blockDim.x / kWarp;
+  for (int start = 0; start < keys; start += kChunk) {
+    const int position = start + t;
+    float score[kMaxGroup];
+#pragma unroll
+    for (int h = 0; h < kMaxGroup; ++h) score[h] = 0.f;
+    if (position < keys) {
+      const half* key = keyRows + size_t(position) * dim;
+      for (int d = 0; d < dim; d += 8) {
+        float k8[8];
+        loadHalf8(key + d, k8);
+#pragma unroll
+        for (int h = 0; h < kMaxGroup; ++h) {
+          if (h >= group) break;
+          const float* qh = q + h * dim + d;
+#pragma unroll
+          for (int e = 0; e < 8; ++e) score[h] += k8[e] * qh[e];
+        }
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < kMaxGroup; ++h)
+      if (h < group) weights[h * kChunk + t] = position < keys ? score[h] : -INFINITY;
+    __syncthreads();
+    // One warp per head: the chunk's max, its exponentials and their sum, folded into the running ones.
+    for (int h = warp; h < group; h += warps) {
+      float chunkMax = -INFINITY;
+      for (int k = lane; k < kChunk; k += kWarp) chunkMax = fmaxf(chunkMax, weights[h * kChunk + k]);
+      chunkMax = warpMax(chunkMax);
+      const float previous = runningMax[h];
+      const float next = fmaxf(previous, chunkMax);
+      float sum = 0.f;
+      for (int k = lane; k < kChunk; k += kWarp) {
+        const float e = __expf(weights[h * kChunk + k] - next);
+        weights[h * kChunk + k] = e;
+        sum += e;
+      }
+      sum = warpSum(sum);
+      if (lane == 0) {
+        const float factor = __expf(previous - next);
+        rescale[h] = factor;
+        runningSum[h] = runningSum[h] * factor + sum;
+        runningMax[h] = next;
+      }
+    }
+    __syncthreads();
+    const int count = min(kChunk, keys - start);
+#pragma unroll
+    for (int k = 0; k < kAccumulators; ++k) {
+      const int o = t + k * kAttentionThreads;
+      if (o < outputs) {
+        const int h = o / dim, d = o % dim;
+        float v = acc[k] * rescale[h];
+        const float* w = weights + h * kChunk;
+        const half* column = valueRows + size_t(start) * dim + d;
+        for (int j = 0; j < count; ++j) v += w[j] * __half2float(column[size_t(j) * dim]);
+        acc[k] = v;
+      }
+    }
+    __syncthreads();
+  }
+  half* target = out + size_t(row) * shape.heads * dim + size_t(kvHead) * outputs;
+#pragma unroll
+  for (int k = 0; k < kAccumulators; ++k) {
+    const int o = t + k * kAttentionThreads;
+    if (o < outputs) target[o] = __float2half_rn(acc[k] / runningSum[o / dim]);
+  }
+}
+
+__global__ void siluMulKernel(const float* gateUp, int intermediate, half* out) {
+  const int row = blockIdx.y;
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= intermediate) return;
+  const float gate = gateUp[size_t(row) * 2 * intermediate + i];
+  const float up = gateUp[size_t(row) * 2 * intermediate + intermediate + i];
+  out[size_t(row) * intermediate + i] = __float2half_rn(gate / (1.f + __expf(-gate)) * up);
+}
+
+__device__ __forceinline__ int rankOf(const LoraGroupView& group, int slot, int kind) {
+  return group.ranks[(size_t(slot) * group.layers + group.layer) * kModuleKinds + kind];
+}
+
+// grid (rows, modules), 128 threads: a warp per rank row, its dot product with the row's input.
+__global__ void loraShrinkKernel(RowMeta rows, LoraGroupView group, const half* x, int xStride, float* shrink) {
+  extern __shared__ float input[];
+  const int row = rows.order[blockIdx.x];
+  const int slot = rows.slots[row];
+  if (slot == 0) return;
+  const LoraModuleView& module = group.modules[blockIdx.y];
+  const int rank = rankOf(group, slot, module.kind);
+  if (rank == 0) return;
+  const half* source = x + size_t(row) * xStride;
+  for (int i = threadIdx.x; i < module.in; i += blockDim.x) input[i] = __half2float(source[i]);
+  __syncthreads();
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
+  const half* a = module.a + size_t(slot) * group.maxRank * module.in;
+  float* target = shrink + (size_t(row) * kMaxGroupModules + blockIdx.y) * group.maxRank;
+  for (int r = warp; r < rank; r += warps) {
+    const half* aRow = a + size_t(r) * module.in;
+    float sum = 0.f;
+    for (int i = lane * 8; i < module.in; i += kWarp * 8) {
+      float a8[8];
+      loadHalf8(aRow + i, a8);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sum += a8[e] * input[i + e];
+    }
+    sum = warpSum(sum);
+    if (lane == 0) target[r] = sum;
+  }
+}
+
+// grid (rows, column blocks), a thread per output column of the group.
+__global__ void loraExpandKernel(RowMeta rows, LoraGroupView group, const float* shrink, float* y, int yStride) {
+  const int row = rows.order[blockIdx.x];
+  const int slot = rows.slots[row];
+  if (slot == 0) return;
+  const int column = blockIdx.y * blockDim.x + threadIdx.x;
+  int m = 0;
+  while (m + 1 < group.count && column >= group.modules[m + 1].column) ++m;
+  const LoraModuleView& module = group.modules[m];
+  const int c = column - module.column;
+  if (c < 0 || c >= module.out) return;
+  const int rank = rankOf(group, slot, module.kind);
+  if (rank == 0) return;
+  const float* s = shrink + (size_t(row) * kMaxGroupModules + m) * group.maxRank;
+  const half* bt = module.scaledBT + size_t(slot) * group.maxRank * module.out + c;
+  float sum = 0.f;
+  for (int r = 0; r < rank; ++r) sum += s[r] * __half2float(bt[size_t(r) * module.out]);
+  if (group.hasBias[(size_t(slot) * group.layers + group.layer) * kModuleKinds + module.kind])
+    sum += __half2float(module.scaledBias[size_t(slot) * module.out + c]);
+  y[size_t(row) * yStride + column] += sum;
+}
+
+__global__ void argmaxKernel(const float* logits, int vocab, int* out) {
+  __shared__ float bestValues[32];
+  __shared__ int bestIndices[32];
+  const float* row = logits + size_t(blockIdx.x) * vocab;
+  float best = -INFINITY;
+  int index = vocab;
+  for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+    const float v = row[i];
+    if (v > best) {  // a thread visits indices in increasing order: ties keep the first
+      best = v;
+      index = i;
+    }
+  }
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    const float otherValue = __shfl_xor_sync(0xffffffffu, best, offset);
+    const int otherIndex = __shfl_xor_sync(0xffffffffu, index, offset);
+    if (otherValue > best || (otherValue == best && otherIndex < index)) {
+      best = otherValue;
+      index = otherIndex;
+    }
+  }
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  if (lane == 0) {
+    bestValues[warp] = best;
+    bestIndices[warp] = index;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < int(blockDim.x / kWarp); ++w) {
+      if (bestValues[w] > best || (bestValues[w] == best && bestIndices[w] < index)) {
+        best = bestValues[w];
+        index = bestIndices[w];
+      }
+    }
+    // A row of NaNs has no largest logit: answer token 0 rather than an index past the vocabulary.
+    out[blockIdx.x] = index < vocab ? index : 0;
+  }
+}
+
+void checkLaunch(const char* kernel) {
+  const cudaError_t status = cudaGetLastError();
+  if (status != cudaSuccess) checkCuda(status, kernel, __FILE__, __LINE__);
+}
+
+}  // namespace
+
+void configureLoraShrink(int widestInput) {
+  CUDA_CHECK(cudaFuncSetAttribute(loraShrinkKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  int(widestInput * sizeof(float))));
+}
+
+void launchConvertToHalf(const void* source, SourceDtype dtype, half* target, size_t count, cudaStream_t stream) {
+  if (count == 0) return;
+  const int blocks = int(std::min<size_t>((count + 255) / 256, 65535));
+  convertToHalfKernel<<<blocks, 256, 0, stream>>>(source, int(dtype), target, count);
+  checkLaunch("convertToHalfKernel");
+}
+
+void launchEmbed(const RowMeta& rows, int rowCount, const half* table, int hidden, float* residual,
+                 cudaStream_t stream) {
+  embedKernel<<<rowCount, 256, 0, stream>>>(rows, table, hidden, residual);
+  checkLaunch("embedKernel");
+}
+
+void launchRmsNorm(const float* x, const int* gather, int rowCount, int hidden, const half* weight, float eps,
+                   half* out, cudaStream_t stream) {
+  rmsNormKernel<<<rowCount, 512, 0, stream>>>(x, gather, hidden, weight, eps, out);
+  checkLaunch("rmsNormKernel");
+}
+
+void launchRotaryAndCache(const RowMeta& rows, int rowCount, const float* qkv, const half* qkvBias,
+                          const float* invFreq, const AttentionShape& shape, const KvCacheView& cache, int layer,
+                          float* queries, cudaStream_t stream) {
+  const dim3 grid(rowCount, shape.heads + shape.kvHeads);
+  const int threads = ((shape.headDim / 2 + kWarp - 1) / kWarp) * kWarp;
+  rotaryAndCacheKernel<<<grid, threads, 0, stream>>>(rows, qkv, qkvBias, invFreq, shape, cache, layer, queries);
+  checkLaunch("rotaryAndCacheKernel");
+}
+
+void launchAttention(const RowMeta& rows, int rowCount, const float* queries, const AttentionShape& shape,
+                     const KvCacheView& cache, int layer, half* out, cudaStream_t stream) {
+  const int group = shape.heads / shape.kvHeads;
+  const size_t sharedBytes = size_t(group) * (shape.headDim + kAttentionThreads) * sizeof(float);
+  const dim3 grid(rowCount, shape.kvHeads);
+  attentionKernel<<<grid, kAttentionThreads, sharedBytes, stream>>>(rows, queries, shape, cache, layer, out);
+  checkLaunch("attentionKernel");
+}
+
+void launchSiluMul(const float* gateUp, int rowCount, int intermediate, half* out, cudaStream_t stream) {
+  const dim3 grid((intermediate + 255) / 256, rowCount);
+  siluMulKernel<<<grid, 256, 0, stream>>>(gateUp, intermediate, out);
+  checkLaunch("siluMulKernel");
+}
+
+void launchLoraShrink(const RowMeta& rows, int rowCount, const LoraGroupView& group, const half* x, int xStride,
+                      float* shrink, cudaStream_t stream) {
+  int widest = 0;
+  for (int m = 0; m < group.count; ++m) widest = std::max(widest, group.modules[m].in);
+  const dim3 grid(rowCount, group.count);
+  loraShrinkKernel<<<grid, 128, widest * sizeof(float), stream>>>(rows, group, x, xStride, shrink);
+  checkLaunch("loraShrinkKernel");
+}
+
+void launchLoraExpand(const RowMeta& rows, int rowCount, const LoraGroupView& group, const float* shrink,
+                      float* y, int yStride, cudaStream_t stream) {
+  const LoraModuleView& last = group.modules[group.count - 1];
+  const int columns = last.column + last.out;
+  const dim3 grid(rowCount, (columns + 255) / 256);
+  loraExpandKernel<<<grid, 256, 0, stream>>>(rows, group, shrink, y, yStride);
+  checkLaunch("loraExpandKernel");
+}
+
+void launchArgmax(const float* logits, int rowCount, int vocab, int* out, cudaStream_t stream) {
+  argmaxKernel<<<rowCount, 1024, 0, stream>>>(logits, vocab, out);
+  checkLaunch("argmaxKernel");
+}
+
+}  // namespace luminet
