@@ -2,6 +2,8 @@
 // measured on the same machine (../shared/BENCH.md "engine"). 64 sequences decode together; runs for
 // base-only and U = 1, 4, 16, 64 distinct rank-16 adapters (rows round-robin) share one untimed prefill and
 // are interleaved block by block, so every run sees the same context lengths and the same machine noise.
+// On cuda the timed steps sample on the device (CudaEngine.decodeGreedy: no logits come back), as serving
+// would; the roofline there is measured through onnxruntime's WebGPU provider on the same GPU.
 // Runnable directly (the GPU machine runs the bundled file): node bench-engine.mjs --device webgpu --json
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -9,8 +11,10 @@ import { availableParallelism, cpus } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { loadPeftAdapter } from "../worker/adapters/peft.ts";
+import { createEngine } from "../worker/engine/create-engine.ts";
+import { type CUDA_FORMULATION, CudaEngine } from "../worker/engine/cuda/cuda-engine.ts";
 import { computeDtypeFor, type Device, parseDevice } from "../worker/engine/device.ts";
-import { Engine, type LoraFormulation } from "../worker/engine/engine.ts";
+import type { LoraFormulation } from "../worker/engine/engine.ts";
 import { MODULE_KINDS, type ModelConfig, moduleShape } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { saveBenchResult } from "./bench-result.ts";
@@ -50,11 +54,17 @@ export interface EngineBenchResult {
   shape: string;
   base_tokens_per_s: number;
   results: EngineBenchRow[];
-  roofline: { flops_per_s: number; bytes_per_s: number; dominant: "compute" | "memory" };
+  roofline: {
+    flops_per_s: number;
+    bytes_per_s: number;
+    dominant: "compute" | "memory";
+    /** The device the roofline was measured through, where not the benchmarked one (cuda: webgpu). */
+    measured_via?: Device;
+  };
   setup: {
     layers: number;
     dtype: string;
-    formulation: LoraFormulation;
+    formulation: LoraFormulation | typeof CUDA_FORMULATION;
     /** Absent in results saved before the option existed (every core). */
     threads?: number;
     /** Absent in results saved before weights were left unpacked by default (they were prepacked). */
@@ -160,13 +170,14 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   const modelDir = options.modelDir ?? ensureBenchModel(device, layers, log);
   const threads = options.threads ?? availableParallelism();
 
-  const engine = await Engine.create({
+  const engine = await createEngine({
     modelDir,
     device,
     maxContext: context,
     slots: SEQUENCES,
     maxRank: RANK,
     maxAdaptersPerStep: SEQUENCES,
+    maxBatch: SEQUENCES,
     threads,
     ...(options.prepackWeights ? { prepackWeights: true } : {}),
     ...(options.formulation ? { loraFormulation: options.formulation } : {}),
@@ -201,10 +212,14 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   const step = async (): Promise<[number, number]> => {
     const start = performance.now();
     const cpuStart = process.cpuUsage();
-    const logits = await engine.decode(next);
+    if (engine instanceof CudaEngine) {
+      next = await engine.decodeGreedy(next);
+    } else {
+      const logits = await engine.decode(next);
+      next = new Map([...logits].map(([id, row]) => [id, argmax(row)]));
+    }
     const cpu = process.cpuUsage(cpuStart);
     const seconds = (performance.now() - start) / 1000;
-    next = new Map([...logits].map(([id, row]) => [id, argmax(row)]));
     return [seconds, (cpu.user + cpu.system) / 1e6];
   };
   for (const u of runs) {
@@ -224,8 +239,11 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   }
   await engine.close();
 
-  log("measuring the roofline (peak MatMul rate, memory bandwidth)");
-  const roofline: Roofline = await measureRoofline(device, computeDtypeFor(device), threads);
+  // Besides the addon, JavaScript reaches the GPU only through onnxruntime's WebGPU provider. Where memory
+  // dominates every U (it does on a GPU), the bounds are ratios of step bytes, whatever rates it measures.
+  const rooflineDevice: Device = device === "cuda" ? "webgpu" : device;
+  log(`measuring the roofline (peak MatMul rate, memory bandwidth) through ${rooflineDevice}`);
+  const roofline: Roofline = await measureRoofline(rooflineDevice, computeDtypeFor(device), threads);
   const bytesPerValue = onGpu ? 2 : 4;
   const meanContext = promptLength + totalSteps / 2;
   const ideal = (u: number) => {
@@ -263,6 +281,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
       bytes_per_s: round(roofline.bytesPerSecond),
       dominant:
         base.flops / roofline.flopsPerSecond > base.bytes / roofline.bytesPerSecond ? "compute" : "memory",
+      ...(rooflineDevice !== device ? { measured_via: rooflineDevice } : {}),
     },
     setup: {
       layers,

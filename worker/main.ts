@@ -122,6 +122,7 @@ export class LuminetWorker {
       slots: options.slots,
       maxRank: options.maxRank,
       maxAdaptersPerStep: options.maxAdaptersPerBatch,
+      maxBatch: options.maxBatch,
       ...(options.threads ? { threads: options.threads } : {}),
       ...(options.prepackWeights ? { prepackWeights: true } : {}),
     });

@@ -30,6 +30,9 @@ const GenerateLine = z
 
 type Line = z.infer<typeof GenerateLine>;
 
+/** Sequences generating at once (the CUDA engine holds a KV cache row for each). */
+const MAX_BATCH = 64;
+
 function readLines(file: string): Line[] {
   const lines = readFileSync(file, "utf8").split("\n");
   const parsed: Line[] = [];
@@ -75,10 +78,11 @@ async function generate(options: {
     slots: Math.max(1, adapters.length),
     maxRank: Math.max(1, ...adapters.map((a) => a.maxRank)),
     maxAdaptersPerStep: Math.min(64, Math.max(1, adapters.length)),
+    maxBatch: MAX_BATCH,
   });
   for (const [i, adapter] of adapters.entries()) await engine.writeAdapter(i + 1, adapter);
   const batcher = new ContinuousBatcher(engine, tokenizer, {
-    maxBatch: 64,
+    maxBatch: MAX_BATCH,
     maxContext,
     prefillTokenBudget: 4096,
   });

@@ -1,10 +1,8 @@
-// The execution devices the engine runs on, and what each needs from onnxruntime-node.
-// CPU is always there; WebGPU (Dawn over Vulkan) is bundled but needs a real Vulkan driver; CUDA needs the
-// provider libraries that onnxruntime-node's install step downloads (skipped by .npmrc on our machines).
-import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+// The execution devices the engine runs on, and what each needs. CPU and WebGPU run through
+// onnxruntime-node: CPU is always there; WebGPU (Dawn over Vulkan) is bundled but needs a real Vulkan
+// driver. CUDA is the native backend (worker/engine/cuda/), an addon built by `npm run build:cuda`.
 import type { InferenceSession } from "onnxruntime-node";
+import { type CudaAddon, CudaUnavailableError, loadCudaAddon } from "./cuda/native.ts";
 
 export type Device = "cpu" | "webgpu" | "cuda";
 export type ComputeDtype = "float32" | "float16";
@@ -21,21 +19,19 @@ export function computeDtypeFor(device: Device): ComputeDtype {
   return device === "cpu" ? "float32" : "float16";
 }
 
-function cudaProviderInstalled(): boolean {
-  // The package's main module lives in <package>/dist/.
-  const packageDir = dirname(dirname(fileURLToPath(import.meta.resolve("onnxruntime-node"))));
-  return existsSync(join(packageDir, "bin", "napi-v6", "linux", "x64", "libonnxruntime_providers_cuda.so"));
-}
-
-/** Throws a DeviceError that says what to do when a device cannot work in this installation. */
-export function assertDeviceUsable(device: Device): void {
-  if (device === "cuda" && !cudaProviderInstalled()) {
-    throw new DeviceError(
-      "onnxruntime-node's CUDA provider is not installed (its install step is skipped by .npmrc). On a host " +
-        "with CUDA 12, cuDNN 9 and internet access run `ONNXRUNTIME_NODE_INSTALL=cuda12 node " +
-        "node_modules/onnxruntime-node/script/install`, or use --device webgpu.",
+/** The native CUDA addon (the built one unless given), or a CudaUnavailableError when it is not built or sees no GPU. */
+export function usableCudaAddon(addon: CudaAddon = loadCudaAddon()): CudaAddon {
+  if (addon.deviceCount() === 0) {
+    throw new CudaUnavailableError(
+      "the CUDA backend is built but no CUDA device is visible (deviceCount() is 0): check nvidia-smi and CUDA_VISIBLE_DEVICES",
     );
   }
+  return addon;
+}
+
+/** Throws an error that says what to do when a device cannot work in this installation. */
+export function assertDeviceUsable(device: Device): void {
+  if (device === "cuda") usableCudaAddon();
 }
 
 /**

@@ -1,7 +1,8 @@
-// The worker-thread side of EngineThread: builds the Engine and serves calls one at a time, in order,
-// so a step and an adapter write never interleave.
+// The worker-thread side of EngineThread: builds the engine for the device (create-engine.ts) and serves
+// calls one at a time, in order, so a step and an adapter write never interleave.
 import { parentPort, workerData } from "node:worker_threads";
-import { Engine, type EngineOptions } from "./engine.ts";
+import { createEngine } from "./create-engine.ts";
+import type { EngineOptions } from "./engine.ts";
 import type { ThreadReply } from "./engine-thread.ts";
 
 const port = parentPort!;
@@ -17,7 +18,7 @@ function transferables(result: unknown): ArrayBuffer[] {
 }
 
 try {
-  const engine = await Engine.create(workerData as EngineOptions);
+  const engine = await createEngine(workerData as EngineOptions);
   port.postMessage({ ready: engine.model });
   let queue = Promise.resolve();
   port.on("message", (message: { id: number; method: Method; args: unknown[] }) => {

@@ -39,6 +39,11 @@ export interface EngineOptions {
   maxRank: number;
   /** Most distinct adapters in one run; graph variants exist for 1, 4, 16, 64 up to this. */
   maxAdaptersPerStep: number;
+  /**
+   * Most sequences running at once. The CUDA engine allocates a KV cache row for each (default 64);
+   * the onnxruntime engine grows its cache as sequences join and does not need it.
+   */
+  maxBatch?: number;
   threads?: number;
   /**
    * CPU: give every graph variant's session its own prepacked copy of the base weights (sessionOptions):
@@ -128,6 +133,9 @@ export class Engine {
   }
 
   static async create(options: EngineOptions): Promise<Engine> {
+    if (options.device === "cuda") {
+      throw new EngineError("--device cuda runs on the native CUDA engine: create it with createEngine()");
+    }
     assertDeviceUsable(options.device);
     const model = loadModelConfig(options.modelDir);
     const dtype = options.computeDtype ?? computeDtypeFor(options.device);

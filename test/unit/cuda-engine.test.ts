@@ -1,0 +1,241 @@
+// The CUDA engine's TypeScript side without a GPU: over the addon's contract carried out in TypeScript
+// (test/support/reference-cuda-addon.ts) it must give what the onnxruntime CPU engine gives for the same
+// sequences — ragged prompts prefilled together in chunks, mixed-adapter decode, greedy tokens from the
+// device — refuse the same misuse with the same errors, and say clearly when the addon or a GPU is missing.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
+import { initTinyModel } from "../../scripts/tiny-model.ts";
+import { type LoadedAdapter, loadPeftAdapter } from "../../worker/adapters/peft.ts";
+import { createEngine } from "../../worker/engine/create-engine.ts";
+import { CudaEngine, type CudaEngineOptions } from "../../worker/engine/cuda/cuda-engine.ts";
+import { CudaUnavailableError } from "../../worker/engine/cuda/native.ts";
+import { Engine } from "../../worker/engine/engine.ts";
+import type { ModelConfig } from "../../worker/engine/model-config.ts";
+import { spawnLuminet } from "../support/luminet-command.ts";
+import { referenceCudaAddon } from "../support/reference-cuda-addon.ts";
+
+let root: string;
+let modelDir: string;
+let model: ModelConfig;
+const adapters: LoadedAdapter[] = [];
+
+/** Adapters that differ in rank, targets, scaling and bias, so one batch mixes all of it. */
+const VARIANTS = [
+  { rank: 4 },
+  { rank: 8, alpha: 16 },
+  { rank: 16, alpha: 8, loraBias: true },
+  { rank: 8, useRslora: true, alpha: 32 },
+  { rank: 4, targetModules: ["q", "v"] as const },
+  { rank: 8, targetModules: ["gate", "up", "down"] as const },
+  { rank: 12, rankPattern: { "layers.1.self_attn.o_proj": 4 } },
+  { rank: 6, targetModulesRegex: String.raw`model\.layers\.0\..*_proj` },
+  { rank: 16, dtype: "BF16" as const },
+];
+
+beforeAll(() => {
+  root = mkdtempSync(join(tmpdir(), "luminet-cuda-engine-"));
+  // F16 weights: the CPU engine widens them to fp32, the reference addon decodes the uploaded fp16 bytes.
+  const tiny = initTinyModel(join(root, "model"), {
+    shape: "tiny",
+    adapters: 0,
+    rank: 4,
+    seed: 9,
+    dtype: "F16",
+  });
+  modelDir = tiny.dir;
+  model = tiny.config;
+  VARIANTS.forEach((variant, i) => {
+    const dir = join(root, `adapter-${i}`);
+    writeRandomAdapter(dir, model, {
+      seed: 200 + i,
+      ...variant,
+      targetModules: variant.targetModules ? [...variant.targetModules] : undefined,
+    } as Parameters<typeof writeRandomAdapter>[2]);
+    adapters.push(loadPeftAdapter(dir, model, { maxRank: 16 }));
+  });
+});
+
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const common = { maxContext: 64, slots: VARIANTS.length, maxRank: 16, maxAdaptersPerStep: 16 };
+
+function cpuEngine(overrides: Partial<CudaEngineOptions> = {}): Promise<Engine> {
+  return Engine.create({ ...common, modelDir, device: "cpu", threads: 1, ...overrides });
+}
+
+function cudaEngine(overrides: Partial<CudaEngineOptions> = {}) {
+  const addon = referenceCudaAddon();
+  const engine = CudaEngine.create({ ...common, modelDir, device: "cuda", ...overrides }, addon);
+  return { addon, engine };
+}
+
+function prompt(i: number): number[] {
+  return Array.from({ length: 3 + i }, (_, t) => (17 * i + 31 * t + 1) % model.vocabSize);
+}
+
+function maxDiff(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+  return worst;
+}
+
+function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
+  return best;
+}
+
+async function errorOf(run: () => unknown): Promise<string> {
+  try {
+    await run();
+  } catch (error) {
+    return `${(error as Error).constructor.name}: ${(error as Error).message}`;
+  }
+  return "no error";
+}
+
+describe("the CUDA engine's host side", () => {
+  it("gives the CPU engine's logits for ragged prompts prefilled together in chunks and a mixed-adapter decode", async () => {
+    const cpu = await cpuEngine();
+    const { addon, engine: pending } = cudaEngine({ maxBatch: 12, stepTokens: 8 });
+    const cuda = await pending;
+    expect(cuda.formulation).toBe("cuda-sgmv");
+    expect(cuda.spec.maxStepTokens).toBe(12);
+    for (const [i, adapter] of adapters.entries()) {
+      await cpu.writeAdapter(i + 1, adapter);
+      await cuda.writeAdapter(i + 1, adapter);
+    }
+    await cuda.warmUp();
+    // Ten prompts of 3..12 tokens, nine adapters and one base row, prefilled in one call on CUDA.
+    const ids = Array.from({ length: 10 }, (_, i) => `s${i}`);
+    const slotOf = (i: number) => (i === 9 ? 0 : i + 1);
+    const expected: Float32Array[] = [];
+    for (const [i, id] of ids.entries()) expected.push(...(await cpu.prefill(id, prompt(i), slotOf(i))));
+    const actual = await cuda.prefillTogether(
+      ids.map((id, i) => ({ id, tokens: prompt(i), slot: slotOf(i) })),
+    );
+    expect(actual).toHaveLength(ids.length);
+    for (const [i, row] of actual.entries()) expect(maxDiff(row, expected[i]!)).toBeLessThan(1e-4);
+    // The 75 prompt rows ran as steps of at most 12, some holding the end of one prompt and the start of
+    // the next (after the warm-up step).
+    const prefillSteps = addon.models[0]!.steps.slice(1);
+    expect(prefillSteps.map((s) => s.tokens.length)).toEqual([12, 12, 12, 12, 12, 12, 3]);
+    expect(prefillSteps.some((s) => new Set(s.cacheRows).size > 1)).toBe(true);
+    expect(ids.map((id) => cuda.sequenceLength(id))).toEqual(ids.map((_, i) => prompt(i).length));
+
+    // Decode: the same teacher-forced tokens on both; then greedy on the device equals the CPU's argmax.
+    let next = new Map(ids.map((id, i) => [id, argmax(expected[i]!)]));
+    for (let step = 0; step < 3; step++) {
+      const want = await cpu.decode(next);
+      const got = await cuda.decode(next);
+      expect([...got.keys()]).toEqual([...next.keys()]);
+      for (const id of ids) expect(maxDiff(got.get(id)!, want.get(id)!)).toBeLessThan(1e-4);
+      next = new Map(ids.map((id) => [id, argmax(want.get(id)!)]));
+    }
+    const want = await cpu.decode(next);
+    const greedy = await cuda.decodeGreedy(next);
+    expect([...greedy]).toEqual(ids.map((id) => [id, argmax(want.get(id)!)]));
+    expect(cuda.sequenceLength("s3")).toBe(prompt(3).length + 4);
+
+    // A released sequence frees its cache row for the next prompt, whose every token's logits match.
+    cpu.release("s2");
+    cuda.release("s2");
+    expect(cuda.running).toBe(9);
+    const whole = [...prompt(2), 5, 6, 7];
+    const cpuAll = await cpu.prefill("again", whole, 4, true);
+    const cudaAll = await cuda.prefill("again", whole, 4, true);
+    expect(cudaAll).toHaveLength(whole.length);
+    for (const [t, row] of cudaAll.entries()) expect(maxDiff(row, cpuAll[t]!)).toBeLessThan(1e-4);
+    expect(addon.models[0]!.steps.at(-1)!.cacheRows[0]).toBe(2);
+    await cpu.close();
+    await cuda.close();
+  });
+
+  it("refuses the same misuse as the CPU engine with the same errors", async () => {
+    const cpu = await cpuEngine({ slots: 2, maxRank: 8 });
+    const cuda = await cudaEngine({ slots: 2, maxRank: 8 }).engine;
+    const misuse: ((e: Engine | CudaEngine) => unknown)[] = [
+      (e) => e.prefill("a", [], 0),
+      (e) => e.prefill("a", new Array(64).fill(1), 0),
+      (e) => e.prefill("a", [1, 2], 3),
+      (e) => e.writeAdapter(0, adapters[0]!),
+      (e) => e.writeAdapter(3, adapters[0]!),
+      (e) => e.writeAdapter(1, adapters[2]!),
+      (e) => e.clearSlot(0),
+      (e) => e.switchAdapter("nobody", 1),
+      (e) => e.prefill("a", [1, 2], 0),
+      (e) => e.prefill("a", [1, 2], 0),
+      (e) => e.prefill("b", [1, 2, 3], 0),
+      (e) => e.decode(new Map([["a", 1]])),
+      (e) =>
+        e.decode(
+          new Map([
+            ["a", 1],
+            ["c", 2],
+          ]),
+        ),
+      (e) => e.switchAdapter("a", 5),
+    ];
+    for (const run of misuse) expect(await errorOf(() => run(cuda))).toBe(await errorOf(() => run(cpu)));
+    expect(await errorOf(() => cpu.prefill("a", [1], 0))).toMatch(/already running/);
+    await cpu.close();
+
+    // What only the CUDA engine can be asked: tokens outside the vocabulary, more sequences than cache rows.
+    await expect(cuda.prefill("z", [1, model.vocabSize], 0)).rejects.toThrow(/outside the vocabulary of 512/);
+    await expect(
+      cuda.decode(
+        new Map([
+          ["a", -1],
+          ["b", 1],
+        ]),
+      ),
+    ).rejects.toThrow(/token -1/);
+    const small = await cudaEngine({ maxBatch: 2 }).engine;
+    await small.prefillTogether([
+      { id: "x", tokens: [1], slot: 0 },
+      { id: "y", tokens: [2, 3], slot: 0 },
+    ]);
+    await expect(small.prefill("z", [4], 0)).rejects.toThrow(/no free cache row .*2 of 2 are running/);
+    expect(small.running).toBe(2);
+    small.release("x");
+    await small.prefill("z", [4], 0);
+    await small.close();
+    await cuda.close();
+  });
+
+  it("says what is missing when the addon is not built or sees no GPU", async () => {
+    const options = { ...common, modelDir, device: "cuda" as const };
+    const saved = process.env.LUMINET_CUDA_ADDON;
+    process.env.LUMINET_CUDA_ADDON = join(root, "missing", "luminet-cuda.node");
+    try {
+      await expect(createEngine(options)).rejects.toThrow(CudaUnavailableError);
+      await expect(createEngine(options)).rejects.toThrow(/not built .*npm run build:cuda/);
+    } finally {
+      if (saved === undefined) delete process.env.LUMINET_CUDA_ADDON;
+      else process.env.LUMINET_CUDA_ADDON = saved;
+    }
+    await expect(CudaEngine.create(options, referenceCudaAddon(0))).rejects.toThrow(
+      /no CUDA device is visible/,
+    );
+    await expect(Engine.create(options)).rejects.toThrow(/native CUDA engine.*createEngine/);
+  });
+
+  it("makes `luminet generate --device cuda` and `luminet bench engine --device cuda` fail with that error", async () => {
+    const batch = join(root, "batch.jsonl");
+    writeFileSync(batch, `${JSON.stringify({ id: 1, prompt_ids: [1, 2], adapter: null, max_tokens: 2 })}\n`);
+    const env = { LUMINET_CUDA_ADDON: join(root, "missing", "luminet-cuda.node") };
+    const [generate, bench] = await Promise.all([
+      spawnLuminet(["generate", "--model", modelDir, "--batch", batch, "--device", "cuda"], env),
+      spawnLuminet(["bench", "engine", "--device", "cuda", "--model", modelDir], env),
+    ]);
+    for (const run of [generate, bench]) {
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/the CUDA backend is not built .*npm run build:cuda/);
+    }
+    expect(generate.stdout).toBe("");
+  }, 60_000);
+});

@@ -1,0 +1,36 @@
+// The one place that picks an engine for a device: CPU and WebGPU run the onnxruntime Engine, CUDA the
+// native CudaEngine. Both answer the calls in ServingEngine, which is what the worker, `generate` and the
+// benchmarks use.
+import type { LoadedAdapter } from "../adapters/peft.ts";
+import { CudaEngine, type CudaEngineOptions } from "./cuda/cuda-engine.ts";
+import { Engine, type EngineOptions } from "./engine.ts";
+import type { ModelConfig } from "./model-config.ts";
+
+/** The calls every engine answers, with the same errors for the same misuse. */
+export interface ServingEngine {
+  readonly model: ModelConfig;
+  /** How the engine applies many adapters in one step (a LoraFormulation, or "cuda-sgmv"). */
+  readonly formulation: string;
+  writeAdapter(slot: number, adapter: LoadedAdapter): Promise<void>;
+  clearSlot(slot: number): void;
+  warmUp(): Promise<void>;
+  prefill(id: string, tokens: readonly number[], slot: number, allLogits?: boolean): Promise<Float32Array[]>;
+  prefillTogether(
+    prompts: readonly { id: string; tokens: readonly number[]; slot: number }[],
+    allLogits?: boolean,
+  ): Promise<Float32Array[]>;
+  decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>>;
+  switchAdapter(id: string, slot: number): void;
+  release(id: string): void;
+  readonly running: number;
+  sequenceLength(id: string): number | undefined;
+  close(): Promise<void>;
+}
+
+/**
+ * The engine for `options.device`. For cuda, throws CudaUnavailableError (cuda/native.ts) where the addon
+ * is not built or no GPU is visible.
+ */
+export function createEngine(options: EngineOptions | CudaEngineOptions): Promise<Engine | CudaEngine> {
+  return options.device === "cuda" ? CudaEngine.create(options) : Engine.create(options);
+}

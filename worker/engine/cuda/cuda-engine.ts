@@ -1,0 +1,408 @@
+// The engine on the native CUDA backend (native.ts): the same calls as the onnxruntime Engine, over one
+// model resident on an NVIDIA GPU. Each running sequence owns a cache row of the device's KV cache
+// (sequence-table.ts); prefills and decodes become ragged native steps (step-plan.ts), so prompts of any
+// lengths prefill together and a decode is one row per sequence. Adapters go into resident slots as the
+// parser produced them; the device applies each distinct adapter once per step (segmented, SGMV-style).
+import { SingleBar } from "cli-progress";
+import type { LoadedAdapter } from "../../adapters/peft.ts";
+import { usableCudaAddon } from "../device.ts";
+import { EngineError, type EngineOptions } from "../engine.ts";
+import { LoraBankError } from "../lora-banks.ts";
+import { loadModelConfig, MODULE_KINDS, type ModelConfig, moduleShape } from "../model-config.ts";
+import { inverseFrequencies } from "../rope.ts";
+import { openWeights } from "../safetensors.ts";
+import type {
+  CudaAddon,
+  CudaModelSpec,
+  NativeAdapterModule,
+  NativeCudaModel,
+  NativeMemory,
+  NativeStep,
+  NativeStepResult,
+  WeightDtype,
+} from "./native.ts";
+import { type RunningSequence, SequenceTable } from "./sequence-table.ts";
+import { planSteps, prefillRows, type StepRow } from "./step-plan.ts";
+import { weightUploads } from "./weight-plan.ts";
+
+export interface CudaEngineOptions extends EngineOptions {
+  /** Replay each step shape as a captured CUDA graph (default on; off to compare). */
+  cudaGraphs?: boolean;
+  /** Most rows in one native step, so prompts prefill in chunks of this size (default 512, at least maxBatch). */
+  stepTokens?: number;
+}
+
+/** What `Engine.formulation` reports for this engine: segmented multi-LoRA kernels on the device. */
+export const CUDA_FORMULATION = "cuda-sgmv";
+
+/** Sequences resident at once when EngineOptions.maxBatch is not given: the worker's and bench's batch. */
+export const DEFAULT_CACHE_ROWS = 64;
+/** Rows per native step by default: prompts longer than this prefill in chunks. */
+export const PREFILL_STEP_TOKENS = 512;
+
+const WEIGHT_DTYPES: readonly string[] = ["F32", "F16", "BF16"] satisfies WeightDtype[];
+
+export class CudaEngine {
+  readonly formulation = CUDA_FORMULATION;
+  private readonly sequences: SequenceTable;
+
+  private constructor(
+    readonly options: CudaEngineOptions,
+    readonly model: ModelConfig,
+    readonly spec: CudaModelSpec,
+    private readonly native: NativeCudaModel,
+  ) {
+    this.sequences = new SequenceTable(spec.cacheRows);
+  }
+
+  /** Builds the native model and uploads the weights; `addon` defaults to the built one (device.ts). */
+  static async create(options: CudaEngineOptions, addon?: CudaAddon): Promise<CudaEngine> {
+    const cuda = usableCudaAddon(addon);
+    const model = loadModelConfig(options.modelDir);
+    const spec = modelSpec(model, options);
+    const native = new cuda.CudaModel(spec);
+    try {
+      await uploadWeights(native, model, options.modelDir);
+    } catch (error) {
+      native.close();
+      throw error;
+    }
+    return new CudaEngine(options, model, spec, native);
+  }
+
+  async writeAdapter(slot: number, adapter: LoadedAdapter): Promise<void> {
+    this.checkBankSlot(slot);
+    if (adapter.maxRank > this.spec.maxRank) {
+      throw new LoraBankError(
+        `adapter ${adapter.name} has rank ${adapter.maxRank}; this engine's slots hold at most ${this.spec.maxRank}`,
+      );
+    }
+    await this.native.writeAdapter(slot, nativeModules(this.model, adapter));
+  }
+
+  clearSlot(slot: number): void {
+    this.checkBankSlot(slot);
+    this.native.clearSlot(slot);
+  }
+
+  /**
+   * Runs one base-model row in a free cache row, so the first real step does not pay for the device's
+   * lazy setup (library handles, kernels). Nothing running is touched: the row's cache is rewritten by
+   * whichever prefill takes it next.
+   */
+  async warmUp(): Promise<void> {
+    const cacheRow = this.sequences.freeRow();
+    if (cacheRow === undefined) return;
+    const [step] = planSteps([{ token: 0, cacheRow, position: 0, slot: 0, logits: true }], 1, false);
+    await this.native.step(step!);
+  }
+
+  /** Runs a prompt and returns the logits of its last token (or of every token when `allLogits`). */
+  prefill(id: string, tokens: readonly number[], slot: number, allLogits = false): Promise<Float32Array[]> {
+    return this.prefillTogether([{ id, tokens, slot }], allLogits);
+  }
+
+  /**
+   * Runs prompts (of any lengths: steps are ragged) and returns each one's last-token logits, or every
+   * token's when `allLogits`, prompt after prompt. Prompts longer than a step go in chunks.
+   */
+  async prefillTogether(
+    prompts: readonly { id: string; tokens: readonly number[]; slot: number }[],
+    allLogits = false,
+  ): Promise<Float32Array[]> {
+    const ids = new Set<string>();
+    for (const { id, tokens, slot } of prompts) {
+      if (this.sequences.get(id) || ids.has(id)) throw new EngineError(`sequence ${id} is already running`);
+      ids.add(id);
+      if (tokens.length === 0) throw new EngineError(`sequence ${id} has an empty prompt`);
+      if (tokens.length >= this.spec.maxContext) {
+        throw new EngineError(
+          `prompt of ${tokens.length} tokens leaves no room in a ${this.spec.maxContext}-token context`,
+        );
+      }
+      this.checkSlot(slot);
+      for (const token of tokens) this.checkToken(id, token);
+    }
+    this.checkDistinctAdapters(prompts.map((p) => p.slot));
+    if (prompts.length > this.spec.cacheRows - this.sequences.size) {
+      throw new EngineError(
+        `no free cache row for ${prompts.length} more sequences: ${this.sequences.size} of ${this.spec.cacheRows} are running (maxBatch)`,
+      );
+    }
+    const admitted = prompts.map(({ id, slot, tokens }) => ({
+      id,
+      tokens,
+      sequence: this.sequences.admit(id, slot),
+    }));
+    try {
+      const rows = prefillRows(
+        admitted.map(({ tokens, sequence }) => ({
+          cacheRow: sequence.cacheRow,
+          slot: sequence.slot,
+          tokens,
+        })),
+        allLogits,
+      );
+      const { logits } = await this.runRows(rows, true);
+      for (const { tokens, sequence } of admitted) sequence.length = tokens.length;
+      return logits;
+    } catch (error) {
+      for (const { id } of admitted) this.sequences.release(id);
+      throw error;
+    }
+  }
+
+  /**
+   * One decode step over every running sequence: `tokens` gives each sequence's newest token. Returns the
+   * logits of the next token per sequence, in the order given.
+   */
+  async decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>> {
+    const { ids, logits } = await this.runDecode(tokens, true);
+    return new Map(ids.map((id, i) => [id, logits[i]!]));
+  }
+
+  /** decode, but only each sequence's greedy next token comes back (argmax on the device, no logits copied). */
+  async decodeGreedy(tokens: ReadonlyMap<string, number>): Promise<Map<string, number>> {
+    const { ids, argmax } = await this.runDecode(tokens, false);
+    return new Map(ids.map((id, i) => [id, argmax[i]!]));
+  }
+
+  /**
+   * Points a running sequence at another slot for its next steps. Its cache keeps what earlier tokens
+   * computed under the old adapter: benchmarks use this to share one prefill between runs.
+   */
+  switchAdapter(id: string, slot: number): void {
+    const sequence = this.sequences.get(id);
+    if (!sequence) throw new EngineError(`sequence ${id} is not running`);
+    this.checkSlot(slot);
+    sequence.slot = slot;
+  }
+
+  /** Removes a finished or cancelled sequence and frees its cache row. */
+  release(id: string): void {
+    this.sequences.release(id);
+  }
+
+  get running(): number {
+    return this.sequences.size;
+  }
+
+  sequenceLength(id: string): number | undefined {
+    return this.sequences.get(id)?.length;
+  }
+
+  /** Device memory by use (weights, KV cache, adapter slots, scratch) and what is left free. */
+  memory(): NativeMemory {
+    return this.native.memory();
+  }
+
+  deviceName(): string {
+    return this.native.deviceName();
+  }
+
+  async close(): Promise<void> {
+    this.native.close();
+  }
+
+  /** Every running sequence's newest token at position = its length; each length then grows by one. */
+  private async runDecode(
+    tokens: ReadonlyMap<string, number>,
+    returnLogits: boolean,
+  ): Promise<{ ids: string[]; logits: Float32Array[]; argmax: number[] }> {
+    if (tokens.size !== this.sequences.size) {
+      const missing = this.sequences.ids().filter((id) => !tokens.has(id));
+      throw new EngineError(`decode must cover every running sequence; missing ${missing.join(", ")}`);
+    }
+    const rows: StepRow[] = [];
+    const sequences: RunningSequence[] = [];
+    for (const [id, token] of tokens) {
+      const sequence = this.sequences.get(id);
+      if (!sequence) throw new EngineError(`sequence ${id} is not running`);
+      if (sequence.length + 1 > this.spec.maxContext) {
+        throw new EngineError(`sequence ${id} reached the ${this.spec.maxContext}-token context`);
+      }
+      this.checkToken(id, token);
+      sequences.push(sequence);
+      rows.push({
+        token,
+        cacheRow: sequence.cacheRow,
+        position: sequence.length,
+        slot: sequence.slot,
+        logits: true,
+      });
+    }
+    this.checkDistinctAdapters(rows.map((r) => r.slot));
+    const result = await this.runRows(rows, returnLogits);
+    for (const sequence of sequences) sequence.length += 1;
+    return { ids: [...tokens.keys()], ...result };
+  }
+
+  /** Runs rows as native steps, in order; the logit rows' results come back in row order. */
+  private async runRows(
+    rows: StepRow[],
+    returnLogits: boolean,
+  ): Promise<{ logits: Float32Array[]; argmax: number[] }> {
+    const logits: Float32Array[] = [];
+    const argmax: number[] = [];
+    for (const step of planSteps(rows, this.spec.maxStepTokens, returnLogits)) {
+      const result = await this.native.step(step);
+      checkResult(step, result, this.spec.vocab);
+      argmax.push(...result.argmax);
+      if (result.logits) {
+        const vocab = this.spec.vocab;
+        for (let i = 0; i < step.logitRows.length; i++)
+          logits.push(result.logits.subarray(i * vocab, (i + 1) * vocab));
+      }
+    }
+    return { logits, argmax };
+  }
+
+  private checkToken(id: string, token: number): void {
+    if (!Number.isInteger(token) || token < 0 || token >= this.spec.vocab) {
+      throw new EngineError(`sequence ${id}: token ${token} is outside the vocabulary of ${this.spec.vocab}`);
+    }
+  }
+
+  private checkDistinctAdapters(slots: readonly number[]): void {
+    const distinct = new Set(slots.filter((s) => s !== 0)).size;
+    if (distinct > this.options.maxAdaptersPerStep) {
+      throw new EngineError(
+        `${distinct} distinct adapters in one step; this engine allows ${this.options.maxAdaptersPerStep}`,
+      );
+    }
+  }
+
+  /** A sequence's slot: 0 (no adapter) or 1..slots. */
+  private checkSlot(slot: number): void {
+    if (slot !== 0 && (!Number.isInteger(slot) || slot < 1 || slot > this.spec.slots)) {
+      throw new EngineError(`slot ${slot} is out of range 0..${this.spec.slots}`);
+    }
+  }
+
+  /** A slot written or cleared: 1..slots, with the adapter banks' error (lora-banks.ts). */
+  private checkBankSlot(slot: number): void {
+    if (!Number.isInteger(slot) || slot < 1 || slot > this.spec.slots) {
+      throw new LoraBankError(`slot ${slot} is out of range 1..${this.spec.slots}`);
+    }
+  }
+}
+
+/** The native model's sizes for this model and these engine options. */
+export function modelSpec(model: ModelConfig, options: CudaEngineOptions): CudaModelSpec {
+  const cacheRows = options.maxBatch ?? DEFAULT_CACHE_ROWS;
+  const stepTokens = options.stepTokens ?? PREFILL_STEP_TOKENS;
+  for (const [name, value] of [
+    ["maxContext", options.maxContext],
+    ["maxBatch", cacheRows],
+    ["stepTokens", stepTokens],
+    ["slots", options.slots],
+    ["maxRank", options.maxRank],
+  ] as const) {
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new EngineError(`${name} must be a positive integer, got ${value}`);
+    }
+  }
+  return {
+    layers: model.numLayers,
+    hidden: model.hiddenSize,
+    intermediate: model.intermediateSize,
+    heads: model.numHeads,
+    kvHeads: model.numKvHeads,
+    headDim: model.headDim,
+    vocab: model.vocabSize,
+    rmsNormEps: model.rmsNormEps,
+    qkvBias: model.qkvBias,
+    tieWordEmbeddings: model.tieWordEmbeddings,
+    invFreq: inverseFrequencies(model),
+    maxContext: options.maxContext,
+    cacheRows,
+    maxStepTokens: Math.max(cacheRows, stepTokens),
+    slots: options.slots,
+    maxRank: options.maxRank,
+    cudaGraphs: options.cudaGraphs ?? true,
+    device: 0,
+  };
+}
+
+/** The adapter's modules as the native slot write takes them, their sizes checked against the model. */
+export function nativeModules(model: ModelConfig, adapter: LoadedAdapter): NativeAdapterModule[] {
+  return adapter.modules.map((m) => {
+    const { inFeatures, outFeatures } = moduleShape(model, m.kind);
+    if (
+      m.layer < 0 ||
+      m.layer >= model.numLayers ||
+      m.a.length !== m.rank * inFeatures ||
+      m.scaledBT.length !== m.rank * outFeatures ||
+      (m.scaledBias !== null && m.scaledBias.length !== outFeatures)
+    ) {
+      throw new LoraBankError(
+        `adapter ${adapter.name}: module ${m.kind} of layer ${m.layer} does not fit this model's [${outFeatures}, ${inFeatures}] ${m.kind} projection`,
+      );
+    }
+    return {
+      layer: m.layer,
+      kind: MODULE_KINDS.indexOf(m.kind),
+      rank: m.rank,
+      a: m.a,
+      scaledBT: m.scaledBT,
+      scaledBias: m.scaledBias,
+    };
+  });
+}
+
+/** Reads every checkpoint tensor the native weights need and uploads its raw bytes, one tensor at a time. */
+async function uploadWeights(native: NativeCudaModel, model: ModelConfig, modelDir: string): Promise<void> {
+  const weights = openWeights(modelDir);
+  const uploads = weightUploads(model);
+  const total = uploads.reduce((sum, u) => sum + weights.info(u.source).byteLength, 0);
+  const bar = new SingleBar({
+    format: "cuda weights [{bar}] {percentage}% {value}/{total} MB",
+    stream: process.stderr,
+  });
+  const showBar = process.stderr.isTTY === true;
+  if (showBar) bar.start(Math.ceil(total / 2 ** 20), 0);
+  let done = 0;
+  try {
+    for (const upload of uploads) {
+      const info = weights.info(upload.source);
+      const elements = info.shape.reduce((a, d) => a * d, 1);
+      if (!WEIGHT_DTYPES.includes(info.dtype)) {
+        throw new EngineError(
+          `${upload.source} is ${info.dtype}; the CUDA engine takes F32, F16 or BF16 weights`,
+        );
+      }
+      if (elements !== upload.elements) {
+        throw new EngineError(
+          `${upload.source} has ${elements} values [${info.shape.join(", ")}]; config.json implies ${upload.elements}`,
+        );
+      }
+      native.setWeight(
+        upload.target,
+        weights.readRaw(upload.source),
+        info.dtype as WeightDtype,
+        upload.offset,
+      );
+      done += info.byteLength;
+      if (showBar) bar.update(Math.floor(done / 2 ** 20));
+      // Let the event loop breathe between tensors: a 16-layer model is a couple of GB.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  } finally {
+    if (showBar) bar.stop();
+  }
+}
+
+/** Guards against a native result that does not match its step (a size mismatch would misassign rows). */
+function checkResult(step: NativeStep, result: NativeStepResult, vocab: number): void {
+  const rows = step.logitRows.length;
+  if (result.argmax.length !== rows) {
+    throw new EngineError(
+      `native step returned ${result.argmax.length} argmax values for ${rows} logit rows`,
+    );
+  }
+  if (step.returnLogits && result.logits?.length !== rows * vocab) {
+    throw new EngineError(
+      `native step returned ${result.logits?.length ?? "no"} logits for ${rows} rows of ${vocab}`,
+    );
+  }
+}
