@@ -2,7 +2,8 @@
 // `npm run build:cuda` where nvcc is found) that holds one model on an NVIDIA GPU and runs ragged steps
 // over it. This file types the addon and loads it with an error that says what is missing.
 import { existsSync } from "node:fs";
-import { createRequire } from "node:module";
+// Not named createRequire: the GPU bundle's banner (../shared/device/prepare.sh) declares that name.
+import { createRequire as requireFrom } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -12,6 +13,12 @@ export const CUDA_ADDON_PATH = join(
   "build",
   "luminet-cuda.node",
 );
+
+/**
+ * The same backend built for the CPU emulator (`npm run build:cuda -- --emulate`): its kernels run on the host,
+ * for tests on machines without a GPU. Load it by pointing LUMINET_CUDA_ADDON at it.
+ */
+export const CUDA_EMULATED_ADDON_PATH = join(dirname(CUDA_ADDON_PATH), "luminet-cuda-emulated.node");
 
 export class CudaUnavailableError extends Error {}
 
@@ -129,7 +136,7 @@ export function loadCudaAddon(): CudaAddon {
     );
   }
   try {
-    addon = createRequire(import.meta.url)(path) as CudaAddon;
+    addon = requireFrom(import.meta.url)(path) as CudaAddon;
   } catch (error) {
     throw new CudaUnavailableError(
       `the CUDA backend at ${path} does not load: ${error instanceof Error ? error.message : String(error)}`,
