@@ -130,7 +130,10 @@ class ReferenceCudaModel implements NativeCudaModel {
     this.checkWeightsComplete();
     const s = this.spec;
     const n = step.tokens.length;
-    if (n > s.maxStepTokens) throw new Error(`${n} rows exceed maxStepTokens ${s.maxStepTokens}`);
+    if (n === 0 || n > s.maxStepTokens) throw new Error(`${n} rows: a step holds 1..${s.maxStepTokens}`);
+    if (step.logitRows.length === 0 || step.logitRows.some((r) => r < 0 || r >= n)) {
+      throw new Error("logitRows must name 1..rows rows");
+    }
     this.steps.push(step);
     const q = s.heads * s.headDim;
     const kv = s.kvHeads * s.headDim;

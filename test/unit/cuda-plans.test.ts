@@ -140,7 +140,8 @@ describe("the CUDA engine's step plan", () => {
   ];
 
   it("prefills ragged prompts in chunks that keep each prompt's positions in order", () => {
-    const steps = planSteps(prefillRows(prompts, false), 4, true);
+    const planned = planSteps(prefillRows(prompts, false), 4, true);
+    const steps = planned.map((p) => p.native);
     expect(steps.map((s) => [...s.tokens])).toEqual([
       [10, 11, 12, 13],
       [14, 20, 21, 30],
@@ -161,13 +162,15 @@ describe("the CUDA engine's step plan", () => {
       [1, 0, 0, 3],
       [3, 3],
     ]);
-    // Only each prompt's last token: none in the first chunk, so the logits come out prompt by prompt.
-    expect(steps.map((s) => [...s.logitRows])).toEqual([[], [0, 2], [1]]);
+    // Only each prompt's last token, so the logits come out prompt by prompt. The first chunk has none;
+    // a native step names at least one, so it asks for its last row and drops the result.
+    expect(steps.map((s) => [...s.logitRows])).toEqual([[3], [0, 2], [1]]);
+    expect(planned.map((p) => p.wanted)).toEqual([0, 2, 1]);
     expect(steps.every((s) => s.returnLogits)).toBe(true);
   });
 
   it("asks for every token's logits with allLogits, in row order across chunks", () => {
-    const steps = planSteps(prefillRows(prompts, true), 6, false);
+    const steps = planSteps(prefillRows(prompts, true), 6, false).map((p) => p.native);
     expect(steps.map((s) => s.tokens.length)).toEqual([6, 4]);
     expect(steps.map((s) => [...s.logitRows])).toEqual([
       [0, 1, 2, 3, 4, 5],
@@ -187,10 +190,12 @@ describe("the CUDA engine's step plan", () => {
       slot: i,
       logits: true,
     }));
-    const [step, ...rest] = planSteps(rows, 64, false);
+    const [planned, ...rest] = planSteps(rows, 64, false);
+    const step = planned!.native;
     expect(rest).toEqual([]);
-    expect([...step!.positions]).toEqual([10, 11, 12]);
-    expect([...step!.logitRows]).toEqual([0, 1, 2]);
+    expect([...step.positions]).toEqual([10, 11, 12]);
+    expect([...step.logitRows]).toEqual([0, 1, 2]);
+    expect(planned!.wanted).toBe(3);
     expect(planSteps([], 4, true)).toEqual([]);
     expect(() => planSteps(rows, 0, true)).toThrow(RangeError);
   });

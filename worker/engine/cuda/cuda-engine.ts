@@ -94,7 +94,7 @@ export class CudaEngine {
     const cacheRow = this.sequences.freeRow();
     if (cacheRow === undefined) return;
     const [step] = planSteps([{ token: 0, cacheRow, position: 0, slot: 0, logits: true }], 1, false);
-    await this.native.step(step!);
+    await this.native.step(step!.native);
   }
 
   /** Runs a prompt and returns the logits of its last token (or of every token when `allLogits`). */
@@ -244,14 +244,13 @@ export class CudaEngine {
   ): Promise<{ logits: Float32Array[]; argmax: number[] }> {
     const logits: Float32Array[] = [];
     const argmax: number[] = [];
-    for (const step of planSteps(rows, this.spec.maxStepTokens, returnLogits)) {
+    const vocab = this.spec.vocab;
+    for (const { native: step, wanted } of planSteps(rows, this.spec.maxStepTokens, returnLogits)) {
       const result = await this.native.step(step);
-      checkResult(step, result, this.spec.vocab);
-      argmax.push(...result.argmax);
+      checkResult(step, result, vocab);
+      argmax.push(...result.argmax.subarray(0, wanted));
       if (result.logits) {
-        const vocab = this.spec.vocab;
-        for (let i = 0; i < step.logitRows.length; i++)
-          logits.push(result.logits.subarray(i * vocab, (i + 1) * vocab));
+        for (let i = 0; i < wanted; i++) logits.push(result.logits.subarray(i * vocab, (i + 1) * vocab));
       }
     }
     return { logits, argmax };

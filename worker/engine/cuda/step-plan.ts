@@ -30,29 +30,44 @@ export function prefillRows(
   );
 }
 
+/** A native step and how many of its logit rows the caller asked for (the first `wanted`, in order). */
+export interface PlannedStep {
+  native: NativeStep;
+  /**
+   * The native step names at least one logit row; a chunk without any (a long prompt's first chunks)
+   * names its last row, whose result is dropped: wanted is then 0.
+   */
+  wanted: number;
+}
+
 /** Splits rows, in order, into steps of at most `maxStepTokens` rows. */
 export function planSteps(
   rows: readonly StepRow[],
   maxStepTokens: number,
   returnLogits: boolean,
-): NativeStep[] {
+): PlannedStep[] {
   if (!Number.isSafeInteger(maxStepTokens) || maxStepTokens < 1) {
     throw new RangeError(`maxStepTokens must be a positive integer, got ${maxStepTokens}`);
   }
-  const steps: NativeStep[] = [];
+  const steps: PlannedStep[] = [];
   for (let start = 0; start < rows.length; start += maxStepTokens) {
     const chunk = rows.slice(start, start + maxStepTokens);
     const logitRows: number[] = [];
     chunk.forEach((row, i) => {
       if (row.logits) logitRows.push(i);
     });
+    const wanted = logitRows.length;
+    if (wanted === 0) logitRows.push(chunk.length - 1);
     steps.push({
-      tokens: Int32Array.from(chunk, (r) => r.token),
-      cacheRows: Int32Array.from(chunk, (r) => r.cacheRow),
-      positions: Int32Array.from(chunk, (r) => r.position),
-      slots: Int32Array.from(chunk, (r) => r.slot),
-      logitRows: Int32Array.from(logitRows),
-      returnLogits,
+      native: {
+        tokens: Int32Array.from(chunk, (r) => r.token),
+        cacheRows: Int32Array.from(chunk, (r) => r.cacheRow),
+        positions: Int32Array.from(chunk, (r) => r.position),
+        slots: Int32Array.from(chunk, (r) => r.slot),
+        logitRows: Int32Array.from(logitRows),
+        returnLogits,
+      },
+      wanted,
     });
   }
   return steps;
