@@ -4,7 +4,7 @@
 import { existsSync } from "node:fs";
 // Not named createRequire: the GPU bundle's banner (../shared/device/prepare.sh) declares that name.
 import { createRequire as requireFrom } from "node:module";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** Where `npm run build:cuda` writes the addon. LUMINET_CUDA_ADDON overrides it (the GPU bundle does). */
@@ -129,7 +129,7 @@ let addon: CudaAddon | null = null;
 /** Loads the addon, or throws a CudaUnavailableError that says how to get it. */
 export function loadCudaAddon(): CudaAddon {
   if (addon) return addon;
-  const path = process.env.LUMINET_CUDA_ADDON ?? CUDA_ADDON_PATH;
+  const path = resolve(process.env.LUMINET_CUDA_ADDON ?? CUDA_ADDON_PATH);
   if (!existsSync(path)) {
     throw new CudaUnavailableError(
       `the CUDA backend is not built (no ${path}): run \`npm run build:cuda\` on a host with nvcc (CUDA 12 or 13)`,

@@ -8,8 +8,13 @@
 
 #include "cuda-check.h"
 
+#ifdef LUMINET_CPU_EMULATION
+#include "cpu-emulation-cublas.h"
+#endif
+
 namespace luminet {
 
+#ifndef LUMINET_CPU_EMULATION
 namespace {
 
 std::vector<std::string> candidates() {
@@ -54,8 +59,12 @@ CublasApi open() {
 }
 
 }  // namespace
+#endif
 
 const CublasApi& loadCublas() {
+#ifdef LUMINET_CPU_EMULATION
+  return emulatedCublas();
+#else
   static std::once_flag once;
   static CublasApi api;
   static std::string failure;
@@ -68,6 +77,7 @@ const CublasApi& loadCublas() {
   });
   if (!failure.empty()) throw CudaError(failure);
   return api;
+#endif
 }
 
 void checkCublas(CublasStatus status, const char* call) {

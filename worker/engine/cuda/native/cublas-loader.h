@@ -2,7 +2,7 @@
 // installed (no cuBLAS headers or libraries), and runs wherever the GPU host has libcublas. Only the few
 // entry points the engine calls are declared, with the ABI values of cublas_api.h and library_types.h.
 #pragma once
-#include <cuda_runtime.h>
+#include "gpu.h"
 
 #include <cstddef>
 #include <string>

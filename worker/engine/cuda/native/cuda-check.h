@@ -1,7 +1,7 @@
 // Turns a failed CUDA runtime call into a C++ exception that names the call and where it was made; the
 // addon turns those into JavaScript errors.
 #pragma once
-#include <cuda_runtime.h>
+#include "gpu.h"
 
 #include <stdexcept>
 #include <string>

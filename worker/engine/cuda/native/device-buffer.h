@@ -1,6 +1,6 @@
 // Owning handles to device and pinned host memory, freed when they go out of scope.
 #pragma once
-#include <cuda_runtime.h>
+#include "gpu.h"
 
 #include <cstddef>
 #include <utility>

@@ -1,4 +1,3 @@
-#include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cfloat>
@@ -39,13 +38,19 @@ __device__ float blockSum(float v, float* scratch) {
   return total;
 }
 
-/** Eight halves at once, as floats. */
+/** Eight halves at once (one 16-byte load), as floats. */
 __device__ __forceinline__ void loadHalf8(const half* p, float (&out)[8]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const half2* pairs = reinterpret_cast<const half2*>(&raw);
+#ifdef LUMINET_CPU_EMULATION
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) emulation::fail("a 16-byte load from an address not 16-byte aligned");
+#endif
+  union {
+    uint4 raw;
+    half2 pairs[4];
+  } bits;
+  bits.raw = *reinterpret_cast<const uint4*>(p);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const float2 f = __half22float2(pairs[i]);
+    const float2 f = __half22float2(bits.pairs[i]);
     out[2 * i] = f.x;
     out[2 * i + 1] = f.y;
   }
@@ -129,7 +134,7 @@ __global__ void rotaryAndCacheKernel(RowMeta rows, const float* qkv, const half*
 // key and value is read once per row; positions go by in chunks of one per thread with a running softmax.
 __global__ void attentionKernel(RowMeta rows, const float* queries, AttentionShape shape, KvCacheView cache,
                                 int layer, half* out) {
-  extern __shared__ float shared[];
+  LUMINET_DYNAMIC_SHARED(float, shared);
   __shared__ float runningMax[kMaxGroup], runningSum[kMaxGroup], rescale[kMaxGroup];
   constexpr int kChunk = kAttentionThreads;
   constexpr int kAccumulators = kMaxAttentionOutputs / kAttentionThreads;
@@ -242,7 +247,7 @@ __device__ __forceinline__ int rankOf(const LoraGroupView& group, int slot, int 
 
 // grid (rows, modules), 128 threads: a warp per rank row, its dot product with the row's input.
 __global__ void loraShrinkKernel(RowMeta rows, LoraGroupView group, const half* x, int xStride, float* shrink) {
-  extern __shared__ float input[];
+  LUMINET_DYNAMIC_SHARED(float, input);
   const int row = rows.order[blockIdx.x];
   const int slot = rows.slots[row];
   if (slot == 0) return;
@@ -345,19 +350,19 @@ void configureLoraShrink(int widestInput) {
 void launchConvertToHalf(const void* source, SourceDtype dtype, half* target, size_t count, cudaStream_t stream) {
   if (count == 0) return;
   const int blocks = int(std::min<size_t>((count + 255) / 256, 65535));
-  convertToHalfKernel<<<blocks, 256, 0, stream>>>(source, int(dtype), target, count);
+  LUMINET_LAUNCH(convertToHalfKernel, blocks, 256, 0, stream)(source, int(dtype), target, count);
   checkLaunch("convertToHalfKernel");
 }
 
 void launchEmbed(const RowMeta& rows, int rowCount, const half* table, int hidden, float* residual,
                  cudaStream_t stream) {
-  embedKernel<<<rowCount, 256, 0, stream>>>(rows, table, hidden, residual);
+  LUMINET_LAUNCH(embedKernel, rowCount, 256, 0, stream)(rows, table, hidden, residual);
   checkLaunch("embedKernel");
 }
 
 void launchRmsNorm(const float* x, const int* gather, int rowCount, int hidden, const half* weight, float eps,
                    half* out, cudaStream_t stream) {
-  rmsNormKernel<<<rowCount, 512, 0, stream>>>(x, gather, hidden, weight, eps, out);
+  LUMINET_LAUNCH(rmsNormKernel, rowCount, 512, 0, stream)(x, gather, hidden, weight, eps, out);
   checkLaunch("rmsNormKernel");
 }
 
@@ -366,7 +371,7 @@ void launchRotaryAndCache(const RowMeta& rows, int rowCount, const float* qkv, c
                           float* queries, cudaStream_t stream) {
   const dim3 grid(rowCount, shape.heads + shape.kvHeads);
   const int threads = ((shape.headDim / 2 + kWarp - 1) / kWarp) * kWarp;
-  rotaryAndCacheKernel<<<grid, threads, 0, stream>>>(rows, qkv, qkvBias, invFreq, shape, cache, layer, queries);
+  LUMINET_LAUNCH(rotaryAndCacheKernel, grid, threads, 0, stream)(rows, qkv, qkvBias, invFreq, shape, cache, layer, queries);
   checkLaunch("rotaryAndCacheKernel");
 }
 
@@ -375,13 +380,13 @@ void launchAttention(const RowMeta& rows, int rowCount, const float* queries, co
   const int group = shape.heads / shape.kvHeads;
   const size_t sharedBytes = size_t(group) * (shape.headDim + kAttentionThreads) * sizeof(float);
   const dim3 grid(rowCount, shape.kvHeads);
-  attentionKernel<<<grid, kAttentionThreads, sharedBytes, stream>>>(rows, queries, shape, cache, layer, out);
+  LUMINET_LAUNCH(attentionKernel, grid, kAttentionThreads, sharedBytes, stream)(rows, queries, shape, cache, layer, out);
   checkLaunch("attentionKernel");
 }
 
 void launchSiluMul(const float* gateUp, int rowCount, int intermediate, half* out, cudaStream_t stream) {
   const dim3 grid((intermediate + 255) / 256, rowCount);
-  siluMulKernel<<<grid, 256, 0, stream>>>(gateUp, intermediate, out);
+  LUMINET_LAUNCH(siluMulKernel, grid, 256, 0, stream)(gateUp, intermediate, out);
   checkLaunch("siluMulKernel");
 }
 
@@ -390,7 +395,7 @@ void launchLoraShrink(const RowMeta& rows, int rowCount, const LoraGroupView& gr
   int widest = 0;
   for (int m = 0; m < group.count; ++m) widest = std::max(widest, group.modules[m].in);
   const dim3 grid(rowCount, group.count);
-  loraShrinkKernel<<<grid, 128, widest * sizeof(float), stream>>>(rows, group, x, xStride, shrink);
+  LUMINET_LAUNCH(loraShrinkKernel, grid, 128, widest * sizeof(float), stream)(rows, group, x, xStride, shrink);
   checkLaunch("loraShrinkKernel");
 }
 
@@ -399,12 +404,12 @@ void launchLoraExpand(const RowMeta& rows, int rowCount, const LoraGroupView& gr
   const LoraModuleView& last = group.modules[group.count - 1];
   const int columns = last.column + last.out;
   const dim3 grid(rowCount, (columns + 255) / 256);
-  loraExpandKernel<<<grid, 256, 0, stream>>>(rows, group, shrink, y, yStride);
+  LUMINET_LAUNCH(loraExpandKernel, grid, 256, 0, stream)(rows, group, shrink, y, yStride);
   checkLaunch("loraExpandKernel");
 }
 
 void launchArgmax(const float* logits, int rowCount, int vocab, int* out, cudaStream_t stream) {
-  argmaxKernel<<<rowCount, 1024, 0, stream>>>(logits, vocab, out);
+  LUMINET_LAUNCH(argmaxKernel, rowCount, 1024, 0, stream)(logits, vocab, out);
   checkLaunch("argmaxKernel");
 }
 

@@ -2,8 +2,7 @@
 // from device memory (RowMeta) and sizes its grid by the row count alone, so a step's launches can be
 // captured once as a CUDA graph and replayed for any step with the same row counts.
 #pragma once
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
+#include "gpu.h"
 
 #include <cstddef>
 #include <cstdint>
