@@ -2,15 +2,15 @@
 // native CudaEngine. Both answer the calls in ServingEngine, which is what the worker, `generate` and the
 // benchmarks use.
 import type { LoadedAdapter } from "../adapters/peft.ts";
-import { CudaEngine, type CudaEngineOptions } from "./cuda/cuda-engine.ts";
-import { Engine, type EngineOptions } from "./engine.ts";
+import { type CUDA_FORMULATION, CudaEngine, type CudaEngineOptions } from "./cuda/cuda-engine.ts";
+import { Engine, type EngineOptions, type LoraFormulation } from "./engine.ts";
 import type { ModelConfig } from "./model-config.ts";
 
 /** The calls every engine answers, with the same errors for the same misuse. */
 export interface ServingEngine {
   readonly model: ModelConfig;
-  /** How the engine applies many adapters in one step (a LoraFormulation, or "cuda-sgmv"). */
-  readonly formulation: string;
+  /** How the engine applies many adapters in one step. */
+  readonly formulation: LoraFormulation | typeof CUDA_FORMULATION;
   writeAdapter(slot: number, adapter: LoadedAdapter): Promise<void>;
   clearSlot(slot: number): void;
   warmUp(): Promise<void>;
@@ -28,9 +28,9 @@ export interface ServingEngine {
 }
 
 /**
- * The engine for `options.device`. For cuda, throws CudaUnavailableError (cuda/native.ts) where the addon
- * is not built or no GPU is visible.
+ * The engine for `options.device` (a CudaEngine for cuda: narrow with instanceof for decodeGreedy). For
+ * cuda, throws CudaUnavailableError (cuda/native.ts) where the addon is not built or no GPU is visible.
  */
-export function createEngine(options: EngineOptions | CudaEngineOptions): Promise<Engine | CudaEngine> {
-  return options.device === "cuda" ? CudaEngine.create(options) : Engine.create(options);
+export async function createEngine(options: EngineOptions | CudaEngineOptions): Promise<ServingEngine> {
+  return options.device === "cuda" ? await CudaEngine.create(options) : await Engine.create(options);
 }

@@ -33,7 +33,7 @@ export interface CudaEngineOptions extends EngineOptions {
 }
 
 /** What `Engine.formulation` reports for this engine: segmented multi-LoRA kernels on the device. */
-export const CUDA_FORMULATION = "cuda-sgmv";
+export const CUDA_FORMULATION = "cuda-sgmv" as const;
 
 /** Sequences resident at once when EngineOptions.maxBatch is not given: the worker's and bench's batch. */
 export const DEFAULT_CACHE_ROWS = 64;
