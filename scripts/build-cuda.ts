@@ -122,6 +122,8 @@ function emulationToolchain(): Toolchain {
     "-Wno-unknown-pragmas",
     // Kernels read halves through 16-byte vector loads, which nvcc allows and strict aliasing does not.
     "-fno-strict-aliasing",
+    // The emulator's fibers switch stacks with _longjmp, which fortified builds refuse.
+    "-U_FORTIFY_SOURCE",
     "-DLUMINET_CPU_EMULATION",
     "-DNAPI_VERSION=8",
     "-DNODE_ADDON_API_CPP_EXCEPTIONS",

@@ -2,6 +2,7 @@
 
 #include "cpu-emulation.h"
 
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <cstdio>
@@ -34,36 +35,70 @@ constexpr int kWarpSize = 32;
 enum class FiberState { Runnable, AtBlockBarrier, AtWarpBarrier, Done };
 
 struct Fiber {
-  ucontext_t context;
   uint3 index;
   FiberState state = FiberState::Runnable;
 };
 
-/** The block being run on this thread: its fibers, shared memory and warp exchange slots. */
+/** The block being run on this thread: its threads' states, shared memory and warp exchange slots. */
 struct Block {
   std::vector<Fiber> fibers;
-  ucontext_t scheduler;
   size_t current = 0;
   std::vector<unsigned char> dynamicShared;
   std::vector<uint32_t> exchange;  // 32 per warp
   const std::function<void()>* body = nullptr;
 };
 
-thread_local Block* running = nullptr;
-thread_local std::vector<std::vector<char>> stacks;
+/**
+ * A fiber's stack and where it waits. Each OS thread keeps its fibers for good: a fiber runs the body of
+ * whichever block thread it is given, then parks again. Switching is _setjmp/_longjmp, which, unlike
+ * swapcontext, makes no system call; ucontext only starts a fiber the first time.
+ */
+struct FiberSlot {
+  std::vector<char> stack;
+  jmp_buf parked;
+};
 
-void fiberMain() {
-  Block& block = *running;
-  (*block.body)();
-  block.fibers[block.current].state = FiberState::Done;
-  // Returning resumes the scheduler through uc_link.
+thread_local Block* running = nullptr;
+thread_local std::vector<FiberSlot> slots;
+thread_local jmp_buf scheduler;
+thread_local size_t starting = 0;
+
+[[noreturn]] void fiberLoop() {
+  const size_t self = starting;
+  for (;;) {
+    if (_setjmp(slots[self].parked) == 0) _longjmp(scheduler, 1);
+    (*running->body)();
+    running->fibers[running->current].state = FiberState::Done;
+  }
+}
+
+void ensureFibers(size_t count) {
+  // A parked fiber's frame lives on its own stack, which never moves; its jmp_buf may move with the vector.
+  while (slots.size() < count) {
+    slots.emplace_back();
+    FiberSlot& slot = slots.back();
+    slot.stack.resize(kFiberStackBytes);
+    ucontext_t start, here;
+    getcontext(&start);
+    start.uc_stack.ss_sp = slot.stack.data();
+    start.uc_stack.ss_size = slot.stack.size();
+    start.uc_link = nullptr;
+    makecontext(&start, fiberLoop, 0);
+    starting = slots.size() - 1;
+    if (_setjmp(scheduler) == 0) swapcontext(&here, &start);  // the fiber parks and jumps back here
+  }
+}
+
+void resume(Block& block, size_t i) {
+  block.current = i;
+  threadIdx = block.fibers[i].index;
+  if (_setjmp(scheduler) == 0) _longjmp(slots[i].parked, 1);
 }
 
 void yieldAs(FiberState state) {
   Block& block = *running;
-  Fiber& fiber = block.fibers[block.current];
-  fiber.state = state;
-  swapcontext(&fiber.context, &block.scheduler);
+  block.fibers[block.current].state = state;
+  if (_setjmp(slots[block.current].parked) == 0) _longjmp(scheduler, 1);
 }
 
 /** Releases every barrier all of whose live threads have reached it; false when none could be. */
@@ -96,23 +131,11 @@ bool releaseBarriers(Block& block) {
 
 void runBlock(Block& block) {
   const size_t threads = block.fibers.size();
-  if (stacks.size() < threads) stacks.resize(threads);
-  for (size_t i = 0; i < threads; ++i) {
-    if (stacks[i].empty()) stacks[i].resize(kFiberStackBytes);
-    Fiber& fiber = block.fibers[i];
-    getcontext(&fiber.context);
-    fiber.context.uc_stack.ss_sp = stacks[i].data();
-    fiber.context.uc_stack.ss_size = stacks[i].size();
-    fiber.context.uc_link = &block.scheduler;
-    makecontext(&fiber.context, fiberMain, 0);
-  }
   for (;;) {
     bool ran = false;
     for (size_t i = 0; i < threads; ++i) {
       if (block.fibers[i].state != FiberState::Runnable) continue;
-      block.current = i;
-      threadIdx = block.fibers[i].index;
-      swapcontext(&block.scheduler, &block.fibers[i].context);
+      resume(block, i);
       ran = true;
     }
     bool done = true;
@@ -136,6 +159,7 @@ void runGrid(dim3 grid, dim3 blockShape, size_t sharedBytes, const std::function
   block.dynamicShared.resize(sharedBytes + 16);
   block.exchange.resize((threads + kWarpSize - 1) / kWarpSize * kWarpSize);
   block.body = &body;
+  ensureFibers(threads);
   blockDim = blockShape;
   gridDim = grid;
   running = &block;
