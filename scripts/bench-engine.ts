@@ -169,6 +169,15 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   const promptLength = context - totalSteps - 1;
   const modelDir = options.modelDir ?? ensureBenchModel(device, layers, log);
   const threads = options.threads ?? availableParallelism();
+  // Besides the addon, JavaScript reaches the GPU only through onnxruntime's WebGPU provider. Where memory
+  // dominates every U (it does on a GPU), the bounds are ratios of step bytes, whatever rates it measures.
+  // On cuda it is measured first, so a machine without Vulkan fails before the timed runs, not after.
+  const rooflineDevice: Device = device === "cuda" ? "webgpu" : device;
+  const measure = (): Promise<Roofline> => {
+    log(`measuring the roofline (peak MatMul rate, memory bandwidth) through ${rooflineDevice}`);
+    return measureRoofline(rooflineDevice, computeDtypeFor(device), threads);
+  };
+  const measuredFirst = rooflineDevice !== device ? await measure() : null;
 
   const engine = await createEngine({
     modelDir,
@@ -239,11 +248,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   }
   await engine.close();
 
-  // Besides the addon, JavaScript reaches the GPU only through onnxruntime's WebGPU provider. Where memory
-  // dominates every U (it does on a GPU), the bounds are ratios of step bytes, whatever rates it measures.
-  const rooflineDevice: Device = device === "cuda" ? "webgpu" : device;
-  log(`measuring the roofline (peak MatMul rate, memory bandwidth) through ${rooflineDevice}`);
-  const roofline: Roofline = await measureRoofline(rooflineDevice, computeDtypeFor(device), threads);
+  const roofline = measuredFirst ?? (await measure());
   const bytesPerValue = onGpu ? 2 : 4;
   const meanContext = promptLength + totalSteps / 2;
   const ideal = (u: number) => {
