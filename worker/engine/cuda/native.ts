@@ -100,6 +100,12 @@ export interface NativeMemory {
   totalBytes: number;
 }
 
+/** Peak rates measured on the device: an fp16 GEMM with fp32 output (the engine's kind) and a device copy. */
+export interface NativeRoofline {
+  flopsPerSecond: number;
+  bytesPerSecond: number;
+}
+
 export interface NativeCudaModel {
   /**
    * Uploads part of a named weight, converted to fp16 on the device, starting at element `offset`.
@@ -114,6 +120,8 @@ export interface NativeCudaModel {
   clearSlot(slot: number): void;
   step(step: NativeStep): Promise<NativeStepResult>;
   memory(): NativeMemory;
+  /** Times `repeats` GEMMs of gemmSize³ and copies of copyBytes (each read and written) after a warm-up. */
+  roofline(sizes: { gemmSize: number; copyBytes: number; repeats: number }): Promise<NativeRoofline>;
   deviceName(): string;
   close(): void;
 }

@@ -169,6 +169,27 @@ class AdapterWorker : public PromiseWorker {
   std::vector<AdapterModuleData> modules_;
 };
 
+class RooflineWorker : public PromiseWorker {
+ public:
+  RooflineWorker(Napi::Env env, std::shared_ptr<DeviceModel> model, int size, size_t copyBytes, int repeats)
+      : PromiseWorker(env), model_(std::move(model)), size_(size), copyBytes_(copyBytes), repeats_(repeats) {}
+
+ private:
+  void run() override { report_ = model_->measureRoofline(size_, copyBytes_, repeats_); }
+  Napi::Value answer(Napi::Env env) override {
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("flopsPerSecond", report_.flopsPerSecond);
+    result.Set("bytesPerSecond", report_.bytesPerSecond);
+    return result;
+  }
+
+  std::shared_ptr<DeviceModel> model_;
+  int size_;
+  size_t copyBytes_;
+  int repeats_;
+  RooflineReport report_{};
+};
+
 class CudaModel : public Napi::ObjectWrap<CudaModel> {
  public:
   static Napi::Function define(Napi::Env env) {
@@ -177,6 +198,7 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
                         InstanceMethod<&CudaModel::writeAdapter>("writeAdapter"),
                         InstanceMethod<&CudaModel::clearSlot>("clearSlot"), InstanceMethod<&CudaModel::step>("step"),
                         InstanceMethod<&CudaModel::memory>("memory"),
+                        InstanceMethod<&CudaModel::roofline>("roofline"),
                         InstanceMethod<&CudaModel::deviceName>("deviceName"),
                         InstanceMethod<&CudaModel::close>("close")});
   }
@@ -272,6 +294,19 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
     result.Set("freeBytes", double(report.freeBytes));
     result.Set("totalBytes", double(report.totalBytes));
     return result;
+  }
+
+  Napi::Value roofline(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw Napi::TypeError::New(env, "roofline({ gemmSize, copyBytes, repeats })");
+    const Napi::Object o = info[0].As<Napi::Object>();
+    const Napi::Value bytes = o.Get("copyBytes");
+    if (!bytes.IsNumber()) throw Napi::TypeError::New(env, "copyBytes must be a number");
+    auto* worker = new RooflineWorker(env, open(env), intProperty(o, "gemmSize"),
+                                      size_t(bytes.As<Napi::Number>().Int64Value()), intProperty(o, "repeats"));
+    const Napi::Promise promise = worker->promise();
+    worker->Queue();
+    return promise;
   }
 
   Napi::Value deviceName(const Napi::CallbackInfo& info) {

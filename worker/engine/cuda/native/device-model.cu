@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -424,6 +425,32 @@ void DeviceModel::enqueueForward(const RowMeta& rows, int rowCount, int logitCou
   gemm(lmInput, logitCount, s.hidden, weightData(s.tieWordEmbeddings ? "embed" : "lm_head"), s.vocab,
        logits_.as<float>(), 0.f);
   launchArgmax(logits_.as<float>(), logitCount, s.vocab, argmax_.as<int>(), compute_);
+}
+
+RooflineReport DeviceModel::measureRoofline(int size, size_t copyBytes, int repeats) {
+  require(size > 0 && copyBytes > 0 && repeats > 0, "roofline sizes must be positive");
+  std::lock_guard<std::mutex> lock(stepMutex_);
+  CUDA_CHECK(cudaSetDevice(spec_.device));
+  const size_t square = size_t(size) * size;
+  DeviceBuffer a(square * sizeof(half)), b(square * sizeof(half)), c(square * sizeof(float));
+  DeviceBuffer from(copyBytes), to(copyBytes);
+  CUDA_CHECK(cudaMemsetAsync(a.as<void>(), 0, a.bytes(), compute_));
+  CUDA_CHECK(cudaMemsetAsync(b.as<void>(), 0, b.bytes(), compute_));
+  CUDA_CHECK(cudaMemsetAsync(from.as<void>(), 0, copyBytes, compute_));
+  auto timed = [&](auto&& work) {
+    work();  // warm-up: cuBLAS picks and loads its kernel
+    CUDA_CHECK(cudaStreamSynchronize(compute_));
+    const auto start = std::chrono::steady_clock::now();
+    for (int r = 0; r < repeats; ++r) work();
+    CUDA_CHECK(cudaStreamSynchronize(compute_));
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  const double gemmSeconds = timed([&] { gemm(a.as<half>(), size, size, b.as<half>(), size, c.as<float>(), 0.f); });
+  const double copySeconds = timed([&] {
+    CUDA_CHECK(cudaMemcpyAsync(to.as<void>(), from.as<void>(), copyBytes, cudaMemcpyDeviceToDevice, compute_));
+  });
+  // A copy reads and writes every byte.
+  return {2.0 * square * size * repeats / gemmSeconds, 2.0 * copyBytes * repeats / copySeconds};
 }
 
 MemoryReport DeviceModel::memory() const {

@@ -58,6 +58,11 @@ struct StepOutput {
   std::vector<float> logits;  // empty unless returnLogits
 };
 
+/** The device's measured peak: fp16 GEMM rate (the engine's kind, fp32 out) and device-to-device copy rate. */
+struct RooflineReport {
+  double flopsPerSecond, bytesPerSecond;
+};
+
 struct MemoryReport {
   size_t weightsBytes, kvCacheBytes, adapterBankBytes, scratchBytes, freeBytes, totalBytes;
 };
@@ -76,6 +81,8 @@ class DeviceModel {
   /** Runs one step and waits for its results. */
   StepOutput step(const StepInput& input);
   MemoryReport memory() const;
+  /** Times `repeats` GEMMs of size³ and copies of `copyBytes` on the compute stream. */
+  RooflineReport measureRoofline(int size, size_t copyBytes, int repeats);
   const std::string& deviceName() const { return deviceName_; }
 
  private:
