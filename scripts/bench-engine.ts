@@ -3,7 +3,7 @@
 // base-only and U = 1, 4, 16, 64 distinct rank-16 adapters (rows round-robin) share one untimed prefill and
 // are interleaved block by block, so every run sees the same context lengths and the same machine noise.
 // On cuda the timed steps sample on the device (CudaEngine.decodeGreedy: no logits come back), as serving
-// would; the roofline there is measured through onnxruntime's WebGPU provider on the same GPU.
+// would, and the addon measures the roofline (an fp16 GEMM and a device copy, the sizes roofline.ts uses).
 // Runnable directly (the GPU machine runs the bundled file): node bench-engine.mjs --device webgpu --json
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -58,8 +58,6 @@ export interface EngineBenchResult {
     flops_per_s: number;
     bytes_per_s: number;
     dominant: "compute" | "memory";
-    /** The device the roofline was measured through, where not the benchmarked one (cuda: webgpu). */
-    measured_via?: Device;
   };
   setup: {
     layers: number;
@@ -169,15 +167,6 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   const promptLength = context - totalSteps - 1;
   const modelDir = options.modelDir ?? ensureBenchModel(device, layers, log);
   const threads = options.threads ?? availableParallelism();
-  // Besides the addon, JavaScript reaches the GPU only through onnxruntime's WebGPU provider. Where memory
-  // dominates every U (it does on a GPU), the bounds are ratios of step bytes, whatever rates it measures.
-  // On cuda it is measured first, so a machine without Vulkan fails before the timed runs, not after.
-  const rooflineDevice: Device = device === "cuda" ? "webgpu" : device;
-  const measure = (): Promise<Roofline> => {
-    log(`measuring the roofline (peak MatMul rate, memory bandwidth) through ${rooflineDevice}`);
-    return measureRoofline(rooflineDevice, computeDtypeFor(device), threads);
-  };
-  const measuredFirst = rooflineDevice !== device ? await measure() : null;
 
   const engine = await createEngine({
     modelDir,
@@ -246,9 +235,15 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
       }
     }
   }
-  await engine.close();
-
-  const roofline = measuredFirst ?? (await measure());
+  log("measuring the roofline (peak MatMul rate, memory bandwidth)");
+  let roofline: Roofline;
+  if (engine instanceof CudaEngine) {
+    roofline = await engine.roofline(CUDA_ROOFLINE_SIZES);
+    await engine.close();
+  } else {
+    await engine.close();
+    roofline = await measureRoofline(device, computeDtypeFor(device), threads);
+  }
   const bytesPerValue = onGpu ? 2 : 4;
   const meanContext = promptLength + totalSteps / 2;
   const ideal = (u: number) => {
@@ -286,7 +281,6 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
       bytes_per_s: round(roofline.bytesPerSecond),
       dominant:
         base.flops / roofline.flopsPerSecond > base.bytes / roofline.bytesPerSecond ? "compute" : "memory",
-      ...(rooflineDevice !== device ? { measured_via: rooflineDevice } : {}),
     },
     setup: {
       layers,
@@ -301,6 +295,9 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
     },
   };
 }
+
+/** On cuda: roofline.ts's sizes (a 4096³ GEMM, 256 Mi fp16 values copied), timed by the addon. */
+const CUDA_ROOFLINE_SIZES = { gemmSize: 4096, copyBytes: 512 * 2 ** 20, repeats: 5 };
 
 function argmax(row: Float32Array): number {
   let best = 0;

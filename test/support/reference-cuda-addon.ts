@@ -203,6 +203,31 @@ class ReferenceCudaModel implements NativeCudaModel {
     };
   }
 
+  /** Times a gemmSize³ product and a copy of copyBytes here, in JavaScript: the host's rates, not a GPU's. */
+  async roofline(sizes: { gemmSize: number; copyBytes: number; repeats: number }) {
+    const n = sizes.gemmSize;
+    const a = new Float32Array(n * n).fill(0.5);
+    const c = new Float32Array(n * n);
+    const source = new Uint8Array(sizes.copyBytes).fill(1);
+    const target = new Uint8Array(sizes.copyBytes);
+    let gemmSeconds = 0;
+    let copySeconds = 0;
+    for (let r = 0; r < sizes.repeats; r++) {
+      let start = performance.now();
+      for (let i = 0; i < n; i++)
+        for (let k = 0; k < n; k++)
+          for (let j = 0; j < n; j++) c[i * n + j]! += a[i * n + k]! * a[k * n + j]!;
+      gemmSeconds += (performance.now() - start) / 1000;
+      start = performance.now();
+      target.set(source);
+      copySeconds += (performance.now() - start) / 1000;
+    }
+    return {
+      flopsPerSecond: (2 * n ** 3 * sizes.repeats) / gemmSeconds,
+      bytesPerSecond: (2 * sizes.copyBytes * sizes.repeats) / copySeconds,
+    };
+  }
+
   deviceName(): string {
     return "TypeScript reference";
   }

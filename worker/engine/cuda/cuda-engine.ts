@@ -17,6 +17,7 @@ import type {
   NativeAdapterModule,
   NativeCudaModel,
   NativeMemory,
+  NativeRoofline,
   NativeStep,
   NativeStepResult,
   WeightDtype,
@@ -194,6 +195,11 @@ export class CudaEngine {
   /** Device memory by use (weights, KV cache, adapter slots, scratch) and what is left free. */
   memory(): NativeMemory {
     return this.native.memory();
+  }
+
+  /** The device's peak fp16 GEMM rate and copy bandwidth, timed by the addon (the benchmark's roofline). */
+  roofline(sizes: { gemmSize: number; copyBytes: number; repeats: number }): Promise<NativeRoofline> {
+    return this.native.roofline(sizes);
   }
 
   deviceName(): string {
