@@ -36,7 +36,11 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
       writeFileSync(batch, lines.map((l) => JSON.stringify(l)).join("\n"));
       const args = ["generate", "--model", dir, "--batch", batch, "--device"];
       const cpu = await spawnLuminet([...args, "cpu"]);
-      const cuda = await spawnLuminet([...args, "cuda"], { LUMINET_CUDA_ADDON: CUDA_EMULATED_ADDON_PATH });
+      // Threads run last to first between barriers here: a kernel race would change the tokens.
+      const cuda = await spawnLuminet([...args, "cuda"], {
+        LUMINET_CUDA_ADDON: CUDA_EMULATED_ADDON_PATH,
+        LUMINET_CUDA_EMULATION_ORDER: "reverse",
+      });
       expect(cuda.stderr).toBe("");
       expect(cuda.code).toBe(0);
       expect(cpu.code).toBe(0);

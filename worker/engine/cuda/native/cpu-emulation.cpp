@@ -129,11 +129,25 @@ bool releaseBarriers(Block& block) {
   return released;
 }
 
+/**
+ * LUMINET_CUDA_EMULATION_ORDER=reverse runs a block's threads last to first between barriers: a kernel
+ * whose threads read what others write without a barrier between gives different results in the two orders.
+ */
+bool reverseOrder() {
+  static const bool reverse = [] {
+    const char* order = std::getenv("LUMINET_CUDA_EMULATION_ORDER");
+    return order && std::strcmp(order, "reverse") == 0;
+  }();
+  return reverse;
+}
+
 void runBlock(Block& block) {
   const size_t threads = block.fibers.size();
+  const bool reverse = reverseOrder();
   for (;;) {
     bool ran = false;
-    for (size_t i = 0; i < threads; ++i) {
+    for (size_t n = 0; n < threads; ++n) {
+      const size_t i = reverse ? threads - 1 - n : n;
       if (block.fibers[i].state != FiberState::Runnable) continue;
       resume(block, i);
       ran = true;

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <numeric>
 #include <stdexcept>
@@ -25,7 +26,7 @@ void require(bool condition, const std::string& message) {
 
 }  // namespace
 
-DeviceModel::DeviceModel(ModelSpec spec) : spec_(std::move(spec)) {
+DeviceModel::DeviceModel(ModelSpec spec) : spec_(std::move(spec)), graphsEnabled_(spec_.cudaGraphs) {
   const ModelSpec& s = spec_;
   require(s.layers > 0 && s.hidden > 0 && s.intermediate > 0 && s.heads > 0 && s.kvHeads > 0 && s.vocab > 0,
           "model sizes must be positive");
@@ -311,8 +312,8 @@ StepOutput DeviceModel::step(const StepInput& in) {
   CUDA_CHECK(cudaMemcpyAsync(meta_.as<int>(), hostMeta_.as<int>(), (5 * size_t(rows) + logitCount) * sizeof(int),
                              cudaMemcpyHostToDevice, compute_));
   const GraphKey key{rows, logitCount, anyAdapter};
-  if (spec_.cudaGraphs && ++timesSeen_[key] > 1) {
-    runGraph(key, meta);
+  if (graphsEnabled_ && ++timesSeen_[key] > 1 && runGraph(key, meta)) {
+    // replayed
   } else {
     enqueueForward(meta, rows, logitCount, anyAdapter);
   }
@@ -330,7 +331,7 @@ StepOutput DeviceModel::step(const StepInput& in) {
   return out;
 }
 
-void DeviceModel::runGraph(const GraphKey& key, const RowMeta& meta) {
+bool DeviceModel::runGraph(const GraphKey& key, const RowMeta& meta) {
   auto found = graphs_.find(key);
   if (found == graphs_.end()) {
     if (graphs_.size() >= kMaxGraphs) {
@@ -338,23 +339,38 @@ void DeviceModel::runGraph(const GraphKey& key, const RowMeta& meta) {
       graphs_.erase(graphs_.begin());
     }
     // Captured on the second sight of a shape: the first ran eagerly, so cuBLAS has loaded its kernels.
-    CUDA_CHECK(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
-    cudaGraph_t graph = nullptr;
-    try {
-      enqueueForward(meta, std::get<0>(key), std::get<1>(key), std::get<2>(key));
-    } catch (...) {
-      cudaStreamEndCapture(compute_, &graph);
-      if (graph) cudaGraphDestroy(graph);
-      throw;
-    }
-    CUDA_CHECK(cudaStreamEndCapture(compute_, &graph));
     cudaGraphExec_t exec = nullptr;
-    const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-    CUDA_CHECK(instantiated);
+    try {
+      exec = capture(key, meta);
+    } catch (const std::exception& error) {
+      // A capture this runtime or cuBLAS refuses must not stop serving: steps run eagerly from now on.
+      std::fprintf(stderr, "luminet cuda: CUDA graphs off, capture failed: %s\n", error.what());
+      graphsEnabled_ = false;
+      cudaGetLastError();
+      return false;
+    }
     found = graphs_.emplace(key, exec).first;
   }
   CUDA_CHECK(cudaGraphLaunch(found->second, compute_));
+  return true;
+}
+
+cudaGraphExec_t DeviceModel::capture(const GraphKey& key, const RowMeta& meta) {
+  CUDA_CHECK(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
+  cudaGraph_t graph = nullptr;
+  try {
+    enqueueForward(meta, std::get<0>(key), std::get<1>(key), std::get<2>(key));
+  } catch (...) {
+    cudaStreamEndCapture(compute_, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    throw;
+  }
+  CUDA_CHECK(cudaStreamEndCapture(compute_, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  CUDA_CHECK(instantiated);
+  return exec;
 }
 
 void DeviceModel::gemm(const half* x, int rows, int in, const half* w, int out, float* y, float beta) {

@@ -109,7 +109,9 @@ class DeviceModel {
   void enqueueLora(const RowMeta& rows, int rowCount, int layer, std::initializer_list<int> kinds, const half* x,
                    int xStride, float* y, int yStride);
   void gemm(const half* x, int rows, int in, const half* w, int out, float* y, float beta);
-  void runGraph(const GraphKey& key, const RowMeta& rows);
+  /** Replays (capturing first if new) the step's graph; false when capture failed and graphs are now off. */
+  bool runGraph(const GraphKey& key, const RowMeta& rows);
+  cudaGraphExec_t capture(const GraphKey& key, const RowMeta& rows);
   size_t kvElements() const;
 
   const ModelSpec spec_;
@@ -135,6 +137,7 @@ class DeviceModel {
   PinnedBuffer hostStaging_;
   DeviceBuffer deviceStaging_;
 
+  bool graphsEnabled_;
   std::mutex stepMutex_, loadMutex_;
   std::map<GraphKey, int> timesSeen_;
   std::map<GraphKey, cudaGraphExec_t> graphs_;
