@@ -283,7 +283,8 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
         base.flops / roofline.flopsPerSecond > base.bytes / roofline.bytesPerSecond ? "compute" : "memory",
     },
     setup: {
-      layers,
+      // The model's own count: a --model folder need not have the default number of layers.
+      layers: model.numLayers,
       dtype: computeDtypeFor(device),
       formulation: engine.formulation,
       threads,
