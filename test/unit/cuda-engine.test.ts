@@ -2,7 +2,7 @@
 // (test/support/reference-cuda-addon.ts) it must give what the onnxruntime CPU engine gives for the same
 // sequences — ragged prompts prefilled together in chunks, mixed-adapter decode, greedy tokens from the
 // device — refuse the same misuse with the same errors, and say clearly when the addon or a GPU is missing.
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,7 +11,7 @@ import { initTinyModel } from "../../scripts/tiny-model.ts";
 import { type LoadedAdapter, loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { createEngine } from "../../worker/engine/create-engine.ts";
 import { CudaEngine, type CudaEngineOptions } from "../../worker/engine/cuda/cuda-engine.ts";
-import { CudaUnavailableError } from "../../worker/engine/cuda/native.ts";
+import { CUDA_EMULATED_ADDON_PATH, CudaUnavailableError } from "../../worker/engine/cuda/native.ts";
 import { Engine } from "../../worker/engine/engine.ts";
 import type { ModelConfig } from "../../worker/engine/model-config.ts";
 import { spawnLuminet } from "../support/luminet-command.ts";
@@ -238,4 +238,43 @@ describe("the CUDA engine's host side", () => {
     }
     expect(generate.stdout).toBe("");
   }, 60_000);
+
+  // The native code itself, compiled for the CPU emulator (npm run build:cuda -- --emulate), inside the
+  // engine thread that `generate` and the worker use: adapters cross into the thread as structured clones.
+  it.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))(
+    "makes `luminet generate --device cuda` give the CPU's greedy tokens, over the emulated addon",
+    async () => {
+      const batch = join(root, "mixed.jsonl");
+      const lines = [0, 1, 2, 3, 4, 5].map((i) => ({
+        id: i,
+        prompt_ids: prompt(i),
+        adapter: i === 0 ? null : join(root, `adapter-${i}`),
+        max_tokens: 6,
+      }));
+      writeFileSync(batch, `${lines.map((l) => JSON.stringify(l)).join("\n")}\n`);
+      const args = (device: string) => [
+        "generate",
+        "--model",
+        modelDir,
+        "--batch",
+        batch,
+        "--device",
+        device,
+      ];
+      const [cuda, cpu] = await Promise.all([
+        spawnLuminet(args("cuda"), { LUMINET_CUDA_ADDON: CUDA_EMULATED_ADDON_PATH }),
+        spawnLuminet(args("cpu")),
+      ]);
+      expect(cuda.stderr).toBe("");
+      expect(cuda.code).toBe(0);
+      const tokens = (out: string) =>
+        out
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l).token_ids as number[]);
+      expect(tokens(cuda.stdout)).toHaveLength(lines.length);
+      expect(tokens(cuda.stdout)).toEqual(tokens(cpu.stdout));
+    },
+    120_000,
+  );
 });
