@@ -202,6 +202,12 @@ describe("the CUDA engine's host side", () => {
     await expect(small.prefill("z", [4], 0)).rejects.toThrow(/no free cache row .*2 of 2 are running/);
     expect(small.running).toBe(2);
     small.release("x");
+    // Overlapping calls would plan from stale lengths: the second is refused and leaves nothing behind.
+    const first = small.decode(new Map([["y", 5]]));
+    await expect(small.prefill("z", [4], 0)).rejects.toThrow(/a step is already running/);
+    await first;
+    expect(small.sequenceLength("y")).toBe(3);
+    expect(small.running).toBe(1);
     await small.prefill("z", [4], 0);
     await small.close();
     await cuda.close();

@@ -43,9 +43,11 @@ export const PREFILL_STEP_TOKENS = 512;
 
 const WEIGHT_DTYPES: readonly string[] = ["F32", "F16", "BF16"] satisfies WeightDtype[];
 
+/** Calls that run steps must not overlap: each plans from the lengths the previous one left. */
 export class CudaEngine {
   readonly formulation = CUDA_FORMULATION;
   private readonly sequences: SequenceTable;
+  private stepping = false;
 
   private constructor(
     readonly options: CudaEngineOptions,
@@ -248,16 +250,26 @@ export class CudaEngine {
     rows: StepRow[],
     returnLogits: boolean,
   ): Promise<{ logits: Float32Array[]; argmax: number[] }> {
+    if (this.stepping) {
+      throw new EngineError(
+        "a step is already running on this engine: await each call (EngineThread serializes them)",
+      );
+    }
+    this.stepping = true;
     const logits: Float32Array[] = [];
     const argmax: number[] = [];
     const vocab = this.spec.vocab;
-    for (const { native: step, wanted } of planSteps(rows, this.spec.maxStepTokens, returnLogits)) {
-      const result = await this.native.step(step);
-      checkResult(step, result, vocab);
-      argmax.push(...result.argmax.subarray(0, wanted));
-      if (result.logits) {
-        for (let i = 0; i < wanted; i++) logits.push(result.logits.subarray(i * vocab, (i + 1) * vocab));
+    try {
+      for (const { native: step, wanted } of planSteps(rows, this.spec.maxStepTokens, returnLogits)) {
+        const result = await this.native.step(step);
+        checkResult(step, result, vocab);
+        argmax.push(...result.argmax.subarray(0, wanted));
+        if (result.logits) {
+          for (let i = 0; i < wanted; i++) logits.push(result.logits.subarray(i * vocab, (i + 1) * vocab));
+        }
       }
+    } finally {
+      this.stepping = false;
     }
     return { logits, argmax };
   }
