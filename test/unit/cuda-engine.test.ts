@@ -2,18 +2,27 @@
 // (test/support/reference-cuda-addon.ts) it must give what the onnxruntime CPU engine gives for the same
 // sequences — ragged prompts prefilled together in chunks, mixed-adapter decode, greedy tokens from the
 // device — refuse the same misuse with the same errors, and say clearly when the addon or a GPU is missing.
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
-import { initTinyModel } from "../../scripts/tiny-model.ts";
+import { initTinyModel, tinyConfigJson } from "../../scripts/tiny-model.ts";
 import { type LoadedAdapter, loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { createEngine } from "../../worker/engine/create-engine.ts";
 import { CudaEngine, type CudaEngineOptions } from "../../worker/engine/cuda/cuda-engine.ts";
-import { CUDA_EMULATED_ADDON_PATH, CudaUnavailableError } from "../../worker/engine/cuda/native.ts";
+import {
+  CUDA_EMULATED_ADDON_PATH,
+  type CudaAddon,
+  CudaUnavailableError,
+} from "../../worker/engine/cuda/native.ts";
+import { float32ToBfloat16 } from "../../worker/engine/dtype.ts";
 import { Engine } from "../../worker/engine/engine.ts";
-import type { ModelConfig } from "../../worker/engine/model-config.ts";
+import { type ModelConfig, parseModelConfig } from "../../worker/engine/model-config.ts";
+import { Prng } from "../../worker/engine/prng.ts";
+import { openWeights, writeSafetensors } from "../../worker/engine/safetensors.ts";
 import { spawnLuminet } from "../support/luminet-command.ts";
 import { referenceCudaAddon } from "../support/reference-cuda-addon.ts";
 
@@ -282,5 +291,88 @@ describe("the CUDA engine's host side", () => {
       expect(tokens(cuda.stdout)).toEqual(tokens(cpu.stdout));
     },
     120_000,
+  );
+
+  /** The TypeScript reference always; the native code on the CPU emulator where it is built. */
+  const addons: [string, () => CudaAddon, number][] = [
+    ["the reference addon", () => referenceCudaAddon(), 1e-4],
+    ...(existsSync(CUDA_EMULATED_ADDON_PATH)
+      ? [
+          [
+            "the emulated native addon",
+            () => createRequire(import.meta.url)(CUDA_EMULATED_ADDON_PATH) as CudaAddon,
+            // fp16 against fp32: a fraction of the logit spread.
+            1e-2,
+          ] as [string, () => CudaAddon, number],
+        ]
+      : []),
+  ];
+
+  it.each(addons)(
+    "runs a BF16 Qwen2 model with q/k/v biases and tied embeddings as the CPU engine does (%s)",
+    async (_, addon, tolerance) => {
+      // The tiny model as Qwen2: lm_head dropped (tied), random q/k/v biases added, everything in BF16.
+      const dir = join(root, "qwen2-bf16");
+      mkdirSync(dir, { recursive: true });
+      const { attention_bias: _a, mlp_bias: _m, ...rest } = tinyConfigJson("tiny", 2, "BF16");
+      const configJson = {
+        ...rest,
+        architectures: ["Qwen2ForCausalLM"],
+        model_type: "qwen2",
+        tie_word_embeddings: true,
+      };
+      writeFileSync(join(dir, "config.json"), JSON.stringify(configJson));
+      const qwen = parseModelConfig(configJson);
+      const base = openWeights(modelDir);
+      const bf16 = (data: Float32Array) => float32ToBfloat16(data);
+      const tensors = base
+        .names()
+        .filter((name) => name !== "lm_head.weight")
+        .map((name) => ({
+          name,
+          dtype: "BF16" as const,
+          shape: base.info(name).shape,
+          data: bf16(base.readFloat32(name)),
+        }));
+      const rng = new Prng(17);
+      for (let layer = 0; layer < qwen.numLayers; layer++) {
+        for (const [kind, width] of [
+          ["q", 64],
+          ["k", 32],
+          ["v", 32],
+        ] as const) {
+          tensors.push({
+            name: `model.layers.${layer}.self_attn.${kind}_proj.bias`,
+            dtype: "BF16",
+            shape: [width],
+            data: bf16(Float32Array.from({ length: width }, () => rng.nextNormal() * 0.5)),
+          });
+        }
+      }
+      writeSafetensors(join(dir, "model.safetensors"), tensors);
+      const adapterDir = join(root, "qwen2-adapter");
+      writeRandomAdapter(adapterDir, qwen, { rank: 4, alpha: 8, seed: 5, loraBias: true });
+      const adapter = loadPeftAdapter(adapterDir, qwen, { maxRank: 16 });
+
+      const options = { ...common, modelDir: dir, slots: 1 };
+      const cpu = await Engine.create({ ...options, device: "cpu", threads: 1 });
+      const cuda = await CudaEngine.create({ ...options, device: "cuda" }, addon());
+      expect(cuda.spec).toMatchObject({ qkvBias: true, tieWordEmbeddings: true });
+      for (const engine of [cpu, cuda]) await engine.writeAdapter(1, adapter);
+      const compare = (got: Float32Array[], want: Float32Array[]) => {
+        const spread = Math.max(...want.map((row) => Math.max(...row) - Math.min(...row)));
+        for (const [i, row] of got.entries()) expect(maxDiff(row, want[i]!) / spread).toBeLessThan(tolerance);
+      };
+      for (const slot of [0, 1]) {
+        const id = `q${slot}`;
+        compare(await cuda.prefill(id, prompt(5), slot, true), await cpu.prefill(id, prompt(5), slot, true));
+        const next = new Map([[id, 7]]);
+        compare([(await cuda.decode(next)).get(id)!], [(await cpu.decode(next)).get(id)!]);
+        cpu.release(id);
+        cuda.release(id);
+      }
+      await cpu.close();
+      await cuda.close();
+    },
   );
 });
