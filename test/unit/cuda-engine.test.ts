@@ -254,45 +254,6 @@ describe("the CUDA engine's host side", () => {
     expect(generate.stdout).toBe("");
   }, 60_000);
 
-  // The native code itself, compiled for the CPU emulator (npm run build:cuda -- --emulate), inside the
-  // engine thread that `generate` and the worker use: adapters cross into the thread as structured clones.
-  it.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))(
-    "makes `luminet generate --device cuda` give the CPU's greedy tokens, over the emulated addon",
-    async () => {
-      const batch = join(root, "mixed.jsonl");
-      const lines = [0, 1, 2, 3, 4, 5].map((i) => ({
-        id: i,
-        prompt_ids: prompt(i),
-        adapter: i === 0 ? null : join(root, `adapter-${i}`),
-        max_tokens: 6,
-      }));
-      writeFileSync(batch, `${lines.map((l) => JSON.stringify(l)).join("\n")}\n`);
-      const args = (device: string) => [
-        "generate",
-        "--model",
-        modelDir,
-        "--batch",
-        batch,
-        "--device",
-        device,
-      ];
-      const [cuda, cpu] = await Promise.all([
-        spawnLuminet(args("cuda"), { LUMINET_CUDA_ADDON: CUDA_EMULATED_ADDON_PATH }),
-        spawnLuminet(args("cpu")),
-      ]);
-      expect(cuda.stderr).toBe("");
-      expect(cuda.code).toBe(0);
-      const tokens = (out: string) =>
-        out
-          .trim()
-          .split("\n")
-          .map((l) => JSON.parse(l).token_ids as number[]);
-      expect(tokens(cuda.stdout)).toHaveLength(lines.length);
-      expect(tokens(cuda.stdout)).toEqual(tokens(cpu.stdout));
-    },
-    120_000,
-  );
-
   /** The TypeScript reference always; the native code on the CPU emulator where it is built. */
   const addons: [string, () => CudaAddon, number][] = [
     ["the reference addon", () => referenceCudaAddon(), 1e-4],
