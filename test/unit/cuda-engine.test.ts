@@ -1,7 +1,9 @@
 // The CUDA engine's TypeScript side without a GPU: over the addon's contract carried out in TypeScript
 // (test/support/reference-cuda-addon.ts) it must give what the onnxruntime CPU engine gives for the same
 // sequences — ragged prompts prefilled together in chunks, mixed-adapter decode, greedy tokens from the
-// device — refuse the same misuse with the same errors, and say clearly when the addon or a GPU is missing.
+// device, a BF16 Qwen2 model with biases and tied embeddings (also over the native code on the CPU
+// emulator, where built) — refuse the same misuse with the same errors, and say clearly when the addon or
+// a GPU is missing.
 
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
