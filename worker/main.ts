@@ -123,6 +123,8 @@ export class LuminetWorker {
       maxRank: options.maxRank,
       maxAdaptersPerStep: options.maxAdaptersPerBatch,
       maxBatch: options.maxBatch,
+      // The CUDA engine sizes its native steps to the scheduler's per-step token budget.
+      stepTokens: options.stepTokens,
       ...(options.threads ? { threads: options.threads } : {}),
       ...(options.prepackWeights ? { prepackWeights: true } : {}),
     });

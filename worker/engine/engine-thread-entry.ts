@@ -2,7 +2,7 @@
 // calls one at a time, in order, so a step and an adapter write never interleave.
 import { parentPort, workerData } from "node:worker_threads";
 import { createEngine } from "./create-engine.ts";
-import type { EngineOptions } from "./engine.ts";
+import type { CudaEngineOptions } from "./cuda/cuda-engine.ts";
 import type { ThreadReply } from "./engine-thread.ts";
 
 const port = parentPort!;
@@ -18,7 +18,7 @@ function transferables(result: unknown): ArrayBuffer[] {
 }
 
 try {
-  const engine = await createEngine(workerData as EngineOptions);
+  const engine = await createEngine(workerData as CudaEngineOptions);
   port.postMessage({ ready: engine.model });
   let queue = Promise.resolve();
   port.on("message", (message: { id: number; method: Method; args: unknown[] }) => {

@@ -4,7 +4,7 @@
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import type { LoadedAdapter } from "../adapters/peft.ts";
-import type { EngineOptions } from "./engine.ts";
+import type { CudaEngineOptions } from "./cuda/cuda-engine.ts";
 import type { ModelConfig } from "./model-config.ts";
 
 /** What the thread answers: the call's result or its error message. */
@@ -36,7 +36,8 @@ export class EngineThread {
     );
   }
 
-  static async start(options: EngineOptions): Promise<EngineThread> {
+  /** Options for either engine: `createEngine` picks the CUDA one for device cuda (CudaEngineOptions). */
+  static async start(options: CudaEngineOptions): Promise<EngineThread> {
     const entry = fileURLToPath(new URL("./engine-thread-entry.ts", import.meta.url));
     // The entry is TypeScript: load it through tsx in the thread as well.
     const worker = new Worker(
