@@ -35,6 +35,21 @@ describe("choosing a token", () => {
     expect(new Sampler(GREEDY, []).sample(row).token).toBe(argmax(row));
   });
 
+  it("skips the softmax for a greedy pick nobody asked logprobs of, picking the same token", () => {
+    const row = noise(32000, 7);
+    row[5] = Number.NaN;
+    const withLogprobs = new Sampler(params({ topLogprobs: 0 }), []).sample(row);
+    const without = new Sampler(GREEDY, []).sample(row);
+    expect(without.token).toBe(withLogprobs.token);
+    expect(Number.isFinite(withLogprobs.logprob)).toBe(true);
+    expect(without).toEqual({ token: withLogprobs.token, logprob: Number.NaN, top: [] });
+    // Penalties still apply on that path: the repeated best token loses to the runner-up.
+    const repeated = new Sampler(params({ repetitionPenalty: 1e6 }), [without.token]).sample(row);
+    expect(repeated.token).not.toBe(without.token);
+    expect(Number.isNaN(repeated.logprob)).toBe(true);
+    expect(() => new Sampler(GREEDY, []).sample(logits([Number.NaN, Number.NaN]))).toThrow(/-inf or NaN/);
+  });
+
   it("draws the same tokens from the same seed, and other tokens from another seed", () => {
     const row = noise(1000, 2, 1);
     const a = draw(params({ temperature: 1, seed: 42 }), row, 64);

@@ -37,11 +37,31 @@ export const GREEDY: SamplingParams = {
   topLogprobs: null,
 };
 
+/**
+ * Greedy with nothing to adjust or report: one pass over the logits (NaN counts as -inf; ties go to the
+ * lowest id), no copy, no softmax.
+ */
+function plainArgmax(input: Float32Array): SampledToken {
+  let best = -1;
+  let max = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < input.length; i++) {
+    const l = input[i]!;
+    if (l > max) {
+      max = l;
+      best = i;
+    }
+  }
+  if (best < 0) throw new RangeError("sampler: every logit is -inf or NaN");
+  if (max === Number.POSITIVE_INFINITY) throw new RangeError(`sampler: logit of token ${best} is +inf`);
+  return { token: best, logprob: Number.NaN, top: [] };
+}
+
 /** OpenAI's limit on top_logprobs. */
 export const MAX_TOP_LOGPROBS = 20;
 
 export interface SampledToken {
   token: number;
+  /** NaN for a greedy pick when logprobs were not requested: nothing reads it, and it costs a softmax. */
   logprob: number;
   /** The topLogprobs most likely tokens, most likely first (ties: lowest id first). */
   top: { token: number; logprob: number }[];
@@ -116,8 +136,10 @@ export class Sampler {
       this.logits = new Float32Array(v);
       this.exps = new Float32Array(v);
     }
-    const x = this.logits;
     const p = this.params;
+    const penalized = p.repetitionPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
+    if (p.temperature === 0 && p.topLogprobs === null && !penalized) return this.chose(plainArgmax(input));
+    const x = this.logits;
     for (let i = 0; i < v; i++) {
       const l = input[i]!;
       x[i] = Number.isNaN(l) ? Number.NEGATIVE_INFINITY : l;
@@ -141,6 +163,9 @@ export class Sampler {
       throw new RangeError("sampler: every logit is -inf or NaN");
     }
     if (max === Number.POSITIVE_INFINITY) throw new RangeError(`sampler: logit of token ${best} is +inf`);
+    // Greedy without logprobs needs no softmax: the exps over the vocabulary are most of a step's sampling.
+    if (p.temperature === 0 && p.topLogprobs === null)
+      return this.chose({ token: best, logprob: Number.NaN, top: [] });
     // Shifting by the max first keeps tiny temperatures from overflowing; log-softmax is shift-invariant.
     const invT = p.temperature > 0 ? 1 / p.temperature : 1;
     const ex = this.exps;
@@ -163,9 +188,13 @@ export class Sampler {
     if (p.topLogprobs) {
       for (const t of this.topTokens(p.topLogprobs)) top.push({ token: t, logprob: x[t]! - logSum });
     }
-    const result = { token, logprob: x[token]! - logSum, top };
-    this.counts.set(token, (this.counts.get(token) ?? 0) + 1);
-    this.seen.add(token);
+    return this.chose({ token, logprob: x[token]! - logSum, top });
+  }
+
+  /** Remembers the token for the penalties of the next steps. */
+  private chose(result: SampledToken): SampledToken {
+    this.counts.set(result.token, (this.counts.get(result.token) ?? 0) + 1);
+    this.seen.add(result.token);
     return result;
   }
 
