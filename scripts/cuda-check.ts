@@ -148,7 +148,7 @@ function sameTokens(a: number[][], b: number[][]) {
   return { pass: same === a.length, same: `${same}/${a.length}`, steps: STEPS };
 }
 
-/** Runs every check; `addon` defaults to the built addon (tests pass the TypeScript reference). */
+/** Runs every check; `addon` defaults to the built addon (tests pass the CPU-emulated one). */
 export async function runCudaCheck(addon?: CudaAddon): Promise<CudaCheckReport> {
   const root = mkdtempSync(join(tmpdir(), "luminet-cuda-check-"));
   try {

@@ -18,6 +18,7 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
     expect(report.device).toBe("CPU emulation");
     expect(summaryLines(report).filter((line) => !line.startsWith("PASS"))).toEqual([]);
     expect(report.pass).toBe(true);
+    expect(report.checks.greedy_alone_vs_batch!.same).toBe("10/10");
     // fp16 against the CPU engine's fp32: close, and not bit-identical (the emulator really computes in fp16).
     expect(report.checks.prefill_logits!.relative).toBeGreaterThan(0);
     expect(report.checks.prefill_logits!.relative).toBeLessThan(2e-3);
