@@ -524,15 +524,16 @@ export class Scheduler {
   private async decode(ran: Set<Entry>): Promise<void> {
     if (this.running.size === 0) return;
     const last = new Map([...this.running].map(([id, e]) => [id, e.output.tokens.at(-1)!.token]));
-    let logits: Map<string, Float32Array>;
+    const greedy = new Set([...this.running].filter(([, e]) => e.output.takesEnginePick).map(([id]) => id));
+    let rows: Map<string, Float32Array | number>;
     try {
-      logits = await this.engine.decode(last);
+      rows = await this.engine.decodePicking(last, greedy);
     } catch (error) {
       const reason = new JobError("engine_error", `decode failed: ${(error as Error).message}`);
       for (const entry of [...this.running.values()]) await this.finish(entry, "error", reason);
       return;
     }
-    for (const [id, row] of logits) {
+    for (const [id, row] of rows) {
       const entry = this.running.get(id);
       if (!entry) continue;
       ran.add(entry);
@@ -540,8 +541,8 @@ export class Scheduler {
     }
   }
 
-  private async accept(entry: Entry, logits: Float32Array): Promise<void> {
-    const { token, text, finish, stopToken } = entry.output.accept(logits);
+  private async accept(entry: Entry, row: Float32Array | number): Promise<void> {
+    const { token, text, finish, stopToken } = entry.output.accept(row);
     this.generated++;
     if (!stopToken) entry.job.onToken?.(token, text);
     if (finish) await this.finish(entry, finish);

@@ -169,6 +169,15 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     expect([...greedy]).toEqual(ids.map((id) => [id, argmax(want.get(id)!)]));
     expect(cuda.sequenceLength("s3")).toBe(prompt(3).length + 4);
 
+    // decodePicking: with every row greedy the device's picks come back and no logits cross; with one row
+    // that samples, every row gets its logits (the same as decode's).
+    const picked = await cuda.decodePicking(greedy, new Set(ids));
+    expect(steps.at(-1)!.returnLogits).toBe(false);
+    expect([...picked.values()].every((row) => typeof row === "number")).toBe(true);
+    const mixed = await cuda.decodePicking(picked as Map<string, number>, new Set(ids.slice(1)));
+    expect(steps.at(-1)!.returnLogits).toBe(true);
+    expect([...mixed.values()].every((row) => row instanceof Float32Array)).toBe(true);
+
     // A released sequence frees its cache row for the next prompt, whose every token's logits match.
     cpu.release("s2");
     cuda.release("s2");

@@ -50,6 +50,22 @@ describe("choosing a token", () => {
     expect(() => new Sampler(GREEDY, []).sample(logits([Number.NaN, Number.NaN]))).toThrow(/-inf or NaN/);
   });
 
+  it("takes an engine's pick only where the pick is the argmax of the raw logits", () => {
+    const greedy = new Sampler(GREEDY, [3]);
+    expect(greedy.takesArgmax).toBe(true);
+    expect(greedy.take(7)).toEqual({ token: 7, logprob: Number.NaN, top: [] });
+    for (const p of [
+      { temperature: 0.5 },
+      { topLogprobs: 0 },
+      { repetitionPenalty: 1.1 },
+      { presencePenalty: 0.5 },
+    ]) {
+      const sampler = new Sampler(params(p), [3]);
+      expect(sampler.takesArgmax).toBe(false);
+      expect(() => sampler.take(7)).toThrow(/only a greedy sequence/);
+    }
+  });
+
   it("draws the same tokens from the same seed, and other tokens from another seed", () => {
     const row = noise(1000, 2, 1);
     const a = draw(params({ temperature: 1, seed: 42 }), row, 64);

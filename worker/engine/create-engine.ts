@@ -6,6 +6,9 @@ import { type CUDA_FORMULATION, CudaEngine, type CudaEngineOptions } from "./cud
 import { Engine, type EngineOptions, type LoraFormulation } from "./engine.ts";
 import type { ModelConfig } from "./model-config.ts";
 
+/** One sequence's decode result: its next-token logits, or the token the engine already picked. */
+export type DecodeRow = Float32Array | number;
+
 /** The calls every engine answers, with the same errors for the same misuse. */
 export interface ServingEngine {
   readonly model: ModelConfig;
@@ -20,6 +23,15 @@ export interface ServingEngine {
     allLogits?: boolean,
   ): Promise<Float32Array[]>;
   decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>>;
+  /**
+   * A decode where the rows in `greedy` (greedy, no logprobs, no penalties: Sampler.takesArgmax) may come
+   * back as the token the engine picked instead of their logits. The CUDA engine picks on the device and
+   * copies no logits when every row is such; the onnxruntime engine returns logits for all.
+   */
+  decodePicking(
+    tokens: ReadonlyMap<string, number>,
+    greedy: ReadonlySet<string>,
+  ): Promise<Map<string, DecodeRow>>;
   switchAdapter(id: string, slot: number): void;
   release(id: string): void;
   readonly running: number;

@@ -7,7 +7,15 @@ import type { ThreadReply } from "./engine-thread.ts";
 
 const port = parentPort!;
 
-type Method = "writeAdapter" | "clearSlot" | "warmUp" | "prefill" | "decode" | "release" | "close";
+type Method =
+  | "writeAdapter"
+  | "clearSlot"
+  | "warmUp"
+  | "prefill"
+  | "decode"
+  | "decodePicking"
+  | "release"
+  | "close";
 
 function transferables(result: unknown): ArrayBuffer[] {
   const arrays = result instanceof Map ? [...result.values()] : Array.isArray(result) ? result : [];

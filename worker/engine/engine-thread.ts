@@ -78,6 +78,13 @@ export class EngineThread {
     return this.call("decode", [tokens]) as Promise<Map<string, Float32Array>>;
   }
 
+  decodePicking(
+    tokens: ReadonlyMap<string, number>,
+    greedy: ReadonlySet<string>,
+  ): Promise<Map<string, Float32Array | number>> {
+    return this.call("decodePicking", [tokens, greedy]) as Promise<Map<string, Float32Array | number>>;
+  }
+
   release(id: string): Promise<void> {
     return this.call("release", [id]) as Promise<void>;
   }

@@ -263,6 +263,14 @@ export class Engine {
     return new Map(ids.map((id, i) => [id, logits[i]!]));
   }
 
+  /** ServingEngine.decodePicking: onnxruntime's logits are on the host already, so every row gets them. */
+  decodePicking(
+    tokens: ReadonlyMap<string, number>,
+    _greedy: ReadonlySet<string>,
+  ): Promise<Map<string, Float32Array>> {
+    return this.decode(tokens);
+  }
+
   /**
    * Points a running sequence at another slot for its next steps. Its cache keeps what earlier tokens
    * computed under the old adapter: benchmarks use this to share one prefill between runs.

@@ -9,6 +9,11 @@ import type { Tokenizer } from "./tokenizer.ts";
 export interface StepEngine {
   prefill(id: string, tokens: readonly number[], slot: number): Promise<Float32Array[]>;
   decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>>;
+  /** See ServingEngine.decodePicking: rows in `greedy` may come back as picked tokens. */
+  decodePicking(
+    tokens: ReadonlyMap<string, number>,
+    greedy: ReadonlySet<string>,
+  ): Promise<Map<string, Float32Array | number>>;
   release(id: string): Promise<void> | void;
 }
 
@@ -161,17 +166,18 @@ export class ContinuousBatcher {
 
   private async decodeStep(): Promise<void> {
     const last = new Map([...this.running].map(([id, r]) => [id, r.output.tokens.at(-1)!.token]));
-    const logits = await this.engine.decode(last);
-    for (const [id, row] of logits) await this.accept(this.running.get(id)!, row);
+    const greedy = new Set([...this.running].filter(([, r]) => r.output.takesEnginePick).map(([id]) => id));
+    const rows = await this.engine.decodePicking(last, greedy);
+    for (const [id, row] of rows) await this.accept(this.running.get(id)!, row);
   }
 
   private async retireCancelled(): Promise<void> {
     for (const r of [...this.running.values()]) if (r.cancelled) await this.finish(r, "cancelled");
   }
 
-  /** Samples the next token from `logits`, streams it, and finishes the sequence if a stop condition holds. */
-  private async accept(r: Running, logits: Float32Array): Promise<void> {
-    const { token, text, finish, stopToken } = r.output.accept(logits);
+  /** Takes the next token from a decode row, streams it, and finishes the sequence if a stop condition holds. */
+  private async accept(r: Running, row: Float32Array | number): Promise<void> {
+    const { token, text, finish, stopToken } = r.output.accept(row);
     if (!stopToken) r.request.onToken?.(token, text);
     if (finish) await this.finish(r, finish);
   }

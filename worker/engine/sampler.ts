@@ -56,6 +56,10 @@ function plainArgmax(input: Float32Array): SampledToken {
   return { token: best, logprob: Number.NaN, top: [] };
 }
 
+function isPenalized(p: SamplingParams): boolean {
+  return p.repetitionPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
+}
+
 /** OpenAI's limit on top_logprobs. */
 export const MAX_TOP_LOGPROBS = 20;
 
@@ -129,6 +133,22 @@ export class Sampler {
     this.seen = new Set(promptTokens);
   }
 
+  /**
+   * True when this sequence's next token is the argmax of its raw logits and nothing else is reported
+   * (greedy, no logprobs, no penalties): an engine may then pick it where the logits are (take()).
+   */
+  get takesArgmax(): boolean {
+    const p = this.params;
+    return p.temperature === 0 && p.topLogprobs === null && !isPenalized(p);
+  }
+
+  /** Records a token an engine picked for this sequence (only where takesArgmax). */
+  take(token: number): SampledToken {
+    if (!this.takesArgmax)
+      throw new Error("sampler: only a greedy sequence without logprobs or penalties takes a pick");
+    return this.chose({ token, logprob: Number.NaN, top: [] });
+  }
+
   sample(input: Float32Array): SampledToken {
     const v = input.length;
     if (v === 0) throw new RangeError("sampler: empty logits");
@@ -137,8 +157,7 @@ export class Sampler {
       this.exps = new Float32Array(v);
     }
     const p = this.params;
-    const penalized = p.repetitionPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
-    if (p.temperature === 0 && p.topLogprobs === null && !penalized) return this.chose(plainArgmax(input));
+    if (this.takesArgmax) return this.chose(plainArgmax(input));
     const x = this.logits;
     for (let i = 0; i < v; i++) {
       const l = input[i]!;

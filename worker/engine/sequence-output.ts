@@ -50,9 +50,17 @@ export class SequenceOutput {
     return this.tokens.map((t) => t.token);
   }
 
-  /** Samples the next token from `logits` and reports what it adds and whether the sequence ends. */
-  accept(logits: Float32Array): Accepted {
-    const token = this.sampler.sample(logits);
+  /** Whether the engine may pick this sequence's next token itself (Sampler.takesArgmax). */
+  get takesEnginePick(): boolean {
+    return this.sampler.takesArgmax;
+  }
+
+  /**
+   * Takes the next token from a decode row — its logits, sampled here, or the token the engine picked —
+   * and reports what it adds and whether the sequence ends.
+   */
+  accept(row: Float32Array | number): Accepted {
+    const token = typeof row === "number" ? this.sampler.take(row) : this.sampler.sample(row);
     this.tokens.push(token);
     if (this.stopIds.includes(token.token)) return { token, text: "", finish: "stop", stopToken: true };
     const { emit, stopped } = this.applyStopStrings(this.detokenizer.push(token.token));

@@ -171,6 +171,18 @@ export class CudaEngine {
   }
 
   /**
+   * ServingEngine.decodePicking: when every row is greedy, the device's argmax is the answer and no logits
+   * cross to the host (64 rows of a 32k vocabulary are 8 MB a step); otherwise every row gets its logits.
+   */
+  async decodePicking(
+    tokens: ReadonlyMap<string, number>,
+    greedy: ReadonlySet<string>,
+  ): Promise<Map<string, Float32Array | number>> {
+    const allGreedy = [...tokens.keys()].every((id) => greedy.has(id));
+    return allGreedy ? await this.decodeGreedy(tokens) : await this.decode(tokens);
+  }
+
+  /**
    * Points a running sequence at another slot for its next steps. Its cache keeps what earlier tokens
    * computed under the old adapter: benchmarks use this to share one prefill between runs.
    */
