@@ -109,7 +109,8 @@ void DeviceModel::allocateBanks() {
   const int attention = s.heads * s.headDim, kv = s.kvHeads * s.headDim;
   const int ins[kModuleKinds] = {s.hidden, s.hidden, s.hidden, attention, s.hidden, s.hidden, s.intermediate};
   const int outs[kModuleKinds] = {attention, kv, kv, s.hidden, s.intermediate, s.intermediate, s.hidden};
-  const size_t slotRows = size_t(s.slots) + 1;  // slot 0 (no adapter) is never written; indexing stays direct
+  // Banks hold slots 1..slots (slot 0, no adapter, has no rows); the rank tables index slot 0 too, as 0s.
+  const size_t slotRows = size_t(s.slots);
   banks_.resize(size_t(s.layers) * kModuleKinds);
   for (int l = 0; l < s.layers; ++l) {
     for (int k = 0; k < kModuleKinds; ++k) {
@@ -121,7 +122,7 @@ void DeviceModel::allocateBanks() {
       bank.scaledBias = DeviceBuffer(slotRows * bank.out * sizeof(half));
     }
   }
-  const size_t entries = slotRows * s.layers * kModuleKinds;
+  const size_t entries = (slotRows + 1) * s.layers * kModuleKinds;
   ranks_ = DeviceBuffer(entries * sizeof(int));
   hasBias_ = DeviceBuffer(entries);
   CUDA_CHECK(cudaMemset(ranks_.as<void>(), 0, ranks_.bytes()));
@@ -236,12 +237,12 @@ void DeviceModel::writeAdapter(int slot, const std::vector<AdapterModuleData>& m
   std::vector<Pending> pending;
   for (const AdapterModuleData& m : modules) {
     LoraBank& bank = banks_[size_t(m.layer) * kModuleKinds + m.kind];
-    const size_t slotA = size_t(slot) * s.maxRank * bank.in, slotB = size_t(slot) * s.maxRank * bank.out;
+    const size_t slotA = size_t(slot - 1) * s.maxRank * bank.in, slotB = size_t(slot - 1) * s.maxRank * bank.out;
     pending.push_back({stage(m.a, m.aCount), m.aCount, bank.a.as<half>() + slotA});
     pending.push_back({stage(m.scaledBT, m.scaledBTCount), m.scaledBTCount, bank.scaledBT.as<half>() + slotB});
     if (m.scaledBias)
       pending.push_back({stage(m.scaledBias, m.scaledBiasCount), m.scaledBiasCount,
-                         bank.scaledBias.as<half>() + size_t(slot) * bank.out});
+                         bank.scaledBias.as<half>() + size_t(slot - 1) * bank.out});
     ranks[size_t(m.layer) * kModuleKinds + m.kind] = m.rank;
     hasBias[size_t(m.layer) * kModuleKinds + m.kind] = m.scaledBias ? 1 : 0;
   }

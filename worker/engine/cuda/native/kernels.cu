@@ -258,7 +258,7 @@ __global__ void loraShrinkKernel(RowMeta rows, LoraGroupView group, const half* 
   for (int i = threadIdx.x; i < module.in; i += blockDim.x) input[i] = __half2float(source[i]);
   __syncthreads();
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-  const half* a = module.a + size_t(slot) * group.maxRank * module.in;
+  const half* a = module.a + size_t(slot - 1) * group.maxRank * module.in;
   float* target = shrink + (size_t(row) * kMaxGroupModules + blockIdx.y) * group.maxRank;
   for (int r = warp; r < rank; r += warps) {
     const half* aRow = a + size_t(r) * module.in;
@@ -288,11 +288,11 @@ __global__ void loraExpandKernel(RowMeta rows, LoraGroupView group, const float*
   const int rank = rankOf(group, slot, module.kind);
   if (rank == 0) return;
   const float* s = shrink + (size_t(row) * kMaxGroupModules + m) * group.maxRank;
-  const half* bt = module.scaledBT + size_t(slot) * group.maxRank * module.out + c;
+  const half* bt = module.scaledBT + size_t(slot - 1) * group.maxRank * module.out + c;
   float sum = 0.f;
   for (int r = 0; r < rank; ++r) sum += s[r] * __half2float(bt[size_t(r) * module.out]);
   if (group.hasBias[(size_t(slot) * group.layers + group.layer) * kModuleKinds + module.kind])
-    sum += __half2float(module.scaledBias[size_t(slot) * module.out + c]);
+    sum += __half2float(module.scaledBias[size_t(slot - 1) * module.out + c]);
   y[size_t(row) * yStride + column] += sum;
 }
 

@@ -48,7 +48,7 @@ constexpr int kMaxAttentionOutputs = 1024;
 
 /** One LoRA-adapted projection in a group that shares an input (q, k, v) or an output buffer. */
 struct LoraModuleView {
-  /** Banks indexed by slot: A [slots+1][maxRank][in], scale·Bᵀ [slots+1][maxRank][out], scale·bias [slots+1][out]. */
+  /** Banks of slots 1..slots, slot s at row s-1: A [slots][maxRank][in], scale·Bᵀ [slots][maxRank][out], scale·bias [slots][out]. */
   const half* a;
   const half* scaledBT;
   const half* scaledBias;
@@ -69,7 +69,7 @@ struct LoraGroupView {
   int layer;
   int layers;
   int maxRank;
-  /** ranks[(slot·layers + layer)·7 + kind]: rows in use, 0 when untargeted or the slot is empty. */
+  /** ranks[(slot·layers + layer)·7 + kind] for slots 0..slots: rows in use, 0 when untargeted or empty. */
   const int* ranks;
   /** hasBias, same indexing. */
   const unsigned char* hasBias;
