@@ -14,7 +14,7 @@
 // pass through the stack runs, the CPU seconds of each process and the worker's own step seconds (its
 // /metrics) are read: they say where an overhead goes, the engine idle between requests or slower steps.
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -56,6 +56,11 @@ export interface E2eBenchOptions {
   maxTokens?: number;
   /** Rounds of one timed pass through the stack and one on the engine alone; default 3. */
   rounds?: number;
+  /**
+   * onnxruntime intra-op threads of both sides (the worker's `--threads` and the engine alone's); default
+   * every core. Fewer leaves cores to the serving path, as a GPU host's engine does.
+   */
+  threads?: number;
   /** Default NATS_URL. */
   natsUrl?: string;
   /** A Postgres server (a scratch database is made on it); default DATABASE_URL. */
@@ -85,6 +90,8 @@ export interface E2eBenchResult {
     requests: number;
     rounds: number;
     max_tokens: number;
+    /** onnxruntime intra-op threads of each side's engine (without --threads: every core). */
+    threads: number;
     prompt_tokens_mean: number;
     worker: { slots: number; max_batch: number; step_tokens: number };
     path: string;
@@ -263,7 +270,7 @@ interface Stack {
 
 async function startStack(
   o: { natsUrl: string; databaseUrl: string; namespace: string; modelDir: string; scratch: string },
-  worker: { slots: number; maxBatch: number; maxContext: number },
+  worker: { slots: number; maxBatch: number; maxContext: number; threads?: number },
 ): Promise<Stack> {
   const env = { NATS_URL: o.natsUrl, DATABASE_URL: o.databaseUrl, LOG_LEVEL: "info" };
   const blobs = join(o.scratch, "blobs");
@@ -306,7 +313,8 @@ async function startStack(
         .concat(["--blobs", blobs, "--disk-cache", join(o.scratch, "cache"), "--metrics-port", "0"])
         .concat(["--slots", String(worker.slots), "--max-adapters-per-batch", String(worker.slots)])
         .concat(["--max-rank", String(RANK), "--max-batch", String(worker.maxBatch)])
-        .concat(["--max-context", String(worker.maxContext), "--step-tokens", String(STEP_TOKENS)]),
+        .concat(["--max-context", String(worker.maxContext), "--step-tokens", String(STEP_TOKENS)])
+        .concat(worker.threads ? ["--threads", String(worker.threads)] : []),
       env,
       ready: (entry) => entry.msg === "worker ready",
     });
@@ -498,7 +506,7 @@ const runOf = (requests: number, tokens: number, seconds: number): E2eRun => ({
  */
 async function startEngineAlone(
   modelDir: string,
-  o: { adapters: number; connections: number; maxContext: number },
+  o: { adapters: number; connections: number; maxContext: number; threads?: number },
   warmUp: readonly MixItem[],
 ) {
   const tokenizer = loadTokenizer(modelDir);
@@ -509,6 +517,7 @@ async function startEngineAlone(
     slots: o.adapters,
     maxRank: RANK,
     maxAdaptersPerStep: o.adapters,
+    ...(o.threads ? { threads: o.threads } : {}),
   });
   const refs = Array.from(
     { length: o.adapters },
@@ -607,7 +616,7 @@ async function measure(
     connections: number;
     rounds: number;
   },
-  worker: { slots: number; maxBatch: number; maxContext: number },
+  worker: { slots: number; maxBatch: number; maxContext: number; threads?: number },
   engine: EngineAlone,
   warmUp: readonly MixItem[],
   mix: readonly MixItem[],
@@ -692,6 +701,7 @@ export async function runE2eBench(options: E2eBenchOptions = {}): Promise<E2eBen
     connections: options.connections ?? 64,
     maxTokens: options.maxTokens ?? 32,
     rounds: options.rounds ?? 3,
+    ...(options.threads ? { threads: options.threads } : {}),
     progress: options.progress === true,
   };
   const requests = options.requests ?? 2 * o.connections;
@@ -721,7 +731,12 @@ export async function runE2eBench(options: E2eBenchOptions = {}): Promise<E2eBen
     const mix = buildMix(modelDir, requests, o.adapters, o.maxTokens, o.adapters);
     const longest = Math.max(...mix.map((m) => m.promptTokens.length));
     const maxContext = longest + o.maxTokens + 8;
-    const worker = { slots: o.adapters, maxBatch: o.connections, maxContext };
+    const worker = {
+      slots: o.adapters,
+      maxBatch: o.connections,
+      maxContext,
+      ...(o.threads ? { threads: o.threads } : {}),
+    };
 
     log("the engine alone: loading the model and writing the adapters");
     const engine = await startEngineAlone(modelDir, { ...o, maxContext }, warmUp);
@@ -767,6 +782,7 @@ export async function runE2eBench(options: E2eBenchOptions = {}): Promise<E2eBen
         requests,
         rounds: o.rounds,
         max_tokens: o.maxTokens,
+        threads: o.threads ?? availableParallelism(),
         prompt_tokens_mean: round(mix.reduce((s, m) => s + m.promptTokens.length, 0) / mix.length, 1),
         worker: { slots: worker.slots, max_batch: worker.maxBatch, step_tokens: STEP_TOKENS },
         path: "openai client (streaming) -> luminet gateway -> NATS JetStream -> luminet worker (cpu) -> NATS -> gateway; usage -> luminet meter -> Postgres",
@@ -811,7 +827,7 @@ export function reportE2eBench(result: E2eBenchResult, json: boolean, resultsDir
     .join(", ");
   const passes = (runs: E2eRun[]) => runs.map((r) => r.tokens_per_s).join(", ");
   process.stdout.write(
-    `e2e bench on ${result.machine} (load average ${result.load_average}): ${setup.shape} ${setup.layers} layers, ${setup.adapters} adapters, ${setup.connections} connections, ${setup.rounds} rounds of ${setup.requests} requests x ${setup.max_tokens} tokens\n` +
+    `e2e bench on ${result.machine} (load average ${result.load_average}): ${setup.shape} ${setup.layers} layers, ${setup.adapters} adapters, ${setup.connections} connections, ${setup.rounds} rounds of ${setup.requests} requests x ${setup.max_tokens} tokens, ${setup.threads} onnxruntime threads per engine\n` +
       `  end to end    ${e2e.tokens_per_s} tokens/s median (passes ${passes(e2e.passes)}), TTFT p50 ${e2e.ttft_ms.p50} ms p99 ${e2e.ttft_ms.p99} ms\n` +
       `  engine alone  ${engine.tokens_per_s} tokens/s median (passes ${passes(engine.passes)})\n` +
       `  ratio ${result.ratio} (aim ≥ 0.9; per round ${result.round_ratios.join(", ")}); the worker's engine was busy ${(e2e.engine_busy_share * 100).toFixed(1)} % of the passes through the stack\n` +

@@ -151,6 +151,10 @@ export function registerBench(program: Command): void {
     .option("--requests <n>", "timed requests (default: twice the connections)")
     .option("--max-tokens <n>", "max_tokens of every request", "32")
     .option("--rounds <n>", "rounds of one timed pass through the stack and one on the engine alone", "3")
+    .option(
+      "--threads <n>",
+      "onnxruntime intra-op threads of the worker's engine and of the engine alone (default: every core; fewer leaves cores to the serving path)",
+    )
     .option("--json", "print one JSON line")
     .action(async (options: E2eFlags) => {
       try {
@@ -185,6 +189,7 @@ interface E2eFlags {
   requests?: string;
   maxTokens: string;
   rounds: string;
+  threads?: string;
   json?: boolean;
 }
 
@@ -201,6 +206,7 @@ async function benchE2e(options: E2eFlags): Promise<void> {
     ...(options.requests ? { requests: positive("--requests", options.requests) } : {}),
     maxTokens: positive("--max-tokens", options.maxTokens),
     rounds: positive("--rounds", options.rounds),
+    ...(options.threads ? { threads: positive("--threads", options.threads) } : {}),
     progress: true,
     log: (line) => process.stderr.write(`${line}\n`),
   });

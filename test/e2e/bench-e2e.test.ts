@@ -19,6 +19,7 @@ describe.skipIf(!postgresUrl)("luminet bench e2e (needs DATABASE_URL)", () => {
       requests: 8,
       maxTokens: 4,
       rounds: 2,
+      threads: 1,
       natsUrl: inject("natsUrl"),
       databaseUrl: postgresUrl,
     });
@@ -30,6 +31,7 @@ describe.skipIf(!postgresUrl)("luminet bench e2e (needs DATABASE_URL)", () => {
       connections: 4,
       requests: 8,
       rounds: 2,
+      threads: 1,
     });
     for (const side of [result.e2e, result.engine]) {
       expect(side.passes).toHaveLength(2);
