@@ -82,6 +82,20 @@ export interface NativeStep {
   logitRows: Int32Array;
   /** Copy the logits to the host (else only the argmax comes back). */
   returnLogits: boolean;
+  /** Return each logit row's `candidates` largest logits (0..256; absent or 0: none). */
+  candidates?: number;
+  /** With candidates: each logit row's temperature for the log-sum-exp (≤ 0 counts as 1). */
+  temperatures?: Float32Array;
+}
+
+/** A step's candidates: per logit row, its largest logits, largest first (ties: lower id first; NaN = -inf). */
+export interface NativeCandidates {
+  /** [logit rows, candidates] token ids. */
+  tokens: Int32Array;
+  /** [logit rows, candidates] their logits. */
+  logits: Float32Array;
+  /** Per logit row, log Σ exp(logit / temperature) over the whole vocabulary. */
+  logSumExp: Float32Array;
 }
 
 export interface NativeStepResult {
@@ -89,6 +103,8 @@ export interface NativeStepResult {
   argmax: Int32Array;
   /** [logitRows.length, vocab] when returnLogits, else null. */
   logits: Float32Array | null;
+  /** When the step asked for candidates, else null. */
+  candidates: NativeCandidates | null;
 }
 
 export interface NativeMemory {
@@ -120,6 +136,8 @@ export interface NativeCudaModel {
   clearSlot(slot: number): void;
   step(step: NativeStep): Promise<NativeStepResult>;
   memory(): NativeMemory;
+  /** The logits of logit row `row` of the last step (kept on the device until the next step). */
+  logitsOf(row: number): Float32Array;
   /** Times `repeats` GEMMs of gemmSize³ and copies of copyBytes (each read and written) after a warm-up. */
   roofline(sizes: { gemmSize: number; copyBytes: number; repeats: number }): Promise<NativeRoofline>;
   deviceName(): string;

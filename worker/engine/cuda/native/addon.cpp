@@ -46,6 +46,12 @@ const float* floatArray(const Napi::Object& object, const char* key, size_t& cou
   return array.Data();
 }
 
+Napi::Float32Array floats(Napi::Env env, const std::vector<float>& values) {
+  Napi::Float32Array array = Napi::Float32Array::New(env, values.size());
+  std::memcpy(array.Data(), values.data(), values.size() * sizeof(float));
+  return array;
+}
+
 ModelSpec parseSpec(const Napi::Object& o) {
   ModelSpec spec;
   spec.layers = intProperty(o, "layers");
@@ -116,12 +122,17 @@ class StepWorker : public PromiseWorker {
     Napi::Int32Array argmax = Napi::Int32Array::New(env, output_.argmax.size());
     std::memcpy(argmax.Data(), output_.argmax.data(), output_.argmax.size() * sizeof(int));
     result.Set("argmax", argmax);
-    if (input_.returnLogits) {
-      Napi::Float32Array logits = Napi::Float32Array::New(env, output_.logits.size());
-      std::memcpy(logits.Data(), output_.logits.data(), output_.logits.size() * sizeof(float));
-      result.Set("logits", logits);
+    result.Set("logits", input_.returnLogits ? floats(env, output_.logits) : env.Null());
+    if (input_.candidates > 0) {
+      Napi::Object candidates = Napi::Object::New(env);
+      Napi::Int32Array tokens = Napi::Int32Array::New(env, output_.candidateIds.size());
+      std::memcpy(tokens.Data(), output_.candidateIds.data(), output_.candidateIds.size() * sizeof(int));
+      candidates.Set("tokens", tokens);
+      candidates.Set("logits", floats(env, output_.candidateLogits));
+      candidates.Set("logSumExp", floats(env, output_.logSumExp));
+      result.Set("candidates", candidates);
     } else {
-      result.Set("logits", env.Null());
+      result.Set("candidates", env.Null());
     }
     return result;
   }
@@ -199,6 +210,7 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
                         InstanceMethod<&CudaModel::clearSlot>("clearSlot"), InstanceMethod<&CudaModel::step>("step"),
                         InstanceMethod<&CudaModel::memory>("memory"),
                         InstanceMethod<&CudaModel::roofline>("roofline"),
+                        InstanceMethod<&CudaModel::logitsOf>("logitsOf"),
                         InstanceMethod<&CudaModel::deviceName>("deviceName"),
                         InstanceMethod<&CudaModel::close>("close")});
   }
@@ -277,6 +289,15 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
     input.slots = intVector(o, "slots");
     input.logitRows = intVector(o, "logitRows");
     input.returnLogits = boolProperty(o, "returnLogits");
+    const Napi::Value candidates = o.Get("candidates");
+    if (!candidates.IsUndefined()) {
+      input.candidates = intProperty(o, "candidates");
+      if (input.candidates > 0) {
+        size_t count = 0;
+        const float* temperatures = floatArray(o, "temperatures", count, false);
+        input.temperatures.assign(temperatures, temperatures + count);
+      }
+    }
     auto* worker = new StepWorker(env, open(env), std::move(input));
     const Napi::Promise promise = worker->promise();
     worker->Queue();
@@ -307,6 +328,18 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
     const Napi::Promise promise = worker->promise();
     worker->Queue();
     return promise;
+  }
+
+  Napi::Value logitsOf(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "logitsOf(row): row must be a number");
+    try {
+      return floats(env, open(env)->logitsOf(info[0].As<Napi::Number>().Int32Value()));
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const std::exception& error) {
+      throw Napi::Error::New(env, error.what());
+    }
   }
 
   Napi::Value deviceName(const Napi::CallbackInfo& info) {

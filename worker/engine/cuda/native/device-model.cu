@@ -148,6 +148,14 @@ void DeviceModel::allocateScratch() {
   lmInput_ = DeviceBuffer(t * s.hidden * sizeof(half));
   logits_ = DeviceBuffer(t * s.vocab * sizeof(float));
   argmax_ = DeviceBuffer(t * sizeof(int));
+  temperatures_ = DeviceBuffer(t * sizeof(float));
+  candidateIds_ = DeviceBuffer(t * kMaxCandidates * sizeof(int));
+  candidateLogits_ = DeviceBuffer(t * kMaxCandidates * sizeof(float));
+  logSumExp_ = DeviceBuffer(t * sizeof(float));
+  hostTemperatures_ = PinnedBuffer(t * sizeof(float));
+  hostCandidateIds_ = PinnedBuffer(t * kMaxCandidates * sizeof(int));
+  hostCandidateLogits_ = PinnedBuffer(t * kMaxCandidates * sizeof(float));
+  hostLogSumExp_ = PinnedBuffer(t * sizeof(float));
   hostMeta_ = PinnedBuffer(6 * t * sizeof(int));
   hostArgmax_ = PinnedBuffer(t * sizeof(int));
   hostLogits_ = PinnedBuffer(t * s.vocab * sizeof(float));
@@ -286,6 +294,10 @@ void DeviceModel::validate(const StepInput& in) const {
     require(in.slots[i] >= 0 && in.slots[i] <= s.slots, "slot " + std::to_string(in.slots[i]) + " out of range");
   }
   for (int r : in.logitRows) require(r >= 0 && size_t(r) < rows, "logit row " + std::to_string(r) + " out of range");
+  require(in.candidates >= 0 && in.candidates <= std::min(kMaxCandidates, s.vocab),
+          "candidates must be 0.." + std::to_string(std::min(kMaxCandidates, s.vocab)));
+  require(in.candidates == 0 || in.temperatures.size() == in.logitRows.size(),
+          "temperatures must have one entry per logit row");
 }
 
 StepOutput DeviceModel::step(const StepInput& in) {
@@ -326,9 +338,29 @@ StepOutput DeviceModel::step(const StepInput& in) {
   if (in.returnLogits)
     CUDA_CHECK(cudaMemcpyAsync(hostLogits_.as<float>(), logits_.as<float>(), logitValues * sizeof(float),
                                cudaMemcpyDeviceToHost, compute_));
+  const size_t candidateValues = size_t(logitCount) * in.candidates;
+  if (in.candidates > 0) {
+    std::copy(in.temperatures.begin(), in.temperatures.end(), hostTemperatures_.as<float>());
+    CUDA_CHECK(cudaMemcpyAsync(temperatures_.as<float>(), hostTemperatures_.as<float>(), logitCount * sizeof(float),
+                               cudaMemcpyHostToDevice, compute_));
+    launchTopCandidates(logits_.as<float>(), logitCount, spec_.vocab, in.candidates, temperatures_.as<float>(),
+                        candidateIds_.as<int>(), candidateLogits_.as<float>(), logSumExp_.as<float>(), compute_);
+    CUDA_CHECK(cudaMemcpyAsync(hostCandidateIds_.as<int>(), candidateIds_.as<int>(), candidateValues * sizeof(int),
+                               cudaMemcpyDeviceToHost, compute_));
+    CUDA_CHECK(cudaMemcpyAsync(hostCandidateLogits_.as<float>(), candidateLogits_.as<float>(),
+                               candidateValues * sizeof(float), cudaMemcpyDeviceToHost, compute_));
+    CUDA_CHECK(cudaMemcpyAsync(hostLogSumExp_.as<float>(), logSumExp_.as<float>(), logitCount * sizeof(float),
+                               cudaMemcpyDeviceToHost, compute_));
+  }
   CUDA_CHECK(cudaStreamSynchronize(compute_));
+  lastLogitCount_ = logitCount;
   out.argmax.assign(hostArgmax_.as<int>(), hostArgmax_.as<int>() + logitCount);
   if (in.returnLogits) out.logits.assign(hostLogits_.as<float>(), hostLogits_.as<float>() + logitValues);
+  if (in.candidates > 0) {
+    out.candidateIds.assign(hostCandidateIds_.as<int>(), hostCandidateIds_.as<int>() + candidateValues);
+    out.candidateLogits.assign(hostCandidateLogits_.as<float>(), hostCandidateLogits_.as<float>() + candidateValues);
+    out.logSumExp.assign(hostLogSumExp_.as<float>(), hostLogSumExp_.as<float>() + logitCount);
+  }
   return out;
 }
 
@@ -470,6 +502,17 @@ RooflineReport DeviceModel::measureRoofline(int size, size_t copyBytes, int repe
   return {2.0 * square * size * repeats / gemmSeconds, 2.0 * copyBytes * repeats / copySeconds};
 }
 
+std::vector<float> DeviceModel::logitsOf(int row) {
+  std::lock_guard<std::mutex> lock(stepMutex_);
+  require(row >= 0 && row < lastLogitCount_,
+          "logit row " + std::to_string(row) + " is not one of the last step's " + std::to_string(lastLogitCount_));
+  CUDA_CHECK(cudaSetDevice(spec_.device));
+  std::vector<float> out(spec_.vocab);
+  CUDA_CHECK(cudaMemcpy(out.data(), logits_.as<float>() + size_t(row) * spec_.vocab, spec_.vocab * sizeof(float),
+                        cudaMemcpyDeviceToHost));
+  return out;
+}
+
 MemoryReport DeviceModel::memory() const {
   MemoryReport report{};
   for (const auto& [name, w] : weights_) report.weightsBytes += w.buffer.bytes();
@@ -477,8 +520,9 @@ MemoryReport DeviceModel::memory() const {
   for (const LoraBank& bank : banks_)
     report.adapterBankBytes += bank.a.bytes() + bank.scaledBT.bytes() + bank.scaledBias.bytes();
   report.adapterBankBytes += ranks_.bytes() + hasBias_.bytes();
-  for (const DeviceBuffer* b : {&meta_, &residual_, &normed_, &qkv_, &queries_, &attention_, &gateUp_, &activation_,
-                                &shrink_, &lmInput_, &logits_, &argmax_, &cublasWorkspace_})
+  for (const DeviceBuffer* b :
+       {&meta_, &residual_, &normed_, &qkv_, &queries_, &attention_, &gateUp_, &activation_, &shrink_, &lmInput_,
+        &logits_, &argmax_, &cublasWorkspace_, &temperatures_, &candidateIds_, &candidateLogits_, &logSumExp_})
     report.scratchBytes += b->bytes();
   cudaSetDevice(spec_.device);
   cudaMemGetInfo(&report.freeBytes, &report.totalBytes);

@@ -51,11 +51,17 @@ struct AdapterModuleData {
 struct StepInput {
   std::vector<int> tokens, cacheRows, positions, slots, logitRows;
   bool returnLogits = false;
+  /** Largest logits to return per logit row (0: none), with the log-sum-exp at each row's temperature. */
+  int candidates = 0;
+  std::vector<float> temperatures;  // one per logit row when candidates > 0
 };
 
 struct StepOutput {
   std::vector<int> argmax;
   std::vector<float> logits;  // empty unless returnLogits
+  std::vector<int> candidateIds;  // [logit rows][candidates], largest logit first
+  std::vector<float> candidateLogits;
+  std::vector<float> logSumExp;  // one per logit row
 };
 
 /** The device's measured peak: fp16 GEMM rate (the engine's kind, fp32 out) and device-to-device copy rate. */
@@ -80,6 +86,8 @@ class DeviceModel {
   void clearSlot(int slot);
   /** Runs one step and waits for its results. */
   StepOutput step(const StepInput& input);
+  /** The logits of logit row `row` of the last step (they stay on the device until the next one). */
+  std::vector<float> logitsOf(int row);
   MemoryReport memory() const;
   /** Times `repeats` GEMMs of size³ and copies of `copyBytes` on the compute stream. */
   RooflineReport measureRoofline(int size, size_t copyBytes, int repeats);
@@ -130,8 +138,10 @@ class DeviceModel {
 
   // Step scratch, sized for maxStepTokens rows.
   DeviceBuffer meta_, residual_, normed_, qkv_, queries_, attention_, gateUp_, activation_, shrink_, lmInput_,
-      logits_, argmax_, cublasWorkspace_;
-  PinnedBuffer hostMeta_, hostArgmax_, hostLogits_;
+      logits_, argmax_, cublasWorkspace_, temperatures_, candidateIds_, candidateLogits_, logSumExp_;
+  PinnedBuffer hostMeta_, hostArgmax_, hostLogits_, hostTemperatures_, hostCandidateIds_, hostCandidateLogits_,
+      hostLogSumExp_;
+  int lastLogitCount_ = 0;
 
   // Adapter staging, grown to the largest adapter written so far.
   PinnedBuffer hostStaging_;

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstring>
 
 #include "cuda-check.h"
 #include "kernels.cuh"
@@ -335,6 +336,136 @@ __global__ void argmaxKernel(const float* logits, int vocab, int* out) {
   }
 }
 
+/** An unsigned key ordered as the floats are (NaN lowest, below -inf). */
+__device__ __forceinline__ uint32_t orderKey(float v) {
+  if (v != v) return 0u;
+  uint32_t bits;
+  memcpy(&bits, &v, sizeof(bits));
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+__device__ __forceinline__ float orderedValue(float v) { return v != v ? -INFINITY : v; }
+
+/** True when candidate a goes before b: larger value, then lower id. */
+__device__ __forceinline__ bool before(float va, int ia, float vb, int ib) { return va > vb || (va == vb && ia < ib); }
+
+// A block per row, kMaxCandidates threads. The count-th largest key comes from a radix select (four
+// byte-wide histogram passes); keys above it are taken as found, keys equal to it lowest ids first (a prefix
+// count over contiguous chunks); a bitonic sort orders the candidates; a last pass sums the exponentials.
+__global__ void topCandidatesKernel(const float* logits, int vocab, int count, const float* temperatures, int* ids,
+                                    float* values, float* logSumExp) {
+  __shared__ unsigned histogram[256];
+  __shared__ unsigned chosenBin, stillNeeded;
+  __shared__ float candidateValues[kMaxCandidates];
+  __shared__ int candidateIds[kMaxCandidates];
+  __shared__ unsigned taken;
+  __shared__ unsigned equalBefore[kMaxCandidates];
+  __shared__ float scratch[32];
+  const int t = threadIdx.x;
+  const int threads = blockDim.x;
+  const float* row = logits + size_t(blockIdx.x) * vocab;
+
+  uint32_t prefix = 0, prefixMask = 0;
+  if (t == 0) stillNeeded = unsigned(count);
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int b = t; b < 256; b += threads) histogram[b] = 0;
+    __syncthreads();
+    for (int i = t; i < vocab; i += threads) {
+      const uint32_t key = orderKey(row[i]);
+      if ((key & prefixMask) == prefix) atomicAdd(&histogram[(key >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    if (t == 0) {
+      unsigned needed = stillNeeded;
+      int bin = 255;
+      for (; bin > 0 && histogram[bin] < needed; --bin) needed -= histogram[bin];
+      chosenBin = unsigned(bin);
+      stillNeeded = needed;
+    }
+    __syncthreads();
+    prefix |= chosenBin << shift;
+    prefixMask |= 255u << shift;
+  }
+  // `prefix` is the count-th largest key; stillNeeded of the keys equal to it belong to the candidates.
+  const unsigned equalWanted = stillNeeded;
+  if (t == 0) taken = 0;
+  __syncthreads();
+  for (int i = t; i < vocab; i += threads) {
+    if (orderKey(row[i]) > prefix) {
+      const unsigned at = atomicAdd(&taken, 1u);
+      candidateValues[at] = orderedValue(row[i]);
+      candidateIds[at] = i;
+    }
+  }
+  const int chunk = (vocab + threads - 1) / threads;
+  const int begin = min(vocab, t * chunk), end = min(vocab, begin + chunk);
+  unsigned equal = 0;
+  for (int i = begin; i < end; ++i) equal += orderKey(row[i]) == prefix ? 1u : 0u;
+  equalBefore[t] = equal;
+  __syncthreads();
+  if (t == 0) {
+    unsigned sum = 0;
+    for (int k = 0; k < threads; ++k) {
+      const unsigned own = equalBefore[k];
+      equalBefore[k] = sum;
+      sum += own;
+    }
+  }
+  __syncthreads();
+  const unsigned greater = unsigned(count) - equalWanted;
+  unsigned rank = equalBefore[t];
+  for (int i = begin; i < end && rank < equalWanted; ++i) {
+    if (orderKey(row[i]) != prefix) continue;
+    candidateValues[greater + rank] = orderedValue(row[i]);
+    candidateIds[greater + rank] = i;
+    ++rank;
+  }
+  // Pad to the sort's power of two with entries that sort last.
+  int width = 1;
+  while (width < count) width *= 2;
+  for (int k = count + t; k < width; k += threads) {
+    candidateValues[k] = -INFINITY;
+    candidateIds[k] = 0x7fffffff;
+  }
+  __syncthreads();
+  for (int size = 2; size <= width; size *= 2) {
+    for (int stride = size / 2; stride > 0; stride /= 2) {
+      for (int k = t; k < width; k += threads) {
+        const int partner = k ^ stride;
+        if (partner > k) {
+          const bool descending = (k & size) == 0;
+          const bool swap = descending ? before(candidateValues[partner], candidateIds[partner], candidateValues[k],
+                                                candidateIds[k])
+                                       : before(candidateValues[k], candidateIds[k], candidateValues[partner],
+                                                candidateIds[partner]);
+          if (swap) {
+            const float v = candidateValues[k];
+            candidateValues[k] = candidateValues[partner];
+            candidateValues[partner] = v;
+            const int id = candidateIds[k];
+            candidateIds[k] = candidateIds[partner];
+            candidateIds[partner] = id;
+          }
+        }
+      }
+      __syncthreads();
+    }
+  }
+  const float temperature = temperatures[blockIdx.x] > 0.f ? temperatures[blockIdx.x] : 1.f;
+  const float top = candidateValues[0];
+  float sum = 0.f;
+  for (int i = t; i < vocab; i += threads) {
+    const float v = row[i];
+    if (v == v) sum += __expf((v - top) / temperature);
+  }
+  sum = blockSum(sum, scratch);
+  for (int k = t; k < count; k += threads) {
+    ids[size_t(blockIdx.x) * count + k] = candidateIds[k];
+    values[size_t(blockIdx.x) * count + k] = candidateValues[k];
+  }
+  if (t == 0) logSumExp[blockIdx.x] = top / temperature + logf(sum);
+}
+
 void checkLaunch(const char* kernel) {
   const cudaError_t status = cudaGetLastError();
   if (status != cudaSuccess) checkCuda(status, kernel, __FILE__, __LINE__);
@@ -406,6 +537,13 @@ void launchLoraExpand(const RowMeta& rows, int rowCount, const LoraGroupView& gr
   const dim3 grid(rowCount, (columns + 255) / 256);
   LUMINET_LAUNCH(loraExpandKernel, grid, 256, 0, stream)(rows, group, shrink, y, yStride);
   checkLaunch("loraExpandKernel");
+}
+
+void launchTopCandidates(const float* logits, int rowCount, int vocab, int count, const float* temperatures, int* ids,
+                         float* values, float* logSumExp, cudaStream_t stream) {
+  LUMINET_LAUNCH(topCandidatesKernel, rowCount, kMaxCandidates, 0, stream)(logits, vocab, count, temperatures, ids,
+                                                                            values, logSumExp);
+  checkLaunch("topCandidatesKernel");
 }
 
 void launchArgmax(const float* logits, int rowCount, int vocab, int* out, cudaStream_t stream) {

@@ -110,6 +110,17 @@ void launchLoraShrink(const RowMeta& rows, int rowCount, const LoraGroupView& gr
 void launchLoraExpand(const RowMeta& rows, int rowCount, const LoraGroupView& group, const float* shrink,
                       float* y, int yStride, cudaStream_t stream);
 
+/** Most candidates a row can return (one thread each in the selection's sort). */
+constexpr int kMaxCandidates = 256;
+
+/**
+ * Each row's `count` largest logits, largest first (ties: lower id first; NaN counts as -inf), and the
+ * log-sum-exp of the row's logits / temperature (temperature ≤ 0 counts as 1): what a host sampler needs to
+ * draw from top-k / top-p and report logprobs without the whole row.
+ */
+void launchTopCandidates(const float* logits, int rowCount, int vocab, int count, const float* temperatures, int* ids,
+                         float* values, float* logSumExp, cudaStream_t stream);
+
 /** The first index of each row's largest logit. */
 void launchArgmax(const float* logits, int rowCount, int vocab, int* out, cudaStream_t stream);
 
