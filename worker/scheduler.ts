@@ -12,6 +12,7 @@
 // while the batch goes on, and its requests join at the first step after it resolves.
 import type { AdapterRef, FinishReason } from "../schema/wire.ts";
 import { AdapterRemovedError, NoFreeSlotError } from "./adapters/adapter-manager.ts";
+import type { DecodeChoice, DecodeRow } from "./engine/decode-row.ts";
 import type { StepEngine } from "./engine/generation.ts";
 import type { SampledToken, SamplingParams } from "./engine/sampler.ts";
 import { type SequenceLimits, SequenceOutput } from "./engine/sequence-output.ts";
@@ -524,10 +525,14 @@ export class Scheduler {
   private async decode(ran: Set<Entry>): Promise<void> {
     if (this.running.size === 0) return;
     const last = new Map([...this.running].map(([id, e]) => [id, e.output.tokens.at(-1)!.token]));
-    const greedy = new Set([...this.running].filter(([, e]) => e.output.takesEnginePick).map(([id]) => id));
-    let rows: Map<string, Float32Array | number>;
+    const choices = new Map<string, DecodeChoice>();
+    for (const [id, e] of this.running) {
+      const choice = e.output.decodeChoice;
+      if (choice) choices.set(id, choice);
+    }
+    let rows: Map<string, DecodeRow>;
     try {
-      rows = await this.engine.decodePicking(last, greedy);
+      rows = await this.engine.decodePicking(last, choices);
     } catch (error) {
       const reason = new JobError("engine_error", `decode failed: ${(error as Error).message}`);
       for (const entry of [...this.running.values()]) await this.finish(entry, "error", reason);
@@ -541,8 +546,9 @@ export class Scheduler {
     }
   }
 
-  private async accept(entry: Entry, row: Float32Array | number): Promise<void> {
-    const { token, text, finish, stopToken } = entry.output.accept(row);
+  private async accept(entry: Entry, row: DecodeRow): Promise<void> {
+    const { token, text, finish, stopToken } =
+      entry.output.accept(row) ?? entry.output.accept(await this.engine.logitsOf(entry.job.id));
     this.generated++;
     if (!stopToken) entry.job.onToken?.(token, text);
     if (finish) await this.finish(entry, finish);

@@ -20,11 +20,15 @@ import {
   CudaUnavailableError,
   type NativeStep,
 } from "../../worker/engine/cuda/native.ts";
+import { CANDIDATES, type DecodeCandidates } from "../../worker/engine/decode-row.ts";
 import { float32ToBfloat16 } from "../../worker/engine/dtype.ts";
 import { Engine } from "../../worker/engine/engine.ts";
+import { ContinuousBatcher, type StepEngine } from "../../worker/engine/generation.ts";
 import { type ModelConfig, parseModelConfig } from "../../worker/engine/model-config.ts";
 import { Prng } from "../../worker/engine/prng.ts";
 import { openWeights, writeSafetensors } from "../../worker/engine/safetensors.ts";
+import { GREEDY, type SamplingParams } from "../../worker/engine/sampler.ts";
+import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { interceptSteps } from "../support/intercepted-cuda-addon.ts";
 import { spawnLuminet } from "../support/luminet-command.ts";
 
@@ -171,12 +175,33 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
 
     // decodePicking: with every row greedy the device's picks come back and no logits cross; with one row
     // that samples, every row gets its logits (the same as decode's).
-    const picked = await cuda.decodePicking(greedy, new Set(ids));
+    const argmaxChoice = { kind: "argmax" } as const;
+    const picked = await cuda.decodePicking(greedy, new Map(ids.map((id) => [id, argmaxChoice])));
     expect(steps.at(-1)!.returnLogits).toBe(false);
     expect([...picked.values()].every((row) => typeof row === "number")).toBe(true);
-    const mixed = await cuda.decodePicking(picked as Map<string, number>, new Set(ids.slice(1)));
+    const mixed = await cuda.decodePicking(
+      picked as Map<string, number>,
+      new Map(ids.slice(1).map((id) => [id, argmaxChoice])),
+    );
     expect(steps.at(-1)!.returnLogits).toBe(true);
     expect([...mixed.values()].every((row) => row instanceof Float32Array)).toBe(true);
+
+    // Candidates: each row's largest logits, largest first, and its log-sum-exp at its temperature, computed
+    // on the device; the whole row stays there for logitsOf.
+    const after = new Map(ids.map((id) => [id, argmax(mixed.get(id) as Float32Array)]));
+    const sampled = { kind: "candidates", temperature: 0.7 } as const;
+    const drawn = await cuda.decodePicking(after, new Map(ids.map((id) => [id, sampled])));
+    expect(steps.at(-1)!.returnLogits).toBe(false);
+    for (const id of ids) {
+      const c = drawn.get(id) as DecodeCandidates;
+      const row = cuda.logitsOf(id);
+      const order = [...row.keys()].sort((a, b) => row[b]! - row[a]! || a - b).slice(0, CANDIDATES);
+      expect([...c.tokens]).toEqual(order);
+      expect([...c.logits]).toEqual(order.map((t) => row[t]!));
+      const max = row[order[0]!]!;
+      const sum = row.reduce((acc, l) => acc + Math.exp((l - max) / 0.7), 0);
+      expect(c.logSumExp).toBeCloseTo(max / 0.7 + Math.log(sum), 4);
+    }
 
     // A released sequence frees its cache row for the next prompt, whose every token's logits match.
     cpu.release("s2");
@@ -247,6 +272,68 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     await small.prefill("z", [4], 0);
     await small.close();
     await cuda.close();
+  });
+
+  it("draws through the device's candidates what it draws from whole rows, fetching a row they cannot settle", async () => {
+    const tokenizer = loadTokenizer(modelDir);
+    const { steps, engine: pending } = cudaEngine({ maxBatch: 8 });
+    const sparse = await pending;
+    const whole = await cudaEngine({ maxBatch: 8 }).engine;
+    for (const engine of [sparse, whole]) await engine.writeAdapter(1, adapters[0]!);
+    let fetched = 0;
+    const logitsOf = sparse.logitsOf.bind(sparse);
+    sparse.logitsOf = (id) => {
+      fetched++;
+      return logitsOf(id);
+    };
+    // The same engine answering with whole rows only: the host samples every row from its logits.
+    const wholeRows: StepEngine = {
+      prefill: (id, tokens, slot) => whole.prefill(id, tokens, slot),
+      decode: (tokens) => whole.decode(tokens),
+      decodePicking: (tokens) => whole.decode(tokens),
+      logitsOf: (id) => whole.logitsOf(id),
+      release: (id) => whole.release(id),
+    };
+    const sampling: Partial<SamplingParams>[] = [
+      { temperature: 0.9, topK: 5, seed: 1 },
+      { temperature: 1, topP: 0.8, seed: 2 },
+      { temperature: 0.7, topK: 40, topP: 0.95, seed: 3, topLogprobs: 2 },
+      {},
+      { temperature: 0, topLogprobs: 3 },
+    ];
+    const run = (engine: StepEngine) => {
+      const batcher = new ContinuousBatcher(engine, tokenizer, {
+        maxBatch: 8,
+        maxContext: 64,
+        prefillTokenBudget: 64,
+      });
+      return Promise.all(
+        sampling.map((p, i) =>
+          batcher.submit({
+            id: `r${i}`,
+            promptTokens: prompt(i),
+            slot: i % 2,
+            sampling: { ...GREEDY, ...p },
+            maxTokens: 6,
+          }),
+        ),
+      );
+    };
+    const [viaCandidates, viaRows] = [await run(sparse), await run(wholeRows)];
+    expect(viaCandidates.map((r) => r.tokenIds)).toEqual(viaRows.map((r) => r.tokenIds));
+    for (const [i, r] of viaCandidates.entries()) {
+      for (const [k, t] of r.tokens.entries()) {
+        const want = viaRows[i]!.tokens[k]!;
+        if (Number.isNaN(want.logprob)) expect(Number.isNaN(t.logprob)).toBe(true);
+        else expect(t.logprob).toBeCloseTo(want.logprob, 4);
+        expect(t.top.map((x) => x.token)).toEqual(want.top.map((x) => x.token));
+      }
+    }
+    expect(steps.some((step) => (step.candidates ?? 0) > 0)).toBe(true);
+    // top_p over the tiny model's flat logits needs more than the candidates: its rows were fetched.
+    expect(fetched).toBeGreaterThan(0);
+    await sparse.close();
+    await whole.close();
   });
 
   it("runs a BF16 Qwen2 model with q/k/v biases and tied embeddings as the CPU engine does", async () => {

@@ -1,6 +1,7 @@
 // The sampler: greedy and seeded draws, top-k / top-p truncation, OpenAI's and Hugging Face's penalties,
 // and the logprobs it reports.
 import { describe, expect, it } from "vitest";
+import { CANDIDATES, type DecodeCandidates } from "../../worker/engine/decode-row.ts";
 import { GREEDY, Sampler, type SamplingParams } from "../../worker/engine/sampler.ts";
 
 const params = (p: Partial<SamplingParams>): SamplingParams => ({ ...GREEDY, ...p });
@@ -214,5 +215,65 @@ describe("parameters", () => {
       [{ seed: 0.5 }, "seed must be an integer"],
     ];
     for (const [p, message] of bad) expect(() => new Sampler(params(p), [])).toThrow(message);
+  });
+});
+
+/** What an engine sends for a row: its CANDIDATES largest logits (ties: lower id first) and log Σ exp(x/T). */
+function candidatesOf(row: Float32Array, temperature: number): DecodeCandidates {
+  const order = [...row.keys()].sort((a, b) => row[b]! - row[a]! || a - b).slice(0, CANDIDATES);
+  const invT = temperature > 0 ? 1 / temperature : 1;
+  const max = row[order[0]!]!;
+  let sum = 0;
+  for (const l of row) sum += Math.exp((l - max) * invT);
+  return {
+    tokens: Int32Array.from(order),
+    logits: Float32Array.from(order, (t) => row[t]!),
+    logSumExp: max * invT + Math.log(sum),
+    vocab: row.length,
+  };
+}
+
+describe("drawing from an engine's candidates", () => {
+  it("gives what sampling the whole row gives: tokens, logprobs, top logprobs and the generator's draws", () => {
+    // A peaked row (a real model's shape), so top-p's mass lies within the candidates.
+    const row = noise(32000, 11, 4);
+    for (let i = 0; i < 40; i++) row[i * 97] = 14 - i * 0.2;
+    const cases: Partial<SamplingParams>[] = [
+      { temperature: 0.8, topP: 0.9, seed: 5 },
+      { temperature: 1.3, topK: 20, seed: 6, topLogprobs: 5 },
+      { temperature: 0.5, topK: 64, topP: 0.95, seed: 7 },
+      { temperature: 0, topLogprobs: 3 },
+    ];
+    for (const p of cases) {
+      const whole = new Sampler(params(p), [1, 2]);
+      const sparse = new Sampler(params(p), [1, 2]);
+      const choice = sparse.decodeChoice;
+      expect(choice).toEqual({ kind: "candidates", temperature: p.temperature });
+      for (let step = 0; step < 12; step++) {
+        const want = whole.sample(row);
+        const got = sparse.sampleCandidates(candidatesOf(row, p.temperature!))!;
+        expect(got.token).toBe(want.token);
+        expect(got.logprob).toBeCloseTo(want.logprob, 5);
+        expect(got.top.map((t) => t.token)).toEqual(want.top.map((t) => t.token));
+        for (const [k, t] of got.top.entries()) expect(t.logprob).toBeCloseTo(want.top[k]!.logprob, 5);
+      }
+    }
+  });
+
+  it("refuses what the candidates cannot settle, drawing nothing, so the row's own draw stays the same", () => {
+    const flat = noise(32000, 3, 1);
+    const p = params({ temperature: 1, topP: 0.9, seed: 9 });
+    const sparse = new Sampler(p, []);
+    expect(sparse.sampleCandidates(candidatesOf(flat, 1))).toBeNull();
+    expect(sparse.sample(flat).token).toBe(new Sampler(p, []).sample(flat).token);
+    // Who needs the row: penalties, a full-vocabulary draw, a top_k beyond the candidates.
+    for (const q of [
+      { temperature: 0.7, topP: 0.9, presencePenalty: 0.5 },
+      { temperature: 0.7 },
+      { temperature: 0.7, topK: CANDIDATES + 1 },
+    ]) {
+      expect(new Sampler(params(q), []).decodeChoice).toBeNull();
+    }
+    expect(new Sampler(GREEDY, []).decodeChoice).toEqual({ kind: "argmax" });
   });
 });

@@ -3,11 +3,9 @@
 // benchmarks use.
 import type { LoadedAdapter } from "../adapters/peft.ts";
 import { type CUDA_FORMULATION, CudaEngine, type CudaEngineOptions } from "./cuda/cuda-engine.ts";
+import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
 import { Engine, type EngineOptions, type LoraFormulation } from "./engine.ts";
 import type { ModelConfig } from "./model-config.ts";
-
-/** One sequence's decode result: its next-token logits, or the token the engine already picked. */
-export type DecodeRow = Float32Array | number;
 
 /** The calls every engine answers, with the same errors for the same misuse. */
 export interface ServingEngine {
@@ -24,14 +22,16 @@ export interface ServingEngine {
   ): Promise<Float32Array[]>;
   decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>>;
   /**
-   * A decode where the rows in `greedy` (greedy, no logprobs, no penalties: Sampler.takesArgmax) may come
-   * back as the token the engine picked instead of their logits. The CUDA engine picks on the device and
-   * copies no logits when every row is such; the onnxruntime engine returns logits for all.
+   * A decode where the sequences in `choices` may come back picked or as candidates instead of their
+   * logits (decode-row.ts). The CUDA engine does so when every sequence has a choice; the onnxruntime
+   * engine always returns logits.
    */
   decodePicking(
     tokens: ReadonlyMap<string, number>,
-    greedy: ReadonlySet<string>,
+    choices: ReadonlyMap<string, DecodeChoice>,
   ): Promise<Map<string, DecodeRow>>;
+  /** The logits of a sequence of the last decodePicking that came back as candidates. */
+  logitsOf(id: string): Float32Array;
   switchAdapter(id: string, slot: number): void;
   release(id: string): void;
   readonly running: number;

@@ -14,6 +14,7 @@ type Method =
   | "prefill"
   | "decode"
   | "decodePicking"
+  | "logitsOf"
   | "release"
   | "close";
 

@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import type { LoadedAdapter } from "../adapters/peft.ts";
 import type { CudaEngineOptions } from "./cuda/cuda-engine.ts";
+import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
 import type { ModelConfig } from "./model-config.ts";
 
 /** What the thread answers: the call's result or its error message. */
@@ -80,9 +81,13 @@ export class EngineThread {
 
   decodePicking(
     tokens: ReadonlyMap<string, number>,
-    greedy: ReadonlySet<string>,
-  ): Promise<Map<string, Float32Array | number>> {
-    return this.call("decodePicking", [tokens, greedy]) as Promise<Map<string, Float32Array | number>>;
+    choices: ReadonlyMap<string, DecodeChoice>,
+  ): Promise<Map<string, DecodeRow>> {
+    return this.call("decodePicking", [tokens, choices]) as Promise<Map<string, DecodeRow>>;
+  }
+
+  logitsOf(id: string): Promise<Float32Array> {
+    return this.call("logitsOf", [id]) as Promise<Float32Array>;
   }
 
   release(id: string): Promise<void> {

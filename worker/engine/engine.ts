@@ -6,6 +6,7 @@ import { availableParallelism } from "node:os";
 import { InferenceSession, Tensor } from "onnxruntime-node";
 import type { LoadedAdapter } from "../adapters/peft.ts";
 import { type BankStore, HostBankStore } from "./bank-store.ts";
+import type { DecodeChoice } from "./decode-row.ts";
 import {
   assertDeviceUsable,
   type ComputeDtype,
@@ -266,9 +267,14 @@ export class Engine {
   /** ServingEngine.decodePicking: onnxruntime's logits are on the host already, so every row gets them. */
   decodePicking(
     tokens: ReadonlyMap<string, number>,
-    _greedy: ReadonlySet<string>,
+    _choices: ReadonlyMap<string, DecodeChoice>,
   ): Promise<Map<string, Float32Array>> {
     return this.decode(tokens);
+  }
+
+  /** ServingEngine.logitsOf: never needed here, as decodePicking returns no candidates. */
+  logitsOf(id: string): Float32Array {
+    throw new EngineError(`sequence ${id}: this engine returns logits, never candidates`);
   }
 
   /**

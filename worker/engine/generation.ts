@@ -1,6 +1,7 @@
 // Continuous batching over an engine: every step admits waiting sequences (each prompt prefilled alone,
 // within a token budget) and runs one decode over everything running; finished sequences leave at once,
 // so no request waits for another to finish. Sampling, stop conditions and text live in sequence-output.ts.
+import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
 import type { SampledToken, SamplingParams } from "./sampler.ts";
 import { SequenceOutput } from "./sequence-output.ts";
 import type { Tokenizer } from "./tokenizer.ts";
@@ -9,11 +10,12 @@ import type { Tokenizer } from "./tokenizer.ts";
 export interface StepEngine {
   prefill(id: string, tokens: readonly number[], slot: number): Promise<Float32Array[]>;
   decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>>;
-  /** See ServingEngine.decodePicking: rows in `greedy` may come back as picked tokens. */
+  /** See ServingEngine.decodePicking and logitsOf. */
   decodePicking(
     tokens: ReadonlyMap<string, number>,
-    greedy: ReadonlySet<string>,
-  ): Promise<Map<string, Float32Array | number>>;
+    choices: ReadonlyMap<string, DecodeChoice>,
+  ): Promise<Map<string, DecodeRow>>;
+  logitsOf(id: string): Float32Array | Promise<Float32Array>;
   release(id: string): Promise<void> | void;
 }
 
@@ -166,8 +168,12 @@ export class ContinuousBatcher {
 
   private async decodeStep(): Promise<void> {
     const last = new Map([...this.running].map(([id, r]) => [id, r.output.tokens.at(-1)!.token]));
-    const greedy = new Set([...this.running].filter(([, r]) => r.output.takesEnginePick).map(([id]) => id));
-    const rows = await this.engine.decodePicking(last, greedy);
+    const choices = new Map<string, DecodeChoice>();
+    for (const [id, r] of this.running) {
+      const choice = r.output.decodeChoice;
+      if (choice) choices.set(id, choice);
+    }
+    const rows = await this.engine.decodePicking(last, choices);
     for (const [id, row] of rows) await this.accept(this.running.get(id)!, row);
   }
 
@@ -176,8 +182,9 @@ export class ContinuousBatcher {
   }
 
   /** Takes the next token from a decode row, streams it, and finishes the sequence if a stop condition holds. */
-  private async accept(r: Running, row: Float32Array | number): Promise<void> {
-    const { token, text, finish, stopToken } = r.output.accept(row);
+  private async accept(r: Running, row: DecodeRow): Promise<void> {
+    const { token, text, finish, stopToken } =
+      r.output.accept(row) ?? r.output.accept(await this.engine.logitsOf(r.request.id));
     if (!stopToken) r.request.onToken?.(token, text);
     if (finish) await this.finish(r, finish);
   }

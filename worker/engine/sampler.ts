@@ -7,6 +7,7 @@
 // Reported logprobs are the log-softmax of the logits after penalties and temperature, before top-k /
 // top-p truncation: the distribution the token is drawn from, without the renormalization over the kept
 // set (which would give -inf to every cut token). With temperature 0 (greedy) no temperature is applied.
+import { CANDIDATES, type DecodeCandidates, type DecodeChoice } from "./decode-row.ts";
 import { Prng } from "./prng.ts";
 
 export interface SamplingParams {
@@ -140,6 +141,68 @@ export class Sampler {
   get takesArgmax(): boolean {
     const p = this.params;
     return p.temperature === 0 && p.topLogprobs === null && !isPenalized(p);
+  }
+
+  /**
+   * How an engine may settle this sequence's next token without sending its whole row: its argmax
+   * (takesArgmax), or its CANDIDATES largest logits where a draw from them can be the draw from the row
+   * (no penalties; top-k within them, or top-p, whose cover sampleCandidates checks); null when it needs
+   * the row.
+   */
+  get decodeChoice(): DecodeChoice | null {
+    const p = this.params;
+    if (this.takesArgmax) return { kind: "argmax" };
+    // top_logprobs (≤ MAX_TOP_LOGPROBS) always lies within the candidates.
+    if (isPenalized(p)) return null;
+    if (p.temperature === 0) return { kind: "candidates", temperature: 0 };
+    const truncated = (p.topK > 0 && p.topK <= CANDIDATES) || p.topP < 1;
+    return truncated ? { kind: "candidates", temperature: p.temperature } : null;
+  }
+
+  /**
+   * sample(), from a row's candidates instead of the row: the same token, logprob and top logprobs, and
+   * the same draw of the generator. Null (and nothing drawn) when the kept set may reach past the
+   * candidates, i.e. top-p's mass is not reached within them: then sample() the row.
+   */
+  sampleCandidates(c: DecodeCandidates): SampledToken | null {
+    const p = this.params;
+    if (this.decodeChoice?.kind !== "candidates") {
+      throw new Error("sampler: candidates serve only the sequences decodeChoice sends to them");
+    }
+    const n = c.tokens.length;
+    // sample() draws with index-order cumulation where nothing truncates: only the whole row gives that.
+    if (p.temperature > 0 && !((p.topK > 0 && p.topK < c.vocab) || p.topP < 1)) return null;
+    const max = c.logits[0]!;
+    const invT = p.temperature > 0 ? 1 / p.temperature : 1;
+    // log Σ exp((x - max)·invT) over the vocabulary, from the engine's log Σ exp(x·invT).
+    const logSum = c.logSumExp - max * invT;
+    // As sample() rounds them: processed logits and their exponentials are kept as float32.
+    const shifted = (k: number) => (c.logits[k]! - max) * invT;
+    const weight = (k: number) => Math.fround(expOfNonPositive(shifted(k)));
+    const logprob = (k: number) => Math.fround(shifted(k)) - logSum;
+    let chosen = 0;
+    if (p.temperature > 0) {
+      const limit = p.topK > 0 ? Math.min(p.topK, c.vocab) : c.vocab;
+      const massLimit = p.topP * Math.exp(logSum);
+      let kept = 0;
+      let mass = 0;
+      while (kept < limit && mass < massLimit && kept < n) mass += weight(kept++);
+      if (kept === n && kept < limit && mass < massLimit && n < c.vocab) return null;
+      const target = this.rng.nextFloat() * mass;
+      let cum = 0;
+      for (let k = 0; k < kept; k++) {
+        cum += weight(k);
+        if (cum > target) {
+          chosen = k;
+          break;
+        }
+      }
+    }
+    const top = Array.from({ length: Math.min(p.topLogprobs ?? 0, n) }, (_, k) => ({
+      token: c.tokens[k]!,
+      logprob: logprob(k),
+    }));
+    return this.chose({ token: c.tokens[chosen]!, logprob: logprob(chosen), top });
   }
 
   /** Records a token an engine picked for this sequence (only where takesArgmax). */

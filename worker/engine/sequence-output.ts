@@ -1,6 +1,7 @@
 // What one generating sequence has produced: it samples each next token from the engine's logits, turns
 // tokens into text deltas, holds back text that may begin a stop string, and says when the sequence is
 // done (a stop token, a stop string, max_tokens or a full context). Shared by every batching loop.
+import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
 import { type SampledToken, Sampler, type SamplingParams } from "./sampler.ts";
 import { StreamingDetokenizer, type Tokenizer } from "./tokenizer.ts";
 
@@ -50,17 +51,26 @@ export class SequenceOutput {
     return this.tokens.map((t) => t.token);
   }
 
-  /** Whether the engine may pick this sequence's next token itself (Sampler.takesArgmax). */
-  get takesEnginePick(): boolean {
-    return this.sampler.takesArgmax;
+  /** How the engine may settle this sequence's next token without its whole row (Sampler.decodeChoice). */
+  get decodeChoice(): DecodeChoice | null {
+    return this.sampler.decodeChoice;
   }
 
   /**
-   * Takes the next token from a decode row — its logits, sampled here, or the token the engine picked —
-   * and reports what it adds and whether the sequence ends.
+   * Takes the next token from a decode row — its logits, sampled here, the token the engine picked, or its
+   * candidates — and reports what it adds and whether the sequence ends. Null only for candidates that
+   * cannot settle the draw (Sampler.sampleCandidates): accept the row's logits then.
    */
-  accept(row: Float32Array | number): Accepted {
-    const token = typeof row === "number" ? this.sampler.take(row) : this.sampler.sample(row);
+  accept(row: Float32Array | number): Accepted;
+  accept(row: DecodeRow): Accepted | null;
+  accept(row: DecodeRow): Accepted | null {
+    const token =
+      typeof row === "number"
+        ? this.sampler.take(row)
+        : row instanceof Float32Array
+          ? this.sampler.sample(row)
+          : this.sampler.sampleCandidates(row);
+    if (!token) return null;
     this.tokens.push(token);
     if (this.stopIds.includes(token.token)) return { token, text: "", finish: "stop", stopToken: true };
     const { emit, stopped } = this.applyStopStrings(this.detokenizer.push(token.token));

@@ -5,6 +5,7 @@
 // parser produced them; the device applies each distinct adapter once per step (segmented, SGMV-style).
 import { SingleBar } from "cli-progress";
 import type { LoadedAdapter } from "../../adapters/peft.ts";
+import { CANDIDATES, type DecodeChoice, type DecodeRow } from "../decode-row.ts";
 import { usableCudaAddon } from "../device.ts";
 import { EngineError, type EngineOptions } from "../engine.ts";
 import { LoraBankError } from "../lora-banks.ts";
@@ -15,6 +16,7 @@ import type {
   CudaAddon,
   CudaModelSpec,
   NativeAdapterModule,
+  NativeCandidates,
   NativeCudaModel,
   NativeMemory,
   NativeRoofline,
@@ -48,6 +50,8 @@ export class CudaEngine {
   readonly formulation = CUDA_FORMULATION;
   private readonly sequences: SequenceTable;
   private stepping = false;
+  /** The sequences of the last decodePicking, in its logit rows' order (logitsOf). */
+  private lastDecodeIds: string[] = [];
 
   private constructor(
     readonly options: CudaEngineOptions,
@@ -171,15 +175,46 @@ export class CudaEngine {
   }
 
   /**
-   * ServingEngine.decodePicking: when every row is greedy, the device's argmax is the answer and no logits
-   * cross to the host (64 rows of a 32k vocabulary are 8 MB a step); otherwise every row gets its logits.
+   * ServingEngine.decodePicking. All rows argmax: the device's picks, no logits copied. All rows argmax or
+   * candidates: each candidates row gets its CANDIDATES largest logits and log-sum-exp (for the host to draw
+   * from), no full rows copied. Any other row: every row gets its logits. 64 rows of a 32k vocabulary are
+   * 8 MB a step.
    */
   async decodePicking(
     tokens: ReadonlyMap<string, number>,
-    greedy: ReadonlySet<string>,
-  ): Promise<Map<string, Float32Array | number>> {
-    const allGreedy = [...tokens.keys()].every((id) => greedy.has(id));
-    return allGreedy ? await this.decodeGreedy(tokens) : await this.decode(tokens);
+    choices: ReadonlyMap<string, DecodeChoice>,
+  ): Promise<Map<string, DecodeRow>> {
+    const ids = [...tokens.keys()];
+    if (!ids.every((id) => choices.has(id))) return await this.decode(tokens);
+    if (ids.every((id) => choices.get(id)!.kind === "argmax")) return await this.decodeGreedy(tokens);
+    const temperatures = Float32Array.from(ids, (id) => {
+      const choice = choices.get(id)!;
+      return choice.kind === "candidates" ? choice.temperature : 0;
+    });
+    const { argmax, candidates } = await this.runDecode(tokens, false, temperatures);
+    const c = CANDIDATES;
+    const rows = new Map<string, DecodeRow>();
+    ids.forEach((id, i) => {
+      if (choices.get(id)!.kind === "argmax") {
+        rows.set(id, argmax[i]!);
+        return;
+      }
+      rows.set(id, {
+        tokens: candidates!.tokens.slice(i * c, (i + 1) * c),
+        logits: candidates!.logits.slice(i * c, (i + 1) * c),
+        logSumExp: candidates!.logSumExp[i]!,
+        vocab: this.spec.vocab,
+      });
+    });
+    this.lastDecodeIds = ids;
+    return rows;
+  }
+
+  /** The full logits of a sequence in the last decodePicking, for a draw its candidates could not settle. */
+  logitsOf(id: string): Float32Array {
+    const row = this.lastDecodeIds.indexOf(id);
+    if (row < 0) throw new EngineError(`sequence ${id} was not in the last decode`);
+    return this.native.logitsOf(row);
   }
 
   /**
@@ -225,10 +260,17 @@ export class CudaEngine {
   }
 
   /** Every running sequence's newest token at position = its length; each length then grows by one. */
+  /** With `temperatures` (one per row), the step also returns CANDIDATES candidates per row. */
   private async runDecode(
     tokens: ReadonlyMap<string, number>,
     returnLogits: boolean,
-  ): Promise<{ ids: string[]; logits: Float32Array[]; argmax: number[] }> {
+    temperatures?: Float32Array,
+  ): Promise<{
+    ids: string[];
+    logits: Float32Array[];
+    argmax: number[];
+    candidates: NativeCandidates | null;
+  }> {
     if (tokens.size !== this.sequences.size) {
       const missing = this.sequences.ids().filter((id) => !tokens.has(id));
       throw new EngineError(`decode must cover every running sequence; missing ${missing.join(", ")}`);
@@ -252,7 +294,7 @@ export class CudaEngine {
       });
     }
     this.checkDistinctAdapters(rows.map((r) => r.slot));
-    const result = await this.runRows(rows, returnLogits);
+    const result = await this.runRows(rows, returnLogits, temperatures);
     for (const sequence of sequences) sequence.length += 1;
     return { ids: [...tokens.keys()], ...result };
   }
@@ -261,7 +303,8 @@ export class CudaEngine {
   private async runRows(
     rows: StepRow[],
     returnLogits: boolean,
-  ): Promise<{ logits: Float32Array[]; argmax: number[] }> {
+    temperatures?: Float32Array,
+  ): Promise<{ logits: Float32Array[]; argmax: number[]; candidates: NativeCandidates | null }> {
     if (this.stepping) {
       throw new EngineError(
         "a step is already running on this engine: await each call (EngineThread serializes them)",
@@ -270,10 +313,18 @@ export class CudaEngine {
     this.stepping = true;
     const logits: Float32Array[] = [];
     const argmax: number[] = [];
+    let candidates: NativeCandidates | null = null;
     const vocab = this.spec.vocab;
     try {
-      for (const { native: step, wanted } of planSteps(rows, this.spec.maxStepTokens, returnLogits)) {
-        const result = await this.native.step(step);
+      const steps = planSteps(rows, this.spec.maxStepTokens, returnLogits);
+      // A decode is one step (cache rows never exceed a step's rows): the candidates are that step's.
+      if (temperatures && steps.length !== 1)
+        throw new EngineError("candidates come from a single-step decode");
+      for (const { native: step, wanted } of steps) {
+        const result = await this.native.step(
+          temperatures ? { ...step, candidates: Math.min(CANDIDATES, vocab), temperatures } : step,
+        );
+        candidates = result.candidates;
         checkResult(step, result, vocab);
         argmax.push(...result.argmax.subarray(0, wanted));
         if (result.logits) {
@@ -283,7 +334,7 @@ export class CudaEngine {
     } finally {
       this.stepping = false;
     }
-    return { logits, argmax };
+    return { logits, argmax, candidates };
   }
 
   private checkToken(id: string, token: number): void {
