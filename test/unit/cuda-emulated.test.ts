@@ -56,4 +56,84 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
       rmSync(root, { recursive: true, force: true });
     }
   }, 120_000);
+
+  it("returns the largest logits with ties to the lower id, and each row's log-sum-exp at its temperature", async () => {
+    const { CudaModel } = createRequire(import.meta.url)(CUDA_EMULATED_ADDON_PATH) as CudaAddon;
+    const [hidden, vocab, headDim] = [64, 300, 16];
+    const model = new CudaModel({
+      layers: 1,
+      hidden,
+      intermediate: 128,
+      heads: 4,
+      kvHeads: 2,
+      headDim,
+      vocab,
+      rmsNormEps: 1e-5,
+      qkvBias: false,
+      tieWordEmbeddings: true,
+      invFreq: new Float32Array(headDim / 2).fill(0.1),
+      maxContext: 8,
+      cacheRows: 1,
+      maxStepTokens: 4,
+      slots: 0,
+      maxRank: 1,
+      cudaGraphs: false,
+      device: 0,
+    });
+    const values = (n: number, f: (i: number) => number) =>
+      new Uint8Array(Float32Array.from({ length: n }, (_, i) => f(i)).buffer);
+    const wave = (i: number) => Math.sin(i * 1.7) * 0.1;
+    // Two groups of equal embeddings, v and -v: whichever scores higher ties 100 or 200 tokens at the top.
+    model.setWeight(
+      "embed",
+      values(vocab * hidden, (i) => (Math.floor(i / hidden) < 100 ? -1 : 1) * (1 + (i % hidden) / hidden)),
+      "F32",
+      0,
+    );
+    model.setWeight(
+      "final_norm",
+      values(hidden, () => 1),
+      "F32",
+      0,
+    );
+    model.setWeight(
+      "layers.0.attn_norm",
+      values(hidden, () => 1),
+      "F32",
+      0,
+    );
+    model.setWeight(
+      "layers.0.mlp_norm",
+      values(hidden, () => 1),
+      "F32",
+      0,
+    );
+    model.setWeight("layers.0.qkv", values(128 * hidden, wave), "F32", 0);
+    model.setWeight("layers.0.o", values(hidden * 64, wave), "F32", 0);
+    model.setWeight("layers.0.gate_up", values(256 * hidden, wave), "F32", 0);
+    model.setWeight("layers.0.down", values(hidden * 128, wave), "F32", 0);
+    const result = await model.step({
+      tokens: Int32Array.of(5, 150),
+      cacheRows: Int32Array.of(0, 0),
+      positions: Int32Array.of(0, 1),
+      slots: Int32Array.of(0, 0),
+      logitRows: Int32Array.of(0, 1),
+      returnLogits: true,
+      candidates: 64,
+      temperatures: Float32Array.of(0.5, 0),
+    });
+    const { tokens, logits, logSumExp } = result.candidates!;
+    for (const [row, temperature] of [0.5, 1].entries()) {
+      const full = result.logits!.subarray(row * vocab, (row + 1) * vocab);
+      const order = [...full.keys()].sort((a, b) => full[b]! - full[a]! || a - b).slice(0, 64);
+      expect(new Set(order.map((t) => full[t])).size).toBe(1);
+      expect([...tokens.subarray(row * 64, (row + 1) * 64)]).toEqual(order);
+      expect([...logits.subarray(row * 64, (row + 1) * 64)]).toEqual(order.map((t) => full[t]!));
+      const max = full[order[0]!]!;
+      const sum = full.reduce((acc, l) => acc + Math.exp((l - max) / temperature), 0);
+      expect(logSumExp[row]).toBeCloseTo(max / temperature + Math.log(sum), 3);
+    }
+    expect([...model.logitsOf(1)]).toEqual([...result.logits!.subarray(vocab)]);
+    model.close();
+  });
 });
