@@ -52,6 +52,18 @@ Napi::Float32Array floats(Napi::Env env, const std::vector<float>& values) {
   return array;
 }
 
+/** Runs `work` on the JavaScript thread, a C++ exception becoming a JavaScript error with its message. */
+template <typename Work>
+auto rethrowInJavaScript(const Napi::Env& env, Work&& work) -> decltype(work()) {
+  try {
+    return work();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    throw Napi::Error::New(env, error.what());
+  }
+}
+
 ModelSpec parseSpec(const Napi::Object& o) {
   ModelSpec spec;
   spec.layers = intProperty(o, "layers");
@@ -218,11 +230,7 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
   explicit CudaModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaModel>(info) {
     if (!info[0].IsObject()) throw Napi::TypeError::New(info.Env(), "CudaModel takes a spec object");
     const ModelSpec spec = parseSpec(info[0].As<Napi::Object>());
-    try {
-      model_ = std::make_shared<DeviceModel>(spec);
-    } catch (const std::exception& error) {
-      throw Napi::Error::New(info.Env(), error.what());
-    }
+    model_ = rethrowInJavaScript(info.Env(), [&] { return std::make_shared<DeviceModel>(spec); });
   }
 
  private:
@@ -241,14 +249,10 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
     const Napi::Uint8Array data = info[1].As<Napi::Uint8Array>();
     const int64_t offset = info[3].As<Napi::Number>().Int64Value();
     if (offset < 0) throw Napi::RangeError::New(env, "setWeight: offset must be ≥ 0");
-    try {
+    rethrowInJavaScript(env, [&] {
       open(env)->setWeight(info[0].As<Napi::String>().Utf8Value(), data.Data(), data.ByteLength(),
                            parseDtype(env, info[2].As<Napi::String>().Utf8Value()), size_t(offset));
-    } catch (const Napi::Error&) {
-      throw;
-    } catch (const std::exception& error) {
-      throw Napi::Error::New(env, error.what());
-    }
+    });
     return env.Undefined();
   }
 
@@ -268,13 +272,7 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
   Napi::Value clearSlot(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
     if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "clearSlot(slot): slot must be a number");
-    try {
-      open(env)->clearSlot(info[0].As<Napi::Number>().Int32Value());
-    } catch (const Napi::Error&) {
-      throw;
-    } catch (const std::exception& error) {
-      throw Napi::Error::New(env, error.what());
-    }
+    rethrowInJavaScript(env, [&] { open(env)->clearSlot(info[0].As<Napi::Number>().Int32Value()); });
     return env.Undefined();
   }
 
@@ -333,13 +331,8 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
   Napi::Value logitsOf(const Napi::CallbackInfo& info) {
     const Napi::Env env = info.Env();
     if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "logitsOf(row): row must be a number");
-    try {
-      return floats(env, open(env)->logitsOf(info[0].As<Napi::Number>().Int32Value()));
-    } catch (const Napi::Error&) {
-      throw;
-    } catch (const std::exception& error) {
-      throw Napi::Error::New(env, error.what());
-    }
+    return rethrowInJavaScript(
+        env, [&] { return floats(env, open(env)->logitsOf(info[0].As<Napi::Number>().Int32Value())); });
   }
 
   Napi::Value deviceName(const Napi::CallbackInfo& info) {
