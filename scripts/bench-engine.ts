@@ -13,7 +13,7 @@ import { pathToFileURL } from "node:url";
 import { loadPeftAdapter } from "../worker/adapters/peft.ts";
 import { createEngine } from "../worker/engine/create-engine.ts";
 import { type CUDA_FORMULATION, CudaEngine } from "../worker/engine/cuda/cuda-engine.ts";
-import { computeDtypeFor, type Device, parseDevice } from "../worker/engine/device.ts";
+import { assertDeviceUsable, computeDtypeFor, type Device, parseDevice } from "../worker/engine/device.ts";
 import type { LoraFormulation } from "../worker/engine/engine.ts";
 import { MODULE_KINDS, type ModelConfig, moduleShape } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
@@ -165,6 +165,8 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   const runs = [0, ...U_VALUES];
   const totalSteps = runs.length * (timedSteps + 1);
   const promptLength = context - totalSteps - 1;
+  // Before minutes of model generation: a device that cannot run says so now.
+  assertDeviceUsable(device);
   const modelDir = options.modelDir ?? ensureBenchModel(device, layers, log);
   const threads = options.threads ?? availableParallelism();
 
