@@ -72,6 +72,13 @@ export interface GatewayDeps {
      * start and claim it (scaling from zero) before 503; within the request timeout. 0: 503 at once.
      */
     coldStartTimeoutMs: number;
+    /**
+     * A stream whose first token has not come within this (a cold start, a long prompt) answers 200 and
+     * its headers at once, and tells a later error in-band; a quicker error keeps its own HTTP status.
+     */
+    streamHeadersAfterMs: number;
+    /** While a stream waits for its next event, an SSE comment goes out this often. */
+    keepAliveMs: number;
   };
 }
 
@@ -103,6 +110,8 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
       requestTimeoutMs: 10 * 60_000,
       retryAfterSeconds: 5,
       coldStartTimeoutMs: 120_000,
+      streamHeadersAfterMs: 10_000,
+      keepAliveMs: 15_000,
       ...input.limits,
     },
   };

@@ -2,7 +2,9 @@
 // Built on a pull-based ReadableStream, so a slow client slows the reading of replies instead of buffering
 // them, and a client that goes away cancels the stream, which calls `onCancel` at once (not at the next
 // event). An error after the first byte can only be told in-band: an event `{"error": {...}}`, which the
-// openai SDKs raise as an APIError.
+// openai SDKs raise as an APIError. While the next event is slow to come (a worker starting from zero, a
+// long prompt), a comment line goes out every `keepAliveMs`, so proxies and clients that drop idle
+// connections keep this one; SSE clients skip comments.
 import type { ErrorBody } from "../schema/api.ts";
 
 export interface EventSource {
@@ -16,15 +18,38 @@ export interface EventSource {
 
 const encoder = new TextEncoder();
 const frame = (data: string) => encoder.encode(`data: ${data}\n\n`);
+const KEEP_ALIVE = encoder.encode(": keep-alive\n\n");
 
-export function eventStream(source: EventSource, headers: Record<string, string>): Response {
+/** The event, or the keep-alive's turn when `ms` pass first. */
+function nextOrTimeout(next: Promise<unknown>, ms: number): Promise<{ event: unknown } | "keep-alive"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"keep-alive">((resolve) => {
+    timer = setTimeout(() => resolve("keep-alive"), ms);
+  });
+  return Promise.race([next.then((event) => ({ event })), timeout]).finally(() => clearTimeout(timer));
+}
+
+export function eventStream(
+  source: EventSource,
+  headers: Record<string, string>,
+  keepAliveMs: number,
+): Response {
   let done = false;
+  /** The event being waited for, kept across pulls that only sent a keep-alive. */
+  let pending: Promise<unknown> | null = null;
   const body = new ReadableStream<Uint8Array>({
     async pull(controller) {
       if (done) return;
       try {
-        const event = await source.next();
+        pending ??= source.next();
+        const outcome = await nextOrTimeout(pending, keepAliveMs);
         if (done) return;
+        if (outcome === "keep-alive") {
+          controller.enqueue(KEEP_ALIVE);
+          return;
+        }
+        pending = null;
+        const event = outcome.event;
         if (event === null) {
           done = true;
           controller.enqueue(frame("[DONE]"));

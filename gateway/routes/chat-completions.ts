@@ -1,7 +1,7 @@
 // POST /v1/chat/completions: OpenAI's chat API. Non-streaming answers one chat.completion with usage;
 // streaming sends the role chunk, content deltas, the finish chunk, the usage chunk when
-// stream_options.include_usage asks for it, then [DONE]. The first reply is awaited before answering, so
-// an error that comes before any token still gets its own HTTP status.
+// stream_options.include_usage asks for it, then [DONE]. A stream's first reply is awaited before
+// answering for a while (openStream), so an error that comes early still gets its own HTTP status.
 import type { Handler } from "hono";
 import { type ChatCompletion, type ChatCompletionChunk, ChatCompletionRequest } from "../../schema/api.ts";
 import type { Final, TokenChunk } from "../../schema/wire.ts";
@@ -14,24 +14,23 @@ import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
 import { eventStream } from "../sse.ts";
-import { begin, finishReasonOf, usageOf } from "./inference.ts";
+import { begin, cancelWhenOpen, finishReasonOf, openStream, usageOf } from "./inference.ts";
 
 export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const body = await readBody(c, ChatCompletionRequest);
     const resolved = await resolveModel(deps, c.get("principal"), body.model);
     const admitted = admitChat(body, resolved.base);
-    const generation = await begin(c, deps, resolved, admitted);
-    const chunks = generation.chunks();
     const head = {
-      id: `chatcmpl-${generation.requestId}`,
+      id: `chatcmpl-${c.get("requestId")}`,
       created: Math.floor(deps.now() / 1000),
       model: body.model,
     };
     const wantLogprobs = admitted.sampling.logprobs;
 
     if (!admitted.stream) {
-      const { text, logprobs, final } = await collectReply(chunks);
+      const generation = await begin(c, deps, resolved, admitted);
+      const { text, logprobs, final } = await collectReply(generation.chunks());
       const completion: ChatCompletion = {
         ...head,
         object: "chat.completion",
@@ -48,7 +47,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       return c.json(completion);
     }
 
-    const first = await chunks.next();
+    const { opening } = await openStream(c, deps, resolved, admitted);
     const usage = admitted.includeUsage ? { usage: null } : {};
     const chunk = (choice: ChatCompletionChunk["choices"][number]): ChatCompletionChunk => ({
       ...head,
@@ -57,6 +56,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       ...usage,
     });
     async function* events(): AsyncGenerator<ChatCompletionChunk> {
+      const { chunks, first } = await opening;
       yield chunk({
         index: 0,
         delta: { role: "assistant", content: "" },
@@ -89,9 +89,10 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           return step.done ? null : step.value;
         },
         errorEvent: (error) => toApiError(error).body,
-        onCancel: () => generation.cancel(),
+        onCancel: cancelWhenOpen(opening),
       },
       { "x-request-id": c.get("requestId") },
+      deps.limits.keepAliveMs,
     );
   };
 }

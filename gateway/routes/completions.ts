@@ -12,17 +12,15 @@ import { completionLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
 import { eventStream } from "../sse.ts";
-import { begin, finishReasonOf, usageOf } from "./inference.ts";
+import { begin, cancelWhenOpen, finishReasonOf, openStream, usageOf } from "./inference.ts";
 
 export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const body = await readBody(c, CompletionRequest);
     const resolved = await resolveModel(deps, c.get("principal"), body.model);
     const admitted = admitCompletion(body, resolved.base);
-    const generation = await begin(c, deps, resolved, admitted);
-    const chunks = generation.chunks();
     const head = {
-      id: `cmpl-${generation.requestId}`,
+      id: `cmpl-${c.get("requestId")}`,
       object: "text_completion" as const,
       created: Math.floor(deps.now() / 1000),
       model: body.model,
@@ -30,7 +28,8 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
     const wantLogprobs = admitted.sampling.logprobs;
 
     if (!admitted.stream) {
-      const { text, logprobs, final } = await collectReply(chunks);
+      const generation = await begin(c, deps, resolved, admitted);
+      const { text, logprobs, final } = await collectReply(generation.chunks());
       const completion: Completion = {
         ...head,
         choices: [
@@ -46,9 +45,10 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
       return c.json(completion);
     }
 
-    const first = await chunks.next();
+    const { opening } = await openStream(c, deps, resolved, admitted);
     const usage = admitted.includeUsage ? { usage: null } : {};
     async function* events(): AsyncGenerator<Completion> {
+      const { chunks, first } = await opening;
       let offset = 0;
       let step: IteratorResult<TokenChunk, Final> = first;
       while (!step.done) {
@@ -73,9 +73,10 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
           return step.done ? null : step.value;
         },
         errorEvent: (error) => toApiError(error).body,
-        onCancel: () => generation.cancel(),
+        onCancel: cancelWhenOpen(opening),
       },
       { "x-request-id": c.get("requestId") },
+      deps.limits.keepAliveMs,
     );
   };
 }

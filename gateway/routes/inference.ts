@@ -4,7 +4,7 @@
 // Final into OpenAI's usage and finish_reason.
 import type { Context } from "hono";
 import type { FinishReasonOut, UsageBody } from "../../schema/api.ts";
-import type { Final } from "../../schema/wire.ts";
+import type { Final, TokenChunk } from "../../schema/wire.ts";
 import type { Admitted } from "../admission.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
@@ -63,6 +63,50 @@ export async function begin(
     throw error;
   }
   return generation;
+}
+
+/** A streaming generation once open: started, any cold start waited out, its first reply in. */
+export interface OpenStream {
+  generation: Generation;
+  chunks: AsyncGenerator<TokenChunk, Final, void>;
+  first: IteratorResult<TokenChunk, Final>;
+}
+
+/**
+ * Starts a streaming generation and waits up to `limits.streamHeadersAfterMs` for it to open. An error by
+ * then throws here, so it still gets its own HTTP status; otherwise the route answers 200 at once and its
+ * events await `opening` (with keep-alives meanwhile), a later error going in-band. A disconnect cancels
+ * the generation wherever it is (begin ties it to the request's signal).
+ */
+export async function openStream(
+  c: Context<GatewayEnv>,
+  deps: GatewayDeps,
+  resolved: ResolvedModel,
+  admitted: Admitted,
+): Promise<{ opening: Promise<OpenStream> }> {
+  const opening = (async () => {
+    const generation = await begin(c, deps, resolved, admitted);
+    const chunks = generation.chunks();
+    return { generation, chunks, first: await chunks.next() };
+  })();
+  // Whoever reads the stream sees its error; this keeps an unread one from counting as unhandled.
+  opening.catch(() => {});
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const headersDue = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, deps.limits.streamHeadersAfterMs);
+  });
+  await Promise.race([opening, headersDue]).finally(() => clearTimeout(timer));
+  return { opening };
+}
+
+/** What a stream's source does when the client leaves: cancel the generation, now or once it has opened. */
+export function cancelWhenOpen(opening: Promise<OpenStream>): () => void {
+  return () => {
+    opening.then(
+      ({ generation }) => generation.cancel(),
+      () => {},
+    );
+  };
 }
 
 export function usageOf(final: Final): UsageBody {

@@ -2,6 +2,8 @@
 // waits on the base's shared queue until a (scripted) worker starts and claims it, streaming or not; the
 // autoscaling signal asks for a worker meanwhile; after the cold-start timeout the answer is 503 no_worker
 // and a worker that starts later is refused the request; a client that leaves ends the wait the same way.
+// A stream that waits past its headers' due time answers 200 with SSE keep-alives, then tokens or an
+// in-band error.
 // Each test gets its own broker, so no heartbeat of an earlier test's worker is live in the next.
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { Bus } from "../../bus/bus.ts";
@@ -135,6 +137,41 @@ describe("a request for a base with no live worker", () => {
     await worker.pulled(1);
     await vi.waitFor(() => expect(worker.claims).toHaveLength(1), WAIT);
     expect(worker.claims[0]).toMatchObject({ granted: false });
+  });
+
+  it("answers a stream that waits long 200 at once, keeps it alive with comments, then streams the tokens", async () => {
+    const fleet = coldFleet({ coldStartTimeoutMs: 60_000, streamHeadersAfterMs: 50, keepAliveMs: 40 });
+    const res = await fleet.chat({ max_tokens: 3, stream: true });
+    // No worker yet: the headers went out because they were due, not because a token came.
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toContain("text/event-stream");
+    expect(fleet.coldStarts).toEqual([]);
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    expect(decoder.decode((await reader.read()).value)).toBe(": keep-alive\n\n");
+    await fleet.startWorker();
+    let rest = "";
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read())
+      rest += decoder.decode(chunk.value);
+    const frames = rest.split("\n\n").filter((frame) => frame.length > 0 && !frame.startsWith(":"));
+    expect(frames.at(-1)).toBe("data: [DONE]");
+    const text = frames
+      .slice(0, -1)
+      .map((frame) => JSON.parse(frame.slice("data: ".length)).choices[0].delta.content ?? "")
+      .join("");
+    expect(text).toBe(fakeReplyText(3));
+    expect(fleet.coldStarts).toEqual(["claimed"]);
+  });
+
+  it("tells a stream whose headers went out that no worker started, in-band", async () => {
+    const fleet = coldFleet({ coldStartTimeoutMs: 300, streamHeadersAfterMs: 50, keepAliveMs: 60_000 });
+    const res = await fleet.chat({ max_tokens: 3, stream: true });
+    expect(res.status).toBe(200);
+    const frames = (await res.text()).split("\n\n").filter((frame) => frame.length > 0);
+    expect(frames).toHaveLength(1);
+    const { error } = JSON.parse(frames[0]!.slice("data: ".length)) as { error: { code: string } };
+    expect(error.code).toBe("no_worker");
+    expect(fleet.coldStarts).toEqual(["timeout"]);
   });
 
   it("answers 503 at once, queueing nothing, with cold starts off", async () => {
