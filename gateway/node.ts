@@ -85,6 +85,10 @@ export interface NodeGatewayOptions {
   maxAdapterBytes?: number;
   /** How long a request for a base with no live worker waits for one to start; default 120 s, 0: 503 at once. */
   coldStartTimeoutMs?: number;
+  /** When a stream with no first token answers 200 anyway (then errors go in-band); default 10 s. */
+  streamHeadersAfterMs?: number;
+  /** How often a waiting stream gets an SSE keep-alive comment; default 15 s. */
+  keepAliveMs?: number;
 }
 
 export async function startNodeGateway(options: NodeGatewayOptions): Promise<ServedApp> {
@@ -110,9 +114,15 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       bus,
       bases,
       adapterStorage,
-      ...(options.coldStartTimeoutMs !== undefined
-        ? { limits: { coldStartTimeoutMs: options.coldStartTimeoutMs } }
-        : {}),
+      limits: {
+        ...(options.coldStartTimeoutMs !== undefined
+          ? { coldStartTimeoutMs: options.coldStartTimeoutMs }
+          : {}),
+        ...(options.streamHeadersAfterMs !== undefined
+          ? { streamHeadersAfterMs: options.streamHeadersAfterMs }
+          : {}),
+        ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
+      },
     });
     const served = await serveApp(app, options.port, options.hostname);
     const openBus = bus;

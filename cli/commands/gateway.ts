@@ -18,6 +18,8 @@ interface GatewayFlags {
   maxAdapterRank: string;
   maxAdapterBytes: string;
   coldStartTimeout: string;
+  streamHeadersAfter: string;
+  keepAlive: string;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -61,6 +63,8 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     maxAdapterRank: positive("--max-adapter-rank", flags.maxAdapterRank),
     maxAdapterBytes: positive("--max-adapter-bytes", flags.maxAdapterBytes),
     coldStartTimeoutMs: seconds("--cold-start-timeout", flags.coldStartTimeout) * 1000,
+    streamHeadersAfterMs: seconds("--stream-headers-after", flags.streamHeadersAfter) * 1000,
+    keepAliveMs: seconds("--keep-alive", flags.keepAlive) * 1000,
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
   });
   logger.info(
@@ -113,6 +117,16 @@ export function registerGateway(program: Command): void {
       "--cold-start-timeout <seconds>",
       "how long a request for a base with no live worker waits for one to start (scaling from zero); 0: 503 at once (LUMINET_COLD_START_TIMEOUT)",
       process.env.LUMINET_COLD_START_TIMEOUT ?? "120",
+    )
+    .option(
+      "--stream-headers-after <seconds>",
+      "a stream with no first token by then answers 200 at once and tells later errors in-band (LUMINET_STREAM_HEADERS_AFTER)",
+      process.env.LUMINET_STREAM_HEADERS_AFTER ?? "10",
+    )
+    .option(
+      "--keep-alive <seconds>",
+      "how often a waiting stream gets an SSE keep-alive comment (LUMINET_KEEP_ALIVE)",
+      process.env.LUMINET_KEEP_ALIVE ?? "15",
     )
     .option("--with-meter", "also run the usage meter (usage events into billing rows) in this process")
     .action(async (flags: GatewayFlags) => {

@@ -133,6 +133,11 @@ beforeAll(async () => {
         // A request for the idle base waits this long for a worker to start before 503.
         "--cold-start-timeout",
         "1",
+        // A stream that waits answers 200 after 0.3 s, with a keep-alive every 0.2 s.
+        "--stream-headers-after",
+        "0.3",
+        "--keep-alive",
+        "0.2",
       ],
       (line) => typeof line.url === "string",
       env,
@@ -302,6 +307,22 @@ describe("the gateway with real workers, through the openai client", () => {
       code: "no_worker",
       message: expect.stringContaining("started within 1 s"),
     });
+    // Streaming, the headers go out after 0.3 s and keep-alives follow: the client sees the same error,
+    // in-band, and no chunk before it.
+    const received: unknown[] = [];
+    const streamed = await (async () => {
+      const stream = await client.chat.completions.create({ model: IDLE_BASE, messages, stream: true });
+      for await (const chunk of stream) received.push(chunk);
+    })().catch((e: unknown) => e);
+    expect(received).toEqual([]);
+    expect(streamed).toMatchObject({ message: expect.stringContaining("started within 1 s") });
+    const rawStream = await fetch(`${gatewayUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${keys.acme}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: IDLE_BASE, messages, stream: true }),
+    });
+    expect(rawStream.status).toBe(200);
+    expect(await rawStream.text()).toMatch(/^(: keep-alive\n\n)+data: \{"error":\{.*"code":"no_worker"/s);
     const raw = await fetch(`${gatewayUrl}/v1/chat/completions`, {
       method: "POST",
       headers: { authorization: `Bearer ${keys.acme}`, "content-type": "application/json" },
