@@ -16,6 +16,7 @@ import type { Principal } from "./auth.ts";
 import type { GatewayMetrics } from "./deps.ts";
 import { ApiError, fromWireError, noWorker, noWorkerStarted, upstreamTimeout } from "./errors.ts";
 import { type RoutingOptions, routeRequest, routingDefaults } from "./routing.ts";
+import { TIMED_OUT, within } from "./within.ts";
 
 export interface GenerationOptions {
   bus: Bus;
@@ -162,13 +163,8 @@ export class Generation {
    * copy to the base's shared queue. Resolves with the copy's reply subject, or null when none was sent.
    */
   async copyToAnyUnlessClaimed(timeoutMs: number): Promise<string | null> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), timeoutMs);
-    });
-    const claimed = await Promise.race([this.inbox.claimed(), timedOut]);
-    clearTimeout(timer);
-    if (claimed !== "timeout" || this.#finished || this.#cancelled) return null;
+    const claimed = await within(this.inbox.claimed(), timeoutMs);
+    if (claimed !== TIMED_OUT || this.#finished || this.#cancelled) return null;
     try {
       const reply = await this.inbox.openCopy();
       await this.bus.publishRequest({ ...this.request, reply }, ANY_WORKER);

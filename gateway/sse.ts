@@ -6,6 +6,7 @@
 // long prompt), a comment line goes out every `keepAliveMs`, so proxies and clients that drop idle
 // connections keep this one; SSE clients skip comments.
 import type { ErrorBody } from "../schema/api.ts";
+import { TIMED_OUT, within } from "./within.ts";
 
 export interface EventSource {
   /** The next event's JSON payload, or null when the stream is complete. */
@@ -20,15 +21,6 @@ const encoder = new TextEncoder();
 const frame = (data: string) => encoder.encode(`data: ${data}\n\n`);
 const KEEP_ALIVE = encoder.encode(": keep-alive\n\n");
 
-/** The event, or the keep-alive's turn when `ms` pass first. */
-function nextOrTimeout(next: Promise<unknown>, ms: number): Promise<{ event: unknown } | "keep-alive"> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<"keep-alive">((resolve) => {
-    timer = setTimeout(() => resolve("keep-alive"), ms);
-  });
-  return Promise.race([next.then((event) => ({ event })), timeout]).finally(() => clearTimeout(timer));
-}
-
 export function eventStream(
   source: EventSource,
   headers: Record<string, string>,
@@ -42,14 +34,13 @@ export function eventStream(
       if (done) return;
       try {
         pending ??= source.next();
-        const outcome = await nextOrTimeout(pending, keepAliveMs);
+        const event = await within(pending, keepAliveMs);
         if (done) return;
-        if (outcome === "keep-alive") {
+        if (event === TIMED_OUT) {
           controller.enqueue(KEEP_ALIVE);
           return;
         }
         pending = null;
-        const event = outcome.event;
         if (event === null) {
           done = true;
           controller.enqueue(frame("[DONE]"));

@@ -12,10 +12,10 @@
 // while the batch goes on, and its requests join at the first step after it resolves.
 import type { AdapterRef, FinishReason } from "../schema/wire.ts";
 import { AdapterRemovedError, NoFreeSlotError } from "./adapters/adapter-manager.ts";
-import type { DecodeChoice, DecodeRow } from "./engine/decode-row.ts";
+import type { DecodeRow } from "./engine/decode-row.ts";
 import type { StepEngine } from "./engine/generation.ts";
 import type { SampledToken, SamplingParams } from "./engine/sampler.ts";
-import { type SequenceLimits, SequenceOutput } from "./engine/sequence-output.ts";
+import { decodeChoices, type SequenceLimits, SequenceOutput } from "./engine/sequence-output.ts";
 import type { Tokenizer } from "./engine/tokenizer.ts";
 
 /** What the scheduler needs of the adapter tiers; worker/adapters/adapter-manager.ts provides it. */
@@ -525,14 +525,9 @@ export class Scheduler {
   private async decode(ran: Set<Entry>): Promise<void> {
     if (this.running.size === 0) return;
     const last = new Map([...this.running].map(([id, e]) => [id, e.output.tokens.at(-1)!.token]));
-    const choices = new Map<string, DecodeChoice>();
-    for (const [id, e] of this.running) {
-      const choice = e.output.decodeChoice;
-      if (choice) choices.set(id, choice);
-    }
     let rows: Map<string, DecodeRow>;
     try {
-      rows = await this.engine.decodePicking(last, choices);
+      rows = await this.engine.decodePicking(last, decodeChoices(this.running));
     } catch (error) {
       const reason = new JobError("engine_error", `decode failed: ${(error as Error).message}`);
       for (const entry of [...this.running.values()]) await this.finish(entry, "error", reason);

@@ -11,6 +11,7 @@ import type { GatewayDeps } from "../deps.ts";
 import { awaitColdStart, type Generation, type GenerationOptions, startGeneration } from "../generation.ts";
 import type { ResolvedModel } from "../models.ts";
 import { admitWithinLimits } from "../usage-limits.ts";
+import { within } from "../within.ts";
 
 export async function begin(
   c: Context<GatewayEnv>,
@@ -91,11 +92,7 @@ export async function openStream(
   })();
   // Whoever reads the stream sees its error; this keeps an unread one from counting as unhandled.
   opening.catch(() => {});
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const headersDue = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, deps.limits.streamHeadersAfterMs);
-  });
-  await Promise.race([opening, headersDue]).finally(() => clearTimeout(timer));
+  await within(opening, deps.limits.streamHeadersAfterMs);
   return { opening };
 }
 

@@ -289,7 +289,6 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     // The same engine answering with whole rows only: the host samples every row from its logits.
     const wholeRows: StepEngine = {
       prefill: (id, tokens, slot) => whole.prefill(id, tokens, slot),
-      decode: (tokens) => whole.decode(tokens),
       decodePicking: (tokens) => whole.decode(tokens),
       logitsOf: (id) => whole.logitsOf(id),
       release: (id) => whole.release(id),

@@ -68,6 +68,16 @@ function coldFleet(limits: GatewayDepsInput["limits"]) {
 
 const WAIT = { timeout: 10_000, interval: 20 };
 
+/** The content a chat stream's body carries, after checking it ends with [DONE]; SSE comments skipped. */
+function streamedText(body: string): string {
+  const frames = body.split("\n\n").filter((frame) => frame.length > 0 && !frame.startsWith(":"));
+  expect(frames.at(-1)).toBe("data: [DONE]");
+  return frames
+    .slice(0, -1)
+    .map((frame) => JSON.parse(frame.slice("data: ".length)).choices[0].delta.content ?? "")
+    .join("");
+}
+
 describe("a request for a base with no live worker", () => {
   it("waits on the shared queue, counted by the scale signal, until a worker starts and serves it", async () => {
     const fleet = coldFleet({ coldStartTimeoutMs: 60_000 });
@@ -93,13 +103,7 @@ describe("a request for a base with no live worker", () => {
     const res = await answer;
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toContain("text/event-stream");
-    const frames = (await res.text()).split("\n\n").filter((frame) => frame.length > 0);
-    expect(frames.at(-1)).toBe("data: [DONE]");
-    const text = frames
-      .slice(0, -1)
-      .map((frame) => JSON.parse(frame.slice("data: ".length)).choices[0].delta.content ?? "")
-      .join("");
-    expect(text).toBe(fakeReplyText(3));
+    expect(streamedText(await res.text())).toBe(fakeReplyText(3));
   });
 
   it("answers 503 no_worker after the cold-start timeout, and a worker that starts later is refused it", async () => {
@@ -153,13 +157,7 @@ describe("a request for a base with no live worker", () => {
     let rest = "";
     for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read())
       rest += decoder.decode(chunk.value);
-    const frames = rest.split("\n\n").filter((frame) => frame.length > 0 && !frame.startsWith(":"));
-    expect(frames.at(-1)).toBe("data: [DONE]");
-    const text = frames
-      .slice(0, -1)
-      .map((frame) => JSON.parse(frame.slice("data: ".length)).choices[0].delta.content ?? "")
-      .join("");
-    expect(text).toBe(fakeReplyText(3));
+    expect(streamedText(rest)).toBe(fakeReplyText(3));
     expect(fleet.coldStarts).toEqual(["claimed"]);
   });
 

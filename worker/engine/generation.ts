@@ -3,13 +3,12 @@
 // so no request waits for another to finish. Sampling, stop conditions and text live in sequence-output.ts.
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
 import type { SampledToken, SamplingParams } from "./sampler.ts";
-import { SequenceOutput } from "./sequence-output.ts";
+import { decodeChoices, SequenceOutput } from "./sequence-output.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** The engine calls the loop needs; Engine and EngineThread both provide them. */
 export interface StepEngine {
   prefill(id: string, tokens: readonly number[], slot: number): Promise<Float32Array[]>;
-  decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>>;
   /** See ServingEngine.decodePicking and logitsOf. */
   decodePicking(
     tokens: ReadonlyMap<string, number>,
@@ -168,12 +167,7 @@ export class ContinuousBatcher {
 
   private async decodeStep(): Promise<void> {
     const last = new Map([...this.running].map(([id, r]) => [id, r.output.tokens.at(-1)!.token]));
-    const choices = new Map<string, DecodeChoice>();
-    for (const [id, r] of this.running) {
-      const choice = r.output.decodeChoice;
-      if (choice) choices.set(id, choice);
-    }
-    const rows = await this.engine.decodePicking(last, choices);
+    const rows = await this.engine.decodePicking(last, decodeChoices(this.running));
     for (const [id, row] of rows) await this.accept(this.running.get(id)!, row);
   }
 

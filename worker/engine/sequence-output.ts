@@ -121,3 +121,15 @@ export class SequenceOutput {
     return { emit: candidate.slice(0, candidate.length - keep), stopped: false };
   }
 }
+
+/** How each running sequence's next token may be settled without its whole row (for decodePicking). */
+export function decodeChoices(
+  running: Iterable<[string, { output: SequenceOutput }]>,
+): Map<string, DecodeChoice> {
+  const choices = new Map<string, DecodeChoice>();
+  for (const [id, { output }] of running) {
+    const choice = output.decodeChoice;
+    if (choice) choices.set(id, choice);
+  }
+  return choices;
+}
