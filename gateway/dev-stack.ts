@@ -142,6 +142,7 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
       ramCacheBytes: 256 * 2 ** 20,
       diskCacheDir: join(home, "adapter-cache"),
       diskCacheBytes: 2 ** 30,
+      usageSpoolDir: join(home, "usage-spool"),
       blobs: openBlobStore(blobsDir),
       ackWaitMs: 30_000,
       // On the gateway's /metrics, beside its own series.

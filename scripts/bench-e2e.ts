@@ -311,6 +311,7 @@ async function startStack(
         o.namespace,
       ]
         .concat(["--blobs", blobs, "--disk-cache", join(o.scratch, "cache"), "--metrics-port", "0"])
+        .concat(["--usage-spool", join(o.scratch, "usage-spool")])
         .concat(["--slots", String(worker.slots), "--max-adapters-per-batch", String(worker.slots)])
         .concat(["--max-rank", String(RANK), "--max-batch", String(worker.maxBatch)])
         .concat(["--max-context", String(worker.maxContext), "--step-tokens", String(STEP_TOKENS)])

@@ -23,6 +23,8 @@ import { listeningPort, serveMetrics, WorkerMetrics } from "./metrics.ts";
 import { OrphanQueues } from "./orphan-queues.ts";
 import { ReplyStream } from "./replies.ts";
 import { type Job, JobError, type Outcome, Scheduler } from "./scheduler.ts";
+import { UsageSender } from "./usage-sender.ts";
+import { UsageSpool } from "./usage-spool.ts";
 
 export const VERSION: string = JSON.parse(
   readFileSync(new URL("../package.json", import.meta.url), "utf8"),
@@ -61,6 +63,11 @@ export interface WorkerOptions {
   /** Where the series go; default a registry of the worker's own. */
   metrics?: WorkerMetrics;
   heartbeatIntervalMs?: number;
+  /**
+   * Folder where usage events wait on disk until JetStream stored them (worker/usage-spool.ts); without
+   * one they wait only in memory, and a worker killed during a NATS outage loses them.
+   */
+  usageSpoolDir?: string;
 }
 
 export class WorkerConfigError extends Error {
@@ -99,6 +106,7 @@ export class LuminetWorker {
     private readonly tokenizer: Tokenizer,
     private readonly manager: AdapterManager,
     private readonly scheduler: Scheduler,
+    private readonly usage: UsageSender,
     readonly metrics: WorkerMetrics,
   ) {
     this.capacity = Math.ceil(options.maxBatch * (1 + QUEUE_PER_BATCH));
@@ -156,7 +164,9 @@ export class LuminetWorker {
           metrics.runningSequences.set(scheduler.runningCount);
         },
       });
-      worker = new LuminetWorker(options, engine, tokenizer, manager, scheduler, metrics);
+      const spool = options.usageSpoolDir ? UsageSpool.open(options.usageSpoolDir) : null;
+      const usage = new UsageSender(options.bus, spool);
+      worker = new LuminetWorker(options, engine, tokenizer, manager, scheduler, usage, metrics);
     } catch (error) {
       await engine.close().catch(() => {});
       throw error;
@@ -209,6 +219,7 @@ export class LuminetWorker {
     });
     this.controls = controls;
     this.subscriptions.push(subscription);
+    this.usage.resendSpooled();
     this.subscriptions.push(
       await bus.onCancel(base, ({ request_id }) => {
         for (const held of this.held) if (held.request.id === request_id) held.cancelled = true;
@@ -344,7 +355,13 @@ export class LuminetWorker {
       if (request.adapter && !this.controls?.isDeleted(request.adapter.name)) {
         this.manager.prefetch(request.adapter);
       }
-      const replies = new ReplyStream(this.options.bus, request, this.options.workerId, this.tokenizer);
+      const replies = new ReplyStream(
+        this.options.bus,
+        request,
+        this.options.workerId,
+        this.tokenizer,
+        this.usage,
+      );
       if (!(await replies.claim())) {
         delivery.term();
         return;
@@ -435,6 +452,7 @@ export class LuminetWorker {
       .removeHeartbeat(this.options.base, this.options.workerId)
       .catch((error: Error) => this.log.warn({ err: error }, "leaving the heartbeat bucket failed"));
     while (this.serving.size > 0) await Promise.all([...this.serving]);
+    await this.usage.close();
     await Promise.all(this.subscriptions.map((s) => s.close()));
     await new Promise<void>((resolve) =>
       this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve(),

@@ -3,7 +3,6 @@
 // Final. The usage event goes first: once it is stored, the request is billed whatever happens to this
 // process, and the Final tells the gateway it has everything.
 import type { Bus } from "../bus/bus.ts";
-import { logger } from "../core/logger.ts";
 import {
   type FinishReason,
   type InferenceRequest,
@@ -13,6 +12,7 @@ import {
 } from "../schema/wire.ts";
 import type { SampledToken } from "./engine/sampler.ts";
 import type { Tokenizer } from "./engine/tokenizer.ts";
+import type { UsageSender } from "./usage-sender.ts";
 
 export interface ReplyEnd {
   finishReason: FinishReason;
@@ -24,20 +24,6 @@ export interface ReplyEnd {
   outputTokens: number;
 }
 
-/**
- * Pauses between attempts at storing a usage event: growing from `firstMs` to at most `maxMs`. Attempts go
- * on for as long as the process lives — a NATS outage of any length loses no usage (JetStream drops the
- * duplicates retries may make) — and the request stays unacked meanwhile, so a drain waits for them.
- */
-export interface UsageRetry {
-  firstMs: number;
-  maxMs: number;
-}
-
-const USAGE_RETRY: UsageRetry = { firstMs: 250, maxMs: 5_000 };
-/** After the first failure, one warning per this many attempts, not one per attempt. */
-const WARN_EVERY = 10;
-
 export class ReplyStream {
   private seq = 0;
   private readonly startedMs = Date.now();
@@ -48,7 +34,7 @@ export class ReplyStream {
     private readonly request: InferenceRequest,
     private readonly workerId: string,
     private readonly tokenizer: Tokenizer,
-    private readonly usageRetry: UsageRetry = USAGE_RETRY,
+    private readonly usage: UsageSender,
   ) {}
 
   /** Chunks sent so far. */
@@ -97,7 +83,7 @@ export class ReplyStream {
       started_ms: this.startedMs,
       finished_ms: Math.max(this.startedMs, Date.now()),
     };
-    await this.storeUsage(usage);
+    await this.usage.send(usage);
     this.bus.publishReply(this.request.reply, {
       v: WIRE_VERSION,
       type: "final",
@@ -109,25 +95,6 @@ export class ReplyStream {
         ? { error: end.error ?? { code: "internal_error", message: "the worker failed this request" } }
         : {}),
     });
-  }
-
-  private async storeUsage(usage: UsageEvent): Promise<void> {
-    const { firstMs, maxMs } = this.usageRetry;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.bus.publishUsage(usage);
-        if (attempt > 1) logger.info({ request: usage.request_id, attempt }, "usage event stored");
-        return;
-      } catch (error) {
-        if (attempt % WARN_EVERY === 1) {
-          logger.warn(
-            { err: error, request: usage.request_id, attempt },
-            "storing a usage event failed; retrying until it is stored",
-          );
-        }
-        await new Promise((resolve) => setTimeout(resolve, Math.min(maxMs, firstMs * attempt)));
-      }
-    }
   }
 
   private logprob(token: SampledToken): TokenLogprob {

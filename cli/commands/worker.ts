@@ -2,7 +2,7 @@
 // it: no more pulls, requests that have not started go back to the queue, running ones finish, then it
 // exits 0.
 import { hostname } from "node:os";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { Command } from "commander";
 import type { Bus } from "../../bus/bus.ts";
 import { connectJetStreamBus } from "../../bus/jetstream.ts";
@@ -24,6 +24,7 @@ interface WorkerFlags {
   ramCacheBytes: string;
   diskCache: string;
   diskCacheBytes: string;
+  usageSpool: string;
   blobs: string;
   metricsPort?: string;
   workerId: string;
@@ -83,6 +84,8 @@ async function runWorker(flags: WorkerFlags): Promise<void> {
     ramCacheBytes: bytes("--ram-cache-bytes", flags.ramCacheBytes),
     diskCacheDir: resolve(flags.diskCache),
     diskCacheBytes: bytes("--disk-cache-bytes", flags.diskCacheBytes),
+    // A spool's events belong to one deployment's usage stream: one subfolder per namespace.
+    usageSpoolDir: join(resolve(flags.usageSpool), flags.namespace ?? "LUMINET"),
     blobs: openBlobStore(flags.blobs),
     ackWaitMs,
     ...(flags.threads ? { threads: count("--threads", flags.threads) } : {}),
@@ -136,6 +139,11 @@ export function registerWorker(program: Command): void {
     .option("--ram-cache-bytes <n>", "host RAM tier budget", "4GiB")
     .option("--disk-cache <dir>", "local disk tier folder", ".luminet/adapter-cache")
     .option("--disk-cache-bytes <n>", "local disk tier budget", "20GiB")
+    .option(
+      "--usage-spool <dir>",
+      "folder where usage events wait until NATS stored them; a restarted worker sends what it finds",
+      ".luminet/usage-spool",
+    )
     .option(
       "--blobs <url>",
       "blob store: a folder, s3://, r2:// or https:// URL",

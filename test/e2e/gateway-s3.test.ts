@@ -99,6 +99,7 @@ beforeAll(async () => {
           String(CONTEXT),
         ],
         ...["--blobs", blobs, "--disk-cache", join(root, "cache")],
+        ...["--usage-spool", join(root, "usage-spool")],
       ],
       env,
       ready: (line) => line.msg === "worker ready",

@@ -117,6 +117,7 @@ beforeAll(async () => {
     ...["--model", modelDir, "--base", BASE, "--worker-id", id],
     ...["--slots", "4", "--max-adapters-per-batch", "4", "--max-rank", "4", "--max-context", String(CONTEXT)],
     ...["--threads", "1", "--blobs", join(modelDir, "adapters"), "--disk-cache", join(root, `cache-${id}`)],
+    ...["--usage-spool", join(root, `usage-spool-${id}`)],
   ];
   const [gateway] = await Promise.all([
     start(

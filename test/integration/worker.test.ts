@@ -62,6 +62,7 @@ async function spawnWorker(id: string, extra: string[] = []): Promise<Spawned> {
       ...["--model", modelDir, "--base", BASE, "--worker-id", id, "--namespace", namespace],
       ...["--slots", "18", "--max-adapters-per-batch", "16", "--max-rank", "4", "--max-context", "1024"],
       ...["--threads", "1", "--blobs", join(modelDir, "adapters"), "--disk-cache", join(root, `cache-${id}`)],
+      ...["--usage-spool", join(root, `usage-spool-${id}`)],
       ...["--metrics-port", "0", "--ack-wait-ms", String(ACK_WAIT_MS)],
       ...["--heartbeat-ttl-ms", String(HEARTBEAT_TTL_MS), ...extra],
     ],

@@ -34,6 +34,8 @@ export interface DrillWorker {
   readonly process: LuminetProcess;
   /** Its --disk-cache folder. */
   readonly cacheDir: string;
+  /** Where its usage events wait until NATS stored them: its --usage-spool folder's namespace subfolder. */
+  readonly usageSpoolDir: string;
 }
 
 export interface DrillStackOptions {
@@ -65,7 +67,7 @@ export interface DrillStack {
   /** The model id of adapter i: "tiny:drill/a<i>". */
   adapterModel(i: number): string;
   readonly workers: Map<string, DrillWorker>;
-  /** Starts `luminet worker --worker-id <id>` (again, after a stop: same id, same disk cache). */
+  /** Starts `luminet worker --worker-id <id>` (again, after a stop: same id, disk cache and usage spool). */
   startWorker(id: string): Promise<DrillWorker>;
   /** Resolves once exactly `count` workers' heartbeats are live. */
   liveWorkers(count: number): Promise<void>;
@@ -132,19 +134,20 @@ export async function startDrillStack(postgresBin: string, options: DrillStackOp
     cleanups.push(() => Promise.all([...workers.values()].map((w) => w.process.kill())).then(() => {}));
     const startWorker = async (id: string): Promise<DrillWorker> => {
       const cacheDir = join(root, `cache-${id}`);
+      const spoolDir = join(root, `usage-spool-${id}`);
       const args = [
         "worker",
         ...["--model", tiny.dir, "--base", DRILL_BASE, "--worker-id", id, "--namespace", namespace],
         ...["--threads", "1", "--max-context", String(CONTEXT), "--ack-wait-ms", String(ACK_WAIT_MS)],
         ...["--slots", "4", "--max-adapters-per-batch", "4", "--max-rank", "4"],
-        ...["--blobs", blobsDir, "--disk-cache", cacheDir],
+        ...["--blobs", blobsDir, "--disk-cache", cacheDir, "--usage-spool", spoolDir],
       ];
       const worker = await startLuminetProcess({
         args,
         env: { NATS_URL: nats.url, LOG_LEVEL: "info" },
         ready: (entry) => entry.msg === "worker ready",
       });
-      const started = { id, process: worker, cacheDir };
+      const started = { id, process: worker, cacheDir, usageSpoolDir: join(spoolDir, namespace) };
       workers.set(id, started);
       return started;
     };

@@ -35,6 +35,7 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
         ...["--max-context", String(options.maxContext ?? 256)],
         ...["--slots", "2", "--max-adapters-per-batch", "2", "--max-rank", "4"],
         ...["--blobs", options.blobs ?? join(scratch, "blobs"), "--disk-cache", join(scratch, "cache")],
+        ...["--usage-spool", join(scratch, "usage-spool")],
       ],
       env: { NATS_URL: options.natsUrl, LOG_LEVEL: "info" },
       ready: (entry) => entry.msg === "worker ready",

@@ -10,6 +10,7 @@ import type { Reply, UsageEvent } from "../../schema/wire.ts";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { ReplyStream } from "../../worker/replies.ts";
+import { UsageSender } from "../../worker/usage-sender.ts";
 import { sampleRequest } from "../contract/wire-samples.ts";
 
 const root = mkdtempSync(join(tmpdir(), "luminet-replies-"));
@@ -42,7 +43,13 @@ describe("a worker's reply stream", () => {
     });
     const inbox = await gateway.openReplyInbox();
     const request = sampleRequest({ id: "long-outage", reply: inbox.subject });
-    const replies = new ReplyStream(worker, request, "w1", tokenizer, { firstMs: 1, maxMs: 4 });
+    const replies = new ReplyStream(
+      worker,
+      request,
+      "w1",
+      tokenizer,
+      new UsageSender(worker, null, { firstMs: 1, maxMs: 4 }),
+    );
     expect(await replies.claim()).toBe(true);
     replies.send(null, "hello");
     const received: Reply[] = [];
