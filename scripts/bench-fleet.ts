@@ -1,11 +1,12 @@
 // `luminet bench fleet`: routing quality across workers (../shared/BENCH.md, "fleet"). Four real workers
 // (engine thread, adapter tiers, scheduler, heartbeats) with the tiny model, 16 slots each, serve 200
 // adapters whose popularity follows Zipf(1.0), through the gateway's own routing and generation path
-// (gateway/generation.ts) on the in-process bus, from a closed loop of concurrent clients. The same
-// request sequence runs twice on fresh workers: residency-aware routing, then a residency-blind
-// least-loaded router as the baseline. Reported per run: the share of requests routed to a worker holding
-// the adapter in a slot, adapter loads per 1,000 requests (the workers' own count, every tier), tokens/s
-// and time to first token.
+// (gateway/generation.ts) on the in-process bus, from a closed loop of concurrent clients. Each router runs
+// on fresh workers: residency-aware routing, then a residency-blind least-loaded router as the baseline,
+// each in two phases of the same size — cold (every adapter starts in the blob store) and warm (a new draw
+// on the workers as the cold phase left them). Reported per phase: where each request's adapter was when
+// it reached its worker (the workers' own count: in a slot, in RAM, ...), the routing decision's view,
+// adapter loads per 1,000 requests, tokens/s and time to first token.
 //
 // The workers share one process (each engine on its own thread) rather than being four processes on NATS:
 // routing sees the same heartbeats either way, and one process keeps a 2-core machine's run short.
@@ -17,7 +18,7 @@ import { startGeneration } from "../gateway/generation.ts";
 import type { RouteOutcome } from "../gateway/routing.ts";
 import type { AdapterRef } from "../schema/wire.ts";
 import { greedySampling } from "../schema/wire.ts";
-import type { LoadTier } from "../worker/adapters/adapter-manager.ts";
+import type { LoadTier, Whereabouts } from "../worker/adapters/adapter-manager.ts";
 import { FolderBlobStore } from "../worker/adapters/blob-store.ts";
 import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
 import { Prng } from "../worker/engine/prng.ts";
@@ -38,13 +39,17 @@ export interface FleetBenchOptions {
   log?: (line: string) => void;
 }
 
-export interface FleetRun {
-  router: "residency" | "least-loaded";
-  /** Requests routed to a worker whose heartbeat showed the adapter in a slot. */
-  resident_hit_share: number;
-  /** Routed to a worker holding the adapter in a slot or in RAM (a load from RAM is a copy, no I/O). */
-  memory_hit_share: number;
+/** One phase of a run: its requests' routes, where their adapters were, loads and speed. */
+export interface FleetPhase {
+  requests: number;
+  /** The gateway's view when routing (`luminet_route_total`): the chosen worker's last heartbeat. */
   routes: Record<RouteOutcome, number>;
+  /** The workers' view (`luminet_adapter_arrivals_total`): where the adapter was when the request arrived. */
+  arrivals: Record<Whereabouts, number>;
+  /** Arrived at a worker holding its adapter in a slot. */
+  in_slot_share: number;
+  /** Arrived at a worker holding its adapter in a slot or in RAM (a load from RAM is a copy, no I/O). */
+  in_memory_share: number;
   /** Adapter loads into a slot (from RAM, disk or the blob store) per 1,000 requests. */
   loads_per_1000: number;
   /** The same by the tier each load came from; "blob" is a fetch from the blob store. */
@@ -52,6 +57,16 @@ export interface FleetRun {
   tokens_per_s: number;
   ttft_ms: { p50: number; p99: number };
   seconds: number;
+}
+
+/**
+ * One router's run on fresh workers: `cold`, the first requests (every adapter starts in the blob store),
+ * then `warm`, as many more drawn from the same popularity on the workers as the cold phase left them.
+ */
+export interface FleetRun {
+  router: "residency" | "least-loaded";
+  cold: FleetPhase;
+  warm: FleetPhase;
 }
 
 export interface FleetBenchResult {
@@ -70,7 +85,7 @@ export interface FleetBenchResult {
   };
   residency: FleetRun;
   baseline: FleetRun;
-  /** residency's loads / the baseline's, all tiers and from the blob store only. */
+  /** residency's loads / the baseline's over both phases, all tiers and from the blob store only. */
   load_ratio: number;
   blob_load_ratio: number;
 }
@@ -109,19 +124,40 @@ function percentile(values: readonly number[], p: number): number {
 const round = (value: number, places = 3) => Math.round(value * 10 ** places) / 10 ** places;
 const ratio = (a: number, b: number) => (b > 0 ? round(a / b) : 0);
 
-async function loadsOf(worker: LuminetWorker): Promise<Record<LoadTier, number>> {
-  const loads: Record<LoadTier, number> = { ram: 0, disk: 0, blob: 0 };
-  for (const v of (await worker.metrics.adapterLoadSeconds.get()).values) {
-    if (v.metricName?.endsWith("_count")) loads[v.labels.tier as LoadTier] += v.value;
+interface WorkerCounts {
+  loads: Record<LoadTier, number>;
+  arrivals: Record<Whereabouts, number>;
+}
+
+const noLoads = (): Record<LoadTier, number> => ({ ram: 0, disk: 0, blob: 0 });
+const noArrivals = (): Record<Whereabouts, number> => ({ slot: 0, ram: 0, disk: 0, loading: 0, none: 0 });
+
+/** The workers' own counters, summed over the fleet. */
+async function fleetCounts(workers: readonly LuminetWorker[]): Promise<WorkerCounts> {
+  const counts = { loads: noLoads(), arrivals: noArrivals() };
+  for (const worker of workers) {
+    for (const v of (await worker.metrics.adapterLoadSeconds.get()).values) {
+      if (v.metricName?.endsWith("_count")) counts.loads[v.labels.tier as LoadTier] += v.value;
+    }
+    for (const v of (await worker.metrics.adapterArrivals.get()).values) {
+      counts.arrivals[v.labels.tier as Whereabouts] += v.value;
+    }
   }
-  return loads;
+  return counts;
+}
+
+function minus<K extends string>(after: Record<K, number>, before: Record<K, number>): Record<K, number> {
+  return Object.fromEntries(Object.entries<number>(after).map(([k, v]) => [k, v - before[k as K]])) as Record<
+    K,
+    number
+  >;
 }
 
 async function runOnce(
   router: FleetRun["router"],
   modelDir: string,
   adapters: readonly AdapterRef[],
-  sequence: readonly number[],
+  sequences: { cold: readonly number[]; warm: readonly number[] },
   o: Required<Omit<FleetBenchOptions, "log">>,
   log: (line: string) => void,
 ): Promise<FleetRun> {
@@ -155,9 +191,9 @@ async function runOnce(
     }
     while ((await gateway.liveHeartbeats(BASE)).length < o.workers)
       await new Promise((r) => setTimeout(r, 20));
-    log(`${router}: ${o.workers} workers up; ${sequence.length} requests, ${o.concurrency} at a time`);
+    log(`${router}: ${o.workers} workers up`);
 
-    const routes: Record<RouteOutcome, number> = { resident: 0, ram: 0, disk: 0, cold: 0, fallback: 0 };
+    let routes: Record<RouteOutcome, number>;
     const metrics = {
       observe() {},
       added() {},
@@ -170,71 +206,80 @@ async function runOnce(
     };
     const prng = new Prng(11, 0);
     const prompt = Array.from({ length: PROMPT_TOKENS }, () => 3 + Math.floor(prng.nextFloat() * 200));
-    const ttfts: number[] = [];
-    let tokens = 0;
-    let next = 0;
-    const started = performance.now();
-    const client = async () => {
-      while (next < sequence.length) {
-        const index = next++;
-        const sent = performance.now();
-        const generation = await startGeneration(
-          {
-            bus: gateway,
-            routing: { residencyBlind: router === "least-loaded" },
-            timeoutMs: 10 * 60_000,
-            retryAfterSeconds: 1,
-            coldStartTimeoutMs: 0,
-            now: Date.now,
-            metrics,
-          },
-          {
-            requestId: `${router}-${index}`,
-            caller: { keyId: "bench", orgId: "bench", prefix: "bench", scopes: [] },
-            base: BASE,
-            adapter: adapters[sequence[index]!]!,
-            admitted: {
-              promptTokenIds: prompt,
-              sampling: greedySampling(o.tokens),
-              stream: true,
-              includeUsage: false,
+
+    const runPhase = async (phase: "cold" | "warm", sequence: readonly number[]): Promise<FleetPhase> => {
+      log(`${router}, ${phase}: ${sequence.length} requests, ${o.concurrency} at a time`);
+      routes = { resident: 0, ram: 0, disk: 0, cold: 0, fallback: 0 };
+      const before = await fleetCounts(workers);
+      const ttfts: number[] = [];
+      let tokens = 0;
+      let next = 0;
+      const started = performance.now();
+      const client = async () => {
+        while (next < sequence.length) {
+          const index = next++;
+          const sent = performance.now();
+          const generation = await startGeneration(
+            {
+              bus: gateway,
+              routing: { residencyBlind: router === "least-loaded" },
+              timeoutMs: 10 * 60_000,
+              retryAfterSeconds: 1,
+              coldStartTimeoutMs: 0,
+              now: Date.now,
+              metrics,
             },
-          },
-        );
-        let first = true;
-        const chunks = generation.chunks();
-        for (;;) {
-          const step = await chunks.next();
-          if (step.done) break;
-          if (first) ttfts.push(performance.now() - sent);
-          first = false;
-          tokens += step.value.token_ids.length;
+            {
+              requestId: `${router}-${phase}-${index}`,
+              caller: { keyId: "bench", orgId: "bench", prefix: "bench", scopes: [] },
+              base: BASE,
+              adapter: adapters[sequence[index]!]!,
+              admitted: {
+                promptTokenIds: prompt,
+                sampling: greedySampling(o.tokens),
+                stream: true,
+                includeUsage: false,
+              },
+            },
+          );
+          let first = true;
+          const chunks = generation.chunks();
+          for (;;) {
+            const step = await chunks.next();
+            if (step.done) break;
+            if (first) ttfts.push(performance.now() - sent);
+            first = false;
+            tokens += step.value.token_ids.length;
+          }
+          if (index > 0 && index % 500 === 0) log(`${router}, ${phase}: ${index} requests`);
         }
-        if (index > 0 && index % 500 === 0) log(`${router}: ${index} requests`);
-      }
+      };
+      await Promise.all(Array.from({ length: o.concurrency }, client));
+      const seconds = (performance.now() - started) / 1000;
+      const after = await fleetCounts(workers);
+      const loads = minus(after.loads, before.loads);
+      const arrivals = minus(after.arrivals, before.arrivals);
+      const per1000 = (n: number) => round((n * 1000) / sequence.length, 1);
+      return {
+        requests: sequence.length,
+        routes,
+        arrivals,
+        in_slot_share: round(arrivals.slot / sequence.length, 4),
+        in_memory_share: round((arrivals.slot + arrivals.ram) / sequence.length, 4),
+        loads_per_1000: per1000(loads.ram + loads.disk + loads.blob),
+        loads_per_1000_by_tier: {
+          ram: per1000(loads.ram),
+          disk: per1000(loads.disk),
+          blob: per1000(loads.blob),
+        },
+        tokens_per_s: round(tokens / seconds, 1),
+        ttft_ms: { p50: round(percentile(ttfts, 50)), p99: round(percentile(ttfts, 99)) },
+        seconds: round(seconds, 1),
+      };
     };
-    await Promise.all(Array.from({ length: o.concurrency }, client));
-    const seconds = (performance.now() - started) / 1000;
-    const byTier: Record<LoadTier, number> = { ram: 0, disk: 0, blob: 0 };
-    for (const loads of await Promise.all(workers.map(loadsOf))) {
-      for (const tier of ["ram", "disk", "blob"] as const) byTier[tier] += loads[tier];
-    }
-    const per1000 = (n: number) => round((n * 1000) / sequence.length, 1);
-    return {
-      router,
-      resident_hit_share: round(routes.resident / sequence.length, 4),
-      memory_hit_share: round((routes.resident + routes.ram) / sequence.length, 4),
-      routes,
-      loads_per_1000: per1000(byTier.ram + byTier.disk + byTier.blob),
-      loads_per_1000_by_tier: {
-        ram: per1000(byTier.ram),
-        disk: per1000(byTier.disk),
-        blob: per1000(byTier.blob),
-      },
-      tokens_per_s: round(tokens / seconds, 1),
-      ttft_ms: { p50: round(percentile(ttfts, 50)), p99: round(percentile(ttfts, 99)) },
-      seconds: round(seconds, 1),
-    };
+    const cold = await runPhase("cold", sequences.cold);
+    const warm = await runPhase("warm", sequences.warm);
+    return { router, cold, warm };
   } finally {
     await Promise.all(workers.map((w) => w.drain()));
     await gateway.close();
@@ -267,9 +312,17 @@ export async function runFleetBench(options: FleetBenchOptions = {}): Promise<Fl
         };
       }),
     );
-    const sequence = zipfSequence(o.adapters, ZIPF_S, o.requests, new Prng(5, 0));
-    const residency = await runOnce("residency", modelDir, adapters, sequence, o, log);
-    const baseline = await runOnce("least-loaded", modelDir, adapters, sequence, o, log);
+    const sequences = {
+      cold: zipfSequence(o.adapters, ZIPF_S, o.requests, new Prng(5, 0)),
+      warm: zipfSequence(o.adapters, ZIPF_S, o.requests, new Prng(5, 1)),
+    };
+    const residency = await runOnce("residency", modelDir, adapters, sequences, o, log);
+    const baseline = await runOnce("least-loaded", modelDir, adapters, sequences, o, log);
+    const allLoads = (run: FleetRun, tier?: LoadTier) =>
+      [run.cold, run.warm].reduce(
+        (sum, phase) => sum + (tier ? phase.loads_per_1000_by_tier[tier] : phase.loads_per_1000),
+        0,
+      );
     return {
       machine: machineName("cpu"),
       setup: {
@@ -286,8 +339,8 @@ export async function runFleetBench(options: FleetBenchOptions = {}): Promise<Fl
       },
       residency,
       baseline,
-      load_ratio: ratio(residency.loads_per_1000, baseline.loads_per_1000),
-      blob_load_ratio: ratio(residency.loads_per_1000_by_tier.blob, baseline.loads_per_1000_by_tier.blob),
+      load_ratio: ratio(allLoads(residency), allLoads(baseline)),
+      blob_load_ratio: ratio(allLoads(residency, "blob"), allLoads(baseline, "blob")),
     };
   } finally {
     rmSync(modelDir, { recursive: true, force: true });
@@ -306,13 +359,16 @@ export function reportFleetBench(
     `fleet bench on ${result.machine}: ${setup.workers} workers x ${setup.slots_per_worker} slots, ${setup.adapters} adapters, Zipf(${setup.zipf_s}), ${setup.requests} requests, ${setup.concurrency} in flight\n`,
   );
   process.stdout.write(
-    "router          slot hits   slot+RAM hits   loads/1000   blob loads/1000   tokens/s   TTFT p50   TTFT p99 (ms)\n",
+    "router        phase  in slot   in memory   loads/1000   blob loads/1000   tokens/s   TTFT p50   TTFT p99 (ms)\n",
   );
   const share = (x: number) => `${(x * 100).toFixed(1)} %`;
   for (const run of [result.residency, result.baseline]) {
-    process.stdout.write(
-      `${run.router.padEnd(16)}${share(run.resident_hit_share).padEnd(12)}${share(run.memory_hit_share).padEnd(16)}${String(run.loads_per_1000).padEnd(13)}${String(run.loads_per_1000_by_tier.blob).padEnd(18)}${String(run.tokens_per_s).padEnd(11)}${String(run.ttft_ms.p50).padEnd(11)}${run.ttft_ms.p99}\n`,
-    );
+    for (const phase of ["cold", "warm"] as const) {
+      const p = run[phase];
+      process.stdout.write(
+        `${run.router.padEnd(14)}${phase.padEnd(7)}${share(p.in_slot_share).padEnd(10)}${share(p.in_memory_share).padEnd(12)}${String(p.loads_per_1000).padEnd(13)}${String(p.loads_per_1000_by_tier.blob).padEnd(18)}${String(p.tokens_per_s).padEnd(11)}${String(p.ttft_ms.p50).padEnd(11)}${p.ttft_ms.p99}\n`,
+      );
+    }
   }
   process.stdout.write(
     `loads vs baseline: ${share(result.load_ratio)} (all tiers), ${share(result.blob_load_ratio)} (blob store)\n`,

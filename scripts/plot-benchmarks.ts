@@ -6,9 +6,9 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { niceCeiling } from "../gateway/dashboard/charts.tsx";
-import type { RouteOutcome } from "../gateway/routing.ts";
+import type { Whereabouts } from "../worker/adapters/adapter-manager.ts";
 import type { EngineBenchResult } from "./bench-engine.ts";
-import type { FleetBenchResult, FleetRun } from "./bench-fleet.ts";
+import type { FleetBenchResult, FleetPhase, FleetRun } from "./bench-fleet.ts";
 
 /** One engine result file, named for the legend. */
 export interface EngineCurve {
@@ -109,43 +109,53 @@ export function engineThroughputSvg(curves: EngineCurve[]): string {
   return svg("Engine: mixed-adapter throughput vs distinct adapters", body);
 }
 
-const OUTCOMES: { outcome: RouteOutcome; color: string }[] = [
-  { outcome: "resident", color: "#059669" },
-  { outcome: "ram", color: "#84cc16" },
-  { outcome: "disk", color: "#f59e0b" },
-  { outcome: "cold", color: "#dc2626" },
-  { outcome: "fallback", color: "#6b7280" },
+const WHEREABOUTS: { tier: Whereabouts; label: string; color: string }[] = [
+  { tier: "slot", label: "in a slot", color: "#059669" },
+  { tier: "ram", label: "in RAM", color: "#84cc16" },
+  { tier: "disk", label: "on disk", color: "#f59e0b" },
+  { tier: "loading", label: "loading", color: "#a78bfa" },
+  { tier: "none", label: "blob store", color: "#dc2626" },
 ];
 
-/** One stacked horizontal bar per router: the share of requests by where their adapter was. */
+/**
+ * One stacked horizontal bar per router and phase: the share of requests by where their adapter was on the
+ * worker they reached (the workers' own count).
+ */
 export function fleetRoutingSvg(fleet: FleetBenchResult, aimResidentShare = 0.95): string {
-  const runs: { label: string; run: FleetRun }[] = [
-    { label: "residency-aware", run: fleet.residency },
-    { label: "least-loaded (baseline)", run: fleet.baseline },
-  ];
-  const barHeight = 56;
-  const left = PLOT.left + 100;
+  const bars: { label: string; router: FleetRun["router"]; phase: "cold" | "warm"; run: FleetPhase }[] = [];
+  for (const [name, run] of [
+    ["residency-aware", fleet.residency],
+    ["least-loaded", fleet.baseline],
+  ] as const) {
+    for (const phase of ["cold", "warm"] as const) {
+      bars.push({ label: `${name}, ${phase}`, router: run.router, phase, run: run[phase] });
+    }
+  }
+  const barHeight = 40;
+  const gap = 18;
+  const span = bars.length * (barHeight + gap);
+  const left = PLOT.left + 130;
   const width = WIDTH - left - PLOT.right;
   const body: string[] = [];
   for (let i = 0; i <= 4; i++) {
     const xi = round(left + (width * i) / 4);
     body.push(
-      `<line x1="${xi}" x2="${xi}" y1="${PLOT.top}" y2="${PLOT.top + 2 * (barHeight + 24)}" stroke="#e5e7eb"/>`,
-      `<text x="${xi}" y="${PLOT.top + 2 * (barHeight + 24) + 16}" text-anchor="middle" fill="#4b5563">${i * 25} %</text>`,
+      `<line x1="${xi}" x2="${xi}" y1="${PLOT.top}" y2="${PLOT.top + span}" stroke="#e5e7eb"/>`,
+      `<text x="${xi}" y="${PLOT.top + span + 16}" text-anchor="middle" fill="#4b5563">${i * 25} %</text>`,
     );
   }
-  for (const [i, { label, run }] of runs.entries()) {
-    const top = PLOT.top + 12 + i * (barHeight + 24);
-    const total = Object.values(run.routes).reduce((a, b) => a + b, 0);
+  for (const [i, { label, router, phase, run }] of bars.entries()) {
+    const top = PLOT.top + 8 + i * (barHeight + gap);
+    const total = Object.values(run.arrivals).reduce((a, b) => a + b, 0);
     body.push(`<text x="${left - 8}" y="${top + barHeight / 2 + 4}" text-anchor="end">${label}</text>`);
     let at = 0;
-    for (const { outcome, color } of OUTCOMES) {
-      const count = run.routes[outcome] ?? 0;
+    for (const { tier, color } of WHEREABOUTS) {
+      const count = run.arrivals[tier] ?? 0;
       if (count === 0 || total === 0) continue;
       const share = count / total;
-      const tip = `${label}: ${outcome} ${count} of ${total} (${(100 * share).toFixed(1)} %)`;
+      const tip = `${label}: ${tier} ${count} of ${total} (${(100 * share).toFixed(1)} %)`;
       body.push(
-        `<rect class="bar" x="${round(left + width * at)}" y="${top}" width="${round(width * share)}" height="${barHeight}" fill="${color}" data-router="${run.router}" data-outcome="${outcome}" data-share="${share.toFixed(4)}"><title>${escapeXml(tip)}</title></rect>`,
+        `<rect class="bar" x="${round(left + width * at)}" y="${top}" width="${round(width * share)}" height="${barHeight}" fill="${color}" data-router="${router}" data-phase="${phase}" data-tier="${tier}" data-share="${share.toFixed(4)}"><title>${escapeXml(tip)}</title></rect>`,
       );
       at += share;
     }
@@ -155,22 +165,22 @@ export function fleetRoutingSvg(fleet: FleetBenchResult, aimResidentShare = 0.95
   }
   const aimX = round(left + width * aimResidentShare);
   body.push(
-    `<line class="aim" x1="${aimX}" x2="${aimX}" y1="${PLOT.top}" y2="${PLOT.top + 2 * (barHeight + 24)}" stroke="#111827" stroke-dasharray="5 3"/>`,
+    `<line class="aim" x1="${aimX}" x2="${aimX}" y1="${PLOT.top}" y2="${PLOT.top + span}" stroke="#111827" stroke-dasharray="5 3"/>`,
     `<text x="${aimX}" y="${PLOT.top - 4}" text-anchor="middle" fill="#111827">aim: ${aimResidentShare * 100} % resident</text>`,
   );
-  const legendY = PLOT.top + 2 * (barHeight + 24) + 48;
-  for (const [i, { outcome, color }] of OUTCOMES.entries()) {
-    const lx = left + i * 96;
+  const legendY = PLOT.top + span + 44;
+  for (const [i, { label, color }] of WHEREABOUTS.entries()) {
+    const lx = left + i * 110;
     body.push(
       `<rect x="${lx}" y="${legendY - 10}" width="12" height="12" fill="${color}"/>`,
-      `<text x="${lx + 18}" y="${legendY}">${outcome}</text>`,
+      `<text x="${lx + 18}" y="${legendY}">${label}</text>`,
     );
   }
-  const { workers, slots_per_worker, adapters } = fleet.setup;
+  const { workers, slots_per_worker, adapters, requests } = fleet.setup;
   body.push(
-    `<text x="${left}" y="${legendY + 28}" fill="#4b5563">${workers} workers × ${slots_per_worker} slots, ${adapters} adapters, Zipf(${fleet.setup.zipf_s}) popularity</text>`,
+    `<text x="${left}" y="${legendY + 28}" fill="#4b5563">${workers} workers × ${slots_per_worker} slots, ${adapters} adapters, Zipf(${fleet.setup.zipf_s}), ${requests} requests per phase</text>`,
   );
-  return svg("Fleet routing: where each request's adapter was", body);
+  return svg("Fleet routing: where each request's adapter was on its worker", body);
 }
 
 /** The engine result files plotted, in legend order, with their names. */

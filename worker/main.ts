@@ -352,6 +352,8 @@ export class LuminetWorker {
       if (Date.now() > request.deadline) this.scheduler.cancel(request.id);
     }, ackWaitMs / 3);
     try {
+      // Where its adapter was on arrival, counted once the request is this worker's (claimed).
+      const arrivedAt = request.adapter ? this.manager.whereIs(request.adapter) : null;
       if (request.adapter && !this.controls?.isDeleted(request.adapter.name)) {
         this.manager.prefetch(request.adapter);
       }
@@ -366,6 +368,7 @@ export class LuminetWorker {
         delivery.term();
         return;
       }
+      if (arrivedAt) this.metrics.countArrival(arrivedAt);
       if (this.draining) {
         delivery.nak();
         return;

@@ -3,7 +3,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { EvictTier, LoadTier } from "./adapters/adapter-manager.ts";
+import type { EvictTier, LoadTier, Whereabouts } from "./adapters/adapter-manager.ts";
 
 export type SlotState = "free" | "used" | "pinned";
 
@@ -15,6 +15,7 @@ export class WorkerMetrics {
   readonly batchDistinctAdapters: Histogram;
   readonly adapterLoadSeconds: Histogram<"tier">;
   readonly adapterEvictions: Counter<"tier">;
+  readonly adapterArrivals: Counter<"tier">;
   readonly slots: Gauge<"state">;
 
   constructor(readonly registry: Registry = new Registry()) {
@@ -59,6 +60,12 @@ export class WorkerMetrics {
       labelNames: ["tier"],
       registers,
     });
+    this.adapterArrivals = new Counter({
+      name: "luminet_adapter_arrivals_total",
+      help: "Requests for an adapter by where it was on this worker when they arrived: slot, ram, disk, loading (for an earlier request), none (in the blob store only)",
+      labelNames: ["tier"],
+      registers,
+    });
     this.slots = new Gauge({
       name: "luminet_slots",
       help: "Adapter slots by state: free, used (unpinned adapter), pinned",
@@ -69,6 +76,10 @@ export class WorkerMetrics {
 
   observeLoad(tier: LoadTier, seconds: number): void {
     this.adapterLoadSeconds.observe({ tier }, seconds);
+  }
+
+  countArrival(tier: Whereabouts): void {
+    this.adapterArrivals.inc({ tier });
   }
 
   countEviction(tier: EvictTier): void {

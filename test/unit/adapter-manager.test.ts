@@ -164,6 +164,26 @@ describe("AdapterManager", () => {
     await expect(busy.manager.acquire(refs[1]!)).rejects.toThrow(NoFreeSlotError);
   });
 
+  it("says where an adapter is: nowhere, loading, in a slot, in RAM once evicted, on disk for a new process", async () => {
+    const h = harness({ slots: 1 });
+    expect(h.manager.whereIs(refs[0]!)).toBe("none");
+    let open!: () => void;
+    h.blobs.gate = new Promise((resolve) => {
+      open = resolve;
+    });
+    const acquiring = h.manager.acquire(refs[0]!);
+    expect(h.manager.whereIs(refs[0]!)).toBe("loading");
+    open();
+    await acquiring;
+    expect(h.manager.whereIs(refs[0]!)).toBe("slot");
+    h.manager.release(refs[0]!);
+    await use(h.manager, refs[1]!);
+    expect([h.manager.whereIs(refs[0]!), h.manager.whereIs(refs[1]!)]).toEqual(["ram", "slot"]);
+    await h.manager.close();
+    const next = harness({ diskCacheDir: h.diskDir });
+    expect(next.manager.whereIs(refs[0]!)).toBe("disk");
+  });
+
   it("starts the load at prefetch, so the acquire finds the adapter in RAM", async () => {
     const h = harness();
     h.manager.prefetch(refs[0]!);

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import type { EngineBenchResult } from "../../scripts/bench-engine.ts";
-import type { FleetBenchResult, FleetRun } from "../../scripts/bench-fleet.ts";
+import type { FleetBenchResult, FleetPhase } from "../../scripts/bench-fleet.ts";
 import { engineThroughputSvg, fleetRoutingSvg, writeBenchmarkPlots } from "../../scripts/plot-benchmarks.ts";
 
 function engineResult(ratios: number[]): EngineBenchResult {
@@ -37,12 +37,13 @@ function engineResult(ratios: number[]): EngineBenchResult {
   };
 }
 
-function fleetRun(router: FleetRun["router"], routes: FleetRun["routes"]): FleetRun {
+function fleetPhase(arrivals: FleetPhase["arrivals"]): FleetPhase {
   return {
-    router,
-    resident_hit_share: 0,
-    memory_hit_share: 0,
-    routes,
+    requests: 100,
+    routes: { resident: 0, ram: 0, disk: 0, cold: 0, fallback: 0 },
+    arrivals,
+    in_slot_share: 0,
+    in_memory_share: 0,
     loads_per_1000: 100,
     loads_per_1000_by_tier: { ram: 50, disk: 0, blob: 50 },
     tokens_per_s: 1,
@@ -65,8 +66,16 @@ const fleet: FleetBenchResult = {
     model: "tiny",
     path: "test",
   },
-  residency: fleetRun("residency", { resident: 60, ram: 30, disk: 0, cold: 10, fallback: 0 }),
-  baseline: fleetRun("least-loaded", { resident: 25, ram: 25, disk: 0, cold: 50, fallback: 0 }),
+  residency: {
+    router: "residency",
+    cold: fleetPhase({ slot: 50, ram: 20, disk: 0, loading: 10, none: 20 }),
+    warm: fleetPhase({ slot: 60, ram: 30, disk: 0, loading: 0, none: 10 }),
+  },
+  baseline: {
+    router: "least-loaded",
+    cold: fleetPhase({ slot: 20, ram: 20, disk: 5, loading: 5, none: 50 }),
+    warm: fleetPhase({ slot: 25, ram: 25, disk: 0, loading: 0, none: 50 }),
+  },
   load_ratio: 0.5,
   blob_load_ratio: 0.4,
 };
@@ -102,18 +111,25 @@ describe("benchmark plots", () => {
     expect(svg.startsWith("<svg xmlns")).toBe(true);
   });
 
-  it("draws each router's routing outcomes as shares that add up to the whole bar", () => {
+  it("draws where each router's requests found their adapters, per phase, as shares of a whole bar", () => {
     const svg = fleetRoutingSvg(fleet);
     const bars = elements(svg, "bar");
-    const residency = bars.filter((b) => b["data-router"] === "residency");
-    expect(residency.map((b) => [b["data-outcome"], Number(b["data-share"])])).toEqual([
-      ["resident", 0.6],
+    const bar = (router: string, phase: string) =>
+      bars.filter((b) => b["data-router"] === router && b["data-phase"] === phase);
+    expect(bar("residency", "warm").map((b) => [b["data-tier"], Number(b["data-share"])])).toEqual([
+      ["slot", 0.6],
       ["ram", 0.3],
-      ["cold", 0.1],
+      ["none", 0.1],
     ]);
-    const baseline = bars.filter((b) => b["data-router"] === "least-loaded");
+    expect(bar("least-loaded", "cold").map((b) => b["data-tier"])).toEqual([
+      "slot",
+      "ram",
+      "disk",
+      "loading",
+      "none",
+    ]);
     const width = (bs: typeof bars) => bs.reduce((sum, b) => sum + Number(b.width), 0);
-    expect(width(residency)).toBeCloseTo(width(baseline), 0);
+    expect(width(bar("residency", "warm"))).toBeCloseTo(width(bar("least-loaded", "cold")), 0);
     expect(elements(svg, "aim")).toHaveLength(1);
   });
 

@@ -1,5 +1,5 @@
-// The slot table: least-recently-used eviction that never takes a referenced, pinned or half-written
-// slot, and the pin limits.
+// The slot table: eviction by use counts with dynamic aging (least recently used among equals) that never
+// takes a referenced, pinned or half-written slot, and the pin limits.
 import { describe, expect, it } from "vitest";
 import { NoFreeSlotError, PinLimitError, SlotTable } from "../../worker/adapters/slots.ts";
 
@@ -21,7 +21,54 @@ describe("SlotTable", () => {
     expect(table.slotOf("b")).toBe(2);
   });
 
-  it("evicts the least recently used adapter, where use is a reference taken", () => {
+  it("keeps a much-used adapter through a run of one-off ones, until aging lets it go", () => {
+    const table = new SlotTable(2);
+    load(table, "hot");
+    for (let i = 0; i < 3; i++) {
+      table.ref("hot");
+      table.unref("hot");
+    }
+    // LRU would evict "hot" on the second newcomer; its 4 uses keep it through one-off adapters...
+    const evicted: (string | undefined)[] = [];
+    for (const key of ["x1", "x2", "x3", "x4", "x5"]) {
+      evicted.push(table.claim(key).evicted);
+      table.markReady(key);
+      table.unref(key);
+    }
+    expect(evicted.slice(0, 4)).toEqual([undefined, "x1", "x2", "x3"]);
+    // ...whose priorities rise with the age each eviction sets, until one passes it.
+    expect(evicted[4]).toBe("hot");
+  });
+
+  it("lets a recently evicted adapter resume its use count when it comes back", () => {
+    const table = new SlotTable(2);
+    load(table, "a");
+    for (let i = 0; i < 5; i++) {
+      table.ref("a");
+      table.unref("a");
+    }
+    const oneOffs = (keys: string[]) =>
+      keys.map((key) => {
+        const { evicted } = table.claim(key);
+        table.markReady(key);
+        table.unref(key);
+        return evicted;
+      });
+    // Six uses: it takes six one-offs' aging before "a" goes.
+    expect(oneOffs(["b1", "b2", "b3", "b4", "b5", "b6", "b7"])).toEqual([
+      undefined,
+      "b1",
+      "b2",
+      "b3",
+      "b4",
+      "b5",
+      "a",
+    ]);
+    // Back with its count (7 uses, not 1): the one-offs beside it go first again.
+    expect(oneOffs(["a", "c1", "c2", "c3"])).toEqual(["b6", "b7", "c1", "c2"]);
+  });
+
+  it("evicts the least recently used adapter among equally used ones", () => {
     const table = new SlotTable(3);
     for (const key of ["a", "b", "c"]) load(table, key);
     table.ref("a");

@@ -15,6 +15,11 @@ export { NoFreeSlotError, PinLimitError } from "./slots.ts";
 
 export type LoadTier = "ram" | "disk" | "blob";
 export type EvictTier = "slot" | "ram" | "disk";
+/**
+ * Where an adapter is on this worker: written into a slot, parsed in RAM, on the local disk, being loaded
+ * (into RAM or a slot) for an earlier request, or nowhere (the blob store has it).
+ */
+export type Whereabouts = "slot" | "ram" | "disk" | "loading" | "none";
 
 export interface AdapterManagerOptions {
   model: ModelConfig;
@@ -123,6 +128,14 @@ export class AdapterManager {
     if (this.table.has(key) || this.ram.has(key)) return;
     // A failure is not kept: the request's acquire loads again and receives the reason itself.
     this.toRam(ref).catch(() => {});
+  }
+
+  whereIs(ref: AdapterRef): Whereabouts {
+    const key = keyOf(ref);
+    if (this.table.isReady(key)) return "slot";
+    if (this.table.has(key) || this.loads.has(key)) return "loading";
+    if (this.ram.has(key)) return "ram";
+    return this.disk.has(ref.sha256) ? "disk" : "none";
   }
 
   /**
