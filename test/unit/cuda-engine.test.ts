@@ -212,6 +212,8 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     const cudaAll = await cuda.prefill("again", whole, 4, true);
     expectClose(cudaAll, cpuAll);
     expect(steps.at(-1)!.cacheRows[0]).toBe(2);
+    // The device holds only its last step's logits: after that prefill, no decode row is there any more.
+    expect(() => cuda.logitsOf("s1")).toThrow(/was not in the last decode/);
     await cpu.close();
     await cuda.close();
   });

@@ -50,7 +50,7 @@ export class CudaEngine {
   readonly formulation = CUDA_FORMULATION;
   private readonly sequences: SequenceTable;
   private stepping = false;
-  /** The sequences of the last decodePicking, in its logit rows' order (logitsOf). */
+  /** The sequences of the last decode, in its logit rows' order (logitsOf); none once another step ran. */
   private lastDecodeIds: string[] = [];
 
   private constructor(
@@ -206,11 +206,13 @@ export class CudaEngine {
         vocab: this.spec.vocab,
       });
     });
-    this.lastDecodeIds = ids;
     return rows;
   }
 
-  /** The full logits of a sequence in the last decodePicking, for a draw its candidates could not settle. */
+  /**
+   * The full logits of a sequence in the last decode (if no prefill ran since), for a draw its candidates
+   * could not settle.
+   */
   logitsOf(id: string): Float32Array {
     const row = this.lastDecodeIds.indexOf(id);
     if (row < 0) throw new EngineError(`sequence ${id} was not in the last decode`);
@@ -296,7 +298,9 @@ export class CudaEngine {
     this.checkDistinctAdapters(rows.map((r) => r.slot));
     const result = await this.runRows(rows, returnLogits, temperatures);
     for (const sequence of sequences) sequence.length += 1;
-    return { ids: [...tokens.keys()], ...result };
+    const ids = [...tokens.keys()];
+    this.lastDecodeIds = ids;
+    return { ids, ...result };
   }
 
   /** Runs rows as native steps, in order; the logit rows' results come back in row order. */
@@ -311,6 +315,8 @@ export class CudaEngine {
       );
     }
     this.stepping = true;
+    // The device keeps the logits of its last step only: after this one, no earlier decode's.
+    this.lastDecodeIds = [];
     const logits: Float32Array[] = [];
     const argmax: number[] = [];
     let candidates: NativeCandidates | null = null;
