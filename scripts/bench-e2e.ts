@@ -17,8 +17,6 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Readable } from "node:stream";
-import { jetstreamManager } from "@nats-io/jetstream";
-import { connect } from "@nats-io/transport-node";
 import { SingleBar } from "cli-progress";
 import { eq } from "drizzle-orm";
 import type OpenAI from "openai";
@@ -39,6 +37,8 @@ import { type AdapterSlots, Scheduler } from "../worker/scheduler.ts";
 import { ensureBenchModel, machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { type LuminetProcess, startLuminetProcess } from "./luminet-process.ts";
+import { benchNamespace, removeNamespace } from "./nats-namespace.ts";
+import { metricValue } from "./prometheus-text.ts";
 import { initTinyModel, type TinyShape } from "./tiny-model.ts";
 
 export interface E2eBenchOptions {
@@ -193,12 +193,6 @@ function cpuSecondsOf(pid: number): number | null {
   }
 }
 
-/** The sum of a Prometheus series in a /metrics text, e.g. luminet_step_seconds_sum. */
-function metricValue(text: string, name: string): number {
-  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
-  return line ? Number(line.slice(name.length + 1)) : 0;
-}
-
 /** A database of the run's own on the server of `serverUrl`, and how to drop it. */
 async function scratchDatabase(serverUrl: string): Promise<{ url: string; drop: () => Promise<void> }> {
   const name = `luminet_bench_e2e_${process.pid}_${Date.now()}`;
@@ -218,22 +212,6 @@ async function scratchDatabase(serverUrl: string): Promise<{ url: string; drop: 
       await sql.end();
     },
   };
-}
-
-/** Removes the run's streams and buckets: every name bus/jetstream.ts derives from the namespace. */
-async function removeNamespace(natsUrl: string, namespace: string): Promise<void> {
-  const nc = await connect({ servers: natsUrl });
-  try {
-    const jsm = await jetstreamManager(nc);
-    for await (const stream of jsm.streams.list()) {
-      const name = stream.config.name;
-      if (name.startsWith(`${namespace}_`) || name.startsWith(`KV_${namespace}_`)) {
-        await jsm.streams.delete(name);
-      }
-    }
-  } finally {
-    await nc.close();
-  }
 }
 
 async function loadOpenAi(): Promise<typeof OpenAI> {
@@ -624,7 +602,7 @@ async function measure(
   out: { log: (line: string) => void; progress: boolean },
 ): Promise<Measured> {
   const database = await scratchDatabase(o.serverUrl);
-  const namespace = `bench_e2e_${process.pid}_${Date.now()}`;
+  const namespace = benchNamespace("e2e");
   try {
     const db = await openDb(database.url);
     try {

@@ -1,33 +1,35 @@
-// `luminet bench fleet`: routing quality across workers (../shared/BENCH.md, "fleet"). Four real workers
-// (engine thread, adapter tiers, scheduler, heartbeats) with the tiny model, 16 slots each, serve 200
-// adapters whose popularity follows Zipf(1.0), through the gateway's own routing and generation path
-// (gateway/generation.ts) on the in-process bus, from a closed loop of concurrent clients. Each router runs
-// on fresh workers: residency-aware routing, then a residency-blind least-loaded router as the baseline,
-// each in two phases of the same size — cold (every adapter starts in the blob store) and warm (a new draw
-// on the workers as the cold phase left them). Reported per phase: where each request's adapter was when
-// it reached its worker (the workers' own count: in a slot, in RAM, ...), the routing decision's view,
-// adapter loads per 1,000 requests, tokens/s and time to first token.
-//
-// The workers share one process (each engine on its own thread) rather than being four processes on NATS:
-// routing sees the same heartbeats either way, and one process keeps a 2-core machine's run short.
+// `luminet bench fleet`: routing quality across workers (../shared/BENCH.md, "fleet"). Four `luminet worker`
+// processes with the tiny model, 16 slots each, on a real NATS (NATS_URL, a namespace of the run's own),
+// serve 200 adapters whose popularity follows Zipf(1.0); requests go through the gateway's own routing and
+// generation path (gateway/generation.ts, routing on the workers' heartbeats) from a closed loop of
+// concurrent clients in this process. Each router runs on fresh workers: residency-aware routing, then a
+// residency-blind least-loaded router as the baseline, each in two phases of the same size — cold (every
+// adapter starts in the blob store) and warm (a new draw on the workers as the cold phase left them).
+// Reported per phase: where each request's adapter was when it reached its worker (the workers' own count
+// from their /metrics: in a slot, in RAM, ...), the routing decision's view, adapter loads per 1,000
+// requests, tokens/s and time to first token.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { InProcessBroker } from "../bus/in-process.ts";
+import type { Bus } from "../bus/bus.ts";
+import { connectJetStreamBus } from "../bus/jetstream.ts";
 import { startGeneration } from "../gateway/generation.ts";
 import type { RouteOutcome } from "../gateway/routing.ts";
 import type { AdapterRef } from "../schema/wire.ts";
 import { greedySampling } from "../schema/wire.ts";
 import type { LoadTier, Whereabouts } from "../worker/adapters/adapter-manager.ts";
-import { FolderBlobStore } from "../worker/adapters/blob-store.ts";
 import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
 import { Prng } from "../worker/engine/prng.ts";
-import { LuminetWorker } from "../worker/main.ts";
 import { machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
+import { type LuminetProcess, startLuminetProcess } from "./luminet-process.ts";
+import { benchNamespace, removeNamespace } from "./nats-namespace.ts";
+import { metricByLabel } from "./prometheus-text.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
 export interface FleetBenchOptions {
+  /** The NATS the workers and the routing side meet on; default NATS_URL. */
+  natsUrl?: string;
   workers?: number;
   slots?: number;
   adapters?: number;
@@ -132,16 +134,15 @@ interface WorkerCounts {
 const noLoads = (): Record<LoadTier, number> => ({ ram: 0, disk: 0, blob: 0 });
 const noArrivals = (): Record<Whereabouts, number> => ({ slot: 0, ram: 0, disk: 0, loading: 0, none: 0 });
 
-/** The workers' own counters, summed over the fleet. */
-async function fleetCounts(workers: readonly LuminetWorker[]): Promise<WorkerCounts> {
+/** The workers' own counters, from their /metrics, summed over the fleet. */
+async function fleetCounts(metricsUrls: readonly string[]): Promise<WorkerCounts> {
   const counts = { loads: noLoads(), arrivals: noArrivals() };
-  for (const worker of workers) {
-    for (const v of (await worker.metrics.adapterLoadSeconds.get()).values) {
-      if (v.metricName?.endsWith("_count")) counts.loads[v.labels.tier as LoadTier] += v.value;
-    }
-    for (const v of (await worker.metrics.adapterArrivals.get()).values) {
-      counts.arrivals[v.labels.tier as Whereabouts] += v.value;
-    }
+  for (const url of metricsUrls) {
+    const text = await (await fetch(url)).text();
+    const loads = metricByLabel(text, "luminet_adapter_load_seconds_count", "tier");
+    for (const [tier, n] of Object.entries(loads)) counts.loads[tier as LoadTier] += n;
+    const arrivals = metricByLabel(text, "luminet_adapter_arrivals_total", "tier");
+    for (const [tier, n] of Object.entries(arrivals)) counts.arrivals[tier as Whereabouts] += n;
   }
   return counts;
 }
@@ -162,36 +163,41 @@ async function runOnce(
   log: (line: string) => void,
 ): Promise<FleetRun> {
   const scratch = mkdtempSync(join(tmpdir(), "luminet-bench-fleet-"));
-  const broker = new InProcessBroker({ ackWaitMs: 10 * 60_000 });
-  const gateway = broker.connect();
-  const workers: LuminetWorker[] = [];
+  const namespace = benchNamespace("fleet");
+  const workers: LuminetProcess[] = [];
+  let gateway: Bus | undefined;
   try {
-    for (let i = 0; i < o.workers; i++) {
-      workers.push(
-        await LuminetWorker.start({
-          bus: broker.connect(),
-          base: BASE,
-          workerId: `w${i}`,
-          modelDir,
-          device: "cpu",
-          threads: 1,
-          slots: o.slots,
-          maxAdaptersPerBatch: o.slots,
-          maxRank: RANK,
-          maxBatch: 16,
-          maxContext: PROMPT_TOKENS + o.tokens + 8,
-          stepTokens: 256,
-          ramCacheBytes: 256 * 2 ** 20,
-          diskCacheDir: join(scratch, `cache-${i}`),
-          diskCacheBytes: 2 ** 30,
-          blobs: new FolderBlobStore(join(modelDir, "adapters")),
-          ackWaitMs: 10 * 60_000,
+    const started = await Promise.all(
+      Array.from({ length: o.workers }, (_, i) =>
+        startLuminetProcess({
+          args: [
+            "worker",
+            ...["--model", modelDir, "--base", BASE, "--worker-id", `w${i}`, "--namespace", namespace],
+            ...["--device", "cpu", "--threads", "1", "--metrics-port", "0"],
+            ...["--slots", String(o.slots), "--max-adapters-per-batch", String(o.slots)],
+            ...["--max-rank", String(RANK), "--max-batch", "16", "--step-tokens", "256"],
+            ...["--max-context", String(PROMPT_TOKENS + o.tokens + 8), "--ram-cache-bytes", "256MiB"],
+            ...["--blobs", join(modelDir, "adapters"), "--disk-cache", join(scratch, `cache-${i}`)],
+            ...["--disk-cache-bytes", "1GiB", "--usage-spool", join(scratch, `usage-spool-${i}`)],
+          ],
+          env: { NATS_URL: o.natsUrl, LOG_LEVEL: "info" },
+          ready: (entry) => entry.msg === "worker ready",
+        }).then((worker) => {
+          workers.push(worker);
+          return worker;
         }),
-      );
-    }
+      ),
+    );
+    const metricsUrls = started.map((w) => `http://127.0.0.1:${w.readyEntry.metricsPort}/metrics`);
+    gateway = await connectJetStreamBus({
+      servers: o.natsUrl,
+      namespace,
+      connectionName: "luminet-bench-fleet",
+    });
     while ((await gateway.liveHeartbeats(BASE)).length < o.workers)
-      await new Promise((r) => setTimeout(r, 20));
-    log(`${router}: ${o.workers} workers up`);
+      await new Promise((r) => setTimeout(r, 50));
+    log(`${router}: ${o.workers} worker processes up`);
+    const bus = gateway;
 
     let routes: Record<RouteOutcome, number>;
     const metrics = {
@@ -210,7 +216,7 @@ async function runOnce(
     const runPhase = async (phase: "cold" | "warm", sequence: readonly number[]): Promise<FleetPhase> => {
       log(`${router}, ${phase}: ${sequence.length} requests, ${o.concurrency} at a time`);
       routes = { resident: 0, ram: 0, disk: 0, cold: 0, fallback: 0 };
-      const before = await fleetCounts(workers);
+      const before = await fleetCounts(metricsUrls);
       const ttfts: number[] = [];
       let tokens = 0;
       let next = 0;
@@ -221,7 +227,7 @@ async function runOnce(
           const sent = performance.now();
           const generation = await startGeneration(
             {
-              bus: gateway,
+              bus,
               routing: { residencyBlind: router === "least-loaded" },
               timeoutMs: 10 * 60_000,
               retryAfterSeconds: 1,
@@ -256,7 +262,7 @@ async function runOnce(
       };
       await Promise.all(Array.from({ length: o.concurrency }, client));
       const seconds = (performance.now() - started) / 1000;
-      const after = await fleetCounts(workers);
+      const after = await fleetCounts(metricsUrls);
       const loads = minus(after.loads, before.loads);
       const arrivals = minus(after.arrivals, before.arrivals);
       const per1000 = (n: number) => round((n * 1000) / sequence.length, 1);
@@ -281,15 +287,23 @@ async function runOnce(
     const warm = await runPhase("warm", sequences.warm);
     return { router, cold, warm };
   } finally {
-    await Promise.all(workers.map((w) => w.drain()));
-    await gateway.close();
+    await Promise.all(workers.map((w) => w.stop()));
+    await gateway?.close();
+    await removeNamespace(o.natsUrl, namespace);
     rmSync(scratch, { recursive: true, force: true });
   }
 }
 
 export async function runFleetBench(options: FleetBenchOptions = {}): Promise<FleetBenchResult> {
   const log = options.log ?? (() => {});
+  const natsUrl = options.natsUrl ?? process.env.NATS_URL;
+  if (!natsUrl) {
+    throw new Error(
+      "NATS_URL is not set: the fleet benchmark's workers are processes on a real NATS with JetStream (e.g. nats://127.0.0.1:4222)",
+    );
+  }
   const o = {
+    natsUrl,
     workers: options.workers ?? 4,
     slots: options.slots ?? 16,
     adapters: options.adapters ?? 200,
@@ -334,8 +348,8 @@ export async function runFleetBench(options: FleetBenchOptions = {}): Promise<Fl
         concurrency: o.concurrency,
         prompt_tokens: PROMPT_TOKENS,
         max_tokens: o.tokens,
-        model: "tiny (random weights), fp32, 1 engine thread per worker",
-        path: "gateway routing and generation (startGeneration) -> in-process bus -> 4 LuminetWorkers in one process",
+        model: "tiny (random weights), fp32, 1 onnxruntime thread per worker",
+        path: `gateway routing and generation (startGeneration) -> NATS JetStream -> ${o.workers} luminet worker processes`,
       },
       residency,
       baseline,

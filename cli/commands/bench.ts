@@ -125,9 +125,13 @@ export function registerBench(program: Command): void {
   bench
     .command("fleet")
     .description(
-      "routing quality across workers: resident hits and adapter loads vs a residency-blind router",
+      "routing quality across 4 worker processes on NATS (NATS_URL): resident hits and adapter loads vs a residency-blind router",
     )
-    .option("--requests <n>", "requests per run (each run: residency-aware, then the baseline)", "2000")
+    .option(
+      "--requests <n>",
+      "requests per phase (cold, then warm; residency-aware, then the baseline)",
+      "2000",
+    )
     .option("--concurrency <n>", "requests in flight at once", "16")
     .option("--json", "print one JSON line")
     .action(async (options: { requests: string; concurrency: string; json?: boolean }) => {
