@@ -17,7 +17,6 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Readable } from "node:stream";
-import { SingleBar } from "cli-progress";
 import { eq } from "drizzle-orm";
 import type OpenAI from "openai";
 import postgres from "postgres";
@@ -38,6 +37,7 @@ import { ensureBenchModel, machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { type LuminetProcess, startLuminetProcess } from "./luminet-process.ts";
 import { benchNamespace, removeNamespace } from "./nats-namespace.ts";
+import { phaseBar } from "./phase-bar.ts";
 import { metricValue } from "./prometheus-text.ts";
 import { initTinyModel, type TinyShape } from "./tiny-model.ts";
 
@@ -172,13 +172,6 @@ async function closedLoop(count: number, concurrency: number, task: (i: number) 
       while (next < count) await task(next++);
     }),
   );
-}
-
-function phaseBar(enabled: boolean, label: string, total: number) {
-  if (!enabled) return { increment() {}, stop() {} };
-  const bar = new SingleBar({ format: `${label} [{bar}] {value}/{total}`, stream: process.stderr });
-  bar.start(total, 0);
-  return bar;
 }
 
 /** User and system CPU seconds a process has used so far (Linux /proc); null elsewhere. */

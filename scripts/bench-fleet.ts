@@ -24,6 +24,7 @@ import { machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { type LuminetProcess, startLuminetProcess } from "./luminet-process.ts";
 import { benchNamespace, removeNamespace } from "./nats-namespace.ts";
+import { phaseBar } from "./phase-bar.ts";
 import { metricByLabel } from "./prometheus-text.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
@@ -39,6 +40,8 @@ export interface FleetBenchOptions {
   /** Tokens each request generates. */
   tokens?: number;
   log?: (line: string) => void;
+  /** A cli-progress bar per phase on stderr. */
+  progress?: boolean;
 }
 
 /** One phase of a run: its requests' routes, where their adapters were, loads and speed. */
@@ -215,6 +218,7 @@ async function runOnce(
 
     const runPhase = async (phase: "cold" | "warm", sequence: readonly number[]): Promise<FleetPhase> => {
       log(`${router}, ${phase}: ${sequence.length} requests, ${o.concurrency} at a time`);
+      const bar = phaseBar(o.progress, `${router}, ${phase} (requests)`, sequence.length);
       routes = { resident: 0, ram: 0, disk: 0, cold: 0, fallback: 0 };
       const before = await fleetCounts(metricsUrls);
       const ttfts: number[] = [];
@@ -257,10 +261,11 @@ async function runOnce(
             first = false;
             tokens += step.value.token_ids.length;
           }
-          if (index > 0 && index % 500 === 0) log(`${router}, ${phase}: ${index} requests`);
+          bar.increment();
         }
       };
       await Promise.all(Array.from({ length: o.concurrency }, client));
+      bar.stop();
       const seconds = (performance.now() - started) / 1000;
       const after = await fleetCounts(metricsUrls);
       const loads = minus(after.loads, before.loads);
@@ -310,6 +315,7 @@ export async function runFleetBench(options: FleetBenchOptions = {}): Promise<Fl
     requests: options.requests ?? 2_000,
     concurrency: options.concurrency ?? 16,
     tokens: options.tokens ?? 8,
+    progress: options.progress === true,
   };
   const modelDir = mkdtempSync(join(tmpdir(), "luminet-bench-fleet-model-"));
   try {

@@ -140,6 +140,7 @@ export function registerBench(program: Command): void {
         requests: Number(options.requests),
         concurrency: Number(options.concurrency),
         log: (line) => process.stderr.write(`${line}\n`),
+        progress: true,
       });
       reportFleetBench(result, options.json === true);
     });
