@@ -153,6 +153,13 @@ export async function createAdapter(deps: AdminDeps, input: CreateAdapter): Prom
     throw conflict(`An adapter named ${input.org}/${input.name} already exists.`, "adapter_exists");
   }
   deps.adapters.invalidate(input.org);
+  // The worker its first request will go to starts loading it now. Only a head start: the adapter exists
+  // either way, so a bus that refuses the event does not fail the create.
+  await deps.bus
+    .publishControl(control(deps, row, "create"))
+    .catch((error: Error) =>
+      deps.log.warn({ err: error, adapter: row.name }, "announcing a new adapter to the workers failed"),
+    );
   return toAdapterObject(row, []);
 }
 

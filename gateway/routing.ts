@@ -6,6 +6,7 @@
 //    and its weights are loaded once;
 //  - when every worker has a backlog, the base's shared queue (`any`) lets whichever frees up first take it.
 // Pure: it sees only heartbeats, so it is tested without a bus.
+import { rendezvous } from "../core/rendezvous.ts";
 import { ANY_WORKER, type WorkerHeartbeat } from "../schema/wire.ts";
 
 export interface RoutingOptions {
@@ -54,35 +55,6 @@ export function residency(heartbeat: WorkerHeartbeat, adapter: string): Tier | n
 
 export function load(heartbeat: WorkerHeartbeat, runningWeight = routingDefaults.runningWeight): number {
   return heartbeat.queue_depth + heartbeat.running * runningWeight;
-}
-
-/** A well-mixed 32-bit hash (FNV-1a, then murmur3's finaliser) of a string. */
-function hash32(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
-
-/** Rendezvous (highest random weight) hashing: the worker this key prefers among the given ones. */
-export function rendezvous(key: string, workers: readonly WorkerHeartbeat[]): WorkerHeartbeat | undefined {
-  let best: WorkerHeartbeat | undefined;
-  let bestScore = -1;
-  for (const worker of workers) {
-    const score = hash32(`${key}\0${worker.worker_id}`);
-    if (score > bestScore || (score === bestScore && best && worker.worker_id < best.worker_id)) {
-      best = worker;
-      bestScore = score;
-    }
-  }
-  return best;
 }
 
 /**

@@ -314,7 +314,8 @@ export type WorkerHeartbeat = z.infer<typeof WorkerHeartbeat>;
 export const AdapterControl = z
   .object({
     v: version,
-    kind: z.enum(["pin", "unpin", "delete", "update"]),
+    /** "create": a new adapter, which the worker it will land on loads ahead of its first request. */
+    kind: z.enum(["create", "pin", "unpin", "delete", "update"]),
     base: z.string().min(1),
     adapter: z.string().min(1),
     pinned: z.boolean(),
@@ -331,6 +332,10 @@ export const AdapterControl = z
     path: ["pinned"],
   })
   .refine((c) => c.kind !== "pin" || c.pinned, { message: 'kind "pin" needs pinned: true', path: ["pinned"] })
+  .refine((c) => c.kind !== "create" || !c.pinned, {
+    message: 'kind "create" needs pinned: false',
+    path: ["pinned"],
+  })
   .refine((c) => c.kind !== "unpin" || !c.pinned, {
     message: 'kind "unpin" needs pinned: false',
     path: ["pinned"],

@@ -13,10 +13,18 @@ export interface ControlTargets {
   unpin(name: string): void;
   remove(name: string): Promise<void>;
   prefetch(ref: AdapterRef): void;
+  /** A new adapter: loads it ahead of its first request if this is the worker that request will go to. */
+  stageNew(ref: AdapterRef): void;
   /** Adapter names resident in a slot or in RAM: an update warms their new version. */
   warm(): string[];
   failAdapter(name: string, error: JobError): void;
 }
+
+/**
+ * A create event older than this is not acted on: a worker that starts later sees the latest event of every
+ * adapter again, and loading every adapter ever created would be a stampede, not a head start.
+ */
+export const NEW_ADAPTER_MS = 60_000;
 
 /** The 404 a request for a deleted adapter ends with. */
 export function deletedAdapterError(name: string): JobError {
@@ -65,7 +73,9 @@ export class AdapterControls {
     const ref = event.blob ? { name: adapter, ...event.blob } : null;
     try {
       if (event.kind === "delete") await this.targets.remove(adapter);
-      else if (!event.pinned || !ref) {
+      else if (event.kind === "create") {
+        if (ref && Date.now() - event.at <= NEW_ADAPTER_MS) this.targets.stageNew(ref);
+      } else if (!event.pinned || !ref) {
         this.targets.unpin(adapter);
         if (event.kind === "update" && ref && this.targets.warm().includes(adapter))
           this.targets.prefetch(ref);

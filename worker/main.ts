@@ -11,7 +11,8 @@ import { readFileSync } from "node:fs";
 import type { Server } from "node:http";
 import type { Bus, Delivery, RequestPuller, Subscription } from "../bus/bus.ts";
 import { logger } from "../core/logger.ts";
-import type { InferenceRequest } from "../schema/wire.ts";
+import { rendezvous } from "../core/rendezvous.ts";
+import type { InferenceRequest, WorkerHeartbeat } from "../schema/wire.ts";
 import { AdapterManager } from "./adapters/adapter-manager.ts";
 import type { BlobStore } from "./adapters/blob-store.ts";
 import { AdapterControls, deletedAdapterError } from "./control.ts";
@@ -97,6 +98,8 @@ export class LuminetWorker {
   private heartbeat: Heartbeat | null = null;
   private metricsServer: Server | null = null;
   private controls: AdapterControls | null = null;
+  /** The base's live workers at the last heartbeat, this one included. */
+  private liveWorkers: WorkerHeartbeat[] = [];
   private readonly capacity: number;
   private readonly log;
 
@@ -211,6 +214,12 @@ export class LuminetWorker {
       unpin: (name) => this.manager.unpin(name),
       remove: (name) => this.manager.remove(name),
       prefetch: (ref) => this.manager.prefetch(ref),
+      stageNew: (ref) => {
+        // Where the gateway places an adapter no worker holds: rendezvous hashing over the live workers.
+        if (rendezvous(ref.name, this.liveWorkers)?.worker_id !== workerId) return;
+        this.log.info({ adapter: ref.name }, "loading a new adapter ahead of its first request");
+        this.manager.prefetch(ref);
+      },
       warm: () => {
         const { slot, ram } = this.manager.tiers();
         return [...slot, ...ram];
@@ -237,7 +246,10 @@ export class LuminetWorker {
       () => {
         this.updateGauges();
         bus.liveHeartbeats(base).then(
-          (live) => orphans.observe(live),
+          (live) => {
+            this.liveWorkers = live;
+            orphans.observe(live);
+          },
           (error: Error) => this.log.warn({ err: error }, "reading heartbeats failed"),
         );
       },

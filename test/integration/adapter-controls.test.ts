@@ -1,6 +1,7 @@
-// The admin API's pin, unpin and delete reach real workers over the real NATS within a second: a gateway
-// served over HTTP and two workers on the same JetStream namespace and blob folder; the adapter is uploaded
-// through the API, then pinned, unpinned and deleted, and each worker's own tiers are read after each call.
+// The admin API's create, pin, unpin and delete reach real workers over the real NATS within a second: a
+// gateway served over HTTP and two workers on the same JetStream namespace and blob folder; the adapter is
+// uploaded through the API (the worker its first request will go to loads it at once), then pinned,
+// unpinned and deleted, and each worker's own tiers are read after each call.
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,9 +9,11 @@ import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Bus } from "../../bus/bus.ts";
 import { connectJetStreamBus } from "../../bus/jetstream.ts";
+import { rendezvous } from "../../core/rendezvous.ts";
 import { archiveSize, archiveStream } from "../../gateway/adapter-archive.ts";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
 import { NodeAdapterStorage } from "../../gateway/node-adapter-storage.ts";
+import { routeRequest } from "../../gateway/routing.ts";
 import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
 import { FolderBlobStore, openBlobStore } from "../../worker/adapters/blob-store.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
@@ -24,6 +27,7 @@ const WIRE_NAME = "acme/support-v1";
 const FLEET_MS = 1000;
 
 let root: string;
+let createdAt: number;
 let harness: GatewayHarness;
 let served: ServedApp;
 const buses: Bus[] = [];
@@ -117,6 +121,7 @@ beforeAll(async () => {
     duplex: "half",
   } as RequestInit);
   expect(created.status, await created.clone().text()).toBe(201);
+  createdAt = Date.now();
 }, 120_000);
 
 afterAll(async () => {
@@ -128,6 +133,30 @@ afterAll(async () => {
 });
 
 describe("adapter control events", () => {
+  it("a create through the API has the worker its first request will go to load it, and only that one", async () => {
+    const live = await buses[0]!.liveHeartbeats(BASE);
+    const owner = rendezvous(WIRE_NAME, live)!.worker_id;
+    const [staging, other] = [
+      workers.find((w) => w.workerId === owner)!,
+      workers.find((w) => w.workerId !== owner)!,
+    ];
+    const deadline = createdAt + FLEET_MS;
+    while (!staging.tiers().ram.includes(WIRE_NAME)) {
+      expect(
+        Date.now(),
+        `${owner} had not loaded the new adapter: ${JSON.stringify(staging.tiers())}`,
+      ).toBeLessThan(deadline);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(resident(other)).toBe(false);
+    // The gateway now routes it there as held in RAM, not as cold.
+    await expect
+      .poll(async () => routeRequest(await buses[0]!.liveHeartbeats(BASE), WIRE_NAME, "r1"), {
+        timeout: 3000,
+      })
+      .toEqual({ workerId: owner, outcome: "ram" });
+  });
+
   it("a pin through the API makes the adapter pinned and resident on every worker within a second", async () => {
     await api("PATCH", "/v1/adapters/acme/support-v1", { pinned: true });
     await everyWorker("pinned it", (w) => w.tiers().pinned.includes(WIRE_NAME));

@@ -2,8 +2,9 @@
 // adapters land on a stable worker among the least loaded, and the shared queue takes over when every
 // worker has a backlog. Plus how model ids split into base and adapter.
 import { describe, expect, it } from "vitest";
+import { rendezvous } from "../../core/rendezvous.ts";
 import { formatModelId, parseModelId } from "../../gateway/model-id.ts";
-import { chooseWorker, rendezvous, residency } from "../../gateway/routing.ts";
+import { chooseWorker, residency } from "../../gateway/routing.ts";
 import { ANY_WORKER } from "../../schema/wire.ts";
 import { idleHeartbeat } from "../support/heartbeats.ts";
 

@@ -50,6 +50,7 @@ describe("wire messages", () => {
     roundTrip(WorkerHeartbeat, sampleHeartbeat());
     roundTrip(AdapterControl, sampleControl());
     roundTrip(AdapterControl, sampleControl({ kind: "delete", pinned: false, blob: null }));
+    roundTrip(AdapterControl, sampleControl({ kind: "create", pinned: false }));
   });
 
   it("a reply decodes as the chunk or final it is", () => {
@@ -114,6 +115,10 @@ describe("wire messages", () => {
   it("keeps control events consistent with the adapter state they carry", () => {
     expect(() => encode(AdapterControl, sampleControl({ kind: "delete", pinned: false }))).toThrow(/blob:/);
     expect(() => encode(AdapterControl, sampleControl({ kind: "pin", pinned: false }))).toThrow(/pinned:/);
+    expect(() => encode(AdapterControl, sampleControl({ kind: "create", pinned: true }))).toThrow(/pinned:/);
+    expect(() =>
+      encode(AdapterControl, sampleControl({ kind: "create", pinned: false, blob: null })),
+    ).toThrow(/blob:/);
     expect(() => encode(AdapterControl, sampleControl({ kind: "update", blob: null }))).toThrow(/blob:/);
   });
 

@@ -5,7 +5,7 @@
 // Requests the dead worker had not started, and requests routed to it after it died, are served in full.
 // The same holds when the killed worker was the base's only one and its replacement starts under a new id.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { rendezvous } from "../../../gateway/routing.ts";
+import { rendezvous } from "../../../core/rendezvous.ts";
 import { expectBilledAsTold } from "../../support/drill-billing.ts";
 import { type ChatOutcome, startStreams } from "../../support/drill-client.ts";
 import { DRILL_BASE, DRILL_ORG, type DrillStack, startDrillStack } from "../../support/drill-stack.ts";
