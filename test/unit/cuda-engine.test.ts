@@ -29,6 +29,7 @@ import { Prng } from "../../worker/engine/prng.ts";
 import { openWeights, writeSafetensors } from "../../worker/engine/safetensors.ts";
 import { GREEDY, type SamplingParams } from "../../worker/engine/sampler.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
+import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
 import { interceptSteps } from "../support/intercepted-cuda-addon.ts";
 import { spawnLuminet } from "../support/luminet-command.ts";
 
@@ -38,7 +39,7 @@ let model: ModelConfig;
 const adapters: LoadedAdapter[] = [];
 
 /** Adapters that differ in rank, targets, scaling and bias, so one batch mixes all of it. */
-const VARIANTS = [
+const VARIANTS: AdapterVariant[] = [
   { rank: 4 },
   { rank: 8, alpha: 16 },
   { rank: 16, alpha: 8, loraBias: true },
@@ -62,15 +63,7 @@ beforeAll(() => {
   });
   modelDir = tiny.dir;
   model = tiny.config;
-  VARIANTS.forEach((variant, i) => {
-    const dir = join(root, `adapter-${i}`);
-    writeRandomAdapter(dir, model, {
-      seed: 200 + i,
-      ...variant,
-      targetModules: variant.targetModules ? [...variant.targetModules] : undefined,
-    } as Parameters<typeof writeRandomAdapter>[2]);
-    adapters.push(loadPeftAdapter(dir, model, { maxRank: 16 }));
-  });
+  adapters.push(...writeAdapterVariants(root, model, VARIANTS, 200));
 });
 
 afterAll(() => rmSync(root, { recursive: true, force: true }));

@@ -11,6 +11,7 @@ import { type LoadedAdapter, loadPeftAdapter } from "../../worker/adapters/peft.
 import { Engine, EngineError, type LoraFormulation } from "../../worker/engine/engine.ts";
 import { EngineThread } from "../../worker/engine/engine-thread.ts";
 import type { ModelConfig } from "../../worker/engine/model-config.ts";
+import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
 import { writeMergedModel } from "../support/merged-model.ts";
 import { referenceLogits } from "../support/reference-forward.ts";
 
@@ -20,7 +21,7 @@ let model: ModelConfig;
 const adapters: LoadedAdapter[] = [];
 
 /** Nine adapters that differ in rank, targets and scaling, so one batch mixes all of it. */
-const VARIANTS = [
+const VARIANTS: AdapterVariant[] = [
   { rank: 4 },
   { rank: 8, alpha: 16 },
   { rank: 16, alpha: 8 },
@@ -37,15 +38,7 @@ beforeAll(() => {
   const tiny = initTinyModel(join(root, "model"), { shape: "tiny", adapters: 0, rank: 4, seed: 5 });
   modelDir = tiny.dir;
   model = tiny.config;
-  VARIANTS.forEach((variant, i) => {
-    const dir = join(root, `adapter-${i}`);
-    writeRandomAdapter(dir, model, {
-      seed: 100 + i,
-      ...variant,
-      targetModules: variant.targetModules ? [...variant.targetModules] : undefined,
-    } as Parameters<typeof writeRandomAdapter>[2]);
-    adapters.push(loadPeftAdapter(dir, model, { maxRank: 16 }));
-  });
+  adapters.push(...writeAdapterVariants(root, model, VARIANTS, 100));
 });
 
 afterAll(() => rmSync(root, { recursive: true, force: true }));
