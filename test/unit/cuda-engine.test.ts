@@ -166,22 +166,30 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     expect([...greedy]).toEqual(ids.map((id) => [id, argmax(want.get(id)!)]));
     expect(cuda.sequenceLength("s3")).toBe(prompt(3).length + 4);
 
-    // decodePicking: with every row greedy the device's picks come back and no logits cross; with one row
-    // that samples, every row gets its logits (the same as decode's).
+    // decodePicking: with every row greedy the device's picks come back and no logits cross; a row without a
+    // choice (penalties) gets its whole logits, the same as decode's, and the rest still their picks; when
+    // most rows have no choice, every row's logits come back in one copy.
     const argmaxChoice = { kind: "argmax" } as const;
     const picked = await cuda.decodePicking(greedy, new Map(ids.map((id) => [id, argmaxChoice])));
     expect(steps.at(-1)!.returnLogits).toBe(false);
     expect([...picked.values()].every((row) => typeof row === "number")).toBe(true);
-    const mixed = await cuda.decodePicking(
-      picked as Map<string, number>,
-      new Map(ids.slice(1).map((id) => [id, argmaxChoice])),
-    );
+    await cpu.decode(greedy); // the CPU engine takes the same step, to stay the reference
+    const teacher = new Map(ids.map((id) => [id, picked.get(id) as number]));
+    const wantMixed = await cpu.decode(teacher);
+    const mixed = await cuda.decodePicking(teacher, new Map(ids.slice(1).map((id) => [id, argmaxChoice])));
+    expect(steps.at(-1)!.returnLogits).toBe(false);
+    expect(mixed.get(ids[0]!)).toBeInstanceOf(Float32Array);
+    expectClose([mixed.get(ids[0]!) as Float32Array], [wantMixed.get(ids[0]!)!]);
+    for (const id of ids.slice(1)) expect(mixed.get(id)).toBe(argmax(wantMixed.get(id)!));
+    const next2 = new Map(ids.map((id) => [id, argmax(wantMixed.get(id)!)]));
+    const wantMostly = await cpu.decode(next2);
+    const mostlyWhole = await cuda.decodePicking(next2, new Map([[ids[0]!, argmaxChoice]]));
     expect(steps.at(-1)!.returnLogits).toBe(true);
-    expect([...mixed.values()].every((row) => row instanceof Float32Array)).toBe(true);
+    expect([...mostlyWhole.values()].every((row) => row instanceof Float32Array)).toBe(true);
 
     // Candidates: each row's largest logits, largest first, and its log-sum-exp at its temperature, computed
     // on the device; the whole row stays there for logitsOf.
-    const after = new Map(ids.map((id) => [id, argmax(mixed.get(id) as Float32Array)]));
+    const after = new Map(ids.map((id) => [id, argmax(wantMostly.get(id)!)]));
     const sampled = { kind: "candidates", temperature: 0.7 } as const;
     const drawn = await cuda.decodePicking(after, new Map(ids.map((id) => [id, sampled])));
     expect(steps.at(-1)!.returnLogits).toBe(false);
@@ -269,7 +277,7 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     await cuda.close();
   });
 
-  it("draws through the device's candidates what it draws from whole rows, fetching a row they cannot settle", async () => {
+  it("draws through the device's picks and candidates what it draws from whole rows, fetching the rows they cannot settle", async () => {
     const tokenizer = loadTokenizer(modelDir);
     const { steps, engine: pending } = cudaEngine({ maxBatch: 8 });
     const sparse = await pending;
@@ -294,6 +302,8 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
       { temperature: 0.7, topK: 40, topP: 0.95, seed: 3, topLogprobs: 2 },
       {},
       { temperature: 0, topLogprobs: 3 },
+      // No choice: penalties need the whole row, fetched alone while the others keep their picks.
+      { temperature: 0.8, frequencyPenalty: 0.5, presencePenalty: 0.3, seed: 4 },
     ];
     const run = (engine: StepEngine) => {
       const batcher = new ContinuousBatcher(engine, tokenizer, {
@@ -324,6 +334,12 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
       }
     }
     expect(steps.some((step) => (step.candidates ?? 0) > 0)).toBe(true);
+    // Decode steps of all six, the penalty row among them, copied no whole rows but that one.
+    const allSix = steps.filter(
+      (step) => step.tokens.length === sampling.length && (step.candidates ?? 0) > 0,
+    );
+    expect(allSix.length).toBeGreaterThan(0);
+    expect(allSix.every((step) => !step.returnLogits)).toBe(true);
     // top_p over the tiny model's flat logits needs more than the candidates: its rows were fetched.
     expect(fetched).toBeGreaterThan(0);
     await sparse.close();

@@ -175,36 +175,43 @@ export class CudaEngine {
   }
 
   /**
-   * ServingEngine.decodePicking. All rows argmax: the device's picks, no logits copied. All rows argmax or
-   * candidates: each candidates row gets its CANDIDATES largest logits and log-sum-exp (for the host to draw
-   * from), no full rows copied. Any other row: every row gets its logits. 64 rows of a 32k vocabulary are
-   * 8 MB a step.
+   * ServingEngine.decodePicking. Rows with a choice are settled on the device: argmax rows get the device's
+   * pick, candidates rows their CANDIDATES largest logits and log-sum-exp (for the host to draw from). Rows
+   * without one (penalties, a draw over the whole vocabulary) get their whole logits, copied one row at a
+   * time (128 KB for a 32k vocabulary) — unless they are most of the step, when one copy of every row (8 MB
+   * for 64) is cheaper than many small ones.
    */
   async decodePicking(
     tokens: ReadonlyMap<string, number>,
     choices: ReadonlyMap<string, DecodeChoice>,
   ): Promise<Map<string, DecodeRow>> {
     const ids = [...tokens.keys()];
-    if (!ids.every((id) => choices.has(id))) return await this.decode(tokens);
-    if (ids.every((id) => choices.get(id)!.kind === "argmax")) return await this.decodeGreedy(tokens);
-    const temperatures = Float32Array.from(ids, (id) => {
-      const choice = choices.get(id)!;
-      return choice.kind === "candidates" ? choice.temperature : 0;
-    });
+    const whole = ids.filter((id) => !choices.has(id)).length;
+    if (2 * whole > ids.length) return await this.decode(tokens);
+    if (ids.every((id) => choices.get(id)?.kind === "argmax")) return await this.decodeGreedy(tokens);
+    const sampling = ids.some((id) => choices.get(id)?.kind === "candidates");
+    // Argmax and whole rows need no candidates: temperature 0 marks them.
+    const temperatures = sampling
+      ? Float32Array.from(ids, (id) => {
+          const choice = choices.get(id);
+          return choice?.kind === "candidates" ? choice.temperature : 0;
+        })
+      : undefined;
     const { argmax, candidates } = await this.runDecode(tokens, false, temperatures);
     const c = CANDIDATES;
     const rows = new Map<string, DecodeRow>();
     ids.forEach((id, i) => {
-      if (choices.get(id)!.kind === "argmax") {
-        rows.set(id, argmax[i]!);
-        return;
+      const choice = choices.get(id);
+      if (!choice) rows.set(id, this.native.logitsOf(i));
+      else if (choice.kind === "argmax") rows.set(id, argmax[i]!);
+      else {
+        rows.set(id, {
+          tokens: candidates!.tokens.slice(i * c, (i + 1) * c),
+          logits: candidates!.logits.slice(i * c, (i + 1) * c),
+          logSumExp: candidates!.logSumExp[i]!,
+          vocab: this.spec.vocab,
+        });
       }
-      rows.set(id, {
-        tokens: candidates!.tokens.slice(i * c, (i + 1) * c),
-        logits: candidates!.logits.slice(i * c, (i + 1) * c),
-        logSumExp: candidates!.logSumExp[i]!,
-        vocab: this.spec.vocab,
-      });
     });
     return rows;
   }
