@@ -455,6 +455,9 @@ export class LuminetWorker {
   private async shutDown(): Promise<void> {
     this.draining = true;
     this.log.info({ held: this.held.size }, "draining: no more pulls; finishing what runs");
+    // A usage event that cannot be stored now (NATS down) waits on the spool for the next start rather than
+    // holding the drain up.
+    const usageClosed = this.usage.close();
     for (const wake of this.roomWaiters.splice(0)) wake();
     await Promise.all([...this.pullers].map((puller) => puller.close()));
     const handedBack = this.scheduler.handBack();
@@ -467,7 +470,7 @@ export class LuminetWorker {
       .removeHeartbeat(this.options.base, this.options.workerId)
       .catch((error: Error) => this.log.warn({ err: error }, "leaving the heartbeat bucket failed"));
     while (this.serving.size > 0) await Promise.all([...this.serving]);
-    await this.usage.close();
+    await usageClosed;
     await Promise.all(this.subscriptions.map((s) => s.close()));
     await new Promise<void>((resolve) =>
       this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve(),

@@ -10,7 +10,8 @@ import type { UsageSpool } from "./usage-spool.ts";
 /**
  * Pauses between attempts at storing a usage event: growing from `firstMs` to at most `maxMs`. Attempts go
  * on for as long as the process lives — a NATS outage of any length loses no usage (JetStream drops the
- * duplicates retries may make) — and the request stays unacked meanwhile, so a drain waits for them.
+ * duplicates retries may make) — and the request stays unacked meanwhile. A drain waits for them, except
+ * for events on the spool, which the next process sends.
  */
 export interface UsageRetry {
   firstMs: number;
@@ -32,11 +33,17 @@ export class UsageSender {
     private readonly retry: UsageRetry = USAGE_RETRY,
   ) {}
 
-  /** Resolves once the usage stream stored the event; retries for as long as it takes. */
-  async send(event: UsageEvent): Promise<void> {
-    await this.keep(event);
-    await this.store(event, () => false);
-    await this.forget(event);
+  /**
+   * Resolves once the usage stream stored the event, retrying for as long as it takes — or, once close()
+   * was called, as soon as an attempt fails, if the event is on the spool: the next process sends it. An
+   * event only in memory is never given up.
+   */
+  async send(event: UsageEvent): Promise<boolean> {
+    const spooled = await this.keep(event);
+    const stored = await this.store(event, () => this.closed && spooled);
+    if (stored) await this.forget(event);
+    else logger.warn({ request: event.request_id }, "usage event left on the spool for the next start");
+    return stored;
   }
 
   /**
@@ -56,18 +63,27 @@ export class UsageSender {
     return held.length;
   }
 
-  /** Stops resending spooled events (they stay on disk); sends in flight go on. */
+  /**
+   * Stops resending spooled events and lets sends of spooled events give up at their next failure (both stay
+   * on disk); resolves once the resends stopped.
+   */
   async close(): Promise<void> {
     this.closed = true;
     await Promise.all([...this.resending]);
   }
 
-  /** A disk that refuses the write must not hold billing up: the event is then only as safe as this process. */
-  private async keep(event: UsageEvent): Promise<void> {
+  /**
+   * True once the event is on disk. A disk that refuses the write must not hold billing up: the event is
+   * then only as safe as this process.
+   */
+  private async keep(event: UsageEvent): Promise<boolean> {
+    if (!this.spool) return false;
     try {
-      await this.spool?.keep(event);
+      await this.spool.keep(event);
+      return true;
     } catch (error) {
       logger.error({ err: error, request: event.request_id }, "spooling a usage event to disk failed");
+      return false;
     }
   }
 

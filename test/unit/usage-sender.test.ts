@@ -110,6 +110,32 @@ describe("usage events on a worker's disk until stored", () => {
     await close();
   });
 
+  it("gives up sending a spooled event once closed, leaving it on disk; never one held only in memory", async () => {
+    const { worker, stored, close } = await meteredBus();
+    let down = true;
+    const bus = flakyUsage(worker, () => down);
+    const dir = newSpoolDir();
+    const spooling = new UsageSender(worker, UsageSpool.open(dir), RETRY);
+    const inMemory = new UsageSender(worker, null, RETRY);
+    const spooledSend = spooling.send(sampleUsage({ request_id: "on-disk" }));
+    const memorySend = inMemory.send(sampleUsage({ request_id: "in-memory" }));
+    await expect.poll(() => bus.attempts()).toBeGreaterThan(4);
+    await Promise.all([spooling.close(), inMemory.close()]);
+    expect(await spooledSend).toBe(false);
+    expect(
+      UsageSpool.open(dir)
+        .held()
+        .map((e) => e.request_id),
+    ).toEqual(["on-disk"]);
+    // The one in memory keeps trying until the bus takes it.
+    const attempts = bus.attempts();
+    await expect.poll(() => bus.attempts()).toBeGreaterThan(attempts + 2);
+    down = false;
+    expect(await memorySend).toBe(true);
+    expect(stored.map((e) => e.request_id)).toEqual(["in-memory"]);
+    await close();
+  });
+
   it("moves an unreadable file aside without sending it, and drops abandoned half-written files", async () => {
     const dir = newSpoolDir();
     const spool = UsageSpool.open(dir);

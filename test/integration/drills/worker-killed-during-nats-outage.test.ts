@@ -1,14 +1,16 @@
 // Drill: nats-server stops while requests stream, the worker finishes them while NATS is still down (their
-// usage events cannot be stored), and then the worker is killed (kill -9) before NATS is back.
+// usage events cannot be stored), and then the worker is killed (kill -9) — or stopped (SIGTERM) — before
+// NATS is back.
 // Expected (docs/OPERATIONS.md, "Failure drills"): the streams end at once with an in-band 503
 // `bus_unavailable`; the worker writes each finished request's usage event to its usage spool on disk
 // before trying to store it; the worker started again on the same spool sends them once NATS is back, so
 // each request is billed once, what the worker generated. The requests themselves, redelivered to it, are
-// refused a second run (their gateway inbox is gone).
+// refused a second run (their gateway inbox is gone). A worker stopped with SIGTERM meanwhile drains and
+// exits without waiting for NATS: what it could not send stays on the spool.
 import { readdirSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { expectBilledAsTold } from "../../support/drill-billing.ts";
-import { startStreams } from "../../support/drill-client.ts";
+import { type ChatOutcome, startStreams } from "../../support/drill-client.ts";
 import { DRILL_BASE, DRILL_ORG, type DrillStack, startDrillStack } from "../../support/drill-stack.ts";
 import { postgresBinaries } from "../../support/private-postgres.ts";
 
@@ -24,6 +26,8 @@ describe("drill: a worker killed while NATS is down", () => {
     return;
   }
   let stack: DrillStack;
+  /** Every request of the file's drills: the billing check covers the org's every row. */
+  const sent: ChatOutcome[] = [];
 
   beforeAll(async () => {
     stack = await startDrillStack(bin, { adapters: 2 });
@@ -69,5 +73,29 @@ describe("drill: a worker killed while NATS is down", () => {
       where: (row, { eq }) => eq(row.orgId, DRILL_ORG),
     });
     expect(billed.map((row) => row.outputTokens)).toEqual(models.map(() => TOKENS));
+    sent.push(...cut);
+  });
+
+  it("drains on SIGTERM without waiting for NATS, and bills from the spool after a restart", async () => {
+    await stack.liveWorkers(1);
+    const model = stack.adapterModel(0);
+    const running = startStreams(stack.send, [{ model, maxTokens: TOKENS }]);
+    await running.streaming;
+    // Mid-generation: the drain lets it finish, then cannot store its usage.
+    await stack.nats.stop();
+    const cut = await Promise.all(running.outcomes);
+    expect(cut[0]?.error).toMatchObject({ code: "bus_unavailable" });
+    const worker = stack.workers.get("a")!;
+    await worker.process.stop();
+    expect(await worker.process.exited).toBe(0);
+    expect(spooledEvents(worker.usageSpoolDir)).toHaveLength(1);
+
+    await stack.nats.start();
+    const restarted = await stack.startWorker("a");
+    await vi.waitFor(() => expect(spooledEvents(restarted.usageSpoolDir)).toEqual([]), {
+      timeout: 30_000,
+      interval: 100,
+    });
+    await expectBilledAsTold(stack.db, DRILL_ORG, [...sent, ...cut]);
   });
 });
