@@ -169,6 +169,7 @@ export class LuminetWorker {
       });
       const spool = options.usageSpoolDir ? UsageSpool.open(options.usageSpoolDir) : null;
       const usage = new UsageSender(options.bus, spool);
+      metrics.watchUsageEvents(() => usage.waiting);
       worker = new LuminetWorker(options, engine, tokenizer, manager, scheduler, usage, metrics);
     } catch (error) {
       await engine.close().catch(() => {});

@@ -16,6 +16,9 @@ export class WorkerMetrics {
   readonly adapterLoadSeconds: Histogram<"tier">;
   readonly adapterEvictions: Counter<"tier">;
   readonly adapterArrivals: Counter<"tier">;
+  readonly usageEventsWaiting: Gauge;
+  /** Read at each scrape: a heartbeat-driven gauge would freeze during the NATS outage it should show. */
+  private usageEventsWaitingNow: () => number = () => 0;
   readonly slots: Gauge<"state">;
 
   constructor(readonly registry: Registry = new Registry()) {
@@ -66,6 +69,15 @@ export class WorkerMetrics {
       labelNames: ["tier"],
       registers,
     });
+    const usageEventsWaiting = () => this.usageEventsWaitingNow();
+    this.usageEventsWaiting = new Gauge({
+      name: "luminet_usage_events_waiting",
+      help: "Usage events not yet stored in JetStream: being sent, retried (NATS unreachable) or resent from the usage spool",
+      registers,
+      collect() {
+        this.set(usageEventsWaiting());
+      },
+    });
     this.slots = new Gauge({
       name: "luminet_slots",
       help: "Adapter slots by state: free, used (unpinned adapter), pinned",
@@ -80,6 +92,11 @@ export class WorkerMetrics {
 
   countArrival(tier: Whereabouts): void {
     this.adapterArrivals.inc({ tier });
+  }
+
+  /** Where luminet_usage_events_waiting reads its value. */
+  watchUsageEvents(waiting: () => number): void {
+    this.usageEventsWaitingNow = waiting;
   }
 
   countEviction(tier: EvictTier): void {

@@ -24,6 +24,7 @@ const WARN_EVERY = 10;
 
 export class UsageSender {
   private closed = false;
+  private sending = 0;
   private readonly resending = new Set<Promise<void>>();
 
   /** Without a spool, an event lives only in this process until stored (tests, benchmarks). */
@@ -39,11 +40,21 @@ export class UsageSender {
    * event only in memory is never given up.
    */
   async send(event: UsageEvent): Promise<boolean> {
-    const spooled = await this.keep(event);
-    const stored = await this.store(event, () => this.closed && spooled);
-    if (stored) await this.forget(event);
-    else logger.warn({ request: event.request_id }, "usage event left on the spool for the next start");
-    return stored;
+    this.sending++;
+    try {
+      const spooled = await this.keep(event);
+      const stored = await this.store(event, () => this.closed && spooled);
+      if (stored) await this.forget(event);
+      else logger.warn({ request: event.request_id }, "usage event left on the spool for the next start");
+      return stored;
+    } finally {
+      this.sending--;
+    }
+  }
+
+  /** Usage events not stored yet: being sent, retried through an outage, or resent from the spool. */
+  get waiting(): number {
+    return this.sending + this.resending.size;
   }
 
   /**

@@ -59,6 +59,7 @@ describe("usage events on a worker's disk until stored", () => {
 
     await expect.poll(() => bus.attempts()).toBeGreaterThan(3);
     expect(eventFiles(dir)).toHaveLength(1);
+    expect(sender.waiting).toBe(1);
     expect(UsageSpool.open(dir).held()).toEqual([
       expect.objectContaining({ request_id: "req/1: any characters" }),
     ]);
@@ -66,6 +67,7 @@ describe("usage events on a worker's disk until stored", () => {
     await sending;
     expect(stored.map((e) => e.request_id)).toEqual(["req/1: any characters"]);
     expect(eventFiles(dir)).toEqual([]);
+    expect(sender.waiting).toBe(0);
     await close();
   });
 
@@ -79,7 +81,9 @@ describe("usage events on a worker's disk until stored", () => {
     const { worker, stored, close } = await meteredBus();
     const sender = new UsageSender(worker, UsageSpool.open(dir), RETRY);
     expect(sender.resendSpooled()).toBe(2);
+    expect(sender.waiting).toBe(2);
     await expect.poll(() => eventFiles(dir)).toEqual([]);
+    expect(sender.waiting).toBe(0);
     expect(stored.map((e) => [e.request_id, e.output_tokens]).sort()).toEqual([
       ["left-1", 7],
       ["left-2", 9],
