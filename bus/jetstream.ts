@@ -208,7 +208,7 @@ class JetStreamBus implements Bus {
     return new BusUnavailableError(`not connected to NATS (${why}); reconnecting`);
   }
 
-  /** Runs a gateway-side call only while connected; a drop during the call rejects it the same way. */
+  /** Runs a call only while connected; a drop during the call rejects it the same way. */
   async #whileConnected<T>(call: () => Promise<T>): Promise<T> {
     if (!this.#connected) throw this.#unavailable("disconnected");
     try {
@@ -433,10 +433,13 @@ class JetStreamBus implements Bus {
     }
   }
 
+  /** Fails at once while disconnected: its callers retry, and a drain need not wait out a timeout. */
   async publishUsage(event: UsageEvent): Promise<Published> {
-    const ack = await this.js.publish(this.#prefix + usageSubject(event.base), encode(UsageEvent, event), {
-      msgID: event.request_id,
-    });
+    const ack = await this.#whileConnected(() =>
+      this.js.publish(this.#prefix + usageSubject(event.base), encode(UsageEvent, event), {
+        msgID: event.request_id,
+      }),
+    );
     return { duplicate: ack.duplicate };
   }
 

@@ -110,15 +110,17 @@ export class UsageSender {
     }
   }
 
-  /** True once stored; false when `stop()` said so before it was. */
+  /** True once stored; false when `stop()` said so after a failed attempt. */
   private async store(event: UsageEvent, stop: () => boolean): Promise<boolean> {
     const { firstMs, maxMs } = this.retry;
-    for (let attempt = 1; !stop(); attempt++) {
+    // One attempt always: stop() only ends the retries after a failure.
+    for (let attempt = 1; ; attempt++) {
       try {
         await this.bus.publishUsage(event);
         if (attempt > 1) logger.info({ request: event.request_id, attempt }, "usage event stored");
         return true;
       } catch (error) {
+        if (stop()) return false;
         if (attempt % WARN_EVERY === 1) {
           logger.warn(
             { err: error, request: event.request_id, attempt },
@@ -128,6 +130,5 @@ export class UsageSender {
         await new Promise((resolve) => setTimeout(resolve, Math.min(maxMs, firstMs * attempt)));
       }
     }
-    return false;
   }
 }

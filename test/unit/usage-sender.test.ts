@@ -140,6 +140,17 @@ describe("usage events on a worker's disk until stored", () => {
     await close();
   });
 
+  it("still sends an event that arrives once closed (a drain's last requests), when the bus takes it", async () => {
+    const { worker, stored, close } = await meteredBus();
+    const dir = newSpoolDir();
+    const sender = new UsageSender(worker, UsageSpool.open(dir), RETRY);
+    await sender.close();
+    expect(await sender.send(sampleUsage({ request_id: "last-of-the-drain" }))).toBe(true);
+    expect(stored.map((e) => e.request_id)).toEqual(["last-of-the-drain"]);
+    expect(eventFiles(dir)).toEqual([]);
+    await close();
+  });
+
   it("moves an unreadable file aside without sending it, and drops abandoned half-written files", async () => {
     const dir = newSpoolDir();
     const spool = UsageSpool.open(dir);
