@@ -35,6 +35,7 @@ import { loadTokenizer } from "../worker/engine/tokenizer.ts";
 import { type AdapterSlots, Scheduler } from "../worker/scheduler.ts";
 import { ensureBenchModel, machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
+import { percentile, round } from "./bench-stats.ts";
 import { type LuminetProcess, startLuminetProcess } from "./luminet-process.ts";
 import { benchNamespace, removeNamespace } from "./nats-namespace.ts";
 import { phaseBar } from "./phase-bar.ts";
@@ -156,13 +157,6 @@ const WORDS = (
   "the a river stone light quiet morning engine signal garden paper window orbit copper silver harbor " +
   "forest winter market lantern bridge"
 ).split(" ");
-
-const round = (value: number, places = 3) => Math.round(value * 10 ** places) / 10 ** places;
-
-function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? 0;
-}
 
 /** Runs `task(i)` for i < count with at most `concurrency` in flight, each slot taking the next index. */
 async function closedLoop(count: number, concurrency: number, task: (i: number) => Promise<void>) {

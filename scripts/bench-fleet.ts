@@ -22,6 +22,7 @@ import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
+import { percentile, round } from "./bench-stats.ts";
 import { type LuminetProcess, startLuminetProcess } from "./luminet-process.ts";
 import { benchNamespace, removeNamespace } from "./nats-namespace.ts";
 import { phaseBar } from "./phase-bar.ts";
@@ -121,12 +122,6 @@ export function zipfSequence(n: number, s: number, count: number, prng: Prng): n
   });
 }
 
-function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? 0;
-}
-
-const round = (value: number, places = 3) => Math.round(value * 10 ** places) / 10 ** places;
 const ratio = (a: number, b: number) => (b > 0 ? round(a / b) : 0);
 
 interface WorkerCounts {

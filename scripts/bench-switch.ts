@@ -22,6 +22,7 @@ import { Prng } from "../worker/engine/prng.ts";
 import { LuminetWorker } from "../worker/main.ts";
 import { machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
+import { percentile } from "./bench-stats.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
 export interface SwitchBenchOptions {
@@ -85,12 +86,6 @@ function ensureModel(device: Device, layers: number, log: (line: string) => void
   log(`generating bench-1b (${layers} layers, ${dtype}) with one rank-${RANK} adapter in ${own}`);
   initTinyModel(own, { shape: "bench-1b", layers, adapters: 1, rank: RANK, seed: 7, dtype });
   return own;
-}
-
-/** Nearest-rank percentile. */
-function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
 function summary(values: readonly number[]): Percentiles {

@@ -12,6 +12,7 @@ import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { ReplyStream } from "../../worker/replies.ts";
 import { UsageSender } from "../../worker/usage-sender.ts";
 import { sampleRequest } from "../contract/wire-samples.ts";
+import { failUsagePublishes } from "../support/flaky-usage.ts";
 
 const root = mkdtempSync(join(tmpdir(), "luminet-replies-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -19,24 +20,12 @@ const tokenizer = loadTokenizer(
   initTinyModel(join(root, "model"), { shape: "tiny", adapters: 0, rank: 4, seed: 1 }).dir,
 );
 
-/** Makes the first `failures` usage publishes of a bus fail, as they do while NATS is unreachable. */
-function failUsagePublishes(bus: Bus, failures: number): () => number {
-  let attempts = 0;
-  const publish = bus.publishUsage.bind(bus);
-  bus.publishUsage = (event: UsageEvent) => {
-    attempts++;
-    if (attempts <= failures) return Promise.reject(new Error("TimeoutError: the bus is down"));
-    return publish(event);
-  };
-  return () => attempts;
-}
-
 describe("a worker's reply stream", () => {
   it("keeps trying to store the usage event through a long outage, then sends the Final", async () => {
     const broker = new InProcessBroker();
     const gateway = broker.connect();
     const worker = broker.connect();
-    const attempts = failUsagePublishes(worker, 25);
+    const attempts = failUsagePublishes(worker, (attempt) => attempt <= 25);
     const stored: UsageEvent[] = [];
     const metering = await gateway.consumeUsage(async (event) => {
       stored.push(event);

@@ -10,23 +10,13 @@ import type { UsageEvent } from "../../schema/wire.ts";
 import { UsageSender } from "../../worker/usage-sender.ts";
 import { UsageSpool } from "../../worker/usage-spool.ts";
 import { sampleUsage } from "../contract/wire-samples.ts";
+import { failUsagePublishes } from "../support/flaky-usage.ts";
 
 const root = mkdtempSync(join(tmpdir(), "luminet-usage-spool-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 let spools = 0;
 const newSpoolDir = () => join(root, `spool-${spools++}`);
 const RETRY = { firstMs: 1, maxMs: 4 };
-
-/** A bus whose usage publishes fail while `down()` says so, as they do while NATS is unreachable. */
-function flakyUsage(bus: Bus, down: () => boolean): { attempts: () => number } {
-  let attempts = 0;
-  const publish = bus.publishUsage.bind(bus);
-  bus.publishUsage = (event: UsageEvent) => {
-    attempts++;
-    return down() ? Promise.reject(new Error("TimeoutError: the bus is down")) : publish(event);
-  };
-  return { attempts: () => attempts };
-}
 
 async function meteredBus() {
   const broker = new InProcessBroker();
@@ -52,12 +42,12 @@ describe("usage events on a worker's disk until stored", () => {
   it("holds an event on disk while the bus refuses it and removes it once stored", async () => {
     const { worker, stored, close } = await meteredBus();
     let down = true;
-    const bus = flakyUsage(worker, () => down);
+    const attempts = failUsagePublishes(worker, () => down);
     const dir = newSpoolDir();
     const sender = new UsageSender(worker, UsageSpool.open(dir), RETRY);
     const sending = sender.send(sampleUsage({ request_id: "req/1: any characters" }));
 
-    await expect.poll(() => bus.attempts()).toBeGreaterThan(3);
+    await expect.poll(() => attempts()).toBeGreaterThan(3);
     expect(eventFiles(dir)).toHaveLength(1);
     expect(sender.waiting).toBe(1);
     expect(UsageSpool.open(dir).held()).toEqual([
@@ -97,14 +87,14 @@ describe("usage events on a worker's disk until stored", () => {
     const dir = newSpoolDir();
     await UsageSpool.open(dir).keep(sampleUsage({ request_id: "still-down" }));
     const { worker, stored, close } = await meteredBus();
-    const bus = flakyUsage(worker, () => true);
+    const attempts = failUsagePublishes(worker, () => true);
     const sender = new UsageSender(worker, UsageSpool.open(dir), RETRY);
     sender.resendSpooled();
-    await expect.poll(() => bus.attempts()).toBeGreaterThan(2);
+    await expect.poll(() => attempts()).toBeGreaterThan(2);
     await sender.close();
-    const attemptsAtClose = bus.attempts();
+    const attemptsAtClose = attempts();
     await new Promise((resolve) => setTimeout(resolve, 30));
-    expect(bus.attempts()).toBe(attemptsAtClose);
+    expect(attempts()).toBe(attemptsAtClose);
     expect(stored).toEqual([]);
     expect(
       UsageSpool.open(dir)
@@ -117,13 +107,13 @@ describe("usage events on a worker's disk until stored", () => {
   it("gives up sending a spooled event once closed, leaving it on disk; never one held only in memory", async () => {
     const { worker, stored, close } = await meteredBus();
     let down = true;
-    const bus = flakyUsage(worker, () => down);
+    const attempts = failUsagePublishes(worker, () => down);
     const dir = newSpoolDir();
     const spooling = new UsageSender(worker, UsageSpool.open(dir), RETRY);
     const inMemory = new UsageSender(worker, null, RETRY);
     const spooledSend = spooling.send(sampleUsage({ request_id: "on-disk" }));
     const memorySend = inMemory.send(sampleUsage({ request_id: "in-memory" }));
-    await expect.poll(() => bus.attempts()).toBeGreaterThan(4);
+    await expect.poll(() => attempts()).toBeGreaterThan(4);
     await Promise.all([spooling.close(), inMemory.close()]);
     expect(await spooledSend).toBe(false);
     expect(
@@ -132,8 +122,8 @@ describe("usage events on a worker's disk until stored", () => {
         .map((e) => e.request_id),
     ).toEqual(["on-disk"]);
     // The one in memory keeps trying until the bus takes it.
-    const attempts = bus.attempts();
-    await expect.poll(() => bus.attempts()).toBeGreaterThan(attempts + 2);
+    const atClose = attempts();
+    await expect.poll(() => attempts()).toBeGreaterThan(atClose + 2);
     down = false;
     expect(await memorySend).toBe(true);
     expect(stored.map((e) => e.request_id)).toEqual(["in-memory"]);
