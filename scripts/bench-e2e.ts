@@ -36,6 +36,7 @@ import { type AdapterSlots, Scheduler } from "../worker/scheduler.ts";
 import { ensureBenchModel, machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { percentile, round } from "./bench-stats.ts";
+import { closedLoop } from "./closed-loop.ts";
 import { type LuminetProcess, startLuminetProcess } from "./luminet-process.ts";
 import { benchNamespace, removeNamespace } from "./nats-namespace.ts";
 import { phaseBar } from "./phase-bar.ts";
@@ -157,16 +158,6 @@ const WORDS = (
   "the a river stone light quiet morning engine signal garden paper window orbit copper silver harbor " +
   "forest winter market lantern bridge"
 ).split(" ");
-
-/** Runs `task(i)` for i < count with at most `concurrency` in flight, each slot taking the next index. */
-async function closedLoop(count: number, concurrency: number, task: (i: number) => Promise<void>) {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(concurrency, count) }, async () => {
-      while (next < count) await task(next++);
-    }),
-  );
-}
 
 /** User and system CPU seconds a process has used so far (Linux /proc); null elsewhere. */
 function cpuSecondsOf(pid: number): number | null {

@@ -23,6 +23,7 @@ import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { percentile, round } from "./bench-stats.ts";
+import { closedLoop } from "./closed-loop.ts";
 import { type LuminetProcess, startLuminetProcess } from "./luminet-process.ts";
 import { benchNamespace, removeNamespace } from "./nats-namespace.ts";
 import { phaseBar } from "./phase-bar.ts";
@@ -218,48 +219,43 @@ async function runOnce(
       const before = await fleetCounts(metricsUrls);
       const ttfts: number[] = [];
       let tokens = 0;
-      let next = 0;
       const started = performance.now();
-      const client = async () => {
-        while (next < sequence.length) {
-          const index = next++;
-          const sent = performance.now();
-          const generation = await startGeneration(
-            {
-              bus,
-              routing: { residencyBlind: router === "least-loaded" },
-              timeoutMs: 10 * 60_000,
-              retryAfterSeconds: 1,
-              coldStartTimeoutMs: 0,
-              now: Date.now,
-              metrics,
+      await closedLoop(sequence.length, o.concurrency, async (index) => {
+        const sent = performance.now();
+        const generation = await startGeneration(
+          {
+            bus,
+            routing: { residencyBlind: router === "least-loaded" },
+            timeoutMs: 10 * 60_000,
+            retryAfterSeconds: 1,
+            coldStartTimeoutMs: 0,
+            now: Date.now,
+            metrics,
+          },
+          {
+            requestId: `${router}-${phase}-${index}`,
+            caller: { keyId: "bench", orgId: "bench", prefix: "bench", scopes: [] },
+            base: BASE,
+            adapter: adapters[sequence[index]!]!,
+            admitted: {
+              promptTokenIds: prompt,
+              sampling: greedySampling(o.tokens),
+              stream: true,
+              includeUsage: false,
             },
-            {
-              requestId: `${router}-${phase}-${index}`,
-              caller: { keyId: "bench", orgId: "bench", prefix: "bench", scopes: [] },
-              base: BASE,
-              adapter: adapters[sequence[index]!]!,
-              admitted: {
-                promptTokenIds: prompt,
-                sampling: greedySampling(o.tokens),
-                stream: true,
-                includeUsage: false,
-              },
-            },
-          );
-          let first = true;
-          const chunks = generation.chunks();
-          for (;;) {
-            const step = await chunks.next();
-            if (step.done) break;
-            if (first) ttfts.push(performance.now() - sent);
-            first = false;
-            tokens += step.value.token_ids.length;
-          }
-          bar.increment();
+          },
+        );
+        let first = true;
+        const chunks = generation.chunks();
+        for (;;) {
+          const step = await chunks.next();
+          if (step.done) break;
+          if (first) ttfts.push(performance.now() - sent);
+          first = false;
+          tokens += step.value.token_ids.length;
         }
-      };
-      await Promise.all(Array.from({ length: o.concurrency }, client));
+        bar.increment();
+      });
       bar.stop();
       const seconds = (performance.now() - started) / 1000;
       const after = await fleetCounts(metricsUrls);

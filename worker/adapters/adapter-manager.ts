@@ -130,6 +130,7 @@ export class AdapterManager {
     this.toRam(ref).catch(() => {});
   }
 
+  /** Where the adapter is on this worker now (for the arrivals metric). */
   whereIs(ref: AdapterRef): Whereabouts {
     const key = keyOf(ref);
     if (this.table.isReady(key)) return "slot";

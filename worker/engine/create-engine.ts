@@ -23,14 +23,14 @@ export interface ServingEngine {
   decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>>;
   /**
    * A decode where the sequences in `choices` may come back picked or as candidates instead of their
-   * logits (decode-row.ts). The CUDA engine does so when every sequence has a choice; the onnxruntime
-   * engine always returns logits.
+   * logits (decode-row.ts); the others get their logits. The CUDA engine settles choices on the device;
+   * the onnxruntime engine always returns logits.
    */
   decodePicking(
     tokens: ReadonlyMap<string, number>,
     choices: ReadonlyMap<string, DecodeChoice>,
   ): Promise<Map<string, DecodeRow>>;
-  /** The logits of a sequence of the last decodePicking that came back as candidates. */
+  /** The logits of a sequence of the last decode, for candidates that could not settle its draw. */
   logitsOf(id: string): Float32Array;
   switchAdapter(id: string, slot: number): void;
   release(id: string): void;

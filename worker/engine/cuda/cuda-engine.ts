@@ -268,8 +268,10 @@ export class CudaEngine {
     this.native.close();
   }
 
-  /** Every running sequence's newest token at position = its length; each length then grows by one. */
-  /** With `temperatures` (one per row), the step also returns CANDIDATES candidates per row. */
+  /**
+   * Every running sequence's newest token at position = its length; each length then grows by one. With
+   * `temperatures` (one per row), the step also returns CANDIDATES candidates per row.
+   */
   private async runDecode(
     tokens: ReadonlyMap<string, number>,
     returnLogits: boolean,
