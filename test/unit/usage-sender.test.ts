@@ -4,7 +4,6 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import type { Bus } from "../../bus/bus.ts";
 import { InProcessBroker } from "../../bus/in-process.ts";
 import type { UsageEvent } from "../../schema/wire.ts";
 import { UsageSender } from "../../worker/usage-sender.ts";
