@@ -15,6 +15,7 @@ import {
 } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { type TensorToWrite, writeSafetensors } from "../worker/engine/safetensors.ts";
+import { UniformStream } from "./uniform-stream.ts";
 
 export interface RandomAdapterOptions {
   rank: number;
@@ -40,6 +41,8 @@ export interface RandomAdapterOptions {
 // 0.02-std base weight adds, large enough to move logits, small enough to stay far from overflow in f16.
 const DELTA_RATIO = 0.2;
 const BIAS_STD = 0.05;
+// B and the bias are uniform with these stds (a uniform draw in ±half has std half / √3).
+const SQRT3 = Math.sqrt(3);
 
 function toDtype(values: Float32Array, dtype: "F32" | "F16" | "BF16"): ArrayBufferView {
   if (dtype === "F16") return float32ToFloat16(values);
@@ -81,13 +84,11 @@ export function writeRandomAdapter(dir: string, model: ModelConfig, options: Ran
       const r = moduleRank(parsed, path);
       const { inFeatures, outFeatures } = moduleShape(model, kind);
       // One stream per module: a module's values depend only on the seed, its position and its shape.
-      const rng = new Prng(options.seed, layer * MODULE_KINDS.length + k);
+      const rng = new UniformStream(new Prng(options.seed, layer * MODULE_KINDS.length + k));
       const a = new Float32Array(r * inFeatures);
-      const aBound = 1 / Math.sqrt(inFeatures);
-      for (let i = 0; i < a.length; i++) a[i] = (2 * rng.nextFloat() - 1) * aBound;
+      rng.fill(a, 0, 1 / Math.sqrt(inFeatures));
       const b = new Float32Array(outFeatures * r);
-      const bStd = DELTA_RATIO * Math.sqrt(3 / r);
-      for (let i = 0; i < b.length; i++) b[i] = rng.nextNormal() * bStd;
+      rng.fill(b, 0, SQRT3 * DELTA_RATIO * Math.sqrt(3 / r));
       const name = `base_model.model.${path}`;
       tensors.push({ name: `${name}.lora_A.weight`, dtype, shape: [r, inFeatures], data: toDtype(a, dtype) });
       tensors.push({
@@ -98,7 +99,7 @@ export function writeRandomAdapter(dir: string, model: ModelConfig, options: Ran
       });
       if (options.loraBias) {
         const bias = new Float32Array(outFeatures);
-        for (let i = 0; i < bias.length; i++) bias[i] = rng.nextNormal() * BIAS_STD;
+        rng.fill(bias, 0, SQRT3 * BIAS_STD);
         tensors.push({
           name: `${name}.lora_B.bias`,
           dtype,

