@@ -72,6 +72,8 @@ export interface EngineBenchResult {
     timed_steps: number;
     rank: number;
   };
+  /** cuda only: device milliseconds per phase of one profiled step, at base-only and at U = 64. */
+  phases?: { U: number; ms: Record<string, number> }[];
 }
 
 const SEQUENCES = 64;
@@ -79,6 +81,8 @@ const RANK = 16;
 const U_VALUES = [1, 4, 16, 64];
 /** Steps per run between switches; runs rotate until each has its timed steps. */
 const BLOCK = 4;
+/** On cuda, after the timed runs: one step profiled phase by phase at each of these U. */
+const PROFILED_U = [0, 64];
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -163,7 +167,8 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   const context = onGpu ? 512 : 128;
   const timedSteps = onGpu ? 32 : 16;
   const runs = [0, ...U_VALUES];
-  const totalSteps = runs.length * (timedSteps + 1);
+  const profiledSteps = device === "cuda" ? PROFILED_U.length : 0;
+  const totalSteps = runs.length * (timedSteps + 1) + profiledSteps;
   const promptLength = context - totalSteps - 1;
   // Before minutes of model generation: a device that cannot run says so now.
   assertDeviceUsable(device);
@@ -239,8 +244,25 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   }
   log("measuring the roofline (peak MatMul rate, memory bandwidth)");
   let roofline: Roofline;
+  let phases: EngineBenchResult["phases"];
   if (engine instanceof CudaEngine) {
     roofline = await engine.roofline(CUDA_ROOFLINE_SIZES);
+    // Last, so that a profile the device refuses costs none of the figures above.
+    log("profiling one step's phases at base-only and at U = 64");
+    try {
+      phases = [];
+      for (const u of PROFILED_U) {
+        assign(u);
+        const profiled = await engine.profileDecode(next);
+        next = profiled.next;
+        phases.push({
+          U: u,
+          ms: Object.fromEntries(Object.entries(profiled.phases).map(([phase, ms]) => [phase, round(ms, 4)])),
+        });
+      }
+    } catch (error) {
+      log(`profiling failed: ${(error as Error).message}`);
+    }
     await engine.close();
   } else {
     await engine.close();
@@ -296,6 +318,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
       timed_steps: timedSteps,
       rank: RANK,
     },
+    ...(phases?.length ? { phases } : {}),
   };
 }
 
@@ -331,6 +354,20 @@ export function reportEngineBench(
     process.stdout.write(
       `${String(r.U).padEnd(5)}${String(r.tokens_per_s).padEnd(11)}${r.ratio.toFixed(3).padEnd(8)}${r.bound.toFixed(3).padEnd(8)}${r.efficiency.toFixed(3).padEnd(13)}${r.step_ms_p50.toFixed(1).padEnd(10)}${r.added_ms_p50.toFixed(1).padEnd(11)}${r.cpu_ratio?.toFixed(3) ?? "—"}\n`,
     );
+  }
+  if (!result.phases) return;
+  process.stdout.write(`\ndevice ms per step by phase (one profiled step each)\n${"phase".padEnd(22)}`);
+  process.stdout.write(
+    `${result.phases.map((p) => (p.U === 0 ? "base" : `U=${p.U}`).padEnd(10)).join("")}\n`,
+  );
+  // In the forward's order: the last profile (U = 64) has every phase.
+  const names = [...new Set([...result.phases].reverse().flatMap((p) => Object.keys(p.ms)))];
+  for (const name of [...names, "total"]) {
+    const cells = result.phases.map((p) => {
+      const ms = name === "total" ? Object.values(p.ms).reduce((a, b) => a + b, 0) : p.ms[name];
+      return (ms === undefined ? "—" : ms.toFixed(3)).padEnd(10);
+    });
+    process.stdout.write(`${name.padEnd(22)}${cells.join("")}\n`);
   }
 }
 

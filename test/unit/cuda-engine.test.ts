@@ -409,6 +409,61 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     await cpu.close();
     await cuda.close();
   });
+  it("times a decode step's phases on the device without changing what the step computes", async () => {
+    const ids = Array.from({ length: 4 }, (_, i) => `p${i}`);
+    // Two adapter rows (one adapter twice) and two base rows.
+    const slots = [1, 0, 1, 0];
+    const started = async (cudaGraphs: boolean) => {
+      const { engine: pending } = cudaEngine({ cudaGraphs });
+      const engine = await pending;
+      await engine.writeAdapter(1, adapters[2]!);
+      const first = await engine.prefillTogether(
+        ids.map((id, i) => ({ id, tokens: prompt(i), slot: slots[i]! })),
+      );
+      return { engine, next: new Map(ids.map((id, i) => [id, argmax(first[i]!)])) };
+    };
+    const plain = await started(true);
+    const want = await plain.engine.decodeGreedy(plain.next);
+    const wantAfter = await plain.engine.decodeGreedy(want);
+
+    for (const cudaGraphs of [true, false]) {
+      const profiled = await started(cudaGraphs);
+      const startedAt = performance.now();
+      const { next, phases } = await profiled.engine.profileDecode(profiled.next);
+      const wallMs = performance.now() - startedAt;
+      expect(next).toEqual(want);
+      // A graph replayed twice wrote the same cache entries: the next step is unchanged too.
+      expect(await profiled.engine.decodeGreedy(next)).toEqual(wantAfter);
+      expect(Object.keys(phases)).toEqual([
+        "embed",
+        "norms",
+        "qkv gemm",
+        "lora",
+        "rotary + cache write",
+        "attention",
+        "o gemm",
+        "gate_up gemm",
+        "silu * up",
+        "down gemm",
+        "lm_head gemm",
+        "argmax",
+      ]);
+      for (const ms of Object.values(phases)) expect(ms).toBeGreaterThanOrEqual(0);
+      // Real work takes measurable time, and the phases of one forward add up to less than the call took.
+      expect(phases.attention).toBeGreaterThan(0);
+      expect(phases.lora).toBeGreaterThan(0);
+      const total = Object.values(phases).reduce((a, b) => a + b, 0);
+      expect(total).toBeLessThan(wallMs);
+      await profiled.engine.close();
+    }
+
+    // A step without adapter rows has no LoRA phase.
+    for (const id of ids) plain.engine.switchAdapter(id, 0);
+    const { phases } = await plain.engine.profileDecode(wantAfter);
+    expect(phases).not.toHaveProperty("lora");
+    expect(phases).toHaveProperty("qkv gemm");
+    await plain.engine.close();
+  });
 });
 
 describe("the CUDA engine without its addon or a GPU", () => {

@@ -46,6 +46,23 @@ export const PREFILL_STEP_TOKENS = 512;
 const WEIGHT_DTYPES: readonly string[] = ["F32", "F16", "BF16"] satisfies WeightDtype[];
 
 /** Calls that run steps must not overlap: each plans from the lengths the previous one left. */
+/** What a run of rows asks of the device besides their argmax. */
+interface RunOptions {
+  /** Copy every logit row to the host. */
+  returnLogits: boolean;
+  /** One per row: return CANDIDATES candidates per row, their log-sum-exp at these temperatures. */
+  temperatures?: Float32Array;
+  /** Time the step's phases (CudaEngine.profileDecode). */
+  profile?: boolean;
+}
+
+interface RowResults {
+  logits: Float32Array[];
+  argmax: number[];
+  candidates: NativeCandidates | null;
+  phases: Record<string, number> | null;
+}
+
 export class CudaEngine {
   readonly formulation = CUDA_FORMULATION;
   private readonly sequences: SequenceTable;
@@ -150,7 +167,7 @@ export class CudaEngine {
         })),
         allLogits,
       );
-      const { logits } = await this.runRows(rows, true);
+      const { logits } = await this.runRows(rows, { returnLogits: true });
       for (const { tokens, sequence } of admitted) sequence.length = tokens.length;
       return logits;
     } catch (error) {
@@ -164,14 +181,25 @@ export class CudaEngine {
    * logits of the next token per sequence, in the order given.
    */
   async decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>> {
-    const { ids, logits } = await this.runDecode(tokens, true);
+    const { ids, logits } = await this.runDecode(tokens, { returnLogits: true });
     return new Map(ids.map((id, i) => [id, logits[i]!]));
   }
 
   /** decode, but only each sequence's greedy next token comes back (argmax on the device, no logits copied). */
   async decodeGreedy(tokens: ReadonlyMap<string, number>): Promise<Map<string, number>> {
-    const { ids, argmax } = await this.runDecode(tokens, false);
+    const { ids, argmax } = await this.runDecode(tokens, { returnLogits: false });
     return new Map(ids.map((id, i) => [id, argmax[i]!]));
+  }
+
+  /**
+   * decodeGreedy with the step's forward timed phase by phase on the device (NativeStepResult.phases): where
+   * a step's time goes, for `luminet bench engine --device cuda`. Not replayed from a kept CUDA graph.
+   */
+  async profileDecode(
+    tokens: ReadonlyMap<string, number>,
+  ): Promise<{ next: Map<string, number>; phases: Record<string, number> }> {
+    const { ids, argmax, phases } = await this.runDecode(tokens, { returnLogits: false, profile: true });
+    return { next: new Map(ids.map((id, i) => [id, argmax[i]!])), phases: phases! };
   }
 
   /**
@@ -197,7 +225,7 @@ export class CudaEngine {
           return choice?.kind === "candidates" ? choice.temperature : 0;
         })
       : undefined;
-    const { argmax, candidates } = await this.runDecode(tokens, false, temperatures);
+    const { argmax, candidates } = await this.runDecode(tokens, { returnLogits: false, temperatures });
     const c = CANDIDATES;
     const rows = new Map<string, DecodeRow>();
     ids.forEach((id, i) => {
@@ -274,14 +302,8 @@ export class CudaEngine {
    */
   private async runDecode(
     tokens: ReadonlyMap<string, number>,
-    returnLogits: boolean,
-    temperatures?: Float32Array,
-  ): Promise<{
-    ids: string[];
-    logits: Float32Array[];
-    argmax: number[];
-    candidates: NativeCandidates | null;
-  }> {
+    options: RunOptions,
+  ): Promise<RowResults & { ids: string[] }> {
     if (tokens.size !== this.sequences.size) {
       const missing = this.sequences.ids().filter((id) => !tokens.has(id));
       throw new EngineError(`decode must cover every running sequence; missing ${missing.join(", ")}`);
@@ -305,7 +327,7 @@ export class CudaEngine {
       });
     }
     this.checkDistinctAdapters(rows.map((r) => r.slot));
-    const result = await this.runRows(rows, returnLogits, temperatures);
+    const result = await this.runRows(rows, options);
     for (const sequence of sequences) sequence.length += 1;
     const ids = [...tokens.keys()];
     this.lastDecodeIds = ids;
@@ -313,11 +335,8 @@ export class CudaEngine {
   }
 
   /** Runs rows as native steps, in order; the logit rows' results come back in row order. */
-  private async runRows(
-    rows: StepRow[],
-    returnLogits: boolean,
-    temperatures?: Float32Array,
-  ): Promise<{ logits: Float32Array[]; argmax: number[]; candidates: NativeCandidates | null }> {
+  private async runRows(rows: StepRow[], options: RunOptions): Promise<RowResults> {
+    const { returnLogits, temperatures, profile = false } = options;
     if (this.stepping) {
       throw new EngineError(
         "a step is already running on this engine: await each call (EngineThread serializes them)",
@@ -329,17 +348,21 @@ export class CudaEngine {
     const logits: Float32Array[] = [];
     const argmax: number[] = [];
     let candidates: NativeCandidates | null = null;
+    let phases: Record<string, number> | null = null;
     const vocab = this.spec.vocab;
     try {
       const steps = planSteps(rows, this.spec.maxStepTokens, returnLogits);
       // A decode is one step (cache rows never exceed a step's rows): the candidates are that step's.
-      if (temperatures && steps.length !== 1)
-        throw new EngineError("candidates come from a single-step decode");
+      if ((temperatures || profile) && steps.length !== 1)
+        throw new EngineError("candidates and profiles come from a single-step decode");
       for (const { native: step, wanted } of steps) {
-        const result = await this.native.step(
-          temperatures ? { ...step, candidates: Math.min(CANDIDATES, vocab), temperatures } : step,
-        );
+        const result = await this.native.step({
+          ...step,
+          ...(temperatures ? { candidates: Math.min(CANDIDATES, vocab), temperatures } : {}),
+          ...(profile ? { profile } : {}),
+        });
         candidates = result.candidates;
+        phases = result.phases;
         checkResult(step, result, vocab);
         argmax.push(...result.argmax.subarray(0, wanted));
         if (result.logits) {
@@ -349,7 +372,7 @@ export class CudaEngine {
     } finally {
       this.stepping = false;
     }
-    return { logits, argmax, candidates };
+    return { logits, argmax, candidates, phases };
   }
 
   private checkToken(id: string, token: number): void {

@@ -86,6 +86,8 @@ export interface NativeStep {
   candidates?: number;
   /** With candidates: each logit row's temperature for the log-sum-exp (≤ 0 counts as 1). */
   temperatures?: Float32Array;
+  /** Time the forward's phases on the device (NativeStepResult.phases); for benchmarks, not for serving. */
+  profile?: boolean;
 }
 
 /** A step's candidates: per logit row, its largest logits, largest first (ties: lower id first; NaN = -inf). */
@@ -105,6 +107,11 @@ export interface NativeStepResult {
   logits: Float32Array | null;
   /** When the step asked for candidates, else null. */
   candidates: NativeCandidates | null;
+  /**
+   * When the step was profiled: device milliseconds per phase of the forward ("qkv gemm", "attention",
+   * "lora", ...; a phase of every layer summed over the layers), in the order of the forward; else null.
+   */
+  phases: Record<string, number> | null;
 }
 
 export interface NativeMemory {

@@ -146,6 +146,13 @@ class StepWorker : public PromiseWorker {
     } else {
       result.Set("candidates", env.Null());
     }
+    if (input_.profile) {
+      Napi::Object phases = Napi::Object::New(env);
+      for (const auto& [phase, ms] : output_.phases) phases.Set(phase, ms);
+      result.Set("phases", phases);
+    } else {
+      result.Set("phases", env.Null());
+    }
     return result;
   }
 
@@ -287,6 +294,7 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
     input.slots = intVector(o, "slots");
     input.logitRows = intVector(o, "logitRows");
     input.returnLogits = boolProperty(o, "returnLogits");
+    input.profile = !o.Get("profile").IsUndefined() && boolProperty(o, "profile");
     const Napi::Value candidates = o.Get("candidates");
     if (!candidates.IsUndefined()) {
       input.candidates = intProperty(o, "candidates");

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <stdexcept>
 
@@ -324,14 +325,16 @@ StepOutput DeviceModel::step(const StepInput& in) {
                      device + 5 * rows};
   CUDA_CHECK(cudaMemcpyAsync(meta_.as<int>(), hostMeta_.as<int>(), (5 * size_t(rows) + logitCount) * sizeof(int),
                              cudaMemcpyHostToDevice, compute_));
+  StepOutput out;
   const GraphKey key{rows, logitCount, anyAdapter};
-  if (graphsEnabled_ && ++timesSeen_[key] > 1 && runGraph(key, meta)) {
+  if (in.profile) {
+    out.phases = profileForward(meta, rows, logitCount, anyAdapter);
+  } else if (graphsEnabled_ && ++timesSeen_[key] > 1 && runGraph(key, meta)) {
     // replayed
   } else {
     enqueueForward(meta, rows, logitCount, anyAdapter);
   }
 
-  StepOutput out;
   CUDA_CHECK(cudaMemcpyAsync(hostArgmax_.as<int>(), argmax_.as<int>(), logitCount * sizeof(int),
                              cudaMemcpyDeviceToHost, compute_));
   const size_t logitValues = size_t(logitCount) * spec_.vocab;
@@ -406,6 +409,57 @@ cudaGraphExec_t DeviceModel::capture(const GraphKey& key, const RowMeta& meta) {
   return exec;
 }
 
+std::vector<std::pair<std::string, double>> DeviceModel::profileForward(const RowMeta& rows, int rowCount,
+                                                                      int logitCount, bool anyAdapter) {
+  if (graphsEnabled_) {
+    try {
+      return profileInGraph(rows, rowCount, logitCount, anyAdapter);
+    } catch (const std::exception& error) {
+      // Eager timings still say where the time goes; they also count the host's gaps between launches.
+      std::fprintf(stderr, "luminet cuda: timing phases inside a graph failed (%s); timing them eagerly\n",
+                   error.what());
+      cudaGetLastError();
+    }
+  }
+  PhaseTimer timer(compute_);
+  enqueueForward(rows, rowCount, logitCount, anyAdapter, &timer);
+  CUDA_CHECK(cudaStreamSynchronize(compute_));
+  return timer.totals();
+}
+
+std::vector<std::pair<std::string, double>> DeviceModel::profileInGraph(const RowMeta& rows, int rowCount,
+                                                                       int logitCount, bool anyAdapter) {
+  // Captured with its timing events and launched twice: the first launch uploads the graph, the second is
+  // timed as kept graphs replay. Running the forward twice is harmless: it writes the same cache entries.
+  CUDA_CHECK(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
+  cudaGraph_t graph = nullptr;
+  std::unique_ptr<PhaseTimer> timer;
+  try {
+    timer = std::make_unique<PhaseTimer>(compute_);
+    enqueueForward(rows, rowCount, logitCount, anyAdapter, timer.get());
+  } catch (...) {
+    cudaStreamEndCapture(compute_, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    throw;
+  }
+  CUDA_CHECK(cudaStreamEndCapture(compute_, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  CUDA_CHECK(instantiated);
+  try {
+    for (int launch = 0; launch < 2; ++launch) {
+      CUDA_CHECK(cudaGraphLaunch(exec, compute_));
+      CUDA_CHECK(cudaStreamSynchronize(compute_));
+    }
+    cudaGraphExecDestroy(exec);
+  } catch (...) {
+    cudaGraphExecDestroy(exec);
+    throw;
+  }
+  return timer->totals();
+}
+
 void DeviceModel::gemm(const half* x, int rows, int in, const half* w, int out, float* y, float beta) {
   // Row-major y[rows, out] = x[rows, in] · wᵀ (w is [out, in], Hugging Face's layout) is, in cuBLAS's
   // column-major terms, yᵀ = w · xᵀ: w read transposed, x as is.
@@ -434,7 +488,8 @@ void DeviceModel::enqueueLora(const RowMeta& rows, int rowCount, int layer, std:
   launchLoraExpand(rows, rowCount, group, shrink_.as<float>(), y, yStride, compute_);
 }
 
-void DeviceModel::enqueueForward(const RowMeta& rows, int rowCount, int logitCount, bool anyAdapter) {
+void DeviceModel::enqueueForward(const RowMeta& rows, int rowCount, int logitCount, bool anyAdapter,
+                                 PhaseTimer* timer) {
   const ModelSpec& s = spec_;
   const int qkvWidth = (s.heads + 2 * s.kvHeads) * s.headDim;
   const int attentionWidth = s.heads * s.headDim;
@@ -447,33 +502,62 @@ void DeviceModel::enqueueForward(const RowMeta& rows, int rowCount, int logitCou
   half* attention = attention_.as<half>();
   half* activation = activation_.as<half>();
 
+  const auto mark = [timer](const char* phase) {
+    if (timer) timer->mark(phase);
+  };
+
   launchEmbed(rows, rowCount, weightData("embed"), s.hidden, residual, compute_);
+  mark("embed");
   for (int l = 0; l < s.layers; ++l) {
     launchRmsNorm(residual, nullptr, rowCount, s.hidden, weightData(layerName(l, "attn_norm")), s.rmsNormEps, normed,
                   compute_);
+    mark("norms");
     gemm(normed, rowCount, s.hidden, weightData(layerName(l, "qkv")), qkvWidth, qkv, 0.f);
-    if (anyAdapter) enqueueLora(rows, rowCount, l, {kQ, kK, kV}, normed, s.hidden, qkv, qkvWidth);
+    mark("qkv gemm");
+    if (anyAdapter) {
+      enqueueLora(rows, rowCount, l, {kQ, kK, kV}, normed, s.hidden, qkv, qkvWidth);
+      mark("lora");
+    }
     launchRotaryAndCache(rows, rowCount, qkv, s.qkvBias ? weightData(layerName(l, "qkv_bias")) : nullptr,
                          invFreq_.as<float>(), shape, cache, l, queries_.as<float>(), compute_);
+    mark("rotary + cache write");
     launchAttention(rows, rowCount, queries_.as<float>(), shape, cache, l, attention, compute_);
+    mark("attention");
     // o and down add into the residual stream: beta = 1.
     gemm(attention, rowCount, attentionWidth, weightData(layerName(l, "o")), s.hidden, residual, 1.f);
-    if (anyAdapter) enqueueLora(rows, rowCount, l, {kO}, attention, attentionWidth, residual, s.hidden);
+    mark("o gemm");
+    if (anyAdapter) {
+      enqueueLora(rows, rowCount, l, {kO}, attention, attentionWidth, residual, s.hidden);
+      mark("lora");
+    }
     launchRmsNorm(residual, nullptr, rowCount, s.hidden, weightData(layerName(l, "mlp_norm")), s.rmsNormEps, normed,
                   compute_);
+    mark("norms");
     gemm(normed, rowCount, s.hidden, weightData(layerName(l, "gate_up")), 2 * s.intermediate, gateUp, 0.f);
-    if (anyAdapter) enqueueLora(rows, rowCount, l, {kGate, kUp}, normed, s.hidden, gateUp, 2 * s.intermediate);
+    mark("gate_up gemm");
+    if (anyAdapter) {
+      enqueueLora(rows, rowCount, l, {kGate, kUp}, normed, s.hidden, gateUp, 2 * s.intermediate);
+      mark("lora");
+    }
     launchSiluMul(gateUp, rowCount, s.intermediate, activation, compute_);
+    mark("silu * up");
     gemm(activation, rowCount, s.intermediate, weightData(layerName(l, "down")), s.hidden, residual, 1.f);
-    if (anyAdapter) enqueueLora(rows, rowCount, l, {kDown}, activation, s.intermediate, residual, s.hidden);
+    mark("down gemm");
+    if (anyAdapter) {
+      enqueueLora(rows, rowCount, l, {kDown}, activation, s.intermediate, residual, s.hidden);
+      mark("lora");
+    }
   }
   // Only the rows whose logits are wanted go through the final norm and lm_head.
   half* lmInput = lmInput_.as<half>();
   launchRmsNorm(residual, rows.logitRows, logitCount, s.hidden, weightData("final_norm"), s.rmsNormEps, lmInput,
                 compute_);
+  mark("norms");
   gemm(lmInput, logitCount, s.hidden, weightData(s.tieWordEmbeddings ? "embed" : "lm_head"), s.vocab,
        logits_.as<float>(), 0.f);
+  mark("lm_head gemm");
   launchArgmax(logits_.as<float>(), logitCount, s.vocab, argmax_.as<int>(), compute_);
+  mark("argmax");
 }
 
 RooflineReport DeviceModel::measureRoofline(int size, size_t copyBytes, int repeats) {

@@ -11,6 +11,7 @@
 #include "cublas-loader.h"
 #include "device-buffer.h"
 #include "kernels.cuh"
+#include "phase-timer.h"
 
 namespace luminet {
 
@@ -54,6 +55,8 @@ struct StepInput {
   /** Largest logits to return per logit row (0: none), with the log-sum-exp at each row's temperature. */
   int candidates = 0;
   std::vector<float> temperatures;  // one per logit row when candidates > 0
+  /** Times the step's phases (StepOutput::phases); a profiled step is not replayed from a kept graph. */
+  bool profile = false;
 };
 
 struct StepOutput {
@@ -62,6 +65,8 @@ struct StepOutput {
   std::vector<int> candidateIds;  // [logit rows][candidates], largest logit first
   std::vector<float> candidateLogits;
   std::vector<float> logSumExp;  // one per logit row
+  /** Device milliseconds per phase of the forward (per-layer phases summed) when the step was profiled. */
+  std::vector<std::pair<std::string, double>> phases;
 };
 
 /** The device's measured peak: fp16 GEMM rate (the engine's kind, fp32 out) and device-to-device copy rate. */
@@ -112,8 +117,14 @@ class DeviceModel {
   const half* weightData(const std::string& name) const;
   void checkWeightsComplete();
   void validate(const StepInput& input) const;
-  /** Enqueues the whole forward of a step on the compute stream. */
-  void enqueueForward(const RowMeta& rows, int rowCount, int logitCount, bool anyAdapter);
+  /** Enqueues the whole forward of a step on the compute stream; a timer, when given, marks each phase. */
+  void enqueueForward(const RowMeta& rows, int rowCount, int logitCount, bool anyAdapter,
+                      PhaseTimer* timer = nullptr);
+  /** Runs the forward with its phases timed (in a one-off graph when graphs are on) and returns them. */
+  std::vector<std::pair<std::string, double>> profileForward(const RowMeta& rows, int rowCount, int logitCount,
+                                                             bool anyAdapter);
+  std::vector<std::pair<std::string, double>> profileInGraph(const RowMeta& rows, int rowCount, int logitCount,
+                                                             bool anyAdapter);
   void enqueueLora(const RowMeta& rows, int rowCount, int layer, std::initializer_list<int> kinds, const half* x,
                    int xStride, float* y, int yStride);
   void gemm(const half* x, int rows, int in, const half* w, int out, float* y, float beta);
