@@ -135,6 +135,55 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
       expect(logSumExp[row]).toBeCloseTo(max / temperature + Math.log(sum), 3);
     }
     expect([...model.logitsOf(1)]).toEqual([...result.logits!.subarray(vocab)]);
+
+    // Penalties move the picks and candidates, computed from a penalized copy; the raw logits stay as they were.
+    const step = {
+      tokens: Int32Array.of(5, 150),
+      cacheRows: Int32Array.of(0, 0),
+      positions: Int32Array.of(0, 1),
+      slots: Int32Array.of(0, 0),
+      logitRows: Int32Array.of(0, 1),
+      returnLogits: true,
+      candidates: 64,
+      temperatures: Float32Array.of(0.5, 0),
+    };
+    const penalties = {
+      rows: Int32Array.of(0, 0, 1, 1),
+      tokens: Int32Array.of(tokens[0]!, 7, tokens[64]!, tokens[65]!),
+      repetition: Float64Array.of(2, 1, 4, 0.5),
+      presence: Float64Array.of(0.25, 0, 0, -0.1),
+      frequency: Float64Array.of(0.5, 1, 0, 0),
+    };
+    const penalized = await model.step({ ...step, penalties });
+    expect([...penalized.logits!]).toEqual([...result.logits!]);
+    for (const row of [0, 1]) {
+      const x = Float32Array.from(result.logits!.subarray(row * vocab, (row + 1) * vocab));
+      for (const [i, t] of penalties.tokens.entries()) {
+        if (penalties.rows[i] !== row) continue;
+        const r = penalties.repetition[i]!;
+        if (r !== 1) x[t] = x[t]! > 0 ? x[t]! / r : x[t]! * r;
+        x[t] = x[t]! - penalties.presence[i]! - penalties.frequency[i]!;
+      }
+      const order = [...x.keys()].sort((a, b) => x[b]! - x[a]! || a - b);
+      expect(penalized.argmax[row]).toBe(order[0]);
+      expect(penalized.argmax[row]).not.toBe(result.argmax[row]);
+      const got = penalized.candidates!;
+      expect([...got.tokens.subarray(row * 64, (row + 1) * 64)]).toEqual(order.slice(0, 64));
+      expect([...got.logits.subarray(row * 64, (row + 1) * 64)]).toEqual(
+        order.slice(0, 64).map((t) => x[t]!),
+      );
+    }
+    const refused = (change: Partial<typeof penalties>) =>
+      model.step({ ...step, penalties: { ...penalties, ...change } });
+    await expect(refused({ tokens: Int32Array.of(7, 7, 1, 2) })).rejects.toThrow(
+      /lists a penalty token twice/,
+    );
+    await expect(refused({ tokens: Int32Array.of(1, 2, 3, vocab) })).rejects.toThrow(
+      /penalty token 300 out of range/,
+    );
+    await expect(refused({ rows: Int32Array.of(0, 0, 1, 2) })).rejects.toThrow(/penalty row 2 out of range/);
+    await expect(refused({ presence: Float64Array.of(0) })).rejects.toThrow(/one entry each/);
+    await expect(refused({ repetition: Float64Array.of(1, 1, 0, 1) })).rejects.toThrow(/must be > 0/);
     model.close();
   });
 });

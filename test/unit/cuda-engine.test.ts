@@ -279,9 +279,9 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
 
   it("draws through the device's picks and candidates what it draws from whole rows, fetching the rows they cannot settle", async () => {
     const tokenizer = loadTokenizer(modelDir);
-    const { steps, engine: pending } = cudaEngine({ maxBatch: 8 });
+    const { steps, engine: pending } = cudaEngine({ maxBatch: 12 });
     const sparse = await pending;
-    const whole = await cudaEngine({ maxBatch: 8 }).engine;
+    const whole = await cudaEngine({ maxBatch: 12 }).engine;
     for (const engine of [sparse, whole]) await engine.writeAdapter(1, adapters[0]!);
     let fetched = 0;
     const logitsOf = sparse.logitsOf.bind(sparse);
@@ -302,17 +302,22 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
       { temperature: 0.7, topK: 40, topP: 0.95, seed: 3, topLogprobs: 2 },
       {},
       { temperature: 0, topLogprobs: 3 },
-      // No choice: penalties need the whole row, fetched alone while the others keep their picks.
+      // Penalties applied on the device before its pick and its candidates; the tiny model seldom repeats a
+      // token within six, so these reward repeats (a repetition penalty below 1, negative presence).
+      { temperature: 0, repetitionPenalty: 0.3, frequencyPenalty: 0.5 },
+      { temperature: 0.9, topK: 8, seed: 5, presencePenalty: -4, repetitionPenalty: 1.2 },
+      { temperature: 0, topLogprobs: 2, frequencyPenalty: 1, presencePenalty: -6 },
+      // No choice: a draw over the whole vocabulary needs the row, fetched alone while the others keep their picks.
       { temperature: 0.8, frequencyPenalty: 0.5, presencePenalty: 0.3, seed: 4 },
     ];
-    const run = (engine: StepEngine) => {
+    const run = (engine: StepEngine, params = sampling) => {
       const batcher = new ContinuousBatcher(engine, tokenizer, {
-        maxBatch: 8,
+        maxBatch: 12,
         maxContext: 64,
         prefillTokenBudget: 64,
       });
       return Promise.all(
-        sampling.map((p, i) =>
+        params.map((p, i) =>
           batcher.submit({
             id: `r${i}`,
             promptTokens: prompt(i),
@@ -334,12 +339,21 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
       }
     }
     expect(steps.some((step) => (step.candidates ?? 0) > 0)).toBe(true);
-    // Decode steps of all six, the penalty row among them, copied no whole rows but that one.
-    const allSix = steps.filter(
+    // Decode steps of all the rows, the one without a choice among them, copied no whole rows (that one's
+    // came alone), and took the three penalized rows' penalties to the device.
+    const allRows = steps.filter(
       (step) => step.tokens.length === sampling.length && (step.candidates ?? 0) > 0,
     );
-    expect(allSix.length).toBeGreaterThan(0);
-    expect(allSix.every((step) => !step.returnLogits)).toBe(true);
+    expect(allRows.length).toBeGreaterThan(0);
+    expect(allRows.every((step) => !step.returnLogits)).toBe(true);
+    expect(allRows.every((step) => new Set(step.penalties?.rows).size === 3)).toBe(true);
+    // The penalties mattered: without them those three sequences generate other tokens.
+    const unpenalized = sampling.map(
+      ({ repetitionPenalty: _r, frequencyPenalty: _f, presencePenalty: _p, ...rest }) => rest,
+    );
+    const plain = await run(wholeRows, unpenalized);
+    const penalizedRows = [5, 6, 7];
+    expect(penalizedRows.some((i) => plain[i]!.tokenIds.join() !== viaRows[i]!.tokenIds.join())).toBe(true);
     // top_p over the tiny model's flat logits needs more than the candidates: its rows were fetched.
     expect(fetched).toBeGreaterThan(0);
     await sparse.close();

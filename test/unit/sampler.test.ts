@@ -1,7 +1,7 @@
 // The sampler: greedy and seeded draws, top-k / top-p truncation, OpenAI's and Hugging Face's penalties,
 // and the logprobs it reports.
 import { describe, expect, it } from "vitest";
-import { CANDIDATES, type DecodeCandidates } from "../../worker/engine/decode-row.ts";
+import { CANDIDATES, type DecodeCandidates, type RowPenalties } from "../../worker/engine/decode-row.ts";
 import { GREEDY, Sampler, type SamplingParams } from "../../worker/engine/sampler.ts";
 
 const params = (p: Partial<SamplingParams>): SamplingParams => ({ ...GREEDY, ...p });
@@ -51,18 +51,16 @@ describe("choosing a token", () => {
     expect(() => new Sampler(GREEDY, []).sample(logits([Number.NaN, Number.NaN]))).toThrow(/-inf or NaN/);
   });
 
-  it("takes an engine's pick only where the pick is the argmax of the raw logits", () => {
-    const greedy = new Sampler(GREEDY, [3]);
-    expect(greedy.takesArgmax).toBe(true);
-    expect(greedy.take(7)).toEqual({ token: 7, logprob: Number.NaN, top: [] });
-    for (const p of [
-      { temperature: 0.5 },
-      { topLogprobs: 0 },
-      { repetitionPenalty: 1.1 },
-      { presencePenalty: 0.5 },
-    ]) {
+  it("takes an engine's pick where it is the argmax of the row after the sequence's penalties", () => {
+    for (const p of [{}, { repetitionPenalty: 1.1 }, { presencePenalty: 0.5 }]) {
+      const greedy = new Sampler(params(p), [3]);
+      expect(greedy.decodeChoice?.kind).toBe("argmax");
+      expect(greedy.take(7)).toEqual({ token: 7, logprob: Number.NaN, top: [] });
+    }
+    expect(new Sampler(GREEDY, [3]).decodeChoice).toEqual({ kind: "argmax" });
+    for (const p of [{ temperature: 0.5 }, { topLogprobs: 0 }]) {
       const sampler = new Sampler(params(p), [3]);
-      expect(sampler.takesArgmax).toBe(false);
+      expect(sampler.decodeChoice?.kind).not.toBe("argmax");
       expect(() => sampler.take(7)).toThrow(/only a greedy sequence/);
     }
   });
@@ -268,7 +266,7 @@ describe("drawing from an engine's candidates", () => {
     expect(sparse.sample(flat).token).toBe(new Sampler(p, []).sample(flat).token);
     // Who needs the row: penalties, a full-vocabulary draw, a top_k beyond the candidates.
     for (const q of [
-      { temperature: 0.7, topP: 0.9, presencePenalty: 0.5 },
+      { temperature: 0.7, presencePenalty: 0.5 },
       { temperature: 0.7 },
       { temperature: 0.7, topK: CANDIDATES + 1 },
     ]) {
@@ -276,4 +274,54 @@ describe("drawing from an engine's candidates", () => {
     }
     expect(new Sampler(GREEDY, []).decodeChoice).toEqual({ kind: "argmax" });
   });
+
+  it("carries its penalties, which an engine applies to the row before its picks and candidates", () => {
+    const row = noise(32000, 13, 4);
+    for (let i = 0; i < 40; i++) row[i * 97] = 14 - i * 0.2;
+    const prompt = [0, 97, 194, 5, 6];
+    const cases: Partial<SamplingParams>[] = [
+      { temperature: 0.8, topP: 0.9, seed: 5, frequencyPenalty: 0.7, presencePenalty: 0.4 },
+      { temperature: 1.1, topK: 16, seed: 6, repetitionPenalty: 1.3, topLogprobs: 4 },
+      { temperature: 0, repetitionPenalty: 2, presencePenalty: -0.5, frequencyPenalty: 1.5 },
+      { temperature: 0, topLogprobs: 2, frequencyPenalty: 3 },
+    ];
+    for (const p of cases) {
+      const whole = new Sampler(params(p), prompt);
+      const sparse = new Sampler(params(p), prompt);
+      const tokens = new Set<number>();
+      for (let step = 0; step < 16; step++) {
+        const choice = sparse.decodeChoice!;
+        expect(choice.penalties).toBeDefined();
+        const penalized = applyPenalties(row, choice.penalties!);
+        const want = whole.sample(row);
+        const got =
+          choice.kind === "argmax"
+            ? sparse.take(argmaxOf(penalized))
+            : sparse.sampleCandidates(candidatesOf(penalized, p.temperature!))!;
+        expect(got.token).toBe(want.token);
+        if (!Number.isNaN(want.logprob)) expect(got.logprob).toBeCloseTo(want.logprob, 5);
+        expect(got.top.map((t) => t.token)).toEqual(want.top.map((t) => t.token));
+        tokens.add(got.token);
+      }
+      // The penalties mattered: a row this peaked would otherwise give its top token every time.
+      expect(tokens.size).toBeGreaterThan(1);
+    }
+  });
 });
+
+/** RowPenalties as an engine applies them: each value rounded to float32 as Sampler.sample rounds it. */
+function applyPenalties(row: Float32Array, penalties: RowPenalties): Float32Array {
+  const out = Float32Array.from(row);
+  for (const [i, t] of penalties.tokens.entries()) {
+    const repetition = penalties.repetition[i]!;
+    if (repetition !== 1) out[t] = out[t]! > 0 ? out[t]! / repetition : out[t]! * repetition;
+    out[t] = out[t]! - penalties.presence[i]! - penalties.frequency[i]!;
+  }
+  return out;
+}
+
+function argmaxOf(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
+  return best;
+}

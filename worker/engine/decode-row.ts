@@ -1,7 +1,7 @@
 // What a decode gives back for one sequence, and what the batching loop may ask instead of its logits: an
 // engine that has the logits on a GPU can pick the token there (argmax) or send only the largest logits
 // (candidates), sparing a copy of the whole row; the sampler takes either where it gives what the full
-// row would (Sampler.takesArgmax, Sampler.takesCandidates).
+// row would (Sampler.decodeChoice, Sampler.sampleCandidates).
 
 /**
  * Largest logits an engine sends per candidates row: enough for top_k up to this, top_logprobs (≤ 20), and
@@ -9,8 +9,27 @@
  */
 export const CANDIDATES = 64;
 
-/** How a sequence's next token may be settled without its whole row of logits. */
-export type DecodeChoice = { kind: "argmax" } | { kind: "candidates"; temperature: number };
+/**
+ * A sequence's penalties as the sampler applies them to its raw logits (sampler.ts), for an engine to apply
+ * where the logits are before it picks or sends candidates: per listed token (each once, inside the
+ * vocabulary), logit → (logit > 0 ? logit / repetition : logit · repetition) unless repetition is 1, then
+ * − presence − frequency, each step's value rounded to float32 as the sampler rounds it.
+ */
+export interface RowPenalties {
+  tokens: Int32Array;
+  repetition: Float64Array;
+  presence: Float64Array;
+  /** frequency_penalty × how often the sequence chose the token. */
+  frequency: Float64Array;
+}
+
+/**
+ * How a sequence's next token may be settled without its whole row of logits: the argmax or the largest
+ * logits of the row after `penalties`, when it has any.
+ */
+export type DecodeChoice =
+  | { kind: "argmax"; penalties?: RowPenalties }
+  | { kind: "candidates"; temperature: number; penalties?: RowPenalties };
 
 /** A row's largest logits, largest first (ties: lower id first), and log Σ exp(logit / T) over the vocabulary. */
 export interface DecodeCandidates {

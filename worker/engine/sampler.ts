@@ -7,7 +7,7 @@
 // Reported logprobs are the log-softmax of the logits after penalties and temperature, before top-k /
 // top-p truncation: the distribution the token is drawn from, without the renormalization over the kept
 // set (which would give -inf to every cut token). With temperature 0 (greedy) no temperature is applied.
-import { CANDIDATES, type DecodeCandidates, type DecodeChoice } from "./decode-row.ts";
+import { CANDIDATES, type DecodeCandidates, type DecodeChoice, type RowPenalties } from "./decode-row.ts";
 import { Prng } from "./prng.ts";
 
 export interface SamplingParams {
@@ -138,25 +138,55 @@ export class Sampler {
    * True when this sequence's next token is the argmax of its raw logits and nothing else is reported
    * (greedy, no logprobs, no penalties): an engine may then pick it where the logits are (take()).
    */
-  get takesArgmax(): boolean {
+  private get takesArgmax(): boolean {
     const p = this.params;
     return p.temperature === 0 && p.topLogprobs === null && !isPenalized(p);
   }
 
   /**
-   * How an engine may settle this sequence's next token without sending its whole row: its argmax
-   * (takesArgmax), or its CANDIDATES largest logits where a draw from them can be the draw from the row
-   * (no penalties; top-k within them, or top-p, whose cover sampleCandidates checks); null when it needs
-   * the row.
+   * How an engine may settle this sequence's next token without sending its whole row: its argmax (greedy
+   * without logprobs), or its CANDIDATES largest logits where a draw from them can be the draw from the row
+   * (top-k within them, or top-p, whose cover sampleCandidates checks); both of the row after this
+   * sequence's penalties, which the choice then carries. Null when it needs the row.
    */
   get decodeChoice(): DecodeChoice | null {
+    const kind = this.choiceKind;
+    if (kind === null) return null;
+    const penalties = isPenalized(this.params) ? { penalties: this.rowPenalties() } : {};
+    return kind === "argmax"
+      ? { kind, ...penalties }
+      : { kind, temperature: this.params.temperature, ...penalties };
+  }
+
+  private get choiceKind(): DecodeChoice["kind"] | null {
     const p = this.params;
-    if (this.takesArgmax) return { kind: "argmax" };
+    if (p.temperature === 0) return p.topLogprobs === null ? "argmax" : "candidates";
     // top_logprobs (≤ MAX_TOP_LOGPROBS) always lies within the candidates.
-    if (isPenalized(p)) return null;
-    if (p.temperature === 0) return { kind: "candidates", temperature: 0 };
     const truncated = (p.topK > 0 && p.topK <= CANDIDATES) || p.topP < 1;
-    return truncated ? { kind: "candidates", temperature: p.temperature } : null;
+    return truncated ? "candidates" : null;
+  }
+
+  /** What sample() does to the row before it picks, as an engine applies it (RowPenalties). */
+  private rowPenalties(): RowPenalties {
+    const p = this.params;
+    const repeats = p.repetitionPenalty !== 1;
+    const counted = p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
+    const listed = new Set<number>([...(repeats ? this.seen : []), ...(counted ? this.counts.keys() : [])]);
+    const penalties: RowPenalties = {
+      tokens: Int32Array.from(listed),
+      repetition: new Float64Array(listed.size).fill(1),
+      presence: new Float64Array(listed.size),
+      frequency: new Float64Array(listed.size),
+    };
+    for (const [i, t] of penalties.tokens.entries()) {
+      if (repeats && this.seen.has(t)) penalties.repetition[i] = p.repetitionPenalty;
+      const chosen = this.counts.get(t);
+      if (counted && chosen !== undefined) {
+        penalties.presence[i] = p.presencePenalty;
+        penalties.frequency[i] = p.frequencyPenalty * chosen;
+      }
+    }
+    return penalties;
   }
 
   /**
@@ -166,7 +196,7 @@ export class Sampler {
    */
   sampleCandidates(c: DecodeCandidates): SampledToken | null {
     const p = this.params;
-    if (this.decodeChoice?.kind !== "candidates") {
+    if (this.choiceKind !== "candidates") {
       throw new Error("sampler: candidates serve only the sequences decodeChoice sends to them");
     }
     const n = c.tokens.length;
@@ -205,10 +235,10 @@ export class Sampler {
     return this.chose({ token: c.tokens[chosen]!, logprob: logprob(chosen), top });
   }
 
-  /** Records a token an engine picked for this sequence (only where takesArgmax). */
+  /** Records a token an engine picked for this sequence: its argmax, after its penalties (decodeChoice). */
   take(token: number): SampledToken {
-    if (!this.takesArgmax)
-      throw new Error("sampler: only a greedy sequence without logprobs or penalties takes a pick");
+    if (this.choiceKind !== "argmax")
+      throw new Error("sampler: only a greedy sequence without logprobs takes a pick");
     return this.chose({ token, logprob: Number.NaN, top: [] });
   }
 

@@ -19,6 +19,7 @@ import type {
   NativeCandidates,
   NativeCudaModel,
   NativeMemory,
+  NativePenalties,
   NativeRoofline,
   NativeStep,
   NativeStepResult,
@@ -54,6 +55,8 @@ interface RunOptions {
   temperatures?: Float32Array;
   /** Time the step's phases (CudaEngine.profileDecode). */
   profile?: boolean;
+  /** Penalties the argmax and candidates are taken after (NativeStep.penalties). */
+  penalties?: NativePenalties;
 }
 
 interface RowResults {
@@ -204,10 +207,11 @@ export class CudaEngine {
 
   /**
    * ServingEngine.decodePicking. Rows with a choice are settled on the device: argmax rows get the device's
-   * pick, candidates rows their CANDIDATES largest logits and log-sum-exp (for the host to draw from). Rows
-   * without one (penalties, a draw over the whole vocabulary) get their whole logits, copied one row at a
-   * time (128 KB for a 32k vocabulary) — unless they are most of the step, when one copy of every row (8 MB
-   * for 64) is cheaper than many small ones.
+   * pick, candidates rows their CANDIDATES largest logits and log-sum-exp (for the host to draw from), both
+   * after the row's penalties, applied on the device to a copy of its logits. Rows without a choice (a draw
+   * over the whole vocabulary, a top_k beyond the candidates) get their raw logits, copied one row at a time
+   * (128 KB for a 32k vocabulary) — unless they are most of the step, when one copy of every row (8 MB for
+   * 64) is cheaper than many small ones.
    */
   async decodePicking(
     tokens: ReadonlyMap<string, number>,
@@ -215,8 +219,11 @@ export class CudaEngine {
   ): Promise<Map<string, DecodeRow>> {
     const ids = [...tokens.keys()];
     const whole = ids.filter((id) => !choices.has(id)).length;
+    // Whole rows are raw: a penalized sequence's sampler applies its penalties to them itself.
     if (2 * whole > ids.length) return await this.decode(tokens);
-    if (ids.every((id) => choices.get(id)?.kind === "argmax")) return await this.decodeGreedy(tokens);
+    const penalties = stepPenalties(ids, choices);
+    if (!penalties && ids.every((id) => choices.get(id)?.kind === "argmax"))
+      return await this.decodeGreedy(tokens);
     const sampling = ids.some((id) => choices.get(id)?.kind === "candidates");
     // Argmax and whole rows need no candidates: temperature 0 marks them.
     const temperatures = sampling
@@ -225,7 +232,11 @@ export class CudaEngine {
           return choice?.kind === "candidates" ? choice.temperature : 0;
         })
       : undefined;
-    const { argmax, candidates } = await this.runDecode(tokens, { returnLogits: false, temperatures });
+    const { argmax, candidates } = await this.runDecode(tokens, {
+      returnLogits: false,
+      ...(temperatures ? { temperatures } : {}),
+      ...(penalties ? { penalties } : {}),
+    });
     const c = CANDIDATES;
     const rows = new Map<string, DecodeRow>();
     ids.forEach((id, i) => {
@@ -336,7 +347,7 @@ export class CudaEngine {
 
   /** Runs rows as native steps, in order; the logit rows' results come back in row order. */
   private async runRows(rows: StepRow[], options: RunOptions): Promise<RowResults> {
-    const { returnLogits, temperatures, profile = false } = options;
+    const { returnLogits, temperatures, penalties, profile = false } = options;
     if (this.stepping) {
       throw new EngineError(
         "a step is already running on this engine: await each call (EngineThread serializes them)",
@@ -353,12 +364,13 @@ export class CudaEngine {
     try {
       const steps = planSteps(rows, this.spec.maxStepTokens, returnLogits);
       // A decode is one step (cache rows never exceed a step's rows): the candidates are that step's.
-      if ((temperatures || profile) && steps.length !== 1)
-        throw new EngineError("candidates and profiles come from a single-step decode");
+      if ((temperatures || penalties || profile) && steps.length !== 1)
+        throw new EngineError("candidates, penalties and profiles belong to a single-step decode");
       for (const { native: step, wanted } of steps) {
         const result = await this.native.step({
           ...step,
           ...(temperatures ? { candidates: Math.min(CANDIDATES, vocab), temperatures } : {}),
+          ...(penalties ? { penalties } : {}),
           ...(profile ? { profile } : {}),
         });
         candidates = result.candidates;
@@ -406,6 +418,36 @@ export class CudaEngine {
 }
 
 /** The native model's sizes for this model and these engine options. */
+/** The penalty entries of a decode step: each penalized sequence's RowPenalties at its logit row. */
+function stepPenalties(
+  ids: readonly string[],
+  choices: ReadonlyMap<string, DecodeChoice>,
+): NativePenalties | undefined {
+  const penalized = ids.flatMap((id, row) => {
+    const penalties = choices.get(id)?.penalties;
+    return penalties ? [{ row, penalties }] : [];
+  });
+  if (penalized.length === 0) return undefined;
+  const count = penalized.reduce((n, { penalties }) => n + penalties.tokens.length, 0);
+  const entries: NativePenalties = {
+    rows: new Int32Array(count),
+    tokens: new Int32Array(count),
+    repetition: new Float64Array(count),
+    presence: new Float64Array(count),
+    frequency: new Float64Array(count),
+  };
+  let at = 0;
+  for (const { row, penalties } of penalized) {
+    entries.rows.fill(row, at, at + penalties.tokens.length);
+    entries.tokens.set(penalties.tokens, at);
+    entries.repetition.set(penalties.repetition, at);
+    entries.presence.set(penalties.presence, at);
+    entries.frequency.set(penalties.frequency, at);
+    at += penalties.tokens.length;
+  }
+  return entries;
+}
+
 export function modelSpec(model: ModelConfig, options: CudaEngineOptions): CudaModelSpec {
   const cacheRows = options.maxBatch ?? DEFAULT_CACHE_ROWS;
   const stepTokens = options.stepTokens ?? PREFILL_STEP_TOKENS;

@@ -88,6 +88,20 @@ export interface NativeStep {
   temperatures?: Float32Array;
   /** Time the forward's phases on the device (NativeStepResult.phases); for benchmarks, not for serving. */
   profile?: boolean;
+  /**
+   * Penalties applied, before the argmax and the candidates, to a copy of the logit rows (logits and
+   * logitsOf stay raw): one entry per (logit row, token) — RowPenalties (decode-row.ts) with each entry's
+   * row, an index into logitRows. A row may not list a token twice.
+   */
+  penalties?: NativePenalties;
+}
+
+export interface NativePenalties {
+  rows: Int32Array;
+  tokens: Int32Array;
+  repetition: Float64Array;
+  presence: Float64Array;
+  frequency: Float64Array;
 }
 
 /** A step's candidates: per logit row, its largest logits, largest first (ties: lower id first; NaN = -inf). */

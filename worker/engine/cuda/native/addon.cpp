@@ -32,6 +32,14 @@ std::vector<int> intVector(const Napi::Object& object, const char* key) {
   return std::vector<int>(array.Data(), array.Data() + array.ElementLength());
 }
 
+std::vector<double> doubleVector(const Napi::Object& object, const char* key) {
+  const Napi::Value value = object.Get(key);
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    throw Napi::TypeError::New(object.Env(), std::string(key) + " must be a Float64Array");
+  const Napi::Float64Array array = value.As<Napi::Float64Array>();
+  return std::vector<double>(array.Data(), array.Data() + array.ElementLength());
+}
+
 /** A Float32Array property, or null where `optional` allows it. */
 const float* floatArray(const Napi::Object& object, const char* key, size_t& count, bool optional) {
   const Napi::Value value = object.Get(key);
@@ -295,6 +303,16 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
     input.logitRows = intVector(o, "logitRows");
     input.returnLogits = boolProperty(o, "returnLogits");
     input.profile = !o.Get("profile").IsUndefined() && boolProperty(o, "profile");
+    const Napi::Value penalties = o.Get("penalties");
+    if (!penalties.IsUndefined()) {
+      if (!penalties.IsObject()) throw Napi::TypeError::New(env, "penalties must be an object");
+      const Napi::Object p = penalties.As<Napi::Object>();
+      input.penaltyRows = intVector(p, "rows");
+      input.penaltyTokens = intVector(p, "tokens");
+      input.penaltyRepetition = doubleVector(p, "repetition");
+      input.penaltyPresence = doubleVector(p, "presence");
+      input.penaltyFrequency = doubleVector(p, "frequency");
+    }
     const Napi::Value candidates = o.Get("candidates");
     if (!candidates.IsUndefined()) {
       input.candidates = intProperty(o, "candidates");

@@ -299,6 +299,55 @@ void DeviceModel::validate(const StepInput& in) const {
           "candidates must be 0.." + std::to_string(std::min(kMaxCandidates, s.vocab)));
   require(in.candidates == 0 || in.temperatures.size() == in.logitRows.size(),
           "temperatures must have one entry per logit row");
+  const size_t penalties = in.penaltyRows.size();
+  require(in.penaltyTokens.size() == penalties && in.penaltyRepetition.size() == penalties &&
+              in.penaltyPresence.size() == penalties && in.penaltyFrequency.size() == penalties,
+          "penalty rows, tokens, repetition, presence and frequency must have one entry each");
+  std::vector<std::vector<int>> listed(in.logitRows.size());
+  for (size_t i = 0; i < penalties; ++i) {
+    const int row = in.penaltyRows[i], token = in.penaltyTokens[i];
+    require(row >= 0 && size_t(row) < in.logitRows.size(), "penalty row " + std::to_string(row) + " out of range");
+    require(token >= 0 && token < s.vocab, "penalty token " + std::to_string(token) + " out of range");
+    require(in.penaltyRepetition[i] > 0, "repetition penalties must be > 0");
+    listed[row].push_back(token);
+  }
+  // Two entries for one logit would race on the device.
+  for (std::vector<int>& tokens : listed) {
+    std::sort(tokens.begin(), tokens.end());
+    require(std::adjacent_find(tokens.begin(), tokens.end()) == tokens.end(),
+            "a logit row lists a penalty token twice");
+  }
+}
+
+const float* DeviceModel::enqueuePenalties(const StepInput& in, int logitCount) {
+  const size_t count = in.penaltyRows.size();
+  const size_t rowBytes = size_t(logitCount) * spec_.vocab * sizeof(float);
+  if (penalized_.bytes() < rowBytes)
+    penalized_ = DeviceBuffer(size_t(spec_.maxStepTokens) * spec_.vocab * sizeof(float));
+  // Entries packed as rows and tokens (ints), then repetition, presence and frequency (doubles, 8-aligned).
+  const size_t intBytes = (2 * count * sizeof(int) + 7) / 8 * 8;
+  const size_t bytes = intBytes + 3 * count * sizeof(double);
+  if (hostPenalties_.bytes() < bytes) {
+    hostPenalties_ = PinnedBuffer(2 * bytes);
+    devicePenalties_ = DeviceBuffer(2 * bytes);
+  }
+  char* host = hostPenalties_.as<char>();
+  std::copy(in.penaltyRows.begin(), in.penaltyRows.end(), reinterpret_cast<int*>(host));
+  std::copy(in.penaltyTokens.begin(), in.penaltyTokens.end(), reinterpret_cast<int*>(host) + count);
+  double* doubles = reinterpret_cast<double*>(host + intBytes);
+  std::copy(in.penaltyRepetition.begin(), in.penaltyRepetition.end(), doubles);
+  std::copy(in.penaltyPresence.begin(), in.penaltyPresence.end(), doubles + count);
+  std::copy(in.penaltyFrequency.begin(), in.penaltyFrequency.end(), doubles + 2 * count);
+  CUDA_CHECK(cudaMemcpyAsync(devicePenalties_.as<void>(), host, bytes, cudaMemcpyHostToDevice, compute_));
+  CUDA_CHECK(
+      cudaMemcpyAsync(penalized_.as<float>(), logits_.as<float>(), rowBytes, cudaMemcpyDeviceToDevice, compute_));
+  const char* device = devicePenalties_.as<char>();
+  const double* deviceDoubles = reinterpret_cast<const double*>(device + intBytes);
+  const PenaltyView view{reinterpret_cast<const int*>(device), reinterpret_cast<const int*>(device) + count,
+                         deviceDoubles, deviceDoubles + count, deviceDoubles + 2 * count, int(count)};
+  launchPenalties(penalized_.as<float>(), spec_.vocab, view, compute_);
+  launchArgmax(penalized_.as<float>(), logitCount, spec_.vocab, argmax_.as<int>(), compute_);
+  return penalized_.as<float>();
 }
 
 StepOutput DeviceModel::step(const StepInput& in) {
@@ -334,6 +383,8 @@ StepOutput DeviceModel::step(const StepInput& in) {
   } else {
     enqueueForward(meta, rows, logitCount, anyAdapter);
   }
+  // What the argmax (taken again here) and the candidates read: the logits after the step's penalties.
+  const float* picked = in.penaltyRows.empty() ? logits_.as<float>() : enqueuePenalties(in, logitCount);
 
   CUDA_CHECK(cudaMemcpyAsync(hostArgmax_.as<int>(), argmax_.as<int>(), logitCount * sizeof(int),
                              cudaMemcpyDeviceToHost, compute_));
@@ -346,7 +397,7 @@ StepOutput DeviceModel::step(const StepInput& in) {
     std::copy(in.temperatures.begin(), in.temperatures.end(), hostTemperatures_.as<float>());
     CUDA_CHECK(cudaMemcpyAsync(temperatures_.as<float>(), hostTemperatures_.as<float>(), logitCount * sizeof(float),
                                cudaMemcpyHostToDevice, compute_));
-    launchTopCandidates(logits_.as<float>(), logitCount, spec_.vocab, in.candidates, temperatures_.as<float>(),
+    launchTopCandidates(picked, logitCount, spec_.vocab, in.candidates, temperatures_.as<float>(),
                         candidateIds_.as<int>(), candidateLogits_.as<float>(), logSumExp_.as<float>(), compute_);
     CUDA_CHECK(cudaMemcpyAsync(hostCandidateIds_.as<int>(), candidateIds_.as<int>(), candidateValues * sizeof(int),
                                cudaMemcpyDeviceToHost, compute_));
@@ -606,7 +657,8 @@ MemoryReport DeviceModel::memory() const {
   report.adapterBankBytes += ranks_.bytes() + hasBias_.bytes();
   for (const DeviceBuffer* b :
        {&meta_, &residual_, &normed_, &qkv_, &queries_, &attention_, &gateUp_, &activation_, &shrink_, &lmInput_,
-        &logits_, &argmax_, &cublasWorkspace_, &temperatures_, &candidateIds_, &candidateLogits_, &logSumExp_})
+        &logits_, &argmax_, &cublasWorkspace_, &temperatures_, &candidateIds_, &candidateLogits_, &logSumExp_,
+        &penalized_, &devicePenalties_})
     report.scratchBytes += b->bytes();
   cudaSetDevice(spec_.device);
   cudaMemGetInfo(&report.freeBytes, &report.totalBytes);

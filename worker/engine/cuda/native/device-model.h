@@ -55,6 +55,12 @@ struct StepInput {
   /** Largest logits to return per logit row (0: none), with the log-sum-exp at each row's temperature. */
   int candidates = 0;
   std::vector<float> temperatures;  // one per logit row when candidates > 0
+  /**
+   * Penalties (decode-row.ts RowPenalties) per entry: the logit row (index into logitRows) and token they
+   * change. The argmax and candidates come from the penalized logits; logitsOf and returnLogits stay raw.
+   */
+  std::vector<int> penaltyRows, penaltyTokens;
+  std::vector<double> penaltyRepetition, penaltyPresence, penaltyFrequency;
   /** Times the step's phases (StepOutput::phases); a profiled step is not replayed from a kept graph. */
   bool profile = false;
 };
@@ -117,6 +123,8 @@ class DeviceModel {
   const half* weightData(const std::string& name) const;
   void checkWeightsComplete();
   void validate(const StepInput& input) const;
+  /** Copies the logit rows, applies the step's penalties to the copy and takes the argmax from it. */
+  const float* enqueuePenalties(const StepInput& input, int logitCount);
   /** Enqueues the whole forward of a step on the compute stream; a timer, when given, marks each phase. */
   void enqueueForward(const RowMeta& rows, int rowCount, int logitCount, bool anyAdapter,
                       PhaseTimer* timer = nullptr);
@@ -153,6 +161,10 @@ class DeviceModel {
   PinnedBuffer hostMeta_, hostArgmax_, hostLogits_, hostTemperatures_, hostCandidateIds_, hostCandidateLogits_,
       hostLogSumExp_;
   int lastLogitCount_ = 0;
+
+  // Penalized logit rows and the step's penalty entries, allocated for the first penalized step and grown.
+  DeviceBuffer penalized_, devicePenalties_;
+  PinnedBuffer hostPenalties_;
 
   // Adapter staging, grown to the largest adapter written so far.
   PinnedBuffer hostStaging_;

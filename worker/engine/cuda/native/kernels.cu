@@ -546,6 +546,27 @@ void launchTopCandidates(const float* logits, int rowCount, int vocab, int count
   checkLaunch("topCandidatesKernel");
 }
 
+// A thread per entry; a row lists each token once, so no two threads touch one logit. Doubles, as the
+// host sampler computes in JavaScript numbers and stores float32.
+__global__ void penaltiesKernel(float* logits, int vocab, PenaltyView penalties) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= penalties.count) return;
+  float* logit = logits + size_t(penalties.rows[i]) * vocab + penalties.tokens[i];
+  float value = *logit;
+  const double repetition = penalties.repetition[i];
+  if (repetition != 1.0) {
+    const double l = value;
+    value = float(l > 0 ? l / repetition : l * repetition);
+  }
+  *logit = float(double(value) - penalties.presence[i] - penalties.frequency[i]);
+}
+
+void launchPenalties(float* logits, int vocab, const PenaltyView& penalties, cudaStream_t stream) {
+  if (penalties.count == 0) return;
+  LUMINET_LAUNCH(penaltiesKernel, (penalties.count + 255) / 256, 256, 0, stream)(logits, vocab, penalties);
+  checkLaunch("penaltiesKernel");
+}
+
 void launchArgmax(const float* logits, int rowCount, int vocab, int* out, cudaStream_t stream) {
   LUMINET_LAUNCH(argmaxKernel, rowCount, 1024, 0, stream)(logits, vocab, out);
   checkLaunch("argmaxKernel");

@@ -121,6 +121,22 @@ constexpr int kMaxCandidates = 256;
 void launchTopCandidates(const float* logits, int rowCount, int vocab, int count, const float* temperatures, int* ids,
                          float* values, float* logSumExp, cudaStream_t stream);
 
+/** One logit's penalties (decode-row.ts RowPenalties), in the step's logit rows. */
+struct PenaltyView {
+  const int* rows;  // logit row of each entry
+  const int* tokens;
+  const double* repetition;
+  const double* presence;
+  const double* frequency;
+  int count;
+};
+
+/**
+ * Applies each entry to logits[row][token] in place as the host sampler does: repetition (unless 1) with
+ * the product or quotient rounded to float, then the presence and frequency subtraction rounded again.
+ */
+void launchPenalties(float* logits, int vocab, const PenaltyView& penalties, cudaStream_t stream);
+
 /** The first index of each row's largest logit. */
 void launchArgmax(const float* logits, int rowCount, int vocab, int* out, cudaStream_t stream);
 
