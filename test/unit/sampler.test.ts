@@ -278,7 +278,8 @@ describe("drawing from an engine's candidates", () => {
   it("carries its penalties, which an engine applies to the row before its picks and candidates", () => {
     const row = noise(32000, 13, 4);
     for (let i = 0; i < 40; i++) row[i * 97] = 14 - i * 0.2;
-    const prompt = [0, 97, 194, 5, 6];
+    // Long enough that the penalty entries outgrow their first arrays.
+    const prompt = [0, 97, 194, 5, 6, ...Array.from({ length: 200 }, (_, i) => 1000 + i)];
     const cases: Partial<SamplingParams>[] = [
       { temperature: 0.8, topP: 0.9, seed: 5, frequencyPenalty: 0.7, presencePenalty: 0.4 },
       { temperature: 1.1, topK: 16, seed: 6, repetitionPenalty: 1.3, topLogprobs: 4 },

@@ -7,7 +7,8 @@
 // Reported logprobs are the log-softmax of the logits after penalties and temperature, before top-k /
 // top-p truncation: the distribution the token is drawn from, without the renormalization over the kept
 // set (which would give -inf to every cut token). With temperature 0 (greedy) no temperature is applied.
-import { CANDIDATES, type DecodeCandidates, type DecodeChoice, type RowPenalties } from "./decode-row.ts";
+import { CANDIDATES, type DecodeCandidates, type DecodeChoice } from "./decode-row.ts";
+import { PenaltyList } from "./penalty-list.ts";
 import { Prng } from "./prng.ts";
 
 export interface SamplingParams {
@@ -121,6 +122,8 @@ export class Sampler {
   private readonly counts = new Map<number, number>();
   /** Prompt and generated tokens (repetition penalty). */
   private readonly seen: Set<number>;
+  /** The penalties as an engine applies them (decodeChoice); null without penalties. */
+  private readonly penaltyList: PenaltyList | null;
   // Per-vocabulary scratch, allocated on the first call and reused: processed logits, their exps, and
   // the index heap of top-k / top-p.
   private logits = new Float32Array(0);
@@ -132,6 +135,7 @@ export class Sampler {
     this.params = { ...params };
     this.rng = new Prng(params.seed);
     this.seen = new Set(promptTokens);
+    this.penaltyList = isPenalized(params) ? new PenaltyList(params, this.seen) : null;
   }
 
   /**
@@ -152,7 +156,7 @@ export class Sampler {
   get decodeChoice(): DecodeChoice | null {
     const kind = this.choiceKind;
     if (kind === null) return null;
-    const penalties = isPenalized(this.params) ? { penalties: this.rowPenalties() } : {};
+    const penalties = this.penaltyList ? { penalties: this.penaltyList.snapshot() } : {};
     return kind === "argmax"
       ? { kind, ...penalties }
       : { kind, temperature: this.params.temperature, ...penalties };
@@ -164,29 +168,6 @@ export class Sampler {
     // top_logprobs (≤ MAX_TOP_LOGPROBS) always lies within the candidates.
     const truncated = (p.topK > 0 && p.topK <= CANDIDATES) || p.topP < 1;
     return truncated ? "candidates" : null;
-  }
-
-  /** What sample() does to the row before it picks, as an engine applies it (RowPenalties). */
-  private rowPenalties(): RowPenalties {
-    const p = this.params;
-    const repeats = p.repetitionPenalty !== 1;
-    const counted = p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
-    const listed = new Set<number>([...(repeats ? this.seen : []), ...(counted ? this.counts.keys() : [])]);
-    const penalties: RowPenalties = {
-      tokens: Int32Array.from(listed),
-      repetition: new Float64Array(listed.size).fill(1),
-      presence: new Float64Array(listed.size),
-      frequency: new Float64Array(listed.size),
-    };
-    for (const [i, t] of penalties.tokens.entries()) {
-      if (repeats && this.seen.has(t)) penalties.repetition[i] = p.repetitionPenalty;
-      const chosen = this.counts.get(t);
-      if (counted && chosen !== undefined) {
-        penalties.presence[i] = p.presencePenalty;
-        penalties.frequency[i] = p.frequencyPenalty * chosen;
-      }
-    }
-    return penalties;
   }
 
   /**
@@ -305,7 +286,9 @@ export class Sampler {
 
   /** Remembers the token for the penalties of the next steps. */
   private chose(result: SampledToken): SampledToken {
-    this.counts.set(result.token, (this.counts.get(result.token) ?? 0) + 1);
+    const count = (this.counts.get(result.token) ?? 0) + 1;
+    this.counts.set(result.token, count);
+    this.penaltyList?.chose(result.token, count);
     this.seen.add(result.token);
     return result;
   }
