@@ -9,6 +9,9 @@
 //   batch_vs_alone_logits  its decode logits inside the batch equal those alone (within tolerance)
 //   device_argmax      decodeGreedy's device argmax equals the argmax of the logits decode returns
 //   cuda_graphs        the same greedy tokens with CUDA graphs on and off
+//   device_sampling    through the batching loop, sequences sampled from the device's picks and candidates
+//                      (penalties applied there) draw the tokens that sampling their whole rows on the
+//                      host draws: greedy, top-k, top-p, logprobs, presence/frequency/repetition penalties
 // Tolerances are relative to the logit spread (largest minus smallest logit of the CPU's rows).
 //   LUMINET_CUDA_ADDON=<addon> node cuda-check.mjs --out DIR   (writes DIR/cuda-check.json; exit 1 on failure)
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -19,6 +22,9 @@ import { type LoadedAdapter, loadPeftAdapter } from "../worker/adapters/peft.ts"
 import { CudaEngine } from "../worker/engine/cuda/cuda-engine.ts";
 import type { CudaAddon } from "../worker/engine/cuda/native.ts";
 import { Engine } from "../worker/engine/engine.ts";
+import { ContinuousBatcher, type StepEngine } from "../worker/engine/generation.ts";
+import { GREEDY, type SamplingParams } from "../worker/engine/sampler.ts";
+import { loadTokenizer } from "../worker/engine/tokenizer.ts";
 import { writeRandomAdapter } from "./random-adapter.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
@@ -196,6 +202,7 @@ export async function runCudaCheck(addon?: CudaAddon): Promise<CudaCheckReport> 
     const noGraphs = await CudaEngine.create({ ...options, device: "cuda", cudaGraphs: false }, addon);
     for (const [i, adapter] of adapters.entries()) await noGraphs.writeAdapter(i + 1, adapter);
     const withoutGraphs = await trace(noGraphs, prompts, slots, { deviceGreedy: true });
+    const sampling = await deviceSampling(noGraphs, tiny.dir, prompts, slots);
     await noGraphs.close();
 
     // The CPU engine decodes the batch fed the CUDA batch's tokens, so every step compares like for like.
@@ -233,6 +240,7 @@ export async function runCudaCheck(addon?: CudaAddon): Promise<CudaCheckReport> 
       batch_vs_alone_logits: compare(decodeRows(batch), decodeRows(alone)),
       device_argmax: sameTokens(batchGreedy.tokens, batch.tokens),
       cuda_graphs: sameTokens(withoutGraphs.tokens, batchGreedy.tokens),
+      device_sampling: sampling,
     };
     return {
       device,
@@ -244,6 +252,57 @@ export async function runCudaCheck(addon?: CudaAddon): Promise<CudaCheckReport> 
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+}
+
+/** Sampling settings for deviceSampling, one per prompt (cycled). */
+const SAMPLING: Partial<SamplingParams>[] = [
+  {},
+  { temperature: 0.9, topK: 5, seed: 1 },
+  { temperature: 1, topP: 0.8, seed: 2, topLogprobs: 2 },
+  { temperature: 0, topLogprobs: 3 },
+  { temperature: 0, repetitionPenalty: 0.3, frequencyPenalty: 0.5 },
+  { temperature: 0.9, topK: 8, seed: 5, presencePenalty: -4, repetitionPenalty: 1.2 },
+  { temperature: 0, topLogprobs: 2, frequencyPenalty: 1, presencePenalty: -6 },
+];
+
+/**
+ * The prompts through the batching loop twice on one engine: with the device's picks and candidates, and
+ * with every row's logits sampled on the host. Both must draw the same tokens.
+ */
+async function deviceSampling(
+  engine: CudaEngine,
+  modelDir: string,
+  prompts: number[][],
+  slots: number[],
+): Promise<CheckResult> {
+  const tokenizer = loadTokenizer(modelDir);
+  const wholeRows: StepEngine = {
+    prefill: (id, tokens, slot) => engine.prefill(id, tokens, slot),
+    decodePicking: (tokens) => engine.decode(tokens),
+    logitsOf: (id) => engine.logitsOf(id),
+    release: (id) => engine.release(id),
+  };
+  const run = async (through: StepEngine) => {
+    const batcher = new ContinuousBatcher(through, tokenizer, {
+      maxBatch: STEP_ROWS,
+      maxContext: 128,
+      prefillTokenBudget: STEP_ROWS,
+    });
+    const results = await Promise.all(
+      prompts.map((promptTokens, i) =>
+        batcher.submit({
+          id: `d${i}`,
+          promptTokens,
+          slot: slots[i]!,
+          sampling: { ...GREEDY, ...SAMPLING[i % SAMPLING.length] },
+          maxTokens: STEPS,
+          stopTokenIds: [],
+        }),
+      ),
+    );
+    return results.map((r) => r.tokenIds);
+  };
+  return sameTokens(await run(engine), await run(wholeRows));
 }
 
 /** One line per check: PASS/FAIL, its name and its numbers. */

@@ -1,6 +1,7 @@
 // The GPU machine's correctness script (scripts/cuda-check.ts) catches an addon that breaks the contract:
 // the native code on the CPU emulator with its rows' adapters dropped whenever a step holds more than one
-// row. That the same script passes the unbroken emulated addon is test/unit/cuda-emulated.test.ts's case.
+// row, or with the sequences' penalties dropped. That the same script passes the unbroken emulated addon
+// is test/unit/cuda-emulated.test.ts's case.
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { describe, expect, it } from "vitest";
@@ -23,6 +24,7 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA correctness che
       "batch_vs_alone_logits",
       "device_argmax",
       "cuda_graphs",
+      "device_sampling",
     ]);
     expect(report.pass).toBe(false);
     expect(report.checks.prefill_logits!.pass).toBe(false);
@@ -30,5 +32,13 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA correctness che
     expect(summaryLines(report).some((line) => line.startsWith("FAIL prefill_logits: max_abs_diff"))).toBe(
       true,
     );
+  }, 180_000);
+
+  it("fails when the device picks without the sequences' penalties", async () => {
+    const emulated = createRequire(import.meta.url)(CUDA_EMULATED_ADDON_PATH) as CudaAddon;
+    const broken = interceptSteps(emulated, ({ penalties: _dropped, ...s }) => s);
+    const report = await runCudaCheck(broken);
+    expect(report.checks.device_sampling!.pass).toBe(false);
+    expect(report.checks.device_argmax!.pass).toBe(true);
   }, 180_000);
 });
