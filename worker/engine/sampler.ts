@@ -140,7 +140,7 @@ export class Sampler {
 
   /**
    * True when this sequence's next token is the argmax of its raw logits and nothing else is reported
-   * (greedy, no logprobs, no penalties): an engine may then pick it where the logits are (take()).
+   * (greedy, no logprobs, no penalties): sample() then only scans the row.
    */
   private get takesArgmax(): boolean {
     const p = this.params;
