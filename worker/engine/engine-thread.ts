@@ -20,6 +20,8 @@ export class EngineThread {
   private constructor(
     private readonly worker: Worker,
     readonly model: ModelConfig,
+    /** Whether the engine settles decode choices itself (the CUDA engine) or returns every row's logits. */
+    private readonly picksOnDevice: boolean,
   ) {
     worker.on("message", (reply: ThreadReply) => {
       const call = this.pending.get(reply.id);
@@ -56,7 +58,7 @@ export class EngineThread {
       );
       worker.once("error", reject);
     });
-    return new EngineThread(worker, await ready);
+    return new EngineThread(worker, await ready, options.device === "cuda");
   }
 
   writeAdapter(slot: number, adapter: LoadedAdapter): Promise<void> {
@@ -83,7 +85,9 @@ export class EngineThread {
     tokens: ReadonlyMap<string, number>,
     choices: ReadonlyMap<string, DecodeChoice>,
   ): Promise<Map<string, DecodeRow>> {
-    return this.call("decodePicking", [tokens, choices]) as Promise<Map<string, DecodeRow>>;
+    // onnxruntime's engine ignores the choices: spare cloning them (a penalized one lists its seen tokens).
+    const sent = this.picksOnDevice ? choices : new Map<string, DecodeChoice>();
+    return this.call("decodePicking", [tokens, sent]) as Promise<Map<string, DecodeRow>>;
   }
 
   logitsOf(id: string): Promise<Float32Array> {
