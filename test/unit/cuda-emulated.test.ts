@@ -182,6 +182,7 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
       /penalty token 300 out of range/,
     );
     await expect(refused({ rows: Int32Array.of(0, 0, 1, 2) })).rejects.toThrow(/penalty row 2 out of range/);
+    await expect(refused({ rows: Int32Array.of(0, 1, 0, 1) })).rejects.toThrow(/grouped by row/);
     await expect(refused({ presence: Float64Array.of(0) })).rejects.toThrow(/one entry each/);
     await expect(refused({ repetition: Float64Array.of(1, 1, 0, 1) })).rejects.toThrow(/must be > 0/);
     model.close();

@@ -91,7 +91,7 @@ export interface NativeStep {
   /**
    * Penalties applied, before the argmax and the candidates, to a copy of the logit rows (logits and
    * logitsOf stay raw): one entry per (logit row, token) — RowPenalties (decode-row.ts) with each entry's
-   * row, an index into logitRows. A row may not list a token twice.
+   * row, an index into logitRows; entries grouped by row, rows ascending, no token twice in a row.
    */
   penalties?: NativePenalties;
 }

@@ -303,19 +303,17 @@ void DeviceModel::validate(const StepInput& in) const {
   require(in.penaltyTokens.size() == penalties && in.penaltyRepetition.size() == penalties &&
               in.penaltyPresence.size() == penalties && in.penaltyFrequency.size() == penalties,
           "penalty rows, tokens, repetition, presence and frequency must have one entry each");
-  std::vector<std::vector<int>> listed(in.logitRows.size());
+  // Two entries for one logit would race on the device. Entries come grouped by row, rows ascending, so
+  // the last row that listed each token tells a repeat in one pass.
+  std::vector<int> listedBy(penalties > 0 ? s.vocab : 0, -1);
   for (size_t i = 0; i < penalties; ++i) {
     const int row = in.penaltyRows[i], token = in.penaltyTokens[i];
     require(row >= 0 && size_t(row) < in.logitRows.size(), "penalty row " + std::to_string(row) + " out of range");
+    require(i == 0 || row >= in.penaltyRows[i - 1], "penalty entries must be grouped by row, rows ascending");
     require(token >= 0 && token < s.vocab, "penalty token " + std::to_string(token) + " out of range");
     require(in.penaltyRepetition[i] > 0, "repetition penalties must be > 0");
-    listed[row].push_back(token);
-  }
-  // Two entries for one logit would race on the device.
-  for (std::vector<int>& tokens : listed) {
-    std::sort(tokens.begin(), tokens.end());
-    require(std::adjacent_find(tokens.begin(), tokens.end()) == tokens.end(),
-            "a logit row lists a penalty token twice");
+    require(listedBy[token] != row, "a logit row lists a penalty token twice");
+    listedBy[token] = row;
   }
 }
 
