@@ -113,7 +113,7 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
     model.setWeight("layers.0.o", values(hidden * 64, wave), "F32", 0);
     model.setWeight("layers.0.gate_up", values(256 * hidden, wave), "F32", 0);
     model.setWeight("layers.0.down", values(hidden * 128, wave), "F32", 0);
-    const result = await model.step({
+    const step = {
       tokens: Int32Array.of(5, 150),
       cacheRows: Int32Array.of(0, 0),
       positions: Int32Array.of(0, 1),
@@ -122,7 +122,8 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
       returnLogits: true,
       candidates: 64,
       temperatures: Float32Array.of(0.5, 0),
-    });
+    };
+    const result = await model.step(step);
     const { tokens, logits, logSumExp } = result.candidates!;
     for (const [row, temperature] of [0.5, 1].entries()) {
       const full = result.logits!.subarray(row * vocab, (row + 1) * vocab);
@@ -137,16 +138,6 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
     expect([...model.logitsOf(1)]).toEqual([...result.logits!.subarray(vocab)]);
 
     // Penalties move the picks and candidates, computed from a penalized copy; the raw logits stay as they were.
-    const step = {
-      tokens: Int32Array.of(5, 150),
-      cacheRows: Int32Array.of(0, 0),
-      positions: Int32Array.of(0, 1),
-      slots: Int32Array.of(0, 0),
-      logitRows: Int32Array.of(0, 1),
-      returnLogits: true,
-      candidates: 64,
-      temperatures: Float32Array.of(0.5, 0),
-    };
     const penalties = {
       rows: Int32Array.of(0, 0, 1, 1),
       tokens: Int32Array.of(tokens[0]!, 7, tokens[64]!, tokens[65]!),

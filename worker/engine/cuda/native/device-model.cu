@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <stdexcept>
@@ -441,10 +442,14 @@ bool DeviceModel::runGraph(const GraphKey& key, const RowMeta& meta) {
 }
 
 cudaGraphExec_t DeviceModel::capture(const GraphKey& key, const RowMeta& meta) {
+  return captureGraph([&] { enqueueForward(meta, std::get<0>(key), std::get<1>(key), std::get<2>(key)); });
+}
+
+cudaGraphExec_t DeviceModel::captureGraph(const std::function<void()>& enqueue) {
   CUDA_CHECK(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
   cudaGraph_t graph = nullptr;
   try {
-    enqueueForward(meta, std::get<0>(key), std::get<1>(key), std::get<2>(key));
+    enqueue();
   } catch (...) {
     cudaStreamEndCapture(compute_, &graph);
     if (graph) cudaGraphDestroy(graph);
@@ -480,22 +485,11 @@ std::vector<std::pair<std::string, double>> DeviceModel::profileInGraph(const Ro
                                                                        int logitCount, bool anyAdapter) {
   // Captured with its timing events and launched twice: the first launch uploads the graph, the second is
   // timed as kept graphs replay. Running the forward twice is harmless: it writes the same cache entries.
-  CUDA_CHECK(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
-  cudaGraph_t graph = nullptr;
   std::unique_ptr<PhaseTimer> timer;
-  try {
+  cudaGraphExec_t exec = captureGraph([&] {
     timer = std::make_unique<PhaseTimer>(compute_);
     enqueueForward(rows, rowCount, logitCount, anyAdapter, timer.get());
-  } catch (...) {
-    cudaStreamEndCapture(compute_, &graph);
-    if (graph) cudaGraphDestroy(graph);
-    throw;
-  }
-  CUDA_CHECK(cudaStreamEndCapture(compute_, &graph));
-  cudaGraphExec_t exec = nullptr;
-  const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
-  cudaGraphDestroy(graph);
-  CUDA_CHECK(instantiated);
+  });
   try {
     for (int launch = 0; launch < 2; ++launch) {
       CUDA_CHECK(cudaGraphLaunch(exec, compute_));

@@ -2,6 +2,7 @@
 // of fixed slots, and the step that runs a ragged batch of rows through the decode path on one stream.
 // Adapter writes go over a second stream from pinned memory, so a load never waits for a step.
 #pragma once
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -139,6 +140,8 @@ class DeviceModel {
   /** Replays (capturing first if new) the step's graph; false when capture failed and graphs are now off. */
   bool runGraph(const GraphKey& key, const RowMeta& rows);
   cudaGraphExec_t capture(const GraphKey& key, const RowMeta& rows);
+  /** Captures what `enqueue` puts on the compute stream as an executable graph. */
+  cudaGraphExec_t captureGraph(const std::function<void()>& enqueue);
   size_t kvElements() const;
 
   const ModelSpec spec_;
