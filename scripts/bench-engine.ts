@@ -32,6 +32,14 @@ export interface EngineBenchOptions {
   threads?: number;
   /** Each graph variant's session prepacks its own copy of the base weights (EngineOptions.prepackWeights). */
   prepackWeights?: boolean;
+  /**
+   * A shorter run than BENCH.md's (its context and timed steps per run by default: 128 and 16 on cpu, 512
+   * and 32 on a GPU), for tests of the benchmark itself on small models.
+   */
+  context?: number;
+  timedSteps?: number;
+  /** On cuda, the roofline's GEMM and copy sizes (default CUDA_ROOFLINE_SIZES; the emulator needs small ones). */
+  cudaRoofline?: { gemmSize: number; copyBytes: number; repeats: number };
   log?: (line: string) => void;
 }
 
@@ -164,12 +172,15 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   const { device } = options;
   const onGpu = device !== "cpu";
   const layers = options.layers ?? (onGpu ? 16 : 2);
-  const context = onGpu ? 512 : 128;
-  const timedSteps = onGpu ? 32 : 16;
+  const context = options.context ?? (onGpu ? 512 : 128);
+  const timedSteps = options.timedSteps ?? (onGpu ? 32 : 16);
   const runs = [0, ...U_VALUES];
   const profiledSteps = device === "cuda" ? PROFILED_U.length : 0;
   const totalSteps = runs.length * (timedSteps + 1) + profiledSteps;
   const promptLength = context - totalSteps - 1;
+  if (promptLength < 1) {
+    throw new RangeError(`a context of ${context} leaves no prompt for ${totalSteps} decode steps`);
+  }
   // Before minutes of model generation: a device that cannot run says so now.
   assertDeviceUsable(device);
   const modelDir = options.modelDir ?? ensureBenchModel(device, layers, log);
@@ -246,7 +257,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   let roofline: Roofline;
   let phases: EngineBenchResult["phases"];
   if (engine instanceof CudaEngine) {
-    roofline = await engine.roofline(CUDA_ROOFLINE_SIZES);
+    roofline = await engine.roofline(options.cudaRoofline ?? CUDA_ROOFLINE_SIZES);
     // Last, so that a profile the device refuses costs none of the figures above.
     log("profiling one step's phases at base-only and at U = 64");
     try {

@@ -1,0 +1,89 @@
+// `luminet bench engine` itself, shortened on the tiny model: on cpu, and on the CUDA engine over the CPU
+// emulator, where the GPU run also profiles a step phase by phase. A GPU session has minutes of device
+// time: the benchmark must not fail there for a reason this machine could have shown.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { type EngineBenchResult, reportEngineBench, runEngineBench } from "../../scripts/bench-engine.ts";
+import { initTinyModel } from "../../scripts/tiny-model.ts";
+import { CUDA_EMULATED_ADDON_PATH } from "../../worker/engine/cuda/native.ts";
+
+let root: string;
+let modelDir: string;
+
+beforeAll(() => {
+  root = mkdtempSync(join(tmpdir(), "luminet-bench-engine-"));
+  modelDir = initTinyModel(join(root, "model"), { shape: "tiny", adapters: 64, rank: 16, seed: 4 }).dir;
+});
+
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const short = { context: 24, timedSteps: 2, threads: 1 };
+
+function expectWellFormed(result: EngineBenchResult): void {
+  expect(result.results.map((r) => r.U)).toEqual([1, 4, 16, 64]);
+  for (const r of result.results) {
+    expect(r.tokens_per_s).toBeGreaterThan(0);
+    expect(r.bound).toBeGreaterThan(0);
+    expect(r.bound).toBeLessThanOrEqual(1);
+    expect(r.efficiency).toBeCloseTo(r.ratio / r.bound, 3);
+  }
+  expect(result.setup).toMatchObject({ layers: 2, sequences: 64, context: 24, timed_steps: 2, rank: 16 });
+}
+
+describe("luminet bench engine", () => {
+  it("times base-only and U = 1, 4, 16, 64 on cpu and saves what it prints", async () => {
+    const result = await runEngineBench({ device: "cpu", modelDir, ...short });
+    expectWellFormed(result);
+    expect(result.setup.formulation).toBe("segment-views");
+    expect(result.phases).toBeUndefined();
+    const written = vi.spyOn(process.stdout, "write").mockImplementation(() => true);
+    try {
+      reportEngineBench(result, false, root);
+    } finally {
+      written.mockRestore();
+    }
+    expect(JSON.parse(readFileSync(join(root, "engine-cpu.json"), "utf8"))).toEqual(result);
+  }, 120_000);
+
+  it("refuses a context too short for its steps", async () => {
+    await expect(runEngineBench({ device: "cpu", modelDir, ...short, context: 12 })).rejects.toThrow(
+      /a context of 12 leaves no prompt for 15 decode steps/,
+    );
+  });
+
+  it.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))(
+    "on cuda, also profiles one step at base-only and one at U = 64, and prints the phases",
+    async () => {
+      const saved = process.env.LUMINET_CUDA_ADDON;
+      process.env.LUMINET_CUDA_ADDON = CUDA_EMULATED_ADDON_PATH;
+      try {
+        const cudaRoofline = { gemmSize: 64, copyBytes: 1 << 20, repeats: 1 };
+        const result = await runEngineBench({ device: "cuda", modelDir, ...short, cudaRoofline });
+        expectWellFormed(result);
+        expect(result.setup.formulation).toBe("cuda-sgmv");
+        expect(result.phases!.map((p) => p.U)).toEqual([0, 64]);
+        expect(result.phases![0]!.ms).not.toHaveProperty("lora");
+        expect(result.phases![1]!.ms.lora).toBeGreaterThan(0);
+        let printed = "";
+        const written = vi.spyOn(process.stdout, "write").mockImplementation((chunk) => {
+          printed += String(chunk);
+          return true;
+        });
+        try {
+          reportEngineBench(result, false, root);
+        } finally {
+          written.mockRestore();
+        }
+        expect(printed).toMatch(/device ms per step by phase/);
+        expect(printed).toMatch(/\nlora +— +\d+\.\d{3}/);
+        expect(printed).toMatch(/\ntotal +\d+\.\d{3} +\d+\.\d{3}/);
+      } finally {
+        if (saved === undefined) delete process.env.LUMINET_CUDA_ADDON;
+        else process.env.LUMINET_CUDA_ADDON = saved;
+      }
+    },
+    300_000,
+  );
+});
