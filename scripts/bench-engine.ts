@@ -80,7 +80,7 @@ export interface EngineBenchResult {
     timed_steps: number;
     rank: number;
   };
-  /** cuda only: device milliseconds per phase of one profiled step, at base-only and at U = 64. */
+  /** cuda only: device milliseconds per phase of one profiled step at base-only and at each U. */
   phases?: { U: number; ms: Record<string, number> }[];
 }
 
@@ -89,8 +89,8 @@ const RANK = 16;
 const U_VALUES = [1, 4, 16, 64];
 /** Steps per run between switches; runs rotate until each has its timed steps. */
 const BLOCK = 4;
-/** On cuda, after the timed runs: one step profiled phase by phase at each of these U. */
-const PROFILED_U = [0, 64];
+/** On cuda, after the timed runs: one step profiled phase by phase at each of these U (0: base-only). */
+const PROFILED_U = [0, ...U_VALUES];
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -259,7 +259,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   if (engine instanceof CudaEngine) {
     roofline = await engine.roofline(options.cudaRoofline ?? CUDA_ROOFLINE_SIZES);
     // Last, so that a profile the device refuses costs none of the figures above.
-    log("profiling one step's phases at base-only and at U = 64");
+    log("profiling one step's phases at base-only and at each U");
     try {
       phases = [];
       for (const u of PROFILED_U) {
@@ -371,7 +371,7 @@ export function reportEngineBench(
   process.stdout.write(
     `${result.phases.map((p) => (p.U === 0 ? "base" : `U=${p.U}`).padEnd(10)).join("")}\n`,
   );
-  // In the forward's order: the last profile (U = 64) has every phase.
+  // In the forward's order: the last profile (an adapter run) has every phase.
   const names = [...new Set([...result.phases].reverse().flatMap((p) => Object.keys(p.ms)))];
   for (const name of [...names, "total"]) {
     const cells = result.phases.map((p) => {

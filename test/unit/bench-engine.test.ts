@@ -54,7 +54,7 @@ describe("luminet bench engine", () => {
   });
 
   it.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))(
-    "on cuda, also profiles one step at base-only and one at U = 64, and prints the phases",
+    "on cuda, also profiles one step at base-only and one at each U, and prints the phases",
     async () => {
       const saved = process.env.LUMINET_CUDA_ADDON;
       process.env.LUMINET_CUDA_ADDON = CUDA_EMULATED_ADDON_PATH;
@@ -63,9 +63,9 @@ describe("luminet bench engine", () => {
         const result = await runEngineBench({ device: "cuda", modelDir, ...short, cudaRoofline });
         expectWellFormed(result);
         expect(result.setup.formulation).toBe("cuda-sgmv");
-        expect(result.phases!.map((p) => p.U)).toEqual([0, 64]);
+        expect(result.phases!.map((p) => p.U)).toEqual([0, 1, 4, 16, 64]);
         expect(result.phases![0]!.ms).not.toHaveProperty("lora");
-        expect(result.phases![1]!.ms.lora).toBeGreaterThan(0);
+        for (const { ms } of result.phases!.slice(1)) expect(ms.lora).toBeGreaterThan(0);
         let printed = "";
         const written = vi.spyOn(process.stdout, "write").mockImplementation((chunk) => {
           printed += String(chunk);
@@ -77,8 +77,9 @@ describe("luminet bench engine", () => {
           written.mockRestore();
         }
         expect(printed).toMatch(/device ms per step by phase/);
-        expect(printed).toMatch(/\nlora +— +\d+\.\d{3}/);
-        expect(printed).toMatch(/\ntotal +\d+\.\d{3} +\d+\.\d{3}/);
+        expect(printed).toMatch(/\nphase +base +U=1 +U=4 +U=16 +U=64 *\n/);
+        expect(printed).toMatch(/\nlora +— +(\d+\.\d{3} +){3}\d+\.\d{3}/);
+        expect(printed).toMatch(/\ntotal +(\d+\.\d{3} +){4}\d+\.\d{3}/);
       } finally {
         if (saved === undefined) delete process.env.LUMINET_CUDA_ADDON;
         else process.env.LUMINET_CUDA_ADDON = saved;
