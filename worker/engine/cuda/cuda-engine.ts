@@ -46,7 +46,6 @@ export const PREFILL_STEP_TOKENS = 512;
 
 const WEIGHT_DTYPES: readonly string[] = ["F32", "F16", "BF16"] satisfies WeightDtype[];
 
-/** Calls that run steps must not overlap: each plans from the lengths the previous one left. */
 /** What a run of rows asks of the device besides their argmax. */
 interface RunOptions {
   /** Copy every logit row to the host. */
@@ -66,6 +65,7 @@ interface RowResults {
   phases: Record<string, number> | null;
 }
 
+/** Calls that run steps must not overlap: each plans from the lengths the previous one left. */
 export class CudaEngine {
   readonly formulation = CUDA_FORMULATION;
   private readonly sequences: SequenceTable;
@@ -417,7 +417,6 @@ export class CudaEngine {
   }
 }
 
-/** The native model's sizes for this model and these engine options. */
 /** The penalty entries of a decode step: each penalized sequence's RowPenalties at its logit row. */
 function stepPenalties(
   ids: readonly string[],
@@ -448,6 +447,7 @@ function stepPenalties(
   return entries;
 }
 
+/** The native model's sizes for this model and these engine options. */
 export function modelSpec(model: ModelConfig, options: CudaEngineOptions): CudaModelSpec {
   const cacheRows = options.maxBatch ?? DEFAULT_CACHE_ROWS;
   const stepTokens = options.stepTokens ?? PREFILL_STEP_TOKENS;
