@@ -1,6 +1,7 @@
-// A sequence's penalties as the entries an engine applies to its logits (RowPenalties), kept up to date
-// token by token: rebuilding them from the sequence's seen tokens every step cost ~20 ms per 64-row step
-// with 2,000-token prompts, more than a GPU step.
+// A sequence's presence, frequency and repetition penalties as entries (RowPenalties), kept up to date
+// token by token: the one definition the sampler applies to a row itself and sends to an engine that
+// applies them where the logits are. Rebuilding the entries from the seen tokens every step cost ~20 ms per
+// 64-row step with 2,000-token prompts, more than a GPU step.
 import type { RowPenalties } from "./decode-row.ts";
 
 export interface PenaltyParams {
@@ -35,6 +36,20 @@ export class PenaltyList {
     if (counted) {
       this.presence[i] = p.presencePenalty;
       this.frequency[i] = p.frequencyPenalty * count;
+    }
+  }
+
+  /**
+   * Applies the entries to a row of logits in place, each step rounded to float32 by the row: what
+   * Sampler.sample does, and what an engine's penalty kernel must match. Tokens past the row are skipped.
+   */
+  applyTo(logits: Float32Array): void {
+    for (let i = 0; i < this.size; i++) {
+      const t = this.tokens[i]!;
+      if (t >= logits.length) continue;
+      const repetition = this.repetition[i]!;
+      if (repetition !== 1) logits[t] = logits[t]! > 0 ? logits[t]! / repetition : logits[t]! * repetition;
+      logits[t] = logits[t]! - this.presence[i]! - this.frequency[i]!;
     }
   }
 

@@ -120,9 +120,7 @@ export class Sampler {
   private readonly rng: Prng;
   /** Generated tokens and how often each was chosen (frequency / presence penalties). */
   private readonly counts = new Map<number, number>();
-  /** Prompt and generated tokens (repetition penalty). */
-  private readonly seen: Set<number>;
-  /** The penalties as an engine applies them (decodeChoice); null without penalties. */
+  /** The penalties, applied here (sample) or by an engine (decodeChoice); null without penalties. */
   private readonly penaltyList: PenaltyList | null;
   // Per-vocabulary scratch, allocated on the first call and reused: processed logits, their exps, and
   // the index heap of top-k / top-p.
@@ -134,8 +132,7 @@ export class Sampler {
     validate(params);
     this.params = { ...params };
     this.rng = new Prng(params.seed);
-    this.seen = new Set(promptTokens);
-    this.penaltyList = isPenalized(params) ? new PenaltyList(params, this.seen) : null;
+    this.penaltyList = isPenalized(params) ? new PenaltyList(params, promptTokens) : null;
   }
 
   /**
@@ -237,18 +234,7 @@ export class Sampler {
       const l = input[i]!;
       x[i] = Number.isNaN(l) ? Number.NEGATIVE_INFINITY : l;
     }
-    if (p.repetitionPenalty !== 1) {
-      for (const t of this.seen) {
-        if (t >= v) continue;
-        const l = x[t]!;
-        x[t] = l > 0 ? l / p.repetitionPenalty : l * p.repetitionPenalty;
-      }
-    }
-    if (p.presencePenalty !== 0 || p.frequencyPenalty !== 0) {
-      for (const [t, n] of this.counts) {
-        if (t < v) x[t] = x[t]! - p.presencePenalty - p.frequencyPenalty * n;
-      }
-    }
+    this.penaltyList?.applyTo(x);
     let best = 0;
     for (let i = 1; i < v; i++) if (x[i]! > x[best]!) best = i;
     const max = x[best]!;
@@ -289,7 +275,6 @@ export class Sampler {
     const count = (this.counts.get(result.token) ?? 0) + 1;
     this.counts.set(result.token, count);
     this.penaltyList?.chose(result.token, count);
-    this.seen.add(result.token);
     return result;
   }
 
