@@ -276,12 +276,6 @@ async function deviceSampling(
   slots: number[],
 ): Promise<CheckResult> {
   const tokenizer = loadTokenizer(modelDir);
-  const wholeRows: StepEngine = {
-    prefill: (id, tokens, slot) => engine.prefill(id, tokens, slot),
-    decodePicking: (tokens) => engine.decode(tokens),
-    logitsOf: (id) => engine.logitsOf(id),
-    release: (id) => engine.release(id),
-  };
   const run = async (through: StepEngine) => {
     const batcher = new ContinuousBatcher(through, tokenizer, {
       maxBatch: STEP_ROWS,
@@ -302,7 +296,17 @@ async function deviceSampling(
     );
     return results.map((r) => r.tokenIds);
   };
-  return sameTokens(await run(engine), await run(wholeRows));
+  return sameTokens(await run(engine), await run(wholeRows(engine)));
+}
+
+/** The engine answering every decode with whole rows of logits, so the host samples each row itself. */
+export function wholeRows(engine: CudaEngine): StepEngine {
+  return {
+    prefill: (id, tokens, slot) => engine.prefill(id, tokens, slot),
+    decodePicking: (tokens) => engine.decode(tokens),
+    logitsOf: (id) => engine.logitsOf(id),
+    release: (id) => engine.release(id),
+  };
 }
 
 /** One line per check: PASS/FAIL, its name and its numbers. */

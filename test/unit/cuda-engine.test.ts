@@ -9,6 +9,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { wholeRows } from "../../scripts/cuda-check.ts";
 import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
 import { initTinyModel, tinyConfigJson } from "../../scripts/tiny-model.ts";
 import { type LoadedAdapter, loadPeftAdapter } from "../../worker/adapters/peft.ts";
@@ -290,12 +291,7 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
       return logitsOf(id);
     };
     // The same engine answering with whole rows only: the host samples every row from its logits.
-    const wholeRows: StepEngine = {
-      prefill: (id, tokens, slot) => whole.prefill(id, tokens, slot),
-      decodePicking: (tokens) => whole.decode(tokens),
-      logitsOf: (id) => whole.logitsOf(id),
-      release: (id) => whole.release(id),
-    };
+    const hostSampled = wholeRows(whole);
     const sampling: Partial<SamplingParams>[] = [
       { temperature: 0.9, topK: 5, seed: 1 },
       { temperature: 1, topP: 0.8, seed: 2 },
@@ -328,7 +324,7 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
         ),
       );
     };
-    const [viaCandidates, viaRows] = [await run(sparse), await run(wholeRows)];
+    const [viaCandidates, viaRows] = [await run(sparse), await run(hostSampled)];
     expect(viaCandidates.map((r) => r.tokenIds)).toEqual(viaRows.map((r) => r.tokenIds));
     for (const [i, r] of viaCandidates.entries()) {
       for (const [k, t] of r.tokens.entries()) {
@@ -351,7 +347,7 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     const unpenalized = sampling.map(
       ({ repetitionPenalty: _r, frequencyPenalty: _f, presencePenalty: _p, ...rest }) => rest,
     );
-    const plain = await run(wholeRows, unpenalized);
+    const plain = await run(hostSampled, unpenalized);
     const penalizedRows = [5, 6, 7];
     expect(penalizedRows.some((i) => plain[i]!.tokenIds.join() !== viaRows[i]!.tokenIds.join())).toBe(true);
     // top_p over the tiny model's flat logits needs more than the candidates: its rows were fetched.
