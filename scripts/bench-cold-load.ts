@@ -22,6 +22,7 @@ import { EngineThread } from "../worker/engine/engine-thread.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
+import { round } from "./bench-stats.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
 export interface ColdLoadBenchOptions {
@@ -96,11 +97,6 @@ const DECODE_SLOT = 4;
 function quantile(values: number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
-
-function round(value: number, digits = 2): number {
-  const f = 10 ** digits;
-  return Math.round(value * f) / f;
 }
 
 function ensureModel(layers: number, log: (line: string) => void): string {
@@ -229,11 +225,11 @@ export async function runColdLoadBench(options: ColdLoadBenchOptions = {}): Prom
     log(`  ${tier}: ${p50.toFixed(1)} ms p50`);
     return {
       tier,
-      ms_p50: round(p50),
-      ms_min: round(Math.min(...times)),
+      ms_p50: round(p50, 2),
+      ms_min: round(Math.min(...times), 2),
       gb_per_s: round(adapterBytes / (p50 / 1000) / 1e9, 3),
-      to_ram_ms_p50: toRam.length > 0 ? round(quantile(toRam, 0.5)) : null,
-      write_ms_p50: round(quantile(writes, 0.5)),
+      to_ram_ms_p50: toRam.length > 0 ? round(quantile(toRam, 0.5), 2) : null,
+      write_ms_p50: round(quantile(writes, 0.5), 2),
     };
   };
 
@@ -330,21 +326,21 @@ export async function runColdLoadBench(options: ColdLoadBenchOptions = {}): Prom
     parsed_bytes: parsedBytes(parsed),
     repeats,
     storage,
-    load_average: [round(loadAtStart), round(loadavg()[0]!)],
+    load_average: [round(loadAtStart, 2), round(loadavg()[0]!, 2)],
     page_cache: pageCache,
     tiers,
     step: {
       sequences: SEQUENCES,
       engine_threads: engineThreads,
       steps_each: quiet!.steps.length,
-      quiet_ms_p50: round(p50(quiet!.steps)),
-      quiet_ms_p90: round(quantile(quiet!.steps, 0.9)),
-      to_ram_ms_p50: round(p50(toRam!.steps)),
-      to_ram_ms_p90: round(quantile(toRam!.steps, 0.9)),
+      quiet_ms_p50: round(p50(quiet!.steps), 2),
+      quiet_ms_p90: round(quantile(quiet!.steps, 0.9), 2),
+      to_ram_ms_p50: round(p50(toRam!.steps), 2),
+      to_ram_ms_p90: round(quantile(toRam!.steps, 0.9), 2),
       to_ram_ratio: round(p50(toRam!.steps) / p50(quiet!.steps), 3),
       to_ram_loads: toRam!.loads,
-      to_slot_ms_p50: round(p50(toSlot!.steps)),
-      to_slot_ms_p90: round(quantile(toSlot!.steps, 0.9)),
+      to_slot_ms_p50: round(p50(toSlot!.steps), 2),
+      to_slot_ms_p90: round(quantile(toSlot!.steps, 0.9), 2),
       to_slot_ratio: round(p50(toSlot!.steps) / p50(quiet!.steps), 3),
       to_slot_loads: toSlot!.loads,
     },

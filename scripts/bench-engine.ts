@@ -18,6 +18,7 @@ import type { LoraFormulation } from "../worker/engine/engine.ts";
 import { MODULE_KINDS, type ModelConfig, moduleShape } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { saveBenchResult } from "./bench-result.ts";
+import { round } from "./bench-stats.ts";
 import { measureRoofline, type Roofline } from "./roofline.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
@@ -295,7 +296,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
     const bound = ideal(0) / ideal(u);
     return {
       U: u,
-      tokens_per_s: round(SEQUENCES / stepSeconds),
+      tokens_per_s: round(SEQUENCES / stepSeconds, 0),
       ratio: round(ratio, 4),
       bound: round(bound, 4),
       efficiency: round(ratio / bound, 4),
@@ -309,11 +310,11 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
     machine: machineName(device),
     device,
     shape: "bench-1b",
-    base_tokens_per_s: round(SEQUENCES / baseStep),
+    base_tokens_per_s: round(SEQUENCES / baseStep, 0),
     results,
     roofline: {
-      flops_per_s: round(roofline.flopsPerSecond),
-      bytes_per_s: round(roofline.bytesPerSecond),
+      flops_per_s: round(roofline.flopsPerSecond, 0),
+      bytes_per_s: round(roofline.bytesPerSecond, 0),
       dominant:
         base.flops / roofline.flopsPerSecond > base.bytes / roofline.bytesPerSecond ? "compute" : "memory",
     },
@@ -340,11 +341,6 @@ function argmax(row: Float32Array): number {
   let best = 0;
   for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
   return best;
-}
-
-function round(value: number, digits = 0): number {
-  const f = 10 ** digits;
-  return Math.round(value * f) / f;
 }
 
 /** Prints the result (one JSON line with --json, else a table) and saves bench/results/engine-<device>.json. */

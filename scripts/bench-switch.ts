@@ -22,7 +22,7 @@ import { Prng } from "../worker/engine/prng.ts";
 import { LuminetWorker } from "../worker/main.ts";
 import { machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
-import { percentile } from "./bench-stats.ts";
+import { percentile, round } from "./bench-stats.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
 export interface SwitchBenchOptions {
@@ -89,11 +89,7 @@ function ensureModel(device: Device, layers: number, log: (line: string) => void
 }
 
 function summary(values: readonly number[]): Percentiles {
-  return { p50: round(percentile(values, 50)), p99: round(percentile(values, 99)) };
-}
-
-function round(value: number): number {
-  return Math.round(value * 1000) / 1000;
+  return { p50: round(percentile(values, 50), 3), p99: round(percentile(values, 99), 3) };
 }
 
 export async function runSwitchBench(options: SwitchBenchOptions): Promise<SwitchBenchResult> {
@@ -206,8 +202,8 @@ export async function runSwitchBench(options: SwitchBenchOptions): Promise<Switc
       per_token_ms: summary(samples.adapter.perToken),
     };
     const minus = (a: Percentiles, b: Percentiles) => ({
-      p50: round(a.p50 - b.p50),
-      p99: round(a.p99 - b.p99),
+      p50: round(a.p50 - b.p50, 3),
+      p99: round(a.p99 - b.p99, 3),
     });
     return {
       machine: machineName(device),
