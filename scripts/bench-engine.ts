@@ -13,6 +13,7 @@ import { pathToFileURL } from "node:url";
 import { loadPeftAdapter } from "../worker/adapters/peft.ts";
 import { createEngine } from "../worker/engine/create-engine.ts";
 import { type CUDA_FORMULATION, CudaEngine } from "../worker/engine/cuda/cuda-engine.ts";
+import type { DecodeChoice } from "../worker/engine/decode-row.ts";
 import { assertDeviceUsable, computeDtypeFor, type Device, parseDevice } from "../worker/engine/device.ts";
 import type { LoraFormulation } from "../worker/engine/engine.ts";
 import { MODULE_KINDS, type ModelConfig, moduleShape } from "../worker/engine/model-config.ts";
@@ -219,6 +220,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   const first = await engine.prefillTogether(prompts);
   let next = new Map(ids.map((id, i) => [id, argmax(first[i]!)]));
 
+  const greedy = new Map<string, DecodeChoice>(ids.map((id) => [id, { kind: "argmax" }]));
   const stepTimes = new Map<number, number[]>(runs.map((u) => [u, []]));
   const cpuTimes = new Map<number, number[]>(runs.map((u) => [u, []]));
   const assign = (u: number) => {
@@ -232,8 +234,9 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
     if (engine instanceof CudaEngine) {
       next = await engine.decodeGreedy(next);
     } else {
-      const logits = await engine.decode(next);
-      next = new Map([...logits].map(([id, row]) => [id, argmax(row)]));
+      // Greedy serving's step: the graph takes each row's argmax, no logits come back.
+      const picked = await engine.decodePicking(next, greedy);
+      next = new Map([...picked].map(([id, token]) => [id, token as number]));
     }
     const cpu = process.cpuUsage(cpuStart);
     const seconds = (performance.now() - start) / 1000;

@@ -19,6 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { type LoadedAdapter, loadPeftAdapter } from "../worker/adapters/peft.ts";
+import type { ServingEngine } from "../worker/engine/create-engine.ts";
 import { CudaEngine } from "../worker/engine/cuda/cuda-engine.ts";
 import type { CudaAddon } from "../worker/engine/cuda/native.ts";
 import { Engine } from "../worker/engine/engine.ts";
@@ -300,7 +301,7 @@ async function deviceSampling(
 }
 
 /** The engine answering every decode with whole rows of logits, so the host samples each row itself. */
-export function wholeRows(engine: CudaEngine): StepEngine {
+export function wholeRows(engine: ServingEngine): StepEngine {
   return {
     prefill: (id, tokens, slot) => engine.prefill(id, tokens, slot),
     decodePicking: (tokens) => engine.decode(tokens),

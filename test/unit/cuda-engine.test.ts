@@ -191,7 +191,7 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     // Candidates: each row's largest logits, largest first, and its log-sum-exp at its temperature, computed
     // on the device; the whole row stays there for logitsOf.
     const after = new Map(ids.map((id) => [id, argmax(wantMostly.get(id)!)]));
-    const sampled = { kind: "candidates", temperature: 0.7 } as const;
+    const sampled = { kind: "candidates", temperature: 0.7, mayNeedRow: true } as const;
     const drawn = await cuda.decodePicking(after, new Map(ids.map((id) => [id, sampled])));
     expect(steps.at(-1)!.returnLogits).toBe(false);
     for (const id of ids) {

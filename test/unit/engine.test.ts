@@ -5,12 +5,17 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { wholeRows } from "../../scripts/cuda-check.ts";
 import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
 import { type LoadedAdapter, loadPeftAdapter } from "../../worker/adapters/peft.ts";
+import { CANDIDATES, type DecodeCandidates, type DecodeChoice } from "../../worker/engine/decode-row.ts";
 import { Engine, EngineError, type LoraFormulation } from "../../worker/engine/engine.ts";
 import { EngineThread } from "../../worker/engine/engine-thread.ts";
+import { ContinuousBatcher, type StepEngine } from "../../worker/engine/generation.ts";
 import type { ModelConfig } from "../../worker/engine/model-config.ts";
+import { GREEDY, type SamplingParams } from "../../worker/engine/sampler.ts";
+import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
 import { writeMergedModel } from "../support/merged-model.ts";
 import { referenceLogits } from "../support/reference-forward.ts";
@@ -63,6 +68,13 @@ function engineFor(
 function prompt(i: number): number[] {
   return Array.from({ length: 3 + i }, (_, t) => (17 * i + 31 * t + 1) % model.vocabSize);
 }
+
+/** Penalty values for one listed token, as RowPenalties carries them. */
+const onePenalty = {
+  repetition: Float64Array.of(1.5),
+  presence: Float64Array.of(0.5),
+  frequency: Float64Array.of(0),
+};
 
 function maxDiff(a: Float32Array, b: Float32Array): number {
   let worst = 0;
@@ -247,6 +259,21 @@ describe("the engine on mixed-adapter batches", () => {
         );
         for (const id of ["a", "c", "d"]) out.push(rows.get(id)!.slice());
       }
+      // A step settled in the graph: a's pick, c's candidates (as logits), d's whole row.
+      const settled = await engine.decodePicking(
+        new Map([
+          ["a", 12],
+          ["c", 22],
+          ["d", 32],
+        ]),
+        new Map<string, DecodeChoice>([
+          ["a", { kind: "argmax" }],
+          ["c", { kind: "candidates", temperature: 0.5, mayNeedRow: false }],
+        ]),
+      );
+      out.push(Float32Array.of(settled.get("a") as number));
+      out.push((settled.get("c") as DecodeCandidates).logits.slice());
+      out.push((settled.get("d") as Float32Array).slice());
       return out;
     };
     const expected = await trace(host);
@@ -290,6 +317,106 @@ describe("the engine on mixed-adapter batches", () => {
       for (const [step, row] of decoded[s]!.entries())
         expect(maxDiff(row, whole[start + step]!)).toBeLessThan(1e-4);
       engine.release(`${id}-whole`);
+    }
+    await engine.close();
+  });
+
+  it("settles picks and candidates in its graph, and draws through them what it draws from whole rows", async () => {
+    const engine = await engineFor(modelDir);
+    await engine.writeAdapter(1, adapters[2]!);
+    const ids = ["a", "b", "c", "d", "e"];
+    for (const [i, id] of ids.entries()) await engine.prefill(id, prompt(i), i % 2);
+    const twin = await engineFor(modelDir);
+    await twin.writeAdapter(1, adapters[2]!);
+    for (const [i, id] of ids.entries()) await twin.prefill(id, prompt(i), i % 2);
+    const next = new Map(ids.map((id, i) => [id, 40 + i]));
+    const want = await twin.decode(next);
+    const rows = await engine.decodePicking(
+      next,
+      new Map<string, DecodeChoice>([
+        ["a", { kind: "argmax" }],
+        ["b", { kind: "candidates", temperature: 0.6, mayNeedRow: false }],
+        ["c", { kind: "candidates", temperature: 0, mayNeedRow: true }],
+        // Penalties are the host sampler's to apply: the row comes back whole.
+        ["d", { kind: "argmax", penalties: { tokens: Int32Array.of(3), ...onePenalty } }],
+      ]),
+    );
+    const argmax = (row: Float32Array) => row.indexOf(Math.max(...row));
+    expect(rows.get("a")).toBe(argmax(want.get("a")!));
+    for (const [id, t] of [
+      ["b", 0.6],
+      ["c", 1],
+    ] as const) {
+      const c = rows.get(id) as DecodeCandidates;
+      const row = want.get(id)!;
+      const order = [...row.keys()].sort((x, y) => row[y]! - row[x]! || x - y).slice(0, CANDIDATES);
+      expect(Array.from(c.tokens)).toEqual(order);
+      for (const [k, token] of order.entries()) expect(c.logits[k]).toBeCloseTo(row[token]!, 5);
+      let sum = 0;
+      for (const x of row) sum += Math.exp((x - row[order[0]!]!) / t);
+      expect(c.logSumExp).toBeCloseTo(row[order[0]!]! / t + Math.log(sum), 4);
+      expect(c.vocab).toBe(model.vocabSize);
+    }
+    for (const id of ["d", "e"])
+      expect(maxDiff(rows.get(id) as Float32Array, want.get(id)!)).toBeLessThan(1e-5);
+    // Only a draw that may reach past its candidates keeps its row, until the next step.
+    expect(maxDiff(engine.logitsOf("c"), want.get("c")!)).toBeLessThan(1e-5);
+    expect(() => engine.logitsOf("b")).toThrow(EngineError);
+    await engine.decodePicking(new Map(ids.map((id) => [id, 1])), new Map());
+    expect(() => engine.logitsOf("c")).toThrow(/kept no logits/);
+    await twin.close();
+
+    // Through the batching loop: the same tokens and logprobs as host sampling of every whole row.
+    const tokenizer = loadTokenizer(modelDir);
+    const sampling: Partial<SamplingParams>[] = [
+      { temperature: 0.9, topK: 5, seed: 1 },
+      { temperature: 1, topP: 0.8, seed: 2 },
+      { temperature: 0.7, topK: 40, topP: 0.95, seed: 3, topLogprobs: 2 },
+      {},
+      { temperature: 0, topLogprobs: 3 },
+      { temperature: 0, repetitionPenalty: 0.3, frequencyPenalty: 0.5 },
+      { temperature: 0.8, seed: 4 },
+    ];
+    const generate = async (through: StepEngine) => {
+      const batcher = new ContinuousBatcher(through, tokenizer, {
+        maxBatch: 8,
+        maxContext: 64,
+        prefillTokenBudget: 64,
+      });
+      return Promise.all(
+        sampling.map((p, i) =>
+          batcher.submit({
+            id: `r${i}`,
+            promptTokens: prompt(i),
+            slot: i % 2,
+            sampling: { ...GREEDY, ...p },
+            maxTokens: 6,
+          }),
+        ),
+      );
+    };
+    for (const id of ids) engine.release(id);
+    let settled = 0;
+    const counting: StepEngine = {
+      prefill: (id, tokens, slot) => engine.prefill(id, tokens, slot),
+      decodePicking: async (tokens, choices) => {
+        const out = await engine.decodePicking(tokens, choices);
+        settled += [...out.values()].filter((row) => !(row instanceof Float32Array)).length;
+        return out;
+      },
+      logitsOf: (id) => engine.logitsOf(id),
+      release: (id) => engine.release(id),
+    };
+    const [viaChoices, viaRows] = [await generate(counting), await generate(wholeRows(engine))];
+    expect(settled).toBeGreaterThan(0);
+    expect(viaChoices.map((r) => r.tokenIds)).toEqual(viaRows.map((r) => r.tokenIds));
+    for (const [i, r] of viaChoices.entries()) {
+      for (const [k, t] of r.tokens.entries()) {
+        const wanted = viaRows[i]!.tokens[k]!;
+        if (Number.isNaN(wanted.logprob)) expect(Number.isNaN(t.logprob)).toBe(true);
+        else expect(t.logprob).toBeCloseTo(wanted.logprob, 4);
+        expect(t.top.map((x) => x.token)).toEqual(wanted.top.map((x) => x.token));
+      }
     }
     await engine.close();
   });

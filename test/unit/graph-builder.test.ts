@@ -100,6 +100,7 @@ async function run(
     seqlens_k: i32(step.lengths.map((n) => n - 1)),
     total_sequence_length: i32([Math.max(...step.lengths)], []),
     logits_rows: i64(step.rows),
+    ...noChoices,
     ...step.kv,
     ...step.extra,
   });
@@ -108,6 +109,17 @@ async function run(
   const logits = step.rows.map((_, r) => data.slice(r * vocab, (r + 1) * vocab));
   return { logits, kv: {}, out };
 }
+
+/**
+ * The decode-choice row lists of a run that wants only `logits`: empty, but for one candidates row
+ * (onnxruntime 1.30's TopK kills the process on zero rows; the engine feeds the same).
+ */
+const noChoices: Feeds = {
+  pick_rows: i64([]),
+  candidate_rows: i64([0]),
+  candidate_temperatures: f32(Float32Array.of(1), [1]),
+  whole_rows: i64([]),
+};
 
 function maxDiff(a: Float32Array, b: Float32Array): number {
   expect(a.length).toBe(b.length);
@@ -146,6 +158,47 @@ describe("graph builder", () => {
     }
     // The logits are not degenerate: positions differ from one another.
     expect(maxDiff(full.logits[6]!, full.logits[7]!)).toBeGreaterThan(1e-2);
+  });
+
+  it("picks, candidates and whole rows are the argmax, the largest logits with their log-sum-exp, and the rows of its logits", async () => {
+    const { cfg } = base;
+    // The logit rows of a prompt's eight positions, chosen from in every way at once.
+    const step = await run(baseSession, {
+      tokens: [prompt],
+      lengths: [prompt.length],
+      rows: [0, 1, 2, 3, 4, 5, 6, 7],
+      kv: emptyKv(cfg, 1),
+      extra: {
+        pick_rows: i64([3, 0, 3]),
+        candidate_rows: i64([1, 6]),
+        candidate_temperatures: f32(Float32Array.of(0.5, 1.7), [2]),
+        whole_rows: i64([7, 2]),
+      },
+    });
+    const logits = step.logits;
+    const argmax = (row: Float32Array) => row.indexOf(Math.max(...row));
+    expect(Array.from(step.out.picks!.data as BigInt64Array, Number)).toEqual(
+      [3, 0, 3].map((r) => argmax(logits[r]!)),
+    );
+    const count = Math.min(64, cfg.vocabSize);
+    const ids = step.out.candidate_ids!.data as BigInt64Array;
+    const values = step.out.candidate_logits!.data as Float32Array;
+    const lse = step.out.candidate_log_sum_exp!.data as Float32Array;
+    for (const [k, [r, t]] of [
+      [1, 0.5],
+      [6, 1.7],
+    ].entries()) {
+      const row = logits[r!]!;
+      const order = [...row.keys()].sort((a, b) => row[b]! - row[a]! || a - b).slice(0, count);
+      expect(Array.from(ids.subarray(k * count, (k + 1) * count), Number)).toEqual(order);
+      expect(Array.from(values.subarray(k * count, (k + 1) * count))).toEqual(order.map((i) => row[i]!));
+      let sum = 0;
+      for (const x of row) sum += Math.exp((x - row[order[0]!]!) / t!);
+      expect(lse[k]!).toBeCloseTo(row[order[0]!]! / t! + Math.log(sum), 4);
+    }
+    const whole = step.out.whole_logits!.data as Float32Array;
+    expect(whole.subarray(0, cfg.vocabSize)).toEqual(logits[7]);
+    expect(whole.subarray(cfg.vocabSize)).toEqual(logits[2]);
   });
 
   it("a decode batch with ragged, right-padded pasts matches each row decoded alone", async () => {

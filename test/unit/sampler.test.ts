@@ -236,17 +236,18 @@ describe("drawing from an engine's candidates", () => {
     // A peaked row (a real model's shape), so top-p's mass lies within the candidates.
     const row = noise(32000, 11, 4);
     for (let i = 0; i < 40; i++) row[i * 97] = 14 - i * 0.2;
-    const cases: Partial<SamplingParams>[] = [
-      { temperature: 0.8, topP: 0.9, seed: 5 },
-      { temperature: 1.3, topK: 20, seed: 6, topLogprobs: 5 },
-      { temperature: 0.5, topK: 64, topP: 0.95, seed: 7 },
-      { temperature: 0, topLogprobs: 3 },
+    // Each with whether the draw may need the row after all: only top-p without a top-k inside the candidates.
+    const cases: [Partial<SamplingParams>, boolean][] = [
+      [{ temperature: 0.8, topP: 0.9, seed: 5 }, true],
+      [{ temperature: 1.3, topK: 20, seed: 6, topLogprobs: 5 }, false],
+      [{ temperature: 0.5, topK: 64, topP: 0.95, seed: 7 }, false],
+      [{ temperature: 0, topLogprobs: 3 }, false],
     ];
-    for (const p of cases) {
+    for (const [p, mayNeedRow] of cases) {
       const whole = new Sampler(params(p), [1, 2]);
       const sparse = new Sampler(params(p), [1, 2]);
       const choice = sparse.decodeChoice;
-      expect(choice).toEqual({ kind: "candidates", temperature: p.temperature });
+      expect(choice).toEqual({ kind: "candidates", temperature: p.temperature, mayNeedRow });
       for (let step = 0; step < 12; step++) {
         const want = whole.sample(row);
         const got = sparse.sampleCandidates(candidatesOf(row, p.temperature!))!;

@@ -23,8 +23,8 @@ export interface ServingEngine {
   decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>>;
   /**
    * A decode where the sequences in `choices` may come back picked or as candidates instead of their
-   * logits (decode-row.ts); the others get their logits. The CUDA engine settles choices on the device;
-   * the onnxruntime engine always returns logits.
+   * logits (decode-row.ts); the others get their logits. The CUDA engine settles choices on the device,
+   * penalties included; the onnxruntime engine in its graph, giving penalized rows their logits.
    */
   decodePicking(
     tokens: ReadonlyMap<string, number>,

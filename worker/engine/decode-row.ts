@@ -29,7 +29,16 @@ export interface RowPenalties {
  */
 export type DecodeChoice =
   | { kind: "argmax"; penalties?: RowPenalties }
-  | { kind: "candidates"; temperature: number; penalties?: RowPenalties };
+  | {
+      kind: "candidates";
+      temperature: number;
+      /**
+       * True where the draw may reach past the candidates (top-p without a top-k inside them): the row
+       * may then be asked for after the step (logitsOf), so an engine that cannot keep it sends it too.
+       */
+      mayNeedRow: boolean;
+      penalties?: RowPenalties;
+    };
 
 /** A row's largest logits, largest first (ties: lower id first), and log Σ exp(logit / T) over the vocabulary. */
 export interface DecodeCandidates {

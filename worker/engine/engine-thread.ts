@@ -20,8 +20,8 @@ export class EngineThread {
   private constructor(
     private readonly worker: Worker,
     readonly model: ModelConfig,
-    /** Whether the engine settles decode choices itself (the CUDA engine) or returns every row's logits. */
-    private readonly picksOnDevice: boolean,
+    /** Whether the engine applies penalties itself (the CUDA engine) or returns penalized rows' logits. */
+    private readonly penaltiesOnDevice: boolean,
   ) {
     worker.on("message", (reply: ThreadReply) => {
       const call = this.pending.get(reply.id);
@@ -85,8 +85,11 @@ export class EngineThread {
     tokens: ReadonlyMap<string, number>,
     choices: ReadonlyMap<string, DecodeChoice>,
   ): Promise<Map<string, DecodeRow>> {
-    // onnxruntime's engine ignores the choices: spare cloning them (a penalized one lists its seen tokens).
-    const sent = this.picksOnDevice ? choices : new Map<string, DecodeChoice>();
+    // onnxruntime's engine answers penalized choices with whole rows: spare cloning them (a penalized one
+    // lists its seen tokens).
+    const sent = this.penaltiesOnDevice
+      ? choices
+      : new Map([...choices].filter(([, choice]) => choice.penalties === undefined));
     return this.call("decodePicking", [tokens, sent]) as Promise<Map<string, DecodeRow>>;
   }
 

@@ -6,7 +6,7 @@ import { availableParallelism } from "node:os";
 import { InferenceSession, Tensor } from "onnxruntime-node";
 import type { LoadedAdapter } from "../adapters/peft.ts";
 import { type BankStore, HostBankStore } from "./bank-store.ts";
-import type { DecodeChoice } from "./decode-row.ts";
+import { CANDIDATES, type DecodeCandidates, type DecodeChoice, type DecodeRow } from "./decode-row.ts";
 import {
   assertDeviceUsable,
   type ComputeDtype,
@@ -84,6 +84,16 @@ function defaultFormulation(options: EngineOptions): LoraFormulation {
 /** 1.0 as IEEE half-precision bits. */
 const FLOAT16_ONE = 0x3c00;
 
+/** Graph outputs the host reads: the logits and the decode choices' results (graph-builder.ts). */
+const HOST_OUTPUTS = [
+  "logits",
+  "picks",
+  "candidate_ids",
+  "candidate_logits",
+  "candidate_log_sum_exp",
+  "whole_logits",
+];
+
 /** Graph variants by the number of adapter segments; a step uses the smallest that fits. */
 const SEGMENT_BUCKETS = [1, 4, 16, 64];
 /** Session key of the base graph, and of the one masked-rows graph (which takes any number of adapters). */
@@ -94,6 +104,42 @@ interface Sequence {
   slot: number;
   /** Tokens in the KV cache. */
   length: number;
+}
+
+/** Which logit rows of a run come back picked, as candidates (at a temperature each), or whole. */
+interface RowPlan {
+  picks: number[];
+  candidates: number[];
+  temperatures: number[];
+  whole: number[];
+}
+
+/** A logit row as a run returns it: its pick or candidates, its logits, or both (kept for logitsOf). */
+interface RowResult {
+  settled?: number | DecodeCandidates;
+  logits?: Float32Array;
+}
+
+/**
+ * The plan for a decode's rows from the sequences' choices, in row order: penalized rows and rows without a
+ * choice whole (the host sampler applies penalties); candidates whose draw may need the row, or where the
+ * candidates are the whole vocabulary, whole as well.
+ */
+function planRows(choices: (DecodeChoice | undefined)[], vocab: number): RowPlan | null {
+  const plan: RowPlan = { picks: [], candidates: [], temperatures: [], whole: [] };
+  for (const [row, choice] of choices.entries()) {
+    if (choice === undefined || choice.penalties !== undefined) {
+      plan.whole.push(row);
+    } else if (choice.kind === "argmax") {
+      plan.picks.push(row);
+    } else {
+      plan.candidates.push(row);
+      plan.temperatures.push(choice.temperature > 0 ? choice.temperature : 1);
+      if (choice.mayNeedRow || vocab <= CANDIDATES) plan.whole.push(row);
+    }
+  }
+  // Every row whole in order: the graph's logits output as it is, without a gather.
+  return plan.whole.length === choices.length ? null : plan;
 }
 
 export class Engine {
@@ -108,6 +154,8 @@ export class Engine {
   private readonly joining = new Map<string, { tensors: KvTensors; row: number }>();
   /** Prefill outputs still referenced by joiners; freed once the batch cache has absorbed them. */
   private readonly prefillsToFree = new Set<KvTensors>();
+  /** Whole rows the last decode sent along with candidates (logitsOf), by sequence. */
+  private readonly keptRows = new Map<string, Float32Array>();
   private batchIds: string[] = [];
   private batchKv: KvTensors;
   private readonly kvShape: KvShape;
@@ -204,12 +252,13 @@ export class Engine {
     const rows = prompts.flatMap((_, b) =>
       allLogits ? Array.from({ length: n }, (_, i) => b * n + i) : [b * n + n - 1],
     );
-    const { logits, kv: presents } = await this.run({
+    const { rows: results, kv: presents } = await this.run({
       tokens: prompts.map((p) => p.tokens),
       pastLengths: prompts.map(() => 0),
       past: emptyKv(this.kvShape, prompts.length),
       slots: prompts.map((p) => p.slot),
       logitsRows: rows,
+      plan: null,
       kv: "presents",
     });
     this.prefillsToFree.add(presents);
@@ -217,7 +266,7 @@ export class Engine {
       this.sequences.set(id, { slot, length: n });
       this.joining.set(id, { tensors: presents, row });
     }
-    return logits;
+    return results.map((r) => r.logits!);
   }
 
   /**
@@ -225,6 +274,19 @@ export class Engine {
    * logits of the next token per sequence, in the order given.
    */
   async decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>> {
+    return (await this.decodePicking(tokens, new Map())) as Map<string, Float32Array>;
+  }
+
+  /**
+   * ServingEngine.decodePicking. The graph settles the choices: argmax rows come back as their pick, candidates
+   * rows as their largest logits and log-sum-exp, so the host neither copies nor scans their 32k-wide rows.
+   * Penalized rows get their logits (the host sampler applies penalties), as do rows without a choice.
+   */
+  async decodePicking(
+    tokens: ReadonlyMap<string, number>,
+    choices: ReadonlyMap<string, DecodeChoice>,
+  ): Promise<Map<string, DecodeRow>> {
+    this.keptRows.clear();
     if (tokens.size === 0 && this.sequences.size === 0) return new Map();
     if (tokens.size !== this.sequences.size) {
       const missing = [...this.sequences.keys()].filter((id) => !tokens.has(id));
@@ -241,12 +303,17 @@ export class Engine {
     const ids = this.batchIds;
     const sequences = ids.map((id) => this.sequences.get(id)!);
     const hostCache = this.deviceOps === null;
-    const { logits, kv } = await this.run({
+    const plan = planRows(
+      ids.map((id) => choices.get(id)),
+      this.model.vocabSize,
+    );
+    const { rows, kv } = await this.run({
       tokens: ids.map((id) => [tokens.get(id)!]),
       pastLengths: sequences.map((s) => s.length),
       past: this.batchKv,
       slots: sequences.map((s) => s.slot),
       logitsRows: ids.map((_, i) => i),
+      plan,
       kv: hostCache ? "step" : "presents",
     });
     if (hostCache) {
@@ -261,20 +328,23 @@ export class Engine {
       this.batchKv = kv;
     }
     for (const s of sequences) s.length += 1;
-    return new Map(ids.map((id, i) => [id, logits[i]!]));
+    const out = new Map<string, DecodeRow>();
+    for (const [i, id] of ids.entries()) {
+      const row = rows[i]!;
+      out.set(id, row.settled ?? row.logits!);
+      if (row.settled !== undefined && row.logits) this.keptRows.set(id, row.logits);
+    }
+    return out;
   }
 
-  /** ServingEngine.decodePicking: onnxruntime's logits are on the host already, so every row gets them. */
-  decodePicking(
-    tokens: ReadonlyMap<string, number>,
-    _choices: ReadonlyMap<string, DecodeChoice>,
-  ): Promise<Map<string, Float32Array>> {
-    return this.decode(tokens);
-  }
-
-  /** ServingEngine.logitsOf: never needed here, as decodePicking returns no candidates. */
+  /**
+   * ServingEngine.logitsOf: the logits of a candidates row of the last decode whose draw may reach past its
+   * candidates (DecodeChoice.mayNeedRow); the step sent them along, since onnxruntime keeps nothing after a run.
+   */
   logitsOf(id: string): Float32Array {
-    throw new EngineError(`sequence ${id}: this engine returns logits, never candidates`);
+    const row = this.keptRows.get(id);
+    if (!row) throw new EngineError(`sequence ${id}: the last decode kept no logits for it`);
+    return row;
   }
 
   /**
@@ -348,15 +418,19 @@ export class Engine {
     past: KvTensors;
     slots: number[];
     logitsRows: number[];
+    /** How each logit row comes back; null: every row's logits. */
+    plan: RowPlan | null;
     /** Which cache outputs to fetch: the whole presents, or each row's new key and value (graph step rows). */
     kv: "presents" | "step";
-  }): Promise<{ logits: Float32Array[]; kv: KvTensors }> {
+  }): Promise<{ rows: RowResult[]; kv: KvTensors }> {
     const batch = step.tokens.length;
     const seqLen = step.tokens[0]!.length;
     const ids = new BigInt64Array(batch * seqLen);
     for (const [b, row] of step.tokens.entries())
       for (const [s, t] of row.entries()) ids[b * seqLen + s] = BigInt(t);
     const totals = step.pastLengths.map((p) => p + seqLen);
+    const plan = step.plan ?? { picks: [], candidates: [], temperatures: [], whole: [] };
+    const rowList = (rows: number[]) => new Tensor("int64", BigInt64Array.from(rows, BigInt), [rows.length]);
     const feeds: Record<string, Tensor> = {
       input_ids: new Tensor("int64", ids, [batch, seqLen]),
       seqlens_k: new Tensor(
@@ -365,7 +439,17 @@ export class Engine {
         [batch],
       ),
       total_sequence_length: new Tensor("int32", Int32Array.of(Math.max(...totals)), []),
-      logits_rows: new Tensor("int64", BigInt64Array.from(step.logitsRows, BigInt), [step.logitsRows.length]),
+      logits_rows: rowList(step.logitsRows),
+      pick_rows: rowList(plan.picks),
+      // onnxruntime 1.30's TopK kills the process on zero rows: a run without candidates computes row 0's
+      // and does not fetch them.
+      candidate_rows: rowList(plan.candidates.length > 0 ? plan.candidates : [0]),
+      candidate_temperatures: new Tensor(
+        "float32",
+        plan.temperatures.length > 0 ? Float32Array.from(plan.temperatures) : Float32Array.of(1),
+        [Math.max(1, plan.temperatures.length)],
+      ),
+      whole_rows: rowList(plan.whole),
     };
     for (let l = 0; l < this.model.numLayers; l++) {
       feeds[`past_key.${l}`] = step.past.keys[l]!;
@@ -376,14 +460,50 @@ export class Engine {
     const layers = Array.from({ length: this.model.numLayers }, (_, l) => l);
     const keyNames = layers.map((l) => `${prefix}_key.${l}`);
     const valueNames = layers.map((l) => `${prefix}_value.${l}`);
-    const out = await session.run(feeds, ["logits", ...keyNames, ...valueNames]);
-    const logits = out.logits!;
-    const vocab = logits.dims[1]!;
-    const data = logits.data as Float32Array;
-    return {
-      logits: step.logitsRows.map((_, i) => data.subarray(i * vocab, (i + 1) * vocab)),
-      kv: { keys: keyNames.map((n) => out[n]!), values: valueNames.map((n) => out[n]!) },
+    // Only what the plan uses: every fetched output is copied into a new buffer.
+    const fetches = step.plan
+      ? [
+          ...(plan.picks.length > 0 ? ["picks"] : []),
+          ...(plan.candidates.length > 0
+            ? ["candidate_ids", "candidate_logits", "candidate_log_sum_exp"]
+            : []),
+          ...(plan.whole.length > 0 ? ["whole_logits"] : []),
+        ]
+      : ["logits"];
+    const out = await session.run(feeds, [...fetches, ...keyNames, ...valueNames]);
+    const vocab = this.model.vocabSize;
+    const rowsOf = (name: string, width: number) => {
+      const data = out[name]!.data as Float32Array;
+      return (i: number) => data.subarray(i * width, (i + 1) * width);
     };
+    const rows: RowResult[] = step.logitsRows.map(() => ({}));
+    if (!step.plan) {
+      const logits = rowsOf("logits", vocab);
+      for (const i of step.logitsRows.keys()) rows[i]!.logits = logits(i);
+    }
+    if (plan.whole.length > 0) {
+      const logits = rowsOf("whole_logits", vocab);
+      for (const [k, i] of plan.whole.entries()) rows[i]!.logits = logits(k);
+    }
+    if (plan.picks.length > 0) {
+      const picks = out.picks!.data as BigInt64Array;
+      for (const [k, i] of plan.picks.entries()) rows[i]!.settled = Number(picks[k]!);
+    }
+    if (plan.candidates.length > 0) {
+      const count = out.candidate_ids!.dims[1]!;
+      const ids = out.candidate_ids!.data as BigInt64Array;
+      const logits = rowsOf("candidate_logits", count);
+      const logSumExp = out.candidate_log_sum_exp!.data as Float32Array;
+      for (const [k, i] of plan.candidates.entries()) {
+        rows[i]!.settled = {
+          tokens: Int32Array.from(ids.subarray(k * count, (k + 1) * count), Number),
+          logits: logits(k),
+          logSumExp: logSumExp[k]!,
+          vocab,
+        };
+      }
+    }
+    return { rows, kv: { keys: keyNames.map((n) => out[n]!), values: valueNames.map((n) => out[n]!) } };
   }
 
   /**
@@ -546,7 +666,7 @@ export class Engine {
       );
       if (this.deviceOps) {
         options.preferredOutputLocation = Object.fromEntries([
-          ["logits", "cpu"],
+          ...HOST_OUTPUTS.map((name) => [name, "cpu"]),
           ...Array.from({ length: this.model.numLayers }, (_, l) => [
             [`present_key.${l}`, this.deviceOps!.location],
             [`present_value.${l}`, this.deviceOps!.location],

@@ -5,6 +5,7 @@
 // Inputs and outputs are fixed by the engine contract (Graph IO).
 import { realpathSync } from "node:fs";
 import { isAbsolute, join, relative, sep } from "node:path";
+import { CANDIDATES } from "./decode-row.ts";
 import { float32ToFloat16 } from "./dtype.ts";
 import { floatAttr, Graph } from "./graph.ts";
 import { cachedGraphFile } from "./graph-cache.ts";
@@ -16,7 +17,7 @@ import type { WeightIndex } from "./safetensors.ts";
 import { widenedWeights } from "./widened-weights.ts";
 
 // Bump whenever the graph this file emits changes, so cached graphs are rebuilt.
-export const GRAPH_BUILDER_VERSION = 8;
+export const GRAPH_BUILDER_VERSION = 9;
 
 /** Most outputs (Split) or inputs (Concat) one node gets: WebGPU allows 16 storage buffers per shader. */
 const FAN_OUT = 8;
@@ -271,7 +272,42 @@ class DecoderBuilder {
       g.op("Cast", [g.op("Gemm", [rows, lmHead], { transB: 1 })], { to: DataType.FLOAT }, "logits");
     }
     g.output("logits", DataType.FLOAT, ["rows", V]);
+    this.decodeChoices("logits");
     return g.encode(OPSETS, { "luminet.graph_builder_version": String(GRAPH_BUILDER_VERSION) });
+  }
+
+  /**
+   * What a step may return instead of whole logit rows (decode-row.ts), each over the logit rows it names:
+   * `picks` the argmax of the rows in `pick_rows`; `candidate_ids`/`candidate_logits` the CANDIDATES largest
+   * logits of the rows in `candidate_rows` (largest first, ties lower id first) and `candidate_log_sum_exp`
+   * log Σ exp(logit / T) at each one's `candidate_temperatures`; `whole_logits` the rows in `whole_rows`.
+   * onnxruntime runs every node of a graph whatever is fetched, so the row lists keep unused work empty.
+   */
+  private decodeChoices(logits: string): void {
+    const g = this.g;
+    const V = this.model.vocabSize;
+    const rowsOf = (input: string, output?: string) =>
+      g.op("Gather", [logits, g.input(input, DataType.INT64, [input])], { axis: 0 }, output);
+    g.op("ArgMax", [rowsOf("pick_rows")], { axis: 1, keepdims: 0 }, "picks");
+    g.output("picks", DataType.INT64, ["pick_rows"]);
+
+    const candidates = rowsOf("candidate_rows");
+    const count = Math.min(CANDIDATES, V);
+    g.node(
+      "TopK",
+      [candidates, g.constInt64([count])],
+      { axis: 1, largest: 1, sorted: 1 },
+      { outputs: ["candidate_logits", "candidate_ids"] },
+    );
+    g.output("candidate_logits", DataType.FLOAT, ["candidate_rows", count]);
+    g.output("candidate_ids", DataType.INT64, ["candidate_rows", count]);
+    const temperatures = g.input("candidate_temperatures", DataType.FLOAT, ["candidate_rows"]);
+    const scaled = g.op("Div", [candidates, g.op("Unsqueeze", [temperatures, g.constInt64([1])])]);
+    g.op("ReduceLogSumExp", [scaled, g.constInt64([1])], { keepdims: 0 }, "candidate_log_sum_exp");
+    g.output("candidate_log_sum_exp", DataType.FLOAT, ["candidate_rows"]);
+
+    rowsOf("whole_rows", "whole_logits");
+    g.output("whole_logits", DataType.FLOAT, ["whole_rows", V]);
   }
 
   /** GatherElements indices [batch, kvHeads, 1, headDim] picking each row's position seqlens_k. */

@@ -154,9 +154,10 @@ export class Sampler {
     const kind = this.choiceKind;
     if (kind === null) return null;
     const penalties = this.penaltyList ? { penalties: this.penaltyList.snapshot() } : {};
-    return kind === "argmax"
-      ? { kind, ...penalties }
-      : { kind, temperature: this.params.temperature, ...penalties };
+    if (kind === "argmax") return { kind, ...penalties };
+    const p = this.params;
+    const mayNeedRow = p.temperature > 0 && !(p.topK > 0 && p.topK <= CANDIDATES);
+    return { kind, temperature: p.temperature, mayNeedRow, ...penalties };
   }
 
   private get choiceKind(): DecodeChoice["kind"] | null {
