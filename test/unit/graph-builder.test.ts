@@ -111,14 +111,14 @@ async function run(
 }
 
 /**
- * The decode-choice row lists of a run that wants only `logits`: empty, but for one candidates row
- * (onnxruntime 1.30's TopK kills the process on zero rows; the engine feeds the same).
+ * The decode-choice row lists of a run that wants only `logits`: row 0 each, as the engine feeds lists it
+ * leaves unused (onnxruntime 1.30's TopK kills the process on zero rows).
  */
 const noChoices: Feeds = {
-  pick_rows: i64([]),
+  pick_rows: i64([0]),
   candidate_rows: i64([0]),
   candidate_temperatures: f32(Float32Array.of(1), [1]),
-  whole_rows: i64([]),
+  whole_rows: i64([0]),
 };
 
 function maxDiff(a: Float32Array, b: Float32Array): number {

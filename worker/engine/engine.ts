@@ -430,7 +430,12 @@ export class Engine {
       for (const [s, t] of row.entries()) ids[b * seqLen + s] = BigInt(t);
     const totals = step.pastLengths.map((p) => p + seqLen);
     const plan = step.plan ?? { picks: [], candidates: [], temperatures: [], whole: [] };
-    const rowList = (rows: number[]) => new Tensor("int64", BigInt64Array.from(rows, BigInt), [rows.length]);
+    // A list the plan leaves empty still names row 0, whose result is neither fetched nor read: onnxruntime
+    // 1.30's TopK kills the process on zero rows, and zero-row tensors are every provider's least-run path.
+    const rowList = (rows: number[]) => {
+      const named = rows.length > 0 ? rows : [0];
+      return new Tensor("int64", BigInt64Array.from(named, BigInt), [named.length]);
+    };
     const feeds: Record<string, Tensor> = {
       input_ids: new Tensor("int64", ids, [batch, seqLen]),
       seqlens_k: new Tensor(
@@ -441,9 +446,7 @@ export class Engine {
       total_sequence_length: new Tensor("int32", Int32Array.of(Math.max(...totals)), []),
       logits_rows: rowList(step.logitsRows),
       pick_rows: rowList(plan.picks),
-      // onnxruntime 1.30's TopK kills the process on zero rows: a run without candidates computes row 0's
-      // and does not fetch them.
-      candidate_rows: rowList(plan.candidates.length > 0 ? plan.candidates : [0]),
+      candidate_rows: rowList(plan.candidates),
       candidate_temperatures: new Tensor(
         "float32",
         plan.temperatures.length > 0 ? Float32Array.from(plan.temperatures) : Float32Array.of(1),

@@ -281,7 +281,7 @@ class DecoderBuilder {
    * `picks` the argmax of the rows in `pick_rows`; `candidate_ids`/`candidate_logits` the CANDIDATES largest
    * logits of the rows in `candidate_rows` (largest first, ties lower id first) and `candidate_log_sum_exp`
    * log Σ exp(logit / T) at each one's `candidate_temperatures`; `whole_logits` the rows in `whole_rows`.
-   * onnxruntime runs every node of a graph whatever is fetched, so the row lists keep unused work empty.
+   * onnxruntime runs every node of a graph whatever is fetched, so the row lists keep unused work to a row.
    */
   private decodeChoices(logits: string): void {
     const g = this.g;
