@@ -1,13 +1,15 @@
 // The GPU engine against the CPU engine, run on a GPU machine beside the benchmark: a mixed batch of
 // eight adapters on the tiny model, the same teacher-forced tokens on both devices; reports the largest
-// logit difference (fp16 against fp32), whether greedy picks agree, and whether each sequence's greedy
-// tokens are the same alone and inside the mixed batch on the GPU.
+// logit difference (fp16 against fp32), whether greedy picks agree (the argmax of the GPU's logit rows,
+// and the picks its graph takes itself), and whether each sequence's greedy tokens are the same alone and
+// inside the mixed batch on the GPU.
 // node gpu-check.mjs --device webgpu [--out DIR]   (writes DIR/gpu-check-<device>.json); CPU-only hosts: --device cpu
 // compares the CPU engine with itself, which keeps the script honest where no GPU is at hand.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadPeftAdapter } from "../worker/adapters/peft.ts";
+import type { DecodeChoice } from "../worker/engine/decode-row.ts";
 import { type Device, parseDevice } from "../worker/engine/device.ts";
 import { Engine } from "../worker/engine/engine.ts";
 import { ContinuousBatcher, type GenerationResult } from "../worker/engine/generation.ts";
@@ -32,6 +34,22 @@ async function traceLogits(engine: Engine, prompts: number[][], slots: number[],
   for (let step = 0; step < STEPS; step++) {
     const rows = await engine.decode(new Map(prompts.map((_, i) => [`s${i}`, feed[i]![step]!])));
     for (const [i] of prompts.entries()) out[i]!.push(rows.get(`s${i}`)!.slice());
+  }
+  for (const [i] of prompts.entries()) engine.release(`s${i}`);
+  return out;
+}
+
+/** The same teacher-forced decode steps as traceLogits, each row's argmax taken in the graph (picks). */
+async function tracePicks(engine: Engine, prompts: number[][], slots: number[], feed: number[][]) {
+  const out: number[][] = prompts.map(() => []);
+  for (const [i, tokens] of prompts.entries()) await engine.prefill(`s${i}`, tokens, slots[i]!);
+  const greedy = new Map<string, DecodeChoice>(prompts.map((_, i) => [`s${i}`, { kind: "argmax" }]));
+  for (let step = 0; step < STEPS; step++) {
+    const rows = await engine.decodePicking(
+      new Map(prompts.map((_, i) => [`s${i}`, feed[i]![step]!])),
+      greedy,
+    );
+    for (const [i] of prompts.entries()) out[i]!.push(rows.get(`s${i}`) as number);
   }
   for (const [i] of prompts.entries()) engine.release(`s${i}`);
   return out;
@@ -64,10 +82,12 @@ export async function runGpuCheck(device: Device) {
     );
     const expected = await traceLogits(cpu, prompts, slots, feed);
     const actual = await traceLogits(gpu, prompts, slots, feed);
+    const graphPicks = await tracePicks(gpu, prompts, slots, feed);
     let maxAbs = 0;
     let maxLogit = 0;
     let picks = 0;
     let agree = 0;
+    let graphAgree = 0;
     for (const [i, rows] of actual.entries()) {
       for (const [step, row] of rows.entries()) {
         const ref = expected[i]![step]!;
@@ -77,6 +97,8 @@ export async function runGpuCheck(device: Device) {
         }
         picks++;
         if (argmax(row) === argmax(ref)) agree++;
+        // Decode steps only (a prefill returns its row): the graph's own pick against the CPU's argmax.
+        if (step > 0 && graphPicks[i]![step - 1] === argmax(ref)) graphAgree++;
       }
     }
 
@@ -104,6 +126,7 @@ export async function runGpuCheck(device: Device) {
       model: "tiny (2 layers, hidden 64), 8 rank-8 adapters + base rows, 10 ragged sequences",
       logits: { max_abs_diff: maxAbs, max_abs_logit: maxLogit, relative: maxAbs / maxLogit },
       greedy_pick_agreement: `${agree}/${picks}`,
+      graph_pick_agreement: `${graphAgree}/${SEQUENCES * STEPS}`,
       greedy_alone_vs_batch_same: `${sameTokens}/${SEQUENCES}`,
     };
   } finally {

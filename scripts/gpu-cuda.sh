@@ -8,7 +8,9 @@
 #                                    on the GPU machine (the device tool's run, carry [".gpu"]): checks that
 #                                    the addon loads (else rebuilds it there with the machine's nvcc), runs
 #                                    the correctness check against the CPU engine, then the engine benchmark
-#                                    on cuda and on webgpu; everything lands in $OUT
+#                                    on cuda and on webgpu, then WebGPU's own check against the CPU engine
+#                                    (gpu-check: logits, greedy picks taken in its graph); everything lands
+#                                    in $OUT
 #
 # Each step's output goes to its own file in $OUT, so a later step failing keeps what the earlier ones
 # found. The benchmark generates bench-1b with 16 layers on the machine (about 2 GB).
@@ -17,7 +19,7 @@ set -uo pipefail
 prepare() {
   set -e
   npm run build:cuda
-  ../shared/device/prepare.sh scripts/cuda-check.ts scripts/bench-engine.ts
+  ../shared/device/prepare.sh scripts/cuda-check.ts scripts/bench-engine.ts scripts/gpu-check.ts
   cp build/luminet-cuda.node .gpu/
   rm -rf .gpu/napi && mkdir -p .gpu/napi
   cp node_modules/node-api-headers/include/*.h node_modules/node-addon-api/*.h .gpu/napi/
@@ -68,6 +70,9 @@ run() {
   echo "bench cuda exit $?" >>"$out/bench-cuda.log"
   timeout 180 node .gpu/bench-engine.mjs --device webgpu --json --out "$out" >"$out/bench-webgpu.log" 2>&1
   echo "bench webgpu exit $?" >>"$out/bench-webgpu.log"
+  # Last and short: the device tool allows a command 600 s in all.
+  timeout 45 node .gpu/gpu-check.mjs --device webgpu --out "$out" >"$out/gpu-check.log" 2>&1
+  echo "gpu-check exit $?" >>"$out/gpu-check.log"
   tail -n 3 "$out"/*.log
 }
 
