@@ -29,6 +29,10 @@ export function registerBench(program: Command): void {
     )
     .option("--threads <n>", "onnxruntime intra-op threads (default: every core; 1 measures CPU time best)")
     .option(
+      "--rounds <n>",
+      "times the interleaved schedule this often, each after a fresh prefill (default 3 on cpu, 1 on a GPU)",
+    )
+    .option(
       "--prepack",
       "cpu: every graph variant prepacks its own copy of the base weights (faster batched Gemms, a weights copy per variant)",
     )
@@ -40,6 +44,7 @@ export function registerBench(program: Command): void {
         model?: string;
         lora?: string;
         threads?: string;
+        rounds?: string;
         prepack?: boolean;
         json?: boolean;
       }) => {
@@ -52,6 +57,7 @@ export function registerBench(program: Command): void {
           ...(formulation ? { formulation } : {}),
           ...(options.layers ? { layers: Number(options.layers) } : {}),
           ...(options.threads ? { threads: positive("--threads", options.threads) } : {}),
+          ...(options.rounds ? { rounds: positive("--rounds", options.rounds) } : {}),
           ...(options.prepack ? { prepackWeights: true } : {}),
           ...(options.model ? { modelDir: options.model } : {}),
           log: (line) => process.stderr.write(`${line}\n`),

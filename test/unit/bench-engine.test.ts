@@ -19,7 +19,7 @@ beforeAll(() => {
 
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-const short = { context: 24, timedSteps: 2, threads: 1 };
+const short = { context: 24, timedSteps: 2, rounds: 2, threads: 1 };
 
 function expectWellFormed(result: EngineBenchResult): void {
   expect(result.results.map((r) => r.U)).toEqual([1, 4, 16, 64]);
@@ -28,8 +28,21 @@ function expectWellFormed(result: EngineBenchResult): void {
     expect(r.bound).toBeGreaterThan(0);
     expect(r.bound).toBeLessThanOrEqual(1);
     expect(r.efficiency).toBeCloseTo(r.ratio / r.bound, 3);
+    // The headline comes from the run's fastest step; its median is reported beside it.
+    expect(r.step_ms_fastest!).toBeLessThanOrEqual(r.step_ms_p50);
+    // (within the rounding of a sub-millisecond step to hundredths)
+    expect(Math.abs(r.tokens_per_s - (64 * 1000) / r.step_ms_fastest!) / r.tokens_per_s).toBeLessThan(0.02);
+    expect(r.ratio_p50).toBeGreaterThan(0);
   }
-  expect(result.setup).toMatchObject({ layers: 2, sequences: 64, context: 24, timed_steps: 2, rank: 16 });
+  expect(result.setup.headline_step).toBe("fastest");
+  expect(result.setup).toMatchObject({
+    layers: 2,
+    sequences: 64,
+    context: 24,
+    timed_steps: 2,
+    rounds: 2,
+    rank: 16,
+  });
 }
 
 describe("luminet bench engine", () => {
