@@ -24,15 +24,16 @@ import {
 import { CANDIDATES, type DecodeCandidates } from "../../worker/engine/decode-row.ts";
 import { float32ToBfloat16 } from "../../worker/engine/dtype.ts";
 import { Engine } from "../../worker/engine/engine.ts";
-import { ContinuousBatcher, type StepEngine } from "../../worker/engine/generation.ts";
+import type { StepEngine } from "../../worker/engine/generation.ts";
 import { type ModelConfig, parseModelConfig } from "../../worker/engine/model-config.ts";
 import { Prng } from "../../worker/engine/prng.ts";
 import { openWeights, writeSafetensors } from "../../worker/engine/safetensors.ts";
-import { GREEDY, type SamplingParams } from "../../worker/engine/sampler.ts";
+import type { SamplingParams } from "../../worker/engine/sampler.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
 import { interceptSteps } from "../support/intercepted-cuda-addon.ts";
 import { spawnLuminet } from "../support/luminet-command.ts";
+import { expectSameDraws, generateEach } from "../support/sampled-draws.ts";
 
 let root: string;
 let modelDir: string;
@@ -306,34 +307,9 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
       // No choice: a draw over the whole vocabulary needs the row, fetched alone while the others keep their picks.
       { temperature: 0.8, frequencyPenalty: 0.5, presencePenalty: 0.3, seed: 4 },
     ];
-    const run = (engine: StepEngine, params = sampling) => {
-      const batcher = new ContinuousBatcher(engine, tokenizer, {
-        maxBatch: 12,
-        maxContext: 64,
-        prefillTokenBudget: 64,
-      });
-      return Promise.all(
-        params.map((p, i) =>
-          batcher.submit({
-            id: `r${i}`,
-            promptTokens: prompt(i),
-            slot: i % 2,
-            sampling: { ...GREEDY, ...p },
-            maxTokens: 6,
-          }),
-        ),
-      );
-    };
+    const run = (engine: StepEngine, params = sampling) => generateEach(engine, tokenizer, params, prompt);
     const [viaCandidates, viaRows] = [await run(sparse), await run(hostSampled)];
-    expect(viaCandidates.map((r) => r.tokenIds)).toEqual(viaRows.map((r) => r.tokenIds));
-    for (const [i, r] of viaCandidates.entries()) {
-      for (const [k, t] of r.tokens.entries()) {
-        const want = viaRows[i]!.tokens[k]!;
-        if (Number.isNaN(want.logprob)) expect(Number.isNaN(t.logprob)).toBe(true);
-        else expect(t.logprob).toBeCloseTo(want.logprob, 4);
-        expect(t.top.map((x) => x.token)).toEqual(want.top.map((x) => x.token));
-      }
-    }
+    expectSameDraws(viaCandidates, viaRows);
     expect(steps.some((step) => (step.candidates ?? 0) > 0)).toBe(true);
     // Decode steps of all the rows, the one without a choice among them, copied no whole rows (that one's
     // came alone), and took the three penalized rows' penalties to the device.

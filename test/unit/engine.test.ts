@@ -12,13 +12,14 @@ import { type LoadedAdapter, loadPeftAdapter } from "../../worker/adapters/peft.
 import { CANDIDATES, type DecodeCandidates, type DecodeChoice } from "../../worker/engine/decode-row.ts";
 import { Engine, EngineError, type LoraFormulation } from "../../worker/engine/engine.ts";
 import { EngineThread } from "../../worker/engine/engine-thread.ts";
-import { ContinuousBatcher, type StepEngine } from "../../worker/engine/generation.ts";
+import type { StepEngine } from "../../worker/engine/generation.ts";
 import type { ModelConfig } from "../../worker/engine/model-config.ts";
-import { GREEDY, type SamplingParams } from "../../worker/engine/sampler.ts";
+import type { SamplingParams } from "../../worker/engine/sampler.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
 import { writeMergedModel } from "../support/merged-model.ts";
 import { referenceLogits } from "../support/reference-forward.ts";
+import { expectSameDraws, generateEach } from "../support/sampled-draws.ts";
 
 let root: string;
 let modelDir: string;
@@ -377,24 +378,6 @@ describe("the engine on mixed-adapter batches", () => {
       { temperature: 0, repetitionPenalty: 0.3, frequencyPenalty: 0.5 },
       { temperature: 0.8, seed: 4 },
     ];
-    const generate = async (through: StepEngine) => {
-      const batcher = new ContinuousBatcher(through, tokenizer, {
-        maxBatch: 8,
-        maxContext: 64,
-        prefillTokenBudget: 64,
-      });
-      return Promise.all(
-        sampling.map((p, i) =>
-          batcher.submit({
-            id: `r${i}`,
-            promptTokens: prompt(i),
-            slot: i % 2,
-            sampling: { ...GREEDY, ...p },
-            maxTokens: 6,
-          }),
-        ),
-      );
-    };
     for (const id of ids) engine.release(id);
     let settled = 0;
     const counting: StepEngine = {
@@ -407,17 +390,12 @@ describe("the engine on mixed-adapter batches", () => {
       logitsOf: (id) => engine.logitsOf(id),
       release: (id) => engine.release(id),
     };
-    const [viaChoices, viaRows] = [await generate(counting), await generate(wholeRows(engine))];
+    const [viaChoices, viaRows] = [
+      await generateEach(counting, tokenizer, sampling, prompt),
+      await generateEach(wholeRows(engine), tokenizer, sampling, prompt),
+    ];
     expect(settled).toBeGreaterThan(0);
-    expect(viaChoices.map((r) => r.tokenIds)).toEqual(viaRows.map((r) => r.tokenIds));
-    for (const [i, r] of viaChoices.entries()) {
-      for (const [k, t] of r.tokens.entries()) {
-        const wanted = viaRows[i]!.tokens[k]!;
-        if (Number.isNaN(wanted.logprob)) expect(Number.isNaN(t.logprob)).toBe(true);
-        else expect(t.logprob).toBeCloseTo(wanted.logprob, 4);
-        expect(t.top.map((x) => x.token)).toEqual(wanted.top.map((x) => x.token));
-      }
-    }
+    expectSameDraws(viaChoices, viaRows);
     await engine.close();
   });
 
