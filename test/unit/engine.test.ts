@@ -363,6 +363,16 @@ describe("the engine on mixed-adapter batches", () => {
     // Only a draw that may reach past its candidates keeps its row, until the next step.
     expect(maxDiff(engine.logitsOf("c"), want.get("c")!)).toBeLessThan(1e-5);
     expect(() => engine.logitsOf("b")).toThrow(EngineError);
+    // Every row a top-p draw: all come back as candidates, each with its row kept.
+    const topP = { kind: "candidates", temperature: 0.8, mayNeedRow: true } as const;
+    const allTopP = await engine.decodePicking(
+      new Map(ids.map((id) => [id, 2])),
+      new Map(ids.map((id) => [id, topP])),
+    );
+    for (const id of ids) {
+      const c = allTopP.get(id) as DecodeCandidates;
+      expect(c.tokens[0]).toBe(argmax(engine.logitsOf(id)));
+    }
     await engine.decodePicking(new Map(ids.map((id) => [id, 1])), new Map());
     expect(() => engine.logitsOf("c")).toThrow(/kept no logits/);
     await twin.close();

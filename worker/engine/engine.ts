@@ -138,8 +138,8 @@ function planRows(choices: (DecodeChoice | undefined)[], vocab: number): RowPlan
       if (choice.mayNeedRow || vocab <= CANDIDATES) plan.whole.push(row);
     }
   }
-  // Every row whole in order: the graph's logits output as it is, without a gather.
-  return plan.whole.length === choices.length ? null : plan;
+  // Nothing settled in the graph: every row whole, the graph's logits output as it is, without a gather.
+  return plan.picks.length === 0 && plan.candidates.length === 0 ? null : plan;
 }
 
 export class Engine {
