@@ -409,6 +409,55 @@ describe("the engine on mixed-adapter batches", () => {
     await engine.close();
   });
 
+  it("stays on a larger graph variant until a smaller one has sufficed for 16 decode steps, computing the same", async () => {
+    const engine = await engineFor(modelDir);
+    const twin = await engineFor(modelDir);
+    for (const [i, adapter] of adapters.entries()) {
+      await engine.writeAdapter(i + 1, adapter);
+      await twin.writeAdapter(i + 1, adapter);
+    }
+    // Five adapters need the 16-segment variant; once the fifth leaves, four fit the 4-segment one. The twin
+    // runs the four alone throughout (rows of a batch do not affect each other).
+    const four = ["a", "b", "c", "d"];
+    for (const [i, id] of four.entries()) {
+      await engine.prefill(id, prompt(i), i + 1);
+      await twin.prefill(id, prompt(i), i + 1);
+    }
+    await engine.prefill("e", prompt(4), 5);
+    const step = (e: Engine, ids: string[], token: number) => e.decode(new Map(ids.map((id) => [id, token])));
+    await step(engine, [...four, "e"], 3);
+    await step(twin, four, 3);
+    expect(engine.graphVariant).toBe(16);
+    engine.release("e");
+    const variants: number[] = [];
+    for (let t = 0; t < 17; t++) {
+      const [got, want] = [await step(engine, four, 4 + t), await step(twin, four, 4 + t)];
+      variants.push(engine.graphVariant);
+      for (const id of four) expect(maxDiff(got.get(id)!, want.get(id)!)).toBeLessThan(1e-5);
+      // A prefill in between takes the current variant and does not count as a step.
+      if (t === 5) {
+        await engine.prefill("p", prompt(6), 1);
+        expect(engine.graphVariant).toBe(16);
+        engine.release("p");
+      }
+    }
+    expect(twin.graphVariant).toBe(4);
+    expect(variants).toEqual([...Array(15).fill(16), 4, 4]);
+    // More adapters move up at once; a decode without any forgets the larger variant.
+    await engine.prefill("e", prompt(4), 5);
+    await step(engine, [...four, "e"], 7);
+    expect(engine.graphVariant).toBe(16);
+    for (const id of [...four, "e"]) engine.release(id);
+    await engine.prefill("base", prompt(1), 0);
+    await step(engine, ["base"], 7);
+    expect(engine.graphVariant).toBe(0);
+    await engine.prefill("one", prompt(2), 2);
+    await step(engine, ["base", "one"], 8);
+    expect(engine.graphVariant).toBe(1);
+    await engine.close();
+    await twin.close();
+  });
+
   it("answers the same from a worker thread as in the caller's thread", async () => {
     const direct = await engineFor(modelDir);
     await direct.writeAdapter(1, adapters[3]!);

@@ -94,8 +94,15 @@ const HOST_OUTPUTS = [
   "whole_logits",
 ];
 
-/** Graph variants by the number of adapter segments; a step uses the smallest that fits. */
+/** Graph variants by the number of adapter segments; a step uses the smallest that fits (but see below). */
 const SEGMENT_BUCKETS = [1, 4, 16, 64];
+/**
+ * Decode steps in a row that a smaller segment variant must have sufficed for before the engine moves down
+ * to it. The step after a change of onnxruntime session runs slower: on CPU, alternating variants step by
+ * step cost 28–51 % a step, while running one variant larger than needed cost at most 7 %
+ * (docs/BENCHMARKS.md), and a batch's distinct-adapter count often hovers at a bucket's edge.
+ */
+const STEPS_BEFORE_SMALLER_VARIANT = 16;
 /** Session key of the base graph, and of the one masked-rows graph (which takes any number of adapters). */
 const BASE_GRAPH = 0;
 const MASKED_GRAPH = -1;
@@ -154,6 +161,12 @@ export class Engine {
   private readonly joining = new Map<string, { tensors: KvTensors; row: number }>();
   /** Prefill outputs still referenced by joiners; freed once the batch cache has absorbed them. */
   private readonly prefillsToFree = new Set<KvTensors>();
+  /** Segment count of the variant recent steps ran (0 after a decode without adapters). */
+  private segmentVariant = 0;
+  /** Decode steps in a row that a smaller variant than segmentVariant would have served. */
+  private smallerVariantSteps = 0;
+  /** The graph variant of the last run: BASE_GRAPH, MASKED_GRAPH or a segment count. */
+  private lastGraph = BASE_GRAPH;
   /** Whole rows the last decode sent along with candidates (logitsOf), by sequence. */
   private readonly keptRows = new Map<string, Float32Array>();
   private batchIds: string[] = [];
@@ -259,6 +272,7 @@ export class Engine {
       slots: prompts.map((p) => p.slot),
       logitsRows: rows,
       plan: null,
+      decode: false,
       kv: "presents",
     });
     this.prefillsToFree.add(presents);
@@ -314,6 +328,7 @@ export class Engine {
       slots: sequences.map((s) => s.slot),
       logitsRows: ids.map((_, i) => i),
       plan,
+      decode: true,
       kv: hostCache ? "step" : "presents",
     });
     if (hostCache) {
@@ -368,6 +383,11 @@ export class Engine {
     return this.sequences.size;
   }
 
+  /** The graph variant the last run used: its segment count, 0 for the base graph, -1 for masked rows. */
+  get graphVariant(): number {
+    return this.lastGraph;
+  }
+
   sequenceLength(id: string): number | undefined {
     return this.sequences.get(id)?.length;
   }
@@ -420,6 +440,8 @@ export class Engine {
     logitsRows: number[];
     /** How each logit row comes back; null: every row's logits. */
     plan: RowPlan | null;
+    /** A decode step (one token per sequence) rather than a prefill. */
+    decode: boolean;
     /** Which cache outputs to fetch: the whole presents, or each row's new key and value (graph step rows). */
     kv: "presents" | "step";
   }): Promise<{ rows: RowResult[]; kv: KvTensors }> {
@@ -458,7 +480,8 @@ export class Engine {
       feeds[`past_key.${l}`] = step.past.keys[l]!;
       feeds[`past_value.${l}`] = step.past.values[l]!;
     }
-    const session = await this.session(this.addLoraFeeds(feeds, step.slots, seqLen));
+    this.lastGraph = this.addLoraFeeds(feeds, step.slots, seqLen, step.decode);
+    const session = await this.session(this.lastGraph);
     const prefix = step.kv === "presents" ? "present" : "step";
     const layers = Array.from({ length: this.model.numLayers }, (_, l) => l);
     const keyNames = layers.map((l) => `${prefix}_key.${l}`);
@@ -514,16 +537,25 @@ export class Engine {
    * no row has an adapter). Each distinct adapter is one segment or one block of masked rows: its bank
    * rows are read once per step, however many rows use it.
    */
-  private addLoraFeeds(feeds: Record<string, Tensor>, slots: number[], seqLen: number): number {
+  private addLoraFeeds(
+    feeds: Record<string, Tensor>,
+    slots: number[],
+    seqLen: number,
+    decode: boolean,
+  ): number {
     const distinct = [...new Set(slots.filter((s) => s !== 0))];
-    if (distinct.length === 0) return BASE_GRAPH;
+    if (distinct.length === 0) {
+      if (decode) this.segmentVariant = 0;
+      return BASE_GRAPH;
+    }
     if (distinct.length > this.options.maxAdaptersPerStep) {
       throw new EngineError(
         `${distinct.length} distinct adapters in one step; this engine allows ${this.options.maxAdaptersPerStep}`,
       );
     }
     if (this.formulation === "segment-views") {
-      const bucket = this.addSegmentOrder(feeds, distinct, slots, seqLen);
+      const bucket = this.segmentBucket(distinct, decode);
+      this.addSegmentOrder(feeds, distinct, slots, seqLen, bucket);
       const perm = feeds.lora_perm!;
       feeds.lora_scatter = new Tensor("int64", perm.data as BigInt64Array, [perm.dims[0]!, 1]);
       this.banks.addSegmentFeeds(feeds, distinct, bucket);
@@ -534,20 +566,37 @@ export class Engine {
       this.addMaskedFeeds(feeds, distinct, slots, seqLen);
       return MASKED_GRAPH;
     }
-    return this.addSegmentFeeds(feeds, distinct, slots, seqLen);
+    return this.addSegmentFeeds(feeds, distinct, slots, seqLen, this.segmentBucket(distinct, decode));
   }
 
   /**
-   * The step's segments: lora_perm (adapter tokens, segment after segment) and lora_counts (tokens per
-   * segment, zero past the distinct adapters). Returns the segment count of the graph variant to run.
+   * The segment variant for a run over these adapters: the smallest that fits, except that it does not go
+   * below the variant recent steps ran until a smaller one has sufficed for STEPS_BEFORE_SMALLER_VARIANT
+   * decode steps in a row (a prefill takes the current variant and neither counts nor moves it down).
+   */
+  private segmentBucket(distinct: number[], decode: boolean): number {
+    const fits = SEGMENT_BUCKETS.find((b) => b >= distinct.length)!;
+    if (fits >= this.segmentVariant) {
+      this.segmentVariant = fits;
+      this.smallerVariantSteps = 0;
+    } else if (decode && ++this.smallerVariantSteps >= STEPS_BEFORE_SMALLER_VARIANT) {
+      this.segmentVariant = fits;
+      this.smallerVariantSteps = 0;
+    }
+    return this.segmentVariant;
+  }
+
+  /**
+   * The step's segments in a variant of `bucket` segments: lora_perm (adapter tokens, segment after
+   * segment) and lora_counts (tokens per segment, zero past the distinct adapters).
    */
   private addSegmentOrder(
     feeds: Record<string, Tensor>,
     distinct: number[],
     slots: number[],
     seqLen: number,
-  ): number {
-    const bucket = SEGMENT_BUCKETS.find((b) => b >= distinct.length)!;
+    bucket: number,
+  ): void {
     const perm: number[] = [];
     const counts = new BigInt64Array(bucket);
     distinct.forEach((slot, segment) => {
@@ -559,7 +608,6 @@ export class Engine {
     });
     feeds.lora_perm = new Tensor("int64", BigInt64Array.from(perm, BigInt), [perm.length]);
     feeds.lora_counts = new Tensor("int64", counts, [bucket]);
-    return bucket;
   }
 
   private addSegmentFeeds(
@@ -567,8 +615,9 @@ export class Engine {
     distinct: number[],
     slots: number[],
     seqLen: number,
+    bucket: number,
   ): number {
-    const bucket = this.addSegmentOrder(feeds, distinct, slots, seqLen);
+    this.addSegmentOrder(feeds, distinct, slots, seqLen, bucket);
     const perm = feeds.lora_perm!.data as BigInt64Array;
     const unsort = new BigInt64Array(slots.length * seqLen).fill(BigInt(perm.length));
     for (const [position, t] of perm.entries()) unsort[Number(t)] = BigInt(position);
