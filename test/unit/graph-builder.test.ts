@@ -119,7 +119,28 @@ const noChoices: Feeds = {
   candidate_rows: i64([0]),
   candidate_temperatures: f32(Float32Array.of(1), [1]),
   whole_rows: i64([0]),
+  ...penalties("pick", [[0, 0, 1, 0, 0]]),
+  ...penalties("candidate", [[0, 0, 1, 0, 0]]),
 };
+
+/** A set's penalty inputs from entries [row within the set, token, repetition, presence, frequency]. */
+function penalties(set: string, entries: number[][]): Feeds {
+  const f64 = (column: number) =>
+    new ort.Tensor(
+      "float64",
+      Float64Array.from(entries, (e) => e[column]!),
+      [entries.length],
+    );
+  return {
+    [`${set}_penalty_index`]: i64(
+      entries.flatMap((e) => [e[0]!, e[1]!]),
+      [entries.length, 2],
+    ),
+    [`${set}_penalty_repetition`]: f64(2),
+    [`${set}_penalty_presence`]: f64(3),
+    [`${set}_penalty_frequency`]: f64(4),
+  };
+}
 
 function maxDiff(a: Float32Array, b: Float32Array): number {
   expect(a.length).toBe(b.length);
@@ -160,26 +181,54 @@ describe("graph builder", () => {
     expect(maxDiff(full.logits[6]!, full.logits[7]!)).toBeGreaterThan(1e-2);
   });
 
-  it("picks, candidates and whole rows are the argmax, the largest logits with their log-sum-exp, and the rows of its logits", async () => {
+  it("picks, candidates and whole rows are the argmax, the largest logits with their log-sum-exp after each row's penalties, and the raw rows", async () => {
     const { cfg } = base;
-    // The logit rows of a prompt's eight positions, chosen from in every way at once.
+    const all = [0, 1, 2, 3, 4, 5, 6, 7];
+    const raw = (await run(baseSession, { tokens: [prompt], lengths: [8], rows: all, kv: emptyKv(cfg, 1) }))
+      .logits;
+    const order = (row: Float32Array) => [...row.keys()].sort((a, b) => row[b]! - row[a]! || a - b);
+    // Entries [row within the set, token, repetition, presence, frequency]. Picks (rows 3, 0, 3): the first
+    // loses its argmax to a presence penalty, the second gets a repetition and a frequency penalty, the
+    // third none. Candidates (rows 1, 6): the first's top token divided by a repetition penalty, the
+    // second's 100th token lifted to the top by a negative presence penalty.
+    const pickPenalties = [
+      [0, order(raw[3]!)[0]!, 1, 50, 0],
+      [1, order(raw[0]!)[0]!, 1.3, 0, 0.2],
+      [1, order(raw[0]!)[1]!, 1.3, 0, 0.4],
+    ];
+    const candidatePenalties = [
+      [0, order(raw[1]!)[0]!, 2, 0.5, 0],
+      [1, order(raw[6]!)[99]!, 1, -50, 0],
+    ];
     const step = await run(baseSession, {
       tokens: [prompt],
-      lengths: [prompt.length],
-      rows: [0, 1, 2, 3, 4, 5, 6, 7],
+      lengths: [8],
+      rows: all,
       kv: emptyKv(cfg, 1),
       extra: {
         pick_rows: i64([3, 0, 3]),
         candidate_rows: i64([1, 6]),
         candidate_temperatures: f32(Float32Array.of(0.5, 1.7), [2]),
         whole_rows: i64([7, 2]),
+        ...penalties("pick", pickPenalties),
+        ...penalties("candidate", candidatePenalties),
       },
     });
-    const logits = step.logits;
-    const argmax = (row: Float32Array) => row.indexOf(Math.max(...row));
-    expect(Array.from(step.out.picks!.data as BigInt64Array, Number)).toEqual(
-      [3, 0, 3].map((r) => argmax(logits[r]!)),
-    );
+    // The penalized rows as PenaltyList.applyTo makes them, each step rounded to float32.
+    const penalize = (row: Float32Array, set: number, entries: number[][]) => {
+      const out = row.slice();
+      for (const [r, t, repetition, presence, frequency] of entries) {
+        if (r !== set) continue;
+        if (repetition !== 1) out[t!] = out[t!]! > 0 ? out[t!]! / repetition! : out[t!]! * repetition!;
+        out[t!] = out[t!]! - presence! - frequency!;
+      }
+      return out;
+    };
+    const picks = [3, 0, 3].map((r, k) => order(penalize(raw[r]!, k, pickPenalties))[0]!);
+    expect(Array.from(step.out.picks!.data as BigInt64Array, Number)).toEqual(picks);
+    expect(picks[0]).not.toBe(order(raw[3]!)[0]);
+    expect(picks[2]).toBe(order(raw[3]!)[0]);
+
     const count = Math.min(64, cfg.vocabSize);
     const ids = step.out.candidate_ids!.data as BigInt64Array;
     const values = step.out.candidate_logits!.data as Float32Array;
@@ -188,17 +237,19 @@ describe("graph builder", () => {
       [1, 0.5],
       [6, 1.7],
     ].entries()) {
-      const row = logits[r!]!;
-      const order = [...row.keys()].sort((a, b) => row[b]! - row[a]! || a - b).slice(0, count);
-      expect(Array.from(ids.subarray(k * count, (k + 1) * count), Number)).toEqual(order);
-      expect(Array.from(values.subarray(k * count, (k + 1) * count))).toEqual(order.map((i) => row[i]!));
+      const row = penalize(raw[r!]!, k, candidatePenalties);
+      const top = order(row).slice(0, count);
+      expect(Array.from(ids.subarray(k * count, (k + 1) * count), Number)).toEqual(top);
+      expect(Array.from(values.subarray(k * count, (k + 1) * count))).toEqual(top.map((i) => row[i]!));
       let sum = 0;
-      for (const x of row) sum += Math.exp((x - row[order[0]!]!) / t!);
-      expect(lse[k]!).toBeCloseTo(row[order[0]!]! / t! + Math.log(sum), 4);
+      for (const x of row) sum += Math.exp((x - row[top[0]!]!) / t!);
+      expect(lse[k]!).toBeCloseTo(row[top[0]!]! / t! + Math.log(sum), 4);
     }
+    expect(Number(ids[count])).toBe(order(raw[6]!)[99]);
+    // Whole rows stay raw.
     const whole = step.out.whole_logits!.data as Float32Array;
-    expect(whole.subarray(0, cfg.vocabSize)).toEqual(logits[7]);
-    expect(whole.subarray(cfg.vocabSize)).toEqual(logits[2]);
+    expect(whole.subarray(0, cfg.vocabSize)).toEqual(raw[7]);
+    expect(whole.subarray(cfg.vocabSize)).toEqual(raw[2]);
   });
 
   it("a decode batch with ragged, right-padded pasts matches each row decoded alone", async () => {

@@ -24,7 +24,7 @@ export interface ServingEngine {
   /**
    * A decode where the sequences in `choices` may come back picked or as candidates instead of their
    * logits (decode-row.ts); the others get their logits. The CUDA engine settles choices on the device,
-   * penalties included; the onnxruntime engine in its graph, giving penalized rows their logits.
+   * the onnxruntime engine in its graph, penalties included in both.
    */
   decodePicking(
     tokens: ReadonlyMap<string, number>,

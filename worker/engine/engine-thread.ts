@@ -20,8 +20,6 @@ export class EngineThread {
   private constructor(
     private readonly worker: Worker,
     readonly model: ModelConfig,
-    /** Whether the engine applies penalties itself (the CUDA engine) or returns penalized rows' logits. */
-    private readonly penaltiesOnDevice: boolean,
   ) {
     worker.on("message", (reply: ThreadReply) => {
       const call = this.pending.get(reply.id);
@@ -58,7 +56,7 @@ export class EngineThread {
       );
       worker.once("error", reject);
     });
-    return new EngineThread(worker, await ready, options.device === "cuda");
+    return new EngineThread(worker, await ready);
   }
 
   writeAdapter(slot: number, adapter: LoadedAdapter): Promise<void> {
@@ -85,12 +83,7 @@ export class EngineThread {
     tokens: ReadonlyMap<string, number>,
     choices: ReadonlyMap<string, DecodeChoice>,
   ): Promise<Map<string, DecodeRow>> {
-    // onnxruntime's engine answers penalized choices with whole rows: spare cloning them (a penalized one
-    // lists its seen tokens).
-    const sent = this.penaltiesOnDevice
-      ? choices
-      : new Map([...choices].filter(([, choice]) => choice.penalties === undefined));
-    return this.call("decodePicking", [tokens, sent]) as Promise<Map<string, DecodeRow>>;
+    return this.call("decodePicking", [tokens, choices]) as Promise<Map<string, DecodeRow>>;
   }
 
   logitsOf(id: string): Promise<Float32Array> {

@@ -6,7 +6,13 @@ import { availableParallelism } from "node:os";
 import { InferenceSession, Tensor } from "onnxruntime-node";
 import type { LoadedAdapter } from "../adapters/peft.ts";
 import { type BankStore, HostBankStore } from "./bank-store.ts";
-import { CANDIDATES, type DecodeCandidates, type DecodeChoice, type DecodeRow } from "./decode-row.ts";
+import {
+  CANDIDATES,
+  type DecodeCandidates,
+  type DecodeChoice,
+  type DecodeRow,
+  type RowPenalties,
+} from "./decode-row.ts";
 import {
   assertDeviceUsable,
   type ComputeDtype,
@@ -113,10 +119,15 @@ interface Sequence {
   length: number;
 }
 
-/** Which logit rows of a run come back picked, as candidates (at a temperature each), or whole. */
+/**
+ * Which logit rows of a run come back picked, as candidates (at a temperature each), or whole; picks and
+ * candidates after their rows' penalties, if any.
+ */
 interface RowPlan {
   picks: number[];
+  pickPenalties: (RowPenalties | undefined)[];
   candidates: number[];
+  candidatePenalties: (RowPenalties | undefined)[];
   temperatures: number[];
   whole: number[];
 }
@@ -128,25 +139,74 @@ interface RowResult {
 }
 
 /**
- * The plan for a decode's rows from the sequences' choices, in row order: penalized rows and rows without a
- * choice whole (the host sampler applies penalties); candidates whose draw may need the row, or where the
- * candidates are the whole vocabulary, whole as well.
+ * The plan for a decode's rows from the sequences' choices, in row order: rows without a choice whole;
+ * candidates whose draw may need the row, or where the candidates are the whole vocabulary, whole as well
+ * (raw: the host sampler applies penalties to a whole row itself).
  */
 function planRows(choices: (DecodeChoice | undefined)[], vocab: number): RowPlan | null {
-  const plan: RowPlan = { picks: [], candidates: [], temperatures: [], whole: [] };
+  const plan: RowPlan = {
+    picks: [],
+    pickPenalties: [],
+    candidates: [],
+    candidatePenalties: [],
+    temperatures: [],
+    whole: [],
+  };
   for (const [row, choice] of choices.entries()) {
-    if (choice === undefined || choice.penalties !== undefined) {
+    if (choice === undefined) {
       plan.whole.push(row);
     } else if (choice.kind === "argmax") {
       plan.picks.push(row);
+      plan.pickPenalties.push(choice.penalties);
     } else {
       plan.candidates.push(row);
+      plan.candidatePenalties.push(choice.penalties);
       plan.temperatures.push(choice.temperature > 0 ? choice.temperature : 1);
       if (choice.mayNeedRow || vocab <= CANDIDATES) plan.whole.push(row);
     }
   }
   // Nothing settled in the graph: every row whole, the graph's logits output as it is, without a gather.
   return plan.picks.length === 0 && plan.candidates.length === 0 ? null : plan;
+}
+
+/**
+ * The graph's `<set>_penalty_*` inputs for the rows of a pick or candidates set (graph-builder.ts
+ * `penalized`): each entry's [row within the set, token] and its three values. Tokens past the vocabulary
+ * are skipped, as PenaltyList.applyTo skips them. A set without entries gets one that changes nothing
+ * (row 0, token 0, repetition 1, no presence or frequency): no zero-size tensor reaches the graph.
+ */
+function penaltyFeeds(
+  set: string,
+  penalties: (RowPenalties | undefined)[],
+  vocab: number,
+): Record<string, Tensor> {
+  const index: bigint[] = [];
+  const repetition: number[] = [];
+  const presence: number[] = [];
+  const frequency: number[] = [];
+  for (const [row, p] of penalties.entries()) {
+    if (!p) continue;
+    for (let i = 0; i < p.tokens.length; i++) {
+      if (p.tokens[i]! >= vocab) continue;
+      index.push(BigInt(row), BigInt(p.tokens[i]!));
+      repetition.push(p.repetition[i]!);
+      presence.push(p.presence[i]!);
+      frequency.push(p.frequency[i]!);
+    }
+  }
+  if (repetition.length === 0) {
+    index.push(0n, 0n);
+    repetition.push(1);
+    presence.push(0);
+    frequency.push(0);
+  }
+  const n = repetition.length;
+  return {
+    [`${set}_penalty_index`]: new Tensor("int64", BigInt64Array.from(index), [n, 2]),
+    [`${set}_penalty_repetition`]: new Tensor("float64", Float64Array.from(repetition), [n]),
+    [`${set}_penalty_presence`]: new Tensor("float64", Float64Array.from(presence), [n]),
+    [`${set}_penalty_frequency`]: new Tensor("float64", Float64Array.from(frequency), [n]),
+  };
 }
 
 export class Engine {
@@ -292,9 +352,9 @@ export class Engine {
   }
 
   /**
-   * ServingEngine.decodePicking. The graph settles the choices: argmax rows come back as their pick, candidates
-   * rows as their largest logits and log-sum-exp, so the host neither copies nor scans their 32k-wide rows.
-   * Penalized rows get their logits (the host sampler applies penalties), as do rows without a choice.
+   * ServingEngine.decodePicking. The graph settles the choices, after each row's penalties: argmax rows
+   * come back as their pick, candidates rows as their largest logits and log-sum-exp, so the host neither
+   * copies nor scans their 32k-wide rows. Rows without a choice get their logits.
    */
   async decodePicking(
     tokens: ReadonlyMap<string, number>,
@@ -451,7 +511,14 @@ export class Engine {
     for (const [b, row] of step.tokens.entries())
       for (const [s, t] of row.entries()) ids[b * seqLen + s] = BigInt(t);
     const totals = step.pastLengths.map((p) => p + seqLen);
-    const plan = step.plan ?? { picks: [], candidates: [], temperatures: [], whole: [] };
+    const plan = step.plan ?? {
+      picks: [],
+      pickPenalties: [],
+      candidates: [],
+      candidatePenalties: [],
+      temperatures: [],
+      whole: [],
+    };
     // A list the plan leaves empty still names row 0, whose result is neither fetched nor read: onnxruntime
     // 1.30's TopK kills the process on zero rows, and zero-row tensors are every provider's least-run path.
     const rowList = (rows: number[]) => {
@@ -475,6 +542,8 @@ export class Engine {
         [Math.max(1, plan.temperatures.length)],
       ),
       whole_rows: rowList(plan.whole),
+      ...penaltyFeeds("pick", plan.pickPenalties, this.model.vocabSize),
+      ...penaltyFeeds("candidate", plan.candidatePenalties, this.model.vocabSize),
     };
     for (let l = 0; l < this.model.numLayers; l++) {
       feeds[`past_key.${l}`] = step.past.keys[l]!;

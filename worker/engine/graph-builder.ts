@@ -17,7 +17,7 @@ import type { WeightIndex } from "./safetensors.ts";
 import { widenedWeights } from "./widened-weights.ts";
 
 // Bump whenever the graph this file emits changes, so cached graphs are rebuilt.
-export const GRAPH_BUILDER_VERSION = 9;
+export const GRAPH_BUILDER_VERSION = 10;
 
 /** Most outputs (Split) or inputs (Concat) one node gets: WebGPU allows 16 storage buffers per shader. */
 const FAN_OUT = 8;
@@ -280,7 +280,8 @@ class DecoderBuilder {
    * What a step may return instead of whole logit rows (decode-row.ts), each over the logit rows it names:
    * `picks` the argmax of the rows in `pick_rows`; `candidate_ids`/`candidate_logits` the CANDIDATES largest
    * logits of the rows in `candidate_rows` (largest first, ties lower id first) and `candidate_log_sum_exp`
-   * log Σ exp(logit / T) at each one's `candidate_temperatures`; `whole_logits` the rows in `whole_rows`.
+   * log Σ exp(logit / T) at each one's `candidate_temperatures`, both after each row's penalties (penalized);
+   * `whole_logits` the rows in `whole_rows`, raw.
    * onnxruntime runs every node of a graph whatever is fetched, so the row lists keep unused work to a row.
    */
   private decodeChoices(logits: string): void {
@@ -288,10 +289,11 @@ class DecoderBuilder {
     const V = this.model.vocabSize;
     const rowsOf = (input: string, output?: string) =>
       g.op("Gather", [logits, g.input(input, DataType.INT64, [input])], { axis: 0 }, output);
-    g.op("ArgMax", [rowsOf("pick_rows")], { axis: 1, keepdims: 0 }, "picks");
+    const picked = this.penalized(rowsOf("pick_rows"), "pick");
+    g.op("ArgMax", [picked], { axis: 1, keepdims: 0 }, "picks");
     g.output("picks", DataType.INT64, ["pick_rows"]);
 
-    const candidates = rowsOf("candidate_rows");
+    const candidates = this.penalized(rowsOf("candidate_rows"), "candidate");
     const count = Math.min(CANDIDATES, V);
     g.node(
       "TopK",
@@ -308,6 +310,34 @@ class DecoderBuilder {
 
     rowsOf("whole_rows", "whole_logits");
     g.output("whole_logits", DataType.FLOAT, ["whole_rows", V]);
+  }
+
+  /**
+   * `rows` with the penalties of `<set>_penalty_*` applied (RowPenalties, decode-row.ts): per entry its
+   * [row within the set, token], repetition, presence and frequency. In doubles, rounded to float32 where
+   * PenaltyList.applyTo rounds (after the repetition step, then after both subtractions), so a pick or a
+   * draw from candidates is the one the host would make from the penalized row.
+   */
+  private penalized(rows: string, set: string): string {
+    const g = this.g;
+    const entries = `${set}_penalties`;
+    const index = g.input(`${set}_penalty_index`, DataType.INT64, [entries, 2]);
+    const [repetition, presence, frequency] = ["repetition", "presence", "frequency"].map((name) =>
+      g.input(`${set}_penalty_${name}`, DataType.DOUBLE, [entries]),
+    );
+    const asDouble = (x: string) => g.op("Cast", [x], { to: DataType.DOUBLE });
+    const asFloat = (x: string) => g.op("Cast", [x], { to: DataType.FLOAT });
+    const raw = asDouble(g.op("GatherND", [rows, index]));
+    const zero = g.constRaw("double 0", DataType.DOUBLE, [], new Uint8Array(8));
+    const repeated = asFloat(
+      g.op("Where", [
+        g.op("Greater", [raw, zero]),
+        g.op("Div", [raw, repetition!]),
+        g.op("Mul", [raw, repetition!]),
+      ]),
+    );
+    const adjusted = g.op("Sub", [g.op("Sub", [asDouble(repeated), presence!]), frequency!]);
+    return g.op("ScatterND", [rows, index, asFloat(adjusted)]);
   }
 
   /** GatherElements indices [batch, kvHeads, 1, headDim] picking each row's position seqlens_k. */
