@@ -5,6 +5,33 @@ import { ContinuousBatcher, type GenerationResult, type StepEngine } from "../..
 import { GREEDY, type SamplingParams } from "../../worker/engine/sampler.ts";
 import type { Tokenizer } from "../../worker/engine/tokenizer.ts";
 
+/**
+ * Sampling settings that between them take every decode choice: top-k, top-p (whose mass over the tiny
+ * model's flat logits lies past the candidates, so its rows are fetched), logprobs, greedy, penalized picks
+ * and candidates (PENALIZED), and a draw over the whole vocabulary that needs its row.
+ */
+export const SAMPLING_MIX: Partial<SamplingParams>[] = [
+  { temperature: 0.9, topK: 5, seed: 1 },
+  { temperature: 1, topP: 0.8, seed: 2 },
+  { temperature: 0.7, topK: 40, topP: 0.95, seed: 3, topLogprobs: 2 },
+  {},
+  { temperature: 0, topLogprobs: 3 },
+  // The tiny model seldom repeats a token within six, so these reward repeats (a repetition penalty below
+  // 1, negative presence).
+  { temperature: 0, repetitionPenalty: 0.3, frequencyPenalty: 0.5 },
+  { temperature: 0.9, topK: 8, seed: 5, presencePenalty: -4, repetitionPenalty: 1.2 },
+  { temperature: 0, topLogprobs: 2, frequencyPenalty: 1, presencePenalty: -6 },
+  { temperature: 0.8, frequencyPenalty: 0.5, presencePenalty: 0.3, seed: 4 },
+];
+
+/** The entries of SAMPLING_MIX whose penalties pick or settle on the engine (not on a whole row). */
+export const PENALIZED = [5, 6, 7];
+
+/** SAMPLING_MIX without its penalties: what the penalized entries would draw without them. */
+export const UNPENALIZED = SAMPLING_MIX.map(
+  ({ repetitionPenalty: _r, frequencyPenalty: _f, presencePenalty: _p, ...rest }) => rest,
+);
+
 /** One request per sampling setting, together in one batcher: request i gets prompt(i), slot i % 2, 6 tokens. */
 export function generateEach(
   engine: StepEngine,

@@ -28,12 +28,17 @@ import type { StepEngine } from "../../worker/engine/generation.ts";
 import { type ModelConfig, parseModelConfig } from "../../worker/engine/model-config.ts";
 import { Prng } from "../../worker/engine/prng.ts";
 import { openWeights, writeSafetensors } from "../../worker/engine/safetensors.ts";
-import type { SamplingParams } from "../../worker/engine/sampler.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
 import { interceptSteps } from "../support/intercepted-cuda-addon.ts";
 import { spawnLuminet } from "../support/luminet-command.ts";
-import { expectSameDraws, generateEach } from "../support/sampled-draws.ts";
+import {
+  expectSameDraws,
+  generateEach,
+  PENALIZED,
+  SAMPLING_MIX,
+  UNPENALIZED,
+} from "../support/sampled-draws.ts";
 
 let root: string;
 let modelDir: string;
@@ -293,20 +298,7 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     };
     // The same engine answering with whole rows only: the host samples every row from its logits.
     const hostSampled = wholeRows(whole);
-    const sampling: Partial<SamplingParams>[] = [
-      { temperature: 0.9, topK: 5, seed: 1 },
-      { temperature: 1, topP: 0.8, seed: 2 },
-      { temperature: 0.7, topK: 40, topP: 0.95, seed: 3, topLogprobs: 2 },
-      {},
-      { temperature: 0, topLogprobs: 3 },
-      // Penalties applied on the device before its pick and its candidates; the tiny model seldom repeats a
-      // token within six, so these reward repeats (a repetition penalty below 1, negative presence).
-      { temperature: 0, repetitionPenalty: 0.3, frequencyPenalty: 0.5 },
-      { temperature: 0.9, topK: 8, seed: 5, presencePenalty: -4, repetitionPenalty: 1.2 },
-      { temperature: 0, topLogprobs: 2, frequencyPenalty: 1, presencePenalty: -6 },
-      // No choice: a draw over the whole vocabulary needs the row, fetched alone while the others keep their picks.
-      { temperature: 0.8, frequencyPenalty: 0.5, presencePenalty: 0.3, seed: 4 },
-    ];
+    const sampling = SAMPLING_MIX;
     const run = (engine: StepEngine, params = sampling) => generateEach(engine, tokenizer, params, prompt);
     const [viaCandidates, viaRows] = [await run(sparse), await run(hostSampled)];
     expectSameDraws(viaCandidates, viaRows);
@@ -320,12 +312,8 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     expect(allRows.every((step) => !step.returnLogits)).toBe(true);
     expect(allRows.every((step) => new Set(step.penalties?.rows).size === 3)).toBe(true);
     // The penalties mattered: without them those three sequences generate other tokens.
-    const unpenalized = sampling.map(
-      ({ repetitionPenalty: _r, frequencyPenalty: _f, presencePenalty: _p, ...rest }) => rest,
-    );
-    const plain = await run(hostSampled, unpenalized);
-    const penalizedRows = [5, 6, 7];
-    expect(penalizedRows.some((i) => plain[i]!.tokenIds.join() !== viaRows[i]!.tokenIds.join())).toBe(true);
+    const plain = await run(hostSampled, UNPENALIZED);
+    expect(PENALIZED.some((i) => plain[i]!.tokenIds.join() !== viaRows[i]!.tokenIds.join())).toBe(true);
     // top_p over the tiny model's flat logits needs more than the candidates: its rows were fetched.
     expect(fetched).toBeGreaterThan(0);
     await sparse.close();

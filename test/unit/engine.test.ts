@@ -14,12 +14,17 @@ import { Engine, EngineError, type LoraFormulation } from "../../worker/engine/e
 import { EngineThread } from "../../worker/engine/engine-thread.ts";
 import type { StepEngine } from "../../worker/engine/generation.ts";
 import type { ModelConfig } from "../../worker/engine/model-config.ts";
-import type { SamplingParams } from "../../worker/engine/sampler.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
 import { writeMergedModel } from "../support/merged-model.ts";
 import { referenceLogits } from "../support/reference-forward.ts";
-import { expectSameDraws, generateEach } from "../support/sampled-draws.ts";
+import {
+  expectSameDraws,
+  generateEach,
+  PENALIZED,
+  SAMPLING_MIX,
+  UNPENALIZED,
+} from "../support/sampled-draws.ts";
 
 let root: string;
 let modelDir: string;
@@ -385,19 +390,7 @@ describe("the engine on mixed-adapter batches", () => {
 
     // Through the batching loop: the same tokens and logprobs as host sampling of every whole row.
     const tokenizer = loadTokenizer(modelDir);
-    const sampling: Partial<SamplingParams>[] = [
-      { temperature: 0.9, topK: 5, seed: 1 },
-      { temperature: 1, topP: 0.8, seed: 2 },
-      { temperature: 0.7, topK: 40, topP: 0.95, seed: 3, topLogprobs: 2 },
-      {},
-      { temperature: 0, topLogprobs: 3 },
-      // Penalties applied in the graph before the pick and the candidates; the tiny model seldom repeats a
-      // token within six, so these reward repeats (a repetition penalty below 1, negative presence).
-      { temperature: 0, repetitionPenalty: 0.3, frequencyPenalty: 0.5 },
-      { temperature: 0.9, topK: 8, seed: 5, presencePenalty: -4, repetitionPenalty: 1.2 },
-      { temperature: 0, topLogprobs: 2, frequencyPenalty: 1, presencePenalty: -6 },
-      { temperature: 0.8, seed: 4 },
-    ];
+    const sampling = SAMPLING_MIX;
     for (const id of ids) engine.release(id);
     let settled = 0;
     let settledPenalized = 0;
@@ -423,11 +416,8 @@ describe("the engine on mixed-adapter batches", () => {
     expect(settledPenalized).toBeGreaterThan(0);
     expectSameDraws(viaChoices, viaRows);
     // The penalties mattered: without them those three sequences generate other tokens.
-    const unpenalized = sampling.map(
-      ({ repetitionPenalty: _r, frequencyPenalty: _f, presencePenalty: _p, ...rest }) => rest,
-    );
-    const plain = await generateEach(wholeRows(engine), tokenizer, unpenalized, prompt);
-    expect([5, 6, 7].some((i) => plain[i]!.tokenIds.join() !== viaRows[i]!.tokenIds.join())).toBe(true);
+    const plain = await generateEach(wholeRows(engine), tokenizer, UNPENALIZED, prompt);
+    expect(PENALIZED.some((i) => plain[i]!.tokenIds.join() !== viaRows[i]!.tokenIds.join())).toBe(true);
     await engine.close();
   });
 

@@ -138,13 +138,8 @@ interface RowResult {
   logits?: Float32Array;
 }
 
-/**
- * The plan for a decode's rows from the sequences' choices, in row order: rows without a choice whole;
- * candidates whose draw may need the row, or where the candidates are the whole vocabulary, whole as well
- * (raw: the host sampler applies penalties to a whole row itself).
- */
-function planRows(choices: (DecodeChoice | undefined)[], vocab: number): RowPlan | null {
-  const plan: RowPlan = {
+function emptyPlan(): RowPlan {
+  return {
     picks: [],
     pickPenalties: [],
     candidates: [],
@@ -152,6 +147,15 @@ function planRows(choices: (DecodeChoice | undefined)[], vocab: number): RowPlan
     temperatures: [],
     whole: [],
   };
+}
+
+/**
+ * The plan for a decode's rows from the sequences' choices, in row order: rows without a choice whole;
+ * candidates whose draw may need the row, or where the candidates are the whole vocabulary, whole as well
+ * (raw: the host sampler applies penalties to a whole row itself).
+ */
+function planRows(choices: (DecodeChoice | undefined)[], vocab: number): RowPlan | null {
+  const plan = emptyPlan();
   for (const [row, choice] of choices.entries()) {
     if (choice === undefined) {
       plan.whole.push(row);
@@ -167,6 +171,71 @@ function planRows(choices: (DecodeChoice | undefined)[], vocab: number): RowPlan
   }
   // Nothing settled in the graph: every row whole, the graph's logits output as it is, without a gather.
   return plan.picks.length === 0 && plan.candidates.length === 0 ? null : plan;
+}
+
+/**
+ * A row-index input. A list the plan leaves empty still names row 0, whose result is neither fetched nor
+ * read: onnxruntime 1.30's TopK kills the process on zero rows, and zero-row tensors are every provider's
+ * least-run path.
+ */
+function rowList(rows: number[]): Tensor {
+  const named = rows.length > 0 ? rows : [0];
+  return new Tensor("int64", BigInt64Array.from(named, BigInt), [named.length]);
+}
+
+/** The graph's decode-choice inputs for a plan (graph-builder.ts `decodeChoices`). */
+function choiceFeeds(plan: RowPlan, vocab: number): Record<string, Tensor> {
+  const temperatures = plan.temperatures.length > 0 ? plan.temperatures : [1];
+  return {
+    pick_rows: rowList(plan.picks),
+    candidate_rows: rowList(plan.candidates),
+    candidate_temperatures: new Tensor("float32", Float32Array.from(temperatures), [temperatures.length]),
+    whole_rows: rowList(plan.whole),
+    ...penaltyFeeds("pick", plan.pickPenalties, vocab),
+    ...penaltyFeeds("candidate", plan.candidatePenalties, vocab),
+  };
+}
+
+/** Each logit row of a run as the plan asked for it, from the fetched outputs. */
+function readRows(
+  out: InferenceSession.ReturnType,
+  count: number,
+  plan: RowPlan | null,
+  vocab: number,
+): RowResult[] {
+  const rowsOf = (name: string, width: number) => {
+    const data = out[name]!.data as Float32Array;
+    return (i: number) => data.subarray(i * width, (i + 1) * width);
+  };
+  const rows: RowResult[] = Array.from({ length: count }, () => ({}));
+  if (!plan) {
+    const logits = rowsOf("logits", vocab);
+    for (let i = 0; i < count; i++) rows[i]!.logits = logits(i);
+    return rows;
+  }
+  if (plan.whole.length > 0) {
+    const logits = rowsOf("whole_logits", vocab);
+    for (const [k, i] of plan.whole.entries()) rows[i]!.logits = logits(k);
+  }
+  if (plan.picks.length > 0) {
+    const picks = out.picks!.data as BigInt64Array;
+    for (const [k, i] of plan.picks.entries()) rows[i]!.settled = Number(picks[k]!);
+  }
+  if (plan.candidates.length > 0) {
+    const width = out.candidate_ids!.dims[1]!;
+    const tokens = out.candidate_ids!.data as BigInt64Array;
+    const logits = rowsOf("candidate_logits", width);
+    const logSumExp = out.candidate_log_sum_exp!.data as Float32Array;
+    for (const [k, i] of plan.candidates.entries()) {
+      rows[i]!.settled = {
+        tokens: Int32Array.from(tokens.subarray(k * width, (k + 1) * width), Number),
+        logits: logits(k),
+        logSumExp: logSumExp[k]!,
+        vocab,
+      };
+    }
+  }
+  return rows;
 }
 
 /**
@@ -511,20 +580,7 @@ export class Engine {
     for (const [b, row] of step.tokens.entries())
       for (const [s, t] of row.entries()) ids[b * seqLen + s] = BigInt(t);
     const totals = step.pastLengths.map((p) => p + seqLen);
-    const plan = step.plan ?? {
-      picks: [],
-      pickPenalties: [],
-      candidates: [],
-      candidatePenalties: [],
-      temperatures: [],
-      whole: [],
-    };
-    // A list the plan leaves empty still names row 0, whose result is neither fetched nor read: onnxruntime
-    // 1.30's TopK kills the process on zero rows, and zero-row tensors are every provider's least-run path.
-    const rowList = (rows: number[]) => {
-      const named = rows.length > 0 ? rows : [0];
-      return new Tensor("int64", BigInt64Array.from(named, BigInt), [named.length]);
-    };
+    const plan = step.plan ?? emptyPlan();
     const feeds: Record<string, Tensor> = {
       input_ids: new Tensor("int64", ids, [batch, seqLen]),
       seqlens_k: new Tensor(
@@ -534,16 +590,7 @@ export class Engine {
       ),
       total_sequence_length: new Tensor("int32", Int32Array.of(Math.max(...totals)), []),
       logits_rows: rowList(step.logitsRows),
-      pick_rows: rowList(plan.picks),
-      candidate_rows: rowList(plan.candidates),
-      candidate_temperatures: new Tensor(
-        "float32",
-        plan.temperatures.length > 0 ? Float32Array.from(plan.temperatures) : Float32Array.of(1),
-        [Math.max(1, plan.temperatures.length)],
-      ),
-      whole_rows: rowList(plan.whole),
-      ...penaltyFeeds("pick", plan.pickPenalties, this.model.vocabSize),
-      ...penaltyFeeds("candidate", plan.candidatePenalties, this.model.vocabSize),
+      ...choiceFeeds(plan, this.model.vocabSize),
     };
     for (let l = 0; l < this.model.numLayers; l++) {
       feeds[`past_key.${l}`] = step.past.keys[l]!;
@@ -566,39 +613,10 @@ export class Engine {
         ]
       : ["logits"];
     const out = await session.run(feeds, [...fetches, ...keyNames, ...valueNames]);
-    const vocab = this.model.vocabSize;
-    const rowsOf = (name: string, width: number) => {
-      const data = out[name]!.data as Float32Array;
-      return (i: number) => data.subarray(i * width, (i + 1) * width);
+    return {
+      rows: readRows(out, step.logitsRows.length, step.plan, this.model.vocabSize),
+      kv: { keys: keyNames.map((n) => out[n]!), values: valueNames.map((n) => out[n]!) },
     };
-    const rows: RowResult[] = step.logitsRows.map(() => ({}));
-    if (!step.plan) {
-      const logits = rowsOf("logits", vocab);
-      for (const i of step.logitsRows.keys()) rows[i]!.logits = logits(i);
-    }
-    if (plan.whole.length > 0) {
-      const logits = rowsOf("whole_logits", vocab);
-      for (const [k, i] of plan.whole.entries()) rows[i]!.logits = logits(k);
-    }
-    if (plan.picks.length > 0) {
-      const picks = out.picks!.data as BigInt64Array;
-      for (const [k, i] of plan.picks.entries()) rows[i]!.settled = Number(picks[k]!);
-    }
-    if (plan.candidates.length > 0) {
-      const count = out.candidate_ids!.dims[1]!;
-      const ids = out.candidate_ids!.data as BigInt64Array;
-      const logits = rowsOf("candidate_logits", count);
-      const logSumExp = out.candidate_log_sum_exp!.data as Float32Array;
-      for (const [k, i] of plan.candidates.entries()) {
-        rows[i]!.settled = {
-          tokens: Int32Array.from(ids.subarray(k * count, (k + 1) * count), Number),
-          logits: logits(k),
-          logSumExp: logSumExp[k]!,
-          vocab,
-        };
-      }
-    }
-    return { rows, kv: { keys: keyNames.map((n) => out[n]!), values: valueNames.map((n) => out[n]!) } };
   }
 
   /**
