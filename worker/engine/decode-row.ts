@@ -23,6 +23,40 @@ export interface RowPenalties {
   frequency: Float64Array;
 }
 
+/** The penalties of a step's rows as flat entries: each entry's row, token and values, rows ascending. */
+export interface PenaltyEntries {
+  rows: Int32Array;
+  tokens: Int32Array;
+  repetition: Float64Array;
+  presence: Float64Array;
+  frequency: Float64Array;
+}
+
+/** The entries of every row's RowPenalties (index: the row), in row order; undefined where no row has any. */
+export function penaltyEntries(perRow: readonly (RowPenalties | undefined)[]): PenaltyEntries | undefined {
+  let count = 0;
+  for (const penalties of perRow) count += penalties?.tokens.length ?? 0;
+  if (count === 0) return undefined;
+  const entries: PenaltyEntries = {
+    rows: new Int32Array(count),
+    tokens: new Int32Array(count),
+    repetition: new Float64Array(count),
+    presence: new Float64Array(count),
+    frequency: new Float64Array(count),
+  };
+  let at = 0;
+  for (const [row, penalties] of perRow.entries()) {
+    if (!penalties) continue;
+    entries.rows.fill(row, at, at + penalties.tokens.length);
+    entries.tokens.set(penalties.tokens, at);
+    entries.repetition.set(penalties.repetition, at);
+    entries.presence.set(penalties.presence, at);
+    entries.frequency.set(penalties.frequency, at);
+    at += penalties.tokens.length;
+  }
+  return entries;
+}
+
 /**
  * How a sequence's next token may be settled without its whole row of logits: the argmax or the largest
  * logits of the row after `penalties`, when it has any.

@@ -11,6 +11,7 @@ import {
   type DecodeCandidates,
   type DecodeChoice,
   type DecodeRow,
+  penaltyEntries,
   type RowPenalties,
 } from "./decode-row.ts";
 import {
@@ -184,15 +185,15 @@ function rowList(rows: number[]): Tensor {
 }
 
 /** The graph's decode-choice inputs for a plan (graph-builder.ts `decodeChoices`). */
-function choiceFeeds(plan: RowPlan, vocab: number): Record<string, Tensor> {
+function choiceFeeds(plan: RowPlan): Record<string, Tensor> {
   const temperatures = plan.temperatures.length > 0 ? plan.temperatures : [1];
   return {
     pick_rows: rowList(plan.picks),
     candidate_rows: rowList(plan.candidates),
     candidate_temperatures: new Tensor("float32", Float32Array.from(temperatures), [temperatures.length]),
     whole_rows: rowList(plan.whole),
-    ...penaltyFeeds("pick", plan.pickPenalties, vocab),
-    ...penaltyFeeds("candidate", plan.candidatePenalties, vocab),
+    ...penaltyFeeds("pick", plan.pickPenalties),
+    ...penaltyFeeds("candidate", plan.candidatePenalties),
   };
 }
 
@@ -240,41 +241,29 @@ function readRows(
 
 /**
  * The graph's `<set>_penalty_*` inputs for the rows of a pick or candidates set (graph-builder.ts
- * `penalized`): each entry's [row within the set, token] and its three values. Tokens past the vocabulary
- * are skipped, as PenaltyList.applyTo skips them. A set without entries gets one that changes nothing
- * (row 0, token 0, repetition 1, no presence or frequency): no zero-size tensor reaches the graph.
+ * `penalized`): each entry's [row within the set, token] and its three values. A set without entries gets
+ * one that changes nothing (row 0, token 0, repetition 1, no presence or frequency): no zero-size tensor
+ * reaches the graph.
  */
-function penaltyFeeds(
-  set: string,
-  penalties: (RowPenalties | undefined)[],
-  vocab: number,
-): Record<string, Tensor> {
-  const index: bigint[] = [];
-  const repetition: number[] = [];
-  const presence: number[] = [];
-  const frequency: number[] = [];
-  for (const [row, p] of penalties.entries()) {
-    if (!p) continue;
-    for (let i = 0; i < p.tokens.length; i++) {
-      if (p.tokens[i]! >= vocab) continue;
-      index.push(BigInt(row), BigInt(p.tokens[i]!));
-      repetition.push(p.repetition[i]!);
-      presence.push(p.presence[i]!);
-      frequency.push(p.frequency[i]!);
-    }
+function penaltyFeeds(set: string, perRow: (RowPenalties | undefined)[]): Record<string, Tensor> {
+  const entries = penaltyEntries(perRow) ?? {
+    rows: Int32Array.of(0),
+    tokens: Int32Array.of(0),
+    repetition: Float64Array.of(1),
+    presence: Float64Array.of(0),
+    frequency: Float64Array.of(0),
+  };
+  const n = entries.rows.length;
+  const index = new BigInt64Array(n * 2);
+  for (let e = 0; e < n; e++) {
+    index[2 * e] = BigInt(entries.rows[e]!);
+    index[2 * e + 1] = BigInt(entries.tokens[e]!);
   }
-  if (repetition.length === 0) {
-    index.push(0n, 0n);
-    repetition.push(1);
-    presence.push(0);
-    frequency.push(0);
-  }
-  const n = repetition.length;
   return {
-    [`${set}_penalty_index`]: new Tensor("int64", BigInt64Array.from(index), [n, 2]),
-    [`${set}_penalty_repetition`]: new Tensor("float64", Float64Array.from(repetition), [n]),
-    [`${set}_penalty_presence`]: new Tensor("float64", Float64Array.from(presence), [n]),
-    [`${set}_penalty_frequency`]: new Tensor("float64", Float64Array.from(frequency), [n]),
+    [`${set}_penalty_index`]: new Tensor("int64", index, [n, 2]),
+    [`${set}_penalty_repetition`]: new Tensor("float64", entries.repetition, [n]),
+    [`${set}_penalty_presence`]: new Tensor("float64", entries.presence, [n]),
+    [`${set}_penalty_frequency`]: new Tensor("float64", entries.frequency, [n]),
   };
 }
 
@@ -590,7 +579,7 @@ export class Engine {
       ),
       total_sequence_length: new Tensor("int32", Int32Array.of(Math.max(...totals)), []),
       logits_rows: rowList(step.logitsRows),
-      ...choiceFeeds(plan, this.model.vocabSize),
+      ...choiceFeeds(plan),
     };
     for (let l = 0; l < this.model.numLayers; l++) {
       feeds[`past_key.${l}`] = step.past.keys[l]!;
@@ -640,29 +629,31 @@ export class Engine {
         `${distinct.length} distinct adapters in one step; this engine allows ${this.options.maxAdaptersPerStep}`,
       );
     }
+    if (this.formulation === "masked") {
+      Object.assign(feeds, this.banks.feeds());
+      this.addMaskedFeeds(feeds, distinct, slots, seqLen);
+      return MASKED_GRAPH;
+    }
+    const bucket = this.segmentBucket(distinct.length, decode);
     if (this.formulation === "segment-views") {
-      const bucket = this.segmentBucket(distinct, decode);
       this.addSegmentOrder(feeds, distinct, slots, seqLen, bucket);
       const perm = feeds.lora_perm!;
       feeds.lora_scatter = new Tensor("int64", perm.data as BigInt64Array, [perm.dims[0]!, 1]);
       this.banks.addSegmentFeeds(feeds, distinct, bucket);
-      return bucket;
+    } else {
+      Object.assign(feeds, this.banks.feeds());
+      this.addSegmentFeeds(feeds, distinct, slots, seqLen, bucket);
     }
-    Object.assign(feeds, this.banks.feeds());
-    if (this.formulation === "masked") {
-      this.addMaskedFeeds(feeds, distinct, slots, seqLen);
-      return MASKED_GRAPH;
-    }
-    return this.addSegmentFeeds(feeds, distinct, slots, seqLen, this.segmentBucket(distinct, decode));
+    return bucket;
   }
 
   /**
-   * The segment variant for a run over these adapters: the smallest that fits, except that it does not go
+   * The segment variant for a run over this many distinct adapters: the smallest that fits, except that it does not go
    * below the variant recent steps ran until a smaller one has sufficed for STEPS_BEFORE_SMALLER_VARIANT
    * decode steps in a row (a prefill takes the current variant and neither counts nor moves it down).
    */
-  private segmentBucket(distinct: number[], decode: boolean): number {
-    const fits = SEGMENT_BUCKETS.find((b) => b >= distinct.length)!;
+  private segmentBucket(adapters: number, decode: boolean): number {
+    const fits = SEGMENT_BUCKETS.find((b) => b >= adapters)!;
     if (fits >= this.segmentVariant) {
       this.segmentVariant = fits;
       this.smallerVariantSteps = 0;
@@ -703,7 +694,7 @@ export class Engine {
     slots: number[],
     seqLen: number,
     bucket: number,
-  ): number {
+  ): void {
     this.addSegmentOrder(feeds, distinct, slots, seqLen, bucket);
     const perm = feeds.lora_perm!.data as BigInt64Array;
     const unsort = new BigInt64Array(slots.length * seqLen).fill(BigInt(perm.length));
@@ -724,7 +715,6 @@ export class Engine {
       });
       feeds[`lora_rows.${kind}`] = new Tensor("int64", rows, [bucket, 2]);
     }
-    return bucket;
   }
 
   private addMaskedFeeds(

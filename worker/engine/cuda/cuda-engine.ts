@@ -5,7 +5,7 @@
 // parser produced them; the device applies each distinct adapter once per step (segmented, SGMV-style).
 import { SingleBar } from "cli-progress";
 import type { LoadedAdapter } from "../../adapters/peft.ts";
-import { CANDIDATES, type DecodeChoice, type DecodeRow } from "../decode-row.ts";
+import { CANDIDATES, type DecodeChoice, type DecodeRow, penaltyEntries } from "../decode-row.ts";
 import { usableCudaAddon } from "../device.ts";
 import { EngineError, type EngineOptions } from "../engine.ts";
 import { LoraBankError } from "../lora-banks.ts";
@@ -221,7 +221,7 @@ export class CudaEngine {
     const whole = ids.filter((id) => !choices.has(id)).length;
     // Whole rows are raw: a penalized sequence's sampler applies its penalties to them itself.
     if (2 * whole > ids.length) return await this.decode(tokens);
-    const penalties = stepPenalties(ids, choices);
+    const penalties = penaltyEntries(ids.map((id) => choices.get(id)?.penalties));
     if (!penalties && ids.every((id) => choices.get(id)?.kind === "argmax"))
       return await this.decodeGreedy(tokens);
     const sampling = ids.some((id) => choices.get(id)?.kind === "candidates");
@@ -415,36 +415,6 @@ export class CudaEngine {
       throw new LoraBankError(`slot ${slot} is out of range 1..${this.spec.slots}`);
     }
   }
-}
-
-/** The penalty entries of a decode step: each penalized sequence's RowPenalties at its logit row. */
-function stepPenalties(
-  ids: readonly string[],
-  choices: ReadonlyMap<string, DecodeChoice>,
-): NativePenalties | undefined {
-  const penalized = ids.flatMap((id, row) => {
-    const penalties = choices.get(id)?.penalties;
-    return penalties ? [{ row, penalties }] : [];
-  });
-  if (penalized.length === 0) return undefined;
-  const count = penalized.reduce((n, { penalties }) => n + penalties.tokens.length, 0);
-  const entries: NativePenalties = {
-    rows: new Int32Array(count),
-    tokens: new Int32Array(count),
-    repetition: new Float64Array(count),
-    presence: new Float64Array(count),
-    frequency: new Float64Array(count),
-  };
-  let at = 0;
-  for (const { row, penalties } of penalized) {
-    entries.rows.fill(row, at, at + penalties.tokens.length);
-    entries.tokens.set(penalties.tokens, at);
-    entries.repetition.set(penalties.repetition, at);
-    entries.presence.set(penalties.presence, at);
-    entries.frequency.set(penalties.frequency, at);
-    at += penalties.tokens.length;
-  }
-  return entries;
 }
 
 /** The native model's sizes for this model and these engine options. */

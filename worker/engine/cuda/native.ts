@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { createRequire as requireFrom } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { PenaltyEntries } from "../decode-row.ts";
 
 /** Where `npm run build:cuda` writes the addon. LUMINET_CUDA_ADDON overrides it (the GPU bundle does). */
 export const CUDA_ADDON_PATH = join(
@@ -96,13 +97,7 @@ export interface NativeStep {
   penalties?: NativePenalties;
 }
 
-export interface NativePenalties {
-  rows: Int32Array;
-  tokens: Int32Array;
-  repetition: Float64Array;
-  presence: Float64Array;
-  frequency: Float64Array;
-}
+export type NativePenalties = PenaltyEntries;
 
 /** A step's candidates: per logit row, its largest logits, largest first (ties: lower id first; NaN = -inf). */
 export interface NativeCandidates {
