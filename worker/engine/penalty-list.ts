@@ -17,6 +17,8 @@ export class PenaltyList {
   private repetition = new Float64Array(64);
   private presence = new Float64Array(64);
   private frequency = new Float64Array(64);
+  /** How often the sequence chose each listed token. */
+  private chosen = new Int32Array(64);
   private size = 0;
 
   /** `prompt`: the tokens the repetition penalty applies to from the start. */
@@ -27,15 +29,16 @@ export class PenaltyList {
     if (params.repetitionPenalty !== 1) for (const t of prompt) this.entry(t);
   }
 
-  /** The sequence chose `token`, now `count` times in all. */
-  chose(token: number, count: number): void {
+  /** The sequence chose `token`. */
+  chose(token: number): void {
     const p = this.params;
     const counted = p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
     if (p.repetitionPenalty === 1 && !counted) return;
     const i = this.entry(token);
+    this.chosen[i]! += 1;
     if (counted) {
       this.presence[i] = p.presencePenalty;
-      this.frequency[i] = p.frequencyPenalty * count;
+      this.frequency[i] = p.frequencyPenalty * this.chosen[i]!;
     }
   }
 
@@ -73,6 +76,7 @@ export class PenaltyList {
     this.repetition[i] = this.params.repetitionPenalty;
     this.presence[i] = 0;
     this.frequency[i] = 0;
+    this.chosen[i] = 0;
     this.index.set(token, i);
     return i;
   }
@@ -88,5 +92,6 @@ export class PenaltyList {
     this.repetition = grown(this.repetition, (n) => new Float64Array(n));
     this.presence = grown(this.presence, (n) => new Float64Array(n));
     this.frequency = grown(this.frequency, (n) => new Float64Array(n));
+    this.chosen = grown(this.chosen, (n) => new Int32Array(n));
   }
 }

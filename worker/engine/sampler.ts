@@ -118,8 +118,6 @@ function validate(p: SamplingParams): void {
 export class Sampler {
   private readonly params: SamplingParams;
   private readonly rng: Prng;
-  /** Generated tokens and how often each was chosen (frequency / presence penalties). */
-  private readonly counts = new Map<number, number>();
   /** The penalties, applied here (sample) or by an engine (decodeChoice); null without penalties. */
   private readonly penaltyList: PenaltyList | null;
   // Per-vocabulary scratch, allocated on the first call and reused: processed logits, their exps, and
@@ -273,9 +271,7 @@ export class Sampler {
 
   /** Remembers the token for the penalties of the next steps. */
   private chose(result: SampledToken): SampledToken {
-    const count = (this.counts.get(result.token) ?? 0) + 1;
-    this.counts.set(result.token, count);
-    this.penaltyList?.chose(result.token, count);
+    this.penaltyList?.chose(result.token);
     return result;
   }
 
