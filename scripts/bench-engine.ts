@@ -3,8 +3,9 @@
 // base-only and U = 1, 4, 16, 64 distinct rank-16 adapters (rows round-robin) share one untimed prefill and
 // are interleaved block by block, so every run sees the same context lengths and the same machine noise;
 // on cpu the schedule repeats over three rounds, and each run's figures come from its fastest step.
-// On cuda the timed steps sample on the device (CudaEngine.decodeGreedy: no logits come back), as serving
-// would, and the addon measures the roofline (an fp16 GEMM and a device copy, the sizes roofline.ts uses).
+// The timed steps take each row's argmax where the logits are (decodePicking: in the onnxruntime graph, on
+// the CUDA device; no logits come back), as greedy serving would. On cuda the addon measures the roofline
+// (an fp16 GEMM and a device copy, the sizes roofline.ts uses).
 // Runnable directly (the GPU machine runs the bundled file): node bench-engine.mjs --device webgpu --json
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -249,13 +250,9 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   const step = async (): Promise<[number, number]> => {
     const start = performance.now();
     const cpuStart = process.cpuUsage();
-    if (engine instanceof CudaEngine) {
-      next = await engine.decodeGreedy(next);
-    } else {
-      // Greedy serving's step: the graph takes each row's argmax, no logits come back.
-      const picked = await engine.decodePicking(next, greedy);
-      next = new Map([...picked].map(([id, token]) => [id, token as number]));
-    }
+    // Greedy serving's step: each row's argmax is taken where the logits are, no logits come back.
+    const picked = await engine.decodePicking(next, greedy);
+    next = new Map([...picked].map(([id, token]) => [id, token as number]));
     const cpu = process.cpuUsage(cpuStart);
     const seconds = (performance.now() - start) / 1000;
     return [seconds, (cpu.user + cpu.system) / 1e6];
