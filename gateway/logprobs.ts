@@ -12,16 +12,31 @@ export function chatLogprobs(tokens: readonly TokenLogprob[]): ChatTokenLogprob[
   }));
 }
 
-/** `textOffset` is where these tokens start in the completion's text (for chunks after the first). */
-export function completionLogprobs(tokens: readonly TokenLogprob[], textOffset = 0): CompletionLogprobs {
+/**
+ * Where each token starts in a completion's text, from the tokens' bytes: a token that ends inside a
+ * character adds nothing until the token that completes it. One per completion, across its stream's chunks.
+ */
+export class TextOffsets {
+  private offset = 0;
+  private readonly decoder = new TextDecoder();
+
+  next(bytes: readonly number[]): number {
+    const at = this.offset;
+    this.offset += this.decoder.decode(Uint8Array.from(bytes), { stream: true }).length;
+    return at;
+  }
+}
+
+export function completionLogprobs(
+  tokens: readonly TokenLogprob[],
+  offsets: TextOffsets = new TextOffsets(),
+): CompletionLogprobs {
   const out: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
-  let offset = textOffset;
   for (const t of tokens) {
     out.tokens.push(t.token);
     out.token_logprobs.push(t.logprob);
     out.top_logprobs.push(Object.fromEntries(t.top.map((top) => [top.token, top.logprob])));
-    out.text_offset.push(offset);
-    offset += t.token.length;
+    out.text_offset.push(offsets.next(t.bytes));
   }
   return out;
 }

@@ -1,20 +1,7 @@
 // A real byte-level BPE tokenizer.json, built from scratch for the random test models: GPT-2's byte to
 // unicode alphabet, merges learned by BPE over a small built-in corpus, filler merges until the vocabulary
 // has exactly the requested size, and special tokens at the top of the vocabulary.
-
-/** GPT-2's reversible map from each byte to a printable unicode character. */
-export const BYTE_TO_UNICODE: readonly string[] = (() => {
-  const printable: number[] = [];
-  for (let b = 0x21; b <= 0x7e; b++) printable.push(b);
-  for (let b = 0xa1; b <= 0xac; b++) printable.push(b);
-  for (let b = 0xae; b <= 0xff; b++) printable.push(b);
-  const out: string[] = new Array(256);
-  let n = 0;
-  for (let b = 0; b < 256; b++) {
-    out[b] = String.fromCodePoint(printable.includes(b) ? b : 256 + n++);
-  }
-  return out;
-})();
+import { BYTE_TO_UNICODE } from "../worker/engine/token-bytes.ts";
 
 // The split the ByteLevel pre-tokenizer applies (use_regex: true); training on the same pieces makes the
 // learned merges the ones encoding will actually use.

@@ -11,6 +11,7 @@ import {
   WIRE_VERSION,
 } from "../schema/wire.ts";
 import type { SampledToken } from "./engine/sampler.ts";
+import { tokenText } from "./engine/token-bytes.ts";
 import type { Tokenizer } from "./engine/tokenizer.ts";
 import type { UsageSender } from "./usage-sender.ts";
 
@@ -27,7 +28,6 @@ export interface ReplyEnd {
 export class ReplyStream {
   private seq = 0;
   private readonly startedMs = Date.now();
-  private readonly utf8 = new TextEncoder();
 
   constructor(
     private readonly bus: Bus,
@@ -99,8 +99,8 @@ export class ReplyStream {
 
   private logprob(token: SampledToken): TokenLogprob {
     const entry = (id: number, logprob: number) => {
-      const text = this.tokenizer.decode([id]);
-      return { token: text, bytes: [...this.utf8.encode(text)], logprob: Math.min(0, logprob) };
+      const bytes = this.tokenizer.tokenBytes(id);
+      return { token: tokenText(bytes), bytes: [...bytes], logprob: Math.min(0, logprob) };
     };
     return {
       ...entry(token.token, token.logprob),

@@ -8,7 +8,7 @@ import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
 import { toApiError } from "../errors.ts";
 import { collectReply } from "../generation.ts";
-import { completionLogprobs } from "../logprobs.ts";
+import { completionLogprobs, TextOffsets } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
 import { eventStream } from "../sse.ts";
@@ -49,16 +49,15 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
     const usage = admitted.includeUsage ? { usage: null } : {};
     async function* events(): AsyncGenerator<Completion> {
       const { chunks, first } = await opening;
-      let offset = 0;
+      const offsets = new TextOffsets();
       let step: IteratorResult<TokenChunk, Final> = first;
       while (!step.done) {
         const { text, logprobs } = step.value;
         let lp: CompletionLogprobs | null = null;
-        if (wantLogprobs) lp = completionLogprobs(logprobs ?? [], offset);
+        if (wantLogprobs) lp = completionLogprobs(logprobs ?? [], offsets);
         if (text !== "" || (lp && lp.tokens.length > 0)) {
           yield { ...head, choices: [{ index: 0, text, logprobs: lp, finish_reason: null }], ...usage };
         }
-        offset += text.length;
         step = await chunks.next();
       }
       const finish = finishReasonOf(step.value);

@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+import { tokenBytesReader } from "./token-bytes.ts";
 
 export class TokenizerError extends Error {
   override name = "TokenizerError";
@@ -26,6 +27,8 @@ export interface Tokenizer {
   decode(ids: readonly number[], options?: { skipSpecialTokens?: boolean }): string;
   applyChatTemplate(messages: readonly ChatMessage[], options?: { addGenerationPrompt?: boolean }): string;
   isSpecial(id: number): boolean;
+  /** The token's own bytes (token-bytes.ts); empty outside the vocabulary. */
+  tokenBytes(id: number): Uint8Array;
 }
 
 /** A JSON object from a file's text (or an object already parsed); `name` names it in errors. */
@@ -129,7 +132,8 @@ export function tokenizerFromFiles(files: TokenizerFiles): Tokenizer {
   }
   const vocabSize = Math.max(-1, ...hf.get_vocab(true).values()) + 1;
   const specialIds = new Set<number>();
-  for (const [id, token] of hf.get_added_tokens_decoder()) if (token.special) specialIds.add(id);
+  const added = hf.get_added_tokens_decoder();
+  for (const [id, token] of added) if (token.special) specialIds.add(id);
 
   const idOf = (key: string): number | null => {
     const content = tokenContent(config[key]);
@@ -151,6 +155,22 @@ export function tokenizerFromFiles(files: TokenizerFiles): Tokenizer {
     if (content !== null) specialStrings[key] = content;
   }
 
+  const decode = (ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}) => {
+    const known = ids.filter((id) => Number.isSafeInteger(id) && id >= 0 && id < vocabSize);
+    if (known.length === 0) return "";
+    // Cleanup of tokenization spaces would make a stream's deltas disagree with the whole decode.
+    return hf.decode(known, {
+      skip_special_tokens: options.skipSpecialTokens ?? false,
+      clean_up_tokenization_spaces: false,
+    });
+  };
+  const tokenBytes = tokenBytesReader({
+    decoder: tokenizerJson.decoder,
+    tokenOf: (id) => (Number.isSafeInteger(id) && id >= 0 ? hf.id_to_token(id) : undefined),
+    isAdded: (id) => added.has(id),
+    decodeAlone: (id) => decode([id]),
+  });
+
   return {
     vocabSize,
     eosTokenIds: [...eos],
@@ -158,15 +178,7 @@ export function tokenizerFromFiles(files: TokenizerFiles): Tokenizer {
     encode(text, options = {}) {
       return hf.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
     },
-    decode(ids, options = {}) {
-      const known = ids.filter((id) => Number.isSafeInteger(id) && id >= 0 && id < vocabSize);
-      if (known.length === 0) return "";
-      // Cleanup of tokenization spaces would make a stream's deltas disagree with the whole decode.
-      return hf.decode(known, {
-        skip_special_tokens: options.skipSpecialTokens ?? false,
-        clean_up_tokenization_spaces: false,
-      });
-    },
+    decode,
     applyChatTemplate(messages, options = {}) {
       if (templateSource === null)
         throw new TokenizerError(`${source}: tokenizer_config.json has no chat_template`);
@@ -188,6 +200,7 @@ export function tokenizerFromFiles(files: TokenizerFiles): Tokenizer {
       }
     },
     isSpecial: (id) => specialIds.has(id),
+    tokenBytes,
   };
 }
 
