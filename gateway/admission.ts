@@ -27,7 +27,69 @@ type Common = Pick<
   | "frequency_penalty"
   | "stream"
   | "stream_options"
+  | "logit_bias"
 >;
+
+/** Most tokens one request's logit_bias may list (each is an entry of every decode step). */
+export const MAX_LOGIT_BIAS_TOKENS = 1024;
+
+/** logit_bias as [token id, bias] pairs, each key a token id inside the vocabulary, each bias in -100..100. */
+function logitBias(bias: Record<string, number> | null | undefined, vocab: number): [number, number][] {
+  const entries = Object.entries(bias ?? {});
+  if (entries.length > MAX_LOGIT_BIAS_TOKENS) {
+    throw invalidRequest(
+      `logit_bias lists ${entries.length} tokens; at most ${MAX_LOGIT_BIAS_TOKENS} are allowed`,
+      "logit_bias",
+    );
+  }
+  return entries.map(([key, value]) => {
+    const id = /^(0|[1-9][0-9]*)$/.test(key) ? Number(key) : Number.NaN;
+    if (!Number.isSafeInteger(id)) {
+      throw invalidRequest(
+        `Invalid key in logit_bias: ${JSON.stringify(key)} is not a token id`,
+        "logit_bias",
+      );
+    }
+    if (id >= vocab) {
+      throw invalidRequest(
+        `logit_bias names token id ${id}, outside the vocabulary of ${vocab} tokens`,
+        "logit_bias",
+      );
+    }
+    if (!(value >= -100 && value <= 100)) {
+      throw invalidRequest(
+        `Invalid value in logit_bias for token ${id}: ${value} is not between -100 and 100`,
+        "logit_bias",
+      );
+    }
+    return [id, value];
+  });
+}
+
+/** Function calling and structured output, which Luminet does not do: refused rather than ignored. */
+function refuseToolsAndFormats(body: ChatCompletionRequest): void {
+  for (const param of ["tools", "functions"] as const) {
+    if ((body[param]?.length ?? 0) > 0) {
+      throw invalidRequest(`${param} (function calling) is not supported`, param);
+    }
+  }
+  for (const param of ["tool_choice", "function_call"] as const) {
+    const choice = body[param];
+    if (choice !== undefined && choice !== null && choice !== "none" && choice !== "auto") {
+      throw invalidRequest(
+        `${param} ${JSON.stringify(choice)} needs function calling, which is not supported`,
+        param,
+      );
+    }
+  }
+  const format = body.response_format?.type;
+  if (format !== undefined && format !== "text") {
+    throw invalidRequest(
+      `response_format ${JSON.stringify(format)} is not supported: completions are plain text`,
+      "response_format",
+    );
+  }
+}
 
 function messageText(message: ChatMessageIn, index: number): string {
   if (message.content === null) {
@@ -71,6 +133,7 @@ function admit(
     throw contextExceeded(base, prompt, requestedMaxTokens, maxTokensParam);
   }
   const stop = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
+  const bias = logitBias(body.logit_bias, base.tokenizer.vocabSize);
   return {
     promptTokenIds,
     sampling: {
@@ -82,6 +145,7 @@ function admit(
       presence_penalty: body.presence_penalty ?? 0,
       frequency_penalty: body.frequency_penalty ?? 0,
       repetition_penalty: 1,
+      ...(bias.length > 0 ? { logit_bias: bias } : {}),
       stop,
       stop_token_ids: [...base.tokenizer.eosTokenIds],
       logprobs: logprobs.on,
@@ -93,6 +157,7 @@ function admit(
 }
 
 export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Admitted {
+  refuseToolsAndFormats(body);
   const messages: ChatMessage[] = body.messages.map((m, i) => ({
     // OpenAI's newer name for the system role; chat templates know "system".
     role: m.role === "developer" ? "system" : m.role,

@@ -42,6 +42,8 @@ const Sampling = {
   user: z.string().optional(),
   stream: z.boolean().nullable().optional(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
+  /** Token id (as a string key) to a bias added to its logit; checked against the base's vocabulary. */
+  logit_bias: z.record(z.string(), z.number()).nullable().optional(),
 };
 
 export const ChatCompletionRequest = z.object({
@@ -50,6 +52,12 @@ export const ChatCompletionRequest = z.object({
   max_completion_tokens: PositiveInt.optional(),
   logprobs: z.boolean().nullable().optional(),
   top_logprobs: z.int().min(0).max(20).nullable().optional(),
+  // Function calling and structured output: declared only to be refused (admission.ts).
+  tools: z.array(z.unknown()).nullable().optional(),
+  tool_choice: z.unknown().optional(),
+  functions: z.array(z.unknown()).nullable().optional(),
+  function_call: z.unknown().optional(),
+  response_format: z.object({ type: z.string() }).nullable().optional(),
 });
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 

@@ -146,6 +146,8 @@ export const SamplingParams = z.object({
   frequency_penalty: z.number().min(-2).max(2),
   /** 1 disables it. */
   repetition_penalty: z.number().positive(),
+  /** OpenAI's logit_bias as [token id, bias] pairs, each token once; absent = none. */
+  logit_bias: z.array(z.tuple([tokenId, z.number().min(-100).max(100)])).optional(),
   stop: z.array(z.string().min(1)),
   stop_token_ids: z.array(tokenId),
   logprobs: z.boolean(),

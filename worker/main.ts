@@ -428,6 +428,15 @@ export class LuminetWorker {
       );
     }
     const { sampling } = request;
+    const biased = sampling.logit_bias?.find(([id]) => id >= vocab);
+    if (biased !== undefined) {
+      return refuse(
+        new JobError(
+          "invalid_request",
+          `logit_bias token id ${biased[0]} is outside the vocabulary of ${vocab}`,
+        ),
+      );
+    }
     const job: Job = {
       id: request.id,
       org: request.org,
@@ -441,6 +450,7 @@ export class LuminetWorker {
         presencePenalty: sampling.presence_penalty,
         frequencyPenalty: sampling.frequency_penalty,
         repetitionPenalty: sampling.repetition_penalty,
+        ...(sampling.logit_bias ? { logitBias: new Map(sampling.logit_bias) } : {}),
         topLogprobs: sampling.logprobs ? sampling.top_logprobs : null,
       },
       limits: {

@@ -18,6 +18,7 @@ import { type LuminetProcess, startLuminetProcess } from "../../scripts/luminet-
 import { initTinyModel } from "../../scripts/tiny-model.ts";
 import { sha256OfFile } from "../../worker/adapters/disk-cache.ts";
 import { loadModelConfig } from "../../worker/engine/model-config.ts";
+import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 
 const BASE = "tiny";
 /** Served by the gateway, but no worker runs it. */
@@ -164,6 +165,12 @@ afterAll(async () => {
 
 const messages = [{ role: "user" as const, content: "Tell me a story" }];
 
+/** A logprobs token's bytes: its text, or the bytes its "bytes:\\xNN…" form spells. */
+function tokenTextBytes(token: string): Uint8Array {
+  if (!token.startsWith("bytes:")) return new TextEncoder().encode(token);
+  return Uint8Array.from(token.slice("bytes:".length).split("\\x").slice(1), (h) => Number.parseInt(h, 16));
+}
+
 describe("the gateway with real workers, through the openai client", () => {
   it("lists the bases and the caller's adapters only", async () => {
     const ids: string[] = [];
@@ -239,6 +246,66 @@ describe("the gateway with real workers, through the openai client", () => {
     let finish: string | null = null;
     for await (const chunk of stream) finish = chunk.choices[0]?.finish_reason ?? finish;
     expect(finish).toBe("length");
+  });
+
+  it("reports each token's own bytes in logprobs, and logit_bias forces a token", async () => {
+    // 😀 is F0 9F 98 80; the tiny vocabulary has a token per byte, so F0's token ends inside a character.
+    const [lead] = loadTokenizer(modelDir).encode("😀", { addSpecialTokens: false });
+    const forced = await client.chat.completions.create({
+      model: `${BASE}:acme/a0`,
+      messages,
+      max_tokens: 4,
+      temperature: 0,
+      logprobs: true,
+      top_logprobs: 2,
+      logit_bias: { [String(lead)]: 100 },
+    });
+    const tokens = forced.choices[0]?.logprobs?.content ?? [];
+    expect(tokens.map((t) => t.token)).toEqual(Array(4).fill("bytes:\\xf0"));
+    for (const t of tokens) {
+      expect(t.bytes).toEqual([0xf0]);
+      expect(t.logprob).toBeGreaterThan(-1e-3);
+      expect(t.top_logprobs[0]).toMatchObject({ token: "bytes:\\xf0", bytes: [0xf0] });
+    }
+
+    // Unforced, the tokens' bytes join into the text, however the model splits characters.
+    const free = await client.chat.completions.create({
+      model: `${BASE}:acme/a1`,
+      messages,
+      max_tokens: 24,
+      temperature: 0,
+      logprobs: true,
+    });
+    const bytes = (free.choices[0]?.logprobs?.content ?? []).flatMap((t) => t.bytes ?? []);
+    expect(bytes.length).toBeGreaterThanOrEqual(24);
+    expect(new TextDecoder().decode(Uint8Array.from(bytes))).toBe(free.choices[0]?.message.content);
+
+    // Legacy completions, streamed: each token's text_offset is where it starts in the streamed text.
+    const stream = await client.completions.create({
+      model: BASE,
+      prompt: "Once",
+      max_tokens: 12,
+      logprobs: 1,
+      stream: true,
+      temperature: 0,
+    });
+    let text = "";
+    const offsets: number[] = [];
+    const tokenBytes: number[][] = [];
+    for await (const chunk of stream) {
+      const choice = chunk.choices[0];
+      text += choice?.text ?? "";
+      offsets.push(...(choice?.logprobs?.text_offset ?? []));
+      for (const t of choice?.logprobs?.tokens ?? []) tokenBytes.push([...tokenTextBytes(t)]);
+    }
+    expect(offsets).toHaveLength(12);
+    const decoder = new TextDecoder();
+    let at = 0;
+    for (const [i, b] of tokenBytes.entries()) {
+      expect(offsets[i]).toBe(at);
+      at += decoder.decode(Uint8Array.from(b), { stream: true }).length;
+    }
+    expect(at + decoder.decode().length).toBe(text.length);
   });
 
   it("serves 20 concurrent requests over mixed adapters, each run and billed on its own adapter", async () => {

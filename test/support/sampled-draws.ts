@@ -8,7 +8,7 @@ import type { Tokenizer } from "../../worker/engine/tokenizer.ts";
 /**
  * Sampling settings that between them take every decode choice: top-k, top-p (whose mass over the tiny
  * model's flat logits lies past the candidates, so its rows are fetched), logprobs, greedy, penalized picks
- * and candidates (PENALIZED), and a draw over the whole vocabulary that needs its row.
+ * and candidates (PENALIZED, logit_bias among them), and a draw over the whole vocabulary that needs its row.
  */
 export const SAMPLING_MIX: Partial<SamplingParams>[] = [
   { temperature: 0.9, topK: 5, seed: 1 },
@@ -22,14 +22,35 @@ export const SAMPLING_MIX: Partial<SamplingParams>[] = [
   { temperature: 0.9, topK: 8, seed: 5, presencePenalty: -4, repetitionPenalty: 1.2 },
   { temperature: 0, topLogprobs: 2, frequencyPenalty: 1, presencePenalty: -6 },
   { temperature: 0.8, frequencyPenalty: 0.5, presencePenalty: 0.3, seed: 4 },
+  // A bias that wins the first pick, then gives way as the frequency penalty grows (bias and penalties on
+  // one token), and a banned token beside a favoured one in a top-k draw.
+  {
+    temperature: 0,
+    logitBias: new Map([
+      [65, 6],
+      [66, 5.5],
+    ]),
+    frequencyPenalty: 1,
+    repetitionPenalty: 1.1,
+  },
+  {
+    temperature: 0.8,
+    topK: 4,
+    seed: 6,
+    topLogprobs: 2,
+    logitBias: new Map([
+      [70, 2],
+      [71, -100],
+    ]),
+  },
 ];
 
 /** The entries of SAMPLING_MIX whose penalties pick or settle on the engine (not on a whole row). */
-export const PENALIZED = [5, 6, 7];
+export const PENALIZED = [5, 6, 7, 9, 10];
 
-/** SAMPLING_MIX without its penalties: what the penalized entries would draw without them. */
+/** SAMPLING_MIX without its penalties and biases: what the penalized entries would draw without them. */
 export const UNPENALIZED = SAMPLING_MIX.map(
-  ({ repetitionPenalty: _r, frequencyPenalty: _f, presencePenalty: _p, ...rest }) => rest,
+  ({ repetitionPenalty: _r, frequencyPenalty: _f, presencePenalty: _p, logitBias: _b, ...rest }) => rest,
 );
 
 /** One request per sampling setting, together in one batcher: request i gets prompt(i), slot i % 2, 6 tokens. */

@@ -113,6 +113,7 @@ describe("chat completions", () => {
       frequency_penalty: -0.5,
       logprobs: true,
       top_logprobs: 3,
+      logit_bias: { "65": 100, "7": -2.5 },
       user: "someone",
     });
     expect(lastRequest().sampling).toMatchObject({
@@ -125,7 +126,13 @@ describe("chat completions", () => {
       frequency_penalty: -0.5,
       logprobs: true,
       top_logprobs: 3,
+      logit_bias: [
+        [7, -2.5],
+        [65, 100],
+      ],
     });
+    await chat({ logit_bias: {} });
+    expect(lastRequest().sampling.logit_bias).toBeUndefined();
   });
 
   it("defaults max_tokens to the room left in the context", async () => {
@@ -372,6 +379,53 @@ describe("bad input", () => {
       "context_length_exceeded",
       "messages",
     );
+  });
+
+  it("refuses a logit_bias whose keys are not token ids of the base or whose values leave -100..100", async () => {
+    for (const bias of [{ abc: 1 }, { "-1": 1 }, { "1.5": 1 }, { "01": 1 }, { "100000": 1 }, { "5": 101 }]) {
+      const error = await expectError(await chat({ logit_bias: bias }), 400, null, "logit_bias");
+      expect(error.message).toMatch(/logit_bias/);
+    }
+    const many = Object.fromEntries(Array.from({ length: 1025 }, (_, i) => [String(i % 500), 1]));
+    expect(Object.keys(many)).toHaveLength(500);
+    const tooMany = Object.fromEntries(Array.from({ length: 1025 }, (_, i) => [String(i), 1]));
+    expect((await chat({ logit_bias: many })).status).toBe(200);
+    const error = await expectError(
+      await post("/v1/completions", { model: BASE, prompt: "x", logit_bias: tooMany }),
+      400,
+      null,
+      "logit_bias",
+    );
+    expect(error.message).toContain("at most 1024");
+  });
+
+  it("refuses function calling and structured output rather than ignoring them", async () => {
+    const tool = { type: "function", function: { name: "weather", parameters: { type: "object" } } };
+    const refused: [Record<string, unknown>, string][] = [
+      [{ tools: [tool] }, "tools"],
+      [{ functions: [tool.function] }, "functions"],
+      [{ tool_choice: "required" }, "tool_choice"],
+      [{ tool_choice: { type: "function", function: { name: "weather" } } }, "tool_choice"],
+      [{ function_call: { name: "weather" } }, "function_call"],
+      [{ response_format: { type: "json_object" } }, "response_format"],
+      [
+        { response_format: { type: "json_schema", json_schema: { name: "x", schema: {} } } },
+        "response_format",
+      ],
+    ];
+    for (const [body, param] of refused) {
+      const error = await expectError(await chat(body), 400, null, param);
+      expect(error.message).toContain("not supported");
+    }
+    // What asks for nothing beyond text is served.
+    for (const body of [
+      { tools: [] },
+      { tool_choice: "none" },
+      { tool_choice: "auto" },
+      { response_format: { type: "text" } },
+    ]) {
+      expect((await chat(body)).status).toBe(200);
+    }
   });
 
   it("ignores unknown fields, as OpenAI does", async () => {

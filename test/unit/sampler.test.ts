@@ -167,6 +167,37 @@ describe("penalties", () => {
   });
 });
 
+describe("logit_bias", () => {
+  const bias = (entries: [number, number][]) => params({ logitBias: new Map(entries) });
+
+  it("adds to the listed tokens' logits: +100 forces a token, -100 bans one", () => {
+    const row = logits([3, 2, 1, 0]);
+    expect(draw(bias([[3, 100]]), row, 3)).toEqual([3, 3, 3]);
+    expect(draw(bias([[0, -100]]), row, 1)).toEqual([1]);
+    // 1 + 1.5 = 2.5 beats 2 but not 3.
+    expect(draw(bias([[2, 1.5]]), row, 1)).toEqual([0]);
+    expect(draw(bias([[2, 2.5]]), row, 1)).toEqual([2]);
+  });
+
+  it("shows in the reported logprobs, which are of the biased distribution", () => {
+    const row = logits([1, 1]);
+    const token = new Sampler({ ...bias([[1, Math.log(3)]]), topLogprobs: 2 }, []).sample(row);
+    expect(token.token).toBe(1);
+    expect(token.logprob).toBeCloseTo(Math.log(0.75), 5);
+    expect(token.top.map((t) => t.token)).toEqual([1, 0]);
+  });
+
+  it("adds to the penalties of a chosen token, and leaves an unseen token out of the repetition penalty", () => {
+    // token 0: 3 + 0.5, then 3 + 0.5 - 1 (frequency) - 0 …; token 1: 2.8.
+    expect(draw({ ...bias([[0, 0.5]]), frequencyPenalty: 1 }, logits([3, 2.8]), 3)).toEqual([0, 1, 0]);
+    // Repetition 2 halves only the seen token 1 (prompt): 2 → 1; the biased, unseen token 0 keeps 1 + 0.5.
+    expect(draw({ ...bias([[0, 0.5]]), repetitionPenalty: 2 }, logits([1, 2]), 1, [1])).toEqual([0]);
+    // Once chosen, token 0 is seen: 1 / 2 + 0.5 = 1 against token 1's 1; ties go to the lower id.
+    expect(draw({ ...bias([[0, 0.5]]), repetitionPenalty: 2 }, logits([1, 2]), 2, [1])).toEqual([0, 0]);
+    expect(draw({ ...bias([[0, 0.4]]), repetitionPenalty: 2 }, logits([1, 2]), 2, [1])).toEqual([0, 1]);
+  });
+});
+
 describe("logprobs", () => {
   it("exponentiate to a distribution that sums to one", () => {
     const row = noise(20, 3);
@@ -211,6 +242,8 @@ describe("parameters", () => {
       [{ topLogprobs: 21 }, "top_logprobs must be an integer in 0..20, got 21"],
       [{ repetitionPenalty: 0 }, "repetition_penalty must be > 0"],
       [{ seed: 0.5 }, "seed must be an integer"],
+      [{ logitBias: new Map([[3, 101]]) }, "logit_bias for token 3 must be in -100..100, got 101"],
+      [{ logitBias: new Map([[-1, 1]]) }, "logit_bias token must be an id ≥ 0, got -1"],
     ];
     for (const [p, message] of bad) expect(() => new Sampler(params(p), [])).toThrow(message);
   });

@@ -18,6 +18,7 @@ export const CANDIDATES = 64;
 export interface RowPenalties {
   tokens: Int32Array;
   repetition: Float64Array;
+  /** presence_penalty where the sequence chose the token, minus the token's logit_bias. */
   presence: Float64Array;
   /** frequency_penalty × how often the sequence chose the token. */
   frequency: Float64Array;

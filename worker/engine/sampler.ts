@@ -3,7 +3,8 @@
 // it chose, which the penalties need.
 //
 // Order, as vLLM and Hugging Face apply them: repetition penalty (prompt + generated), then frequency
-// and presence penalties (generated only, OpenAI's definition), then temperature, then top-k and top-p.
+// and presence penalties (generated only, OpenAI's definition) and logit_bias, then temperature, then
+// top-k and top-p.
 // Reported logprobs are the log-softmax of the logits after penalties and temperature, before top-k /
 // top-p truncation: the distribution the token is drawn from, without the renormalization over the kept
 // set (which would give -inf to every cut token). With temperature 0 (greedy) no temperature is applied.
@@ -24,6 +25,8 @@ export interface SamplingParams {
   frequencyPenalty: number;
   /** Hugging Face's: > 1 discourages every token seen in prompt or output; 1 = off. */
   repetitionPenalty: number;
+  /** OpenAI's logit_bias: added to each listed token's logit (−100 … 100); absent or empty = none. */
+  logitBias?: ReadonlyMap<number, number>;
   /** How many alternatives to report with each token (0–20); null = logprobs not requested. */
   topLogprobs: number | null;
 }
@@ -59,8 +62,16 @@ function plainArgmax(input: Float32Array): SampledToken {
 }
 
 function isPenalized(p: SamplingParams): boolean {
-  return p.repetitionPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
+  return (
+    p.repetitionPenalty !== 1 ||
+    p.presencePenalty !== 0 ||
+    p.frequencyPenalty !== 0 ||
+    (p.logitBias?.size ?? 0) > 0
+  );
 }
+
+/** OpenAI's range for a logit_bias value. */
+export const MAX_LOGIT_BIAS = 100;
 
 /** OpenAI's limit on top_logprobs. */
 export const MAX_TOP_LOGPROBS = 20;
@@ -108,6 +119,13 @@ function validate(p: SamplingParams): void {
     Number.isFinite(p.repetitionPenalty) && p.repetitionPenalty > 0,
     `repetition_penalty must be > 0, got ${p.repetitionPenalty}`,
   );
+  for (const [token, bias] of p.logitBias ?? []) {
+    check(Number.isSafeInteger(token) && token >= 0, `logit_bias token must be an id ≥ 0, got ${token}`);
+    check(
+      Number.isFinite(bias) && Math.abs(bias) <= MAX_LOGIT_BIAS,
+      `logit_bias for token ${token} must be in -${MAX_LOGIT_BIAS}..${MAX_LOGIT_BIAS}, got ${bias}`,
+    );
+  }
   check(
     p.topLogprobs === null ||
       (Number.isSafeInteger(p.topLogprobs) && p.topLogprobs >= 0 && p.topLogprobs <= MAX_TOP_LOGPROBS),
