@@ -11,7 +11,10 @@ import { z } from "zod";
 const TextPart = z.object({ type: z.literal("text"), text: z.string() });
 
 /** A message's content: a string, or text parts (OpenAI's array form); other part types are refused. */
-const Content = z.union([z.string(), z.array(TextPart)]);
+const Content = z.union([z.string(), z.array(TextPart)], {
+  error:
+    'must be a string or a list of {"type": "text", "text": …} parts; images, audio and files are not supported',
+});
 
 export const ChatRole = z.enum(["system", "developer", "user", "assistant"]);
 export type ChatRole = z.infer<typeof ChatRole>;
@@ -24,7 +27,11 @@ export const ChatMessageIn = z.object({
 });
 export type ChatMessageIn = z.infer<typeof ChatMessageIn>;
 
-const Stop = z.union([z.string().min(1), z.array(z.string().min(1)).max(4)]).nullable();
+const Stop = z
+  .union([z.string().min(1), z.array(z.string().min(1)).max(4)], {
+    error: "must be a non-empty string or a list of at most 4 non-empty strings",
+  })
+  .nullable();
 const Penalty = z.number().min(-2).max(2).nullable();
 const PositiveInt = z.int().positive().nullable();
 
@@ -64,12 +71,15 @@ export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 export const CompletionRequest = z.object({
   ...Sampling,
   /** One prompt: text, a one-element list of text, or token ids. */
-  prompt: z.union([
-    z.string(),
-    z.array(z.string()),
-    z.array(z.int().nonnegative()),
-    z.array(z.array(z.int().nonnegative())),
-  ]),
+  prompt: z.union(
+    [
+      z.string(),
+      z.array(z.string()),
+      z.array(z.int().nonnegative()),
+      z.array(z.array(z.int().nonnegative())),
+    ],
+    { error: "must be a string, a list of one string, a list of token ids or a list of one such list" },
+  ),
   /** In legacy completions logprobs is how many top alternatives to return per token (0-5). */
   logprobs: z.int().min(0).max(5).nullable().optional(),
   echo: z.boolean().nullable().optional(),

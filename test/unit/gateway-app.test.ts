@@ -346,6 +346,26 @@ describe("bad input", () => {
     await expectError(await post("/v1/chat/completions", "[1,2]"), 400, null);
   });
 
+  it("says what a field of several shapes accepts", async () => {
+    const stop = await expectError(await chat({ stop: ["a", "b", "c", "d", "e"] }), 400, null, "stop");
+    expect(stop.message).toContain("at most 4 non-empty strings");
+    const image = [{ type: "image_url", image_url: { url: "https://example.com/cat.png" } }];
+    const content = await expectError(
+      await chat({ messages: [{ role: "user", content: image }] }),
+      400,
+      null,
+      "messages.0.content",
+    );
+    expect(content.message).toContain("images, audio and files are not supported");
+    const prompt = await expectError(
+      await post("/v1/completions", { model: BASE, prompt: { text: "x" } }),
+      400,
+      null,
+      "prompt",
+    );
+    expect(prompt.message).toContain("a list of token ids");
+  });
+
   it("refuses empty messages, unknown roles and n other than 1", async () => {
     await expectError(await chat({ messages: [] }), 400, null, "messages");
     await expectError(
