@@ -3,7 +3,7 @@
 // model generated on first run with 8 demo adapters owned by the demo org. `--nats` and `--database-url`
 // switch to the real services. The demo key is LUMINET_DEV_API_KEY, or one generated on first run and kept
 // in <home>/dev-api-key (a local development secret, like the rest of the folder).
-import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { and, eq } from "drizzle-orm";
 import { register } from "prom-client";
@@ -103,7 +103,8 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
       models.push(`${DEV_BASE}:${DEV_ORG}/${name}`);
       const live = and(eq(adapters.orgId, DEV_ORG), eq(adapters.name, name));
       if ((await db.select({ id: adapters.id }).from(adapters).where(live)).length > 0) continue;
-      const sha256 = await sha256OfFile(join(blobsDir, DEV_ORG, name, "adapter_model.safetensors"));
+      const weights = join(blobsDir, DEV_ORG, name, "adapter_model.safetensors");
+      const sha256 = await sha256OfFile(weights);
       await db.insert(adapters).values({
         orgId: DEV_ORG,
         name,
@@ -111,7 +112,7 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
         rank: DEV_RANK,
         alpha: 2 * DEV_RANK,
         targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        bytes: 0,
+        bytes: statSync(weights).size,
         sha256: sha256!,
         blobKey: `${DEV_ORG}/${name}`,
         status: "ready",

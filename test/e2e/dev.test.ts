@@ -7,7 +7,7 @@ import { join } from "node:path";
 import OpenAI from "openai";
 import { afterAll, describe, expect, it } from "vitest";
 import { openDb } from "../../db/open.ts";
-import { usageEvents } from "../../schema/db.ts";
+import { adapters, usageEvents } from "../../schema/db.ts";
 import { type LuminetProcess, startLuminetProcess } from "../../scripts/luminet-process.ts";
 
 const home = mkdtempSync(join(tmpdir(), "luminet-dev-"));
@@ -56,6 +56,10 @@ describe("luminet dev", () => {
 
     const db = await openDb(`pglite:${join(home, "db")}`);
     try {
+      // The demo adapters are registered with the size of their weights, as an upload would be.
+      const demo = await db.select().from(adapters);
+      expect(demo).toHaveLength(8);
+      for (const a of demo) expect(a.bytes).toBeGreaterThan(1000);
       const rows = await db.select().from(usageEvents);
       expect(rows).toHaveLength(3);
       expect(rows.map((r) => r.adapter).sort()).toEqual([
