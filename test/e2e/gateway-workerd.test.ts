@@ -4,6 +4,8 @@
 // driver over a WebSocket-to-TCP proxy, and a local R2 bucket for adapter uploads. The official openai
 // client drives the core flows.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -69,6 +71,10 @@ describe("the gateway in workerd", () => {
   let modelDir: string;
   /** The worker's --blobs folder. */
   let workerBlobs: string;
+  /** An http origin holding PEFT folders, under a prefix the Worker registers as a source and one it does not. */
+  let origin: Server;
+  let originUrl: string;
+  const originFiles = new Map<string, Buffer>();
 
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), "luminet-workerd-"));
@@ -93,6 +99,13 @@ describe("the gateway in workerd", () => {
     } finally {
       await db.close();
     }
+
+    origin = createServer((req, res) => {
+      const body = originFiles.get(req.url ?? "");
+      res.writeHead(body ? 200 : 404).end(body ?? "not here");
+    });
+    await new Promise<void>((listening) => origin.listen(0, "127.0.0.1", listening));
+    originUrl = `http://127.0.0.1:${(origin.address() as AddressInfo).port}`;
 
     const outfile = join(root, "worker", "index.js");
     const [natsServer, wsProxy] = await Promise.all([
@@ -124,6 +137,7 @@ describe("the gateway in workerd", () => {
         NEON_WS_PROXY: proxy.address,
         LUMINET_MAX_ADAPTER_RANK: "4",
         LUMINET_MAX_ADAPTER_BYTES: String(2 ** 20),
+        LUMINET_ADAPTER_SOURCES: `${originUrl}/registered/`,
       },
       r2Buckets: ["ADAPTER_BLOBS"],
     });
@@ -136,6 +150,7 @@ describe("the gateway in workerd", () => {
     await proxy?.close();
     await nats?.stop();
     pg?.destroy();
+    origin?.close();
     rmSync(root, { recursive: true, force: true });
   });
 
@@ -212,6 +227,13 @@ describe("the gateway in workerd", () => {
     expect((await call("GET", "/models", created.key)).status).toBe(401);
   });
 
+  /** Miniflare's R2 proxy, typed by what the tests use (workers-types is not a dependency). */
+  const adapterBucket = async () =>
+    (await mf!.getR2Bucket("ADAPTER_BLOBS")) as unknown as R2BucketBinding & {
+      list(): Promise<{ objects: { key: string }[] }>;
+    };
+  const storedKeys = async () => (await (await adapterBucket()).list()).objects.map((o) => o.key).sort();
+
   it("validates an upload in the isolate and stores it in R2, where a worker's copy serves it", async () => {
     const upload = (query: string, type: string, body: Uint8Array) =>
       fetch(`${client.baseURL}/adapters?${query}`, {
@@ -219,11 +241,7 @@ describe("the gateway in workerd", () => {
         headers: { authorization: `Bearer ${adminKey}`, "content-type": type },
         body,
       });
-    // Miniflare's R2 proxy, typed by what the test uses (workers-types is not a dependency).
-    const bucket = (await mf!.getR2Bucket("ADAPTER_BLOBS")) as unknown as R2BucketBinding & {
-      list(): Promise<{ objects: { key: string }[] }>;
-    };
-    const stored = async () => (await bucket.list()).objects.map((o) => o.key).sort();
+    const bucket = await adapterBucket();
 
     const garbage = await upload(
       `base=${BASE}&name=garbage&rank=4&alpha=8&target_modules=q_proj`,
@@ -238,7 +256,7 @@ describe("the gateway in workerd", () => {
       Buffer.alloc(2 ** 20 + 1),
     );
     expect(tooLarge.status).toBe(413);
-    expect(await stored()).toEqual([]);
+    expect(await storedKeys()).toEqual([]);
 
     const dir = join(root, "edge-adapter");
     mkdirSync(dir);
@@ -251,7 +269,7 @@ describe("the gateway in workerd", () => {
     const created = AdapterObject.parse(await response.json());
     expect(response.status).toBe(201);
     expect(created).toMatchObject({ id: "acme/edge-v1", rank: 4, target_modules: ["q_proj", "v_proj"] });
-    const keys = await stored();
+    const keys = await storedKeys();
     expect(keys.map((k) => k.split("/").at(-1))).toEqual([...ADAPTER_FILES]);
 
     // Workers read the bucket over R2's S3 API, which the local bucket lacks: copy it to the worker's folder.
@@ -275,6 +293,55 @@ describe("the gateway in workerd", () => {
       headers: { authorization: `Bearer ${adminKey}` },
     });
     expect(deleted.status).toBe(200);
-    expect(await stored()).toEqual([]);
+    expect(await storedKeys()).toEqual([]);
+  });
+
+  it("creates an adapter from a registered source URL inside the isolate, and refuses other URLs", async () => {
+    const dir = join(root, "source-adapter");
+    mkdirSync(dir);
+    writeRandomAdapter(dir, loadModelConfig(modelDir), { rank: 4, seed: 12, targetModules: ["q", "v"] });
+    for (const name of ADAPTER_FILES) {
+      const bytes = readFileSync(join(dir, name));
+      originFiles.set(`/registered/acme/v1/${name}`, bytes);
+      originFiles.set(`/private/acme/v1/${name}`, bytes);
+    }
+    const create = (name: string, source: string) =>
+      fetch(`${client.baseURL}/adapters`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${adminKey}`, "content-type": "application/json" },
+        body: JSON.stringify({ base: BASE, name, source }),
+      });
+
+    const outside = await create("private", `${originUrl}/private/acme/v1/`);
+    expect(outside.status).toBe(400);
+    expect(await outside.json()).toMatchObject({ error: { code: "source_not_registered" } });
+    const missing = await create("missing", `${originUrl}/registered/acme/nope/`);
+    expect(missing.status).toBe(400);
+    expect(await missing.json()).toMatchObject({ error: { code: "source_unavailable" } });
+    expect(await storedKeys()).toEqual([]);
+
+    const source = `${originUrl}/registered/acme/v1/`;
+    const response = await create("from-url", source);
+    expect(response.status).toBe(201);
+    const created = AdapterObject.parse(await response.json());
+    expect(created).toMatchObject({
+      id: "acme/from-url",
+      rank: 4,
+      target_modules: ["q_proj", "v_proj"],
+      source,
+    });
+    const keys = await storedKeys();
+    expect(keys.map((k) => k.split("/").at(-1))).toEqual([...ADAPTER_FILES]);
+    const weights = await (await adapterBucket()).get(keys.find((k) => k.endsWith(".safetensors"))!);
+    expect(Buffer.from(await weights!.arrayBuffer())).toEqual(
+      readFileSync(join(dir, "adapter_model.safetensors")),
+    );
+
+    const deleted = await fetch(`${client.baseURL}/adapters/acme/from-url`, {
+      method: "DELETE",
+      headers: { authorization: `Bearer ${adminKey}` },
+    });
+    expect(deleted.status).toBe(200);
+    expect(await storedKeys()).toEqual([]);
   });
 });
