@@ -67,6 +67,14 @@ function unavailable(source: string, error: BlobStoreError): ApiError {
   );
 }
 
+/** The prefixes of a comma-separated list (`--adapter-sources`, LUMINET_ADAPTER_SOURCES); blanks dropped. */
+export function sourcePrefixes(list: string | undefined): string[] {
+  return (list ?? "")
+    .split(",")
+    .map((prefix) => prefix.trim())
+    .filter(Boolean);
+}
+
 export class AdapterSources {
   readonly #prefixes: URL[];
 

@@ -21,6 +21,7 @@ import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
 import { parseDevice } from "../worker/engine/device.ts";
 import { LuminetWorker } from "../worker/main.ts";
 import { WorkerMetrics } from "../worker/metrics.ts";
+import { AdapterSources } from "./adapter-sources.ts";
 import { createApiKey, ensureOrg, generateApiKey, hashApiKey } from "./api-keys.ts";
 import { loadBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
@@ -43,6 +44,8 @@ export interface DevStackOptions {
   databaseUrl?: string;
   /** The demo key to use instead of the generated one. */
   apiKey?: string;
+  /** URL prefixes admins may create adapters from (the gateway's --adapter-sources); none by default. */
+  adapterSources?: readonly string[];
 }
 
 export interface DevStack {
@@ -156,6 +159,7 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
     const gatewayBus = await connect("gateway");
     const adapterStorage = new NodeAdapterStorage({
       blobs: new FolderBlobStore(blobsDir),
+      sources: new AdapterSources(options.adapterSources ?? []),
       maxRank: DEV_RANK,
       maxBytes: 2 ** 30,
     });

@@ -17,7 +17,7 @@ import { connectJetStreamBus } from "../bus/jetstream.ts";
 import { type Db, openDb } from "../db/open.ts";
 import { parseModelConfig } from "../worker/engine/model-config.ts";
 import { type TokenizerFiles, tokenizerFromFiles } from "../worker/engine/tokenizer.ts";
-import { AdapterSources } from "./adapter-sources.ts";
+import { AdapterSources, sourcePrefixes } from "./adapter-sources.ts";
 import type { AdapterStorage } from "./adapter-storage.ts";
 import { createApp } from "./app.ts";
 import { registerBaseModel } from "./base-loader.ts";
@@ -92,10 +92,7 @@ function adapterStorage(env: WorkerEnv): AdapterStorage | null {
   return new NodeAdapterStorage({
     blobs: new R2BlobStore(env.ADAPTER_BLOBS, "ADAPTER_BLOBS", env.LUMINET_BLOBS_PREFIX ?? ""),
     sources: new AdapterSources(
-      (env.LUMINET_ADAPTER_SOURCES ?? "")
-        .split(",")
-        .map((prefix) => prefix.trim())
-        .filter(Boolean),
+      sourcePrefixes(env.LUMINET_ADAPTER_SOURCES),
       // Secrets (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) for s3:// and r2:// sources.
       env as unknown as NodeJS.ProcessEnv,
     ),

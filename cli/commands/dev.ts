@@ -2,6 +2,7 @@
 // demo API key and a curl to paste. See gateway/dev-stack.ts.
 import type { Command } from "commander";
 import { logger } from "../../core/logger.ts";
+import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
 import { startDevStack } from "../../gateway/dev-stack.ts";
 
 interface DevFlags {
@@ -10,6 +11,7 @@ interface DevFlags {
   data: string;
   nats?: string;
   databaseUrl?: string;
+  adapterSources?: string;
 }
 
 async function runDev(flags: DevFlags): Promise<void> {
@@ -23,6 +25,7 @@ async function runDev(flags: DevFlags): Promise<void> {
     ...(flags.nats ? { natsUrl: flags.nats } : {}),
     ...(flags.databaseUrl ? { databaseUrl: flags.databaseUrl } : {}),
     ...(process.env.LUMINET_DEV_API_KEY ? { apiKey: process.env.LUMINET_DEV_API_KEY } : {}),
+    adapterSources: sourcePrefixes(flags.adapterSources),
   });
   logger.info({ url: stack.url, models: stack.models }, `luminet dev listening on ${stack.url}`);
   process.stderr.write(
@@ -66,6 +69,11 @@ export function registerDev(program: Command): void {
     )
     .option("--nats <url>", "use this NATS server instead of the in-process bus")
     .option("--database-url <url>", "use this database instead of PGlite under --data")
+    .option(
+      "--adapter-sources <prefixes>",
+      "comma-separated URL prefixes admins may create adapters from by URL, as the gateway's (LUMINET_ADAPTER_SOURCES)",
+      process.env.LUMINET_ADAPTER_SOURCES,
+    )
     .action(async (flags: DevFlags) => {
       try {
         await runDev(flags);

@@ -4,6 +4,7 @@
 import type { Command } from "commander";
 import { logger } from "../../core/logger.ts";
 import { defaultDatabaseUrl, describeDatabaseUrl } from "../../db/open.ts";
+import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
 import { parseBaseModelSource } from "../../gateway/base-loader.ts";
 import { startNodeGateway } from "../../gateway/node.ts";
 
@@ -56,10 +57,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     models,
     withMeter: flags.withMeter === true,
     blobs: flags.blobs,
-    adapterSources: (flags.adapterSources ?? "")
-      .split(",")
-      .map((prefix) => prefix.trim())
-      .filter(Boolean),
+    adapterSources: sourcePrefixes(flags.adapterSources),
     maxAdapterRank: positive("--max-adapter-rank", flags.maxAdapterRank),
     maxAdapterBytes: positive("--max-adapter-bytes", flags.maxAdapterBytes),
     coldStartTimeoutMs: seconds("--cold-start-timeout", flags.coldStartTimeout) * 1000,

@@ -1,7 +1,10 @@
 // `luminet dev`: one process with gateway, worker and meter on PGlite and the in-process bus. First start
 // generates the model and demo adapters; the printed key works with the openai client; the meter bills
-// each request once; SIGTERM exits 0; a second start reuses everything.
-import { mkdtempSync, rmSync } from "node:fs";
+// each request once; SIGTERM exits 0; a second start reuses everything, and with --adapter-sources creates
+// an adapter from a registered URL.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
@@ -9,13 +12,14 @@ import { afterAll, describe, expect, it } from "vitest";
 import { openDb } from "../../db/open.ts";
 import { adapters, usageEvents } from "../../schema/db.ts";
 import { type LuminetProcess, startLuminetProcess } from "../../scripts/luminet-process.ts";
+import { ADAPTER_FILES } from "../../worker/adapters/blob-store.ts";
 
 const home = mkdtempSync(join(tmpdir(), "luminet-dev-"));
 const KEY = `lk_devTestKey${"0".repeat(30)}`;
 
-function startDev(): Promise<LuminetProcess> {
+function startDev(...extra: string[]): Promise<LuminetProcess> {
   return startLuminetProcess({
-    args: ["dev", "--data", home, "--port", "0"],
+    args: ["dev", "--data", home, "--port", "0", ...extra],
     env: { LUMINET_DEV_API_KEY: KEY, LOG_LEVEL: "info" },
     ready: (entry) => typeof entry.url === "string",
   });
@@ -71,7 +75,15 @@ describe("luminet dev", () => {
       await db.close();
     }
 
-    const second = await startDev();
+    // An http origin with a copy of a demo adapter, registered on the second start.
+    const origin = createServer((req, res) => {
+      const file = ADAPTER_FILES.find((name) => req.url === `/registered/copy/${name}`);
+      if (!file) return res.writeHead(404).end();
+      res.writeHead(200).end(readFileSync(join(home, "model", "adapters", "adapter-1", file)));
+    });
+    await new Promise<void>((listening) => origin.listen(0, "127.0.0.1", listening));
+    const sources = `http://127.0.0.1:${(origin.address() as AddressInfo).port}/registered/`;
+    const second = await startDev("--adapter-sources", sources);
     try {
       const client = new OpenAI({ apiKey: KEY, baseURL: `${urlOf(second)}/v1`, maxRetries: 0 });
       const answer = await client.chat.completions.create({
@@ -80,8 +92,21 @@ describe("luminet dev", () => {
         max_tokens: 3,
       });
       expect(answer.usage?.completion_tokens).toBeGreaterThan(0);
+      const created = await fetch(`${urlOf(second)}/v1/adapters`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json" },
+        body: JSON.stringify({ base: "tiny", name: "from-url", source: `${sources}copy/` }),
+      });
+      expect(created.status).toBe(201);
+      const served = await client.chat.completions.create({
+        model: "tiny:demo/from-url",
+        messages: [{ role: "user", content: "Hello!" }],
+        max_tokens: 3,
+      });
+      expect(served.usage?.completion_tokens).toBeGreaterThan(0);
     } finally {
       second.signal("SIGTERM");
+      origin.close();
     }
     expect(await second.exited).toBe(0);
   });
