@@ -1,8 +1,8 @@
 // A sequence's presence, frequency and repetition penalties and its logit_bias as entries (RowPenalties),
 // kept up to date token by token: the one definition the sampler applies to a row itself and sends to an
 // engine that applies them where the logits are. A bias rides in the presence term (presence − bias), so
-// every engine applies it without a kernel of its own. Rebuilding the entries from the seen tokens every step cost ~20 ms per
-// 64-row step with 2,000-token prompts, more than a GPU step.
+// every engine applies it without a kernel of its own. Rebuilding the entries from the seen tokens every
+// step cost ~20 ms per 64-row step with 2,000-token prompts, more than a GPU step.
 import type { RowPenalties } from "./decode-row.ts";
 
 export interface PenaltyParams {
