@@ -264,6 +264,17 @@ const SAMPLING: Partial<SamplingParams>[] = [
   { temperature: 0, repetitionPenalty: 0.3, frequencyPenalty: 0.5 },
   { temperature: 0.9, topK: 8, seed: 5, presencePenalty: -4, repetitionPenalty: 1.2 },
   { temperature: 0, topLogprobs: 2, frequencyPenalty: 1, presencePenalty: -6 },
+  // logit_bias rides in the penalty entries (a negative presence on tokens the sequence has not seen).
+  {
+    temperature: 0.8,
+    topK: 4,
+    seed: 6,
+    logitBias: new Map([
+      [70, 2],
+      [71, -100],
+    ]),
+    frequencyPenalty: 0.5,
+  },
 ];
 
 /**
