@@ -96,10 +96,17 @@ async function runAlone(
 }
 
 describe("the engine on mixed-adapter batches", () => {
-  it.each(["segment-views", "segments", "masked"] as const)(
+  // Segment views with 32 slots decode in the 16-segment variant; with 9 slots (most of them in the step)
+  // their decode steps run slot-batched.
+  it.each([
+    ["segment views", "segment-views", 32, 16],
+    ["slot-batched decode steps", "segment-views", VARIANTS.length, -2],
+    ["segments", "segments", VARIANTS.length, 16],
+    ["masked", "masked", VARIANTS.length, -1],
+  ] as const)(
     "gives each sequence in a batch of 9 distinct adapters the logits it gets alone and on merged weights (%s)",
-    async (formulation) => {
-      const engine = await engineFor(modelDir, VARIANTS.length, formulation);
+    async (_label, formulation, slots, decodeVariant) => {
+      const engine = await engineFor(modelDir, slots, formulation);
       expect(engine.formulation).toBe(formulation);
       for (const [i, adapter] of adapters.entries()) await engine.writeAdapter(i + 1, adapter);
       // Ten sequences of ragged lengths: nine adapters and one base row; the last three join a step late.
@@ -118,6 +125,7 @@ describe("the engine on mixed-adapter batches", () => {
       for (let step = 0; step < 4; step++) {
         if (step === 1) for (let i = 7; i < 10; i++) await admit(i);
         const out = await engine.decode(next);
+        expect(engine.graphVariant).toBe(decodeVariant);
         for (const [id, row] of out) {
           fed.get(id)!.push(next.get(id)!);
           logits.get(id)!.push(row.slice());
@@ -422,8 +430,9 @@ describe("the engine on mixed-adapter batches", () => {
   });
 
   it("stays on a larger graph variant until a smaller one has sufficed for 16 decode steps, computing the same", async () => {
-    const engine = await engineFor(modelDir);
-    const twin = await engineFor(modelDir);
+    // 32 slots: five adapters are too few of them for slot-batched steps.
+    const engine = await engineFor(modelDir, 32);
+    const twin = await engineFor(modelDir, 32);
     for (const [i, adapter] of adapters.entries()) {
       await engine.writeAdapter(i + 1, adapter);
       await twin.writeAdapter(i + 1, adapter);
@@ -466,6 +475,65 @@ describe("the engine on mixed-adapter batches", () => {
     await engine.prefill("one", prompt(2), 2);
     await step(engine, ["base", "one"], 8);
     expect(engine.graphVariant).toBe(1);
+    await engine.close();
+    await twin.close();
+  });
+
+  it("decodes slot-batched while most slots are in the step, a slot's earlier adapter leaving no trace, and stops 16 steps after", async () => {
+    // Six slots, five in the step (two rows on slot 2, one base row): slot-batched. The twin has 64 slots
+    // and decodes the same rows through segment views.
+    const engine = await engineFor(modelDir, 6);
+    const twin = await engineFor(modelDir, 64);
+    // Slot 1 held a rank-16 adapter before its rank-4 one: a slot-batched step reads all 16 rows.
+    await engine.writeAdapter(1, adapters[2]!);
+    for (const e of [engine, twin]) {
+      await e.writeAdapter(1, adapters[0]!);
+      for (const [slot, variant] of [
+        [2, 1],
+        [3, 3],
+        [4, 4],
+        [5, 5],
+      ])
+        await e.writeAdapter(slot!, adapters[variant!]!);
+    }
+    const rows: [string, number][] = [
+      ["a", 1],
+      ["b", 2],
+      ["b2", 2],
+      ["c", 3],
+      ["d", 4],
+      ["e", 5],
+      ["base", 0],
+    ];
+    for (const [i, [id, slot]] of rows.entries()) {
+      await engine.prefill(id, prompt(i), slot);
+      await twin.prefill(id, prompt(i), slot);
+    }
+    const step = (e: Engine, ids: string[], token: number) => e.decode(new Map(ids.map((id) => [id, token])));
+    const compare = async (ids: string[], token: number) => {
+      const [got, want] = [await step(engine, ids, token), await step(twin, ids, token)];
+      for (const id of ids) expect(maxDiff(got.get(id)!, want.get(id)!)).toBeLessThan(1e-4);
+    };
+    await compare(
+      rows.map(([id]) => id),
+      3,
+    );
+    expect(engine.graphVariant).toBe(-2);
+    expect(twin.graphVariant).toBe(16);
+    // A prefill meanwhile runs the segment variant (slot-batched would pad it to every slot).
+    await engine.prefill("p", prompt(8), 3);
+    expect(engine.graphVariant).toBe(16);
+    engine.release("p");
+
+    // Three adapters left: segment views suffice, and take over after 16 steps in a row.
+    for (const id of ["d", "e"]) for (const e of [engine, twin]) e.release(id);
+    const left = ["a", "b", "b2", "c", "base"];
+    const variants: number[] = [];
+    for (let t = 0; t < 17; t++) {
+      await compare(left, 4 + t);
+      variants.push(engine.graphVariant);
+    }
+    expect(variants).toEqual([...Array(15).fill(-2), 4, 4]);
     await engine.close();
     await twin.close();
   });

@@ -113,6 +113,13 @@ const STEPS_BEFORE_SMALLER_VARIANT = 16;
 /** Session key of the base graph, and of the one masked-rows graph (which takes any number of adapters). */
 const BASE_GRAPH = 0;
 const MASKED_GRAPH = -1;
+/**
+ * Session key of the slot-batched graph: a decode step with segment views runs every slot's bank rows as
+ * one batched product per module when at least half the slots are in the step and more than
+ * MOST_SEGMENTS_BEFORE_SLOT_BATCHED distinct adapters are (see slotBatchedStep).
+ */
+const SLOT_BATCHED_GRAPH = -2;
+const MOST_SEGMENTS_BEFORE_SLOT_BATCHED = 4;
 
 interface Sequence {
   slot: number;
@@ -283,7 +290,11 @@ export class Engine {
   private segmentVariant = 0;
   /** Decode steps in a row that a smaller variant than segmentVariant would have served. */
   private smallerVariantSteps = 0;
-  /** The graph variant of the last run: BASE_GRAPH, MASKED_GRAPH or a segment count. */
+  /** Whether decode steps run the slot-batched graph (segment views only; prefills keep segmentVariant). */
+  private slotBatched = false;
+  /** Decode steps in a row that segment views would have served while slotBatched. */
+  private stepsWithoutSlotBatched = 0;
+  /** The graph variant of the last run: BASE_GRAPH, MASKED_GRAPH, SLOT_BATCHED_GRAPH or a segment count. */
   private lastGraph = BASE_GRAPH;
   /** Whole rows the last decode sent along with candidates (logitsOf), by sequence. */
   private readonly keptRows = new Map<string, Float32Array>();
@@ -345,6 +356,7 @@ export class Engine {
     await this.session(0);
     for (const bucket of SEGMENT_BUCKETS)
       if (bucket <= this.options.maxAdaptersPerStep) await this.session(bucket);
+    if (this.slotBatchedPays(this.options.maxAdaptersPerStep)) await this.session(SLOT_BATCHED_GRAPH);
   }
 
   /**
@@ -501,7 +513,10 @@ export class Engine {
     return this.sequences.size;
   }
 
-  /** The graph variant the last run used: its segment count, 0 for the base graph, -1 for masked rows. */
+  /**
+   * The graph variant the last run used: its segment count, 0 for the base graph, -1 for masked rows, -2
+   * for slot-batched.
+   */
   get graphVariant(): number {
     return this.lastGraph;
   }
@@ -621,7 +636,10 @@ export class Engine {
   ): number {
     const distinct = [...new Set(slots.filter((s) => s !== 0))];
     if (distinct.length === 0) {
-      if (decode) this.segmentVariant = 0;
+      if (decode) {
+        this.segmentVariant = 0;
+        this.slotBatched = false;
+      }
       return BASE_GRAPH;
     }
     if (distinct.length > this.options.maxAdaptersPerStep) {
@@ -635,6 +653,11 @@ export class Engine {
       return MASKED_GRAPH;
     }
     const bucket = this.segmentBucket(distinct.length, decode);
+    if (decode && this.slotBatchedStep(distinct.length)) {
+      Object.assign(feeds, this.banks.feeds());
+      this.addSlotBatchedFeeds(feeds, slots, seqLen);
+      return SLOT_BATCHED_GRAPH;
+    }
     if (this.formulation === "segment-views") {
       this.addSegmentOrder(feeds, distinct, slots, seqLen, bucket);
       const perm = feeds.lora_perm!;
@@ -662,6 +685,61 @@ export class Engine {
       this.smallerVariantSteps = 0;
     }
     return this.segmentVariant;
+  }
+
+  /**
+   * Whether a decode step over this many distinct adapters runs slot-batched. It reads every slot's rows
+   * (all of maxRank) in two multi-threaded kernels per module, where segment views read only the step's
+   * adapters' rows but in a one-thread kernel pair per segment: on CPU it pays once the step holds at least
+   * half the slots and more than a few segments (bench-1b, 2 threads: U = 64 of 64 slots 0.75 → 0.88–0.91 of
+   * base-only; 32 of 64 and 16 of 16 faster; 16 of 64 slower; docs/BENCHMARKS.md). It starts at once and
+   * stops only after segment views have sufficed for STEPS_BEFORE_SMALLER_VARIANT decode steps in a row,
+   * as the segment variants move down.
+   */
+  private slotBatchedStep(adapters: number): boolean {
+    if (this.slotBatchedPays(adapters)) {
+      this.slotBatched = true;
+      this.stepsWithoutSlotBatched = 0;
+    } else if (this.slotBatched && ++this.stepsWithoutSlotBatched >= STEPS_BEFORE_SMALLER_VARIANT) {
+      this.slotBatched = false;
+      this.stepsWithoutSlotBatched = 0;
+    }
+    return this.slotBatched;
+  }
+
+  private slotBatchedPays(adapters: number): boolean {
+    return (
+      this.formulation === "segment-views" &&
+      adapters > MOST_SEGMENTS_BEFORE_SLOT_BATCHED &&
+      2 * adapters >= this.options.slots
+    );
+  }
+
+  /**
+   * Slot-batched feeds: every slot's tokens padded to the step's most per slot (lora_slot_tokens, padding
+   * naming token 0, whose deltas are never read back), where each adapter token's delta lies in the
+   * slots' output (lora_slot_back) and its row in the step's output (lora_scatter).
+   */
+  private addSlotBatchedFeeds(feeds: Record<string, Tensor>, slots: number[], seqLen: number): void {
+    const perSlot: number[][] = Array.from({ length: this.options.slots }, () => []);
+    slots.forEach((slot, b) => {
+      if (slot === 0) return;
+      for (let i = 0; i < seqLen; i++) perSlot[slot - 1]!.push(b * seqLen + i);
+    });
+    const most = Math.max(...perSlot.map((tokens) => tokens.length));
+    const slotTokens = new BigInt64Array(this.options.slots * most);
+    const back: bigint[] = [];
+    const scatter: bigint[] = [];
+    perSlot.forEach((tokens, s) => {
+      tokens.forEach((token, j) => {
+        slotTokens[s * most + j] = BigInt(token);
+        back.push(BigInt(s * most + j));
+        scatter.push(BigInt(token));
+      });
+    });
+    feeds.lora_slot_tokens = new Tensor("int64", slotTokens, [slotTokens.length]);
+    feeds.lora_slot_back = new Tensor("int64", BigInt64Array.from(back), [back.length]);
+    feeds.lora_scatter = new Tensor("int64", BigInt64Array.from(scatter), [scatter.length, 1]);
   }
 
   /**
@@ -769,7 +847,7 @@ export class Engine {
     }
   }
 
-  /** The session of a graph variant: BASE_GRAPH, MASKED_GRAPH, or a segment count. */
+  /** The session of a graph variant: BASE_GRAPH, MASKED_GRAPH, SLOT_BATCHED_GRAPH or a segment count. */
   private session(key: number): Promise<InferenceSession> {
     let session = this.sessions.get(key);
     if (!session) {
@@ -783,9 +861,11 @@ export class Engine {
             ? null
             : key === MASKED_GRAPH
               ? { formulation: "masked", ...banks }
-              : this.formulation === "segment-views"
-                ? { formulation: "segment-views", segments: key }
-                : { formulation: "segments", segments: key, ...banks },
+              : key === SLOT_BATCHED_GRAPH
+                ? { formulation: "slot-batched", ...banks }
+                : this.formulation === "segment-views"
+                  ? { formulation: "segment-views", segments: key }
+                  : { formulation: "segments", segments: key, ...banks },
       };
       const path = cachedGraphPath(this.options.modelDir, this.model, this.weights, graph);
       const options = sessionOptions(

@@ -33,11 +33,16 @@ const FAN_OUT = 8;
  * - masked rows: one Gemm pair over the rows of every active adapter, each token masked to its own
  *   adapter's rows — ideal bytes and a handful of kernels, FLOPs growing with tokens × active rows; the
  *   choice where a step is memory-bound and kernels are costly to launch (GPU).
+ * - slot-batched: one batched product pair per module over every slot's rows, the host banks used in
+ *   place as [slots, R, ·] operands and each slot's tokens gathered into its batch — all rows of all slots
+ *   read (not only the step's adapters' ranks), but by two multi-threaded kernels instead of a one-thread
+ *   pair per segment; the engine's choice for segment-views decode steps that hold most of the slots.
  */
 export type LoraGraphOptions =
   | { formulation: "segments"; segments: number; slots: number; rowsPerSlot: number }
   | { formulation: "segment-views"; segments: number }
-  | { formulation: "masked"; slots: number; rowsPerSlot: number };
+  | { formulation: "masked"; slots: number; rowsPerSlot: number }
+  | { formulation: "slot-batched"; slots: number; rowsPerSlot: number };
 
 export interface GraphOptions {
   computeDtype: "float32" | "float16";
@@ -93,6 +98,8 @@ class DecoderBuilder {
   private readonly external = new Set<string>();
   // Per input value: its adapter tokens split into segments (shared by q/k/v and by gate/up).
   private readonly segmentsOf = new Map<string, string[]>();
+  // Per input value: its tokens gathered into slot batches [slots, per_slot, in] (slot-batched).
+  private readonly slotRows = new Map<string, string>();
   // Segments, per kind: each segment's rank [M] and the bank row ids of all segments in order [Σ rank].
   private readonly rankCounts = new Map<ModuleKind, string>();
   private readonly rowIds = new Map<ModuleKind, string>();
@@ -202,6 +209,7 @@ class DecoderBuilder {
     if (this.options.lora?.formulation === "segments") this.loraInputs(this.options.lora);
     if (this.options.lora?.formulation === "segment-views") this.segmentViewInputs(this.options.lora);
     if (this.options.lora?.formulation === "masked") this.maskedInputs();
+    if (this.options.lora?.formulation === "slot-batched") this.slotBatchedInputs();
 
     const [cosCache, sinCache] = this.ropeCaches();
     const bsShape = g.op("Concat", [g.op("Shape", [inputIds]), g.constInt64([-1])], { axis: 0 });
@@ -390,6 +398,7 @@ class DecoderBuilder {
     const base = this.g.op("Gemm", inputs, { transB: 1 });
     if (this.options.lora === null) return base;
     if (this.options.lora.formulation === "segment-views") return this.addViewDeltas(l, kind, x, base);
+    if (this.options.lora.formulation === "slot-batched") return this.addSlotBatchedDeltas(l, kind, x, base);
     const delta =
       this.options.lora.formulation === "segments"
         ? this.loraDelta(l, kind, x)
@@ -485,6 +494,42 @@ class DecoderBuilder {
     const { position, segment, first } = this.positions(counts, label);
     const offset = g.op("Gather", [g.op("Sub", [starts, first]), segment], { axis: 0 });
     return g.shaped(g.op("Add", [position, offset]), DataType.INT64, [label]);
+  }
+
+  // Slot-batched: per slot the tokens it serves, padded to the step's most per slot (lora_slot_tokens
+  // [slots · per_slot], any token where padding), where each adapter token's delta lies in the slots' output
+  // (lora_slot_back) and its row in the step's output (lora_scatter).
+  private slotBatchedInputs(): void {
+    const g = this.g;
+    g.input("lora_slot_tokens", DataType.INT64, ["slot_tokens"]);
+    g.input("lora_slot_back", DataType.INT64, ["adapter_tokens"]);
+    g.input("lora_scatter", DataType.INT64, ["adapter_tokens", 1]);
+  }
+
+  // base + x · Aᵀ · B + bias for every slot at once: the banks used in place as batched operands
+  // [slots, R, in] and [slots, R, out] (two multi-threaded kernels per module, no bank bytes copied), each
+  // slot's tokens gathered into its batch; rows past an adapter's rank are zero in its B rows.
+  private addSlotBatchedDeltas(l: number, kind: ModuleKind, x: string, base: string): string {
+    const g = this.g;
+    const lora = this.options.lora as { slots: number; rowsPerSlot: number };
+    const { inFeatures, outFeatures } = moduleShape(this.model, kind);
+    const { a, b, bias } = this.bankInputs(l, kind);
+    const S = lora.slots;
+    const R = lora.rowsPerSlot;
+    let xs = this.slotRows.get(x);
+    if (xs === undefined) {
+      const gathered = g.op("Gather", [x, "lora_slot_tokens"], { axis: 0 });
+      xs = g.op("Reshape", [gathered, g.constInt64([S, -1, inFeatures])]);
+      this.slotRows.set(x, xs);
+    }
+    const a3 = g.op("Reshape", [a, g.constInt64([S, R, inFeatures])]);
+    const b3 = g.op("Reshape", [b, g.constInt64([S, R, outFeatures])]);
+    const down = g.op("FusedMatMul", [xs, a3], { transB: 1 }, undefined, MS);
+    const up = g.op("MatMul", [down, b3]);
+    const withBias = g.op("Add", [up, g.op("Reshape", [bias, g.constInt64([S, 1, outFeatures])])]);
+    const flat = g.op("Reshape", [withBias, g.constInt64([-1, outFeatures])]);
+    const back = g.op("Gather", [flat, "lora_slot_back"], { axis: 0 });
+    return g.op("ScatterND", [base, "lora_scatter", back], { reduction: "add" });
   }
 
   // Segment views: the adapter tokens in segment order, each segment's size, and where each adapter

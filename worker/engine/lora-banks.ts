@@ -2,7 +2,8 @@
 // scaled Bᵀ rows [slots·R, out] and a bank of scaled lora biases [slots, out] — the graph inputs
 // lora_a.{l}.{kind}, lora_b.{l}.{kind}, lora_bias.{l}.{kind}. Slot s (1-based; slot 0 means "no adapter")
 // owns rows (s-1)·R ..(s-1)·R + r_kind, where r_kind is that adapter's largest rank over the layers of that
-// kind: a step reads exactly those rows, so ranks mix in one batch without padding to the batch's largest.
+// kind: a step reads exactly those rows, so ranks mix in one batch without padding to the batch's largest
+// (except a slot-batched step, which reads every row of every slot; B rows past a rank are kept zero for it).
 // The scale (alpha/r or alpha/√r) is already folded into B and the bias by the parser (peft.ts).
 import type { Tensor } from "onnxruntime-node";
 import type { LoadedAdapter } from "../adapters/peft.ts";
@@ -97,14 +98,15 @@ export class LoraBanks {
           module?.scaledBias ?? new Float32Array(outFeatures),
         );
         const rank = ranks[kind];
-        if (rank === 0) continue;
         // The adapter's rows are copied as they are (parsing already scaled and transposed B).
         const written = module?.rank ?? 0;
         if (module) {
           await this.store.writeRows(names.a, firstRow, written, module.a);
           await this.store.writeRows(names.b, firstRow, written, module.scaledBT);
         }
-        // Rows past this module's own rank (rank_pattern, or a layer the adapter skips) are zero.
+        // Rows past this module's own rank (rank_pattern, or a layer the adapter skips) are zero: A's up to
+        // the kind's rank, which segments read; B's up to the slot's end, which slot-batched steps read (a
+        // zero B row cancels whatever an earlier adapter left in that row of A).
         if (written < rank) {
           const zeros = rank - written;
           await this.store.writeRows(
@@ -113,6 +115,10 @@ export class LoraBanks {
             zeros,
             new Float32Array(zeros * inFeatures),
           );
+        }
+        const rowsPerSlot = this.shape.rowsPerSlot;
+        if (written < rowsPerSlot) {
+          const zeros = rowsPerSlot - written;
           await this.store.writeRows(
             names.b,
             firstRow + written,
