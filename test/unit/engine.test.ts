@@ -97,7 +97,7 @@ async function runAlone(
 
 describe("the engine on mixed-adapter batches", () => {
   // Segment views with 32 slots decode in the 16-segment variant; with 9 slots (most of them in the step)
-  // their decode steps run slot-batched.
+  // their decode steps run slot-batched from the 17th step without a prefill.
   it.each([
     ["segment views", "segment-views", 32, 16],
     ["slot-batched decode steps", "segment-views", VARIANTS.length, -2],
@@ -122,10 +122,11 @@ describe("the engine on mixed-adapter batches", () => {
         next.set(ids[i]!, pick(row!));
       };
       for (let i = 0; i < 7; i++) await admit(i);
-      for (let step = 0; step < 4; step++) {
+      const variants: number[] = [];
+      for (let step = 0; step < 20; step++) {
         if (step === 1) for (let i = 7; i < 10; i++) await admit(i);
         const out = await engine.decode(next);
-        expect(engine.graphVariant).toBe(decodeVariant);
+        variants.push(engine.graphVariant);
         for (const [id, row] of out) {
           fed.get(id)!.push(next.get(id)!);
           logits.get(id)!.push(row.slice());
@@ -133,6 +134,7 @@ describe("the engine on mixed-adapter batches", () => {
         }
       }
       for (const id of ids) engine.release(id);
+      expect(variants.at(-1)).toBe(decodeVariant);
 
       for (const [i, id] of ids.entries()) {
         const alone = await runAlone(engine, prompt(i), slotOf(i), fed.get(id)!);
@@ -479,9 +481,9 @@ describe("the engine on mixed-adapter batches", () => {
     await twin.close();
   });
 
-  it("decodes slot-batched while most slots are in the step, a slot's earlier adapter leaving no trace, and stops 16 steps after", async () => {
-    // Six slots, five in the step (two rows on slot 2, one base row): slot-batched. The twin has 64 slots
-    // and decodes the same rows through segment views.
+  it("decodes slot-batched while most slots are in the step and no prefill ran for 16 steps, a slot's earlier adapter leaving no trace", async () => {
+    // Six slots, five in the step (two rows on slot 2, one base row). The twin has 64 slots and decodes the
+    // same rows through segment views throughout.
     const engine = await engineFor(modelDir, 6);
     const twin = await engineFor(modelDir, 64);
     // Slot 1 held a rank-16 adapter before its rank-4 one: a slot-batched step reads all 16 rows.
@@ -509,31 +511,30 @@ describe("the engine on mixed-adapter batches", () => {
       await engine.prefill(id, prompt(i), slot);
       await twin.prefill(id, prompt(i), slot);
     }
-    const step = (e: Engine, ids: string[], token: number) => e.decode(new Map(ids.map((id) => [id, token])));
-    const compare = async (ids: string[], token: number) => {
-      const [got, want] = [await step(engine, ids, token), await step(twin, ids, token)];
-      for (const id of ids) expect(maxDiff(got.get(id)!, want.get(id)!)).toBeLessThan(1e-4);
+    let token = 3;
+    const steps = async (ids: string[], n: number): Promise<number[]> => {
+      const variants: number[] = [];
+      for (let t = 0; t < n; t++, token++) {
+        const feed = new Map(ids.map((id) => [id, token]));
+        const [got, want] = [await engine.decode(feed), await twin.decode(feed)];
+        for (const id of ids) expect(maxDiff(got.get(id)!, want.get(id)!)).toBeLessThan(1e-4);
+        variants.push(engine.graphVariant);
+      }
+      expect(twin.graphVariant).not.toBe(-2);
+      return variants;
     };
-    await compare(
-      rows.map(([id]) => id),
-      3,
-    );
-    expect(engine.graphVariant).toBe(-2);
-    expect(twin.graphVariant).toBe(16);
-    // A prefill meanwhile runs the segment variant (slot-batched would pad it to every slot).
+    const all = rows.map(([id]) => id);
+    expect(await steps(all, 18)).toEqual([...Array(16).fill(16), -2, -2]);
+    // A prefill runs the segment variant (slot-batched would pad it to every slot) and ends slot-batched
+    // steps until 16 more decode steps have run without one.
     await engine.prefill("p", prompt(8), 3);
     expect(engine.graphVariant).toBe(16);
     engine.release("p");
+    expect(await steps(all, 17)).toEqual([...Array(16).fill(16), -2]);
 
     // Three adapters left: segment views suffice, and take over after 16 steps in a row.
     for (const id of ["d", "e"]) for (const e of [engine, twin]) e.release(id);
-    const left = ["a", "b", "b2", "c", "base"];
-    const variants: number[] = [];
-    for (let t = 0; t < 17; t++) {
-      await compare(left, 4 + t);
-      variants.push(engine.graphVariant);
-    }
-    expect(variants).toEqual([...Array(15).fill(-2), 4, 4]);
+    expect(await steps(["a", "b", "b2", "c", "base"], 17)).toEqual([...Array(15).fill(-2), 4, 4]);
     await engine.close();
     await twin.close();
   });

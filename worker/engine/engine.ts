@@ -115,8 +115,9 @@ const BASE_GRAPH = 0;
 const MASKED_GRAPH = -1;
 /**
  * Session key of the slot-batched graph: a decode step with segment views runs every slot's bank rows as
- * one batched product per module when at least half the slots are in the step and more than
- * MOST_SEGMENTS_BEFORE_SLOT_BATCHED distinct adapters are (see slotBatchedStep).
+ * one batched product per module when at least half the slots are in the step, more than
+ * MOST_SEGMENTS_BEFORE_SLOT_BATCHED distinct adapters are, and no prefill ran in the last
+ * STEPS_BEFORE_SMALLER_VARIANT decode steps (see slotBatchedStep).
  */
 const SLOT_BATCHED_GRAPH = -2;
 const MOST_SEGMENTS_BEFORE_SLOT_BATCHED = 4;
@@ -294,6 +295,8 @@ export class Engine {
   private slotBatched = false;
   /** Decode steps in a row that segment views would have served while slotBatched. */
   private stepsWithoutSlotBatched = 0;
+  /** Decode runs since the last prefill run. */
+  private decodesSincePrefill = 0;
   /** The graph variant of the last run: BASE_GRAPH, MASKED_GRAPH, SLOT_BATCHED_GRAPH or a segment count. */
   private lastGraph = BASE_GRAPH;
   /** Whole rows the last decode sent along with candidates (logitsOf), by sequence. */
@@ -635,6 +638,11 @@ export class Engine {
     decode: boolean,
   ): number {
     const distinct = [...new Set(slots.filter((s) => s !== 0))];
+    if (decode) this.decodesSincePrefill++;
+    else {
+      this.decodesSincePrefill = 0;
+      this.slotBatched = false;
+    }
     if (distinct.length === 0) {
       if (decode) {
         this.segmentVariant = 0;
@@ -690,14 +698,18 @@ export class Engine {
   /**
    * Whether a decode step over this many distinct adapters runs slot-batched. It reads every slot's rows
    * (all of maxRank) in two multi-threaded kernels per module, where segment views read only the step's
-   * adapters' rows but in a one-thread kernel pair per segment: on CPU it pays once the step holds at least
-   * half the slots and more than a few segments (bench-1b, 2 threads: U = 64 of 64 slots 0.75 → 0.88–0.91 of
-   * base-only; 32 of 64 and 16 of 16 faster; 16 of 64 slower; docs/BENCHMARKS.md). It starts at once and
-   * stops only after segment views have sufficed for STEPS_BEFORE_SMALLER_VARIANT decode steps in a row,
-   * as the segment variants move down.
+   * adapters' rows but in a one-thread kernel pair per segment: on CPU a decode step pays once it holds at
+   * least half the slots and more than a few segments (bench-1b, 2 threads: U = 64 of 64 slots 0.71–0.74 →
+   * 0.80–0.85 of base-only; 32 of 64 and 16 of 16 faster; 16 of 64 slower; docs/BENCHMARKS.md). Prefills
+   * cannot use it (each would be padded to every slot) and run the segment variant; where prefills and
+   * slot-batched decodes alternated, as in serving with steady arrivals, the engine alone ran 4–10 % fewer
+   * tokens/s (bench e2e, three pairs), so it starts only after STEPS_BEFORE_SMALLER_VARIANT decode steps
+   * without a prefill, ends at the next prefill, and otherwise stops only after segment views have
+   * sufficed for that many decode steps in a row, as the segment variants move down.
    */
   private slotBatchedStep(adapters: number): boolean {
-    if (this.slotBatchedPays(adapters)) {
+    const steady = this.decodesSincePrefill > STEPS_BEFORE_SMALLER_VARIANT;
+    if (steady && this.slotBatchedPays(adapters)) {
       this.slotBatched = true;
       this.stepsWithoutSlotBatched = 0;
     } else if (this.slotBatched && ++this.stepsWithoutSlotBatched >= STEPS_BEFORE_SMALLER_VARIANT) {
