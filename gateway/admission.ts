@@ -4,6 +4,7 @@
 // OpenAI options Luminet refuses rather than silently ignores.
 import type { ChatCompletionRequest, ChatMessageIn, CompletionRequest } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
+import { MAX_LOGIT_BIAS } from "../worker/engine/sampler.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import type { BaseModelInfo } from "./bases.ts";
 import { invalidRequest } from "./errors.ts";
@@ -33,7 +34,7 @@ type Common = Pick<
 /** Most tokens one request's logit_bias may list (each is an entry of every decode step). */
 export const MAX_LOGIT_BIAS_TOKENS = 1024;
 
-/** logit_bias as [token id, bias] pairs, each key a token id inside the vocabulary, each bias in -100..100. */
+/** logit_bias as [token id, bias] pairs, each key a token id inside the vocabulary, each bias in ±MAX_LOGIT_BIAS. */
 function logitBias(bias: Record<string, number> | null | undefined, vocab: number): [number, number][] {
   const entries = Object.entries(bias ?? {});
   if (entries.length > MAX_LOGIT_BIAS_TOKENS) {
@@ -56,9 +57,9 @@ function logitBias(bias: Record<string, number> | null | undefined, vocab: numbe
         "logit_bias",
       );
     }
-    if (!(value >= -100 && value <= 100)) {
+    if (!(Math.abs(value) <= MAX_LOGIT_BIAS)) {
       throw invalidRequest(
-        `Invalid value in logit_bias for token ${id}: ${value} is not between -100 and 100`,
+        `Invalid value in logit_bias for token ${id}: ${value} is not between -${MAX_LOGIT_BIAS} and ${MAX_LOGIT_BIAS}`,
         "logit_bias",
       );
     }

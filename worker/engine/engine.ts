@@ -629,7 +629,8 @@ export class Engine {
   /**
    * Adds the LoRA inputs for the rows' adapters and returns the key of the graph to run (BASE_GRAPH when
    * no row has an adapter). Each distinct adapter is one segment or one block of masked rows: its bank
-   * rows are read once per step, however many rows use it.
+   * rows are read once per step, however many rows use it; a slot-batched step reads every slot's rows
+   * once instead.
    */
   private addLoraFeeds(
     feeds: Record<string, Tensor>,
@@ -638,11 +639,7 @@ export class Engine {
     decode: boolean,
   ): number {
     const distinct = [...new Set(slots.filter((s) => s !== 0))];
-    if (decode) this.decodesSincePrefill++;
-    else {
-      this.decodesSincePrefill = 0;
-      this.slotBatched = false;
-    }
+    this.decodesSincePrefill = decode ? this.decodesSincePrefill + 1 : 0;
     if (distinct.length === 0) {
       if (decode) {
         this.segmentVariant = 0;
@@ -660,6 +657,7 @@ export class Engine {
       this.addMaskedFeeds(feeds, distinct, slots, seqLen);
       return MASKED_GRAPH;
     }
+    // Tracked on slot-batched steps too: the prefills in between run the segment variant.
     const bucket = this.segmentBucket(distinct.length, decode);
     if (decode && this.slotBatchedStep(distinct.length)) {
       Object.assign(feeds, this.banks.feeds());
@@ -708,8 +706,9 @@ export class Engine {
    * sufficed for that many decode steps in a row, as the segment variants move down.
    */
   private slotBatchedStep(adapters: number): boolean {
-    const steady = this.decodesSincePrefill > STEPS_BEFORE_SMALLER_VARIANT;
-    if (steady && this.slotBatchedPays(adapters)) {
+    if (this.decodesSincePrefill <= STEPS_BEFORE_SMALLER_VARIANT) {
+      this.slotBatched = false;
+    } else if (this.slotBatchedPays(adapters)) {
       this.slotBatched = true;
       this.stepsWithoutSlotBatched = 0;
     } else if (this.slotBatched && ++this.stepsWithoutSlotBatched >= STEPS_BEFORE_SMALLER_VARIANT) {
