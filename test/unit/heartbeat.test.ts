@@ -44,7 +44,9 @@ describe("heartbeat", () => {
     let tokens = 0;
     const heartbeat = new Heartbeat(new InProcessBroker().connect(), () => state(tokens));
     expect(heartbeat.snapshot().tokens_per_s).toBe(0);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // 50 ms on the heartbeat's own clock (Date.now): a 50 ms timer can end 49 whole milliseconds later.
+    const after = Date.now();
+    while (Date.now() - after < 50) await new Promise((resolve) => setTimeout(resolve, 5));
     tokens = 500;
     const { tokens_per_s } = heartbeat.snapshot();
     // At least 50 ms passed between the two snapshots.
