@@ -96,22 +96,25 @@ async function runAlone(
 }
 
 describe("the engine on mixed-adapter batches", () => {
-  // Segment views with 32 slots decode in the 16-segment variant; with 9 slots (most of them in the step)
-  // their decode steps run slot-batched from the 17th step without a prefill.
+  // Adapter i sits in slot first + i·stride. Segment views with the 9 adapters spread over 25 of 32 slots
+  // decode in the 16-segment variant; where they fill the slots they span (all 9 of 9, or slots 20..28 of
+  // 64) their decode steps run slot-batched from the 17th step without a prefill.
   it.each([
-    ["segment views", "segment-views", 32, 16],
-    ["slot-batched decode steps", "segment-views", VARIANTS.length, -2],
-    ["segments", "segments", VARIANTS.length, 16],
-    ["masked", "masked", VARIANTS.length, -1],
+    ["segment views", "segment-views", 32, 1, 3, 16],
+    ["slot-batched decode steps", "segment-views", VARIANTS.length, 1, 1, -2],
+    ["slot-batched over a run of slots", "segment-views", 64, 20, 1, -2],
+    ["segments", "segments", VARIANTS.length, 1, 1, 16],
+    ["masked", "masked", VARIANTS.length, 1, 1, -1],
   ] as const)(
     "gives each sequence in a batch of 9 distinct adapters the logits it gets alone and on merged weights (%s)",
-    async (_label, formulation, slots, decodeVariant) => {
+    async (_label, formulation, slots, first, stride, decodeVariant) => {
       const engine = await engineFor(modelDir, slots, formulation);
       expect(engine.formulation).toBe(formulation);
-      for (const [i, adapter] of adapters.entries()) await engine.writeAdapter(i + 1, adapter);
+      const slotOfAdapter = (i: number) => first + i * stride;
+      for (const [i, adapter] of adapters.entries()) await engine.writeAdapter(slotOfAdapter(i), adapter);
       // Ten sequences of ragged lengths: nine adapters and one base row; the last three join a step late.
       const ids = Array.from({ length: 10 }, (_, i) => `s${i}`);
-      const slotOf = (i: number) => (i === 9 ? 0 : i + 1);
+      const slotOf = (i: number) => (i === 9 ? 0 : slotOfAdapter(i));
       const logits = new Map<string, Float32Array[]>(ids.map((id) => [id, []]));
       const fed = new Map<string, number[]>(ids.map((id) => [id, []]));
       const pick = (row: Float32Array) => row.indexOf(Math.max(...row));
@@ -482,10 +485,10 @@ describe("the engine on mixed-adapter batches", () => {
   });
 
   it("decodes slot-batched while most slots are in the step and no prefill ran for 16 steps, a slot's earlier adapter leaving no trace", async () => {
-    // Six slots, five in the step (two rows on slot 2, one base row). The twin has 64 slots and decodes the
-    // same rows through segment views throughout.
+    // Six slots, five in the step (two rows on slot 2, one base row). The twin decodes the same rows through
+    // gathered segments throughout.
     const engine = await engineFor(modelDir, 6);
-    const twin = await engineFor(modelDir, 64);
+    const twin = await engineFor(modelDir, 6, "segments");
     // Slot 1 held a rank-16 adapter before its rank-4 one: a slot-batched step reads all 16 rows.
     await engine.writeAdapter(1, adapters[2]!);
     for (const e of [engine, twin]) {

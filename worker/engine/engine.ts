@@ -114,10 +114,10 @@ const STEPS_BEFORE_SMALLER_VARIANT = 16;
 const BASE_GRAPH = 0;
 const MASKED_GRAPH = -1;
 /**
- * Session key of the slot-batched graph: a decode step with segment views runs every slot's bank rows as
- * one batched product per module when at least half the slots are in the step, more than
- * MOST_SEGMENTS_BEFORE_SLOT_BATCHED distinct adapters are, and no prefill ran in the last
- * STEPS_BEFORE_SMALLER_VARIANT decode steps (see slotBatchedStep).
+ * Session key of the slot-batched graph: a decode step with segment views runs the bank rows of every slot
+ * from its lowest adapter's to its highest as one batched product per module when its adapters fill at
+ * least half of those slots, more than MOST_SEGMENTS_BEFORE_SLOT_BATCHED distinct adapters are in it, and
+ * no prefill ran in the last STEPS_BEFORE_SMALLER_VARIANT decode steps (see slotBatchedStep).
  */
 const SLOT_BATCHED_GRAPH = -2;
 const MOST_SEGMENTS_BEFORE_SLOT_BATCHED = 4;
@@ -359,7 +359,8 @@ export class Engine {
     await this.session(0);
     for (const bucket of SEGMENT_BUCKETS)
       if (bucket <= this.options.maxAdaptersPerStep) await this.session(bucket);
-    if (this.slotBatchedPays(this.options.maxAdaptersPerStep)) await this.session(SLOT_BATCHED_GRAPH);
+    const most = this.options.maxAdaptersPerStep;
+    if (this.slotBatchedPays(most, most)) await this.session(SLOT_BATCHED_GRAPH);
   }
 
   /**
@@ -659,9 +660,11 @@ export class Engine {
     }
     // Tracked on slot-batched steps too: the prefills in between run the segment variant.
     const bucket = this.segmentBucket(distinct.length, decode);
-    if (decode && this.slotBatchedStep(distinct.length)) {
-      Object.assign(feeds, this.banks.feeds());
-      this.addSlotBatchedFeeds(feeds, slots, seqLen);
+    const first = Math.min(...distinct);
+    const last = Math.max(...distinct);
+    if (decode && this.slotBatchedStep(distinct.length, last - first + 1)) {
+      Object.assign(feeds, this.banks.spanFeeds(first, last));
+      this.addSlotBatchedFeeds(feeds, slots, seqLen, first, last);
       return SLOT_BATCHED_GRAPH;
     }
     if (this.formulation === "segment-views") {
@@ -694,21 +697,22 @@ export class Engine {
   }
 
   /**
-   * Whether a decode step over this many distinct adapters runs slot-batched. It reads every slot's rows
-   * (all of maxRank) in two multi-threaded kernels per module, where segment views read only the step's
-   * adapters' rows but in a one-thread kernel pair per segment: on CPU a decode step pays once it holds at
-   * least half the slots and more than a few segments (bench-1b, 2 threads: U = 64 of 64 slots 0.71–0.74 →
-   * 0.80–0.85 of base-only; 32 of 64 and 16 of 16 faster; 16 of 64 slower; docs/BENCHMARKS.md). Prefills
+   * Whether a decode step over this many distinct adapters, spanning this many slots from the lowest to the
+   * highest, runs slot-batched. It reads every spanned slot's rows (all of maxRank) in two multi-threaded
+   * kernels per module, where segment views read only the step's adapters' rows but in a one-thread kernel
+   * pair per segment: on CPU a decode step pays once its adapters fill at least half the slots they span
+   * and are more than a few (bench-1b, 2 threads: U = 64 of 64 slots 0.71–0.74 → 0.80–0.85 of base-only;
+   * 32 of 64, 16 of 16 and 16 spanning 16 of 64 faster; 16 spread over 64 slower; docs/BENCHMARKS.md). Prefills
    * cannot use it (each would be padded to every slot) and run the segment variant; where prefills and
    * slot-batched decodes alternated, as in serving with steady arrivals, the engine alone ran 4–10 % fewer
    * tokens/s (bench e2e, three pairs), so it starts only after STEPS_BEFORE_SMALLER_VARIANT decode steps
    * without a prefill, ends at the next prefill, and otherwise stops only after segment views have
    * sufficed for that many decode steps in a row, as the segment variants move down.
    */
-  private slotBatchedStep(adapters: number): boolean {
+  private slotBatchedStep(adapters: number, spannedSlots: number): boolean {
     if (this.decodesSincePrefill <= STEPS_BEFORE_SMALLER_VARIANT) {
       this.slotBatched = false;
-    } else if (this.slotBatchedPays(adapters)) {
+    } else if (this.slotBatchedPays(adapters, spannedSlots)) {
       this.slotBatched = true;
       this.stepsWithoutSlotBatched = 0;
     } else if (this.slotBatched && ++this.stepsWithoutSlotBatched >= STEPS_BEFORE_SMALLER_VARIANT) {
@@ -718,27 +722,35 @@ export class Engine {
     return this.slotBatched;
   }
 
-  private slotBatchedPays(adapters: number): boolean {
+  private slotBatchedPays(adapters: number, spannedSlots: number): boolean {
     return (
       this.formulation === "segment-views" &&
       adapters > MOST_SEGMENTS_BEFORE_SLOT_BATCHED &&
-      2 * adapters >= this.options.slots
+      2 * adapters >= spannedSlots
     );
   }
 
   /**
-   * Slot-batched feeds: every slot's tokens padded to the step's most per slot (lora_slot_tokens, padding
-   * naming token 0, whose deltas are never read back), where each adapter token's delta lies in the
-   * slots' output (lora_slot_back) and its row in the step's output (lora_scatter).
+   * Slot-batched feeds for slots first..last: each slot's tokens padded to the step's most per slot
+   * (lora_slot_tokens [slots, most], padding naming token 0, whose deltas are never read back), where each
+   * adapter token's delta lies in the slots' output (lora_slot_back) and its row in the step's output
+   * (lora_scatter).
    */
-  private addSlotBatchedFeeds(feeds: Record<string, Tensor>, slots: number[], seqLen: number): void {
-    const perSlot: number[][] = Array.from({ length: this.options.slots }, () => []);
+  private addSlotBatchedFeeds(
+    feeds: Record<string, Tensor>,
+    slots: number[],
+    seqLen: number,
+    first: number,
+    last: number,
+  ): void {
+    const span = last - first + 1;
+    const perSlot: number[][] = Array.from({ length: span }, () => []);
     slots.forEach((slot, b) => {
       if (slot === 0) return;
-      for (let i = 0; i < seqLen; i++) perSlot[slot - 1]!.push(b * seqLen + i);
+      for (let i = 0; i < seqLen; i++) perSlot[slot - first]!.push(b * seqLen + i);
     });
     const most = Math.max(...perSlot.map((tokens) => tokens.length));
-    const slotTokens = new BigInt64Array(this.options.slots * most);
+    const slotTokens = new BigInt64Array(span * most);
     const back: bigint[] = [];
     const scatter: bigint[] = [];
     perSlot.forEach((tokens, s) => {
@@ -748,7 +760,7 @@ export class Engine {
         scatter.push(BigInt(token));
       });
     });
-    feeds.lora_slot_tokens = new Tensor("int64", slotTokens, [slotTokens.length]);
+    feeds.lora_slot_tokens = new Tensor("int64", slotTokens, [span, most]);
     feeds.lora_slot_back = new Tensor("int64", BigInt64Array.from(back), [back.length]);
     feeds.lora_scatter = new Tensor("int64", BigInt64Array.from(scatter), [scatter.length, 1]);
   }
@@ -873,7 +885,7 @@ export class Engine {
             : key === MASKED_GRAPH
               ? { formulation: "masked", ...banks }
               : key === SLOT_BATCHED_GRAPH
-                ? { formulation: "slot-batched", ...banks }
+                ? { formulation: "slot-batched", rowsPerSlot: this.options.maxRank }
                 : this.formulation === "segment-views"
                   ? { formulation: "segment-views", segments: key }
                   : { formulation: "segments", segments: key, ...banks },

@@ -17,7 +17,7 @@ import type { WeightIndex } from "./safetensors.ts";
 import { widenedWeights } from "./widened-weights.ts";
 
 // Bump whenever the graph this file emits changes, so cached graphs are rebuilt.
-export const GRAPH_BUILDER_VERSION = 10;
+export const GRAPH_BUILDER_VERSION = 11;
 
 /** Most outputs (Split) or inputs (Concat) one node gets: WebGPU allows 16 storage buffers per shader. */
 const FAN_OUT = 8;
@@ -33,16 +33,17 @@ const FAN_OUT = 8;
  * - masked rows: one Gemm pair over the rows of every active adapter, each token masked to its own
  *   adapter's rows — ideal bytes and a handful of kernels, FLOPs growing with tokens × active rows; the
  *   choice where a step is memory-bound and kernels are costly to launch (GPU).
- * - slot-batched: one batched product pair per module over every slot's rows, the host banks used in
- *   place as [slots, R, ·] operands and each slot's tokens gathered into its batch — all rows of all slots
- *   read (not only the step's adapters' ranks), but by two multi-threaded kernels instead of a one-thread
- *   pair per segment; the engine's choice for segment-views decode steps that hold most of the slots.
+ * - slot-batched: one batched product pair per module over a run of consecutive slots, the host banks'
+ *   rows of those slots used in place as [slots, R, ·] operands and each slot's tokens gathered into its
+ *   batch — all R rows of every slot in the run read (not only the step's adapters' ranks, nor only the
+ *   slots in the step), but by two multi-threaded kernels instead of a one-thread pair per segment; the
+ *   engine's choice for segment-views decode steps whose adapters fill most of the slots they span.
  */
 export type LoraGraphOptions =
   | { formulation: "segments"; segments: number; slots: number; rowsPerSlot: number }
   | { formulation: "segment-views"; segments: number }
   | { formulation: "masked"; slots: number; rowsPerSlot: number }
-  | { formulation: "slot-batched"; slots: number; rowsPerSlot: number };
+  | { formulation: "slot-batched"; rowsPerSlot: number };
 
 export interface GraphOptions {
   computeDtype: "float32" | "float16";
@@ -98,7 +99,7 @@ class DecoderBuilder {
   private readonly external = new Set<string>();
   // Per input value: its adapter tokens split into segments (shared by q/k/v and by gate/up).
   private readonly segmentsOf = new Map<string, string[]>();
-  // Per input value: its tokens gathered into slot batches [slots, per_slot, in] (slot-batched).
+  // Per input value: its tokens gathered into slot batches [span_slots, per_slot, in] (slot-batched).
   private readonly slotRows = new Map<string, string>();
   // Segments, per kind: each segment's rank [M] and the bank row ids of all segments in order [Σ rank].
   private readonly rankCounts = new Map<ModuleKind, string>();
@@ -496,37 +497,39 @@ class DecoderBuilder {
     return g.shaped(g.op("Add", [position, offset]), DataType.INT64, [label]);
   }
 
-  // Slot-batched: per slot the tokens it serves, padded to the step's most per slot (lora_slot_tokens
-  // [slots · per_slot], any token where padding), where each adapter token's delta lies in the slots' output
-  // (lora_slot_back) and its row in the step's output (lora_scatter).
+  // Slot-batched: per slot of the step's run the tokens it serves, padded to the step's most per slot
+  // (lora_slot_tokens [span_slots, per_slot], any token where padding), where each adapter token's delta
+  // lies in the slots' output (lora_slot_back) and its row in the step's output (lora_scatter). The bank
+  // inputs hold only the run's rows: [span_slots · R, ·].
   private slotBatchedInputs(): void {
     const g = this.g;
-    g.input("lora_slot_tokens", DataType.INT64, ["slot_tokens"]);
+    g.input("lora_slot_tokens", DataType.INT64, ["span_slots", "per_slot"]);
     g.input("lora_slot_back", DataType.INT64, ["adapter_tokens"]);
     g.input("lora_scatter", DataType.INT64, ["adapter_tokens", 1]);
   }
 
-  // base + x · Aᵀ · B + bias for every slot at once: the banks used in place as batched operands
-  // [slots, R, in] and [slots, R, out] (two multi-threaded kernels per module, no bank bytes copied), each
-  // slot's tokens gathered into its batch; rows past an adapter's rank are zero in its B rows.
+  // base + x · Aᵀ · B + bias for every slot of the run at once: the banks' rows used in place as batched
+  // operands [span_slots, R, in] and [span_slots, R, out] (two multi-threaded kernels per module, no bank
+  // bytes copied), each slot's tokens gathered into its batch; rows past an adapter's rank are zero in its
+  // B rows.
   private addSlotBatchedDeltas(l: number, kind: ModuleKind, x: string, base: string): string {
     const g = this.g;
-    const lora = this.options.lora as { slots: number; rowsPerSlot: number };
+    const R = (this.options.lora as { rowsPerSlot: number }).rowsPerSlot;
     const { inFeatures, outFeatures } = moduleShape(this.model, kind);
-    const { a, b, bias } = this.bankInputs(l, kind);
-    const S = lora.slots;
-    const R = lora.rowsPerSlot;
+    const names = bankNames(l, kind);
+    const a = g.input(names.a, this.compute, ["span_rows", inFeatures]);
+    const b = g.input(names.b, this.compute, ["span_rows", outFeatures]);
+    const bias = g.input(names.bias, this.compute, ["span_slots", outFeatures]);
     let xs = this.slotRows.get(x);
     if (xs === undefined) {
-      const gathered = g.op("Gather", [x, "lora_slot_tokens"], { axis: 0 });
-      xs = g.op("Reshape", [gathered, g.constInt64([S, -1, inFeatures])]);
+      xs = g.op("Gather", [x, "lora_slot_tokens"], { axis: 0 });
       this.slotRows.set(x, xs);
     }
-    const a3 = g.op("Reshape", [a, g.constInt64([S, R, inFeatures])]);
-    const b3 = g.op("Reshape", [b, g.constInt64([S, R, outFeatures])]);
+    const a3 = g.op("Reshape", [a, g.constInt64([-1, R, inFeatures])]);
+    const b3 = g.op("Reshape", [b, g.constInt64([-1, R, outFeatures])]);
     const down = g.op("FusedMatMul", [xs, a3], { transB: 1 }, undefined, MS);
     const up = g.op("MatMul", [down, b3]);
-    const withBias = g.op("Add", [up, g.op("Reshape", [bias, g.constInt64([S, 1, outFeatures])])]);
+    const withBias = g.op("Add", [up, g.op("Unsqueeze", [bias, g.constInt64([1])])]);
     const flat = g.op("Reshape", [withBias, g.constInt64([-1, outFeatures])]);
     const back = g.op("Gather", [flat, "lora_slot_back"], { axis: 0 });
     return g.op("ScatterND", [base, "lora_scatter", back], { reduction: "add" });

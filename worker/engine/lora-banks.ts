@@ -3,7 +3,8 @@
 // lora_a.{l}.{kind}, lora_b.{l}.{kind}, lora_bias.{l}.{kind}. Slot s (1-based; slot 0 means "no adapter")
 // owns rows (s-1)·R ..(s-1)·R + r_kind, where r_kind is that adapter's largest rank over the layers of that
 // kind: a step reads exactly those rows, so ranks mix in one batch without padding to the batch's largest
-// (except a slot-batched step, which reads every row of every slot; B rows past a rank are kept zero for it).
+// (except a slot-batched step, which reads every row of a run of slots; B rows past a rank are kept zero for
+// it).
 // The scale (alpha/r or alpha/√r) is already folded into B and the bias by the parser (peft.ts).
 import type { Tensor } from "onnxruntime-node";
 import type { LoadedAdapter } from "../adapters/peft.ts";
@@ -53,6 +54,8 @@ export class LoraBanks {
   private readonly views: (Tensor[] | undefined)[];
   /** Per segment, in bank order, the graph inputs that take that segment's rows. */
   private readonly segmentInputs: string[][] = [];
+  /** The last run of slots fed to a slot-batched step, and its feeds (decode steps repeat a run). */
+  private lastSpan: { first: number; last: number; feeds: Record<string, Tensor> } | null = null;
 
   constructor(
     private readonly model: ModelConfig,
@@ -174,6 +177,26 @@ export class LoraBanks {
       const views = this.slotViews(slots[i] ?? slots[0]!);
       for (let j = 0; j < names.length; j++) feeds[names[j]!] = views[j]!;
     }
+  }
+
+  /**
+   * The slot-batched feeds for slots first..last: every bank's rows of those slots, all R rows of each, as
+   * views (no copy; later writes show through).
+   */
+  spanFeeds(first: number, last: number): Record<string, Tensor> {
+    this.checkSlot(first);
+    this.checkSlot(last);
+    if (this.lastSpan?.first === first && this.lastSpan.last === last) return this.lastSpan.feeds;
+    const slots = last - first + 1;
+    const R = this.shape.rowsPerSlot;
+    const feeds: Record<string, Tensor> = {};
+    for (const { name, bias } of this.bankOrder) {
+      feeds[name] = bias
+        ? this.store.rowsView(name, first - 1, slots)
+        : this.store.rowsView(name, (first - 1) * R, slots * R);
+    }
+    this.lastSpan = { first, last, feeds };
+    return feeds;
   }
 
   private slotViews(slot: number): Tensor[] {
