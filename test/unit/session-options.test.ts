@@ -1,6 +1,7 @@
 // The engine opens one onnxruntime session per graph variant. On CPU those sessions must not prepack the
 // base weights (each would hold its own copy, as large as the weights: memory growing with the variant
-// count); they read the weights memory-mapped from the safetensors file, one copy for all of them.
+// count); they read the weights memory-mapped from the safetensors file, one copy for all of them. And the
+// thread pool of one must not spin on the cores while the next session runs.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,11 +15,13 @@ const dir = mkdtempSync(join(tmpdir(), "luminet-session-options-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("engine session options", () => {
-  it("leave the weights unpacked on CPU unless asked, and GPU sessions as they were", () => {
-    expect(sessionOptions("cpu", 2).extra).toEqual({ session: { disable_prepacking: "1" } });
-    expect(sessionOptions("cpu", 2, true).extra).toBeUndefined();
+  it("leave the weights unpacked on CPU unless asked, and stop every session's spinning when a run ends", () => {
+    expect(sessionOptions("cpu", 2).extra).toEqual({
+      session: { force_spinning_stop: "1", disable_prepacking: "1" },
+    });
+    expect(sessionOptions("cpu", 2, true).extra).toEqual({ session: { force_spinning_stop: "1" } });
     for (const device of ["webgpu", "cuda"] as const) {
-      expect(sessionOptions(device, 2).extra).toBeUndefined();
+      expect(sessionOptions(device, 2).extra).toEqual({ session: { force_spinning_stop: "1" } });
     }
   });
 

@@ -43,6 +43,12 @@ export function assertDeviceUsable(device: Device): void {
  * cache, shared by every variant. The cost is MLAS packing B inside each Gemm call instead, about a
  * fixed time per weight byte: a 64-row Gemm takes ~18 % longer, an 8-row one ~60 %, a one-row one none
  * (docs/BENCHMARKS.md, engine memory).
+ *
+ * Every session has its own intra-op thread pool, whose workers spin for a while after a run ends. The
+ * engine runs one session per graph variant, and a run right after another session's ran ~15 % slower
+ * while that session's workers still spun on the same cores (bench-1b, 2 threads: two base sessions
+ * alternated, and base-only alternated with a 16-adapter variant). `force_spinning_stop` ends the spinning
+ * when a run returns (workers still spin between a run's own kernels), which removed that cost.
  */
 export function sessionOptions(
   device: Device,
@@ -50,6 +56,7 @@ export function sessionOptions(
   prepackWeights = false,
 ): InferenceSession.SessionOptions {
   const profile = process.env.LUMINET_ORT_PROFILE;
+  const stopSpinning = { force_spinning_stop: "1" };
   const common: InferenceSession.SessionOptions = {
     graphOptimizationLevel: "all",
     intraOpNumThreads: threads,
@@ -62,11 +69,15 @@ export function sessionOptions(
       return {
         ...common,
         executionProviders: ["cpu"],
-        ...(prepackWeights ? {} : { extra: { session: { disable_prepacking: "1" } } }),
+        extra: { session: { ...stopSpinning, ...(prepackWeights ? {} : { disable_prepacking: "1" }) } },
       };
     case "webgpu":
-      return { ...common, executionProviders: [{ name: "webgpu" }] };
+      return { ...common, executionProviders: [{ name: "webgpu" }], extra: { session: stopSpinning } };
     case "cuda":
-      return { ...common, executionProviders: [{ name: "cuda", deviceId: 0 }] };
+      return {
+        ...common,
+        executionProviders: [{ name: "cuda", deviceId: 0 }],
+        extra: { session: stopSpinning },
+      };
   }
 }
