@@ -702,12 +702,13 @@ export class Engine {
    * kernels per module, where segment views read only the step's adapters' rows but in a one-thread kernel
    * pair per segment: on CPU a decode step pays once its adapters fill at least half the slots they span
    * and are more than a few (bench-1b, 2 threads: U = 64 of 64 slots 0.71–0.74 → 0.80–0.85 of base-only;
-   * 32 of 64, 16 of 16 and 16 spanning 16 of 64 faster; 16 spread over 64 slower; docs/BENCHMARKS.md). Prefills
-   * cannot use it (each would be padded to every slot) and run the segment variant; where prefills and
-   * slot-batched decodes alternated, as in serving with steady arrivals, the engine alone ran 4–10 % fewer
-   * tokens/s (bench e2e, three pairs), so it starts only after STEPS_BEFORE_SMALLER_VARIANT decode steps
-   * without a prefill, ends at the next prefill, and otherwise stops only after segment views have
-   * sufficed for that many decode steps in a row, as the segment variants move down.
+   * 32 of 64, 16 of 16 and 16 spanning 16 of 64 faster; 16 spread over 64 slower; docs/BENCHMARKS.md).
+   * Prefills cannot use it (each would be padded to every slot) and run the segment variant; where
+   * prefills and slot-batched decodes alternated, as in serving with steady arrivals, the engine alone ran
+   * 4–10 % fewer tokens/s (bench e2e, three pairs; measured before sessions stopped spinning after a run,
+   * which cost the step after each switch ~15 %), so it starts only after STEPS_BEFORE_SMALLER_VARIANT
+   * decode steps without a prefill, ends at the next prefill, and otherwise stops only after segment views
+   * have sufficed for that many decode steps in a row, as the segment variants move down.
    */
   private slotBatchedStep(adapters: number, spannedSlots: number): boolean {
     if (this.decodesSincePrefill <= STEPS_BEFORE_SMALLER_VARIANT) {
