@@ -98,7 +98,7 @@ async function runAlone(
 describe("the engine on mixed-adapter batches", () => {
   // Adapter i sits in slot first + i·stride. Segment views with the 9 adapters spread over 25 of 32 slots
   // decode in the 16-segment variant; where they fill the slots they span (all 9 of 9, or slots 20..28 of
-  // 64) their decode steps run slot-batched from the 17th step without a prefill.
+  // 64) their decode steps run slot-batched.
   it.each([
     ["segment views", "segment-views", 32, 1, 3, 16],
     ["slot-batched decode steps", "segment-views", VARIANTS.length, 1, 1, -2],
@@ -435,21 +435,22 @@ describe("the engine on mixed-adapter batches", () => {
   });
 
   it("stays on a larger graph variant until a smaller one has sufficed for 16 decode steps, computing the same", async () => {
-    // 32 slots: five adapters are too few of them for slot-batched steps.
+    // Adapters three slots apart: five of them fill too few of the slots they span for slot-batched steps.
+    const slotOf = (i: number) => 3 * i + 1;
     const engine = await engineFor(modelDir, 32);
     const twin = await engineFor(modelDir, 32);
     for (const [i, adapter] of adapters.entries()) {
-      await engine.writeAdapter(i + 1, adapter);
-      await twin.writeAdapter(i + 1, adapter);
+      await engine.writeAdapter(slotOf(i), adapter);
+      await twin.writeAdapter(slotOf(i), adapter);
     }
     // Five adapters need the 16-segment variant; once the fifth leaves, four fit the 4-segment one. The twin
     // runs the four alone throughout (rows of a batch do not affect each other).
     const four = ["a", "b", "c", "d"];
     for (const [i, id] of four.entries()) {
-      await engine.prefill(id, prompt(i), i + 1);
-      await twin.prefill(id, prompt(i), i + 1);
+      await engine.prefill(id, prompt(i), slotOf(i));
+      await twin.prefill(id, prompt(i), slotOf(i));
     }
-    await engine.prefill("e", prompt(4), 5);
+    await engine.prefill("e", prompt(4), slotOf(4));
     const step = (e: Engine, ids: string[], token: number) => e.decode(new Map(ids.map((id) => [id, token])));
     await step(engine, [...four, "e"], 3);
     await step(twin, four, 3);
@@ -462,7 +463,7 @@ describe("the engine on mixed-adapter batches", () => {
       for (const id of four) expect(maxDiff(got.get(id)!, want.get(id)!)).toBeLessThan(1e-5);
       // A prefill in between takes the current variant and does not count as a step.
       if (t === 5) {
-        await engine.prefill("p", prompt(6), 1);
+        await engine.prefill("p", prompt(6), slotOf(0));
         expect(engine.graphVariant).toBe(16);
         engine.release("p");
       }
@@ -470,21 +471,21 @@ describe("the engine on mixed-adapter batches", () => {
     expect(twin.graphVariant).toBe(4);
     expect(variants).toEqual([...Array(15).fill(16), 4, 4]);
     // More adapters move up at once; a decode without any forgets the larger variant.
-    await engine.prefill("e", prompt(4), 5);
+    await engine.prefill("e", prompt(4), slotOf(4));
     await step(engine, [...four, "e"], 7);
     expect(engine.graphVariant).toBe(16);
     for (const id of [...four, "e"]) engine.release(id);
     await engine.prefill("base", prompt(1), 0);
     await step(engine, ["base"], 7);
     expect(engine.graphVariant).toBe(0);
-    await engine.prefill("one", prompt(2), 2);
+    await engine.prefill("one", prompt(2), slotOf(1));
     await step(engine, ["base", "one"], 8);
     expect(engine.graphVariant).toBe(1);
     await engine.close();
     await twin.close();
   });
 
-  it("decodes slot-batched while most slots are in the step and no prefill ran for 16 steps, a slot's earlier adapter leaving no trace", async () => {
+  it("decodes slot-batched while the step's adapters fill most of the slots they span, a slot's earlier adapter leaving no trace", async () => {
     // Six slots, five in the step (two rows on slot 2, one base row). The twin decodes the same rows through
     // gathered segments throughout.
     const engine = await engineFor(modelDir, 6);
@@ -527,13 +528,12 @@ describe("the engine on mixed-adapter batches", () => {
       return variants;
     };
     const all = rows.map(([id]) => id);
-    expect(await steps(all, 18)).toEqual([...Array(16).fill(16), -2, -2]);
-    // A prefill runs the segment variant (slot-batched would pad it to every slot) and ends slot-batched
-    // steps until 16 more decode steps have run without one.
+    expect(await steps(all, 3)).toEqual([-2, -2, -2]);
+    // A prefill runs the segment variant (slot-batched would pad it to every slot); decodes go on slot-batched.
     await engine.prefill("p", prompt(8), 3);
     expect(engine.graphVariant).toBe(16);
     engine.release("p");
-    expect(await steps(all, 17)).toEqual([...Array(16).fill(16), -2]);
+    expect(await steps(all, 2)).toEqual([-2, -2]);
 
     // Three adapters left: segment views suffice, and take over after 16 steps in a row.
     for (const id of ["d", "e"]) for (const e of [engine, twin]) e.release(id);

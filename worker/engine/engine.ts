@@ -116,8 +116,8 @@ const MASKED_GRAPH = -1;
 /**
  * Session key of the slot-batched graph: a decode step with segment views runs the bank rows of every slot
  * from its lowest adapter's to its highest as one batched product per module when its adapters fill at
- * least half of those slots, more than MOST_SEGMENTS_BEFORE_SLOT_BATCHED distinct adapters are in it, and
- * no prefill ran in the last STEPS_BEFORE_SMALLER_VARIANT decode steps (see slotBatchedStep).
+ * least half of those slots and more than MOST_SEGMENTS_BEFORE_SLOT_BATCHED distinct adapters are in it
+ * (see slotBatchedStep).
  */
 const SLOT_BATCHED_GRAPH = -2;
 const MOST_SEGMENTS_BEFORE_SLOT_BATCHED = 4;
@@ -295,8 +295,6 @@ export class Engine {
   private slotBatched = false;
   /** Decode steps in a row that segment views would have served while slotBatched. */
   private stepsWithoutSlotBatched = 0;
-  /** Decode runs since the last prefill run. */
-  private decodesSincePrefill = 0;
   /** The graph variant of the last run: BASE_GRAPH, MASKED_GRAPH, SLOT_BATCHED_GRAPH or a segment count. */
   private lastGraph = BASE_GRAPH;
   /** Whole rows the last decode sent along with candidates (logitsOf), by sequence. */
@@ -640,7 +638,6 @@ export class Engine {
     decode: boolean,
   ): number {
     const distinct = [...new Set(slots.filter((s) => s !== 0))];
-    this.decodesSincePrefill = decode ? this.decodesSincePrefill + 1 : 0;
     if (distinct.length === 0) {
       if (decode) {
         this.segmentVariant = 0;
@@ -703,17 +700,15 @@ export class Engine {
    * pair per segment: on CPU a decode step pays once its adapters fill at least half the slots they span
    * and are more than a few (bench-1b, 2 threads: U = 64 of 64 slots 0.71–0.74 → 0.80–0.85 of base-only;
    * 32 of 64, 16 of 16 and 16 spanning 16 of 64 faster; 16 spread over 64 slower; docs/BENCHMARKS.md).
-   * Prefills cannot use it (each would be padded to every slot) and run the segment variant; where
-   * prefills and slot-batched decodes alternated, as in serving with steady arrivals, the engine alone ran
-   * 4–10 % fewer tokens/s (bench e2e, three pairs; measured before sessions stopped spinning after a run,
-   * which cost the step after each switch ~15 %), so it starts only after STEPS_BEFORE_SMALLER_VARIANT
-   * decode steps without a prefill, ends at the next prefill, and otherwise stops only after segment views
-   * have sufficed for that many decode steps in a row, as the segment variants move down.
+   * Prefills cannot use it (each would be padded to every slot) and run the segment variant in between.
+   * It stops only after segment views have sufficed for STEPS_BEFORE_SMALLER_VARIANT decode steps in a
+   * row, as the segment variants move down. (While sessions still spun after a run, each switch between a
+   * prefill's session and this one cost ~15 % of a step and slot-batched decodes waited for 16 decode steps
+   * without a prefill; since force_spinning_stop, starting at once serves 5 % more tokens/s end to end,
+   * docs/BENCHMARKS.md.)
    */
   private slotBatchedStep(adapters: number, spannedSlots: number): boolean {
-    if (this.decodesSincePrefill <= STEPS_BEFORE_SMALLER_VARIANT) {
-      this.slotBatched = false;
-    } else if (this.slotBatchedPays(adapters, spannedSlots)) {
+    if (this.slotBatchedPays(adapters, spannedSlots)) {
       this.slotBatched = true;
       this.stepsWithoutSlotBatched = 0;
     } else if (this.slotBatched && ++this.stepsWithoutSlotBatched >= STEPS_BEFORE_SMALLER_VARIANT) {
