@@ -56,28 +56,21 @@ export function sessionOptions(
   prepackWeights = false,
 ): InferenceSession.SessionOptions {
   const profile = process.env.LUMINET_ORT_PROFILE;
-  const stopSpinning = { force_spinning_stop: "1" };
+  const unpacked = device === "cpu" && !prepackWeights;
   const common: InferenceSession.SessionOptions = {
     graphOptimizationLevel: "all",
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     logSeverityLevel: 3,
+    extra: { session: { force_spinning_stop: "1", ...(unpacked ? { disable_prepacking: "1" } : {}) } },
     ...(profile ? { enableProfiling: true, profileFilePrefix: profile } : {}),
   };
   switch (device) {
     case "cpu":
-      return {
-        ...common,
-        executionProviders: ["cpu"],
-        extra: { session: { ...stopSpinning, ...(prepackWeights ? {} : { disable_prepacking: "1" }) } },
-      };
+      return { ...common, executionProviders: ["cpu"] };
     case "webgpu":
-      return { ...common, executionProviders: [{ name: "webgpu" }], extra: { session: stopSpinning } };
+      return { ...common, executionProviders: [{ name: "webgpu" }] };
     case "cuda":
-      return {
-        ...common,
-        executionProviders: [{ name: "cuda", deviceId: 0 }],
-        extra: { session: stopSpinning },
-      };
+      return { ...common, executionProviders: [{ name: "cuda", deviceId: 0 }] };
   }
 }

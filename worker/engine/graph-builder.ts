@@ -11,7 +11,7 @@ import { floatAttr, Graph } from "./graph.ts";
 import { cachedGraphFile } from "./graph-cache.ts";
 import { bankNames, segmentInputName } from "./lora-banks.ts";
 import { MODULE_KINDS, type ModelConfig, type ModuleKind, moduleShape, weightName } from "./model-config.ts";
-import { DataType } from "./onnx-proto.ts";
+import { DataType, type Dim } from "./onnx-proto.ts";
 import { inverseFrequencies } from "./rope.ts";
 import type { WeightIndex } from "./safetensors.ts";
 import { widenedWeights } from "./widened-weights.ts";
@@ -419,15 +419,17 @@ class DecoderBuilder {
     g.input("lora_onehot", this.compute, ["tokens", "adapters"]);
   }
 
+  // One module's bank inputs: every slot's rows, or (slot-batched) only those of the step's run of slots.
   private bankInputs(l: number, kind: ModuleKind): { a: string; b: string; bias: string } {
-    const lora = this.options.lora as { slots: number; rowsPerSlot: number };
+    const lora = this.options.lora!;
+    const [rows, slots]: [Dim, Dim] =
+      "slots" in lora ? [lora.slots * lora.rowsPerSlot, lora.slots] : ["span_rows", "span_slots"];
     const { inFeatures, outFeatures } = moduleShape(this.model, kind);
     const names = bankNames(l, kind);
-    const bankRows = lora.slots * lora.rowsPerSlot;
     return {
-      a: this.g.input(names.a, this.compute, [bankRows, inFeatures]),
-      b: this.g.input(names.b, this.compute, [bankRows, outFeatures]),
-      bias: this.g.input(names.bias, this.compute, [lora.slots, outFeatures]),
+      a: this.g.input(names.a, this.compute, [rows, inFeatures]),
+      b: this.g.input(names.b, this.compute, [rows, outFeatures]),
+      bias: this.g.input(names.bias, this.compute, [slots, outFeatures]),
     };
   }
 
@@ -516,10 +518,7 @@ class DecoderBuilder {
     const g = this.g;
     const R = (this.options.lora as { rowsPerSlot: number }).rowsPerSlot;
     const { inFeatures, outFeatures } = moduleShape(this.model, kind);
-    const names = bankNames(l, kind);
-    const a = g.input(names.a, this.compute, ["span_rows", inFeatures]);
-    const b = g.input(names.b, this.compute, ["span_rows", outFeatures]);
-    const bias = g.input(names.bias, this.compute, ["span_slots", outFeatures]);
+    const { a, b, bias } = this.bankInputs(l, kind);
     let xs = this.slotRows.get(x);
     if (xs === undefined) {
       xs = g.op("Gather", [x, "lora_slot_tokens"], { axis: 0 });
