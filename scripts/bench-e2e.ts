@@ -13,13 +13,12 @@
 // Both sides start with one untimed request per adapter, so adapter loads are timed in neither. While a
 // pass through the stack runs, the CPU seconds of each process and the worker's own step seconds (its
 // /metrics) are read: they say where an overhead goes, the engine idle between requests or slower steps.
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { eq } from "drizzle-orm";
 import type OpenAI from "openai";
-import postgres from "postgres";
 import { migrate } from "../db/migrate.ts";
 import { openDb } from "../db/open.ts";
 import { archiveSize, archiveStream } from "../gateway/adapter-archive.ts";
@@ -40,7 +39,9 @@ import { closedLoop } from "./closed-loop.ts";
 import { type LuminetProcess, startLuminetProcess } from "./luminet-process.ts";
 import { benchNamespace, removeNamespace } from "./nats-namespace.ts";
 import { phaseBar } from "./phase-bar.ts";
+import { cpuSecondsOf } from "./process-cpu.ts";
 import { metricValue } from "./prometheus-text.ts";
+import { postgresServerUrl, scratchDatabase } from "./scratch-database.ts";
 import { initTinyModel, type TinyShape } from "./tiny-model.ts";
 
 export interface E2eBenchOptions {
@@ -158,39 +159,6 @@ const WORDS = (
   "the a river stone light quiet morning engine signal garden paper window orbit copper silver harbor " +
   "forest winter market lantern bridge"
 ).split(" ");
-
-/** User and system CPU seconds a process has used so far (Linux /proc); null elsewhere. */
-function cpuSecondsOf(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // utime and stime, fields 14 and 15 of proc(5), in USER_HZ ticks (100 on Linux).
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return null;
-  }
-}
-
-/** A database of the run's own on the server of `serverUrl`, and how to drop it. */
-async function scratchDatabase(serverUrl: string): Promise<{ url: string; drop: () => Promise<void> }> {
-  const name = `luminet_bench_e2e_${process.pid}_${Date.now()}`;
-  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
-  try {
-    await admin.unsafe(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    drop: async () => {
-      const sql = postgres(serverUrl, { max: 1, onnotice: () => {} });
-      await sql.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await sql.end();
-    },
-  };
-}
 
 async function loadOpenAi(): Promise<typeof OpenAI> {
   try {
@@ -579,7 +547,7 @@ async function measure(
   mix: readonly MixItem[],
   out: { log: (line: string) => void; progress: boolean },
 ): Promise<Measured> {
-  const database = await scratchDatabase(o.serverUrl);
+  const database = await scratchDatabase(o.serverUrl, "e2e");
   const namespace = benchNamespace("e2e");
   try {
     const db = await openDb(database.url);
@@ -640,12 +608,7 @@ function serviceUrls(options: E2eBenchOptions): { natsUrl: string; serverUrl: st
       "NATS_URL is not set: the benchmark runs on a real NATS with JetStream (e.g. nats://127.0.0.1:4222)",
     );
   }
-  if (!serverUrl || !/^postgres(ql)?:\/\//.test(serverUrl)) {
-    throw new Error(
-      "DATABASE_URL must name a Postgres server (postgres://...): the benchmark creates a scratch database there and drops it afterwards",
-    );
-  }
-  return { natsUrl, serverUrl };
+  return { natsUrl, serverUrl: postgresServerUrl(serverUrl) };
 }
 
 export async function runE2eBench(options: E2eBenchOptions = {}): Promise<E2eBenchResult> {

@@ -1,9 +1,14 @@
-// `luminet bench gateway`: the latency the gateway adds (../shared/BENCH.md). One process holds the gateway
-// (served over HTTP by @hono/node-server), the in-process bus, PGlite and a responder that answers every
-// request at once with one token; the same requests are also sent straight over the bus. Added latency =
-// HTTP percentiles minus bus-direct percentiles, for non-streaming and streaming. Then a closed-loop run at
-// fixed concurrency gives requests/s. The HTTP client runs in the same process, so its cost is included:
-// the numbers are an upper bound on what the gateway adds.
+// `luminet bench gateway`: the latency the gateway adds (../shared/BENCH.md), in two parts.
+//
+// In one process: the gateway (served over HTTP by @hono/node-server), the in-process bus, PGlite and a
+// worker that answers every request at once with one token; the same requests are also sent straight over
+// the bus. Added latency = HTTP percentiles minus bus-direct percentiles, one request at a time, for
+// non-streaming and streaming; then a closed loop at fixed concurrency gives requests/s. The HTTP client
+// runs in the same process, so its cost is included: an upper bound on what the gateway adds.
+//
+// Open loop (scripts/bench-gateway-open-loop.ts), as BENCH.md asks: a real `luminet gateway` process on NATS
+// and Postgres, fixed offered load from this process, added latency at 500 requests/s and the highest rate
+// it sustains with p99 under 10 ms.
 import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,7 +23,9 @@ import { gatewayDeps } from "../gateway/deps.ts";
 import { serveApp } from "../gateway/node.ts";
 import type { InferenceRequest } from "../schema/wire.ts";
 import { greedySampling } from "../schema/wire.ts";
+import { type GatewayOpenLoopResult, type RateRun, runGatewayOpenLoop } from "./bench-gateway-open-loop.ts";
 import { saveBenchResult } from "./bench-result.ts";
+import { postgresServerUrl } from "./scratch-database.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
 interface Percentiles {
@@ -34,11 +41,28 @@ export interface GatewayBenchResult {
   http_stream_ms: Percentiles;
   added_ms: { non_streaming: Percentiles; streaming: Percentiles };
   throughput: { concurrency: number; requests_per_s: number };
+  open_loop: GatewayOpenLoopResult;
 }
 
 export interface GatewayBenchOptions {
+  /** Timed requests of each kind in the one-process part; default 2,000. */
   requests?: number;
+  /** Connections of the one-process closed loop; default 16. */
   concurrency?: number;
+  /** NATS with JetStream for the open-loop part; default NATS_URL. */
+  natsUrl?: string;
+  /** A Postgres server for the open-loop part (a scratch database is made there); default DATABASE_URL. */
+  databaseUrl?: string;
+  /** The open loop's headline rate, requests/s; default 500. */
+  rate?: number;
+  /** The open loop's timed seconds per rate; default 5. */
+  seconds?: number;
+  /** The p99 a sustained rate stays under, ms; default 10. */
+  p99LimitMs?: number;
+  /** The open loop's first swept rate; default half the headline rate. */
+  sweepFrom?: number;
+  /** The open loop's sweep stops rising here; default 16,000 requests/s. */
+  maxRate?: number;
   log?: (line: string) => void;
 }
 
@@ -54,6 +78,13 @@ export async function runGatewayBench(options: GatewayBenchOptions = {}): Promis
   const requests = options.requests ?? 2000;
   const concurrency = options.concurrency ?? 16;
   const log = options.log ?? (() => {});
+  const natsUrl = options.natsUrl ?? process.env.NATS_URL;
+  if (!natsUrl) {
+    throw new Error(
+      "NATS_URL is not set: the open-loop part runs a real gateway process on NATS with JetStream (e.g. nats://127.0.0.1:4222)",
+    );
+  }
+  const serverUrl = postgresServerUrl(options.databaseUrl ?? process.env.DATABASE_URL);
   const dir = mkdtempSync(join(tmpdir(), "luminet-bench-gateway-"));
   const db = await openDb("pglite:memory");
   const broker = new InProcessBroker({ heartbeatTtlMs: 3_600_000 });
@@ -179,6 +210,18 @@ export async function runGatewayBench(options: GatewayBenchOptions = {}): Promis
       const rps = requests / ((performance.now() - started) / 1000);
       log(`closed loop at concurrency ${concurrency}: ${rps.toFixed(0)} requests/s`);
       const minus = (a: Percentiles, b: Percentiles) => ({ p50: a.p50 - b.p50, p99: a.p99 - b.p99 });
+      log("open loop: a gateway process on NATS and Postgres, fixed offered load from this process");
+      const openLoop = await runGatewayOpenLoop({
+        natsUrl,
+        serverUrl,
+        modelDir: dir,
+        log,
+        ...(options.rate ? { rate: options.rate } : {}),
+        ...(options.seconds ? { seconds: options.seconds } : {}),
+        ...(options.p99LimitMs ? { p99LimitMs: options.p99LimitMs } : {}),
+        ...(options.sweepFrom ? { sweepFrom: options.sweepFrom } : {}),
+        ...(options.maxRate ? { maxRate: options.maxRate } : {}),
+      });
       return {
         machine: `${cpus()[0]?.model ?? "unknown cpu"} × ${cpus().length}`,
         requests_per_kind: requests,
@@ -187,6 +230,7 @@ export async function runGatewayBench(options: GatewayBenchOptions = {}): Promis
         http_stream_ms: streamMs,
         added_ms: { non_streaming: minus(httpMs, directMs), streaming: minus(streamMs, directMs) },
         throughput: { concurrency, requests_per_s: rps },
+        open_loop: openLoop,
       };
     } finally {
       await served.close();
@@ -207,6 +251,10 @@ export function reportGatewayBench(
 ): void {
   if (saveBenchResult("gateway", result, json, resultsDir)) return;
   const f = (p: Percentiles) => `p50 ${p.p50.toFixed(3)} ms  p99 ${p.p99.toFixed(3)} ms`;
+  const o = result.open_loop;
+  const g = (p: { p50: number; p99: number }) => `p50 ${p.p50.toFixed(3)} ms  p99 ${p.p99.toFixed(3)} ms`;
+  const run = (r: RateRun) =>
+    `${g(r.latency_ms)}  (${r.completed_per_s} completed/s, ${r.errors} errors, gateway ${r.gateway_cores ?? "?"} cores)`;
   process.stdout.write(
     `gateway bench on ${result.machine} (${result.requests_per_kind} requests per kind, one process)\n` +
       `  bus direct       ${f(result.direct_ms)}\n` +
@@ -214,6 +262,16 @@ export function reportGatewayBench(
       `  http streaming   ${f(result.http_stream_ms)}\n` +
       `  added            ${f(result.added_ms.non_streaming)}\n` +
       `  added streaming  ${f(result.added_ms.streaming)}\n` +
-      `  ${result.throughput.requests_per_s.toFixed(0)} requests/s at concurrency ${result.throughput.concurrency}\n`,
+      `  ${result.throughput.requests_per_s.toFixed(0)} requests/s at concurrency ${result.throughput.concurrency}\n` +
+      `open loop at ${o.rate} requests/s (a gateway process on NATS and Postgres, ${o.seconds} s per rate)\n` +
+      `  bus direct       ${run(o.direct)}\n` +
+      `  http             ${run(o.http)}\n` +
+      `  http streaming   ${run(o.http_stream)}\n` +
+      `  added            ${g(o.added_ms.non_streaming)}\n` +
+      `  added streaming  ${g(o.added_ms.streaming)}\n` +
+      o.sweep
+        .map((r) => `  ${String(r.offered_per_s).padStart(6)}/s  ${run(r)}${r.held ? "" : "  (not held)"}\n`)
+        .join("") +
+      `  sustained with p99 < ${o.sustained.p99_limit_ms} ms: ${o.sustained.requests_per_s ?? "none of the rates"} requests/s\n`,
   );
 }

@@ -115,19 +115,36 @@ export function registerBench(program: Command): void {
     );
   bench
     .command("gateway")
-    .description("gateway added latency (HTTP minus bus-direct, streaming and not) and requests/s")
+    .description(
+      "gateway added latency (HTTP minus bus-direct, streaming and not), requests/s, and the highest open-loop load with p99 under a limit (NATS_URL, DATABASE_URL)",
+    )
     .option("--requests <n>", "timed requests of each kind", "2000")
     .option("--concurrency <n>", "connections of the closed-loop throughput run", "16")
+    .option("--rate <n>", "open loop: the offered load the added latency is measured at, requests/s", "500")
+    .option("--seconds <n>", "open loop: timed seconds at each rate", "5")
+    .option("--p99-limit <ms>", "open loop: the p99 the highest sustained rate stays under", "10")
     .option("--json", "print one JSON line")
-    .action(async (options: { requests: string; concurrency: string; json?: boolean }) => {
-      if (!process.env.LOG_LEVEL) logger.level = "warn";
-      const result = await runGatewayBench({
-        requests: Number(options.requests),
-        concurrency: Number(options.concurrency),
-        log: (line) => process.stderr.write(`${line}\n`),
-      });
-      reportGatewayBench(result, options.json === true);
-    });
+    .action(
+      async (options: {
+        requests: string;
+        concurrency: string;
+        rate: string;
+        seconds: string;
+        p99Limit: string;
+        json?: boolean;
+      }) => {
+        if (!process.env.LOG_LEVEL) logger.level = "warn";
+        const result = await runGatewayBench({
+          requests: positive("--requests", options.requests),
+          concurrency: positive("--concurrency", options.concurrency),
+          rate: positive("--rate", options.rate),
+          seconds: positive("--seconds", options.seconds),
+          p99LimitMs: positive("--p99-limit", options.p99Limit),
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
+        reportGatewayBench(result, options.json === true);
+      },
+    );
   bench
     .command("fleet")
     .description(
