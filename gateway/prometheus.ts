@@ -1,9 +1,10 @@
 // The gateway's Prometheus series (Node only: prom-client), on the default registry so `GET /metrics` in
 // one process (`luminet dev`) also shows the worker's series: responses by route, status and base, the
 // gateway's added latency, routing outcomes, generations in flight, the desired worker count per base and
-// how waits for a worker of a base scaled to zero ended.
+// how waits for a worker of a base scaled to zero ended; and the process's own (core/process-metrics.ts).
 import type { Hono } from "hono";
 import { Counter, Gauge, Histogram, register } from "prom-client";
+import { collectProcessMetrics } from "../core/process-metrics.ts";
 import type { GatewayEnv } from "./context.ts";
 import type { GatewayDeps, GatewayMetrics } from "./deps.ts";
 import { readScaleSignals } from "./scale-signals.ts";
@@ -13,6 +14,7 @@ let metrics: GatewayMetrics | undefined;
 /** One set of series per process, however many apps are built. */
 export function prometheusMetrics(): GatewayMetrics {
   if (metrics) return metrics;
+  collectProcessMetrics(register);
   const requests = new Counter({
     name: "luminet_gateway_requests_total",
     help: 'HTTP requests answered by the gateway, by route, status and base model ("" when none)',

@@ -103,6 +103,11 @@ export function claimSubject(inbox: string): string {
   return `${inbox}.claim`;
 }
 
+/** The inbox a claim subject belongs to; null for a subject that is not one. */
+export function inboxOfClaimSubject(subject: string): string | null {
+  return subject.endsWith(".claim") ? subject.slice(0, -".claim".length) : null;
+}
+
 /** The heartbeat KV key of one worker: `<base>.<workerId>`. */
 export function heartbeatKey(base: string, workerId: string): string {
   return `${encodeToken(base)}.${encodeWorkerId(workerId)}`;

@@ -21,6 +21,7 @@ import { startLuminetProcess } from "./luminet-process.ts";
 import { benchNamespace, removeNamespace } from "./nats-namespace.ts";
 import { type OpenLoopRun, openLoop } from "./open-loop.ts";
 import { cpuSecondsOf } from "./process-cpu.ts";
+import { metricByLabel, metricValue } from "./prometheus-text.ts";
 import { scratchDatabase } from "./scratch-database.ts";
 
 export interface GatewayOpenLoopOptions {
@@ -42,10 +43,16 @@ export interface GatewayOpenLoopOptions {
   log: (line: string) => void;
 }
 
-/** One timed run at a fixed rate, with the CPU the gateway process and this one (client and worker) used. */
+/**
+ * One timed run at a fixed rate, with the CPU the gateway process and this one (client and worker) used, and
+ * how long the gateway's event loop stalled (its /metrics: the longest delay of a 10 ms timer, and the time
+ * its garbage collector paused it).
+ */
 export interface RateRun extends OpenLoopRun {
   /** The gateway process's CPU seconds per second; null where /proc cannot tell. */
   gateway_cores: number | null;
+  gateway_loop_lag_ms_max: number;
+  gateway_gc_ms: number;
   /** This process's (the load generator's and the instant worker's) CPU seconds per second. */
   client_cores: number;
 }
@@ -176,8 +183,16 @@ export async function runGatewayOpenLoop(o: GatewayOpenLoopOptions): Promise<Gat
         }
       };
 
+      const gatewayMetrics = async () => (await fetch(`${url}/metrics`)).text();
+      const gcSeconds = (text: string) =>
+        Object.values(metricByLabel(text, "nodejs_gc_duration_seconds_sum", "kind")).reduce(
+          (a, b) => a + b,
+          0,
+        );
       const timed = async (name: string, at: number, send: () => Promise<void>): Promise<RateRun> => {
         await openLoop({ rate: at, seconds: Math.min(1, seconds), send });
+        // A scrape also restarts the event-loop lag window.
+        const metricsBefore = await gatewayMetrics();
         const gatewayBefore = cpuSecondsOf(gateway.pid);
         const clientBefore = process.cpuUsage();
         const started = performance.now();
@@ -185,6 +200,7 @@ export async function runGatewayOpenLoop(o: GatewayOpenLoopOptions): Promise<Gat
         const wall = (performance.now() - started) / 1000;
         const gatewayAfter = cpuSecondsOf(gateway.pid);
         const client = process.cpuUsage(clientBefore);
+        const metricsAfter = await gatewayMetrics();
         const result: RateRun = {
           ...run,
           gateway_cores:
@@ -192,11 +208,16 @@ export async function runGatewayOpenLoop(o: GatewayOpenLoopOptions): Promise<Gat
               ? null
               : round((gatewayAfter - gatewayBefore) / wall),
           client_cores: round((client.user + client.system) / 1e6 / wall),
+          gateway_loop_lag_ms_max: round(
+            metricValue(metricsAfter, "nodejs_eventloop_lag_max_seconds") * 1000,
+          ),
+          gateway_gc_ms: round((gcSeconds(metricsAfter) - gcSeconds(metricsBefore)) * 1000),
         };
         o.log(
           `${name} at ${at} requests/s: p50 ${run.latency_ms.p50} ms, p99 ${run.latency_ms.p99} ms, ` +
             `${run.completed_per_s} completed/s, ${run.errors} errors, ` +
-            `CPU cores: gateway ${result.gateway_cores ?? "?"}, this process ${result.client_cores}`,
+            `CPU cores: gateway ${result.gateway_cores ?? "?"}, this process ${result.client_cores}; ` +
+            `gateway loop lag max ${result.gateway_loop_lag_ms_max} ms, GC ${result.gateway_gc_ms} ms`,
         );
         return result;
       };

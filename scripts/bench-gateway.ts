@@ -254,7 +254,8 @@ export function reportGatewayBench(
   const o = result.open_loop;
   const g = (p: { p50: number; p99: number }) => `p50 ${p.p50.toFixed(3)} ms  p99 ${p.p99.toFixed(3)} ms`;
   const run = (r: RateRun) =>
-    `${g(r.latency_ms)}  (${r.completed_per_s} completed/s, ${r.errors} errors, gateway ${r.gateway_cores ?? "?"} cores)`;
+    `${g(r.latency_ms)}  (${r.completed_per_s} completed/s, ${r.errors} errors; gateway: ${r.gateway_cores ?? "?"} cores, ` +
+    `loop lag max ${r.gateway_loop_lag_ms_max} ms, GC ${r.gateway_gc_ms} ms)`;
   process.stdout.write(
     `gateway bench on ${result.machine} (${result.requests_per_kind} requests per kind, one process)\n` +
       `  bus direct       ${f(result.direct_ms)}\n` +

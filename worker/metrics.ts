@@ -1,8 +1,10 @@
-// The worker's Prometheus series (prom-client) and the /metrics endpoint that serves them. The series live
-// on a registry the caller may pass in: `luminet dev` puts them on the gateway's own registry.
+// The worker's Prometheus series (prom-client) and the /metrics endpoint that serves them, with the
+// process's own series (core/process-metrics.ts). The series live on a registry the caller may pass in:
+// `luminet dev` puts them on the gateway's own registry.
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectProcessMetrics } from "../core/process-metrics.ts";
 import type { EvictTier, LoadTier, Whereabouts } from "./adapters/adapter-manager.ts";
 
 export type SlotState = "free" | "used" | "pinned";
@@ -110,6 +112,7 @@ export class WorkerMetrics {
 
 /** Serves the registry at GET /metrics on `port` (0: any free port); resolves with the server listening. */
 export async function serveMetrics(registry: Registry, port: number, host = "0.0.0.0"): Promise<Server> {
+  collectProcessMetrics(registry);
   const server = createServer((req, res) => {
     if (req.method !== "GET" || req.url?.split("?")[0] !== "/metrics") {
       res.writeHead(404, { "content-type": "text/plain" }).end("not found: try GET /metrics\n");

@@ -213,6 +213,9 @@ describe("luminet worker", () => {
     }
     expect(steps).toBeGreaterThan(0);
     expect(steps - singleAdapterSteps).toBeGreaterThan(0);
+    // The process's own series ride along: a worker that ran steps has spent CPU and has a heap.
+    expect(await metric(workers.get("a")!, "process_cpu_seconds_total")).toBeGreaterThan(0);
+    expect(await metric(workers.get("a")!, "nodejs_heap_size_used_bytes")).toBeGreaterThan(0);
   });
 
   it("finishes a short request sent while a long one runs first", async () => {

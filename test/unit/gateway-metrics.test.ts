@@ -124,6 +124,9 @@ describe("gateway metrics", () => {
     expect(text).toContain(`luminet_gateway_inflight{base="${BASE}",stream="true"} 0`);
     // Read at the scrape: one live worker, nothing queued.
     expect(text).toContain(`luminet_desired_workers{base="${BASE}"} 0`);
+    // The process's own series (core/process-metrics.ts), each once.
+    expect(text.match(/^process_cpu_seconds_total \d/gm)).toHaveLength(1);
+    expect(text).toMatch(/^nodejs_eventloop_lag_max_seconds \d/m);
   });
 
   it("asks for a worker at the scrape when a request waits for a base with none", async () => {

@@ -1,0 +1,58 @@
+// `luminet bench gateway` at its smallest: a few requests in one process, then the open loop against a real
+// gateway process on the run's NATS and Postgres at low rates. It checks that the benchmark measures what
+// it says — every request answered, the sweep rising until the limit and stopping there, added latency as
+// the difference it reports — not how fast anything was.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, inject, it } from "vitest";
+import { type GatewayBenchResult, reportGatewayBench, runGatewayBench } from "../../scripts/bench-gateway.ts";
+
+const postgresUrl = inject("postgresUrl");
+
+describe.skipIf(!postgresUrl)("luminet bench gateway (needs DATABASE_URL)", () => {
+  it("answers every request at every rate, rises to the highest rate it may try, and writes its JSON", async () => {
+    const result = await runGatewayBench({
+      requests: 20,
+      concurrency: 4,
+      natsUrl: inject("natsUrl"),
+      databaseUrl: postgresUrl,
+      rate: 40,
+      seconds: 1,
+      sweepFrom: 20,
+      maxRate: 80,
+      // Far above anything a loaded CI machine shows: every rate holds, so the sweep ends at maxRate.
+      p99LimitMs: 10_000,
+    });
+    expect(result.requests_per_kind).toBe(20);
+    expect(result.throughput.requests_per_s).toBeGreaterThan(0);
+
+    const o = result.open_loop;
+    for (const run of [o.direct, o.http, o.http_stream, ...o.sweep]) {
+      expect(run.errors).toBe(0);
+      expect(run.latency_ms.p50).toBeGreaterThan(0);
+      expect(run.latency_ms.p99).toBeGreaterThanOrEqual(run.latency_ms.p50);
+      expect(run.requests).toBe(run.offered_per_s);
+      expect(run.gateway_loop_lag_ms_max).toBeGreaterThan(0);
+    }
+    expect([o.direct.offered_per_s, o.http.offered_per_s, o.http_stream.offered_per_s]).toEqual([40, 40, 40]);
+    // Only the gateway's path costs the gateway process CPU; the direct path does not go through it.
+    expect(o.http.gateway_cores).toBeGreaterThan(0);
+    expect(o.added_ms.non_streaming.p50).toBeCloseTo(o.http.latency_ms.p50 - o.direct.latency_ms.p50, 3);
+    expect(o.sweep.map((run) => [run.offered_per_s, run.held])).toEqual([
+      [20, true],
+      [40, true],
+      [80, true],
+    ]);
+    expect(o.sustained).toEqual({ p99_limit_ms: 10_000, requests_per_s: 80 });
+
+    const dir = mkdtempSync(join(tmpdir(), "luminet-bench-gateway-"));
+    try {
+      reportGatewayBench(result, false, dir);
+      const saved = JSON.parse(readFileSync(join(dir, "gateway.json"), "utf8")) as GatewayBenchResult;
+      expect(saved.open_loop.sustained.requests_per_s).toBe(80);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
