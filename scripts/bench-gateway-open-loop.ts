@@ -10,6 +10,7 @@
 // comes from /proc.
 import { Agent, request } from "node:http";
 import { connectJetStreamBus } from "../bus/jetstream.ts";
+import { EVENT_LOOP_SAMPLE_MS } from "../core/process-metrics.ts";
 import { migrate } from "../db/migrate.ts";
 import { openDb } from "../db/open.ts";
 import { createApiKey, ensureOrg } from "../gateway/api-keys.ts";
@@ -45,8 +46,8 @@ export interface GatewayOpenLoopOptions {
 
 /**
  * One timed run at a fixed rate, with the CPU the gateway process and this one (client and worker) used, and
- * how long the gateway's event loop stalled (its /metrics: the longest delay of a 10 ms timer, and the time
- * its garbage collector paused it).
+ * how long the gateway's event loop stalled (its /metrics: the most a 10 ms sampling timer ran late, and
+ * the time its garbage collector paused it).
  */
 export interface RateRun extends OpenLoopRun {
   /** The gateway process's CPU seconds per second; null where /proc cannot tell. */
@@ -209,7 +210,10 @@ export async function runGatewayOpenLoop(o: GatewayOpenLoopOptions): Promise<Gat
               : round((gatewayAfter - gatewayBefore) / wall),
           client_cores: round((client.user + client.system) / 1e6 / wall),
           gateway_loop_lag_ms_max: round(
-            metricValue(metricsAfter, "nodejs_eventloop_lag_max_seconds") * 1000,
+            Math.max(
+              0,
+              metricValue(metricsAfter, "nodejs_eventloop_lag_max_seconds") * 1000 - EVENT_LOOP_SAMPLE_MS,
+            ),
           ),
           gateway_gc_ms: round((gcSeconds(metricsAfter) - gcSeconds(metricsBefore)) * 1000),
         };

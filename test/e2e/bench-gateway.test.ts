@@ -33,7 +33,6 @@ describe.skipIf(!postgresUrl)("luminet bench gateway (needs DATABASE_URL)", () =
       expect(run.latency_ms.p50).toBeGreaterThan(0);
       expect(run.latency_ms.p99).toBeGreaterThanOrEqual(run.latency_ms.p50);
       expect(run.requests).toBe(run.offered_per_s);
-      expect(run.gateway_loop_lag_ms_max).toBeGreaterThan(0);
     }
     expect([o.direct.offered_per_s, o.http.offered_per_s, o.http_stream.offered_per_s]).toEqual([40, 40, 40]);
     // Only the gateway's path costs the gateway process CPU; the direct path does not go through it.
