@@ -2,8 +2,8 @@
 // (gateway/node.ts), on Workers (gateway/worker.ts), in `luminet dev` and in tests. Every response carries
 // `x-request-id`; every error, whatever threw it, leaves through onError as OpenAI's error body.
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { bearerAuth, callerOrgOnly, requireScope } from "./auth.ts";
+import { requestBodyLimit } from "./body-limit.ts";
 import type { GatewayEnv } from "./context.ts";
 import { dashboardRoutes } from "./dashboard/routes.tsx";
 import type { GatewayDeps } from "./deps.ts";
@@ -44,10 +44,9 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.route("/v1/adapters", adapterRoutes(deps));
   app.use(
     "/v1/*",
-    bodyLimit({
-      maxSize: deps.limits.maxBodyBytes,
-      onError: () => errorResponse(payloadTooLarge(deps.limits.maxBodyBytes)),
-    }),
+    requestBodyLimit(deps.limits.maxBodyBytes, () =>
+      errorResponse(payloadTooLarge(deps.limits.maxBodyBytes)),
+    ),
   );
   app.use("/v1/chat/completions", idempotency(deps.idempotency));
   app.use("/v1/completions", idempotency(deps.idempotency));
