@@ -109,8 +109,7 @@ interface Trace {
 /**
  * Prefills the sequences (together, or each in a batch of its own when `alone`) and decodes STEPS steps,
  * feeding each step the previous token: greedy on the host from the logits, greedy on the device
- * (decodeGreedy, no logits), or `feed`'s tokens. The CPU engine prefills prompts one by one (its
- * prefills take equal lengths) and decodes them together all the same.
+ * (decodeGreedy, no logits), or `feed`'s tokens.
  */
 async function trace(
   engine: Engine | CudaEngine,
@@ -131,9 +130,7 @@ async function trace(
   for (const group of groups) {
     next.clear();
     const requests = group.map((i) => ({ id: ids[i]!, tokens: prompts[i]!, slot: slots[i]! }));
-    const first: Float32Array[] = [];
-    if (engine instanceof CudaEngine) first.push(...(await engine.prefillTogether(requests)));
-    else for (const r of requests) first.push(...(await engine.prefill(r.id, r.tokens, r.slot)));
+    const first = await engine.prefillTogether(requests);
     for (const [g, i] of group.entries()) take(i, 0, first[g]!);
     for (let step = 1; step <= STEPS; step++) {
       if (how.deviceGreedy) {
@@ -315,6 +312,7 @@ async function deviceSampling(
 export function wholeRows(engine: ServingEngine): StepEngine {
   return {
     prefill: (id, tokens, slot) => engine.prefill(id, tokens, slot),
+    prefillTogether: (prompts) => engine.prefillTogether(prompts),
     decodePicking: (tokens) => engine.decode(tokens),
     logitsOf: (id) => engine.logitsOf(id),
     release: (id) => engine.release(id),

@@ -1,6 +1,7 @@
 // The worker's scheduler: continuous batching of mixed-adapter sequences over one engine. Every step it
-// retires cancelled and failed sequences, admits waiting ones (each prompt prefilled within the step's token
-// budget) and runs one decode over everything running, so a short request never waits for a long one.
+// retires cancelled and failed sequences, admits waiting ones (prompts taken within the step's token budget
+// and prefilled together where their lengths are close, engine/prefill-batches.ts) and runs one decode over
+// everything running, so a short request never waits for a long one.
 //
 // The engine decodes every running sequence in one run, so the adapters of the running set ARE the step's
 // adapters: at most `maxAdaptersPerStep` adapters are active (acquired in a slot) at once. Requests queue per
@@ -14,6 +15,7 @@ import type { AdapterRef, FinishReason } from "../schema/wire.ts";
 import { AdapterRemovedError, NoFreeSlotError } from "./adapters/adapter-manager.ts";
 import type { DecodeRow } from "./engine/decode-row.ts";
 import type { StepEngine } from "./engine/generation.ts";
+import { prefillBatches } from "./engine/prefill-batches.ts";
 import type { SampledToken, SamplingParams } from "./engine/sampler.ts";
 import { decodeChoices, type SequenceLimits, SequenceOutput } from "./engine/sequence-output.ts";
 import type { Tokenizer } from "./engine/tokenizer.ts";
@@ -141,6 +143,8 @@ export class Scheduler {
   private orgTurn = 0;
   private readonly groupTurn = new Map<string, number>();
   private readonly running = new Map<string, Entry>();
+  /** Taken off their queues for this step's prefill and not yet running. */
+  private readonly prefilling = new Set<Entry>();
   private readonly entries = new Map<string, Entry>();
   private step = 0;
   private waitCounter = 0;
@@ -218,7 +222,7 @@ export class Scheduler {
     for (const group of this.groups.values()) {
       if (group.adapter?.name !== name) continue;
       for (const entry of [...group.queue]) this.dequeue(entry, this.outcome(entry, "error", error));
-      for (const entry of this.running.values())
+      for (const entry of [...this.running.values(), ...this.prefilling])
         if (entry.group === group) entry.ending ??= { reason: "error", error };
       if (group.state === "acquiring") group.doomed = true;
       else if (group.state === "active") group.state = "draining";
@@ -489,37 +493,88 @@ export class Scheduler {
   }
 
   private async admit(ran: Set<Entry>): Promise<void> {
+    const admitted = this.takeAdmissions();
+    const batches = prefillBatches(admitted.map((entry) => entry.job.promptTokens.length));
+    for (const batch of batches)
+      await this.prefill(
+        batch.map((i) => admitted[i]!),
+        ran,
+      );
+  }
+
+  /**
+   * Takes this step's prompts off their queues, in turn across orgs and adapters, within the step's token
+   * budget. Each counts as running in its group from here: a cancel while its prompt runs must not release
+   * the slot the prompt is using.
+   */
+  private takeAdmissions(): Entry[] {
     let budget = this.options.stepTokenBudget - this.running.size;
-    let first = true;
-    while (this.running.size < this.options.maxBatch) {
+    const taken: Entry[] = [];
+    while (this.running.size + taken.length < this.options.maxBatch) {
       const next = this.nextGroup();
-      if (!next) return;
+      if (!next) break;
       const { group, orgAt, groupAt } = next;
       const entry = group.queue[0]!;
       const length = entry.job.promptTokens.length;
-      if (!first && length > budget) return;
-      first = false;
+      if (taken.length > 0 && length > budget) break;
       budget -= length;
       group.queue.shift();
+      group.running++;
+      this.prefilling.add(entry);
       this.orgTurn = orgAt + 1;
       this.groupTurn.set(group.org, groupAt + 1);
-      let logits: Float32Array;
-      try {
-        [logits] = (await this.engine.prefill(entry.job.id, entry.job.promptTokens, group.slot)) as [
-          Float32Array,
-        ];
-      } catch (error) {
+      taken.push(entry);
+    }
+    return taken;
+  }
+
+  /** Prefills prompts in one engine run; each joins the running batch with its first token. */
+  private async prefill(entries: readonly Entry[], ran: Set<Entry>): Promise<void> {
+    let logits: Float32Array[];
+    try {
+      logits = await this.engine.prefillTogether(
+        entries.map((entry) => ({
+          id: entry.job.id,
+          tokens: entry.job.promptTokens,
+          slot: entry.group.slot,
+        })),
+      );
+    } catch (error) {
+      const reason = new JobError("engine_error", `prefill failed: ${(error as Error).message}`);
+      for (const entry of entries) {
+        this.prefilling.delete(entry);
         await this.engine.release(entry.job.id);
-        const reason = new JobError("engine_error", `prefill failed: ${(error as Error).message}`);
-        this.settle(entry, this.outcome(entry, "error", reason));
+        this.leave(entry);
+        if (this.entries.has(entry.job.id)) this.settle(entry, this.outcome(entry, "error", reason));
+      }
+      return;
+    }
+    for (const [i, entry] of entries.entries()) {
+      this.prefilling.delete(entry);
+      if (!this.entries.has(entry.job.id) || entry.ending) {
+        // Cancelled (settled then) or failed while its prompt ran: nothing went out, nothing is billed.
+        await this.engine.release(entry.job.id);
+        this.leave(entry);
+        const ending = entry.ending;
+        if (ending && this.entries.has(entry.job.id)) {
+          this.settle(
+            entry,
+            this.outcome(entry, ending.reason, ending.reason === "error" ? ending.error : undefined),
+          );
+        }
         continue;
       }
       entry.prefilled = true;
-      group.running++;
       this.running.set(entry.job.id, entry);
       ran.add(entry);
-      await this.accept(entry, logits);
+      await this.accept(entry, logits[i]!);
     }
+  }
+
+  /** An admitted entry that never joined the running batch gives its place in the group back. */
+  private leave(entry: Entry): void {
+    entry.group.running--;
+    this.releaseIfUnused(entry.group);
   }
 
   private async decode(ran: Set<Entry>): Promise<void> {

@@ -296,6 +296,46 @@ describe("the engine on mixed-adapter batches", () => {
     await resident.close();
   });
 
+  it("prefills prompts of different lengths together as each alone, and decodes them on the same", async () => {
+    // Lengths 4, 8, 3 and 11 with three adapters and the base: rows right-padded to 11 in one run.
+    const batch = [
+      { id: "p", tokens: prompt(1), slot: 1 },
+      { id: "q", tokens: prompt(5), slot: 2 },
+      { id: "r", tokens: prompt(0), slot: 0 },
+      { id: "s", tokens: prompt(8), slot: 3 },
+    ];
+    for (const deviceResidentState of [false, true]) {
+      const engine = await Engine.create({
+        modelDir,
+        device: "cpu",
+        maxContext: 64,
+        slots: 4,
+        maxRank: 16,
+        maxAdaptersPerStep: 16,
+        threads: 1,
+        deviceResidentState,
+      });
+      for (const i of [0, 1, 2]) await engine.writeAdapter(i + 1, adapters[i]!);
+      const trace = async (together: boolean) => {
+        const out: Float32Array[] = together ? await engine.prefillTogether(batch, true) : [];
+        if (!together)
+          for (const p of batch) out.push(...(await engine.prefill(p.id, p.tokens, p.slot, true)));
+        for (const step of [0, 1]) {
+          const rows = await engine.decode(new Map(batch.map((p, i) => [p.id, 40 + 7 * i + step])));
+          for (const p of batch) out.push(rows.get(p.id)!);
+        }
+        for (const p of batch) engine.release(p.id);
+        return out.map((row) => row.slice());
+      };
+      const alone = await trace(false);
+      const together = await trace(true);
+      // Every prompt token's logits (4 + 8 + 3 + 11 rows), then two decode steps of four rows.
+      expect(together).toHaveLength(26 + 8);
+      for (const [i, row] of together.entries()) expect(maxDiff(row, alone[i]!)).toBeLessThan(1e-4);
+      await engine.close();
+    }
+  });
+
   it("decodes across the host cache's capacity steps as a prefill of the whole text computes", async () => {
     const engine = await Engine.create({
       modelDir,
@@ -409,6 +449,7 @@ describe("the engine on mixed-adapter batches", () => {
     let settledPenalized = 0;
     const counting: StepEngine = {
       prefill: (id, tokens, slot) => engine.prefill(id, tokens, slot),
+      prefillTogether: (prompts) => engine.prefillTogether(prompts),
       decodePicking: async (tokens, choices) => {
         const out = await engine.decodePicking(tokens, choices);
         for (const [id, row] of out) {

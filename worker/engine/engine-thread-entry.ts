@@ -12,6 +12,7 @@ type Method =
   | "clearSlot"
   | "warmUp"
   | "prefill"
+  | "prefillTogether"
   | "decode"
   | "decodePicking"
   | "logitsOf"

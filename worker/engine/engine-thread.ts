@@ -75,6 +75,12 @@ export class EngineThread {
     return this.call("prefill", [id, tokens, slot]) as Promise<Float32Array[]>;
   }
 
+  prefillTogether(
+    prompts: readonly { id: string; tokens: readonly number[]; slot: number }[],
+  ): Promise<Float32Array[]> {
+    return this.call("prefillTogether", [prompts]) as Promise<Float32Array[]>;
+  }
+
   decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>> {
     return this.call("decode", [tokens]) as Promise<Map<string, Float32Array>>;
   }

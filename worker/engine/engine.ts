@@ -375,18 +375,20 @@ export class Engine {
   }
 
   /**
-   * Runs prompts of equal length as one batch (GroupQueryAttention takes any batch for a first prompt) and
-   * returns each one's last-token logits, or every token's when `allLogits`, row after row.
+   * Runs prompts as one batch and returns each one's last-token logits, or every token's when `allLogits`,
+   * prompt after prompt. GroupQueryAttention takes any batch for a first prompt, right-padded to the
+   * longest: each row attends to its own length (seqlens_k), rotary positions start at 0 in every row, and
+   * a padded position's output and cache entry are never read (the cache keeps each row's own length).
    */
   async prefillTogether(
     prompts: readonly { id: string; tokens: readonly number[]; slot: number }[],
     allLogits = false,
   ): Promise<Float32Array[]> {
-    const n = prompts[0]?.tokens.length ?? 0;
+    const ids = new Set<string>();
     for (const { id, tokens, slot } of prompts) {
-      if (this.sequences.has(id)) throw new EngineError(`sequence ${id} is already running`);
+      if (this.sequences.has(id) || ids.has(id)) throw new EngineError(`sequence ${id} is already running`);
+      ids.add(id);
       if (tokens.length === 0) throw new EngineError(`sequence ${id} has an empty prompt`);
-      if (tokens.length !== n) throw new EngineError("prompts prefilled together must have equal lengths");
       if (tokens.length >= this.options.maxContext) {
         throw new EngineError(
           `prompt of ${tokens.length} tokens leaves no room in a ${this.options.maxContext}-token context`,
@@ -394,8 +396,9 @@ export class Engine {
       }
       this.checkSlot(slot);
     }
-    const rows = prompts.flatMap((_, b) =>
-      allLogits ? Array.from({ length: n }, (_, i) => b * n + i) : [b * n + n - 1],
+    const n = Math.max(...prompts.map((p) => p.tokens.length));
+    const rows = prompts.flatMap(({ tokens }, b) =>
+      allLogits ? tokens.map((_, i) => b * n + i) : [b * n + tokens.length - 1],
     );
     const { rows: results, kv: presents } = await this.run({
       tokens: prompts.map((p) => p.tokens),
@@ -408,8 +411,8 @@ export class Engine {
       kv: "presents",
     });
     this.prefillsToFree.add(presents);
-    for (const [row, { id, slot }] of prompts.entries()) {
-      this.sequences.set(id, { slot, length: n });
+    for (const [row, { id, slot, tokens }] of prompts.entries()) {
+      this.sequences.set(id, { slot, length: tokens.length });
       this.joining.set(id, { tensors: presents, row });
     }
     return results.map((r) => r.logits!);
@@ -568,6 +571,7 @@ export class Engine {
   }
 
   private async run(step: {
+    /** Each row's tokens; rows shorter than the longest are right-padded (prefills only). */
     tokens: (readonly number[])[];
     pastLengths: number[];
     past: KvTensors;
@@ -581,11 +585,12 @@ export class Engine {
     kv: "presents" | "step";
   }): Promise<{ rows: RowResult[]; kv: KvTensors }> {
     const batch = step.tokens.length;
-    const seqLen = step.tokens[0]!.length;
+    const seqLen = Math.max(...step.tokens.map((row) => row.length));
+    // Padding is token 0: its positions are masked out of every real row's attention.
     const ids = new BigInt64Array(batch * seqLen);
     for (const [b, row] of step.tokens.entries())
       for (const [s, t] of row.entries()) ids[b * seqLen + s] = BigInt(t);
-    const totals = step.pastLengths.map((p) => p + seqLen);
+    const totals = step.pastLengths.map((p, b) => p + step.tokens[b]!.length);
     const plan = step.plan ?? emptyPlan();
     const feeds: Record<string, Tensor> = {
       input_ids: new Tensor("int64", ids, [batch, seqLen]),

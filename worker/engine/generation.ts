@@ -1,7 +1,10 @@
-// Continuous batching over an engine: every step admits waiting sequences (each prompt prefilled alone,
-// within a token budget) and runs one decode over everything running; finished sequences leave at once,
-// so no request waits for another to finish. Sampling, stop conditions and text live in sequence-output.ts.
+// Continuous batching over an engine: every step admits waiting sequences (within a token budget, prompts
+// of close lengths prefilled in one run) and runs one decode over everything running; finished sequences
+// leave at once, so no request waits for another to finish. Sampling, stop conditions and text live in
+// sequence-output.ts.
+
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
+import { prefillBatches } from "./prefill-batches.ts";
 import type { SampledToken, SamplingParams } from "./sampler.ts";
 import { decodeChoices, SequenceOutput } from "./sequence-output.ts";
 import type { Tokenizer } from "./tokenizer.ts";
@@ -9,6 +12,10 @@ import type { Tokenizer } from "./tokenizer.ts";
 /** The engine calls the loop needs; Engine and EngineThread both provide them. */
 export interface StepEngine {
   prefill(id: string, tokens: readonly number[], slot: number): Promise<Float32Array[]>;
+  /** Prompts of any lengths in one run; each one's last-token logits, in order (ServingEngine). */
+  prefillTogether(
+    prompts: readonly { id: string; tokens: readonly number[]; slot: number }[],
+  ): Promise<Float32Array[]>;
   /** See ServingEngine.decodePicking and logitsOf. */
   decodePicking(
     tokens: ReadonlyMap<string, number>,
@@ -149,19 +156,24 @@ export class ContinuousBatcher {
 
   private async admit(): Promise<void> {
     let budget = this.options.prefillTokenBudget;
-    while (this.waiting.length > 0 && this.running.size < this.options.maxBatch) {
+    const admitted: Running[] = [];
+    while (this.waiting.length > 0 && this.running.size + admitted.length < this.options.maxBatch) {
       const next = this.waiting[0]!;
       // The first prompt of a step always goes in, however long, so no prompt waits forever.
-      if (budget < next.request.promptTokens.length && budget !== this.options.prefillTokenBudget) break;
+      if (budget < next.request.promptTokens.length && admitted.length > 0) break;
       this.waiting.shift();
       budget -= next.request.promptTokens.length;
-      const [logits] = await this.engine.prefill(
-        next.request.id,
-        next.request.promptTokens,
-        next.request.slot,
+      admitted.push(next);
+    }
+    // Running from here: a prefill that fails rejects them with the rest (pump).
+    for (const r of admitted) this.running.set(r.request.id, r);
+    // Prompts of close lengths in one run (prefill-batches.ts).
+    for (const batch of prefillBatches(admitted.map((r) => r.request.promptTokens.length))) {
+      const prompts = batch.map((i) => admitted[i]!);
+      const logits = await this.engine.prefillTogether(
+        prompts.map(({ request }) => ({ id: request.id, tokens: request.promptTokens, slot: request.slot })),
       );
-      this.running.set(next.request.id, next);
-      await this.accept(next, logits!);
+      for (const [i, r] of prompts.entries()) await this.accept(r, logits[i]!);
     }
   }
 
