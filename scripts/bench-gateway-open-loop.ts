@@ -14,10 +14,9 @@ import { EVENT_LOOP_SAMPLE_MS } from "../core/process-metrics.ts";
 import { migrate } from "../db/migrate.ts";
 import { openDb } from "../db/open.ts";
 import { createApiKey, ensureOrg } from "../gateway/api-keys.ts";
-import { greedySampling, type InferenceRequest } from "../schema/wire.ts";
 import { loadTokenizer } from "../worker/engine/tokenizer.ts";
 import { round } from "./bench-stats.ts";
-import { startInstantWorker } from "./instant-worker.ts";
+import { busDirect, startInstantWorker } from "./instant-worker.ts";
 import { startLuminetProcess } from "./luminet-process.ts";
 import { benchNamespace, removeNamespace } from "./nats-namespace.ts";
 import { type OpenLoopRun, openLoop } from "./open-loop.ts";
@@ -158,31 +157,14 @@ export async function runGatewayOpenLoop(o: GatewayOpenLoopOptions): Promise<Gat
       const prompt = tokenizer.encode(tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), {
         addSpecialTokens: false,
       });
-      let n = 0;
-      const direct = async () => {
-        const inbox = await bus.openReplyInbox();
-        const now = Date.now();
-        const message: InferenceRequest = {
-          v: 1,
-          id: `direct-${n++}`,
-          org: ORG,
-          api_key_id: keyId,
-          base: BASE,
-          adapter: null,
-          prompt_token_ids: prompt,
-          sampling: greedySampling(1),
-          reply: inbox.subject,
-          created_at: now,
-          deadline: now + REQUEST_TIMEOUT_MS,
-        };
-        try {
-          await bus.publishRequest(message, WORKER_ID);
-          for await (const reply of inbox) if (reply.type === "final") return;
-          throw new Error("the reply inbox closed before the Final");
-        } finally {
-          inbox.close();
-        }
-      };
+      const direct = busDirect(bus, {
+        base: BASE,
+        workerId: WORKER_ID,
+        org: ORG,
+        apiKeyId: keyId,
+        promptTokenIds: prompt,
+        timeoutMs: REQUEST_TIMEOUT_MS,
+      });
 
       const gatewayMetrics = async () => (await fetch(`${url}/metrics`)).text();
       const gcSeconds = (text: string) =>

@@ -21,10 +21,9 @@ import { loadBaseModel } from "../gateway/base-loader.ts";
 import { BaseCatalog } from "../gateway/bases.ts";
 import { gatewayDeps } from "../gateway/deps.ts";
 import { serveApp } from "../gateway/node.ts";
-import type { InferenceRequest } from "../schema/wire.ts";
-import { greedySampling } from "../schema/wire.ts";
 import { type GatewayOpenLoopResult, type RateRun, runGatewayOpenLoop } from "./bench-gateway-open-loop.ts";
 import { saveBenchResult } from "./bench-result.ts";
+import { busDirect, startInstantWorker } from "./instant-worker.ts";
 import { postgresServerUrl } from "./scratch-database.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
@@ -97,76 +96,20 @@ export async function runGatewayBench(options: GatewayBenchOptions = {}): Promis
     await ensureOrg(db, "bench");
     const { key, record } = await createApiKey(db, { orgId: "bench", name: "bench" });
 
-    // The responder: one token and the Final as soon as a request arrives.
-    await workerBus.putHeartbeat({
-      v: 1,
-      worker_id: "instant",
-      base: BASE,
-      version: "bench",
-      adapters: { slot: [], ram: [], disk: [] },
-      pins: [],
-      free_slots: 1,
-      queue_depth: 0,
-      running: 0,
-      tokens_per_s: 0,
-      at: Date.now(),
-    });
-    const puller = await workerBus.pullRequests({ base: BASE, workerId: "instant" });
-    const respond = async () => {
-      for (;;) {
-        const delivery = await puller.next();
-        if (!delivery) return;
-        const request = delivery.message;
-        if (
-          await workerBus.claimReply(request.reply, { v: 1, request_id: request.id, worker_id: "instant" })
-        ) {
-          workerBus.publishReply(request.reply, {
-            v: 1,
-            type: "chunk",
-            request_id: request.id,
-            seq: 0,
-            token_ids: [65],
-            text: "A",
-          });
-          workerBus.publishReply(request.reply, {
-            v: 1,
-            type: "final",
-            request_id: request.id,
-            seq: 1,
-            finish_reason: "length",
-            usage: { prompt_tokens: request.prompt_token_ids.length, completion_tokens: 1 },
-          });
-        }
-        void delivery.ack();
-      }
-    };
-    void respond();
-
+    const worker = await startInstantWorker(workerBus, BASE, "instant");
     const messages = [{ role: "user", content: "Hello there, how are you?" }];
     const prompt = base.tokenizer.encode(
       base.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }),
       { addSpecialTokens: false },
     );
-    let n = 0;
-    const direct = async () => {
-      const inbox = await bus.openReplyInbox();
-      const now = Date.now();
-      const request: InferenceRequest = {
-        v: 1,
-        id: `direct-${n++}`,
-        org: "bench",
-        api_key_id: record.id,
-        base: BASE,
-        adapter: null,
-        prompt_token_ids: prompt,
-        sampling: greedySampling(1),
-        reply: inbox.subject,
-        created_at: now,
-        deadline: now + 60_000,
-      };
-      await bus.publishRequest(request, "instant");
-      for await (const reply of inbox) if (reply.type === "final") break;
-    };
+    const direct = busDirect(bus, {
+      base: BASE,
+      workerId: "instant",
+      org: "bench",
+      apiKeyId: record.id,
+      promptTokenIds: prompt,
+      timeoutMs: 60_000,
+    });
 
     const app = createApp(gatewayDeps({ db, bus, bases: new BaseCatalog([base]) }));
     const served = await serveApp(app, 0, "127.0.0.1");
@@ -234,7 +177,7 @@ export async function runGatewayBench(options: GatewayBenchOptions = {}): Promis
       };
     } finally {
       await served.close();
-      await puller.close();
+      await worker.stop();
     }
   } finally {
     await bus.close();

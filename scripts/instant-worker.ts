@@ -1,8 +1,9 @@
 // A stand-in worker for the gateway benchmark (../shared/BENCH.md: "a worker that answers at once"): it keeps
 // a heartbeat for its base, pulls every request, claims it and answers one token and the Final at once,
-// several requests at a time, so what a benchmark times around it is the gateway and the bus.
+// several requests at a time, so what a benchmark times around it is the gateway and the bus. `busDirect`
+// is the same request sent to it straight over the bus, the baseline the gateway's time is measured against.
 import type { Bus } from "../bus/bus.ts";
-import type { InferenceRequest } from "../schema/wire.ts";
+import { greedySampling, type InferenceRequest } from "../schema/wire.ts";
 
 export interface InstantWorker {
   /** Requests answered so far. */
@@ -77,5 +78,43 @@ export async function startInstantWorker(bus: Bus, base: string, workerId: strin
       await pulling;
       await bus.removeHeartbeat(base, workerId);
     },
+  };
+}
+
+export interface BusDirectOptions {
+  base: string;
+  workerId: string;
+  org: string;
+  apiKeyId: string;
+  promptTokenIds: number[];
+  timeoutMs: number;
+}
+
+/** Sends one max_tokens-1 request straight to the worker's queue and resolves at its Final, per call. */
+export function busDirect(bus: Bus, o: BusDirectOptions): () => Promise<void> {
+  let n = 0;
+  return async () => {
+    const inbox = await bus.openReplyInbox();
+    const now = Date.now();
+    const request: InferenceRequest = {
+      v: 1,
+      id: `direct-${n++}`,
+      org: o.org,
+      api_key_id: o.apiKeyId,
+      base: o.base,
+      adapter: null,
+      prompt_token_ids: o.promptTokenIds,
+      sampling: greedySampling(1),
+      reply: inbox.subject,
+      created_at: now,
+      deadline: now + o.timeoutMs,
+    };
+    try {
+      await bus.publishRequest(request, o.workerId);
+      for await (const reply of inbox) if (reply.type === "final") return;
+      throw new Error("the reply inbox closed before the Final");
+    } finally {
+      inbox.close();
+    }
   };
 }
