@@ -267,6 +267,30 @@ describe("scheduler", () => {
     expect(outcome).toMatchObject({ finishReason: "cancelled", promptTokens: 0, tokens: [] });
   });
 
+  it("prefills a step's prompts in one run, and a prompt cancelled while its run went on leaves unbilled", async () => {
+    const { scheduler, engine, adapters } = await setUp();
+    const prefills: number[] = [];
+    const prefillTogether = engine.prefillTogether.bind(engine);
+    engine.prefillTogether = (prompts, allLogits) => {
+      prefills.push(prompts.length);
+      return prefillTogether(prompts, allLogits);
+    };
+    // Same adapter, prompts of 4 tokens: one batch, "first" taking its first token before "second" does.
+    const first = scheduler.submit(job("first", 3, 4, { onToken: () => scheduler.cancel("second") }));
+    const second = scheduler.submit(job("second", 3, 4));
+    const third = scheduler.submit(job("third", 1, 4));
+    const [a, b, c] = (await Promise.all([first, second, third])).map(done);
+    expect(prefills).toEqual([3]);
+    expect(a).toMatchObject({ finishReason: "length", promptTokens: 4 });
+    expect(c).toMatchObject({ finishReason: "length", promptTokens: 4 });
+    expect(b).toMatchObject({ finishReason: "cancelled", promptTokens: 0, tokens: [] });
+    await scheduler.idle();
+    // The cancelled prompt never decoded: only the other two generated.
+    expect(scheduler.tokensGenerated).toBe(8);
+    expect(engine.running).toBe(0);
+    expect(adapters.held).toBe(0);
+  });
+
   it("runs the batch while an adapter loads, and a failed load fails only its own requests", async () => {
     const { scheduler, adapters } = await setUp();
     const open = adapters.gate(ref(6).name);
