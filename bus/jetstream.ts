@@ -9,6 +9,7 @@
 //  - <NS>_heartbeats: KV bucket in memory whose max age is the heartbeat TTL: a silent worker vanishes.
 //    Readers keep a live view of it (bus/jetstream-heartbeats.ts).
 // Replies and cancels are core NATS: they matter only while someone listens, so storing them buys nothing.
+// A process's reply inboxes share one wildcard subscription (bus/jetstream-inbox-mux.ts).
 // The client reconnects by itself; while it is disconnected, publishing a request or opening a reply inbox
 // or reading the live heartbeats fails at once with BusUnavailableError, and the open inboxes fail with it
 // (their replies are lost).
