@@ -312,6 +312,7 @@ async function deviceSampling(
 export function wholeRows(engine: ServingEngine): StepEngine {
   return {
     prefill: (id, tokens, slot) => engine.prefill(id, tokens, slot),
+    padsPrefills: engine.padsPrefills,
     prefillTogether: (prompts) => engine.prefillTogether(prompts),
     decodePicking: (tokens) => engine.decode(tokens),
     logitsOf: (id) => engine.logitsOf(id),

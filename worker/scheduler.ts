@@ -494,7 +494,10 @@ export class Scheduler {
 
   private async admit(ran: Set<Entry>): Promise<void> {
     const admitted = this.takeAdmissions();
-    const batches = prefillBatches(admitted.map((entry) => entry.job.promptTokens.length));
+    const batches = prefillBatches(
+      admitted.map((entry) => entry.job.promptTokens.length),
+      this.engine.padsPrefills,
+    );
     for (const batch of batches)
       await this.prefill(
         batch.map((i) => admitted[i]!),

@@ -449,6 +449,7 @@ describe("the engine on mixed-adapter batches", () => {
     let settledPenalized = 0;
     const counting: StepEngine = {
       prefill: (id, tokens, slot) => engine.prefill(id, tokens, slot),
+      padsPrefills: engine.padsPrefills,
       prefillTogether: (prompts) => engine.prefillTogether(prompts),
       decodePicking: async (tokens, choices) => {
         const out = await engine.decodePicking(tokens, choices);
@@ -597,6 +598,8 @@ describe("the engine on mixed-adapter batches", () => {
       maxAdaptersPerStep: 2,
     });
     try {
+      // What the thread's engine says of itself comes across: the onnxruntime engine pads prefills.
+      expect(thread.padsPrefills).toBe(true);
       await thread.writeAdapter(1, adapters[3]!);
       const [first] = await thread.prefill("t", prompt(4), 1);
       const second = (await thread.decode(new Map([["t", 9]]))).get("t")!;

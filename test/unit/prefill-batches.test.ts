@@ -22,7 +22,12 @@ describe("prefillBatches", () => {
     expect(batches.length).toBeLessThan(lengths.length);
   });
 
+  it("keeps every prompt in one batch for an engine that does not pad (CUDA runs a batch ragged)", () => {
+    expect(prefillBatches([10, 300, 12, 11], false)).toEqual([[0, 1, 2, 3]]);
+  });
+
   it("gives nothing for no prompts", () => {
     expect(prefillBatches([])).toEqual([]);
+    expect(prefillBatches([], false)).toEqual([]);
   });
 });

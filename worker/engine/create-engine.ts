@@ -12,6 +12,11 @@ export interface ServingEngine {
   readonly model: ModelConfig;
   /** How the engine applies many adapters in one step. */
   readonly formulation: LoraFormulation | typeof CUDA_FORMULATION;
+  /**
+   * Prompts prefilled together are right-padded to the longest (onnxruntime), not run ragged (CUDA): a
+   * padded position costs like a real one, so callers group prompts of close lengths (prefill-batches.ts).
+   */
+  readonly padsPrefills: boolean;
   writeAdapter(slot: number, adapter: LoadedAdapter): Promise<void>;
   clearSlot(slot: number): void;
   warmUp(): Promise<void>;

@@ -20,6 +20,7 @@ export class EngineThread {
   private constructor(
     private readonly worker: Worker,
     readonly model: ModelConfig,
+    readonly padsPrefills: boolean,
   ) {
     worker.on("message", (reply: ThreadReply) => {
       const call = this.pending.get(reply.id);
@@ -48,15 +49,16 @@ export class EngineThread {
         workerData: options,
       },
     );
-    const ready = new Promise<ModelConfig>((resolve, reject) => {
-      worker.once("message", (m: { ready?: ModelConfig; error?: string }) =>
+    const ready = new Promise<{ model: ModelConfig; padsPrefills: boolean }>((resolve, reject) => {
+      worker.once("message", (m: { ready?: ModelConfig; padsPrefills?: boolean; error?: string }) =>
         m.ready
-          ? resolve(m.ready)
+          ? resolve({ model: m.ready, padsPrefills: m.padsPrefills ?? true })
           : reject(new EngineThreadError(m.error ?? "engine thread failed to start")),
       );
       worker.once("error", reject);
     });
-    return new EngineThread(worker, await ready);
+    const { model, padsPrefills } = await ready;
+    return new EngineThread(worker, model, padsPrefills);
   }
 
   writeAdapter(slot: number, adapter: LoadedAdapter): Promise<void> {

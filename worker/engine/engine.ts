@@ -280,6 +280,7 @@ export class Engine {
   readonly dtype: ComputeDtype;
   readonly banks: LoraBanks;
   readonly formulation: LoraFormulation;
+  readonly padsPrefills = true;
   private readonly weights: WeightIndex;
   private readonly sessions = new Map<number, Promise<InferenceSession>>();
   private readonly sequences = new Map<string, Sequence>();

@@ -12,6 +12,8 @@ import type { Tokenizer } from "./tokenizer.ts";
 /** The engine calls the loop needs; Engine and EngineThread both provide them. */
 export interface StepEngine {
   prefill(id: string, tokens: readonly number[], slot: number): Promise<Float32Array[]>;
+  /** ServingEngine.padsPrefills: whether prompts of very different lengths should go in separate runs. */
+  readonly padsPrefills: boolean;
   /** Prompts of any lengths in one run; each one's last-token logits, in order (ServingEngine). */
   prefillTogether(
     prompts: readonly { id: string; tokens: readonly number[]; slot: number }[],
@@ -168,7 +170,8 @@ export class ContinuousBatcher {
     // Running from here: a prefill that fails rejects them with the rest (pump).
     for (const r of admitted) this.running.set(r.request.id, r);
     // Prompts of close lengths in one run (prefill-batches.ts).
-    for (const batch of prefillBatches(admitted.map((r) => r.request.promptTokens.length))) {
+    const lengths = admitted.map((r) => r.request.promptTokens.length);
+    for (const batch of prefillBatches(lengths, this.engine.padsPrefills)) {
       const prompts = batch.map((i) => admitted[i]!);
       const logits = await this.engine.prefillTogether(
         prompts.map(({ request }) => ({ id: request.id, tokens: request.promptTokens, slot: request.slot })),

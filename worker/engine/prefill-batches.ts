@@ -7,8 +7,12 @@
 /** A batch pads at most this share of its positions: padded tokens ≤ (1 − 1/1.25) of the batch. */
 const MOST_PADDED = 1.25;
 
-/** Groups prompt indices (by length, longest first) so that each group's padding stays within bounds. */
-export function prefillBatches(lengths: readonly number[]): number[][] {
+/**
+ * Groups prompt indices (by length, longest first) so that each group's padding stays within bounds; all
+ * in one group for an engine that runs a batch ragged (`pads` false: the CUDA engine).
+ */
+export function prefillBatches(lengths: readonly number[], pads = true): number[][] {
+  if (!pads) return lengths.length > 0 ? [lengths.map((_, i) => i)] : [];
   const order = lengths.map((_, i) => i).sort((a, b) => lengths[b]! - lengths[a]! || a - b);
   const batches: number[][] = [];
   let batch: number[] = [];

@@ -68,6 +68,7 @@ interface RowResults {
 /** Calls that run steps must not overlap: each plans from the lengths the previous one left. */
 export class CudaEngine {
   readonly formulation = CUDA_FORMULATION;
+  readonly padsPrefills = false;
   private readonly sequences: SequenceTable;
   private stepping = false;
   /** The sequences of the last decode, in its logit rows' order (logitsOf); none once another step ran. */
