@@ -116,6 +116,20 @@ function poster(url: string, path: string, key: string, body: string) {
   return { post, close: () => agent.destroy() };
 }
 
+/**
+ * This process's side of the bus: a connection and the instant worker on it (the connection closed again
+ * if the worker cannot start).
+ */
+async function connectWorker(natsUrl: string, namespace: string) {
+  const bus = await connectJetStreamBus({ servers: natsUrl, namespace, connectionName: "bench-gateway" });
+  try {
+    return { bus, worker: await startInstantWorker(bus, BASE, WORKER_ID) };
+  } catch (error) {
+    await bus.close();
+    throw error;
+  }
+}
+
 export async function runGatewayOpenLoop(o: GatewayOpenLoopOptions): Promise<GatewayOpenLoopResult> {
   const rate = o.rate ?? 500;
   const seconds = o.seconds ?? 5;
@@ -145,8 +159,10 @@ export async function runGatewayOpenLoop(o: GatewayOpenLoopOptions): Promise<Gat
       env: { NATS_URL: o.natsUrl, DATABASE_URL: database.url, LOG_LEVEL: "info" },
       ready: (entry) => typeof entry.url === "string" && String(entry.msg).startsWith("gateway listening"),
     });
-    const bus = await connectJetStreamBus({ servers: o.natsUrl, namespace, connectionName: "bench-gateway" });
-    const worker = await startInstantWorker(bus, BASE, WORKER_ID);
+    const { bus, worker } = await connectWorker(o.natsUrl, namespace).catch(async (error: unknown) => {
+      await gateway.stop();
+      throw error;
+    });
     const url = String(gateway.readyEntry.url);
     const messages = [{ role: "user", content: "Hello there, how are you?" }];
     const body = (stream: boolean) => JSON.stringify({ model: BASE, messages, max_tokens: 1, stream });
