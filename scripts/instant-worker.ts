@@ -33,6 +33,7 @@ export async function startInstantWorker(bus: Bus, base: string, workerId: strin
     });
   await heartbeat();
   const beating = setInterval(() => void heartbeat().catch(() => {}), HEARTBEAT_EVERY_MS);
+  beating.unref();
   const puller = await bus.pullRequests({ base, workerId });
   let answered = 0;
   let firstError: string | null = null;
