@@ -532,7 +532,14 @@ export class Scheduler {
   }
 
   /** Prefills prompts in one engine run; each joins the running batch with its first token. */
-  private async prefill(entries: readonly Entry[], ran: Set<Entry>): Promise<void> {
+  private async prefill(admitted: readonly Entry[], ran: Set<Entry>): Promise<void> {
+    // One cancelled or failed while an earlier batch of the step ran is not prefilled at all.
+    const entries: Entry[] = [];
+    for (const entry of admitted) {
+      if (this.entries.has(entry.job.id) && !entry.ending) entries.push(entry);
+      else await this.drop(entry);
+    }
+    if (entries.length === 0) return;
     let logits: Float32Array[];
     try {
       logits = await this.engine.prefillTogether(
@@ -553,24 +560,32 @@ export class Scheduler {
       return;
     }
     for (const [i, entry] of entries.entries()) {
-      this.prefilling.delete(entry);
       if (!this.entries.has(entry.job.id) || entry.ending) {
-        // Cancelled (settled then) or failed while its prompt ran: nothing went out, nothing is billed.
-        await this.engine.release(entry.job.id);
-        this.leave(entry);
-        const ending = entry.ending;
-        if (ending && this.entries.has(entry.job.id)) {
-          this.settle(
-            entry,
-            this.outcome(entry, ending.reason, ending.reason === "error" ? ending.error : undefined),
-          );
-        }
+        await this.drop(entry);
         continue;
       }
+      this.prefilling.delete(entry);
       entry.prefilled = true;
       this.running.set(entry.job.id, entry);
       ran.add(entry);
       await this.accept(entry, logits[i]!);
+    }
+  }
+
+  /**
+   * An admitted entry cancelled (settled then) or failed before it joined the running batch: released,
+   * settled unbilled if a failure has not settled it yet. Nothing of it went out.
+   */
+  private async drop(entry: Entry): Promise<void> {
+    this.prefilling.delete(entry);
+    await this.engine.release(entry.job.id);
+    this.leave(entry);
+    const ending = entry.ending;
+    if (ending && this.entries.has(entry.job.id)) {
+      this.settle(
+        entry,
+        this.outcome(entry, ending.reason, ending.reason === "error" ? ending.error : undefined),
+      );
     }
   }
 

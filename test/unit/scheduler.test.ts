@@ -291,6 +291,30 @@ describe("scheduler", () => {
     expect(adapters.held).toBe(0);
   });
 
+  it("does not prefill a prompt cancelled while an earlier batch of its step ran", async () => {
+    const { scheduler, engine } = await setUp();
+    const prefills: number[][] = [];
+    const prefillTogether = engine.prefillTogether.bind(engine);
+    engine.prefillTogether = (prompts, allLogits) => {
+      prefills.push(prompts.map((p) => p.tokens.length));
+      return prefillTogether(prompts, allLogits);
+    };
+    // 40 tokens and 4: too far apart to pad into one batch, so the long one's batch runs first.
+    const long = scheduler.submit(
+      job("long", 3, 4, {
+        promptTokens: Array.from({ length: 40 }, (_, i) => 40 + i),
+        onToken: () => scheduler.cancel("short"),
+      }),
+    );
+    const short = scheduler.submit(job("short", 3, 4));
+    const [l, s] = (await Promise.all([long, short])).map(done);
+    expect(prefills).toEqual([[40]]);
+    expect(l).toMatchObject({ finishReason: "length", promptTokens: 40 });
+    expect(s).toMatchObject({ finishReason: "cancelled", promptTokens: 0, tokens: [] });
+    await scheduler.idle();
+    expect(engine.running).toBe(0);
+  });
+
   it("runs the batch while an adapter loads, and a failed load fails only its own requests", async () => {
     const { scheduler, adapters } = await setUp();
     const open = adapters.gate(ref(6).name);
