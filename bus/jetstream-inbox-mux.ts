@@ -5,16 +5,8 @@
 // request, which is what per-request subscriptions cost a gateway (a third of its socket writes, and a
 // round trip before every request could be published).
 import { createInbox, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
-import {
-  ClaimAnswer,
-  decode,
-  encode,
-  inboxOfClaimSubject,
-  Reply,
-  ReplyClaim,
-  WIRE_VERSION,
-} from "../schema/wire.ts";
-import type { InboxWiring, ReplyInboxQueue } from "./reply-inbox.ts";
+import { ClaimAnswer, decode, encode, inboxOfClaimSubject, Reply, ReplyClaim } from "../schema/wire.ts";
+import { type InboxWiring, NOBODY_WAITS, type ReplyInboxQueue } from "./reply-inbox.ts";
 
 export class JetStreamInboxMux {
   readonly #prefix = createInbox();
@@ -66,10 +58,7 @@ export class JetStreamInboxMux {
         const inbox = this.#routes.get(subject);
         // A closed inbox's claim is refused at once, as "no responders" refused it before: the worker
         // drops the request instead of waiting out its claim timeout.
-        const answer: ClaimAnswer = inbox
-          ? inbox.answer(claim, subject)
-          : { v: WIRE_VERSION, granted: false, reason: "nobody waits for this reply" };
-        msg.respond(encode(ClaimAnswer, answer));
+        msg.respond(encode(ClaimAnswer, inbox ? inbox.answer(claim, subject) : NOBODY_WAITS));
       } else {
         this.#routes.get(msg.subject)?.push(decode(Reply, msg.data), msg.subject);
       }

@@ -20,6 +20,13 @@ export class WorkerLostError extends Error {
   }
 }
 
+/** The answer to a claim on an inbox that is closed, or that its process no longer holds. */
+export const NOBODY_WAITS: ClaimAnswer = Object.freeze({
+  v: WIRE_VERSION,
+  granted: false,
+  reason: "nobody waits for this reply",
+});
+
 type Waiter = { resolve: (result: IteratorResult<Reply>) => void; reject: (error: Error) => void };
 
 /** How a bus implementation connects an inbox to its transport. */
@@ -91,7 +98,7 @@ export class ReplyInboxQueue implements ReplyInbox {
   /** Answers a worker's claim sent to `subject` (this inbox's own, or a copy's). */
   answer(claim: ReplyClaim, subject: string = this.subject): ClaimAnswer {
     const refuse = (reason: string): ClaimAnswer => ({ v: WIRE_VERSION, granted: false, reason });
-    if (this.#closed) return refuse("nobody waits for this reply");
+    if (this.#closed) return NOBODY_WAITS;
     if (this.#finished) return refuse("the reply is complete");
     const claimant = this.#claimant;
     if (claimant && claimant.subject !== subject) {

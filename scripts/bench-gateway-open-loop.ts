@@ -14,7 +14,6 @@ import { EVENT_LOOP_SAMPLE_MS } from "../core/process-metrics.ts";
 import { migrate } from "../db/migrate.ts";
 import { openDb } from "../db/open.ts";
 import { createApiKey, ensureOrg } from "../gateway/api-keys.ts";
-import { loadTokenizer } from "../worker/engine/tokenizer.ts";
 import { round } from "./bench-stats.ts";
 import { busDirect, startInstantWorker } from "./instant-worker.ts";
 import { startLuminetProcess } from "./luminet-process.ts";
@@ -30,6 +29,8 @@ export interface GatewayOpenLoopOptions {
   serverUrl: string;
   /** The tiny model's folder, served as base `tiny`. */
   modelDir: string;
+  /** The chat every request sends, and the prompt token ids the gateway makes of it (for bus direct). */
+  chat: { messages: { role: string; content: string }[]; promptTokenIds: number[] };
   /** The headline offered load, requests/s; default 500. */
   rate?: number;
   /** Timed seconds at each rate (after one second of warm-up at that rate); default 5. */
@@ -164,21 +165,17 @@ export async function runGatewayOpenLoop(o: GatewayOpenLoopOptions): Promise<Gat
       throw error;
     });
     const url = String(gateway.readyEntry.url);
-    const messages = [{ role: "user", content: "Hello there, how are you?" }];
+    const { messages, promptTokenIds } = o.chat;
     const body = (stream: boolean) => JSON.stringify({ model: BASE, messages, max_tokens: 1, stream });
     const plain = poster(url, "/v1/chat/completions", key, body(false));
     const streaming = poster(url, "/v1/chat/completions", key, body(true));
     try {
-      const tokenizer = loadTokenizer(o.modelDir);
-      const prompt = tokenizer.encode(tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), {
-        addSpecialTokens: false,
-      });
       const direct = busDirect(bus, {
         base: BASE,
         workerId: WORKER_ID,
         org: ORG,
         apiKeyId: keyId,
-        promptTokenIds: prompt,
+        promptTokenIds,
         timeoutMs: REQUEST_TIMEOUT_MS,
       });
 

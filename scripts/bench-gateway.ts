@@ -158,6 +158,7 @@ export async function runGatewayBench(options: GatewayBenchOptions = {}): Promis
         natsUrl,
         serverUrl,
         modelDir: dir,
+        chat: { messages, promptTokenIds: prompt },
         log,
         ...(options.rate ? { rate: options.rate } : {}),
         ...(options.seconds ? { seconds: options.seconds } : {}),

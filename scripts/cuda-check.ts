@@ -311,7 +311,6 @@ async function deviceSampling(
 /** The engine answering every decode with whole rows of logits, so the host samples each row itself. */
 export function wholeRows(engine: ServingEngine): StepEngine {
   return {
-    prefill: (id, tokens, slot) => engine.prefill(id, tokens, slot),
     padsPrefills: engine.padsPrefills,
     prefillTogether: (prompts) => engine.prefillTogether(prompts),
     decodePicking: (tokens) => engine.decode(tokens),

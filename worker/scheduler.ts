@@ -536,7 +536,7 @@ export class Scheduler {
     // One cancelled or failed while an earlier batch of the step ran is not prefilled at all.
     const entries: Entry[] = [];
     for (const entry of admitted) {
-      if (this.entries.has(entry.job.id) && !entry.ending) entries.push(entry);
+      if (this.wanted(entry)) entries.push(entry);
       else await this.drop(entry);
     }
     if (entries.length === 0) return;
@@ -552,15 +552,13 @@ export class Scheduler {
     } catch (error) {
       const reason = new JobError("engine_error", `prefill failed: ${(error as Error).message}`);
       for (const entry of entries) {
-        this.prefilling.delete(entry);
-        await this.engine.release(entry.job.id);
-        this.leave(entry);
-        if (this.entries.has(entry.job.id)) this.settle(entry, this.outcome(entry, "error", reason));
+        entry.ending = { reason: "error", error: reason };
+        await this.drop(entry);
       }
       return;
     }
     for (const [i, entry] of entries.entries()) {
-      if (!this.entries.has(entry.job.id) || entry.ending) {
+      if (!this.wanted(entry)) {
         await this.drop(entry);
         continue;
       }
@@ -570,6 +568,11 @@ export class Scheduler {
       ran.add(entry);
       await this.accept(entry, logits[i]!);
     }
+  }
+
+  /** An admitted entry neither cancelled (settled then) nor failed since it was taken. */
+  private wanted(entry: Entry): boolean {
+    return this.entries.has(entry.job.id) && !entry.ending;
   }
 
   /**

@@ -448,7 +448,6 @@ describe("the engine on mixed-adapter batches", () => {
     let settled = 0;
     let settledPenalized = 0;
     const counting: StepEngine = {
-      prefill: (id, tokens, slot) => engine.prefill(id, tokens, slot),
       padsPrefills: engine.padsPrefills,
       prefillTogether: (prompts) => engine.prefillTogether(prompts),
       decodePicking: async (tokens, choices) => {

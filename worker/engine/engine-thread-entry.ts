@@ -29,7 +29,7 @@ function transferables(result: unknown): ArrayBuffer[] {
 
 try {
   const engine = await createEngine(workerData as CudaEngineOptions);
-  port.postMessage({ ready: engine.model, padsPrefills: engine.padsPrefills });
+  port.postMessage({ ready: { model: engine.model, padsPrefills: engine.padsPrefills } });
   let queue = Promise.resolve();
   port.on("message", (message: { id: number; method: Method; args: unknown[] }) => {
     queue = queue.then(async () => {

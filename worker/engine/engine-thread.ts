@@ -50,10 +50,12 @@ export class EngineThread {
       },
     );
     const ready = new Promise<{ model: ModelConfig; padsPrefills: boolean }>((resolve, reject) => {
-      worker.once("message", (m: { ready?: ModelConfig; padsPrefills?: boolean; error?: string }) =>
-        m.ready
-          ? resolve({ model: m.ready, padsPrefills: m.padsPrefills ?? true })
-          : reject(new EngineThreadError(m.error ?? "engine thread failed to start")),
+      worker.once(
+        "message",
+        (m: { ready?: { model: ModelConfig; padsPrefills: boolean }; error?: string }) =>
+          m.ready
+            ? resolve(m.ready)
+            : reject(new EngineThreadError(m.error ?? "engine thread failed to start")),
       );
       worker.once("error", reject);
     });

@@ -2,7 +2,6 @@
 // of close lengths prefilled in one run) and runs one decode over everything running; finished sequences
 // leave at once, so no request waits for another to finish. Sampling, stop conditions and text live in
 // sequence-output.ts.
-
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
 import { prefillBatches } from "./prefill-batches.ts";
 import type { SampledToken, SamplingParams } from "./sampler.ts";
@@ -11,7 +10,6 @@ import type { Tokenizer } from "./tokenizer.ts";
 
 /** The engine calls the loop needs; Engine and EngineThread both provide them. */
 export interface StepEngine {
-  prefill(id: string, tokens: readonly number[], slot: number): Promise<Float32Array[]>;
   /** ServingEngine.padsPrefills: whether prompts of very different lengths should go in separate runs. */
   readonly padsPrefills: boolean;
   /** Prompts of any lengths in one run; each one's last-token logits, in order (ServingEngine). */
