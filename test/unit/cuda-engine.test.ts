@@ -30,6 +30,11 @@ import { Prng } from "../../worker/engine/prng.ts";
 import { openWeights, writeSafetensors } from "../../worker/engine/safetensors.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
+import {
+  type ChunkedPrefillCase,
+  chunkedPrefillTrace,
+  expectChunkMisuseRefused,
+} from "../support/chunked-prefill.ts";
 import { interceptSteps } from "../support/intercepted-cuda-addon.ts";
 import { spawnLuminet } from "../support/luminet-command.ts";
 import {
@@ -222,6 +227,32 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     expect(steps.at(-1)!.cacheRows[0]).toBe(2);
     // The device holds only its last step's logits: after that prefill, no decode row is there any more.
     expect(() => cuda.logitsOf("s1")).toThrow(/was not in the last decode/);
+    await cpu.close();
+    await cuda.close();
+  });
+
+  it("prefills a long prompt in chunks while others decode, as the CPU engine does in one run", async () => {
+    const c: ChunkedPrefillCase = {
+      long: Array.from({ length: 23 }, (_, t) => (13 * t + 7) % model.vocabSize),
+      cuts: [9, 16],
+      short: [prompt(1), prompt(4), prompt(2)],
+      slots: [2, 1, 3, 0],
+    };
+    const cpu = await cpuEngine();
+    const { steps, engine: pending } = cudaEngine({ maxBatch: 8, stepTokens: 8 });
+    const cuda = await pending;
+    for (const i of [0, 1, 2]) {
+      await cpu.writeAdapter(i + 1, adapters[i]!);
+      await cuda.writeAdapter(i + 1, adapters[i]!);
+    }
+    const whole = await chunkedPrefillTrace(cpu, c, false);
+    const chunked = await chunkedPrefillTrace(cuda, c, true);
+    expect([...chunked.keys()].sort()).toEqual([...whole.keys()].sort());
+    for (const [label, rows] of chunked) expectClose(rows, whole.get(label)!);
+    // The middle chunk's rows continued the long prompt's cache row at positions 9..15.
+    const middle = steps.find((s) => s.positions[0] === 9)!;
+    expect([...middle.positions]).toEqual([9, 10, 11, 12, 13, 14, 15]);
+    await expectChunkMisuseRefused(cuda, c);
     await cpu.close();
     await cuda.close();
   });

@@ -128,18 +128,19 @@ describe("the CUDA engine's cache rows", () => {
     expect(table.admit("e", 2).cacheRow).toBe(0);
     expect(table.admit("f", 1).cacheRow).toBe(2);
     expect(table.ids()).toEqual(["b", "e", "f"]);
-    expect(table.get("e")).toEqual({ cacheRow: 0, slot: 2, length: 0 });
+    expect(table.get("e")).toEqual({ cacheRow: 0, slot: 2, length: 0, partial: false });
   });
 });
 
 describe("the CUDA engine's step plan", () => {
   const prompts = [
-    { cacheRow: 4, slot: 1, tokens: [10, 11, 12, 13, 14] },
-    { cacheRow: 0, slot: 0, tokens: [20, 21] },
-    { cacheRow: 2, slot: 3, tokens: [30, 31, 32] },
+    { cacheRow: 4, slot: 1, start: 0, tokens: [10, 11, 12, 13, 14] },
+    // The next chunk of a prompt whose first 7 tokens are in row 0's cache already.
+    { cacheRow: 0, slot: 0, start: 7, tokens: [20, 21] },
+    { cacheRow: 2, slot: 3, start: 0, tokens: [30, 31, 32] },
   ];
 
-  it("prefills ragged prompts in chunks that keep each prompt's positions in order", () => {
+  it("prefills ragged prompts in chunks that keep each prompt's positions in order, a continued one from its length", () => {
     const planned = planSteps(prefillRows(prompts, false), 4, true);
     const steps = planned.map((p) => p.native);
     expect(steps.map((s) => [...s.tokens])).toEqual([
@@ -149,7 +150,7 @@ describe("the CUDA engine's step plan", () => {
     ]);
     expect(steps.map((s) => [...s.positions])).toEqual([
       [0, 1, 2, 3],
-      [4, 0, 1, 0],
+      [4, 7, 8, 0],
       [1, 2],
     ]);
     expect(steps.map((s) => [...s.cacheRows])).toEqual([

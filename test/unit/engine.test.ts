@@ -16,6 +16,11 @@ import type { StepEngine } from "../../worker/engine/generation.ts";
 import type { ModelConfig } from "../../worker/engine/model-config.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
+import {
+  type ChunkedPrefillCase,
+  chunkedPrefillTrace,
+  expectChunkMisuseRefused,
+} from "../support/chunked-prefill.ts";
 import { writeMergedModel } from "../support/merged-model.ts";
 import { referenceLogits } from "../support/reference-forward.ts";
 import {
@@ -332,6 +337,37 @@ describe("the engine on mixed-adapter batches", () => {
       // Every prompt token's logits (4 + 8 + 3 + 11 rows), then two decode steps of four rows.
       expect(together).toHaveLength(26 + 8);
       for (const [i, row] of together.entries()) expect(maxDiff(row, alone[i]!)).toBeLessThan(1e-4);
+      await engine.close();
+    }
+  });
+
+  it("prefills a long prompt in chunks while others decode, as in one run", async () => {
+    const c: ChunkedPrefillCase = {
+      long: Array.from({ length: 23 }, (_, t) => (13 * t + 7) % model.vocabSize),
+      cuts: [9, 16],
+      short: [prompt(1), prompt(4), prompt(2)],
+      slots: [2, 1, 3, 0],
+    };
+    for (const deviceResidentState of [false, true]) {
+      const engine = await Engine.create({
+        modelDir,
+        device: "cpu",
+        maxContext: 64,
+        slots: 4,
+        maxRank: 16,
+        maxAdaptersPerStep: 16,
+        threads: 1,
+        deviceResidentState,
+        ...(deviceResidentState ? { loraFormulation: "masked" as const } : {}),
+      });
+      for (const i of [0, 1, 2]) await engine.writeAdapter(i + 1, adapters[i]!);
+      const whole = await chunkedPrefillTrace(engine, c, false);
+      const chunked = await chunkedPrefillTrace(engine, c, true);
+      expect([...chunked.keys()].sort()).toEqual([...whole.keys()].sort());
+      expect(chunked.get("long")).toHaveLength(23);
+      for (const [label, rows] of chunked)
+        for (const [i, row] of rows.entries()) expect(maxDiff(row, whole.get(label)![i]!)).toBeLessThan(1e-4);
+      await expectChunkMisuseRefused(engine, c);
       await engine.close();
     }
   });

@@ -4,7 +4,7 @@
 import type { LoadedAdapter } from "../adapters/peft.ts";
 import { type CUDA_FORMULATION, CudaEngine, type CudaEngineOptions } from "./cuda/cuda-engine.ts";
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
-import { Engine, type EngineOptions, type LoraFormulation } from "./engine.ts";
+import { Engine, type EngineOptions, type LoraFormulation, type PrefillPrompt } from "./engine.ts";
 import type { ModelConfig } from "./model-config.ts";
 
 /** The calls every engine answers, with the same errors for the same misuse. */
@@ -21,10 +21,8 @@ export interface ServingEngine {
   clearSlot(slot: number): void;
   warmUp(): Promise<void>;
   prefill(id: string, tokens: readonly number[], slot: number, allLogits?: boolean): Promise<Float32Array[]>;
-  prefillTogether(
-    prompts: readonly { id: string; tokens: readonly number[]; slot: number }[],
-    allLogits?: boolean,
-  ): Promise<Float32Array[]>;
+  /** Prompts, or chunks of long ones (PrefillPrompt), in one call; see Engine.prefillTogether. */
+  prefillTogether(prompts: readonly PrefillPrompt[], allLogits?: boolean): Promise<Float32Array[]>;
   decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>>;
   /**
    * A decode where the sequences in `choices` may come back picked or as candidates instead of their

@@ -6,6 +6,7 @@ import { Worker } from "node:worker_threads";
 import type { LoadedAdapter } from "../adapters/peft.ts";
 import type { CudaEngineOptions } from "./cuda/cuda-engine.ts";
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
+import type { PrefillPrompt } from "./engine.ts";
 import type { ModelConfig } from "./model-config.ts";
 
 /** What the thread answers: the call's result or its error message. */
@@ -79,9 +80,7 @@ export class EngineThread {
     return this.call("prefill", [id, tokens, slot]) as Promise<Float32Array[]>;
   }
 
-  prefillTogether(
-    prompts: readonly { id: string; tokens: readonly number[]; slot: number }[],
-  ): Promise<Float32Array[]> {
+  prefillTogether(prompts: readonly PrefillPrompt[]): Promise<Float32Array[]> {
     return this.call("prefillTogether", [prompts]) as Promise<Float32Array[]>;
   }
 

@@ -126,6 +126,22 @@ interface Sequence {
   slot: number;
   /** Tokens in the KV cache. */
   length: number;
+  /** Its prompt is still being prefilled chunk by chunk: it does not decode yet. */
+  partial: boolean;
+}
+
+/**
+ * A prompt for prefillTogether, or one chunk of it. A long prompt may go in chunks over several calls, so
+ * that no step runs more than its token budget: every chunk but the last says `more`, and the sequence
+ * decodes only after its last chunk ran. A chunk continues the sequence of the same id.
+ */
+export interface PrefillPrompt {
+  id: string;
+  /** The prompt's tokens from the sequence's length on: the whole prompt, or its next chunk. */
+  tokens: readonly number[];
+  slot: number;
+  /** More of this prompt follows in a later call. */
+  more?: boolean;
 }
 
 /**
@@ -286,6 +302,8 @@ export class Engine {
   private readonly sequences = new Map<string, Sequence>();
   /** Prefilled sequences waiting to join the batch cache at the next decode: their row of a prefill's presents. */
   private readonly joining = new Map<string, { tensors: KvTensors; row: number }>();
+  /** The caches of sequences whose prompts are still prefilling chunk by chunk, batch 1 each. */
+  private readonly partialKv = new Map<string, KvTensors>();
   /** Prefill outputs still referenced by joiners; freed once the batch cache has absorbed them. */
   private readonly prefillsToFree = new Set<KvTensors>();
   /** Segment count of the variant recent steps ran (0 after a decode without adapters). */
@@ -376,47 +394,110 @@ export class Engine {
   }
 
   /**
-   * Runs prompts as one batch and returns each one's last-token logits, or every token's when `allLogits`,
-   * prompt after prompt. GroupQueryAttention takes any batch for a first prompt, right-padded to the
-   * longest: each row attends to its own length (seqlens_k), rotary positions start at 0 in every row, and
-   * a padded position's output and cache entry are never read (the cache keeps each row's own length).
+   * Runs prompts, or chunks of them (PrefillPrompt), and returns each one's last-token logits, or every
+   * token's when `allLogits`, prompt after prompt. New prompts run as one batch: GroupQueryAttention takes
+   * any batch for a first prompt, right-padded to the longest: each row attends to its own length
+   * (seqlens_k), rotary positions start at 0 in every row, and a padded position's output and cache entry
+   * are never read (the cache keeps each row's own length). A chunk that continues a sequence runs alone
+   * on that sequence's cache, since GroupQueryAttention takes a prompt with existing past only in batch 1.
    */
-  async prefillTogether(
-    prompts: readonly { id: string; tokens: readonly number[]; slot: number }[],
-    allLogits = false,
-  ): Promise<Float32Array[]> {
+  async prefillTogether(prompts: readonly PrefillPrompt[], allLogits = false): Promise<Float32Array[]> {
     const ids = new Set<string>();
     for (const { id, tokens, slot } of prompts) {
-      if (this.sequences.has(id) || ids.has(id)) throw new EngineError(`sequence ${id} is already running`);
+      const known = this.sequences.get(id);
+      if ((known && !known.partial) || ids.has(id))
+        throw new EngineError(`sequence ${id} is already running`);
       ids.add(id);
       if (tokens.length === 0) throw new EngineError(`sequence ${id} has an empty prompt`);
-      if (tokens.length >= this.options.maxContext) {
+      const length = (known?.length ?? 0) + tokens.length;
+      if (length >= this.options.maxContext) {
         throw new EngineError(
-          `prompt of ${tokens.length} tokens leaves no room in a ${this.options.maxContext}-token context`,
+          `prompt of ${length} tokens leaves no room in a ${this.options.maxContext}-token context`,
         );
       }
       this.checkSlot(slot);
+      if (known && known.slot !== slot) {
+        throw new EngineError(`sequence ${id} is prefilling in slot ${known.slot}, not ${slot}`);
+      }
     }
+    const logits = new Map<string, Float32Array[]>();
+    const fresh = prompts.filter((p) => !this.sequences.has(p.id));
+    if (fresh.length > 0) await this.prefillFresh(fresh, allLogits, logits);
+    for (const prompt of prompts)
+      if (!logits.has(prompt.id)) logits.set(prompt.id, await this.prefillChunk(prompt, allLogits));
+    return prompts.flatMap((p) => logits.get(p.id)!);
+  }
+
+  /** New prompts in one run; each joins the batch at the next decode, or waits for its next chunk. */
+  private async prefillFresh(
+    prompts: readonly PrefillPrompt[],
+    allLogits: boolean,
+    logits: Map<string, Float32Array[]>,
+  ): Promise<void> {
     const n = Math.max(...prompts.map((p) => p.tokens.length));
-    const rows = prompts.flatMap(({ tokens }, b) =>
-      allLogits ? tokens.map((_, i) => b * n + i) : [b * n + tokens.length - 1],
-    );
-    const { rows: results, kv: presents } = await this.run({
+    const rowsOf = (tokens: readonly number[], b: number) =>
+      allLogits ? tokens.map((_, i) => b * n + i) : [b * n + tokens.length - 1];
+    const { rows, kv: presents } = await this.run({
       tokens: prompts.map((p) => p.tokens),
       pastLengths: prompts.map(() => 0),
       past: emptyKv(this.kvShape, prompts.length),
       slots: prompts.map((p) => p.slot),
-      logitsRows: rows,
+      logitsRows: prompts.flatMap((p, b) => rowsOf(p.tokens, b)),
       plan: null,
       decode: false,
       kv: "presents",
     });
-    this.prefillsToFree.add(presents);
-    for (const [row, { id, slot, tokens }] of prompts.entries()) {
-      this.sequences.set(id, { slot, length: tokens.length });
-      this.joining.set(id, { tensors: presents, row });
+    let at = 0;
+    for (const [row, { id, slot, tokens, more }] of prompts.entries()) {
+      const count = rowsOf(tokens, row).length;
+      logits.set(
+        id,
+        rows.slice(at, at + count).map((r) => r.logits!),
+      );
+      at += count;
+      const partial = more === true;
+      this.sequences.set(id, { slot, length: tokens.length, partial });
+      if (!partial) this.joining.set(id, { tensors: presents, row });
+      // A prompt alone in its run owns the presents as they are; in a batch, its row is copied out.
+      else if (prompts.length === 1) this.partialKv.set(id, presents);
+      else this.partialKv.set(id, await this.ownRow({ tensors: presents, row, length: tokens.length }));
     }
-    return results.map((r) => r.logits!);
+    if (prompts.some((p) => p.more !== true)) this.prefillsToFree.add(presents);
+    else if (prompts.length > 1) this.disposeKv(presents);
+  }
+
+  /** The next chunk of a sequence whose prompt is still prefilling, on its own cache. */
+  private async prefillChunk(prompt: PrefillPrompt, allLogits: boolean): Promise<Float32Array[]> {
+    const sequence = this.sequences.get(prompt.id)!;
+    const past = this.partialKv.get(prompt.id)!;
+    const { tokens } = prompt;
+    const { rows, kv: presents } = await this.run({
+      tokens: [tokens],
+      pastLengths: [sequence.length],
+      past,
+      slots: [prompt.slot],
+      logitsRows: allLogits ? tokens.map((_, i) => i) : [tokens.length - 1],
+      plan: null,
+      decode: false,
+      kv: "presents",
+    });
+    this.disposeKv(past);
+    sequence.length += tokens.length;
+    if (prompt.more === true) this.partialKv.set(prompt.id, presents);
+    else {
+      this.partialKv.delete(prompt.id);
+      sequence.partial = false;
+      this.joining.set(prompt.id, { tensors: presents, row: 0 });
+      this.prefillsToFree.add(presents);
+    }
+    return rows.map((r) => r.logits!);
+  }
+
+  /** One sequence's cache rows copied out of a batch's, in a cache of its own. */
+  private ownRow(source: KvRowSource): Promise<KvTensors> | KvTensors {
+    return this.deviceOps
+      ? this.deviceOps.gather(this.kvShape, [source])
+      : gatherKvRows(this.kvShape, [source]);
   }
 
   /**
@@ -437,17 +518,19 @@ export class Engine {
     choices: ReadonlyMap<string, DecodeChoice>,
   ): Promise<Map<string, DecodeRow>> {
     this.keptRows.clear();
-    if (tokens.size === 0 && this.sequences.size === 0) return new Map();
-    if (tokens.size !== this.sequences.size) {
-      const missing = [...this.sequences.keys()].filter((id) => !tokens.has(id));
-      throw new EngineError(`decode must cover every running sequence; missing ${missing.join(", ")}`);
-    }
     for (const id of tokens.keys()) {
       const sequence = this.sequences.get(id);
       if (!sequence) throw new EngineError(`sequence ${id} is not running`);
+      if (sequence.partial) throw new EngineError(`sequence ${id} is still prefilling its prompt`);
       if (sequence.length + 1 > this.options.maxContext) {
         throw new EngineError(`sequence ${id} reached the ${this.options.maxContext}-token context`);
       }
+    }
+    const decoding = [...this.sequences].filter(([, s]) => !s.partial).map(([id]) => id);
+    if (tokens.size === 0 && decoding.length === 0) return new Map();
+    if (tokens.size !== decoding.length) {
+      const missing = decoding.filter((id) => !tokens.has(id));
+      throw new EngineError(`decode must cover every running sequence; missing ${missing.join(", ")}`);
     }
     await this.settleBatch();
     const ids = this.batchIds;
@@ -513,6 +596,9 @@ export class Engine {
   release(id: string): void {
     this.sequences.delete(id);
     this.joining.delete(id);
+    const partial = this.partialKv.get(id);
+    if (partial) this.disposeKv(partial);
+    this.partialKv.delete(id);
   }
 
   get running(): number {
@@ -541,8 +627,17 @@ export class Engine {
    * gives a host cache room for this step's token.
    */
   private async settleBatch(): Promise<void> {
-    const kept = this.batchIds.filter((id) => this.sequences.has(id) && !this.joining.has(id));
-    const longest = Math.max(0, ...[...this.sequences.values()].map((s) => s.length));
+    // A row stays if its sequence still runs and is the same one: an id released and used again since
+    // (joining now, or prefilling its prompt in chunks) has a new cache.
+    const stays = (id: string) => {
+      const sequence = this.sequences.get(id);
+      return sequence !== undefined && !sequence.partial && !this.joining.has(id);
+    };
+    const kept = this.batchIds.filter(stays);
+    const longest = Math.max(
+      0,
+      ...[...this.sequences.values()].filter((s) => !s.partial).map((s) => s.length),
+    );
     const roomy = this.deviceOps !== null || longest < (this.batchKv.keys[0]?.dims[2] ?? 0);
     if (
       roomy &&
@@ -553,7 +648,7 @@ export class Engine {
       return;
     const sources: KvRowSource[] = [];
     this.batchIds.forEach((id, row) => {
-      if (this.sequences.has(id) && !this.joining.has(id)) {
+      if (stays(id)) {
         sources.push({ tensors: this.batchKv, row, length: this.sequences.get(id)!.length });
       }
     });

@@ -3,6 +3,7 @@
 // leave at once, so no request waits for another to finish. Sampling, stop conditions and text live in
 // sequence-output.ts.
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
+import type { PrefillPrompt } from "./engine.ts";
 import { prefillBatches } from "./prefill-batches.ts";
 import type { SampledToken, SamplingParams } from "./sampler.ts";
 import { decodeChoices, SequenceOutput } from "./sequence-output.ts";
@@ -12,10 +13,8 @@ import type { Tokenizer } from "./tokenizer.ts";
 export interface StepEngine {
   /** ServingEngine.padsPrefills: whether prompts of very different lengths should go in separate runs. */
   readonly padsPrefills: boolean;
-  /** Prompts of any lengths in one run; each one's last-token logits, in order (ServingEngine). */
-  prefillTogether(
-    prompts: readonly { id: string; tokens: readonly number[]; slot: number }[],
-  ): Promise<Float32Array[]>;
+  /** Prompts of any lengths, or chunks of them, in one call; each one's last-token logits, in order (ServingEngine). */
+  prefillTogether(prompts: readonly PrefillPrompt[]): Promise<Float32Array[]>;
   /** See ServingEngine.decodePicking and logitsOf. */
   decodePicking(
     tokens: ReadonlyMap<string, number>,

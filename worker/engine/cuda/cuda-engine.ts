@@ -7,7 +7,7 @@ import { SingleBar } from "cli-progress";
 import type { LoadedAdapter } from "../../adapters/peft.ts";
 import { CANDIDATES, type DecodeChoice, type DecodeRow, penaltyEntries } from "../decode-row.ts";
 import { usableCudaAddon } from "../device.ts";
-import { EngineError, type EngineOptions } from "../engine.ts";
+import { EngineError, type EngineOptions, type PrefillPrompt } from "../engine.ts";
 import { LoraBankError } from "../lora-banks.ts";
 import { loadModelConfig, MODULE_KINDS, type ModelConfig, moduleShape } from "../model-config.ts";
 import { inverseFrequencies } from "../rope.ts";
@@ -131,51 +131,61 @@ export class CudaEngine {
   }
 
   /**
-   * Runs prompts (of any lengths: steps are ragged) and returns each one's last-token logits, or every
-   * token's when `allLogits`, prompt after prompt. Prompts longer than a step go in chunks.
+   * Runs prompts, or chunks of them (PrefillPrompt), of any lengths (steps are ragged) and returns each
+   * one's last-token logits, or every token's when `allLogits`, prompt after prompt. A chunk continues its
+   * sequence's cache row at the sequence's length. Prompts longer than a step go in native chunks.
    */
-  async prefillTogether(
-    prompts: readonly { id: string; tokens: readonly number[]; slot: number }[],
-    allLogits = false,
-  ): Promise<Float32Array[]> {
+  async prefillTogether(prompts: readonly PrefillPrompt[], allLogits = false): Promise<Float32Array[]> {
     const ids = new Set<string>();
     for (const { id, tokens, slot } of prompts) {
-      if (this.sequences.get(id) || ids.has(id)) throw new EngineError(`sequence ${id} is already running`);
+      const known = this.sequences.get(id);
+      if ((known && !known.partial) || ids.has(id))
+        throw new EngineError(`sequence ${id} is already running`);
       ids.add(id);
       if (tokens.length === 0) throw new EngineError(`sequence ${id} has an empty prompt`);
-      if (tokens.length >= this.spec.maxContext) {
+      const length = (known?.length ?? 0) + tokens.length;
+      if (length >= this.spec.maxContext) {
         throw new EngineError(
-          `prompt of ${tokens.length} tokens leaves no room in a ${this.spec.maxContext}-token context`,
+          `prompt of ${length} tokens leaves no room in a ${this.spec.maxContext}-token context`,
         );
       }
       this.checkSlot(slot);
+      if (known && known.slot !== slot) {
+        throw new EngineError(`sequence ${id} is prefilling in slot ${known.slot}, not ${slot}`);
+      }
       for (const token of tokens) this.checkToken(id, token);
     }
     this.checkDistinctAdapters(prompts.map((p) => p.slot));
-    if (prompts.length > this.spec.cacheRows - this.sequences.size) {
+    const fresh = prompts.filter((p) => !this.sequences.get(p.id));
+    if (fresh.length > this.spec.cacheRows - this.sequences.size) {
       throw new EngineError(
-        `no free cache row for ${prompts.length} more sequences: ${this.sequences.size} of ${this.spec.cacheRows} are running (maxBatch)`,
+        `no free cache row for ${fresh.length} more sequences: ${this.sequences.size} of ${this.spec.cacheRows} are running (maxBatch)`,
       );
     }
-    const admitted = prompts.map(({ id, slot, tokens }) => ({
+    const admitted = prompts.map(({ id, slot, tokens, more }) => ({
       id,
       tokens,
-      sequence: this.sequences.admit(id, slot),
+      more: more === true,
+      sequence: this.sequences.get(id) ?? this.sequences.admit(id, slot),
     }));
     try {
       const rows = prefillRows(
         admitted.map(({ tokens, sequence }) => ({
           cacheRow: sequence.cacheRow,
           slot: sequence.slot,
+          start: sequence.length,
           tokens,
         })),
         allLogits,
       );
       const { logits } = await this.runRows(rows, { returnLogits: true });
-      for (const { tokens, sequence } of admitted) sequence.length = tokens.length;
+      for (const { tokens, more, sequence } of admitted) {
+        sequence.length += tokens.length;
+        sequence.partial = more;
+      }
       return logits;
     } catch (error) {
-      for (const { id } of admitted) this.sequences.release(id);
+      for (const { id } of fresh) this.sequences.release(id);
       throw error;
     }
   }
@@ -316,15 +326,12 @@ export class CudaEngine {
     tokens: ReadonlyMap<string, number>,
     options: RunOptions,
   ): Promise<RowResults & { ids: string[] }> {
-    if (tokens.size !== this.sequences.size) {
-      const missing = this.sequences.ids().filter((id) => !tokens.has(id));
-      throw new EngineError(`decode must cover every running sequence; missing ${missing.join(", ")}`);
-    }
     const rows: StepRow[] = [];
     const sequences: RunningSequence[] = [];
     for (const [id, token] of tokens) {
       const sequence = this.sequences.get(id);
       if (!sequence) throw new EngineError(`sequence ${id} is not running`);
+      if (sequence.partial) throw new EngineError(`sequence ${id} is still prefilling its prompt`);
       if (sequence.length + 1 > this.spec.maxContext) {
         throw new EngineError(`sequence ${id} reached the ${this.spec.maxContext}-token context`);
       }
@@ -337,6 +344,11 @@ export class CudaEngine {
         slot: sequence.slot,
         logits: true,
       });
+    }
+    const decoding = this.sequences.ids().filter((id) => !this.sequences.get(id)!.partial);
+    if (tokens.size !== decoding.length) {
+      const missing = decoding.filter((id) => !tokens.has(id));
+      throw new EngineError(`decode must cover every running sequence; missing ${missing.join(", ")}`);
     }
     this.checkDistinctAdapters(rows.map((r) => r.slot));
     const result = await this.runRows(rows, options);

@@ -7,6 +7,8 @@ export interface RunningSequence {
   slot: number;
   /** Tokens in the cache; 0 until its prefill has run. */
   length: number;
+  /** Its prompt is still being prefilled chunk by chunk: it does not decode yet. */
+  partial: boolean;
 }
 
 export class SequenceTable {
@@ -27,7 +29,7 @@ export class SequenceTable {
         `no free cache row for sequence ${id}: ${this.cacheRows} sequences are running, the most this engine holds (maxBatch)`,
       );
     }
-    const sequence = { cacheRow, slot, length: 0 };
+    const sequence = { cacheRow, slot, length: 0, partial: false };
     this.sequences.set(id, sequence);
     return sequence;
   }

@@ -14,18 +14,21 @@ export interface StepRow {
   logits: boolean;
 }
 
-/** The rows of prompts prefilled from position 0: each prompt's last token has logits, or all with allLogits. */
+/**
+ * The rows of prompts (or chunks of prompts) prefilled from position `start` on: each one's last token has
+ * logits, or all with allLogits.
+ */
 export function prefillRows(
-  prompts: readonly { cacheRow: number; slot: number; tokens: readonly number[] }[],
+  prompts: readonly { cacheRow: number; slot: number; start: number; tokens: readonly number[] }[],
   allLogits: boolean,
 ): StepRow[] {
-  return prompts.flatMap(({ cacheRow, slot, tokens }) =>
-    tokens.map((token, position) => ({
+  return prompts.flatMap(({ cacheRow, slot, start, tokens }) =>
+    tokens.map((token, i) => ({
       token,
       cacheRow,
-      position,
+      position: start + i,
       slot,
-      logits: allLogits || position === tokens.length - 1,
+      logits: allLogits || i === tokens.length - 1,
     })),
   );
 }
