@@ -1,7 +1,8 @@
 // The worker's scheduler: continuous batching of mixed-adapter sequences over one engine. Every step it
 // retires cancelled and failed sequences, admits waiting ones (prompts taken within the step's token budget
-// and prefilled together where their lengths are close, engine/prefill-batches.ts) and runs one decode over
-// everything running, so a short request never waits for a long one.
+// and prefilled together where their lengths are close, engine/prefill-batches.ts; a prompt longer than
+// the budget leaves goes in chunks over several steps) and runs one decode over everything running, so a
+// short request never waits for a long one and a long prompt never stalls the running sequences.
 //
 // The engine decodes every running sequence in one run, so the adapters of the running set ARE the step's
 // adapters: at most `maxAdaptersPerStep` adapters are active (acquired in a slot) at once. Requests queue per
@@ -39,8 +40,10 @@ export interface SchedulerOptions {
   /** Longest sequence, prompt + generated, the engine holds. */
   maxContext: number;
   /**
-   * Tokens one step may process: one per running sequence plus the prompts prefilled. The first prompt of a
-   * step always goes in, however long, so no prompt waits forever.
+   * Tokens one step may process: one per running sequence plus the prompt tokens prefilled. A prompt longer
+   * than what a step has left goes in chunks over several steps (one such prompt at a time), so a long
+   * prompt never stalls the running sequences for longer than one budget's worth of work. A step's first
+   * prompt work gets at least MIN_PREFILL_CHUNK tokens, so prompts move on however many sequences run.
    */
   stepTokenBudget: number;
   /** Distinct adapters in one step (the engine's limit, at most its slots). */
@@ -104,6 +107,9 @@ interface Entry {
   job: Job;
   group: Group;
   output: SequenceOutput;
+  /** Prompt tokens in the engine's cache so far: a long prompt goes in chunks. */
+  fed: number;
+  /** The whole prompt is in: the sequence runs (decodes). */
   prefilled: boolean;
   /** Set while running: the sequence leaves at the next step with this ending. */
   ending: { reason: "cancelled" } | { reason: "error"; error: JobError } | null;
@@ -131,6 +137,17 @@ interface Group {
 
 const SLOT_RETRY_MS = 20;
 
+/** Fewest prompt tokens a step's first prefill takes, even when the running sequences use up the budget. */
+export const MIN_PREFILL_CHUNK = 32;
+
+/** One step's prefill work for an entry: its whole prompt, the rest of it, or its next chunk. */
+interface PrefillWork {
+  entry: Entry;
+  tokens: readonly number[];
+  /** More of the prompt follows in a later step. */
+  more: boolean;
+}
+
 function groupKey(org: string, adapter: AdapterRef | null): string {
   return adapter ? `adapter:${adapter.name}@${adapter.sha256}` : `base:${org}`;
 }
@@ -143,8 +160,10 @@ export class Scheduler {
   private orgTurn = 0;
   private readonly groupTurn = new Map<string, number>();
   private readonly running = new Map<string, Entry>();
-  /** Taken off their queues for this step's prefill and not yet running. */
+  /** Taken off their queues for prefill and not yet running. */
   private readonly prefilling = new Set<Entry>();
+  /** The entry whose long prompt is going in chunks, one per step, if any. */
+  private chunked: Entry | null = null;
   private readonly entries = new Map<string, Entry>();
   private step = 0;
   private waitCounter = 0;
@@ -196,7 +215,7 @@ export class Scheduler {
         return fail(new JobError("invalid_request", (error as Error).message));
       }
       const group = this.groupFor(job);
-      const entry: Entry = { job, group, output, prefilled: false, ending: null, resolve };
+      const entry: Entry = { job, group, output, fed: 0, prefilled: false, ending: null, resolve };
       group.queue.push(entry);
       this.entries.set(job.id, entry);
       if (job.adapter) this.adapters.prefetch(job.adapter);
@@ -329,7 +348,8 @@ export class Scheduler {
   }
 
   private async pump(): Promise<void> {
-    while (this.entries.size > 0 || this.hasHeldSlots()) {
+    // A cancelled chunked prompt is settled already, but the engine holds its cache until the next step.
+    while (this.entries.size > 0 || this.hasHeldSlots() || this.chunked !== null) {
       this.changed = false;
       const started = performance.now();
       await this.retire();
@@ -493,79 +513,102 @@ export class Scheduler {
   }
 
   private async admit(ran: Set<Entry>): Promise<void> {
-    const admitted = this.takeAdmissions();
+    if (this.chunked && !this.wanted(this.chunked)) await this.drop(this.chunked);
+    const work = this.takePrefills();
     const batches = prefillBatches(
-      admitted.map((entry) => entry.job.promptTokens.length),
+      work.map((w) => w.tokens.length),
       this.engine.padsPrefills,
     );
     for (const batch of batches)
       await this.prefill(
-        batch.map((i) => admitted[i]!),
+        batch.map((i) => work[i]!),
         ran,
       );
   }
 
   /**
-   * Takes this step's prompts off their queues, in turn across orgs and adapters, within the step's token
-   * budget. Each counts as running in its group from here: a cancel while its prompt runs must not release
-   * the slot the prompt is using.
+   * This step's prefill work within its token budget: first the next chunk of a prompt going in chunks,
+   * then prompts taken off their queues in turn across orgs and adapters. Each taken entry counts as running
+   * in its group from here: a cancel while its prompt runs must not release the slot the prompt is using.
    */
-  private takeAdmissions(): Entry[] {
+  private takePrefills(): PrefillWork[] {
     let budget = this.options.stepTokenBudget - this.running.size;
-    const taken: Entry[] = [];
-    while (this.running.size + taken.length < this.options.maxBatch) {
+    const work: PrefillWork[] = [];
+    // The rest of the entry's prompt if it fits; else a chunk of what the step has left, unless another
+    // prompt is in chunks or the chunk would be too small to be worth a run. null: it waits.
+    const piece = (entry: Entry): PrefillWork | null => {
+      const rest = entry.job.promptTokens.slice(entry.fed);
+      const room = Math.max(budget, work.length === 0 ? MIN_PREFILL_CHUNK : 0);
+      if (rest.length <= room) return { entry, tokens: rest, more: false };
+      if ((this.chunked !== null && this.chunked !== entry) || room < MIN_PREFILL_CHUNK) return null;
+      return { entry, tokens: rest.slice(0, room), more: true };
+    };
+    if (this.chunked) {
+      const next = piece(this.chunked)!;
+      work.push(next);
+      budget -= next.tokens.length;
+    }
+    while (this.running.size + work.length < this.options.maxBatch) {
       const next = this.nextGroup();
       if (!next) break;
       const { group, orgAt, groupAt } = next;
       const entry = group.queue[0]!;
-      const length = entry.job.promptTokens.length;
-      if (taken.length > 0 && length > budget) break;
-      budget -= length;
+      const taken = piece(entry);
+      if (!taken) break;
+      budget -= taken.tokens.length;
       group.queue.shift();
       group.running++;
       this.prefilling.add(entry);
+      if (taken.more) this.chunked = entry;
       this.orgTurn = orgAt + 1;
       this.groupTurn.set(group.org, groupAt + 1);
-      taken.push(entry);
+      work.push(taken);
     }
-    return taken;
+    return work;
   }
 
-  /** Prefills prompts in one engine run; each joins the running batch with its first token. */
-  private async prefill(admitted: readonly Entry[], ran: Set<Entry>): Promise<void> {
+  /**
+   * Prefills prompts, or chunks of them, in one engine call; a prompt whose last piece ran joins the
+   * running batch with its first token.
+   */
+  private async prefill(batch: readonly PrefillWork[], ran: Set<Entry>): Promise<void> {
     // One cancelled or failed while an earlier batch of the step ran is not prefilled at all.
-    const entries: Entry[] = [];
-    for (const entry of admitted) {
-      if (this.wanted(entry)) entries.push(entry);
-      else await this.drop(entry);
+    const pieces: PrefillWork[] = [];
+    for (const work of batch) {
+      if (this.wanted(work.entry)) pieces.push(work);
+      else await this.drop(work.entry);
     }
-    if (entries.length === 0) return;
+    if (pieces.length === 0) return;
     let logits: Float32Array[];
     try {
       logits = await this.engine.prefillTogether(
-        entries.map((entry) => ({
+        pieces.map(({ entry, tokens, more }) => ({
           id: entry.job.id,
-          tokens: entry.job.promptTokens,
+          tokens,
           slot: entry.group.slot,
+          ...(more ? { more } : {}),
         })),
       );
     } catch (error) {
       const reason = new JobError("engine_error", `prefill failed: ${(error as Error).message}`);
-      for (const entry of entries) {
+      for (const { entry } of pieces) {
         entry.ending = { reason: "error", error: reason };
         await this.drop(entry);
       }
       return;
     }
-    for (const [i, entry] of entries.entries()) {
+    for (const [i, { entry, tokens, more }] of pieces.entries()) {
       if (!this.wanted(entry)) {
         await this.drop(entry);
         continue;
       }
+      entry.fed += tokens.length;
+      ran.add(entry);
+      if (more) continue;
+      if (this.chunked === entry) this.chunked = null;
       this.prefilling.delete(entry);
       entry.prefilled = true;
       this.running.set(entry.job.id, entry);
-      ran.add(entry);
       await this.accept(entry, logits[i]!);
     }
   }
@@ -581,6 +624,7 @@ export class Scheduler {
    */
   private async drop(entry: Entry): Promise<void> {
     this.prefilling.delete(entry);
+    if (this.chunked === entry) this.chunked = null;
     await this.engine.release(entry.job.id);
     this.leave(entry);
     const ending = entry.ending;

@@ -4,7 +4,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { AdapterRef } from "../../schema/wire.ts";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
 import { NoFreeSlotError } from "../../worker/adapters/adapter-manager.ts";
@@ -313,6 +313,72 @@ describe("scheduler", () => {
     expect(s).toMatchObject({ finishReason: "cancelled", promptTokens: 0, tokens: [] });
     await scheduler.idle();
     expect(engine.running).toBe(0);
+  });
+
+  it("prefills a prompt longer than a step's budget in chunks while the running sequences go on, with the tokens one run gives", async () => {
+    const longPrompt = Array.from({ length: 100 }, (_, i) => 40 + ((7 * i) % 50));
+    const reference = await setUp();
+    const alone = done(await reference.scheduler.submit(job("long", 2, 5, { promptTokens: longPrompt })));
+
+    const { scheduler, engine, steps } = await setUp({ stepTokenBudget: 40 });
+    const pieces: { size: number; more: boolean; runnerTokens: number }[] = [];
+    let runnerTokens = 0;
+    const prefillTogether = engine.prefillTogether.bind(engine);
+    engine.prefillTogether = (prompts, allLogits) => {
+      for (const p of prompts)
+        if (p.id === "long") pieces.push({ size: p.tokens.length, more: p.more === true, runnerTokens });
+      return prefillTogether(prompts, allLogits);
+    };
+    let long: Promise<Outcome> | undefined;
+    const runner = scheduler.submit(
+      job("runner", 1, 30, {
+        onToken: () => {
+          runnerTokens++;
+          if (runnerTokens === 2) long = scheduler.submit(job("long", 2, 5, { promptTokens: longPrompt }));
+        },
+      }),
+    );
+    await runner;
+    const chunked = done(await long!);
+    // One sequence running: 39 prompt tokens a step, the last piece what is left; the runner decoded a
+    // token in every step in between.
+    expect(pieces.map((p) => [p.size, p.more])).toEqual([
+      [39, true],
+      [39, true],
+      [22, false],
+    ]);
+    const first = pieces[0]!.runnerTokens;
+    expect(pieces.map((p) => p.runnerTokens)).toEqual([first, first + 1, first + 2]);
+    expect(Math.max(...steps.map((s) => s.sequences))).toBe(2);
+    expect(chunked.promptTokens).toBe(100);
+    expect(chunked.tokens.map((t) => t.token)).toEqual(alone.tokens.map((t) => t.token));
+  });
+
+  it("releases a long prompt cancelled between its chunks, unbilled and never decoded", async () => {
+    let steps = 0;
+    const { scheduler, engine } = await setUp({
+      stepTokenBudget: 40,
+      // Between steps, after the second chunk ran: the scheduler learns of it at its next step.
+      onStep: () => {
+        if (++steps === 2) scheduler.cancel("long");
+      },
+    });
+    const sizes: number[] = [];
+    const prefillTogether = engine.prefillTogether.bind(engine);
+    engine.prefillTogether = (prompts, allLogits) => {
+      sizes.push(...prompts.map((p) => p.tokens.length));
+      return prefillTogether(prompts, allLogits);
+    };
+    // The base model: no adapter slot keeps the scheduler's loop going after the cancel settled the job.
+    const outcome = done(
+      await scheduler.submit(
+        job("long", null, 5, { promptTokens: Array.from({ length: 120 }, (_, i) => 40 + (i % 50)) }),
+      ),
+    );
+    expect(outcome).toMatchObject({ finishReason: "cancelled", promptTokens: 0, tokens: [] });
+    await vi.waitFor(() => expect(engine.running).toBe(0));
+    expect(sizes).toEqual([40, 40]);
+    expect(scheduler.tokensGenerated).toBe(0);
   });
 
   it("runs the batch while an adapter loads, and a failed load fails only its own requests", async () => {
