@@ -76,7 +76,7 @@ const WARM_UP = 4;
 const BASE = "bench-1b";
 
 /** The engine benchmark's cached model when present (it has adapter-0), else one adapter of our own. */
-function ensureModel(device: Device, layers: number, log: (line: string) => void): string {
+export function benchModelWithAdapter(device: Device, layers: number, log: (line: string) => void): string {
   const dtype = device === "cpu" ? "F32" : "F16";
   const models = resolve(".luminet", "bench-models");
   const shared = join(models, `bench-1b-${layers}l-${dtype.toLowerCase()}`);
@@ -99,7 +99,7 @@ export async function runSwitchBench(options: SwitchBenchOptions): Promise<Switc
   const requests = options.requests ?? 200;
   const tokens = options.tokens ?? 4;
   if (tokens < 2) throw new RangeError("--tokens must be at least 2: per-token latency needs two tokens");
-  const modelDir = options.modelDir ?? ensureModel(device, layers, log);
+  const modelDir = options.modelDir ?? benchModelWithAdapter(device, layers, log);
   const cacheDir = mkdtempSync(join(tmpdir(), "luminet-bench-switch-"));
   const broker = new InProcessBroker({ ackWaitMs: 10 * 60_000 });
   const gateway = broker.connect();

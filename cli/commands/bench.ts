@@ -7,6 +7,7 @@ import { reportE2eBench, runE2eBench } from "../../scripts/bench-e2e.ts";
 import { reportEngineBench, runEngineBench } from "../../scripts/bench-engine.ts";
 import { reportFleetBench, runFleetBench } from "../../scripts/bench-fleet.ts";
 import { reportGatewayBench, runGatewayBench } from "../../scripts/bench-gateway.ts";
+import { reportLongPromptBench, runLongPromptBench } from "../../scripts/bench-long-prompt.ts";
 import { reportSwitchBench, runSwitchBench } from "../../scripts/bench-switch.ts";
 import { writeBenchmarkPlots } from "../../scripts/plot-benchmarks.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
@@ -111,6 +112,46 @@ export function registerBench(program: Command): void {
           log: (line) => process.stderr.write(`${line}\n`),
         });
         reportSwitchBench(result, options.json === true);
+      },
+    );
+  bench
+    .command("long-prompt")
+    .description(
+      "what a long prompt does to the sequences streaming when it arrives: their longest gap, per step token budget",
+    )
+    .option("--device <device>", "cpu | webgpu | cuda", "cpu")
+    .option("--layers <n>", "layers of bench-1b (default 2 on cpu, 16 on a GPU)")
+    .option("--model <dir>", "a bench-1b folder (default: generated and cached in .luminet/)")
+    .option("--prompt-tokens <n>", "tokens of the long prompt", "1536")
+    .option("--streams <n>", "sequences streaming when it arrives", "8")
+    .option(
+      "--step-tokens <list>",
+      "step token budgets to compare, comma-separated (default: the prompt's length plus the streams, which runs it whole, then 512 and 256)",
+    )
+    .option("--json", "print one JSON line")
+    .action(
+      async (options: {
+        device: string;
+        layers?: string;
+        model?: string;
+        promptTokens: string;
+        streams: string;
+        stepTokens?: string;
+        json?: boolean;
+      }) => {
+        if (!process.env.LOG_LEVEL) logger.level = "warn";
+        const result = await runLongPromptBench({
+          device: parseDevice(options.device),
+          ...(options.layers ? { layers: positive("--layers", options.layers) } : {}),
+          ...(options.model ? { modelDir: resolve(options.model) } : {}),
+          promptTokens: positive("--prompt-tokens", options.promptTokens),
+          streams: positive("--streams", options.streams),
+          ...(options.stepTokens
+            ? { stepTokens: options.stepTokens.split(",").map((n) => positive("--step-tokens", n.trim())) }
+            : {}),
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
+        reportLongPromptBench(result, options.json === true);
       },
     );
   bench
