@@ -9,6 +9,8 @@
 //   batch_vs_alone_logits  its decode logits inside the batch equal those alone (within tolerance)
 //   device_argmax      decodeGreedy's device argmax equals the argmax of the logits decode returns
 //   cuda_graphs        the same greedy tokens with CUDA graphs on and off
+//   chunked_prefill    a long prompt sent in three chunks while others decode (scripts/chunked-prefill-trace.ts):
+//                      every logit row within tolerance of the CPU engine running it whole
 //   device_sampling    through the batching loop, sequences sampled from the device's picks and candidates
 //                      (penalties applied there) draw the tokens that sampling their whole rows on the
 //                      host draws: greedy, top-k, top-p, logprobs, presence/frequency/repetition penalties
@@ -26,6 +28,7 @@ import { Engine } from "../worker/engine/engine.ts";
 import { ContinuousBatcher, type StepEngine } from "../worker/engine/generation.ts";
 import { GREEDY, type SamplingParams } from "../worker/engine/sampler.ts";
 import { loadTokenizer } from "../worker/engine/tokenizer.ts";
+import { chunkedPrefillCase, chunkedPrefillTrace } from "./chunked-prefill-trace.ts";
 import { writeRandomAdapter } from "./random-adapter.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
@@ -97,6 +100,14 @@ function compare(rows: Float32Array[], references: Float32Array[]) {
     relative,
     tolerance: TOLERANCE,
   };
+}
+
+/** compare, failing outright where the rows and their references differ in number. */
+function sameRowCount(rows: Float32Array[], references: Float32Array[]): CheckResult {
+  if (rows.length !== references.length) {
+    return { pass: false, rows: rows.length, references: references.length };
+  }
+  return compare(rows, references);
 }
 
 interface Trace {
@@ -194,6 +205,8 @@ export async function runCudaCheck(addon?: CudaAddon): Promise<CudaCheckReport> 
     const batch = await trace(cuda, prompts, slots, {});
     const batchGreedy = await trace(cuda, prompts, slots, { deviceGreedy: true });
     const alone = await trace(cuda, prompts, slots, { alone: true });
+    const chunkCase = chunkedPrefillCase(tiny.config.vocabSize);
+    const chunked = await chunkedPrefillTrace(cuda, chunkCase, true);
     const memory = cuda.memory();
     await cuda.close();
 
@@ -207,7 +220,9 @@ export async function runCudaCheck(addon?: CudaAddon): Promise<CudaCheckReport> 
     const cpu = await Engine.create({ ...options, device: "cpu", threads: 1 });
     for (const [i, adapter] of adapters.entries()) await cpu.writeAdapter(i + 1, adapter);
     const cpuBatch = await trace(cpu, prompts, slots, { feed: batch.tokens });
+    const whole = await chunkedPrefillTrace(cpu, chunkCase, false);
     await cpu.close();
+    const labels = [...whole.keys()].sort();
 
     const firstRows = (t: Trace) => t.logits.map((rows) => rows[0]!);
     const decodeRows = (t: Trace) => t.logits.flatMap((rows) => rows.slice(1));
@@ -238,6 +253,10 @@ export async function runCudaCheck(addon?: CudaAddon): Promise<CudaCheckReport> 
       batch_vs_alone_logits: compare(decodeRows(batch), decodeRows(alone)),
       device_argmax: sameTokens(batchGreedy.tokens, batch.tokens),
       cuda_graphs: sameTokens(withoutGraphs.tokens, batchGreedy.tokens),
+      chunked_prefill: sameRowCount(
+        labels.flatMap((label) => chunked.get(label) ?? []),
+        labels.flatMap((label) => whole.get(label)!),
+      ),
       device_sampling: sampling,
     };
     return {

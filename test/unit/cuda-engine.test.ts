@@ -9,6 +9,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { chunkedPrefillCase, chunkedPrefillTrace } from "../../scripts/chunked-prefill-trace.ts";
 import { wholeRows } from "../../scripts/cuda-check.ts";
 import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
 import { initTinyModel, tinyConfigJson } from "../../scripts/tiny-model.ts";
@@ -30,11 +31,7 @@ import { Prng } from "../../worker/engine/prng.ts";
 import { openWeights, writeSafetensors } from "../../worker/engine/safetensors.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
-import {
-  type ChunkedPrefillCase,
-  chunkedPrefillTrace,
-  expectChunkMisuseRefused,
-} from "../support/chunked-prefill.ts";
+import { expectChunkMisuseRefused } from "../support/chunked-prefill.ts";
 import { interceptSteps } from "../support/intercepted-cuda-addon.ts";
 import { spawnLuminet } from "../support/luminet-command.ts";
 import {
@@ -232,12 +229,7 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
   });
 
   it("prefills a long prompt in chunks while others decode, as the CPU engine does in one run", async () => {
-    const c: ChunkedPrefillCase = {
-      long: Array.from({ length: 23 }, (_, t) => (13 * t + 7) % model.vocabSize),
-      cuts: [9, 16],
-      short: [prompt(1), prompt(4), prompt(2)],
-      slots: [2, 1, 3, 0],
-    };
+    const c = chunkedPrefillCase(model.vocabSize);
     const cpu = await cpuEngine();
     const { steps, engine: pending } = cudaEngine({ maxBatch: 8, stepTokens: 8 });
     const cuda = await pending;

@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { chunkedPrefillCase, chunkedPrefillTrace } from "../../scripts/chunked-prefill-trace.ts";
 import { wholeRows } from "../../scripts/cuda-check.ts";
 import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
@@ -16,11 +17,7 @@ import type { StepEngine } from "../../worker/engine/generation.ts";
 import type { ModelConfig } from "../../worker/engine/model-config.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
-import {
-  type ChunkedPrefillCase,
-  chunkedPrefillTrace,
-  expectChunkMisuseRefused,
-} from "../support/chunked-prefill.ts";
+import { expectChunkMisuseRefused } from "../support/chunked-prefill.ts";
 import { writeMergedModel } from "../support/merged-model.ts";
 import { referenceLogits } from "../support/reference-forward.ts";
 import {
@@ -342,12 +339,7 @@ describe("the engine on mixed-adapter batches", () => {
   });
 
   it("prefills a long prompt in chunks while others decode, as in one run", async () => {
-    const c: ChunkedPrefillCase = {
-      long: Array.from({ length: 23 }, (_, t) => (13 * t + 7) % model.vocabSize),
-      cuts: [9, 16],
-      short: [prompt(1), prompt(4), prompt(2)],
-      slots: [2, 1, 3, 0],
-    };
+    const c = chunkedPrefillCase(model.vocabSize);
     for (const deviceResidentState of [false, true]) {
       const engine = await Engine.create({
         modelDir,
