@@ -144,6 +144,7 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
       maxContext: DEV_CONTEXT,
       stepTokens: 1024,
       ramCacheBytes: 256 * 2 ** 20,
+      prefixCacheBytes: 256 * 2 ** 20,
       diskCacheDir: join(home, "adapter-cache"),
       diskCacheBytes: 2 ** 30,
       usageSpoolDir: join(home, "usage-spool"),

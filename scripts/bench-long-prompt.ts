@@ -151,7 +151,7 @@ async function oneRun(run: {
       sendLong = resolve;
     });
     const streamsDone = run.streamPrompts.map((prompt, i) =>
-      request(gateway, `stream-${i}`, prompt, run.streamMaxTokens, (at) => {
+      streamRequest(gateway, `stream-${i}`, prompt, run.streamMaxTokens, (at) => {
         arrivals[i]!.push(at);
         if (arrivals.every((a) => a.length >= STREAMED_BEFORE)) sendLong();
       }),
@@ -159,7 +159,7 @@ async function oneRun(run: {
     await longSent;
     const sentAt = performance.now();
     let firstAt = 0;
-    await request(gateway, "long", run.longPrompt, 4, (at) => {
+    await streamRequest(gateway, "long", run.longPrompt, 4, (at) => {
       firstAt ||= at;
     });
     await Promise.all(streamsDone);
@@ -189,7 +189,7 @@ async function oneRun(run: {
 }
 
 /** Sends one base-model request and calls `onToken` with each token's arrival time; resolves at its end. */
-async function request(
+export async function streamRequest(
   gateway: Bus,
   id: string,
   prompt: number[],

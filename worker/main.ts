@@ -59,6 +59,11 @@ export interface WorkerOptions {
   threads?: number;
   /** CPU: every graph variant keeps its own prepacked copy of the weights (faster steps, memory × variants). */
   prepackWeights?: boolean;
+  /**
+   * Bytes of earlier prompts' prefix caches the engine keeps, so a prompt that starts the same way on the
+   * same adapter prefills only the rest (onnxruntime engines; the CUDA engine keeps none yet). Default 0.
+   */
+  prefixCacheBytes?: number;
   /** Serve /metrics on this port (0: any free port). */
   metricsPort?: number;
   /** Where the series go; default a registry of the worker's own. */
@@ -138,6 +143,7 @@ export class LuminetWorker {
       stepTokens: options.stepTokens,
       ...(options.threads ? { threads: options.threads } : {}),
       ...(options.prepackWeights ? { prepackWeights: true } : {}),
+      ...(options.prefixCacheBytes ? { prefixCacheBytes: options.prefixCacheBytes } : {}),
     });
     try {
       await engine.warmUp();
@@ -291,6 +297,14 @@ export class LuminetWorker {
     this.metrics.setSlots({ free, pinned, used: Math.max(0, this.options.slots - free - pinned) });
     this.metrics.queueDepth.set(Math.max(0, this.held.size - this.scheduler.runningCount));
     this.metrics.runningSequences.set(this.scheduler.runningCount);
+    // Asked of the engine thread, so it answers after the step under way (a gauge a step late is fine);
+    // an engine closing meanwhile has nothing worth reporting.
+    this.engine.prefixCacheStats().then(
+      (stats) => {
+        if (stats) this.metrics.setPrefixCache(stats);
+      },
+      () => {},
+    );
   }
 
   /** Pulls while there is room, until the puller closes. */

@@ -6,6 +6,7 @@ import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { collectProcessMetrics } from "../core/process-metrics.ts";
 import type { EvictTier, LoadTier, Whereabouts } from "./adapters/adapter-manager.ts";
+import type { PrefixCacheStats } from "./engine/engine.ts";
 
 export type SlotState = "free" | "used" | "pinned";
 
@@ -22,6 +23,9 @@ export class WorkerMetrics {
   /** Read at each scrape: a heartbeat-driven gauge would freeze during the NATS outage it should show. */
   private usageEventsWaitingNow: () => number = () => 0;
   readonly slots: Gauge<"state">;
+  readonly prefixCacheBytes: Gauge;
+  readonly prefixTokensReused: Counter;
+  private prefixTokensCounted = 0;
 
   constructor(readonly registry: Registry = new Registry()) {
     const registers = [registry];
@@ -86,6 +90,23 @@ export class WorkerMetrics {
       labelNames: ["state"],
       registers,
     });
+    this.prefixCacheBytes = new Gauge({
+      name: "luminet_prefix_cache_bytes",
+      help: "Bytes of earlier prompts' prefix caches the engine keeps (--prefix-cache-bytes)",
+      registers,
+    });
+    this.prefixTokensReused = new Counter({
+      name: "luminet_prefix_cache_reused_tokens_total",
+      help: "Prompt tokens not prefilled because a stored prefix's cache covered them",
+      registers,
+    });
+  }
+
+  /** The engine's prefix cache as it last reported (PrefixCacheStats: reused tokens since it started). */
+  setPrefixCache(stats: PrefixCacheStats): void {
+    this.prefixCacheBytes.set(stats.bytes);
+    this.prefixTokensReused.inc(stats.reusedTokens - this.prefixTokensCounted);
+    this.prefixTokensCounted = stats.reusedTokens;
   }
 
   observeLoad(tier: LoadTier, seconds: number): void {

@@ -8,6 +8,7 @@ import { reportEngineBench, runEngineBench } from "../../scripts/bench-engine.ts
 import { reportFleetBench, runFleetBench } from "../../scripts/bench-fleet.ts";
 import { reportGatewayBench, runGatewayBench } from "../../scripts/bench-gateway.ts";
 import { reportLongPromptBench, runLongPromptBench } from "../../scripts/bench-long-prompt.ts";
+import { reportPrefixCacheBench, runPrefixCacheBench } from "../../scripts/bench-prefix-cache.ts";
 import { reportSwitchBench, runSwitchBench } from "../../scripts/bench-switch.ts";
 import { writeBenchmarkPlots } from "../../scripts/plot-benchmarks.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
@@ -152,6 +153,41 @@ export function registerBench(program: Command): void {
           log: (line) => process.stderr.write(`${line}\n`),
         });
         reportLongPromptBench(result, options.json === true);
+      },
+    );
+  bench
+    .command("prefix-cache")
+    .description(
+      "time to first token of requests sharing a long prefix, with the worker's prefix cache off and on",
+    )
+    .option("--device <device>", "cpu | webgpu", "cpu")
+    .option("--layers <n>", "layers of bench-1b (default 2 on cpu, 16 on a GPU)")
+    .option("--model <dir>", "a bench-1b folder (default: generated and cached in .luminet/)")
+    .option("--system-tokens <n>", "tokens of the shared prefix", "512")
+    .option("--tail-tokens <n>", "tokens of each request's own tail", "32")
+    .option("--requests <n>", "timed requests per mode", "16")
+    .option("--json", "print one JSON line")
+    .action(
+      async (options: {
+        device: string;
+        layers?: string;
+        model?: string;
+        systemTokens: string;
+        tailTokens: string;
+        requests: string;
+        json?: boolean;
+      }) => {
+        if (!process.env.LOG_LEVEL) logger.level = "warn";
+        const result = await runPrefixCacheBench({
+          device: parseDevice(options.device),
+          ...(options.layers ? { layers: positive("--layers", options.layers) } : {}),
+          ...(options.model ? { modelDir: resolve(options.model) } : {}),
+          systemTokens: positive("--system-tokens", options.systemTokens),
+          tailTokens: positive("--tail-tokens", options.tailTokens),
+          requests: positive("--requests", options.requests),
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
+        reportPrefixCacheBench(result, options.json === true);
       },
     );
   bench

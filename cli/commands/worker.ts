@@ -21,6 +21,7 @@ interface WorkerFlags {
   maxBatch: string;
   maxContext: string;
   stepTokens: string;
+  prefixCacheBytes: string;
   ramCacheBytes: string;
   diskCache: string;
   diskCacheBytes: string;
@@ -90,6 +91,7 @@ async function runWorker(flags: WorkerFlags): Promise<void> {
     ackWaitMs,
     ...(flags.threads ? { threads: count("--threads", flags.threads) } : {}),
     ...(flags.prepackWeights ? { prepackWeights: true } : {}),
+    prefixCacheBytes: bytes("--prefix-cache-bytes", flags.prefixCacheBytes),
     ...(flags.metricsPort !== undefined
       ? { metricsPort: count("--metrics-port", flags.metricsPort, 0) }
       : {}),
@@ -157,6 +159,11 @@ export function registerWorker(program: Command): void {
       "--step-tokens <n>",
       "tokens one step processes: running sequences plus prefilled prompts",
       "1024",
+    )
+    .option(
+      "--prefix-cache-bytes <n>",
+      "memory for earlier prompts' prefix caches: a prompt that starts the same way on the same adapter prefills only the rest (cpu, webgpu; 0: none)",
+      "512MiB",
     )
     .option("--threads <n>", "onnxruntime threads (default: all cores)")
     .option(

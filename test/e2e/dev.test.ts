@@ -53,6 +53,24 @@ describe("luminet dev", () => {
       const metrics = await (await fetch(`${urlOf(first)}/metrics`)).text();
       expect(metrics).toContain("luminet_gateway_requests_total");
       expect(metrics).toContain("luminet_tokens_generated_total");
+      // Two chats with the same system prompt on one adapter: the second prefills only what differs.
+      const system = "You are the support assistant of Acme. Answer briefly, politely and in English.";
+      for (const question of ["Where is my order?", "Can I change my address?"]) {
+        await client.chat.completions.create({
+          model: "tiny:demo/adapter-3",
+          messages: [
+            { role: "system", content: system },
+            { role: "user", content: question },
+          ],
+          max_tokens: 2,
+        });
+      }
+      await expect
+        .poll(async () => {
+          const text = await (await fetch(`${urlOf(first)}/metrics`)).text();
+          return Number(/^luminet_prefix_cache_reused_tokens_total (\d+)/m.exec(text)?.[1] ?? 0);
+        })
+        .toBeGreaterThan(0);
     } finally {
       first.signal("SIGTERM");
     }
@@ -65,9 +83,11 @@ describe("luminet dev", () => {
       expect(demo).toHaveLength(8);
       for (const a of demo) expect(a.bytes).toBeGreaterThan(1000);
       const rows = await db.select().from(usageEvents);
-      expect(rows).toHaveLength(3);
+      expect(rows).toHaveLength(5);
       expect(rows.map((r) => r.adapter).sort()).toEqual([
         "demo/adapter-0",
+        "demo/adapter-3",
+        "demo/adapter-3",
         "demo/adapter-3",
         "demo/adapter-7",
       ]);

@@ -364,6 +364,79 @@ describe("the engine on mixed-adapter batches", () => {
     }
   });
 
+  it("prefills a prompt that starts like an earlier one on the same adapter from that prefix's cache, computing the same", async () => {
+    const system = Array.from({ length: 40 }, (_, t) => (11 * t + 3) % model.vocabSize);
+    const withTail = (n: number, seed: number) => [
+      ...system,
+      ...Array.from({ length: n }, (_, t) => (seed + 7 * t) % model.vocabSize),
+    ];
+    for (const deviceResidentState of [false, true]) {
+      const options = {
+        modelDir,
+        device: "cpu" as const,
+        maxContext: 64,
+        slots: 4,
+        maxRank: 16,
+        maxAdaptersPerStep: 16,
+        threads: 1,
+        deviceResidentState,
+        ...(deviceResidentState ? { loraFormulation: "masked" as const } : {}),
+      };
+      const cached = await Engine.create({ ...options, prefixCacheBytes: 1 << 20 });
+      const reference = await Engine.create(options);
+      for (const engine of [cached, reference])
+        for (const i of [0, 1, 2]) await engine.writeAdapter(i + 1, adapters[i]!);
+      let run = 0;
+      // Prefill on both, then two decode steps: every row equal within fp32 tolerance.
+      const expectSame = async (prompts: { tokens: number[]; slot: number; more?: true }[]) => {
+        const ids = prompts.map(() => `p${run++}`);
+        const batch = prompts.map((p, i) => ({ ...p, id: ids[i]! }));
+        const got = await cached.prefillTogether(batch);
+        const want = await reference.prefillTogether(batch);
+        for (const [i, row] of got.entries()) expect(maxDiff(row, want[i]!)).toBeLessThan(1e-4);
+        const decoding = ids.filter((_, i) => !prompts[i]!.more);
+        for (const step of [0, 1]) {
+          const tokens = new Map(decoding.map((id, i) => [id, 9 + 5 * i + step]));
+          const [a, b] = [await cached.decode(tokens), await reference.decode(tokens)];
+          for (const id of decoding) expect(maxDiff(a.get(id)!, b.get(id)!)).toBeLessThan(1e-4);
+        }
+        return ids;
+      };
+      const reused = () => cached.prefixCacheStats()!.reusedTokens;
+      const release = (ids: string[]) => {
+        for (const id of ids) {
+          cached.release(id);
+          reference.release(id);
+        }
+      };
+
+      release(await expectSame([{ tokens: withTail(5, 1), slot: 1 }]));
+      expect(reused()).toBe(0);
+      expect(cached.prefixCacheStats()!.entries).toBe(1); // its first 32 tokens: two whole blocks
+      // Same adapter, same 40-token start: the two blocks are reused; another adapter's prompt is not.
+      release(
+        await expectSame([
+          { tokens: withTail(7, 2), slot: 1 },
+          { tokens: withTail(7, 2), slot: 2 },
+        ]),
+      );
+      expect(reused()).toBe(32);
+      // A prompt sent in chunks reuses the prefix in its first chunk, and is remembered when complete.
+      const [chunked] = await expectSame([{ tokens: withTail(3, 5).slice(0, 36), slot: 2, more: true }]);
+      const rest = [{ id: chunked!, tokens: withTail(3, 5).slice(36), slot: 2 }];
+      const [a, b] = [await cached.prefillTogether(rest), await reference.prefillTogether(rest)];
+      expect(maxDiff(a[0]!, b[0]!)).toBeLessThan(1e-4);
+      release([chunked!]);
+      expect(reused()).toBe(64);
+      // The slot rewritten with another adapter: its earlier adapter's prefixes no longer apply.
+      for (const engine of [cached, reference]) await engine.writeAdapter(1, adapters[3]!);
+      release(await expectSame([{ tokens: withTail(6, 3), slot: 1 }]));
+      expect(reused()).toBe(64);
+      await cached.close();
+      await reference.close();
+    }
+  });
+
   it("decodes across the host cache's capacity steps as a prefill of the whole text computes", async () => {
     const engine = await Engine.create({
       modelDir,

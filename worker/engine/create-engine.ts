@@ -4,7 +4,13 @@
 import type { LoadedAdapter } from "../adapters/peft.ts";
 import { type CUDA_FORMULATION, CudaEngine, type CudaEngineOptions } from "./cuda/cuda-engine.ts";
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
-import { Engine, type EngineOptions, type LoraFormulation, type PrefillPrompt } from "./engine.ts";
+import {
+  Engine,
+  type EngineOptions,
+  type LoraFormulation,
+  type PrefillPrompt,
+  type PrefixCacheStats,
+} from "./engine.ts";
 import type { ModelConfig } from "./model-config.ts";
 
 /** The calls every engine answers, with the same errors for the same misuse. */
@@ -37,6 +43,8 @@ export interface ServingEngine {
   logitsOf(id: string): Float32Array;
   switchAdapter(id: string, slot: number): void;
   release(id: string): void;
+  /** Engine.prefixCacheStats; null where the engine keeps no prefix cache (CUDA, or none configured). */
+  prefixCacheStats(): PrefixCacheStats | null;
   readonly running: number;
   sequenceLength(id: string): number | undefined;
   close(): Promise<void>;

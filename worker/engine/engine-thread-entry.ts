@@ -17,6 +17,7 @@ type Method =
   | "decodePicking"
   | "logitsOf"
   | "release"
+  | "prefixCacheStats"
   | "close";
 
 function transferables(result: unknown): ArrayBuffer[] {

@@ -6,7 +6,7 @@ import { Worker } from "node:worker_threads";
 import type { LoadedAdapter } from "../adapters/peft.ts";
 import type { CudaEngineOptions } from "./cuda/cuda-engine.ts";
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
-import type { PrefillPrompt } from "./engine.ts";
+import type { PrefillPrompt, PrefixCacheStats } from "./engine.ts";
 import type { ModelConfig } from "./model-config.ts";
 
 /** What the thread answers: the call's result or its error message. */
@@ -101,6 +101,10 @@ export class EngineThread {
 
   release(id: string): Promise<void> {
     return this.call("release", [id]) as Promise<void>;
+  }
+
+  prefixCacheStats(): Promise<PrefixCacheStats | null> {
+    return this.call("prefixCacheStats", []) as Promise<PrefixCacheStats | null>;
   }
 
   async close(): Promise<void> {

@@ -34,6 +34,7 @@ import {
 } from "./kv-cache.ts";
 import { bankLayout, LoraBanks } from "./lora-banks.ts";
 import { loadModelConfig, MODULE_KINDS, type ModelConfig } from "./model-config.ts";
+import { PrefixCache } from "./prefix-cache.ts";
 import { openWeights, type WeightIndex } from "./safetensors.ts";
 
 export interface EngineOptions {
@@ -71,6 +72,18 @@ export interface EngineOptions {
    * banks), segments on CPU with device-resident state, masked rows on GPUs.
    */
   loraFormulation?: LoraFormulation;
+  /**
+   * Bytes of prompt-prefix caches to keep (prefix-cache.ts): a prompt that starts like an earlier one on
+   * the same adapter prefills only the rest. 0 (the default) keeps none.
+   */
+  prefixCacheBytes?: number;
+}
+
+/** What a prefix cache holds, and the prompt tokens it has spared since the engine started. */
+export interface PrefixCacheStats {
+  entries: number;
+  bytes: number;
+  reusedTokens: number;
 }
 
 export const LORA_FORMULATIONS = ["segment-views", "segments", "masked"] as const;
@@ -128,6 +141,8 @@ interface Sequence {
   length: number;
   /** Its prompt is still being prefilled chunk by chunk: it does not decode yet. */
   partial: boolean;
+  /** While partial, its prompt's tokens so far (for the prefix cache once the prompt is complete). */
+  prompt: number[];
 }
 
 /**
@@ -304,6 +319,11 @@ export class Engine {
   private readonly joining = new Map<string, { tensors: KvTensors; row: number }>();
   /** The caches of sequences whose prompts are still prefilling chunk by chunk, batch 1 each. */
   private readonly partialKv = new Map<string, KvTensors>();
+  /** Caches of earlier prompts' prefixes, batch 1 each; null when EngineOptions.prefixCacheBytes is 0. */
+  private readonly prefixes: PrefixCache<KvTensors> | null;
+  /** The adapter in each written slot, as the prefix cache names it. */
+  private readonly slotAdapters = new Map<number, string>();
+  private prefixTokensReused = 0;
   /** Prefill outputs still referenced by joiners; freed once the batch cache has absorbed them. */
   private readonly prefillsToFree = new Set<KvTensors>();
   /** Segment count of the variant recent steps ran (0 after a decode without adapters). */
@@ -341,6 +361,8 @@ export class Engine {
     };
     this.batchKv = emptyKv(this.kvShape, 0);
     this.deviceOps = deviceOps;
+    const prefixBytes = options.prefixCacheBytes ?? 0;
+    this.prefixes = prefixBytes > 0 ? new PrefixCache(prefixBytes, (kv) => this.disposeKv(kv)) : null;
   }
 
   static async create(options: EngineOptions): Promise<Engine> {
@@ -364,10 +386,13 @@ export class Engine {
   }
 
   async writeAdapter(slot: number, adapter: LoadedAdapter): Promise<void> {
+    this.slotAdapters.delete(slot);
     await this.banks.write(slot, adapter);
+    this.slotAdapters.set(slot, `${adapter.name}@${adapter.sha256}`);
   }
 
   clearSlot(slot: number): void {
+    this.slotAdapters.delete(slot);
     this.banks.clear(slot);
   }
 
@@ -421,11 +446,71 @@ export class Engine {
       }
     }
     const logits = new Map<string, Float32Array[]>();
-    const fresh = prompts.filter((p) => !this.sequences.has(p.id));
-    if (fresh.length > 0) await this.prefillFresh(fresh, allLogits, logits);
-    for (const prompt of prompts)
-      if (!logits.has(prompt.id)) logits.set(prompt.id, await this.prefillChunk(prompt, allLogits));
+    // A prompt that starts like an earlier one continues from that prefix's cache (not when every
+    // token's logits are wanted: the prefix's would not be computed).
+    const rest = new Map<string, PrefillPrompt>();
+    const seeded: string[] = [];
+    try {
+      for (const prompt of prompts) {
+        const reused = this.sequences.has(prompt.id) || allLogits ? 0 : await this.seedFromPrefix(prompt);
+        if (reused > 0) seeded.push(prompt.id);
+        rest.set(prompt.id, reused > 0 ? { ...prompt, tokens: prompt.tokens.slice(reused) } : prompt);
+      }
+      const fresh = prompts.filter((p) => !this.sequences.has(p.id));
+      if (fresh.length > 0) await this.prefillFresh(fresh, allLogits, logits);
+      for (const prompt of prompts) {
+        if (!logits.has(prompt.id))
+          logits.set(prompt.id, await this.prefillChunk(rest.get(prompt.id)!, allLogits));
+      }
+    } catch (error) {
+      // As if they had not been sent: a prompt seeded from a prefix was not running before this call.
+      for (const id of seeded) this.release(id);
+      throw error;
+    }
     return prompts.flatMap((p) => logits.get(p.id)!);
+  }
+
+  /**
+   * Starts a new prompt's sequence from the longest cached prefix it shares with an earlier prompt on the
+   * same adapter, as a sequence whose next chunk is the rest; returns the tokens reused (0: none).
+   */
+  private async seedFromPrefix(prompt: PrefillPrompt): Promise<number> {
+    const adapter = this.adapterOf(prompt.slot);
+    const hit = adapter === undefined ? null : this.prefixes?.lookup(adapter, prompt.tokens);
+    if (!hit) return 0;
+    const kv = await this.ownRow({ tensors: hit.value, row: 0, length: hit.length });
+    this.sequences.set(prompt.id, {
+      slot: prompt.slot,
+      length: hit.length,
+      partial: true,
+      prompt: prompt.tokens.slice(0, hit.length),
+    });
+    this.partialKv.set(prompt.id, kv);
+    this.prefixTokensReused += hit.length;
+    return hit.length;
+  }
+
+  /** The prefix cache's entries and bytes, and the prompt tokens it spared; null when it is off. */
+  prefixCacheStats(): PrefixCacheStats | null {
+    if (!this.prefixes) return null;
+    return { entries: this.prefixes.size, bytes: this.prefixes.bytes, reusedTokens: this.prefixTokensReused };
+  }
+
+  /** The prefix cache's name for the adapter in a slot; undefined while the slot is being written. */
+  private adapterOf(slot: number): string | undefined {
+    return slot === 0 ? "" : this.slotAdapters.get(slot);
+  }
+
+  /** Keeps a cache of a complete prompt's whole blocks for later prompts that start the same way. */
+  private async rememberPrefix(slot: number, prompt: readonly number[], source: KvRowSource): Promise<void> {
+    const adapter = this.adapterOf(slot);
+    if (!this.prefixes || adapter === undefined) return;
+    const { layers, kvHeads, headDim, dtype } = this.kvShape;
+    const bytesPerToken = 2 * layers * kvHeads * headDim * (dtype === "float32" ? 4 : 2);
+    const length = this.prefixes.worthStoring(adapter, prompt, bytesPerToken);
+    if (length === 0) return;
+    const kv = await this.ownRow({ ...source, length });
+    this.prefixes.store(adapter, prompt.slice(0, length), kv, length * bytesPerToken);
   }
 
   /** New prompts in one run; each joins the batch at the next decode, or waits for its next chunk. */
@@ -456,8 +541,11 @@ export class Engine {
       );
       at += count;
       const partial = more === true;
-      this.sequences.set(id, { slot, length: tokens.length, partial });
-      if (!partial) this.joining.set(id, { tensors: presents, row });
+      this.sequences.set(id, { slot, length: tokens.length, partial, prompt: partial ? tokens.slice() : [] });
+      if (!partial) {
+        this.joining.set(id, { tensors: presents, row });
+        await this.rememberPrefix(slot, tokens, { tensors: presents, row, length: tokens.length });
+      }
       // A prompt alone in its run owns the presents as they are; in a batch, its row is copied out.
       else if (prompts.length === 1) this.partialKv.set(id, presents);
       else this.partialKv.set(id, await this.ownRow({ tensors: presents, row, length: tokens.length }));
@@ -483,12 +571,19 @@ export class Engine {
     });
     this.disposeKv(past);
     sequence.length += tokens.length;
+    sequence.prompt.push(...tokens);
     if (prompt.more === true) this.partialKv.set(prompt.id, presents);
     else {
       this.partialKv.delete(prompt.id);
       sequence.partial = false;
       this.joining.set(prompt.id, { tensors: presents, row: 0 });
       this.prefillsToFree.add(presents);
+      await this.rememberPrefix(prompt.slot, sequence.prompt, {
+        tensors: presents,
+        row: 0,
+        length: sequence.length,
+      });
+      sequence.prompt = [];
     }
     return rows.map((r) => r.logits!);
   }

@@ -292,6 +292,11 @@ export class CudaEngine {
     this.sequences.release(id);
   }
 
+  /** No prefix cache on CUDA yet: every prompt prefills whole. */
+  prefixCacheStats(): null {
+    return null;
+  }
+
   get running(): number {
     return this.sequences.size;
   }

@@ -1,0 +1,168 @@
+// `luminet bench prefix-cache`: time to first token for requests that share a long system prompt, with the
+// worker's prefix cache off and on. The real worker core (engine thread, scheduler, replies) on the
+// in-process bus serves the requests one at a time: each is the same `system`-token prefix and a tail of
+// its own. Off, every request prefills its whole prompt; on, the first does and the rest reuse its
+// prefix's cache (whole blocks of 16 tokens) and prefill only their tails.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { InProcessBroker } from "../bus/in-process.ts";
+import { FolderBlobStore } from "../worker/adapters/blob-store.ts";
+import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
+import { loadModelConfig } from "../worker/engine/model-config.ts";
+import { Prng } from "../worker/engine/prng.ts";
+import { LuminetWorker } from "../worker/main.ts";
+import { machineName } from "./bench-engine.ts";
+import { streamRequest } from "./bench-long-prompt.ts";
+import { saveBenchResult } from "./bench-result.ts";
+import { percentile, round } from "./bench-stats.ts";
+import { benchModelWithAdapter } from "./bench-switch.ts";
+
+export interface PrefixCacheBenchOptions {
+  device: Device;
+  /** Layers of bench-1b; default 2 on CPU, 16 on a GPU. */
+  layers?: number;
+  modelDir?: string;
+  /** Tokens of the shared prefix. */
+  systemTokens?: number;
+  /** Tokens of each request's own tail. */
+  tailTokens?: number;
+  /** Timed requests per mode, after the first (which fills the cache when it is on). */
+  requests?: number;
+  log?: (line: string) => void;
+}
+
+export interface PrefixCacheRun {
+  prefix_cache_bytes: number;
+  first_ttft_ms: number;
+  ttft_p50_ms: number;
+  ttft_p90_ms: number;
+}
+
+export interface PrefixCacheBenchResult {
+  machine: string;
+  device: Device;
+  shape: string;
+  system_tokens: number;
+  tail_tokens: number;
+  requests: number;
+  results: PrefixCacheRun[];
+  /** TTFT p50 with the cache off over with it on. */
+  speedup_p50: number;
+  setup: { layers: number; dtype: string; path: string };
+}
+
+const BASE = "bench-1b";
+const CACHE_BYTES = 512 * 2 ** 20;
+
+export async function runPrefixCacheBench(options: PrefixCacheBenchOptions): Promise<PrefixCacheBenchResult> {
+  const log = options.log ?? (() => {});
+  const { device } = options;
+  if (device === "cuda") throw new RangeError("the CUDA engine keeps no prefix cache yet: use cpu or webgpu");
+  const layers = options.layers ?? (device === "cpu" ? 2 : 16);
+  const systemTokens = options.systemTokens ?? 512;
+  const tailTokens = options.tailTokens ?? 32;
+  const requests = options.requests ?? 16;
+  const modelDir = options.modelDir ?? benchModelWithAdapter(device, layers, log);
+  const vocab = loadModelConfig(modelDir).vocabSize;
+  const prng = new Prng(9, 0);
+  const random = (n: number) => Array.from({ length: n }, () => Math.floor(prng.nextFloat() * vocab));
+  const system = random(systemTokens);
+  const prompts = Array.from({ length: requests + 1 }, () => [...system, ...random(tailTokens)]);
+  const results: PrefixCacheRun[] = [];
+  for (const bytes of [0, CACHE_BYTES]) {
+    log(`prefix cache ${bytes === 0 ? "off" : `on (${bytes / 2 ** 20} MiB)`}: ${requests + 1} requests`);
+    const ttfts = await timeRequests({ device, modelDir, bytes, prompts });
+    const timed = ttfts.slice(1);
+    results.push({
+      prefix_cache_bytes: bytes,
+      first_ttft_ms: round(ttfts[0]!, 1),
+      ttft_p50_ms: round(percentile(timed, 50), 1),
+      ttft_p90_ms: round(percentile(timed, 90), 1),
+    });
+    log(`  first ${results.at(-1)!.first_ttft_ms} ms, then p50 ${results.at(-1)!.ttft_p50_ms} ms`);
+  }
+  return {
+    machine: machineName(device),
+    device,
+    shape: "bench-1b",
+    system_tokens: systemTokens,
+    tail_tokens: tailTokens,
+    requests,
+    results,
+    speedup_p50: round(results[0]!.ttft_p50_ms / results[1]!.ttft_p50_ms, 2),
+    setup: {
+      layers,
+      dtype: computeDtypeFor(device),
+      path: "luminet worker core on the in-process bus, one request at a time",
+    },
+  };
+}
+
+/** Each prompt's time to first token through a fresh worker, one request at a time. */
+async function timeRequests(run: {
+  device: Device;
+  modelDir: string;
+  bytes: number;
+  prompts: number[][];
+}): Promise<number[]> {
+  const cacheDir = mkdtempSync(join(tmpdir(), "luminet-bench-prefix-cache-"));
+  const broker = new InProcessBroker({ ackWaitMs: 10 * 60_000 });
+  const gateway = broker.connect();
+  const workerBus = broker.connect();
+  const longest = Math.max(...run.prompts.map((p) => p.length));
+  const worker = await LuminetWorker.start({
+    bus: workerBus,
+    base: BASE,
+    workerId: "bench",
+    modelDir: run.modelDir,
+    device: run.device,
+    slots: 1,
+    maxAdaptersPerBatch: 1,
+    maxRank: 16,
+    maxBatch: 4,
+    maxContext: longest + 16,
+    stepTokens: longest + 16,
+    prefixCacheBytes: run.bytes,
+    ramCacheBytes: 2 ** 30,
+    diskCacheDir: cacheDir,
+    diskCacheBytes: 2 ** 30,
+    blobs: new FolderBlobStore(join(run.modelDir, "adapters")),
+    ackWaitMs: 10 * 60_000,
+  });
+  try {
+    const ttfts: number[] = [];
+    for (const [i, prompt] of run.prompts.entries()) {
+      const sent = performance.now();
+      let first = 0;
+      await streamRequest(gateway, `prefix-${i}`, prompt, 2, (at) => {
+        first ||= at;
+      });
+      ttfts.push(first - sent);
+    }
+    return ttfts;
+  } finally {
+    await worker.drain();
+    await Promise.all([gateway.close(), workerBus.close()]);
+    rmSync(cacheDir, { recursive: true, force: true });
+  }
+}
+
+/** Prints the result (one JSON line with --json, else a table) and saves bench/results/prefix-cache.json. */
+export function reportPrefixCacheBench(
+  result: PrefixCacheBenchResult,
+  json: boolean,
+  resultsDir = "bench/results",
+): void {
+  if (saveBenchResult("prefix-cache", result, json, resultsDir)) return;
+  process.stdout.write(
+    `prefix-cache bench on ${result.machine} (${result.device}, bench-1b ${result.setup.layers} layers ${result.setup.dtype}): ${result.requests} requests of a shared ${result.system_tokens}-token prefix and ${result.tail_tokens} tokens of their own\n`,
+  );
+  process.stdout.write("prefix cache   first TTFT   TTFT p50   TTFT p90   (ms)\n");
+  for (const r of result.results) {
+    process.stdout.write(
+      `${(r.prefix_cache_bytes === 0 ? "off" : "on").padEnd(15)}${r.first_ttft_ms.toFixed(1).padEnd(13)}${r.ttft_p50_ms.toFixed(1).padEnd(11)}${r.ttft_p90_ms.toFixed(1)}\n`,
+    );
+  }
+  process.stdout.write(`speedup at p50: ${result.speedup_p50}×\n`);
+}

@@ -1,0 +1,117 @@
+// Prompt prefixes whose KV cache the engine keeps, so a prompt that starts like an earlier one (the same
+// system prompt and chat template, on the same adapter) prefills only what differs. Prefixes are whole
+// blocks of PREFIX_BLOCK tokens, keyed by the adapter and the tokens of every block boundary: a new
+// prompt reuses the longest stored prefix it shares, at most all but its last token (whose logits the
+// prefill must compute). Entries are evicted least recently used first, within a byte budget. What an
+// entry holds (a cache of the prefix's positions) is the engine's; this index only keeps track of it.
+
+/** Tokens per block: prefixes are reused in multiples of this. */
+export const PREFIX_BLOCK = 16;
+
+interface Entry<T> {
+  tokens: readonly number[];
+  value: T;
+  bytes: number;
+  /** The boundary keys this entry answers for in the index. */
+  keys: string[];
+}
+
+export interface PrefixHit<T> {
+  value: T;
+  /** Prompt tokens the stored cache covers: a multiple of PREFIX_BLOCK. */
+  length: number;
+}
+
+export class PrefixCache<T> {
+  /** Entries in use order, least recent first (a Map keeps insertion order). */
+  private readonly entries = new Map<Entry<T>, true>();
+  /** Key of (adapter, first k tokens) at each block boundary k → the newest entry holding that prefix. */
+  private readonly index = new Map<string, Entry<T>>();
+  private used = 0;
+
+  constructor(
+    private readonly budgetBytes: number,
+    private readonly dispose: (value: T) => void,
+  ) {}
+
+  /** The longest stored prefix of `tokens` under `adapter` that leaves at least one token to compute. */
+  lookup(adapter: string, tokens: readonly number[]): PrefixHit<T> | null {
+    const keys = boundaryKeys(adapter, tokens, tokens.length - 1);
+    for (let i = keys.length - 1; i >= 0; i--) {
+      const entry = this.index.get(keys[i]!);
+      const length = (i + 1) * PREFIX_BLOCK;
+      if (!entry || !samePrefix(entry.tokens, tokens, length)) continue;
+      this.entries.delete(entry);
+      this.entries.set(entry, true);
+      return { value: entry.value, length };
+    }
+    return null;
+  }
+
+  /**
+   * The whole blocks of `tokens` a new entry should hold, or 0 when stored prefixes cover them already or
+   * they would not fit the budget: the caller then need not copy anything.
+   */
+  worthStoring(adapter: string, tokens: readonly number[], bytesPerToken: number): number {
+    const length = Math.floor(tokens.length / PREFIX_BLOCK) * PREFIX_BLOCK;
+    if (length === 0 || length * bytesPerToken > this.budgetBytes) return 0;
+    const key = boundaryKeys(adapter, tokens, length).at(-1)!;
+    const known = this.index.get(key);
+    return known && samePrefix(known.tokens, tokens, length) ? 0 : length;
+  }
+
+  /** Stores `value`, a cache of exactly `tokens` (whole blocks, see worthStoring), evicting as needed. */
+  store(adapter: string, tokens: readonly number[], value: T, bytes: number): void {
+    const entry: Entry<T> = {
+      tokens: tokens.slice(),
+      value,
+      bytes,
+      keys: boundaryKeys(adapter, tokens, tokens.length),
+    };
+    this.used += bytes;
+    this.entries.set(entry, true);
+    for (const key of entry.keys) this.index.set(key, entry);
+    for (const old of this.entries.keys()) {
+      if (this.used <= this.budgetBytes) break;
+      if (old !== entry) this.evict(old);
+    }
+  }
+
+  get bytes(): number {
+    return this.used;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  private evict(entry: Entry<T>): void {
+    this.entries.delete(entry);
+    this.used -= entry.bytes;
+    for (const key of entry.keys) if (this.index.get(key) === entry) this.index.delete(key);
+    this.dispose(entry.value);
+  }
+}
+
+/** Keys of the block boundaries within the first `limit` tokens: one per PREFIX_BLOCK tokens, in order. */
+function boundaryKeys(adapter: string, tokens: readonly number[], limit: number): string[] {
+  const keys: string[] = [];
+  // Two 32-bit FNV-1a lanes over the tokens so far; a lookup compares the tokens, so a collision costs
+  // only a miss.
+  let low = 0x811c9dc5;
+  let high = 0x050c5d1f;
+  for (let end = PREFIX_BLOCK; end <= limit; end += PREFIX_BLOCK) {
+    for (let t = end - PREFIX_BLOCK; t < end; t++) {
+      low = Math.imul(low ^ tokens[t]!, 0x01000193) >>> 0;
+      high = Math.imul(high ^ (tokens[t]! >>> 16) ^ (tokens[t]! << 5), 0x01000193) >>> 0;
+    }
+    keys.push(`${adapter}:${end}:${low.toString(36)}.${high.toString(36)}`);
+  }
+  return keys;
+}
+
+function samePrefix(a: readonly number[], b: readonly number[], length: number): boolean {
+  if (a.length < length || b.length < length) return false;
+  for (let i = 0; i < length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
