@@ -152,6 +152,8 @@ const BASE = "bench";
 const ORG = "bench";
 const RANK = 16;
 const STEP_TOKENS = 1024;
+/** The worker's prefix cache, the same for the engine alone. */
+const PREFIX_CACHE_BYTES = 512 * 2 ** 20;
 /** Adapters in the engine bench's cached bench-1b folder, which this bench shares. */
 const BENCH_MODEL_ADAPTERS = 64;
 /** The words the prompts are drawn from. */
@@ -239,6 +241,7 @@ async function startStack(
         .concat(["--slots", String(worker.slots), "--max-adapters-per-batch", String(worker.slots)])
         .concat(["--max-rank", String(RANK), "--max-batch", String(worker.maxBatch)])
         .concat(["--max-context", String(worker.maxContext), "--step-tokens", String(STEP_TOKENS)])
+        .concat(["--prefix-cache-bytes", String(PREFIX_CACHE_BYTES)])
         .concat(worker.threads ? ["--threads", String(worker.threads)] : []),
       env,
       ready: (entry) => entry.msg === "worker ready",
@@ -442,6 +445,7 @@ async function startEngineAlone(
     slots: o.adapters,
     maxRank: RANK,
     maxAdaptersPerStep: o.adapters,
+    prefixCacheBytes: PREFIX_CACHE_BYTES,
     ...(o.threads ? { threads: o.threads } : {}),
   });
   const refs = Array.from(
