@@ -96,6 +96,8 @@ export const UsageBody = z.object({
   prompt_tokens: z.int(),
   completion_tokens: z.int(),
   total_tokens: z.int(),
+  /** As OpenAI reports it: the prompt tokens a cache covered (the worker's prefix cache). */
+  prompt_tokens_details: z.object({ cached_tokens: z.int() }),
 });
 export type UsageBody = z.infer<typeof UsageBody>;
 

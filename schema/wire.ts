@@ -227,7 +227,12 @@ export const TokenChunk = z
   .meta({ title: "TokenChunk" });
 export type TokenChunk = z.infer<typeof TokenChunk>;
 
-export const Usage = z.object({ prompt_tokens: count, completion_tokens: count });
+export const Usage = z.object({
+  prompt_tokens: count,
+  completion_tokens: count,
+  /** Of prompt_tokens, those a stored prefix's cache covered on the worker (not prefilled). */
+  cached_tokens: count.optional(),
+});
 export type Usage = z.infer<typeof Usage>;
 
 export const WireErrorBody = z.object({ code: z.string().min(1), message: z.string().min(1) });

@@ -409,6 +409,7 @@ export class LuminetWorker {
         finishReason: outcome.finishReason,
         ...(outcome.error ? { error: { code: outcome.error.code, message: outcome.error.message } } : {}),
         promptTokens: outcome.promptTokens,
+        cachedPromptTokens: outcome.cachedPromptTokens,
         outputTokens: outcome.tokens.length,
       });
       await delivery.ack();
@@ -420,17 +421,10 @@ export class LuminetWorker {
 
   private run(held: Held, replies: ReplyStream): Promise<Outcome> {
     const { request } = held;
+    const unrun = { promptTokens: 0, cachedPromptTokens: 0, tokens: [], text: "" };
     const refuse = (error: JobError): Promise<Outcome> =>
-      Promise.resolve({ kind: "done", finishReason: "error", error, promptTokens: 0, tokens: [], text: "" });
-    if (held.cancelled) {
-      return Promise.resolve({
-        kind: "done",
-        finishReason: "cancelled",
-        promptTokens: 0,
-        tokens: [],
-        text: "",
-      });
-    }
+      Promise.resolve({ kind: "done", finishReason: "error", error, ...unrun });
+    if (held.cancelled) return Promise.resolve({ kind: "done", finishReason: "cancelled", ...unrun });
     if (request.adapter && this.controls?.isDeleted(request.adapter.name)) {
       return refuse(deletedAdapterError(request.adapter.name));
     }

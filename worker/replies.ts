@@ -21,6 +21,8 @@ export interface ReplyEnd {
   error?: { code: string; message: string };
   /** Prompt tokens the engine processed (0 when the request never ran). */
   promptTokens: number;
+  /** Of promptTokens, those the engine's prefix cache covered. */
+  cachedPromptTokens: number;
   /** Tokens generated, stop token included. */
   outputTokens: number;
 }
@@ -90,7 +92,11 @@ export class ReplyStream {
       request_id: this.request.id,
       seq: this.seq,
       finish_reason: end.finishReason,
-      usage: { prompt_tokens: end.promptTokens, completion_tokens: end.outputTokens },
+      usage: {
+        prompt_tokens: end.promptTokens,
+        completion_tokens: end.outputTokens,
+        cached_tokens: end.cachedPromptTokens,
+      },
       ...(end.finishReason === "error"
         ? { error: end.error ?? { code: "internal_error", message: "the worker failed this request" } }
         : {}),

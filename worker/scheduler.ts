@@ -21,6 +21,12 @@ import type { SampledToken, SamplingParams } from "./engine/sampler.ts";
 import { decodeChoices, type SequenceLimits, SequenceOutput } from "./engine/sequence-output.ts";
 import type { Tokenizer } from "./engine/tokenizer.ts";
 
+/** The engine calls the scheduler makes: a batching loop's, and how much of each prompt a prefix cache covered. */
+export interface SchedulerEngine extends StepEngine {
+  /** ServingEngine.reusedPromptTokens. */
+  reusedPromptTokens(ids: readonly string[]): number[] | Promise<number[]>;
+}
+
 /** What the scheduler needs of the adapter tiers; worker/adapters/adapter-manager.ts provides it. */
 export interface AdapterSlots {
   /** Starts bringing the adapter towards a slot; returns at once. */
@@ -97,6 +103,8 @@ export type Outcome =
       error?: JobError;
       /** Prompt tokens the engine processed: 0 when the job never reached a prefill. */
       promptTokens: number;
+      /** Of promptTokens, those a stored prefix's cache covered (not prefilled). */
+      cachedPromptTokens: number;
       tokens: SampledToken[];
       text: string;
     }
@@ -109,6 +117,8 @@ interface Entry {
   output: SequenceOutput;
   /** Prompt tokens in the engine's cache so far: a long prompt goes in chunks. */
   fed: number;
+  /** Of the prompt, the tokens the engine's prefix cache covered; known once the prompt is in. */
+  cached: number;
   /** The whole prompt is in: the sequence runs (decodes). */
   prefilled: boolean;
   /** Set while running: the sequence leaves at the next step with this ending. */
@@ -178,7 +188,7 @@ export class Scheduler {
   private slotsFull = false;
 
   constructor(
-    private readonly engine: StepEngine,
+    private readonly engine: SchedulerEngine,
     private readonly tokenizer: Tokenizer,
     private readonly adapters: AdapterSlots,
     private readonly options: SchedulerOptions,
@@ -195,7 +205,15 @@ export class Scheduler {
     }
     return new Promise((resolve) => {
       const fail = (error: JobError) =>
-        resolve({ kind: "done", finishReason: "error", error, promptTokens: 0, tokens: [], text: "" });
+        resolve({
+          kind: "done",
+          finishReason: "error",
+          error,
+          promptTokens: 0,
+          cachedPromptTokens: 0,
+          tokens: [],
+          text: "",
+        });
       if (job.promptTokens.length === 0) return fail(new JobError("invalid_request", "the prompt is empty"));
       if (job.promptTokens.length >= this.options.maxContext) {
         return fail(
@@ -215,7 +233,16 @@ export class Scheduler {
         return fail(new JobError("invalid_request", (error as Error).message));
       }
       const group = this.groupFor(job);
-      const entry: Entry = { job, group, output, fed: 0, prefilled: false, ending: null, resolve };
+      const entry: Entry = {
+        job,
+        group,
+        output,
+        fed: 0,
+        cached: 0,
+        prefilled: false,
+        ending: null,
+        resolve,
+      };
       group.queue.push(entry);
       this.entries.set(job.id, entry);
       if (job.adapter) this.adapters.prefetch(job.adapter);
@@ -328,6 +355,7 @@ export class Scheduler {
       finishReason,
       ...(error ? { error } : {}),
       promptTokens: entry.prefilled ? entry.job.promptTokens.length : 0,
+      cachedPromptTokens: entry.prefilled ? entry.cached : 0,
       tokens: entry.output.tokens,
       text: entry.output.text,
     };
@@ -597,6 +625,9 @@ export class Scheduler {
       }
       return;
     }
+    const complete = pieces.filter((p) => !p.more).map((p) => p.entry);
+    const cached = await this.engine.reusedPromptTokens(complete.map((e) => e.job.id));
+    for (const [i, entry] of complete.entries()) entry.cached = cached[i]!;
     for (const [i, { entry, tokens, more }] of pieces.entries()) {
       if (!this.wanted(entry)) {
         await this.drop(entry);

@@ -107,8 +107,13 @@ export function cancelWhenOpen(opening: Promise<OpenStream>): () => void {
 }
 
 export function usageOf(final: Final): UsageBody {
-  const { prompt_tokens, completion_tokens } = final.usage;
-  return { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
+  const { prompt_tokens, completion_tokens, cached_tokens = 0 } = final.usage;
+  return {
+    prompt_tokens,
+    completion_tokens,
+    total_tokens: prompt_tokens + completion_tokens,
+    prompt_tokens_details: { cached_tokens },
+  };
 }
 
 /** Only stop and length reach here: generation.chunks() throws for error and cancelled. */

@@ -53,10 +53,12 @@ describe("luminet dev", () => {
       const metrics = await (await fetch(`${urlOf(first)}/metrics`)).text();
       expect(metrics).toContain("luminet_gateway_requests_total");
       expect(metrics).toContain("luminet_tokens_generated_total");
-      // Two chats with the same system prompt on one adapter: the second prefills only what differs.
+      // Two chats with the same system prompt on one adapter: the second prefills only what differs, and
+      // its usage says how many of its prompt tokens the prefix cache covered (whole 16-token blocks).
       const system = "You are the support assistant of Acme. Answer briefly, politely and in English.";
+      const usages = [];
       for (const question of ["Where is my order?", "Can I change my address?"]) {
-        await client.chat.completions.create({
+        const answer = await client.chat.completions.create({
           model: "tiny:demo/adapter-3",
           messages: [
             { role: "system", content: system },
@@ -64,7 +66,13 @@ describe("luminet dev", () => {
           ],
           max_tokens: 2,
         });
+        usages.push(answer.usage!);
       }
+      expect(usages[0]!.prompt_tokens_details?.cached_tokens).toBe(0);
+      const cached = usages[1]!.prompt_tokens_details!.cached_tokens!;
+      expect(cached).toBeGreaterThan(0);
+      expect(cached % 16).toBe(0);
+      expect(cached).toBeLessThan(usages[1]!.prompt_tokens);
       await expect
         .poll(async () => {
           const text = await (await fetch(`${urlOf(first)}/metrics`)).text();

@@ -85,6 +85,8 @@ describe("chat completions", () => {
     expect(sent.id).toBe(requestId);
     expect(body.usage.prompt_tokens).toBe(sent.prompt_token_ids.length);
     expect(body.usage.total_tokens).toBe(body.usage.prompt_tokens + 4);
+    // This worker's Final says nothing of a prefix cache: none of the prompt was cached.
+    expect(body.usage.prompt_tokens_details).toEqual({ cached_tokens: 0 });
     expect(sent).toMatchObject({ org: "acme", base: BASE, adapter: null });
   });
 

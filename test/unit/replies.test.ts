@@ -45,7 +45,7 @@ describe("a worker's reply stream", () => {
       for await (const reply of inbox) received.push(reply);
     })();
 
-    await replies.finish({ finishReason: "stop", promptTokens: 3, outputTokens: 1 });
+    await replies.finish({ finishReason: "stop", promptTokens: 3, cachedPromptTokens: 0, outputTokens: 1 });
     await reading;
     expect(attempts()).toBe(26);
     expect(received.map((r) => r.type)).toEqual(["chunk", "final"]);

@@ -118,7 +118,9 @@ class TestSlots implements AdapterSlots {
   }
 }
 
-async function setUp(options: Partial<SchedulerOptions> & { slots?: number } = {}) {
+async function setUp(
+  options: Partial<SchedulerOptions> & { slots?: number; prefixCacheBytes?: number } = {},
+) {
   const slots = options.slots ?? ADAPTERS;
   const engine = await Engine.create({
     modelDir,
@@ -128,6 +130,7 @@ async function setUp(options: Partial<SchedulerOptions> & { slots?: number } = {
     maxRank: 4,
     maxAdaptersPerStep: 16,
     threads: 1,
+    ...(options.prefixCacheBytes ? { prefixCacheBytes: options.prefixCacheBytes } : {}),
   });
   engines.push(engine);
   const adapters = new TestSlots(engine, slots);
@@ -379,6 +382,19 @@ describe("scheduler", () => {
     await vi.waitFor(() => expect(engine.running).toBe(0));
     expect(sizes).toEqual([40, 40]);
     expect(scheduler.tokensGenerated).toBe(0);
+  });
+
+  it("reports the prompt tokens the engine's prefix cache covered, per job", async () => {
+    const { scheduler } = await setUp({ prefixCacheBytes: 1 << 20 });
+    const shared = Array.from({ length: 36 }, (_, i) => 40 + i);
+    const first = done(await scheduler.submit(job("first", 2, 2, { promptTokens: [...shared, 90, 91] })));
+    const second = done(await scheduler.submit(job("second", 2, 2, { promptTokens: [...shared, 92] })));
+    const otherAdapter = done(await scheduler.submit(job("other", 3, 2, { promptTokens: [...shared, 92] })));
+    expect([first, second, otherAdapter].map((o) => [o.promptTokens, o.cachedPromptTokens])).toEqual([
+      [38, 0],
+      [37, 32],
+      [37, 0],
+    ]);
   });
 
   it("runs the batch while an adapter loads, and a failed load fails only its own requests", async () => {

@@ -43,6 +43,8 @@ export interface ServingEngine {
   logitsOf(id: string): Float32Array;
   switchAdapter(id: string, slot: number): void;
   release(id: string): void;
+  /** Per sequence, the prompt tokens a stored prefix's cache covered; 0 without a prefix cache. */
+  reusedPromptTokens(ids: readonly string[]): number[];
   /** Engine.prefixCacheStats; null where the engine keeps no prefix cache (CUDA, or none configured). */
   prefixCacheStats(): PrefixCacheStats | null;
   readonly running: number;

@@ -18,6 +18,7 @@ type Method =
   | "logitsOf"
   | "release"
   | "prefixCacheStats"
+  | "reusedPromptTokens"
   | "close";
 
 function transferables(result: unknown): ArrayBuffer[] {

@@ -103,6 +103,10 @@ export class EngineThread {
     return this.call("release", [id]) as Promise<void>;
   }
 
+  reusedPromptTokens(ids: readonly string[]): Promise<number[]> {
+    return this.call("reusedPromptTokens", [ids]) as Promise<number[]>;
+  }
+
   prefixCacheStats(): Promise<PrefixCacheStats | null> {
     return this.call("prefixCacheStats", []) as Promise<PrefixCacheStats | null>;
   }

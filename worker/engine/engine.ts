@@ -143,6 +143,8 @@ interface Sequence {
   partial: boolean;
   /** While partial, its prompt's tokens so far (for the prefix cache once the prompt is complete). */
   prompt: number[];
+  /** Prompt tokens a stored prefix's cache covered: not prefilled. */
+  reused: number;
 }
 
 /**
@@ -484,10 +486,16 @@ export class Engine {
       length: hit.length,
       partial: true,
       prompt: prompt.tokens.slice(0, hit.length),
+      reused: hit.length,
     });
     this.partialKv.set(prompt.id, kv);
     this.prefixTokensReused += hit.length;
     return hit.length;
+  }
+
+  /** Per sequence, the prompt tokens a stored prefix's cache covered (0 for an unknown id). */
+  reusedPromptTokens(ids: readonly string[]): number[] {
+    return ids.map((id) => this.sequences.get(id)?.reused ?? 0);
   }
 
   /** The prefix cache's entries and bytes, and the prompt tokens it spared; null when it is off. */
@@ -541,7 +549,13 @@ export class Engine {
       );
       at += count;
       const partial = more === true;
-      this.sequences.set(id, { slot, length: tokens.length, partial, prompt: partial ? tokens.slice() : [] });
+      this.sequences.set(id, {
+        slot,
+        length: tokens.length,
+        partial,
+        prompt: partial ? tokens.slice() : [],
+        reused: 0,
+      });
       if (!partial) {
         this.joining.set(id, { tensors: presents, row });
         await this.rememberPrefix(slot, tokens, { tensors: presents, row, length: tokens.length });

@@ -297,6 +297,10 @@ export class CudaEngine {
     return null;
   }
 
+  reusedPromptTokens(ids: readonly string[]): number[] {
+    return ids.map(() => 0);
+  }
+
   get running(): number {
     return this.sequences.size;
   }
