@@ -614,6 +614,7 @@ export class Scheduler {
           id: entry.job.id,
           tokens,
           slot: entry.group.slot,
+          prefixScope: entry.job.org,
           ...(more ? { more } : {}),
         })),
       );

@@ -384,15 +384,21 @@ describe("scheduler", () => {
     expect(scheduler.tokensGenerated).toBe(0);
   });
 
-  it("reports the prompt tokens the engine's prefix cache covered, per job", async () => {
+  it("reports the prompt tokens the engine's prefix cache covered, per job, never across orgs", async () => {
     const { scheduler } = await setUp({ prefixCacheBytes: 1 << 20 });
     const shared = Array.from({ length: 36 }, (_, i) => 40 + i);
     const first = done(await scheduler.submit(job("first", 2, 2, { promptTokens: [...shared, 90, 91] })));
     const second = done(await scheduler.submit(job("second", 2, 2, { promptTokens: [...shared, 92] })));
     const otherAdapter = done(await scheduler.submit(job("other", 3, 2, { promptTokens: [...shared, 92] })));
-    expect([first, second, otherAdapter].map((o) => [o.promptTokens, o.cachedPromptTokens])).toEqual([
+    const otherOrg = done(
+      await scheduler.submit(job("tenant", 2, 2, { org: "org-elsewhere", promptTokens: [...shared, 93] })),
+    );
+    expect(
+      [first, second, otherAdapter, otherOrg].map((o) => [o.promptTokens, o.cachedPromptTokens]),
+    ).toEqual([
       [38, 0],
       [37, 32],
+      [37, 0],
       [37, 0],
     ]);
   });

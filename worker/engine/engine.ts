@@ -159,6 +159,11 @@ export interface PrefillPrompt {
   slot: number;
   /** More of this prompt follows in a later call. */
   more?: boolean;
+  /**
+   * Prompts reuse each other's stored prefixes only within one scope (the worker passes the org), so one
+   * tenant's prompts cannot be probed by another's time to first token. Default: one shared scope.
+   */
+  prefixScope?: string;
 }
 
 /**
@@ -477,8 +482,8 @@ export class Engine {
    * same adapter, as a sequence whose next chunk is the rest; returns the tokens reused (0: none).
    */
   private async seedFromPrefix(prompt: PrefillPrompt): Promise<number> {
-    const adapter = this.adapterOf(prompt.slot);
-    const hit = adapter === undefined ? null : this.prefixes?.lookup(adapter, prompt.tokens);
+    const scope = this.cacheScopeOf(prompt);
+    const hit = scope === undefined ? null : this.prefixes?.lookup(scope, prompt.tokens);
     if (!hit) return 0;
     const kv = await this.ownRow({ tensors: hit.value, row: 0, length: hit.length });
     this.sequences.set(prompt.id, {
@@ -504,21 +509,29 @@ export class Engine {
     return { entries: this.prefixes.size, bytes: this.prefixes.bytes, reusedTokens: this.prefixTokensReused };
   }
 
-  /** The prefix cache's name for the adapter in a slot; undefined while the slot is being written. */
-  private adapterOf(slot: number): string | undefined {
-    return slot === 0 ? "" : this.slotAdapters.get(slot);
+  /**
+   * Where a prompt's prefixes are stored in the prefix cache: its scope and the adapter in its slot;
+   * undefined while the slot is being written.
+   */
+  private cacheScopeOf({ slot, prefixScope = "" }: PrefillPrompt): string | undefined {
+    const adapter = slot === 0 ? "" : this.slotAdapters.get(slot);
+    return adapter === undefined ? undefined : JSON.stringify([prefixScope, adapter]);
   }
 
   /** Keeps a cache of a complete prompt's whole blocks for later prompts that start the same way. */
-  private async rememberPrefix(slot: number, prompt: readonly number[], source: KvRowSource): Promise<void> {
-    const adapter = this.adapterOf(slot);
-    if (!this.prefixes || adapter === undefined) return;
+  private async rememberPrefix(
+    from: PrefillPrompt,
+    prompt: readonly number[],
+    source: KvRowSource,
+  ): Promise<void> {
+    const scope = this.cacheScopeOf(from);
+    if (!this.prefixes || scope === undefined) return;
     const { layers, kvHeads, headDim, dtype } = this.kvShape;
     const bytesPerToken = 2 * layers * kvHeads * headDim * (dtype === "float32" ? 4 : 2);
-    const length = this.prefixes.worthStoring(adapter, prompt, bytesPerToken);
+    const length = this.prefixes.worthStoring(scope, prompt, bytesPerToken);
     if (length === 0) return;
     const kv = await this.ownRow({ ...source, length });
-    this.prefixes.store(adapter, prompt.slice(0, length), kv, length * bytesPerToken);
+    this.prefixes.store(scope, prompt.slice(0, length), kv, length * bytesPerToken);
   }
 
   /** New prompts in one run; each joins the batch at the next decode, or waits for its next chunk. */
@@ -541,7 +554,8 @@ export class Engine {
       kv: "presents",
     });
     let at = 0;
-    for (const [row, { id, slot, tokens, more }] of prompts.entries()) {
+    for (const [row, prompt] of prompts.entries()) {
+      const { id, slot, tokens, more } = prompt;
       const count = rowsOf(tokens, row).length;
       logits.set(
         id,
@@ -558,7 +572,7 @@ export class Engine {
       });
       if (!partial) {
         this.joining.set(id, { tensors: presents, row });
-        await this.rememberPrefix(slot, tokens, { tensors: presents, row, length: tokens.length });
+        await this.rememberPrefix(prompt, tokens, { tensors: presents, row, length: tokens.length });
       }
       // A prompt alone in its run owns the presents as they are; in a batch, its row is copied out.
       else if (prompts.length === 1) this.partialKv.set(id, presents);
@@ -592,7 +606,7 @@ export class Engine {
       sequence.partial = false;
       this.joining.set(prompt.id, { tensors: presents, row: 0 });
       this.prefillsToFree.add(presents);
-      await this.rememberPrefix(prompt.slot, sequence.prompt, {
+      await this.rememberPrefix(prompt, sequence.prompt, {
         tensors: presents,
         row: 0,
         length: sequence.length,

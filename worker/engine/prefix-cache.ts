@@ -1,9 +1,10 @@
 // Prompt prefixes whose KV cache the engine keeps, so a prompt that starts like an earlier one (the same
 // system prompt and chat template, on the same adapter) prefills only what differs. Prefixes are whole
-// blocks of PREFIX_BLOCK tokens, keyed by the adapter and the tokens of every block boundary: a new
-// prompt reuses the longest stored prefix it shares, at most all but its last token (whose logits the
-// prefill must compute). Entries are evicted least recently used first, within a byte budget. What an
-// entry holds (a cache of the prefix's positions) is the engine's; this index only keeps track of it.
+// blocks of PREFIX_BLOCK tokens, keyed by a scope (the engine's: tenant and adapter) and the tokens of
+// every block boundary: a new prompt reuses the longest stored prefix it shares within its scope, at most
+// all but its last token (whose logits the prefill must compute). Entries are evicted least recently used
+// first, within a byte budget. What an entry holds (a cache of the prefix's positions) is the engine's;
+// this index only keeps track of it.
 
 /** Tokens per block: prefixes are reused in multiples of this. */
 export const PREFIX_BLOCK = 16;
@@ -25,7 +26,7 @@ export interface PrefixHit<T> {
 export class PrefixCache<T> {
   /** Entries in use order, least recent first (a Map keeps insertion order). */
   private readonly entries = new Map<Entry<T>, true>();
-  /** Key of (adapter, first k tokens) at each block boundary k → the newest entry holding that prefix. */
+  /** Key of (scope, first k tokens) at each block boundary k → the newest entry holding that prefix. */
   private readonly index = new Map<string, Entry<T>>();
   private used = 0;
 
@@ -34,9 +35,9 @@ export class PrefixCache<T> {
     private readonly dispose: (value: T) => void,
   ) {}
 
-  /** The longest stored prefix of `tokens` under `adapter` that leaves at least one token to compute. */
-  lookup(adapter: string, tokens: readonly number[]): PrefixHit<T> | null {
-    const keys = boundaryKeys(adapter, tokens, tokens.length - 1);
+  /** The longest stored prefix of `tokens` in `scope` that leaves at least one token to compute. */
+  lookup(scope: string, tokens: readonly number[]): PrefixHit<T> | null {
+    const keys = boundaryKeys(scope, tokens, tokens.length - 1);
     for (let i = keys.length - 1; i >= 0; i--) {
       const entry = this.index.get(keys[i]!);
       const length = (i + 1) * PREFIX_BLOCK;
@@ -52,21 +53,21 @@ export class PrefixCache<T> {
    * The whole blocks of `tokens` a new entry should hold, or 0 when stored prefixes cover them already or
    * they would not fit the budget: the caller then need not copy anything.
    */
-  worthStoring(adapter: string, tokens: readonly number[], bytesPerToken: number): number {
+  worthStoring(scope: string, tokens: readonly number[], bytesPerToken: number): number {
     const length = Math.floor(tokens.length / PREFIX_BLOCK) * PREFIX_BLOCK;
     if (length === 0 || length * bytesPerToken > this.budgetBytes) return 0;
-    const key = boundaryKeys(adapter, tokens, length).at(-1)!;
+    const key = boundaryKeys(scope, tokens, length).at(-1)!;
     const known = this.index.get(key);
     return known && samePrefix(known.tokens, tokens, length) ? 0 : length;
   }
 
   /** Stores `value`, a cache of exactly `tokens` (whole blocks, see worthStoring), evicting as needed. */
-  store(adapter: string, tokens: readonly number[], value: T, bytes: number): void {
+  store(scope: string, tokens: readonly number[], value: T, bytes: number): void {
     const entry: Entry<T> = {
       tokens: tokens.slice(),
       value,
       bytes,
-      keys: boundaryKeys(adapter, tokens, tokens.length),
+      keys: boundaryKeys(scope, tokens, tokens.length),
     };
     this.used += bytes;
     this.entries.set(entry, true);
@@ -94,7 +95,7 @@ export class PrefixCache<T> {
 }
 
 /** Keys of the block boundaries within the first `limit` tokens: one per PREFIX_BLOCK tokens, in order. */
-function boundaryKeys(adapter: string, tokens: readonly number[], limit: number): string[] {
+function boundaryKeys(scope: string, tokens: readonly number[], limit: number): string[] {
   const keys: string[] = [];
   // Two 32-bit FNV-1a lanes over the tokens so far; a lookup compares the tokens, so a collision costs
   // only a miss.
@@ -105,7 +106,7 @@ function boundaryKeys(adapter: string, tokens: readonly number[], limit: number)
       low = Math.imul(low ^ tokens[t]!, 0x01000193) >>> 0;
       high = Math.imul(high ^ (tokens[t]! >>> 16) ^ (tokens[t]! << 5), 0x01000193) >>> 0;
     }
-    keys.push(`${adapter}:${end}:${low.toString(36)}.${high.toString(36)}`);
+    keys.push(`${scope}:${end}:${low.toString(36)}.${high.toString(36)}`);
   }
   return keys;
 }
