@@ -5,21 +5,16 @@
 // and how many tokens they got meanwhile, their median gap overall, and the long request's time to first
 // token. A budget at least the prompt's length prefills it in one run (no chunks): the before of chunked
 // prefill, measured side by side with the after.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { Bus } from "../bus/bus.ts";
-import { InProcessBroker } from "../bus/in-process.ts";
 import { ANY_WORKER, greedySampling, type InferenceRequest, WIRE_VERSION } from "../schema/wire.ts";
-import { FolderBlobStore } from "../worker/adapters/blob-store.ts";
 import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
 import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
-import { LuminetWorker } from "../worker/main.ts";
 import { machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { percentile, round } from "./bench-stats.ts";
 import { benchModelWithAdapter } from "./bench-switch.ts";
+import { BENCH_BASE, startBenchWorker } from "./bench-worker.ts";
 
 export interface LongPromptBenchOptions {
   device: Device;
@@ -61,7 +56,6 @@ export interface LongPromptBenchResult {
   };
 }
 
-const BASE = "bench-1b";
 const STREAM_PROMPT_TOKENS = 32;
 /** Tokens each stream has before the long request is sent. */
 const STREAMED_BEFORE = 4;
@@ -122,14 +116,7 @@ async function oneRun(run: {
   streamPrompts: number[][];
   streamMaxTokens: number;
 }): Promise<LongPromptRun> {
-  const cacheDir = mkdtempSync(join(tmpdir(), "luminet-bench-long-prompt-"));
-  const broker = new InProcessBroker({ ackWaitMs: 10 * 60_000 });
-  const gateway = broker.connect();
-  const workerBus = broker.connect();
-  const worker = await LuminetWorker.start({
-    bus: workerBus,
-    base: BASE,
-    workerId: "bench",
+  const { gateway, stop } = await startBenchWorker({
     modelDir: run.modelDir,
     device: run.device,
     slots: 1,
@@ -138,11 +125,6 @@ async function oneRun(run: {
     maxBatch: run.streamPrompts.length + 1,
     maxContext: run.longPrompt.length + 64,
     stepTokens: run.budget,
-    ramCacheBytes: 2 ** 30,
-    diskCacheDir: cacheDir,
-    diskCacheBytes: 2 ** 30,
-    blobs: new FolderBlobStore(join(run.modelDir, "adapters")),
-    ackWaitMs: 10 * 60_000,
   });
   try {
     const arrivals = run.streamPrompts.map(() => [] as number[]);
@@ -182,9 +164,7 @@ async function oneRun(run: {
       long_ttft_ms: round(firstAt - sentAt, 1),
     };
   } finally {
-    await worker.drain();
-    await Promise.all([gateway.close(), workerBus.close()]);
-    rmSync(cacheDir, { recursive: true, force: true });
+    await stop();
   }
 }
 
@@ -202,7 +182,7 @@ export async function streamRequest(
     id,
     org: "bench",
     api_key_id: "bench",
-    base: BASE,
+    base: BENCH_BASE,
     adapter: null,
     prompt_token_ids: prompt,
     sampling: greedySampling(maxTokens),

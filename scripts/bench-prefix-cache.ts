@@ -3,20 +3,15 @@
 // in-process bus serves the requests one at a time: each is the same `system`-token prefix and a tail of
 // its own. Off, every request prefills its whole prompt; on, the first does and the rest reuse its
 // prefix's cache (whole blocks of 16 tokens) and prefill only their tails.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { InProcessBroker } from "../bus/in-process.ts";
-import { FolderBlobStore } from "../worker/adapters/blob-store.ts";
 import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
 import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
-import { LuminetWorker } from "../worker/main.ts";
 import { machineName } from "./bench-engine.ts";
 import { streamRequest } from "./bench-long-prompt.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { percentile, round } from "./bench-stats.ts";
 import { benchModelWithAdapter } from "./bench-switch.ts";
+import { startBenchWorker } from "./bench-worker.ts";
 
 export interface PrefixCacheBenchOptions {
   device: Device;
@@ -52,7 +47,6 @@ export interface PrefixCacheBenchResult {
   setup: { layers: number; dtype: string; path: string };
 }
 
-const BASE = "bench-1b";
 const CACHE_BYTES = 512 * 2 ** 20;
 
 export async function runPrefixCacheBench(options: PrefixCacheBenchOptions): Promise<PrefixCacheBenchResult> {
@@ -106,15 +100,8 @@ async function timeRequests(run: {
   bytes: number;
   prompts: number[][];
 }): Promise<number[]> {
-  const cacheDir = mkdtempSync(join(tmpdir(), "luminet-bench-prefix-cache-"));
-  const broker = new InProcessBroker({ ackWaitMs: 10 * 60_000 });
-  const gateway = broker.connect();
-  const workerBus = broker.connect();
   const longest = Math.max(...run.prompts.map((p) => p.length));
-  const worker = await LuminetWorker.start({
-    bus: workerBus,
-    base: BASE,
-    workerId: "bench",
+  const { gateway, stop } = await startBenchWorker({
     modelDir: run.modelDir,
     device: run.device,
     slots: 1,
@@ -124,11 +111,6 @@ async function timeRequests(run: {
     maxContext: longest + 16,
     stepTokens: longest + 16,
     prefixCacheBytes: run.bytes,
-    ramCacheBytes: 2 ** 30,
-    diskCacheDir: cacheDir,
-    diskCacheBytes: 2 ** 30,
-    blobs: new FolderBlobStore(join(run.modelDir, "adapters")),
-    ackWaitMs: 10 * 60_000,
   });
   try {
     const ttfts: number[] = [];
@@ -142,9 +124,7 @@ async function timeRequests(run: {
     }
     return ttfts;
   } finally {
-    await worker.drain();
-    await Promise.all([gateway.close(), workerBus.close()]);
-    rmSync(cacheDir, { recursive: true, force: true });
+    await stop();
   }
 }
 

@@ -3,10 +3,8 @@
 // request at a time with the same prompt, alternating a request on a resident (pinned) rank-16 adapter with
 // a base-only request, so both kinds see the same machine noise. Reported: time to first token and
 // per-token latency, p50 and p99 per kind, and the adapter's overhead (adapter minus base-only).
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { InProcessBroker } from "../bus/in-process.ts";
 import {
   type AdapterRef,
   ANY_WORKER,
@@ -14,15 +12,14 @@ import {
   type InferenceRequest,
   WIRE_VERSION,
 } from "../schema/wire.ts";
-import { FolderBlobStore } from "../worker/adapters/blob-store.ts";
 import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
 import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
 import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
-import { LuminetWorker } from "../worker/main.ts";
 import { machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { percentile, round } from "./bench-stats.ts";
+import { BENCH_BASE, startBenchWorker } from "./bench-worker.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
 export interface SwitchBenchOptions {
@@ -73,7 +70,6 @@ export interface SwitchBenchResult {
 const RANK = 16;
 const PROMPT_TOKENS = 32;
 const WARM_UP = 4;
-const BASE = "bench-1b";
 
 /** The engine benchmark's cached model when present (it has adapter-0), else one adapter of our own. */
 export function benchModelWithAdapter(device: Device, layers: number, log: (line: string) => void): string {
@@ -100,15 +96,8 @@ export async function runSwitchBench(options: SwitchBenchOptions): Promise<Switc
   const tokens = options.tokens ?? 4;
   if (tokens < 2) throw new RangeError("--tokens must be at least 2: per-token latency needs two tokens");
   const modelDir = options.modelDir ?? benchModelWithAdapter(device, layers, log);
-  const cacheDir = mkdtempSync(join(tmpdir(), "luminet-bench-switch-"));
-  const broker = new InProcessBroker({ ackWaitMs: 10 * 60_000 });
-  const gateway = broker.connect();
-  const workerBus = broker.connect();
   log("starting the worker (engine thread, graph variants)");
-  const worker = await LuminetWorker.start({
-    bus: workerBus,
-    base: BASE,
-    workerId: "bench",
+  const { worker, gateway, stop } = await startBenchWorker({
     modelDir,
     device,
     slots: 4,
@@ -117,11 +106,6 @@ export async function runSwitchBench(options: SwitchBenchOptions): Promise<Switc
     maxBatch: 8,
     maxContext: PROMPT_TOKENS + tokens + 8,
     stepTokens: 512,
-    ramCacheBytes: 2 ** 30,
-    diskCacheDir: cacheDir,
-    diskCacheBytes: 4 * 2 ** 30,
-    blobs: new FolderBlobStore(join(modelDir, "adapters")),
-    ackWaitMs: 10 * 60_000,
   });
   try {
     const sha256 = await sha256OfFile(join(modelDir, "adapters", "adapter-0", "adapter_model.safetensors"));
@@ -134,7 +118,7 @@ export async function runSwitchBench(options: SwitchBenchOptions): Promise<Switc
     await gateway.publishControl({
       v: WIRE_VERSION,
       kind: "pin",
-      base: BASE,
+      base: BENCH_BASE,
       adapter: adapter.name,
       pinned: true,
       blob: { blob_key: adapter.blob_key, sha256: adapter.sha256, rank: RANK },
@@ -154,7 +138,7 @@ export async function runSwitchBench(options: SwitchBenchOptions): Promise<Switc
         id: `switch-${count++}`,
         org: "bench",
         api_key_id: "bench",
-        base: BASE,
+        base: BENCH_BASE,
         adapter: withAdapter ? adapter : null,
         prompt_token_ids: prompt,
         sampling: greedySampling(tokens),
@@ -228,9 +212,7 @@ export async function runSwitchBench(options: SwitchBenchOptions): Promise<Switc
       },
     };
   } finally {
-    await worker.drain();
-    await Promise.all([gateway.close(), workerBus.close()]);
-    rmSync(cacheDir, { recursive: true, force: true });
+    await stop();
   }
 }
 
