@@ -52,7 +52,6 @@ const CACHE_BYTES = 512 * 2 ** 20;
 export async function runPrefixCacheBench(options: PrefixCacheBenchOptions): Promise<PrefixCacheBenchResult> {
   const log = options.log ?? (() => {});
   const { device } = options;
-  if (device === "cuda") throw new RangeError("the CUDA engine keeps no prefix cache yet: use cpu or webgpu");
   const layers = options.layers ?? (device === "cpu" ? 2 : 16);
   const systemTokens = options.systemTokens ?? 512;
   const tailTokens = options.tailTokens ?? 32;

@@ -11,6 +11,8 @@
 //   cuda_graphs        the same greedy tokens with CUDA graphs on and off
 //   chunked_prefill    a long prompt sent in three chunks while others decode (scripts/chunked-prefill-trace.ts):
 //                      every logit row within tolerance of the CPU engine running it whole
+//   prefix_cache       a prompt that starts like a released one continues that sequence's stored row:
+//                      32 tokens reused, its logits within tolerance of the CPU engine's for the whole prompt
 //   device_sampling    through the batching loop, sequences sampled from the device's picks and candidates
 //                      (penalties applied there) draw the tokens that sampling their whole rows on the
 //                      host draws: greedy, top-k, top-p, logprobs, presence/frequency/repetition penalties
@@ -22,7 +24,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { type LoadedAdapter, loadPeftAdapter } from "../worker/adapters/peft.ts";
 import type { ServingEngine } from "../worker/engine/create-engine.ts";
-import { CudaEngine } from "../worker/engine/cuda/cuda-engine.ts";
+import { CudaEngine, cacheRowBytes } from "../worker/engine/cuda/cuda-engine.ts";
 import type { CudaAddon } from "../worker/engine/cuda/native.ts";
 import { Engine } from "../worker/engine/engine.ts";
 import { ContinuousBatcher, type StepEngine } from "../worker/engine/generation.ts";
@@ -216,17 +218,41 @@ export async function runCudaCheck(addon?: CudaAddon): Promise<CudaCheckReport> 
     const sampling = await deviceSampling(noGraphs, tiny.dir, prompts, slots);
     await noGraphs.close();
 
+    // Two prompts sharing a 40-token start, one after the other, the second from the first's stored row.
+    const rowBytes = cacheRowBytes(tiny.config, options.maxContext);
+    const cached = await CudaEngine.create({ ...options, device: "cuda", prefixCacheBytes: rowBytes }, addon);
+    await cached.writeAdapter(1, adapters[0]!);
+    const shared = prompts[9]!.slice(0, 40);
+    const sharing = [
+      [...shared, 3, 4, 5],
+      [...shared, 6, 7],
+    ];
+    const fromStoredRow: Float32Array[] = [];
+    let reused = 0;
+    for (const [i, tokens] of sharing.entries()) {
+      fromStoredRow.push(...(await cached.prefill(`shared-${i}`, tokens, 1)));
+      reused += cached.reusedPromptTokens([`shared-${i}`])[0]!;
+      cached.release(`shared-${i}`);
+    }
+    await cached.close();
+
     // The CPU engine decodes the batch fed the CUDA batch's tokens, so every step compares like for like.
     const cpu = await Engine.create({ ...options, device: "cpu", threads: 1 });
     for (const [i, adapter] of adapters.entries()) await cpu.writeAdapter(i + 1, adapter);
     const cpuBatch = await trace(cpu, prompts, slots, { feed: batch.tokens });
     const whole = await chunkedPrefillTrace(cpu, chunkCase, false);
+    const sharingWhole: Float32Array[] = [];
+    for (const [i, tokens] of sharing.entries()) {
+      sharingWhole.push(...(await cpu.prefill(`shared-${i}`, tokens, 1)));
+      cpu.release(`shared-${i}`);
+    }
     await cpu.close();
     const labels = [...whole.keys()].sort();
 
     const firstRows = (t: Trace) => t.logits.map((rows) => rows[0]!);
     const decodeRows = (t: Trace) => t.logits.flatMap((rows) => rows.slice(1));
     const prefill = compare(firstRows(batch), firstRows(cpuBatch));
+    const prefixRows = sameRowCount(fromStoredRow, sharingWhole);
     const decode = compare(decodeRows(batch), decodeRows(cpuBatch));
     let agree = 0;
     let closeCalls = 0;
@@ -257,6 +283,7 @@ export async function runCudaCheck(addon?: CudaAddon): Promise<CudaCheckReport> 
         labels.flatMap((label) => chunked.get(label) ?? []),
         labels.flatMap((label) => whole.get(label)!),
       ),
+      prefix_cache: { ...prefixRows, reused, pass: prefixRows.pass && reused === 32 },
       device_sampling: sampling,
     };
     return {

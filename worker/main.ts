@@ -61,7 +61,7 @@ export interface WorkerOptions {
   prepackWeights?: boolean;
   /**
    * Bytes of earlier prompts' prefix caches the engine keeps, so a prompt that starts the same way on the
-   * same adapter prefills only the rest (onnxruntime engines; the CUDA engine keeps none yet). Default 0.
+   * same adapter prefills only the rest (on CUDA: whole cache rows beyond maxBatch). Default 0.
    */
   prefixCacheBytes?: number;
   /** Serve /metrics on this port (0: any free port). */

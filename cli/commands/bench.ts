@@ -160,7 +160,7 @@ export function registerBench(program: Command): void {
     .description(
       "time to first token of requests sharing a long prefix, with the worker's prefix cache off and on",
     )
-    .option("--device <device>", "cpu | webgpu", "cpu")
+    .option("--device <device>", "cpu | webgpu | cuda", "cpu")
     .option("--layers <n>", "layers of bench-1b (default 2 on cpu, 16 on a GPU)")
     .option("--model <dir>", "a bench-1b folder (default: generated and cached in .luminet/)")
     .option("--system-tokens <n>", "tokens of the shared prefix", "512")

@@ -162,7 +162,7 @@ export function registerWorker(program: Command): void {
     )
     .option(
       "--prefix-cache-bytes <n>",
-      "memory for earlier prompts' prefix caches: a prompt that starts the same way on the same adapter prefills only the rest (cpu, webgpu; 0: none)",
+      "memory for earlier prompts' prefix caches: a prompt that starts the same way on the same adapter prefills only the rest (cuda: whole cache rows beyond --max-batch; 0: none)",
       "512MiB",
     )
     .option("--threads <n>", "onnxruntime threads (default: all cores)")

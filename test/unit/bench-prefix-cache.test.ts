@@ -37,10 +37,4 @@ describe("bench prefix-cache", () => {
     reportPrefixCacheBench(result, true, dir);
     expect(JSON.parse(readFileSync(join(dir, "prefix-cache.json"), "utf8"))).toEqual(result);
   });
-
-  it("refuses the CUDA engine, which keeps no prefix cache", async () => {
-    await expect(runPrefixCacheBench({ device: "cuda", modelDir })).rejects.toThrow(
-      "the CUDA engine keeps no prefix cache yet",
-    );
-  });
 });

@@ -25,12 +25,14 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA correctness che
       "device_argmax",
       "cuda_graphs",
       "chunked_prefill",
+      "prefix_cache",
       "device_sampling",
     ]);
     expect(report.pass).toBe(false);
     expect(report.checks.prefill_logits!.pass).toBe(false);
     expect(report.checks.batch_vs_alone_logits!.pass).toBe(false);
     expect(report.checks.chunked_prefill!.pass).toBe(false);
+    expect(report.checks.prefix_cache!.pass).toBe(false);
     expect(summaryLines(report).some((line) => line.startsWith("FAIL prefill_logits: max_abs_diff"))).toBe(
       true,
     );

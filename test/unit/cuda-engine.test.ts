@@ -15,7 +15,7 @@ import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
 import { initTinyModel, tinyConfigJson } from "../../scripts/tiny-model.ts";
 import { type LoadedAdapter, loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { createEngine } from "../../worker/engine/create-engine.ts";
-import { CudaEngine, type CudaEngineOptions } from "../../worker/engine/cuda/cuda-engine.ts";
+import { CudaEngine, type CudaEngineOptions, cacheRowBytes } from "../../worker/engine/cuda/cuda-engine.ts";
 import {
   CUDA_EMULATED_ADDON_PATH,
   type CudaAddon,
@@ -245,6 +245,63 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     const middle = steps.find((s) => s.positions[0] === 9)!;
     expect([...middle.positions]).toEqual([9, 10, 11, 12, 13, 14, 15]);
     await expectChunkMisuseRefused(cuda, c);
+    await cpu.close();
+    await cuda.close();
+  });
+
+  it("continues a prompt from a released sequence's row that starts the same way, as the CPU engine computes it whole", async () => {
+    const cpu = await cpuEngine();
+    const rowBytes = cacheRowBytes(model, common.maxContext);
+    // Two rows beyond maxBatch keep stored prefixes.
+    const { engine: pending } = cudaEngine({ maxBatch: 3, stepTokens: 16, prefixCacheBytes: 2 * rowBytes });
+    const cuda = await pending;
+    expect(cuda.spec.cacheRows).toBe(5);
+    for (const i of [0, 1]) {
+      await cpu.writeAdapter(i + 1, adapters[i]!);
+      await cuda.writeAdapter(i + 1, adapters[i]!);
+    }
+    const system = Array.from({ length: 40 }, (_, t) => (11 * t + 3) % model.vocabSize);
+    const withTail = (seed: number) => [
+      ...system,
+      ...[0, 1, 2, 3, 4].map((t) => (seed + 7 * t) % model.vocabSize),
+    ];
+    let run = 0;
+    // Prefill and two decode steps on both engines; the CUDA engine's rows close to the CPU's; then both
+    // release it (the CUDA engine keeps its row as a stored prefix). Returns the tokens CUDA reused.
+    const compare = async (tokens: number[], slot: number, prefixScope?: string) => {
+      const id = `p${run++}`;
+      const prompt = { id, tokens, slot, ...(prefixScope ? { prefixScope } : {}) };
+      const got = [...(await cuda.prefillTogether([prompt]))];
+      const want = [...(await cpu.prefillTogether([prompt]))];
+      const reused = cuda.reusedPromptTokens([id])[0]!;
+      for (const token of [5, 6]) {
+        got.push((await cuda.decode(new Map([[id, token]]))).get(id)!);
+        want.push((await cpu.decode(new Map([[id, token]]))).get(id)!);
+      }
+      expectClose(got, want);
+      cuda.release(id);
+      cpu.release(id);
+      return reused;
+    };
+    expect(await compare(withTail(1), 1)).toBe(0);
+    expect(cuda.prefixCacheStats()).toEqual({ entries: 1, bytes: rowBytes, reusedTokens: 0 });
+    // The stored row is taken over (and stored again at release): 32 tokens, two whole blocks.
+    expect(await compare(withTail(2), 1)).toBe(32);
+    expect(await compare(withTail(3), 1, "another-org")).toBe(0);
+    expect(await compare(withTail(4), 2)).toBe(0);
+    // Three stored prompts for two rows: the least recently used left; the other two still serve.
+    expect(cuda.prefixCacheStats()!.entries).toBe(2);
+    expect(await compare(withTail(5), 1)).toBe(0);
+    expect(await compare(withTail(6), 2)).toBe(32);
+    // The stored prefixes' rows are beyond maxBatch: maxBatch new sequences still find rows, one more does not.
+    const full = [0, 1, 2].map((i) => ({ id: `f${i}`, tokens: [100 + i, 101, 102], slot: 0 }));
+    await cuda.prefillTogether(full);
+    await expect(cuda.prefillTogether([{ id: "more", tokens: [1, 2, 3], slot: 0 }])).rejects.toThrow(
+      "no free cache row for 1 more sequences: 3 of 3 are running (maxBatch)",
+    );
+    expect(cuda.prefixCacheStats()!.entries).toBe(2);
+    for (const { id } of full) cuda.release(id);
+    expect(cuda.prefixCacheStats()!.reusedTokens).toBe(64);
     await cpu.close();
     await cuda.close();
   });

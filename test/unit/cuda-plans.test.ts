@@ -115,7 +115,7 @@ describe("the CUDA engine's cache rows", () => {
   it("gives each sequence its own row, reuses freed rows lowest first, and refuses past the last row", () => {
     const table = new SequenceTable(3);
     expect(["a", "b", "c"].map((id) => table.admit(id, 0).cacheRow)).toEqual([0, 1, 2]);
-    expect(table.freeRow()).toBeUndefined();
+    expect(table.lowestFreeRow()).toBeUndefined();
     expect(() => table.admit("d", 0)).toThrow(EngineError);
     expect(() => table.admit("d", 0)).toThrow(/no free cache row.*3 sequences are running/);
     expect(() => table.admit("b", 0)).toThrow(/sequence b is already running/);
@@ -124,11 +124,18 @@ describe("the CUDA engine's cache rows", () => {
     table.release("a");
     table.release("unknown");
     expect(table.size).toBe(1);
-    expect(table.freeRow()).toBe(0);
+    expect(table.lowestFreeRow()).toBe(0);
     expect(table.admit("e", 2).cacheRow).toBe(0);
     expect(table.admit("f", 1).cacheRow).toBe(2);
     expect(table.ids()).toEqual(["b", "e", "f"]);
-    expect(table.get("e")).toEqual({ cacheRow: 0, slot: 2, length: 0, partial: false });
+    expect(table.get("e")).toEqual({
+      cacheRow: 0,
+      slot: 2,
+      length: 0,
+      partial: false,
+      prompt: [],
+      reused: 0,
+    });
   });
 });
 

@@ -45,7 +45,7 @@ export interface ServingEngine {
   release(id: string): void;
   /** Per sequence, the prompt tokens a stored prefix's cache covered; 0 without a prefix cache. */
   reusedPromptTokens(ids: readonly string[]): number[];
-  /** Engine.prefixCacheStats; null where the engine keeps no prefix cache (CUDA, or none configured). */
+  /** What the prefix cache holds and has spared; null where none is configured. */
   prefixCacheStats(): PrefixCacheStats | null;
   readonly running: number;
   sequenceLength(id: string): number | undefined;

@@ -34,7 +34,7 @@ import {
 } from "./kv-cache.ts";
 import { bankLayout, LoraBanks } from "./lora-banks.ts";
 import { loadModelConfig, MODULE_KINDS, type ModelConfig } from "./model-config.ts";
-import { PrefixCache } from "./prefix-cache.ts";
+import { PrefixCache, PrefixScopes } from "./prefix-cache.ts";
 import { openWeights, type WeightIndex } from "./safetensors.ts";
 
 export interface EngineOptions {
@@ -328,8 +328,7 @@ export class Engine {
   private readonly partialKv = new Map<string, KvTensors>();
   /** Caches of earlier prompts' prefixes, batch 1 each; null when EngineOptions.prefixCacheBytes is 0. */
   private readonly prefixes: PrefixCache<KvTensors> | null;
-  /** The adapter in each written slot, as the prefix cache names it. */
-  private readonly slotAdapters = new Map<number, string>();
+  private readonly scopes = new PrefixScopes();
   private prefixTokensReused = 0;
   /** Prefill outputs still referenced by joiners; freed once the batch cache has absorbed them. */
   private readonly prefillsToFree = new Set<KvTensors>();
@@ -393,13 +392,13 @@ export class Engine {
   }
 
   async writeAdapter(slot: number, adapter: LoadedAdapter): Promise<void> {
-    this.slotAdapters.delete(slot);
+    this.scopes.writing(slot);
     await this.banks.write(slot, adapter);
-    this.slotAdapters.set(slot, `${adapter.name}@${adapter.sha256}`);
+    this.scopes.written(slot, adapter);
   }
 
   clearSlot(slot: number): void {
-    this.slotAdapters.delete(slot);
+    this.scopes.writing(slot);
     this.banks.clear(slot);
   }
 
@@ -482,7 +481,7 @@ export class Engine {
    * same adapter, as a sequence whose next chunk is the rest; returns the tokens reused (0: none).
    */
   private async seedFromPrefix(prompt: PrefillPrompt): Promise<number> {
-    const scope = this.cacheScopeOf(prompt);
+    const scope = this.scopes.of(prompt);
     const hit = scope === undefined ? null : this.prefixes?.lookup(scope, prompt.tokens);
     if (!hit) return 0;
     const kv = await this.ownRow({ tensors: hit.value, row: 0, length: hit.length });
@@ -509,22 +508,13 @@ export class Engine {
     return { entries: this.prefixes.size, bytes: this.prefixes.bytes, reusedTokens: this.prefixTokensReused };
   }
 
-  /**
-   * Where a prompt's prefixes are stored in the prefix cache: its scope and the adapter in its slot;
-   * undefined while the slot is being written.
-   */
-  private cacheScopeOf({ slot, prefixScope = "" }: PrefillPrompt): string | undefined {
-    const adapter = slot === 0 ? "" : this.slotAdapters.get(slot);
-    return adapter === undefined ? undefined : JSON.stringify([prefixScope, adapter]);
-  }
-
   /** Keeps a cache of a complete prompt's whole blocks for later prompts that start the same way. */
   private async rememberPrefix(
     from: PrefillPrompt,
     prompt: readonly number[],
     source: KvRowSource,
   ): Promise<void> {
-    const scope = this.cacheScopeOf(from);
+    const scope = this.scopes.of(from);
     if (!this.prefixes || scope === undefined) return;
     const { layers, kvHeads, headDim, dtype } = this.kvShape;
     const bytesPerToken = 2 * layers * kvHeads * headDim * (dtype === "float32" ? 4 : 2);

@@ -37,16 +37,22 @@ export class PrefixCache<T> {
 
   /** The longest stored prefix of `tokens` in `scope` that leaves at least one token to compute. */
   lookup(scope: string, tokens: readonly number[]): PrefixHit<T> | null {
-    const keys = boundaryKeys(scope, tokens, tokens.length - 1);
-    for (let i = keys.length - 1; i >= 0; i--) {
-      const entry = this.index.get(keys[i]!);
-      const length = (i + 1) * PREFIX_BLOCK;
-      if (!entry || !samePrefix(entry.tokens, tokens, length)) continue;
-      this.entries.delete(entry);
-      this.entries.set(entry, true);
-      return { value: entry.value, length };
-    }
-    return null;
+    const found = this.find(scope, tokens);
+    if (!found) return null;
+    this.entries.delete(found.entry);
+    this.entries.set(found.entry, true);
+    return { value: found.entry.value, length: found.length };
+  }
+
+  /**
+   * lookup, but the entry leaves the cache and its value goes to the caller, not disposed: for a cache
+   * whose prefix a new sequence continues in place (the CUDA engine's rows).
+   */
+  take(scope: string, tokens: readonly number[]): PrefixHit<T> | null {
+    const found = this.find(scope, tokens);
+    if (!found) return null;
+    this.remove(found.entry);
+    return { value: found.entry.value, length: found.length };
   }
 
   /**
@@ -86,11 +92,25 @@ export class PrefixCache<T> {
     return this.entries.size;
   }
 
+  private find(scope: string, tokens: readonly number[]): { entry: Entry<T>; length: number } | null {
+    const keys = boundaryKeys(scope, tokens, tokens.length - 1);
+    for (let i = keys.length - 1; i >= 0; i--) {
+      const entry = this.index.get(keys[i]!);
+      const length = (i + 1) * PREFIX_BLOCK;
+      if (entry && samePrefix(entry.tokens, tokens, length)) return { entry, length };
+    }
+    return null;
+  }
+
   private evict(entry: Entry<T>): void {
+    this.remove(entry);
+    this.dispose(entry.value);
+  }
+
+  private remove(entry: Entry<T>): void {
     this.entries.delete(entry);
     this.used -= entry.bytes;
     for (const key of entry.keys) if (this.index.get(key) === entry) this.index.delete(key);
-    this.dispose(entry.value);
   }
 }
 
@@ -115,4 +135,28 @@ function samePrefix(a: readonly number[], b: readonly number[], length: number):
   if (a.length < length || b.length < length) return false;
   for (let i = 0; i < length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/**
+ * Where an engine files a prompt's prefixes: the prompt's scope (PrefillPrompt.prefixScope, the tenant) and
+ * the adapter in its slot, so neither another tenant's prompts nor another adapter's ever match.
+ */
+export class PrefixScopes {
+  /** The adapter written in each slot, by name and sha256. */
+  private readonly adapters = new Map<number, string>();
+
+  /** A slot is being written: until written(), prompts in it neither reuse nor store prefixes. */
+  writing(slot: number): void {
+    this.adapters.delete(slot);
+  }
+
+  written(slot: number, adapter: { name: string; sha256: string }): void {
+    this.adapters.set(slot, `${adapter.name}@${adapter.sha256}`);
+  }
+
+  /** The prompt's prefix-cache scope; undefined while its slot is being written or is empty. */
+  of(prompt: { slot: number; prefixScope?: string }): string | undefined {
+    const adapter = prompt.slot === 0 ? "" : this.adapters.get(prompt.slot);
+    return adapter === undefined ? undefined : JSON.stringify([prompt.prefixScope ?? "", adapter]);
+  }
 }

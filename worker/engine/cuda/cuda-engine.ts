@@ -7,9 +7,10 @@ import { SingleBar } from "cli-progress";
 import type { LoadedAdapter } from "../../adapters/peft.ts";
 import { CANDIDATES, type DecodeChoice, type DecodeRow, penaltyEntries } from "../decode-row.ts";
 import { usableCudaAddon } from "../device.ts";
-import { EngineError, type EngineOptions, type PrefillPrompt } from "../engine.ts";
+import { EngineError, type EngineOptions, type PrefillPrompt, type PrefixCacheStats } from "../engine.ts";
 import { LoraBankError } from "../lora-banks.ts";
 import { loadModelConfig, MODULE_KINDS, type ModelConfig, moduleShape } from "../model-config.ts";
+import { PrefixCache, PrefixScopes } from "../prefix-cache.ts";
 import { inverseFrequencies } from "../rope.ts";
 import { openWeights } from "../safetensors.ts";
 import type {
@@ -70,6 +71,14 @@ export class CudaEngine {
   readonly formulation = CUDA_FORMULATION;
   readonly padsPrefills = false;
   private readonly sequences: SequenceTable;
+  /**
+   * Rows of released sequences kept for their prompts' prefixes (EngineOptions.prefixCacheBytes: cache rows
+   * beyond maxBatch): a new prompt that starts the same way takes the row over and prefills only the rest.
+   * null without rows for it.
+   */
+  private readonly prefixes: PrefixCache<number> | null;
+  private readonly scopes = new PrefixScopes();
+  private prefixTokensReused = 0;
   private stepping = false;
   /** The sequences of the last decode, in its logit rows' order (logitsOf); none once another step ran. */
   private lastDecodeIds: string[] = [];
@@ -81,6 +90,16 @@ export class CudaEngine {
     private readonly native: NativeCudaModel,
   ) {
     this.sequences = new SequenceTable(spec.cacheRows);
+    const prefixRows = spec.cacheRows - maxBatchOf(options);
+    this.prefixes =
+      prefixRows > 0
+        ? new PrefixCache(prefixRows * this.rowBytes, (row) => this.sequences.freeRow(row))
+        : null;
+  }
+
+  /** Bytes of one cache row: keys and values of every layer, maxContext positions, fp16. */
+  get rowBytes(): number {
+    return cacheRowBytes(this.model, this.spec.maxContext);
   }
 
   /** Builds the native model and uploads the weights; `addon` defaults to the built one (device.ts). */
@@ -105,11 +124,14 @@ export class CudaEngine {
         `adapter ${adapter.name} has rank ${adapter.maxRank}; this engine's slots hold at most ${this.spec.maxRank}`,
       );
     }
+    this.scopes.writing(slot);
     await this.native.writeAdapter(slot, nativeModules(this.model, adapter));
+    this.scopes.written(slot, adapter);
   }
 
   clearSlot(slot: number): void {
     this.checkBankSlot(slot);
+    this.scopes.writing(slot);
     this.native.clearSlot(slot);
   }
 
@@ -119,7 +141,7 @@ export class CudaEngine {
    * whichever prefill takes it next.
    */
   async warmUp(): Promise<void> {
-    const cacheRow = this.sequences.freeRow();
+    const cacheRow = this.sequences.lowestFreeRow();
     if (cacheRow === undefined) return;
     const [step] = planSteps([{ token: 0, cacheRow, position: 0, slot: 0, logits: true }], 1, false);
     await this.native.step(step!.native);
@@ -157,17 +179,13 @@ export class CudaEngine {
     }
     this.checkDistinctAdapters(prompts.map((p) => p.slot));
     const fresh = prompts.filter((p) => !this.sequences.get(p.id));
-    if (fresh.length > this.spec.cacheRows - this.sequences.size) {
+    const maxBatch = maxBatchOf(this.options);
+    if (fresh.length > maxBatch - this.sequences.size) {
       throw new EngineError(
-        `no free cache row for ${fresh.length} more sequences: ${this.sequences.size} of ${this.spec.cacheRows} are running (maxBatch)`,
+        `no free cache row for ${fresh.length} more sequences: ${this.sequences.size} of ${maxBatch} are running (maxBatch)`,
       );
     }
-    const admitted = prompts.map(({ id, slot, tokens, more }) => ({
-      id,
-      tokens,
-      more: more === true,
-      sequence: this.sequences.get(id) ?? this.sequences.admit(id, slot),
-    }));
+    const admitted = prompts.map((prompt) => this.admit(prompt, allLogits));
     try {
       const rows = prefillRows(
         admitted.map(({ tokens, sequence }) => ({
@@ -179,15 +197,42 @@ export class CudaEngine {
         allLogits,
       );
       const { logits } = await this.runRows(rows, { returnLogits: true });
-      for (const { tokens, more, sequence } of admitted) {
+      for (const { prompt, tokens, sequence } of admitted) {
         sequence.length += tokens.length;
-        sequence.partial = more;
+        sequence.partial = prompt.more === true;
+        if (this.prefixes) {
+          sequence.prompt.push(...tokens);
+          if (!sequence.partial) sequence.prefixKey = this.scopes.of(prompt);
+        }
       }
       return logits;
     } catch (error) {
       for (const { id } of fresh) this.sequences.release(id);
       throw error;
     }
+  }
+
+  /**
+   * A prompt's sequence and the tokens this call prefills: a running one continues; a new one takes the
+   * row of a stored prefix it starts with (prefilling the rest), or a free row — there is one, since stored
+   * prefixes hold at most the rows beyond maxBatch.
+   */
+  private admit(
+    prompt: PrefillPrompt,
+    allLogits: boolean,
+  ): { prompt: PrefillPrompt; tokens: readonly number[]; sequence: RunningSequence } {
+    const known = this.sequences.get(prompt.id);
+    if (known) return { prompt, tokens: prompt.tokens, sequence: known };
+    const scope = this.scopes.of(prompt);
+    // Not with allLogits: the prefix's logits would not be computed.
+    const hit = scope === undefined || allLogits ? null : this.prefixes?.take(scope, prompt.tokens);
+    if (hit) {
+      const sequence = this.sequences.admit(prompt.id, prompt.slot, { row: hit.value, reused: hit.length });
+      sequence.prompt.push(...prompt.tokens.slice(0, hit.length));
+      this.prefixTokensReused += hit.length;
+      return { prompt, tokens: prompt.tokens.slice(hit.length), sequence };
+    }
+    return { prompt, tokens: prompt.tokens, sequence: this.sequences.admit(prompt.id, prompt.slot) };
   }
 
   /**
@@ -287,18 +332,31 @@ export class CudaEngine {
     sequence.slot = slot;
   }
 
-  /** Removes a finished or cancelled sequence and frees its cache row. */
+  /**
+   * Removes a finished or cancelled sequence and frees its cache row — or, with a prefix cache and a whole
+   * prompt of at least one block, keeps the row as that prompt's stored prefix (its later positions are
+   * never read from there).
+   */
   release(id: string): void {
-    this.sequences.release(id);
+    const sequence = this.sequences.get(id);
+    const scope = sequence?.prefixKey;
+    const length = scope === undefined ? 0 : (this.prefixes?.worthStoring(scope, sequence!.prompt, 0) ?? 0);
+    if (length === 0) {
+      this.sequences.release(id);
+      return;
+    }
+    const row = this.sequences.detach(id);
+    this.prefixes!.store(scope!, sequence!.prompt.slice(0, length), row, this.rowBytes);
   }
 
-  /** No prefix cache on CUDA yet: every prompt prefills whole. */
-  prefixCacheStats(): null {
-    return null;
+  /** The stored prefixes (a cache row each), and the prompt tokens they spared; null without a prefix cache. */
+  prefixCacheStats(): PrefixCacheStats | null {
+    if (!this.prefixes) return null;
+    return { entries: this.prefixes.size, bytes: this.prefixes.bytes, reusedTokens: this.prefixTokensReused };
   }
 
   reusedPromptTokens(ids: readonly string[]): number[] {
-    return ids.map(() => 0);
+    return ids.map((id) => this.sequences.get(id)?.reused ?? 0);
   }
 
   get running(): number {
@@ -439,13 +497,29 @@ export class CudaEngine {
   }
 }
 
+/** Sequences running at once: a cache row each. */
+function maxBatchOf(options: EngineOptions): number {
+  return options.maxBatch ?? DEFAULT_CACHE_ROWS;
+}
+
+/** Bytes of one native KV cache row: keys and values of every layer at maxContext positions, fp16. */
+export function cacheRowBytes(model: ModelConfig, maxContext: number): number {
+  return 2 * model.numLayers * model.numKvHeads * maxContext * model.headDim * 2;
+}
+
+/** Cache rows kept for stored prefixes: as many as prefixCacheBytes holds, at most maxBatch. */
+function prefixRows(model: ModelConfig, options: EngineOptions): number {
+  const rows = Math.floor((options.prefixCacheBytes ?? 0) / cacheRowBytes(model, options.maxContext));
+  return Math.min(rows, maxBatchOf(options));
+}
+
 /** The native model's sizes for this model and these engine options. */
 export function modelSpec(model: ModelConfig, options: CudaEngineOptions): CudaModelSpec {
-  const cacheRows = options.maxBatch ?? DEFAULT_CACHE_ROWS;
+  const maxBatch = maxBatchOf(options);
   const stepTokens = options.stepTokens ?? PREFILL_STEP_TOKENS;
   for (const [name, value] of [
     ["maxContext", options.maxContext],
-    ["maxBatch", cacheRows],
+    ["maxBatch", maxBatch],
     ["stepTokens", stepTokens],
     ["slots", options.slots],
     ["maxRank", options.maxRank],
@@ -467,8 +541,8 @@ export function modelSpec(model: ModelConfig, options: CudaEngineOptions): CudaM
     tieWordEmbeddings: model.tieWordEmbeddings,
     invFreq: inverseFrequencies(model),
     maxContext: options.maxContext,
-    cacheRows,
-    maxStepTokens: Math.max(cacheRows, stepTokens),
+    cacheRows: maxBatch + prefixRows(model, options),
+    maxStepTokens: Math.max(maxBatch, stepTokens),
     slots: options.slots,
     maxRank: options.maxRank,
     cudaGraphs: options.cudaGraphs ?? true,

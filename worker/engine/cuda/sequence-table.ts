@@ -1,5 +1,7 @@
 // The CUDA engine's running sequences: each owns one cache row of the native KV cache (0..cacheRows-1)
-// from its prefill until it is released, an adapter slot, and its length (tokens in the cache).
+// from its prefill until it is released, an adapter slot, and its length (tokens in the cache). A row may
+// also leave the table with its cache intact (detach: the prefix cache keeps it) and come back to a new
+// sequence that continues from it (admit with that row).
 import { EngineError } from "../engine.ts";
 
 export interface RunningSequence {
@@ -9,6 +11,12 @@ export interface RunningSequence {
   length: number;
   /** Its prompt is still being prefilled chunk by chunk: it does not decode yet. */
   partial: boolean;
+  /** Its prompt's tokens so far, kept only where a prefix cache may store them when it is released. */
+  prompt: number[];
+  /** Prompt tokens its row held from a stored prefix when it was admitted: not prefilled. */
+  reused: number;
+  /** Where a prefix cache files its prompt when it is released: the scope (PrefixScopes) it ran in. */
+  prefixKey?: string;
 }
 
 export class SequenceTable {
@@ -20,16 +28,20 @@ export class SequenceTable {
     this.freeRows = Array.from({ length: cacheRows }, (_, i) => cacheRows - 1 - i);
   }
 
-  /** Takes a free cache row for a new sequence. */
-  admit(id: string, slot: number): RunningSequence {
+  /**
+   * Takes a free cache row for a new sequence, or `detached`, a row detach() gave out whose cache holds the
+   * sequence's first `reused` tokens.
+   */
+  admit(id: string, slot: number, detached?: { row: number; reused: number }): RunningSequence {
     if (this.sequences.has(id)) throw new EngineError(`sequence ${id} is already running`);
-    const cacheRow = this.freeRows.pop();
+    const cacheRow = detached ? detached.row : this.freeRows.pop();
     if (cacheRow === undefined) {
       throw new EngineError(
         `no free cache row for sequence ${id}: ${this.cacheRows} sequences are running, the most this engine holds (maxBatch)`,
       );
     }
-    const sequence = { cacheRow, slot, length: 0, partial: false };
+    const reused = detached?.reused ?? 0;
+    const sequence = { cacheRow, slot, length: reused, partial: false, prompt: [], reused };
     this.sequences.set(id, sequence);
     return sequence;
   }
@@ -39,7 +51,20 @@ export class SequenceTable {
     const sequence = this.sequences.get(id);
     if (!sequence) return;
     this.sequences.delete(id);
-    this.freeRows.push(sequence.cacheRow);
+    this.freeRow(sequence.cacheRow);
+  }
+
+  /** Removes the sequence but keeps its row out of the free rows, its cache as it is; returns the row. */
+  detach(id: string): number {
+    const sequence = this.sequences.get(id);
+    if (!sequence) throw new EngineError(`sequence ${id} is not running`);
+    this.sequences.delete(id);
+    return sequence.cacheRow;
+  }
+
+  /** Gives a detached row back to the free rows. */
+  freeRow(row: number): void {
+    this.freeRows.push(row);
     this.freeRows.sort((a, b) => b - a);
   }
 
@@ -57,7 +82,7 @@ export class SequenceTable {
   }
 
   /** A row no sequence holds (the lowest), if any. */
-  freeRow(): number | undefined {
+  lowestFreeRow(): number | undefined {
     return this.freeRows.at(-1);
   }
 }
