@@ -249,7 +249,7 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     await cuda.close();
   });
 
-  it("continues a prompt from a released sequence's row that starts the same way, as the CPU engine computes it whole", async () => {
+  it("continues prompts from a copy of a released sequence's row that starts the same way, as the CPU engine computes them whole", async () => {
     const cpu = await cpuEngine();
     const rowBytes = cacheRowBytes(model, common.maxContext);
     // Two rows beyond maxBatch keep stored prefixes.
@@ -285,7 +285,16 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     };
     expect(await compare(withTail(1), 1)).toBe(0);
     expect(cuda.prefixCacheStats()).toEqual({ entries: 1, bytes: rowBytes, reusedTokens: 0 });
-    // The stored row is taken over (and stored again at release): 32 tokens, two whole blocks.
+    // Two prompts at once, each from its own copy of the stored row: 32 tokens, two whole blocks.
+    const pair = [withTail(2), withTail(7)].map((tokens, i) => ({ id: `pair-${i}`, tokens, slot: 1 }));
+    const got = await cuda.prefillTogether(pair);
+    const want = await cpu.prefillTogether(pair);
+    expectClose(got, want);
+    expect(cuda.reusedPromptTokens(["pair-0", "pair-1"])).toEqual([32, 32]);
+    for (const { id } of pair) {
+      cuda.release(id);
+      cpu.release(id);
+    }
     expect(await compare(withTail(2), 1)).toBe(32);
     expect(await compare(withTail(3), 1, "another-org")).toBe(0);
     expect(await compare(withTail(4), 2)).toBe(0);
@@ -301,7 +310,7 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     );
     expect(cuda.prefixCacheStats()!.entries).toBe(2);
     for (const { id } of full) cuda.release(id);
-    expect(cuda.prefixCacheStats()!.reusedTokens).toBe(64);
+    expect(cuda.prefixCacheStats()!.reusedTokens).toBe(128);
     await cpu.close();
     await cuda.close();
   });

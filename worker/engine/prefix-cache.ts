@@ -37,22 +37,16 @@ export class PrefixCache<T> {
 
   /** The longest stored prefix of `tokens` in `scope` that leaves at least one token to compute. */
   lookup(scope: string, tokens: readonly number[]): PrefixHit<T> | null {
-    const found = this.find(scope, tokens);
-    if (!found) return null;
-    this.entries.delete(found.entry);
-    this.entries.set(found.entry, true);
-    return { value: found.entry.value, length: found.length };
-  }
-
-  /**
-   * lookup, but the entry leaves the cache and its value goes to the caller, not disposed: for a cache
-   * whose prefix a new sequence continues in place (the CUDA engine's rows).
-   */
-  take(scope: string, tokens: readonly number[]): PrefixHit<T> | null {
-    const found = this.find(scope, tokens);
-    if (!found) return null;
-    this.remove(found.entry);
-    return { value: found.entry.value, length: found.length };
+    const keys = boundaryKeys(scope, tokens, tokens.length - 1);
+    for (let i = keys.length - 1; i >= 0; i--) {
+      const entry = this.index.get(keys[i]!);
+      const length = (i + 1) * PREFIX_BLOCK;
+      if (!entry || !samePrefix(entry.tokens, tokens, length)) continue;
+      this.entries.delete(entry);
+      this.entries.set(entry, true);
+      return { value: entry.value, length };
+    }
+    return null;
   }
 
   /**
@@ -92,25 +86,11 @@ export class PrefixCache<T> {
     return this.entries.size;
   }
 
-  private find(scope: string, tokens: readonly number[]): { entry: Entry<T>; length: number } | null {
-    const keys = boundaryKeys(scope, tokens, tokens.length - 1);
-    for (let i = keys.length - 1; i >= 0; i--) {
-      const entry = this.index.get(keys[i]!);
-      const length = (i + 1) * PREFIX_BLOCK;
-      if (entry && samePrefix(entry.tokens, tokens, length)) return { entry, length };
-    }
-    return null;
-  }
-
   private evict(entry: Entry<T>): void {
-    this.remove(entry);
-    this.dispose(entry.value);
-  }
-
-  private remove(entry: Entry<T>): void {
     this.entries.delete(entry);
     this.used -= entry.bytes;
     for (const key of entry.keys) if (this.index.get(key) === entry) this.index.delete(key);
+    this.dispose(entry.value);
   }
 }
 

@@ -73,8 +73,8 @@ export class CudaEngine {
   private readonly sequences: SequenceTable;
   /**
    * Rows of released sequences kept for their prompts' prefixes (EngineOptions.prefixCacheBytes: cache rows
-   * beyond maxBatch): a new prompt that starts the same way takes the row over and prefills only the rest.
-   * null without rows for it.
+   * beyond maxBatch): a new prompt that starts the same way gets a copy of the row and prefills only the
+   * rest. null without rows for it.
    */
   private readonly prefixes: PrefixCache<number> | null;
   private readonly scopes = new PrefixScopes();
@@ -213,9 +213,9 @@ export class CudaEngine {
   }
 
   /**
-   * A prompt's sequence and the tokens this call prefills: a running one continues; a new one takes the
-   * row of a stored prefix it starts with (prefilling the rest), or a free row — there is one, since stored
-   * prefixes hold at most the rows beyond maxBatch.
+   * A prompt's sequence and the tokens this call prefills: a running one continues; a new one takes a free
+   * row — there is one, since stored prefixes hold at most the rows beyond maxBatch — holding a device copy
+   * of the stored prefix it starts with, if any, and prefills the rest.
    */
   private admit(
     prompt: PrefillPrompt,
@@ -225,14 +225,13 @@ export class CudaEngine {
     if (known) return { prompt, tokens: prompt.tokens, sequence: known };
     const scope = this.scopes.of(prompt);
     // Not with allLogits: the prefix's logits would not be computed.
-    const hit = scope === undefined || allLogits ? null : this.prefixes?.take(scope, prompt.tokens);
-    if (hit) {
-      const sequence = this.sequences.admit(prompt.id, prompt.slot, { row: hit.value, reused: hit.length });
-      sequence.prompt.push(...prompt.tokens.slice(0, hit.length));
-      this.prefixTokensReused += hit.length;
-      return { prompt, tokens: prompt.tokens.slice(hit.length), sequence };
-    }
-    return { prompt, tokens: prompt.tokens, sequence: this.sequences.admit(prompt.id, prompt.slot) };
+    const hit = scope === undefined || allLogits ? null : this.prefixes?.lookup(scope, prompt.tokens);
+    const sequence = this.sequences.admit(prompt.id, prompt.slot, hit?.length ?? 0);
+    if (!hit) return { prompt, tokens: prompt.tokens, sequence };
+    this.native.copyCacheRow(hit.value, sequence.cacheRow);
+    sequence.prompt.push(...prompt.tokens.slice(0, hit.length));
+    this.prefixTokensReused += hit.length;
+    return { prompt, tokens: prompt.tokens.slice(hit.length), sequence };
   }
 
   /**

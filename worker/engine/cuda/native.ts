@@ -150,6 +150,8 @@ export interface NativeCudaModel {
   writeAdapter(slot: number, modules: NativeAdapterModule[]): Promise<void>;
   /** Empties a slot: every module rank 0. */
   clearSlot(slot: number): void;
+  /** Copies a KV cache row (keys and values, every position) into another, in order with the steps. */
+  copyCacheRow(from: number, to: number): void;
   step(step: NativeStep): Promise<NativeStepResult>;
   memory(): NativeMemory;
   /** The logits of logit row `row` of the last step (kept on the device until the next step). */

@@ -1,7 +1,6 @@
 // The CUDA engine's running sequences: each owns one cache row of the native KV cache (0..cacheRows-1)
 // from its prefill until it is released, an adapter slot, and its length (tokens in the cache). A row may
-// also leave the table with its cache intact (detach: the prefix cache keeps it) and come back to a new
-// sequence that continues from it (admit with that row).
+// also leave the table with its cache intact (detach: the prefix cache keeps it) until it is freed.
 import { EngineError } from "../engine.ts";
 
 export interface RunningSequence {
@@ -13,7 +12,7 @@ export interface RunningSequence {
   partial: boolean;
   /** Its prompt's tokens so far, kept only where a prefix cache may store them when it is released. */
   prompt: number[];
-  /** Prompt tokens its row held from a stored prefix when it was admitted: not prefilled. */
+  /** Prompt tokens its row held from a stored prefix (copied in) when it was admitted: not prefilled. */
   reused: number;
   /** Where a prefix cache files its prompt when it is released: the scope (PrefixScopes) it ran in. */
   prefixKey?: string;
@@ -28,19 +27,15 @@ export class SequenceTable {
     this.freeRows = Array.from({ length: cacheRows }, (_, i) => cacheRows - 1 - i);
   }
 
-  /**
-   * Takes a free cache row for a new sequence, or `detached`, a row detach() gave out whose cache holds the
-   * sequence's first `reused` tokens.
-   */
-  admit(id: string, slot: number, detached?: { row: number; reused: number }): RunningSequence {
+  /** Takes a free cache row for a new sequence whose first `reused` tokens the caller puts in its cache. */
+  admit(id: string, slot: number, reused = 0): RunningSequence {
     if (this.sequences.has(id)) throw new EngineError(`sequence ${id} is already running`);
-    const cacheRow = detached ? detached.row : this.freeRows.pop();
+    const cacheRow = this.freeRows.pop();
     if (cacheRow === undefined) {
       throw new EngineError(
         `no free cache row for sequence ${id}: ${this.cacheRows} sequences are running, the most this engine holds (maxBatch)`,
       );
     }
-    const reused = detached?.reused ?? 0;
     const sequence = { cacheRow, slot, length: reused, partial: false, prompt: [], reused };
     this.sequences.set(id, sequence);
     return sequence;

@@ -234,7 +234,9 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
     return DefineClass(env, "CudaModel",
                        {InstanceMethod<&CudaModel::setWeight>("setWeight"),
                         InstanceMethod<&CudaModel::writeAdapter>("writeAdapter"),
-                        InstanceMethod<&CudaModel::clearSlot>("clearSlot"), InstanceMethod<&CudaModel::step>("step"),
+                        InstanceMethod<&CudaModel::clearSlot>("clearSlot"),
+                        InstanceMethod<&CudaModel::copyCacheRow>("copyCacheRow"),
+                        InstanceMethod<&CudaModel::step>("step"),
                         InstanceMethod<&CudaModel::memory>("memory"),
                         InstanceMethod<&CudaModel::roofline>("roofline"),
                         InstanceMethod<&CudaModel::logitsOf>("logitsOf"),
@@ -288,6 +290,16 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
     const Napi::Env env = info.Env();
     if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "clearSlot(slot): slot must be a number");
     rethrowInJavaScript(env, [&] { open(env)->clearSlot(info[0].As<Napi::Number>().Int32Value()); });
+    return env.Undefined();
+  }
+
+  Napi::Value copyCacheRow(const Napi::CallbackInfo& info) {
+    const Napi::Env env = info.Env();
+    if (!info[0].IsNumber() || !info[1].IsNumber())
+      throw Napi::TypeError::New(env, "copyCacheRow(from, to): rows must be numbers");
+    rethrowInJavaScript(env, [&] {
+      open(env)->copyCacheRow(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value());
+    });
     return env.Undefined();
   }
 

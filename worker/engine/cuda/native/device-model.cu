@@ -277,6 +277,24 @@ void DeviceModel::clearSlot(int slot) {
   CUDA_CHECK(cudaStreamSynchronize(loads_));
 }
 
+void DeviceModel::copyCacheRow(int from, int to) {
+  const int rows = spec_.cacheRows;
+  require(from >= 0 && from < rows && to >= 0 && to < rows,
+          "cache rows " + std::to_string(from) + " and " + std::to_string(to) + " must lie in 0.." +
+              std::to_string(rows - 1));
+  if (from == to) return;
+  std::lock_guard<std::mutex> lock(stepMutex_);
+  CUDA_CHECK(cudaSetDevice(spec_.device));
+  // A row is contiguous in both caches: [layers][kvHeads][maxContext][headDim].
+  const size_t row = kvElements() / size_t(rows);
+  for (DeviceBuffer* cache : {&keys_, &values_}) {
+    half* base = cache->as<half>();
+    CUDA_CHECK(cudaMemcpyAsync(base + size_t(to) * row, base + size_t(from) * row, row * sizeof(half),
+                               cudaMemcpyDeviceToDevice, compute_));
+  }
+  CUDA_CHECK(cudaStreamSynchronize(compute_));
+}
+
 void DeviceModel::validate(const StepInput& in) const {
   const ModelSpec& s = spec_;
   const size_t rows = in.tokens.size();

@@ -96,6 +96,8 @@ class DeviceModel {
   /** Blocks the calling thread (not the compute stream) until the slot holds the adapter. */
   void writeAdapter(int slot, const std::vector<AdapterModuleData>& modules);
   void clearSlot(int slot);
+  /** Copies cache row `from` (keys and values, every position) into row `to`, in order with the steps. */
+  void copyCacheRow(int from, int to);
   /** Runs one step and waits for its results. */
   StepOutput step(const StepInput& input);
   /** The logits of logit row `row` of the last step (they stay on the device until the next one). */
