@@ -473,6 +473,27 @@ describe("scheduler", () => {
     await scheduler.idle();
   });
 
+  it("keeps a prompt whose chunks have begun when queued jobs are handed back, and finishes and bills it", async () => {
+    let steps = 0;
+    let handed: string[] = [];
+    const { scheduler } = await setUp({
+      stepTokenBudget: 40,
+      // After the long prompt's first chunk: a draining worker hands back what has not started.
+      onStep: () => {
+        if (++steps === 1) handed = scheduler.handBack();
+      },
+    });
+    const long = scheduler.submit(
+      job("long", null, 3, { promptTokens: Array.from({ length: 100 }, (_, i) => 40 + (i % 50)) }),
+    );
+    const queued = scheduler.submit(job("queued", null, 3));
+    const outcome = done(await long);
+    expect(handed).toEqual(["queued"]);
+    expect(await queued).toEqual({ kind: "handed-back" });
+    expect(outcome).toMatchObject({ finishReason: "length", promptTokens: 100 });
+    expect(outcome.tokens).toHaveLength(3);
+  });
+
   it("refuses a prompt that leaves no room in the context, naming the sizes", async () => {
     const { scheduler } = await setUp();
     const outcome = done(
