@@ -15,16 +15,21 @@
 import type { AdapterRef, FinishReason } from "../schema/wire.ts";
 import { AdapterRemovedError, NoFreeSlotError } from "./adapters/adapter-manager.ts";
 import type { DecodeRow } from "./engine/decode-row.ts";
+import type { PrefillPrompt } from "./engine/engine.ts";
 import type { StepEngine } from "./engine/generation.ts";
 import { prefillBatches } from "./engine/prefill-batches.ts";
 import type { SampledToken, SamplingParams } from "./engine/sampler.ts";
 import { decodeChoices, type SequenceLimits, SequenceOutput } from "./engine/sequence-output.ts";
 import type { Tokenizer } from "./engine/tokenizer.ts";
 
-/** The engine calls the scheduler makes: a batching loop's, and how much of each prompt a prefix cache covered. */
+/** The engine calls the scheduler makes: a batching loop's, and what its prefix cache covers. */
 export interface SchedulerEngine extends StepEngine {
   /** ServingEngine.reusedPromptTokens. */
   reusedPromptTokens(ids: readonly string[]): number[] | Promise<number[]>;
+  /** ServingEngine.cachedPrefixLength. */
+  cachedPrefixLength(
+    prompt: Pick<PrefillPrompt, "tokens" | "slot" | "prefixScope">,
+  ): number | Promise<number>;
 }
 
 /** What the scheduler needs of the adapter tiers; worker/adapters/adapter-manager.ts provides it. */
@@ -46,10 +51,11 @@ export interface SchedulerOptions {
   /** Longest sequence, prompt + generated, the engine holds. */
   maxContext: number;
   /**
-   * Tokens one step may process: one per running sequence plus the prompt tokens prefilled. A prompt longer
-   * than what a step has left goes in chunks over several steps (one such prompt at a time), so a long
-   * prompt never stalls the running sequences for longer than one budget's worth of work. A step's first
-   * prompt work gets at least MIN_PREFILL_CHUNK tokens, so prompts move on however many sequences run.
+   * Tokens one step may process: one per running sequence plus the prompt tokens prefilled (not those a
+   * stored prefix covers: the engine's prefix cache). A prompt longer than what a step has left goes in
+   * chunks over several steps (one such prompt at a time), so a long prompt never stalls the running
+   * sequences for longer than one budget's worth of work. A step's first prompt work gets at least
+   * MIN_PREFILL_CHUNK tokens, so prompts move on however many sequences run.
    */
   stepTokenBudget: number;
   /** Distinct adapters in one step (the engine's limit, at most its slots). */
@@ -156,6 +162,8 @@ interface PrefillWork {
   tokens: readonly number[];
   /** More of the prompt follows in a later step. */
   more: boolean;
+  /** Of tokens, those the step computes: the rest a stored prefix covers. */
+  cost: number;
 }
 
 function groupKey(org: string, adapter: AdapterRef | null): string {
@@ -542,7 +550,7 @@ export class Scheduler {
 
   private async admit(ran: Set<Entry>): Promise<void> {
     if (this.chunked && !this.wanted(this.chunked)) await this.drop(this.chunked);
-    const work = this.takePrefills();
+    const work = await this.takePrefills();
     const batches = prefillBatches(
       work.map((w) => w.tokens.length),
       this.engine.padsPrefills,
@@ -559,31 +567,45 @@ export class Scheduler {
    * then prompts taken off their queues in turn across orgs and adapters. Each taken entry counts as running
    * in its group from here: a cancel while its prompt runs must not release the slot the prompt is using.
    */
-  private takePrefills(): PrefillWork[] {
+  private async takePrefills(): Promise<PrefillWork[]> {
     let budget = this.options.stepTokenBudget - this.running.size;
     const work: PrefillWork[] = [];
+    const room = () => Math.max(budget, work.length === 0 ? MIN_PREFILL_CHUNK : 0);
     // The rest of the entry's prompt if it fits; else a chunk of what the step has left, unless another
-    // prompt is in chunks or the chunk would be too small to be worth a run. null: it waits.
-    const piece = (entry: Entry): PrefillWork | null => {
+    // prompt is in chunks or the chunk would be too small to be worth a run. null: it waits. Tokens a
+    // stored prefix covers (`cached`) cost no prefill, so they do not count against the budget.
+    const piece = (entry: Entry, cached: number): PrefillWork | null => {
       const rest = entry.job.promptTokens.slice(entry.fed);
-      const room = Math.max(budget, work.length === 0 ? MIN_PREFILL_CHUNK : 0);
-      if (rest.length <= room) return { entry, tokens: rest, more: false };
-      if ((this.chunked !== null && this.chunked !== entry) || room < MIN_PREFILL_CHUNK) return null;
-      return { entry, tokens: rest.slice(0, room), more: true };
+      const fits = room() + cached;
+      if (rest.length <= fits) return { entry, tokens: rest, more: false, cost: rest.length - cached };
+      if ((this.chunked !== null && this.chunked !== entry) || room() < MIN_PREFILL_CHUNK) return null;
+      return { entry, tokens: rest.slice(0, fits), more: true, cost: room() };
     };
+    // The engine is asked only about a new prompt that does not fit as it is.
+    const cachedOf = async (entry: Entry): Promise<number> =>
+      entry.fed > 0 || entry.job.promptTokens.length <= room()
+        ? 0
+        : await this.engine.cachedPrefixLength({
+            tokens: entry.job.promptTokens,
+            slot: entry.group.slot,
+            prefixScope: entry.job.org,
+          });
     if (this.chunked) {
-      const next = piece(this.chunked)!;
+      const next = piece(this.chunked, 0)!;
       work.push(next);
-      budget -= next.tokens.length;
+      budget -= next.cost;
     }
     while (this.running.size + work.length < this.options.maxBatch) {
       const next = this.nextGroup();
       if (!next) break;
       const { group, orgAt, groupAt } = next;
       const entry = group.queue[0]!;
-      const taken = piece(entry);
+      const cached = await cachedOf(entry);
+      // Cancelled, failed or handed back while the engine answered: look again.
+      if (group.queue[0] !== entry) continue;
+      const taken = piece(entry, cached);
       if (!taken) break;
-      budget -= taken.tokens.length;
+      budget -= taken.cost;
       group.queue.shift();
       group.running++;
       this.prefilling.add(entry);

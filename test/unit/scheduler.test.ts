@@ -357,6 +357,29 @@ describe("scheduler", () => {
     expect(chunked.tokens.map((t) => t.token)).toEqual(alone.tokens.map((t) => t.token));
   });
 
+  it("counts only the tokens a prompt computes against the step budget: a cached long prompt goes in whole", async () => {
+    const { scheduler, engine } = await setUp({ stepTokenBudget: 40, prefixCacheBytes: 1 << 20 });
+    const pieces: [string, number, boolean][] = [];
+    const prefillTogether = engine.prefillTogether.bind(engine);
+    engine.prefillTogether = (prompts, allLogits) => {
+      for (const p of prompts) pieces.push([p.id, p.tokens.length, p.more === true]);
+      return prefillTogether(prompts, allLogits);
+    };
+    const longPrompt = Array.from({ length: 100 }, (_, i) => 40 + ((3 * i) % 50));
+    const first = done(await scheduler.submit(job("first", 2, 2, { promptTokens: longPrompt })));
+    const again = done(await scheduler.submit(job("again", 2, 2, { promptTokens: longPrompt })));
+    // The first in chunks of the budget; the second's 96 cached tokens (six blocks) cost nothing, so its
+    // 4 computed tokens fit one step.
+    expect(pieces).toEqual([
+      ["first", 40, true],
+      ["first", 40, true],
+      ["first", 20, false],
+      ["again", 100, false],
+    ]);
+    expect([first.cachedPromptTokens, again.cachedPromptTokens]).toEqual([0, 96]);
+    expect(again.tokens.map((t) => t.token)).toEqual(first.tokens.map((t) => t.token));
+  });
+
   it("releases a long prompt cancelled between its chunks, unbilled and never decoded", async () => {
     let steps = 0;
     const { scheduler, engine } = await setUp({

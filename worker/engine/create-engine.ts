@@ -43,6 +43,8 @@ export interface ServingEngine {
   logitsOf(id: string): Float32Array;
   switchAdapter(id: string, slot: number): void;
   release(id: string): void;
+  /** The tokens of a prompt a prefill would now take from a stored prefix; 0 without a prefix cache. */
+  cachedPrefixLength(prompt: Pick<PrefillPrompt, "tokens" | "slot" | "prefixScope">): number;
   /** Per sequence, the prompt tokens a stored prefix's cache covered; 0 without a prefix cache. */
   reusedPromptTokens(ids: readonly string[]): number[];
   /** What the prefix cache holds and has spared; null where none is configured. */

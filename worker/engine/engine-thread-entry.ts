@@ -19,6 +19,7 @@ type Method =
   | "release"
   | "prefixCacheStats"
   | "reusedPromptTokens"
+  | "cachedPrefixLength"
   | "close";
 
 function transferables(result: unknown): ArrayBuffer[] {

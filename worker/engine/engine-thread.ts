@@ -103,6 +103,10 @@ export class EngineThread {
     return this.call("release", [id]) as Promise<void>;
   }
 
+  cachedPrefixLength(prompt: Pick<PrefillPrompt, "tokens" | "slot" | "prefixScope">): Promise<number> {
+    return this.call("cachedPrefixLength", [prompt]) as Promise<number>;
+  }
+
   reusedPromptTokens(ids: readonly string[]): Promise<number[]> {
     return this.call("reusedPromptTokens", [ids]) as Promise<number[]>;
   }

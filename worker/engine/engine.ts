@@ -497,6 +497,12 @@ export class Engine {
     return hit.length;
   }
 
+  /** The tokens of this prompt a prefill would now take from a stored prefix (0 without one). */
+  cachedPrefixLength(prompt: Pick<PrefillPrompt, "tokens" | "slot" | "prefixScope">): number {
+    const scope = this.scopes.of(prompt);
+    return (scope === undefined ? null : this.prefixes?.lookup(scope, prompt.tokens))?.length ?? 0;
+  }
+
   /** Per sequence, the prompt tokens a stored prefix's cache covered (0 for an unknown id). */
   reusedPromptTokens(ids: readonly string[]): number[] {
     return ids.map((id) => this.sequences.get(id)?.reused ?? 0);

@@ -354,6 +354,12 @@ export class CudaEngine {
     return { entries: this.prefixes.size, bytes: this.prefixes.bytes, reusedTokens: this.prefixTokensReused };
   }
 
+  /** The tokens of this prompt a prefill would now copy from a stored prefix's row (0 without one). */
+  cachedPrefixLength(prompt: Pick<PrefillPrompt, "tokens" | "slot" | "prefixScope">): number {
+    const scope = this.scopes.of(prompt);
+    return (scope === undefined ? null : this.prefixes?.lookup(scope, prompt.tokens))?.length ?? 0;
+  }
+
   reusedPromptTokens(ids: readonly string[]): number[] {
     return ids.map((id) => this.sequences.get(id)?.reused ?? 0);
   }
