@@ -40,6 +40,10 @@ describe("prefix cache", () => {
     expect(cache.lookup("a", [...two, 7])).toBeNull();
     // More than the whole budget is never worth storing.
     expect(cache.worthStoring("a", tokens(4 * PREFIX_BLOCK, 400), 1)).toBe(0);
+    cache.clear();
+    expect(disposed.sort()).toEqual(["one", "three", "two"]);
+    expect([cache.size, cache.bytes]).toEqual([0, 0]);
+    expect(cache.lookup("a", [...one, 7])).toBeNull();
   });
 
   it("hands a newer entry the boundaries it shares with an older one, and keeps the older one's own", () => {

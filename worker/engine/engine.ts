@@ -739,6 +739,10 @@ export class Engine {
   async close(): Promise<void> {
     for (const session of this.sessions.values()) await (await session).release();
     this.sessions.clear();
+    // Device-resident caches are GPU buffers: give them back rather than wait for the collector.
+    this.prefixes?.clear();
+    for (const kv of this.partialKv.values()) this.disposeKv(kv);
+    this.partialKv.clear();
   }
 
   /**

@@ -78,6 +78,11 @@ export class PrefixCache<T> {
     }
   }
 
+  /** Evicts every entry. */
+  clear(): void {
+    for (const entry of [...this.entries.keys()]) this.evict(entry);
+  }
+
   get bytes(): number {
     return this.used;
   }
