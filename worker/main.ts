@@ -23,7 +23,7 @@ import { Heartbeat } from "./heartbeat.ts";
 import { listeningPort, serveMetrics, WorkerMetrics } from "./metrics.ts";
 import { OrphanQueues } from "./orphan-queues.ts";
 import { ReplyStream } from "./replies.ts";
-import { type Job, JobError, type Outcome, Scheduler } from "./scheduler.ts";
+import { type Job, JobError, type Outcome, Scheduler, unrunOutcome } from "./scheduler.ts";
 import { UsageSender } from "./usage-sender.ts";
 import { UsageSpool } from "./usage-spool.ts";
 
@@ -421,10 +421,8 @@ export class LuminetWorker {
 
   private run(held: Held, replies: ReplyStream): Promise<Outcome> {
     const { request } = held;
-    const unrun = { promptTokens: 0, cachedPromptTokens: 0, tokens: [], text: "" };
-    const refuse = (error: JobError): Promise<Outcome> =>
-      Promise.resolve({ kind: "done", finishReason: "error", error, ...unrun });
-    if (held.cancelled) return Promise.resolve({ kind: "done", finishReason: "cancelled", ...unrun });
+    const refuse = (error: JobError): Promise<Outcome> => Promise.resolve(unrunOutcome("error", error));
+    if (held.cancelled) return Promise.resolve(unrunOutcome("cancelled"));
     if (request.adapter && this.controls?.isDeleted(request.adapter.name)) {
       return refuse(deletedAdapterError(request.adapter.name));
     }

@@ -6,7 +6,7 @@ import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { collectProcessMetrics } from "../core/process-metrics.ts";
 import type { EvictTier, LoadTier, Whereabouts } from "./adapters/adapter-manager.ts";
-import type { PrefixCacheStats } from "./engine/engine.ts";
+import type { PrefixCacheStats } from "./engine/prefix-cache.ts";
 
 export type SlotState = "free" | "used" | "pinned";
 

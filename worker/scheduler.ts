@@ -117,6 +117,19 @@ export type Outcome =
   /** Taken back before it was prefilled (see handBack): nothing went out, it may run elsewhere. */
   | { kind: "handed-back" };
 
+/** The outcome of a job that ended before any of it ran: no prompt token processed, nothing generated. */
+export function unrunOutcome(finishReason: FinishReason, error?: JobError): Outcome {
+  return {
+    kind: "done",
+    finishReason,
+    ...(error ? { error } : {}),
+    promptTokens: 0,
+    cachedPromptTokens: 0,
+    tokens: [],
+    text: "",
+  };
+}
+
 interface Entry {
   job: Job;
   group: Group;
@@ -212,16 +225,7 @@ export class Scheduler {
       return Promise.reject(new Error(`job ${job.id} is already scheduled`));
     }
     return new Promise((resolve) => {
-      const fail = (error: JobError) =>
-        resolve({
-          kind: "done",
-          finishReason: "error",
-          error,
-          promptTokens: 0,
-          cachedPromptTokens: 0,
-          tokens: [],
-          text: "",
-        });
+      const fail = (error: JobError) => resolve(unrunOutcome("error", error));
       if (job.promptTokens.length === 0) return fail(new JobError("invalid_request", "the prompt is empty"));
       if (job.promptTokens.length >= this.options.maxContext) {
         return fail(

@@ -127,7 +127,7 @@ describe("the CUDA engine's cache rows", () => {
     expect(table.lowestFreeRow()).toBe(0);
     expect(table.admit("e", 2).cacheRow).toBe(0);
     expect(table.admit("f", 1).cacheRow).toBe(2);
-    expect(table.ids()).toEqual(["b", "e", "f"]);
+    expect([...table.all.keys()]).toEqual(["b", "e", "f"]);
     expect(table.get("e")).toEqual({
       cacheRow: 0,
       slot: 2,

@@ -73,6 +73,27 @@ function engineFor(
   });
 }
 
+/**
+ * Four slots holding adapters 0..2 in slots 1..3, on host state or on device-resident state with masked
+ * rows (the code path GPUs run).
+ */
+async function threeAdapterEngine(deviceResidentState: boolean, prefixCacheBytes = 0): Promise<Engine> {
+  const engine = await Engine.create({
+    modelDir,
+    device: "cpu",
+    maxContext: 64,
+    slots: 4,
+    maxRank: 16,
+    maxAdaptersPerStep: 16,
+    threads: 1,
+    deviceResidentState,
+    prefixCacheBytes,
+    ...(deviceResidentState ? { loraFormulation: "masked" as const } : {}),
+  });
+  for (const i of [0, 1, 2]) await engine.writeAdapter(i + 1, adapters[i]!);
+  return engine;
+}
+
 function prompt(i: number): number[] {
   return Array.from({ length: 3 + i }, (_, t) => (17 * i + 31 * t + 1) % model.vocabSize);
 }
@@ -341,18 +362,7 @@ describe("the engine on mixed-adapter batches", () => {
   it("prefills a long prompt in chunks while others decode, as in one run", async () => {
     const c = chunkedPrefillCase(model.vocabSize);
     for (const deviceResidentState of [false, true]) {
-      const engine = await Engine.create({
-        modelDir,
-        device: "cpu",
-        maxContext: 64,
-        slots: 4,
-        maxRank: 16,
-        maxAdaptersPerStep: 16,
-        threads: 1,
-        deviceResidentState,
-        ...(deviceResidentState ? { loraFormulation: "masked" as const } : {}),
-      });
-      for (const i of [0, 1, 2]) await engine.writeAdapter(i + 1, adapters[i]!);
+      const engine = await threeAdapterEngine(deviceResidentState);
       const whole = await chunkedPrefillTrace(engine, c, false);
       const chunked = await chunkedPrefillTrace(engine, c, true);
       expect([...chunked.keys()].sort()).toEqual([...whole.keys()].sort());
@@ -371,21 +381,8 @@ describe("the engine on mixed-adapter batches", () => {
       ...Array.from({ length: n }, (_, t) => (seed + 7 * t) % model.vocabSize),
     ];
     for (const deviceResidentState of [false, true]) {
-      const options = {
-        modelDir,
-        device: "cpu" as const,
-        maxContext: 64,
-        slots: 4,
-        maxRank: 16,
-        maxAdaptersPerStep: 16,
-        threads: 1,
-        deviceResidentState,
-        ...(deviceResidentState ? { loraFormulation: "masked" as const } : {}),
-      };
-      const cached = await Engine.create({ ...options, prefixCacheBytes: 1 << 20 });
-      const reference = await Engine.create(options);
-      for (const engine of [cached, reference])
-        for (const i of [0, 1, 2]) await engine.writeAdapter(i + 1, adapters[i]!);
+      const cached = await threeAdapterEngine(deviceResidentState, 1 << 20);
+      const reference = await threeAdapterEngine(deviceResidentState);
       let run = 0;
       // Prefill on both, then two decode steps: every row equal within fp32 tolerance.
       const expectSame = async (prompts: { tokens: number[]; slot: number; more?: true }[]) => {

@@ -35,14 +35,13 @@ describe("prefix cache", () => {
     expect(cache.lookup("a", [...one, 7])?.value).toBe("one"); // "one" is now the most recent
     cache.store("a", three, "three", 2 * PREFIX_BLOCK);
     expect(disposed).toEqual(["two"]);
-    expect(cache.size).toBe(2);
-    expect(cache.bytes).toBe(3 * PREFIX_BLOCK);
+    expect(cache.stats()).toEqual({ entries: 2, bytes: 3 * PREFIX_BLOCK, reusedTokens: 0 });
     expect(cache.lookup("a", [...two, 7])).toBeNull();
     // More than the whole budget is never worth storing.
     expect(cache.worthStoring("a", tokens(4 * PREFIX_BLOCK, 400), 1)).toBe(0);
     cache.clear();
     expect(disposed.sort()).toEqual(["one", "three", "two"]);
-    expect([cache.size, cache.bytes]).toEqual([0, 0]);
+    expect(cache.stats()).toEqual({ entries: 0, bytes: 0, reusedTokens: 0 });
     expect(cache.lookup("a", [...one, 7])).toBeNull();
   });
 

@@ -4,14 +4,9 @@
 import type { LoadedAdapter } from "../adapters/peft.ts";
 import { type CUDA_FORMULATION, CudaEngine, type CudaEngineOptions } from "./cuda/cuda-engine.ts";
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
-import {
-  Engine,
-  type EngineOptions,
-  type LoraFormulation,
-  type PrefillPrompt,
-  type PrefixCacheStats,
-} from "./engine.ts";
+import { Engine, type EngineOptions, type LoraFormulation, type PrefillPrompt } from "./engine.ts";
 import type { ModelConfig } from "./model-config.ts";
+import type { PrefixCacheStats } from "./prefix-cache.ts";
 
 /** The calls every engine answers, with the same errors for the same misuse. */
 export interface ServingEngine {

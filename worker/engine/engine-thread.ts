@@ -6,8 +6,9 @@ import { Worker } from "node:worker_threads";
 import type { LoadedAdapter } from "../adapters/peft.ts";
 import type { CudaEngineOptions } from "./cuda/cuda-engine.ts";
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
-import type { PrefillPrompt, PrefixCacheStats } from "./engine.ts";
+import type { PrefillPrompt } from "./engine.ts";
 import type { ModelConfig } from "./model-config.ts";
+import type { PrefixCacheStats } from "./prefix-cache.ts";
 
 /** What the thread answers: the call's result or its error message. */
 export type ThreadReply = { id: number; result: unknown } | { id: number; error: string; name: string };

@@ -34,7 +34,7 @@ import {
 } from "./kv-cache.ts";
 import { bankLayout, LoraBanks } from "./lora-banks.ts";
 import { loadModelConfig, MODULE_KINDS, type ModelConfig } from "./model-config.ts";
-import { PrefixCache, PrefixScopes } from "./prefix-cache.ts";
+import { PrefixCache, type PrefixCacheStats, PrefixScopes } from "./prefix-cache.ts";
 import { openWeights, type WeightIndex } from "./safetensors.ts";
 
 export interface EngineOptions {
@@ -77,13 +77,6 @@ export interface EngineOptions {
    * the same adapter prefills only the rest. 0 (the default) keeps none.
    */
   prefixCacheBytes?: number;
-}
-
-/** What a prefix cache holds, and the prompt tokens it has spared since the engine started. */
-export interface PrefixCacheStats {
-  entries: number;
-  bytes: number;
-  reusedTokens: number;
 }
 
 export const LORA_FORMULATIONS = ["segment-views", "segments", "masked"] as const;
@@ -164,6 +157,70 @@ export interface PrefillPrompt {
    * tenant's prompts cannot be probed by another's time to first token. Default: one shared scope.
    */
   prefixScope?: string;
+}
+
+/** What the misuse checks every engine shares need of a sequence it holds. */
+interface HeldSequence {
+  slot: number;
+  length: number;
+  partial: boolean;
+}
+
+/**
+ * Refuses what no engine prefills, in the same words on every engine: a running id or one twice in the
+ * call, an empty prompt, no room left in the context, a chunk in another slot than its prompt's. The
+ * engine's own checks of a prompt's slot and tokens run where they always ran, in that order.
+ */
+export function checkPrefillPrompts(
+  prompts: readonly PrefillPrompt[],
+  running: ReadonlyMap<string, HeldSequence>,
+  maxContext: number,
+  checkSlot: (slot: number) => void,
+  checkTokens: (id: string, tokens: readonly number[]) => void = () => {},
+): void {
+  const ids = new Set<string>();
+  for (const { id, tokens, slot } of prompts) {
+    const known = running.get(id);
+    if ((known && !known.partial) || ids.has(id)) throw new EngineError(`sequence ${id} is already running`);
+    ids.add(id);
+    if (tokens.length === 0) throw new EngineError(`sequence ${id} has an empty prompt`);
+    const length = (known?.length ?? 0) + tokens.length;
+    if (length >= maxContext) {
+      throw new EngineError(`prompt of ${length} tokens leaves no room in a ${maxContext}-token context`);
+    }
+    checkSlot(slot);
+    if (known && known.slot !== slot) {
+      throw new EngineError(`sequence ${id} is prefilling in slot ${known.slot}, not ${slot}`);
+    }
+    checkTokens(id, tokens);
+  }
+}
+
+/**
+ * Refuses a decode step no engine runs, in the same words on every engine: a sequence it does not hold or
+ * whose prompt is still prefilling, one at the end of its context (each token also through the engine's
+ * `checkToken`), or a step that leaves out a sequence that decodes.
+ */
+export function checkDecodeStep(
+  tokens: ReadonlyMap<string, number>,
+  running: ReadonlyMap<string, HeldSequence>,
+  maxContext: number,
+  checkToken: (id: string, token: number) => void = () => {},
+): void {
+  for (const [id, token] of tokens) {
+    const sequence = running.get(id);
+    if (!sequence) throw new EngineError(`sequence ${id} is not running`);
+    if (sequence.partial) throw new EngineError(`sequence ${id} is still prefilling its prompt`);
+    if (sequence.length + 1 > maxContext) {
+      throw new EngineError(`sequence ${id} reached the ${maxContext}-token context`);
+    }
+    checkToken(id, token);
+  }
+  const decoding = [...running].filter(([, s]) => !s.partial).map(([id]) => id);
+  if (tokens.size !== decoding.length) {
+    const missing = decoding.filter((id) => !tokens.has(id));
+    throw new EngineError(`decode must cover every running sequence; missing ${missing.join(", ")}`);
+  }
 }
 
 /**
@@ -329,7 +386,6 @@ export class Engine {
   /** Caches of earlier prompts' prefixes, batch 1 each; null when EngineOptions.prefixCacheBytes is 0. */
   private readonly prefixes: PrefixCache<KvTensors> | null;
   private readonly scopes = new PrefixScopes();
-  private prefixTokensReused = 0;
   /** Prefill outputs still referenced by joiners; freed once the batch cache has absorbed them. */
   private readonly prefillsToFree = new Set<KvTensors>();
   /** Segment count of the variant recent steps ran (0 after a decode without adapters). */
@@ -433,24 +489,7 @@ export class Engine {
    * on that sequence's cache, since GroupQueryAttention takes a prompt with existing past only in batch 1.
    */
   async prefillTogether(prompts: readonly PrefillPrompt[], allLogits = false): Promise<Float32Array[]> {
-    const ids = new Set<string>();
-    for (const { id, tokens, slot } of prompts) {
-      const known = this.sequences.get(id);
-      if ((known && !known.partial) || ids.has(id))
-        throw new EngineError(`sequence ${id} is already running`);
-      ids.add(id);
-      if (tokens.length === 0) throw new EngineError(`sequence ${id} has an empty prompt`);
-      const length = (known?.length ?? 0) + tokens.length;
-      if (length >= this.options.maxContext) {
-        throw new EngineError(
-          `prompt of ${length} tokens leaves no room in a ${this.options.maxContext}-token context`,
-        );
-      }
-      this.checkSlot(slot);
-      if (known && known.slot !== slot) {
-        throw new EngineError(`sequence ${id} is prefilling in slot ${known.slot}, not ${slot}`);
-      }
-    }
+    checkPrefillPrompts(prompts, this.sequences, this.options.maxContext, (slot) => this.checkSlot(slot));
     const logits = new Map<string, Float32Array[]>();
     // A prompt that starts like an earlier one continues from that prefix's cache (not when every
     // token's logits are wanted: the prefix's would not be computed).
@@ -481,8 +520,7 @@ export class Engine {
    * same adapter, as a sequence whose next chunk is the rest; returns the tokens reused (0: none).
    */
   private async seedFromPrefix(prompt: PrefillPrompt): Promise<number> {
-    const scope = this.scopes.of(prompt);
-    const hit = scope === undefined ? null : this.prefixes?.lookup(scope, prompt.tokens);
+    const hit = this.scopes.lookup(this.prefixes, prompt);
     if (!hit) return 0;
     const kv = await this.ownRow({ tensors: hit.value, row: 0, length: hit.length });
     this.sequences.set(prompt.id, {
@@ -493,14 +531,13 @@ export class Engine {
       reused: hit.length,
     });
     this.partialKv.set(prompt.id, kv);
-    this.prefixTokensReused += hit.length;
+    this.prefixes!.countReuse(hit.length);
     return hit.length;
   }
 
   /** The tokens of this prompt a prefill would now take from a stored prefix (0 without one). */
   cachedPrefixLength(prompt: Pick<PrefillPrompt, "tokens" | "slot" | "prefixScope">): number {
-    const scope = this.scopes.of(prompt);
-    return (scope === undefined ? null : this.prefixes?.lookup(scope, prompt.tokens))?.length ?? 0;
+    return this.scopes.lookup(this.prefixes, prompt)?.length ?? 0;
   }
 
   /** Per sequence, the prompt tokens a stored prefix's cache covered (0 for an unknown id). */
@@ -510,8 +547,7 @@ export class Engine {
 
   /** The prefix cache's entries and bytes, and the prompt tokens it spared; null when it is off. */
   prefixCacheStats(): PrefixCacheStats | null {
-    if (!this.prefixes) return null;
-    return { entries: this.prefixes.size, bytes: this.prefixes.bytes, reusedTokens: this.prefixTokensReused };
+    return this.prefixes?.stats() ?? null;
   }
 
   /** Keeps a cache of a complete prompt's whole blocks for later prompts that start the same way. */
@@ -637,20 +673,9 @@ export class Engine {
     choices: ReadonlyMap<string, DecodeChoice>,
   ): Promise<Map<string, DecodeRow>> {
     this.keptRows.clear();
-    for (const id of tokens.keys()) {
-      const sequence = this.sequences.get(id);
-      if (!sequence) throw new EngineError(`sequence ${id} is not running`);
-      if (sequence.partial) throw new EngineError(`sequence ${id} is still prefilling its prompt`);
-      if (sequence.length + 1 > this.options.maxContext) {
-        throw new EngineError(`sequence ${id} reached the ${this.options.maxContext}-token context`);
-      }
-    }
-    const decoding = [...this.sequences].filter(([, s]) => !s.partial).map(([id]) => id);
-    if (tokens.size === 0 && decoding.length === 0) return new Map();
-    if (tokens.size !== decoding.length) {
-      const missing = decoding.filter((id) => !tokens.has(id));
-      throw new EngineError(`decode must cover every running sequence; missing ${missing.join(", ")}`);
-    }
+    checkDecodeStep(tokens, this.sequences, this.options.maxContext);
+    // Covering every decoding sequence, an empty step means none decodes.
+    if (tokens.size === 0) return new Map();
     await this.settleBatch();
     const ids = this.batchIds;
     const sequences = ids.map((id) => this.sequences.get(id)!);

@@ -17,6 +17,13 @@ interface Entry<T> {
   keys: string[];
 }
 
+/** What a prefix cache holds, and the prompt tokens it has spared since it was made. */
+export interface PrefixCacheStats {
+  entries: number;
+  bytes: number;
+  reusedTokens: number;
+}
+
 export interface PrefixHit<T> {
   value: T;
   /** Prompt tokens the stored cache covers: a multiple of PREFIX_BLOCK. */
@@ -29,6 +36,7 @@ export class PrefixCache<T> {
   /** Key of (scope, first k tokens) at each block boundary k → the newest entry holding that prefix. */
   private readonly index = new Map<string, Entry<T>>();
   private used = 0;
+  private reusedTokens = 0;
 
   constructor(
     private readonly budgetBytes: number,
@@ -78,17 +86,18 @@ export class PrefixCache<T> {
     }
   }
 
+  /** A prefill took `tokens` tokens from a stored prefix instead of computing them. */
+  countReuse(tokens: number): void {
+    this.reusedTokens += tokens;
+  }
+
+  stats(): PrefixCacheStats {
+    return { entries: this.entries.size, bytes: this.used, reusedTokens: this.reusedTokens };
+  }
+
   /** Evicts every entry. */
   clear(): void {
     for (const entry of [...this.entries.keys()]) this.evict(entry);
-  }
-
-  get bytes(): number {
-    return this.used;
-  }
-
-  get size(): number {
-    return this.entries.size;
   }
 
   private evict(entry: Entry<T>): void {
@@ -137,6 +146,15 @@ export class PrefixScopes {
 
   written(slot: number, adapter: { name: string; sha256: string }): void {
     this.adapters.set(slot, `${adapter.name}@${adapter.sha256}`);
+  }
+
+  /** The longest stored prefix of the prompt in `cache` within the prompt's scope; null without one. */
+  lookup<T>(
+    cache: PrefixCache<T> | null,
+    prompt: { tokens: readonly number[]; slot: number; prefixScope?: string },
+  ): PrefixHit<T> | null {
+    const scope = this.of(prompt);
+    return scope === undefined || !cache ? null : cache.lookup(scope, prompt.tokens);
   }
 
   /** The prompt's prefix-cache scope; undefined while its slot is being written or is empty. */

@@ -7,10 +7,16 @@ import { SingleBar } from "cli-progress";
 import type { LoadedAdapter } from "../../adapters/peft.ts";
 import { CANDIDATES, type DecodeChoice, type DecodeRow, penaltyEntries } from "../decode-row.ts";
 import { usableCudaAddon } from "../device.ts";
-import { EngineError, type EngineOptions, type PrefillPrompt, type PrefixCacheStats } from "../engine.ts";
+import {
+  checkDecodeStep,
+  checkPrefillPrompts,
+  EngineError,
+  type EngineOptions,
+  type PrefillPrompt,
+} from "../engine.ts";
 import { LoraBankError } from "../lora-banks.ts";
 import { loadModelConfig, MODULE_KINDS, type ModelConfig, moduleShape } from "../model-config.ts";
-import { PrefixCache, PrefixScopes } from "../prefix-cache.ts";
+import { PrefixCache, type PrefixCacheStats, PrefixScopes } from "../prefix-cache.ts";
 import { inverseFrequencies } from "../rope.ts";
 import { openWeights } from "../safetensors.ts";
 import type {
@@ -78,7 +84,6 @@ export class CudaEngine {
    */
   private readonly prefixes: PrefixCache<number> | null;
   private readonly scopes = new PrefixScopes();
-  private prefixTokensReused = 0;
   private stepping = false;
   /** The sequences of the last decode, in its logit rows' order (logitsOf); none once another step ran. */
   private lastDecodeIds: string[] = [];
@@ -158,25 +163,15 @@ export class CudaEngine {
    * sequence's cache row at the sequence's length. Prompts longer than a step go in native chunks.
    */
   async prefillTogether(prompts: readonly PrefillPrompt[], allLogits = false): Promise<Float32Array[]> {
-    const ids = new Set<string>();
-    for (const { id, tokens, slot } of prompts) {
-      const known = this.sequences.get(id);
-      if ((known && !known.partial) || ids.has(id))
-        throw new EngineError(`sequence ${id} is already running`);
-      ids.add(id);
-      if (tokens.length === 0) throw new EngineError(`sequence ${id} has an empty prompt`);
-      const length = (known?.length ?? 0) + tokens.length;
-      if (length >= this.spec.maxContext) {
-        throw new EngineError(
-          `prompt of ${length} tokens leaves no room in a ${this.spec.maxContext}-token context`,
-        );
-      }
-      this.checkSlot(slot);
-      if (known && known.slot !== slot) {
-        throw new EngineError(`sequence ${id} is prefilling in slot ${known.slot}, not ${slot}`);
-      }
-      for (const token of tokens) this.checkToken(id, token);
-    }
+    checkPrefillPrompts(
+      prompts,
+      this.sequences.all,
+      this.spec.maxContext,
+      (slot) => this.checkSlot(slot),
+      (id, tokens) => {
+        for (const token of tokens) this.checkToken(id, token);
+      },
+    );
     this.checkDistinctAdapters(prompts.map((p) => p.slot));
     const fresh = prompts.filter((p) => !this.sequences.get(p.id));
     const maxBatch = maxBatchOf(this.options);
@@ -223,14 +218,13 @@ export class CudaEngine {
   ): { prompt: PrefillPrompt; tokens: readonly number[]; sequence: RunningSequence } {
     const known = this.sequences.get(prompt.id);
     if (known) return { prompt, tokens: prompt.tokens, sequence: known };
-    const scope = this.scopes.of(prompt);
     // Not with allLogits: the prefix's logits would not be computed.
-    const hit = scope === undefined || allLogits ? null : this.prefixes?.lookup(scope, prompt.tokens);
+    const hit = allLogits ? null : this.scopes.lookup(this.prefixes, prompt);
     const sequence = this.sequences.admit(prompt.id, prompt.slot, hit?.length ?? 0);
     if (!hit) return { prompt, tokens: prompt.tokens, sequence };
     this.native.copyCacheRow(hit.value, sequence.cacheRow);
     sequence.prompt.push(...prompt.tokens.slice(0, hit.length));
-    this.prefixTokensReused += hit.length;
+    this.prefixes!.countReuse(hit.length);
     return { prompt, tokens: prompt.tokens.slice(hit.length), sequence };
   }
 
@@ -350,14 +344,12 @@ export class CudaEngine {
 
   /** The stored prefixes (a cache row each), and the prompt tokens they spared; null without a prefix cache. */
   prefixCacheStats(): PrefixCacheStats | null {
-    if (!this.prefixes) return null;
-    return { entries: this.prefixes.size, bytes: this.prefixes.bytes, reusedTokens: this.prefixTokensReused };
+    return this.prefixes?.stats() ?? null;
   }
 
   /** The tokens of this prompt a prefill would now copy from a stored prefix's row (0 without one). */
   cachedPrefixLength(prompt: Pick<PrefillPrompt, "tokens" | "slot" | "prefixScope">): number {
-    const scope = this.scopes.of(prompt);
-    return (scope === undefined ? null : this.prefixes?.lookup(scope, prompt.tokens))?.length ?? 0;
+    return this.scopes.lookup(this.prefixes, prompt)?.length ?? 0;
   }
 
   reusedPromptTokens(ids: readonly string[]): number[] {
@@ -398,16 +390,13 @@ export class CudaEngine {
     tokens: ReadonlyMap<string, number>,
     options: RunOptions,
   ): Promise<RowResults & { ids: string[] }> {
+    checkDecodeStep(tokens, this.sequences.all, this.spec.maxContext, (id, token) =>
+      this.checkToken(id, token),
+    );
     const rows: StepRow[] = [];
     const sequences: RunningSequence[] = [];
     for (const [id, token] of tokens) {
-      const sequence = this.sequences.get(id);
-      if (!sequence) throw new EngineError(`sequence ${id} is not running`);
-      if (sequence.partial) throw new EngineError(`sequence ${id} is still prefilling its prompt`);
-      if (sequence.length + 1 > this.spec.maxContext) {
-        throw new EngineError(`sequence ${id} reached the ${this.spec.maxContext}-token context`);
-      }
-      this.checkToken(id, token);
+      const sequence = this.sequences.get(id)!;
       sequences.push(sequence);
       rows.push({
         token,
@@ -416,11 +405,6 @@ export class CudaEngine {
         slot: sequence.slot,
         logits: true,
       });
-    }
-    const decoding = this.sequences.ids().filter((id) => !this.sequences.get(id)!.partial);
-    if (tokens.size !== decoding.length) {
-      const missing = decoding.filter((id) => !tokens.has(id));
-      throw new EngineError(`decode must cover every running sequence; missing ${missing.join(", ")}`);
     }
     this.checkDistinctAdapters(rows.map((r) => r.slot));
     const result = await this.runRows(rows, options);

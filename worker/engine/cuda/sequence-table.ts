@@ -67,9 +67,9 @@ export class SequenceTable {
     return this.sequences.get(id);
   }
 
-  /** Running ids, in admission order. */
-  ids(): string[] {
-    return [...this.sequences.keys()];
+  /** The running sequences by id, in admission order. */
+  get all(): ReadonlyMap<string, RunningSequence> {
+    return this.sequences;
   }
 
   get size(): number {
