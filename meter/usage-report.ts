@@ -8,6 +8,8 @@ import { type UsageGrouping, type UsageQuery, type UsageRollupRow, usageRollup }
 export interface UsageTotals {
   requests: number;
   input_tokens: number;
+  /** Of input_tokens, those a worker's prefix cache covered (billed as input tokens like the rest). */
+  cached_input_tokens: number;
   output_tokens: number;
   total_tokens: number;
   cost_micros: number;
@@ -47,6 +49,7 @@ function totals(counts: Omit<UsageRollupRow, "org" | "group">): UsageTotals {
   return {
     requests: counts.requests,
     input_tokens: counts.inputTokens,
+    cached_input_tokens: counts.cachedInputTokens,
     output_tokens: counts.outputTokens,
     total_tokens: counts.inputTokens + counts.outputTokens,
     cost_micros: counts.costMicros,
@@ -60,10 +63,11 @@ export function sumRollup(rows: readonly UsageRollupRow[]): Omit<UsageRollupRow,
     (sum, row) => ({
       requests: sum.requests + row.requests,
       inputTokens: sum.inputTokens + row.inputTokens,
+      cachedInputTokens: sum.cachedInputTokens + row.cachedInputTokens,
       outputTokens: sum.outputTokens + row.outputTokens,
       costMicros: sum.costMicros + row.costMicros,
     }),
-    { requests: 0, inputTokens: 0, outputTokens: 0, costMicros: 0 },
+    { requests: 0, inputTokens: 0, cachedInputTokens: 0, outputTokens: 0, costMicros: 0 },
   );
 }
 

@@ -25,6 +25,8 @@ export interface UsageRollupRow {
   group: string | null;
   requests: number;
   inputTokens: number;
+  /** Of inputTokens, those a worker's prefix cache covered. */
+  cachedInputTokens: number;
   outputTokens: number;
   costMicros: number;
 }
@@ -57,6 +59,7 @@ export async function usageRollup(db: Db, query: UsageQuery): Promise<UsageRollu
       group: sql<string | null>`(${group})::text`,
       requests: sql`count(*)`.mapWith(Number),
       inputTokens: sql`sum(${usageEvents.inputTokens})`.mapWith(Number),
+      cachedInputTokens: sql`sum(${usageEvents.cachedInputTokens})`.mapWith(Number),
       outputTokens: sql`sum(${usageEvents.outputTokens})`.mapWith(Number),
       costMicros: sql`sum(${usageEvents.costMicros})`.mapWith(Number),
     })

@@ -55,6 +55,7 @@ function row(event: UsageEvent, prices: Prices): NewUsageEvent {
     base: event.base,
     adapter: event.adapter,
     inputTokens: event.input_tokens,
+    cachedInputTokens: event.cached_input_tokens ?? 0,
     outputTokens: event.output_tokens,
     costMicros: costMicros(prices, { inputTokens: event.input_tokens, outputTokens: event.output_tokens }),
     finishReason: event.finish_reason,

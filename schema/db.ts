@@ -154,6 +154,8 @@ export const usageEvents = pgTable(
     /** The adapter's name; null when the request ran on the base model alone. */
     adapter: text("adapter"),
     inputTokens: integer("input_tokens").notNull(),
+    /** Of inputTokens, those the worker's prefix cache covered; billed like the rest, shown for insight. */
+    cachedInputTokens: integer("cached_input_tokens").notNull().default(0),
     outputTokens: integer("output_tokens").notNull(),
     costMicros: bigint("cost_micros", { mode: "number" }).notNull(),
     finishReason: text("finish_reason").notNull(),

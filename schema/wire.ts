@@ -285,6 +285,11 @@ export const UsageEvent = z
     /** The exact adapter name, or null for the base model. */
     adapter: z.string().min(1).nullable(),
     input_tokens: count,
+    /**
+     * Of input_tokens, those the worker's prefix cache covered (not prefilled). Informational: they are
+     * billed as input tokens like the rest. Absent from older workers' events, which counts as 0.
+     */
+    cached_input_tokens: count.optional(),
     output_tokens: count,
     finish_reason: FinishReason,
     started_ms: epochMs,
@@ -293,6 +298,10 @@ export const UsageEvent = z
   .refine((u) => u.finished_ms >= u.started_ms, {
     message: "finished_ms is before started_ms",
     path: ["finished_ms"],
+  })
+  .refine((u) => (u.cached_input_tokens ?? 0) <= u.input_tokens, {
+    message: "cached_input_tokens exceeds input_tokens",
+    path: ["cached_input_tokens"],
   })
   .meta({ title: "UsageEvent" });
 export type UsageEvent = z.infer<typeof UsageEvent>;

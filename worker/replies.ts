@@ -80,6 +80,7 @@ export class ReplyStream {
       base: this.request.base,
       adapter: this.request.adapter?.name ?? null,
       input_tokens: end.promptTokens,
+      cached_input_tokens: end.cachedPromptTokens,
       output_tokens: end.outputTokens,
       finish_reason: end.finishReason,
       started_ms: this.startedMs,

@@ -115,10 +115,11 @@ function usageTable({ report, keyLabels }: LabelledReport): string {
   const counts = (t: UsageTotals) => [
     String(t.requests),
     String(t.input_tokens),
+    String(t.cached_input_tokens),
     String(t.output_tokens),
     `$${t.cost_usd}`,
   ];
-  const header = ["org", by, "requests", "input tokens", "output tokens", "cost"];
+  const header = ["org", by, "requests", "input tokens", "cached input", "output tokens", "cost"];
   const body = [
     ...report.data.map((row) => [row.org, label(row[groupField[by]]), ...counts(row)]),
     ["total", "", ...counts(report.total)],

@@ -18,6 +18,11 @@ export function formatUsd(exact: string): string {
   return `$${exact}`;
 }
 
+/** part / total as a percentage with one decimal, e.g. "12.5%"; the caller makes sure total > 0. */
+export function percent(part: number, total: number): string {
+  return `${((part / total) * 100).toFixed(1)}%`;
+}
+
 /** Micro-dollars as dollars with all six decimals, for chart labels. */
 export function microsToUsd(micros: number): string {
   const dollars = Math.floor(micros / 1_000_000);

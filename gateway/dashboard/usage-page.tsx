@@ -4,7 +4,7 @@
 import type { QuotaStatus } from "../../meter/token-quota.ts";
 import type { UsageReport } from "../../meter/usage-report.ts";
 import { BarChart, type Column, ColumnChart } from "./charts.tsx";
-import { formatCompact, formatCount, formatUsd, formatUsdAxis, microsToUsd } from "./format.ts";
+import { formatCompact, formatCount, formatUsd, formatUsdAxis, microsToUsd, percent } from "./format.ts";
 
 export const USAGE_PERIODS = [7, 30, 90] as const;
 export type UsagePeriod = (typeof USAGE_PERIODS)[number];
@@ -98,6 +98,11 @@ export function UsagePage({ data }: { data: UsagePageData }) {
           <div class="v" data-total="input_tokens">
             {formatCount(total.input_tokens)}
           </div>
+          <div class="n">
+            <span data-total="cached_input_tokens">{formatCount(total.cached_input_tokens)}</span> from the
+            prompt cache
+            {total.input_tokens > 0 ? ` (${percent(total.cached_input_tokens, total.input_tokens)})` : ""}
+          </div>
         </div>
         <div class="card">
           <div class="k">Output tokens</div>
@@ -163,6 +168,7 @@ export function UsagePage({ data }: { data: UsagePageData }) {
               <th>Adapter</th>
               <th class="num">Requests</th>
               <th class="num">Input tokens</th>
+              <th class="num">Cached input</th>
               <th class="num">Output tokens</th>
               <th class="num">Share of tokens</th>
               <th class="num">Cost</th>
@@ -174,11 +180,12 @@ export function UsagePage({ data }: { data: UsagePageData }) {
                 <td>{row.adapter ?? <span class="muted">{BASE_ONLY}</span>}</td>
                 <td class="num">{formatCount(row.requests)}</td>
                 <td class="num">{formatCount(row.input_tokens)}</td>
+                <td class="num" data-cached-input={row.cached_input_tokens}>
+                  {formatCount(row.cached_input_tokens)}
+                </td>
                 <td class="num">{formatCount(row.output_tokens)}</td>
                 <td class="num">
-                  {total.total_tokens > 0
-                    ? `${((row.total_tokens / total.total_tokens) * 100).toFixed(1)}%`
-                    : "–"}
+                  {total.total_tokens > 0 ? percent(row.total_tokens, total.total_tokens) : "–"}
                 </td>
                 <td class="num" data-cost-usd={row.cost_usd}>
                   {formatUsd(row.cost_usd)}

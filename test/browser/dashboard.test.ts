@@ -133,6 +133,7 @@ describe.skipIf(!executablePath)("the dashboard in Chromium", () => {
     expect(totals).toEqual({
       requests: byDay.total.requests.toLocaleString("en-US"),
       input_tokens: byDay.total.input_tokens.toLocaleString("en-US"),
+      cached_input_tokens: byDay.total.cached_input_tokens.toLocaleString("en-US"),
       output_tokens: byDay.total.output_tokens.toLocaleString("en-US"),
       cost_usd: `$${byDay.total.cost_usd}`,
     });

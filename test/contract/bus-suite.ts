@@ -504,6 +504,9 @@ export function busContract(name: string, makeSystem: MakeBusSystem): void {
         WireFormatError,
       );
       await expect(bus.publishUsage(sampleUsage({ input_tokens: -1 }))).rejects.toThrow(/input_tokens/);
+      await expect(
+        bus.publishUsage(sampleUsage({ input_tokens: 3, cached_input_tokens: 4 })),
+      ).rejects.toThrow(/cached_input_tokens exceeds input_tokens/);
     });
   });
 }

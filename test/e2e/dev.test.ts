@@ -32,6 +32,7 @@ afterAll(() => rmSync(home, { recursive: true, force: true }));
 describe("luminet dev", () => {
   it("serves the demo adapters with the printed key, bills each request, and restarts on the same data", async () => {
     const first = await startDev();
+    let cachedTokens = 0;
     try {
       // The banner (stderr) follows the log line that made it ready.
       await expect.poll(() => first.stderr()).toContain(KEY);
@@ -73,6 +74,7 @@ describe("luminet dev", () => {
       expect(cached).toBeGreaterThan(0);
       expect(cached % 16).toBe(0);
       expect(cached).toBeLessThan(usages[1]!.prompt_tokens);
+      cachedTokens = cached;
       await expect
         .poll(async () => {
           const text = await (await fetch(`${urlOf(first)}/metrics`)).text();
@@ -99,6 +101,8 @@ describe("luminet dev", () => {
         "demo/adapter-3",
         "demo/adapter-7",
       ]);
+      // The billing rows keep what the prefix cache covered: only the second system-prompt chat's tokens.
+      expect(rows.reduce((sum, r) => sum + r.cachedInputTokens, 0)).toBe(cachedTokens);
     } finally {
       await db.close();
     }

@@ -271,6 +271,7 @@ describe("luminet usage through the gateway", () => {
     const totals = {
       requests: 2,
       input_tokens: 1100,
+      cached_input_tokens: 0,
       output_tokens: 353,
       total_tokens: 1453,
       cost_micros: 1_234_917,
@@ -291,8 +292,8 @@ describe("luminet usage through the gateway", () => {
   it("labels keys for an admin key and shows key ids to a key without the admin scope", async () => {
     const admin = await viaGateway(["usage", "--by", "key"]);
     expect(admin.code).toBe(0);
-    expect(admin.stdout).toMatch(/lk_\w{8}… \(admin\)\s+2\s+1100\s+353\s+\$0\.000377/);
-    expect(admin.stdout).toMatch(/key-gone\s+1\s+100\s+20\s+\$1\.234567/);
+    expect(admin.stdout).toMatch(/lk_\w{8}… \(admin\)\s+2\s+1100\s+0\s+353\s+\$0\.000377/);
+    expect(admin.stdout).toMatch(/key-gone\s+1\s+100\s+0\s+20\s+\$1\.234567/);
     const plain = await viaGateway(["usage", "--by", "key"], keys.plain);
     expect(plain.code).toBe(0);
     expect(plain.stdout).toContain(`${keyIds.admin}  `);

@@ -75,8 +75,8 @@ describe(`the meter (${databaseUrl.startsWith("pglite") ? "PGlite" : "Postgres"}
     await meterOn(meterBus);
     const org = `org-${randomUUID()}`;
     const cases = [
-      // 1000 × 0.15 + 333 × 0.60 = 349.8 micro-dollars
-      { input: 1000, output: 333, cost: 350 },
+      // 1000 × 0.15 + 333 × 0.60 = 349.8 micro-dollars; input the prompt cache covered costs the same
+      { input: 1000, cached: 640, output: 333, cost: 350 },
       // 0.15 micro-dollars: a request that used tokens is never free
       { input: 1, output: 0, cost: 1 },
       { input: 0, output: 0, cost: 0 },
@@ -87,13 +87,21 @@ describe(`the meter (${databaseUrl.startsWith("pglite") ? "PGlite" : "Postgres"}
     ];
     for (const [i, c] of cases.entries()) {
       await publisher.publishUsage(
-        usageEvent({ org, base, request_id: `${org}-${i}`, input_tokens: c.input, output_tokens: c.output }),
+        usageEvent({
+          org,
+          base,
+          request_id: `${org}-${i}`,
+          input_tokens: c.input,
+          // An event without the field (an older worker's) is stored with 0 cached.
+          ...(c.cached === undefined ? {} : { cached_input_tokens: c.cached }),
+          output_tokens: c.output,
+        }),
       );
     }
     await vi.waitFor(async () => expect(await orgRows(db, org)).toHaveLength(cases.length), waitLong);
     const rows = await orgRows(db, org);
-    expect(rows.map((r) => [r.inputTokens, r.outputTokens, r.costMicros])).toEqual(
-      cases.map((c) => [c.input, c.output, c.cost]),
+    expect(rows.map((r) => [r.inputTokens, r.cachedInputTokens, r.outputTokens, r.costMicros])).toEqual(
+      cases.map((c) => [c.input, c.cached ?? 0, c.output, c.cost]),
     );
     expect(rows[0]).toMatchObject({
       apiKeyId: "key-1",

@@ -48,14 +48,17 @@ describe("luminet usage", () => {
     await db
       .insert(apiKeys)
       .values({ id: keyId, orgId: org, keyHash: randomUUID(), prefix: "lm_ab12", name: "ci" });
-    await db
-      .insert(usageEvents)
-      .values([
-        usage("2025-03-01T10:00:00Z", {}),
-        usage("2025-03-02T00:00:00Z", { inputTokens: 1_000, outputTokens: 333, costMicros: 350 }),
-        usage("2025-03-02T23:59:59.999Z", { apiKeyId: "key-gone", costMicros: 1_234_567 }),
-        usage("2025-03-03T00:00:00Z", { costMicros: 5 }),
-      ]);
+    await db.insert(usageEvents).values([
+      usage("2025-03-01T10:00:00Z", {}),
+      usage("2025-03-02T00:00:00Z", {
+        inputTokens: 1_000,
+        cachedInputTokens: 640,
+        outputTokens: 333,
+        costMicros: 350,
+      }),
+      usage("2025-03-02T23:59:59.999Z", { apiKeyId: "key-gone", costMicros: 1_234_567 }),
+      usage("2025-03-03T00:00:00Z", { costMicros: 5 }),
+    ]);
     await db.close();
   });
 
@@ -68,6 +71,7 @@ describe("luminet usage", () => {
     const totals = {
       requests: 2,
       input_tokens: 1100,
+      cached_input_tokens: 640,
       output_tokens: 353,
       total_tokens: 1453,
       cost_micros: 1_234_917,
@@ -90,10 +94,10 @@ describe("luminet usage", () => {
     const result = luminet("--org", org, "--by", "key");
     expect(result.status).toBe(0);
     const lines = result.stdout.trimEnd().split("\n");
-    expect(lines[0]).toMatch(/^org\s+key\s+requests\s+input tokens\s+output tokens\s+cost$/);
-    expect(result.stdout).toMatch(/lm_ab12… \(ci\)\s+3\s+1200\s+373\s+\$0\.000382/);
-    expect(result.stdout).toMatch(/key-gone\s+1\s+100\s+20\s+\$1\.234567/);
-    expect(lines.at(-1)).toMatch(/^total\s+4\s+1300\s+393\s+\$1\.234949$/);
+    expect(lines[0]).toMatch(/^org\s+key\s+requests\s+input tokens\s+cached input\s+output tokens\s+cost$/);
+    expect(result.stdout).toMatch(/lm_ab12… \(ci\)\s+3\s+1200\s+640\s+373\s+\$0\.000382/);
+    expect(result.stdout).toMatch(/key-gone\s+1\s+100\s+0\s+20\s+\$1\.234567/);
+    expect(lines.at(-1)).toMatch(/^total\s+4\s+1300\s+640\s+393\s+\$1\.234949$/);
   });
 
   it("refuses a bad dimension or day with a clear message and exit 1", () => {

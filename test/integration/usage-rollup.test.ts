@@ -36,8 +36,14 @@ describe("usageRollup", () => {
     await migrate(db);
     await db.insert(usageEvents).values([
       // The last instant of 1 March UTC and the first of 2 March fall on different days.
-      usage("2025-03-01T00:00:00Z"),
-      usage("2025-03-01T23:59:59.999Z", { adapter: null, inputTokens: 50, outputTokens: 5, costMicros: 11 }),
+      usage("2025-03-01T00:00:00Z", { cachedInputTokens: 64 }),
+      usage("2025-03-01T23:59:59.999Z", {
+        adapter: null,
+        inputTokens: 50,
+        cachedInputTokens: 16,
+        outputTokens: 5,
+        costMicros: 11,
+      }),
       usage("2025-03-02T00:00:00Z", { adapter: "legal-v2", apiKeyId: "key-b", costMicros: 350 }),
       usage("2025-03-03T12:00:00Z", { base: "test/base-2", costMicros: 1_234_567 }),
       usage("2025-03-01T12:00:00Z", { orgId: other, inputTokens: 9_999, costMicros: 5 }),
@@ -50,9 +56,33 @@ describe("usageRollup", () => {
 
   it("sums an org's usage by UTC day, oldest first, leaving other orgs out", async () => {
     expect(await usageRollup(db, { by: "day", org })).toEqual([
-      { org, group: "2025-03-01", requests: 2, inputTokens: 150, outputTokens: 25, costMicros: 38 },
-      { org, group: "2025-03-02", requests: 1, inputTokens: 100, outputTokens: 20, costMicros: 350 },
-      { org, group: "2025-03-03", requests: 1, inputTokens: 100, outputTokens: 20, costMicros: 1_234_567 },
+      {
+        org,
+        group: "2025-03-01",
+        requests: 2,
+        inputTokens: 150,
+        cachedInputTokens: 80,
+        outputTokens: 25,
+        costMicros: 38,
+      },
+      {
+        org,
+        group: "2025-03-02",
+        requests: 1,
+        inputTokens: 100,
+        cachedInputTokens: 0,
+        outputTokens: 20,
+        costMicros: 350,
+      },
+      {
+        org,
+        group: "2025-03-03",
+        requests: 1,
+        inputTokens: 100,
+        cachedInputTokens: 0,
+        outputTokens: 20,
+        costMicros: 1_234_567,
+      },
     ]);
   });
 

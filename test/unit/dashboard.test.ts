@@ -135,6 +135,12 @@ describe("the dashboard", () => {
     expect(costs.reduce((sum, d) => sum + Number(d["data-cost-micros"]), 0)).toBe(report.total.cost_micros);
     expect(html).toContain(`data-total="input_tokens">${report.total.input_tokens.toLocaleString("en-US")}<`);
     expect(html).toContain(`data-total="cost_usd">$${report.total.cost_usd}<`);
+    // The prompt cache's share of the input, in total and per adapter (the fixture's 512 + 48 of 2,490).
+    expect(report.total.cached_input_tokens).toBe(560);
+    expect(html).toContain(`data-total="cached_input_tokens">560<`);
+    expect(html).toContain("(22.5%)");
+    expect(html).toMatch(/data-adapter="support-v1">[\s\S]*?data-cached-input="512">512</);
+    expect(html).toMatch(/data-adapter="legal-v2">[\s\S]*?data-cached-input="48">48</);
 
     const byAdapter = attributes(chart(html, "tokens-by-adapter"), /<g class="bar"[^>]*>/g);
     expect(byAdapter.map((b) => [b["data-adapter"], Number(b["data-tokens"])])).toEqual([

@@ -16,7 +16,14 @@ let meter: Meter;
 
 const day = (d: number, hour = 12) => Date.UTC(2025, 2, d, hour);
 const events: UsageEvent[] = [
-  usageEvent({ org: "acme", base: BASE, adapter: "support-v1", input_tokens: 1000, output_tokens: 333 }),
+  usageEvent({
+    org: "acme",
+    base: BASE,
+    adapter: "support-v1",
+    input_tokens: 1000,
+    cached_input_tokens: 320,
+    output_tokens: 333,
+  }),
   usageEvent({ org: "acme", base: BASE, adapter: "support-v1", input_tokens: 7, output_tokens: 3 }),
   usageEvent({ org: "acme", base: BASE, adapter: null, input_tokens: 50, output_tokens: 0 }),
   usageEvent({
@@ -62,6 +69,7 @@ describe("GET /v1/usage", () => {
     expect(report.total).toEqual({
       requests: acme.length,
       input_tokens: acme.reduce((sum, e) => sum + e.input_tokens, 0),
+      cached_input_tokens: 320,
       output_tokens: acme.reduce((sum, e) => sum + e.output_tokens, 0),
       total_tokens: acme.reduce((sum, e) => sum + e.input_tokens + e.output_tokens, 0),
       // 349.8 → 350, 2.85 → 3, 7.5 → 8, 0.75 → 1: each request rounded up on its own
