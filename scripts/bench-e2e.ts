@@ -31,7 +31,8 @@ import { EngineThread } from "../worker/engine/engine-thread.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { GREEDY } from "../worker/engine/sampler.ts";
 import { loadTokenizer } from "../worker/engine/tokenizer.ts";
-import { type AdapterSlots, Scheduler } from "../worker/scheduler.ts";
+import { ResidentAdapters } from "../worker/resident-adapters.ts";
+import { Scheduler } from "../worker/scheduler.ts";
 import { ensureBenchModel, machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { percentile, round } from "./bench-stats.ts";
@@ -457,12 +458,7 @@ async function startEngineAlone(
       rank: RANK,
     }),
   );
-  const resident: AdapterSlots = {
-    prefetch() {},
-    acquire: async (ref) => refs.findIndex((r) => r.name === ref.name) + 1,
-    release() {},
-  };
-  const scheduler = new Scheduler(engine, tokenizer, resident, {
+  const scheduler = new Scheduler(engine, tokenizer, new ResidentAdapters(refs), {
     maxBatch: o.connections,
     maxContext: o.maxContext,
     stepTokenBudget: STEP_TOKENS,

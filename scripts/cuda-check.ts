@@ -13,7 +13,7 @@
 //                      every logit row within tolerance of the CPU engine running it whole
 //   prefix_cache       a prompt that starts like a released one continues that sequence's stored row:
 //                      32 tokens reused, its logits within tolerance of the CPU engine's for the whole prompt
-//   device_sampling    through the batching loop, sequences sampled from the device's picks and candidates
+//   device_sampling    through the scheduler, sequences sampled from the device's picks and candidates
 //                      (penalties applied there) draw the tokens that sampling their whole rows on the
 //                      host draws: greedy, top-k, top-p, logprobs, presence/frequency/repetition penalties
 // Tolerances are relative to the logit spread (largest minus smallest logit of the CPU's rows).
@@ -27,11 +27,12 @@ import type { ServingEngine } from "../worker/engine/create-engine.ts";
 import { CudaEngine, cacheRowBytes } from "../worker/engine/cuda/cuda-engine.ts";
 import type { CudaAddon } from "../worker/engine/cuda/native.ts";
 import { Engine } from "../worker/engine/engine.ts";
-import { ContinuousBatcher, type StepEngine } from "../worker/engine/generation.ts";
 import { GREEDY, type SamplingParams } from "../worker/engine/sampler.ts";
 import { loadTokenizer } from "../worker/engine/tokenizer.ts";
+import type { SchedulerEngine } from "../worker/scheduler.ts";
 import { chunkedPrefillCase, chunkedPrefillTrace } from "./chunked-prefill-trace.ts";
 import { writeRandomAdapter } from "./random-adapter.ts";
+import { SlotGeneration } from "./slot-generation.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
 const SEQUENCES = 10;
@@ -321,7 +322,7 @@ const SAMPLING: Partial<SamplingParams>[] = [
 ];
 
 /**
- * The prompts through the batching loop twice on one engine: with the device's picks and candidates, and
+ * The prompts through the scheduler twice on one engine: with the device's picks and candidates, and
  * with every row's logits sampled on the host. Both must draw the same tokens.
  */
 async function deviceSampling(
@@ -331,15 +332,16 @@ async function deviceSampling(
   slots: number[],
 ): Promise<CheckResult> {
   const tokenizer = loadTokenizer(modelDir);
-  const run = async (through: StepEngine) => {
-    const batcher = new ContinuousBatcher(through, tokenizer, {
+  const run = async (through: SchedulerEngine) => {
+    const generation = new SlotGeneration(through, tokenizer, {
+      slots: Math.max(...slots),
       maxBatch: STEP_ROWS,
       maxContext: 128,
-      prefillTokenBudget: STEP_ROWS,
+      stepTokens: STEP_ROWS,
     });
     const results = await Promise.all(
       prompts.map((promptTokens, i) =>
-        batcher.submit({
+        generation.generate({
           id: `d${i}`,
           promptTokens,
           slot: slots[i]!,
@@ -355,13 +357,15 @@ async function deviceSampling(
 }
 
 /** The engine answering every decode with whole rows of logits, so the host samples each row itself. */
-export function wholeRows(engine: ServingEngine): StepEngine {
+export function wholeRows(engine: ServingEngine): SchedulerEngine {
   return {
     padsPrefills: engine.padsPrefills,
     prefillTogether: (prompts) => engine.prefillTogether(prompts),
     decodePicking: (tokens) => engine.decode(tokens),
     logitsOf: (id) => engine.logitsOf(id),
     release: (id) => engine.release(id),
+    reusedPromptTokens: (ids) => engine.reusedPromptTokens(ids),
+    cachedPrefixLength: (prompt) => engine.cachedPrefixLength(prompt),
   };
 }
 

@@ -12,9 +12,9 @@ import { loadPeftAdapter } from "../worker/adapters/peft.ts";
 import type { DecodeChoice } from "../worker/engine/decode-row.ts";
 import { type Device, parseDevice } from "../worker/engine/device.ts";
 import { Engine } from "../worker/engine/engine.ts";
-import { ContinuousBatcher, type GenerationResult } from "../worker/engine/generation.ts";
 import { GREEDY } from "../worker/engine/sampler.ts";
 import { loadTokenizer } from "../worker/engine/tokenizer.ts";
+import { type Generated, SlotGeneration } from "./slot-generation.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
 const ADAPTERS = 8;
@@ -104,7 +104,7 @@ export async function runGpuCheck(device: Device) {
 
     // Greedy generation on the GPU: each sequence alone, then all of them in one continuous batch.
     const tokenizer = loadTokenizer(tiny.dir);
-    const batcherOptions = { maxBatch: 64, maxContext: 128, prefillTokenBudget: 4096 };
+    const generationOptions = { slots: ADAPTERS, maxBatch: 64, maxContext: 128, stepTokens: 4096 };
     const request = (i: number) => ({
       id: `g${i}`,
       promptTokens: prompts[i]!,
@@ -113,11 +113,11 @@ export async function runGpuCheck(device: Device) {
       maxTokens: 12,
       stopTokenIds: [],
     });
-    const alone: GenerationResult[] = [];
+    const alone: Generated[] = [];
     for (let i = 0; i < SEQUENCES; i++)
-      alone.push(await new ContinuousBatcher(gpu, tokenizer, batcherOptions).submit(request(i)));
-    const batcher = new ContinuousBatcher(gpu, tokenizer, batcherOptions);
-    const together = await Promise.all(prompts.map((_, i) => batcher.submit(request(i))));
+      alone.push(await new SlotGeneration(gpu, tokenizer, generationOptions).generate(request(i)));
+    const generation = new SlotGeneration(gpu, tokenizer, generationOptions);
+    const together = await Promise.all(prompts.map((_, i) => generation.generate(request(i))));
     const sameTokens = together.filter((r, i) => r.tokenIds.join() === alone[i]!.tokenIds.join()).length;
     await cpu.close();
     await gpu.close();

@@ -14,16 +14,26 @@
 // while the batch goes on, and its requests join at the first step after it resolves.
 import type { AdapterRef, FinishReason } from "../schema/wire.ts";
 import { AdapterRemovedError, NoFreeSlotError } from "./adapters/adapter-manager.ts";
-import type { DecodeRow } from "./engine/decode-row.ts";
+import type { DecodeChoice, DecodeRow } from "./engine/decode-row.ts";
 import type { PrefillPrompt } from "./engine/engine.ts";
-import type { StepEngine } from "./engine/generation.ts";
 import { prefillBatches } from "./engine/prefill-batches.ts";
 import type { SampledToken, SamplingParams } from "./engine/sampler.ts";
 import { decodeChoices, type SequenceLimits, SequenceOutput } from "./engine/sequence-output.ts";
 import type { Tokenizer } from "./engine/tokenizer.ts";
 
-/** The engine calls the scheduler makes: a batching loop's, and what its prefix cache covers. */
-export interface SchedulerEngine extends StepEngine {
+/** The engine calls the scheduler makes; Engine, EngineThread and CudaEngine all provide them. */
+export interface SchedulerEngine {
+  /** ServingEngine.padsPrefills: whether prompts of very different lengths should go in separate runs. */
+  readonly padsPrefills: boolean;
+  /** Prompts of any lengths, or chunks of them, in one call; each one's last-token logits, in order (ServingEngine). */
+  prefillTogether(prompts: readonly PrefillPrompt[]): Promise<Float32Array[]>;
+  /** See ServingEngine.decodePicking and logitsOf. */
+  decodePicking(
+    tokens: ReadonlyMap<string, number>,
+    choices: ReadonlyMap<string, DecodeChoice>,
+  ): Promise<Map<string, DecodeRow>>;
+  logitsOf(id: string): Float32Array | Promise<Float32Array>;
+  release(id: string): Promise<void> | void;
   /** ServingEngine.reusedPromptTokens. */
   reusedPromptTokens(ids: readonly string[]): number[] | Promise<number[]>;
   /** ServingEngine.cachedPrefixLength. */

@@ -1,5 +1,6 @@
 // `luminet generate`: every line of a JSONL file runs together as one continuously batched, mixed-adapter
-// workload on the engine; one output line per request, in input order.
+// workload through the worker's scheduler on one engine, every adapter resident; one output line per
+// request, in input order.
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { SingleBar } from "cli-progress";
@@ -8,10 +9,13 @@ import { z } from "zod";
 import { loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { EngineThread } from "../../worker/engine/engine-thread.ts";
-import { ContinuousBatcher } from "../../worker/engine/generation.ts";
 import { loadModelConfig } from "../../worker/engine/model-config.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
+import { ResidentAdapters } from "../../worker/resident-adapters.ts";
+import { Scheduler } from "../../worker/scheduler.ts";
+import { bytes, count } from "../flags.ts";
+import { CliError, runCommand } from "../run-command.ts";
 
 const GenerateLine = z
   .object({
@@ -55,57 +59,93 @@ function readLines(file: string): Line[] {
   return parsed;
 }
 
-async function generate(options: {
+interface GenerateFlags {
   model: string;
   batch: string;
   device: string;
   maxContext: string;
-}): Promise<void> {
-  const device = parseDevice(options.device);
-  const lines = readLines(options.batch);
-  const modelDir = resolve(options.model);
+  stepTokens: string;
+  prefixCacheBytes: string;
+}
+
+async function generate(flags: GenerateFlags): Promise<void> {
+  const device = parseDevice(flags.device);
+  const maxContext = count("--max-context", flags.maxContext, 2);
+  const stepTokens = count("--step-tokens", flags.stepTokens);
+  const prefixCacheBytes = bytes("--prefix-cache-bytes", flags.prefixCacheBytes);
+  const lines = readLines(flags.batch);
+  const modelDir = resolve(flags.model);
   const tokenizer = loadTokenizer(modelDir);
   const model = loadModelConfig(modelDir);
+  const prompts = lines.map(
+    (line) => line.prompt_ids ?? tokenizer.encode(line.prompt!, { addSpecialTokens: true }),
+  );
+  for (const [i, prompt] of prompts.entries()) {
+    if (prompt.length >= maxContext) {
+      throw new CliError(
+        `request ${lines[i]!.id}: its prompt has ${prompt.length} tokens and leaves no room in the ${maxContext}-token context (--max-context)`,
+      );
+    }
+  }
   // The engine's slots and rank follow the adapters the file names: one slot each, all resident.
   const folders = [...new Set(lines.map((l) => l.adapter).filter((a): a is string => a !== null))];
   const adapters = folders.map((dir) => loadPeftAdapter(resolve(dir), model, { maxRank: 256 }));
-  const slotOf = new Map(folders.map((dir, i) => [dir, i + 1]));
-  const maxContext = Number(options.maxContext);
+  const resident = new ResidentAdapters(
+    adapters.map((adapter, i) => ({
+      name: folders[i]!,
+      blob_key: folders[i]!,
+      sha256: adapter.sha256,
+      rank: adapter.maxRank,
+    })),
+  );
+  const maxAdapters = Math.min(64, Math.max(1, adapters.length));
   const engine = await EngineThread.start({
     modelDir,
     device,
     maxContext,
     slots: Math.max(1, adapters.length),
     maxRank: Math.max(1, ...adapters.map((a) => a.maxRank)),
-    maxAdaptersPerStep: Math.min(64, Math.max(1, adapters.length)),
+    maxAdaptersPerStep: maxAdapters,
     maxBatch: MAX_BATCH,
-  });
-  for (const [i, adapter] of adapters.entries()) await engine.writeAdapter(i + 1, adapter);
-  const batcher = new ContinuousBatcher(engine, tokenizer, {
-    maxBatch: MAX_BATCH,
-    maxContext,
-    prefillTokenBudget: 4096,
+    stepTokens,
+    prefixCacheBytes,
   });
   const bar = new SingleBar({ format: "generate [{bar}] {value}/{total} requests", stream: process.stderr });
-  if (process.stderr.isTTY) bar.start(lines.length, 0);
   try {
-    const results = await Promise.all(
-      lines.map((line) =>
-        batcher
+    for (const [i, adapter] of adapters.entries()) await engine.writeAdapter(i + 1, adapter);
+    // The worker's own batching: prompts longer than a step's budget go in chunks, and a prompt that starts
+    // like an earlier one on the same adapter prefills only the rest.
+    const scheduler = new Scheduler(engine, tokenizer, resident, {
+      maxBatch: MAX_BATCH,
+      maxContext,
+      stepTokenBudget: stepTokens,
+      maxAdaptersPerStep: maxAdapters,
+    });
+    if (process.stderr.isTTY) bar.start(lines.length, 0);
+    const outcomes = await Promise.all(
+      lines.map((line, i) =>
+        scheduler
           .submit({
-            id: line.id,
-            promptTokens: line.prompt_ids ?? tokenizer.encode(line.prompt!, { addSpecialTokens: true }),
-            slot: line.adapter === null ? 0 : slotOf.get(line.adapter)!,
+            id: `${i}`,
+            org: "local",
+            adapter: line.adapter === null ? null : resident.ref(folders.indexOf(line.adapter) + 1),
+            promptTokens: prompts[i]!,
             sampling: { ...GREEDY, temperature: line.temperature ?? 0, seed: line.seed ?? null },
-            maxTokens: line.max_tokens,
+            limits: { maxTokens: line.max_tokens },
           })
           .finally(() => bar.increment()),
       ),
     );
     bar.stop();
-    for (const r of results) {
+    for (const [i, outcome] of outcomes.entries()) {
+      const id = lines[i]!.id;
+      if (outcome.kind !== "done" || outcome.error) {
+        const reason = outcome.kind === "done" ? outcome.error?.message : "it was handed back";
+        throw new CliError(`request ${id} failed: ${reason}`);
+      }
+      const tokenIds = outcome.tokens.map((t) => t.token);
       process.stdout.write(
-        `${JSON.stringify({ id: r.id, token_ids: r.tokenIds, text: r.text, finish_reason: r.finishReason })}\n`,
+        `${JSON.stringify({ id, token_ids: tokenIds, text: outcome.text, finish_reason: outcome.finishReason })}\n`,
       );
     }
   } finally {
@@ -125,5 +165,15 @@ export function registerGenerate(program: Command): void {
     )
     .option("--device <device>", "cpu | webgpu | cuda", "cpu")
     .option("--max-context <n>", "longest sequence, prompt + generated", "1024")
-    .action(generate);
+    .option(
+      "--step-tokens <n>",
+      "tokens one step processes: running sequences plus prefilled prompts",
+      "4096",
+    )
+    .option(
+      "--prefix-cache-bytes <n>",
+      "memory for earlier prompts' prefix caches: a prompt that starts the same way on the same adapter prefills only the rest (0: none)",
+      "256MiB",
+    )
+    .action((flags: GenerateFlags) => runCommand("generate", () => generate(flags)));
 }

@@ -6,6 +6,8 @@ import { connectJetStreamBus } from "../../bus/jetstream.ts";
 import { logger } from "../../core/logger.ts";
 import { describeDatabaseUrl, openDb } from "../../db/open.ts";
 import { startMeter } from "../../meter/meter.ts";
+import { count } from "../flags.ts";
+import { CliError } from "../run-command.ts";
 
 interface MeterFlags {
   namespace?: string;
@@ -14,21 +16,11 @@ interface MeterFlags {
   ackWaitMs: string;
 }
 
-class FlagError extends Error {}
-
-function count(flag: string, value: string, min: number): number {
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < min) {
-    throw new FlagError(`${flag} must be an integer ≥ ${min}, got "${value}"`);
-  }
-  return n;
-}
-
 async function runMeter(flags: MeterFlags): Promise<void> {
   const servers = process.env.NATS_URL;
-  if (!servers) throw new FlagError("NATS_URL is not set: point it at a NATS server with JetStream");
+  if (!servers) throw new CliError("NATS_URL is not set: point it at a NATS server with JetStream");
   const databaseUrl = process.env.DATABASE_URL;
-  if (!databaseUrl) throw new FlagError("DATABASE_URL is not set: the meter writes billing rows to Postgres");
+  if (!databaseUrl) throw new CliError("DATABASE_URL is not set: the meter writes billing rows to Postgres");
   const batchSize = count("--batch-size", flags.batchSize, 1);
   const flushMs = count("--flush-ms", flags.flushMs, 0);
   const usageAckWaitMs = count("--ack-wait-ms", flags.ackWaitMs, 100);

@@ -10,6 +10,8 @@ import { logger } from "../../core/logger.ts";
 import { openBlobStore } from "../../worker/adapters/blob-store.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { LuminetWorker } from "../../worker/main.ts";
+import { bytes, count } from "../flags.ts";
+import { CliError } from "../run-command.ts";
 
 interface WorkerFlags {
   model: string;
@@ -36,40 +38,9 @@ interface WorkerFlags {
   prepackWeights?: boolean;
 }
 
-class FlagError extends Error {}
-
-function count(flag: string, value: string, min = 1): number {
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < min)
-    throw new FlagError(`${flag} must be an integer ≥ ${min}, got "${value}"`);
-  return n;
-}
-
-const UNITS: Record<string, number> = {
-  "": 1,
-  k: 1e3,
-  m: 1e6,
-  g: 1e9,
-  t: 1e12,
-  ki: 2 ** 10,
-  mi: 2 ** 20,
-  gi: 2 ** 30,
-  ti: 2 ** 40,
-};
-
-/** Bytes as an integer or with a unit: 512MiB, 4GiB, 20GB. */
-function bytes(flag: string, value: string): number {
-  const match = /^(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?$/i.exec(value.trim());
-  const unit = UNITS[(match?.[2] ?? "").toLowerCase()];
-  if (!match || unit === undefined) {
-    throw new FlagError(`${flag} must be a byte count such as 1073741824, 512MiB or 4GB, got "${value}"`);
-  }
-  return Math.floor(Number(match[1]) * unit);
-}
-
 async function runWorker(flags: WorkerFlags): Promise<void> {
   const servers = process.env.NATS_URL;
-  if (!servers) throw new FlagError("NATS_URL is not set: point it at a NATS server with JetStream");
+  if (!servers) throw new CliError("NATS_URL is not set: point it at a NATS server with JetStream");
   const ackWaitMs = count("--ack-wait-ms", flags.ackWaitMs, 100);
   const options = {
     base: flags.base,

@@ -1,9 +1,10 @@
-// Generation through the batching loop with many sampling settings at once, and the comparison that says an
+// Generation through the worker's scheduler with many sampling settings at once, and the comparison that says an
 // engine's decode choices (picks, candidates) draw what host sampling of whole rows draws.
 import { expect } from "vitest";
-import { ContinuousBatcher, type GenerationResult, type StepEngine } from "../../worker/engine/generation.ts";
+import { type Generated, SlotGeneration } from "../../scripts/slot-generation.ts";
 import { GREEDY, type SamplingParams } from "../../worker/engine/sampler.ts";
 import type { Tokenizer } from "../../worker/engine/tokenizer.ts";
+import type { SchedulerEngine } from "../../worker/scheduler.ts";
 
 /**
  * Sampling settings that between them take every decode choice: top-k, top-p (whose mass over the tiny
@@ -53,21 +54,22 @@ export const UNPENALIZED = SAMPLING_MIX.map(
   ({ repetitionPenalty: _r, frequencyPenalty: _f, presencePenalty: _p, logitBias: _b, ...rest }) => rest,
 );
 
-/** One request per sampling setting, together in one batcher: request i gets prompt(i), slot i % 2, 6 tokens. */
+/** One request per sampling setting, batched together: request i gets prompt(i), slot i % 2, 6 tokens. */
 export function generateEach(
-  engine: StepEngine,
+  engine: SchedulerEngine,
   tokenizer: Tokenizer,
   sampling: Partial<SamplingParams>[],
   prompt: (i: number) => number[],
-): Promise<GenerationResult[]> {
-  const batcher = new ContinuousBatcher(engine, tokenizer, {
+): Promise<Generated[]> {
+  const generation = new SlotGeneration(engine, tokenizer, {
+    slots: 1,
     maxBatch: sampling.length,
     maxContext: 64,
-    prefillTokenBudget: 64,
+    stepTokens: 64,
   });
   return Promise.all(
     sampling.map((p, i) =>
-      batcher.submit({
+      generation.generate({
         id: `r${i}`,
         promptTokens: prompt(i),
         slot: i % 2,
@@ -79,7 +81,7 @@ export function generateEach(
 }
 
 /** The same tokens, logprobs (to 4 decimals) and top-logprob tokens, request by request. */
-export function expectSameDraws(got: GenerationResult[], want: GenerationResult[]): void {
+export function expectSameDraws(got: Generated[], want: Generated[]): void {
   expect(got.map((r) => r.tokenIds)).toEqual(want.map((r) => r.tokenIds));
   for (const [i, r] of got.entries()) {
     for (const [k, t] of r.tokens.entries()) {

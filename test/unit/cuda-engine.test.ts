@@ -25,11 +25,11 @@ import {
 import { CANDIDATES, type DecodeCandidates } from "../../worker/engine/decode-row.ts";
 import { float32ToBfloat16 } from "../../worker/engine/dtype.ts";
 import { Engine } from "../../worker/engine/engine.ts";
-import type { StepEngine } from "../../worker/engine/generation.ts";
 import { type ModelConfig, parseModelConfig } from "../../worker/engine/model-config.ts";
 import { Prng } from "../../worker/engine/prng.ts";
 import { openWeights, writeSafetensors } from "../../worker/engine/safetensors.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
+import type { SchedulerEngine } from "../../worker/scheduler.ts";
 import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
 import { expectChunkMisuseRefused } from "../support/chunked-prefill.ts";
 import { interceptSteps } from "../support/intercepted-cuda-addon.ts";
@@ -388,7 +388,8 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     // The same engine answering with whole rows only: the host samples every row from its logits.
     const hostSampled = wholeRows(whole);
     const sampling = SAMPLING_MIX;
-    const run = (engine: StepEngine, params = sampling) => generateEach(engine, tokenizer, params, prompt);
+    const run = (engine: SchedulerEngine, params = sampling) =>
+      generateEach(engine, tokenizer, params, prompt);
     const [viaCandidates, viaRows] = [await run(sparse), await run(hostSampled)];
     expectSameDraws(viaCandidates, viaRows);
     expect(steps.some((step) => (step.candidates ?? 0) > 0)).toBe(true);

@@ -13,9 +13,9 @@ import { type LoadedAdapter, loadPeftAdapter } from "../../worker/adapters/peft.
 import { CANDIDATES, type DecodeCandidates, type DecodeChoice } from "../../worker/engine/decode-row.ts";
 import { Engine, EngineError, type LoraFormulation } from "../../worker/engine/engine.ts";
 import { EngineThread } from "../../worker/engine/engine-thread.ts";
-import type { StepEngine } from "../../worker/engine/generation.ts";
 import type { ModelConfig } from "../../worker/engine/model-config.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
+import type { SchedulerEngine } from "../../worker/scheduler.ts";
 import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
 import { expectChunkMisuseRefused } from "../support/chunked-prefill.ts";
 import { writeMergedModel } from "../support/merged-model.ts";
@@ -545,7 +545,7 @@ describe("the engine on mixed-adapter batches", () => {
     for (const id of ids) engine.release(id);
     let settled = 0;
     let settledPenalized = 0;
-    const counting: StepEngine = {
+    const counting: SchedulerEngine = {
       padsPrefills: engine.padsPrefills,
       prefillTogether: (prompts) => engine.prefillTogether(prompts),
       decodePicking: async (tokens, choices) => {
@@ -559,6 +559,8 @@ describe("the engine on mixed-adapter batches", () => {
       },
       logitsOf: (id) => engine.logitsOf(id),
       release: (id) => engine.release(id),
+      reusedPromptTokens: (ids) => engine.reusedPromptTokens(ids),
+      cachedPrefixLength: (prompt) => engine.cachedPrefixLength(prompt),
     };
     const [viaChoices, viaRows] = [
       await generateEach(counting, tokenizer, sampling, prompt),

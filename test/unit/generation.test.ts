@@ -1,19 +1,19 @@
-// Continuous batching over the engine: sequences join and leave every step, and what a sequence
-// generates does not depend on what else runs beside it. Stop conditions end a sequence as OpenAI's API
-// defines them; `luminet generate` runs a JSONL file through all of it.
+// Generation through the worker's scheduler on a real engine: sequences join and leave every step, and what
+// a sequence generates does not depend on what else runs beside it. Stop conditions end a sequence as
+// OpenAI's API defines them; `luminet generate` runs a JSONL file through all of it.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  SlotGeneration,
+  type SlotGenerationOptions,
+  type SlotRequest,
+} from "../../scripts/slot-generation.ts";
 import { initTinyModel, type TinyModel } from "../../scripts/tiny-model.ts";
 import { loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { Engine } from "../../worker/engine/engine.ts";
-import {
-  type BatcherOptions,
-  ContinuousBatcher,
-  type GenerationRequest,
-} from "../../worker/engine/generation.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
 import { SequenceOutput } from "../../worker/engine/sequence-output.ts";
 import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
@@ -22,7 +22,8 @@ let root: string;
 let tiny: TinyModel;
 let engine: Engine;
 let tokenizer: Tokenizer;
-const options: BatcherOptions = { maxBatch: 16, maxContext: 96, prefillTokenBudget: 64 };
+const options: SlotGenerationOptions = { slots: 6, maxBatch: 16, maxContext: 96, stepTokens: 64 };
+const generation = () => new SlotGeneration(engine, tokenizer, options);
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "luminet-generation-"));
@@ -46,7 +47,7 @@ afterAll(async () => {
   rmSync(root, { recursive: true, force: true });
 });
 
-function request(i: number, overrides: Partial<GenerationRequest> = {}): GenerationRequest {
+function request(i: number, overrides: Partial<SlotRequest> = {}): SlotRequest {
   return {
     id: `r${i}`,
     promptTokens: tokenizer.encode(`request number ${i} says hello`),
@@ -58,15 +59,14 @@ function request(i: number, overrides: Partial<GenerationRequest> = {}): Generat
   };
 }
 
-describe("continuous batching", () => {
+describe("generation through the scheduler", () => {
   it("generates the same greedy tokens for a sequence alone and inside a mixed batch joined mid-flight", async () => {
     const alone = [];
-    for (let i = 0; i < 10; i++)
-      alone.push(await new ContinuousBatcher(engine, tokenizer, options).submit(request(i)));
-    const batcher = new ContinuousBatcher(engine, tokenizer, options);
-    const first = [0, 1, 2, 3].map((i) => batcher.submit(request(i)));
+    for (let i = 0; i < 10; i++) alone.push(await generation().generate(request(i)));
+    const batcher = generation();
+    const first = [0, 1, 2, 3].map((i) => batcher.generate(request(i)));
     await new Promise((r) => setTimeout(r, 5));
-    const later = [4, 5, 6, 7, 8, 9].map((i) => batcher.submit(request(i)));
+    const later = [4, 5, 6, 7, 8, 9].map((i) => batcher.generate(request(i)));
     const together = await Promise.all([...first, ...later]);
     for (const [i, result] of together.entries()) {
       expect(result.tokenIds).toEqual(alone[i]!.tokenIds);
@@ -77,13 +77,11 @@ describe("continuous batching", () => {
   });
 
   it("ends at a stop string, which never reaches the text, streamed or final", async () => {
-    const free = await new ContinuousBatcher(engine, tokenizer, options).submit(
-      request(3, { maxTokens: 24 }),
-    );
+    const free = await generation().generate(request(3, { maxTokens: 24 }));
     const stop = free.text.slice(6, 9);
     expect(stop.length).toBe(3);
     let streamed = "";
-    const stopped = await new ContinuousBatcher(engine, tokenizer, options).submit(
+    const stopped = await generation().generate(
       request(3, { maxTokens: 24, stopStrings: [stop], onToken: (_, delta) => (streamed += delta) }),
     );
     expect(stopped.finishReason).toBe("stop");
@@ -92,11 +90,9 @@ describe("continuous batching", () => {
   });
 
   it("ends at a stop token id without emitting it, and at max_tokens with finish_reason length", async () => {
-    const free = await new ContinuousBatcher(engine, tokenizer, options).submit(request(2, { maxTokens: 8 }));
+    const free = await generation().generate(request(2, { maxTokens: 8 }));
     const stopToken = free.tokenIds[4]!;
-    const stopped = await new ContinuousBatcher(engine, tokenizer, options).submit(
-      request(2, { maxTokens: 8, stopTokenIds: [stopToken] }),
-    );
+    const stopped = await generation().generate(request(2, { maxTokens: 8, stopTokenIds: [stopToken] }));
     const at = free.tokenIds.indexOf(stopToken);
     expect(stopped.finishReason).toBe("stop");
     expect(stopped.tokenIds).toEqual(free.tokenIds.slice(0, at + 1));
@@ -105,9 +101,9 @@ describe("continuous batching", () => {
   });
 
   it("stops a cancelled sequence within a step and keeps what it generated", async () => {
-    const batcher = new ContinuousBatcher(engine, tokenizer, options);
+    const batcher = generation();
     let seen = 0;
-    const pending = batcher.submit(
+    const pending = batcher.generate(
       request(1, {
         maxTokens: 60,
         onToken: (token) => {
@@ -124,35 +120,29 @@ describe("continuous batching", () => {
 
   it("samples reproducibly with a seed", async () => {
     const sampling = { ...GREEDY, temperature: 1, seed: 42 };
-    const a = await new ContinuousBatcher(engine, tokenizer, options).submit(
-      request(5, { sampling, maxTokens: 12 }),
-    );
-    const b = await new ContinuousBatcher(engine, tokenizer, options).submit(
-      request(5, { sampling, maxTokens: 12 }),
-    );
-    const c = await new ContinuousBatcher(engine, tokenizer, options).submit(
-      request(5, { sampling: { ...sampling, seed: 43 }, maxTokens: 12 }),
-    );
+    const a = await generation().generate(request(5, { sampling, maxTokens: 12 }));
+    const b = await generation().generate(request(5, { sampling, maxTokens: 12 }));
+    const c = await generation().generate(request(5, { sampling: { ...sampling, seed: 43 }, maxTokens: 12 }));
     expect(a.tokenIds).toEqual(b.tokenIds);
     expect(a.tokenIds).not.toEqual(c.tokenIds);
   });
 
   it("runs a request submitted while the loop winds down after its last request resolved", async () => {
-    const batcher = new ContinuousBatcher(engine, tokenizer, options);
+    const batcher = generation();
     // Every delay between the previous request resolving and the next submit, in microtask ticks, so one
     // of them lands after the loop's last look at its queue and before it has ended.
     for (let ticks = 0; ticks < 24; ticks++) {
-      await batcher.submit(request(2, { maxTokens: 1 }));
+      await batcher.generate(request(2, { maxTokens: 1 }));
       for (let t = 0; t < ticks; t++) await Promise.resolve();
-      const next = await batcher.submit(request(3, { maxTokens: 1 }));
+      const next = await batcher.generate(request(3, { maxTokens: 1 }));
       expect(next.tokenIds).toHaveLength(1);
     }
   }, 20_000);
 
   it("refuses a prompt that leaves no room in the context", async () => {
-    const batcher = new ContinuousBatcher(engine, tokenizer, options);
-    await expect(batcher.submit(request(0, { promptTokens: new Array(96).fill(3) }))).rejects.toThrow(
-      /exceeds the 96-token context/,
+    const batcher = generation();
+    await expect(batcher.generate(request(0, { promptTokens: new Array(96).fill(3) }))).rejects.toThrow(
+      "the prompt has 96 tokens; this worker's context holds 96",
     );
   });
 });
@@ -184,15 +174,20 @@ describe("a sequence's last text at a stop token", () => {
 });
 
 describe("luminet generate", () => {
-  function generate(lines: unknown[]) {
+  function generate(lines: unknown[], ...flags: string[]) {
     const file = join(root, `batch-${Math.random()}.jsonl`);
     writeFileSync(file, lines.map((l) => JSON.stringify(l)).join("\n"));
     return spawnSync(
       process.execPath,
-      ["bin/luminet.mjs", "generate", "--model", tiny.dir, "--batch", file],
+      ["bin/luminet.mjs", "generate", "--model", tiny.dir, "--batch", file, ...flags],
       { encoding: "utf8" },
     );
   }
+  const outputs = (stdout: string) =>
+    stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
 
   it("runs every line together and prints one result per request, in input order", async () => {
     const lines = [
@@ -210,10 +205,7 @@ describe("luminet generate", () => {
     ];
     const result = generate(lines);
     expect(result.status, result.stderr).toBe(0);
-    const out = result.stdout
-      .trim()
-      .split("\n")
-      .map((l) => JSON.parse(l));
+    const out = outputs(result.stdout);
     expect(out.map((o) => o.id)).toEqual(["base", "a1", "ids", "7"]);
     expect(out.slice(0, 3).map((o) => o.token_ids.length)).toEqual([6, 7, 4]);
     for (const o of out.slice(0, 3)) expect(o.finish_reason).toBe("length");
@@ -221,11 +213,23 @@ describe("luminet generate", () => {
     const sampled = out[3];
     expect(sampled.finish_reason).toBe(sampled.token_ids.length === 5 ? "length" : "stop");
     // The base line is what the engine generates greedily for that prompt.
-    const expected = await new ContinuousBatcher(engine, tokenizer, options).submit(
-      request(0, { slot: 0, maxTokens: 6 }),
-    );
+    const expected = await generation().generate(request(0, { slot: 0, maxTokens: 6 }));
     expect(out[0].token_ids).toEqual(expected.tokenIds);
     expect(out[0].text).toBe(expected.text);
+  });
+
+  it("prefills a prompt longer than --step-tokens in chunks, to the tokens of one whole prefill", () => {
+    const long = tokenizer.encode("a long prompt that goes in chunks ".repeat(6)).slice(0, 70);
+    const lines = [
+      { id: "long", prompt_ids: long, adapter: tiny.adapterDirs[1], max_tokens: 6 },
+      { id: "short", prompt: "request number 2 says hello", adapter: null, max_tokens: 8 },
+    ];
+    const whole = generate(lines, "--prefix-cache-bytes", "0");
+    const chunked = generate(lines, "--step-tokens", "34", "--prefix-cache-bytes", "0");
+    expect(whole.status, whole.stderr).toBe(0);
+    expect(chunked.status, chunked.stderr).toBe(0);
+    expect(outputs(chunked.stdout)).toEqual(outputs(whole.stdout));
+    expect(outputs(whole.stdout).map((o) => o.token_ids.length)).toEqual([6, 8]);
   });
 
   it("names the line and field of bad input", () => {
@@ -234,5 +238,16 @@ describe("luminet generate", () => {
     expect(result.stderr).toMatch(/:1: max_tokens/);
     const both = generate([{ id: "x", prompt: "hi", prompt_ids: [1], adapter: null, max_tokens: 2 }]);
     expect(both.stderr).toMatch(/exactly one of "prompt" and "prompt_ids"/);
+    const tooLong = generate(
+      [{ id: "big", prompt_ids: new Array(64).fill(5), adapter: null, max_tokens: 2 }],
+      "--max-context",
+      "64",
+    );
+    expect(tooLong.status).toBe(1);
+    expect(tooLong.stderr).toContain(
+      "request big: its prompt has 64 tokens and leaves no room in the 64-token context",
+    );
+    const budget = generate([{ id: "x", prompt: "hi", adapter: null, max_tokens: 2 }], "--step-tokens", "0");
+    expect(budget.stderr).toContain('luminet generate: --step-tokens must be an integer ≥ 1, got "0"');
   });
 });

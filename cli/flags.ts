@@ -1,0 +1,33 @@
+// Numeric command-line flags, parsed the same way by every command: a bad value is refused with the flag's
+// name and what it takes, before anything starts.
+import { CliError } from "./run-command.ts";
+
+/** An integer flag of at least `min`. */
+export function count(flag: string, value: string, min = 1): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < min)
+    throw new CliError(`${flag} must be an integer ≥ ${min}, got "${value}"`);
+  return n;
+}
+
+const UNITS: Record<string, number> = {
+  "": 1,
+  k: 1e3,
+  m: 1e6,
+  g: 1e9,
+  t: 1e12,
+  ki: 2 ** 10,
+  mi: 2 ** 20,
+  gi: 2 ** 30,
+  ti: 2 ** 40,
+};
+
+/** Bytes as an integer or with a unit: 512MiB, 4GiB, 20GB. */
+export function bytes(flag: string, value: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?$/i.exec(value.trim());
+  const unit = UNITS[(match?.[2] ?? "").toLowerCase()];
+  if (!match || unit === undefined) {
+    throw new CliError(`${flag} must be a byte count such as 1073741824, 512MiB or 4GB, got "${value}"`);
+  }
+  return Math.floor(Number(match[1]) * unit);
+}
