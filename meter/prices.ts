@@ -1,22 +1,26 @@
 // What a request costs: a base model's per-million-token prices (integer micro-dollars, schema/db.ts)
-// applied to its input and output tokens. Money never passes through a float: the products can exceed
-// 2^53 (a billion tokens at a dollar per token), so the arithmetic runs on BigInt.
+// applied to its input and output tokens, input the prefix cache covered at the cached input price where
+// the base has one. Money never passes through a float: the products can exceed 2^53 (a billion tokens at
+// a dollar per token), so the arithmetic runs on BigInt.
 //
-// Rounding: the exact cost is input × inPrice + output × outPrice, in millionths of a micro-dollar; it is
-// divided by a million and rounded UP, once, on the request's total (not per side). A request that used
-// tokens on a priced base is never billed 0, and no request is billed more than one micro-dollar
-// ($0.000001) above its exact price.
+// Rounding: the exact cost is (input − cached) × inPrice + cached × cachedPrice + output × outPrice, in
+// millionths of a micro-dollar; it is divided by a million and rounded UP, once, on the request's total
+// (not per part). A request that used tokens on a priced base is never billed 0, and no request is billed
+// more than one micro-dollar ($0.000001) above its exact price.
 import type { BaseModel } from "../schema/db.ts";
 
-/** A base model's prices, as the base_models table holds them. */
-export type Prices = Pick<BaseModel, "inputPriceMicrosPerMillion" | "outputPriceMicrosPerMillion">;
+/** A base model's prices, as the base_models table holds them; no cached input price: the input price. */
+export type Prices = Pick<BaseModel, "inputPriceMicrosPerMillion" | "outputPriceMicrosPerMillion"> &
+  Partial<Pick<BaseModel, "cachedInputPriceMicrosPerMillion">>;
 
 export interface TokenCounts {
   inputTokens: number;
+  /** Of inputTokens, those a worker's prefix cache covered; default 0. */
+  cachedInputTokens?: number;
   outputTokens: number;
 }
 
-/** A price or token count that is not a non-negative safe integer. */
+/** A price or token count that is not a non-negative safe integer, or more cached tokens than input. */
 export class PriceInputError extends Error {
   override readonly name = "PriceInputError";
 }
@@ -32,9 +36,19 @@ function exact(field: string, value: number): bigint {
 
 /** The cost of a request in integer micro-dollars, rounded up once on the total. */
 export function costMicros(prices: Prices, tokens: TokenCounts): number {
+  const input = exact("inputTokens", tokens.inputTokens);
+  const cached = exact("cachedInputTokens", tokens.cachedInputTokens ?? 0);
+  if (cached > input) {
+    throw new PriceInputError(`cachedInputTokens ${cached} exceeds inputTokens ${input}`);
+  }
+  const inputPrice = exact("inputPriceMicrosPerMillion", prices.inputPriceMicrosPerMillion);
+  const cachedPrice =
+    prices.cachedInputPriceMicrosPerMillion == null
+      ? inputPrice
+      : exact("cachedInputPriceMicrosPerMillion", prices.cachedInputPriceMicrosPerMillion);
   const millionths =
-    exact("inputTokens", tokens.inputTokens) *
-      exact("inputPriceMicrosPerMillion", prices.inputPriceMicrosPerMillion) +
+    (input - cached) * inputPrice +
+    cached * cachedPrice +
     exact("outputTokens", tokens.outputTokens) *
       exact("outputPriceMicrosPerMillion", prices.outputPriceMicrosPerMillion);
   const micros = (millionths + MILLION - 1n) / MILLION;

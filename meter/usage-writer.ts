@@ -57,7 +57,11 @@ function row(event: UsageEvent, prices: Prices): NewUsageEvent {
     inputTokens: event.input_tokens,
     cachedInputTokens: event.cached_input_tokens ?? 0,
     outputTokens: event.output_tokens,
-    costMicros: costMicros(prices, { inputTokens: event.input_tokens, outputTokens: event.output_tokens }),
+    costMicros: costMicros(prices, {
+      inputTokens: event.input_tokens,
+      cachedInputTokens: event.cached_input_tokens ?? 0,
+      outputTokens: event.output_tokens,
+    }),
     finishReason: event.finish_reason,
     startedAt: new Date(event.started_ms),
     finishedAt: new Date(event.finished_ms),
@@ -77,6 +81,7 @@ export async function writeUsageBatch(db: Db, events: readonly UsageEvent[]): Pr
         name: baseModels.name,
         inputPriceMicrosPerMillion: baseModels.inputPriceMicrosPerMillion,
         outputPriceMicrosPerMillion: baseModels.outputPriceMicrosPerMillion,
+        cachedInputPriceMicrosPerMillion: baseModels.cachedInputPriceMicrosPerMillion,
       })
       .from(baseModels)
       .where(inArray(baseModels.name, bases));

@@ -84,6 +84,11 @@ export const baseModels = pgTable("base_models", {
   // Integer micro-dollars per million tokens: money never passes through a float.
   inputPriceMicrosPerMillion: integer("input_price_micros_per_million").notNull(),
   outputPriceMicrosPerMillion: integer("output_price_micros_per_million").notNull(),
+  /**
+   * The price of input tokens a worker's prefix cache covered (they skip the prefill); null: the input
+   * price, like any other input token.
+   */
+  cachedInputPriceMicrosPerMillion: integer("cached_input_price_micros_per_million"),
   createdAt: createdAt(),
 });
 
@@ -154,7 +159,7 @@ export const usageEvents = pgTable(
     /** The adapter's name; null when the request ran on the base model alone. */
     adapter: text("adapter"),
     inputTokens: integer("input_tokens").notNull(),
-    /** Of inputTokens, those the worker's prefix cache covered; billed like the rest, shown for insight. */
+    /** Of inputTokens, those the worker's prefix cache covered: billed at the base's cached input price. */
     cachedInputTokens: integer("cached_input_tokens").notNull().default(0),
     outputTokens: integer("output_tokens").notNull(),
     costMicros: bigint("cost_micros", { mode: "number" }).notNull(),

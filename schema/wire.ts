@@ -286,8 +286,8 @@ export const UsageEvent = z
     adapter: z.string().min(1).nullable(),
     input_tokens: count,
     /**
-     * Of input_tokens, those the worker's prefix cache covered (not prefilled). Informational: they are
-     * billed as input tokens like the rest. Absent from older workers' events, which counts as 0.
+     * Of input_tokens, those the worker's prefix cache covered (not prefilled), billed at the base's cached
+     * input price (its input price unless one is set). Absent from older workers' events: 0.
      */
     cached_input_tokens: count.optional(),
     output_tokens: count,

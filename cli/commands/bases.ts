@@ -1,5 +1,6 @@
-// `luminet bases ...`: the base models in DATABASE_URL and their prices. Gateways register a base when they
-// first serve it, at price 0; until a price is set its requests are metered but cost nothing.
+// `luminet bases ...`: the base models in DATABASE_URL and their prices (input, output, and optionally a
+// lower one for input a worker's prefix cache covered). Gateways register a base when they first serve it,
+// at price 0; until a price is set its requests are metered but cost nothing.
 import { type Command, InvalidArgumentError } from "commander";
 import { eq } from "drizzle-orm";
 import { microsToDollars } from "../../meter/prices.ts";
@@ -30,10 +31,11 @@ export function registerBases(program: Command): void {
           process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
           return;
         }
-        process.stdout.write("base  context  $ per 1M input  $ per 1M output\n");
+        process.stdout.write("base  context  $ per 1M input  $ per 1M cached input  $ per 1M output\n");
         for (const r of rows) {
+          const cached = r.cachedInputPriceMicrosPerMillion;
           process.stdout.write(
-            `${r.name}  ${r.contextLength}  ${microsToDollars(r.inputPriceMicrosPerMillion)}  ${microsToDollars(r.outputPriceMicrosPerMillion)}\n`,
+            `${r.name}  ${r.contextLength}  ${microsToDollars(r.inputPriceMicrosPerMillion)}  ${cached === null ? "(input)" : microsToDollars(cached)}  ${microsToDollars(r.outputPriceMicrosPerMillion)}\n`,
           );
         }
       }),
@@ -47,18 +49,36 @@ export function registerBases(program: Command): void {
       "US dollars per million output tokens, e.g. 0.60",
       parseDollarsPerMillion,
     )
-    .action((name: string, flags: { input: number; output: number }) =>
+    .option(
+      "--cached-input <usd>",
+      "US dollars per million input tokens a worker's prefix cache covered, at most --input (default: the input price)",
+      parseDollarsPerMillion,
+    )
+    .action((name: string, flags: { input: number; output: number; cachedInput?: number }) =>
       withDb("bases", async (db) => {
+        if (flags.cachedInput !== undefined && flags.cachedInput > flags.input) {
+          throw new Error(
+            `--cached-input ($${microsToDollars(flags.cachedInput)}) must not exceed --input ($${microsToDollars(flags.input)})`,
+          );
+        }
         const updated = await db
           .update(baseModels)
-          .set({ inputPriceMicrosPerMillion: flags.input, outputPriceMicrosPerMillion: flags.output })
+          .set({
+            inputPriceMicrosPerMillion: flags.input,
+            outputPriceMicrosPerMillion: flags.output,
+            cachedInputPriceMicrosPerMillion: flags.cachedInput ?? null,
+          })
           .where(eq(baseModels.name, name))
           .returning({ name: baseModels.name });
         if (updated.length === 0) {
           throw new Error(`no base model "${name}"; a gateway registers a base when it first serves it`);
         }
+        const cached =
+          flags.cachedInput === undefined
+            ? "cached input at the input price"
+            : `$${microsToDollars(flags.cachedInput)} per 1M cached input tokens`;
         process.stdout.write(
-          `${name}: $${microsToDollars(flags.input)} per 1M input tokens, $${microsToDollars(flags.output)} per 1M output tokens\n`,
+          `${name}: $${microsToDollars(flags.input)} per 1M input tokens, ${cached}, $${microsToDollars(flags.output)} per 1M output tokens\n`,
         );
       }),
     );

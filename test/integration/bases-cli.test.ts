@@ -20,11 +20,15 @@ function luminet(...args: string[]) {
   });
 }
 
-async function prices(): Promise<[number, number]> {
+async function prices(): Promise<[number, number, number | null]> {
   const db: Db = await openDb(url);
   try {
     const [row] = await db.select().from(baseModels).where(eq(baseModels.name, "meta/tiny"));
-    return [row!.inputPriceMicrosPerMillion, row!.outputPriceMicrosPerMillion];
+    return [
+      row!.inputPriceMicrosPerMillion,
+      row!.outputPriceMicrosPerMillion,
+      row!.cachedInputPriceMicrosPerMillion,
+    ];
   } finally {
     await db.close();
   }
@@ -59,9 +63,28 @@ describe("luminet bases", () => {
   it("sets a base's prices and lists them", async () => {
     const set = luminet("set-price", "meta/tiny", "--input", "0.15", "--output", "0.6");
     expect(set.status, set.stderr).toBe(0);
-    expect(await prices()).toEqual([150_000, 600_000]);
+    expect(await prices()).toEqual([150_000, 600_000, null]);
     const list = luminet("list");
-    expect(list.stdout).toMatch(/meta\/tiny\s+2048\s+0\.150000\s+0\.600000/);
+    expect(list.stdout).toMatch(/meta\/tiny\s+2048\s+0\.150000\s+\(input\)\s+0\.600000/);
+  });
+
+  it("sets a lower price for cached input, and clears it when set-price leaves it out", async () => {
+    const set = luminet(
+      "set-price",
+      "meta/tiny",
+      "--input",
+      "0.15",
+      "--cached-input",
+      "0.075",
+      "--output",
+      "0.6",
+    );
+    expect(set.status, set.stderr).toBe(0);
+    expect(set.stdout).toContain("$0.075000 per 1M cached input tokens");
+    expect(await prices()).toEqual([150_000, 600_000, 75_000]);
+    expect(luminet("list").stdout).toMatch(/meta\/tiny\s+2048\s+0\.150000\s+0\.075000\s+0\.600000/);
+    expect(luminet("set-price", "meta/tiny", "--input", "0.15", "--output", "0.6").status).toBe(0);
+    expect(await prices()).toEqual([150_000, 600_000, null]);
   });
 
   it("refuses an unknown base or a bad price and changes nothing", async () => {
@@ -72,6 +95,18 @@ describe("luminet bases", () => {
     const bad = luminet("set-price", "meta/tiny", "--input", "1.2345678", "--output", "1");
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toContain("at most 6 decimals");
+    const dearer = luminet(
+      "set-price",
+      "meta/tiny",
+      "--input",
+      "0.1",
+      "--cached-input",
+      "0.2",
+      "--output",
+      "1",
+    );
+    expect(dearer.status).not.toBe(0);
+    expect(dearer.stderr).toContain("--cached-input ($0.200000) must not exceed --input ($0.100000)");
     expect(await prices()).toEqual(before);
   });
 });

@@ -137,10 +137,13 @@ for (const { name, url } of targets) {
 
       await db.insert(usageEvents).values(usage("req-readback"));
       const [row] = await db.select().from(usageEvents).where(eq(usageEvents.requestId, "req-readback"));
-      expect(row).toEqual({ ...usage("req-readback") });
+      // A row written without the prefix cache's count (as before it existed) has 0 cached input tokens.
+      expect(row).toEqual({ ...usage("req-readback"), cachedInputTokens: 0 });
 
       const [model] = await db.select().from(baseModels).where(eq(baseModels.name, base));
       expect(model?.architecture.kvHeads).toBe(8);
+      // No cached input price unless one is set: cached input costs the input price.
+      expect(model?.cachedInputPriceMicrosPerMillion).toBeNull();
       const [ready] = await db.select().from(adapters).where(eq(adapters.id, stored!.id));
       expect(ready).toMatchObject({ status: "ready", bytes: 6_000_000_000 });
     });

@@ -114,6 +114,27 @@ describe(`the meter (${databaseUrl.startsWith("pglite") ? "PGlite" : "Postgres"}
     await vi.waitFor(async () => expect(await usageBacklog(natsUrl, namespace)).toBe(0), waitLong);
   });
 
+  it("bills input the prefix cache covered at the base's cached input price", async () => {
+    const { namespace, publisher, meterBus } = await jetStream();
+    await meterOn(meterBus);
+    const discounted = `test/cached-${randomUUID()}`;
+    // $0.15 input, $0.015 cached input, $0.60 output per million tokens.
+    await registerBase(db, discounted, 150_000, 600_000, 15_000);
+    const org = `org-${randomUUID()}`;
+    const event = { org, base: discounted, input_tokens: 1000, output_tokens: 333 };
+    await publisher.publishUsage(
+      usageEvent({ ...event, request_id: `${org}-cached`, cached_input_tokens: 640 }),
+    );
+    await publisher.publishUsage(usageEvent({ ...event, request_id: `${org}-uncached` }));
+    await vi.waitFor(async () => expect(await orgRows(db, org)).toHaveLength(2), waitLong);
+    // 360 × 0.15 + 640 × 0.015 + 333 × 0.60 = 263.4 → 264; without the cache 349.8 → 350.
+    expect((await orgRows(db, org)).map((r) => [r.requestId, r.cachedInputTokens, r.costMicros])).toEqual([
+      [`${org}-cached`, 640, 264],
+      [`${org}-uncached`, 0, 350],
+    ]);
+    await vi.waitFor(async () => expect(await usageBacklog(natsUrl, namespace)).toBe(0), waitLong);
+  });
+
   it("writes a burst larger than one batch whole, each request rounded on its own", async () => {
     const { namespace, publisher, meterBus } = await jetStream();
     await meterOn(meterBus, { batchSize: 8, flushMs: 20 });

@@ -35,7 +35,13 @@ export async function meterAckPending(servers: string, namespace: string): Promi
   }
 }
 
-export async function registerBase(db: Db, name: string, input: number, output: number): Promise<void> {
+export async function registerBase(
+  db: Db,
+  name: string,
+  input: number,
+  output: number,
+  cachedInput: number | null = null,
+): Promise<void> {
   await db.insert(baseModels).values({
     name,
     architecture: {
@@ -51,6 +57,7 @@ export async function registerBase(db: Db, name: string, input: number, output: 
     contextLength: 2048,
     inputPriceMicrosPerMillion: input,
     outputPriceMicrosPerMillion: output,
+    cachedInputPriceMicrosPerMillion: cachedInput,
   });
 }
 

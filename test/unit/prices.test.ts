@@ -46,6 +46,40 @@ describe("costMicros", () => {
   });
 });
 
+describe("costMicros with input from the prefix cache", () => {
+  const withCached = (input: number, cached: number | null, output: number) => ({
+    ...prices(input, output),
+    cachedInputPriceMicrosPerMillion: cached,
+  });
+
+  it("bills cached input at the base's cached price, rounded once with the rest", () => {
+    // 360 × 0.15 + 640 × 0.075 + 333 × 0.60 = 54 + 48 + 199.8 = 301.8 → 302
+    expect(
+      costMicros(withCached(150_000, 75_000, 600_000), {
+        inputTokens: 1000,
+        cachedInputTokens: 640,
+        outputTokens: 333,
+      }),
+    ).toBe(302);
+    // A free cache: only the uncached input and the output cost anything.
+    expect(
+      costMicros(withCached(1_000_000, 0, 0), { inputTokens: 10, cachedInputTokens: 9, outputTokens: 0 }),
+    ).toBe(1);
+  });
+
+  it("bills cached input at the input price where the base has no cached price", () => {
+    const counts = { inputTokens: 1000, cachedInputTokens: 640, outputTokens: 333 };
+    expect(costMicros(withCached(150_000, null, 600_000), counts)).toBe(350);
+    expect(costMicros(prices(150_000, 600_000), counts)).toBe(350);
+  });
+
+  it("refuses more cached tokens than input tokens", () => {
+    expect(() => costMicros(prices(1, 1), { inputTokens: 3, cachedInputTokens: 4, outputTokens: 0 })).toThrow(
+      new PriceInputError("cachedInputTokens 4 exceeds inputTokens 3"),
+    );
+  });
+});
+
 describe("microsToDollars", () => {
   it("writes micro-dollars as dollars with six exact decimals", () => {
     expect(microsToDollars(0)).toBe("0.000000");

@@ -1,1 +1,0 @@
-ALTER TABLE "usage_events" ADD COLUMN "cached_input_tokens" integer DEFAULT 0 NOT NULL;
