@@ -2,11 +2,13 @@
 // name and what it takes, before anything starts.
 import { CliError } from "./run-command.ts";
 
-/** An integer flag of at least `min`. */
-export function count(flag: string, value: string, min = 1): number {
+/** An integer flag of at least `min` (and at most `max`). */
+export function count(flag: string, value: string, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < min)
-    throw new CliError(`${flag} must be an integer ≥ ${min}, got "${value}"`);
+  if (value.trim() === "" || !Number.isSafeInteger(n) || n < min || n > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`;
+    throw new CliError(`${flag} must be an integer ${range}, got "${value}"`);
+  }
   return n;
 }
 
@@ -21,6 +23,20 @@ const UNITS: Record<string, number> = {
   gi: 2 ** 30,
   ti: 2 ** 40,
 };
+
+/** A TCP port to listen on; 0 lets the system choose a free one. */
+export function port(flag: string, value: string): number {
+  return count(flag, value, 0, 65535);
+}
+
+/** A duration in seconds, 0 or more, fractions allowed. */
+export function seconds(flag: string, value: string): number {
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n) || n < 0) {
+    throw new CliError(`${flag} must be a number of seconds (0 or more), got "${value}"`);
+  }
+  return n;
+}
 
 /** Bytes as an integer or with a unit: 512MiB, 4GiB, 20GB. */
 export function bytes(flag: string, value: string): number {

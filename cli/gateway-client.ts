@@ -26,7 +26,7 @@ export class GatewayError extends CliError {
 export const GATEWAY_OR_DATABASE = `
 Through the gateway when one is named (--gateway or LUMINET_GATEWAY) or an API key is given (--api-key or
 LUMINET_API_KEY); flags win over the environment. Otherwise straight on DATABASE_URL: the operator's
-way, and how an org's first admin key is made.`;
+way.`;
 
 /** Adds --gateway and --api-key to a command; `key` says which key it needs. */
 export function gatewayOptions(command: Command, key: string): Command {

@@ -37,4 +37,10 @@ for (const register of [
   register(program);
 }
 
-await program.parseAsync(process.argv);
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  // What a command did not report itself (runCommand): its message, without a stack, and exit code 1.
+  process.stderr.write(`luminet: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exitCode = 1;
+}

@@ -13,6 +13,7 @@ import { reportSwitchBench, runSwitchBench } from "../../scripts/bench-switch.ts
 import { writeBenchmarkPlots } from "../../scripts/plot-benchmarks.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { LORA_FORMULATIONS, type LoraFormulation } from "../../worker/engine/engine.ts";
+import { count } from "../flags.ts";
 
 export function registerBench(program: Command): void {
   const bench = program.command("bench").description("benchmarks (see docs/BENCHMARKS.md)");
@@ -57,9 +58,9 @@ export function registerBench(program: Command): void {
         const result = await runEngineBench({
           device: parseDevice(options.device),
           ...(formulation ? { formulation } : {}),
-          ...(options.layers ? { layers: Number(options.layers) } : {}),
-          ...(options.threads ? { threads: positive("--threads", options.threads) } : {}),
-          ...(options.rounds ? { rounds: positive("--rounds", options.rounds) } : {}),
+          ...(options.layers ? { layers: count("--layers", options.layers) } : {}),
+          ...(options.threads ? { threads: count("--threads", options.threads) } : {}),
+          ...(options.rounds ? { rounds: count("--rounds", options.rounds) } : {}),
           ...(options.prepack ? { prepackWeights: true } : {}),
           ...(options.model ? { modelDir: options.model } : {}),
           log: (line) => process.stderr.write(`${line}\n`),
@@ -75,7 +76,7 @@ export function registerBench(program: Command): void {
     .option("--json", "print one JSON line")
     .action(async (options: { layers: string; model?: string; json?: boolean }) => {
       const result = await runColdLoadBench({
-        layers: Number(options.layers),
+        layers: count("--layers", options.layers),
         ...(options.model ? { modelDir: options.model } : {}),
         log: (line) => process.stderr.write(`${line}\n`),
       });
@@ -106,10 +107,10 @@ export function registerBench(program: Command): void {
         if (!process.env.LOG_LEVEL) logger.level = "warn";
         const result = await runSwitchBench({
           device: parseDevice(options.device),
-          ...(options.layers ? { layers: Number(options.layers) } : {}),
+          ...(options.layers ? { layers: count("--layers", options.layers) } : {}),
           ...(options.model ? { modelDir: resolve(options.model) } : {}),
-          requests: Number(options.requests),
-          tokens: Number(options.tokens),
+          requests: count("--requests", options.requests),
+          tokens: count("--tokens", options.tokens),
           log: (line) => process.stderr.write(`${line}\n`),
         });
         reportSwitchBench(result, options.json === true);
@@ -143,12 +144,12 @@ export function registerBench(program: Command): void {
         if (!process.env.LOG_LEVEL) logger.level = "warn";
         const result = await runLongPromptBench({
           device: parseDevice(options.device),
-          ...(options.layers ? { layers: positive("--layers", options.layers) } : {}),
+          ...(options.layers ? { layers: count("--layers", options.layers) } : {}),
           ...(options.model ? { modelDir: resolve(options.model) } : {}),
-          promptTokens: positive("--prompt-tokens", options.promptTokens),
-          streams: positive("--streams", options.streams),
+          promptTokens: count("--prompt-tokens", options.promptTokens),
+          streams: count("--streams", options.streams),
           ...(options.stepTokens
-            ? { stepTokens: options.stepTokens.split(",").map((n) => positive("--step-tokens", n.trim())) }
+            ? { stepTokens: options.stepTokens.split(",").map((n) => count("--step-tokens", n.trim())) }
             : {}),
           log: (line) => process.stderr.write(`${line}\n`),
         });
@@ -180,11 +181,11 @@ export function registerBench(program: Command): void {
         if (!process.env.LOG_LEVEL) logger.level = "warn";
         const result = await runPrefixCacheBench({
           device: parseDevice(options.device),
-          ...(options.layers ? { layers: positive("--layers", options.layers) } : {}),
+          ...(options.layers ? { layers: count("--layers", options.layers) } : {}),
           ...(options.model ? { modelDir: resolve(options.model) } : {}),
-          systemTokens: positive("--system-tokens", options.systemTokens),
-          tailTokens: positive("--tail-tokens", options.tailTokens),
-          requests: positive("--requests", options.requests),
+          systemTokens: count("--system-tokens", options.systemTokens),
+          tailTokens: count("--tail-tokens", options.tailTokens),
+          requests: count("--requests", options.requests),
           log: (line) => process.stderr.write(`${line}\n`),
         });
         reportPrefixCacheBench(result, options.json === true);
@@ -212,11 +213,11 @@ export function registerBench(program: Command): void {
       }) => {
         if (!process.env.LOG_LEVEL) logger.level = "warn";
         const result = await runGatewayBench({
-          requests: positive("--requests", options.requests),
-          concurrency: positive("--concurrency", options.concurrency),
-          rate: positive("--rate", options.rate),
-          seconds: positive("--seconds", options.seconds),
-          p99LimitMs: positive("--p99-limit", options.p99Limit),
+          requests: count("--requests", options.requests),
+          concurrency: count("--concurrency", options.concurrency),
+          rate: count("--rate", options.rate),
+          seconds: count("--seconds", options.seconds),
+          p99LimitMs: count("--p99-limit", options.p99Limit),
           log: (line) => process.stderr.write(`${line}\n`),
         });
         reportGatewayBench(result, options.json === true);
@@ -237,8 +238,8 @@ export function registerBench(program: Command): void {
     .action(async (options: { requests: string; concurrency: string; json?: boolean }) => {
       if (!process.env.LOG_LEVEL) logger.level = "warn";
       const result = await runFleetBench({
-        requests: Number(options.requests),
-        concurrency: Number(options.concurrency),
+        requests: count("--requests", options.requests),
+        concurrency: count("--concurrency", options.concurrency),
         log: (line) => process.stderr.write(`${line}\n`),
         progress: true,
       });
@@ -305,13 +306,13 @@ async function benchE2e(options: E2eFlags): Promise<void> {
   if (!process.env.LOG_LEVEL) logger.level = "warn";
   const result = await runE2eBench({
     shape: options.shape,
-    layers: positive("--layers", options.layers),
-    adapters: positive("--adapters", options.adapters),
-    connections: positive("--connections", options.connections),
-    ...(options.requests ? { requests: positive("--requests", options.requests) } : {}),
-    maxTokens: positive("--max-tokens", options.maxTokens),
-    rounds: positive("--rounds", options.rounds),
-    ...(options.threads ? { threads: positive("--threads", options.threads) } : {}),
+    layers: count("--layers", options.layers),
+    adapters: count("--adapters", options.adapters),
+    connections: count("--connections", options.connections),
+    ...(options.requests ? { requests: count("--requests", options.requests) } : {}),
+    maxTokens: count("--max-tokens", options.maxTokens),
+    rounds: count("--rounds", options.rounds),
+    ...(options.threads ? { threads: count("--threads", options.threads) } : {}),
     progress: true,
     log: (line) => process.stderr.write(`${line}\n`),
   });
@@ -321,11 +322,4 @@ async function benchE2e(options: E2eFlags): Promise<void> {
       `${result.billing.mismatches.length} usages differ from their billed rows (bench/results/e2e.json lists them)`,
     );
   }
-}
-
-function positive(flag: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n <= 0)
-    throw new Error(`${flag}: expected a positive integer, got ${value}`);
-  return n;
 }

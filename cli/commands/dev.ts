@@ -4,6 +4,7 @@ import type { Command } from "commander";
 import { logger } from "../../core/logger.ts";
 import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
 import { startDevStack } from "../../gateway/dev-stack.ts";
+import { port } from "../flags.ts";
 
 interface DevFlags {
   port: string;
@@ -15,12 +16,10 @@ interface DevFlags {
 }
 
 async function runDev(flags: DevFlags): Promise<void> {
-  const port = Number(flags.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535)
-    throw new Error(`--port: not a port: ${flags.port}`);
+  const listenPort = port("--port", flags.port);
   const stack = await startDevStack({
     home: flags.data,
-    port,
+    port: listenPort,
     hostname: flags.host,
     ...(flags.nats ? { natsUrl: flags.nats } : {}),
     ...(flags.databaseUrl ? { databaseUrl: flags.databaseUrl } : {}),

@@ -7,6 +7,7 @@ import { defaultDatabaseUrl, describeDatabaseUrl } from "../../db/open.ts";
 import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
 import { parseBaseModelSource } from "../../gateway/base-loader.ts";
 import { startNodeGateway } from "../../gateway/node.ts";
+import { count, port, seconds } from "../flags.ts";
 
 interface GatewayFlags {
   port: string;
@@ -25,32 +26,16 @@ interface GatewayFlags {
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
-function positive(flag: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n <= 0)
-    throw new Error(`${flag}: expected a positive integer, got ${value}`);
-  return n;
-}
-
-function seconds(flag: string, value: string): number {
-  const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n) || n < 0)
-    throw new Error(`${flag}: expected a number of seconds (0 or more), got ${value}`);
-  return n;
-}
-
 async function runGateway(flags: GatewayFlags): Promise<void> {
   if (flags.model.length === 0) {
     throw new Error("name at least one base model: --model NAME=DIR (the folder with its tokenizer.json)");
   }
-  const port = Number(flags.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535)
-    throw new Error(`--port: not a port: ${flags.port}`);
+  const listenPort = port("--port", flags.port);
   const databaseUrl = process.env.DATABASE_URL || defaultDatabaseUrl;
   const natsUrl = process.env.NATS_URL || "nats://127.0.0.1:4222";
   const models = flags.model.map(parseBaseModelSource);
   const gateway = await startNodeGateway({
-    port,
+    port: listenPort,
     hostname: flags.host,
     databaseUrl,
     natsUrl,
@@ -58,8 +43,8 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     withMeter: flags.withMeter === true,
     blobs: flags.blobs,
     adapterSources: sourcePrefixes(flags.adapterSources),
-    maxAdapterRank: positive("--max-adapter-rank", flags.maxAdapterRank),
-    maxAdapterBytes: positive("--max-adapter-bytes", flags.maxAdapterBytes),
+    maxAdapterRank: count("--max-adapter-rank", flags.maxAdapterRank),
+    maxAdapterBytes: count("--max-adapter-bytes", flags.maxAdapterBytes),
     coldStartTimeoutMs: seconds("--cold-start-timeout", flags.coldStartTimeout) * 1000,
     streamHeadersAfterMs: seconds("--stream-headers-after", flags.streamHeadersAfter) * 1000,
     keepAliveMs: seconds("--keep-alive", flags.keepAlive) * 1000,

@@ -126,16 +126,19 @@ function print(flags: KeysFlags, value: unknown, text: string): void {
   process.stdout.write(flags.json ? `${JSON.stringify(value)}\n` : `${text}\n`);
 }
 
+/** DATABASE_URL is also how an org's first admin key is made: there is no key yet to call the gateway with. */
+const KEYS_HELP = `${GATEWAY_OR_DATABASE} An org's first admin key is made that way.`;
+
 export function registerKeys(program: Command): void {
   const keys = program
     .command("keys")
-    .description("manage API keys, through the gateway or on DATABASE_URL (see `luminet keys --help`)")
-    .addHelpText("after", GATEWAY_OR_DATABASE);
+    .description("manage API keys, through the gateway or on DATABASE_URL")
+    .addHelpText("after", KEYS_HELP);
   const common = (command: Command) =>
     gatewayOptions(command, "an API key with the admin scope")
       .option("--org <org>", "organization id; required on DATABASE_URL, else the API key's own org")
       .option("--json", "print the API's JSON instead of text")
-      .addHelpText("after", GATEWAY_OR_DATABASE);
+      .addHelpText("after", KEYS_HELP);
 
   common(
     keys
@@ -144,7 +147,11 @@ export function registerKeys(program: Command): void {
       .option("--name <name>", "what the key is for", "default")
       .option("--scope <scope>", 'a scope, e.g. "admin" for management routes (repeatable)', collect, [])
       .option("--rpm <n>", "most requests per minute through this key (default: no limit)", perMinute)
-      .option("--tpm <n>", "most tokens (prompt + max_tokens) per minute through this key", perMinute),
+      .option(
+        "--tpm <n>",
+        "most tokens (prompt + max_tokens) per minute through this key (default: no limit)",
+        perMinute,
+      ),
   ).action((flags: KeysFlags & { name: string; scope: string[]; rpm?: LimitFlag; tpm?: LimitFlag }) =>
     withKeys("create", flags, async (store) => {
       const created = await store.create({
