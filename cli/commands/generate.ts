@@ -81,6 +81,12 @@ async function generate(flags: GenerateFlags): Promise<void> {
     (line) => line.prompt_ids ?? tokenizer.encode(line.prompt!, { addSpecialTokens: true }),
   );
   for (const [i, prompt] of prompts.entries()) {
+    const outside = prompt.find((id) => id >= model.vocabSize);
+    if (outside !== undefined) {
+      throw new CliError(
+        `request ${lines[i]!.id}: prompt_ids holds ${outside}, outside the model's vocabulary of ${model.vocabSize} tokens`,
+      );
+    }
     if (prompt.length >= maxContext) {
       throw new CliError(
         `request ${lines[i]!.id}: its prompt has ${prompt.length} tokens and leaves no room in the ${maxContext}-token context (--max-context)`,
@@ -122,6 +128,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
       maxAdaptersPerStep: maxAdapters,
     });
     if (process.stderr.isTTY) bar.start(lines.length, 0);
+    const started = performance.now();
     const outcomes = await Promise.all(
       lines.map((line, i) =>
         scheduler
@@ -136,18 +143,31 @@ async function generate(flags: GenerateFlags): Promise<void> {
           .finally(() => bar.increment()),
       ),
     );
+    const seconds = (performance.now() - started) / 1000;
     bar.stop();
+    // Every request gets its line, a failed one with its error, so one failure loses no other output.
+    const failed: string[] = [];
+    const totals = { prompt: 0, cached: 0, generated: 0 };
     for (const [i, outcome] of outcomes.entries()) {
       const id = lines[i]!.id;
-      if (outcome.kind !== "done" || outcome.error) {
-        const reason = outcome.kind === "done" ? outcome.error?.message : "it was handed back";
-        throw new CliError(`request ${id} failed: ${reason}`);
-      }
-      const tokenIds = outcome.tokens.map((t) => t.token);
-      process.stdout.write(
-        `${JSON.stringify({ id, token_ids: tokenIds, text: outcome.text, finish_reason: outcome.finishReason })}\n`,
-      );
+      if (outcome.kind !== "done") throw new CliError(`request ${id} was handed back unrun`);
+      if (outcome.error) failed.push(id);
+      totals.prompt += outcome.promptTokens;
+      totals.cached += outcome.cachedPromptTokens;
+      totals.generated += outcome.tokens.length;
+      const line = {
+        id,
+        token_ids: outcome.tokens.map((t) => t.token),
+        text: outcome.text,
+        finish_reason: outcome.finishReason,
+        ...(outcome.error ? { error: outcome.error.message } : {}),
+      };
+      process.stdout.write(`${JSON.stringify(line)}\n`);
     }
+    process.stderr.write(
+      `generate: ${lines.length} requests in ${seconds.toFixed(1)} s, ${totals.generated} tokens generated (${Math.round(totals.generated / seconds)}/s), ${totals.prompt} prompt tokens (${totals.cached} from the prefix cache)\n`,
+    );
+    if (failed.length > 0) throw new CliError(`${failed.length} request(s) failed: ${failed.join(", ")}`);
   } finally {
     bar.stop();
     await engine.close();

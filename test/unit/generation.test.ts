@@ -212,6 +212,11 @@ describe("luminet generate", () => {
     // The sampled line may draw an end-of-turn token before its 5 tokens.
     const sampled = out[3];
     expect(sampled.finish_reason).toBe(sampled.token_ids.length === 5 ? "length" : "stop");
+    // The summary on stderr counts what the lines hold.
+    const generated = out.reduce((sum, o) => sum + o.token_ids.length, 0);
+    expect(result.stderr).toMatch(
+      new RegExp(`generate: 4 requests in [\\d.]+ s, ${generated} tokens generated`),
+    );
     // The base line is what the engine generates greedily for that prompt.
     const expected = await generation().generate(request(0, { slot: 0, maxTokens: 6 }));
     expect(out[0].token_ids).toEqual(expected.tokenIds);
@@ -246,6 +251,11 @@ describe("luminet generate", () => {
     expect(tooLong.status).toBe(1);
     expect(tooLong.stderr).toContain(
       "request big: its prompt has 64 tokens and leaves no room in the 64-token context",
+    );
+    const vocab = generate([{ id: "v", prompt_ids: [1, 2, 99_999], adapter: null, max_tokens: 2 }]);
+    expect(vocab.status).toBe(1);
+    expect(vocab.stderr).toContain(
+      `request v: prompt_ids holds 99999, outside the model's vocabulary of ${tiny.config.vocabSize} tokens`,
     );
     const budget = generate([{ id: "x", prompt: "hi", adapter: null, max_tokens: 2 }], "--step-tokens", "0");
     expect(budget.stderr).toContain('luminet generate: --step-tokens must be an integer ≥ 1, got "0"');
