@@ -38,12 +38,15 @@ export function seconds(flag: string, value: string): number {
   return n;
 }
 
-/** Bytes as an integer or with a unit: 512MiB, 4GiB, 20GB. */
-export function bytes(flag: string, value: string): number {
+/** Bytes as an integer or with a unit: 512MiB, 4GiB, 20GB; at least `min`. */
+export function bytes(flag: string, value: string, min = 0): number {
   const match = /^(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?$/i.exec(value.trim());
   const unit = UNITS[(match?.[2] ?? "").toLowerCase()];
-  if (!match || unit === undefined) {
-    throw new CliError(`${flag} must be a byte count such as 1073741824, 512MiB or 4GB, got "${value}"`);
+  const n = match && unit !== undefined ? Math.floor(Number(match[1]) * unit) : Number.NaN;
+  if (!(n >= min)) {
+    throw new CliError(
+      `${flag} must be a byte count of at least ${min}, such as 1073741824, 512MiB or 4GB, got "${value}"`,
+    );
   }
-  return Math.floor(Number(match[1]) * unit);
+  return n;
 }

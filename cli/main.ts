@@ -13,6 +13,7 @@ import { registerModel } from "./commands/model.ts";
 import { registerQuota } from "./commands/quota.ts";
 import { registerUsage } from "./commands/usage.ts";
 import { registerWorker } from "./commands/worker.ts";
+import { CliError } from "./run-command.ts";
 
 const program = new Command("luminet")
   .description("Serve hundreds of LoRA adapters on one base model behind an OpenAI-compatible API")
@@ -40,7 +41,11 @@ for (const register of [
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
-  // What a command did not report itself (runCommand): its message, without a stack, and exit code 1.
-  process.stderr.write(`luminet: ${error instanceof Error ? error.message : String(error)}\n`);
-  process.exitCode = 1;
+  // What a command did not report itself (runCommand): a bad flag's message alone, anything else with its
+  // stack; then exit at once, as a crash would, whatever the command left open (sockets, threads).
+  const known = error instanceof CliError;
+  const text =
+    error instanceof Error ? (known ? error.message : (error.stack ?? error.message)) : String(error);
+  process.stderr.write(`luminet: ${text}\n`);
+  process.exit(1);
 }

@@ -8,7 +8,7 @@ import { type UsageGrouping, type UsageQuery, type UsageRollupRow, usageRollup }
 export interface UsageTotals {
   requests: number;
   input_tokens: number;
-  /** Of input_tokens, those a worker's prefix cache covered (billed as input tokens like the rest). */
+  /** Of input_tokens, those a worker's prefix cache covered (billed at the base's cached input price). */
   cached_input_tokens: number;
   output_tokens: number;
   total_tokens: number;

@@ -50,33 +50,42 @@ export function registerBases(program: Command): void {
       parseDollarsPerMillion,
     )
     .option(
-      "--cached-input <usd>",
-      "US dollars per million input tokens a worker's prefix cache covered, at most --input (default: the input price)",
-      parseDollarsPerMillion,
+      "--cached-input <usd|none>",
+      "US dollars per million input tokens a worker's prefix cache covered, at most --input; none: the input price (default: keep the base's current one)",
+      (text: string) => (text === "none" ? "none" : parseDollarsPerMillion(text)),
     )
-    .action((name: string, flags: { input: number; output: number; cachedInput?: number }) =>
+    .action((name: string, flags: { input: number; output: number; cachedInput?: number | "none" }) =>
       withDb("bases", async (db) => {
-        if (flags.cachedInput !== undefined && flags.cachedInput > flags.input) {
+        const [base] = await db
+          .select({ cached: baseModels.cachedInputPriceMicrosPerMillion })
+          .from(baseModels)
+          .where(eq(baseModels.name, name));
+        if (!base)
+          throw new Error(`no base model "${name}"; a gateway registers a base when it first serves it`);
+        const cachedPrice =
+          flags.cachedInput === undefined
+            ? base.cached
+            : flags.cachedInput === "none"
+              ? null
+              : flags.cachedInput;
+        if (cachedPrice !== null && cachedPrice > flags.input) {
+          const which = flags.cachedInput === undefined ? "the base's cached input price" : "--cached-input";
           throw new Error(
-            `--cached-input ($${microsToDollars(flags.cachedInput)}) must not exceed --input ($${microsToDollars(flags.input)})`,
+            `${which} ($${microsToDollars(cachedPrice)}) must not exceed --input ($${microsToDollars(flags.input)}); set --cached-input too`,
           );
         }
-        const updated = await db
+        await db
           .update(baseModels)
           .set({
             inputPriceMicrosPerMillion: flags.input,
             outputPriceMicrosPerMillion: flags.output,
-            cachedInputPriceMicrosPerMillion: flags.cachedInput ?? null,
+            cachedInputPriceMicrosPerMillion: cachedPrice,
           })
-          .where(eq(baseModels.name, name))
-          .returning({ name: baseModels.name });
-        if (updated.length === 0) {
-          throw new Error(`no base model "${name}"; a gateway registers a base when it first serves it`);
-        }
+          .where(eq(baseModels.name, name));
         const cached =
-          flags.cachedInput === undefined
+          cachedPrice === null
             ? "cached input at the input price"
-            : `$${microsToDollars(flags.cachedInput)} per 1M cached input tokens`;
+            : `$${microsToDollars(cachedPrice)} per 1M cached input tokens`;
         process.stdout.write(
           `${name}: $${microsToDollars(flags.input)} per 1M input tokens, ${cached}, $${microsToDollars(flags.output)} per 1M output tokens\n`,
         );

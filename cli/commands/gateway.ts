@@ -7,7 +7,7 @@ import { defaultDatabaseUrl, describeDatabaseUrl } from "../../db/open.ts";
 import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
 import { parseBaseModelSource } from "../../gateway/base-loader.ts";
 import { startNodeGateway } from "../../gateway/node.ts";
-import { count, port, seconds } from "../flags.ts";
+import { bytes, count, port, seconds } from "../flags.ts";
 
 interface GatewayFlags {
   port: string;
@@ -44,7 +44,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     blobs: flags.blobs,
     adapterSources: sourcePrefixes(flags.adapterSources),
     maxAdapterRank: count("--max-adapter-rank", flags.maxAdapterRank),
-    maxAdapterBytes: count("--max-adapter-bytes", flags.maxAdapterBytes),
+    maxAdapterBytes: bytes("--max-adapter-bytes", flags.maxAdapterBytes, 1),
     coldStartTimeoutMs: seconds("--cold-start-timeout", flags.coldStartTimeout) * 1000,
     streamHeadersAfterMs: seconds("--stream-headers-after", flags.streamHeadersAfter) * 1000,
     keepAliveMs: seconds("--keep-alive", flags.keepAlive) * 1000,
@@ -95,7 +95,7 @@ export function registerGateway(program: Command): void {
       "largest adapter rank accepted at upload (the workers' --max-rank)",
       "16",
     )
-    .option("--max-adapter-bytes <n>", "largest adapter upload in bytes", String(1024 ** 3))
+    .option("--max-adapter-bytes <n>", "largest adapter upload in bytes (512MiB, 1GiB …)", "1GiB")
     .option(
       "--cold-start-timeout <seconds>",
       "how long a request for a base with no live worker waits for one to start (scaling from zero); 0: 503 at once (LUMINET_COLD_START_TIMEOUT)",

@@ -188,7 +188,7 @@ export function registerGenerate(program: Command): void {
     .option(
       "--step-tokens <n>",
       "tokens one step processes: running sequences plus prefilled prompts",
-      "4096",
+      "1024",
     )
     .option(
       "--prefix-cache-bytes <n>",

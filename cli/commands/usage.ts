@@ -115,7 +115,8 @@ function usageTable({ report, keyLabels }: LabelledReport): string {
   const counts = (t: UsageTotals) => [
     String(t.requests),
     String(t.input_tokens),
-    String(t.cached_input_tokens),
+    // A gateway older than the cached count leaves it out.
+    String(t.cached_input_tokens ?? 0),
     String(t.output_tokens),
     `$${t.cost_usd}`,
   ];

@@ -10,7 +10,7 @@ import { logger } from "../../core/logger.ts";
 import { openBlobStore } from "../../worker/adapters/blob-store.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { LuminetWorker } from "../../worker/main.ts";
-import { bytes, count } from "../flags.ts";
+import { bytes, count, port } from "../flags.ts";
 import { CliError } from "../run-command.ts";
 
 interface WorkerFlags {
@@ -63,9 +63,7 @@ async function runWorker(flags: WorkerFlags): Promise<void> {
     ...(flags.threads ? { threads: count("--threads", flags.threads) } : {}),
     ...(flags.prepackWeights ? { prepackWeights: true } : {}),
     prefixCacheBytes: bytes("--prefix-cache-bytes", flags.prefixCacheBytes),
-    ...(flags.metricsPort !== undefined
-      ? { metricsPort: count("--metrics-port", flags.metricsPort, 0) }
-      : {}),
+    ...(flags.metricsPort !== undefined ? { metricsPort: port("--metrics-port", flags.metricsPort) } : {}),
   };
   const bus: Bus = await connectJetStreamBus({
     servers,

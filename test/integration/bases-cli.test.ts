@@ -68,7 +68,7 @@ describe("luminet bases", () => {
     expect(list.stdout).toMatch(/meta\/tiny\s+2048\s+0\.150000\s+\(input\)\s+0\.600000/);
   });
 
-  it("sets a lower price for cached input, and clears it when set-price leaves it out", async () => {
+  it("sets a lower price for cached input, keeps it when set-price leaves it out, and clears it with none", async () => {
     const set = luminet(
       "set-price",
       "meta/tiny",
@@ -83,7 +83,27 @@ describe("luminet bases", () => {
     expect(set.stdout).toContain("$0.075000 per 1M cached input tokens");
     expect(await prices()).toEqual([150_000, 600_000, 75_000]);
     expect(luminet("list").stdout).toMatch(/meta\/tiny\s+2048\s+0\.150000\s+0\.075000\s+0\.600000/);
-    expect(luminet("set-price", "meta/tiny", "--input", "0.15", "--output", "0.6").status).toBe(0);
+    expect(luminet("set-price", "meta/tiny", "--input", "0.2", "--output", "0.6").status).toBe(0);
+    expect(await prices()).toEqual([200_000, 600_000, 75_000]);
+    // A new input price below the kept cached one is refused until the cached one moves too.
+    const below = luminet("set-price", "meta/tiny", "--input", "0.05", "--output", "0.6");
+    expect(below.status).not.toBe(0);
+    expect(below.stderr).toContain(
+      "the base's cached input price ($0.075000) must not exceed --input ($0.050000)",
+    );
+    expect(await prices()).toEqual([200_000, 600_000, 75_000]);
+    const cleared = luminet(
+      "set-price",
+      "meta/tiny",
+      "--input",
+      "0.15",
+      "--cached-input",
+      "none",
+      "--output",
+      "0.6",
+    );
+    expect(cleared.status, cleared.stderr).toBe(0);
+    expect(cleared.stdout).toContain("cached input at the input price");
     expect(await prices()).toEqual([150_000, 600_000, null]);
   });
 
