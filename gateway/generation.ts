@@ -61,7 +61,9 @@ export type ColdStartOutcome = "claimed" | "timeout" | "cancelled";
 export async function startGeneration(options: GenerationOptions, target: GenerationTarget) {
   const { bus } = options;
   const heartbeats = await bus.liveHeartbeats(target.base);
-  const decision = routeRequest(heartbeats, target.adapter?.name ?? null, target.requestId, options.routing);
+  // A base-only request is placed by its org (prefix-cache affinity, routing.ts); the rest spread by id.
+  const key = target.adapter ? target.requestId : target.caller.orgId;
+  const decision = routeRequest(heartbeats, target.adapter?.name ?? null, key, options.routing);
   if (decision === null && coldStartWaitMs(options) <= 0) {
     throw noWorker(target.base, options.retryAfterSeconds);
   }

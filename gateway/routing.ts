@@ -4,6 +4,9 @@
 //  - an adapter resident nowhere (or only on overloaded workers) is cold: it goes to the worker chosen by
 //    rendezvous hashing among the least-loaded ones, so the same adapter keeps landing on the same worker
 //    and its weights are loaded once;
+//  - a base-only request goes to the worker its org's base-only requests go to (rendezvous on the org)
+//    among the nearly least-loaded ones, so an org's shared prompt prefixes (its system prompt) meet in one
+//    worker's prefix cache instead of being prefilled on every worker;
 //  - when every worker has a backlog, the base's shared queue (`any`) lets whichever frees up first take it.
 // Pure: it sees only heartbeats, so it is tested without a bus.
 import { rendezvous } from "../core/rendezvous.ts";
@@ -18,6 +21,11 @@ export interface RoutingOptions {
   maxReplicas?: number;
   /** For cold placement, workers within this much load of the least-loaded one are equally good. */
   coldSlack?: number;
+  /**
+   * For base-only requests, workers within this much load of the least-loaded one are equally good, and
+   * the org's rendezvous worker among them takes the request (prefix-cache affinity).
+   */
+  prefixSlack?: number;
   /** When even the best worker has this many queued requests, use the shared queue. */
   sharedQueueDepth?: number;
   /**
@@ -38,6 +46,7 @@ export const routingDefaults: Required<RoutingOptions> = {
   runningWeight: 0.25,
   maxReplicas: 4,
   coldSlack: 2,
+  prefixSlack: 1,
   sharedQueueDepth: 16,
   claimTimeoutMs: 2_000,
   residencyBlind: false,
@@ -74,7 +83,8 @@ const tierOutcome: Record<Tier, RouteOutcome> = { slot: "resident", ram: "ram", 
 
 /**
  * The worker id to publish to, ANY_WORKER for the shared queue, or null when no worker serves the base.
- * `adapter` is the exact adapter name (null for the base model alone); `key` spreads base-only requests.
+ * `adapter` is the exact adapter name (null for the base model alone); `key` places base-only requests
+ * (the gateway passes the caller's org) and, when routing is residency-blind, spreads the rest.
  */
 export function chooseWorker(
   heartbeats: readonly WorkerHeartbeat[],
@@ -105,10 +115,11 @@ export function routeRequest(
   };
 
   if (adapter === null || o.residencyBlind) {
+    const slack = o.residencyBlind ? 0 : o.prefixSlack;
     return placed(
       rendezvous(
         key,
-        heartbeats.filter((w) => loadOf(w) === minLoad),
+        heartbeats.filter((w) => loadOf(w) <= minLoad + slack),
       )!,
     );
   }

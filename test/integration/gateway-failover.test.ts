@@ -6,9 +6,11 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import type { Bus } from "../../bus/bus.ts";
 import { connectJetStreamBus } from "../../bus/jetstream.ts";
+import { rendezvous } from "../../core/rendezvous.ts";
 import { chooseWorker } from "../../gateway/routing.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { idleHeartbeat } from "../support/heartbeats.ts";
 import { startWorkerProcess, type WorkerProcess } from "../support/worker-process.ts";
 
 // A late claim is answered by the inbox, or, once the inbox has closed, refused when the bus's claim
@@ -30,9 +32,19 @@ async function bus(namespace: string): Promise<Bus> {
 }
 
 /**
- * A gateway on `namespace` whose request ids are picked so that routing chooses `target` among the live
- * workers: the test decides which worker is "chosen" without bending the router.
+ * Worker ids, `${chosen}-N` and `${other}-N`, such that routing prefers the first for the test org's
+ * base-only requests (it places those by org, gateway/routing.ts): the test decides which worker is
+ * "chosen" without bending the router.
  */
+function idsChoosing(chosen: string, other: string): { chosen: string; other: string } {
+  for (let n = 0; ; n++) {
+    const ids = { chosen: `${chosen}-${n}`, other: `${other}-${n}` };
+    const preferred = rendezvous("acme", [idleHeartbeat(ids.chosen), idleHeartbeat(ids.other)]);
+    if (preferred?.worker_id === ids.chosen) return ids;
+  }
+}
+
+/** A gateway on `namespace`, checked to route acme's next base-only request to `target`. */
 async function gatewayOn(namespace: string, target: string) {
   const gatewayBus = await bus(namespace);
   let nextId = "";
@@ -43,8 +55,8 @@ async function gatewayOn(namespace: string, target: string) {
   });
   return async (body: Record<string, unknown>, signal?: AbortSignal) => {
     const live = await gatewayBus.liveHeartbeats(BASE);
-    do nextId = `failover${randomUUID().replaceAll("-", "")}`;
-    while (chooseWorker(live, null, nextId) !== target);
+    expect(chooseWorker(live, null, "acme")).toBe(target);
+    nextId = `failover${randomUUID().replaceAll("-", "")}`;
     const requestId = nextId;
     const res = await app.request("/v1/chat/completions", {
       method: "POST",
@@ -77,6 +89,7 @@ afterAll(async () => {
 
 describe("a request its chosen worker does not claim in time", () => {
   const namespace = `failover_${process.pid}_${Date.now()}`;
+  const ids = idsChoosing("stalled", "real");
   let stalled: FakeWorker;
   let send: Awaited<ReturnType<typeof gatewayOn>>;
 
@@ -86,18 +99,18 @@ describe("a request its chosen worker does not claim in time", () => {
       namespace,
       modelDir: h.modelDir,
       base: BASE,
-      workerId: "real",
+      workerId: ids.other,
     });
     // The stalled worker pulls only its own queue, as a frozen process takes nothing more.
     stalled = await FakeWorker.start(await bus(namespace), {
       base: BASE,
-      workerId: "stalled",
+      workerId: ids.chosen,
       stallClaims: true,
       shared: false,
     });
     fakes.push(stalled);
     beating = setInterval(() => void stalled.beat(), 1000);
-    send = await gatewayOn(namespace, "stalled");
+    send = await gatewayOn(namespace, ids.chosen);
     await liveWorkers(buses[buses.length - 1]!, 2);
   }, 60_000);
 
@@ -141,20 +154,21 @@ describe("a chosen worker that claims after the copy went out, before anyone too
   const namespace = `failover_late_${process.pid}_${Date.now()}`;
 
   it("keeps it, and the copy's claim is refused even before any token went out", async () => {
+    const ids = idsChoosing("chosen", "spare");
     const chosen = await FakeWorker.start(await bus(namespace), {
       base: BASE,
-      workerId: "chosen",
+      workerId: ids.chosen,
       stallClaims: true,
       shared: false,
       behaviour: () => "hang",
     });
     const spare = await FakeWorker.start(await bus(namespace), {
       base: BASE,
-      workerId: "spare",
+      workerId: ids.other,
       stallClaims: true,
     });
     fakes.push(chosen, spare);
-    const send = await gatewayOn(namespace, "chosen");
+    const send = await gatewayOn(namespace, ids.chosen);
     await liveWorkers(buses[buses.length - 1]!, 2);
 
     const client = new AbortController();

@@ -94,6 +94,20 @@ describe("chooseWorker", () => {
     expect(chooseWorker([busy, free], null, "r")).toBe("free");
   });
 
+  it("keeps an org's base-only requests on one worker among the nearly least loaded, and spreads orgs", () => {
+    const workers = ["w1", "w2", "w3", "w4"].map((id, i) => worker(id, { running: i % 2 }));
+    // Loads 0, 0.25, 0, 0.25: all within the slack, so the org alone decides, whatever the order.
+    const of = (org: string) => chooseWorker(workers, null, org);
+    expect(of("acme")).toBe(rendezvous("acme", workers)!.worker_id);
+    expect(chooseWorker([...workers].reverse(), null, "acme")).toBe(of("acme"));
+    const orgs = Array.from({ length: 40 }, (_, i) => `org-${i}`);
+    expect(new Set(orgs.map(of)).size).toBe(4);
+    // Beyond the slack a worker takes no base-only request, whichever org it would be.
+    const busy = workers.map((w) => (w.worker_id === of("acme") ? { ...w, queue_depth: 2 } : w));
+    expect(chooseWorker(busy, null, "acme")).not.toBe(of("acme"));
+    expect(chooseWorker(busy, null, "acme", { prefixSlack: 3 })).toBe(of("acme"));
+  });
+
   it("uses the shared queue when every worker has a backlog", () => {
     const workers = ["w1", "w2"].map((id) => worker(id, { ...tiers(["a"]), queue_depth: 20 }));
     expect(chooseWorker(workers, "a", "r", { sharedQueueDepth: 16 })).toBe(ANY_WORKER);
