@@ -14,18 +14,60 @@ import { writeBenchmarkPlots } from "../../scripts/plot-benchmarks.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { LORA_FORMULATIONS, type LoraFormulation } from "../../worker/engine/engine.ts";
 import { count } from "../flags.ts";
+import { runCommand } from "../run-command.ts";
 
-export function registerBench(program: Command): void {
-  const bench = program.command("bench").description("benchmarks (see docs/BENCHMARKS.md)");
-  bench
-    .command("engine")
-    .description("mixed-adapter decode throughput vs base-only, against a measured roofline")
+/** Where a benchmark's progress goes: stderr, so stdout holds only its result. */
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+/** What the engine-level benchmarks take: the device and which bench-1b. */
+interface ModelFlags {
+  device: string;
+  layers?: string;
+  model?: string;
+  json?: boolean;
+}
+
+/** Adds --device, --layers and --model (`adapters`: which adapters the folder must hold). */
+function modelOptions(command: Command, adapters = ""): Command {
+  return command
     .option("--device <device>", "cpu | webgpu | cuda", "cpu")
     .option("--layers <n>", "layers of bench-1b (default 2 on cpu, 16 on a GPU)")
     .option(
       "--model <dir>",
-      "a bench-1b folder with adapters/adapter-0..63 (default: generated and cached in .luminet/)",
-    )
+      `a bench-1b folder${adapters ? ` with ${adapters}` : ""} (default: generated and cached in .luminet/)`,
+    );
+}
+
+/** The options ModelFlags give a benchmark run, and its progress log. */
+function modelRun(flags: ModelFlags) {
+  return {
+    device: parseDevice(flags.device),
+    ...(flags.layers ? { layers: count("--layers", flags.layers) } : {}),
+    ...(flags.model ? { modelDir: resolve(flags.model) } : {}),
+    log,
+  };
+}
+
+/**
+ * Runs a benchmark's action with failures reported as "luminet bench <name>: message", and with a worker
+ * inside logging only warnings and errors unless LOG_LEVEL asks (its log shares stdout with the result).
+ */
+function benchAction<F>(name: string, run: (flags: F) => Promise<void>): (flags: F) => Promise<void> {
+  return (flags) =>
+    runCommand(`bench ${name}`, () => {
+      if (!process.env.LOG_LEVEL) logger.level = "warn";
+      return run(flags);
+    });
+}
+
+export function registerBench(program: Command): void {
+  const bench = program.command("bench").description("benchmarks (see docs/BENCHMARKS.md)");
+  modelOptions(
+    bench
+      .command("engine")
+      .description("mixed-adapter decode throughput vs base-only, against a measured roofline"),
+    "adapters/adapter-0..63",
+  )
     .option(
       "--lora <formulation>",
       `${LORA_FORMULATIONS.join(" | ")} (default: segment-views on cpu, masked on a GPU)`,
@@ -41,32 +83,25 @@ export function registerBench(program: Command): void {
     )
     .option("--json", "print one JSON line")
     .action(
-      async (options: {
-        device: string;
-        layers?: string;
-        model?: string;
-        lora?: string;
-        threads?: string;
-        rounds?: string;
-        prepack?: boolean;
-        json?: boolean;
-      }) => {
-        const formulation = options.lora as LoraFormulation | undefined;
-        if (formulation !== undefined && !LORA_FORMULATIONS.includes(formulation)) {
-          throw new Error(`--lora must be one of ${LORA_FORMULATIONS.join(", ")}, got ${options.lora}`);
-        }
-        const result = await runEngineBench({
-          device: parseDevice(options.device),
-          ...(formulation ? { formulation } : {}),
-          ...(options.layers ? { layers: count("--layers", options.layers) } : {}),
-          ...(options.threads ? { threads: count("--threads", options.threads) } : {}),
-          ...(options.rounds ? { rounds: count("--rounds", options.rounds) } : {}),
-          ...(options.prepack ? { prepackWeights: true } : {}),
-          ...(options.model ? { modelDir: options.model } : {}),
-          log: (line) => process.stderr.write(`${line}\n`),
-        });
-        reportEngineBench(result, options.json === true);
-      },
+      benchAction(
+        "engine",
+        async (
+          flags: ModelFlags & { lora?: string; threads?: string; rounds?: string; prepack?: boolean },
+        ) => {
+          const formulation = flags.lora as LoraFormulation | undefined;
+          if (formulation !== undefined && !LORA_FORMULATIONS.includes(formulation)) {
+            throw new Error(`--lora must be one of ${LORA_FORMULATIONS.join(", ")}, got ${flags.lora}`);
+          }
+          const result = await runEngineBench({
+            ...modelRun(flags),
+            ...(formulation ? { formulation } : {}),
+            ...(flags.threads ? { threads: count("--threads", flags.threads) } : {}),
+            ...(flags.rounds ? { rounds: count("--rounds", flags.rounds) } : {}),
+            ...(flags.prepack ? { prepackWeights: true } : {}),
+          });
+          reportEngineBench(result, flags.json === true);
+        },
+      ),
     );
   bench
     .command("cold-load")
@@ -74,56 +109,42 @@ export function registerBench(program: Command): void {
     .option("--layers <n>", "layers of bench-1b", "2")
     .option("--model <dir>", "a bench-1b folder with adapters/adapter-0..2 (default: generated in .luminet/)")
     .option("--json", "print one JSON line")
-    .action(async (options: { layers: string; model?: string; json?: boolean }) => {
-      const result = await runColdLoadBench({
-        layers: count("--layers", options.layers),
-        ...(options.model ? { modelDir: options.model } : {}),
-        log: (line) => process.stderr.write(`${line}\n`),
-      });
-      reportColdLoadBench(result, options.json === true);
-    });
-  bench
-    .command("switch")
-    .description("hot adapter overhead: TTFT and per-token latency, resident adapter minus base-only")
-    .option("--device <device>", "cpu | webgpu | cuda", "cpu")
-    .option("--layers <n>", "layers of bench-1b (default 2 on cpu, 16 on a GPU)")
-    .option(
-      "--model <dir>",
-      "a bench-1b folder with adapters/adapter-0 (default: generated and cached in .luminet/)",
-    )
+    .action(
+      benchAction("cold-load", async (flags: { layers: string; model?: string; json?: boolean }) => {
+        const result = await runColdLoadBench({
+          layers: count("--layers", flags.layers),
+          ...(flags.model ? { modelDir: resolve(flags.model) } : {}),
+          log,
+        });
+        reportColdLoadBench(result, flags.json === true);
+      }),
+    );
+  modelOptions(
+    bench
+      .command("switch")
+      .description("hot adapter overhead: TTFT and per-token latency, resident adapter minus base-only"),
+    "adapters/adapter-0",
+  )
     .option("--requests <n>", "timed requests of each kind", "200")
     .option("--tokens <n>", "tokens each request generates", "4")
     .option("--json", "print one JSON line")
     .action(
-      async (options: {
-        device: string;
-        layers?: string;
-        model?: string;
-        requests: string;
-        tokens: string;
-        json?: boolean;
-      }) => {
-        // The worker inside logs to stdout, where the result goes: only warnings and errors, unless asked.
-        if (!process.env.LOG_LEVEL) logger.level = "warn";
+      benchAction("switch", async (flags: ModelFlags & { requests: string; tokens: string }) => {
         const result = await runSwitchBench({
-          device: parseDevice(options.device),
-          ...(options.layers ? { layers: count("--layers", options.layers) } : {}),
-          ...(options.model ? { modelDir: resolve(options.model) } : {}),
-          requests: count("--requests", options.requests),
-          tokens: count("--tokens", options.tokens),
-          log: (line) => process.stderr.write(`${line}\n`),
+          ...modelRun(flags),
+          requests: count("--requests", flags.requests),
+          tokens: count("--tokens", flags.tokens),
         });
-        reportSwitchBench(result, options.json === true);
-      },
+        reportSwitchBench(result, flags.json === true);
+      }),
     );
-  bench
-    .command("long-prompt")
-    .description(
-      "what a long prompt does to the sequences streaming when it arrives: their longest gap, per step token budget",
-    )
-    .option("--device <device>", "cpu | webgpu | cuda", "cpu")
-    .option("--layers <n>", "layers of bench-1b (default 2 on cpu, 16 on a GPU)")
-    .option("--model <dir>", "a bench-1b folder (default: generated and cached in .luminet/)")
+  modelOptions(
+    bench
+      .command("long-prompt")
+      .description(
+        "what a long prompt does to the sequences streaming when it arrives: their longest gap, per step token budget",
+      ),
+  )
     .option("--prompt-tokens <n>", "tokens of the long prompt", "1536")
     .option("--streams <n>", "sequences streaming when it arrives", "8")
     .option(
@@ -132,64 +153,45 @@ export function registerBench(program: Command): void {
     )
     .option("--json", "print one JSON line")
     .action(
-      async (options: {
-        device: string;
-        layers?: string;
-        model?: string;
-        promptTokens: string;
-        streams: string;
-        stepTokens?: string;
-        json?: boolean;
-      }) => {
-        if (!process.env.LOG_LEVEL) logger.level = "warn";
-        const result = await runLongPromptBench({
-          device: parseDevice(options.device),
-          ...(options.layers ? { layers: count("--layers", options.layers) } : {}),
-          ...(options.model ? { modelDir: resolve(options.model) } : {}),
-          promptTokens: count("--prompt-tokens", options.promptTokens),
-          streams: count("--streams", options.streams),
-          ...(options.stepTokens
-            ? { stepTokens: options.stepTokens.split(",").map((n) => count("--step-tokens", n.trim())) }
-            : {}),
-          log: (line) => process.stderr.write(`${line}\n`),
-        });
-        reportLongPromptBench(result, options.json === true);
-      },
+      benchAction(
+        "long-prompt",
+        async (flags: ModelFlags & { promptTokens: string; streams: string; stepTokens?: string }) => {
+          const result = await runLongPromptBench({
+            ...modelRun(flags),
+            promptTokens: count("--prompt-tokens", flags.promptTokens),
+            streams: count("--streams", flags.streams),
+            ...(flags.stepTokens
+              ? { stepTokens: flags.stepTokens.split(",").map((n) => count("--step-tokens", n.trim())) }
+              : {}),
+          });
+          reportLongPromptBench(result, flags.json === true);
+        },
+      ),
     );
-  bench
-    .command("prefix-cache")
-    .description(
-      "time to first token of requests sharing a long prefix, with the worker's prefix cache off and on",
-    )
-    .option("--device <device>", "cpu | webgpu | cuda", "cpu")
-    .option("--layers <n>", "layers of bench-1b (default 2 on cpu, 16 on a GPU)")
-    .option("--model <dir>", "a bench-1b folder (default: generated and cached in .luminet/)")
+  modelOptions(
+    bench
+      .command("prefix-cache")
+      .description(
+        "time to first token of requests sharing a long prefix, with the worker's prefix cache off and on",
+      ),
+  )
     .option("--system-tokens <n>", "tokens of the shared prefix", "512")
     .option("--tail-tokens <n>", "tokens of each request's own tail", "32")
     .option("--requests <n>", "timed requests per mode", "16")
     .option("--json", "print one JSON line")
     .action(
-      async (options: {
-        device: string;
-        layers?: string;
-        model?: string;
-        systemTokens: string;
-        tailTokens: string;
-        requests: string;
-        json?: boolean;
-      }) => {
-        if (!process.env.LOG_LEVEL) logger.level = "warn";
-        const result = await runPrefixCacheBench({
-          device: parseDevice(options.device),
-          ...(options.layers ? { layers: count("--layers", options.layers) } : {}),
-          ...(options.model ? { modelDir: resolve(options.model) } : {}),
-          systemTokens: count("--system-tokens", options.systemTokens),
-          tailTokens: count("--tail-tokens", options.tailTokens),
-          requests: count("--requests", options.requests),
-          log: (line) => process.stderr.write(`${line}\n`),
-        });
-        reportPrefixCacheBench(result, options.json === true);
-      },
+      benchAction(
+        "prefix-cache",
+        async (flags: ModelFlags & { systemTokens: string; tailTokens: string; requests: string }) => {
+          const result = await runPrefixCacheBench({
+            ...modelRun(flags),
+            systemTokens: count("--system-tokens", flags.systemTokens),
+            tailTokens: count("--tail-tokens", flags.tailTokens),
+            requests: count("--requests", flags.requests),
+          });
+          reportPrefixCacheBench(result, flags.json === true);
+        },
+      ),
     );
   bench
     .command("gateway")
@@ -203,25 +205,27 @@ export function registerBench(program: Command): void {
     .option("--p99-limit <ms>", "open loop: the p99 the highest sustained rate stays under", "10")
     .option("--json", "print one JSON line")
     .action(
-      async (options: {
-        requests: string;
-        concurrency: string;
-        rate: string;
-        seconds: string;
-        p99Limit: string;
-        json?: boolean;
-      }) => {
-        if (!process.env.LOG_LEVEL) logger.level = "warn";
-        const result = await runGatewayBench({
-          requests: count("--requests", options.requests),
-          concurrency: count("--concurrency", options.concurrency),
-          rate: count("--rate", options.rate),
-          seconds: count("--seconds", options.seconds),
-          p99LimitMs: count("--p99-limit", options.p99Limit),
-          log: (line) => process.stderr.write(`${line}\n`),
-        });
-        reportGatewayBench(result, options.json === true);
-      },
+      benchAction(
+        "gateway",
+        async (flags: {
+          requests: string;
+          concurrency: string;
+          rate: string;
+          seconds: string;
+          p99Limit: string;
+          json?: boolean;
+        }) => {
+          const result = await runGatewayBench({
+            requests: count("--requests", flags.requests),
+            concurrency: count("--concurrency", flags.concurrency),
+            rate: count("--rate", flags.rate),
+            seconds: count("--seconds", flags.seconds),
+            p99LimitMs: count("--p99-limit", flags.p99Limit),
+            log,
+          });
+          reportGatewayBench(result, flags.json === true);
+        },
+      ),
     );
   bench
     .command("fleet")
@@ -235,16 +239,17 @@ export function registerBench(program: Command): void {
     )
     .option("--concurrency <n>", "requests in flight at once", "16")
     .option("--json", "print one JSON line")
-    .action(async (options: { requests: string; concurrency: string; json?: boolean }) => {
-      if (!process.env.LOG_LEVEL) logger.level = "warn";
-      const result = await runFleetBench({
-        requests: count("--requests", options.requests),
-        concurrency: count("--concurrency", options.concurrency),
-        log: (line) => process.stderr.write(`${line}\n`),
-        progress: true,
-      });
-      reportFleetBench(result, options.json === true);
-    });
+    .action(
+      benchAction("fleet", async (flags: { requests: string; concurrency: string; json?: boolean }) => {
+        const result = await runFleetBench({
+          requests: count("--requests", flags.requests),
+          concurrency: count("--concurrency", flags.concurrency),
+          log,
+          progress: true,
+        });
+        reportFleetBench(result, flags.json === true);
+      }),
+    );
   bench
     .command("e2e")
     .description(
@@ -262,16 +267,7 @@ export function registerBench(program: Command): void {
       "onnxruntime intra-op threads of the worker's engine and of the engine alone (default: every core; fewer leaves cores to the serving path)",
     )
     .option("--json", "print one JSON line")
-    .action(async (options: E2eFlags) => {
-      try {
-        await benchE2e(options);
-      } catch (error) {
-        process.stderr.write(
-          `luminet bench e2e: ${error instanceof Error ? error.message : String(error)}\n`,
-        );
-        process.exitCode = 1;
-      }
-    });
+    .action(benchAction("e2e", benchE2e));
   bench
     .command("plots")
     .description("redraw the SVG plots of docs/BENCHMARKS.md from bench/results/*.json")
@@ -303,7 +299,6 @@ async function benchE2e(options: E2eFlags): Promise<void> {
   if (options.shape !== "tiny" && options.shape !== "bench-1b") {
     throw new Error(`--shape must be tiny or bench-1b, got ${options.shape}`);
   }
-  if (!process.env.LOG_LEVEL) logger.level = "warn";
   const result = await runE2eBench({
     shape: options.shape,
     layers: count("--layers", options.layers),
@@ -314,7 +309,7 @@ async function benchE2e(options: E2eFlags): Promise<void> {
     rounds: count("--rounds", options.rounds),
     ...(options.threads ? { threads: count("--threads", options.threads) } : {}),
     progress: true,
-    log: (line) => process.stderr.write(`${line}\n`),
+    log,
   });
   reportE2eBench(result, options.json === true);
   if (!result.billing.ok) {

@@ -5,6 +5,7 @@ import { logger } from "../../core/logger.ts";
 import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
 import { startDevStack } from "../../gateway/dev-stack.ts";
 import { port } from "../flags.ts";
+import { serviceAction, stopOnSignal } from "../service.ts";
 
 interface DevFlags {
   port: string;
@@ -41,18 +42,7 @@ async function runDev(flags: DevFlags): Promise<void> {
       "",
     ].join("\n"),
   );
-  await new Promise<void>((done) => {
-    const stop = (signal: string) => {
-      logger.info({ signal }, "luminet dev closing");
-      stack.close().then(done, (error: Error) => {
-        logger.error({ err: error }, "close failed");
-        process.exitCode = 1;
-        done();
-      });
-    };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
-  });
+  await stopOnSignal("luminet dev closing", () => stack.close());
 }
 
 export function registerDev(program: Command): void {
@@ -73,12 +63,5 @@ export function registerDev(program: Command): void {
       "comma-separated URL prefixes admins may create adapters from by URL, as the gateway's (LUMINET_ADAPTER_SOURCES)",
       process.env.LUMINET_ADAPTER_SOURCES,
     )
-    .action(async (flags: DevFlags) => {
-      try {
-        await runDev(flags);
-      } catch (error) {
-        logger.error({ err: error }, error instanceof Error ? error.message : String(error));
-        process.exitCode = 1;
-      }
-    });
+    .action(serviceAction(runDev));
 }

@@ -8,6 +8,7 @@ import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
 import { parseBaseModelSource } from "../../gateway/base-loader.ts";
 import { startNodeGateway } from "../../gateway/node.ts";
 import { bytes, count, port, seconds } from "../flags.ts";
+import { serviceAction, stopOnSignal } from "../service.ts";
 
 interface GatewayFlags {
   port: string;
@@ -54,18 +55,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     { url: gateway.url, database: describeDatabaseUrl(databaseUrl), bases: models.map((m) => m.name) },
     `gateway listening on ${gateway.url}`,
   );
-  await new Promise<void>((done) => {
-    const stop = (signal: string) => {
-      logger.info({ signal }, "gateway closing");
-      gateway.close().then(done, (error: Error) => {
-        logger.error({ err: error }, "gateway close failed");
-        process.exitCode = 1;
-        done();
-      });
-    };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
-  });
+  await stopOnSignal("gateway closing", () => gateway.close());
 }
 
 export function registerGateway(program: Command): void {
@@ -112,12 +102,5 @@ export function registerGateway(program: Command): void {
       process.env.LUMINET_KEEP_ALIVE ?? "15",
     )
     .option("--with-meter", "also run the usage meter (usage events into billing rows) in this process")
-    .action(async (flags: GatewayFlags) => {
-      try {
-        await runGateway(flags);
-      } catch (error) {
-        logger.error({ err: error }, error instanceof Error ? error.message : String(error));
-        process.exitCode = 1;
-      }
-    });
+    .action(serviceAction(runGateway));
 }

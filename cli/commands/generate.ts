@@ -14,6 +14,7 @@ import { GREEDY } from "../../worker/engine/sampler.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { ResidentAdapters } from "../../worker/resident-adapters.ts";
 import { Scheduler } from "../../worker/scheduler.ts";
+import { batchingOptions } from "../batching-options.ts";
 import { bytes, count } from "../flags.ts";
 import { CliError, runCommand } from "../run-command.ts";
 
@@ -175,7 +176,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
 }
 
 export function registerGenerate(program: Command): void {
-  program
+  const command = program
     .command("generate")
     .description("run every line of a JSONL file together as one mixed-adapter workload")
     .requiredOption("--model <dir>", "Hugging Face model folder")
@@ -184,16 +185,8 @@ export function registerGenerate(program: Command): void {
       'JSONL: {"id", "prompt" | "prompt_ids", "adapter", "max_tokens", "temperature"?, "seed"?}',
     )
     .option("--device <device>", "cpu | webgpu | cuda", "cpu")
-    .option("--max-context <n>", "longest sequence, prompt + generated", "1024")
-    .option(
-      "--step-tokens <n>",
-      "tokens one step processes: running sequences plus prefilled prompts",
-      "1024",
-    )
-    .option(
-      "--prefix-cache-bytes <n>",
-      "memory for earlier prompts' prefix caches: a prompt that starts the same way on the same adapter prefills only the rest (0: none)",
-      "256MiB",
-    )
-    .action((flags: GenerateFlags) => runCommand("generate", () => generate(flags)));
+    .option("--max-context <n>", "longest sequence, prompt + generated", "1024");
+  batchingOptions(command, "256MiB").action((flags: GenerateFlags) =>
+    runCommand("generate", () => generate(flags)),
+  );
 }

@@ -8,6 +8,7 @@ import { describeDatabaseUrl, openDb } from "../../db/open.ts";
 import { startMeter } from "../../meter/meter.ts";
 import { count } from "../flags.ts";
 import { CliError } from "../run-command.ts";
+import { serviceAction, stopOnSignal } from "../service.ts";
 
 interface MeterFlags {
   namespace?: string;
@@ -41,21 +42,10 @@ async function runMeter(flags: MeterFlags): Promise<void> {
     throw error;
   });
   logger.info({ database, namespace: flags.namespace ?? null, batchSize }, "meter started");
-  await new Promise<void>((done) => {
-    const stop = (signal: string) => {
-      logger.info({ signal }, "draining");
-      meter
-        .stop()
-        .then(() => bus.close())
-        .then(() => db.close())
-        .then(done, (error: Error) => {
-          logger.error({ err: error }, "drain failed");
-          process.exitCode = 1;
-          done();
-        });
-    };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
+  await stopOnSignal("draining", async () => {
+    await meter.stop();
+    await bus.close();
+    await db.close();
   });
   logger.info("meter stopped");
 }
@@ -72,12 +62,5 @@ export function registerMeter(program: Command): void {
     .option("--batch-size <n>", "most usage events written per transaction", "32")
     .option("--flush-ms <ms>", "how long a lone event waits for others to share its transaction", "100")
     .option("--ack-wait-ms <ms>", "how long an unacked usage event stays with a silent meter", "30000")
-    .action(async (flags: MeterFlags) => {
-      try {
-        await runMeter(flags);
-      } catch (error) {
-        logger.error({ err: error }, error instanceof Error ? error.message : String(error));
-        process.exitCode = 1;
-      }
-    });
+    .action(serviceAction(runMeter));
 }

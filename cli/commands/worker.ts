@@ -6,12 +6,13 @@ import { join, resolve } from "node:path";
 import type { Command } from "commander";
 import type { Bus } from "../../bus/bus.ts";
 import { connectJetStreamBus } from "../../bus/jetstream.ts";
-import { logger } from "../../core/logger.ts";
 import { openBlobStore } from "../../worker/adapters/blob-store.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { LuminetWorker } from "../../worker/main.ts";
+import { batchingOptions } from "../batching-options.ts";
 import { bytes, count, port } from "../flags.ts";
 import { CliError } from "../run-command.ts";
+import { serviceAction, stopOnSignal } from "../service.ts";
 
 interface WorkerFlags {
   model: string;
@@ -79,25 +80,14 @@ async function runWorker(flags: WorkerFlags): Promise<void> {
     await bus.close();
     throw error;
   }
-  await new Promise<void>((done) => {
-    const stop = (signal: string) => {
-      logger.info({ signal }, "draining");
-      worker
-        .drain()
-        .then(() => bus.close())
-        .then(done, (error: Error) => {
-          logger.error({ err: error }, "drain failed");
-          process.exitCode = 1;
-          done();
-        });
-    };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
+  await stopOnSignal("draining", async () => {
+    await worker.drain();
+    await bus.close();
   });
 }
 
 export function registerWorker(program: Command): void {
-  program
+  const command = program
     .command("worker")
     .description(
       "serve one base model: pull requests from NATS, batch mixed adapters, stream tokens (NATS_URL)",
@@ -123,17 +113,8 @@ export function registerWorker(program: Command): void {
     .option("--metrics-port <port>", "serve /metrics on this port (0: any free port, logged)")
     .option("--max-rank <n>", "largest adapter rank a slot holds", "16")
     .option("--max-batch <n>", "most sequences running at once", "64")
-    .option("--max-context <n>", "longest sequence, prompt + generated", "2048")
-    .option(
-      "--step-tokens <n>",
-      "tokens one step processes: running sequences plus prefilled prompts",
-      "1024",
-    )
-    .option(
-      "--prefix-cache-bytes <n>",
-      "memory for earlier prompts' prefix caches: a prompt that starts the same way on the same adapter prefills only the rest (cuda: whole cache rows beyond --max-batch; 0: none)",
-      "512MiB",
-    )
+    .option("--max-context <n>", "longest sequence, prompt + generated", "2048");
+  batchingOptions(command, "512MiB")
     .option("--threads <n>", "onnxruntime threads (default: all cores)")
     .option(
       "--prepack-weights",
@@ -155,12 +136,5 @@ export function registerWorker(program: Command): void {
       "how long a heartbeat stays live; the same for every process of the deployment",
       "5000",
     )
-    .action(async (flags: WorkerFlags) => {
-      try {
-        await runWorker(flags);
-      } catch (error) {
-        logger.error({ err: error }, error instanceof Error ? error.message : String(error));
-        process.exitCode = 1;
-      }
-    });
+    .action(serviceAction(runWorker));
 }

@@ -1,0 +1,32 @@
+// How a long-running command (dev, gateway, worker, meter) runs and ends: a failure is a structured log
+// line (its consumers read logs, not a terminal) and exit code 1; at SIGTERM or SIGINT it logs what it is
+// doing, runs its own shutdown (drain, close) and resolves; a failed shutdown is logged and exits 1.
+import { logger } from "../core/logger.ts";
+
+/** Resolves once a signal came and `shutdown` has finished; `what` names the step in the logs. */
+export function stopOnSignal(what: string, shutdown: () => Promise<void>): Promise<void> {
+  return new Promise<void>((done) => {
+    const stop = (signal: string) => {
+      logger.info({ signal }, what);
+      shutdown().then(done, (error: Error) => {
+        logger.error({ err: error }, `${what} failed`);
+        process.exitCode = 1;
+        done();
+      });
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+}
+
+/** A service command's action: runs it, and logs a failure as an error line with exit code 1. */
+export function serviceAction<F>(run: (flags: F) => Promise<void>): (flags: F) => Promise<void> {
+  return async (flags) => {
+    try {
+      await run(flags);
+    } catch (error) {
+      logger.error({ err: error }, error instanceof Error ? error.message : String(error));
+      process.exitCode = 1;
+    }
+  };
+}
