@@ -8,13 +8,11 @@ import type { Final, TokenChunk } from "../../schema/wire.ts";
 import { admitChat } from "../admission.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { toApiError } from "../errors.ts";
 import { collectReply } from "../generation.ts";
 import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
-import { eventStream } from "../sse.ts";
-import { begin, cancelWhenOpen, finishReasonOf, openStream, usageOf } from "./inference.ts";
+import { begin, finishReasonOf, openStream, streamResponse, usageOf } from "./inference.ts";
 
 export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
@@ -81,18 +79,6 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
         yield { ...head, object: "chat.completion.chunk", choices: [], usage: usageOf(step.value) };
       }
     }
-    const stream = events();
-    return eventStream(
-      {
-        next: async () => {
-          const step = await stream.next();
-          return step.done ? null : step.value;
-        },
-        errorEvent: (error) => toApiError(error).body,
-        onCancel: cancelWhenOpen(opening),
-      },
-      { "x-request-id": c.get("requestId") },
-      deps.limits.keepAliveMs,
-    );
+    return streamResponse(c, deps, opening, events());
   };
 }

@@ -6,13 +6,11 @@ import type { Final, TokenChunk } from "../../schema/wire.ts";
 import { admitCompletion } from "../admission.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { toApiError } from "../errors.ts";
 import { collectReply } from "../generation.ts";
 import { completionLogprobs, TextOffsets } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
-import { eventStream } from "../sse.ts";
-import { begin, cancelWhenOpen, finishReasonOf, openStream, usageOf } from "./inference.ts";
+import { begin, finishReasonOf, openStream, streamResponse, usageOf } from "./inference.ts";
 
 export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
@@ -64,18 +62,6 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
       yield { ...head, choices: [{ index: 0, text: "", logprobs: null, finish_reason: finish }], ...usage };
       if (admitted.includeUsage) yield { ...head, choices: [], usage: usageOf(step.value) };
     }
-    const stream = events();
-    return eventStream(
-      {
-        next: async () => {
-          const step = await stream.next();
-          return step.done ? null : step.value;
-        },
-        errorEvent: (error) => toApiError(error).body,
-        onCancel: cancelWhenOpen(opening),
-      },
-      { "x-request-id": c.get("requestId") },
-      deps.limits.keepAliveMs,
-    );
+    return streamResponse(c, deps, opening, events());
   };
 }

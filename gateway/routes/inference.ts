@@ -1,15 +1,17 @@
 // What the chat and completions routes share: starting a generation for the caller within its limits (rate
 // limits and quota, gateway/usage-limits.ts), tying it to the client's connection (a disconnect cancels
-// it), waiting for a worker to start when the base has none (scaling from zero), and turning a worker's
-// Final into OpenAI's usage and finish_reason.
+// it), waiting for a worker to start when the base has none (scaling from zero), the SSE response of a
+// stream, and turning a worker's Final into OpenAI's usage and finish_reason.
 import type { Context } from "hono";
 import type { FinishReasonOut, UsageBody } from "../../schema/api.ts";
 import type { Final, TokenChunk } from "../../schema/wire.ts";
 import type { Admitted } from "../admission.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
+import { toApiError } from "../errors.ts";
 import { awaitColdStart, type Generation, type GenerationOptions, startGeneration } from "../generation.ts";
 import type { ResolvedModel } from "../models.ts";
+import { eventStream } from "../sse.ts";
 import { admitWithinLimits } from "../usage-limits.ts";
 import { within } from "../within.ts";
 
@@ -97,13 +99,37 @@ export async function openStream(
 }
 
 /** What a stream's source does when the client leaves: cancel the generation, now or once it has opened. */
-export function cancelWhenOpen(opening: Promise<OpenStream>): () => void {
+function cancelWhenOpen(opening: Promise<OpenStream>): () => void {
   return () => {
     opening.then(
       ({ generation }) => generation.cancel(),
       () => {},
     );
   };
+}
+
+/**
+ * The SSE response of an opened stream: `events` in OpenAI's shape, an error after the headers in-band,
+ * keep-alives while the next event is slow, and the generation cancelled if the client leaves.
+ */
+export function streamResponse(
+  c: Context<GatewayEnv>,
+  deps: GatewayDeps,
+  opening: Promise<OpenStream>,
+  events: AsyncGenerator<unknown, void, void>,
+): Response {
+  return eventStream(
+    {
+      next: async () => {
+        const step = await events.next();
+        return step.done ? null : step.value;
+      },
+      errorEvent: (error) => toApiError(error).body,
+      onCancel: cancelWhenOpen(opening),
+    },
+    { "x-request-id": c.get("requestId") },
+    deps.limits.keepAliveMs,
+  );
 }
 
 export function usageOf(final: Final): UsageBody {
