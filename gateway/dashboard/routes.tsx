@@ -14,7 +14,7 @@ import { quotaStatus } from "../../meter/token-quota.ts";
 import { usageReport } from "../../meter/usage-report.ts";
 import { ADAPTER_NAME } from "../../schema/adapter-api.ts";
 import { deleteAdapter, listAdapters, setPinned, setTrafficWeight } from "../adapter-admin.ts";
-import { ADMIN_SCOPE } from "../api-keys.ts";
+import { ADMIN_SCOPE, listApiKeys } from "../api-keys.ts";
 import { authenticate, type Principal } from "../auth.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
@@ -142,14 +142,19 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     const now = deps.now();
     const { days, start, end } = periodDays(period, now);
     const window = { org: principal.orgId, since: start, until: end };
-    const [byDay, byAdapter, quota] = await Promise.all([
+    // Key names are for admins, as GET /v1/keys is; other keys see key ids.
+    const admin = principal.scopes.includes(ADMIN_SCOPE);
+    const [byDay, byAdapter, byKey, quota, keys] = await Promise.all([
       usageReport(deps.db, { by: "day", ...window }),
       usageReport(deps.db, { by: "adapter", ...window }),
+      usageReport(deps.db, { by: "key", ...window }),
       quotaStatus(deps.db, principal.orgId, now),
+      admin ? listApiKeys(deps.db, principal.orgId) : [],
     ]);
+    const keyNames = new Map(keys.map((key) => [key.id, `${key.prefix}… (${key.name})`]));
     return c.html(
       <Layout title="Usage" section="usage" principal={principal} {...(await takeFlash(c))}>
-        <UsagePage data={{ period, days, byDay, byAdapter, quota }} />
+        <UsagePage data={{ period, days, byDay, byAdapter, byKey, keyNames, quota }} />
       </Layout>,
     );
   });

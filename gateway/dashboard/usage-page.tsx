@@ -1,6 +1,7 @@
 // The dashboard's usage page: the org's tokens and cost over the last 7, 30 or 90 UTC days, as totals,
-// a column per day (input and output tokens stacked; cost), the adapters by tokens, and the monthly quota
-// when the org has one. The numbers are the usage report GET /v1/usage returns (meter/usage-report.ts).
+// a column per day (input and output tokens stacked; cost), the adapters by tokens, what each API key
+// spent, and the monthly quota when the org has one. The numbers are the usage report GET /v1/usage
+// returns (meter/usage-report.ts).
 import type { QuotaStatus } from "../../meter/token-quota.ts";
 import type { UsageReport } from "../../meter/usage-report.ts";
 import { BarChart, type Column, ColumnChart } from "./charts.tsx";
@@ -27,6 +28,9 @@ export interface UsagePageData {
   days: string[];
   byDay: UsageReport;
   byAdapter: UsageReport;
+  byKey: UsageReport;
+  /** Key id → "prefix… (name)"; empty for a key without the admin scope, which sees key ids. */
+  keyNames: ReadonlyMap<string, string>;
   quota: QuotaStatus | null;
 }
 
@@ -195,6 +199,49 @@ export function UsagePage({ data }: { data: UsagePageData }) {
           </tbody>
         </table>
       </section>
+      <KeyTable byKey={data.byKey} keyNames={data.keyNames} />
     </>
+  );
+}
+
+/** What each API key spent in the period, most expensive first. */
+function KeyTable({ byKey, keyNames }: { byKey: UsageReport; keyNames: ReadonlyMap<string, string> }) {
+  const keys = [...byKey.data].sort(
+    (a, b) => b.cost_micros - a.cost_micros || b.total_tokens - a.total_tokens,
+  );
+  return (
+    <section>
+      <h2>By API key</h2>
+      {keys.length === 0 ? (
+        <p class="muted">No requests in this period.</p>
+      ) : (
+        <table id="by-key">
+          <thead>
+            <tr>
+              <th>API key</th>
+              <th class="num">Requests</th>
+              <th class="num">Input tokens</th>
+              <th class="num">Cached input</th>
+              <th class="num">Output tokens</th>
+              <th class="num">Cost</th>
+            </tr>
+          </thead>
+          <tbody>
+            {keys.map((row) => (
+              <tr data-key={row.api_key_id ?? ""}>
+                <td>{keyNames.get(row.api_key_id ?? "") ?? row.api_key_id}</td>
+                <td class="num">{formatCount(row.requests)}</td>
+                <td class="num">{formatCount(row.input_tokens)}</td>
+                <td class="num">{formatCount(row.cached_input_tokens)}</td>
+                <td class="num">{formatCount(row.output_tokens)}</td>
+                <td class="num" data-cost-usd={row.cost_usd}>
+                  {formatUsd(row.cost_usd)}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
   );
 }

@@ -4,11 +4,13 @@
 // change what the adapter API reports.
 import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createApiKey, revokeApiKey } from "../../gateway/api-keys.ts";
+import { createApiKey, listApiKeys, revokeApiKey } from "../../gateway/api-keys.ts";
 import type { UsageReport } from "../../meter/usage-report.ts";
 import type { AdapterObject } from "../../schema/adapter-api.ts";
 import { adapters } from "../../schema/db.ts";
 import { createDashboardFixture, type DashboardFixture } from "../support/dashboard-fixture.ts";
+import { BASE } from "../support/gateway-harness.ts";
+import { orgTotals, usageEvent } from "../support/meter-fixtures.ts";
 
 let f: DashboardFixture;
 const ORIGIN = "http://localhost";
@@ -156,6 +158,39 @@ describe("the dashboard", () => {
         /<g class="bar"[^>]*>/g,
       ),
     ).toHaveLength(7);
+  });
+
+  it("lists what each API key spent, by key id, and by name for an admin", async () => {
+    // One request on the admin key, whose name only an admin key may read.
+    const adminKey = (await listApiKeys(f.h.db, "acme")).find((key) => key.name === "admin")!;
+    const today = Date.now();
+    await f.h.workerBus.publishUsage(
+      usageEvent({
+        org: "acme",
+        base: BASE,
+        api_key_id: adminKey.id,
+        input_tokens: 5000,
+        output_tokens: 1000,
+        started_ms: today - 1000,
+        finished_ms: today,
+      }),
+    );
+    await expect.poll(async () => (await orgTotals(f.h.db, "acme")).rows, { timeout: 10_000 }).toBe(5);
+    const api = await f.h.app.request("/v1/usage?group_by=key", {
+      headers: { authorization: `Bearer ${f.h.keys.acme}` },
+    });
+    const byKey = ((await api.json()) as UsageReport).data;
+    const rows = (html: string) =>
+      attributes(html.slice(html.indexOf('id="by-key"')), /<tr data-key="[^"]*"/g).map((r) => r["data-key"]);
+    const plain = (await page("/dashboard", await signIn(f.h.keys.acme))).html;
+    // Most expensive first: the admin key's 5,000 + 1,000 tokens cost more than the fixture's four requests.
+    expect(rows(plain)).toEqual([adminKey.id, "key-1"]);
+    expect(byKey.map((row) => row.api_key_id).sort()).toEqual([adminKey.id, "key-1"].sort());
+    const adminRow = byKey.find((row) => row.api_key_id === adminKey.id)!;
+    expect(plain).toContain(`data-cost-usd="${adminRow.cost_usd}"`);
+    expect(plain).not.toContain(`${adminKey.prefix}… (admin)`);
+    const admin = (await page("/dashboard", await signIn(f.h.keys.acmeAdmin))).html;
+    expect(admin).toContain(`${adminKey.prefix}… (admin)`);
   });
 
   it("shows the fleet's workers and tiers, naming only the caller's org's adapters", async () => {
