@@ -47,6 +47,11 @@ export function apiKeyPrefix(key: string): string {
   return key.slice(0, VISIBLE_LENGTH);
 }
 
+/** How a key is named to a person: its visible prefix and its name, e.g. "lk_AbC12345… (ci)". */
+export function keyLabel(key: { prefix: string; name: string }): string {
+  return `${key.prefix}… (${key.name})`;
+}
+
 /**
  * sha256 of the whole key, lowercase hex: the only form of a key the database holds. node:crypto's hash
  * (Node, and workerd under nodejs_compat) runs inline; Web Crypto's digest hopped to a thread per request.

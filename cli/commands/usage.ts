@@ -5,6 +5,7 @@
 import type { Command } from "commander";
 import { inArray } from "drizzle-orm";
 import type { Db } from "../../db/open.ts";
+import { keyLabel } from "../../gateway/api-keys.ts";
 import { groupField, type UsageReport, type UsageTotals, usageReport } from "../../meter/usage-report.ts";
 import { type UsageGrouping, type UsageQuery, usageGroupings } from "../../meter/usage-rollup.ts";
 import { apiKeys } from "../../schema/db.ts";
@@ -70,8 +71,6 @@ interface LabelledReport {
   report: UsageReport;
   keyLabels: Map<string, string>;
 }
-
-const keyLabel = (key: { prefix: string; name: string }) => `${key.prefix}… (${key.name})`;
 
 const keyIds = (report: UsageReport) =>
   report.data.map((row) => row.api_key_id).filter((id): id is string => typeof id === "string");

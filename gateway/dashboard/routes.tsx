@@ -14,7 +14,7 @@ import { quotaStatus } from "../../meter/token-quota.ts";
 import { usageReport } from "../../meter/usage-report.ts";
 import { ADAPTER_NAME } from "../../schema/adapter-api.ts";
 import { deleteAdapter, listAdapters, setPinned, setTrafficWeight } from "../adapter-admin.ts";
-import { ADMIN_SCOPE, listApiKeys } from "../api-keys.ts";
+import { ADMIN_SCOPE, keyLabel, listApiKeys } from "../api-keys.ts";
 import { authenticate, type Principal } from "../auth.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
@@ -151,7 +151,7 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
       quotaStatus(deps.db, principal.orgId, now),
       admin ? listApiKeys(deps.db, principal.orgId) : [],
     ]);
-    const keyNames = new Map(keys.map((key) => [key.id, `${key.prefix}… (${key.name})`]));
+    const keyNames = new Map(keys.map((key) => [key.id, keyLabel(key)]));
     return c.html(
       <Layout title="Usage" section="usage" principal={principal} {...(await takeFlash(c))}>
         <UsagePage data={{ period, days, byDay, byAdapter, byKey, keyNames, quota }} />

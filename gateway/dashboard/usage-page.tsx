@@ -3,7 +3,7 @@
 // spent, and the monthly quota when the org has one. The numbers are the usage report GET /v1/usage
 // returns (meter/usage-report.ts).
 import type { QuotaStatus } from "../../meter/token-quota.ts";
-import type { UsageReport } from "../../meter/usage-report.ts";
+import type { UsageReport, UsageTotals } from "../../meter/usage-report.ts";
 import { BarChart, type Column, ColumnChart } from "./charts.tsx";
 import { formatCompact, formatCount, formatUsd, formatUsdAxis, microsToUsd, percent } from "./format.ts";
 
@@ -170,10 +170,7 @@ export function UsagePage({ data }: { data: UsagePageData }) {
           <thead>
             <tr>
               <th>Adapter</th>
-              <th class="num">Requests</th>
-              <th class="num">Input tokens</th>
-              <th class="num">Cached input</th>
-              <th class="num">Output tokens</th>
+              <TokenHeads />
               <th class="num">Share of tokens</th>
               <th class="num">Cost</th>
             </tr>
@@ -182,12 +179,7 @@ export function UsagePage({ data }: { data: UsagePageData }) {
             {adapters.map((row) => (
               <tr data-adapter={row.adapter ?? ""}>
                 <td>{row.adapter ?? <span class="muted">{BASE_ONLY}</span>}</td>
-                <td class="num">{formatCount(row.requests)}</td>
-                <td class="num">{formatCount(row.input_tokens)}</td>
-                <td class="num" data-cached-input={row.cached_input_tokens}>
-                  {formatCount(row.cached_input_tokens)}
-                </td>
-                <td class="num">{formatCount(row.output_tokens)}</td>
+                <TokenCells row={row} />
                 <td class="num">
                   {total.total_tokens > 0 ? percent(row.total_tokens, total.total_tokens) : "–"}
                 </td>
@@ -200,6 +192,31 @@ export function UsagePage({ data }: { data: UsagePageData }) {
         </table>
       </section>
       <KeyTable byKey={data.byKey} keyNames={data.keyNames} />
+    </>
+  );
+}
+
+/** The count columns every usage table has: requests, input tokens (and the cached part), output tokens. */
+function TokenHeads() {
+  return (
+    <>
+      <th class="num">Requests</th>
+      <th class="num">Input tokens</th>
+      <th class="num">Cached input</th>
+      <th class="num">Output tokens</th>
+    </>
+  );
+}
+
+function TokenCells({ row }: { row: UsageTotals }) {
+  return (
+    <>
+      <td class="num">{formatCount(row.requests)}</td>
+      <td class="num">{formatCount(row.input_tokens)}</td>
+      <td class="num" data-cached-input={row.cached_input_tokens}>
+        {formatCount(row.cached_input_tokens)}
+      </td>
+      <td class="num">{formatCount(row.output_tokens)}</td>
     </>
   );
 }
@@ -219,10 +236,7 @@ function KeyTable({ byKey, keyNames }: { byKey: UsageReport; keyNames: ReadonlyM
           <thead>
             <tr>
               <th>API key</th>
-              <th class="num">Requests</th>
-              <th class="num">Input tokens</th>
-              <th class="num">Cached input</th>
-              <th class="num">Output tokens</th>
+              <TokenHeads />
               <th class="num">Cost</th>
             </tr>
           </thead>
@@ -230,10 +244,7 @@ function KeyTable({ byKey, keyNames }: { byKey: UsageReport; keyNames: ReadonlyM
             {keys.map((row) => (
               <tr data-key={row.api_key_id ?? ""}>
                 <td>{keyNames.get(row.api_key_id ?? "") ?? row.api_key_id}</td>
-                <td class="num">{formatCount(row.requests)}</td>
-                <td class="num">{formatCount(row.input_tokens)}</td>
-                <td class="num">{formatCount(row.cached_input_tokens)}</td>
-                <td class="num">{formatCount(row.output_tokens)}</td>
+                <TokenCells row={row} />
                 <td class="num" data-cost-usd={row.cost_usd}>
                   {formatUsd(row.cost_usd)}
                 </td>
