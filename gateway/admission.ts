@@ -1,6 +1,6 @@
 // Turns a validated chat or completions body into what a worker runs: prompt token ids (chat template
 // applied here, so workers only see ids) and wire sampling parameters, after the checks schemas cannot
-// make: n, the prompt and max_tokens against the base's context, token ids against the vocabulary, and the
+// make: n (the number of choices), the prompt and max_tokens against the base's context, token ids against the vocabulary, and the
 // OpenAI options Luminet refuses rather than silently ignores.
 import type { ChatCompletionRequest, ChatMessageIn, CompletionRequest } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
@@ -12,6 +12,8 @@ import { invalidRequest } from "./errors.ts";
 export interface Admitted {
   promptTokenIds: number[];
   sampling: SamplingParams;
+  /** OpenAI's n: how many completions of the prompt to generate, each its own run. */
+  choices: number;
   stream: boolean;
   /** stream_options.include_usage: a last chunk carries the usage. */
   includeUsage: boolean;
@@ -30,6 +32,12 @@ type Common = Pick<
   | "stream_options"
   | "logit_bias"
 >;
+
+/**
+ * Most choices (n) one request may ask for. Each runs as its own sequence on one worker, so a request's
+ * choices take that many of the worker's batch rows at once.
+ */
+export const MAX_CHOICES = 16;
 
 /** Most tokens one request's logit_bias may list (each is an entry of every decode step). */
 export const MAX_LOGIT_BIAS_TOKENS = 1024;
@@ -124,8 +132,9 @@ function admit(
   maxTokensParam: string,
   logprobs: { on: boolean; top: number },
 ): Admitted {
-  if (body.n !== undefined && body.n !== null && body.n !== 1) {
-    throw invalidRequest(`n must be 1 here, got ${body.n}: ask for more completions with more requests`, "n");
+  const choices = body.n ?? 1;
+  if (choices < 1 || choices > MAX_CHOICES) {
+    throw invalidRequest(`n must be between 1 and ${MAX_CHOICES}, got ${choices}`, "n");
   }
   const prompt = promptTokenIds.length;
   if (prompt >= base.contextLength) throw contextExceeded(base, prompt, 1, promptParam);
@@ -152,6 +161,7 @@ function admit(
       logprobs: logprobs.on,
       top_logprobs: logprobs.top,
     },
+    choices,
     stream: body.stream === true,
     includeUsage: body.stream === true && body.stream_options?.include_usage === true,
   };
@@ -196,8 +206,12 @@ function completionPromptIds(prompt: CompletionRequest["prompt"], base: BaseMode
 export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): Admitted {
   if (body.echo === true) throw invalidRequest("echo is not supported", "echo");
   if (body.suffix) throw invalidRequest("suffix is not supported", "suffix");
-  if (body.best_of != null && body.best_of !== 1) {
-    throw invalidRequest(`best_of must be 1 here, got ${body.best_of}`, "best_of");
+  // best_of above n asks the server to pick the best completions and drop the rest, which Luminet does not.
+  if (body.best_of != null && body.best_of !== (body.n ?? 1)) {
+    throw invalidRequest(
+      `best_of must equal n (${body.n ?? 1}) here, got ${body.best_of}: every completion generated is returned`,
+      "best_of",
+    );
   }
   const ids = completionPromptIds(body.prompt, base);
   if (ids.length === 0) throw invalidRequest("prompt is empty", "prompt");

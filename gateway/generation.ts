@@ -1,6 +1,7 @@
-// One request's run on a worker, from the gateway's side: pick the worker from live heartbeats, open the
-// reply inbox before publishing (so no reply can be missed), publish, then read token chunks in sequence
-// until the Final. Cancelling (client gone, deadline passed) publishes one cancel to the worker and closes
+// A request's runs on a worker (one per choice, OpenAI's n), from the gateway's side: pick the worker from
+// live heartbeats, open each run's reply inbox before publishing (so no reply can be missed), publish, then
+// read each run's token chunks in sequence until its Final (gateway/choices.ts reads a request's runs
+// together). Cancelling (client gone, deadline passed) publishes one cancel to the worker and closes
 // the inbox at once, so a worker that has not claimed the request yet finds nobody waiting and drops it.
 // If the chosen worker has not claimed the request within the claim timeout, a copy goes to the base's
 // shared queue; the inbox serves whichever copy is claimed first and refuses the other, so never both run.
@@ -54,11 +55,27 @@ export class GenerationCancelled extends Error {
  */
 export type ColdStartOutcome = "claimed" | "timeout" | "cancelled";
 
+/** The request id of choice `index` of a request: the request's own for the first, `<id>-<index>` after. */
+export function choiceRequestId(requestId: string, index: number): string {
+  return index === 0 ? requestId : `${requestId}-${index}`;
+}
+
 /**
- * Routes and publishes the request. With no live worker for the base, the request goes to the base's
+ * Choice `index`'s seed: the request's plus the index (minus, past the largest safe integer), so each
+ * choice draws differently and choice i of a seeded request equals a one-choice request with that seed.
+ */
+export function choiceSeed(seed: number | null, index: number): number | null {
+  if (seed === null) return null;
+  return seed <= Number.MAX_SAFE_INTEGER - index ? seed + index : seed - index;
+}
+
+/**
+ * Routes and publishes the request: one run per choice (`admitted.choices`, OpenAI's n), each its own
+ * request on the bus (choiceRequestId, choiceSeed) to the same worker, where the later choices find the
+ * first one's prompt in the prefix cache. With no live worker for the base, the runs go to the base's
  * shared queue to wait for one (the caller then awaits awaitColdStart), unless cold starts are off.
  */
-export async function startGeneration(options: GenerationOptions, target: GenerationTarget) {
+export async function startGenerations(options: GenerationOptions, target: GenerationTarget) {
   const { bus } = options;
   const heartbeats = await bus.liveHeartbeats(target.base);
   // A base-only request is placed by its org (prefix-cache affinity, routing.ts); the rest spread by id.
@@ -68,17 +85,43 @@ export async function startGeneration(options: GenerationOptions, target: Genera
     throw noWorker(target.base, options.retryAfterSeconds);
   }
   const workerId = decision?.workerId ?? ANY_WORKER;
+  const generations: Generation[] = [];
+  try {
+    for (let index = 0; index < target.admitted.choices; index++) {
+      generations.push(await publishChoice(options, target, workerId, decision === null, index));
+    }
+  } catch (error) {
+    for (const generation of generations) generation.cancel();
+    throw error;
+  }
+  if (decision) options.metrics?.routed(target.base, decision.outcome);
+  if (workerId !== ANY_WORKER) {
+    const claimTimeoutMs = options.routing?.claimTimeoutMs ?? routingDefaults.claimTimeoutMs;
+    for (const generation of generations) void generation.copyToAnyUnlessClaimed(claimTimeoutMs);
+  }
+  return generations;
+}
+
+async function publishChoice(
+  options: GenerationOptions,
+  target: GenerationTarget,
+  workerId: string,
+  coldStart: boolean,
+  index: number,
+): Promise<Generation> {
+  const { bus, metrics } = options;
+  const { sampling } = target.admitted;
   const inbox = await bus.openReplyInbox();
   const now = options.now();
   const request: InferenceRequest = {
     v: WIRE_VERSION,
-    id: target.requestId,
+    id: choiceRequestId(target.requestId, index),
     org: target.caller.orgId,
     api_key_id: target.caller.keyId,
     base: target.base,
     adapter: target.adapter,
     prompt_token_ids: target.admitted.promptTokenIds,
-    sampling: target.admitted.sampling,
+    sampling: { ...sampling, seed: choiceSeed(sampling.seed, index) },
     reply: inbox.subject,
     created_at: now,
     deadline: now + options.timeoutMs,
@@ -89,12 +132,10 @@ export async function startGeneration(options: GenerationOptions, target: Genera
     inbox.close();
     throw error;
   }
-  const { metrics } = options;
-  if (decision) metrics?.routed(target.base, decision.outcome);
   const stream = target.admitted.stream;
   metrics?.inFlight(target.base, stream, 1);
   let ended = false;
-  const generation = new Generation(
+  return new Generation(
     bus,
     request,
     workerId,
@@ -104,12 +145,8 @@ export async function startGeneration(options: GenerationOptions, target: Genera
       if (!ended) metrics?.inFlight(target.base, stream, -1);
       ended = true;
     },
-    decision === null,
+    coldStart,
   );
-  if (workerId !== ANY_WORKER) {
-    void generation.copyToAnyUnlessClaimed(options.routing?.claimTimeoutMs ?? routingDefaults.claimTimeoutMs);
-  }
-  return generation;
 }
 
 function coldStartWaitMs(options: GenerationOptions): number {

@@ -37,13 +37,17 @@ function rateLimited(message: string, headers: Record<string, string>): ApiError
   return new ApiError(429, "rate_limit_error", message, "rate_limit_exceeded", null, headers);
 }
 
-/** Throws 429 when the request does not fit the caller's limits. */
+/**
+ * Throws 429 when the request does not fit the caller's limits. `runs` are its runs on workers (one per
+ * choice, gateway/generation.ts), each with the most tokens it can use: the rate limits count one request
+ * of their sum, and the quota holds a reservation per run, which that run's usage event settles.
+ */
 export async function admitWithinLimits(
   deps: LimitsDeps,
   caller: Principal,
-  requestId: string,
-  tokens: number,
+  runs: readonly { requestId: string; tokens: number }[],
 ): Promise<LimitsAdmission> {
+  const tokens = runs.reduce((sum, run) => sum + run.tokens, 0);
   const limits = await deps.callerLimits.get(deps.db, caller.keyId);
   let headers: Record<string, string> = {};
   if (limits.requestsPerMinute !== null || limits.tokensPerMinute !== null) {
@@ -74,20 +78,30 @@ export async function admitWithinLimits(
     }
   }
   if (limits.monthlyTokenQuota === null) return { headers, release: NOTHING_HELD };
-  const reserve = () =>
+  const reserve = (run: { requestId: string; tokens: number }) =>
     reserveQuota(deps.db, {
-      requestId,
+      requestId: run.requestId,
       orgId: caller.orgId,
-      tokens,
+      tokens: run.tokens,
       now: deps.now(),
       holdMs: deps.limits.requestTimeoutMs + QUOTA_HOLD_GRACE_MS,
     });
-  // Out of room: first give back what expired reservations still hold, then try once more.
-  const reserved =
-    (await reserve()) ||
-    ((await sweepExpiredReservations(deps.db, caller.orgId, deps.now())) > 0 && (await reserve()));
-  if (!reserved) throw await quotaExceeded(deps, caller.orgId, tokens);
-  return { headers, release: async () => void (await releaseReservation(deps.db, requestId)) };
+  const release = async (held: readonly { requestId: string }[]) => {
+    for (const run of held) await releaseReservation(deps.db, run.requestId);
+  };
+  const held: { requestId: string }[] = [];
+  for (const run of runs) {
+    // Out of room: first give back what expired reservations still hold, then try once more.
+    const reserved =
+      (await reserve(run)) ||
+      ((await sweepExpiredReservations(deps.db, caller.orgId, deps.now())) > 0 && (await reserve(run)));
+    if (!reserved) {
+      await release(held);
+      throw await quotaExceeded(deps, caller.orgId, tokens);
+    }
+    held.push(run);
+  }
+  return { headers, release: () => release(held) };
 }
 
 async function quotaExceeded(deps: LimitsDeps, orgId: string, tokens: number): Promise<ApiError> {

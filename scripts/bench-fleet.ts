@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Bus } from "../bus/bus.ts";
 import { connectJetStreamBus } from "../bus/jetstream.ts";
-import { startGeneration } from "../gateway/generation.ts";
+import { startGenerations } from "../gateway/generation.ts";
 import type { RouteOutcome } from "../gateway/routing.ts";
 import type { AdapterRef } from "../schema/wire.ts";
 import { greedySampling } from "../schema/wire.ts";
@@ -222,7 +222,7 @@ async function runOnce(
       const started = performance.now();
       await closedLoop(sequence.length, o.concurrency, async (index) => {
         const sent = performance.now();
-        const generation = await startGeneration(
+        const [generation] = await startGenerations(
           {
             bus,
             routing: { residencyBlind: router === "least-loaded" },
@@ -240,13 +240,14 @@ async function runOnce(
             admitted: {
               promptTokenIds: prompt,
               sampling: greedySampling(o.tokens),
+              choices: 1,
               stream: true,
               includeUsage: false,
             },
           },
         );
         let first = true;
-        const chunks = generation.chunks();
+        const chunks = generation!.chunks();
         for (;;) {
           const step = await chunks.next();
           if (step.done) break;
@@ -346,7 +347,7 @@ export async function runFleetBench(options: FleetBenchOptions = {}): Promise<Fl
         prompt_tokens: PROMPT_TOKENS,
         max_tokens: o.tokens,
         model: "tiny (random weights), fp32, 1 onnxruntime thread per worker",
-        path: `gateway routing and generation (startGeneration) -> NATS JetStream -> ${o.workers} luminet worker processes`,
+        path: `gateway routing and generation (startGenerations) -> NATS JetStream -> ${o.workers} luminet worker processes`,
       },
       residency,
       baseline,

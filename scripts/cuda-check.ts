@@ -360,6 +360,7 @@ async function deviceSampling(
 export function wholeRows(engine: ServingEngine): SchedulerEngine {
   return {
     padsPrefills: engine.padsPrefills,
+    prefixReadyAfterPrefill: engine.prefixReadyAfterPrefill,
     prefillTogether: (prompts) => engine.prefillTogether(prompts),
     decodePicking: (tokens) => engine.decode(tokens),
     logitsOf: (id) => engine.logitsOf(id),

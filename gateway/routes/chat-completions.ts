@@ -1,14 +1,15 @@
 // POST /v1/chat/completions: OpenAI's chat API. Non-streaming answers one chat.completion with usage;
-// streaming sends the role chunk, content deltas, the finish chunk, the usage chunk when
-// stream_options.include_usage asks for it, then [DONE]. A stream's first reply is awaited before
+// streaming sends a role chunk per choice, content deltas and each choice's finish chunk as they come
+// (choices interleaved, gateway/choices.ts), the usage chunk when stream_options.include_usage asks for it,
+// then [DONE]. A stream's first reply is awaited before
 // answering for a while (openStream), so an error that comes early still gets its own HTTP status.
 import type { Handler } from "hono";
 import { type ChatCompletion, type ChatCompletionChunk, ChatCompletionRequest } from "../../schema/api.ts";
-import type { Final, TokenChunk } from "../../schema/wire.ts";
+import type { Final } from "../../schema/wire.ts";
 import { admitChat } from "../admission.ts";
+import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { collectReply } from "../generation.ts";
 import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
@@ -27,20 +28,17 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
     const wantLogprobs = admitted.sampling.logprobs;
 
     if (!admitted.stream) {
-      const generation = await begin(c, deps, resolved, admitted);
-      const { text, logprobs, final } = await collectReply(generation.chunks());
+      const replies = await collectChoices(await begin(c, deps, resolved, admitted));
       const completion: ChatCompletion = {
         ...head,
         object: "chat.completion",
-        choices: [
-          {
-            index: 0,
-            message: { role: "assistant", content: text, refusal: null },
-            logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
-            finish_reason: finishReasonOf(final),
-          },
-        ],
-        usage: usageOf(final),
+        choices: replies.map(({ text, logprobs, final }, index) => ({
+          index,
+          message: { role: "assistant", content: text, refusal: null },
+          logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
+          finish_reason: finishReasonOf(final),
+        })),
+        usage: usageOf(replies.map((reply) => reply.final)),
       };
       return c.json(completion);
     }
@@ -54,29 +52,34 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       ...usage,
     });
     async function* events(): AsyncGenerator<ChatCompletionChunk> {
-      const { chunks, first } = await opening;
-      yield chunk({
-        index: 0,
-        delta: { role: "assistant", content: "" },
-        logprobs: null,
-        finish_reason: null,
-      });
-      let step: IteratorResult<TokenChunk, Final> = first;
-      while (!step.done) {
+      const { choices } = await opening;
+      for (const index of choices.keys()) {
+        yield chunk({
+          index,
+          delta: { role: "assistant", content: "" },
+          logprobs: null,
+          finish_reason: null,
+        });
+      }
+      const finals: Final[] = [];
+      for await (const { index, step } of interleave(choices)) {
+        if (step.done) {
+          finals.push(step.value);
+          yield chunk({ index, delta: {}, logprobs: null, finish_reason: finishReasonOf(step.value) });
+          continue;
+        }
         const { text, logprobs } = step.value;
         if (text !== "" || (wantLogprobs && logprobs && logprobs.length > 0)) {
           yield chunk({
-            index: 0,
+            index,
             delta: { content: text },
             logprobs: wantLogprobs ? { content: chatLogprobs(logprobs ?? []) } : null,
             finish_reason: null,
           });
         }
-        step = await chunks.next();
       }
-      yield chunk({ index: 0, delta: {}, logprobs: null, finish_reason: finishReasonOf(step.value) });
       if (admitted.includeUsage) {
-        yield { ...head, object: "chat.completion.chunk", choices: [], usage: usageOf(step.value) };
+        yield { ...head, object: "chat.completion.chunk", choices: [], usage: usageOf(finals) };
       }
     }
     return streamResponse(c, deps, opening, events());

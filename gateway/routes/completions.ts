@@ -1,12 +1,13 @@
-// POST /v1/completions: OpenAI's legacy completions API, one prompt per request, streaming or not, with
-// legacy logprobs (parallel arrays) when `logprobs` asks for them.
+// POST /v1/completions: OpenAI's legacy completions API, one prompt per request and n completions of it,
+// streaming (choices interleaved, gateway/choices.ts) or not, with legacy logprobs (parallel arrays) when
+// `logprobs` asks for them.
 import type { Handler } from "hono";
 import { type Completion, type CompletionLogprobs, CompletionRequest } from "../../schema/api.ts";
-import type { Final, TokenChunk } from "../../schema/wire.ts";
+import type { Final } from "../../schema/wire.ts";
 import { admitCompletion } from "../admission.ts";
+import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { collectReply } from "../generation.ts";
 import { completionLogprobs, TextOffsets } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
@@ -26,19 +27,16 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
     const wantLogprobs = admitted.sampling.logprobs;
 
     if (!admitted.stream) {
-      const generation = await begin(c, deps, resolved, admitted);
-      const { text, logprobs, final } = await collectReply(generation.chunks());
+      const replies = await collectChoices(await begin(c, deps, resolved, admitted));
       const completion: Completion = {
         ...head,
-        choices: [
-          {
-            index: 0,
-            text,
-            logprobs: wantLogprobs ? completionLogprobs(logprobs) : null,
-            finish_reason: finishReasonOf(final),
-          },
-        ],
-        usage: usageOf(final),
+        choices: replies.map(({ text, logprobs, final }, index) => ({
+          index,
+          text,
+          logprobs: wantLogprobs ? completionLogprobs(logprobs) : null,
+          finish_reason: finishReasonOf(final),
+        })),
+        usage: usageOf(replies.map((reply) => reply.final)),
       };
       return c.json(completion);
     }
@@ -46,21 +44,24 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
     const { opening } = await openStream(c, deps, resolved, admitted);
     const usage = admitted.includeUsage ? { usage: null } : {};
     async function* events(): AsyncGenerator<Completion> {
-      const { chunks, first } = await opening;
-      const offsets = new TextOffsets();
-      let step: IteratorResult<TokenChunk, Final> = first;
-      while (!step.done) {
+      const { choices } = await opening;
+      const offsets = choices.map(() => new TextOffsets());
+      const finals: Final[] = [];
+      for await (const { index, step } of interleave(choices)) {
+        if (step.done) {
+          finals.push(step.value);
+          const finish = finishReasonOf(step.value);
+          yield { ...head, choices: [{ index, text: "", logprobs: null, finish_reason: finish }], ...usage };
+          continue;
+        }
         const { text, logprobs } = step.value;
         let lp: CompletionLogprobs | null = null;
-        if (wantLogprobs) lp = completionLogprobs(logprobs ?? [], offsets);
+        if (wantLogprobs) lp = completionLogprobs(logprobs ?? [], offsets[index]);
         if (text !== "" || (lp && lp.tokens.length > 0)) {
-          yield { ...head, choices: [{ index: 0, text, logprobs: lp, finish_reason: null }], ...usage };
+          yield { ...head, choices: [{ index, text, logprobs: lp, finish_reason: null }], ...usage };
         }
-        step = await chunks.next();
       }
-      const finish = finishReasonOf(step.value);
-      yield { ...head, choices: [{ index: 0, text: "", logprobs: null, finish_reason: finish }], ...usage };
-      if (admitted.includeUsage) yield { ...head, choices: [], usage: usageOf(step.value) };
+      if (admitted.includeUsage) yield { ...head, choices: [], usage: usageOf(finals) };
     }
     return streamResponse(c, deps, opening, events());
   };

@@ -4,29 +4,44 @@
 // stream, and turning a worker's Final into OpenAI's usage and finish_reason.
 import type { Context } from "hono";
 import type { FinishReasonOut, UsageBody } from "../../schema/api.ts";
-import type { Final, TokenChunk } from "../../schema/wire.ts";
+import type { Final } from "../../schema/wire.ts";
 import type { Admitted } from "../admission.ts";
+import { cancelGenerations, type OpenChoice, openChoices } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
 import { toApiError } from "../errors.ts";
-import { awaitColdStart, type Generation, type GenerationOptions, startGeneration } from "../generation.ts";
+import {
+  awaitColdStart,
+  choiceRequestId,
+  type Generation,
+  type GenerationOptions,
+  startGenerations,
+} from "../generation.ts";
 import type { ResolvedModel } from "../models.ts";
 import { eventStream } from "../sse.ts";
 import { admitWithinLimits } from "../usage-limits.ts";
 import { within } from "../within.ts";
 
+/**
+ * Starts the request's runs (one per choice) within the caller's limits, tied to the client's connection,
+ * once a worker has them: on an error none is left running and the quota holds are given back.
+ */
 export async function begin(
   c: Context<GatewayEnv>,
   deps: GatewayDeps,
   resolved: ResolvedModel,
   admitted: Admitted,
-): Promise<Generation> {
+): Promise<Generation[]> {
   const caller = c.get("principal");
   const requestId = c.get("requestId");
   c.set("base", resolved.base.name);
-  // The most tokens the request can use: what rate limits count and the quota reserves.
+  // The most tokens a run can use: what rate limits count and the quota reserves.
   const tokens = admitted.promptTokenIds.length + admitted.sampling.max_tokens;
-  const admission = await admitWithinLimits(deps, caller, requestId, tokens);
+  const runs = Array.from({ length: admitted.choices }, (_, index) => ({
+    requestId: choiceRequestId(requestId, index),
+    tokens,
+  }));
+  const admission = await admitWithinLimits(deps, caller, runs);
   // Set on c.res, Hono copies them onto whatever response the route returns, streams included.
   for (const [name, value] of Object.entries(admission.headers)) c.res.headers.set(name, value);
   const options: GenerationOptions = {
@@ -38,9 +53,9 @@ export async function begin(
     now: deps.now,
     metrics: deps.metrics,
   };
-  let generation: Generation;
+  let generations: Generation[] = [];
   try {
-    generation = await startGeneration(options, {
+    generations = await startGenerations(options, {
       requestId,
       caller,
       base: resolved.base.name,
@@ -48,11 +63,13 @@ export async function begin(
       admitted,
     });
     deps.metrics?.added(resolved.base.name, (performance.now() - c.get("startedAt")) / 1000);
+    const cancelAll = () => cancelGenerations(generations);
     const signal = c.req.raw.signal;
-    if (signal.aborted) generation.cancel();
-    else signal.addEventListener("abort", () => generation.cancel(), { once: true });
-    await awaitColdStart(options, generation);
+    if (signal.aborted) cancelAll();
+    else signal.addEventListener("abort", cancelAll, { once: true });
+    await Promise.all(generations.map((generation) => awaitColdStart(options, generation)));
   } catch (error) {
+    cancelGenerations(generations);
     // Not queued, or queued for a worker that never came (no worker will run it): no usage event will
     // settle the reservation; one that fails to go stays until it expires.
     await admission
@@ -65,14 +82,12 @@ export async function begin(
       );
     throw error;
   }
-  return generation;
+  return generations;
 }
 
-/** A streaming generation once open: started, any cold start waited out, its first reply in. */
+/** A streaming generation once open: started, any cold start waited out, its first replies in. */
 export interface OpenStream {
-  generation: Generation;
-  chunks: AsyncGenerator<TokenChunk, Final, void>;
-  first: IteratorResult<TokenChunk, Final>;
+  choices: OpenChoice[];
 }
 
 /**
@@ -87,11 +102,7 @@ export async function openStream(
   resolved: ResolvedModel,
   admitted: Admitted,
 ): Promise<{ opening: Promise<OpenStream> }> {
-  const opening = (async () => {
-    const generation = await begin(c, deps, resolved, admitted);
-    const chunks = generation.chunks();
-    return { generation, chunks, first: await chunks.next() };
-  })();
+  const opening = (async () => ({ choices: await openChoices(await begin(c, deps, resolved, admitted)) }))();
   // Whoever reads the stream sees its error; this keeps an unread one from counting as unhandled.
   opening.catch(() => {});
   await within(opening, deps.limits.streamHeadersAfterMs);
@@ -102,7 +113,7 @@ export async function openStream(
 function cancelWhenOpen(opening: Promise<OpenStream>): () => void {
   return () => {
     opening.then(
-      ({ generation }) => generation.cancel(),
+      ({ choices }) => cancelGenerations(choices.map((choice) => choice.generation)),
       () => {},
     );
   };
@@ -132,13 +143,21 @@ export function streamResponse(
   );
 }
 
-export function usageOf(final: Final): UsageBody {
-  const { prompt_tokens, completion_tokens, cached_tokens = 0 } = final.usage;
+/** OpenAI's usage of a request: the sum over its choices' runs, each billed as it ran. */
+export function usageOf(finals: readonly Final[]): UsageBody {
+  let prompt = 0;
+  let completion = 0;
+  let cached = 0;
+  for (const { usage } of finals) {
+    prompt += usage.prompt_tokens;
+    completion += usage.completion_tokens;
+    cached += usage.cached_tokens ?? 0;
+  }
   return {
-    prompt_tokens,
-    completion_tokens,
-    total_tokens: prompt_tokens + completion_tokens,
-    prompt_tokens_details: { cached_tokens },
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    prompt_tokens_details: { cached_tokens: cached },
   };
 }
 

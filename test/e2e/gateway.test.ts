@@ -341,6 +341,68 @@ describe("the gateway with real workers, through the openai client", () => {
     }
   });
 
+  it("answers n choices, choice i as a one-choice request with seed + i, each billed on its own", async () => {
+    const request = {
+      model: `${BASE}:acme/a2`,
+      messages: [
+        {
+          role: "user" as const,
+          content: `Once there was a lighthouse keeper who counted ships. ${"The sea was calm. ".repeat(8)}Three different endings, please`,
+        },
+      ],
+      max_tokens: 6,
+      temperature: 1,
+    };
+    const together = await client.chat.completions.create({ ...request, n: 3, seed: 11 });
+    const alone = await Promise.all(
+      [11, 12, 13].map((seed) => client.chat.completions.create({ ...request, seed })),
+    );
+    const texts = together.choices.map((c) => c.message.content);
+    expect(texts).toEqual(alone.map((r) => r.choices[0]?.message.content));
+    expect(new Set(texts).size).toBeGreaterThan(1);
+
+    const stream = await client.chat.completions.create({
+      ...request,
+      n: 3,
+      seed: 11,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const streamed = ["", "", ""];
+    let id = "";
+    let streamedUsage: OpenAI.CompletionUsage | undefined;
+    for await (const chunk of stream) {
+      id = chunk.id;
+      streamedUsage = chunk.usage ?? streamedUsage;
+      for (const choice of chunk.choices) streamed[choice.index] += choice.delta.content ?? "";
+    }
+    expect(streamed).toEqual(texts);
+
+    // The later choices of the first request prefilled only what the first choice's prompt cache did not
+    // cover (the worker holds them back a step for it); the streamed request's choices all found it.
+    const prompt = together.usage?.prompt_tokens ?? 0;
+    const cachedPerChoice = Math.floor((prompt / 3 - 1) / 16) * 16;
+    expect(cachedPerChoice).toBeGreaterThanOrEqual(64);
+    for (const [responseId, reported, cachedChoices] of [
+      [together.id, together.usage, 2],
+      [id, streamedUsage, 3],
+    ] as const) {
+      const requestId = requestIdOf(responseId);
+      const events = await Promise.all([requestId, `${requestId}-1`, `${requestId}-2`].map(billed));
+      expect(events.map((e) => e.output_tokens)).toEqual([6, 6, 6]);
+      expect(events.reduce((sum, e) => sum + (e.cached_input_tokens ?? 0), 0)).toBe(
+        cachedChoices * cachedPerChoice,
+      );
+      expect(reported).toMatchObject({
+        prompt_tokens: events.reduce((sum, e) => sum + e.input_tokens, 0),
+        completion_tokens: 18,
+        prompt_tokens_details: {
+          cached_tokens: events.reduce((sum, e) => sum + (e.cached_input_tokens ?? 0), 0),
+        },
+      });
+    }
+  });
+
   it("answers every error path in OpenAI's shape", async () => {
     const stranger = new OpenAI({
       apiKey: "lk_notAKeyAtAll000000000000",
@@ -360,7 +422,7 @@ describe("the gateway with real workers, through the openai client", () => {
       status: 404,
       code: "model_not_found",
     });
-    await expect(client.chat.completions.create({ model: BASE, messages, n: 2 })).rejects.toMatchObject({
+    await expect(client.chat.completions.create({ model: BASE, messages, n: 17 })).rejects.toMatchObject({
       status: 400,
       param: "n",
     });

@@ -177,6 +177,29 @@ describe.each(databases)("limits at admission (%s)", (_label, url) => {
     });
   });
 
+  it("n choices reserve n times prompt + max_tokens, all or none, and each choice's usage settles its own", async () => {
+    const org = await newOrg();
+    const key = await newKey(org);
+    // Room for two choices and most of a third.
+    await setMonthlyTokenQuota(db, org, 3 * RESERVES - 1);
+    const app = gateway();
+    const refused = await complete(app, key, { n: 3 });
+    expect(refused.status).toBe(429);
+    expect(((await refused.json()) as ErrorBody).error.message).toContain(`needs up to ${3 * RESERVES}`);
+    // The two reservations made before the third failed were given back.
+    expect(await quotaStatus(db, org, clock)).toMatchObject({ used: 0, reserved: 0 });
+
+    const admitted = await complete(app, key, { n: 2 });
+    expect(admitted.status).toBe(200);
+    const id = completionId((await admitted.json()) as Record<string, unknown>);
+    expect(await quotaStatus(db, org, clock)).toMatchObject({ used: 0, reserved: 2 * RESERVES });
+    await meterUsage(org, [id, `${id}-1`]);
+    await vi.waitFor(
+      async () => expect(await quotaStatus(db, org, clock)).toMatchObject({ used: 2 * USES, reserved: 0 }),
+      { timeout: 10_000 },
+    );
+  });
+
   it("a usage event written twice settles its reservation and counts its tokens once", async () => {
     const org = await newOrg();
     await setMonthlyTokenQuota(db, org, 1_000);

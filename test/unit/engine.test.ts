@@ -547,6 +547,7 @@ describe("the engine on mixed-adapter batches", () => {
     let settledPenalized = 0;
     const counting: SchedulerEngine = {
       padsPrefills: engine.padsPrefills,
+      prefixReadyAfterPrefill: engine.prefixReadyAfterPrefill,
       prefillTogether: (prompts) => engine.prefillTogether(prompts),
       decodePicking: async (tokens, choices) => {
         const out = await engine.decodePicking(tokens, choices);

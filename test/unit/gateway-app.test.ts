@@ -368,7 +368,7 @@ describe("bad input", () => {
     expect(prompt.message).toContain("a list of token ids");
   });
 
-  it("refuses empty messages, unknown roles and n other than 1", async () => {
+  it("refuses empty messages, unknown roles and n outside 1..16", async () => {
     await expectError(await chat({ messages: [] }), 400, null, "messages");
     await expectError(
       await chat({ messages: [{ role: "wizard", content: "hi" }] }),
@@ -382,8 +382,10 @@ describe("bad input", () => {
       null,
       "messages.0.role",
     );
-    await expectError(await chat({ n: 2 }), 400, null, "n");
+    await expectError(await chat({ n: 0 }), 400, null, "n");
+    await expectError(await chat({ n: 17 }), 400, null, "n");
     expect((await chat({ n: 1 })).status).toBe(200);
+    expect((await chat({ n: 16 })).status).toBe(200);
   });
 
   it("refuses max_tokens beyond the context and a prompt over the context", async () => {
@@ -462,7 +464,7 @@ describe("bad input", () => {
 
   it("sends nothing to a worker for refused input", async () => {
     const before = worker.received.length;
-    await chat({ n: 3 });
+    await chat({ n: 17 });
     await chat({ messages: [] });
     expect(worker.received.length).toBe(before);
   });

@@ -123,10 +123,12 @@ describe("the openai client", () => {
       param: "model",
     });
 
-    await expect(client.chat.completions.create({ model: BASE, messages, n: 2 })).rejects.toMatchObject({
-      status: 400,
-      param: "n",
-    });
+    for (const n of [0, 17]) {
+      await expect(client.chat.completions.create({ model: BASE, messages, n })).rejects.toMatchObject({
+        status: 400,
+        param: "n",
+      });
+    }
     await expect(client.chat.completions.create({ model: BASE, messages: [] })).rejects.toBeInstanceOf(
       OpenAI.BadRequestError,
     );
@@ -213,6 +215,111 @@ describe("the openai client", () => {
       controller.abort();
       await worker.cancelled(id);
       expect(worker.cancels).toContain(id);
+    } finally {
+      worker.behaviour = () => "reply";
+    }
+  });
+});
+
+describe("n choices", () => {
+  const runsOf = (responseId: string) => {
+    const id = responseId.replace(/^(chatcmpl|cmpl)-/, "");
+    return worker.received.filter((q) => q.id === id || q.id.startsWith(`${id}-`));
+  };
+
+  it("runs each choice on its own with seed + index and answers them all, usage summed", async () => {
+    const completion = await client.chat.completions.create({
+      model: `${BASE}:acme/a1`,
+      messages,
+      max_tokens: 4,
+      n: 3,
+      seed: 7,
+    });
+    expect(completion.choices.map((c) => [c.index, c.message.content, c.finish_reason])).toEqual([
+      [0, fakeReplyText(4), "length"],
+      [1, fakeReplyText(4), "length"],
+      [2, fakeReplyText(4), "length"],
+    ]);
+    const runs = runsOf(completion.id);
+    const id = completion.id.replace("chatcmpl-", "");
+    expect(runs.map((q) => [q.id, q.sampling.seed, q.adapter?.name])).toEqual([
+      [id, 7, "acme/a1"],
+      [`${id}-1`, 8, "acme/a1"],
+      [`${id}-2`, 9, "acme/a1"],
+    ]);
+    const prompt = runs[0]!.prompt_token_ids.length;
+    expect(completion.usage).toMatchObject({
+      prompt_tokens: 3 * prompt,
+      completion_tokens: 12,
+      total_tokens: 3 * prompt + 12,
+    });
+  });
+
+  it("streams the choices interleaved, each with its role, text and finish, then the summed usage", async () => {
+    const stream = await client.chat.completions.create({
+      model: BASE,
+      messages,
+      n: 2,
+      max_tokens: 5,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const texts = ["", ""];
+    const roles: number[] = [];
+    const finishes: (string | null)[] = [null, null];
+    let usage: OpenAI.CompletionUsage | undefined;
+    for await (const chunk of stream) {
+      usage = chunk.usage ?? usage;
+      for (const choice of chunk.choices) {
+        expect(finishes[choice.index]).toBeNull();
+        if (choice.delta.role) roles.push(choice.index);
+        texts[choice.index] += choice.delta.content ?? "";
+        finishes[choice.index] = choice.finish_reason ?? null;
+      }
+    }
+    expect(roles).toEqual([0, 1]);
+    expect(texts).toEqual([fakeReplyText(5), fakeReplyText(5)]);
+    expect(finishes).toEqual(["length", "length"]);
+    expect(usage?.completion_tokens).toBe(10);
+  });
+
+  it("answers legacy completions with n choices, streaming and not", async () => {
+    const completion = await client.completions.create({ model: BASE, prompt: "Hi", max_tokens: 3, n: 2 });
+    expect(completion.choices.map((c) => [c.index, c.text])).toEqual([
+      [0, fakeReplyText(3)],
+      [1, fakeReplyText(3)],
+    ]);
+    const stream = await client.completions.create({
+      model: BASE,
+      prompt: "Hi",
+      max_tokens: 2,
+      n: 3,
+      stream: true,
+    });
+    const texts = ["", "", ""];
+    for await (const chunk of stream) for (const c of chunk.choices) texts[c.index] += c.text;
+    expect(texts).toEqual(Array(3).fill(fakeReplyText(2)));
+    await expect(
+      client.completions.create({ model: BASE, prompt: "Hi", max_tokens: 2, n: 2, best_of: 3 }),
+    ).rejects.toMatchObject({ status: 400, param: "best_of" });
+  });
+
+  it("fails the whole request when one choice fails, and cancels the others", async () => {
+    worker.behaviour = (request) =>
+      request.sampling.max_tokens !== 44
+        ? "reply"
+        : request.id.endsWith("-1")
+          ? { error: { code: "oom", message: "out of memory" } }
+          : "hang";
+    try {
+      const sent = worker.received.length;
+      await expect(
+        client.chat.completions.create({ model: BASE, messages, max_tokens: 44, n: 3 }),
+      ).rejects.toMatchObject({ status: 502, code: "oom" });
+      const [first, , third] = worker.received.slice(sent).map((q) => q.id);
+      await worker.cancelled(first!);
+      await worker.cancelled(third!);
+      expect(worker.cancels).toEqual(expect.arrayContaining([first, third]));
     } finally {
       worker.behaviour = () => "reply";
     }

@@ -380,6 +380,35 @@ describe("scheduler", () => {
     expect(again.tokens.map((t) => t.token)).toEqual(first.tokens.map((t) => t.token));
   });
 
+  it("holds a prompt sharing a long prefix with one of its step back a step, to prefill only the rest", async () => {
+    const { scheduler, engine } = await setUp({ prefixCacheBytes: 1 << 20 });
+    const calls: string[][] = [];
+    const prefillTogether = engine.prefillTogether.bind(engine);
+    engine.prefillTogether = (prompts, allLogits) => {
+      calls.push(prompts.map((p) => `${p.id}:${p.tokens.length}`));
+      return prefillTogether(prompts, allLogits);
+    };
+    const shared = Array.from({ length: 80 }, (_, i) => 40 + ((7 * i) % 50));
+    const prompt = (tail: number) => [...shared, 90 + tail, 91, 92];
+    const short = (tail: number) => [...shared.slice(0, 40), 90 + tail, 91, 92];
+    const outcomes = await Promise.all([
+      // Three choices of one request (80 shared tokens: 5 blocks), and two prompts that share 40 (2 blocks).
+      ...[0, 1, 2].map((i) => scheduler.submit(job(`choice-${i}`, 1, 3, { promptTokens: prompt(i) }))),
+      ...[0, 1].map((i) => scheduler.submit(job(`short-${i}`, 3, 3, { promptTokens: short(i) }))),
+    ]).then((all) => all.map(done));
+    expect(outcomes.map((o) => o.cachedPromptTokens)).toEqual([0, 80, 80, 0, 0]);
+    // The first choice and both short prompts in the first step; the other choices from its cache after.
+    const callOf = (id: string) => calls.findIndex((call) => call.some((c) => c.startsWith(`${id}:`)));
+    expect(callOf("short-0")).toBe(callOf("short-1"));
+    expect(callOf("choice-1")).toBeGreaterThan(Math.max(callOf("choice-0"), callOf("short-0")));
+    // Held back or not, each choice gets the tokens it gets alone.
+    const { scheduler: alone } = await setUp();
+    for (const i of [1, 2]) {
+      const reference = done(await alone.submit(job(`choice-${i}`, 1, 3, { promptTokens: prompt(i) })));
+      expect(outcomes[i]!.tokens.map((t) => t.token)).toEqual(reference.tokens.map((t) => t.token));
+    }
+  });
+
   it("releases a long prompt cancelled between its chunks, unbilled and never decoded", async () => {
     let steps = 0;
     const { scheduler, engine } = await setUp({

@@ -18,6 +18,12 @@ export interface ServingEngine {
    * padded position costs like a real one, so callers group prompts of close lengths (prefill-batches.ts).
    */
   readonly padsPrefills: boolean;
+  /**
+   * A prefilled prompt's whole blocks are in the prefix cache as soon as its prefill ends (onnxruntime with
+   * a prefix cache), so a prompt that shares them can wait a step and prefill only the rest. The CUDA
+   * engine reuses a prompt's row only once its sequence is released.
+   */
+  readonly prefixReadyAfterPrefill: boolean;
   writeAdapter(slot: number, adapter: LoadedAdapter): Promise<void>;
   clearSlot(slot: number): void;
   warmUp(): Promise<void>;

@@ -3,7 +3,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { createEngine } from "./create-engine.ts";
 import type { CudaEngineOptions } from "./cuda/cuda-engine.ts";
-import type { ThreadReply } from "./engine-thread.ts";
+import type { EngineTraits, ThreadReply } from "./engine-thread.ts";
 
 const port = parentPort!;
 
@@ -32,7 +32,12 @@ function transferables(result: unknown): ArrayBuffer[] {
 
 try {
   const engine = await createEngine(workerData as CudaEngineOptions);
-  port.postMessage({ ready: { model: engine.model, padsPrefills: engine.padsPrefills } });
+  const ready: EngineTraits = {
+    model: engine.model,
+    padsPrefills: engine.padsPrefills,
+    prefixReadyAfterPrefill: engine.prefixReadyAfterPrefill,
+  };
+  port.postMessage({ ready });
   let queue = Promise.resolve();
   port.on("message", (message: { id: number; method: Method; args: unknown[] }) => {
     queue = queue.then(async () => {

@@ -11,6 +11,13 @@ import type { ModelConfig } from "./model-config.ts";
 import type { PrefixCacheStats } from "./prefix-cache.ts";
 
 /** What the thread answers: the call's result or its error message. */
+/** What the thread tells of its engine once it is up: the engine's fixed properties (ServingEngine). */
+export interface EngineTraits {
+  model: ModelConfig;
+  padsPrefills: boolean;
+  prefixReadyAfterPrefill: boolean;
+}
+
 export type ThreadReply = { id: number; result: unknown } | { id: number; error: string; name: string };
 
 export class EngineThreadError extends Error {}
@@ -19,11 +26,17 @@ export class EngineThread {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
 
+  readonly model: ModelConfig;
+  readonly padsPrefills: boolean;
+  readonly prefixReadyAfterPrefill: boolean;
+
   private constructor(
     private readonly worker: Worker,
-    readonly model: ModelConfig,
-    readonly padsPrefills: boolean,
+    traits: EngineTraits,
   ) {
+    this.model = traits.model;
+    this.padsPrefills = traits.padsPrefills;
+    this.prefixReadyAfterPrefill = traits.prefixReadyAfterPrefill;
     worker.on("message", (reply: ThreadReply) => {
       const call = this.pending.get(reply.id);
       if (!call) return;
@@ -51,18 +64,15 @@ export class EngineThread {
         workerData: options,
       },
     );
-    const ready = new Promise<{ model: ModelConfig; padsPrefills: boolean }>((resolve, reject) => {
-      worker.once(
-        "message",
-        (m: { ready?: { model: ModelConfig; padsPrefills: boolean }; error?: string }) =>
-          m.ready
-            ? resolve(m.ready)
-            : reject(new EngineThreadError(m.error ?? "engine thread failed to start")),
+    const ready = new Promise<EngineTraits>((resolve, reject) => {
+      worker.once("message", (m: { ready?: EngineTraits; error?: string }) =>
+        m.ready
+          ? resolve(m.ready)
+          : reject(new EngineThreadError(m.error ?? "engine thread failed to start")),
       );
       worker.once("error", reject);
     });
-    const { model, padsPrefills } = await ready;
-    return new EngineThread(worker, model, padsPrefills);
+    return new EngineThread(worker, await ready);
   }
 
   writeAdapter(slot: number, adapter: LoadedAdapter): Promise<void> {

@@ -376,6 +376,9 @@ export class Engine {
   readonly banks: LoraBanks;
   readonly formulation: LoraFormulation;
   readonly padsPrefills = true;
+  get prefixReadyAfterPrefill(): boolean {
+    return this.prefixes !== null;
+  }
   private readonly weights: WeightIndex;
   private readonly sessions = new Map<number, Promise<InferenceSession>>();
   private readonly sequences = new Map<string, Sequence>();

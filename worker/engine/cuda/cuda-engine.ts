@@ -76,6 +76,7 @@ interface RowResults {
 export class CudaEngine {
   readonly formulation = CUDA_FORMULATION;
   readonly padsPrefills = false;
+  readonly prefixReadyAfterPrefill = false;
   private readonly sequences: SequenceTable;
   /**
    * Rows of released sequences kept for their prompts' prefixes (EngineOptions.prefixCacheBytes: cache rows
