@@ -5,8 +5,14 @@
 // and how many tokens they got meanwhile, their median gap overall, and the long request's time to first
 // token. A budget at least the prompt's length prefills it in one run (no chunks): the before of chunked
 // prefill, measured side by side with the after.
-import type { Bus } from "../bus/bus.ts";
-import { ANY_WORKER, greedySampling, type InferenceRequest, WIRE_VERSION } from "../schema/wire.ts";
+import type { Bus, ReplyInbox } from "../bus/bus.ts";
+import {
+  ANY_WORKER,
+  greedySampling,
+  type InferenceRequest,
+  type Usage,
+  WIRE_VERSION,
+} from "../schema/wire.ts";
 import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
 import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
@@ -168,14 +174,27 @@ async function oneRun(run: {
   }
 }
 
-/** Sends one base-model request and calls `onToken` with each token's arrival time; resolves at its end. */
+/**
+ * Sends one base-model request and calls `onToken` with each token's arrival time; resolves at its end with
+ * the usage its Final reported.
+ */
 export async function streamRequest(
   gateway: Bus,
   id: string,
   prompt: number[],
   maxTokens: number,
   onToken: (at: number) => void,
-): Promise<void> {
+): Promise<Usage> {
+  return await readReply(await sendRequest(gateway, id, prompt, maxTokens), id, onToken);
+}
+
+/** Publishes one base-model request; resolves, once it is on the bus, with its reply inbox. */
+export async function sendRequest(
+  gateway: Bus,
+  id: string,
+  prompt: number[],
+  maxTokens: number,
+): Promise<ReplyInbox> {
   const inbox = await gateway.openReplyInbox();
   const message: InferenceRequest = {
     v: WIRE_VERSION,
@@ -191,12 +210,25 @@ export async function streamRequest(
     deadline: Date.now() + 10 * 60_000,
   };
   await gateway.publishRequest(message, ANY_WORKER);
+  return inbox;
+}
+
+/** Reads a sent request's reply (see streamRequest); a request that did not end at max_tokens throws. */
+export async function readReply(
+  inbox: ReplyInbox,
+  id: string,
+  onToken: (at: number) => void,
+): Promise<Usage> {
   for await (const reply of inbox) {
     if (reply.type === "chunk") for (const _ of reply.token_ids) onToken(performance.now());
-    if (reply.type === "final" && reply.finish_reason !== "length") {
-      throw new Error(`bench request ${id} ended "${reply.finish_reason}": ${reply.error?.message ?? ""}`);
+    if (reply.type === "final") {
+      if (reply.finish_reason !== "length") {
+        throw new Error(`bench request ${id} ended "${reply.finish_reason}": ${reply.error?.message ?? ""}`);
+      }
+      return reply.usage;
     }
   }
+  throw new Error(`bench request ${id} ended without its final reply`);
 }
 
 /** Prints the result (one JSON line with --json, else a table) and saves bench/results/long-prompt.json. */

@@ -178,16 +178,20 @@ export function registerBench(program: Command): void {
     .option("--system-tokens <n>", "tokens of the shared prefix", "512")
     .option("--tail-tokens <n>", "tokens of each request's own tail", "32")
     .option("--requests <n>", "timed requests per mode", "16")
+    .option("--burst <n>", "requests of the burst sent at once", "8")
     .option("--json", "print one JSON line")
     .action(
       benchAction(
         "prefix-cache",
-        async (flags: ModelFlags & { systemTokens: string; tailTokens: string; requests: string }) => {
+        async (
+          flags: ModelFlags & { systemTokens: string; tailTokens: string; requests: string; burst: string },
+        ) => {
           const result = await runPrefixCacheBench({
             ...modelRun(flags),
             systemTokens: count("--system-tokens", flags.systemTokens),
             tailTokens: count("--tail-tokens", flags.tailTokens),
             requests: count("--requests", flags.requests),
+            burst: count("--burst", flags.burst),
           });
           reportPrefixCacheBench(result, flags.json === true);
         },

@@ -18,13 +18,14 @@ beforeAll(() => {
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 describe("bench prefix-cache", () => {
-  it("times requests sharing a prefix with the cache off and on, and saves the result", async () => {
+  it("times requests sharing a prefix with the cache off and on, one at a time and at once, and saves the result", async () => {
     const result = await runPrefixCacheBench({
       device: "cpu",
       modelDir,
       systemTokens: 96,
       tailTokens: 8,
       requests: 3,
+      burst: 3,
     });
     expect(result.results.map((r) => r.prefix_cache_bytes)).toEqual([0, 512 * 2 ** 20]);
     for (const run of result.results) {
@@ -33,6 +34,16 @@ describe("bench prefix-cache", () => {
       expect(run.ttft_p90_ms).toBeGreaterThanOrEqual(run.ttft_p50_ms);
     }
     expect(result.speedup_p50).toBeGreaterThan(0);
+    // The burst: off, every prompt is prefilled whole; on, the later two take the shared 96 tokens (six
+    // blocks) from the first one's cache.
+    expect(result.burst.results.map((r) => [r.prefix_cache_bytes, r.cached_prompt_tokens])).toEqual([
+      [0, 0],
+      [512 * 2 ** 20, 2 * 96],
+    ]);
+    for (const run of result.burst.results) {
+      expect(run.last_ttft_ms).toBeGreaterThanOrEqual(run.ttft_p50_ms);
+      expect(run.ttft_p50_ms).toBeGreaterThan(0);
+    }
     const dir = join(root, "results");
     reportPrefixCacheBench(result, true, dir);
     expect(JSON.parse(readFileSync(join(dir, "prefix-cache.json"), "utf8"))).toEqual(result);
