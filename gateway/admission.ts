@@ -75,8 +75,12 @@ function logitBias(bias: Record<string, number> | null | undefined, vocab: numbe
   });
 }
 
-/** Function calling and structured output, which Luminet does not do: refused rather than ignored. */
-function refuseToolsAndFormats(body: ChatCompletionRequest): void {
+/**
+ * Function calling and structured output beyond JSON mode, which Luminet does not do: refused rather than
+ * ignored. JSON mode needs the word "JSON" in the messages, as OpenAI requires: a model not told to write
+ * JSON may spend all of max_tokens inside the object without closing it.
+ */
+function checkToolsAndFormat(body: ChatCompletionRequest): "json_object" | null {
   for (const param of ["tools", "functions"] as const) {
     if ((body[param]?.length ?? 0) > 0) {
       throw invalidRequest(`${param} (function calling) is not supported`, param);
@@ -92,12 +96,21 @@ function refuseToolsAndFormats(body: ChatCompletionRequest): void {
     }
   }
   const format = body.response_format?.type;
-  if (format !== undefined && format !== "text") {
+  if (format === undefined || format === "text") return null;
+  if (format !== "json_object") {
     throw invalidRequest(
-      `response_format ${JSON.stringify(format)} is not supported: completions are plain text`,
+      `response_format ${JSON.stringify(format)} is not supported: use "json_object" (any JSON object) or "text"`,
       "response_format",
     );
   }
+  const mentionsJson = body.messages.some((m, i) => /json/i.test(messageText(m, i)));
+  if (!mentionsJson) {
+    throw invalidRequest(
+      "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
+      "messages",
+    );
+  }
+  return "json_object";
 }
 
 function messageText(message: ChatMessageIn, index: number): string {
@@ -168,7 +181,7 @@ function admit(
 }
 
 export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Admitted {
-  refuseToolsAndFormats(body);
+  const format = checkToolsAndFormat(body);
   const messages: ChatMessage[] = body.messages.map((m, i) => ({
     // OpenAI's newer name for the system role; chat templates know "system".
     role: m.role === "developer" ? "system" : m.role,
@@ -185,10 +198,12 @@ export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Adm
   }
   const maxTokens = body.max_completion_tokens ?? body.max_tokens;
   const param = body.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
-  return admit(body, base, ids, "messages", maxTokens, param, {
+  const admitted = admit(body, base, ids, "messages", maxTokens, param, {
     on: body.logprobs === true,
     top: body.top_logprobs ?? 0,
   });
+  if (format) admitted.sampling.response_format = format;
+  return admitted;
 }
 
 function completionPromptIds(prompt: CompletionRequest["prompt"], base: BaseModelInfo): number[] {

@@ -157,6 +157,8 @@ export const SamplingParams = z.object({
   stop_token_ids: z.array(tokenId),
   logprobs: z.boolean(),
   top_logprobs: z.int().min(0).max(20),
+  /** "json_object": the output is one JSON object and ends when it closes (OpenAI's JSON mode); absent = text. */
+  response_format: z.enum(["text", "json_object"]).optional(),
 });
 export type SamplingParams = z.infer<typeof SamplingParams>;
 

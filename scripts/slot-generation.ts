@@ -3,6 +3,7 @@
 // request of one SlotGeneration batched together as the worker batches them.
 import type { FinishReason } from "../schema/wire.ts";
 import type { SampledToken, SamplingParams } from "../worker/engine/sampler.ts";
+import type { SequenceLimits } from "../worker/engine/sequence-output.ts";
 import type { Tokenizer } from "../worker/engine/tokenizer.ts";
 import { ResidentAdapters } from "../worker/resident-adapters.ts";
 import { Scheduler, type SchedulerEngine } from "../worker/scheduler.ts";
@@ -17,6 +18,7 @@ export interface SlotRequest {
   /** Defaults to the tokenizer's end-of-sequence ids. */
   stopTokenIds?: readonly number[];
   stopStrings?: readonly string[];
+  format?: SequenceLimits["format"];
   onToken?: (token: SampledToken | null, text: string) => void;
 }
 
@@ -63,6 +65,7 @@ export class SlotGeneration {
         maxTokens: request.maxTokens,
         ...(request.stopTokenIds ? { stopTokenIds: request.stopTokenIds } : {}),
         ...(request.stopStrings ? { stopStrings: request.stopStrings } : {}),
+        ...(request.format ? { format: request.format } : {}),
       },
       ...(request.onToken ? { onToken: request.onToken } : {}),
     });

@@ -463,6 +463,7 @@ export class LuminetWorker {
         maxTokens: sampling.max_tokens,
         stopTokenIds: [...new Set([...this.tokenizer.eosTokenIds, ...sampling.stop_token_ids])],
         stopStrings: sampling.stop,
+        ...(sampling.response_format === "json_object" ? { format: "json_object" as const } : {}),
       },
       onToken: (token, text) => replies.send(token, text),
     };

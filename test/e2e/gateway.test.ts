@@ -403,6 +403,35 @@ describe("the gateway with real workers, through the openai client", () => {
     }
   });
 
+  it("answers in JSON mode with one JSON object, closed or cut at max_tokens, streaming and not", async () => {
+    const request = {
+      model: `${BASE}:acme/a1`,
+      messages: [{ role: "user" as const, content: "Describe a cat as a JSON object" }],
+      response_format: { type: "json_object" as const },
+      max_tokens: 200,
+      temperature: 1,
+    };
+    const answers = await Promise.all(
+      [1, 2, 3, 4].map((seed) => client.chat.completions.create({ ...request, seed })),
+    );
+    let closed = 0;
+    for (const answer of answers) {
+      const [choice] = answer.choices;
+      expect(choice?.message.content?.startsWith("{")).toBe(true);
+      if (choice?.finish_reason === "stop") {
+        closed++;
+        expect(JSON.parse(choice.message.content ?? "")).toBeTypeOf("object");
+      } else {
+        expect(answer.usage?.completion_tokens).toBe(200);
+      }
+    }
+    expect(closed).toBeGreaterThan(0);
+    const stream = await client.chat.completions.create({ ...request, seed: 1, stream: true });
+    let streamed = "";
+    for await (const chunk of stream) streamed += chunk.choices[0]?.delta.content ?? "";
+    expect(streamed).toBe(answers[0]?.choices[0]?.message.content);
+  });
+
   it("answers every error path in OpenAI's shape", async () => {
     const stranger = new OpenAI({
       apiKey: "lk_notAKeyAtAll000000000000",

@@ -431,7 +431,6 @@ describe("bad input", () => {
       [{ tool_choice: "required" }, "tool_choice"],
       [{ tool_choice: { type: "function", function: { name: "weather" } } }, "tool_choice"],
       [{ function_call: { name: "weather" } }, "function_call"],
-      [{ response_format: { type: "json_object" } }, "response_format"],
       [
         { response_format: { type: "json_schema", json_schema: { name: "x", schema: {} } } },
         "response_format",
@@ -449,7 +448,24 @@ describe("bad input", () => {
       { response_format: { type: "text" } },
     ]) {
       expect((await chat(body)).status).toBe(200);
+      expect(lastRequest().sampling.response_format).toBeUndefined();
     }
+  });
+
+  it("takes JSON mode where the messages mention JSON, as OpenAI does, and tells the worker", async () => {
+    const error = await expectError(
+      await chat({ response_format: { type: "json_object" } }),
+      400,
+      null,
+      "messages",
+    );
+    expect(error.message).toContain("must contain the word 'json'");
+    const res = await chat({
+      response_format: { type: "json_object" },
+      messages: [{ role: "user", content: "Answer in Json, please" }],
+    });
+    expect(res.status).toBe(200);
+    expect(lastRequest().sampling.response_format).toBe("json_object");
   });
 
   it("ignores unknown fields, as OpenAI does", async () => {

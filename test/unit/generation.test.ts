@@ -14,6 +14,7 @@ import {
 import { initTinyModel, type TinyModel } from "../../scripts/tiny-model.ts";
 import { loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { Engine } from "../../worker/engine/engine.ts";
+import { JsonObjectGrammar } from "../../worker/engine/json-object-grammar.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
 import { SequenceOutput } from "../../worker/engine/sequence-output.ts";
 import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
@@ -144,6 +145,43 @@ describe("generation through the scheduler", () => {
     await expect(batcher.generate(request(0, { promptTokens: new Array(96).fill(3) }))).rejects.toThrow(
       "the prompt has 96 tokens; this worker's context holds 96",
     );
+  });
+});
+
+describe("JSON mode", () => {
+  it("ends each output at its object's close, a valid JSON object, greedy or sampled, beside free sequences", async () => {
+    const batcher = generation();
+    const json = (i: number, temperature: number) =>
+      batcher.generate(
+        request(i, {
+          id: `json-${i}-${temperature}`,
+          maxTokens: 80,
+          sampling: { ...GREEDY, temperature, seed: i },
+          format: "json_object",
+        }),
+      );
+    const results = await Promise.all([
+      ...[0, 1, 2, 3, 4, 5].flatMap((i) => [json(i, 0), json(i, 1)]),
+      batcher.generate(request(6, { maxTokens: 20 })),
+    ]);
+    const free = results.pop()!;
+    expect(free.tokenIds).toHaveLength(20);
+    let closed = 0;
+    for (const result of results) {
+      const grammar = new JsonObjectGrammar();
+      // Every token's bytes continue the object: nothing a client could not parse once it is complete.
+      for (const id of result.tokenIds) grammar.push(tokenizer.tokenBytes(id));
+      expect(result.text).toBe(tokenizer.decode(result.tokenIds));
+      if (result.finishReason === "stop") {
+        closed++;
+        expect(grammar.complete).toBe(true);
+        expect(JSON.parse(result.text)).toBeTypeOf("object");
+      } else {
+        expect(result.finishReason).toBe("length");
+        expect(result.tokenIds).toHaveLength(80);
+      }
+    }
+    expect(closed).toBeGreaterThan(0);
   });
 });
 

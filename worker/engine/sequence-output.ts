@@ -1,7 +1,8 @@
 // What one generating sequence has produced: it samples each next token from the engine's logits, turns
 // tokens into text deltas, holds back text that may begin a stop string, and says when the sequence is
-// done (a stop token, a stop string, max_tokens or a full context). Shared by every batching loop.
+// done (a stop token, a stop string, max_tokens, a full context, or in JSON mode the object's end). Shared by every batching loop.
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
+import { JsonMode } from "./json-mode.ts";
 import { type SampledToken, Sampler, type SamplingParams } from "./sampler.ts";
 import { StreamingDetokenizer, type Tokenizer } from "./tokenizer.ts";
 
@@ -12,6 +13,8 @@ export interface SequenceLimits {
   /** Defaults to the tokenizer's eos ids. */
   stopTokenIds?: readonly number[];
   stopStrings?: readonly string[];
+  /** "json_object": the output is one JSON object, and ends when it closes (OpenAI's JSON mode, json-mode.ts). */
+  format?: "text" | "json_object";
 }
 
 export interface Accepted {
@@ -37,6 +40,8 @@ export class SequenceOutput {
   private readonly stops: readonly string[];
   /** Decoded text held back because it may begin a stop string. */
   private held = "";
+  /** Set in JSON mode: what may be drawn next. */
+  private readonly json: JsonMode | null;
 
   constructor(
     tokenizer: Tokenizer,
@@ -48,15 +53,19 @@ export class SequenceOutput {
     this.detokenizer = new StreamingDetokenizer(tokenizer);
     this.stopIds = limits.stopTokenIds ?? tokenizer.eosTokenIds;
     this.stops = limits.stopStrings ?? [];
+    this.json = limits.format === "json_object" ? new JsonMode(tokenizer, this.stopIds) : null;
   }
 
   get tokenIds(): number[] {
     return this.tokens.map((t) => t.token);
   }
 
-  /** How the engine may settle this sequence's next token without its whole row (Sampler.decodeChoice). */
+  /**
+   * How the engine may settle this sequence's next token without its whole row (Sampler.decodeChoice);
+   * never in JSON mode, which masks the whole row.
+   */
   get decodeChoice(): DecodeChoice | null {
-    return this.sampler.decodeChoice;
+    return this.json ? null : this.sampler.decodeChoice;
   }
 
   /**
@@ -67,6 +76,7 @@ export class SequenceOutput {
   accept(row: Float32Array | number): Accepted;
   accept(row: DecodeRow): Accepted | null;
   accept(row: DecodeRow): Accepted | null {
+    if (this.json) return this.acceptJson(row);
     const token =
       typeof row === "number"
         ? this.sampler.take(row)
@@ -74,6 +84,28 @@ export class SequenceOutput {
           ? this.sampler.sample(row)
           : this.sampler.sampleCandidates(row);
     if (!token) return null;
+    return this.record(token);
+  }
+
+  /** JSON mode: the draw from the masked row, the grammar moved on, and the end once the object closes. */
+  private acceptJson(row: DecodeRow): Accepted {
+    if (!(row instanceof Float32Array)) {
+      throw new Error("a sequence in JSON mode needs its whole row of logits (it has no decode choice)");
+    }
+    const json = this.json!;
+    const drawn = this.sampler.sample(json.mask(row));
+    // A token refused by the grammar is no alternative: logprobs list only what could have been drawn.
+    const token = { ...drawn, top: drawn.top.filter((t) => t.logprob !== Number.NEGATIVE_INFINITY) };
+    json.take(token.token);
+    const accepted = this.record(token);
+    // The closing brace ends the sequence, even on its last allowed token; a stop string that ended it
+    // first stays its end.
+    if (!json.complete || accepted.finish === "stop") return accepted;
+    return { ...accepted, text: accepted.text + this.flush(), finish: "stop" };
+  }
+
+  /** Appends a drawn token: its text, and whether it ends the sequence. */
+  private record(token: SampledToken): Accepted {
     this.tokens.push(token);
     // Nothing follows a stop token: text held back for a possible stop string, and an incomplete
     // character (as U+FFFD, like a full decode), are the sequence's last text.
