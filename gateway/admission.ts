@@ -1,9 +1,11 @@
 // Turns a validated chat or completions body into what a worker runs: prompt token ids (chat template
 // applied here, so workers only see ids) and wire sampling parameters, after the checks schemas cannot
-// make: n (the number of choices), the prompt and max_tokens against the base's context, token ids against the vocabulary, and the
-// OpenAI options Luminet refuses rather than silently ignores.
+// make: n (the number of choices), the prompt and max_tokens against the base's context, token ids against
+// the vocabulary, a response format's JSON schema against what the worker keeps, and the OpenAI options
+// Luminet refuses rather than silently ignores.
 import type { ChatCompletionRequest, ChatMessageIn, CompletionRequest } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
+import { compileJsonSchema, JsonSchemaError } from "../worker/engine/json-schema.ts";
 import { MAX_LOGIT_BIAS } from "../worker/engine/sampler.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import type { BaseModelInfo } from "./bases.ts";
@@ -76,11 +78,13 @@ function logitBias(bias: Record<string, number> | null | undefined, vocab: numbe
 }
 
 /**
- * Function calling and structured output beyond JSON mode, which Luminet does not do: refused rather than
- * ignored. JSON mode needs the word "JSON" in the messages, as OpenAI requires: a model not told to write
- * JSON may spend all of max_tokens inside the object without closing it.
+ * Function calling, which Luminet does not do, refused rather than ignored; and the response format as the
+ * worker takes it. JSON mode needs the word "JSON" in the messages, as OpenAI requires: a model not told to
+ * write JSON may spend all of max_tokens inside the object without closing it. A JSON schema is checked here
+ * against the subset the worker's grammar keeps (worker/engine/json-schema.ts), so one it would refuse is a
+ * 400 before anything runs.
  */
-function checkToolsAndFormat(body: ChatCompletionRequest): "json_object" | null {
+function checkToolsAndFormat(body: ChatCompletionRequest): SamplingParams["response_format"] {
   for (const param of ["tools", "functions"] as const) {
     if ((body[param]?.length ?? 0) > 0) {
       throw invalidRequest(`${param} (function calling) is not supported`, param);
@@ -96,10 +100,11 @@ function checkToolsAndFormat(body: ChatCompletionRequest): "json_object" | null 
     }
   }
   const format = body.response_format?.type;
-  if (format === undefined || format === "text") return null;
+  if (format === undefined || format === "text") return undefined;
+  if (format === "json_schema") return { json_schema: checkedJsonSchema(body.response_format?.json_schema) };
   if (format !== "json_object") {
     throw invalidRequest(
-      `response_format ${JSON.stringify(format)} is not supported: use "json_object" (any JSON object) or "text"`,
+      `response_format ${JSON.stringify(format)} is not supported: use "json_schema", "json_object" or "text"`,
       "response_format",
     );
   }
@@ -111,6 +116,27 @@ function checkToolsAndFormat(body: ChatCompletionRequest): "json_object" | null 
     );
   }
   return "json_object";
+}
+
+type ResponseFormat = NonNullable<ChatCompletionRequest["response_format"]>;
+
+function checkedJsonSchema(format: ResponseFormat["json_schema"]): Record<string, unknown> {
+  if (!format?.schema) {
+    throw invalidRequest(
+      'response_format of type "json_schema" needs json_schema.name and json_schema.schema',
+      "response_format.json_schema",
+    );
+  }
+  try {
+    compileJsonSchema(format.schema);
+  } catch (error) {
+    if (!(error instanceof JsonSchemaError)) throw error;
+    throw invalidRequest(
+      `Invalid schema for response_format '${format.name}': ${error.message}`,
+      "response_format.json_schema.schema",
+    );
+  }
+  return format.schema;
 }
 
 function messageText(message: ChatMessageIn, index: number): string {

@@ -64,7 +64,21 @@ export const ChatCompletionRequest = z.object({
   tool_choice: z.unknown().optional(),
   functions: z.array(z.unknown()).nullable().optional(),
   function_call: z.unknown().optional(),
-  response_format: z.object({ type: z.string() }).nullable().optional(),
+  response_format: z
+    .object({
+      type: z.string(),
+      /** With type "json_schema": OpenAI's structured outputs. */
+      json_schema: z
+        .object({
+          name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, _ or -"),
+          description: z.string().optional(),
+          schema: z.record(z.string(), z.unknown()).optional(),
+          strict: z.boolean().nullable().optional(),
+        })
+        .optional(),
+    })
+    .nullable()
+    .optional(),
 });
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 

@@ -157,8 +157,14 @@ export const SamplingParams = z.object({
   stop_token_ids: z.array(tokenId),
   logprobs: z.boolean(),
   top_logprobs: z.int().min(0).max(20),
-  /** "json_object": the output is one JSON object and ends when it closes (OpenAI's JSON mode); absent = text. */
-  response_format: z.enum(["text", "json_object"]).optional(),
+  /**
+   * Structured output, which ends when the value is complete: "json_object" (OpenAI's JSON mode, any
+   * object) or {json_schema: a JSON Schema the gateway checked against worker/engine/json-schema.ts}.
+   * Absent: text.
+   */
+  response_format: z
+    .union([z.enum(["text", "json_object"]), z.object({ json_schema: z.record(z.string(), z.unknown()) })])
+    .optional(),
 });
 export type SamplingParams = z.infer<typeof SamplingParams>;
 

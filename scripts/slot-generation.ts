@@ -18,7 +18,7 @@ export interface SlotRequest {
   /** Defaults to the tokenizer's end-of-sequence ids. */
   stopTokenIds?: readonly number[];
   stopStrings?: readonly string[];
-  format?: SequenceLimits["format"];
+  json?: SequenceLimits["json"];
   onToken?: (token: SampledToken | null, text: string) => void;
 }
 
@@ -65,7 +65,7 @@ export class SlotGeneration {
         maxTokens: request.maxTokens,
         ...(request.stopTokenIds ? { stopTokenIds: request.stopTokenIds } : {}),
         ...(request.stopStrings ? { stopStrings: request.stopStrings } : {}),
-        ...(request.format ? { format: request.format } : {}),
+        ...(request.json ? { json: request.json } : {}),
       },
       ...(request.onToken ? { onToken: request.onToken } : {}),
     });

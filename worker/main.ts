@@ -12,12 +12,13 @@ import type { Server } from "node:http";
 import type { Bus, Delivery, RequestPuller, Subscription } from "../bus/bus.ts";
 import { logger } from "../core/logger.ts";
 import { rendezvous } from "../core/rendezvous.ts";
-import type { InferenceRequest, WorkerHeartbeat } from "../schema/wire.ts";
+import type { InferenceRequest, SamplingParams, WorkerHeartbeat } from "../schema/wire.ts";
 import { AdapterManager } from "./adapters/adapter-manager.ts";
 import type { BlobStore } from "./adapters/blob-store.ts";
 import { AdapterControls, deletedAdapterError } from "./control.ts";
 import type { Device } from "./engine/device.ts";
 import { EngineThread } from "./engine/engine-thread.ts";
+import { ANY_OBJECT, compileJsonSchema, type SchemaNode } from "./engine/json-schema.ts";
 import { loadTokenizer, type Tokenizer } from "./engine/tokenizer.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import { listeningPort, serveMetrics, WorkerMetrics } from "./metrics.ts";
@@ -443,6 +444,12 @@ export class LuminetWorker {
         ),
       );
     }
+    let json: SchemaNode | undefined;
+    try {
+      json = jsonSchemaOf(sampling.response_format);
+    } catch (error) {
+      return refuse(new JobError("invalid_request", `response_format: ${(error as Error).message}`));
+    }
     const job: Job = {
       id: request.id,
       org: request.org,
@@ -463,7 +470,7 @@ export class LuminetWorker {
         maxTokens: sampling.max_tokens,
         stopTokenIds: [...new Set([...this.tokenizer.eosTokenIds, ...sampling.stop_token_ids])],
         stopStrings: sampling.stop,
-        ...(sampling.response_format === "json_object" ? { format: "json_object" as const } : {}),
+        ...(json ? { json } : {}),
       },
       onToken: (token, text) => replies.send(token, text),
     };
@@ -497,4 +504,10 @@ export class LuminetWorker {
     await this.engine.close();
     this.log.info("drained");
   }
+}
+
+/** The schema a request's output follows, compiled (JsonSchemaError for one outside the subset); undefined for text. */
+function jsonSchemaOf(format: SamplingParams["response_format"]): SchemaNode | undefined {
+  if (format === undefined || format === "text") return undefined;
+  return format === "json_object" ? ANY_OBJECT : compileJsonSchema(format.json_schema);
 }

@@ -432,6 +432,56 @@ describe("the gateway with real workers, through the openai client", () => {
     expect(streamed).toBe(answers[0]?.choices[0]?.message.content);
   });
 
+  it("answers with a JSON schema's instance, keys in order and types kept, or refuses the schema", async () => {
+    const schema = {
+      type: "object",
+      properties: {
+        city: { type: "string", maxLength: 8 },
+        days: { type: "integer" },
+        tags: { type: "array", items: { enum: ["sea", "hills"] }, maxItems: 3 },
+      },
+      required: ["city", "days", "tags"],
+      additionalProperties: false,
+    };
+    const answers = await Promise.all(
+      [1, 2, 3, 4].map((seed) =>
+        client.chat.completions.create({
+          model: `${BASE}:acme/a0`,
+          messages: [{ role: "user" as const, content: "Plan a trip" }],
+          response_format: { type: "json_schema", json_schema: { name: "trip", strict: true, schema } },
+          max_tokens: 200,
+          temperature: 1,
+          seed,
+        }),
+      ),
+    );
+    let closed = 0;
+    for (const answer of answers) {
+      const [choice] = answer.choices;
+      if (choice?.finish_reason !== "stop") continue;
+      closed++;
+      const trip = JSON.parse(choice.message.content ?? "") as Record<string, unknown>;
+      expect(Object.keys(trip)).toEqual(["city", "days", "tags"]);
+      expect([...(trip.city as string)].length).toBeLessThanOrEqual(8);
+      expect(Number.isInteger(trip.days)).toBe(true);
+      expect((trip.tags as string[]).every((t) => t === "sea" || t === "hills")).toBe(true);
+    }
+    expect(closed).toBeGreaterThan(0);
+    await expect(
+      client.chat.completions.create({
+        model: BASE,
+        messages,
+        response_format: {
+          type: "json_schema",
+          json_schema: {
+            name: "trip",
+            schema: { ...schema, properties: { city: { type: "string", format: "email" } } },
+          },
+        },
+      }),
+    ).rejects.toMatchObject({ status: 400, param: "response_format.json_schema.schema" });
+  });
+
   it("answers every error path in OpenAI's shape", async () => {
     const stranger = new OpenAI({
       apiKey: "lk_notAKeyAtAll000000000000",

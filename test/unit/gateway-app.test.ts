@@ -431,10 +431,7 @@ describe("bad input", () => {
       [{ tool_choice: "required" }, "tool_choice"],
       [{ tool_choice: { type: "function", function: { name: "weather" } } }, "tool_choice"],
       [{ function_call: { name: "weather" } }, "function_call"],
-      [
-        { response_format: { type: "json_schema", json_schema: { name: "x", schema: {} } } },
-        "response_format",
-      ],
+      [{ response_format: { type: "xml" } }, "response_format"],
     ];
     for (const [body, param] of refused) {
       const error = await expectError(await chat(body), 400, null, param);
@@ -466,6 +463,47 @@ describe("bad input", () => {
     });
     expect(res.status).toBe(200);
     expect(lastRequest().sampling.response_format).toBe("json_object");
+  });
+
+  it("takes a JSON schema the worker's grammar keeps, and refuses one it does not with the keyword named", async () => {
+    const schema = {
+      type: "object",
+      properties: { city: { type: "string" }, days: { type: "integer" } },
+      required: ["city", "days"],
+      additionalProperties: false,
+    };
+    const format = (s: unknown) => ({
+      type: "json_schema",
+      json_schema: { name: "trip", strict: true, schema: s },
+    });
+    expect((await chat({ response_format: format(schema) })).status).toBe(200);
+    expect(lastRequest().sampling.response_format).toEqual({ json_schema: schema });
+    const before = worker.received.length;
+    const pattern = {
+      ...schema,
+      properties: { ...schema.properties, city: { type: "string", pattern: "^[A-Z]" } },
+    };
+    const error = await expectError(
+      await chat({ response_format: format(pattern) }),
+      400,
+      null,
+      "response_format.json_schema.schema",
+    );
+    expect(error.message).toContain("Invalid schema for response_format 'trip'");
+    expect(error.message).toContain('keyword "pattern" is not supported');
+    await expectError(
+      await chat({ response_format: { type: "json_schema", json_schema: { name: "trip" } } }),
+      400,
+      null,
+      "response_format.json_schema",
+    );
+    await expectError(
+      await chat({ response_format: { type: "json_schema", json_schema: { name: "a b", schema } } }),
+      400,
+      null,
+      "response_format.json_schema.name",
+    );
+    expect(worker.received.length).toBe(before);
   });
 
   it("ignores unknown fields, as OpenAI does", async () => {

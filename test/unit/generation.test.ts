@@ -14,7 +14,8 @@ import {
 import { initTinyModel, type TinyModel } from "../../scripts/tiny-model.ts";
 import { loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { Engine } from "../../worker/engine/engine.ts";
-import { JsonObjectGrammar } from "../../worker/engine/json-object-grammar.ts";
+import { JsonGrammar } from "../../worker/engine/json-grammar.ts";
+import { ANY_OBJECT } from "../../worker/engine/json-schema.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
 import { SequenceOutput } from "../../worker/engine/sequence-output.ts";
 import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
@@ -157,7 +158,7 @@ describe("JSON mode", () => {
           id: `json-${i}-${temperature}`,
           maxTokens: 80,
           sampling: { ...GREEDY, temperature, seed: i },
-          format: "json_object",
+          json: ANY_OBJECT,
         }),
       );
     const results = await Promise.all([
@@ -168,7 +169,7 @@ describe("JSON mode", () => {
     expect(free.tokenIds).toHaveLength(20);
     let closed = 0;
     for (const result of results) {
-      const grammar = new JsonObjectGrammar();
+      const grammar = new JsonGrammar();
       // Every token's bytes continue the object: nothing a client could not parse once it is complete.
       for (const id of result.tokenIds) grammar.push(tokenizer.tokenBytes(id));
       expect(result.text).toBe(tokenizer.decode(result.tokenIds));

@@ -1,8 +1,9 @@
 // What one generating sequence has produced: it samples each next token from the engine's logits, turns
 // tokens into text deltas, holds back text that may begin a stop string, and says when the sequence is
-// done (a stop token, a stop string, max_tokens, a full context, or in JSON mode the object's end). Shared by every batching loop.
+// done (a stop token, a stop string, max_tokens, a full context, or in JSON mode the value's end). Shared by every batching loop.
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
 import { JsonMode } from "./json-mode.ts";
+import type { SchemaNode } from "./json-schema.ts";
 import { type SampledToken, Sampler, type SamplingParams } from "./sampler.ts";
 import { StreamingDetokenizer, type Tokenizer } from "./tokenizer.ts";
 
@@ -13,8 +14,11 @@ export interface SequenceLimits {
   /** Defaults to the tokenizer's eos ids. */
   stopTokenIds?: readonly number[];
   stopStrings?: readonly string[];
-  /** "json_object": the output is one JSON object, and ends when it closes (OpenAI's JSON mode, json-mode.ts). */
-  format?: "text" | "json_object";
+  /**
+   * The output is one JSON value of this schema and ends when it is complete (json-mode.ts): ANY_OBJECT for
+   * OpenAI's JSON mode, a compiled json_schema for structured outputs. Absent: text.
+   */
+  json?: SchemaNode;
 }
 
 export interface Accepted {
@@ -53,7 +57,7 @@ export class SequenceOutput {
     this.detokenizer = new StreamingDetokenizer(tokenizer);
     this.stopIds = limits.stopTokenIds ?? tokenizer.eosTokenIds;
     this.stops = limits.stopStrings ?? [];
-    this.json = limits.format === "json_object" ? new JsonMode(tokenizer, this.stopIds) : null;
+    this.json = limits.json ? new JsonMode(tokenizer, limits.json, this.stopIds) : null;
   }
 
   get tokenIds(): number[] {
@@ -87,7 +91,7 @@ export class SequenceOutput {
     return this.record(token);
   }
 
-  /** JSON mode: the draw from the masked row, the grammar moved on, and the end once the object closes. */
+  /** JSON mode: the draw from the masked row, the grammar moved on, and the end once the value is complete. */
   private acceptJson(row: DecodeRow): Accepted {
     if (!(row instanceof Float32Array)) {
       throw new Error("a sequence in JSON mode needs its whole row of logits (it has no decode choice)");
@@ -98,7 +102,7 @@ export class SequenceOutput {
     const token = { ...drawn, top: drawn.top.filter((t) => t.logprob !== Number.NEGATIVE_INFINITY) };
     json.take(token.token);
     const accepted = this.record(token);
-    // The closing brace ends the sequence, even on its last allowed token; a stop string that ended it
+    // The value's last byte ends the sequence, even on its last allowed token; a stop string that ended it
     // first stays its end.
     if (!json.complete || accepted.finish === "stop") return accepted;
     return { ...accepted, text: accepted.text + this.flush(), finish: "stop" };

@@ -1,0 +1,309 @@
+// Structured output's grammar. JSON mode: it takes every JSON object byte by byte and is complete exactly at
+// its end, refuses what is not one, and agrees with JSON.parse on thousands of near-valid strings, both ways.
+// JSON schemas: the subset compiles or is refused with the keyword named, valid instances are taken and
+// invalid ones refused, and every value a random walk through the grammar completes is valid.
+import { describe, expect, it } from "vitest";
+import { JsonGrammar, MAX_WHITESPACE_RUN } from "../../worker/engine/json-grammar.ts";
+import { compileJsonSchema, JsonSchemaError } from "../../worker/engine/json-schema.ts";
+import { Prng } from "../../worker/engine/prng.ts";
+
+const bytes = (text: string) => new TextEncoder().encode(text);
+
+/** Feeds the text a byte at a time: how many bytes were taken, and whether the object was complete after. */
+function feed(
+  text: string,
+  grammar = new JsonGrammar(),
+): { taken: number; complete: boolean; completeEarly: boolean } {
+  const all = bytes(text);
+  let completeEarly = false;
+  for (const [i, b] of all.entries()) {
+    if (!grammar.accepts(Uint8Array.of(b))) return { taken: i, complete: false, completeEarly };
+    grammar.push(Uint8Array.of(b));
+    if (grammar.complete && i < all.length - 1) completeEarly = true;
+  }
+  return { taken: all.length, complete: grammar.complete, completeEarly };
+}
+
+const VALID = [
+  "{}",
+  '{"a":1}',
+  '{"a":[1,2.5e-3,-0,0.5,1E+9,true,false,null,"x\\u00e9\\n\\"\\\\\\/"],"b":{"c":{}},"d":[]}',
+  '{\n  "name": "Zoë 😀",\n  "list": [ 1 , 2 ],\n\t"nested": {"deep": [[[]]]}\n}',
+  '{"": ""}',
+  '{"n": -12.5e-10, "m": 123456789}',
+];
+
+const INVALID = [
+  " {}", // leading whitespace
+  "[1]", // a top-level array
+  '"s"',
+  '{"a" 1}',
+  '{"a":01}',
+  '{"a":1,}',
+  "{,}",
+  '{"a":tru}',
+  '{"a":"\u0001"}',
+  '{"a":1}}',
+  '{"a":-}',
+  '{"a":1.}',
+  '{"a":1e}',
+  '{"a":"\\x"}',
+  '{"a":"\\u12G4"}',
+  "{a:1}",
+  '{"a":[1 2]}',
+  '{"a":]}',
+  '{"a":{]}',
+];
+
+describe("the JSON object grammar", () => {
+  it("takes every byte of a JSON object and is complete at its last byte only", () => {
+    for (const text of VALID) {
+      expect(feed(text), text).toEqual({ taken: bytes(text).length, complete: true, completeEarly: false });
+    }
+  });
+
+  it("refuses what is not one JSON object, and anything after it", () => {
+    for (const text of INVALID) expect(feed(text).complete, text).toBe(false);
+    const done = new JsonGrammar();
+    done.push(bytes("{}"));
+    expect(done.accepts(bytes(" "))).toBe(false);
+    expect(done.accepts(bytes("\n"))).toBe(false);
+  });
+
+  it("refuses broken UTF-8 in strings", () => {
+    for (const broken of [[0xc0, 0x80], [0xe2, 0x28], [0xf5, 0x80, 0x80, 0x80], [0x80]]) {
+      const grammar = new JsonGrammar();
+      grammar.push(bytes('{"a":"'));
+      expect(grammar.accepts(Uint8Array.from(broken))).toBe(false);
+    }
+  });
+
+  it("caps a run of whitespace", () => {
+    const grammar = new JsonGrammar();
+    grammar.push(bytes("{"));
+    expect(grammar.accepts(bytes(" ".repeat(MAX_WHITESPACE_RUN)))).toBe(true);
+    expect(grammar.accepts(bytes(" ".repeat(MAX_WHITESPACE_RUN + 1)))).toBe(false);
+  });
+
+  it("leaves its state as it was when push refuses", () => {
+    const grammar = new JsonGrammar();
+    grammar.push(bytes('{"a":'));
+    expect(() => grammar.push(bytes("1}x"))).toThrow(RangeError);
+    grammar.push(bytes("2}"));
+    expect(grammar.complete).toBe(true);
+  });
+
+  it("agrees with JSON.parse on near-valid strings: complete exactly when they parse as an object", () => {
+    const prng = new Prng(21, 0);
+    const pick = <T>(items: readonly T[]) => items[Math.floor(prng.nextFloat() * items.length)]!;
+    const alphabet = [
+      '"',
+      "{",
+      "}",
+      "[",
+      "]",
+      ":",
+      ",",
+      "0",
+      "1",
+      "-",
+      ".",
+      "e",
+      "+",
+      " ",
+      "\\",
+      "u",
+      "a",
+      "t",
+      "n",
+    ];
+    let parsed = 0;
+    for (let n = 0; n < 4000; n++) {
+      let text = pick(VALID);
+      // One to three edits: delete, insert or replace a character.
+      for (let edits = 1 + Math.floor(prng.nextFloat() * 3); edits > 0; edits--) {
+        const at = Math.floor(prng.nextFloat() * (text.length + 1));
+        const kind = prng.nextFloat();
+        if (kind < 0.33) text = text.slice(0, at) + text.slice(at + 1);
+        else if (kind < 0.66) text = text.slice(0, at) + pick(alphabet) + text.slice(at);
+        else text = text.slice(0, at) + pick(alphabet) + text.slice(at + 1);
+      }
+      let object = false;
+      try {
+        const value: unknown = JSON.parse(text);
+        object = typeof value === "object" && value !== null && !Array.isArray(value);
+      } catch {}
+      // JSON.parse allows whitespace around the object, which the grammar does not.
+      if (object && text !== text.trim()) continue;
+      if (object) parsed++;
+      const { complete, completeEarly } = feed(text);
+      expect(complete && !completeEarly, text).toBe(object);
+    }
+    expect(parsed).toBeGreaterThan(100);
+  });
+});
+
+const PERSON = {
+  type: "object",
+  properties: {
+    name: { type: "string", minLength: 1, maxLength: 5, description: "annotations are ignored" },
+    age: { type: "integer" },
+    nickname: { type: "string" },
+    tags: { type: "array", items: { enum: ["a", "b", 3] }, maxItems: 2 },
+    score: { type: ["number", "null"] },
+    kind: { const: "person" },
+    tree: { $ref: "#/$defs/tree" },
+  },
+  required: ["name", "age", "tags", "score", "kind", "tree"],
+  additionalProperties: false,
+  $defs: {
+    tree: {
+      type: "object",
+      properties: {
+        value: { type: "boolean" },
+        children: { type: "array", items: { $ref: "#/$defs/tree" } },
+      },
+      required: ["value", "children"],
+    },
+  },
+};
+const leaf = '{"value":true,"children":[]}';
+const person = (fields: string) => `{${fields}}`;
+const base = `"name":"Ann","age":41,"tags":["a",3],"score":null,"kind":"person","tree":${leaf}`;
+
+/** A validator for the subset, written from the schema's meaning, to check what the grammar completes. */
+function valid(schema: Record<string, unknown>, value: unknown, root = schema): boolean {
+  if (schema.$ref) {
+    const name = String(schema.$ref).split("/").at(-1)!;
+    return valid((root.$defs as Record<string, Record<string, unknown>>)[name]!, value, root);
+  }
+  if ("const" in schema) return JSON.stringify(value) === JSON.stringify(schema.const);
+  if (schema.enum) return (schema.enum as unknown[]).some((e) => JSON.stringify(e) === JSON.stringify(value));
+  const types = Array.isArray(schema.type) ? schema.type : [schema.type];
+  return types.some((type) => {
+    switch (type) {
+      case "object": {
+        if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+        const properties = (schema.properties ?? {}) as Record<string, Record<string, unknown>>;
+        const keys = Object.keys(value);
+        const order = Object.keys(properties);
+        if (keys.some((k) => !(k in properties))) return false;
+        if (keys.some((k, i) => i > 0 && order.indexOf(k) < order.indexOf(keys[i - 1]!))) return false;
+        if (((schema.required ?? []) as string[]).some((k) => !(k in value))) return false;
+        return keys.every((k) => valid(properties[k]!, (value as Record<string, unknown>)[k], root));
+      }
+      case "array":
+        return (
+          Array.isArray(value) &&
+          value.length <= ((schema.maxItems as number) ?? Infinity) &&
+          value.every((item) => valid(schema.items as Record<string, unknown>, item, root))
+        );
+      case "string": {
+        if (typeof value !== "string") return false;
+        const length = [...value].length;
+        return (
+          length >= ((schema.minLength as number) ?? 0) &&
+          length <= ((schema.maxLength as number) ?? Infinity)
+        );
+      }
+      case "integer":
+        return Number.isInteger(value);
+      case "number":
+        return typeof value === "number";
+      case "boolean":
+        return typeof value === "boolean";
+      case "null":
+        return value === null;
+      default:
+        return false;
+    }
+  });
+}
+
+describe("a JSON schema's grammar", () => {
+  const grammar = () => new JsonGrammar(compileJsonSchema(PERSON));
+
+  it("takes instances of the schema, optional keys left out or not, pretty-printed or not", () => {
+    for (const text of [
+      person(base),
+      person(base.replace('"age":41,', '"age":-7,"nickname":"Annie \u00e9",')),
+      person(base.replace('"tags":["a",3]', '"tags":[]').replace('"score":null', '"score":2.5e3')),
+      `{\n  "name": "Zoë",\n  "age": 0,\n  "tags": [ "b" ],\n  "score": -1,\n  "kind": "person",\n  "tree": {"value": false, "children": [${leaf}, ${leaf}]}\n}`,
+    ]) {
+      expect(valid(PERSON, JSON.parse(text)), text).toBe(true);
+      expect(feed(text, grammar()), text).toEqual({
+        taken: bytes(text).length,
+        complete: true,
+        completeEarly: false,
+      });
+    }
+  });
+
+  it("refuses keys out of order, missing or unknown, wrong types, lengths and counts, other enum values", () => {
+    for (const text of [
+      person(base.replace('"name":"Ann","age":41', '"age":41,"name":"Ann"')),
+      person(base.replace('"age":41,', "")),
+      person(base.replace('"age":41,', '"age":41,"extra":1,')),
+      person(base.replace('"age":41', '"age":41.5')),
+      person(base.replace('"age":41', '"age":"41"')),
+      person(base.replace('"name":"Ann"', '"name":"Annabel"')),
+      person(base.replace('"name":"Ann"', '"name":""')),
+      person(base.replace('["a",3]', '["a",3,"b"]')),
+      person(base.replace('["a",3]', '["c"]')),
+      person(base.replace('"kind":"person"', '"kind":"people"')),
+      person(base.replace(leaf, '{"value":true}')),
+      person(base.replace(leaf, '{"value":1,"children":[]}')),
+    ]) {
+      expect(valid(PERSON, JSON.parse(text)), text).toBe(false);
+      expect(feed(text, grammar()).complete, text).toBe(false);
+    }
+  });
+
+  it("completes only valid instances on a random walk through what it allows", () => {
+    const prng = new Prng(5, 0);
+    const alphabet = [...'{}[]":,-.0123456789eE+ \nabcdefghijklmnoprstuvwxyz'].map((c) => c.charCodeAt(0));
+    let completed = 0;
+    for (let walk = 0; walk < 120; walk++) {
+      const g = grammar();
+      const out: number[] = [];
+      while (!g.complete && out.length < 2000) {
+        const allowed = alphabet.filter((b) => g.accepts(Uint8Array.of(b)));
+        expect(allowed.length, String.fromCharCode(...out)).toBeGreaterThan(0);
+        // Structure first: the walk leaves strings and numbers soon, so values end.
+        const structural = allowed.filter((b) => !/[a-z0-9 \n]/.test(String.fromCharCode(b)));
+        const pool = structural.length > 0 && prng.nextFloat() < 0.7 ? structural : allowed;
+        const b = pool[Math.floor(prng.nextFloat() * pool.length)]!;
+        g.push(Uint8Array.of(b));
+        out.push(b);
+      }
+      if (!g.complete) continue;
+      completed++;
+      const text = String.fromCharCode(...out);
+      expect(valid(PERSON, JSON.parse(text)), text).toBe(true);
+    }
+    expect(completed).toBeGreaterThan(80);
+  });
+
+  it("refuses what it cannot keep, naming the keyword", () => {
+    const refused: [unknown, string][] = [
+      [{ type: "object", properties: { a: { type: "string", pattern: "^x" } } }, 'keyword "pattern"'],
+      [{ type: "object", properties: { a: { type: "integer", minimum: 0 } } }, 'keyword "minimum"'],
+      [{ type: "object", properties: { a: { oneOf: [] } } }, 'keyword "oneOf"'],
+      [{ type: "object", additionalProperties: true, properties: {} }, "only false"],
+      [{ type: "object", properties: { a: { type: "string" } }, required: ["b"] }, "required"],
+      [{ type: "object", properties: { a: { $ref: "#/$defs/missing" } } }, "not defined"],
+      [{ type: "object", properties: { a: { $ref: "https://example.com/s.json" } } }, "only"],
+      [{ type: "array", items: { type: "string" } }, "the root must be an object"],
+      [{ type: "object", properties: { a: { type: "text" } } }, "not a JSON Schema type"],
+      [{ type: "object", properties: { a: { type: "array" } } }, 'needs "items"'],
+    ];
+    for (const [schema, message] of refused) {
+      expect(() => compileJsonSchema(schema), JSON.stringify(schema)).toThrow(JsonSchemaError);
+      expect(() => compileJsonSchema(schema), JSON.stringify(schema)).toThrow(message);
+    }
+    // An object schema without properties is any object, or only {} without additional properties.
+    expect(feed('{"x":[1]}', new JsonGrammar(compileJsonSchema({ type: "object" }))).complete).toBe(true);
+    const empty = new JsonGrammar(compileJsonSchema({ type: "object", additionalProperties: false }));
+    expect(feed('{"x":1}', empty).complete).toBe(false);
+  });
+});

@@ -1,0 +1,70 @@
+// JSON mode's mask: its shortcuts (plain characters inside a string, a walk of the vocabulary's trie
+// elsewhere) allow exactly the tokens a trial of each token's bytes allows, never a special or stop token,
+// at every point of outputs for a JSON schema and for any object.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { initTinyModel } from "../../scripts/tiny-model.ts";
+import { JsonGrammar } from "../../worker/engine/json-grammar.ts";
+import { JsonMode } from "../../worker/engine/json-mode.ts";
+import { ANY_OBJECT, compileJsonSchema, type SchemaNode } from "../../worker/engine/json-schema.ts";
+import { Prng } from "../../worker/engine/prng.ts";
+import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
+
+let root: string;
+let tokenizer: Tokenizer;
+
+beforeAll(() => {
+  root = mkdtempSync(join(tmpdir(), "luminet-json-mode-"));
+  tokenizer = loadTokenizer(
+    initTinyModel(join(root, "model"), { shape: "tiny", adapters: 0, rank: 4, seed: 2 }).dir,
+  );
+});
+
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const SCHEMA = compileJsonSchema({
+  type: "object",
+  properties: {
+    title: { type: "string", maxLength: 12 },
+    year: { type: "integer" },
+    ratings: { type: "array", items: { anyOf: [{ type: "number" }, { type: "null" }] }, maxItems: 4 },
+    genre: { enum: ["drama", "comedy"] },
+  },
+  required: ["title", "year", "ratings", "genre"],
+});
+
+describe("the JSON mode mask", () => {
+  for (const [label, schema] of [
+    ["a JSON schema", SCHEMA],
+    ["any object", ANY_OBJECT],
+  ] as [string, SchemaNode][]) {
+    it(`allows exactly the tokens whose bytes continue the value, at every step, for ${label}`, () => {
+      const prng = new Prng(3, 0);
+      const eos = tokenizer.eosTokenIds;
+      for (let run = 0; run < 6; run++) {
+        const mode = new JsonMode(tokenizer, schema, eos);
+        const trial = new JsonGrammar(schema);
+        const logits = Float32Array.from({ length: tokenizer.vocabSize }, () => prng.nextFloat() * 8 - 4);
+        for (let step = 0; step < 60 && !mode.complete; step++) {
+          const masked = mode.mask(logits);
+          const allowed: number[] = [];
+          for (let id = 0; id < masked.length; id++)
+            if (masked[id] !== Number.NEGATIVE_INFINITY) allowed.push(id);
+          const expected: number[] = [];
+          for (let id = 0; id < tokenizer.vocabSize; id++) {
+            if (tokenizer.isSpecial(id) || eos.includes(id)) continue;
+            if (trial.accepts(tokenizer.tokenBytes(id))) expected.push(id);
+          }
+          expect(allowed).toEqual(expected);
+          for (const id of allowed) expect(masked[id]).toBe(logits[id]);
+          // On to a random allowed token, closing sooner as the run goes on.
+          const pick = allowed[Math.floor(prng.nextFloat() * allowed.length)]!;
+          mode.take(pick);
+          trial.push(tokenizer.tokenBytes(pick));
+        }
+      }
+    });
+  }
+});

@@ -1,0 +1,448 @@
+// Structured output as a byte-level grammar: which bytes may come next so that the output is one JSON value
+// of a schema (json-schema.ts; JSON mode is ANY_OBJECT) and nothing after it. A sequence masks every token
+// whose bytes this grammar would refuse before it samples (json-mode.ts), and ends when the value is
+// complete. A parse is a stack of frames, innermost last; where a schema offers alternatives (anyOf, type
+// lists) the grammar follows each as its own parse until the bytes rule it out. Trying bytes copies the
+// parses once (a few small frames each) and then changes the copies in place, byte after byte: a mask
+// tries every token of the vocabulary each step.
+import { ANY_OBJECT, type PropertyNode, type SchemaNode } from "./json-schema.ts";
+
+/** Most whitespace bytes in a row: enough to indent pretty-printed JSON, not to spin forever on blanks. */
+export const MAX_WHITESPACE_RUN = 16;
+
+type ObjectNode = Extract<SchemaNode, { kind: "object" }>;
+type ArrayNode = Extract<SchemaNode, { kind: "array" }>;
+
+/** What a parse is in the middle of. */
+type Frame =
+  /** A value of `node` comes next. */
+  | { t: "value"; node: SchemaNode }
+  /**
+   * Inside an object. open: after "{"; key: after ","; colon: after a key; value: the key's value is being
+   * read; after: after a value. `next` is the first property that may still come (keys go in order).
+   */
+  | {
+      t: "object";
+      node: ObjectNode;
+      phase: "open" | "key" | "colon" | "value" | "after";
+      next: number;
+      pending: SchemaNode | null;
+    }
+  /** A key among `candidates` (property indexes), `matched` bytes of it read (its opening quote first). */
+  | { t: "key"; candidates: number[]; matched: number }
+  | { t: "array"; node: ArrayNode; phase: "open" | "value" | "after" | "comma"; items: number }
+  /**
+   * A string, after its opening quote: `chars` characters so far; `escape` 0 none, 1 after "\", 2–5 hex
+   * digits of \uXXXX still to read (5 = four left); `continuation` UTF-8 bytes still to read.
+   */
+  | {
+      t: "string";
+      min: number;
+      max: number;
+      chars: number;
+      escape: number;
+      continuation: number;
+      key: boolean;
+    }
+  | { t: "number"; integer: boolean; state: NumberState }
+  /** One of `values` exactly, `matched` bytes read. */
+  | { t: "literal"; values: Uint8Array[]; matched: number };
+
+type NumberState = "minus" | "zero" | "int" | "dot" | "frac" | "e" | "e-sign" | "exp";
+
+interface Parse {
+  frames: Frame[];
+  /** Whitespace bytes in a row so far. */
+  blanks: number;
+}
+
+type ObjectFrame = Extract<Frame, { t: "object" }>;
+type ArrayFrame = Extract<Frame, { t: "array" }>;
+type StringFrame = Extract<Frame, { t: "string" }>;
+type KeyFrame = Extract<Frame, { t: "key" }>;
+
+const ANY_VALUE: SchemaNode = { kind: "any" };
+const ANY_ARRAY: ArrayNode = {
+  kind: "array",
+  items: ANY_VALUE,
+  minItems: 0,
+  maxItems: Number.POSITIVE_INFINITY,
+};
+const ANY_LITERALS = ["true", "false", "null"].map((text) => new TextEncoder().encode(text));
+
+const isWhitespace = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
+const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
+
+export class JsonGrammar {
+  private parses: Parse[];
+
+  /** The root must be an object schema (or a union of them), as compileJsonSchema ensures. */
+  constructor(root: SchemaNode = ANY_OBJECT) {
+    this.parses = [{ frames: [{ t: "value", node: root }], blanks: 0 }];
+  }
+
+  /** The value is complete: nothing may follow. */
+  get complete(): boolean {
+    return this.parses.some((p) => p.frames.length === 0);
+  }
+
+  /**
+   * How many plain characters (printable ASCII but `"` and `\`) a string being written may take now: what a
+   * token of only such bytes needs to be accepted. 0 outside a string.
+   */
+  get plainStringRoom(): number {
+    let room = 0;
+    for (const { frames } of this.parses) {
+      const top = frames.at(-1);
+      if (top?.t === "string" && top.escape === 0 && top.continuation === 0) {
+        room = Math.max(room, top.max - top.chars);
+      }
+    }
+    return room;
+  }
+
+  /** The grammar after one more byte (this one unchanged), or null when the byte cannot come next. */
+  after(b: number): JsonGrammar | null {
+    const next = advance(this.parses, Uint8Array.of(b));
+    if (next.length === 0) return null;
+    const grammar = new JsonGrammar();
+    grammar.parses = next;
+    return grammar;
+  }
+
+  /** Whether these bytes may come next; the state does not change. */
+  accepts(bytes: Uint8Array): boolean {
+    return bytes.length > 0 && advance(this.parses, bytes).length > 0;
+  }
+
+  /** Takes bytes that accepts() allowed; throws on bytes it would refuse, leaving the state unchanged. */
+  push(bytes: Uint8Array): void {
+    const next = advance(this.parses, bytes);
+    if (next.length === 0) throw new RangeError("these bytes cannot continue the JSON value here");
+    this.parses = next;
+  }
+}
+
+/** A copy of a parse that may be changed in place without touching the original. */
+function copy(parse: Parse): Parse {
+  return { frames: parse.frames.map((frame) => ({ ...frame })), blanks: parse.blanks };
+}
+
+function advance(parses: readonly Parse[], bytes: Uint8Array): Parse[] {
+  let current = parses.map(copy);
+  for (const b of bytes) {
+    const next: Parse[] = [];
+    for (const parse of current) step(parse, b, next);
+    if (next.length === 0) return next;
+    current = next;
+  }
+  return current;
+}
+
+/** Moves `parse` (changed in place) past byte `b` onto `out`, with any alternatives; nothing when `b` cannot come. */
+function step(parse: Parse, b: number, out: Parse[]): void {
+  const { frames } = parse;
+  const top = frames.at(-1);
+  if (!top) return;
+  switch (top.t) {
+    case "string":
+      if (stringByte(parse, top, b)) out.push(parse);
+      return;
+    case "key":
+      if (keyByte(parse, top, b)) out.push(parse);
+      return;
+    case "number": {
+      const state = numberByte(top, b);
+      if (state) {
+        top.state = state;
+        out.push(parse);
+        return;
+      }
+      // Not part of the number: it ends if it may, and the byte goes to what holds it.
+      if (!numberMayEnd(top.state)) return;
+      endValue(parse);
+      step(parse, b, out);
+      return;
+    }
+    case "literal": {
+      const values = top.values.filter((v) => v[top.matched] === b);
+      if (values.length > 0) {
+        top.values = values;
+        top.matched++;
+        out.push(parse);
+        return;
+      }
+      if (!top.values.some((v) => v.length === top.matched)) return;
+      endValue(parse);
+      step(parse, b, out);
+      return;
+    }
+    default:
+      break;
+  }
+  if (isWhitespace(b)) {
+    // Nothing before the root value (nor after it: no frame is left then).
+    if (parse.blanks >= MAX_WHITESPACE_RUN || (top.t === "value" && frames.length === 1)) return;
+    parse.blanks++;
+    out.push(parse);
+    return;
+  }
+  parse.blanks = 0;
+  switch (top.t) {
+    case "value":
+      frames.pop();
+      startValue(parse, top.node, b, out);
+      return;
+    case "object":
+      if (objectByte(parse, top, b)) out.push(parse);
+      return;
+    case "array":
+      arrayByte(parse, top, b, out);
+      return;
+  }
+}
+
+/** The value on top ended: it leaves, and what holds it moves past it (none left: the root is complete). */
+function endValue(parse: Parse): void {
+  parse.frames.pop();
+  parse.blanks = 0;
+  const holder = parse.frames.at(-1);
+  if (holder?.t === "object") {
+    holder.phase = "after";
+    holder.pending = null;
+  } else if (holder?.t === "array") holder.phase = "after";
+}
+
+/** A value of `node` starts with byte `b` (its value frame already popped). */
+function startValue(parse: Parse, node: SchemaNode, b: number, out: Parse[]): void {
+  const start = (frame: Frame | null) => {
+    if (!frame) return;
+    parse.frames.push(frame);
+    out.push(parse);
+  };
+  switch (node.kind) {
+    case "union":
+      for (const option of node.options) startValue(copy(parse), option, b, out);
+      return;
+    case "any":
+      if (b === 0x7b) start(openObject(ANY_OBJECT as ObjectNode));
+      else if (b === 0x5b) start({ t: "array", node: ANY_ARRAY, phase: "open", items: 0 });
+      else if (b === 0x22) start(stringFrame(0, Number.POSITIVE_INFINITY, false));
+      else if (b === 0x2d || isDigit(b)) start(startNumber(false, b));
+      else start(startLiteral(ANY_LITERALS, b));
+      return;
+    case "object":
+      start(b === 0x7b ? openObject(node) : null);
+      return;
+    case "array":
+      start(b === 0x5b ? { t: "array", node, phase: "open", items: 0 } : null);
+      return;
+    case "string":
+      start(b === 0x22 ? stringFrame(node.minLength, node.maxLength, false) : null);
+      return;
+    case "number":
+      start(b === 0x2d || isDigit(b) ? startNumber(node.integer, b) : null);
+      return;
+    case "literals":
+      start(startLiteral(node.values, b));
+      return;
+  }
+}
+
+function stringFrame(min: number, max: number, key: boolean): Frame {
+  return { t: "string", min, max, chars: 0, escape: 0, continuation: 0, key };
+}
+
+function startLiteral(values: Uint8Array[], b: number): Frame | null {
+  const matching = values.filter((v) => v[0] === b);
+  return matching.length > 0 ? { t: "literal", values: matching, matched: 1 } : null;
+}
+
+function openObject(node: ObjectNode): Frame {
+  return { t: "object", node, phase: "open", next: 0, pending: null };
+}
+
+/** The property indexes a key may name now: from `next` up to and including the first required one. */
+function keyCandidates(properties: readonly PropertyNode[], next: number): number[] {
+  const candidates: number[] = [];
+  for (let i = next; i < properties.length; i++) {
+    candidates.push(i);
+    if (properties[i]!.required) break;
+  }
+  return candidates;
+}
+
+/** Whether the object may close now: no required property left. */
+function mayClose(frame: ObjectFrame): boolean {
+  const properties = frame.node.properties;
+  return properties === null || properties.slice(frame.next).every((p) => !p.required);
+}
+
+function objectByte(parse: Parse, frame: ObjectFrame, b: number): boolean {
+  const properties = frame.node.properties;
+  switch (frame.phase) {
+    case "open":
+    case "key": {
+      if (b === 0x7d && frame.phase === "open" && mayClose(frame)) {
+        endValue(parse);
+        return true;
+      }
+      if (b !== 0x22) return false;
+      if (properties === null) {
+        frame.phase = "colon";
+        frame.pending = ANY_VALUE;
+        parse.frames.push(stringFrame(0, Number.POSITIVE_INFINITY, true));
+        return true;
+      }
+      const candidates = keyCandidates(properties, frame.next);
+      if (candidates.length === 0) return false;
+      parse.frames.push({ t: "key", candidates, matched: 1 });
+      return true;
+    }
+    case "colon":
+      if (b !== 0x3a) return false;
+      frame.phase = "value";
+      parse.frames.push({ t: "value", node: frame.pending ?? ANY_VALUE });
+      return true;
+    case "after":
+      if (b === 0x7d && mayClose(frame)) {
+        endValue(parse);
+        return true;
+      }
+      if (b !== 0x2c) return false;
+      if (properties !== null && keyCandidates(properties, frame.next).length === 0) return false;
+      frame.phase = "key";
+      return true;
+    default:
+      // "value": the value's own frame is on top, never the object.
+      return false;
+  }
+}
+
+function keyByte(parse: Parse, frame: KeyFrame, b: number): boolean {
+  const object = parse.frames.at(-2) as ObjectFrame;
+  const properties = object.node.properties!;
+  const candidates = frame.candidates.filter((i) => properties[i]!.key[frame.matched] === b);
+  if (candidates.length === 0) return false;
+  frame.candidates = candidates;
+  frame.matched++;
+  // The closing quote is a key's last byte, so no key is a prefix of another: one match is the key.
+  const whole = candidates.find((i) => properties[i]!.key.length === frame.matched);
+  if (whole !== undefined) {
+    parse.frames.pop();
+    object.phase = "colon";
+    object.next = whole + 1;
+    object.pending = properties[whole]!.value;
+  }
+  return true;
+}
+
+function arrayByte(parse: Parse, frame: ArrayFrame, b: number, out: Parse[]): void {
+  const { node } = frame;
+  const close = () => {
+    if (frame.items < node.minItems) return;
+    endValue(parse);
+    out.push(parse);
+  };
+  switch (frame.phase) {
+    case "open":
+      if (b === 0x5d) close();
+      else if (node.maxItems > 0) {
+        frame.phase = "value";
+        frame.items = 1;
+        startValue(parse, node.items, b, out);
+      }
+      return;
+    case "comma":
+      frame.phase = "value";
+      frame.items++;
+      startValue(parse, node.items, b, out);
+      return;
+    case "after":
+      if (b === 0x5d) close();
+      else if (b === 0x2c && frame.items < node.maxItems) {
+        frame.phase = "comma";
+        out.push(parse);
+      }
+      return;
+    default:
+      // "value": the item's own frame is on top, never the array.
+      return;
+  }
+}
+
+function stringByte(parse: Parse, s: StringFrame, b: number): boolean {
+  if (s.continuation > 0) {
+    if (b < 0x80 || b > 0xbf) return false;
+    s.continuation--;
+    return true;
+  }
+  if (s.escape === 1) {
+    if (b === 0x75) s.escape = 5;
+    // " \ / b f n r t
+    else if ([0x22, 0x5c, 0x2f, 0x62, 0x66, 0x6e, 0x72, 0x74].includes(b)) s.escape = 0;
+    else return false;
+    return true;
+  }
+  if (s.escape > 1) {
+    if (!isHex(b)) return false;
+    s.escape = s.escape === 2 ? 0 : s.escape - 1;
+    return true;
+  }
+  if (b === 0x22) {
+    if (s.chars < s.min) return false;
+    // A key's object is waiting for its colon already; a value's holder moves past it.
+    if (s.key) parse.frames.pop();
+    else endValue(parse);
+    return true;
+  }
+  // Every other byte starts a character.
+  if (s.chars >= s.max) return false;
+  if (b === 0x5c) s.escape = 1;
+  else if (b < 0x20 || b === 0x7f) return false;
+  // A UTF-8 lead byte and how many continuation bytes follow it (no overlong two-byte forms, nothing past
+  // U+10FFFF).
+  else if (b >= 0xc2 && b <= 0xdf) s.continuation = 1;
+  else if (b >= 0xe0 && b <= 0xef) s.continuation = 2;
+  else if (b >= 0xf0 && b <= 0xf4) s.continuation = 3;
+  else if (b >= 0x80) return false;
+  s.chars++;
+  return true;
+}
+
+function startNumber(integer: boolean, b: number): Frame {
+  return { t: "number", integer, state: b === 0x2d ? "minus" : b === 0x30 ? "zero" : "int" };
+}
+
+/** The number's state after byte `b`, or null when `b` cannot continue it. */
+function numberByte(n: Extract<Frame, { t: "number" }>, b: number): NumberState | null {
+  const digit = isDigit(b);
+  const exponent = (b === 0x65 || b === 0x45) && !n.integer;
+  switch (n.state) {
+    case "minus":
+      return digit ? (b === 0x30 ? "zero" : "int") : null;
+    case "zero":
+    case "int":
+      if (digit) return n.state === "int" ? "int" : null;
+      if (b === 0x2e && !n.integer) return "dot";
+      return exponent ? "e" : null;
+    case "dot":
+      return digit ? "frac" : null;
+    case "frac":
+      if (digit) return "frac";
+      return exponent ? "e" : null;
+    case "e":
+      if (b === 0x2b || b === 0x2d) return "e-sign";
+      return digit ? "exp" : null;
+    case "e-sign":
+      return digit ? "exp" : null;
+    case "exp":
+      return digit ? "exp" : null;
+  }
+}
+
+/** Whether a number may end in this state (it has all the digits its parts need). */
+function numberMayEnd(state: NumberState): boolean {
+  return state === "zero" || state === "int" || state === "frac" || state === "exp";
+}

@@ -1,0 +1,206 @@
+// The JSON Schemas Luminet's structured outputs follow (`response_format: {"type": "json_schema"}`),
+// compiled into the nodes json-grammar.ts generates from. The subset is OpenAI's strict one, less what a
+// byte-level grammar cannot keep: an object's keys are its `properties`, written in their order (a key not
+// in `required` may be left out; no other key may appear); arrays take one `items` schema with
+// `minItems`/`maxItems`; strings `minLength`/`maxLength`; `integer` and `number`; `boolean`, `null`;
+// `enum` and `const`; `anyOf` and type lists; `$ref` into `$defs`/`definitions` (recursion included).
+// Annotations (`description`, `title`, …) are ignored; any other keyword is refused, never ignored, so a
+// schema is either kept exactly or refused with the keyword named.
+
+export type SchemaNode =
+  /** Any JSON value. */
+  | { kind: "any" }
+  /** properties null: any keys with any values (JSON mode's object). */
+  | { kind: "object"; properties: PropertyNode[] | null }
+  | { kind: "array"; items: SchemaNode; minItems: number; maxItems: number }
+  | { kind: "string"; minLength: number; maxLength: number }
+  | { kind: "number"; integer: boolean }
+  /** One of these exact JSON texts (enum, const, true/false, null). */
+  | { kind: "literals"; values: Uint8Array[] }
+  | { kind: "union"; options: SchemaNode[] };
+
+export interface PropertyNode {
+  /** The key as it is written: JSON-encoded, quotes included. */
+  key: Uint8Array;
+  value: SchemaNode;
+  required: boolean;
+}
+
+/** A schema outside the subset; the message names where and what. */
+export class JsonSchemaError extends Error {
+  override readonly name = "JsonSchemaError";
+}
+
+/** JSON mode: any object. */
+export const ANY_OBJECT: SchemaNode = { kind: "object", properties: null };
+
+/** Most nodes one schema may compile to: it is walked for every token each step. */
+export const MAX_SCHEMA_NODES = 2_000;
+
+const ANNOTATIONS = new Set(["description", "title", "default", "examples", "$schema", "$id", "$comment"]);
+const KEYWORDS = new Set([
+  ...ANNOTATIONS,
+  "type",
+  "properties",
+  "required",
+  "additionalProperties",
+  "items",
+  "minItems",
+  "maxItems",
+  "minLength",
+  "maxLength",
+  "enum",
+  "const",
+  "anyOf",
+  "$ref",
+  "$defs",
+  "definitions",
+]);
+const TYPES = ["object", "array", "string", "number", "integer", "boolean", "null"] as const;
+type TypeName = (typeof TYPES)[number];
+
+const utf8 = new TextEncoder();
+const literal = (value: unknown) => utf8.encode(JSON.stringify(value));
+
+/** Compiles a JSON Schema whose root is an object schema; throws JsonSchemaError for anything else. */
+export function compileJsonSchema(schema: unknown): SchemaNode {
+  const compiler = new Compiler(schema);
+  const root = compiler.node(schema, "schema");
+  const kinds = root.kind === "union" ? root.options.map((o) => o.kind) : [root.kind];
+  if (!kinds.every((kind) => kind === "object")) {
+    throw new JsonSchemaError('schema: the root must be an object schema ("type": "object")');
+  }
+  return root;
+}
+
+class Compiler {
+  private nodes = 0;
+  /** Compiled $ref targets; filled in after being stored, so a schema may refer to itself. */
+  private readonly refs = new Map<string, SchemaNode>();
+
+  constructor(private readonly root: unknown) {}
+
+  node(schema: unknown, at: string): SchemaNode {
+    if (++this.nodes > MAX_SCHEMA_NODES) {
+      throw new JsonSchemaError(`schema: more than ${MAX_SCHEMA_NODES} subschemas`);
+    }
+    if (schema === true || (isObject(schema) && Object.keys(schema).every((k) => ANNOTATIONS.has(k)))) {
+      return { kind: "any" };
+    }
+    if (!isObject(schema)) throw new JsonSchemaError(`${at}: expected a schema object`);
+    for (const key of Object.keys(schema)) {
+      if (!KEYWORDS.has(key)) throw new JsonSchemaError(`${at}: keyword "${key}" is not supported`);
+    }
+    if (schema.$ref !== undefined) return this.ref(schema, at);
+    if (schema.const !== undefined) return { kind: "literals", values: [literal(schema.const)] };
+    if (schema.enum !== undefined) {
+      if (!Array.isArray(schema.enum) || schema.enum.length === 0) {
+        throw new JsonSchemaError(`${at}.enum: expected a non-empty list`);
+      }
+      return { kind: "literals", values: schema.enum.map(literal) };
+    }
+    if (schema.anyOf !== undefined) {
+      if (!Array.isArray(schema.anyOf) || schema.anyOf.length === 0) {
+        throw new JsonSchemaError(`${at}.anyOf: expected a non-empty list of schemas`);
+      }
+      return { kind: "union", options: schema.anyOf.map((s, i) => this.node(s, `${at}.anyOf[${i}]`)) };
+    }
+    const types = typeNames(schema.type, at);
+    const options = types.map((type) => this.typed(type, schema, at));
+    return options.length === 1 ? options[0]! : { kind: "union", options };
+  }
+
+  private ref(schema: Record<string, unknown>, at: string): SchemaNode {
+    const ref = schema.$ref;
+    if (Object.keys(schema).some((k) => k !== "$ref" && !ANNOTATIONS.has(k))) {
+      throw new JsonSchemaError(`${at}: "$ref" cannot stand beside other keywords`);
+    }
+    const match = typeof ref === "string" ? /^#\/(\$defs|definitions)\/([^/]+)$/.exec(ref) : null;
+    if (!match)
+      throw new JsonSchemaError(`${at}.$ref: only "#/$defs/NAME" and "#/definitions/NAME" are supported`);
+    const known = this.refs.get(ref as string);
+    if (known) return known;
+    const defs = isObject(this.root) ? this.root[match[1]!] : undefined;
+    const target = isObject(defs) ? defs[match[2]!] : undefined;
+    if (target === undefined) throw new JsonSchemaError(`${at}.$ref: ${ref} is not defined`);
+    const node = { kind: "any" } as SchemaNode;
+    this.refs.set(ref as string, node);
+    Object.assign(node, this.node(target, ref as string));
+    return node;
+  }
+
+  private typed(type: TypeName, schema: Record<string, unknown>, at: string): SchemaNode {
+    switch (type) {
+      case "object":
+        return this.object(schema, at);
+      case "array": {
+        if (schema.items === undefined) throw new JsonSchemaError(`${at}: an array schema needs "items"`);
+        const minItems = count(schema.minItems, `${at}.minItems`, 0);
+        const maxItems = count(schema.maxItems, `${at}.maxItems`, Number.POSITIVE_INFINITY);
+        if (minItems > maxItems) throw new JsonSchemaError(`${at}: minItems is above maxItems`);
+        return { kind: "array", items: this.node(schema.items, `${at}.items`), minItems, maxItems };
+      }
+      case "string": {
+        const minLength = count(schema.minLength, `${at}.minLength`, 0);
+        const maxLength = count(schema.maxLength, `${at}.maxLength`, Number.POSITIVE_INFINITY);
+        if (minLength > maxLength) throw new JsonSchemaError(`${at}: minLength is above maxLength`);
+        return { kind: "string", minLength, maxLength };
+      }
+      case "number":
+      case "integer":
+        return { kind: "number", integer: type === "integer" };
+      case "boolean":
+        return { kind: "literals", values: [literal(true), literal(false)] };
+      case "null":
+        return { kind: "literals", values: [literal(null)] };
+    }
+  }
+
+  private object(schema: Record<string, unknown>, at: string): SchemaNode {
+    const { properties, required = [], additionalProperties } = schema;
+    if (properties === undefined) {
+      return additionalProperties === false ? { kind: "object", properties: [] } : ANY_OBJECT;
+    }
+    if (!isObject(properties)) throw new JsonSchemaError(`${at}.properties: expected an object`);
+    if (additionalProperties !== undefined && additionalProperties !== false) {
+      throw new JsonSchemaError(
+        `${at}.additionalProperties: only false is supported (an object's keys are its properties)`,
+      );
+    }
+    if (!Array.isArray(required) || !required.every((k) => typeof k === "string" && k in properties)) {
+      throw new JsonSchemaError(`${at}.required: expected a list of names among its properties`);
+    }
+    return {
+      kind: "object",
+      properties: Object.entries(properties).map(([name, value]) => ({
+        key: literal(name),
+        value: this.node(value, `${at}.properties.${name}`),
+        required: required.includes(name),
+      })),
+    };
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function typeNames(type: unknown, at: string): TypeName[] {
+  const names = Array.isArray(type) ? type : [type];
+  if (type === undefined)
+    throw new JsonSchemaError(`${at}: a schema needs "type" (or enum, const, anyOf, $ref)`);
+  for (const name of names) {
+    if (!TYPES.includes(name as TypeName)) {
+      throw new JsonSchemaError(`${at}.type: ${JSON.stringify(name)} is not a JSON Schema type`);
+    }
+  }
+  return names as TypeName[];
+}
+
+function count(value: unknown, at: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || (value as number) < 0) {
+    throw new JsonSchemaError(`${at}: expected a non-negative integer`);
+  }
+  return value as number;
+}
