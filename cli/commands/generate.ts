@@ -9,6 +9,7 @@ import { z } from "zod";
 import { loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { EngineThread } from "../../worker/engine/engine-thread.ts";
+import { ANY_OBJECT, compileJsonSchema, type SchemaNode } from "../../worker/engine/json-schema.ts";
 import { loadModelConfig } from "../../worker/engine/model-config.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
@@ -27,13 +28,24 @@ const GenerateLine = z
     max_tokens: z.number().int().positive(),
     temperature: z.number().min(0).max(2).optional(),
     seed: z.number().int().optional(),
+    /** As OpenAI's: text, JSON mode, or an instance of a JSON schema (worker/engine/json-schema.ts). */
+    response_format: z
+      .union([
+        z.object({ type: z.enum(["text", "json_object"]) }),
+        z.object({
+          type: z.literal("json_schema"),
+          json_schema: z.object({ schema: z.record(z.string(), z.unknown()) }).loose(),
+        }),
+      ])
+      .optional(),
   })
   .strict()
   .refine((l) => (l.prompt === undefined) !== (l.prompt_ids === undefined), {
     message: 'give exactly one of "prompt" and "prompt_ids"',
   });
 
-type Line = z.infer<typeof GenerateLine>;
+/** A line as read, with the schema its output follows compiled (none: text). */
+type Line = z.infer<typeof GenerateLine> & { json?: SchemaNode };
 
 /** Sequences generating at once (the CUDA engine holds a KV cache row for each). */
 const MAX_BATCH = 64;
@@ -54,7 +66,15 @@ function readLines(file: string): Line[] {
       const issue = result.error.issues[0]!;
       throw new Error(`${file}:${i + 1}: ${issue.path.join(".") || "line"}: ${issue.message}`);
     }
-    parsed.push(result.data);
+    const format = result.data.response_format;
+    let schema: SchemaNode | undefined;
+    try {
+      if (format?.type === "json_object") schema = ANY_OBJECT;
+      if (format?.type === "json_schema") schema = compileJsonSchema(format.json_schema.schema);
+    } catch (error) {
+      throw new Error(`${file}:${i + 1}: response_format.json_schema.${(error as Error).message}`);
+    }
+    parsed.push({ ...result.data, ...(schema ? { json: schema } : {}) });
   });
   if (parsed.length === 0) throw new Error(`${file}: no requests`);
   return parsed;
@@ -139,7 +159,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
             adapter: line.adapter === null ? null : resident.ref(folders.indexOf(line.adapter) + 1),
             promptTokens: prompts[i]!,
             sampling: { ...GREEDY, temperature: line.temperature ?? 0, seed: line.seed ?? null },
-            limits: { maxTokens: line.max_tokens },
+            limits: { maxTokens: line.max_tokens, ...(line.json ? { json: line.json } : {}) },
           })
           .finally(() => bar.increment()),
       ),
@@ -182,7 +202,7 @@ export function registerGenerate(program: Command): void {
     .requiredOption("--model <dir>", "Hugging Face model folder")
     .requiredOption(
       "--batch <file>",
-      'JSONL: {"id", "prompt" | "prompt_ids", "adapter", "max_tokens", "temperature"?, "seed"?}',
+      'JSONL: {"id", "prompt" | "prompt_ids", "adapter", "max_tokens", "temperature"?, "seed"?, "response_format"?}',
     )
     .option("--device <device>", "cpu | webgpu | cuda", "cpu")
     .option("--max-context <n>", "longest sequence, prompt + generated", "1024");

@@ -276,6 +276,68 @@ describe("luminet generate", () => {
     expect(outputs(whole.stdout).map((o) => o.token_ids.length)).toEqual([6, 8]);
   });
 
+  it("writes JSON in JSON mode and a JSON schema's instances, and names a schema it cannot keep", () => {
+    const schema = {
+      type: "object",
+      properties: { word: { type: "string", maxLength: 6 }, count: { type: "integer" } },
+      required: ["word", "count"],
+    };
+    const lines = [0, 1, 2, 3].flatMap((seed) => [
+      {
+        id: `object-${seed}`,
+        prompt: "as JSON",
+        adapter: null,
+        max_tokens: 150,
+        temperature: 1,
+        seed,
+        response_format: { type: "json_object" },
+      },
+      {
+        id: `schema-${seed}`,
+        prompt: "as JSON",
+        adapter: tiny.adapterDirs[1],
+        max_tokens: 150,
+        temperature: 1,
+        seed,
+        response_format: { type: "json_schema", json_schema: { name: "w", schema } },
+      },
+    ]);
+    const result = generate(lines);
+    expect(result.status, result.stderr).toBe(0);
+    const closed = { object: 0, schema: 0 };
+    for (const out of outputs(result.stdout)) {
+      expect(out.text.startsWith("{")).toBe(true);
+      if (out.finish_reason !== "stop") continue;
+      const value = JSON.parse(out.text);
+      if (String(out.id).startsWith("schema")) {
+        closed.schema++;
+        expect(Object.keys(value)).toEqual(["word", "count"]);
+        expect(Number.isInteger(value.count)).toBe(true);
+      } else {
+        closed.object++;
+        expect(value).toBeTypeOf("object");
+      }
+    }
+    // The random model closes any-object JSON late (its keys run long); the schema's lengths close it soon.
+    expect(closed.schema).toBeGreaterThanOrEqual(3);
+    const refused = generate([
+      {
+        id: "bad",
+        prompt: "x",
+        adapter: null,
+        max_tokens: 4,
+        response_format: {
+          type: "json_schema",
+          json_schema: { schema: { type: "object", properties: { a: { type: "string", format: "date" } } } },
+        },
+      },
+    ]);
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toContain(
+      ':1: response_format.json_schema.schema.properties.a: keyword "format" is not supported',
+    );
+  });
+
   it("names the line and field of bad input", () => {
     const result = generate([{ id: "x", prompt: "hi", adapter: null, max_tokens: 0 }]);
     expect(result.status).not.toBe(0);
