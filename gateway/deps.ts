@@ -3,6 +3,7 @@
 // an entry that builds an app per request (Workers) can keep them across requests.
 import type { Bus } from "../bus/bus.ts";
 import type { Db } from "../db/open.ts";
+import type { Usage } from "../schema/wire.ts";
 import { AdapterResolver } from "./adapter-resolver.ts";
 import type { AdapterStorage } from "./adapter-storage.ts";
 import { AuthCache } from "./auth.ts";
@@ -33,6 +34,8 @@ export interface GatewayMetrics {
   desiredWorkers(base: string, workers: number): void;
   /** How a request's wait for a worker of a base with none live ended. */
   coldStart(base: string, outcome: ColdStartOutcome): void;
+  /** A run's Final arrived, with the tokens its worker counted (and bills), whatever its finish reason. */
+  tokens(base: string, usage: Usage): void;
 }
 
 export interface GatewayDeps {

@@ -146,6 +146,7 @@ async function publishChoice(
       ended = true;
     },
     coldStart,
+    (final) => metrics?.tokens(target.base, final.usage),
   );
 }
 
@@ -186,6 +187,8 @@ export class Generation {
     private readonly onEnd: () => void = () => {},
     /** Queued on the shared queue while the base had no live worker: awaitColdStart waits for one. */
     readonly coldStart = false,
+    /** Called with the run's Final when it arrives, whatever its finish reason. */
+    private readonly onFinal: (final: Final) => void = () => {},
   ) {
     this.#timer = setTimeout(() => {
       this.#timedOut = true;
@@ -264,6 +267,7 @@ export class Generation {
           continue;
         }
         this.#finish();
+        this.onFinal(reply);
         if (reply.finish_reason === "error") throw fromWireError(reply.error!);
         if (reply.finish_reason === "cancelled") {
           throw new ApiError(503, "server_error", "The worker cancelled the request.", "cancelled");

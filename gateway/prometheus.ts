@@ -1,7 +1,8 @@
 // The gateway's Prometheus series (Node only: prom-client), on the default registry so `GET /metrics` in
 // one process (`luminet dev`) also shows the worker's series: responses by route, status and base, the
-// gateway's added latency, routing outcomes, generations in flight, the desired worker count per base and
-// how waits for a worker of a base scaled to zero ended; and the process's own (core/process-metrics.ts).
+// gateway's added latency, routing outcomes, generations in flight, tokens answered, the desired worker count
+// per base and how waits for a worker of a base scaled to zero ended; and the process's own
+// (core/process-metrics.ts).
 import type { Hono } from "hono";
 import { Counter, Gauge, Histogram, register } from "prom-client";
 import { collectProcessMetrics } from "../core/process-metrics.ts";
@@ -52,6 +53,11 @@ export function prometheusMetrics(): GatewayMetrics {
     help: "Requests that found no live worker for their base and waited for one to start: claimed, timeout or cancelled",
     labelNames: ["base", "outcome"],
   });
+  const tokens = new Counter({
+    name: "luminet_gateway_tokens_total",
+    help: "Tokens of the runs answered, as their workers counted them: prompt (prefilled), cached_prompt (from a prefix cache) and completion, by base",
+    labelNames: ["base", "kind"],
+  });
   metrics = {
     observe(route, status, s, base) {
       requests.inc({ route, status: String(status), base });
@@ -71,6 +77,12 @@ export function prometheusMetrics(): GatewayMetrics {
     },
     coldStart(base, outcome) {
       coldStarts.inc({ base, outcome });
+    },
+    tokens(base, usage) {
+      const cached = usage.cached_tokens ?? 0;
+      tokens.inc({ base, kind: "prompt" }, usage.prompt_tokens - cached);
+      tokens.inc({ base, kind: "cached_prompt" }, cached);
+      tokens.inc({ base, kind: "completion" }, usage.completion_tokens);
     },
   };
   return metrics;

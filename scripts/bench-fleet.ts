@@ -205,6 +205,7 @@ async function runOnce(
       inFlight() {},
       desiredWorkers() {},
       coldStart() {},
+      tokens() {},
       routed(_base: string, outcome: RouteOutcome) {
         routes[outcome]++;
       },

@@ -67,6 +67,7 @@ describe("GET /v1/fleet/scale", () => {
       desired[base] = workers;
     },
     coldStart() {},
+    tokens() {},
   };
   let app: ReturnType<GatewayHarness["appWith"]>;
 

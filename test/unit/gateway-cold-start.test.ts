@@ -41,6 +41,7 @@ function coldFleet(limits: GatewayDepsInput["limits"]) {
     inFlight() {},
     desiredWorkers() {},
     coldStart: (_base, outcome) => void coldStarts.push(outcome),
+    tokens: () => {},
   };
   const app = h.appWith({ bus: gatewayBus, metrics, limits });
   return {

@@ -1,6 +1,7 @@
 // The gateway's operator series through app.request on the in-process bus with a scripted worker: requests
 // by status and base, the added latency, the routing outcome of each request (from the heartbeats the
-// gateway routed on), generations in flight; and the Prometheus text the Node entry serves at /metrics.
+// gateway routed on), generations in flight, the tokens of every run's Final (a failed one's too); and the
+// Prometheus text the Node entry serves at /metrics.
 import type { Hono } from "hono";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InProcessBroker } from "../../bus/in-process.ts";
@@ -8,9 +9,9 @@ import type { GatewayEnv } from "../../gateway/context.ts";
 import type { GatewayMetrics } from "../../gateway/deps.ts";
 import { mountMetricsRoute, prometheusMetrics } from "../../gateway/prometheus.ts";
 import { type RouteOutcome, routeRequest } from "../../gateway/routing.ts";
-import { ANY_WORKER } from "../../schema/wire.ts";
+import { ANY_WORKER, type Usage } from "../../schema/wire.ts";
 import { sampleRequest } from "../contract/wire-samples.ts";
-import { FakeWorker } from "../support/fake-worker.ts";
+import { FAKE_REPLY_TOKENS, FakeWorker } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 import { idleHeartbeat } from "../support/heartbeats.ts";
 
@@ -19,6 +20,7 @@ class RecordingMetrics implements GatewayMetrics {
   readonly addedSeconds: number[] = [];
   readonly routes: RouteOutcome[] = [];
   readonly inFlightDeltas: { stream: boolean; delta: number }[] = [];
+  readonly tokenCounts: Usage[] = [];
   observe(route: string, status: number, _seconds: number, base: string) {
     this.responses.push({ route, status, base });
   }
@@ -33,6 +35,9 @@ class RecordingMetrics implements GatewayMetrics {
   }
   desiredWorkers() {}
   coldStart() {}
+  tokens(_base: string, usage: Usage) {
+    this.tokenCounts.push(usage);
+  }
 }
 
 let h: GatewayHarness;
@@ -102,6 +107,25 @@ describe("gateway metrics", () => {
     ]);
   });
 
+  it("counts the tokens of every run's Final, a failed one's and each choice's included", async () => {
+    metrics.tokenCounts.length = 0;
+    const res = await app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: BASE, n: 2, max_tokens: 3, messages: [{ role: "user", content: "Hi" }] }),
+    });
+    const body = (await res.json()) as { usage: { prompt_tokens: number } };
+    expect(metrics.tokenCounts.map((u) => u.completion_tokens)).toEqual([3, 3]);
+    expect(metrics.tokenCounts.reduce((sum, u) => sum + u.prompt_tokens, 0)).toBe(body.usage.prompt_tokens);
+    worker.behaviour = () => ({ error: { code: "oom", message: "out of memory" }, after: 2 });
+    try {
+      expect((await chat(BASE)).status).toBe(502);
+    } finally {
+      worker.behaviour = () => "reply";
+    }
+    expect(metrics.tokenCounts.at(-1)?.completion_tokens).toBe(2);
+  });
+
   it("serves every series in Prometheus text at /metrics", async () => {
     const served = h.appWith({ metrics: prometheusMetrics() }) as Hono<GatewayEnv>;
     mountMetricsRoute(served, { ...h.deps, metrics: prometheusMetrics() });
@@ -122,6 +146,10 @@ describe("gateway metrics", () => {
     expect(text).toContain(`luminet_route_total{base="${BASE}",outcome="cold"} 1`);
     expect(text).toContain(`luminet_gateway_added_seconds_count{base="${BASE}"} 1`);
     expect(text).toContain(`luminet_gateway_inflight{base="${BASE}",stream="true"} 0`);
+    expect(text).toContain(
+      `luminet_gateway_tokens_total{base="${BASE}",kind="completion"} ${FAKE_REPLY_TOKENS}`,
+    );
+    expect(text).toContain(`luminet_gateway_tokens_total{base="${BASE}",kind="cached_prompt"} 0`);
     // Read at the scrape: one live worker, nothing queued.
     expect(text).toContain(`luminet_desired_workers{base="${BASE}"} 0`);
     // The process's own series (core/process-metrics.ts), each once.
