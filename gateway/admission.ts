@@ -10,6 +10,7 @@ import { MAX_LOGIT_BIAS } from "../worker/engine/sampler.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import type { BaseModelInfo } from "./bases.ts";
 import { invalidRequest } from "./errors.ts";
+import { forcedCallFormat, parsedToolCalls, planTools, type ToolPlan, toolMessages } from "./tool-calls.ts";
 
 export interface Admitted {
   promptTokenIds: number[];
@@ -19,6 +20,8 @@ export interface Admitted {
   stream: boolean;
   /** stream_options.include_usage: a last chunk carries the usage. */
   includeUsage: boolean;
+  /** Chat: the functions the answer may call (gateway/tool-calls.ts); null for none. */
+  tools?: ToolPlan | null;
 }
 
 type Common = Pick<
@@ -78,26 +81,19 @@ function logitBias(bias: Record<string, number> | null | undefined, vocab: numbe
 }
 
 /**
- * Function calling, which Luminet does not do, refused rather than ignored; and the response format as the
- * worker takes it. JSON mode needs the word "JSON" in the messages, as OpenAI requires: a model not told to
- * write JSON may spend all of max_tokens inside the object without closing it. A JSON schema is checked here
- * against the subset the worker's grammar keeps (worker/engine/json-schema.ts), so one it would refuse is a
- * 400 before anything runs.
+ * The response format as the worker takes it; the deprecated function-calling fields (`functions`,
+ * `function_call`: use `tools`) refused rather than ignored. JSON mode needs the word "JSON" in the messages,
+ * as OpenAI requires: a model not told to write JSON may spend all of max_tokens inside the object without
+ * closing it. A JSON schema is checked here against the subset the worker's grammar keeps
+ * (worker/engine/json-schema.ts), so one it would refuse is a 400 before anything runs.
  */
-function checkToolsAndFormat(body: ChatCompletionRequest): SamplingParams["response_format"] {
-  for (const param of ["tools", "functions"] as const) {
-    if ((body[param]?.length ?? 0) > 0) {
-      throw invalidRequest(`${param} (function calling) is not supported`, param);
-    }
+function checkFormat(body: ChatCompletionRequest): SamplingParams["response_format"] {
+  if ((body.functions?.length ?? 0) > 0) {
+    throw invalidRequest("functions is not supported: give them as tools", "functions");
   }
-  for (const param of ["tool_choice", "function_call"] as const) {
-    const choice = body[param];
-    if (choice !== undefined && choice !== null && choice !== "none" && choice !== "auto") {
-      throw invalidRequest(
-        `${param} ${JSON.stringify(choice)} needs function calling, which is not supported`,
-        param,
-      );
-    }
+  const call = body.function_call;
+  if (call !== undefined && call !== null && call !== "none" && call !== "auto") {
+    throw invalidRequest("function_call is not supported: use tool_choice with tools", "function_call");
   }
   const format = body.response_format?.type;
   if (format === undefined || format === "text") return undefined;
@@ -137,6 +133,29 @@ function checkedJsonSchema(format: ResponseFormat["json_schema"]): Record<string
     );
   }
   return format.schema;
+}
+
+/** A message as the chat template takes it, checked: tool messages answer a call, only assistants call. */
+function chatMessage(message: ChatMessageIn, index: number): ChatMessage {
+  if (message.role === "tool" && !message.tool_call_id) {
+    throw invalidRequest(
+      `messages[${index}]: a tool message needs tool_call_id`,
+      `messages.${index}.tool_call_id`,
+    );
+  }
+  if (message.tool_calls && message.role !== "assistant") {
+    throw invalidRequest(
+      `messages[${index}]: only assistant messages carry tool_calls`,
+      `messages.${index}.tool_calls`,
+    );
+  }
+  return {
+    // OpenAI's newer name for the system role; chat templates know "system".
+    role: message.role === "developer" ? "system" : message.role,
+    content: messageText(message, index),
+    ...(message.tool_calls ? { tool_calls: parsedToolCalls(message.tool_calls, index) } : {}),
+    ...(message.tool_call_id ? { tool_call_id: message.tool_call_id } : {}),
+  };
 }
 
 function messageText(message: ChatMessageIn, index: number): string {
@@ -207,13 +226,22 @@ function admit(
 }
 
 export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Admitted {
-  const format = checkToolsAndFormat(body);
-  const messages: ChatMessage[] = body.messages.map((m, i) => ({
-    // OpenAI's newer name for the system role; chat templates know "system".
-    role: m.role === "developer" ? "system" : m.role,
-    content: messageText(m, i),
-  }));
-  const text = base.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+  const tools = planTools(body);
+  let format = checkFormat(body);
+  if (tools?.forced) {
+    if (format) {
+      throw invalidRequest(
+        "response_format cannot be given with a tool_choice that requires a call: the call's arguments follow its function's parameters",
+        "response_format",
+      );
+    }
+    format = forcedCallFormat(tools);
+  }
+  const conversation = toolMessages(body.messages.map(chatMessage), tools, base.tokenizer.templateTakesTools);
+  const text = base.tokenizer.applyChatTemplate(conversation.messages, {
+    addGenerationPrompt: true,
+    ...(conversation.tools ? { tools: conversation.tools } : {}),
+  });
   // The template writes the special tokens (bos included) itself.
   const ids = base.tokenizer.encode(text, { addSpecialTokens: false });
   if (body.top_logprobs != null && body.top_logprobs > 0 && body.logprobs !== true) {
@@ -229,7 +257,7 @@ export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Adm
     top: body.top_logprobs ?? 0,
   });
   if (format) admitted.sampling.response_format = format;
-  return admitted;
+  return { ...admitted, tools };
 }
 
 function completionPromptIds(prompt: CompletionRequest["prompt"], base: BaseModelInfo): number[] {

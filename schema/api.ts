@@ -16,14 +16,26 @@ const Content = z.union([z.string(), z.array(TextPart)], {
     'must be a string or a list of {"type": "text", "text": …} parts; images, audio and files are not supported',
 });
 
-export const ChatRole = z.enum(["system", "developer", "user", "assistant"]);
+export const ChatRole = z.enum(["system", "developer", "user", "assistant", "tool"]);
 export type ChatRole = z.infer<typeof ChatRole>;
+
+/** A function call as OpenAI writes it: the arguments are JSON text. */
+export const ToolCall = z.object({
+  id: z.string().min(1),
+  type: z.literal("function"),
+  function: z.object({ name: z.string().min(1), arguments: z.string() }),
+});
+export type ToolCall = z.infer<typeof ToolCall>;
 
 export const ChatMessageIn = z.object({
   role: ChatRole,
   // An assistant turn may carry null content in OpenAI's schema (when it held tool calls).
   content: Content.nullable(),
   name: z.string().optional(),
+  /** An assistant turn's function calls. */
+  tool_calls: z.array(ToolCall).optional(),
+  /** A tool message: the call it answers. */
+  tool_call_id: z.string().optional(),
 });
 export type ChatMessageIn = z.infer<typeof ChatMessageIn>;
 
@@ -59,9 +71,31 @@ export const ChatCompletionRequest = z.object({
   max_completion_tokens: PositiveInt.optional(),
   logprobs: z.boolean().nullable().optional(),
   top_logprobs: z.int().min(0).max(20).nullable().optional(),
-  // Function calling and structured output: declared only to be refused (admission.ts).
-  tools: z.array(z.unknown()).nullable().optional(),
-  tool_choice: z.unknown().optional(),
+  /** Functions the model may call (gateway/tool-calls.ts); the parameters are JSON schemas. */
+  tools: z
+    .array(
+      z.object({
+        type: z.literal("function"),
+        function: z.object({
+          name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, _ or -"),
+          description: z.string().optional(),
+          parameters: z.record(z.string(), z.unknown()).optional(),
+          strict: z.boolean().nullable().optional(),
+        }),
+      }),
+    )
+    .max(128, "at most 128 tools")
+    .nullable()
+    .optional(),
+  tool_choice: z
+    .union([
+      z.enum(["none", "auto", "required"]),
+      z.object({ type: z.literal("function"), function: z.object({ name: z.string() }) }),
+    ])
+    .nullable()
+    .optional(),
+  parallel_tool_calls: z.boolean().nullable().optional(),
+  // The deprecated function-calling fields: declared only to be refused (admission.ts).
   functions: z.array(z.unknown()).nullable().optional(),
   function_call: z.unknown().optional(),
   response_format: z
@@ -115,7 +149,7 @@ export const UsageBody = z.object({
 });
 export type UsageBody = z.infer<typeof UsageBody>;
 
-export const FinishReasonOut = z.enum(["stop", "length"]);
+export const FinishReasonOut = z.enum(["stop", "length", "tool_calls"]);
 export type FinishReasonOut = z.infer<typeof FinishReasonOut>;
 
 const TopLogprobOut = z.object({
@@ -137,7 +171,13 @@ export const ChatCompletion = z.object({
   choices: z.array(
     z.object({
       index: z.int(),
-      message: z.object({ role: z.literal("assistant"), content: z.string(), refusal: z.null() }),
+      message: z.object({
+        role: z.literal("assistant"),
+        /** null when the answer is a function call. */
+        content: z.string().nullable(),
+        refusal: z.null(),
+        tool_calls: z.array(ToolCall).optional(),
+      }),
       logprobs: ChatLogprobs,
       finish_reason: FinishReasonOut,
     }),
@@ -154,7 +194,12 @@ export const ChatCompletionChunk = z.object({
   choices: z.array(
     z.object({
       index: z.int(),
-      delta: z.object({ role: z.literal("assistant").optional(), content: z.string().optional() }),
+      delta: z.object({
+        role: z.literal("assistant").optional(),
+        content: z.string().optional(),
+        /** A function call, whole, in one delta (OpenAI's streaming shape, with its index). */
+        tool_calls: z.array(ToolCall.extend({ index: z.int() })).optional(),
+      }),
       logprobs: ChatLogprobs.optional(),
       finish_reason: FinishReasonOut.nullable(),
     }),

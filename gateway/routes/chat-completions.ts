@@ -1,18 +1,21 @@
 // POST /v1/chat/completions: OpenAI's chat API. Non-streaming answers one chat.completion with usage;
 // streaming sends a role chunk per choice, content deltas and each choice's finish chunk as they come
 // (choices interleaved, gateway/choices.ts), the usage chunk when stream_options.include_usage asks for it,
-// then [DONE]. A stream's first reply is awaited before
+// then [DONE]. With tools, an answer that is a function call comes as tool_calls (gateway/tool-calls.ts):
+// streamed, in one delta once the call is complete. A stream's first reply is awaited before
 // answering for a while (openStream), so an error that comes early still gets its own HTTP status.
 import type { Handler } from "hono";
 import { type ChatCompletion, type ChatCompletionChunk, ChatCompletionRequest } from "../../schema/api.ts";
-import type { Final } from "../../schema/wire.ts";
+import type { Final, TokenLogprob } from "../../schema/wire.ts";
 import { admitChat } from "../admission.ts";
 import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
+import { choiceRequestId } from "../generation.ts";
 import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
+import { ToolCallStream, toolCallIn } from "../tool-calls.ts";
 import { begin, finishReasonOf, openStream, streamResponse, usageOf } from "./inference.ts";
 
 export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
@@ -26,18 +29,27 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       model: body.model,
     };
     const wantLogprobs = admitted.sampling.logprobs;
+    const tools = admitted.tools ?? null;
+    const callId = (index: number) => `call_${choiceRequestId(c.get("requestId"), index)}`;
 
     if (!admitted.stream) {
       const replies = await collectChoices(await begin(c, deps, resolved, admitted));
       const completion: ChatCompletion = {
         ...head,
         object: "chat.completion",
-        choices: replies.map(({ text, logprobs, final }, index) => ({
-          index,
-          message: { role: "assistant", content: text, refusal: null },
-          logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
-          finish_reason: finishReasonOf(final),
-        })),
+        choices: replies.map(({ text, logprobs, final }, index) => {
+          const call = tools ? toolCallIn(text, tools, callId(index)) : null;
+          if (call) {
+            const message = { role: "assistant" as const, content: null, refusal: null, tool_calls: [call] };
+            return { index, message, logprobs: null, finish_reason: "tool_calls" as const };
+          }
+          return {
+            index,
+            message: { role: "assistant", content: text, refusal: null },
+            logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
+            finish_reason: finishReasonOf(final),
+          };
+        }),
         usage: usageOf(replies.map((reply) => reply.final)),
       };
       return c.json(completion);
@@ -62,21 +74,42 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
         });
       }
       const finals: Final[] = [];
+      // With tools, a choice's text is held while it may be a call (gateway/tool-calls.ts), its logprobs
+      // with it.
+      const calls = choices.map(() => (tools ? new ToolCallStream(tools) : null));
+      const heldLogprobs = choices.map((): TokenLogprob[] => []);
+      const content = (index: number, text: string, logprobs: TokenLogprob[]) =>
+        chunk({
+          index,
+          delta: { content: text },
+          logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
+          finish_reason: null,
+        });
       for await (const { index, step } of interleave(choices)) {
+        const held = heldLogprobs[index]!;
         if (step.done) {
           finals.push(step.value);
+          const end = calls[index]?.end(callId(index));
+          if (end && "call" in end) {
+            yield chunk({
+              index,
+              delta: { tool_calls: [{ index: 0, ...end.call }] },
+              logprobs: null,
+              finish_reason: null,
+            });
+            yield chunk({ index, delta: {}, logprobs: null, finish_reason: "tool_calls" });
+            continue;
+          }
+          if (end && end.text !== "") yield content(index, end.text, held.splice(0));
           yield chunk({ index, delta: {}, logprobs: null, finish_reason: finishReasonOf(step.value) });
           continue;
         }
-        const { text, logprobs } = step.value;
-        if (text !== "" || (wantLogprobs && logprobs && logprobs.length > 0)) {
-          yield chunk({
-            index,
-            delta: { content: text },
-            logprobs: wantLogprobs ? { content: chatLogprobs(logprobs ?? []) } : null,
-            finish_reason: null,
-          });
-        }
+        held.push(...(step.value.logprobs ?? []));
+        const stream = calls[index];
+        const text = stream ? stream.push(step.value.text) : step.value.text;
+        if (stream && text === "") continue;
+        if (text !== "" || (wantLogprobs && held.length > 0)) yield content(index, text, held.splice(0));
+        else held.length = 0;
       }
       if (admitted.includeUsage) {
         yield { ...head, object: "chat.completion.chunk", choices: [], usage: usageOf(finals) };

@@ -482,6 +482,79 @@ describe("the gateway with real workers, through the openai client", () => {
     ).rejects.toMatchObject({ status: 400, param: "response_format.json_schema.schema" });
   });
 
+  it("calls a required function with arguments of its schema, streaming and not, and takes the result back", async () => {
+    const tools = [
+      {
+        type: "function" as const,
+        function: {
+          name: "forecast",
+          parameters: {
+            type: "object",
+            properties: { city: { type: "string", maxLength: 10 }, days: { type: "integer" } },
+            required: ["city", "days"],
+          },
+        },
+      },
+      {
+        type: "function" as const,
+        function: { name: "clock", parameters: { type: "object", properties: {} } },
+      },
+    ];
+    const request = {
+      model: `${BASE}:acme/a1`,
+      messages: [{ role: "user" as const, content: "Will it rain in Oslo?" }],
+      tools,
+      tool_choice: "required" as const,
+      max_tokens: 120,
+      temperature: 1,
+      seed: 3,
+    };
+    const answer = await client.chat.completions.create(request);
+    const [choice] = answer.choices;
+    expect(choice?.finish_reason).toBe("tool_calls");
+    expect(choice?.message.content).toBeNull();
+    const [call] = choice?.message.tool_calls ?? [];
+    expect(call?.type).toBe("function");
+    const fn = (call as { function: { name: string; arguments: string } }).function;
+    expect(["forecast", "clock"]).toContain(fn.name);
+    const args = JSON.parse(fn.arguments) as Record<string, unknown>;
+    if (fn.name === "forecast") {
+      expect(Object.keys(args)).toEqual(["city", "days"]);
+      expect(Number.isInteger(args.days)).toBe(true);
+    } else expect(args).toEqual({});
+
+    const stream = await client.chat.completions.create({ ...request, stream: true });
+    const streamed: { name?: string; arguments?: string; id?: string }[] = [];
+    let finish: string | null = null;
+    let content = "";
+    for await (const chunk of stream) {
+      const delta = chunk.choices[0]?.delta;
+      content += delta?.content ?? "";
+      for (const c of delta?.tool_calls ?? []) streamed.push({ id: c.id, ...c.function });
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(content).toBe("");
+    expect(finish).toBe("tool_calls");
+    expect(streamed).toEqual([
+      { id: expect.stringMatching(/^call_/), name: fn.name, arguments: fn.arguments },
+    ]);
+
+    // The call and its result go back to the model, which answers on.
+    const followUp = await client.chat.completions.create({
+      model: `${BASE}:acme/a1`,
+      messages: [
+        ...request.messages,
+        { role: "assistant", content: null, tool_calls: [call!] },
+        { role: "tool", tool_call_id: call!.id, content: '{"rain": true}' },
+      ],
+      tools,
+      tool_choice: "none",
+      max_tokens: 5,
+    });
+    expect(followUp.choices[0]?.finish_reason).toBe("length");
+    expect(followUp.choices[0]?.message.content?.length).toBeGreaterThan(0);
+  });
+
   it("answers every error path in OpenAI's shape", async () => {
     const stranger = new OpenAI({
       apiKey: "lk_notAKeyAtAll000000000000",

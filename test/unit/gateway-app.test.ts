@@ -4,6 +4,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { InProcessBroker } from "../../bus/in-process.ts";
 import { ChatCompletion, Completion, ErrorBody, ModelList } from "../../schema/api.ts";
 import type { InferenceRequest } from "../../schema/wire.ts";
+import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { FAKE_REPLY_TOKENS, FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, CONTEXT, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 
@@ -380,7 +381,7 @@ describe("bad input", () => {
       await chat({ messages: [{ role: "tool", content: "hi" }] }),
       400,
       null,
-      "messages.0.role",
+      "messages.0.tool_call_id",
     );
     await expectError(await chat({ n: 0 }), 400, null, "n");
     await expectError(await chat({ n: 17 }), 400, null, "n");
@@ -423,20 +424,15 @@ describe("bad input", () => {
     expect(error.message).toContain("at most 1024");
   });
 
-  it("refuses function calling and structured output rather than ignoring them", async () => {
-    const tool = { type: "function", function: { name: "weather", parameters: { type: "object" } } };
+  it("refuses the deprecated function fields and unknown formats rather than ignoring them", async () => {
+    const fn = { name: "weather", parameters: { type: "object" } };
     const refused: [Record<string, unknown>, string][] = [
-      [{ tools: [tool] }, "tools"],
-      [{ functions: [tool.function] }, "functions"],
-      [{ tool_choice: "required" }, "tool_choice"],
-      [{ tool_choice: { type: "function", function: { name: "weather" } } }, "tool_choice"],
+      [{ functions: [fn] }, "functions"],
       [{ function_call: { name: "weather" } }, "function_call"],
       [{ response_format: { type: "xml" } }, "response_format"],
+      [{ tool_choice: "required" }, "tool_choice"],
     ];
-    for (const [body, param] of refused) {
-      const error = await expectError(await chat(body), 400, null, param);
-      expect(error.message).toContain("not supported");
-    }
+    for (const [body, param] of refused) await expectError(await chat(body), 400, null, param);
     // What asks for nothing beyond text is served.
     for (const body of [
       { tools: [] },
@@ -447,6 +443,54 @@ describe("bad input", () => {
       expect((await chat(body)).status).toBe(200);
       expect(lastRequest().sampling.response_format).toBeUndefined();
     }
+  });
+
+  it("generates a required call under its function's schema, described to a template without tools", async () => {
+    const tool = {
+      type: "function",
+      function: { name: "weather", parameters: { type: "object", properties: { city: { type: "string" } } } },
+    };
+    expect((await chat({ tools: [tool], tool_choice: "required" })).status).toBe(200);
+    const sent = lastRequest();
+    expect(sent.sampling.response_format).toEqual({
+      json_schema: {
+        type: "object",
+        properties: { name: { const: "weather" }, arguments: tool.function.parameters },
+        required: ["name", "arguments"],
+        additionalProperties: false,
+      },
+    });
+    // The tiny model's template does not read tools: a system message describes them first.
+    const prompt = loadTokenizer(h.modelDir).decode(sent.prompt_token_ids);
+    expect(prompt).toContain('"name":"weather"');
+    expect(prompt.indexOf('"name":"weather"')).toBeLessThan(prompt.indexOf("Hi there"));
+    // Auto leaves the answer free.
+    expect((await chat({ tools: [tool] })).status).toBe(200);
+    expect(lastRequest().sampling.response_format).toBeUndefined();
+    await expectError(
+      await chat({
+        tools: [tool],
+        tool_choice: "required",
+        response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "object" } } },
+      }),
+      400,
+      null,
+      "response_format",
+    );
+    const history = [
+      { role: "user", content: "Weather?" },
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [{ id: "c1", type: "function", function: { name: "weather", arguments: "{oops" } }],
+      },
+    ];
+    await expectError(
+      await chat({ tools: [tool], messages: history }),
+      400,
+      null,
+      "messages.1.tool_calls.0.function.arguments",
+    );
   });
 
   it("takes JSON mode where the messages mention JSON, as OpenAI does, and tells the worker", async () => {

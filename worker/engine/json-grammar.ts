@@ -7,8 +7,14 @@
 // tries every token of the vocabulary each step.
 import { ANY_OBJECT, type PropertyNode, type SchemaNode } from "./json-schema.ts";
 
-/** Most whitespace bytes in a row: enough to indent pretty-printed JSON, not to spin forever on blanks. */
-export const MAX_WHITESPACE_RUN = 16;
+/**
+ * Most whitespace bytes in a row: one, as Outlines allows, so a model cannot spend its tokens on blanks (a
+ * known failure of JSON modes); the output is compact JSON, a space or a line break between its tokens.
+ */
+export const MAX_WHITESPACE_RUN = 1;
+
+/** Most digits in each part of a number (integer, fraction, exponent): past any double's precision. */
+export const MAX_DIGITS = 24;
 
 type ObjectNode = Extract<SchemaNode, { kind: "object" }>;
 type ArrayNode = Extract<SchemaNode, { kind: "array" }>;
@@ -19,7 +25,8 @@ type Frame =
   | { t: "value"; node: SchemaNode }
   /**
    * Inside an object. open: after "{"; key: after ","; colon: after a key; value: the key's value is being
-   * read; after: after a value. `next` is the first property that may still come (keys go in order).
+   * read; after: after a value. `next` is the first property that may still come (keys go in order);
+   * `pending` the schema of the value after the colon.
    */
   | {
       t: "object";
@@ -44,7 +51,8 @@ type Frame =
       continuation: number;
       key: boolean;
     }
-  | { t: "number"; integer: boolean; state: NumberState }
+  /** A number: where it is, and the digits of its current part. */
+  | { t: "number"; integer: boolean; state: NumberState; digits: number }
   /** One of `values` exactly, `matched` bytes read. */
   | { t: "literal"; values: Uint8Array[]; matched: number };
 
@@ -155,6 +163,7 @@ function step(parse: Parse, b: number, out: Parse[]): void {
     case "number": {
       const state = numberByte(top, b);
       if (state) {
+        top.digits = !isDigit(b) ? 0 : state === top.state ? top.digits + 1 : 1;
         top.state = state;
         out.push(parse);
         return;
@@ -412,12 +421,13 @@ function stringByte(parse: Parse, s: StringFrame, b: number): boolean {
 }
 
 function startNumber(integer: boolean, b: number): Frame {
-  return { t: "number", integer, state: b === 0x2d ? "minus" : b === 0x30 ? "zero" : "int" };
+  const state = b === 0x2d ? "minus" : b === 0x30 ? "zero" : "int";
+  return { t: "number", integer, state, digits: b === 0x2d ? 0 : 1 };
 }
 
 /** The number's state after byte `b`, or null when `b` cannot continue it. */
 function numberByte(n: Extract<Frame, { t: "number" }>, b: number): NumberState | null {
-  const digit = isDigit(b);
+  const digit = isDigit(b) && n.digits < MAX_DIGITS;
   const exponent = (b === 0x65 || b === 0x45) && !n.integer;
   switch (n.state) {
     case "minus":

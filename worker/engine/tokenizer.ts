@@ -14,6 +14,16 @@ export class TokenizerError extends Error {
 export interface ChatMessage {
   role: string;
   content: string;
+  /** An assistant turn's function calls, arguments parsed, as Hugging Face chat templates take them. */
+  tool_calls?: { id: string; type: "function"; function: { name: string; arguments: unknown } }[];
+  /** A tool message: the call it answers. */
+  tool_call_id?: string;
+}
+
+export interface ChatTemplateOptions {
+  addGenerationPrompt?: boolean;
+  /** Functions the model may call, in OpenAI's shape (the `tools` Hugging Face templates read). */
+  tools?: readonly unknown[];
 }
 
 export interface Tokenizer {
@@ -25,7 +35,9 @@ export interface Tokenizer {
   encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
   /** Ids outside the vocabulary decode to nothing (models often pad their embedding past the vocab). */
   decode(ids: readonly number[], options?: { skipSpecialTokens?: boolean }): string;
-  applyChatTemplate(messages: readonly ChatMessage[], options?: { addGenerationPrompt?: boolean }): string;
+  applyChatTemplate(messages: readonly ChatMessage[], options?: ChatTemplateOptions): string;
+  /** The chat template reads `tools`: it writes function definitions into the prompt itself. */
+  readonly templateTakesTools: boolean;
   isSpecial(id: number): boolean;
   /** The token's own bytes (token-bytes.ts); empty outside the vocabulary. */
   tokenBytes(id: number): Uint8Array;
@@ -192,13 +204,15 @@ export function tokenizerFromFiles(files: TokenizerFiles): Tokenizer {
       try {
         return template.render({
           ...specialStrings,
-          messages: messages.map((m) => ({ role: m.role, content: m.content })),
+          messages: messages.map((m) => ({ ...m })),
           add_generation_prompt: options.addGenerationPrompt ?? true,
+          ...(options.tools ? { tools: options.tools } : {}),
         });
       } catch (err) {
         throw new TokenizerError(`chat template failed: ${(err as Error).message}`);
       }
     },
+    templateTakesTools: templateSource !== null && /\btools\b/.test(templateSource),
     isSpecial: (id) => specialIds.has(id),
     tokenBytes,
   };

@@ -1,0 +1,175 @@
+// OpenAI's function calling on any base model. The functions reach the model through its chat template
+// when the template reads `tools` (Llama 3.1, Qwen2.5, Mistral and most instruction templates), or else as a
+// system message that asks for a call as {"name", "arguments"} JSON. A call the caller requires
+// (tool_choice "required" or a named function) is generated under a JSON schema (the worker's grammar),
+// so it is always one of the functions with arguments of its schema. With "auto" the model chooses: an
+// answer that is exactly such a JSON object naming a function is a call, anything else is text. A call is
+// answered as OpenAI does: content null, tool_calls, finish_reason "tool_calls"; one call per choice.
+import type { ChatCompletionRequest, ToolCall } from "../schema/api.ts";
+import type { SamplingParams } from "../schema/wire.ts";
+import { compileJsonSchema, JsonSchemaError } from "../worker/engine/json-schema.ts";
+import type { ChatMessage } from "../worker/engine/tokenizer.ts";
+import { invalidRequest } from "./errors.ts";
+
+type Tool = NonNullable<ChatCompletionRequest["tools"]>[number];
+
+/** How a request may call functions: null when it gives none, or tool_choice is "none". */
+export interface ToolPlan {
+  tools: Tool[];
+  /** The functions the answer must call one of (required or named); null: the model may answer text. */
+  forced: string[] | null;
+}
+
+const ANY_PARAMETERS = { type: "object" };
+
+/** Checks tools and tool_choice; throws 400 naming the parameter. */
+export function planTools(body: ChatCompletionRequest): ToolPlan | null {
+  const tools = body.tools ?? [];
+  const choice = body.tool_choice ?? (tools.length > 0 ? "auto" : "none");
+  if (tools.length === 0) {
+    if (choice === "none" || choice === "auto") return null;
+    throw invalidRequest("tool_choice needs tools", "tool_choice");
+  }
+  const names = new Set<string>();
+  for (const [i, tool] of tools.entries()) {
+    if (names.has(tool.function.name)) {
+      throw invalidRequest(
+        `tools[${i}]: the name "${tool.function.name}" is taken by another tool`,
+        `tools.${i}`,
+      );
+    }
+    names.add(tool.function.name);
+    try {
+      compileJsonSchema(tool.function.parameters ?? ANY_PARAMETERS);
+    } catch (error) {
+      if (!(error instanceof JsonSchemaError)) throw error;
+      throw invalidRequest(
+        `Invalid schema for function '${tool.function.name}': ${error.message}`,
+        `tools.${i}.function.parameters`,
+      );
+    }
+  }
+  if (choice === "none") return null;
+  if (choice === "auto") return { tools, forced: null };
+  if (choice === "required") return { tools, forced: [...names] };
+  if (!names.has(choice.function.name)) {
+    throw invalidRequest(
+      `tool_choice names "${choice.function.name}", which is not among the tools`,
+      "tool_choice",
+    );
+  }
+  return { tools, forced: [choice.function.name] };
+}
+
+/** The output format that makes the answer a call of one of the forced functions. */
+export function forcedCallFormat(plan: ToolPlan): SamplingParams["response_format"] {
+  if (!plan.forced) return undefined;
+  const calls = plan.tools
+    .filter((tool) => plan.forced!.includes(tool.function.name))
+    .map((tool) => ({
+      type: "object",
+      properties: {
+        name: { const: tool.function.name },
+        arguments: tool.function.parameters ?? ANY_PARAMETERS,
+      },
+      required: ["name", "arguments"],
+      additionalProperties: false,
+    }));
+  return { json_schema: calls.length === 1 ? calls[0]! : { anyOf: calls } };
+}
+
+/**
+ * The conversation as the chat template gets it. A template that reads `tools` gets the tools and the
+ * messages' calls as they are (arguments parsed); for one that does not, a system message describes the
+ * functions, and earlier calls and their results become plain turns it can render.
+ */
+export function toolMessages(
+  messages: ChatMessage[],
+  plan: ToolPlan | null,
+  templateTakesTools: boolean,
+): { messages: ChatMessage[]; tools?: Tool[] } {
+  if (templateTakesTools) return plan ? { messages, tools: plan.tools } : { messages };
+  const plain = messages.map((m): ChatMessage => {
+    if (m.role === "tool")
+      return { role: "user", content: `Result of call ${m.tool_call_id ?? ""}: ${m.content}` };
+    if (!m.tool_calls) return m;
+    const calls = m.tool_calls.map((c) =>
+      JSON.stringify({ name: c.function.name, arguments: c.function.arguments }),
+    );
+    return { role: m.role, content: [m.content, ...calls].filter((part) => part !== "").join("\n") };
+  });
+  if (!plan) return { messages: plain };
+  const described = plan.tools.map((t) => JSON.stringify(t.function)).join("\n");
+  const instruction =
+    "You can call these functions. To call one, answer with only a JSON object " +
+    `{"name": <the function's name>, "arguments": <its arguments>}.\n${described}`;
+  return { messages: [{ role: "system", content: instruction }, ...plain] };
+}
+
+/** An assistant message's calls, arguments parsed for the template; 400 for arguments that are not JSON. */
+export function parsedToolCalls(calls: readonly ToolCall[], index: number): ChatMessage["tool_calls"] {
+  return calls.map((call, c) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(call.function.arguments);
+    } catch {
+      throw invalidRequest(
+        `messages[${index}].tool_calls[${c}].function.arguments is not JSON`,
+        `messages.${index}.tool_calls.${c}.function.arguments`,
+      );
+    }
+    return { id: call.id, type: "function", function: { name: call.function.name, arguments: parsed } };
+  });
+}
+
+/** The call an answer's text makes, if it is exactly {"name", "arguments"} naming one of the tools. */
+export function toolCallIn(text: string, plan: ToolPlan, id: string): ToolCall | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return null;
+  const { name, arguments: args = (value as { parameters?: unknown }).parameters } = value as {
+    name?: unknown;
+    arguments?: unknown;
+  };
+  if (typeof name !== "string" || !plan.tools.some((t) => t.function.name === name)) return null;
+  if (typeof args !== "object" || args === null || Array.isArray(args)) return null;
+  return { id, type: "function", function: { name, arguments: JSON.stringify(args) } };
+}
+
+/**
+ * A streamed choice's text while it may still be a call: held back as long as it could be one (all of it,
+ * when a call is forced; with "auto", while it is blank or starts with "{"), passed on once it cannot.
+ */
+export class ToolCallStream {
+  private held = "";
+  private passing: boolean;
+
+  constructor(private readonly plan: ToolPlan) {
+    this.passing = false;
+  }
+
+  /** The text to send now (held text included once it is known not to be a call). */
+  push(text: string): string {
+    if (this.passing) return text;
+    this.held += text;
+    const start = this.held.trimStart();
+    if (this.plan.forced || start === "" || start.startsWith("{")) return "";
+    this.passing = true;
+    const out = this.held;
+    this.held = "";
+    return out;
+  }
+
+  /** At the end: the call the held text makes, or the held text to send as content. */
+  end(id: string): { call: ToolCall } | { text: string } {
+    const call = this.passing ? null : toolCallIn(this.held, this.plan, id);
+    if (call) return { call };
+    const text = this.held;
+    this.held = "";
+    return { text };
+  }
+}

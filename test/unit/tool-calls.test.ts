@@ -1,0 +1,174 @@
+// Function calling's pieces: which tools and choices are taken, the schema a required call is generated
+// under, how the conversation reaches a template with and without tools support, which answers are calls,
+// and what a stream holds back while an answer may still be one.
+import { describe, expect, it } from "vitest";
+import type { ApiError } from "../../gateway/errors.ts";
+import {
+  forcedCallFormat,
+  planTools,
+  ToolCallStream,
+  type ToolPlan,
+  toolCallIn,
+  toolMessages,
+} from "../../gateway/tool-calls.ts";
+import { type ChatCompletionRequest, ChatCompletionRequest as Request } from "../../schema/api.ts";
+import { JsonGrammar } from "../../worker/engine/json-grammar.ts";
+import { compileJsonSchema } from "../../worker/engine/json-schema.ts";
+
+const weather = {
+  type: "function" as const,
+  function: {
+    name: "get_weather",
+    description: "The weather in a city",
+    parameters: {
+      type: "object",
+      properties: { city: { type: "string" }, unit: { enum: ["c", "f"] } },
+      required: ["city"],
+    },
+  },
+};
+const time = { type: "function" as const, function: { name: "get_time" } };
+
+const body = (extra: Record<string, unknown>): ChatCompletionRequest =>
+  Request.parse({ model: "m", messages: [{ role: "user", content: "hi" }], ...extra });
+
+function refusal(extra: Record<string, unknown>): ApiError {
+  try {
+    planTools(body(extra));
+  } catch (error) {
+    return error as ApiError;
+  }
+  throw new Error("expected a refusal");
+}
+
+describe("planTools", () => {
+  it("takes auto by default, required and a named function, and none or no tools as no plan", () => {
+    expect(planTools(body({ tools: [weather, time] }))).toMatchObject({ forced: null });
+    expect(planTools(body({ tools: [weather, time], tool_choice: "required" }))?.forced).toEqual([
+      "get_weather",
+      "get_time",
+    ]);
+    const named = { type: "function", function: { name: "get_time" } };
+    expect(planTools(body({ tools: [weather, time], tool_choice: named }))?.forced).toEqual(["get_time"]);
+    expect(planTools(body({ tools: [weather], tool_choice: "none" }))).toBeNull();
+    expect(planTools(body({}))).toBeNull();
+  });
+
+  it("refuses a choice without tools, an unknown name, a name twice and parameters outside the schema subset", () => {
+    expect(refusal({ tool_choice: "required" })).toMatchObject({ param: "tool_choice" });
+    const unknown = refusal({
+      tools: [weather],
+      tool_choice: { type: "function", function: { name: "nope" } },
+    });
+    expect(unknown.message).toContain('"nope", which is not among the tools');
+    expect(refusal({ tools: [weather, weather] })).toMatchObject({ param: "tools.1" });
+    const pattern = {
+      ...weather,
+      function: {
+        ...weather.function,
+        parameters: { type: "object", properties: { city: { type: "string", pattern: "x" } } },
+      },
+    };
+    expect(refusal({ tools: [pattern] })).toMatchObject({ param: "tools.0.function.parameters" });
+  });
+});
+
+describe("a required call's format", () => {
+  it("is a schema whose instances are exactly {name, arguments} calls of the forced functions", () => {
+    const plan = planTools(body({ tools: [weather, time], tool_choice: "required" }))!;
+    const format = forcedCallFormat(plan) as { json_schema: Record<string, unknown> };
+    const accepts = (text: string) => {
+      const grammar = new JsonGrammar(compileJsonSchema(format.json_schema));
+      const bytes = new TextEncoder().encode(text);
+      if (!grammar.accepts(bytes)) return false;
+      grammar.push(bytes);
+      return grammar.complete;
+    };
+    expect(accepts('{"name":"get_weather","arguments":{"city":"Oslo","unit":"c"}}')).toBe(true);
+    expect(accepts('{"name":"get_time","arguments":{}}')).toBe(true);
+    expect(accepts('{"name":"get_weather","arguments":{"unit":"c"}}')).toBe(false);
+    expect(accepts('{"name":"get_news","arguments":{}}')).toBe(false);
+    expect(accepts('{"arguments":{},"name":"get_time"}')).toBe(false);
+    expect(forcedCallFormat(planTools(body({ tools: [weather] }))!)).toBeUndefined();
+  });
+});
+
+describe("the conversation a template gets", () => {
+  const messages = [
+    { role: "user", content: "Weather in Oslo?" },
+    {
+      role: "assistant",
+      content: "",
+      tool_calls: [
+        {
+          id: "c1",
+          type: "function" as const,
+          function: { name: "get_weather", arguments: { city: "Oslo" } },
+        },
+      ],
+    },
+    { role: "tool", content: '{"temp": 3}', tool_call_id: "c1" },
+  ];
+  const plan: ToolPlan = { tools: [weather], forced: null };
+
+  it("is the messages and tools as they are for a template that reads tools", () => {
+    expect(toolMessages(messages, plan, true)).toEqual({ messages, tools: [weather] });
+  });
+
+  it("describes the functions and writes calls and results as plain turns for one that does not", () => {
+    const plain = toolMessages(messages, plan, false);
+    expect(plain.tools).toBeUndefined();
+    expect(plain.messages[0]).toMatchObject({ role: "system" });
+    expect(plain.messages[0]!.content).toContain(
+      '{"name": <the function\'s name>, "arguments": <its arguments>}',
+    );
+    expect(plain.messages[0]!.content).toContain('"name":"get_weather"');
+    expect(plain.messages.slice(1)).toEqual([
+      messages[0],
+      { role: "assistant", content: '{"name":"get_weather","arguments":{"city":"Oslo"}}' },
+      { role: "user", content: 'Result of call c1: {"temp": 3}' },
+    ]);
+    expect(toolMessages(messages, null, false).messages).toHaveLength(3);
+  });
+});
+
+describe("an answer that is a call", () => {
+  const plan: ToolPlan = { tools: [weather, time], forced: null };
+
+  it("is exactly a JSON object naming a tool, with arguments (or parameters) as an object", () => {
+    expect(toolCallIn(' {"name": "get_weather", "arguments": {"city": "Oslo"}}\n', plan, "call_1")).toEqual({
+      id: "call_1",
+      type: "function",
+      function: { name: "get_weather", arguments: '{"city":"Oslo"}' },
+    });
+    expect(toolCallIn('{"name":"get_time","parameters":{}}', plan, "c")?.function.arguments).toBe("{}");
+    for (const text of [
+      '{"name":"get_news","arguments":{}}',
+      '{"name":"get_time"}',
+      'Sure: {"name":"get_time","arguments":{}}',
+      '{"name":"get_time","arguments":[1]}',
+    ]) {
+      expect(toolCallIn(text, plan, "c"), text).toBeNull();
+    }
+  });
+
+  it("is held back in a stream while it may be one, and text passes once it cannot", () => {
+    const auto = new ToolCallStream(plan);
+    expect([auto.push("  "), auto.push('{"name":'), auto.push('"get_time","arguments":{}}')]).toEqual([
+      "",
+      "",
+      "",
+    ]);
+    expect(auto.end("c")).toEqual({
+      call: { id: "c", type: "function", function: { name: "get_time", arguments: "{}" } },
+    });
+    const text = new ToolCallStream(plan);
+    expect([text.push(" "), text.push("Hello"), text.push(" there")]).toEqual(["", " Hello", " there"]);
+    expect(text.end("c")).toEqual({ text: "" });
+    const brace = new ToolCallStream(plan);
+    brace.push("{not json");
+    expect(brace.end("c")).toEqual({ text: "{not json" });
+    const forced = new ToolCallStream({ ...plan, forced: ["get_time"] });
+    expect(forced.push("Hello")).toBe("");
+  });
+});
