@@ -3,8 +3,8 @@
 // system message that asks for a call as {"name", "arguments"} JSON. A call the caller requires
 // (tool_choice "required" or a named function) is generated under a JSON schema (the worker's grammar),
 // so it is always one of the functions with arguments of its schema. With "auto" the model chooses: an
-// answer that is exactly such a JSON object naming a function is a call, anything else is text. A call is
-// answered as OpenAI does: content null, tool_calls, finish_reason "tool_calls"; one call per choice.
+// answer that is only calls, in the JSON forms instruction templates teach (toolCallsIn), is calls; anything
+// else is text. Calls are answered as OpenAI does: content null, tool_calls, finish_reason "tool_calls".
 import type { ChatCompletionRequest, ToolCall } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
 import { compileJsonSchema, JsonSchemaError } from "../worker/engine/json-schema.ts";
@@ -122,27 +122,72 @@ export function parsedToolCalls(calls: readonly ToolCall[], index: number): Chat
   });
 }
 
-/** The call an answer's text makes, if it is exactly {"name", "arguments"} naming one of the tools. */
-export function toolCallIn(text: string, plan: ToolPlan, id: string): ToolCall | null {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return null;
+/**
+ * The calls an answer's text makes, if all of it is calls of the tools: one {"name", "arguments"} JSON object
+ * (or "parameters", as Llama 3.1 writes it; arguments as an object or as JSON text), a list of them
+ * (Mistral's, after its "[TOOL_CALLS]"), or such objects each in <tool_call> tags (Hermes, Qwen2.5).
+ * Null for anything else: the answer is text. The calls are numbered `<id>`, `<id>_1`, ….
+ */
+export function toolCallsIn(text: string, plan: ToolPlan, id: string): ToolCall[] | null {
+  let body = text.trim();
+  if (body.startsWith(MISTRAL_CALLS)) body = body.slice(MISTRAL_CALLS.length).trim();
+  let values: unknown[];
+  if (body.startsWith(TAGGED_CALL)) {
+    const blocks = [...body.matchAll(/<tool_call>([\s\S]*?)<\/tool_call>/g)];
+    if (
+      blocks
+        .map((b) => b[0])
+        .join("")
+        .replace(/\s/g, "") !== body.replace(/\s/g, "")
+    )
+      return null;
+    const parsed = blocks.map((b) => parseJson(b[1]!));
+    if (parsed.some((v) => v === undefined)) return null;
+    values = parsed;
+  } else {
+    const value = parseJson(body);
+    values = Array.isArray(value) ? value : [value];
   }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) return null;
-  const { name, arguments: args = (value as { parameters?: unknown }).parameters } = value as {
-    name?: unknown;
-    arguments?: unknown;
-  };
-  if (typeof name !== "string" || !plan.tools.some((t) => t.function.name === name)) return null;
-  if (typeof args !== "object" || args === null || Array.isArray(args)) return null;
-  return { id, type: "function", function: { name, arguments: JSON.stringify(args) } };
+  if (values.length === 0) return null;
+  const calls: ToolCall[] = [];
+  for (const [k, value] of values.entries()) {
+    if (!isObject(value)) return null;
+    const name = value.name;
+    let args = value.arguments ?? value.parameters;
+    if (typeof args === "string") args = parseJson(args);
+    if (typeof name !== "string" || !plan.tools.some((t) => t.function.name === name) || !isObject(args)) {
+      return null;
+    }
+    calls.push({
+      id: k === 0 ? id : `${id}_${k}`,
+      type: "function",
+      function: { name, arguments: JSON.stringify(args) },
+    });
+  }
+  return calls;
+}
+
+const MISTRAL_CALLS = "[TOOL_CALLS]";
+const TAGGED_CALL = "<tool_call>";
+/** How an answer that is a call may begin: what a stream holds back until it knows. */
+const CALL_OPENINGS = ["{", "[", TAGGED_CALL];
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /**
- * A streamed choice's text while it may still be a call: held back as long as it could be one (all of it,
- * when a call is forced; with "auto", while it is blank or starts with "{"), passed on once it cannot.
+ * A streamed choice's text while it may still be calls: held back as long as it could be (all of it, when a
+ * call is forced; with "auto", while it is blank or begins like a call: "{", "[", "<tool_call>"), passed on
+ * once it cannot.
  */
 export class ToolCallStream {
   private held = "";
@@ -157,17 +202,18 @@ export class ToolCallStream {
     if (this.passing) return text;
     this.held += text;
     const start = this.held.trimStart();
-    if (this.plan.forced || start === "" || start.startsWith("{")) return "";
+    const mayBeCall = CALL_OPENINGS.some((opening) => start.startsWith(opening) || opening.startsWith(start));
+    if (this.plan.forced || mayBeCall) return "";
     this.passing = true;
     const out = this.held;
     this.held = "";
     return out;
   }
 
-  /** At the end: the call the held text makes, or the held text to send as content. */
-  end(id: string): { call: ToolCall } | { text: string } {
-    const call = this.passing ? null : toolCallIn(this.held, this.plan, id);
-    if (call) return { call };
+  /** At the end: the calls the held text makes, or the held text to send as content. */
+  end(id: string): { calls: ToolCall[] } | { text: string } {
+    const calls = this.passing ? null : toolCallsIn(this.held, this.plan, id);
+    if (calls) return { calls };
     const text = this.held;
     this.held = "";
     return { text };

@@ -15,7 +15,7 @@ import { choiceRequestId } from "../generation.ts";
 import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
-import { ToolCallStream, toolCallIn } from "../tool-calls.ts";
+import { ToolCallStream, toolCallsIn } from "../tool-calls.ts";
 import { begin, finishReasonOf, openStream, streamResponse, usageOf } from "./inference.ts";
 
 export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
@@ -38,9 +38,9 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
         ...head,
         object: "chat.completion",
         choices: replies.map(({ text, logprobs, final }, index) => {
-          const call = tools ? toolCallIn(text, tools, callId(index)) : null;
-          if (call) {
-            const message = { role: "assistant" as const, content: null, refusal: null, tool_calls: [call] };
+          const calls = tools ? toolCallsIn(text, tools, callId(index)) : null;
+          if (calls) {
+            const message = { role: "assistant" as const, content: null, refusal: null, tool_calls: calls };
             return { index, message, logprobs: null, finish_reason: "tool_calls" as const };
           }
           return {
@@ -90,13 +90,9 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
         if (step.done) {
           finals.push(step.value);
           const end = calls[index]?.end(callId(index));
-          if (end && "call" in end) {
-            yield chunk({
-              index,
-              delta: { tool_calls: [{ index: 0, ...end.call }] },
-              logprobs: null,
-              finish_reason: null,
-            });
+          if (end && "calls" in end) {
+            const toolCalls = end.calls.map((call, k) => ({ index: k, ...call }));
+            yield chunk({ index, delta: { tool_calls: toolCalls }, logprobs: null, finish_reason: null });
             yield chunk({ index, delta: {}, logprobs: null, finish_reason: "tool_calls" });
             continue;
           }

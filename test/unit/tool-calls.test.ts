@@ -1,6 +1,6 @@
 // Function calling's pieces: which tools and choices are taken, the schema a required call is generated
-// under, how the conversation reaches a template with and without tools support, which answers are calls,
-// and what a stream holds back while an answer may still be one.
+// under, how the conversation reaches a template with and without tools support, which answers are calls
+// (in each form instruction templates use), and what a stream holds back while an answer may still be.
 import { describe, expect, it } from "vitest";
 import type { ApiError } from "../../gateway/errors.ts";
 import {
@@ -8,7 +8,7 @@ import {
   planTools,
   ToolCallStream,
   type ToolPlan,
-  toolCallIn,
+  toolCallsIn,
   toolMessages,
 } from "../../gateway/tool-calls.ts";
 import { type ChatCompletionRequest, ChatCompletionRequest as Request } from "../../schema/api.ts";
@@ -132,39 +132,69 @@ describe("the conversation a template gets", () => {
   });
 });
 
-describe("an answer that is a call", () => {
+describe("an answer that is calls", () => {
   const plan: ToolPlan = { tools: [weather, time], forced: null };
+  const call = (name: string, args: string, id = "c") => ({
+    id,
+    type: "function",
+    function: { name, arguments: args },
+  });
 
-  it("is exactly a JSON object naming a tool, with arguments (or parameters) as an object", () => {
-    expect(toolCallIn(' {"name": "get_weather", "arguments": {"city": "Oslo"}}\n', plan, "call_1")).toEqual({
-      id: "call_1",
-      type: "function",
-      function: { name: "get_weather", arguments: '{"city":"Oslo"}' },
-    });
-    expect(toolCallIn('{"name":"get_time","parameters":{}}', plan, "c")?.function.arguments).toBe("{}");
+  it("is only calls of the tools, in the JSON forms instruction templates teach", () => {
+    expect(toolCallsIn(' {"name": "get_weather", "arguments": {"city": "Oslo"}}\n', plan, "call_1")).toEqual([
+      call("get_weather", '{"city":"Oslo"}', "call_1"),
+    ]);
+    // Llama 3.1's "parameters", arguments as JSON text, Mistral's list, Hermes and Qwen's tags.
+    expect(toolCallsIn('{"name":"get_time","parameters":{}}', plan, "c")).toEqual([call("get_time", "{}")]);
+    expect(toolCallsIn('{"name":"get_time","arguments":"{\\"tz\\": 1}"}', plan, "c")).toEqual([
+      call("get_time", '{"tz":1}'),
+    ]);
+    expect(
+      toolCallsIn(
+        '[TOOL_CALLS] [{"name":"get_time","arguments":{}},{"name":"get_weather","arguments":{"city":"Rome"}}]',
+        plan,
+        "c",
+      ),
+    ).toEqual([call("get_time", "{}"), call("get_weather", '{"city":"Rome"}', "c_1")]);
+    expect(
+      toolCallsIn(
+        '<tool_call>\n{"name":"get_time","arguments":{}}\n</tool_call>\n<tool_call>{"name":"get_time","arguments":{}}</tool_call>',
+        plan,
+        "c",
+      ),
+    ).toEqual([call("get_time", "{}"), call("get_time", "{}", "c_1")]);
     for (const text of [
       '{"name":"get_news","arguments":{}}',
       '{"name":"get_time"}',
       'Sure: {"name":"get_time","arguments":{}}',
       '{"name":"get_time","arguments":[1]}',
+      '<tool_call>{"name":"get_time","arguments":{}}</tool_call> and some words',
+      "[]",
+      "[1, 2]",
     ]) {
-      expect(toolCallIn(text, plan, "c"), text).toBeNull();
+      expect(toolCallsIn(text, plan, "c"), text).toBeNull();
     }
   });
 
-  it("is held back in a stream while it may be one, and text passes once it cannot", () => {
+  it("is held back in a stream while it may be, and text passes once it cannot", () => {
     const auto = new ToolCallStream(plan);
     expect([auto.push("  "), auto.push('{"name":'), auto.push('"get_time","arguments":{}}')]).toEqual([
       "",
       "",
       "",
     ]);
-    expect(auto.end("c")).toEqual({
-      call: { id: "c", type: "function", function: { name: "get_time", arguments: "{}" } },
-    });
+    expect(auto.end("c")).toEqual({ calls: [call("get_time", "{}")] });
+    const tagged = new ToolCallStream(plan);
+    expect([
+      tagged.push("<tool"),
+      tagged.push('_call>{"name":"get_time","arguments":{}}</tool_call>'),
+    ]).toEqual(["", ""]);
+    expect(tagged.end("c")).toEqual({ calls: [call("get_time", "{}")] });
     const text = new ToolCallStream(plan);
     expect([text.push(" "), text.push("Hello"), text.push(" there")]).toEqual(["", " Hello", " there"]);
     expect(text.end("c")).toEqual({ text: "" });
+    const angle = new ToolCallStream(plan);
+    expect([angle.push("<to"), angle.push("p>")]).toEqual(["", "<top>"]);
     const brace = new ToolCallStream(plan);
     brace.push("{not json");
     expect(brace.end("c")).toEqual({ text: "{not json" });
