@@ -178,4 +178,36 @@ describe("StreamingDetokenizer", () => {
       "done<|eot_id|>",
     );
   });
+
+  it("gives a template that reads tools the tools and the conversation's calls and results", () => {
+    const config = JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8"));
+    // A template in the manner of Llama 3.1's: tools as JSON in the system turn, calls as JSON.
+    const template =
+      "{% if tools %}<tools>{% for t in tools %}{{ t.function.name }}:{{ t.function.parameters | tojson }};{% endfor %}</tools>{% endif %}" +
+      "{% for m in messages %}[{{ m.role }}]{% if m.tool_calls %}{% for c in m.tool_calls %}" +
+      "call {{ c.function.name }} {{ c.function.arguments | tojson }}{% endfor %}{% elif m.role == 'tool' %}" +
+      "result {{ m.tool_call_id }}: {{ m.content }}{% else %}{{ m.content }}{% endif %}{% endfor %}";
+    const withTools = tokenizerFromFiles({
+      tokenizerJson: readFileSync(join(dir, "tokenizer.json"), "utf8"),
+      tokenizerConfig: { ...config, chat_template: template },
+    });
+    expect(withTools.templateTakesTools).toBe(true);
+    expect(tok.templateTakesTools).toBe(false);
+    const tool = { type: "function", function: { name: "clock", parameters: { type: "object" } } };
+    const rendered = withTools.applyChatTemplate(
+      [
+        { role: "user", content: "Time?" },
+        {
+          role: "assistant",
+          content: "",
+          tool_calls: [{ id: "c1", type: "function", function: { name: "clock", arguments: { tz: "UTC" } } }],
+        },
+        { role: "tool", content: "12:00", tool_call_id: "c1" },
+      ],
+      { tools: [tool] },
+    );
+    expect(rendered).toBe(
+      '<tools>clock:{"type": "object"};</tools>[user]Time?[assistant]call clock {"tz": "UTC"}[tool]result c1: 12:00',
+    );
+  });
 });
