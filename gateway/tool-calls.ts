@@ -7,7 +7,7 @@
 // else is text. Calls are answered as OpenAI does: content null, tool_calls, finish_reason "tool_calls".
 import type { ChatCompletionRequest, ToolCall } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
-import { compileJsonSchema, JsonSchemaError } from "../worker/engine/json-schema.ts";
+import { compileJsonSchema, JsonSchemaError, lenientJsonSchema } from "../worker/engine/json-schema.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import { invalidRequest } from "./errors.ts";
 
@@ -21,6 +21,16 @@ export interface ToolPlan {
 }
 
 const ANY_PARAMETERS = { type: "object" };
+
+/**
+ * The schema a function's arguments are generated under: its parameters as given when it is `strict`, else
+ * their lenient reading (lenientJsonSchema: keywords such as `format` or `minimum` left out, as OpenAI does
+ * not check a non-strict function's arguments either).
+ */
+function argumentsSchema(tool: Tool): Record<string, unknown> {
+  const parameters = tool.function.parameters ?? ANY_PARAMETERS;
+  return tool.function.strict ? parameters : (lenientJsonSchema(parameters) as Record<string, unknown>);
+}
 
 /** Checks tools and tool_choice; throws 400 naming the parameter. */
 export function planTools(body: ChatCompletionRequest): ToolPlan | null {
@@ -40,7 +50,7 @@ export function planTools(body: ChatCompletionRequest): ToolPlan | null {
     }
     names.add(tool.function.name);
     try {
-      compileJsonSchema(tool.function.parameters ?? ANY_PARAMETERS);
+      compileJsonSchema(argumentsSchema(tool));
     } catch (error) {
       if (!(error instanceof JsonSchemaError)) throw error;
       throw invalidRequest(
@@ -61,21 +71,48 @@ export function planTools(body: ChatCompletionRequest): ToolPlan | null {
   return { tools, forced: [choice.function.name] };
 }
 
-/** The output format that makes the answer a call of one of the forced functions. */
+/**
+ * The output format that makes the answer a call of one of the forced functions. Each function's `$defs`
+ * move to the root under names of its own (`f<i>_<name>`), since its `$ref`s now resolve against the call's
+ * schema.
+ */
 export function forcedCallFormat(plan: ToolPlan): SamplingParams["response_format"] {
   if (!plan.forced) return undefined;
+  const defs: Record<string, unknown> = {};
   const calls = plan.tools
     .filter((tool) => plan.forced!.includes(tool.function.name))
-    .map((tool) => ({
+    .map((tool, i) => ({
       type: "object",
       properties: {
         name: { const: tool.function.name },
-        arguments: tool.function.parameters ?? ANY_PARAMETERS,
+        arguments: hoistDefs(argumentsSchema(tool), `f${i}_`, defs),
       },
       required: ["name", "arguments"],
       additionalProperties: false,
     }));
-  return { json_schema: calls.length === 1 ? calls[0]! : { anyOf: calls } };
+  const root = calls.length === 1 ? calls[0]! : { anyOf: calls };
+  return { json_schema: Object.keys(defs).length > 0 ? { ...root, $defs: defs } : root };
+}
+
+/** The schema with its definitions moved into `defs` under `prefix`ed names, and its references renamed. */
+function hoistDefs(schema: Record<string, unknown>, prefix: string, defs: Record<string, unknown>): unknown {
+  const rename = (value: unknown): unknown => {
+    if (Array.isArray(value)) return value.map(rename);
+    if (typeof value !== "object" || value === null) return value;
+    return Object.fromEntries(
+      Object.entries(value).map(([key, sub]) => {
+        const ref =
+          key === "$ref" && typeof sub === "string" ? /^#\/(\$defs|definitions)\/(.+)$/.exec(sub) : null;
+        return [key, ref ? `#/$defs/${prefix}${ref[2]}` : rename(sub)];
+      }),
+    );
+  };
+  const { $defs, definitions, ...rest } = schema;
+  for (const table of [$defs, definitions]) {
+    if (typeof table !== "object" || table === null) continue;
+    for (const [name, def] of Object.entries(table)) defs[`${prefix}${name}`] = rename(def);
+  }
+  return rename(rest);
 }
 
 /**

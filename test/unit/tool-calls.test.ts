@@ -66,7 +66,7 @@ describe("planTools", () => {
       ...weather,
       function: {
         ...weather.function,
-        parameters: { type: "object", properties: { city: { type: "string", pattern: "x" } } },
+        parameters: { type: "object", properties: { city: { allOf: [{ type: "string" }] } } },
       },
     };
     expect(refusal({ tools: [pattern] })).toMatchObject({ param: "tools.0.function.parameters" });
@@ -90,6 +90,68 @@ describe("a required call's format", () => {
     expect(accepts('{"name":"get_news","arguments":{}}')).toBe(false);
     expect(accepts('{"arguments":{},"name":"get_time"}')).toBe(false);
     expect(forcedCallFormat(planTools(body({ tools: [weather] }))!)).toBeUndefined();
+  });
+});
+
+describe("a function's parameters", () => {
+  const grammarOf = (plan: ToolPlan) => {
+    const format = forcedCallFormat(plan) as { json_schema: Record<string, unknown> };
+    return (text: string) => {
+      const grammar = new JsonGrammar(compileJsonSchema(format.json_schema));
+      const bytes = new TextEncoder().encode(text);
+      if (!grammar.accepts(bytes)) return false;
+      grammar.push(bytes);
+      return grammar.complete;
+    };
+  };
+
+  it("drop what only narrows values when the function is not strict, as OpenAI does not check them", () => {
+    const booking = {
+      type: "function" as const,
+      function: {
+        name: "book",
+        parameters: {
+          type: "object",
+          properties: {
+            date: { type: "string", format: "date" },
+            guests: { type: "integer", minimum: 1, maximum: 8 },
+            kind: { oneOf: [{ const: "table" }, { const: "room" }] },
+          },
+          required: ["date", "guests", "kind"],
+          additionalProperties: true,
+        },
+      },
+    };
+    const plan = planTools(body({ tools: [booking], tool_choice: "required" }))!;
+    expect(grammarOf(plan)('{"name":"book","arguments":{"date":"soon","guests":12,"kind":"room"}}')).toBe(
+      true,
+    );
+    const strict = { ...booking, function: { ...booking.function, strict: true } };
+    expect(refusal({ tools: [strict] })).toMatchObject({ param: "tools.0.function.parameters" });
+  });
+
+  it("keep their own definitions when several functions are forced together", () => {
+    const withDefs = (name: string, field: string) => ({
+      type: "function" as const,
+      function: {
+        name,
+        parameters: {
+          type: "object",
+          properties: { list: { type: "array", items: { $ref: "#/$defs/item" } } },
+          required: ["list"],
+          $defs: {
+            item: { type: "object", properties: { [field]: { type: "integer" } }, required: [field] },
+          },
+        },
+      },
+    });
+    const plan = planTools(
+      body({ tools: [withDefs("a", "x"), withDefs("b", "y")], tool_choice: "required" }),
+    )!;
+    const accepts = grammarOf(plan);
+    expect(accepts('{"name":"a","arguments":{"list":[{"x":1}]}}')).toBe(true);
+    expect(accepts('{"name":"b","arguments":{"list":[{"y":2},{"y":3}]}}')).toBe(true);
+    expect(accepts('{"name":"a","arguments":{"list":[{"y":1}]}}')).toBe(false);
   });
 });
 

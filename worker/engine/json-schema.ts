@@ -204,3 +204,50 @@ function count(value: unknown, at: string, fallback: number): number {
   }
   return value as number;
 }
+
+/**
+ * Keywords that only narrow which values are valid, and that non-strict function calling may leave out: an
+ * output generated without them is still an instance of the schema's wider reading, which is all OpenAI
+ * promises for a function that is not `strict` (it does not check those arguments at all).
+ */
+const NARROWING = new Set([
+  "format",
+  "pattern",
+  "minimum",
+  "maximum",
+  "exclusiveMinimum",
+  "exclusiveMaximum",
+  "multipleOf",
+  "minProperties",
+  "maxProperties",
+  "uniqueItems",
+  "contentEncoding",
+  "contentMediaType",
+  "readOnly",
+  "writeOnly",
+  "deprecated",
+]);
+
+/**
+ * A non-strict function's parameters as a schema of the subset: narrowing keywords dropped, `oneOf` read as
+ * `anyOf`, and `additionalProperties` dropped where the object has `properties` (only those are generated,
+ * which every reading of the schema allows). What the subset cannot keep otherwise is still refused when
+ * the result is compiled.
+ */
+export function lenientJsonSchema(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(lenientJsonSchema);
+  if (!isObject(schema)) return schema;
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(schema)) {
+    if (NARROWING.has(key)) continue;
+    if (key === "additionalProperties" && schema.properties !== undefined) continue;
+    // Values of these are data, not schemas.
+    if (key === "enum" || key === "const" || ANNOTATIONS.has(key) || key === "required") out[key] = value;
+    else if (key === "properties" || key === "$defs" || key === "definitions") {
+      out[key] = isObject(value)
+        ? Object.fromEntries(Object.entries(value).map(([name, sub]) => [name, lenientJsonSchema(sub)]))
+        : value;
+    } else out[key === "oneOf" ? "anyOf" : key] = lenientJsonSchema(value);
+  }
+  return out;
+}
