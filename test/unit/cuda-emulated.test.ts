@@ -25,7 +25,7 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
     expect(report.checks.prefill_logits!.relative).toBeLessThan(5e-3);
   }, 180_000);
 
-  it("serves `luminet generate --device cuda` with the CPU's greedy tokens, adapters and base rows mixed", async () => {
+  it("serves `luminet generate --device cuda` with the CPU's greedy tokens, adapters, base rows and JSON mixed", async () => {
     const root = mkdtempSync(join(tmpdir(), "luminet-cuda-generate-"));
     try {
       const { dir } = initTinyModel(join(root, "model"), { shape: "tiny", adapters: 2, rank: 8, seed: 5 });
@@ -34,6 +34,23 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
         { id: "a", prompt: "hello world", adapter: join(dir, "adapters", "adapter-0"), max_tokens: 6 },
         { id: "b", prompt: "the cat sat", adapter: null, max_tokens: 5 },
         { id: "c", prompt: "hello world", adapter: join(dir, "adapters", "adapter-1"), max_tokens: 6 },
+        // Structured output: the whole row comes back from the device for the host's grammar mask.
+        {
+          id: "d",
+          prompt: "as JSON",
+          adapter: join(dir, "adapters", "adapter-1"),
+          max_tokens: 24,
+          response_format: {
+            type: "json_schema",
+            json_schema: {
+              schema: {
+                type: "object",
+                properties: { w: { type: "string", maxLength: 3 } },
+                required: ["w"],
+              },
+            },
+          },
+        },
       ];
       writeFileSync(batch, lines.map((l) => JSON.stringify(l)).join("\n"));
       const args = ["generate", "--model", dir, "--batch", batch, "--device"];
@@ -44,14 +61,19 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
         LUMINET_CUDA_EMULATION_ORDER: "reverse",
       });
       // Nothing on stderr but the run's summary.
-      expect(cuda.stderr).toMatch(/^generate: 3 requests in [\d.]+ s, \d+ tokens generated [^\n]*\n$/);
+      expect(cuda.stderr).toMatch(/^generate: 4 requests in [\d.]+ s, \d+ tokens generated [^\n]*\n$/);
       expect(cuda.code).toBe(0);
       expect(cpu.code).toBe(0);
       const outputs = cuda.stdout
         .trim()
         .split("\n")
-        .map((l) => JSON.parse(l) as { id: string; token_ids: number[] });
-      expect(outputs.map((o) => o.id).sort()).toEqual(["a", "b", "c"]);
+        .map(
+          (l) => JSON.parse(l) as { id: string; token_ids: number[]; text: string; finish_reason: string },
+        );
+      expect(outputs.map((o) => o.id).sort()).toEqual(["a", "b", "c", "d"]);
+      const structured = outputs.find((o) => o.id === "d")!;
+      expect(structured.finish_reason).toBe("stop");
+      expect(Object.keys(JSON.parse(structured.text))).toEqual(["w"]);
       expect(outputs.every((o) => o.token_ids.length > 0)).toBe(true);
       expect(cuda.stdout).toBe(cpu.stdout);
     } finally {
