@@ -50,6 +50,8 @@ type Frame =
       escape: number;
       continuation: number;
       key: boolean;
+      /** Which string this is (stringFrame); copies of a parse keep it. */
+      serial: number;
     }
   /** A number: where it is, and the digits of its current part. */
   | { t: "number"; integer: boolean; state: NumberState; digits: number }
@@ -93,6 +95,18 @@ export class JsonGrammar {
   /** The value is complete: nothing may follow. */
   get complete(): boolean {
     return this.parses.some((p) => p.frames.length === 0);
+  }
+
+  /**
+   * While the only parse is inside a string that nothing limits any more (its minLength reached, no
+   * maxLength), that string's serial: the tokens that may come are then the same at every step until the
+   * string ends, whatever was written in it. Else null.
+   */
+  get openStringSerial(): number | null {
+    if (this.parses.length !== 1) return null;
+    const top = this.parses[0]!.frames.at(-1);
+    if (top?.t !== "string" || top.escape !== 0 || top.continuation !== 0) return null;
+    return top.chars >= top.min && top.max === Number.POSITIVE_INFINITY ? top.serial : null;
   }
 
   /**
@@ -259,8 +273,11 @@ function startValue(parse: Parse, node: SchemaNode, b: number, out: Parse[]): vo
   }
 }
 
+/** Numbers each string a grammar opens, so a mask can tell the string it was made in (openStringSerial). */
+let stringSerials = 0;
+
 function stringFrame(min: number, max: number, key: boolean): Frame {
-  return { t: "string", min, max, chars: 0, escape: 0, continuation: 0, key };
+  return { t: "string", min, max, chars: 0, escape: 0, continuation: 0, key, serial: ++stringSerials };
 }
 
 function startLiteral(values: Uint8Array[], b: number): Frame | null {

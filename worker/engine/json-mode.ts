@@ -57,6 +57,8 @@ function vocabularyOf(tokenizer: Tokenizer, size: number): Vocabulary {
 export class JsonMode {
   private readonly grammar: JsonGrammar;
   private masked = new Float32Array(0);
+  /** The tokens allowed inside the string being written, kept while it goes on (openStringSerial). */
+  private inString: { serial: number; allowed: Int32Array } | null = null;
 
   constructor(
     private readonly tokenizer: Tokenizer,
@@ -77,16 +79,34 @@ export class JsonMode {
    * when no token of the vocabulary can continue the value.
    */
   mask(logits: Float32Array): Float32Array {
-    const vocabulary = vocabularyOf(this.tokenizer, logits.length);
     if (this.masked.length !== logits.length) this.masked = new Float32Array(logits.length);
     const out = this.masked;
     out.fill(Number.NEGATIVE_INFINITY);
-    let allowed = 0;
-    const allow = (id: number) => {
-      if (id >= out.length) return;
+    const serial = this.grammar.openStringSerial;
+    if (serial !== null && this.inString?.serial === serial) {
+      for (const id of this.inString.allowed) out[id] = logits[id]!;
+      return out;
+    }
+    const ok = this.allowedTokens(logits.length);
+    let count = 0;
+    for (let id = 0; id < ok.length; id++) {
+      if (ok[id] === 0) continue;
       out[id] = logits[id]!;
-      allowed++;
-    };
+      count++;
+    }
+    if (count === 0) throw new RangeError("JSON mode: no token of the vocabulary can continue the value");
+    if (serial !== null) {
+      const allowed = new Int32Array(count);
+      for (let id = 0, at = 0; id < ok.length; id++) if (ok[id] === 1) allowed[at++] = id;
+      this.inString = { serial, allowed };
+    }
+    return out;
+  }
+
+  /** 1 for each id below `size` that may come next: neither refused by the grammar nor blocked. */
+  private allowedTokens(size: number): Uint8Array {
+    const vocabulary = vocabularyOf(this.tokenizer, size);
+    const ok = new Uint8Array(size);
     // Inside a string most tokens are plain characters, taken while the string has room: only the others
     // are tried. Elsewhere few bytes may come, and a walk of the vocabulary's trie tries each shared prefix
     // once and leaves a refused one's tokens untried.
@@ -94,36 +114,25 @@ export class JsonMode {
     if (room > 0) {
       const first = new Uint8Array(256);
       for (let b = 0; b < 256; b++) first[b] = this.grammar.accepts(Uint8Array.of(b)) ? 1 : 0;
-      for (let id = 0; id < out.length; id++) {
+      for (let id = 0; id < size; id++) {
         const bytes = vocabulary.bytes[id]!;
         if (bytes.length === 0) continue;
-        if (
-          vocabulary.plain[id] === 1
-            ? bytes.length <= room
-            : first[bytes[0]!] === 1 && this.grammar.accepts(bytes)
-        ) {
-          allow(id);
-        }
+        const plain = vocabulary.plain[id] === 1;
+        if (plain ? bytes.length <= room : first[bytes[0]!] === 1 && this.grammar.accepts(bytes)) ok[id] = 1;
       }
     } else {
       const walk = (node: TrieNode, grammar: JsonGrammar) => {
         for (const [b, child] of node.children) {
           const next = grammar.after(b);
           if (!next) continue;
-          for (const id of child.tokens) allow(id);
+          for (const id of child.tokens) if (id < size) ok[id] = 1;
           walk(child, next);
         }
       };
       walk(vocabulary.trie, this.grammar);
     }
-    for (const id of this.blocked) {
-      if (id < out.length && out[id] !== Number.NEGATIVE_INFINITY) {
-        out[id] = Number.NEGATIVE_INFINITY;
-        allowed--;
-      }
-    }
-    if (allowed === 0) throw new RangeError("JSON mode: no token of the vocabulary can continue the value");
-    return out;
+    for (const id of this.blocked) if (id < size) ok[id] = 0;
+    return ok;
   }
 
   /** Takes the drawn token (one mask() allowed). */
