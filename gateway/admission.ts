@@ -5,7 +5,7 @@
 // Luminet refuses rather than silently ignores.
 import type { ChatCompletionRequest, ChatMessageIn, CompletionRequest } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
-import { compileJsonSchema, JsonSchemaError } from "../worker/engine/json-schema.ts";
+import { compileJsonSchema, JsonSchemaError, lenientJsonSchema } from "../worker/engine/json-schema.ts";
 import { MAX_LOGIT_BIAS } from "../worker/engine/sampler.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import type { BaseModelInfo } from "./bases.ts";
@@ -116,6 +116,11 @@ function checkFormat(body: ChatCompletionRequest): SamplingParams["response_form
 
 type ResponseFormat = NonNullable<ChatCompletionRequest["response_format"]>;
 
+/**
+ * The schema the worker generates under: as given when `strict` is true, else its lenient reading
+ * (lenientJsonSchema: keywords that only narrow values left out, as OpenAI does not enforce a non-strict
+ * schema at all), so the schemas libraries such as Pydantic write (`format` on dates) are served.
+ */
 function checkedJsonSchema(format: ResponseFormat["json_schema"]): Record<string, unknown> {
   if (!format?.schema) {
     throw invalidRequest(
@@ -123,8 +128,10 @@ function checkedJsonSchema(format: ResponseFormat["json_schema"]): Record<string
       "response_format.json_schema",
     );
   }
+  const schema =
+    format.strict === true ? format.schema : (lenientJsonSchema(format.schema) as Record<string, unknown>);
   try {
-    compileJsonSchema(format.schema);
+    compileJsonSchema(schema);
   } catch (error) {
     if (!(error instanceof JsonSchemaError)) throw error;
     throw invalidRequest(
@@ -132,7 +139,7 @@ function checkedJsonSchema(format: ResponseFormat["json_schema"]): Record<string
       "response_format.json_schema.schema",
     );
   }
-  return format.schema;
+  return schema;
 }
 
 /** A message as the chat template takes it, checked: tool messages answer a call, only assistants call. */

@@ -9,7 +9,12 @@ import { z } from "zod";
 import { loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { EngineThread } from "../../worker/engine/engine-thread.ts";
-import { ANY_OBJECT, compileJsonSchema, type SchemaNode } from "../../worker/engine/json-schema.ts";
+import {
+  ANY_OBJECT,
+  compileJsonSchema,
+  lenientJsonSchema,
+  type SchemaNode,
+} from "../../worker/engine/json-schema.ts";
 import { loadModelConfig } from "../../worker/engine/model-config.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
@@ -34,7 +39,9 @@ const GenerateLine = z
         z.object({ type: z.enum(["text", "json_object"]) }),
         z.object({
           type: z.literal("json_schema"),
-          json_schema: z.object({ schema: z.record(z.string(), z.unknown()) }).loose(),
+          json_schema: z
+            .object({ schema: z.record(z.string(), z.unknown()), strict: z.boolean().nullable().optional() })
+            .loose(),
         }),
       ])
       .optional(),
@@ -70,7 +77,11 @@ function readLines(file: string): Line[] {
     let schema: SchemaNode | undefined;
     try {
       if (format?.type === "json_object") schema = ANY_OBJECT;
-      if (format?.type === "json_schema") schema = compileJsonSchema(format.json_schema.schema);
+      if (format?.type === "json_schema") {
+        const { schema: given, strict } = format.json_schema;
+        // As the API reads it: a schema that is not strict leaves out what only narrows values.
+        schema = compileJsonSchema(strict === true ? given : lenientJsonSchema(given));
+      }
     } catch (error) {
       throw new Error(`${file}:${i + 1}: response_format.json_schema.${(error as Error).message}`);
     }

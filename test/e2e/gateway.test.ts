@@ -475,7 +475,11 @@ describe("the gateway with real workers, through the openai client", () => {
           type: "json_schema",
           json_schema: {
             name: "trip",
-            schema: { ...schema, properties: { city: { type: "string", format: "email" } } },
+            strict: true,
+            schema: {
+              ...schema,
+              properties: { ...schema.properties, city: { type: "string", format: "email" } },
+            },
           },
         },
       }),

@@ -328,7 +328,10 @@ describe("luminet generate", () => {
         max_tokens: 4,
         response_format: {
           type: "json_schema",
-          json_schema: { schema: { type: "object", properties: { a: { type: "string", format: "date" } } } },
+          json_schema: {
+            strict: true,
+            schema: { type: "object", properties: { a: { type: "string", format: "date" } } },
+          },
         },
       },
     ]);

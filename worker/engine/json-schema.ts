@@ -229,9 +229,9 @@ const NARROWING = new Set([
 ]);
 
 /**
- * A non-strict function's parameters as a schema of the subset: narrowing keywords dropped, `oneOf` read as
- * `anyOf`, and `additionalProperties` dropped where the object has `properties` (only those are generated,
- * which every reading of the schema allows). What the subset cannot keep otherwise is still refused when
+ * A non-strict schema (a function's parameters, a response format) as a schema of the subset: narrowing
+ * keywords dropped, `oneOf` read as `anyOf`, and an `additionalProperties` other than false dropped where
+ * the object has `properties` (only those are generated, which every reading of the schema allows). What the subset cannot keep otherwise is still refused when
  * the result is compiled.
  */
 export function lenientJsonSchema(schema: unknown): unknown {
@@ -240,7 +240,7 @@ export function lenientJsonSchema(schema: unknown): unknown {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(schema)) {
     if (NARROWING.has(key)) continue;
-    if (key === "additionalProperties" && schema.properties !== undefined) continue;
+    if (key === "additionalProperties" && value !== false && schema.properties !== undefined) continue;
     // Values of these are data, not schemas.
     if (key === "enum" || key === "const" || ANNOTATIONS.has(key) || key === "required") out[key] = value;
     else if (key === "properties" || key === "$defs" || key === "definitions") {
