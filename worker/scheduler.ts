@@ -20,7 +20,12 @@ import type { PrefillPrompt } from "./engine/engine.ts";
 import { prefillBatches } from "./engine/prefill-batches.ts";
 import { PREFIX_BLOCK } from "./engine/prefix-cache.ts";
 import type { SampledToken, SamplingParams } from "./engine/sampler.ts";
-import { decodeChoices, type SequenceLimits, SequenceOutput } from "./engine/sequence-output.ts";
+import {
+  type Accepted,
+  decodeChoices,
+  type SequenceLimits,
+  SequenceOutput,
+} from "./engine/sequence-output.ts";
 import type { Tokenizer } from "./engine/tokenizer.ts";
 
 /** The engine calls the scheduler makes; Engine, EngineThread and CudaEngine all provide them. */
@@ -788,8 +793,17 @@ export class Scheduler {
   }
 
   private async accept(entry: Entry, row: DecodeRow): Promise<void> {
-    const { token, text, finish, stopToken } =
-      entry.output.accept(row) ?? entry.output.accept(await this.engine.logitsOf(entry.job.id));
+    let accepted: Accepted;
+    try {
+      accepted = entry.output.accept(row) ?? entry.output.accept(await this.engine.logitsOf(entry.job.id));
+    } catch (error) {
+      // A row the sampler cannot draw from (all -inf or NaN, a +inf logit), or an output format no token can
+      // continue: this sequence fails, the others go on.
+      const reason = new JobError("sampling_error", `sampling failed: ${(error as Error).message}`);
+      await this.finish(entry, "error", reason);
+      return;
+    }
+    const { token, text, finish, stopToken } = accepted;
     this.generated++;
     if (!stopToken) entry.job.onToken?.(token, text);
     else if (text) entry.job.onToken?.(null, text);

@@ -3,7 +3,7 @@
 // JSON schemas: the subset compiles or is refused with the keyword named, valid instances are taken and
 // invalid ones refused, and every value a random walk through the grammar completes is valid.
 import { describe, expect, it } from "vitest";
-import { JsonGrammar, MAX_DIGITS, MAX_WHITESPACE_RUN } from "../../worker/engine/json-grammar.ts";
+import { JsonGrammar, MAX_DIGITS, MAX_PARSES, MAX_WHITESPACE_RUN } from "../../worker/engine/json-grammar.ts";
 import { compileJsonSchema, JsonSchemaError } from "../../worker/engine/json-schema.ts";
 import { Prng } from "../../worker/engine/prng.ts";
 
@@ -287,6 +287,24 @@ describe("a JSON schema's grammar", () => {
       expect(valid(PERSON, JSON.parse(text)), text).toBe(true);
     }
     expect(completed).toBeGreaterThan(80);
+  });
+
+  it("follows at most MAX_PARSES alternatives, and still completes a valid instance", () => {
+    // Two identical alternatives at each of 10 levels: 1,024 parses if none were dropped.
+    const $defs: Record<string, unknown> = {};
+    let inner: unknown = { type: "integer" };
+    for (let level = 0; level < 10; level++) {
+      $defs[`l${level}`] = { type: "object", properties: { v: inner }, required: ["v"] };
+      const ref = { $ref: `#/$defs/l${level}` };
+      inner = { anyOf: [ref, ref] };
+    }
+    const g = new JsonGrammar(compileJsonSchema({ ...(inner as object), $defs }));
+    const text = `${'{"v":'.repeat(10)}7${"}".repeat(10)}`;
+    for (const b of bytes(text)) {
+      g.push(Uint8Array.of(b));
+      expect((g as unknown as { parses: unknown[] }).parses.length).toBeLessThanOrEqual(MAX_PARSES);
+    }
+    expect(g.complete).toBe(true);
   });
 
   it("refuses what it cannot keep, naming the keyword", () => {

@@ -409,6 +409,30 @@ describe("scheduler", () => {
     }
   });
 
+  it("fails only the sequence whose row cannot be sampled, and the others go on", async () => {
+    const { scheduler, engine } = await setUp();
+    const decodePicking = engine.decodePicking.bind(engine);
+    let corrupted = 0;
+    engine.decodePicking = async (tokens, choices) => {
+      const rows = await decodePicking(tokens, choices);
+      if (rows.has("bad") && corrupted++ === 1)
+        rows.set("bad", new Float32Array(tokenizer.vocabSize).fill(Number.NaN));
+      return rows;
+    };
+    const [bad, good] = await Promise.all([
+      scheduler.submit(job("bad", 1, 6)),
+      scheduler.submit(job("good", 2, 6)),
+    ]).then((all) => all.map(done) as [ReturnType<typeof done>, ReturnType<typeof done>]);
+    expect(bad.finishReason).toBe("error");
+    expect(bad.error).toMatchObject({ code: "sampling_error" });
+    expect(bad.error?.message).toContain("every logit is -inf or NaN");
+    // Its first tokens were generated (and are billed); the other sequence finished as usual.
+    expect(bad.tokens.length).toBe(2);
+    expect(good.finishReason).toBe("length");
+    expect(good.tokens).toHaveLength(6);
+    expect(engine.running).toBe(0);
+  });
+
   it("releases a long prompt cancelled between its chunks, unbilled and never decoded", async () => {
     let steps = 0;
     const { scheduler, engine } = await setUp({

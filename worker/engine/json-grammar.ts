@@ -16,6 +16,12 @@ export const MAX_WHITESPACE_RUN = 1;
 /** Most digits in each part of a number (integer, fraction, exponent): past any double's precision. */
 export const MAX_DIGITS = 24;
 
+/**
+ * Most parses followed at once. Alternatives that begin alike (nested anyOf) multiply; past this many the
+ * rest are dropped, which only narrows what may come (every kept parse can still complete).
+ */
+export const MAX_PARSES = 32;
+
 type ObjectNode = Extract<SchemaNode, { kind: "object" }>;
 type ArrayNode = Extract<SchemaNode, { kind: "array" }>;
 
@@ -157,6 +163,7 @@ function advance(parses: readonly Parse[], bytes: Uint8Array): Parse[] {
     const next: Parse[] = [];
     for (const parse of current) step(parse, b, next);
     if (next.length === 0) return next;
+    if (next.length > MAX_PARSES) next.length = MAX_PARSES;
     current = next;
   }
   return current;
