@@ -228,11 +228,10 @@ function isObject(value: unknown): value is Record<string, unknown> {
  */
 export class ToolCallStream {
   private held = "";
-  private passing: boolean;
+  /** Known not to be calls: text goes out as it comes. */
+  private passing = false;
 
-  constructor(private readonly plan: ToolPlan) {
-    this.passing = false;
-  }
+  constructor(private readonly plan: ToolPlan) {}
 
   /** The text to send now (held text included once it is known not to be a call). */
   push(text: string): string {
