@@ -71,10 +71,43 @@ describe("the JSON object grammar", () => {
   });
 
   it("refuses broken UTF-8 in strings", () => {
-    for (const broken of [[0xc0, 0x80], [0xe2, 0x28], [0xf5, 0x80, 0x80, 0x80], [0x80]]) {
+    // Overlong forms, a surrogate, past U+10FFFF, a missing or stray continuation byte.
+    const broken = [
+      [0xc0, 0x80],
+      [0xe0, 0x80, 0x80],
+      [0xed, 0xa0, 0x80],
+      [0xf0, 0x80, 0x80, 0x80],
+      [0xf4, 0x90, 0x80, 0x80],
+      [0xf5, 0x80, 0x80, 0x80],
+      [0xe2, 0x28],
+      [0x80],
+    ];
+    for (const bad of broken) {
       const grammar = new JsonGrammar();
       grammar.push(bytes('{"a":"'));
-      expect(grammar.accepts(Uint8Array.from(broken))).toBe(false);
+      expect(grammar.accepts(Uint8Array.from(bad)), String(bad)).toBe(false);
+    }
+    // Agrees with a strict UTF-8 decoder on random byte strings of leads, continuations and ASCII.
+    const prng = new Prng(8, 0);
+    const pool = [
+      0x41, 0x7a, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc2, 0xdf, 0xe0, 0xed, 0xef, 0xf0, 0xf4, 0xf5,
+    ];
+    const decoder = new TextDecoder("utf-8", { fatal: true });
+    for (let n = 0; n < 3000; n++) {
+      const run = Uint8Array.from(
+        { length: 1 + Math.floor(prng.nextFloat() * 6) },
+        () => pool[Math.floor(prng.nextFloat() * pool.length)]!,
+      );
+      let decodes = true;
+      try {
+        decoder.decode(run);
+      } catch {
+        decodes = false;
+      }
+      const text = new Uint8Array([...bytes('{"a":"'), ...run, ...bytes('"}')]);
+      const grammar = new JsonGrammar();
+      const whole = grammar.accepts(text);
+      expect(whole, String(run)).toBe(decodes);
     }
   });
 

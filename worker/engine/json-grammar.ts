@@ -46,7 +46,8 @@ type Frame =
   | { t: "array"; node: ArrayNode; phase: "open" | "value" | "after" | "comma"; items: number }
   /**
    * A string, after its opening quote: `chars` characters so far; `escape` 0 none, 1 after "\", 2–5 hex
-   * digits of \uXXXX still to read (5 = four left); `continuation` UTF-8 bytes still to read.
+   * digits of \uXXXX still to read (5 = four left); `continuation` UTF-8 bytes still to read, `lead` the
+   * lead byte until the first of them is read (it narrows that byte's range).
    */
   | {
       t: "string";
@@ -55,6 +56,7 @@ type Frame =
       chars: number;
       escape: number;
       continuation: number;
+      lead: number;
       key: boolean;
       /** Which string this is (stringFrame); copies of a parse keep it. */
       serial: number;
@@ -284,7 +286,17 @@ function startValue(parse: Parse, node: SchemaNode, b: number, out: Parse[]): vo
 let stringSerials = 0;
 
 function stringFrame(min: number, max: number, key: boolean): Frame {
-  return { t: "string", min, max, chars: 0, escape: 0, continuation: 0, key, serial: ++stringSerials };
+  return {
+    t: "string",
+    min,
+    max,
+    chars: 0,
+    escape: 0,
+    continuation: 0,
+    lead: 0,
+    key,
+    serial: ++stringSerials,
+  };
 }
 
 function startLiteral(values: Uint8Array[], b: number): Frame | null {
@@ -407,7 +419,12 @@ function arrayByte(parse: Parse, frame: ArrayFrame, b: number, out: Parse[]): vo
 
 function stringByte(parse: Parse, s: StringFrame, b: number): boolean {
   if (s.continuation > 0) {
-    if (b < 0x80 || b > 0xbf) return false;
+    // Well-formed UTF-8 (RFC 3629): no overlong three- or four-byte forms, no surrogates, nothing past
+    // U+10FFFF; a decoder would write U+FFFD for any of them.
+    const lo = s.lead === 0xe0 ? 0xa0 : s.lead === 0xf0 ? 0x90 : 0x80;
+    const hi = s.lead === 0xed ? 0x9f : s.lead === 0xf4 ? 0x8f : 0xbf;
+    if (b < lo || b > hi) return false;
+    s.lead = 0;
     s.continuation--;
     return true;
   }
@@ -440,6 +457,7 @@ function stringByte(parse: Parse, s: StringFrame, b: number): boolean {
   else if (b >= 0xe0 && b <= 0xef) s.continuation = 2;
   else if (b >= 0xf0 && b <= 0xf4) s.continuation = 3;
   else if (b >= 0x80) return false;
+  if (b >= 0x80) s.lead = b;
   s.chars++;
   return true;
 }
