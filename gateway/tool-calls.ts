@@ -255,3 +255,53 @@ export class ToolCallStream {
     return { text };
   }
 }
+
+/** One streamed piece of a call (ChatCompletionChunk's delta.tool_calls entry). */
+export interface ToolCallDelta {
+  index: number;
+  id?: string;
+  type?: "function";
+  function: { name?: string; arguments?: string };
+}
+
+/** The start of a required call as its grammar writes it, up to where its arguments begin. */
+// Matched only once the arguments' first byte is in, so whitespace before them is never taken for theirs.
+const CALL_HEAD = /^\s*\{\s*"name"\s*:\s*"([A-Za-z0-9_-]+)"\s*,\s*"arguments"\s*:\s*(?=\S)/;
+
+/**
+ * A required call streamed as OpenAI streams calls: once its name is written, a delta with the call's id,
+ * type and name; then its arguments' text as it comes, less a closing brace at the end, which may be the
+ * call's own (it is let through once more text follows it).
+ */
+export class RequiredCallStream {
+  private text = "";
+  private argumentsAt = -1;
+  private sent = 0;
+
+  constructor(private readonly id: string) {}
+
+  push(text: string): ToolCallDelta[] {
+    this.text += text;
+    const deltas: ToolCallDelta[] = [];
+    if (this.argumentsAt < 0) {
+      const head = CALL_HEAD.exec(this.text);
+      if (!head) return deltas;
+      this.argumentsAt = head[0].length;
+      this.sent = this.argumentsAt;
+      deltas.push({ index: 0, id: this.id, type: "function", function: { name: head[1]!, arguments: "" } });
+    }
+    return [...deltas, ...this.argumentsUpTo(this.text.replace(/\}\s*$/, "").length)];
+  }
+
+  /** At the end: the rest of the arguments, the call's closing brace left out. */
+  end(): ToolCallDelta[] {
+    return this.argumentsAt < 0 ? [] : this.argumentsUpTo(this.text.replace(/\}\s*$/, "").length);
+  }
+
+  private argumentsUpTo(end: number): ToolCallDelta[] {
+    if (end <= this.sent) return [];
+    const piece = this.text.slice(this.sent, end);
+    this.sent = end;
+    return [{ index: 0, function: { arguments: piece } }];
+  }
+}

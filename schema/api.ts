@@ -197,8 +197,20 @@ export const ChatCompletionChunk = z.object({
       delta: z.object({
         role: z.literal("assistant").optional(),
         content: z.string().optional(),
-        /** A function call, whole, in one delta (OpenAI's streaming shape, with its index). */
-        tool_calls: z.array(ToolCall.extend({ index: z.int() })).optional(),
+        /**
+         * Function calls as OpenAI streams them: a call's first delta has its id, type and name, the later
+         * ones pieces of its arguments, matched by index.
+         */
+        tool_calls: z
+          .array(
+            z.object({
+              index: z.int(),
+              id: z.string().optional(),
+              type: z.literal("function").optional(),
+              function: z.object({ name: z.string().optional(), arguments: z.string().optional() }),
+            }),
+          )
+          .optional(),
       }),
       logprobs: ChatLogprobs.optional(),
       finish_reason: FinishReasonOut.nullable(),

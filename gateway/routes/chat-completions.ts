@@ -2,7 +2,7 @@
 // streaming sends a role chunk per choice, content deltas and each choice's finish chunk as they come
 // (choices interleaved, gateway/choices.ts), the usage chunk when stream_options.include_usage asks for it,
 // then [DONE]. With tools, an answer that is a function call comes as tool_calls (gateway/tool-calls.ts):
-// streamed, in one delta once the call is complete. A stream's first reply is awaited before
+// streamed, a required call piece by piece as OpenAI streams calls, an "auto" one in one delta once complete. A stream's first reply is awaited before
 // answering for a while (openStream), so an error that comes early still gets its own HTTP status.
 import type { Handler } from "hono";
 import { type ChatCompletion, type ChatCompletionChunk, ChatCompletionRequest } from "../../schema/api.ts";
@@ -15,7 +15,7 @@ import { choiceRequestId } from "../generation.ts";
 import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
-import { ToolCallStream, toolCallsIn } from "../tool-calls.ts";
+import { RequiredCallStream, type ToolCallDelta, ToolCallStream, toolCallsIn } from "../tool-calls.ts";
 import { begin, finishReasonOf, openStream, streamResponse, usageOf } from "./inference.ts";
 
 export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
@@ -74,9 +74,14 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
         });
       }
       const finals: Final[] = [];
-      // With tools, a choice's text is held while it may be a call (gateway/tool-calls.ts), its logprobs
-      // with it.
-      const calls = choices.map(() => (tools ? new ToolCallStream(tools) : null));
+      // A required call streams as calls do; with "auto", a choice's text is held while it may be a call
+      // (gateway/tool-calls.ts), its logprobs with it.
+      const required = choices.map((_, index) =>
+        tools?.forced ? new RequiredCallStream(callId(index)) : null,
+      );
+      const calls = choices.map(() => (tools && !tools.forced ? new ToolCallStream(tools) : null));
+      const callDeltas = (index: number, deltas: ToolCallDelta[]) =>
+        chunk({ index, delta: { tool_calls: deltas }, logprobs: null, finish_reason: null });
       const heldLogprobs = choices.map((): TokenLogprob[] => []);
       const content = (index: number, text: string, logprobs: TokenLogprob[]) =>
         chunk({
@@ -87,17 +92,34 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
         });
       for await (const { index, step } of interleave(choices)) {
         const held = heldLogprobs[index]!;
+        const call = required[index];
         if (step.done) {
           finals.push(step.value);
+          if (call) {
+            const rest = call.end();
+            if (rest.length > 0) yield callDeltas(index, rest);
+            // A call cut short by max_tokens ends "length", as a text would.
+            const finish = step.value.finish_reason === "stop" ? "tool_calls" : finishReasonOf(step.value);
+            yield chunk({ index, delta: {}, logprobs: null, finish_reason: finish });
+            continue;
+          }
           const end = calls[index]?.end(callId(index));
           if (end && "calls" in end) {
-            const toolCalls = end.calls.map((call, k) => ({ index: k, ...call }));
-            yield chunk({ index, delta: { tool_calls: toolCalls }, logprobs: null, finish_reason: null });
+            yield callDeltas(
+              index,
+              end.calls.map((c, k) => ({ index: k, ...c })),
+            );
             yield chunk({ index, delta: {}, logprobs: null, finish_reason: "tool_calls" });
             continue;
           }
           if (end && end.text !== "") yield content(index, end.text, held.splice(0));
           yield chunk({ index, delta: {}, logprobs: null, finish_reason: finishReasonOf(step.value) });
+          continue;
+        }
+        if (call) {
+          // A call's tokens have no logprobs in OpenAI's shape.
+          const deltas = call.push(step.value.text);
+          if (deltas.length > 0) yield callDeltas(index, deltas);
           continue;
         }
         held.push(...(step.value.logprobs ?? []));

@@ -527,21 +527,23 @@ describe("the gateway with real workers, through the openai client", () => {
       expect(Number.isInteger(args.days)).toBe(true);
     } else expect(args).toEqual({});
 
+    // Streamed as OpenAI streams calls: the id and name first, then the arguments in pieces.
     const stream = await client.chat.completions.create({ ...request, stream: true });
-    const streamed: { name?: string; arguments?: string; id?: string }[] = [];
+    const deltas: { id?: string; name?: string; arguments?: string }[] = [];
     let finish: string | null = null;
     let content = "";
     for await (const chunk of stream) {
       const delta = chunk.choices[0]?.delta;
       content += delta?.content ?? "";
-      for (const c of delta?.tool_calls ?? []) streamed.push({ id: c.id, ...c.function });
+      for (const c of delta?.tool_calls ?? []) deltas.push({ id: c.id, ...c.function });
       finish = chunk.choices[0]?.finish_reason ?? finish;
     }
     expect(content).toBe("");
     expect(finish).toBe("tool_calls");
-    expect(streamed).toEqual([
-      { id: expect.stringMatching(/^call_/), name: fn.name, arguments: fn.arguments },
-    ]);
+    expect(deltas[0]).toMatchObject({ id: expect.stringMatching(/^call_/), name: fn.name });
+    expect(deltas.slice(1).every((d) => d.id === undefined && d.name === undefined)).toBe(true);
+    const streamedArguments = deltas.map((d) => d.arguments ?? "").join("");
+    expect(JSON.parse(streamedArguments)).toEqual(JSON.parse(fn.arguments));
 
     // The call and its result go back to the model, which answers on.
     const followUp = await client.chat.completions.create({

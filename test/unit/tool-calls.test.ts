@@ -6,6 +6,7 @@ import type { ApiError } from "../../gateway/errors.ts";
 import {
   forcedCallFormat,
   planTools,
+  RequiredCallStream,
   ToolCallStream,
   type ToolPlan,
   toolCallsIn,
@@ -262,5 +263,39 @@ describe("an answer that is calls", () => {
     expect(brace.end("c")).toEqual({ text: "{not json" });
     const forced = new ToolCallStream({ ...plan, forced: ["get_time"] });
     expect(forced.push("Hello")).toBe("");
+  });
+});
+
+describe("a required call's stream", () => {
+  it("sends the id and name once the name is written, then the arguments as they come, never the call's brace", () => {
+    const text = ' {"name": "get_weather", "arguments": {"city": "a}b", "unit": "c"}}';
+    for (const cut of [1, 3, 7]) {
+      const stream = new RequiredCallStream("call_9");
+      const deltas = [];
+      for (let at = 0; at < text.length; at += cut) deltas.push(...stream.push(text.slice(at, at + cut)));
+      deltas.push(...stream.end());
+      expect(deltas[0]).toEqual({
+        index: 0,
+        id: "call_9",
+        type: "function",
+        function: { name: "get_weather", arguments: "" },
+      });
+      const args = deltas
+        .slice(1)
+        .map((d) => d.function.arguments)
+        .join("");
+      expect(args).toBe('{"city": "a}b", "unit": "c"}');
+      expect(deltas.slice(1).every((d) => d.id === undefined && d.function.name === undefined)).toBe(true);
+    }
+  });
+
+  it("sends nothing before the name is whole, and what it has of a call cut short", () => {
+    const stream = new RequiredCallStream("c");
+    expect(stream.push('{"name":"get_')).toEqual([]);
+    expect(stream.push('time","arguments":{"tz":')).toHaveLength(2);
+    expect(stream.end()).toEqual([]);
+    const cut = new RequiredCallStream("c");
+    cut.push('{"name":"get_time","arguments":{"tz":"U');
+    expect(cut.end()).toEqual([]);
   });
 });
