@@ -304,6 +304,28 @@ describe("n choices", () => {
     ).rejects.toMatchObject({ status: 400, param: "best_of" });
   });
 
+  it("cancels every choice's run when the client aborts a stream", async () => {
+    worker.behaviour = (request) => (request.sampling.max_tokens === 45 ? { partial: 2 } : "reply");
+    try {
+      const controller = new AbortController();
+      const stream = await client.chat.completions.create(
+        { model: BASE, messages, stream: true, max_tokens: 45, n: 2 },
+        { signal: controller.signal },
+      );
+      let id = "";
+      for await (const chunk of stream) {
+        id = chunk.id.replace("chatcmpl-", "");
+        if (chunk.choices[0]?.delta.content) break;
+      }
+      controller.abort();
+      await worker.cancelled(id);
+      await worker.cancelled(`${id}-1`);
+      expect(worker.cancels).toEqual(expect.arrayContaining([id, `${id}-1`]));
+    } finally {
+      worker.behaviour = () => "reply";
+    }
+  });
+
   it("fails the whole request when one choice fails, and cancels the others", async () => {
     worker.behaviour = (request) =>
       request.sampling.max_tokens !== 44
