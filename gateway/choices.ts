@@ -55,6 +55,20 @@ export async function openChoices(generations: readonly Generation[]): Promise<O
  * every run still going.
  */
 export async function* interleave(choices: readonly OpenChoice[]): AsyncGenerator<ChoiceStep, void, void> {
+  if (choices.length === 1) {
+    // The common case, read straight through: no race, no promise per chunk beyond the reply's own.
+    const only = choices[0]!;
+    try {
+      let step = only.first;
+      for (;;) {
+        yield { index: 0, step };
+        if (step.done) return;
+        step = await only.chunks.next();
+      }
+    } finally {
+      only.generation.cancel();
+    }
+  }
   const pending = new Map<number, Promise<ChoiceStep>>();
   const arm = (index: number, next: Promise<IteratorResult<TokenChunk, Final>>) => {
     const step = next.then((result) => ({ index, step: result }));
