@@ -5,7 +5,7 @@
 // Luminet refuses rather than silently ignores.
 import type { ChatCompletionRequest, ChatMessageIn, CompletionRequest } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
-import { compileJsonSchema, JsonSchemaError, lenientJsonSchema } from "../worker/engine/json-schema.ts";
+import { compileJsonSchema, JsonSchemaError, schemaAsRead } from "../worker/engine/json-schema.ts";
 import { MAX_LOGIT_BIAS } from "../worker/engine/sampler.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import type { BaseModelInfo } from "./bases.ts";
@@ -117,9 +117,8 @@ function checkFormat(body: ChatCompletionRequest): SamplingParams["response_form
 type ResponseFormat = NonNullable<ChatCompletionRequest["response_format"]>;
 
 /**
- * The schema the worker generates under: as given when `strict` is true, else its lenient reading
- * (lenientJsonSchema: keywords that only narrow values left out, as OpenAI does not enforce a non-strict
- * schema at all), so the schemas libraries such as Pydantic write (`format` on dates) are served.
+ * The schema the worker generates under (schemaAsRead: lenient unless `strict`), so the schemas libraries
+ * such as Pydantic write (`format` on dates) are served.
  */
 function checkedJsonSchema(format: ResponseFormat["json_schema"]): Record<string, unknown> {
   if (!format?.schema) {
@@ -128,8 +127,7 @@ function checkedJsonSchema(format: ResponseFormat["json_schema"]): Record<string
       "response_format.json_schema",
     );
   }
-  const schema =
-    format.strict === true ? format.schema : (lenientJsonSchema(format.schema) as Record<string, unknown>);
+  const schema = schemaAsRead(format.schema, format.strict);
   try {
     compileJsonSchema(schema);
   } catch (error) {

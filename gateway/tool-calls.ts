@@ -7,7 +7,7 @@
 // else is text. Calls are answered as OpenAI does: content null, tool_calls, finish_reason "tool_calls".
 import type { ChatCompletionRequest, ToolCall } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
-import { compileJsonSchema, JsonSchemaError, lenientJsonSchema } from "../worker/engine/json-schema.ts";
+import { compileJsonSchema, isObject, JsonSchemaError, schemaAsRead } from "../worker/engine/json-schema.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import { invalidRequest } from "./errors.ts";
 
@@ -22,14 +22,9 @@ export interface ToolPlan {
 
 const ANY_PARAMETERS = { type: "object" };
 
-/**
- * The schema a function's arguments are generated under: its parameters as given when it is `strict`, else
- * their lenient reading (lenientJsonSchema: keywords such as `format` or `minimum` left out, as OpenAI does
- * not check a non-strict function's arguments either).
- */
+/** The schema a function's arguments are generated under (schemaAsRead: lenient unless `strict`). */
 function argumentsSchema(tool: Tool): Record<string, unknown> {
-  const parameters = tool.function.parameters ?? ANY_PARAMETERS;
-  return tool.function.strict ? parameters : (lenientJsonSchema(parameters) as Record<string, unknown>);
+  return schemaAsRead(tool.function.parameters ?? ANY_PARAMETERS, tool.function.strict);
 }
 
 /** Checks tools and tool_choice; throws 400 naming the parameter. */
@@ -215,10 +210,6 @@ function parseJson(text: string): unknown {
   } catch {
     return undefined;
   }
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /**

@@ -12,8 +12,8 @@ import { EngineThread } from "../../worker/engine/engine-thread.ts";
 import {
   ANY_OBJECT,
   compileJsonSchema,
-  lenientJsonSchema,
   type SchemaNode,
+  schemaAsRead,
 } from "../../worker/engine/json-schema.ts";
 import { loadModelConfig } from "../../worker/engine/model-config.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
@@ -78,9 +78,8 @@ function readLines(file: string): Line[] {
     try {
       if (format?.type === "json_object") schema = ANY_OBJECT;
       if (format?.type === "json_schema") {
-        const { schema: given, strict } = format.json_schema;
         // As the API reads it: a schema that is not strict leaves out what only narrows values.
-        schema = compileJsonSchema(strict === true ? given : lenientJsonSchema(given));
+        schema = compileJsonSchema(schemaAsRead(format.json_schema.schema, format.json_schema.strict));
       }
     } catch (error) {
       throw new Error(`${file}:${i + 1}: response_format.json_schema.${(error as Error).message}`);

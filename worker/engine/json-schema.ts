@@ -181,7 +181,8 @@ class Compiler {
   }
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
+/** A JSON object: not null, not an array. */
+export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
@@ -250,4 +251,16 @@ export function lenientJsonSchema(schema: unknown): unknown {
     } else out[key === "oneOf" ? "anyOf" : key] = lenientJsonSchema(value);
   }
   return out;
+}
+
+/**
+ * A schema as Luminet generates under it: as given when `strict` is true, else its lenient reading
+ * (lenientJsonSchema), as OpenAI enforces only strict schemas. One rule for response formats, functions'
+ * parameters and `luminet generate`.
+ */
+export function schemaAsRead(
+  schema: Record<string, unknown>,
+  strict: boolean | null | undefined,
+): Record<string, unknown> {
+  return strict === true ? schema : (lenientJsonSchema(schema) as Record<string, unknown>);
 }
