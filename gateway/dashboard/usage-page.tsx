@@ -183,9 +183,7 @@ export function UsagePage({ data }: { data: UsagePageData }) {
                 <td class="num">
                   {total.total_tokens > 0 ? percent(row.total_tokens, total.total_tokens) : "–"}
                 </td>
-                <td class="num" data-cost-usd={row.cost_usd}>
-                  {formatUsd(row.cost_usd)}
-                </td>
+                <CostCell row={row} />
               </tr>
             ))}
           </tbody>
@@ -221,6 +219,14 @@ function TokenCells({ row }: { row: UsageTotals }) {
   );
 }
 
+function CostCell({ row }: { row: UsageTotals }) {
+  return (
+    <td class="num" data-cost-usd={row.cost_usd}>
+      {formatUsd(row.cost_usd)}
+    </td>
+  );
+}
+
 /** What each API key spent in the period, most expensive first. */
 function KeyTable({ byKey, keyNames }: { byKey: UsageReport; keyNames: ReadonlyMap<string, string> }) {
   const keys = [...byKey.data].sort(
@@ -245,9 +251,7 @@ function KeyTable({ byKey, keyNames }: { byKey: UsageReport; keyNames: ReadonlyM
               <tr data-key={row.api_key_id ?? ""}>
                 <td>{keyNames.get(row.api_key_id ?? "") ?? row.api_key_id}</td>
                 <TokenCells row={row} />
-                <td class="num" data-cost-usd={row.cost_usd}>
-                  {formatUsd(row.cost_usd)}
-                </td>
+                <CostCell row={row} />
               </tr>
             ))}
           </tbody>

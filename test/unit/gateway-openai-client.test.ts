@@ -27,6 +27,30 @@ afterAll(async () => {
 
 const messages = [{ role: "user" as const, content: "Say hello" }];
 
+/**
+ * Streams a request of `n` choices whose runs (marked by their max_tokens) send two chunks and then wait,
+ * aborts the client once text arrived, and resolves with the request id.
+ */
+async function abortAfterFirstText(maxTokens: number, n: number): Promise<string> {
+  worker.behaviour = (request) => (request.sampling.max_tokens === maxTokens ? { partial: 2 } : "reply");
+  try {
+    const controller = new AbortController();
+    const stream = await client.chat.completions.create(
+      { model: BASE, messages, stream: true, max_tokens: maxTokens, n },
+      { signal: controller.signal },
+    );
+    let id = "";
+    for await (const chunk of stream) {
+      id = chunk.id.replace("chatcmpl-", "");
+      if (chunk.choices[0]?.delta.content) break;
+    }
+    controller.abort();
+    return id;
+  } finally {
+    worker.behaviour = () => "reply";
+  }
+}
+
 describe("the openai client", () => {
   it("lists models", async () => {
     const ids = [];
@@ -200,24 +224,9 @@ describe("the openai client", () => {
   });
 
   it("cancels the worker's run when the client aborts a stream", async () => {
-    worker.behaviour = (request) => (request.sampling.max_tokens === 42 ? { partial: 2 } : "reply");
-    try {
-      const controller = new AbortController();
-      const stream = await client.chat.completions.create(
-        { model: BASE, messages, stream: true, max_tokens: 42 },
-        { signal: controller.signal },
-      );
-      let id = "";
-      for await (const chunk of stream) {
-        id = chunk.id.replace("chatcmpl-", "");
-        if (chunk.choices[0]?.delta.content) break;
-      }
-      controller.abort();
-      await worker.cancelled(id);
-      expect(worker.cancels).toContain(id);
-    } finally {
-      worker.behaviour = () => "reply";
-    }
+    const id = await abortAfterFirstText(42, 1);
+    await worker.cancelled(id);
+    expect(worker.cancels).toContain(id);
   });
 });
 
@@ -305,25 +314,10 @@ describe("n choices", () => {
   });
 
   it("cancels every choice's run when the client aborts a stream", async () => {
-    worker.behaviour = (request) => (request.sampling.max_tokens === 45 ? { partial: 2 } : "reply");
-    try {
-      const controller = new AbortController();
-      const stream = await client.chat.completions.create(
-        { model: BASE, messages, stream: true, max_tokens: 45, n: 2 },
-        { signal: controller.signal },
-      );
-      let id = "";
-      for await (const chunk of stream) {
-        id = chunk.id.replace("chatcmpl-", "");
-        if (chunk.choices[0]?.delta.content) break;
-      }
-      controller.abort();
-      await worker.cancelled(id);
-      await worker.cancelled(`${id}-1`);
-      expect(worker.cancels).toEqual(expect.arrayContaining([id, `${id}-1`]));
-    } finally {
-      worker.behaviour = () => "reply";
-    }
+    const id = await abortAfterFirstText(45, 2);
+    await worker.cancelled(id);
+    await worker.cancelled(`${id}-1`);
+    expect(worker.cancels).toEqual(expect.arrayContaining([id, `${id}-1`]));
   });
 
   it("fails the whole request when one choice fails, and cancels the others", async () => {
