@@ -7,11 +7,13 @@
 // they are all queued when a step takes them, with a step budget that admits them all: off, they are
 // prefilled together; on, the first is and the rest wait a step to prefill only their tails from its cache
 // (the scheduler's MIN_SHARED_PREFIX).
+
+import type { ReplyInbox } from "../bus/bus.ts";
 import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
 import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
-import { readReply, sendRequest, streamRequest } from "./bench-long-prompt.ts";
+import { readReply, sendRequest } from "./bench-long-prompt.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { percentile, round } from "./bench-stats.ts";
 import { benchModelWithAdapter } from "./bench-switch.ts";
@@ -146,7 +148,7 @@ async function timeRequests(run: {
   bytes: number;
   prompts: number[][];
   busy?: number[];
-}): Promise<{ ttft: number; cached: number }[]> {
+}): Promise<TimedReply[]> {
   const longest = Math.max(...run.prompts.map((p) => p.length));
   const together = run.busy ? run.prompts.length + 1 : 1;
   const { gateway, stop } = await startBenchWorker({
@@ -168,31 +170,37 @@ async function timeRequests(run: {
       const inboxes = await Promise.all(
         run.prompts.map((prompt, i) => sendRequest(gateway, `burst-${i}`, prompt, 2)),
       );
-      const [, ...burst] = await Promise.all([
-        readReply(busy, "busy", () => {}).then(() => ({ ttft: 0, cached: 0 })),
-        ...inboxes.map(async (inbox, i) => {
-          let first = 0;
-          const usage = await readReply(inbox, `burst-${i}`, (at) => {
-            first ||= at;
-          });
-          return { ttft: first - sent, cached: usage.cached_tokens ?? 0 };
-        }),
+      const [, burst] = await Promise.all([
+        readReply(busy, "busy", () => {}),
+        Promise.all(inboxes.map((inbox, i) => timeReply(inbox, `burst-${i}`, sent))),
       ]);
       return burst;
     }
-    const runs: { ttft: number; cached: number }[] = [];
+    const runs: TimedReply[] = [];
     for (const [i, prompt] of run.prompts.entries()) {
       const sent = performance.now();
-      let first = 0;
-      const usage = await streamRequest(gateway, `prefix-${i}`, prompt, 2, (at) => {
-        first ||= at;
-      });
-      runs.push({ ttft: first - sent, cached: usage.cached_tokens ?? 0 });
+      runs.push(await timeReply(await sendRequest(gateway, `prefix-${i}`, prompt, 2), `prefix-${i}`, sent));
     }
     return runs;
   } finally {
     await stop();
   }
+}
+
+interface TimedReply {
+  /** From `sent` to the reply's first token. */
+  ttft: number;
+  /** Prompt tokens the prefix cache covered. */
+  cached: number;
+}
+
+/** Reads a sent request's reply: its time to first token from `sent`, and its prompt tokens from the cache. */
+async function timeReply(inbox: ReplyInbox, id: string, sent: number): Promise<TimedReply> {
+  let first = 0;
+  const usage = await readReply(inbox, id, (at) => {
+    first ||= at;
+  });
+  return { ttft: first - sent, cached: usage.cached_tokens ?? 0 };
 }
 
 /** Prints the result (one JSON line with --json, else a table) and saves bench/results/prefix-cache.json. */
