@@ -16,6 +16,7 @@ import { completions } from "./routes/completions.ts";
 import { fleetScaleRoute } from "./routes/fleet-scale.ts";
 import { keyRoutes } from "./routes/keys.ts";
 import { listModelsRoute, retrieveModelRoute } from "./routes/models.ts";
+import { createResponse, deleteResponse, retrieveResponse } from "./routes/responses.ts";
 import { usageRoute } from "./routes/usage.ts";
 
 export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
@@ -50,10 +51,14 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   );
   app.use("/v1/chat/completions", idempotency(deps.idempotency));
   app.use("/v1/completions", idempotency(deps.idempotency));
+  app.use("/v1/responses", idempotency(deps.idempotency));
   app.get("/v1/models", listModelsRoute(deps));
   app.get("/v1/models/:model{.+}", retrieveModelRoute(deps));
   app.post("/v1/chat/completions", chatCompletions(deps));
   app.post("/v1/completions", completions(deps));
+  app.post("/v1/responses", createResponse(deps));
+  app.get("/v1/responses/:id", retrieveResponse(deps));
+  app.delete("/v1/responses/:id", deleteResponse(deps));
   app.get("/v1/usage", callerOrgOnly, usageRoute(deps));
   app.route("/v1/keys", keyRoutes(deps));
   app.get("/v1/fleet/scale", requireScope("admin"), fleetScaleRoute(deps));

@@ -1,4 +1,5 @@
-// Server-sent events as OpenAI streams them: `data: <json>\n\n` per event, then `data: [DONE]\n\n`.
+// Server-sent events as OpenAI streams them: for chat and completions `data: <json>\n\n` per event, then
+// `data: [DONE]\n\n`; for the Responses API each event also has an `event: <type>` line, and no [DONE].
 // Built on a pull-based ReadableStream, so a slow client slows the reading of replies instead of buffering
 // them, and a client that goes away cancels the stream, which calls `onCancel` at once (not at the next
 // event). An error after the first byte can only be told in-band: an event `{"error": {...}}`, which the
@@ -6,19 +7,24 @@
 // long prompt), a comment line goes out every `keepAliveMs`, so proxies and clients that drop idle
 // connections keep this one; SSE clients skip comments.
 import type { ErrorBody } from "../schema/api.ts";
+import type { ResponseErrorEvent } from "../schema/responses-api.ts";
 import { TIMED_OUT, within } from "./within.ts";
 
 export interface EventSource {
   /** The next event's JSON payload, or null when the stream is complete. */
   next(): Promise<unknown | null>;
-  /** The error event to send when next() throws. */
-  errorEvent(error: unknown): ErrorBody;
+  /** The error event to send when next() throws: an ErrorBody, or a Responses API error event. */
+  errorEvent(error: unknown): ErrorBody | ResponseErrorEvent;
   /** The client went away: stop producing. */
   onCancel(): void;
+  /** The Responses API's framing: each event's `type` as its `event:` line, and no [DONE] at the end. */
+  named?: boolean;
 }
 
 const encoder = new TextEncoder();
 const frame = (data: string) => encoder.encode(`data: ${data}\n\n`);
+const namedFrame = (event: unknown) =>
+  encoder.encode(`event: ${(event as { type: string }).type}\ndata: ${JSON.stringify(event)}\n\n`);
 const KEEP_ALIVE = encoder.encode(": keep-alive\n\n");
 
 export function eventStream(
@@ -43,15 +49,16 @@ export function eventStream(
         pending = null;
         if (event === null) {
           done = true;
-          controller.enqueue(frame("[DONE]"));
+          if (!source.named) controller.enqueue(frame("[DONE]"));
           controller.close();
           return;
         }
-        controller.enqueue(frame(JSON.stringify(event)));
+        controller.enqueue(source.named ? namedFrame(event) : frame(JSON.stringify(event)));
       } catch (error) {
         if (done) return;
         done = true;
-        controller.enqueue(frame(JSON.stringify(source.errorEvent(error))));
+        const event = source.errorEvent(error);
+        controller.enqueue(source.named ? namedFrame(event) : frame(JSON.stringify(event)));
         controller.close();
       }
     },

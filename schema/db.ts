@@ -1,5 +1,5 @@
-// The database tables (drizzle, Postgres dialect): orgs, their API keys, base models with prices, adapters
-// and usage. Row types are derived from the tables; migrations in schema/migrations are generated from this
+// The database tables (drizzle, Postgres dialect): orgs, their API keys, base models with prices, adapters,
+// usage, and stored Responses API responses. Row types are derived from the tables; migrations in schema/migrations are generated from this
 // file by drizzle-kit (`npm run db:generate`), never written by hand.
 import { sql } from "drizzle-orm";
 import {
@@ -221,6 +221,26 @@ export const apiKeyRateWindows = pgTable("api_key_rate_windows", {
   requests: integer("requests").notNull(),
   tokens: bigint("tokens", { mode: "number" }).notNull(),
 });
+
+/**
+ * Responses API responses kept for GET /v1/responses/{id} and previous_response_id (gateway/response-store.ts):
+ * the response as answered and the conversation it answered (every input item, earlier responses' included),
+ * so a request that continues it needs this one row. Kept until deleted.
+ */
+export const storedResponses = pgTable(
+  "stored_responses",
+  {
+    /** "resp_<request id>" */
+    id: text("id").primaryKey(),
+    orgId: text("org_id")
+      .notNull()
+      .references(() => orgs.id),
+    response: jsonb("response").notNull(),
+    conversation: jsonb("conversation").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index("stored_responses_org_idx").on(t.orgId, t.createdAt)],
+);
 
 export type Org = typeof orgs.$inferSelect;
 export type NewOrg = typeof orgs.$inferInsert;

@@ -120,7 +120,8 @@ function cancelWhenOpen(opening: Promise<OpenStream>): () => void {
 }
 
 /**
- * The SSE response of an opened stream: `events` in OpenAI's shape, an error after the headers in-band,
+ * The SSE response of an opened stream: `events` in OpenAI's shape (chat's framing, which completions
+ * share, or the Responses API's named events), an error after the headers in-band,
  * keep-alives while the next event is slow, and the generation cancelled if the client leaves.
  */
 export function streamResponse(
@@ -128,6 +129,7 @@ export function streamResponse(
   deps: GatewayDeps,
   opening: Promise<OpenStream>,
   events: AsyncGenerator<unknown, void, void>,
+  framing: "chat" | "responses" = "chat",
 ): Response {
   return eventStream(
     {
@@ -135,8 +137,14 @@ export function streamResponse(
         const step = await events.next();
         return step.done ? null : step.value;
       },
-      errorEvent: (error) => toApiError(error).body,
+      errorEvent: (error) => {
+        const { body } = toApiError(error);
+        if (framing === "chat") return body;
+        const { code, message, param } = body.error;
+        return { type: "error", code, message, param, error: body.error };
+      },
       onCancel: cancelWhenOpen(opening),
+      named: framing === "responses",
     },
     { "x-request-id": c.get("requestId") },
     deps.limits.keepAliveMs,

@@ -60,7 +60,7 @@ async function eventually<T>(what: string, probe: () => T | undefined): Promise<
 
 const billed = (requestId: string) =>
   eventually(`the usage event of ${requestId}`, () => usage.get(requestId));
-const requestIdOf = (responseId: string) => responseId.replace(/^(chatcmpl|cmpl)-/, "");
+const requestIdOf = (responseId: string) => responseId.replace(/^(chatcmpl-|cmpl-|resp_)/, "");
 
 beforeAll(async () => {
   const natsUrl = inject("natsUrl");
@@ -559,6 +559,102 @@ describe("the gateway with real workers, through the openai client", () => {
     });
     expect(followUp.choices[0]?.finish_reason).toBe("length");
     expect(followUp.choices[0]?.message.content?.length).toBeGreaterThan(0);
+  });
+
+  it("serves the Responses API: the same greedy text as chat, a required call streamed, a schema's instance, billed as reported", async () => {
+    const model = `${BASE}:acme/a2`;
+    const chat = await client.chat.completions.create({
+      model,
+      messages: [
+        { role: "system", content: "Answer briefly." },
+        { role: "user", content: "Tell me a story" },
+      ],
+      max_tokens: 8,
+      temperature: 0,
+    });
+    const response = await client.responses.create({
+      model,
+      instructions: "Answer briefly.",
+      input: "Tell me a story",
+      max_output_tokens: 8,
+      temperature: 0,
+    });
+    expect(response.output_text).toBe(chat.choices[0]?.message.content);
+    expect(response.status).toBe("incomplete");
+    const bill = await billed(requestIdOf(response.id));
+    expect(bill.input_tokens).toBe(response.usage?.input_tokens);
+    expect(bill.output_tokens).toBe(response.usage?.output_tokens);
+    expect(bill.adapter).toBe("acme/a2");
+
+    // A required call, streamed: the item opens with its name, the arguments come in pieces.
+    const tools = [
+      {
+        type: "function" as const,
+        name: "forecast",
+        parameters: {
+          type: "object",
+          properties: { city: { type: "string", maxLength: 10 }, days: { type: "integer" } },
+          required: ["city", "days"],
+          additionalProperties: false,
+        },
+        strict: true,
+      },
+    ];
+    const stream = await client.responses.create({
+      model,
+      input: "Will it rain in Oslo?",
+      tools,
+      tool_choice: "required",
+      max_output_tokens: 120,
+      temperature: 1,
+      stream: true,
+    });
+    const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of stream) events.push(event);
+    const added = events.find((e) => e.type === "response.output_item.added");
+    expect(added?.type === "response.output_item.added" && added.item).toMatchObject({
+      type: "function_call",
+      name: "forecast",
+      call_id: expect.stringMatching(/^call_/),
+    });
+    const pieces = events.flatMap((e) =>
+      e.type === "response.function_call_arguments.delta" ? [e.delta] : [],
+    );
+    const done = events.at(-1);
+    if (done?.type !== "response.completed") throw new Error(`ended with ${done?.type}`);
+    const [call] = done.response.output;
+    if (call?.type !== "function_call") throw new Error("no call");
+    expect(pieces.join("")).toBe(call.arguments);
+    const args = JSON.parse(call.arguments) as Record<string, unknown>;
+    expect(Object.keys(args)).toEqual(["city", "days"]);
+    expect(Number.isInteger(args.days)).toBe(true);
+
+    // The call's output goes back through previous_response_id; the model answers on, in a schema.
+    const schema = {
+      type: "object",
+      properties: { rain: { type: "boolean" }, note: { type: "string", maxLength: 12 } },
+      required: ["rain", "note"],
+      additionalProperties: false,
+    };
+    const followUps = await Promise.all(
+      [1, 2, 3].map((seedless) =>
+        client.responses.create({
+          model,
+          previous_response_id: done.response.id,
+          input: [{ type: "function_call_output", call_id: call.call_id, output: '{"rain": true}' }],
+          text: { format: { type: "json_schema", name: "answer", schema, strict: true } },
+          max_output_tokens: 60 + seedless,
+          temperature: 1,
+        }),
+      ),
+    );
+    const closed = followUps.filter((r) => r.status === "completed");
+    expect(closed.length).toBeGreaterThan(0);
+    for (const answer of closed) {
+      const value = JSON.parse(answer.output_text) as Record<string, unknown>;
+      expect(Object.keys(value)).toEqual(["rain", "note"]);
+      expect(typeof value.rain).toBe("boolean");
+    }
   });
 
   it("answers every error path in OpenAI's shape", async () => {

@@ -1,0 +1,176 @@
+// A streamed response's events, in the order OpenAI sends them: response.created and .in_progress; per
+// output item its .output_item.added, then a message's content part and text deltas or a call's argument
+// deltas, then their .done events and .output_item.done; last response.completed (or .incomplete when
+// max_output_tokens cut it) carrying the whole response. Every event has the next sequence_number. The
+// writer keeps the output so far, so the last event's response is the one a non-streamed request gets.
+import type { ChatTokenLogprob, ToolCall } from "../schema/api.ts";
+import type {
+  FunctionCallOutput,
+  OutputItem,
+  ResponseEvent,
+  ResponseObject,
+} from "../schema/responses-api.ts";
+import type { Final } from "../schema/wire.ts";
+import { finishedResponse, messageItem, type ResponseIds, statusOf } from "./response-output.ts";
+
+export type NumberedEvent = ResponseEvent & { sequence_number: number };
+
+interface OpenMessage {
+  index: number;
+  text: string;
+  logprobs: ChatTokenLogprob[];
+}
+
+interface OpenCall {
+  index: number;
+  item: FunctionCallOutput;
+}
+
+export class ResponseEvents {
+  private sequence = 0;
+  private readonly output: OutputItem[] = [];
+  private message: OpenMessage | null = null;
+  private call: OpenCall | null = null;
+
+  constructor(
+    private readonly head: ResponseObject,
+    private readonly ids: ResponseIds,
+    private readonly wantLogprobs: boolean,
+  ) {}
+
+  start(): NumberedEvent[] {
+    return [
+      this.numbered({ type: "response.created", response: this.head }),
+      this.numbered({ type: "response.in_progress", response: this.head }),
+    ];
+  }
+
+  /** Output text as it comes: the message item opens with its first piece. */
+  text(delta: string, logprobs: readonly ChatTokenLogprob[]): NumberedEvent[] {
+    const events = this.message ? [] : this.openMessage();
+    const message = this.message!;
+    message.text += delta;
+    if (this.wantLogprobs) message.logprobs.push(...logprobs);
+    events.push(
+      this.numbered({
+        type: "response.output_text.delta",
+        item_id: this.ids.message,
+        output_index: message.index,
+        content_index: 0,
+        delta,
+        logprobs: this.wantLogprobs ? [...logprobs] : [],
+      }),
+    );
+    return events;
+  }
+
+  /** A call streamed as it is generated: its item opens once its name is known. */
+  callStart(callId: string, name: string): NumberedEvent[] {
+    const item: FunctionCallOutput = {
+      type: "function_call",
+      id: this.ids.functionCall(this.output.length),
+      call_id: callId,
+      name,
+      arguments: "",
+      status: "in_progress",
+    };
+    this.call = { index: this.output.length, item };
+    this.output.push(item);
+    return [
+      this.numbered({ type: "response.output_item.added", output_index: this.call.index, item: { ...item } }),
+    ];
+  }
+
+  callArguments(delta: string): NumberedEvent[] {
+    const call = this.call!;
+    call.item.arguments += delta;
+    return [
+      this.numbered({
+        type: "response.function_call_arguments.delta",
+        item_id: call.item.id,
+        output_index: call.index,
+        delta,
+      }),
+    ];
+  }
+
+  /** Whole calls, known only once the text is complete ("auto" tool choice). */
+  calls(calls: readonly ToolCall[]): NumberedEvent[] {
+    const events: NumberedEvent[] = [];
+    for (const call of calls) {
+      events.push(...this.callStart(call.id, call.function.name));
+      events.push(...this.callArguments(call.function.arguments));
+      events.push(...this.closeCall("completed"));
+    }
+    return events;
+  }
+
+  /** The end: open items closed, then the whole response. Returns the events and the finished response. */
+  finish(final: Final, nowSeconds: number): { events: NumberedEvent[]; response: ResponseObject } {
+    const itemStatus = statusOf(final).status === "incomplete" ? "incomplete" : "completed";
+    const events: NumberedEvent[] = [];
+    if (this.call) events.push(...this.closeCall(itemStatus));
+    if (this.output.length === 0) events.push(...this.openMessage());
+    if (this.message) events.push(...this.closeMessage(itemStatus));
+    const response = finishedResponse(this.head, [...this.output], final, nowSeconds);
+    const type = response.status === "incomplete" ? "response.incomplete" : "response.completed";
+    events.push(this.numbered({ type, response }));
+    return { events, response };
+  }
+
+  private openMessage(): NumberedEvent[] {
+    const index = this.output.length;
+    this.message = { index, text: "", logprobs: [] };
+    const item = messageItem(this.ids.message, "", null, "in_progress");
+    item.content = [];
+    this.output.push(item);
+    return [
+      this.numbered({ type: "response.output_item.added", output_index: index, item }),
+      this.numbered({
+        type: "response.content_part.added",
+        item_id: this.ids.message,
+        output_index: index,
+        content_index: 0,
+        part: { type: "output_text", text: "", annotations: [] },
+      }),
+    ];
+  }
+
+  private closeMessage(status: "completed" | "incomplete"): NumberedEvent[] {
+    const { index, text, logprobs } = this.message!;
+    this.message = null;
+    const item = messageItem(this.ids.message, text, this.wantLogprobs ? logprobs : null, status);
+    this.output[index] = item;
+    const common = { item_id: this.ids.message, output_index: index, content_index: 0 };
+    return [
+      this.numbered({
+        type: "response.output_text.done",
+        ...common,
+        text,
+        logprobs: this.wantLogprobs ? logprobs : [],
+      }),
+      this.numbered({ type: "response.content_part.done", ...common, part: item.content[0]! }),
+      this.numbered({ type: "response.output_item.done", output_index: index, item }),
+    ];
+  }
+
+  private closeCall(status: "completed" | "incomplete"): NumberedEvent[] {
+    const { index, item } = this.call!;
+    this.call = null;
+    item.status = status;
+    return [
+      this.numbered({
+        type: "response.function_call_arguments.done",
+        item_id: item.id,
+        output_index: index,
+        name: item.name,
+        arguments: item.arguments,
+      }),
+      this.numbered({ type: "response.output_item.done", output_index: index, item: { ...item } }),
+    ];
+  }
+
+  private numbered(event: ResponseEvent): NumberedEvent {
+    return { ...event, sequence_number: this.sequence++ };
+  }
+}

@@ -1,0 +1,141 @@
+// The Responses API's response object: the request's settings echoed as OpenAI echoes them, the output
+// items a reply makes (a message, or the function calls it is), the status a run's Final gives it, and its
+// usage. The route (gateway/routes/responses.ts) and its stream events (gateway/response-events.ts) build on
+// these, so a streamed response ends as the same object a non-streamed one is.
+import type { ChatTokenLogprob, ToolCall } from "../schema/api.ts";
+import type {
+  FunctionCallOutput,
+  InputItem,
+  OutputItem,
+  OutputMessage,
+  ResponseCreateRequest,
+  ResponseObject,
+  ResponseUsage,
+} from "../schema/responses-api.ts";
+import type { Final } from "../schema/wire.ts";
+import { usageOf } from "./routes/inference.ts";
+
+/** The ids of one response and of the items it may output. */
+export interface ResponseIds {
+  response: string;
+  message: string;
+  /** The k-th function call's item id. */
+  functionCall(k: number): string;
+  /** The first call's call_id; toolCallsIn numbers the others `<id>_<k>`. */
+  callId: string;
+}
+
+export function responseIds(requestId: string): ResponseIds {
+  return {
+    response: `resp_${requestId}`,
+    message: `msg_${requestId}`,
+    functionCall: (k) => (k === 0 ? `fc_${requestId}` : `fc_${requestId}_${k}`),
+    callId: `call_${requestId}`,
+  };
+}
+
+/** The response as it starts: settings echoed, no output yet, in progress. */
+export function responseHead(
+  body: ResponseCreateRequest,
+  id: string,
+  createdAt: number,
+  store: boolean,
+): ResponseObject {
+  return {
+    id,
+    object: "response",
+    created_at: createdAt,
+    completed_at: null,
+    status: "in_progress",
+    error: null,
+    incomplete_details: null,
+    model: body.model,
+    instructions: body.instructions ?? null,
+    output: [],
+    max_output_tokens: body.max_output_tokens ?? null,
+    temperature: body.temperature ?? 1,
+    top_p: body.top_p ?? 1,
+    top_logprobs: body.top_logprobs ?? 0,
+    parallel_tool_calls: body.parallel_tool_calls ?? true,
+    tool_choice: body.tool_choice ?? "auto",
+    tools: body.tools ?? [],
+    text: { format: body.text?.format ?? { type: "text" } },
+    previous_response_id: body.previous_response_id ?? null,
+    store,
+    metadata: body.metadata ?? {},
+    user: body.user ?? null,
+    truncation: "disabled",
+    reasoning: { effort: null, summary: null },
+    background: false,
+    usage: null,
+  };
+}
+
+/** A run's end as the response's status: cut by max_output_tokens is incomplete. */
+export function statusOf(final: Final): Pick<ResponseObject, "status" | "incomplete_details"> {
+  return final.finish_reason === "length"
+    ? { status: "incomplete", incomplete_details: { reason: "max_output_tokens" } }
+    : { status: "completed", incomplete_details: null };
+}
+
+export function responseUsage(final: Final): ResponseUsage {
+  const usage = usageOf([final]);
+  return {
+    input_tokens: usage.prompt_tokens,
+    input_tokens_details: { cached_tokens: usage.prompt_tokens_details.cached_tokens },
+    output_tokens: usage.completion_tokens,
+    output_tokens_details: { reasoning_tokens: 0 },
+    total_tokens: usage.total_tokens,
+  };
+}
+
+/** The finished response: its output, status and usage, completed at `now` (seconds). */
+export function finishedResponse(
+  head: ResponseObject,
+  output: OutputItem[],
+  final: Final,
+  now: number,
+): ResponseObject {
+  return { ...head, ...statusOf(final), output, completed_at: now, usage: responseUsage(final) };
+}
+
+export function messageItem(
+  id: string,
+  text: string,
+  logprobs: ChatTokenLogprob[] | null,
+  status: OutputMessage["status"],
+): OutputMessage {
+  return {
+    type: "message",
+    id,
+    status,
+    role: "assistant",
+    content: [{ type: "output_text", text, annotations: [], ...(logprobs ? { logprobs } : {}) }],
+  };
+}
+
+export function functionCallItems(
+  calls: readonly ToolCall[],
+  ids: ResponseIds,
+  status: FunctionCallOutput["status"],
+): FunctionCallOutput[] {
+  return calls.map((call, k) => ({
+    type: "function_call",
+    id: ids.functionCall(k),
+    call_id: call.id,
+    name: call.function.name,
+    arguments: call.function.arguments,
+    status,
+  }));
+}
+
+/** A response's output as input items, for a later request that continues its conversation. */
+export function outputAsInput(output: readonly OutputItem[]): InputItem[] {
+  return output.map((item): InputItem => {
+    if (item.type === "function_call") {
+      return { type: "function_call", call_id: item.call_id, name: item.name, arguments: item.arguments };
+    }
+    const text = item.content.map((part) => part.text).join("");
+    return { type: "message", role: "assistant", content: [{ type: "output_text", text }] };
+  });
+}

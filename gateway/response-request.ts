@@ -1,0 +1,162 @@
+// A Responses API request (schema/responses-api.ts) as the chat request it means, admitted by the same
+// checks as /v1/chat/completions (gateway/admission.ts): instructions become a system message, input items
+// become chat messages (function calls an assistant's tool_calls, their outputs tool messages), text.format
+// the response format, max_output_tokens the completion budget. Admission's errors name chat's fields; they
+// are relabelled here to the fields the caller sent. What Luminet does not do is refused with a 400.
+import type { ChatCompletionRequest, ChatMessageIn } from "../schema/api.ts";
+import { INCLUDE_LOGPROBS, type InputItem, type ResponseCreateRequest } from "../schema/responses-api.ts";
+import { type Admitted, admitChat } from "./admission.ts";
+import type { BaseModelInfo } from "./bases.ts";
+import { ApiError, invalidRequest } from "./errors.ts";
+
+/** What the caller asked for that Luminet does not do, refused by name. */
+function refuseUnsupported(body: ResponseCreateRequest): void {
+  if (body.background === true) {
+    throw invalidRequest("background responses are not supported: stream the response instead", "background");
+  }
+  if (body.conversation != null) {
+    throw invalidRequest("conversation is not supported: use previous_response_id", "conversation");
+  }
+  if (body.prompt != null) throw invalidRequest("prompt templates are not supported", "prompt");
+  if (body.reasoning?.effort != null) {
+    throw invalidRequest("reasoning.effort is not supported with this model", "reasoning.effort");
+  }
+  if (body.truncation === "auto") {
+    throw invalidRequest('truncation "auto" is not supported: the input must fit the context', "truncation");
+  }
+}
+
+function partsText(
+  parts: string | { type: string; text?: string; refusal?: string }[],
+  param: string,
+): string {
+  if (typeof parts === "string") return parts;
+  return parts
+    .map((part, j) => {
+      if (part.type === "refusal") return part.refusal ?? "";
+      if ((part.type === "input_text" || part.type === "output_text") && part.text !== undefined) {
+        return part.text;
+      }
+      throw invalidRequest(
+        `${param}[${j}]: content of type ${JSON.stringify(part.type)} is not supported: Luminet serves text models`,
+        `${param}.${j}`,
+      );
+    })
+    .join("");
+}
+
+/**
+ * The conversation as chat messages: consecutive function calls join one assistant turn (the assistant
+ * message right before them, if any), as chat writes an answer that calls several functions.
+ */
+export function chatMessagesOf(items: readonly InputItem[], firstIndex = 0): ChatMessageIn[] {
+  const messages: ChatMessageIn[] = [];
+  for (const [k, item] of items.entries()) {
+    const param = `input.${k - firstIndex}`;
+    if (item.type === "message") {
+      messages.push({ role: item.role, content: partsText(item.content, `${param}.content`) });
+      continue;
+    }
+    if (item.type === "function_call_output") {
+      messages.push({
+        role: "tool",
+        tool_call_id: item.call_id,
+        content: partsText(item.output, `${param}.output`),
+      });
+      continue;
+    }
+    try {
+      JSON.parse(item.arguments);
+    } catch {
+      throw invalidRequest(`${param}.arguments is not JSON`, `${param}.arguments`);
+    }
+    const call = {
+      id: item.call_id,
+      type: "function" as const,
+      function: { name: item.name, arguments: item.arguments },
+    };
+    const last = messages.at(-1);
+    if (last?.role === "assistant") last.tool_calls = [...(last.tool_calls ?? []), call];
+    else messages.push({ role: "assistant", content: null, tool_calls: [call] });
+  }
+  return messages;
+}
+
+/** The chat request a Responses request means, its conversation after the `earlier` items. */
+export function chatRequestOf(
+  body: ResponseCreateRequest,
+  earlier: readonly InputItem[],
+): ChatCompletionRequest {
+  const messages = chatMessagesOf([...earlier, ...body.input], earlier.length);
+  if (body.instructions) messages.unshift({ role: "system", content: body.instructions });
+  if (messages.length === 0) throw invalidRequest("input must hold at least one item", "input");
+  const format = body.text?.format;
+  const logprobs = (body.include ?? []).includes(INCLUDE_LOGPROBS) || (body.top_logprobs ?? 0) > 0;
+  return {
+    model: body.model,
+    messages,
+    max_completion_tokens: body.max_output_tokens,
+    temperature: body.temperature,
+    top_p: body.top_p,
+    stream: body.stream,
+    logprobs,
+    top_logprobs: logprobs ? (body.top_logprobs ?? 0) : null,
+    tools: body.tools?.map(({ name, description, parameters, strict }) => ({
+      type: "function" as const,
+      function: {
+        name,
+        ...(description ? { description } : {}),
+        ...(parameters ? { parameters } : {}),
+        strict,
+      },
+    })),
+    tool_choice:
+      typeof body.tool_choice === "object" && body.tool_choice !== null
+        ? { type: "function", function: { name: body.tool_choice.name } }
+        : body.tool_choice,
+    parallel_tool_calls: body.parallel_tool_calls,
+    response_format:
+      format?.type === "json_schema"
+        ? {
+            type: "json_schema",
+            json_schema: { name: format.name, schema: format.schema, strict: format.strict },
+          }
+        : format,
+  };
+}
+
+/** A chat field admission named, as the Responses request calls it. */
+function responsesParam(param: string | null): string | null {
+  if (param === null) return null;
+  if (param === "messages" || param.startsWith("messages.")) return "input";
+  if (param === "max_completion_tokens") return "max_output_tokens";
+  if (param === "response_format.json_schema.schema") return "text.format.schema";
+  if (param.startsWith("response_format")) return "text.format";
+  return param.replace(/^tools\.(\d+)\.function\./, "tools.$1.");
+}
+
+/** Admits a Responses request as its chat request; the earlier items come from previous_response_id. */
+export function admitResponse(
+  body: ResponseCreateRequest,
+  earlier: readonly InputItem[],
+  base: BaseModelInfo,
+): Admitted {
+  refuseUnsupported(body);
+  const request = chatRequestOf(body, earlier);
+  // OpenAI's own wording for the Responses API (admission would name `messages`).
+  if (
+    request.response_format?.type === "json_object" &&
+    !request.messages.some((m) => /json/i.test(typeof m.content === "string" ? m.content : ""))
+  ) {
+    throw invalidRequest(
+      "Response input messages must contain the word 'json' in some form to use 'text.format' of type 'json_object'.",
+      "input",
+    );
+  }
+  try {
+    return admitChat(request, base);
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.param === null) throw error;
+    throw new ApiError(error.status, error.type, error.message, error.code, responsesParam(error.param));
+  }
+}

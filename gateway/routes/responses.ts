@@ -1,0 +1,146 @@
+// OpenAI's Responses API: POST /v1/responses creates a response (streaming or not), GET and DELETE
+// /v1/responses/{id} read and delete a stored one.
+// A request is served as the chat request it means (gateway/response-request.ts), on the same workers,
+// limits and billing; the answer is a message or, with tools, the function calls it is (as in chat). A
+// response is stored unless `store` is false (gateway/response-store.ts), so a later request can continue
+// its conversation with previous_response_id; responses belong to the caller's org.
+import type { Handler } from "hono";
+import { ResponseCreateRequest, type ResponseObject } from "../../schema/responses-api.ts";
+import type { TokenLogprob } from "../../schema/wire.ts";
+import { collectChoices, interleave } from "../choices.ts";
+import type { GatewayEnv } from "../context.ts";
+import type { GatewayDeps } from "../deps.ts";
+import { ApiError } from "../errors.ts";
+import { chatLogprobs } from "../logprobs.ts";
+import { resolveModel } from "../models.ts";
+import { readBody } from "../request-body.ts";
+import { type NumberedEvent, ResponseEvents } from "../response-events.ts";
+import {
+  finishedResponse,
+  functionCallItems,
+  messageItem,
+  responseHead,
+  responseIds,
+  statusOf,
+} from "../response-output.ts";
+import { admitResponse } from "../response-request.ts";
+import { continuedConversation, type KeptResponse } from "../response-store.ts";
+import { RequiredCallStream, type ToolCallDelta, ToolCallStream, toolCallsIn } from "../tool-calls.ts";
+import { begin, openStream, streamResponse } from "./inference.ts";
+
+function responseNotFound(id: string): ApiError {
+  return new ApiError(
+    404,
+    "invalid_request_error",
+    `No response found with id '${id}'.`,
+    "response_not_found",
+    "response_id",
+  );
+}
+
+/** A stored response of the caller's org, or 404 (another org's is not found either). */
+async function storedResponse(deps: GatewayDeps, orgId: string, id: string, param: string) {
+  const stored = await deps.responses.get(orgId, id);
+  if (!stored) {
+    const error = responseNotFound(id);
+    throw new ApiError(error.status, error.type, error.message, error.code, param);
+  }
+  return stored;
+}
+
+export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
+  return async (c) => {
+    const body = await readBody(c, ResponseCreateRequest);
+    const { orgId } = c.get("principal");
+    const resolved = await resolveModel(deps, c.get("principal"), body.model);
+    const earlier = body.previous_response_id
+      ? continuedConversation(
+          await storedResponse(deps, orgId, body.previous_response_id, "previous_response_id"),
+        )
+      : [];
+    const admitted = admitResponse(body, earlier, resolved.base);
+    const ids = responseIds(c.get("requestId"));
+    const store = body.store !== false;
+    const head = responseHead(body, ids.response, Math.floor(deps.now() / 1000), store);
+    const wantLogprobs = admitted.sampling.logprobs;
+    const tools = admitted.tools ?? null;
+    const nowSeconds = () => Math.floor(deps.now() / 1000);
+    /** Kept before it is answered, so a client that reads the answer can continue from it at once. */
+    const keep = async (response: ResponseObject) => {
+      if (!store) return;
+      const stored: KeptResponse = {
+        response,
+        conversation: [...earlier, ...body.input],
+      };
+      await deps.responses.save(orgId, stored);
+    };
+
+    if (!admitted.stream) {
+      const [reply] = await collectChoices(await begin(c, deps, resolved, admitted));
+      const { text, logprobs, final } = reply!;
+      const itemStatus = statusOf(final).status === "incomplete" ? "incomplete" : "completed";
+      const calls = tools ? toolCallsIn(text, tools, ids.callId) : null;
+      const output = calls
+        ? functionCallItems(calls, ids, itemStatus)
+        : [messageItem(ids.message, text, wantLogprobs ? chatLogprobs(logprobs) : null, itemStatus)];
+      const response = finishedResponse(head, output, final, nowSeconds());
+      await keep(response);
+      return c.json(response);
+    }
+
+    const { opening } = await openStream(c, deps, resolved, admitted);
+    async function* events(): AsyncGenerator<NumberedEvent> {
+      const { choices } = await opening;
+      const writer = new ResponseEvents(head, ids, wantLogprobs);
+      yield* writer.start();
+      // As in chat: a required call streams as it is generated; with "auto" the text is held while it may
+      // still be calls (gateway/tool-calls.ts), its logprobs with it.
+      const required = tools?.forced ? new RequiredCallStream(ids.callId) : null;
+      const auto = tools && !tools.forced ? new ToolCallStream(tools) : null;
+      const callEvents = (deltas: ToolCallDelta[]) =>
+        deltas.flatMap(({ id, function: { name, arguments: args } }) => [
+          ...(id !== undefined && name !== undefined ? writer.callStart(id, name) : []),
+          ...(args ? writer.callArguments(args) : []),
+        ]);
+      const held: TokenLogprob[] = [];
+      for await (const { step } of interleave(choices)) {
+        if (step.done) {
+          if (required) yield* callEvents(required.end());
+          const end = auto?.end(ids.callId);
+          if (end && "calls" in end) yield* writer.calls(end.calls);
+          else if (end && end.text !== "") yield* writer.text(end.text, chatLogprobs(held.splice(0)));
+          const finished = writer.finish(step.value, nowSeconds());
+          await keep(finished.response);
+          yield* finished.events;
+          return;
+        }
+        if (required) {
+          yield* callEvents(required.push(step.value.text));
+          continue;
+        }
+        held.push(...(step.value.logprobs ?? []));
+        const text = auto ? auto.push(step.value.text) : step.value.text;
+        if (auto && text === "") continue;
+        if (text !== "" || (wantLogprobs && held.length > 0))
+          yield* writer.text(text, chatLogprobs(held.splice(0)));
+        else held.length = 0;
+      }
+    }
+    return streamResponse(c, deps, opening, events(), "responses");
+  };
+}
+
+export function retrieveResponse(deps: GatewayDeps): Handler<GatewayEnv> {
+  return async (c) => {
+    const stored = await storedResponse(deps, c.get("principal").orgId, c.req.param("id")!, "response_id");
+    return c.json(stored.response);
+  };
+}
+
+export function deleteResponse(deps: GatewayDeps): Handler<GatewayEnv> {
+  return async (c) => {
+    const id = c.req.param("id")!;
+    if (!(await deps.responses.delete(c.get("principal").orgId, id))) throw responseNotFound(id);
+    return c.json({ id, object: "response", deleted: true });
+  };
+}

@@ -1,0 +1,277 @@
+// OpenAI's Responses API (`POST /v1/responses`) as Luminet serves it: the request body as a zod schema and
+// the response object, output items and stream events as types (the gateway builds them; nothing parses
+// them). Text in, text and function calls out: input items of other kinds (images, files, reasoning),
+// hosted tools and server-side features Luminet does not have are declared so they get a clear 400.
+import { z } from "zod";
+import type { ChatTokenLogprob, ErrorBody } from "./api.ts";
+
+// ---------------------------------------------------------------------------------------------------------
+// The request
+// ---------------------------------------------------------------------------------------------------------
+
+/** A content part of an input message; the gateway refuses the kinds that are not text. */
+const ContentPart = z.object({
+  type: z.string(),
+  text: z.string().optional(),
+  refusal: z.string().optional(),
+});
+
+const MessageItem = z.object({
+  type: z.literal("message"),
+  role: z.enum(["user", "assistant", "system", "developer"]),
+  content: z.union([z.string(), z.array(ContentPart)], {
+    error: "must be a string or a list of content parts",
+  }),
+  id: z.string().optional(),
+  status: z.string().optional(),
+});
+
+/** An earlier function call of the model, sent back with its output. */
+const FunctionCallItem = z.object({
+  type: z.literal("function_call"),
+  call_id: z.string().min(1),
+  name: z.string().min(1),
+  arguments: z.string(),
+  id: z.string().optional(),
+  status: z.string().optional(),
+});
+
+const FunctionCallOutputItem = z.object({
+  type: z.literal("function_call_output"),
+  call_id: z.string().min(1),
+  output: z.union([z.string(), z.array(ContentPart)], {
+    error: "must be a string or a list of content parts",
+  }),
+  id: z.string().optional(),
+  status: z.string().optional(),
+});
+
+const ITEM_TYPES = '"message", "function_call" or "function_call_output"';
+
+/** An input item; a message may leave out its type (OpenAI's "easy" input message). */
+const InputItem = z.preprocess(
+  (item) =>
+    typeof item === "object" && item !== null && !("type" in item) ? { ...item, type: "message" } : item,
+  z.discriminatedUnion("type", [MessageItem, FunctionCallItem, FunctionCallOutputItem], {
+    error: (issue) =>
+      issue.code === "invalid_union" ? `an input item's type must be ${ITEM_TYPES}` : undefined,
+  }),
+);
+export type InputItem = z.infer<typeof InputItem>;
+
+/** A string input is one user message. */
+const Input = z.preprocess(
+  (input) => (typeof input === "string" ? [{ type: "message", role: "user", content: input }] : input),
+  z.array(InputItem, { error: "must be a string or a list of input items" }),
+);
+
+const ToolName = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, _ or -");
+
+const FunctionTool = z.object({
+  type: z.literal("function"),
+  name: ToolName,
+  description: z.string().nullable().optional(),
+  parameters: z.record(z.string(), z.unknown()).nullable().optional(),
+  strict: z.boolean().nullable().optional(),
+});
+export type FunctionTool = z.infer<typeof FunctionTool>;
+
+const TextFormat = z.discriminatedUnion(
+  "type",
+  [
+    z.object({ type: z.literal("text") }),
+    z.object({ type: z.literal("json_object") }),
+    z.object({
+      type: z.literal("json_schema"),
+      name: ToolName,
+      schema: z.record(z.string(), z.unknown()),
+      description: z.string().optional(),
+      strict: z.boolean().nullable().optional(),
+    }),
+  ],
+  {
+    error: (issue) =>
+      issue.code === "invalid_union"
+        ? 'the format\'s type must be "text", "json_object" or "json_schema"'
+        : undefined,
+  },
+);
+export type TextFormat = z.infer<typeof TextFormat>;
+
+const ToolChoice = z.union(
+  [z.enum(["none", "auto", "required"]), z.object({ type: z.literal("function"), name: z.string() })],
+  { error: 'must be "none", "auto", "required" or {"type": "function", "name": …}' },
+);
+export type ToolChoice = z.infer<typeof ToolChoice>;
+
+export const ResponseCreateRequest = z.object({
+  model: z.string().min(1),
+  input: Input,
+  /** A system message before the input (not carried over to a later previous_response_id). */
+  instructions: z.string().nullable().optional(),
+  max_output_tokens: z.int().positive().nullable().optional(),
+  temperature: z.number().min(0).max(2).nullable().optional(),
+  top_p: z.number().gt(0).max(1).nullable().optional(),
+  stream: z.boolean().nullable().optional(),
+  tools: z
+    .array(
+      z.discriminatedUnion("type", [FunctionTool], {
+        error: (issue) =>
+          issue.code === "invalid_union"
+            ? "only function tools are supported (no hosted tools such as web_search or file_search)"
+            : undefined,
+      }),
+    )
+    .max(128, "at most 128 tools")
+    .nullable()
+    .optional(),
+  tool_choice: ToolChoice.nullable().optional(),
+  parallel_tool_calls: z.boolean().nullable().optional(),
+  text: z.object({ format: TextFormat.optional() }).nullable().optional(),
+  /** With include "message.output_text.logprobs": the most likely alternatives per token (0-20). */
+  top_logprobs: z.int().min(0).max(20).nullable().optional(),
+  include: z.array(z.string()).nullable().optional(),
+  /** Whether the response is kept for GET /v1/responses/{id} and previous_response_id (default true). */
+  store: z.boolean().nullable().optional(),
+  /** A stored response of the caller's org whose conversation this one continues. */
+  previous_response_id: z.string().nullable().optional(),
+  metadata: z
+    .record(z.string().max(64), z.string().max(512))
+    .refine((m) => Object.keys(m).length <= 16, "at most 16 keys")
+    .nullable()
+    .optional(),
+  user: z.string().optional(),
+  // Declared only to be refused (gateway/response-request.ts): Luminet does not do these.
+  background: z.boolean().nullable().optional(),
+  conversation: z.unknown().optional(),
+  prompt: z.unknown().optional(),
+  reasoning: z.object({ effort: z.string().nullable().optional() }).loose().nullable().optional(),
+  truncation: z.enum(["auto", "disabled"]).nullable().optional(),
+});
+export type ResponseCreateRequest = z.infer<typeof ResponseCreateRequest>;
+
+/** The include value that asks for the output text's logprobs. */
+export const INCLUDE_LOGPROBS = "message.output_text.logprobs";
+
+// ---------------------------------------------------------------------------------------------------------
+// The response and its stream
+// ---------------------------------------------------------------------------------------------------------
+
+export interface OutputText {
+  type: "output_text";
+  text: string;
+  annotations: [];
+  logprobs?: ChatTokenLogprob[];
+}
+
+export interface OutputMessage {
+  type: "message";
+  id: string;
+  status: "in_progress" | "completed" | "incomplete";
+  role: "assistant";
+  content: OutputText[];
+}
+
+export interface FunctionCallOutput {
+  type: "function_call";
+  id: string;
+  call_id: string;
+  name: string;
+  arguments: string;
+  status: "in_progress" | "completed" | "incomplete";
+}
+
+export type OutputItem = OutputMessage | FunctionCallOutput;
+
+export interface ResponseUsage {
+  input_tokens: number;
+  /** The input tokens the worker's prefix cache covered, billed at the cached input price. */
+  input_tokens_details: { cached_tokens: number };
+  output_tokens: number;
+  output_tokens_details: { reasoning_tokens: number };
+  total_tokens: number;
+}
+
+export type ResponseStatus = "in_progress" | "completed" | "incomplete" | "failed";
+
+export interface ResponseObject {
+  id: string;
+  object: "response";
+  created_at: number;
+  completed_at: number | null;
+  status: ResponseStatus;
+  error: { code: string; message: string } | null;
+  incomplete_details: { reason: "max_output_tokens" } | null;
+  model: string;
+  instructions: string | null;
+  output: OutputItem[];
+  max_output_tokens: number | null;
+  temperature: number;
+  top_p: number;
+  top_logprobs: number;
+  parallel_tool_calls: boolean;
+  tool_choice: ToolChoice;
+  tools: FunctionTool[];
+  text: { format: TextFormat };
+  previous_response_id: string | null;
+  store: boolean;
+  metadata: Record<string, string>;
+  user: string | null;
+  truncation: "disabled";
+  reasoning: { effort: null; summary: null };
+  background: false;
+  usage: ResponseUsage | null;
+}
+
+/** The events of a streamed response, in OpenAI's shapes (each also carries its sequence_number). */
+export type ResponseEvent =
+  | { type: "response.created" | "response.in_progress"; response: ResponseObject }
+  | { type: "response.completed" | "response.incomplete"; response: ResponseObject }
+  | {
+      type: "response.output_item.added" | "response.output_item.done";
+      output_index: number;
+      item: OutputItem;
+    }
+  | {
+      type: "response.content_part.added" | "response.content_part.done";
+      item_id: string;
+      output_index: number;
+      content_index: number;
+      part: OutputText;
+    }
+  | {
+      type: "response.output_text.delta";
+      item_id: string;
+      output_index: number;
+      content_index: number;
+      delta: string;
+      logprobs: ChatTokenLogprob[];
+    }
+  | {
+      type: "response.output_text.done";
+      item_id: string;
+      output_index: number;
+      content_index: number;
+      text: string;
+      logprobs: ChatTokenLogprob[];
+    }
+  | { type: "response.function_call_arguments.delta"; item_id: string; output_index: number; delta: string }
+  | {
+      type: "response.function_call_arguments.done";
+      item_id: string;
+      output_index: number;
+      name: string;
+      arguments: string;
+    };
+
+/**
+ * An error after the stream's headers: OpenAI's error event, with the error body beside its fields, which
+ * is what makes the openai SDKs raise it as an APIError.
+ */
+export interface ResponseErrorEvent {
+  type: "error";
+  code: string | null;
+  message: string;
+  param: string | null;
+  error: ErrorBody["error"];
+}

@@ -1,0 +1,330 @@
+// The Responses API through the official `openai` client against the gateway over HTTP (in-process bus,
+// scripted worker): what reaches the worker (the same prompt a chat request means), the response object
+// streaming and not, stored responses and previous_response_id, org scoping, and every refusal.
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type ServedApp, serveApp } from "../../gateway/node.ts";
+import type { InferenceRequest } from "../../schema/wire.ts";
+import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
+import { BASE, CONTEXT, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+
+let h: GatewayHarness;
+let worker: FakeWorker;
+let served: ServedApp;
+let client: OpenAI;
+let otherClient: OpenAI;
+
+beforeAll(async () => {
+  h = await createGatewayHarness();
+  worker = await FakeWorker.start(h.workerBus, { base: BASE });
+  await h.addAdapter({ name: "a1" });
+  served = await serveApp(h.app, 0, "127.0.0.1");
+  client = new OpenAI({ apiKey: h.keys.acme, baseURL: `${served.url}/v1`, maxRetries: 0 });
+  otherClient = new OpenAI({ apiKey: h.keys.other, baseURL: `${served.url}/v1`, maxRetries: 0 });
+});
+afterAll(async () => {
+  await served.close();
+  await worker.stop();
+  await h.close();
+});
+
+/** What the worker was sent for the request behind a response or chat completion id. */
+function sent(id: string): InferenceRequest {
+  const requestId = id.replace(/^(resp|chatcmpl)[_-]/, "");
+  const request = worker.received.find((r) => r.id === requestId);
+  if (!request) throw new Error(`the worker got no request ${requestId}`);
+  return request;
+}
+
+/** The prompt token ids the chat API sends for these messages. */
+async function chatPrompt(messages: OpenAI.ChatCompletionMessageParam[]): Promise<number[]> {
+  const completion = await client.chat.completions.create({ model: BASE, messages, max_tokens: 1 });
+  return sent(completion.id).prompt_token_ids;
+}
+
+describe("POST /v1/responses", () => {
+  it("answers a response whose prompt is the chat prompt of its instructions and input", async () => {
+    const response = await client.responses.create({
+      model: `${BASE}:acme/a1`,
+      instructions: "Be brief.",
+      input: "Say hello",
+      max_output_tokens: 3,
+    });
+    expect(response.id).toMatch(/^resp_/);
+    expect(response.object).toBe("response");
+    expect(response.output_text).toBe(fakeReplyText(3));
+    expect(response.status).toBe("incomplete");
+    expect(response.incomplete_details).toEqual({ reason: "max_output_tokens" });
+    expect(response.output).toHaveLength(1);
+    expect(response.output[0]).toMatchObject({ type: "message", role: "assistant", status: "incomplete" });
+    expect(response.usage).toMatchObject({ output_tokens: 3, input_tokens_details: { cached_tokens: 0 } });
+    const request = sent(response.id);
+    expect(response.usage?.input_tokens).toBe(request.prompt_token_ids.length);
+    expect(request.adapter?.name).toBe("acme/a1");
+    expect(request.sampling.max_tokens).toBe(3);
+    expect(request.prompt_token_ids).toEqual(
+      await chatPrompt([
+        { role: "system", content: "Be brief." },
+        { role: "user", content: "Say hello" },
+      ]),
+    );
+
+    const complete = await client.responses.create({ model: BASE, input: "Hi", max_output_tokens: 50 });
+    expect(complete.status).toBe("completed");
+    expect(complete.incomplete_details).toBeNull();
+    expect(complete.output_text).toBe(fakeReplyText(50));
+  });
+
+  it("turns input items, function calls and their outputs included, into the chat conversation", async () => {
+    const response = await client.responses.create({
+      model: BASE,
+      input: [
+        { role: "developer", content: "Use the tools." },
+        {
+          type: "message",
+          role: "user",
+          content: [
+            { type: "input_text", text: "Weather in " },
+            { type: "input_text", text: "Oslo?" },
+          ],
+        },
+        { type: "function_call", call_id: "call_1", name: "weather", arguments: '{"city":"Oslo"}' },
+        { type: "function_call_output", call_id: "call_1", output: '{"celsius":4}' },
+      ],
+      max_output_tokens: 2,
+    });
+    const chat = await client.chat.completions.create({
+      model: BASE,
+      messages: [
+        { role: "developer", content: "Use the tools." },
+        { role: "user", content: "Weather in Oslo?" },
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [
+            { id: "call_1", type: "function", function: { name: "weather", arguments: '{"city":"Oslo"}' } },
+          ],
+        },
+        { role: "tool", tool_call_id: "call_1", content: '{"celsius":4}' },
+      ],
+      max_tokens: 1,
+    });
+    expect(sent(response.id).prompt_token_ids).toEqual(sent(chat.id).prompt_token_ids);
+    expect(response.output_text).toBe(fakeReplyText(2));
+  });
+
+  it("streams OpenAI's events in order, numbered, ending with the response it stored", async () => {
+    // top_logprobs is an API parameter the SDK's types leave out.
+    const params = {
+      model: BASE,
+      input: "Say hello",
+      stream: true as const,
+      include: ["message.output_text.logprobs" as const],
+      top_logprobs: 2,
+    };
+    const stream = await client.responses.create(params);
+    const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of stream) events.push(event);
+    expect(events.map((e) => e.sequence_number)).toEqual(events.map((_, i) => i));
+    const types = events.map((e) => e.type);
+    const deltas = events.filter((e) => e.type === "response.output_text.delta");
+    expect(types).toEqual([
+      "response.created",
+      "response.in_progress",
+      "response.output_item.added",
+      "response.content_part.added",
+      ...deltas.map(() => "response.output_text.delta"),
+      "response.output_text.done",
+      "response.content_part.done",
+      "response.output_item.done",
+      "response.completed",
+    ]);
+    const text = deltas.map((e) => (e.type === "response.output_text.delta" ? e.delta : "")).join("");
+    expect(text).toBe(fakeReplyText(100));
+    const last = events.at(-1);
+    if (last?.type !== "response.completed") throw new Error("no response.completed");
+    expect(last.response.status).toBe("completed");
+    const part = last.response.output[0];
+    if (part?.type !== "message" || part.content[0]?.type !== "output_text") throw new Error("no text");
+    expect(part.content[0].text).toBe(text);
+    expect(part.content[0].logprobs).toHaveLength(deltas.length);
+    expect(part.content[0].logprobs?.[0]?.top_logprobs).toHaveLength(2);
+    expect(last.response.usage?.output_tokens).toBe(deltas.length);
+
+    const stored = await client.responses.retrieve(last.response.id);
+    expect(stored).toEqual({ ...last.response, output_text: text });
+  });
+
+  it("gives the stream helper's final response", async () => {
+    const stream = client.responses.stream({ model: BASE, input: "Say hello" });
+    const response = await stream.finalResponse();
+    expect(response.status).toBe("completed");
+    expect(response.output[0]).toMatchObject({
+      type: "message",
+      status: "completed",
+      content: [{ type: "output_text", text: fakeReplyText(100) }],
+    });
+  });
+
+  it("continues a stored response's conversation with previous_response_id, within the org", async () => {
+    const first = await client.responses.create({
+      model: BASE,
+      instructions: "Not carried over.",
+      input: "First question",
+      max_output_tokens: 3,
+    });
+    const second = await client.responses.create({
+      model: BASE,
+      input: "Second question",
+      previous_response_id: first.id,
+      max_output_tokens: 2,
+    });
+    expect(second.previous_response_id).toBe(first.id);
+    const expected = [
+      { role: "user" as const, content: "First question" },
+      { role: "assistant" as const, content: fakeReplyText(3) },
+      { role: "user" as const, content: "Second question" },
+    ];
+    expect(sent(second.id).prompt_token_ids).toEqual(await chatPrompt(expected));
+    const third = await client.responses.create({
+      model: BASE,
+      input: "Third",
+      previous_response_id: second.id,
+      max_output_tokens: 1,
+    });
+    expect(sent(third.id).prompt_token_ids).toEqual(
+      await chatPrompt([
+        ...expected,
+        { role: "assistant", content: fakeReplyText(2) },
+        { role: "user", content: "Third" },
+      ]),
+    );
+
+    await expect(otherClient.responses.retrieve(first.id)).rejects.toMatchObject({
+      status: 404,
+      code: "response_not_found",
+    });
+    await expect(
+      otherClient.responses.create({ model: BASE, input: "x", previous_response_id: first.id }),
+    ).rejects.toMatchObject({ status: 404, param: "previous_response_id" });
+    await expect(otherClient.responses.delete(first.id)).rejects.toMatchObject({ status: 404 });
+
+    await client.responses.delete(first.id);
+    await expect(client.responses.retrieve(first.id)).rejects.toMatchObject({ status: 404 });
+    // The later responses hold their whole conversation: deleting the first does not break them.
+    const fourth = await client.responses.create({
+      model: BASE,
+      input: "Fourth",
+      previous_response_id: third.id,
+      max_output_tokens: 1,
+    });
+    expect(fourth.status).toBe("incomplete");
+  });
+
+  it("keeps nothing with store: false", async () => {
+    const response = await client.responses.create({ model: BASE, input: "Hi", store: false });
+    expect((response as { store?: boolean }).store).toBe(false);
+    await expect(client.responses.retrieve(response.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    await expect(
+      client.responses.create({ model: BASE, input: "x", previous_response_id: response.id }),
+    ).rejects.toMatchObject({ status: 404, code: "response_not_found" });
+  });
+
+  it("refuses what it cannot honour with a 400 naming the field, and runs nothing", async () => {
+    const before = worker.received.length;
+    const refusals: [Record<string, unknown>, string][] = [
+      [
+        { input: [{ role: "user", content: [{ type: "input_image", image_url: "https://x/y.png" }] }] },
+        "input.0.content.0",
+      ],
+      [{ input: [{ type: "reasoning", summary: [] }] }, "input.0.type"],
+      [
+        { input: [{ type: "function_call", call_id: "c", name: "f", arguments: "{oops" }] },
+        "input.0.arguments",
+      ],
+      [{ tools: [{ type: "web_search" }] }, "tools.0.type"],
+      [{ text: { format: { type: "json_object" } } }, "input"],
+      [
+        {
+          text: {
+            format: {
+              type: "json_schema",
+              name: "x",
+              schema: {
+                type: "object",
+                properties: { a: { type: "string", pattern: "^a" } },
+                required: ["a"],
+                additionalProperties: false,
+              },
+              strict: true,
+            },
+          },
+        },
+        "text.format.schema",
+      ],
+      [
+        {
+          tools: [
+            {
+              type: "function",
+              name: "f",
+              parameters: { type: "object", properties: { a: { type: "string", format: "email" } } },
+              strict: true,
+            },
+          ],
+        },
+        "tools.0.parameters",
+      ],
+      [
+        {
+          tool_choice: { type: "function", name: "nope" },
+          tools: [{ type: "function", name: "f", strict: false }],
+        },
+        "tool_choice",
+      ],
+      [{ max_output_tokens: CONTEXT * 2 }, "max_output_tokens"],
+      [{ input: "x".repeat(2000) }, "input"],
+      [{ reasoning: { effort: "high" } }, "reasoning.effort"],
+      [{ background: true }, "background"],
+      [{ truncation: "auto" }, "truncation"],
+      [{ input: [] }, "input"],
+    ];
+    for (const [fields, param] of refusals) {
+      const error = await client.responses
+        .create({
+          model: BASE,
+          input: "Say hello",
+          ...fields,
+        } as OpenAI.Responses.ResponseCreateParamsNonStreaming)
+        .catch((e: unknown) => e);
+      expect(error, JSON.stringify(fields)).toBeInstanceOf(OpenAI.BadRequestError);
+      expect((error as InstanceType<typeof OpenAI.APIError>).param, JSON.stringify(fields)).toBe(param);
+    }
+    expect(worker.received.length).toBe(before);
+  });
+
+  it("raises a worker's failure in the middle of a stream as an APIError", async () => {
+    worker.behaviour = (request) =>
+      request.sampling.max_tokens === 43
+        ? { error: { code: "oom", message: "out of memory" }, after: 2 }
+        : "reply";
+    try {
+      const stream = await client.responses.create({
+        model: BASE,
+        input: "Hi",
+        stream: true,
+        max_output_tokens: 43,
+      });
+      const types: string[] = [];
+      const failure = await (async () => {
+        for await (const event of stream) types.push(event.type);
+      })().catch((e: unknown) => e);
+      expect(failure).toBeInstanceOf(OpenAI.APIError);
+      expect((failure as Error).message).toContain("out of memory");
+      expect(types.filter((t) => t === "response.output_text.delta")).toHaveLength(2);
+      expect(types).not.toContain("response.completed");
+    } finally {
+      worker.behaviour = () => "reply";
+    }
+  });
+});
