@@ -12,7 +12,6 @@ import { CallerLimitsCache } from "./caller-limits.ts";
 import type { ScaleOptions } from "./fleet-scale.ts";
 import type { ColdStartOutcome } from "./generation.ts";
 import { type IdempotencyStore, MemoryIdempotencyStore } from "./idempotency.ts";
-import { DbResponseStore, type ResponseStore } from "./response-store.ts";
 import type { RouteOutcome, RoutingOptions } from "./routing.ts";
 
 /** The part of a pino logger the gateway uses; callers log key prefixes, never keys. */
@@ -49,8 +48,6 @@ export interface GatewayDeps {
   adapters: AdapterResolver;
   /** Where the admin API stages, validates and stores uploaded adapters; null: uploads are refused (503). */
   adapterStorage: AdapterStorage | null;
-  /** Responses API responses kept for GET /v1/responses/{id} and previous_response_id. */
-  responses: ResponseStore;
   /** Stored responses of non-streaming requests sent with an Idempotency-Key. */
   idempotency: IdempotencyStore;
   routing: RoutingOptions;
@@ -101,7 +98,6 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
     adapters: new AdapterResolver({ now }),
     adapterStorage: null,
     idempotency: new MemoryIdempotencyStore(now),
-    responses: new DbResponseStore(input.db),
     routing: {},
     scale: {},
     log: silent,

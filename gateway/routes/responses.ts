@@ -24,7 +24,13 @@ import {
   statusOf,
 } from "../response-output.ts";
 import { admitResponse } from "../response-request.ts";
-import { continuedConversation, type KeptResponse } from "../response-store.ts";
+import {
+  continuedConversation,
+  dropResponse,
+  type KeptResponse,
+  loadResponse,
+  saveResponse,
+} from "../response-store.ts";
 import { RequiredCallStream, type ToolCallDelta, ToolCallStream, toolCallsIn } from "../tool-calls.ts";
 import { begin, openStream, streamResponse } from "./inference.ts";
 
@@ -40,7 +46,7 @@ function responseNotFound(id: string): ApiError {
 
 /** A stored response of the caller's org, or 404 (another org's is not found either). */
 async function storedResponse(deps: GatewayDeps, orgId: string, id: string, param: string) {
-  const stored = await deps.responses.get(orgId, id);
+  const stored = await loadResponse(deps.db, orgId, id);
   if (!stored) {
     const error = responseNotFound(id);
     throw new ApiError(error.status, error.type, error.message, error.code, param);
@@ -65,14 +71,20 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     const wantLogprobs = admitted.sampling.logprobs;
     const tools = admitted.tools ?? null;
     const nowSeconds = () => Math.floor(deps.now() / 1000);
-    /** Kept before it is answered, so a client that reads the answer can continue from it at once. */
+    /**
+     * Kept before it is answered, so a client that reads the answer can continue from it at once. A failure
+     * to keep it is logged, not thrown: the answer was generated and billed, and losing it would be worse
+     * than a later 404 for its id.
+     */
     const keep = async (response: ResponseObject) => {
       if (!store) return;
-      const stored: KeptResponse = {
-        response,
-        conversation: [...earlier, ...body.input],
-      };
-      await deps.responses.save(orgId, stored);
+      const kept: KeptResponse = { response, conversation: [...earlier, ...body.input] };
+      await saveResponse(deps.db, orgId, kept).catch((error: unknown) =>
+        deps.log.error(
+          { requestId: c.get("requestId"), err: error instanceof Error ? error.message : String(error) },
+          "could not store a response",
+        ),
+      );
     };
 
     if (!admitted.stream) {
@@ -140,7 +152,7 @@ export function retrieveResponse(deps: GatewayDeps): Handler<GatewayEnv> {
 export function deleteResponse(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const id = c.req.param("id")!;
-    if (!(await deps.responses.delete(c.get("principal").orgId, id))) throw responseNotFound(id);
+    if (!(await dropResponse(deps.db, c.get("principal").orgId, id))) throw responseNotFound(id);
     return c.json({ id, object: "response", deleted: true });
   };
 }

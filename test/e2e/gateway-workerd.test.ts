@@ -199,6 +199,33 @@ describe("the gateway in workerd", () => {
     expect(usage).toEqual({ ...whole.usage, prompt_tokens_details: { cached_tokens: cached } });
   });
 
+  it("streams a Responses API response, stores it through Neon's driver and continues from it", async () => {
+    const stream = await client.responses.create({
+      model: BASE,
+      input: "Tell me about the edge.",
+      max_output_tokens: 5,
+      temperature: 0,
+      stream: true,
+    });
+    let text = "";
+    let last: OpenAI.Responses.ResponseStreamEvent | undefined;
+    for await (const event of stream) {
+      if (event.type === "response.output_text.delta") text += event.delta;
+      last = event;
+    }
+    if (last?.type !== "response.incomplete") throw new Error(`ended with ${last?.type}`);
+    expect(last.response.usage?.output_tokens).toBe(5);
+    const stored = await client.responses.retrieve(last.response.id);
+    expect(stored.output_text).toBe(text);
+    const next = await client.responses.create({
+      model: BASE,
+      previous_response_id: stored.id,
+      input: "And then?",
+      max_output_tokens: 2,
+    });
+    expect(next.usage?.input_tokens).toBeGreaterThan(last.response.usage!.input_tokens + 5);
+  });
+
   it("refuses a wrong key with 401", async () => {
     const stranger = new OpenAI({ apiKey: `lk_${"x".repeat(40)}`, baseURL: client.baseURL, maxRetries: 0 });
     const error = await stranger.models.list().catch((caught: unknown) => caught);

@@ -1,6 +1,7 @@
 // The Responses API through the official `openai` client against the gateway over HTTP (in-process bus,
 // scripted worker): what reaches the worker (the same prompt a chat request means), the response object
 // streaming and not, stored responses and previous_response_id, org scoping, and every refusal.
+import { sql } from "drizzle-orm";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
@@ -228,6 +229,32 @@ describe("POST /v1/responses", () => {
     await expect(
       client.responses.create({ model: BASE, input: "x", previous_response_id: response.id }),
     ).rejects.toMatchObject({ status: 404, code: "response_not_found" });
+  });
+
+  it("answers even when the response cannot be stored, and logs it", async () => {
+    const logged: string[] = [];
+    const app = h.appWith({
+      log: {
+        info() {},
+        warn() {},
+        error: (fields, message) => logged.push(`${message}: ${JSON.stringify(fields)}`),
+      },
+    });
+    await h.db.execute(sql`alter table stored_responses rename to stored_responses_away`);
+    let res: Response;
+    try {
+      res = await app.request("/v1/responses", {
+        method: "POST",
+        headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: BASE, input: "Hi", max_output_tokens: 2 }),
+      });
+    } finally {
+      await h.db.execute(sql`alter table stored_responses_away rename to stored_responses`);
+    }
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { output: unknown[] }).output).toHaveLength(1);
+    expect(logged).toEqual([expect.stringContaining("could not store a response")]);
+    expect(logged[0]).toContain("stored_responses");
   });
 
   it("refuses what it cannot honour with a 400 naming the field, and runs nothing", async () => {
