@@ -16,7 +16,7 @@ import { completions } from "./routes/completions.ts";
 import { fleetScaleRoute } from "./routes/fleet-scale.ts";
 import { keyRoutes } from "./routes/keys.ts";
 import { listModelsRoute, retrieveModelRoute } from "./routes/models.ts";
-import { createResponse, deleteResponse, retrieveResponse } from "./routes/responses.ts";
+import { createResponse, deleteResponse, listInputItems, retrieveResponse } from "./routes/responses.ts";
 import { usageRoute } from "./routes/usage.ts";
 
 export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
@@ -59,6 +59,7 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.post("/v1/responses", createResponse(deps));
   app.get("/v1/responses/:id", retrieveResponse(deps));
   app.delete("/v1/responses/:id", deleteResponse(deps));
+  app.get("/v1/responses/:id/input_items", listInputItems(deps));
   app.get("/v1/usage", callerOrgOnly, usageRoute(deps));
   app.route("/v1/keys", keyRoutes(deps));
   app.get("/v1/fleet/scale", requireScope("admin"), fleetScaleRoute(deps));

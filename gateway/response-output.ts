@@ -133,9 +133,10 @@ export function functionCallItems(
 export function outputAsInput(output: readonly OutputItem[]): InputItem[] {
   return output.map((item): InputItem => {
     if (item.type === "function_call") {
-      return { type: "function_call", call_id: item.call_id, name: item.name, arguments: item.arguments };
+      const { id, call_id, name } = item;
+      return { type: "function_call", id, call_id, name, arguments: item.arguments };
     }
     const text = item.content.map((part) => part.text).join("");
-    return { type: "message", role: "assistant", content: [{ type: "output_text", text }] };
+    return { type: "message", id: item.id, role: "assistant", content: [{ type: "output_text", text }] };
   });
 }

@@ -223,6 +223,36 @@ export interface ResponseObject {
   usage: ResponseUsage | null;
 }
 
+/** A conversation item as GET /v1/responses/{id}/input_items lists it. */
+export type ListedItem =
+  | {
+      id: string;
+      type: "message";
+      role: "user" | "assistant" | "system" | "developer";
+      status: "completed";
+      content: (
+        | { type: "input_text"; text: string }
+        | { type: "output_text"; text: string; annotations: [] }
+        | { type: "refusal"; refusal: string }
+      )[];
+    }
+  | {
+      id: string;
+      type: "function_call";
+      call_id: string;
+      name: string;
+      arguments: string;
+      status: "completed";
+    }
+  | { id: string; type: "function_call_output"; call_id: string; output: string; status: "completed" };
+
+/** GET /v1/responses/{id}/input_items's query: OpenAI's cursor page, newest first by default. */
+export const InputItemsQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  order: z.enum(["asc", "desc"]).default("desc"),
+  after: z.string().optional(),
+});
+
 /** The events of a streamed response, in OpenAI's shapes (each also carries its sequence_number). */
 export type ResponseEvent =
   | { type: "response.created" | "response.in_progress"; response: ResponseObject }

@@ -1,20 +1,22 @@
 // OpenAI's Responses API: POST /v1/responses creates a response (streaming or not), GET and DELETE
-// /v1/responses/{id} read and delete a stored one.
+// /v1/responses/{id} read and delete a stored one, GET /v1/responses/{id}/input_items lists the items of the
+// conversation it answered.
 // A request is served as the chat request it means (gateway/response-request.ts), on the same workers,
 // limits and billing; the answer is a message or, with tools, the function calls it is (as in chat). A
 // response is stored unless `store` is false (gateway/response-store.ts), so a later request can continue
 // its conversation with previous_response_id; responses belong to the caller's org.
 import type { Handler } from "hono";
-import { ResponseCreateRequest, type ResponseObject } from "../../schema/responses-api.ts";
+import { InputItemsQuery, ResponseCreateRequest, type ResponseObject } from "../../schema/responses-api.ts";
 import type { TokenLogprob } from "../../schema/wire.ts";
 import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { ApiError } from "../errors.ts";
+import { ApiError, invalidBody } from "../errors.ts";
 import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
 import { type NumberedEvent, ResponseEvents } from "../response-events.ts";
+import { itemPage, withItemIds } from "../response-items.ts";
 import {
   finishedResponse,
   functionCallItems,
@@ -78,7 +80,8 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
      */
     const keep = async (response: ResponseObject) => {
       if (!store) return;
-      const kept: KeptResponse = { response, conversation: [...earlier, ...body.input] };
+      const conversation = [...earlier, ...withItemIds(body.input, c.get("requestId"))];
+      const kept: KeptResponse = { response, conversation };
       await saveResponse(deps.db, orgId, kept).catch((error: unknown) =>
         deps.log.error(
           { requestId: c.get("requestId"), err: error instanceof Error ? error.message : String(error) },
@@ -154,5 +157,14 @@ export function deleteResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     const id = c.req.param("id")!;
     if (!(await dropResponse(deps.db, c.get("principal").orgId, id))) throw responseNotFound(id);
     return c.json({ id, object: "response", deleted: true });
+  };
+}
+
+export function listInputItems(deps: GatewayDeps): Handler<GatewayEnv> {
+  return async (c) => {
+    const query = InputItemsQuery.safeParse(c.req.query());
+    if (!query.success) throw invalidBody(query.error);
+    const stored = await storedResponse(deps, c.get("principal").orgId, c.req.param("id")!, "response_id");
+    return c.json(itemPage(stored.conversation, query.data));
   };
 }

@@ -201,6 +201,32 @@ describe("POST /v1/responses", () => {
       ]),
     );
 
+    // Its input items: the whole conversation it answered, newest first, a page at a time.
+    const items: OpenAI.Responses.ResponseItem[] = [];
+    for await (const item of client.responses.inputItems.list(third.id, { limit: 2 })) items.push(item);
+    const texts = items.map((item) =>
+      item.type === "message"
+        ? `${item.role}: ${item.content.map((p) => ("text" in p ? p.text : "")).join("")}`
+        : item.type,
+    );
+    expect(texts).toEqual([
+      "user: Third",
+      `assistant: ${fakeReplyText(2)}`,
+      "user: Second question",
+      `assistant: ${fakeReplyText(3)}`,
+      "user: First question",
+    ]);
+    expect(new Set(items.map((item) => item.id)).size).toBe(5);
+    expect(items[1]?.id).toBe(second.output[0]?.id);
+    const oldest = await client.responses.inputItems.list(third.id, { order: "asc", limit: 1 });
+    expect(oldest.data.map((item) => item.id)).toEqual([items[4]?.id]);
+    expect(oldest.has_more).toBe(true);
+    await expect(client.responses.inputItems.list(third.id, { limit: 101 })).rejects.toMatchObject({
+      status: 400,
+      param: "limit",
+    });
+    await expect(otherClient.responses.inputItems.list(third.id)).rejects.toMatchObject({ status: 404 });
+
     await expect(otherClient.responses.retrieve(first.id)).rejects.toMatchObject({
       status: 404,
       code: "response_not_found",

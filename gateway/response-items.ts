@@ -1,0 +1,79 @@
+// The items of a stored response's conversation as GET /v1/responses/{id}/input_items lists them: each with
+// its own id (given by the client, the response's output item id, or one made when the response was stored)
+// and in OpenAI's item shapes, text content as parts; a page at a time, newest first unless asked otherwise.
+import type { InputItem, ListedItem } from "../schema/responses-api.ts";
+import { invalidRequest } from "./errors.ts";
+
+const ID_PREFIX: Record<InputItem["type"], string> = {
+  message: "msg",
+  function_call: "fc",
+  function_call_output: "fco",
+};
+
+/** The request's input items, each given an id unless it has one: `<prefix>_<request id>_in<k>`. */
+export function withItemIds(items: readonly InputItem[], requestId: string): InputItem[] {
+  return items.map((item, k) =>
+    item.id ? item : { ...item, id: `${ID_PREFIX[item.type]}_${requestId}_in${k}` },
+  );
+}
+
+function listed(item: InputItem): ListedItem {
+  const id = item.id ?? "";
+  if (item.type === "function_call") {
+    const { call_id, name, arguments: args } = item;
+    return { id, type: "function_call", call_id, name, arguments: args, status: "completed" };
+  }
+  if (item.type === "function_call_output") {
+    const output =
+      typeof item.output === "string" ? item.output : item.output.map((p) => p.text ?? "").join("");
+    return { id, type: "function_call_output", call_id: item.call_id, output, status: "completed" };
+  }
+  const parts =
+    typeof item.content === "string"
+      ? [{ type: item.role === "assistant" ? "output_text" : "input_text", text: item.content }]
+      : item.content;
+  return {
+    id,
+    type: "message",
+    role: item.role,
+    status: "completed",
+    content: parts.map((part) =>
+      part.type === "output_text"
+        ? { type: "output_text", text: part.text ?? "", annotations: [] }
+        : part.type === "refusal"
+          ? { type: "refusal", refusal: part.refusal ?? "" }
+          : { type: "input_text", text: part.text ?? "" },
+    ),
+  };
+}
+
+export interface ItemPage {
+  object: "list";
+  data: ListedItem[];
+  first_id: string | null;
+  last_id: string | null;
+  has_more: boolean;
+}
+
+/** One page of the conversation's items: `limit` of them after the item `after`, in `order`. */
+export function itemPage(
+  conversation: readonly InputItem[],
+  query: { limit: number; order: "asc" | "desc"; after?: string | undefined },
+): ItemPage {
+  const items = conversation.map(listed);
+  if (query.order === "desc") items.reverse();
+  let start = 0;
+  if (query.after !== undefined) {
+    const at = items.findIndex((item) => item.id === query.after);
+    if (at < 0) throw invalidRequest(`No input item found with id '${query.after}'.`, "after");
+    start = at + 1;
+  }
+  const data = items.slice(start, start + query.limit);
+  return {
+    object: "list",
+    data,
+    first_id: data[0]?.id ?? null,
+    last_id: data.at(-1)?.id ?? null,
+    has_more: start + query.limit < items.length,
+  };
+}
