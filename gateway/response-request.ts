@@ -82,12 +82,13 @@ export function chatMessagesOf(items: readonly InputItem[], firstIndex = 0): Cha
   return messages;
 }
 
-/** The chat request a Responses request means, its conversation after the `earlier` items. */
+/** The chat request a Responses request means: its `input` (references resolved) after the `earlier` items. */
 export function chatRequestOf(
   body: ResponseCreateRequest,
   earlier: readonly InputItem[],
+  input: readonly InputItem[],
 ): ChatCompletionRequest {
-  const messages = chatMessagesOf([...earlier, ...body.input], earlier.length);
+  const messages = chatMessagesOf([...earlier, ...input], earlier.length);
   if (body.instructions) messages.unshift({ role: "system", content: body.instructions });
   if (messages.length === 0) throw invalidRequest("input must hold at least one item", "input");
   const format = body.text?.format;
@@ -135,14 +136,18 @@ function responsesParam(param: string | null): string | null {
   return param.replace(/^tools\.(\d+)\.function\./, "tools.$1.");
 }
 
-/** Admits a Responses request as its chat request; the earlier items come from previous_response_id. */
+/**
+ * Admits a Responses request as its chat request: the earlier items come from previous_response_id, the
+ * input is the request's with its item references resolved.
+ */
 export function admitResponse(
   body: ResponseCreateRequest,
   earlier: readonly InputItem[],
+  input: readonly InputItem[],
   base: BaseModelInfo,
 ): Admitted {
   refuseUnsupported(body);
-  const request = chatRequestOf(body, earlier);
+  const request = chatRequestOf(body, earlier, input);
   // OpenAI's own wording for the Responses API (admission would name `messages`).
   if (
     request.response_format?.type === "json_object" &&

@@ -46,23 +46,29 @@ const FunctionCallOutputItem = z.object({
   status: z.string().optional(),
 });
 
-const ITEM_TYPES = '"message", "function_call" or "function_call_output"';
+/** An item of a stored response (an earlier output, or an input it was sent), named by its id. */
+const ItemReference = z.object({ type: z.literal("item_reference"), id: z.string().min(1) });
 
-/** An input item; a message may leave out its type (OpenAI's "easy" input message). */
-const InputItem = z.preprocess(
+const ITEM_TYPES = '"message", "function_call", "function_call_output" or "item_reference"';
+
+/** An item of a request's input; a message may leave out its type (OpenAI's "easy" input message). */
+const RequestItem = z.preprocess(
   (item) =>
     typeof item === "object" && item !== null && !("type" in item) ? { ...item, type: "message" } : item,
-  z.discriminatedUnion("type", [MessageItem, FunctionCallItem, FunctionCallOutputItem], {
+  z.discriminatedUnion("type", [MessageItem, FunctionCallItem, FunctionCallOutputItem, ItemReference], {
     error: (issue) =>
       issue.code === "invalid_union" ? `an input item's type must be ${ITEM_TYPES}` : undefined,
   }),
 );
-export type InputItem = z.infer<typeof InputItem>;
+export type RequestItem = z.infer<typeof RequestItem>;
+
+/** An item of a conversation, references resolved (gateway/response-references.ts). */
+export type InputItem = Exclude<RequestItem, { type: "item_reference" }>;
 
 /** A string input is one user message. */
 const Input = z.preprocess(
   (input) => (typeof input === "string" ? [{ type: "message", role: "user", content: input }] : input),
-  z.array(InputItem, { error: "must be a string or a list of input items" }),
+  z.array(RequestItem, { error: "must be a string or a list of input items" }),
 );
 
 const ToolName = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, _ or -");

@@ -25,6 +25,7 @@ import {
   responseIds,
   statusOf,
 } from "../response-output.ts";
+import { resolveReferences } from "../response-references.ts";
 import { admitResponse } from "../response-request.ts";
 import {
   continuedConversation,
@@ -66,7 +67,8 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
           await storedResponse(deps, orgId, body.previous_response_id, "previous_response_id"),
         )
       : [];
-    const admitted = admitResponse(body, earlier, resolved.base);
+    const input = await resolveReferences(deps.db, orgId, body.input);
+    const admitted = admitResponse(body, earlier, input, resolved.base);
     const ids = responseIds(c.get("requestId"));
     const store = body.store !== false;
     const head = responseHead(body, ids.response, Math.floor(deps.now() / 1000), store);
@@ -80,7 +82,7 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
      */
     const keep = async (response: ResponseObject) => {
       if (!store) return;
-      const conversation = [...earlier, ...withItemIds(body.input, c.get("requestId"))];
+      const conversation = [...earlier, ...withItemIds(input, c.get("requestId"))];
       const kept: KeptResponse = { response, conversation };
       await saveResponse(deps.db, orgId, kept).catch((error: unknown) =>
         deps.log.error(

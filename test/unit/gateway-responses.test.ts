@@ -248,6 +248,56 @@ describe("POST /v1/responses", () => {
     expect(fourth.status).toBe("incomplete");
   });
 
+  it("resolves item references to the caller's stored items, as the Vercel AI SDK sends earlier answers", async () => {
+    const first = await client.responses.create({
+      model: BASE,
+      input: "First question",
+      max_output_tokens: 3,
+    });
+    const answer = first.output[0]!;
+    const second = await client.responses.create({
+      model: BASE,
+      input: [
+        { role: "user", content: "First question" },
+        { type: "item_reference", id: answer.id! },
+        { role: "user", content: "Second question" },
+      ],
+      max_output_tokens: 2,
+    });
+    expect(sent(second.id).prompt_token_ids).toEqual(
+      await chatPrompt([
+        { role: "user", content: "First question" },
+        { role: "assistant", content: fakeReplyText(3) },
+        { role: "user", content: "Second question" },
+      ]),
+    );
+    // An input item of a stored response can be referenced too.
+    const [, , question] = (await client.responses.inputItems.list(second.id, { order: "asc" })).data;
+    const third = await client.responses.create({
+      model: BASE,
+      input: [{ type: "item_reference", id: question!.id }],
+      max_output_tokens: 1,
+    });
+    expect(sent(third.id).prompt_token_ids).toEqual(
+      await chatPrompt([{ role: "user", content: "Second question" }]),
+    );
+
+    for (const id of [`msg_${"0".repeat(32)}`, "msg_not-ours", "rs_abc"]) {
+      await expect(
+        client.responses.create({
+          model: BASE,
+          input: [
+            { role: "user", content: "x" },
+            { type: "item_reference", id },
+          ],
+        }),
+      ).rejects.toMatchObject({ status: 404, code: "item_not_found", param: "input.1" });
+    }
+    await expect(
+      otherClient.responses.create({ model: BASE, input: [{ type: "item_reference", id: answer.id! }] }),
+    ).rejects.toMatchObject({ status: 404, code: "item_not_found" });
+  });
+
   it("keeps nothing with store: false", async () => {
     const response = await client.responses.create({ model: BASE, input: "Hi", store: false });
     expect((response as { store?: boolean }).store).toBe(false);

@@ -1,0 +1,50 @@
+// Item references (`{"type": "item_reference", "id"}`) in a Responses request's input: items of the caller's
+// stored responses, named by id, which clients such as the Vercel AI SDK send in place of earlier answers
+// when responses are stored. The ids Luminet gives items carry their response's request id
+// (gateway/response-output.ts responseIds, gateway/response-items.ts withItemIds), so a reference is one
+// read of that response; an id that names no item of the caller's org is a 404.
+import type { Db } from "../db/open.ts";
+import type { InputItem, RequestItem } from "../schema/responses-api.ts";
+import { ApiError } from "./errors.ts";
+import { continuedConversation, loadResponse } from "./response-store.ts";
+
+/** `msg_<request id>`, `fc_<request id>_<k>`, `fco_<request id>_in<k>`, …: the request id, if the form fits. */
+const ITEM_ID = /^(?:msg|fc|fco)_([A-Za-z0-9-]+)(?:_(?:in)?\d+)?$/;
+
+function itemNotFound(id: string, index: number): ApiError {
+  return new ApiError(
+    404,
+    "invalid_request_error",
+    `Item with id '${id}' not found.`,
+    "item_not_found",
+    `input.${index}`,
+  );
+}
+
+/** The input with each reference replaced by the item it names. */
+export async function resolveReferences(
+  db: Db,
+  orgId: string,
+  items: readonly RequestItem[],
+): Promise<InputItem[]> {
+  const conversations = new Map<string, Promise<InputItem[]>>();
+  const conversationOf = (requestId: string) => {
+    let found = conversations.get(requestId);
+    if (!found) {
+      found = loadResponse(db, orgId, `resp_${requestId}`).then((kept) =>
+        kept ? continuedConversation(kept) : [],
+      );
+      conversations.set(requestId, found);
+    }
+    return found;
+  };
+  return Promise.all(
+    items.map(async (item, index) => {
+      if (item.type !== "item_reference") return item;
+      const requestId = ITEM_ID.exec(item.id)?.[1];
+      const named = requestId ? (await conversationOf(requestId)).find((it) => it.id === item.id) : undefined;
+      if (!named) throw itemNotFound(item.id, index);
+      return named;
+    }),
+  );
+}
