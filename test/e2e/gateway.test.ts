@@ -4,8 +4,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createOpenAI } from "@ai-sdk/openai";
+import { generateText, stepCountIs, tool } from "ai";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { z } from "zod";
 import type { Bus, Subscription } from "../../bus/bus.ts";
 import { connectJetStreamBus } from "../../bus/jetstream.ts";
 import { migrate } from "../../db/migrate.ts";
@@ -655,6 +658,34 @@ describe("the gateway with real workers, through the openai client", () => {
       expect(Object.keys(value)).toEqual(["rain", "note"]);
       expect(typeof value.rain).toBe("boolean");
     }
+  });
+
+  it("runs a Vercel AI SDK tool loop: a required call under its schema, executed, its result answered on", async () => {
+    const provider = createOpenAI({ apiKey: keys.acme, baseURL: `${gatewayUrl}/v1` });
+    const calls: { city: string; days: number }[] = [];
+    const result = await generateText({
+      model: provider(`${BASE}:acme/a0`),
+      prompt: "Will it rain in Oslo?",
+      tools: {
+        forecast: tool({
+          inputSchema: z.object({ city: z.string().max(10), days: z.number().int() }),
+          execute: async (input) => {
+            calls.push(input);
+            return { rain: true };
+          },
+        }),
+      },
+      toolChoice: "required",
+      // The first step must call; the second answers with the result.
+      prepareStep: ({ stepNumber }) => (stepNumber === 1 ? { toolChoice: "none" } : undefined),
+      stopWhen: stepCountIs(2),
+      maxOutputTokens: 80,
+    });
+    expect(result.steps).toHaveLength(2);
+    expect(calls).toHaveLength(1);
+    expect(Number.isInteger(calls[0]?.days)).toBe(true);
+    expect(result.steps[0]?.finishReason).toBe("tool-calls");
+    expect(result.steps[1]?.text.length).toBeGreaterThan(0);
   });
 
   it("answers every error path in OpenAI's shape", async () => {
