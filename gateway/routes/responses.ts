@@ -1,7 +1,6 @@
 // OpenAI's Responses API: POST /v1/responses creates a response (streaming or not), GET and DELETE
 // /v1/responses/{id} read and delete a stored one, GET /v1/responses/{id}/input_items lists the items of the
-// conversation it answered.
-// A request is served as the chat request it means (gateway/response-request.ts), on the same workers,
+// conversation it answered. A request is served as the chat request it means (gateway/response-request.ts), on the same workers,
 // limits and billing; the answer is a message or, with tools, the function calls it is (as in chat). A
 // response is stored unless `store` is false (gateway/response-store.ts), so a later request can continue
 // its conversation with previous_response_id; responses belong to the caller's org.
@@ -37,23 +36,20 @@ import {
 import { RequiredCallStream, type ToolCallDelta, ToolCallStream, toolCallsIn } from "../tool-calls.ts";
 import { begin, openStream, streamResponse } from "./inference.ts";
 
-function responseNotFound(id: string): ApiError {
+function responseNotFound(id: string, param = "response_id"): ApiError {
   return new ApiError(
     404,
     "invalid_request_error",
     `No response found with id '${id}'.`,
     "response_not_found",
-    "response_id",
+    param,
   );
 }
 
 /** A stored response of the caller's org, or 404 (another org's is not found either). */
-async function storedResponse(deps: GatewayDeps, orgId: string, id: string, param: string) {
+async function storedResponse(deps: GatewayDeps, orgId: string, id: string, param?: string) {
   const stored = await loadResponse(deps.db, orgId, id);
-  if (!stored) {
-    const error = responseNotFound(id);
-    throw new ApiError(error.status, error.type, error.message, error.code, param);
-  }
+  if (!stored) throw responseNotFound(id, param);
   return stored;
 }
 
@@ -149,7 +145,7 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
 
 export function retrieveResponse(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
-    const stored = await storedResponse(deps, c.get("principal").orgId, c.req.param("id")!, "response_id");
+    const stored = await storedResponse(deps, c.get("principal").orgId, c.req.param("id")!);
     return c.json(stored.response);
   };
 }
@@ -166,7 +162,7 @@ export function listInputItems(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const query = InputItemsQuery.safeParse(c.req.query());
     if (!query.success) throw invalidBody(query.error);
-    const stored = await storedResponse(deps, c.get("principal").orgId, c.req.param("id")!, "response_id");
+    const stored = await storedResponse(deps, c.get("principal").orgId, c.req.param("id")!);
     return c.json(itemPage(stored.conversation, query.data));
   };
 }
