@@ -18,6 +18,8 @@ export interface ToolPlan {
   tools: Tool[];
   /** The functions the answer must call one of (required or named); null: the model may answer text. */
   forced: string[] | null;
+  /** parallel_tool_calls (default true); false: an answer's calls after its first are dropped. */
+  parallel?: boolean;
 }
 
 const ANY_PARAMETERS = { type: "object" };
@@ -55,15 +57,16 @@ export function planTools(body: ChatCompletionRequest): ToolPlan | null {
     }
   }
   if (choice === "none") return null;
-  if (choice === "auto") return { tools, forced: null };
-  if (choice === "required") return { tools, forced: [...names] };
+  const parallel = body.parallel_tool_calls !== false;
+  if (choice === "auto") return { tools, forced: null, parallel };
+  if (choice === "required") return { tools, forced: [...names], parallel };
   if (!names.has(choice.function.name)) {
     throw invalidRequest(
       `tool_choice names "${choice.function.name}", which is not among the tools`,
       "tool_choice",
     );
   }
-  return { tools, forced: [choice.function.name] };
+  return { tools, forced: [choice.function.name], parallel };
 }
 
 /**
@@ -158,7 +161,8 @@ export function parsedToolCalls(calls: readonly ToolCall[], index: number): Chat
  * The calls an answer's text makes, if all of it is calls of the tools: one {"name", "arguments"} JSON object
  * (or "parameters", as Llama 3.1 writes it; arguments as an object or as JSON text), a list of them
  * (Mistral's, after its "[TOOL_CALLS]"), or such objects each in <tool_call> tags (Hermes, Qwen2.5).
- * Null for anything else: the answer is text. The calls are numbered `<id>`, `<id>_1`, ….
+ * Null for anything else: the answer is text. The calls are numbered `<id>`, `<id>_1`, …; with
+ * parallel_tool_calls false only the first is kept (a required call is always one: its grammar makes one).
  */
 export function toolCallsIn(text: string, plan: ToolPlan, id: string): ToolCall[] | null {
   let body = text.trim();
@@ -196,7 +200,7 @@ export function toolCallsIn(text: string, plan: ToolPlan, id: string): ToolCall[
       function: { name, arguments: JSON.stringify(args) },
     });
   }
-  return calls;
+  return plan.parallel === false ? calls.slice(0, 1) : calls;
 }
 
 const MISTRAL_CALLS = "[TOOL_CALLS]";

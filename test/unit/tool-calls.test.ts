@@ -44,7 +44,10 @@ function refusal(extra: Record<string, unknown>): ApiError {
 
 describe("planTools", () => {
   it("takes auto by default, required and a named function, and none or no tools as no plan", () => {
-    expect(planTools(body({ tools: [weather, time] }))).toMatchObject({ forced: null });
+    expect(planTools(body({ tools: [weather, time] }))).toMatchObject({ forced: null, parallel: true });
+    expect(planTools(body({ tools: [weather], parallel_tool_calls: false }))).toMatchObject({
+      parallel: false,
+    });
     expect(planTools(body({ tools: [weather, time], tool_choice: "required" }))?.forced).toEqual([
       "get_weather",
       "get_time",
@@ -226,6 +229,10 @@ describe("an answer that is calls", () => {
         "c",
       ),
     ).toEqual([call("get_time", "{}"), call("get_time", "{}", "c_1")]);
+    const single: ToolPlan = { ...plan, parallel: false };
+    expect(
+      toolCallsIn('[{"name":"get_time","arguments":{}},{"name":"get_weather","arguments":{}}]', single, "c"),
+    ).toEqual([call("get_time", "{}")]);
     for (const text of [
       '{"name":"get_news","arguments":{}}',
       '{"name":"get_time"}',
