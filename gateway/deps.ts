@@ -12,6 +12,7 @@ import { CallerLimitsCache } from "./caller-limits.ts";
 import type { ScaleOptions } from "./fleet-scale.ts";
 import type { ColdStartOutcome } from "./generation.ts";
 import { type IdempotencyStore, MemoryIdempotencyStore } from "./idempotency.ts";
+import { DEFAULT_RESPONSE_RETENTION_DAYS, ResponseRetention } from "./response-retention.ts";
 import type { RouteOutcome, RoutingOptions } from "./routing.ts";
 
 /** The part of a pino logger the gateway uses; callers log key prefixes, never keys. */
@@ -48,6 +49,8 @@ export interface GatewayDeps {
   adapters: AdapterResolver;
   /** Where the admin API stages, validates and stores uploaded adapters; null: uploads are refused (503). */
   adapterStorage: AdapterStorage | null;
+  /** How long stored Responses API responses are kept, and this process's sweep of older ones. */
+  responseRetention: ResponseRetention;
   /** Stored responses of non-streaming requests sent with an Idempotency-Key. */
   idempotency: IdempotencyStore;
   routing: RoutingOptions;
@@ -98,6 +101,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
     adapters: new AdapterResolver({ now }),
     adapterStorage: null,
     idempotency: new MemoryIdempotencyStore(now),
+    responseRetention: ResponseRetention.days(DEFAULT_RESPONSE_RETENTION_DAYS, now),
     routing: {},
     scale: {},
     log: silent,

@@ -17,6 +17,7 @@ import type { GatewayEnv } from "./context.ts";
 import { type GatewayDeps, type GatewayDepsInput, gatewayDeps } from "./deps.ts";
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { mountMetricsRoute, prometheusMetrics } from "./prometheus.ts";
+import { ResponseRetention } from "./response-retention.ts";
 
 export interface ServedApp {
   /** e.g. "http://127.0.0.1:8080" */
@@ -89,6 +90,8 @@ export interface NodeGatewayOptions {
   streamHeadersAfterMs?: number;
   /** How often a waiting stream gets an SSE keep-alive comment; default 15 s. */
   keepAliveMs?: number;
+  /** How long stored Responses API responses are kept; default 30 days, 0: until deleted. */
+  responseRetentionDays?: number;
 }
 
 export async function startNodeGateway(options: NodeGatewayOptions): Promise<ServedApp> {
@@ -114,6 +117,9 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       bus,
       bases,
       adapterStorage,
+      ...(options.responseRetentionDays !== undefined
+        ? { responseRetention: ResponseRetention.days(options.responseRetentionDays) }
+        : {}),
       limits: {
         ...(options.coldStartTimeoutMs !== undefined
           ? { coldStartTimeoutMs: options.coldStartTimeoutMs }

@@ -2,7 +2,7 @@
 // the gateway's database (schema/db.ts stored_responses), scoped to its org, holding the response object
 // and the conversation it answered, so previous_response_id continues it with one read. Functions of the
 // request's database handle, as the Workers entry opens one per request.
-import { and, eq } from "drizzle-orm";
+import { and, eq, inArray, lt } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { storedResponses } from "../schema/db.ts";
 import type { InputItem, ResponseObject } from "../schema/responses-api.ts";
@@ -20,6 +20,8 @@ export async function saveResponse(db: Db, orgId: string, kept: KeptResponse): P
     orgId,
     response: kept.response,
     conversation: kept.conversation,
+    // The gateway's clock, as the response's created_at and the retention sweep read it.
+    createdAt: new Date(kept.response.created_at * 1000),
   });
 }
 
@@ -40,6 +42,20 @@ export async function dropResponse(db: Db, orgId: string, id: string): Promise<b
     .where(and(eq(storedResponses.orgId, orgId), eq(storedResponses.id, id)))
     .returning({ id: storedResponses.id });
   return deleted.length > 0;
+}
+
+/** Deletes up to `limit` responses stored before `before`; returns how many. */
+export async function sweepResponses(db: Db, before: Date, limit: number): Promise<number> {
+  const expired = db
+    .select({ id: storedResponses.id })
+    .from(storedResponses)
+    .where(lt(storedResponses.createdAt, before))
+    .limit(limit);
+  const deleted = await db
+    .delete(storedResponses)
+    .where(inArray(storedResponses.id, expired))
+    .returning({ id: storedResponses.id });
+  return deleted.length;
 }
 
 /** The conversation a later request continues: what the response answered, then its output. */

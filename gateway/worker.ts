@@ -25,6 +25,7 @@ import { BaseCatalog } from "./bases.ts";
 import { type GatewayDeps, type GatewayLog, gatewayDeps } from "./deps.ts";
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { R2BlobStore, type R2BucketBinding } from "./r2-blob-store.ts";
+import { DEFAULT_RESPONSE_RETENTION_DAYS, ResponseRetention } from "./response-retention.ts";
 
 /** The Worker's bindings: secrets DATABASE_URL and NATS_URL, vars from wrangler.toml. */
 export interface WorkerEnv {
@@ -51,6 +52,8 @@ export interface WorkerEnv {
   LUMINET_MAX_ADAPTER_BYTES?: string;
   /** Comma-separated URL prefixes adapters may be created from (as the Node gateway's --adapter-sources). */
   LUMINET_ADAPTER_SOURCES?: string;
+  /** How long stored Responses API responses are kept, in days; default 30, 0: until deleted. */
+  LUMINET_RESPONSE_RETENTION_DAYS?: string;
 }
 
 /** The part of the Workers ExecutionContext the gateway uses. */
@@ -78,12 +81,12 @@ function useWebSocketProxy(proxy: string): void {
   neonConfig.pipelineConnect = false;
 }
 
-function positiveVar(env: WorkerEnv, name: keyof WorkerEnv, fallback: number): number {
+function integerVar(env: WorkerEnv, name: keyof WorkerEnv, fallback: number, min = 1): number {
   const value = env[name];
   if (value === undefined || value === "") return fallback;
   const n = Number(value);
-  if (!Number.isSafeInteger(n) || n <= 0)
-    throw new Error(`${name}: expected a positive integer, got ${value}`);
+  if (!Number.isSafeInteger(n) || n < min)
+    throw new Error(`${name}: expected an integer ≥ ${min}, got ${value}`);
   return n;
 }
 
@@ -96,8 +99,8 @@ function adapterStorage(env: WorkerEnv): AdapterStorage | null {
       // Secrets (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) for s3:// and r2:// sources.
       env as unknown as NodeJS.ProcessEnv,
     ),
-    maxRank: positiveVar(env, "LUMINET_MAX_ADAPTER_RANK", 16),
-    maxBytes: positiveVar(env, "LUMINET_MAX_ADAPTER_BYTES", 32 * 2 ** 20),
+    maxRank: integerVar(env, "LUMINET_MAX_ADAPTER_RANK", 16),
+    maxBytes: integerVar(env, "LUMINET_MAX_ADAPTER_BYTES", 32 * 2 ** 20),
   });
 }
 
@@ -161,6 +164,9 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
             bus,
             bases: await loadCatalog(db, bundled),
             adapterStorage: adapterStorage(env),
+            responseRetention: ResponseRetention.days(
+              integerVar(env, "LUMINET_RESPONSE_RETENTION_DAYS", DEFAULT_RESPONSE_RETENTION_DAYS, 0),
+            ),
             log: consoleLog,
             ...(env.LUMINET_SESSION_SECRET ? { sessionSecret: env.LUMINET_SESSION_SECRET } : {}),
           });

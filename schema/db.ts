@@ -225,7 +225,7 @@ export const apiKeyRateWindows = pgTable("api_key_rate_windows", {
 /**
  * Responses API responses kept for GET /v1/responses/{id} and previous_response_id (gateway/response-store.ts):
  * the response as answered and the conversation it answered (every input item, earlier responses' included),
- * so a request that continues it needs this one row. Kept until deleted.
+ * so a request that continues it needs this one row. Kept until deleted or past the gateways' retention.
  */
 export const storedResponses = pgTable(
   "stored_responses",
@@ -239,7 +239,8 @@ export const storedResponses = pgTable(
     conversation: jsonb("conversation").notNull(),
     createdAt: createdAt(),
   },
-  (t) => [index("stored_responses_org_idx").on(t.orgId, t.createdAt)],
+  // For the retention sweep (gateway/response-retention.ts); lookups go by id.
+  (t) => [index("stored_responses_created_idx").on(t.createdAt)],
 );
 
 export type Org = typeof orgs.$inferSelect;

@@ -7,6 +7,7 @@ import { defaultDatabaseUrl, describeDatabaseUrl } from "../../db/open.ts";
 import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
 import { parseBaseModelSource } from "../../gateway/base-loader.ts";
 import { startNodeGateway } from "../../gateway/node.ts";
+import { DEFAULT_RESPONSE_RETENTION_DAYS } from "../../gateway/response-retention.ts";
 import { bytes, count, port, seconds } from "../flags.ts";
 import { serviceAction, stopOnSignal } from "../service.ts";
 
@@ -23,6 +24,7 @@ interface GatewayFlags {
   coldStartTimeout: string;
   streamHeadersAfter: string;
   keepAlive: string;
+  responseRetentionDays: string;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -49,6 +51,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     coldStartTimeoutMs: seconds("--cold-start-timeout", flags.coldStartTimeout) * 1000,
     streamHeadersAfterMs: seconds("--stream-headers-after", flags.streamHeadersAfter) * 1000,
     keepAliveMs: seconds("--keep-alive", flags.keepAlive) * 1000,
+    responseRetentionDays: count("--response-retention-days", flags.responseRetentionDays, 0),
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
   });
   logger.info(
@@ -100,6 +103,11 @@ export function registerGateway(program: Command): void {
       "--keep-alive <seconds>",
       "how often a waiting stream gets an SSE keep-alive comment (LUMINET_KEEP_ALIVE)",
       process.env.LUMINET_KEEP_ALIVE ?? "15",
+    )
+    .option(
+      "--response-retention-days <days>",
+      "how long stored Responses API responses are kept; 0: until deleted (LUMINET_RESPONSE_RETENTION_DAYS)",
+      process.env.LUMINET_RESPONSE_RETENTION_DAYS ?? String(DEFAULT_RESPONSE_RETENTION_DAYS),
     )
     .option("--with-meter", "also run the usage meter (usage events into billing rows) in this process")
     .action(serviceAction(runGateway));

@@ -80,12 +80,14 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       if (!store) return;
       const conversation = [...earlier, ...withItemIds(input, c.get("requestId"))];
       const kept: KeptResponse = { response, conversation };
-      await saveResponse(deps.db, orgId, kept).catch((error: unknown) =>
-        deps.log.error(
-          { requestId: c.get("requestId"), err: error instanceof Error ? error.message : String(error) },
-          "could not store a response",
-        ),
-      );
+      const requestId = c.get("requestId");
+      const failed = (what: string) => (error: unknown) =>
+        deps.log.error({ requestId, err: error instanceof Error ? error.message : String(error) }, what);
+      await saveResponse(deps.db, orgId, kept).catch(failed("could not store a response"));
+      const swept = await deps.responseRetention
+        .sweepIfDue(deps.db)
+        .catch(failed("could not sweep old responses"));
+      if (swept) deps.log.info({ requestId, deleted: swept }, "deleted responses past their retention");
     };
 
     if (!admitted.stream) {

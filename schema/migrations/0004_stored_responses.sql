@@ -7,4 +7,4 @@ CREATE TABLE "stored_responses" (
 );
 --> statement-breakpoint
 ALTER TABLE "stored_responses" ADD CONSTRAINT "stored_responses_org_id_orgs_id_fk" FOREIGN KEY ("org_id") REFERENCES "public"."orgs"("id") ON DELETE no action ON UPDATE no action;--> statement-breakpoint
-CREATE INDEX "stored_responses_org_idx" ON "stored_responses" USING btree ("org_id","created_at");
+CREATE INDEX "stored_responses_created_idx" ON "stored_responses" USING btree ("created_at");

@@ -5,6 +5,7 @@ import { sql } from "drizzle-orm";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
+import { ResponseRetention } from "../../gateway/response-retention.ts";
 import type { InferenceRequest } from "../../schema/wire.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, CONTEXT, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
@@ -310,6 +311,7 @@ describe("POST /v1/responses", () => {
   it("answers even when the response cannot be stored, and logs it", async () => {
     const logged: string[] = [];
     const app = h.appWith({
+      responseRetention: new ResponseRetention(0),
       log: {
         info() {},
         warn() {},
@@ -331,6 +333,46 @@ describe("POST /v1/responses", () => {
     expect(((await res.json()) as { output: unknown[] }).output).toHaveLength(1);
     expect(logged).toEqual([expect.stringContaining("could not store a response")]);
     expect(logged[0]).toContain("stored_responses");
+  });
+
+  it("deletes responses past their retention, swept at most hourly by each gateway process", async () => {
+    let now = Date.now();
+    const clock = () => now;
+    const clientOf = (retention: ResponseRetention) => {
+      const app = h.appWith({ now: clock, responseRetention: retention });
+      return new OpenAI({
+        apiKey: h.keys.acme,
+        baseURL: "http://gateway/v1",
+        maxRetries: 0,
+        fetch: async (url, init) => app.request(String(url), init),
+      });
+    };
+    const day = 24 * 60 * 60_000;
+    const swept = clientOf(ResponseRetention.days(30, clock));
+    const old = await swept.responses.create({ model: BASE, input: "Old", max_output_tokens: 1 });
+    now += 31 * day;
+    // This process has not swept yet: storing the next response sweeps the old one away.
+    const fresh = await swept.responses.create({ model: BASE, input: "Fresh", max_output_tokens: 1 });
+    await expect(swept.responses.retrieve(old.id)).rejects.toMatchObject({ status: 404 });
+    expect((await swept.responses.retrieve(fresh.id)).id).toBe(fresh.id);
+    // A sweep just before `fresh` expires; within the hour after it no sweep runs, though `fresh` has
+    // expired meanwhile; an hour after it one does.
+    const minute = 60_000;
+    now += 30 * day - 30 * minute;
+    await swept.responses.create({ model: BASE, input: "Another", max_output_tokens: 1 });
+    now += 40 * minute;
+    await swept.responses.create({ model: BASE, input: "Within the hour", max_output_tokens: 1 });
+    expect((await swept.responses.retrieve(fresh.id)).id).toBe(fresh.id);
+    now += 30 * minute;
+    await swept.responses.create({ model: BASE, input: "Later", max_output_tokens: 1 });
+    await expect(swept.responses.retrieve(fresh.id)).rejects.toMatchObject({ status: 404 });
+
+    // Retention 0 keeps them until deleted.
+    const keeper = clientOf(new ResponseRetention(0, clock));
+    const kept = await keeper.responses.create({ model: BASE, input: "Keep", max_output_tokens: 1 });
+    now += 3650 * day;
+    await keeper.responses.create({ model: BASE, input: "Again", max_output_tokens: 1 });
+    expect((await keeper.responses.retrieve(kept.id)).id).toBe(kept.id);
   });
 
   it("refuses what it cannot honour with a 400 naming the field, and runs nothing", async () => {
