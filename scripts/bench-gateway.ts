@@ -3,7 +3,8 @@
 // In one process: the gateway (served over HTTP by @hono/node-server), the in-process bus, PGlite and a
 // worker that answers every request at once with one token; the same requests are also sent straight over
 // the bus. Added latency = HTTP percentiles minus bus-direct percentiles, one request at a time, for
-// non-streaming and streaming; then a closed loop at fixed concurrency gives requests/s. The HTTP client
+// non-streaming and streaming, and the Responses API not stored and stored (one insert into PGlite before the
+// answer); then a closed loop at fixed concurrency gives requests/s. The HTTP client
 // runs in the same process, so its cost is included: an upper bound on what the gateway adds.
 //
 // Open loop (scripts/bench-gateway-open-loop.ts), as BENCH.md asks: a real `luminet gateway` process on NATS
@@ -38,7 +39,15 @@ export interface GatewayBenchResult {
   direct_ms: Percentiles;
   http_ms: Percentiles;
   http_stream_ms: Percentiles;
-  added_ms: { non_streaming: Percentiles; streaming: Percentiles };
+  /** POST /v1/responses with store: false, and stored (the default). */
+  responses_ms: Percentiles;
+  responses_stored_ms: Percentiles;
+  added_ms: {
+    non_streaming: Percentiles;
+    streaming: Percentiles;
+    responses: Percentiles;
+    responses_stored: Percentiles;
+  };
   throughput: { concurrency: number; requests_per_s: number };
   open_loop: GatewayOpenLoopResult;
 }
@@ -114,15 +123,18 @@ export async function runGatewayBench(options: GatewayBenchOptions = {}): Promis
     const app = createApp(gatewayDeps({ db, bus, bases: new BaseCatalog([base]) }));
     const served = await serveApp(app, 0, "127.0.0.1");
     const body = (stream: boolean) => JSON.stringify({ model: BASE, messages, max_tokens: 1, stream });
-    const http = (stream: boolean) => async () => {
-      const res = await fetch(`${served.url}/v1/chat/completions`, {
+    const post = (path: string, payload: string) => async () => {
+      const res = await fetch(`${served.url}${path}`, {
         method: "POST",
         headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-        body: body(stream),
+        body: payload,
       });
       if (res.status !== 200) throw new Error(`gateway answered ${res.status}: ${await res.text()}`);
       await res.text();
     };
+    const http = (stream: boolean) => post("/v1/chat/completions", body(stream));
+    const responses = (store: boolean) =>
+      post("/v1/responses", JSON.stringify({ model: BASE, input: messages, max_output_tokens: 1, store }));
 
     const time = async (name: string, run: () => Promise<void>) => {
       for (let i = 0; i < Math.min(200, requests); i++) await run();
@@ -140,6 +152,8 @@ export async function runGatewayBench(options: GatewayBenchOptions = {}): Promis
       const directMs = await time("bus direct", direct);
       const httpMs = await time("http", http(false));
       const streamMs = await time("http stream", http(true));
+      const responsesMs = await time("responses", responses(false));
+      const storedMs = await time("responses stored", responses(true));
       const started = performance.now();
       let done = 0;
       await Promise.all(
@@ -172,7 +186,14 @@ export async function runGatewayBench(options: GatewayBenchOptions = {}): Promis
         direct_ms: directMs,
         http_ms: httpMs,
         http_stream_ms: streamMs,
-        added_ms: { non_streaming: minus(httpMs, directMs), streaming: minus(streamMs, directMs) },
+        responses_ms: responsesMs,
+        responses_stored_ms: storedMs,
+        added_ms: {
+          non_streaming: minus(httpMs, directMs),
+          streaming: minus(streamMs, directMs),
+          responses: minus(responsesMs, directMs),
+          responses_stored: minus(storedMs, directMs),
+        },
         throughput: { concurrency, requests_per_s: rps },
         open_loop: openLoop,
       };
@@ -205,8 +226,11 @@ export function reportGatewayBench(
       `  bus direct       ${f(result.direct_ms)}\n` +
       `  http             ${f(result.http_ms)}\n` +
       `  http streaming   ${f(result.http_stream_ms)}\n` +
+      `  responses        ${f(result.responses_ms)}\n` +
+      `  responses stored ${f(result.responses_stored_ms)}\n` +
       `  added            ${f(result.added_ms.non_streaming)}\n` +
       `  added streaming  ${f(result.added_ms.streaming)}\n` +
+      `  added responses  ${f(result.added_ms.responses)} (stored: ${f(result.added_ms.responses_stored)})\n` +
       `  ${result.throughput.requests_per_s.toFixed(0)} requests/s at concurrency ${result.throughput.concurrency}\n` +
       `open loop at ${o.rate} requests/s (a gateway process on NATS and Postgres, ${o.seconds} s per rate)\n` +
       `  bus direct       ${run(o.direct)}\n` +

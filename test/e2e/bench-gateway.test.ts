@@ -26,6 +26,10 @@ describe.skipIf(!postgresUrl)("luminet bench gateway (needs DATABASE_URL)", () =
     });
     expect(result.requests_per_kind).toBe(20);
     expect(result.throughput.requests_per_s).toBeGreaterThan(0);
+    for (const kind of ["responses", "responses_stored"] as const) {
+      expect(result.added_ms[kind].p50).toBeCloseTo(result[`${kind}_ms`].p50 - result.direct_ms.p50, 6);
+    }
+    expect(result.responses_stored_ms.p99).toBeGreaterThanOrEqual(result.responses_stored_ms.p50);
 
     const o = result.open_loop;
     for (const run of [o.direct, o.http, o.http_stream, ...o.sweep]) {
