@@ -25,6 +25,17 @@ const UNITS: Record<string, number> = {
 };
 
 /** A TCP port to listen on; 0 lets the system choose a free one. */
+/** --quantize: "q4" (4-bit projection weights on CPU, EngineOptions.quantize), or undefined when not given. */
+export function quantize(value: string | undefined): "q4" | undefined {
+  if (value === undefined) return undefined;
+  if (value !== "q4") throw new CliError(`--quantize must be q4, got "${value}"`);
+  return value;
+}
+
+/** The help text of --quantize, the same wherever an engine is started. */
+export const QUANTIZE_HELP =
+  "q4: 4-bit projection and lm_head weights on --device cpu (an eighth of the float32 bytes, int8 activations)";
+
 export function port(flag: string, value: string): number {
   return count(flag, value, 0, 65535);
 }

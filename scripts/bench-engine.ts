@@ -36,6 +36,8 @@ export interface EngineBenchOptions {
   threads?: number;
   /** Each graph variant's session prepacks its own copy of the base weights (EngineOptions.prepackWeights). */
   prepackWeights?: boolean;
+  /** CPU: 4-bit projection and lm_head weights (EngineOptions.quantize). */
+  quantize?: "q4";
   /**
    * A shorter run than BENCH.md's (its context and timed steps per run by default: 128 and 16 on cpu, 512
    * and 32 on a GPU), for tests of the benchmark itself on small models.
@@ -93,6 +95,8 @@ export interface EngineBenchResult {
     threads?: number;
     /** Absent in results saved before weights were left unpacked by default (they were prepacked). */
     prepack_weights?: boolean;
+    /** "q4" when the projection and lm_head weights ran in 4 bits; absent for float32. */
+    quantize?: "q4";
     sequences: number;
     context: number;
     timed_steps: number;
@@ -219,6 +223,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
     maxBatch: SEQUENCES,
     threads,
     ...(options.prepackWeights ? { prepackWeights: true } : {}),
+    ...(options.quantize ? { quantize: options.quantize } : {}),
     ...(options.formulation ? { loraFormulation: options.formulation } : {}),
   });
   const model = engine.model;
@@ -358,6 +363,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
       formulation: engine.formulation,
       threads,
       prepack_weights: options.prepackWeights === true,
+      ...(options.quantize ? { quantize: options.quantize } : {}),
       sequences: SEQUENCES,
       context,
       timed_steps: timedSteps,
@@ -386,7 +392,7 @@ export function reportEngineBench(
 ): void {
   if (saveBenchResult(`engine-${result.device}`, result, json, resultsDir)) return;
   process.stdout.write(
-    `engine bench on ${result.machine} (${result.device}, ${result.setup.layers} layers ${result.setup.dtype})\n`,
+    `engine bench on ${result.machine} (${result.device}, ${result.setup.layers} layers ${result.setup.dtype}${result.setup.quantize ? `, ${result.setup.quantize} weights` : ""})\n`,
   );
   process.stdout.write(
     `base-only: ${result.base_tokens_per_s} tokens/s; roofline dominated by ${result.roofline.dominant}\n`,
@@ -429,6 +435,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
     ...(threads ? { threads: Number(threads) } : {}),
     ...(rounds ? { rounds: Number(rounds) } : {}),
     ...(args.includes("--prepack") ? { prepackWeights: true } : {}),
+    ...(value("--quantize") === "q4" ? { quantize: "q4" as const } : {}),
     device: parseDevice(value("--device") ?? "cpu"),
     ...(layers ? { layers: Number(layers) } : {}),
     ...(value("--model") ? { modelDir: resolve(value("--model")!) } : {}),

@@ -60,6 +60,8 @@ export interface WorkerOptions {
   threads?: number;
   /** CPU: every graph variant keeps its own prepacked copy of the weights (faster steps, memory × variants). */
   prepackWeights?: boolean;
+  /** CPU: 4-bit projection weights (EngineOptions.quantize). */
+  quantize?: "q4";
   /**
    * Bytes of earlier prompts' prefix caches the engine keeps, so a prompt that starts the same way on the
    * same adapter prefills only the rest (on CUDA: whole cache rows beyond maxBatch). Default 0.
@@ -144,6 +146,7 @@ export class LuminetWorker {
       stepTokens: options.stepTokens,
       ...(options.threads ? { threads: options.threads } : {}),
       ...(options.prepackWeights ? { prepackWeights: true } : {}),
+      ...(options.quantize ? { quantize: options.quantize } : {}),
       ...(options.prefixCacheBytes ? { prefixCacheBytes: options.prefixCacheBytes } : {}),
     });
     try {

@@ -13,7 +13,7 @@ import { reportSwitchBench, runSwitchBench } from "../../scripts/bench-switch.ts
 import { writeBenchmarkPlots } from "../../scripts/plot-benchmarks.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { LORA_FORMULATIONS, type LoraFormulation } from "../../worker/engine/engine.ts";
-import { count } from "../flags.ts";
+import { count, QUANTIZE_HELP, quantize } from "../flags.ts";
 import { runCommand } from "../run-command.ts";
 
 /** Where a benchmark's progress goes: stderr, so stdout holds only its result. */
@@ -81,12 +81,19 @@ export function registerBench(program: Command): void {
       "--prepack",
       "cpu: every graph variant prepacks its own copy of the base weights (faster batched Gemms, a weights copy per variant)",
     )
+    .option("--quantize <q4>", QUANTIZE_HELP)
     .option("--json", "print one JSON line")
     .action(
       benchAction(
         "engine",
         async (
-          flags: ModelFlags & { lora?: string; threads?: string; rounds?: string; prepack?: boolean },
+          flags: ModelFlags & {
+            lora?: string;
+            threads?: string;
+            rounds?: string;
+            prepack?: boolean;
+            quantize?: string;
+          },
         ) => {
           const formulation = flags.lora as LoraFormulation | undefined;
           if (formulation !== undefined && !LORA_FORMULATIONS.includes(formulation)) {
@@ -98,6 +105,7 @@ export function registerBench(program: Command): void {
             ...(flags.threads ? { threads: count("--threads", flags.threads) } : {}),
             ...(flags.rounds ? { rounds: count("--rounds", flags.rounds) } : {}),
             ...(flags.prepack ? { prepackWeights: true } : {}),
+            ...(flags.quantize ? { quantize: quantize(flags.quantize) } : {}),
           });
           reportEngineBench(result, flags.json === true);
         },

@@ -21,7 +21,7 @@ import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { ResidentAdapters } from "../../worker/resident-adapters.ts";
 import { Scheduler } from "../../worker/scheduler.ts";
 import { batchingOptions } from "../batching-options.ts";
-import { bytes, count } from "../flags.ts";
+import { bytes, count, QUANTIZE_HELP, quantize } from "../flags.ts";
 import { CliError, runCommand } from "../run-command.ts";
 
 const GenerateLine = z
@@ -97,6 +97,7 @@ interface GenerateFlags {
   maxContext: string;
   stepTokens: string;
   prefixCacheBytes: string;
+  quantize?: string;
 }
 
 async function generate(flags: GenerateFlags): Promise<void> {
@@ -146,6 +147,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
     maxBatch: MAX_BATCH,
     stepTokens,
     prefixCacheBytes,
+    ...(flags.quantize ? { quantize: quantize(flags.quantize) } : {}),
   });
   const bar = new SingleBar({ format: "generate [{bar}] {value}/{total} requests", stream: process.stderr });
   try {
@@ -215,7 +217,8 @@ export function registerGenerate(program: Command): void {
       'JSONL: {"id", "prompt" | "prompt_ids", "adapter", "max_tokens", "temperature"?, "seed"?, "response_format"?}',
     )
     .option("--device <device>", "cpu | webgpu | cuda", "cpu")
-    .option("--max-context <n>", "longest sequence, prompt + generated", "1024");
+    .option("--max-context <n>", "longest sequence, prompt + generated", "1024")
+    .option("--quantize <q4>", QUANTIZE_HELP);
   batchingOptions(command, "256MiB").action((flags: GenerateFlags) =>
     runCommand("generate", () => generate(flags)),
   );

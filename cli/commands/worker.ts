@@ -10,7 +10,7 @@ import { openBlobStore } from "../../worker/adapters/blob-store.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
 import { LuminetWorker } from "../../worker/main.ts";
 import { batchingOptions } from "../batching-options.ts";
-import { bytes, count, port } from "../flags.ts";
+import { bytes, count, port, QUANTIZE_HELP, quantize } from "../flags.ts";
 import { CliError } from "../run-command.ts";
 import { serviceAction, stopOnSignal } from "../service.ts";
 
@@ -37,6 +37,7 @@ interface WorkerFlags {
   heartbeatTtlMs: string;
   threads?: string;
   prepackWeights?: boolean;
+  quantize?: string;
 }
 
 async function runWorker(flags: WorkerFlags): Promise<void> {
@@ -63,6 +64,7 @@ async function runWorker(flags: WorkerFlags): Promise<void> {
     ackWaitMs,
     ...(flags.threads ? { threads: count("--threads", flags.threads) } : {}),
     ...(flags.prepackWeights ? { prepackWeights: true } : {}),
+    ...(flags.quantize ? { quantize: quantize(flags.quantize) } : {}),
     prefixCacheBytes: bytes("--prefix-cache-bytes", flags.prefixCacheBytes),
     ...(flags.metricsPort !== undefined ? { metricsPort: port("--metrics-port", flags.metricsPort) } : {}),
   };
@@ -120,6 +122,7 @@ export function registerWorker(program: Command): void {
       "--prepack-weights",
       "CPU: let each graph variant prepack its own copy of the weights — ~15 % faster steps, memory grows with the variants",
     )
+    .option("--quantize <q4>", QUANTIZE_HELP)
     .option("--worker-id <id>", "this worker's id in routing and heartbeats", `${hostname()}-${process.pid}`)
     .option(
       "--namespace <ns>",
@@ -133,7 +136,7 @@ export function registerWorker(program: Command): void {
     )
     .option(
       "--heartbeat-ttl-ms <ms>",
-      "how long a heartbeat stays live; the same for every process of the deployment",
+      "how long a heartbeat stays live; gateways and meters take 5000, so change it only where every process does (tests)",
       "5000",
     )
     .action(serviceAction(runWorker));

@@ -341,6 +341,22 @@ describe("luminet generate", () => {
     );
   });
 
+  it("runs on 4-bit weights with --quantize q4, and names a kind it does not have", () => {
+    const lines = [
+      { id: "base", prompt: "request number 0 says hello", adapter: null, max_tokens: 5 },
+      { id: "a1", prompt: "request number 1 says hello", adapter: tiny.adapterDirs[0], max_tokens: 6 },
+    ];
+    const result = generate(lines, "--quantize", "q4");
+    expect(result.status, result.stderr).toBe(0);
+    expect(outputs(result.stdout).map((o) => [o.id, o.token_ids.length, o.finish_reason])).toEqual([
+      ["base", 5, "length"],
+      ["a1", 6, "length"],
+    ]);
+    const refused = generate(lines, "--quantize", "q8");
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toContain('--quantize must be q4, got "q8"');
+  });
+
   it("names the line and field of bad input", () => {
     const result = generate([{ id: "x", prompt: "hi", adapter: null, max_tokens: 0 }]);
     expect(result.status).not.toBe(0);

@@ -12,6 +12,7 @@ import { cachedGraphFile } from "./graph-cache.ts";
 import { bankNames, segmentInputName } from "./lora-banks.ts";
 import { MODULE_KINDS, type ModelConfig, type ModuleKind, moduleShape, weightName } from "./model-config.ts";
 import { DataType, type Dim } from "./onnx-proto.ts";
+import { Q4_BLOCK, q4Names, quantizedWeights } from "./quantized-weights.ts";
 import { inverseFrequencies } from "./rope.ts";
 import type { WeightIndex } from "./safetensors.ts";
 import { widenedWeights } from "./widened-weights.ts";
@@ -55,6 +56,12 @@ export interface GraphOptions {
    * writes them into its own buffers: onnxruntime-node copies every fetched output into a new buffer.
    */
   stepRows?: boolean;
+  /**
+   * "q4": the projection weights (q, k, v, o, gate, up, down) and lm_head as 4-bit blocks
+   * (quantized-weights.ts) through com.microsoft.MatMulNBits with int8 activations (accuracy_level 4, which
+   * needs the session to prepack them); float32 graphs only.
+   */
+  quantize?: "q4";
 }
 
 export class GraphBuildError extends Error {
@@ -80,6 +87,21 @@ function checkOptions(model: ModelConfig, o: GraphOptions): void {
   // GroupQueryAttention with cos/sin caches needs head_size % 16 == 0 (ORT 1.30).
   if (model.headDim % 16 !== 0) {
     throw new GraphBuildError(`head_dim ${model.headDim} is not a multiple of 16 (GroupQueryAttention)`);
+  }
+  if (o.quantize === "q4") {
+    if (o.computeDtype !== "float32") throw new GraphBuildError("q4 weights need a float32 graph (CPU)");
+    const inputs: [string, number][] = MODULE_KINDS.map((kind) => [
+      `${kind}_proj`,
+      moduleShape(model, kind).inFeatures,
+    ]);
+    inputs.push(["lm_head", model.hiddenSize]);
+    for (const [name, inFeatures] of inputs) {
+      if (inFeatures % Q4_BLOCK !== 0) {
+        throw new GraphBuildError(
+          `q4 quantizes ${name} in blocks of ${Q4_BLOCK} inputs, but it has ${inFeatures}`,
+        );
+      }
+    }
   }
   if (o.lora !== null) {
     const { formulation: _, ...sizes } = o.lora;
@@ -113,6 +135,8 @@ class DecoderBuilder {
   private readonly dataFolder: string;
   // F16/BF16 tensors as float32 when computing in float32 (widened-weights.ts), else null.
   private readonly widened: WeightIndex | null;
+  // The projection weights in 4 bits with quantize "q4" (quantized-weights.ts), else null.
+  private readonly quantized: WeightIndex | null;
 
   constructor(
     private readonly model: ModelConfig,
@@ -123,6 +147,8 @@ class DecoderBuilder {
     this.weightsDir = realpathSync(weights.dir);
     this.dataFolder = dataFolder === undefined ? this.weightsDir : realpathSync(dataFolder);
     this.widened = options.computeDtype === "float32" ? widenedWeights(weights, this.dataFolder) : null;
+    this.quantized =
+      options.quantize === "q4" ? quantizedWeights(weights, quantizedNames(model), this.dataFolder) : null;
     if (options.computeDtype === "float32") {
       this.compute = DataType.FLOAT;
       this.computeBytes = (f) => new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
@@ -150,21 +176,54 @@ class DecoderBuilder {
       throw new GraphBuildError(`tensor ${name} has dtype ${info.dtype}; weights must be F32, F16 or BF16`);
     }
     const wide = this.widened?.has(name) ? this.widened.info(name) : null;
-    if (!this.external.has(name)) {
-      this.external.add(name);
-      const source = wide ?? info;
-      this.g.initializer({
-        name,
-        dataType: wide ? DataType.FLOAT : type,
-        dims: shape,
-        external: {
-          location: this.location(wide ? wide.file : join(this.weightsDir, info.relativeFile)),
-          offset: source.offset,
-          length: source.byteLength,
-        },
-      });
-    }
+    const source = wide ?? info;
+    const file = wide ? wide.file : join(this.weightsDir, info.relativeFile);
+    this.externalInitializer(name, wide ? DataType.FLOAT : type, shape, file, source);
     return { value: name, type: wide ? DataType.FLOAT : type };
+  }
+
+  // A tensor stored in a file of the graph's folder (once per name).
+  private externalInitializer(
+    name: string,
+    dataType: DataType,
+    dims: readonly number[],
+    file: string,
+    bytes: { offset: number; byteLength: number },
+  ): void {
+    if (this.external.has(name)) return;
+    this.external.add(name);
+    this.g.initializer({
+      name,
+      dataType,
+      dims,
+      external: { location: this.location(file), offset: bytes.offset, length: bytes.byteLength },
+    });
+  }
+
+  // x [T, in] times the 4-bit weight [out, in] `name` (quantized-weights.ts) through MatMulNBits, with int8
+  // activations (accuracy_level 4: the kernel MLAS runs once the session has prepacked the blocks).
+  private q4Product(
+    x: string,
+    name: string,
+    outFeatures: number,
+    inFeatures: number,
+    output?: string,
+  ): string {
+    const quantized = this.quantized!;
+    const names = q4Names(name);
+    const blocks = inFeatures / Q4_BLOCK;
+    const packed = quantized.info(names.packed);
+    const scales = quantized.info(names.scales);
+    this.externalInitializer(
+      names.packed,
+      DataType.UINT8,
+      [outFeatures, blocks, Q4_BLOCK / 2],
+      packed.file,
+      packed,
+    );
+    this.externalInitializer(names.scales, DataType.FLOAT, [outFeatures * blocks], scales.file, scales);
+    const attrs = { K: inFeatures, N: outFeatures, bits: 4, block_size: Q4_BLOCK, accuracy_level: 4 };
+    return this.g.op("MatMulNBits", [x, names.packed, names.scales], attrs, output, MS);
   }
 
   // ORT resolves locations against the .onnx file's folder (or the session's external-initializers
@@ -273,12 +332,14 @@ class DecoderBuilder {
     }
 
     const rows = g.op("Gather", [normed, logitsRows], { axis: 0 });
-    const head = m.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-    const lmHead = this.weight(head, [V, H]);
-    if (this.compute === DataType.FLOAT) {
-      g.op("Gemm", [rows, lmHead], { transB: 1 }, "logits");
+    const head = lmHeadName(m);
+    if (this.quantized) {
+      this.q4Product(rows, head, V, H, "logits");
+    } else if (this.compute === DataType.FLOAT) {
+      g.op("Gemm", [rows, this.weight(head, [V, H])], { transB: 1 }, "logits");
     } else {
-      g.op("Cast", [g.op("Gemm", [rows, lmHead], { transB: 1 })], { to: DataType.FLOAT }, "logits");
+      const logits = g.op("Gemm", [rows, this.weight(head, [V, H])], { transB: 1 });
+      g.op("Cast", [logits], { to: DataType.FLOAT }, "logits");
     }
     g.output("logits", DataType.FLOAT, ["rows", V]);
     this.decodeChoices("logits");
@@ -391,12 +452,19 @@ class DecoderBuilder {
 
   private linear(l: number, kind: ModuleKind, x: string): string {
     const { inFeatures, outFeatures } = moduleShape(this.model, kind);
-    const w = this.weight(weightName(l, kind), [outFeatures, inFeatures]);
-    const inputs = [x, w];
-    if (this.model.qkvBias && (kind === "q" || kind === "k" || kind === "v")) {
-      inputs.push(this.weight(weightName(l, kind).replace(/\.weight$/, ".bias"), [outFeatures]));
+    const name = weightName(l, kind);
+    const bias =
+      this.model.qkvBias && (kind === "q" || kind === "k" || kind === "v")
+        ? this.weight(name.replace(/\.weight$/, ".bias"), [outFeatures])
+        : null;
+    let base: string;
+    if (this.quantized) {
+      base = this.q4Product(x, name, outFeatures, inFeatures);
+      if (bias) base = this.g.op("Add", [base, bias]);
+    } else {
+      const w = this.weight(name, [outFeatures, inFeatures]);
+      base = this.g.op("Gemm", bias ? [x, w, bias] : [x, w], { transB: 1 });
     }
-    const base = this.g.op("Gemm", inputs, { transB: 1 });
     if (this.options.lora === null) return base;
     if (this.options.lora.formulation === "segment-views") return this.addViewDeltas(l, kind, x, base);
     if (this.options.lora.formulation === "slot-batched") return this.addSlotBatchedDeltas(l, kind, x, base);
@@ -690,6 +758,19 @@ class DecoderBuilder {
   }
 }
 
+/** Every layer's projection weights: what q4 quantizes. */
+function lmHeadName(model: ModelConfig): string {
+  return model.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+}
+
+/** What q4 quantizes: every layer's projection weights and lm_head (the embedding gather keeps its own). */
+function quantizedNames(model: ModelConfig): string[] {
+  const projections = Array.from({ length: model.numLayers }, (_, l) =>
+    MODULE_KINDS.map((kind) => weightName(l, kind)),
+  );
+  return [...projections.flat(), lmHeadName(model)];
+}
+
 /**
  * The graph as ModelProto bytes. External data locations are relative to `dataFolder` (default: the
  * weights' folder): put the .onnx there, or create the session from bytes with
@@ -721,6 +802,7 @@ export function cachedGraphPath(
     (folder) => buildGraph(model, weights, options, folder),
     (folder) => {
       if (options.computeDtype === "float32") widenedWeights(weights, folder);
+      if (options.quantize === "q4") quantizedWeights(weights, quantizedNames(model), folder);
     },
   );
 }

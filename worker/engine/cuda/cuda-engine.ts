@@ -110,6 +110,11 @@ export class CudaEngine {
 
   /** Builds the native model and uploads the weights; `addon` defaults to the built one (device.ts). */
   static async create(options: CudaEngineOptions, addon?: CudaAddon): Promise<CudaEngine> {
+    if (options.quantize) {
+      throw new EngineError(
+        `--quantize ${options.quantize} runs on --device cpu only; the CUDA engine runs fp16`,
+      );
+    }
     const cuda = usableCudaAddon(addon);
     const model = loadModelConfig(options.modelDir);
     const spec = modelSpec(model, options);
