@@ -553,6 +553,10 @@ describe("the CUDA engine without its addon or a GPU", () => {
     };
     await expect(CudaEngine.create(options, noDevice)).rejects.toThrow(/no CUDA device is visible/);
     await expect(Engine.create(options)).rejects.toThrow(/native CUDA engine.*createEngine/);
+    // 4-bit weights are the CPU engine's: refused before anything is built.
+    await expect(CudaEngine.create({ ...options, quantize: "q4" }, noDevice)).rejects.toThrow(
+      /--quantize q4 runs on --device cpu only/,
+    );
   });
 
   it("makes `luminet generate --device cuda` and `luminet bench engine --device cuda` fail with that error", async () => {
