@@ -2,14 +2,15 @@
 // the larger of what the request backlog needs in sequences and what the token rate needs in worker
 // throughput. Pure: it sees the backlog and the heartbeats, so it is tested without a bus.
 //  - The backlog (Bus.requestBacklog: queued plus running, since workers ack once a request finished)
-//    divided by the sequences one worker runs at once. A base with a backlog and no worker gets one:
-//    that is scaling from zero, while its requests wait in the queue.
+//    divided by the sequences one worker runs at once: configured, or else the smallest --max-batch a live
+//    worker reports (64 when none does). A base with a backlog and no worker gets one: that is scaling
+//    from zero, while its requests wait in the queue.
 //  - The tokens/s the base's workers report, divided by a worker's throughput at the target utilization.
 //    A worker's throughput is configured, or else the best any live worker of the base has reported.
 import type { WorkerHeartbeat } from "../schema/wire.ts";
 
 export interface ScaleOptions {
-  /** Sequences one worker runs at once (the worker's --max-batch). */
+  /** Sequences one worker runs at once; unset: the smallest max_batch a live worker reports, else 64. */
   sequencesPerWorker?: number;
   /** A worker's tokens/s at full load; unset: the highest tokens_per_s a live worker reported. */
   tokensPerSecondPerWorker?: number;
@@ -20,11 +21,13 @@ export interface ScaleOptions {
 }
 
 export const scaleDefaults = {
-  sequencesPerWorker: 64,
   targetUtilization: 0.8,
   minWorkers: 0,
   maxWorkers: 64,
-} satisfies Omit<Required<ScaleOptions>, "tokensPerSecondPerWorker">;
+} satisfies Omit<Required<ScaleOptions>, "tokensPerSecondPerWorker" | "sequencesPerWorker">;
+
+/** A worker's sequences when neither the options nor any live worker say: the worker's default --max-batch. */
+export const DEFAULT_SEQUENCES_PER_WORKER = 64;
 
 export interface ScaleSignal {
   base: string;
@@ -50,7 +53,10 @@ export function scaleSignal(
   const tokensPerS = heartbeats.reduce((sum, h) => sum + h.tokens_per_s, 0);
   const observedPeak = Math.max(0, ...heartbeats.map((h) => h.tokens_per_s));
   const workerTokens = o.tokensPerSecondPerWorker ?? (observedPeak > 0 ? observedPeak : null);
-  const sequences = o.sequencesPerWorker * o.targetUtilization;
+  const reported = heartbeats.flatMap((h) => (h.max_batch === undefined ? [] : [h.max_batch]));
+  const perWorker =
+    o.sequencesPerWorker ?? (reported.length > 0 ? Math.min(...reported) : DEFAULT_SEQUENCES_PER_WORKER);
+  const sequences = perWorker * o.targetUtilization;
   const tokens = workerTokens === null ? null : workerTokens * o.targetUtilization;
 
   // Running sequences are in the backlog already; the heartbeats' count covers a bus that lags them.

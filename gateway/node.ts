@@ -15,6 +15,7 @@ import { type BaseModelSource, loadBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
 import type { GatewayEnv } from "./context.ts";
 import { type GatewayDeps, type GatewayDepsInput, gatewayDeps } from "./deps.ts";
+import type { ScaleOptions } from "./fleet-scale.ts";
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { mountMetricsRoute, prometheusMetrics } from "./prometheus.ts";
 import { ResponseRetention } from "./response-retention.ts";
@@ -92,6 +93,8 @@ export interface NodeGatewayOptions {
   keepAliveMs?: number;
   /** How long stored Responses API responses are kept; default 30 days, 0: until deleted. */
   responseRetentionDays?: number;
+  /** The autoscaling signal's bounds and headroom (GET /v1/fleet/scale). */
+  scale?: ScaleOptions;
 }
 
 export async function startNodeGateway(options: NodeGatewayOptions): Promise<ServedApp> {
@@ -117,6 +120,7 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       bus,
       bases,
       adapterStorage,
+      ...(options.scale ? { scale: options.scale } : {}),
       ...(options.responseRetentionDays !== undefined
         ? { responseRetention: ResponseRetention.days(options.responseRetentionDays) }
         : {}),

@@ -23,6 +23,7 @@ import { createApp } from "./app.ts";
 import { registerBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
 import { type GatewayDeps, type GatewayLog, gatewayDeps } from "./deps.ts";
+import { type ScaleOptions, scaleDefaults } from "./fleet-scale.ts";
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { R2BlobStore, type R2BucketBinding } from "./r2-blob-store.ts";
 import { DEFAULT_RESPONSE_RETENTION_DAYS, ResponseRetention } from "./response-retention.ts";
@@ -54,6 +55,10 @@ export interface WorkerEnv {
   LUMINET_ADAPTER_SOURCES?: string;
   /** How long stored Responses API responses are kept, in days; default 30, 0: until deleted. */
   LUMINET_RESPONSE_RETENTION_DAYS?: string;
+  /** The autoscaling signal's bounds and headroom, as the Node gateway's --min-workers and the like. */
+  LUMINET_MIN_WORKERS?: string;
+  LUMINET_MAX_WORKERS?: string;
+  LUMINET_TARGET_UTILIZATION?: string;
 }
 
 /** The part of the Workers ExecutionContext the gateway uses. */
@@ -88,6 +93,20 @@ function integerVar(env: WorkerEnv, name: keyof WorkerEnv, fallback: number, min
   if (!Number.isSafeInteger(n) || n < min)
     throw new Error(`${name}: expected an integer ≥ ${min}, got ${value}`);
   return n;
+}
+
+function scaleOptions(env: WorkerEnv): ScaleOptions {
+  const utilization = env.LUMINET_TARGET_UTILIZATION;
+  const targetUtilization =
+    utilization === undefined || utilization === "" ? scaleDefaults.targetUtilization : Number(utilization);
+  if (!(targetUtilization > 0 && targetUtilization <= 1)) {
+    throw new Error(`LUMINET_TARGET_UTILIZATION: expected a number in (0, 1], got ${utilization}`);
+  }
+  return {
+    minWorkers: integerVar(env, "LUMINET_MIN_WORKERS", scaleDefaults.minWorkers, 0),
+    maxWorkers: integerVar(env, "LUMINET_MAX_WORKERS", scaleDefaults.maxWorkers),
+    targetUtilization,
+  };
 }
 
 function adapterStorage(env: WorkerEnv): AdapterStorage | null {
@@ -164,6 +183,7 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
             bus,
             bases: await loadCatalog(db, bundled),
             adapterStorage: adapterStorage(env),
+            scale: scaleOptions(env),
             responseRetention: ResponseRetention.days(
               integerVar(env, "LUMINET_RESPONSE_RETENTION_DAYS", DEFAULT_RESPONSE_RETENTION_DAYS, 0),
             ),

@@ -329,6 +329,8 @@ export const WorkerHeartbeat = z
     free_slots: count,
     queue_depth: count,
     running: count,
+    /** The worker's --max-batch: the most sequences it runs at once. Absent from workers before it existed. */
+    max_batch: z.int().positive().optional(),
     tokens_per_s: z.number().nonnegative(),
     at: epochMs,
   })

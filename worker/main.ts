@@ -290,6 +290,7 @@ export class LuminetWorker {
       free_slots: tiers.freeSlots,
       queue_depth: Math.max(0, this.held.size - this.scheduler.runningCount),
       running: this.scheduler.runningCount,
+      max_batch: this.options.maxBatch,
       tokensGenerated: this.scheduler.tokensGenerated,
     };
   }

@@ -6,9 +6,11 @@ import { logger } from "../../core/logger.ts";
 import { defaultDatabaseUrl, describeDatabaseUrl } from "../../db/open.ts";
 import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
 import { parseBaseModelSource } from "../../gateway/base-loader.ts";
+import { type ScaleOptions, scaleDefaults } from "../../gateway/fleet-scale.ts";
 import { startNodeGateway } from "../../gateway/node.ts";
 import { DEFAULT_RESPONSE_RETENTION_DAYS } from "../../gateway/response-retention.ts";
 import { bytes, count, port, seconds } from "../flags.ts";
+import { CliError } from "../run-command.ts";
 import { serviceAction, stopOnSignal } from "../service.ts";
 
 interface GatewayFlags {
@@ -25,9 +27,26 @@ interface GatewayFlags {
   streamHeadersAfter: string;
   keepAlive: string;
   responseRetentionDays: string;
+  minWorkers: string;
+  maxWorkers: string;
+  targetUtilization: string;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
+
+/** The autoscaling signal's flags, checked: 0 ≤ min ≤ max, utilization in (0, 1]. */
+function scaleOptions(flags: GatewayFlags): ScaleOptions {
+  const minWorkers = count("--min-workers", flags.minWorkers, 0);
+  const maxWorkers = count("--max-workers", flags.maxWorkers, 1);
+  if (minWorkers > maxWorkers) {
+    throw new CliError(`--min-workers (${minWorkers}) must not exceed --max-workers (${maxWorkers})`);
+  }
+  const targetUtilization = Number(flags.targetUtilization);
+  if (!(targetUtilization > 0 && targetUtilization <= 1)) {
+    throw new CliError(`--target-utilization must be a number in (0, 1], got "${flags.targetUtilization}"`);
+  }
+  return { minWorkers, maxWorkers, targetUtilization };
+}
 
 async function runGateway(flags: GatewayFlags): Promise<void> {
   if (flags.model.length === 0) {
@@ -52,6 +71,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     streamHeadersAfterMs: seconds("--stream-headers-after", flags.streamHeadersAfter) * 1000,
     keepAliveMs: seconds("--keep-alive", flags.keepAlive) * 1000,
     responseRetentionDays: count("--response-retention-days", flags.responseRetentionDays, 0),
+    scale: scaleOptions(flags),
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
   });
   logger.info(
@@ -108,6 +128,21 @@ export function registerGateway(program: Command): void {
       "--response-retention-days <days>",
       "how long stored Responses API responses are kept; 0: until deleted (LUMINET_RESPONSE_RETENTION_DAYS)",
       process.env.LUMINET_RESPONSE_RETENTION_DAYS ?? String(DEFAULT_RESPONSE_RETENTION_DAYS),
+    )
+    .option(
+      "--min-workers <n>",
+      "the fewest workers GET /v1/fleet/scale asks for per base (LUMINET_MIN_WORKERS)",
+      process.env.LUMINET_MIN_WORKERS ?? String(scaleDefaults.minWorkers),
+    )
+    .option(
+      "--max-workers <n>",
+      "the most workers it asks for per base (LUMINET_MAX_WORKERS)",
+      process.env.LUMINET_MAX_WORKERS ?? String(scaleDefaults.maxWorkers),
+    )
+    .option(
+      "--target-utilization <share>",
+      "the share of a worker's sequences and tokens/s it plans to use, leaving headroom (LUMINET_TARGET_UTILIZATION)",
+      process.env.LUMINET_TARGET_UTILIZATION ?? String(scaleDefaults.targetUtilization),
     )
     .option("--with-meter", "also run the usage meter (usage events into billing rows) in this process")
     .action(serviceAction(runGateway));

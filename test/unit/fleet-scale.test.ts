@@ -49,6 +49,19 @@ describe("scaleSignal", () => {
     expect(scaleSignal("b", 2, hot, { ...options, targetUtilization: 0.5 }).desired_workers).toBe(4);
   });
 
+  it("takes a worker's sequences from the smallest --max-batch live workers report, else 64", () => {
+    const unset = { targetUtilization: 1 };
+    const beats = [beat("w1", { max_batch: 16 }), beat("w2", { max_batch: 32 }), beat("w3")];
+    const signal = scaleSignal("b", 40, beats, unset);
+    expect(signal.capacity.sequences_per_worker).toBe(16);
+    expect(signal.desired_workers).toBe(3);
+    // Workers from before max_batch was reported, or none at all: the worker's default --max-batch.
+    expect(scaleSignal("b", 130, [beat("w3")], unset).capacity.sequences_per_worker).toBe(64);
+    expect(scaleSignal("b", 130, [], unset).desired_workers).toBe(3);
+    // Configured, it wins over what workers report.
+    expect(scaleSignal("b", 40, beats, { ...unset, sequencesPerWorker: 40 }).desired_workers).toBe(1);
+  });
+
   it("stays within the minimum and maximum", () => {
     expect(scaleSignal("b", 0, [], { ...options, minWorkers: 2 }).desired_workers).toBe(2);
     expect(scaleSignal("b", 1_000, [], { ...options, maxWorkers: 8 }).desired_workers).toBe(8);
