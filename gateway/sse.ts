@@ -4,11 +4,10 @@
 // them, and a client that goes away cancels the stream, which calls `onCancel` at once (not at the next
 // event). An error after the first byte can only be told in-band: an event `{"error": {...}}`, which the
 // openai SDKs raise as an APIError. While the next event is slow to come (a worker starting from zero, a
-// long prompt), a comment line goes out every `keepAliveMs`, so proxies and clients that drop idle
-// connections keep this one; SSE clients skip comments.
+// long prompt), a comment line goes out every `keepAliveMs` of silence (one idle timer per stream), so
+// proxies and clients that drop idle connections keep this one; SSE clients skip comments.
 import type { ErrorBody } from "../schema/api.ts";
 import type { ResponseErrorEvent } from "../schema/responses-api.ts";
-import { TIMED_OUT, within } from "./within.ts";
 
 export interface EventSource {
   /** The next event's JSON payload, or null when the stream is complete. */
@@ -27,43 +26,83 @@ const namedFrame = (event: unknown) =>
   encoder.encode(`event: ${(event as { type: string }).type}\ndata: ${JSON.stringify(event)}\n\n`);
 const KEEP_ALIVE = encoder.encode(": keep-alive\n\n");
 
+/**
+ * Calls `onIdle` once `ms` pass without a touch(), and every `ms` after while nothing touches it: one timer
+ * per stream, restarted in place (Node's Timeout.refresh; re-armed where timers are plain ids, as in
+ * workerd), instead of a timer and a promise race per event.
+ */
+class IdleTimer {
+  private handle: ReturnType<typeof setTimeout>;
+
+  constructor(
+    private readonly ms: number,
+    private readonly onIdle: () => void,
+  ) {
+    this.handle = setTimeout(() => this.fire(), ms);
+  }
+
+  touch(): void {
+    if (typeof this.handle === "object" && "refresh" in this.handle) this.handle.refresh();
+    else {
+      clearTimeout(this.handle);
+      this.handle = setTimeout(() => this.fire(), this.ms);
+    }
+  }
+
+  stop(): void {
+    clearTimeout(this.handle);
+  }
+
+  private fire(): void {
+    this.onIdle();
+    this.touch();
+  }
+}
+
 export function eventStream(
   source: EventSource,
   headers: Record<string, string>,
   keepAliveMs: number,
 ): Response {
   let done = false;
-  /** The event being waited for, kept across pulls that only sent a keep-alive. */
-  let pending: Promise<unknown> | null = null;
+  /** A pull is waiting for the source's next event: only then does silence call for a keep-alive. */
+  let waiting = false;
+  let idle: IdleTimer | undefined;
+  const finish = () => {
+    done = true;
+    idle?.stop();
+  };
   const body = new ReadableStream<Uint8Array>({
     async pull(controller) {
       if (done) return;
+      // Armed at the first read, so a body nobody reads holds no timer.
+      idle ??= new IdleTimer(keepAliveMs, () => {
+        if (waiting && !done) controller.enqueue(KEEP_ALIVE);
+      });
       try {
-        pending ??= source.next();
-        const event = await within(pending, keepAliveMs);
+        waiting = true;
+        const event = await source.next();
+        waiting = false;
         if (done) return;
-        if (event === TIMED_OUT) {
-          controller.enqueue(KEEP_ALIVE);
-          return;
-        }
-        pending = null;
+        idle.touch();
         if (event === null) {
-          done = true;
+          finish();
           if (!source.named) controller.enqueue(frame("[DONE]"));
           controller.close();
           return;
         }
         controller.enqueue(source.named ? namedFrame(event) : frame(JSON.stringify(event)));
       } catch (error) {
+        waiting = false;
         if (done) return;
-        done = true;
+        finish();
         const event = source.errorEvent(error);
         controller.enqueue(source.named ? namedFrame(event) : frame(JSON.stringify(event)));
         controller.close();
       }
     },
     cancel() {
-      done = true;
+      finish();
       source.onCancel();
     },
   });

@@ -345,9 +345,11 @@ describe("luminet worker", () => {
     const drained = await spawnWorker("c", ["--max-batch", "2"]);
     // A view that keeps heartbeats for a minute: "c" leaves it only by leaving the bucket.
     const patient = await connectJetStreamBus({ servers: natsUrl, namespace, heartbeatTtlMs: 60_000 });
-    await eventually("c in a patient heartbeat view", async () =>
+    const beat = await eventually("c in a patient heartbeat view", async () =>
       (await patient.liveHeartbeats(BASE)).find((h) => h.worker_id === "c"),
     );
+    // Its --max-batch, which the autoscaling signal plans with.
+    expect(beat.max_batch).toBe(2);
     let signalled = false;
     const answers = Promise.all(
       Array.from({ length: 6 }, (_, i) =>
