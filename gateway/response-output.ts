@@ -78,7 +78,7 @@ export function statusOf(final: Final): Pick<ResponseObject, "status" | "incompl
     : { status: "completed", incomplete_details: null };
 }
 
-export function responseUsage(final: Final): ResponseUsage {
+function responseUsage(final: Final): ResponseUsage {
   const usage = usageOf([final]);
   return {
     input_tokens: usage.prompt_tokens,

@@ -49,7 +49,7 @@ function partsText(
  * The conversation as chat messages: consecutive function calls join one assistant turn (the assistant
  * message right before them, if any), as chat writes an answer that calls several functions.
  */
-export function chatMessagesOf(items: readonly InputItem[], firstIndex = 0): ChatMessageIn[] {
+function chatMessagesOf(items: readonly InputItem[], firstIndex = 0): ChatMessageIn[] {
   const messages: ChatMessageIn[] = [];
   for (const [k, item] of items.entries()) {
     const param = `input.${k - firstIndex}`;
@@ -83,7 +83,7 @@ export function chatMessagesOf(items: readonly InputItem[], firstIndex = 0): Cha
 }
 
 /** The chat request a Responses request means: its `input` (references resolved) after the `earlier` items. */
-export function chatRequestOf(
+function chatRequestOf(
   body: ResponseCreateRequest,
   earlier: readonly InputItem[],
   input: readonly InputItem[],
