@@ -399,6 +399,9 @@ export function reportEngineBench(
   );
   process.stdout.write(
     "(tokens/s, ratio and efficiency from each run's fastest step; p50: its median step)\n" +
+      (result.setup.quantize
+        ? "(the bound models float32 weights: with 4-bit ones the base step is quicker than it assumes)\n"
+        : "") +
       "U    tokens/s   ratio   bound   efficiency   fastest ms   p50 ms    p50 ratio   cpu ratio\n",
   );
   for (const r of result.results) {
