@@ -564,7 +564,7 @@ describe("the gateway with real workers, through the openai client", () => {
     expect(followUp.choices[0]?.message.content?.length).toBeGreaterThan(0);
   });
 
-  it("serves the Responses API: the same greedy text as chat, a required call streamed, a schema's instance, billed as reported", async () => {
+  it("serves the Responses API: greedy text as chat, a required call streamed, a schema instance, a continued conversation from the prefix cache", async () => {
     const model = `${BASE}:acme/a2`;
     const chat = await client.chat.completions.create({
       model,
@@ -658,6 +658,27 @@ describe("the gateway with real workers, through the openai client", () => {
       expect(Object.keys(value)).toEqual(["rain", "note"]);
       expect(typeof value.rain).toBe("boolean");
     }
+
+    // A conversation continued with previous_response_id prefills only its new turn: the earlier prompt's
+    // whole 16-token blocks come from the worker's prefix cache (base-model requests of an org meet on one
+    // worker), billed as cached input.
+    const opening = await client.responses.create({
+      model: BASE,
+      input:
+        "Tell me a long story about the sea, the ships that sail on it and the people who wait for them.",
+      max_output_tokens: 3,
+      temperature: 0,
+    });
+    const next = await client.responses.create({
+      model: BASE,
+      previous_response_id: opening.id,
+      input: "And then?",
+      max_output_tokens: 2,
+    });
+    const cached = next.usage?.input_tokens_details.cached_tokens ?? 0;
+    expect(cached).toBeGreaterThanOrEqual(16);
+    expect(cached).toBeLessThanOrEqual(opening.usage!.input_tokens);
+    expect((await billed(requestIdOf(next.id))).cached_input_tokens).toBe(cached);
   });
 
   it("runs a Vercel AI SDK tool loop: a required call under its schema, executed, its result answered on", async () => {
