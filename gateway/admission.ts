@@ -82,12 +82,27 @@ function logitBias(bias: Record<string, number> | null | undefined, vocab: numbe
 
 /**
  * The response format as the worker takes it; the deprecated function-calling fields (`functions`,
- * `function_call`: use `tools`) refused rather than ignored. JSON mode needs the word "JSON" in the messages,
+ * `function_call`: use `tools`), audio output and web search refused rather than ignored. JSON mode needs the word "JSON" in the messages,
  * as OpenAI requires: a model not told to write JSON may spend all of max_tokens inside the object without
  * closing it. A JSON schema is checked here against the subset the worker's grammar keeps
  * (worker/engine/json-schema.ts), so one it would refuse is a 400 before anything runs.
  */
 function checkFormat(body: ChatCompletionRequest): SamplingParams["response_format"] {
+  const other = body.modalities?.find((m) => m !== "text");
+  if (other !== undefined) {
+    throw invalidRequest(
+      `modalities ${JSON.stringify(other)} is not supported: the models answer text`,
+      "modalities",
+    );
+  }
+  if (body.audio != null)
+    throw invalidRequest("audio output is not supported: the models answer text", "audio");
+  if (body.web_search_options != null) {
+    throw invalidRequest("web search is not supported", "web_search_options");
+  }
+  if (body.reasoning_effort != null) {
+    throw invalidRequest("reasoning_effort is not supported with this model", "reasoning_effort");
+  }
   if ((body.functions?.length ?? 0) > 0) {
     throw invalidRequest("functions is not supported: give them as tools", "functions");
   }

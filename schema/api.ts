@@ -95,9 +95,14 @@ export const ChatCompletionRequest = z.object({
     .nullable()
     .optional(),
   parallel_tool_calls: z.boolean().nullable().optional(),
-  // The deprecated function-calling fields: declared only to be refused (admission.ts).
+  // The deprecated function-calling fields, and outputs and tools a text model does not have: declared
+  // only to be refused (admission.ts).
   functions: z.array(z.unknown()).nullable().optional(),
   function_call: z.unknown().optional(),
+  modalities: z.array(z.string()).nullable().optional(),
+  audio: z.unknown().optional(),
+  web_search_options: z.unknown().optional(),
+  reasoning_effort: z.string().nullable().optional(),
   response_format: z
     .object({
       type: z.string(),

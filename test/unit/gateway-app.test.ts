@@ -424,13 +424,17 @@ describe("bad input", () => {
     expect(error.message).toContain("at most 1024");
   });
 
-  it("refuses the deprecated function fields and unknown formats rather than ignoring them", async () => {
+  it("refuses the deprecated function fields, non-text outputs and unknown formats rather than ignoring them", async () => {
     const fn = { name: "weather", parameters: { type: "object" } };
     const refused: [Record<string, unknown>, string][] = [
       [{ functions: [fn] }, "functions"],
       [{ function_call: { name: "weather" } }, "function_call"],
       [{ response_format: { type: "xml" } }, "response_format"],
       [{ tool_choice: "required" }, "tool_choice"],
+      [{ modalities: ["text", "audio"] }, "modalities"],
+      [{ audio: { voice: "alloy", format: "wav" } }, "audio"],
+      [{ web_search_options: {} }, "web_search_options"],
+      [{ reasoning_effort: "high" }, "reasoning_effort"],
     ];
     for (const [body, param] of refused) await expectError(await chat(body), 400, null, param);
     // What asks for nothing beyond text is served.
@@ -439,6 +443,7 @@ describe("bad input", () => {
       { tool_choice: "none" },
       { tool_choice: "auto" },
       { response_format: { type: "text" } },
+      { modalities: ["text"] },
     ]) {
       expect((await chat(body)).status).toBe(200);
       expect(lastRequest().sampling.response_format).toBeUndefined();
