@@ -491,6 +491,13 @@ describe("graph builder", () => {
         lora: { formulation: "segments", segments: 0, slots: 2, rowsPerSlot: 4 },
       }),
     ).toThrow("lora.segments must be a positive integer, got 0");
+    // q4 blocks are 32 inputs wide, and q4 graphs compute in float32; refused before any weight is written.
+    expect(() =>
+      buildGraph({ ...base.cfg, intermediateSize: 80 }, base.weights, { ...opts, quantize: "q4" }),
+    ).toThrow("q4 quantizes down_proj in blocks of 32 inputs, but it has 80");
+    expect(() =>
+      buildGraph(base.cfg, base.weights, { ...opts, computeDtype: "float16", quantize: "q4" }),
+    ).toThrow("q4 weights need a float32 graph (CPU)");
   });
 
   it("agrees with the independent reference forward, with plain, linear and llama3 rope", async () => {

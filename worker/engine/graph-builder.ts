@@ -144,6 +144,8 @@ class DecoderBuilder {
     private readonly options: GraphOptions,
     dataFolder: string | undefined,
   ) {
+    // Before any cached weights are written: q4 checks the shapes it quantizes.
+    checkOptions(model, options);
     this.weightsDir = realpathSync(weights.dir);
     this.dataFolder = dataFolder === undefined ? this.weightsDir : realpathSync(dataFolder);
     this.widened = options.computeDtype === "float32" ? widenedWeights(weights, this.dataFolder) : null;
@@ -260,7 +262,6 @@ class DecoderBuilder {
     const m = this.model;
     const g = this.g;
     const { hiddenSize: H, vocabSize: V, headDim: D, numKvHeads: KV } = m;
-    checkOptions(m, this.options);
 
     const inputIds = g.input("input_ids", DataType.INT64, ["batch", "sequence"]);
     const seqlensK = g.input("seqlens_k", DataType.INT32, ["batch"]);
