@@ -2,14 +2,22 @@
 // weight within half a quantization step; the engine computes what float32 weights equal to the dequantized
 // values compute, up to its int8 activations; and a sequence's logits inside a mixed-adapter batch are still
 // exactly those it gets alone.
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
 import type { LoadedAdapter } from "../../worker/adapters/peft.ts";
 import { Engine, EngineError } from "../../worker/engine/engine.ts";
-import { MODULE_KINDS, type ModelConfig, weightName } from "../../worker/engine/model-config.ts";
+import { MODULE_KINDS, type ModelConfig, moduleShape, weightName } from "../../worker/engine/model-config.ts";
 import { dequantizeQ4, Q4_BLOCK, quantizeQ4 } from "../../worker/engine/quantized-weights.ts";
 import { openWeights, writeSafetensors } from "../../worker/engine/safetensors.ts";
 import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
@@ -30,13 +38,52 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-/** A copy of the model whose projection weights and lm_head are float32 holding exactly their q4 values. */
-function writeDequantizedModel(outDir: string): string {
+/**
+ * A copy of the model as a Qwen2 checkpoint: the same weights plus q, k and v biases, which q4 adds after
+ * its products.
+ */
+function writeQwen2Model(outDir: string): string {
   mkdirSync(outDir, { recursive: true });
   for (const file of readdirSync(modelDir)) {
     if (file.endsWith(".json")) copyFileSync(join(modelDir, file), join(outDir, file));
   }
+  const config = JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")) as Record<string, unknown>;
+  writeFileSync(
+    join(outDir, "config.json"),
+    JSON.stringify({ ...config, architectures: ["Qwen2ForCausalLM"], model_type: "qwen2" }),
+  );
   const weights = openWeights(modelDir);
+  const biases = Array.from({ length: model.numLayers }, (_, l) =>
+    (["q", "k", "v"] as const).map((kind) => {
+      const out = moduleShape(model, kind).outFeatures;
+      const data = Float32Array.from({ length: out }, (_, i) => Math.sin(l * 7 + i * 0.3) * 0.5);
+      return {
+        name: weightName(l, kind).replace(/weight$/, "bias"),
+        dtype: "F32" as const,
+        shape: [out],
+        data,
+      };
+    }),
+  ).flat();
+  writeSafetensors(join(outDir, "model.safetensors"), [
+    ...weights.names().map((name) => ({
+      name,
+      dtype: "F32" as const,
+      shape: weights.info(name).shape,
+      data: weights.readFloat32(name),
+    })),
+    ...biases,
+  ]);
+  return outDir;
+}
+
+/** A copy of `dir`'s model whose projection weights and lm_head are float32 holding exactly their q4 values. */
+function writeDequantizedModel(dir: string, outDir: string): string {
+  mkdirSync(outDir, { recursive: true });
+  for (const file of readdirSync(dir)) {
+    if (file.endsWith(".json")) copyFileSync(join(dir, file), join(outDir, file));
+  }
+  const weights = openWeights(dir);
   const quantized = new Set([
     ...Array.from({ length: model.numLayers }, (_, l) => MODULE_KINDS.map((k) => weightName(l, k))).flat(),
     model.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight",
@@ -129,30 +176,39 @@ describe("4-bit projection weights (q4)", () => {
     expect(() => quantizeQ4(new Float32Array(48), 1, 48)).toThrow(/multiple of 32/);
   });
 
-  it("computes what float32 weights holding the q4 values compute, up to its int8 activations", async () => {
-    const q4 = await engineFor(modelDir, "q4");
-    const exact = await engineFor(writeDequantizedModel(join(root, "dequantized")));
-    // The relative difference of each position's logits (teacher-forced prompts, base and three adapters).
-    let worst = 0;
-    for (const engine of [q4, exact]) {
-      for (const [i, adapter] of adapters.slice(0, 3).entries()) await engine.writeAdapter(i + 1, adapter);
-    }
-    for (const slot of [0, 1, 2, 3]) {
-      const tokens = prompt(slot + 2);
-      const viaQ4 = await q4.prefill(`q${slot}`, tokens, slot, true);
-      const viaExact = await exact.prefill(`e${slot}`, tokens, slot, true);
-      for (const [i, row] of viaQ4.entries()) {
-        worst = Math.max(worst, maxDiff(row, viaExact[i]!) / spread(viaExact[i]!));
+  it.each([
+    ["Llama", () => modelDir],
+    ["Qwen2, q/k/v biases", () => writeQwen2Model(join(root, "qwen2"))],
+  ])(
+    "computes what float32 weights holding the q4 values compute, up to its int8 activations (%s)",
+    async (name, dirOf) => {
+      const dir = dirOf();
+      const q4 = await engineFor(dir, "q4");
+      const exact = await engineFor(
+        writeDequantizedModel(dir, join(root, `dequantized-${name.slice(0, 5)}`)),
+      );
+      // The relative difference of each position's logits (teacher-forced prompts, base and three adapters).
+      let worst = 0;
+      for (const engine of [q4, exact]) {
+        for (const [i, adapter] of adapters.slice(0, 3).entries()) await engine.writeAdapter(i + 1, adapter);
       }
-      q4.release(`q${slot}`);
-      exact.release(`e${slot}`);
-    }
-    // About 1 % of a row's spread on this model (int8 activations, rounded per block of 32, every layer).
-    expect(worst).toBeGreaterThan(0);
-    expect(worst).toBeLessThan(0.02);
-    await q4.close();
-    await exact.close();
-  });
+      for (const slot of [0, 1, 2, 3]) {
+        const tokens = prompt(slot + 2);
+        const viaQ4 = await q4.prefill(`q${slot}`, tokens, slot, true);
+        const viaExact = await exact.prefill(`e${slot}`, tokens, slot, true);
+        for (const [i, row] of viaQ4.entries()) {
+          worst = Math.max(worst, maxDiff(row, viaExact[i]!) / spread(viaExact[i]!));
+        }
+        q4.release(`q${slot}`);
+        exact.release(`e${slot}`);
+      }
+      // About 1 % of a row's spread on this model (int8 activations, rounded per block of 32, every layer).
+      expect(worst).toBeGreaterThan(0);
+      expect(worst).toBeLessThan(0.02);
+      await q4.close();
+      await exact.close();
+    },
+  );
 
   it("gives each sequence in a mixed-adapter batch the logits it gets alone", async () => {
     const engine = await engineFor(modelDir, "q4");
