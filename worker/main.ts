@@ -247,7 +247,12 @@ export class LuminetWorker {
       }),
     );
     if (this.options.metricsPort !== undefined) {
-      this.metricsServer = await serveMetrics(this.metrics.registry, this.options.metricsPort);
+      this.metricsServer = await serveMetrics(
+        this.metrics.registry,
+        this.options.metricsPort,
+        undefined,
+        () => (this.draining ? "draining" : null),
+      );
     }
     const orphans = new OrphanQueues(workerId, (deadId) => this.adopt(deadId));
     this.heartbeat = new Heartbeat(

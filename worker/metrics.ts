@@ -131,11 +131,31 @@ export class WorkerMetrics {
   }
 }
 
-/** Serves the registry at GET /metrics on `port` (0: any free port); resolves with the server listening. */
-export async function serveMetrics(registry: Registry, port: number, host = "0.0.0.0"): Promise<Server> {
+/** Why a worker takes no new requests, or null when it does (GET /readyz). */
+export type NotReady = () => string | null;
+
+/**
+ * Serves the registry at GET /metrics on `port` (0: any free port), with probes for an orchestrator:
+ * GET /healthz answers 200 while the process serves HTTP at all (liveness), GET /readyz 200 while the
+ * worker takes new requests and 503 with the reason once it does not (draining). Resolves once listening.
+ */
+export async function serveMetrics(
+  registry: Registry,
+  port: number,
+  host = "0.0.0.0",
+  notReady: NotReady = () => null,
+): Promise<Server> {
   collectProcessMetrics(registry);
   const server = createServer((req, res) => {
-    if (req.method !== "GET" || req.url?.split("?")[0] !== "/metrics") {
+    const path = req.url?.split("?")[0];
+    const text = (status: number, body: string) =>
+      res.writeHead(status, { "content-type": "text/plain" }).end(`${body}\n`);
+    if (req.method === "GET" && path === "/healthz") return text(200, "ok");
+    if (req.method === "GET" && path === "/readyz") {
+      const reason = notReady();
+      return reason === null ? text(200, "ready") : text(503, `not ready: ${reason}`);
+    }
+    if (req.method !== "GET" || path !== "/metrics") {
       res.writeHead(404, { "content-type": "text/plain" }).end("not found: try GET /metrics\n");
       return;
     }

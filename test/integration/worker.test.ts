@@ -216,6 +216,10 @@ describe("luminet worker", () => {
     expect(steps - singleAdapterSteps).toBeGreaterThan(0);
     // The process's own series ride along: a worker that ran steps has spent CPU and has a heap.
     expect(await metric(workers.get("a")!, "process_cpu_seconds_total")).toBeGreaterThan(0);
+    // The same port answers an orchestrator's probes.
+    const probe = (path: string) => fetch(`http://127.0.0.1:${workers.get("a")!.metricsPort}${path}`);
+    expect((await probe("/healthz")).status).toBe(200);
+    expect(await (await probe("/readyz")).text()).toBe("ready\n");
     expect(await metric(workers.get("a")!, "nodejs_heap_size_used_bytes")).toBeGreaterThan(0);
   });
 
