@@ -10,6 +10,7 @@ import type { GatewayDeps } from "./deps.ts";
 import { errorResponse, payloadTooLarge, routeNotFound, toApiError } from "./errors.ts";
 import { GenerationCancelled } from "./generation.ts";
 import { idempotency } from "./idempotency.ts";
+import { readinessRoute } from "./readiness.ts";
 import { adapterRoutes } from "./routes/adapters.ts";
 import { chatCompletions } from "./routes/chat-completions.ts";
 import { completions } from "./routes/completions.ts";
@@ -38,6 +39,7 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   });
 
   app.get("/healthz", (c) => c.json({ ok: true }));
+  app.get("/readyz", readinessRoute(deps));
   app.route("/dashboard", dashboardRoutes(deps));
 
   app.use("/v1/*", bearerAuth(deps.db, deps.authCache));

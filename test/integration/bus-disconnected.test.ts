@@ -1,10 +1,14 @@
 // The JetStream bus while its connection is down: a gateway's calls fail at once with BusUnavailableError
 // instead of waiting out a timeout, an open reply inbox fails with it (the replies sent meanwhile are
 // lost), and everything works again once the client has reconnected by itself. The test stops and starts
-// a nats-server of its own (test/support/private-nats.ts).
+// a nats-server of its own (test/support/private-nats.ts). A gateway on such a bus is not ready (/readyz).
+import { Hono } from "hono";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { type Bus, BusUnavailableError } from "../../bus/bus.ts";
 import { connectJetStreamBus } from "../../bus/jetstream.ts";
+import { type Db, openDb } from "../../db/open.ts";
+import type { GatewayEnv } from "../../gateway/context.ts";
+import { readinessRoute } from "../../gateway/readiness.ts";
 import { sampleRequest } from "../contract/wire-samples.ts";
 import { createPrivateNats, type PrivateNats } from "../support/private-nats.ts";
 
@@ -14,14 +18,21 @@ describe("JetStream bus while disconnected from NATS", () => {
   let nats: PrivateNats;
   let bus: Bus;
 
+  let db: Db;
+  /** The gateway's readiness route on this bus and a database that stays up. */
+  let readiness: Hono<GatewayEnv>;
+
   beforeAll(async () => {
     nats = await createPrivateNats();
     await nats.start();
     bus = await connectJetStreamBus({ servers: nats.url });
+    db = await openDb("pglite:memory");
+    readiness = new Hono<GatewayEnv>().get("/readyz", readinessRoute({ bus, db }));
   });
 
   afterAll(async () => {
     await bus?.close();
+    await db?.close();
     await nats?.destroy();
   });
 
@@ -37,6 +48,10 @@ describe("JetStream bus while disconnected from NATS", () => {
       /not connected to NATS/,
     );
     await expect(bus.liveHeartbeats(BASE)).rejects.toThrow(BusUnavailableError);
+    // A gateway on this bus is not ready: a load balancer sends its traffic elsewhere.
+    const notReady = await readiness.request("/readyz");
+    expect(notReady.status).toBe(503);
+    expect(await notReady.json()).toEqual({ ready: false, unavailable: ["bus"] });
 
     await nats.start();
     await vi.waitFor(
@@ -47,5 +62,6 @@ describe("JetStream bus while disconnected from NATS", () => {
     const again = await bus.openReplyInbox();
     again.close();
     expect(await bus.liveHeartbeats(BASE)).toEqual([]);
+    expect((await readiness.request("/readyz")).status).toBe(200);
   });
 });

@@ -1,7 +1,9 @@
 // The gateway app through HTTP requests (app.request), on PGlite and the in-process bus with a scripted
 // worker: the OpenAI shapes of answers and errors, auth, model resolution, limits and cancels.
+
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { InProcessBroker } from "../../bus/in-process.ts";
+import { openDb } from "../../db/open.ts";
 import { ChatCompletion, Completion, ErrorBody, ModelList } from "../../schema/api.ts";
 import type { InferenceRequest } from "../../schema/wire.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
@@ -738,6 +740,21 @@ describe("Idempotency-Key", () => {
     await (await keyed("k-stream", { stream: true })).text();
     await (await keyed("k-stream", { stream: true })).text();
     expect(worker.received.length).toBe(before + 2);
+  });
+});
+
+describe("GET /readyz", () => {
+  it("is ready while the bus and the database answer, and names what it cannot reach", async () => {
+    const ready = await h.app.request("/readyz");
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toEqual({ ready: true });
+
+    // A database that no longer answers (the bus side: test/integration/bus-disconnected.test.ts).
+    const closedDb = await openDb("pglite:memory");
+    await closedDb.close();
+    const cutOff = await h.appWith({ db: closedDb }).request("/readyz");
+    expect(cutOff.status).toBe(503);
+    expect(await cutOff.json()).toEqual({ ready: false, unavailable: ["database"] });
   });
 });
 

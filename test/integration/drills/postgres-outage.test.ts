@@ -43,6 +43,10 @@ describe("drill: Postgres stopped while requests run", () => {
     // The drill's key was checked moments ago and the base needs no lookup: served from the caches.
     const cachedKey = await stack.send({ model: DRILL_BASE, maxTokens: 6 });
     expect(cachedKey.usage?.completion_tokens).toBe(6);
+    // Its readiness probe says so, for a load balancer to send traffic to gateways that reach theirs.
+    const readiness = await fetch(`${stack.gatewayUrl}/readyz`);
+    expect(readiness.status).toBe(503);
+    expect(await readiness.json()).toEqual({ ready: false, unavailable: ["database"] });
     const unseen = await stack.send({ model: DRILL_BASE, maxTokens: 6 }, unseenKey);
     expect(unseen).toMatchObject({ status: 503, error: { code: "database_unavailable" } });
     expect(unseen.error?.message).toContain("database");
@@ -62,6 +66,10 @@ describe("drill: Postgres stopped while requests run", () => {
     for (const outcome of finished) expect(outcome.usage?.completion_tokens).toBe(300);
 
     stack.pg.start();
+    await vi.waitFor(async () => expect((await fetch(`${stack.gatewayUrl}/readyz`)).status).toBe(200), {
+      timeout: 30_000,
+      interval: 500,
+    });
     const afterOutage = await stack.send({ model: models[2]!, maxTokens: 5 }, unseenKey);
     expect(afterOutage.usage?.completion_tokens).toBe(5);
     await expectBilledAsTold(stack.db, DRILL_ORG, [
