@@ -367,6 +367,27 @@ describe("POST /v1/responses", () => {
     await swept.responses.create({ model: BASE, input: "Later", max_output_tokens: 1 });
     await expect(swept.responses.retrieve(fresh.id)).rejects.toMatchObject({ status: 404 });
 
+    // A sweep that deleted a whole batch makes the next one due a minute later, not an hour.
+    await h.db.execute(sql`delete from stored_responses`);
+    const batched = clientOf(new ResponseRetention(30 * day, clock, 1));
+    const expired: OpenAI.Responses.Response[] = [];
+    for (const input of ["One", "Two", "Three"]) {
+      expired.push(await batched.responses.create({ model: BASE, input, max_output_tokens: 1 }));
+    }
+    now += 31 * day;
+    const gone = async () => {
+      const found = await Promise.all(expired.map((r) => batched.responses.retrieve(r.id).catch(() => null)));
+      return found.filter((r) => r === null).length;
+    };
+    await batched.responses.create({ model: BASE, input: "Sweeps one", max_output_tokens: 1 });
+    expect(await gone()).toBe(1);
+    now += 30_000;
+    await batched.responses.create({ model: BASE, input: "Too soon", max_output_tokens: 1 });
+    expect(await gone()).toBe(1);
+    now += 31_000;
+    await batched.responses.create({ model: BASE, input: "Sweeps two", max_output_tokens: 1 });
+    expect(await gone()).toBe(2);
+
     // Retention 0 keeps them until deleted.
     const keeper = clientOf(new ResponseRetention(0, clock));
     const kept = await keeper.responses.create({ model: BASE, input: "Keep", max_output_tokens: 1 });
