@@ -64,7 +64,7 @@ export function responseHead(
     store,
     metadata: body.metadata ?? {},
     user: body.user ?? null,
-    truncation: "disabled",
+    truncation: body.truncation ?? "disabled",
     reasoning: { effort: null, summary: null },
     background: false,
     usage: null,

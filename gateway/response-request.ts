@@ -21,9 +21,6 @@ function refuseUnsupported(body: ResponseCreateRequest): void {
   if (body.reasoning?.effort != null) {
     throw invalidRequest("reasoning.effort is not supported with this model", "reasoning.effort");
   }
-  if (body.truncation === "auto") {
-    throw invalidRequest('truncation "auto" is not supported: the input must fit the context', "truncation");
-  }
 }
 
 function partsText(
@@ -82,13 +79,13 @@ function chatMessagesOf(items: readonly InputItem[], firstIndex = 0): ChatMessag
   return messages;
 }
 
-/** The chat request a Responses request means: its `input` (references resolved) after the `earlier` items. */
+/** The chat request a Responses request means: its conversation, whose request input starts at `inputAt`. */
 function chatRequestOf(
   body: ResponseCreateRequest,
-  earlier: readonly InputItem[],
-  input: readonly InputItem[],
+  conversation: readonly InputItem[],
+  inputAt: number,
 ): ChatCompletionRequest {
-  const messages = chatMessagesOf([...earlier, ...input], earlier.length);
+  const messages = chatMessagesOf(conversation, inputAt);
   if (body.instructions) messages.unshift({ role: "system", content: body.instructions });
   if (messages.length === 0) throw invalidRequest("input must hold at least one item", "input");
   const format = body.text?.format;
@@ -137,8 +134,25 @@ function responsesParam(param: string | null): string | null {
 }
 
 /**
+ * The conversation less its oldest item after any leading system or developer messages, and less the
+ * function outputs that lose their call; null when only the newest item would be left.
+ */
+function withoutOldest(conversation: readonly InputItem[]): InputItem[] | null {
+  const kept = [...conversation];
+  const at = kept.findIndex(
+    (item) => !(item.type === "message" && (item.role === "system" || item.role === "developer")),
+  );
+  if (at < 0 || at >= kept.length - 1) return null;
+  kept.splice(at, 1);
+  while (at < kept.length - 1 && kept[at]!.type === "function_call_output") kept.splice(at, 1);
+  return kept;
+}
+
+/**
  * Admits a Responses request as its chat request: the earlier items come from previous_response_id, the
- * input is the request's with its item references resolved.
+ * input is the request's with its item references resolved. With `truncation: "auto"`, a conversation
+ * too long for the context loses its oldest items (instructions and leading system messages kept) until
+ * it fits, as OpenAI drops items rather than failing.
  */
 export function admitResponse(
   body: ResponseCreateRequest,
@@ -147,7 +161,28 @@ export function admitResponse(
   base: BaseModelInfo,
 ): Admitted {
   refuseUnsupported(body);
-  const request = chatRequestOf(body, earlier, input);
+  let conversation: InputItem[] = [...earlier, ...input];
+  let inputAt = earlier.length;
+  for (;;) {
+    try {
+      return admitConversation(body, conversation, inputAt, base);
+    } catch (error) {
+      const tooLong = error instanceof ApiError && error.code === "context_length_exceeded";
+      const shorter = tooLong && body.truncation === "auto" ? withoutOldest(conversation) : null;
+      if (!shorter) throw error;
+      inputAt = Math.max(0, inputAt - (conversation.length - shorter.length));
+      conversation = shorter;
+    }
+  }
+}
+
+function admitConversation(
+  body: ResponseCreateRequest,
+  conversation: readonly InputItem[],
+  inputAt: number,
+  base: BaseModelInfo,
+): Admitted {
+  const request = chatRequestOf(body, conversation, inputAt);
   // OpenAI's own wording for the Responses API (admission would name `messages`).
   if (
     request.response_format?.type === "json_object" &&

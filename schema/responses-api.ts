@@ -147,12 +147,13 @@ export const ResponseCreateRequest = z.object({
     .nullable()
     .optional(),
   user: z.string().optional(),
+  /** "auto": a conversation too long for the context loses its oldest items instead of failing. */
+  truncation: z.enum(["auto", "disabled"]).nullable().optional(),
   // Declared only to be refused (gateway/response-request.ts): Luminet does not do these.
   background: z.boolean().nullable().optional(),
   conversation: z.unknown().optional(),
   prompt: z.unknown().optional(),
   reasoning: z.object({ effort: z.string().nullable().optional() }).loose().nullable().optional(),
-  truncation: z.enum(["auto", "disabled"]).nullable().optional(),
 });
 export type ResponseCreateRequest = z.infer<typeof ResponseCreateRequest>;
 
@@ -223,7 +224,7 @@ export interface ResponseObject {
   store: boolean;
   metadata: Record<string, string>;
   user: string | null;
-  truncation: "disabled";
+  truncation: "auto" | "disabled";
   reasoning: { effort: null; summary: null };
   background: false;
   usage: ResponseUsage | null;

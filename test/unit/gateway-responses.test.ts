@@ -299,6 +299,41 @@ describe("POST /v1/responses", () => {
     ).rejects.toMatchObject({ status: 404, code: "item_not_found" });
   });
 
+  it("drops a too-long conversation's oldest items with truncation auto, instructions kept, and fails without", async () => {
+    const long = (n: number) => `Message ${n}: ${"lorem ipsum dolor sit amet ".repeat(4)}`;
+    let previous: string | undefined;
+    for (let n = 0; n < 4; n++) {
+      const turn = await client.responses.create({
+        model: BASE,
+        input: long(n),
+        max_output_tokens: 3,
+        ...(previous ? { previous_response_id: previous, truncation: "auto" as const } : {}),
+      });
+      previous = turn.id;
+    }
+    const request = {
+      model: BASE,
+      instructions: "Be brief.",
+      input: "The last question",
+      previous_response_id: previous!,
+      max_output_tokens: 40,
+    };
+    await expect(client.responses.create(request)).rejects.toMatchObject({
+      status: 400,
+      code: "context_length_exceeded",
+    });
+    const truncated = await client.responses.create({ ...request, truncation: "auto" });
+    expect((truncated as { truncation?: string }).truncation).toBe("auto");
+    const prompt = sent(truncated.id).prompt_token_ids;
+    expect(prompt.length + 40).toBeLessThanOrEqual(CONTEXT);
+    const text = h.deps.bases.get(BASE)!.tokenizer.decode(prompt);
+    expect(text).toContain("Be brief.");
+    expect(text).toContain("The last question");
+    expect(text).not.toContain("Message 0:");
+    // Only as much as needed went: the turn before the question is still there.
+    expect(text).toContain("Message 3:");
+  });
+
   it("keeps nothing with store: false", async () => {
     const response = await client.responses.create({ model: BASE, input: "Hi", store: false });
     expect((response as { store?: boolean }).store).toBe(false);
@@ -452,7 +487,6 @@ describe("POST /v1/responses", () => {
       [{ input: "x".repeat(2000) }, "input"],
       [{ reasoning: { effort: "high" } }, "reasoning.effort"],
       [{ background: true }, "background"],
-      [{ truncation: "auto" }, "truncation"],
       [{ input: [] }, "input"],
     ];
     for (const [fields, param] of refusals) {
