@@ -34,7 +34,7 @@ export function quantize(value: string | undefined): "q4" | undefined {
 
 /** The help text of --quantize, the same wherever an engine is started. */
 export const QUANTIZE_HELP =
-  "q4: 4-bit projection and lm_head weights on --device cpu (an eighth of the float32 bytes, int8 activations)";
+  "q4: 4-bit projection and lm_head weights on --device cpu (about a sixth of the float32 bytes, int8 activations)";
 
 export function port(flag: string, value: string): number {
   return count(flag, value, 0, 65535);

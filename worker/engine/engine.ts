@@ -62,8 +62,8 @@ export interface EngineOptions {
   /** Overrides the device's compute dtype (fp32 on CPU, fp16 on GPUs). */
   computeDtype?: ComputeDtype;
   /**
-   * CPU: "q4" runs the projection weights in 4 bits (quantized-weights.ts, MatMulNBits): an eighth of the
-   * float32 weight bytes, faster steps where they are memory-bound, results within quantization error.
+   * CPU: "q4" runs the projection weights and lm_head in 4 bits (quantized-weights.ts, MatMulNBits) with
+   * int8 activations: quicker steps, results within quantization error; each variant prepacks its copy.
    */
   quantize?: "q4";
   /**

@@ -3,7 +3,8 @@
 // (values 0..15 stand for -8..7 scales), the layout of onnxruntime's MatMulNBits (bits 4, block_size 32):
 // per row, each block's 32 values packed two to a byte, the even one in the low nibble. Written once into a
 // safetensors file beside the cached graphs (its name hashes the source tensors), which every graph variant
-// maps: an eighth of float32's bytes. The embedding gather and the norms stay as they are.
+// maps: about a sixth of float32's bytes (4 bits, and a 4-byte scale per 32 values). The embedding
+// gather and the norms stay as they are.
 import { createHash } from "node:crypto";
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
