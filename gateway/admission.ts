@@ -119,14 +119,18 @@ function checkFormat(body: ChatCompletionRequest): SamplingParams["response_form
       "response_format",
     );
   }
-  const mentionsJson = body.messages.some((m, i) => /json/i.test(messageText(m, i)));
-  if (!mentionsJson) {
+  if (!mentionsJson(body.messages)) {
     throw invalidRequest(
       "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
       "messages",
     );
   }
   return "json_object";
+}
+
+/** Whether any message mentions JSON, as JSON mode requires (OpenAI's rule). */
+export function mentionsJson(messages: readonly ChatMessageIn[]): boolean {
+  return messages.some((m, i) => /json/i.test(messageText(m, i)));
 }
 
 type ResponseFormat = NonNullable<ChatCompletionRequest["response_format"]>;

@@ -11,7 +11,7 @@ import type {
   ResponseObject,
 } from "../schema/responses-api.ts";
 import type { Final } from "../schema/wire.ts";
-import { finishedResponse, messageItem, type ResponseIds, statusOf } from "./response-output.ts";
+import { finishedResponse, itemStatusOf, messageItem, type ResponseIds } from "./response-output.ts";
 
 export type NumberedEvent = ResponseEvent & { sequence_number: number };
 
@@ -107,7 +107,7 @@ export class ResponseEvents {
 
   /** The end: open items closed, then the whole response. Returns the events and the finished response. */
   finish(final: Final, nowSeconds: number): { events: NumberedEvent[]; response: ResponseObject } {
-    const itemStatus = statusOf(final).status === "incomplete" ? "incomplete" : "completed";
+    const itemStatus = itemStatusOf(final);
     const events: NumberedEvent[] = [];
     if (this.call) events.push(...this.closeCall(itemStatus));
     if (this.output.length === 0) events.push(...this.openMessage());

@@ -71,9 +71,14 @@ export function responseHead(
   };
 }
 
+/** What a run's end makes of its output items: incomplete when max_output_tokens cut it. */
+export function itemStatusOf(final: Final): "completed" | "incomplete" {
+  return final.finish_reason === "length" ? "incomplete" : "completed";
+}
+
 /** A run's end as the response's status: cut by max_output_tokens is incomplete. */
-export function statusOf(final: Final): Pick<ResponseObject, "status" | "incomplete_details"> {
-  return final.finish_reason === "length"
+function statusOf(final: Final): Pick<ResponseObject, "status" | "incomplete_details"> {
+  return itemStatusOf(final) === "incomplete"
     ? { status: "incomplete", incomplete_details: { reason: "max_output_tokens" } }
     : { status: "completed", incomplete_details: null };
 }

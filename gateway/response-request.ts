@@ -5,7 +5,7 @@
 // are relabelled here to the fields the caller sent. What Luminet does not do is refused with a 400.
 import type { ChatCompletionRequest, ChatMessageIn } from "../schema/api.ts";
 import { INCLUDE_LOGPROBS, type InputItem, type ResponseCreateRequest } from "../schema/responses-api.ts";
-import { type Admitted, admitChat } from "./admission.ts";
+import { type Admitted, admitChat, mentionsJson } from "./admission.ts";
 import type { BaseModelInfo } from "./bases.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 
@@ -184,10 +184,7 @@ function admitConversation(
 ): Admitted {
   const request = chatRequestOf(body, conversation, inputAt);
   // OpenAI's own wording for the Responses API (admission would name `messages`).
-  if (
-    request.response_format?.type === "json_object" &&
-    !request.messages.some((m) => /json/i.test(typeof m.content === "string" ? m.content : ""))
-  ) {
+  if (request.response_format?.type === "json_object" && !mentionsJson(request.messages)) {
     throw invalidRequest(
       "Response input messages must contain the word 'json' in some form to use 'text.format' of type 'json_object'.",
       "input",

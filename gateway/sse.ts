@@ -68,6 +68,7 @@ export function eventStream(
   /** A pull is waiting for the source's next event: only then does silence call for a keep-alive. */
   let waiting = false;
   let idle: IdleTimer | undefined;
+  const encode = (event: unknown) => (source.named ? namedFrame(event) : frame(JSON.stringify(event)));
   const finish = () => {
     done = true;
     idle?.stop();
@@ -91,13 +92,13 @@ export function eventStream(
           controller.close();
           return;
         }
-        controller.enqueue(source.named ? namedFrame(event) : frame(JSON.stringify(event)));
+        controller.enqueue(encode(event));
       } catch (error) {
         waiting = false;
         if (done) return;
         finish();
         const event = source.errorEvent(error);
-        controller.enqueue(source.named ? namedFrame(event) : frame(JSON.stringify(event)));
+        controller.enqueue(encode(event));
         controller.close();
       }
     },

@@ -19,10 +19,10 @@ import { itemPage, withItemIds } from "../response-items.ts";
 import {
   finishedResponse,
   functionCallItems,
+  itemStatusOf,
   messageItem,
   responseHead,
   responseIds,
-  statusOf,
 } from "../response-output.ts";
 import { resolveReferences } from "../response-references.ts";
 import { admitResponse } from "../response-request.ts";
@@ -67,10 +67,10 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     const admitted = admitResponse(body, earlier, input, resolved.base);
     const ids = responseIds(c.get("requestId"));
     const store = body.store !== false;
-    const head = responseHead(body, ids.response, Math.floor(deps.now() / 1000), store);
+    const nowSeconds = () => Math.floor(deps.now() / 1000);
+    const head = responseHead(body, ids.response, nowSeconds(), store);
     const wantLogprobs = admitted.sampling.logprobs;
     const tools = admitted.tools ?? null;
-    const nowSeconds = () => Math.floor(deps.now() / 1000);
     /**
      * Kept before it is answered, so a client that reads the answer can continue from it at once. A failure
      * to keep it is logged, not thrown: the answer was generated and billed, and losing it would be worse
@@ -93,7 +93,7 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     if (!admitted.stream) {
       const [reply] = await collectChoices(await begin(c, deps, resolved, admitted));
       const { text, logprobs, final } = reply!;
-      const itemStatus = statusOf(final).status === "incomplete" ? "incomplete" : "completed";
+      const itemStatus = itemStatusOf(final);
       const calls = tools ? toolCallsIn(text, tools, ids.callId) : null;
       const output = calls
         ? functionCallItems(calls, ids, itemStatus)

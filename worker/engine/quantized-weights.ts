@@ -79,16 +79,14 @@ export function quantizedWeights(
     .digest("hex");
   const baseName = `.luminet-q4-${hash.slice(0, 24)}`;
   if (!existsSync(join(folder, `${baseName}.safetensors`))) {
-    const current = new Map<string, Q4Weight>();
+    // A weight's packed bytes and scales are written one after the other: quantize it once for both.
+    let last: { name: string; q: Q4Weight } | null = null;
     const quantized = (name: string) => {
-      let q = current.get(name);
-      if (!q) {
+      if (last?.name !== name) {
         const [rows, cols] = weights.info(name).shape as [number, number];
-        q = quantizeQ4(weights.readFloat32(name), rows, cols);
-        current.clear();
-        current.set(name, q);
+        last = { name, q: quantizeQ4(weights.readFloat32(name), rows, cols) };
       }
-      return q;
+      return last.q;
     };
     writeSafetensors(
       join(folder, `${baseName}.safetensors`),
