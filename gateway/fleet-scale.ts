@@ -29,6 +29,24 @@ export const scaleDefaults = {
 /** A worker's sequences when neither the options nor any live worker say: the worker's default --max-batch. */
 export const DEFAULT_SEQUENCES_PER_WORKER = 64;
 
+/**
+ * What is wrong with configured bounds and headroom (0 ≤ min ≤ max, utilization in (0, 1]), named as the
+ * caller names the settings (flags, env vars); null when nothing is.
+ */
+export function scaleOptionsProblem(
+  o: Required<Pick<ScaleOptions, "minWorkers" | "maxWorkers" | "targetUtilization">>,
+  names: { min: string; max: string; utilization: string },
+  utilizationGiven: string,
+): string | null {
+  if (o.minWorkers > o.maxWorkers) {
+    return `${names.min} (${o.minWorkers}) must not exceed ${names.max} (${o.maxWorkers})`;
+  }
+  if (!(o.targetUtilization > 0 && o.targetUtilization <= 1)) {
+    return `${names.utilization} must be a number in (0, 1], got "${utilizationGiven}"`;
+  }
+  return null;
+}
+
 export interface ScaleSignal {
   base: string;
   /** Live workers now. */

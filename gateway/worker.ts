@@ -23,7 +23,7 @@ import { createApp } from "./app.ts";
 import { registerBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
 import { type GatewayDeps, type GatewayLog, gatewayDeps } from "./deps.ts";
-import { type ScaleOptions, scaleDefaults } from "./fleet-scale.ts";
+import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "./fleet-scale.ts";
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { R2BlobStore, type R2BucketBinding } from "./r2-blob-store.ts";
 import { DEFAULT_RESPONSE_RETENTION_DAYS, ResponseRetention } from "./response-retention.ts";
@@ -97,16 +97,20 @@ function integerVar(env: WorkerEnv, name: keyof WorkerEnv, fallback: number, min
 
 function scaleOptions(env: WorkerEnv): ScaleOptions {
   const utilization = env.LUMINET_TARGET_UTILIZATION;
-  const targetUtilization =
-    utilization === undefined || utilization === "" ? scaleDefaults.targetUtilization : Number(utilization);
-  if (!(targetUtilization > 0 && targetUtilization <= 1)) {
-    throw new Error(`LUMINET_TARGET_UTILIZATION: expected a number in (0, 1], got ${utilization}`);
-  }
-  return {
+  const options = {
     minWorkers: integerVar(env, "LUMINET_MIN_WORKERS", scaleDefaults.minWorkers, 0),
     maxWorkers: integerVar(env, "LUMINET_MAX_WORKERS", scaleDefaults.maxWorkers),
-    targetUtilization,
+    targetUtilization:
+      utilization === undefined || utilization === "" ? scaleDefaults.targetUtilization : Number(utilization),
   };
+  const names = {
+    min: "LUMINET_MIN_WORKERS",
+    max: "LUMINET_MAX_WORKERS",
+    utilization: "LUMINET_TARGET_UTILIZATION",
+  };
+  const problem = scaleOptionsProblem(options, names, utilization ?? "");
+  if (problem) throw new Error(problem);
+  return options;
 }
 
 function adapterStorage(env: WorkerEnv): AdapterStorage | null {

@@ -6,7 +6,7 @@ import { logger } from "../../core/logger.ts";
 import { defaultDatabaseUrl, describeDatabaseUrl } from "../../db/open.ts";
 import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
 import { parseBaseModelSource } from "../../gateway/base-loader.ts";
-import { type ScaleOptions, scaleDefaults } from "../../gateway/fleet-scale.ts";
+import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "../../gateway/fleet-scale.ts";
 import { startNodeGateway } from "../../gateway/node.ts";
 import { DEFAULT_RESPONSE_RETENTION_DAYS } from "../../gateway/response-retention.ts";
 import { bytes, count, port, seconds } from "../flags.ts";
@@ -36,16 +36,15 @@ const collect = (value: string, previous: string[]) => [...previous, value];
 
 /** The autoscaling signal's flags, checked: 0 ≤ min ≤ max, utilization in (0, 1]. */
 function scaleOptions(flags: GatewayFlags): ScaleOptions {
-  const minWorkers = count("--min-workers", flags.minWorkers, 0);
-  const maxWorkers = count("--max-workers", flags.maxWorkers, 1);
-  if (minWorkers > maxWorkers) {
-    throw new CliError(`--min-workers (${minWorkers}) must not exceed --max-workers (${maxWorkers})`);
-  }
-  const targetUtilization = Number(flags.targetUtilization);
-  if (!(targetUtilization > 0 && targetUtilization <= 1)) {
-    throw new CliError(`--target-utilization must be a number in (0, 1], got "${flags.targetUtilization}"`);
-  }
-  return { minWorkers, maxWorkers, targetUtilization };
+  const options = {
+    minWorkers: count("--min-workers", flags.minWorkers, 0),
+    maxWorkers: count("--max-workers", flags.maxWorkers, 1),
+    targetUtilization: Number(flags.targetUtilization),
+  };
+  const names = { min: "--min-workers", max: "--max-workers", utilization: "--target-utilization" };
+  const problem = scaleOptionsProblem(options, names, flags.targetUtilization);
+  if (problem) throw new CliError(problem);
+  return options;
 }
 
 async function runGateway(flags: GatewayFlags): Promise<void> {

@@ -3,7 +3,7 @@
 // its admin scope and the luminet_desired_workers gauge.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayMetrics } from "../../gateway/deps.ts";
-import { type ScaleSignal, scaleSignal } from "../../gateway/fleet-scale.ts";
+import { type ScaleSignal, scaleOptionsProblem, scaleSignal } from "../../gateway/fleet-scale.ts";
 import { ANY_WORKER } from "../../schema/wire.ts";
 import { sampleRequest } from "../contract/wire-samples.ts";
 import { FakeWorker } from "../support/fake-worker.ts";
@@ -60,6 +60,21 @@ describe("scaleSignal", () => {
     expect(scaleSignal("b", 130, [], unset).desired_workers).toBe(3);
     // Configured, it wins over what workers report.
     expect(scaleSignal("b", 40, beats, { ...unset, sequencesPerWorker: 40 }).desired_workers).toBe(1);
+  });
+
+  it("names what is wrong with configured bounds as the caller names them", () => {
+    const names = { min: "MIN", max: "MAX", utilization: "UTIL" };
+    const ok = { minWorkers: 1, maxWorkers: 4, targetUtilization: 0.8 };
+    expect(scaleOptionsProblem(ok, names, "0.8")).toBeNull();
+    expect(scaleOptionsProblem({ ...ok, minWorkers: 5 }, names, "0.8")).toBe(
+      "MIN (5) must not exceed MAX (4)",
+    );
+    expect(scaleOptionsProblem({ ...ok, targetUtilization: 0 }, names, "0")).toBe(
+      'UTIL must be a number in (0, 1], got "0"',
+    );
+    expect(scaleOptionsProblem({ ...ok, targetUtilization: Number.NaN }, names, "lots")).toContain(
+      'got "lots"',
+    );
   });
 
   it("stays within the minimum and maximum", () => {
