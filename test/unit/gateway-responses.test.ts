@@ -453,7 +453,7 @@ describe("POST /v1/responses", () => {
               name: "x",
               schema: {
                 type: "object",
-                properties: { a: { type: "string", pattern: "^a" } },
+                properties: { a: { type: "string", pattern: "(a)\\1" } },
                 required: ["a"],
                 additionalProperties: false,
               },
@@ -469,7 +469,7 @@ describe("POST /v1/responses", () => {
             {
               type: "function",
               name: "f",
-              parameters: { type: "object", properties: { a: { type: "string", format: "email" } } },
+              parameters: { type: "object", properties: { a: { type: "string", format: "uri" } } },
               strict: true,
             },
           ],

@@ -330,14 +330,14 @@ describe("luminet generate", () => {
           type: "json_schema",
           json_schema: {
             strict: true,
-            schema: { type: "object", properties: { a: { type: "string", format: "date" } } },
+            schema: { type: "object", properties: { a: { type: "string", format: "uri" } } },
           },
         },
       },
     ]);
     expect(refused.status).not.toBe(0);
     expect(refused.stderr).toContain(
-      ':1: response_format.json_schema.schema.properties.a: keyword "format" is not supported',
+      ':1: response_format.json_schema.schema.properties.a.format: "uri" is not supported',
     );
   });
 

@@ -1,6 +1,6 @@
 // JSON mode's mask: its shortcuts (plain characters inside a string, a walk of the vocabulary's trie
 // elsewhere) allow exactly the tokens a trial of each token's bytes allows, never a special or stop token,
-// at every point of outputs for a JSON schema and for any object.
+// at every point of outputs for a JSON schema, one with patterned strings and any object.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -35,9 +35,20 @@ const SCHEMA = compileJsonSchema({
   required: ["title", "year", "ratings", "genre"],
 });
 
+const PATTERNED = compileJsonSchema({
+  type: "object",
+  properties: {
+    id: { type: "string", format: "uuid" },
+    code: { type: "string", pattern: "^[A-Z][a-z]+ \\d$", maxLength: 8 },
+    note: { type: "string", pattern: "^(?!.*xx)" },
+  },
+  required: ["id", "code", "note"],
+});
+
 describe("the JSON mode mask", () => {
   for (const [label, schema] of [
     ["a JSON schema", SCHEMA],
+    ["patterned strings", PATTERNED],
     ["any object", ANY_OBJECT],
   ] as [string, SchemaNode][]) {
     it(`allows exactly the tokens whose bytes continue the value, at every step, for ${label}`, () => {

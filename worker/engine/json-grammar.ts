@@ -6,6 +6,7 @@
 // parses once (a few small frames each) and then changes the copies in place, byte after byte: a mask
 // tries every token of the vocabulary each step.
 import { ANY_OBJECT, type PropertyNode, type SchemaNode } from "./json-schema.ts";
+import { lengthFits, nextState, type StringAutomaton, someMoveInRange } from "./string-automaton.ts";
 
 /**
  * Most whitespace bytes in a row: one, as Outlines allows, so a model cannot spend its tokens on blanks (a
@@ -60,6 +61,11 @@ type Frame =
       key: boolean;
       /** Which string this is (stringFrame); copies of a parse keep it. */
       serial: number;
+      /** The string's pattern (string-automaton.ts) and its state there; null without one. */
+      pattern: StringAutomaton | null;
+      state: number;
+      /** The bits of the character being read, while its UTF-8 bytes come in. */
+      code: number;
     }
   /** A number: where it is, and the digits of its current part. */
   | { t: "number"; integer: boolean; state: NumberState; digits: number }
@@ -106,35 +112,45 @@ export class JsonGrammar {
   }
 
   /**
-   * While the only parse is inside a string that nothing limits any more (its minLength reached, no
-   * maxLength), that string's serial: the tokens that may come are then the same at every step until the
-   * string ends, whatever was written in it. Else null.
+   * While the only parse is inside a string whose length no longer limits it (its minLength reached, no
+   * maxLength), where it stands: the string's serial and its pattern state (0 without a pattern). The tokens
+   * that may come are the same whenever these are, whatever was written before. Else null.
    */
-  get openStringSerial(): number | null {
+  get openString(): { serial: number; state: number } | null {
     if (this.parses.length !== 1) return null;
     const top = this.parses[0]!.frames.at(-1);
     if (top?.t !== "string" || top.escape !== 0 || top.continuation !== 0) return null;
-    return top.chars >= top.min && top.max === Number.POSITIVE_INFINITY ? top.serial : null;
+    if (top.chars < top.min || top.max !== Number.POSITIVE_INFINITY) return null;
+    return { serial: top.serial, state: top.state };
+  }
+
+  /** While the only parse is inside a patterned string between characters, where it stands; else null. */
+  get patternCursor(): PatternCursor | null {
+    if (this.parses.length !== 1) return null;
+    const top = this.parses[0]!.frames.at(-1);
+    if (top?.t !== "string" || !top.pattern || top.escape !== 0 || top.continuation !== 0) return null;
+    return { automaton: top.pattern, state: top.state, chars: top.chars, min: top.min, max: top.max };
   }
 
   /**
    * How many plain characters (printable ASCII but `"` and `\`) a string being written may take now: what a
-   * token of only such bytes needs to be accepted. 0 outside a string.
+   * token of only such bytes needs to be accepted. 0 outside a string and in a patterned one, where which
+   * characters may come depends on the pattern.
    */
   get plainStringRoom(): number {
     let room = 0;
     for (const { frames } of this.parses) {
       const top = frames.at(-1);
-      if (top?.t === "string" && top.escape === 0 && top.continuation === 0) {
+      if (top?.t === "string" && top.escape === 0 && top.continuation === 0 && !top.pattern) {
         room = Math.max(room, top.max - top.chars);
       }
     }
     return room;
   }
 
-  /** The grammar after one more byte (this one unchanged), or null when the byte cannot come next. */
-  after(b: number): JsonGrammar | null {
-    const next = advance(this.parses, Uint8Array.of(b));
+  /** The grammar after these bytes (this one unchanged), or null when they cannot come next. */
+  after(bytes: Uint8Array): JsonGrammar | null {
+    const next = advance(this.parses, bytes);
     if (next.length === 0) return null;
     const grammar = new JsonGrammar();
     grammar.parses = next;
@@ -152,6 +168,15 @@ export class JsonGrammar {
     if (next.length === 0) throw new RangeError("these bytes cannot continue the JSON value here");
     this.parses = next;
   }
+}
+
+/** A patterned string between characters: its automaton, state, characters so far and length limits. */
+export interface PatternCursor {
+  automaton: StringAutomaton;
+  state: number;
+  chars: number;
+  min: number;
+  max: number;
 }
 
 /** A copy of a parse that may be changed in place without touching the original. */
@@ -271,7 +296,7 @@ function startValue(parse: Parse, node: SchemaNode, b: number, out: Parse[]): vo
       start(b === 0x5b ? { t: "array", node, phase: "open", items: 0 } : null);
       return;
     case "string":
-      start(b === 0x22 ? stringFrame(node.minLength, node.maxLength, false) : null);
+      start(b === 0x22 ? stringFrame(node.minLength, node.maxLength, false, node.pattern) : null);
       return;
     case "number":
       start(b === 0x2d || isDigit(b) ? startNumber(node.integer, b) : null);
@@ -282,10 +307,10 @@ function startValue(parse: Parse, node: SchemaNode, b: number, out: Parse[]): vo
   }
 }
 
-/** Numbers each string a grammar opens, so a mask can tell the string it was made in (openStringSerial). */
+/** Numbers each string a grammar opens, so a mask can tell the string it was made in (openString). */
 let stringSerials = 0;
 
-function stringFrame(min: number, max: number, key: boolean): Frame {
+function stringFrame(min: number, max: number, key: boolean, pattern: StringAutomaton | null = null): Frame {
   return {
     t: "string",
     min,
@@ -296,6 +321,9 @@ function stringFrame(min: number, max: number, key: boolean): Frame {
     lead: 0,
     key,
     serial: ++stringSerials,
+    pattern,
+    state: 0,
+    code: 0,
   };
 }
 
@@ -426,12 +454,23 @@ function stringByte(parse: Parse, s: StringFrame, b: number): boolean {
     if (b < lo || b > hi) return false;
     s.lead = 0;
     s.continuation--;
+    if (s.pattern) {
+      s.code = (s.code << 6) | (b & 0x3f);
+      if (s.continuation === 0) return patternChar(s, s.code);
+      return patternMayTake(s, s.code << (6 * s.continuation), ((s.code + 1) << (6 * s.continuation)) - 1);
+    }
     return true;
   }
   if (s.escape === 1) {
+    if (s.pattern) {
+      const char = SHORT_ESCAPES.get(b);
+      if (char === undefined) return false;
+      s.escape = 0;
+      return patternChar(s, char);
+    }
     if (b === 0x75) s.escape = 5;
     // " \ / b f n r t
-    else if ([0x22, 0x5c, 0x2f, 0x62, 0x66, 0x6e, 0x72, 0x74].includes(b)) s.escape = 0;
+    else if (SHORT_ESCAPES.has(b)) s.escape = 0;
     else return false;
     return true;
   }
@@ -441,7 +480,7 @@ function stringByte(parse: Parse, s: StringFrame, b: number): boolean {
     return true;
   }
   if (b === 0x22) {
-    if (s.chars < s.min) return false;
+    if (s.chars < s.min || (s.pattern && s.pattern.accepting[s.state] !== 1)) return false;
     // A key's object is waiting for its colon already; a value's holder moves past it.
     if (s.key) parse.frames.pop();
     else endValue(parse);
@@ -459,7 +498,49 @@ function stringByte(parse: Parse, s: StringFrame, b: number): boolean {
   else if (b >= 0x80) return false;
   if (b >= 0x80) s.lead = b;
   s.chars++;
+  if (!s.pattern) return true;
+  if (b === 0x5c) {
+    // Only the short escapes are written in a patterned string: one must be a character the pattern takes.
+    for (const char of SHORT_ESCAPES.values()) if (patternMayTake(s, char, char)) return true;
+    return false;
+  }
+  if (b < 0x80) return patternChar(s, b);
+  // The lead byte's bits, and the code points its character can still be.
+  const bits = s.continuation === 1 ? 0x1f : s.continuation === 2 ? 0x0f : 0x07;
+  s.code = b & bits;
+  const shift = 6 * s.continuation;
+  const least = s.continuation === 1 ? 0x80 : s.continuation === 2 ? 0x800 : 0x10000;
+  return patternMayTake(s, Math.max(least, s.code << shift), ((s.code + 1) << shift) - 1);
+}
+
+/** Each short escape's letter (after "\\") and the character it writes. */
+const SHORT_ESCAPES = new Map([
+  [0x22, 0x22],
+  [0x5c, 0x5c],
+  [0x2f, 0x2f],
+  [0x62, 0x08],
+  [0x66, 0x0c],
+  [0x6e, 0x0a],
+  [0x72, 0x0d],
+  [0x74, 0x09],
+]);
+
+/** Whether the patterned string, its current character counted, can still end well from `state`. */
+function patternFits(s: StringFrame, state: number): boolean {
+  return lengthFits(s.pattern!, state, s.chars, s.min, s.max);
+}
+
+/** Moves the patterned string past its character `c` (already counted); false when it cannot come. */
+function patternChar(s: StringFrame, c: number): boolean {
+  const next = nextState(s.pattern!, s.state, c);
+  if (next < 0 || !patternFits(s, next)) return false;
+  s.state = next;
   return true;
+}
+
+/** Whether some character from lo to hi (the one being read, counted already) can come next. */
+function patternMayTake(s: StringFrame, lo: number, hi: number): boolean {
+  return someMoveInRange(s.pattern!, s.state, lo, hi, (target) => patternFits(s, target));
 }
 
 function startNumber(integer: boolean, b: number): Frame {

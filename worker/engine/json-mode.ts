@@ -4,8 +4,9 @@
 // is complete.
 // Special tokens, stop tokens among them, are masked throughout. This needs the whole row of logits each step (the sequence has no
 // decode choice), and costs a pass over the vocabulary per step, most tokens refused by their first byte.
-import { JsonGrammar } from "./json-grammar.ts";
+import { JsonGrammar, type PatternCursor } from "./json-grammar.ts";
 import type { SchemaNode } from "./json-schema.ts";
+import { lengthFits, nextState } from "./string-automaton.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** A tokenizer's vocabulary as JSON mode reads it, built on its first JSON-mode sequence. */
@@ -54,11 +55,15 @@ function vocabularyOf(tokenizer: Tokenizer, size: number): Vocabulary {
   return vocabulary;
 }
 
+/** Most allowed-token lists kept for the string being written: one per pattern state met in it. */
+const MAX_KEPT_LISTS = 64;
+
 export class JsonMode {
   private readonly grammar: JsonGrammar;
   private masked = new Float32Array(0);
-  /** The tokens allowed inside the string being written, kept while it goes on (openStringSerial). */
-  private inString: { serial: number; allowed: Int32Array } | null = null;
+  /** The tokens allowed inside the string being written (openString), by pattern state, while it goes on. */
+  private inString = new Map<number, Int32Array>();
+  private inStringSerial = -1;
 
   constructor(
     private readonly tokenizer: Tokenizer,
@@ -82,9 +87,14 @@ export class JsonMode {
     if (this.masked.length !== logits.length) this.masked = new Float32Array(logits.length);
     const out = this.masked;
     out.fill(Number.NEGATIVE_INFINITY);
-    const serial = this.grammar.openStringSerial;
-    if (serial !== null && this.inString?.serial === serial) {
-      for (const id of this.inString.allowed) out[id] = logits[id]!;
+    const open = this.grammar.openString;
+    if (open && open.serial !== this.inStringSerial) {
+      this.inString.clear();
+      this.inStringSerial = open.serial;
+    }
+    const kept = open ? this.inString.get(open.state) : undefined;
+    if (kept) {
+      for (const id of kept) out[id] = logits[id]!;
       return out;
     }
     const ok = this.allowedTokens(logits.length);
@@ -95,10 +105,10 @@ export class JsonMode {
       count++;
     }
     if (count === 0) throw new RangeError("JSON mode: no token of the vocabulary can continue the value");
-    if (serial !== null) {
+    if (open && this.inString.size < MAX_KEPT_LISTS) {
       const allowed = new Int32Array(count);
       for (let id = 0, at = 0; id < ok.length; id++) if (ok[id] === 1) allowed[at++] = id;
-      this.inString = { serial, allowed };
+      this.inString.set(open.state, allowed);
     }
     return out;
   }
@@ -109,8 +119,10 @@ export class JsonMode {
     const ok = new Uint8Array(size);
     // Inside a string most tokens are plain characters, taken while the string has room: only the others
     // are tried. Elsewhere few bytes may come, and a walk of the vocabulary's trie tries each shared prefix
-    // once and leaves a refused one's tokens untried.
+    // once and leaves a refused one's tokens untried; inside a patterned string that walk moves the
+    // pattern's automaton alone while bytes are plain characters, and the whole grammar only past them.
     const room = this.grammar.plainStringRoom;
+    const cursor = this.grammar.patternCursor;
     if (room > 0) {
       const first = new Uint8Array(256);
       for (let b = 0; b < 256; b++) first[b] = this.grammar.accepts(Uint8Array.of(b)) ? 1 : 0;
@@ -123,16 +135,50 @@ export class JsonMode {
     } else {
       const walk = (node: TrieNode, grammar: JsonGrammar) => {
         for (const [b, child] of node.children) {
-          const next = grammar.after(b);
+          const next = grammar.after(Uint8Array.of(b));
           if (!next) continue;
           for (const id of child.tokens) if (id < size) ok[id] = 1;
           walk(child, next);
         }
       };
-      walk(vocabulary.trie, this.grammar);
+      if (cursor) this.walkPattern(vocabulary.trie, cursor, cursor.state, cursor.chars, [], ok, walk);
+      else walk(vocabulary.trie, this.grammar);
     }
     for (const id of this.blocked) if (id < size) ok[id] = 0;
     return ok;
+  }
+
+  /**
+   * The trie walk inside a patterned string: plain characters move the pattern's automaton from `state`
+   * with `chars` characters written; any other byte hands the path so far to the whole grammar and `walk`.
+   */
+  private walkPattern(
+    node: TrieNode,
+    cursor: PatternCursor,
+    state: number,
+    chars: number,
+    path: number[],
+    ok: Uint8Array,
+    walk: (node: TrieNode, grammar: JsonGrammar) => void,
+  ): void {
+    const { automaton, min, max } = cursor;
+    for (const [b, child] of node.children) {
+      path.push(b);
+      if (isPlain(b)) {
+        const next = chars < max ? nextState(automaton, state, b) : -1;
+        if (next >= 0 && lengthFits(automaton, next, chars + 1, min, max)) {
+          for (const id of child.tokens) if (id < ok.length) ok[id] = 1;
+          this.walkPattern(child, cursor, next, chars + 1, path, ok, walk);
+        }
+      } else {
+        const grammar = this.grammar.after(Uint8Array.from(path));
+        if (grammar) {
+          for (const id of child.tokens) if (id < ok.length) ok[id] = 1;
+          walk(child, grammar);
+        }
+      }
+      path.pop();
+    }
   }
 
   /** Takes the drawn token (one mask() allowed). */

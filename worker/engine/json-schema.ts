@@ -1,11 +1,13 @@
 // The JSON Schemas Luminet's structured outputs follow (`response_format: {"type": "json_schema"}`),
-// compiled into the nodes json-grammar.ts generates from. The subset is OpenAI's strict one, less what a
-// byte-level grammar cannot keep: an object's keys are its `properties`, written in their order (a key not
-// in `required` may be left out; no other key may appear); arrays take one `items` schema with
-// `minItems`/`maxItems`; strings `minLength`/`maxLength`; `integer` and `number`; `boolean`, `null`;
-// `enum` and `const`; `anyOf` and type lists; `$ref` into `$defs`/`definitions` (recursion included).
-// Annotations (`description`, `title`, …) are ignored; any other keyword is refused, never ignored, so a
-// schema is either kept exactly or refused with the keyword named.
+// compiled into the nodes json-grammar.ts generates from. The subset is OpenAI's strict one: an object's
+// keys are its `properties`, written in their order (a key not in `required` may be left out; no other key
+// may appear); arrays take one `items` schema with `minItems`/`maxItems`; strings `minLength`/`maxLength`,
+// `pattern` (string-automaton.ts) and `format` (string-formats.ts); `integer` and `number`; `boolean`,
+// `null`; `enum` and `const`; `anyOf` and type lists; `$ref` into `$defs`/`definitions` (recursion
+// included). Annotations (`description`, `title`, …) are ignored; any other keyword is refused, never
+// ignored, so a schema is either kept exactly or refused with the keyword named.
+import { compilePatterns, PatternError, type StringAutomaton } from "./string-automaton.ts";
+import { FORMAT_PATTERNS } from "./string-formats.ts";
 
 export type SchemaNode =
   /** Any JSON value. */
@@ -13,7 +15,8 @@ export type SchemaNode =
   /** properties null: any keys with any values (JSON mode's object). */
   | { kind: "object"; properties: PropertyNode[] | null }
   | { kind: "array"; items: SchemaNode; minItems: number; maxItems: number }
-  | { kind: "string"; minLength: number; maxLength: number }
+  /** pattern: what `pattern` and `format` allow, null without them. */
+  | { kind: "string"; minLength: number; maxLength: number; pattern: StringAutomaton | null }
   | { kind: "number"; integer: boolean }
   /** One of these exact JSON texts (enum, const, true/false, null). */
   | { kind: "literals"; values: Uint8Array[] }
@@ -49,6 +52,8 @@ const KEYWORDS = new Set([
   "maxItems",
   "minLength",
   "maxLength",
+  "pattern",
+  "format",
   "enum",
   "const",
   "anyOf",
@@ -140,12 +145,8 @@ class Compiler {
         if (minItems > maxItems) throw new JsonSchemaError(`${at}: minItems is above maxItems`);
         return { kind: "array", items: this.node(schema.items, `${at}.items`), minItems, maxItems };
       }
-      case "string": {
-        const minLength = count(schema.minLength, `${at}.minLength`, 0);
-        const maxLength = count(schema.maxLength, `${at}.maxLength`, Number.POSITIVE_INFINITY);
-        if (minLength > maxLength) throw new JsonSchemaError(`${at}: minLength is above maxLength`);
-        return { kind: "string", minLength, maxLength };
-      }
+      case "string":
+        return stringNode(schema, at);
       case "number":
       case "integer":
         return { kind: "number", integer: type === "integer" };
@@ -179,6 +180,39 @@ class Compiler {
       })),
     };
   }
+}
+
+function stringNode(schema: Record<string, unknown>, at: string): SchemaNode {
+  let minLength = count(schema.minLength, `${at}.minLength`, 0);
+  let maxLength = count(schema.maxLength, `${at}.maxLength`, Number.POSITIVE_INFINITY);
+  if (minLength > maxLength) throw new JsonSchemaError(`${at}: minLength is above maxLength`);
+  const patterns: string[] = [];
+  if (schema.format !== undefined) {
+    const pattern = typeof schema.format === "string" ? FORMAT_PATTERNS[schema.format] : undefined;
+    if (pattern === undefined) {
+      const known = Object.keys(FORMAT_PATTERNS).join(", ");
+      throw new JsonSchemaError(`${at}.format: ${JSON.stringify(schema.format)} is not supported (${known})`);
+    }
+    patterns.push(pattern);
+  }
+  if (schema.pattern !== undefined) {
+    if (typeof schema.pattern !== "string") throw new JsonSchemaError(`${at}.pattern: expected a string`);
+    patterns.push(schema.pattern);
+  }
+  if (patterns.length === 0) return { kind: "string", minLength, maxLength, pattern: null };
+  let pattern: StringAutomaton;
+  try {
+    pattern = compilePatterns(patterns);
+  } catch (error) {
+    if (error instanceof PatternError) throw new JsonSchemaError(`${at}: ${error.message}`);
+    throw error;
+  }
+  minLength = Math.max(minLength, pattern.minLength);
+  maxLength = Math.min(maxLength, pattern.maxLength);
+  if (pattern.minRemaining[0]! > maxLength || pattern.maxRemaining[0]! < minLength || minLength > maxLength) {
+    throw new JsonSchemaError(`${at}: no string of the lengths allowed matches the pattern`);
+  }
+  return { kind: "string", minLength, maxLength, pattern };
 }
 
 /** A JSON object: not null, not an array. */
