@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { createOpenAI } from "@ai-sdk/openai";
 import { generateText, stepCountIs, tool } from "ai";
 import OpenAI from "openai";
+import { zodResponseFormat } from "openai/helpers/zod";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { z } from "zod";
 import type { Bus, Subscription } from "../../bus/bus.ts";
@@ -481,12 +482,42 @@ describe("the gateway with real workers, through the openai client", () => {
             strict: true,
             schema: {
               ...schema,
-              properties: { ...schema.properties, city: { type: "string", format: "email" } },
+              properties: { ...schema.properties, city: { type: "string", format: "uri" } },
             },
           },
         },
       }),
     ).rejects.toMatchObject({ status: 400, param: "response_format.json_schema.schema" });
+  });
+
+  it("answers a zod schema's strict format through the SDK's parse: e-mail, date, UUID and bounded numbers", async () => {
+    const booking = z.object({
+      email: z.email().max(24),
+      day: z.iso.date(),
+      id: z.uuid(),
+      guests: z.int().min(1).max(8),
+      price: z.number().positive().max(1000).multipleOf(0.01),
+    });
+    const answers = await Promise.all(
+      [1, 2, 3].map((seed) =>
+        client.chat.completions.parse({
+          model: `${BASE}:acme/a1`,
+          messages: [{ role: "user" as const, content: "Book a table" }],
+          response_format: zodResponseFormat(booking, "booking"),
+          max_tokens: 400,
+          temperature: 1,
+          seed,
+        }),
+      ),
+    );
+    for (const answer of answers) {
+      const [choice] = answer.choices;
+      // Every field is bounded, so the value always completes; the SDK has run zod's own parse on it.
+      expect(choice?.finish_reason).toBe("stop");
+      const parsed = choice?.message.parsed;
+      expect(booking.parse(parsed)).toEqual(parsed);
+      expect(Number.isNaN(Date.parse(parsed!.day))).toBe(false);
+    }
   });
 
   it("calls a required function with arguments of its schema, streaming and not, and takes the result back", async () => {

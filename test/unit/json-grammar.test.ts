@@ -3,8 +3,9 @@
 // JSON schemas: the subset compiles or is refused with the keyword named, valid instances are taken and
 // invalid ones refused, and every value a random walk through the grammar completes is valid.
 import { describe, expect, it } from "vitest";
-import { JsonGrammar, MAX_DIGITS, MAX_PARSES, MAX_WHITESPACE_RUN } from "../../worker/engine/json-grammar.ts";
+import { JsonGrammar, MAX_PARSES, MAX_WHITESPACE_RUN } from "../../worker/engine/json-grammar.ts";
 import { compileJsonSchema, JsonSchemaError } from "../../worker/engine/json-schema.ts";
+import { MAX_DIGITS } from "../../worker/engine/number-range.ts";
 import { Prng } from "../../worker/engine/prng.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
@@ -349,7 +350,8 @@ describe("a JSON schema's grammar", () => {
         },
         'keyword "uniqueItems"',
       ],
-      [{ type: "object", properties: { a: { type: "integer", minimum: 0 } } }, 'keyword "minimum"'],
+      [{ type: "object", properties: { a: { type: "object", minProperties: 1 } } }, 'keyword "minProperties"'],
+      [{ type: "object", properties: { a: { type: "integer", minimum: 5, maximum: 3 } } }, "minimum 5 and maximum 3"],
       [{ type: "object", properties: { a: { oneOf: [] } } }, 'keyword "oneOf"'],
       [{ type: "object", additionalProperties: true, properties: {} }, "only false"],
       [{ type: "object", properties: { a: { type: "string" } }, required: ["b"] }, "required"],
@@ -367,5 +369,64 @@ describe("a JSON schema's grammar", () => {
     expect(feed('{"x":[1]}', new JsonGrammar(compileJsonSchema({ type: "object" }))).complete).toBe(true);
     const empty = new JsonGrammar(compileJsonSchema({ type: "object", additionalProperties: false }));
     expect(feed('{"x":1}', empty).complete).toBe(false);
+  });
+});
+
+describe("numeric ranges in the grammar", () => {
+  const ranged = () =>
+    new JsonGrammar(
+      compileJsonSchema({
+        type: "object",
+        properties: {
+          guests: { type: "integer", minimum: 1, maximum: 8 },
+          price: { type: "number", exclusiveMinimum: 0, multipleOf: 0.01 },
+        },
+        required: ["guests", "price"],
+      }),
+    );
+
+  it("takes numbers in range and refuses the byte where one leaves it", () => {
+    expect(feed('{"guests":8,"price":0.01}', ranged()).complete).toBe(true);
+    expect(feed('{"guests":3,"price":12.5}', ranged()).complete).toBe(true);
+    for (const [text, taken] of [
+      ['{"guests":9', 10],
+      ['{"guests":0', 10],
+      ['{"guests":12', 11],
+      ['{"guests":-', 10],
+      ['{"guests":2,"price":0.015', 24],
+      ['{"guests":2,"price":1e2', 21],
+      ['{"guests":2,"price":-', 20],
+    ] as const) {
+      expect(feed(text, ranged()).taken, text).toBe(taken);
+    }
+    // 0 itself is out (exclusive), but "0." can still become 0.01.
+    expect(feed('{"guests":2,"price":0}', ranged()).complete).toBe(false);
+    expect(feed('{"guests":2,"price":0.0', ranged()).taken).toBe(23);
+  });
+
+  it("completes only numbers in range on a random walk", () => {
+    const prng = new Prng(9, 0);
+    const alphabet = [..."{}\":,-.0123456789eEgpruestic"].map((c) => c.charCodeAt(0));
+    let completed = 0;
+    for (let walk = 0; walk < 150; walk++) {
+      const g = ranged();
+      const out: number[] = [];
+      while (!g.complete && out.length < 200) {
+        const allowed = alphabet.filter((b) => g.accepts(Uint8Array.of(b)));
+        expect(allowed.length, String.fromCharCode(...out)).toBeGreaterThan(0);
+        const b = allowed[Math.floor(prng.nextFloat() * allowed.length)]!;
+        g.push(Uint8Array.of(b));
+        out.push(b);
+      }
+      if (!g.complete) continue;
+      completed++;
+      const text = String.fromCharCode(...out);
+      const { guests, price } = JSON.parse(text) as { guests: number; price: number };
+      expect(Number.isInteger(guests) && guests >= 1 && guests <= 8).toBe(true);
+      expect(price).toBeGreaterThan(0);
+      // A multiple of 0.01: no non-zero digit past the second decimal, read from the text itself.
+      expect(/"price":\d+(\.\d{0,2}0*)?\}/.test(text), text).toBe(true);
+    }
+    expect(completed).toBeGreaterThan(100);
   });
 });

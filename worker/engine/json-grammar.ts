@@ -6,6 +6,7 @@
 // parses once (a few small frames each) and then changes the copies in place, byte after byte: a mask
 // tries every token of the vocabulary each step.
 import { ANY_OBJECT, type PropertyNode, type SchemaNode } from "./json-schema.ts";
+import { MAX_DIGITS, type NumberRange, numberPrefixFeasible, numberWithin } from "./number-range.ts";
 import { lengthFits, nextState, type StringAutomaton, someMoveInRange } from "./string-automaton.ts";
 
 /**
@@ -13,9 +14,6 @@ import { lengthFits, nextState, type StringAutomaton, someMoveInRange } from "./
  * known failure of JSON modes); the output is compact JSON, a space or a line break between its tokens.
  */
 export const MAX_WHITESPACE_RUN = 1;
-
-/** Most digits in each part of a number (integer, fraction, exponent): past any double's precision. */
-export const MAX_DIGITS = 24;
 
 /**
  * Most parses followed at once. Alternatives that begin alike (nested anyOf) multiply; past this many the
@@ -67,8 +65,18 @@ type Frame =
       /** The bits of the character being read, while its UTF-8 bytes come in. */
       code: number;
     }
-  /** A number: where it is, and the digits of its current part. */
-  | { t: "number"; integer: boolean; state: NumberState; digits: number }
+  /**
+   * A number: where it is, and the digits of its current part; with a range (number-range.ts), its text so
+   * far, which the range must still be able to complete.
+   */
+  | {
+      t: "number";
+      integer: boolean;
+      state: NumberState;
+      digits: number;
+      range: NumberRange | null;
+      text: string;
+    }
   /** One of `values` exactly, `matched` bytes read. */
   | { t: "literal"; values: Uint8Array[]; matched: number };
 
@@ -213,11 +221,12 @@ function step(parse: Parse, b: number, out: Parse[]): void {
       if (state) {
         top.digits = !isDigit(b) ? 0 : state === top.state ? top.digits + 1 : 1;
         top.state = state;
+        if (top.range) top.text += String.fromCharCode(b);
         out.push(parse);
         return;
       }
       // Not part of the number: it ends if it may, and the byte goes to what holds it.
-      if (!numberMayEnd(top.state)) return;
+      if (!numberMayEnd(top)) return;
       endValue(parse);
       step(parse, b, out);
       return;
@@ -286,7 +295,7 @@ function startValue(parse: Parse, node: SchemaNode, b: number, out: Parse[]): vo
       if (b === 0x7b) start(openObject(ANY_OBJECT as ObjectNode));
       else if (b === 0x5b) start({ t: "array", node: ANY_ARRAY, phase: "open", items: 0 });
       else if (b === 0x22) start(stringFrame(0, Number.POSITIVE_INFINITY, false));
-      else if (b === 0x2d || isDigit(b)) start(startNumber(false, b));
+      else if (b === 0x2d || isDigit(b)) start(startNumber(false, null, b));
       else start(startLiteral(ANY_LITERALS, b));
       return;
     case "object":
@@ -299,7 +308,7 @@ function startValue(parse: Parse, node: SchemaNode, b: number, out: Parse[]): vo
       start(b === 0x22 ? stringFrame(node.minLength, node.maxLength, false, node.pattern) : null);
       return;
     case "number":
-      start(b === 0x2d || isDigit(b) ? startNumber(node.integer, b) : null);
+      start(b === 0x2d || isDigit(b) ? startNumber(node.integer, node.range, b) : null);
       return;
     case "literals":
       start(startLiteral(node.values, b));
@@ -543,15 +552,26 @@ function patternMayTake(s: StringFrame, lo: number, hi: number): boolean {
   return someMoveInRange(s.pattern!, s.state, lo, hi, (target) => patternFits(s, target));
 }
 
-function startNumber(integer: boolean, b: number): Frame {
+function startNumber(integer: boolean, range: NumberRange | null, b: number): Frame | null {
   const state = b === 0x2d ? "minus" : b === 0x30 ? "zero" : "int";
-  return { t: "number", integer, state, digits: b === 0x2d ? 0 : 1 };
+  const text = String.fromCharCode(b);
+  if (range && !numberPrefixFeasible(range, text)) return null;
+  return { t: "number", integer, state, digits: b === 0x2d ? 0 : 1, range, text: range ? text : "" };
 }
 
-/** The number's state after byte `b`, or null when `b` cannot continue it. */
-function numberByte(n: Extract<Frame, { t: "number" }>, b: number): NumberState | null {
+type NumberFrame = Extract<Frame, { t: "number" }>;
+
+/** The number's state after byte `b`, or null when `b` cannot continue it (or its range refuses what would follow). */
+function numberByte(n: NumberFrame, b: number): NumberState | null {
+  const state = numberSyntax(n, b);
+  if (state && n.range && !numberPrefixFeasible(n.range, n.text + String.fromCharCode(b))) return null;
+  return state;
+}
+
+function numberSyntax(n: NumberFrame, b: number): NumberState | null {
   const digit = isDigit(b) && n.digits < MAX_DIGITS;
-  const exponent = (b === 0x65 || b === 0x45) && !n.integer;
+  // A range is checked on plain decimals: it turns exponents off.
+  const exponent = (b === 0x65 || b === 0x45) && !n.integer && !n.range;
   switch (n.state) {
     case "minus":
       return digit ? (b === 0x30 ? "zero" : "int") : null;
@@ -575,7 +595,8 @@ function numberByte(n: Extract<Frame, { t: "number" }>, b: number): NumberState 
   }
 }
 
-/** Whether a number may end in this state (it has all the digits its parts need). */
-function numberMayEnd(state: NumberState): boolean {
-  return state === "zero" || state === "int" || state === "frac" || state === "exp";
+/** Whether the number may end here: it has all the digits its parts need, and its range takes its value. */
+function numberMayEnd(n: NumberFrame): boolean {
+  const complete = n.state === "zero" || n.state === "int" || n.state === "frac" || n.state === "exp";
+  return complete && (!n.range || numberWithin(n.range, n.text));
 }

@@ -2,10 +2,12 @@
 // compiled into the nodes json-grammar.ts generates from. The subset is OpenAI's strict one: an object's
 // keys are its `properties`, written in their order (a key not in `required` may be left out; no other key
 // may appear); arrays take one `items` schema with `minItems`/`maxItems`; strings `minLength`/`maxLength`,
-// `pattern` (string-automaton.ts) and `format` (string-formats.ts); `integer` and `number`; `boolean`,
+// `pattern` (string-automaton.ts) and `format` (string-formats.ts); `integer` and `number` with `minimum`,
+// `maximum`, their exclusive forms and `multipleOf` (number-range.ts); `boolean`,
 // `null`; `enum` and `const`; `anyOf` and type lists; `$ref` into `$defs`/`definitions` (recursion
 // included). Annotations (`description`, `title`, …) are ignored; any other keyword is refused, never
 // ignored, so a schema is either kept exactly or refused with the keyword named.
+import { compileNumberRange, type NumberRange } from "./number-range.ts";
 import { compilePatterns, PatternError, type StringAutomaton } from "./string-automaton.ts";
 import { FORMAT_PATTERNS } from "./string-formats.ts";
 
@@ -17,7 +19,8 @@ export type SchemaNode =
   | { kind: "array"; items: SchemaNode; minItems: number; maxItems: number }
   /** pattern: what `pattern` and `format` allow, null without them. */
   | { kind: "string"; minLength: number; maxLength: number; pattern: StringAutomaton | null }
-  | { kind: "number"; integer: boolean }
+  /** range: what minimum, maximum and multipleOf allow (number-range.ts), null without them. */
+  | { kind: "number"; integer: boolean; range: NumberRange | null }
   /** One of these exact JSON texts (enum, const, true/false, null). */
   | { kind: "literals"; values: Uint8Array[] }
   | { kind: "union"; options: SchemaNode[] };
@@ -54,6 +57,11 @@ const KEYWORDS = new Set([
   "maxLength",
   "pattern",
   "format",
+  "minimum",
+  "maximum",
+  "exclusiveMinimum",
+  "exclusiveMaximum",
+  "multipleOf",
   "enum",
   "const",
   "anyOf",
@@ -148,8 +156,10 @@ class Compiler {
       case "string":
         return stringNode(schema, at);
       case "number":
-      case "integer":
-        return { kind: "number", integer: type === "integer" };
+      case "integer": {
+        const integer = type === "integer";
+        return { kind: "number", integer, range: compileNumberRange(schema, integer, at) };
+      }
       case "boolean":
         return { kind: "literals", values: [literal(true), literal(false)] };
       case "null":
