@@ -10,6 +10,7 @@ import { Prng } from "../../worker/engine/prng.ts";
 import {
   compilePatterns,
   MAX_AUTOMATON_STATES,
+  MAX_WORK,
   nextState,
   type StringAutomaton,
 } from "../../worker/engine/string-automaton.ts";
@@ -120,7 +121,9 @@ describe("a pattern's automaton", () => {
       ["a?^b", "only where nothing can come before it"],
       ["(?=^a)", "inside a lookahead"],
       ["a{2000}", "a count above 1000"],
-      ["(a|b)*a(a|b){12}", `more than ${MAX_AUTOMATON_STATES} automaton states`],
+      ["(a|b)*a(a|b){12}", `too complex: more than ${MAX_AUTOMATON_STATES} automaton states`],
+      // Few states, but terms that grow with every character: the work is bounded too.
+      ["^(.{0,100}){0,100}$", `too complex: more than ${MAX_WORK} steps of work`],
       ["[^\\s\\S]", "no string that can be written matches it"],
       ["^\\x01$", "no string that can be written matches it"],
       ["(ab", 'missing ")"'],

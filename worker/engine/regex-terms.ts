@@ -26,11 +26,23 @@ interface TermBase<K extends string> {
 /** Where membership in some character set of the term changes: every character between two of these moves alike. */
 const boundariesCache = new WeakMap<Term, number[]>();
 
+/** More derivative steps than one automaton may take (see Terms.work). */
+export class TermBudgetError extends Error {
+  override readonly name = "TermBudgetError";
+}
+
 /** One set of interned terms; the terms of an automaton being built, dropped with it. */
 export class Terms {
   private readonly interned = new Map<string, Term>();
   private readonly derivatives = new WeakMap<Term, Map<number, Term>>();
   private nextId = 0;
+  /**
+   * Derivative steps taken. A pattern can keep its automaton small while its terms grow huge
+   * (`(.{0,100}){0,100}`), so the work is bounded, not only the states.
+   */
+  private work = 0;
+
+  constructor(private readonly maxWork = Number.POSITIVE_INFINITY) {}
 
   /** Matches nothing. */
   readonly none: Term = this.intern("0", { kind: "none", nullable: false });
@@ -40,6 +52,17 @@ export class Terms {
   readonly anyChar: Term = this.chars([0, MAX_CODE_POINT]);
   /** Any string. */
   readonly anything: Term = this.star(this.anyChar);
+
+  /** Counts `steps` of work; throws TermBudgetError past the budget. */
+  private spend(steps: number): void {
+    this.work += steps;
+    if (this.work > this.maxWork) throw new TermBudgetError(`more than ${this.maxWork} steps of work`);
+  }
+
+  /** Steps of work so far (derivatives taken, terms of unions and intersections normalized). */
+  get workDone(): number {
+    return this.work;
+  }
 
   private intern<T extends Omit<Term, "id">>(key: string, shape: T): Term {
     const known = this.interned.get(key);
@@ -85,6 +108,7 @@ export class Terms {
         if (part.kind !== "none") flat.set(part.id, part);
       }
     }
+    this.spend(flat.size);
     const list = [...flat.values()].sort((a, b) => a.id - b.id);
     if (list.length === 0) return this.none;
     if (list.length === 1) return list[0]!;
@@ -103,6 +127,7 @@ export class Terms {
         if (part !== this.anything) flat.set(part.id, part);
       }
     }
+    this.spend(flat.size);
     const list = [...flat.values()].sort((a, b) => a.id - b.id);
     if (list.length === 0) return this.anything;
     if (list.length === 1) return list[0]!;
@@ -152,6 +177,7 @@ export class Terms {
   }
 
   private derive(term: Term, c: number): Term {
+    this.spend(1);
     switch (term.kind) {
       case "none":
       case "empty":
@@ -187,41 +213,44 @@ export function inRanges(ranges: CharRanges, c: number): boolean {
 }
 
 /**
- * The term's character boundaries, ascending: 0 and every point where some character set inside it starts
- * or stops. Characters from one boundary up to the next have the same derivative.
+ * The term's character boundaries, ascending: 0 and every point where some character set that its
+ * derivative reads starts or stops (a concatenation's tail only where its head can be empty). Characters
+ * from one boundary up to the next have the same derivative.
  */
 export function boundaries(term: Term): number[] {
   const known = boundariesCache.get(term);
   if (known) return known;
-  const points = new Set<number>([0]);
-  const visit = (t: Term, seen: Set<Term>) => {
-    if (seen.has(t)) return;
-    seen.add(t);
-    switch (t.kind) {
-      case "chars":
-        for (let i = 0; i < t.ranges.length; i += 2) {
-          points.add(t.ranges[i]!);
-          if (t.ranges[i + 1]! < MAX_CODE_POINT) points.add(t.ranges[i + 1]! + 1);
-        }
-        return;
-      case "cat":
-        visit(t.head, seen);
-        visit(t.tail, seen);
-        return;
-      case "or":
-      case "and":
-        for (const part of t.terms) visit(part, seen);
-        return;
-      case "not":
-      case "star":
-        visit(t.term, seen);
-        return;
-      default:
-        return;
-    }
-  };
-  visit(term, new Set());
-  const list = [...points].sort((a, b) => a - b);
-  boundariesCache.set(term, list);
-  return list;
+  let points: number[];
+  switch (term.kind) {
+    case "chars":
+      points = [0];
+      for (let i = 0; i < term.ranges.length; i += 2) {
+        points.push(term.ranges[i]!);
+        if (term.ranges[i + 1]! < MAX_CODE_POINT) points.push(term.ranges[i + 1]! + 1);
+      }
+      break;
+    case "cat":
+      points = term.head.nullable
+        ? merge([boundaries(term.head), boundaries(term.tail)])
+        : boundaries(term.head);
+      break;
+    case "or":
+    case "and":
+      points = merge(term.terms.map(boundaries));
+      break;
+    case "not":
+    case "star":
+      points = boundaries(term.term);
+      break;
+    default:
+      points = [0];
+  }
+  boundariesCache.set(term, points);
+  return points;
+}
+
+/** The union of ascending lists, ascending and without repeats. */
+function merge(lists: number[][]): number[] {
+  if (lists.length === 1) return lists[0]!;
+  return [...new Set(lists.flat())].sort((a, b) => a - b);
 }

@@ -9,13 +9,16 @@ import {
   type RegexNode,
   RegexSyntaxError,
 } from "./regex-syntax.ts";
-import { boundaries, type Term, Terms } from "./regex-terms.ts";
+import { boundaries, type Term, TermBudgetError, Terms } from "./regex-terms.ts";
 
 /**
- * Most states one automaton may have. Building one takes ~50 µs a state, on the gateway too (it checks a
- * schema before accepting the request), so this bounds what one request's pattern can cost.
+ * Most states one automaton may have, and most steps of work (derivatives, terms of unions) building it
+ * may take. The gateway builds it too, to check a schema before accepting the request, so these bound
+ * what one request's pattern can cost: about 0.1 s at worst on this project's CPUs. Every format takes
+ * under 15,000 steps.
  */
 export const MAX_AUTOMATON_STATES = 4_000;
+export const MAX_WORK = 200_000;
 
 /**
  * The characters a JSON string in structured output can hold: printable characters written as they are
@@ -117,34 +120,38 @@ export function compilePatterns(patterns: readonly string[]): StringAutomaton {
     cache.set(key, known);
     return known;
   }
-  const terms = new Terms();
-  let minLength = 0;
-  let maxLength = Number.POSITIVE_INFINITY;
-  const parts = patterns.map((pattern) => {
-    try {
-      const { window, node } = withoutLengthLookahead(terms, parseRegex(pattern));
-      minLength = Math.max(minLength, window.min);
-      maxLength = Math.min(maxLength, window.max);
-      return terms.and(searchTerm(terms, node), window.chars);
-    } catch (error) {
-      if (error instanceof RegexSyntaxError || error instanceof PatternError) {
-        throw new PatternError(`pattern ${JSON.stringify(pattern)}: ${error.message}`);
-      }
-      throw error;
+  const what = patterns.map((p) => JSON.stringify(p)).join(" and ");
+  let automaton: StringAutomaton;
+  try {
+    automaton = build(patterns);
+  } catch (error) {
+    if (error instanceof RegexSyntaxError || error instanceof PatternError) {
+      throw new PatternError(`pattern ${what}: ${error.message}`);
     }
-  });
-  const automaton = { ...explore(terms, terms.and(...parts)), minLength, maxLength };
-  if (
-    automaton.moves.length === 0 ||
-    automaton.minRemaining[0]! > maxLength ||
-    automaton.maxRemaining[0]! < minLength
-  ) {
-    const what = patterns.map((p) => JSON.stringify(p)).join(" and ");
+    if (error instanceof TermBudgetError)
+      throw new PatternError(`pattern ${what}: too complex: ${error.message}`);
+    throw error;
+  }
+  const { moves, minRemaining, maxRemaining, minLength, maxLength } = automaton;
+  if (moves.length === 0 || minRemaining[0]! > maxLength || maxRemaining[0]! < minLength) {
     throw new PatternError(`pattern ${what}: no string that can be written matches it`);
   }
   cache.set(key, automaton);
   if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!);
   return automaton;
+}
+
+function build(patterns: readonly string[]): StringAutomaton {
+  const terms = new Terms(MAX_WORK);
+  let minLength = 0;
+  let maxLength = Number.POSITIVE_INFINITY;
+  const parts = patterns.map((pattern) => {
+    const { window, node } = withoutLengthLookahead(terms, parseRegex(pattern));
+    minLength = Math.max(minLength, window.min);
+    maxLength = Math.min(maxLength, window.max);
+    return terms.and(searchTerm(terms, node), window.chars);
+  });
+  return { ...explore(terms, terms.and(...parts)), minLength, maxLength };
 }
 
 interface LengthWindow {
