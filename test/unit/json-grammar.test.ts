@@ -350,8 +350,14 @@ describe("a JSON schema's grammar", () => {
         },
         'keyword "uniqueItems"',
       ],
-      [{ type: "object", properties: { a: { type: "object", minProperties: 1 } } }, 'keyword "minProperties"'],
-      [{ type: "object", properties: { a: { type: "integer", minimum: 5, maximum: 3 } } }, "minimum 5 and maximum 3"],
+      [
+        { type: "object", properties: { a: { type: "object", minProperties: 1 } } },
+        'keyword "minProperties"',
+      ],
+      [
+        { type: "object", properties: { a: { type: "integer", minimum: 5, maximum: 3 } } },
+        "minimum 5 and maximum 3",
+      ],
       [{ type: "object", properties: { a: { oneOf: [] } } }, 'keyword "oneOf"'],
       [{ type: "object", additionalProperties: true, properties: {} }, "only false"],
       [{ type: "object", properties: { a: { type: "string" } }, required: ["b"] }, "required"],
@@ -406,7 +412,7 @@ describe("numeric ranges in the grammar", () => {
 
   it("completes only numbers in range on a random walk", () => {
     const prng = new Prng(9, 0);
-    const alphabet = [..."{}\":,-.0123456789eEgpruestic"].map((c) => c.charCodeAt(0));
+    const alphabet = [...'{}":,-.0123456789eEgpruestic'].map((c) => c.charCodeAt(0));
     let completed = 0;
     for (let walk = 0; walk < 150; walk++) {
       const g = ranged();
