@@ -12,8 +12,10 @@ import { GenerationCancelled } from "./generation.ts";
 import { idempotency } from "./idempotency.ts";
 import { readinessRoute } from "./readiness.ts";
 import { adapterRoutes } from "./routes/adapters.ts";
+import { batchRoutes } from "./routes/batches.ts";
 import { chatCompletions } from "./routes/chat-completions.ts";
 import { completions } from "./routes/completions.ts";
+import { fileRoutes } from "./routes/files.ts";
 import { fleetScaleRoute } from "./routes/fleet-scale.ts";
 import { keyRoutes } from "./routes/keys.ts";
 import { listModelsRoute, retrieveModelRoute } from "./routes/models.ts";
@@ -43,8 +45,10 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.route("/dashboard", dashboardRoutes(deps));
 
   app.use("/v1/*", bearerAuth(deps.db, deps.authCache));
-  // Before the body limit: uploads are adapters, capped by the adapter storage, not by the JSON limit.
+  // Before the body limit: uploads are adapters, capped by the adapter storage, and files, capped by
+  // maxFileBytes, not by the JSON limit.
   app.route("/v1/adapters", adapterRoutes(deps));
+  app.route("/v1/files", fileRoutes(deps, deps.limits.maxFileBytes));
   app.use(
     "/v1/*",
     requestBodyLimit(deps.limits.maxBodyBytes, () =>
@@ -65,6 +69,7 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.get("/v1/usage", callerOrgOnly, usageRoute(deps));
   app.route("/v1/keys", keyRoutes(deps));
   app.get("/v1/fleet/scale", requireScope("admin"), fleetScaleRoute(deps));
+  app.route("/v1/batches", batchRoutes(deps));
 
   app.notFound((c) => errorResponse(routeNotFound(c.req.method, c.req.path)));
   app.onError((error, c) => {

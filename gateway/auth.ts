@@ -95,11 +95,27 @@ export async function authenticate(db: Db, cache: AuthCache, authorization: stri
   return principal;
 }
 
+/**
+ * The key an in-process request runs as, put on the app's env by the batch runner (batch-runner.ts): a
+ * symbol, so no HTTP request can carry it.
+ */
+export const RUN_AS = Symbol("luminet.runAs");
+
 export function bearerAuth(db: Db, cache: AuthCache): MiddlewareHandler<GatewayEnv> {
   return async (c, next) => {
-    c.set("principal", await authenticate(db, cache, c.req.header("authorization")));
+    const runAs = (c.env as { [RUN_AS]?: Principal } | undefined)?.[RUN_AS];
+    c.set("principal", runAs ?? (await authenticate(db, cache, c.req.header("authorization"))));
     await next();
   };
+}
+
+/** The live key with this id as a principal, without marking it used; null when revoked or unknown. */
+export async function principalOfKey(db: Db, keyId: string): Promise<Principal | null> {
+  const [row] = await db
+    .select({ id: apiKeys.id, orgId: apiKeys.orgId, prefix: apiKeys.prefix, scopes: apiKeys.scopes })
+    .from(apiKeys)
+    .where(and(eq(apiKeys.id, keyId), isNull(apiKeys.revokedAt)));
+  return row ? { keyId: row.id, orgId: row.orgId, prefix: row.prefix, scopes: row.scopes } : null;
 }
 
 /**

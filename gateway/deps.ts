@@ -9,6 +9,7 @@ import type { AdapterStorage } from "./adapter-storage.ts";
 import { AuthCache } from "./auth.ts";
 import type { BaseCatalog } from "./bases.ts";
 import { CallerLimitsCache } from "./caller-limits.ts";
+import { DEFAULT_MAX_FILE_BYTES } from "./files.ts";
 import type { ScaleOptions } from "./fleet-scale.ts";
 import type { ColdStartOutcome } from "./generation.ts";
 import { type IdempotencyStore, MemoryIdempotencyStore } from "./idempotency.ts";
@@ -85,6 +86,8 @@ export interface GatewayDeps {
     streamHeadersAfterMs: number;
     /** While a stream waits for its next event, an SSE comment goes out this often. */
     keepAliveMs: number;
+    /** Largest file the Files API takes (a batch's input). */
+    maxFileBytes: number;
   };
 }
 
@@ -119,6 +122,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
       coldStartTimeoutMs: 120_000,
       streamHeadersAfterMs: 10_000,
       keepAliveMs: 15_000,
+      maxFileBytes: DEFAULT_MAX_FILE_BYTES,
       ...input.limits,
     },
   };

@@ -25,7 +25,7 @@ import { AdapterSources } from "./adapter-sources.ts";
 import { createApiKey, ensureOrg, generateApiKey, hashApiKey } from "./api-keys.ts";
 import { loadBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
-import { createNodeApp, serveApp } from "./node.ts";
+import { createNodeApp, serveApp, startBatchRunner } from "./node.ts";
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 
 export const DEV_BASE = "tiny";
@@ -164,9 +164,16 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
       maxRank: DEV_RANK,
       maxBytes: 2 ** 30,
     });
-    const { app } = createNodeApp({ db, bus: gatewayBus, bases: new BaseCatalog([base]), adapterStorage });
+    const { app, deps } = createNodeApp({
+      db,
+      bus: gatewayBus,
+      bases: new BaseCatalog([base]),
+      adapterStorage,
+    });
     const served = await serveApp(app, options.port, options.hostname);
     closers.push(() => served.close());
+    const runner = startBatchRunner(app, deps);
+    if (runner) closers.push(() => runner.stop());
     return { url: served.url, apiKey, models, close };
   } catch (error) {
     await close();

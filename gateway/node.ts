@@ -1,6 +1,7 @@
 // The gateway on Node: opens the database and NATS named by the caller, loads the base models' tokenizers,
 // builds the app and serves it with @hono/node-server. Nothing here but wiring.
 import type { AddressInfo } from "node:net";
+import { hostname } from "node:os";
 import { serve } from "@hono/node-server";
 import type { Hono } from "hono";
 import type { Bus } from "../bus/bus.ts";
@@ -13,6 +14,7 @@ import { AdapterSources } from "./adapter-sources.ts";
 import { createApp } from "./app.ts";
 import { type BaseModelSource, loadBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
+import { BatchRunner } from "./batch-runner.ts";
 import type { GatewayEnv } from "./context.ts";
 import { type GatewayDeps, type GatewayDepsInput, gatewayDeps } from "./deps.ts";
 import type { ScaleOptions } from "./fleet-scale.ts";
@@ -59,6 +61,33 @@ export function createNodeApp(input: GatewayDepsInput): { app: Hono<GatewayEnv>;
   return { app, deps };
 }
 
+/** Lines of batches one gateway process runs at once by default (`--batch-concurrency`). */
+export const DEFAULT_BATCH_CONCURRENCY = 4;
+
+/**
+ * Starts this process's batch runner on the app (gateway/batch-runner.ts); null when concurrency is 0. A
+ * claimed line is taken again after the request timeout and a minute more, when this process died.
+ */
+export function startBatchRunner(
+  app: Hono<GatewayEnv>,
+  deps: GatewayDeps,
+  concurrency = DEFAULT_BATCH_CONCURRENCY,
+): BatchRunner | null {
+  if (concurrency === 0) return null;
+  const runner = new BatchRunner({
+    app,
+    db: deps.db,
+    log: deps.log,
+    concurrency,
+    leaseMs: deps.limits.requestTimeoutMs + 60_000,
+    newId: deps.newRequestId,
+    runnerId: `${hostname()}-${process.pid}`,
+    now: deps.now,
+  });
+  runner.start();
+  return runner;
+}
+
 export async function loadBaseCatalog(db: Db, models: readonly BaseModelSource[]): Promise<BaseCatalog> {
   return new BaseCatalog(await Promise.all(models.map((m) => loadBaseModel(db, m))));
 }
@@ -93,6 +122,10 @@ export interface NodeGatewayOptions {
   keepAliveMs?: number;
   /** How long stored Responses API responses are kept; default 30 days, 0: until deleted. */
   responseRetentionDays?: number;
+  /** Lines of batches this process runs at once; default 4, 0: this process runs none. */
+  batchConcurrency?: number;
+  /** Largest file the Files API takes; default 64 MiB. */
+  maxFileBytes?: number;
   /** The autoscaling signal's bounds and headroom (GET /v1/fleet/scale). */
   scale?: ScaleOptions;
 }
@@ -115,7 +148,7 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       maxRank: options.maxAdapterRank ?? 16,
       maxBytes: options.maxAdapterBytes ?? 1024 ** 3,
     });
-    const { app } = createNodeApp({
+    const { app, deps } = createNodeApp({
       db,
       bus,
       bases,
@@ -132,14 +165,18 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
           ? { streamHeadersAfterMs: options.streamHeadersAfterMs }
           : {}),
         ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
+        ...(options.maxFileBytes !== undefined ? { maxFileBytes: options.maxFileBytes } : {}),
       },
     });
     const served = await serveApp(app, options.port, options.hostname);
+    const runner = startBatchRunner(app, deps, options.batchConcurrency);
     const openBus = bus;
     const openMeter = meter;
     return {
       url: served.url,
       close: async () => {
+        // Lines in flight finish and are stored before the server stops taking their requests' kind.
+        await runner?.stop();
         await served.close();
         await openMeter?.stop();
         await openBus.close();

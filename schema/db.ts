@@ -1,5 +1,5 @@
 // The database tables (drizzle, Postgres dialect): orgs, their API keys, base models with prices, adapters,
-// usage, and stored Responses API responses. Row types are derived from the tables; migrations in schema/migrations are generated from this
+// usage, stored Responses API responses, and the Files and Batch APIs' files, batches and batch lines. Row types are derived from the tables; migrations in schema/migrations are generated from this
 // file by drizzle-kit (`npm run db:generate`), never written by hand.
 import { sql } from "drizzle-orm";
 import {
@@ -243,6 +243,88 @@ export const storedResponses = pgTable(
   (t) => [index("stored_responses_created_idx").on(t.createdAt)],
 );
 
+/** Files of the Files API: a batch's input (purpose "batch") and its output and errors ("batch_output"). */
+export const files = pgTable(
+  "files",
+  {
+    /** "file-<id>" */
+    id: text("id").primaryKey(),
+    orgId: text("org_id")
+      .notNull()
+      .references(() => orgs.id),
+    purpose: text("purpose").notNull(),
+    filename: text("filename").notNull(),
+    bytes: integer("bytes").notNull(),
+    /** The whole file: JSONL, held in the database so every gateway (Node or Workers) serves it. */
+    content: text("content").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index("files_org_created_idx").on(t.orgId, t.createdAt)],
+);
+
+/** Batches of the Batch API; their lines are batch_requests. */
+export const batches = pgTable(
+  "batches",
+  {
+    /** "batch_<id>" */
+    id: text("id").primaryKey(),
+    orgId: text("org_id")
+      .notNull()
+      .references(() => orgs.id),
+    /** The key that created it: the batch's requests run as this key, within its limits. */
+    keyId: text("key_id")
+      .notNull()
+      .references(() => apiKeys.id),
+    endpoint: text("endpoint").notNull(),
+    inputFileId: text("input_file_id").notNull(),
+    completionWindow: text("completion_window").notNull(),
+    /** in_progress, cancelling, then completed, expired or cancelled (validating and failed never last). */
+    status: text("status").notNull(),
+    outputFileId: text("output_file_id"),
+    errorFileId: text("error_file_id"),
+    metadata: jsonb("metadata"),
+    /** Counts by outcome, written when the batch ends; while it runs they are counted from its lines. */
+    completedCount: integer("completed_count"),
+    failedCount: integer("failed_count"),
+    createdAt: createdAt(),
+    expiresAt: timestamp("expires_at", { withTimezone: true }).notNull(),
+    cancellingAt: timestamp("cancelling_at", { withTimezone: true }),
+    finalizingAt: timestamp("finalizing_at", { withTimezone: true }),
+    endedAt: timestamp("ended_at", { withTimezone: true }),
+  },
+  (t) => [
+    index("batches_org_created_idx").on(t.orgId, t.createdAt),
+    // The runner looks for batches with work left.
+    index("batches_status_idx").on(t.status),
+  ],
+);
+
+/** One line of a batch's input file and what running it gave. */
+export const batchRequests = pgTable(
+  "batch_requests",
+  {
+    batchId: text("batch_id")
+      .notNull()
+      .references(() => batches.id, { onDelete: "cascade" }),
+    /** The line's position in the input file, from 0: the output keeps this order. */
+    line: integer("line").notNull(),
+    customId: text("custom_id").notNull(),
+    body: jsonb("body").notNull(),
+    /** pending, running (claimed by a runner until claimedAt + lease), done, cancelled or expired. */
+    status: text("status").notNull(),
+    claimedBy: text("claimed_by"),
+    claimedAt: timestamp("claimed_at", { withTimezone: true }),
+    /** The answer's HTTP status and body (an OpenAI error body when it is not 200), once done. */
+    statusCode: integer("status_code"),
+    response: jsonb("response"),
+    requestId: text("request_id"),
+  },
+  (t) => [
+    primaryKey({ columns: [t.batchId, t.line] }),
+    index("batch_requests_status_idx").on(t.batchId, t.status),
+  ],
+);
+
 export type Org = typeof orgs.$inferSelect;
 export type NewOrg = typeof orgs.$inferInsert;
 export type ApiKey = typeof apiKeys.$inferSelect;
@@ -255,3 +337,6 @@ export type UsageEvent = typeof usageEvents.$inferSelect;
 export type NewUsageEvent = typeof usageEvents.$inferInsert;
 export type OrgTokenMonth = typeof orgTokenMonths.$inferSelect;
 export type QuotaReservation = typeof quotaReservations.$inferSelect;
+export type FileRow = typeof files.$inferSelect;
+export type BatchRow = typeof batches.$inferSelect;
+export type BatchRequestRow = typeof batchRequests.$inferSelect;

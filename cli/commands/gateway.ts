@@ -7,7 +7,7 @@ import { defaultDatabaseUrl, describeDatabaseUrl } from "../../db/open.ts";
 import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
 import { parseBaseModelSource } from "../../gateway/base-loader.ts";
 import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "../../gateway/fleet-scale.ts";
-import { startNodeGateway } from "../../gateway/node.ts";
+import { DEFAULT_BATCH_CONCURRENCY, startNodeGateway } from "../../gateway/node.ts";
 import { DEFAULT_RESPONSE_RETENTION_DAYS } from "../../gateway/response-retention.ts";
 import { bytes, count, port, seconds } from "../flags.ts";
 import { CliError } from "../run-command.ts";
@@ -27,6 +27,8 @@ interface GatewayFlags {
   streamHeadersAfter: string;
   keepAlive: string;
   responseRetentionDays: string;
+  batchConcurrency: string;
+  maxFileBytes: string;
   minWorkers: string;
   maxWorkers: string;
   targetUtilization: string;
@@ -70,6 +72,8 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     streamHeadersAfterMs: seconds("--stream-headers-after", flags.streamHeadersAfter) * 1000,
     keepAliveMs: seconds("--keep-alive", flags.keepAlive) * 1000,
     responseRetentionDays: count("--response-retention-days", flags.responseRetentionDays, 0),
+    batchConcurrency: count("--batch-concurrency", flags.batchConcurrency, 0),
+    maxFileBytes: bytes("--max-file-bytes", flags.maxFileBytes, 1),
     scale: scaleOptions(flags),
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
   });
@@ -127,6 +131,16 @@ export function registerGateway(program: Command): void {
       "--response-retention-days <days>",
       "how long stored Responses API responses are kept; 0: until deleted (LUMINET_RESPONSE_RETENTION_DAYS)",
       process.env.LUMINET_RESPONSE_RETENTION_DAYS ?? String(DEFAULT_RESPONSE_RETENTION_DAYS),
+    )
+    .option(
+      "--batch-concurrency <n>",
+      "lines of Batch API batches this process runs at once; 0: it runs none (LUMINET_BATCH_CONCURRENCY)",
+      process.env.LUMINET_BATCH_CONCURRENCY ?? String(DEFAULT_BATCH_CONCURRENCY),
+    )
+    .option(
+      "--max-file-bytes <n>",
+      "largest file the Files API takes, a batch's input (LUMINET_MAX_FILE_BYTES)",
+      process.env.LUMINET_MAX_FILE_BYTES ?? "64MiB",
     )
     .option(
       "--min-workers <n>",

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createOpenAI } from "@ai-sdk/openai";
 import { generateText, stepCountIs, tool } from "ai";
-import OpenAI from "openai";
+import OpenAI, { toFile } from "openai";
 import { zodResponseFormat } from "openai/helpers/zod";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { z } from "zod";
@@ -517,6 +517,52 @@ describe("the gateway with real workers, through the openai client", () => {
       const parsed = choice?.message.parsed;
       expect(booking.parse(parsed)).toEqual(parsed);
       expect(Number.isNaN(Date.parse(parsed!.day))).toBe(false);
+    }
+  });
+
+  it("runs a Batch API batch of mixed-adapter lines on the workers and bills every line", async () => {
+    const lines = [`${BASE}:acme/a0`, `${BASE}:acme/a1`, BASE, `${BASE}:acme/a2`].map((model, i) =>
+      JSON.stringify({
+        custom_id: `line-${i}`,
+        method: "POST",
+        url: "/v1/chat/completions",
+        body: { model, messages, max_tokens: 4 + i },
+      }),
+    );
+    const file = await client.files.create({
+      file: await toFile(Buffer.from(`${lines.join("\n")}\n`), "nightly.jsonl"),
+      purpose: "batch",
+    });
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    });
+    // The gateway process's runner takes the lines within its poll.
+    let batch = created;
+    const deadline = Date.now() + 60_000;
+    while (batch.status !== "completed" && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      batch = await client.batches.retrieve(created.id);
+    }
+    expect(batch.status).toBe("completed");
+    expect(batch.request_counts).toEqual({ total: 4, completed: 4, failed: 0 });
+    const output = (await (await client.files.content(batch.output_file_id!)).text())
+      .split("\n")
+      .filter((line) => line !== "")
+      .map(
+        (line) =>
+          JSON.parse(line) as {
+            custom_id: string;
+            response: { request_id: string; body: OpenAI.ChatCompletion };
+          },
+      );
+    expect(output.map((line) => line.custom_id)).toEqual(["line-0", "line-1", "line-2", "line-3"]);
+    for (const [i, line] of output.entries()) {
+      expect(line.response.body.usage?.completion_tokens).toBe(4 + i);
+      // Billed as any request: its usage event carries the line's request id and its tokens.
+      const event = await eventually(`usage of ${line.custom_id}`, () => usage.get(line.response.request_id));
+      expect(event.output_tokens).toBe(4 + i);
     }
   });
 

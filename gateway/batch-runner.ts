@@ -1,0 +1,346 @@
+// Runs the Batch API's batches: each Node gateway process (and `luminet dev`) claims lines of running
+// batches from the database, a few at a time, and runs each as the request it names through the gateway's
+// own app in process — as the key that created the batch, within that key's limits, billed as any request
+// — then stores the answer on the line. A line is claimed with a lease (FOR UPDATE SKIP LOCKED, so two
+// runners never take the same one); a runner that dies leaves its lines to be taken again once the lease
+// runs out, so no accepted line is lost. Transient refusals (rate limits, no worker, an unreachable bus or
+// database) put the line back with a growing delay. When a batch has no line left to run, one runner
+// writes its output and error files and ends it, in one transaction.
+import { and, asc, eq, inArray, isNull, lt, lte, notExists, or } from "drizzle-orm";
+import type { Db } from "../db/open.ts";
+import type { BatchOutputLine } from "../schema/batch-api.ts";
+import { batches, batchRequests } from "../schema/db.ts";
+import { type Principal, principalOfKey, RUN_AS } from "./auth.ts";
+import type { GatewayLog } from "./deps.ts";
+import { saveFile } from "./files.ts";
+
+export interface BatchRunnerOptions {
+  /** The gateway's app: a line runs as `app.fetch(request, env)` would run an HTTP request. */
+  app: { fetch(request: Request, env?: object): Response | Promise<Response> };
+  db: Db;
+  log: GatewayLog;
+  /** Lines this process runs at once. */
+  concurrency: number;
+  /** A claimed line not finished after this is taken again: longer than the longest request may run. */
+  leaseMs: number;
+  /** Wait between looks for work while there is none. */
+  pollMs?: number;
+  /** Ids for the files a batch ends with. */
+  newId: () => string;
+  runnerId: string;
+  now?: () => number;
+}
+
+/** HTTP statuses after which a line is tried again later rather than failed: nothing ran. */
+const TRANSIENT = new Set([429, 500, 502, 503]);
+const MAX_RETRY_DELAY_MS = 60_000;
+
+interface Claimed {
+  batchId: string;
+  line: number;
+  body: unknown;
+}
+
+export class BatchRunner {
+  readonly #options: Required<BatchRunnerOptions>;
+  #running = false;
+  #inFlight = new Set<Promise<void>>();
+  #loop: Promise<void> | null = null;
+  #wake: (() => void) | null = null;
+  /** Per line, how many times it was put back: its next delay doubles. */
+  #retries = new Map<string, number>();
+
+  constructor(options: BatchRunnerOptions) {
+    this.#options = { pollMs: 1_000, now: Date.now, ...options };
+  }
+
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#loop = this.#run();
+  }
+
+  /** Stops claiming, and waits for the lines in flight to finish (their answers are stored). */
+  async stop(): Promise<void> {
+    this.#running = false;
+    this.#wake?.();
+    await this.#loop;
+    await Promise.all(this.#inFlight);
+  }
+
+  async #run(): Promise<void> {
+    while (this.#running) {
+      let claimed = 0;
+      try {
+        await this.#expire();
+        claimed = await this.#claimAndStart();
+        await this.#finishEnded();
+      } catch (error) {
+        this.#options.log.warn(
+          { err: error instanceof Error ? error.message : String(error) },
+          "batch runner pass failed",
+        );
+      }
+      // Full, or nothing to do: wait for a line to finish or for the next look.
+      if (claimed === 0 || this.#inFlight.size >= this.#options.concurrency) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, this.#options.pollMs);
+          this.#wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.#wake = null;
+      }
+    }
+  }
+
+  /** One pass over what is due, for tests: expire, claim and run lines to the end, finish batches. */
+  async drain(): Promise<void> {
+    for (;;) {
+      await this.#expire();
+      const claimed = await this.#claimAndStart();
+      await Promise.all(this.#inFlight);
+      await this.#finishEnded();
+      if (claimed === 0) return;
+    }
+  }
+
+  /** Lines of batches past their window will not run; stale claims of cancelled batches are let go. */
+  async #expire(): Promise<void> {
+    const { db } = this.#options;
+    const now = new Date(this.#options.now());
+    const overdue = db
+      .select({ id: batches.id })
+      .from(batches)
+      .where(and(eq(batches.status, "in_progress"), lt(batches.expiresAt, now)));
+    await db
+      .update(batchRequests)
+      .set({ status: "expired" })
+      .where(and(inArray(batchRequests.batchId, overdue), eq(batchRequests.status, "pending")));
+    const cancelling = db.select({ id: batches.id }).from(batches).where(eq(batches.status, "cancelling"));
+    await db
+      .update(batchRequests)
+      .set({ status: "cancelled" })
+      .where(
+        and(
+          inArray(batchRequests.batchId, cancelling),
+          eq(batchRequests.status, "running"),
+          lt(batchRequests.claimedAt, this.#staleBefore()),
+        ),
+      );
+  }
+
+  #staleBefore(): Date {
+    return new Date(this.#options.now() - this.#options.leaseMs);
+  }
+
+  /** Claims up to the free places' worth of due lines and starts each; how many it claimed. */
+  async #claimAndStart(): Promise<number> {
+    const { db, concurrency, runnerId } = this.#options;
+    const room = concurrency - this.#inFlight.size;
+    if (room <= 0) return 0;
+    const now = new Date(this.#options.now());
+    const claimed: Claimed[] = await db.transaction(async (tx) => {
+      const due = await tx
+        .select({ batchId: batchRequests.batchId, line: batchRequests.line })
+        .from(batchRequests)
+        .innerJoin(batches, eq(batches.id, batchRequests.batchId))
+        .where(
+          and(
+            eq(batches.status, "in_progress"),
+            or(
+              // Pending lines, unless put back until later (claimedAt is then when they may run).
+              and(
+                eq(batchRequests.status, "pending"),
+                or(isNull(batchRequests.claimedAt), lte(batchRequests.claimedAt, now)),
+              ),
+              and(eq(batchRequests.status, "running"), lt(batchRequests.claimedAt, this.#staleBefore())),
+            ),
+          ),
+        )
+        .orderBy(asc(batches.createdAt), asc(batchRequests.batchId), asc(batchRequests.line))
+        .limit(room)
+        .for("update", { of: batchRequests, skipLocked: true });
+      const out: Claimed[] = [];
+      for (const { batchId, line } of due) {
+        const [row] = await tx
+          .update(batchRequests)
+          .set({ status: "running", claimedBy: runnerId, claimedAt: now })
+          .where(and(eq(batchRequests.batchId, batchId), eq(batchRequests.line, line)))
+          .returning({ body: batchRequests.body });
+        out.push({ batchId, line, body: row!.body });
+      }
+      return out;
+    });
+    for (const line of claimed) {
+      const done: Promise<void> = this.#runLine(line)
+        .catch((error) =>
+          this.#options.log.error(
+            {
+              batch: line.batchId,
+              line: line.line,
+              err: error instanceof Error ? error.message : String(error),
+            },
+            "batch line failed to run",
+          ),
+        )
+        .finally(() => {
+          this.#inFlight.delete(done);
+          this.#wake?.();
+        });
+      this.#inFlight.add(done);
+    }
+    return claimed.length;
+  }
+
+  async #runLine({ batchId, line, body }: Claimed): Promise<void> {
+    const { db, app } = this.#options;
+    const [batch] = await db
+      .select({ keyId: batches.keyId, endpoint: batches.endpoint })
+      .from(batches)
+      .where(eq(batches.id, batchId));
+    if (!batch) return;
+    const principal = await principalOfKey(db, batch.keyId);
+    let statusCode: number;
+    let response: unknown;
+    let requestId: string | null = null;
+    if (!principal) {
+      statusCode = 401;
+      response = {
+        error: {
+          message: "The API key that created this batch was revoked.",
+          type: "invalid_request_error",
+          param: null,
+          code: "invalid_api_key",
+        },
+      };
+    } else {
+      const answer = await app.fetch(
+        new Request(`http://batch.internal${batch.endpoint}`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+        }),
+        { [RUN_AS]: principal } satisfies { [RUN_AS]: Principal },
+      );
+      statusCode = answer.status;
+      response = await answer.json();
+      requestId = answer.headers.get("x-request-id");
+    }
+    const key = `${batchId}:${line}`;
+    const where = and(
+      eq(batchRequests.batchId, batchId),
+      eq(batchRequests.line, line),
+      eq(batchRequests.claimedBy, this.#options.runnerId),
+    );
+    if (TRANSIENT.has(statusCode)) {
+      const tries = (this.#retries.get(key) ?? 0) + 1;
+      this.#retries.set(key, tries);
+      const delay = Math.min(MAX_RETRY_DELAY_MS, 1_000 * 2 ** (tries - 1));
+      await db
+        .update(batchRequests)
+        .set({ status: "pending", claimedAt: new Date(this.#options.now() + delay) })
+        .where(and(where, eq(batchRequests.status, "running")));
+      return;
+    }
+    this.#retries.delete(key);
+    await db.update(batchRequests).set({ status: "done", statusCode, response, requestId }).where(where);
+  }
+
+  /** Ends every batch with no line left to run: its output and error files, its counts, its status. */
+  async #finishEnded(): Promise<void> {
+    const { db } = this.#options;
+    const unfinished = db
+      .select({ line: batchRequests.line })
+      .from(batchRequests)
+      .where(
+        and(eq(batchRequests.batchId, batches.id), inArray(batchRequests.status, ["pending", "running"])),
+      );
+    const open = await db
+      .select({ id: batches.id })
+      .from(batches)
+      .where(and(inArray(batches.status, ["in_progress", "cancelling"]), notExists(unfinished)));
+    for (const { id } of open) await this.#finish(id);
+  }
+
+  async #finish(id: string): Promise<void> {
+    const { db, newId } = this.#options;
+    await db.transaction(async (tx) => {
+      const [batch] = await tx
+        .select()
+        .from(batches)
+        .where(and(eq(batches.id, id), inArray(batches.status, ["in_progress", "cancelling"])))
+        .for("update", { skipLocked: true });
+      if (!batch) return;
+      const [left] = await tx
+        .select({ line: batchRequests.line })
+        .from(batchRequests)
+        .where(and(eq(batchRequests.batchId, id), inArray(batchRequests.status, ["pending", "running"])))
+        .limit(1);
+      if (left) return;
+      const lines = await tx
+        .select()
+        .from(batchRequests)
+        .where(eq(batchRequests.batchId, id))
+        .orderBy(asc(batchRequests.line));
+      const outputs: BatchOutputLine[] = [];
+      const errors: BatchOutputLine[] = [];
+      for (const row of lines) {
+        const id = `batch_req_${batch.id.slice("batch_".length)}_${row.line}`;
+        if (row.status === "done") {
+          const line: BatchOutputLine = {
+            id,
+            custom_id: row.customId,
+            response: { status_code: row.statusCode!, request_id: row.requestId ?? "", body: row.response },
+            error: null,
+          };
+          (row.statusCode === 200 ? outputs : errors).push(line);
+        } else {
+          const code = row.status === "expired" ? "batch_expired" : "batch_cancelled";
+          const message =
+            row.status === "expired"
+              ? "This request could not be run within the batch's 24h completion window."
+              : "The batch was cancelled before this request ran.";
+          errors.push({ id, custom_id: row.customId, response: null, error: { code, message } });
+        }
+      }
+      const now = new Date(this.#options.now());
+      const write = async (rows: BatchOutputLine[], name: string) =>
+        rows.length === 0
+          ? null
+          : (
+              await saveFile(tx, {
+                id: `file-${newId()}`,
+                orgId: batch.orgId,
+                purpose: "batch_output",
+                filename: `${batch.id}_${name}.jsonl`,
+                content: `${rows.map((row) => JSON.stringify(row)).join("\n")}\n`,
+                createdAt: now,
+              })
+            ).id;
+      const status =
+        batch.status === "cancelling"
+          ? "cancelled"
+          : lines.some((row) => row.status === "expired")
+            ? "expired"
+            : "completed";
+      await tx
+        .update(batches)
+        .set({
+          status,
+          outputFileId: await write(outputs, "output"),
+          errorFileId: await write(errors, "error"),
+          completedCount: outputs.length,
+          failedCount: errors.length,
+          finalizingAt: now,
+          endedAt: now,
+        })
+        .where(eq(batches.id, id));
+      this.#options.log.info(
+        { batch: batch.id, status, completed: outputs.length, failed: errors.length },
+        "batch ended",
+      );
+    });
+  }
+}

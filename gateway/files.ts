@@ -1,0 +1,114 @@
+// The Files API's files: rows of the gateway's database (schema/db.ts files), scoped to their org, holding
+// the whole text, so every gateway — on Node or on Workers — serves them. Functions of the request's
+// database handle, as the Workers entry opens one per request.
+import { and, desc, eq, lt, or } from "drizzle-orm";
+import type { Db } from "../db/open.ts";
+import type { FileObject, ListPage } from "../schema/batch-api.ts";
+import { type FileRow, files } from "../schema/db.ts";
+import { ApiError, invalidRequest } from "./errors.ts";
+
+/** Largest file accepted by default (OpenAI takes up to 200 MB for a batch; a file is one database row). */
+export const DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024;
+
+export function fileObject(
+  row: Pick<FileRow, "id" | "bytes" | "createdAt" | "filename" | "purpose">,
+): FileObject {
+  return {
+    id: row.id,
+    object: "file",
+    bytes: row.bytes,
+    created_at: Math.floor(row.createdAt.getTime() / 1000),
+    expires_at: null,
+    filename: row.filename,
+    purpose: row.purpose,
+    status: "processed",
+    status_details: null,
+  };
+}
+
+export function fileNotFound(id: string): ApiError {
+  return new ApiError(
+    404,
+    "invalid_request_error",
+    `No such File object: ${id}`,
+    "file_not_found",
+    "file_id",
+  );
+}
+
+export interface NewFile {
+  id: string;
+  orgId: string;
+  purpose: string;
+  filename: string;
+  content: string;
+  createdAt: Date;
+}
+
+/** Stores a file; `db` may be a transaction's handle. */
+export async function saveFile(db: Pick<Db, "insert">, file: NewFile): Promise<FileObject> {
+  const bytes = new TextEncoder().encode(file.content).length;
+  await db.insert(files).values({ ...file, bytes });
+  return fileObject({ ...file, bytes });
+}
+
+/** The org's file with this id, content included; null when there is none (or it is another org's). */
+export async function loadFile(db: Db, orgId: string, id: string): Promise<FileRow | null> {
+  const [row] = await db
+    .select()
+    .from(files)
+    .where(and(eq(files.orgId, orgId), eq(files.id, id)));
+  return row ?? null;
+}
+
+/** False when the org has no file with this id. */
+export async function dropFile(db: Db, orgId: string, id: string): Promise<boolean> {
+  const deleted = await db
+    .delete(files)
+    .where(and(eq(files.orgId, orgId), eq(files.id, id)))
+    .returning({ id: files.id });
+  return deleted.length > 0;
+}
+
+/** A page of the org's files, newest first, after the file `after` when given, of one purpose if given. */
+export async function listFiles(
+  db: Db,
+  orgId: string,
+  options: { limit: number; after: string | null; purpose: string | null },
+): Promise<ListPage<FileObject>> {
+  const conditions = [eq(files.orgId, orgId)];
+  if (options.purpose) conditions.push(eq(files.purpose, options.purpose));
+  if (options.after) {
+    const [cursor] = await db
+      .select({ createdAt: files.createdAt })
+      .from(files)
+      .where(and(eq(files.orgId, orgId), eq(files.id, options.after)));
+    if (!cursor) throw invalidRequest(`No such File object: ${options.after}`, "after");
+    conditions.push(
+      or(
+        lt(files.createdAt, cursor.createdAt),
+        and(eq(files.createdAt, cursor.createdAt), lt(files.id, options.after)),
+      )!,
+    );
+  }
+  const rows = await db
+    .select({
+      id: files.id,
+      bytes: files.bytes,
+      createdAt: files.createdAt,
+      filename: files.filename,
+      purpose: files.purpose,
+    })
+    .from(files)
+    .where(and(...conditions))
+    .orderBy(desc(files.createdAt), desc(files.id))
+    .limit(options.limit + 1);
+  const data = rows.slice(0, options.limit).map(fileObject);
+  return {
+    object: "list",
+    data,
+    first_id: data[0]?.id ?? null,
+    last_id: data.at(-1)?.id ?? null,
+    has_more: rows.length > options.limit,
+  };
+}

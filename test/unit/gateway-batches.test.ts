@@ -1,0 +1,303 @@
+// The Files and Batch APIs through the official `openai` client against the gateway over HTTP (in-process
+// bus, scripted worker), with a batch runner on the same app: files uploaded, listed, read and deleted; a
+// batch of mixed-adapter lines run and written back line by line in input order, a bad request among them
+// in the error file; bad input files refused whole naming the line; cancel, expiry, a revoked key, and a
+// line left running by a runner that died taken again; every batch and file visible to its org only.
+import { eq } from "drizzle-orm";
+import OpenAI, { toFile } from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createApiKey } from "../../gateway/api-keys.ts";
+import { BatchRunner } from "../../gateway/batch-runner.ts";
+import { type ServedApp, serveApp } from "../../gateway/node.ts";
+import { apiKeys, batchRequests } from "../../schema/db.ts";
+import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
+import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+
+let h: GatewayHarness;
+let worker: FakeWorker;
+let served: ServedApp;
+let client: OpenAI;
+let otherClient: OpenAI;
+/** The runners' clock: tests move it past leases and completion windows. */
+let clock = Date.now();
+
+beforeAll(async () => {
+  h = await createGatewayHarness({ limits: { maxFileBytes: 4096 } });
+  worker = await FakeWorker.start(h.workerBus, { base: BASE });
+  await h.addAdapter({ name: "a1" });
+  await h.addAdapter({ name: "a2" });
+  served = await serveApp(h.app, 0, "127.0.0.1");
+  client = new OpenAI({ apiKey: h.keys.acme, baseURL: `${served.url}/v1`, maxRetries: 0 });
+  otherClient = new OpenAI({ apiKey: h.keys.other, baseURL: `${served.url}/v1`, maxRetries: 0 });
+});
+afterAll(async () => {
+  await served.close();
+  await worker.stop();
+  await h.close();
+});
+
+function runner(id = "runner-a"): BatchRunner {
+  return new BatchRunner({
+    app: h.app,
+    db: h.db,
+    log: h.deps.log,
+    concurrency: 3,
+    leaseMs: 60_000,
+    newId: h.deps.newRequestId,
+    runnerId: id,
+    now: () => clock,
+  });
+}
+
+const chatLine = (customId: string, model: string, maxTokens = 4) =>
+  JSON.stringify({
+    custom_id: customId,
+    method: "POST",
+    url: "/v1/chat/completions",
+    body: { model, messages: [{ role: "user", content: `Hello ${customId}` }], max_tokens: maxTokens },
+  });
+
+async function upload(lines: string[], oc = client) {
+  return oc.files.create({
+    file: await toFile(Buffer.from(`${lines.join("\n")}\n`), "in.jsonl"),
+    purpose: "batch",
+  });
+}
+
+/** A file's lines, parsed. */
+async function linesOf(fileId: string): Promise<Record<string, unknown>[]> {
+  const text = await (await client.files.content(fileId)).text();
+  return text
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+describe("the Files API", () => {
+  it("uploads, lists, reads back and deletes a file of the caller's org only", async () => {
+    const file = await upload([chatLine("x", BASE)]);
+    expect(file).toMatchObject({
+      object: "file",
+      purpose: "batch",
+      filename: "in.jsonl",
+      status: "processed",
+    });
+    expect(file.id).toMatch(/^file-/);
+    expect(file.bytes).toBe(Buffer.byteLength(`${chatLine("x", BASE)}\n`));
+    expect((await client.files.retrieve(file.id)).id).toBe(file.id);
+    expect(await (await client.files.content(file.id)).text()).toBe(`${chatLine("x", BASE)}\n`);
+    const listed = await client.files.list({ purpose: "batch" });
+    expect(listed.data.map((f) => f.id)).toContain(file.id);
+    await expect(otherClient.files.retrieve(file.id)).rejects.toMatchObject({
+      status: 404,
+      code: "file_not_found",
+    });
+    expect((await otherClient.files.list()).data.map((f) => f.id)).not.toContain(file.id);
+    expect(await client.files.delete(file.id)).toEqual({ id: file.id, object: "file", deleted: true });
+    await expect(client.files.retrieve(file.id)).rejects.toMatchObject({ status: 404 });
+  });
+
+  it("refuses another purpose, a file past the limit and a file that is not text", async () => {
+    await expect(
+      client.files.create({ file: await toFile(Buffer.from("{}\n"), "a.jsonl"), purpose: "fine-tune" }),
+    ).rejects.toMatchObject({ status: 400, param: "purpose" });
+    await expect(
+      client.files.create({ file: await toFile(Buffer.alloc(5000, 0x61), "big.jsonl"), purpose: "batch" }),
+    ).rejects.toMatchObject({ status: 413 });
+    await expect(
+      client.files.create({
+        file: await toFile(Buffer.from([0xff, 0xfe, 0x00]), "b.jsonl"),
+        purpose: "batch",
+      }),
+    ).rejects.toMatchObject({ status: 400, param: "file" });
+  });
+});
+
+describe("the Batch API", () => {
+  it("runs every line as its request, mixed adapters together, and writes the answers back in input order", async () => {
+    const file = await upload([
+      chatLine("first", `${BASE}:acme/a1`, 3),
+      chatLine("second", `${BASE}:acme/a2`, 5),
+      chatLine("bad-model", `${BASE}:acme/missing`),
+      chatLine("fourth", BASE, 2),
+    ]);
+    const batch = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+      metadata: { job: "nightly" },
+    });
+    expect(batch).toMatchObject({
+      object: "batch",
+      status: "in_progress",
+      request_counts: { total: 4, completed: 0, failed: 0 },
+      metadata: { job: "nightly" },
+      output_file_id: null,
+    });
+    expect(batch.expires_at! - batch.created_at).toBe(24 * 3600);
+    await runner().drain();
+
+    const done = await client.batches.retrieve(batch.id);
+    expect(done.status).toBe("completed");
+    expect(done.request_counts).toEqual({ total: 4, completed: 3, failed: 1 });
+    expect(done.completed_at).not.toBeNull();
+    const outputs = await linesOf(done.output_file_id!);
+    expect(outputs.map((l) => l.custom_id)).toEqual(["first", "second", "fourth"]);
+    const [first, second] = outputs as {
+      response: { status_code: number; request_id: string; body: OpenAI.ChatCompletion };
+    }[];
+    expect(first!.response.status_code).toBe(200);
+    expect(first!.response.body.choices[0]?.message.content).toBe(fakeReplyText(3));
+    expect(second!.response.body.choices[0]?.message.content).toBe(fakeReplyText(5));
+    // Each line reached the worker as its own request on its own adapter, billed under its request id.
+    const sent = worker.received.find((r) => r.id === first!.response.request_id);
+    expect(sent?.adapter?.name).toBe("acme/a1");
+    expect(worker.received.find((r) => r.id === second!.response.request_id)?.adapter?.name).toBe("acme/a2");
+    const errors = await linesOf(done.error_file_id!);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatchObject({
+      custom_id: "bad-model",
+      response: { status_code: 404, body: { error: { code: "model_not_found" } } },
+    });
+    // The output file is the org's, and the batch is listed.
+    expect((await client.files.retrieve(done.output_file_id!)).purpose).toBe("batch_output");
+    expect((await client.batches.list()).data.map((b) => b.id)).toContain(batch.id);
+    await expect(otherClient.batches.retrieve(batch.id)).rejects.toMatchObject({ status: 404 });
+    await expect(otherClient.files.content(done.output_file_id!)).rejects.toMatchObject({ status: 404 });
+  });
+
+  it("refuses an input file with a bad line whole, naming the line, and starts nothing", async () => {
+    const before = (await client.batches.list()).data.length;
+    for (const [lines, message] of [
+      [[chatLine("a", BASE), "not json"], "Line 2 of the input file: not valid JSON."],
+      [
+        [chatLine("a", BASE), chatLine("a", BASE)],
+        'Line 2 of the input file: custom_id "a" is used by an earlier line.',
+      ],
+      [
+        [chatLine("a", BASE).replace("/v1/chat/completions", "/v1/completions")],
+        "is not the batch's endpoint",
+      ],
+      [
+        [chatLine("a", BASE).replace('"max_tokens":4', '"max_tokens":4,"stream":true')],
+        "body.stream cannot be true",
+      ],
+      [
+        [JSON.stringify({ custom_id: "a", method: "GET", url: "/v1/chat/completions", body: {} })],
+        "Line 1 of the input file: method",
+      ],
+    ] as const) {
+      const file = await upload([...lines]);
+      await expect(
+        client.batches.create({
+          input_file_id: file.id,
+          endpoint: "/v1/chat/completions",
+          completion_window: "24h",
+        }),
+      ).rejects.toMatchObject({
+        status: 400,
+        param: "input_file_id",
+        message: expect.stringContaining(message),
+      });
+    }
+    await expect(
+      client.batches.create({
+        input_file_id: "file-nope",
+        endpoint: "/v1/chat/completions",
+        completion_window: "24h",
+      }),
+    ).rejects.toMatchObject({ status: 404, code: "file_not_found" });
+    const theirs = await upload([chatLine("a", BASE)], otherClient);
+    await expect(
+      client.batches.create({
+        input_file_id: theirs.id,
+        endpoint: "/v1/chat/completions",
+        completion_window: "24h",
+      }),
+    ).rejects.toMatchObject({ status: 404 });
+    expect((await client.batches.list()).data.length).toBe(before);
+  });
+
+  it("cancels: lines not started never run, and every line is in one of the two files", async () => {
+    const file = await upload([chatLine("c1", BASE), chatLine("c2", BASE)]);
+    const batch = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    });
+    const received = worker.received.length;
+    expect((await client.batches.cancel(batch.id)).status).toBe("cancelling");
+    await runner().drain();
+    const ended = await client.batches.retrieve(batch.id);
+    expect(ended.status).toBe("cancelled");
+    expect(ended.cancelled_at).not.toBeNull();
+    expect(ended.output_file_id).toBeNull();
+    expect(ended.request_counts).toEqual({ total: 2, completed: 0, failed: 2 });
+    expect((await linesOf(ended.error_file_id!)).map((l) => (l.error as { code: string }).code)).toEqual([
+      "batch_cancelled",
+      "batch_cancelled",
+    ]);
+    expect(worker.received.length).toBe(received);
+    await expect(client.batches.cancel(batch.id)).rejects.toMatchObject({ status: 409 });
+  });
+
+  it("expires the lines a batch did not run within its 24 hours", async () => {
+    const file = await upload([chatLine("late", BASE)]);
+    const batch = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    });
+    clock += 25 * 3600_000;
+    try {
+      await runner().drain();
+    } finally {
+      clock -= 25 * 3600_000;
+    }
+    const ended = await client.batches.retrieve(batch.id);
+    expect(ended.status).toBe("expired");
+    expect(await linesOf(ended.error_file_id!)).toMatchObject([
+      { custom_id: "late", response: null, error: { code: "batch_expired" } },
+    ]);
+  });
+
+  it("takes again a line left running by a runner that died, once its lease is over", async () => {
+    const file = await upload([chatLine("orphan", BASE, 2)]);
+    const batch = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    });
+    await h.db
+      .update(batchRequests)
+      .set({ status: "running", claimedBy: "dead-runner", claimedAt: new Date(clock) })
+      .where(eq(batchRequests.batchId, batch.id));
+    // Within the lease the line is the dead runner's: nothing runs.
+    await runner("runner-b").drain();
+    expect((await client.batches.retrieve(batch.id)).status).toBe("in_progress");
+    clock += 61_000;
+    await runner("runner-b").drain();
+    const ended = await client.batches.retrieve(batch.id);
+    expect(ended.status).toBe("completed");
+    const [line] = await linesOf(ended.output_file_id!);
+    expect(line).toMatchObject({ custom_id: "orphan", response: { status_code: 200 } });
+  });
+
+  it("fails the lines of a batch whose key was revoked, without running them", async () => {
+    const created = await createApiKey(h.db, { orgId: "acme", name: "short-lived" });
+    const shortLived = new OpenAI({ apiKey: created.key, baseURL: `${served.url}/v1`, maxRetries: 0 });
+    const file = await upload([chatLine("r1", BASE)], shortLived);
+    const batch = await shortLived.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    });
+    await h.db.update(apiKeys).set({ revokedAt: new Date() }).where(eq(apiKeys.id, created.record.id));
+    await runner().drain();
+    const ended = await client.batches.retrieve(batch.id);
+    expect(ended.request_counts).toEqual({ total: 1, completed: 0, failed: 1 });
+    expect(await linesOf(ended.error_file_id!)).toMatchObject([
+      { custom_id: "r1", response: { status_code: 401, body: { error: { code: "invalid_api_key" } } } },
+    ]);
+  });
+});
