@@ -31,8 +31,16 @@ export interface BatchRunnerOptions {
   now?: () => number;
 }
 
-/** HTTP statuses after which a line is tried again later rather than failed: nothing ran. */
-const TRANSIENT = new Set([429, 500, 502, 503]);
+/**
+ * Whether a line's answer says to try it again later rather than fail it: nothing ran, and waiting can
+ * help (a rate limit, no worker yet, the bus or database out of reach). A spent monthly quota cannot.
+ */
+function transient(statusCode: number, response: unknown): boolean {
+  if (statusCode === 429) {
+    return (response as { error?: { code?: string } } | null)?.error?.code !== "insufficient_quota";
+  }
+  return statusCode === 500 || statusCode === 502 || statusCode === 503;
+}
 const MAX_RETRY_DELAY_MS = 60_000;
 
 interface Claimed {
@@ -234,7 +242,7 @@ export class BatchRunner {
       eq(batchRequests.line, line),
       eq(batchRequests.claimedBy, this.#options.runnerId),
     );
-    if (TRANSIENT.has(statusCode)) {
+    if (transient(statusCode, response)) {
       const tries = (this.#retries.get(key) ?? 0) + 1;
       this.#retries.set(key, tries);
       const delay = Math.min(MAX_RETRY_DELAY_MS, 1_000 * 2 ** (tries - 1));

@@ -7,7 +7,7 @@ import { eq } from "drizzle-orm";
 import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApiKey } from "../../gateway/api-keys.ts";
-import { BatchRunner } from "../../gateway/batch-runner.ts";
+import { BatchRunner, type BatchRunnerOptions } from "../../gateway/batch-runner.ts";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
 import { apiKeys, batchRequests } from "../../schema/db.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
@@ -36,9 +36,9 @@ afterAll(async () => {
   await h.close();
 });
 
-function runner(id = "runner-a"): BatchRunner {
+function runner(id = "runner-a", app: BatchRunnerOptions["app"] = h.app): BatchRunner {
   return new BatchRunner({
-    app: h.app,
+    app,
     db: h.db,
     log: h.deps.log,
     concurrency: 3,
@@ -299,5 +299,31 @@ describe("the Batch API", () => {
     expect(await linesOf(ended.error_file_id!)).toMatchObject([
       { custom_id: "r1", response: { status_code: 401, body: { error: { code: "invalid_api_key" } } } },
     ]);
+  });
+
+  it("puts a line back after a transient refusal and runs it once its delay is over", async () => {
+    const file = await upload([chatLine("retry", BASE, 2)]);
+    const batch = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    });
+    let refusals = 1;
+    const flaky: BatchRunnerOptions["app"] = {
+      fetch: (request, env) =>
+        refusals-- > 0
+          ? Response.json(
+              { error: { message: "no worker", type: "server_error", code: "no_worker" } },
+              { status: 503 },
+            )
+          : h.app.fetch(request, env),
+    };
+    await runner("runner-c", flaky).drain();
+    expect((await client.batches.retrieve(batch.id)).status).toBe("in_progress");
+    clock += 1_500;
+    await runner("runner-c", flaky).drain();
+    const ended = await client.batches.retrieve(batch.id);
+    expect(ended.status).toBe("completed");
+    expect(ended.request_counts).toEqual({ total: 1, completed: 1, failed: 0 });
   });
 });
