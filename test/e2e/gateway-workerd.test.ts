@@ -10,13 +10,16 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Miniflare } from "miniflare";
-import OpenAI from "openai";
+import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { connectJetStreamBus } from "../../bus/jetstream.ts";
 import { migrate } from "../../db/migrate.ts";
 import { openDb } from "../../db/open.ts";
 import { archiveStream } from "../../gateway/adapter-archive.ts";
 import { createApiKey, ensureOrg } from "../../gateway/api-keys.ts";
 import { loadBaseModel } from "../../gateway/base-loader.ts";
+import { BatchRunner } from "../../gateway/batch-runner.ts";
+import { createNodeApp, loadBaseCatalog } from "../../gateway/node.ts";
 import type { R2BucketBinding } from "../../gateway/r2-blob-store.ts";
 import { AdapterObject } from "../../schema/adapter-api.ts";
 import { KeyCreated } from "../../schema/key-api.ts";
@@ -69,6 +72,7 @@ describe("the gateway in workerd", () => {
   let key: string;
   let adminKey: string;
   let modelDir: string;
+  let databaseUrl: string | undefined;
   /** The worker's --blobs folder. */
   let workerBlobs: string;
   /** An http origin holding PEFT folders, under a prefix the Worker registers as a source and one it does not. */
@@ -83,7 +87,7 @@ describe("the gateway in workerd", () => {
     modelDir = initTinyModel(join(root, "model"), tiny).dir;
     workerBlobs = join(root, "worker-blobs");
 
-    let databaseUrl = postgresUrl;
+    databaseUrl = postgresUrl;
     if (!databaseUrl) {
       pg = await createPrivatePostgres(bin!);
       pg.start();
@@ -224,6 +228,56 @@ describe("the gateway in workerd", () => {
       max_output_tokens: 2,
     });
     expect(next.usage?.input_tokens).toBeGreaterThan(last.response.usage!.input_tokens + 5);
+  });
+
+  it("takes a batch's file and the batch in the isolate; a Node gateway's runner runs its lines", async () => {
+    const line = JSON.stringify({
+      custom_id: "edge-1",
+      method: "POST",
+      url: "/v1/chat/completions",
+      body: { model: BASE, messages: [{ role: "user", content: "Hi" }], max_tokens: 3 },
+    });
+    const file = await client.files.create({
+      file: await toFile(Buffer.from(`${line}\n`), "edge.jsonl"),
+      purpose: "batch",
+    });
+    const batch = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    });
+    expect(batch.status).toBe("in_progress");
+    // A Node gateway on the same database and NATS (its TCP port) runs the line.
+    const db = await openDb(databaseUrl!);
+    const bus = await connectJetStreamBus({ servers: nats!.url, namespace });
+    try {
+      const { app, deps } = createNodeApp({
+        db,
+        bus,
+        bases: await loadBaseCatalog(db, [{ name: BASE, dir: modelDir }]),
+      });
+      const runner = new BatchRunner({
+        app,
+        db,
+        log: deps.log,
+        concurrency: 2,
+        leaseMs: 60_000,
+        newId: deps.newRequestId,
+        runnerId: "node-runner",
+      });
+      await runner.drain();
+    } finally {
+      await bus.close();
+      await db.close();
+    }
+    const ended = await client.batches.retrieve(batch.id);
+    expect(ended.status).toBe("completed");
+    const output = JSON.parse(await (await client.files.content(ended.output_file_id!)).text()) as {
+      custom_id: string;
+      response: { status_code: number; body: OpenAI.ChatCompletion };
+    };
+    expect(output.custom_id).toBe("edge-1");
+    expect(output.response.body.usage?.completion_tokens).toBe(3);
   });
 
   it("refuses a wrong key with 401", async () => {
