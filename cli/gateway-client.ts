@@ -55,13 +55,13 @@ function connection(flags: GatewayFlags): { url: string; key: string } {
   return { url, key };
 }
 
-/** Calls the gateway with the command's key: the API's JSON, or a GatewayError with the API's message. */
-export async function callGateway(
+/** Calls the gateway with the command's key: the answer's text, or a GatewayError with the API's message. */
+export async function callGatewayText(
   flags: GatewayFlags,
   method: string,
   path: string,
-  init: { body?: string | ReadableStream<Uint8Array>; headers?: Record<string, string> } = {},
-): Promise<unknown> {
+  init: { body?: string | ReadableStream<Uint8Array> | FormData; headers?: Record<string, string> } = {},
+): Promise<string> {
   const { url, key } = connection(flags);
   let response: Response;
   try {
@@ -75,20 +75,34 @@ export async function callGateway(
     throw new CliError(`cannot reach the gateway at ${url}: ${cause?.message ?? (error as Error).message}`);
   }
   const text = await response.text();
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
   if (!response.ok) {
-    const message = (json as { error?: { message?: string } } | undefined)?.error?.message;
+    let message: string | undefined;
+    try {
+      message = (JSON.parse(text) as { error?: { message?: string } }).error?.message;
+    } catch {
+      message = undefined;
+    }
     throw new GatewayError(
       message ?? `${method} ${path}: HTTP ${response.status} ${text.slice(0, 200)}`,
       response.status,
     );
   }
-  return json;
+  return text;
+}
+
+/** Calls the gateway with the command's key: the API's JSON, or a GatewayError with the API's message. */
+export async function callGateway(
+  flags: GatewayFlags,
+  method: string,
+  path: string,
+  init: { body?: string | ReadableStream<Uint8Array> | FormData; headers?: Record<string, string> } = {},
+): Promise<unknown> {
+  const text = await callGatewayText(flags, method, path, init);
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /** A JSON body for callGateway. */

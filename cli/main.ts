@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { registerAdapters } from "./commands/adapters.ts";
 import { registerBases } from "./commands/bases.ts";
+import { registerBatches } from "./commands/batches.ts";
 import { registerBench } from "./commands/bench.ts";
 import { registerDev } from "./commands/dev.ts";
 import { registerGateway } from "./commands/gateway.ts";
@@ -29,6 +30,7 @@ for (const register of [
   registerModel,
   registerGenerate,
   registerAdapters,
+  registerBatches,
   registerKeys,
   registerQuota,
   registerBases,

@@ -1,0 +1,142 @@
+// `luminet batches` against a gateway served over HTTP (PGlite, the in-process bus, a scripted worker) with
+// a batch runner on it: create --wait uploads the file, follows the batch and saves both files; list, get,
+// results and cancel as a user types them; a bad file and a cancel of an ended batch exit 1 with the API's
+// message.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { registerBatches } from "../../cli/commands/batches.ts";
+import { BatchRunner } from "../../gateway/batch-runner.ts";
+import { type ServedApp, serveApp } from "../../gateway/node.ts";
+import type { BatchObject } from "../../schema/batch-api.ts";
+import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
+import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { type CommandRun, luminetInProcess, spawnLuminet } from "../support/luminet-command.ts";
+
+let h: GatewayHarness;
+let worker: FakeWorker;
+let served: ServedApp;
+let runner: BatchRunner;
+let root: string;
+
+beforeAll(async () => {
+  h = await createGatewayHarness();
+  worker = await FakeWorker.start(h.workerBus, { base: BASE });
+  served = await serveApp(h.app, 0, "127.0.0.1");
+  runner = new BatchRunner({
+    app: h.app,
+    db: h.db,
+    log: h.deps.log,
+    concurrency: 2,
+    leaseMs: 60_000,
+    pollMs: 50,
+    newId: h.deps.newRequestId,
+    runnerId: "cli-test",
+  });
+  runner.start();
+  root = mkdtempSync(join(tmpdir(), "luminet-batches-cli-"));
+});
+afterAll(async () => {
+  await runner.stop();
+  await served.close();
+  await worker.stop();
+  await h.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+function luminet(args: string[], spawn = false): Promise<CommandRun> {
+  const command = ["batches", ...args, "--gateway", served.url];
+  const env = { LUMINET_API_KEY: h.keys.acme, LUMINET_GATEWAY: "" };
+  return spawn ? spawnLuminet(command, env) : luminetInProcess(registerBatches, command, env);
+}
+
+function inputFile(name: string, lines: unknown[]): string {
+  const path = join(root, name);
+  writeFileSync(path, `${lines.map((line) => JSON.stringify(line)).join("\n")}\n`);
+  return path;
+}
+
+const line = (customId: string, model: string, maxTokens: number) => ({
+  custom_id: customId,
+  method: "POST",
+  url: "/v1/chat/completions",
+  body: { model, messages: [{ role: "user", content: customId }], max_tokens: maxTokens },
+});
+
+describe("luminet batches", () => {
+  it("create --wait uploads, follows the batch to its end and saves its output and error files", async () => {
+    const file = inputFile("night.jsonl", [
+      line("a", BASE, 3),
+      line("b", `${BASE}:acme/none`, 2),
+      line("c", BASE, 5),
+    ]);
+    const output = join(root, "out.jsonl");
+    const errors = join(root, "err.jsonl");
+    const run = await luminet(
+      [
+        "create",
+        "--file",
+        file,
+        "--wait",
+        "--poll-seconds",
+        "0.1",
+        "--output",
+        output,
+        "--errors",
+        errors,
+        "--metadata",
+        "job=night",
+      ],
+      true,
+    );
+    expect(run.stderr).toMatch(/uploaded file-\S+ \(\d+ bytes\); created batch_\S+/);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^batch_\S+ completed: 2 of 3 answered, 1 failed\n$/);
+    const answers = readFileSync(output, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(answers.map((a) => a.custom_id)).toEqual(["a", "c"]);
+    expect(answers[1].response.body.choices[0].message.content).toBe(fakeReplyText(5));
+    const failed = readFileSync(errors, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(failed).toMatchObject([{ custom_id: "b", response: { status_code: 404 } }]);
+
+    const id = run.stdout.split(" ")[0]!;
+    const got = await luminet(["get", id, "--json"]);
+    expect((JSON.parse(got.stdout) as BatchObject).metadata).toEqual({ job: "night" });
+    const listed = await luminet(["list"]);
+    expect(listed.stdout).toContain(id);
+    expect(listed.stdout).toMatch(/ID\s+STATUS\s+ENDPOINT\s+ANSWERED\s+FAILED\s+CREATED/);
+    const again = join(root, "again.jsonl");
+    const saved = await luminet([
+      "results",
+      id,
+      "--output",
+      again,
+      "--errors",
+      join(root, "again-err.jsonl"),
+    ]);
+    expect(saved.code).toBe(0);
+    expect(readFileSync(again, "utf8")).toBe(readFileSync(output, "utf8"));
+    const cancel = await luminet(["cancel", id]);
+    expect(cancel.code).toBe(1);
+    expect(cancel.stderr).toContain("Cannot cancel a batch with status completed.");
+  });
+
+  it("refuses a file with a bad line, naming it, an unknown endpoint and a missing file", async () => {
+    const bad = inputFile("bad.jsonl", [line("a", BASE, 2), line("a", BASE, 2)]);
+    const run = await luminet(["create", "--file", bad]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('Line 2 of the input file: custom_id "a" is used by an earlier line.');
+    const endpoint = await luminet(["create", "--file", bad, "--endpoint", "/v1/embeddings"]);
+    expect(endpoint.code).toBe(1);
+    expect(endpoint.stderr).toContain("--endpoint /v1/embeddings: expected one of");
+    const missing = await luminet(["create", "--file", join(root, "nope.jsonl")]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain("--file");
+  });
+});
