@@ -2,7 +2,7 @@
 // line is refused whole, naming the line, so a batch never starts half-valid), kept as a row per batch and
 // a row per line (schema/db.ts batches, batch_requests) that the batch runner (batch-runner.ts) claims,
 // runs and finishes. Functions of the request's database handle, as the Workers entry opens one per request.
-import { and, count, desc, eq, inArray, lt, or } from "drizzle-orm";
+import { and, count, desc, eq, inArray } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import {
   type BatchCreateRequest,
@@ -15,6 +15,7 @@ import {
 import { type BatchRow, batches, batchRequests } from "../schema/db.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 import { fileNotFound, loadFile } from "./files.ts";
+import { after, listPage } from "./list-page.ts";
 
 /** Most lines one batch may hold (OpenAI's limit). */
 export const MAX_BATCH_LINES = 50_000;
@@ -209,12 +210,7 @@ export async function listBatches(
       .from(batches)
       .where(and(eq(batches.orgId, orgId), eq(batches.id, options.after)));
     if (!cursor) throw invalidRequest(`No such batch: ${options.after}`, "after");
-    conditions.push(
-      or(
-        lt(batches.createdAt, cursor.createdAt),
-        and(eq(batches.createdAt, cursor.createdAt), lt(batches.id, options.after)),
-      )!,
-    );
+    conditions.push(after(batches.createdAt, batches.id, { createdAt: cursor.createdAt, id: options.after }));
   }
   const rows = await db
     .select()
@@ -222,16 +218,11 @@ export async function listBatches(
     .where(and(...conditions))
     .orderBy(desc(batches.createdAt), desc(batches.id))
     .limit(options.limit + 1);
-  const page = rows.slice(0, options.limit);
-  const counts = await countsOf(db, page);
-  const data = page.map((row) => batchObject(row, counts.get(row.id)!));
-  return {
-    object: "list",
-    data,
-    first_id: data[0]?.id ?? null,
-    last_id: data.at(-1)?.id ?? null,
-    has_more: rows.length > options.limit,
-  };
+  const counts = await countsOf(db, rows.slice(0, options.limit));
+  return listPage(
+    rows.map((row) => batchObject(row, counts.get(row.id) ?? { total: 0, completed: 0, failed: 0 })),
+    options.limit,
+  );
 }
 
 /**

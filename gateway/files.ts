@@ -1,11 +1,12 @@
 // The Files API's files: rows of the gateway's database (schema/db.ts files), scoped to their org, holding
 // the whole text, so every gateway — on Node or on Workers — serves them. Functions of the request's
 // database handle, as the Workers entry opens one per request.
-import { and, desc, eq, lt, or } from "drizzle-orm";
+import { and, desc, eq } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import type { FileObject, ListPage } from "../schema/batch-api.ts";
 import { type FileRow, files } from "../schema/db.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
+import { after, listPage } from "./list-page.ts";
 
 /** Largest file accepted by default (OpenAI takes up to 200 MB for a batch; a file is one database row). */
 export const DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024;
@@ -84,12 +85,7 @@ export async function listFiles(
       .from(files)
       .where(and(eq(files.orgId, orgId), eq(files.id, options.after)));
     if (!cursor) throw invalidRequest(`No such File object: ${options.after}`, "after");
-    conditions.push(
-      or(
-        lt(files.createdAt, cursor.createdAt),
-        and(eq(files.createdAt, cursor.createdAt), lt(files.id, options.after)),
-      )!,
-    );
+    conditions.push(after(files.createdAt, files.id, { createdAt: cursor.createdAt, id: options.after }));
   }
   const rows = await db
     .select({
@@ -103,12 +99,5 @@ export async function listFiles(
     .where(and(...conditions))
     .orderBy(desc(files.createdAt), desc(files.id))
     .limit(options.limit + 1);
-  const data = rows.slice(0, options.limit).map(fileObject);
-  return {
-    object: "list",
-    data,
-    first_id: data[0]?.id ?? null,
-    last_id: data.at(-1)?.id ?? null,
-    has_more: rows.length > options.limit,
-  };
+  return listPage(rows.map(fileObject), options.limit);
 }

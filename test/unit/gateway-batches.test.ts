@@ -97,6 +97,22 @@ describe("the Files API", () => {
     await expect(client.files.retrieve(file.id)).rejects.toMatchObject({ status: 404 });
   });
 
+  it("pages the list newest first, as the SDK's pager follows it", async () => {
+    const uploaded = [];
+    for (const name of ["p1", "p2", "p3"])
+      uploaded.push((await upload([chatLine(name, BASE)], otherClient)).id);
+    const first = await otherClient.files.list({ limit: 2 });
+    expect(first.data.map((f) => f.id)).toEqual([uploaded[2], uploaded[1]]);
+    expect(first.has_more).toBe(true);
+    const next = await first.getNextPage();
+    expect(next.data.map((f) => f.id)).toContain(uploaded[0]);
+    expect(next.data.map((f) => f.id)).not.toContain(uploaded[1]);
+    await expect(otherClient.files.list({ after: "file-unknown" })).rejects.toMatchObject({
+      status: 400,
+      param: "after",
+    });
+  });
+
   it("refuses another purpose, a file past the limit and a file that is not text", async () => {
     await expect(
       client.files.create({ file: await toFile(Buffer.from("{}\n"), "a.jsonl"), purpose: "fine-tune" }),
