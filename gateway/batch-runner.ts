@@ -31,6 +31,9 @@ export interface BatchRunnerOptions {
   now?: () => number;
 }
 
+/** How long stop() lets lines in flight finish before it cancels them and hands them back. */
+export const DEFAULT_STOP_GRACE_MS = 30_000;
+
 /**
  * Whether a line's answer says to try it again later rather than fail it: nothing ran, and waiting can
  * help (a rate limit, no worker yet, the bus or database out of reach). A spent monthly quota cannot.
@@ -53,6 +56,8 @@ export class BatchRunner {
   readonly #options: Required<BatchRunnerOptions>;
   #running = false;
   #inFlight = new Set<Promise<void>>();
+  /** Each line in flight's cancel: stop() uses them once its grace is over. */
+  #controllers = new Set<AbortController>();
   #loop: Promise<void> | null = null;
   #wake: (() => void) | null = null;
   /** Per line, how many times it was put back: its next delay doubles. */
@@ -68,11 +73,21 @@ export class BatchRunner {
     this.#loop = this.#run();
   }
 
-  /** Stops claiming, and waits for the lines in flight to finish (their answers are stored). */
-  async stop(): Promise<void> {
+  /**
+   * Stops claiming and waits up to `graceMs` for the lines in flight to finish (their answers are stored);
+   * those still running then are cancelled and handed back, for this or another process to run again.
+   */
+  async stop(graceMs = DEFAULT_STOP_GRACE_MS): Promise<void> {
     this.#running = false;
     this.#wake?.();
     await this.#loop;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const graceOver = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, graceMs);
+    });
+    await Promise.race([Promise.all(this.#inFlight), graceOver]);
+    clearTimeout(timer);
+    for (const controller of this.#controllers) controller.abort();
     await Promise.all(this.#inFlight);
   }
 
@@ -224,24 +239,35 @@ export class BatchRunner {
         },
       };
     } else {
-      const answer = await app.fetch(
-        new Request(`http://batch.internal${batch.endpoint}`, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify(body),
-        }),
-        { [RUN_AS]: principal } satisfies { [RUN_AS]: Principal },
-      );
-      statusCode = answer.status;
-      response = await answer.json();
-      requestId = answer.headers.get("x-request-id");
+      const controller = new AbortController();
+      this.#controllers.add(controller);
+      try {
+        const answer = await app.fetch(
+          new Request(`http://batch.internal${batch.endpoint}`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify(body),
+            signal: controller.signal,
+          }),
+          { [RUN_AS]: principal } satisfies { [RUN_AS]: Principal },
+        );
+        statusCode = answer.status;
+        response = await answer.json();
+        requestId = answer.headers.get("x-request-id");
+      } finally {
+        this.#controllers.delete(controller);
+      }
+      if (controller.signal.aborted) {
+        // Cancelled by stop(): not an answer. The line goes back, to run again at once.
+        await db
+          .update(batchRequests)
+          .set({ status: "pending", claimedBy: null, claimedAt: null })
+          .where(and(this.#ownLine(batchId, line), eq(batchRequests.status, "running")));
+        return;
+      }
     }
     const key = `${batchId}:${line}`;
-    const where = and(
-      eq(batchRequests.batchId, batchId),
-      eq(batchRequests.line, line),
-      eq(batchRequests.claimedBy, this.#options.runnerId),
-    );
+    const where = this.#ownLine(batchId, line);
     if (transient(statusCode, response)) {
       const tries = (this.#retries.get(key) ?? 0) + 1;
       this.#retries.set(key, tries);
@@ -254,6 +280,15 @@ export class BatchRunner {
     }
     this.#retries.delete(key);
     await db.update(batchRequests).set({ status: "done", statusCode, response, requestId }).where(where);
+  }
+
+  /** The line, while this runner's claim on it holds. */
+  #ownLine(batchId: string, line: number) {
+    return and(
+      eq(batchRequests.batchId, batchId),
+      eq(batchRequests.line, line),
+      eq(batchRequests.claimedBy, this.#options.runnerId),
+    );
   }
 
   /** Ends every batch with no line left to run: its output and error files, its counts, its status. */

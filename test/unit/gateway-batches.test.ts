@@ -342,4 +342,46 @@ describe("the Batch API", () => {
     expect(ended.status).toBe("completed");
     expect(ended.request_counts).toEqual({ total: 1, completed: 1, failed: 0 });
   });
+
+  it("hands back, on stop, the lines still running after the grace, and another runner runs them", async () => {
+    const file = await upload([chatLine("slow", BASE, 2)]);
+    const batch = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    });
+    // A line that never answers until it is cancelled.
+    const stuck: BatchRunnerOptions["app"] = {
+      fetch: (request) =>
+        new Promise((resolve) => {
+          request.signal.addEventListener("abort", () =>
+            resolve(Response.json({ cancelled: true }, { status: 499 })),
+          );
+        }),
+    };
+    const leaving = new BatchRunner({
+      app: stuck,
+      db: h.db,
+      log: h.deps.log,
+      concurrency: 1,
+      leaseMs: 60_000,
+      pollMs: 10,
+      newId: h.deps.newRequestId,
+      runnerId: "leaving",
+      now: () => clock,
+    });
+    leaving.start();
+    const claimed = async () =>
+      (await h.db.select().from(batchRequests).where(eq(batchRequests.batchId, batch.id)))[0]!;
+    for (let i = 0; i < 200 && (await claimed()).status !== "running"; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect((await claimed()).claimedBy).toBe("leaving");
+    await leaving.stop(50);
+    expect(await claimed()).toMatchObject({ status: "pending", claimedBy: null, statusCode: null });
+    await runner("runner-d").drain();
+    const ended = await client.batches.retrieve(batch.id);
+    expect(ended.status).toBe("completed");
+    expect(ended.request_counts).toEqual({ total: 1, completed: 1, failed: 0 });
+  });
 });
