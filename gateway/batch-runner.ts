@@ -11,7 +11,7 @@ import type { Db } from "../db/open.ts";
 import type { BatchOutputLine } from "../schema/batch-api.ts";
 import { batches, batchRequests } from "../schema/db.ts";
 import { type Principal, principalOfKey, RUN_AS } from "./auth.ts";
-import type { GatewayLog } from "./deps.ts";
+import type { BatchLineOutcome, GatewayLog, GatewayMetrics } from "./deps.ts";
 import { saveFile } from "./files.ts";
 
 export interface BatchRunnerOptions {
@@ -19,6 +19,8 @@ export interface BatchRunnerOptions {
   app: { fetch(request: Request, env?: object): Response | Promise<Response> };
   db: Db;
   log: GatewayLog;
+  /** Counts lines by outcome and batches by how they ended (Prometheus on Node). */
+  metrics?: GatewayMetrics | null;
   /** Lines this process runs at once. */
   concurrency: number;
   /** A claimed line not finished after this is taken again: longer than the longest request may run. */
@@ -64,7 +66,7 @@ export class BatchRunner {
   #retries = new Map<string, number>();
 
   constructor(options: BatchRunnerOptions) {
-    this.#options = { pollMs: 1_000, now: Date.now, ...options };
+    this.#options = { pollMs: 1_000, now: Date.now, metrics: null, ...options };
   }
 
   start(): void {
@@ -263,6 +265,7 @@ export class BatchRunner {
           .update(batchRequests)
           .set({ status: "pending", claimedBy: null, claimedAt: null })
           .where(and(this.#ownLine(batchId, line), eq(batchRequests.status, "running")));
+        this.#counted("handed_back");
         return;
       }
     }
@@ -276,10 +279,16 @@ export class BatchRunner {
         .update(batchRequests)
         .set({ status: "pending", claimedAt: new Date(this.#options.now() + delay) })
         .where(and(where, eq(batchRequests.status, "running")));
+      this.#counted("retried");
       return;
     }
     this.#retries.delete(key);
     await db.update(batchRequests).set({ status: "done", statusCode, response, requestId }).where(where);
+    this.#counted(statusCode === 200 ? "answered" : "failed");
+  }
+
+  #counted(outcome: BatchLineOutcome): void {
+    this.#options.metrics?.batchLine(outcome);
   }
 
   /** The line, while this runner's claim on it holds. */
@@ -384,6 +393,7 @@ export class BatchRunner {
         { batch: batch.id, status, completed: outputs.length, failed: errors.length },
         "batch ended",
       );
+      this.#options.metrics?.batchEnded(status);
     });
   }
 }

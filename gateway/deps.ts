@@ -38,7 +38,13 @@ export interface GatewayMetrics {
   coldStart(base: string, outcome: ColdStartOutcome): void;
   /** A run's Final arrived, with the tokens its worker counted (and bills), whatever its finish reason. */
   tokens(base: string, usage: Usage): void;
+  /** A batch line this process ran: answered 200, failed (any other answer), retried later, or handed back on stop. */
+  batchLine(outcome: BatchLineOutcome): void;
+  /** A batch this process ended, by its final status. */
+  batchEnded(status: "completed" | "expired" | "cancelled"): void;
 }
+
+export type BatchLineOutcome = "answered" | "failed" | "retried" | "handed_back";
 
 export interface GatewayDeps {
   db: Db;

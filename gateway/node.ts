@@ -78,6 +78,7 @@ export function startBatchRunner(
     app,
     db: deps.db,
     log: deps.log,
+    metrics: deps.metrics,
     concurrency,
     leaseMs: deps.limits.requestTimeoutMs + 60_000,
     newId: deps.newRequestId,

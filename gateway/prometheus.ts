@@ -1,7 +1,7 @@
 // The gateway's Prometheus series (Node only: prom-client), on the default registry so `GET /metrics` in
 // one process (`luminet dev`) also shows the worker's series: responses by route, status and base, the
 // gateway's added latency, routing outcomes, generations in flight, tokens answered, the desired worker count
-// per base and how waits for a worker of a base scaled to zero ended; and the process's own
+// per base, how waits for a worker of a base scaled to zero ended, batch lines run and batches ended; and the process's own
 // (core/process-metrics.ts).
 import type { Hono } from "hono";
 import { Counter, Gauge, Histogram, register } from "prom-client";
@@ -58,7 +58,23 @@ export function prometheusMetrics(): GatewayMetrics {
     help: "Tokens of the runs answered, as their workers counted them: prompt (prefilled), cached_prompt (from a prefix cache) and completion, by base",
     labelNames: ["base", "kind"],
   });
+  const batchLines = new Counter({
+    name: "luminet_batch_lines_total",
+    help: "Batch API lines this process ran: answered (200), failed (another answer), retried (put back after a transient refusal), handed_back (cancelled on stop)",
+    labelNames: ["outcome"],
+  });
+  const batchesEnded = new Counter({
+    name: "luminet_batches_ended_total",
+    help: "Batches this process ended, by final status: completed, expired, cancelled",
+    labelNames: ["status"],
+  });
   metrics = {
+    batchLine(outcome) {
+      batchLines.inc({ outcome });
+    },
+    batchEnded(status) {
+      batchesEnded.inc({ status });
+    },
     observe(route, status, s, base) {
       requests.inc({ route, status: String(status), base });
       seconds.observe({ route }, s);

@@ -206,6 +206,8 @@ async function runOnce(
       desiredWorkers() {},
       coldStart() {},
       tokens() {},
+      batchLine() {},
+      batchEnded() {},
       routed(_base: string, outcome: RouteOutcome) {
         routes[outcome]++;
       },

@@ -96,6 +96,8 @@ describe("GET /v1/fleet/scale", () => {
     },
     coldStart() {},
     tokens() {},
+    batchLine() {},
+    batchEnded() {},
   };
   let app: ReturnType<GatewayHarness["appWith"]>;
 

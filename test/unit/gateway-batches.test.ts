@@ -8,6 +8,7 @@ import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApiKey } from "../../gateway/api-keys.ts";
 import { BatchRunner, type BatchRunnerOptions } from "../../gateway/batch-runner.ts";
+import type { GatewayMetrics } from "../../gateway/deps.ts";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
 import { apiKeys, batchRequests } from "../../schema/db.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
@@ -36,11 +37,26 @@ afterAll(async () => {
   await h.close();
 });
 
+/** What the runners counted, as Prometheus would. */
+const counted = { lines: [] as string[], ended: [] as string[] };
+const metrics: GatewayMetrics = {
+  observe() {},
+  added() {},
+  routed() {},
+  inFlight() {},
+  desiredWorkers() {},
+  coldStart() {},
+  tokens() {},
+  batchLine: (outcome) => void counted.lines.push(outcome),
+  batchEnded: (status) => void counted.ended.push(status),
+};
+
 function runner(id = "runner-a", app: BatchRunnerOptions["app"] = h.app): BatchRunner {
   return new BatchRunner({
     app,
     db: h.db,
     log: h.deps.log,
+    metrics,
     concurrency: 3,
     leaseMs: 60_000,
     newId: h.deps.newRequestId,
@@ -151,7 +167,11 @@ describe("the Batch API", () => {
       output_file_id: null,
     });
     expect(batch.expires_at! - batch.created_at).toBe(24 * 3600);
+    counted.lines.length = 0;
+    counted.ended.length = 0;
     await runner().drain();
+    expect(counted.lines.sort()).toEqual(["answered", "answered", "answered", "failed"]);
+    expect(counted.ended).toEqual(["completed"]);
 
     const done = await client.batches.retrieve(batch.id);
     expect(done.status).toBe("completed");
@@ -334,7 +354,9 @@ describe("the Batch API", () => {
             )
           : h.app.fetch(request, env),
     };
+    counted.lines.length = 0;
     await runner("runner-c", flaky).drain();
+    expect(counted.lines).toEqual(["retried"]);
     expect((await client.batches.retrieve(batch.id)).status).toBe("in_progress");
     clock += 1_500;
     await runner("runner-c", flaky).drain();

@@ -42,6 +42,8 @@ function coldFleet(limits: GatewayDepsInput["limits"]) {
     desiredWorkers() {},
     coldStart: (_base, outcome) => void coldStarts.push(outcome),
     tokens: () => {},
+    batchLine() {},
+    batchEnded() {},
   };
   const app = h.appWith({ bus: gatewayBus, metrics, limits });
   return {

@@ -35,6 +35,8 @@ class RecordingMetrics implements GatewayMetrics {
   }
   desiredWorkers() {}
   coldStart() {}
+  batchLine() {}
+  batchEnded() {}
   tokens(_base: string, usage: Usage) {
     this.tokenCounts.push(usage);
   }
