@@ -97,13 +97,14 @@ export async function authenticate(db: Db, cache: AuthCache, authorization: stri
 
 /**
  * The key an in-process request runs as, put on the app's env by the batch runner (batch-runner.ts): a
- * symbol, so no HTTP request can carry it.
+ * symbol, so no HTTP request can carry it. Such a request is a Batch API line (billed at the batch price).
  */
 export const RUN_AS = Symbol("luminet.runAs");
 
 export function bearerAuth(db: Db, cache: AuthCache): MiddlewareHandler<GatewayEnv> {
   return async (c, next) => {
     const runAs = (c.env as { [RUN_AS]?: Principal } | undefined)?.[RUN_AS];
+    if (runAs) c.set("batch", true);
     c.set("principal", runAs ?? (await authenticate(db, cache, c.req.header("authorization"))));
     await next();
   };

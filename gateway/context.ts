@@ -10,5 +10,7 @@ export type GatewayEnv = {
     startedAt: number;
     /** The base model a generation runs on, once resolved; labels the request metrics. */
     base: string;
+    /** Set on a Batch API line the batch runner sends in process (auth.ts RUN_AS). */
+    batch: boolean;
   };
 };

@@ -42,6 +42,8 @@ export interface GenerationTarget {
   base: string;
   adapter: AdapterRef | null;
   admitted: Admitted;
+  /** A Batch API line (the batch runner's request): billed at the base's batch price. */
+  batch?: boolean;
 }
 
 /** The client went away (or the deadline passed) and the run was cancelled; nobody reads the result. */
@@ -125,6 +127,7 @@ async function publishChoice(
     reply: inbox.subject,
     created_at: now,
     deadline: now + options.timeoutMs,
+    ...(target.batch ? { batch: true } : {}),
   };
   try {
     await bus.publishRequest(request, workerId);
@@ -309,6 +312,7 @@ export class Generation {
       adapter: request.adapter?.name ?? null,
       input_tokens: request.prompt_token_ids.length,
       output_tokens: outputTokens,
+      ...(request.batch ? { batch: true } : {}),
       finish_reason: "error",
       started_ms: request.created_at,
       finished_ms: Math.max(Date.now(), request.created_at),

@@ -4,14 +4,17 @@
 // a dollar per token), so the arithmetic runs on BigInt.
 //
 // Rounding: the exact cost is (input − cached) × inPrice + cached × cachedPrice + output × outPrice, in
-// millionths of a micro-dollar; it is divided by a million and rounded UP, once, on the request's total
-// (not per part). A request that used tokens on a priced base is never billed 0, and no request is billed
+// millionths of a micro-dollar, times the batch percent over 100 for a Batch API line; it is divided and
+// rounded UP, once, on the request's total (not per part). A request that used tokens on a priced base is never billed 0, and no request is billed
 // more than one micro-dollar ($0.000001) above its exact price.
 import type { BaseModel } from "../schema/db.ts";
 
 /** A base model's prices, as the base_models table holds them; no cached input price: the input price. */
 export type Prices = Pick<BaseModel, "inputPriceMicrosPerMillion" | "outputPriceMicrosPerMillion"> &
   Partial<Pick<BaseModel, "cachedInputPriceMicrosPerMillion">>;
+
+/** The percent of the prices a request pays: 100, or a Batch API line's batch_price_percent. */
+export const FULL_PRICE_PERCENT = 100;
 
 export interface TokenCounts {
   inputTokens: number;
@@ -34,8 +37,8 @@ function exact(field: string, value: number): bigint {
   return BigInt(value);
 }
 
-/** The cost of a request in integer micro-dollars, rounded up once on the total. */
-export function costMicros(prices: Prices, tokens: TokenCounts): number {
+/** The cost of a request in integer micro-dollars at `percent` of the prices, rounded up once on the total. */
+export function costMicros(prices: Prices, tokens: TokenCounts, percent = FULL_PRICE_PERCENT): number {
   const input = exact("inputTokens", tokens.inputTokens);
   const cached = exact("cachedInputTokens", tokens.cachedInputTokens ?? 0);
   if (cached > input) {
@@ -51,7 +54,11 @@ export function costMicros(prices: Prices, tokens: TokenCounts): number {
     cached * cachedPrice +
     exact("outputTokens", tokens.outputTokens) *
       exact("outputPriceMicrosPerMillion", prices.outputPriceMicrosPerMillion);
-  const micros = (millionths + MILLION - 1n) / MILLION;
+  if (!Number.isSafeInteger(percent) || percent < 0 || percent > 100) {
+    throw new PriceInputError(`percent must be an integer from 0 to 100, got ${percent}`);
+  }
+  const divisor = MILLION * 100n;
+  const micros = (millionths * BigInt(percent) + divisor - 1n) / divisor;
   // Unreachable with 32-bit token counts and prices (at most ~9.2e12); checked so a number never rounds.
   if (micros > BigInt(Number.MAX_SAFE_INTEGER)) {
     throw new PriceInputError(`a cost of ${micros} micro-dollars exceeds what a number holds exactly`);

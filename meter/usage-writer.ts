@@ -14,7 +14,7 @@ import { inArray } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { baseModels, type NewUsageEvent, usageEvents } from "../schema/db.ts";
 import type { UsageEvent } from "../schema/wire.ts";
-import { costMicros, type Prices } from "./prices.ts";
+import { costMicros, FULL_PRICE_PERCENT, type Prices } from "./prices.ts";
 import { settleQuota } from "./token-quota.ts";
 
 /** Why an event was not written; it stays queued and is tried again. */
@@ -47,7 +47,7 @@ function oversizedCount(event: UsageEvent): string | undefined {
   return undefined;
 }
 
-function row(event: UsageEvent, prices: Prices): NewUsageEvent {
+function row(event: UsageEvent, prices: Prices & { batchPricePercent: number }): NewUsageEvent {
   return {
     requestId: event.request_id,
     orgId: event.org,
@@ -57,11 +57,16 @@ function row(event: UsageEvent, prices: Prices): NewUsageEvent {
     inputTokens: event.input_tokens,
     cachedInputTokens: event.cached_input_tokens ?? 0,
     outputTokens: event.output_tokens,
-    costMicros: costMicros(prices, {
-      inputTokens: event.input_tokens,
-      cachedInputTokens: event.cached_input_tokens ?? 0,
-      outputTokens: event.output_tokens,
-    }),
+    costMicros: costMicros(
+      prices,
+      {
+        inputTokens: event.input_tokens,
+        cachedInputTokens: event.cached_input_tokens ?? 0,
+        outputTokens: event.output_tokens,
+      },
+      event.batch ? prices.batchPricePercent : FULL_PRICE_PERCENT,
+    ),
+    batch: event.batch === true,
     finishReason: event.finish_reason,
     startedAt: new Date(event.started_ms),
     finishedAt: new Date(event.finished_ms),
@@ -82,6 +87,7 @@ export async function writeUsageBatch(db: Db, events: readonly UsageEvent[]): Pr
         inputPriceMicrosPerMillion: baseModels.inputPriceMicrosPerMillion,
         outputPriceMicrosPerMillion: baseModels.outputPriceMicrosPerMillion,
         cachedInputPriceMicrosPerMillion: baseModels.cachedInputPriceMicrosPerMillion,
+        batchPricePercent: baseModels.batchPricePercent,
       })
       .from(baseModels)
       .where(inArray(baseModels.name, bases));

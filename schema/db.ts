@@ -76,21 +76,27 @@ export interface BaseArchitecture {
   vocabSize: number;
 }
 
-export const baseModels = pgTable("base_models", {
-  /** e.g. "meta/llama-4-maverick" */
-  name: text("name").primaryKey(),
-  architecture: jsonb("architecture").$type<BaseArchitecture>().notNull(),
-  contextLength: integer("context_length").notNull(),
-  // Integer micro-dollars per million tokens: money never passes through a float.
-  inputPriceMicrosPerMillion: integer("input_price_micros_per_million").notNull(),
-  outputPriceMicrosPerMillion: integer("output_price_micros_per_million").notNull(),
-  /**
-   * The price of input tokens a worker's prefix cache covered (they skip the prefill); null: the input
-   * price, like any other input token.
-   */
-  cachedInputPriceMicrosPerMillion: integer("cached_input_price_micros_per_million"),
-  createdAt: createdAt(),
-});
+export const baseModels = pgTable(
+  "base_models",
+  {
+    /** e.g. "meta/llama-4-maverick" */
+    name: text("name").primaryKey(),
+    architecture: jsonb("architecture").$type<BaseArchitecture>().notNull(),
+    contextLength: integer("context_length").notNull(),
+    // Integer micro-dollars per million tokens: money never passes through a float.
+    inputPriceMicrosPerMillion: integer("input_price_micros_per_million").notNull(),
+    outputPriceMicrosPerMillion: integer("output_price_micros_per_million").notNull(),
+    /**
+     * The price of input tokens a worker's prefix cache covered (they skip the prefill); null: the input
+     * price, like any other input token.
+     */
+    cachedInputPriceMicrosPerMillion: integer("cached_input_price_micros_per_million"),
+    /** What a Batch API line pays, in percent of the prices above (OpenAI's batches pay 50). */
+    batchPricePercent: integer("batch_price_percent").notNull().default(100),
+    createdAt: createdAt(),
+  },
+  (t) => [check("base_models_batch_price_percent_range", sql`${t.batchPricePercent} between 0 and 100`)],
+);
 
 export const adapterStatuses = ["uploading", "ready", "failed", "deleted"] as const;
 export type AdapterStatus = (typeof adapterStatuses)[number];
@@ -163,6 +169,8 @@ export const usageEvents = pgTable(
     cachedInputTokens: integer("cached_input_tokens").notNull().default(0),
     outputTokens: integer("output_tokens").notNull(),
     costMicros: bigint("cost_micros", { mode: "number" }).notNull(),
+    /** A Batch API line: priced at the base's batch_price_percent. */
+    batch: boolean("batch").notNull().default(false),
     finishReason: text("finish_reason").notNull(),
     startedAt: timestamp("started_at", { withTimezone: true }).notNull(),
     finishedAt: timestamp("finished_at", { withTimezone: true }).notNull(),

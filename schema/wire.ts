@@ -203,6 +203,8 @@ export const InferenceRequest = z
     created_at: epochMs,
     /** After this instant nobody waits for the reply; a worker drops the request. */
     deadline: epochMs,
+    /** A Batch API line: its usage event says so, and it is billed at the base's batch price. */
+    batch: z.boolean().optional(),
   })
   .meta({ title: "InferenceRequest" });
 export type InferenceRequest = z.infer<typeof InferenceRequest>;
@@ -299,6 +301,8 @@ export const UsageEvent = z
      */
     cached_input_tokens: count.optional(),
     output_tokens: count,
+    /** A Batch API line, billed at the base's batch price. Absent: false. */
+    batch: z.boolean().optional(),
     finish_reason: FinishReason,
     started_ms: epochMs,
     finished_ms: epochMs,

@@ -82,6 +82,7 @@ export class ReplyStream {
       input_tokens: end.promptTokens,
       cached_input_tokens: end.cachedPromptTokens,
       output_tokens: end.outputTokens,
+      ...(this.request.batch ? { batch: true } : {}),
       finish_reason: end.finishReason,
       started_ms: this.startedMs,
       finished_ms: Math.max(this.startedMs, Date.now()),

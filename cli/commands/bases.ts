@@ -1,5 +1,5 @@
-// `luminet bases ...`: the base models in DATABASE_URL and their prices (input, output, and optionally a
-// lower one for input a worker's prefix cache covered). Gateways register a base when they first serve it,
+// `luminet bases ...`: the base models in DATABASE_URL and their prices (input, output, optionally a lower
+// one for input a worker's prefix cache covered, and the percent of them a Batch API line pays). Gateways register a base when they first serve it,
 // at price 0; until a price is set its requests are metered but cost nothing.
 import { type Command, InvalidArgumentError } from "commander";
 import { eq } from "drizzle-orm";
@@ -18,6 +18,14 @@ export function parseDollarsPerMillion(text: string): number {
   return Number(match[1]) * 1_000_000 + Number((match[2] ?? "").padEnd(6, "0"));
 }
 
+/** "50" → 50: the percent of the prices a Batch API line pays, an integer from 0 to 100. */
+export function parsePercent(text: string): number {
+  if (!/^\d{1,3}$/.test(text.trim()) || Number(text) > 100) {
+    throw new InvalidArgumentError(`expected a whole percent from 0 to 100, got "${text}"`);
+  }
+  return Number(text);
+}
+
 export function registerBases(program: Command): void {
   const bases = program.command("bases").description("base models and their per-token prices");
   bases
@@ -31,11 +39,13 @@ export function registerBases(program: Command): void {
           process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
           return;
         }
-        process.stdout.write("base  context  $ per 1M input  $ per 1M cached input  $ per 1M output\n");
+        process.stdout.write(
+          "base  context  $ per 1M input  $ per 1M cached input  $ per 1M output  batch %\n",
+        );
         for (const r of rows) {
           const cached = r.cachedInputPriceMicrosPerMillion;
           process.stdout.write(
-            `${r.name}  ${r.contextLength}  ${microsToDollars(r.inputPriceMicrosPerMillion)}  ${cached === null ? "(input)" : microsToDollars(cached)}  ${microsToDollars(r.outputPriceMicrosPerMillion)}\n`,
+            `${r.name}  ${r.contextLength}  ${microsToDollars(r.inputPriceMicrosPerMillion)}  ${cached === null ? "(input)" : microsToDollars(cached)}  ${microsToDollars(r.outputPriceMicrosPerMillion)}  ${r.batchPricePercent}\n`,
           );
         }
       }),
@@ -54,41 +64,55 @@ export function registerBases(program: Command): void {
       "US dollars per million input tokens a worker's prefix cache covered, at most --input; none: the input price (default: keep the base's current one)",
       (text: string) => (text === "none" ? "none" : parseDollarsPerMillion(text)),
     )
-    .action((name: string, flags: { input: number; output: number; cachedInput?: number | "none" }) =>
-      withDb("bases", async (db) => {
-        const [base] = await db
-          .select({ cached: baseModels.cachedInputPriceMicrosPerMillion })
-          .from(baseModels)
-          .where(eq(baseModels.name, name));
-        if (!base)
-          throw new Error(`no base model "${name}"; a gateway registers a base when it first serves it`);
-        const cachedPrice =
-          flags.cachedInput === undefined
-            ? base.cached
-            : flags.cachedInput === "none"
-              ? null
-              : flags.cachedInput;
-        if (cachedPrice !== null && cachedPrice > flags.input) {
-          const which = flags.cachedInput === undefined ? "the base's cached input price" : "--cached-input";
-          throw new Error(
-            `${which} ($${microsToDollars(cachedPrice)}) must not exceed --input ($${microsToDollars(flags.input)}); set --cached-input too`,
+    .option(
+      "--batch-percent <percent>",
+      "the percent of these prices a Batch API line pays, e.g. 50 (default: keep the base's current one, 100 when new)",
+      parsePercent,
+    )
+    .action(
+      (
+        name: string,
+        flags: { input: number; output: number; cachedInput?: number | "none"; batchPercent?: number },
+      ) =>
+        withDb("bases", async (db) => {
+          const [base] = await db
+            .select({
+              cached: baseModels.cachedInputPriceMicrosPerMillion,
+              batch: baseModels.batchPricePercent,
+            })
+            .from(baseModels)
+            .where(eq(baseModels.name, name));
+          if (!base)
+            throw new Error(`no base model "${name}"; a gateway registers a base when it first serves it`);
+          const cachedPrice =
+            flags.cachedInput === undefined
+              ? base.cached
+              : flags.cachedInput === "none"
+                ? null
+                : flags.cachedInput;
+          if (cachedPrice !== null && cachedPrice > flags.input) {
+            const which =
+              flags.cachedInput === undefined ? "the base's cached input price" : "--cached-input";
+            throw new Error(
+              `${which} ($${microsToDollars(cachedPrice)}) must not exceed --input ($${microsToDollars(flags.input)}); set --cached-input too`,
+            );
+          }
+          await db
+            .update(baseModels)
+            .set({
+              inputPriceMicrosPerMillion: flags.input,
+              outputPriceMicrosPerMillion: flags.output,
+              cachedInputPriceMicrosPerMillion: cachedPrice,
+              batchPricePercent: flags.batchPercent ?? base.batch,
+            })
+            .where(eq(baseModels.name, name));
+          const cached =
+            cachedPrice === null
+              ? "cached input at the input price"
+              : `$${microsToDollars(cachedPrice)} per 1M cached input tokens`;
+          process.stdout.write(
+            `${name}: $${microsToDollars(flags.input)} per 1M input tokens, ${cached}, $${microsToDollars(flags.output)} per 1M output tokens; batch lines pay ${flags.batchPercent ?? base.batch} %\n`,
           );
-        }
-        await db
-          .update(baseModels)
-          .set({
-            inputPriceMicrosPerMillion: flags.input,
-            outputPriceMicrosPerMillion: flags.output,
-            cachedInputPriceMicrosPerMillion: cachedPrice,
-          })
-          .where(eq(baseModels.name, name));
-        const cached =
-          cachedPrice === null
-            ? "cached input at the input price"
-            : `$${microsToDollars(cachedPrice)} per 1M cached input tokens`;
-        process.stdout.write(
-          `${name}: $${microsToDollars(flags.input)} per 1M input tokens, ${cached}, $${microsToDollars(flags.output)} per 1M output tokens\n`,
-        );
-      }),
+        }),
     );
 }

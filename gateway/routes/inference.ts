@@ -61,6 +61,7 @@ export async function begin(
       base: resolved.base.name,
       adapter: resolved.adapter,
       admitted,
+      batch: c.get("batch") === true,
     });
     deps.metrics?.added(resolved.base.name, (performance.now() - c.get("startedAt")) / 1000);
     const cancelAll = () => cancelGenerations(generations);

@@ -520,7 +520,7 @@ describe("the gateway with real workers, through the openai client", () => {
     }
   });
 
-  it("runs a Batch API batch of mixed-adapter lines on the workers and bills every line", async () => {
+  it("runs a Batch API batch of mixed-adapter lines on the workers and bills every line as a batch line", async () => {
     const lines = [`${BASE}:acme/a0`, `${BASE}:acme/a1`, BASE, `${BASE}:acme/a2`].map((model, i) =>
       JSON.stringify({
         custom_id: `line-${i}`,
@@ -563,6 +563,7 @@ describe("the gateway with real workers, through the openai client", () => {
       // Billed as any request: its usage event carries the line's request id and its tokens.
       const event = await eventually(`usage of ${line.custom_id}`, () => usage.get(line.response.request_id));
       expect(event.output_tokens).toBe(4 + i);
+      expect(event.batch).toBe(true);
     }
   });
 

@@ -10,7 +10,7 @@ import { connectJetStreamBus, type JetStreamBusOptions } from "../../bus/jetstre
 import { migrate } from "../../db/migrate.ts";
 import { type Db, openDb } from "../../db/open.ts";
 import { type Meter, startMeter } from "../../meter/meter.ts";
-import { usageEvents } from "../../schema/db.ts";
+import { baseModels, usageEvents } from "../../schema/db.ts";
 import {
   meterAckPending,
   orgRows,
@@ -131,6 +131,25 @@ describe(`the meter (${databaseUrl.startsWith("pglite") ? "PGlite" : "Postgres"}
     expect((await orgRows(db, org)).map((r) => [r.requestId, r.cachedInputTokens, r.costMicros])).toEqual([
       [`${org}-cached`, 640, 264],
       [`${org}-uncached`, 0, 350],
+    ]);
+    await vi.waitFor(async () => expect(await usageBacklog(natsUrl, namespace)).toBe(0), waitLong);
+  });
+
+  it("bills a Batch API line at the base's batch percent, and marks its row", async () => {
+    const { namespace, publisher, meterBus } = await jetStream();
+    await meterOn(meterBus);
+    const halved = `test/batch-${randomUUID()}`;
+    await registerBase(db, halved, 150_000, 600_000);
+    await db.update(baseModels).set({ batchPricePercent: 50 }).where(eq(baseModels.name, halved));
+    const org = `org-${randomUUID()}`;
+    const event = { org, base: halved, input_tokens: 1000, output_tokens: 333 };
+    await publisher.publishUsage(usageEvent({ ...event, request_id: `${org}-batch`, batch: true }));
+    await publisher.publishUsage(usageEvent({ ...event, request_id: `${org}-live` }));
+    await vi.waitFor(async () => expect(await orgRows(db, org)).toHaveLength(2), waitLong);
+    // 349.8 → 350 at full price; half of it, rounded once, 174.9 → 175.
+    expect((await orgRows(db, org)).map((r) => [r.requestId, r.batch, r.costMicros])).toEqual([
+      [`${org}-batch`, true, 175],
+      [`${org}-live`, false, 350],
     ]);
     await vi.waitFor(async () => expect(await usageBacklog(natsUrl, namespace)).toBe(0), waitLong);
   });

@@ -188,6 +188,14 @@ describe("the Batch API", () => {
     // Each line reached the worker as its own request on its own adapter, billed under its request id.
     const sent = worker.received.find((r) => r.id === first!.response.request_id);
     expect(sent?.adapter?.name).toBe("acme/a1");
+    // Marked as a batch line, so its usage is billed at the batch price; a live request is not.
+    expect(sent?.batch).toBe(true);
+    const live = await client.chat.completions.create({
+      model: BASE,
+      messages: [{ role: "user", content: "Hi" }],
+      max_tokens: 1,
+    });
+    expect(worker.received.find((r) => r.id === live.id.replace(/^chatcmpl-/, ""))?.batch).toBeUndefined();
     expect(worker.received.find((r) => r.id === second!.response.request_id)?.adapter?.name).toBe("acme/a2");
     const errors = await linesOf(done.error_file_id!);
     expect(errors).toHaveLength(1);

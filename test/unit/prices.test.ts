@@ -80,6 +80,27 @@ describe("costMicros with input from the prefix cache", () => {
   });
 });
 
+describe("costMicros at a batch percent", () => {
+  it("bills the percent of the exact cost, rounded up once on the total", () => {
+    const counts = { inputTokens: 2000, outputTokens: 500 };
+    expect(costMicros(prices(150_000, 600_000), counts, 50)).toBe(300);
+    expect(costMicros(prices(150_000, 600_000), counts, 100)).toBe(600);
+    expect(costMicros(prices(150_000, 600_000), counts, 0)).toBe(0);
+    // 349.8 at 50 % is 174.9 → 175: halved before the one rounding, not after (350 / 2).
+    expect(costMicros(prices(150_000, 600_000), { inputTokens: 1000, outputTokens: 333 }, 50)).toBe(175);
+    // 0.5 micro-dollars at 1 % still bills 1: never 0 for tokens on a priced base.
+    expect(costMicros(prices(500_000, 0), { inputTokens: 1, outputTokens: 0 }, 1)).toBe(1);
+  });
+
+  it("refuses a percent outside 0 to 100 or not whole", () => {
+    for (const percent of [-1, 101, 50.5]) {
+      expect(() => costMicros(prices(1, 1), { inputTokens: 1, outputTokens: 1 }, percent)).toThrow(
+        PriceInputError,
+      );
+    }
+  });
+});
+
 describe("microsToDollars", () => {
   it("writes micro-dollars as dollars with six exact decimals", () => {
     expect(microsToDollars(0)).toBe("0.000000");
