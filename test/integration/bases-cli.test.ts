@@ -34,6 +34,16 @@ async function prices(): Promise<[number, number, number | null]> {
   }
 }
 
+async function batchPercent(): Promise<number> {
+  const db: Db = await openDb(url);
+  try {
+    const [row] = await db.select().from(baseModels).where(eq(baseModels.name, "meta/tiny"));
+    return row!.batchPricePercent;
+  } finally {
+    await db.close();
+  }
+}
+
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "luminet-bases-"));
   url = `pglite:${join(dir, "db")}`;
@@ -105,6 +115,39 @@ describe("luminet bases", () => {
     expect(cleared.status, cleared.stderr).toBe(0);
     expect(cleared.stdout).toContain("cached input at the input price");
     expect(await prices()).toEqual([150_000, 600_000, null]);
+  });
+
+  it("sets the percent a batch line pays, keeps it when set-price leaves it out, and refuses one past 100", async () => {
+    expect(await batchPercent()).toBe(100);
+    const set = luminet(
+      "set-price",
+      "meta/tiny",
+      "--input",
+      "0.15",
+      "--output",
+      "0.6",
+      "--batch-percent",
+      "50",
+    );
+    expect(set.status, set.stderr).toBe(0);
+    expect(set.stdout).toContain("batch lines pay 50 %");
+    expect(await batchPercent()).toBe(50);
+    expect(luminet("list").stdout).toMatch(/meta\/tiny\s+2048\s+0\.150000\s+\(input\)\s+0\.600000\s+50\n/);
+    expect(luminet("set-price", "meta/tiny", "--input", "0.2", "--output", "0.6").status).toBe(0);
+    expect(await batchPercent()).toBe(50);
+    const over = luminet(
+      "set-price",
+      "meta/tiny",
+      "--input",
+      "0.2",
+      "--output",
+      "0.6",
+      "--batch-percent",
+      "101",
+    );
+    expect(over.status).not.toBe(0);
+    expect(over.stderr).toContain("expected a whole percent from 0 to 100");
+    expect(await batchPercent()).toBe(50);
   });
 
   it("refuses an unknown base or a bad price and changes nothing", async () => {
