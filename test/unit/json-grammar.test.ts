@@ -436,3 +436,31 @@ describe("numeric ranges in the grammar", () => {
     expect(completed).toBeGreaterThan(100);
   });
 });
+
+describe("numeric formats", () => {
+  const schemaOf = (property: Record<string, unknown>) =>
+    compileJsonSchema({ type: "object", properties: { n: property }, required: ["n"] });
+
+  it("keeps int32, uint32, int64 and uint64 as bounds, beside the schema's own", () => {
+    const int32 = () => new JsonGrammar(schemaOf({ type: "integer", format: "int32" }));
+    expect(feed('{"n":2147483647}', int32()).complete).toBe(true);
+    expect(feed('{"n":-2147483648}', int32()).complete).toBe(true);
+    expect(feed('{"n":2147483648}', int32()).complete).toBe(false);
+    const uint32 = () => new JsonGrammar(schemaOf({ type: "integer", format: "uint32", maximum: 10 }));
+    expect(feed('{"n":10}', uint32()).complete).toBe(true);
+    expect(feed('{"n":11}', uint32()).complete).toBe(false);
+    // "-0" is 0, so only the digit after the minus is refused.
+    expect(feed('{"n":-1', uint32()).taken).toBe(6);
+    const int64 = () => new JsonGrammar(schemaOf({ type: "integer", format: "int64" }));
+    expect(feed('{"n":9223372036854775000}', int64()).complete).toBe(true);
+    expect(feed('{"n":9223372036854775808}', int64()).complete).toBe(false);
+    expect(feed('{"n":99999999999999999999}', int64()).complete).toBe(false);
+    // float and double take any number; a format a number has not is refused, naming it.
+    expect(
+      feed('{"n":1e300}', new JsonGrammar(schemaOf({ type: "number", format: "double" }))).complete,
+    ).toBe(true);
+    expect(() => schemaOf({ type: "integer", format: "date" })).toThrow(
+      'schema.properties.n.format: "date" is not a number format',
+    );
+  });
+});

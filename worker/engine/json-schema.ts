@@ -158,7 +158,11 @@ class Compiler {
       case "number":
       case "integer": {
         const integer = type === "integer";
-        return { kind: "number", integer, range: compileNumberRange(schema, integer, at) };
+        return {
+          kind: "number",
+          integer,
+          range: compileNumberRange(withNumberFormat(schema, at), integer, at),
+        };
       }
       case "boolean":
         return { kind: "literals", values: [literal(true), literal(false)] };
@@ -190,6 +194,38 @@ class Compiler {
       })),
     };
   }
+}
+
+/**
+ * The ranges of the numeric formats OpenAPI tools write (`"type": "integer", "format": "int64"`): kept as
+ * bounds. int64 and uint64 stop a little short of 2^63 and 2^64 (bounds are read as a double prints them),
+ * so a few values are never generated, none outside the type. float and double take any number.
+ */
+const NUMBER_FORMATS: Readonly<Record<string, readonly [number, number] | null>> = {
+  int32: [-2_147_483_648, 2_147_483_647],
+  uint32: [0, 4_294_967_295],
+  int64: [-9_223_372_036_854_775_000, 9_223_372_036_854_775_000],
+  uint64: [0, 18_446_744_073_709_550_000],
+  float: null,
+  double: null,
+};
+
+/** The schema with its numeric `format`'s bounds added to its own; refuses a format it does not know. */
+function withNumberFormat(schema: Record<string, unknown>, at: string): Record<string, unknown> {
+  if (schema.format === undefined) return schema;
+  const format = typeof schema.format === "string" ? schema.format : "";
+  if (!(format in NUMBER_FORMATS)) {
+    const known = Object.keys(NUMBER_FORMATS).join(", ");
+    throw new JsonSchemaError(
+      `${at}.format: ${JSON.stringify(schema.format)} is not a number format (${known})`,
+    );
+  }
+  const bounds = NUMBER_FORMATS[format];
+  if (!bounds) return schema;
+  const [lo, hi] = bounds;
+  const minimum = typeof schema.minimum === "number" ? Math.max(schema.minimum, lo) : lo;
+  const maximum = typeof schema.maximum === "number" ? Math.min(schema.maximum, hi) : hi;
+  return { ...schema, minimum, maximum };
 }
 
 function stringNode(schema: Record<string, unknown>, at: string): SchemaNode {
