@@ -459,6 +459,10 @@ describe("numeric formats", () => {
     expect(
       feed('{"n":1e300}', new JsonGrammar(schemaOf({ type: "number", format: "double" }))).complete,
     ).toBe(true);
+    expect(() => schemaOf({ type: "boolean", format: "date" })).toThrow(
+      'keyword "format" applies to string or number or integer values; the type here is boolean',
+    );
+    expect(() => schemaOf({ type: ["array", "null"], items: {}, minimum: 1 })).toThrow('keyword "minimum"');
     expect(() => schemaOf({ type: "integer", format: "date" })).toThrow(
       'schema.properties.n.format: "date" is not a number format',
     );

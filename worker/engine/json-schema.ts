@@ -72,6 +72,23 @@ const KEYWORDS = new Set([
 const TYPES = ["object", "array", "string", "number", "integer", "boolean", "null"] as const;
 type TypeName = (typeof TYPES)[number];
 
+/**
+ * Narrowing keywords (lenient readings drop them) that constrain values of some types only. One beside
+ * none of its types would be ignored by a validator; under strict it is refused, since a strict schema is
+ * kept exactly or not at all.
+ */
+const STRINGS: readonly TypeName[] = ["string"];
+const NUMBERS: readonly TypeName[] = ["number", "integer"];
+const TYPED_KEYWORDS: readonly [string, readonly TypeName[]][] = [
+  ["format", [...STRINGS, ...NUMBERS]],
+  ["pattern", STRINGS],
+  ["minimum", NUMBERS],
+  ["maximum", NUMBERS],
+  ["exclusiveMinimum", NUMBERS],
+  ["exclusiveMaximum", NUMBERS],
+  ["multipleOf", NUMBERS],
+];
+
 const utf8 = new TextEncoder();
 const literal = (value: unknown) => utf8.encode(JSON.stringify(value));
 
@@ -119,6 +136,13 @@ class Compiler {
       return { kind: "union", options: schema.anyOf.map((s, i) => this.node(s, `${at}.anyOf[${i}]`)) };
     }
     const types = typeNames(schema.type, at);
+    for (const [keyword, applies] of TYPED_KEYWORDS) {
+      if (schema[keyword] !== undefined && !types.some((type) => applies.includes(type))) {
+        throw new JsonSchemaError(
+          `${at}: keyword "${keyword}" applies to ${applies.join(" or ")} values; the type here is ${types.join(" or ")}`,
+        );
+      }
+    }
     const options = types.map((type) => this.typed(type, schema, at));
     return options.length === 1 ? options[0]! : { kind: "union", options };
   }
