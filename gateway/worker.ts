@@ -55,11 +55,16 @@ export interface WorkerEnv {
   LUMINET_ADAPTER_SOURCES?: string;
   /** How long stored Responses API responses are kept, in days; default 30, 0: until deleted. */
   LUMINET_RESPONSE_RETENTION_DAYS?: string;
+  /** Largest Files API upload (a batch's input), in bytes; default 16 MiB, since an isolate reads it whole. */
+  LUMINET_MAX_FILE_BYTES?: string;
   /** The autoscaling signal's bounds and headroom, as the Node gateway's --min-workers and the like. */
   LUMINET_MIN_WORKERS?: string;
   LUMINET_MAX_WORKERS?: string;
   LUMINET_TARGET_UTILIZATION?: string;
 }
+
+/** An isolate has 128 MB: a file upload is read and checked whole inside it. */
+const WORKERS_MAX_FILE_BYTES = 16 * 2 ** 20;
 
 /** The part of the Workers ExecutionContext the gateway uses. */
 export interface WorkerContext {
@@ -192,6 +197,7 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
               integerVar(env, "LUMINET_RESPONSE_RETENTION_DAYS", DEFAULT_RESPONSE_RETENTION_DAYS, 0),
             ),
             log: consoleLog,
+            limits: { maxFileBytes: integerVar(env, "LUMINET_MAX_FILE_BYTES", WORKERS_MAX_FILE_BYTES) },
             ...(env.LUMINET_SESSION_SECRET ? { sessionSecret: env.LUMINET_SESSION_SECRET } : {}),
           });
           shared = deps;
