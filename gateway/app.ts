@@ -19,7 +19,13 @@ import { fileRoutes } from "./routes/files.ts";
 import { fleetScaleRoute } from "./routes/fleet-scale.ts";
 import { keyRoutes } from "./routes/keys.ts";
 import { listModelsRoute, retrieveModelRoute } from "./routes/models.ts";
-import { createResponse, deleteResponse, listInputItems, retrieveResponse } from "./routes/responses.ts";
+import {
+  cancelResponse,
+  createResponse,
+  deleteResponse,
+  listInputItems,
+  retrieveResponse,
+} from "./routes/responses.ts";
 import { usageRoute } from "./routes/usage.ts";
 
 export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
@@ -65,6 +71,7 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.post("/v1/responses", createResponse(deps));
   app.get("/v1/responses/:id", retrieveResponse(deps));
   app.delete("/v1/responses/:id", deleteResponse(deps));
+  app.post("/v1/responses/:id/cancel", cancelResponse(deps));
   app.get("/v1/responses/:id/input_items", listInputItems(deps));
   app.get("/v1/usage", callerOrgOnly, usageRoute(deps));
   app.route("/v1/keys", keyRoutes(deps));

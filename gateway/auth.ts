@@ -101,10 +101,25 @@ export async function authenticate(db: Db, cache: AuthCache, authorization: stri
  */
 export const RUN_AS = Symbol("luminet.runAs");
 
+/**
+ * Beside RUN_AS, for a background response's run: the id key the response was created under, so the run
+ * answers (and stores) that response rather than a new one.
+ */
+export const RESPONSE_KEY = Symbol("luminet.responseKey");
+
+/** What the batch runner puts on the env of a request it sends in process. */
+export interface RunEnv {
+  [RUN_AS]: Principal;
+  [RESPONSE_KEY]?: string;
+}
+
 export function bearerAuth(db: Db, cache: AuthCache): MiddlewareHandler<GatewayEnv> {
   return async (c, next) => {
-    const runAs = (c.env as { [RUN_AS]?: Principal } | undefined)?.[RUN_AS];
-    if (runAs) c.set("batch", true);
+    const run = c.env as Partial<RunEnv> | undefined;
+    const runAs = run?.[RUN_AS];
+    // A background response is billed as a live request; a batch line at the batch price.
+    if (runAs && !run?.[RESPONSE_KEY]) c.set("batch", true);
+    if (run?.[RESPONSE_KEY]) c.set("responseKey", run[RESPONSE_KEY]);
     c.set("principal", runAs ?? (await authenticate(db, cache, c.req.header("authorization"))));
     await next();
   };

@@ -10,9 +10,10 @@ import { and, asc, eq, inArray, isNull, lt, lte, notExists, or } from "drizzle-o
 import type { Db } from "../db/open.ts";
 import type { BatchOutputLine } from "../schema/batch-api.ts";
 import { batches, batchRequests } from "../schema/db.ts";
-import { type Principal, principalOfKey, RUN_AS } from "./auth.ts";
+import { principalOfKey, RESPONSE_KEY, RUN_AS, type RunEnv } from "./auth.ts";
 import type { BatchLineOutcome, GatewayLog, GatewayMetrics } from "./deps.ts";
 import { saveFile } from "./files.ts";
+import { markBackground } from "./response-store.ts";
 
 export interface BatchRunnerOptions {
   /** The gateway's app: a line runs as `app.fetch(request, env)` would run an HTTP request. */
@@ -51,6 +52,7 @@ const MAX_RETRY_DELAY_MS = 60_000;
 interface Claimed {
   batchId: string;
   line: number;
+  customId: string;
   body: unknown;
 }
 
@@ -193,8 +195,8 @@ export class BatchRunner {
           .update(batchRequests)
           .set({ status: "running", claimedBy: runnerId, claimedAt: now })
           .where(and(eq(batchRequests.batchId, batchId), eq(batchRequests.line, line)))
-          .returning({ body: batchRequests.body });
-        out.push({ batchId, line, body: row!.body });
+          .returning({ body: batchRequests.body, customId: batchRequests.customId });
+        out.push({ batchId, line, customId: row!.customId, body: row!.body });
       }
       return out;
     });
@@ -219,13 +221,16 @@ export class BatchRunner {
     return claimed.length;
   }
 
-  async #runLine({ batchId, line, body }: Claimed): Promise<void> {
+  async #runLine({ batchId, line, customId, body }: Claimed): Promise<void> {
     const { db, app } = this.#options;
     const [batch] = await db
-      .select({ keyId: batches.keyId, endpoint: batches.endpoint })
+      .select({ keyId: batches.keyId, endpoint: batches.endpoint, kind: batches.kind })
       .from(batches)
       .where(eq(batches.id, batchId));
     if (!batch) return;
+    // A background response's line answers the response created under its custom_id.
+    const background = batch.kind === "background" ? `resp_${customId}` : null;
+    if (background) await markBackground(db, background, "in_progress");
     const principal = await principalOfKey(db, batch.keyId);
     let statusCode: number;
     let response: unknown;
@@ -251,7 +256,7 @@ export class BatchRunner {
             body: JSON.stringify(body),
             signal: controller.signal,
           }),
-          { [RUN_AS]: principal } satisfies { [RUN_AS]: Principal },
+          { [RUN_AS]: principal, ...(background ? { [RESPONSE_KEY]: customId } : {}) } satisfies RunEnv,
         );
         statusCode = answer.status;
         response = await answer.json();
@@ -284,11 +289,52 @@ export class BatchRunner {
     }
     this.#retries.delete(key);
     await db.update(batchRequests).set({ status: "done", statusCode, response, requestId }).where(where);
+    // A background response's run stored the response itself; one that failed says why.
+    if (background && statusCode !== 200) {
+      const error = (response as { error?: { code?: string | null; message?: string } } | null)?.error;
+      await markBackground(db, background, "failed", {
+        code: error?.code ?? "server_error",
+        message: error?.message ?? `The response's run ended with HTTP ${statusCode}.`,
+      });
+    }
     this.#counted(statusCode === 200 ? "answered" : "failed");
   }
 
   #counted(outcome: BatchLineOutcome): void {
     this.#options.metrics?.batchLine(outcome);
+  }
+
+  /**
+   * Ends a background response's hidden batch. Its response was stored by its run, or marked failed or
+   * cancelled; one whose 24 hours passed before it ran is marked failed here.
+   */
+  async #endBackground(
+    tx: Pick<Db, "update">,
+    id: string,
+    status: string,
+    lines: readonly { status: string; statusCode: number | null; customId: string }[],
+  ): Promise<void> {
+    const [line] = lines;
+    if (line?.status === "expired") {
+      await markBackground(tx, `resp_${line.customId}`, "failed", {
+        code: "expired",
+        message: "The response could not be run within 24 hours.",
+      });
+    }
+    const now = new Date(this.#options.now());
+    const answered = line?.status === "done" && line.statusCode === 200 ? 1 : 0;
+    const ended =
+      status === "cancelling" ? "cancelled" : line?.status === "expired" ? "expired" : "completed";
+    await tx
+      .update(batches)
+      .set({
+        status: ended,
+        completedCount: answered,
+        failedCount: lines.length - answered,
+        finalizingAt: now,
+        endedAt: now,
+      })
+      .where(eq(batches.id, id));
   }
 
   /** The line, while this runner's claim on it holds. */
@@ -336,6 +382,10 @@ export class BatchRunner {
         .from(batchRequests)
         .where(eq(batchRequests.batchId, id))
         .orderBy(asc(batchRequests.line));
+      if (batch.kind === "background") {
+        await this.#endBackground(tx, batch.id, batch.status, lines);
+        return;
+      }
       const outputs: BatchOutputLine[] = [];
       const errors: BatchOutputLine[] = [];
       for (const row of lines) {

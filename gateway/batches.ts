@@ -87,6 +87,7 @@ export async function createBatch(
     id,
     orgId: creator.orgId,
     keyId: creator.keyId,
+    kind: "batch",
     endpoint: request.endpoint,
     inputFileId: file.id,
     completionWindow: request.completion_window,
@@ -191,7 +192,7 @@ export async function loadBatch(db: Db, orgId: string, id: string): Promise<Batc
   const [row] = await db
     .select()
     .from(batches)
-    .where(and(eq(batches.orgId, orgId), eq(batches.id, id)));
+    .where(and(eq(batches.orgId, orgId), eq(batches.id, id), eq(batches.kind, "batch")));
   if (!row) return null;
   const counts = await countsOf(db, [row]);
   return batchObject(row, counts.get(row.id) ?? { total: 0, completed: 0, failed: 0 });
@@ -203,12 +204,12 @@ export async function listBatches(
   orgId: string,
   options: { limit: number; after: string | null },
 ): Promise<ListPage<BatchObject>> {
-  const conditions = [eq(batches.orgId, orgId)];
+  const conditions = [eq(batches.orgId, orgId), eq(batches.kind, "batch")];
   if (options.after) {
     const [cursor] = await db
       .select({ createdAt: batches.createdAt })
       .from(batches)
-      .where(and(eq(batches.orgId, orgId), eq(batches.id, options.after)));
+      .where(and(...conditions, eq(batches.id, options.after)));
     if (!cursor) throw invalidRequest(`No such batch: ${options.after}`, "after");
     conditions.push(after(batches.createdAt, batches.id, { createdAt: cursor.createdAt, id: options.after }));
   }
@@ -233,7 +234,14 @@ export async function cancelBatch(db: Db, orgId: string, id: string, now: Date):
   const [row] = await db
     .update(batches)
     .set({ status: "cancelling", cancellingAt: now })
-    .where(and(eq(batches.orgId, orgId), eq(batches.id, id), eq(batches.status, "in_progress")))
+    .where(
+      and(
+        eq(batches.orgId, orgId),
+        eq(batches.id, id),
+        eq(batches.kind, "batch"),
+        eq(batches.status, "in_progress"),
+      ),
+    )
     .returning();
   if (!row) {
     const batch = await loadBatch(db, orgId, id);
@@ -251,4 +259,56 @@ export async function cancelBatch(db: Db, orgId: string, id: string, now: Date):
     .set({ status: "cancelled" })
     .where(and(eq(batchRequests.batchId, id), eq(batchRequests.status, "pending")));
   return (await loadBatch(db, orgId, id))!;
+}
+
+/** The hidden one-line batch that runs a background response (kind "background"). */
+export const backgroundJobId = (responseKey: string) => `batch_bg_${responseKey}`;
+
+/**
+ * Queues a background Responses API response: a hidden batch of one line, the request itself, whose
+ * custom_id is the response's id key, for the batch runners to run like any line. `db` may be a
+ * transaction's handle (the queued response is stored in the same one).
+ */
+export async function queueBackgroundResponse(
+  db: Pick<Db, "insert">,
+  creator: BatchCreator,
+  responseKey: string,
+  body: object,
+  now: Date,
+): Promise<void> {
+  const id = backgroundJobId(responseKey);
+  await db.insert(batches).values({
+    id,
+    orgId: creator.orgId,
+    keyId: creator.keyId,
+    kind: "background",
+    endpoint: "/v1/responses",
+    inputFileId: "",
+    completionWindow: "24h",
+    status: "in_progress",
+    createdAt: now,
+    expiresAt: new Date(now.getTime() + COMPLETION_WINDOW_MS),
+  });
+  await db
+    .insert(batchRequests)
+    .values({ batchId: id, line: 0, customId: responseKey, body, status: "pending" });
+}
+
+/**
+ * Stops a background response's run: not started, it never will; running, its answer is dropped (the
+ * stored response says cancelled, which its run's save leaves as it is). False when there is no such job.
+ */
+export async function cancelBackgroundJob(db: Db, responseKey: string, now: Date): Promise<boolean> {
+  const id = backgroundJobId(responseKey);
+  const [row] = await db
+    .update(batches)
+    .set({ status: "cancelling", cancellingAt: now })
+    .where(and(eq(batches.id, id), eq(batches.status, "in_progress")))
+    .returning({ id: batches.id });
+  if (!row) return false;
+  await db
+    .update(batchRequests)
+    .set({ status: "cancelled" })
+    .where(and(eq(batchRequests.batchId, id), eq(batchRequests.status, "pending")));
+  return true;
 }

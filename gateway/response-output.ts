@@ -66,7 +66,7 @@ export function responseHead(
     user: body.user ?? null,
     truncation: body.truncation ?? "disabled",
     reasoning: { effort: null, summary: null },
-    background: false,
+    background: body.background === true,
     usage: null,
   };
 }

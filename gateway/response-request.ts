@@ -11,8 +11,14 @@ import { ApiError, invalidRequest } from "./errors.ts";
 
 /** What the caller asked for that Luminet does not do, refused by name. */
 function refuseUnsupported(body: ResponseCreateRequest): void {
-  if (body.background === true) {
-    throw invalidRequest("background responses are not supported: stream the response instead", "background");
+  if (body.background === true && body.store === false) {
+    throw invalidRequest("A background response must be stored: store cannot be false.", "store");
+  }
+  if (body.background === true && body.stream === true) {
+    throw invalidRequest(
+      "A background response cannot be streamed here: poll GET /v1/responses/{id} until it ends.",
+      "stream",
+    );
   }
   if (body.conversation != null) {
     throw invalidRequest("conversation is not supported: use previous_response_id", "conversation");

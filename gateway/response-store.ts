@@ -2,7 +2,7 @@
 // the gateway's database (schema/db.ts stored_responses), scoped to its org, holding the response object
 // and the conversation it answered, so previous_response_id continues it with one read. Functions of the
 // request's database handle, as the Workers entry opens one per request.
-import { and, eq, inArray, lt } from "drizzle-orm";
+import { and, eq, inArray, lt, ne, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { storedResponses } from "../schema/db.ts";
 import type { InputItem, ResponseObject } from "../schema/responses-api.ts";
@@ -14,15 +14,56 @@ export interface KeptResponse {
   conversation: InputItem[];
 }
 
-export async function saveResponse(db: Db, orgId: string, kept: KeptResponse): Promise<void> {
-  await db.insert(storedResponses).values({
-    id: kept.response.id,
-    orgId,
-    response: kept.response,
-    conversation: kept.conversation,
-    // The gateway's clock, as the response's created_at and the retention sweep read it.
-    createdAt: new Date(kept.response.created_at * 1000),
-  });
+/**
+ * Stores a response. A background response is stored queued when it is created and again when its run
+ * ends: that save keeps the first one's created_at, and leaves a response cancelled meanwhile as it is.
+ */
+export async function saveResponse(db: Pick<Db, "insert">, orgId: string, kept: KeptResponse): Promise<void> {
+  await db
+    .insert(storedResponses)
+    .values({
+      id: kept.response.id,
+      orgId,
+      response: kept.response,
+      conversation: kept.conversation,
+      // The gateway's clock, as the response's created_at and the retention sweep read it.
+      createdAt: new Date(kept.response.created_at * 1000),
+    })
+    .onConflictDoUpdate({
+      target: storedResponses.id,
+      set: {
+        response: sql`jsonb_set(excluded.response, '{created_at}', ${storedResponses.response} -> 'created_at')`,
+        conversation: sql`excluded.conversation`,
+      },
+      where: and(
+        eq(storedResponses.orgId, orgId),
+        ne(sql`${storedResponses.response} ->> 'status'`, "cancelled"),
+      ),
+    });
+}
+
+/**
+ * Moves a background response that has not ended on: to in_progress when its run starts, to failed or
+ * cancelled (with `error`) when it cannot end otherwise. An ended response is left as it is; false then.
+ */
+export async function markBackground(
+  db: Pick<Db, "update">,
+  id: string,
+  status: "in_progress" | "failed" | "cancelled",
+  error: { code: string; message: string } | null = null,
+): Promise<boolean> {
+  const patch = { status, ...(error ? { error } : {}) };
+  const updated = await db
+    .update(storedResponses)
+    .set({ response: sql`${storedResponses.response} || ${JSON.stringify(patch)}::jsonb` })
+    .where(
+      and(
+        eq(storedResponses.id, id),
+        inArray(sql`${storedResponses.response} ->> 'status'`, ["queued", "in_progress"]),
+      ),
+    )
+    .returning({ id: storedResponses.id });
+  return updated.length > 0;
 }
 
 /** The org's response with this id; null when there is none (or it is another org's). */

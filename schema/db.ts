@@ -283,6 +283,11 @@ export const batches = pgTable(
     keyId: text("key_id")
       .notNull()
       .references(() => apiKeys.id),
+    /**
+     * "batch" (the Batch API's), or "background": one Responses API response created with background
+     * true, run by the same runners, listed nowhere; its line's custom_id is the response's id key.
+     */
+    kind: text("kind").notNull().default("batch"),
     endpoint: text("endpoint").notNull(),
     inputFileId: text("input_file_id").notNull(),
     completionWindow: text("completion_window").notNull(),

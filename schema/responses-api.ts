@@ -149,8 +149,9 @@ export const ResponseCreateRequest = z.object({
   user: z.string().optional(),
   /** "auto": a conversation too long for the context loses its oldest items instead of failing. */
   truncation: z.enum(["auto", "disabled"]).nullable().optional(),
-  // Declared only to be refused (gateway/response-request.ts): Luminet does not do these.
+  /** Answered at once as queued, run by a Node gateway's batch runner; GET /v1/responses/{id} polls it. */
   background: z.boolean().nullable().optional(),
+  // Declared only to be refused (gateway/response-request.ts): Luminet does not do these.
   conversation: z.unknown().optional(),
   prompt: z.unknown().optional(),
   reasoning: z.object({ effort: z.string().nullable().optional() }).loose().nullable().optional(),
@@ -199,7 +200,7 @@ export interface ResponseUsage {
   total_tokens: number;
 }
 
-export type ResponseStatus = "in_progress" | "completed" | "incomplete" | "failed";
+export type ResponseStatus = "queued" | "in_progress" | "completed" | "incomplete" | "failed" | "cancelled";
 
 export interface ResponseObject {
   id: string;
@@ -226,7 +227,7 @@ export interface ResponseObject {
   user: string | null;
   truncation: "auto" | "disabled";
   reasoning: { effort: null; summary: null };
-  background: false;
+  background: boolean;
   usage: ResponseUsage | null;
 }
 

@@ -7,6 +7,7 @@
 import type { Handler } from "hono";
 import { InputItemsQuery, ResponseCreateRequest, type ResponseObject } from "../../schema/responses-api.ts";
 import type { TokenLogprob } from "../../schema/wire.ts";
+import { cancelBackgroundJob, queueBackgroundResponse } from "../batches.ts";
 import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
@@ -31,6 +32,7 @@ import {
   dropResponse,
   type KeptResponse,
   loadResponse,
+  markBackground,
   saveResponse,
 } from "../response-store.ts";
 import { RequiredCallStream, type ToolCallDelta, ToolCallStream, toolCallsIn } from "../tool-calls.ts";
@@ -65,10 +67,24 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       : [];
     const input = await resolveReferences(deps.db, orgId, body.input);
     const admitted = admitResponse(body, earlier, input, resolved.base);
-    const ids = responseIds(c.get("requestId"));
+    // The response's ids come from its id key: this request's id, or, when this is a background
+    // response's run, the key the response was created under.
+    const key = c.get("responseKey") ?? c.get("requestId");
+    const ids = responseIds(key);
     const store = body.store !== false;
     const nowSeconds = () => Math.floor(deps.now() / 1000);
     const head = responseHead(body, ids.response, nowSeconds(), store);
+    if (body.background === true && !c.get("responseKey")) {
+      // Checked in full above; stored queued and run later by a batch runner (gateway/batch-runner.ts).
+      const queued: ResponseObject = { ...head, status: "queued" };
+      const conversation = [...earlier, ...withItemIds(input, key)];
+      const { keyId } = c.get("principal");
+      await deps.db.transaction(async (tx) => {
+        await saveResponse(tx, orgId, { response: queued, conversation });
+        await queueBackgroundResponse(tx, { orgId, keyId }, key, body, new Date(deps.now()));
+      });
+      return c.json(queued);
+    }
     const wantLogprobs = admitted.sampling.logprobs;
     const tools = admitted.tools ?? null;
     /**
@@ -78,7 +94,7 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
      */
     const keep = async (response: ResponseObject) => {
       if (!store) return;
-      const conversation = [...earlier, ...withItemIds(input, c.get("requestId"))];
+      const conversation = [...earlier, ...withItemIds(input, key)];
       const kept: KeptResponse = { response, conversation };
       const requestId = c.get("requestId");
       const failed = (what: string) => (error: unknown) =>
@@ -149,6 +165,33 @@ export function retrieveResponse(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const stored = await storedResponse(deps, c.get("principal").orgId, c.req.param("id")!);
     return c.json(stored.response);
+  };
+}
+
+/**
+ * POST /v1/responses/{id}/cancel: a background response not yet ended stops — not started, it never runs;
+ * running, its answer is dropped — and says cancelled. One that has ended is answered as it is; a response
+ * that was not created in the background cannot be cancelled (400).
+ */
+export function cancelResponse(deps: GatewayDeps): Handler<GatewayEnv> {
+  return async (c) => {
+    const { orgId } = c.get("principal");
+    const id = c.req.param("id")!;
+    const stored = await storedResponse(deps, orgId, id);
+    if (!stored.response.background) {
+      throw new ApiError(
+        400,
+        "invalid_request_error",
+        "Only background responses can be cancelled.",
+        null,
+        "response_id",
+      );
+    }
+    if (stored.response.status === "queued" || stored.response.status === "in_progress") {
+      await cancelBackgroundJob(deps.db, id.slice("resp_".length), new Date(deps.now()));
+      await markBackground(deps.db, id, "cancelled");
+    }
+    return c.json((await storedResponse(deps, orgId, id)).response);
   };
 }
 

@@ -415,3 +415,94 @@ describe("the Batch API", () => {
     expect(ended.request_counts).toEqual({ total: 1, completed: 1, failed: 0 });
   });
 });
+
+describe("background responses", () => {
+  it("answers queued at once, and the runner runs it into the same response", async () => {
+    const batchesBefore = (await client.batches.list()).data.length;
+    const queued = await client.responses.create({
+      model: `${BASE}:acme/a1`,
+      input: "Write later",
+      max_output_tokens: 4,
+      background: true,
+    });
+    expect(queued).toMatchObject({ status: "queued", background: true, output: [] });
+    expect((await client.responses.retrieve(queued.id)).status).toBe("queued");
+    // Not one of the org's batches.
+    expect((await client.batches.list()).data.length).toBe(batchesBefore);
+    await runner().drain();
+    const done = await client.responses.retrieve(queued.id);
+    expect(done).toMatchObject({
+      id: queued.id,
+      status: "incomplete",
+      background: true,
+      created_at: queued.created_at,
+    });
+    expect(done.output_text).toBe(fakeReplyText(4));
+    expect(done.usage?.output_tokens).toBe(4);
+    // A background response is billed as a live request, not as a batch line.
+    const [run] = worker.received
+      .filter((r) => r.adapter?.name === "acme/a1" && r.sampling.max_tokens === 4)
+      .slice(-1);
+    expect(run?.batch).toBeUndefined();
+    // It continues like any stored response.
+    const next = await client.responses.create({
+      model: BASE,
+      previous_response_id: done.id,
+      input: "More",
+      max_output_tokens: 2,
+    });
+    expect(next.status).toBe("incomplete");
+    expect((await client.responses.inputItems.list(next.id)).data.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it("cancels a queued one, which then never runs, and refuses to cancel a response not made in the background", async () => {
+    const received = worker.received.length;
+    const queued = await client.responses.create({
+      model: BASE,
+      input: "never",
+      max_output_tokens: 3,
+      background: true,
+    });
+    const cancelled = await client.responses.cancel(queued.id);
+    expect(cancelled.status).toBe("cancelled");
+    await runner().drain();
+    expect((await client.responses.retrieve(queued.id)).status).toBe("cancelled");
+    expect(worker.received.length).toBe(received);
+    // Cancelling again answers it as it is.
+    expect((await client.responses.cancel(queued.id)).status).toBe("cancelled");
+    const live = await client.responses.create({ model: BASE, input: "now", max_output_tokens: 1 });
+    await expect(client.responses.cancel(live.id)).rejects.toMatchObject({
+      status: 400,
+      param: "response_id",
+    });
+    await expect(otherClient.responses.cancel(queued.id)).rejects.toMatchObject({ status: 404 });
+  });
+
+  it("marks failed, with the reason, a background response whose run cannot answer", async () => {
+    const created = await createApiKey(h.db, { orgId: "acme", name: "background-short" });
+    const shortLived = new OpenAI({ apiKey: created.key, baseURL: `${served.url}/v1`, maxRetries: 0 });
+    const queued = await shortLived.responses.create({
+      model: BASE,
+      input: "x",
+      max_output_tokens: 2,
+      background: true,
+    });
+    await h.db.update(apiKeys).set({ revokedAt: new Date() }).where(eq(apiKeys.id, created.record.id));
+    await runner().drain();
+    const failed = await client.responses.retrieve(queued.id);
+    expect(failed.status).toBe("failed");
+    expect(failed.error).toMatchObject({ code: "invalid_api_key" });
+  });
+
+  it("refuses background with store false or with stream, and stores nothing", async () => {
+    await expect(
+      client.responses.create({ model: BASE, input: "x", background: true, store: false }),
+    ).rejects.toMatchObject({ status: 400, param: "store" });
+    await expect(
+      client.responses.create({ model: BASE, input: "x", background: true, stream: true }),
+    ).rejects.toMatchObject({ status: 400, param: "stream" });
+    await expect(
+      client.responses.create({ model: `${BASE}:acme/missing`, input: "x", background: true }),
+    ).rejects.toMatchObject({ status: 404, code: "model_not_found" });
+  });
+});

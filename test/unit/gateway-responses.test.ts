@@ -486,7 +486,7 @@ describe("POST /v1/responses", () => {
       [{ max_output_tokens: CONTEXT * 2 }, "max_output_tokens"],
       [{ input: "x".repeat(2000) }, "input"],
       [{ reasoning: { effort: "high" } }, "reasoning.effort"],
-      [{ background: true }, "background"],
+      [{ background: true, store: false }, "store"],
       [{ input: [] }, "input"],
     ];
     for (const [fields, param] of refusals) {
