@@ -14,32 +14,38 @@ export interface KeptResponse {
   conversation: InputItem[];
 }
 
-/**
- * Stores a response. A background response is stored queued when it is created and again when its run
- * ends: that save keeps the first one's created_at, and leaves a response cancelled meanwhile as it is.
- */
+/** Stores a response; `db` may be a transaction's handle. */
 export async function saveResponse(db: Pick<Db, "insert">, orgId: string, kept: KeptResponse): Promise<void> {
-  await db
-    .insert(storedResponses)
-    .values({
-      id: kept.response.id,
-      orgId,
-      response: kept.response,
+  await db.insert(storedResponses).values({
+    id: kept.response.id,
+    orgId,
+    response: kept.response,
+    conversation: kept.conversation,
+    // The gateway's clock, as the response's created_at and the retention sweep read it.
+    createdAt: new Date(kept.response.created_at * 1000),
+  });
+}
+
+/**
+ * Stores a background response's run over the response stored queued, keeping that one's created_at. A
+ * response cancelled or deleted meanwhile is left as it is (the answer is dropped); false then.
+ */
+export async function saveBackgroundRun(db: Db, orgId: string, kept: KeptResponse): Promise<boolean> {
+  const updated = await db
+    .update(storedResponses)
+    .set({
+      response: sql`jsonb_set(${JSON.stringify(kept.response)}::jsonb, '{created_at}', ${storedResponses.response} -> 'created_at')`,
       conversation: kept.conversation,
-      // The gateway's clock, as the response's created_at and the retention sweep read it.
-      createdAt: new Date(kept.response.created_at * 1000),
     })
-    .onConflictDoUpdate({
-      target: storedResponses.id,
-      set: {
-        response: sql`jsonb_set(excluded.response, '{created_at}', ${storedResponses.response} -> 'created_at')`,
-        conversation: sql`excluded.conversation`,
-      },
-      where: and(
+    .where(
+      and(
         eq(storedResponses.orgId, orgId),
+        eq(storedResponses.id, kept.response.id),
         ne(sql`${storedResponses.response} ->> 'status'`, "cancelled"),
       ),
-    });
+    )
+    .returning({ id: storedResponses.id });
+  return updated.length > 0;
 }
 
 /**

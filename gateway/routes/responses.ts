@@ -33,6 +33,7 @@ import {
   type KeptResponse,
   loadResponse,
   markBackground,
+  saveBackgroundRun,
   saveResponse,
 } from "../response-store.ts";
 import { RequiredCallStream, type ToolCallDelta, ToolCallStream, toolCallsIn } from "../tool-calls.ts";
@@ -99,7 +100,9 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       const requestId = c.get("requestId");
       const failed = (what: string) => (error: unknown) =>
         deps.log.error({ requestId, err: error instanceof Error ? error.message : String(error) }, what);
-      await saveResponse(deps.db, orgId, kept).catch(failed("could not store a response"));
+      // A background response's run stores over the response created queued (unless cancelled or deleted).
+      const save = c.get("responseKey") ? saveBackgroundRun : saveResponse;
+      await save(deps.db, orgId, kept).catch(failed("could not store a response"));
       const swept = await deps.responseRetention
         .sweepIfDue(deps.db)
         .catch(failed("could not sweep old responses"));
@@ -199,6 +202,8 @@ export function deleteResponse(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const id = c.req.param("id")!;
     if (!(await dropResponse(deps.db, c.get("principal").orgId, id))) throw responseNotFound(id);
+    // A background response deleted before it ran never runs.
+    await cancelBackgroundJob(deps.db, id.slice("resp_".length), new Date(deps.now()));
     return c.json({ id, object: "response", deleted: true });
   };
 }

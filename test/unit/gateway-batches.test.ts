@@ -455,7 +455,7 @@ describe("background responses", () => {
     expect((await client.responses.inputItems.list(next.id)).data.length).toBeGreaterThanOrEqual(3);
   });
 
-  it("cancels a queued one, which then never runs, and refuses to cancel a response not made in the background", async () => {
+  it("cancels or deletes a queued one, which then never runs, and refuses to cancel a response not made in the background", async () => {
     const received = worker.received.length;
     const queued = await client.responses.create({
       model: BASE,
@@ -470,12 +470,53 @@ describe("background responses", () => {
     expect(worker.received.length).toBe(received);
     // Cancelling again answers it as it is.
     expect((await client.responses.cancel(queued.id)).status).toBe("cancelled");
+    // Deleted before it ran, one never runs, and does not come back.
+    const deleted = await client.responses.create({
+      model: BASE,
+      input: "gone",
+      max_output_tokens: 3,
+      background: true,
+    });
+    await client.responses.delete(deleted.id);
+    await runner().drain();
+    await expect(client.responses.retrieve(deleted.id)).rejects.toMatchObject({ status: 404 });
+    expect(worker.received.length).toBe(received);
     const live = await client.responses.create({ model: BASE, input: "now", max_output_tokens: 1 });
     await expect(client.responses.cancel(live.id)).rejects.toMatchObject({
       status: 400,
       param: "response_id",
     });
     await expect(otherClient.responses.cancel(queued.id)).rejects.toMatchObject({ status: 404 });
+  });
+
+  it("keeps a response cancelled while it ran cancelled, dropping its run's answer", async () => {
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const slow: BatchRunnerOptions["app"] = {
+      fetch: async (request, env) => {
+        await gate;
+        return h.app.fetch(request, env);
+      },
+    };
+    const queued = await client.responses.create({
+      model: BASE,
+      input: "slow",
+      max_output_tokens: 2,
+      background: true,
+    });
+    const draining = runner("runner-e", slow).drain();
+    for (let i = 0; i < 200 && (await client.responses.retrieve(queued.id)).status !== "in_progress"; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect((await client.responses.retrieve(queued.id)).status).toBe("in_progress");
+    expect((await client.responses.cancel(queued.id)).status).toBe("cancelled");
+    release();
+    await draining;
+    const after = await client.responses.retrieve(queued.id);
+    expect(after.status).toBe("cancelled");
+    expect(after.output).toEqual([]);
   });
 
   it("marks failed, with the reason, a background response whose run cannot answer", async () => {
