@@ -36,8 +36,10 @@ export function formatUsdAxis(micros: number): string {
   return `$${Number(dollars.toPrecision(3))}`;
 }
 
-/** Milliseconds ago as "3 s ago", "2 min ago". */
+/** Milliseconds ago as "3 s ago", "2 min ago", "5 h ago", "3 d ago". */
 export function formatAgo(ms: number): string {
   if (ms < 60_000) return `${Math.max(0, Math.round(ms / 1000))} s ago`;
-  return `${Math.round(ms / 60_000)} min ago`;
+  if (ms < 3_600_000) return `${Math.round(ms / 60_000)} min ago`;
+  if (ms < 86_400_000) return `${Math.round(ms / 3_600_000)} h ago`;
+  return `${Math.round(ms / 86_400_000)} d ago`;
 }

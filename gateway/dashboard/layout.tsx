@@ -41,6 +41,8 @@ td.num, th.num { text-align:right; }
 .meter i { display:block; height:100%; } .meter .used { background:var(--input); } .meter .held { background:#a5b4fc; }
 .tag { display:inline-block; padding:1px 7px; border-radius:10px; font-size:12px; background:#eef2ff; color:#3730a3; margin:1px 2px; }
 .tag.slot { background:#dcfce7; color:#166534; } .tag.ram { background:#e0f2fe; color:#075985; } .tag.disk { background:#f3f4f6; color:#374151; }
+td.nowrap { white-space:nowrap; }
+.tag.completed { background:#dcfce7; color:#166534; } .tag.cancelled, .tag.expired { background:#fee2e2; color:#991b1b; } .tag.cancelling { background:#fef3c7; color:#92400e; }
 .muted { color:var(--muted); }
 .notice, .error { padding:10px 14px; border-radius:8px; margin-bottom:16px; }
 .notice { background:#ecfdf3; border:1px solid #abefc6; } .error { background:#fef3f2; border:1px solid #fecdca; color:#912018; }
@@ -72,12 +74,13 @@ export function Document(props: { title: string; children: Child }) {
   );
 }
 
-export type Section = "usage" | "fleet" | "adapters";
+export type Section = "usage" | "fleet" | "adapters" | "batches";
 
 const SECTIONS: Array<[Section, string, string]> = [
   ["usage", "Usage", "/dashboard"],
   ["fleet", "Fleet", "/dashboard/fleet"],
   ["adapters", "Adapters", "/dashboard/adapters"],
+  ["batches", "Batches", "/dashboard/batches"],
 ];
 
 export function Layout(props: {

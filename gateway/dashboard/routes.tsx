@@ -16,10 +16,13 @@ import { ADAPTER_NAME } from "../../schema/adapter-api.ts";
 import { deleteAdapter, listAdapters, setPinned, setTrafficWeight } from "../adapter-admin.ts";
 import { ADMIN_SCOPE, keyLabel, listApiKeys } from "../api-keys.ts";
 import { authenticate, type Principal } from "../auth.ts";
+import { cancelBatch, listBatches } from "../batches.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
 import { ApiError, toApiError } from "../errors.ts";
+import { loadFile } from "../files.ts";
 import { AdaptersPage } from "./adapters-page.tsx";
+import { BatchesPage } from "./batches-page.tsx";
 import { FleetPage } from "./fleet-page.tsx";
 import { Document, Layout } from "./layout.tsx";
 import { LoginPage } from "./login-page.tsx";
@@ -191,6 +194,39 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
         <AdaptersPage adapters={await listAdapters(deps, principal.orgId)} admin={admin} />
       </Layout>,
     );
+  });
+
+  routes.get("/batches", async (c) => {
+    const principal = c.get("principal");
+    const page = await listBatches(deps.db, principal.orgId, { limit: 50, after: null });
+    return c.html(
+      <Layout title="Batches" section="batches" principal={principal} {...(await takeFlash(c))}>
+        <BatchesPage batches={page.data} now={deps.now()} />
+      </Layout>,
+    );
+  });
+
+  routes.post("/batches/:id/cancel", async (c) => {
+    const id = c.req.param("id");
+    try {
+      const batch = await cancelBatch(deps.db, c.get("principal").orgId, id, new Date(deps.now()));
+      await flash(c, "notice", `Cancelling ${batch.id}: requests not yet started will not run.`);
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status >= 500) throw error;
+      await flash(c, "error", error.message);
+    }
+    return c.redirect("/dashboard/batches", 303);
+  });
+
+  // A batch's input, output or error file, as a download: the org's own files only.
+  routes.get("/files/:id/content", async (c) => {
+    const id = c.req.param("id");
+    const file = await loadFile(deps.db, c.get("principal").orgId, id);
+    if (!file) throw new DashboardError(404, `No file ${id} in this org.`);
+    return c.body(file.content, 200, {
+      "content-type": "application/jsonl",
+      "content-disposition": `attachment; filename="${file.filename.replace(/[^\w.-]/g, "_")}"`,
+    });
   });
 
   /** Runs an admin action and goes back to the adapters page with its outcome. */

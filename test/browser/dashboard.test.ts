@@ -1,7 +1,7 @@
 // The dashboard in headless Chromium (playwright-core driving the system's chromium, which .ci/run
 // installs): sign in through the form, the charts render as SVG with one bar per day and per adapter, the
-// numbers on the page equal GET /v1/usage, the fleet shows the worker, and pinning from the adapters page
-// shows up in the adapter API. Screenshots of each page go to test-artifacts/ (git-ignored) for a person
+// numbers on the page equal GET /v1/usage, the fleet shows the worker, pinning from the adapters page
+// shows up in the adapter API, and a batch is shown and cancelled from the batches page. Screenshots of each page go to test-artifacts/ (git-ignored) for a person
 // to look at.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -13,6 +13,7 @@ import { type ServedApp, serveApp } from "../../gateway/node.ts";
 import type { UsageReport } from "../../meter/usage-report.ts";
 import type { AdapterObject } from "../../schema/adapter-api.ts";
 import { createDashboardFixture, type DashboardFixture } from "../support/dashboard-fixture.ts";
+import { BASE } from "../support/gateway-harness.ts";
 
 /** CHROMIUM_PATH, or Debian's chromium found on PATH; undefined when there is none (the suite skips). */
 function findChromium(): string | undefined {
@@ -167,6 +168,49 @@ describe.skipIf(!executablePath)("the dashboard in Chromium", () => {
     const adapter = await api<AdapterObject>("/v1/adapters/support-v1", f.h.keys.acmeAdmin);
     expect(adapter.pinned).toBe(true);
     await page.screenshot({ path: join(artifacts, "dashboard-adapters.png"), fullPage: true });
+    await signOut(page);
+  });
+
+  it("shows a batch with its progress, and cancels it from the batches page", async () => {
+    const line = JSON.stringify({
+      custom_id: "browser-1",
+      method: "POST",
+      url: "/v1/chat/completions",
+      body: { model: BASE, messages: [{ role: "user", content: "hi" }], max_tokens: 2 },
+    });
+    const form = new FormData();
+    form.set("purpose", "batch");
+    form.set("file", new Blob([`${line}\n`]), "browser.jsonl");
+    const auth = { authorization: `Bearer ${f.h.keys.acme}` };
+    const file = (await (
+      await fetch(`${served.url}/v1/files`, { method: "POST", headers: auth, body: form })
+    ).json()) as {
+      id: string;
+    };
+    const batch = (await (
+      await fetch(`${served.url}/v1/batches`, {
+        method: "POST",
+        headers: { ...auth, "content-type": "application/json" },
+        body: JSON.stringify({
+          input_file_id: file.id,
+          endpoint: "/v1/chat/completions",
+          completion_window: "24h",
+        }),
+      })
+    ).json()) as { id: string };
+    const page = await signIn(f.h.keys.acme);
+    await page.click("header nav a[href='/dashboard/batches']");
+    await page.waitForURL(`${served.url}/dashboard/batches`);
+    const row = page.locator(`tr[data-batch='${batch.id}']`);
+    expect(await row.getAttribute("data-status")).toBe("in_progress");
+    expect(await row.locator("progress").getAttribute("max")).toBe("1");
+    await page.screenshot({ path: join(artifacts, "dashboard-batches.png"), fullPage: true });
+    await Promise.all([
+      page.waitForURL(`${served.url}/dashboard/batches`),
+      row.locator("button[data-action=cancel]").click(),
+    ]);
+    expect(await page.locator(".notice").textContent()).toContain(`Cancelling ${batch.id}`);
+    expect(await page.locator(`tr[data-batch='${batch.id}']`).getAttribute("data-status")).toBe("cancelling");
     await signOut(page);
   });
 });

@@ -1,10 +1,11 @@
 // The dashboard over app.request (no browser): sign-in with an API key to a signed HttpOnly cookie that
 // never holds the key, sessions that end with the key, forms refused from other origins, usage numbers and
-// chart bars that match GET /v1/usage, the fleet without other orgs' adapter names, and admin actions that
-// change what the adapter API reports.
+// chart bars that match GET /v1/usage, the fleet without other orgs' adapter names, admin actions that
+// change what the adapter API reports, and the org's batches with their files and a cancel.
 import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApiKey, listApiKeys, revokeApiKey } from "../../gateway/api-keys.ts";
+import { BatchRunner } from "../../gateway/batch-runner.ts";
 import type { UsageReport } from "../../meter/usage-report.ts";
 import type { AdapterObject } from "../../schema/adapter-api.ts";
 import { adapters } from "../../schema/db.ts";
@@ -260,5 +261,78 @@ describe("the dashboard", () => {
     expect(flashed).toContain("traffic weight; set it to 0 first");
     await post("/dashboard/adapters/legal-v3/delete", cookie, { confirm: "yes", force: "yes" });
     expect((await live())[0]?.deletedAt).toBeInstanceOf(Date);
+  });
+
+  it("lists the org's batches with their progress and files, and cancels one still running", async () => {
+    const cookie = await signIn(f.h.keys.acme);
+    const upload = async (customIds: string[]) => {
+      const form = new FormData();
+      form.set("purpose", "batch");
+      const lines = customIds.map((id) =>
+        JSON.stringify({
+          custom_id: id,
+          method: "POST",
+          url: "/v1/chat/completions",
+          body: { model: BASE, messages: [{ role: "user", content: id }], max_tokens: 2 },
+        }),
+      );
+      form.set("file", new Blob([`${lines.join("\n")}\n`]), "in.jsonl");
+      const file = await f.h.app.request(`${ORIGIN}/v1/files`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${f.h.keys.acme}` },
+        body: form,
+      });
+      const { id } = (await file.json()) as { id: string };
+      const batch = await f.h.app.request(`${ORIGIN}/v1/batches`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${f.h.keys.acme}`, "content-type": "application/json" },
+        body: JSON.stringify({
+          input_file_id: id,
+          endpoint: "/v1/chat/completions",
+          completion_window: "24h",
+        }),
+      });
+      return ((await batch.json()) as { id: string }).id;
+    };
+    const done = await upload(["d1", "d2"]);
+    await new BatchRunner({
+      app: f.h.app,
+      db: f.h.db,
+      log: f.h.deps.log,
+      concurrency: 2,
+      leaseMs: 60_000,
+      newId: f.h.deps.newRequestId,
+      runnerId: "dashboard-test",
+    }).drain();
+    const running = await upload(["r1"]);
+
+    const { html } = await page("/dashboard/batches", cookie);
+    const rows = attributes(html, /<tr data-batch="[^"]*" data-status="[^"]*"/g);
+    expect(rows.map((r) => [r["data-batch"], r["data-status"]])).toEqual([
+      [running, "in_progress"],
+      [done, "completed"],
+    ]);
+    expect(html).toContain('data-answered="2" data-failed="0" data-total="2"');
+    const [output] = attributes(html, /<a href="[^"]*" data-file="output"/g);
+    const download = await page(output!.href!, cookie);
+    expect(download.res.headers.get("content-disposition")).toContain("attachment");
+    expect(
+      download.html
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l).custom_id),
+    ).toEqual(["d1", "d2"]);
+    // Another org's session sees none of them, nor their files.
+    const other = await signIn(f.h.keys.other);
+    expect((await page("/dashboard/batches", other)).html).not.toContain(done);
+    expect((await page(output!.href!, other)).res.status).toBe(404);
+
+    const res = await post(`/dashboard/batches/${running}/cancel`, cookie, {});
+    expect(res.status).toBe(303);
+    const after = await page("/dashboard/batches", withFlash(res, cookie));
+    expect(after.html).toContain(`Cancelling ${running}`);
+    expect(attributes(after.html, /<tr data-batch="[^"]*" data-status="[^"]*"/g)[0]).toMatchObject({
+      "data-status": "cancelling",
+    });
   });
 });
