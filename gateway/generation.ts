@@ -88,10 +88,17 @@ export async function startGenerations(options: GenerationOptions, target: Gener
   }
   const workerId = decision?.workerId ?? ANY_WORKER;
   const generations: Generation[] = [];
+  const publish = (index: number) => publishChoice(options, target, workerId, decision === null, index);
   try {
-    for (let index = 0; index < target.admitted.choices; index++) {
-      generations.push(await publishChoice(options, target, workerId, decision === null, index));
-    }
+    // The first choice goes first, so a worker meets its prompt before the others and the rest take its
+    // prefix from the cache; the others then go out together, not one publish acknowledgement at a time.
+    generations.push(await publish(0));
+    const rest = await Promise.allSettled(
+      Array.from({ length: target.admitted.choices - 1 }, (_, k) => publish(k + 1)),
+    );
+    for (const outcome of rest) if (outcome.status === "fulfilled") generations.push(outcome.value);
+    const failed = rest.find((outcome) => outcome.status === "rejected");
+    if (failed) throw failed.reason;
   } catch (error) {
     for (const generation of generations) generation.cancel();
     throw error;
