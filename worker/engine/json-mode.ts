@@ -4,9 +4,9 @@
 // is complete.
 // Special tokens, stop tokens among them, are masked throughout. This needs the whole row of logits each step (the sequence has no
 // decode choice), and costs a pass over the vocabulary per step, most tokens refused by their first byte.
-import { JsonGrammar, type PatternCursor } from "./json-grammar.ts";
+import { JsonGrammar } from "./json-grammar.ts";
 import type { SchemaNode } from "./json-schema.ts";
-import { lengthFits, nextState } from "./string-automaton.ts";
+import { lengthFits, nextState, type StringAutomaton } from "./string-automaton.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** A tokenizer's vocabulary as JSON mode reads it, built on its first JSON-mode sequence. */
@@ -17,6 +17,13 @@ interface Vocabulary {
   plain: Uint8Array;
   /** Every token's bytes as a trie, so tokens that share their first bytes are tried on them once. */
   trie: TrieNode;
+  /** The ids of tokens with a byte that is not plain (tried in full inside a patterned string). */
+  notPlain: Int32Array;
+  /**
+   * Per string automaton and state, where each plain token leaves it (-1: refused): built once a state is
+   * first met, then shared by every sequence with that pattern (patternTable).
+   */
+  patternTables: WeakMap<StringAutomaton, Map<number, Int32Array>>;
 }
 
 interface TrieNode {
@@ -49,7 +56,8 @@ function vocabularyOf(tokenizer: Tokenizer, size: number): Vocabulary {
       }
       if (node !== trie) node.tokens.push(id);
     }
-    vocabulary = { bytes, plain, trie };
+    const notPlain = Int32Array.from(bytes.flatMap((b, id) => (b.length > 0 && plain[id] === 0 ? [id] : [])));
+    vocabulary = { bytes, plain, trie, notPlain, patternTables: new WeakMap() };
     vocabularies.set(tokenizer, vocabulary);
   }
   return vocabulary;
@@ -57,6 +65,38 @@ function vocabularyOf(tokenizer: Tokenizer, size: number): Vocabulary {
 
 /** Most allowed-token lists kept for the string being written: one per pattern state met in it. */
 const MAX_KEPT_LISTS = 64;
+
+/** Most states whose token tables are kept per pattern (each holds an int per token of the vocabulary). */
+const MAX_PATTERN_TABLES = 128;
+
+/**
+ * Where each plain token leaves the automaton from `state`, by id (-1: refused, or not plain), walking the
+ * vocabulary's trie so tokens that share their first bytes move the automaton once.
+ */
+function patternTable(vocabulary: Vocabulary, automaton: StringAutomaton, state: number): Int32Array {
+  let tables = vocabulary.patternTables.get(automaton);
+  if (!tables) {
+    tables = new Map();
+    vocabulary.patternTables.set(automaton, tables);
+  }
+  let table = tables.get(state);
+  if (table) return table;
+  table = new Int32Array(vocabulary.bytes.length).fill(-1);
+  const filled = table;
+  const walk = (node: TrieNode, at: number) => {
+    for (const [b, child] of node.children) {
+      if (!isPlain(b)) continue;
+      const next = nextState(automaton, at, b);
+      if (next < 0) continue;
+      for (const id of child.tokens) filled[id] = next;
+      walk(child, next);
+    }
+  };
+  walk(vocabulary.trie, state);
+  if (tables.size >= MAX_PATTERN_TABLES) tables.clear();
+  tables.set(state, table);
+  return table;
+}
 
 export class JsonMode {
   private readonly grammar: JsonGrammar;
@@ -118,19 +158,35 @@ export class JsonMode {
     const vocabulary = vocabularyOf(this.tokenizer, size);
     const ok = new Uint8Array(size);
     // Inside a string most tokens are plain characters, taken while the string has room: only the others
-    // are tried. Elsewhere few bytes may come, and a walk of the vocabulary's trie tries each shared prefix
-    // once and leaves a refused one's tokens untried; inside a patterned string that walk moves the
-    // pattern's automaton alone while bytes are plain characters, and the whole grammar only past them.
+    // are tried. Inside a patterned string a plain token is taken when the state it leaves the pattern in
+    // (patternTable, built once per state) can still end within the length limits; the others are tried.
+    // Elsewhere few bytes may come, and a walk of the vocabulary's trie tries each shared prefix once and
+    // leaves a refused one's tokens untried.
     const room = this.grammar.plainStringRoom;
     const cursor = this.grammar.patternCursor;
-    if (room > 0) {
+    if (room > 0 || cursor) {
       const first = new Uint8Array(256);
       for (let b = 0; b < 256; b++) first[b] = this.grammar.accepts(Uint8Array.of(b)) ? 1 : 0;
-      for (let id = 0; id < size; id++) {
+      const tryFully = (id: number) => {
         const bytes = vocabulary.bytes[id]!;
-        if (bytes.length === 0) continue;
-        const plain = vocabulary.plain[id] === 1;
-        if (plain ? bytes.length <= room : first[bytes[0]!] === 1 && this.grammar.accepts(bytes)) ok[id] = 1;
+        if (bytes.length > 0 && first[bytes[0]!] === 1 && this.grammar.accepts(bytes)) ok[id] = 1;
+      };
+      if (cursor) {
+        const { automaton, chars, min, max } = cursor;
+        const table = patternTable(vocabulary, automaton, cursor.state);
+        for (let id = 0; id < size; id++) {
+          const next = table[id]!;
+          if (next < 0) continue;
+          const length = chars + vocabulary.bytes[id]!.length;
+          if (length <= max && lengthFits(automaton, next, length, min, max)) ok[id] = 1;
+        }
+        for (const id of vocabulary.notPlain) if (id < size) tryFully(id);
+      } else {
+        for (let id = 0; id < size; id++) {
+          if (vocabulary.plain[id] === 1) {
+            if (vocabulary.bytes[id]!.length <= room) ok[id] = 1;
+          } else tryFully(id);
+        }
       }
     } else {
       const walk = (node: TrieNode, grammar: JsonGrammar) => {
@@ -141,44 +197,10 @@ export class JsonMode {
           walk(child, next);
         }
       };
-      if (cursor) this.walkPattern(vocabulary.trie, cursor, cursor.state, cursor.chars, [], ok, walk);
-      else walk(vocabulary.trie, this.grammar);
+      walk(vocabulary.trie, this.grammar);
     }
     for (const id of this.blocked) if (id < size) ok[id] = 0;
     return ok;
-  }
-
-  /**
-   * The trie walk inside a patterned string: plain characters move the pattern's automaton from `state`
-   * with `chars` characters written; any other byte hands the path so far to the whole grammar and `walk`.
-   */
-  private walkPattern(
-    node: TrieNode,
-    cursor: PatternCursor,
-    state: number,
-    chars: number,
-    path: number[],
-    ok: Uint8Array,
-    walk: (node: TrieNode, grammar: JsonGrammar) => void,
-  ): void {
-    const { automaton, min, max } = cursor;
-    for (const [b, child] of node.children) {
-      path.push(b);
-      if (isPlain(b)) {
-        const next = chars < max ? nextState(automaton, state, b) : -1;
-        if (next >= 0 && lengthFits(automaton, next, chars + 1, min, max)) {
-          for (const id of child.tokens) if (id < ok.length) ok[id] = 1;
-          this.walkPattern(child, cursor, next, chars + 1, path, ok, walk);
-        }
-      } else {
-        const grammar = this.grammar.after(Uint8Array.from(path));
-        if (grammar) {
-          for (const id of child.tokens) if (id < ok.length) ok[id] = 1;
-          walk(child, grammar);
-        }
-      }
-      path.pop();
-    }
   }
 
   /** Takes the drawn token (one mask() allowed). */
