@@ -9,6 +9,7 @@ import {
   check,
   index,
   integer,
+  json,
   jsonb,
   pgTable,
   primaryKey,
@@ -322,14 +323,19 @@ export const batchRequests = pgTable(
     /** The line's position in the input file, from 0: the output keeps this order. */
     line: integer("line").notNull(),
     customId: text("custom_id").notNull(),
-    body: jsonb("body").notNull(),
+    /**
+     * The line's request body. json, not jsonb: jsonb reorders object keys, and a JSON schema's
+     * properties are written in the order given.
+     */
+    body: json("body").notNull(),
     /** pending, running (claimed by a runner until claimedAt + lease), done, cancelled or expired. */
     status: text("status").notNull(),
     claimedBy: text("claimed_by"),
     claimedAt: timestamp("claimed_at", { withTimezone: true }),
     /** The answer's HTTP status and body (an OpenAI error body when it is not 200), once done. */
     statusCode: integer("status_code"),
-    response: jsonb("response"),
+    /** json too: the answer's keys stay in the order the gateway wrote them. */
+    response: json("response"),
     requestId: text("request_id"),
   },
   (t) => [

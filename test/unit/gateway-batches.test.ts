@@ -210,6 +210,43 @@ describe("the Batch API", () => {
     await expect(otherClient.files.content(done.output_file_id!)).rejects.toMatchObject({ status: 404 });
   });
 
+  it("keeps a line's body as written: a JSON schema's properties reach the worker in their order", async () => {
+    const schema = {
+      type: "object",
+      properties: { zeta: { type: "string" }, a: { type: "integer" }, middle: { type: "boolean" } },
+      required: ["zeta", "a", "middle"],
+      additionalProperties: false,
+    };
+    const line = JSON.stringify({
+      custom_id: "ordered",
+      method: "POST",
+      url: "/v1/chat/completions",
+      body: {
+        model: BASE,
+        messages: [{ role: "user", content: "ordered" }],
+        max_tokens: 3,
+        response_format: { type: "json_schema", json_schema: { name: "o", strict: true, schema } },
+      },
+    });
+    const file = await client.files.create({
+      file: await toFile(Buffer.from(`${line}\n`), "o.jsonl"),
+      purpose: "batch",
+    });
+    const batch = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    });
+    await runner().drain();
+    const ended = await client.batches.retrieve(batch.id);
+    const [answer] = await linesOf(ended.output_file_id!);
+    const requestId = (answer as { response: { request_id: string } }).response.request_id;
+    const sent = worker.received.find((r) => r.id === requestId);
+    const format = sent?.sampling.response_format as { json_schema: { properties: object } } | undefined;
+    // jsonb would have stored them as a, zeta, middle (shortest key first).
+    expect(Object.keys(format!.json_schema.properties)).toEqual(["zeta", "a", "middle"]);
+  });
+
   it("refuses an input file with a bad line whole, naming the line, and starts nothing", async () => {
     const before = (await client.batches.list()).data.length;
     for (const [lines, message] of [
