@@ -59,22 +59,12 @@ export class Terms {
     if (this.work > this.maxWork) throw new TermBudgetError(`more than ${this.maxWork} steps of work`);
   }
 
-  /** Steps of work so far (derivatives taken, terms of unions and intersections normalized). */
-  get workDone(): number {
-    return this.work;
-  }
-
   private intern<T extends Omit<Term, "id">>(key: string, shape: T): Term {
     const known = this.interned.get(key);
     if (known) return known;
     const term = { ...shape, id: this.nextId++ } as unknown as Term;
     this.interned.set(key, term);
     return term;
-  }
-
-  /** How many distinct terms exist: what an automaton's size is bounded by. */
-  get size(): number {
-    return this.interned.size;
   }
 
   chars(ranges: CharRanges): Term {
