@@ -20,29 +20,27 @@ function luminet(...args: string[]) {
   });
 }
 
-async function prices(): Promise<[number, number, number | null]> {
+/** The base's row as the CLI left it. */
+async function baseRow() {
   const db: Db = await openDb(url);
   try {
     const [row] = await db.select().from(baseModels).where(eq(baseModels.name, "meta/tiny"));
-    return [
-      row!.inputPriceMicrosPerMillion,
-      row!.outputPriceMicrosPerMillion,
-      row!.cachedInputPriceMicrosPerMillion,
-    ];
+    return row!;
   } finally {
     await db.close();
   }
 }
 
-async function batchPercent(): Promise<number> {
-  const db: Db = await openDb(url);
-  try {
-    const [row] = await db.select().from(baseModels).where(eq(baseModels.name, "meta/tiny"));
-    return row!.batchPricePercent;
-  } finally {
-    await db.close();
-  }
+async function prices(): Promise<[number, number, number | null]> {
+  const row = await baseRow();
+  return [
+    row.inputPriceMicrosPerMillion,
+    row.outputPriceMicrosPerMillion,
+    row.cachedInputPriceMicrosPerMillion,
+  ];
 }
+
+const batchPercent = async () => (await baseRow()).batchPricePercent;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "luminet-bases-"));

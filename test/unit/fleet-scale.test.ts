@@ -2,13 +2,13 @@
 // scaling from zero, the bounds; and GET /v1/fleet/scale through app.request on the in-process bus, with
 // its admin scope and the luminet_desired_workers gauge.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { GatewayMetrics } from "../../gateway/deps.ts";
 import { type ScaleSignal, scaleOptionsProblem, scaleSignal } from "../../gateway/fleet-scale.ts";
 import { ANY_WORKER } from "../../schema/wire.ts";
 import { sampleRequest } from "../contract/wire-samples.ts";
 import { FakeWorker } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 import { idleHeartbeat } from "../support/heartbeats.ts";
+import { quietMetrics } from "../support/quiet-metrics.ts";
 
 const beat = idleHeartbeat;
 
@@ -86,19 +86,11 @@ describe("scaleSignal", () => {
 describe("GET /v1/fleet/scale", () => {
   let h: GatewayHarness;
   const desired: Record<string, number> = {};
-  const metrics: GatewayMetrics = {
-    observe() {},
-    added() {},
-    routed() {},
-    inFlight() {},
+  const metrics = quietMetrics({
     desiredWorkers(base, workers) {
       desired[base] = workers;
     },
-    coldStart() {},
-    tokens() {},
-    batchLine() {},
-    batchEnded() {},
-  };
+  });
   let app: ReturnType<GatewayHarness["appWith"]>;
 
   beforeAll(async () => {

@@ -8,11 +8,11 @@ import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApiKey } from "../../gateway/api-keys.ts";
 import { BatchRunner, type BatchRunnerOptions } from "../../gateway/batch-runner.ts";
-import type { GatewayMetrics } from "../../gateway/deps.ts";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
 import { apiKeys, batchRequests } from "../../schema/db.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { quietMetrics } from "../support/quiet-metrics.ts";
 
 let h: GatewayHarness;
 let worker: FakeWorker;
@@ -39,17 +39,10 @@ afterAll(async () => {
 
 /** What the runners counted, as Prometheus would. */
 const counted = { lines: [] as string[], ended: [] as string[] };
-const metrics: GatewayMetrics = {
-  observe() {},
-  added() {},
-  routed() {},
-  inFlight() {},
-  desiredWorkers() {},
-  coldStart() {},
-  tokens() {},
+const metrics = quietMetrics({
   batchLine: (outcome) => void counted.lines.push(outcome),
   batchEnded: (status) => void counted.ended.push(status),
-};
+});
 
 function runner(id = "runner-a", app: BatchRunnerOptions["app"] = h.app): BatchRunner {
   return new BatchRunner({

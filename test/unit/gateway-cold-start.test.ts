@@ -8,11 +8,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { Bus } from "../../bus/bus.ts";
 import { InProcessBroker } from "../../bus/in-process.ts";
-import type { GatewayDepsInput, GatewayMetrics } from "../../gateway/deps.ts";
+import type { GatewayDepsInput } from "../../gateway/deps.ts";
 import type { ScaleSignal } from "../../gateway/fleet-scale.ts";
 import type { ColdStartOutcome } from "../../gateway/generation.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { quietMetrics } from "../support/quiet-metrics.ts";
 
 let h: GatewayHarness;
 const opened: { close(): Promise<void> }[] = [];
@@ -34,17 +35,7 @@ function coldFleet(limits: GatewayDepsInput["limits"]) {
   const workerBus: Bus = broker.connect();
   opened.push(gatewayBus, workerBus);
   const coldStarts: ColdStartOutcome[] = [];
-  const metrics: GatewayMetrics = {
-    observe() {},
-    added() {},
-    routed() {},
-    inFlight() {},
-    desiredWorkers() {},
-    coldStart: (_base, outcome) => void coldStarts.push(outcome),
-    tokens: () => {},
-    batchLine() {},
-    batchEnded() {},
-  };
+  const metrics = quietMetrics({ coldStart: (_base, outcome) => void coldStarts.push(outcome) });
   const app = h.appWith({ bus: gatewayBus, metrics, limits });
   return {
     coldStarts,
