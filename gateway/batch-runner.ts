@@ -13,6 +13,7 @@ import { batches, batchRequests } from "../schema/db.ts";
 import { principalOfKey, RESPONSE_KEY, RUN_AS, type RunEnv } from "./auth.ts";
 import type { BatchLineOutcome, GatewayLog, GatewayMetrics } from "./deps.ts";
 import { saveFile } from "./files.ts";
+import { responseId } from "./response-output.ts";
 import { markBackground } from "./response-store.ts";
 
 export interface BatchRunnerOptions {
@@ -229,7 +230,7 @@ export class BatchRunner {
       .where(eq(batches.id, batchId));
     if (!batch) return;
     // A background response's line answers the response created under its custom_id.
-    const background = batch.kind === "background" ? `resp_${customId}` : null;
+    const background = batch.kind === "background" ? responseId(customId) : null;
     if (background) await markBackground(db, background, "in_progress");
     const principal = await principalOfKey(db, batch.keyId);
     let statusCode: number;
@@ -316,7 +317,7 @@ export class BatchRunner {
   ): Promise<void> {
     const [line] = lines;
     if (line?.status === "expired") {
-      await markBackground(tx, `resp_${line.customId}`, "failed", {
+      await markBackground(tx, responseId(line.customId), "failed", {
         code: "expired",
         message: "The response could not be run within 24 hours.",
       });

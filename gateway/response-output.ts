@@ -25,9 +25,17 @@ export interface ResponseIds {
   callId: string;
 }
 
+const RESPONSE_PREFIX = "resp_";
+
+/** A response's id from its id key (the request id it was created under). */
+export const responseId = (key: string) => `${RESPONSE_PREFIX}${key}`;
+
+/** The id key a response id was made from: what its items' ids and its background job carry. */
+export const responseKey = (id: string) => id.slice(RESPONSE_PREFIX.length);
+
 export function responseIds(requestId: string): ResponseIds {
   return {
-    response: `resp_${requestId}`,
+    response: responseId(requestId),
     message: `msg_${requestId}`,
     functionCall: (k) => (k === 0 ? `fc_${requestId}` : `fc_${requestId}_${k}`),
     callId: `call_${requestId}`,

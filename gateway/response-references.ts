@@ -6,6 +6,7 @@
 import type { Db } from "../db/open.ts";
 import type { InputItem, RequestItem } from "../schema/responses-api.ts";
 import { ApiError } from "./errors.ts";
+import { responseId } from "./response-output.ts";
 import { continuedConversation, loadResponse } from "./response-store.ts";
 
 /** `msg_<request id>`, `fc_<request id>_<k>`, `fco_<request id>_in<k>`, …: the request id, if the form fits. */
@@ -31,7 +32,7 @@ export async function resolveReferences(
   const conversationOf = (requestId: string) => {
     let found = conversations.get(requestId);
     if (!found) {
-      found = loadResponse(db, orgId, `resp_${requestId}`).then((kept) =>
+      found = loadResponse(db, orgId, responseId(requestId)).then((kept) =>
         kept ? continuedConversation(kept) : [],
       );
       conversations.set(requestId, found);

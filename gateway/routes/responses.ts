@@ -24,6 +24,7 @@ import {
   messageItem,
   responseHead,
   responseIds,
+  responseKey,
 } from "../response-output.ts";
 import { resolveReferences } from "../response-references.ts";
 import { admitResponse } from "../response-request.ts";
@@ -191,7 +192,7 @@ export function cancelResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       );
     }
     if (stored.response.status === "queued" || stored.response.status === "in_progress") {
-      await cancelBackgroundJob(deps.db, id.slice("resp_".length), new Date(deps.now()));
+      await cancelBackgroundJob(deps.db, responseKey(id), new Date(deps.now()));
       await markBackground(deps.db, id, "cancelled");
     }
     return c.json((await storedResponse(deps, orgId, id)).response);
@@ -203,7 +204,7 @@ export function deleteResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     const id = c.req.param("id")!;
     if (!(await dropResponse(deps.db, c.get("principal").orgId, id))) throw responseNotFound(id);
     // A background response deleted before it ran never runs.
-    await cancelBackgroundJob(deps.db, id.slice("resp_".length), new Date(deps.now()));
+    await cancelBackgroundJob(deps.db, responseKey(id), new Date(deps.now()));
     return c.json({ id, object: "response", deleted: true });
   };
 }
