@@ -1,10 +1,16 @@
 // Structured output's grammar. JSON mode: it takes every JSON object byte by byte and is complete exactly at
 // its end, refuses what is not one, and agrees with JSON.parse on thousands of near-valid strings, both ways.
 // JSON schemas: the subset compiles or is refused with the keyword named, valid instances are taken and
-// invalid ones refused, and every value a random walk through the grammar completes is valid.
+// invalid ones refused, and every value a random walk through the grammar completes is valid. The fewest
+// bytes that complete a value are exactly the length of its shortest completion.
 import { describe, expect, it } from "vitest";
 import { JsonGrammar, MAX_PARSES, MAX_WHITESPACE_RUN } from "../../worker/engine/json-grammar.ts";
-import { compileJsonSchema, JsonSchemaError } from "../../worker/engine/json-schema.ts";
+import {
+  ANY_OBJECT,
+  compileJsonSchema,
+  JsonSchemaError,
+  type SchemaNode,
+} from "../../worker/engine/json-schema.ts";
 import { MAX_DIGITS } from "../../worker/engine/number-range.ts";
 import { Prng } from "../../worker/engine/prng.ts";
 
@@ -465,6 +471,93 @@ describe("numeric formats", () => {
     expect(() => schemaOf({ type: ["array", "null"], items: {}, minimum: 1 })).toThrow('keyword "minimum"');
     expect(() => schemaOf({ type: "integer", format: "date" })).toThrow(
       'schema.properties.n.format: "date" is not a number format',
+    );
+  });
+});
+
+describe("the fewest bytes that complete a value", () => {
+  const BYTES = [...Array.from({ length: 0x7f - 0x20 }, (_, i) => 0x20 + i), 0x0a];
+  const SCHEMAS: [string, SchemaNode][] = [
+    ["a schema with optional keys, enums, a union and recursion", compileJsonSchema(PERSON)],
+    [
+      "arrays with minItems, numeric ranges and patterned strings",
+      compileJsonSchema({
+        type: "object",
+        properties: {
+          code: { type: "string", pattern: "^[A-Z]{2}\\d{3}$" },
+          pairs: {
+            type: "array",
+            items: { type: "array", items: { type: "integer" }, minItems: 2 },
+            minItems: 3,
+          },
+          price: { type: "number", minimum: 100, maximum: 250, multipleOf: 0.25 },
+          debt: { type: "integer", maximum: -1000 },
+          note: { type: "string", minLength: 4, maxLength: 6 },
+        },
+        required: ["code", "pairs", "price", "debt", "note"],
+      }),
+    ],
+    [
+      "only optional keys",
+      compileJsonSchema({
+        type: "object",
+        properties: { long: { type: "string", minLength: 9 }, short: { type: "boolean" } },
+        required: [],
+      }),
+    ],
+    ["any object", ANY_OBJECT],
+  ];
+
+  for (const [label, schema] of SCHEMAS) {
+    it(`is the length of the shortest completion at every point of random walks, for ${label}`, () => {
+      // Exact by induction: 0 only when complete, no byte lowers it by more than one, and some byte by one.
+      const prng = new Prng(9, 0);
+      for (let walk = 0; walk < 12; walk++) {
+        const g = new JsonGrammar(schema);
+        const wander = Math.floor(prng.nextFloat() * 120);
+        let text = "";
+        while (!g.complete) {
+          const fewest = g.fewestBytesToEnd;
+          expect(fewest, text).toBeGreaterThan(0);
+          const after = BYTES.flatMap((b) => {
+            const next = g.after(Uint8Array.of(b));
+            return next ? [{ b, fewest: next.fewestBytesToEnd }] : [];
+          });
+          for (const a of after)
+            expect(a.fewest, text + String.fromCharCode(a.b)).toBeGreaterThanOrEqual(fewest - 1);
+          expect(
+            after.some((a) => a.fewest === fewest - 1),
+            text,
+          ).toBe(true);
+          // At random (structure more often than not, so that walks go deep) for a while, then along the
+          // shortest completion, so that walks end.
+          const structural = after.filter((a) => !/[a-z0-9 \n]/i.test(String.fromCharCode(a.b)));
+          const pool =
+            text.length >= wander
+              ? after.filter((a) => a.fewest < fewest)
+              : structural.length > 0 && prng.nextFloat() < 0.7
+                ? structural
+                : after;
+          const { b } = pool[Math.floor(prng.nextFloat() * pool.length)]!;
+          g.push(Uint8Array.of(b));
+          text += String.fromCharCode(b);
+        }
+        if (g.complete) expect(g.fewestBytesToEnd).toBe(0);
+      }
+    });
+  }
+
+  it("is Infinity where no value can be written", () => {
+    const endless = compileJsonSchema({
+      type: "object",
+      properties: { next: { $ref: "#/$defs/node" } },
+      required: ["next"],
+      $defs: { node: { type: "object", properties: { next: { $ref: "#/$defs/node" } }, required: ["next"] } },
+    });
+    expect(new JsonGrammar(endless).fewestBytesToEnd).toBe(Number.POSITIVE_INFINITY);
+    expect(new JsonGrammar(compileJsonSchema(PERSON)).fewestBytesToEnd).toBe(
+      person(`"name":"A","age":0,"tags":[],"score":0,"kind":"person","tree":{"value":true,"children":[]}`)
+        .length,
     );
   });
 });

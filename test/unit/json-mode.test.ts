@@ -1,6 +1,7 @@
 // JSON mode's mask: its shortcuts (plain characters inside a string, a walk of the vocabulary's trie
 // elsewhere) allow exactly the tokens a trial of each token's bytes allows, never a special or stop token,
-// at every point of outputs for a JSON schema, one with patterned strings and any object.
+// at every point of outputs for a JSON schema, one with patterned strings and any object. With a budget of
+// tokens, the value always completes within it when its shortest completion fits, whatever is drawn.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -78,4 +79,67 @@ describe("the JSON mode mask", () => {
       }
     });
   }
+
+  const TOOL_CALL = compileJsonSchema({
+    type: "object",
+    properties: {
+      name: { const: "forecast" },
+      arguments: {
+        type: "object",
+        properties: { city: { type: "string", maxLength: 10 }, days: { type: "integer" } },
+        required: ["city", "days"],
+      },
+    },
+    required: ["name", "arguments"],
+  });
+
+  for (const [label, schema] of [
+    ["a JSON schema", SCHEMA],
+    ["patterned strings", PATTERNED],
+    ["a tool call", TOOL_CALL],
+    ["any object", ANY_OBJECT],
+  ] as [string, SchemaNode][]) {
+    it(`completes the value within a budget of tokens whenever its shortest completion fits, for ${label}`, () => {
+      const prng = new Prng(4, 0);
+      const eos = tokenizer.eosTokenIds;
+      const shortest = new JsonGrammar(schema).fewestBytesToEnd;
+      for (const budget of [shortest, shortest + 2, shortest + 12, shortest + 40]) {
+        for (let run = 0; run < 3; run++) {
+          const mode = new JsonMode(tokenizer, schema, eos);
+          const trial = new JsonGrammar(schema);
+          let drawn = 0;
+          while (!mode.complete) {
+            expect(drawn, `budget ${budget}`).toBeLessThan(budget);
+            const logits = Float32Array.from({ length: tokenizer.vocabSize }, () => prng.nextFloat() * 8 - 4);
+            const masked = mode.mask(logits, budget - drawn);
+            const allowed: number[] = [];
+            for (let id = 0; id < masked.length; id++)
+              if (masked[id] !== Number.NEGATIVE_INFINITY) allowed.push(id);
+            for (const id of allowed) expect(trial.accepts(tokenizer.tokenBytes(id))).toBe(true);
+            // Half the time the token that leaves the most to write: the mask alone must keep the budget.
+            const longest = () =>
+              allowed.reduce((a, b) =>
+                trial.after(tokenizer.tokenBytes(b))!.fewestBytesToEnd >
+                trial.after(tokenizer.tokenBytes(a))!.fewestBytesToEnd
+                  ? b
+                  : a,
+              );
+            const pick =
+              prng.nextFloat() < 0.5 ? longest() : allowed[Math.floor(prng.nextFloat() * allowed.length)]!;
+            mode.take(pick);
+            trial.push(tokenizer.tokenBytes(pick));
+            drawn++;
+          }
+        }
+      }
+    });
+  }
+
+  it("allows whatever the grammar takes where the budget is too small for any completion", () => {
+    const mode = new JsonMode(tokenizer, SCHEMA, tokenizer.eosTokenIds);
+    const logits = new Float32Array(tokenizer.vocabSize);
+    const free = [...mode.mask(logits)];
+    expect([...mode.mask(logits, 2)]).toEqual(free);
+    expect(free.filter((l) => l === 0).length).toBeGreaterThan(0);
+  });
 });

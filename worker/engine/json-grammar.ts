@@ -6,7 +6,14 @@
 // parses once (a few small frames each) and then changes the copies in place, byte after byte: a mask
 // tries every token of the vocabulary each step.
 import { ANY_OBJECT, type PropertyNode, type SchemaNode } from "./json-schema.ts";
-import { MAX_DIGITS, type NumberRange, numberPrefixFeasible, numberWithin } from "./number-range.ts";
+import {
+  fewestCharsToEnd,
+  MAX_DIGITS,
+  type NumberRange,
+  numberPrefixFeasible,
+  numberWithin,
+} from "./number-range.ts";
+import { pairBytes, requiredFrom, shortestValue } from "./shortest-value.ts";
 import { lengthFits, nextState, type StringAutomaton, someMoveInRange } from "./string-automaton.ts";
 
 /**
@@ -156,6 +163,34 @@ export class JsonGrammar {
     return room;
   }
 
+  /**
+   * The fewest bytes that complete the value from here (0 once it is complete): compact, no blanks. Exact
+   * where every character a pattern still needs is one byte; Infinity when nothing can complete it.
+   */
+  get fewestBytesToEnd(): number {
+    let fewest = Number.POSITIVE_INFINITY;
+    for (const parse of this.parses) fewest = Math.min(fewest, bytesToEnd(parse));
+    return fewest;
+  }
+
+  /** The most fewestBytesToEnd of any one parse (the same with one parse). */
+  get fewestBytesToEndAtWorst(): number {
+    let most = 0;
+    for (const parse of this.parses) most = Math.max(most, bytesToEnd(parse));
+    return most;
+  }
+
+  /**
+   * While the only parse is inside a string with no pattern, between characters: how many characters it
+   * still lacks to reach its minLength. Else null.
+   */
+  get plainStringShortfall(): number | null {
+    if (this.parses.length !== 1) return null;
+    const top = this.parses[0]!.frames.at(-1);
+    if (top?.t !== "string" || top.pattern || top.escape !== 0 || top.continuation !== 0) return null;
+    return Math.max(0, top.min - top.chars);
+  }
+
   /** The grammar after these bytes (this one unchanged), or null when they cannot come next. */
   after(bytes: Uint8Array): JsonGrammar | null {
     const next = advance(this.parses, bytes);
@@ -185,6 +220,87 @@ export interface PatternCursor {
   chars: number;
   min: number;
   max: number;
+}
+
+/** The fewest bytes that complete the parse: each open frame's rest, innermost first. */
+function bytesToEnd(parse: Parse): number {
+  const { frames } = parse;
+  let total = 0;
+  for (let i = frames.length - 1; i >= 0; i--) {
+    const frame = frames[i]!;
+    if (frame.t === "key") {
+      // The key picks the property, and so what its object still needs: the key frame and its object are
+      // counted together.
+      const object = frames[--i] as ObjectFrame;
+      const properties = object.node.properties!;
+      let fewest = Number.POSITIVE_INFINITY;
+      for (const c of frame.candidates) {
+        const rest = pairBytes(properties[c]!) - frame.matched + objectRest(object.node, c + 1, "after");
+        fewest = Math.min(fewest, rest);
+      }
+      total += fewest;
+    } else total += frameRest(frame);
+  }
+  return total;
+}
+
+/** The fewest bytes that end a frame (not a key frame) from where it stands, its holders aside. */
+function frameRest(frame: Frame): number {
+  switch (frame.t) {
+    case "value":
+      return shortestValue(frame.node);
+    case "object":
+      if (frame.node.properties === null) {
+        // Any keys: `"":0}` where a key must come, `:0}` after one, `}` otherwise.
+        if (frame.phase === "key") return 5;
+        return frame.phase === "colon" ? 3 : 1;
+      }
+      if (frame.phase === "colon") {
+        return 1 + shortestValue(frame.pending ?? ANY_VALUE) + objectRest(frame.node, frame.next, "after");
+      }
+      return objectRest(frame.node, frame.next, frame.phase === "value" ? "after" : frame.phase);
+    case "array": {
+      const { node, items, phase } = frame;
+      const item = shortestValue(node.items);
+      if (phase === "open") return node.minItems === 0 ? 1 : node.minItems * (item + 1);
+      if (phase !== "comma" && items >= node.minItems) return 1;
+      // After a comma one more item must come (items counts it once it starts); after an item, only the
+      // ones minItems still asks for, each after a comma.
+      if (phase === "comma") return item + Math.max(0, node.minItems - items - 1) * (item + 1) + 1;
+      return Math.max(0, node.minItems - items) * (item + 1) + 1;
+    }
+    case "string": {
+      // The character being read, then the characters the string still needs, then its closing quote.
+      const pending = frame.escape === 1 ? 1 : frame.escape > 1 ? frame.escape - 1 : frame.continuation;
+      let chars = Math.max(0, frame.min - frame.chars);
+      if (frame.pattern) {
+        const pattern = frame.pattern.minRemaining[frame.state]! - (pending > 0 ? 1 : 0);
+        chars = Math.max(chars, pattern);
+      }
+      return pending + chars + 1;
+    }
+    case "number":
+      if (numberMayEnd(frame)) return 0;
+      return frame.range ? fewestCharsToEnd(frame.range, frame.text) : 1;
+    case "literal":
+      return Math.min(...frame.values.map((v) => v.length - frame.matched));
+    case "key":
+      throw new Error("a key frame is counted with its object");
+  }
+}
+
+/**
+ * The fewest bytes that end an object whose next property may be `from`: after a value (a comma before
+ * each required property left), where a key must come (after a comma: at least one property), or open.
+ */
+function objectRest(node: ObjectNode, from: number, phase: "open" | "key" | "after"): number {
+  const { count, bytes } = requiredFrom(node, from);
+  if (phase === "after") return bytes + count + 1;
+  if (count > 0) return bytes + count;
+  if (phase === "open") return 1;
+  // After a comma with no required property left: the cheapest optional one.
+  const optional = node.properties!.slice(from).map(pairBytes);
+  return Math.min(...optional) + 1;
 }
 
 /** A copy of a parse that may be changed in place without touching the original. */

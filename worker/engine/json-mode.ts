@@ -1,7 +1,8 @@
 // A sequence in JSON mode or with a JSON schema: before each draw, every token whose bytes could not continue
 // the JSON value (json-grammar.ts) gets a logit of -inf, so the sampler — temperature, top-p, penalties,
 // logprobs and all — draws only among tokens that keep the output valid; the sequence ends when the value
-// is complete.
+// is complete. Near the end of its token budget only tokens after which the value can still be completed in
+// time are kept, so it closes rather than being cut off.
 // Special tokens, stop tokens among them, are masked throughout. This needs the whole row of logits each step (the sequence has no
 // decode choice), and costs a pass over the vocabulary per step, most tokens refused by their first byte.
 import { JsonGrammar } from "./json-grammar.ts";
@@ -19,6 +20,8 @@ interface Vocabulary {
   trie: TrieNode;
   /** The ids of tokens with a byte that is not plain (tried in full inside a patterned string). */
   notPlain: Int32Array;
+  /** The most bytes of any token. */
+  longest: number;
   /**
    * Per string automaton and state, where each plain token leaves it (-1: refused): built once a state is
    * first met, then shared by every sequence with that pattern (patternTable).
@@ -57,7 +60,8 @@ function vocabularyOf(tokenizer: Tokenizer, size: number): Vocabulary {
       if (node !== trie) node.tokens.push(id);
     }
     const notPlain = Int32Array.from(bytes.flatMap((b, id) => (b.length > 0 && plain[id] === 0 ? [id] : [])));
-    vocabulary = { bytes, plain, trie, notPlain, patternTables: new WeakMap() };
+    const longest = bytes.reduce((most, b) => Math.max(most, b.length), 0);
+    vocabulary = { bytes, plain, trie, notPlain, longest, patternTables: new WeakMap() };
     vocabularies.set(tokenizer, vocabulary);
   }
   return vocabulary;
@@ -65,6 +69,9 @@ function vocabularyOf(tokenizer: Tokenizer, size: number): Vocabulary {
 
 /** Most allowed-token lists kept for the string being written: one per pattern state met in it. */
 const MAX_KEPT_LISTS = 64;
+
+/** A cost as an int32: Infinity (nothing can complete the value) becomes the largest. */
+const clamp = (cost: number) => Math.min(cost, 0x7fffffff);
 
 /** Most states whose token tables are kept per pattern (each holds an int per token of the vocabulary). */
 const MAX_PATTERN_TABLES = 128;
@@ -98,11 +105,22 @@ function patternTable(vocabulary: Vocabulary, automaton: StringAutomaton, state:
   return table;
 }
 
+/** Past any cost: a token the grammar refuses. */
+const REFUSED = -1;
+
+/** The tokens allowed inside the string being written, and the most bytes any of them leaves to write. */
+interface KeptList {
+  ids: Int32Array;
+  worst: number;
+}
+
 export class JsonMode {
   private readonly grammar: JsonGrammar;
   private masked = new Float32Array(0);
+  /** Per token, the fewest bytes that would complete the value after it, or REFUSED. */
+  private costs = new Int32Array(0);
   /** The tokens allowed inside the string being written (openString), by pattern state, while it goes on. */
-  private inString = new Map<number, Int32Array>();
+  private inString = new Map<number, KeptList>();
   private inStringSerial = -1;
 
   constructor(
@@ -120,43 +138,72 @@ export class JsonMode {
   }
 
   /**
-   * The logits with every token that cannot come next at -inf (a copy; `logits` is left as it is). Throws
+   * The logits with every token that cannot come next at -inf (a copy; `logits` is left as it is). With
+   * `budget`, the tokens the sequence may still draw, this one included, a token is allowed only if the
+   * value can still be completed in the tokens left after it (one byte a token at worst, which a
+   * byte-level vocabulary always offers): a value nearing max_tokens is steered to close rather than cut
+   * off. Where the budget is already too small for any, every token the grammar takes is allowed. Throws
    * when no token of the vocabulary can continue the value.
    */
-  mask(logits: Float32Array): Float32Array {
+  mask(logits: Float32Array, budget = Number.POSITIVE_INFINITY): Float32Array {
     if (this.masked.length !== logits.length) this.masked = new Float32Array(logits.length);
     const out = this.masked;
     out.fill(Number.NEGATIVE_INFINITY);
+    // The tokens after this one; once even the longest token cannot bring the value within them (each
+    // byte ends at most one of the bytes it needs), it will be cut off, and the grammar alone decides.
+    let spare = budget - 1;
+    const longest = vocabularyOf(this.tokenizer, logits.length).longest;
+    if (this.grammar.fewestBytesToEnd - longest > spare) spare = Number.POSITIVE_INFINITY;
     const open = this.grammar.openString;
     if (open && open.serial !== this.inStringSerial) {
       this.inString.clear();
       this.inStringSerial = open.serial;
     }
     const kept = open ? this.inString.get(open.state) : undefined;
-    if (kept) {
-      for (const id of kept) out[id] = logits[id]!;
+    if (kept && kept.worst <= spare) {
+      const { ids } = kept;
+      for (let i = 0; i < ids.length; i++) out[ids[i]!] = logits[ids[i]!]!;
       return out;
     }
-    const ok = this.allowedTokens(logits.length);
-    let count = 0;
-    for (let id = 0; id < ok.length; id++) {
-      if (ok[id] === 0) continue;
+    const costs = this.tokenCosts(logits.length, spare);
+    let allowed = 0;
+    let within = 0;
+    for (let id = 0; id < costs.length; id++) {
+      const cost = costs[id]!;
+      if (cost === REFUSED) continue;
+      allowed++;
+      if (cost <= spare) within++;
+    }
+    if (allowed === 0) throw new RangeError("JSON mode: no token of the vocabulary can continue the value");
+    // Within the budget if any token is; else whatever the grammar takes (the value will be cut off).
+    const limit = within > 0 ? spare : Number.POSITIVE_INFINITY;
+    const ids = new Int32Array(within > 0 ? within : allowed);
+    let worst = 0;
+    for (let id = 0, at = 0; id < costs.length; id++) {
+      const cost = costs[id]!;
+      if (cost === REFUSED || cost > limit) continue;
       out[id] = logits[id]!;
-      count++;
+      ids[at++] = id;
+      worst = Math.max(worst, cost);
     }
-    if (count === 0) throw new RangeError("JSON mode: no token of the vocabulary can continue the value");
-    if (open && this.inString.size < MAX_KEPT_LISTS) {
-      const allowed = new Int32Array(count);
-      for (let id = 0, at = 0; id < ok.length; id++) if (ok[id] === 1) allowed[at++] = id;
-      this.inString.set(open.state, allowed);
-    }
+    if (open && within > 0 && this.inString.size < MAX_KEPT_LISTS)
+      this.inString.set(open.state, { ids, worst });
     return out;
   }
 
-  /** 1 for each id below `size` that may come next: neither refused by the grammar nor blocked. */
-  private allowedTokens(size: number): Uint8Array {
+  /**
+   * Per id below `size`, the fewest bytes that would complete the value after it (capped to an int32), or
+   * REFUSED where the grammar refuses it or it is blocked. `spare` (the tokens after this one) only says
+   * where exact costs are worth their time: a cost that cannot exceed it may be an upper bound.
+   */
+  private tokenCosts(size: number, spare: number): Int32Array {
     const vocabulary = vocabularyOf(this.tokenizer, size);
-    const ok = new Uint8Array(size);
+    if (this.costs.length !== size) this.costs = new Int32Array(size);
+    const costs = this.costs.fill(REFUSED);
+    const costAfter = (bytes: Uint8Array): number => {
+      const next = this.grammar.after(bytes);
+      return next ? clamp(next.fewestBytesToEnd) : REFUSED;
+    };
     // Inside a string most tokens are plain characters, taken while the string has room: only the others
     // are tried. Inside a patterned string a plain token is taken when the state it leaves the pattern in
     // (patternTable, built once per state) can still end within the length limits; the others are tried.
@@ -167,24 +214,46 @@ export class JsonMode {
     if (room > 0 || cursor) {
       const first = new Uint8Array(256);
       for (let b = 0; b < 256; b++) first[b] = this.grammar.accepts(Uint8Array.of(b)) ? 1 : 0;
+      // Plain characters never add to what a string with no pattern needs: the parses' worst cost bounds
+      // the cost after any of them. A token with no quote stays in the string and adds at most the rest of
+      // a character or escape it leaves open (four hex digits after "\u"). Where such a bound is within the
+      // budget, the token needs no cost of its own.
+      const worst = clamp(this.grammar.fewestBytesToEndAtWorst);
       const tryFully = (id: number) => {
         const bytes = vocabulary.bytes[id]!;
-        if (bytes.length > 0 && first[bytes[0]!] === 1 && this.grammar.accepts(bytes)) ok[id] = 1;
+        if (bytes.length === 0 || first[bytes[0]!] !== 1) return;
+        if (worst + 4 <= spare && !cursor && !bytes.includes(0x22)) {
+          if (this.grammar.accepts(bytes)) costs[id] = worst + 4;
+        } else costs[id] = costAfter(bytes);
       };
       if (cursor) {
+        // One parse: the pattern's part of the cost moves with the state and length a token leaves.
         const { automaton, chars, min, max } = cursor;
         const table = patternTable(vocabulary, automaton, cursor.state);
+        const rest =
+          clamp(this.grammar.fewestBytesToEnd) - Math.max(automaton.minRemaining[cursor.state]!, min - chars);
         for (let id = 0; id < size; id++) {
           const next = table[id]!;
           if (next < 0) continue;
           const length = chars + vocabulary.bytes[id]!.length;
-          if (length <= max && lengthFits(automaton, next, length, min, max)) ok[id] = 1;
+          if (length <= max && lengthFits(automaton, next, length, min, max)) {
+            costs[id] = rest + Math.max(automaton.minRemaining[next]!, min - length);
+          }
         }
         for (const id of vocabulary.notPlain) if (id < size) tryFully(id);
       } else {
+        // Past the budget, with one parse, a plain token of n characters ends n of those the string still
+        // lacks; with more, each is tried.
+        const shortfall = this.grammar.plainStringShortfall;
         for (let id = 0; id < size; id++) {
           if (vocabulary.plain[id] === 1) {
-            if (vocabulary.bytes[id]!.length <= room) ok[id] = 1;
+            if (vocabulary.bytes[id]!.length > room) continue;
+            costs[id] =
+              worst <= spare
+                ? worst
+                : shortfall !== null
+                  ? worst - Math.min(vocabulary.bytes[id]!.length, shortfall)
+                  : costAfter(vocabulary.bytes[id]!);
           } else tryFully(id);
         }
       }
@@ -193,14 +262,17 @@ export class JsonMode {
         for (const [b, child] of node.children) {
           const next = grammar.after(Uint8Array.of(b));
           if (!next) continue;
-          for (const id of child.tokens) if (id < size) ok[id] = 1;
+          if (child.tokens.length > 0) {
+            const cost = clamp(next.fewestBytesToEnd);
+            for (const id of child.tokens) if (id < size) costs[id] = cost;
+          }
           walk(child, next);
         }
       };
       walk(vocabulary.trie, this.grammar);
     }
-    for (const id of this.blocked) if (id < size) ok[id] = 0;
-    return ok;
+    for (const id of this.blocked) if (id < size) costs[id] = REFUSED;
+    return costs;
   }
 
   /** Takes the drawn token (one mask() allowed). */

@@ -258,3 +258,27 @@ function gcd(a: bigint, b: bigint): bigint {
   while (b !== 0n) [a, b] = [b, a % b];
   return a;
 }
+
+/** Most prefixes fewestCharsToEnd carries from one length to the next. */
+const SEARCH_WIDTH = 64;
+
+/**
+ * The fewest characters that complete `text` (a number being written, "" for none yet) into one `range`
+ * accepts; Infinity when none can. A breadth-first search over what may be appended, pruned by
+ * numberPrefixFeasible and at most SEARCH_WIDTH prefixes wide: exact for the bounds and steps schemas use,
+ * an overestimate at worst.
+ */
+export function fewestCharsToEnd(range: NumberRange, text: string): number {
+  let frontier = [text];
+  for (let added = 0; frontier.length > 0; added++) {
+    if (frontier.some((t) => numberWithin(range, t))) return added;
+    const next: string[] = [];
+    for (const t of frontier) {
+      for (const c of t === "" ? "-0123456789" : "0123456789.") {
+        if (next.length < SEARCH_WIDTH && numberPrefixFeasible(range, t + c)) next.push(t + c);
+      }
+    }
+    frontier = next;
+  }
+  return Number.POSITIVE_INFINITY;
+}

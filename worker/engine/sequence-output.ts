@@ -97,7 +97,13 @@ export class SequenceOutput {
       throw new Error("a sequence in JSON mode needs its whole row of logits (it has no decode choice)");
     }
     const json = this.json!;
-    const drawn = this.sampler.sample(json.mask(row));
+    // The tokens this one and the rest may take: max_tokens or the context, whichever ends first.
+    const generated = this.tokens.length;
+    const budget = Math.min(
+      this.limits.maxTokens - generated,
+      this.limits.maxContext - this.promptTokens.length - generated,
+    );
+    const drawn = this.sampler.sample(json.mask(row, budget));
     // A token refused by the grammar is no alternative: logprobs list only what could have been drawn.
     const token = { ...drawn, top: drawn.top.filter((t) => t.logprob !== Number.NEGATIVE_INFINITY) };
     json.take(token.token);
