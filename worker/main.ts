@@ -481,6 +481,7 @@ export class LuminetWorker {
         stopStrings: sampling.stop,
         ...(json ? { json } : {}),
       },
+      ...(request.batch ? { batch: true } : {}),
       onToken: (token, text) => replies.send(token, text),
     };
     return this.scheduler.submit(job);

@@ -8,8 +8,9 @@
 // The engine decodes every running sequence in one run, so the adapters of the running set ARE the step's
 // adapters: at most `maxAdaptersPerStep` adapters are active (acquired in a slot) at once. Requests queue per
 // adapter; admission takes turns across orgs, then across each org's adapters, so a busy org or a hot adapter
-// cannot starve the rest. A request for an adapter that is not active waits for a place: places go in the
-// order adapters started waiting, and while one waits, the longest-active adapter that has had its quantum
+// cannot starve the rest; live requests go before batch lines, which ride spare capacity. A request for an
+// adapter that is not active waits for a place: places go in the order adapters started waiting (those
+// wanted by a live request first), and while one waits, the longest-active adapter that has had its quantum
 // of steps stops admitting and leaves once its running sequences end. A cold adapter's wait is so bounded by
 // the quantum plus the longest generation in flight. Loading never blocks a step: an adapter's acquire runs
 // while the batch goes on, and its requests join at the first step after it resolves.
@@ -102,6 +103,11 @@ export interface Job {
   promptTokens: readonly number[];
   sampling: SamplingParams;
   limits: Omit<SequenceLimits, "maxContext">;
+  /**
+   * A Batch API line (or a background response): it rides spare capacity. A queued live request is admitted
+   * before any queued batch line, and an adapter wanted by live requests gets a free place first.
+   */
+  batch?: boolean;
   /**
    * Each generated token except a stop token, with the text it completes ("" while a character or a
    * possible stop string is incomplete); at the end, once with token null, text that was still held back.
@@ -215,6 +221,11 @@ function sharedPrefixLength(a: readonly number[], b: readonly number[]): number 
   return i;
 }
 
+/** 0 for a group whose queue starts with a live request, 1 for one that starts with a batch line. */
+function liveFirst(group: Group): number {
+  return group.queue[0]?.job.batch ? 1 : 0;
+}
+
 function groupKey(org: string, adapter: AdapterRef | null): string {
   return adapter ? `adapter:${adapter.name}@${adapter.sha256}` : `base:${org}`;
 }
@@ -291,7 +302,10 @@ export class Scheduler {
         ending: null,
         resolve,
       };
-      group.queue.push(entry);
+      // Live requests queue ahead of the group's batch lines, in their own arrival order.
+      const firstBatch = job.batch ? -1 : group.queue.findIndex((e) => e.job.batch);
+      if (firstBatch < 0) group.queue.push(entry);
+      else group.queue.splice(firstBatch, 0, entry);
       this.entries.set(job.id, entry);
       if (job.adapter) this.adapters.prefetch(job.adapter);
       this.kick();
@@ -481,9 +495,10 @@ export class Scheduler {
       if (group.state === "idle" && group.queue.length === 0) this.forget(group);
       else if (group.state !== "idle") held++;
     }
+    // Adapters with a live request queued get places before those with only batch lines.
     const waiting = [...this.groups.values()]
       .filter((g) => g.adapter && g.state === "idle" && g.queue.length > 0)
-      .sort((a, b) => a.waitingSince - b.waitingSince);
+      .sort((a, b) => liveFirst(a) - liveFirst(b) || a.waitingSince - b.waitingSince);
     for (const group of waiting) {
       if (held >= this.options.maxAdaptersPerStep || this.slotsFull) break;
       this.startAcquire(group);
@@ -573,9 +588,16 @@ export class Scheduler {
 
   /**
    * The next group, taking turns across orgs and then across an org's groups, that may admit a job now;
-   * none of `skip`.
+   * none of `skip`. Groups with a live request first in line go before those whose next job is a batch line.
    */
   private nextGroup(skip: ReadonlySet<Group>): { group: Group; orgAt: number; groupAt: number } | null {
+    return this.nextGroupOf(skip, true) ?? this.nextGroupOf(skip, false);
+  }
+
+  private nextGroupOf(
+    skip: ReadonlySet<Group>,
+    liveOnly: boolean,
+  ): { group: Group; orgAt: number; groupAt: number } | null {
     const orgs = this.orgs.length;
     for (let i = 0; i < orgs; i++) {
       const orgAt = (this.orgTurn + i) % orgs;
@@ -585,7 +607,8 @@ export class Scheduler {
       for (let j = 0; j < list.length; j++) {
         const groupAt = (turn + j) % list.length;
         const group = list[groupAt]!;
-        if (group.queue.length > 0 && group.state === "active" && !skip.has(group)) {
+        const head = group.queue[0];
+        if (head && group.state === "active" && !skip.has(group) && !(liveOnly && head.job.batch)) {
           return { group, orgAt, groupAt };
         }
       }

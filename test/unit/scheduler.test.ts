@@ -242,6 +242,40 @@ describe("scheduler", () => {
     expect(finished.indexOf("other")).toBeLessThanOrEqual(1);
   });
 
+  it("admits a live request before batch lines queued ahead of it, on its adapter or another", async () => {
+    const { scheduler } = await setUp({ maxBatch: 1 });
+    const finished: string[] = [];
+    const run = (j: Job) => scheduler.submit(j).then(() => finished.push(j.id));
+    const all = [
+      ...[0, 1, 2].map((i) => run(job(`batch-a-${i}`, 1, 2, { batch: true }))),
+      ...[0, 1, 2].map((i) => run(job(`batch-b-${i}`, 3, 2, { batch: true }))),
+      run(job("live-a", 1, 2)),
+      run(job("live-b", 3, 2)),
+    ];
+    await Promise.all(all);
+    expect(finished.slice(0, 2).sort()).toEqual(["live-a", "live-b"]);
+    // Batch lines keep their own order.
+    expect(finished.filter((id) => id.startsWith("batch-a"))).toEqual([
+      "batch-a-0",
+      "batch-a-1",
+      "batch-a-2",
+    ]);
+  });
+
+  it("gives a free adapter place to an adapter a live request waits for before one only batch lines want", async () => {
+    const { scheduler } = await setUp({ maxAdaptersPerStep: 1, maxBatch: 2 });
+    const finished: string[] = [];
+    const run = (j: Job) => scheduler.submit(j).then(() => finished.push(j.id));
+    const all = [
+      ...[0, 1, 2, 3].map((i) => run(job(`hot-${i}`, 0, 3, { batch: true }))),
+      ...[0, 1].map((i) => run(job(`cold-batch-${i}`, 2, 3, { batch: true }))),
+      run(job("cold-live", 4, 3)),
+    ];
+    await Promise.all(all);
+    // Adapter 2 started waiting first; the live request's adapter 4 still gets the place first.
+    expect(finished.indexOf("cold-live")).toBeLessThan(finished.indexOf("cold-batch-0"));
+  });
+
   it("stops a cancelled sequence at the next step and reports only the tokens it generated", async () => {
     const { scheduler, engine } = await setUp();
     let seen = 0;
