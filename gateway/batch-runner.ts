@@ -12,7 +12,8 @@ import type { BatchOutputLine } from "../schema/batch-api.ts";
 import { batches, batchRequests } from "../schema/db.ts";
 import { principalOfKey, RESPONSE_KEY, RUN_AS, type RunEnv } from "./auth.ts";
 import type { BatchLineOutcome, GatewayLog, GatewayMetrics } from "./deps.ts";
-import { saveFile } from "./files.ts";
+import type { DueSweep } from "./due-sweep.ts";
+import { expiryOf, saveFile } from "./files.ts";
 import { responseId } from "./response-output.ts";
 import { markBackground } from "./response-store.ts";
 
@@ -33,6 +34,8 @@ export interface BatchRunnerOptions {
   newId: () => string;
   runnerId: string;
   now?: () => number;
+  /** Swept each pass when due, so that expired files go even while nobody uploads. */
+  fileExpiry?: DueSweep | null;
 }
 
 /** How long stop() lets lines in flight finish before it cancels them and hands them back. */
@@ -69,7 +72,7 @@ export class BatchRunner {
   #retries = new Map<string, number>();
 
   constructor(options: BatchRunnerOptions) {
-    this.#options = { pollMs: 1_000, now: Date.now, metrics: null, ...options };
+    this.#options = { pollMs: 1_000, now: Date.now, metrics: null, fileExpiry: null, ...options };
   }
 
   start(): void {
@@ -103,6 +106,8 @@ export class BatchRunner {
         await this.#expire();
         claimed = await this.#claimAndStart();
         await this.#finishEnded();
+        const swept = await this.#options.fileExpiry?.ifDue(this.#options.db);
+        if (swept) this.#options.log.info({ deleted: swept }, "deleted files past their expires_at");
       } catch (error) {
         this.#options.log.warn(
           { err: error instanceof Error ? error.message : String(error) },
@@ -420,6 +425,7 @@ export class BatchRunner {
                 filename: `${batch.id}_${name}.jsonl`,
                 content: `${rows.map((row) => JSON.stringify(row)).join("\n")}\n`,
                 createdAt: now,
+                expiresAt: expiryOf(now, batch.outputExpiresAfterSeconds),
               })
             ).id;
       const status =

@@ -14,7 +14,7 @@ import {
 } from "../schema/batch-api.ts";
 import { type BatchRow, batches, batchRequests } from "../schema/db.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
-import { fileNotFound, loadFile } from "./files.ts";
+import { DEFAULT_BATCH_FILE_SECONDS, fileNotFound, loadFile } from "./files.ts";
 import { after, listPage } from "./list-page.ts";
 
 /** Most lines one batch may hold (OpenAI's limit). */
@@ -74,7 +74,7 @@ export async function createBatch(
   id: string,
   now: Date,
 ): Promise<BatchObject> {
-  const file = await loadFile(db, creator.orgId, request.input_file_id);
+  const file = await loadFile(db, creator.orgId, request.input_file_id, now);
   if (!file) throw fileNotFound(request.input_file_id);
   if (file.purpose !== "batch") {
     throw invalidRequest(
@@ -92,6 +92,7 @@ export async function createBatch(
     inputFileId: file.id,
     completionWindow: request.completion_window,
     status: "in_progress",
+    outputExpiresAfterSeconds: request.output_expires_after?.seconds ?? DEFAULT_BATCH_FILE_SECONDS,
     metadata: request.metadata ?? null,
     createdAt: now,
     expiresAt: new Date(now.getTime() + COMPLETION_WINDOW_MS),

@@ -9,7 +9,8 @@ import type { AdapterStorage } from "./adapter-storage.ts";
 import { AuthCache } from "./auth.ts";
 import type { BaseCatalog } from "./bases.ts";
 import { CallerLimitsCache } from "./caller-limits.ts";
-import { DEFAULT_MAX_FILE_BYTES } from "./files.ts";
+import { DueSweep } from "./due-sweep.ts";
+import { DEFAULT_MAX_FILE_BYTES, sweepFiles } from "./files.ts";
 import type { ScaleOptions } from "./fleet-scale.ts";
 import type { ColdStartOutcome } from "./generation.ts";
 import { type IdempotencyStore, MemoryIdempotencyStore } from "./idempotency.ts";
@@ -58,6 +59,8 @@ export interface GatewayDeps {
   adapterStorage: AdapterStorage | null;
   /** How long stored Responses API responses are kept, and this process's sweep of older ones. */
   responseRetention: ResponseRetention;
+  /** This process's sweep of files past their expires_at. */
+  fileExpiry: DueSweep;
   /** Stored responses of non-streaming requests sent with an Idempotency-Key. */
   idempotency: IdempotencyStore;
   routing: RoutingOptions;
@@ -111,6 +114,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
     adapterStorage: null,
     idempotency: new MemoryIdempotencyStore(now),
     responseRetention: ResponseRetention.days(DEFAULT_RESPONSE_RETENTION_DAYS, now),
+    fileExpiry: new DueSweep(sweepFiles, now),
     routing: {},
     scale: {},
     log: silent,

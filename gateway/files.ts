@@ -1,7 +1,8 @@
 // The Files API's files: rows of the gateway's database (schema/db.ts files), scoped to their org, holding
 // the whole text, so every gateway — on Node or on Workers — serves them. Functions of the request's
-// database handle, as the Workers entry opens one per request.
-import { and, desc, eq } from "drizzle-orm";
+// database handle, as the Workers entry opens one per request. A file past its expires_at is gone from the
+// API at once, and its row is deleted by the next sweep (sweepFiles, run by a DueSweep).
+import { and, desc, eq, gt, inArray, isNull, lte, or } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import type { FileObject, ListPage } from "../schema/batch-api.ts";
 import { type FileRow, files } from "../schema/db.ts";
@@ -11,15 +12,20 @@ import { after, listPage } from "./list-page.ts";
 /** Largest file accepted by default (OpenAI takes up to 200 MB for a batch; a file is one database row). */
 export const DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024;
 
+/** Files uploaded for batches, and batches' output files, are kept this long unless asked otherwise. */
+export const DEFAULT_BATCH_FILE_SECONDS = 30 * 24 * 60 * 60;
+
+const unixSeconds = (date: Date) => Math.floor(date.getTime() / 1000);
+
 export function fileObject(
-  row: Pick<FileRow, "id" | "bytes" | "createdAt" | "filename" | "purpose">,
+  row: Pick<FileRow, "id" | "bytes" | "createdAt" | "filename" | "purpose" | "expiresAt">,
 ): FileObject {
   return {
     id: row.id,
     object: "file",
     bytes: row.bytes,
-    created_at: Math.floor(row.createdAt.getTime() / 1000),
-    expires_at: null,
+    created_at: unixSeconds(row.createdAt),
+    expires_at: row.expiresAt ? unixSeconds(row.expiresAt) : null,
     filename: row.filename,
     purpose: row.purpose,
     status: "processed",
@@ -44,7 +50,17 @@ export interface NewFile {
   filename: string;
   content: string;
   createdAt: Date;
+  /** null: kept until deleted. */
+  expiresAt: Date | null;
 }
+
+/** When a file created at `createdAt` and kept `seconds` expires. */
+export function expiryOf(createdAt: Date, seconds: number): Date {
+  return new Date(createdAt.getTime() + seconds * 1000);
+}
+
+/** Not expired at `now`. */
+const live = (now: Date) => or(isNull(files.expiresAt), gt(files.expiresAt, now));
 
 /** Stores a file; `db` may be a transaction's handle. */
 export async function saveFile(db: Pick<Db, "insert">, file: NewFile): Promise<FileObject> {
@@ -53,31 +69,48 @@ export async function saveFile(db: Pick<Db, "insert">, file: NewFile): Promise<F
   return fileObject({ ...file, bytes });
 }
 
-/** The org's file with this id, content included; null when there is none (or it is another org's). */
-export async function loadFile(db: Db, orgId: string, id: string): Promise<FileRow | null> {
+/**
+ * The org's file with this id, content included; null when there is none at `now` (expired, or another
+ * org's).
+ */
+export async function loadFile(db: Db, orgId: string, id: string, now: Date): Promise<FileRow | null> {
   const [row] = await db
     .select()
     .from(files)
-    .where(and(eq(files.orgId, orgId), eq(files.id, id)));
+    .where(and(eq(files.orgId, orgId), eq(files.id, id), live(now)));
   return row ?? null;
 }
 
-/** False when the org has no file with this id. */
-export async function dropFile(db: Db, orgId: string, id: string): Promise<boolean> {
+/** False when the org has no file with this id at `now`. */
+export async function dropFile(db: Db, orgId: string, id: string, now: Date): Promise<boolean> {
   const deleted = await db
     .delete(files)
-    .where(and(eq(files.orgId, orgId), eq(files.id, id)))
+    .where(and(eq(files.orgId, orgId), eq(files.id, id), live(now)))
     .returning({ id: files.id });
   return deleted.length > 0;
 }
 
-/** A page of the org's files, newest first, after the file `after` when given, of one purpose if given. */
+/** Deletes up to `limit` files expired at `now` (ms); returns how many. */
+export async function sweepFiles(db: Db, now: number, limit: number): Promise<number> {
+  const expired = db
+    .select({ id: files.id })
+    .from(files)
+    .where(lte(files.expiresAt, new Date(now)))
+    .limit(limit);
+  const deleted = await db.delete(files).where(inArray(files.id, expired)).returning({ id: files.id });
+  return deleted.length;
+}
+
+/**
+ * A page of the org's files at `now`, newest first, after the file `after` when given, of one purpose if
+ * given.
+ */
 export async function listFiles(
   db: Db,
   orgId: string,
-  options: { limit: number; after: string | null; purpose: string | null },
+  options: { limit: number; after: string | null; purpose: string | null; now: Date },
 ): Promise<ListPage<FileObject>> {
-  const conditions = [eq(files.orgId, orgId)];
+  const conditions = [eq(files.orgId, orgId), live(options.now)!];
   if (options.purpose) conditions.push(eq(files.purpose, options.purpose));
   if (options.after) {
     const [cursor] = await db
@@ -94,6 +127,7 @@ export async function listFiles(
       createdAt: files.createdAt,
       filename: files.filename,
       purpose: files.purpose,
+      expiresAt: files.expiresAt,
     })
     .from(files)
     .where(and(...conditions))

@@ -84,6 +84,7 @@ export function startBatchRunner(
     newId: deps.newRequestId,
     runnerId: `${hostname()}-${process.pid}`,
     now: deps.now,
+    fileExpiry: deps.fileExpiry,
   });
   runner.start();
   return runner;

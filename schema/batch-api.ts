@@ -11,10 +11,25 @@ export type BatchEndpoint = (typeof BATCH_ENDPOINTS)[number];
 /** Purposes a file may be uploaded with; "batch_output" files are written by batches only. */
 export const UPLOAD_PURPOSES = ["batch"] as const;
 
+/** Seconds a file may be kept for, as OpenAI bounds `expires_after`: one hour to 30 days. */
+export const MIN_FILE_SECONDS = 3_600;
+export const MAX_FILE_SECONDS = 2_592_000;
+
+/**
+ * How long a file is kept after it is created: a file's `expires_after`, a batch's
+ * `output_expires_after`. Without one, files for batches (their inputs and outputs) are kept 30 days.
+ */
+export const ExpiresAfter = z.object({
+  anchor: z.literal("created_at", { error: 'must be "created_at"' }),
+  seconds: z.number().int().min(MIN_FILE_SECONDS).max(MAX_FILE_SECONDS),
+});
+export type ExpiresAfter = z.infer<typeof ExpiresAfter>;
+
 export const BatchCreateRequest = z.object({
   input_file_id: z.string().min(1),
   endpoint: z.enum(BATCH_ENDPOINTS, { error: `must be one of ${BATCH_ENDPOINTS.join(", ")}` }),
   completion_window: z.literal("24h", { error: 'must be "24h"' }),
+  output_expires_after: ExpiresAfter.optional(),
   metadata: z
     .record(z.string().max(64), z.string().max(512))
     .refine((m) => Object.keys(m).length <= 16, "at most 16 keys")
@@ -46,7 +61,8 @@ export interface FileObject {
   object: "file";
   bytes: number;
   created_at: number;
-  expires_at: null;
+  /** When it goes (Unix seconds); null: kept until deleted. */
+  expires_at: number | null;
   filename: string;
   purpose: string;
   status: "processed";

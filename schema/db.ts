@@ -267,8 +267,13 @@ export const files = pgTable(
     /** The whole file: JSONL, held in the database so every gateway (Node or Workers) serves it. */
     content: text("content").notNull(),
     createdAt: createdAt(),
+    /** Gone from the API from then on, and deleted by the next sweep (file-expiry.ts); null: kept. */
+    expiresAt: timestamp("expires_at", { withTimezone: true }),
   },
-  (t) => [index("files_org_created_idx").on(t.orgId, t.createdAt)],
+  (t) => [
+    index("files_org_created_idx").on(t.orgId, t.createdAt),
+    index("files_expires_idx").on(t.expiresAt).where(sql`${t.expiresAt} is not null`),
+  ],
 );
 
 /** Batches of the Batch API; their lines are batch_requests. */
@@ -296,6 +301,8 @@ export const batches = pgTable(
     status: text("status").notNull(),
     outputFileId: text("output_file_id"),
     errorFileId: text("error_file_id"),
+    /** How long its output and error files are kept after they are written (output_expires_after). */
+    outputExpiresAfterSeconds: integer("output_expires_after_seconds").notNull().default(2_592_000),
     metadata: jsonb("metadata"),
     /** Counts by outcome, written when the batch ends; while it runs they are counted from its lines. */
     completedCount: integer("completed_count"),

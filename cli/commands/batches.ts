@@ -7,7 +7,14 @@ import { readFile } from "node:fs/promises";
 import { basename } from "node:path";
 import { SingleBar } from "cli-progress";
 import type { Command } from "commander";
-import { BATCH_ENDPOINTS, type BatchObject, type FileObject, type ListPage } from "../../schema/batch-api.ts";
+import {
+  BATCH_ENDPOINTS,
+  type BatchObject,
+  type FileObject,
+  type ListPage,
+  MAX_FILE_SECONDS,
+  MIN_FILE_SECONDS,
+} from "../../schema/batch-api.ts";
 import {
   callGateway,
   callGatewayText,
@@ -33,6 +40,7 @@ interface CreateFlags extends SaveFlags {
   metadata: string[];
   wait?: boolean;
   pollSeconds: string;
+  keepHours?: string;
 }
 
 const ENDED = new Set(["completed", "expired", "cancelled", "failed"]);
@@ -56,6 +64,15 @@ function metadataOf(pairs: readonly string[]): Record<string, string> | undefine
       return [pair.slice(0, at), pair.slice(at + 1)];
     }),
   );
+}
+
+/** --keep-hours as the API's seconds, within its bounds (an hour to 30 days). */
+function keepSeconds(hours: string): number {
+  const seconds = Math.round(Number(hours) * 3600);
+  if (!/^\d+(\.\d+)?$/.test(hours) || seconds < MIN_FILE_SECONDS || seconds > MAX_FILE_SECONDS) {
+    throw new CliError(`--keep-hours ${hours}: expected hours from 1 to ${MAX_FILE_SECONDS / 3600}`);
+  }
+  return seconds;
 }
 
 async function getBatch(flags: GatewayFlags, id: string): Promise<BatchObject> {
@@ -107,6 +124,7 @@ async function create(flags: CreateFlags): Promise<void> {
   const pollSeconds = Number(flags.pollSeconds);
   if (!(pollSeconds > 0))
     throw new CliError(`--poll-seconds ${flags.pollSeconds}: expected a number above 0`);
+  const keep = flags.keepHours === undefined ? undefined : keepSeconds(flags.keepHours);
   let content: Buffer;
   try {
     content = await readFile(flags.file);
@@ -116,6 +134,10 @@ async function create(flags: CreateFlags): Promise<void> {
   const form = new FormData();
   form.set("purpose", "batch");
   form.set("file", new Blob([content], { type: "application/jsonl" }), basename(flags.file));
+  if (keep !== undefined) {
+    form.set("expires_after[anchor]", "created_at");
+    form.set("expires_after[seconds]", String(keep));
+  }
   const file = (await callGateway(flags, "POST", "/v1/files", { body: form })) as FileObject;
   const metadata = metadataOf(flags.metadata);
   let batch = (await callGateway(
@@ -126,6 +148,7 @@ async function create(flags: CreateFlags): Promise<void> {
       input_file_id: file.id,
       endpoint: flags.endpoint,
       completion_window: "24h",
+      ...(keep !== undefined ? { output_expires_after: { anchor: "created_at", seconds: keep } } : {}),
       ...(metadata ? { metadata } : {}),
     }),
   )) as BatchObject;
@@ -192,7 +215,11 @@ export function registerBatches(program: Command): void {
       .option("--wait", "follow the batch until it ends, then save its output and error files")
       .option("--output <path>", "where --wait saves the output file (default <batch id>_output.jsonl)")
       .option("--errors <path>", "where --wait saves the error file (default <batch id>_errors.jsonl)")
-      .option("--poll-seconds <s>", "how often --wait asks", "2"),
+      .option("--poll-seconds <s>", "how often --wait asks", "2")
+      .option(
+        "--keep-hours <h>",
+        "how long the input file and the batch's output and error files are kept, 1 to 720 (default 720: 30 days)",
+      ),
   ).action((flags: CreateFlags) => run("create", () => create(flags)));
 
   withConnection(

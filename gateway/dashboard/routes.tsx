@@ -221,7 +221,7 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
   // A batch's input, output or error file, as a download: the org's own files only.
   routes.get("/files/:id/content", async (c) => {
     const id = c.req.param("id");
-    const file = await loadFile(deps.db, c.get("principal").orgId, id);
+    const file = await loadFile(deps.db, c.get("principal").orgId, id, new Date(deps.now()));
     if (!file) throw new DashboardError(404, `No file ${id} in this org.`);
     return c.body(file.content, 200, {
       "content-type": "application/jsonl",

@@ -1,5 +1,6 @@
 // The Files API, on the caller's own org:
-//   POST   /v1/files                 multipart/form-data: `file` (JSONL) and `purpose` ("batch")
+//   POST   /v1/files                 multipart/form-data: `file` (JSONL), `purpose` ("batch") and optionally
+//                                    `expires_after[anchor]` ("created_at") and `expires_after[seconds]`
 //   GET    /v1/files[?purpose=&limit=&after=]
 //   GET    /v1/files/:id
 //   GET    /v1/files/:id/content     the file as it was uploaded (or as a batch wrote it)
@@ -7,11 +8,21 @@
 // Uploads bypass the app's JSON body limit (app.ts mounts this before it) and are capped at maxFileBytes.
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { ListQuery, UPLOAD_PURPOSES } from "../../schema/batch-api.ts";
+import { z } from "zod";
+import { ExpiresAfter, ListQuery, UPLOAD_PURPOSES } from "../../schema/batch-api.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
 import { errorResponse, invalidBody, invalidRequest, payloadTooLarge } from "../errors.ts";
-import { dropFile, fileNotFound, fileObject, listFiles, loadFile, saveFile } from "../files.ts";
+import {
+  DEFAULT_BATCH_FILE_SECONDS,
+  dropFile,
+  expiryOf,
+  fileNotFound,
+  fileObject,
+  listFiles,
+  loadFile,
+  saveFile,
+} from "../files.ts";
 
 export function fileRoutes(deps: GatewayDeps, maxFileBytes: number): Hono<GatewayEnv> {
   const routes = new Hono<GatewayEnv>();
@@ -41,14 +52,25 @@ export function fileRoutes(deps: GatewayDeps, maxFileBytes: number): Hono<Gatewa
       } catch {
         throw invalidRequest("The file is not UTF-8 text; a batch's input is JSONL.", "file");
       }
+      const createdAt = new Date(deps.now());
+      const seconds = expiresAfterOf(form)?.seconds ?? DEFAULT_BATCH_FILE_SECONDS;
       const saved = await saveFile(deps.db, {
         id: `file-${deps.newRequestId()}`,
         orgId: c.get("principal").orgId,
         purpose,
         filename: file.name || "upload.jsonl",
         content,
-        createdAt: new Date(deps.now()),
+        createdAt,
+        expiresAt: expiryOf(createdAt, seconds),
       });
+      const swept = await deps.fileExpiry.ifDue(deps.db).catch((error: unknown) => {
+        deps.log.error(
+          { err: error instanceof Error ? error.message : String(error) },
+          "could not sweep files",
+        );
+        return null;
+      });
+      if (swept) deps.log.info({ deleted: swept }, "deleted files past their expires_at");
       return c.json(saved);
     },
   );
@@ -62,29 +84,49 @@ export function fileRoutes(deps: GatewayDeps, maxFileBytes: number): Hono<Gatewa
         limit,
         after: after ?? null,
         purpose: purpose ?? null,
+        now: new Date(deps.now()),
       }),
     );
   });
 
   routes.get("/:id", async (c) => {
     const id = c.req.param("id");
-    const row = await loadFile(deps.db, c.get("principal").orgId, id);
+    const row = await loadFile(deps.db, c.get("principal").orgId, id, new Date(deps.now()));
     if (!row) throw fileNotFound(id);
     return c.json(fileObject(row));
   });
 
   routes.get("/:id/content", async (c) => {
     const id = c.req.param("id");
-    const row = await loadFile(deps.db, c.get("principal").orgId, id);
+    const row = await loadFile(deps.db, c.get("principal").orgId, id, new Date(deps.now()));
     if (!row) throw fileNotFound(id);
     return c.body(row.content, 200, { "content-type": "application/jsonl" });
   });
 
   routes.delete("/:id", async (c) => {
     const id = c.req.param("id");
-    if (!(await dropFile(deps.db, c.get("principal").orgId, id))) throw fileNotFound(id);
+    if (!(await dropFile(deps.db, c.get("principal").orgId, id, new Date(deps.now()))))
+      throw fileNotFound(id);
     return c.json({ id, object: "file", deleted: true });
   });
 
   return routes;
+}
+
+/**
+ * The upload's expiration policy: the form fields `expires_after[anchor]` and `expires_after[seconds]`, as
+ * the OpenAI SDKs write an object into a form; null without them.
+ */
+function expiresAfterOf(form: Record<string, string | File | (string | File)[]>): ExpiresAfter | null {
+  const anchor = form["expires_after[anchor]"];
+  const seconds = form["expires_after[seconds]"];
+  if (anchor === undefined && seconds === undefined) return null;
+  const parsed = z.object({ expires_after: ExpiresAfter }).safeParse({
+    expires_after: {
+      anchor,
+      seconds: typeof seconds === "string" && /^\d+$/.test(seconds) ? Number(seconds) : seconds,
+    },
+  });
+  if (!parsed.success) throw invalidBody(parsed.error);
+  return parsed.data.expires_after;
 }

@@ -1,5 +1,6 @@
 // `luminet batches` against a gateway served over HTTP (PGlite, the in-process bus, a scripted worker) with
-// a batch runner on it: create --wait uploads the file, follows the batch and saves both files; list, get,
+// a batch runner on it: create --wait uploads the file, follows the batch and saves both files, all three
+// kept for --keep-hours; list, get,
 // results and cancel as a user types them; a bad file and a cancel of an ended batch exit 1 with the API's
 // message.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -9,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { registerBatches } from "../../cli/commands/batches.ts";
 import { BatchRunner } from "../../gateway/batch-runner.ts";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
-import type { BatchObject } from "../../schema/batch-api.ts";
+import type { BatchObject, FileObject } from "../../schema/batch-api.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 import { type CommandRun, luminetInProcess, spawnLuminet } from "../support/luminet-command.ts";
@@ -51,6 +52,10 @@ function luminet(args: string[], spawn = false): Promise<CommandRun> {
   return spawn ? spawnLuminet(command, env) : luminetInProcess(registerBatches, command, env);
 }
 
+/** A GET on the gateway with the org's key. */
+const gatewayGet = (path: string) =>
+  fetch(`${served.url}${path}`, { headers: { authorization: `Bearer ${h.keys.acme}` } });
+
 function inputFile(name: string, lines: unknown[]): string {
   const path = join(root, name);
   writeFileSync(path, `${lines.map((line) => JSON.stringify(line)).join("\n")}\n`);
@@ -87,6 +92,8 @@ describe("luminet batches", () => {
         errors,
         "--metadata",
         "job=night",
+        "--keep-hours",
+        "2",
       ],
       true,
     );
@@ -107,7 +114,13 @@ describe("luminet batches", () => {
 
     const id = run.stdout.split(" ")[0]!;
     const got = await luminet(["get", id, "--json"]);
-    expect((JSON.parse(got.stdout) as BatchObject).metadata).toEqual({ job: "night" });
+    const batch = JSON.parse(got.stdout) as BatchObject;
+    expect(batch.metadata).toEqual({ job: "night" });
+    // --keep-hours 2: the input and what the batch wrote go two hours after they were made.
+    for (const fileId of [batch.input_file_id, batch.output_file_id!, batch.error_file_id!]) {
+      const file = (await (await gatewayGet(`/v1/files/${fileId}`)).json()) as FileObject;
+      expect(file.expires_at! - file.created_at).toBe(7200);
+    }
     const listed = await luminet(["list"]);
     expect(listed.stdout).toContain(id);
     expect(listed.stdout).toMatch(/ID\s+STATUS\s+ENDPOINT\s+ANSWERED\s+FAILED\s+CREATED/);
@@ -127,7 +140,7 @@ describe("luminet batches", () => {
     expect(cancel.stderr).toContain("Cannot cancel a batch with status completed.");
   });
 
-  it("refuses a file with a bad line, naming it, an unknown endpoint and a missing file", async () => {
+  it("refuses a file with a bad line, naming it, an unknown endpoint, a missing file and a keep outside the API's bounds", async () => {
     const bad = inputFile("bad.jsonl", [line("a", BASE, 2), line("a", BASE, 2)]);
     const run = await luminet(["create", "--file", bad]);
     expect(run.code).toBe(1);
@@ -138,5 +151,8 @@ describe("luminet batches", () => {
     const missing = await luminet(["create", "--file", join(root, "nope.jsonl")]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain("--file");
+    const keep = await luminet(["create", "--file", bad, "--keep-hours", "0.5"]);
+    expect(keep.code).toBe(1);
+    expect(keep.stderr).toContain("--keep-hours 0.5: expected hours from 1 to 720");
   });
 });

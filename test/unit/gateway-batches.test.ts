@@ -2,14 +2,17 @@
 // bus, scripted worker), with a batch runner on the same app: files uploaded, listed, read and deleted; a
 // batch of mixed-adapter lines run and written back line by line in input order, a bad request among them
 // in the error file; bad input files refused whole naming the line; cancel, expiry, a revoked key, and a
-// line left running by a runner that died taken again; every batch and file visible to its org only.
+// line left running by a runner that died taken again; every batch and file visible to its org only; files
+// gone once they expire (30 days for batch files unless asked otherwise) and swept.
 import { eq } from "drizzle-orm";
 import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApiKey } from "../../gateway/api-keys.ts";
 import { BatchRunner, type BatchRunnerOptions } from "../../gateway/batch-runner.ts";
+import { DueSweep } from "../../gateway/due-sweep.ts";
+import { sweepFiles } from "../../gateway/files.ts";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
-import { apiKeys, batchRequests } from "../../schema/db.ts";
+import { apiKeys, batchRequests, files } from "../../schema/db.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 import { quietMetrics } from "../support/quiet-metrics.ts";
@@ -106,6 +109,60 @@ describe("the Files API", () => {
     await expect(client.files.retrieve(file.id)).rejects.toMatchObject({ status: 404 });
   });
 
+  it("keeps a file 30 days or for its expires_after, then answers 404 for it, and a sweep deletes it", async () => {
+    let now = Date.now();
+    const clock = () => now;
+    const app = h.appWith({ now: clock, fileExpiry: new DueSweep(sweepFiles, clock) });
+    const c = new OpenAI({
+      apiKey: h.keys.acme,
+      baseURL: "http://gateway/v1",
+      maxRetries: 0,
+      fetch: async (url, init) => app.request(String(url), init),
+    });
+    const create = async (expires_after?: OpenAI.FileCreateParams["expires_after"]) =>
+      c.files.create({
+        file: await toFile(Buffer.from(`${chatLine("e", BASE)}\n`), "e.jsonl"),
+        purpose: "batch",
+        ...(expires_after ? { expires_after } : {}),
+      });
+    const month = await create();
+    expect(month.expires_at! - month.created_at).toBe(30 * 24 * 3600);
+    const hour = await create({ anchor: "created_at", seconds: 3600 });
+    expect(hour.expires_at! - hour.created_at).toBe(3600);
+    const before = (await c.files.list({ limit: 100 })).data.length;
+    await expect(create({ anchor: "created_at", seconds: 60 })).rejects.toMatchObject({
+      status: 400,
+      param: "expires_after.seconds",
+    });
+    await expect(create({ anchor: "last_active_at" as "created_at", seconds: 3600 })).rejects.toMatchObject({
+      status: 400,
+      param: "expires_after.anchor",
+    });
+    expect((await c.files.list({ limit: 100 })).data).toHaveLength(before);
+
+    now += 3600_000 + 1000;
+    // Gone from the API at once; the row stays until this process's next sweep is due.
+    const gone = { status: 404, code: "file_not_found" };
+    await expect(c.files.retrieve(hour.id)).rejects.toMatchObject(gone);
+    await expect(c.files.content(hour.id)).rejects.toMatchObject(gone);
+    await expect(c.files.delete(hour.id)).rejects.toMatchObject(gone);
+    await expect(
+      c.batches.create({
+        input_file_id: hour.id,
+        endpoint: "/v1/chat/completions",
+        completion_window: "24h",
+      }),
+    ).rejects.toMatchObject(gone);
+    expect((await c.files.list({ limit: 100 })).data.map((f) => f.id)).not.toContain(hour.id);
+    expect((await c.files.retrieve(month.id)).id).toBe(month.id);
+    const rowsOf = (id: string) => h.db.select({ id: files.id }).from(files).where(eq(files.id, id));
+    expect(await rowsOf(hour.id)).toHaveLength(1);
+    // The first upload swept (nothing) an hour and a second ago: the next upload's sweep is due.
+    await create();
+    expect(await rowsOf(hour.id)).toHaveLength(0);
+    expect(await rowsOf(month.id)).toHaveLength(1);
+  });
+
   it("pages the list newest first, as the SDK's pager follows it", async () => {
     const uploaded = [];
     for (const name of ["p1", "p2", "p3"])
@@ -196,8 +253,10 @@ describe("the Batch API", () => {
       custom_id: "bad-model",
       response: { status_code: 404, body: { error: { code: "model_not_found" } } },
     });
-    // The output file is the org's, and the batch is listed.
-    expect((await client.files.retrieve(done.output_file_id!)).purpose).toBe("batch_output");
+    // The output file is the org's, kept 30 days as the batch asked nothing else, and the batch is listed.
+    const output = await client.files.retrieve(done.output_file_id!);
+    expect(output.purpose).toBe("batch_output");
+    expect(output.expires_at! - output.created_at).toBe(30 * 24 * 3600);
     expect((await client.batches.list()).data.map((b) => b.id)).toContain(batch.id);
     await expect(otherClient.batches.retrieve(batch.id)).rejects.toMatchObject({ status: 404 });
     await expect(otherClient.files.content(done.output_file_id!)).rejects.toMatchObject({ status: 404 });
@@ -238,6 +297,30 @@ describe("the Batch API", () => {
     const format = sent?.sampling.response_format as { json_schema: { properties: object } } | undefined;
     // jsonb would have stored them as a, zeta, middle (shortest key first).
     expect(Object.keys(format!.json_schema.properties)).toEqual(["zeta", "a", "middle"]);
+  });
+
+  it("keeps its output and error files for output_expires_after", async () => {
+    const file = await upload([chatLine("ok", BASE), chatLine("bad", `${BASE}:acme/missing`)]);
+    const batch = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+      output_expires_after: { anchor: "created_at", seconds: 7200 },
+    });
+    await runner().drain();
+    const done = await client.batches.retrieve(batch.id);
+    for (const id of [done.output_file_id!, done.error_file_id!]) {
+      const written = await client.files.retrieve(id);
+      expect(written.expires_at! - written.created_at).toBe(7200);
+    }
+    await expect(
+      client.batches.create({
+        input_file_id: file.id,
+        endpoint: "/v1/chat/completions",
+        completion_window: "24h",
+        output_expires_after: { anchor: "created_at", seconds: 40 * 24 * 3600 },
+      }),
+    ).rejects.toMatchObject({ status: 400, param: "output_expires_after.seconds" });
   });
 
   it("refuses an input file with a bad line whole, naming the line, and starts nothing", async () => {

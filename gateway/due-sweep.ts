@@ -1,0 +1,35 @@
+// Deleting what has expired from a table no process owns (stored responses, files): every gateway process
+// sweeps it, lazily — after the API writes to it, when its next sweep is due, it deletes one batch of
+// expired rows. Due hourly; a sweep that deleted a whole batch makes the next one due a minute later, so a
+// backlog drains at a batch a minute per process while no single request waits for more than one batch.
+// Several processes sweeping at once delete the same rows harmlessly. No timer: it works the same on Node
+// and in a Workers isolate.
+import type { Db } from "../db/open.ts";
+
+const SWEEP_EVERY_MS = 60 * 60_000;
+const CATCH_UP_EVERY_MS = 60_000;
+export const SWEEP_BATCH = 5_000;
+
+/** Deletes up to `limit` rows expired at `now` (ms); returns how many. */
+export type Sweep = (db: Db, now: number, limit: number) => Promise<number>;
+
+export class DueSweep {
+  private nextSweep = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    private readonly sweep: Sweep,
+    private readonly now: () => number = Date.now,
+    private readonly batch = SWEEP_BATCH,
+  ) {}
+
+  /** Deletes one batch of expired rows if a sweep is due; the number deleted, or null. */
+  async ifDue(db: Db): Promise<number | null> {
+    const now = this.now();
+    if (now < this.nextSweep) return null;
+    // Set before the delete, so requests meanwhile do not start another.
+    this.nextSweep = now + SWEEP_EVERY_MS;
+    const deleted = await this.sweep(db, now, this.batch);
+    if (deleted === this.batch) this.nextSweep = now + CATCH_UP_EVERY_MS;
+    return deleted;
+  }
+}
