@@ -61,9 +61,9 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
       errorResponse(payloadTooLarge(deps.limits.maxBodyBytes)),
     ),
   );
-  app.use("/v1/chat/completions", idempotency(deps.idempotency));
-  app.use("/v1/completions", idempotency(deps.idempotency));
-  app.use("/v1/responses", idempotency(deps.idempotency));
+  app.use("/v1/chat/completions", idempotency(deps));
+  app.use("/v1/completions", idempotency(deps));
+  app.use("/v1/responses", idempotency(deps));
   app.get("/v1/models", listModelsRoute(deps));
   app.get("/v1/models/:model{.+}", retrieveModelRoute(deps));
   app.post("/v1/chat/completions", chatCompletions(deps));

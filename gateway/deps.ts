@@ -13,7 +13,7 @@ import { DueSweep } from "./due-sweep.ts";
 import { DEFAULT_MAX_FILE_BYTES, sweepFiles } from "./files.ts";
 import type { ScaleOptions } from "./fleet-scale.ts";
 import type { ColdStartOutcome } from "./generation.ts";
-import { type IdempotencyStore, MemoryIdempotencyStore } from "./idempotency.ts";
+import { sweepIdempotencyKeys } from "./idempotency-keys.ts";
 import { DEFAULT_RESPONSE_RETENTION_DAYS, ResponseRetention } from "./response-retention.ts";
 import type { RouteOutcome, RoutingOptions } from "./routing.ts";
 
@@ -61,8 +61,8 @@ export interface GatewayDeps {
   responseRetention: ResponseRetention;
   /** This process's sweep of files past their expires_at. */
   fileExpiry: DueSweep;
-  /** Stored responses of non-streaming requests sent with an Idempotency-Key. */
-  idempotency: IdempotencyStore;
+  /** This process's sweep of Idempotency-Keys past their day. */
+  idempotencyExpiry: DueSweep;
   routing: RoutingOptions;
   /** Capacity assumptions of the autoscaling signal (GET /v1/fleet/scale). */
   scale: ScaleOptions;
@@ -112,7 +112,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
     callerLimits: new CallerLimitsCache({ now }),
     adapters: new AdapterResolver({ now }),
     adapterStorage: null,
-    idempotency: new MemoryIdempotencyStore(now),
+    idempotencyExpiry: new DueSweep(sweepIdempotencyKeys, now),
     responseRetention: ResponseRetention.days(DEFAULT_RESPONSE_RETENTION_DAYS, now),
     fileExpiry: new DueSweep(sweepFiles, now),
     routing: {},

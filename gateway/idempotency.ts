@@ -1,63 +1,13 @@
 // Idempotency-Key on non-streaming completions: a retried request with the same key (per org) and the same
 // body gets the stored response instead of running, and being billed, twice. A request still running under
 // the key answers 409; a key reused with a different body answers 400; only successes are stored, so a
-// failed request can be retried under the same key. The store is an interface: MemoryIdempotencyStore
-// serves one process (Node, `luminet dev`); several gateways need a shared one.
+// failed request can be retried under the same key. Keys and answers live in the database
+// (idempotency-keys.ts), so every gateway process shares them, and are kept a day.
 import type { MiddlewareHandler } from "hono";
 import type { GatewayEnv } from "./context.ts";
+import type { GatewayDeps } from "./deps.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
-
-export const IDEMPOTENCY_TTL_MS = 24 * 60 * 60_000;
-
-export interface StoredResponse {
-  status: number;
-  body: string;
-  contentType: string;
-}
-
-export type IdempotencyEntry =
-  | { state: "running"; bodyHash: string }
-  | { state: "done"; bodyHash: string; response: StoredResponse };
-
-export interface IdempotencyStore {
-  /** Claims the key for a new run; returns the existing entry instead when there is one. */
-  claim(key: string, bodyHash: string): Promise<IdempotencyEntry | null>;
-  complete(key: string, response: StoredResponse): Promise<void>;
-  /** Releases a claim whose run failed, so a retry runs again. */
-  release(key: string): Promise<void>;
-}
-
-export class MemoryIdempotencyStore implements IdempotencyStore {
-  readonly #entries = new Map<string, { entry: IdempotencyEntry; expiresAt: number }>();
-
-  constructor(
-    private readonly now: () => number = Date.now,
-    private readonly ttlMs = IDEMPOTENCY_TTL_MS,
-    private readonly maxEntries = 100_000,
-  ) {}
-
-  async claim(key: string, bodyHash: string): Promise<IdempotencyEntry | null> {
-    const found = this.#entries.get(key);
-    if (found && found.expiresAt > this.now()) return found.entry;
-    if (this.#entries.size >= this.maxEntries) {
-      const oldest = this.#entries.keys().next();
-      if (!oldest.done) this.#entries.delete(oldest.value);
-    }
-    this.#entries.set(key, { entry: { state: "running", bodyHash }, expiresAt: this.now() + this.ttlMs });
-    return null;
-  }
-
-  async complete(key: string, response: StoredResponse): Promise<void> {
-    const found = this.#entries.get(key);
-    if (!found) return;
-    found.entry = { state: "done", bodyHash: found.entry.bodyHash, response };
-    found.expiresAt = this.now() + this.ttlMs;
-  }
-
-  async release(key: string): Promise<void> {
-    this.#entries.delete(key);
-  }
-}
+import { claimKey, completeKey, IDEMPOTENCY_TTL_MS, releaseKey } from "./idempotency-keys.ts";
 
 async function sha256Hex(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
@@ -73,7 +23,7 @@ function isStreaming(body: string): boolean {
   }
 }
 
-export function idempotency(store: IdempotencyStore): MiddlewareHandler<GatewayEnv> {
+export function idempotency(deps: GatewayDeps): MiddlewareHandler<GatewayEnv> {
   return async (c, next) => {
     const header = c.req.header("idempotency-key");
     if (header === undefined) return next();
@@ -83,9 +33,13 @@ export function idempotency(store: IdempotencyStore): MiddlewareHandler<GatewayE
     // Hono keeps the text, so the route reads the same body again.
     const body = await c.req.text();
     if (isStreaming(body)) return next();
-    const key = `${c.get("principal").orgId}\0${c.req.path}\0${header}`;
+    const { db } = deps;
+    const key = JSON.stringify([c.get("principal").orgId, c.req.path, header]);
     const bodyHash = await sha256Hex(body);
-    const existing = await store.claim(key, bodyHash);
+    const now = deps.now();
+    // A run outlives its claim only if its gateway died: the request would have timed out by then.
+    const lease = new Date(now + deps.limits.requestTimeoutMs + 60_000);
+    const existing = await claimKey(db, key, bodyHash, new Date(now), lease);
     if (existing) {
       if (existing.bodyHash !== bodyHash) {
         throw invalidRequest(
@@ -102,26 +56,34 @@ export function idempotency(store: IdempotencyStore): MiddlewareHandler<GatewayE
           "idempotency_key_in_use",
         );
       }
-      return c.body(existing.response.body, existing.response.status as 200, {
-        "content-type": existing.response.contentType,
+      return c.body(existing.answer.body, existing.answer.status as 200, {
+        "content-type": existing.answer.contentType,
         "idempotent-replayed": "true",
       });
     }
     try {
       await next();
     } catch (error) {
-      await store.release(key);
+      await releaseKey(db, key);
       throw error;
     }
     if (c.res.status === 200) {
-      const response: StoredResponse = {
+      const answer = {
         status: 200,
         body: await c.res.clone().text(),
         contentType: c.res.headers.get("content-type") ?? "application/json",
       };
-      await store.complete(key, response);
+      await completeKey(db, key, answer, new Date(deps.now() + IDEMPOTENCY_TTL_MS));
+      const swept = await deps.idempotencyExpiry.ifDue(db).catch((error: unknown) => {
+        deps.log.error(
+          { err: error instanceof Error ? error.message : String(error) },
+          "could not sweep idempotency keys",
+        );
+        return null;
+      });
+      if (swept) deps.log.info({ deleted: swept }, "deleted idempotency keys past their day");
     } else {
-      await store.release(key);
+      await releaseKey(db, key);
     }
   };
 }

@@ -4,7 +4,7 @@
 //
 // A Worker may not use one request's sockets in another, so each request opens its own database pool and
 // NATS connection, and closes them once its response body has been sent. What holds no socket lives for
-// the isolate's life: the base catalog and the dependencies' caches (keys, limits, adapters, idempotency).
+// the isolate's life: the base catalog and the dependencies' caches (keys, limits, adapters) and sweeps.
 //
 // Adapters go to the R2 bucket bound as ADAPTER_BLOBS. They are staged and validated by the Node gateway's
 // own code (node-adapter-storage.ts): workerd's node:fs gives each request an in-memory /tmp, so the

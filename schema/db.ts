@@ -252,6 +252,31 @@ export const storedResponses = pgTable(
   (t) => [index("stored_responses_created_idx").on(t.createdAt)],
 );
 
+/**
+ * Idempotency-Key claims and the answers they replay (gateway/idempotency.ts): in the database, so a retry
+ * that reaches another gateway process (or Workers isolate) still gets the first answer.
+ */
+export const idempotencyKeys = pgTable(
+  "idempotency_keys",
+  {
+    /** JSON of [org, path, the header's key]. */
+    key: text("key").primaryKey(),
+    /** sha256 of the request body: the key may only be replayed for the same body. */
+    bodyHash: text("body_hash").notNull(),
+    /** "running" while its request runs, then "done" with the answer below. */
+    state: text("state").notNull(),
+    status: integer("status"),
+    body: text("body"),
+    contentType: text("content_type"),
+    /**
+     * A running claim past this was abandoned (its gateway died mid-request) and may be claimed again; a
+     * done one is forgotten. Rows past it are swept.
+     */
+    expiresAt: timestamp("expires_at", { withTimezone: true }).notNull(),
+  },
+  (t) => [index("idempotency_keys_expires_idx").on(t.expiresAt)],
+);
+
 /** Files of the Files API: a batch's input (purpose "batch") and its output and errors ("batch_output"). */
 export const files = pgTable(
   "files",

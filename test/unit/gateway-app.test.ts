@@ -1,10 +1,14 @@
 // The gateway app through HTTP requests (app.request), on PGlite and the in-process bus with a scripted
 // worker: the OpenAI shapes of answers and errors, auth, model resolution, limits and cancels.
 
+import { createHash } from "node:crypto";
+import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { InProcessBroker } from "../../bus/in-process.ts";
 import { openDb } from "../../db/open.ts";
+import { claimKey } from "../../gateway/idempotency-keys.ts";
 import { ChatCompletion, Completion, ErrorBody, ModelList } from "../../schema/api.ts";
+import { idempotencyKeys } from "../../schema/db.ts";
 import type { InferenceRequest } from "../../schema/wire.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { FAKE_REPLY_TOKENS, FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
@@ -733,6 +737,52 @@ describe("Idempotency-Key", () => {
     const retried = await keyed("k-retry", {});
     expect(retried.status).toBe(200);
     expect(retried.headers.get("idempotent-replayed")).toBeNull();
+  });
+
+  it("replays on another gateway process sharing the database", async () => {
+    const before = worker.received.length;
+    const first = await keyed("k-shared", { max_tokens: 2 });
+    const elsewhere = await h.appWith({}).request("/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.keys.acme}`, "idempotency-key": "k-shared" },
+      body: JSON.stringify({ model: BASE, messages: [{ role: "user", content: "hi" }], max_tokens: 2 }),
+    });
+    expect(elsewhere.headers.get("idempotent-replayed")).toBe("true");
+    expect(await elsewhere.text()).toBe(await first.text());
+    expect(worker.received.length).toBe(before + 1);
+  });
+
+  it("takes over a claim its dead gateway left once the lease is over, and forgets an answer after a day", async () => {
+    let now = Date.now();
+    const app = h.appWith({ now: () => now });
+    const body = JSON.stringify({ model: BASE, messages: [{ role: "user", content: "hi" }] });
+    const send = (key: string) =>
+      app.request("/v1/chat/completions", {
+        method: "POST",
+        headers: { authorization: `Bearer ${h.keys.acme}`, "idempotency-key": key },
+        body,
+      });
+    // A gateway claimed the key for this body and died mid-request.
+    const hash = createHash("sha256").update(body).digest("hex");
+    const key = (header: string) => JSON.stringify(["acme", "/v1/chat/completions", header]);
+    const lease = new Date(now + h.deps.limits.requestTimeoutMs + 60_000);
+    expect(await claimKey(h.db, key("k-dead"), hash, new Date(now), lease)).toBeNull();
+    await expectError(await send("k-dead"), 409, "idempotency_key_in_use");
+    now = lease.getTime() + 1;
+    const before = worker.received.length;
+    expect((await send("k-dead")).status).toBe(200);
+    expect(worker.received.length).toBe(before + 1);
+    // A day on, the answer is no longer replayed, and the sweep deletes a key nobody used again.
+    expect((await send("k-day")).headers.get("idempotent-replayed")).toBeNull();
+    expect((await send("k-day")).headers.get("idempotent-replayed")).toBe("true");
+    now += 24 * 60 * 60_000 + 1;
+    expect((await send("k-day")).headers.get("idempotent-replayed")).toBeNull();
+    expect(worker.received.length).toBe(before + 3);
+    const rows = await h.db
+      .select({ key: idempotencyKeys.key })
+      .from(idempotencyKeys)
+      .where(eq(idempotencyKeys.key, key("k-dead")));
+    expect(rows).toHaveLength(0);
   });
 
   it("does not apply to streaming requests", async () => {
