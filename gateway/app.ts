@@ -2,7 +2,7 @@
 // (gateway/node.ts), on Workers (gateway/worker.ts), in `luminet dev` and in tests. Every response carries
 // `x-request-id`; every error, whatever threw it, leaves through onError as OpenAI's error body.
 import { Hono } from "hono";
-import { bearerAuth, callerOrgOnly, requireScope } from "./auth.ts";
+import { bearerAuth, callerOrgOnly, REQUEST_ID, type RunEnv, requireScope } from "./auth.ts";
 import { requestBodyLimit } from "./body-limit.ts";
 import type { GatewayEnv } from "./context.ts";
 import { dashboardRoutes } from "./dashboard/routes.tsx";
@@ -32,7 +32,7 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
 
   app.use("*", async (c, next) => {
-    const requestId = deps.newRequestId();
+    const requestId = (c.env as Partial<RunEnv> | undefined)?.[REQUEST_ID] ?? deps.newRequestId();
     c.set("requestId", requestId);
     const started = performance.now();
     c.set("startedAt", started);

@@ -107,10 +107,17 @@ export const RUN_AS = Symbol("luminet.runAs");
  */
 export const RESPONSE_KEY = Symbol("luminet.responseKey");
 
+/**
+ * Beside RUN_AS: the request id to run under instead of a fresh one (a batch line's, the same each time
+ * the line is taken again after its runner died, so the meter bills it once).
+ */
+export const REQUEST_ID = Symbol("luminet.requestId");
+
 /** What the batch runner puts on the env of a request it sends in process. */
 export interface RunEnv {
   [RUN_AS]: Principal;
   [RESPONSE_KEY]?: string;
+  [REQUEST_ID]?: string;
 }
 
 export function bearerAuth(db: Db, cache: AuthCache): MiddlewareHandler<GatewayEnv> {

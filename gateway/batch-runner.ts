@@ -10,7 +10,7 @@ import { and, asc, eq, inArray, isNull, lt, lte, notExists, or } from "drizzle-o
 import type { Db } from "../db/open.ts";
 import type { BatchOutputLine } from "../schema/batch-api.ts";
 import { batches, batchRequests } from "../schema/db.ts";
-import { principalOfKey, RESPONSE_KEY, RUN_AS, type RunEnv } from "./auth.ts";
+import { principalOfKey, REQUEST_ID, RESPONSE_KEY, RUN_AS, type RunEnv } from "./auth.ts";
 import type { BatchLineOutcome, GatewayLog, GatewayMetrics } from "./deps.ts";
 import type { DueSweep } from "./due-sweep.ts";
 import { expiryOf, saveFile } from "./files.ts";
@@ -58,6 +58,20 @@ interface Claimed {
   line: number;
   customId: string;
   body: unknown;
+  attempts: number;
+}
+
+/**
+ * The request id a line's run goes under: the same for the same batch, line and attempt, so a line taken
+ * again after its runner died (its first run may have finished on a worker and been billed) bills once —
+ * the meter keeps one row per request id. Unguessable and unique as the batch's own id is.
+ */
+async function lineRequestId(batchId: string, line: number, attempts: number): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(`${batchId}:${line}:${attempts}`),
+  );
+  return Array.from(new Uint8Array(digest).subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 export class BatchRunner {
@@ -68,8 +82,6 @@ export class BatchRunner {
   #controllers = new Set<AbortController>();
   #loop: Promise<void> | null = null;
   #wake: (() => void) | null = null;
-  /** Per line, how many times it was put back: its next delay doubles. */
-  #retries = new Map<string, number>();
 
   constructor(options: BatchRunnerOptions) {
     this.#options = { pollMs: 1_000, now: Date.now, metrics: null, fileExpiry: null, ...options };
@@ -201,8 +213,12 @@ export class BatchRunner {
           .update(batchRequests)
           .set({ status: "running", claimedBy: runnerId, claimedAt: now })
           .where(and(eq(batchRequests.batchId, batchId), eq(batchRequests.line, line)))
-          .returning({ body: batchRequests.body, customId: batchRequests.customId });
-        out.push({ batchId, line, customId: row!.customId, body: row!.body });
+          .returning({
+            body: batchRequests.body,
+            customId: batchRequests.customId,
+            attempts: batchRequests.attempts,
+          });
+        out.push({ batchId, line, customId: row!.customId, body: row!.body, attempts: row!.attempts });
       }
       return out;
     });
@@ -227,7 +243,7 @@ export class BatchRunner {
     return claimed.length;
   }
 
-  async #runLine({ batchId, line, customId, body }: Claimed): Promise<void> {
+  async #runLine({ batchId, line, customId, body, attempts }: Claimed): Promise<void> {
     const { db, app } = this.#options;
     const [batch] = await db
       .select({ keyId: batches.keyId, endpoint: batches.endpoint, kind: batches.kind })
@@ -262,7 +278,11 @@ export class BatchRunner {
             body: JSON.stringify(body),
             signal: controller.signal,
           }),
-          { [RUN_AS]: principal, ...(background ? { [RESPONSE_KEY]: customId } : {}) } satisfies RunEnv,
+          {
+            [RUN_AS]: principal,
+            [REQUEST_ID]: await lineRequestId(batchId, line, attempts),
+            ...(background ? { [RESPONSE_KEY]: customId } : {}),
+          } satisfies RunEnv,
         );
         statusCode = answer.status;
         response = await answer.json();
@@ -271,29 +291,31 @@ export class BatchRunner {
         this.#controllers.delete(controller);
       }
       if (controller.signal.aborted) {
-        // Cancelled by stop(): not an answer. The line goes back, to run again at once.
+        // Cancelled by stop(): not an answer. The line goes back, to run again at once, as a new attempt
+        // (this one is billed for what it generated, as any cancelled request).
         await db
           .update(batchRequests)
-          .set({ status: "pending", claimedBy: null, claimedAt: null })
+          .set({ status: "pending", claimedBy: null, claimedAt: null, attempts: attempts + 1 })
           .where(and(this.#ownLine(batchId, line), eq(batchRequests.status, "running")));
         this.#counted("handed_back");
         return;
       }
     }
-    const key = `${batchId}:${line}`;
     const where = this.#ownLine(batchId, line);
     if (transient(statusCode, response)) {
-      const tries = (this.#retries.get(key) ?? 0) + 1;
-      this.#retries.set(key, tries);
-      const delay = Math.min(MAX_RETRY_DELAY_MS, 1_000 * 2 ** (tries - 1));
+      // Each attempt waits twice as long as the one before, up to a minute.
+      const delay = Math.min(MAX_RETRY_DELAY_MS, 1_000 * 2 ** attempts);
       await db
         .update(batchRequests)
-        .set({ status: "pending", claimedAt: new Date(this.#options.now() + delay) })
+        .set({
+          status: "pending",
+          claimedAt: new Date(this.#options.now() + delay),
+          attempts: attempts + 1,
+        })
         .where(and(where, eq(batchRequests.status, "running")));
       this.#counted("retried");
       return;
     }
-    this.#retries.delete(key);
     await db.update(batchRequests).set({ status: "done", statusCode, response, requestId }).where(where);
     // A background response's run stored the response itself; one that failed says why.
     if (background && statusCode !== 200) {

@@ -364,6 +364,12 @@ export const batchRequests = pgTable(
     status: text("status").notNull(),
     claimedBy: text("claimed_by"),
     claimedAt: timestamp("claimed_at", { withTimezone: true }),
+    /**
+     * Times the line was put back to run again (a transient refusal, a runner's stop): with the batch and
+     * line it makes the request id of each run, so a line taken again after its runner died runs under the
+     * same id and is billed once.
+     */
+    attempts: integer("attempts").notNull().default(0),
     /** The answer's HTTP status and body (an OpenAI error body when it is not 200), once done. */
     statusCode: integer("status_code"),
     /** json too: the answer's keys stay in the order the gateway wrote them. */

@@ -8,6 +8,7 @@ import { eq } from "drizzle-orm";
 import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApiKey } from "../../gateway/api-keys.ts";
+import { REQUEST_ID, type RunEnv } from "../../gateway/auth.ts";
 import { BatchRunner, type BatchRunnerOptions } from "../../gateway/batch-runner.ts";
 import { DueSweep } from "../../gateway/due-sweep.ts";
 import { sweepFiles } from "../../gateway/files.ts";
@@ -440,6 +441,38 @@ describe("the Batch API", () => {
     expect(line).toMatchObject({ custom_id: "orphan", response: { status_code: 200 } });
   });
 
+  it("runs a line taken again after its runner died under the same request id, so the meter bills it once", async () => {
+    const file = await upload([chatLine("dies", BASE, 2)]);
+    const batch = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    });
+    // Runner A sends the line and the worker answers it, but A dies before it stores the answer.
+    const received = worker.received.length;
+    const dying: BatchRunnerOptions["app"] = {
+      fetch: async (request, env) => {
+        await h.app.fetch(request, env);
+        return new Promise<Response>((_, reject) =>
+          request.signal.addEventListener("abort", () => reject(new Error("the runner died"))),
+        );
+      },
+    };
+    const a = runner("runner-a", dying);
+    a.start();
+    while (worker.received.length === received) await new Promise((r) => setTimeout(r, 5));
+    await a.stop(0);
+    expect((await client.batches.retrieve(batch.id)).status).toBe("in_progress");
+    clock += 61_000;
+    await runner("runner-b").drain();
+    const ended = await client.batches.retrieve(batch.id);
+    expect(ended.request_counts).toEqual({ total: 1, completed: 1, failed: 0 });
+    const [first, again] = worker.received.slice(received);
+    expect(again!.id).toBe(first!.id);
+    const [line] = (await linesOf(ended.output_file_id!)) as { response: { request_id: string } }[];
+    expect(line!.response.request_id).toBe(first!.id);
+  });
+
   it("fails the lines of a batch whose key was revoked, without running them", async () => {
     const created = await createApiKey(h.db, { orgId: "acme", name: "short-lived" });
     const shortLived = new OpenAI({ apiKey: created.key, baseURL: `${served.url}/v1`, maxRetries: 0 });
@@ -466,9 +499,10 @@ describe("the Batch API", () => {
       completion_window: "24h",
     });
     let refusals = 1;
+    const ids: string[] = [];
     const flaky: BatchRunnerOptions["app"] = {
       fetch: (request, env) =>
-        refusals-- > 0
+        ids.push((env as RunEnv)[REQUEST_ID]!) && refusals-- > 0
           ? Response.json(
               { error: { message: "no worker", type: "server_error", code: "no_worker" } },
               { status: 503 },
@@ -484,6 +518,9 @@ describe("the Batch API", () => {
     const ended = await client.batches.retrieve(batch.id);
     expect(ended.status).toBe("completed");
     expect(ended.request_counts).toEqual({ total: 1, completed: 1, failed: 0 });
+    // A new attempt, so a new request id: the refused one never ran, but one that ran in part is billed.
+    expect(ids).toHaveLength(2);
+    expect(ids[1]).not.toBe(ids[0]);
   });
 
   it("hands back, on stop, the lines still running after the grace, and another runner runs them", async () => {

@@ -1,0 +1,1 @@
+ALTER TABLE "batch_requests" ADD COLUMN "attempts" integer DEFAULT 0 NOT NULL;
