@@ -6,11 +6,12 @@
 // runs out, so no accepted line is lost. Transient refusals (rate limits, no worker, an unreachable bus or
 // database) put the line back with a growing delay. When a batch has no line left to run, one runner
 // writes its output and error files and ends it, in one transaction.
-import { and, asc, eq, inArray, isNull, lt, lte, notExists, or } from "drizzle-orm";
+import { and, asc, eq, inArray, isNull, lt, lte, notExists, or, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import type { BatchOutputLine } from "../schema/batch-api.ts";
 import { batches, batchRequests } from "../schema/db.ts";
 import { principalOfKey, REQUEST_ID, RESPONSE_KEY, RUN_AS, type RunEnv } from "./auth.ts";
+import type { BaseRoom } from "./batch-room.ts";
 import type { BatchLineOutcome, GatewayLog, GatewayMetrics } from "./deps.ts";
 import type { DueSweep } from "./due-sweep.ts";
 import { expiryOf, saveFile } from "./files.ts";
@@ -36,7 +37,15 @@ export interface BatchRunnerOptions {
   now?: () => number;
   /** Swept each pass when due, so that expired files go even while nobody uploads. */
   fileExpiry?: DueSweep | null;
+  /**
+   * The room batch lines have on each base's workers (batch-room.ts), read before each claim; a base's
+   * lines are sent only into it. Null: no fleet view, `concurrency` alone limits.
+   */
+  room?: (() => Promise<ReadonlyMap<string, BaseRoom>>) | null;
 }
+
+/** Due lines looked at per free place, so that lines of a base with room are found behind a full one's. */
+const CANDIDATES_PER_PLACE = 4;
 
 /** How long stop() lets lines in flight finish before it cancels them and hands them back. */
 export const DEFAULT_STOP_GRACE_MS = 30_000;
@@ -78,13 +87,22 @@ export class BatchRunner {
   readonly #options: Required<BatchRunnerOptions>;
   #running = false;
   #inFlight = new Set<Promise<void>>();
+  /** Each line in flight's base, and when it was sent (wall clock, as heartbeats are): the room check. */
+  #sent = new Map<Promise<void>, { base: string; at: number }>();
   /** Each line in flight's cancel: stop() uses them once its grace is over. */
   #controllers = new Set<AbortController>();
   #loop: Promise<void> | null = null;
   #wake: (() => void) | null = null;
 
   constructor(options: BatchRunnerOptions) {
-    this.#options = { pollMs: 1_000, now: Date.now, metrics: null, fileExpiry: null, ...options };
+    this.#options = {
+      pollMs: 1_000,
+      now: Date.now,
+      metrics: null,
+      fileExpiry: null,
+      room: null,
+      ...options,
+    };
   }
 
   start(): void {
@@ -186,9 +204,15 @@ export class BatchRunner {
     const room = concurrency - this.#inFlight.size;
     if (room <= 0) return 0;
     const now = new Date(this.#options.now());
-    const claimed: Claimed[] = await db.transaction(async (tx) => {
+    const fleet = this.#options.room ? await this.#options.room() : null;
+    const mayGo = this.#budget(fleet);
+    const claimed: (Claimed & { base: string })[] = await db.transaction(async (tx) => {
       const due = await tx
-        .select({ batchId: batchRequests.batchId, line: batchRequests.line })
+        .select({
+          batchId: batchRequests.batchId,
+          line: batchRequests.line,
+          base: sql<string>`split_part(${batchRequests.body} ->> 'model', ':', 1)`,
+        })
         .from(batchRequests)
         .innerJoin(batches, eq(batches.id, batchRequests.batchId))
         .where(
@@ -205,10 +229,12 @@ export class BatchRunner {
           ),
         )
         .orderBy(asc(batches.createdAt), asc(batchRequests.batchId), asc(batchRequests.line))
-        .limit(room)
+        .limit(fleet ? room * CANDIDATES_PER_PLACE : room)
         .for("update", { of: batchRequests, skipLocked: true });
-      const out: Claimed[] = [];
-      for (const { batchId, line } of due) {
+      const out: (Claimed & { base: string })[] = [];
+      for (const { batchId, line, base } of due) {
+        if (out.length >= room) break;
+        if (!mayGo(base)) continue;
         const [row] = await tx
           .update(batchRequests)
           .set({ status: "running", claimedBy: runnerId, claimedAt: now })
@@ -218,7 +244,14 @@ export class BatchRunner {
             customId: batchRequests.customId,
             attempts: batchRequests.attempts,
           });
-        out.push({ batchId, line, customId: row!.customId, body: row!.body, attempts: row!.attempts });
+        out.push({
+          batchId,
+          line,
+          base,
+          customId: row!.customId,
+          body: row!.body,
+          attempts: row!.attempts,
+        });
       }
       return out;
     });
@@ -236,11 +269,33 @@ export class BatchRunner {
         )
         .finally(() => {
           this.#inFlight.delete(done);
+          this.#sent.delete(done);
           this.#wake?.();
         });
       this.#inFlight.add(done);
+      this.#sent.set(done, { base: line.base, at: Date.now() });
     }
     return claimed.length;
+  }
+
+  /**
+   * Whether one more line of a base may go now (each yes counts against the base): within the room its
+   * workers reported, less this runner's lines sent since; one at a time for a base with no live worker,
+   * which waits in the base's queue where the autoscaler sees it. Without a fleet view, always.
+   */
+  #budget(fleet: ReadonlyMap<string, BaseRoom> | null): (base: string) => boolean {
+    if (!fleet) return () => true;
+    const left = new Map<string, number>();
+    return (base) => {
+      let places = left.get(base);
+      if (places === undefined) {
+        const room = fleet.get(base);
+        const mine = [...this.#sent.values()].filter((sent) => sent.base === base);
+        places = room ? room.places - mine.filter((sent) => sent.at > room.asOf).length : 1 - mine.length;
+      }
+      left.set(base, places - 1);
+      return places > 0;
+    };
   }
 
   async #runLine({ batchId, line, customId, body, attempts }: Claimed): Promise<void> {

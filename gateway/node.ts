@@ -14,6 +14,7 @@ import { AdapterSources } from "./adapter-sources.ts";
 import { createApp } from "./app.ts";
 import { type BaseModelSource, loadBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
+import { batchRoom } from "./batch-room.ts";
 import { BatchRunner } from "./batch-runner.ts";
 import type { GatewayEnv } from "./context.ts";
 import { type GatewayDeps, type GatewayDepsInput, gatewayDeps } from "./deps.ts";
@@ -85,6 +86,7 @@ export function startBatchRunner(
     runnerId: `${hostname()}-${process.pid}`,
     now: deps.now,
     fileExpiry: deps.fileExpiry,
+    room: async () => batchRoom(await deps.bus.liveHeartbeats()),
   });
   runner.start();
   return runner;

@@ -134,7 +134,7 @@ export function registerGateway(program: Command): void {
     )
     .option(
       "--batch-concurrency <n>",
-      "lines of Batch API batches this process runs at once; 0: it runs none (LUMINET_BATCH_CONCURRENCY)",
+      "most lines of Batch API batches this process runs at once, within the room the workers leave; 0: it runs none (LUMINET_BATCH_CONCURRENCY)",
       process.env.LUMINET_BATCH_CONCURRENCY ?? String(DEFAULT_BATCH_CONCURRENCY),
     )
     .option(

@@ -4,7 +4,7 @@
 // in the error file; bad input files refused whole naming the line; cancel, expiry, a revoked key, and a
 // line left running by a runner that died taken again; every batch and file visible to its org only; files
 // gone once they expire (30 days for batch files unless asked otherwise) and swept.
-import { eq } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
 import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApiKey } from "../../gateway/api-keys.ts";
@@ -563,6 +563,57 @@ describe("the Batch API", () => {
     const ended = await client.batches.retrieve(batch.id);
     expect(ended.status).toBe("completed");
     expect(ended.request_counts).toEqual({ total: 1, completed: 1, failed: 0 });
+  });
+
+  it("sends a base's lines only into the room its workers report, and one at a time where none is live", async () => {
+    const file = await upload([
+      ...["w1", "w2", "w3", "w4"].map((id) => chatLine(id, BASE)),
+      ...["c1", "c2"].map((id) => chatLine(id, "cold-base:acme/a1")),
+    ]);
+    const batch = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    });
+    // Lines that never answer until cancelled, so every one sent stays in flight.
+    const stuck: BatchRunnerOptions["app"] = {
+      fetch: (request) =>
+        new Promise((resolve) => {
+          request.signal.addEventListener("abort", () =>
+            resolve(Response.json({ cancelled: true }, { status: 499 })),
+          );
+        }),
+    };
+    let passes = 0;
+    const filling = new BatchRunner({
+      app: stuck,
+      db: h.db,
+      log: h.deps.log,
+      concurrency: 6,
+      leaseMs: 60_000,
+      pollMs: 10,
+      newId: h.deps.newRequestId,
+      runnerId: "filling",
+      now: () => clock,
+      // The base's workers have room for two lines (a heartbeat older than anything sent); cold-base has
+      // no live worker.
+      room: async () => {
+        passes++;
+        return new Map([[BASE, { places: 2, asOf: 0 }]]);
+      },
+    });
+    filling.start();
+    while (passes < 5) await new Promise((resolve) => setTimeout(resolve, 10));
+    const running = await h.db
+      .select({ customId: batchRequests.customId })
+      .from(batchRequests)
+      .where(and(eq(batchRequests.batchId, batch.id), eq(batchRequests.status, "running")));
+    const sent = running.map((r) => r.customId[0]).sort();
+    expect(sent).toEqual(["c", "w", "w"]);
+    await filling.stop(0);
+    await client.batches.cancel(batch.id);
+    await runner().drain();
+    expect((await client.batches.retrieve(batch.id)).status).toBe("cancelled");
   });
 });
 
