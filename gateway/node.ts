@@ -63,7 +63,7 @@ export function createNodeApp(input: GatewayDepsInput): { app: Hono<GatewayEnv>;
 }
 
 /** Lines of batches one gateway process runs at once by default (`--batch-concurrency`). */
-export const DEFAULT_BATCH_CONCURRENCY = 4;
+export const DEFAULT_BATCH_CONCURRENCY = 64;
 
 /**
  * Starts this process's batch runner on the app (gateway/batch-runner.ts); null when concurrency is 0. A
