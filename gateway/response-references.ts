@@ -2,12 +2,12 @@
 // stored responses, named by id, which clients such as the Vercel AI SDK send in place of earlier answers
 // when responses are stored. The ids Luminet gives items carry their response's request id
 // (gateway/response-output.ts responseIds, gateway/response-items.ts withItemIds), so a reference is one
-// read of that response; an id that names no item of the caller's org is a 404.
+// read of that response's own items; an id that names no item of the caller's org is a 404.
 import type { Db } from "../db/open.ts";
 import type { InputItem, RequestItem } from "../schema/responses-api.ts";
 import { ApiError } from "./errors.ts";
 import { responseId } from "./response-output.ts";
-import { continuedConversation, loadResponse } from "./response-store.ts";
+import { ownItems } from "./response-store.ts";
 
 /** `msg_<request id>`, `fc_<request id>_<k>`, `fco_<request id>_in<k>`, …: the request id, if the form fits. */
 const ITEM_ID = /^(?:msg|fc|fco)_([A-Za-z0-9-]+)(?:_(?:in)?\d+)?$/;
@@ -28,14 +28,12 @@ export async function resolveReferences(
   orgId: string,
   items: readonly RequestItem[],
 ): Promise<InputItem[]> {
-  const conversations = new Map<string, Promise<InputItem[]>>();
-  const conversationOf = (requestId: string) => {
-    let found = conversations.get(requestId);
+  const itemsByResponse = new Map<string, Promise<InputItem[]>>();
+  const itemsOf = (requestId: string) => {
+    let found = itemsByResponse.get(requestId);
     if (!found) {
-      found = loadResponse(db, orgId, responseId(requestId)).then((kept) =>
-        kept ? continuedConversation(kept) : [],
-      );
-      conversations.set(requestId, found);
+      found = ownItems(db, orgId, responseId(requestId));
+      itemsByResponse.set(requestId, found);
     }
     return found;
   };
@@ -43,7 +41,7 @@ export async function resolveReferences(
     items.map(async (item, index) => {
       if (item.type !== "item_reference") return item;
       const requestId = ITEM_ID.exec(item.id)?.[1];
-      const named = requestId ? (await conversationOf(requestId)).find((it) => it.id === item.id) : undefined;
+      const named = requestId ? (await itemsOf(requestId)).find((it) => it.id === item.id) : undefined;
       if (!named) throw itemNotFound(item.id, index);
       return named;
     }),

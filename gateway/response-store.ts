@@ -1,8 +1,11 @@
 // Where the Responses API keeps responses (those not created with `store: false`): one row per response in
 // the gateway's database (schema/db.ts stored_responses), scoped to its org, holding the response object
-// and the conversation it answered, so previous_response_id continues it with one read. Functions of the
-// request's database handle, as the Workers entry opens one per request.
-import { and, eq, inArray, lt, ne, sql } from "drizzle-orm";
+// and the input items it added. A response that continues another (previous_response_id) links to it, so
+// its whole conversation is rebuilt from its chain's rows, read together by their thread id; deleting a
+// response (through the API or past the retention) first writes the whole conversation into the responses
+// that continue it, so they never lose their past. Functions of the request's database handle, as the
+// Workers entry opens one per request.
+import { and, eq, inArray, lt, ne, notInArray, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { storedResponses } from "../schema/db.ts";
 import type { InputItem, ResponseObject } from "../schema/responses-api.ts";
@@ -12,17 +15,50 @@ export interface KeptResponse {
   response: ResponseObject;
   /** Every input item the response answered, earlier responses' items and outputs included. */
   conversation: InputItem[];
+  /** Its chain's thread: a response that continues it joins the same one. */
+  threadId: string;
 }
 
-/** Stores a response; `db` may be a transaction's handle. */
-export async function saveResponse(db: Pick<Db, "insert">, orgId: string, kept: KeptResponse): Promise<void> {
-  await db.insert(storedResponses).values({
-    id: kept.response.id,
-    orgId,
-    response: kept.response,
-    conversation: kept.conversation,
-    // The gateway's clock, as the response's created_at and the retention sweep read it.
-    createdAt: new Date(kept.response.created_at * 1000),
+/** A response to store: the items it added, and the response it continues (null: none). */
+export interface NewResponse {
+  response: ResponseObject;
+  items: InputItem[];
+  previous: KeptResponse | null;
+}
+
+type Handle = Pick<Db, "select" | "update" | "delete" | "insert">;
+
+/**
+ * Stores a response, linked to the one it continues while that one is stored (a share lock holds a delete
+ * of it back until this row is in, so the delete writes the conversation into it); one deleted meanwhile
+ * leaves the whole conversation in this row. `db` may be a transaction's handle.
+ */
+export async function saveResponse(
+  db: Pick<Db, "transaction">,
+  orgId: string,
+  saved: NewResponse,
+): Promise<void> {
+  const { response, items, previous } = saved;
+  await db.transaction(async (tx) => {
+    const linked = previous
+      ? (
+          await tx
+            .select({ id: storedResponses.id })
+            .from(storedResponses)
+            .where(and(eq(storedResponses.orgId, orgId), eq(storedResponses.id, previous.response.id)))
+            .for("share")
+        ).length > 0
+      : false;
+    await tx.insert(storedResponses).values({
+      id: response.id,
+      orgId,
+      response,
+      conversation: previous && !linked ? [...continuedConversation(previous), ...items] : items,
+      previousId: linked ? previous!.response.id : null,
+      threadId: previous?.threadId ?? response.id,
+      // The gateway's clock, as the response's created_at and the retention sweep read it.
+      createdAt: new Date(response.created_at * 1000),
+    });
   });
 }
 
@@ -30,17 +66,18 @@ export async function saveResponse(db: Pick<Db, "insert">, orgId: string, kept: 
  * Stores a background response's run over the response stored queued, keeping that one's created_at. A
  * response cancelled or deleted meanwhile is left as it is (the answer is dropped); false then.
  */
-export async function saveBackgroundRun(db: Db, orgId: string, kept: KeptResponse): Promise<boolean> {
+export async function saveBackgroundRun(db: Db, orgId: string, saved: NewResponse): Promise<boolean> {
+  // Its items and link were stored with it, queued (and a delete of what it continues may since have
+  // written the whole conversation in): only the response changes.
   const updated = await db
     .update(storedResponses)
     .set({
-      response: sql`jsonb_set(${JSON.stringify(kept.response)}::jsonb, '{created_at}', ${storedResponses.response} -> 'created_at')`,
-      conversation: kept.conversation,
+      response: sql`jsonb_set(${JSON.stringify(saved.response)}::jsonb, '{created_at}', ${storedResponses.response} -> 'created_at')`,
     })
     .where(
       and(
         eq(storedResponses.orgId, orgId),
-        eq(storedResponses.id, kept.response.id),
+        eq(storedResponses.id, saved.response.id),
         ne(sql`${storedResponses.response} ->> 'status'`, "cancelled"),
       ),
     )
@@ -72,37 +109,106 @@ export async function markBackground(
   return updated.length > 0;
 }
 
-/** The org's response with this id; null when there is none (or it is another org's). */
-export async function loadResponse(db: Db, orgId: string, id: string): Promise<KeptResponse | null> {
-  const [row] = await db
-    .select()
+type StoredRow = typeof storedResponses.$inferSelect;
+
+/** The org's response with this id, its whole conversation rebuilt; null when there is none (or it is another org's). */
+export async function loadResponse(
+  db: Pick<Db, "select">,
+  orgId: string,
+  id: string,
+): Promise<KeptResponse | null> {
+  const thread = db
+    .select({ threadId: storedResponses.threadId })
     .from(storedResponses)
     .where(and(eq(storedResponses.orgId, orgId), eq(storedResponses.id, id)));
-  if (!row) return null;
-  return { response: row.response as ResponseObject, conversation: row.conversation as InputItem[] };
+  const rows = await db
+    .select()
+    .from(storedResponses)
+    .where(and(eq(storedResponses.orgId, orgId), inArray(storedResponses.threadId, thread)));
+  const byId = new Map(rows.map((row) => [row.id, row]));
+  const last = byId.get(id);
+  if (!last) return null;
+  // Back along the links to the row that holds the start of the conversation.
+  const chain: StoredRow[] = [last];
+  for (let row = last; row.previousId !== null; ) {
+    const previous = byId.get(row.previousId);
+    if (!previous) break;
+    chain.push(previous);
+    row = previous;
+  }
+  const conversation: InputItem[] = [];
+  for (const row of chain.reverse()) {
+    conversation.push(...(row.conversation as InputItem[]));
+    if (row !== last) conversation.push(...outputAsInput((row.response as ResponseObject).output));
+  }
+  return { response: last.response as ResponseObject, conversation, threadId: last.threadId };
+}
+
+/**
+ * The items the org's response with this id added and answered (its own input items, then its output), by
+ * one read; empty when there is none. Item references name these.
+ */
+export async function ownItems(db: Pick<Db, "select">, orgId: string, id: string): Promise<InputItem[]> {
+  const [row] = await db
+    .select({ response: storedResponses.response, conversation: storedResponses.conversation })
+    .from(storedResponses)
+    .where(and(eq(storedResponses.orgId, orgId), eq(storedResponses.id, id)));
+  if (!row) return [];
+  return [...(row.conversation as InputItem[]), ...outputAsInput((row.response as ResponseObject).output)];
+}
+
+/**
+ * Before the rows `ids` go: each response that continues one of them and stays gets its whole
+ * conversation written into its own row, and no longer links back.
+ */
+async function detachSuccessors(tx: Handle, ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  const successors = await tx
+    .select({ id: storedResponses.id, orgId: storedResponses.orgId })
+    .from(storedResponses)
+    .where(and(inArray(storedResponses.previousId, [...ids]), notInArray(storedResponses.id, [...ids])));
+  for (const { id, orgId } of successors) {
+    const kept = await loadResponse(tx, orgId, id);
+    await tx
+      .update(storedResponses)
+      .set({ conversation: kept!.conversation, previousId: null })
+      .where(eq(storedResponses.id, id));
+  }
 }
 
 /** False when the org has no response with this id. */
 export async function dropResponse(db: Db, orgId: string, id: string): Promise<boolean> {
-  const deleted = await db
-    .delete(storedResponses)
-    .where(and(eq(storedResponses.orgId, orgId), eq(storedResponses.id, id)))
-    .returning({ id: storedResponses.id });
-  return deleted.length > 0;
+  return db.transaction(async (tx) => {
+    const [row] = await tx
+      .select({ id: storedResponses.id })
+      .from(storedResponses)
+      .where(and(eq(storedResponses.orgId, orgId), eq(storedResponses.id, id)))
+      .for("update");
+    if (!row) return false;
+    await detachSuccessors(tx, [id]);
+    await tx.delete(storedResponses).where(eq(storedResponses.id, id));
+    return true;
+  });
 }
 
 /** Deletes up to `limit` responses stored before `before`; returns how many. */
 export async function sweepResponses(db: Db, before: Date, limit: number): Promise<number> {
-  const expired = db
-    .select({ id: storedResponses.id })
-    .from(storedResponses)
-    .where(lt(storedResponses.createdAt, before))
-    .limit(limit);
-  const deleted = await db
-    .delete(storedResponses)
-    .where(inArray(storedResponses.id, expired))
-    .returning({ id: storedResponses.id });
-  return deleted.length;
+  return db.transaction(async (tx) => {
+    const expired = await tx
+      .select({ id: storedResponses.id })
+      .from(storedResponses)
+      .where(lt(storedResponses.createdAt, before))
+      .limit(limit)
+      .for("update", { skipLocked: true });
+    const ids = expired.map((row) => row.id);
+    if (ids.length === 0) return 0;
+    await detachSuccessors(tx, ids);
+    const deleted = await tx
+      .delete(storedResponses)
+      .where(inArray(storedResponses.id, ids))
+      .returning({ id: storedResponses.id });
+    return deleted.length;
+  });
 }
 
 /** The conversation a later request continues: what the response answered, then its output. */

@@ -233,8 +233,11 @@ export const apiKeyRateWindows = pgTable("api_key_rate_windows", {
 
 /**
  * Responses API responses kept for GET /v1/responses/{id} and previous_response_id (gateway/response-store.ts):
- * the response as answered and the conversation it answered (every input item, earlier responses' included),
- * so a request that continues it needs this one row. Kept until deleted or past the gateways' retention.
+ * the response as answered and the input items it added to the conversation; the rest of what it answered
+ * is its previous response's conversation and output, so a chain of N turns stores each item once, not
+ * N times. The rows of one chain share a thread id and are read together. Kept until deleted or past the
+ * gateways' retention; deleting a response first writes its whole conversation into the responses that
+ * continue it.
  */
 export const storedResponses = pgTable(
   "stored_responses",
@@ -245,11 +248,21 @@ export const storedResponses = pgTable(
       .notNull()
       .references(() => orgs.id),
     response: jsonb("response").notNull(),
+    /** The input items this response added; all it answered when previous_id is null. */
     conversation: jsonb("conversation").notNull(),
+    /** The response it continues (previous_response_id), while that one is stored. */
+    previousId: text("previous_id"),
+    /** The id of the first response of its chain: the rows read to rebuild a conversation. */
+    threadId: text("thread_id").notNull(),
     createdAt: createdAt(),
   },
-  // For the retention sweep (gateway/response-retention.ts); lookups go by id.
-  (t) => [index("stored_responses_created_idx").on(t.createdAt)],
+  // For the retention sweep (gateway/response-retention.ts), a chain's rows, and a response's successors;
+  // lookups go by id.
+  (t) => [
+    index("stored_responses_created_idx").on(t.createdAt),
+    index("stored_responses_thread_idx").on(t.orgId, t.threadId),
+    index("stored_responses_previous_idx").on(t.previousId),
+  ],
 );
 
 /**

@@ -31,9 +31,9 @@ import { admitResponse } from "../response-request.ts";
 import {
   continuedConversation,
   dropResponse,
-  type KeptResponse,
   loadResponse,
   markBackground,
+  type NewResponse,
   saveBackgroundRun,
   saveResponse,
 } from "../response-store.ts";
@@ -62,11 +62,10 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     const body = await readBody(c, ResponseCreateRequest);
     const { orgId } = c.get("principal");
     const resolved = await resolveModel(deps, c.get("principal"), body.model);
-    const earlier = body.previous_response_id
-      ? continuedConversation(
-          await storedResponse(deps, orgId, body.previous_response_id, "previous_response_id"),
-        )
-      : [];
+    const previous = body.previous_response_id
+      ? await storedResponse(deps, orgId, body.previous_response_id, "previous_response_id")
+      : null;
+    const earlier = previous ? continuedConversation(previous) : [];
     const input = await resolveReferences(deps.db, orgId, body.input);
     const admitted = admitResponse(body, earlier, input, resolved.base);
     // The response's ids come from its id key: this request's id, or, when this is a background
@@ -79,10 +78,10 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     if (body.background === true && !c.get("responseKey")) {
       // Checked in full above; stored queued and run later by a batch runner (gateway/batch-runner.ts).
       const queued: ResponseObject = { ...head, status: "queued" };
-      const conversation = [...earlier, ...withItemIds(input, key)];
+      const items = withItemIds(input, key);
       const { keyId } = c.get("principal");
       await deps.db.transaction(async (tx) => {
-        await saveResponse(tx, orgId, { response: queued, conversation });
+        await saveResponse(tx, orgId, { response: queued, items, previous });
         await queueBackgroundResponse(tx, { orgId, keyId }, key, body, new Date(deps.now()));
       });
       return c.json(queued);
@@ -96,14 +95,13 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
      */
     const keep = async (response: ResponseObject) => {
       if (!store) return;
-      const conversation = [...earlier, ...withItemIds(input, key)];
-      const kept: KeptResponse = { response, conversation };
+      const saved: NewResponse = { response, items: withItemIds(input, key), previous };
       const requestId = c.get("requestId");
       const failed = (what: string) => (error: unknown) =>
         deps.log.error({ requestId, err: error instanceof Error ? error.message : String(error) }, what);
       // A background response's run stores over the response created queued (unless cancelled or deleted).
       const save = c.get("responseKey") ? saveBackgroundRun : saveResponse;
-      await save(deps.db, orgId, kept).catch(failed("could not store a response"));
+      await save(deps.db, orgId, saved).catch(failed("could not store a response"));
       const swept = await deps.responseRetention
         .sweepIfDue(deps.db)
         .catch(failed("could not sweep old responses"));

@@ -1,11 +1,15 @@
 // The Responses API through the official `openai` client against the gateway over HTTP (in-process bus,
 // scripted worker): what reaches the worker (the same prompt a chat request means), the response object
-// streaming and not, stored responses and previous_response_id, org scoping, and every refusal.
-import { sql } from "drizzle-orm";
+// streaming and not, stored responses and previous_response_id (each turn's items stored once, the chain
+// rebuilt, a deleted turn's conversation written into the next), org scoping, and every refusal.
+import { eq, sql } from "drizzle-orm";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
 import { ResponseRetention } from "../../gateway/response-retention.ts";
+import { loadResponse, saveResponse } from "../../gateway/response-store.ts";
+import { storedResponses } from "../../schema/db.ts";
+import type { ResponseObject } from "../../schema/responses-api.ts";
 import type { InferenceRequest } from "../../schema/wire.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, CONTEXT, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
@@ -247,6 +251,74 @@ describe("POST /v1/responses", () => {
       max_output_tokens: 1,
     });
     expect(fourth.status).toBe("incomplete");
+    expect(sent(fourth.id).prompt_token_ids).toEqual(
+      await chatPrompt([
+        ...expected,
+        { role: "assistant", content: fakeReplyText(2) },
+        { role: "user", content: "Third" },
+        { role: "assistant", content: fakeReplyText(1) },
+        { role: "user", content: "Fourth" },
+      ]),
+    );
+  });
+
+  it("stores each turn's own items once, and writes the whole conversation into a response whose predecessor goes", async () => {
+    const rowOf = async (id: string) =>
+      (
+        await h.db
+          .select({
+            conversation: storedResponses.conversation,
+            previousId: storedResponses.previousId,
+            threadId: storedResponses.threadId,
+          })
+          .from(storedResponses)
+          .where(eq(storedResponses.id, id))
+      )[0]!;
+    const turn = (input: string, previous?: string) =>
+      client.responses.create({
+        model: BASE,
+        input,
+        max_output_tokens: 1,
+        ...(previous ? { previous_response_id: previous } : {}),
+      });
+    const texts = async (id: string) =>
+      (await client.responses.inputItems.list(id, { order: "asc", limit: 100 })).data.map((item) =>
+        item.type === "message" ? item.content.map((p) => ("text" in p ? p.text : "")).join("") : item.type,
+      );
+    const a = await turn("A");
+    const b = await turn("B", a.id);
+    const c = await turn("C", b.id);
+    const d = await turn("D", c.id);
+    // Each row holds the one item its turn added, linked to the turn before, all on the first one's thread.
+    for (const [response, previous] of [
+      [b, a],
+      [c, b],
+      [d, c],
+    ] as const) {
+      expect(await rowOf(response.id)).toMatchObject({ previousId: previous.id, threadId: a.id });
+      expect((await rowOf(response.id)).conversation).toHaveLength(1);
+    }
+    const whole = ["A", fakeReplyText(1), "B", fakeReplyText(1), "C", fakeReplyText(1), "D"];
+    expect(await texts(d.id)).toEqual(whole);
+    // Deleting a turn in the middle: the next one takes the whole conversation; the rest still link.
+    await client.responses.delete(b.id);
+    expect(await rowOf(c.id)).toMatchObject({ previousId: null });
+    expect((await rowOf(c.id)).conversation).toHaveLength(5);
+    expect(await rowOf(d.id)).toMatchObject({ previousId: c.id });
+    expect(await texts(d.id)).toEqual(whole);
+    expect(await texts(c.id)).toEqual(whole.slice(0, 5));
+    // A response stored while the one it continues has just gone keeps the whole conversation itself.
+    const gone = await loadResponse(h.db, "acme", c.id);
+    await client.responses.delete(c.id);
+    const late = await turn("E");
+    await saveResponse(h.db, "acme", {
+      response: { ...late, id: "resp_late" } as unknown as ResponseObject,
+      items: [{ type: "message", role: "user", content: "E" }],
+      previous: gone,
+    });
+    expect(await rowOf("resp_late")).toMatchObject({ previousId: null, threadId: a.id });
+    expect((await loadResponse(h.db, "acme", "resp_late"))!.conversation).toHaveLength(7);
+    expect(await texts(d.id)).toEqual(whole);
   });
 
   it("resolves item references to the caller's stored items, as the Vercel AI SDK sends earlier answers", async () => {
@@ -386,10 +458,22 @@ describe("POST /v1/responses", () => {
     const swept = clientOf(ResponseRetention.days(30, clock));
     const old = await swept.responses.create({ model: BASE, input: "Old", max_output_tokens: 1 });
     now += 31 * day;
-    // This process has not swept yet: storing the next response sweeps the old one away.
-    const fresh = await swept.responses.create({ model: BASE, input: "Fresh", max_output_tokens: 1 });
+    // This process has not swept yet: storing the next response, which continues the old one, sweeps the
+    // old one away, after writing the conversation into its successor.
+    const fresh = await swept.responses.create({
+      model: BASE,
+      input: "Fresh",
+      previous_response_id: old.id,
+      max_output_tokens: 1,
+    });
     await expect(swept.responses.retrieve(old.id)).rejects.toMatchObject({ status: 404 });
     expect((await swept.responses.retrieve(fresh.id)).id).toBe(fresh.id);
+    const carried = await swept.responses.inputItems.list(fresh.id, { order: "asc" });
+    expect(carried.data.map((item) => (item.type === "message" ? item.role : item.type))).toEqual([
+      "user",
+      "assistant",
+      "user",
+    ]);
     // A sweep just before `fresh` expires; within the hour after it no sweep runs, though `fresh` has
     // expired meanwhile; an hour after it one does.
     const minute = 60_000;
