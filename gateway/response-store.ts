@@ -1,7 +1,7 @@
 // Where the Responses API keeps responses (those not created with `store: false`): one row per response in
 // the gateway's database (schema/db.ts stored_responses), scoped to its org, holding the response object
 // and the input items it added. A response that continues another (previous_response_id) links to it, so
-// its whole conversation is rebuilt from its chain's rows, read together by their thread id; deleting a
+// its whole conversation is rebuilt from its chain's rows, read together by the ids each row lists; deleting a
 // response (through the API or past the retention) first writes the whole conversation into the responses
 // that continue it, so they never lose their past. Functions of the request's database handle, as the
 // Workers entry opens one per request.
@@ -15,8 +15,8 @@ export interface KeptResponse {
   response: ResponseObject;
   /** Every input item the response answered, earlier responses' items and outputs included. */
   conversation: InputItem[];
-  /** Its chain's thread: a response that continues it joins the same one. */
-  threadId: string;
+  /** The ids of the responses before it in its chain, oldest first. */
+  ancestors: string[];
 }
 
 /** A response to store: the items it added, and the response it continues (null: none). */
@@ -55,7 +55,7 @@ export async function saveResponse(
       response,
       conversation: previous && !linked ? [...continuedConversation(previous), ...items] : items,
       previousId: linked ? previous!.response.id : null,
-      threadId: previous?.threadId ?? response.id,
+      ancestors: linked ? [...previous!.ancestors, previous!.response.id] : [],
       // The gateway's clock, as the response's created_at and the retention sweep read it.
       createdAt: new Date(response.created_at * 1000),
     });
@@ -117,17 +117,19 @@ export async function loadResponse(
   orgId: string,
   id: string,
 ): Promise<KeptResponse | null> {
-  const thread = db
-    .select({ threadId: storedResponses.threadId })
-    .from(storedResponses)
-    .where(and(eq(storedResponses.orgId, orgId), eq(storedResponses.id, id)));
-  const rows = await db
+  const [last] = await db
     .select()
     .from(storedResponses)
-    .where(and(eq(storedResponses.orgId, orgId), inArray(storedResponses.threadId, thread)));
-  const byId = new Map(rows.map((row) => [row.id, row]));
-  const last = byId.get(id);
+    .where(and(eq(storedResponses.orgId, orgId), eq(storedResponses.id, id)));
   if (!last) return null;
+  const rows =
+    last.previousId === null
+      ? []
+      : await db
+          .select()
+          .from(storedResponses)
+          .where(and(eq(storedResponses.orgId, orgId), inArray(storedResponses.id, last.ancestors)));
+  const byId = new Map(rows.map((row) => [row.id, row]));
   // Back along the links to the row that holds the start of the conversation.
   const chain: StoredRow[] = [last];
   for (let row = last; row.previousId !== null; ) {
@@ -141,7 +143,7 @@ export async function loadResponse(
     conversation.push(...(row.conversation as InputItem[]));
     if (row !== last) conversation.push(...outputAsInput((row.response as ResponseObject).output));
   }
-  return { response: last.response as ResponseObject, conversation, threadId: last.threadId };
+  return { response: last.response as ResponseObject, conversation, ancestors: last.ancestors };
 }
 
 /**
@@ -171,7 +173,7 @@ async function detachSuccessors(tx: Handle, ids: readonly string[]): Promise<voi
     const kept = await loadResponse(tx, orgId, id);
     await tx
       .update(storedResponses)
-      .set({ conversation: kept!.conversation, previousId: null })
+      .set({ conversation: kept!.conversation, previousId: null, ancestors: [] })
       .where(eq(storedResponses.id, id));
   }
 }

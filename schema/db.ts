@@ -235,9 +235,9 @@ export const apiKeyRateWindows = pgTable("api_key_rate_windows", {
  * Responses API responses kept for GET /v1/responses/{id} and previous_response_id (gateway/response-store.ts):
  * the response as answered and the input items it added to the conversation; the rest of what it answered
  * is its previous response's conversation and output, so a chain of N turns stores each item once, not
- * N times. The rows of one chain share a thread id and are read together. Kept until deleted or past the
- * gateways' retention; deleting a response first writes its whole conversation into the responses that
- * continue it.
+ * N times; each row lists its chain's earlier ids, so the chain is read in one query. Kept until deleted or
+ * past the gateways' retention; deleting a response first writes its whole conversation into the
+ * responses that continue it.
  */
 export const storedResponses = pgTable(
   "stored_responses",
@@ -252,15 +252,13 @@ export const storedResponses = pgTable(
     conversation: jsonb("conversation").notNull(),
     /** The response it continues (previous_response_id), while that one is stored. */
     previousId: text("previous_id"),
-    /** The id of the first response of its chain: the rows read to rebuild a conversation. */
-    threadId: text("thread_id").notNull(),
+    /** The ids of the responses before it in its chain, oldest first: the rows that rebuild its conversation. */
+    ancestors: text("ancestors").array().notNull().default(sql`'{}'::text[]`),
     createdAt: createdAt(),
   },
-  // For the retention sweep (gateway/response-retention.ts), a chain's rows, and a response's successors;
-  // lookups go by id.
+  // For the retention sweep (gateway/response-retention.ts) and a response's successors; lookups go by id.
   (t) => [
     index("stored_responses_created_idx").on(t.createdAt),
-    index("stored_responses_thread_idx").on(t.orgId, t.threadId),
     index("stored_responses_previous_idx").on(t.previousId),
   ],
 );

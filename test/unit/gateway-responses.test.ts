@@ -269,7 +269,7 @@ describe("POST /v1/responses", () => {
           .select({
             conversation: storedResponses.conversation,
             previousId: storedResponses.previousId,
-            threadId: storedResponses.threadId,
+            ancestors: storedResponses.ancestors,
           })
           .from(storedResponses)
           .where(eq(storedResponses.id, id))
@@ -289,22 +289,22 @@ describe("POST /v1/responses", () => {
     const b = await turn("B", a.id);
     const c = await turn("C", b.id);
     const d = await turn("D", c.id);
-    // Each row holds the one item its turn added, linked to the turn before, all on the first one's thread.
+    // Each row holds the one item its turn added, linked to the turn before, listing the turns before it.
     for (const [response, previous] of [
       [b, a],
       [c, b],
       [d, c],
     ] as const) {
-      expect(await rowOf(response.id)).toMatchObject({ previousId: previous.id, threadId: a.id });
+      expect(await rowOf(response.id)).toMatchObject({ previousId: previous.id });
       expect((await rowOf(response.id)).conversation).toHaveLength(1);
     }
     const whole = ["A", fakeReplyText(1), "B", fakeReplyText(1), "C", fakeReplyText(1), "D"];
     expect(await texts(d.id)).toEqual(whole);
     // Deleting a turn in the middle: the next one takes the whole conversation; the rest still link.
     await client.responses.delete(b.id);
-    expect(await rowOf(c.id)).toMatchObject({ previousId: null });
+    expect(await rowOf(c.id)).toMatchObject({ previousId: null, ancestors: [] });
     expect((await rowOf(c.id)).conversation).toHaveLength(5);
-    expect(await rowOf(d.id)).toMatchObject({ previousId: c.id });
+    expect(await rowOf(d.id)).toMatchObject({ previousId: c.id, ancestors: [a.id, b.id, c.id] });
     expect(await texts(d.id)).toEqual(whole);
     expect(await texts(c.id)).toEqual(whole.slice(0, 5));
     // A response stored while the one it continues has just gone keeps the whole conversation itself.
@@ -316,7 +316,7 @@ describe("POST /v1/responses", () => {
       items: [{ type: "message", role: "user", content: "E" }],
       previous: gone,
     });
-    expect(await rowOf("resp_late")).toMatchObject({ previousId: null, threadId: a.id });
+    expect(await rowOf("resp_late")).toMatchObject({ previousId: null, ancestors: [] });
     expect((await loadResponse(h.db, "acme", "resp_late"))!.conversation).toHaveLength(7);
     expect(await texts(d.id)).toEqual(whole);
   });
