@@ -1,9 +1,10 @@
 // Runs the Batch API's batches: each Node gateway process (and `luminet dev`) claims lines of running
-// batches from the database, a few at a time, and runs each as the request it names through the gateway's
-// own app in process — as the key that created the batch, within that key's limits, billed as any request
-// — then stores the answer on the line. A line is claimed with a lease (FOR UPDATE SKIP LOCKED, so two
-// runners never take the same one); a runner that dies leaves its lines to be taken again once the lease
-// runs out, so no accepted line is lost. Transient refusals (rate limits, no worker, an unreachable bus or
+// batches from the database, each base's only into the room its workers leave (batch-room.ts), and runs
+// each as the request it names through the gateway's own app in process — as the key that created the
+// batch, within that key's limits, billed as any request — then stores the answer on the line. A line is
+// claimed with a lease (FOR UPDATE SKIP LOCKED, so two runners never take the same one); a runner that dies
+// leaves its lines to be taken again once the lease runs out, under the same request id, so no accepted
+// line is lost and none is billed twice. Transient refusals (rate limits, no worker, an unreachable bus or
 // database) put the line back with a growing delay. When a batch has no line left to run, one runner
 // writes its output and error files and ends it, in one transaction.
 import { and, asc, eq, inArray, isNull, lt, lte, notExists, or, sql } from "drizzle-orm";
