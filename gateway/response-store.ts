@@ -5,7 +5,7 @@
 // response (through the API or past the retention) first writes the whole conversation into the responses
 // that continue it, so they never lose their past. Functions of the request's database handle, as the
 // Workers entry opens one per request.
-import { and, eq, inArray, lt, ne, notInArray, sql } from "drizzle-orm";
+import { and, asc, eq, inArray, lt, ne, notInArray, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { storedResponses } from "../schema/db.ts";
 import type { InputItem, ResponseObject } from "../schema/responses-api.ts";
@@ -200,6 +200,8 @@ export async function sweepResponses(db: Db, before: Date, limit: number): Promi
       .select({ id: storedResponses.id })
       .from(storedResponses)
       .where(lt(storedResponses.createdAt, before))
+      // Oldest first: a chain's turns go together, so few successors are written whole only to go next.
+      .orderBy(asc(storedResponses.createdAt))
       .limit(limit)
       .for("update", { skipLocked: true });
     const ids = expired.map((row) => row.id);
