@@ -2,7 +2,7 @@
 // wrangler uploads it, against the real services: a nats-server with a WebSocket listener (the Worker's bus)
 // and a real `luminet worker` process on its TCP port, and Postgres reached through Neon's serverless
 // driver over a WebSocket-to-TCP proxy, and a local R2 bucket for adapter uploads. The official openai
-// client drives the core flows.
+// client drives the core flows, an Idempotency-Key replay among them.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -201,6 +201,23 @@ describe("the gateway in workerd", () => {
     const cached = Math.floor((whole.usage!.prompt_tokens - 1) / 16) * 16;
     expect(cached).toBeGreaterThan(0);
     expect(usage).toEqual({ ...whole.usage, prompt_tokens_details: { cached_tokens: cached } });
+  });
+
+  it("replays a request sent again with its Idempotency-Key, the key held in Postgres through Neon's driver", async () => {
+    const body = {
+      model: BASE,
+      messages: [{ role: "user" as const, content: "Once only." }],
+      max_tokens: 3,
+    };
+    const first = await client.chat.completions
+      .create(body, { headers: { "Idempotency-Key": "workerd-once" } })
+      .withResponse();
+    const again = await client.chat.completions
+      .create(body, { headers: { "Idempotency-Key": "workerd-once" } })
+      .withResponse();
+    expect(first.response.headers.get("idempotent-replayed")).toBeNull();
+    expect(again.response.headers.get("idempotent-replayed")).toBe("true");
+    expect(again.data).toEqual(first.data);
   });
 
   it("streams a Responses API response, stores it through Neon's driver and continues from it", async () => {
