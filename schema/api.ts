@@ -47,6 +47,12 @@ const Stop = z
 const Penalty = z.number().min(-2).max(2).nullable();
 const PositiveInt = z.int().positive().nullable();
 
+/** OpenAI's service_tier; "flex" is served as a batch line is, at the batch price (gateway/service-tier.ts). */
+export const ServiceTierIn = z.enum(["auto", "default", "flex", "priority"], {
+  error: "must be auto, default, flex or priority",
+});
+export type ServiceTierIn = z.infer<typeof ServiceTierIn>;
+
 /** Parameters chat and legacy completions share, with OpenAI's ranges. */
 const Sampling = {
   model: z.string().min(1),
@@ -63,7 +69,11 @@ const Sampling = {
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
   /** Token id (as a string key) to a bias added to its logit; checked against the base's vocabulary. */
   logit_bias: z.record(z.string(), z.number()).nullable().optional(),
+  service_tier: ServiceTierIn.nullable().optional(),
 };
+
+/** The tier an answer was served at, present when the request named one. */
+const ServedTier = z.enum(["default", "flex"]).optional();
 
 export const ChatCompletionRequest = z.object({
   ...Sampling,
@@ -173,6 +183,7 @@ export const ChatCompletion = z.object({
   object: z.literal("chat.completion"),
   created: z.int(),
   model: z.string(),
+  service_tier: ServedTier,
   choices: z.array(
     z.object({
       index: z.int(),
@@ -196,6 +207,7 @@ export const ChatCompletionChunk = z.object({
   object: z.literal("chat.completion.chunk"),
   created: z.int(),
   model: z.string(),
+  service_tier: ServedTier,
   choices: z.array(
     z.object({
       index: z.int(),
@@ -247,6 +259,7 @@ export const Completion = z.object({
   object: z.literal("text_completion"),
   created: z.int(),
   model: z.string(),
+  service_tier: ServedTier,
   choices: z.array(CompletionChoice),
   usage: UsageBody.nullable().optional(),
 });

@@ -3,7 +3,7 @@
 // them). Text in, text and function calls out: input items of other kinds (images, files, reasoning),
 // hosted tools and server-side features Luminet does not have are declared so they get a clear 400.
 import { z } from "zod";
-import type { ChatTokenLogprob, ErrorBody } from "./api.ts";
+import { type ChatTokenLogprob, type ErrorBody, ServiceTierIn } from "./api.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // The request
@@ -151,6 +151,7 @@ export const ResponseCreateRequest = z.object({
   truncation: z.enum(["auto", "disabled"]).nullable().optional(),
   /** Answered at once as queued, run by a Node gateway's batch runner; GET /v1/responses/{id} polls it. */
   background: z.boolean().nullable().optional(),
+  service_tier: ServiceTierIn.nullable().optional(),
   // Declared only to be refused (gateway/response-request.ts): Luminet does not do these.
   conversation: z.unknown().optional(),
   prompt: z.unknown().optional(),
@@ -206,6 +207,8 @@ export interface ResponseObject {
   id: string;
   object: "response";
   created_at: number;
+  /** The tier it was served at, present when the request named one. */
+  service_tier?: "default" | "flex";
   completed_at: number | null;
   status: ResponseStatus;
   error: { code: string; message: string } | null;

@@ -15,6 +15,7 @@ import { choiceRequestId } from "../generation.ts";
 import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
+import { serveTier } from "../service-tier.ts";
 import { RequiredCallStream, type ToolCallDelta, ToolCallStream, toolCallsIn } from "../tool-calls.ts";
 import { begin, finishReasonOf, openStream, streamResponse, usageOf } from "./inference.ts";
 
@@ -27,6 +28,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       id: `chatcmpl-${c.get("requestId")}`,
       created: Math.floor(deps.now() / 1000),
       model: body.model,
+      ...serveTier(c, body.service_tier),
     };
     const wantLogprobs = admitted.sampling.logprobs;
     const tools = admitted.tools ?? null;

@@ -11,6 +11,7 @@ import type { GatewayDeps } from "../deps.ts";
 import { completionLogprobs, TextOffsets } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
+import { serveTier } from "../service-tier.ts";
 import { begin, finishReasonOf, openStream, streamResponse, usageOf } from "./inference.ts";
 
 export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
@@ -23,6 +24,7 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
       object: "text_completion" as const,
       created: Math.floor(deps.now() / 1000),
       model: body.model,
+      ...serveTier(c, body.service_tier),
     };
     const wantLogprobs = admitted.sampling.logprobs;
 

@@ -37,6 +37,7 @@ import {
   saveBackgroundRun,
   saveResponse,
 } from "../response-store.ts";
+import { serveTier } from "../service-tier.ts";
 import { RequiredCallStream, type ToolCallDelta, ToolCallStream, toolCallsIn } from "../tool-calls.ts";
 import { begin, openStream, streamResponse } from "./inference.ts";
 
@@ -74,7 +75,10 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     const ids = responseIds(key);
     const store = body.store !== false;
     const nowSeconds = () => Math.floor(deps.now() / 1000);
-    const head = responseHead(body, ids.response, nowSeconds(), store);
+    const head = {
+      ...responseHead(body, ids.response, nowSeconds(), store),
+      ...serveTier(c, body.service_tier),
+    };
     if (body.background === true && !c.get("responseKey")) {
       // Checked in full above; stored queued and run later by a batch runner (gateway/batch-runner.ts).
       const queued: ResponseObject = { ...head, status: "queued" };

@@ -186,6 +186,35 @@ describe("chat completions", () => {
     expect(chunks.at(-1).choices[0].finish_reason).toBe("stop");
     expect(chunks).toHaveLength(FAKE_REPLY_TOKENS + 2);
   });
+
+  it("serves service_tier flex as a batch line is, says the tier served when asked, and refuses an unknown one", async () => {
+    const flex = await chat({ max_tokens: 2, service_tier: "flex" });
+    expect(ChatCompletion.parse(await flex.json()).service_tier).toBe("flex");
+    // Marked for the worker's queue order and the meter's batch price.
+    expect(lastRequest().batch).toBe(true);
+    const chunks = (await events(await chat({ stream: true, service_tier: "flex" })))
+      .slice(0, -1)
+      .map((d) => JSON.parse(d));
+    expect(chunks.every((chunk) => chunk.service_tier === "flex")).toBe(true);
+    expect(lastRequest().batch).toBe(true);
+    for (const tier of ["priority", "default", "auto"]) {
+      const body = ChatCompletion.parse(await (await chat({ max_tokens: 1, service_tier: tier })).json());
+      expect(body.service_tier).toBe("default");
+      expect(lastRequest().batch).toBeUndefined();
+    }
+    expect("service_tier" in ((await (await chat({ max_tokens: 1 })).json()) as object)).toBe(false);
+    const before = worker.received.length;
+    await expectError(await chat({ service_tier: "scale" }), 400, null, "service_tier");
+    const text = await post("/v1/completions", {
+      model: BASE,
+      prompt: "Hi",
+      max_tokens: 1,
+      service_tier: "flex",
+    });
+    expect(Completion.parse(await text.json()).service_tier).toBe("flex");
+    expect(worker.received.length).toBe(before + 1);
+    expect(lastRequest().batch).toBe(true);
+  });
 });
 
 describe("completions", () => {

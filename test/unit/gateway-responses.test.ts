@@ -161,6 +161,21 @@ describe("POST /v1/responses", () => {
     expect(stored).toEqual({ ...last.response, output_text: text });
   });
 
+  it("serves service_tier flex as a batch line is, and says so", async () => {
+    const flex = await client.responses.create({
+      model: BASE,
+      input: "Whenever",
+      max_output_tokens: 1,
+      service_tier: "flex",
+    });
+    expect(flex.service_tier).toBe("flex");
+    expect(sent(flex.id).batch).toBe(true);
+    expect((await client.responses.retrieve(flex.id)).service_tier).toBe("flex");
+    const plain = await client.responses.create({ model: BASE, input: "Now", max_output_tokens: 1 });
+    expect(sent(plain.id).batch).toBeUndefined();
+    expect(plain.service_tier).toBeUndefined();
+  });
+
   it("gives the stream helper's final response", async () => {
     const stream = client.responses.stream({ model: BASE, input: "Say hello" });
     const response = await stream.finalResponse();
