@@ -520,7 +520,7 @@ describe("the gateway with real workers, through the openai client", () => {
     }
   });
 
-  it("runs a Batch API batch of mixed-adapter lines on the workers and bills every line as a batch line", async () => {
+  it("runs a Batch API batch of mixed-adapter lines on the workers and bills every line, and a flex request, as a batch line", async () => {
     const lines = [`${BASE}:acme/a0`, `${BASE}:acme/a1`, BASE, `${BASE}:acme/a2`].map((model, i) =>
       JSON.stringify({
         custom_id: `line-${i}`,
@@ -565,6 +565,18 @@ describe("the gateway with real workers, through the openai client", () => {
       expect(event.output_tokens).toBe(4 + i);
       expect(event.batch).toBe(true);
     }
+    // A live request at the flex tier is billed as a batch line is.
+    const flex = await client.chat.completions.create({
+      model: `${BASE}:acme/a1`,
+      messages,
+      max_tokens: 2,
+      service_tier: "flex",
+    });
+    expect(flex.service_tier).toBe("flex");
+    const flexUsage = await eventually("usage of the flex request", () =>
+      usage.get(flex.id.replace(/^chatcmpl-/, "")),
+    );
+    expect(flexUsage.batch).toBe(true);
   });
 
   it("calls a required function with arguments of its schema, streaming and not, and takes the result back", async () => {
