@@ -1,23 +1,21 @@
 // `luminet bases`: prices are set exactly in micro-dollars, and a bad price or an unknown base changes nothing.
-import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseDollarsPerMillion } from "../../cli/commands/bases.ts";
+import { parseDollarsPerMillion, registerBases } from "../../cli/commands/bases.ts";
 import { migrate } from "../../db/migrate.ts";
 import { type Db, openDb } from "../../db/open.ts";
 import { baseModels } from "../../schema/db.ts";
+import { luminetInProcess } from "../support/luminet-command.ts";
 
 let dir: string;
 let url: string;
 
+/** `luminet bases ...` on the test's database, in this process (a process per command costs seconds). */
 function luminet(...args: string[]) {
-  return spawnSync(process.execPath, ["bin/luminet.mjs", "bases", ...args], {
-    encoding: "utf8",
-    env: { ...process.env, DATABASE_URL: url, LOG_LEVEL: "silent" },
-  });
+  return luminetInProcess(registerBases, ["bases", ...args], { DATABASE_URL: url, LOG_LEVEL: "silent" });
 }
 
 /** The base's row as the CLI left it. */
@@ -69,15 +67,15 @@ describe("luminet bases", () => {
   });
 
   it("sets a base's prices and lists them", async () => {
-    const set = luminet("set-price", "meta/tiny", "--input", "0.15", "--output", "0.6");
-    expect(set.status, set.stderr).toBe(0);
+    const set = await luminet("set-price", "meta/tiny", "--input", "0.15", "--output", "0.6");
+    expect(set.code, set.stderr).toBe(0);
     expect(await prices()).toEqual([150_000, 600_000, null]);
-    const list = luminet("list");
+    const list = await luminet("list");
     expect(list.stdout).toMatch(/meta\/tiny\s+2048\s+0\.150000\s+\(input\)\s+0\.600000/);
   });
 
   it("sets a lower price for cached input, keeps it when set-price leaves it out, and clears it with none", async () => {
-    const set = luminet(
+    const set = await luminet(
       "set-price",
       "meta/tiny",
       "--input",
@@ -87,20 +85,20 @@ describe("luminet bases", () => {
       "--output",
       "0.6",
     );
-    expect(set.status, set.stderr).toBe(0);
+    expect(set.code, set.stderr).toBe(0);
     expect(set.stdout).toContain("$0.075000 per 1M cached input tokens");
     expect(await prices()).toEqual([150_000, 600_000, 75_000]);
-    expect(luminet("list").stdout).toMatch(/meta\/tiny\s+2048\s+0\.150000\s+0\.075000\s+0\.600000/);
-    expect(luminet("set-price", "meta/tiny", "--input", "0.2", "--output", "0.6").status).toBe(0);
+    expect((await luminet("list")).stdout).toMatch(/meta\/tiny\s+2048\s+0\.150000\s+0\.075000\s+0\.600000/);
+    expect((await luminet("set-price", "meta/tiny", "--input", "0.2", "--output", "0.6")).code).toBe(0);
     expect(await prices()).toEqual([200_000, 600_000, 75_000]);
     // A new input price below the kept cached one is refused until the cached one moves too.
-    const below = luminet("set-price", "meta/tiny", "--input", "0.05", "--output", "0.6");
-    expect(below.status).not.toBe(0);
+    const below = await luminet("set-price", "meta/tiny", "--input", "0.05", "--output", "0.6");
+    expect(below.code).not.toBe(0);
     expect(below.stderr).toContain(
       "the base's cached input price ($0.075000) must not exceed --input ($0.050000)",
     );
     expect(await prices()).toEqual([200_000, 600_000, 75_000]);
-    const cleared = luminet(
+    const cleared = await luminet(
       "set-price",
       "meta/tiny",
       "--input",
@@ -110,14 +108,14 @@ describe("luminet bases", () => {
       "--output",
       "0.6",
     );
-    expect(cleared.status, cleared.stderr).toBe(0);
+    expect(cleared.code, cleared.stderr).toBe(0);
     expect(cleared.stdout).toContain("cached input at the input price");
     expect(await prices()).toEqual([150_000, 600_000, null]);
   });
 
   it("sets the percent a batch line pays, keeps it when set-price leaves it out, and refuses one past 100", async () => {
     expect(await batchPercent()).toBe(100);
-    const set = luminet(
+    const set = await luminet(
       "set-price",
       "meta/tiny",
       "--input",
@@ -127,13 +125,15 @@ describe("luminet bases", () => {
       "--batch-percent",
       "50",
     );
-    expect(set.status, set.stderr).toBe(0);
+    expect(set.code, set.stderr).toBe(0);
     expect(set.stdout).toContain("batch lines pay 50 %");
     expect(await batchPercent()).toBe(50);
-    expect(luminet("list").stdout).toMatch(/meta\/tiny\s+2048\s+0\.150000\s+\(input\)\s+0\.600000\s+50\n/);
-    expect(luminet("set-price", "meta/tiny", "--input", "0.2", "--output", "0.6").status).toBe(0);
+    expect((await luminet("list")).stdout).toMatch(
+      /meta\/tiny\s+2048\s+0\.150000\s+\(input\)\s+0\.600000\s+50\n/,
+    );
+    expect((await luminet("set-price", "meta/tiny", "--input", "0.2", "--output", "0.6")).code).toBe(0);
     expect(await batchPercent()).toBe(50);
-    const over = luminet(
+    const over = await luminet(
       "set-price",
       "meta/tiny",
       "--input",
@@ -143,20 +143,20 @@ describe("luminet bases", () => {
       "--batch-percent",
       "101",
     );
-    expect(over.status).not.toBe(0);
+    expect(over.code).not.toBe(0);
     expect(over.stderr).toContain("expected a whole percent from 0 to 100");
     expect(await batchPercent()).toBe(50);
   });
 
   it("refuses an unknown base or a bad price and changes nothing", async () => {
     const before = await prices();
-    const unknown = luminet("set-price", "meta/nope", "--input", "1", "--output", "1");
-    expect(unknown.status).not.toBe(0);
+    const unknown = await luminet("set-price", "meta/nope", "--input", "1", "--output", "1");
+    expect(unknown.code).not.toBe(0);
     expect(unknown.stderr).toContain('no base model "meta/nope"');
-    const bad = luminet("set-price", "meta/tiny", "--input", "1.2345678", "--output", "1");
-    expect(bad.status).not.toBe(0);
+    const bad = await luminet("set-price", "meta/tiny", "--input", "1.2345678", "--output", "1");
+    expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain("at most 6 decimals");
-    const dearer = luminet(
+    const dearer = await luminet(
       "set-price",
       "meta/tiny",
       "--input",
@@ -166,7 +166,7 @@ describe("luminet bases", () => {
       "--output",
       "1",
     );
-    expect(dearer.status).not.toBe(0);
+    expect(dearer.code).not.toBe(0);
     expect(dearer.stderr).toContain("--cached-input ($0.200000) must not exceed --input ($0.100000)");
     expect(await prices()).toEqual(before);
   });

@@ -4,7 +4,7 @@
 // command costs seconds of TypeScript loading on a busy machine, so most tests run in process.
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { Command } from "commander";
+import { Command, CommanderError } from "commander";
 
 const CLI = fileURLToPath(new URL("../../bin/luminet.mjs", import.meta.url));
 
@@ -73,6 +73,10 @@ export async function luminetInProcess(
   }) as typeof process.stderr.write;
   try {
     await program.parseAsync([...args], { from: "user" });
+  } catch (error) {
+    // Refused arguments: commander has written its message to stderr; the binary exits with its code.
+    if (!(error instanceof CommanderError)) throw error;
+    process.exitCode = error.exitCode;
   } finally {
     process.stdout.write = writes.stdout;
     process.stderr.write = writes.stderr;
