@@ -7,7 +7,7 @@
 // line is lost and none is billed twice. Transient refusals (rate limits, no worker, an unreachable bus or
 // database) put the line back with a growing delay. When a batch has no line left to run, one runner
 // writes its output and error files and ends it, in one transaction.
-import { and, asc, eq, inArray, isNull, lt, lte, notExists, or, sql } from "drizzle-orm";
+import { and, asc, eq, inArray, isNull, lt, lte, notExists, or } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import type { BatchOutputLine } from "../schema/batch-api.ts";
 import { batches, batchRequests } from "../schema/db.ts";
@@ -212,7 +212,7 @@ export class BatchRunner {
         .select({
           batchId: batchRequests.batchId,
           line: batchRequests.line,
-          base: sql<string>`split_part(${batchRequests.body} ->> 'model', ':', 1)`,
+          base: batchRequests.base,
         })
         .from(batchRequests)
         .innerJoin(batches, eq(batches.id, batchRequests.batchId))

@@ -16,6 +16,7 @@ import { type BatchRow, batches, batchRequests } from "../schema/db.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 import { DEFAULT_BATCH_FILE_SECONDS, fileNotFound, loadFile } from "./files.ts";
 import { after, listPage } from "./list-page.ts";
+import { parseModelId } from "./model-id.ts";
 
 /** Most lines one batch may hold (OpenAI's limit). */
 export const MAX_BATCH_LINES = 50_000;
@@ -106,6 +107,7 @@ export async function createBatch(
           line: start + k,
           customId: line.custom_id,
           body: line.body,
+          base: baseOfBody(line.body),
           status: "pending",
         })),
       );
@@ -292,7 +294,24 @@ export async function queueBackgroundResponse(
   });
   await db
     .insert(batchRequests)
-    .values({ batchId: id, line: 0, customId: responseKey, body, status: "pending" });
+    .values({ batchId: id, line: 0, customId: responseKey, body, base: baseOfBody(body), status: "pending" });
+}
+
+/** Per base, the lines of running batches not yet sent to a worker (pending, put back ones included). */
+export async function batchLinesWaiting(db: Db): Promise<Map<string, number>> {
+  const rows = await db
+    .select({ base: batchRequests.base, lines: count() })
+    .from(batchRequests)
+    .innerJoin(batches, eq(batches.id, batchRequests.batchId))
+    .where(and(eq(batchRequests.status, "pending"), eq(batches.status, "in_progress")))
+    .groupBy(batchRequests.base);
+  return new Map(rows.map((row) => [row.base, row.lines]));
+}
+
+/** The base model a line's body names ("" without a model: its run refuses it). */
+function baseOfBody(body: object): string {
+  const model = (body as { model?: unknown }).model;
+  return typeof model === "string" ? parseModelId(model).base : "";
 }
 
 /**

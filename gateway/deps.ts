@@ -35,6 +35,8 @@ export interface GatewayMetrics {
   inFlight(base: string, stream: boolean, delta: 1 | -1): void;
   /** The scale signal's answer for a base (GET /v1/fleet/scale). */
   desiredWorkers(base: string, workers: number): void;
+  /** Lines of running batches for a base not yet sent to a worker, read with the scale signal. */
+  batchLinesWaiting(base: string, lines: number): void;
   /** How a request's wait for a worker of a base with none live ended. */
   coldStart(base: string, outcome: ColdStartOutcome): void;
   /** A run's Final arrived, with the tokens its worker counted (and bills), whatever its finish reason. */

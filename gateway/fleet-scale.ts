@@ -58,6 +58,11 @@ export interface ScaleSignal {
   tokens_per_s: number;
   /** What one worker is planned to carry, after the target utilization. */
   capacity: { sequences_per_worker: number; tokens_per_s_per_worker: number | null };
+  /**
+   * Lines of running batches not yet sent to a worker. They ride spare capacity (gateway/batch-room.ts)
+   * and do not count towards desired_workers; an operator who wants batches drained faster scales on it.
+   */
+  batch_lines_waiting: number;
 }
 
 export function scaleSignal(
@@ -65,6 +70,7 @@ export function scaleSignal(
   backlog: number,
   heartbeats: readonly WorkerHeartbeat[],
   options: ScaleOptions = {},
+  batchLinesWaiting = 0,
 ): ScaleSignal {
   const o = { ...scaleDefaults, ...options };
   const running = heartbeats.reduce((sum, h) => sum + h.running, 0);
@@ -89,5 +95,6 @@ export function scaleSignal(
     running,
     tokens_per_s: tokensPerS,
     capacity: { sequences_per_worker: sequences, tokens_per_s_per_worker: tokens },
+    batch_lines_waiting: batchLinesWaiting,
   };
 }

@@ -48,6 +48,11 @@ export function prometheusMetrics(): GatewayMetrics {
     help: "Workers each base needs for its queue and running load (computed at each scrape and GET /v1/fleet/scale)",
     labelNames: ["base"],
   });
+  const waiting = new Gauge({
+    name: "luminet_batch_lines_waiting",
+    help: "Lines of running batches for each base not yet sent to a worker: they ride spare capacity and do not raise luminet_desired_workers (computed with it)",
+    labelNames: ["base"],
+  });
   const coldStarts = new Counter({
     name: "luminet_cold_start_total",
     help: "Requests that found no live worker for their base and waited for one to start: claimed, timeout or cancelled",
@@ -91,6 +96,9 @@ export function prometheusMetrics(): GatewayMetrics {
     desiredWorkers(base, workers) {
       desired.set({ base }, workers);
     },
+    batchLinesWaiting(base, lines) {
+      waiting.set({ base }, lines);
+    },
     coldStart(base, outcome) {
       coldStarts.inc({ base, outcome });
     },
@@ -105,12 +113,13 @@ export function prometheusMetrics(): GatewayMetrics {
 }
 
 /**
- * GET /metrics. Each scrape first reads the autoscaling signal, so `luminet_desired_workers` is current
- * without anyone calling GET /v1/fleet/scale; if the bus cannot answer, the gauge keeps its last value.
+ * GET /metrics. Each scrape first reads the autoscaling signal, so `luminet_desired_workers` and
+ * `luminet_batch_lines_waiting` are current without anyone calling GET /v1/fleet/scale; if the bus or the
+ * database cannot answer, the gauges keep their last values.
  */
 export function mountMetricsRoute(
   app: Hono<GatewayEnv>,
-  deps: Pick<GatewayDeps, "bus" | "bases" | "scale" | "metrics" | "log">,
+  deps: Pick<GatewayDeps, "bus" | "db" | "bases" | "scale" | "metrics" | "log">,
 ): void {
   app.get("/metrics", async (c) => {
     await readScaleSignals(deps).catch((error: unknown) =>

@@ -371,6 +371,8 @@ export const batchRequests = pgTable(
      * properties are written in the order given.
      */
     body: json("body").notNull(),
+    /** The base model its `model` names (gateway/model-id.ts): where the runner may send it, what waits per base. */
+    base: text("base").notNull().default(""),
     /** pending, running (claimed by a runner until claimedAt + lease), done, cancelled or expired. */
     status: text("status").notNull(),
     claimedBy: text("claimed_by"),
@@ -390,6 +392,7 @@ export const batchRequests = pgTable(
   (t) => [
     primaryKey({ columns: [t.batchId, t.line] }),
     index("batch_requests_status_idx").on(t.batchId, t.status),
+    index("batch_requests_base_idx").on(t.base, t.status),
   ],
 );
 

@@ -204,6 +204,7 @@ async function runOnce(
       added() {},
       inFlight() {},
       desiredWorkers() {},
+      batchLinesWaiting() {},
       coldStart() {},
       tokens() {},
       batchLine() {},

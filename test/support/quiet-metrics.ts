@@ -9,6 +9,7 @@ export function quietMetrics(overrides: Partial<GatewayMetrics> = {}): GatewayMe
     routed() {},
     inFlight() {},
     desiredWorkers() {},
+    batchLinesWaiting() {},
     coldStart() {},
     tokens() {},
     batchLine() {},

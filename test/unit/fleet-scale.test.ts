@@ -1,6 +1,7 @@
 // The autoscaling signal: desired workers from the backlog (sequences) and the token rate (throughput),
 // scaling from zero, the bounds; and GET /v1/fleet/scale through app.request on the in-process bus, with
-// its admin scope and the luminet_desired_workers gauge.
+// its admin scope and the luminet_desired_workers gauge; the batch lines waiting per base beside it.
+import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ScaleSignal, scaleOptionsProblem, scaleSignal } from "../../gateway/fleet-scale.ts";
 import { ANY_WORKER } from "../../schema/wire.ts";
@@ -86,9 +87,13 @@ describe("scaleSignal", () => {
 describe("GET /v1/fleet/scale", () => {
   let h: GatewayHarness;
   const desired: Record<string, number> = {};
+  const waiting: Record<string, number> = {};
   const metrics = quietMetrics({
     desiredWorkers(base, workers) {
       desired[base] = workers;
+    },
+    batchLinesWaiting(base, lines) {
+      waiting[base] = lines;
     },
   });
   let app: ReturnType<GatewayHarness["appWith"]>;
@@ -131,5 +136,41 @@ describe("GET /v1/fleet/scale", () => {
     expect(after.data[0]).toMatchObject({ workers: 1, backlog: 6, desired_workers: 2 });
     worker.releaseClaims();
     await worker.stop();
+  });
+
+  it("counts the lines of running batches not yet sent, per base, without asking for workers for them", async () => {
+    const client = new OpenAI({
+      apiKey: h.keys.acme,
+      baseURL: "http://gateway/v1",
+      maxRetries: 0,
+      fetch: async (url, init) => app.request(String(url), init),
+    });
+    const line = (id: string, model: string) =>
+      JSON.stringify({
+        custom_id: id,
+        method: "POST",
+        url: "/v1/chat/completions",
+        body: { model, messages: [] },
+      });
+    const file = await client.files.create({
+      file: await toFile(
+        Buffer.from(`${[line("a", BASE), line("b", `${BASE}:acme/a1`), line("c", "other:7b")].join("\n")}\n`),
+        "w.jsonl",
+      ),
+      purpose: "batch",
+    });
+    const before = ((await (await get(h.keys.acmeAdmin)).json()) as { data: ScaleSignal[] }).data[0]!;
+    await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    });
+    const body = (await (await get(h.keys.acmeAdmin)).json()) as { data: ScaleSignal[] };
+    expect(body.data[0]).toMatchObject({
+      base: BASE,
+      batch_lines_waiting: 2,
+      desired_workers: before.desired_workers,
+    });
+    expect(waiting[BASE]).toBe(2);
   });
 });

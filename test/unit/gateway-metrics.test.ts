@@ -34,6 +34,7 @@ class RecordingMetrics implements GatewayMetrics {
     this.inFlightDeltas.push({ stream, delta });
   }
   desiredWorkers() {}
+  batchLinesWaiting() {}
   coldStart() {}
   batchLine() {}
   batchEnded() {}
