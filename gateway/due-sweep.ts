@@ -4,6 +4,8 @@
 // backlog drains at a batch a minute per process while no single request waits for more than one batch.
 // Several processes sweeping at once delete the same rows harmlessly. No timer: it works the same on Node
 // and in a Workers isolate.
+import { inArray, lte } from "drizzle-orm";
+import type { AnyPgColumn, PgTable } from "drizzle-orm/pg-core";
 import type { Db } from "../db/open.ts";
 
 const SWEEP_EVERY_MS = 60 * 60_000;
@@ -12,6 +14,19 @@ export const SWEEP_BATCH = 5_000;
 
 /** Deletes up to `limit` rows expired at `now` (ms); returns how many. */
 export type Sweep = (db: Db, now: number, limit: number) => Promise<number>;
+
+/** A Sweep for a table whose rows expire at a timestamp column: up to `limit` rows past it go. */
+export function expiredRows(table: PgTable, id: AnyPgColumn, expiresAt: AnyPgColumn): Sweep {
+  return async (db, now, limit) => {
+    const expired = db
+      .select({ id })
+      .from(table)
+      .where(lte(expiresAt, new Date(now)))
+      .limit(limit);
+    const deleted = await db.delete(table).where(inArray(id, expired)).returning({ id });
+    return deleted.length;
+  };
+}
 
 export class DueSweep {
   private nextSweep = Number.NEGATIVE_INFINITY;

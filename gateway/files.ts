@@ -2,10 +2,11 @@
 // the whole text, so every gateway — on Node or on Workers — serves them. Functions of the request's
 // database handle, as the Workers entry opens one per request. A file past its expires_at is gone from the
 // API at once, and its row is deleted by the next sweep (sweepFiles, run by a DueSweep).
-import { and, desc, eq, gt, inArray, isNull, lte, or } from "drizzle-orm";
+import { and, desc, eq, gt, isNull, or } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import type { FileObject, ListPage } from "../schema/batch-api.ts";
 import { type FileRow, files } from "../schema/db.ts";
+import { expiredRows } from "./due-sweep.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 import { after, listPage } from "./list-page.ts";
 
@@ -91,15 +92,7 @@ export async function dropFile(db: Db, orgId: string, id: string, now: Date): Pr
 }
 
 /** Deletes up to `limit` files expired at `now` (ms); returns how many. */
-export async function sweepFiles(db: Db, now: number, limit: number): Promise<number> {
-  const expired = db
-    .select({ id: files.id })
-    .from(files)
-    .where(lte(files.expiresAt, new Date(now)))
-    .limit(limit);
-  const deleted = await db.delete(files).where(inArray(files.id, expired)).returning({ id: files.id });
-  return deleted.length;
-}
+export const sweepFiles = expiredRows(files, files.id, files.expiresAt);
 
 /**
  * A page of the org's files at `now`, newest first, after the file `after` when given, of one purpose if

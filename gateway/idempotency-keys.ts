@@ -2,9 +2,10 @@
 // request's answer once it succeeded, and is forgotten after a day. A claim is a lease: a gateway that dies
 // mid-request leaves a running claim that another may take once it runs out. Functions of the request's
 // database handle, as the Workers entry opens one per request.
-import { and, eq, inArray, lte } from "drizzle-orm";
+import { and, eq, lte } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { idempotencyKeys } from "../schema/db.ts";
+import { expiredRows } from "./due-sweep.ts";
 
 /** How long a stored answer is replayed. */
 export const IDEMPOTENCY_TTL_MS = 24 * 60 * 60_000;
@@ -76,15 +77,8 @@ export async function releaseKey(db: Db, key: string): Promise<void> {
 }
 
 /** Deletes up to `limit` keys expired at `now` (ms); returns how many. */
-export async function sweepIdempotencyKeys(db: Db, now: number, limit: number): Promise<number> {
-  const expired = db
-    .select({ key: idempotencyKeys.key })
-    .from(idempotencyKeys)
-    .where(lte(idempotencyKeys.expiresAt, new Date(now)))
-    .limit(limit);
-  const deleted = await db
-    .delete(idempotencyKeys)
-    .where(inArray(idempotencyKeys.key, expired))
-    .returning({ key: idempotencyKeys.key });
-  return deleted.length;
-}
+export const sweepIdempotencyKeys = expiredRows(
+  idempotencyKeys,
+  idempotencyKeys.key,
+  idempotencyKeys.expiresAt,
+);

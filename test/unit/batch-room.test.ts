@@ -4,23 +4,11 @@
 import { describe, expect, it } from "vitest";
 import { BATCH_FILL, batchRoom } from "../../gateway/batch-room.ts";
 import type { WorkerHeartbeat } from "../../schema/wire.ts";
+import { idleHeartbeat } from "../support/heartbeats.ts";
 
-function beat(base: string, fields: Partial<WorkerHeartbeat>): WorkerHeartbeat {
-  return {
-    v: 1,
-    worker_id: `w-${Math.random().toString(36).slice(2, 8)}`,
-    base,
-    version: "test",
-    adapters: { slot: [], ram: [], disk: [] },
-    pins: [],
-    free_slots: 4,
-    queue_depth: 0,
-    running: 0,
-    tokens_per_s: 0,
-    at: 1_000,
-    ...fields,
-  };
-}
+let workers = 0;
+const beat = (base: string, fields: Partial<WorkerHeartbeat>) =>
+  idleHeartbeat(`w${++workers}`, { base, at: 1_000, ...fields });
 
 describe("batchRoom", () => {
   it("sums each worker's free share of its places, per base, as of the oldest heartbeat", () => {

@@ -77,6 +77,16 @@ async function upload(lines: string[], oc = client) {
   });
 }
 
+/** An app whose requests never answer until cancelled: every line sent stays in flight. */
+const stuck: BatchRunnerOptions["app"] = {
+  fetch: (request) =>
+    new Promise((resolve) => {
+      request.signal.addEventListener("abort", () =>
+        resolve(Response.json({ cancelled: true }, { status: 499 })),
+      );
+    }),
+};
+
 /** A file's lines, parsed. */
 async function linesOf(fileId: string): Promise<Record<string, unknown>[]> {
   const text = await (await client.files.content(fileId)).text();
@@ -530,15 +540,6 @@ describe("the Batch API", () => {
       endpoint: "/v1/chat/completions",
       completion_window: "24h",
     });
-    // A line that never answers until it is cancelled.
-    const stuck: BatchRunnerOptions["app"] = {
-      fetch: (request) =>
-        new Promise((resolve) => {
-          request.signal.addEventListener("abort", () =>
-            resolve(Response.json({ cancelled: true }, { status: 499 })),
-          );
-        }),
-    };
     const leaving = new BatchRunner({
       app: stuck,
       db: h.db,
@@ -575,15 +576,6 @@ describe("the Batch API", () => {
       endpoint: "/v1/chat/completions",
       completion_window: "24h",
     });
-    // Lines that never answer until cancelled, so every one sent stays in flight.
-    const stuck: BatchRunnerOptions["app"] = {
-      fetch: (request) =>
-        new Promise((resolve) => {
-          request.signal.addEventListener("abort", () =>
-            resolve(Response.json({ cancelled: true }, { status: 499 })),
-          );
-        }),
-    };
     let passes = 0;
     const filling = new BatchRunner({
       app: stuck,
