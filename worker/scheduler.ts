@@ -104,8 +104,9 @@ export interface Job {
   sampling: SamplingParams;
   limits: Omit<SequenceLimits, "maxContext">;
   /**
-   * A Batch API line (or a background response): it rides spare capacity. A queued live request is admitted
-   * before any queued batch line, and an adapter wanted by live requests gets a free place first.
+   * A Batch API line or a request at the flex service tier (InferenceRequest.batch): it rides spare
+   * capacity. A queued live request is admitted before any queued batch line, and an adapter wanted by live
+   * requests gets a free place first.
    */
   batch?: boolean;
   /**
