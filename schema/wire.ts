@@ -203,7 +203,10 @@ export const InferenceRequest = z
     created_at: epochMs,
     /** After this instant nobody waits for the reply; a worker drops the request. */
     deadline: epochMs,
-    /** A Batch API line: its usage event says so, and it is billed at the base's batch price. */
+    /**
+     * A Batch API line or a flex-tier request: the worker admits it after queued live requests, its usage
+     * event says so, and it is billed at the base's batch price.
+     */
     batch: z.boolean().optional(),
   })
   .meta({ title: "InferenceRequest" });
@@ -301,7 +304,7 @@ export const UsageEvent = z
      */
     cached_input_tokens: count.optional(),
     output_tokens: count,
-    /** A Batch API line, billed at the base's batch price. Absent: false. */
+    /** A Batch API line or a flex-tier request, billed at the base's batch price. Absent: false. */
     batch: z.boolean().optional(),
     finish_reason: FinishReason,
     started_ms: epochMs,
