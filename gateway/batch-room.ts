@@ -1,11 +1,12 @@
 // How many batch lines each base's workers have room for now, read from their heartbeats: a Node gateway's
 // batch runner sends a base's lines only into that room, so batches fill capacity live traffic leaves idle
-// and back off as it grows. Batch lines may fill up to BATCH_FILL of a worker's places (its --max-batch);
-// the rest stays free for bursts of live requests, which a worker also admits before queued batch lines.
+// and back off as it grows. Batch lines may fill up to a share of a worker's places (its --max-batch; the
+// gateway's --batch-fill, 3/4 by default); the rest stays free for bursts of live requests, which a worker
+// also admits before queued batch lines.
 import type { WorkerHeartbeat } from "../schema/wire.ts";
 
-/** The share of a worker's places batch lines may fill, counting the live requests it already runs. */
-export const BATCH_FILL = 0.75;
+/** The share of a worker's places batch lines may fill by default, counting the live requests it runs. */
+export const DEFAULT_BATCH_FILL = 0.75;
 
 export interface BaseRoom {
   /** Lines the base's workers can take now (Infinity when a worker does not report its --max-batch). */
@@ -14,8 +15,11 @@ export interface BaseRoom {
   asOf: number;
 }
 
-/** Per base with a live worker, the room batch lines have on its workers. */
-export function batchRoom(heartbeats: readonly WorkerHeartbeat[]): Map<string, BaseRoom> {
+/** Per base with a live worker, the room batch lines have on its workers, filling `fill` of their places. */
+export function batchRoom(
+  heartbeats: readonly WorkerHeartbeat[],
+  fill = DEFAULT_BATCH_FILL,
+): Map<string, BaseRoom> {
   const rooms = new Map<string, BaseRoom>();
   for (const beat of heartbeats) {
     const room = rooms.get(beat.base) ?? { places: 0, asOf: beat.at };
@@ -24,7 +28,7 @@ export function batchRoom(heartbeats: readonly WorkerHeartbeat[]): Map<string, B
     const places =
       beat.max_batch === undefined
         ? Number.POSITIVE_INFINITY
-        : Math.max(0, Math.floor(beat.max_batch * BATCH_FILL) - beat.running - beat.queue_depth);
+        : Math.max(0, Math.floor(beat.max_batch * fill) - beat.running - beat.queue_depth);
     rooms.set(beat.base, { places: room.places + places, asOf: Math.min(room.asOf, beat.at) });
   }
   return rooms;

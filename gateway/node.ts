@@ -14,7 +14,7 @@ import { AdapterSources } from "./adapter-sources.ts";
 import { createApp } from "./app.ts";
 import { type BaseModelSource, loadBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
-import { batchRoom } from "./batch-room.ts";
+import { batchRoom, DEFAULT_BATCH_FILL } from "./batch-room.ts";
 import { BatchRunner } from "./batch-runner.ts";
 import type { GatewayEnv } from "./context.ts";
 import { type GatewayDeps, type GatewayDepsInput, gatewayDeps } from "./deps.ts";
@@ -73,6 +73,7 @@ export function startBatchRunner(
   app: Hono<GatewayEnv>,
   deps: GatewayDeps,
   concurrency = DEFAULT_BATCH_CONCURRENCY,
+  fill = DEFAULT_BATCH_FILL,
 ): BatchRunner | null {
   if (concurrency === 0) return null;
   const runner = new BatchRunner({
@@ -86,7 +87,7 @@ export function startBatchRunner(
     runnerId: `${hostname()}-${process.pid}`,
     now: deps.now,
     fileExpiry: deps.fileExpiry,
-    room: async () => batchRoom(await deps.bus.liveHeartbeats()),
+    room: async () => batchRoom(await deps.bus.liveHeartbeats(), fill),
   });
   runner.start();
   return runner;
@@ -126,8 +127,10 @@ export interface NodeGatewayOptions {
   keepAliveMs?: number;
   /** How long stored Responses API responses are kept; default 30 days, 0: until deleted. */
   responseRetentionDays?: number;
-  /** Lines of batches this process runs at once; default 4, 0: this process runs none. */
+  /** Most lines of batches this process runs at once; default 64, 0: this process runs none. */
   batchConcurrency?: number;
+  /** The share of each worker's places batch lines may fill, in (0, 1]; default 0.75. */
+  batchFill?: number;
   /** Largest file the Files API takes; default 64 MiB. */
   maxFileBytes?: number;
   /** The autoscaling signal's bounds and headroom (GET /v1/fleet/scale). */
@@ -173,7 +176,7 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       },
     });
     const served = await serveApp(app, options.port, options.hostname);
-    const runner = startBatchRunner(app, deps, options.batchConcurrency);
+    const runner = startBatchRunner(app, deps, options.batchConcurrency, options.batchFill);
     const openBus = bus;
     const openMeter = meter;
     return {

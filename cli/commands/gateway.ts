@@ -6,6 +6,7 @@ import { logger } from "../../core/logger.ts";
 import { defaultDatabaseUrl, describeDatabaseUrl } from "../../db/open.ts";
 import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
 import { parseBaseModelSource } from "../../gateway/base-loader.ts";
+import { DEFAULT_BATCH_FILL } from "../../gateway/batch-room.ts";
 import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "../../gateway/fleet-scale.ts";
 import { DEFAULT_BATCH_CONCURRENCY, startNodeGateway } from "../../gateway/node.ts";
 import { DEFAULT_RESPONSE_RETENTION_DAYS } from "../../gateway/response-retention.ts";
@@ -28,6 +29,7 @@ interface GatewayFlags {
   keepAlive: string;
   responseRetentionDays: string;
   batchConcurrency: string;
+  batchFill: string;
   maxFileBytes: string;
   minWorkers: string;
   maxWorkers: string;
@@ -47,6 +49,13 @@ function scaleOptions(flags: GatewayFlags): ScaleOptions {
   const problem = scaleOptionsProblem(options, names, flags.targetUtilization);
   if (problem) throw new CliError(problem);
   return options;
+}
+
+/** A share in (0, 1], or a CliError naming the flag. */
+function share(flag: string, value: string): number {
+  const n = Number(value);
+  if (!(n > 0 && n <= 1)) throw new CliError(`${flag} must be a number in (0, 1], got "${value}"`);
+  return n;
 }
 
 async function runGateway(flags: GatewayFlags): Promise<void> {
@@ -73,6 +82,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     keepAliveMs: seconds("--keep-alive", flags.keepAlive) * 1000,
     responseRetentionDays: count("--response-retention-days", flags.responseRetentionDays, 0),
     batchConcurrency: count("--batch-concurrency", flags.batchConcurrency, 0),
+    batchFill: share("--batch-fill", flags.batchFill),
     maxFileBytes: bytes("--max-file-bytes", flags.maxFileBytes, 1),
     scale: scaleOptions(flags),
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
@@ -136,6 +146,11 @@ export function registerGateway(program: Command): void {
       "--batch-concurrency <n>",
       "most lines of Batch API batches this process runs at once, within the room the workers leave; 0: it runs none (LUMINET_BATCH_CONCURRENCY)",
       process.env.LUMINET_BATCH_CONCURRENCY ?? String(DEFAULT_BATCH_CONCURRENCY),
+    )
+    .option(
+      "--batch-fill <share>",
+      "the share of each worker's --max-batch batch lines may fill, in (0, 1]; the rest stays for live bursts (LUMINET_BATCH_FILL)",
+      process.env.LUMINET_BATCH_FILL ?? String(DEFAULT_BATCH_FILL),
     )
     .option(
       "--max-file-bytes <n>",
