@@ -1,8 +1,8 @@
 // API keys: `lk_` plus 40 random base62 characters, shown once at creation and stored only as the sha256
 // of the whole key with a short visible prefix. Creating, listing and revoking them, every query scoped by
 // org. Web Crypto's random values and node:crypto's hash, both present on Node and in workerd.
-import { createHash } from "node:crypto";
 import { and, asc, eq, isNull, like } from "drizzle-orm";
+import { sha256Hex } from "../core/sha256.ts";
 import type { Db } from "../db/open.ts";
 import { type ApiKey, apiKeys, orgs } from "../schema/db.ts";
 import type { KeyObject } from "../schema/key-api.ts";
@@ -52,12 +52,9 @@ export function keyLabel(key: { prefix: string; name: string }): string {
   return `${key.prefix}… (${key.name})`;
 }
 
-/**
- * sha256 of the whole key, lowercase hex: the only form of a key the database holds. node:crypto's hash
- * (Node, and workerd under nodejs_compat) runs inline; Web Crypto's digest hopped to a thread per request.
- */
+/** sha256 of the whole key, lowercase hex: the only form of a key the database holds. */
 export async function hashApiKey(key: string): Promise<string> {
-  return createHash("sha256").update(key).digest("hex");
+  return sha256Hex(key);
 }
 
 export interface CreatedApiKey {

@@ -8,6 +8,7 @@
 // database) put the line back with a growing delay. When a batch has no line left to run, one runner
 // writes its output and error files and ends it, in one transaction.
 import { and, asc, eq, inArray, isNull, lt, lte, notExists, or } from "drizzle-orm";
+import { sha256Hex } from "../core/sha256.ts";
 import type { Db } from "../db/open.ts";
 import type { BatchOutputLine } from "../schema/batch-api.ts";
 import { batches, batchRequests } from "../schema/db.ts";
@@ -76,12 +77,8 @@ interface Claimed {
  * again after its runner died (its first run may have finished on a worker and been billed) bills once —
  * the meter keeps one row per request id. Unguessable and unique as the batch's own id is.
  */
-async function lineRequestId(batchId: string, line: number, attempts: number): Promise<string> {
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    new TextEncoder().encode(`${batchId}:${line}:${attempts}`),
-  );
-  return Array.from(new Uint8Array(digest).subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
+function lineRequestId(batchId: string, line: number, attempts: number): string {
+  return sha256Hex(`${batchId}:${line}:${attempts}`).slice(0, 32);
 }
 
 export class BatchRunner {
@@ -336,7 +333,7 @@ export class BatchRunner {
           }),
           {
             [RUN_AS]: principal,
-            [REQUEST_ID]: await lineRequestId(batchId, line, attempts),
+            [REQUEST_ID]: lineRequestId(batchId, line, attempts),
             ...(background ? { [RESPONSE_KEY]: customId } : {}),
           } satisfies RunEnv,
         );

@@ -4,15 +4,11 @@
 // failed request can be retried under the same key. Keys and answers live in the database
 // (idempotency-keys.ts), so every gateway process shares them, and are kept a day.
 import type { MiddlewareHandler } from "hono";
+import { sha256Hex } from "../core/sha256.ts";
 import type { GatewayEnv } from "./context.ts";
 import type { GatewayDeps } from "./deps.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 import { claimKey, completeKey, IDEMPOTENCY_TTL_MS, releaseKey } from "./idempotency-keys.ts";
-
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 function isStreaming(body: string): boolean {
   try {
@@ -35,7 +31,7 @@ export function idempotency(deps: GatewayDeps): MiddlewareHandler<GatewayEnv> {
     if (isStreaming(body)) return next();
     const { db } = deps;
     const key = JSON.stringify([c.get("principal").orgId, c.req.path, header]);
-    const bodyHash = await sha256Hex(body);
+    const bodyHash = sha256Hex(body);
     const now = deps.now();
     // A run outlives its claim only if its gateway died: the request would have timed out by then.
     const lease = new Date(now + deps.limits.requestTimeoutMs + 60_000);
