@@ -151,9 +151,10 @@ export class JsonMode {
     out.fill(Number.NEGATIVE_INFINITY);
     // The tokens after this one; once even the longest token cannot bring the value within them (each
     // byte ends at most one of the bytes it needs), it will be cut off, and the grammar alone decides.
+    const vocabulary = vocabularyOf(this.tokenizer, logits.length);
+    const need = clamp(this.grammar.fewestBytesToEnd);
     let spare = budget - 1;
-    const longest = vocabularyOf(this.tokenizer, logits.length).longest;
-    if (this.grammar.fewestBytesToEnd - longest > spare) spare = Number.POSITIVE_INFINITY;
+    if (need - vocabulary.longest > spare) spare = Number.POSITIVE_INFINITY;
     const open = this.grammar.openString;
     if (open && open.serial !== this.inStringSerial) {
       this.inString.clear();
@@ -165,7 +166,7 @@ export class JsonMode {
       for (let i = 0; i < ids.length; i++) out[ids[i]!] = logits[ids[i]!]!;
       return out;
     }
-    const costs = this.tokenCosts(logits.length, spare);
+    const costs = this.tokenCosts(vocabulary, logits.length, need, spare);
     let allowed = 0;
     let within = 0;
     for (let id = 0; id < costs.length; id++) {
@@ -193,11 +194,11 @@ export class JsonMode {
 
   /**
    * Per id below `size`, the fewest bytes that would complete the value after it (capped to an int32), or
-   * REFUSED where the grammar refuses it or it is blocked. `spare` (the tokens after this one) only says
-   * where exact costs are worth their time: a cost that cannot exceed it may be an upper bound.
+   * REFUSED where the grammar refuses it or it is blocked; `need` is that count now. `spare` (the tokens
+   * after this one) only says where exact costs are worth their time: a cost that cannot exceed it may be
+   * an upper bound.
    */
-  private tokenCosts(size: number, spare: number): Int32Array {
-    const vocabulary = vocabularyOf(this.tokenizer, size);
+  private tokenCosts(vocabulary: Vocabulary, size: number, need: number, spare: number): Int32Array {
     if (this.costs.length !== size) this.costs = new Int32Array(size);
     const costs = this.costs.fill(REFUSED);
     const costAfter = (bytes: Uint8Array): number => {
@@ -230,8 +231,7 @@ export class JsonMode {
         // One parse: the pattern's part of the cost moves with the state and length a token leaves.
         const { automaton, chars, min, max } = cursor;
         const table = patternTable(vocabulary, automaton, cursor.state);
-        const rest =
-          clamp(this.grammar.fewestBytesToEnd) - Math.max(automaton.minRemaining[cursor.state]!, min - chars);
+        const rest = need - Math.max(automaton.minRemaining[cursor.state]!, min - chars);
         for (let id = 0; id < size; id++) {
           const next = table[id]!;
           if (next < 0) continue;
