@@ -263,6 +263,7 @@ function frameRest(frame: Frame): number {
       const { node, items, phase } = frame;
       const item = shortestValue(node.items);
       if (phase === "open") return node.minItems === 0 ? 1 : node.minItems * (item + 1);
+      // Done with minItems: only the bracket (0 × an item that cannot be written would be NaN below).
       if (phase !== "comma" && items >= node.minItems) return 1;
       // After a comma one more item must come (items counts it once it starts); after an item, only the
       // ones minItems still asks for, each after a comma.
