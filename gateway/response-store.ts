@@ -131,19 +131,16 @@ export async function loadResponse(
           .where(and(eq(storedResponses.orgId, orgId), inArray(storedResponses.id, last.ancestors)));
   const byId = new Map(rows.map((row) => [row.id, row]));
   // Back along the links to the row that holds the start of the conversation.
-  const chain: StoredRow[] = [last];
+  const earlier: StoredRow[] = [];
   for (let row = last; row.previousId !== null; ) {
     const previous = byId.get(row.previousId);
     if (!previous) break;
-    chain.push(previous);
+    earlier.unshift(previous);
     row = previous;
   }
-  const conversation: InputItem[] = [];
-  for (const row of chain.reverse()) {
-    conversation.push(...(row.conversation as InputItem[]));
-    if (row !== last) conversation.push(...outputAsInput((row.response as ResponseObject).output));
-  }
-  return { response: last.response as ResponseObject, conversation, ancestors: last.ancestors };
+  const own = kept(last);
+  const conversation = [...earlier.flatMap((row) => continuedConversation(kept(row))), ...own.conversation];
+  return { ...own, conversation, ancestors: last.ancestors };
 }
 
 /**
@@ -155,8 +152,7 @@ export async function ownItems(db: Pick<Db, "select">, orgId: string, id: string
     .select({ response: storedResponses.response, conversation: storedResponses.conversation })
     .from(storedResponses)
     .where(and(eq(storedResponses.orgId, orgId), eq(storedResponses.id, id)));
-  if (!row) return [];
-  return [...(row.conversation as InputItem[]), ...outputAsInput((row.response as ResponseObject).output)];
+  return row ? continuedConversation(kept(row)) : [];
 }
 
 /**
@@ -215,7 +211,17 @@ export async function sweepResponses(db: Db, before: Date, limit: number): Promi
   });
 }
 
-/** The conversation a later request continues: what the response answered, then its output. */
-export function continuedConversation(kept: KeptResponse): InputItem[] {
+/**
+ * The conversation a later request continues: what the response answered, then its output (of a stored
+ * row: the items it added, then its output).
+ */
+export function continuedConversation(kept: Pick<KeptResponse, "response" | "conversation">): InputItem[] {
   return [...kept.conversation, ...outputAsInput(kept.response.output)];
+}
+
+/** A stored row's response and items, typed. */
+function kept(
+  row: Pick<StoredRow, "response" | "conversation">,
+): Pick<KeptResponse, "response" | "conversation"> {
+  return { response: row.response as ResponseObject, conversation: row.conversation as InputItem[] };
 }
