@@ -14,6 +14,7 @@ import { join } from "node:path";
 import type { Bus } from "../bus/bus.ts";
 import { connectJetStreamBus } from "../bus/jetstream.ts";
 import { startGenerations } from "../gateway/generation.ts";
+import { quietMetrics } from "../gateway/quiet-metrics.ts";
 import type { RouteOutcome } from "../gateway/routing.ts";
 import type { AdapterRef } from "../schema/wire.ts";
 import { greedySampling } from "../schema/wire.ts";
@@ -199,20 +200,11 @@ async function runOnce(
     const bus = gateway;
 
     let routes: Record<RouteOutcome, number>;
-    const metrics = {
-      observe() {},
-      added() {},
-      inFlight() {},
-      desiredWorkers() {},
-      batchLinesWaiting() {},
-      coldStart() {},
-      tokens() {},
-      batchLine() {},
-      batchEnded() {},
-      routed(_base: string, outcome: RouteOutcome) {
+    const metrics = quietMetrics({
+      routed(_base, outcome) {
         routes[outcome]++;
       },
-    };
+    });
     const prng = new Prng(11, 0);
     const prompt = Array.from({ length: PROMPT_TOKENS }, () => 3 + Math.floor(prng.nextFloat() * 200));
 

@@ -4,12 +4,12 @@
 import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ScaleSignal, scaleOptionsProblem, scaleSignal } from "../../gateway/fleet-scale.ts";
+import { quietMetrics } from "../../gateway/quiet-metrics.ts";
 import { ANY_WORKER } from "../../schema/wire.ts";
 import { sampleRequest } from "../contract/wire-samples.ts";
 import { FakeWorker } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 import { idleHeartbeat } from "../support/heartbeats.ts";
-import { quietMetrics } from "../support/quiet-metrics.ts";
 
 const beat = idleHeartbeat;
 

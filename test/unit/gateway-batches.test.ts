@@ -13,10 +13,10 @@ import { BatchRunner, type BatchRunnerOptions } from "../../gateway/batch-runner
 import { DueSweep } from "../../gateway/due-sweep.ts";
 import { sweepFiles } from "../../gateway/files.ts";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
+import { quietMetrics } from "../../gateway/quiet-metrics.ts";
 import { apiKeys, batchRequests, files } from "../../schema/db.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
-import { quietMetrics } from "../support/quiet-metrics.ts";
 
 let h: GatewayHarness;
 let worker: FakeWorker;

@@ -11,9 +11,9 @@ import { InProcessBroker } from "../../bus/in-process.ts";
 import type { GatewayDepsInput } from "../../gateway/deps.ts";
 import type { ScaleSignal } from "../../gateway/fleet-scale.ts";
 import type { ColdStartOutcome } from "../../gateway/generation.ts";
+import { quietMetrics } from "../../gateway/quiet-metrics.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
-import { quietMetrics } from "../support/quiet-metrics.ts";
 
 let h: GatewayHarness;
 const opened: { close(): Promise<void> }[] = [];

@@ -1,6 +1,7 @@
-// Gateway metrics that record nothing, with the series a test watches overridden: one place that knows
-// every method of GatewayMetrics, so a new series does not touch every test that counts one.
-import type { GatewayMetrics } from "../../gateway/deps.ts";
+// Gateway metrics that record nothing, with the series a caller watches overridden (tests, the fleet
+// benchmark's routing count): one place that knows every method of GatewayMetrics, so a new series does not
+// touch every caller that counts one.
+import type { GatewayMetrics } from "./deps.ts";
 
 export function quietMetrics(overrides: Partial<GatewayMetrics> = {}): GatewayMetrics {
   return {
