@@ -87,6 +87,20 @@ const stuck: BatchRunnerOptions["app"] = {
     }),
 };
 
+/** A batch of the file's chat completion lines, started by `oc`'s org. */
+function startBatch(
+  fileId: string,
+  extra: Partial<OpenAI.Batches.BatchCreateParams> = {},
+  oc = client,
+): Promise<OpenAI.Batches.Batch> {
+  return oc.batches.create({
+    input_file_id: fileId,
+    endpoint: "/v1/chat/completions",
+    completion_window: "24h",
+    ...extra,
+  });
+}
+
 /** A file's lines, parsed. */
 async function linesOf(fileId: string): Promise<Record<string, unknown>[]> {
   const text = await (await client.files.content(fileId)).text();
@@ -157,13 +171,7 @@ describe("the Files API", () => {
     await expect(c.files.retrieve(hour.id)).rejects.toMatchObject(gone);
     await expect(c.files.content(hour.id)).rejects.toMatchObject(gone);
     await expect(c.files.delete(hour.id)).rejects.toMatchObject(gone);
-    await expect(
-      c.batches.create({
-        input_file_id: hour.id,
-        endpoint: "/v1/chat/completions",
-        completion_window: "24h",
-      }),
-    ).rejects.toMatchObject(gone);
+    await expect(startBatch(hour.id, {}, c)).rejects.toMatchObject(gone);
     expect((await c.files.list({ limit: 100 })).data.map((f) => f.id)).not.toContain(hour.id);
     expect((await c.files.retrieve(month.id)).id).toBe(month.id);
     const rowsOf = (id: string) => h.db.select({ id: files.id }).from(files).where(eq(files.id, id));
@@ -214,12 +222,7 @@ describe("the Batch API", () => {
       chatLine("bad-model", `${BASE}:acme/missing`),
       chatLine("fourth", BASE, 2),
     ]);
-    const batch = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: "/v1/chat/completions",
-      completion_window: "24h",
-      metadata: { job: "nightly" },
-    });
+    const batch = await startBatch(file.id, { metadata: { job: "nightly" } });
     expect(batch).toMatchObject({
       object: "batch",
       status: "in_progress",
@@ -295,11 +298,7 @@ describe("the Batch API", () => {
       file: await toFile(Buffer.from(`${line}\n`), "o.jsonl"),
       purpose: "batch",
     });
-    const batch = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: "/v1/chat/completions",
-      completion_window: "24h",
-    });
+    const batch = await startBatch(file.id);
     await runner().drain();
     const ended = await client.batches.retrieve(batch.id);
     const [answer] = await linesOf(ended.output_file_id!);
@@ -312,10 +311,7 @@ describe("the Batch API", () => {
 
   it("keeps its output and error files for output_expires_after", async () => {
     const file = await upload([chatLine("ok", BASE), chatLine("bad", `${BASE}:acme/missing`)]);
-    const batch = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: "/v1/chat/completions",
-      completion_window: "24h",
+    const batch = await startBatch(file.id, {
       output_expires_after: { anchor: "created_at", seconds: 7200 },
     });
     await runner().drain();
@@ -325,12 +321,7 @@ describe("the Batch API", () => {
       expect(written.expires_at! - written.created_at).toBe(7200);
     }
     await expect(
-      client.batches.create({
-        input_file_id: file.id,
-        endpoint: "/v1/chat/completions",
-        completion_window: "24h",
-        output_expires_after: { anchor: "created_at", seconds: 40 * 24 * 3600 },
-      }),
+      startBatch(file.id, { output_expires_after: { anchor: "created_at", seconds: 40 * 24 * 3600 } }),
     ).rejects.toMatchObject({ status: 400, param: "output_expires_after.seconds" });
   });
 
@@ -356,43 +347,21 @@ describe("the Batch API", () => {
       ],
     ] as const) {
       const file = await upload([...lines]);
-      await expect(
-        client.batches.create({
-          input_file_id: file.id,
-          endpoint: "/v1/chat/completions",
-          completion_window: "24h",
-        }),
-      ).rejects.toMatchObject({
+      await expect(startBatch(file.id)).rejects.toMatchObject({
         status: 400,
         param: "input_file_id",
         message: expect.stringContaining(message),
       });
     }
-    await expect(
-      client.batches.create({
-        input_file_id: "file-nope",
-        endpoint: "/v1/chat/completions",
-        completion_window: "24h",
-      }),
-    ).rejects.toMatchObject({ status: 404, code: "file_not_found" });
+    await expect(startBatch("file-nope")).rejects.toMatchObject({ status: 404, code: "file_not_found" });
     const theirs = await upload([chatLine("a", BASE)], otherClient);
-    await expect(
-      client.batches.create({
-        input_file_id: theirs.id,
-        endpoint: "/v1/chat/completions",
-        completion_window: "24h",
-      }),
-    ).rejects.toMatchObject({ status: 404 });
+    await expect(startBatch(theirs.id)).rejects.toMatchObject({ status: 404 });
     expect((await client.batches.list()).data.length).toBe(before);
   });
 
   it("cancels: lines not started never run, and every line is in one of the two files", async () => {
     const file = await upload([chatLine("c1", BASE), chatLine("c2", BASE)]);
-    const batch = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: "/v1/chat/completions",
-      completion_window: "24h",
-    });
+    const batch = await startBatch(file.id);
     const received = worker.received.length;
     expect((await client.batches.cancel(batch.id)).status).toBe("cancelling");
     await runner().drain();
@@ -411,11 +380,7 @@ describe("the Batch API", () => {
 
   it("expires the lines a batch did not run within its 24 hours", async () => {
     const file = await upload([chatLine("late", BASE)]);
-    const batch = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: "/v1/chat/completions",
-      completion_window: "24h",
-    });
+    const batch = await startBatch(file.id);
     clock += 25 * 3600_000;
     try {
       await runner().drain();
@@ -431,11 +396,7 @@ describe("the Batch API", () => {
 
   it("takes again a line left running by a runner that died, once its lease is over", async () => {
     const file = await upload([chatLine("orphan", BASE, 2)]);
-    const batch = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: "/v1/chat/completions",
-      completion_window: "24h",
-    });
+    const batch = await startBatch(file.id);
     await h.db
       .update(batchRequests)
       .set({ status: "running", claimedBy: "dead-runner", claimedAt: new Date(clock) })
@@ -453,11 +414,7 @@ describe("the Batch API", () => {
 
   it("runs a line taken again after its runner died under the same request id, so the meter bills it once", async () => {
     const file = await upload([chatLine("dies", BASE, 2)]);
-    const batch = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: "/v1/chat/completions",
-      completion_window: "24h",
-    });
+    const batch = await startBatch(file.id);
     // Runner A sends the line and the worker answers it, but A dies before it stores the answer.
     const received = worker.received.length;
     const dying: BatchRunnerOptions["app"] = {
@@ -487,11 +444,7 @@ describe("the Batch API", () => {
     const created = await createApiKey(h.db, { orgId: "acme", name: "short-lived" });
     const shortLived = new OpenAI({ apiKey: created.key, baseURL: `${served.url}/v1`, maxRetries: 0 });
     const file = await upload([chatLine("r1", BASE)], shortLived);
-    const batch = await shortLived.batches.create({
-      input_file_id: file.id,
-      endpoint: "/v1/chat/completions",
-      completion_window: "24h",
-    });
+    const batch = await startBatch(file.id, {}, shortLived);
     await h.db.update(apiKeys).set({ revokedAt: new Date() }).where(eq(apiKeys.id, created.record.id));
     await runner().drain();
     const ended = await client.batches.retrieve(batch.id);
@@ -503,11 +456,7 @@ describe("the Batch API", () => {
 
   it("puts a line back after a transient refusal and runs it once its delay is over", async () => {
     const file = await upload([chatLine("retry", BASE, 2)]);
-    const batch = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: "/v1/chat/completions",
-      completion_window: "24h",
-    });
+    const batch = await startBatch(file.id);
     let refusals = 1;
     const ids: string[] = [];
     const flaky: BatchRunnerOptions["app"] = {
@@ -535,11 +484,7 @@ describe("the Batch API", () => {
 
   it("hands back, on stop, the lines still running after the grace, and another runner runs them", async () => {
     const file = await upload([chatLine("slow", BASE, 2)]);
-    const batch = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: "/v1/chat/completions",
-      completion_window: "24h",
-    });
+    const batch = await startBatch(file.id);
     const leaving = new BatchRunner({
       app: stuck,
       db: h.db,
@@ -571,11 +516,7 @@ describe("the Batch API", () => {
       ...["w1", "w2", "w3", "w4"].map((id) => chatLine(id, BASE)),
       ...["c1", "c2"].map((id) => chatLine(id, "cold-base:acme/a1")),
     ]);
-    const batch = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: "/v1/chat/completions",
-      completion_window: "24h",
-    });
+    const batch = await startBatch(file.id);
     let passes = 0;
     const filling = new BatchRunner({
       app: stuck,
