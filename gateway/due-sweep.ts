@@ -1,4 +1,4 @@
-// Deleting what has expired from a table no process owns (stored responses, files): every gateway process
+// Deleting what has expired from a table no process owns (stored responses, files, idempotency keys): every gateway process
 // sweeps it, lazily — after the API writes to it, when its next sweep is due, it deletes one batch of
 // expired rows. Due hourly; a sweep that deleted a whole batch makes the next one due a minute later, so a
 // backlog drains at a batch a minute per process while no single request waits for more than one batch.
@@ -7,6 +7,7 @@
 import { inArray, lte } from "drizzle-orm";
 import type { AnyPgColumn, PgTable } from "drizzle-orm/pg-core";
 import type { Db } from "../db/open.ts";
+import type { GatewayLog } from "./deps.ts";
 
 const SWEEP_EVERY_MS = 60 * 60_000;
 const CATCH_UP_EVERY_MS = 60_000;
@@ -46,5 +47,20 @@ export class DueSweep {
     const deleted = await this.sweep(db, now, this.batch);
     if (deleted === this.batch) this.nextSweep = now + CATCH_UP_EVERY_MS;
     return deleted;
+  }
+
+  /**
+   * ifDue after a request wrote to the table: a failure is logged ("could not sweep <rows>"), not thrown,
+   * since the request stands; a deletion is logged as "deleted <expired>" with the count.
+   */
+  async afterWrite(db: Db, log: GatewayLog, names: { rows: string; expired: string }): Promise<void> {
+    const deleted = await this.ifDue(db).catch((error: unknown) => {
+      log.error(
+        { err: error instanceof Error ? error.message : String(error) },
+        `could not sweep ${names.rows}`,
+      );
+      return null;
+    });
+    if (deleted) log.info({ deleted }, `deleted ${names.expired}`);
   }
 }

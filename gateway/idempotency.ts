@@ -70,14 +70,10 @@ export function idempotency(deps: GatewayDeps): MiddlewareHandler<GatewayEnv> {
         contentType: c.res.headers.get("content-type") ?? "application/json",
       };
       await completeKey(db, key, answer, new Date(deps.now() + IDEMPOTENCY_TTL_MS));
-      const swept = await deps.idempotencyExpiry.ifDue(db).catch((error: unknown) => {
-        deps.log.error(
-          { err: error instanceof Error ? error.message : String(error) },
-          "could not sweep idempotency keys",
-        );
-        return null;
+      await deps.idempotencyExpiry.afterWrite(db, deps.log, {
+        rows: "idempotency keys",
+        expired: "idempotency keys past their day",
       });
-      if (swept) deps.log.info({ deleted: swept }, "deleted idempotency keys past their day");
     } else {
       await releaseKey(db, key);
     }

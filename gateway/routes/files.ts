@@ -63,14 +63,10 @@ export function fileRoutes(deps: GatewayDeps, maxFileBytes: number): Hono<Gatewa
         createdAt,
         expiresAt: expiryOf(createdAt, seconds),
       });
-      const swept = await deps.fileExpiry.ifDue(deps.db).catch((error: unknown) => {
-        deps.log.error(
-          { err: error instanceof Error ? error.message : String(error) },
-          "could not sweep files",
-        );
-        return null;
+      await deps.fileExpiry.afterWrite(deps.db, deps.log, {
+        rows: "files",
+        expired: "files past their expires_at",
       });
-      if (swept) deps.log.info({ deleted: swept }, "deleted files past their expires_at");
       return c.json(saved);
     },
   );
