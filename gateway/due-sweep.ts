@@ -1,9 +1,9 @@
-// Deleting what has expired from a table no process owns (stored responses, files, idempotency keys): every gateway process
-// sweeps it, lazily — after the API writes to it, when its next sweep is due, it deletes one batch of
-// expired rows. Due hourly; a sweep that deleted a whole batch makes the next one due a minute later, so a
-// backlog drains at a batch a minute per process while no single request waits for more than one batch.
-// Several processes sweeping at once delete the same rows harmlessly. No timer: it works the same on Node
-// and in a Workers isolate.
+// Deleting what has expired from a table no process owns (stored responses, files, idempotency keys): every
+// gateway process sweeps it, lazily — after the API writes to it, when its next sweep is due, it deletes one
+// batch of expired rows. Due hourly; a sweep that deleted a whole batch makes the next one due a minute
+// later, so a backlog drains at a batch a minute per process while no single request waits for more than
+// one batch. Several processes sweeping at once delete the same rows harmlessly. No timer: it works the
+// same on Node and in a Workers isolate.
 import { inArray, lte } from "drizzle-orm";
 import type { AnyPgColumn, PgTable } from "drizzle-orm/pg-core";
 import type { Db } from "../db/open.ts";
