@@ -34,31 +34,44 @@ type Handle = Pick<Db, "select" | "update" | "delete" | "insert">;
  * leaves the whole conversation in this row. `db` may be a transaction's handle.
  */
 export async function saveResponse(
-  db: Pick<Db, "transaction">,
+  db: Pick<Db, "insert" | "transaction">,
   orgId: string,
   saved: NewResponse,
 ): Promise<void> {
   const { response, items, previous } = saved;
+  const row = {
+    id: response.id,
+    orgId,
+    response,
+    conversation: items,
+    // The gateway's clock, as the response's created_at and the retention sweep read it.
+    createdAt: new Date(response.created_at * 1000),
+  };
+  // A first turn links to nothing: one insert, no transaction.
+  if (!previous) {
+    await db.insert(storedResponses).values(row);
+    return;
+  }
   await db.transaction(async (tx) => {
-    const linked = previous
-      ? (
-          await tx
-            .select({ id: storedResponses.id })
-            .from(storedResponses)
-            .where(and(eq(storedResponses.orgId, orgId), eq(storedResponses.id, previous.response.id)))
-            .for("share")
-        ).length > 0
-      : false;
-    await tx.insert(storedResponses).values({
-      id: response.id,
-      orgId,
-      response,
-      conversation: previous && !linked ? [...continuedConversation(previous), ...items] : items,
-      previousId: linked ? previous!.response.id : null,
-      ancestors: linked ? [...previous!.ancestors, previous!.response.id] : [],
-      // The gateway's clock, as the response's created_at and the retention sweep read it.
-      createdAt: new Date(response.created_at * 1000),
-    });
+    const linked =
+      (
+        await tx
+          .select({ id: storedResponses.id })
+          .from(storedResponses)
+          .where(and(eq(storedResponses.orgId, orgId), eq(storedResponses.id, previous.response.id)))
+          .for("share")
+      ).length > 0;
+    await tx
+      .insert(storedResponses)
+      .values(
+        linked
+          ? {
+              ...row,
+              previousId: previous.response.id,
+              ancestors: [...previous.ancestors, previous.response.id],
+            }
+          : { ...row, conversation: [...continuedConversation(previous), ...items] },
+      );
   });
 }
 
