@@ -61,17 +61,15 @@ export async function saveResponse(
           .where(and(eq(storedResponses.orgId, orgId), eq(storedResponses.id, previous.response.id)))
           .for("share")
       ).length > 0;
-    await tx
-      .insert(storedResponses)
-      .values(
-        linked
-          ? {
-              ...row,
-              previousId: previous.response.id,
-              ancestors: [...previous.ancestors, previous.response.id],
-            }
-          : { ...row, conversation: [...continuedConversation(previous), ...items] },
-      );
+    await tx.insert(storedResponses).values(
+      linked
+        ? {
+            ...row,
+            previousId: previous.response.id,
+            ancestors: [...previous.ancestors, previous.response.id],
+          }
+        : { ...row, conversation: [...continuedConversation(previous), ...items] },
+    );
   });
 }
 
