@@ -176,6 +176,7 @@ export class LuminetWorker {
           metrics.tokensGenerated.inc(step.tokens);
           metrics.runningSequences.set(scheduler.runningCount);
         },
+        onPreempt: () => metrics.preemptions.inc(),
       });
       const spool = options.usageSpoolDir ? UsageSpool.open(options.usageSpoolDir) : null;
       const usage = new UsageSender(options.bus, spool);

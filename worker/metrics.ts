@@ -16,6 +16,7 @@ export class WorkerMetrics {
   readonly stepSeconds: Histogram;
   readonly tokensGenerated: Counter;
   readonly batchDistinctAdapters: Histogram;
+  readonly preemptions: Counter;
   readonly adapterLoadSeconds: Histogram<"tier">;
   readonly adapterEvictions: Counter<"tier">;
   readonly adapterArrivals: Counter<"tier">;
@@ -54,6 +55,11 @@ export class WorkerMetrics {
       name: "luminet_batch_distinct_adapters",
       help: "Distinct adapters in one step (base-model rows count for none); one observation per step",
       buckets: [0, 1, 2, 4, 8, 16, 32, 64],
+      registers,
+    });
+    this.preemptions = new Counter({
+      name: "luminet_preemptions_total",
+      help: "Running batch lines (Batch API, flex tier) taken out of the batch for live requests; each runs again later from where it stopped",
       registers,
     });
     this.adapterLoadSeconds = new Histogram({

@@ -8,7 +8,10 @@
 // The engine decodes every running sequence in one run, so the adapters of the running set ARE the step's
 // adapters: at most `maxAdaptersPerStep` adapters are active (acquired in a slot) at once. Requests queue per
 // adapter; admission takes turns across orgs, then across each org's adapters, so a busy org or a hot adapter
-// cannot starve the rest; live requests go before batch lines, which ride spare capacity. A request for an
+// cannot starve the rest; live requests go before batch lines, which ride spare capacity: a live request
+// that finds the batch full, or its adapter without a place while batch lines hold the places, preempts
+// running batch lines (their cache is dropped; each waits again and later prefills its prompt and what it
+// generated, and goes on where it stopped, the same tokens as if never stopped). A request for an
 // adapter that is not active waits for a place: places go in the order adapters started waiting (those
 // wanted by a live request first), and while one waits, the longest-active adapter that has had its quantum
 // of steps stops admitting and leaves once its running sequences end. A cold adapter's wait is so bounded by
@@ -83,6 +86,8 @@ export interface SchedulerOptions {
   /** Steps an adapter keeps admitting before it gives way to an adapter waiting for a place; default 16. */
   adapterQuantumSteps?: number;
   onStep?: (step: StepReport) => void;
+  /** A running batch line was taken out of the batch for live requests (it runs again later). */
+  onPreempt?: (jobId: string) => void;
 }
 
 export interface StepReport {
@@ -160,12 +165,16 @@ interface Entry {
   job: Job;
   group: Group;
   output: SequenceOutput;
-  /** Prompt tokens in the engine's cache so far: a long prompt goes in chunks. */
+  /** What a prefill gives the engine: the prompt; after a preemption, the prompt and the tokens generated. */
+  feed: readonly number[];
+  /** Tokens of `feed` in the engine's cache so far: a long prompt goes in chunks. */
   fed: number;
   /** Of the prompt, the tokens the engine's prefix cache covered; known once the prompt is in. */
   cached: number;
-  /** The whole prompt is in: the sequence runs (decodes). */
+  /** The whole feed is in: the sequence runs (decodes). */
   prefilled: boolean;
+  /** The prompt went in whole once (it is billed, and what it generated went out): set at the first prefill. */
+  started: boolean;
   /** Set while running: the sequence leaves at the next step with this ending. */
   ending: { reason: "cancelled" } | { reason: "error"; error: JobError } | null;
   resolve: (outcome: Outcome) => void;
@@ -297,16 +306,17 @@ export class Scheduler {
         job,
         group,
         output,
+        feed: job.promptTokens,
         fed: 0,
         cached: 0,
         prefilled: false,
+        started: false,
         ending: null,
         resolve,
       };
       // Live requests queue ahead of the group's batch lines, in their own arrival order.
-      const firstBatch = job.batch ? -1 : group.queue.findIndex((e) => e.job.batch);
-      if (firstBatch < 0) group.queue.push(entry);
-      else group.queue.splice(firstBatch, 0, entry);
+      if (job.batch) group.queue.push(entry);
+      else insertBefore(group.queue, entry, (e) => e.job.batch === true);
       this.entries.set(job.id, entry);
       if (job.adapter) this.adapters.prefetch(job.adapter);
       this.kick();
@@ -320,7 +330,10 @@ export class Scheduler {
     if (entry.prefilled) {
       entry.ending ??= { reason: "cancelled" };
       this.kick();
-    } else this.dequeue(entry, this.outcome(entry, "cancelled"));
+    } else {
+      this.flushHeld(entry);
+      this.dequeue(entry, this.outcome(entry, "cancelled"));
+    }
   }
 
   /**
@@ -339,11 +352,15 @@ export class Scheduler {
     this.kick();
   }
 
-  /** Takes back every job not yet prefilled (a draining worker hands them on); returns their ids. */
+  /**
+   * Takes back every job not yet started (a draining worker hands them on); returns their ids. A preempted
+   * batch line has sent tokens already, so it stays and ends here.
+   */
   handBack(): string[] {
     const ids: string[] = [];
     for (const group of this.groups.values()) {
       for (const entry of [...group.queue]) {
+        if (entry.started) continue;
         ids.push(entry.job.id);
         this.dequeue(entry, { kind: "handed-back" });
       }
@@ -417,8 +434,8 @@ export class Scheduler {
       kind: "done",
       finishReason,
       ...(error ? { error } : {}),
-      promptTokens: entry.prefilled ? entry.job.promptTokens.length : 0,
-      cachedPromptTokens: entry.prefilled ? entry.cached : 0,
+      promptTokens: entry.started ? entry.job.promptTokens.length : 0,
+      cachedPromptTokens: entry.started ? entry.cached : 0,
       tokens: entry.output.tokens,
       text: entry.output.text,
     };
@@ -444,6 +461,7 @@ export class Scheduler {
       this.changed = false;
       const started = performance.now();
       await this.retire();
+      await this.yieldPlacesToLive();
       this.arrange();
       const before = this.generated;
       const ran = new Set<Entry>();
@@ -482,6 +500,40 @@ export class Scheduler {
         entry.ending.reason === "error" ? entry.ending.error : undefined,
       );
     }
+  }
+
+  /**
+   * When adapters a live request waits for outnumber the free places, adapters that serve only batch lines
+   * give theirs up at once: their running lines are preempted, so the slot is free for arrange to give.
+   */
+  private async yieldPlacesToLive(): Promise<void> {
+    const adapterGroups = [...this.groups.values()].filter((g) => g.adapter);
+    const liveWaiting = adapterGroups.filter(
+      (g) => g.state === "idle" && g.queue.length > 0 && liveFirst(g) === 0,
+    ).length;
+    const held = adapterGroups.filter((g) => g.state !== "idle").length;
+    let short = liveWaiting - (this.options.maxAdaptersPerStep - held);
+    if (short <= 0) return;
+    const liveRunning = new Set<Group>();
+    for (const entry of [...this.running.values(), ...this.prefilling])
+      if (!entry.job.batch) liveRunning.add(entry.group);
+    // The adapters with the fewest lines running give way first: the least work to redo.
+    for (const group of adapterGroups.sort((a, b) => a.running - b.running)) {
+      if (short <= 0) break;
+      const batchOnly = group.queue.length === 0 || liveFirst(group) === 1;
+      const holdsPlace = group.state === "active" || group.state === "draining";
+      // A group with a prompt in prefill (going in chunks) keeps its place until that prompt is in.
+      if (!holdsPlace || !batchOnly || liveRunning.has(group) || this.prefillingIn(group)) continue;
+      group.state = "draining";
+      for (const entry of [...this.running.values()]) if (entry.group === group) await this.preempt(entry);
+      this.releaseIfUnused(group);
+      if ((group.state as GroupState) === "idle") short--;
+    }
+  }
+
+  private prefillingIn(group: Group): boolean {
+    for (const entry of this.prefilling) if (entry.group === group) return true;
+    return false;
   }
 
   /** Releases adapters nobody needs, gives places to waiting adapters, and asks old ones to make room. */
@@ -644,7 +696,7 @@ export class Scheduler {
     // prompt is in chunks or the chunk would be too small to be worth a run. null: it waits. Tokens a
     // stored prefix covers (`cached`) cost no prefill, so they do not count against the budget.
     const piece = (entry: Entry, cached: number): PrefillWork | null => {
-      const rest = entry.job.promptTokens.slice(entry.fed);
+      const rest = entry.feed.slice(entry.fed);
       const fits = room() + cached;
       if (rest.length <= fits) return { entry, tokens: rest, more: false, cost: rest.length - cached };
       if ((this.chunked !== null && this.chunked !== entry) || room() < MIN_PREFILL_CHUNK) return null;
@@ -652,10 +704,10 @@ export class Scheduler {
     };
     // The engine is asked only about a new prompt that does not fit as it is.
     const cachedOf = async (entry: Entry): Promise<number> =>
-      entry.fed > 0 || entry.job.promptTokens.length <= room()
+      entry.fed > 0 || entry.feed.length <= room()
         ? 0
         : await this.engine.cachedPrefixLength({
-            tokens: entry.job.promptTokens,
+            tokens: entry.feed,
             slot: entry.group.slot,
             prefixScope: entry.job.org,
           });
@@ -666,11 +718,14 @@ export class Scheduler {
     }
     // Groups whose next prompt waits for a prompt of this step to store the prefix they share.
     const waiting = new Set<Group>();
-    while (this.running.size + work.length < this.options.maxBatch) {
+    const full = () => this.running.size + work.length >= this.options.maxBatch;
+    for (;;) {
       const next = this.nextGroup(waiting);
       if (!next) break;
       const { group, orgAt, groupAt } = next;
       const entry = group.queue[0]!;
+      // A full batch takes a live request in place of a running batch line (preempted below).
+      if (full() && (entry.job.batch || !this.preemptionVictim())) break;
       const waits = await this.waitsForSharedPrefix(entry, work);
       const cached = waits ? 0 : await cachedOf(entry);
       // Cancelled, failed or handed back while the engine answered: look again.
@@ -681,6 +736,11 @@ export class Scheduler {
       }
       const taken = piece(entry, cached);
       if (!taken) break;
+      if (full()) {
+        const victim = this.preemptionVictim();
+        if (!victim) break;
+        await this.preempt(victim);
+      }
       budget -= taken.cost;
       group.queue.shift();
       group.running++;
@@ -693,19 +753,48 @@ export class Scheduler {
     return work;
   }
 
+  /** The running batch line cheapest to prefill again (the fewest tokens in cache; the latest on a tie). */
+  private preemptionVictim(): Entry | undefined {
+    let victim: Entry | undefined;
+    let cost = Number.POSITIVE_INFINITY;
+    for (const entry of this.running.values()) {
+      if (!entry.job.batch || entry.ending) continue;
+      const held = entry.job.promptTokens.length + entry.output.tokens.length;
+      if (held <= cost) [victim, cost] = [entry, held];
+    }
+    return victim;
+  }
+
+  /**
+   * Takes a running batch line out of the batch: its cache is released and it waits again, first among its
+   * group's batch lines, to prefill its prompt and the tokens it generated and go on from there. Its
+   * sampling state stays in its SequenceOutput, so it generates what it would have without the pause.
+   */
+  private async preempt(entry: Entry): Promise<void> {
+    if (entry.ending || !this.running.delete(entry.job.id)) return;
+    await this.engine.release(entry.job.id);
+    entry.feed = [...entry.job.promptTokens, ...entry.output.tokens.map((t) => t.token)];
+    entry.fed = 0;
+    entry.prefilled = false;
+    insertBefore(entry.group.queue, entry, (e) => e.job.batch === true && !e.started);
+    entry.group.running--;
+    this.options.onPreempt?.(entry.job.id);
+    this.releaseIfUnused(entry.group);
+  }
+
   /**
    * Whether a new prompt should wait a step: it shares MIN_SHARED_PREFIX more tokens with a prompt this step
    * prefills (or one going in chunks) than the prefix cache covers now, and that prompt's prefix will be in
    * the cache once its prefill ends.
    */
   private async waitsForSharedPrefix(entry: Entry, work: readonly PrefillWork[]): Promise<boolean> {
-    const prompt = entry.job.promptTokens;
+    const prompt = entry.feed;
     if (!this.engine.prefixReadyAfterPrefill || entry.fed > 0 || prompt.length <= MIN_SHARED_PREFIX)
       return false;
     let shared = 0;
     for (const { entry: other } of work) {
       if (other.group !== entry.group || other.job.org !== entry.job.org) continue;
-      shared = Math.max(shared, sharedPrefixLength(prompt, other.job.promptTokens));
+      shared = Math.max(shared, sharedPrefixLength(prompt, other.feed));
     }
     // A prompt reuses whole blocks of a stored prefix, and computes at least its own last token.
     const reusable = Math.floor(Math.min(shared, prompt.length - 1) / PREFIX_BLOCK) * PREFIX_BLOCK;
@@ -749,7 +838,9 @@ export class Scheduler {
       }
       return;
     }
-    const complete = pieces.filter((p) => !p.more).map((p) => p.entry);
+    // What the prefix cache covered counts once, at the prompt's first prefill (a preempted line's second
+    // prefill is the worker's cost, not the caller's).
+    const complete = pieces.filter((p) => !p.more && !p.entry.started).map((p) => p.entry);
     const cached = await this.engine.reusedPromptTokens(complete.map((e) => e.job.id));
     for (const [i, entry] of complete.entries()) entry.cached = cached[i]!;
     for (const [i, { entry, tokens, more }] of pieces.entries()) {
@@ -763,6 +854,7 @@ export class Scheduler {
       if (this.chunked === entry) this.chunked = null;
       this.prefilling.delete(entry);
       entry.prefilled = true;
+      entry.started = true;
       this.running.set(entry.job.id, entry);
       await this.accept(entry, logits[i]!);
     }
@@ -838,11 +930,22 @@ export class Scheduler {
     if (!this.running.delete(entry.job.id)) return;
     entry.group.running--;
     await this.engine.release(entry.job.id);
-    if (reason !== "stop" && reason !== "error") {
-      const rest = entry.output.flush();
-      if (rest) entry.job.onToken?.(null, rest);
-    }
+    if (reason !== "stop" && reason !== "error") this.flushHeld(entry);
     this.releaseIfUnused(entry.group);
     this.settle(entry, this.outcome(entry, reason, error));
   }
+
+  /** Sends text a started sequence still held back (a possible stop string) when it ends otherwise. */
+  private flushHeld(entry: Entry): void {
+    if (!entry.started) return;
+    const rest = entry.output.flush();
+    if (rest) entry.job.onToken?.(null, rest);
+  }
+}
+
+/** Puts an entry before the first of the queue's entries that `before` picks, or at the end. */
+function insertBefore(queue: Entry[], entry: Entry, before: (e: Entry) => boolean): void {
+  const at = queue.findIndex(before);
+  if (at < 0) queue.push(entry);
+  else queue.splice(at, 0, entry);
 }

@@ -276,6 +276,158 @@ describe("scheduler", () => {
     expect(finished.indexOf("cold-live")).toBeLessThan(finished.indexOf("cold-batch-0"));
   });
 
+  // A batch line sampled at temperature with a seed and penalties: a preemption must leave its tokens as
+  // they were, which only holds if the sampler's state survives it.
+  const SAMPLED: Partial<Job> = {
+    batch: true,
+    sampling: { ...GREEDY, temperature: 0.9, seed: 7, presencePenalty: 0.5, repetitionPenalty: 1.2 },
+  };
+
+  /** Tokens of jobs run to the end with nothing else queued: what a preempted line must still produce. */
+  async function uninterrupted(jobs: Job[]): Promise<number[][]> {
+    const { scheduler } = await setUp();
+    const outcomes = await Promise.all(jobs.map((j) => scheduler.submit(j)));
+    return outcomes.map((o) => done(o).tokens.map((t) => t.token));
+  }
+
+  it("preempts a running batch line for a live request when the batch is full; the line then goes on where it stopped", async () => {
+    const lines = [job("line-greedy", 1, 24, { batch: true }), job("line-sampled", 3, 24, SAMPLED)];
+    const expected = await uninterrupted(lines);
+    const preempted: string[] = [];
+    const { scheduler, engine } = await setUp({ maxBatch: 2, onPreempt: (id) => preempted.push(id) });
+    const finished: string[] = [];
+    const streamed = new Map<string, string>();
+    let live: Promise<Outcome> | undefined;
+    const run = (j: Job) =>
+      scheduler
+        .submit({
+          ...j,
+          onToken: (token, text) => {
+            streamed.set(j.id, (streamed.get(j.id) ?? "") + text);
+            // The batch is full (both lines run) when the live request arrives.
+            if (j.id === "line-sampled" && token && (streamed.get(j.id)?.length ?? 0) > 0)
+              live ??= run(job("live", 2, 3));
+          },
+        })
+        .then((o) => {
+          finished.push(j.id);
+          return done(o);
+        });
+    const outcomes = await Promise.all(lines.map(run));
+    await live;
+    expect(preempted).toHaveLength(1);
+    expect(finished[0]).toBe("live");
+    expect(outcomes.map((o) => o.tokens.map((t) => t.token))).toEqual(expected);
+    for (const [i, outcome] of outcomes.entries()) {
+      expect(outcome.finishReason).toBe("length");
+      // Billed once for its prompt; every token went out once.
+      expect(outcome.promptTokens).toBe(4);
+      expect(streamed.get(lines[i]!.id)).toBe(outcome.text);
+    }
+    expect(engine.running).toBe(0);
+  });
+
+  it("never preempts a live request, and does not preempt for a batch line", async () => {
+    const preempted: string[] = [];
+    const { scheduler } = await setUp({ maxBatch: 2, onPreempt: (id) => preempted.push(id) });
+    let late: Promise<Outcome>[] = [];
+    const first = scheduler.submit(
+      job("live-long", 1, 16, {
+        onToken: () => {
+          if (late.length === 0)
+            late = [
+              scheduler.submit(job("live-late", 2, 3)),
+              scheduler.submit(job("batch-late", 3, 3, { batch: true })),
+            ];
+        },
+      }),
+    );
+    const second = scheduler.submit(job("batch-running", 0, 16, { batch: true }));
+    await Promise.all([first, second]);
+    await Promise.all(late);
+    // live-late preempted batch-running; batch-late waited, and nothing preempted live-long.
+    expect(preempted).toEqual(["batch-running"]);
+  });
+
+  it("gives a place held only by batch lines to a live request's adapter at once, preempting those lines", async () => {
+    const lines = [0, 1].map((i) => job(`hot-line-${i}`, 0, 30, i === 0 ? { batch: true } : SAMPLED));
+    const expected = await uninterrupted(lines);
+    const preempted: string[] = [];
+    const { scheduler, adapters } = await setUp({
+      maxAdaptersPerStep: 1,
+      maxBatch: 4,
+      onPreempt: (id) => preempted.push(id),
+    });
+    const finished: string[] = [];
+    let live: Promise<unknown> | undefined;
+    const outcomes = await Promise.all(
+      lines.map((line) =>
+        scheduler
+          .submit({
+            ...line,
+            onToken: () => {
+              live ??= scheduler.submit(job("cold-live", 4, 3)).then(() => finished.push("cold-live"));
+            },
+          })
+          .then((o) => {
+            finished.push(line.id);
+            return done(o);
+          }),
+      ),
+    );
+    await live;
+    // Without preemption the live request would wait for the adapter's quantum and both 30-token lines.
+    expect(finished[0]).toBe("cold-live");
+    expect(preempted.sort()).toEqual(["hot-line-0", "hot-line-1"]);
+    expect(outcomes.map((o) => o.tokens.map((t) => t.token))).toEqual(expected);
+    expect(adapters.held).toBe(0);
+  });
+
+  it("keeps a preempted line when the worker hands back what has not started, and bills a cancelled one for what it ran", async () => {
+    const { scheduler } = await setUp({ maxBatch: 1 });
+    let handedBack: string[] = [];
+    let live: Promise<Outcome> | undefined;
+    const kept = scheduler.submit(
+      job("kept", 1, 12, {
+        batch: true,
+        onToken: () => {
+          live ??= scheduler.submit(
+            job("live", 2, 3, {
+              onToken: () => {
+                // "kept" waits preempted now; "fresh" never ran.
+                if (handedBack.length === 0) handedBack = scheduler.handBack();
+              },
+            }),
+          );
+        },
+      }),
+    );
+    const fresh = scheduler.submit(job("fresh", 1, 3, { batch: true }));
+    expect(await fresh).toEqual({ kind: "handed-back" });
+    expect(handedBack).toEqual(["fresh"]);
+    const outcome = done(await kept);
+    expect(outcome.tokens).toHaveLength(12);
+    await live;
+
+    const { scheduler: other } = await setUp({ maxBatch: 1 });
+    let generated = 0;
+    const cancelled = other.submit(
+      job("cancelled", 1, 40, {
+        batch: true,
+        onToken: () => {
+          generated++;
+          if (generated === 2)
+            void other.submit(job("live", 2, 3, { onToken: () => other.cancel("cancelled") }));
+        },
+      }),
+    );
+    const ended = done(await cancelled);
+    expect(ended.finishReason).toBe("cancelled");
+    expect(ended.promptTokens).toBe(4);
+    expect(ended.tokens.length).toBeGreaterThanOrEqual(2);
+    expect(ended.tokens.length).toBeLessThan(40);
+  });
+
   it("stops a cancelled sequence at the next step and reports only the tokens it generated", async () => {
     const { scheduler, engine } = await setUp();
     let seen = 0;
