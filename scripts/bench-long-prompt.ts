@@ -188,12 +188,16 @@ export async function streamRequest(
   return await readReply(await sendRequest(gateway, id, prompt, maxTokens), id, onToken);
 }
 
-/** Publishes one base-model request; resolves, once it is on the bus, with its reply inbox. */
+/**
+ * Publishes one base-model request (`batch`: as a Batch API line); resolves, once it is on the bus, with its
+ * reply inbox.
+ */
 export async function sendRequest(
   gateway: Bus,
   id: string,
   prompt: number[],
   maxTokens: number,
+  batch = false,
 ): Promise<ReplyInbox> {
   const inbox = await gateway.openReplyInbox();
   const message: InferenceRequest = {
@@ -208,6 +212,7 @@ export async function sendRequest(
     reply: inbox.subject,
     created_at: Date.now(),
     deadline: Date.now() + 10 * 60_000,
+    ...(batch ? { batch } : {}),
   };
   await gateway.publishRequest(message, ANY_WORKER);
   return inbox;

@@ -10,8 +10,9 @@
 // adapter; admission takes turns across orgs, then across each org's adapters, so a busy org or a hot adapter
 // cannot starve the rest; live requests go before batch lines, which ride spare capacity: a live request
 // that finds the batch full, or its adapter without a place while batch lines hold the places, preempts
-// running batch lines (their cache is dropped; each waits again and later prefills its prompt and what it
-// generated, and goes on where it stopped, the same tokens as if never stopped). A request for an
+// running batch lines: each waits again, its cache parked beside the batch (or, on an engine that cannot
+// park, dropped, to prefill its prompt and what it generated again), and goes on where it stopped with the
+// tokens it would have had. A request for an
 // adapter that is not active waits for a place: places go in the order adapters started waiting (those
 // wanted by a live request first), and while one waits, the longest-active adapter that has had its quantum
 // of steps stops admitting and leaves once its running sequences end. A cold adapter's wait is so bounded by
@@ -47,6 +48,9 @@ export interface SchedulerEngine {
   ): Promise<Map<string, DecodeRow>>;
   logitsOf(id: string): Float32Array | Promise<Float32Array>;
   release(id: string): Promise<void> | void;
+  /** ServingEngine.park and resume; without them a preempted sequence is released and prefilled again. */
+  park?(id: string): Promise<void>;
+  resume?(id: string, slot: number): Promise<void> | void;
   /** ServingEngine.reusedPromptTokens. */
   reusedPromptTokens(ids: readonly string[]): number[] | Promise<number[]>;
   /** ServingEngine.cachedPrefixLength. */
@@ -175,6 +179,8 @@ interface Entry {
   prefilled: boolean;
   /** The prompt went in whole once (it is billed, and what it generated went out): set at the first prefill. */
   started: boolean;
+  /** Preempted with its cache parked in the engine: it rejoins the batch without a prefill. */
+  parked: boolean;
   /** Set while running: the sequence leaves at the next step with this ending. */
   ending: { reason: "cancelled" } | { reason: "error"; error: JobError } | null;
   resolve: (outcome: Outcome) => void;
@@ -311,6 +317,7 @@ export class Scheduler {
         cached: 0,
         prefilled: false,
         started: false,
+        parked: false,
         ending: null,
         resolve,
       };
@@ -419,6 +426,8 @@ export class Scheduler {
   private dequeue(entry: Entry, outcome: Outcome): void {
     const at = entry.group.queue.indexOf(entry);
     if (at >= 0) entry.group.queue.splice(at, 1);
+    // The engine takes calls in order, so the id is free again before any later call could reuse it.
+    if (entry.parked) void Promise.resolve(this.engine.release(entry.job.id)).catch(() => {});
     this.releaseIfUnused(entry.group);
     this.settle(entry, outcome);
   }
@@ -726,6 +735,13 @@ export class Scheduler {
       const entry = group.queue[0]!;
       // A full batch takes a live request in place of a running batch line (preempted below).
       if (full() && (entry.job.batch || !this.preemptionVictim())) break;
+      if (entry.parked) {
+        await this.resume(entry);
+        budget -= 1;
+        this.orgTurn = orgAt + 1;
+        this.groupTurn.set(group.org, groupAt + 1);
+        continue;
+      }
       const waits = await this.waitsForSharedPrefix(entry, work);
       const cached = waits ? 0 : await cachedOf(entry);
       // Cancelled, failed or handed back while the engine answered: look again.
@@ -753,7 +769,25 @@ export class Scheduler {
     return work;
   }
 
-  /** The running batch line cheapest to prefill again (the fewest tokens in cache; the latest on a tie). */
+  /**
+   * A parked line rejoins the running batch, in its adapter's slot now, and decodes in this step. It counts
+   * as running before the engine answers, so a cancel or failure meanwhile ends it at the next step.
+   */
+  private async resume(entry: Entry): Promise<void> {
+    entry.group.queue.shift();
+    entry.parked = false;
+    entry.prefilled = true;
+    entry.group.running++;
+    this.running.set(entry.job.id, entry);
+    try {
+      await this.engine.resume!(entry.job.id, entry.group.slot);
+    } catch (error) {
+      const reason = new JobError("engine_error", `resuming failed: ${(error as Error).message}`);
+      await this.finish(entry, "error", reason);
+    }
+  }
+
+  /** The running batch line with the fewest tokens in cache (the least to park or prefill again; the latest on a tie). */
   private preemptionVictim(): Entry | undefined {
     let victim: Entry | undefined;
     let cost = Number.POSITIVE_INFINITY;
@@ -766,15 +800,21 @@ export class Scheduler {
   }
 
   /**
-   * Takes a running batch line out of the batch: its cache is released and it waits again, first among its
-   * group's batch lines, to prefill its prompt and the tokens it generated and go on from there. Its
-   * sampling state stays in its SequenceOutput, so it generates what it would have without the pause.
+   * Takes a running batch line out of the batch. It waits again, first among its group's batch lines, with
+   * its cache parked in the engine, to rejoin as it was; or, where the engine cannot park, with its cache
+   * released, to prefill its prompt and the tokens it generated. Either way its sampling state stays in its
+   * SequenceOutput, so it generates what it would have without the pause.
    */
   private async preempt(entry: Entry): Promise<void> {
     if (entry.ending || !this.running.delete(entry.job.id)) return;
-    await this.engine.release(entry.job.id);
-    entry.feed = [...entry.job.promptTokens, ...entry.output.tokens.map((t) => t.token)];
-    entry.fed = 0;
+    if (this.engine.park && this.engine.resume) {
+      await this.engine.park(entry.job.id);
+      entry.parked = true;
+    } else {
+      await this.engine.release(entry.job.id);
+      entry.feed = [...entry.job.promptTokens, ...entry.output.tokens.map((t) => t.token)];
+      entry.fed = 0;
+    }
     entry.prefilled = false;
     insertBefore(entry.group.queue, entry, (e) => e.job.batch === true && !e.started);
     entry.group.running--;

@@ -2,6 +2,7 @@
 import { resolve } from "node:path";
 import type { Command } from "commander";
 import { logger } from "../../core/logger.ts";
+import { reportBatchLoadBench, runBatchLoadBench } from "../../scripts/bench-batch-load.ts";
 import { reportColdLoadBench, runColdLoadBench } from "../../scripts/bench-cold-load.ts";
 import { reportE2eBench, runE2eBench } from "../../scripts/bench-e2e.ts";
 import { reportEngineBench, runEngineBench } from "../../scripts/bench-engine.ts";
@@ -145,6 +146,31 @@ export function registerBench(program: Command): void {
         });
         reportSwitchBench(result, flags.json === true);
       }),
+    );
+  modelOptions(
+    bench
+      .command("batch-load")
+      .description(
+        "live requests on a worker whose batch is full of batch lines: their time to first token against idle, and the batch's tokens/s",
+      ),
+  )
+    .option("--max-batch <n>", "the worker's --max-batch: batch lines kept in flight", "16")
+    .option("--live <n>", "live requests in each phase", "12")
+    .option("--line-tokens <n>", "tokens each batch line generates", "48")
+    .option("--json", "print one JSON line")
+    .action(
+      benchAction(
+        "batch-load",
+        async (flags: ModelFlags & { maxBatch: string; live: string; lineTokens: string }) => {
+          const result = await runBatchLoadBench({
+            ...modelRun(flags),
+            maxBatch: count("--max-batch", flags.maxBatch),
+            live: count("--live", flags.live),
+            lineTokens: count("--line-tokens", flags.lineTokens),
+          });
+          reportBatchLoadBench(result, flags.json === true);
+        },
+      ),
     );
   modelOptions(
     bench

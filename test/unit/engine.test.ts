@@ -319,6 +319,68 @@ describe("the engine on mixed-adapter batches", () => {
     await resident.close();
   });
 
+  it("parks sequences out of the batch and resumes them, in another slot too, computing what they would have", async () => {
+    for (const deviceResidentState of [false, true]) {
+      const engine = await threeAdapterEngine(deviceResidentState);
+      await engine.writeAdapter(4, adapters[0]!);
+      const pick = (row: Float32Array) => row.indexOf(Math.max(...row));
+      const logits = new Map<string, Float32Array[]>();
+      const fed = new Map<string, number[]>();
+      const next = new Map<string, number>();
+      const admit = async (id: string, i: number, slot: number) => {
+        const [row] = await engine.prefill(id, prompt(i), slot);
+        logits.set(id, [row!.slice()]);
+        fed.set(id, []);
+        next.set(id, pick(row!));
+      };
+      const decode = async (ids: string[]) => {
+        const out = await engine.decode(new Map(ids.map((id) => [id, next.get(id)!])));
+        for (const [id, row] of out) {
+          fed.get(id)!.push(next.get(id)!);
+          logits.get(id)!.push(row.slice());
+          next.set(id, pick(row));
+        }
+      };
+      await admit("a", 1, 1);
+      await admit("b", 4, 2);
+      await decode(["a", "b"]);
+      await decode(["a", "b"]);
+      // c is parked before it ever joined the batch; a from the batch.
+      await admit("c", 2, 3);
+      await engine.park("c");
+      await engine.park("a");
+      await expect(engine.decode(new Map([["a", 1]]))).rejects.toThrow(EngineError);
+      await expect(engine.prefill("a", [1, 2], 1)).rejects.toThrow("sequence a is parked: resume it");
+      await expect(engine.park("a")).rejects.toThrow("sequence a is not decoding");
+      expect(() => engine.resume("b", 2)).toThrow("sequence b is not parked");
+      await decode(["b"]);
+      await decode(["b"]);
+      // a comes back in slot 4, which holds its adapter too; slot 1 has another adapter now.
+      await engine.writeAdapter(1, adapters[1]!);
+      engine.resume("a", 4);
+      engine.resume("c", 3);
+      for (let step = 0; step < 3; step++) await decode(["a", "b", "c"]);
+      // A parked sequence released leaves nothing behind.
+      await admit("d", 3, 2);
+      await engine.park("d");
+      engine.release("d");
+      for (const id of ["a", "b", "c"]) engine.release(id);
+      expect(engine.running).toBe(0);
+
+      for (const [id, i, slot] of [
+        ["a", 1, 4],
+        ["b", 4, 2],
+        ["c", 2, 3],
+      ] as const) {
+        const alone = await runAlone(engine, prompt(i), slot, fed.get(id)!);
+        expect(alone).toHaveLength(logits.get(id)!.length);
+        for (const [step, row] of alone.entries())
+          expect(maxDiff(row, logits.get(id)![step]!)).toBeLessThan(1e-4);
+      }
+      await engine.close();
+    }
+  });
+
   it("prefills prompts of different lengths together as each alone, and decodes them on the same", async () => {
     // Lengths 4, 8, 3 and 11 with three adapters and the base: rows right-padded to 11 in one run.
     const batch = [
@@ -687,7 +749,7 @@ describe("the engine on mixed-adapter batches", () => {
   it("answers the same from a worker thread as in the caller's thread", async () => {
     const direct = await engineFor(modelDir);
     await direct.writeAdapter(1, adapters[3]!);
-    const expected = await runAlone(direct, prompt(4), 1, [9]);
+    const expected = await runAlone(direct, prompt(4), 1, [9, 11]);
     await direct.close();
     const thread = await EngineThread.start({
       modelDir,
@@ -705,6 +767,11 @@ describe("the engine on mixed-adapter batches", () => {
       const second = (await thread.decode(new Map([["t", 9]]))).get("t")!;
       expect(maxDiff(first!, expected[0]!)).toBeLessThan(1e-6);
       expect(maxDiff(second, expected[1]!)).toBeLessThan(1e-6);
+      // It parks as the engine does (the scheduler's preemption uses that when it is there).
+      await thread.park!("t");
+      await thread.resume!("t", 1);
+      const third = (await thread.decode(new Map([["t", 11]]))).get("t")!;
+      expect(maxDiff(third, expected[2]!)).toBeLessThan(1e-6);
       await expect(thread.prefill("u", [], 1)).rejects.toThrow(/empty prompt/);
     } finally {
       await thread.close();

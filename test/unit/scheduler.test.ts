@@ -18,6 +18,7 @@ import {
   JobError,
   type Outcome,
   Scheduler,
+  type SchedulerEngine,
   type SchedulerOptions,
   type StepReport,
 } from "../../worker/scheduler.ts";
@@ -118,8 +119,22 @@ class TestSlots implements AdapterSlots {
   }
 }
 
+/** The engine as the scheduler sees a CUDA engine's: without park and resume. */
+function withoutParking(engine: Engine): SchedulerEngine {
+  return {
+    padsPrefills: engine.padsPrefills,
+    prefixReadyAfterPrefill: engine.prefixReadyAfterPrefill,
+    prefillTogether: (prompts) => engine.prefillTogether(prompts),
+    decodePicking: (tokens, choices) => engine.decodePicking(tokens, choices),
+    logitsOf: (id) => engine.logitsOf(id),
+    release: (id) => engine.release(id),
+    reusedPromptTokens: (ids) => engine.reusedPromptTokens(ids),
+    cachedPrefixLength: (prompt) => engine.cachedPrefixLength(prompt),
+  };
+}
+
 async function setUp(
-  options: Partial<SchedulerOptions> & { slots?: number; prefixCacheBytes?: number } = {},
+  options: Partial<SchedulerOptions> & { slots?: number; prefixCacheBytes?: number; parks?: boolean } = {},
 ) {
   const slots = options.slots ?? ADAPTERS;
   const engine = await Engine.create({
@@ -135,13 +150,14 @@ async function setUp(
   engines.push(engine);
   const adapters = new TestSlots(engine, slots);
   const steps: StepReport[] = [];
-  const scheduler = new Scheduler(engine, tokenizer, adapters, {
+  const { parks = true, ...schedulerOptions } = options;
+  const scheduler = new Scheduler(parks ? engine : withoutParking(engine), tokenizer, adapters, {
     maxBatch: 16,
     maxContext: 128,
     stepTokenBudget: 256,
     maxAdaptersPerStep: 4,
     onStep: (step) => steps.push(step),
-    ...options,
+    ...schedulerOptions,
   });
   return { engine, adapters, scheduler, steps };
 }
@@ -274,158 +290,6 @@ describe("scheduler", () => {
     await Promise.all(all);
     // Adapter 2 started waiting first; the live request's adapter 4 still gets the place first.
     expect(finished.indexOf("cold-live")).toBeLessThan(finished.indexOf("cold-batch-0"));
-  });
-
-  // A batch line sampled at temperature with a seed and penalties: a preemption must leave its tokens as
-  // they were, which only holds if the sampler's state survives it.
-  const SAMPLED: Partial<Job> = {
-    batch: true,
-    sampling: { ...GREEDY, temperature: 0.9, seed: 7, presencePenalty: 0.5, repetitionPenalty: 1.2 },
-  };
-
-  /** Tokens of jobs run to the end with nothing else queued: what a preempted line must still produce. */
-  async function uninterrupted(jobs: Job[]): Promise<number[][]> {
-    const { scheduler } = await setUp();
-    const outcomes = await Promise.all(jobs.map((j) => scheduler.submit(j)));
-    return outcomes.map((o) => done(o).tokens.map((t) => t.token));
-  }
-
-  it("preempts a running batch line for a live request when the batch is full; the line then goes on where it stopped", async () => {
-    const lines = [job("line-greedy", 1, 24, { batch: true }), job("line-sampled", 3, 24, SAMPLED)];
-    const expected = await uninterrupted(lines);
-    const preempted: string[] = [];
-    const { scheduler, engine } = await setUp({ maxBatch: 2, onPreempt: (id) => preempted.push(id) });
-    const finished: string[] = [];
-    const streamed = new Map<string, string>();
-    let live: Promise<Outcome> | undefined;
-    const run = (j: Job) =>
-      scheduler
-        .submit({
-          ...j,
-          onToken: (token, text) => {
-            streamed.set(j.id, (streamed.get(j.id) ?? "") + text);
-            // The batch is full (both lines run) when the live request arrives.
-            if (j.id === "line-sampled" && token && (streamed.get(j.id)?.length ?? 0) > 0)
-              live ??= run(job("live", 2, 3));
-          },
-        })
-        .then((o) => {
-          finished.push(j.id);
-          return done(o);
-        });
-    const outcomes = await Promise.all(lines.map(run));
-    await live;
-    expect(preempted).toHaveLength(1);
-    expect(finished[0]).toBe("live");
-    expect(outcomes.map((o) => o.tokens.map((t) => t.token))).toEqual(expected);
-    for (const [i, outcome] of outcomes.entries()) {
-      expect(outcome.finishReason).toBe("length");
-      // Billed once for its prompt; every token went out once.
-      expect(outcome.promptTokens).toBe(4);
-      expect(streamed.get(lines[i]!.id)).toBe(outcome.text);
-    }
-    expect(engine.running).toBe(0);
-  });
-
-  it("never preempts a live request, and does not preempt for a batch line", async () => {
-    const preempted: string[] = [];
-    const { scheduler } = await setUp({ maxBatch: 2, onPreempt: (id) => preempted.push(id) });
-    let late: Promise<Outcome>[] = [];
-    const first = scheduler.submit(
-      job("live-long", 1, 16, {
-        onToken: () => {
-          if (late.length === 0)
-            late = [
-              scheduler.submit(job("live-late", 2, 3)),
-              scheduler.submit(job("batch-late", 3, 3, { batch: true })),
-            ];
-        },
-      }),
-    );
-    const second = scheduler.submit(job("batch-running", 0, 16, { batch: true }));
-    await Promise.all([first, second]);
-    await Promise.all(late);
-    // live-late preempted batch-running; batch-late waited, and nothing preempted live-long.
-    expect(preempted).toEqual(["batch-running"]);
-  });
-
-  it("gives a place held only by batch lines to a live request's adapter at once, preempting those lines", async () => {
-    const lines = [0, 1].map((i) => job(`hot-line-${i}`, 0, 30, i === 0 ? { batch: true } : SAMPLED));
-    const expected = await uninterrupted(lines);
-    const preempted: string[] = [];
-    const { scheduler, adapters } = await setUp({
-      maxAdaptersPerStep: 1,
-      maxBatch: 4,
-      onPreempt: (id) => preempted.push(id),
-    });
-    const finished: string[] = [];
-    let live: Promise<unknown> | undefined;
-    const outcomes = await Promise.all(
-      lines.map((line) =>
-        scheduler
-          .submit({
-            ...line,
-            onToken: () => {
-              live ??= scheduler.submit(job("cold-live", 4, 3)).then(() => finished.push("cold-live"));
-            },
-          })
-          .then((o) => {
-            finished.push(line.id);
-            return done(o);
-          }),
-      ),
-    );
-    await live;
-    // Without preemption the live request would wait for the adapter's quantum and both 30-token lines.
-    expect(finished[0]).toBe("cold-live");
-    expect(preempted.sort()).toEqual(["hot-line-0", "hot-line-1"]);
-    expect(outcomes.map((o) => o.tokens.map((t) => t.token))).toEqual(expected);
-    expect(adapters.held).toBe(0);
-  });
-
-  it("keeps a preempted line when the worker hands back what has not started, and bills a cancelled one for what it ran", async () => {
-    const { scheduler } = await setUp({ maxBatch: 1 });
-    let handedBack: string[] = [];
-    let live: Promise<Outcome> | undefined;
-    const kept = scheduler.submit(
-      job("kept", 1, 12, {
-        batch: true,
-        onToken: () => {
-          live ??= scheduler.submit(
-            job("live", 2, 3, {
-              onToken: () => {
-                // "kept" waits preempted now; "fresh" never ran.
-                if (handedBack.length === 0) handedBack = scheduler.handBack();
-              },
-            }),
-          );
-        },
-      }),
-    );
-    const fresh = scheduler.submit(job("fresh", 1, 3, { batch: true }));
-    expect(await fresh).toEqual({ kind: "handed-back" });
-    expect(handedBack).toEqual(["fresh"]);
-    const outcome = done(await kept);
-    expect(outcome.tokens).toHaveLength(12);
-    await live;
-
-    const { scheduler: other } = await setUp({ maxBatch: 1 });
-    let generated = 0;
-    const cancelled = other.submit(
-      job("cancelled", 1, 40, {
-        batch: true,
-        onToken: () => {
-          generated++;
-          if (generated === 2)
-            void other.submit(job("live", 2, 3, { onToken: () => other.cancel("cancelled") }));
-        },
-      }),
-    );
-    const ended = done(await cancelled);
-    expect(ended.finishReason).toBe("cancelled");
-    expect(ended.promptTokens).toBe(4);
-    expect(ended.tokens.length).toBeGreaterThanOrEqual(2);
-    expect(ended.tokens.length).toBeLessThan(40);
   });
 
   it("stops a cancelled sequence at the next step and reports only the tokens it generated", async () => {
@@ -763,5 +627,170 @@ describe("scheduler", () => {
     );
     expect(outcome.error?.code).toBe("context_length_exceeded");
     expect(outcome.error?.message).toContain("128");
+  });
+});
+
+// A preempted line's cache parked in the engine (onnxruntime), or released and prefilled again (CUDA).
+describe.each([
+  { mode: "parked", parks: true },
+  { mode: "prefilled again", parks: false },
+])("preempting batch lines for live requests: cache $mode", ({ parks }) => {
+  // A batch line sampled at temperature with a seed and penalties: a preemption must leave its tokens as
+  // they were, which only holds if the sampler's state survives it.
+  const SAMPLED: Partial<Job> = {
+    batch: true,
+    sampling: { ...GREEDY, temperature: 0.9, seed: 7, presencePenalty: 0.5, repetitionPenalty: 1.2 },
+  };
+
+  /** Tokens of jobs run to the end with nothing else queued: what a preempted line must still produce. */
+  async function uninterrupted(jobs: Job[]): Promise<number[][]> {
+    const { scheduler } = await setUp({ parks });
+    const outcomes = await Promise.all(jobs.map((j) => scheduler.submit(j)));
+    return outcomes.map((o) => done(o).tokens.map((t) => t.token));
+  }
+
+  it("preempts a running batch line for a live request when the batch is full; the line then goes on where it stopped", async () => {
+    const lines = [job("line-greedy", 1, 24, { batch: true }), job("line-sampled", 3, 24, SAMPLED)];
+    const expected = await uninterrupted(lines);
+    const preempted: string[] = [];
+    const { scheduler, engine } = await setUp({ parks, maxBatch: 2, onPreempt: (id) => preempted.push(id) });
+    const prefills = vi.spyOn(engine, "prefillTogether");
+    const finished: string[] = [];
+    const streamed = new Map<string, string>();
+    let live: Promise<Outcome> | undefined;
+    const run = (j: Job) =>
+      scheduler
+        .submit({
+          ...j,
+          onToken: (token, text) => {
+            streamed.set(j.id, (streamed.get(j.id) ?? "") + text);
+            // The batch is full (both lines run) when the live request arrives.
+            if (j.id === "line-sampled" && token && (streamed.get(j.id)?.length ?? 0) > 0)
+              live ??= run(job("live", 2, 3));
+          },
+        })
+        .then((o) => {
+          finished.push(j.id);
+          return done(o);
+        });
+    const outcomes = await Promise.all(lines.map(run));
+    await live;
+    expect(preempted).toHaveLength(1);
+    expect(finished[0]).toBe("live");
+    // A parked line rejoins without a prefill; otherwise it prefills its prompt and tokens again.
+    const prefilledTimes = prefills.mock.calls.filter(([prompts]) =>
+      prompts.some((p) => p.id === preempted[0]),
+    ).length;
+    expect(prefilledTimes).toBe(parks ? 1 : 2);
+    expect(outcomes.map((o) => o.tokens.map((t) => t.token))).toEqual(expected);
+    for (const [i, outcome] of outcomes.entries()) {
+      expect(outcome.finishReason).toBe("length");
+      // Billed once for its prompt; every token went out once.
+      expect(outcome.promptTokens).toBe(4);
+      expect(streamed.get(lines[i]!.id)).toBe(outcome.text);
+    }
+    expect(engine.running).toBe(0);
+  });
+
+  it("never preempts a live request, and does not preempt for a batch line", async () => {
+    const preempted: string[] = [];
+    const { scheduler } = await setUp({ parks, maxBatch: 2, onPreempt: (id) => preempted.push(id) });
+    let late: Promise<Outcome>[] = [];
+    const first = scheduler.submit(
+      job("live-long", 1, 16, {
+        onToken: () => {
+          if (late.length === 0)
+            late = [
+              scheduler.submit(job("live-late", 2, 3)),
+              scheduler.submit(job("batch-late", 3, 3, { batch: true })),
+            ];
+        },
+      }),
+    );
+    const second = scheduler.submit(job("batch-running", 0, 16, { batch: true }));
+    await Promise.all([first, second]);
+    await Promise.all(late);
+    // live-late preempted batch-running; batch-late waited, and nothing preempted live-long.
+    expect(preempted).toEqual(["batch-running"]);
+  });
+
+  it("gives a place held only by batch lines to a live request's adapter at once, preempting those lines", async () => {
+    const lines = [0, 1].map((i) => job(`hot-line-${i}`, 0, 30, i === 0 ? { batch: true } : SAMPLED));
+    const expected = await uninterrupted(lines);
+    const preempted: string[] = [];
+    const { scheduler, adapters } = await setUp({
+      parks,
+      maxAdaptersPerStep: 1,
+      maxBatch: 4,
+      onPreempt: (id) => preempted.push(id),
+    });
+    const finished: string[] = [];
+    let live: Promise<unknown> | undefined;
+    const outcomes = await Promise.all(
+      lines.map((line) =>
+        scheduler
+          .submit({
+            ...line,
+            onToken: () => {
+              live ??= scheduler.submit(job("cold-live", 4, 3)).then(() => finished.push("cold-live"));
+            },
+          })
+          .then((o) => {
+            finished.push(line.id);
+            return done(o);
+          }),
+      ),
+    );
+    await live;
+    // Without preemption the live request would wait for the adapter's quantum and both 30-token lines.
+    expect(finished[0]).toBe("cold-live");
+    expect(preempted.sort()).toEqual(["hot-line-0", "hot-line-1"]);
+    expect(outcomes.map((o) => o.tokens.map((t) => t.token))).toEqual(expected);
+    expect(adapters.held).toBe(0);
+  });
+
+  it("keeps a preempted line when the worker hands back what has not started, and bills a cancelled one for what it ran", async () => {
+    const { scheduler } = await setUp({ parks, maxBatch: 1 });
+    let handedBack: string[] = [];
+    let live: Promise<Outcome> | undefined;
+    const kept = scheduler.submit(
+      job("kept", 1, 12, {
+        batch: true,
+        onToken: () => {
+          live ??= scheduler.submit(
+            job("live", 2, 3, {
+              onToken: () => {
+                // "kept" waits preempted now; "fresh" never ran.
+                if (handedBack.length === 0) handedBack = scheduler.handBack();
+              },
+            }),
+          );
+        },
+      }),
+    );
+    const fresh = scheduler.submit(job("fresh", 1, 3, { batch: true }));
+    expect(await fresh).toEqual({ kind: "handed-back" });
+    expect(handedBack).toEqual(["fresh"]);
+    const outcome = done(await kept);
+    expect(outcome.tokens).toHaveLength(12);
+    await live;
+
+    const { scheduler: other } = await setUp({ parks, maxBatch: 1 });
+    let generated = 0;
+    const cancelled = other.submit(
+      job("cancelled", 1, 40, {
+        batch: true,
+        onToken: () => {
+          generated++;
+          if (generated === 2)
+            void other.submit(job("live", 2, 3, { onToken: () => other.cancel("cancelled") }));
+        },
+      }),
+    );
+    const ended = done(await cancelled);
+    expect(ended.finishReason).toBe("cancelled");
+    expect(ended.promptTokens).toBe(4);
+    expect(ended.tokens.length).toBeGreaterThanOrEqual(2);
+    expect(ended.tokens.length).toBeLessThan(40);
   });
 });

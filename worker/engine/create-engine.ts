@@ -43,6 +43,13 @@ export interface ServingEngine {
   /** The logits of a sequence of the last decode, for candidates that could not settle its draw. */
   logitsOf(id: string): Float32Array;
   switchAdapter(id: string, slot: number): void;
+  /**
+   * Engine.park and resume: a decoding sequence leaves the batch with its cache kept aside, and comes back.
+   * Absent where the cache rows are the batch (CUDA): a sequence that must leave is released and prefilled
+   * again.
+   */
+  park?(id: string): Promise<void>;
+  resume?(id: string, slot: number): void;
   release(id: string): void;
   /** The tokens of a prompt a prefill would now take from a stored prefix; 0 without a prefix cache. */
   cachedPrefixLength(prompt: Pick<PrefillPrompt, "tokens" | "slot" | "prefixScope">): number;

@@ -36,6 +36,7 @@ try {
     model: engine.model,
     padsPrefills: engine.padsPrefills,
     prefixReadyAfterPrefill: engine.prefixReadyAfterPrefill,
+    parksSequences: engine.park !== undefined && engine.resume !== undefined,
   };
   port.postMessage({ ready });
   let queue = Promise.resolve();

@@ -16,6 +16,8 @@ export interface EngineTraits {
   model: ModelConfig;
   padsPrefills: boolean;
   prefixReadyAfterPrefill: boolean;
+  /** The engine parks sequences (ServingEngine.park). */
+  parksSequences: boolean;
 }
 
 export type ThreadReply = { id: number; result: unknown } | { id: number; error: string; name: string };
@@ -29,6 +31,9 @@ export class EngineThread {
   readonly model: ModelConfig;
   readonly padsPrefills: boolean;
   readonly prefixReadyAfterPrefill: boolean;
+  /** ServingEngine.park and resume, present where the thread's engine has them. */
+  readonly park?: (id: string) => Promise<void>;
+  readonly resume?: (id: string, slot: number) => Promise<void>;
 
   private constructor(
     private readonly worker: Worker,
@@ -37,6 +42,10 @@ export class EngineThread {
     this.model = traits.model;
     this.padsPrefills = traits.padsPrefills;
     this.prefixReadyAfterPrefill = traits.prefixReadyAfterPrefill;
+    if (traits.parksSequences) {
+      this.park = (id) => this.call("park", [id]) as Promise<void>;
+      this.resume = (id, slot) => this.call("resume", [id, slot]) as Promise<void>;
+    }
     worker.on("message", (reply: ThreadReply) => {
       const call = this.pending.get(reply.id);
       if (!call) return;

@@ -137,8 +137,10 @@ interface Sequence {
   slot: number;
   /** Tokens in the KV cache. */
   length: number;
-  /** Its prompt is still being prefilled chunk by chunk: it does not decode yet. */
+  /** It does not decode: its prompt is still being prefilled chunk by chunk, or it is parked. */
   partial: boolean;
+  /** Taken out of the batch by park, its cache aside in partialKv, until resume. */
+  parked?: boolean;
   /** While partial, its prompt's tokens so far (for the prefix cache once the prompt is complete). */
   prompt: number[];
   /** Prompt tokens a stored prefix's cache covered: not prefilled. */
@@ -389,7 +391,7 @@ export class Engine {
   private readonly sequences = new Map<string, Sequence>();
   /** Prefilled sequences waiting to join the batch cache at the next decode: their row of a prefill's presents. */
   private readonly joining = new Map<string, { tensors: KvTensors; row: number }>();
-  /** The caches of sequences whose prompts are still prefilling chunk by chunk, batch 1 each. */
+  /** The caches of sequences whose prompts are still prefilling chunk by chunk, or parked; batch 1 each. */
   private readonly partialKv = new Map<string, KvTensors>();
   /** Caches of earlier prompts' prefixes, batch 1 each; null when EngineOptions.prefixCacheBytes is 0. */
   private readonly prefixes: PrefixCache<KvTensors> | null;
@@ -501,6 +503,8 @@ export class Engine {
    */
   async prefillTogether(prompts: readonly PrefillPrompt[], allLogits = false): Promise<Float32Array[]> {
     checkPrefillPrompts(prompts, this.sequences, this.options.maxContext, (slot) => this.checkSlot(slot));
+    for (const { id } of prompts)
+      if (this.sequences.get(id)?.parked) throw new EngineError(`sequence ${id} is parked: resume it`);
     const logits = new Map<string, Float32Array[]>();
     // A prompt that starts like an earlier one continues from that prefix's cache (not when every
     // token's logits are wanted: the prefix's would not be computed).
@@ -745,6 +749,40 @@ export class Engine {
     if (!sequence) throw new EngineError(`sequence ${id} is not running`);
     this.checkSlot(slot);
     sequence.slot = slot;
+  }
+
+  /**
+   * Takes a decoding sequence out of the batch, its cache copied aside (host or device memory, one row of its
+   * length), so that a scheduler can give its place to another without losing its work: it leaves the batch
+   * at the next decode and takes no part in decodes until resume.
+   */
+  async park(id: string): Promise<void> {
+    const sequence = this.sequences.get(id);
+    if (!sequence || sequence.partial) throw new EngineError(`sequence ${id} is not decoding`);
+    const joining = this.joining.get(id);
+    const source = joining ?? { tensors: this.batchKv, row: this.batchIds.indexOf(id) };
+    this.partialKv.set(id, await this.ownRow({ ...source, length: sequence.length }));
+    // A joiner's prefill tensors are freed with the batch's next rebuild (prefillsToFree) as before.
+    this.joining.delete(id);
+    sequence.partial = true;
+    sequence.parked = true;
+  }
+
+  /**
+   * Puts a parked sequence back: it joins the batch at the next decode, in `slot` (its adapter's slot now,
+   * which may differ from the one it left), and goes on as if it had never left.
+   */
+  resume(id: string, slot: number): void {
+    const sequence = this.sequences.get(id);
+    if (!sequence?.parked) throw new EngineError(`sequence ${id} is not parked`);
+    this.checkSlot(slot);
+    const kv = this.partialKv.get(id)!;
+    this.partialKv.delete(id);
+    this.joining.set(id, { tensors: kv, row: 0 });
+    this.prefillsToFree.add(kv);
+    sequence.slot = slot;
+    sequence.partial = false;
+    sequence.parked = false;
   }
 
   /** Removes a finished or cancelled sequence; its cache rows leave the batch at the next decode. */
