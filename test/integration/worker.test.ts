@@ -109,9 +109,10 @@ async function ask(
   maxTokens: number,
   target = ANY_WORKER,
   onChunk?: (chunk: TokenChunk, req: InferenceRequest) => void,
+  fields: Partial<InferenceRequest> = {},
 ): Promise<Answer> {
   const inbox = await bus.openReplyInbox();
-  const req = request(name, adapter, maxTokens, inbox.subject);
+  const req = { ...request(name, adapter, maxTokens, inbox.subject), ...fields };
   await bus.publishRequest(req, target);
   const chunks: TokenChunk[] = [];
   for await (const reply of inbox) {
@@ -343,6 +344,51 @@ describe("luminet worker", () => {
     expect(final?.error?.code).toBe("adapter_unavailable");
     expect(final?.error?.message).toContain("no-such-adapter");
     expect(fine.final.finish_reason).toBe("length");
+  });
+
+  it("lets a live request preempt running batch lines; each streams on where it stopped, billed once", async () => {
+    const worker = await spawnWorker("p", ["--max-batch", "2"]);
+    // What each line generates uninterrupted (the prompt follows the name's length: "solo-i" as "line-i").
+    const solo = await Promise.all([0, 1].map((i) => ask(`solo-${i}`, i, 400, "a")));
+    const finished: string[] = [];
+    const streaming = new Set<number>();
+    let live: Promise<Answer> | undefined;
+    const lines = [0, 1].map((i) =>
+      ask(
+        `line-${i}`,
+        i,
+        400,
+        "p",
+        () => {
+          streaming.add(i);
+          // Both lines hold the worker's two places when the live request comes.
+          if (streaming.size < 2) return;
+          live ??= ask("live", 2, 3, "p").then((answer) => {
+            finished.push("live");
+            return answer;
+          });
+        },
+        { batch: true },
+      ).then((answer) => {
+        finished.push(`line-${i}`);
+        return answer;
+      }),
+    );
+    const answers = await Promise.all(lines);
+    expect((await live!).final.usage.completion_tokens).toBe(3);
+    expect(finished[0]).toBe("live");
+    expect(await metric(worker, "luminet_preemptions_total")).toBeGreaterThanOrEqual(1);
+    for (const [i, { request: req, chunks, final }] of answers.entries()) {
+      expect(final).toMatchObject({ finish_reason: "length", seq: chunks.length });
+      expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, k) => k));
+      expect(chunks.flatMap((c) => c.token_ids)).toEqual(solo[i]!.chunks.flatMap((c) => c.token_ids));
+      expect(final.usage).toEqual({ prompt_tokens: 4, completion_tokens: 400, cached_tokens: 0 });
+      const events = await usageOf(req.id);
+      expect(events).toHaveLength(1);
+      expect(events[0]).toMatchObject({ input_tokens: 4, output_tokens: 400, batch: true });
+    }
+    worker.process.signal("SIGTERM");
+    expect(await worker.exited).toBe(0);
   });
 
   it("drains on SIGTERM: running requests finish, the rest are served elsewhere, it exits 0", async () => {
