@@ -7,7 +7,7 @@
 // line is lost and none is billed twice. Transient refusals (rate limits, no worker, an unreachable bus or
 // database) put the line back with a growing delay. When a batch has no line left to run, one runner
 // writes its output and error files and ends it, in one transaction.
-import { and, asc, eq, inArray, isNull, lt, lte, notExists, or } from "drizzle-orm";
+import { and, asc, eq, gte, inArray, isNull, lt, lte, notExists, or } from "drizzle-orm";
 import { sha256Hex } from "../core/sha256.ts";
 import type { Db } from "../db/open.ts";
 import type { BatchOutputLine } from "../schema/batch-api.ts";
@@ -85,8 +85,6 @@ export class BatchRunner {
   readonly #options: Required<BatchRunnerOptions>;
   #running = false;
   #inFlight = new Set<Promise<void>>();
-  /** Each line in flight's base, and when it was sent (wall clock, as heartbeats are): the room check. */
-  #sent = new Map<Promise<void>, { base: string; at: number }>();
   /** Each line in flight's cancel: stop() uses them once its grace is over. */
   #controllers = new Set<AbortController>();
   #loop: Promise<void> | null = null;
@@ -203,7 +201,6 @@ export class BatchRunner {
     if (room <= 0) return 0;
     const now = new Date(this.#options.now());
     const fleet = this.#options.room ? await this.#options.room() : null;
-    const mayGo = this.#budget(fleet);
     const claimed: (Claimed & { base: string })[] = await db.transaction(async (tx) => {
       const due = await tx
         .select({
@@ -229,6 +226,7 @@ export class BatchRunner {
         .orderBy(asc(batches.createdAt), asc(batchRequests.batchId), asc(batchRequests.line))
         .limit(fleet ? room * CANDIDATES_PER_PLACE : room)
         .for("update", { of: batchRequests, skipLocked: true });
+      const mayGo = await this.#budget(tx, fleet, new Set(due.map((d) => d.base)));
       const out: (Claimed & { base: string })[] = [];
       for (const { batchId, line, base } of due) {
         if (out.length >= room) break;
@@ -267,29 +265,44 @@ export class BatchRunner {
         )
         .finally(() => {
           this.#inFlight.delete(done);
-          this.#sent.delete(done);
           this.#wake?.();
         });
       this.#inFlight.add(done);
-      this.#sent.set(done, { base: line.base, at: Date.now() });
     }
     return claimed.length;
   }
 
   /**
    * Whether one more line of a base may go now (each yes counts against the base): within the room its
-   * workers reported, less this runner's lines sent since; one at a time for a base with no live worker,
-   * which waits in the base's queue where the autoscaler sees it. Without a fleet view, always.
+   * workers reported, less the lines every runner claimed since (their heartbeats do not count those yet);
+   * one at a time for a base with no live worker, which waits in the base's queue where the autoscaler sees
+   * it. Without a fleet view, always. `bases`: those of the lines about to be claimed.
    */
-  #budget(fleet: ReadonlyMap<string, BaseRoom> | null): (base: string) => boolean {
-    if (!fleet) return () => true;
+  async #budget(
+    tx: Pick<Db, "select">,
+    fleet: ReadonlyMap<string, BaseRoom> | null,
+    bases: ReadonlySet<string>,
+  ): Promise<(base: string) => boolean> {
+    if (!fleet || bases.size === 0) return () => true;
+    const inFlight = await tx
+      .select({ base: batchRequests.base, claimedAt: batchRequests.claimedAt })
+      .from(batchRequests)
+      .where(
+        and(
+          inArray(batchRequests.base, [...bases]),
+          eq(batchRequests.status, "running"),
+          gte(batchRequests.claimedAt, this.#staleBefore()),
+        ),
+      );
     const left = new Map<string, number>();
     return (base) => {
       let places = left.get(base);
       if (places === undefined) {
         const room = fleet.get(base);
-        const mine = [...this.#sent.values()].filter((sent) => sent.base === base);
-        places = room ? room.places - mine.filter((sent) => sent.at > room.asOf).length : 1 - mine.length;
+        const sent = inFlight.filter((line) => line.base === base);
+        places = room
+          ? room.places - sent.filter((line) => line.claimedAt!.getTime() > room.asOf).length
+          : 1 - sent.length;
       }
       left.set(base, places - 1);
       return places > 0;

@@ -511,39 +511,43 @@ describe("the Batch API", () => {
     expect(ended.request_counts).toEqual({ total: 1, completed: 1, failed: 0 });
   });
 
-  it("sends a base's lines only into the room its workers report, and one at a time where none is live", async () => {
+  it("sends a base's lines only into the room its workers report, whichever runner sends them, and one at a time where none is live", async () => {
     const file = await upload([
       ...["w1", "w2", "w3", "w4"].map((id) => chatLine(id, BASE)),
       ...["c1", "c2"].map((id) => chatLine(id, "cold-base:acme/a1")),
     ]);
     const batch = await startBatch(file.id);
     let passes = 0;
-    const filling = new BatchRunner({
-      app: stuck,
-      db: h.db,
-      log: h.deps.log,
-      concurrency: 6,
-      leaseMs: 60_000,
-      pollMs: 10,
-      newId: h.deps.newRequestId,
-      runnerId: "filling",
-      now: () => clock,
-      // The base's workers have room for two lines (a heartbeat older than anything sent); cold-base has
-      // no live worker.
-      room: async () => {
-        passes++;
-        return new Map([[BASE, { places: 2, asOf: 0 }]]);
-      },
-    });
-    filling.start();
-    while (passes < 5) await new Promise((resolve) => setTimeout(resolve, 10));
+    // Two gateways' runners, each with places to spare: the room is the fleet's, not each runner's.
+    const filling = ["filling-a", "filling-b"].map(
+      (runnerId) =>
+        new BatchRunner({
+          app: stuck,
+          db: h.db,
+          log: h.deps.log,
+          concurrency: 6,
+          leaseMs: 60_000,
+          pollMs: 10,
+          newId: h.deps.newRequestId,
+          runnerId,
+          now: () => clock,
+          // The base's workers have room for two lines (a heartbeat older than anything sent); cold-base
+          // has no live worker.
+          room: async () => {
+            passes++;
+            return new Map([[BASE, { places: 2, asOf: 0 }]]);
+          },
+        }),
+    );
+    for (const runner of filling) runner.start();
+    while (passes < 10) await new Promise((resolve) => setTimeout(resolve, 10));
     const running = await h.db
       .select({ customId: batchRequests.customId })
       .from(batchRequests)
       .where(and(eq(batchRequests.batchId, batch.id), eq(batchRequests.status, "running")));
     const sent = running.map((r) => r.customId[0]).sort();
     expect(sent).toEqual(["c", "w", "w"]);
-    await filling.stop(0);
+    await Promise.all(filling.map((runner) => runner.stop(0)));
     await client.batches.cancel(batch.id);
     await runner().drain();
     expect((await client.batches.retrieve(batch.id)).status).toBe("cancelled");
