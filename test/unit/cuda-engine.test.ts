@@ -315,6 +315,27 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     await cuda.close();
   });
 
+  it("files a released sequence's decoded tokens with its prompt, so a prompt continuing the conversation reuses both", async () => {
+    const cpu = await cpuEngine();
+    const rowBytes = cacheRowBytes(model, common.maxContext);
+    const cuda = await cudaEngine({ maxBatch: 2, stepTokens: 16, prefixCacheBytes: rowBytes }).engine;
+    await cpu.writeAdapter(1, adapters[0]!);
+    await cuda.writeAdapter(1, adapters[0]!);
+    const first = Array.from({ length: 20 }, (_, t) => (13 * t + 5) % model.vocabSize);
+    const answer = Array.from({ length: 30 }, (_, t) => (29 * t + 7) % model.vocabSize);
+    await cuda.prefillTogether([{ id: "turn-1", tokens: first, slot: 1 }]);
+    for (const token of answer) await cuda.decode(new Map([["turn-1", token]]));
+    // 50 tokens in its row: kept as a prefix of three whole blocks (the prompt alone held one).
+    cuda.release("turn-1");
+    const next = [{ id: "turn-2", tokens: [...first, ...answer, 3, 4, 5, 6], slot: 1 }];
+    const got = await cuda.prefillTogether(next);
+    const want = await cpu.prefillTogether(next);
+    expect(cuda.reusedPromptTokens(["turn-2"])).toEqual([48]);
+    expectClose(got, want);
+    await cpu.close();
+    await cuda.close();
+  });
+
   it("refuses the same misuse as the CPU engine with the same errors", async () => {
     const cpu = await cpuEngine({ slots: 2, maxRank: 8 });
     const cuda = await cudaEngine({ slots: 2, maxRank: 8 }).engine;

@@ -141,8 +141,14 @@ interface Sequence {
   partial: boolean;
   /** Taken out of the batch by park, its cache aside in partialKv, until resume. */
   parked?: boolean;
-  /** While partial, its prompt's tokens so far (for the prefix cache once the prompt is complete). */
+  /**
+   * With a prefix cache, the tokens in its cache: its prompt so far while partial (stored once complete),
+   * then the prompt and every decoded token (stored when it is released, so a later prompt that continues
+   * the conversation reuses the answer's positions too). Empty without a prefix cache.
+   */
   prompt: number[];
+  /** Its prefix-cache scope (PrefixScopes.of), set once its prompt is complete, with a prefix cache. */
+  prefixKey?: string;
   /** Prompt tokens a stored prefix's cache covered: not prefilled. */
   reused: number;
 }
@@ -573,12 +579,30 @@ export class Engine {
   ): Promise<void> {
     const scope = this.scopes.of(from);
     if (!this.prefixes || scope === undefined) return;
-    const { layers, kvHeads, headDim, dtype } = this.kvShape;
-    const bytesPerToken = 2 * layers * kvHeads * headDim * (dtype === "float32" ? 4 : 2);
+    const bytesPerToken = this.kvBytesPerToken;
     const length = this.prefixes.worthStoring(scope, prompt, bytesPerToken);
     if (length === 0) return;
     const kv = await this.ownRow({ ...source, length });
     this.prefixes.store(scope, prompt.slice(0, length), kv, length * bytesPerToken);
+  }
+
+  /** Bytes of one position's keys and values over every layer. */
+  private get kvBytesPerToken(): number {
+    const { layers, kvHeads, headDim, dtype } = this.kvShape;
+    return 2 * layers * kvHeads * headDim * (dtype === "float32" ? 4 : 2);
+  }
+
+  /** Stores a decoding sequence's cache rows, prompt and answer, for prompts that continue it. */
+  private rememberSequence(id: string): void {
+    const sequence = this.sequences.get(id);
+    // A device cache's copy is asynchronous: only a host cache's row is stored here.
+    if (!this.prefixes || !sequence?.prefixKey || sequence.partial || this.deviceOps) return;
+    const bytesPerToken = this.kvBytesPerToken;
+    const length = this.prefixes.worthStoring(sequence.prefixKey, sequence.prompt, bytesPerToken);
+    if (length === 0) return;
+    const source = this.joining.get(id) ?? { tensors: this.batchKv, row: this.batchIds.indexOf(id) };
+    const kv = gatherKvRows(this.kvShape, [{ ...source, length }]);
+    this.prefixes.store(sequence.prefixKey, sequence.prompt.slice(0, length), kv, length * bytesPerToken);
   }
 
   /** New prompts in one run; each joins the batch at the next decode, or waits for its next chunk. */
@@ -614,7 +638,8 @@ export class Engine {
         slot,
         length: tokens.length,
         partial,
-        prompt: partial ? tokens.slice() : [],
+        prompt: this.prefixes ? tokens.slice() : [],
+        ...(this.prefixes && !partial ? { prefixKey: this.scopes.of(prompt) } : {}),
         reused: 0,
       });
       if (!partial) {
@@ -658,7 +683,7 @@ export class Engine {
         row: 0,
         length: sequence.length,
       });
-      sequence.prompt = [];
+      if (this.prefixes) sequence.prefixKey = this.scopes.of(prompt);
     }
     return rows.map((r) => r.logits!);
   }
@@ -720,7 +745,10 @@ export class Engine {
       this.disposeKv(this.batchKv);
       this.batchKv = kv;
     }
-    for (const s of sequences) s.length += 1;
+    for (const [i, s] of sequences.entries()) {
+      s.length += 1;
+      if (s.prefixKey !== undefined) s.prompt.push(tokens.get(ids[i]!)!);
+    }
     const out = new Map<string, DecodeRow>();
     for (const [i, id] of ids.entries()) {
       const row = rows[i]!;
@@ -785,8 +813,12 @@ export class Engine {
     sequence.parked = false;
   }
 
-  /** Removes a finished or cancelled sequence; its cache rows leave the batch at the next decode. */
+  /**
+   * Removes a finished or cancelled sequence; its cache rows leave the batch at the next decode. With a
+   * prefix cache (host caches), its whole blocks — prompt and decoded tokens — are stored first.
+   */
   release(id: string): void {
+    this.rememberSequence(id);
     this.sequences.delete(id);
     this.joining.delete(id);
     const partial = this.partialKv.get(id);

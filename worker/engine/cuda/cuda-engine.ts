@@ -332,9 +332,9 @@ export class CudaEngine {
   }
 
   /**
-   * Removes a finished or cancelled sequence and frees its cache row — or, with a prefix cache and a whole
-   * prompt of at least one block, keeps the row as that prompt's stored prefix (its later positions are
-   * never read from there).
+   * Removes a finished or cancelled sequence and frees its cache row — or, with a prefix cache and at least
+   * one whole block of prompt and decoded tokens, keeps the row as those tokens' stored prefix (its later
+   * positions are never read from there).
    */
   release(id: string): void {
     const sequence = this.sequences.get(id);
@@ -414,7 +414,11 @@ export class CudaEngine {
     }
     this.checkDistinctAdapters(rows.map((r) => r.slot));
     const result = await this.runRows(rows, options);
-    for (const sequence of sequences) sequence.length += 1;
+    for (const [i, sequence] of sequences.entries()) {
+      sequence.length += 1;
+      // Its answer is filed with its prompt when it is released: a prompt that continues it reuses both.
+      if (sequence.prefixKey !== undefined) sequence.prompt.push(rows[i]!.token);
+    }
     const ids = [...tokens.keys()];
     this.lastDecodeIds = ids;
     return { ids, ...result };

@@ -10,7 +10,10 @@ export interface RunningSequence {
   length: number;
   /** Its prompt is still being prefilled chunk by chunk: it does not decode yet. */
   partial: boolean;
-  /** Its prompt's tokens so far, kept only where a prefix cache may store them when it is released. */
+  /**
+   * The tokens in its row — its prompt so far, then each decoded token — kept only where a prefix cache may
+   * store them when it is released.
+   */
   prompt: number[];
   /** Prompt tokens its row held from a stored prefix (copied in) when it was admitted: not prefilled. */
   reused: number;
