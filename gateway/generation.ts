@@ -80,8 +80,9 @@ export function choiceSeed(seed: number | null, index: number): number | null {
 export async function startGenerations(options: GenerationOptions, target: GenerationTarget) {
   const { bus } = options;
   const heartbeats = await bus.liveHeartbeats(target.base);
-  // A base-only request is placed by its org (prefix-cache affinity, routing.ts); the rest spread by id.
-  const key = target.adapter ? target.requestId : target.caller.orgId;
+  // Placed by the org (prefix-cache affinity, routing.ts); a residency-blind router spreads adapter
+  // requests by id instead.
+  const key = target.adapter && options.routing?.residencyBlind ? target.requestId : target.caller.orgId;
   const decision = routeRequest(heartbeats, target.adapter?.name ?? null, key, options.routing);
   if (decision === null && coldStartWaitMs(options) <= 0) {
     throw noWorker(target.base, options.retryAfterSeconds);

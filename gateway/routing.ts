@@ -1,6 +1,8 @@
 // Which worker gets a request, from the workers' heartbeats (DESIGN.md, "Placement and routing"):
 //  - an adapter resident on a worker scores by tier (slot > RAM > disk), minus a penalty for the worker's
 //    load, so a hot adapter spreads to another worker once its own gets busy, up to `maxReplicas` workers;
+//    among its replicas that score nearly the best, the org's rendezvous worker takes the request, so an
+//    org's conversations and system prompts on the adapter meet in one worker's prefix cache;
 //  - an adapter resident nowhere (or only on overloaded workers) is cold: it goes to the worker chosen by
 //    rendezvous hashing among the least-loaded ones, so the same adapter keeps landing on the same worker
 //    and its weights are loaded once;
@@ -23,7 +25,8 @@ export interface RoutingOptions {
   coldSlack?: number;
   /**
    * For base-only requests, workers within this much load of the least-loaded one are equally good, and
-   * the org's rendezvous worker among them takes the request (prefix-cache affinity).
+   * for an adapter, its replicas within this much of the best score; the org's rendezvous worker among them
+   * takes the request (prefix-cache affinity).
    */
   prefixSlack?: number;
   /** When even the best worker has this many queued requests, use the shared queue. */
@@ -83,8 +86,9 @@ const tierOutcome: Record<Tier, RouteOutcome> = { slot: "resident", ram: "ram", 
 
 /**
  * The worker id to publish to, ANY_WORKER for the shared queue, or null when no worker serves the base.
- * `adapter` is the exact adapter name (null for the base model alone); `key` places base-only requests
- * (the gateway passes the caller's org) and, when routing is residency-blind, spreads the rest.
+ * `adapter` is the exact adapter name (null for the base model alone); `key` places base-only requests and
+ * picks among an adapter's nearly best replicas (the gateway passes the caller's org: prefix-cache
+ * affinity) and, when routing is residency-blind, spreads the rest (the gateway passes the request id).
  */
 export function chooseWorker(
   heartbeats: readonly WorkerHeartbeat[],
@@ -137,7 +141,13 @@ export function routeRequest(
     undefined,
   );
   if (bestResident && (bestResident.score >= coldScore || resident.length >= o.maxReplicas)) {
-    return placed(bestResident.worker);
+    const nearlyBest = resident.filter((r) => r.score >= bestResident.score - o.prefixSlack);
+    return placed(
+      rendezvous(
+        key,
+        nearlyBest.map((r) => r.worker),
+      )!,
+    );
   }
   // Cold: prefer workers with a free slot, so loading this adapter evicts nothing.
   const roomy = leastLoaded.filter((w) => w.free_slots > 0);

@@ -108,6 +108,20 @@ describe("chooseWorker", () => {
     expect(chooseWorker(busy, null, "acme", { prefixSlack: 3 })).toBe(of("acme"));
   });
 
+  it("keeps an org's requests for an adapter on one of its nearly best replicas, and spreads orgs", () => {
+    const replicas = ["w1", "w2", "w3"].map((id, i) => worker(id, { ...tiers(["a"]), running: i % 2 }));
+    const others = [worker("x"), worker("y", tiers([], ["a"]))];
+    // Slot replicas at loads 0, 0.25, 0: all within the slack; the RAM copy and the idle worker score lower.
+    const of = (org: string) => chooseWorker([...others, ...replicas], "a", org);
+    expect(of("acme")).toBe(rendezvous("acme", replicas)!.worker_id);
+    expect(chooseWorker([...replicas, ...others].reverse(), "a", "acme")).toBe(of("acme"));
+    const orgs = Array.from({ length: 30 }, (_, i) => `org-${i}`);
+    expect(new Set(orgs.map(of)).size).toBe(3);
+    // A replica busier than the slack takes none, whichever org it would be.
+    const busy = replicas.map((w) => (w.worker_id === of("acme") ? { ...w, queue_depth: 2 } : w));
+    expect(chooseWorker([...others, ...busy], "a", "acme")).not.toBe(of("acme"));
+  });
+
   it("uses the shared queue when every worker has a backlog", () => {
     const workers = ["w1", "w2"].map((id) => worker(id, { ...tiers(["a"]), queue_depth: 20 }));
     expect(chooseWorker(workers, "a", "r", { sharedQueueDepth: 16 })).toBe(ANY_WORKER);
