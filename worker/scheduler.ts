@@ -211,6 +211,13 @@ const SLOT_RETRY_MS = 20;
 export const MIN_PREFILL_CHUNK = 32;
 
 /**
+ * The share of a step's token budget that batch lines' prompts may take (a step's first prompt work always
+ * gets MIN_PREFILL_CHUNK): a wave of lines arriving together is prefilled over several short steps, not one
+ * long one that every live request arriving meanwhile waits behind.
+ */
+export const BATCH_PREFILL_SHARE = 0.25;
+
+/**
  * A prompt that shares at least this many tokens (whole prefix-cache blocks) beyond what the cache already
  * covers with a prompt this step prefills (of the same org, on the same adapter: n choices of one request,
  * or one system prompt in a burst) waits a step and then prefills only the rest from that prompt's cache.
@@ -699,21 +706,31 @@ export class Scheduler {
    */
   private async takePrefills(): Promise<PrefillWork[]> {
     let budget = this.options.stepTokenBudget - this.running.size;
+    let batchBudget = Math.floor(this.options.stepTokenBudget * BATCH_PREFILL_SHARE);
     const work: PrefillWork[] = [];
-    const room = () => Math.max(budget, work.length === 0 ? MIN_PREFILL_CHUNK : 0);
+    const least = () => (work.length === 0 ? MIN_PREFILL_CHUNK : 0);
+    // Batch lines prefill within their share of the step, so a wave of them keeps steps short for the live
+    // requests that arrive meanwhile.
+    const roomFor = (entry: Entry) =>
+      Math.max(entry.job.batch ? Math.min(budget, batchBudget) : budget, least());
+    const take = (taken: PrefillWork) => {
+      budget -= taken.cost;
+      if (taken.entry.job.batch) batchBudget -= taken.cost;
+    };
     // The rest of the entry's prompt if it fits; else a chunk of what the step has left, unless another
     // prompt is in chunks or the chunk would be too small to be worth a run. null: it waits. Tokens a
     // stored prefix covers (`cached`) cost no prefill, so they do not count against the budget.
     const piece = (entry: Entry, cached: number): PrefillWork | null => {
       const rest = entry.feed.slice(entry.fed);
-      const fits = room() + cached;
+      const room = roomFor(entry);
+      const fits = room + cached;
       if (rest.length <= fits) return { entry, tokens: rest, more: false, cost: rest.length - cached };
-      if ((this.chunked !== null && this.chunked !== entry) || room() < MIN_PREFILL_CHUNK) return null;
-      return { entry, tokens: rest.slice(0, fits), more: true, cost: room() };
+      if ((this.chunked !== null && this.chunked !== entry) || room < MIN_PREFILL_CHUNK) return null;
+      return { entry, tokens: rest.slice(0, fits), more: true, cost: room };
     };
     // The engine is asked only about a new prompt that does not fit as it is.
     const cachedOf = async (entry: Entry): Promise<number> =>
-      entry.fed > 0 || entry.feed.length <= room()
+      entry.fed > 0 || entry.feed.length <= roomFor(entry)
         ? 0
         : await this.engine.cachedPrefixLength({
             tokens: entry.feed,
@@ -723,7 +740,7 @@ export class Scheduler {
     if (this.chunked) {
       const next = piece(this.chunked, 0)!;
       work.push(next);
-      budget -= next.cost;
+      take(next);
     }
     // Groups whose next prompt waits for a prompt of this step to store the prefix they share.
     const waiting = new Set<Group>();
@@ -757,7 +774,7 @@ export class Scheduler {
         if (!victim) break;
         await this.preempt(victim);
       }
-      budget -= taken.cost;
+      take(taken);
       group.queue.shift();
       group.running++;
       this.prefilling.add(entry);

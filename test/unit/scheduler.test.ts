@@ -407,6 +407,24 @@ describe("scheduler", () => {
     expect(chunked.tokens.map((t) => t.token)).toEqual(alone.tokens.map((t) => t.token));
   });
 
+  it("prefills batch lines within a quarter of a step's budget, and live prompts up to all of it", async () => {
+    const prompt = (i: number) => Array.from({ length: 60 }, (_, t) => 50 + 13 * i + t);
+    const firstStep = async (batch: boolean) => {
+      const { scheduler, engine } = await setUp({ stepTokenBudget: 256 });
+      const prefills = vi.spyOn(engine, "prefillTogether");
+      await Promise.all(
+        [0, 1, 2, 3].map((i) =>
+          scheduler.submit(job(`p-${i}`, null, 2, { promptTokens: prompt(i), ...(batch ? { batch } : {}) })),
+        ),
+      );
+      const [prompts] = prefills.mock.calls[0]!;
+      return prompts.reduce((n, p) => n + p.tokens.length, 0);
+    };
+    // Four 60-token prompts: one batch line fits its 64-token share, while four live prompts go together.
+    expect(await firstStep(true)).toBe(60);
+    expect(await firstStep(false)).toBe(240);
+  });
+
   it("counts only the tokens a prompt computes against the step budget: a cached long prompt goes in whole", async () => {
     const { scheduler, engine } = await setUp({ stepTokenBudget: 40, prefixCacheBytes: 1 << 20 });
     const pieces: [string, number, boolean][] = [];
