@@ -28,8 +28,9 @@ import { Engine } from "../../worker/engine/engine.ts";
 import { type ModelConfig, parseModelConfig } from "../../worker/engine/model-config.ts";
 import { Prng } from "../../worker/engine/prng.ts";
 import { openWeights, writeSafetensors } from "../../worker/engine/safetensors.ts";
+import { GREEDY } from "../../worker/engine/sampler.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
-import type { SchedulerEngine } from "../../worker/scheduler.ts";
+import { type Job, type Outcome, Scheduler, type SchedulerEngine } from "../../worker/scheduler.ts";
 import { type AdapterVariant, writeAdapterVariants } from "../support/adapter-variants.ts";
 import { expectChunkMisuseRefused } from "../support/chunked-prefill.ts";
 import { interceptSteps } from "../support/intercepted-cuda-addon.ts";
@@ -333,6 +334,62 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     expect(cuda.reusedPromptTokens(["turn-2"])).toEqual([48]);
     expectClose(got, want);
     await cpu.close();
+    await cuda.close();
+  });
+
+  it("serves a preempted batch line by prefilling it again, from the row its release filed in the prefix cache", async () => {
+    const rowBytes = cacheRowBytes(model, common.maxContext);
+    const tokenizer = loadTokenizer(modelDir);
+    const slots = { prefetch() {}, acquire: async () => 1, release() {} };
+    const line = (id: string, seed: number): Job => ({
+      id,
+      org: "org",
+      adapter: { name: "org/a", blob_key: "a", sha256: adapters[0]!.sha256, rank: 16 },
+      promptTokens: Array.from({ length: 20 }, (_, t) => (seed + 7 * t) % model.vocabSize),
+      sampling: GREEDY,
+      limits: { maxTokens: 24, stopTokenIds: [] },
+      batch: true,
+    });
+    const start = async () => {
+      const cuda = await cudaEngine({ maxBatch: 2, prefixCacheBytes: 2 * rowBytes }).engine;
+      await cuda.writeAdapter(1, adapters[0]!);
+      const options = { maxBatch: 2, maxContext: 64, stepTokenBudget: 256, maxAdaptersPerStep: 4 };
+      return { cuda, scheduler: new Scheduler(cuda, tokenizer, slots, options) };
+    };
+    const tokensOf = (o: Outcome) => (o.kind === "done" ? o.tokens.map((t) => t.token) : []);
+    const alone = await start();
+    const expected = await Promise.all(["a", "b"].map((id, i) => alone.scheduler.submit(line(id, i + 3))));
+    await alone.cuda.close();
+
+    const { cuda, scheduler } = await start();
+    const reused: number[] = [];
+    const prefillTogether = cuda.prefillTogether.bind(cuda);
+    cuda.prefillTogether = async (prompts) => {
+      const logits = await prefillTogether(prompts);
+      reused.push(...cuda.reusedPromptTokens(prompts.map((p) => p.id)));
+      return logits;
+    };
+    let live: Promise<Outcome> | undefined;
+    const outcomes = await Promise.all(
+      ["a", "b"].map((id, i) =>
+        scheduler.submit({
+          ...line(id, i + 3),
+          onToken: () => {
+            live ??= scheduler.submit({
+              ...line("live", 9),
+              batch: false,
+              limits: { maxTokens: 3, stopTokenIds: [] },
+            });
+          },
+        }),
+      ),
+    );
+    await live;
+    expect(outcomes.map(tokensOf)).toEqual(expected.map(tokensOf));
+    // Three first prefills found nothing; the preempted line's second found its own row: at least a block.
+    expect(reused).toHaveLength(4);
+    expect(reused.slice(0, 3)).toEqual([0, 0, 0]);
+    expect(reused[3]).toBeGreaterThanOrEqual(16);
     await cuda.close();
   });
 
