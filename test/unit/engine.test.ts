@@ -497,29 +497,30 @@ describe("the engine on mixed-adapter batches", () => {
   });
 
   it("stores a released sequence's decoded tokens with its prompt, so a prompt continuing the conversation reuses both", async () => {
-    const cached = await threeAdapterEngine(false, 1 << 20);
-    const reference = await threeAdapterEngine(false);
-    const first = Array.from({ length: 20 }, (_, t) => (13 * t + 5) % model.vocabSize);
-    const answer = Array.from({ length: 30 }, (_, t) => (29 * t + 7) % model.vocabSize);
-    await cached.prefill("turn-1", first, 1);
-    for (const token of answer) await cached.decode(new Map([["turn-1", token]]));
-    // 50 tokens in its cache: three whole blocks stored (the prompt alone held one).
-    cached.release("turn-1");
-    const next = [{ id: "turn-2", tokens: [...first, ...answer, 3, 4, 5, 6], slot: 1 }];
-    const [got] = await cached.prefillTogether(next);
-    const [want] = await reference.prefillTogether(next);
-    expect(cached.reusedPromptTokens(["turn-2"])).toEqual([48]);
-    expect(maxDiff(got!, want!)).toBeLessThan(1e-4);
-    const step = new Map([["turn-2", 9]]);
-    expect(
-      maxDiff((await cached.decode(step)).get("turn-2")!, (await reference.decode(step)).get("turn-2")!),
-    ).toBeLessThan(1e-4);
-    // Another adapter's conversation does not reuse it.
-    const other = [{ id: "other", tokens: next[0]!.tokens, slot: 2 }];
-    await cached.prefillTogether(other);
-    expect(cached.reusedPromptTokens(["other"])).toEqual([0]);
-    await cached.close();
-    await reference.close();
+    for (const deviceResidentState of [false, true]) {
+      const cached = await threeAdapterEngine(deviceResidentState, 1 << 20);
+      const reference = await threeAdapterEngine(deviceResidentState);
+      const first = Array.from({ length: 20 }, (_, t) => (13 * t + 5) % model.vocabSize);
+      const answer = Array.from({ length: 30 }, (_, t) => (29 * t + 7) % model.vocabSize);
+      await cached.prefill("turn-1", first, 1);
+      for (const token of answer) await cached.decode(new Map([["turn-1", token]]));
+      // 50 tokens in its cache: three whole blocks stored (the prompt alone held one).
+      cached.release("turn-1");
+      const next = [{ id: "turn-2", tokens: [...first, ...answer, 3, 4, 5, 6], slot: 1 }];
+      const [got] = await cached.prefillTogether(next);
+      const [want] = await reference.prefillTogether(next);
+      expect(cached.reusedPromptTokens(["turn-2"])).toEqual([48]);
+      expect(maxDiff(got!, want!)).toBeLessThan(1e-4);
+      const step = new Map([["turn-2", 9]]);
+      const [a, b] = [await cached.decode(step), await reference.decode(step)];
+      expect(maxDiff(a.get("turn-2")!, b.get("turn-2")!)).toBeLessThan(1e-4);
+      // Another adapter's conversation does not reuse it.
+      const other = [{ id: "other", tokens: next[0]!.tokens, slot: 2 }];
+      await cached.prefillTogether(other);
+      expect(cached.reusedPromptTokens(["other"])).toEqual([0]);
+      await cached.close();
+      await reference.close();
+    }
   });
 
   it("decodes across the host cache's capacity steps as a prefill of the whole text computes", async () => {

@@ -404,6 +404,11 @@ export class Engine {
   private readonly scopes = new PrefixScopes();
   /** Prefill outputs still referenced by joiners; freed once the batch cache has absorbed them. */
   private readonly prefillsToFree = new Set<KvTensors>();
+  /**
+   * Released sequences whose rows the prefix cache is to keep (prompt and answer): copied at the next
+   * prefill or decode, before the batch cache changes (a device cache's copy is asynchronous; release is not).
+   */
+  private released: { key: string; tokens: number[]; source: { tensors: KvTensors; row: number } }[] = [];
   /** Segment count of the variant recent steps ran (0 after a decode without adapters). */
   private segmentVariant = 0;
   /** Decode steps in a row that a smaller variant than segmentVariant would have served. */
@@ -511,6 +516,7 @@ export class Engine {
     checkPrefillPrompts(prompts, this.sequences, this.options.maxContext, (slot) => this.checkSlot(slot));
     for (const { id } of prompts)
       if (this.sequences.get(id)?.parked) throw new EngineError(`sequence ${id} is parked: resume it`);
+    await this.storeReleased();
     const logits = new Map<string, Float32Array[]>();
     // A prompt that starts like an earlier one continues from that prefix's cache (not when every
     // token's logits are wanted: the prefix's would not be computed).
@@ -592,17 +598,25 @@ export class Engine {
     return 2 * layers * kvHeads * headDim * (dtype === "float32" ? 4 : 2);
   }
 
-  /** Stores a decoding sequence's cache rows, prompt and answer, for prompts that continue it. */
+  /** Notes a decoding sequence being released, for storeReleased to keep its rows (prompt and answer). */
   private rememberSequence(id: string): void {
     const sequence = this.sequences.get(id);
-    // A device cache's copy is asynchronous: only a host cache's row is stored here.
-    if (!this.prefixes || !sequence?.prefixKey || sequence.partial || this.deviceOps) return;
-    const bytesPerToken = this.kvBytesPerToken;
-    const length = this.prefixes.worthStoring(sequence.prefixKey, sequence.prompt, bytesPerToken);
-    if (length === 0) return;
+    if (!this.prefixes || !sequence?.prefixKey || sequence.partial) return;
     const source = this.joining.get(id) ?? { tensors: this.batchKv, row: this.batchIds.indexOf(id) };
-    const kv = gatherKvRows(this.kvShape, [{ ...source, length }]);
-    this.prefixes.store(sequence.prefixKey, sequence.prompt.slice(0, length), kv, length * bytesPerToken);
+    this.released.push({ key: sequence.prefixKey, tokens: sequence.prompt, source });
+  }
+
+  /** Stores released sequences' whole blocks in the prefix cache, for prompts that continue them. */
+  private async storeReleased(): Promise<void> {
+    const released = this.released;
+    this.released = [];
+    const bytesPerToken = this.kvBytesPerToken;
+    for (const { key, tokens, source } of released) {
+      const length = this.prefixes!.worthStoring(key, tokens, bytesPerToken);
+      if (length === 0) continue;
+      const kv = await this.ownRow({ ...source, length });
+      this.prefixes!.store(key, tokens.slice(0, length), kv, length * bytesPerToken);
+    }
   }
 
   /** New prompts in one run; each joins the batch at the next decode, or waits for its next chunk. */
@@ -716,6 +730,7 @@ export class Engine {
     checkDecodeStep(tokens, this.sequences, this.options.maxContext);
     // Covering every decoding sequence, an empty step means none decodes.
     if (tokens.size === 0) return new Map();
+    await this.storeReleased();
     await this.settleBatch();
     const ids = this.batchIds;
     const sequences = ids.map((id) => this.sequences.get(id)!);
@@ -815,7 +830,7 @@ export class Engine {
 
   /**
    * Removes a finished or cancelled sequence; its cache rows leave the batch at the next decode. With a
-   * prefix cache (host caches), its whole blocks — prompt and decoded tokens — are stored first.
+   * prefix cache its whole blocks — prompt and decoded tokens — are stored at the next prefill or decode.
    */
   release(id: string): void {
     this.rememberSequence(id);
@@ -847,6 +862,7 @@ export class Engine {
     this.sessions.clear();
     // Device-resident caches are GPU buffers: give them back rather than wait for the collector.
     this.prefixes?.clear();
+    this.released = [];
     for (const kv of this.partialKv.values()) this.disposeKv(kv);
     this.partialKv.clear();
   }
