@@ -408,7 +408,7 @@ export class Engine {
    * Released sequences whose rows the prefix cache is to keep (prompt and answer): copied at the next
    * prefill or decode, before the batch cache changes (a device cache's copy is asynchronous; release is not).
    */
-  private released: { key: string; tokens: number[]; source: { tensors: KvTensors; row: number } }[] = [];
+  private released: { key: string; tokens: number[]; source: Omit<KvRowSource, "length"> }[] = [];
   /** Segment count of the variant recent steps ran (0 after a decode without adapters). */
   private segmentVariant = 0;
   /** Decode steps in a row that a smaller variant than segmentVariant would have served. */
@@ -577,19 +577,21 @@ export class Engine {
     return this.prefixes?.stats() ?? null;
   }
 
-  /** Keeps a cache of a complete prompt's whole blocks for later prompts that start the same way. */
-  private async rememberPrefix(
-    from: PrefillPrompt,
-    prompt: readonly number[],
-    source: KvRowSource,
+  /**
+   * Keeps a copy of a row's whole blocks (of `tokens`, the tokens in it) under `scope`, for later prompts
+   * that start the same way; nothing without a prefix cache or a scope.
+   */
+  private async storePrefix(
+    scope: string | undefined,
+    tokens: readonly number[],
+    source: Omit<KvRowSource, "length">,
   ): Promise<void> {
-    const scope = this.scopes.of(from);
     if (!this.prefixes || scope === undefined) return;
     const bytesPerToken = this.kvBytesPerToken;
-    const length = this.prefixes.worthStoring(scope, prompt, bytesPerToken);
+    const length = this.prefixes.worthStoring(scope, tokens, bytesPerToken);
     if (length === 0) return;
     const kv = await this.ownRow({ ...source, length });
-    this.prefixes.store(scope, prompt.slice(0, length), kv, length * bytesPerToken);
+    this.prefixes.store(scope, tokens.slice(0, length), kv, length * bytesPerToken);
   }
 
   /** Bytes of one position's keys and values over every layer. */
@@ -598,25 +600,23 @@ export class Engine {
     return 2 * layers * kvHeads * headDim * (dtype === "float32" ? 4 : 2);
   }
 
+  /** Where a decoding sequence's cache row is: its prefill's row while it joins, else its batch row. */
+  private rowOf(id: string): Omit<KvRowSource, "length"> {
+    return this.joining.get(id) ?? { tensors: this.batchKv, row: this.batchIds.indexOf(id) };
+  }
+
   /** Notes a decoding sequence being released, for storeReleased to keep its rows (prompt and answer). */
   private rememberSequence(id: string): void {
     const sequence = this.sequences.get(id);
     if (!this.prefixes || !sequence?.prefixKey || sequence.partial) return;
-    const source = this.joining.get(id) ?? { tensors: this.batchKv, row: this.batchIds.indexOf(id) };
-    this.released.push({ key: sequence.prefixKey, tokens: sequence.prompt, source });
+    this.released.push({ key: sequence.prefixKey, tokens: sequence.prompt, source: this.rowOf(id) });
   }
 
   /** Stores released sequences' whole blocks in the prefix cache, for prompts that continue them. */
   private async storeReleased(): Promise<void> {
     const released = this.released;
     this.released = [];
-    const bytesPerToken = this.kvBytesPerToken;
-    for (const { key, tokens, source } of released) {
-      const length = this.prefixes!.worthStoring(key, tokens, bytesPerToken);
-      if (length === 0) continue;
-      const kv = await this.ownRow({ ...source, length });
-      this.prefixes!.store(key, tokens.slice(0, length), kv, length * bytesPerToken);
-    }
+    for (const { key, tokens, source } of released) await this.storePrefix(key, tokens, source);
   }
 
   /** New prompts in one run; each joins the batch at the next decode, or waits for its next chunk. */
@@ -648,17 +648,18 @@ export class Engine {
       );
       at += count;
       const partial = more === true;
+      const prefixKey = this.prefixes && !partial ? this.scopes.of(prompt) : undefined;
       this.sequences.set(id, {
         slot,
         length: tokens.length,
         partial,
         prompt: this.prefixes ? tokens.slice() : [],
-        ...(this.prefixes && !partial ? { prefixKey: this.scopes.of(prompt) } : {}),
+        ...(prefixKey !== undefined ? { prefixKey } : {}),
         reused: 0,
       });
       if (!partial) {
         this.joining.set(id, { tensors: presents, row });
-        await this.rememberPrefix(prompt, tokens, { tensors: presents, row, length: tokens.length });
+        await this.storePrefix(prefixKey, tokens, { tensors: presents, row });
       }
       // A prompt alone in its run owns the presents as they are; in a batch, its row is copied out.
       else if (prompts.length === 1) this.partialKv.set(id, presents);
@@ -692,12 +693,8 @@ export class Engine {
       sequence.partial = false;
       this.joining.set(prompt.id, { tensors: presents, row: 0 });
       this.prefillsToFree.add(presents);
-      await this.rememberPrefix(prompt, sequence.prompt, {
-        tensors: presents,
-        row: 0,
-        length: sequence.length,
-      });
       if (this.prefixes) sequence.prefixKey = this.scopes.of(prompt);
+      await this.storePrefix(sequence.prefixKey, sequence.prompt, { tensors: presents, row: 0 });
     }
     return rows.map((r) => r.logits!);
   }
@@ -802,9 +799,7 @@ export class Engine {
   async park(id: string): Promise<void> {
     const sequence = this.sequences.get(id);
     if (!sequence || sequence.partial) throw new EngineError(`sequence ${id} is not decoding`);
-    const joining = this.joining.get(id);
-    const source = joining ?? { tensors: this.batchKv, row: this.batchIds.indexOf(id) };
-    this.partialKv.set(id, await this.ownRow({ ...source, length: sequence.length }));
+    this.partialKv.set(id, await this.ownRow({ ...this.rowOf(id), length: sequence.length }));
     // A joiner's prefill tensors are freed with the batch's next rebuild (prefillsToFree) as before.
     this.joining.delete(id);
     sequence.partial = true;
