@@ -133,15 +133,9 @@ export function routeRequest(
     return tier ? [{ worker: w, score: o.tierScores[tier] - loadOf(w) }] : [];
   });
   const coldScore = -minLoad;
-  const bestResident = resident.reduce<(typeof resident)[number] | undefined>(
-    (best, r) =>
-      !best || r.score > best.score || (r.score === best.score && r.worker.worker_id < best.worker.worker_id)
-        ? r
-        : best,
-    undefined,
-  );
-  if (bestResident && (bestResident.score >= coldScore || resident.length >= o.maxReplicas)) {
-    const nearlyBest = resident.filter((r) => r.score >= bestResident.score - o.prefixSlack);
+  const bestScore = Math.max(...resident.map((r) => r.score));
+  if (resident.length > 0 && (bestScore >= coldScore || resident.length >= o.maxReplicas)) {
+    const nearlyBest = resident.filter((r) => r.score >= bestScore - o.prefixSlack);
     return placed(
       rendezvous(
         key,
