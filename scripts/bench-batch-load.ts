@@ -13,7 +13,7 @@ import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
 import { readReply, sendRequest } from "./bench-long-prompt.ts";
 import { saveBenchResult } from "./bench-result.ts";
-import { percentile, round } from "./bench-stats.ts";
+import { type Percentiles, p50p99, round } from "./bench-stats.ts";
 import { benchModelWithAdapter } from "./bench-switch.ts";
 import { startBenchWorker } from "./bench-worker.ts";
 
@@ -38,9 +38,9 @@ export interface BatchLoadBenchResult {
   max_batch: number;
   live_requests: number;
   /** Live requests' time to first token on the idle worker. */
-  idle_ttft_ms: { p50: number; p99: number };
+  idle_ttft_ms: Percentiles;
   /** The same requests while batch lines fill every place. */
-  loaded_ttft_ms: { p50: number; p99: number };
+  loaded_ttft_ms: Percentiles;
   /** Batch lines' generated tokens per second while the live requests ran beside them. */
   batch_tokens_per_s_with_live: number;
   /** The batch lines alone, for as long. */
@@ -133,8 +133,8 @@ export async function runBatchLoadBench(options: BatchLoadBenchOptions): Promise
       shape: "bench-1b",
       max_batch: maxBatch,
       live_requests: live,
-      idle_ttft_ms: summary(idle),
-      loaded_ttft_ms: summary(loaded),
+      idle_ttft_ms: p50p99(idle, 1),
+      loaded_ttft_ms: p50p99(loaded, 1),
       batch_tokens_per_s_with_live: round(withLive, 1),
       batch_tokens_per_s_alone: round(alone, 1),
       live_phase_s: round(seconds, 2),
@@ -152,10 +152,6 @@ export async function runBatchLoadBench(options: BatchLoadBenchOptions): Promise
   } finally {
     await stop();
   }
-}
-
-function summary(values: readonly number[]): { p50: number; p99: number } {
-  return { p50: round(percentile(values, 50), 1), p99: round(percentile(values, 99), 1) };
 }
 
 async function preemptionCount(counter: {

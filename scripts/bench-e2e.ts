@@ -35,7 +35,7 @@ import { ResidentAdapters } from "../worker/resident-adapters.ts";
 import { Scheduler } from "../worker/scheduler.ts";
 import { ensureBenchModel, machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
-import { percentile, round } from "./bench-stats.ts";
+import { p50p99, round } from "./bench-stats.ts";
 import { closedLoop } from "./closed-loop.ts";
 import { type LuminetProcess, startLuminetProcess } from "./luminet-process.ts";
 import { benchNamespace, removeNamespace } from "./nats-namespace.ts";
@@ -710,7 +710,7 @@ export async function runE2eBench(options: E2eBenchOptions = {}): Promise<E2eBen
       e2e: {
         tokens_per_s: round(median(stackPasses.map((p) => p.run.tokens_per_s)), 1),
         passes: stackPasses.map((p) => p.run),
-        ttft_ms: { p50: round(percentile(ttfts, 50), 1), p99: round(percentile(ttfts, 99), 1) },
+        ttft_ms: p50p99(ttfts, 1),
         engine_busy_share: round(stepSeconds / e2eSeconds),
         step_seconds: round(stepSeconds, 2),
         cpu_seconds: {

@@ -23,7 +23,7 @@ import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
-import { percentile, round } from "./bench-stats.ts";
+import { p50p99, round } from "./bench-stats.ts";
 import { closedLoop } from "./closed-loop.ts";
 import { type LuminetProcess, startLuminetProcess } from "./luminet-process.ts";
 import { benchNamespace, removeNamespace } from "./nats-namespace.ts";
@@ -272,7 +272,7 @@ async function runOnce(
           blob: per1000(loads.blob),
         },
         tokens_per_s: round(tokens / seconds, 1),
-        ttft_ms: { p50: round(percentile(ttfts, 50)), p99: round(percentile(ttfts, 99)) },
+        ttft_ms: p50p99(ttfts),
         seconds: round(seconds, 1),
       };
     };

@@ -8,3 +8,13 @@ export function percentile(values: readonly number[], p: number): number {
 
 /** Rounded to `places` decimals. */
 export const round = (value: number, places = 3): number => Math.round(value * 10 ** places) / 10 ** places;
+
+export interface Percentiles {
+  p50: number;
+  p99: number;
+}
+
+/** The median and the 99th percentile of `values`, rounded to `places` decimals. */
+export function p50p99(values: readonly number[], places = 3): Percentiles {
+  return { p50: round(percentile(values, 50), places), p99: round(percentile(values, 99), places) };
+}

@@ -18,7 +18,7 @@ import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
-import { percentile, round } from "./bench-stats.ts";
+import { type Percentiles, p50p99, round } from "./bench-stats.ts";
 import { BENCH_BASE, startBenchWorker } from "./bench-worker.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
@@ -33,11 +33,6 @@ export interface SwitchBenchOptions {
   /** Tokens each request generates. */
   tokens?: number;
   log?: (line: string) => void;
-}
-
-export interface Percentiles {
-  p50: number;
-  p99: number;
 }
 
 export interface SwitchBenchResult {
@@ -82,10 +77,6 @@ export function benchModelWithAdapter(device: Device, layers: number, log: (line
   log(`generating bench-1b (${layers} layers, ${dtype}) with one rank-${RANK} adapter in ${own}`);
   initTinyModel(own, { shape: "bench-1b", layers, adapters: 1, rank: RANK, seed: 7, dtype });
   return own;
-}
-
-function summary(values: readonly number[]): Percentiles {
-  return { p50: round(percentile(values, 50), 3), p99: round(percentile(values, 99), 3) };
 }
 
 export async function runSwitchBench(options: SwitchBenchOptions): Promise<SwitchBenchResult> {
@@ -180,10 +171,10 @@ export async function runSwitchBench(options: SwitchBenchOptions): Promise<Switc
       paired.perToken.push(samples.adapter.perToken.at(-1)! - samples.base.perToken.at(-1)!);
       if ((i + 1) % 50 === 0) log(`  ${i + 1}/${requests} request pairs`);
     }
-    const base = { ttft_ms: summary(samples.base.ttft), per_token_ms: summary(samples.base.perToken) };
+    const base = { ttft_ms: p50p99(samples.base.ttft), per_token_ms: p50p99(samples.base.perToken) };
     const withAdapter = {
-      ttft_ms: summary(samples.adapter.ttft),
-      per_token_ms: summary(samples.adapter.perToken),
+      ttft_ms: p50p99(samples.adapter.ttft),
+      per_token_ms: p50p99(samples.adapter.perToken),
     };
     const minus = (a: Percentiles, b: Percentiles) => ({
       p50: round(a.p50 - b.p50, 3),
@@ -198,8 +189,8 @@ export async function runSwitchBench(options: SwitchBenchOptions): Promise<Switc
       overhead_ms: {
         ttft: minus(withAdapter.ttft_ms, base.ttft_ms),
         per_token: minus(withAdapter.per_token_ms, base.per_token_ms),
-        paired_ttft: summary(paired.ttft),
-        paired_per_token: summary(paired.perToken),
+        paired_ttft: p50p99(paired.ttft),
+        paired_per_token: p50p99(paired.perToken),
       },
       setup: {
         layers,
