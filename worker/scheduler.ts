@@ -824,10 +824,16 @@ export class Scheduler {
    */
   private async preempt(entry: Entry): Promise<void> {
     if (entry.ending || !this.running.delete(entry.job.id)) return;
-    if (this.engine.park && this.engine.resume) {
-      await this.engine.park(entry.job.id);
-      entry.parked = true;
-    } else {
+    // A park that fails (its copy could not be made) leaves the line to be released and prefilled again.
+    const parked =
+      this.engine.park !== undefined &&
+      this.engine.resume !== undefined &&
+      (await this.engine.park(entry.job.id).then(
+        () => true,
+        () => false,
+      ));
+    if (parked) entry.parked = true;
+    else {
       await this.engine.release(entry.job.id);
       entry.feed = [...entry.job.promptTokens, ...entry.output.tokens.map((t) => t.token)];
       entry.fed = 0;

@@ -134,7 +134,12 @@ function withoutParking(engine: Engine): SchedulerEngine {
 }
 
 async function setUp(
-  options: Partial<SchedulerOptions> & { slots?: number; prefixCacheBytes?: number; parks?: boolean } = {},
+  options: Partial<SchedulerOptions> & {
+    slots?: number;
+    prefixCacheBytes?: number;
+    /** The engine parks preempted sequences (true), has no park (false), or has one that fails. */
+    parks?: boolean | "fails";
+  } = {},
 ) {
   const slots = options.slots ?? ADAPTERS;
   const engine = await Engine.create({
@@ -151,7 +156,13 @@ async function setUp(
   const adapters = new TestSlots(engine, slots);
   const steps: StepReport[] = [];
   const { parks = true, ...schedulerOptions } = options;
-  const scheduler = new Scheduler(parks ? engine : withoutParking(engine), tokenizer, adapters, {
+  const failingPark: SchedulerEngine = {
+    ...withoutParking(engine),
+    park: () => Promise.reject(new Error("out of memory for the copy")),
+    resume: (id, slot) => engine.resume(id, slot),
+  };
+  const served = parks === true ? engine : parks === false ? withoutParking(engine) : failingPark;
+  const scheduler = new Scheduler(served, tokenizer, adapters, {
     maxBatch: 16,
     maxContext: 128,
     stepTokenBudget: 256,
@@ -652,6 +663,7 @@ describe("scheduler", () => {
 describe.each([
   { mode: "parked", parks: true },
   { mode: "prefilled again", parks: false },
+  { mode: "prefilled again after a failed park", parks: "fails" as const },
 ])("preempting batch lines for live requests: cache $mode", ({ parks }) => {
   // A batch line sampled at temperature with a seed and penalties: a preemption must leave its tokens as
   // they were, which only holds if the sampler's state survives it.
@@ -699,7 +711,7 @@ describe.each([
     const prefilledTimes = prefills.mock.calls.filter(([prompts]) =>
       prompts.some((p) => p.id === preempted[0]),
     ).length;
-    expect(prefilledTimes).toBe(parks ? 1 : 2);
+    expect(prefilledTimes).toBe(parks === true ? 1 : 2);
     expect(outcomes.map((o) => o.tokens.map((t) => t.token))).toEqual(expected);
     for (const [i, outcome] of outcomes.entries()) {
       expect(outcome.finishReason).toBe("length");
