@@ -105,6 +105,7 @@ export async function runBatchLoadBench(options: BatchLoadBenchOptions): Promise
             firstAt ||= at;
           },
         );
+        if (firstAt === 0) throw new Error(`live request ${phase}-live-${i} ended before its first token`);
         ttfts.push(firstAt - sentAt);
         await new Promise((resolve) => setTimeout(resolve, LIVE_GAP_MS));
       }
@@ -205,12 +206,16 @@ class BatchLines {
     while (!this.stopping) {
       const id = `line-${this.sent++}`;
       let first = true;
-      await readReply(await sendRequest(this.gateway, id, this.prompt(), this.maxTokens, true), id, () => {
-        this.tokens++;
+      const started = () => {
         if (!first) return;
         first = false;
         if (++this.firstTokens === this.count) this.onFirst?.();
+      };
+      await readReply(await sendRequest(this.gateway, id, this.prompt(), this.maxTokens, true), id, () => {
+        this.tokens++;
+        started();
       });
+      started(); // a line that ended at once (an end-of-sequence token first) has had its turn too
     }
   }
 }

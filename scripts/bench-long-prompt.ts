@@ -218,7 +218,10 @@ export async function sendRequest(
   return inbox;
 }
 
-/** Reads a sent request's reply (see streamRequest); a request that did not end at max_tokens throws. */
+/**
+ * Reads a sent request's reply (see streamRequest). Ending at max_tokens or at an end-of-sequence token (which
+ * a random-weight bench model picks now and then under greedy decoding) is an answer; any other end throws.
+ */
 export async function readReply(
   inbox: ReplyInbox,
   id: string,
@@ -227,7 +230,7 @@ export async function readReply(
   for await (const reply of inbox) {
     if (reply.type === "chunk") for (const _ of reply.token_ids) onToken(performance.now());
     if (reply.type === "final") {
-      if (reply.finish_reason !== "length") {
+      if (reply.finish_reason !== "length" && reply.finish_reason !== "stop") {
         throw new Error(`bench request ${id} ended "${reply.finish_reason}": ${reply.error?.message ?? ""}`);
       }
       return reply.usage;
