@@ -5,7 +5,7 @@
 import { eq } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { type BaseArchitecture, baseModels } from "../schema/db.ts";
-import { loadModelConfig, type ModelConfig } from "../worker/engine/model-config.ts";
+import { ARCHITECTURE_CLASSES, loadModelConfig, type ModelConfig } from "../worker/engine/model-config.ts";
 import { loadTokenizer, type Tokenizer } from "../worker/engine/tokenizer.ts";
 import type { BaseModelInfo } from "./bases.ts";
 
@@ -14,15 +14,9 @@ export interface BaseModelSource {
   dir: string;
 }
 
-const FAMILIES: Record<ModelConfig["architecture"], string> = {
-  llama: "LlamaForCausalLM",
-  mistral: "MistralForCausalLM",
-  qwen2: "Qwen2ForCausalLM",
-};
-
 export function architectureOf(config: ModelConfig): BaseArchitecture {
   return {
-    family: FAMILIES[config.architecture],
+    family: ARCHITECTURE_CLASSES[config.architecture],
     layers: config.numLayers,
     hiddenSize: config.hiddenSize,
     intermediateSize: config.intermediateSize,

@@ -17,7 +17,7 @@ import type { BaseArchitecture } from "../schema/db.ts";
 import { ADAPTER_FILES, type WritableBlobStore } from "../worker/adapters/blob-store.ts";
 import { AdapterError, loadPeftAdapter } from "../worker/adapters/peft.ts";
 import { LINEAR_MODULE_NAMES } from "../worker/adapters/peft-config.ts";
-import { type ModelConfig, moduleLeafName } from "../worker/engine/model-config.ts";
+import { architectureOfClass, type ModelConfig, moduleLeafName } from "../worker/engine/model-config.ts";
 import { readSafetensorsHeader, SafetensorsError } from "../worker/engine/safetensors.ts";
 import { ArchiveError, extractArchive } from "./adapter-archive.ts";
 import { AdapterSources } from "./adapter-sources.ts";
@@ -44,19 +44,13 @@ export interface NodeAdapterStorageOptions {
   scratchDir?: string;
 }
 
-const FAMILY_ARCHITECTURE: Record<string, ModelConfig["architecture"]> = {
-  LlamaForCausalLM: "llama",
-  MistralForCausalLM: "mistral",
-  Qwen2ForCausalLM: "qwen2",
-};
-
 /**
  * The base's shape as the loader's ModelConfig. Validation reads only the layer count and the module
  * shapes; the rest (rope, norms, special tokens) never reaches an adapter check, so it takes neutral values.
  */
 function shapeOf(arch: BaseArchitecture): ModelConfig {
   return {
-    architecture: FAMILY_ARCHITECTURE[arch.family] ?? "llama",
+    architecture: architectureOfClass(arch.family) ?? "llama",
     hiddenSize: arch.hiddenSize,
     intermediateSize: arch.intermediateSize,
     numLayers: arch.layers,
@@ -70,6 +64,7 @@ function shapeOf(arch: BaseArchitecture): ModelConfig {
     ropeScaling: null,
     tieWordEmbeddings: false,
     qkvBias: false,
+    qkNorm: false,
     dtype: "F32",
     bosTokenId: null,
     eosTokenIds: [],

@@ -1,12 +1,15 @@
 // Random-weight Llama models in Hugging Face layout, for tests ("tiny") and benchmarks ("bench-1b"):
 // config.json, model.safetensors streamed tensor by tensor, a byte-level BPE tokenizer with a Llama-3-style
-// chat template, generation_config.json, and random PEFT adapters under adapters/.
+// chat template, generation_config.json, and random PEFT adapters under adapters/. The same shapes come as
+// Qwen2 (q/k/v biases) or Qwen3 (per-head q/k norms) checkpoints too; only config.json and the weights differ.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type FloatDtype, float32ToBfloat16, float32ToFloat16 } from "../worker/engine/dtype.ts";
 import {
+  ARCHITECTURE_CLASSES,
   MODULE_KINDS,
   type ModelConfig,
+  modulePath,
   moduleShape,
   parseModelConfig,
   weightName,
@@ -19,6 +22,8 @@ import { UniformStream } from "./uniform-stream.ts";
 
 export type TinyShape = "tiny" | "bench-1b";
 export const TINY_SHAPES: readonly TinyShape[] = ["tiny", "bench-1b"];
+export type TinyArchitecture = "llama" | "qwen2" | "qwen3";
+export const TINY_ARCHITECTURES: readonly TinyArchitecture[] = ["llama", "qwen2", "qwen3"];
 
 export interface InitTinyOptions {
   shape: TinyShape;
@@ -28,6 +33,8 @@ export interface InitTinyOptions {
   rank: number;
   seed: number;
   dtype?: FloatDtype;
+  /** The checkpoint's architecture; default llama. */
+  architecture?: TinyArchitecture;
   /**
    * False: no end-of-text token in generation_config.json and tokenizer_config.json, so a request generates
    * exactly max_tokens unless something stops it (tests that count tokens). Default true.
@@ -139,7 +146,12 @@ function randomTensor(
 }
 
 /** The config.json of a random model of this shape. */
-export function tinyConfigJson(shape: TinyShape, layers: number, dtype: FloatDtype): Record<string, unknown> {
+export function tinyConfigJson(
+  shape: TinyShape,
+  layers: number,
+  dtype: FloatDtype,
+  architecture: TinyArchitecture = "llama",
+): Record<string, unknown> {
   const vocab = SHAPES[shape].vocab_size as number;
   const bos = vocab - SPECIAL_TOKENS.length + SPECIAL_TOKENS.indexOf("<|begin_of_text|>");
   const eos = [
@@ -147,9 +159,11 @@ export function tinyConfigJson(shape: TinyShape, layers: number, dtype: FloatDty
     vocab - SPECIAL_TOKENS.length + SPECIAL_TOKENS.indexOf("<|eot_id|>"),
   ];
   return {
-    architectures: ["LlamaForCausalLM"],
-    model_type: "llama",
+    architectures: [ARCHITECTURE_CLASSES[architecture]],
+    model_type: architecture,
     ...SHAPES[shape],
+    // As in Qwen3 0.6B, attention twice as wide as the hidden size (heads × head_dim ≠ hidden).
+    ...(architecture === "qwen3" && shape === "tiny" ? { head_dim: 32 } : {}),
     num_hidden_layers: layers,
     hidden_act: "silu",
     rms_norm_eps: 1e-5,
@@ -168,7 +182,11 @@ export function initTinyModel(dir: string, options: InitTinyOptions): TinyModel 
   const { shape, adapters, rank, seed } = options;
   const layers = options.layers ?? 2;
   const dtype = options.dtype ?? "F32";
+  const architecture = options.architecture ?? "llama";
   if (!TINY_SHAPES.includes(shape)) throw new RangeError(`unknown shape ${shape} (tiny, bench-1b)`);
+  if (!TINY_ARCHITECTURES.includes(architecture)) {
+    throw new RangeError(`unknown architecture ${architecture} (${TINY_ARCHITECTURES.join(", ")})`);
+  }
   checkCount("layers", layers, 1);
   checkCount("adapters", adapters, 0);
   if (adapters >= SEED_BLOCK) throw new RangeError(`at most ${SEED_BLOCK - 1} adapters, got ${adapters}`);
@@ -178,7 +196,7 @@ export function initTinyModel(dir: string, options: InitTinyOptions): TinyModel 
   const root = resolve(dir);
   mkdirSync(root, { recursive: true });
 
-  const configJson = tinyConfigJson(shape, layers, dtype);
+  const configJson = tinyConfigJson(shape, layers, dtype, architecture);
   const config = parseModelConfig(configJson);
   writeJson(join(root, "config.json"), configJson);
   const endOfText = options.endOfText ?? true;
@@ -268,6 +286,20 @@ function weightSpecs(cfg: ModelConfig): { name: string; shape: number[]; init: I
         shape: [outFeatures, inFeatures],
         init: { center: 0, std: 1 / Math.sqrt(inFeatures) },
       });
+      if (cfg.qkvBias && (kind === "q" || kind === "k" || kind === "v")) {
+        specs.push({
+          name: `${modulePath(l, kind)}.bias`,
+          shape: [outFeatures],
+          init: { center: 0, std: 0.3 },
+        });
+      }
+      if (cfg.qkNorm && (kind === "q" || kind === "k")) {
+        specs.push({
+          name: `model.layers.${l}.self_attn.${kind}_norm.weight`,
+          shape: [cfg.headDim],
+          init: norm,
+        });
+      }
     }
   }
   specs.push({ name: "model.norm.weight", shape: [cfg.hiddenSize], init: norm });

@@ -1,10 +1,21 @@
 // `luminet model ...`: model tools.
 import cliProgress from "cli-progress";
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { initTinyModel, TINY_SHAPES, type TinyShape } from "../../scripts/tiny-model.ts";
+import {
+  initTinyModel,
+  TINY_ARCHITECTURES,
+  TINY_SHAPES,
+  type TinyArchitecture,
+  type TinyShape,
+} from "../../scripts/tiny-model.ts";
 import type { FloatDtype } from "../../worker/engine/dtype.ts";
 
 const DTYPES: Record<string, FloatDtype> = { f32: "F32", f16: "F16", bf16: "BF16" };
+const ARCHITECTURE_NAMES: Record<TinyArchitecture, string> = {
+  llama: "Llama",
+  qwen2: "Qwen2",
+  qwen3: "Qwen3",
+};
 
 function integer(min: number): (value: string) => number {
   return (value) => {
@@ -23,6 +34,13 @@ function shape(value: string): TinyShape {
   return value as TinyShape;
 }
 
+function architecture(value: string): TinyArchitecture {
+  if (!(TINY_ARCHITECTURES as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`expected one of ${TINY_ARCHITECTURES.join(", ")}`);
+  }
+  return value as TinyArchitecture;
+}
+
 function dtype(value: string): FloatDtype {
   const d = DTYPES[value.toLowerCase()];
   if (!d) throw new InvalidArgumentError(`expected one of ${Object.keys(DTYPES).join(", ")}`);
@@ -31,6 +49,7 @@ function dtype(value: string): FloatDtype {
 
 interface InitTinyFlags {
   shape: TinyShape;
+  arch: TinyArchitecture;
   layers?: number;
   adapters: number;
   rank: number;
@@ -49,6 +68,7 @@ function initTiny(dir: string, flags: InitTinyFlags): void {
   let started = false;
   const model = initTinyModel(dir, {
     shape: flags.shape,
+    architecture: flags.arch,
     layers: flags.layers,
     adapters: flags.adapters,
     rank: flags.rank,
@@ -67,7 +87,7 @@ function initTiny(dir: string, flags: InitTinyFlags): void {
   bar?.stop();
   const c = model.config;
   process.stdout.write(
-    `wrote ${model.dir}: ${flags.shape} Llama, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize}, ` +
+    `wrote ${model.dir}: ${flags.shape} ${ARCHITECTURE_NAMES[flags.arch]}, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize}, ` +
       `${(model.parameters / 1e6).toFixed(1)}M parameters (${(model.weightBytes / 2 ** 20).toFixed(1)} MiB ${c.dtype}), ` +
       `${model.adapterDirs.length} adapters of rank ${flags.rank}\n`,
   );
@@ -79,6 +99,12 @@ export function registerModel(program: Command): void {
     .command("init-tiny <dir>")
     .description("write a random-weight Llama in Hugging Face layout, with PEFT adapters under DIR/adapters/")
     .option("--shape <shape>", "tiny | bench-1b", shape, "tiny" as TinyShape)
+    .option(
+      "--arch <arch>",
+      "llama | qwen2 (q/k/v biases) | qwen3 (q/k norms)",
+      architecture,
+      "llama" as TinyArchitecture,
+    )
     .option("--layers <n>", "number of layers (default 2)", integer(1))
     .option("--adapters <n>", "number of PEFT adapters", integer(0), 0)
     .option("--rank <r>", "adapter rank", integer(1), 8)

@@ -1,5 +1,5 @@
 // An independent forward pass of a Llama-family model in plain TypeScript, float64 throughout, written
-// from Hugging Face's modeling_llama / modeling_qwen2 and PEFT's LoRA Linear — no ONNX, no shared code
+// from Hugging Face's modeling_llama / modeling_qwen2 / modeling_qwen3 and PEFT's LoRA Linear — no ONNX, no shared code
 // with the graph builder beyond reading config and weights. The oracle the engine is checked against;
 // clear and slow on purpose (tiny models only).
 import type { LoadedAdapter, LoraModule } from "../../worker/adapters/peft.ts";
@@ -48,6 +48,14 @@ function apply(lin: Linear, x: Vec): Vec {
     }
   }
   return y;
+}
+
+/** Qwen3's q_norm / k_norm: each head of `x` RMS-normalized over head_dim (in place). */
+function normHeads(x: Vec, heads: number, headDim: number, weight: Float32Array, eps: number): void {
+  for (let head = 0; head < heads; head++) {
+    const at = head * headDim;
+    x.set(rmsNorm(x.subarray(at, at + headDim), weight, eps), at);
+  }
 }
 
 function rmsNorm(x: Vec, weight: Float32Array, eps: number): Vec {
@@ -149,6 +157,22 @@ export function referenceLogits(modelDir: string, tokens: number[], adapter?: Lo
       const x = rmsNorm(h, inNorm, cfg.rmsNormEps);
       const qp = apply(q, x);
       const kp = apply(k, x);
+      if (cfg.qkNorm) {
+        normHeads(
+          qp,
+          numHeads,
+          headDim,
+          weights.readFloat32(`model.layers.${layer}.self_attn.q_norm.weight`),
+          cfg.rmsNormEps,
+        );
+        normHeads(
+          kp,
+          numKvHeads,
+          headDim,
+          weights.readFloat32(`model.layers.${layer}.self_attn.k_norm.weight`),
+          cfg.rmsNormEps,
+        );
+      }
       rotate(qp, numHeads, headDim, pos, invFreq);
       rotate(kp, numKvHeads, headDim, pos, invFreq);
       qs.push(qp);

@@ -17,6 +17,7 @@ function spec(overrides: Partial<CudaModelSpec> = {}): CudaModelSpec {
     vocab: 100,
     rmsNormEps: 1e-5,
     qkvBias: false,
+    qkNorm: false,
     tieWordEmbeddings: true,
     invFreq: new Float32Array(8),
     maxContext: 32,

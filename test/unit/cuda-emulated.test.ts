@@ -94,6 +94,7 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
       vocab,
       rmsNormEps: 1e-5,
       qkvBias: false,
+      qkNorm: false,
       tieWordEmbeddings: true,
       invFreq: new Float32Array(headDim / 2).fill(0.1),
       maxContext: 8,

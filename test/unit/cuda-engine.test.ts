@@ -551,6 +551,40 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     await cpu.close();
     await cuda.close();
   });
+  it("runs a Qwen3 model (per-head q/k norms, attention wider than hidden) as the CPU engine does", async () => {
+    const qwen3 = initTinyModel(join(root, "qwen3"), {
+      shape: "tiny",
+      architecture: "qwen3",
+      adapters: 1,
+      rank: 8,
+      seed: 13,
+      dtype: "F16",
+    });
+    const adapter = loadPeftAdapter(qwen3.adapterDirs[0]!, qwen3.config, { maxRank: 16 });
+    const options = { ...common, modelDir: qwen3.dir, slots: 1 };
+    const cpu = await Engine.create({ ...options, device: "cpu", threads: 1 });
+    const cuda = await cudaEngine(options).engine;
+    expect(cuda.spec).toMatchObject({ qkNorm: true, headDim: 32, hidden: 64, heads: 4 });
+    for (const engine of [cpu, cuda]) await engine.writeAdapter(1, adapter);
+    // A base row and an adapter row, prefilled, then decoding together.
+    for (const slot of [0, 1]) {
+      expectClose(
+        await cuda.prefill(`q${slot}`, prompt(4 + slot), slot, true),
+        await cpu.prefill(`q${slot}`, prompt(4 + slot), slot, true),
+      );
+    }
+    for (const token of [7, 8]) {
+      const next = new Map([
+        ["q0", token],
+        ["q1", token + 100],
+      ]);
+      const [viaCuda, viaCpu] = [await cuda.decode(next), await cpu.decode(next)];
+      for (const id of ["q0", "q1"]) expectClose([viaCuda.get(id)!], [viaCpu.get(id)!]);
+    }
+    await cpu.close();
+    await cuda.close();
+  });
+
   it("times a decode step's phases on the device without changing what the step computes", async () => {
     const ids = Array.from({ length: 4 }, (_, i) => `p${i}`);
     // Two adapter rows (one adapter twice) and two base rows.

@@ -29,62 +29,68 @@ function expectTiled(uploads: ReturnType<typeof weightUploads>, sizes: Map<strin
 }
 
 describe("the CUDA weight upload plan", () => {
-  it("fills every native weight of a real tiny model exactly once from tensors of the right size", () => {
-    const tiny = initTinyModel(join(root, "tiny"), {
-      shape: "tiny",
-      adapters: 0,
-      rank: 4,
-      seed: 1,
-      dtype: "F16",
-    });
-    const m = tiny.config;
-    const uploads = weightUploads(m);
-    const sizes = nativeWeightSizes(m);
-    const weights = openWeights(tiny.dir);
+  it.each(["llama", "qwen2", "qwen3"] as const)(
+    "fills every native weight of a real tiny model exactly once from tensors of the right size (%s)",
+    (architecture) => {
+      const tiny = initTinyModel(join(root, architecture), {
+        shape: "tiny",
+        architecture,
+        adapters: 0,
+        rank: 4,
+        seed: 1,
+        dtype: "F16",
+      });
+      const m = tiny.config;
+      const uploads = weightUploads(m);
+      const sizes = nativeWeightSizes(m);
+      const weights = openWeights(tiny.dir);
 
-    // Every checkpoint tensor is read exactly once, with the element count the file really holds.
-    expect(uploads.map((u) => u.source).sort()).toEqual(weights.names().sort());
-    for (const u of uploads) {
-      const info = weights.info(u.source);
-      expect(
-        info.shape.reduce((a, d) => a * d, 1),
-        u.source,
-      ).toBe(u.elements);
-    }
-    expectTiled(uploads, sizes);
+      // Every checkpoint tensor is read exactly once, with the element count the file really holds.
+      expect(uploads.map((u) => u.source).sort()).toEqual(weights.names().sort());
+      for (const u of uploads) {
+        const info = weights.info(u.source);
+        expect(
+          info.shape.reduce((a, d) => a * d, 1),
+          u.source,
+        ).toBe(u.elements);
+      }
+      expectTiled(uploads, sizes);
 
-    const q = m.numHeads * m.headDim;
-    const kv = m.numKvHeads * m.headDim;
-    const perLayer = {
-      attn_norm: m.hiddenSize,
-      qkv: (q + 2 * kv) * m.hiddenSize,
-      o: m.hiddenSize * q,
-      mlp_norm: m.hiddenSize,
-      gate_up: 2 * m.intermediateSize * m.hiddenSize,
-      down: m.hiddenSize * m.intermediateSize,
-    };
-    const expected = new Map<string, number>([
-      ["embed", m.vocabSize * m.hiddenSize],
-      ["final_norm", m.hiddenSize],
-      ["lm_head", m.vocabSize * m.hiddenSize],
-    ]);
-    for (let l = 0; l < m.numLayers; l++)
-      for (const [name, size] of Object.entries(perLayer)) expected.set(`layers.${l}.${name}`, size);
-    expect(new Map([...sizes].sort())).toEqual(new Map([...expected].sort()));
+      const q = m.numHeads * m.headDim;
+      const kv = m.numKvHeads * m.headDim;
+      const perLayer = {
+        attn_norm: m.hiddenSize,
+        qkv: (q + 2 * kv) * m.hiddenSize,
+        ...(m.qkvBias ? { qkv_bias: q + 2 * kv } : {}),
+        ...(m.qkNorm ? { q_norm: m.headDim, k_norm: m.headDim } : {}),
+        o: m.hiddenSize * q,
+        mlp_norm: m.hiddenSize,
+        gate_up: 2 * m.intermediateSize * m.hiddenSize,
+        down: m.hiddenSize * m.intermediateSize,
+      };
+      const expected = new Map<string, number>([
+        ["embed", m.vocabSize * m.hiddenSize],
+        ["final_norm", m.hiddenSize],
+        ["lm_head", m.vocabSize * m.hiddenSize],
+      ]);
+      for (let l = 0; l < m.numLayers; l++)
+        for (const [name, size] of Object.entries(perLayer)) expected.set(`layers.${l}.${name}`, size);
+      expect(new Map([...sizes].sort())).toEqual(new Map([...expected].sort()));
 
-    // q, k, v rows in that order; gate rows then up rows.
-    const at = (target: string) =>
-      uploads.filter((u) => u.target === target).map((u) => [u.source, u.offset]);
-    expect(at("layers.1.qkv")).toEqual([
-      ["model.layers.1.self_attn.q_proj.weight", 0],
-      ["model.layers.1.self_attn.k_proj.weight", q * m.hiddenSize],
-      ["model.layers.1.self_attn.v_proj.weight", (q + kv) * m.hiddenSize],
-    ]);
-    expect(at("layers.0.gate_up")).toEqual([
-      ["model.layers.0.mlp.gate_proj.weight", 0],
-      ["model.layers.0.mlp.up_proj.weight", m.intermediateSize * m.hiddenSize],
-    ]);
-  });
+      // q, k, v rows in that order; gate rows then up rows.
+      const at = (target: string) =>
+        uploads.filter((u) => u.target === target).map((u) => [u.source, u.offset]);
+      expect(at("layers.1.qkv")).toEqual([
+        ["model.layers.1.self_attn.q_proj.weight", 0],
+        ["model.layers.1.self_attn.k_proj.weight", q * m.hiddenSize],
+        ["model.layers.1.self_attn.v_proj.weight", (q + kv) * m.hiddenSize],
+      ]);
+      expect(at("layers.0.gate_up")).toEqual([
+        ["model.layers.0.mlp.gate_proj.weight", 0],
+        ["model.layers.0.mlp.up_proj.weight", m.intermediateSize * m.hiddenSize],
+      ]);
+    },
+  );
 
   it("fuses Qwen2's q/k/v biases and leaves out lm_head when the embeddings are tied", () => {
     const m = parseModelConfig({

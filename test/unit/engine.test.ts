@@ -1,7 +1,7 @@
 // The engine's correctness oracle (../shared/DESIGN.md "The forward pass"): a sequence's logits with an
 // adapter applied through the banks, inside a mixed batch of many distinct adapters, equal the same
 // sequence run alone and the base graph run on merged weights W + s·B·A.
-import { mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -200,6 +200,56 @@ describe("the engine on mixed-adapter batches", () => {
       for (const [i, row] of viaEngine.entries()) expect(maxDiff(row, reference[i]!)).toBeLessThan(1e-4);
     }
     await engine.close();
+  });
+
+  it("runs a Qwen3 checkpoint (per-head q/k norms, attention wider than hidden) as the reference does", async () => {
+    const qwen3 = initTinyModel(join(root, "qwen3"), {
+      shape: "tiny",
+      architecture: "qwen3",
+      adapters: 2,
+      rank: 8,
+      seed: 9,
+    });
+    expect(qwen3.config).toMatchObject({ qkNorm: true, headDim: 32, hiddenSize: 64, numHeads: 4 });
+    const [first, second] = qwen3.adapterDirs.map((dir) =>
+      loadPeftAdapter(dir, qwen3.config, { maxRank: 16 }),
+    );
+    const engine = await engineFor(qwen3.dir, 2);
+    await engine.writeAdapter(1, first!);
+    await engine.writeAdapter(2, second!);
+    const tokens = [prompt(4), prompt(6), prompt(5)];
+    const feeds = [
+      [7, 8, 9],
+      [10, 11, 12],
+      [13, 14, 15],
+    ];
+    // Three sequences (base, adapter 1, adapter 2) prefilled, then decoding together.
+    const logits = new Map<string, Float32Array[]>();
+    for (const [slot, prompt] of tokens.entries()) {
+      logits.set(`q${slot}`, [(await engine.prefill(`q${slot}`, prompt, slot))[0]!.slice()]);
+    }
+    for (let step = 0; step < 3; step++) {
+      const out = await engine.decode(new Map(tokens.map((_, slot) => [`q${slot}`, feeds[slot]![step]!])));
+      for (const [id, row] of out) logits.get(id)!.push(row.slice());
+    }
+    for (const [slot, adapter] of [undefined, first, second].entries()) {
+      const fed = [...tokens[slot]!, ...feeds[slot]!];
+      const reference = referenceLogits(qwen3.dir, fed, adapter).slice(tokens[slot]!.length - 1);
+      for (const [step, row] of logits.get(`q${slot}`)!.entries()) {
+        expect(maxDiff(row, reference[step]!)).toBeLessThan(1e-4);
+      }
+    }
+    await engine.close();
+    // The norms are not a no-op: the same weights read as a Llama (no q/k norms) give other logits.
+    const asLlama = join(root, "qwen3-as-llama");
+    cpSync(qwen3.dir, asLlama, { recursive: true });
+    const config = JSON.parse(readFileSync(join(asLlama, "config.json"), "utf8")) as Record<string, unknown>;
+    writeFileSync(
+      join(asLlama, "config.json"),
+      JSON.stringify({ ...config, architectures: ["LlamaForCausalLM"], model_type: "llama" }),
+    );
+    const withoutNorms = referenceLogits(asLlama, tokens[0]!).at(-1)!;
+    expect(maxDiff(withoutNorms, logits.get("q0")![0]!)).toBeGreaterThan(1e-2);
   });
 
   it("changes the logits with an adapter, and gives the base logits in slot 0", async () => {

@@ -85,6 +85,32 @@ const QWEN2 = {
   vocab_size: 151936,
 };
 
+// Qwen3 0.6B: per-head q/k norms, attention (16 × 128) twice as wide as hidden, tied embeddings.
+const QWEN3 = {
+  architectures: ["Qwen3ForCausalLM"],
+  attention_bias: false,
+  bos_token_id: 151643,
+  eos_token_id: 151645,
+  head_dim: 128,
+  hidden_act: "silu",
+  hidden_size: 1024,
+  intermediate_size: 3072,
+  max_position_embeddings: 40960,
+  max_window_layers: 28,
+  model_type: "qwen3",
+  num_attention_heads: 16,
+  num_hidden_layers: 28,
+  num_key_value_heads: 8,
+  rms_norm_eps: 1e-6,
+  rope_scaling: null,
+  rope_theta: 1000000,
+  sliding_window: null,
+  tie_word_embeddings: true,
+  torch_dtype: "bfloat16",
+  use_sliding_window: false,
+  vocab_size: 151936,
+};
+
 const root = mkdtempSync(join(tmpdir(), "luminet-model-config-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
@@ -111,6 +137,7 @@ describe("parseModelConfig", () => {
       },
       tieWordEmbeddings: false,
       qkvBias: false,
+      qkNorm: false,
       dtype: "BF16",
       bosTokenId: 128000,
       eosTokenIds: [128001, 128008, 128009],
@@ -127,6 +154,31 @@ describe("parseModelConfig", () => {
       qkvBias: false,
     });
     expect(cfg.eosTokenIds).toEqual([2]);
+  });
+
+  it("caps a Mistral model's context at its sliding window, where full attention is what it computes", () => {
+    expect(parseModelConfig(MISTRAL).maxPositions).toBe(4096);
+    expect(parseModelConfig({ ...MISTRAL, sliding_window: null }).maxPositions).toBe(32768);
+    expect(parseModelConfig({ ...MISTRAL, sliding_window: 65536 }).maxPositions).toBe(32768);
+    // Qwen2 writes a sliding_window it does not use unless use_sliding_window is set.
+    expect(parseModelConfig({ ...QWEN2, sliding_window: 4096 }).maxPositions).toBe(32768);
+  });
+
+  it("reads a Qwen3 config: per-head q/k norms, no q/k/v bias, head_dim wider than hidden / heads", () => {
+    expect(parseModelConfig(QWEN3)).toMatchObject({
+      architecture: "qwen3",
+      hiddenSize: 1024,
+      numHeads: 16,
+      numKvHeads: 8,
+      headDim: 128,
+      maxPositions: 40960,
+      tieWordEmbeddings: true,
+      qkvBias: false,
+      qkNorm: true,
+      ropeTheta: 1e6,
+      eosTokenIds: [151645],
+    });
+    expect(parseModelConfig({ ...QWEN3, architectures: undefined }).architecture).toBe("qwen3");
   });
 
   it("reads a Qwen2 config with tied embeddings and q/k/v bias", () => {
@@ -222,6 +274,17 @@ describe("parseModelConfig", () => {
       { ...LLAMA_31, attention_bias: true },
       /attention_bias = true is not supported/,
     ],
+    [
+      "attention bias on Qwen3 (it would bias o_proj too)",
+      { ...QWEN3, attention_bias: true },
+      /attention_bias = true is not supported/,
+    ],
+    [
+      "Qwen3's sliding-window attention",
+      { ...QWEN3, use_sliding_window: true, sliding_window: 4096 },
+      /use_sliding_window = true is not supported/,
+    ],
+    ["a sliding window that is not a size", { ...MISTRAL, sliding_window: 0 }, /sliding_window must be/],
     [
       "a bad eos id",
       { ...MISTRAL, eos_token_id: ["x"] },

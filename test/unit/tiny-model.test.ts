@@ -256,6 +256,35 @@ describe("luminet model init-tiny", () => {
     ).toBe(2);
   });
 
+  it("writes a Qwen3 checkpoint with --arch qwen3: per-head q/k norm weights beside its projections", () => {
+    const dir = freshDir();
+    const result = spawnSync(
+      process.execPath,
+      ["bin/luminet.mjs", "model", "init-tiny", dir, "--arch", "qwen3", "--adapters", "1", "--rank", "2"],
+      { encoding: "utf8" },
+    );
+    expect(result.stderr).toBe("");
+    expect(result.stdout).toMatch(/^wrote .*: tiny Qwen3, 2 layers, hidden 64, /);
+    const config = loadModelConfig(dir);
+    expect(config).toMatchObject({ architecture: "qwen3", qkNorm: true, headDim: 32 });
+    const weights = openWeights(dir);
+    expect(weights.info("model.layers.1.self_attn.k_norm.weight").shape).toEqual([32]);
+    expect(weights.names().some((name) => name.endsWith(".bias"))).toBe(false);
+    expect(
+      loadPeftAdapter(join(dir, "adapters", "adapter-0"), config, { maxRank: 2 }).modules.length,
+    ).toBeGreaterThan(0);
+  });
+
+  it("refuses an unknown architecture", () => {
+    const result = spawnSync(
+      process.execPath,
+      ["bin/luminet.mjs", "model", "init-tiny", freshDir(), "--arch", "gemma"],
+      { encoding: "utf8" },
+    );
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain("expected one of llama, qwen2, qwen3");
+  });
+
   it("refuses an unknown shape", () => {
     const result = spawnSync(
       process.execPath,

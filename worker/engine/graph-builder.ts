@@ -290,15 +290,15 @@ class DecoderBuilder {
     for (let l = 0; l < m.numLayers; l++) {
       g.input(`past_key.${l}`, this.compute, ["batch", KV, "past_sequence", D]);
       g.input(`past_value.${l}`, this.compute, ["batch", KV, "past_sequence", D]);
-      const toBsh = (kind: ModuleKind): string =>
-        g.shaped(g.op("Reshape", [this.linear(l, kind, normed), bsShape]), this.compute, [
+      const toBsh = (kind: ModuleKind, rows: string): string =>
+        g.shaped(g.op("Reshape", [rows, bsShape]), this.compute, [
           "batch",
           "sequence",
           moduleShape(m, kind).outFeatures,
         ]);
-      const q = toBsh("q");
-      const k = toBsh("k");
-      const v = toBsh("v");
+      const q = toBsh("q", this.headNormed(l, "q", this.linear(l, "q", normed)));
+      const k = toBsh("k", this.headNormed(l, "k", this.linear(l, "k", normed)));
+      const v = toBsh("v", this.linear(l, "v", normed));
       const [attn] = g.node(
         "GroupQueryAttention",
         [q, k, v, `past_key.${l}`, `past_value.${l}`, seqlensK, totalLen, cosCache, sinCache],
@@ -438,6 +438,24 @@ class DecoderBuilder {
     const inCompute = (x: string): string =>
       this.compute === DataType.FLOAT ? x : g.op("Cast", [x], { to: this.compute });
     return [inCompute(g.op("Cos", [angles])), inCompute(g.op("Sin", [angles]))];
+  }
+
+  /**
+   * Qwen3's q_norm / k_norm: each head of the projected rows RMS-normalized over head_dim with its weight,
+   * before GroupQueryAttention rotates it. Other architectures get the rows back as they are.
+   */
+  private headNormed(l: number, kind: "q" | "k", rows: string): string {
+    const m = this.model;
+    if (!m.qkNorm) return rows;
+    const g = this.g;
+    const heads = kind === "q" ? m.numHeads : m.numKvHeads;
+    const perHead = g.op("Reshape", [rows, g.constInt64([-1, heads, m.headDim])]);
+    const normed = g.op(
+      "SimplifiedLayerNormalization",
+      [perHead, this.weight(`model.layers.${l}.self_attn.${kind}_norm.weight`, [m.headDim])],
+      { axis: -1, epsilon: floatAttr(m.rmsNormEps) },
+    );
+    return g.op("Reshape", [normed, g.constInt64([-1, heads * m.headDim])]);
   }
 
   // Residual add fused with RMSNorm: returns [normed, "", "", x + skip].

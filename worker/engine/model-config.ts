@@ -1,5 +1,5 @@
-// The base model's shape, parsed from a Hugging Face config.json (Llama, Mistral, Qwen2), and the names
-// and shapes of the linear modules that LoRA adapters target.
+// The base model's shape, parsed from a Hugging Face config.json (Llama, Mistral, Qwen2, Qwen3), and the
+// names and shapes of the linear modules that LoRA adapters target.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -17,7 +17,7 @@ export type RopeScaling =
   | { type: "linear"; factor: number };
 
 export interface ModelConfig {
-  architecture: "llama" | "mistral" | "qwen2";
+  architecture: "llama" | "mistral" | "qwen2" | "qwen3";
   hiddenSize: number;
   intermediateSize: number;
   numLayers: number;
@@ -31,6 +31,8 @@ export interface ModelConfig {
   ropeScaling: RopeScaling | null;
   tieWordEmbeddings: boolean;
   qkvBias: boolean;
+  /** Qwen3: each query and key head is RMS-normalized (q_norm, k_norm weights of head_dim) before rotary. */
+  qkNorm: boolean;
   dtype: "F32" | "F16" | "BF16";
   bosTokenId: number | null;
   eosTokenIds: number[];
@@ -42,14 +44,34 @@ export class ModelConfigError extends Error {
 
 type Architecture = ModelConfig["architecture"];
 
-const ARCHITECTURES: Record<string, Architecture> = {
-  LlamaForCausalLM: "llama",
-  MistralForCausalLM: "mistral",
-  Qwen2ForCausalLM: "qwen2",
+/** Each architecture's transformers class, as config.json's `architectures` names it. */
+export const ARCHITECTURE_CLASSES: Record<Architecture, string> = {
+  llama: "LlamaForCausalLM",
+  mistral: "MistralForCausalLM",
+  qwen2: "Qwen2ForCausalLM",
+  qwen3: "Qwen3ForCausalLM",
 };
-const MODEL_TYPES: Record<string, Architecture> = { llama: "llama", mistral: "mistral", qwen2: "qwen2" };
+const ARCHITECTURES: Record<string, Architecture> = Object.fromEntries(
+  Object.entries(ARCHITECTURE_CLASSES).map(([arch, name]) => [name, arch as Architecture]),
+);
+
+/** The architecture of a transformers class name ("Qwen3ForCausalLM"), if the engine runs it. */
+export function architectureOfClass(name: string): Architecture | undefined {
+  return Object.hasOwn(ARCHITECTURES, name) ? ARCHITECTURES[name] : undefined;
+}
+const MODEL_TYPES: Record<string, Architecture> = {
+  llama: "llama",
+  mistral: "mistral",
+  qwen2: "qwen2",
+  qwen3: "qwen3",
+};
 // transformers' own defaults for max_position_embeddings when a config leaves it out.
-const DEFAULT_MAX_POSITIONS: Record<Architecture, number> = { llama: 2048, mistral: 4096 * 32, qwen2: 32768 };
+const DEFAULT_MAX_POSITIONS: Record<Architecture, number> = {
+  llama: 2048,
+  mistral: 4096 * 32,
+  qwen2: 32768,
+  qwen3: 32768,
+};
 const DTYPES: Record<string, ModelConfig["dtype"]> = { float32: "F32", float16: "F16", bfloat16: "BF16" };
 
 function isObject(x: unknown): x is Record<string, unknown> {
@@ -93,7 +115,7 @@ function architectureOf(c: Record<string, unknown>): Architecture {
   const archs = c.architectures;
   if (Array.isArray(archs) && archs.length > 0) {
     const name = archs[0];
-    const arch = typeof name === "string" ? ARCHITECTURES[name] : undefined;
+    const arch = typeof name === "string" ? architectureOfClass(name) : undefined;
     if (!arch) {
       throw new ModelConfigError(
         `config.json: unsupported architecture ${JSON.stringify(name)} (supported: ${Object.keys(ARCHITECTURES).join(", ")})`,
@@ -135,6 +157,17 @@ function parseRopeScaling(v: unknown, key: string): RopeScaling | null {
   }
 }
 
+/**
+ * How many positions the model attends over. Mistral's `sliding_window` (v0.1: 4096) makes each token attend
+ * only that far back; within the window that is full attention, which is what the engine computes, so the
+ * model's context is capped at its window rather than computing something else past it.
+ */
+function contextWithin(c: Record<string, unknown>, architecture: Architecture): number {
+  const positions = positiveInt(c, "max_position_embeddings", DEFAULT_MAX_POSITIONS[architecture]);
+  if (architecture !== "mistral" || c.sliding_window == null) return positions;
+  return Math.min(positions, positiveInt(c, "sliding_window"));
+}
+
 export function parseModelConfig(json: unknown): ModelConfig {
   if (!isObject(json)) throw new ModelConfigError("config.json: not a JSON object");
   const c = json;
@@ -160,7 +193,7 @@ export function parseModelConfig(json: unknown): ModelConfig {
     throw new ModelConfigError("config.json: attention_bias = true is not supported");
   }
   if (c.mlp_bias === true) throw new ModelConfigError("config.json: mlp_bias = true is not supported");
-  if (architecture === "qwen2" && c.use_sliding_window === true) {
+  if ((architecture === "qwen2" || architecture === "qwen3") && c.use_sliding_window === true) {
     throw new ModelConfigError("config.json: use_sliding_window = true is not supported");
   }
   const torchDtype = c.torch_dtype ?? c.dtype ?? "float32";
@@ -193,12 +226,13 @@ export function parseModelConfig(json: unknown): ModelConfig {
     numKvHeads,
     headDim,
     vocabSize: positiveInt(c, "vocab_size"),
-    maxPositions: positiveInt(c, "max_position_embeddings", DEFAULT_MAX_POSITIONS[architecture]),
+    maxPositions: contextWithin(c, architecture),
     rmsNormEps: positiveNumber(c, "rms_norm_eps", "", 1e-6),
     ropeTheta,
     ropeScaling,
     tieWordEmbeddings: tie,
     qkvBias: architecture === "qwen2",
+    qkNorm: architecture === "qwen3",
     dtype,
     bosTokenId: bos[0] ?? null,
     eosTokenIds: tokenIds(c.eos_token_id, "eos_token_id", "config.json"),

@@ -537,6 +537,7 @@ export function modelSpec(model: ModelConfig, options: CudaEngineOptions): CudaM
     vocab: model.vocabSize,
     rmsNormEps: model.rmsNormEps,
     qkvBias: model.qkvBias,
+    qkNorm: model.qkNorm,
     tieWordEmbeddings: model.tieWordEmbeddings,
     invFreq: inverseFrequencies(model),
     maxContext: options.maxContext,

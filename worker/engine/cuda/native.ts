@@ -37,6 +37,8 @@ export interface CudaModelSpec {
   rmsNormEps: number;
   /** Qwen2: q, k and v projections carry a bias (weight "layers.{l}.qkv_bias"). */
   qkvBias: boolean;
+  /** Qwen3: each q and k head is RMS-normalized before rotary (weights "layers.{l}.q_norm", "k_norm"). */
+  qkNorm: boolean;
   /** lm_head reuses the embedding (no "lm_head" weight is uploaded). */
   tieWordEmbeddings: boolean;
   /** Rotary inverse frequencies, headDim/2 of them (rope.ts). */

@@ -60,6 +60,16 @@ export function weightUploads(model: ModelConfig): WeightUpload[] {
         })),
       );
     }
+    if (model.qkNorm) {
+      for (const kind of ["q", "k"] as const) {
+        uploads.push({
+          target: `${prefix}.${kind}_norm`,
+          source: `model.layers.${l}.self_attn.${kind}_norm.weight`,
+          offset: 0,
+          elements: model.headDim,
+        });
+      }
+    }
     uploads.push({ target: `${prefix}.o`, source: weightName(l, "o"), offset: 0, elements: linear("o") });
     uploads.push({
       target: `${prefix}.mlp_norm`,

@@ -85,6 +85,7 @@ ModelSpec parseSpec(const Napi::Object& o) {
   if (!eps.IsNumber()) throw Napi::TypeError::New(o.Env(), "rmsNormEps must be a number");
   spec.rmsNormEps = eps.As<Napi::Number>().FloatValue();
   spec.qkvBias = boolProperty(o, "qkvBias");
+  spec.qkNorm = boolProperty(o, "qkNorm");
   spec.tieWordEmbeddings = boolProperty(o, "tieWordEmbeddings");
   size_t count = 0;
   const float* invFreq = floatArray(o, "invFreq", count, false);

@@ -99,6 +99,10 @@ void DeviceModel::allocateWeights() {
     add(layerName(l, "attn_norm"), s.hidden);
     add(layerName(l, "qkv"), qkvRows * s.hidden);
     if (s.qkvBias) add(layerName(l, "qkv_bias"), qkvRows);
+    if (s.qkNorm) {
+      add(layerName(l, "q_norm"), s.headDim);
+      add(layerName(l, "k_norm"), s.headDim);
+    }
     add(layerName(l, "o"), size_t(s.hidden) * s.heads * s.headDim);
     add(layerName(l, "mlp_norm"), s.hidden);
     add(layerName(l, "gate_up"), size_t(2) * s.intermediate * s.hidden);
@@ -579,7 +583,10 @@ void DeviceModel::enqueueForward(const RowMeta& rows, int rowCount, int logitCou
       enqueueLora(rows, rowCount, l, {kQ, kK, kV}, normed, s.hidden, qkv, qkvWidth);
       mark("lora");
     }
-    launchRotaryAndCache(rows, rowCount, qkv, s.qkvBias ? weightData(layerName(l, "qkv_bias")) : nullptr,
+    const HeadNorms norms = s.qkNorm ? HeadNorms{weightData(layerName(l, "q_norm")),
+                                                 weightData(layerName(l, "k_norm")), s.rmsNormEps}
+                                      : HeadNorms{};
+    launchRotaryAndCache(rows, rowCount, qkv, s.qkvBias ? weightData(layerName(l, "qkv_bias")) : nullptr, norms,
                          invFreq_.as<float>(), shape, cache, l, queries_.as<float>(), compute_);
     mark("rotary + cache write");
     launchAttention(rows, rowCount, queries_.as<float>(), shape, cache, l, attention, compute_);

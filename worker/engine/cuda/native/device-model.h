@@ -26,6 +26,7 @@ struct ModelSpec {
   int vocab = 0;
   float rmsNormEps = 1e-5f;
   bool qkvBias = false;
+  bool qkNorm = false;
   bool tieWordEmbeddings = false;
   std::vector<float> invFreq;
   int maxContext = 0;

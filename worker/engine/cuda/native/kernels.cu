@@ -92,41 +92,53 @@ __global__ void rmsNormKernel(const float* x, const int* gather, int hidden, con
     target[i] = __float2half_rn(source[i] * inverse * __half2float(weight[i]));
 }
 
-// grid (rows, heads + kvHeads), one thread per rotated pair.
-__global__ void rotaryAndCacheKernel(RowMeta rows, const float* qkv, const half* qkvBias, const float* invFreq,
-                                     AttentionShape shape, KvCacheView cache, int layer, float* queries) {
+// grid (rows, heads + kvHeads), one thread per rotated pair (a warp multiple: threads past the pairs only
+// join the head norm's block sum).
+__global__ void rotaryAndCacheKernel(RowMeta rows, const float* qkv, const half* qkvBias, HeadNorms norms,
+                                     const float* invFreq, AttentionShape shape, KvCacheView cache, int layer,
+                                     float* queries) {
+  __shared__ float scratch[32];
   const int row = blockIdx.x;
   const int head = blockIdx.y;
   const int pair = threadIdx.x;
   const int half_ = shape.headDim / 2;
-  if (pair >= half_) return;
-  const int position = rows.positions[row];
+  const bool rotates = pair < half_;
+  const bool isQuery = head < shape.heads;
+  const int kvHead = head - shape.heads;
   const int qkvWidth = (shape.heads + 2 * shape.kvHeads) * shape.headDim;
   const float* source = qkv + size_t(row) * qkvWidth;
+  auto value = [&](int column) { return source[column] + (qkvBias ? __half2float(qkvBias[column]) : 0.f); };
+  const int base = (isQuery ? head : shape.heads + kvHead) * shape.headDim;
+  float x1 = rotates ? value(base + pair) : 0.f, x2 = rotates ? value(base + pair + half_) : 0.f;
+  // The same for the whole block, so every thread reaches the block sum.
+  const half* norm = isQuery ? norms.q : norms.k;
+  if (norm) {
+    const float inverse = rsqrtf(blockSum(x1 * x1 + x2 * x2, scratch) / shape.headDim + norms.eps);
+    if (rotates) {
+      x1 *= inverse * __half2float(norm[pair]);
+      x2 *= inverse * __half2float(norm[pair + half_]);
+    }
+  }
+  if (!rotates) return;
+  const int position = rows.positions[row];
   // Hugging Face computes the angle as a float32 product, then its cos and sin.
   const float angle = float(position) * invFreq[pair];
   float sine, cosine;
   sincosf(angle, &sine, &cosine);
-  auto value = [&](int column) { return source[column] + (qkvBias ? __half2float(qkvBias[column]) : 0.f); };
-  if (head < shape.heads) {
-    const int base = head * shape.headDim;
-    const float x1 = value(base + pair), x2 = value(base + pair + half_);
+  if (isQuery) {
     float* target = queries + size_t(row) * shape.heads * shape.headDim + base;
     target[pair] = x1 * cosine - x2 * sine;
     target[pair + half_] = x2 * cosine + x1 * sine;
     return;
   }
-  const int kvHead = head - shape.heads;
   const size_t slot = ((size_t(rows.cacheRows[row]) * cache.layers + layer) * cache.kvHeads + kvHead) *
                           cache.maxContext +
                       position;
   half* key = cache.keys + slot * cache.headDim;
   half* val = cache.values + slot * cache.headDim;
-  const int keyBase = (shape.heads + kvHead) * shape.headDim;
   const int valueBase = (shape.heads + shape.kvHeads + kvHead) * shape.headDim;
-  const float k1 = value(keyBase + pair), k2 = value(keyBase + pair + half_);
-  key[pair] = __float2half_rn(k1 * cosine - k2 * sine);
-  key[pair + half_] = __float2half_rn(k2 * cosine + k1 * sine);
+  key[pair] = __float2half_rn(x1 * cosine - x2 * sine);
+  key[pair + half_] = __float2half_rn(x2 * cosine + x1 * sine);
   val[pair] = __float2half_rn(value(valueBase + pair));
   val[pair + half_] = __float2half_rn(value(valueBase + pair + half_));
 }
@@ -498,11 +510,12 @@ void launchRmsNorm(const float* x, const int* gather, int rowCount, int hidden, 
 }
 
 void launchRotaryAndCache(const RowMeta& rows, int rowCount, const float* qkv, const half* qkvBias,
-                          const float* invFreq, const AttentionShape& shape, const KvCacheView& cache, int layer,
-                          float* queries, cudaStream_t stream) {
+                          const HeadNorms& norms, const float* invFreq, const AttentionShape& shape,
+                          const KvCacheView& cache, int layer, float* queries, cudaStream_t stream) {
   const dim3 grid(rowCount, shape.heads + shape.kvHeads);
   const int threads = ((shape.headDim / 2 + kWarp - 1) / kWarp) * kWarp;
-  LUMINET_LAUNCH(rotaryAndCacheKernel, grid, threads, 0, stream)(rows, qkv, qkvBias, invFreq, shape, cache, layer, queries);
+  LUMINET_LAUNCH(rotaryAndCacheKernel, grid, threads, 0, stream)(rows, qkv, qkvBias, norms, invFreq, shape, cache,
+                                                                 layer, queries);
   checkLaunch("rotaryAndCacheKernel");
 }
 

@@ -34,6 +34,13 @@ struct KvCacheView {
   int headDim;
 };
 
+/** Qwen3's q_norm and k_norm: head_dim weights each (null: the model has none) and the RMSNorm epsilon. */
+struct HeadNorms {
+  const half* q = nullptr;
+  const half* k = nullptr;
+  float eps = 0.f;
+};
+
 struct AttentionShape {
   int heads;
   int kvHeads;
@@ -88,11 +95,12 @@ void launchRmsNorm(const float* x, const int* gather, int rowCount, int hidden, 
                    half* out, cudaStream_t stream);
 
 /**
- * Adds the q/k/v bias (when given), rotates q and k (Hugging Face's rotate-half layout), writes q to
- * `queries` and this layer's key and value of every row into the cache at the row's position.
+ * Adds the q/k/v bias (when given), RMS-normalizes each q and k head (when `norms` has weights), rotates q
+ * and k (Hugging Face's rotate-half layout), writes q to `queries` and this layer's key and value of every
+ * row into the cache at the row's position.
  */
 void launchRotaryAndCache(const RowMeta& rows, int rowCount, const float* qkv, const half* qkvBias,
-                          const float* invFreq, const AttentionShape& shape, const KvCacheView& cache, int layer,
+                          const HeadNorms& norms, const float* invFreq, const AttentionShape& shape, const KvCacheView& cache, int layer,
                           float* queries, cudaStream_t stream);
 
 /** Each row attends to positions 0..positions[row] of its cache row (grouped-query, online softmax). */
