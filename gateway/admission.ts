@@ -10,6 +10,7 @@ import { MAX_LOGIT_BIAS } from "../worker/engine/sampler.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import type { BaseModelInfo } from "./bases.ts";
 import { invalidRequest } from "./errors.ts";
+import { planReasoning, type ReasoningPlan } from "./reasoning.ts";
 import { forcedCallFormat, parsedToolCalls, planTools, type ToolPlan, toolMessages } from "./tool-calls.ts";
 
 export interface Admitted {
@@ -22,6 +23,8 @@ export interface Admitted {
   includeUsage: boolean;
   /** Chat: the functions the answer may call (gateway/tool-calls.ts); null for none. */
   tools?: ToolPlan | null;
+  /** Chat: the answer holds reasoning to split off (gateway/reasoning.ts); null for none. */
+  reasoning?: ReasoningPlan["split"];
 }
 
 type Common = Pick<
@@ -82,7 +85,8 @@ function logitBias(bias: Record<string, number> | null | undefined, vocab: numbe
 
 /**
  * The response format as the worker takes it; the deprecated function-calling fields (`functions`,
- * `function_call`: use `tools`), audio output and web search refused rather than ignored. JSON mode needs the word "JSON" in the messages,
+ * `function_call`: use `tools`), audio output and web search refused rather than ignored (reasoning_effort:
+ * gateway/reasoning.ts). JSON mode needs the word "JSON" in the messages,
  * as OpenAI requires: a model not told to write JSON may spend all of max_tokens inside the object without
  * closing it. A JSON schema is checked here against the subset the worker's grammar keeps
  * (worker/engine/json-schema.ts), so one it would refuse is a 400 before anything runs.
@@ -99,9 +103,6 @@ function checkFormat(body: ChatCompletionRequest): SamplingParams["response_form
     throw invalidRequest("audio output is not supported: the models answer text", "audio");
   if (body.web_search_options != null) {
     throw invalidRequest("web search is not supported", "web_search_options");
-  }
-  if (body.reasoning_effort != null) {
-    throw invalidRequest("reasoning_effort is not supported with this model", "reasoning_effort");
   }
   if ((body.functions?.length ?? 0) > 0) {
     throw invalidRequest("functions is not supported: give them as tools", "functions");
@@ -261,10 +262,12 @@ export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Adm
     }
     format = forcedCallFormat(tools);
   }
+  const reasoning = planReasoning(body.reasoning_effort, base.tokenizer.reasoning, format !== undefined);
   const conversation = toolMessages(body.messages.map(chatMessage), tools, base.tokenizer.templateTakesTools);
   const text = base.tokenizer.applyChatTemplate(conversation.messages, {
     addGenerationPrompt: true,
     ...(conversation.tools ? { tools: conversation.tools } : {}),
+    ...(reasoning.enableThinking !== undefined ? { enableThinking: reasoning.enableThinking } : {}),
   });
   // The template writes the special tokens (bos included) itself.
   const ids = base.tokenizer.encode(text, { addSpecialTokens: false });
@@ -281,7 +284,7 @@ export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Adm
     top: body.top_logprobs ?? 0,
   });
   if (format) admitted.sampling.response_format = format;
-  return { ...admitted, tools };
+  return { ...admitted, tools, reasoning: reasoning.split };
 }
 
 function completionPromptIds(prompt: CompletionRequest["prompt"], base: BaseModelInfo): number[] {

@@ -2,8 +2,8 @@
 // (gateway/generation.ts), and the answer needs all of them. Non-streaming answers wait for every reply;
 // streams interleave the choices' chunks as they arrive. Whichever way, one choice's error ends the request
 // and cancels the others, so nothing runs on for a client that already got the error.
-import type { Final, TokenChunk, TokenLogprob } from "../schema/wire.ts";
-import { collectReply, type Generation } from "./generation.ts";
+import type { Final, TokenChunk } from "../schema/wire.ts";
+import { type CollectedReply, collectReply, type Generation } from "./generation.ts";
 
 /** One choice of a stream once open: its run, its reply iterator and the reply's first step. */
 export interface OpenChoice {
@@ -24,9 +24,7 @@ export function cancelGenerations(generations: readonly Generation[]): void {
 }
 
 /** Every choice's whole reply, in choice order; the first failure cancels the rest and is thrown. */
-export async function collectChoices(
-  generations: readonly Generation[],
-): Promise<{ text: string; logprobs: TokenLogprob[]; final: Final }[]> {
+export async function collectChoices(generations: readonly Generation[]): Promise<CollectedReply[]> {
   try {
     return await Promise.all(generations.map((generation) => collectReply(generation.chunks())));
   } finally {

@@ -335,17 +335,31 @@ export class Generation {
   }
 }
 
-/** A whole reply for a non-streaming answer: the text, every token's logprobs (when asked for) and the Final. */
-export async function collectReply(
-  chunks: AsyncGenerator<TokenChunk, Final, void>,
-): Promise<{ text: string; logprobs: TokenLogprob[]; final: Final }> {
+/** A whole reply for a non-streaming answer: the text, every token's logprobs (when asked for), its chunks and the Final. */
+export async function collectReply(chunks: AsyncGenerator<TokenChunk, Final, void>): Promise<CollectedReply> {
   let text = "";
   const logprobs: TokenLogprob[] = [];
+  const pieces: ReplyPiece[] = [];
   let step = await chunks.next();
   while (!step.done) {
     text += step.value.text;
+    pieces.push({ text: step.value.text, tokens: step.value.token_ids.length });
     if (step.value.logprobs) logprobs.push(...step.value.logprobs);
     step = await chunks.next();
   }
-  return { text, logprobs, final: step.value };
+  return { text, logprobs, pieces, final: step.value };
+}
+
+/** One chunk of a reply: its text and how many tokens made it. */
+export interface ReplyPiece {
+  text: string;
+  tokens: number;
+}
+
+/** A whole reply: its text, its tokens' logprobs (when asked for), its chunks and its Final. */
+export interface CollectedReply {
+  text: string;
+  logprobs: TokenLogprob[];
+  pieces: ReplyPiece[];
+  final: Final;
 }

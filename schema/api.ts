@@ -161,6 +161,8 @@ export const UsageBody = z.object({
   total_tokens: z.int(),
   /** As OpenAI reports it: the prompt tokens a cache covered (the worker's prefix cache). */
   prompt_tokens_details: z.object({ cached_tokens: z.int() }),
+  /** A reasoning model's answer: the completion tokens that were reasoning (gateway/reasoning.ts). */
+  completion_tokens_details: z.object({ reasoning_tokens: z.int() }).optional(),
 });
 export type UsageBody = z.infer<typeof UsageBody>;
 
@@ -191,6 +193,8 @@ export const ChatCompletion = z.object({
         role: z.literal("assistant"),
         /** null when the answer is a function call. */
         content: z.string().nullable(),
+        /** A reasoning model's reasoning (gateway/reasoning.ts), as DeepSeek's and vLLM's APIs name it. */
+        reasoning_content: z.string().optional(),
         refusal: z.null(),
         tool_calls: z.array(ToolCall).optional(),
       }),
@@ -214,6 +218,7 @@ export const ChatCompletionChunk = z.object({
       delta: z.object({
         role: z.literal("assistant").optional(),
         content: z.string().optional(),
+        reasoning_content: z.string().optional(),
         /**
          * Function calls as OpenAI streams them: a call's first delta has its id, type and name, the later
          * ones pieces of its arguments, matched by index.

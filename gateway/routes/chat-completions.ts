@@ -2,8 +2,10 @@
 // streaming sends a role chunk per choice, content deltas and each choice's finish chunk as they come
 // (choices interleaved, gateway/choices.ts), the usage chunk when stream_options.include_usage asks for it,
 // then [DONE]. With tools, an answer that is a function call comes as tool_calls (gateway/tool-calls.ts):
-// streamed, a required call piece by piece as OpenAI streams calls, an "auto" one in one delta once complete. A stream's first reply is awaited before
-// answering for a while (openStream), so an error that comes early still gets its own HTTP status.
+// streamed, a required call piece by piece as OpenAI streams calls, an "auto" one in one delta once complete.
+// A reasoning model's reasoning comes apart from its answer, as reasoning_content (gateway/reasoning.ts).
+// A stream's first reply is awaited before answering for a while (openStream), so an error that comes
+// early still gets its own HTTP status.
 import type { Handler } from "hono";
 import { type ChatCompletion, type ChatCompletionChunk, ChatCompletionRequest } from "../../schema/api.ts";
 import type { Final, TokenLogprob } from "../../schema/wire.ts";
@@ -14,6 +16,7 @@ import type { GatewayDeps } from "../deps.ts";
 import { choiceRequestId } from "../generation.ts";
 import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
+import { ReasoningSplit, splitReply } from "../reasoning.ts";
 import { readBody } from "../request-body.ts";
 import { serveTier } from "../service-tier.ts";
 import { RequiredCallStream, type ToolCallDelta, ToolCallStream, toolCallsIn } from "../tool-calls.ts";
@@ -34,25 +37,41 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
     const tools = admitted.tools ?? null;
     const callId = (index: number) => `call_${choiceRequestId(c.get("requestId"), index)}`;
 
+    const reasoning = admitted.reasoning ?? null;
+
     if (!admitted.stream) {
       const replies = await collectChoices(await begin(c, deps, resolved, admitted));
+      let reasoningTokens = 0;
       const completion: ChatCompletion = {
         ...head,
         object: "chat.completion",
-        choices: replies.map(({ text, logprobs, final }, index) => {
-          const calls = tools ? toolCallsIn(text, tools, callId(index)) : null;
+        choices: replies.map(({ text, pieces, logprobs, final }, index) => {
+          const split = reasoning ? splitReply(pieces, reasoning) : null;
+          reasoningTokens += split?.reasoningTokens ?? 0;
+          const answer = split ? split.content : text;
+          const thought = split ? { reasoning_content: split.reasoning } : {};
+          const calls = tools ? toolCallsIn(answer, tools, callId(index)) : null;
           if (calls) {
-            const message = { role: "assistant" as const, content: null, refusal: null, tool_calls: calls };
+            const message = {
+              role: "assistant" as const,
+              content: null,
+              ...thought,
+              refusal: null,
+              tool_calls: calls,
+            };
             return { index, message, logprobs: null, finish_reason: "tool_calls" as const };
           }
           return {
             index,
-            message: { role: "assistant", content: text, refusal: null },
+            message: { role: "assistant", content: answer, ...thought, refusal: null },
             logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
             finish_reason: finishReasonOf(final),
           };
         }),
-        usage: usageOf(replies.map((reply) => reply.final)),
+        usage: usageOf(
+          replies.map((reply) => reply.final),
+          reasoning ? reasoningTokens : undefined,
+        ),
       };
       return c.json(completion);
     }
@@ -82,6 +101,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
         tools?.forced ? new RequiredCallStream(callId(index)) : null,
       );
       const calls = choices.map(() => (tools && !tools.forced ? new ToolCallStream(tools) : null));
+      const splits = choices.map(() => (reasoning ? new ReasoningSplit(reasoning.opened) : null));
       const callDeltas = (index: number, deltas: ToolCallDelta[]) =>
         chunk({ index, delta: { tool_calls: deltas }, logprobs: null, finish_reason: null });
       const heldLogprobs = choices.map((): TokenLogprob[] => []);
@@ -92,11 +112,32 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
           finish_reason: null,
         });
+      const thought = (index: number, text: string, logprobs: TokenLogprob[]) =>
+        chunk({
+          index,
+          delta: { reasoning_content: text },
+          logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
+          finish_reason: null,
+        });
+      /** The answer's text that follows its reasoning, sent as content (or held while it may be a call). */
+      function* answer(index: number, text: string, held: TokenLogprob[]): Generator<ChatCompletionChunk> {
+        const stream = calls[index];
+        const out = stream ? stream.push(text) : text;
+        if (stream && out === "") return;
+        if (out !== "" || (wantLogprobs && held.length > 0)) yield content(index, out, held.splice(0));
+        else held.length = 0;
+      }
       for await (const { index, step } of interleave(choices)) {
         const held = heldLogprobs[index]!;
         const call = required[index];
+        const split = splits[index];
         if (step.done) {
           finals.push(step.value);
+          if (split) {
+            const rest = split.end();
+            if (rest.reasoning !== "") yield thought(index, rest.reasoning, held.splice(0));
+            if (rest.content !== "") yield* answer(index, rest.content, held);
+          }
           if (call) {
             const rest = call.end();
             if (rest.length > 0) yield callDeltas(index, rest);
@@ -125,14 +166,24 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           continue;
         }
         held.push(...(step.value.logprobs ?? []));
-        const stream = calls[index];
-        const text = stream ? stream.push(step.value.text) : step.value.text;
-        if (stream && text === "") continue;
-        if (text !== "" || (wantLogprobs && held.length > 0)) yield content(index, text, held.splice(0));
-        else held.length = 0;
+        if (split) {
+          const out = split.push(step.value.text, step.value.token_ids.length);
+          if (out.reasoning !== "") yield thought(index, out.reasoning, held.splice(0));
+          if (out.content !== "") yield* answer(index, out.content, held);
+          continue;
+        }
+        yield* answer(index, step.value.text, held);
       }
       if (admitted.includeUsage) {
-        yield { ...head, object: "chat.completion.chunk", choices: [], usage: usageOf(finals) };
+        const reasoningTokens = reasoning
+          ? splits.reduce((sum, split) => sum + (split?.reasoningTokens ?? 0), 0)
+          : undefined;
+        yield {
+          ...head,
+          object: "chat.completion.chunk",
+          choices: [],
+          usage: usageOf(finals, reasoningTokens),
+        };
       }
     }
     return streamResponse(c, deps, opening, events());

@@ -153,7 +153,8 @@ export function streamResponse(
 }
 
 /** OpenAI's usage of a request: the sum over its choices' runs, each billed as it ran. */
-export function usageOf(finals: readonly Final[]): UsageBody {
+/** The usage of a request's choices; `reasoningTokens` where the answers held reasoning (gateway/reasoning.ts). */
+export function usageOf(finals: readonly Final[], reasoningTokens?: number): UsageBody {
   let prompt = 0;
   let completion = 0;
   let cached = 0;
@@ -167,6 +168,9 @@ export function usageOf(finals: readonly Final[]): UsageBody {
     completion_tokens: completion,
     total_tokens: prompt + completion,
     prompt_tokens_details: { cached_tokens: cached },
+    ...(reasoningTokens !== undefined
+      ? { completion_tokens_details: { reasoning_tokens: reasoningTokens } }
+      : {}),
   };
 }
 

@@ -11,10 +11,16 @@ export const FAKE_WORDS = ["Hello", " from", " a", " fake", " worker", "!", " Mo
 export const FAKE_REPLY_TOKENS = 6;
 
 /**
- * reply: the fixed words; hang: nothing until cancelled; partial: some chunks, then nothing until
- * cancelled; error: `after` chunks (default none), then a failed Final.
+ * reply: the fixed words; say: these pieces, a token each (ending "stop", or "length" where max_tokens cuts
+ * them); hang: nothing until cancelled; partial: some chunks, then nothing until cancelled; error: `after`
+ * chunks (default none), then a failed Final.
  */
-export type FakeBehaviour = "reply" | "hang" | { partial: number } | { error: WireErrorBody; after?: number };
+export type FakeBehaviour =
+  | "reply"
+  | { say: readonly string[] }
+  | "hang"
+  | { partial: number }
+  | { error: WireErrorBody; after?: number };
 
 export interface FakeWorkerOptions {
   base: string;
@@ -183,29 +189,30 @@ export class FakeWorker {
       });
       return;
     }
-    const n = Math.min(request.sampling.max_tokens, FAKE_REPLY_TOKENS);
+    const words = typeof behaviour === "object" ? behaviour.say : FAKE_WORDS.slice(0, FAKE_REPLY_TOKENS);
+    const n = Math.min(request.sampling.max_tokens, words.length);
     for (let i = 0; i < n; i++) {
       await new Promise((resolve) => setImmediate(resolve));
-      this.#chunk(request, i);
+      this.#chunk(request, i, words);
     }
     this.bus.publishReply(request.reply, {
       v: 1,
       type: "final",
       request_id: request.id,
       seq: n,
-      finish_reason: request.sampling.max_tokens <= FAKE_REPLY_TOKENS ? "length" : "stop",
+      finish_reason: request.sampling.max_tokens <= words.length ? "length" : "stop",
       usage: { prompt_tokens: prompt, completion_tokens: n },
     });
   }
 
-  #chunk(request: InferenceRequest, i: number): void {
+  #chunk(request: InferenceRequest, i: number, words: readonly string[] = FAKE_WORDS): void {
     this.bus.publishReply(request.reply, {
       v: 1,
       type: "chunk",
       request_id: request.id,
       seq: i,
       token_ids: [100 + i],
-      text: FAKE_WORDS[i]!,
+      text: words[i]!,
       ...(request.sampling.logprobs ? { logprobs: [logprobsFor(i, request.sampling.top_logprobs)] } : {}),
     });
   }

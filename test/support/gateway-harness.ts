@@ -1,7 +1,7 @@
 // A gateway on embedded services for tests: PGlite in memory (migrated), an in-process bus, the tiny
-// model's tokenizer as base "tiny", two orgs with keys, and adapters. Tests call `app.request(...)` or
+// model's tokenizer as base "tiny" (its chat template replaceable), two orgs with keys, and adapters. Tests call `app.request(...)` or
 // serve it over HTTP.
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Bus } from "../../bus/bus.ts";
@@ -39,9 +39,16 @@ export interface GatewayHarness {
 
 export async function createGatewayHarness(
   input: Partial<Omit<GatewayDepsInput, "db" | "bus" | "bases">> = {},
+  options: { chatTemplate?: string } = {},
 ): Promise<GatewayHarness> {
   const modelDir = mkdtempSync(join(tmpdir(), "luminet-gateway-"));
   initTinyModel(modelDir, { shape: "tiny", adapters: 0, rank: 4, seed: 7 });
+  if (options.chatTemplate !== undefined) {
+    // The base's tokenizer with another chat template (a reasoning model's, say).
+    const path = join(modelDir, "tokenizer_config.json");
+    const config = JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>;
+    writeFileSync(path, JSON.stringify({ ...config, chat_template: options.chatTemplate }));
+  }
   const db = await openDb("pglite:memory");
   await migrate(db);
   const bases = new BaseCatalog([

@@ -479,6 +479,8 @@ describe("bad input", () => {
       { tool_choice: "auto" },
       { response_format: { type: "text" } },
       { modalities: ["text"] },
+      // A model that does not reason does what "none" asks.
+      { reasoning_effort: "none" },
     ]) {
       expect((await chat(body)).status).toBe(200);
       expect(lastRequest().sampling.response_format).toBeUndefined();

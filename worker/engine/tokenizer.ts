@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+import { type ReasoningTemplate, reasoningTemplate } from "./reasoning-template.ts";
 import { tokenBytesReader } from "./token-bytes.ts";
 
 export class TokenizerError extends Error {
@@ -24,6 +25,8 @@ export interface ChatTemplateOptions {
   addGenerationPrompt?: boolean;
   /** Functions the model may call, in OpenAI's shape (the `tools` Hugging Face templates read). */
   tools?: readonly unknown[];
+  /** `enable_thinking` for templates that read it (reasoning-template.ts); absent: the template's default. */
+  enableThinking?: boolean;
 }
 
 export interface Tokenizer {
@@ -38,6 +41,8 @@ export interface Tokenizer {
   applyChatTemplate(messages: readonly ChatMessage[], options?: ChatTemplateOptions): string;
   /** The chat template reads `tools`: it writes function definitions into the prompt itself. */
   readonly templateTakesTools: boolean;
+  /** How the model's answers hold reasoning, as its chat template says; null for a model that does not reason. */
+  readonly reasoning: ReasoningTemplate | null;
   isSpecial(id: number): boolean;
   /** The token's own bytes (token-bytes.ts); empty outside the vocabulary. */
   tokenBytes(id: number): Uint8Array;
@@ -183,6 +188,29 @@ export function tokenizerFromFiles(files: TokenizerFiles): Tokenizer {
     decodeAlone: (id) => decode([id]),
   });
 
+  function applyChatTemplate(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): string {
+    if (templateSource === null)
+      throw new TokenizerError(`${source}: tokenizer_config.json has no chat_template`);
+    if (template === null) {
+      try {
+        template = new Template(templateSource);
+      } catch (err) {
+        throw new TokenizerError(`${configPath}: chat_template does not parse (${(err as Error).message})`);
+      }
+    }
+    try {
+      return template.render({
+        ...specialStrings,
+        messages: messages.map((m) => ({ ...m })),
+        add_generation_prompt: options.addGenerationPrompt ?? true,
+        ...(options.tools ? { tools: options.tools } : {}),
+        ...(options.enableThinking !== undefined ? { enable_thinking: options.enableThinking } : {}),
+      });
+    } catch (err) {
+      throw new TokenizerError(`chat template failed: ${(err as Error).message}`);
+    }
+  }
+
   return {
     vocabSize,
     eosTokenIds: [...eos],
@@ -191,28 +219,9 @@ export function tokenizerFromFiles(files: TokenizerFiles): Tokenizer {
       return hf.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
     },
     decode,
-    applyChatTemplate(messages, options = {}) {
-      if (templateSource === null)
-        throw new TokenizerError(`${source}: tokenizer_config.json has no chat_template`);
-      if (template === null) {
-        try {
-          template = new Template(templateSource);
-        } catch (err) {
-          throw new TokenizerError(`${configPath}: chat_template does not parse (${(err as Error).message})`);
-        }
-      }
-      try {
-        return template.render({
-          ...specialStrings,
-          messages: messages.map((m) => ({ ...m })),
-          add_generation_prompt: options.addGenerationPrompt ?? true,
-          ...(options.tools ? { tools: options.tools } : {}),
-        });
-      } catch (err) {
-        throw new TokenizerError(`chat template failed: ${(err as Error).message}`);
-      }
-    },
+    applyChatTemplate,
     templateTakesTools: templateSource !== null && /\btools\b/.test(templateSource),
+    reasoning: reasoningTemplate(templateSource, () => applyChatTemplate([{ role: "user", content: "?" }])),
     isSpecial: (id) => specialIds.has(id),
     tokenBytes,
   };

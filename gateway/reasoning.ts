@@ -1,0 +1,158 @@
+// Reasoning models (worker/engine/reasoning-template.ts) write <think>…</think> before their answer. The
+// gateway answers as the reasoning APIs built on OpenAI's chat do (DeepSeek's, vLLM's): the reasoning in
+// `reasoning_content`, the answer in `content`, and the reasoning's tokens counted in
+// usage.completion_tokens_details.reasoning_tokens (they are output tokens, billed as such).
+// `reasoning_effort: "none"` turns reasoning off where the template allows it (Qwen3's enable_thinking);
+// the other efforts leave it on — the model decides how long it reasons.
+import type { ReasoningTemplate } from "../worker/engine/reasoning-template.ts";
+import { THINK_CLOSE, THINK_OPEN } from "../worker/engine/reasoning-template.ts";
+import { invalidRequest } from "./errors.ts";
+import type { ReplyPiece } from "./generation.ts";
+
+/** OpenAI's reasoning efforts. */
+const EFFORTS = ["none", "minimal", "low", "medium", "high", "xhigh"];
+
+/** How a request's answer is generated and read. */
+export interface ReasoningPlan {
+  /** The template's `enable_thinking`, where the request decides it; absent: the template's default. */
+  enableThinking?: boolean;
+  /** The answer holds reasoning to split off: whether the prompt already opened its block. Null: it holds none. */
+  split: { opened: boolean } | null;
+}
+
+/**
+ * Checks reasoning_effort against the model and plans the answer. `structured`: the answer is generated
+ * under a grammar (JSON mode, a schema, a required call), which leaves no room for reasoning, so a
+ * switchable model is asked not to reason and the answer is read whole.
+ */
+export function planReasoning(
+  effort: string | null | undefined,
+  model: ReasoningTemplate | null,
+  structured: boolean,
+  param = "reasoning_effort",
+): ReasoningPlan {
+  if (effort != null && !EFFORTS.includes(effort)) {
+    throw invalidRequest(
+      `${param} must be one of ${EFFORTS.join(", ")}, got ${JSON.stringify(effort)}`,
+      param,
+    );
+  }
+  if (!model) {
+    if (effort != null && effort !== "none") {
+      throw invalidRequest(`${param} is not supported with this model: it does not reason`, param);
+    }
+    return { split: null };
+  }
+  const off = effort === "none" || structured;
+  if (off && model.switchable) return { enableThinking: false, split: null };
+  if (effort === "none") {
+    throw invalidRequest(`${param} "none" is not supported with this model: it always reasons`, param);
+  }
+  return structured ? { split: null } : { split: { opened: model.opensInPrompt } };
+}
+
+type State = "start" | "reasoning" | "closed" | "content";
+
+/**
+ * Splits an answer's text, as it streams, into reasoning and content. The reasoning is what stands between
+ * <think> (at the answer's start, or opened by the prompt) and </think>, without the whitespace around it;
+ * whitespace after </think> is dropped too. An answer that does not begin with <think> is all content; one
+ * cut off before </think> is all reasoning. Text that may still be the start of a tag is held back.
+ */
+export class ReasoningSplit {
+  private state: State;
+  private held = "";
+  /** Some reasoning went out: whitespace is no longer leading. */
+  private reasoned = false;
+  /** Tokens of the reasoning, both tags included. */
+  reasoningTokens = 0;
+
+  constructor(opened: boolean) {
+    this.state = opened ? "reasoning" : "start";
+  }
+
+  /** One chunk's text and token count: what to send now as reasoning and as content. */
+  push(text: string, tokens: number): { reasoning: string; content: string } {
+    const before = this.state;
+    const out = this.read(text);
+    if (before === "reasoning" || this.state === "reasoning" || this.state === "closed") {
+      this.reasoningTokens += tokens;
+    }
+    return out;
+  }
+
+  /** At the end: the text still held, where it belongs. */
+  end(): { reasoning: string; content: string } {
+    const held = this.held;
+    this.held = "";
+    if (this.state === "reasoning") return { reasoning: held.trimEnd(), content: "" };
+    return { reasoning: "", content: this.state === "closed" ? "" : held };
+  }
+
+  private read(text: string): { reasoning: string; content: string } {
+    const none = { reasoning: "", content: "" };
+    if (this.state === "content") return { reasoning: "", content: text };
+    this.held += text;
+    if (this.state === "start") {
+      const start = this.held.trimStart();
+      if (start === "" || (THINK_OPEN.startsWith(start) && start !== THINK_OPEN)) return none;
+      if (!start.startsWith(THINK_OPEN)) return this.toContent(this.held);
+      this.state = "reasoning";
+      this.held = start.slice(THINK_OPEN.length);
+    }
+    let reasoning = "";
+    if (this.state === "reasoning") {
+      if (!this.reasoned) this.held = this.held.trimStart();
+      const close = this.held.indexOf(THINK_CLOSE);
+      if (close < 0) {
+        // Hold a possible start of the closing tag, and trailing whitespace that may come before it.
+        const keep = this.held.length - heldTail(this.held);
+        reasoning = this.held.slice(0, keep);
+        this.held = this.held.slice(keep);
+        if (reasoning !== "") this.reasoned = true;
+        return { reasoning, content: "" };
+      }
+      reasoning = this.held.slice(0, close).trimEnd();
+      this.held = this.held.slice(close + THINK_CLOSE.length);
+      this.state = "closed";
+    }
+    const rest = this.held.trimStart();
+    if (rest === "") return { reasoning, content: "" };
+    return { reasoning, content: this.toContent(rest).content };
+  }
+
+  private toContent(text: string): { reasoning: string; content: string } {
+    this.state = "content";
+    this.held = "";
+    return { reasoning: "", content: text };
+  }
+}
+
+/** A whole reply's reasoning and content, and how many of its tokens were reasoning. */
+export function splitReply(
+  pieces: readonly ReplyPiece[],
+  plan: NonNullable<ReasoningPlan["split"]>,
+): { reasoning: string; content: string; reasoningTokens: number } {
+  const split = new ReasoningSplit(plan.opened);
+  let reasoning = "";
+  let content = "";
+  for (const piece of [...pieces, null]) {
+    const out = piece ? split.push(piece.text, piece.tokens) : split.end();
+    reasoning += out.reasoning;
+    content += out.content;
+  }
+  return { reasoning, content, reasoningTokens: split.reasoningTokens };
+}
+
+/** How many characters at the end of `text` to hold: trailing whitespace and a possible start of </think>. */
+function heldTail(text: string): number {
+  let partial = 0;
+  for (let n = Math.min(THINK_CLOSE.length - 1, text.length); n > 0; n--) {
+    if (THINK_CLOSE.startsWith(text.slice(-n))) {
+      partial = n;
+      break;
+    }
+  }
+  const rest = text.slice(0, text.length - partial);
+  return partial + (rest.length - rest.trimEnd().length);
+}
