@@ -1,6 +1,6 @@
 // A streamed response's events, in the order OpenAI sends them: response.created and .in_progress; per
-// output item its .output_item.added, then a message's content part and text deltas or a call's argument
-// deltas, then their .done events and .output_item.done; last response.completed (or .incomplete when
+// output item its .output_item.added, then a reasoning item's or a message's content part and text deltas,
+// or a call's argument deltas, then their .done events and .output_item.done; last response.completed (or .incomplete when
 // max_output_tokens cut it) carrying the whole response. Every event has the next sequence_number. The
 // writer keeps the output so far, so the last event's response is the one a non-streamed request gets.
 import type { ChatTokenLogprob, ToolCall } from "../schema/api.ts";
@@ -11,7 +11,13 @@ import type {
   ResponseObject,
 } from "../schema/responses-api.ts";
 import type { Final } from "../schema/wire.ts";
-import { finishedResponse, itemStatusOf, messageItem, type ResponseIds } from "./response-output.ts";
+import {
+  finishedResponse,
+  itemStatusOf,
+  messageItem,
+  type ResponseIds,
+  reasoningItem,
+} from "./response-output.ts";
 
 export type NumberedEvent = ResponseEvent & { sequence_number: number };
 
@@ -31,6 +37,8 @@ export class ResponseEvents {
   private readonly output: OutputItem[] = [];
   private message: OpenMessage | null = null;
   private call: OpenCall | null = null;
+  /** The reasoning item while its text streams: it closes when the answer begins. */
+  private reasoning: { index: number; text: string } | null = null;
 
   constructor(
     private readonly head: ResponseObject,
@@ -45,9 +53,43 @@ export class ResponseEvents {
     ];
   }
 
+  /** Reasoning text as it comes: the reasoning item opens with its first piece. */
+  reasoningText(delta: string): NumberedEvent[] {
+    const events: NumberedEvent[] = [];
+    if (!this.reasoning) {
+      const index = this.output.length;
+      this.reasoning = { index, text: "" };
+      const item = reasoningItem(this.ids.reasoning, "", "in_progress");
+      item.content = [];
+      this.output.push(item);
+      events.push(
+        this.numbered({ type: "response.output_item.added", output_index: index, item }),
+        this.numbered({
+          type: "response.content_part.added",
+          item_id: this.ids.reasoning,
+          output_index: index,
+          content_index: 0,
+          part: { type: "reasoning_text", text: "" },
+        }),
+      );
+    }
+    this.reasoning.text += delta;
+    events.push(
+      this.numbered({
+        type: "response.reasoning_text.delta",
+        item_id: this.ids.reasoning,
+        output_index: this.reasoning.index,
+        content_index: 0,
+        delta,
+      }),
+    );
+    return events;
+  }
+
   /** Output text as it comes: the message item opens with its first piece. */
   text(delta: string, logprobs: readonly ChatTokenLogprob[]): NumberedEvent[] {
-    const events = this.message ? [] : this.openMessage();
+    const events = this.closeReasoning("completed");
+    if (!this.message) events.push(...this.openMessage());
     const message = this.message!;
     message.text += delta;
     if (this.wantLogprobs) message.logprobs.push(...logprobs);
@@ -66,6 +108,7 @@ export class ResponseEvents {
 
   /** A call streamed as it is generated: its item opens once its name is known. */
   callStart(callId: string, name: string): NumberedEvent[] {
+    const closed = this.closeReasoning("completed");
     const item: FunctionCallOutput = {
       type: "function_call",
       id: this.ids.functionCall(this.output.length),
@@ -77,6 +120,7 @@ export class ResponseEvents {
     this.call = { index: this.output.length, item };
     this.output.push(item);
     return [
+      ...closed,
       this.numbered({ type: "response.output_item.added", output_index: this.call.index, item: { ...item } }),
     ];
   }
@@ -105,14 +149,21 @@ export class ResponseEvents {
     return events;
   }
 
-  /** The end: open items closed, then the whole response. Returns the events and the finished response. */
-  finish(final: Final, nowSeconds: number): { events: NumberedEvent[]; response: ResponseObject } {
+  /**
+   * The end: open items closed (an answer that never began after its reasoning gets an empty message),
+   * then the whole response. Returns the events and the finished response.
+   */
+  finish(
+    final: Final,
+    nowSeconds: number,
+    reasoningTokens = 0,
+  ): { events: NumberedEvent[]; response: ResponseObject } {
     const itemStatus = itemStatusOf(final);
-    const events: NumberedEvent[] = [];
+    const events = this.closeReasoning(itemStatus);
     if (this.call) events.push(...this.closeCall(itemStatus));
-    if (this.output.length === 0) events.push(...this.openMessage());
+    if (!this.output.some((item) => item.type !== "reasoning")) events.push(...this.openMessage());
     if (this.message) events.push(...this.closeMessage(itemStatus));
-    const response = finishedResponse(this.head, [...this.output], final, nowSeconds);
+    const response = finishedResponse(this.head, [...this.output], final, nowSeconds, reasoningTokens);
     const type = response.status === "incomplete" ? "response.incomplete" : "response.completed";
     events.push(this.numbered({ type, response }));
     return { events, response };
@@ -149,6 +200,20 @@ export class ResponseEvents {
         text,
         logprobs: this.wantLogprobs ? logprobs : [],
       }),
+      this.numbered({ type: "response.content_part.done", ...common, part: item.content[0]! }),
+      this.numbered({ type: "response.output_item.done", output_index: index, item }),
+    ];
+  }
+
+  private closeReasoning(status: "completed" | "incomplete"): NumberedEvent[] {
+    if (!this.reasoning) return [];
+    const { index, text } = this.reasoning;
+    this.reasoning = null;
+    const item = reasoningItem(this.ids.reasoning, text, status);
+    this.output[index] = item;
+    const common = { item_id: this.ids.reasoning, output_index: index, content_index: 0 };
+    return [
+      this.numbered({ type: "response.reasoning_text.done", ...common, text }),
       this.numbered({ type: "response.content_part.done", ...common, part: item.content[0]! }),
       this.numbered({ type: "response.output_item.done", output_index: index, item }),
     ];

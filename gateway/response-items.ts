@@ -8,6 +8,7 @@ const ID_PREFIX: Record<InputItem["type"], string> = {
   message: "msg",
   function_call: "fc",
   function_call_output: "fco",
+  reasoning: "rs",
 };
 
 /** The request's input items, each given an id unless it has one: `<prefix>_<request id>_in<k>`. */
@@ -27,6 +28,15 @@ function listed(item: InputItem): ListedItem {
     const output =
       typeof item.output === "string" ? item.output : item.output.map((p) => p.text ?? "").join("");
     return { id, type: "function_call_output", call_id: item.call_id, output, status: "completed" };
+  }
+  if (item.type === "reasoning") {
+    return {
+      id,
+      type: "reasoning",
+      summary: item.summary ?? [],
+      content: item.content ?? [],
+      status: "completed",
+    };
   }
   const parts =
     typeof item.content === "string"

@@ -1,5 +1,5 @@
 // The Responses API's response object: the request's settings echoed as OpenAI echoes them, the output
-// items a reply makes (a message, or the function calls it is), the status a run's Final gives it, and its
+// items a reply makes (a reasoning model's reasoning, then a message or the function calls it is), the status a run's Final gives it, and its
 // usage. The route (gateway/routes/responses.ts) and its stream events (gateway/response-events.ts) build on
 // these, so a streamed response ends as the same object a non-streamed one is.
 import type { ChatTokenLogprob, ToolCall } from "../schema/api.ts";
@@ -8,6 +8,7 @@ import type {
   InputItem,
   OutputItem,
   OutputMessage,
+  ReasoningOutput,
   ResponseCreateRequest,
   ResponseObject,
   ResponseUsage,
@@ -19,6 +20,7 @@ import { usageOf } from "./routes/inference.ts";
 export interface ResponseIds {
   response: string;
   message: string;
+  reasoning: string;
   /** The k-th function call's item id. */
   functionCall(k: number): string;
   /** The first call's call_id; toolCallsIn numbers the others `<id>_<k>`. */
@@ -37,6 +39,7 @@ export function responseIds(requestId: string): ResponseIds {
   return {
     response: responseId(requestId),
     message: `msg_${requestId}`,
+    reasoning: `rs_${requestId}`,
     functionCall: (k) => (k === 0 ? `fc_${requestId}` : `fc_${requestId}_${k}`),
     callId: `call_${requestId}`,
   };
@@ -73,7 +76,7 @@ export function responseHead(
     metadata: body.metadata ?? {},
     user: body.user ?? null,
     truncation: body.truncation ?? "disabled",
-    reasoning: { effort: null, summary: null },
+    reasoning: { effort: body.reasoning?.effort ?? null, summary: null },
     background: body.background === true,
     usage: null,
   };
@@ -91,13 +94,13 @@ function statusOf(final: Final): Pick<ResponseObject, "status" | "incomplete_det
     : { status: "completed", incomplete_details: null };
 }
 
-function responseUsage(final: Final): ResponseUsage {
+function responseUsage(final: Final, reasoningTokens: number): ResponseUsage {
   const usage = usageOf([final]);
   return {
     input_tokens: usage.prompt_tokens,
     input_tokens_details: { cached_tokens: usage.prompt_tokens_details.cached_tokens },
     output_tokens: usage.completion_tokens,
-    output_tokens_details: { reasoning_tokens: 0 },
+    output_tokens_details: { reasoning_tokens: reasoningTokens },
     total_tokens: usage.total_tokens,
   };
 }
@@ -108,8 +111,19 @@ export function finishedResponse(
   output: OutputItem[],
   final: Final,
   now: number,
+  reasoningTokens = 0,
 ): ResponseObject {
-  return { ...head, ...statusOf(final), output, completed_at: now, usage: responseUsage(final) };
+  return {
+    ...head,
+    ...statusOf(final),
+    output,
+    completed_at: now,
+    usage: responseUsage(final, reasoningTokens),
+  };
+}
+
+export function reasoningItem(id: string, text: string, status: ReasoningOutput["status"]): ReasoningOutput {
+  return { type: "reasoning", id, summary: [], content: [{ type: "reasoning_text", text }], status };
 }
 
 export function messageItem(
@@ -145,6 +159,8 @@ export function functionCallItems(
 /** A response's output as input items, for a later request that continues its conversation. */
 export function outputAsInput(output: readonly OutputItem[]): InputItem[] {
   return output.map((item): InputItem => {
+    if (item.type === "reasoning")
+      return { type: "reasoning", id: item.id, summary: [], content: item.content };
     if (item.type === "function_call") {
       const { id, call_id, name } = item;
       return { type: "function_call", id, call_id, name, arguments: item.arguments };

@@ -9,8 +9,8 @@ import { ApiError } from "./errors.ts";
 import { responseId } from "./response-output.ts";
 import { ownItems } from "./response-store.ts";
 
-/** `msg_<request id>`, `fc_<request id>_<k>`, `fco_<request id>_in<k>`, …: the request id, if the form fits. */
-const ITEM_ID = /^(?:msg|fc|fco)_([A-Za-z0-9-]+)(?:_(?:in)?\d+)?$/;
+/** `msg_<request id>`, `rs_<request id>`, `fc_<request id>_<k>`, `fco_<request id>_in<k>`, …: the request id, if the form fits. */
+const ITEM_ID = /^(?:msg|fc|fco|rs)_([A-Za-z0-9-]+)(?:_(?:in)?\d+)?$/;
 
 function itemNotFound(id: string, index: number): ApiError {
   return new ApiError(

@@ -24,9 +24,6 @@ function refuseUnsupported(body: ResponseCreateRequest): void {
     throw invalidRequest("conversation is not supported: use previous_response_id", "conversation");
   }
   if (body.prompt != null) throw invalidRequest("prompt templates are not supported", "prompt");
-  if (body.reasoning?.effort != null) {
-    throw invalidRequest("reasoning.effort is not supported with this model", "reasoning.effort");
-  }
 }
 
 function partsText(
@@ -60,6 +57,8 @@ function chatMessagesOf(items: readonly InputItem[], firstIndex = 0): ChatMessag
       messages.push({ role: item.role, content: partsText(item.content, `${param}.content`) });
       continue;
     }
+    // Earlier reasoning never reaches the prompt: chat templates drop earlier turns' reasoning.
+    if (item.type === "reasoning") continue;
     if (item.type === "function_call_output") {
       messages.push({
         role: "tool",
@@ -119,6 +118,7 @@ function chatRequestOf(
         ? { type: "function", function: { name: body.tool_choice.name } }
         : body.tool_choice,
     parallel_tool_calls: body.parallel_tool_calls,
+    reasoning_effort: body.reasoning?.effort,
     response_format:
       format?.type === "json_schema"
         ? {
@@ -134,6 +134,7 @@ function responsesParam(param: string | null): string | null {
   if (param === null) return null;
   if (param === "messages" || param.startsWith("messages.")) return "input";
   if (param === "max_completion_tokens") return "max_output_tokens";
+  if (param === "reasoning_effort") return "reasoning.effort";
   if (param === "response_format.json_schema.schema") return "text.format.schema";
   if (param.startsWith("response_format")) return "text.format";
   return param.replace(/^tools\.(\d+)\.function\./, "tools.$1.");

@@ -1,6 +1,6 @@
 // OpenAI's Responses API (`POST /v1/responses`) as Luminet serves it: the request body as a zod schema and
 // the response object, output items and stream events as types (the gateway builds them; nothing parses
-// them). Text in, text and function calls out: input items of other kinds (images, files, reasoning),
+// them). Text in, text, reasoning and function calls out: input items of other kinds (images, files),
 // hosted tools and server-side features Luminet does not have are declared so they get a clear 400.
 import { z } from "zod";
 import { type ChatTokenLogprob, type ErrorBody, ServiceTierIn } from "./api.ts";
@@ -46,19 +46,38 @@ const FunctionCallOutputItem = z.object({
   status: z.string().optional(),
 });
 
+const TextPart = z.object({ type: z.string(), text: z.string() });
+
+/**
+ * A reasoning model's earlier reasoning, sent back with the conversation. It is kept with the conversation
+ * and never reaches the prompt: chat templates drop earlier turns' reasoning.
+ */
+const ReasoningItem = z.object({
+  type: z.literal("reasoning"),
+  summary: z.array(TextPart).optional(),
+  content: z.array(TextPart).optional(),
+  encrypted_content: z.string().nullable().optional(),
+  id: z.string().optional(),
+  status: z.string().optional(),
+});
+
 /** An item of a stored response (an earlier output, or an input it was sent), named by its id. */
 const ItemReference = z.object({ type: z.literal("item_reference"), id: z.string().min(1) });
 
-const ITEM_TYPES = '"message", "function_call", "function_call_output" or "item_reference"';
+const ITEM_TYPES = '"message", "function_call", "function_call_output", "reasoning" or "item_reference"';
 
 /** An item of a request's input; a message may leave out its type (OpenAI's "easy" input message). */
 const RequestItem = z.preprocess(
   (item) =>
     typeof item === "object" && item !== null && !("type" in item) ? { ...item, type: "message" } : item,
-  z.discriminatedUnion("type", [MessageItem, FunctionCallItem, FunctionCallOutputItem, ItemReference], {
-    error: (issue) =>
-      issue.code === "invalid_union" ? `an input item's type must be ${ITEM_TYPES}` : undefined,
-  }),
+  z.discriminatedUnion(
+    "type",
+    [MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, ItemReference],
+    {
+      error: (issue) =>
+        issue.code === "invalid_union" ? `an input item's type must be ${ITEM_TYPES}` : undefined,
+    },
+  ),
 );
 export type RequestItem = z.infer<typeof RequestItem>;
 
@@ -190,7 +209,21 @@ export interface FunctionCallOutput {
   status: "in_progress" | "completed" | "incomplete";
 }
 
-export type OutputItem = OutputMessage | FunctionCallOutput;
+/** A reasoning model's reasoning (gateway/reasoning.ts): its text, no summary. */
+export interface ReasoningText {
+  type: "reasoning_text";
+  text: string;
+}
+
+export interface ReasoningOutput {
+  type: "reasoning";
+  id: string;
+  summary: [];
+  content: ReasoningText[];
+  status: "in_progress" | "completed" | "incomplete";
+}
+
+export type OutputItem = OutputMessage | FunctionCallOutput | ReasoningOutput;
 
 export interface ResponseUsage {
   input_tokens: number;
@@ -229,7 +262,8 @@ export interface ResponseObject {
   metadata: Record<string, string>;
   user: string | null;
   truncation: "auto" | "disabled";
-  reasoning: { effort: null; summary: null };
+  /** reasoning.effort as the request gave it. */
+  reasoning: { effort: string | null; summary: null };
   background: boolean;
   usage: ResponseUsage | null;
 }
@@ -255,7 +289,14 @@ export type ListedItem =
       arguments: string;
       status: "completed";
     }
-  | { id: string; type: "function_call_output"; call_id: string; output: string; status: "completed" };
+  | { id: string; type: "function_call_output"; call_id: string; output: string; status: "completed" }
+  | {
+      id: string;
+      type: "reasoning";
+      summary: { type: string; text: string }[];
+      content: { type: string; text: string }[];
+      status: "completed";
+    };
 
 /** GET /v1/responses/{id}/input_items's query: OpenAI's cursor page, newest first by default. */
 export const InputItemsQuery = z.object({
@@ -278,7 +319,21 @@ export type ResponseEvent =
       item_id: string;
       output_index: number;
       content_index: number;
-      part: OutputText;
+      part: OutputText | ReasoningText;
+    }
+  | {
+      type: "response.reasoning_text.delta";
+      item_id: string;
+      output_index: number;
+      content_index: number;
+      delta: string;
+    }
+  | {
+      type: "response.reasoning_text.done";
+      item_id: string;
+      output_index: number;
+      content_index: number;
+      text: string;
     }
   | {
       type: "response.output_text.delta";

@@ -1,7 +1,8 @@
 // OpenAI's Responses API: POST /v1/responses creates a response (streaming or not), GET and DELETE
 // /v1/responses/{id} read and delete a stored one, GET /v1/responses/{id}/input_items lists the items of the
 // conversation it answered. A request is served as the chat request it means (gateway/response-request.ts), on the same workers,
-// limits and billing; the answer is a message or, with tools, the function calls it is (as in chat). A
+// limits and billing; the answer is a message or, with tools, the function calls it is (as in chat), after
+// a reasoning item where the model reasons (gateway/reasoning.ts). A
 // response is stored unless `store` is false (gateway/response-store.ts), so a later request can continue
 // its conversation with previous_response_id; responses belong to the caller's org.
 import type { Handler } from "hono";
@@ -14,6 +15,7 @@ import type { GatewayDeps } from "../deps.ts";
 import { ApiError, invalidBody } from "../errors.ts";
 import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
+import { ReasoningSplit, splitReply } from "../reasoning.ts";
 import { readBody } from "../request-body.ts";
 import { type NumberedEvent, ResponseEvents } from "../response-events.ts";
 import { itemPage, withItemIds } from "../response-items.ts";
@@ -22,6 +24,7 @@ import {
   functionCallItems,
   itemStatusOf,
   messageItem,
+  reasoningItem,
   responseHead,
   responseIds,
   responseKey,
@@ -112,15 +115,27 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       if (swept) deps.log.info({ requestId, deleted: swept }, "deleted responses past their retention");
     };
 
+    const reasoning = admitted.reasoning ?? null;
+
     if (!admitted.stream) {
       const [reply] = await collectChoices(await begin(c, deps, resolved, admitted));
-      const { text, logprobs, final } = reply!;
+      const { text, pieces, logprobs, final } = reply!;
       const itemStatus = itemStatusOf(final);
-      const calls = tools ? toolCallsIn(text, tools, ids.callId) : null;
+      // A reasoning model's reasoning is an item of its own before the answer (gateway/reasoning.ts).
+      const split = reasoning ? splitReply(pieces, reasoning) : null;
+      const answer = split ? split.content : text;
+      const thought = split ? [reasoningItem(ids.reasoning, split.reasoning, itemStatus)] : [];
+      const calls = tools ? toolCallsIn(answer, tools, ids.callId) : null;
       const output = calls
         ? functionCallItems(calls, ids, itemStatus)
-        : [messageItem(ids.message, text, wantLogprobs ? chatLogprobs(logprobs) : null, itemStatus)];
-      const response = finishedResponse(head, output, final, nowSeconds());
+        : [messageItem(ids.message, answer, wantLogprobs ? chatLogprobs(logprobs) : null, itemStatus)];
+      const response = finishedResponse(
+        head,
+        [...thought, ...output],
+        final,
+        nowSeconds(),
+        split?.reasoningTokens ?? 0,
+      );
       await keep(response);
       return c.json(response);
     }
@@ -140,13 +155,27 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
           ...(args ? writer.callArguments(args) : []),
         ]);
       const held: TokenLogprob[] = [];
+      const split = reasoning ? new ReasoningSplit(reasoning.opened) : null;
+      /** The answer's text after any reasoning: output text, or held while it may be a call. */
+      function* answer(text: string): Generator<NumberedEvent> {
+        const out = auto ? auto.push(text) : text;
+        if (auto && out === "") return;
+        if (out !== "" || (wantLogprobs && held.length > 0))
+          yield* writer.text(out, chatLogprobs(held.splice(0)));
+        else held.length = 0;
+      }
       for await (const { step } of interleave(choices)) {
         if (step.done) {
+          if (split) {
+            const rest = split.end();
+            if (rest.reasoning !== "") yield* writer.reasoningText(rest.reasoning);
+            if (rest.content !== "") yield* answer(rest.content);
+          }
           if (required) yield* callEvents(required.end());
           const end = auto?.end(ids.callId);
           if (end && "calls" in end) yield* writer.calls(end.calls);
           else if (end && end.text !== "") yield* writer.text(end.text, chatLogprobs(held.splice(0)));
-          const finished = writer.finish(step.value, nowSeconds());
+          const finished = writer.finish(step.value, nowSeconds(), split?.reasoningTokens ?? 0);
           await keep(finished.response);
           yield* finished.events;
           return;
@@ -156,11 +185,17 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
           continue;
         }
         held.push(...(step.value.logprobs ?? []));
-        const text = auto ? auto.push(step.value.text) : step.value.text;
-        if (auto && text === "") continue;
-        if (text !== "" || (wantLogprobs && held.length > 0))
-          yield* writer.text(text, chatLogprobs(held.splice(0)));
-        else held.length = 0;
+        if (split) {
+          const out = split.push(step.value.text, step.value.token_ids.length);
+          // Reasoning tokens' logprobs are not reported: OpenAI's logprobs are the output text's.
+          if (out.reasoning !== "") {
+            held.length = 0;
+            yield* writer.reasoningText(out.reasoning);
+          }
+          if (out.content !== "") yield* answer(out.content);
+          continue;
+        }
+        yield* answer(step.value.text);
       }
     }
     return streamResponse(c, deps, opening, events(), "responses");

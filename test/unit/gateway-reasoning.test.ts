@@ -4,6 +4,12 @@
 // its tokens in the usage, and reasoning_effort decides the prompt.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ChatCompletion, ChatCompletionChunk, ErrorBody } from "../../schema/api.ts";
+import type {
+  ListedItem,
+  OutputMessage,
+  ReasoningOutput,
+  ResponseObject,
+} from "../../schema/responses-api.ts";
 import type { InferenceRequest } from "../../schema/wire.ts";
 import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
 import { FakeWorker } from "../support/fake-worker.ts";
@@ -40,12 +46,28 @@ async function tearDown({ h, worker }: Setup): Promise<void> {
   await h.close();
 }
 
-function chat(s: Setup, body: Record<string, unknown> = {}) {
-  return s.h.app.request("/v1/chat/completions", {
+function post(s: Setup, path: string, body: Record<string, unknown>) {
+  return s.h.app.request(path, {
     method: "POST",
     headers: { authorization: `Bearer ${s.h.keys.acme}`, "content-type": "application/json" },
-    body: JSON.stringify({ model: BASE, messages: [{ role: "user", content: "Hi there" }], ...body }),
+    body: JSON.stringify(body),
   });
+}
+
+const chat = (s: Setup, body: Record<string, unknown> = {}) =>
+  post(s, "/v1/chat/completions", {
+    model: BASE,
+    messages: [{ role: "user", content: "Hi there" }],
+    ...body,
+  });
+
+const respond = (s: Setup, body: Record<string, unknown> = {}) =>
+  post(s, "/v1/responses", { model: BASE, input: "Hi there", ...body });
+
+/** The events of a streamed response. */
+async function responseEvents(res: Response): Promise<{ type: string; [key: string]: unknown }[]> {
+  const frames = (await res.text()).split("\n\n").filter((frame) => frame !== "");
+  return frames.map((frame) => JSON.parse(frame.slice(frame.indexOf("data: ") + "data: ".length)));
 }
 
 /** The chunks of an SSE body, [DONE] left out. */
@@ -168,6 +190,102 @@ describe("a hybrid reasoning model", () => {
     const { error } = ErrorBody.parse(await res.json());
     expect(error.param).toBe("reasoning_effort");
     expect(s.worker.received.length).toBe(before);
+  });
+});
+
+describe("the Responses API on a hybrid reasoning model", () => {
+  let s: Setup;
+  beforeAll(async () => {
+    s = await setUp(HYBRID);
+  });
+  afterAll(() => tearDown(s));
+  beforeEach(() => {
+    s.worker.behaviour = () => ({ say: THOUGHT });
+  });
+
+  it("outputs the reasoning as a reasoning item before the message, with its tokens in the usage", async () => {
+    const res = await respond(s, { reasoning: { effort: "high" } });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as ResponseObject;
+    const id = body.id.slice("resp_".length);
+    expect(body.output).toEqual([
+      {
+        type: "reasoning",
+        id: `rs_${id}`,
+        summary: [],
+        content: [{ type: "reasoning_text", text: "Let me see." }],
+        status: "completed",
+      },
+      expect.objectContaining({ type: "message", content: [expect.objectContaining({ text: "Hi!" })] }),
+    ]);
+    expect(body.reasoning).toEqual({ effort: "high", summary: null });
+    expect(body.usage?.output_tokens_details).toEqual({ reasoning_tokens: 9 });
+
+    // Streamed: the reasoning item's events, closed before the message opens; the last event's response
+    // is the one above.
+    const events = await responseEvents(await respond(s, { stream: true }));
+    const types = events.map((e) => e.type);
+    const deltas = events.filter((e) => e.type === "response.reasoning_text.delta").map((e) => e.delta);
+    expect(deltas.join("")).toBe("Let me see.");
+    expect(types.indexOf("response.reasoning_text.done")).toBeLessThan(
+      types.indexOf("response.output_text.delta"),
+    );
+    expect(events.find((e) => e.type === "response.reasoning_text.done")).toMatchObject({
+      text: "Let me see.",
+    });
+    const done = events.at(-1) as { type: string; response: { output: unknown[]; usage: unknown } };
+    expect(done.type).toBe("response.completed");
+    expect(done.response.output).toEqual([
+      expect.objectContaining({
+        type: "reasoning",
+        content: [{ type: "reasoning_text", text: "Let me see." }],
+      }),
+      expect.objectContaining({ type: "message", content: [expect.objectContaining({ text: "Hi!" })] }),
+    ]);
+    expect(done.response.usage).toMatchObject({ output_tokens_details: { reasoning_tokens: 9 } });
+  });
+
+  it("keeps reasoning items in the conversation but out of the prompt, however they come back", async () => {
+    const first = (await (await respond(s)).json()) as ResponseObject;
+    const lastPrompt = () => promptOf(s);
+    // previous_response_id
+    expect((await respond(s, { previous_response_id: first.id, input: "And then?" })).status).toBe(200);
+    expect(lastPrompt()).toContain("Hi!");
+    expect(lastPrompt()).not.toContain("Let me see");
+    // The output items sent back as input, as clients that keep the state themselves do…
+    const manual = await respond(s, { input: [...first.output, { role: "user", content: "And then?" }] });
+    expect(manual.status).toBe(200);
+    expect(lastPrompt()).not.toContain("Let me see");
+    const kept = (await manual.json()) as ResponseObject;
+    const listed = (await (
+      await s.h.app.request(`/v1/responses/${kept.id}/input_items?order=asc`, {
+        headers: { authorization: `Bearer ${s.h.keys.acme}` },
+      })
+    ).json()) as { data: ListedItem[] };
+    expect(listed.data.map((item) => item.type)).toEqual(["reasoning", "message", "message"]);
+    const [thought, answer] = first.output as [ReasoningOutput, OutputMessage];
+    expect(listed.data[0]).toMatchObject({ id: thought.id, content: thought.content });
+    // …or named by reference.
+    const referenced = await respond(s, {
+      input: [
+        { type: "item_reference", id: thought.id },
+        { type: "item_reference", id: answer.id },
+        { role: "user", content: "And then?" },
+      ],
+    });
+    expect(referenced.status).toBe(200);
+    expect(lastPrompt()).toContain("Hi!");
+    expect(lastPrompt()).not.toContain("Let me see");
+  });
+
+  it("turns reasoning off for effort none and refuses an unknown effort by its Responses name", async () => {
+    s.worker.behaviour = () => ({ say: ["Hi", "!"] });
+    const body = (await (await respond(s, { reasoning: { effort: "none" } })).json()) as ResponseObject;
+    expect(body.output.map((item) => item.type)).toEqual(["message"]);
+    expect(promptOf(s).endsWith("<think>\n\n</think>\n\n")).toBe(true);
+    const res = await respond(s, { reasoning: { effort: "extreme" } });
+    expect(res.status).toBe(400);
+    expect(ErrorBody.parse(await res.json()).error.param).toBe("reasoning.effort");
   });
 });
 

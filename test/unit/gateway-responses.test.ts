@@ -537,7 +537,9 @@ describe("POST /v1/responses", () => {
         { input: [{ role: "user", content: [{ type: "input_image", image_url: "https://x/y.png" }] }] },
         "input.0.content.0",
       ],
-      [{ input: [{ type: "reasoning", summary: [] }] }, "input.0.type"],
+      [{ input: [{ type: "computer_call_output", call_id: "c" }] }, "input.0.type"],
+      // Earlier reasoning is kept but never prompts: alone it leaves nothing to answer.
+      [{ input: [{ type: "reasoning", summary: [] }] }, "input"],
       [
         { input: [{ type: "function_call", call_id: "c", name: "f", arguments: "{oops" }] },
         "input.0.arguments",
