@@ -112,7 +112,12 @@ const ms = (millis: number) => millis * 1_000_000;
  * an autoscaler (KEDA's JetStream scaler) reads their lag; there is one per base.
  */
 const CONSUMER_INACTIVE_MS = 60 * 60_000;
-const PULL_EXPIRES_MS = 5_000;
+/**
+ * How long a pull waits at the server before the puller renews it: the client's minimum. A pull cannot be
+ * withdrawn, so closing a puller (a worker's drain, a test's teardown) waits for this; idle, a worker
+ * renews its two pulls once a second each, which NATS does not notice.
+ */
+const PULL_EXPIRES_MS = 1_000;
 const METER_DURABLE = "meter";
 const DRAIN_LIMIT_MS = 2_000;
 /** JetStream's "stream name already in use with a different configuration". */
