@@ -105,20 +105,16 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       const callDeltas = (index: number, deltas: ToolCallDelta[]) =>
         chunk({ index, delta: { tool_calls: deltas }, logprobs: null, finish_reason: null });
       const heldLogprobs = choices.map((): TokenLogprob[] => []);
-      const content = (index: number, text: string, logprobs: TokenLogprob[]) =>
-        chunk({
-          index,
-          delta: { content: text },
-          logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
-          finish_reason: null,
-        });
-      const thought = (index: number, text: string, logprobs: TokenLogprob[]) =>
-        chunk({
-          index,
-          delta: { reasoning_content: text },
-          logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
-          finish_reason: null,
-        });
+      const textDelta =
+        (field: "content" | "reasoning_content") => (index: number, text: string, logprobs: TokenLogprob[]) =>
+          chunk({
+            index,
+            delta: { [field]: text },
+            logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
+            finish_reason: null,
+          });
+      const content = textDelta("content");
+      const thought = textDelta("reasoning_content");
       /** The answer's text that follows its reasoning, sent as content (or held while it may be a call). */
       function* answer(index: number, text: string, held: TokenLogprob[]): Generator<ChatCompletionChunk> {
         const stream = calls[index];

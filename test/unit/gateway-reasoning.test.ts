@@ -93,199 +93,192 @@ describe("a hybrid reasoning model", () => {
     s.worker.behaviour = () => ({ say: THOUGHT });
   });
 
-  it("answers with the reasoning apart from the content, and counts the reasoning's tokens", async () => {
-    const res = await chat(s);
-    expect(res.status).toBe(200);
-    const body = ChatCompletion.parse(await res.json());
-    expect(body.choices[0]!.message).toEqual({
-      role: "assistant",
-      content: "Hi!",
-      reasoning_content: "Let me see.",
-      refusal: null,
+  describe("on chat completions", () => {
+    it("answers with the reasoning apart from the content, and counts the reasoning's tokens", async () => {
+      const res = await chat(s);
+      expect(res.status).toBe(200);
+      const body = ChatCompletion.parse(await res.json());
+      expect(body.choices[0]!.message).toEqual({
+        role: "assistant",
+        content: "Hi!",
+        reasoning_content: "Let me see.",
+        refusal: null,
+      });
+      expect(body.choices[0]!.finish_reason).toBe("stop");
+      expect(body.usage).toMatchObject({
+        completion_tokens: THOUGHT.length,
+        completion_tokens_details: { reasoning_tokens: 9 },
+      });
+      // Thinking is the template's default: the prompt ends where the model starts, no block written.
+      expect(promptOf(s).endsWith("<|start_header_id|>assistant<|end_header_id|>\n\n")).toBe(true);
     });
-    expect(body.choices[0]!.finish_reason).toBe("stop");
-    expect(body.usage).toMatchObject({
-      completion_tokens: THOUGHT.length,
-      completion_tokens_details: { reasoning_tokens: 9 },
+
+    it("streams the reasoning as reasoning_content deltas before the content, each choice on its own", async () => {
+      const res = await chat(s, { stream: true, n: 2, stream_options: { include_usage: true } });
+      expect(res.status).toBe(200);
+      const all = await chunks(res);
+      for (const index of [0, 1]) {
+        const deltas = all
+          .flatMap((c) => c.choices.filter((choice) => choice.index === index))
+          .map((c) => c.delta);
+        const reasoning = deltas.filter((d) => d.reasoning_content !== undefined);
+        const content = deltas.filter((d) => d.content !== undefined && d.content !== "");
+        expect(reasoning.map((d) => d.reasoning_content).join("")).toBe("Let me see.");
+        expect(content.map((d) => d.content).join("")).toBe("Hi!");
+        // Every reasoning delta comes before the first content delta.
+        expect(deltas.lastIndexOf(reasoning.at(-1)!)).toBeLessThan(deltas.indexOf(content[0]!));
+        expect(deltas.some((d) => (d.reasoning_content ?? d.content ?? "").includes("think>"))).toBe(false);
+      }
+      expect(all.at(-1)!.usage).toMatchObject({
+        completion_tokens: 2 * THOUGHT.length,
+        completion_tokens_details: { reasoning_tokens: 18 },
+      });
     });
-    // Thinking is the template's default: the prompt ends where the model starts, no block written.
-    expect(promptOf(s).endsWith("<|start_header_id|>assistant<|end_header_id|>\n\n")).toBe(true);
-  });
 
-  it("streams the reasoning as reasoning_content deltas before the content, each choice on its own", async () => {
-    const res = await chat(s, { stream: true, n: 2, stream_options: { include_usage: true } });
-    expect(res.status).toBe(200);
-    const all = await chunks(res);
-    for (const index of [0, 1]) {
-      const deltas = all
-        .flatMap((c) => c.choices.filter((choice) => choice.index === index))
-        .map((c) => c.delta);
-      const reasoning = deltas.filter((d) => d.reasoning_content !== undefined);
-      const content = deltas.filter((d) => d.content !== undefined && d.content !== "");
-      expect(reasoning.map((d) => d.reasoning_content).join("")).toBe("Let me see.");
-      expect(content.map((d) => d.content).join("")).toBe("Hi!");
-      // Every reasoning delta comes before the first content delta.
-      expect(deltas.lastIndexOf(reasoning.at(-1)!)).toBeLessThan(deltas.indexOf(content[0]!));
-      expect(deltas.some((d) => (d.reasoning_content ?? d.content ?? "").includes("think>"))).toBe(false);
-    }
-    expect(all.at(-1)!.usage).toMatchObject({
-      completion_tokens: 2 * THOUGHT.length,
-      completion_tokens_details: { reasoning_tokens: 18 },
+    it("turns reasoning off for reasoning_effort none, and for JSON mode, through the template", async () => {
+      s.worker.behaviour = () => ({ say: ["Hi", "!"] });
+      const res = await chat(s, { reasoning_effort: "none" });
+      const body = ChatCompletion.parse(await res.json());
+      expect(body.choices[0]!.message).toEqual({ role: "assistant", content: "Hi!", refusal: null });
+      expect(body.usage.completion_tokens_details).toBeUndefined();
+      expect(promptOf(s).endsWith("<think>\n\n</think>\n\n")).toBe(true);
+
+      s.worker.behaviour = () => ({ say: ['{"a"', ": 1}"] });
+      const json = await chat(s, {
+        messages: [{ role: "user", content: "Answer in JSON" }],
+        response_format: { type: "json_object" },
+      });
+      expect(ChatCompletion.parse(await json.json()).choices[0]!.message.content).toBe('{"a": 1}');
+      expect(promptOf(s).endsWith("<think>\n\n</think>\n\n")).toBe(true);
+      expect(s.worker.received.at(-1)!.sampling.response_format).toBe("json_object");
+
+      for (const effort of ["minimal", "high"]) {
+        await chat(s, { reasoning_effort: effort });
+        expect(promptOf(s)).not.toContain("<think>");
+      }
+    });
+
+    it("reads a function call from the content after the reasoning", async () => {
+      s.worker.behaviour = () => ({
+        say: [
+          "<think>",
+          "Oslo's weather, then.",
+          "</think>",
+          "\n\n",
+          '{"name": "weather", ',
+          '"arguments": {"city": "Oslo"}}',
+        ],
+      });
+      const tools = [{ type: "function", function: { name: "weather", parameters: { type: "object" } } }];
+      const body = ChatCompletion.parse(await (await chat(s, { tools })).json());
+      expect(body.choices[0]!.finish_reason).toBe("tool_calls");
+      expect(body.choices[0]!.message).toMatchObject({
+        content: null,
+        reasoning_content: "Oslo's weather, then.",
+        tool_calls: [{ type: "function", function: { name: "weather", arguments: '{"city":"Oslo"}' } }],
+      });
+      const streamed = await chunks(await chat(s, { tools, stream: true }));
+      const deltas = streamed.flatMap((c) => c.choices.map((choice) => choice.delta));
+      expect(deltas.map((d) => d.reasoning_content ?? "").join("")).toBe("Oslo's weather, then.");
+      expect(deltas.flatMap((d) => d.tool_calls ?? [])[0]).toMatchObject({ function: { name: "weather" } });
+      expect(streamed.at(-1)!.choices[0]!.finish_reason).toBe("tool_calls");
+    });
+
+    it("refuses an effort that is not one of OpenAI's, and changes nothing", async () => {
+      const before = s.worker.received.length;
+      const res = await chat(s, { reasoning_effort: "extreme" });
+      expect(res.status).toBe(400);
+      const { error } = ErrorBody.parse(await res.json());
+      expect(error.param).toBe("reasoning_effort");
+      expect(s.worker.received.length).toBe(before);
     });
   });
 
-  it("turns reasoning off for reasoning_effort none, and for JSON mode, through the template", async () => {
-    s.worker.behaviour = () => ({ say: ["Hi", "!"] });
-    const res = await chat(s, { reasoning_effort: "none" });
-    const body = ChatCompletion.parse(await res.json());
-    expect(body.choices[0]!.message).toEqual({ role: "assistant", content: "Hi!", refusal: null });
-    expect(body.usage.completion_tokens_details).toBeUndefined();
-    expect(promptOf(s).endsWith("<think>\n\n</think>\n\n")).toBe(true);
+  describe("on the Responses API", () => {
+    it("outputs the reasoning as a reasoning item before the message, with its tokens in the usage", async () => {
+      const res = await respond(s, { reasoning: { effort: "high" } });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as ResponseObject;
+      const id = body.id.slice("resp_".length);
+      expect(body.output).toEqual([
+        {
+          type: "reasoning",
+          id: `rs_${id}`,
+          summary: [],
+          content: [{ type: "reasoning_text", text: "Let me see." }],
+          status: "completed",
+        },
+        expect.objectContaining({ type: "message", content: [expect.objectContaining({ text: "Hi!" })] }),
+      ]);
+      expect(body.reasoning).toEqual({ effort: "high", summary: null });
+      expect(body.usage?.output_tokens_details).toEqual({ reasoning_tokens: 9 });
 
-    s.worker.behaviour = () => ({ say: ['{"a"', ": 1}"] });
-    const json = await chat(s, {
-      messages: [{ role: "user", content: "Answer in JSON" }],
-      response_format: { type: "json_object" },
+      // Streamed: the reasoning item's events, closed before the message opens; the last event's response
+      // is the one above.
+      const events = await responseEvents(await respond(s, { stream: true }));
+      const types = events.map((e) => e.type);
+      const deltas = events.filter((e) => e.type === "response.reasoning_text.delta").map((e) => e.delta);
+      expect(deltas.join("")).toBe("Let me see.");
+      expect(types.indexOf("response.reasoning_text.done")).toBeLessThan(
+        types.indexOf("response.output_text.delta"),
+      );
+      expect(events.find((e) => e.type === "response.reasoning_text.done")).toMatchObject({
+        text: "Let me see.",
+      });
+      const done = events.at(-1) as { type: string; response: { output: unknown[]; usage: unknown } };
+      expect(done.type).toBe("response.completed");
+      expect(done.response.output).toEqual([
+        expect.objectContaining({
+          type: "reasoning",
+          content: [{ type: "reasoning_text", text: "Let me see." }],
+        }),
+        expect.objectContaining({ type: "message", content: [expect.objectContaining({ text: "Hi!" })] }),
+      ]);
+      expect(done.response.usage).toMatchObject({ output_tokens_details: { reasoning_tokens: 9 } });
     });
-    expect(ChatCompletion.parse(await json.json()).choices[0]!.message.content).toBe('{"a": 1}');
-    expect(promptOf(s).endsWith("<think>\n\n</think>\n\n")).toBe(true);
-    expect(s.worker.received.at(-1)!.sampling.response_format).toBe("json_object");
 
-    for (const effort of ["minimal", "high"]) {
-      await chat(s, { reasoning_effort: effort });
-      expect(promptOf(s)).not.toContain("<think>");
-    }
-  });
-
-  it("reads a function call from the content after the reasoning", async () => {
-    s.worker.behaviour = () => ({
-      say: [
-        "<think>",
-        "Oslo's weather, then.",
-        "</think>",
-        "\n\n",
-        '{"name": "weather", ',
-        '"arguments": {"city": "Oslo"}}',
-      ],
+    it("keeps reasoning items in the conversation but out of the prompt, however they come back", async () => {
+      const first = (await (await respond(s)).json()) as ResponseObject;
+      const lastPrompt = () => promptOf(s);
+      // previous_response_id
+      expect((await respond(s, { previous_response_id: first.id, input: "And then?" })).status).toBe(200);
+      expect(lastPrompt()).toContain("Hi!");
+      expect(lastPrompt()).not.toContain("Let me see");
+      // The output items sent back as input, as clients that keep the state themselves do…
+      const manual = await respond(s, { input: [...first.output, { role: "user", content: "And then?" }] });
+      expect(manual.status).toBe(200);
+      expect(lastPrompt()).not.toContain("Let me see");
+      const kept = (await manual.json()) as ResponseObject;
+      const listed = (await (
+        await s.h.app.request(`/v1/responses/${kept.id}/input_items?order=asc`, {
+          headers: { authorization: `Bearer ${s.h.keys.acme}` },
+        })
+      ).json()) as { data: ListedItem[] };
+      expect(listed.data.map((item) => item.type)).toEqual(["reasoning", "message", "message"]);
+      const [thought, answer] = first.output as [ReasoningOutput, OutputMessage];
+      expect(listed.data[0]).toMatchObject({ id: thought.id, content: thought.content });
+      // …or named by reference.
+      const referenced = await respond(s, {
+        input: [
+          { type: "item_reference", id: thought.id },
+          { type: "item_reference", id: answer.id },
+          { role: "user", content: "And then?" },
+        ],
+      });
+      expect(referenced.status).toBe(200);
+      expect(lastPrompt()).toContain("Hi!");
+      expect(lastPrompt()).not.toContain("Let me see");
     });
-    const tools = [{ type: "function", function: { name: "weather", parameters: { type: "object" } } }];
-    const body = ChatCompletion.parse(await (await chat(s, { tools })).json());
-    expect(body.choices[0]!.finish_reason).toBe("tool_calls");
-    expect(body.choices[0]!.message).toMatchObject({
-      content: null,
-      reasoning_content: "Oslo's weather, then.",
-      tool_calls: [{ type: "function", function: { name: "weather", arguments: '{"city":"Oslo"}' } }],
+
+    it("turns reasoning off for effort none and refuses an unknown effort by its Responses name", async () => {
+      s.worker.behaviour = () => ({ say: ["Hi", "!"] });
+      const body = (await (await respond(s, { reasoning: { effort: "none" } })).json()) as ResponseObject;
+      expect(body.output.map((item) => item.type)).toEqual(["message"]);
+      expect(promptOf(s).endsWith("<think>\n\n</think>\n\n")).toBe(true);
+      const res = await respond(s, { reasoning: { effort: "extreme" } });
+      expect(res.status).toBe(400);
+      expect(ErrorBody.parse(await res.json()).error.param).toBe("reasoning.effort");
     });
-    const streamed = await chunks(await chat(s, { tools, stream: true }));
-    const deltas = streamed.flatMap((c) => c.choices.map((choice) => choice.delta));
-    expect(deltas.map((d) => d.reasoning_content ?? "").join("")).toBe("Oslo's weather, then.");
-    expect(deltas.flatMap((d) => d.tool_calls ?? [])[0]).toMatchObject({ function: { name: "weather" } });
-    expect(streamed.at(-1)!.choices[0]!.finish_reason).toBe("tool_calls");
-  });
-
-  it("refuses an effort that is not one of OpenAI's, and changes nothing", async () => {
-    const before = s.worker.received.length;
-    const res = await chat(s, { reasoning_effort: "extreme" });
-    expect(res.status).toBe(400);
-    const { error } = ErrorBody.parse(await res.json());
-    expect(error.param).toBe("reasoning_effort");
-    expect(s.worker.received.length).toBe(before);
-  });
-});
-
-describe("the Responses API on a hybrid reasoning model", () => {
-  let s: Setup;
-  beforeAll(async () => {
-    s = await setUp(HYBRID);
-  });
-  afterAll(() => tearDown(s));
-  beforeEach(() => {
-    s.worker.behaviour = () => ({ say: THOUGHT });
-  });
-
-  it("outputs the reasoning as a reasoning item before the message, with its tokens in the usage", async () => {
-    const res = await respond(s, { reasoning: { effort: "high" } });
-    expect(res.status).toBe(200);
-    const body = (await res.json()) as ResponseObject;
-    const id = body.id.slice("resp_".length);
-    expect(body.output).toEqual([
-      {
-        type: "reasoning",
-        id: `rs_${id}`,
-        summary: [],
-        content: [{ type: "reasoning_text", text: "Let me see." }],
-        status: "completed",
-      },
-      expect.objectContaining({ type: "message", content: [expect.objectContaining({ text: "Hi!" })] }),
-    ]);
-    expect(body.reasoning).toEqual({ effort: "high", summary: null });
-    expect(body.usage?.output_tokens_details).toEqual({ reasoning_tokens: 9 });
-
-    // Streamed: the reasoning item's events, closed before the message opens; the last event's response
-    // is the one above.
-    const events = await responseEvents(await respond(s, { stream: true }));
-    const types = events.map((e) => e.type);
-    const deltas = events.filter((e) => e.type === "response.reasoning_text.delta").map((e) => e.delta);
-    expect(deltas.join("")).toBe("Let me see.");
-    expect(types.indexOf("response.reasoning_text.done")).toBeLessThan(
-      types.indexOf("response.output_text.delta"),
-    );
-    expect(events.find((e) => e.type === "response.reasoning_text.done")).toMatchObject({
-      text: "Let me see.",
-    });
-    const done = events.at(-1) as { type: string; response: { output: unknown[]; usage: unknown } };
-    expect(done.type).toBe("response.completed");
-    expect(done.response.output).toEqual([
-      expect.objectContaining({
-        type: "reasoning",
-        content: [{ type: "reasoning_text", text: "Let me see." }],
-      }),
-      expect.objectContaining({ type: "message", content: [expect.objectContaining({ text: "Hi!" })] }),
-    ]);
-    expect(done.response.usage).toMatchObject({ output_tokens_details: { reasoning_tokens: 9 } });
-  });
-
-  it("keeps reasoning items in the conversation but out of the prompt, however they come back", async () => {
-    const first = (await (await respond(s)).json()) as ResponseObject;
-    const lastPrompt = () => promptOf(s);
-    // previous_response_id
-    expect((await respond(s, { previous_response_id: first.id, input: "And then?" })).status).toBe(200);
-    expect(lastPrompt()).toContain("Hi!");
-    expect(lastPrompt()).not.toContain("Let me see");
-    // The output items sent back as input, as clients that keep the state themselves do…
-    const manual = await respond(s, { input: [...first.output, { role: "user", content: "And then?" }] });
-    expect(manual.status).toBe(200);
-    expect(lastPrompt()).not.toContain("Let me see");
-    const kept = (await manual.json()) as ResponseObject;
-    const listed = (await (
-      await s.h.app.request(`/v1/responses/${kept.id}/input_items?order=asc`, {
-        headers: { authorization: `Bearer ${s.h.keys.acme}` },
-      })
-    ).json()) as { data: ListedItem[] };
-    expect(listed.data.map((item) => item.type)).toEqual(["reasoning", "message", "message"]);
-    const [thought, answer] = first.output as [ReasoningOutput, OutputMessage];
-    expect(listed.data[0]).toMatchObject({ id: thought.id, content: thought.content });
-    // …or named by reference.
-    const referenced = await respond(s, {
-      input: [
-        { type: "item_reference", id: thought.id },
-        { type: "item_reference", id: answer.id },
-        { role: "user", content: "And then?" },
-      ],
-    });
-    expect(referenced.status).toBe(200);
-    expect(lastPrompt()).toContain("Hi!");
-    expect(lastPrompt()).not.toContain("Let me see");
-  });
-
-  it("turns reasoning off for effort none and refuses an unknown effort by its Responses name", async () => {
-    s.worker.behaviour = () => ({ say: ["Hi", "!"] });
-    const body = (await (await respond(s, { reasoning: { effort: "none" } })).json()) as ResponseObject;
-    expect(body.output.map((item) => item.type)).toEqual(["message"]);
-    expect(promptOf(s).endsWith("<think>\n\n</think>\n\n")).toBe(true);
-    const res = await respond(s, { reasoning: { effort: "extreme" } });
-    expect(res.status).toBe(400);
-    expect(ErrorBody.parse(await res.json()).error.param).toBe("reasoning.effort");
   });
 });
 
