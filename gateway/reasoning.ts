@@ -71,14 +71,16 @@ export class ReasoningSplit {
     this.state = opened ? "reasoning" : "start";
   }
 
-  /** One chunk's text and token count: what to send now as reasoning and as content. */
-  push(text: string, tokens: number): { reasoning: string; content: string } {
+  /**
+   * One chunk's text and token count: what to send now as reasoning and as content, and whether the
+   * chunk's tokens were reasoning (then their logprobs are not the content's).
+   */
+  push(text: string, tokens: number): { reasoning: string; content: string; reasoningTokens: boolean } {
     const before = this.state;
     const out = this.read(text);
-    if (before === "reasoning" || this.state === "reasoning" || this.state === "closed") {
-      this.reasoningTokens += tokens;
-    }
-    return out;
+    const reasoningTokens = before === "reasoning" || this.state === "reasoning" || this.state === "closed";
+    if (reasoningTokens) this.reasoningTokens += tokens;
+    return { ...out, reasoningTokens };
   }
 
   /** At the end: the text still held, where it belongs. */
@@ -128,20 +130,28 @@ export class ReasoningSplit {
   }
 }
 
-/** A whole reply's reasoning and content, and how many of its tokens were reasoning. */
+/**
+ * A whole reply's reasoning and content, how many of its tokens were reasoning, and which of its tokens
+ * (in order) were: their logprobs are not the content's.
+ */
 export function splitReply(
   pieces: readonly ReplyPiece[],
   plan: NonNullable<ReasoningPlan["split"]>,
-): { reasoning: string; content: string; reasoningTokens: number } {
+): { reasoning: string; content: string; reasoningTokens: number; isReasoning: boolean[] } {
   const split = new ReasoningSplit(plan.opened);
   let reasoning = "";
   let content = "";
-  for (const piece of [...pieces, null]) {
-    const out = piece ? split.push(piece.text, piece.tokens) : split.end();
+  const isReasoning: boolean[] = [];
+  for (const piece of pieces) {
+    const out = split.push(piece.text, piece.tokens);
+    isReasoning.push(...Array<boolean>(piece.tokens).fill(out.reasoningTokens));
     reasoning += out.reasoning;
     content += out.content;
   }
-  return { reasoning, content, reasoningTokens: split.reasoningTokens };
+  const rest = split.end();
+  reasoning += rest.reasoning;
+  content += rest.content;
+  return { reasoning, content, reasoningTokens: split.reasoningTokens, isReasoning };
 }
 
 /** How many characters at the end of `text` to hold: trailing whitespace and a possible start of </think>. */

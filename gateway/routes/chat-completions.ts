@@ -50,6 +50,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           reasoningTokens += split?.reasoningTokens ?? 0;
           const answer = split ? split.content : text;
           const thought = split ? { reasoning_content: split.reasoning } : {};
+          const answerLogprobs = split ? logprobs.filter((_, i) => !split.isReasoning[i]) : logprobs;
           const calls = tools ? toolCallsIn(answer, tools, callId(index)) : null;
           if (calls) {
             const message = {
@@ -64,7 +65,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           return {
             index,
             message: { role: "assistant", content: answer, ...thought, refusal: null },
-            logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
+            logprobs: wantLogprobs ? { content: chatLogprobs(answerLogprobs) } : null,
             finish_reason: finishReasonOf(final),
           };
         }),
@@ -105,16 +106,16 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       const callDeltas = (index: number, deltas: ToolCallDelta[]) =>
         chunk({ index, delta: { tool_calls: deltas }, logprobs: null, finish_reason: null });
       const heldLogprobs = choices.map((): TokenLogprob[] => []);
-      const textDelta =
-        (field: "content" | "reasoning_content") => (index: number, text: string, logprobs: TokenLogprob[]) =>
-          chunk({
-            index,
-            delta: { [field]: text },
-            logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
-            finish_reason: null,
-          });
-      const content = textDelta("content");
-      const thought = textDelta("reasoning_content");
+      const content = (index: number, text: string, logprobs: TokenLogprob[]) =>
+        chunk({
+          index,
+          delta: { content: text },
+          logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
+          finish_reason: null,
+        });
+      // Logprobs are the content's: a reasoning token's are not reported.
+      const thought = (index: number, text: string) =>
+        chunk({ index, delta: { reasoning_content: text }, logprobs: null, finish_reason: null });
       /** The answer's text that follows its reasoning, sent as content (or held while it may be a call). */
       function* answer(index: number, text: string, held: TokenLogprob[]): Generator<ChatCompletionChunk> {
         const stream = calls[index];
@@ -131,7 +132,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           finals.push(step.value);
           if (split) {
             const rest = split.end();
-            if (rest.reasoning !== "") yield thought(index, rest.reasoning, held.splice(0));
+            if (rest.reasoning !== "") yield thought(index, rest.reasoning);
             if (rest.content !== "") yield* answer(index, rest.content, held);
           }
           if (call) {
@@ -161,13 +162,14 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           if (deltas.length > 0) yield callDeltas(index, deltas);
           continue;
         }
-        held.push(...(step.value.logprobs ?? []));
         if (split) {
           const out = split.push(step.value.text, step.value.token_ids.length);
-          if (out.reasoning !== "") yield thought(index, out.reasoning, held.splice(0));
+          if (!out.reasoningTokens) held.push(...(step.value.logprobs ?? []));
+          if (out.reasoning !== "") yield thought(index, out.reasoning);
           if (out.content !== "") yield* answer(index, out.content, held);
           continue;
         }
+        held.push(...(step.value.logprobs ?? []));
         yield* answer(index, step.value.text, held);
       }
       if (admitted.includeUsage) {

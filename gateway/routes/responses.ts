@@ -125,10 +125,12 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       const split = reasoning ? splitReply(pieces, reasoning) : null;
       const answer = split ? split.content : text;
       const thought = split ? [reasoningItem(ids.reasoning, split.reasoning, itemStatus)] : [];
+      // The message's logprobs are its own tokens': a reasoning token's are not reported.
+      const answerLogprobs = split ? logprobs.filter((_, i) => !split.isReasoning[i]) : logprobs;
       const calls = tools ? toolCallsIn(answer, tools, ids.callId) : null;
       const output = calls
         ? functionCallItems(calls, ids, itemStatus)
-        : [messageItem(ids.message, answer, wantLogprobs ? chatLogprobs(logprobs) : null, itemStatus)];
+        : [messageItem(ids.message, answer, wantLogprobs ? chatLogprobs(answerLogprobs) : null, itemStatus)];
       const response = finishedResponse(
         head,
         [...thought, ...output],
@@ -184,17 +186,14 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
           yield* callEvents(required.push(step.value.text));
           continue;
         }
-        held.push(...(step.value.logprobs ?? []));
         if (split) {
           const out = split.push(step.value.text, step.value.token_ids.length);
-          // Reasoning tokens' logprobs are not reported: OpenAI's logprobs are the output text's.
-          if (out.reasoning !== "") {
-            held.length = 0;
-            yield* writer.reasoningText(out.reasoning);
-          }
+          if (!out.reasoningTokens) held.push(...(step.value.logprobs ?? []));
+          if (out.reasoning !== "") yield* writer.reasoningText(out.reasoning);
           if (out.content !== "") yield* answer(out.content);
           continue;
         }
+        held.push(...(step.value.logprobs ?? []));
         yield* answer(step.value.text);
       }
     }

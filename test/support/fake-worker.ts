@@ -37,8 +37,8 @@ export function fakeReplyText(maxTokens: number): string {
   return FAKE_WORDS.slice(0, Math.min(maxTokens, FAKE_REPLY_TOKENS)).join("");
 }
 
-function logprobsFor(index: number, top: number): TokenLogprob {
-  const token = FAKE_WORDS[index]!;
+function logprobsFor(index: number, top: number, words: readonly string[]): TokenLogprob {
+  const token = words[index]!;
   const entry = (t: string, logprob: number) => ({
     token: t,
     bytes: [...new TextEncoder().encode(t)],
@@ -47,9 +47,7 @@ function logprobsFor(index: number, top: number): TokenLogprob {
   return {
     ...entry(token, -0.25),
     token_id: 100 + index,
-    top: Array.from({ length: top }, (_, k) =>
-      entry(FAKE_WORDS[(index + k) % FAKE_WORDS.length]!, -0.25 - k),
-    ),
+    top: Array.from({ length: top }, (_, k) => entry(words[(index + k) % words.length]!, -0.25 - k)),
   };
 }
 
@@ -213,7 +211,9 @@ export class FakeWorker {
       seq: i,
       token_ids: [100 + i],
       text: words[i]!,
-      ...(request.sampling.logprobs ? { logprobs: [logprobsFor(i, request.sampling.top_logprobs)] } : {}),
+      ...(request.sampling.logprobs
+        ? { logprobs: [logprobsFor(i, request.sampling.top_logprobs, words)] }
+        : {}),
     });
   }
 

@@ -158,6 +158,23 @@ describe("a hybrid reasoning model", () => {
       }
     });
 
+    it("reports logprobs of the content's tokens only, streamed or not", async () => {
+      const body = ChatCompletion.parse(await (await chat(s, { logprobs: true })).json());
+      expect(body.choices[0]!.logprobs?.content?.map((t) => t.token)).toEqual(["Hi", "!"]);
+      const deltas = (await chunks(await chat(s, { logprobs: true, stream: true }))).flatMap(
+        (c) => c.choices,
+      );
+      expect(
+        deltas.filter((c) => c.delta.reasoning_content !== undefined).every((c) => c.logprobs === null),
+      ).toBe(true);
+      expect(deltas.flatMap((c) => c.logprobs?.content ?? []).map((t) => t.token)).toEqual(["Hi", "!"]);
+      const response = (await (
+        await respond(s, { include: ["message.output_text.logprobs"] })
+      ).json()) as ResponseObject;
+      const message = response.output.find((item) => item.type === "message") as OutputMessage;
+      expect(message.content[0]!.logprobs?.map((t) => t.token)).toEqual(["Hi", "!"]);
+    });
+
     it("reads a function call from the content after the reasoning", async () => {
       s.worker.behaviour = () => ({
         say: [

@@ -30,7 +30,12 @@ describe("ReasoningSplit", () => {
   it("takes the reasoning between the tags, without the whitespace around it, and counts its tokens", () => {
     const tokens = ["<think>", "\n", "Let", " me", " see", ".", "\n", "</think>", "\n\n", "Hi", "!"];
     // The tags, the reasoning and the whitespace after the closing tag: nine of the eleven tokens.
-    expect(splitOf(tokens)).toEqual({ reasoning: "Let me see.", content: "Hi!", reasoningTokens: 9 });
+    expect(splitOf(tokens)).toEqual({
+      reasoning: "Let me see.",
+      content: "Hi!",
+      reasoningTokens: 9,
+      isReasoning: [...Array(9).fill(true), false, false],
+    });
     expect(expectSameWhateverTheCuts(tokens.join(""))).toMatchObject({
       reasoning: "Let me see.",
       content: "Hi!",
@@ -39,12 +44,14 @@ describe("ReasoningSplit", () => {
 
   it("sends reasoning as it comes, holding back only what may be the closing tag", () => {
     const split = new ReasoningSplit(false);
-    expect(split.push("<think>", 1)).toEqual({ reasoning: "", content: "" });
-    expect(split.push("one two", 1)).toEqual({ reasoning: "one two", content: "" });
-    expect(split.push(" </th", 1)).toEqual({ reasoning: "", content: "" });
-    expect(split.push("ree", 1)).toEqual({ reasoning: " </three", content: "" });
-    expect(split.push("</think>Done", 1)).toEqual({ reasoning: "", content: "Done" });
-    expect(split.push(" now", 1)).toEqual({ reasoning: "", content: " now" });
+    const thinking = { reasoningTokens: true };
+    expect(split.push("<think>", 1)).toEqual({ reasoning: "", content: "", ...thinking });
+    expect(split.push("one two", 1)).toEqual({ reasoning: "one two", content: "", ...thinking });
+    expect(split.push(" </th", 1)).toEqual({ reasoning: "", content: "", ...thinking });
+    expect(split.push("ree", 1)).toEqual({ reasoning: " </three", content: "", ...thinking });
+    // The token that closes the reasoning and starts the answer counts as reasoning.
+    expect(split.push("</think>Done", 1)).toEqual({ reasoning: "", content: "Done", ...thinking });
+    expect(split.push(" now", 1)).toEqual({ reasoning: "", content: " now", reasoningTokens: false });
     expect(split.end()).toEqual({ reasoning: "", content: "" });
     expect(split.reasoningTokens).toBe(5);
   });
@@ -54,8 +61,8 @@ describe("ReasoningSplit", () => {
       reasoning: "",
       content: "  Hello <think>x</think> there",
     });
-    expect(splitOf(["<thin", "g>"])).toEqual({ reasoning: "", content: "<thing>", reasoningTokens: 0 });
-    expect(splitOf(["  "])).toEqual({ reasoning: "", content: "  ", reasoningTokens: 0 });
+    expect(splitOf(["<thin", "g>"])).toMatchObject({ reasoning: "", content: "<thing>", reasoningTokens: 0 });
+    expect(splitOf(["  "])).toMatchObject({ reasoning: "", content: "  ", reasoningTokens: 0 });
   });
 
   it("starts inside the reasoning when the prompt opened it, and keeps a cut-off reasoning as reasoning", () => {
