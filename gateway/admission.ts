@@ -10,7 +10,7 @@ import { MAX_LOGIT_BIAS } from "../worker/engine/sampler.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import type { BaseModelInfo } from "./bases.ts";
 import { invalidRequest } from "./errors.ts";
-import { planReasoning, type ReasoningPlan } from "./reasoning.ts";
+import { planReasoning, type ReasoningPlan, requestedEffort } from "./reasoning.ts";
 import { forcedCallFormat, parsedToolCalls, planTools, type ToolPlan, toolMessages } from "./tool-calls.ts";
 
 export interface Admitted {
@@ -262,7 +262,8 @@ export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Adm
     }
     format = forcedCallFormat(tools);
   }
-  const reasoning = planReasoning(body.reasoning_effort, base.tokenizer.reasoning, format !== undefined);
+  const { effort, param: effortParam } = requestedEffort(body);
+  const reasoning = planReasoning(effort, base.tokenizer.reasoning, format !== undefined, effortParam);
   const conversation = toolMessages(body.messages.map(chatMessage), tools, base.tokenizer.templateTakesTools);
   const text = base.tokenizer.applyChatTemplate(conversation.messages, {
     addGenerationPrompt: true,

@@ -3,7 +3,9 @@
 // `reasoning_content`, the answer in `content`, and the reasoning's tokens counted in
 // usage.completion_tokens_details.reasoning_tokens (they are output tokens, billed as such).
 // `reasoning_effort: "none"` turns reasoning off where the template allows it (Qwen3's enable_thinking);
-// the other efforts leave it on — the model decides how long it reasons.
+// the other efforts leave it on — the model decides how long it reasons. vLLM's
+// `chat_template_kwargs: {"enable_thinking": false}`, which Qwen3's documentation tells clients to send,
+// means the same as effort "none" (true: reasoning on).
 import type { ReasoningTemplate } from "../worker/engine/reasoning-template.ts";
 import { THINK_CLOSE, THINK_OPEN } from "../worker/engine/reasoning-template.ts";
 import { invalidRequest } from "./errors.ts";
@@ -11,6 +13,39 @@ import type { ReplyPiece } from "./generation.ts";
 
 /** OpenAI's reasoning efforts. */
 const EFFORTS = ["none", "minimal", "low", "medium", "high", "xhigh"];
+
+/**
+ * The effort a chat request asks for, from reasoning_effort or vLLM's chat_template_kwargs.enable_thinking,
+ * and the parameter to name when it cannot be had. Other template arguments are refused: the prompt is
+ * rendered here, not by the caller.
+ */
+export function requestedEffort(body: {
+  reasoning_effort?: string | null | undefined;
+  chat_template_kwargs?: Record<string, unknown> | null | undefined;
+}): { effort: string | null | undefined; param: string } {
+  const kwargs = body.chat_template_kwargs ?? {};
+  for (const key of Object.keys(kwargs)) {
+    if (key !== "enable_thinking") {
+      throw invalidRequest(
+        `chat_template_kwargs.${key} is not supported: only enable_thinking is`,
+        `chat_template_kwargs.${key}`,
+      );
+    }
+  }
+  const thinking = kwargs.enable_thinking;
+  const param = "chat_template_kwargs.enable_thinking";
+  if (thinking === undefined || thinking === null)
+    return { effort: body.reasoning_effort, param: "reasoning_effort" };
+  if (typeof thinking !== "boolean") throw invalidRequest(`${param} must be a boolean`, param);
+  if (body.reasoning_effort == null) return { effort: thinking ? "medium" : "none", param };
+  if (thinking === (body.reasoning_effort === "none")) {
+    throw invalidRequest(
+      `${param} ${thinking} contradicts reasoning_effort ${JSON.stringify(body.reasoning_effort)}`,
+      param,
+    );
+  }
+  return { effort: body.reasoning_effort, param: "reasoning_effort" };
+}
 
 /** How a request's answer is generated and read. */
 export interface ReasoningPlan {

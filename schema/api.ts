@@ -112,7 +112,10 @@ export const ChatCompletionRequest = z.object({
   modalities: z.array(z.string()).nullable().optional(),
   audio: z.unknown().optional(),
   web_search_options: z.unknown().optional(),
+  /** OpenAI's reasoning effort (gateway/reasoning.ts). */
   reasoning_effort: z.string().nullable().optional(),
+  /** vLLM's chat template arguments, as Qwen3's clients send `enable_thinking` (gateway/reasoning.ts). */
+  chat_template_kwargs: z.record(z.string(), z.unknown()).nullable().optional(),
   response_format: z
     .object({
       type: z.string(),

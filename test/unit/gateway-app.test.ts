@@ -470,6 +470,7 @@ describe("bad input", () => {
       [{ audio: { voice: "alloy", format: "wav" } }, "audio"],
       [{ web_search_options: {} }, "web_search_options"],
       [{ reasoning_effort: "high" }, "reasoning_effort"],
+      [{ chat_template_kwargs: { enable_thinking: true } }, "chat_template_kwargs.enable_thinking"],
     ];
     for (const [body, param] of refused) await expectError(await chat(body), 400, null, param);
     // What asks for nothing beyond text is served.
@@ -481,6 +482,7 @@ describe("bad input", () => {
       { modalities: ["text"] },
       // A model that does not reason does what "none" asks.
       { reasoning_effort: "none" },
+      { chat_template_kwargs: { enable_thinking: false } },
     ]) {
       expect((await chat(body)).status).toBe(200);
       expect(lastRequest().sampling.response_format).toBeUndefined();

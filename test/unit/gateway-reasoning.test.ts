@@ -158,6 +158,38 @@ describe("a hybrid reasoning model", () => {
       }
     });
 
+    it("takes vLLM's chat_template_kwargs.enable_thinking as Qwen3's clients send it", async () => {
+      const off = ChatCompletion.parse(
+        await (await chat(s, { chat_template_kwargs: { enable_thinking: false } })).json(),
+      );
+      expect(off.choices[0]!.message.reasoning_content).toBeUndefined();
+      expect(promptOf(s).endsWith("<think>\n\n</think>\n\n")).toBe(true);
+      const on = ChatCompletion.parse(
+        await (
+          await chat(s, { chat_template_kwargs: { enable_thinking: true }, reasoning_effort: "low" })
+        ).json(),
+      );
+      expect(on.choices[0]!.message.reasoning_content).toBe("Let me see.");
+      expect(promptOf(s)).not.toContain("<think>");
+      const before = s.worker.received.length;
+      for (const [body, param] of [
+        [
+          { chat_template_kwargs: { enable_thinking: true }, reasoning_effort: "none" },
+          "chat_template_kwargs.enable_thinking",
+        ],
+        [{ chat_template_kwargs: { enable_thinking: "no" } }, "chat_template_kwargs.enable_thinking"],
+        [
+          { chat_template_kwargs: { tools_in_user_message: true } },
+          "chat_template_kwargs.tools_in_user_message",
+        ],
+      ] as const) {
+        const res = await chat(s, body);
+        expect(res.status).toBe(400);
+        expect(ErrorBody.parse(await res.json()).error.param).toBe(param);
+      }
+      expect(s.worker.received.length).toBe(before);
+    });
+
     it("reports logprobs of the content's tokens only, streamed or not", async () => {
       const body = ChatCompletion.parse(await (await chat(s, { logprobs: true })).json());
       expect(body.choices[0]!.logprobs?.content?.map((t) => t.token)).toEqual(["Hi", "!"]);
