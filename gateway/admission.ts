@@ -174,12 +174,19 @@ function chatMessage(message: ChatMessageIn, index: number): ChatMessage {
       `messages.${index}.tool_calls`,
     );
   }
+  if (message.reasoning_content != null && message.role !== "assistant") {
+    throw invalidRequest(
+      `messages[${index}]: only assistant messages carry reasoning_content`,
+      `messages.${index}.reasoning_content`,
+    );
+  }
   return {
     // OpenAI's newer name for the system role; chat templates know "system".
     role: message.role === "developer" ? "system" : message.role,
     content: messageText(message, index),
     ...(message.tool_calls ? { tool_calls: parsedToolCalls(message.tool_calls, index) } : {}),
     ...(message.tool_call_id ? { tool_call_id: message.tool_call_id } : {}),
+    ...(message.reasoning_content ? { reasoning_content: message.reasoning_content } : {}),
   };
 }
 

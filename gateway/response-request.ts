@@ -45,21 +45,40 @@ function partsText(
     .join("");
 }
 
+/** A reasoning item's text: its reasoning text, or else its summary. */
+function reasoningText(item: Extract<InputItem, { type: "reasoning" }>): string {
+  const parts = item.content?.length ? item.content : (item.summary ?? []);
+  return parts.map((part) => part.text).join("\n\n");
+}
+
 /**
  * The conversation as chat messages: consecutive function calls join one assistant turn (the assistant
- * message right before them, if any), as chat writes an answer that calls several functions.
+ * message right before them, if any), as chat writes an answer that calls several functions. A reasoning
+ * item becomes the reasoning_content of the assistant turn it led to (the next message or calls); the
+ * chat template decides whether it reaches the prompt.
  */
 function chatMessagesOf(items: readonly InputItem[], firstIndex = 0): ChatMessageIn[] {
   const messages: ChatMessageIn[] = [];
+  let reasoning: string | null = null;
+  const thought = () => {
+    const text = reasoning;
+    reasoning = null;
+    return text ? { reasoning_content: text } : {};
+  };
   for (const [k, item] of items.entries()) {
     const param = `input.${k - firstIndex}`;
-    if (item.type === "message") {
-      messages.push({ role: item.role, content: partsText(item.content, `${param}.content`) });
+    if (item.type === "reasoning") {
+      reasoning = reasoningText(item);
       continue;
     }
-    // Earlier reasoning never reaches the prompt: chat templates drop earlier turns' reasoning.
-    if (item.type === "reasoning") continue;
+    if (item.type === "message") {
+      const content = partsText(item.content, `${param}.content`);
+      const turn = thought();
+      messages.push({ role: item.role, content, ...(item.role === "assistant" ? turn : {}) });
+      continue;
+    }
     if (item.type === "function_call_output") {
+      reasoning = null;
       messages.push({
         role: "tool",
         tool_call_id: item.call_id,
@@ -78,8 +97,11 @@ function chatMessagesOf(items: readonly InputItem[], firstIndex = 0): ChatMessag
       function: { name: item.name, arguments: item.arguments },
     };
     const last = messages.at(-1);
-    if (last?.role === "assistant") last.tool_calls = [...(last.tool_calls ?? []), call];
-    else messages.push({ role: "assistant", content: null, tool_calls: [call] });
+    if (last?.role === "assistant") {
+      last.tool_calls = [...(last.tool_calls ?? []), call];
+      if (reasoning && !last.reasoning_content) Object.assign(last, thought());
+    } else messages.push({ role: "assistant", content: null, tool_calls: [call], ...thought() });
+    reasoning = null;
   }
   return messages;
 }

@@ -131,7 +131,12 @@ export function toolMessages(
     const calls = m.tool_calls.map((c) =>
       JSON.stringify({ name: c.function.name, arguments: c.function.arguments }),
     );
-    return { role: m.role, content: [m.content, ...calls].filter((part) => part !== "").join("\n") };
+    const content = [m.content, ...calls].filter((part) => part !== "").join("\n");
+    return {
+      role: m.role,
+      content,
+      ...(m.reasoning_content ? { reasoning_content: m.reasoning_content } : {}),
+    };
   });
   if (!plan) return { messages: plain };
   const described = plan.tools.map((t) => JSON.stringify(t.function)).join("\n");

@@ -36,6 +36,8 @@ export const ChatMessageIn = z.object({
   tool_calls: z.array(ToolCall).optional(),
   /** A tool message: the call it answers. */
   tool_call_id: z.string().optional(),
+  /** An assistant turn's reasoning, sent back as DeepSeek's and vLLM's APIs take it (gateway/reasoning.ts). */
+  reasoning_content: z.string().nullable().optional(),
 });
 export type ChatMessageIn = z.infer<typeof ChatMessageIn>;
 

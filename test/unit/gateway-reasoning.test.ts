@@ -15,8 +15,10 @@ import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts"
 import { FakeWorker } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 
+/** Each turn; an assistant turn's reasoning_content, where given, in its own <think> block. */
 const TURNS =
   "{%- for message in messages %}<|start_header_id|>{{ message.role }}<|end_header_id|>\n\n" +
+  "{% if message.reasoning_content %}<think>{{ message.reasoning_content }}</think>{% endif %}" +
   "{% if message.role == 'assistant' and '</think>' in message.content %}" +
   "{{ message.content.split('</think>')[-1].lstrip('\\n') }}{%- else %}{{ message.content }}{%- endif %}" +
   "<|eot_id|>{%- endfor %}";
@@ -190,6 +192,20 @@ describe("a hybrid reasoning model", () => {
       expect(s.worker.received.length).toBe(before);
     });
 
+    it("gives an assistant turn's reasoning_content back to the template, and only an assistant's", async () => {
+      const call = { id: "c1", type: "function", function: { name: "weather", arguments: "{}" } };
+      const messages = [
+        { role: "user", content: "Weather?" },
+        { role: "assistant", content: null, tool_calls: [call], reasoning_content: "Look it up." },
+        { role: "tool", tool_call_id: "c1", content: "sunny" },
+      ];
+      expect((await chat(s, { messages })).status).toBe(200);
+      expect(promptOf(s)).toContain("<think>Look it up.</think>");
+      const res = await chat(s, { messages: [{ role: "user", content: "Hi", reasoning_content: "x" }] });
+      expect(res.status).toBe(400);
+      expect(ErrorBody.parse(await res.json()).error.param).toBe("messages.0.reasoning_content");
+    });
+
     it("reports logprobs of the content's tokens only, streamed or not", async () => {
       const body = ChatCompletion.parse(await (await chat(s, { logprobs: true })).json());
       expect(body.choices[0]!.logprobs?.content?.map((t) => t.token)).toEqual(["Hi", "!"]);
@@ -286,17 +302,18 @@ describe("a hybrid reasoning model", () => {
       expect(done.response.usage).toMatchObject({ output_tokens_details: { reasoning_tokens: 9 } });
     });
 
-    it("keeps reasoning items in the conversation but out of the prompt, however they come back", async () => {
+    it("keeps reasoning items with the conversation, for the template to place, however they come back", async () => {
       const first = (await (await respond(s)).json()) as ResponseObject;
+      // The test template writes an assistant turn's reasoning_content as <think>…</think> before it.
       const lastPrompt = () => promptOf(s);
+      const answered = "<think>Let me see.</think>Hi!";
       // previous_response_id
       expect((await respond(s, { previous_response_id: first.id, input: "And then?" })).status).toBe(200);
-      expect(lastPrompt()).toContain("Hi!");
-      expect(lastPrompt()).not.toContain("Let me see");
+      expect(lastPrompt()).toContain(answered);
       // The output items sent back as input, as clients that keep the state themselves do…
       const manual = await respond(s, { input: [...first.output, { role: "user", content: "And then?" }] });
       expect(manual.status).toBe(200);
-      expect(lastPrompt()).not.toContain("Let me see");
+      expect(lastPrompt()).toContain(answered);
       const kept = (await manual.json()) as ResponseObject;
       const listed = (await (
         await s.h.app.request(`/v1/responses/${kept.id}/input_items?order=asc`, {
@@ -315,8 +332,24 @@ describe("a hybrid reasoning model", () => {
         ],
       });
       expect(referenced.status).toBe(200);
-      expect(lastPrompt()).toContain("Hi!");
-      expect(lastPrompt()).not.toContain("Let me see");
+      expect(lastPrompt()).toContain(answered);
+    });
+
+    it("gives a reasoning item to the template as the reasoning of the turn it led to", async () => {
+      const res = await respond(s, {
+        input: [
+          { role: "user", content: "Weather?" },
+          { type: "reasoning", summary: [], content: [{ type: "reasoning_text", text: "Look it up." }] },
+          { type: "function_call", call_id: "c1", name: "weather", arguments: "{}" },
+          { type: "function_call_output", call_id: "c1", output: "sunny" },
+          { type: "reasoning", summary: [{ type: "summary_text", text: "Only a summary." }] },
+          { role: "user", content: "Thanks" },
+        ],
+      });
+      expect(res.status).toBe(200);
+      expect(promptOf(s)).toContain("<think>Look it up.</think>");
+      // A reasoning item with no turn after it has nothing to be the reasoning of.
+      expect(promptOf(s)).not.toContain("Only a summary");
     });
 
     it("turns reasoning off for effort none and refuses an unknown effort by its Responses name", async () => {

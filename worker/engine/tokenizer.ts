@@ -19,6 +19,8 @@ export interface ChatMessage {
   tool_calls?: { id: string; type: "function"; function: { name: string; arguments: unknown } }[];
   /** A tool message: the call it answers. */
   tool_call_id?: string;
+  /** An assistant turn's reasoning; templates that read it (Qwen3's) decide where it stays. */
+  reasoning_content?: string;
 }
 
 export interface ChatTemplateOptions {
