@@ -49,8 +49,8 @@ const FunctionCallOutputItem = z.object({
 const TextPart = z.object({ type: z.string(), text: z.string() });
 
 /**
- * A reasoning model's earlier reasoning, sent back with the conversation. It is kept with the conversation
- * and never reaches the prompt: chat templates drop earlier turns' reasoning.
+ * A reasoning model's earlier reasoning, sent back with the conversation: the reasoning of the assistant turn
+ * after it, which the chat template places (gateway/response-request.ts).
  */
 const ReasoningItem = z.object({
   type: z.literal("reasoning"),
