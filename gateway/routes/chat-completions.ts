@@ -49,7 +49,8 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           const split = reasoning ? splitReply(pieces, reasoning) : null;
           reasoningTokens += split?.reasoningTokens ?? 0;
           const answer = split ? split.content : text;
-          const thought = split ? { reasoning_content: split.reasoning } : {};
+          // As streamed: reasoning_content only where the answer reasoned.
+          const thought = split?.reasoning ? { reasoning_content: split.reasoning } : {};
           const answerLogprobs = split ? logprobs.filter((_, i) => !split.isReasoning[i]) : logprobs;
           const calls = tools ? toolCallsIn(answer, tools, callId(index)) : null;
           if (calls) {

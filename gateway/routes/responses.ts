@@ -124,7 +124,8 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       // A reasoning model's reasoning is an item of its own before the answer (gateway/reasoning.ts).
       const split = reasoning ? splitReply(pieces, reasoning) : null;
       const answer = split ? split.content : text;
-      const thought = split ? [reasoningItem(ids.reasoning, split.reasoning, itemStatus)] : [];
+      // As streamed: a reasoning item only where the answer reasoned.
+      const thought = split?.reasoning ? [reasoningItem(ids.reasoning, split.reasoning, itemStatus)] : [];
       // The message's logprobs are its own tokens': a reasoning token's are not reported.
       const answerLogprobs = split ? logprobs.filter((_, i) => !split.isReasoning[i]) : logprobs;
       const calls = tools ? toolCallsIn(answer, tools, ids.callId) : null;

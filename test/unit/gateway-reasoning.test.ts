@@ -352,6 +352,19 @@ describe("a hybrid reasoning model", () => {
       expect(promptOf(s)).not.toContain("Only a summary");
     });
 
+    it("outputs no reasoning item, streamed or not, when the answer did not reason", async () => {
+      s.worker.behaviour = () => ({ say: ["Hi", "!"] });
+      const whole = (await (await respond(s)).json()) as ResponseObject;
+      expect(whole.output.map((item) => item.type)).toEqual(["message"]);
+      expect(whole.usage?.output_tokens_details).toEqual({ reasoning_tokens: 0 });
+      const events = await responseEvents(await respond(s, { stream: true }));
+      const done = events.at(-1) as unknown as { response: ResponseObject };
+      expect(done.response.output.map((item) => item.type)).toEqual(["message"]);
+      const chatBody = ChatCompletion.parse(await (await chat(s)).json());
+      expect(chatBody.choices[0]!.message).toEqual({ role: "assistant", content: "Hi!", refusal: null });
+      expect(chatBody.usage.completion_tokens_details).toEqual({ reasoning_tokens: 0 });
+    });
+
     it("turns reasoning off for effort none and refuses an unknown effort by its Responses name", async () => {
       s.worker.behaviour = () => ({ say: ["Hi", "!"] });
       const body = (await (await respond(s, { reasoning: { effort: "none" } })).json()) as ResponseObject;
