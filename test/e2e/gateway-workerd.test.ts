@@ -36,6 +36,7 @@ import {
   type PrivatePostgres,
   postgresBinaries,
 } from "../support/private-postgres.ts";
+import { HYBRID_REASONING_TEMPLATE } from "../support/reasoning-templates.ts";
 import { startWorkerProcess, type WorkerProcess } from "../support/worker-process.ts";
 
 // Its own base name: the run's database is shared by the e2e files, and a base is registered with its
@@ -85,6 +86,11 @@ describe("the gateway in workerd", () => {
     // No end-of-text token: every request generates exactly max_tokens.
     const tiny = { shape: "tiny", adapters: 0, rank: 4, seed: 3, endOfText: false } as const;
     modelDir = initTinyModel(join(root, "model"), tiny).dir;
+    // A reasoning model's template (Qwen3-like: it reasons unless enable_thinking is false), so the bundled
+    // base is read as one inside the isolate.
+    const tokenizerConfig = join(modelDir, "tokenizer_config.json");
+    const config = JSON.parse(readFileSync(tokenizerConfig, "utf8")) as Record<string, unknown>;
+    writeFileSync(tokenizerConfig, JSON.stringify({ ...config, chat_template: HYBRID_REASONING_TEMPLATE }));
     workerBlobs = join(root, "worker-blobs");
 
     databaseUrl = postgresUrl;
@@ -201,6 +207,30 @@ describe("the gateway in workerd", () => {
     const cached = Math.floor((whole.usage!.prompt_tokens - 1) / 16) * 16;
     expect(cached).toBeGreaterThan(0);
     expect(usage).toEqual({ ...whole.usage, prompt_tokens_details: { cached_tokens: cached } });
+  });
+
+  it("serves the base as a reasoning model: reasoning_effort decides the prompt, reasoning is counted", async () => {
+    const messages = [{ role: "user" as const, content: "Think, then answer." }];
+    const thinking = await client.chat.completions.create({
+      model: BASE,
+      messages,
+      max_tokens: 4,
+      reasoning_effort: "high",
+    });
+    // The random model writes no <think> block: all of it is content, none of it reasoning.
+    expect(thinking.usage?.completion_tokens_details?.reasoning_tokens).toBe(0);
+    const quick = await client.chat.completions.create({
+      model: BASE,
+      messages,
+      max_tokens: 4,
+      reasoning_effort: "none",
+    });
+    // enable_thinking false wrote an empty reasoning block into the prompt.
+    expect(quick.usage!.prompt_tokens).toBeGreaterThan(thinking.usage!.prompt_tokens);
+    const refused = await client.chat.completions
+      .create({ model: BASE, messages, max_tokens: 4, reasoning_effort: "extreme" as "high" })
+      .catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(OpenAI.BadRequestError);
   });
 
   it("replays a request sent again with its Idempotency-Key, the key held in Postgres through Neon's driver", async () => {

@@ -14,20 +14,7 @@ import type { InferenceRequest } from "../../schema/wire.ts";
 import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
 import { FakeWorker } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
-
-/** Each turn; an assistant turn's reasoning_content, where given, in its own <think> block. */
-const TURNS =
-  "{%- for message in messages %}<|start_header_id|>{{ message.role }}<|end_header_id|>\n\n" +
-  "{% if message.reasoning_content %}<think>{{ message.reasoning_content }}</think>{% endif %}" +
-  "{% if message.role == 'assistant' and '</think>' in message.content %}" +
-  "{{ message.content.split('</think>')[-1].lstrip('\\n') }}{%- else %}{{ message.content }}{%- endif %}" +
-  "<|eot_id|>{%- endfor %}";
-/** Thinks unless told not to (enable_thinking false writes an empty reasoning block into the prompt). */
-const HYBRID =
-  `${TURNS}{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n` +
-  "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{%- endif %}";
-/** Always thinks: the generation prompt opens the reasoning block. */
-const OPENS = `${TURNS}{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n<think>\n{% endif %}`;
+import { HYBRID_REASONING_TEMPLATE, OPENING_REASONING_TEMPLATE } from "../support/reasoning-templates.ts";
 
 const THOUGHT = ["<think>", "\n", "Let", " me", " see", ".", "\n", "</think>", "\n\n", "Hi", "!"];
 
@@ -88,7 +75,7 @@ const promptOf = (s: Setup, request: InferenceRequest = s.worker.received.at(-1)
 describe("a hybrid reasoning model", () => {
   let s: Setup;
   beforeAll(async () => {
-    s = await setUp(HYBRID);
+    s = await setUp(HYBRID_REASONING_TEMPLATE);
   });
   afterAll(() => tearDown(s));
   beforeEach(() => {
@@ -380,7 +367,7 @@ describe("a hybrid reasoning model", () => {
 describe("a model whose prompt opens the reasoning", () => {
   let s: Setup;
   beforeAll(async () => {
-    s = await setUp(OPENS);
+    s = await setUp(OPENING_REASONING_TEMPLATE);
   });
   afterAll(() => tearDown(s));
 
