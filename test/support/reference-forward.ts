@@ -65,13 +65,28 @@ function rmsNorm(x: Vec, weight: Float32Array, eps: number): Vec {
   return x.map((v, i) => v * inv * weight[i]!);
 }
 
-/** HF's inverse frequencies: default, "linear" (divided by factor) or "llama3" (wavelength-banded). */
+/**
+ * HF's inverse frequencies: default, "linear" (divided by factor), "llama3" (wavelength-banded) or "yarn"
+ * (transformers' _compute_yarn_parameters: interpolated by factor below the correction band, kept above
+ * it, a linear ramp between).
+ */
 export function ropeInverseFrequencies(cfg: ModelConfig): Float64Array {
   const d = cfg.headDim;
   const inv = new Float64Array(d / 2);
   for (let i = 0; i < d / 2; i++) inv[i] = 1 / cfg.ropeTheta ** ((2 * i) / d);
   const s = cfg.ropeScaling;
   if (s?.type === "linear") return inv.map((f) => f / s.factor);
+  if (s?.type === "yarn") {
+    const bandEdge = (rotations: number) =>
+      (d * Math.log(s.originalMaxPositions / (rotations * 2 * Math.PI))) / (2 * Math.log(cfg.ropeTheta));
+    const low = Math.max(s.truncate ? Math.floor(bandEdge(s.betaFast)) : bandEdge(s.betaFast), 0);
+    let high = Math.min(s.truncate ? Math.ceil(bandEdge(s.betaSlow)) : bandEdge(s.betaSlow), d - 1);
+    if (low === high) high += 0.001;
+    return inv.map((f, i) => {
+      const interpolated = Math.min(Math.max((i - low) / (high - low), 0), 1);
+      return (f / s.factor) * interpolated + f * (1 - interpolated);
+    });
+  }
   if (s?.type === "llama3") {
     const lowFreqWavelen = s.originalMaxPositions / s.lowFreqFactor;
     const highFreqWavelen = s.originalMaxPositions / s.highFreqFactor;
@@ -87,15 +102,25 @@ export function ropeInverseFrequencies(cfg: ModelConfig): Float64Array {
   return inv;
 }
 
-/** rotate_half rotary embedding of each head of `x` (heads × headDim) at `position`, in place. */
-function rotate(x: Vec, heads: number, headDim: number, position: number, invFreq: Float64Array): void {
+/**
+ * rotate_half rotary embedding of each head of `x` (heads × headDim) at `position`, in place; cos and sin
+ * times `scale` (YaRN's attention factor, as HF's rotary embedding applies it).
+ */
+function rotate(
+  x: Vec,
+  heads: number,
+  headDim: number,
+  position: number,
+  invFreq: Float64Array,
+  scale: number,
+): void {
   const half = headDim / 2;
   for (let h = 0; h < heads; h++) {
     const base = h * headDim;
     for (let i = 0; i < half; i++) {
       const angle = position * invFreq[i]!;
-      const c = Math.cos(angle);
-      const s = Math.sin(angle);
+      const c = Math.cos(angle) * scale;
+      const s = Math.sin(angle) * scale;
       const x1 = x[base + i]!;
       const x2 = x[base + half + i]!;
       x[base + i] = x1 * c - x2 * s;
@@ -136,6 +161,7 @@ export function referenceLogits(modelDir: string, tokens: number[], adapter?: Lo
   const { hiddenSize: hs, numHeads, numKvHeads, headDim } = cfg;
   const groups = numHeads / numKvHeads;
   const invFreq = ropeInverseFrequencies(cfg);
+  const ropeScale = cfg.ropeScaling?.type === "yarn" ? cfg.ropeScaling.attentionFactor : 1;
   const embed = weights.readFloat32("model.embed_tokens.weight");
 
   let hidden: Vec[] = tokens.map((t) => {
@@ -173,8 +199,8 @@ export function referenceLogits(modelDir: string, tokens: number[], adapter?: Lo
           cfg.rmsNormEps,
         );
       }
-      rotate(qp, numHeads, headDim, pos, invFreq);
-      rotate(kp, numKvHeads, headDim, pos, invFreq);
+      rotate(qp, numHeads, headDim, pos, invFreq, ropeScale);
+      rotate(kp, numKvHeads, headDim, pos, invFreq, ropeScale);
       qs.push(qp);
       ks.push(kp);
       vs.push(apply(v, x));

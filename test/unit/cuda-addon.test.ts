@@ -18,6 +18,7 @@ function spec(overrides: Partial<CudaModelSpec> = {}): CudaModelSpec {
     rmsNormEps: 1e-5,
     qkvBias: false,
     qkNorm: false,
+    ropeScale: 1,
     tieWordEmbeddings: true,
     invFreq: new Float32Array(8),
     maxContext: 32,

@@ -95,6 +95,7 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
       rmsNormEps: 1e-5,
       qkvBias: false,
       qkNorm: false,
+      ropeScale: 1,
       tieWordEmbeddings: true,
       invFreq: new Float32Array(headDim / 2).fill(0.1),
       maxContext: 8,

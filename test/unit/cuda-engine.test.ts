@@ -4,7 +4,15 @@
 // from the device, a BF16 Qwen2 model with biases and tied embeddings — and refuse the same misuse with the
 // same errors; and it must say clearly when the addon or a GPU is missing.
 
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -581,6 +589,31 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
       const [viaCuda, viaCpu] = [await cuda.decode(next), await cpu.decode(next)];
       for (const id of ["q0", "q1"]) expectClose([viaCuda.get(id)!], [viaCpu.get(id)!]);
     }
+    await cpu.close();
+    await cuda.close();
+  });
+
+  it("runs YaRN rope (frequencies ramped, cos and sin scaled) as the CPU engine does", async () => {
+    const dir = join(root, "yarn");
+    mkdirSync(dir, { recursive: true });
+    for (const file of [
+      "model.safetensors",
+      "tokenizer.json",
+      "tokenizer_config.json",
+      "generation_config.json",
+    ]) {
+      copyFileSync(join(modelDir, file), join(dir, file));
+    }
+    const config = JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")) as Record<string, unknown>;
+    const yarn = { rope_type: "yarn", factor: 4, beta_fast: 8, beta_slow: 1 };
+    writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, rope_scaling: yarn }));
+    const options = { ...common, modelDir: dir, slots: 1 };
+    const cpu = await Engine.create({ ...options, device: "cpu", threads: 1 });
+    const cuda = await cudaEngine(options).engine;
+    expect(cuda.spec.ropeScale).toBeCloseTo(0.1 * Math.log(4) + 1, 6);
+    expectClose(await cuda.prefill("y", prompt(9), 0, true), await cpu.prefill("y", prompt(9), 0, true));
+    const next = new Map([["y", 7]]);
+    expectClose([(await cuda.decode(next)).get("y")!], [(await cpu.decode(next)).get("y")!]);
     await cpu.close();
     await cuda.close();
   });

@@ -500,7 +500,7 @@ describe("graph builder", () => {
     ).toThrow("q4 weights need a float32 graph (CPU)");
   });
 
-  it("agrees with the independent reference forward, with plain, linear and llama3 rope", async () => {
+  it("agrees with the independent reference forward, with plain, linear, llama3 and YaRN rope", async () => {
     const config = JSON.parse(readFileSync(join(base.dir, "config.json"), "utf8")) as Record<string, unknown>;
     const variants: [string, unknown][] = [
       ["plain", null],
@@ -515,6 +515,8 @@ describe("graph builder", () => {
           original_max_position_embeddings: 64,
         },
       ],
+      // A narrow band (head_dim 16) so some pairs keep, some interpolate, some blend; cos/sin scaled 1.14×.
+      ["yarn", { rope_type: "yarn", factor: 4, beta_fast: 8, beta_slow: 1 }],
     ];
     const lastRows: Float32Array[] = [];
     for (const [name, ropeScaling] of variants) {
@@ -539,6 +541,7 @@ describe("graph builder", () => {
     // Each scaling really changes the angles: the last position's logits differ from plain rope's.
     expect(maxDiff(lastRows[0]!, lastRows[1]!)).toBeGreaterThan(1e-3);
     expect(maxDiff(lastRows[0]!, lastRows[2]!)).toBeGreaterThan(1e-3);
+    expect(maxDiff(lastRows[0]!, lastRows[3]!)).toBeGreaterThan(1e-3);
   });
 });
 

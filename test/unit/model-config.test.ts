@@ -221,6 +221,48 @@ describe("parseModelConfig", () => {
     expect(parseModelConfig({ ...minimal, torch_dtype: "float16" }).dtype).toBe("F16");
   });
 
+  it("resolves YaRN as transformers 5 does: the factor from the context stretch where the original is given", () => {
+    const yarn = { rope_type: "yarn", factor: 4, original_max_position_embeddings: 32768 };
+    const stretched = parseModelConfig({ ...QWEN3, max_position_embeddings: 131072, rope_scaling: yarn });
+    expect(stretched.ropeScaling).toEqual({
+      type: "yarn",
+      factor: 4,
+      originalMaxPositions: 32768,
+      betaFast: 32,
+      betaSlow: 1,
+      attentionFactor: 0.1 * Math.log(4) + 1,
+      truncate: true,
+    });
+    // Qwen3's own max_position_embeddings (40960) with that snippet stretches the context 1.25 times.
+    expect(parseModelConfig({ ...QWEN3, rope_scaling: yarn }).ropeScaling).toMatchObject({ factor: 1.25 });
+    // Without original_max_position_embeddings: `factor` as given, over max_position_embeddings.
+    expect(
+      parseModelConfig({ ...QWEN3, rope_scaling: { rope_type: "yarn", factor: 2 } }).ropeScaling,
+    ).toMatchObject({ factor: 2, originalMaxPositions: 40960, attentionFactor: 0.1 * Math.log(2) + 1 });
+    // DeepSeek's mscale ratio, and an explicit attention factor.
+    const deepseek = {
+      rope_type: "yarn",
+      factor: 40,
+      mscale: 1,
+      mscale_all_dim: 1,
+      beta_fast: 32,
+      beta_slow: 1,
+    };
+    expect(parseModelConfig({ ...QWEN3, rope_scaling: deepseek }).ropeScaling).toMatchObject({
+      attentionFactor: 1,
+    });
+    expect(
+      parseModelConfig({ ...QWEN3, rope_scaling: { rope_type: "yarn", factor: 2, attention_factor: 1.5 } })
+        .ropeScaling,
+    ).toMatchObject({ attentionFactor: 1.5 });
+    expect(() =>
+      parseModelConfig({ ...QWEN3, rope_scaling: { rope_type: "yarn", factor: 2, truncate: "yes" } }),
+    ).toThrow(/rope_scaling\.truncate must be a boolean/);
+    expect(() => parseModelConfig({ ...QWEN3, rope_scaling: { rope_type: "yarn" } })).toThrow(
+      /rope_scaling\.factor is missing/,
+    );
+  });
+
   it("reads linear rope scaling (older `type` key) and treats rope_type default as none", () => {
     expect(parseModelConfig({ ...MISTRAL, rope_scaling: { type: "linear", factor: 2 } }).ropeScaling).toEqual(
       {
@@ -244,8 +286,8 @@ describe("parseModelConfig", () => {
     ],
     [
       "an unsupported rope type",
-      { ...LLAMA_31, rope_scaling: { rope_type: "yarn", factor: 4 } },
-      /unsupported rope_scaling type "yarn"/,
+      { ...LLAMA_31, rope_scaling: { rope_type: "dynamic", factor: 4 } },
+      /unsupported rope_scaling type "dynamic"/,
     ],
     [
       "llama3 scaling without its factors",

@@ -13,7 +13,7 @@ import { bankNames, segmentInputName } from "./lora-banks.ts";
 import { MODULE_KINDS, type ModelConfig, type ModuleKind, moduleShape, weightName } from "./model-config.ts";
 import { DataType, type Dim } from "./onnx-proto.ts";
 import { Q4_BLOCK, q4Names, quantizedWeights } from "./quantized-weights.ts";
-import { inverseFrequencies } from "./rope.ts";
+import { inverseFrequencies, ropeScale } from "./rope.ts";
 import type { WeightIndex } from "./safetensors.ts";
 import { widenedWeights } from "./widened-weights.ts";
 
@@ -437,7 +437,11 @@ class DecoderBuilder {
     ]);
     const inCompute = (x: string): string =>
       this.compute === DataType.FLOAT ? x : g.op("Cast", [x], { to: this.compute });
-    return [inCompute(g.op("Cos", [angles])), inCompute(g.op("Sin", [angles]))];
+    // YaRN scales cos and sin (so q and k, so each attention logit by its square).
+    const scale = ropeScale(this.model);
+    const scaled = (x: string): string =>
+      scale === 1 ? x : g.op("Mul", [x, f32(`rope_scale ${scale}`, [], Float32Array.of(scale))]);
+    return [inCompute(scaled(g.op("Cos", [angles]))), inCompute(scaled(g.op("Sin", [angles])))];
   }
 
   /**

@@ -14,7 +14,18 @@ export type RopeScaling =
       highFreqFactor: number;
       originalMaxPositions: number;
     }
-  | { type: "linear"; factor: number };
+  | { type: "linear"; factor: number }
+  | {
+      /** YaRN, as transformers 5 computes it (rope.ts); the factor and attention factor already resolved. */
+      type: "yarn";
+      factor: number;
+      originalMaxPositions: number;
+      betaFast: number;
+      betaSlow: number;
+      /** cos and sin are scaled by it, so attention logits by its square. */
+      attentionFactor: number;
+      truncate: boolean;
+    };
 
 export interface ModelConfig {
   architecture: "llama" | "mistral" | "qwen2" | "qwen3";
@@ -133,7 +144,46 @@ function architectureOf(c: Record<string, unknown>): Architecture {
   return arch;
 }
 
-function parseRopeScaling(v: unknown, key: string): RopeScaling | null {
+/** YaRN's scale of cos and sin for a context stretched by `scale` (transformers' get_mscale). */
+function yarnScale(scale: number, mscale = 1): number {
+  return scale <= 1 ? 1 : 0.1 * mscale * Math.log(scale) + 1;
+}
+
+function optionalNumber(obj: Record<string, unknown>, key: string, where: string): number | undefined {
+  return obj[key] == null ? undefined : positiveNumber(obj, key, where);
+}
+
+/**
+ * YaRN's parameters as transformers 5 resolves them: with original_max_position_embeddings given, the
+ * factor is max_position_embeddings over it (DeepSeek-V3's convention), not `factor`; the attention
+ * factor defaults to 0.1·ln(factor) + 1 (or DeepSeek's mscale ratio).
+ */
+function parseYarn(v: Record<string, unknown>, key: string, maxPositions: number): RopeScaling {
+  const where = `${key}.`;
+  const original = optionalNumber(v, "original_max_position_embeddings", where);
+  const factor = original === undefined ? positiveNumber(v, "factor", where) : maxPositions / original;
+  const mscale = optionalNumber(v, "mscale", where);
+  const mscaleAllDim = optionalNumber(v, "mscale_all_dim", where);
+  const attentionFactor =
+    optionalNumber(v, "attention_factor", where) ??
+    (mscale && mscaleAllDim
+      ? yarnScale(factor, mscale) / yarnScale(factor, mscaleAllDim)
+      : yarnScale(factor));
+  const truncate = v.truncate ?? true;
+  if (typeof truncate !== "boolean")
+    throw new ModelConfigError(`config.json: ${where}truncate must be a boolean`);
+  return {
+    type: "yarn",
+    factor,
+    originalMaxPositions: original ?? maxPositions,
+    betaFast: optionalNumber(v, "beta_fast", where) ?? 32,
+    betaSlow: optionalNumber(v, "beta_slow", where) ?? 1,
+    attentionFactor,
+    truncate,
+  };
+}
+
+function parseRopeScaling(v: unknown, key: string, maxPositions: number): RopeScaling | null {
   if (v === undefined || v === null) return null;
   if (!isObject(v)) throw new ModelConfigError(`config.json: ${key} must be an object or null`);
   const type = v.rope_type ?? v.type;
@@ -150,9 +200,11 @@ function parseRopeScaling(v: unknown, key: string): RopeScaling | null {
         highFreqFactor: positiveNumber(v, "high_freq_factor", `${key}.`),
         originalMaxPositions: positiveNumber(v, "original_max_position_embeddings", `${key}.`),
       };
+    case "yarn":
+      return parseYarn(v, key, maxPositions);
     default:
       throw new ModelConfigError(
-        `config.json: unsupported ${key} type ${JSON.stringify(type)} (supported: llama3, linear)`,
+        `config.json: unsupported ${key} type ${JSON.stringify(type)} (supported: llama3, linear, yarn)`,
       );
   }
 }
@@ -213,10 +265,11 @@ export function parseModelConfig(json: unknown): ModelConfig {
     c.rope_theta === undefined && ropeParameters
       ? positiveNumber(ropeParameters, "rope_theta", "rope_parameters.", 10000)
       : positiveNumber(c, "rope_theta", "", 10000);
+  const positions = positiveInt(c, "max_position_embeddings", DEFAULT_MAX_POSITIONS[architecture]);
   const ropeScaling =
     c.rope_scaling == null && ropeParameters
-      ? parseRopeScaling(ropeParameters, "rope_parameters")
-      : parseRopeScaling(c.rope_scaling, "rope_scaling");
+      ? parseRopeScaling(ropeParameters, "rope_parameters", positions)
+      : parseRopeScaling(c.rope_scaling, "rope_scaling", positions);
   return {
     architecture,
     hiddenSize,

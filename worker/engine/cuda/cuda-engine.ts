@@ -17,7 +17,7 @@ import {
 import { LoraBankError } from "../lora-banks.ts";
 import { loadModelConfig, MODULE_KINDS, type ModelConfig, moduleShape } from "../model-config.ts";
 import { PrefixCache, type PrefixCacheStats, PrefixScopes } from "../prefix-cache.ts";
-import { inverseFrequencies } from "../rope.ts";
+import { inverseFrequencies, ropeScale } from "../rope.ts";
 import { openWeights } from "../safetensors.ts";
 import type {
   CudaAddon,
@@ -540,6 +540,7 @@ export function modelSpec(model: ModelConfig, options: CudaEngineOptions): CudaM
     qkNorm: model.qkNorm,
     tieWordEmbeddings: model.tieWordEmbeddings,
     invFreq: inverseFrequencies(model),
+    ropeScale: ropeScale(model),
     maxContext: options.maxContext,
     cacheRows: maxBatch + prefixRows(model, options),
     maxStepTokens: Math.max(maxBatch, stepTokens),

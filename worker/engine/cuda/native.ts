@@ -43,6 +43,8 @@ export interface CudaModelSpec {
   tieWordEmbeddings: boolean;
   /** Rotary inverse frequencies, headDim/2 of them (rope.ts). */
   invFreq: Float32Array;
+  /** What cos and sin are multiplied by (YaRN's attention factor; 1 otherwise): the softmax scale takes its square. */
+  ropeScale: number;
   /** Positions each cache row holds. */
   maxContext: number;
   /** Sequences whose KV cache is resident at once (cache rows 0..cacheRows-1). */

@@ -90,6 +90,9 @@ ModelSpec parseSpec(const Napi::Object& o) {
   size_t count = 0;
   const float* invFreq = floatArray(o, "invFreq", count, false);
   spec.invFreq.assign(invFreq, invFreq + count);
+  const Napi::Value ropeScale = o.Get("ropeScale");
+  if (!ropeScale.IsNumber()) throw Napi::TypeError::New(o.Env(), "ropeScale must be a number");
+  spec.ropeScale = ropeScale.As<Napi::Number>().FloatValue();
   spec.maxContext = intProperty(o, "maxContext");
   spec.cacheRows = intProperty(o, "cacheRows");
   spec.maxStepTokens = intProperty(o, "maxStepTokens");

@@ -558,7 +558,8 @@ void DeviceModel::enqueueForward(const RowMeta& rows, int rowCount, int logitCou
   const ModelSpec& s = spec_;
   const int qkvWidth = (s.heads + 2 * s.kvHeads) * s.headDim;
   const int attentionWidth = s.heads * s.headDim;
-  const AttentionShape shape{s.heads, s.kvHeads, s.headDim, 1.f / std::sqrt(float(s.headDim))};
+  // YaRN multiplies cos and sin by ropeScale, so q·k by its square: the softmax scale takes it.
+  const AttentionShape shape{s.heads, s.kvHeads, s.headDim, s.ropeScale * s.ropeScale / std::sqrt(float(s.headDim))};
   const KvCacheView cache{keys_.as<half>(), values_.as<half>(), s.layers, s.kvHeads, s.maxContext, s.headDim};
   float* residual = residual_.as<float>();
   half* normed = normed_.as<half>();

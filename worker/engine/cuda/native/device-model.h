@@ -29,6 +29,7 @@ struct ModelSpec {
   bool qkNorm = false;
   bool tieWordEmbeddings = false;
   std::vector<float> invFreq;
+  float ropeScale = 1.f;
   int maxContext = 0;
   int cacheRows = 0;
   int maxStepTokens = 0;
