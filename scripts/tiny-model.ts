@@ -7,6 +7,7 @@ import { join, resolve } from "node:path";
 import { type FloatDtype, float32ToBfloat16, float32ToFloat16 } from "../worker/engine/dtype.ts";
 import {
   ARCHITECTURE_CLASSES,
+  headNormName,
   MODULE_KINDS,
   type ModelConfig,
   modulePath,
@@ -295,7 +296,7 @@ function weightSpecs(cfg: ModelConfig): { name: string; shape: number[]; init: I
       }
       if (cfg.qkNorm && (kind === "q" || kind === "k")) {
         specs.push({
-          name: `model.layers.${l}.self_attn.${kind}_norm.weight`,
+          name: headNormName(l, kind),
           shape: [cfg.headDim],
           init: norm,
         });

@@ -4,6 +4,7 @@
 // clear and slow on purpose (tiny models only).
 import type { LoadedAdapter, LoraModule } from "../../worker/adapters/peft.ts";
 import {
+  headNormName,
   loadModelConfig,
   type ModelConfig,
   type ModuleKind,
@@ -184,20 +185,8 @@ export function referenceLogits(modelDir: string, tokens: number[], adapter?: Lo
       const qp = apply(q, x);
       const kp = apply(k, x);
       if (cfg.qkNorm) {
-        normHeads(
-          qp,
-          numHeads,
-          headDim,
-          weights.readFloat32(`model.layers.${layer}.self_attn.q_norm.weight`),
-          cfg.rmsNormEps,
-        );
-        normHeads(
-          kp,
-          numKvHeads,
-          headDim,
-          weights.readFloat32(`model.layers.${layer}.self_attn.k_norm.weight`),
-          cfg.rmsNormEps,
-        );
+        normHeads(qp, numHeads, headDim, weights.readFloat32(headNormName(layer, "q")), cfg.rmsNormEps);
+        normHeads(kp, numKvHeads, headDim, weights.readFloat32(headNormName(layer, "k")), cfg.rmsNormEps);
       }
       rotate(qp, numHeads, headDim, pos, invFreq, ropeScale);
       rotate(kp, numKvHeads, headDim, pos, invFreq, ropeScale);

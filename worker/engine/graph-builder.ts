@@ -10,7 +10,14 @@ import { float32ToFloat16 } from "./dtype.ts";
 import { floatAttr, Graph } from "./graph.ts";
 import { cachedGraphFile } from "./graph-cache.ts";
 import { bankNames, segmentInputName } from "./lora-banks.ts";
-import { MODULE_KINDS, type ModelConfig, type ModuleKind, moduleShape, weightName } from "./model-config.ts";
+import {
+  headNormName,
+  MODULE_KINDS,
+  type ModelConfig,
+  type ModuleKind,
+  moduleShape,
+  weightName,
+} from "./model-config.ts";
 import { DataType, type Dim } from "./onnx-proto.ts";
 import { Q4_BLOCK, q4Names, quantizedWeights } from "./quantized-weights.ts";
 import { inverseFrequencies, ropeScale } from "./rope.ts";
@@ -456,7 +463,7 @@ class DecoderBuilder {
     const perHead = g.op("Reshape", [rows, g.constInt64([-1, heads, m.headDim])]);
     const normed = g.op(
       "SimplifiedLayerNormalization",
-      [perHead, this.weight(`model.layers.${l}.self_attn.${kind}_norm.weight`, [m.headDim])],
+      [perHead, this.weight(headNormName(l, kind), [m.headDim])],
       { axis: -1, epsilon: floatAttr(m.rmsNormEps) },
     );
     return g.op("Reshape", [normed, g.constInt64([-1, heads * m.headDim])]);

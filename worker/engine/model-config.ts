@@ -70,12 +70,7 @@ const ARCHITECTURES: Record<string, Architecture> = Object.fromEntries(
 export function architectureOfClass(name: string): Architecture | undefined {
   return Object.hasOwn(ARCHITECTURES, name) ? ARCHITECTURES[name] : undefined;
 }
-const MODEL_TYPES: Record<string, Architecture> = {
-  llama: "llama",
-  mistral: "mistral",
-  qwen2: "qwen2",
-  qwen3: "qwen3",
-};
+
 // transformers' own defaults for max_position_embeddings when a config leaves it out.
 const DEFAULT_MAX_POSITIONS: Record<Architecture, number> = {
   llama: 2048,
@@ -135,10 +130,14 @@ function architectureOf(c: Record<string, unknown>): Architecture {
     return arch;
   }
   const type = c.model_type;
-  const arch = typeof type === "string" ? MODEL_TYPES[type] : undefined;
+  // A config's model_type is the architecture's own name.
+  const arch =
+    typeof type === "string" && Object.hasOwn(ARCHITECTURE_CLASSES, type)
+      ? (type as Architecture)
+      : undefined;
   if (!arch) {
     throw new ModelConfigError(
-      `config.json: unsupported model_type ${JSON.stringify(type)} (supported: ${Object.keys(MODEL_TYPES).join(", ")})`,
+      `config.json: unsupported model_type ${JSON.stringify(type)} (supported: ${Object.keys(ARCHITECTURE_CLASSES).join(", ")})`,
     );
   }
   return arch;
@@ -214,8 +213,7 @@ function parseRopeScaling(v: unknown, key: string, maxPositions: number): RopeSc
  * only that far back; within the window that is full attention, which is what the engine computes, so the
  * model's context is capped at its window rather than computing something else past it.
  */
-function contextWithin(c: Record<string, unknown>, architecture: Architecture): number {
-  const positions = positiveInt(c, "max_position_embeddings", DEFAULT_MAX_POSITIONS[architecture]);
+function contextWithin(c: Record<string, unknown>, architecture: Architecture, positions: number): number {
   if (architecture !== "mistral" || c.sliding_window == null) return positions;
   return Math.min(positions, positiveInt(c, "sliding_window"));
 }
@@ -279,7 +277,7 @@ export function parseModelConfig(json: unknown): ModelConfig {
     numKvHeads,
     headDim,
     vocabSize: positiveInt(c, "vocab_size"),
-    maxPositions: contextWithin(c, architecture),
+    maxPositions: contextWithin(c, architecture, positions),
     rmsNormEps: positiveNumber(c, "rms_norm_eps", "", 1e-6),
     ropeTheta,
     ropeScaling,
@@ -369,6 +367,11 @@ export function moduleLeafName(kind: ModuleKind): string {
 /** "model.layers.3.self_attn.q_proj" — the module, without ".weight". */
 export function modulePath(layer: number, kind: ModuleKind): string {
   return `model.layers.${layer}.${MODULE_SUFFIX[kind]}`;
+}
+
+/** "model.layers.3.self_attn.q_norm.weight": Qwen3's per-head norm of q or k. */
+export function headNormName(layer: number, kind: "q" | "k"): string {
+  return `model.layers.${layer}.self_attn.${kind}_norm.weight`;
 }
 
 /** "model.layers.3.self_attn.q_proj.weight". */

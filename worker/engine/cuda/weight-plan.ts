@@ -1,7 +1,7 @@
 // Which checkpoint tensor goes where in the native model's weights (native.ts, setWeight): q, k and v
 // rows fused into one [q+k+v, hidden] matrix per layer, gate and up into one [2·intermediate, hidden], so
 // a step runs one GEMM for each instead of three and two. Every other tensor maps one to one.
-import { type ModelConfig, type ModuleKind, moduleShape, weightName } from "../model-config.ts";
+import { headNormName, type ModelConfig, type ModuleKind, moduleShape, weightName } from "../model-config.ts";
 
 /** Part of a native weight: `elements` values of checkpoint tensor `source` written from element `offset`. */
 export interface WeightUpload {
@@ -64,7 +64,7 @@ export function weightUploads(model: ModelConfig): WeightUpload[] {
       for (const kind of ["q", "k"] as const) {
         uploads.push({
           target: `${prefix}.${kind}_norm`,
-          source: `model.layers.${l}.self_attn.${kind}_norm.weight`,
+          source: headNormName(l, kind),
           offset: 0,
           elements: model.headDim,
         });
