@@ -7,6 +7,10 @@ import type { ChatTokenLogprob, ToolCall } from "../schema/api.ts";
 import type {
   FunctionCallOutput,
   OutputItem,
+  OutputMessage,
+  OutputText,
+  ReasoningOutput,
+  ReasoningText,
   ResponseEvent,
   ResponseObject,
 } from "../schema/responses-api.ts";
@@ -57,19 +61,11 @@ export class ResponseEvents {
   reasoningText(delta: string): NumberedEvent[] {
     const events: NumberedEvent[] = [];
     if (!this.reasoning) {
-      const index = this.output.length;
-      this.reasoning = { index, text: "" };
-      const item = reasoningItem(this.ids.reasoning, "", "in_progress");
-      item.content = [];
-      this.output.push(item);
+      this.reasoning = { index: this.output.length, text: "" };
       events.push(
-        this.numbered({ type: "response.output_item.added", output_index: index, item }),
-        this.numbered({
-          type: "response.content_part.added",
-          item_id: this.ids.reasoning,
-          output_index: index,
-          content_index: 0,
-          part: { type: "reasoning_text", text: "" },
+        ...this.openItem(reasoningItem(this.ids.reasoning, "", "in_progress"), {
+          type: "reasoning_text",
+          text: "",
         }),
       );
     }
@@ -170,39 +166,24 @@ export class ResponseEvents {
   }
 
   private openMessage(): NumberedEvent[] {
-    const index = this.output.length;
-    this.message = { index, text: "", logprobs: [] };
+    this.message = { index: this.output.length, text: "", logprobs: [] };
     const item = messageItem(this.ids.message, "", null, "in_progress");
-    item.content = [];
-    this.output.push(item);
-    return [
-      this.numbered({ type: "response.output_item.added", output_index: index, item }),
-      this.numbered({
-        type: "response.content_part.added",
-        item_id: this.ids.message,
-        output_index: index,
-        content_index: 0,
-        part: { type: "output_text", text: "", annotations: [] },
-      }),
-    ];
+    return this.openItem(item, { type: "output_text", text: "", annotations: [] });
   }
 
   private closeMessage(status: "completed" | "incomplete"): NumberedEvent[] {
     const { index, text, logprobs } = this.message!;
     this.message = null;
     const item = messageItem(this.ids.message, text, this.wantLogprobs ? logprobs : null, status);
-    this.output[index] = item;
-    const common = { item_id: this.ids.message, output_index: index, content_index: 0 };
-    return [
-      this.numbered({
-        type: "response.output_text.done",
-        ...common,
-        text,
-        logprobs: this.wantLogprobs ? logprobs : [],
-      }),
-      this.numbered({ type: "response.content_part.done", ...common, part: item.content[0]! }),
-      this.numbered({ type: "response.output_item.done", output_index: index, item }),
-    ];
+    const textDone = {
+      type: "response.output_text.done" as const,
+      item_id: item.id,
+      output_index: index,
+      content_index: 0,
+      text,
+      logprobs: this.wantLogprobs ? logprobs : [],
+    };
+    return this.closeItem(index, item, textDone);
   }
 
   private closeReasoning(status: "completed" | "incomplete"): NumberedEvent[] {
@@ -210,10 +191,43 @@ export class ResponseEvents {
     const { index, text } = this.reasoning;
     this.reasoning = null;
     const item = reasoningItem(this.ids.reasoning, text, status);
-    this.output[index] = item;
-    const common = { item_id: this.ids.reasoning, output_index: index, content_index: 0 };
+    const textDone = {
+      type: "response.reasoning_text.done" as const,
+      item_id: item.id,
+      output_index: index,
+      content_index: 0,
+      text,
+    };
+    return this.closeItem(index, item, textDone);
+  }
+
+  /** A message or reasoning item added with no content yet, and its one text part opened. */
+  private openItem(item: OutputMessage | ReasoningOutput, part: OutputText | ReasoningText): NumberedEvent[] {
+    const index = this.output.length;
+    item.content = [];
+    this.output.push(item);
     return [
-      this.numbered({ type: "response.reasoning_text.done", ...common, text }),
+      this.numbered({ type: "response.output_item.added", output_index: index, item }),
+      this.numbered({
+        type: "response.content_part.added",
+        item_id: item.id,
+        output_index: index,
+        content_index: 0,
+        part,
+      }),
+    ];
+  }
+
+  /** A message or reasoning item finished: its text's done event, then its part's and its own. */
+  private closeItem(
+    index: number,
+    item: OutputMessage | ReasoningOutput,
+    textDone: ResponseEvent,
+  ): NumberedEvent[] {
+    this.output[index] = item;
+    const common = { item_id: item.id, output_index: index, content_index: 0 };
+    return [
+      this.numbered(textDone),
       this.numbered({ type: "response.content_part.done", ...common, part: item.content[0]! }),
       this.numbered({ type: "response.output_item.done", output_index: index, item }),
     ];
