@@ -32,6 +32,9 @@ type Common = Pick<
   | "n"
   | "temperature"
   | "top_p"
+  | "top_k"
+  | "min_p"
+  | "repetition_penalty"
   | "seed"
   | "stop"
   | "presence_penalty"
@@ -234,17 +237,21 @@ function admit(
   }
   const stop = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
   const bias = logitBias(body.logit_bias, base.tokenizer.vocabSize);
+  // What the request leaves out comes from the base's generation_config.json, else OpenAI's (and vLLM's) defaults.
+  const defaults = base.samplingDefaults;
   return {
     promptTokenIds,
     sampling: {
-      max_tokens: requestedMaxTokens ?? room,
-      temperature: body.temperature ?? 1,
-      top_p: body.top_p ?? 1,
-      top_k: 0,
+      max_tokens: requestedMaxTokens ?? Math.min(defaults.max_tokens ?? room, room),
+      temperature: body.temperature ?? defaults.temperature ?? 1,
+      top_p: body.top_p ?? defaults.top_p ?? 1,
+      // -1 is vLLM's "off", 0 the wire's.
+      top_k: Math.max(0, body.top_k ?? defaults.top_k ?? 0),
+      min_p: body.min_p ?? defaults.min_p ?? 0,
       seed: body.seed ?? null,
       presence_penalty: body.presence_penalty ?? 0,
       frequency_penalty: body.frequency_penalty ?? 0,
-      repetition_penalty: 1,
+      repetition_penalty: body.repetition_penalty ?? defaults.repetition_penalty ?? 1,
       ...(bias.length > 0 ? { logit_bias: bias } : {}),
       stop,
       stop_token_ids: [...base.tokenizer.eosTokenIds],

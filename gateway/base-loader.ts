@@ -1,13 +1,16 @@
 // The base catalog's entries: a base named on the command line (`--model NAME=DIR`) gets its tokenizer
-// from the model folder and its context length from the base_models row, which is registered from the
+// and sampling defaults from the model folder and its context length from the base_models row, which is registered from the
 // folder's config.json when missing (prices 0 until someone sets them). Adapters reference that row.
 // registerBaseModel does the same from files already in memory (the Workers bundle).
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { eq } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { type BaseArchitecture, baseModels } from "../schema/db.ts";
 import { ARCHITECTURE_CLASSES, loadModelConfig, type ModelConfig } from "../worker/engine/model-config.ts";
 import { loadTokenizer, type Tokenizer } from "../worker/engine/tokenizer.ts";
 import type { BaseModelInfo } from "./bases.ts";
+import { samplingDefaultsOf } from "./sampling-defaults.ts";
 
 export interface BaseModelSource {
   name: string;
@@ -48,7 +51,9 @@ export async function loadBaseModel(
 ): Promise<BaseModelInfo> {
   const config = loadModelConfig(source.dir);
   const tokenizer = loadTokenizer(source.dir);
-  return registerBaseModel(db, { name: source.name, config, tokenizer }, options);
+  const generationPath = join(source.dir, "generation_config.json");
+  const generationConfig = existsSync(generationPath) ? readFileSync(generationPath, "utf8") : undefined;
+  return registerBaseModel(db, { name: source.name, config, tokenizer, generationConfig }, options);
 }
 
 /**
@@ -57,9 +62,18 @@ export async function loadBaseModel(
  */
 export async function registerBaseModel(
   db: Db,
-  base: { name: string; config: ModelConfig; tokenizer: Tokenizer },
+  base: {
+    name: string;
+    config: ModelConfig;
+    tokenizer: Tokenizer;
+    generationConfig?: string | object | undefined;
+  },
   options: LoadBaseOptions = {},
 ): Promise<BaseModelInfo> {
+  const samplingDefaults = samplingDefaultsOf(
+    base.generationConfig,
+    `base ${base.name}: generation_config.json`,
+  );
   await db
     .insert(baseModels)
     .values({
@@ -76,6 +90,7 @@ export async function registerBaseModel(
     name: row.name,
     tokenizer: base.tokenizer,
     contextLength: row.contextLength,
+    samplingDefaults,
     created: Math.floor(row.createdAt.getTime() / 1000),
   };
 }

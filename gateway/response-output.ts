@@ -13,7 +13,7 @@ import type {
   ResponseObject,
   ResponseUsage,
 } from "../schema/responses-api.ts";
-import type { Final } from "../schema/wire.ts";
+import type { Final, SamplingParams } from "../schema/wire.ts";
 import { usageOf } from "./routes/inference.ts";
 
 /** The ids of one response and of the items it may output. */
@@ -45,12 +45,16 @@ export function responseIds(requestId: string): ResponseIds {
   };
 }
 
-/** The response as it starts: settings echoed, no output yet, in progress. */
+/**
+ * The response as it starts: settings echoed (temperature and top_p as sampled, which a request that left
+ * them out got from the base), no output yet, in progress.
+ */
 export function responseHead(
   body: ResponseCreateRequest,
   id: string,
   createdAt: number,
   store: boolean,
+  sampled: Pick<SamplingParams, "temperature" | "top_p">,
 ): ResponseObject {
   return {
     id,
@@ -64,8 +68,8 @@ export function responseHead(
     instructions: body.instructions ?? null,
     output: [],
     max_output_tokens: body.max_output_tokens ?? null,
-    temperature: body.temperature ?? 1,
-    top_p: body.top_p ?? 1,
+    temperature: sampled.temperature,
+    top_p: sampled.top_p,
     top_logprobs: body.top_logprobs ?? 0,
     parallel_tool_calls: body.parallel_tool_calls ?? true,
     tool_choice: body.tool_choice ?? "auto",

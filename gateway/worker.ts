@@ -140,6 +140,7 @@ async function loadCatalog(db: Db, bundled: readonly BundledBase[]): Promise<Bas
           name: base.name,
           config: parseModelConfig(JSON.parse(base.config)),
           tokenizer: tokenizerFromFiles({ source: `bundled base ${base.name}`, ...base.tokenizer }),
+          generationConfig: base.tokenizer.generationConfig,
         }),
       ),
     ),

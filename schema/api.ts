@@ -47,6 +47,16 @@ const Stop = z
   })
   .nullable();
 const Penalty = z.number().min(-2).max(2).nullable();
+
+/** vLLM's sampling parameters beyond OpenAI's, as its clients send them (the OpenAI SDKs' extra_body). */
+export const ExtraSampling = {
+  /** Keep the k most likely tokens; 0 or -1 = off. */
+  top_k: z.int().min(-1).nullable().optional(),
+  /** Keep tokens at least this fraction as likely as the most likely one; 0 = off. */
+  min_p: z.number().min(0).max(1).nullable().optional(),
+  /** Hugging Face's: above 1 discourages every token of the prompt and output; 1 = off. */
+  repetition_penalty: z.number().gt(0).nullable().optional(),
+};
 const PositiveInt = z.int().positive().nullable();
 
 /** OpenAI's service_tier; "flex" is served as a batch line is, at the batch price (gateway/service-tier.ts). */
@@ -61,6 +71,7 @@ const Sampling = {
   max_tokens: PositiveInt.optional(),
   temperature: z.number().min(0).max(2).nullable().optional(),
   top_p: z.number().gt(0).max(1).nullable().optional(),
+  ...ExtraSampling,
   seed: z.int().nullable().optional(),
   stop: Stop.optional(),
   presence_penalty: Penalty.optional(),

@@ -3,7 +3,7 @@
 // them). Text in, text, reasoning and function calls out: input items of other kinds (images, files),
 // hosted tools and server-side features Luminet does not have are declared so they get a clear 400.
 import { z } from "zod";
-import { type ChatTokenLogprob, type ErrorBody, ServiceTierIn } from "./api.ts";
+import { type ChatTokenLogprob, type ErrorBody, ExtraSampling, ServiceTierIn } from "./api.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // The request
@@ -137,6 +137,7 @@ export const ResponseCreateRequest = z.object({
   max_output_tokens: z.int().positive().nullable().optional(),
   temperature: z.number().min(0).max(2).nullable().optional(),
   top_p: z.number().gt(0).max(1).nullable().optional(),
+  ...ExtraSampling,
   stream: z.boolean().nullable().optional(),
   tools: z
     .array(

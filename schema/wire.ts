@@ -146,6 +146,8 @@ export const SamplingParams = z.object({
   top_p: z.number().gt(0).max(1),
   /** 0 disables top-k. */
   top_k: count,
+  /** Keeps tokens at least this fraction as likely as the most likely one; 0 disables it. Absent from older gateways. */
+  min_p: z.number().min(0).max(1).default(0),
   seed: z.int().nullable(),
   presence_penalty: z.number().min(-2).max(2),
   frequency_penalty: z.number().min(-2).max(2),
@@ -175,6 +177,7 @@ export function greedySampling(maxTokens: number): SamplingParams {
     temperature: 0,
     top_p: 1,
     top_k: 0,
+    min_p: 0,
     seed: null,
     presence_penalty: 0,
     frequency_penalty: 0,

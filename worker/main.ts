@@ -469,6 +469,7 @@ export class LuminetWorker {
         temperature: sampling.temperature,
         topP: sampling.top_p,
         topK: sampling.top_k,
+        minP: sampling.min_p,
         seed: sampling.seed,
         presencePenalty: sampling.presence_penalty,
         frequencyPenalty: sampling.frequency_penalty,

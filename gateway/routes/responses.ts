@@ -79,7 +79,7 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     const store = body.store !== false;
     const nowSeconds = () => Math.floor(deps.now() / 1000);
     const head = {
-      ...responseHead(body, ids.response, nowSeconds(), store),
+      ...responseHead(body, ids.response, nowSeconds(), store, admitted.sampling),
       ...serveTier(c, body.service_tier),
     };
     if (body.background === true && !c.get("responseKey")) {

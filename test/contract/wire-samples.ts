@@ -24,6 +24,7 @@ export function sampleRequest(overrides: Partial<InferenceRequest> = {}): Infere
       temperature: 0.7,
       top_p: 0.95,
       top_k: 40,
+      min_p: 0.05,
       seed: 7,
       presence_penalty: 0,
       frequency_penalty: 0.5,

@@ -275,6 +275,8 @@ describe("the gateway in workerd", () => {
       max_output_tokens: 2,
     });
     expect(next.usage?.input_tokens).toBeGreaterThan(last.response.usage!.input_tokens + 5);
+    // The bundle carries the base's generation_config.json: a request silent on sampling gets its values.
+    expect(next).toMatchObject({ temperature: 0.6, top_p: 0.9 });
   });
 
   it("takes a batch's file and the batch in the isolate; a Node gateway's runner runs its lines", async () => {

@@ -234,6 +234,17 @@ describe("the gateway with real workers, through the openai client", () => {
     expect(text).toBe(whole.choices[0]?.message.content);
   });
 
+  it("honours vLLM's top_k and min_p: a hot draw cut to the best token is the greedy text", async () => {
+    const request = { model: `${BASE}:acme/a2`, messages, max_tokens: 10 };
+    const text = async (extra: Record<string, number>) =>
+      (await client.chat.completions.create({ ...request, ...extra })).choices[0]?.message.content;
+    const greedy = await text({ temperature: 0 });
+    // The tiny model's random logits are flat: a hot draw strays from the greedy text at once.
+    expect(await text({ temperature: 1.5, seed: 1 })).not.toBe(greedy);
+    expect(await text({ temperature: 1.5, seed: 2, top_k: 1 })).toBe(greedy);
+    expect(await text({ temperature: 1.5, seed: 3, min_p: 1 })).toBe(greedy);
+  });
+
   it("serves legacy completions, streaming and not", async () => {
     const completion = await client.completions.create({
       model: BASE,

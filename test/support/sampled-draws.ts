@@ -44,6 +44,8 @@ export const SAMPLING_MIX: Partial<SamplingParams>[] = [
       [71, -100],
     ]),
   },
+  // min-p, whose kept tokens decide whether the candidates suffice.
+  { temperature: 0.9, minP: 0.6, seed: 7, topLogprobs: 1 },
 ];
 
 /** The entries of SAMPLING_MIX whose penalties pick or settle on the engine (not on a whole row). */

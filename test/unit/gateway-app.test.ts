@@ -6,6 +6,7 @@ import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { InProcessBroker } from "../../bus/in-process.ts";
 import { openDb } from "../../db/open.ts";
+import { BaseCatalog } from "../../gateway/bases.ts";
 import { claimKey } from "../../gateway/idempotency-keys.ts";
 import { ChatCompletion, Completion, ErrorBody, ModelList } from "../../schema/api.ts";
 import { idempotencyKeys } from "../../schema/db.ts";
@@ -142,6 +143,60 @@ describe("chat completions", () => {
     });
     await chat({ logit_bias: {} });
     expect(lastRequest().sampling.logit_bias).toBeUndefined();
+  });
+
+  it("fills what a request leaves out from the base's generation_config.json; what it gives wins", async () => {
+    // The tiny model's generation_config.json states temperature 0.6 and top_p 0.9, nothing else.
+    await chat();
+    expect(lastRequest().sampling).toMatchObject({
+      temperature: 0.6,
+      top_p: 0.9,
+      top_k: 0,
+      min_p: 0,
+      repetition_penalty: 1,
+    });
+    // vLLM's parameters beyond OpenAI's, as its clients send them; -1 is its top_k "off".
+    await chat({ temperature: 1, top_p: 1, top_k: -1, min_p: 0.05, repetition_penalty: 1.1 });
+    expect(lastRequest().sampling).toMatchObject({
+      temperature: 1,
+      top_p: 1,
+      top_k: 0,
+      min_p: 0.05,
+      repetition_penalty: 1.1,
+    });
+    // A base that states them all (max_new_tokens as the default completion length, within the context).
+    const tiny = h.deps.bases.get(BASE)!;
+    const samplingDefaults = { top_k: 20, min_p: 0.02, repetition_penalty: 1.05, max_tokens: 7 };
+    const app = h.appWith({ bases: new BaseCatalog([{ ...tiny, samplingDefaults }]) });
+    const request = (body: Record<string, unknown>) =>
+      app.request("/v1/completions", {
+        method: "POST",
+        headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: BASE, prompt: "Hi", ...body }),
+      });
+    expect((await request({})).status).toBe(200);
+    expect(lastRequest().sampling).toMatchObject({
+      max_tokens: 7,
+      temperature: 1,
+      top_p: 1,
+      top_k: 20,
+      min_p: 0.02,
+      repetition_penalty: 1.05,
+    });
+    expect((await request({ max_tokens: 3, top_k: 0, min_p: null, repetition_penalty: 1 })).status).toBe(200);
+    expect(lastRequest().sampling).toMatchObject({
+      max_tokens: 3,
+      top_k: 0,
+      min_p: 0.02,
+      repetition_penalty: 1,
+    });
+    const long = { ...tiny, samplingDefaults: { max_tokens: 100_000 } };
+    await h.appWith({ bases: new BaseCatalog([long]) }).request("/v1/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: BASE, prompt: "Hi" }),
+    });
+    expect(lastRequest().sampling.max_tokens).toBe(CONTEXT - lastRequest().prompt_token_ids.length);
   });
 
   it("defaults max_tokens to the room left in the context", async () => {
@@ -380,6 +435,10 @@ describe("bad input", () => {
   it("refuses wrong types, naming the field", async () => {
     await expectError(await chat({ temperature: "hot" }), 400, null, "temperature");
     await expectError(await chat({ max_tokens: -1 }), 400, null, "max_tokens");
+    await expectError(await chat({ top_k: -2 }), 400, null, "top_k");
+    await expectError(await chat({ top_k: 2.5 }), 400, null, "top_k");
+    await expectError(await chat({ min_p: 1.5 }), 400, null, "min_p");
+    await expectError(await chat({ repetition_penalty: 0 }), 400, null, "repetition_penalty");
     await expectError(await chat({ messages: "hello" }), 400, null, "messages");
     await expectError(await post("/v1/chat/completions", "[1,2]"), 400, null);
   });

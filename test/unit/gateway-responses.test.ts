@@ -49,6 +49,20 @@ async function chatPrompt(messages: OpenAI.ChatCompletionMessageParam[]): Promis
 }
 
 describe("POST /v1/responses", () => {
+  it("takes the sampling parameters, vLLM's beyond OpenAI's too, and echoes OpenAI's", async () => {
+    const extra = { top_k: 5, min_p: 0.1, repetition_penalty: 1.2 };
+    const response = await client.responses.create({
+      model: BASE,
+      input: "Hi",
+      max_output_tokens: 2,
+      temperature: 1.1,
+      top_p: 0.8,
+      ...extra,
+    } as OpenAI.Responses.ResponseCreateParamsNonStreaming);
+    expect(response).toMatchObject({ temperature: 1.1, top_p: 0.8 });
+    expect(sent(response.id).sampling).toMatchObject({ temperature: 1.1, top_p: 0.8, ...extra });
+  });
+
   it("answers a response whose prompt is the chat prompt of its instructions and input", async () => {
     const response = await client.responses.create({
       model: `${BASE}:acme/a1`,
@@ -74,6 +88,10 @@ describe("POST /v1/responses", () => {
         { role: "user", content: "Say hello" },
       ]),
     );
+
+    // Sampled with the base's generation_config.json where the request is silent, and echoed as sampled.
+    expect(request.sampling).toMatchObject({ temperature: 0.6, top_p: 0.9 });
+    expect(response).toMatchObject({ temperature: 0.6, top_p: 0.9 });
 
     const complete = await client.responses.create({ model: BASE, input: "Hi", max_output_tokens: 50 });
     expect(complete.status).toBe("completed");

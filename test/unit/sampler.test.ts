@@ -116,6 +116,33 @@ describe("choosing a token", () => {
     expect([...new Set(both)].sort()).toEqual([1, 3]);
   });
 
+  it("keeps with min_p the tokens at least that fraction as likely as the best, renormalized", () => {
+    // Probabilities 0.4, 0.3, 0.15, 0.1, 0.05: min_p 0.3 keeps ≥ 0.12, tokens 0-2, drawn 8 : 6 : 3.
+    const row = logits([0.4, 0.3, 0.15, 0.1, 0.05].map(Math.log));
+    const f = frequencies(draw(params({ temperature: 1, minP: 0.3, seed: 8 }), row, 20000), 5);
+    expect(f[3]).toBe(0);
+    expect(f[4]).toBe(0);
+    expect(Math.abs(f[0]! - 8 / 17)).toBeLessThan(0.015);
+    expect(Math.abs(f[2]! - 3 / 17)).toBeLessThan(0.015);
+    // top_p is a share of what min_p kept (vLLM's order): 0.75 of 0.85 is reached by tokens 0 and 1 (0.7);
+    // as a share of the whole row (Hugging Face's order) it would keep token 2 as well.
+    const both = draw(params({ temperature: 1, minP: 0.3, topP: 0.75, seed: 9 }), row, 3000);
+    expect([...new Set(both)].sort()).toEqual([0, 1]);
+    // Temperature sharpens before min_p cuts: at 0.5 the ratios square, 0.15/0.4 → 0.14, under 0.3.
+    const sharp = draw(params({ temperature: 0.5, minP: 0.3, seed: 10 }), row, 3000);
+    expect([...new Set(sharp)].sort()).toEqual([0, 1]);
+  });
+
+  it("cuts a flat 32k row with min_p at exactly its floor", () => {
+    const row = noise(32000, 12, 2);
+    const max = Math.max(...row);
+    const kept = new Set([...row.keys()].filter((i) => Math.exp(row[i]! - max) >= 0.5));
+    expect(kept.size).toBeGreaterThan(2000);
+    const tokens = draw(params({ temperature: 1, minP: 0.5, seed: 11 }), row, 400);
+    for (const t of tokens) expect(kept.has(t)).toBe(true);
+    expect(new Set(tokens).size).toBeGreaterThan(300);
+  });
+
   it("finds the nucleus of a flat 32k distribution", () => {
     const row = noise(32000, 11, 0.01);
     const tokens = draw(params({ temperature: 1, topP: 0.5, seed: 6 }), row, 50);
@@ -239,6 +266,8 @@ describe("parameters", () => {
       [{ temperature: -1 }, "temperature must be ≥ 0, got -1"],
       [{ topP: 0 }, "top_p must be in (0, 1], got 0"],
       [{ topK: 1.5 }, "top_k must be an integer"],
+      [{ minP: 1.5 }, "min_p must be in [0, 1], got 1.5"],
+      [{ minP: Number.NaN }, "min_p must be in [0, 1], got NaN"],
       [{ topLogprobs: 21 }, "top_logprobs must be an integer in 0..20, got 21"],
       [{ repetitionPenalty: 0 }, "repetition_penalty must be > 0"],
       [{ seed: 0.5 }, "seed must be an integer"],
@@ -275,6 +304,10 @@ describe("drawing from an engine's candidates", () => {
       [{ temperature: 1.3, topK: 20, seed: 6, topLogprobs: 5 }, false],
       [{ temperature: 0.5, topK: 64, topP: 0.95, seed: 7 }, false],
       [{ temperature: 0, topLogprobs: 3 }, false],
+      // min_p whose kept tokens lie within the candidates, alone and with top-p and top-k.
+      [{ temperature: 0.9, minP: 0.05, seed: 8 }, true],
+      [{ temperature: 1.2, minP: 0.02, topP: 0.9, seed: 9, topLogprobs: 2 }, true],
+      [{ temperature: 0.7, minP: 0.1, topK: 10, seed: 10 }, false],
     ];
     for (const [p, mayNeedRow] of cases) {
       const whole = new Sampler(params(p), [1, 2]);
@@ -298,6 +331,16 @@ describe("drawing from an engine's candidates", () => {
     const sparse = new Sampler(p, []);
     expect(sparse.sampleCandidates(candidatesOf(flat, 1))).toBeNull();
     expect(sparse.sample(flat).token).toBe(new Sampler(p, []).sample(flat).token);
+    // min_p keeping more tokens than the candidates: with top_p their mass is unknown, and so is their
+    // number without a top_k within the candidates; a top_k within them settles it.
+    for (const q of [{ minP: 0.2 }, { minP: 0.2, topP: 0.95, topK: 8 }]) {
+      const refused = new Sampler(params({ temperature: 1, seed: 3, ...q }), []);
+      expect(refused.sampleCandidates(candidatesOf(flat, 1))).toBeNull();
+    }
+    const settled = params({ temperature: 1, seed: 3, minP: 0.2, topK: 8 });
+    expect(new Sampler(settled, []).sampleCandidates(candidatesOf(flat, 1))!.token).toBe(
+      new Sampler(settled, []).sample(flat).token,
+    );
     // Who needs the row: penalties, a full-vocabulary draw, a top_k beyond the candidates.
     for (const q of [
       { temperature: 0.7, presencePenalty: 0.5 },

@@ -4,7 +4,7 @@
 //
 // Order, as vLLM and Hugging Face apply them: repetition penalty (prompt + generated), then frequency
 // and presence penalties (generated only, OpenAI's definition) and logit_bias, then temperature, then
-// top-k and top-p.
+// min-p, then top-k and top-p over what min-p kept (vLLM's order; Hugging Face cuts min-p last).
 // Reported logprobs are the log-softmax of the logits after penalties and temperature, before top-k /
 // top-p truncation: the distribution the token is drawn from, without the renormalization over the kept
 // set (which would give -inf to every cut token). With temperature 0 (greedy) no temperature is applied.
@@ -19,6 +19,8 @@ export interface SamplingParams {
   topP: number;
   /** Keep only the k most likely tokens; 0 (or less) = off. */
   topK: number;
+  /** Keep only tokens at least this fraction as likely as the most likely one, in [0, 1]; 0 = off. */
+  minP: number;
   /** Same seed and inputs → same tokens; null = a fresh random seed. */
   seed: number | null;
   presencePenalty: number;
@@ -35,6 +37,7 @@ export const GREEDY: SamplingParams = {
   temperature: 0,
   topP: 1,
   topK: 0,
+  minP: 0,
   seed: null,
   presencePenalty: 0,
   frequencyPenalty: 0,
@@ -59,6 +62,11 @@ function plainArgmax(input: Float32Array): SampledToken {
   if (best < 0) throw new RangeError("sampler: every logit is -inf or NaN");
   if (max === Number.POSITIVE_INFINITY) throw new RangeError(`sampler: logit of token ${best} is +inf`);
   return { token: best, logprob: Number.NaN, top: [] };
+}
+
+/** Whether a draw keeps fewer than all `vocab` tokens (top-k, top-p, min-p). */
+function truncates(p: SamplingParams, vocab: number): boolean {
+  return (p.topK > 0 && p.topK < vocab) || p.topP < 1 || p.minP > 0;
 }
 
 function isPenalized(p: SamplingParams): boolean {
@@ -112,6 +120,7 @@ function validate(p: SamplingParams): void {
   );
   check(Number.isFinite(p.topP) && p.topP > 0 && p.topP <= 1, `top_p must be in (0, 1], got ${p.topP}`);
   check(Number.isSafeInteger(p.topK), `top_k must be an integer, got ${p.topK}`);
+  check(Number.isFinite(p.minP) && p.minP >= 0 && p.minP <= 1, `min_p must be in [0, 1], got ${p.minP}`);
   check(p.seed === null || Number.isSafeInteger(p.seed), `seed must be an integer, got ${p.seed}`);
   check(Number.isFinite(p.presencePenalty), `presence_penalty must be finite, got ${p.presencePenalty}`);
   check(Number.isFinite(p.frequencyPenalty), `frequency_penalty must be finite, got ${p.frequencyPenalty}`);
@@ -180,7 +189,7 @@ export class Sampler {
     const p = this.params;
     if (p.temperature === 0) return p.topLogprobs === null ? "argmax" : "candidates";
     // top_logprobs (≤ MAX_TOP_LOGPROBS) always lies within the candidates.
-    const truncated = (p.topK > 0 && p.topK <= CANDIDATES) || p.topP < 1;
+    const truncated = (p.topK > 0 && p.topK <= CANDIDATES) || p.topP < 1 || p.minP > 0;
     return truncated ? "candidates" : null;
   }
 
@@ -196,7 +205,7 @@ export class Sampler {
     }
     const n = c.tokens.length;
     // sample() draws with index-order cumulation where nothing truncates: only the whole row gives that.
-    if (p.temperature > 0 && !((p.topK > 0 && p.topK < c.vocab) || p.topP < 1)) return null;
+    if (p.temperature > 0 && !truncates(p, c.vocab)) return null;
     const max = c.logits[0]!;
     const invT = p.temperature > 0 ? 1 / p.temperature : 1;
     // log Σ exp((x - max)·invT) over the vocabulary, from the engine's log Σ exp(x·invT).
@@ -207,8 +216,18 @@ export class Sampler {
     const logprob = (k: number) => Math.fround(shifted(k)) - logSum;
     let chosen = 0;
     if (p.temperature > 0) {
-      const limit = p.topK > 0 ? Math.min(p.topK, c.vocab) : c.vocab;
-      const massLimit = p.topP * Math.exp(logSum);
+      let limit = p.topK > 0 ? Math.min(p.topK, c.vocab) : c.vocab;
+      // top_p is a share of the row's mass, or of min_p's kept tokens' (the most likely weighs 1).
+      let keptMass = Math.exp(logSum);
+      if (p.minP > 0) {
+        let m = 0;
+        keptMass = 0;
+        while (m < n && weight(m) >= p.minP) keptMass += weight(m++);
+        // min_p may keep tokens past the candidates: their mass, or their count, is then unknown here.
+        if (m === n && n < c.vocab && (p.topP < 1 || limit > n)) return null;
+        limit = Math.min(limit, m);
+      }
+      const massLimit = p.topP * keptMass;
       let kept = 0;
       let mass = 0;
       while (kept < limit && mass < massLimit && kept < n) mass += weight(kept++);
@@ -277,7 +296,7 @@ export class Sampler {
 
     let token: number;
     if (p.temperature === 0) token = best;
-    else if ((p.topK > 0 && p.topK < v) || p.topP < 1) token = this.drawTruncated(sum);
+    else if (truncates(p, v)) token = this.drawTruncated(sum);
     else token = this.drawFull(sum);
 
     const top: { token: number; logprob: number }[] = [];
@@ -309,10 +328,11 @@ export class Sampler {
   }
 
   /**
-   * Top-k and top-p without sorting the vocabulary. Every token with probability ≥ τ forms a prefix of the
-   * sorted order, so once that set holds k tokens or top_p of the mass it contains the kept set; τ starts
-   * where the set can hold at most a thousand tokens and drops until that holds. Only the candidates are
-   * then ordered, through a heap popped until k are taken or their mass reaches top_p.
+   * Min-p, top-k and top-p without sorting the vocabulary. Every token with probability ≥ τ forms a prefix
+   * of the sorted order, so once that set holds k tokens or top_p of the mass it contains the kept set; τ
+   * starts where the set can hold at most a thousand tokens and drops until that holds, but never below
+   * min_p's floor (the most likely token weighs 1, so min_p is a weight). Only the candidates are then
+   * ordered, through a heap popped until k are taken or their mass reaches top_p of what min_p kept.
    */
   private drawTruncated(sum: number): number {
     const p = this.params;
@@ -321,8 +341,14 @@ export class Sampler {
     if (this.heap.length !== v) this.heap = new Int32Array(v);
     const h = this.heap;
     const k = p.topK > 0 ? Math.min(p.topK, v) : v;
-    const massLimit = p.topP * sum;
-    let tau = sum * 1e-3;
+    const floor = p.minP;
+    let keptMass = sum;
+    if (floor > 0) {
+      keptMass = 0;
+      for (let i = 0; i < v; i++) if (e[i]! >= floor) keptMass += e[i]!;
+    }
+    const massLimit = p.topP * keptMass;
+    let tau = Math.max(sum * 1e-3, floor);
     let n = 0;
     for (;;) {
       n = 0;
@@ -334,8 +360,8 @@ export class Sampler {
           mass += w;
         }
       }
-      if (n >= k || mass >= massLimit || tau === 0) break;
-      tau = tau > sum * 1e-30 ? tau / 64 : 0;
+      if (n >= k || mass >= massLimit || tau <= floor) break;
+      tau = Math.max(floor, tau > sum * 1e-30 ? tau / 64 : 0);
     }
     for (let i = (n >> 1) - 1; i >= 0; i--) this.siftDown(i, n);
     let size = n;
