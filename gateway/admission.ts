@@ -299,6 +299,7 @@ export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Adm
     top: body.top_logprobs ?? 0,
   });
   if (format) admitted.sampling.response_format = format;
+  if (reasoning.tags) admitted.sampling.reasoning_tags = reasoning.tags;
   return { ...admitted, tools, reasoning: reasoning.split };
 }
 

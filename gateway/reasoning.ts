@@ -53,12 +53,16 @@ export interface ReasoningPlan {
   enableThinking?: boolean;
   /** The answer holds reasoning to split off: whether the prompt already opened its block. Null: it holds none. */
   split: { opened: boolean } | null;
+  /** A structured answer that reasons first: the tags the worker's grammar waits for (wire reasoning_tags). */
+  tags?: { open: number | null; close: number };
 }
 
 /**
  * Checks reasoning_effort against the model and plans the answer. `structured`: the answer is generated
- * under a grammar (JSON mode, a schema, a required call), which leaves no room for reasoning, so a
- * switchable model is asked not to reason and the answer is read whole.
+ * under a grammar (JSON mode, a schema, a required call). Where the model's tags are tokens, it reasons
+ * first and the grammar holds after its closing tag, as vLLM serves structured output with a reasoning
+ * parser; where they are not, the grammar holds from the first token, which leaves no room for reasoning:
+ * a switchable model is asked not to reason and the answer is read whole.
  */
 export function planReasoning(
   effort: string | null | undefined,
@@ -78,12 +82,19 @@ export function planReasoning(
     }
     return { split: null };
   }
-  const off = effort === "none" || structured;
+  const gated = structured && model.tagIds !== null;
+  const off = effort === "none" || (structured && !gated);
   if (off && model.switchable) return { enableThinking: false, split: null };
   if (effort === "none") {
     throw invalidRequest(`${param} "none" is not supported with this model: it always reasons`, param);
   }
-  return structured ? { split: null } : { split: { opened: model.opensInPrompt } };
+  const split = { opened: model.opensInPrompt };
+  if (!structured) return { split };
+  if (!model.tagIds) return { split: null };
+  const tags = { open: model.opensInPrompt ? null : model.tagIds.open, close: model.tagIds.close };
+  // The opening tag is forced where the prompt leaves it to the model: a hybrid model, told to reason so
+  // that its prompt agrees (a template whose default is not to reason would close an empty block there).
+  return { ...(model.switchable ? { enableThinking: true } : {}), split, tags };
 }
 
 type State = "start" | "reasoning" | "closed" | "content";

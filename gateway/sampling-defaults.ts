@@ -47,7 +47,7 @@ export function samplingDefaultsOf(
   const parsed = GenerationConfig.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new SamplingDefaultsError(`${source}: ${issue.path.join(".") || "the file"} ${issue.message}`);
+    throw new SamplingDefaultsError(`${source}: ${issue.path.join(".") || "the file"}: ${issue.message}`);
   }
   const config = parsed.data;
   const defaults: SamplingDefaults = {};

@@ -167,6 +167,12 @@ export const SamplingParams = z.object({
   response_format: z
     .union([z.enum(["text", "json_object"]), z.object({ json_schema: z.record(z.string(), z.unknown()) })])
     .optional(),
+  /**
+   * With a JSON response_format: a reasoning model reasons first, between these tag tokens (the open one
+   * forced first; null where the prompt opened the block), and the format holds after the close
+   * (worker/engine/reasoning-gate.ts). Absent: the format holds from the first token.
+   */
+  reasoning_tags: z.object({ open: tokenId.nullable(), close: tokenId }).optional(),
 });
 export type SamplingParams = z.infer<typeof SamplingParams>;
 

@@ -19,6 +19,7 @@ export interface SlotRequest {
   stopTokenIds?: readonly number[];
   stopStrings?: readonly string[];
   json?: SequenceLimits["json"];
+  reasoning?: SequenceLimits["reasoning"];
   onToken?: (token: SampledToken | null, text: string) => void;
 }
 
@@ -66,6 +67,7 @@ export class SlotGeneration {
         ...(request.stopTokenIds ? { stopTokenIds: request.stopTokenIds } : {}),
         ...(request.stopStrings ? { stopStrings: request.stopStrings } : {}),
         ...(request.json ? { json: request.json } : {}),
+        ...(request.reasoning ? { reasoning: request.reasoning } : {}),
       },
       ...(request.onToken ? { onToken: request.onToken } : {}),
     });

@@ -460,6 +460,19 @@ export class LuminetWorker {
     } catch (error) {
       return refuse(new JobError("invalid_request", `response_format: ${(error as Error).message}`));
     }
+    const tags = sampling.reasoning_tags;
+    if (tags && !json) {
+      return refuse(new JobError("invalid_request", "reasoning_tags come only with a JSON response_format"));
+    }
+    const tagOutside = tags && [tags.open, tags.close].find((id) => id !== null && id >= vocab);
+    if (tagOutside != null) {
+      return refuse(
+        new JobError(
+          "invalid_request",
+          `reasoning tag token id ${tagOutside} is outside the vocabulary of ${vocab}`,
+        ),
+      );
+    }
     const job: Job = {
       id: request.id,
       org: request.org,
@@ -482,6 +495,7 @@ export class LuminetWorker {
         stopTokenIds: [...new Set([...this.tokenizer.eosTokenIds, ...sampling.stop_token_ids])],
         stopStrings: sampling.stop,
         ...(json ? { json } : {}),
+        ...(json && tags ? { reasoning: tags } : {}),
       },
       ...(request.batch ? { batch: true } : {}),
       onToken: (token, text) => replies.send(token, text),

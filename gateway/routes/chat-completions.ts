@@ -117,8 +117,19 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       // Logprobs are the content's: a reasoning token's are not reported.
       const thought = (index: number, text: string) =>
         chunk({ index, delta: { reasoning_content: text }, logprobs: null, finish_reason: null });
-      /** The answer's text that follows its reasoning, sent as content (or held while it may be a call). */
+      /**
+       * The answer's text that follows its reasoning: a required call's arguments, or content (held while
+       * it may be a call).
+       */
       function* answer(index: number, text: string, held: TokenLogprob[]): Generator<ChatCompletionChunk> {
+        const call = required[index];
+        if (call) {
+          // A call's tokens have no logprobs in OpenAI's shape.
+          held.length = 0;
+          const deltas = call.push(text);
+          if (deltas.length > 0) yield callDeltas(index, deltas);
+          return;
+        }
         const stream = calls[index];
         const out = stream ? stream.push(text) : text;
         if (stream && out === "") return;
@@ -155,12 +166,6 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           }
           if (end && end.text !== "") yield content(index, end.text, held.splice(0));
           yield chunk({ index, delta: {}, logprobs: null, finish_reason: finishReasonOf(step.value) });
-          continue;
-        }
-        if (call) {
-          // A call's tokens have no logprobs in OpenAI's shape.
-          const deltas = call.push(step.value.text);
-          if (deltas.length > 0) yield callDeltas(index, deltas);
           continue;
         }
         if (split) {

@@ -159,8 +159,13 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
         ]);
       const held: TokenLogprob[] = [];
       const split = reasoning ? new ReasoningSplit(reasoning.opened) : null;
-      /** The answer's text after any reasoning: output text, or held while it may be a call. */
+      /** The answer's text after any reasoning: a required call's arguments, or output text (held while it may be a call). */
       function* answer(text: string): Generator<NumberedEvent> {
+        if (required) {
+          held.length = 0;
+          yield* callEvents(required.push(text));
+          return;
+        }
         const out = auto ? auto.push(text) : text;
         if (auto && out === "") return;
         if (out !== "" || (wantLogprobs && held.length > 0))
@@ -182,10 +187,6 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
           await keep(finished.response);
           yield* finished.events;
           return;
-        }
-        if (required) {
-          yield* callEvents(required.push(step.value.text));
-          continue;
         }
         if (split) {
           const out = split.push(step.value.text, step.value.token_ids.length);

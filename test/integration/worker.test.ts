@@ -346,6 +346,29 @@ describe("luminet worker", () => {
     expect(fine.final.finish_reason).toBe("length");
   });
 
+  it("refuses reasoning tags without a JSON format, or outside the vocabulary, saying why", async () => {
+    const refusal = async (name: string, sampling: Partial<InferenceRequest["sampling"]>) => {
+      const inbox = await bus.openReplyInbox();
+      const refused = request(name, null, 4, inbox.subject);
+      refused.sampling = { ...refused.sampling, ...sampling };
+      await bus.publishRequest(refused, "a");
+      let final: Final | undefined;
+      for await (const reply of inbox) if (reply.type === "final") final = reply;
+      expect(final?.finish_reason).toBe("error");
+      expect(final?.error?.code).toBe("invalid_request");
+      return final?.error?.message;
+    };
+    expect(await refusal("tags-alone", { reasoning_tags: { open: null, close: 5 } })).toContain(
+      "only with a JSON response_format",
+    );
+    expect(
+      await refusal("tags-outside", {
+        response_format: "json_object",
+        reasoning_tags: { open: 600, close: 5 },
+      }),
+    ).toContain("reasoning tag token id 600 is outside the vocabulary of 512");
+  });
+
   it("lets a live request preempt running batch lines; each streams on where it stopped, billed once", async () => {
     const worker = await spawnWorker("p", ["--max-batch", "2"]);
     // What each line generates uninterrupted (the prompt follows the name's length: "solo-i" as "line-i").

@@ -15,6 +15,7 @@ import { BaseCatalog } from "../../gateway/bases.ts";
 import { type GatewayDeps, type GatewayDepsInput, gatewayDeps } from "../../gateway/deps.ts";
 import { adapters, type NewAdapter } from "../../schema/db.ts";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
+import { addReasoningTags } from "./reasoning-templates.ts";
 
 export const BASE = "tiny";
 /** The tiny model's context, registered small so context checks are cheap to hit. */
@@ -39,7 +40,7 @@ export interface GatewayHarness {
 
 export async function createGatewayHarness(
   input: Partial<Omit<GatewayDepsInput, "db" | "bus" | "bases">> = {},
-  options: { chatTemplate?: string } = {},
+  options: { chatTemplate?: string; reasoningTags?: boolean } = {},
 ): Promise<GatewayHarness> {
   const modelDir = mkdtempSync(join(tmpdir(), "luminet-gateway-"));
   initTinyModel(modelDir, { shape: "tiny", adapters: 0, rank: 4, seed: 7 });
@@ -49,6 +50,7 @@ export async function createGatewayHarness(
     const config = JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>;
     writeFileSync(path, JSON.stringify({ ...config, chat_template: options.chatTemplate }));
   }
+  if (options.reasoningTags) addReasoningTags(modelDir);
   const db = await openDb("pglite:memory");
   await migrate(db);
   const bases = new BaseCatalog([

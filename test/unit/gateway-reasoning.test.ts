@@ -24,8 +24,8 @@ interface Setup {
   tokenizer: Tokenizer;
 }
 
-async function setUp(chatTemplate: string): Promise<Setup> {
-  const h = await createGatewayHarness({}, { chatTemplate });
+async function setUp(chatTemplate: string, reasoningTags = false): Promise<Setup> {
+  const h = await createGatewayHarness({}, { chatTemplate, reasoningTags });
   const worker = await FakeWorker.start(h.workerBus, { base: BASE });
   return { h, worker, tokenizer: loadTokenizer(h.modelDir) };
 }
@@ -388,5 +388,107 @@ describe("a model whose prompt opens the reasoning", () => {
     const body = ChatCompletion.parse(await (await chat(s, { max_tokens: 3 })).json());
     expect(body.choices[0]!.finish_reason).toBe("length");
     expect(body.choices[0]!.message).toMatchObject({ content: "", reasoning_content: "Hmm, yes" });
+  });
+});
+
+describe("a reasoning model whose tags are tokens (Qwen3's, DeepSeek-R1's), on a structured answer", () => {
+  let s: Setup;
+  let opening: Setup;
+  let tags: { open: number; close: number };
+  beforeAll(async () => {
+    [s, opening] = await Promise.all([
+      setUp(HYBRID_REASONING_TEMPLATE, true),
+      setUp(OPENING_REASONING_TEMPLATE, true),
+    ]);
+    const [open, close] = ["<think>", "</think>"].map((tag) =>
+      s.tokenizer.encode(tag, { addSpecialTokens: false }),
+    );
+    expect([open!.length, close!.length]).toEqual([1, 1]);
+    tags = { open: open![0]!, close: close![0]! };
+  });
+  afterAll(async () => {
+    await tearDown(s);
+    await tearDown(opening);
+  });
+  const schema = {
+    type: "json_schema",
+    json_schema: {
+      name: "count",
+      strict: true,
+      schema: {
+        type: "object",
+        properties: { n: { type: "integer" } },
+        required: ["n"],
+        additionalProperties: false,
+      },
+    },
+  };
+  const REASONED_VALUE = ["<think>", "\n", "Three", ".", "\n", "</think>", '{"n":', "3}"];
+
+  it("reasons first: the worker's grammar waits for the closing tag, and the value comes apart as content", async () => {
+    s.worker.behaviour = () => ({ say: REASONED_VALUE });
+    const body = ChatCompletion.parse(await (await chat(s, { response_format: schema })).json());
+    const sent = s.worker.received.at(-1)!;
+    expect(sent.sampling.reasoning_tags).toEqual(tags);
+    expect(sent.sampling.response_format).toEqual({ json_schema: schema.json_schema.schema });
+    // Told to reason (the template's enable_thinking), its opening tag forced by the worker.
+    expect(promptOf(s).endsWith("assistant<|end_header_id|>\n\n")).toBe(true);
+    expect(body.choices[0]!.message).toMatchObject({ content: '{"n":3}', reasoning_content: "Three." });
+    expect(body.usage.completion_tokens_details).toEqual({ reasoning_tokens: 6 });
+    // Effort none still turns it off: no tags, the grammar from the first token.
+    s.worker.behaviour = () => ({ say: ['{"n":', "3}"] });
+    await chat(s, { response_format: schema, reasoning_effort: "none" });
+    expect(s.worker.received.at(-1)!.sampling.reasoning_tags).toBeUndefined();
+    expect(promptOf(s).endsWith("<think>\n\n</think>\n\n")).toBe(true);
+  });
+
+  it("forces no opening tag where the prompt opened the block", async () => {
+    opening.worker.behaviour = () => ({ say: REASONED_VALUE.slice(1) });
+    const body = ChatCompletion.parse(
+      await (
+        await chat(opening, {
+          response_format: { type: "json_object" },
+          messages: [{ role: "user", content: "JSON please" }],
+        })
+      ).json(),
+    );
+    expect(opening.worker.received.at(-1)!.sampling.reasoning_tags).toEqual({
+      open: null,
+      close: tags.close,
+    });
+    expect(body.choices[0]!.message).toMatchObject({ content: '{"n":3}', reasoning_content: "Three." });
+  });
+
+  it("streams a required call's arguments after its reasoning, on chat and on the Responses API", async () => {
+    s.worker.behaviour = () => ({
+      say: ["<think>", "Oslo.", "</think>", '{"name":"weather",', '"arguments":{"city":', '"Oslo"}}'],
+    });
+    const tools = [{ type: "function", function: { name: "weather", parameters: { type: "object" } } }];
+    const whole = ChatCompletion.parse(await (await chat(s, { tools, tool_choice: "required" })).json());
+    expect(s.worker.received.at(-1)!.sampling.reasoning_tags).toEqual(tags);
+    expect(whole.choices[0]!.message).toMatchObject({
+      content: null,
+      reasoning_content: "Oslo.",
+      tool_calls: [{ function: { name: "weather", arguments: '{"city":"Oslo"}' } }],
+    });
+    const streamed = await chunks(await chat(s, { tools, tool_choice: "required", stream: true }));
+    const deltas = streamed.flatMap((c) => c.choices.map((choice) => choice.delta));
+    expect(deltas.map((d) => d.reasoning_content ?? "").join("")).toBe("Oslo.");
+    const calls = deltas.flatMap((d) => d.tool_calls ?? []);
+    expect(calls[0]).toMatchObject({ function: { name: "weather" } });
+    expect(calls.map((c) => c.function?.arguments ?? "").join("")).toBe('{"city":"Oslo"}');
+    expect(streamed.at(-1)!.choices[0]!.finish_reason).toBe("tool_calls");
+
+    const responseTools = [{ type: "function", name: "weather", parameters: { type: "object" } }];
+    const events = await responseEvents(
+      await respond(s, { tools: responseTools, tool_choice: "required", stream: true }),
+    );
+    const done = events.at(-1)!.response as ResponseObject;
+    expect(done.output.map((item) => item.type)).toEqual(["reasoning", "function_call"]);
+    expect(done.output[1]).toMatchObject({ name: "weather", arguments: '{"city":"Oslo"}' });
+    const args = events
+      .filter((e) => e.type === "response.function_call_arguments.delta")
+      .map((e) => e.delta);
+    expect(args.join("")).toBe('{"city":"Oslo"}');
   });
 });

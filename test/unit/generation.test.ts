@@ -2,7 +2,7 @@
 // a sequence generates does not depend on what else runs beside it. Stop conditions end a sequence as
 // OpenAI's API defines them; `luminet generate` runs a JSONL file through all of it.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,10 +15,11 @@ import { initTinyModel, type TinyModel } from "../../scripts/tiny-model.ts";
 import { loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { Engine } from "../../worker/engine/engine.ts";
 import { JsonGrammar } from "../../worker/engine/json-grammar.ts";
-import { ANY_OBJECT } from "../../worker/engine/json-schema.ts";
+import { ANY_OBJECT, compileJsonSchema } from "../../worker/engine/json-schema.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
 import { SequenceOutput } from "../../worker/engine/sequence-output.ts";
 import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
+import { addReasoningTags } from "../support/reasoning-templates.ts";
 
 let root: string;
 let tiny: TinyModel;
@@ -183,6 +184,91 @@ describe("JSON mode", () => {
       }
     }
     expect(closed).toBeGreaterThan(0);
+  });
+});
+
+describe("a reasoning model's structured answer", () => {
+  /** The tiny tokenizer with <think> and </think> as tokens, as Qwen3's has them. */
+  function taggedTokenizer(): { tagged: Tokenizer; tags: { open: number; close: number } } {
+    const dir = join(root, "tagged");
+    mkdirSync(dir, { recursive: true });
+    for (const file of ["tokenizer.json", "tokenizer_config.json"])
+      copyFileSync(join(tiny.dir, file), join(dir, file));
+    const tags = addReasoningTags(dir);
+    return { tagged: loadTokenizer(dir), tags };
+  }
+  const schema = compileJsonSchema({
+    type: "object",
+    properties: { n: { type: "integer" } },
+    required: ["n"],
+    additionalProperties: false,
+  });
+
+  it("reasons between its tags, no stop token among them, then writes the value, closing in time", async () => {
+    const { tagged, tags } = taggedTokenizer();
+    const batcher = new SlotGeneration(engine, tagged, options);
+    const eos = tagged.eosTokenIds;
+    const cases = [
+      { maxTokens: 24, temperature: 0, forced: true },
+      { maxTokens: 40, temperature: 1, forced: true },
+      // Greedy, this one writes the closing tag itself, earlier.
+      { maxTokens: 40, temperature: 0, opened: true, forced: false },
+    ];
+    const results = await Promise.all(
+      cases.map(({ maxTokens, temperature, opened }, i) =>
+        batcher.generate(
+          request(i, {
+            maxTokens,
+            sampling: { ...GREEDY, temperature, seed: i },
+            stopTokenIds: eos,
+            json: schema,
+            reasoning: { open: opened ? null : tags.open, close: tags.close },
+          }),
+        ),
+      ),
+    );
+    for (const [i, result] of results.entries()) {
+      const { maxTokens, opened, forced } = cases[i]!;
+      const ids = result.tokenIds;
+      const close = ids.indexOf(tags.close);
+      // No later than once only the value's room is left (the shortest value, {"n":0}, is 7 bytes, so 7
+      // tokens at worst): forced there where the random model did not close on its own.
+      expect(close).toBeLessThanOrEqual(maxTokens - 8);
+      if (forced) expect(close).toBe(maxTokens - 8);
+      else expect(close).toBeLessThan(maxTokens - 8);
+      const reasoning = ids.slice(opened ? 0 : 1, close);
+      if (!opened) expect(ids[0]).toBe(tags.open);
+      expect(reasoning.some((id) => eos.includes(id) || id === tags.close)).toBe(false);
+      const value = JSON.parse(tagged.decode(ids.slice(close + 1)));
+      expect(Object.keys(value)).toEqual(["n"]);
+      expect(Number.isInteger(value.n)).toBe(true);
+      expect(result.finishReason).toBe("stop");
+      expect(ids.length).toBeLessThanOrEqual(maxTokens);
+    }
+  });
+
+  it("masks stop tokens while reasoning, and takes a closing tag the model writes itself", () => {
+    const { tagged, tags } = taggedTokenizer();
+    const eos = tagged.eosTokenIds[0]!;
+    const out = new SequenceOutput(tagged, GREEDY, [1, 2, 3], {
+      maxTokens: 50,
+      maxContext: 96,
+      stopTokenIds: [eos],
+      json: schema,
+      reasoning: { open: tags.open, close: tags.close },
+    });
+    const row = (favoured: number) => {
+      const logits = new Float32Array(tagged.vocabSize);
+      logits[favoured] = 50;
+      logits[65] = 10;
+      return logits;
+    };
+    // The opening tag whatever the logits, then the reasoning's best token that is not a stop token.
+    expect(out.accept(row(eos)).token.token).toBe(tags.open);
+    expect(out.accept(row(eos)).token.token).toBe(65);
+    expect(out.accept(row(tags.close)).token.token).toBe(tags.close);
+    // The value's grammar from here: a stop token or a tag is refused, the object opens.
+    expect(out.accept(row(eos)).text).toBe("{");
   });
 });
 

@@ -82,8 +82,12 @@ describe("ReasoningSplit", () => {
 });
 
 describe("planReasoning", () => {
-  const hybrid = { switchable: true, opensInPrompt: false };
-  const alwaysOn = { switchable: false, opensInPrompt: true };
+  // Tags that are not tokens of the vocabulary, and the same models with tags that are (Qwen3's 151667/8).
+  const hybrid = { switchable: true, opensInPrompt: false, tagIds: null };
+  const alwaysOn = { switchable: false, opensInPrompt: true, tagIds: null };
+  const tagIds = { open: 151667, close: 151668 };
+  const taggedHybrid = { ...hybrid, tagIds };
+  const taggedAlwaysOn = { ...alwaysOn, tagIds };
 
   function refusal(plan: () => unknown): ApiError {
     try {
@@ -103,11 +107,27 @@ describe("planReasoning", () => {
     expect(planReasoning("low", alwaysOn, false)).toEqual({ split: { opened: true } });
   });
 
-  it("turns reasoning off for effort none and for structured answers where the template allows it", () => {
+  it("turns reasoning off for effort none, and for structured answers of models whose tags are not tokens", () => {
     expect(planReasoning("none", hybrid, false)).toEqual({ enableThinking: false, split: null });
+    expect(planReasoning("none", taggedHybrid, true)).toEqual({ enableThinking: false, split: null });
     expect(planReasoning(undefined, hybrid, true)).toEqual({ enableThinking: false, split: null });
     // A model that always reasons still answers a grammar whole: the grammar holds from the first token.
     expect(planReasoning(undefined, alwaysOn, true)).toEqual({ split: null });
+  });
+
+  it("lets a structured answer reason first where the tags are tokens, the grammar holding after the close", () => {
+    // A hybrid model is told to reason and its opening tag is forced; a prompt that opens the block needs none.
+    expect(planReasoning(undefined, taggedHybrid, true)).toEqual({
+      enableThinking: true,
+      split: { opened: false },
+      tags: { open: 151667, close: 151668 },
+    });
+    expect(planReasoning("high", taggedAlwaysOn, true)).toEqual({
+      split: { opened: true },
+      tags: { open: null, close: 151668 },
+    });
+    // Text answers are planned as before: the tags change nothing.
+    expect(planReasoning(undefined, taggedHybrid, false)).toEqual({ split: { opened: false } });
   });
 
   it("refuses what the model cannot do, naming the parameter", () => {
@@ -121,23 +141,35 @@ describe("planReasoning", () => {
 
 describe("reasoningTemplate", () => {
   it("reads from a template whether the model reasons, can be switched off and opens the block itself", () => {
-    expect(reasoningTemplate(null, () => "")).toBeNull();
-    expect(reasoningTemplate("{{ messages[0].content }}", () => "")).toBeNull();
+    const notTokens = () => null;
+    expect(reasoningTemplate(null, () => "", notTokens)).toBeNull();
+    expect(reasoningTemplate("{{ messages[0].content }}", () => "", notTokens)).toBeNull();
     const hybrid =
       "{% if enable_thinking is defined and enable_thinking is false %}<think></think>{% endif %}";
-    expect(reasoningTemplate(hybrid, () => "<|assistant|>\n")).toEqual({
+    expect(reasoningTemplate(hybrid, () => "<|assistant|>\n", notTokens)).toEqual({
       switchable: true,
       opensInPrompt: false,
+      tagIds: null,
     });
-    expect(reasoningTemplate("{{ '<think>\\n' }}", () => "<|assistant|><think>\n")).toEqual({
+    expect(reasoningTemplate("{{ '<think>\\n' }}", () => "<|assistant|><think>\n", notTokens)).toEqual({
       switchable: false,
       opensInPrompt: true,
+      tagIds: null,
     });
+    // Tags that are tokens of the vocabulary (both must be).
+    const qwen = (text: string) => ({ "<think>": 151667, "</think>": 151668 })[text] ?? null;
+    expect(reasoningTemplate(hybrid, () => "", qwen)?.tagIds).toEqual({ open: 151667, close: 151668 });
+    const openOnly = (text: string) => (text === "<think>" ? 5 : null);
+    expect(reasoningTemplate(hybrid, () => "", openOnly)?.tagIds).toBeNull();
     // A template that cannot render a plain conversation is taken not to open the block.
     expect(
-      reasoningTemplate("<think>", () => {
-        throw new Error("no");
-      }),
-    ).toEqual({ switchable: false, opensInPrompt: false });
+      reasoningTemplate(
+        "<think>",
+        () => {
+          throw new Error("no");
+        },
+        notTokens,
+      ),
+    ).toEqual({ switchable: false, opensInPrompt: false, tagIds: null });
   });
 });

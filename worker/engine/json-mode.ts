@@ -137,6 +137,11 @@ export class JsonMode {
     return this.grammar.complete;
   }
 
+  /** The fewest bytes that complete the value, so the fewest tokens of a byte-level vocabulary at worst. */
+  get fewestBytesToEnd(): number {
+    return this.grammar.fewestBytesToEnd;
+  }
+
   /**
    * The logits with every token that cannot come next at -inf (a copy; `logits` is left as it is). With
    * `budget`, the tokens the sequence may still draw, this one included, a token is allowed only if the

@@ -14,7 +14,16 @@ export interface ReasoningTemplate {
    * output starts as reasoning and holds only the closing tag.
    */
   opensInPrompt: boolean;
+  /**
+   * The tags' token ids where each tag is one token of the vocabulary (Qwen3, QwQ and DeepSeek-R1 add them
+   * as tokens); null otherwise. A structured answer then reasons first and its grammar holds from the token
+   * after the closing tag (reasoning-gate.ts).
+   */
+  tagIds: { open: number; close: number } | null;
 }
+
+/** The id of the one token `text` encodes to, or null where it takes more than one. */
+export type SingleTokenOf = (text: string) => number | null;
 
 /**
  * What a chat template says about reasoning, or null for a model that does not reason. `renderPrompt`
@@ -24,6 +33,7 @@ export interface ReasoningTemplate {
 export function reasoningTemplate(
   source: string | null,
   renderPrompt: () => string,
+  singleToken: SingleTokenOf,
 ): ReasoningTemplate | null {
   if (source === null || !source.includes(THINK_OPEN)) return null;
   let opensInPrompt = false;
@@ -32,5 +42,8 @@ export function reasoningTemplate(
   } catch {
     opensInPrompt = false;
   }
-  return { switchable: /\benable_thinking\b/.test(source), opensInPrompt };
+  const open = singleToken(THINK_OPEN);
+  const close = singleToken(THINK_CLOSE);
+  const tagIds = open !== null && close !== null ? { open, close } : null;
+  return { switchable: /\benable_thinking\b/.test(source), opensInPrompt, tagIds };
 }

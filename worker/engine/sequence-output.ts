@@ -4,6 +4,7 @@
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
 import { JsonMode } from "./json-mode.ts";
 import type { SchemaNode } from "./json-schema.ts";
+import { ReasoningGate, type ReasoningTags } from "./reasoning-gate.ts";
 import { type SampledToken, Sampler, type SamplingParams } from "./sampler.ts";
 import { StreamingDetokenizer, type Tokenizer } from "./tokenizer.ts";
 
@@ -19,6 +20,8 @@ export interface SequenceLimits {
    * OpenAI's JSON mode, a compiled json_schema for structured outputs. Absent: text.
    */
   json?: SchemaNode;
+  /** With `json`: the model reasons between these tags first, and the value follows (reasoning-gate.ts). */
+  reasoning?: ReasoningTags;
 }
 
 export interface Accepted {
@@ -46,6 +49,8 @@ export class SequenceOutput {
   private held = "";
   /** Set in JSON mode: what may be drawn next. */
   private readonly json: JsonMode | null;
+  /** Set in JSON mode after reasoning: what may be drawn before the value. */
+  private readonly gate: ReasoningGate | null;
 
   constructor(
     tokenizer: Tokenizer,
@@ -58,6 +63,7 @@ export class SequenceOutput {
     this.stopIds = limits.stopTokenIds ?? tokenizer.eosTokenIds;
     this.stops = limits.stopStrings ?? [];
     this.json = limits.json ? new JsonMode(tokenizer, limits.json, this.stopIds) : null;
+    this.gate = limits.json && limits.reasoning ? new ReasoningGate(limits.reasoning, this.stopIds) : null;
   }
 
   get tokenIds(): number[] {
@@ -91,7 +97,10 @@ export class SequenceOutput {
     return this.record(token);
   }
 
-  /** JSON mode: the draw from the masked row, the grammar moved on, and the end once the value is complete. */
+  /**
+   * JSON mode: the draw from the masked row — the reasoning gate's until its closing tag, then the
+   * grammar's — the grammar moved on, and the end once the value is complete.
+   */
   private acceptJson(row: DecodeRow): Accepted {
     if (!(row instanceof Float32Array)) {
       throw new Error("a sequence in JSON mode needs its whole row of logits (it has no decode choice)");
@@ -103,9 +112,15 @@ export class SequenceOutput {
       this.limits.maxTokens - generated,
       this.limits.maxContext - this.promptTokens.length - generated,
     );
-    const drawn = this.sampler.sample(json.mask(row, budget));
+    const gate = this.gate && !this.gate.answering ? this.gate : null;
+    const masked = gate ? gate.mask(row, budget, json.fewestBytesToEnd) : json.mask(row, budget);
+    const drawn = this.sampler.sample(masked);
     // A token refused by the grammar is no alternative: logprobs list only what could have been drawn.
     const token = { ...drawn, top: drawn.top.filter((t) => t.logprob !== Number.NEGATIVE_INFINITY) };
+    if (gate) {
+      gate.take(token.token);
+      return this.record(token);
+    }
     json.take(token.token);
     const accepted = this.record(token);
     // The value's last byte ends the sequence, even on its last allowed token; a stop string that ended it

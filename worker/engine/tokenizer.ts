@@ -223,7 +223,14 @@ export function tokenizerFromFiles(files: TokenizerFiles): Tokenizer {
     decode,
     applyChatTemplate,
     templateTakesTools: templateSource !== null && /\btools\b/.test(templateSource),
-    reasoning: reasoningTemplate(templateSource, () => applyChatTemplate([{ role: "user", content: "?" }])),
+    reasoning: reasoningTemplate(
+      templateSource,
+      () => applyChatTemplate([{ role: "user", content: "?" }]),
+      (text) => {
+        const ids = hf.encode(text, { add_special_tokens: false }).ids;
+        return ids.length === 1 ? ids[0]! : null;
+      },
+    ),
     isSpecial: (id) => specialIds.has(id),
     tokenBytes,
   };
