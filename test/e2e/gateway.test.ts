@@ -790,7 +790,11 @@ describe("the gateway with real workers, through the openai client", () => {
       prompt: "Will it rain in Oslo?",
       tools: {
         forecast: tool({
-          inputSchema: z.object({ city: z.string().max(10), days: z.number().int() }),
+          // Strict, so the schema holds in full (a lenient one is read without what only narrows values, as
+          // OpenAI does not enforce those); a pattern rather than .max(10): zod counts UTF-16 units, JSON
+          // Schema's maxLength code points, so a character outside the BMP would count twice here.
+          strict: true,
+          inputSchema: z.object({ city: z.string().regex(/^[A-Za-z ]{1,10}$/), days: z.number().int() }),
           execute: async (input) => {
             calls.push(input);
             return { rain: true };
