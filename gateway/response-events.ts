@@ -3,7 +3,7 @@
 // or a call's argument deltas, then their .done events and .output_item.done; last response.completed (or .incomplete when
 // max_output_tokens cut it) carrying the whole response. Every event has the next sequence_number. The
 // writer keeps the output so far, so the last event's response is the one a non-streamed request gets.
-import type { ChatTokenLogprob, ToolCall } from "../schema/api.ts";
+import type { ChatTokenLogprob } from "../schema/api.ts";
 import type {
   FunctionCallOutput,
   OutputItem,
@@ -102,9 +102,9 @@ export class ResponseEvents {
     return events;
   }
 
-  /** A call streamed as it is generated: its item opens once its name is known. */
+  /** A call streamed as it is generated: its item opens once its name is known (the call before it done). */
   callStart(callId: string, name: string): NumberedEvent[] {
-    const closed = this.closeReasoning("completed");
+    const closed = [...this.closeReasoning("completed"), ...(this.call ? this.closeCall("completed") : [])];
     const item: FunctionCallOutput = {
       type: "function_call",
       id: this.ids.functionCall(this.output.length),
@@ -132,17 +132,6 @@ export class ResponseEvents {
         delta,
       }),
     ];
-  }
-
-  /** Whole calls, known only once the text is complete ("auto" tool choice). */
-  calls(calls: readonly ToolCall[]): NumberedEvent[] {
-    const events: NumberedEvent[] = [];
-    for (const call of calls) {
-      events.push(...this.callStart(call.id, call.function.name));
-      events.push(...this.callArguments(call.function.arguments));
-      events.push(...this.closeCall("completed"));
-    }
-    return events;
   }
 
   /**

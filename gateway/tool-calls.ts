@@ -210,49 +210,12 @@ export function toolCallsIn(text: string, plan: ToolPlan, id: string): ToolCall[
 
 const MISTRAL_CALLS = "[TOOL_CALLS]";
 const TAGGED_CALL = "<tool_call>";
-/** How an answer that is a call may begin: what a stream holds back until it knows. */
-const CALL_OPENINGS = ["{", "[", TAGGED_CALL];
 
 function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {
     return undefined;
-  }
-}
-
-/**
- * A streamed choice's text while it may still be calls: held back as long as it could be (all of it, when a
- * call is forced; with "auto", while it is blank or begins like a call: "{", "[", "<tool_call>"), passed on
- * once it cannot.
- */
-export class ToolCallStream {
-  private held = "";
-  /** Known not to be calls: text goes out as it comes. */
-  private passing = false;
-
-  constructor(private readonly plan: ToolPlan) {}
-
-  /** The text to send now (held text included once it is known not to be a call). */
-  push(text: string): string {
-    if (this.passing) return text;
-    this.held += text;
-    const start = this.held.trimStart();
-    const mayBeCall = CALL_OPENINGS.some((opening) => start.startsWith(opening) || opening.startsWith(start));
-    if (this.plan.forced || mayBeCall) return "";
-    this.passing = true;
-    const out = this.held;
-    this.held = "";
-    return out;
-  }
-
-  /** At the end: the calls the held text makes, or the held text to send as content. */
-  end(id: string): { calls: ToolCall[] } | { text: string } {
-    const calls = this.passing ? null : toolCallsIn(this.held, this.plan, id);
-    if (calls) return { calls };
-    const text = this.held;
-    this.held = "";
-    return { text };
   }
 }
 

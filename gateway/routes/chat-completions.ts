@@ -10,6 +10,7 @@ import type { Handler } from "hono";
 import { type ChatCompletion, type ChatCompletionChunk, ChatCompletionRequest } from "../../schema/api.ts";
 import type { Final, TokenLogprob } from "../../schema/wire.ts";
 import { admitChat } from "../admission.ts";
+import { AutoCallStream } from "../auto-call-stream.ts";
 import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
@@ -19,7 +20,7 @@ import { resolveModel } from "../models.ts";
 import { ReasoningSplit, splitReply } from "../reasoning.ts";
 import { readBody } from "../request-body.ts";
 import { serveTier } from "../service-tier.ts";
-import { RequiredCallStream, type ToolCallDelta, ToolCallStream, toolCallsIn } from "../tool-calls.ts";
+import { RequiredCallStream, type ToolCallDelta, toolCallsIn } from "../tool-calls.ts";
 import { begin, finishReasonOf, openStream, streamResponse, usageOf } from "./inference.ts";
 
 export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
@@ -102,7 +103,9 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       const required = choices.map((_, index) =>
         tools?.forced ? new RequiredCallStream(callId(index)) : null,
       );
-      const calls = choices.map(() => (tools && !tools.forced ? new ToolCallStream(tools) : null));
+      const calls = choices.map((_, index) =>
+        tools && !tools.forced ? new AutoCallStream(tools, callId(index)) : null,
+      );
       const splits = choices.map(() => (reasoning ? new ReasoningSplit(reasoning.opened) : null));
       const callDeltas = (index: number, deltas: ToolCallDelta[]) =>
         chunk({ index, delta: { tool_calls: deltas }, logprobs: null, finish_reason: null });
@@ -131,9 +134,15 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           return;
         }
         const stream = calls[index];
-        const out = stream ? stream.push(text) : text;
-        if (stream && out === "") return;
-        if (out !== "" || (wantLogprobs && held.length > 0)) yield content(index, out, held.splice(0));
+        if (stream) {
+          const out = stream.push(text);
+          if (out.calls.length > 0) {
+            held.length = 0;
+            yield callDeltas(index, out.calls);
+          } else if (out.text !== "") yield content(index, out.text, held.splice(0));
+          return;
+        }
+        if (text !== "" || (wantLogprobs && held.length > 0)) yield content(index, text, held.splice(0));
         else held.length = 0;
       }
       for await (const { index, step } of interleave(choices)) {
@@ -155,13 +164,11 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
             yield chunk({ index, delta: {}, logprobs: null, finish_reason: finish });
             continue;
           }
-          const end = calls[index]?.end(callId(index));
+          const end = calls[index]?.end();
           if (end && "calls" in end) {
-            yield callDeltas(
-              index,
-              end.calls.map((c, k) => ({ index: k, ...c })),
-            );
-            yield chunk({ index, delta: {}, logprobs: null, finish_reason: "tool_calls" });
+            if (end.calls.length > 0) yield callDeltas(index, end.calls);
+            const finish = end.cut ? finishReasonOf(step.value) : "tool_calls";
+            yield chunk({ index, delta: {}, logprobs: null, finish_reason: finish });
             continue;
           }
           if (end && end.text !== "") yield content(index, end.text, held.splice(0));

@@ -8,6 +8,7 @@
 import type { Handler } from "hono";
 import { InputItemsQuery, ResponseCreateRequest, type ResponseObject } from "../../schema/responses-api.ts";
 import type { TokenLogprob } from "../../schema/wire.ts";
+import { AutoCallStream } from "../auto-call-stream.ts";
 import { cancelBackgroundJob, queueBackgroundResponse } from "../batches.ts";
 import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
@@ -41,7 +42,7 @@ import {
   saveResponse,
 } from "../response-store.ts";
 import { serveTier } from "../service-tier.ts";
-import { RequiredCallStream, type ToolCallDelta, ToolCallStream, toolCallsIn } from "../tool-calls.ts";
+import { RequiredCallStream, type ToolCallDelta, toolCallsIn } from "../tool-calls.ts";
 import { begin, openStream, streamResponse } from "./inference.ts";
 
 function responseNotFound(id: string, param = "response_id"): ApiError {
@@ -151,7 +152,7 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       // As in chat: a required call streams as it is generated; with "auto" the text is held while it may
       // still be calls (gateway/tool-calls.ts), its logprobs with it.
       const required = tools?.forced ? new RequiredCallStream(ids.callId) : null;
-      const auto = tools && !tools.forced ? new ToolCallStream(tools) : null;
+      const auto = tools && !tools.forced ? new AutoCallStream(tools, ids.callId) : null;
       const callEvents = (deltas: ToolCallDelta[]) =>
         deltas.flatMap(({ id, function: { name, arguments: args } }) => [
           ...(id !== undefined && name !== undefined ? writer.callStart(id, name) : []),
@@ -166,10 +167,16 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
           yield* callEvents(required.push(text));
           return;
         }
-        const out = auto ? auto.push(text) : text;
-        if (auto && out === "") return;
-        if (out !== "" || (wantLogprobs && held.length > 0))
-          yield* writer.text(out, chatLogprobs(held.splice(0)));
+        if (auto) {
+          const out = auto.push(text);
+          if (out.calls.length > 0) {
+            held.length = 0;
+            yield* callEvents(out.calls);
+          } else if (out.text !== "") yield* writer.text(out.text, chatLogprobs(held.splice(0)));
+          return;
+        }
+        if (text !== "" || (wantLogprobs && held.length > 0))
+          yield* writer.text(text, chatLogprobs(held.splice(0)));
         else held.length = 0;
       }
       for await (const { step } of interleave(choices)) {
@@ -180,8 +187,8 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
             if (rest.content !== "") yield* answer(rest.content);
           }
           if (required) yield* callEvents(required.end());
-          const end = auto?.end(ids.callId);
-          if (end && "calls" in end) yield* writer.calls(end.calls);
+          const end = auto?.end();
+          if (end && "calls" in end) yield* callEvents(end.calls);
           else if (end && end.text !== "") yield* writer.text(end.text, chatLogprobs(held.splice(0)));
           const finished = writer.finish(step.value, nowSeconds(), split?.reasoningTokens ?? 0);
           await keep(finished.response);

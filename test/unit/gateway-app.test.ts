@@ -8,7 +8,7 @@ import { InProcessBroker } from "../../bus/in-process.ts";
 import { openDb } from "../../db/open.ts";
 import { BaseCatalog } from "../../gateway/bases.ts";
 import { claimKey } from "../../gateway/idempotency-keys.ts";
-import { ChatCompletion, Completion, ErrorBody, ModelList } from "../../schema/api.ts";
+import { ChatCompletion, ChatCompletionChunk, Completion, ErrorBody, ModelList } from "../../schema/api.ts";
 import { idempotencyKeys } from "../../schema/db.ts";
 import type { InferenceRequest } from "../../schema/wire.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
@@ -594,6 +594,51 @@ describe("bad input", () => {
       null,
       "messages.1.tool_calls.0.function.arguments",
     );
+  });
+
+  it("streams an auto answer's calls as they are written, and its text as text", async () => {
+    const tools = [
+      { type: "function", function: { name: "weather", parameters: { type: "object" } } },
+      { type: "function", function: { name: "time" } },
+    ];
+    const streamed = async () =>
+      (await events(await chat({ tools, stream: true })))
+        .filter((e) => e !== "[DONE]")
+        .map((e) => ChatCompletionChunk.parse(JSON.parse(e)).choices[0]);
+    // Hermes-style calls, two of them, a token at a time.
+    worker.behaviour = () => ({
+      say: [
+        "<tool_call>",
+        '{"name": "weather", ',
+        '"arguments": {"city": ',
+        '"Oslo"}}',
+        "</tool_call>",
+        "<tool_call>",
+        '{"name":"time","arguments":{}}',
+        "</tool_call>",
+      ],
+    });
+    const choices = await streamed();
+    const calls = choices.flatMap((c) => c?.delta.tool_calls ?? []);
+    expect(calls).toEqual([
+      {
+        index: 0,
+        id: expect.stringMatching(/^call_/),
+        type: "function",
+        function: { name: "weather", arguments: "" },
+      },
+      { index: 0, function: { arguments: '{"city":' } },
+      { index: 0, function: { arguments: '"Oslo"}' } },
+      { index: 1, id: `${calls[0]!.id}_1`, type: "function", function: { name: "time", arguments: "" } },
+      { index: 1, function: { arguments: "{}" } },
+    ]);
+    expect(choices.some((c) => c?.delta.content)).toBe(false);
+    expect(choices.at(-1)?.finish_reason).toBe("tool_calls");
+    // Not calls: the text goes out, the brace it began with included.
+    worker.behaviour = () => ({ say: ["{", "not", " a call"] });
+    const text = await streamed();
+    expect(text.map((c) => c?.delta.content ?? "").join("")).toBe("{not a call");
+    expect(text.at(-1)?.finish_reason).toBe("stop");
   });
 
   it("takes JSON mode where the messages mention JSON, as OpenAI does, and tells the worker", async () => {

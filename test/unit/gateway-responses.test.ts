@@ -179,6 +179,52 @@ describe("POST /v1/responses", () => {
     expect(stored).toEqual({ ...last.response, output_text: text });
   });
 
+  it("streams an auto answer's calls as they are written, each its own function_call item", async () => {
+    worker.behaviour = () => ({
+      say: [
+        "[TOOL_CALLS] [",
+        '{"name":"weather","arguments":{"city":',
+        '"Oslo"}},',
+        '{"name":"time","arguments":{}}',
+        "]",
+      ],
+    });
+    try {
+      const tools = [
+        { type: "function" as const, name: "weather", parameters: { type: "object" }, strict: false },
+        { type: "function" as const, name: "time", parameters: null, strict: false },
+      ];
+      const stream = await client.responses.create({
+        model: BASE,
+        input: "Weather and time?",
+        tools,
+        stream: true,
+      });
+      const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+      for await (const event of stream) events.push(event);
+      const calls = events.filter((e) => e.type !== "response.created" && e.type !== "response.in_progress");
+      expect(calls.map((e) => [e.type, "output_index" in e ? e.output_index : null])).toEqual([
+        ["response.output_item.added", 0],
+        ["response.function_call_arguments.delta", 0],
+        ["response.function_call_arguments.delta", 0],
+        ["response.function_call_arguments.done", 0],
+        ["response.output_item.done", 0],
+        ["response.output_item.added", 1],
+        ["response.function_call_arguments.delta", 1],
+        ["response.function_call_arguments.done", 1],
+        ["response.output_item.done", 1],
+        ["response.completed", null],
+      ]);
+      const done = events.at(-1) as OpenAI.Responses.ResponseCompletedEvent;
+      expect(done.response.output).toMatchObject([
+        { type: "function_call", name: "weather", arguments: '{"city":"Oslo"}', status: "completed" },
+        { type: "function_call", name: "time", arguments: "{}", status: "completed" },
+      ]);
+    } finally {
+      worker.behaviour = () => "reply";
+    }
+  });
+
   it("serves service_tier flex as a batch line is, and says so", async () => {
     const flex = await client.responses.create({
       model: BASE,

@@ -1,13 +1,12 @@
 // Function calling's pieces: which tools and choices are taken, the schema a required call is generated
 // under, how the conversation reaches a template with and without tools support, which answers are calls
-// (in each form instruction templates use), and what a stream holds back while an answer may still be.
+// (in each form instruction templates use), and how a required call streams.
 import { describe, expect, it } from "vitest";
 import type { ApiError } from "../../gateway/errors.ts";
 import {
   forcedCallFormat,
   planTools,
   RequiredCallStream,
-  ToolCallStream,
   type ToolPlan,
   toolCallsIn,
   toolMessages,
@@ -244,32 +243,6 @@ describe("an answer that is calls", () => {
     ]) {
       expect(toolCallsIn(text, plan, "c"), text).toBeNull();
     }
-  });
-
-  it("is held back in a stream while it may be, and text passes once it cannot", () => {
-    const auto = new ToolCallStream(plan);
-    expect([auto.push("  "), auto.push('{"name":'), auto.push('"get_time","arguments":{}}')]).toEqual([
-      "",
-      "",
-      "",
-    ]);
-    expect(auto.end("c")).toEqual({ calls: [call("get_time", "{}")] });
-    const tagged = new ToolCallStream(plan);
-    expect([
-      tagged.push("<tool"),
-      tagged.push('_call>{"name":"get_time","arguments":{}}</tool_call>'),
-    ]).toEqual(["", ""]);
-    expect(tagged.end("c")).toEqual({ calls: [call("get_time", "{}")] });
-    const text = new ToolCallStream(plan);
-    expect([text.push(" "), text.push("Hello"), text.push(" there")]).toEqual(["", " Hello", " there"]);
-    expect(text.end("c")).toEqual({ text: "" });
-    const angle = new ToolCallStream(plan);
-    expect([angle.push("<to"), angle.push("p>")]).toEqual(["", "<top>"]);
-    const brace = new ToolCallStream(plan);
-    brace.push("{not json");
-    expect(brace.end("c")).toEqual({ text: "{not json" });
-    const forced = new ToolCallStream({ ...plan, forced: ["get_time"] });
-    expect(forced.push("Hello")).toBe("");
   });
 });
 
