@@ -35,6 +35,9 @@ type Common = Pick<
   | "top_k"
   | "min_p"
   | "repetition_penalty"
+  | "min_tokens"
+  | "ignore_eos"
+  | "stop_token_ids"
   | "seed"
   | "stop"
   | "presence_penalty"
@@ -237,12 +240,26 @@ function admit(
   }
   const stop = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
   const bias = logitBias(body.logit_bias, base.tokenizer.vocabSize);
+  const vocab = base.tokenizer.vocabSize;
+  const outside = body.stop_token_ids?.find((id) => id >= vocab);
+  if (outside !== undefined) {
+    throw invalidRequest(
+      `stop_token_ids: ${outside} is outside the vocabulary of ${vocab}`,
+      "stop_token_ids",
+    );
+  }
   // What the request leaves out comes from the base's generation_config.json, else OpenAI's (and vLLM's) defaults.
   const defaults = base.samplingDefaults;
+  const maxTokens = requestedMaxTokens ?? Math.min(defaults.max_tokens ?? room, room);
+  const minTokens = body.min_tokens ?? 0;
+  if (minTokens > maxTokens) {
+    throw invalidRequest(`min_tokens (${minTokens}) must not exceed max_tokens (${maxTokens})`, "min_tokens");
+  }
+  const eos = body.ignore_eos === true ? [] : base.tokenizer.eosTokenIds;
   return {
     promptTokenIds,
     sampling: {
-      max_tokens: requestedMaxTokens ?? Math.min(defaults.max_tokens ?? room, room),
+      max_tokens: maxTokens,
       temperature: body.temperature ?? defaults.temperature ?? 1,
       top_p: body.top_p ?? defaults.top_p ?? 1,
       // -1 is vLLM's "off", 0 the wire's.
@@ -253,8 +270,10 @@ function admit(
       frequency_penalty: body.frequency_penalty ?? 0,
       repetition_penalty: body.repetition_penalty ?? defaults.repetition_penalty ?? 1,
       ...(bias.length > 0 ? { logit_bias: bias } : {}),
+      min_tokens: minTokens,
+      ignore_eos: body.ignore_eos === true,
       stop,
-      stop_token_ids: [...base.tokenizer.eosTokenIds],
+      stop_token_ids: [...new Set([...eos, ...(body.stop_token_ids ?? [])])],
       logprobs: logprobs.on,
       top_logprobs: logprobs.top,
     },

@@ -56,6 +56,12 @@ export const ExtraSampling = {
   min_p: z.number().min(0).max(1).nullable().optional(),
   /** Hugging Face's: above 1 discourages every token of the prompt and output; 1 = off. */
   repetition_penalty: z.number().gt(0).nullable().optional(),
+  /** No stop token or stop string ends the answer before this many tokens. */
+  min_tokens: z.int().min(0).nullable().optional(),
+  /** The base's end-of-sequence tokens do not end the answer (benchmark clients send it). */
+  ignore_eos: z.boolean().nullable().optional(),
+  /** More tokens that end the answer, ids of the base's vocabulary. */
+  stop_token_ids: z.array(z.int().min(0)).max(256, "at most 256 token ids").nullable().optional(),
 };
 const PositiveInt = z.int().positive().nullable();
 

@@ -153,6 +153,10 @@ export const SamplingParams = z.object({
   frequency_penalty: z.number().min(-2).max(2),
   /** 1 disables it. */
   repetition_penalty: z.number().positive(),
+  /** Neither stop tokens nor stop strings end the sequence before this many tokens. Absent from older gateways. */
+  min_tokens: count.default(0),
+  /** The tokenizer's eos ids are no stop tokens: only stop_token_ids are. Absent from older gateways. */
+  ignore_eos: z.boolean().default(false),
   /** OpenAI's logit_bias as [token id, bias] pairs, each token once; absent = none. */
   logit_bias: z.array(z.tuple([tokenId, z.number().min(-100).max(100)])).optional(),
   stop: z.array(z.string().min(1)),
@@ -188,6 +192,8 @@ export function greedySampling(maxTokens: number): SamplingParams {
     presence_penalty: 0,
     frequency_penalty: 0,
     repetition_penalty: 1,
+    min_tokens: 0,
+    ignore_eos: false,
     stop: [],
     stop_token_ids: [],
     logprobs: false,

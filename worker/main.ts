@@ -492,7 +492,13 @@ export class LuminetWorker {
       },
       limits: {
         maxTokens: sampling.max_tokens,
-        stopTokenIds: [...new Set([...this.tokenizer.eosTokenIds, ...sampling.stop_token_ids])],
+        stopTokenIds: [
+          ...new Set([
+            ...(sampling.ignore_eos ? [] : this.tokenizer.eosTokenIds),
+            ...sampling.stop_token_ids,
+          ]),
+        ],
+        minTokens: sampling.min_tokens,
         stopStrings: sampling.stop,
         ...(json ? { json } : {}),
         ...(json && tags ? { reasoning: tags } : {}),

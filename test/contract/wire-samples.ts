@@ -29,6 +29,8 @@ export function sampleRequest(overrides: Partial<InferenceRequest> = {}): Infere
       presence_penalty: 0,
       frequency_penalty: 0.5,
       repetition_penalty: 1.1,
+      min_tokens: 2,
+      ignore_eos: false,
       stop: ["\n\n"],
       stop_token_ids: [2],
       logprobs: true,

@@ -245,6 +245,33 @@ describe("the gateway with real workers, through the openai client", () => {
     expect(await text({ temperature: 1.5, seed: 3, min_p: 1 })).toBe(greedy);
   });
 
+  it("ends on vLLM's stop_token_ids, held off by its min_tokens", async () => {
+    const [x] = loadTokenizer(modelDir).encode("x", { addSpecialTokens: false });
+    // A bias that makes the caller's stop token the answer's every pick.
+    const request = {
+      model: BASE,
+      messages,
+      max_tokens: 12,
+      temperature: 0,
+      logit_bias: { [String(x)]: 100 },
+    };
+    const answer = async (extra: Record<string, unknown>) => {
+      const completion = await client.chat.completions.create({ ...request, ...extra });
+      const choice = completion.choices[0]!;
+      return {
+        finish: choice.finish_reason,
+        tokens: completion.usage!.completion_tokens,
+        text: choice.message.content,
+      };
+    };
+    expect(await answer({})).toMatchObject({ finish: "length", tokens: 12, text: "x".repeat(12) });
+    expect(await answer({ stop_token_ids: [x] })).toEqual({ finish: "stop", tokens: 1, text: "" });
+    // min_tokens 5: five tokens that are not the stop token, then the stop token.
+    const held = await answer({ stop_token_ids: [x], min_tokens: 5 });
+    expect(held).toMatchObject({ finish: "stop", tokens: 6 });
+    expect(held.text).not.toContain("x");
+  });
+
   it("serves legacy completions, streaming and not", async () => {
     const completion = await client.completions.create({
       model: BASE,

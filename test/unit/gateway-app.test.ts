@@ -199,6 +199,21 @@ describe("chat completions", () => {
     expect(lastRequest().sampling.max_tokens).toBe(CONTEXT - lastRequest().prompt_token_ids.length);
   });
 
+  it("takes vLLM's min_tokens, ignore_eos and stop_token_ids, and refuses what cannot be honoured", async () => {
+    const eos = loadTokenizer(h.modelDir).eosTokenIds;
+    await chat();
+    expect(lastRequest().sampling).toMatchObject({ min_tokens: 0, ignore_eos: false, stop_token_ids: eos });
+    await chat({ max_tokens: 8, min_tokens: 5, stop_token_ids: [65, 66, 65] });
+    expect(lastRequest().sampling).toMatchObject({ min_tokens: 5, stop_token_ids: [...eos, 65, 66] });
+    await chat({ ignore_eos: true, stop_token_ids: [65] });
+    expect(lastRequest().sampling).toMatchObject({ ignore_eos: true, stop_token_ids: [65] });
+    const before = worker.received.length;
+    await expectError(await chat({ max_tokens: 4, min_tokens: 5 }), 400, null, "min_tokens");
+    await expectError(await chat({ stop_token_ids: [1, 99999] }), 400, null, "stop_token_ids");
+    await expectError(await chat({ stop_token_ids: [-1] }), 400, null, "stop_token_ids.0");
+    expect(worker.received.length).toBe(before);
+  });
+
   it("defaults max_tokens to the room left in the context", async () => {
     await chat();
     const sent = lastRequest();

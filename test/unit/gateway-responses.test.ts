@@ -50,7 +50,14 @@ async function chatPrompt(messages: OpenAI.ChatCompletionMessageParam[]): Promis
 
 describe("POST /v1/responses", () => {
   it("takes the sampling parameters, vLLM's beyond OpenAI's too, and echoes OpenAI's", async () => {
-    const extra = { top_k: 5, min_p: 0.1, repetition_penalty: 1.2 };
+    const extra = {
+      top_k: 5,
+      min_p: 0.1,
+      repetition_penalty: 1.2,
+      min_tokens: 1,
+      ignore_eos: true,
+      stop_token_ids: [7],
+    };
     const response = await client.responses.create({
       model: BASE,
       input: "Hi",

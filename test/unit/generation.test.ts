@@ -272,6 +272,44 @@ describe("a reasoning model's structured answer", () => {
   });
 });
 
+describe("min_tokens", () => {
+  it("holds off stop tokens, drawn from whole rows, and stop strings until the sequence has that many", () => {
+    const eos = tokenizer.eosTokenIds[0]!;
+    const out = new SequenceOutput(tokenizer, GREEDY, [1, 2, 3], {
+      maxTokens: 16,
+      maxContext: 96,
+      stopTokenIds: [eos],
+      stopStrings: ["a"],
+      minTokens: 3,
+    });
+    const [a] = tokenizer.encode("a", { addSpecialTokens: false });
+    // Each row favours the stop token, then "a" (a stop string).
+    const row = () => {
+      const logits = new Float32Array(tokenizer.vocabSize);
+      logits[eos] = 20;
+      logits[a!] = 10;
+      return logits;
+    };
+    // The engine must send whole rows: a greedy pick on the device could be the stop token.
+    expect(out.decodeChoice).toBeNull();
+    expect(out.accept(row())).toMatchObject({ text: "a", finish: null });
+    expect(out.accept(row())).toMatchObject({ text: "a", finish: null });
+    // The third token is the min_tokens-th: a stop string ends the sequence there, as vLLM checks it.
+    expect(out.accept(row())).toMatchObject({ text: "", finish: "stop" });
+    const later = new SequenceOutput(tokenizer, GREEDY, [1, 2, 3], {
+      maxTokens: 16,
+      maxContext: 96,
+      stopTokenIds: [eos],
+      minTokens: 2,
+    });
+    expect(later.accept(row()).token.token).toBe(a);
+    expect(later.accept(row()).token.token).toBe(a);
+    // From the token after the min_tokens-th, a stop token may be drawn, and picked on the device.
+    expect(later.decodeChoice).toEqual({ kind: "argmax" });
+    expect(later.accept(row())).toMatchObject({ finish: "stop", stopToken: true });
+  });
+});
+
 describe("a sequence's last text at a stop token", () => {
   function output(stopStrings: string[] = []): SequenceOutput {
     return new SequenceOutput(tokenizer, GREEDY, [1, 2, 3], { maxTokens: 16, maxContext: 96, stopStrings });

@@ -15,6 +15,8 @@ export interface SequenceLimits {
   /** Defaults to the tokenizer's eos ids. */
   stopTokenIds?: readonly number[];
   stopStrings?: readonly string[];
+  /** Neither a stop token (never drawn) nor a stop string ends the sequence before this many tokens. */
+  minTokens?: number;
   /**
    * The output is one JSON value of this schema and ends when it is complete (json-mode.ts): ANY_OBJECT for
    * OpenAI's JSON mode, a compiled json_schema for structured outputs. Absent: text.
@@ -51,6 +53,8 @@ export class SequenceOutput {
   private readonly json: JsonMode | null;
   /** Set in JSON mode after reasoning: what may be drawn before the value. */
   private readonly gate: ReasoningGate | null;
+  /** The row with the stop tokens masked, while min_tokens holds them off. */
+  private unstoppable = new Float32Array(0);
 
   constructor(
     tokenizer: Tokenizer,
@@ -75,7 +79,12 @@ export class SequenceOutput {
    * never in JSON mode, which masks the whole row.
    */
   get decodeChoice(): DecodeChoice | null {
-    return this.json ? null : this.sampler.decodeChoice;
+    return this.json || this.belowMinimum ? null : this.sampler.decodeChoice;
+  }
+
+  /** min_tokens still holds off the stop tokens and stop strings. */
+  private get belowMinimum(): boolean {
+    return this.tokens.length < (this.limits.minTokens ?? 0);
   }
 
   /**
@@ -91,7 +100,7 @@ export class SequenceOutput {
       typeof row === "number"
         ? this.sampler.take(row)
         : row instanceof Float32Array
-          ? this.sampler.sample(row)
+          ? this.sampler.sample(this.belowMinimum ? this.withoutStopTokens(row) : row)
           : this.sampler.sampleCandidates(row);
     if (!token) return null;
     return this.record(token);
@@ -129,14 +138,26 @@ export class SequenceOutput {
     return { ...accepted, text: accepted.text + this.flush(), finish: "stop" };
   }
 
+  /** A copy of the row in which no stop token can be drawn. */
+  private withoutStopTokens(row: Float32Array): Float32Array {
+    if (this.unstoppable.length !== row.length) this.unstoppable = new Float32Array(row.length);
+    this.unstoppable.set(row);
+    for (const id of this.stopIds) if (id < row.length) this.unstoppable[id] = Number.NEGATIVE_INFINITY;
+    return this.unstoppable;
+  }
+
   /** Appends a drawn token: its text, and whether it ends the sequence. */
   private record(token: SampledToken): Accepted {
     this.tokens.push(token);
+    // As vLLM checks them: no stop string ends the sequence before its min_tokens-th token (a stop token
+    // cannot be drawn before the token after it).
+    const stopsApply = !this.belowMinimum;
     // Nothing follows a stop token: text held back for a possible stop string, and an incomplete
     // character (as U+FFFD, like a full decode), are the sequence's last text.
     if (this.stopIds.includes(token.token))
       return { token, text: this.flush(), finish: "stop", stopToken: true };
-    const { emit, stopped } = this.applyStopStrings(this.detokenizer.push(token.token));
+    const delta = this.detokenizer.push(token.token);
+    const { emit, stopped } = stopsApply ? this.applyStopStrings(delta) : { emit: delta, stopped: false };
     this.text += emit;
     if (stopped) return { token, text: emit, finish: "stop", stopToken: false };
     const full = this.promptTokens.length + this.tokens.length >= this.limits.maxContext;
