@@ -10,7 +10,7 @@ import { type BaseArchitecture, baseModels } from "../schema/db.ts";
 import { ARCHITECTURE_CLASSES, loadModelConfig, type ModelConfig } from "../worker/engine/model-config.ts";
 import { loadTokenizer, type Tokenizer } from "../worker/engine/tokenizer.ts";
 import type { BaseModelInfo } from "./bases.ts";
-import { samplingDefaultsOf } from "./sampling-defaults.ts";
+import { type SamplingDefaultsSource, samplingDefaultsOf } from "./sampling-defaults.ts";
 
 export interface BaseModelSource {
   name: string;
@@ -42,6 +42,8 @@ export function parseBaseModelSource(spec: string): BaseModelSource {
 export interface LoadBaseOptions {
   /** Context length to register when the base has no row yet; default the model's max positions. */
   contextLength?: number;
+  /** "openai": the generation_config.json's sampling values are not defaults; default "model". */
+  samplingDefaults?: SamplingDefaultsSource;
 }
 
 export async function loadBaseModel(
@@ -70,10 +72,10 @@ export async function registerBaseModel(
   },
   options: LoadBaseOptions = {},
 ): Promise<BaseModelInfo> {
-  const samplingDefaults = samplingDefaultsOf(
-    base.generationConfig,
-    `base ${base.name}: generation_config.json`,
-  );
+  const samplingDefaults =
+    options.samplingDefaults === "openai"
+      ? {}
+      : samplingDefaultsOf(base.generationConfig, `base ${base.name}: generation_config.json`);
   await db
     .insert(baseModels)
     .values({

@@ -12,7 +12,7 @@ import { type Meter, startMeter } from "../meter/meter.ts";
 import { openWritableBlobStore } from "../worker/adapters/blob-store.ts";
 import { AdapterSources } from "./adapter-sources.ts";
 import { createApp } from "./app.ts";
-import { type BaseModelSource, loadBaseModel } from "./base-loader.ts";
+import { type BaseModelSource, type LoadBaseOptions, loadBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
 import { batchRoom, DEFAULT_BATCH_FILL } from "./batch-room.ts";
 import { BatchRunner } from "./batch-runner.ts";
@@ -22,6 +22,7 @@ import type { ScaleOptions } from "./fleet-scale.ts";
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { mountMetricsRoute, prometheusMetrics } from "./prometheus.ts";
 import { ResponseRetention } from "./response-retention.ts";
+import type { SamplingDefaultsSource } from "./sampling-defaults.ts";
 
 export interface ServedApp {
   /** e.g. "http://127.0.0.1:8080" */
@@ -93,8 +94,12 @@ export function startBatchRunner(
   return runner;
 }
 
-export async function loadBaseCatalog(db: Db, models: readonly BaseModelSource[]): Promise<BaseCatalog> {
-  return new BaseCatalog(await Promise.all(models.map((m) => loadBaseModel(db, m))));
+export async function loadBaseCatalog(
+  db: Db,
+  models: readonly BaseModelSource[],
+  options: LoadBaseOptions = {},
+): Promise<BaseCatalog> {
+  return new BaseCatalog(await Promise.all(models.map((m) => loadBaseModel(db, m, options))));
 }
 
 export interface NodeGatewayOptions {
@@ -106,6 +111,8 @@ export interface NodeGatewayOptions {
   namespace?: string;
   /** The base models served, each with the folder holding its tokenizer and config. */
   models: readonly BaseModelSource[];
+  /** Whether a request's sampling defaults come from each base's generation_config.json; default "model". */
+  samplingDefaults?: SamplingDefaultsSource;
   /** Also run the usage meter (NATS usage events into billing rows) in this process. */
   withMeter?: boolean;
   /**
@@ -147,7 +154,9 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       connectionName: "luminet-gateway",
       ...(options.namespace ? { namespace: options.namespace } : {}),
     });
-    const bases = await loadBaseCatalog(db, options.models);
+    const bases = await loadBaseCatalog(db, options.models, {
+      ...(options.samplingDefaults ? { samplingDefaults: options.samplingDefaults } : {}),
+    });
     if (options.withMeter) meter = await startMeter({ bus, db, logger });
     const adapterStorage = new NodeAdapterStorage({
       blobs: openWritableBlobStore(options.blobs ?? ".luminet/blobs"),

@@ -26,6 +26,21 @@ const GenerationConfig = z.object({
   max_new_tokens: z.int().positive().nullish(),
 });
 
+/**
+ * Where a gateway takes its bases' defaults from (`--sampling-defaults`, LUMINET_SAMPLING_DEFAULTS): "model",
+ * the generation_config.json; "openai", none (OpenAI's defaults for every base), as vLLM's
+ * `--generation-config vllm`.
+ */
+export const SAMPLING_DEFAULTS_SOURCES = ["model", "openai"] as const;
+export type SamplingDefaultsSource = (typeof SAMPLING_DEFAULTS_SOURCES)[number];
+
+/** A setting's value as a source; throws naming the setting for anything else. */
+export function samplingDefaultsSource(value: string, setting: string): SamplingDefaultsSource {
+  const source = SAMPLING_DEFAULTS_SOURCES.find((s) => s === value);
+  if (!source) throw new Error(`${setting} must be model or openai, got ${value}`);
+  return source;
+}
+
 export class SamplingDefaultsError extends Error {
   override name = "SamplingDefaultsError";
 }

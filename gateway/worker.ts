@@ -27,6 +27,7 @@ import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "./fleet-s
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { R2BlobStore, type R2BucketBinding } from "./r2-blob-store.ts";
 import { DEFAULT_RESPONSE_RETENTION_DAYS, ResponseRetention } from "./response-retention.ts";
+import { samplingDefaultsSource } from "./sampling-defaults.ts";
 
 /** The Worker's bindings: secrets DATABASE_URL and NATS_URL, vars from wrangler.toml. */
 export interface WorkerEnv {
@@ -55,6 +56,8 @@ export interface WorkerEnv {
   LUMINET_ADAPTER_SOURCES?: string;
   /** How long stored Responses API responses are kept, in days; default 30, 0: until deleted. */
   LUMINET_RESPONSE_RETENTION_DAYS?: string;
+  /** "openai": the bases' generation_config.json gives no sampling defaults; default "model". */
+  LUMINET_SAMPLING_DEFAULTS?: string;
   /** Largest Files API upload (a batch's input), in bytes; default 16 MiB, since an isolate reads it whole. */
   LUMINET_MAX_FILE_BYTES?: string;
   /** The autoscaling signal's bounds and headroom, as the Node gateway's --min-workers and the like. */
@@ -132,16 +135,24 @@ function adapterStorage(env: WorkerEnv): AdapterStorage | null {
   });
 }
 
-async function loadCatalog(db: Db, bundled: readonly BundledBase[]): Promise<BaseCatalog> {
+async function loadCatalog(db: Db, bundled: readonly BundledBase[], env: WorkerEnv): Promise<BaseCatalog> {
+  const samplingDefaults = samplingDefaultsSource(
+    env.LUMINET_SAMPLING_DEFAULTS || "model",
+    "LUMINET_SAMPLING_DEFAULTS",
+  );
   return new BaseCatalog(
     await Promise.all(
       bundled.map((base) =>
-        registerBaseModel(db, {
-          name: base.name,
-          config: parseModelConfig(JSON.parse(base.config)),
-          tokenizer: tokenizerFromFiles({ source: `bundled base ${base.name}`, ...base.tokenizer }),
-          generationConfig: base.tokenizer.generationConfig,
-        }),
+        registerBaseModel(
+          db,
+          {
+            name: base.name,
+            config: parseModelConfig(JSON.parse(base.config)),
+            tokenizer: tokenizerFromFiles({ source: `bundled base ${base.name}`, ...base.tokenizer }),
+            generationConfig: base.tokenizer.generationConfig,
+          },
+          { samplingDefaults },
+        ),
       ),
     ),
   );
@@ -191,7 +202,7 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
           deps = gatewayDeps({
             db,
             bus,
-            bases: await loadCatalog(db, bundled),
+            bases: await loadCatalog(db, bundled, env),
             adapterStorage: adapterStorage(env),
             scale: scaleOptions(env),
             responseRetention: ResponseRetention.days(

@@ -10,6 +10,7 @@ import { DEFAULT_BATCH_FILL } from "../../gateway/batch-room.ts";
 import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "../../gateway/fleet-scale.ts";
 import { DEFAULT_BATCH_CONCURRENCY, startNodeGateway } from "../../gateway/node.ts";
 import { DEFAULT_RESPONSE_RETENTION_DAYS } from "../../gateway/response-retention.ts";
+import { samplingDefaultsSource } from "../../gateway/sampling-defaults.ts";
 import { bytes, count, port, seconds } from "../flags.ts";
 import { CliError } from "../run-command.ts";
 import { serviceAction, stopOnSignal } from "../service.ts";
@@ -28,6 +29,7 @@ interface GatewayFlags {
   streamHeadersAfter: string;
   keepAlive: string;
   responseRetentionDays: string;
+  samplingDefaults: string;
   batchConcurrency: string;
   batchFill: string;
   maxFileBytes: string;
@@ -81,6 +83,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     streamHeadersAfterMs: seconds("--stream-headers-after", flags.streamHeadersAfter) * 1000,
     keepAliveMs: seconds("--keep-alive", flags.keepAlive) * 1000,
     responseRetentionDays: count("--response-retention-days", flags.responseRetentionDays, 0),
+    samplingDefaults: samplingDefaultsSource(flags.samplingDefaults, "--sampling-defaults"),
     batchConcurrency: count("--batch-concurrency", flags.batchConcurrency, 0),
     batchFill: share("--batch-fill", flags.batchFill),
     maxFileBytes: bytes("--max-file-bytes", flags.maxFileBytes, 1),
@@ -136,6 +139,11 @@ export function registerGateway(program: Command): void {
       "--keep-alive <seconds>",
       "how often a waiting stream gets an SSE keep-alive comment (LUMINET_KEEP_ALIVE)",
       process.env.LUMINET_KEEP_ALIVE ?? "15",
+    )
+    .option(
+      "--sampling-defaults <source>",
+      "model: what a request leaves out of its sampling comes from each base's generation_config.json, as vLLM serves; openai: OpenAI's defaults (LUMINET_SAMPLING_DEFAULTS)",
+      process.env.LUMINET_SAMPLING_DEFAULTS ?? "model",
     )
     .option(
       "--response-retention-days <days>",

@@ -26,12 +26,13 @@ describe("the luminet command", () => {
     }
   });
 
-  it("refuses the gateway's autoscaling and batch flags out of range before it starts", () => {
+  it("refuses the gateway's autoscaling, batch and sampling flags out of range before it starts", () => {
     for (const [flags, message] of [
       [["--min-workers", "5", "--max-workers", "2"], "--min-workers (5) must not exceed --max-workers (2)"],
       [["--target-utilization", "1.5"], "--target-utilization must be a number in (0, 1]"],
       [["--max-workers", "0"], "--max-workers must be an integer ≥ 1"],
       [["--batch-fill", "0"], "--batch-fill must be a number in (0, 1]"],
+      [["--sampling-defaults", "vllm"], "--sampling-defaults must be model or openai, got vllm"],
     ] as const) {
       const result = luminet("gateway", "--model", "tiny=.", ...flags);
       expect(result.status).toBe(1);

@@ -6,6 +6,7 @@ import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { InProcessBroker } from "../../bus/in-process.ts";
 import { openDb } from "../../db/open.ts";
+import { loadBaseModel } from "../../gateway/base-loader.ts";
 import { BaseCatalog } from "../../gateway/bases.ts";
 import { claimKey } from "../../gateway/idempotency-keys.ts";
 import { ChatCompletion, ChatCompletionChunk, Completion, ErrorBody, ModelList } from "../../schema/api.ts";
@@ -197,6 +198,15 @@ describe("chat completions", () => {
       body: JSON.stringify({ model: BASE, prompt: "Hi" }),
     });
     expect(lastRequest().sampling.max_tokens).toBe(CONTEXT - lastRequest().prompt_token_ids.length);
+    // A gateway told to ignore the file (--sampling-defaults openai) samples at OpenAI's defaults.
+    const openai = await loadBaseModel(h.db, { name: BASE, dir: h.modelDir }, { samplingDefaults: "openai" });
+    expect(openai.samplingDefaults).toEqual({});
+    await h.appWith({ bases: new BaseCatalog([openai]) }).request("/v1/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: BASE, prompt: "Hi" }),
+    });
+    expect(lastRequest().sampling).toMatchObject({ temperature: 1, top_p: 1 });
   });
 
   it("takes vLLM's min_tokens, ignore_eos and stop_token_ids, and refuses what cannot be honoured", async () => {
