@@ -239,8 +239,8 @@ function admit(
     throw contextExceeded(base, prompt, requestedMaxTokens, maxTokensParam);
   }
   const stop = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
-  const bias = logitBias(body.logit_bias, base.tokenizer.vocabSize);
   const vocab = base.tokenizer.vocabSize;
+  const bias = logitBias(body.logit_bias, vocab);
   const outside = body.stop_token_ids?.find((id) => id >= vocab);
   if (outside !== undefined) {
     throw invalidRequest(

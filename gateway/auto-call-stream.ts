@@ -6,8 +6,15 @@
 // (the unstreamed answer's arguments are compact JSON too), then the next call. A call in another form (its
 // name after its arguments, its arguments as JSON text) is held and read whole at the end (toolCallsIn).
 // Once a call has gone out the answer stays calls: text after the last call is dropped.
-import type { ToolCallDelta, ToolPlan } from "./tool-calls.ts";
-import { toolCallsIn } from "./tool-calls.ts";
+import {
+  CALL_OPENINGS,
+  MISTRAL_CALLS,
+  TAGGED_CALL,
+  TAGGED_CALL_END,
+  type ToolCallDelta,
+  type ToolPlan,
+  toolCallsIn,
+} from "./tool-calls.ts";
 
 /** What a piece of the answer gives to send now: content, or pieces of calls (never both). */
 export interface AutoCallOut {
@@ -62,15 +69,10 @@ function jsonString(text: string, at: number): { value: string; end: number } | 
  * the arguments' opening brace. Its name and where the arguments begin, or MORE / NO.
  */
 function callHead(text: string, at: number): { name: string; argumentsAt: number } | number {
-  let i = optional(text, skipSpace(text, at), "<tool_call>");
+  let i = optional(text, skipSpace(text, at), TAGGED_CALL);
   if (i < 0) return i;
-  const steps: ((j: number) => number)[] = [
-    (j) => literal(text, skipSpace(text, j), "{"),
-    (j) => literal(text, skipSpace(text, j), '"name"'),
-    (j) => literal(text, skipSpace(text, j), ":"),
-  ];
-  for (const step of steps) {
-    i = step(i);
+  for (const word of ["{", '"name"', ":"]) {
+    i = literal(text, skipSpace(text, i), word);
     if (i < 0) return i;
   }
   const name = jsonString(text, skipSpace(text, i));
@@ -127,7 +129,7 @@ export class AutoCallStream {
     if (this.mode === "whole") return { text: "", calls: [] };
     if (this.mode === "undecided") {
       const start = this.text.trimStart();
-      const mayBeCall = ["{", "[", "<tool_call>"].some(
+      const mayBeCall = CALL_OPENINGS.some(
         (opening) => start.startsWith(opening) || opening.startsWith(start),
       );
       if (!mayBeCall) {
@@ -161,7 +163,7 @@ export class AutoCallStream {
       const text = this.text;
       switch (this.phase) {
         case "start": {
-          let i = optional(text, skipSpace(text, this.at), "[TOOL_CALLS]");
+          let i = optional(text, skipSpace(text, this.at), MISTRAL_CALLS);
           if (i === MORE) return deltas;
           i = skipSpace(text, i);
           if (i >= text.length) return deltas;
@@ -214,7 +216,7 @@ export class AutoCallStream {
           break;
         }
         case "between": {
-          let i = optional(text, skipSpace(text, this.at), "</tool_call>");
+          let i = optional(text, skipSpace(text, this.at), TAGGED_CALL_END);
           if (i === MORE) return deltas;
           i = skipSpace(text, i);
           if (i >= text.length) {

@@ -154,9 +154,7 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       connectionName: "luminet-gateway",
       ...(options.namespace ? { namespace: options.namespace } : {}),
     });
-    const bases = await loadBaseCatalog(db, options.models, {
-      ...(options.samplingDefaults ? { samplingDefaults: options.samplingDefaults } : {}),
-    });
+    const bases = await loadBaseCatalog(db, options.models, { samplingDefaults: options.samplingDefaults });
     if (options.withMeter) meter = await startMeter({ bus, db, logger });
     const adapterStorage = new NodeAdapterStorage({
       blobs: openWritableBlobStore(options.blobs ?? ".luminet/blobs"),

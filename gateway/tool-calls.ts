@@ -208,8 +208,13 @@ export function toolCallsIn(text: string, plan: ToolPlan, id: string): ToolCall[
   return plan.parallel === false ? calls.slice(0, 1) : calls;
 }
 
-const MISTRAL_CALLS = "[TOOL_CALLS]";
-const TAGGED_CALL = "<tool_call>";
+/** Mistral's mark before its list of calls. */
+export const MISTRAL_CALLS = "[TOOL_CALLS]";
+/** Hermes' and Qwen's tags around each call. */
+export const TAGGED_CALL = "<tool_call>";
+export const TAGGED_CALL_END = "</tool_call>";
+/** How an answer that is calls may begin: what a stream holds back until it knows. */
+export const CALL_OPENINGS = ["{", "[", TAGGED_CALL];
 
 function parseJson(text: string): unknown {
   try {

@@ -99,7 +99,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       }
       const finals: Final[] = [];
       // A required call streams as calls do; with "auto", a choice's text is held while it may be a call
-      // (gateway/tool-calls.ts), its logprobs with it.
+      // and its calls stream once one begins (gateway/auto-call-stream.ts), its logprobs held with it.
       const required = choices.map((_, index) =>
         tools?.forced ? new RequiredCallStream(callId(index)) : null,
       );

@@ -150,7 +150,8 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       const writer = new ResponseEvents(head, ids, wantLogprobs);
       yield* writer.start();
       // As in chat: a required call streams as it is generated; with "auto" the text is held while it may
-      // still be calls (gateway/tool-calls.ts), its logprobs with it.
+      // still be calls and its calls stream once one begins (gateway/auto-call-stream.ts), its logprobs
+      // held with it.
       const required = tools?.forced ? new RequiredCallStream(ids.callId) : null;
       const auto = tools && !tools.forced ? new AutoCallStream(tools, ids.callId) : null;
       const callEvents = (deltas: ToolCallDelta[]) =>

@@ -53,8 +53,8 @@ export class SequenceOutput {
   private readonly json: JsonMode | null;
   /** Set in JSON mode after reasoning: what may be drawn before the value. */
   private readonly gate: ReasoningGate | null;
-  /** The row with the stop tokens masked, while min_tokens holds them off. */
-  private unstoppable = new Float32Array(0);
+  /** A masked copy of the row: no stop token (min_tokens, reasoning), or one forced token (reasoning). */
+  private masked = new Float32Array(0);
 
   constructor(
     tokenizer: Tokenizer,
@@ -67,7 +67,7 @@ export class SequenceOutput {
     this.stopIds = limits.stopTokenIds ?? tokenizer.eosTokenIds;
     this.stops = limits.stopStrings ?? [];
     this.json = limits.json ? new JsonMode(tokenizer, limits.json, this.stopIds) : null;
-    this.gate = limits.json && limits.reasoning ? new ReasoningGate(limits.reasoning, this.stopIds) : null;
+    this.gate = limits.json && limits.reasoning ? new ReasoningGate(limits.reasoning) : null;
   }
 
   get tokenIds(): number[] {
@@ -122,7 +122,11 @@ export class SequenceOutput {
       this.limits.maxContext - this.promptTokens.length - generated,
     );
     const gate = this.gate && !this.gate.answering ? this.gate : null;
-    const masked = gate ? gate.mask(row, budget, json.fewestBytesToEnd) : json.mask(row, budget);
+    let masked: Float32Array;
+    if (gate) {
+      const forced = gate.forced(budget, json.fewestBytesToEnd);
+      masked = forced === null ? this.withoutStopTokens(row) : this.onlyToken(row, forced);
+    } else masked = json.mask(row, budget);
     const drawn = this.sampler.sample(masked);
     // A token refused by the grammar is no alternative: logprobs list only what could have been drawn.
     const token = { ...drawn, top: drawn.top.filter((t) => t.logprob !== Number.NEGATIVE_INFINITY) };
@@ -140,10 +144,24 @@ export class SequenceOutput {
 
   /** A copy of the row in which no stop token can be drawn. */
   private withoutStopTokens(row: Float32Array): Float32Array {
-    if (this.unstoppable.length !== row.length) this.unstoppable = new Float32Array(row.length);
-    this.unstoppable.set(row);
-    for (const id of this.stopIds) if (id < row.length) this.unstoppable[id] = Number.NEGATIVE_INFINITY;
-    return this.unstoppable;
+    const out = this.maskedFor(row);
+    out.set(row);
+    for (const id of this.stopIds) if (id < row.length) out[id] = Number.NEGATIVE_INFINITY;
+    return out;
+  }
+
+  /** A row in which only `token` can be drawn (its logprob 0). */
+  private onlyToken(row: Float32Array, token: number): Float32Array {
+    if (token >= row.length)
+      throw new RangeError(`token ${token} is outside the vocabulary of ${row.length}`);
+    const out = this.maskedFor(row).fill(Number.NEGATIVE_INFINITY);
+    out[token] = 0;
+    return out;
+  }
+
+  private maskedFor(row: Float32Array): Float32Array {
+    if (this.masked.length !== row.length) this.masked = new Float32Array(row.length);
+    return this.masked;
   }
 
   /** Appends a drawn token: its text, and whether it ends the sequence. */
