@@ -25,6 +25,10 @@ export interface Admitted {
   tools?: ToolPlan | null;
   /** Chat: the answer holds reasoning to split off (gateway/reasoning.ts); null for none. */
   reasoning?: ReasoningPlan["split"];
+  /** Completions' echo: the prompt's text, which every answer starts with (and its logprobs with the prompt's). */
+  echo?: string;
+  /** vLLM's prompt_logprobs asked for: how many alternatives each prompt token's entry holds. */
+  promptLogprobs?: number;
 }
 
 type Common = Pick<
@@ -45,6 +49,7 @@ type Common = Pick<
   | "stream"
   | "stream_options"
   | "logit_bias"
+  | "prompt_logprobs"
 >;
 
 /**
@@ -256,6 +261,10 @@ function admit(
     throw invalidRequest(`min_tokens (${minTokens}) must not exceed max_tokens (${maxTokens})`, "min_tokens");
   }
   const eos = body.ignore_eos === true ? [] : base.tokenizer.eosTokenIds;
+  const promptLogprobs = body.prompt_logprobs ?? null;
+  if (promptLogprobs !== null && body.stream === true) {
+    throw invalidRequest("prompt_logprobs is not available with stream: true", "prompt_logprobs");
+  }
   return {
     promptTokenIds,
     sampling: {
@@ -276,10 +285,12 @@ function admit(
       stop_token_ids: [...new Set([...eos, ...(body.stop_token_ids ?? [])])],
       logprobs: logprobs.on,
       top_logprobs: logprobs.top,
+      prompt_logprobs: promptLogprobs,
     },
     choices,
     stream: body.stream === true,
     includeUsage: body.stream === true && body.stream_options?.include_usage === true,
+    ...(promptLogprobs !== null ? { promptLogprobs } : {}),
   };
 }
 
@@ -335,8 +346,11 @@ function completionPromptIds(prompt: CompletionRequest["prompt"], base: BaseMode
 }
 
 export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): Admitted {
-  if (body.echo === true) throw invalidRequest("echo is not supported", "echo");
+  const echo = body.echo === true;
   if (body.suffix) throw invalidRequest("suffix is not supported", "suffix");
+  if (body.max_tokens === 0 && !echo) {
+    throw invalidRequest("max_tokens must be at least 1 (0 only with echo: true)", "max_tokens");
+  }
   // best_of above n asks the server to pick the best completions and drop the rest, which Luminet does not.
   if (body.best_of != null && body.best_of !== (body.n ?? 1)) {
     throw invalidRequest(
@@ -352,5 +366,27 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
     throw invalidRequest(`prompt holds token id ${bad}, outside the vocabulary of ${vocab} tokens`, "prompt");
   }
   const top = body.logprobs ?? null;
-  return admit(body, base, ids, "prompt", body.max_tokens, "max_tokens", { on: top !== null, top: top ?? 0 });
+  const admitted = admit(body, base, ids, "prompt", body.max_tokens, "max_tokens", {
+    on: top !== null,
+    top: top ?? 0,
+  });
+  if (!echo) return admitted;
+  // Echoed logprobs start with the prompt's tokens', which the worker scores as vLLM's prompt_logprobs.
+  if (top !== null) {
+    const asked = admitted.sampling.prompt_logprobs;
+    admitted.sampling.prompt_logprobs = asked === null ? top : Math.max(asked, top);
+  }
+  const text = typeof body.prompt === "string" ? body.prompt : echoedText(body.prompt, ids, base);
+  return { ...admitted, echo: text };
+}
+
+/** The text an echo repeats of a prompt given as a list: the string it holds, or its ids decoded. */
+function echoedText(
+  prompt: CompletionRequest["prompt"],
+  ids: readonly number[],
+  base: BaseModelInfo,
+): string {
+  const only = Array.isArray(prompt) ? prompt[0] : undefined;
+  if (typeof only === "string") return only;
+  return base.tokenizer.decode(ids, { skipSpecialTokens: true });
 }

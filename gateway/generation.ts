@@ -10,7 +10,14 @@
 // closed inbox refuses the claim of a worker that pulls it later, so it never runs and is never billed.
 import type { Bus, ReplyInbox } from "../bus/bus.ts";
 import { WorkerLostError } from "../bus/reply-inbox.ts";
-import type { AdapterRef, Final, InferenceRequest, TokenChunk, TokenLogprob } from "../schema/wire.ts";
+import type {
+  AdapterRef,
+  Final,
+  InferenceRequest,
+  PromptTokenLogprob,
+  TokenChunk,
+  TokenLogprob,
+} from "../schema/wire.ts";
 import { ANY_WORKER, WIRE_VERSION } from "../schema/wire.ts";
 import type { Admitted } from "./admission.ts";
 import type { Principal } from "./auth.ts";
@@ -131,7 +138,12 @@ async function publishChoice(
     base: target.base,
     adapter: target.adapter,
     prompt_token_ids: target.admitted.promptTokenIds,
-    sampling: { ...sampling, seed: choiceSeed(sampling.seed, index) },
+    sampling: {
+      ...sampling,
+      seed: choiceSeed(sampling.seed, index),
+      // The prompt is scored once, by the first choice's run, unless every answer echoes it as it streams.
+      prompt_logprobs: index === 0 || target.admitted.echo !== undefined ? sampling.prompt_logprobs : null,
+    },
     reply: inbox.subject,
     created_at: now,
     deadline: now + options.timeoutMs,
@@ -339,15 +351,19 @@ export class Generation {
 export async function collectReply(chunks: AsyncGenerator<TokenChunk, Final, void>): Promise<CollectedReply> {
   let text = "";
   const logprobs: TokenLogprob[] = [];
+  const promptLogprobs: PromptTokenLogprob[] = [];
   const pieces: ReplyPiece[] = [];
   let step = await chunks.next();
   while (!step.done) {
-    text += step.value.text;
-    pieces.push({ text: step.value.text, tokens: step.value.token_ids.length });
-    if (step.value.logprobs) logprobs.push(...step.value.logprobs);
+    if (step.value.prompt_logprobs) promptLogprobs.push(...step.value.prompt_logprobs);
+    else {
+      text += step.value.text;
+      pieces.push({ text: step.value.text, tokens: step.value.token_ids.length });
+      if (step.value.logprobs) logprobs.push(...step.value.logprobs);
+    }
     step = await chunks.next();
   }
-  return { text, logprobs, pieces, final: step.value };
+  return { text, logprobs, promptLogprobs, pieces, final: step.value };
 }
 
 /** One chunk of a reply: its text and how many tokens made it. */
@@ -360,6 +376,8 @@ export interface ReplyPiece {
 export interface CollectedReply {
   text: string;
   logprobs: TokenLogprob[];
+  /** The prompt's tokens' from the second on (sampling.prompt_logprobs), else empty. */
+  promptLogprobs: PromptTokenLogprob[];
   pieces: ReplyPiece[];
   final: Final;
 }

@@ -89,6 +89,11 @@ const Sampling = {
   /** Token id (as a string key) to a bias added to its logit; checked against the base's vocabulary. */
   logit_bias: z.record(z.string(), z.number()).nullable().optional(),
   service_tier: ServiceTierIn.nullable().optional(),
+  /**
+   * vLLM's: the answer carries each prompt token's logprob given the tokens before it, with this many
+   * alternatives (PromptLogprobsOut); not with stream, as in vLLM.
+   */
+  prompt_logprobs: z.int().min(0).max(20).nullable().optional(),
 };
 
 /** The tier an answer was served at, present when the request named one. */
@@ -165,8 +170,11 @@ export const CompletionRequest = z.object({
     ],
     { error: "must be a string, a list of one string, a list of token ids or a list of one such list" },
   ),
+  /** 0 only with echo: the prompt is scored and nothing is generated. */
+  max_tokens: z.int().min(0).nullable().optional(),
   /** In legacy completions logprobs is how many top alternatives to return per token (0-5). */
   logprobs: z.int().min(0).max(5).nullable().optional(),
+  /** The answer's text starts with the prompt's, and its logprobs (when asked for) with the prompt's tokens'. */
   echo: z.boolean().nullable().optional(),
   suffix: z.string().nullable().optional(),
   best_of: z.int().nullable().optional(),
@@ -202,6 +210,17 @@ export type ChatTokenLogprob = z.infer<typeof ChatTokenLogprob>;
 
 const ChatLogprobs = z.object({ content: z.array(ChatTokenLogprob).nullable() }).nullable();
 
+/**
+ * vLLM's prompt_logprobs: per prompt token, null for the first, else a map from token id to its logprob,
+ * its rank in the vocabulary and its text, holding the prompt's token and the most likely alternatives.
+ */
+export const PromptLogprobsOut = z.array(
+  z
+    .record(z.string(), z.object({ logprob: z.number(), rank: z.int(), decoded_token: z.string() }))
+    .nullable(),
+);
+export type PromptLogprobsOut = z.infer<typeof PromptLogprobsOut>;
+
 export const ChatCompletion = z.object({
   id: z.string(),
   object: z.literal("chat.completion"),
@@ -225,6 +244,8 @@ export const ChatCompletion = z.object({
     }),
   ),
   usage: UsageBody,
+  /** With prompt_logprobs: the prompt's (vLLM puts them here, once for every choice). */
+  prompt_logprobs: PromptLogprobsOut.optional(),
 });
 export type ChatCompletion = z.infer<typeof ChatCompletion>;
 
@@ -265,11 +286,14 @@ export const ChatCompletionChunk = z.object({
 });
 export type ChatCompletionChunk = z.infer<typeof ChatCompletionChunk>;
 
-/** Legacy completions' logprobs: parallel arrays, one entry per generated token. */
+/**
+ * Legacy completions' logprobs: parallel arrays, one entry per generated token, after one per prompt token
+ * with echo (the prompt's first token has none: null).
+ */
 export const CompletionLogprobs = z.object({
   tokens: z.array(z.string()),
-  token_logprobs: z.array(z.number()),
-  top_logprobs: z.array(z.record(z.string(), z.number())),
+  token_logprobs: z.array(z.number().nullable()),
+  top_logprobs: z.array(z.record(z.string(), z.number()).nullable()),
   text_offset: z.array(z.int()),
 });
 export type CompletionLogprobs = z.infer<typeof CompletionLogprobs>;
@@ -279,6 +303,7 @@ const CompletionChoice = z.object({
   text: z.string(),
   logprobs: CompletionLogprobs.nullable(),
   finish_reason: FinishReasonOut.nullable(),
+  prompt_logprobs: PromptLogprobsOut.optional(),
 });
 
 export const Completion = z.object({

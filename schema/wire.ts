@@ -141,7 +141,8 @@ export const AdapterRef = AdapterBlob.extend({ name: z.string().min(1) });
 export type AdapterRef = z.infer<typeof AdapterRef>;
 
 export const SamplingParams = z.object({
-  max_tokens: z.int().positive(),
+  /** 0: only the prompt runs, for its prompt_logprobs (legacy completions' echo with max_tokens 0). */
+  max_tokens: count,
   temperature: z.number().min(0),
   top_p: z.number().gt(0).max(1),
   /** 0 disables top-k. */
@@ -163,6 +164,12 @@ export const SamplingParams = z.object({
   stop_token_ids: z.array(tokenId),
   logprobs: z.boolean(),
   top_logprobs: z.int().min(0).max(20),
+  /**
+   * Each prompt token's logprob given the tokens before it (the first has none), with this many
+   * alternatives, as the raw model gives them (worker/engine/prompt-logprobs.ts): TokenChunk's
+   * prompt_logprobs. null: none. Absent from older gateways.
+   */
+  prompt_logprobs: z.int().min(0).max(20).nullable().default(null),
   /**
    * Structured output, which ends when the value is complete: "json_object" (OpenAI's JSON mode, any
    * object) or {json_schema: a JSON Schema the gateway checked against worker/engine/json-schema.ts}.
@@ -198,6 +205,7 @@ export function greedySampling(maxTokens: number): SamplingParams {
     stop_token_ids: [],
     logprobs: false,
     top_logprobs: 0,
+    prompt_logprobs: null,
   };
 }
 
@@ -240,6 +248,16 @@ export const TokenLogprob = TopLogprob.extend({
 });
 export type TokenLogprob = z.infer<typeof TokenLogprob>;
 
+/**
+ * A prompt token's logprob: TokenLogprob with the token's rank in the vocabulary (1: the most likely), and
+ * the alternatives' token ids.
+ */
+export const PromptTokenLogprob = TokenLogprob.extend({
+  rank: z.int().positive(),
+  top: z.array(TopLogprob.extend({ token_id: tokenId })),
+});
+export type PromptTokenLogprob = z.infer<typeof PromptTokenLogprob>;
+
 export const TokenChunk = z
   .object({
     v: version,
@@ -251,6 +269,11 @@ export const TokenChunk = z
     text: z.string(),
     /** One entry per token id, present when the request asked for logprobs. */
     logprobs: z.array(TokenLogprob).optional(),
+    /**
+     * With sampling.prompt_logprobs: the next prompt tokens' logprobs, from the prompt's second token on,
+     * continued over chunks that carry no generated token, all before the first that does.
+     */
+    prompt_logprobs: z.array(PromptTokenLogprob).optional(),
   })
   .meta({ title: "TokenChunk" });
 export type TokenChunk = z.infer<typeof TokenChunk>;

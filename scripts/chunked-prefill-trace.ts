@@ -40,21 +40,17 @@ export async function chunkedPrefillTrace(
   const longRows: Float32Array[] = [];
   if (chunked) {
     // The first chunk batched with a new whole prompt; the middle one alone.
-    const first = await engine.prefillTogether(
-      [
-        { id: "long", tokens: c.long.slice(0, cut1), slot: longSlot, more: true },
-        { id: "b", tokens: c.short[1], slot: bSlot },
-      ],
-      true,
-    );
+    const first = await engine.prefillTogether([
+      { id: "long", tokens: c.long.slice(0, cut1), slot: longSlot, more: true, allLogits: true },
+      { id: "b", tokens: c.short[1], slot: bSlot, allLogits: true },
+    ]);
     longRows.push(...first.slice(0, cut1));
     keep("b", first.slice(cut1));
     await decode(["a", "b"]);
     longRows.push(
-      ...(await engine.prefillTogether(
-        [{ id: "long", tokens: c.long.slice(cut1, cut2), slot: longSlot, more: true }],
-        true,
-      )),
+      ...(await engine.prefillTogether([
+        { id: "long", tokens: c.long.slice(cut1, cut2), slot: longSlot, more: true, allLogits: true },
+      ])),
     );
     await decode(["a", "b"]);
   } else {
@@ -64,13 +60,10 @@ export async function chunkedPrefillTrace(
   }
   // The long prompt's last chunk (or all of it) together with a new prompt; then all four decode.
   const rest = chunked ? c.long.slice(cut2) : c.long;
-  const last = await engine.prefillTogether(
-    [
-      { id: "long", tokens: rest, slot: longSlot },
-      { id: "c", tokens: c.short[2], slot: cSlot },
-    ],
-    true,
-  );
+  const last = await engine.prefillTogether([
+    { id: "long", tokens: rest, slot: longSlot, allLogits: true },
+    { id: "c", tokens: c.short[2], slot: cSlot, allLogits: true },
+  ]);
   longRows.push(...last.slice(0, rest.length));
   keep("long", longRows);
   keep("c", last.slice(rest.length));

@@ -504,7 +504,9 @@ export class LuminetWorker {
         ...(json && tags ? { reasoning: tags } : {}),
       },
       ...(request.batch ? { batch: true } : {}),
+      ...(sampling.prompt_logprobs !== null ? { promptLogprobs: sampling.prompt_logprobs } : {}),
       onToken: (token, text) => replies.send(token, text),
+      onPromptLogprobs: (entries) => replies.sendPromptLogprobs(entries),
     };
     return this.scheduler.submit(job);
   }

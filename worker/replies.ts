@@ -6,10 +6,12 @@ import type { Bus } from "../bus/bus.ts";
 import {
   type FinishReason,
   type InferenceRequest,
+  type PromptTokenLogprob,
   type TokenLogprob,
   type UsageEvent,
   WIRE_VERSION,
 } from "../schema/wire.ts";
+import type { PromptTokenLogprob as PromptLogprob } from "./engine/prompt-logprobs.ts";
 import type { SampledToken } from "./engine/sampler.ts";
 import { tokenText } from "./engine/token-bytes.ts";
 import type { Tokenizer } from "./engine/tokenizer.ts";
@@ -70,6 +72,26 @@ export class ReplyStream {
     });
   }
 
+  /** Sends prompt tokens' logprobs (those of one prefill piece) as the next chunk, with no generated token. */
+  sendPromptLogprobs(entries: readonly PromptLogprob[]): void {
+    if (entries.length === 0) return;
+    this.bus.publishReply(this.request.reply, {
+      v: WIRE_VERSION,
+      type: "chunk",
+      request_id: this.request.id,
+      seq: this.seq++,
+      token_ids: [],
+      text: "",
+      prompt_logprobs: entries.map(
+        (e): PromptTokenLogprob => ({
+          ...this.logprob(e),
+          rank: e.rank,
+          top: e.top.map((t) => ({ ...this.entry(t.token, t.logprob), token_id: t.token })),
+        }),
+      ),
+    });
+  }
+
   /** Stores the usage event, then sends the Final. */
   async finish(end: ReplyEnd): Promise<void> {
     const usage: UsageEvent = {
@@ -106,14 +128,15 @@ export class ReplyStream {
   }
 
   private logprob(token: SampledToken): TokenLogprob {
-    const entry = (id: number, logprob: number) => {
-      const bytes = this.tokenizer.tokenBytes(id);
-      return { token: tokenText(bytes), bytes: [...bytes], logprob: Math.min(0, logprob) };
-    };
     return {
-      ...entry(token.token, token.logprob),
+      ...this.entry(token.token, token.logprob),
       token_id: token.token,
-      top: token.top.map((t) => entry(t.token, t.logprob)),
+      top: token.top.map((t) => this.entry(t.token, t.logprob)),
     };
+  }
+
+  private entry(id: number, logprob: number): { token: string; bytes: number[]; logprob: number } {
+    const bytes = this.tokenizer.tokenBytes(id);
+    return { token: tokenText(bytes), bytes: [...bytes], logprob: Math.min(0, logprob) };
   }
 }

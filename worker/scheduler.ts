@@ -24,6 +24,7 @@ import type { DecodeChoice, DecodeRow } from "./engine/decode-row.ts";
 import type { PrefillPrompt } from "./engine/engine.ts";
 import { prefillBatches } from "./engine/prefill-batches.ts";
 import { PREFIX_BLOCK } from "./engine/prefix-cache.ts";
+import { type PromptTokenLogprob, promptTokenLogprob } from "./engine/prompt-logprobs.ts";
 import type { SampledToken, SamplingParams } from "./engine/sampler.ts";
 import {
   type Accepted,
@@ -111,7 +112,16 @@ export interface Job {
   adapter: AdapterRef | null;
   promptTokens: readonly number[];
   sampling: SamplingParams;
+  /** limits.maxTokens 0: the prompt runs (for its prompt logprobs) and the job ends "length" with no token. */
   limits: Omit<SequenceLimits, "maxContext">;
+  /**
+   * Prompt logprobs (engine/prompt-logprobs.ts) with this many alternatives: each prompt token's but the
+   * first, given the tokens before it, go to onPromptLogprobs in prompt order before the first generated
+   * token. Such a prompt prefills in full (no stored prefix: its positions would have no logits), in
+   * pieces of at most PROMPT_LOGPROBS_CHUNK tokens. Absent: none.
+   */
+  promptLogprobs?: number;
+  onPromptLogprobs?: (entries: PromptTokenLogprob[]) => void;
   /**
    * A Batch API line or a request at the flex service tier (InferenceRequest.batch): it rides spare
    * capacity. A queued live request is admitted before any queued batch line, and an adapter wanted by live
@@ -226,6 +236,13 @@ export const BATCH_PREFILL_SHARE = 0.25;
  */
 export const MIN_SHARED_PREFIX = 64;
 
+/**
+ * Most prompt tokens a step prefills of a prompt that wants prompt logprobs: each of its positions' whole
+ * row of logits comes back from the engine, so this bounds that memory (256 × a 128k vocabulary in
+ * float32 is 128 MiB).
+ */
+export const PROMPT_LOGPROBS_CHUNK = 256;
+
 /** One step's prefill work for an entry: its whole prompt, the rest of it, or its next chunk. */
 interface PrefillWork {
   entry: Entry;
@@ -242,6 +259,11 @@ function sharedPrefixLength(a: readonly number[], b: readonly number[]): number 
   let i = 0;
   while (i < end && a[i] === b[i]) i++;
   return i;
+}
+
+/** Whether the entry's next prefill must return every position's logits: its prompt logprobs are still to go out. */
+function wantsPromptLogprobs(entry: Entry): boolean {
+  return entry.job.promptLogprobs !== undefined && !entry.started;
 }
 
 /** 0 for a group whose queue starts with a live request, 1 for one that starts with a batch line. */
@@ -722,7 +744,9 @@ export class Scheduler {
     // stored prefix covers (`cached`) cost no prefill, so they do not count against the budget.
     const piece = (entry: Entry, cached: number): PrefillWork | null => {
       const rest = entry.feed.slice(entry.fed);
-      const room = roomFor(entry);
+      const room = wantsPromptLogprobs(entry)
+        ? Math.min(roomFor(entry), PROMPT_LOGPROBS_CHUNK)
+        : roomFor(entry);
       const fits = room + cached;
       if (rest.length <= fits) return { entry, tokens: rest, more: false, cost: rest.length - cached };
       if ((this.chunked !== null && this.chunked !== entry) || room < MIN_PREFILL_CHUNK) return null;
@@ -730,7 +754,7 @@ export class Scheduler {
     };
     // The engine is asked only about a new prompt that does not fit as it is.
     const cachedOf = async (entry: Entry): Promise<number> =>
-      entry.fed > 0 || entry.feed.length <= roomFor(entry)
+      entry.fed > 0 || entry.feed.length <= roomFor(entry) || wantsPromptLogprobs(entry)
         ? 0
         : await this.engine.cachedPrefixLength({
             tokens: entry.feed,
@@ -854,6 +878,7 @@ export class Scheduler {
     const prompt = entry.feed;
     if (!this.engine.prefixReadyAfterPrefill || entry.fed > 0 || prompt.length <= MIN_SHARED_PREFIX)
       return false;
+    if (wantsPromptLogprobs(entry)) return false;
     let shared = 0;
     for (const { entry: other } of work) {
       if (other.group !== entry.group || other.job.org !== entry.job.org) continue;
@@ -882,15 +907,17 @@ export class Scheduler {
       else await this.drop(work.entry);
     }
     if (pieces.length === 0) return;
+    const allLogits = pieces.map(({ entry }) => wantsPromptLogprobs(entry));
     let logits: Float32Array[];
     try {
       logits = await this.engine.prefillTogether(
-        pieces.map(({ entry, tokens, more }) => ({
+        pieces.map(({ entry, tokens, more }, i) => ({
           id: entry.job.id,
           tokens,
           slot: entry.group.slot,
           prefixScope: entry.job.org,
           ...(more ? { more } : {}),
+          ...(allLogits[i] ? { allLogits: true } : {}),
         })),
       );
     } catch (error) {
@@ -906,8 +933,19 @@ export class Scheduler {
     const complete = pieces.filter((p) => !p.more && !p.entry.started).map((p) => p.entry);
     const cached = await this.engine.reusedPromptTokens(complete.map((e) => e.job.id));
     for (const [i, entry] of complete.entries()) entry.cached = cached[i]!;
+    let at = 0;
     for (const [i, { entry, tokens, more }] of pieces.entries()) {
+      // The piece's rows: every position's with allLogits, else its last one's.
+      const count = allLogits[i] ? tokens.length : 1;
+      const rows = logits.slice(at, at + count);
+      at += count;
       if (!this.wanted(entry)) {
+        await this.drop(entry);
+        continue;
+      }
+      const failure = allLogits[i] ? this.sendPromptLogprobs(entry, rows) : null;
+      if (failure) {
+        entry.ending = { reason: "error", error: failure };
         await this.drop(entry);
         continue;
       }
@@ -919,8 +957,30 @@ export class Scheduler {
       entry.prefilled = true;
       entry.started = true;
       this.running.set(entry.job.id, entry);
-      await this.accept(entry, logits[i]!);
+      if (entry.job.limits.maxTokens === 0) await this.finish(entry, "length");
+      else await this.accept(entry, rows.at(-1)!);
     }
+  }
+
+  /**
+   * The prompt logprobs a piece's rows give (row k, at position fed + k, predicts the prompt token after
+   * it; the prompt's last row predicts the first generated token), sent before anything is generated.
+   * The job's failure where a row cannot give them (all -inf or NaN), else null.
+   */
+  private sendPromptLogprobs(entry: Entry, rows: readonly Float32Array[]): JobError | null {
+    const prompt = entry.job.promptTokens;
+    const entries: PromptTokenLogprob[] = [];
+    try {
+      for (const [k, row] of rows.entries()) {
+        const target = entry.fed + k + 1;
+        if (target < prompt.length)
+          entries.push(promptTokenLogprob(row, prompt[target]!, entry.job.promptLogprobs!));
+      }
+    } catch (error) {
+      return new JobError("sampling_error", `prompt logprobs failed: ${(error as Error).message}`);
+    }
+    entry.job.onPromptLogprobs?.(entries);
+    return null;
   }
 
   /** An admitted entry neither cancelled (settled then) nor failed since it was taken. */

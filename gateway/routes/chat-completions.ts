@@ -15,7 +15,7 @@ import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
 import { choiceRequestId } from "../generation.ts";
-import { chatLogprobs } from "../logprobs.ts";
+import { chatLogprobs, promptLogprobsOut } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { ReasoningSplit, splitReply } from "../reasoning.ts";
 import { readBody } from "../request-body.ts";
@@ -75,6 +75,10 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           replies.map((reply) => reply.final),
           reasoning ? reasoningTokens : undefined,
         ),
+        // The first choice's run scored the prompt (generation.ts).
+        ...(admitted.promptLogprobs !== undefined
+          ? { prompt_logprobs: promptLogprobsOut(replies[0]!.promptLogprobs, admitted.promptLogprobs) }
+          : {}),
       };
       return c.json(completion);
     }

@@ -1,14 +1,22 @@
 // POST /v1/completions: OpenAI's legacy completions API, one prompt per request and n completions of it,
 // streaming (choices interleaved, gateway/choices.ts) or not, with legacy logprobs (parallel arrays) when
-// `logprobs` asks for them.
+// `logprobs` asks for them. With echo each answer starts with the prompt, its logprobs with the prompt
+// tokens' (the worker scores them: what evaluation harnesses such as lm-eval-harness read); vLLM's
+// prompt_logprobs adds them in vLLM's shape.
 import type { Handler } from "hono";
 import { type Completion, type CompletionLogprobs, CompletionRequest } from "../../schema/api.ts";
-import type { Final } from "../../schema/wire.ts";
+import type { Final, PromptTokenLogprob } from "../../schema/wire.ts";
 import { admitCompletion } from "../admission.ts";
 import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { completionLogprobs, TextOffsets } from "../logprobs.ts";
+import {
+  completionLogprobs,
+  concatLogprobs,
+  echoedPromptLogprobs,
+  promptLogprobsOut,
+  TextOffsets,
+} from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { readBody } from "../request-body.ts";
 import { serveTier } from "../service-tier.ts";
@@ -27,17 +35,38 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
       ...serveTier(c, body.service_tier),
     };
     const wantLogprobs = admitted.sampling.logprobs;
+    const { echo, promptLogprobs } = admitted;
+    // The prompt part of an echo's logprobs, continuing in `offsets` (null without logprobs).
+    const echoedLogprobs = (entries: readonly PromptTokenLogprob[], offsets: TextOffsets) =>
+      wantLogprobs
+        ? echoedPromptLogprobs(
+            resolved.base.tokenizer,
+            admitted.promptTokenIds,
+            entries,
+            admitted.sampling.top_logprobs,
+            offsets,
+          )
+        : null;
 
     if (!admitted.stream) {
       const replies = await collectChoices(await begin(c, deps, resolved, admitted));
       const completion: Completion = {
         ...head,
-        choices: replies.map(({ text, logprobs, final }, index) => ({
-          index,
-          text,
-          logprobs: wantLogprobs ? completionLogprobs(logprobs) : null,
-          finish_reason: finishReasonOf(final),
-        })),
+        choices: replies.map((reply, index) => {
+          const offsets = new TextOffsets();
+          const echoed = echo === undefined ? null : echoedLogprobs(reply.promptLogprobs, offsets);
+          const generated = wantLogprobs ? completionLogprobs(reply.logprobs, offsets) : null;
+          return {
+            index,
+            text: (echo ?? "") + reply.text,
+            logprobs: echoed && generated ? concatLogprobs(echoed, generated) : generated,
+            finish_reason: finishReasonOf(reply.final),
+            // The first choice's run scored the prompt (every one's, with echo: generation.ts).
+            ...(promptLogprobs !== undefined
+              ? { prompt_logprobs: promptLogprobsOut(replies[0]!.promptLogprobs, promptLogprobs) }
+              : {}),
+          };
+        }),
         usage: usageOf(replies.map((reply) => reply.final)),
       };
       return c.json(completion);
@@ -48,8 +77,21 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
     async function* events(): AsyncGenerator<Completion> {
       const { choices } = await opening;
       const offsets = choices.map(() => new TextOffsets());
+      // An echo goes out as each choice's first event, once the worker has scored the prompt.
+      const scored = choices.map((): PromptTokenLogprob[] => []);
+      const echoed = choices.map(() => echo === undefined);
+      const echoOf = (index: number): Completion => {
+        echoed[index] = true;
+        const logprobs = echoedLogprobs(scored[index]!, offsets[index]!);
+        return { ...head, choices: [{ index, text: echo!, logprobs, finish_reason: null }], ...usage };
+      };
       const finals: Final[] = [];
       for await (const { index, step } of interleave(choices)) {
+        if (!step.done && step.value.prompt_logprobs) {
+          scored[index]!.push(...step.value.prompt_logprobs);
+          continue;
+        }
+        if (!echoed[index]) yield echoOf(index);
         if (step.done) {
           finals.push(step.value);
           const finish = finishReasonOf(step.value);

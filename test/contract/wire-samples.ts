@@ -35,6 +35,7 @@ export function sampleRequest(overrides: Partial<InferenceRequest> = {}): Infere
       stop_token_ids: [2],
       logprobs: true,
       top_logprobs: 2,
+      prompt_logprobs: null,
     },
     reply: "_INBOX.abc123",
     created_at: 1_700_000_000_000,

@@ -350,6 +350,118 @@ describe("the gateway with real workers, through the openai client", () => {
     expect(at + decoder.decode().length).toBe(text.length);
   });
 
+  it("scores a prompt as lm-eval-harness asks: echo with logprobs gives each prompt token's logprob, as greedy generation reported it", async () => {
+    const tokenizer = loadTokenizer(modelDir);
+    const idOfBytes = new Map<string, number>();
+    for (let id = 0; id < tokenizer.vocabSize; id++) {
+      idOfBytes.set(Buffer.from(tokenizer.tokenBytes(id)).toString("hex"), id);
+    }
+    const model = `${BASE}:acme/a2`;
+    const prompt = "Once upon a time";
+    const context = tokenizer.encode(prompt, { addSpecialTokens: true });
+    const generated = await client.completions.create({
+      model,
+      prompt: context,
+      max_tokens: 8,
+      temperature: 0,
+      logprobs: 1,
+    });
+    const reported = generated.choices[0]!.logprobs!;
+    const continuation = reported.tokens!.map(
+      (t) => idOfBytes.get(Buffer.from(tokenTextBytes(t)).toString("hex"))!,
+    );
+    expect(continuation.every((id) => id !== undefined)).toBe(true);
+    const all = context.length + continuation.length;
+    // lm-eval-harness's loglikelihood request: context and continuation as ids, echo, logprobs 1, and
+    // max_tokens 1 (it drops the generated token) or 0.
+    for (const maxTokens of [0, 1]) {
+      const scored = await client.completions.create({
+        model,
+        prompt: [...context, ...continuation],
+        max_tokens: maxTokens,
+        temperature: 0,
+        logprobs: 1,
+        echo: true,
+      });
+      const choice = scored.choices[0]!;
+      const logprobs = choice.logprobs!;
+      expect(logprobs.tokens).toHaveLength(all + maxTokens);
+      expect(logprobs.tokens!.slice(context.length, all)).toEqual(reported.tokens);
+      expect(logprobs.token_logprobs![0]).toBeNull();
+      expect(logprobs.top_logprobs![0]).toBeNull();
+      expect(choice.text.startsWith(prompt + generated.choices[0]!.text)).toBe(true);
+      const tail = logprobs.token_logprobs!.slice(context.length, all);
+      for (const [i, logprob] of tail.entries()) expect(logprob).toBeCloseTo(reported.token_logprobs![i]!, 3);
+      // Each continuation token was the greedy one: its logprob is its position's best.
+      const tops = logprobs.top_logprobs!.slice(context.length, all);
+      for (const [i, top] of tops.entries()) expect(tail[i]).toBeCloseTo(Math.max(...Object.values(top!)), 6);
+      expect(choice.finish_reason).toBe("length");
+      expect(scored.usage).toMatchObject({ prompt_tokens: all, completion_tokens: maxTokens });
+      expect(await billed(requestIdOf(scored.id))).toMatchObject({
+        adapter: "acme/a2",
+        input_tokens: all,
+        output_tokens: maxTokens,
+      });
+    }
+
+    // Streamed, the echo comes first, with the prompt tokens' logprobs; the text is the unstreamed answer's.
+    const whole = await client.completions.create({
+      model,
+      prompt,
+      max_tokens: 5,
+      temperature: 0,
+      echo: true,
+    });
+    const stream = await client.completions.create({
+      model,
+      prompt,
+      max_tokens: 5,
+      temperature: 0,
+      echo: true,
+      logprobs: 2,
+      stream: true,
+    });
+    const texts: string[] = [];
+    const offsets: number[] = [];
+    const tokenLogprobs: (number | null)[] = [];
+    for await (const chunk of stream) {
+      const choice = chunk.choices[0];
+      if (!choice || (choice.text === "" && !choice.logprobs)) continue;
+      texts.push(choice.text);
+      offsets.push(...(choice.logprobs?.text_offset ?? []));
+      tokenLogprobs.push(...(choice.logprobs?.token_logprobs ?? []));
+    }
+    expect(texts[0]).toBe(prompt);
+    expect(texts.join("")).toBe(whole.choices[0]!.text);
+    expect(tokenLogprobs).toHaveLength(context.length + 5);
+    expect(tokenLogprobs.filter((l) => l === null)).toHaveLength(1);
+    // Offsets index the echoed text: the first generated token starts where the prompt ends.
+    expect(offsets[context.length]).toBe(prompt.length);
+
+    // vLLM's prompt_logprobs on chat: per prompt token, its own and the two most likely, ranked.
+    const chat = (await client.chat.completions.create({
+      model,
+      messages,
+      max_tokens: 2,
+      temperature: 0,
+      prompt_logprobs: 2,
+    } as OpenAI.ChatCompletionCreateParamsNonStreaming)) as OpenAI.ChatCompletion & {
+      prompt_logprobs: (Record<string, { logprob: number; rank: number; decoded_token: string }> | null)[];
+    };
+    expect(chat.prompt_logprobs).toHaveLength(chat.usage!.prompt_tokens);
+    expect(chat.prompt_logprobs[0]).toBeNull();
+    for (const position of chat.prompt_logprobs.slice(1)) {
+      const entries = Object.values(position!);
+      expect(entries.length).toBeGreaterThanOrEqual(2);
+      expect(entries.length).toBeLessThanOrEqual(3);
+      const best = Math.max(...entries.map((e) => e.logprob));
+      for (const e of entries) {
+        expect(e.logprob).toBeLessThanOrEqual(0);
+        if (e.rank === 1) expect(e.logprob).toBe(best);
+      }
+    }
+  });
+
   it("serves 20 concurrent requests over mixed adapters, each run and billed on its own adapter", async () => {
     const models = Array.from({ length: 20 }, (_, i) => (i % 4 === 3 ? BASE : `${BASE}:acme/a${i % 3}`));
     const results = await Promise.all(

@@ -151,14 +151,22 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
       await cuda.writeAdapter(i + 1, adapter);
     }
     await cuda.warmUp();
-    // Ten prompts of 3..12 tokens, nine adapters and one base row, prefilled in one call on CUDA.
+    // Ten prompts of 3..12 tokens, nine adapters and one base row, prefilled in one call on CUDA; the
+    // odd ones want every token's logits (prompt logprobs), the others their last token's.
     const ids = Array.from({ length: 10 }, (_, i) => `s${i}`);
     const slotOf = (i: number) => (i === 9 ? 0 : i + 1);
+    const allLogits = (i: number) => i % 2 === 1;
     const expected: Float32Array[] = [];
-    for (const [i, id] of ids.entries()) expected.push(...(await cpu.prefill(id, prompt(i), slotOf(i))));
+    const last: Float32Array[] = [];
+    for (const [i, id] of ids.entries()) {
+      const rows = await cpu.prefill(id, prompt(i), slotOf(i), allLogits(i));
+      expected.push(...rows);
+      last.push(rows.at(-1)!);
+    }
     const actual = await cuda.prefillTogether(
-      ids.map((id, i) => ({ id, tokens: prompt(i), slot: slotOf(i) })),
+      ids.map((id, i) => ({ id, tokens: prompt(i), slot: slotOf(i), allLogits: allLogits(i) })),
     );
+    expect(actual).toHaveLength(5 + [1, 3, 5, 7, 9].reduce((n, i) => n + prompt(i).length, 0));
     expectClose(actual, expected);
     // The 75 prompt rows ran as steps of at most 12, some holding the end of one prompt and the start of
     // the next (after the warm-up step).
@@ -168,7 +176,7 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     expect(ids.map((id) => cuda.sequenceLength(id))).toEqual(ids.map((_, i) => prompt(i).length));
 
     // Decode: the same teacher-forced tokens on both; then greedy on the device equals the CPU's argmax.
-    let next = new Map(ids.map((id, i) => [id, argmax(expected[i]!)]));
+    let next = new Map(ids.map((id, i) => [id, argmax(last[i]!)]));
     for (let step = 0; step < 3; step++) {
       const want = await cpu.decode(next);
       const got = await cuda.decode(next);

@@ -154,7 +154,7 @@ describe("the CUDA engine's step plan", () => {
   ];
 
   it("prefills ragged prompts in chunks that keep each prompt's positions in order, a continued one from its length", () => {
-    const planned = planSteps(prefillRows(prompts, false), 4, true);
+    const planned = planSteps(prefillRows(prompts), 4, true);
     const steps = planned.map((p) => p.native);
     expect(steps.map((s) => [...s.tokens])).toEqual([
       [10, 11, 12, 13],
@@ -184,7 +184,9 @@ describe("the CUDA engine's step plan", () => {
   });
 
   it("asks for every token's logits with allLogits, in row order across chunks", () => {
-    const steps = planSteps(prefillRows(prompts, true), 6, false).map((p) => p.native);
+    const steps = planSteps(prefillRows(prompts.map((p) => ({ ...p, allLogits: true }))), 6, false).map(
+      (p) => p.native,
+    );
     expect(steps.map((s) => s.tokens.length)).toEqual([6, 4]);
     expect(steps.map((s) => [...s.logitRows])).toEqual([
       [0, 1, 2, 3, 4, 5],

@@ -452,7 +452,9 @@ describe("the engine on mixed-adapter batches", () => {
       });
       for (const i of [0, 1, 2]) await engine.writeAdapter(i + 1, adapters[i]!);
       const trace = async (together: boolean) => {
-        const out: Float32Array[] = together ? await engine.prefillTogether(batch, true) : [];
+        const out: Float32Array[] = together
+          ? await engine.prefillTogether(batch.map((p) => ({ ...p, allLogits: true })))
+          : [];
         if (!together)
           for (const p of batch) out.push(...(await engine.prefill(p.id, p.tokens, p.slot, true)));
         for (const step of [0, 1]) {

@@ -349,7 +349,7 @@ describe("completions", () => {
     expect(chunks.at(-1).usage.completion_tokens).toBe(FAKE_REPLY_TOKENS);
   });
 
-  it("refuses several prompts, echo, best_of and token ids outside the vocabulary", async () => {
+  it("refuses several prompts, max_tokens 0 without echo, prompt_logprobs in a stream, best_of and token ids outside the vocabulary", async () => {
     await expectError(
       await post("/v1/completions", { model: BASE, prompt: ["a", "b"] }),
       400,
@@ -357,11 +357,27 @@ describe("completions", () => {
       "prompt",
     );
     await expectError(
-      await post("/v1/completions", { model: BASE, prompt: "a", echo: true }),
+      await post("/v1/completions", { model: BASE, prompt: "a", max_tokens: 0 }),
       400,
       null,
-      "echo",
+      "max_tokens",
     );
+    for (const path of ["/v1/completions", "/v1/chat/completions"]) {
+      const input =
+        path === "/v1/completions" ? { prompt: "a" } : { messages: [{ role: "user", content: "a" }] };
+      await expectError(
+        await post(path, { model: BASE, ...input, stream: true, prompt_logprobs: 1 }),
+        400,
+        null,
+        "prompt_logprobs",
+      );
+      await expectError(
+        await post(path, { model: BASE, ...input, prompt_logprobs: 21 }),
+        400,
+        null,
+        "prompt_logprobs",
+      );
+    }
     await expectError(
       await post("/v1/completions", { model: BASE, prompt: "a", best_of: 2 }),
       400,

@@ -10,6 +10,7 @@ import { initTinyModel } from "../../scripts/tiny-model.ts";
 import { NoFreeSlotError } from "../../worker/adapters/adapter-manager.ts";
 import { type LoadedAdapter, loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { Engine } from "../../worker/engine/engine.ts";
+import { type PromptTokenLogprob, promptTokenLogprob } from "../../worker/engine/prompt-logprobs.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
 import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
 import {
@@ -335,9 +336,9 @@ describe("scheduler", () => {
     const { scheduler, engine, adapters } = await setUp();
     const prefills: number[] = [];
     const prefillTogether = engine.prefillTogether.bind(engine);
-    engine.prefillTogether = (prompts, allLogits) => {
+    engine.prefillTogether = (prompts) => {
       prefills.push(prompts.length);
-      return prefillTogether(prompts, allLogits);
+      return prefillTogether(prompts);
     };
     // Same adapter, prompts of 4 tokens: one batch, "first" taking its first token before "second" does.
     const first = scheduler.submit(job("first", 3, 4, { onToken: () => scheduler.cancel("second") }));
@@ -359,9 +360,9 @@ describe("scheduler", () => {
     const { scheduler, engine } = await setUp();
     const prefills: number[][] = [];
     const prefillTogether = engine.prefillTogether.bind(engine);
-    engine.prefillTogether = (prompts, allLogits) => {
+    engine.prefillTogether = (prompts) => {
       prefills.push(prompts.map((p) => p.tokens.length));
-      return prefillTogether(prompts, allLogits);
+      return prefillTogether(prompts);
     };
     // 40 tokens and 4: too far apart to pad into one batch, so the long one's batch runs first.
     const long = scheduler.submit(
@@ -388,10 +389,10 @@ describe("scheduler", () => {
     const pieces: { size: number; more: boolean; runnerTokens: number }[] = [];
     let runnerTokens = 0;
     const prefillTogether = engine.prefillTogether.bind(engine);
-    engine.prefillTogether = (prompts, allLogits) => {
+    engine.prefillTogether = (prompts) => {
       for (const p of prompts)
         if (p.id === "long") pieces.push({ size: p.tokens.length, more: p.more === true, runnerTokens });
-      return prefillTogether(prompts, allLogits);
+      return prefillTogether(prompts);
     };
     let long: Promise<Outcome> | undefined;
     const runner = scheduler.submit(
@@ -440,9 +441,9 @@ describe("scheduler", () => {
     const { scheduler, engine } = await setUp({ stepTokenBudget: 40, prefixCacheBytes: 1 << 20 });
     const pieces: [string, number, boolean][] = [];
     const prefillTogether = engine.prefillTogether.bind(engine);
-    engine.prefillTogether = (prompts, allLogits) => {
+    engine.prefillTogether = (prompts) => {
       for (const p of prompts) pieces.push([p.id, p.tokens.length, p.more === true]);
-      return prefillTogether(prompts, allLogits);
+      return prefillTogether(prompts);
     };
     const longPrompt = Array.from({ length: 100 }, (_, i) => 40 + ((3 * i) % 50));
     const first = done(await scheduler.submit(job("first", 2, 2, { promptTokens: longPrompt })));
@@ -463,9 +464,9 @@ describe("scheduler", () => {
     const { scheduler, engine } = await setUp({ prefixCacheBytes: 1 << 20 });
     const calls: string[][] = [];
     const prefillTogether = engine.prefillTogether.bind(engine);
-    engine.prefillTogether = (prompts, allLogits) => {
+    engine.prefillTogether = (prompts) => {
       calls.push(prompts.map((p) => `${p.id}:${p.tokens.length}`));
-      return prefillTogether(prompts, allLogits);
+      return prefillTogether(prompts);
     };
     const shared = Array.from({ length: 80 }, (_, i) => 40 + ((7 * i) % 50));
     const prompt = (tail: number) => [...shared, 90 + tail, 91, 92];
@@ -523,9 +524,9 @@ describe("scheduler", () => {
     });
     const sizes: number[] = [];
     const prefillTogether = engine.prefillTogether.bind(engine);
-    engine.prefillTogether = (prompts, allLogits) => {
+    engine.prefillTogether = (prompts) => {
       sizes.push(...prompts.map((p) => p.tokens.length));
-      return prefillTogether(prompts, allLogits);
+      return prefillTogether(prompts);
     };
     // The base model: no adapter slot keeps the scheduler's loop going after the cancel settled the job.
     const outcome = done(
@@ -822,5 +823,92 @@ describe.each([
     expect(ended.promptTokens).toBe(4);
     expect(ended.tokens.length).toBeGreaterThanOrEqual(2);
     expect(ended.tokens.length).toBeLessThan(40);
+  });
+});
+
+describe("prompt logprobs", () => {
+  const prompt = Array.from({ length: 100 }, (_, i) => 40 + ((11 * i) % 60));
+  const TOP = 3;
+
+  /** Each prompt token's logprob after the first, from one prefill of the whole prompt on adapter 2. */
+  async function fromOnePrefill(): Promise<PromptTokenLogprob[]> {
+    const { engine, adapters } = await setUp();
+    const slot = await adapters.acquire(ref(2));
+    const rows = await engine.prefill("whole", prompt, slot, true);
+    return rows.slice(0, -1).map((row, k) => promptTokenLogprob(row, prompt[k + 1]!, TOP));
+  }
+
+  function expectSameScores(got: PromptTokenLogprob[], want: PromptTokenLogprob[]) {
+    expect(got).toHaveLength(prompt.length - 1);
+    for (const [k, entry] of got.entries()) {
+      const reference = want[k]!;
+      expect(entry.token).toBe(prompt[k + 1]);
+      expect(entry.rank).toBe(reference.rank);
+      expect(entry.logprob).toBeCloseTo(reference.logprob, 4);
+      expect(entry.top.map((t) => t.token)).toEqual(reference.top.map((t) => t.token));
+    }
+  }
+
+  it("scores every prompt token after the first, in order and before the first token, as one prefill does", async () => {
+    const want = await fromOnePrefill();
+    const { scheduler } = await setUp();
+    const events: string[] = [];
+    const scored: PromptTokenLogprob[] = [];
+    const outcome = done(
+      await scheduler.submit(
+        job("scored", 2, 4, {
+          promptTokens: prompt,
+          promptLogprobs: TOP,
+          onPromptLogprobs: (entries) => {
+            events.push("prompt");
+            scored.push(...entries);
+          },
+          onToken: () => events.push("token"),
+        }),
+      ),
+    );
+    expectSameScores(scored, want);
+    expect(events).toEqual(["prompt", "token", "token", "token", "token"]);
+    const plain = done(await scheduler.submit(job("plain", 2, 4, { promptTokens: prompt })));
+    expect(outcome.tokens.map((t) => t.token)).toEqual(plain.tokens.map((t) => t.token));
+  });
+
+  it("scores a long prompt in chunks while others decode, never from a stored prefix, and with max_tokens 0 only scores", async () => {
+    const want = await fromOnePrefill();
+    const { scheduler, engine } = await setUp({ stepTokenBudget: 40, prefixCacheBytes: 1 << 20 });
+    // The same prompt on the same adapter and org first, so a stored prefix covers most of it.
+    const first = done(await scheduler.submit(job("first", 2, 2, { promptTokens: prompt })));
+    expect(first.promptTokens).toBe(prompt.length);
+    const pieces: number[] = [];
+    const prefillTogether = engine.prefillTogether.bind(engine);
+    engine.prefillTogether = (prompts) => {
+      for (const p of prompts) if (p.id === "scored") pieces.push(p.allLogits ? p.tokens.length : -1);
+      return prefillTogether(prompts);
+    };
+    const scored: PromptTokenLogprob[] = [];
+    const runner = scheduler.submit(job("runner", 1, 20));
+    const outcome = done(
+      await scheduler.submit(
+        job("scored", 2, 0, {
+          promptTokens: prompt,
+          limits: { maxTokens: 0, stopTokenIds: [] },
+          promptLogprobs: TOP,
+          onPromptLogprobs: (entries) => scored.push(...entries),
+        }),
+      ),
+    );
+    expect(done(await runner).tokens).toHaveLength(20);
+    expect(pieces.length).toBeGreaterThan(1);
+    expect(pieces.every((n) => n > 0)).toBe(true);
+    expect(pieces.reduce((a, b) => a + b, 0)).toBe(prompt.length);
+    expectSameScores(scored, want);
+    expect(outcome).toMatchObject({
+      finishReason: "length",
+      promptTokens: prompt.length,
+      cachedPromptTokens: 0,
+    });
+    expect(outcome.tokens).toEqual([]);
+    await scheduler.idle();
+    expect(engine.running).toBe(0);
   });
 });

@@ -29,7 +29,7 @@ export interface ServingEngine {
   warmUp(): Promise<void>;
   prefill(id: string, tokens: readonly number[], slot: number, allLogits?: boolean): Promise<Float32Array[]>;
   /** Prompts, or chunks of long ones (PrefillPrompt), in one call; see Engine.prefillTogether. */
-  prefillTogether(prompts: readonly PrefillPrompt[], allLogits?: boolean): Promise<Float32Array[]>;
+  prefillTogether(prompts: readonly PrefillPrompt[]): Promise<Float32Array[]>;
   decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>>;
   /**
    * A decode where the sequences in `choices` may come back picked or as candidates instead of their

@@ -166,6 +166,11 @@ export interface PrefillPrompt {
   /** More of this prompt follows in a later call. */
   more?: boolean;
   /**
+   * Every token's logits come back, not only the last one's (for prompt logprobs): the prompt then starts
+   * from no stored prefix, whose positions would have none.
+   */
+  allLogits?: boolean;
+  /**
    * Prompts reuse each other's stored prefixes only within one scope (the worker passes the org), so one
    * tenant's prompts cannot be probed by another's time to first token. Default: one shared scope.
    */
@@ -501,18 +506,18 @@ export class Engine {
     slot: number,
     allLogits = false,
   ): Promise<Float32Array[]> {
-    return this.prefillTogether([{ id, tokens, slot }], allLogits);
+    return this.prefillTogether([{ id, tokens, slot, allLogits }]);
   }
 
   /**
    * Runs prompts, or chunks of them (PrefillPrompt), and returns each one's last-token logits, or every
-   * token's when `allLogits`, prompt after prompt. New prompts run as one batch: GroupQueryAttention takes
+   * token's for one with `allLogits`, prompt after prompt. New prompts run as one batch: GroupQueryAttention takes
    * any batch for a first prompt, right-padded to the longest: each row attends to its own length
    * (seqlens_k), rotary positions start at 0 in every row, and a padded position's output and cache entry
    * are never read (the cache keeps each row's own length). A chunk that continues a sequence runs alone
    * on that sequence's cache, since GroupQueryAttention takes a prompt with existing past only in batch 1.
    */
-  async prefillTogether(prompts: readonly PrefillPrompt[], allLogits = false): Promise<Float32Array[]> {
+  async prefillTogether(prompts: readonly PrefillPrompt[]): Promise<Float32Array[]> {
     checkPrefillPrompts(prompts, this.sequences, this.options.maxContext, (slot) => this.checkSlot(slot));
     for (const { id } of prompts)
       if (this.sequences.get(id)?.parked) throw new EngineError(`sequence ${id} is parked: resume it`);
@@ -524,15 +529,15 @@ export class Engine {
     const seeded: string[] = [];
     try {
       for (const prompt of prompts) {
-        const reused = this.sequences.has(prompt.id) || allLogits ? 0 : await this.seedFromPrefix(prompt);
+        const reused =
+          this.sequences.has(prompt.id) || prompt.allLogits ? 0 : await this.seedFromPrefix(prompt);
         if (reused > 0) seeded.push(prompt.id);
         rest.set(prompt.id, reused > 0 ? { ...prompt, tokens: prompt.tokens.slice(reused) } : prompt);
       }
       const fresh = prompts.filter((p) => !this.sequences.has(p.id));
-      if (fresh.length > 0) await this.prefillFresh(fresh, allLogits, logits);
+      if (fresh.length > 0) await this.prefillFresh(fresh, logits);
       for (const prompt of prompts) {
-        if (!logits.has(prompt.id))
-          logits.set(prompt.id, await this.prefillChunk(rest.get(prompt.id)!, allLogits));
+        if (!logits.has(prompt.id)) logits.set(prompt.id, await this.prefillChunk(rest.get(prompt.id)!));
       }
     } catch (error) {
       // As if they had not been sent: a prompt seeded from a prefix was not running before this call.
@@ -622,18 +627,17 @@ export class Engine {
   /** New prompts in one run; each joins the batch at the next decode, or waits for its next chunk. */
   private async prefillFresh(
     prompts: readonly PrefillPrompt[],
-    allLogits: boolean,
     logits: Map<string, Float32Array[]>,
   ): Promise<void> {
     const n = Math.max(...prompts.map((p) => p.tokens.length));
-    const rowsOf = (tokens: readonly number[], b: number) =>
+    const rowsOf = ({ tokens, allLogits }: PrefillPrompt, b: number) =>
       allLogits ? tokens.map((_, i) => b * n + i) : [b * n + tokens.length - 1];
     const { rows, kv: presents } = await this.run({
       tokens: prompts.map((p) => p.tokens),
       pastLengths: prompts.map(() => 0),
       past: emptyKv(this.kvShape, prompts.length),
       slots: prompts.map((p) => p.slot),
-      logitsRows: prompts.flatMap((p, b) => rowsOf(p.tokens, b)),
+      logitsRows: prompts.flatMap((p, b) => rowsOf(p, b)),
       plan: null,
       decode: false,
       kv: "presents",
@@ -641,7 +645,7 @@ export class Engine {
     let at = 0;
     for (const [row, prompt] of prompts.entries()) {
       const { id, slot, tokens, more } = prompt;
-      const count = rowsOf(tokens, row).length;
+      const count = rowsOf(prompt, row).length;
       logits.set(
         id,
         rows.slice(at, at + count).map((r) => r.logits!),
@@ -670,7 +674,7 @@ export class Engine {
   }
 
   /** The next chunk of a sequence whose prompt is still prefilling, on its own cache. */
-  private async prefillChunk(prompt: PrefillPrompt, allLogits: boolean): Promise<Float32Array[]> {
+  private async prefillChunk(prompt: PrefillPrompt): Promise<Float32Array[]> {
     const sequence = this.sequences.get(prompt.id)!;
     const past = this.partialKv.get(prompt.id)!;
     const { tokens } = prompt;
@@ -679,7 +683,7 @@ export class Engine {
       pastLengths: [sequence.length],
       past,
       slots: [prompt.slot],
-      logitsRows: allLogits ? tokens.map((_, i) => i) : [tokens.length - 1],
+      logitsRows: prompt.allLogits ? tokens.map((_, i) => i) : [tokens.length - 1],
       plan: null,
       decode: false,
       kv: "presents",

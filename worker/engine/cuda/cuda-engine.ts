@@ -160,15 +160,15 @@ export class CudaEngine {
 
   /** Runs a prompt and returns the logits of its last token (or of every token when `allLogits`). */
   prefill(id: string, tokens: readonly number[], slot: number, allLogits = false): Promise<Float32Array[]> {
-    return this.prefillTogether([{ id, tokens, slot }], allLogits);
+    return this.prefillTogether([{ id, tokens, slot, allLogits }]);
   }
 
   /**
    * Runs prompts, or chunks of them (PrefillPrompt), of any lengths (steps are ragged) and returns each
-   * one's last-token logits, or every token's when `allLogits`, prompt after prompt. A chunk continues its
+   * one's last-token logits, or every token's for one with `allLogits`, prompt after prompt. A chunk continues its
    * sequence's cache row at the sequence's length. Prompts longer than a step go in native chunks.
    */
-  async prefillTogether(prompts: readonly PrefillPrompt[], allLogits = false): Promise<Float32Array[]> {
+  async prefillTogether(prompts: readonly PrefillPrompt[]): Promise<Float32Array[]> {
     checkPrefillPrompts(
       prompts,
       this.sequences.all,
@@ -186,16 +186,16 @@ export class CudaEngine {
         `no free cache row for ${fresh.length} more sequences: ${this.sequences.size} of ${maxBatch} are running (maxBatch)`,
       );
     }
-    const admitted = prompts.map((prompt) => this.admit(prompt, allLogits));
+    const admitted = prompts.map((prompt) => this.admit(prompt));
     try {
       const rows = prefillRows(
-        admitted.map(({ tokens, sequence }) => ({
+        admitted.map(({ prompt, tokens, sequence }) => ({
           cacheRow: sequence.cacheRow,
           slot: sequence.slot,
           start: sequence.length,
           tokens,
+          allLogits: prompt.allLogits === true,
         })),
-        allLogits,
       );
       const { logits } = await this.runRows(rows, { returnLogits: true });
       for (const { prompt, tokens, sequence } of admitted) {
@@ -218,14 +218,15 @@ export class CudaEngine {
    * row — there is one, since stored prefixes hold at most the rows beyond maxBatch — holding a device copy
    * of the stored prefix it starts with, if any, and prefills the rest.
    */
-  private admit(
-    prompt: PrefillPrompt,
-    allLogits: boolean,
-  ): { prompt: PrefillPrompt; tokens: readonly number[]; sequence: RunningSequence } {
+  private admit(prompt: PrefillPrompt): {
+    prompt: PrefillPrompt;
+    tokens: readonly number[];
+    sequence: RunningSequence;
+  } {
     const known = this.sequences.get(prompt.id);
     if (known) return { prompt, tokens: prompt.tokens, sequence: known };
     // Not with allLogits: the prefix's logits would not be computed.
-    const hit = allLogits ? null : this.scopes.lookup(this.prefixes, prompt);
+    const hit = prompt.allLogits ? null : this.scopes.lookup(this.prefixes, prompt);
     const sequence = this.sequences.admit(prompt.id, prompt.slot, hit?.length ?? 0);
     if (!hit) return { prompt, tokens: prompt.tokens, sequence };
     this.native.copyCacheRow(hit.value, sequence.cacheRow);

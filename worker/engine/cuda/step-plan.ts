@@ -16,19 +16,24 @@ export interface StepRow {
 
 /**
  * The rows of prompts (or chunks of prompts) prefilled from position `start` on: each one's last token has
- * logits, or all with allLogits.
+ * logits, or all of a prompt's with allLogits.
  */
 export function prefillRows(
-  prompts: readonly { cacheRow: number; slot: number; start: number; tokens: readonly number[] }[],
-  allLogits: boolean,
+  prompts: readonly {
+    cacheRow: number;
+    slot: number;
+    start: number;
+    tokens: readonly number[];
+    allLogits?: boolean;
+  }[],
 ): StepRow[] {
-  return prompts.flatMap(({ cacheRow, slot, start, tokens }) =>
+  return prompts.flatMap(({ cacheRow, slot, start, tokens, allLogits }) =>
     tokens.map((token, i) => ({
       token,
       cacheRow,
       position: start + i,
       slot,
-      logits: allLogits || i === tokens.length - 1,
+      logits: allLogits === true || i === tokens.length - 1,
     })),
   );
 }
