@@ -294,7 +294,20 @@ function admit(
   };
 }
 
-export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Admitted {
+/** What a chat request's messages become: the prompt's token ids, and the tools, format and reasoning it runs with. */
+export interface ChatPrompt {
+  ids: number[];
+  tools: ToolPlan | null;
+  format: SamplingParams["response_format"];
+  reasoning: ReasoningPlan;
+}
+
+/**
+ * A chat request's prompt as the worker prefills it: the messages (tool results and calls included) and
+ * the tools through the base's chat template, thinking switched as the request's reasoning effort says.
+ * Also what POST /tokenize counts (routes/tokenize.ts).
+ */
+export function chatPrompt(body: ChatCompletionRequest, base: BaseModelInfo): ChatPrompt {
   const tools = planTools(body);
   let format = checkFormat(body);
   if (tools?.forced) {
@@ -316,6 +329,11 @@ export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Adm
   });
   // The template writes the special tokens (bos included) itself.
   const ids = base.tokenizer.encode(text, { addSpecialTokens: false });
+  return { ids, tools, format, reasoning };
+}
+
+export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Admitted {
+  const { ids, tools, format, reasoning } = chatPrompt(body, base);
   if (body.top_logprobs != null && body.top_logprobs > 0 && body.logprobs !== true) {
     throw invalidRequest("top_logprobs needs logprobs set to true", "top_logprobs");
   }

@@ -26,6 +26,7 @@ import {
   listInputItems,
   retrieveResponse,
 } from "./routes/responses.ts";
+import { detokenize, tokenize } from "./routes/tokenize.ts";
 import { usageRoute } from "./routes/usage.ts";
 
 export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
@@ -50,17 +51,21 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.get("/readyz", readinessRoute(deps));
   app.route("/dashboard", dashboardRoutes(deps));
 
-  app.use("/v1/*", bearerAuth(deps.db, deps.authCache));
+  // vLLM's tokenizer routes sit beside /v1, as vLLM serves them; they need a key as /v1 does.
+  for (const path of ["/v1/*", "/tokenize", "/detokenize"])
+    app.use(path, bearerAuth(deps.db, deps.authCache));
   // Before the body limit: uploads are adapters, capped by the adapter storage, and files, capped by
   // maxFileBytes, not by the JSON limit.
   app.route("/v1/adapters", adapterRoutes(deps));
   app.route("/v1/files", fileRoutes(deps, deps.limits.maxFileBytes));
-  app.use(
-    "/v1/*",
-    requestBodyLimit(deps.limits.maxBodyBytes, () =>
-      errorResponse(payloadTooLarge(deps.limits.maxBodyBytes)),
-    ),
-  );
+  for (const path of ["/v1/*", "/tokenize", "/detokenize"]) {
+    app.use(
+      path,
+      requestBodyLimit(deps.limits.maxBodyBytes, () =>
+        errorResponse(payloadTooLarge(deps.limits.maxBodyBytes)),
+      ),
+    );
+  }
   app.use("/v1/chat/completions", idempotency(deps));
   app.use("/v1/completions", idempotency(deps));
   app.use("/v1/responses", idempotency(deps));
@@ -77,6 +82,8 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.route("/v1/keys", keyRoutes(deps));
   app.get("/v1/fleet/scale", requireScope("admin"), fleetScaleRoute(deps));
   app.route("/v1/batches", batchRoutes(deps));
+  app.post("/tokenize", tokenize(deps));
+  app.post("/detokenize", detokenize(deps));
 
   app.notFound((c) => errorResponse(routeNotFound(c.req.method, c.req.path)));
   app.onError((error, c) => {

@@ -317,6 +317,43 @@ export const Completion = z.object({
 });
 export type Completion = z.infer<typeof Completion>;
 
+// ---------------------------------------------------------------------------------------------------------
+// Tokenizer (vLLM's POST /tokenize and /detokenize)
+// ---------------------------------------------------------------------------------------------------------
+
+/**
+ * A text prompt as a completions request would send it, or a chat request's messages (with the tools and
+ * reasoning settings that shape its prompt), to count and see as the worker would get them.
+ */
+export const TokenizeRequest = ChatCompletionRequest.extend({
+  messages: z.array(ChatMessageIn).min(1, "messages must hold at least one message").optional(),
+  prompt: z.string().optional(),
+  /** With prompt: the special tokens (bos) the tokenizer adds, as a completions prompt gets them; default true. */
+  add_special_tokens: z.boolean().nullable().optional(),
+  /** Each token's text too, in token_strs. */
+  return_token_strs: z.boolean().nullable().optional(),
+});
+export type TokenizeRequest = z.infer<typeof TokenizeRequest>;
+
+export const TokenizeResponse = z.object({
+  count: z.int(),
+  /** The base's context length: prompt and answer together. */
+  max_model_len: z.int(),
+  tokens: z.array(z.int()),
+  /** With return_token_strs: each token's text (`bytes:\xNN…` for one that ends inside a character). */
+  token_strs: z.array(z.string()).nullable(),
+});
+export type TokenizeResponse = z.infer<typeof TokenizeResponse>;
+
+export const DetokenizeRequest = z.object({
+  model: z.string().min(1),
+  tokens: z.array(z.int().nonnegative()),
+});
+export type DetokenizeRequest = z.infer<typeof DetokenizeRequest>;
+
+export const DetokenizeResponse = z.object({ prompt: z.string() });
+export type DetokenizeResponse = z.infer<typeof DetokenizeResponse>;
+
 export const ModelCard = z.object({
   id: z.string(),
   object: z.literal("model"),

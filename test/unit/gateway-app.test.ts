@@ -9,7 +9,15 @@ import { openDb } from "../../db/open.ts";
 import { loadBaseModel } from "../../gateway/base-loader.ts";
 import { BaseCatalog } from "../../gateway/bases.ts";
 import { claimKey } from "../../gateway/idempotency-keys.ts";
-import { ChatCompletion, ChatCompletionChunk, Completion, ErrorBody, ModelList } from "../../schema/api.ts";
+import {
+  ChatCompletion,
+  ChatCompletionChunk,
+  Completion,
+  DetokenizeResponse,
+  ErrorBody,
+  ModelList,
+  TokenizeResponse,
+} from "../../schema/api.ts";
 import { idempotencyKeys } from "../../schema/db.ts";
 import type { InferenceRequest } from "../../schema/wire.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
@@ -431,6 +439,61 @@ describe("adapters in model ids", () => {
   it("lets the owner run its adapter and refuses everyone else", async () => {
     expect((await chat({ model: `${BASE}:other/theirs` }, h.keys.other)).status).toBe(200);
     await expectError(await chat({ model: `${BASE}:other/theirs` }, h.keys.acme), 404, "model_not_found");
+  });
+});
+
+describe("/tokenize and /detokenize", () => {
+  const messages = [
+    { role: "system", content: "Be brief." },
+    { role: "user", content: "Hi" },
+  ];
+
+  it("counts a chat request's prompt as the chat completion sends it, and a text prompt as completions do", async () => {
+    const tools = [{ type: "function", function: { name: "lookup", parameters: { type: "object" } } }];
+    for (const extra of [{}, { tools }]) {
+      const counted = TokenizeResponse.parse(
+        await (await post("/tokenize", { model: `${BASE}:acme/support`, messages, ...extra })).json(),
+      );
+      await chat({ messages, ...extra });
+      expect(counted.tokens).toEqual(lastRequest().prompt_token_ids);
+      expect(counted).toMatchObject({
+        count: counted.tokens.length,
+        max_model_len: CONTEXT,
+        token_strs: null,
+      });
+    }
+    const sent = worker.received.length;
+    const text = TokenizeResponse.parse(
+      await (await post("/tokenize", { model: BASE, prompt: "Once upon", return_token_strs: true })).json(),
+    );
+    await post("/v1/completions", { model: BASE, prompt: "Once upon", max_tokens: 1 });
+    expect(worker.received).toHaveLength(sent + 1);
+    expect(text.tokens).toEqual(lastRequest().prompt_token_ids);
+    expect(text.token_strs!.slice(1).join("")).toBe("Once upon");
+    const bare = TokenizeResponse.parse(
+      await (await post("/tokenize", { model: BASE, prompt: "Once upon", add_special_tokens: false })).json(),
+    );
+    expect(bare.tokens).toEqual(text.tokens.slice(1));
+
+    const back = await post("/detokenize", { model: BASE, tokens: bare.tokens });
+    expect(DetokenizeResponse.parse(await back.json()).prompt).toBe("Once upon");
+  });
+
+  it("refuses a request without a key, for another org's adapter, with neither or both inputs, or ids outside the vocabulary", async () => {
+    await expectError(
+      await post("/tokenize", { model: BASE, prompt: "a" }, "lk_nope"),
+      401,
+      "invalid_api_key",
+    );
+    await expectError(
+      await post("/tokenize", { model: `${BASE}:other/theirs`, prompt: "a" }),
+      404,
+      "model_not_found",
+    );
+    await expectError(await post("/tokenize", { model: BASE }), 400, null, "prompt");
+    await expectError(await post("/tokenize", { model: BASE, prompt: "a", messages }), 400, null, "prompt");
+    await expectError(await post("/detokenize", { model: BASE, tokens: [1, 99999] }), 400, null, "tokens");
+    await expectError(await post("/detokenize", { model: BASE, tokens: "1 2" }), 400, null, "tokens");
   });
 });
 
