@@ -13,10 +13,24 @@ import { invalidRequest } from "./errors.ts";
 import { planReasoning, type ReasoningPlan, requestedEffort } from "./reasoning.ts";
 import { forcedCallFormat, parsedToolCalls, planTools, type ToolPlan, toolMessages } from "./tool-calls.ts";
 
+/** One prompt of a request, run `choices` times. */
+export interface AdmittedPrompt {
+  tokenIds: number[];
+  /** Its runs' max_tokens: the request's, or what the context leaves this prompt. */
+  maxTokens: number;
+  /** Completions' echo: the prompt's text, which each of its answers starts with (its logprobs with the prompt's). */
+  echo?: string;
+}
+
 export interface Admitted {
-  promptTokenIds: number[];
+  /**
+   * What runs: one prompt (chat, responses), or each of a legacy completions request's, `choices` times
+   * each; run r is choice r % choices of prompt ⌊r / choices⌋, as OpenAI indexes the answers (runPrompt).
+   */
+  prompts: AdmittedPrompt[];
+  /** Every run's sampling, but for max_tokens: each run's is its prompt's (this is the first prompt's). */
   sampling: SamplingParams;
-  /** OpenAI's n: how many completions of the prompt to generate, each its own run. */
+  /** OpenAI's n: how many completions of each prompt to generate, each its own run. */
   choices: number;
   stream: boolean;
   /** stream_options.include_usage: a last chunk carries the usage. */
@@ -25,8 +39,6 @@ export interface Admitted {
   tools?: ToolPlan | null;
   /** Chat: the answer holds reasoning to split off (gateway/reasoning.ts); null for none. */
   reasoning?: ReasoningPlan["split"];
-  /** Completions' echo: the prompt's text, which every answer starts with (and its logprobs with the prompt's). */
-  echo?: string;
   /** vLLM's prompt_logprobs asked for: how many alternatives each prompt token's entry holds. */
   promptLogprobs?: number;
 }
@@ -57,6 +69,19 @@ type Common = Pick<
  * choices take that many of the worker's batch rows at once.
  */
 export const MAX_CHOICES = 16;
+
+/** Most runs (prompts × n) one legacy completions request may ask for; all go to one worker. */
+export const MAX_RUNS = 64;
+
+/** How many runs a request makes: each prompt `choices` times. */
+export function runCount(admitted: Admitted): number {
+  return admitted.prompts.length * admitted.choices;
+}
+
+/** The prompt of run `run` (Admitted.prompts) and which of its choices the run is. */
+export function runPrompt(admitted: Admitted, run: number): { prompt: AdmittedPrompt; choice: number } {
+  return { prompt: admitted.prompts[Math.floor(run / admitted.choices)]!, choice: run % admitted.choices };
+}
 
 /** Most tokens one request's logit_bias may list (each is an entry of every decode step). */
 export const MAX_LOGIT_BIAS_TOKENS = 1024;
@@ -266,7 +291,7 @@ function admit(
     throw invalidRequest("prompt_logprobs is not available with stream: true", "prompt_logprobs");
   }
   return {
-    promptTokenIds,
+    prompts: [{ tokenIds: promptTokenIds, maxTokens }],
     sampling: {
       max_tokens: maxTokens,
       temperature: body.temperature ?? defaults.temperature ?? 1,
@@ -351,16 +376,14 @@ export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Adm
   return { ...admitted, tools, reasoning: reasoning.split };
 }
 
-function completionPromptIds(prompt: CompletionRequest["prompt"], base: BaseModelInfo): number[] {
-  if (typeof prompt === "string") return base.tokenizer.encode(prompt, { addSpecialTokens: true });
+/** A completions request's prompts: a text, token ids, or a list of either (each list entry one prompt). */
+function completionPrompts(prompt: CompletionRequest["prompt"], base: BaseModelInfo): number[][] {
+  const encode = (text: string) => base.tokenizer.encode(text, { addSpecialTokens: true });
+  if (typeof prompt === "string") return [encode(prompt)];
   if (prompt.length === 0) throw invalidRequest("prompt is empty", "prompt");
   // A list of token ids is one prompt; a list of strings or of id lists is several.
-  if (typeof prompt[0] === "number") return prompt as number[];
-  if (prompt.length !== 1) {
-    throw invalidRequest("give one prompt per request (a list must hold exactly one)", "prompt");
-  }
-  const only = prompt[0]!;
-  return typeof only === "string" ? base.tokenizer.encode(only, { addSpecialTokens: true }) : only;
+  if (typeof prompt[0] === "number") return [prompt as number[]];
+  return (prompt as (string | number[])[]).map((one) => (typeof one === "string" ? encode(one) : one));
 }
 
 export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): Admitted {
@@ -376,35 +399,51 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
       "best_of",
     );
   }
-  const ids = completionPromptIds(body.prompt, base);
-  if (ids.length === 0) throw invalidRequest("prompt is empty", "prompt");
-  const vocab = base.tokenizer.vocabSize;
-  const bad = ids.find((id) => id >= vocab);
-  if (bad !== undefined) {
-    throw invalidRequest(`prompt holds token id ${bad}, outside the vocabulary of ${vocab} tokens`, "prompt");
+  const prompts = completionPrompts(body.prompt, base);
+  const runs = prompts.length * (body.n ?? 1);
+  if (runs > MAX_RUNS) {
+    throw invalidRequest(
+      `${prompts.length} prompts × n ${body.n ?? 1} asks for ${runs} completions; at most ${MAX_RUNS} are allowed`,
+      "prompt",
+    );
   }
+  const vocab = base.tokenizer.vocabSize;
   const top = body.logprobs ?? null;
-  const admitted = admit(body, base, ids, "prompt", body.max_tokens, "max_tokens", {
-    on: top !== null,
-    top: top ?? 0,
+  // Each prompt admitted alone: its own context check and max_tokens; the sampling is the same for all.
+  const each = prompts.map((ids) => {
+    if (ids.length === 0) throw invalidRequest("prompt is empty", "prompt");
+    const bad = ids.find((id) => id >= vocab);
+    if (bad !== undefined) {
+      throw invalidRequest(
+        `prompt holds token id ${bad}, outside the vocabulary of ${vocab} tokens`,
+        "prompt",
+      );
+    }
+    return admit(body, base, ids, "prompt", body.max_tokens, "max_tokens", {
+      on: top !== null,
+      top: top ?? 0,
+    });
   });
+  const admitted: Admitted = { ...each[0]!, prompts: each.flatMap((a) => a.prompts) };
   if (!echo) return admitted;
   // Echoed logprobs start with the prompt's tokens', which the worker scores as vLLM's prompt_logprobs.
   if (top !== null) {
     const asked = admitted.sampling.prompt_logprobs;
     admitted.sampling.prompt_logprobs = asked === null ? top : Math.max(asked, top);
   }
-  const text = typeof body.prompt === "string" ? body.prompt : echoedText(body.prompt, ids, base);
-  return { ...admitted, echo: text };
+  for (const [i, prompt] of admitted.prompts.entries())
+    prompt.echo = echoedText(body.prompt, i, prompt.tokenIds, base);
+  return admitted;
 }
 
-/** The text an echo repeats of a prompt given as a list: the string it holds, or its ids decoded. */
+/** The text an echo repeats of prompt `index`: the text given, or its ids decoded. */
 function echoedText(
   prompt: CompletionRequest["prompt"],
+  index: number,
   ids: readonly number[],
   base: BaseModelInfo,
 ): string {
-  const only = Array.isArray(prompt) ? prompt[0] : undefined;
-  if (typeof only === "string") return only;
+  const given = typeof prompt === "string" ? prompt : prompt[index];
+  if (typeof given === "string") return given;
   return base.tokenizer.decode(ids, { skipSpecialTokens: true });
 }

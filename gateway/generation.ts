@@ -19,7 +19,7 @@ import type {
   TokenLogprob,
 } from "../schema/wire.ts";
 import { ANY_WORKER, WIRE_VERSION } from "../schema/wire.ts";
-import type { Admitted } from "./admission.ts";
+import { type Admitted, runCount, runPrompt } from "./admission.ts";
 import type { Principal } from "./auth.ts";
 import type { GatewayMetrics } from "./deps.ts";
 import { ApiError, fromWireError, noWorker, noWorkerStarted, upstreamTimeout } from "./errors.ts";
@@ -79,8 +79,9 @@ export function choiceSeed(seed: number | null, index: number): number | null {
 }
 
 /**
- * Routes and publishes the request: one run per choice (`admitted.choices`, OpenAI's n), each its own
- * request on the bus (choiceRequestId, choiceSeed) to the same worker, where the later choices find the
+ * Routes and publishes the request: one run per choice (`admitted.choices`, OpenAI's n) of each prompt
+ * (several only in legacy completions: admission.ts runPrompt), each its own request on the bus
+ * (choiceRequestId by run, choiceSeed by choice) to the same worker, where the later choices find the
  * first one's prompt in the prefix cache. With no live worker for the base, the runs go to the base's
  * shared queue to wait for one (the caller then awaits awaitColdStart), unless cold starts are off.
  */
@@ -102,7 +103,7 @@ export async function startGenerations(options: GenerationOptions, target: Gener
     // prefix from the cache; the others then go out together, not one publish acknowledgement at a time.
     generations.push(await publish(0));
     const rest = await Promise.allSettled(
-      Array.from({ length: target.admitted.choices - 1 }, (_, k) => publish(k + 1)),
+      Array.from({ length: runCount(target.admitted) - 1 }, (_, k) => publish(k + 1)),
     );
     for (const outcome of rest) if (outcome.status === "fulfilled") generations.push(outcome.value);
     const failed = rest.find((outcome) => outcome.status === "rejected");
@@ -128,6 +129,7 @@ async function publishChoice(
 ): Promise<Generation> {
   const { bus, metrics } = options;
   const { sampling } = target.admitted;
+  const { prompt, choice } = runPrompt(target.admitted, index);
   const inbox = await bus.openReplyInbox();
   const now = options.now();
   const request: InferenceRequest = {
@@ -137,12 +139,13 @@ async function publishChoice(
     api_key_id: target.caller.keyId,
     base: target.base,
     adapter: target.adapter,
-    prompt_token_ids: target.admitted.promptTokenIds,
+    prompt_token_ids: prompt.tokenIds,
     sampling: {
       ...sampling,
-      seed: choiceSeed(sampling.seed, index),
-      // The prompt is scored once, by the first choice's run, unless every answer echoes it as it streams.
-      prompt_logprobs: index === 0 || target.admitted.echo !== undefined ? sampling.prompt_logprobs : null,
+      max_tokens: prompt.maxTokens,
+      seed: choiceSeed(sampling.seed, choice),
+      // A prompt is scored once, by its first choice's run, unless every answer echoes it as it streams.
+      prompt_logprobs: choice === 0 || prompt.echo !== undefined ? sampling.prompt_logprobs : null,
     },
     reply: inbox.subject,
     created_at: now,

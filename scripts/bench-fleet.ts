@@ -234,7 +234,7 @@ async function runOnce(
             base: BASE,
             adapter: adapters[sequence[index]!]!,
             admitted: {
-              promptTokenIds: prompt,
+              prompts: [{ tokenIds: prompt, maxTokens: o.tokens }],
               sampling: greedySampling(o.tokens),
               choices: 1,
               stream: true,

@@ -1,12 +1,12 @@
-// POST /v1/completions: OpenAI's legacy completions API, one prompt per request and n completions of it,
-// streaming (choices interleaved, gateway/choices.ts) or not, with legacy logprobs (parallel arrays) when
+// POST /v1/completions: OpenAI's legacy completions API, a prompt or a list of them and n completions of
+// each (answer i is choice i % n of prompt ⌊i / n⌋), streaming (choices interleaved, gateway/choices.ts) or not, with legacy logprobs (parallel arrays) when
 // `logprobs` asks for them. With echo each answer starts with the prompt, its logprobs with the prompt
 // tokens' (the worker scores them: what evaluation harnesses such as lm-eval-harness read); vLLM's
 // prompt_logprobs adds them in vLLM's shape.
 import type { Handler } from "hono";
 import { type Completion, type CompletionLogprobs, CompletionRequest } from "../../schema/api.ts";
 import type { Final, PromptTokenLogprob } from "../../schema/wire.ts";
-import { admitCompletion } from "../admission.ts";
+import { admitCompletion, runPrompt } from "../admission.ts";
 import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
@@ -35,13 +35,13 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
       ...serveTier(c, body.service_tier),
     };
     const wantLogprobs = admitted.sampling.logprobs;
-    const { echo, promptLogprobs } = admitted;
-    // The prompt part of an echo's logprobs, continuing in `offsets` (null without logprobs).
-    const echoedLogprobs = (entries: readonly PromptTokenLogprob[], offsets: TextOffsets) =>
+    const { promptLogprobs } = admitted;
+    // The prompt part of run `run`'s echoed logprobs, continuing in `offsets` (null without logprobs).
+    const echoedLogprobs = (run: number, entries: readonly PromptTokenLogprob[], offsets: TextOffsets) =>
       wantLogprobs
         ? echoedPromptLogprobs(
             resolved.base.tokenizer,
-            admitted.promptTokenIds,
+            runPrompt(admitted, run).prompt.tokenIds,
             entries,
             admitted.sampling.top_logprobs,
             offsets,
@@ -53,17 +53,20 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
       const completion: Completion = {
         ...head,
         choices: replies.map((reply, index) => {
+          const { prompt, choice } = runPrompt(admitted, index);
           const offsets = new TextOffsets();
-          const echoed = echo === undefined ? null : echoedLogprobs(reply.promptLogprobs, offsets);
+          const echoed =
+            prompt.echo === undefined ? null : echoedLogprobs(index, reply.promptLogprobs, offsets);
           const generated = wantLogprobs ? completionLogprobs(reply.logprobs, offsets) : null;
+          // Each prompt's first choice's run scored it (every run, with echo: generation.ts).
+          const scored = replies[index - choice]!.promptLogprobs;
           return {
             index,
-            text: (echo ?? "") + reply.text,
+            text: (prompt.echo ?? "") + reply.text,
             logprobs: echoed && generated ? concatLogprobs(echoed, generated) : generated,
             finish_reason: finishReasonOf(reply.final),
-            // The first choice's run scored the prompt (every one's, with echo: generation.ts).
             ...(promptLogprobs !== undefined
-              ? { prompt_logprobs: promptLogprobsOut(replies[0]!.promptLogprobs, promptLogprobs) }
+              ? { prompt_logprobs: promptLogprobsOut(scored, promptLogprobs) }
               : {}),
           };
         }),
@@ -79,11 +82,12 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
       const offsets = choices.map(() => new TextOffsets());
       // An echo goes out as each choice's first event, once the worker has scored the prompt.
       const scored = choices.map((): PromptTokenLogprob[] => []);
-      const echoed = choices.map(() => echo === undefined);
+      const echoed = choices.map((_, run) => runPrompt(admitted, run).prompt.echo === undefined);
       const echoOf = (index: number): Completion => {
         echoed[index] = true;
-        const logprobs = echoedLogprobs(scored[index]!, offsets[index]!);
-        return { ...head, choices: [{ index, text: echo!, logprobs, finish_reason: null }], ...usage };
+        const text = runPrompt(admitted, index).prompt.echo!;
+        const logprobs = echoedLogprobs(index, scored[index]!, offsets[index]!);
+        return { ...head, choices: [{ index, text, logprobs, finish_reason: null }], ...usage };
       };
       const finals: Final[] = [];
       for await (const { index, step } of interleave(choices)) {

@@ -5,7 +5,7 @@
 import type { Context } from "hono";
 import type { FinishReasonOut, UsageBody } from "../../schema/api.ts";
 import type { Final } from "../../schema/wire.ts";
-import type { Admitted } from "../admission.ts";
+import { type Admitted, runCount, runPrompt } from "../admission.ts";
 import { cancelGenerations, type OpenChoice, openChoices } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
@@ -35,12 +35,14 @@ export async function begin(
   const caller = c.get("principal");
   const requestId = c.get("requestId");
   c.set("base", resolved.base.name);
-  // The most tokens a run can use: what rate limits count and the quota reserves.
-  const tokens = admitted.promptTokenIds.length + admitted.sampling.max_tokens;
-  const runs = Array.from({ length: admitted.choices }, (_, index) => ({
-    requestId: choiceRequestId(requestId, index),
-    tokens,
-  }));
+  // The most tokens each run can use: what rate limits count and the quota reserves.
+  const runs = Array.from({ length: runCount(admitted) }, (_, index) => {
+    const { prompt } = runPrompt(admitted, index);
+    return {
+      requestId: choiceRequestId(requestId, index),
+      tokens: prompt.tokenIds.length + prompt.maxTokens,
+    };
+  });
   const admission = await admitWithinLimits(deps, caller, runs);
   // Set on c.res, Hono copies them onto whatever response the route returns, streams included.
   for (const [name, value] of Object.entries(admission.headers)) c.res.headers.set(name, value);

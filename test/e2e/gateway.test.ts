@@ -374,6 +374,7 @@ describe("the gateway with real workers, through the openai client", () => {
     const all = context.length + continuation.length;
     // lm-eval-harness's loglikelihood request: context and continuation as ids, echo, logprobs 1, and
     // max_tokens 1 (it drops the generated token) or 0.
+    let scoredAlone: (number | null)[] = [];
     for (const maxTokens of [0, 1]) {
       const scored = await client.completions.create({
         model,
@@ -390,6 +391,7 @@ describe("the gateway with real workers, through the openai client", () => {
       expect(logprobs.token_logprobs![0]).toBeNull();
       expect(logprobs.top_logprobs![0]).toBeNull();
       expect(choice.text.startsWith(prompt + generated.choices[0]!.text)).toBe(true);
+      if (maxTokens === 0) scoredAlone = logprobs.token_logprobs!;
       const tail = logprobs.token_logprobs!.slice(context.length, all);
       for (const [i, logprob] of tail.entries()) expect(logprob).toBeCloseTo(reported.token_logprobs![i]!, 3);
       // Each continuation token was the greedy one: its logprob is its position's best.
@@ -403,6 +405,25 @@ describe("the gateway with real workers, through the openai client", () => {
         output_tokens: maxTokens,
       });
     }
+
+    // With a batch_size above 1 it sends several prompts in one request: each is scored as it is alone.
+    const batch = await client.completions.create({
+      model,
+      prompt: [[...context, ...continuation], context],
+      max_tokens: 0,
+      temperature: 0,
+      logprobs: 1,
+      echo: true,
+    });
+    expect(batch.choices.map((c) => c.index)).toEqual([0, 1]);
+    const [both, contextOnly] = batch.choices.map((c) => c.logprobs!.token_logprobs!);
+    expect(both).toHaveLength(all);
+    for (const [i, logprob] of both!.entries()) {
+      if (i === 0) expect(logprob).toBeNull();
+      else expect(logprob).toBeCloseTo(scoredAlone[i]!, 4);
+    }
+    expect(contextOnly).toHaveLength(context.length);
+    expect(batch.usage).toMatchObject({ prompt_tokens: all + context.length, completion_tokens: 0 });
 
     // Streamed, the echo comes first, with the prompt tokens' logprobs; the text is the unstreamed answer's.
     const whole = await client.completions.create({

@@ -357,9 +357,15 @@ describe("completions", () => {
     expect(chunks.at(-1).usage.completion_tokens).toBe(FAKE_REPLY_TOKENS);
   });
 
-  it("refuses several prompts, max_tokens 0 without echo, prompt_logprobs in a stream, best_of and token ids outside the vocabulary", async () => {
+  it("refuses more than 64 prompts × n, max_tokens 0 without echo, prompt_logprobs in a stream, best_of and token ids outside the vocabulary", async () => {
     await expectError(
-      await post("/v1/completions", { model: BASE, prompt: ["a", "b"] }),
+      await post("/v1/completions", { model: BASE, prompt: Array(33).fill("a"), n: 2 }),
+      400,
+      null,
+      "prompt",
+    );
+    await expectError(
+      await post("/v1/completions", { model: BASE, prompt: ["a", [1, 99999]] }),
       400,
       null,
       "prompt",

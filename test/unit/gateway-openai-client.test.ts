@@ -4,6 +4,7 @@
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
+import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { FAKE_REPLY_TOKENS, FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, CONTEXT, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 
@@ -311,6 +312,37 @@ describe("n choices", () => {
     await expect(
       client.completions.create({ model: BASE, prompt: "Hi", max_tokens: 2, n: 2, best_of: 3 }),
     ).rejects.toMatchObject({ status: 400, param: "best_of" });
+  });
+
+  it("answers several prompts' n choices, answer i being choice i % n of prompt ⌊i / n⌋, each run with its prompt, seed and max_tokens", async () => {
+    const sent = worker.received.length;
+    const prompts = ["Hi", "A longer prompt than the first"];
+    const completion = await client.completions.create({ model: BASE, prompt: prompts, n: 2, seed: 7 });
+    const runs = worker.received.slice(sent);
+    expect(runs).toHaveLength(4);
+    const id = completion.id.replace("cmpl-", "");
+    const byId = new Map(runs.map((r) => [r.id, r]));
+    const tokenizer = loadTokenizer(h.modelDir);
+    for (let i = 0; i < 4; i++) {
+      const run = byId.get(i === 0 ? id : `${id}-${i}`)!;
+      const ids = tokenizer.encode(prompts[Math.floor(i / 2)]!, { addSpecialTokens: true });
+      expect(run.prompt_token_ids).toEqual(ids);
+      expect(run.sampling.seed).toBe(7 + (i % 2));
+      // max_tokens left out: what the context leaves each prompt.
+      expect(run.sampling.max_tokens).toBe(CONTEXT - ids.length);
+      expect(completion.choices[i]).toMatchObject({ index: i, text: fakeReplyText(run.sampling.max_tokens) });
+    }
+    expect(completion.usage?.prompt_tokens).toBe(runs.reduce((n, r) => n + r.prompt_token_ids.length, 0));
+
+    const stream = await client.completions.create({
+      model: BASE,
+      prompt: [[1, 2], [3]],
+      max_tokens: 2,
+      stream: true,
+    });
+    const texts = ["", ""];
+    for await (const chunk of stream) for (const c of chunk.choices) texts[c.index] += c.text;
+    expect(texts).toEqual([fakeReplyText(2), fakeReplyText(2)]);
   });
 
   it("cancels every choice's run when the client aborts a stream", async () => {
