@@ -41,9 +41,15 @@ export const ChatMessageIn = z.object({
 });
 export type ChatMessageIn = z.infer<typeof ChatMessageIn>;
 
+/**
+ * OpenAI takes 4 stop strings, vLLM any number; evaluation harnesses send a task's stop sequences and the
+ * end-of-text string (lm-eval-harness: often 4 or 5), so more than OpenAI's are taken.
+ */
+export const MAX_STOP_STRINGS = 16;
+
 const Stop = z
-  .union([z.string().min(1), z.array(z.string().min(1)).max(4)], {
-    error: "must be a non-empty string or a list of at most 4 non-empty strings",
+  .union([z.string().min(1), z.array(z.string().min(1)).max(MAX_STOP_STRINGS)], {
+    error: `must be a non-empty string or a list of at most ${MAX_STOP_STRINGS} non-empty strings`,
   })
   .nullable();
 const Penalty = z.number().min(-2).max(2).nullable();

@@ -554,8 +554,9 @@ describe("bad input", () => {
   });
 
   it("says what a field of several shapes accepts", async () => {
-    const stop = await expectError(await chat({ stop: ["a", "b", "c", "d", "e"] }), 400, null, "stop");
-    expect(stop.message).toContain("at most 4 non-empty strings");
+    const stop = await expectError(await chat({ stop: Array(17).fill("a") }), 400, null, "stop");
+    expect(stop.message).toContain("at most 16 non-empty strings");
+    expect((await chat({ stop: ["a", "b", "c", "d", "e"] })).status).toBe(200);
     const image = [{ type: "image_url", image_url: { url: "https://example.com/cat.png" } }];
     const content = await expectError(
       await chat({ messages: [{ role: "user", content: image }] }),
