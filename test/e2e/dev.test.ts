@@ -13,6 +13,7 @@ import { openDb } from "../../db/open.ts";
 import { adapters, usageEvents } from "../../schema/db.ts";
 import { type LuminetProcess, startLuminetProcess } from "../../scripts/luminet-process.ts";
 import { ADAPTER_FILES } from "../../worker/adapters/blob-store.ts";
+import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 
 const home = mkdtempSync(join(tmpdir(), "luminet-dev-"));
 const KEY = `lk_devTestKey${"0".repeat(30)}`;
@@ -51,6 +52,24 @@ describe("luminet dev", () => {
         ),
       );
       for (const a of answers) expect(a.usage?.completion_tokens).toBeGreaterThan(0);
+      // vLLM's ignore_eos: with the end-of-text token forced (logit_bias) an answer ends at its first token,
+      // unless ignore_eos is set: then it runs to max_tokens.
+      const [eos] = loadTokenizer(join(home, "model")).eosTokenIds;
+      const forced = {
+        model: "tiny",
+        messages: [{ role: "user" as const, content: "Hello!" }],
+        max_tokens: 5,
+        logit_bias: { [String(eos)]: 100 },
+      };
+      const stopped = await client.chat.completions.create(forced);
+      expect(stopped.choices[0]?.finish_reason).toBe("stop");
+      expect(stopped.usage?.completion_tokens).toBe(1);
+      const ignored = await client.chat.completions.create({
+        ...forced,
+        ignore_eos: true,
+      } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+      expect(ignored.choices[0]?.finish_reason).toBe("length");
+      expect(ignored.usage?.completion_tokens).toBe(5);
       const metrics = await (await fetch(`${urlOf(first)}/metrics`)).text();
       expect(metrics).toContain("luminet_gateway_requests_total");
       expect(metrics).toContain("luminet_tokens_generated_total");

@@ -11,7 +11,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Miniflare } from "miniflare";
 import OpenAI, { toFile } from "openai";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import { connectJetStreamBus } from "../../bus/jetstream.ts";
 import { migrate } from "../../db/migrate.ts";
 import { openDb } from "../../db/open.ts";
@@ -154,6 +154,13 @@ describe("the gateway in workerd", () => {
     client = new OpenAI({ apiKey: key, baseURL: `${await mf.ready}v1`, maxRetries: 0 });
   }, 120_000);
 
+  // A failure prints what the worker logged last: a request that timed out once in CI left nothing else.
+  afterEach(({ task }) => {
+    if (task.result?.state !== "fail" || !worker) return;
+    const tail = worker.logs.slice(-40).map((line) => JSON.stringify(line));
+    console.error(`worker log, last ${tail.length} lines:\n${tail.join("\n")}`);
+  });
+
   afterAll(async () => {
     await mf?.dispose();
     await worker?.stop();
@@ -180,6 +187,13 @@ describe("the gateway in workerd", () => {
     expect(whole.choices[0]?.finish_reason).toBe("length");
     expect(whole.usage?.completion_tokens).toBe(6);
     expect(whole.usage?.prompt_tokens).toBeGreaterThan(0);
+    // The isolate counts the same prompt without running it.
+    const counted = await fetch(new URL("/tokenize", client.baseURL), {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: BASE, messages }),
+    });
+    expect(((await counted.json()) as { count: number }).count).toBe(whole.usage?.prompt_tokens);
 
     const stream = await client.chat.completions.create({
       model: BASE,

@@ -182,9 +182,11 @@ export async function startDrillStack(postgresBin: string, options: DrillStackOp
       adapterModel: (i) => `${DRILL_BASE}:${adapterNames[i]}`,
       workers,
       startWorker,
+      // A killed worker's heartbeat lasts until its TTL, and a loaded machine starts a worker slowly: this
+      // once took over 20 s in CI.
       liveWorkers: (count) =>
         vi.waitFor(async () => expect(await bus.liveHeartbeats(DRILL_BASE)).toHaveLength(count), {
-          timeout: 20_000,
+          timeout: 40_000,
           interval: 100,
         }),
       close,
