@@ -70,6 +70,9 @@ type Common = Pick<
  */
 export const MAX_CHOICES = 16;
 
+/** Legacy completions' max_tokens when a request leaves it out: OpenAI's and vLLM's 16 (chat's is the context). */
+export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
+
 /** Most runs (prompts × n) one legacy completions request may ask for; all go to one worker. */
 export const MAX_RUNS = 64;
 
@@ -419,10 +422,9 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
         "prompt",
       );
     }
-    return admit(body, base, ids, "prompt", body.max_tokens, "max_tokens", {
-      on: top !== null,
-      top: top ?? 0,
-    });
+    const maxTokens =
+      body.max_tokens ?? Math.min(COMPLETIONS_DEFAULT_MAX_TOKENS, base.contextLength - ids.length);
+    return admit(body, base, ids, "prompt", maxTokens, "max_tokens", { on: top !== null, top: top ?? 0 });
   });
   const admitted: Admitted = { ...each[0]!, prompts: each.flatMap((a) => a.prompts) };
   if (!echo) return admitted;

@@ -12,6 +12,8 @@ export type GatewayEnv = {
     base: string;
     /** Set on a Batch API line the batch runner sends in process (auth.ts RUN_AS). */
     batch: boolean;
+    /** Set on a request at the priority service tier (service-tier.ts). */
+    priority: boolean;
     /** Set on a background response's run: the id key of the response it answers (auth.ts RESPONSE_KEY). */
     responseKey: string;
   };

@@ -49,8 +49,10 @@ export interface GenerationTarget {
   base: string;
   adapter: AdapterRef | null;
   admitted: Admitted;
-  /** A Batch API line (the batch runner's request): billed at the base's batch price. */
+  /** A Batch API line (the batch runner's request) or a flex request: billed at the base's batch price. */
   batch?: boolean;
+  /** A priority-tier request: admitted first on the worker, billed at the base's priority price. */
+  priority?: boolean;
 }
 
 /** The client went away (or the deadline passed) and the run was cancelled; nobody reads the result. */
@@ -151,6 +153,7 @@ async function publishChoice(
     created_at: now,
     deadline: now + options.timeoutMs,
     ...(target.batch ? { batch: true } : {}),
+    ...(target.priority ? { priority: true } : {}),
   };
   try {
     await bus.publishRequest(request, workerId);
@@ -336,6 +339,7 @@ export class Generation {
       input_tokens: request.prompt_token_ids.length,
       output_tokens: outputTokens,
       ...(request.batch ? { batch: true } : {}),
+      ...(request.priority ? { priority: true } : {}),
       finish_reason: "error",
       started_ms: request.created_at,
       finished_ms: Math.max(Date.now(), request.created_at),

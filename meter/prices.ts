@@ -4,7 +4,8 @@
 // a dollar per token), so the arithmetic runs on BigInt.
 //
 // Rounding: the exact cost is (input − cached) × inPrice + cached × cachedPrice + output × outPrice, in
-// millionths of a micro-dollar, times the batch percent over 100 for a Batch API line; it is divided and
+// millionths of a micro-dollar, times the batch (or priority) percent over 100 for a Batch API line (a
+// priority-tier request); it is divided and
 // rounded UP, once, on the request's total (not per part). A request that used tokens on a priced base is never billed 0, and no request is billed
 // more than one micro-dollar ($0.000001) above its exact price.
 import type { BaseModel } from "../schema/db.ts";
@@ -13,8 +14,11 @@ import type { BaseModel } from "../schema/db.ts";
 export type Prices = Pick<BaseModel, "inputPriceMicrosPerMillion" | "outputPriceMicrosPerMillion"> &
   Partial<Pick<BaseModel, "cachedInputPriceMicrosPerMillion">>;
 
-/** The percent of the prices a request pays: 100, or a Batch API line's batch_price_percent. */
+/** The percent of the prices a request pays: 100, a Batch API line's batch_price_percent or a priority one's priority_price_percent. */
 export const FULL_PRICE_PERCENT = 100;
+
+/** The most a price percent may be: a priority premium of up to 10× (base_models' check says the same). */
+export const MAX_PRICE_PERCENT = 1000;
 
 export interface TokenCounts {
   inputTokens: number;
@@ -54,12 +58,12 @@ export function costMicros(prices: Prices, tokens: TokenCounts, percent = FULL_P
     cached * cachedPrice +
     exact("outputTokens", tokens.outputTokens) *
       exact("outputPriceMicrosPerMillion", prices.outputPriceMicrosPerMillion);
-  if (!Number.isSafeInteger(percent) || percent < 0 || percent > 100) {
-    throw new PriceInputError(`percent must be an integer from 0 to 100, got ${percent}`);
+  if (!Number.isSafeInteger(percent) || percent < 0 || percent > MAX_PRICE_PERCENT) {
+    throw new PriceInputError(`percent must be an integer from 0 to ${MAX_PRICE_PERCENT}, got ${percent}`);
   }
   const divisor = MILLION * 100n;
   const micros = (millionths * BigInt(percent) + divisor - 1n) / divisor;
-  // Unreachable with 32-bit token counts and prices (at most ~9.2e12); checked so a number never rounds.
+  // Unreachable with 32-bit token counts and prices (at most ~9.2e13 at 1000 %); checked so a number never rounds.
   if (micros > BigInt(Number.MAX_SAFE_INTEGER)) {
     throw new PriceInputError(`a cost of ${micros} micro-dollars exceeds what a number holds exactly`);
   }

@@ -47,7 +47,10 @@ function oversizedCount(event: UsageEvent): string | undefined {
   return undefined;
 }
 
-function row(event: UsageEvent, prices: Prices & { batchPricePercent: number }): NewUsageEvent {
+function row(
+  event: UsageEvent,
+  prices: Prices & { batchPricePercent: number; priorityPricePercent: number },
+): NewUsageEvent {
   return {
     requestId: event.request_id,
     orgId: event.org,
@@ -64,9 +67,14 @@ function row(event: UsageEvent, prices: Prices & { batchPricePercent: number }):
         cachedInputTokens: event.cached_input_tokens ?? 0,
         outputTokens: event.output_tokens,
       },
-      event.batch ? prices.batchPricePercent : FULL_PRICE_PERCENT,
+      event.batch
+        ? prices.batchPricePercent
+        : event.priority
+          ? prices.priorityPricePercent
+          : FULL_PRICE_PERCENT,
     ),
     batch: event.batch === true,
+    priority: event.priority === true,
     finishReason: event.finish_reason,
     startedAt: new Date(event.started_ms),
     finishedAt: new Date(event.finished_ms),
@@ -88,6 +96,7 @@ export async function writeUsageBatch(db: Db, events: readonly UsageEvent[]): Pr
         outputPriceMicrosPerMillion: baseModels.outputPriceMicrosPerMillion,
         cachedInputPriceMicrosPerMillion: baseModels.cachedInputPriceMicrosPerMillion,
         batchPricePercent: baseModels.batchPricePercent,
+        priorityPricePercent: baseModels.priorityPricePercent,
       })
       .from(baseModels)
       .where(inArray(baseModels.name, bases));

@@ -103,7 +103,7 @@ const Sampling = {
 };
 
 /** The tier an answer was served at, present when the request named one. */
-const ServedTier = z.enum(["default", "flex"]).optional();
+const ServedTier = z.enum(["default", "flex", "priority"]).optional();
 
 export const ChatCompletionRequest = z.object({
   ...Sampling,

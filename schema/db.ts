@@ -94,9 +94,14 @@ export const baseModels = pgTable(
     cachedInputPriceMicrosPerMillion: integer("cached_input_price_micros_per_million"),
     /** What a Batch API line pays, in percent of the prices above (OpenAI's batches pay 50). */
     batchPricePercent: integer("batch_price_percent").notNull().default(100),
+    /** What a priority-tier request pays, in percent of the prices above (a premium: 100 to 1000). */
+    priorityPricePercent: integer("priority_price_percent").notNull().default(100),
     createdAt: createdAt(),
   },
-  (t) => [check("base_models_batch_price_percent_range", sql`${t.batchPricePercent} between 0 and 100`)],
+  (t) => [
+    check("base_models_batch_price_percent_range", sql`${t.batchPricePercent} between 0 and 100`),
+    check("base_models_priority_price_percent_range", sql`${t.priorityPricePercent} between 100 and 1000`),
+  ],
 );
 
 export const adapterStatuses = ["uploading", "ready", "failed", "deleted"] as const;
@@ -172,6 +177,8 @@ export const usageEvents = pgTable(
     costMicros: bigint("cost_micros", { mode: "number" }).notNull(),
     /** A Batch API line: priced at the base's batch_price_percent. */
     batch: boolean("batch").notNull().default(false),
+    /** A priority-tier request: priced at the base's priority_price_percent. */
+    priority: boolean("priority").notNull().default(false),
     finishReason: text("finish_reason").notNull(),
     startedAt: timestamp("started_at", { withTimezone: true }).notNull(),
     finishedAt: timestamp("finished_at", { withTimezone: true }).notNull(),

@@ -242,7 +242,7 @@ export interface ResponseObject {
   object: "response";
   created_at: number;
   /** The tier it was served at, present when the request named one. */
-  service_tier?: "default" | "flex";
+  service_tier?: "default" | "flex" | "priority";
   completed_at: number | null;
   status: ResponseStatus;
   error: { code: string; message: string } | null;

@@ -231,6 +231,15 @@ export const InferenceRequest = z
      * event says so, and it is billed at the base's batch price.
      */
     batch: z.boolean().optional(),
+    /**
+     * A request at the priority service tier: the worker admits it before queued live requests, its usage
+     * event says so, and it is billed at the base's priority price. Never with batch.
+     */
+    priority: z.boolean().optional(),
+  })
+  .refine((r) => !(r.batch && r.priority), {
+    message: "a request is batch or priority, not both",
+    path: ["priority"],
   })
   .meta({ title: "InferenceRequest" });
 export type InferenceRequest = z.infer<typeof InferenceRequest>;
@@ -344,6 +353,8 @@ export const UsageEvent = z
     output_tokens: count,
     /** A Batch API line or a flex-tier request, billed at the base's batch price. Absent: false. */
     batch: z.boolean().optional(),
+    /** A priority-tier request, billed at the base's priority price. Absent: false. */
+    priority: z.boolean().optional(),
     finish_reason: FinishReason,
     started_ms: epochMs,
     finished_ms: epochMs,
@@ -351,6 +362,10 @@ export const UsageEvent = z
   .refine((u) => u.finished_ms >= u.started_ms, {
     message: "finished_ms is before started_ms",
     path: ["finished_ms"],
+  })
+  .refine((u) => !(u.batch && u.priority), {
+    message: "a request is batch or priority, not both",
+    path: ["priority"],
   })
   .refine((u) => (u.cached_input_tokens ?? 0) <= u.input_tokens, {
     message: "cached_input_tokens exceeds input_tokens",

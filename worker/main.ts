@@ -504,6 +504,7 @@ export class LuminetWorker {
         ...(json && tags ? { reasoning: tags } : {}),
       },
       ...(request.batch ? { batch: true } : {}),
+      ...(request.priority ? { priority: true } : {}),
       ...(sampling.prompt_logprobs !== null ? { promptLogprobs: sampling.prompt_logprobs } : {}),
       onToken: (token, text) => replies.send(token, text),
       onPromptLogprobs: (entries) => replies.sendPromptLogprobs(entries),

@@ -105,6 +105,7 @@ export class ReplyStream {
       cached_input_tokens: end.cachedPromptTokens,
       output_tokens: end.outputTokens,
       ...(this.request.batch ? { batch: true } : {}),
+      ...(this.request.priority ? { priority: true } : {}),
       finish_reason: end.finishReason,
       started_ms: this.startedMs,
       finished_ms: Math.max(this.startedMs, Date.now()),

@@ -8,13 +8,14 @@
 // The engine decodes every running sequence in one run, so the adapters of the running set ARE the step's
 // adapters: at most `maxAdaptersPerStep` adapters are active (acquired in a slot) at once. Requests queue per
 // adapter; admission takes turns across orgs, then across each org's adapters, so a busy org or a hot adapter
-// cannot starve the rest; live requests go before batch lines, which ride spare capacity: a live request
+// cannot starve the rest; priority-tier requests go before live ones, and live requests before batch lines,
+// which ride spare capacity: a live (or priority) request
 // that finds the batch full, or its adapter without a place while batch lines hold the places, preempts
 // running batch lines: each waits again, its cache parked beside the batch (or, on an engine that cannot
 // park, dropped, to prefill its prompt and what it generated again), and goes on where it stopped with the
 // tokens it would have had. A request for an
 // adapter that is not active waits for a place: places go in the order adapters started waiting (those
-// wanted by a live request first), and while one waits, the longest-active adapter that has had its quantum
+// wanted by a priority request first, then those wanted by a live one), and while one waits, the longest-active adapter that has had its quantum
 // of steps stops admitting and leaves once its running sequences end. A cold adapter's wait is so bounded by
 // the quantum plus the longest generation in flight. Loading never blocks a step: an adapter's acquire runs
 // while the batch goes on, and its requests join at the first step after it resolves.
@@ -128,6 +129,11 @@ export interface Job {
    * requests gets a free place first.
    */
   batch?: boolean;
+  /**
+   * A request at the priority service tier (InferenceRequest.priority): admitted before any queued live
+   * request or batch line, and its adapter gets a free place before theirs. Never with batch.
+   */
+  priority?: boolean;
   /**
    * Each generated token except a stop token, with the text it completes ("" while a character or a
    * possible stop string is incomplete); at the end, once with token null, text that was still held back.
@@ -266,9 +272,19 @@ function wantsPromptLogprobs(entry: Entry): boolean {
   return entry.job.promptLogprobs !== undefined && !entry.started;
 }
 
-/** 0 for a group whose queue starts with a live request, 1 for one that starts with a batch line. */
-function liveFirst(group: Group): number {
-  return group.queue[0]?.job.batch ? 1 : 0;
+/** The order jobs are served in: priority-tier requests, then live requests, then batch lines. */
+const PRIORITY = 0;
+const LIVE = 1;
+const BATCH = 2;
+
+function classOf(job: Job): number {
+  return job.priority ? PRIORITY : job.batch ? BATCH : LIVE;
+}
+
+/** The class of the job first in a group's queue (BATCH for an empty queue: it asks for nothing). */
+function headClass(group: Group): number {
+  const head = group.queue[0];
+  return head ? classOf(head.job) : BATCH;
 }
 
 function groupKey(org: string, adapter: AdapterRef | null): string {
@@ -351,8 +367,8 @@ export class Scheduler {
         resolve,
       };
       // Live requests queue ahead of the group's batch lines, in their own arrival order.
-      if (job.batch) group.queue.push(entry);
-      else insertBefore(group.queue, entry, (e) => e.job.batch === true);
+      // Each job queues behind the group's jobs of its class and ahead of the later classes.
+      insertBefore(group.queue, entry, (e) => classOf(e.job) > classOf(job));
       this.entries.set(job.id, entry);
       if (job.adapter) this.adapters.prefetch(job.adapter);
       this.kick();
@@ -547,7 +563,7 @@ export class Scheduler {
   private async yieldPlacesToLive(): Promise<void> {
     const adapterGroups = [...this.groups.values()].filter((g) => g.adapter);
     const liveWaiting = adapterGroups.filter(
-      (g) => g.state === "idle" && g.queue.length > 0 && liveFirst(g) === 0,
+      (g) => g.state === "idle" && g.queue.length > 0 && headClass(g) !== BATCH,
     ).length;
     const held = adapterGroups.filter((g) => g.state !== "idle").length;
     let short = liveWaiting - (this.options.maxAdaptersPerStep - held);
@@ -558,7 +574,7 @@ export class Scheduler {
     // The adapters with the fewest lines running give way first: the least work to redo.
     for (const group of adapterGroups.sort((a, b) => a.running - b.running)) {
       if (short <= 0) break;
-      const batchOnly = group.queue.length === 0 || liveFirst(group) === 1;
+      const batchOnly = headClass(group) === BATCH;
       const holdsPlace = group.state === "active" || group.state === "draining";
       // A group with a prompt in prefill (going in chunks) keeps its place until that prompt is in.
       if (!holdsPlace || !batchOnly || liveRunning.has(group) || this.prefillingIn(group)) continue;
@@ -589,7 +605,7 @@ export class Scheduler {
     // Adapters with a live request queued get places before those with only batch lines.
     const waiting = [...this.groups.values()]
       .filter((g) => g.adapter && g.state === "idle" && g.queue.length > 0)
-      .sort((a, b) => liveFirst(a) - liveFirst(b) || a.waitingSince - b.waitingSince);
+      .sort((a, b) => headClass(a) - headClass(b) || a.waitingSince - b.waitingSince);
     for (const group of waiting) {
       if (held >= this.options.maxAdaptersPerStep || this.slotsFull) break;
       this.startAcquire(group);
@@ -679,15 +695,21 @@ export class Scheduler {
 
   /**
    * The next group, taking turns across orgs and then across an org's groups, that may admit a job now;
-   * none of `skip`. Groups with a live request first in line go before those whose next job is a batch line.
+   * none of `skip`. Groups with a priority request first in line go first, then those with a live request,
+   * then those whose next job is a batch line.
    */
   private nextGroup(skip: ReadonlySet<Group>): { group: Group; orgAt: number; groupAt: number } | null {
-    return this.nextGroupOf(skip, true) ?? this.nextGroupOf(skip, false);
+    for (const most of [PRIORITY, LIVE, BATCH]) {
+      const next = this.nextGroupOf(skip, most);
+      if (next) return next;
+    }
+    return null;
   }
 
+  /** nextGroup among groups whose first job's class is at most `most`. */
   private nextGroupOf(
     skip: ReadonlySet<Group>,
-    liveOnly: boolean,
+    most: number,
   ): { group: Group; orgAt: number; groupAt: number } | null {
     const orgs = this.orgs.length;
     for (let i = 0; i < orgs; i++) {
@@ -699,7 +721,7 @@ export class Scheduler {
         const groupAt = (turn + j) % list.length;
         const group = list[groupAt]!;
         const head = group.queue[0];
-        if (head && group.state === "active" && !skip.has(group) && !(liveOnly && head.job.batch)) {
+        if (head && group.state === "active" && !skip.has(group) && classOf(head.job) <= most) {
           return { group, orgAt, groupAt };
         }
       }

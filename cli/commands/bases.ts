@@ -1,9 +1,10 @@
 // `luminet bases ...`: the base models in DATABASE_URL and their prices (input, output, optionally a lower
-// one for input a worker's prefix cache covered, and the percent of them a Batch API line pays). Gateways register a base when they first serve it,
+// one for input a worker's prefix cache covered, the percent of them a Batch API line pays and the percent
+// a priority-tier request pays). Gateways register a base when they first serve it,
 // at price 0; until a price is set its requests are metered but cost nothing.
 import { type Command, InvalidArgumentError } from "commander";
 import { eq } from "drizzle-orm";
-import { microsToDollars } from "../../meter/prices.ts";
+import { MAX_PRICE_PERCENT, microsToDollars } from "../../meter/prices.ts";
 import { baseModels } from "../../schema/db.ts";
 import { withDb } from "../with-db.ts";
 
@@ -26,6 +27,16 @@ export function parsePercent(text: string): number {
   return Number(text);
 }
 
+/** "175" → 175: the percent of the prices a priority-tier request pays, an integer from 100 to 1000. */
+export function parsePriorityPercent(text: string): number {
+  if (!/^\d{3,4}$/.test(text.trim()) || Number(text) < 100 || Number(text) > MAX_PRICE_PERCENT) {
+    throw new InvalidArgumentError(
+      `expected a whole percent from 100 to ${MAX_PRICE_PERCENT}, got "${text}"`,
+    );
+  }
+  return Number(text);
+}
+
 export function registerBases(program: Command): void {
   const bases = program.command("bases").description("base models and their per-token prices");
   bases
@@ -40,12 +51,12 @@ export function registerBases(program: Command): void {
           return;
         }
         process.stdout.write(
-          "base  context  $ per 1M input  $ per 1M cached input  $ per 1M output  batch %\n",
+          "base  context  $ per 1M input  $ per 1M cached input  $ per 1M output  batch %  priority %\n",
         );
         for (const r of rows) {
           const cached = r.cachedInputPriceMicrosPerMillion;
           process.stdout.write(
-            `${r.name}  ${r.contextLength}  ${microsToDollars(r.inputPriceMicrosPerMillion)}  ${cached === null ? "(input)" : microsToDollars(cached)}  ${microsToDollars(r.outputPriceMicrosPerMillion)}  ${r.batchPricePercent}\n`,
+            `${r.name}  ${r.contextLength}  ${microsToDollars(r.inputPriceMicrosPerMillion)}  ${cached === null ? "(input)" : microsToDollars(cached)}  ${microsToDollars(r.outputPriceMicrosPerMillion)}  ${r.batchPricePercent}  ${r.priorityPricePercent}\n`,
           );
         }
       }),
@@ -69,16 +80,28 @@ export function registerBases(program: Command): void {
       "the percent of these prices a Batch API line pays, e.g. 50 (default: keep the base's current one, 100 when new)",
       parsePercent,
     )
+    .option(
+      "--priority-percent <percent>",
+      "the percent of these prices a request at the priority service tier pays, e.g. 175 (default: keep the base's current one, 100 when new)",
+      parsePriorityPercent,
+    )
     .action(
       (
         name: string,
-        flags: { input: number; output: number; cachedInput?: number | "none"; batchPercent?: number },
+        flags: {
+          input: number;
+          output: number;
+          cachedInput?: number | "none";
+          batchPercent?: number;
+          priorityPercent?: number;
+        },
       ) =>
         withDb("bases", async (db) => {
           const [base] = await db
             .select({
               cached: baseModels.cachedInputPriceMicrosPerMillion,
               batch: baseModels.batchPricePercent,
+              priority: baseModels.priorityPricePercent,
             })
             .from(baseModels)
             .where(eq(baseModels.name, name));
@@ -104,6 +127,7 @@ export function registerBases(program: Command): void {
               outputPriceMicrosPerMillion: flags.output,
               cachedInputPriceMicrosPerMillion: cachedPrice,
               batchPricePercent: flags.batchPercent ?? base.batch,
+              priorityPricePercent: flags.priorityPercent ?? base.priority,
             })
             .where(eq(baseModels.name, name));
           const cached =
@@ -111,7 +135,7 @@ export function registerBases(program: Command): void {
               ? "cached input at the input price"
               : `$${microsToDollars(cachedPrice)} per 1M cached input tokens`;
           process.stdout.write(
-            `${name}: $${microsToDollars(flags.input)} per 1M input tokens, ${cached}, $${microsToDollars(flags.output)} per 1M output tokens; batch lines pay ${flags.batchPercent ?? base.batch} %\n`,
+            `${name}: $${microsToDollars(flags.input)} per 1M input tokens, ${cached}, $${microsToDollars(flags.output)} per 1M output tokens; batch lines pay ${flags.batchPercent ?? base.batch} %, priority requests ${flags.priorityPercent ?? base.priority} %\n`,
           );
         }),
     );

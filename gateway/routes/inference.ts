@@ -64,6 +64,7 @@ export async function begin(
       adapter: resolved.adapter,
       admitted,
       batch: c.get("batch") === true,
+      priority: c.get("priority") === true,
     });
     deps.metrics?.added(resolved.base.name, (performance.now() - c.get("startedAt")) / 1000);
     const cancelAll = () => cancelGenerations(generations);

@@ -691,7 +691,7 @@ describe("the gateway with real workers, through the openai client", () => {
     }
   });
 
-  it("runs a Batch API batch of mixed-adapter lines on the workers and bills every line, and a flex request, as a batch line", async () => {
+  it("runs a Batch API batch of mixed-adapter lines on the workers and bills every line, and a flex request, as a batch line; a priority request is marked so", async () => {
     const lines = [`${BASE}:acme/a0`, `${BASE}:acme/a1`, BASE, `${BASE}:acme/a2`].map((model, i) =>
       JSON.stringify({
         custom_id: `line-${i}`,
@@ -748,6 +748,15 @@ describe("the gateway with real workers, through the openai client", () => {
       usage.get(flex.id.replace(/^chatcmpl-/, "")),
     );
     expect(flexUsage.batch).toBe(true);
+    // One at the priority tier: its usage event says so, for the meter's priority price.
+    const priority = await client.chat.completions.create({
+      model: `${BASE}:acme/a1`,
+      messages,
+      max_tokens: 2,
+      service_tier: "priority",
+    });
+    expect(priority.service_tier).toBe("priority");
+    expect(await billed(requestIdOf(priority.id))).toMatchObject({ priority: true, output_tokens: 2 });
   });
 
   it("calls a required function with arguments of its schema, streaming and not, and takes the result back", async () => {

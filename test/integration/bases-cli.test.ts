@@ -129,7 +129,7 @@ describe("luminet bases", () => {
     expect(set.stdout).toContain("batch lines pay 50 %");
     expect(await batchPercent()).toBe(50);
     expect((await luminet("list")).stdout).toMatch(
-      /meta\/tiny\s+2048\s+0\.150000\s+\(input\)\s+0\.600000\s+50\n/,
+      /meta\/tiny\s+2048\s+0\.150000\s+\(input\)\s+0\.600000\s+50\s+100\n/,
     );
     expect((await luminet("set-price", "meta/tiny", "--input", "0.2", "--output", "0.6")).code).toBe(0);
     expect(await batchPercent()).toBe(50);
@@ -146,6 +146,24 @@ describe("luminet bases", () => {
     expect(over.code).not.toBe(0);
     expect(over.stderr).toContain("expected a whole percent from 0 to 100");
     expect(await batchPercent()).toBe(50);
+  });
+
+  it("sets the percent a priority-tier request pays, keeps it when left out, and refuses one outside 100..1000", async () => {
+    const priorityPercent = async () => (await baseRow()).priorityPricePercent;
+    expect(await priorityPercent()).toBe(100);
+    const prices = ["set-price", "meta/tiny", "--input", "0.2", "--output", "0.6"];
+    const set = await luminet(...prices, "--priority-percent", "175");
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout).toContain("priority requests 175 %");
+    expect((await luminet("list")).stdout).toMatch(/meta\/tiny\s+2048\s+\S+\s+\S+\s+\S+\s+\d+\s+175\n/);
+    expect((await luminet(...prices)).code).toBe(0);
+    expect(await priorityPercent()).toBe(175);
+    for (const bad of ["99", "1001", "1.5"]) {
+      const refused = await luminet(...prices, "--priority-percent", bad);
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toContain("expected a whole percent from 100 to 1000");
+    }
+    expect(await priorityPercent()).toBe(175);
   });
 
   it("refuses an unknown base or a bad price and changes nothing", async () => {

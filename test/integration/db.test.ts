@@ -138,8 +138,8 @@ for (const { name, url } of targets) {
       await db.insert(usageEvents).values(usage("req-readback"));
       const [row] = await db.select().from(usageEvents).where(eq(usageEvents.requestId, "req-readback"));
       // A row written without the prefix cache's count (as before it existed) has 0 cached input tokens,
-      // and one written without the batch flag is not a batch line.
-      expect(row).toEqual({ ...usage("req-readback"), cachedInputTokens: 0, batch: false });
+      // and one written without the batch or priority flag is neither.
+      expect(row).toEqual({ ...usage("req-readback"), cachedInputTokens: 0, batch: false, priority: false });
 
       const [model] = await db.select().from(baseModels).where(eq(baseModels.name, base));
       expect(model?.architecture.kvHeads).toBe(8);
@@ -147,6 +147,7 @@ for (const { name, url } of targets) {
       expect(model?.cachedInputPriceMicrosPerMillion).toBeNull();
       // Batch lines pay the full price unless a batch percent is set.
       expect(model?.batchPricePercent).toBe(100);
+      expect(model?.priorityPricePercent).toBe(100);
       const [ready] = await db.select().from(adapters).where(eq(adapters.id, stored!.id));
       expect(ready).toMatchObject({ status: "ready", bytes: 6_000_000_000 });
     });

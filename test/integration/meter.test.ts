@@ -154,6 +154,25 @@ describe(`the meter (${databaseUrl.startsWith("pglite") ? "PGlite" : "Postgres"}
     await vi.waitFor(async () => expect(await usageBacklog(natsUrl, namespace)).toBe(0), waitLong);
   });
 
+  it("bills a priority-tier request at the base's priority percent, and marks its row", async () => {
+    const { namespace, publisher, meterBus } = await jetStream();
+    await meterOn(meterBus);
+    const premium = `test/priority-${randomUUID()}`;
+    await registerBase(db, premium, 150_000, 600_000);
+    await db.update(baseModels).set({ priorityPricePercent: 175 }).where(eq(baseModels.name, premium));
+    const org = `org-${randomUUID()}`;
+    const event = { org, base: premium, input_tokens: 1000, output_tokens: 333 };
+    await publisher.publishUsage(usageEvent({ ...event, request_id: `${org}-live` }));
+    await publisher.publishUsage(usageEvent({ ...event, request_id: `${org}-priority`, priority: true }));
+    await vi.waitFor(async () => expect(await orgRows(db, org)).toHaveLength(2), waitLong);
+    // 349.8 at full price → 350; at 175 %, rounded once, 612.15 → 613.
+    expect((await orgRows(db, org)).map((r) => [r.requestId, r.priority, r.costMicros])).toEqual([
+      [`${org}-live`, false, 350],
+      [`${org}-priority`, true, 613],
+    ]);
+    await vi.waitFor(async () => expect(await usageBacklog(natsUrl, namespace)).toBe(0), waitLong);
+  });
+
   it("writes a burst larger than one batch whole, each request rounded on its own", async () => {
     const { namespace, publisher, meterBus } = await jetStream();
     await meterOn(meterBus, { batchSize: 8, flushMs: 20 });

@@ -173,16 +173,18 @@ describe("chat completions", () => {
       min_p: 0.05,
       repetition_penalty: 1.1,
     });
-    // A base that states them all (max_new_tokens as the default completion length, within the context).
+    // A base that states them all (max_new_tokens as chat's default answer length, within the context).
     const tiny = h.deps.bases.get(BASE)!;
     const samplingDefaults = { top_k: 20, min_p: 0.02, repetition_penalty: 1.05, max_tokens: 7 };
     const app = h.appWith({ bases: new BaseCatalog([{ ...tiny, samplingDefaults }]) });
-    const request = (body: Record<string, unknown>) =>
-      app.request("/v1/completions", {
+    const postTo = (path: string, body: Record<string, unknown>) =>
+      app.request(path, {
         method: "POST",
         headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
-        body: JSON.stringify({ model: BASE, prompt: "Hi", ...body }),
+        body: JSON.stringify({ model: BASE, ...body }),
       });
+    const request = (body: Record<string, unknown>) =>
+      postTo("/v1/chat/completions", { messages: [{ role: "user", content: "Hi" }], ...body });
     expect((await request({})).status).toBe(200);
     expect(lastRequest().sampling).toMatchObject({
       max_tokens: 7,
@@ -192,6 +194,9 @@ describe("chat completions", () => {
       min_p: 0.02,
       repetition_penalty: 1.05,
     });
+    // Legacy completions default to 16 tokens, as OpenAI and vLLM: the file's max_new_tokens is chat's.
+    expect((await postTo("/v1/completions", { prompt: "Hi" })).status).toBe(200);
+    expect(lastRequest().sampling).toMatchObject({ max_tokens: 16, top_k: 20 });
     expect((await request({ max_tokens: 3, top_k: 0, min_p: null, repetition_penalty: 1 })).status).toBe(200);
     expect(lastRequest().sampling).toMatchObject({
       max_tokens: 3,
@@ -200,10 +205,10 @@ describe("chat completions", () => {
       repetition_penalty: 1,
     });
     const long = { ...tiny, samplingDefaults: { max_tokens: 100_000 } };
-    await h.appWith({ bases: new BaseCatalog([long]) }).request("/v1/completions", {
+    await h.appWith({ bases: new BaseCatalog([long]) }).request("/v1/chat/completions", {
       method: "POST",
       headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
-      body: JSON.stringify({ model: BASE, prompt: "Hi" }),
+      body: JSON.stringify({ model: BASE, messages: [{ role: "user", content: "Hi" }] }),
     });
     expect(lastRequest().sampling.max_tokens).toBe(CONTEXT - lastRequest().prompt_token_ids.length);
     // A gateway told to ignore the file (--sampling-defaults openai) samples at OpenAI's defaults.
@@ -275,7 +280,7 @@ describe("chat completions", () => {
     expect(chunks).toHaveLength(FAKE_REPLY_TOKENS + 2);
   });
 
-  it("serves service_tier flex as a batch line is, says the tier served when asked, and refuses an unknown one", async () => {
+  it("serves service_tier flex as a batch line is and priority as priority, says the tier served when asked, and refuses an unknown one", async () => {
     const flex = await chat({ max_tokens: 2, service_tier: "flex" });
     expect(ChatCompletion.parse(await flex.json()).service_tier).toBe("flex");
     // Marked for the worker's queue order and the meter's batch price.
@@ -285,11 +290,17 @@ describe("chat completions", () => {
       .map((d) => JSON.parse(d));
     expect(chunks.every((chunk) => chunk.service_tier === "flex")).toBe(true);
     expect(lastRequest().batch).toBe(true);
-    for (const tier of ["priority", "default", "auto"]) {
+    for (const tier of ["default", "auto"]) {
       const body = ChatCompletion.parse(await (await chat({ max_tokens: 1, service_tier: tier })).json());
       expect(body.service_tier).toBe("default");
       expect(lastRequest().batch).toBeUndefined();
+      expect(lastRequest().priority).toBeUndefined();
     }
+    // Marked for the worker's queue order and the meter's priority price.
+    const priority = await chat({ max_tokens: 1, service_tier: "priority" });
+    expect(ChatCompletion.parse(await priority.json()).service_tier).toBe("priority");
+    expect(lastRequest()).toMatchObject({ priority: true });
+    expect(lastRequest().batch).toBeUndefined();
     expect("service_tier" in ((await (await chat({ max_tokens: 1 })).json()) as object)).toBe(false);
     const before = worker.received.length;
     await expectError(await chat({ service_tier: "scale" }), 400, null, "service_tier");

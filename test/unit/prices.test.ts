@@ -92,8 +92,11 @@ describe("costMicros at a batch percent", () => {
     expect(costMicros(prices(500_000, 0), { inputTokens: 1, outputTokens: 0 }, 1)).toBe(1);
   });
 
-  it("refuses a percent outside 0 to 100 or not whole", () => {
-    for (const percent of [-1, 101, 50.5]) {
+  it("takes a priority premium up to 1000 %, and refuses a percent outside 0 to 1000 or not whole", () => {
+    // 7 × 0.15 + 3 × 0.60 = 2.85 micro-dollars; at 175 % 4.9875 → 5, at 1000 % 28.5 → 29.
+    expect(costMicros(prices(150_000, 600_000), { inputTokens: 7, outputTokens: 3 }, 175)).toBe(5);
+    expect(costMicros(prices(150_000, 600_000), { inputTokens: 7, outputTokens: 3 }, 1000)).toBe(29);
+    for (const percent of [-1, 1001, 50.5]) {
       expect(() => costMicros(prices(1, 1), { inputTokens: 1, outputTokens: 1 }, percent)).toThrow(
         PriceInputError,
       );

@@ -304,6 +304,38 @@ describe("scheduler", () => {
     expect(finished.indexOf("cold-live")).toBeLessThan(finished.indexOf("cold-batch-0"));
   });
 
+  it("admits a priority request before live requests and batch lines queued ahead of it, on its adapter or another", async () => {
+    const { scheduler } = await setUp({ maxBatch: 1 });
+    const finished: string[] = [];
+    const run = (j: Job) => scheduler.submit(j).then(() => finished.push(j.id));
+    const all = [
+      run(job("batch-a", 1, 2, { batch: true })),
+      ...[0, 1].map((i) => run(job(`live-a-${i}`, 1, 2))),
+      run(job("live-b", 3, 2)),
+      run(job("priority-a", 1, 2, { priority: true })),
+      run(job("priority-b", 3, 2, { priority: true })),
+    ];
+    await Promise.all(all);
+    // The priority requests first, then the live ones (each adapter's in their order), the batch line last.
+    expect(finished.slice(0, 2).sort()).toEqual(["priority-a", "priority-b"]);
+    expect(finished.at(-1)).toBe("batch-a");
+    expect(finished.filter((id) => id.startsWith("live-a"))).toEqual(["live-a-0", "live-a-1"]);
+  });
+
+  it("gives a free adapter place to an adapter a priority request waits for before one live requests want", async () => {
+    const { scheduler } = await setUp({ maxAdaptersPerStep: 1, maxBatch: 2 });
+    const finished: string[] = [];
+    const run = (j: Job) => scheduler.submit(j).then(() => finished.push(j.id));
+    const all = [
+      ...[0, 1, 2, 3].map((i) => run(job(`hot-${i}`, 0, 3))),
+      ...[0, 1].map((i) => run(job(`cold-live-${i}`, 2, 3))),
+      run(job("cold-priority", 4, 3, { priority: true })),
+    ];
+    await Promise.all(all);
+    // Adapter 2 started waiting first; the priority request's adapter 4 still gets the place first.
+    expect(finished.indexOf("cold-priority")).toBeLessThan(finished.indexOf("cold-live-0"));
+  });
+
   it("stops a cancelled sequence at the next step and reports only the tokens it generated", async () => {
     const { scheduler, engine } = await setUp();
     let seen = 0;
