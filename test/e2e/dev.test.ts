@@ -70,6 +70,10 @@ describe("luminet dev", () => {
       } as OpenAI.ChatCompletionCreateParamsNonStreaming);
       expect(ignored.choices[0]?.finish_reason).toBe("length");
       expect(ignored.usage?.completion_tokens).toBe(5);
+      const eosCached = [stopped, ignored].reduce(
+        (sum, a) => sum + (a.usage?.prompt_tokens_details?.cached_tokens ?? 0),
+        0,
+      );
       const metrics = await (await fetch(`${urlOf(first)}/metrics`)).text();
       expect(metrics).toContain("luminet_gateway_requests_total");
       expect(metrics).toContain("luminet_tokens_generated_total");
@@ -93,7 +97,7 @@ describe("luminet dev", () => {
       expect(cached).toBeGreaterThan(0);
       expect(cached % 16).toBe(0);
       expect(cached).toBeLessThan(usages[1]!.prompt_tokens);
-      cachedTokens = cached;
+      cachedTokens = cached + eosCached;
       await expect
         .poll(async () => {
           const text = await (await fetch(`${urlOf(first)}/metrics`)).text();
@@ -112,15 +116,18 @@ describe("luminet dev", () => {
       expect(demo).toHaveLength(8);
       for (const a of demo) expect(a.bytes).toBeGreaterThan(1000);
       const rows = await db.select().from(usageEvents);
-      expect(rows).toHaveLength(5);
-      expect(rows.map((r) => r.adapter).sort()).toEqual([
+      expect(rows).toHaveLength(7);
+      expect(rows.map((r) => r.adapter ?? "(base)").sort()).toEqual([
+        "(base)",
+        "(base)",
         "demo/adapter-0",
         "demo/adapter-3",
         "demo/adapter-3",
         "demo/adapter-3",
         "demo/adapter-7",
       ]);
-      // The billing rows keep what the prefix cache covered: only the second system-prompt chat's tokens.
+      // The billing rows keep what the prefix cache covered: the second system-prompt chat's tokens (and
+      // any the second forced-eos chat reused of the first).
       expect(rows.reduce((sum, r) => sum + r.cachedInputTokens, 0)).toBe(cachedTokens);
     } finally {
       await db.close();
