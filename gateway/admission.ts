@@ -5,6 +5,7 @@
 // Luminet refuses rather than silently ignores.
 import type { ChatCompletionRequest, ChatMessageIn, CompletionRequest } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
+import { fimPromptIds } from "../worker/engine/fim-tokens.ts";
 import { compileJsonSchema, JsonSchemaError, schemaAsRead } from "../worker/engine/json-schema.ts";
 import { MAX_LOGIT_BIAS } from "../worker/engine/sampler.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
@@ -379,19 +380,52 @@ export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Adm
   return { ...admitted, tools, reasoning: reasoning.split };
 }
 
-/** A completions request's prompts: a text, token ids, or a list of either (each list entry one prompt). */
-function completionPrompts(prompt: CompletionRequest["prompt"], base: BaseModelInfo): number[][] {
-  const encode = (text: string) => base.tokenizer.encode(text, { addSpecialTokens: true });
+/**
+ * A completions request's prompts: a text, token ids, or a list of either (each list entry one prompt).
+ * With a suffix each text is the prefix of a fill-in-the-middle prompt (fillInTheMiddle).
+ */
+function completionPrompts(
+  prompt: CompletionRequest["prompt"],
+  suffix: string,
+  base: BaseModelInfo,
+): number[][] {
+  const encode = (text: string) =>
+    suffix === ""
+      ? base.tokenizer.encode(text, { addSpecialTokens: true })
+      : fillInTheMiddle(text, suffix, base);
   if (typeof prompt === "string") return [encode(prompt)];
   if (prompt.length === 0) throw invalidRequest("prompt is empty", "prompt");
+  const texts = prompt.filter((one) => typeof one === "string");
+  if (suffix !== "" && texts.length !== prompt.length) {
+    throw invalidRequest("suffix needs the prompt as text, not token ids", "prompt");
+  }
   // A list of token ids is one prompt; a list of strings or of id lists is several.
   if (typeof prompt[0] === "number") return [prompt as number[]];
   return (prompt as (string | number[])[]).map((one) => (typeof one === "string" ? encode(one) : one));
 }
 
+/**
+ * OpenAI's `suffix`: the model writes what goes between the prompt and the suffix, in the fill-in-the-middle
+ * form its tokens say (worker/engine/fim-tokens.ts); a base without them cannot.
+ */
+function fillInTheMiddle(prefix: string, suffix: string, base: BaseModelInfo): number[] {
+  const tokens = base.tokenizer.fillInTheMiddle;
+  if (!tokens) {
+    throw invalidRequest(
+      `suffix needs a model trained to fill in the middle; ${base.name} has no fill-in-the-middle tokens`,
+      "suffix",
+    );
+  }
+  const encode = (text: string) => base.tokenizer.encode(text, { addSpecialTokens: false });
+  // What the tokenizer puts before any text: its bos, where it adds one.
+  const start = base.tokenizer.encode("", { addSpecialTokens: true });
+  return fimPromptIds(tokens, start, encode(prefix), encode(suffix));
+}
+
 export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): Admitted {
   const echo = body.echo === true;
-  if (body.suffix) throw invalidRequest("suffix is not supported", "suffix");
+  const suffix = body.suffix ?? "";
+  if (suffix !== "" && echo) throw invalidRequest("echo cannot be combined with suffix", "echo");
   if (body.max_tokens === 0 && !echo) {
     throw invalidRequest("max_tokens must be at least 1 (0 only with echo: true)", "max_tokens");
   }
@@ -402,7 +436,7 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
       "best_of",
     );
   }
-  const prompts = completionPrompts(body.prompt, base);
+  const prompts = completionPrompts(body.prompt, suffix, base);
   const runs = prompts.length * (body.n ?? 1);
   if (runs > MAX_RUNS) {
     throw invalidRequest(

@@ -2,6 +2,9 @@
 // worker: the OpenAI shapes of answers and errors, auth, model resolution, limits and cancels.
 
 import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { InProcessBroker } from "../../bus/in-process.ts";
@@ -20,8 +23,10 @@ import {
 } from "../../schema/api.ts";
 import { idempotencyKeys } from "../../schema/db.ts";
 import type { InferenceRequest } from "../../schema/wire.ts";
+import { initTinyModel } from "../../scripts/tiny-model.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { FAKE_REPLY_TOKENS, FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
+import { addFimTokens } from "../support/fim-model.ts";
 import { BASE, CONTEXT, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 
 let h: GatewayHarness;
@@ -416,6 +421,46 @@ describe("completions", () => {
       "prompt",
     );
     await expectError(await post("/v1/completions", { model: BASE, prompt: [] }), 400, null, "prompt");
+  });
+});
+
+describe("completions with a suffix (fill in the middle)", () => {
+  it("writes a code model's FIM prompt, and refuses a base without FIM tokens, echo, or a prompt of ids", async () => {
+    const coderDir = mkdtempSync(join(tmpdir(), "luminet-coder-"));
+    try {
+      initTinyModel(coderDir, { shape: "tiny", adapters: 0, rank: 4, seed: 7 });
+      const fim = addFimTokens(coderDir);
+      const coder = await loadBaseModel(h.db, { name: BASE, dir: coderDir });
+      const app = h.appWith({ bases: new BaseCatalog([coder]) });
+      const complete = (body: Record<string, unknown>) =>
+        app.request("/v1/completions", {
+          method: "POST",
+          headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
+          body: JSON.stringify({ model: BASE, max_tokens: 3, ...body }),
+        });
+      const res = await complete({ prompt: "def add(a, b):\n    return ", suffix: "\n\nprint(add(1, 2))" });
+      expect(res.status).toBe(200);
+      const encode = (text: string) => coder.tokenizer.encode(text, { addSpecialTokens: false });
+      expect(lastRequest().prompt_token_ids).toEqual([
+        coder.tokenizer.bosTokenId,
+        fim.prefix,
+        ...encode("def add(a, b):\n    return "),
+        fim.suffix,
+        ...encode("\n\nprint(add(1, 2))"),
+        fim.middle,
+      ]);
+      await expectError(await complete({ prompt: "x", suffix: "y", echo: true }), 400, null, "echo");
+      await expectError(await complete({ prompt: [1, 2], suffix: "y" }), 400, null, "prompt");
+    } finally {
+      rmSync(coderDir, { recursive: true, force: true });
+    }
+    const plain = await expectError(
+      await post("/v1/completions", { model: BASE, prompt: "x", suffix: "y" }),
+      400,
+      null,
+      "suffix",
+    );
+    expect(plain.message).toContain("has no fill-in-the-middle tokens");
   });
 });
 

@@ -10,6 +10,7 @@ import {
   TokenizerError,
   tokenizerFromFiles,
 } from "../../worker/engine/tokenizer.ts";
+import { addFimTokens } from "../support/fim-model.ts";
 
 let dir: string;
 let tok: Tokenizer;
@@ -89,6 +90,20 @@ describe("the tiny model's tokenizer", () => {
     expect(ids.filter((id) => id === 504)).toEqual([504]);
     const newlines = tok.encode("\n\n", { addSpecialTokens: false });
     expect(ids.slice(-1 - newlines.length)).toEqual([507, ...newlines]);
+  });
+
+  it("finds a code model's fill-in-the-middle tokens, and none in a vocabulary without them", () => {
+    expect(tok.fillInTheMiddle).toBeNull();
+    const coder = mkdtempSync(join(tmpdir(), "luminet-fim-"));
+    try {
+      initTinyModel(coder, { shape: "tiny", adapters: 0, rank: 4, seed: 0 });
+      const ids = addFimTokens(coder);
+      const fim = loadTokenizer(coder);
+      expect(fim.fillInTheMiddle).toEqual(ids);
+      expect(fim.encode("<|fim_middle|>", { addSpecialTokens: false })).toEqual([ids.middle]);
+    } finally {
+      rmSync(coder, { recursive: true, force: true });
+    }
   });
 
   it("says when a folder has no tokenizer or no chat template", () => {

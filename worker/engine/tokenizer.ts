@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+import { type FimTokens, fimTokens } from "./fim-tokens.ts";
 import { type ReasoningTemplate, reasoningTemplate } from "./reasoning-template.ts";
 import { tokenBytesReader } from "./token-bytes.ts";
 
@@ -45,6 +46,8 @@ export interface Tokenizer {
   readonly templateTakesTools: boolean;
   /** How the model's answers hold reasoning, as its chat template says; null for a model that does not reason. */
   readonly reasoning: ReasoningTemplate | null;
+  /** A code model's fill-in-the-middle tokens (fim-tokens.ts); null where the vocabulary has none. */
+  readonly fillInTheMiddle: FimTokens | null;
   isSpecial(id: number): boolean;
   /** The token's own bytes (token-bytes.ts); empty outside the vocabulary. */
   tokenBytes(id: number): Uint8Array;
@@ -231,6 +234,7 @@ export function tokenizerFromFiles(files: TokenizerFiles): Tokenizer {
         return ids.length === 1 ? ids[0]! : null;
       },
     ),
+    fillInTheMiddle: fimTokens((token) => hf.token_to_id(token) ?? null),
     isSpecial: (id) => specialIds.has(id),
     tokenBytes,
   };
