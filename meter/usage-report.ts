@@ -18,14 +18,16 @@ export interface UsageTotals {
 }
 
 /** The field that names a row's group in the report, per grouping. */
-export const groupField = { day: "day", adapter: "adapter", key: "api_key_id" } as const satisfies Record<
-  UsageGrouping,
-  string
->;
+export const groupField = {
+  day: "day",
+  adapter: "adapter",
+  key: "api_key_id",
+  tier: "service_tier",
+} as const satisfies Record<UsageGrouping, string>;
 
 /**
- * One group's totals: `day` ("YYYY-MM-DD", UTC), `adapter` (null: the base model alone) or `api_key_id`,
- * whichever the report is grouped by.
+ * One group's totals: `day` ("YYYY-MM-DD", UTC), `adapter` (null: the base model alone), `api_key_id` or
+ * `service_tier` ("default", "batch" or "priority"), whichever the report is grouped by.
  */
 export type UsageReportRow = UsageTotals & { org: string } & {
   [K in (typeof groupField)[UsageGrouping]]?: string | null;

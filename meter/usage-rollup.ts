@@ -1,10 +1,10 @@
-// Usage rollups: billing rows summed by UTC day, adapter or API key, for one org or all of them. The one
+// Usage rollups: billing rows summed by UTC day, adapter, API key or service tier, for one org or all of them. The one
 // query `luminet usage`, the usage API and the dashboard read, so their numbers agree by construction.
 import { and, eq, gte, lt, type SQL, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { usageDay, usageEvents } from "../schema/db.ts";
 
-export const usageGroupings = ["day", "adapter", "key"] as const;
+export const usageGroupings = ["day", "adapter", "key", "tier"] as const;
 export type UsageGrouping = (typeof usageGroupings)[number];
 
 export interface UsageQuery {
@@ -21,7 +21,10 @@ export interface UsageQuery {
 
 export interface UsageRollupRow {
   org: string;
-  /** The UTC day ("YYYY-MM-DD"), the adapter name (null: the base model alone) or the API key id. */
+  /**
+   * The UTC day ("YYYY-MM-DD"), the adapter name (null: the base model alone), the API key id, or the tier
+   * the rows were billed at: "default", "batch" (Batch API lines and flex requests) or "priority".
+   */
   group: string | null;
   requests: number;
   inputTokens: number;
@@ -39,6 +42,8 @@ function groupExpression(by: UsageGrouping): SQL {
       return sql`${usageEvents.adapter}`;
     case "key":
       return sql`${usageEvents.apiKeyId}`;
+    case "tier":
+      return sql`case when ${usageEvents.batch} then 'batch' when ${usageEvents.priority} then 'priority' else 'default' end`;
   }
 }
 

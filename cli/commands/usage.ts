@@ -131,7 +131,9 @@ export function registerUsage(program: Command): void {
   gatewayOptions(
     program
       .command("usage")
-      .description("usage and cost by day, adapter and key, through the gateway or on DATABASE_URL"),
+      .description(
+        "usage and cost by day, adapter, key or service tier, through the gateway or on DATABASE_URL",
+      ),
     "an API key of the org; key labels need the admin scope",
   )
     .option(
@@ -140,7 +142,7 @@ export function registerUsage(program: Command): void {
     )
     .option("--since <date>", "first day (YYYY-MM-DD, UTC)")
     .option("--until <date>", "last day, included (YYYY-MM-DD, UTC)")
-    .option("--by <dimension>", "day | adapter | key", "day")
+    .option("--by <dimension>", "day | adapter | key | tier", "day")
     .option("--base <base>", "only this base model")
     .option("--json", "print JSON instead of a table")
     .addHelpText("after", GATEWAY_OR_DATABASE)

@@ -1,6 +1,6 @@
-// GET /v1/usage: the caller's org's usage and cost from the billing rows, grouped by UTC day, adapter or
-// API key — the report `luminet usage --json` prints (meter/usage-report.ts). Query parameters:
-//   group_by  day (default) | adapter | key
+// GET /v1/usage: the caller's org's usage and cost from the billing rows, grouped by UTC day, adapter, API
+// key or service tier — the report `luminet usage --json` prints (meter/usage-report.ts). Query parameters:
+//   group_by  day (default) | adapter | key | tier (default, batch: Batch API lines and flex, priority)
 //   start     rows finished at or after: unix seconds, a UTC day (YYYY-MM-DD) or an ISO 8601 instant
 //   end       rows finished before (exclusive), in the same forms
 //   base      one base model only

@@ -103,7 +103,7 @@ describe("luminet usage", () => {
   it("refuses a bad dimension or day with a clear message and exit 1", () => {
     const by = luminet("--by", "week");
     expect(by.status).toBe(1);
-    expect(by.stderr).toContain('--by must be one of day, adapter, key, got "week"');
+    expect(by.stderr).toContain('--by must be one of day, adapter, key, tier, got "week"');
     const since = luminet("--since", "2025-02-30");
     expect(since.status).toBe(1);
     expect(since.stderr).toContain('--since must be a day as YYYY-MM-DD, got "2025-02-30"');

@@ -24,7 +24,14 @@ const events: UsageEvent[] = [
     cached_input_tokens: 320,
     output_tokens: 333,
   }),
-  usageEvent({ org: "acme", base: BASE, adapter: "support-v1", input_tokens: 7, output_tokens: 3 }),
+  usageEvent({
+    org: "acme",
+    base: BASE,
+    adapter: "support-v1",
+    input_tokens: 7,
+    output_tokens: 3,
+    batch: true,
+  }),
   usageEvent({ org: "acme", base: BASE, adapter: null, input_tokens: 50, output_tokens: 0 }),
   usageEvent({
     org: "acme",
@@ -33,6 +40,7 @@ const events: UsageEvent[] = [
     adapter: "legal-v2",
     input_tokens: 1,
     output_tokens: 1,
+    priority: true,
   }),
   usageEvent({ org: "other", base: BASE, adapter: "theirs", input_tokens: 9_999, output_tokens: 9_999 }),
 ].map((event, i) => ({ ...event, started_ms: day(1 + (i % 3)), finished_ms: day(1 + (i % 3)) + 500 }));
@@ -83,7 +91,7 @@ describe("GET /v1/usage", () => {
     ]);
   });
 
-  it("groups by adapter and by key, and another org sees only its own", async () => {
+  it("groups by adapter, by key and by tier, and another org sees only its own", async () => {
     const byAdapter = (await usage("?group_by=adapter")).body as UsageReport;
     expect(byAdapter.data.map((row) => [row.adapter, row.requests, row.cost_micros])).toEqual([
       ["legal-v2", 1, 1],
@@ -94,6 +102,13 @@ describe("GET /v1/usage", () => {
     expect(byKey.data.map((row) => [row.api_key_id, row.requests])).toEqual([
       ["key-1", 3],
       ["key-2", 1],
+    ]);
+    // By the tier billed (the base's batch and priority percents are 100 here: same costs).
+    const byTier = (await usage("?group_by=tier")).body as UsageReport;
+    expect(byTier.data.map((row) => [row.service_tier, row.requests, row.cost_micros])).toEqual([
+      ["batch", 1, 3],
+      ["default", 2, 358],
+      ["priority", 1, 1],
     ]);
     const theirs = (await usage("?group_by=adapter", h.keys.other)).body as UsageReport;
     expect(theirs.data.map((row) => [row.org, row.adapter, row.input_tokens])).toEqual([
