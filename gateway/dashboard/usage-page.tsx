@@ -1,6 +1,6 @@
 // The dashboard's usage page: the org's tokens and cost over the last 7, 30 or 90 UTC days, as totals,
 // a column per day (input and output tokens stacked; cost), the adapters by tokens, what each API key
-// spent, and the monthly quota when the org has one. The numbers are the usage report GET /v1/usage
+// spent, what each service tier cost, and the monthly quota when the org has one. The numbers are the usage report GET /v1/usage
 // returns (meter/usage-report.ts).
 import type { QuotaStatus } from "../../meter/token-quota.ts";
 import type { UsageReport, UsageTotals } from "../../meter/usage-report.ts";
@@ -29,6 +29,7 @@ export interface UsagePageData {
   byDay: UsageReport;
   byAdapter: UsageReport;
   byKey: UsageReport;
+  byTier: UsageReport;
   /** Key id → "prefix… (name)"; empty for a key without the admin scope, which sees key ids. */
   keyNames: ReadonlyMap<string, string>;
   quota: QuotaStatus | null;
@@ -190,6 +191,7 @@ export function UsagePage({ data }: { data: UsagePageData }) {
         </table>
       </section>
       <KeyTable byKey={data.byKey} keyNames={data.keyNames} />
+      <TierTable byTier={data.byTier} />
     </>
   );
 }
@@ -257,6 +259,41 @@ function KeyTable({ byKey, keyNames }: { byKey: UsageReport; keyNames: ReadonlyM
           </tbody>
         </table>
       )}
+    </section>
+  );
+}
+
+/** The service tiers as the page names them (the report's service_tier values). */
+const TIER_NAMES: Record<string, string> = {
+  default: "Standard",
+  batch: "Batch and flex",
+  priority: "Priority",
+};
+
+/** What was billed at each tier's price: standard, batch (Batch API lines and flex) and priority. */
+function TierTable({ byTier }: { byTier: UsageReport }) {
+  if (byTier.data.length === 0) return null;
+  return (
+    <section>
+      <h2>By service tier</h2>
+      <table id="by-tier">
+        <thead>
+          <tr>
+            <th>Tier</th>
+            <TokenHeads />
+            <th class="num">Cost</th>
+          </tr>
+        </thead>
+        <tbody>
+          {byTier.data.map((row) => (
+            <tr data-tier={row.service_tier ?? ""}>
+              <td>{TIER_NAMES[row.service_tier ?? ""] ?? row.service_tier}</td>
+              <TokenCells row={row} />
+              <CostCell row={row} />
+            </tr>
+          ))}
+        </tbody>
+      </table>
     </section>
   );
 }

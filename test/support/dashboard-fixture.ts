@@ -58,9 +58,19 @@ export async function createDashboardFixture(): Promise<DashboardFixture> {
       input_tokens: 400,
       cached_input_tokens: 48,
       output_tokens: 100,
+      // A Batch API line, and below a priority request (both at 100 % of the prices here).
+      batch: true,
       ...at(1),
     }),
-    usageEvent({ org: "acme", base: BASE, adapter: null, input_tokens: 90, output_tokens: 10, ...at(5) }),
+    usageEvent({
+      org: "acme",
+      base: BASE,
+      adapter: null,
+      input_tokens: 90,
+      output_tokens: 10,
+      priority: true,
+      ...at(5),
+    }),
     // Another org's usage must never show on acme's dashboard.
     usageEvent({
       org: "other",

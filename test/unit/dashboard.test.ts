@@ -194,6 +194,19 @@ describe("the dashboard", () => {
     expect(admin).toContain(`${adminKey.prefix}… (admin)`);
   });
 
+  it("splits the period's usage by service tier, as GET /v1/usage?group_by=tier does", async () => {
+    const api = await f.h.app.request("/v1/usage?group_by=tier", {
+      headers: { authorization: `Bearer ${f.h.keys.acme}` },
+    });
+    const byTier = ((await api.json()) as UsageReport).data;
+    const { html } = await page("/dashboard", await signIn(f.h.keys.acme));
+    const table = html.slice(html.indexOf('id="by-tier"'));
+    const rows = attributes(table, /<tr data-tier="[^"]*"/g).map((r) => r["data-tier"]);
+    expect(rows).toEqual(["batch", "default", "priority"]);
+    expect(byTier.map((row) => row.service_tier)).toEqual(rows);
+    for (const row of byTier) expect(table).toContain(`data-cost-usd="${row.cost_usd}"`);
+  });
+
   it("shows the fleet's workers and tiers, naming only the caller's org's adapters", async () => {
     const cookie = await signIn(f.h.keys.acme);
     const { html } = await page("/dashboard/fleet", cookie);
