@@ -11,6 +11,7 @@ import { MAX_LOGIT_BIAS } from "../worker/engine/sampler.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import type { BaseModelInfo } from "./bases.ts";
 import { invalidRequest } from "./errors.ts";
+import { cutAfterFinalMessage } from "./final-message.ts";
 import { planReasoning, type ReasoningPlan, requestedEffort } from "./reasoning.ts";
 import { forcedCallFormat, parsedToolCalls, planTools, type ToolPlan, toolMessages } from "./tool-calls.ts";
 
@@ -349,15 +350,54 @@ export function chatPrompt(body: ChatCompletionRequest, base: BaseModelInfo): Ch
     format = forcedCallFormat(tools);
   }
   const { effort, param: effortParam } = requestedEffort(body);
-  const reasoning = planReasoning(effort, base.tokenizer.reasoning, format !== undefined, effortParam);
+  const planned = planReasoning(effort, base.tokenizer.reasoning, format !== undefined, effortParam);
+  const continued = body.continue_final_message === true;
+  const generationPrompt = body.add_generation_prompt ?? !continued;
+  if (continued && generationPrompt) {
+    throw invalidRequest(
+      "continue_final_message and add_generation_prompt cannot both be true",
+      "continue_final_message",
+    );
+  }
+  if (continued && format) {
+    throw invalidRequest(
+      "continue_final_message cannot be combined with a response_format or a required tool call: the format would start over after the final message",
+      "continue_final_message",
+    );
+  }
+  const last = body.messages.length - 1;
+  if (continued && body.messages[last]!.role !== "assistant") {
+    throw invalidRequest(
+      "continue_final_message needs the last message to be the assistant's",
+      "continue_final_message",
+    );
+  }
   const conversation = toolMessages(body.messages.map(chatMessage), tools, base.tokenizer.templateTakesTools);
-  const text = base.tokenizer.applyChatTemplate(conversation.messages, {
-    addGenerationPrompt: true,
+  let text = base.tokenizer.applyChatTemplate(conversation.messages, {
+    addGenerationPrompt: generationPrompt,
     ...(conversation.tools ? { tools: conversation.tools } : {}),
-    ...(reasoning.enableThinking !== undefined ? { enableThinking: reasoning.enableThinking } : {}),
+    ...(planned.enableThinking !== undefined ? { enableThinking: planned.enableThinking } : {}),
   });
+  if (continued) {
+    const cut = cutAfterFinalMessage(text, messageText(body.messages[last]!, last));
+    if (cut === null) {
+      throw invalidRequest(
+        `messages[${last}]: continue_final_message needs the final message's content, as the chat template writes it`,
+        `messages.${last}.content`,
+      );
+    }
+    text = cut;
+  }
   // The template writes the special tokens (bos included) itself.
   const ids = base.tokenizer.encode(text, { addSpecialTokens: false });
+  // Without the generation prompt the answer goes on from the conversation as written: it opens no
+  // reasoning block of its own to split off or to gate.
+  const reasoning: ReasoningPlan = generationPrompt
+    ? planned
+    : {
+        ...(planned.enableThinking !== undefined ? { enableThinking: planned.enableThinking } : {}),
+        split: null,
+      };
   return { ids, tools, format, reasoning };
 }
 

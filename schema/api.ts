@@ -146,6 +146,13 @@ export const ChatCompletionRequest = z.object({
   reasoning_effort: z.string().nullable().optional(),
   /** vLLM's chat template arguments, as Qwen3's clients send `enable_thinking` (gateway/reasoning.ts). */
   chat_template_kwargs: z.record(z.string(), z.unknown()).nullable().optional(),
+  /** vLLM's: the prompt ends with the template's generation prompt (default true); false: after the last message. */
+  add_generation_prompt: z.boolean().nullable().optional(),
+  /**
+   * vLLM's: the answer continues the last message, the assistant's (a prefill such as "{"), and the
+   * template's generation prompt is left out (gateway/final-message.ts).
+   */
+  continue_final_message: z.boolean().nullable().optional(),
   response_format: z
     .object({
       type: z.string(),

@@ -301,7 +301,7 @@ describe("luminet usage through the gateway", () => {
   });
 
   it("refuses bad flags and bad keys with a message and exit 1", async () => {
-    await refused(["usage", "--by", "week"], /--by must be one of day, adapter, key, got "week"/);
+    await refused(["usage", "--by", "week"], /--by must be one of day, adapter, key, tier, got "week"/);
     await refused(
       ["usage", "--since", "2025-02-30"],
       /--since must be a day as YYYY-MM-DD, got "2025-02-30"/,
@@ -316,6 +316,7 @@ describe.skipIf(!postgresUrl)("the same commands on DATABASE_URL", () => {
       ["keys", "list"],
       ["keys", "list", "--json"],
       ["usage", "--by", "key"],
+      ["usage", "--by", "tier"],
       ["usage", "--by", "adapter", "--since", "2025-03-02", "--json"],
       ["usage", "--until", "2025-03-01"],
     ]) {

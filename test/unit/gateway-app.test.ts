@@ -126,6 +126,66 @@ describe("chat completions", () => {
     expect(ids.length).toBeGreaterThan(6);
   });
 
+  it("continues the final assistant message (vLLM's continue_final_message), or leaves the generation prompt out", async () => {
+    const tokenizer = loadTokenizer(h.modelDir);
+    const prompt = () => tokenizer.decode(lastRequest().prompt_token_ids);
+    const question = { role: "user", content: "Give me JSON" };
+    // Llama 3's template trims each message: the prompt ends at the trimmed prefill, with no end of turn.
+    const prefill = { role: "assistant", content: '{"answer": ' };
+    expect((await chat({ messages: [question, prefill], continue_final_message: true })).status).toBe(200);
+    expect(prompt().endsWith('<|start_header_id|>assistant<|end_header_id|>\n\n{"answer":')).toBe(true);
+    expect((await chat({ messages: [question], add_generation_prompt: false })).status).toBe(200);
+    expect(prompt().endsWith("Give me JSON<|eot_id|>")).toBe(true);
+    await chat({ messages: [question] });
+    expect(prompt().endsWith("<|start_header_id|>assistant<|end_header_id|>\n\n")).toBe(true);
+    // Counted the same way by /tokenize.
+    const counted = await post("/tokenize", {
+      model: BASE,
+      messages: [question, prefill],
+      continue_final_message: true,
+    });
+    await chat({ messages: [question, prefill], continue_final_message: true });
+    expect(((await counted.json()) as { tokens: number[] }).tokens).toEqual(lastRequest().prompt_token_ids);
+
+    const before = worker.received.length;
+    await expectError(
+      await chat({
+        messages: [question, prefill],
+        continue_final_message: true,
+        add_generation_prompt: true,
+      }),
+      400,
+      null,
+      "continue_final_message",
+    );
+    await expectError(
+      await chat({ messages: [question], continue_final_message: true }),
+      400,
+      null,
+      "continue_final_message",
+    );
+    await expectError(
+      await chat({
+        messages: [question, prefill],
+        continue_final_message: true,
+        response_format: { type: "json_object" },
+      }),
+      400,
+      null,
+      "continue_final_message",
+    );
+    await expectError(
+      await chat({
+        messages: [question, { role: "assistant", content: "  " }],
+        continue_final_message: true,
+      }),
+      400,
+      null,
+      "messages.1.content",
+    );
+    expect(worker.received.length).toBe(before);
+  });
+
   it("maps the sampling parameters onto the wire request", async () => {
     await chat({
       max_completion_tokens: 9,
