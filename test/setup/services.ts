@@ -1,5 +1,7 @@
 // Provisions the real services the suites run against, once per `npm test`:
-//  - NATS: NATS_URL if set, else a nats-server from PATH started on a free port with JetStream in a temp dir.
+//  - NATS: NATS_URL if set (the JetStream streams the run's tests created, each under its own namespace, are
+//    deleted afterwards, so runs do not pile up streams on a long-lived server), else a nats-server from
+//    PATH started on a free port with JetStream in a temp dir.
 //  - Postgres: DATABASE_URL if set (a fresh database is created on that server for this run and dropped
 //    afterwards), else none — DB suites then run on PGlite only.
 // Tests read the results with `inject("natsUrl")` / `inject("postgresUrl")`.
@@ -8,6 +10,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
 import postgres from "postgres";
 import type {} from "vitest";
 import type { TestProject } from "vitest/node";
@@ -90,10 +94,37 @@ async function providePostgres(): Promise<string> {
   return url.toString();
 }
 
+/**
+ * Deletes the streams (KV buckets included) created on the server since `since`, but for the default
+ * namespace's (LUMINET_*, which a deployment or `luminet dev` on the same server uses): tests name theirs
+ * after their own namespaces.
+ */
+async function deleteRunStreams(url: string, since: Date): Promise<void> {
+  const nc = await connect({ servers: url });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const created: string[] = [];
+    for await (const stream of jsm.streams.list()) {
+      const { name } = stream.config;
+      if (new Date(stream.created) >= since && !/^(KV_)?LUMINET_/.test(name)) created.push(name);
+    }
+    for (const name of created) await jsm.streams.delete(name);
+  } finally {
+    await nc.close();
+  }
+}
+
 export default async function setup(project: TestProject) {
+  const started = new Date();
   project.provide("natsUrl", await provideNats());
   project.provide("postgresUrl", await providePostgres());
   return async () => {
+    const natsUrl = process.env.NATS_URL;
+    if (natsUrl) {
+      await deleteRunStreams(natsUrl, started).catch((error: Error) =>
+        console.warn(`could not delete this run's NATS streams: ${error.message}`),
+      );
+    }
     await dropDatabase?.();
     natsProcess?.kill("SIGTERM");
     if (natsDir) rmSync(natsDir, { recursive: true, force: true });
