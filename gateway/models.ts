@@ -35,7 +35,10 @@ export async function listModels(deps: GatewayDeps, caller: Principal): Promise<
     object: "model",
     created: b.created,
     owned_by: "luminet",
+    max_model_len: b.contextLength,
+    parent: null,
   }));
+  const contextOf = new Map(bases.map((b) => [b.name, b.contextLength]));
   const rows = await deps.db
     .select({
       name: adapters.name,
@@ -45,16 +48,24 @@ export async function listModels(deps: GatewayDeps, caller: Principal): Promise<
     })
     .from(adapters)
     .where(and(eq(adapters.orgId, caller.orgId), eq(adapters.status, "ready"), isNull(adapters.deletedAt)));
-  const served = new Set(bases.map((b) => b.name));
   const own = new Map<string, ModelCard>();
   for (const row of rows) {
-    if (!served.has(row.base)) continue;
+    const context = contextOf.get(row.base);
+    if (context === undefined) continue;
     for (const name of row.alias ? [row.name, row.alias] : [row.name]) {
       const id = formatModelId(row.base, { org: caller.orgId, name });
       const created = Math.floor(row.createdAt.getTime() / 1000);
       const seen = own.get(id);
-      if (!seen || created < seen.created)
-        own.set(id, { id, object: "model", created, owned_by: caller.orgId });
+      if (!seen || created < seen.created) {
+        own.set(id, {
+          id,
+          object: "model",
+          created,
+          owned_by: caller.orgId,
+          max_model_len: context,
+          parent: row.base,
+        });
+      }
     }
   }
   return [...cards, ...[...own.values()].sort((a, b) => a.id.localeCompare(b.id))];

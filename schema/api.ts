@@ -372,6 +372,10 @@ export const ModelCard = z.object({
   object: z.literal("model"),
   created: z.int(),
   owned_by: z.string(),
+  /** vLLM's: the context length, prompt and answer together (clients size their prompts by it). */
+  max_model_len: z.int(),
+  /** vLLM's: the base model an adapter runs on; null for a base. */
+  parent: z.string().nullable(),
 });
 export type ModelCard = z.infer<typeof ModelCard>;
 

@@ -18,6 +18,7 @@ import {
   Completion,
   DetokenizeResponse,
   ErrorBody,
+  ModelCard,
   ModelList,
   TokenizeResponse,
 } from "../../schema/api.ts";
@@ -638,14 +639,21 @@ describe("/v1/models", () => {
     expect(await list(h.keys.other)).toEqual([BASE, `${BASE}:other/theirs`]);
   });
 
-  it("retrieves one model, and 404s another org's", async () => {
+  it("retrieves one model with its context length and, for an adapter, its base (vLLM's fields), and 404s another org's", async () => {
     const get = (id: string) =>
       h.app.request(`/v1/models/${encodeURIComponent(id)}`, {
         headers: { authorization: `Bearer ${h.keys.acme}` },
       });
-    expect(await (await get(`${BASE}:acme/support-v1`)).json()).toMatchObject({
+    expect(ModelCard.parse(await (await get(`${BASE}:acme/support-v1`)).json())).toMatchObject({
       object: "model",
       owned_by: "acme",
+      max_model_len: CONTEXT,
+      parent: BASE,
+    });
+    expect(ModelCard.parse(await (await get(BASE)).json())).toMatchObject({
+      owned_by: "luminet",
+      max_model_len: CONTEXT,
+      parent: null,
     });
     await expectError(await get(`${BASE}:other/theirs`), 404, "model_not_found");
   });
