@@ -435,8 +435,7 @@ function completionPrompts(
       : fillInTheMiddle(text, suffix, base);
   if (typeof prompt === "string") return [encode(prompt)];
   if (prompt.length === 0) throw invalidRequest("prompt is empty", "prompt");
-  const texts = prompt.filter((one) => typeof one === "string");
-  if (suffix !== "" && texts.length !== prompt.length) {
+  if (suffix !== "" && prompt.some((one) => typeof one !== "string")) {
     throw invalidRequest("suffix needs the prompt as text, not token ids", "prompt");
   }
   // A list of token ids is one prompt; a list of strings or of id lists is several.

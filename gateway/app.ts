@@ -52,13 +52,13 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.route("/dashboard", dashboardRoutes(deps));
 
   // vLLM's tokenizer routes sit beside /v1, as vLLM serves them; they need a key as /v1 does.
-  for (const path of ["/v1/*", "/tokenize", "/detokenize"])
-    app.use(path, bearerAuth(deps.db, deps.authCache));
+  const keyed = ["/v1/*", "/tokenize", "/detokenize"];
+  for (const path of keyed) app.use(path, bearerAuth(deps.db, deps.authCache));
   // Before the body limit: uploads are adapters, capped by the adapter storage, and files, capped by
   // maxFileBytes, not by the JSON limit.
   app.route("/v1/adapters", adapterRoutes(deps));
   app.route("/v1/files", fileRoutes(deps, deps.limits.maxFileBytes));
-  for (const path of ["/v1/*", "/tokenize", "/detokenize"]) {
+  for (const path of keyed) {
     app.use(
       path,
       requestBodyLimit(deps.limits.maxBodyBytes, () =>

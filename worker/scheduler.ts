@@ -366,7 +366,6 @@ export class Scheduler {
         ending: null,
         resolve,
       };
-      // Live requests queue ahead of the group's batch lines, in their own arrival order.
       // Each job queues behind the group's jobs of its class and ahead of the later classes.
       insertBefore(group.queue, entry, (e) => classOf(e.job) > classOf(job));
       this.entries.set(job.id, entry);

@@ -229,6 +229,35 @@ function CostCell({ row }: { row: UsageTotals }) {
   );
 }
 
+/** A usage table of one grouping: a row per group (its label, counts and cost), `data-<attribute>` its key. */
+function GroupTable(props: {
+  id: string;
+  column: string;
+  attribute: string;
+  rows: readonly { group: string; label: string; totals: UsageTotals }[];
+}) {
+  return (
+    <table id={props.id}>
+      <thead>
+        <tr>
+          <th>{props.column}</th>
+          <TokenHeads />
+          <th class="num">Cost</th>
+        </tr>
+      </thead>
+      <tbody>
+        {props.rows.map(({ group, label, totals }) => (
+          <tr {...{ [`data-${props.attribute}`]: group }}>
+            <td>{label}</td>
+            <TokenCells row={totals} />
+            <CostCell row={totals} />
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
 /** What each API key spent in the period, most expensive first. */
 function KeyTable({ byKey, keyNames }: { byKey: UsageReport; keyNames: ReadonlyMap<string, string> }) {
   const keys = [...byKey.data].sort(
@@ -240,24 +269,16 @@ function KeyTable({ byKey, keyNames }: { byKey: UsageReport; keyNames: ReadonlyM
       {keys.length === 0 ? (
         <p class="muted">No requests in this period.</p>
       ) : (
-        <table id="by-key">
-          <thead>
-            <tr>
-              <th>API key</th>
-              <TokenHeads />
-              <th class="num">Cost</th>
-            </tr>
-          </thead>
-          <tbody>
-            {keys.map((row) => (
-              <tr data-key={row.api_key_id ?? ""}>
-                <td>{keyNames.get(row.api_key_id ?? "") ?? row.api_key_id}</td>
-                <TokenCells row={row} />
-                <CostCell row={row} />
-              </tr>
-            ))}
-          </tbody>
-        </table>
+        <GroupTable
+          id="by-key"
+          column="API key"
+          attribute="key"
+          rows={keys.map((row) => ({
+            group: row.api_key_id ?? "",
+            label: keyNames.get(row.api_key_id ?? "") ?? row.api_key_id ?? "",
+            totals: row,
+          }))}
+        />
       )}
     </section>
   );
@@ -276,24 +297,16 @@ function TierTable({ byTier }: { byTier: UsageReport }) {
   return (
     <section>
       <h2>By service tier</h2>
-      <table id="by-tier">
-        <thead>
-          <tr>
-            <th>Tier</th>
-            <TokenHeads />
-            <th class="num">Cost</th>
-          </tr>
-        </thead>
-        <tbody>
-          {byTier.data.map((row) => (
-            <tr data-tier={row.service_tier ?? ""}>
-              <td>{TIER_NAMES[row.service_tier ?? ""] ?? row.service_tier}</td>
-              <TokenCells row={row} />
-              <CostCell row={row} />
-            </tr>
-          ))}
-        </tbody>
-      </table>
+      <GroupTable
+        id="by-tier"
+        column="Tier"
+        attribute="tier"
+        rows={byTier.data.map((row) => ({
+          group: row.service_tier ?? "",
+          label: TIER_NAMES[row.service_tier ?? ""] ?? row.service_tier ?? "",
+          totals: row,
+        }))}
+      />
     </section>
   );
 }

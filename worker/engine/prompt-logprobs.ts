@@ -3,12 +3,10 @@
 // the raw logits at the position before it, without temperature, penalties or bias (vLLM's
 // prompt_logprobs and OpenAI's echo are the model's own distribution), with its rank among the vocabulary
 // and the `top` most likely tokens there.
+import { MAX_TOP_LOGPROBS } from "./sampler.ts";
 
 /** How low a logprob the wire carries: the floor for a token the model gives no chance at all (OpenAI's). */
 export const LOGPROB_FLOOR = -9999;
-
-/** Most alternatives per prompt token (OpenAI's top_logprobs limit, vLLM's default max_logprobs). */
-export const MAX_PROMPT_LOGPROBS = 20;
 
 export interface PromptTokenLogprob {
   token: number;
@@ -24,8 +22,9 @@ export function promptTokenLogprob(logits: Float32Array, target: number, top: nu
   if (!Number.isInteger(target) || target < 0 || target >= logits.length) {
     throw new RangeError(`token ${target} is outside a row of ${logits.length} logits`);
   }
-  if (!Number.isInteger(top) || top < 0 || top > MAX_PROMPT_LOGPROBS) {
-    throw new RangeError(`top must be an integer in 0..${MAX_PROMPT_LOGPROBS}, got ${top}`);
+  // As many alternatives as a generated token's top_logprobs may list (vLLM's default max_logprobs too).
+  if (!Number.isInteger(top) || top < 0 || top > MAX_TOP_LOGPROBS) {
+    throw new RangeError(`top must be an integer in 0..${MAX_TOP_LOGPROBS}, got ${top}`);
   }
   // NaN counts as -inf: such a token has no chance, and it must not poison the sum.
   const at = (i: number) => {
