@@ -77,13 +77,21 @@ export class InProcessWorkQueue {
     return [...new Set([...this.#stored].map((message) => message.subject).filter(matches))];
   }
 
-  consumer(accepts: (subject: string) => boolean): QueueConsumer {
+  /**
+   * A consumer of the subjects `accepts` takes. A waiting message whose subject is `urgent` goes out before
+   * the others it accepts (a priority lane); each kind in queue order.
+   */
+  consumer(
+    accepts: (subject: string) => boolean,
+    urgent: (subject: string) => boolean = () => false,
+  ): QueueConsumer {
     const pending = new Set<Waiter>();
     let closed = false;
     return {
       next: () => {
         if (closed) return Promise.resolve(null);
-        const index = this.#ready.findIndex((m) => accepts(m.subject));
+        let index = this.#ready.findIndex((m) => accepts(m.subject) && urgent(m.subject));
+        if (index < 0) index = this.#ready.findIndex((m) => accepts(m.subject));
         if (index >= 0) {
           const [message] = this.#ready.splice(index, 1);
           return Promise.resolve(this.#deliver(message!));

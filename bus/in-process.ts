@@ -11,17 +11,17 @@ import {
   controlSubject,
   decode,
   encode,
-  encodeToken,
   encodeWorkerId,
   heartbeatKey,
   InferenceRequest,
+  inferBasePrefix,
   inferSubject,
   Reply,
   ReplyClaim,
   UsageEvent,
   usageSubject,
   WorkerHeartbeat,
-  workerOfInferSubject,
+  workerOfInferQueue,
 } from "../schema/wire.ts";
 import {
   type Bus,
@@ -102,7 +102,7 @@ class InProcessBus implements Bus {
   async publishRequest(request: InferenceRequest, workerId: string) {
     const data = encode(InferenceRequest, request);
     return this.broker.requests.publish(
-      inferSubject(request.base, workerId),
+      inferSubject(request.base, workerId, request.priority === true),
       requestMessageId(request),
       data,
     );
@@ -110,9 +110,16 @@ class InProcessBus implements Bus {
 
   async pullRequests({ base, workerId, shared = true }: PullRequestsOptions): Promise<RequestPuller> {
     encodeWorkerId(workerId);
-    const own = inferSubject(base, workerId);
-    const any = inferSubject(base, ANY_WORKER);
-    const consumer = this.broker.requests.consumer((s) => s === own || (shared && s === any));
+    const lanes = (priority: boolean) => [
+      inferSubject(base, workerId, priority),
+      ...(shared ? [inferSubject(base, ANY_WORKER, priority)] : []),
+    ];
+    const normal = new Set(lanes(false));
+    const priority = new Set(lanes(true));
+    const consumer = this.broker.requests.consumer(
+      (s) => normal.has(s) || priority.has(s),
+      (s) => priority.has(s),
+    );
     const stop = this.#track(() => consumer.close());
     return {
       next: () => this.#nextDecoded(consumer, InferenceRequest),
@@ -122,14 +129,15 @@ class InProcessBus implements Bus {
 
   /** The next delivery that decodes; one that does not can never succeed, so it is termed and reported. */
   async requestBacklog(base: string): Promise<number> {
-    const prefix = `infer.${encodeToken(base)}.`;
+    const prefix = inferBasePrefix(base);
     return this.broker.requests.backlog((subject) => subject.startsWith(prefix));
   }
 
   async queuedWorkers(base: string): Promise<string[]> {
-    const prefix = `infer.${encodeToken(base)}.`;
+    const prefix = inferBasePrefix(base);
     const subjects = this.broker.requests.subjects((subject) => subject.startsWith(prefix));
-    return subjects.flatMap((subject) => workerOfInferSubject(subject) ?? []);
+    const workers = subjects.flatMap((subject) => workerOfInferQueue(subject.slice(prefix.length)) ?? []);
+    return [...new Set(workers)];
   }
 
   async #nextDecoded<T>(consumer: QueueConsumer, schema: z.ZodType<T>): Promise<Delivery<T> | null> {

@@ -1,10 +1,14 @@
-// A worker's request puller over JetStream pull consumers: its own durable (`infer.<base>.<worker>`) and
-// the base's shared durable (`infer.<base>.any`). A work-queue stream allows one consumer per subject, so
-// the workers of a base share one durable for `any`; the server gives each message to one of them.
+// A worker's request puller over JetStream pull consumers: its own durable (`infer.<base>.<worker>`), the
+// base's shared durable (`infer.<base>.any`) and the priority lane of each (`….priority`). A work-queue
+// stream allows one consumer per subject, so the workers of a base share one durable for `any`; the server
+// gives each message to one of them.
 //
-// next() pulls from both consumers at once, one message each, only while a caller waits. When both
-// answer, the extra one is held for the next call; if nobody asks for it within `holdMs` it is nak'd so
-// another worker can take it, rather than idling here until its ack wait runs out.
+// next() pulls from every consumer at once, one message each, only while a caller waits. When several
+// answer, the extras are held for the next calls; if nobody asks for one within `holdMs` it is nak'd so
+// another worker can take it, rather than idling here until its ack wait runs out. The consumers come in
+// the order the worker prefers them (priority lanes first): a held message goes out before a later
+// consumer's. So behind a backlog a priority request waits for at most one request per queue already
+// pulled, not for the whole queue.
 //
 // A pull cannot be withdrawn from the server, so close() waits for the pulls in flight to end (at most
 // pullExpiresMs), nak'ing whatever they still bring. Once it resolves, nothing of this puller can take a
@@ -22,23 +26,32 @@ export interface JetStreamPullerOptions {
 
 type Waiter = (delivery: Delivery<InferenceRequest> | null) => void;
 
+interface Held {
+  delivery: Delivery<InferenceRequest>;
+  msg: JsMsg;
+  /** The index of the consumer it came from: lower goes out first. */
+  rank: number;
+  timer: ReturnType<typeof setTimeout>;
+}
+
 /** The pause before pulling again after a pull failed (a server restart, a consumer being recreated). */
 const RETRY_MS = 250;
 
 export class JetStreamRequestPuller implements RequestPuller {
   #waiters: Waiter[] = [];
-  #held: { delivery: Delivery<InferenceRequest>; msg: JsMsg; timer: ReturnType<typeof setTimeout> }[] = [];
+  #held: Held[] = [];
   #pulling = new Map<Consumer, Promise<void>>();
   #closed = false;
 
   constructor(
+    /** In the order their messages are preferred. */
     private readonly consumers: Consumer[],
     private readonly options: JetStreamPullerOptions,
   ) {}
 
   next(): Promise<Delivery<InferenceRequest> | null> {
     if (this.#closed) return Promise.resolve(null);
-    const held = this.#held.shift();
+    const held = this.#takeHeld();
     if (held) {
       clearTimeout(held.timer);
       return Promise.resolve(held.delivery);
@@ -88,7 +101,7 @@ export class JetStreamRequestPuller implements RequestPuller {
         if (!delivery) continue;
         const waiter = this.#waiters.shift();
         if (waiter) waiter(delivery);
-        else this.#hold(delivery, msg);
+        else this.#hold(delivery, msg, this.consumers.indexOf(consumer));
       }
     } finally {
       // In the same turn as the loop's end: a next() right after sees no pull running and starts one.
@@ -96,10 +109,19 @@ export class JetStreamRequestPuller implements RequestPuller {
     }
   }
 
-  #hold(delivery: Delivery<InferenceRequest>, msg: JsMsg): void {
-    const entry = {
+  /** The held message of the most preferred consumer (each consumer holds at most one). */
+  #takeHeld(): Held | undefined {
+    if (this.#held.length === 0) return undefined;
+    const first = this.#held.reduce((best, held) => (held.rank < best.rank ? held : best));
+    this.#held = this.#held.filter((held) => held !== first);
+    return first;
+  }
+
+  #hold(delivery: Delivery<InferenceRequest>, msg: JsMsg, rank: number): void {
+    const entry: Held = {
       delivery,
       msg,
+      rank,
       timer: setTimeout(() => {
         this.#held = this.#held.filter((h) => h !== entry);
         msg.nak();

@@ -46,13 +46,14 @@ import {
   encodeWorkerId,
   heartbeatKey,
   InferenceRequest,
+  inferBasePrefix,
   inferSubject,
   Reply,
   ReplyClaim,
   UsageEvent,
   usageSubject,
   WorkerHeartbeat,
-  workerOfInferSubject,
+  workerOfInferQueue,
 } from "../schema/wire.ts";
 import {
   type Bus,
@@ -115,7 +116,7 @@ const CONSUMER_INACTIVE_MS = 60 * 60_000;
 /**
  * How long a pull waits at the server before the puller renews it: the client's minimum. A pull cannot be
  * withdrawn, so closing a puller (a worker's drain, a test's teardown) waits for this; idle, a worker
- * renews its two pulls once a second each, which NATS does not notice.
+ * renews its four pulls (its queue, the shared one, and their priority lanes) once a second each, which NATS does not notice.
  */
 const PULL_EXPIRES_MS = 1_000;
 const METER_DURABLE = "meter";
@@ -297,7 +298,7 @@ class JetStreamBus implements Bus {
   async publishRequest(request: InferenceRequest, workerId: string): Promise<Published> {
     const ack = await this.#whileConnected(() =>
       this.js.publish(
-        this.#prefix + inferSubject(request.base, workerId),
+        this.#prefix + inferSubject(request.base, workerId, request.priority === true),
         encode(InferenceRequest, request),
         {
           msgID: requestMessageId(request),
@@ -311,37 +312,45 @@ class JetStreamBus implements Bus {
     // A work-queue stream keeps a message until it is acked, so its count per subject is pending plus
     // ack pending, including a gone worker's queue that no consumer reads any more.
     const info = await this.jsm.streams.info(this.#names.requests, {
-      subjects_filter: `${this.#prefix}infer.${encodeToken(base)}.>`,
+      subjects_filter: `${this.#prefix}${inferBasePrefix(base)}>`,
     });
     return Object.values(info.state.subjects ?? {}).reduce((sum, n) => sum + n, 0);
   }
 
   async queuedWorkers(base: string): Promise<string[]> {
-    const info = await this.jsm.streams.info(this.#names.requests, {
-      subjects_filter: `${this.#prefix}infer.${encodeToken(base)}.*`,
-    });
-    return Object.keys(info.state.subjects ?? {}).flatMap((subject) => workerOfInferSubject(subject) ?? []);
+    const prefix = this.#prefix + inferBasePrefix(base);
+    const info = await this.jsm.streams.info(this.#names.requests, { subjects_filter: `${prefix}>` });
+    const workers = Object.keys(info.state.subjects ?? {}).flatMap(
+      (subject) => workerOfInferQueue(subject.slice(prefix.length)) ?? [],
+    );
+    return [...new Set(workers)];
   }
 
   async pullRequests({ base, workerId, shared = true }: PullRequestsOptions): Promise<RequestPuller> {
     const settings = { ack_wait: ms(this.#options.ackWaitMs), max_deliver: this.#options.maxDeliver };
     const baseToken = encodeToken(base);
-    const consumers = [
-      await this.#durable(this.#names.requests, {
-        ...settings,
-        inactive_threshold: ms(CONSUMER_INACTIVE_MS),
-        durable_name: `w__${baseToken}__${encodeWorkerId(workerId)}`,
-        filter_subject: this.#prefix + inferSubject(base, workerId),
-      }),
-    ];
-    if (shared) {
+    const workerToken = encodeWorkerId(workerId);
+    // In the order the puller prefers them: the priority lanes first.
+    const consumers: Consumer[] = [];
+    for (const priority of [true, false]) {
+      const lane = priority ? "p" : "";
       consumers.push(
         await this.#durable(this.#names.requests, {
           ...settings,
-          durable_name: `any__${baseToken}`,
-          filter_subject: this.#prefix + inferSubject(base, ANY_WORKER),
+          inactive_threshold: ms(CONSUMER_INACTIVE_MS),
+          durable_name: `w${lane}__${baseToken}__${workerToken}`,
+          filter_subject: this.#prefix + inferSubject(base, workerId, priority),
         }),
       );
+      if (shared) {
+        consumers.push(
+          await this.#durable(this.#names.requests, {
+            ...settings,
+            durable_name: `any${lane}__${baseToken}`,
+            filter_subject: this.#prefix + inferSubject(base, ANY_WORKER, priority),
+          }),
+        );
+      }
     }
     const puller = new JetStreamRequestPuller(consumers, {
       pullExpiresMs: PULL_EXPIRES_MS,

@@ -63,18 +63,30 @@ export function encodeWorkerId(workerId: string): string {
 // unprefixed names.
 // ---------------------------------------------------------------------------------------------------------
 
-/** `infer.<base>.<workerId>`, or `infer.<base>.any` for the base's shared queue. */
-export function inferSubject(base: string, workerId: string): string {
+/**
+ * `infer.<base>.<workerId>`, or `infer.<base>.any` for the base's shared queue; with `priority`, that queue's
+ * priority lane `infer.<base>.<workerId>.priority`, which the worker drains first (bus/bus.ts, RequestPuller).
+ */
+export function inferSubject(base: string, workerId: string, priority = false): string {
   const target = workerId === ANY_WORKER ? ANY_WORKER : encodeWorkerId(workerId);
-  return `infer.${encodeToken(base)}.${target}`;
+  return `${inferBasePrefix(base)}${target}${priority ? PRIORITY_LANE_SUFFIX : ""}`;
+}
+
+const PRIORITY_LANE_SUFFIX = ".priority";
+
+/** What every request queue of a base starts with: `infer.<base>.`. */
+export function inferBasePrefix(base: string): string {
+  return `infer.${encodeToken(base)}.`;
 }
 
 /**
- * The worker whose own queue an `infer.<base>.<worker>` subject (namespaced or not) is; null for the base's
- * shared queue.
+ * The worker whose own queue a subject is, given what follows the base's prefix (`<worker>`, or
+ * `<worker>.priority` for its priority lane); null for the base's shared queue and its lane.
  */
-export function workerOfInferSubject(subject: string): string | null {
-  const target = subject.slice(subject.lastIndexOf(".") + 1);
+export function workerOfInferQueue(afterBasePrefix: string): string | null {
+  const target = afterBasePrefix.endsWith(PRIORITY_LANE_SUFFIX)
+    ? afterBasePrefix.slice(0, -PRIORITY_LANE_SUFFIX.length)
+    : afterBasePrefix;
   return target === ANY_WORKER ? null : decodeToken(target);
 }
 

@@ -234,6 +234,68 @@ export function busContract(name: string, makeSystem: MakeBusSystem): void {
       await puller.close();
     });
 
+    it("serves priority requests ahead of the queue behind them", async () => {
+      const sys = system();
+      const gateway = await sys.connect();
+      for (let i = 0; i < 6; i++) {
+        await gateway.publishRequest(sampleRequest({ id: `own-${i}`, base: BASE }), "w1");
+        await gateway.publishRequest(sampleRequest({ id: `shared-${i}`, base: BASE }), ANY_WORKER);
+      }
+      await gateway.publishRequest(sampleRequest({ id: "own-priority", base: BASE, priority: true }), "w1");
+      await gateway.publishRequest(
+        sampleRequest({ id: "shared-priority", base: BASE, priority: true }),
+        ANY_WORKER,
+      );
+      expect(await gateway.requestBacklog(BASE)).toBe(14);
+
+      const puller = await (await sys.connect()).pullRequests({ base: BASE, workerId: "w1" });
+      const order: string[] = [];
+      for (let i = 0; i < 14; i++) {
+        const delivery = await puller.next();
+        order.push(delivery?.message.id ?? "none");
+        await delivery?.ack();
+      }
+      await puller.close();
+      // A pull of every queue is already under way when the lanes' messages come back, so one earlier
+      // request may go first; never the twelve queued before them.
+      expect(order.slice(0, 3)).toEqual(expect.arrayContaining(["own-priority", "shared-priority"]));
+      expect(order.filter((id) => id.startsWith("own-") && id !== "own-priority")).toEqual(
+        Array.from({ length: 6 }, (_, i) => `own-${i}`),
+      );
+      expect(order.filter((id) => id.startsWith("shared-") && id !== "shared-priority")).toEqual(
+        Array.from({ length: 6 }, (_, i) => `shared-${i}`),
+      );
+    });
+
+    it("counts a worker's priority lane as its queue, and an adopter drains it", async () => {
+      const sys = system({ ackWaitMs: 500 });
+      const gateway = await sys.connect();
+      await gateway.publishRequest(sampleRequest({ id: "urgent", base: BASE, priority: true }), "w-dead");
+      await gateway.publishRequest(sampleRequest({ id: "routine", base: BASE }), "w-dead");
+      expect(await gateway.queuedWorkers(BASE)).toEqual(["w-dead"]);
+      expect(await gateway.requestBacklog(BASE)).toBe(2);
+
+      const adopter = await (await sys.connect()).pullRequests({
+        base: BASE,
+        workerId: "w-dead",
+        shared: false,
+      });
+      const got: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        const delivery = await adopter.next();
+        got.push(delivery?.message.id ?? "none");
+        await delivery?.ack();
+      }
+      await adopter.close();
+      expect(got.sort()).toEqual(["routine", "urgent"]);
+      expect(
+        await eventually(
+          () => gateway.queuedWorkers(BASE),
+          (ids) => ids.length === 0,
+        ),
+      ).toEqual([]);
+    });
+
     it("does not let a slow worker block the others", async () => {
       const sys = system();
       const gateway = await sys.connect();

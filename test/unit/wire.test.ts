@@ -19,6 +19,7 @@ import {
   WireFormatError,
   WireVersionError,
   WorkerHeartbeat,
+  workerOfInferQueue,
 } from "../../schema/wire.ts";
 import {
   sampleChunk,
@@ -168,6 +169,12 @@ describe("subject tokens", () => {
   it("build subjects with exactly one token per name", () => {
     expect(inferSubject("meta-llama/Llama-3.1-8B", "any")).toBe("infer.meta-llama_2FLlama-3_2E1-8B.any");
     expect(inferSubject("hf:a/b", "gpu.host:1")).toBe("infer.hf_3Aa_2Fb.gpu_2Ehost_3A1");
+    expect(inferSubject("hf:a/b", "gpu.host:1", true)).toBe("infer.hf_3Aa_2Fb.gpu_2Ehost_3A1.priority");
+    // A worker may be called "priority": its queue's tail is still read by position.
+    expect(workerOfInferQueue("priority")).toBe("priority");
+    expect(workerOfInferQueue("priority.priority")).toBe("priority");
+    expect(workerOfInferQueue("any.priority")).toBeNull();
+    expect(workerOfInferQueue("gpu_2Ehost_3A1.priority")).toBe("gpu.host:1");
     expect(controlSubject("b.1", "acme/x").split(".")).toHaveLength(3);
   });
 
