@@ -6,7 +6,6 @@
 // requests are sent again; last, the batch lines alone for as long. It reports the live requests' time to
 // first token idle and under the batch, the batch lines' tokens/s alone and with the live requests beside
 // them (and so the batch tokens each live request cost), and how many running lines they preempted.
-import type { Bus } from "../bus/bus.ts";
 import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
 import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
@@ -16,6 +15,7 @@ import { saveBenchResult } from "./bench-result.ts";
 import { type Percentiles, p50p99, round } from "./bench-stats.ts";
 import { benchModelWithAdapter } from "./bench-switch.ts";
 import { startBenchWorker } from "./bench-worker.ts";
+import { RequestLines } from "./request-lines.ts";
 
 export interface BatchLoadBenchOptions {
   device: Device;
@@ -115,7 +115,7 @@ export async function runBatchLoadBench(options: BatchLoadBenchOptions): Promise
     await liveRun("warm-up");
     const idle = await liveRun("idle");
     log(`${maxBatch} batch lines in flight; the same live requests beside them`);
-    const lines = new BatchLines(gateway, maxBatch, randomPrompt, lineTokens);
+    const lines = new RequestLines(gateway, maxBatch, randomPrompt, () => lineTokens, "batch");
     await lines.started();
     const preemptedBefore = await preemptionCount(worker.metrics.preemptions);
     let window = lines.window();
@@ -159,65 +159,6 @@ async function preemptionCount(counter: {
   get(): Promise<{ values: { value: number }[] }>;
 }): Promise<number> {
   return (await counter.get()).values[0]?.value ?? 0;
-}
-
-/** Keeps `count` batch lines in flight, each replaced when it ends, and counts the tokens they stream. */
-class BatchLines {
-  private tokens = 0;
-  private sent = 0;
-  private stopping = false;
-  private firstTokens = 0;
-  private onFirst: (() => void) | null = null;
-  private readonly running: Promise<void>[] = [];
-
-  constructor(
-    private readonly gateway: Bus,
-    private readonly count: number,
-    private readonly prompt: () => number[],
-    private readonly maxTokens: number,
-  ) {
-    for (let i = 0; i < count; i++) this.running.push(this.keepOne());
-  }
-
-  /** Resolves once every line of the first round has streamed a token: the batch is full. */
-  started(): Promise<void> {
-    if (this.firstTokens >= this.count) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.onFirst = resolve;
-    });
-  }
-
-  /** Counts tokens from now on. */
-  window(): { tokensPerSecond(): number; seconds(): number } {
-    const fromTokens = this.tokens;
-    const from = performance.now();
-    return {
-      seconds: () => (performance.now() - from) / 1000,
-      tokensPerSecond: () => ((this.tokens - fromTokens) * 1000) / (performance.now() - from),
-    };
-  }
-
-  async stop(): Promise<void> {
-    this.stopping = true;
-    await Promise.all(this.running);
-  }
-
-  private async keepOne(): Promise<void> {
-    while (!this.stopping) {
-      const id = `line-${this.sent++}`;
-      let first = true;
-      const started = () => {
-        if (!first) return;
-        first = false;
-        if (++this.firstTokens === this.count) this.onFirst?.();
-      };
-      await readReply(await sendRequest(this.gateway, id, this.prompt(), this.maxTokens, true), id, () => {
-        this.tokens++;
-        started();
-      });
-      started(); // a line that ended at once (an end-of-sequence token first) has had its turn too
-    }
-  }
 }
 
 /** Prints the result (one JSON line with --json, else a table) and saves bench/results/batch-load.json. */

@@ -192,12 +192,15 @@ export async function streamRequest(
  * Publishes one base-model request (`batch`: as a Batch API line); resolves, once it is on the bus, with its
  * reply inbox.
  */
+/** The service tier a bench request is sent at: a Batch API line, a standard request or a priority one. */
+export type BenchTier = "batch" | "standard" | "priority";
+
 export async function sendRequest(
   gateway: Bus,
   id: string,
   prompt: number[],
   maxTokens: number,
-  batch = false,
+  tier: BenchTier = "standard",
 ): Promise<ReplyInbox> {
   const inbox = await gateway.openReplyInbox();
   const message: InferenceRequest = {
@@ -212,7 +215,8 @@ export async function sendRequest(
     reply: inbox.subject,
     created_at: Date.now(),
     deadline: Date.now() + 10 * 60_000,
-    ...(batch ? { batch } : {}),
+    ...(tier === "batch" ? { batch: true } : {}),
+    ...(tier === "priority" ? { priority: true } : {}),
   };
   await gateway.publishRequest(message, ANY_WORKER);
   return inbox;

@@ -10,6 +10,7 @@ import { reportFleetBench, runFleetBench } from "../../scripts/bench-fleet.ts";
 import { reportGatewayBench, runGatewayBench } from "../../scripts/bench-gateway.ts";
 import { reportLongPromptBench, runLongPromptBench } from "../../scripts/bench-long-prompt.ts";
 import { reportPrefixCacheBench, runPrefixCacheBench } from "../../scripts/bench-prefix-cache.ts";
+import { reportPriorityBench, runPriorityBench } from "../../scripts/bench-priority.ts";
 import { reportSwitchBench, runSwitchBench } from "../../scripts/bench-switch.ts";
 import { writeBenchmarkPlots } from "../../scripts/plot-benchmarks.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
@@ -169,6 +170,35 @@ export function registerBench(program: Command): void {
             lineTokens: count("--line-tokens", flags.lineTokens),
           });
           reportBatchLoadBench(result, flags.json === true);
+        },
+      ),
+    );
+  modelOptions(
+    bench
+      .command("priority")
+      .description(
+        "priority-tier against standard requests behind a backlog of standard ones: their time to first token",
+      ),
+  )
+    .option("--max-batch <n>", "the worker's --max-batch", "16")
+    .option("--backlog <n>", "standard requests kept in flight (default 4 x --max-batch)")
+    .option("--probes <n>", "probe requests of each tier", "6")
+    .option("--backlog-tokens <n>", "tokens a backlog request generates, on average", "32")
+    .option("--json", "print one JSON line")
+    .action(
+      benchAction(
+        "priority",
+        async (
+          flags: ModelFlags & { maxBatch: string; backlog?: string; probes: string; backlogTokens: string },
+        ) => {
+          const result = await runPriorityBench({
+            ...modelRun(flags),
+            maxBatch: count("--max-batch", flags.maxBatch),
+            ...(flags.backlog ? { backlog: count("--backlog", flags.backlog) } : {}),
+            probes: count("--probes", flags.probes),
+            backlogTokens: count("--backlog-tokens", flags.backlogTokens),
+          });
+          reportPriorityBench(result, flags.json === true);
         },
       ),
     );
