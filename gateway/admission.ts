@@ -13,6 +13,7 @@ import type { BaseModelInfo } from "./bases.ts";
 import { invalidRequest } from "./errors.ts";
 import { cutAfterFinalMessage } from "./final-message.ts";
 import { planReasoning, type ReasoningPlan, requestedEffort } from "./reasoning.ts";
+import { requestedStructuredOutput } from "./structured-outputs.ts";
 import { forcedCallFormat, parsedToolCalls, planTools, type ToolPlan, toolMessages } from "./tool-calls.ts";
 
 /** One prompt of a request, run `choices` times. */
@@ -340,6 +341,16 @@ export interface ChatPrompt {
 export function chatPrompt(body: ChatCompletionRequest, base: BaseModelInfo): ChatPrompt {
   const tools = planTools(body);
   let format = checkFormat(body);
+  const structured = requestedStructuredOutput(body);
+  if (structured !== undefined) {
+    if (format) {
+      throw invalidRequest(
+        "response_format cannot be combined with structured_outputs or guided_*: give one",
+        "response_format",
+      );
+    }
+    format = structured;
+  }
   if (tools?.forced) {
     if (format) {
       throw invalidRequest(
@@ -500,6 +511,8 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
     return admit(body, base, ids, "prompt", maxTokens, "max_tokens", { on: top !== null, top: top ?? 0 });
   });
   const admitted: Admitted = { ...each[0]!, prompts: each.flatMap((a) => a.prompts) };
+  const format = requestedStructuredOutput(body);
+  if (format) admitted.sampling.response_format = format;
   if (!echo) return admitted;
   // Echoed logprobs start with the prompt's tokens', which the worker scores as vLLM's prompt_logprobs.
   if (top !== null) {

@@ -77,6 +77,38 @@ export const ServiceTierIn = z.enum(["auto", "default", "flex", "priority"], {
 });
 export type ServiceTierIn = z.infer<typeof ServiceTierIn>;
 
+/** Most strings one choice constraint may list (vLLM's structured outputs `choice`). */
+export const MAX_CHOICE_STRINGS = 256;
+const ChoiceList = z
+  .array(z.string().min(1, "a choice must not be empty"))
+  .min(1, "must list at least one choice")
+  .max(MAX_CHOICE_STRINGS, `at most ${MAX_CHOICE_STRINGS} choices`);
+/** A JSON schema as an object, or as a string holding one (vLLM takes both). */
+const JsonSchemaIn = z.union([z.record(z.string(), z.unknown()), z.string()]);
+
+/**
+ * vLLM's structured outputs, chat and completions (gateway/structured-outputs.ts): `structured_outputs` and
+ * the `guided_*` fields it replaced. One at most, and not with a response_format. Its tuning flags
+ * (disable_any_whitespace …) are ignored; a grammar or structural tag is refused.
+ */
+export const StructuredOutputsIn = {
+  structured_outputs: z
+    .object({
+      choice: ChoiceList.nullable().optional(),
+      regex: z.string().min(1).nullable().optional(),
+      json: JsonSchemaIn.nullable().optional(),
+      json_object: z.boolean().nullable().optional(),
+      grammar: z.string().nullable().optional(),
+      structural_tag: z.unknown().optional(),
+    })
+    .nullable()
+    .optional(),
+  guided_choice: ChoiceList.nullable().optional(),
+  guided_regex: z.string().min(1).nullable().optional(),
+  guided_json: JsonSchemaIn.nullable().optional(),
+  guided_grammar: z.string().nullable().optional(),
+};
+
 /** Parameters chat and legacy completions share, with OpenAI's ranges. */
 const Sampling = {
   model: z.string().min(1),
@@ -100,6 +132,7 @@ const Sampling = {
    * alternatives (PromptLogprobsOut); not with stream, as in vLLM.
    */
   prompt_logprobs: z.int().min(0).max(20).nullable().optional(),
+  ...StructuredOutputsIn,
 };
 
 /** The tier an answer was served at, present when the request named one. */

@@ -183,12 +183,17 @@ export const SamplingParams = z.object({
    */
   prompt_logprobs: z.int().min(0).max(20).nullable().default(null),
   /**
-   * Structured output, which ends when the value is complete: "json_object" (OpenAI's JSON mode, any
-   * object) or {json_schema: a JSON Schema the gateway checked against worker/engine/json-schema.ts}.
-   * Absent: text.
+   * Structured output: "json_object" (OpenAI's JSON mode, any object) or {json_schema: a JSON Schema the
+   * gateway checked against worker/engine/json-schema.ts}, which end when the value is complete; or
+   * {regex}, which the whole output matches (vLLM's structured outputs `regex` and `choice`;
+   * worker/engine/regex-mode.ts). Absent: text.
    */
   response_format: z
-    .union([z.enum(["text", "json_object"]), z.object({ json_schema: z.record(z.string(), z.unknown()) })])
+    .union([
+      z.enum(["text", "json_object"]),
+      z.object({ json_schema: z.record(z.string(), z.unknown()) }),
+      z.object({ regex: z.string().min(1) }),
+    ])
     .optional(),
   /**
    * With a JSON response_format: a reasoning model reasons first, between these tag tokens (the open one

@@ -18,7 +18,9 @@ import type { BlobStore } from "./adapters/blob-store.ts";
 import { AdapterControls, deletedAdapterError } from "./control.ts";
 import type { Device } from "./engine/device.ts";
 import { EngineThread } from "./engine/engine-thread.ts";
-import { ANY_OBJECT, compileJsonSchema, type SchemaNode } from "./engine/json-schema.ts";
+import { ANY_OBJECT, compileJsonSchema } from "./engine/json-schema.ts";
+import type { SequenceLimits } from "./engine/sequence-output.ts";
+import { compileFullMatch } from "./engine/string-automaton.ts";
 import { loadTokenizer, type Tokenizer } from "./engine/tokenizer.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import { listeningPort, serveMetrics, WorkerMetrics } from "./metrics.ts";
@@ -454,15 +456,17 @@ export class LuminetWorker {
         ),
       );
     }
-    let json: SchemaNode | undefined;
+    let structured: Pick<SequenceLimits, "json" | "regex">;
     try {
-      json = jsonSchemaOf(sampling.response_format);
+      structured = structuredOutputOf(sampling.response_format);
     } catch (error) {
       return refuse(new JobError("invalid_request", `response_format: ${(error as Error).message}`));
     }
     const tags = sampling.reasoning_tags;
-    if (tags && !json) {
-      return refuse(new JobError("invalid_request", "reasoning_tags come only with a JSON response_format"));
+    if (tags && !structured.json && !structured.regex) {
+      return refuse(
+        new JobError("invalid_request", "reasoning_tags come only with a structured response_format"),
+      );
     }
     const tagOutside = tags && [tags.open, tags.close].find((id) => id !== null && id >= vocab);
     if (tagOutside != null) {
@@ -500,8 +504,8 @@ export class LuminetWorker {
         ],
         minTokens: sampling.min_tokens,
         stopStrings: sampling.stop,
-        ...(json ? { json } : {}),
-        ...(json && tags ? { reasoning: tags } : {}),
+        ...structured,
+        ...(tags ? { reasoning: tags } : {}),
       },
       ...(request.batch ? { batch: true } : {}),
       ...(request.priority ? { priority: true } : {}),
@@ -541,8 +545,15 @@ export class LuminetWorker {
   }
 }
 
-/** The schema a request's output follows, compiled (JsonSchemaError for one outside the subset); undefined for text. */
-function jsonSchemaOf(format: SamplingParams["response_format"]): SchemaNode | undefined {
-  if (format === undefined || format === "text") return undefined;
-  return format === "json_object" ? ANY_OBJECT : compileJsonSchema(format.json_schema);
+/**
+ * What a request's output follows, compiled: a JSON schema (JsonSchemaError for one outside the subset) or
+ * a regex's automaton (PatternError); nothing for text.
+ */
+function structuredOutputOf(
+  format: SamplingParams["response_format"],
+): Pick<SequenceLimits, "json" | "regex"> {
+  if (format === undefined || format === "text") return {};
+  if (format === "json_object") return { json: ANY_OBJECT };
+  if ("regex" in format) return { regex: compileFullMatch(format.regex) };
+  return { json: compileJsonSchema(format.json_schema) };
 }

@@ -691,6 +691,63 @@ describe("the gateway with real workers, through the openai client", () => {
     }
   });
 
+  it("answers exactly one of a choice's labels, or a regex's match, through vLLM's structured outputs", async () => {
+    const labels = ["positive", "negative", "neutral", "mixed ☯"];
+    const classified = await Promise.all(
+      [1, 2, 3, 4].map((seed) =>
+        client.chat.completions.create({
+          model: seed === 4 ? BASE : `${BASE}:acme/a${seed % 3}`,
+          messages: [{ role: "user" as const, content: "Classify: the food was cold" }],
+          max_tokens: 20,
+          temperature: 1,
+          seed,
+          // vLLM's current field, and the guided_* field it replaced.
+          ...(seed % 2 === 0 ? { structured_outputs: { choice: labels } } : { guided_choice: labels }),
+        } as OpenAI.ChatCompletionCreateParamsNonStreaming),
+      ),
+    );
+    for (const answer of classified) {
+      expect(labels).toContain(answer.choices[0]?.message.content);
+      expect(answer.choices[0]?.finish_reason).toBe("stop");
+    }
+    const completion = await client.completions.create({
+      model: `${BASE}:acme/a1`,
+      prompt: "Order number:",
+      max_tokens: 12,
+      temperature: 1,
+      seed: 9,
+      structured_outputs: { regex: "[A-Z]{2}-\\d{4}" },
+    } as OpenAI.CompletionCreateParamsNonStreaming);
+    expect(completion.choices[0]?.text).toMatch(/^[A-Z]{2}-\d{4}$/);
+    expect(completion.choices[0]?.finish_reason).toBe("stop");
+    const streamed = await client.chat.completions.create({
+      model: BASE,
+      messages: [{ role: "user" as const, content: "Yes or no?" }],
+      stream: true,
+      guided_choice: ["yes", "no"],
+    } as OpenAI.ChatCompletionCreateParamsStreaming);
+    let text = "";
+    for await (const chunk of streamed) text += chunk.choices[0]?.delta.content ?? "";
+    expect(["yes", "no"]).toContain(text);
+    // Refused, naming the field: two constraints, a grammar, a regex that cannot be compiled.
+    for (const [extra, param] of [
+      [{ guided_choice: ["a"], guided_regex: "b" }, "guided_regex"],
+      [{ structured_outputs: { grammar: "root ::= 'a'" } }, "structured_outputs.grammar"],
+      [{ guided_regex: "a(?=b)" }, "guided_regex"],
+      [{ guided_json: "{not json" }, "guided_json"],
+      [{ guided_choice: [] }, "guided_choice"],
+      [{ guided_choice: ["x"], response_format: { type: "json_object" } }, "response_format"],
+    ] as [Record<string, unknown>, string][]) {
+      await expect(
+        client.chat.completions.create({
+          model: BASE,
+          messages: [{ role: "user" as const, content: "Say it in JSON" }],
+          ...extra,
+        } as OpenAI.ChatCompletionCreateParamsNonStreaming),
+      ).rejects.toMatchObject({ status: 400, param });
+    }
+  });
+
   it("runs a Batch API batch of mixed-adapter lines on the workers and bills every line, and a flex request, as a batch line; a priority request is marked so", async () => {
     const lines = [`${BASE}:acme/a0`, `${BASE}:acme/a1`, BASE, `${BASE}:acme/a2`].map((model, i) =>
       JSON.stringify({

@@ -8,20 +8,15 @@
 import { JsonGrammar } from "./json-grammar.ts";
 import type { SchemaNode } from "./json-schema.ts";
 import { lengthFits, nextState, type StringAutomaton } from "./string-automaton.ts";
+import { type TokenTrie, type TrieNode, tokenTrie } from "./token-trie.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** A tokenizer's vocabulary as JSON mode reads it, built on its first JSON-mode sequence. */
-interface Vocabulary {
-  /** Each id's bytes; empty for special tokens, which are never text (stop tokens among them). */
-  bytes: Uint8Array[];
+interface Vocabulary extends TokenTrie {
   /** 1 where every byte is a plain string character (printable ASCII but `"` and `\`). */
   plain: Uint8Array;
-  /** Every token's bytes as a trie, so tokens that share their first bytes are tried on them once. */
-  trie: TrieNode;
   /** The ids of tokens with a byte that is not plain (tried in full inside a patterned string). */
   notPlain: Int32Array;
-  /** The most bytes of any token. */
-  longest: number;
   /**
    * Per string automaton and state, where each plain token leaves it (-1: refused): built once a state is
    * first met, then shared by every sequence with that pattern (patternTable).
@@ -29,40 +24,19 @@ interface Vocabulary {
   patternTables: WeakMap<StringAutomaton, Map<number, Int32Array>>;
 }
 
-interface TrieNode {
-  children: Map<number, TrieNode>;
-  /** The ids whose bytes end here. */
-  tokens: number[];
-}
-
-const vocabularies = new WeakMap<Tokenizer, Vocabulary>();
+const vocabularies = new WeakMap<TokenTrie, Vocabulary>();
 
 const isPlain = (b: number) => b >= 0x20 && b <= 0x7e && b !== 0x22 && b !== 0x5c;
 
 function vocabularyOf(tokenizer: Tokenizer, size: number): Vocabulary {
-  let vocabulary = vocabularies.get(tokenizer);
-  if (!vocabulary || vocabulary.bytes.length < size) {
-    const bytes = Array.from({ length: size }, (_, id) =>
-      tokenizer.isSpecial(id) ? new Uint8Array(0) : tokenizer.tokenBytes(id),
-    );
+  const trie = tokenTrie(tokenizer, size);
+  let vocabulary = vocabularies.get(trie);
+  if (!vocabulary) {
+    const { bytes } = trie;
     const plain = Uint8Array.from(bytes, (b) => (b.length > 0 && b.every(isPlain) ? 1 : 0));
-    const trie: TrieNode = { children: new Map(), tokens: [] };
-    for (const [id, token] of bytes.entries()) {
-      let node = trie;
-      for (const b of token) {
-        let child = node.children.get(b);
-        if (!child) {
-          child = { children: new Map(), tokens: [] };
-          node.children.set(b, child);
-        }
-        node = child;
-      }
-      if (node !== trie) node.tokens.push(id);
-    }
     const notPlain = Int32Array.from(bytes.flatMap((b, id) => (b.length > 0 && plain[id] === 0 ? [id] : [])));
-    const longest = bytes.reduce((most, b) => Math.max(most, b.length), 0);
-    vocabulary = { bytes, plain, trie, notPlain, longest, patternTables: new WeakMap() };
-    vocabularies.set(tokenizer, vocabulary);
+    vocabulary = { ...trie, plain, notPlain, patternTables: new WeakMap() };
+    vocabularies.set(trie, vocabulary);
   }
   return vocabulary;
 }
@@ -99,7 +73,7 @@ function patternTable(vocabulary: Vocabulary, automaton: StringAutomaton, state:
       walk(child, next);
     }
   };
-  walk(vocabulary.trie, state);
+  walk(vocabulary.root, state);
   if (tables.size >= MAX_PATTERN_TABLES) tables.clear();
   tables.set(state, table);
   return table;
@@ -274,7 +248,7 @@ export class JsonMode {
           walk(child, next);
         }
       };
-      walk(vocabulary.trie, this.grammar);
+      walk(vocabulary.root, this.grammar);
     }
     for (const id of this.blocked) if (id < size) costs[id] = REFUSED;
     return costs;

@@ -1,11 +1,14 @@
 // What one generating sequence has produced: it samples each next token from the engine's logits, turns
 // tokens into text deltas, holds back text that may begin a stop string, and says when the sequence is
-// done (a stop token, a stop string, max_tokens, a full context, or in JSON mode the value's end). Shared by every batching loop.
+// done (a stop token, a stop string, max_tokens, a full context, or with structured output the value's or
+// the match's end). Shared by every batching loop.
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
 import { JsonMode } from "./json-mode.ts";
 import type { SchemaNode } from "./json-schema.ts";
 import { ReasoningGate, type ReasoningTags } from "./reasoning-gate.ts";
+import { RegexMode } from "./regex-mode.ts";
 import { type SampledToken, Sampler, type SamplingParams } from "./sampler.ts";
+import type { StringAutomaton } from "./string-automaton.ts";
 import { StreamingDetokenizer, type Tokenizer } from "./tokenizer.ts";
 
 export interface SequenceLimits {
@@ -22,7 +25,15 @@ export interface SequenceLimits {
    * OpenAI's JSON mode, a compiled json_schema for structured outputs. Absent: text.
    */
   json?: SchemaNode;
-  /** With `json`: the model reasons between these tags first, and the value follows (reasoning-gate.ts). */
+  /**
+   * Instead of `json`: the whole output matches this regex's automaton (regex-mode.ts, compileFullMatch):
+   * vLLM's structured outputs `regex` and `choice`.
+   */
+  regex?: StringAutomaton;
+  /**
+   * With `json` or `regex`: the model reasons between these tags first, and the structured output follows
+   * (reasoning-gate.ts).
+   */
   reasoning?: ReasoningTags;
 }
 
@@ -49,9 +60,9 @@ export class SequenceOutput {
   private readonly stops: readonly string[];
   /** Decoded text held back because it may begin a stop string. */
   private held = "";
-  /** Set in JSON mode: what may be drawn next. */
-  private readonly json: JsonMode | null;
-  /** Set in JSON mode after reasoning: what may be drawn before the value. */
+  /** Set with structured output (a JSON value or a regex): what may be drawn next. */
+  private readonly grammar: JsonMode | RegexMode | null;
+  /** Set with structured output after reasoning: what may be drawn before it. */
   private readonly gate: ReasoningGate | null;
   /** A masked copy of the row: no stop token (min_tokens, reasoning), or one forced token (reasoning). */
   private masked = new Float32Array(0);
@@ -66,8 +77,12 @@ export class SequenceOutput {
     this.detokenizer = new StreamingDetokenizer(tokenizer);
     this.stopIds = limits.stopTokenIds ?? tokenizer.eosTokenIds;
     this.stops = limits.stopStrings ?? [];
-    this.json = limits.json ? new JsonMode(tokenizer, limits.json, this.stopIds) : null;
-    this.gate = limits.json && limits.reasoning ? new ReasoningGate(limits.reasoning) : null;
+    this.grammar = limits.json
+      ? new JsonMode(tokenizer, limits.json, this.stopIds)
+      : limits.regex
+        ? new RegexMode(tokenizer, limits.regex, this.stopIds, () => !this.belowMinimum)
+        : null;
+    this.gate = this.grammar && limits.reasoning ? new ReasoningGate(limits.reasoning) : null;
   }
 
   get tokenIds(): number[] {
@@ -76,10 +91,10 @@ export class SequenceOutput {
 
   /**
    * How the engine may settle this sequence's next token without its whole row (Sampler.decodeChoice);
-   * never in JSON mode, which masks the whole row.
+   * never with structured output, which masks the whole row.
    */
   get decodeChoice(): DecodeChoice | null {
-    return this.json || this.belowMinimum ? null : this.sampler.decodeChoice;
+    return this.grammar || this.belowMinimum ? null : this.sampler.decodeChoice;
   }
 
   /** min_tokens still holds off the stop tokens and stop strings. */
@@ -95,7 +110,7 @@ export class SequenceOutput {
   accept(row: Float32Array | number): Accepted;
   accept(row: DecodeRow): Accepted | null;
   accept(row: DecodeRow): Accepted | null {
-    if (this.json) return this.acceptJson(row);
+    if (this.grammar) return this.acceptStructured(row);
     const token =
       typeof row === "number"
         ? this.sampler.take(row)
@@ -107,14 +122,16 @@ export class SequenceOutput {
   }
 
   /**
-   * JSON mode: the draw from the masked row — the reasoning gate's until its closing tag, then the
-   * grammar's — the grammar moved on, and the end once the value is complete.
+   * Structured output: the draw from the masked row — the reasoning gate's until its closing tag, then the
+   * grammar's — the grammar moved on, and the end once the value or match is complete.
    */
-  private acceptJson(row: DecodeRow): Accepted {
+  private acceptStructured(row: DecodeRow): Accepted {
     if (!(row instanceof Float32Array)) {
-      throw new Error("a sequence in JSON mode needs its whole row of logits (it has no decode choice)");
+      throw new Error(
+        "a sequence with structured output needs its whole row of logits (it has no decode choice)",
+      );
     }
-    const json = this.json!;
+    const grammar = this.grammar!;
     // The tokens this one and the rest may take: max_tokens or the context, whichever ends first.
     const generated = this.tokens.length;
     const budget = Math.min(
@@ -124,9 +141,9 @@ export class SequenceOutput {
     const gate = this.gate && !this.gate.answering ? this.gate : null;
     let masked: Float32Array;
     if (gate) {
-      const forced = gate.forced(budget, json.fewestBytesToEnd);
+      const forced = gate.forced(budget, grammar.fewestBytesToEnd);
       masked = forced === null ? this.withoutStopTokens(row) : this.onlyToken(row, forced);
-    } else masked = json.mask(row, budget);
+    } else masked = grammar.mask(row, budget);
     const drawn = this.sampler.sample(masked);
     // A token refused by the grammar is no alternative: logprobs list only what could have been drawn.
     const token = { ...drawn, top: drawn.top.filter((t) => t.logprob !== Number.NEGATIVE_INFINITY) };
@@ -134,11 +151,13 @@ export class SequenceOutput {
       gate.take(token.token);
       return this.record(token);
     }
-    json.take(token.token);
+    // A regex's output may end on a stop token once it matches.
+    if (this.stopIds.includes(token.token)) return this.record(token);
+    grammar.take(token.token);
     const accepted = this.record(token);
-    // The value's last byte ends the sequence, even on its last allowed token; a stop string that ended it
-    // first stays its end.
-    if (!json.complete || accepted.finish === "stop") return accepted;
+    // The value's (or match's) last byte ends the sequence, even on its last allowed token; a stop string
+    // that ended it first stays its end.
+    if (!grammar.complete || accepted.finish === "stop") return accepted;
     return { ...accepted, text: accepted.text + this.flush(), finish: "stop" };
   }
 

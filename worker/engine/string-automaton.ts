@@ -113,35 +113,53 @@ const CACHE_SIZE = 256;
  * can match.
  */
 export function compilePatterns(patterns: readonly string[]): StringAutomaton {
-  const key = JSON.stringify(patterns);
+  const what = `pattern ${patterns.map((p) => JSON.stringify(p)).join(" and ")}`;
+  return cached(`search:${JSON.stringify(patterns)}`, what, () => build(patterns, "search"));
+}
+
+/**
+ * The automaton of strings that `pattern` matches whole, from their first character to their last (as
+ * vLLM's structured outputs read a regex: `^` and `$` are implied). Throws as compilePatterns does.
+ */
+export function compileFullMatch(pattern: string): StringAutomaton {
+  return cached(`whole:${pattern}`, `regex ${JSON.stringify(pattern)}`, () => build([pattern], "whole"));
+}
+
+/** The regex that matches exactly one of `choices`, each taken literally (vLLM's structured outputs `choice`). */
+export function choiceRegex(choices: readonly string[]): string {
+  return choices.map((choice) => choice.replace(/[\\^$.*+?()[\]{}|/]/g, "\\$&")).join("|");
+}
+
+function cached(key: string, what: string, make: () => StringAutomaton): StringAutomaton {
   const known = cache.get(key);
   if (known) {
     cache.delete(key);
     cache.set(key, known);
     return known;
   }
-  const what = patterns.map((p) => JSON.stringify(p)).join(" and ");
   let automaton: StringAutomaton;
   try {
-    automaton = build(patterns);
+    automaton = make();
   } catch (error) {
     if (error instanceof RegexSyntaxError || error instanceof PatternError) {
-      throw new PatternError(`pattern ${what}: ${error.message}`);
+      throw new PatternError(`${what}: ${error.message}`);
     }
-    if (error instanceof TermBudgetError)
-      throw new PatternError(`pattern ${what}: too complex: ${error.message}`);
+    if (error instanceof TermBudgetError) throw new PatternError(`${what}: too complex: ${error.message}`);
     throw error;
   }
   const { moves, minRemaining, maxRemaining, minLength, maxLength } = automaton;
   if (moves.length === 0 || minRemaining[0]! > maxLength || maxRemaining[0]! < minLength) {
-    throw new PatternError(`pattern ${what}: no string that can be written matches it`);
+    throw new PatternError(`${what}: no string that can be written matches it`);
   }
   cache.set(key, automaton);
   if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!);
   return automaton;
 }
 
-function build(patterns: readonly string[]): StringAutomaton {
+/** A pattern found anywhere in the string (JSON Schema's `pattern`), or matching the whole of it. */
+type Match = "search" | "whole";
+
+function build(patterns: readonly string[], match: Match): StringAutomaton {
   const terms = new Terms(MAX_WORK);
   let minLength = 0;
   let maxLength = Number.POSITIVE_INFINITY;
@@ -149,7 +167,9 @@ function build(patterns: readonly string[]): StringAutomaton {
     const { window, node } = withoutLengthLookahead(terms, parseRegex(pattern));
     minLength = Math.max(minLength, window.min);
     maxLength = Math.min(maxLength, window.max);
-    return terms.and(searchTerm(terms, node), window.chars);
+    const matched =
+      match === "search" ? searchTerm(terms, node) : new Compiler(terms).compile(node, terms.empty, "start");
+    return terms.and(matched, window.chars);
   });
   return { ...explore(terms, terms.and(...parts)), minLength, maxLength };
 }

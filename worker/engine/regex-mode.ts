@@ -1,0 +1,223 @@
+// A sequence whose whole output must match a regex (vLLM's structured outputs: `choice`, one of a list of
+// strings, is the regex of their alternation): before each draw, every token whose bytes could not continue
+// a match gets a logit of -inf, so the sampler draws only among tokens that keep the output matchable. A
+// stop token may be drawn once the output matches (and min_tokens allows it); where nothing can follow a
+// match, the sequence ends by itself. Near the end of its token budget only tokens after which a match can
+// still be reached in time are kept, so the output ends matched rather than cut off. Special tokens are
+// never text. Like JSON mode this needs the whole row of logits each step.
+//
+// The regex's automaton reads characters (string-automaton.ts, compileFullMatch); tokens are bytes, and a
+// byte-level vocabulary splits a multi-byte character across tokens, so a token may end inside one: its
+// first bytes are taken when some character they can begin leads on.
+import { lengthFits, nextState, type StringAutomaton, someMoveInRange } from "./string-automaton.ts";
+import { type TrieNode, tokenTrie } from "./token-trie.ts";
+import type { Tokenizer } from "./tokenizer.ts";
+
+/** Where the output stands: an automaton state, its length in characters, and a character half read. */
+interface Cursor {
+  state: number;
+  chars: number;
+  /** Continuation bytes the character being read still needs; 0 between characters. */
+  need: number;
+  /** The bits of the character read so far. */
+  bits: number;
+  /** The least code point its length may encode (UTF-8 refuses longer forms of smaller ones). */
+  least: number;
+}
+
+const START: Cursor = { state: 0, chars: 0, need: 0, bits: 0, least: 0 };
+
+/** Most automaton states whose token table a pattern keeps (each holds two numbers per token). */
+const MAX_TABLES = 128;
+
+/** Where each token leaves the automaton from one state between characters: its state, and its cost. */
+interface StateTable {
+  /** Per token: the state after it (before a character it leaves half read), or -1 where refused. */
+  next: Int32Array;
+  /** Per token: the fewest characters after it to a match (one more for a half-read character). */
+  cost: Int32Array;
+}
+
+/** Per vocabulary and automaton, the tables of the states met so far (shared by every sequence). */
+const tables = new WeakMap<object, WeakMap<StringAutomaton, Map<number, StateTable>>>();
+
+export class RegexMode {
+  private cursor: Cursor = START;
+  private masked = new Float32Array(0);
+
+  constructor(
+    private readonly tokenizer: Tokenizer,
+    private readonly automaton: StringAutomaton,
+    /** The sequence's stop tokens: drawn only where the output matches and `mayStop` says so. */
+    private readonly stopIds: readonly number[],
+    /** False while min_tokens holds the stop tokens off. */
+    private readonly mayStop: () => boolean,
+  ) {}
+
+  /** The output matches and nothing can follow: the sequence ends. */
+  get complete(): boolean {
+    const { state, chars, need } = this.cursor;
+    const { automaton } = this;
+    if (need > 0 || automaton.accepting[state] !== 1 || chars < automaton.minLength) return false;
+    return automaton.moves[state]!.length === 0 || chars >= automaton.maxLength;
+  }
+
+  /** The fewest characters (so at worst bytes, and tokens) that complete a match. */
+  get fewestBytesToEnd(): number {
+    const { state, chars, need } = this.cursor;
+    return need + Math.max(this.automaton.minRemaining[state]!, this.automaton.minLength - chars);
+  }
+
+  /**
+   * The logits with every token that cannot come next at -inf (a copy). With `budget`, the tokens the
+   * sequence may still draw, this one included, a token is kept only if a match can be reached in the
+   * tokens left after it; where none can, every token the regex takes is kept. Throws when no token of the
+   * vocabulary can continue the output.
+   */
+  mask(logits: Float32Array, budget = Number.POSITIVE_INFINITY): Float32Array {
+    if (this.masked.length !== logits.length) this.masked = new Float32Array(logits.length);
+    const out = this.masked.fill(Number.NEGATIVE_INFINITY);
+    const { next, cost } = this.table(logits.length);
+    const spare = budget - 1;
+    const matched = this.matched && this.mayStop();
+    let within = false;
+    for (let id = 0; id < next.length; id++) if (next[id]! >= 0 && cost[id]! <= spare) within = true;
+    const limit = within || matched ? spare : Number.POSITIVE_INFINITY;
+    let allowed = 0;
+    for (let id = 0; id < next.length; id++) {
+      if (next[id]! < 0 || cost[id]! > limit) continue;
+      out[id] = logits[id]!;
+      allowed++;
+    }
+    if (matched) {
+      for (const id of this.stopIds) {
+        if (id < logits.length) {
+          out[id] = logits[id]!;
+          allowed++;
+        }
+      }
+    }
+    if (allowed === 0)
+      throw new RangeError("structured output: no token of the vocabulary can continue the regex");
+    return out;
+  }
+
+  /** Takes a drawn token that is not a stop token (one mask() allowed). */
+  take(token: number): void {
+    let cursor: Cursor | null = this.cursor;
+    for (const b of this.tokenizer.tokenBytes(token)) {
+      cursor = cursor && this.step(cursor, b);
+    }
+    if (!cursor) throw new RangeError(`token ${token} does not continue the regex`);
+    this.cursor = cursor;
+  }
+
+  /** The output so far matches the whole regex. */
+  private get matched(): boolean {
+    const { state, chars, need } = this.cursor;
+    return need === 0 && this.automaton.accepting[state] === 1 && chars >= this.automaton.minLength;
+  }
+
+  /**
+   * Where every token leaves the output from here. Between characters and without a length window (a
+   * leading `(?=.{a,b}$)`), it depends on the state alone, so it is built once per state and kept.
+   */
+  private table(size: number): StateTable {
+    const trie = tokenTrie(this.tokenizer, size);
+    const { cursor, automaton } = this;
+    const shareable = cursor.need === 0 && automaton.minLength === 0 && automaton.maxLength === Infinity;
+    if (!shareable) return this.walk(trie.root, size, cursor);
+    let byAutomaton = tables.get(trie);
+    if (!byAutomaton) {
+      byAutomaton = new WeakMap();
+      tables.set(trie, byAutomaton);
+    }
+    let byState = byAutomaton.get(automaton);
+    if (!byState) {
+      byState = new Map();
+      byAutomaton.set(automaton, byState);
+    }
+    let table = byState.get(cursor.state);
+    if (!table) {
+      table = this.walk(trie.root, size, cursor);
+      if (byState.size >= MAX_TABLES) byState.clear();
+      byState.set(cursor.state, table);
+    }
+    return table;
+  }
+
+  /** Walks the vocabulary's trie from `from`, each shared prefix stepped once. */
+  private walk(root: TrieNode, size: number, from: Cursor): StateTable {
+    const next = new Int32Array(size).fill(-1);
+    const cost = new Int32Array(size);
+    const visit = (node: TrieNode, at: Cursor) => {
+      for (const [b, child] of node.children) {
+        const after = this.step(at, b);
+        if (!after) continue;
+        const remaining =
+          after.need +
+          Math.max(this.automaton.minRemaining[after.state]!, this.automaton.minLength - after.chars);
+        for (const id of child.tokens) {
+          if (id >= size) continue;
+          next[id] = after.state;
+          cost[id] = remaining;
+        }
+        visit(child, after);
+      }
+    };
+    visit(root, from);
+    return { next, cost };
+  }
+
+  /** The cursor after one more byte, or null where no match could go on from it. */
+  private step(at: Cursor, b: number): Cursor | null {
+    if (at.need === 0) {
+      if (b < 0x80) return this.character(at, b);
+      // A lead byte: the character's length, its first bits, and the least code point that length holds.
+      let need: number;
+      let bits: number;
+      let least: number;
+      if (b >= 0xc2 && b <= 0xdf) [need, bits, least] = [1, b & 0x1f, 0x80];
+      else if (b >= 0xe0 && b <= 0xef) [need, bits, least] = [2, b & 0x0f, 0x800];
+      else if (b >= 0xf0 && b <= 0xf4) [need, bits, least] = [3, b & 0x07, 0x10000];
+      else return null;
+      return this.someCharacter({ state: at.state, chars: at.chars, need, bits, least });
+    }
+    if (b < 0x80 || b > 0xbf) return null;
+    const bits = (at.bits << 6) | (b & 0x3f);
+    if (at.need === 1) return bits < at.least ? null : this.character(at, bits);
+    return this.someCharacter({ ...at, need: at.need - 1, bits });
+  }
+
+  /** A half-read character is kept if some character it can still become leads on. */
+  private someCharacter(at: Cursor): Cursor | null {
+    const { automaton } = this;
+    const shift = 6 * at.need;
+    const lo = Math.max(at.bits << shift, at.least);
+    const hi = Math.min((at.bits << shift) | ((1 << shift) - 1), 0x10ffff);
+    if (lo > hi) return null;
+    const fits = (target: number) =>
+      lengthFits(automaton, target, at.chars + 1, automaton.minLength, automaton.maxLength);
+    return someMoveInRange(automaton, at.state, lo, hi, fits) ? at : null;
+  }
+
+  /** The cursor after a whole character, or null where the regex refuses it. */
+  private character(at: Cursor, c: number): Cursor | null {
+    if (!writable(c)) return null;
+    const { automaton } = this;
+    const state = nextState(automaton, at.state, c);
+    if (state < 0) return null;
+    const chars = at.chars + 1;
+    if (!lengthFits(automaton, state, chars, automaton.minLength, automaton.maxLength)) return null;
+    return { state, chars, need: 0, bits: 0, least: 0 };
+  }
+}
+
+/**
+ * The characters an output may hold, as the automaton's ranges were sampled (string-automaton.ts): no
+ * surrogates, no DEL, and of the C0 controls only backspace, tab, line feed, form feed and carriage return.
+ */
+function writable(c: number): boolean {
+  if (c < 0x20) return c === 0x08 || c === 0x09 || c === 0x0a || c === 0x0c || c === 0x0d;
+  return c !== 0x7f && (c < 0xd800 || c > 0xdfff);
+}
