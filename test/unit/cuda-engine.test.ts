@@ -353,7 +353,7 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
     await cuda.close();
   });
 
-  it("serves a preempted batch line by prefilling it again, from the row its release filed in the prefix cache", async () => {
+  it("parks a preempted batch line in a cache row beyond maxBatch, or prefills it again where none is left", async () => {
     const rowBytes = cacheRowBytes(model, common.maxContext);
     const tokenizer = loadTokenizer(modelDir);
     const slots = { prefetch() {}, acquire: async () => 1, release() {} };
@@ -366,47 +366,116 @@ describe.skipIf(!hasEmulatedAddon)("the CUDA engine over the native code on the 
       limits: { maxTokens: 24, stopTokenIds: [] },
       batch: true,
     });
-    const start = async () => {
-      const cuda = await cudaEngine({ maxBatch: 2, prefixCacheBytes: 2 * rowBytes }).engine;
+    /** A scheduler over a CUDA engine of two batch rows and `spareRows` more, and the ids it prefills. */
+    const start = async (spareRows: number) => {
+      const cuda = await cudaEngine({ maxBatch: 2, prefixCacheBytes: spareRows * rowBytes }).engine;
       await cuda.writeAdapter(1, adapters[0]!);
+      const prefilled: string[] = [];
+      const prefillTogether = cuda.prefillTogether.bind(cuda);
+      cuda.prefillTogether = async (prompts) => {
+        prefilled.push(...prompts.map((p) => p.id));
+        return prefillTogether(prompts);
+      };
       const options = { maxBatch: 2, maxContext: 64, stepTokenBudget: 256, maxAdaptersPerStep: 4 };
-      return { cuda, scheduler: new Scheduler(cuda, tokenizer, slots, options) };
+      return { cuda, prefilled, scheduler: new Scheduler(cuda, tokenizer, slots, options) };
     };
     const tokensOf = (o: Outcome) => (o.kind === "done" ? o.tokens.map((t) => t.token) : []);
-    const alone = await start();
+    const alone = await start(0);
     const expected = await Promise.all(["a", "b"].map((id, i) => alone.scheduler.submit(line(id, i + 3))));
     await alone.cuda.close();
 
-    const { cuda, scheduler } = await start();
-    const reused: number[] = [];
-    const prefillTogether = cuda.prefillTogether.bind(cuda);
-    cuda.prefillTogether = async (prompts) => {
-      const logits = await prefillTogether(prompts);
-      reused.push(...cuda.reusedPromptTokens(prompts.map((p) => p.id)));
-      return logits;
-    };
-    let live: Promise<Outcome> | undefined;
-    const outcomes = await Promise.all(
-      ["a", "b"].map((id, i) =>
-        scheduler.submit({
-          ...line(id, i + 3),
-          onToken: () => {
-            live ??= scheduler.submit({
-              ...line("live", 9),
-              batch: false,
-              limits: { maxTokens: 3, stopTokenIds: [] },
-            });
-          },
-        }),
-      ),
+    for (const spareRows of [1, 0]) {
+      const { cuda, scheduler, prefilled } = await start(spareRows);
+      let live: Promise<Outcome> | undefined;
+      const outcomes = await Promise.all(
+        ["a", "b"].map((id, i) =>
+          scheduler.submit({
+            ...line(id, i + 3),
+            onToken: () => {
+              live ??= scheduler.submit({
+                ...line("live", 9),
+                batch: false,
+                limits: { maxTokens: 3, stopTokenIds: [] },
+              });
+            },
+          }),
+        ),
+      );
+      expect(tokensOf((await live)!)).toHaveLength(3);
+      // Parked or prefilled again, each line generates what it would have without the pause.
+      expect(outcomes.map(tokensOf)).toEqual(expected.map(tokensOf));
+      if (spareRows > 0) {
+        // The preempted line rejoined from its row: no prompt was prefilled twice.
+        expect(prefilled.sort()).toEqual(["a", "b", "live"]);
+      } else {
+        expect(prefilled).toHaveLength(4);
+        expect(new Set(prefilled)).toEqual(new Set(["a", "b", "live"]));
+      }
+      expect(cuda.running).toBe(0);
+      await cuda.close();
+    }
+  });
+
+  it("parks only into rows beyond maxBatch, taking them from stored prefixes, and gives them back", async () => {
+    const rowBytes = cacheRowBytes(model, common.maxContext);
+    const cuda = await cudaEngine({ maxBatch: 2, prefixCacheBytes: 1 * rowBytes }).engine;
+    const cpu = await cpuEngine({ maxBatch: 2 });
+    // A released row filed as a stored prefix: the one row beyond maxBatch.
+    await cuda.prefill("c", prompt(30), 0);
+    cuda.release("c");
+    expect(cuda.prefixCacheStats()?.entries).toBe(1);
+    for (const engine of [cuda, cpu]) {
+      await engine.prefillTogether([
+        { id: "a", tokens: prompt(20), slot: 0 },
+        { id: "b", tokens: prompt(4), slot: 0 },
+      ]);
+    }
+    await cuda.park("a");
+    await cpu.park("a");
+    expect(cuda.prefixCacheStats()?.entries).toBe(0);
+    await expect(cuda.park("b")).rejects.toThrow(
+      /no cache row to park sequence b in: 1 rows beyond maxBatch/,
     );
-    await live;
-    expect(outcomes.map(tokensOf)).toEqual(expected.map(tokensOf));
-    // Three first prefills found nothing; the preempted line's second found its own row: at least a block.
-    expect(reused).toHaveLength(4);
-    expect(reused.slice(0, 3)).toEqual([0, 0, 0]);
-    expect(reused[3]).toBeGreaterThanOrEqual(16);
+    await expect(cuda.prefill("a", [1], 0)).rejects.toThrow(/sequence a is parked: resume it/);
+    await expect(
+      cuda.decode(
+        new Map([
+          ["a", 1],
+          ["b", 2],
+        ]),
+      ),
+    ).rejects.toThrow(/sequence a is parked: resume it/);
+    // The batch has a row for another sequence beside b while a is parked.
+    for (const engine of [cuda, cpu]) {
+      await engine.prefill("e", prompt(2), 0);
+      await engine.decode(
+        new Map([
+          ["b", 7],
+          ["e", 8],
+        ]),
+      );
+      engine.release("e");
+      engine.resume("a", 0);
+    }
+    // a goes on from its row as the CPU engine's parked copy does.
+    const got = await cuda.decode(
+      new Map([
+        ["a", 3],
+        ["b", 4],
+      ]),
+    );
+    const want = await cpu.decode(
+      new Map([
+        ["a", 3],
+        ["b", 4],
+      ]),
+    );
+    expectClose([got.get("a")!, got.get("b")!], [want.get("a")!, want.get("b")!]);
+    cuda.release("a");
+    cuda.release("b");
+    expect(cuda.running).toBe(0);
     await cuda.close();
+    await cpu.close();
   });
 
   it("refuses the same misuse as the CPU engine with the same errors", async () => {

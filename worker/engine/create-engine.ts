@@ -44,9 +44,9 @@ export interface ServingEngine {
   logitsOf(id: string): Float32Array;
   switchAdapter(id: string, slot: number): void;
   /**
-   * Engine.park and resume: a decoding sequence leaves the batch with its cache kept aside, and comes back.
-   * Absent where the cache rows are the batch (CUDA): a sequence that must leave is released and prefilled
-   * again.
+   * Engine.park and resume: a decoding sequence leaves the batch with its cache kept aside (CUDA: in a cache
+   * row beyond maxBatch), and comes back. Where park throws (CUDA without such a row free) or is absent, a
+   * sequence that must leave is released and prefilled again.
    */
   park?(id: string): Promise<void>;
   resume?(id: string, slot: number): void;

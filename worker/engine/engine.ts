@@ -182,6 +182,7 @@ interface HeldSequence {
   slot: number;
   length: number;
   partial: boolean;
+  parked?: boolean;
 }
 
 /**
@@ -228,6 +229,7 @@ export function checkDecodeStep(
   for (const [id, token] of tokens) {
     const sequence = running.get(id);
     if (!sequence) throw new EngineError(`sequence ${id} is not running`);
+    if (sequence.parked) throw new EngineError(`sequence ${id} is parked: resume it`);
     if (sequence.partial) throw new EngineError(`sequence ${id} is still prefilling its prompt`);
     if (sequence.length + 1 > maxContext) {
       throw new EngineError(`sequence ${id} reached the ${maxContext}-token context`);

@@ -39,9 +39,18 @@ export class PrefixCache<T> {
   private reusedTokens = 0;
 
   constructor(
-    private readonly budgetBytes: number,
+    private budgetBytes: number,
     private readonly dispose: (value: T) => void,
   ) {}
+
+  /** Sets the byte budget, evicting least recently used entries until they fit it. */
+  limit(budgetBytes: number): void {
+    this.budgetBytes = budgetBytes;
+    for (const entry of [...this.entries.keys()]) {
+      if (this.used <= budgetBytes) break;
+      this.evict(entry);
+    }
+  }
 
   /** The longest stored prefix of `tokens` in `scope` that leaves at least one token to compute. */
   lookup(scope: string, tokens: readonly number[]): PrefixHit<T> | null {

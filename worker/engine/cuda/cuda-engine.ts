@@ -179,11 +179,17 @@ export class CudaEngine {
       },
     );
     this.checkDistinctAdapters(prompts.map((p) => p.slot));
+    for (const prompt of prompts) {
+      if (this.sequences.get(prompt.id)?.parked)
+        throw new EngineError(`sequence ${prompt.id} is parked: resume it`);
+    }
     const fresh = prompts.filter((p) => !this.sequences.get(p.id));
     const maxBatch = maxBatchOf(this.options);
-    if (fresh.length > maxBatch - this.sequences.size) {
+    // Parked sequences hold rows beyond maxBatch (park), so the batch's own rows are counted without them.
+    const inBatch = this.sequences.size - this.sequences.parked;
+    if (fresh.length > maxBatch - inBatch) {
       throw new EngineError(
-        `no free cache row for ${fresh.length} more sequences: ${this.sequences.size} of ${maxBatch} are running (maxBatch)`,
+        `no free cache row for ${fresh.length} more sequences: ${inBatch} of ${maxBatch} are running (maxBatch)`,
       );
     }
     const admitted = prompts.map((prompt) => this.admit(prompt));
@@ -333,12 +339,52 @@ export class CudaEngine {
   }
 
   /**
+   * Takes a decoding sequence out of the batch with its cache row kept as it is, so that a scheduler can
+   * give its place to another without losing its work; it takes no part in steps until resume. Its row is
+   * one of those beyond maxBatch, which otherwise hold stored prefixes (the least recently used of them give
+   * theirs up): where none is left — no prefix cache rows, or every one parked — it throws, and the
+   * scheduler releases the sequence to prefill it again.
+   */
+  async park(id: string): Promise<void> {
+    const sequence = this.sequences.get(id);
+    if (!sequence || sequence.partial) throw new EngineError(`sequence ${id} is not decoding`);
+    const spare = this.spec.cacheRows - maxBatchOf(this.options);
+    const parked = this.sequences.parked;
+    if (parked >= spare) {
+      throw new EngineError(
+        `no cache row to park sequence ${id} in: ${spare} rows beyond maxBatch (prefixCacheBytes), ${parked} parked`,
+      );
+    }
+    sequence.parked = true;
+    sequence.partial = true;
+    this.prefixes?.limit((spare - parked - 1) * this.rowBytes);
+  }
+
+  /**
+   * Puts a parked sequence back: it decodes again from the next step, in `slot` (its adapter's slot now,
+   * which may differ from the one it left), as if it had never left.
+   */
+  resume(id: string, slot: number): void {
+    const sequence = this.sequences.get(id);
+    if (!sequence?.parked) throw new EngineError(`sequence ${id} is not parked`);
+    this.checkSlot(slot);
+    sequence.slot = slot;
+    sequence.parked = false;
+    sequence.partial = false;
+    this.givePrefixesParkedRows();
+  }
+
+  /**
    * Removes a finished or cancelled sequence and frees its cache row — or, with a prefix cache and at least
    * one whole block of prompt and decoded tokens, keeps the row as those tokens' stored prefix (its later
    * positions are never read from there).
    */
   release(id: string): void {
     const sequence = this.sequences.get(id);
+    if (sequence?.parked) {
+      sequence.parked = false;
+      this.givePrefixesParkedRows();
+    }
     const scope = sequence?.prefixKey;
     const length = scope === undefined ? 0 : (this.prefixes?.worthStoring(scope, sequence!.prompt, 0) ?? 0);
     if (length === 0) {
@@ -347,6 +393,12 @@ export class CudaEngine {
     }
     const row = this.sequences.detach(id);
     this.prefixes!.store(scope!, sequence!.prompt.slice(0, length), row, this.rowBytes);
+  }
+
+  /** The prefix cache may hold every row beyond maxBatch that no parked sequence holds. */
+  private givePrefixesParkedRows(): void {
+    const spare = this.spec.cacheRows - maxBatchOf(this.options);
+    this.prefixes?.limit((spare - this.sequences.parked) * this.rowBytes);
   }
 
   /** The stored prefixes (a cache row each), and the prompt tokens they spared; null without a prefix cache. */

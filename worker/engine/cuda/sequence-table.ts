@@ -1,6 +1,7 @@
 // The CUDA engine's running sequences: each owns one cache row of the native KV cache (0..cacheRows-1)
 // from its prefill until it is released, an adapter slot, and its length (tokens in the cache). A row may
-// also leave the table with its cache intact (detach: the prefix cache keeps it) until it is freed.
+// also leave the table with its cache intact (detach: the prefix cache keeps it) until it is freed. A
+// parked sequence keeps its row but takes no part in steps until it is resumed.
 import { EngineError } from "../engine.ts";
 
 export interface RunningSequence {
@@ -8,8 +9,10 @@ export interface RunningSequence {
   slot: number;
   /** Tokens in the cache; 0 until its prefill has run. */
   length: number;
-  /** Its prompt is still being prefilled chunk by chunk: it does not decode yet. */
+  /** Its prompt is still being prefilled chunk by chunk, or it is parked: it does not decode. */
   partial: boolean;
+  /** Taken out of the batch by park, its row kept as it is, until resume. */
+  parked: boolean;
   /**
    * The tokens in its row — its prompt so far, then each decoded token — kept only where a prefix cache may
    * store them when it is released.
@@ -39,7 +42,7 @@ export class SequenceTable {
         `no free cache row for sequence ${id}: ${this.cacheRows} sequences are running, the most this engine holds (maxBatch)`,
       );
     }
-    const sequence = { cacheRow, slot, length: reused, partial: false, prompt: [], reused };
+    const sequence = { cacheRow, slot, length: reused, partial: false, parked: false, prompt: [], reused };
     this.sequences.set(id, sequence);
     return sequence;
   }
@@ -77,6 +80,13 @@ export class SequenceTable {
 
   get size(): number {
     return this.sequences.size;
+  }
+
+  /** The sequences parked now. */
+  get parked(): number {
+    let count = 0;
+    for (const sequence of this.sequences.values()) if (sequence.parked) count++;
+    return count;
   }
 
   /** A row no sequence holds (the lowest), if any. */
