@@ -139,6 +139,7 @@ describe("the CUDA engine's cache rows", () => {
       slot: 2,
       length: 0,
       partial: false,
+      parked: false,
       prompt: [],
       reused: 0,
     });
