@@ -57,6 +57,8 @@ type Common = Pick<
   | "min_tokens"
   | "ignore_eos"
   | "stop_token_ids"
+  | "include_stop_str_in_output"
+  | "allowed_token_ids"
   | "seed"
   | "stop"
   | "presence_penalty"
@@ -277,12 +279,11 @@ function admit(
   const stop = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
   const vocab = base.tokenizer.vocabSize;
   const bias = logitBias(body.logit_bias, vocab);
-  const outside = body.stop_token_ids?.find((id) => id >= vocab);
-  if (outside !== undefined) {
-    throw invalidRequest(
-      `stop_token_ids: ${outside} is outside the vocabulary of ${vocab}`,
-      "stop_token_ids",
-    );
+  for (const param of ["stop_token_ids", "allowed_token_ids"] as const) {
+    const outside = body[param]?.find((id) => id >= vocab);
+    if (outside !== undefined) {
+      throw invalidRequest(`${param}: ${outside} is outside the vocabulary of ${vocab}`, param);
+    }
   }
   // What the request leaves out comes from the base's generation_config.json, else OpenAI's (and vLLM's) defaults.
   const defaults = base.samplingDefaults;
@@ -313,7 +314,9 @@ function admit(
       min_tokens: minTokens,
       ignore_eos: body.ignore_eos === true,
       stop,
+      ...(body.include_stop_str_in_output === true ? { include_stop_str_in_output: true } : {}),
       stop_token_ids: [...new Set([...eos, ...(body.stop_token_ids ?? [])])],
+      ...(body.allowed_token_ids ? { allowed_token_ids: [...new Set(body.allowed_token_ids)] } : {}),
       logprobs: logprobs.on,
       top_logprobs: logprobs.top,
       prompt_logprobs: promptLogprobs,

@@ -129,6 +129,7 @@ function chatRequestOf(
     min_tokens: body.min_tokens,
     ignore_eos: body.ignore_eos,
     stop_token_ids: body.stop_token_ids,
+    allowed_token_ids: body.allowed_token_ids,
     stream: body.stream,
     logprobs,
     top_logprobs: logprobs ? (body.top_logprobs ?? 0) : null,

@@ -54,6 +54,9 @@ const Stop = z
   .nullable();
 const Penalty = z.number().min(-2).max(2).nullable();
 
+/** Most ids one allowed_token_ids may list. */
+export const MAX_ALLOWED_TOKEN_IDS = 4_096;
+
 /** vLLM's sampling parameters beyond OpenAI's, as its clients send them (the OpenAI SDKs' extra_body). */
 export const ExtraSampling = {
   /** Keep the k most likely tokens; 0 or -1 = off. */
@@ -68,6 +71,15 @@ export const ExtraSampling = {
   ignore_eos: z.boolean().nullable().optional(),
   /** More tokens that end the answer, ids of the base's vocabulary. */
   stop_token_ids: z.array(z.int().min(0)).max(256, "at most 256 token ids").nullable().optional(),
+  /** The stop string that ends the answer is kept at its end. */
+  include_stop_str_in_output: z.boolean().nullable().optional(),
+  /** Only these tokens may be drawn, ids of the base's vocabulary (an end-of-sequence token only if listed). */
+  allowed_token_ids: z
+    .array(z.int().min(0))
+    .min(1, "must list at least one token id")
+    .max(MAX_ALLOWED_TOKEN_IDS, `at most ${MAX_ALLOWED_TOKEN_IDS} token ids`)
+    .nullable()
+    .optional(),
 };
 const PositiveInt = z.int().positive().nullable();
 

@@ -173,7 +173,11 @@ export const SamplingParams = z.object({
   /** OpenAI's logit_bias as [token id, bias] pairs, each token once; absent = none. */
   logit_bias: z.array(z.tuple([tokenId, z.number().min(-100).max(100)])).optional(),
   stop: z.array(z.string().min(1)),
+  /** vLLM's: the stop string that ends the answer is part of its text. Absent: false. */
+  include_stop_str_in_output: z.boolean().optional(),
   stop_token_ids: z.array(tokenId),
+  /** vLLM's: only these tokens may be drawn (stop tokens too: one not listed never ends the answer). Absent: any. */
+  allowed_token_ids: z.array(tokenId).min(1).optional(),
   logprobs: z.boolean(),
   top_logprobs: z.int().min(0).max(20),
   /**

@@ -447,6 +447,15 @@ export class LuminetWorker {
       );
     }
     const { sampling } = request;
+    const notInVocabulary = sampling.allowed_token_ids?.find((id) => id >= vocab);
+    if (notInVocabulary !== undefined) {
+      return refuse(
+        new JobError(
+          "invalid_request",
+          `allowed_token_ids: token id ${notInVocabulary} is outside the vocabulary of ${vocab}`,
+        ),
+      );
+    }
     const biased = sampling.logit_bias?.find(([id]) => id >= vocab);
     if (biased !== undefined) {
       return refuse(
@@ -504,6 +513,8 @@ export class LuminetWorker {
         ],
         minTokens: sampling.min_tokens,
         stopStrings: sampling.stop,
+        ...(sampling.include_stop_str_in_output ? { includeStopStrings: true } : {}),
+        ...(sampling.allowed_token_ids ? { allowedTokenIds: sampling.allowed_token_ids } : {}),
         ...structured,
         ...(tags ? { reasoning: tags } : {}),
       },

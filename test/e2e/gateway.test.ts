@@ -691,7 +691,7 @@ describe("the gateway with real workers, through the openai client", () => {
     }
   });
 
-  it("answers exactly one of a choice's labels, or a regex's match, through vLLM's structured outputs", async () => {
+  it("answers exactly one of a choice's labels, or a regex's match, through vLLM's structured outputs; draws only allowed_token_ids", async () => {
     const labels = ["positive", "negative", "neutral", "mixed ☯"];
     const classified = await Promise.all(
       [1, 2, 3, 4].map((seed) =>
@@ -720,6 +720,33 @@ describe("the gateway with real workers, through the openai client", () => {
     } as OpenAI.CompletionCreateParamsNonStreaming);
     expect(completion.choices[0]?.text).toMatch(/^[A-Z]{2}-\d{4}$/);
     expect(completion.choices[0]?.finish_reason).toBe("stop");
+    // vLLM's allowed_token_ids: only "a" and "b" (no end of sequence: it runs to max_tokens); a stop
+    // string kept at the end with include_stop_str_in_output.
+    const allowed = ["a", "b"].map((c) => loadTokenizer(modelDir).encode(c, { addSpecialTokens: false })[0]!);
+    const ab = await client.completions.create({
+      model: BASE,
+      prompt: "Letters:",
+      max_tokens: 10,
+      temperature: 1,
+      seed: 4,
+      allowed_token_ids: allowed,
+    } as OpenAI.CompletionCreateParamsNonStreaming);
+    expect(ab.choices[0]?.text).toMatch(/^[ab]{10}$/);
+    expect(ab.usage?.completion_tokens).toBe(10);
+    const kept = await client.completions.create({
+      model: BASE,
+      prompt: "Letters:",
+      max_tokens: 10,
+      temperature: 1,
+      seed: 4,
+      allowed_token_ids: allowed,
+      stop: ["b"],
+      include_stop_str_in_output: true,
+    } as OpenAI.CompletionCreateParamsNonStreaming);
+    // The same seed draws the same letters up to the stop (or all ten, if no "b" came).
+    const letters = ab.choices[0]!.text;
+    const firstB = letters.indexOf("b");
+    expect(kept.choices[0]?.text).toBe(firstB < 0 ? letters : letters.slice(0, firstB + 1));
     const streamed = await client.chat.completions.create({
       model: BASE,
       messages: [{ role: "user" as const, content: "Yes or no?" }],
@@ -736,6 +763,7 @@ describe("the gateway with real workers, through the openai client", () => {
       [{ guided_regex: "a(?=b)" }, "guided_regex"],
       [{ guided_json: "{not json" }, "guided_json"],
       [{ guided_choice: [] }, "guided_choice"],
+      [{ allowed_token_ids: [1_000_000] }, "allowed_token_ids"],
       [{ guided_choice: ["x"], response_format: { type: "json_object" } }, "response_format"],
     ] as [Record<string, unknown>, string][]) {
       await expect(

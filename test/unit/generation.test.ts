@@ -16,6 +16,7 @@ import { loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { Engine } from "../../worker/engine/engine.ts";
 import { JsonGrammar } from "../../worker/engine/json-grammar.ts";
 import { ANY_OBJECT, compileJsonSchema } from "../../worker/engine/json-schema.ts";
+import { Prng } from "../../worker/engine/prng.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
 import { SequenceOutput } from "../../worker/engine/sequence-output.ts";
 import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
@@ -333,6 +334,63 @@ describe("a sequence's last text at a stop token", () => {
     expect(out.text).toBe("hi");
     expect(out.accept(eos()).text).toBe("\uFFFD");
     expect(out.text).toBe(tokenizer.decode(ids));
+  });
+});
+
+describe("vLLM's allowed_token_ids and include_stop_str_in_output", () => {
+  const prng = new Prng(4, 0);
+  const row = () => Float32Array.from({ length: tokenizer.vocabSize }, () => prng.nextFloat() * 8);
+
+  it("draws only the allowed tokens, greedy or sampled, and lists no other as an alternative", () => {
+    const allowed = [7, 40, 41, 300];
+    const greedy = new SequenceOutput(tokenizer, { ...GREEDY, topLogprobs: 5 }, [1, 2], {
+      maxTokens: 8,
+      maxContext: 96,
+      allowedTokenIds: allowed,
+    });
+    const sampled = new SequenceOutput(
+      tokenizer,
+      { ...GREEDY, temperature: 1.5, seed: 3, topLogprobs: 0 },
+      [1],
+      {
+        maxTokens: 40,
+        maxContext: 96,
+        allowedTokenIds: allowed,
+      },
+    );
+    // Whole rows: the device's pick or candidates would settle the draw over the whole vocabulary.
+    expect(greedy.decodeChoice).toBeNull();
+    expect(sampled.decodeChoice).toBeNull();
+    for (let i = 0; i < 8; i++) {
+      const logits = row();
+      const best = allowed.reduce((a, b) => (logits[b]! > logits[a]! ? b : a));
+      const { token } = greedy.accept(logits);
+      expect(token.token).toBe(best);
+      expect(token.top.map((t) => t.token).sort((a, b) => a - b)).toEqual(allowed);
+    }
+    const drawn = new Set<number>();
+    for (let i = 0; i < 40; i++) drawn.add(sampled.accept(row()).token.token);
+    expect([...drawn].every((t) => allowed.includes(t))).toBe(true);
+    expect(drawn.size).toBeGreaterThan(1);
+  });
+
+  it("keeps the stop string that ended the answer at its end, only when asked", () => {
+    const ids = tokenizer.encode("one two. three", { addSpecialTokens: false });
+    for (const include of [false, true]) {
+      const out = new SequenceOutput(tokenizer, GREEDY, [1], {
+        maxTokens: 32,
+        maxContext: 96,
+        stopStrings: ["xyz", "."],
+        includeStopStrings: include,
+      });
+      let finish: string | null = null;
+      for (const id of ids) {
+        finish = out.accept(id).finish;
+        if (finish) break;
+      }
+      expect(finish).toBe("stop");
+      expect(out.text).toBe(include ? "one two." : "one two");
+    }
   });
 });
 

@@ -18,6 +18,10 @@ export interface SequenceLimits {
   /** Defaults to the tokenizer's eos ids. */
   stopTokenIds?: readonly number[];
   stopStrings?: readonly string[];
+  /** The stop string that ends the sequence is part of its text (vLLM's include_stop_str_in_output). */
+  includeStopStrings?: boolean;
+  /** Only these tokens may be drawn (vLLM's allowed_token_ids); absent: any. */
+  allowedTokenIds?: readonly number[];
   /** Neither a stop token (never drawn) nor a stop string ends the sequence before this many tokens. */
   minTokens?: number;
   /**
@@ -66,6 +70,8 @@ export class SequenceOutput {
   private readonly gate: ReasoningGate | null;
   /** A masked copy of the row: no stop token (min_tokens, reasoning), or one forced token (reasoning). */
   private masked = new Float32Array(0);
+  /** The row cut to allowedTokenIds, when they are given. */
+  private allowedRow = new Float32Array(0);
 
   constructor(
     tokenizer: Tokenizer,
@@ -94,7 +100,8 @@ export class SequenceOutput {
    * never with structured output, which masks the whole row.
    */
   get decodeChoice(): DecodeChoice | null {
-    return this.grammar || this.belowMinimum ? null : this.sampler.decodeChoice;
+    if (this.grammar || this.belowMinimum || this.limits.allowedTokenIds) return null;
+    return this.sampler.decodeChoice;
   }
 
   /** min_tokens still holds off the stop tokens and stop strings. */
@@ -115,7 +122,7 @@ export class SequenceOutput {
       typeof row === "number"
         ? this.sampler.take(row)
         : row instanceof Float32Array
-          ? this.sampler.sample(this.belowMinimum ? this.withoutStopTokens(row) : row)
+          ? this.draw(this.belowMinimum ? this.withoutStopTokens(row) : row)
           : this.sampler.sampleCandidates(row);
     if (!token) return null;
     return this.record(token);
@@ -144,9 +151,7 @@ export class SequenceOutput {
       const forced = gate.forced(budget, grammar.fewestBytesToEnd);
       masked = forced === null ? this.withoutStopTokens(row) : this.onlyToken(row, forced);
     } else masked = grammar.mask(row, budget);
-    const drawn = this.sampler.sample(masked);
-    // A token refused by the grammar is no alternative: logprobs list only what could have been drawn.
-    const token = { ...drawn, top: drawn.top.filter((t) => t.logprob !== Number.NEGATIVE_INFINITY) };
+    const token = this.draw(masked);
     if (gate) {
       gate.take(token.token);
       return this.record(token);
@@ -159,6 +164,22 @@ export class SequenceOutput {
     // that ended it first stays its end.
     if (!grammar.complete || accepted.finish === "stop") return accepted;
     return { ...accepted, text: accepted.text + this.flush(), finish: "stop" };
+  }
+
+  /**
+   * The sampler's draw from a whole row, cut to allowedTokenIds when they are given. A token masked out
+   * (by them or a grammar) is no alternative: logprobs list only what could have been drawn.
+   */
+  private draw(row: Float32Array): SampledToken {
+    const allowed = this.limits.allowedTokenIds;
+    let input = row;
+    if (allowed) {
+      if (this.allowedRow.length !== row.length) this.allowedRow = new Float32Array(row.length);
+      input = this.allowedRow.fill(Number.NEGATIVE_INFINITY);
+      for (const id of allowed) if (id < row.length) input[id] = row[id]!;
+    }
+    const drawn = this.sampler.sample(input);
+    return { ...drawn, top: drawn.top.filter((t) => t.logprob !== Number.NEGATIVE_INFINITY) };
   }
 
   /** A copy of the row in which no stop token can be drawn. */
@@ -221,13 +242,18 @@ export class SequenceOutput {
     if (this.stops.length === 0) return { emit: delta, stopped: false };
     const candidate = this.held + delta;
     let cut = -1;
+    let found = "";
     for (const stop of this.stops) {
       const at = candidate.indexOf(stop);
-      if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+      if (at >= 0 && (cut < 0 || at < cut)) {
+        cut = at;
+        found = stop;
+      }
     }
     if (cut >= 0) {
       this.held = "";
-      return { emit: candidate.slice(0, cut), stopped: true };
+      const end = this.limits.includeStopStrings ? cut + found.length : cut;
+      return { emit: candidate.slice(0, end), stopped: true };
     }
     let keep = 0;
     for (const stop of this.stops) {
