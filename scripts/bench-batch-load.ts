@@ -10,7 +10,7 @@ import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
 import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
-import { readReply, sendRequest } from "./bench-long-prompt.ts";
+import { timeToFirstToken } from "./bench-long-prompt.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { type Percentiles, p50p99, round } from "./bench-stats.ts";
 import { benchModelWithAdapter } from "./bench-switch.ts";
@@ -96,17 +96,7 @@ export async function runBatchLoadBench(options: BatchLoadBenchOptions): Promise
     const liveRun = async (phase: string): Promise<number[]> => {
       const ttfts: number[] = [];
       for (const [i, prompt] of livePrompts.entries()) {
-        const sentAt = performance.now();
-        let firstAt = 0;
-        await readReply(
-          await sendRequest(gateway, `${phase}-live-${i}`, prompt, LIVE_MAX_TOKENS),
-          "live",
-          (at) => {
-            firstAt ||= at;
-          },
-        );
-        if (firstAt === 0) throw new Error(`live request ${phase}-live-${i} ended before its first token`);
-        ttfts.push(firstAt - sentAt);
+        ttfts.push(await timeToFirstToken(gateway, `${phase}-live-${i}`, prompt, LIVE_MAX_TOKENS));
         await new Promise((resolve) => setTimeout(resolve, LIVE_GAP_MS));
       }
       return ttfts;

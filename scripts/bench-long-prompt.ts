@@ -243,6 +243,23 @@ export async function readReply(
   throw new Error(`bench request ${id} ended without its final reply`);
 }
 
+/** Sends a request and reads its whole reply; returns the milliseconds from the send to its first token. */
+export async function timeToFirstToken(
+  gateway: Bus,
+  id: string,
+  prompt: number[],
+  maxTokens: number,
+  tier: BenchTier = "standard",
+): Promise<number> {
+  const sentAt = performance.now();
+  let firstAt = 0;
+  await readReply(await sendRequest(gateway, id, prompt, maxTokens, tier), id, (at) => {
+    firstAt ||= at;
+  });
+  if (firstAt === 0) throw new Error(`bench request ${id} ended before its first token`);
+  return firstAt - sentAt;
+}
+
 /** Prints the result (one JSON line with --json, else a table) and saves bench/results/long-prompt.json. */
 export function reportLongPromptBench(
   result: LongPromptBenchResult,

@@ -9,7 +9,7 @@ import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
 import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
-import { type BenchTier, readReply, sendRequest } from "./bench-long-prompt.ts";
+import { type BenchTier, timeToFirstToken } from "./bench-long-prompt.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { type Percentiles, p50p99, round } from "./bench-stats.ts";
 import { benchModelWithAdapter } from "./bench-switch.ts";
@@ -94,14 +94,9 @@ export async function runPriorityBench(options: PriorityBenchOptions): Promise<P
   });
   try {
     const probe = async (id: string, prompt: number[], tier: BenchTier): Promise<number> => {
-      const sentAt = performance.now();
-      let firstAt = 0;
-      await readReply(await sendRequest(gateway, id, prompt, PROBE_MAX_TOKENS, tier), id, (at) => {
-        firstAt ||= at;
-      });
-      if (firstAt === 0) throw new Error(`probe ${id} ended before its first token`);
+      const ttft = await timeToFirstToken(gateway, id, prompt, PROBE_MAX_TOKENS, tier);
       await new Promise((resolve) => setTimeout(resolve, PROBE_GAP_MS));
-      return firstAt - sentAt;
+      return ttft;
     };
     log(`${probes} probes on the idle worker`);
     for (const [i, prompt] of probePrompts.entries()) await probe(`warm-up-${i}`, prompt, "standard");

@@ -723,30 +723,24 @@ describe("the gateway with real workers, through the openai client", () => {
     // vLLM's allowed_token_ids: only "a" and "b" (no end of sequence: it runs to max_tokens); a stop
     // string kept at the end with include_stop_str_in_output.
     const allowed = ["a", "b"].map((c) => loadTokenizer(modelDir).encode(c, { addSpecialTokens: false })[0]!);
-    const ab = await client.completions.create({
-      model: BASE,
-      prompt: "Letters:",
-      max_tokens: 10,
-      temperature: 1,
-      seed: 4,
-      allowed_token_ids: allowed,
-    } as OpenAI.CompletionCreateParamsNonStreaming);
+    const letters = (extra: Record<string, unknown> = {}) =>
+      client.completions.create({
+        model: BASE,
+        prompt: "Letters:",
+        max_tokens: 10,
+        temperature: 1,
+        seed: 4,
+        allowed_token_ids: allowed,
+        ...extra,
+      } as OpenAI.CompletionCreateParamsNonStreaming);
+    const ab = await letters();
     expect(ab.choices[0]?.text).toMatch(/^[ab]{10}$/);
     expect(ab.usage?.completion_tokens).toBe(10);
-    const kept = await client.completions.create({
-      model: BASE,
-      prompt: "Letters:",
-      max_tokens: 10,
-      temperature: 1,
-      seed: 4,
-      allowed_token_ids: allowed,
-      stop: ["b"],
-      include_stop_str_in_output: true,
-    } as OpenAI.CompletionCreateParamsNonStreaming);
+    const kept = await letters({ stop: ["b"], include_stop_str_in_output: true });
     // The same seed draws the same letters up to the stop (or all ten, if no "b" came).
-    const letters = ab.choices[0]!.text;
-    const firstB = letters.indexOf("b");
-    expect(kept.choices[0]?.text).toBe(firstB < 0 ? letters : letters.slice(0, firstB + 1));
+    const drawn = ab.choices[0]!.text;
+    const firstB = drawn.indexOf("b");
+    expect(kept.choices[0]?.text).toBe(firstB < 0 ? drawn : drawn.slice(0, firstB + 1));
     const streamed = await client.chat.completions.create({
       model: BASE,
       messages: [{ role: "user" as const, content: "Yes or no?" }],
