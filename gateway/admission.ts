@@ -67,6 +67,7 @@ type Common = Pick<
   | "stream_options"
   | "logit_bias"
   | "prompt_logprobs"
+  | "truncate_prompt_tokens"
 >;
 
 /**
@@ -247,6 +248,29 @@ function messageText(message: ChatMessageIn, index: number): string {
     : message.content.map((part) => part.text).join("");
 }
 
+/**
+ * vLLM's truncate_prompt_tokens: the prompt's last k tokens, or with -1 as many of its last tokens as leave
+ * room in the context for max_tokens (the request's, else its default; one token where neither says); the
+ * prompt as it is when not asked, or when it is short enough already.
+ */
+export function truncatedPrompt(
+  ids: number[],
+  body: Pick<Common, "truncate_prompt_tokens">,
+  base: BaseModelInfo,
+  requestedMaxTokens: number | null | undefined,
+): number[] {
+  const k = body.truncate_prompt_tokens;
+  if (k == null) return ids;
+  const keep = k === -1 ? base.contextLength - Math.max(1, requestedMaxTokens ?? 1) : k;
+  if (keep < 1) {
+    throw invalidRequest(
+      `max_tokens (${requestedMaxTokens}) leaves no room in the ${base.contextLength}-token context for a truncated prompt`,
+      "truncate_prompt_tokens",
+    );
+  }
+  return ids.length > keep ? ids.slice(ids.length - keep) : ids;
+}
+
 function contextExceeded(base: BaseModelInfo, prompt: number, completion: number, param: string) {
   return invalidRequest(
     `This model's maximum context length is ${base.contextLength} tokens. However, you requested ` +
@@ -425,10 +449,18 @@ export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Adm
   }
   const maxTokens = body.max_completion_tokens ?? body.max_tokens;
   const param = body.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
-  const admitted = admit(body, base, ids, "messages", maxTokens, param, {
-    on: body.logprobs === true,
-    top: body.top_logprobs ?? 0,
-  });
+  const admitted = admit(
+    body,
+    base,
+    truncatedPrompt(ids, body, base, maxTokens),
+    "messages",
+    maxTokens,
+    param,
+    {
+      on: body.logprobs === true,
+      top: body.top_logprobs ?? 0,
+    },
+  );
   if (format) admitted.sampling.response_format = format;
   if (reasoning.tags) admitted.sampling.reasoning_tags = reasoning.tags;
   return { ...admitted, tools, reasoning: reasoning.split };
@@ -500,15 +532,16 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
   const vocab = base.tokenizer.vocabSize;
   const top = body.logprobs ?? null;
   // Each prompt admitted alone: its own context check and max_tokens; the sampling is the same for all.
-  const each = prompts.map((ids) => {
-    if (ids.length === 0) throw invalidRequest("prompt is empty", "prompt");
-    const bad = ids.find((id) => id >= vocab);
+  const each = prompts.map((given) => {
+    if (given.length === 0) throw invalidRequest("prompt is empty", "prompt");
+    const bad = given.find((id) => id >= vocab);
     if (bad !== undefined) {
       throw invalidRequest(
         `prompt holds token id ${bad}, outside the vocabulary of ${vocab} tokens`,
         "prompt",
       );
     }
+    const ids = truncatedPrompt(given, body, base, body.max_tokens ?? COMPLETIONS_DEFAULT_MAX_TOKENS);
     const maxTokens =
       body.max_tokens ?? Math.min(COMPLETIONS_DEFAULT_MAX_TOKENS, base.contextLength - ids.length);
     return admit(body, base, ids, "prompt", maxTokens, "max_tokens", { on: top !== null, top: top ?? 0 });
@@ -522,8 +555,13 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
     const asked = admitted.sampling.prompt_logprobs;
     admitted.sampling.prompt_logprobs = asked === null ? top : Math.max(asked, top);
   }
-  for (const [i, prompt] of admitted.prompts.entries())
-    prompt.echo = echoedText(body.prompt, i, prompt.tokenIds, base);
+  // A truncated prompt echoes what ran: its ids decoded.
+  for (const [i, prompt] of admitted.prompts.entries()) {
+    prompt.echo =
+      prompt.tokenIds.length < prompts[i]!.length
+        ? base.tokenizer.decode(prompt.tokenIds, { skipSpecialTokens: true })
+        : echoedText(body.prompt, i, prompt.tokenIds, base);
+  }
   return admitted;
 }
 

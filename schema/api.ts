@@ -144,6 +144,15 @@ const Sampling = {
    * alternatives (PromptLogprobsOut); not with stream, as in vLLM.
    */
   prompt_logprobs: z.int().min(0).max(20).nullable().optional(),
+  /**
+   * vLLM's: only the prompt's last k tokens run (left truncation); -1: as many as leave room for max_tokens
+   * in the context (gateway/admission.ts, truncatedPrompt).
+   */
+  truncate_prompt_tokens: z
+    .int()
+    .refine((k) => k === -1 || k >= 1, "must be -1 or at least 1")
+    .nullable()
+    .optional(),
   ...StructuredOutputsIn,
 };
 

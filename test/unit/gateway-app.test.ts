@@ -303,6 +303,32 @@ describe("chat completions", () => {
     expect(worker.received.length).toBe(before);
   });
 
+  it("takes vLLM's allowed_token_ids, include_stop_str_in_output and truncate_prompt_tokens", async () => {
+    await chat({ allowed_token_ids: [7, 9, 7], include_stop_str_in_output: true, stop: ["."] });
+    expect(lastRequest().sampling).toMatchObject({
+      allowed_token_ids: [7, 9],
+      include_stop_str_in_output: true,
+    });
+    await chat();
+    expect(lastRequest().sampling.allowed_token_ids).toBeUndefined();
+    const ids = Array.from({ length: 40 }, (_, i) => i + 1);
+    await post("/v1/completions", { model: BASE, prompt: ids, max_tokens: 2, truncate_prompt_tokens: 5 });
+    expect(lastRequest().prompt_token_ids).toEqual(ids.slice(-5));
+    await chat({ max_tokens: 8 });
+    const whole = lastRequest().prompt_token_ids;
+    await chat({ max_tokens: 8, truncate_prompt_tokens: 3 });
+    expect(lastRequest().prompt_token_ids).toEqual(whole.slice(-3));
+    // -1: as much of the prompt as leaves room for max_tokens.
+    const long = Array.from({ length: CONTEXT + 50 }, (_, i) => (i % 400) + 1);
+    await post("/v1/completions", { model: BASE, prompt: long, max_tokens: 10, truncate_prompt_tokens: -1 });
+    expect(lastRequest().prompt_token_ids).toEqual(long.slice(-(CONTEXT - 10)));
+    const before = worker.received.length;
+    await expectError(await chat({ allowed_token_ids: [99999] }), 400, null, "allowed_token_ids");
+    await expectError(await chat({ allowed_token_ids: [] }), 400, null, "allowed_token_ids");
+    await expectError(await chat({ truncate_prompt_tokens: 0 }), 400, null, "truncate_prompt_tokens");
+    expect(worker.received.length).toBe(before);
+  });
+
   it("defaults max_tokens to the room left in the context", async () => {
     await chat();
     const sent = lastRequest();
