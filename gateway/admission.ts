@@ -59,6 +59,7 @@ type Common = Pick<
   | "stop_token_ids"
   | "include_stop_str_in_output"
   | "allowed_token_ids"
+  | "bad_words"
   | "seed"
   | "stop"
   | "presence_penalty"
@@ -271,6 +272,22 @@ export function truncatedPrompt(
   return ids.length > keep ? ids.slice(ids.length - keep) : ids;
 }
 
+/**
+ * vLLM's bad_words as token sequences: each word as it starts a text, and as it follows a space where that
+ * is other tokens of the same count (a word in the middle of a sentence), as vLLM's NoBadWordsLogitsProcessor
+ * reads them.
+ */
+function badWordsIds(words: readonly string[], base: BaseModelInfo): number[][] {
+  const ids: number[][] = [];
+  for (const word of words) {
+    const bare = base.tokenizer.encode(word.trimStart(), { addSpecialTokens: false });
+    ids.push(bare);
+    const spaced = base.tokenizer.encode(` ${word.trimStart()}`, { addSpecialTokens: false });
+    if (spaced[0] !== bare[0] && spaced.length === bare.length) ids.push(spaced);
+  }
+  return ids;
+}
+
 function contextExceeded(base: BaseModelInfo, prompt: number, completion: number, param: string) {
   return invalidRequest(
     `This model's maximum context length is ${base.contextLength} tokens. However, you requested ` +
@@ -341,6 +358,7 @@ function admit(
       ...(body.include_stop_str_in_output === true ? { include_stop_str_in_output: true } : {}),
       stop_token_ids: [...new Set([...eos, ...(body.stop_token_ids ?? [])])],
       ...(body.allowed_token_ids ? { allowed_token_ids: [...new Set(body.allowed_token_ids)] } : {}),
+      ...(body.bad_words?.length ? { bad_words_ids: badWordsIds(body.bad_words, base) } : {}),
       logprobs: logprobs.on,
       top_logprobs: logprobs.top,
       prompt_logprobs: promptLogprobs,

@@ -130,6 +130,7 @@ function chatRequestOf(
     ignore_eos: body.ignore_eos,
     stop_token_ids: body.stop_token_ids,
     allowed_token_ids: body.allowed_token_ids,
+    bad_words: body.bad_words,
     stream: body.stream,
     logprobs,
     top_logprobs: logprobs ? (body.top_logprobs ?? 0) : null,

@@ -56,6 +56,8 @@ const Penalty = z.number().min(-2).max(2).nullable();
 
 /** Most ids one allowed_token_ids may list. */
 export const MAX_ALLOWED_TOKEN_IDS = 4_096;
+/** Most words one bad_words may list. */
+export const MAX_BAD_WORDS = 256;
 
 /** vLLM's sampling parameters beyond OpenAI's, as its clients send them (the OpenAI SDKs' extra_body). */
 export const ExtraSampling = {
@@ -78,6 +80,12 @@ export const ExtraSampling = {
     .array(z.int().min(0))
     .min(1, "must list at least one token id")
     .max(MAX_ALLOWED_TOKEN_IDS, `at most ${MAX_ALLOWED_TOKEN_IDS} token ids`)
+    .nullable()
+    .optional(),
+  /** Words the answer never holds, as the base's tokenizer writes them (gateway/admission.ts, badWordsIds). */
+  bad_words: z
+    .array(z.string().trim().min(1, "a bad word must not be blank"))
+    .max(MAX_BAD_WORDS, `at most ${MAX_BAD_WORDS} words`)
     .nullable()
     .optional(),
 };

@@ -178,6 +178,11 @@ export const SamplingParams = z.object({
   stop_token_ids: z.array(tokenId),
   /** vLLM's: only these tokens may be drawn (stop tokens too: one not listed never ends the answer). Absent: any. */
   allowed_token_ids: z.array(tokenId).min(1).optional(),
+  /**
+   * vLLM's bad_words as the gateway tokenized them: no answer holds one of these token sequences (the last
+   * token of each is never drawn after the others). Absent: none.
+   */
+  bad_words_ids: z.array(z.array(tokenId).min(1)).optional(),
   logprobs: z.boolean(),
   top_logprobs: z.int().min(0).max(20),
   /**

@@ -447,14 +447,19 @@ export class LuminetWorker {
       );
     }
     const { sampling } = request;
-    const notInVocabulary = sampling.allowed_token_ids?.find((id) => id >= vocab);
-    if (notInVocabulary !== undefined) {
-      return refuse(
-        new JobError(
-          "invalid_request",
-          `allowed_token_ids: token id ${notInVocabulary} is outside the vocabulary of ${vocab}`,
-        ),
-      );
+    for (const [param, ids] of [
+      ["allowed_token_ids", sampling.allowed_token_ids ?? []],
+      ["bad_words_ids", sampling.bad_words_ids?.flat() ?? []],
+    ] as const) {
+      const outside = ids.find((id) => id >= vocab);
+      if (outside !== undefined) {
+        return refuse(
+          new JobError(
+            "invalid_request",
+            `${param}: token id ${outside} is outside the vocabulary of ${vocab}`,
+          ),
+        );
+      }
     }
     const biased = sampling.logit_bias?.find(([id]) => id >= vocab);
     if (biased !== undefined) {
@@ -515,6 +520,7 @@ export class LuminetWorker {
         stopStrings: sampling.stop,
         ...(sampling.include_stop_str_in_output ? { includeStopStrings: true } : {}),
         ...(sampling.allowed_token_ids ? { allowedTokenIds: sampling.allowed_token_ids } : {}),
+        ...(sampling.bad_words_ids ? { badWordsIds: sampling.bad_words_ids } : {}),
         ...structured,
         ...(tags ? { reasoning: tags } : {}),
       },

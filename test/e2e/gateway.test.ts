@@ -736,6 +736,8 @@ describe("the gateway with real workers, through the openai client", () => {
     const ab = await letters();
     expect(ab.choices[0]?.text).toMatch(/^[ab]{10}$/);
     expect(ab.usage?.completion_tokens).toBe(10);
+    // bad_words: "b" is never drawn, so only "a" is left.
+    expect((await letters({ bad_words: ["b"] })).choices[0]?.text).toBe("a".repeat(10));
     const kept = await letters({ stop: ["b"], include_stop_str_in_output: true });
     // The same seed draws the same letters up to the stop (or all ten, if no "b" came).
     const drawn = ab.choices[0]!.text;

@@ -303,7 +303,7 @@ describe("chat completions", () => {
     expect(worker.received.length).toBe(before);
   });
 
-  it("takes vLLM's allowed_token_ids, include_stop_str_in_output and truncate_prompt_tokens", async () => {
+  it("takes vLLM's allowed_token_ids, bad_words, include_stop_str_in_output and truncate_prompt_tokens", async () => {
     await chat({ allowed_token_ids: [7, 9, 7], include_stop_str_in_output: true, stop: ["."] });
     expect(lastRequest().sampling).toMatchObject({
       allowed_token_ids: [7, 9],
@@ -311,6 +311,17 @@ describe("chat completions", () => {
     });
     await chat();
     expect(lastRequest().sampling.allowed_token_ids).toBeUndefined();
+    expect(lastRequest().sampling.bad_words_ids).toBeUndefined();
+    await chat({ bad_words: ["hello", " world"] });
+    const tokenizer = loadTokenizer(h.modelDir);
+    const encode = (text: string) => tokenizer.encode(text, { addSpecialTokens: false });
+    // Each word at the start of a text, and after a space where that is other tokens of the same count.
+    const expected = ["hello", " hello", "world", " world"]
+      .map(encode)
+      .filter(
+        (ids, i, all) => i % 2 === 0 || (ids[0] !== all[i - 1]![0] && ids.length === all[i - 1]!.length),
+      );
+    expect(lastRequest().sampling.bad_words_ids).toEqual(expected);
     const ids = Array.from({ length: 40 }, (_, i) => i + 1);
     await post("/v1/completions", { model: BASE, prompt: ids, max_tokens: 2, truncate_prompt_tokens: 5 });
     expect(lastRequest().prompt_token_ids).toEqual(ids.slice(-5));
@@ -326,6 +337,7 @@ describe("chat completions", () => {
     await expectError(await chat({ allowed_token_ids: [99999] }), 400, null, "allowed_token_ids");
     await expectError(await chat({ allowed_token_ids: [] }), 400, null, "allowed_token_ids");
     await expectError(await chat({ truncate_prompt_tokens: 0 }), 400, null, "truncate_prompt_tokens");
+    await expectError(await chat({ bad_words: ["  "] }), 400, null, "bad_words.0");
     expect(worker.received.length).toBe(before);
   });
 

@@ -337,7 +337,7 @@ describe("a sequence's last text at a stop token", () => {
   });
 });
 
-describe("vLLM's allowed_token_ids and include_stop_str_in_output", () => {
+describe("vLLM's allowed_token_ids, bad_words and include_stop_str_in_output", () => {
   const prng = new Prng(4, 0);
   const row = () => Float32Array.from({ length: tokenizer.vocabSize }, () => prng.nextFloat() * 8);
 
@@ -372,6 +372,25 @@ describe("vLLM's allowed_token_ids and include_stop_str_in_output", () => {
     for (let i = 0; i < 40; i++) drawn.add(sampled.accept(row()).token.token);
     expect([...drawn].every((t) => allowed.includes(t))).toBe(true);
     expect(drawn.size).toBeGreaterThan(1);
+  });
+
+  it("never completes a bad word: a one-token word is never drawn, a longer one's last token not after the rest", () => {
+    const out = new SequenceOutput(tokenizer, GREEDY, [1], {
+      maxTokens: 8,
+      maxContext: 96,
+      badWordsIds: [[10], [11, 12]],
+    });
+    expect(out.decodeChoice).toBeNull();
+    // Each row's best tokens, best first; the draw is the best one not banned.
+    const ranked = (...ids: number[]) => {
+      const logits = new Float32Array(tokenizer.vocabSize);
+      for (const [rank, id] of ids.entries()) logits[id] = 10 - rank;
+      return logits;
+    };
+    expect(out.accept(ranked(10, 11, 13)).token.token).toBe(11);
+    expect(out.accept(ranked(12, 13)).token.token).toBe(13);
+    // Not after 11 any more: 12 may come.
+    expect(out.accept(ranked(12, 13)).token.token).toBe(12);
   });
 
   it("keeps the stop string that ended the answer at its end, only when asked", () => {

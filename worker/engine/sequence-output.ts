@@ -22,6 +22,11 @@ export interface SequenceLimits {
   includeStopStrings?: boolean;
   /** Only these tokens may be drawn (vLLM's allowed_token_ids); absent: any. */
   allowedTokenIds?: readonly number[];
+  /**
+   * Token sequences the output never holds (vLLM's bad_words, tokenized): a sequence's last token is not
+   * drawn where the output ends with the rest of it (a one-token sequence, never).
+   */
+  badWordsIds?: readonly (readonly number[])[];
   /** Neither a stop token (never drawn) nor a stop string ends the sequence before this many tokens. */
   minTokens?: number;
   /**
@@ -70,8 +75,8 @@ export class SequenceOutput {
   private readonly gate: ReasoningGate | null;
   /** A masked copy of the row: no stop token (min_tokens, reasoning), or one forced token (reasoning). */
   private masked = new Float32Array(0);
-  /** The row cut to allowedTokenIds, when they are given. */
-  private allowedRow = new Float32Array(0);
+  /** The row cut to allowedTokenIds and without bad words' next tokens, when they are given. */
+  private restrictedRow = new Float32Array(0);
 
   constructor(
     tokenizer: Tokenizer,
@@ -100,7 +105,8 @@ export class SequenceOutput {
    * never with structured output, which masks the whole row.
    */
   get decodeChoice(): DecodeChoice | null {
-    if (this.grammar || this.belowMinimum || this.limits.allowedTokenIds) return null;
+    if (this.grammar || this.belowMinimum || this.limits.allowedTokenIds || this.limits.badWordsIds)
+      return null;
     return this.sampler.decodeChoice;
   }
 
@@ -167,19 +173,37 @@ export class SequenceOutput {
   }
 
   /**
-   * The sampler's draw from a whole row, cut to allowedTokenIds when they are given. A token masked out
-   * (by them or a grammar) is no alternative: logprobs list only what could have been drawn.
+   * The sampler's draw from a whole row, cut to allowedTokenIds and without the token that would complete
+   * a bad word, when they are given. A token masked out (by them or a grammar) is no alternative: logprobs
+   * list only what could have been drawn.
    */
   private draw(row: Float32Array): SampledToken {
-    const allowed = this.limits.allowedTokenIds;
+    const { allowedTokenIds: allowed, badWordsIds: badWords } = this.limits;
     let input = row;
-    if (allowed) {
-      if (this.allowedRow.length !== row.length) this.allowedRow = new Float32Array(row.length);
-      input = this.allowedRow.fill(Number.NEGATIVE_INFINITY);
-      for (const id of allowed) if (id < row.length) input[id] = row[id]!;
+    if (allowed || badWords) {
+      if (this.restrictedRow.length !== row.length) this.restrictedRow = new Float32Array(row.length);
+      input = this.restrictedRow;
+      if (allowed) {
+        input.fill(Number.NEGATIVE_INFINITY);
+        for (const id of allowed) if (id < row.length) input[id] = row[id]!;
+      } else input.set(row);
+      for (const word of badWords ?? []) {
+        const last = word[word.length - 1]!;
+        if (last < row.length && this.endsWith(word, word.length - 1)) input[last] = Number.NEGATIVE_INFINITY;
+      }
     }
     const drawn = this.sampler.sample(input);
     return { ...drawn, top: drawn.top.filter((t) => t.logprob !== Number.NEGATIVE_INFINITY) };
+  }
+
+  /** Whether the generated tokens end with the first `count` tokens of `word`. */
+  private endsWith(word: readonly number[], count: number): boolean {
+    const { tokens } = this;
+    if (tokens.length < count) return false;
+    for (let i = 0; i < count; i++) {
+      if (tokens[tokens.length - count + i]!.token !== word[i]) return false;
+    }
+    return true;
   }
 
   /** A copy of the row in which no stop token can be drawn. */
