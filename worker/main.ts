@@ -491,6 +491,7 @@ export class LuminetWorker {
         ),
       );
     }
+    let firstTokenSent = false;
     const job: Job = {
       id: request.id,
       org: request.org,
@@ -527,7 +528,14 @@ export class LuminetWorker {
       ...(request.batch ? { batch: true } : {}),
       ...(request.priority ? { priority: true } : {}),
       ...(sampling.prompt_logprobs !== null ? { promptLogprobs: sampling.prompt_logprobs } : {}),
-      onToken: (token, text) => replies.send(token, text),
+      onToken: (token, text) => {
+        if (token && !firstTokenSent) {
+          firstTokenSent = true;
+          const tier = request.priority ? "priority" : request.batch ? "batch" : "standard";
+          this.metrics.observeFirstToken(tier, request.created_at);
+        }
+        replies.send(token, text);
+      },
       onPromptLogprobs: (entries) => replies.sendPromptLogprobs(entries),
     };
     return this.scheduler.submit(job);

@@ -10,6 +10,9 @@ import type { PrefixCacheStats } from "./engine/prefix-cache.ts";
 
 export type SlotState = "free" | "used" | "pinned";
 
+/** A request's service tier as the worker serves it: a Batch API line or flex request, or a priority one. */
+export type ServedTier = "standard" | "batch" | "priority";
+
 export class WorkerMetrics {
   readonly queueDepth: Gauge;
   readonly runningSequences: Gauge;
@@ -17,6 +20,7 @@ export class WorkerMetrics {
   readonly tokensGenerated: Counter;
   readonly batchDistinctAdapters: Histogram;
   readonly preemptions: Counter;
+  readonly timeToFirstToken: Histogram<"tier">;
   readonly adapterLoadSeconds: Histogram<"tier">;
   readonly adapterEvictions: Counter<"tier">;
   readonly adapterArrivals: Counter<"tier">;
@@ -60,6 +64,13 @@ export class WorkerMetrics {
     this.preemptions = new Counter({
       name: "luminet_preemptions_total",
       help: "Running batch lines (Batch API, flex tier) taken out of the batch for live requests; each runs again later from where it stopped",
+      registers,
+    });
+    this.timeToFirstToken = new Histogram({
+      name: "luminet_time_to_first_token_seconds",
+      help: "From the gateway's accepting a request (its created_at) to this worker's first token of it, by service tier: bus wait, queue, load and prefill",
+      labelNames: ["tier"],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
       registers,
     });
     this.adapterLoadSeconds = new Histogram({
@@ -117,6 +128,11 @@ export class WorkerMetrics {
 
   observeLoad(tier: LoadTier, seconds: number): void {
     this.adapterLoadSeconds.observe({ tier }, seconds);
+  }
+
+  /** A request's first token went out; `createdAt` is the gateway's clock (epoch ms). */
+  observeFirstToken(tier: ServedTier, createdAt: number): void {
+    this.timeToFirstToken.observe({ tier }, Math.max(0, Date.now() - createdAt) / 1000);
   }
 
   countArrival(tier: Whereabouts): void {

@@ -405,6 +405,12 @@ describe("luminet worker", () => {
     expect((await live!).final.usage.completion_tokens).toBe(3);
     expect(finished[0]).toBe("live");
     expect(await metric(worker, "luminet_preemptions_total")).toBeGreaterThanOrEqual(1);
+    // Each request's first token observed once, under its tier: a preempted line does not count again.
+    const firstTokens = (tier: string) =>
+      metric(worker, `luminet_time_to_first_token_seconds_count{tier="${tier}"}`);
+    expect(await firstTokens("batch")).toBe(2);
+    expect(await firstTokens("standard")).toBe(1);
+    expect(await firstTokens("priority")).toBe(0);
     for (const [i, { request: req, chunks, final }] of answers.entries()) {
       expect(final).toMatchObject({ finish_reason: "length", seq: chunks.length });
       expect(chunks.map((c) => c.seq)).toEqual(chunks.map((_, k) => k));
