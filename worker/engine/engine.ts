@@ -187,7 +187,7 @@ interface HeldSequence {
 
 /**
  * Refuses what no engine prefills, in the same words on every engine: a running id or one twice in the
- * call, an empty prompt, no room left in the context, a chunk in another slot than its prompt's. The
+ * call, a parked one, an empty prompt, no room left in the context, a chunk in another slot than its prompt's. The
  * engine's own checks of a prompt's slot and tokens run where they always ran, in that order.
  */
 export function checkPrefillPrompts(
@@ -201,6 +201,7 @@ export function checkPrefillPrompts(
   for (const { id, tokens, slot } of prompts) {
     const known = running.get(id);
     if ((known && !known.partial) || ids.has(id)) throw new EngineError(`sequence ${id} is already running`);
+    if (known?.parked) throw new EngineError(`sequence ${id} is parked: resume it`);
     ids.add(id);
     if (tokens.length === 0) throw new EngineError(`sequence ${id} has an empty prompt`);
     const length = (known?.length ?? 0) + tokens.length;
@@ -521,8 +522,6 @@ export class Engine {
    */
   async prefillTogether(prompts: readonly PrefillPrompt[]): Promise<Float32Array[]> {
     checkPrefillPrompts(prompts, this.sequences, this.options.maxContext, (slot) => this.checkSlot(slot));
-    for (const { id } of prompts)
-      if (this.sequences.get(id)?.parked) throw new EngineError(`sequence ${id} is parked: resume it`);
     await this.storeReleased();
     const logits = new Map<string, Float32Array[]>();
     // A prompt that starts like an earlier one continues from that prefix's cache (not when every

@@ -96,11 +96,15 @@ export class CudaEngine {
     private readonly native: NativeCudaModel,
   ) {
     this.sequences = new SequenceTable(spec.cacheRows);
-    const prefixRows = spec.cacheRows - maxBatchOf(options);
     this.prefixes =
-      prefixRows > 0
-        ? new PrefixCache(prefixRows * this.rowBytes, (row) => this.sequences.freeRow(row))
+      this.rowsBeyondBatch > 0
+        ? new PrefixCache(this.rowsBeyondBatch * this.rowBytes, (row) => this.sequences.freeRow(row))
         : null;
+  }
+
+  /** Cache rows beyond maxBatch: stored prefixes' and parked sequences' (EngineOptions.prefixCacheBytes). */
+  private get rowsBeyondBatch(): number {
+    return this.spec.cacheRows - maxBatchOf(this.options);
   }
 
   /** Bytes of one cache row: keys and values of every layer, maxContext positions, fp16. */
@@ -179,10 +183,6 @@ export class CudaEngine {
       },
     );
     this.checkDistinctAdapters(prompts.map((p) => p.slot));
-    for (const prompt of prompts) {
-      if (this.sequences.get(prompt.id)?.parked)
-        throw new EngineError(`sequence ${prompt.id} is parked: resume it`);
-    }
     const fresh = prompts.filter((p) => !this.sequences.get(p.id));
     const maxBatch = maxBatchOf(this.options);
     // Parked sequences hold rows beyond maxBatch (park), so the batch's own rows are counted without them.
@@ -348,16 +348,15 @@ export class CudaEngine {
   async park(id: string): Promise<void> {
     const sequence = this.sequences.get(id);
     if (!sequence || sequence.partial) throw new EngineError(`sequence ${id} is not decoding`);
-    const spare = this.spec.cacheRows - maxBatchOf(this.options);
     const parked = this.sequences.parked;
-    if (parked >= spare) {
+    if (parked >= this.rowsBeyondBatch) {
       throw new EngineError(
-        `no cache row to park sequence ${id} in: ${spare} rows beyond maxBatch (prefixCacheBytes), ${parked} parked`,
+        `no cache row to park sequence ${id} in: ${this.rowsBeyondBatch} rows beyond maxBatch (prefixCacheBytes), ${parked} parked`,
       );
     }
     sequence.parked = true;
     sequence.partial = true;
-    this.prefixes?.limit((spare - parked - 1) * this.rowBytes);
+    this.fitPrefixesToFreeRows();
   }
 
   /**
@@ -371,7 +370,7 @@ export class CudaEngine {
     sequence.slot = slot;
     sequence.parked = false;
     sequence.partial = false;
-    this.givePrefixesParkedRows();
+    this.fitPrefixesToFreeRows();
   }
 
   /**
@@ -383,7 +382,7 @@ export class CudaEngine {
     const sequence = this.sequences.get(id);
     if (sequence?.parked) {
       sequence.parked = false;
-      this.givePrefixesParkedRows();
+      this.fitPrefixesToFreeRows();
     }
     const scope = sequence?.prefixKey;
     const length = scope === undefined ? 0 : (this.prefixes?.worthStoring(scope, sequence!.prompt, 0) ?? 0);
@@ -395,10 +394,9 @@ export class CudaEngine {
     this.prefixes!.store(scope!, sequence!.prompt.slice(0, length), row, this.rowBytes);
   }
 
-  /** The prefix cache may hold every row beyond maxBatch that no parked sequence holds. */
-  private givePrefixesParkedRows(): void {
-    const spare = this.spec.cacheRows - maxBatchOf(this.options);
-    this.prefixes?.limit((spare - this.sequences.parked) * this.rowBytes);
+  /** Stored prefixes may hold every row beyond maxBatch that no parked sequence holds; the oldest give way. */
+  private fitPrefixesToFreeRows(): void {
+    this.prefixes?.limit((this.rowsBeyondBatch - this.sequences.parked) * this.rowBytes);
   }
 
   /** The stored prefixes (a cache row each), and the prompt tokens they spared; null without a prefix cache. */
