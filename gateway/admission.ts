@@ -6,10 +6,10 @@
 import type { ChatCompletionRequest, ChatMessageIn, CompletionRequest } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
 import { fimPromptIds } from "../worker/engine/fim-tokens.ts";
-import { compileJsonSchema, JsonSchemaError, schemaAsRead } from "../worker/engine/json-schema.ts";
 import { MAX_LOGIT_BIAS } from "../worker/engine/sampler.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import type { BaseModelInfo } from "./bases.ts";
+import { checkedSchema } from "./checked-schema.ts";
 import { invalidRequest } from "./errors.ts";
 import { cutAfterFinalMessage } from "./final-message.ts";
 import { planReasoning, type ReasoningPlan, requestedEffort } from "./reasoning.ts";
@@ -193,17 +193,12 @@ function checkedJsonSchema(format: ResponseFormat["json_schema"]): Record<string
       "response_format.json_schema",
     );
   }
-  const schema = schemaAsRead(format.schema, format.strict);
-  try {
-    compileJsonSchema(schema);
-  } catch (error) {
-    if (!(error instanceof JsonSchemaError)) throw error;
-    throw invalidRequest(
-      `Invalid schema for response_format '${format.name}': ${error.message}`,
-      "response_format.json_schema.schema",
-    );
-  }
-  return schema;
+  return checkedSchema(
+    format.schema,
+    format.strict,
+    `response_format '${format.name}'`,
+    "response_format.json_schema.schema",
+  );
 }
 
 /** A message as the chat template takes it, checked: tool messages answer a call, only assistants call. */

@@ -7,8 +7,8 @@
 // the constraint would look valid and not be.
 import type { ChatCompletionRequest } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
-import { compileJsonSchema, JsonSchemaError, schemaAsRead } from "../worker/engine/json-schema.ts";
 import { choiceRegex, compileFullMatch, PatternError } from "../worker/engine/string-automaton.ts";
+import { checkedSchema } from "./checked-schema.ts";
 import { invalidRequest } from "./errors.ts";
 
 type StructuredOutputsRequest = Pick<
@@ -52,7 +52,7 @@ export function requestedStructuredOutput(body: StructuredOutputsRequest): Sampl
     case "json_object":
       return value === true ? "json_object" : undefined;
     case "json":
-      return { json_schema: checkedSchema(value as Record<string, unknown> | string, param) };
+      return { json_schema: parsedSchema(value as Record<string, unknown> | string, param) };
   }
 }
 
@@ -68,7 +68,7 @@ function compiled(regex: string, param: string): string {
 }
 
 /** The schema, given as an object or as JSON text, read leniently (as a non-strict response_format's). */
-function checkedSchema(value: Record<string, unknown> | string, param: string): Record<string, unknown> {
+function parsedSchema(value: Record<string, unknown> | string, param: string): Record<string, unknown> {
   let schema: unknown = value;
   if (typeof value === "string") {
     try {
@@ -80,13 +80,5 @@ function checkedSchema(value: Record<string, unknown> | string, param: string): 
   if (typeof schema !== "object" || schema === null || Array.isArray(schema)) {
     throw invalidRequest(`${param} must be a JSON schema object`, param);
   }
-  const read = schemaAsRead(schema as Record<string, unknown>, undefined);
-  try {
-    compileJsonSchema(read);
-  } catch (error) {
-    if (error instanceof JsonSchemaError)
-      throw invalidRequest(`Invalid schema for ${param}: ${error.message}`, param);
-    throw error;
-  }
-  return read;
+  return checkedSchema(schema as Record<string, unknown>, undefined, param, param);
 }

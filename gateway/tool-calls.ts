@@ -7,8 +7,9 @@
 // else is text. Calls are answered as OpenAI does: content null, tool_calls, finish_reason "tool_calls".
 import type { ChatCompletionRequest, ToolCall } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
-import { compileJsonSchema, isObject, JsonSchemaError, schemaAsRead } from "../worker/engine/json-schema.ts";
+import { isObject, schemaAsRead } from "../worker/engine/json-schema.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
+import { checkedSchema } from "./checked-schema.ts";
 import { invalidRequest } from "./errors.ts";
 
 type Tool = NonNullable<ChatCompletionRequest["tools"]>[number];
@@ -46,15 +47,12 @@ export function planTools(body: ChatCompletionRequest): ToolPlan | null {
       );
     }
     names.add(tool.function.name);
-    try {
-      compileJsonSchema(argumentsSchema(tool));
-    } catch (error) {
-      if (!(error instanceof JsonSchemaError)) throw error;
-      throw invalidRequest(
-        `Invalid schema for function '${tool.function.name}': ${error.message}`,
-        `tools.${i}.function.parameters`,
-      );
-    }
+    checkedSchema(
+      tool.function.parameters ?? ANY_PARAMETERS,
+      tool.function.strict,
+      `function '${tool.function.name}'`,
+      `tools.${i}.function.parameters`,
+    );
   }
   if (choice === "none") return null;
   const parallel = body.parallel_tool_calls !== false;

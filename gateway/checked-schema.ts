@@ -1,0 +1,24 @@
+// A JSON schema a request gives (a response format, a function's parameters, vLLM's guided_json) as the
+// worker will generate under it, checked here so one the worker would refuse is a 400 before anything runs.
+import { compileJsonSchema, JsonSchemaError, schemaAsRead } from "../worker/engine/json-schema.ts";
+import { invalidRequest } from "./errors.ts";
+
+/**
+ * The schema as read (schemaAsRead: lenient unless `strict`), once it compiles; else a 400 "Invalid schema
+ * for `what`: …" naming `param`.
+ */
+export function checkedSchema(
+  schema: Record<string, unknown>,
+  strict: boolean | null | undefined,
+  what: string,
+  param: string,
+): Record<string, unknown> {
+  const read = schemaAsRead(schema, strict);
+  try {
+    compileJsonSchema(read);
+  } catch (error) {
+    if (!(error instanceof JsonSchemaError)) throw error;
+    throw invalidRequest(`Invalid schema for ${what}: ${error.message}`, param);
+  }
+  return read;
+}
