@@ -21,7 +21,7 @@ import {
   UsageEvent,
   usageSubject,
   WorkerHeartbeat,
-  workerOfInferQueue,
+  workersOfInferQueues,
 } from "../schema/wire.ts";
 import {
   type Bus,
@@ -135,9 +135,10 @@ class InProcessBus implements Bus {
 
   async queuedWorkers(base: string): Promise<string[]> {
     const prefix = inferBasePrefix(base);
-    const subjects = this.broker.requests.subjects((subject) => subject.startsWith(prefix));
-    const workers = subjects.flatMap((subject) => workerOfInferQueue(subject.slice(prefix.length)) ?? []);
-    return [...new Set(workers)];
+    return workersOfInferQueues(
+      this.broker.requests.subjects((subject) => subject.startsWith(prefix)),
+      prefix,
+    );
   }
 
   async #nextDecoded<T>(consumer: QueueConsumer, schema: z.ZodType<T>): Promise<Delivery<T> | null> {

@@ -53,7 +53,7 @@ import {
   UsageEvent,
   usageSubject,
   WorkerHeartbeat,
-  workerOfInferQueue,
+  workersOfInferQueues,
 } from "../schema/wire.ts";
 import {
   type Bus,
@@ -320,10 +320,7 @@ class JetStreamBus implements Bus {
   async queuedWorkers(base: string): Promise<string[]> {
     const prefix = this.#prefix + inferBasePrefix(base);
     const info = await this.jsm.streams.info(this.#names.requests, { subjects_filter: `${prefix}>` });
-    const workers = Object.keys(info.state.subjects ?? {}).flatMap(
-      (subject) => workerOfInferQueue(subject.slice(prefix.length)) ?? [],
-    );
-    return [...new Set(workers)];
+    return workersOfInferQueues(Object.keys(info.state.subjects ?? {}), prefix);
   }
 
   async pullRequests({ base, workerId, shared = true }: PullRequestsOptions): Promise<RequestPuller> {

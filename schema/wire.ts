@@ -90,6 +90,19 @@ export function workerOfInferQueue(afterBasePrefix: string): string | null {
   return target === ANY_WORKER ? null : decodeToken(target);
 }
 
+/**
+ * The workers whose own queues (or their lanes) these subjects are, each once; `prefix` is what precedes
+ * the worker in each (a namespace's, then inferBasePrefix).
+ */
+export function workersOfInferQueues(subjects: Iterable<string>, prefix: string): string[] {
+  const workers = new Set<string>();
+  for (const subject of subjects) {
+    const worker = workerOfInferQueue(subject.slice(prefix.length));
+    if (worker !== null) workers.add(worker);
+  }
+  return [...workers];
+}
+
 /** `usage.<base>`: one usage event per finished request. */
 export function usageSubject(base: string): string {
   return `usage.${encodeToken(base)}`;
