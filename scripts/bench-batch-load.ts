@@ -7,7 +7,6 @@
 // first token idle and under the batch, the batch lines' tokens/s alone and with the live requests beside
 // them (and so the batch tokens each live request cost), and how many running lines they preempted.
 import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
-import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
 import { timeToFirstToken } from "./bench-long-prompt.ts";
@@ -15,6 +14,7 @@ import { saveBenchResult } from "./bench-result.ts";
 import { type Percentiles, p50p99, round } from "./bench-stats.ts";
 import { benchModelWithAdapter } from "./bench-switch.ts";
 import { startBenchWorker } from "./bench-worker.ts";
+import { randomPrompts } from "./random-prompts.ts";
 import { RequestLines } from "./request-lines.ts";
 
 export interface BatchLoadBenchOptions {
@@ -77,10 +77,8 @@ export async function runBatchLoadBench(options: BatchLoadBenchOptions): Promise
   const live = options.live ?? 12;
   const lineTokens = options.lineTokens ?? 48;
   const modelDir = options.modelDir ?? benchModelWithAdapter(device, layers, log);
-  const vocab = loadModelConfig(modelDir).vocabSize;
-  const prng = new Prng(9, 0);
-  const randomPrompt = () =>
-    Array.from({ length: PROMPT_TOKENS }, () => Math.floor(prng.nextFloat() * vocab));
+  const prompt = randomPrompts(modelDir, new Prng(9, 0));
+  const randomPrompt = () => prompt(PROMPT_TOKENS);
   const livePrompts = Array.from({ length: live }, randomPrompt);
   const { gateway, worker, stop } = await startBenchWorker({
     modelDir,

@@ -14,13 +14,13 @@ import {
   WIRE_VERSION,
 } from "../schema/wire.ts";
 import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
-import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { percentile, round } from "./bench-stats.ts";
 import { benchModelWithAdapter } from "./bench-switch.ts";
 import { BENCH_BASE, startBenchWorker } from "./bench-worker.ts";
+import { randomPrompts } from "./random-prompts.ts";
 
 export interface LongPromptBenchOptions {
   device: Device;
@@ -81,9 +81,7 @@ export async function runLongPromptBench(options: LongPromptBenchOptions): Promi
     }
   }
   const modelDir = options.modelDir ?? benchModelWithAdapter(device, layers, log);
-  const vocab = loadModelConfig(modelDir).vocabSize;
-  const prng = new Prng(5, 0);
-  const randomPrompt = (n: number) => Array.from({ length: n }, () => Math.floor(prng.nextFloat() * vocab));
+  const randomPrompt = randomPrompts(modelDir, new Prng(5, 0));
   const longPrompt = randomPrompt(promptTokens);
   const streamPrompts = Array.from({ length: streams }, () => randomPrompt(STREAM_PROMPT_TOKENS));
   // Enough tokens to outlast the long prompt's prefill in every run: a stream ends early only by length.

@@ -10,7 +10,6 @@
 
 import type { ReplyInbox } from "../bus/bus.ts";
 import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
-import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
 import { readReply, sendRequest } from "./bench-long-prompt.ts";
@@ -18,6 +17,7 @@ import { saveBenchResult } from "./bench-result.ts";
 import { percentile, round } from "./bench-stats.ts";
 import { benchModelWithAdapter } from "./bench-switch.ts";
 import { startBenchWorker } from "./bench-worker.ts";
+import { randomPrompts } from "./random-prompts.ts";
 
 export interface PrefixCacheBenchOptions {
   device: Device;
@@ -81,9 +81,7 @@ export async function runPrefixCacheBench(options: PrefixCacheBenchOptions): Pro
   const requests = options.requests ?? 16;
   const burst = options.burst ?? 8;
   const modelDir = options.modelDir ?? benchModelWithAdapter(device, layers, log);
-  const vocab = loadModelConfig(modelDir).vocabSize;
-  const prng = new Prng(9, 0);
-  const random = (n: number) => Array.from({ length: n }, () => Math.floor(prng.nextFloat() * vocab));
+  const random = randomPrompts(modelDir, new Prng(9, 0));
   const system = random(systemTokens);
   const prompts = Array.from({ length: requests + 1 }, () => [...system, ...random(tailTokens)]);
   const results: PrefixCacheRun[] = [];

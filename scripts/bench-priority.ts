@@ -6,7 +6,6 @@
 // tier. A standard probe queues behind the backlog; a priority one goes to the queue's priority lane, which
 // the worker pulls first, and then ahead of the standard requests the worker holds.
 import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
-import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
 import { type BenchTier, timeToFirstToken } from "./bench-long-prompt.ts";
@@ -14,6 +13,7 @@ import { saveBenchResult } from "./bench-result.ts";
 import { type Percentiles, p50p99, round } from "./bench-stats.ts";
 import { benchModelWithAdapter } from "./bench-switch.ts";
 import { startBenchWorker } from "./bench-worker.ts";
+import { randomPrompts } from "./random-prompts.ts";
 import { RequestLines } from "./request-lines.ts";
 
 export interface PriorityBenchOptions {
@@ -77,10 +77,9 @@ export async function runPriorityBench(options: PriorityBenchOptions): Promise<P
     );
   }
   const modelDir = options.modelDir ?? benchModelWithAdapter(device, layers, log);
-  const vocab = loadModelConfig(modelDir).vocabSize;
   const prng = new Prng(11, 0);
-  const randomPrompt = () =>
-    Array.from({ length: PROMPT_TOKENS }, () => Math.floor(prng.nextFloat() * vocab));
+  const prompt = randomPrompts(modelDir, prng);
+  const randomPrompt = () => prompt(PROMPT_TOKENS);
   const probePrompts = Array.from({ length: probes }, randomPrompt);
   const { gateway, stop } = await startBenchWorker({
     modelDir,

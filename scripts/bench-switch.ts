@@ -14,12 +14,12 @@ import {
 } from "../schema/wire.ts";
 import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
 import { computeDtypeFor, type Device } from "../worker/engine/device.ts";
-import { loadModelConfig } from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { machineName } from "./bench-engine.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { type Percentiles, p50p99, round } from "./bench-stats.ts";
 import { BENCH_BASE, startBenchWorker } from "./bench-worker.ts";
+import { randomPrompts } from "./random-prompts.ts";
 import { initTinyModel } from "./tiny-model.ts";
 
 export interface SwitchBenchOptions {
@@ -118,9 +118,7 @@ export async function runSwitchBench(options: SwitchBenchOptions): Promise<Switc
     while (!worker.tiers().slot.includes(adapter.name)) await new Promise((r) => setTimeout(r, 20));
     log(`adapter ${adapter.name} pinned in a slot`);
 
-    const prng = new Prng(3, 0);
-    const vocab = loadModelConfig(modelDir).vocabSize;
-    const prompt = Array.from({ length: PROMPT_TOKENS }, () => Math.floor(prng.nextFloat() * vocab));
+    const prompt = randomPrompts(modelDir, new Prng(3, 0))(PROMPT_TOKENS);
     let count = 0;
     const timeOne = async (withAdapter: boolean) => {
       const inbox = await gateway.openReplyInbox();
