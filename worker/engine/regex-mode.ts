@@ -10,7 +10,7 @@
 // byte-level vocabulary splits a multi-byte character across tokens, so a token may end inside one: its
 // first bytes are taken when some character they can begin leads on.
 import { lengthFits, nextState, type StringAutomaton, someMoveInRange } from "./string-automaton.ts";
-import { type TrieNode, tokenTrie } from "./token-trie.ts";
+import { type TokenTrie, type TrieNode, tokenTrie } from "./token-trie.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** Where the output stands: an automaton state, its length in characters, and a character half read. */
@@ -39,7 +39,7 @@ interface StateTable {
 }
 
 /** Per vocabulary and automaton, the tables of the states met so far (shared by every sequence). */
-const tables = new WeakMap<object, WeakMap<StringAutomaton, Map<number, StateTable>>>();
+const tables = new WeakMap<TokenTrie, WeakMap<StringAutomaton, Map<number, StateTable>>>();
 
 export class RegexMode {
   private cursor: Cursor = START;
