@@ -1,12 +1,14 @@
 // vLLM's structured outputs on chat and completions: `structured_outputs: {choice | regex | json |
-// json_object}` and the older `guided_choice`, `guided_regex`, `guided_json` it replaced, as vLLM's clients
-// send them (the OpenAI SDKs' extra_body). A choice or a regex constrains the whole answer
-// (worker/engine/regex-mode.ts: a classifier adapter answers exactly one of its labels); a JSON schema is
-// served as response_format's is. Each is compiled here, so one the worker would refuse is a 400 before
-// anything runs. A grammar or a structural tag is refused, never ignored: an answer that silently ignored
-// the constraint would look valid and not be.
+// json_object | grammar}` and the older `guided_choice`, `guided_regex`, `guided_json`, `guided_grammar` it
+// replaced, as vLLM's clients send them (the OpenAI SDKs' extra_body). A choice or a regex constrains the
+// whole answer (worker/engine/regex-mode.ts: a classifier adapter answers exactly one of its labels), as
+// does a grammar (worker/engine/grammar-mode.ts); a JSON schema is served as response_format's is. Each is
+// compiled here, so one the worker would refuse is a 400 before anything runs. A structural tag is
+// refused, never ignored: an answer that silently ignored the constraint would look valid and not be.
 import type { ChatCompletionRequest } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
+import { compileGrammar, GrammarError } from "../worker/engine/ebnf-grammar.ts";
+import { startOf } from "../worker/engine/grammar-stacks.ts";
 import { choiceRegex, compileFullMatch, PatternError } from "../worker/engine/string-automaton.ts";
 import { checkedSchema } from "./checked-schema.ts";
 import { invalidRequest } from "./errors.ts";
@@ -16,7 +18,7 @@ type StructuredOutputsRequest = Pick<
   "structured_outputs" | "guided_choice" | "guided_regex" | "guided_json" | "guided_grammar"
 >;
 
-type Kind = "choice" | "regex" | "json" | "json_object" | "unsupported";
+type Kind = "choice" | "regex" | "json" | "json_object" | "grammar" | "unsupported";
 
 /** The output format a request's structured outputs ask for; undefined when it names none. */
 export function requestedStructuredOutput(body: StructuredOutputsRequest): SamplingParams["response_format"] {
@@ -26,12 +28,12 @@ export function requestedStructuredOutput(body: StructuredOutputsRequest): Sampl
     ["structured_outputs.regex", "regex", outputs.regex],
     ["structured_outputs.json", "json", outputs.json],
     ["structured_outputs.json_object", "json_object", outputs.json_object],
-    ["structured_outputs.grammar", "unsupported", outputs.grammar],
+    ["structured_outputs.grammar", "grammar", outputs.grammar],
     ["structured_outputs.structural_tag", "unsupported", outputs.structural_tag],
     ["guided_choice", "choice", body.guided_choice],
     ["guided_regex", "regex", body.guided_regex],
     ["guided_json", "json", body.guided_json],
-    ["guided_grammar", "unsupported", body.guided_grammar],
+    ["guided_grammar", "grammar", body.guided_grammar],
   ];
   const [first, second] = fields.filter(([, , value]) => value !== null && value !== undefined);
   if (!first) return undefined;
@@ -42,13 +44,15 @@ export function requestedStructuredOutput(body: StructuredOutputsRequest): Sampl
   switch (kind) {
     case "unsupported":
       throw invalidRequest(
-        `${param} is not supported: constrain the answer with a choice, a regex or a JSON schema`,
+        `${param} is not supported: constrain the answer with a choice, a regex, a grammar or a JSON schema`,
         param,
       );
     case "choice":
       return { regex: compiled(choiceRegex(value as string[]), param) };
     case "regex":
       return { regex: compiled(value as string, param) };
+    case "grammar":
+      return { grammar: checkedGrammar(value as string, param) };
     case "json_object":
       return value === true ? "json_object" : undefined;
     case "json":
@@ -65,6 +69,20 @@ function compiled(regex: string, param: string): string {
     throw error;
   }
   return regex;
+}
+
+/**
+ * The grammar, once it is known to compile and start (the compiled grammar is cached for the worker in this
+ * process).
+ */
+function checkedGrammar(grammar: string, param: string): string {
+  try {
+    startOf(compileGrammar(grammar));
+  } catch (error) {
+    if (error instanceof GrammarError) throw invalidRequest(`${param}: ${error.message}`, param);
+    throw error;
+  }
+  return grammar;
 }
 
 /** The schema, given as an object or as JSON text, read leniently (as a non-strict response_format's). */

@@ -109,7 +109,7 @@ const JsonSchemaIn = z.union([z.record(z.string(), z.unknown()), z.string()]);
 /**
  * vLLM's structured outputs, chat and completions (gateway/structured-outputs.ts): `structured_outputs` and
  * the `guided_*` fields it replaced. One at most, and not with a response_format. Its tuning flags
- * (disable_any_whitespace …) are ignored; a grammar or structural tag is refused.
+ * (disable_any_whitespace …) are ignored; a structural tag is refused.
  */
 export const StructuredOutputsIn = {
   structured_outputs: z

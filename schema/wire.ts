@@ -208,13 +208,15 @@ export const SamplingParams = z.object({
    * Structured output: "json_object" (OpenAI's JSON mode, any object) or {json_schema: a JSON Schema the
    * gateway checked against worker/engine/json-schema.ts}, which end when the value is complete; or
    * {regex}, which the whole output matches (vLLM's structured outputs `regex` and `choice`;
-   * worker/engine/regex-mode.ts). Absent: text.
+   * worker/engine/regex-mode.ts); or {grammar}, EBNF whose root the whole output is (vLLM's `grammar`;
+   * worker/engine/grammar-mode.ts). Absent: text.
    */
   response_format: z
     .union([
       z.enum(["text", "json_object"]),
       z.object({ json_schema: z.record(z.string(), z.unknown()) }),
       z.object({ regex: z.string().min(1) }),
+      z.object({ grammar: z.string().min(1) }),
     ])
     .optional(),
   /**

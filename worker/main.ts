@@ -17,7 +17,9 @@ import { AdapterManager } from "./adapters/adapter-manager.ts";
 import type { BlobStore } from "./adapters/blob-store.ts";
 import { AdapterControls, deletedAdapterError } from "./control.ts";
 import type { Device } from "./engine/device.ts";
+import { compileGrammar } from "./engine/ebnf-grammar.ts";
 import { EngineThread } from "./engine/engine-thread.ts";
+import { startOf } from "./engine/grammar-stacks.ts";
 import { ANY_OBJECT, compileJsonSchema } from "./engine/json-schema.ts";
 import type { SequenceLimits } from "./engine/sequence-output.ts";
 import { compileFullMatch } from "./engine/string-automaton.ts";
@@ -470,14 +472,14 @@ export class LuminetWorker {
         ),
       );
     }
-    let structured: Pick<SequenceLimits, "json" | "regex">;
+    let structured: Pick<SequenceLimits, "json" | "regex" | "grammar">;
     try {
       structured = structuredOutputOf(sampling.response_format);
     } catch (error) {
       return refuse(new JobError("invalid_request", `response_format: ${(error as Error).message}`));
     }
     const tags = sampling.reasoning_tags;
-    if (tags && !structured.json && !structured.regex) {
+    if (tags && !structured.json && !structured.regex && !structured.grammar) {
       return refuse(
         new JobError("invalid_request", "reasoning_tags come only with a structured response_format"),
       );
@@ -571,14 +573,19 @@ export class LuminetWorker {
 }
 
 /**
- * What a request's output follows, compiled: a JSON schema (JsonSchemaError for one outside the subset) or
- * a regex's automaton (PatternError); nothing for text.
+ * What a request's output follows, compiled: a JSON schema (JsonSchemaError for one outside the subset),
+ * a regex's automaton (PatternError) or a grammar, its start made (GrammarError); nothing for text.
  */
 function structuredOutputOf(
   format: SamplingParams["response_format"],
-): Pick<SequenceLimits, "json" | "regex"> {
+): Pick<SequenceLimits, "json" | "regex" | "grammar"> {
   if (format === undefined || format === "text") return {};
   if (format === "json_object") return { json: ANY_OBJECT };
   if ("regex" in format) return { regex: compileFullMatch(format.regex) };
+  if ("grammar" in format) {
+    const grammar = compileGrammar(format.grammar);
+    startOf(grammar);
+    return { grammar };
+  }
   return { json: compileJsonSchema(format.json_schema) };
 }

@@ -691,7 +691,7 @@ describe("the gateway with real workers, through the openai client", () => {
     }
   });
 
-  it("answers exactly one of a choice's labels, or a regex's match, through vLLM's structured outputs; draws only allowed_token_ids", async () => {
+  it("answers exactly one of a choice's labels, a regex's match or a grammar's string through vLLM's structured outputs; draws only allowed_token_ids", async () => {
     const labels = ["positive", "negative", "neutral", "mixed ☯"];
     const classified = await Promise.all(
       [1, 2, 3, 4].map((seed) =>
@@ -720,6 +720,39 @@ describe("the gateway with real workers, through the openai client", () => {
     } as OpenAI.CompletionCreateParamsNonStreaming);
     expect(completion.choices[0]?.text).toMatch(/^[A-Z]{2}-\d{4}$/);
     expect(completion.choices[0]?.finish_reason).toBe("stop");
+    // A grammar (vLLM's EBNF), here one no regex can say: nested lists, answered whole.
+    const lists = 'root ::= list\nlist ::= "[" (item ("," item)*)? "]"\nitem ::= [0-9] | list';
+    const nested = (text: string): boolean => {
+      const items = (s: string): string | null => {
+        if (!s.startsWith("[")) return null;
+        let rest = s.slice(1);
+        if (rest.startsWith("]")) return rest.slice(1);
+        for (;;) {
+          const after = /^[0-9]/.test(rest) ? rest.slice(1) : items(rest);
+          if (after === null) return null;
+          if (after.startsWith("]")) return after.slice(1);
+          if (!after.startsWith(",")) return null;
+          rest = after.slice(1);
+        }
+      };
+      return items(text) === "";
+    };
+    for (const [seed, body] of [
+      [3, { structured_outputs: { grammar: lists } }],
+      [4, { guided_grammar: lists }],
+    ] as [number, Record<string, unknown>][]) {
+      const answer = await client.chat.completions.create({
+        model: `${BASE}:acme/a2`,
+        messages: [{ role: "user" as const, content: "A nested list, please" }],
+        max_tokens: 16,
+        temperature: 1,
+        seed,
+        ...body,
+      } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+      const content = answer.choices[0]?.message.content ?? "";
+      expect(nested(content), content).toBe(true);
+      expect(answer.choices[0]?.finish_reason).toBe("stop");
+    }
     // vLLM's allowed_token_ids: only "a" and "b" (no end of sequence: it runs to max_tokens); a stop
     // string kept at the end with include_stop_str_in_output.
     const allowed = ["a", "b"].map((c) => loadTokenizer(modelDir).encode(c, { addSpecialTokens: false })[0]!);
@@ -752,10 +785,16 @@ describe("the gateway with real workers, through the openai client", () => {
     let text = "";
     for await (const chunk of streamed) text += chunk.choices[0]?.delta.content ?? "";
     expect(["yes", "no"]).toContain(text);
-    // Refused, naming the field: two constraints, a grammar, a regex that cannot be compiled.
+    // Refused, naming the field: two constraints, grammars that cannot be compiled, a structural tag, a
+    // regex that cannot be compiled.
     for (const [extra, param] of [
       [{ guided_choice: ["a"], guided_regex: "b" }, "guided_regex"],
       [{ structured_outputs: { grammar: "root ::= 'a'" } }, "structured_outputs.grammar"],
+      [{ guided_grammar: 'root ::= root "a" | "b"' }, "guided_grammar"],
+      [
+        { structured_outputs: { structural_tag: { type: "structural_tag" } } },
+        "structured_outputs.structural_tag",
+      ],
       [{ guided_regex: "a(?=b)" }, "guided_regex"],
       [{ guided_json: "{not json" }, "guided_json"],
       [{ guided_choice: [] }, "guided_choice"],

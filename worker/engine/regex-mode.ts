@@ -12,17 +12,12 @@
 import { lengthFits, nextState, type StringAutomaton, someMoveInRange } from "./string-automaton.ts";
 import { type TokenTrie, type TrieNode, tokenTrie } from "./token-trie.ts";
 import type { Tokenizer } from "./tokenizer.ts";
+import { type PartialCharacter, readByte, writable } from "./utf8-reader.ts";
 
 /** Where the output stands: an automaton state, its length in characters, and a character half read. */
-interface Cursor {
+interface Cursor extends PartialCharacter {
   state: number;
   chars: number;
-  /** Continuation bytes the character being read still needs; 0 between characters. */
-  need: number;
-  /** The bits of the character read so far. */
-  bits: number;
-  /** The least code point its length may encode (UTF-8 refuses longer forms of smaller ones). */
-  least: number;
 }
 
 const START: Cursor = { state: 0, chars: 0, need: 0, bits: 0, least: 0 };
@@ -171,34 +166,19 @@ export class RegexMode {
 
   /** The cursor after one more byte, or null where no match could go on from it. */
   private step(at: Cursor, b: number): Cursor | null {
-    if (at.need === 0) {
-      if (b < 0x80) return this.character(at, b);
-      // A lead byte: the character's length, its first bits, and the least code point that length holds.
-      let need: number;
-      let bits: number;
-      let least: number;
-      if (b >= 0xc2 && b <= 0xdf) [need, bits, least] = [1, b & 0x1f, 0x80];
-      else if (b >= 0xe0 && b <= 0xef) [need, bits, least] = [2, b & 0x0f, 0x800];
-      else if (b >= 0xf0 && b <= 0xf4) [need, bits, least] = [3, b & 0x07, 0x10000];
-      else return null;
-      return this.someCharacter({ state: at.state, chars: at.chars, need, bits, least });
-    }
-    if (b < 0x80 || b > 0xbf) return null;
-    const bits = (at.bits << 6) | (b & 0x3f);
-    if (at.need === 1) return bits < at.least ? null : this.character(at, bits);
-    return this.someCharacter({ ...at, need: at.need - 1, bits });
+    const read = readByte(at, b);
+    if (read === null) return null;
+    if ("code" in read) return this.character(at, read.code);
+    const partial = { state: at.state, chars: at.chars, ...read.partial };
+    return this.someCharacter(partial, read.first, read.last);
   }
 
-  /** A half-read character is kept if some character it can still become leads on. */
-  private someCharacter(at: Cursor): Cursor | null {
+  /** A half-read character, which may become one from `first` to `last`, is kept if one of those leads on. */
+  private someCharacter(at: Cursor, first: number, last: number): Cursor | null {
     const { automaton } = this;
-    const shift = 6 * at.need;
-    const lo = Math.max(at.bits << shift, at.least);
-    const hi = Math.min((at.bits << shift) | ((1 << shift) - 1), 0x10ffff);
-    if (lo > hi) return null;
     const fits = (target: number) =>
       lengthFits(automaton, target, at.chars + 1, automaton.minLength, automaton.maxLength);
-    return someMoveInRange(automaton, at.state, lo, hi, fits) ? at : null;
+    return someMoveInRange(automaton, at.state, first, last, fits) ? at : null;
   }
 
   /** The cursor after a whole character, or null where the regex refuses it. */
@@ -211,13 +191,4 @@ export class RegexMode {
     if (!lengthFits(automaton, state, chars, automaton.minLength, automaton.maxLength)) return null;
     return { state, chars, need: 0, bits: 0, least: 0 };
   }
-}
-
-/**
- * The characters an output may hold, as the automaton's ranges were sampled (string-automaton.ts): no
- * surrogates, no DEL, and of the C0 controls only backspace, tab, line feed, form feed and carriage return.
- */
-function writable(c: number): boolean {
-  if (c < 0x20) return c === 0x08 || c === 0x09 || c === 0x0a || c === 0x0c || c === 0x0d;
-  return c !== 0x7f && (c < 0xd800 || c > 0xdfff);
 }

@@ -3,6 +3,8 @@
 // done (a stop token, a stop string, max_tokens, a full context, or with structured output the value's or
 // the match's end). Shared by every batching loop.
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
+import type { Grammar } from "./ebnf-grammar.ts";
+import { GrammarMode } from "./grammar-mode.ts";
 import { JsonMode } from "./json-mode.ts";
 import type { SchemaNode } from "./json-schema.ts";
 import { ReasoningGate, type ReasoningTags } from "./reasoning-gate.ts";
@@ -40,7 +42,12 @@ export interface SequenceLimits {
    */
   regex?: StringAutomaton;
   /**
-   * With `json` or `regex`: the model reasons between these tags first, and the structured output follows
+   * Instead of `json` or `regex`: the whole output is a string of this grammar (grammar-mode.ts,
+   * compileGrammar): vLLM's structured outputs `grammar`.
+   */
+  grammar?: Grammar;
+  /**
+   * With `json`, `regex` or `grammar`: the model reasons between these tags first, and the structured output follows
    * (reasoning-gate.ts).
    */
   reasoning?: ReasoningTags;
@@ -69,8 +76,8 @@ export class SequenceOutput {
   private readonly stops: readonly string[];
   /** Decoded text held back because it may begin a stop string. */
   private held = "";
-  /** Set with structured output (a JSON value or a regex): what may be drawn next. */
-  private readonly grammar: JsonMode | RegexMode | null;
+  /** Set with structured output (a JSON value, a regex or a grammar): what may be drawn next. */
+  private readonly grammar: JsonMode | RegexMode | GrammarMode | null;
   /** Set with structured output after reasoning: what may be drawn before it. */
   private readonly gate: ReasoningGate | null;
   /** A masked copy of the row: no stop token (min_tokens, reasoning), or one forced token (reasoning). */
@@ -92,7 +99,9 @@ export class SequenceOutput {
       ? new JsonMode(tokenizer, limits.json, this.stopIds)
       : limits.regex
         ? new RegexMode(tokenizer, limits.regex, this.stopIds, () => !this.belowMinimum)
-        : null;
+        : limits.grammar
+          ? new GrammarMode(tokenizer, limits.grammar, this.stopIds, () => !this.belowMinimum)
+          : null;
     this.gate = this.grammar && limits.reasoning ? new ReasoningGate(limits.reasoning) : null;
   }
 
@@ -162,7 +171,7 @@ export class SequenceOutput {
       gate.take(token.token);
       return this.record(token);
     }
-    // A regex's output may end on a stop token once it matches.
+    // A regex's or grammar's output may end on a stop token once it is whole.
     if (this.stopIds.includes(token.token)) return this.record(token);
     grammar.take(token.token);
     const accepted = this.record(token);

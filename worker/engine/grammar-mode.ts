@@ -1,0 +1,152 @@
+// A sequence whose whole output must be a string of a context-free grammar (vLLM's structured outputs
+// `grammar`, ebnf-grammar.ts): before each draw, every token whose bytes could not continue such a string
+// gets a logit of -inf. A stop token may be drawn once the output is a whole string of the grammar (and
+// min_tokens allows it); where nothing can follow, the sequence ends by itself. Near the end of its token
+// budget only tokens after which the output can still be completed in time are kept. As regex-mode.ts
+// does for a regex, with the grammar's pushdown recognizer (grammar-stacks.ts) in place of an automaton.
+//
+// Which tokens a set of stacks allows depends on the set alone (between characters), so the table is
+// built once per set by walking the vocabulary's trie and kept; a grammar's outputs pass through few
+// distinct sets where its nesting repeats.
+import type { Grammar } from "./ebnf-grammar.ts";
+import { advance, type StackSet, startOf, takesSomeIn } from "./grammar-stacks.ts";
+import { type TokenTrie, type TrieNode, tokenTrie } from "./token-trie.ts";
+import type { Tokenizer } from "./tokenizer.ts";
+import { BETWEEN_CHARACTERS, type PartialCharacter, readByte, writable } from "./utf8-reader.ts";
+
+/** Where the output stands: the recognizer's stacks, and a character half read. */
+interface Cursor {
+  set: StackSet;
+  partial: PartialCharacter;
+}
+
+/** Most stack sets whose token table is kept per vocabulary (each holds a number per token). */
+const MAX_TABLES = 128;
+
+/** Per vocabulary, per stack set met so far: each token's cost after it, -1 where it is refused. */
+const tables = new WeakMap<TokenTrie, Map<StackSet, Int32Array>>();
+
+export class GrammarMode {
+  private cursor: Cursor;
+  private masked = new Float32Array(0);
+
+  constructor(
+    private readonly tokenizer: Tokenizer,
+    private readonly grammar: Grammar,
+    /** The sequence's stop tokens: drawn only where the output is whole and `mayStop` says so. */
+    private readonly stopIds: readonly number[],
+    /** False while min_tokens holds the stop tokens off. */
+    private readonly mayStop: () => boolean,
+  ) {
+    this.cursor = { set: startOf(grammar), partial: BETWEEN_CHARACTERS };
+  }
+
+  /** The output is a whole string of the grammar and nothing can follow: the sequence ends. */
+  get complete(): boolean {
+    return this.whole && this.cursor.set.stacks.length === 0;
+  }
+
+  /** The fewest characters (so at worst bytes, and tokens) that complete the output. */
+  get fewestBytesToEnd(): number {
+    return this.cursor.partial.need + this.cursor.set.fewest;
+  }
+
+  /**
+   * The logits with every token that cannot come next at -inf (a copy). With `budget`, the tokens the
+   * sequence may still draw, this one included, a token is kept only if the output can be completed in
+   * the tokens left after it; where none can, every token the grammar takes is kept. Throws when no token
+   * of the vocabulary can continue the output.
+   */
+  mask(logits: Float32Array, budget = Number.POSITIVE_INFINITY): Float32Array {
+    if (this.masked.length !== logits.length) this.masked = new Float32Array(logits.length);
+    const out = this.masked.fill(Number.NEGATIVE_INFINITY);
+    const cost = this.table(logits.length);
+    const spare = budget - 1;
+    const whole = this.whole && this.mayStop();
+    let within = false;
+    for (let id = 0; id < cost.length; id++) if (cost[id]! >= 0 && cost[id]! <= spare) within = true;
+    const limit = within || whole ? spare : Number.POSITIVE_INFINITY;
+    let allowed = 0;
+    for (let id = 0; id < cost.length; id++) {
+      if (cost[id]! < 0 || cost[id]! > limit) continue;
+      out[id] = logits[id]!;
+      allowed++;
+    }
+    if (whole) {
+      for (const id of this.stopIds) {
+        if (id < logits.length) {
+          out[id] = logits[id]!;
+          allowed++;
+        }
+      }
+    }
+    if (allowed === 0)
+      throw new RangeError("structured output: no token of the vocabulary can continue the grammar");
+    return out;
+  }
+
+  /** Takes a drawn token that is not a stop token (one mask() allowed). */
+  take(token: number): void {
+    let cursor: Cursor | null = this.cursor;
+    for (const b of this.tokenizer.tokenBytes(token)) cursor = cursor && this.step(cursor, b);
+    if (!cursor) throw new RangeError(`token ${token} does not continue the grammar`);
+    this.cursor = cursor;
+  }
+
+  /** The output so far is a whole string of the grammar. */
+  private get whole(): boolean {
+    return this.cursor.partial.need === 0 && this.cursor.set.accepted;
+  }
+
+  /** Each token's cost from here: built once per stack set between characters and kept. */
+  private table(size: number): Int32Array {
+    const trie = tokenTrie(this.tokenizer, size);
+    const { cursor } = this;
+    if (cursor.partial.need > 0) return this.walk(trie.root, size, cursor);
+    let bySet = tables.get(trie);
+    if (!bySet) {
+      bySet = new Map();
+      tables.set(trie, bySet);
+    }
+    let table = bySet.get(cursor.set);
+    if (!table) {
+      table = this.walk(trie.root, size, cursor);
+      if (bySet.size >= MAX_TABLES) bySet.delete(bySet.keys().next().value!);
+      bySet.set(cursor.set, table);
+    }
+    return table;
+  }
+
+  /**
+   * Walks the vocabulary's trie from `from`, each shared prefix stepped once: per token, the fewest
+   * characters after it that complete the output (one more for a half-read character), -1 where refused.
+   */
+  private walk(root: TrieNode, size: number, from: Cursor): Int32Array {
+    const cost = new Int32Array(size).fill(-1);
+    const visit = (node: TrieNode, at: Cursor) => {
+      for (const [b, child] of node.children) {
+        const after = this.step(at, b);
+        if (!after) continue;
+        const remaining = after.partial.need + after.set.fewest;
+        for (const id of child.tokens) if (id < size) cost[id] = remaining;
+        visit(child, after);
+      }
+    };
+    visit(root, from);
+    return cost;
+  }
+
+  /** The cursor after one more byte, or null where the grammar refuses it. */
+  private step(at: Cursor, b: number): Cursor | null {
+    const read = readByte(at.partial, b);
+    if (read === null) return null;
+    if ("code" in read) {
+      if (!writable(read.code)) return null;
+      const set = advance(this.grammar, at.set, read.code);
+      return set && { set, partial: BETWEEN_CHARACTERS };
+    }
+    return takesSomeIn(this.grammar, at.set, read.first, read.last)
+      ? { set: at.set, partial: read.partial }
+      : null;
+  }
+}
