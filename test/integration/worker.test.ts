@@ -346,7 +346,7 @@ describe("luminet worker", () => {
     expect(fine.final.finish_reason).toBe("length");
   });
 
-  it("refuses reasoning tags without a structured format, or outside the vocabulary, and a regex it cannot compile, saying why", async () => {
+  it("refuses reasoning tags without a structured format, or outside the vocabulary, and a regex or grammar it cannot compile, saying why", async () => {
     const refusal = async (name: string, sampling: Partial<InferenceRequest["sampling"]>) => {
       const inbox = await bus.openReplyInbox();
       const refused = request(name, null, 4, inbox.subject);
@@ -361,9 +361,12 @@ describe("luminet worker", () => {
     expect(await refusal("tags-alone", { reasoning_tags: { open: null, close: 5 } })).toContain(
       "only with a structured response_format",
     );
-    // A regex the gateway would have refused: the worker compiles it too, and says why.
+    // A regex or grammar the gateway would have refused: the worker compiles it too, and says why.
     expect(await refusal("bad-regex", { response_format: { regex: "a(?=b)" } })).toMatch(
       /^response_format: regex "a\(\?=b\)": /,
+    );
+    expect(await refusal("bad-grammar", { response_format: { grammar: 'root ::= root "a" | "b"' } })).toMatch(
+      /^response_format: rule root calls itself before reading any character/,
     );
     expect(
       await refusal("tags-outside", {
