@@ -7,7 +7,8 @@
 // refused, never ignored: an answer that silently ignored the constraint would look valid and not be.
 import type { ChatCompletionRequest } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
-import { compileGrammar, GrammarError } from "../worker/engine/ebnf-grammar.ts";
+import { compileGrammar } from "../worker/engine/grammar-compiler.ts";
+import { GrammarError } from "../worker/engine/grammar-rules.ts";
 import { startOf } from "../worker/engine/grammar-stacks.ts";
 import { choiceRegex, compileFullMatch, PatternError } from "../worker/engine/string-automaton.ts";
 import { checkedSchema } from "./checked-schema.ts";

@@ -720,8 +720,9 @@ describe("the gateway with real workers, through the openai client", () => {
     } as OpenAI.CompletionCreateParamsNonStreaming);
     expect(completion.choices[0]?.text).toMatch(/^[A-Z]{2}-\d{4}$/);
     expect(completion.choices[0]?.finish_reason).toBe("stop");
-    // A grammar (vLLM's EBNF), here one no regex can say: nested lists, answered whole.
+    // A grammar, here one no regex can say: nested lists, answered whole; in vLLM's EBNF and in Lark.
     const lists = 'root ::= list\nlist ::= "[" (item ("," item)*)? "]"\nitem ::= [0-9] | list';
+    const larkLists = 'start: list\nlist: "[" [item ("," item)*] "]"\nitem: /[0-9]/ | list';
     const nested = (text: string): boolean => {
       const items = (s: string): string | null => {
         if (!s.startsWith("[")) return null;
@@ -739,7 +740,7 @@ describe("the gateway with real workers, through the openai client", () => {
     };
     for (const [seed, body] of [
       [3, { structured_outputs: { grammar: lists } }],
-      [4, { guided_grammar: lists }],
+      [4, { guided_grammar: larkLists }],
     ] as [number, Record<string, unknown>][]) {
       const answer = await client.chat.completions.create({
         model: `${BASE}:acme/a2`,

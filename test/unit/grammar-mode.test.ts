@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
-import { compileGrammar } from "../../worker/engine/ebnf-grammar.ts";
+import { compileGrammar } from "../../worker/engine/grammar-compiler.ts";
 import { GrammarMode } from "../../worker/engine/grammar-mode.ts";
 import { advance, type StackSet, startOf } from "../../worker/engine/grammar-stacks.ts";
 import { Prng } from "../../worker/engine/prng.ts";
@@ -126,6 +126,8 @@ describe("the grammar mask", () => {
     'root ::= "SELECT " cols " FROM " name (" WHERE " name " = " [0-9]+)? ";"\ncols ::= "*" | name (", " name)*\nname ::= [a-z_]{1,8}',
     // Multi-byte characters.
     'root ::= ("é" | "☃" | [α-ω])+ " ok"?',
+    // Lark's syntax: JSON with whitespace ignored between tokens.
+    'start: value\nvalue: "[" [value ("," value)*] "]" | "{" [ESCAPED_STRING ":" value ("," ESCAPED_STRING ":" value)*] "}" | SIGNED_NUMBER | "true"\n%import common (ESCAPED_STRING, SIGNED_NUMBER, WS)\n%ignore WS',
   ]) {
     it(`ends every random walk whole within its budget: ${JSON.stringify(grammar.slice(0, 40))}`, () => {
       const compiled = compileGrammar(grammar);

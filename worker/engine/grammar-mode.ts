@@ -1,5 +1,5 @@
 // A sequence whose whole output must be a string of a context-free grammar (vLLM's structured outputs
-// `grammar`, ebnf-grammar.ts): before each draw, every token whose bytes could not continue such a string
+// `grammar`, grammar-compiler.ts): before each draw, every token whose bytes could not continue such a string
 // gets a logit of -inf. A stop token may be drawn once the output is a whole string of the grammar (and
 // min_tokens allows it); where nothing can follow, the sequence ends by itself. Near the end of its token
 // budget only tokens after which the output can still be completed in time are kept. As regex-mode.ts
@@ -8,7 +8,7 @@
 // Which tokens a set of stacks allows depends on the set alone (between characters), so the table is
 // built once per set by walking the vocabulary's trie and kept; a grammar's outputs pass through few
 // distinct sets where its nesting repeats.
-import type { Grammar } from "./ebnf-grammar.ts";
+import type { Grammar } from "./grammar-rules.ts";
 import { advance, type StackSet, startOf, takesSomeIn } from "./grammar-stacks.ts";
 import { type TokenTrie, type TrieNode, tokenTrie } from "./token-trie.ts";
 import type { Tokenizer } from "./tokenizer.ts";

@@ -1,4 +1,4 @@
-// The pushdown recognizer of a compiled grammar (ebnf-grammar.ts), read one character at a time, as
+// The pushdown recognizer of a compiled grammar (grammar-compiler.ts), read one character at a time, as
 // llama.cpp runs its GBNF: where the output stands is a set of stacks, each a path of positions through
 // the rules, its top at the character class the next character must match. A character moves every stack
 // whose top class holds it one element on; a rule reference at the top is replaced by each of its
@@ -9,7 +9,7 @@
 // Stacks and stack sets are interned per grammar: the same stack is one object, a set is named by its
 // stacks, and each set remembers where every character it was asked about leads, so the vocabulary's
 // trie walk (grammar-mode.ts) meets most transitions already made.
-import { END, type Grammar, GrammarError } from "./ebnf-grammar.ts";
+import { END, type Grammar, GrammarError } from "./grammar-rules.ts";
 
 /** One stack: a position in `Grammar.elements` over the rest of the stack (null at the bottom). */
 export interface StackNode {

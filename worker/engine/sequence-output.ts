@@ -3,8 +3,8 @@
 // done (a stop token, a stop string, max_tokens, a full context, or with structured output the value's or
 // the match's end). Shared by every batching loop.
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
-import type { Grammar } from "./ebnf-grammar.ts";
 import { GrammarMode } from "./grammar-mode.ts";
+import type { Grammar } from "./grammar-rules.ts";
 import { JsonMode } from "./json-mode.ts";
 import type { SchemaNode } from "./json-schema.ts";
 import { ReasoningGate, type ReasoningTags } from "./reasoning-gate.ts";
