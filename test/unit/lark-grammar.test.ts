@@ -15,7 +15,7 @@ function accepts(grammarText: string, text: string): boolean {
 }
 
 // Lark's own JSON example, as its documentation writes it (aliases and ?-rules shape only the tree).
-const JSON_LARK = String.raw`
+const JSON_LARK = `
 ?start: value
 
 ?value: object
@@ -59,7 +59,7 @@ describe("Lark grammars", () => {
   });
 
   it("take rules, terminals, case-insensitive strings, ranges, optional parts and counted repetitions", () => {
-    const sql = String.raw`
+    const sql = `
       // a SELECT, as a SQL adapter answers
       start: "SELECT"i _WS cols _WS "FROM"i _WS NAME (_WS "LIMIT"i _WS DIGIT~1..3)? ";"
       cols: "*"
