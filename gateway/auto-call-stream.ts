@@ -5,7 +5,9 @@
 // parsers do): each call's id and name, then its arguments as they come, whitespace outside strings dropped
 // (the unstreamed answer's arguments are compact JSON too), then the next call. A call in another form (its
 // name after its arguments, its arguments as JSON text) is held and read whole at the end (toolCallsIn).
-// Once a call has gone out the answer stays calls: text after the last call is dropped.
+// Once a call has gone out the answer stays calls: text after the last call is dropped. With a custom tool
+// among the tools, an answer that may be calls is read whole at the end: a custom call counts only once its
+// whole input is known to be in its format.
 import {
   CALL_OPENINGS,
   MISTRAL_CALLS,
@@ -135,6 +137,10 @@ export class AutoCallStream {
       if (!mayBeCall) {
         this.mode = "text";
         return { text: this.text, calls: [] };
+      }
+      if (this.plan.custom.size > 0) {
+        this.mode = "whole";
+        return { text: "", calls: [] };
       }
     }
     return { text: "", calls: this.scan() };

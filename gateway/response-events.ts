@@ -1,10 +1,11 @@
 // A streamed response's events, in the order OpenAI sends them: response.created and .in_progress; per
 // output item its .output_item.added, then a reasoning item's or a message's content part and text deltas,
-// or a call's argument deltas, then their .done events and .output_item.done; last response.completed (or .incomplete when
+// or a call's argument (a custom tool's input) deltas, then their .done events and .output_item.done; last response.completed (or .incomplete when
 // max_output_tokens cut it) carrying the whole response. Every event has the next sequence_number. The
 // writer keeps the output so far, so the last event's response is the one a non-streamed request gets.
 import type { ChatTokenLogprob } from "../schema/api.ts";
 import type {
+  CustomToolCallOutput,
   FunctionCallOutput,
   OutputItem,
   OutputMessage,
@@ -33,7 +34,7 @@ interface OpenMessage {
 
 interface OpenCall {
   index: number;
-  item: FunctionCallOutput;
+  item: FunctionCallOutput | CustomToolCallOutput;
 }
 
 export class ResponseEvents {
@@ -102,33 +103,59 @@ export class ResponseEvents {
     return events;
   }
 
-  /** A call streamed as it is generated: its item opens once its name is known (the call before it done). */
-  callStart(callId: string, name: string): NumberedEvent[] {
+  /**
+   * A call streamed as it is generated: its item opens once its name is known (the call before it done); a
+   * custom tool's call streams its input.
+   */
+  callStart(callId: string, name: string, kind: "function" | "custom" = "function"): NumberedEvent[] {
     const closed = [...this.closeReasoning("completed"), ...(this.call ? this.closeCall("completed") : [])];
-    const item: FunctionCallOutput = {
-      type: "function_call",
-      id: this.ids.functionCall(this.output.length),
-      call_id: callId,
-      name,
-      arguments: "",
-      status: "in_progress",
-    };
-    this.call = { index: this.output.length, item };
+    const index = this.output.length;
+    const item: FunctionCallOutput | CustomToolCallOutput =
+      kind === "custom"
+        ? {
+            type: "custom_tool_call",
+            id: this.ids.customToolCall(index),
+            call_id: callId,
+            name,
+            input: "",
+            status: "in_progress",
+          }
+        : {
+            type: "function_call",
+            id: this.ids.functionCall(index),
+            call_id: callId,
+            name,
+            arguments: "",
+            status: "in_progress",
+          };
+    this.call = { index, item };
     this.output.push(item);
     return [
       ...closed,
-      this.numbered({ type: "response.output_item.added", output_index: this.call.index, item: { ...item } }),
+      this.numbered({ type: "response.output_item.added", output_index: index, item: { ...item } }),
     ];
   }
 
+  /** A piece of the open call: its arguments', or a custom tool's input's. */
   callArguments(delta: string): NumberedEvent[] {
-    const call = this.call!;
-    call.item.arguments += delta;
+    const { index, item } = this.call!;
+    if (item.type === "custom_tool_call") {
+      item.input += delta;
+      return [
+        this.numbered({
+          type: "response.custom_tool_call_input.delta",
+          item_id: item.id,
+          output_index: index,
+          delta,
+        }),
+      ];
+    }
+    item.arguments += delta;
     return [
       this.numbered({
         type: "response.function_call_arguments.delta",
-        item_id: call.item.id,
-        output_index: call.index,
+        item_id: item.id,
+        output_index: index,
         delta,
       }),
     ];
@@ -227,13 +254,22 @@ export class ResponseEvents {
     this.call = null;
     item.status = status;
     return [
-      this.numbered({
-        type: "response.function_call_arguments.done",
-        item_id: item.id,
-        output_index: index,
-        name: item.name,
-        arguments: item.arguments,
-      }),
+      this.numbered(
+        item.type === "custom_tool_call"
+          ? {
+              type: "response.custom_tool_call_input.done",
+              item_id: item.id,
+              output_index: index,
+              input: item.input,
+            }
+          : {
+              type: "response.function_call_arguments.done",
+              item_id: item.id,
+              output_index: index,
+              name: item.name,
+              arguments: item.arguments,
+            },
+      ),
       this.numbered({ type: "response.output_item.done", output_index: index, item: { ...item } }),
     ];
   }

@@ -8,6 +8,8 @@ const ID_PREFIX: Record<InputItem["type"], string> = {
   message: "msg",
   function_call: "fc",
   function_call_output: "fco",
+  custom_tool_call: "ctc",
+  custom_tool_call_output: "ctco",
   reasoning: "rs",
 };
 
@@ -24,10 +26,14 @@ function listed(item: InputItem): ListedItem {
     const { call_id, name, arguments: args } = item;
     return { id, type: "function_call", call_id, name, arguments: args, status: "completed" };
   }
-  if (item.type === "function_call_output") {
+  if (item.type === "custom_tool_call") {
+    const { call_id, name, input } = item;
+    return { id, type: "custom_tool_call", call_id, name, input, status: "completed" };
+  }
+  if (item.type === "function_call_output" || item.type === "custom_tool_call_output") {
     const output =
       typeof item.output === "string" ? item.output : item.output.map((p) => p.text ?? "").join("");
-    return { id, type: "function_call_output", call_id: item.call_id, output, status: "completed" };
+    return { id, type: item.type, call_id: item.call_id, output, status: "completed" };
   }
   if (item.type === "reasoning") {
     return {

@@ -4,6 +4,7 @@
 // these, so a streamed response ends as the same object a non-streamed one is.
 import type { ChatTokenLogprob, ToolCall } from "../schema/api.ts";
 import type {
+  CustomToolCallOutput,
   FunctionCallOutput,
   InputItem,
   OutputItem,
@@ -23,6 +24,8 @@ export interface ResponseIds {
   reasoning: string;
   /** The k-th function call's item id. */
   functionCall(k: number): string;
+  /** The k-th custom tool call's item id. */
+  customToolCall(k: number): string;
   /** The first call's call_id; toolCallsIn numbers the others `<id>_<k>`. */
   callId: string;
 }
@@ -41,6 +44,7 @@ export function responseIds(requestId: string): ResponseIds {
     message: `msg_${requestId}`,
     reasoning: `rs_${requestId}`,
     functionCall: (k) => (k === 0 ? `fc_${requestId}` : `fc_${requestId}_${k}`),
+    customToolCall: (k) => (k === 0 ? `ctc_${requestId}` : `ctc_${requestId}_${k}`),
     callId: `call_${requestId}`,
   };
 }
@@ -145,19 +149,31 @@ export function messageItem(
   };
 }
 
-export function functionCallItems(
+/** An answer's calls as output items: function calls, and custom tools' calls with their input. */
+export function callItems(
   calls: readonly ToolCall[],
   ids: ResponseIds,
   status: FunctionCallOutput["status"],
-): FunctionCallOutput[] {
-  return calls.map((call, k) => ({
-    type: "function_call",
-    id: ids.functionCall(k),
-    call_id: call.id,
-    name: call.function.name,
-    arguments: call.function.arguments,
-    status,
-  }));
+): (FunctionCallOutput | CustomToolCallOutput)[] {
+  return calls.map((call, k) =>
+    call.type === "custom"
+      ? {
+          type: "custom_tool_call",
+          id: ids.customToolCall(k),
+          call_id: call.id,
+          name: call.custom.name,
+          input: call.custom.input,
+          status,
+        }
+      : {
+          type: "function_call",
+          id: ids.functionCall(k),
+          call_id: call.id,
+          name: call.function.name,
+          arguments: call.function.arguments,
+          status,
+        },
+  );
 }
 
 /** A response's output as input items, for a later request that continues its conversation. */
@@ -168,6 +184,10 @@ export function outputAsInput(output: readonly OutputItem[]): InputItem[] {
     if (item.type === "function_call") {
       const { id, call_id, name } = item;
       return { type: "function_call", id, call_id, name, arguments: item.arguments };
+    }
+    if (item.type === "custom_tool_call") {
+      const { id, call_id, name, input } = item;
+      return { type: "custom_tool_call", id, call_id, name, input };
     }
     const text = item.content.map((part) => part.text).join("");
     return { type: "message", id: item.id, role: "assistant", content: [{ type: "output_text", text }] };

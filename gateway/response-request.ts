@@ -1,9 +1,10 @@
 // A Responses API request (schema/responses-api.ts) as the chat request it means, admitted by the same
 // checks as /v1/chat/completions (gateway/admission.ts): instructions become a system message, input items
-// become chat messages (function calls an assistant's tool_calls, their outputs tool messages), text.format
+// become chat messages (function and custom tool calls an assistant's tool_calls, their outputs tool
+// messages), text.format
 // the response format, max_output_tokens the completion budget. Admission's errors name chat's fields; they
 // are relabelled here to the fields the caller sent. What Luminet does not do is refused with a 400.
-import type { ChatCompletionRequest, ChatMessageIn } from "../schema/api.ts";
+import type { ChatCompletionRequest, ChatMessageIn, ToolCall } from "../schema/api.ts";
 import { INCLUDE_LOGPROBS, type InputItem, type ResponseCreateRequest } from "../schema/responses-api.ts";
 import { type Admitted, admitChat, mentionsJson } from "./admission.ts";
 import type { BaseModelInfo } from "./bases.ts";
@@ -77,7 +78,7 @@ function chatMessagesOf(items: readonly InputItem[], firstIndex = 0): ChatMessag
       messages.push({ role: item.role, content, ...(item.role === "assistant" ? turn : {}) });
       continue;
     }
-    if (item.type === "function_call_output") {
+    if (item.type === "function_call_output" || item.type === "custom_tool_call_output") {
       reasoning = null;
       messages.push({
         role: "tool",
@@ -86,16 +87,17 @@ function chatMessagesOf(items: readonly InputItem[], firstIndex = 0): ChatMessag
       });
       continue;
     }
-    try {
-      JSON.parse(item.arguments);
-    } catch {
-      throw invalidRequest(`${param}.arguments is not JSON`, `${param}.arguments`);
+    let call: ToolCall;
+    if (item.type === "custom_tool_call") {
+      call = { id: item.call_id, type: "custom", custom: { name: item.name, input: item.input } };
+    } else {
+      try {
+        JSON.parse(item.arguments);
+      } catch {
+        throw invalidRequest(`${param}.arguments is not JSON`, `${param}.arguments`);
+      }
+      call = { id: item.call_id, type: "function", function: { name: item.name, arguments: item.arguments } };
     }
-    const call = {
-      id: item.call_id,
-      type: "function" as const,
-      function: { name: item.name, arguments: item.arguments },
-    };
     const last = messages.at(-1);
     if (last?.role === "assistant") {
       last.tool_calls = [...(last.tool_calls ?? []), call];
@@ -134,18 +136,36 @@ function chatRequestOf(
     stream: body.stream,
     logprobs,
     top_logprobs: logprobs ? (body.top_logprobs ?? 0) : null,
-    tools: body.tools?.map(({ name, description, parameters, strict }) => ({
-      type: "function" as const,
-      function: {
-        name,
-        ...(description ? { description } : {}),
-        ...(parameters ? { parameters } : {}),
-        strict,
-      },
-    })),
+    tools: body.tools?.map((tool) => {
+      const description = tool.description ? { description: tool.description } : {};
+      if (tool.type === "custom") {
+        const format = tool.format ?? { type: "text" as const };
+        return {
+          type: "custom" as const,
+          custom: {
+            name: tool.name,
+            ...description,
+            format:
+              format.type === "text"
+                ? format
+                : {
+                    type: "grammar" as const,
+                    grammar: { definition: format.definition, syntax: format.syntax },
+                  },
+          },
+        };
+      }
+      const { name, parameters, strict } = tool;
+      return {
+        type: "function" as const,
+        function: { name, ...description, ...(parameters ? { parameters } : {}), strict },
+      };
+    }),
     tool_choice:
       typeof body.tool_choice === "object" && body.tool_choice !== null
-        ? { type: "function", function: { name: body.tool_choice.name } }
+        ? body.tool_choice.type === "custom"
+          ? { type: "custom", custom: { name: body.tool_choice.name } }
+          : { type: "function", function: { name: body.tool_choice.name } }
         : body.tool_choice,
     parallel_tool_calls: body.parallel_tool_calls,
     reasoning_effort: body.reasoning?.effort,
@@ -167,7 +187,9 @@ function responsesParam(param: string | null): string | null {
   if (param === "reasoning_effort") return "reasoning.effort";
   if (param === "response_format.json_schema.schema") return "text.format.schema";
   if (param.startsWith("response_format")) return "text.format";
-  return param.replace(/^tools\.(\d+)\.function\./, "tools.$1.");
+  return param
+    .replace(/^tools\.(\d+)\.function\./, "tools.$1.")
+    .replace(/^tools\.(\d+)\.custom\.format\.grammar\./, "tools.$1.format.");
 }
 
 /**

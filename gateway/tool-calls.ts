@@ -5,75 +5,170 @@
 // so it is always one of the functions with arguments of its schema. With "auto" the model chooses: an
 // answer that is only calls, in the JSON forms instruction templates teach (toolCallsIn), is calls; anything
 // else is text. Calls are answered as OpenAI does: content null, tool_calls, finish_reason "tool_calls".
-import type { ChatCompletionRequest, ToolCall } from "../schema/api.ts";
+//
+// OpenAI's custom tools take free text instead of JSON arguments, held to a format: any text, a Lark
+// grammar or a regex. The template sees one as a function of one string parameter, `input`. Named in
+// tool_choice (or the only tool under "required"), the whole answer is its input, generated under its
+// format by the worker's grammar; under "auto" a call of it, in the usual forms, counts only if its input
+// is in its format (else the answer is text), so a custom call's input always is.
+import type { ChatCompletionRequest, CustomToolFormat, ToolCall } from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
+import { compileGrammar } from "../worker/engine/grammar-compiler.ts";
+import { GrammarError } from "../worker/engine/grammar-rules.ts";
+import { acceptsWhole, startOf } from "../worker/engine/grammar-stacks.ts";
 import { isObject, schemaAsRead } from "../worker/engine/json-schema.ts";
+import { compileFullMatch, matchesWhole, PatternError } from "../worker/engine/string-automaton.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import { checkedSchema } from "./checked-schema.ts";
 import { invalidRequest } from "./errors.ts";
 
-type Tool = NonNullable<ChatCompletionRequest["tools"]>[number];
+type RequestTool = NonNullable<ChatCompletionRequest["tools"]>[number];
+/** A tool as the chat template sees it: a function (a custom tool's takes its input as one string). */
+export type FunctionTool = Extract<RequestTool, { type: "function" }>;
 
-/** How a request may call functions: null when it gives none, or tool_choice is "none". */
+/** How a request may call tools: null when it gives none, or tool_choice is "none". */
 export interface ToolPlan {
-  tools: Tool[];
+  tools: FunctionTool[];
+  /** The custom tools among them, by name, and what their input is. */
+  custom: Map<string, CustomToolFormat>;
   /** The functions the answer must call one of (required or named); null: the model may answer text. */
   forced: string[] | null;
+  /** A custom tool the answer must call: the whole answer is its input. */
+  rawInput?: string;
   /** parallel_tool_calls (default true); false: an answer's calls after its first are dropped. */
   parallel?: boolean;
 }
 
 const ANY_PARAMETERS = { type: "object" };
+const CUSTOM_PARAMETERS = {
+  type: "object",
+  properties: { input: { type: "string" } },
+  required: ["input"],
+  additionalProperties: false,
+};
 
 /** The schema a function's arguments are generated under (schemaAsRead: lenient unless `strict`). */
-function argumentsSchema(tool: Tool): Record<string, unknown> {
+function argumentsSchema(tool: FunctionTool): Record<string, unknown> {
   return schemaAsRead(tool.function.parameters ?? ANY_PARAMETERS, tool.function.strict);
 }
 
 /** Checks tools and tool_choice; throws 400 naming the parameter. */
 export function planTools(body: ChatCompletionRequest): ToolPlan | null {
-  const tools = body.tools ?? [];
-  const choice = body.tool_choice ?? (tools.length > 0 ? "auto" : "none");
-  if (tools.length === 0) {
+  const given = body.tools ?? [];
+  const choice = body.tool_choice ?? (given.length > 0 ? "auto" : "none");
+  if (given.length === 0) {
     if (choice === "none" || choice === "auto") return null;
     throw invalidRequest("tool_choice needs tools", "tool_choice");
   }
   const names = new Set<string>();
-  for (const [i, tool] of tools.entries()) {
-    if (names.has(tool.function.name)) {
-      throw invalidRequest(
-        `tools[${i}]: the name "${tool.function.name}" is taken by another tool`,
-        `tools.${i}`,
-      );
+  const custom = new Map<string, CustomToolFormat>();
+  const tools = given.map((tool, i): FunctionTool => {
+    const name = tool.type === "function" ? tool.function.name : tool.custom.name;
+    if (names.has(name)) {
+      throw invalidRequest(`tools[${i}]: the name "${name}" is taken by another tool`, `tools.${i}`);
     }
-    names.add(tool.function.name);
+    names.add(name);
+    if (tool.type === "custom") {
+      const format = tool.custom.format ?? { type: "text" };
+      checkFormat(format, name, `tools.${i}.custom.format.grammar.definition`);
+      custom.set(name, format);
+      return {
+        type: "function",
+        function: {
+          name,
+          description: customDescription(tool.custom.description, format),
+          parameters: CUSTOM_PARAMETERS,
+        },
+      };
+    }
     checkedSchema(
       tool.function.parameters ?? ANY_PARAMETERS,
       tool.function.strict,
-      `function '${tool.function.name}'`,
+      `function '${name}'`,
       `tools.${i}.function.parameters`,
     );
-  }
+    return tool;
+  });
   if (choice === "none") return null;
   const parallel = body.parallel_tool_calls !== false;
-  if (choice === "auto") return { tools, forced: null, parallel };
-  if (choice === "required") return { tools, forced: [...names], parallel };
-  if (!names.has(choice.function.name)) {
+  if (choice === "auto") return { tools, custom, forced: null, parallel };
+  const forced = choice === "required" ? [...names] : [namedChoice(choice, names, custom)];
+  if (forced.length === 1 && custom.has(forced[0]!)) {
+    return { tools, custom, forced, rawInput: forced[0]!, parallel };
+  }
+  const held = forced.find((name) => custom.get(name)?.type === "grammar");
+  if (held) {
     throw invalidRequest(
-      `tool_choice names "${choice.function.name}", which is not among the tools`,
+      `tool_choice "required" cannot hold custom tool "${held}" to its grammar among other tools: name it in tool_choice`,
       "tool_choice",
     );
   }
-  return { tools, forced: [choice.function.name], parallel };
+  return { tools, custom, forced, parallel };
+}
+
+type NamedChoice = Exclude<NonNullable<ChatCompletionRequest["tool_choice"]>, string>;
+
+/** The tool a named tool_choice names, which must be among the tools and of its type. */
+function namedChoice(choice: NamedChoice, names: Set<string>, custom: Map<string, CustomToolFormat>): string {
+  const name = choice.type === "function" ? choice.function.name : choice.custom.name;
+  if (!names.has(name)) {
+    throw invalidRequest(`tool_choice names "${name}", which is not among the tools`, "tool_choice");
+  }
+  if (custom.has(name) !== (choice.type === "custom")) {
+    throw invalidRequest(
+      `tool_choice names "${name}" as a ${choice.type} tool; it is a ${custom.has(name) ? "custom" : "function"} tool`,
+      "tool_choice",
+    );
+  }
+  return name;
+}
+
+/** A custom tool's format compiles (the worker's cache keeps it); 400 naming the parameter where not. */
+function checkFormat(format: CustomToolFormat, name: string, param: string): void {
+  if (format.type === "text") return;
+  const { definition, syntax } = format.grammar;
+  try {
+    if (syntax === "regex") compileFullMatch(definition);
+    else startOf(compileGrammar(definition, "lark"));
+  } catch (error) {
+    if (error instanceof GrammarError || error instanceof PatternError) {
+      throw invalidRequest(`custom tool "${name}": its ${syntax} format: ${error.message}`, param);
+    }
+    throw error;
+  }
+}
+
+/** What the template says of a custom tool: its description, and its input's grammar where it has one. */
+function customDescription(description: string | undefined, format: CustomToolFormat): string {
+  const parts = [description ?? "", "Its input is free text"];
+  if (format.type === "grammar") {
+    const what = format.grammar.syntax === "regex" ? "matching this regex" : "in this Lark grammar";
+    parts[1] = `Its input is text ${what}:\n${format.grammar.definition}`;
+  }
+  return parts.filter((p) => p !== "").join("\n");
+}
+
+/** Whether a custom tool's input is in its format. */
+function inFormat(format: CustomToolFormat, input: string): boolean {
+  if (format.type === "text") return true;
+  const { definition, syntax } = format.grammar;
+  if (syntax === "regex") return matchesWhole(compileFullMatch(definition), input);
+  return acceptsWhole(compileGrammar(definition, "lark"), input);
 }
 
 /**
- * The output format that makes the answer a call of one of the forced functions. Each function's `$defs`
- * move to the root under names of its own (`f<i>_<name>`), since its `$ref`s now resolve against the call's
- * schema.
+ * The output format that makes the answer a call of one of the forced tools: a custom tool's own format
+ * where the answer is its input, else a JSON call. Each function's `$defs` move to the root under names of
+ * its own (`f<i>_<name>`), since its `$ref`s now resolve against the call's schema.
  */
 export function forcedCallFormat(plan: ToolPlan): SamplingParams["response_format"] {
   if (!plan.forced) return undefined;
+  if (plan.rawInput !== undefined) {
+    const format = plan.custom.get(plan.rawInput)!;
+    if (format.type === "text") return undefined;
+    const { definition, syntax } = format.grammar;
+    return syntax === "regex" ? { regex: definition } : { grammar: definition, syntax: "lark" };
+  }
   const defs: Record<string, unknown> = {};
   const calls = plan.tools
     .filter((tool) => plan.forced!.includes(tool.function.name))
@@ -88,6 +183,11 @@ export function forcedCallFormat(plan: ToolPlan): SamplingParams["response_forma
     }));
   const root = calls.length === 1 ? calls[0]! : { anyOf: calls };
   return { json_schema: Object.keys(defs).length > 0 ? { ...root, $defs: defs } : root };
+}
+
+/** The answer of a forced custom tool, which is its input, as its call. */
+export function rawInputCall(plan: ToolPlan, input: string, id: string): ToolCall {
+  return { id, type: "custom", custom: { name: plan.rawInput!, input } };
 }
 
 /** The schema with its definitions moved into `defs` under `prefix`ed names, and its references renamed. */
@@ -120,7 +220,7 @@ export function toolMessages(
   messages: ChatMessage[],
   plan: ToolPlan | null,
   templateTakesTools: boolean,
-): { messages: ChatMessage[]; tools?: Tool[] } {
+): { messages: ChatMessage[]; tools?: FunctionTool[] } {
   if (templateTakesTools) return plan ? { messages, tools: plan.tools } : { messages };
   const plain = messages.map((m): ChatMessage => {
     if (m.role === "tool")
@@ -144,9 +244,19 @@ export function toolMessages(
   return { messages: [{ role: "system", content: instruction }, ...plain] };
 }
 
-/** An assistant message's calls, arguments parsed for the template; 400 for arguments that are not JSON. */
+/**
+ * An assistant message's calls as the template takes them: a function's arguments parsed (400 where they
+ * are not JSON), a custom tool's input as the one argument its function form has.
+ */
 export function parsedToolCalls(calls: readonly ToolCall[], index: number): ChatMessage["tool_calls"] {
   return calls.map((call, c) => {
+    if (call.type === "custom") {
+      return {
+        id: call.id,
+        type: "function",
+        function: { name: call.custom.name, arguments: { input: call.custom.input } },
+      };
+    }
     let parsed: unknown;
     try {
       parsed = JSON.parse(call.function.arguments);
@@ -197,11 +307,14 @@ export function toolCallsIn(text: string, plan: ToolPlan, id: string): ToolCall[
     if (typeof name !== "string" || !plan.tools.some((t) => t.function.name === name) || !isObject(args)) {
       return null;
     }
-    calls.push({
-      id: k === 0 ? id : `${id}_${k}`,
-      type: "function",
-      function: { name, arguments: JSON.stringify(args) },
-    });
+    const callId = k === 0 ? id : `${id}_${k}`;
+    const format = plan.custom.get(name);
+    if (format) {
+      // A custom tool's call counts only with its input, and that in its format.
+      const input = args.input;
+      if (typeof input !== "string" || !inFormat(format, input)) return null;
+      calls.push({ id: callId, type: "custom", custom: { name, input } });
+    } else calls.push({ id: callId, type: "function", function: { name, arguments: JSON.stringify(args) } });
   }
   return plan.parallel === false ? calls.slice(0, 1) : calls;
 }
@@ -223,12 +336,9 @@ function parseJson(text: string): unknown {
 }
 
 /** One streamed piece of a call (ChatCompletionChunk's delta.tool_calls entry). */
-export interface ToolCallDelta {
-  index: number;
-  id?: string;
-  type?: "function";
-  function: { name?: string; arguments?: string };
-}
+export type ToolCallDelta =
+  | { index: number; id?: string; type?: "function"; function: { name?: string; arguments?: string } }
+  | { index: number; id?: string; type?: "custom"; custom: { name?: string; input?: string } };
 
 /** The start of a required call as its grammar writes it, up to where its arguments begin. */
 // Matched only once the arguments' first byte is in, so whitespace before them is never taken for theirs.
@@ -269,5 +379,38 @@ export class RequiredCallStream {
     const piece = this.text.slice(this.sent, end);
     this.sent = end;
     return [{ index: 0, function: { arguments: piece } }];
+  }
+}
+
+/**
+ * A forced custom tool's answer streamed as its call: a first delta with the call's id, type and name,
+ * then each piece of the answer as a piece of its input.
+ */
+export class RawInputStream {
+  private begun = false;
+
+  constructor(
+    private readonly plan: ToolPlan,
+    private readonly id: string,
+  ) {}
+
+  push(text: string): ToolCallDelta[] {
+    const deltas: ToolCallDelta[] = [];
+    if (!this.begun) {
+      this.begun = true;
+      deltas.push({
+        index: 0,
+        id: this.id,
+        type: "custom",
+        custom: { name: this.plan.rawInput!, input: "" },
+      });
+    }
+    if (text !== "") deltas.push({ index: 0, custom: { input: text } });
+    return deltas;
+  }
+
+  /** At the end: the call's first delta, where the answer was empty. */
+  end(): ToolCallDelta[] {
+    return this.begun ? [] : this.push("");
   }
 }

@@ -20,12 +20,41 @@ export const ChatRole = z.enum(["system", "developer", "user", "assistant", "too
 export type ChatRole = z.infer<typeof ChatRole>;
 
 /** A function call as OpenAI writes it: the arguments are JSON text. */
-export const ToolCall = z.object({
+export const FunctionToolCall = z.object({
   id: z.string().min(1),
   type: z.literal("function"),
   function: z.object({ name: z.string().min(1), arguments: z.string() }),
 });
+export type FunctionToolCall = z.infer<typeof FunctionToolCall>;
+
+/** A custom tool's call (OpenAI's custom tools): its input is free text, held to the tool's format. */
+export const CustomToolCall = z.object({
+  id: z.string().min(1),
+  type: z.literal("custom"),
+  custom: z.object({ name: z.string().min(1), input: z.string() }),
+});
+export type CustomToolCall = z.infer<typeof CustomToolCall>;
+
+export const ToolCall = z.discriminatedUnion("type", [FunctionToolCall, CustomToolCall]);
 export type ToolCall = z.infer<typeof ToolCall>;
+
+const ToolName = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, _ or -");
+
+/**
+ * What a custom tool's input is (OpenAI's custom tools): any text, or a string of a grammar in Lark's
+ * syntax or a regex (gateway/tool-calls.ts; the worker's grammar holds it).
+ */
+export const CustomToolFormat = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("text") }),
+  z.object({
+    type: z.literal("grammar"),
+    grammar: z.object({
+      definition: z.string().min(1),
+      syntax: z.enum(["lark", "regex"], { error: "must be lark or regex" }),
+    }),
+  }),
+]);
+export type CustomToolFormat = z.infer<typeof CustomToolFormat>;
 
 export const ChatMessageIn = z.object({
   role: ChatRole,
@@ -173,18 +202,31 @@ export const ChatCompletionRequest = z.object({
   max_completion_tokens: PositiveInt.optional(),
   logprobs: z.boolean().nullable().optional(),
   top_logprobs: z.int().min(0).max(20).nullable().optional(),
-  /** Functions the model may call (gateway/tool-calls.ts); the parameters are JSON schemas. */
+  /**
+   * Functions the model may call, their parameters JSON schemas, and custom tools, whose input is text of
+   * a format (gateway/tool-calls.ts).
+   */
   tools: z
     .array(
-      z.object({
-        type: z.literal("function"),
-        function: z.object({
-          name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, _ or -"),
-          description: z.string().optional(),
-          parameters: z.record(z.string(), z.unknown()).optional(),
-          strict: z.boolean().nullable().optional(),
+      z.discriminatedUnion("type", [
+        z.object({
+          type: z.literal("function"),
+          function: z.object({
+            name: ToolName,
+            description: z.string().optional(),
+            parameters: z.record(z.string(), z.unknown()).optional(),
+            strict: z.boolean().nullable().optional(),
+          }),
         }),
-      }),
+        z.object({
+          type: z.literal("custom"),
+          custom: z.object({
+            name: ToolName,
+            description: z.string().optional(),
+            format: CustomToolFormat.optional(),
+          }),
+        }),
+      ]),
     )
     .max(128, "at most 128 tools")
     .nullable()
@@ -193,6 +235,7 @@ export const ChatCompletionRequest = z.object({
     .union([
       z.enum(["none", "auto", "required"]),
       z.object({ type: z.literal("function"), function: z.object({ name: z.string() }) }),
+      z.object({ type: z.literal("custom"), custom: z.object({ name: z.string() }) }),
     ])
     .nullable()
     .optional(),
@@ -338,17 +381,25 @@ export const ChatCompletionChunk = z.object({
         content: z.string().optional(),
         reasoning_content: z.string().optional(),
         /**
-         * Function calls as OpenAI streams them: a call's first delta has its id, type and name, the later
-         * ones pieces of its arguments, matched by index.
+         * Calls as OpenAI streams them: a call's first delta has its id, type and name, the later ones
+         * pieces of its arguments (a custom tool's: of its input), matched by index.
          */
         tool_calls: z
           .array(
-            z.object({
-              index: z.int(),
-              id: z.string().optional(),
-              type: z.literal("function").optional(),
-              function: z.object({ name: z.string().optional(), arguments: z.string().optional() }),
-            }),
+            z.union([
+              z.object({
+                index: z.int(),
+                id: z.string().optional(),
+                type: z.literal("function").optional(),
+                function: z.object({ name: z.string().optional(), arguments: z.string().optional() }),
+              }),
+              z.object({
+                index: z.int(),
+                id: z.string().optional(),
+                type: z.literal("custom").optional(),
+                custom: z.object({ name: z.string().optional(), input: z.string().optional() }),
+              }),
+            ]),
           )
           .optional(),
       }),

@@ -46,6 +46,26 @@ const FunctionCallOutputItem = z.object({
   status: z.string().optional(),
 });
 
+/** An earlier call of a custom tool (OpenAI's custom tools), sent back with its output. */
+const CustomToolCallItem = z.object({
+  type: z.literal("custom_tool_call"),
+  call_id: z.string().min(1),
+  name: z.string().min(1),
+  input: z.string(),
+  id: z.string().optional(),
+  status: z.string().optional(),
+});
+
+const CustomToolCallOutputItem = z.object({
+  type: z.literal("custom_tool_call_output"),
+  call_id: z.string().min(1),
+  output: z.union([z.string(), z.array(ContentPart)], {
+    error: "must be a string or a list of content parts",
+  }),
+  id: z.string().optional(),
+  status: z.string().optional(),
+});
+
 const TextPart = z.object({ type: z.string(), text: z.string() });
 
 /**
@@ -64,7 +84,8 @@ const ReasoningItem = z.object({
 /** An item of a stored response (an earlier output, or an input it was sent), named by its id. */
 const ItemReference = z.object({ type: z.literal("item_reference"), id: z.string().min(1) });
 
-const ITEM_TYPES = '"message", "function_call", "function_call_output", "reasoning" or "item_reference"';
+const ITEM_TYPES =
+  '"message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output", "reasoning" or "item_reference"';
 
 /** An item of a request's input; a message may leave out its type (OpenAI's "easy" input message). */
 const RequestItem = z.preprocess(
@@ -72,7 +93,15 @@ const RequestItem = z.preprocess(
     typeof item === "object" && item !== null && !("type" in item) ? { ...item, type: "message" } : item,
   z.discriminatedUnion(
     "type",
-    [MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, ItemReference],
+    [
+      MessageItem,
+      FunctionCallItem,
+      FunctionCallOutputItem,
+      CustomToolCallItem,
+      CustomToolCallOutputItem,
+      ReasoningItem,
+      ItemReference,
+    ],
     {
       error: (issue) =>
         issue.code === "invalid_union" ? `an input item's type must be ${ITEM_TYPES}` : undefined,
@@ -101,6 +130,25 @@ const FunctionTool = z.object({
 });
 export type FunctionTool = z.infer<typeof FunctionTool>;
 
+/** A custom tool: its input is free text, or text of a Lark grammar or a regex (gateway/tool-calls.ts). */
+const CustomTool = z.object({
+  type: z.literal("custom"),
+  name: ToolName,
+  description: z.string().nullable().optional(),
+  format: z
+    .discriminatedUnion("type", [
+      z.object({ type: z.literal("text") }),
+      z.object({
+        type: z.literal("grammar"),
+        syntax: z.enum(["lark", "regex"], { error: "must be lark or regex" }),
+        definition: z.string().min(1),
+      }),
+    ])
+    .nullable()
+    .optional(),
+});
+export type CustomTool = z.infer<typeof CustomTool>;
+
 const TextFormat = z.discriminatedUnion(
   "type",
   [
@@ -124,8 +172,11 @@ const TextFormat = z.discriminatedUnion(
 export type TextFormat = z.infer<typeof TextFormat>;
 
 const ToolChoice = z.union(
-  [z.enum(["none", "auto", "required"]), z.object({ type: z.literal("function"), name: z.string() })],
-  { error: 'must be "none", "auto", "required" or {"type": "function", "name": …}' },
+  [
+    z.enum(["none", "auto", "required"]),
+    z.object({ type: z.enum(["function", "custom"]), name: z.string() }),
+  ],
+  { error: 'must be "none", "auto", "required" or {"type": "function" or "custom", "name": …}' },
 );
 export type ToolChoice = z.infer<typeof ToolChoice>;
 
@@ -141,10 +192,10 @@ export const ResponseCreateRequest = z.object({
   stream: z.boolean().nullable().optional(),
   tools: z
     .array(
-      z.discriminatedUnion("type", [FunctionTool], {
+      z.discriminatedUnion("type", [FunctionTool, CustomTool], {
         error: (issue) =>
           issue.code === "invalid_union"
-            ? "only function tools are supported (no hosted tools such as web_search or file_search)"
+            ? "only function and custom tools are supported (no hosted tools such as web_search or file_search)"
             : undefined,
       }),
     )
@@ -210,6 +261,15 @@ export interface FunctionCallOutput {
   status: "in_progress" | "completed" | "incomplete";
 }
 
+export interface CustomToolCallOutput {
+  type: "custom_tool_call";
+  id: string;
+  call_id: string;
+  name: string;
+  input: string;
+  status: "in_progress" | "completed" | "incomplete";
+}
+
 /** A reasoning model's reasoning (gateway/reasoning.ts): its text, no summary. */
 export interface ReasoningText {
   type: "reasoning_text";
@@ -224,7 +284,7 @@ export interface ReasoningOutput {
   status: "in_progress" | "completed" | "incomplete";
 }
 
-export type OutputItem = OutputMessage | FunctionCallOutput | ReasoningOutput;
+export type OutputItem = OutputMessage | FunctionCallOutput | CustomToolCallOutput | ReasoningOutput;
 
 export interface ResponseUsage {
   input_tokens: number;
@@ -256,7 +316,7 @@ export interface ResponseObject {
   top_logprobs: number;
   parallel_tool_calls: boolean;
   tool_choice: ToolChoice;
-  tools: FunctionTool[];
+  tools: (FunctionTool | CustomTool)[];
   text: { format: TextFormat };
   previous_response_id: string | null;
   store: boolean;
@@ -291,6 +351,15 @@ export type ListedItem =
       status: "completed";
     }
   | { id: string; type: "function_call_output"; call_id: string; output: string; status: "completed" }
+  | {
+      id: string;
+      type: "custom_tool_call";
+      call_id: string;
+      name: string;
+      input: string;
+      status: "completed";
+    }
+  | { id: string; type: "custom_tool_call_output"; call_id: string; output: string; status: "completed" }
   | {
       id: string;
       type: "reasoning";
@@ -352,6 +421,8 @@ export type ResponseEvent =
       text: string;
       logprobs: ChatTokenLogprob[];
     }
+  | { type: "response.custom_tool_call_input.delta"; item_id: string; output_index: number; delta: string }
+  | { type: "response.custom_tool_call_input.done"; item_id: string; output_index: number; input: string }
   | { type: "response.function_call_arguments.delta"; item_id: string; output_index: number; delta: string }
   | {
       type: "response.function_call_arguments.done";

@@ -216,7 +216,8 @@ export const SamplingParams = z.object({
       z.enum(["text", "json_object"]),
       z.object({ json_schema: z.record(z.string(), z.unknown()) }),
       z.object({ regex: z.string().min(1) }),
-      z.object({ grammar: z.string().min(1) }),
+      /** syntax: as the request gave it (a custom tool's Lark); absent, told apart as vLLM does. */
+      z.object({ grammar: z.string().min(1), syntax: z.enum(["ebnf", "lark"]).optional() }),
     ])
     .optional(),
   /**

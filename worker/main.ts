@@ -583,7 +583,7 @@ function structuredOutputOf(
   if (format === "json_object") return { json: ANY_OBJECT };
   if ("regex" in format) return { regex: compileFullMatch(format.regex) };
   if ("grammar" in format) {
-    const grammar = compileGrammar(format.grammar);
+    const grammar = compileGrammar(format.grammar, format.syntax);
     startOf(grammar);
     return { grammar };
   }

@@ -1,8 +1,9 @@
 // POST /v1/chat/completions: OpenAI's chat API. Non-streaming answers one chat.completion with usage;
 // streaming sends a role chunk per choice, content deltas and each choice's finish chunk as they come
 // (choices interleaved, gateway/choices.ts), the usage chunk when stream_options.include_usage asks for it,
-// then [DONE]. With tools, an answer that is a function call comes as tool_calls (gateway/tool-calls.ts):
-// streamed, a required call piece by piece as OpenAI streams calls, an "auto" one in one delta once complete.
+// then [DONE]. With tools, an answer that is a call comes as tool_calls (gateway/tool-calls.ts): streamed, a
+// required call piece by piece as OpenAI streams calls (a forced custom tool's answer as its input), an
+// "auto" one in one delta once complete.
 // A reasoning model's reasoning comes apart from its answer, as reasoning_content (gateway/reasoning.ts).
 // A stream's first reply is awaited before answering for a while (openStream), so an error that comes
 // early still gets its own HTTP status.
@@ -20,7 +21,13 @@ import { resolveModel } from "../models.ts";
 import { ReasoningSplit, splitReply } from "../reasoning.ts";
 import { readBody } from "../request-body.ts";
 import { serveTier } from "../service-tier.ts";
-import { RequiredCallStream, type ToolCallDelta, toolCallsIn } from "../tool-calls.ts";
+import {
+  RawInputStream,
+  RequiredCallStream,
+  rawInputCall,
+  type ToolCallDelta,
+  toolCallsIn,
+} from "../tool-calls.ts";
 import { begin, finishReasonOf, openStream, streamResponse, usageOf } from "./inference.ts";
 
 export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
@@ -53,6 +60,18 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           // As streamed: reasoning_content only where the answer reasoned.
           const thought = split?.reasoning ? { reasoning_content: split.reasoning } : {};
           const answerLogprobs = split ? logprobs.filter((_, i) => !split.isReasoning[i]) : logprobs;
+          if (tools?.rawInput !== undefined) {
+            // The answer is the forced custom tool's input; cut short by max_tokens, it ends "length".
+            const message = {
+              role: "assistant" as const,
+              content: null,
+              ...thought,
+              refusal: null,
+              tool_calls: [rawInputCall(tools, answer, callId(index))],
+            };
+            const finish = final.finish_reason === "stop" ? ("tool_calls" as const) : finishReasonOf(final);
+            return { index, message, logprobs: null, finish_reason: finish };
+          }
           const calls = tools ? toolCallsIn(answer, tools, callId(index)) : null;
           if (calls) {
             const message = {
@@ -105,7 +124,11 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       // A required call streams as calls do; with "auto", a choice's text is held while it may be a call
       // and its calls stream once one begins (gateway/auto-call-stream.ts), its logprobs held with it.
       const required = choices.map((_, index) =>
-        tools?.forced ? new RequiredCallStream(callId(index)) : null,
+        tools?.rawInput !== undefined
+          ? new RawInputStream(tools, callId(index))
+          : tools?.forced
+            ? new RequiredCallStream(callId(index))
+            : null,
       );
       const calls = choices.map((_, index) =>
         tools && !tools.forced ? new AutoCallStream(tools, callId(index)) : null,

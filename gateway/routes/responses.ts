@@ -1,7 +1,7 @@
 // OpenAI's Responses API: POST /v1/responses creates a response (streaming or not), GET and DELETE
 // /v1/responses/{id} read and delete a stored one, GET /v1/responses/{id}/input_items lists the items of the
 // conversation it answered. A request is served as the chat request it means (gateway/response-request.ts), on the same workers,
-// limits and billing; the answer is a message or, with tools, the function calls it is (as in chat), after
+// limits and billing; the answer is a message or, with tools, the calls it is (as in chat), after
 // a reasoning item where the model reasons (gateway/reasoning.ts). A
 // response is stored unless `store` is false (gateway/response-store.ts), so a later request can continue
 // its conversation with previous_response_id; responses belong to the caller's org.
@@ -21,8 +21,8 @@ import { readBody } from "../request-body.ts";
 import { type NumberedEvent, ResponseEvents } from "../response-events.ts";
 import { itemPage, withItemIds } from "../response-items.ts";
 import {
+  callItems,
   finishedResponse,
-  functionCallItems,
   itemStatusOf,
   messageItem,
   reasoningItem,
@@ -42,7 +42,13 @@ import {
   saveResponse,
 } from "../response-store.ts";
 import { serveTier } from "../service-tier.ts";
-import { RequiredCallStream, type ToolCallDelta, toolCallsIn } from "../tool-calls.ts";
+import {
+  RawInputStream,
+  RequiredCallStream,
+  rawInputCall,
+  type ToolCallDelta,
+  toolCallsIn,
+} from "../tool-calls.ts";
 import { begin, openStream, streamResponse } from "./inference.ts";
 
 function responseNotFound(id: string, param = "response_id"): ApiError {
@@ -129,9 +135,15 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       const thought = split?.reasoning ? [reasoningItem(ids.reasoning, split.reasoning, itemStatus)] : [];
       // The message's logprobs are its own tokens': a reasoning token's are not reported.
       const answerLogprobs = split ? logprobs.filter((_, i) => !split.isReasoning[i]) : logprobs;
-      const calls = tools ? toolCallsIn(answer, tools, ids.callId) : null;
+      // A forced custom tool's answer is its input (gateway/tool-calls.ts).
+      const calls =
+        tools?.rawInput !== undefined
+          ? [rawInputCall(tools, answer, ids.callId)]
+          : tools
+            ? toolCallsIn(answer, tools, ids.callId)
+            : null;
       const output = calls
-        ? functionCallItems(calls, ids, itemStatus)
+        ? callItems(calls, ids, itemStatus)
         : [messageItem(ids.message, answer, wantLogprobs ? chatLogprobs(answerLogprobs) : null, itemStatus)];
       const response = finishedResponse(
         head,
@@ -152,13 +164,24 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       // As in chat: a required call streams as it is generated; with "auto" the text is held while it may
       // still be calls and its calls stream once one begins (gateway/auto-call-stream.ts), its logprobs
       // held with it.
-      const required = tools?.forced ? new RequiredCallStream(ids.callId) : null;
+      const required =
+        tools?.rawInput !== undefined
+          ? new RawInputStream(tools, ids.callId)
+          : tools?.forced
+            ? new RequiredCallStream(ids.callId)
+            : null;
       const auto = tools && !tools.forced ? new AutoCallStream(tools, ids.callId) : null;
       const callEvents = (deltas: ToolCallDelta[]) =>
-        deltas.flatMap(({ id, function: { name, arguments: args } }) => [
-          ...(id !== undefined && name !== undefined ? writer.callStart(id, name) : []),
-          ...(args ? writer.callArguments(args) : []),
-        ]);
+        deltas.flatMap((delta) => {
+          const [kind, name, piece] =
+            "custom" in delta
+              ? (["custom", delta.custom.name, delta.custom.input] as const)
+              : (["function", delta.function.name, delta.function.arguments] as const);
+          return [
+            ...(delta.id !== undefined && name !== undefined ? writer.callStart(delta.id, name, kind) : []),
+            ...(piece ? writer.callArguments(piece) : []),
+          ];
+        });
       const held: TokenLogprob[] = [];
       const split = reasoning ? new ReasoningSplit(reasoning.opened) : null;
       /** The answer's text after any reasoning: a required call's arguments, or output text (held while it may be a call). */

@@ -1072,6 +1072,172 @@ describe("the gateway with real workers, through the openai client", () => {
     expect((await billed(requestIdOf(next.id))).cached_input_tokens).toBe(cached);
   });
 
+  it("calls OpenAI's custom tools: a forced call's input in its Lark grammar or regex, streamed as its input, sent back, and in the Responses API", async () => {
+    // A Lark grammar whose strings a RegExp can check independently.
+    const sql = 'start: "SELECT " COL (", " COL)* " FROM " COL ";"\nCOL: /[a-z]{1,6}/';
+    const isSql = (text: string) => /^SELECT [a-z]{1,6}(, [a-z]{1,6})* FROM [a-z]{1,6};$/.test(text);
+    const tools = [
+      {
+        type: "custom" as const,
+        custom: {
+          name: "run_sql",
+          description: "Runs one query",
+          format: { type: "grammar" as const, grammar: { syntax: "lark" as const, definition: sql } },
+        },
+      },
+      {
+        type: "custom" as const,
+        custom: {
+          name: "ticket",
+          format: {
+            type: "grammar" as const,
+            grammar: { syntax: "regex" as const, definition: "[A-Z]{3}-\\d{3}" },
+          },
+        },
+      },
+      { type: "custom" as const, custom: { name: "note" } },
+    ];
+    const request = {
+      model: `${BASE}:acme/a0`,
+      messages: [{ role: "user" as const, content: "Which users signed up today?" }],
+      tools,
+      max_tokens: 40,
+      temperature: 1,
+    };
+    for (const seed of [1, 2]) {
+      const answer = await client.chat.completions.create({
+        ...request,
+        seed,
+        tool_choice: { type: "custom", custom: { name: "run_sql" } },
+      });
+      const [choice] = answer.choices;
+      expect(choice?.message.content).toBeNull();
+      const [call] = choice?.message.tool_calls ?? [];
+      if (call?.type !== "custom") throw new Error(`expected a custom call, got ${JSON.stringify(call)}`);
+      expect(call.custom.name).toBe("run_sql");
+      expect(call.id).toMatch(/^call_/);
+      // Whole within max_tokens (the grammar closes in time), or cut off by it as a prefix.
+      if (choice?.finish_reason === "tool_calls")
+        expect(isSql(call.custom.input), call.custom.input).toBe(true);
+      else expect(choice?.finish_reason).toBe("length");
+    }
+    const ticket = await client.chat.completions.create({
+      ...request,
+      seed: 5,
+      tool_choice: { type: "custom", custom: { name: "ticket" } },
+    });
+    const ticketCall = ticket.choices[0]?.message.tool_calls?.[0];
+    expect(ticketCall?.type === "custom" && ticketCall.custom.input).toMatch(/^[A-Z]{3}-\d{3}$/);
+    expect(ticket.choices[0]?.finish_reason).toBe("tool_calls");
+
+    // Streamed: the call's id, type and name first, then its input in pieces.
+    const stream = await client.chat.completions.create({
+      ...request,
+      seed: 5,
+      tool_choice: { type: "custom", custom: { name: "ticket" } },
+      stream: true,
+    });
+    const deltas: Record<string, unknown>[] = [];
+    let finish: string | null = null;
+    for await (const chunk of stream) {
+      for (const delta of chunk.choices[0]?.delta.tool_calls ?? [])
+        deltas.push(delta as unknown as Record<string, unknown>);
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(deltas[0]).toMatchObject({
+      index: 0,
+      id: expect.stringMatching(/^call_/),
+      type: "custom",
+      custom: { name: "ticket" },
+    });
+    const streamed = deltas.map((d) => (d.custom as { input?: string }).input ?? "").join("");
+    expect(streamed).toBe(ticketCall?.type === "custom" ? ticketCall.custom.input : null);
+    expect(finish).toBe("tool_calls");
+
+    // The call and its result go back to the model, which answers on.
+    const followUp = await client.chat.completions.create({
+      ...request,
+      messages: [
+        ...request.messages,
+        { role: "assistant", content: null, tool_calls: [ticketCall!] },
+        { role: "tool", tool_call_id: ticketCall!.id, content: "opened" },
+      ],
+      tool_choice: "none",
+      max_tokens: 4,
+    });
+    expect(followUp.choices[0]?.message.content?.length).toBeGreaterThan(0);
+
+    // Refused, naming the field: a grammar that cannot run, a function choice naming a custom tool.
+    await expect(
+      client.chat.completions.create({
+        ...request,
+        tools: [
+          {
+            type: "custom",
+            custom: {
+              name: "bad",
+              format: { type: "grammar", grammar: { syntax: "lark", definition: "start: undefined_rule" } },
+            },
+          },
+        ],
+      }),
+    ).rejects.toMatchObject({ status: 400, param: "tools.0.custom.format.grammar.definition" });
+    await expect(
+      client.chat.completions.create({
+        ...request,
+        tool_choice: { type: "function", function: { name: "note" } },
+      }),
+    ).rejects.toMatchObject({ status: 400, param: "tool_choice" });
+
+    // The Responses API: a custom_tool_call item, streamed as custom_tool_call_input events, and its output
+    // sent back as a custom_tool_call_output item.
+    const responseTools = [
+      {
+        type: "custom" as const,
+        name: "ticket",
+        format: { type: "grammar" as const, syntax: "regex" as const, definition: "[A-Z]{3}-\\d{3}" },
+      },
+    ];
+    const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of await client.responses.create({
+      model: `${BASE}:acme/a0`,
+      input: "Open a ticket",
+      tools: responseTools,
+      tool_choice: { type: "custom", name: "ticket" },
+      max_output_tokens: 20,
+      temperature: 1,
+      stream: true,
+    })) {
+      events.push(event);
+    }
+    const done = events.at(-1);
+    if (done?.type !== "response.completed") throw new Error(`ended with ${done?.type}`);
+    const [item] = done.response.output;
+    if (item?.type !== "custom_tool_call") throw new Error(`expected a custom_tool_call, got ${item?.type}`);
+    expect(item).toMatchObject({
+      name: "ticket",
+      call_id: expect.stringMatching(/^call_/),
+      status: "completed",
+    });
+    expect(item.input).toMatch(/^[A-Z]{3}-\d{3}$/);
+    const pieces = events.flatMap((e) =>
+      e.type === "response.custom_tool_call_input.delta" ? [e.delta] : [],
+    );
+    expect(pieces.join("")).toBe(item.input);
+    expect(events.find((e) => e.type === "response.custom_tool_call_input.done")).toMatchObject({
+      input: item.input,
+    });
+    const answered = await client.responses.create({
+      model: `${BASE}:acme/a0`,
+      previous_response_id: done.response.id,
+      input: [{ type: "custom_tool_call_output", call_id: item.call_id, output: "opened" }],
+      max_output_tokens: 4,
+    });
+    expect(answered.output_text.length).toBeGreaterThan(0);
+    const items = await client.responses.inputItems.list(answered.id);
+    expect(items.data.map((i) => i.type)).toContain("custom_tool_call_output");
+  });
+
   it("runs a Vercel AI SDK tool loop: a required call under its schema, executed, its result answered on", async () => {
     const provider = createOpenAI({ apiKey: keys.acme, baseURL: `${gatewayUrl}/v1` });
     const calls: { city: string; days: number }[] = [];

@@ -10,7 +10,7 @@ const weather = {
   function: { name: "get_weather", parameters: { type: "object" } },
 };
 const time = { type: "function" as const, function: { name: "get_time" } };
-const plan: ToolPlan = { tools: [weather, time], forced: null };
+const plan: ToolPlan = { tools: [weather, time], custom: new Map(), forced: null };
 
 /** Pushes `pieces` one by one: what each gave, and the end. */
 function stream(pieces: readonly string[], p: ToolPlan = plan) {
@@ -23,6 +23,7 @@ function stream(pieces: readonly string[], p: ToolPlan = plan) {
 function assembled(deltas: readonly ToolCallDelta[]) {
   const calls: { id: string; type: "function"; function: { name: string; arguments: string } }[] = [];
   for (const delta of deltas) {
+    if (!("function" in delta)) throw new Error("a custom tool's delta among function calls");
     if (delta.id !== undefined) {
       expect(delta.index).toBe(calls.length);
       calls.push({ id: delta.id, type: "function", function: { name: delta.function.name!, arguments: "" } });

@@ -476,7 +476,7 @@ describe("a reasoning model whose tags are tokens (Qwen3's, DeepSeek-R1's), on a
     expect(deltas.map((d) => d.reasoning_content ?? "").join("")).toBe("Oslo.");
     const calls = deltas.flatMap((d) => d.tool_calls ?? []);
     expect(calls[0]).toMatchObject({ function: { name: "weather" } });
-    expect(calls.map((c) => c.function?.arguments ?? "").join("")).toBe('{"city":"Oslo"}');
+    expect(calls.map((c) => ("function" in c ? c.function.arguments : "")).join("")).toBe('{"city":"Oslo"}');
     expect(streamed.at(-1)!.choices[0]!.finish_reason).toBe("tool_calls");
 
     const responseTools = [{ type: "function", name: "weather", parameters: { type: "object" } }];

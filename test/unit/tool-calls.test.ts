@@ -1,11 +1,13 @@
 // Function calling's pieces: which tools and choices are taken, the schema a required call is generated
 // under, how the conversation reaches a template with and without tools support, which answers are calls
-// (in each form instruction templates use), and how a required call streams.
+// (in each form instruction templates use), how a required call streams, and OpenAI's custom tools.
 import { describe, expect, it } from "vitest";
+import { AutoCallStream } from "../../gateway/auto-call-stream.ts";
 import type { ApiError } from "../../gateway/errors.ts";
 import {
   forcedCallFormat,
   planTools,
+  RawInputStream,
   RequiredCallStream,
   type ToolPlan,
   toolCallsIn,
@@ -174,7 +176,7 @@ describe("the conversation a template gets", () => {
     },
     { role: "tool", content: '{"temp": 3}', tool_call_id: "c1" },
   ];
-  const plan: ToolPlan = { tools: [weather], forced: null };
+  const plan: ToolPlan = { tools: [weather], custom: new Map(), forced: null };
 
   it("is the messages and tools as they are for a template that reads tools", () => {
     expect(toolMessages(messages, plan, true)).toEqual({ messages, tools: [weather] });
@@ -198,7 +200,7 @@ describe("the conversation a template gets", () => {
 });
 
 describe("an answer that is calls", () => {
-  const plan: ToolPlan = { tools: [weather, time], forced: null };
+  const plan: ToolPlan = { tools: [weather, time], custom: new Map(), forced: null };
   const call = (name: string, args: string, id = "c") => ({
     id,
     type: "function",
@@ -262,10 +264,12 @@ describe("a required call's stream", () => {
       });
       const args = deltas
         .slice(1)
-        .map((d) => d.function.arguments)
+        .map((d) => ("function" in d ? d.function.arguments : ""))
         .join("");
       expect(args).toBe('{"city": "a}b", "unit": "c"}');
-      expect(deltas.slice(1).every((d) => d.id === undefined && d.function.name === undefined)).toBe(true);
+      expect(
+        deltas.slice(1).every((d) => d.id === undefined && "function" in d && d.function.name === undefined),
+      ).toBe(true);
     }
   });
 
@@ -277,5 +281,138 @@ describe("a required call's stream", () => {
     const cut = new RequiredCallStream("c");
     cut.push('{"name":"get_time","arguments":{"tz":"U');
     expect(cut.end()).toEqual([]);
+  });
+});
+
+describe("custom tools", () => {
+  const sql = {
+    type: "custom" as const,
+    custom: {
+      name: "run_sql",
+      description: "Runs a query",
+      format: {
+        type: "grammar" as const,
+        grammar: { syntax: "lark" as const, definition: 'start: "SELECT " /[a-z]+/ ";"' },
+      },
+    },
+  };
+  const ticket = {
+    type: "custom" as const,
+    custom: {
+      name: "ticket",
+      format: { type: "grammar" as const, grammar: { syntax: "regex" as const, definition: "T-\\d{2}" } },
+    },
+  };
+  const note = { type: "custom" as const, custom: { name: "note" } };
+
+  it("reach the template as functions of one string, input, their grammar in the description", () => {
+    const plan = planTools(body({ tools: [sql, weather] }))!;
+    expect(plan.tools[0]).toMatchObject({
+      type: "function",
+      function: {
+        name: "run_sql",
+        parameters: { type: "object", properties: { input: { type: "string" } }, required: ["input"] },
+      },
+    });
+    expect(plan.tools[0]!.function.description).toContain('start: "SELECT " /[a-z]+/ ";"');
+    expect(plan.tools[1]).toEqual(weather);
+    expect([...plan.custom.keys()]).toEqual(["run_sql"]);
+    expect(plan.forced).toBeNull();
+  });
+
+  it("named, or the only tool required, make the whole answer the input, generated under its format", () => {
+    const named = planTools(
+      body({ tools: [sql, weather], tool_choice: { type: "custom", custom: { name: "run_sql" } } }),
+    )!;
+    expect(named.rawInput).toBe("run_sql");
+    expect(forcedCallFormat(named)).toEqual({ grammar: 'start: "SELECT " /[a-z]+/ ";"', syntax: "lark" });
+    const only = planTools(body({ tools: [ticket], tool_choice: "required" }))!;
+    expect(forcedCallFormat(only)).toEqual({ regex: "T-\\d{2}" });
+    // Free text: no format at all.
+    const free = planTools(
+      body({ tools: [note], tool_choice: { type: "custom", custom: { name: "note" } } }),
+    )!;
+    expect(free.rawInput).toBe("note");
+    expect(forcedCallFormat(free)).toBeUndefined();
+    // Among several required tools, a free-text one is a function of one string.
+    const several = planTools(body({ tools: [note, time], tool_choice: "required" }))!;
+    expect(several.rawInput).toBeUndefined();
+    expect(JSON.stringify(forcedCallFormat(several))).toContain('"input":{"type":"string"}');
+  });
+
+  it("refuse a grammar that cannot run, a choice of the wrong kind, and a grammar that required cannot hold", () => {
+    const bad = {
+      type: "custom",
+      custom: {
+        name: "bad",
+        format: { type: "grammar", grammar: { syntax: "lark", definition: "start: nope" } },
+      },
+    };
+    expect(refusal({ tools: [bad] })).toMatchObject({
+      status: 400,
+      param: "tools.0.custom.format.grammar.definition",
+    });
+    expect(refusal({ tools: [bad] }).message).toMatch(
+      /custom tool "bad": its lark format: .*rule nope is used but not defined/,
+    );
+    const badRegex = {
+      type: "custom",
+      custom: { name: "r", format: { type: "grammar", grammar: { syntax: "regex", definition: "a(?=b)" } } },
+    };
+    expect(refusal({ tools: [badRegex] })).toMatchObject({
+      param: "tools.0.custom.format.grammar.definition",
+    });
+    expect(
+      refusal({ tools: [note], tool_choice: { type: "function", function: { name: "note" } } }),
+    ).toMatchObject({
+      param: "tool_choice",
+      message: expect.stringContaining("it is a custom tool"),
+    });
+    expect(
+      refusal({ tools: [weather], tool_choice: { type: "custom", custom: { name: "get_weather" } } }),
+    ).toMatchObject({
+      param: "tool_choice",
+    });
+    expect(refusal({ tools: [sql, weather], tool_choice: "required" }).message).toContain(
+      'cannot hold custom tool "run_sql" to its grammar',
+    );
+  });
+
+  it("are called under auto only with an input in their format; else the answer is text", () => {
+    const plan = planTools(body({ tools: [sql, ticket, weather] }))!;
+    const call = (name: string, input: unknown) => JSON.stringify({ name, arguments: { input } });
+    expect(toolCallsIn(call("run_sql", "SELECT users;"), plan, "c")).toEqual([
+      { id: "c", type: "custom", custom: { name: "run_sql", input: "SELECT users;" } },
+    ]);
+    expect(toolCallsIn(call("run_sql", "DROP users;"), plan, "c")).toBeNull();
+    expect(toolCallsIn(call("ticket", "T-42"), plan, "c")).toEqual([
+      { id: "c", type: "custom", custom: { name: "ticket", input: "T-42" } },
+    ]);
+    expect(toolCallsIn(call("ticket", "T-420"), plan, "c")).toBeNull();
+    expect(toolCallsIn(call("ticket", 42), plan, "c")).toBeNull();
+    // Beside a function call, in a list.
+    const both = `[${call("ticket", "T-07")}, {"name": "get_weather", "arguments": {"city": "Oslo"}}]`;
+    expect(toolCallsIn(both, plan, "c")).toEqual([
+      { id: "c", type: "custom", custom: { name: "ticket", input: "T-07" } },
+      { id: "c_1", type: "function", function: { name: "get_weather", arguments: '{"city":"Oslo"}' } },
+    ]);
+  });
+
+  it("stream a forced answer as the call's input, and hold an auto answer that may be calls until it ends", () => {
+    const plan = planTools(body({ tools: [ticket], tool_choice: "required" }))!;
+    const raw = new RawInputStream(plan, "call_1");
+    expect(raw.push("T-")).toEqual([
+      { index: 0, id: "call_1", type: "custom", custom: { name: "ticket", input: "" } },
+      { index: 0, custom: { input: "T-" } },
+    ]);
+    expect(raw.push("42")).toEqual([{ index: 0, custom: { input: "42" } }]);
+    expect(raw.end()).toEqual([]);
+    const auto = new AutoCallStream(planTools(body({ tools: [ticket, weather] }))!, "c");
+    expect(auto.push('{"name": "ticket", "arguments": {')).toEqual({ text: "", calls: [] });
+    expect(auto.push('"input": "T-01"}}')).toEqual({ text: "", calls: [] });
+    expect(auto.end()).toEqual({
+      calls: [{ index: 0, id: "c", type: "custom", custom: { name: "ticket", input: "T-01" } }],
+      cut: false,
+    });
   });
 });

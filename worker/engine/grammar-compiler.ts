@@ -22,15 +22,16 @@ export const MAX_GRAMMAR_CHARS = 65_536;
 /** Most elements a compiled grammar may hold (repetitions counted as written out). */
 const MAX_ELEMENTS = 200_000;
 
-/**
- * The grammar of `text` — EBNF where a line starts a rule with `::=`, else Lark — compiled and checked;
- * the same text again is served from a cache.
- */
-export function compileGrammar(text: string): Grammar {
-  const known = cache.get(text);
+/** A grammar's syntax; "detect": EBNF where a line starts a rule with `::=`, else Lark (as vLLM reads it). */
+export type GrammarSyntax = "ebnf" | "lark" | "detect";
+
+/** The grammar of `text`, compiled and checked; the same text again is served from a cache. */
+export function compileGrammar(text: string, syntax: GrammarSyntax = "detect"): Grammar {
+  const key = `${syntax}:${text}`;
+  const known = cache.get(key);
   if (known) {
-    cache.delete(text);
-    cache.set(text, known);
+    cache.delete(key);
+    cache.set(key, known);
     return known;
   }
   if (text.length > MAX_GRAMMAR_CHARS) {
@@ -38,13 +39,14 @@ export function compileGrammar(text: string): Grammar {
   }
   let grammar: Grammar;
   try {
-    grammar = new Compiler(isEbnf(text) ? parseEbnf(text) : parseLark(text), text).grammar();
+    const ebnf = syntax === "ebnf" || (syntax === "detect" && isEbnf(text));
+    grammar = new Compiler(ebnf ? parseEbnf(text) : parseLark(text), text).grammar();
   } catch (error) {
     // The parser and the checks recurse as deep as the grammar nests.
     if (error instanceof RangeError) throw new GrammarError("the grammar nests too deeply");
     throw error;
   }
-  cache.set(text, grammar);
+  cache.set(key, grammar);
   if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!);
   return grammar;
 }

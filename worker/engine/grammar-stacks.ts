@@ -82,6 +82,16 @@ export function advance(grammar: Grammar, from: StackSet, code: number): StackSe
   return to;
 }
 
+/** Whether `text` is a whole string of the grammar. */
+export function acceptsWhole(grammar: Grammar, text: string): boolean {
+  let set: StackSet | null = startOf(grammar);
+  for (const c of text) {
+    set = advance(grammar, set, c.codePointAt(0)!);
+    if (!set) return false;
+  }
+  return set.accepted;
+}
+
 /**
  * Whether some stack of the set takes a writable character in [first, last], the code points a
  * multi-byte character whose first bytes are read may become (so first ≥ 0x80, where only surrogates are

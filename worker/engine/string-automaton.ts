@@ -55,6 +55,18 @@ export interface StringAutomaton {
 /** An automaton before its length window is known. */
 type Moves = Omit<StringAutomaton, "minLength" | "maxLength">;
 
+/** Whether the automaton takes `text` whole (its length window included). */
+export function matchesWhole(automaton: StringAutomaton, text: string): boolean {
+  let state = 0;
+  let chars = 0;
+  for (const c of text) {
+    state = nextState(automaton, state, c.codePointAt(0)!);
+    if (state < 0) return false;
+    chars++;
+  }
+  return automaton.accepting[state] === 1 && chars >= automaton.minLength && chars <= automaton.maxLength;
+}
+
 /** The state a character leads to, or -1 when it cannot come next. */
 export function nextState(automaton: StringAutomaton, state: number, c: number): number {
   const moves = automaton.moves[state]!;
