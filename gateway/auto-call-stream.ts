@@ -11,6 +11,7 @@
 import {
   CALL_OPENINGS,
   MISTRAL_CALLS,
+  mayCall,
   TAGGED_CALL,
   TAGGED_CALL_END,
   type ToolCallDelta,
@@ -184,8 +185,7 @@ export class AutoCallStream {
         case "head": {
           const head = callHead(text, this.at);
           if (head === MORE) return deltas;
-          const known =
-            typeof head !== "number" && this.plan.tools.some((t) => t.function.name === head.name);
+          const known = typeof head !== "number" && mayCall(this.plan, head.name);
           if (!known) {
             // Not a call in the streamed form: before any call went out, read the answer whole at the end.
             if (this.mode === "undecided") this.mode = "whole";

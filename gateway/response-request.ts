@@ -161,12 +161,7 @@ function chatRequestOf(
         function: { name, ...description, ...(parameters ? { parameters } : {}), strict },
       };
     }),
-    tool_choice:
-      typeof body.tool_choice === "object" && body.tool_choice !== null
-        ? body.tool_choice.type === "custom"
-          ? { type: "custom", custom: { name: body.tool_choice.name } }
-          : { type: "function", function: { name: body.tool_choice.name } }
-        : body.tool_choice,
+    tool_choice: chatToolChoice(body.tool_choice),
     parallel_tool_calls: body.parallel_tool_calls,
     reasoning_effort: body.reasoning?.effort,
     response_format:
@@ -177,6 +172,17 @@ function chatRequestOf(
           }
         : format,
   };
+}
+
+/** A Responses tool_choice as chat writes it. */
+function chatToolChoice(choice: ResponseCreateRequest["tool_choice"]): ChatCompletionRequest["tool_choice"] {
+  if (typeof choice !== "object" || choice === null) return choice;
+  const named = ({ type, name }: { type: "function" | "custom"; name: string }) =>
+    type === "custom" ? { type, custom: { name } } : { type, function: { name } };
+  if (choice.type === "allowed_tools") {
+    return { type: "allowed_tools", allowed_tools: { mode: choice.mode, tools: choice.tools.map(named) } };
+  }
+  return named(choice);
 }
 
 /** A chat field admission named, as the Responses request calls it. */

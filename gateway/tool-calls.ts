@@ -35,6 +35,8 @@ export interface ToolPlan {
   forced: string[] | null;
   /** A custom tool the answer must call: the whole answer is its input. */
   rawInput?: string;
+  /** allowed_tools in auto mode: the tools an answer may call (absent: any); the others are only shown. */
+  allowed?: ReadonlySet<string>;
   /** parallel_tool_calls (default true); false: an answer's calls after its first are dropped. */
   parallel?: boolean;
 }
@@ -92,21 +94,34 @@ export function planTools(body: ChatCompletionRequest): ToolPlan | null {
   if (choice === "none") return null;
   const parallel = body.parallel_tool_calls !== false;
   if (choice === "auto") return { tools, custom, forced: null, parallel };
-  const forced = choice === "required" ? [...names] : [namedChoice(choice, names, custom)];
+  let forced: string[];
+  if (choice === "required") forced = [...names];
+  else if (choice.type === "allowed_tools") {
+    const allowed = [
+      ...new Set(choice.allowed_tools.tools.map((named) => namedChoice(named, names, custom))),
+    ];
+    if (choice.allowed_tools.mode === "auto") {
+      return { tools, custom, forced: null, allowed: new Set(allowed), parallel };
+    }
+    forced = allowed;
+  } else forced = [namedChoice(choice, names, custom)];
   if (forced.length === 1 && custom.has(forced[0]!)) {
     return { tools, custom, forced, rawInput: forced[0]!, parallel };
   }
   const held = forced.find((name) => custom.get(name)?.type === "grammar");
   if (held) {
     throw invalidRequest(
-      `tool_choice "required" cannot hold custom tool "${held}" to its grammar among other tools: name it in tool_choice`,
+      `tool_choice cannot hold custom tool "${held}" to its grammar among other tools it requires: name it alone in tool_choice`,
       "tool_choice",
     );
   }
   return { tools, custom, forced, parallel };
 }
 
-type NamedChoice = Exclude<NonNullable<ChatCompletionRequest["tool_choice"]>, string>;
+type NamedChoice = Exclude<
+  NonNullable<ChatCompletionRequest["tool_choice"]>,
+  string | { type: "allowed_tools" }
+>;
 
 /** The tool a named tool_choice names, which must be among the tools and of its type. */
 function namedChoice(choice: NamedChoice, names: Set<string>, custom: Map<string, CustomToolFormat>): string {
@@ -304,9 +319,7 @@ export function toolCallsIn(text: string, plan: ToolPlan, id: string): ToolCall[
     const name = value.name;
     let args = value.arguments ?? value.parameters;
     if (typeof args === "string") args = parseJson(args);
-    if (typeof name !== "string" || !plan.tools.some((t) => t.function.name === name) || !isObject(args)) {
-      return null;
-    }
+    if (typeof name !== "string" || !mayCall(plan, name) || !isObject(args)) return null;
     const callId = k === 0 ? id : `${id}_${k}`;
     const format = plan.custom.get(name);
     if (format) {
@@ -317,6 +330,11 @@ export function toolCallsIn(text: string, plan: ToolPlan, id: string): ToolCall[
     } else calls.push({ id: callId, type: "function", function: { name, arguments: JSON.stringify(args) } });
   }
   return plan.parallel === false ? calls.slice(0, 1) : calls;
+}
+
+/** Whether an answer may call `name`: one of the tools, and one of the allowed ones where those are named. */
+export function mayCall(plan: ToolPlan, name: string): boolean {
+  return plan.tools.some((t) => t.function.name === name) && (plan.allowed?.has(name) ?? true);
 }
 
 /** Mistral's mark before its list of calls. */

@@ -40,6 +40,12 @@ export type ToolCall = z.infer<typeof ToolCall>;
 
 const ToolName = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, _ or -");
 
+/** A tool named in tool_choice (or in its allowed_tools): a function or a custom tool. */
+const NamedToolChoice = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("function"), function: z.object({ name: z.string() }) }),
+  z.object({ type: z.literal("custom"), custom: z.object({ name: z.string() }) }),
+]);
+
 /**
  * What a custom tool's input is (OpenAI's custom tools): any text, or a string of a grammar in Lark's
  * syntax or a regex (gateway/tool-calls.ts; the worker's grammar holds it).
@@ -234,8 +240,15 @@ export const ChatCompletionRequest = z.object({
   tool_choice: z
     .union([
       z.enum(["none", "auto", "required"]),
-      z.object({ type: z.literal("function"), function: z.object({ name: z.string() }) }),
-      z.object({ type: z.literal("custom"), custom: z.object({ name: z.string() }) }),
+      NamedToolChoice,
+      /** OpenAI's allowed_tools: every tool reaches the prompt, but only these may be called. */
+      z.object({
+        type: z.literal("allowed_tools"),
+        allowed_tools: z.object({
+          mode: z.enum(["auto", "required"]),
+          tools: z.array(NamedToolChoice).min(1, "must name at least one tool"),
+        }),
+      }),
     ])
     .nullable()
     .optional(),

@@ -171,12 +171,22 @@ const TextFormat = z.discriminatedUnion(
 );
 export type TextFormat = z.infer<typeof TextFormat>;
 
+const NamedTool = z.object({ type: z.enum(["function", "custom"]), name: z.string() });
+
 const ToolChoice = z.union(
   [
     z.enum(["none", "auto", "required"]),
-    z.object({ type: z.enum(["function", "custom"]), name: z.string() }),
+    NamedTool,
+    z.object({
+      type: z.literal("allowed_tools"),
+      mode: z.enum(["auto", "required"]),
+      tools: z.array(NamedTool).min(1, "must name at least one tool"),
+    }),
   ],
-  { error: 'must be "none", "auto", "required" or {"type": "function" or "custom", "name": …}' },
+  {
+    error:
+      'must be "none", "auto", "required", {"type": "function" or "custom", "name": …} or {"type": "allowed_tools", "mode", "tools"}',
+  },
 );
 export type ToolChoice = z.infer<typeof ToolChoice>;
 

@@ -1072,7 +1072,7 @@ describe("the gateway with real workers, through the openai client", () => {
     expect((await billed(requestIdOf(next.id))).cached_input_tokens).toBe(cached);
   });
 
-  it("calls OpenAI's custom tools: a forced call's input in its Lark grammar or regex, streamed as its input, sent back, and in the Responses API", async () => {
+  it("calls OpenAI's custom tools: a forced call's input in its Lark grammar or regex, streamed as its input, sent back, and in the Responses API with allowed_tools", async () => {
     // A Lark grammar whose strings a RegExp can check independently.
     const sql = 'start: "SELECT " COL (", " COL)* " FROM " COL ";"\nCOL: /[a-z]{1,6}/';
     const isSql = (text: string) => /^SELECT [a-z]{1,6}(, [a-z]{1,6})* FROM [a-z]{1,6};$/.test(text);
@@ -1236,6 +1236,21 @@ describe("the gateway with real workers, through the openai client", () => {
     expect(answered.output_text.length).toBeGreaterThan(0);
     const items = await client.responses.inputItems.list(answered.id);
     expect(items.data.map((i) => i.type)).toContain("custom_tool_call_output");
+    // allowed_tools: every tool is shown, only the allowed one is called (here required: its input whole).
+    const restricted = await client.responses.create({
+      model: `${BASE}:acme/a0`,
+      input: "Open a ticket",
+      tools: [
+        ...responseTools,
+        { type: "function", name: "clock", parameters: { type: "object" }, strict: false },
+      ],
+      tool_choice: { type: "allowed_tools", mode: "required", tools: [{ type: "custom", name: "ticket" }] },
+      max_output_tokens: 20,
+      temperature: 1,
+    });
+    expect(restricted.output).toMatchObject([
+      { type: "custom_tool_call", name: "ticket", input: expect.stringMatching(/^[A-Z]{3}-\d{3}$/) },
+    ]);
   });
 
   it("runs a Vercel AI SDK tool loop: a required call under its schema, executed, its result answered on", async () => {

@@ -416,3 +416,35 @@ describe("custom tools", () => {
     });
   });
 });
+
+describe("allowed_tools", () => {
+  const allowed = (mode: "auto" | "required", ...names: string[]) => ({
+    type: "allowed_tools",
+    allowed_tools: { mode, tools: names.map((name) => ({ type: "function", function: { name } })) },
+  });
+
+  it("shows every tool to the template but lets an auto answer call only the allowed ones", () => {
+    const plan = planTools(body({ tools: [weather, time], tool_choice: allowed("auto", "get_time") }))!;
+    expect(plan.tools).toEqual([weather, time]);
+    expect(plan.forced).toBeNull();
+    expect(toolCallsIn('{"name": "get_time", "arguments": {}}', plan, "c")).toHaveLength(1);
+    expect(toolCallsIn('{"name": "get_weather", "arguments": {"city": "Oslo"}}', plan, "c")).toBeNull();
+  });
+
+  it("requires a call of one of the allowed tools in required mode", () => {
+    const plan = planTools(
+      body({ tools: [weather, time], tool_choice: allowed("required", "get_weather") }),
+    )!;
+    expect(plan.forced).toEqual(["get_weather"]);
+    expect(JSON.stringify(forcedCallFormat(plan))).toContain('"const":"get_weather"');
+    expect(JSON.stringify(forcedCallFormat(plan))).not.toContain("get_time");
+  });
+
+  it("refuses a name that is not among the tools, or none at all", () => {
+    expect(refusal({ tools: [weather], tool_choice: allowed("auto", "nope") })).toMatchObject({
+      param: "tool_choice",
+      message: expect.stringContaining('"nope", which is not among the tools'),
+    });
+    expect(() => body({ tools: [weather], tool_choice: allowed("auto") })).toThrow(/at least one tool/);
+  });
+});
