@@ -14,6 +14,7 @@ import {
 import { initTinyModel, type TinyModel } from "../../scripts/tiny-model.ts";
 import { loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { Engine } from "../../worker/engine/engine.ts";
+import { compileGrammar } from "../../worker/engine/grammar-compiler.ts";
 import { JsonGrammar } from "../../worker/engine/json-grammar.ts";
 import { ANY_OBJECT, compileJsonSchema } from "../../worker/engine/json-schema.ts";
 import { Prng } from "../../worker/engine/prng.ts";
@@ -244,6 +245,38 @@ describe("a reasoning model's structured answer", () => {
       expect(Object.keys(value)).toEqual(["n"]);
       expect(Number.isInteger(value.n)).toBe(true);
       expect(result.finishReason).toBe("stop");
+      expect(ids.length).toBeLessThanOrEqual(maxTokens);
+    }
+  });
+
+  it("reasons first with a grammar too, the closing tag forced in time for a whole string of it", () => {
+    const { tagged, tags } = taggedTokenizer();
+    const eos = tagged.eosTokenIds;
+    const grammar = compileGrammar('root ::= "SELECT " [a-z]{1,3} ";"');
+    const prng = new Prng(4, 0);
+    for (const maxTokens of [14, 20, 30]) {
+      const out = new SequenceOutput(tagged, { ...GREEDY, temperature: 1, seed: maxTokens }, [1, 2, 3], {
+        maxTokens,
+        maxContext: 96,
+        stopTokenIds: eos,
+        grammar,
+        reasoning: { open: tags.open, close: tags.close },
+      });
+      let finish: string | null = null;
+      while (finish === null) {
+        const logits = new Float32Array(tagged.vocabSize);
+        for (let id = 0; id < logits.length; id++) logits[id] = prng.nextFloat() * 4;
+        finish = out.accept(logits).finish;
+      }
+      const ids = out.tokenIds;
+      expect(ids[0]).toBe(tags.open);
+      const close = ids.indexOf(tags.close);
+      // The shortest string, "SELECT a;", takes 9 tokens at worst: the tag comes with that room left.
+      expect(close).toBeGreaterThan(0);
+      expect(close).toBeLessThanOrEqual(maxTokens - 10);
+      expect(ids.slice(1, close).some((id) => eos.includes(id))).toBe(false);
+      expect(tagged.decode(ids.slice(close + 1))).toMatch(/^SELECT [a-z]{1,3};$/);
+      expect(finish).toBe("stop");
       expect(ids.length).toBeLessThanOrEqual(maxTokens);
     }
   });

@@ -41,8 +41,11 @@ const MAX_DEPTH = 2_000;
  * grammar that ambiguous is refused while it runs.
  */
 const MAX_STACKS = 100_000;
-/** Interned nodes per grammar before the tables are started afresh (live sets keep their objects). */
-const MAX_INTERNED = 500_000;
+/**
+ * Interned stacks and sets per grammar before the tables are started afresh (live sets keep their
+ * objects): bounds what one grammar holds in a long-running worker to some tens of megabytes.
+ */
+const MAX_INTERNED = 200_000;
 
 /** Per grammar, its interned stacks and sets and its start. */
 interface Interned {
@@ -119,7 +122,7 @@ function inClass(ranges: Int32Array, code: number): boolean {
 
 function tablesOf(grammar: Grammar): Interned {
   let tables = interned.get(grammar);
-  if (!tables || tables.nodes.size > MAX_INTERNED) {
+  if (!tables || tables.nodes.size + tables.sets.size > MAX_INTERNED) {
     tables = { nodes: new Map(), sets: new Map(), start: tables?.start ?? null };
     interned.set(grammar, tables);
   }
