@@ -8,6 +8,7 @@
 // Which tokens a set of stacks allows depends on the set alone (between characters), so the table is
 // built once per set by walking the vocabulary's trie and kept; a grammar's outputs pass through few
 // distinct sets where its nesting repeats.
+import { maskByCost } from "./cost-mask.ts";
 import type { Grammar } from "./grammar-rules.ts";
 import { advance, type StackSet, startOf, takesSomeIn } from "./grammar-stacks.ts";
 import { type TokenTrie, type TrieNode, tokenTrie } from "./token-trie.ts";
@@ -59,30 +60,9 @@ export class GrammarMode {
    */
   mask(logits: Float32Array, budget = Number.POSITIVE_INFINITY): Float32Array {
     if (this.masked.length !== logits.length) this.masked = new Float32Array(logits.length);
-    const out = this.masked.fill(Number.NEGATIVE_INFINITY);
     const cost = this.table(logits.length);
-    const spare = budget - 1;
     const whole = this.whole && this.mayStop();
-    let within = false;
-    for (let id = 0; id < cost.length; id++) if (cost[id]! >= 0 && cost[id]! <= spare) within = true;
-    const limit = within || whole ? spare : Number.POSITIVE_INFINITY;
-    let allowed = 0;
-    for (let id = 0; id < cost.length; id++) {
-      if (cost[id]! < 0 || cost[id]! > limit) continue;
-      out[id] = logits[id]!;
-      allowed++;
-    }
-    if (whole) {
-      for (const id of this.stopIds) {
-        if (id < logits.length) {
-          out[id] = logits[id]!;
-          allowed++;
-        }
-      }
-    }
-    if (allowed === 0)
-      throw new RangeError("structured output: no token of the vocabulary can continue the grammar");
-    return out;
+    return maskByCost(logits, this.masked, cost, budget, whole, this.stopIds, "grammar");
   }
 
   /** Takes a drawn token that is not a stop token (one mask() allowed). */

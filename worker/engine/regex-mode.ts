@@ -9,6 +9,8 @@
 // The regex's automaton reads characters (string-automaton.ts, compileFullMatch); tokens are bytes, and a
 // byte-level vocabulary splits a multi-byte character across tokens, so a token may end inside one: its
 // first bytes are taken when some character they can begin leads on.
+
+import { maskByCost } from "./cost-mask.ts";
 import { lengthFits, nextState, type StringAutomaton, someMoveInRange } from "./string-automaton.ts";
 import { type TokenTrie, type TrieNode, tokenTrie } from "./token-trie.ts";
 import type { Tokenizer } from "./tokenizer.ts";
@@ -25,16 +27,11 @@ const START: Cursor = { state: 0, chars: 0, need: 0, bits: 0, least: 0 };
 /** Most automaton states whose token table a pattern keeps (each holds two numbers per token). */
 const MAX_TABLES = 128;
 
-/** Where each token leaves the automaton from one state between characters: its state, and its cost. */
-interface StateTable {
-  /** Per token: the state after it (before a character it leaves half read), or -1 where refused. */
-  next: Int32Array;
-  /** Per token: the fewest characters after it to a match (one more for a half-read character). */
-  cost: Int32Array;
-}
-
-/** Per vocabulary and automaton, the tables of the states met so far (shared by every sequence). */
-const tables = new WeakMap<TokenTrie, WeakMap<StringAutomaton, Map<number, StateTable>>>();
+/**
+ * Per vocabulary and automaton, the tables of the states met so far (shared by every sequence): per token,
+ * the fewest characters after it to a match (one more for a half-read character), -1 where it is refused.
+ */
+const tables = new WeakMap<TokenTrie, WeakMap<StringAutomaton, Map<number, Int32Array>>>();
 
 export class RegexMode {
   private cursor: Cursor = START;
@@ -71,30 +68,9 @@ export class RegexMode {
    */
   mask(logits: Float32Array, budget = Number.POSITIVE_INFINITY): Float32Array {
     if (this.masked.length !== logits.length) this.masked = new Float32Array(logits.length);
-    const out = this.masked.fill(Number.NEGATIVE_INFINITY);
-    const { next, cost } = this.table(logits.length);
-    const spare = budget - 1;
-    const matched = this.matched && this.mayStop();
-    let within = false;
-    for (let id = 0; id < next.length; id++) if (next[id]! >= 0 && cost[id]! <= spare) within = true;
-    const limit = within || matched ? spare : Number.POSITIVE_INFINITY;
-    let allowed = 0;
-    for (let id = 0; id < next.length; id++) {
-      if (next[id]! < 0 || cost[id]! > limit) continue;
-      out[id] = logits[id]!;
-      allowed++;
-    }
-    if (matched) {
-      for (const id of this.stopIds) {
-        if (id < logits.length) {
-          out[id] = logits[id]!;
-          allowed++;
-        }
-      }
-    }
-    if (allowed === 0)
-      throw new RangeError("structured output: no token of the vocabulary can continue the regex");
-    return out;
+    const cost = this.table(logits.length);
+    const whole = this.matched && this.mayStop();
+    return maskByCost(logits, this.masked, cost, budget, whole, this.stopIds, "regex");
   }
 
   /** Takes a drawn token that is not a stop token (one mask() allowed). */
@@ -117,7 +93,7 @@ export class RegexMode {
    * Where every token leaves the output from here. Between characters and without a length window (a
    * leading `(?=.{a,b}$)`), it depends on the state alone, so it is built once per state and kept.
    */
-  private table(size: number): StateTable {
+  private table(size: number): Int32Array {
     const trie = tokenTrie(this.tokenizer, size);
     const { cursor, automaton } = this;
     const shareable = cursor.need === 0 && automaton.minLength === 0 && automaton.maxLength === Infinity;
@@ -141,10 +117,9 @@ export class RegexMode {
     return table;
   }
 
-  /** Walks the vocabulary's trie from `from`, each shared prefix stepped once. */
-  private walk(root: TrieNode, size: number, from: Cursor): StateTable {
-    const next = new Int32Array(size).fill(-1);
-    const cost = new Int32Array(size);
+  /** Walks the vocabulary's trie from `from`, each shared prefix stepped once: each token's cost. */
+  private walk(root: TrieNode, size: number, from: Cursor): Int32Array {
+    const cost = new Int32Array(size).fill(-1);
     const visit = (node: TrieNode, at: Cursor) => {
       for (const [b, child] of node.children) {
         const after = this.step(at, b);
@@ -154,14 +129,13 @@ export class RegexMode {
           Math.max(this.automaton.minRemaining[after.state]!, this.automaton.minLength - after.chars);
         for (const id of child.tokens) {
           if (id >= size) continue;
-          next[id] = after.state;
           cost[id] = remaining;
         }
         visit(child, after);
       }
     };
     visit(root, from);
-    return { next, cost };
+    return cost;
   }
 
   /** The cursor after one more byte, or null where no match could go on from it. */

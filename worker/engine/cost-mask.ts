@@ -1,0 +1,45 @@
+// The mask of a constraint on the whole output (regex-mode.ts, grammar-mode.ts), given per token what the
+// output would still need after it: the fewest characters to a match, or -1 where the token cannot come
+// next. With a budget (the tokens the sequence may still draw, this one included) a token is kept only if
+// that many characters fit in the tokens left after it (a byte-level vocabulary has a token for every
+// byte, so a character never needs more than one token per byte, and the ones a match needs are at worst
+// one token each); where none fits, every token the constraint takes is kept. Stop tokens are allowed
+// where the output is whole.
+
+/**
+ * `logits` into `out` with every token that cannot come next at -inf; throws naming `what` when no token
+ * is left.
+ */
+export function maskByCost(
+  logits: Float32Array,
+  out: Float32Array,
+  cost: Int32Array,
+  budget: number,
+  /** The output is whole and a stop token may end it (min_tokens allowing). */
+  whole: boolean,
+  stopIds: readonly number[],
+  what: string,
+): Float32Array {
+  out.fill(Number.NEGATIVE_INFINITY);
+  const spare = budget - 1;
+  let within = false;
+  for (let id = 0; id < cost.length; id++) if (cost[id]! >= 0 && cost[id]! <= spare) within = true;
+  const limit = within || whole ? spare : Number.POSITIVE_INFINITY;
+  let allowed = 0;
+  for (let id = 0; id < cost.length; id++) {
+    if (cost[id]! < 0 || cost[id]! > limit) continue;
+    out[id] = logits[id]!;
+    allowed++;
+  }
+  if (whole) {
+    for (const id of stopIds) {
+      if (id < logits.length) {
+        out[id] = logits[id]!;
+        allowed++;
+      }
+    }
+  }
+  if (allowed === 0)
+    throw new RangeError(`structured output: no token of the vocabulary can continue the ${what}`);
+  return out;
+}
