@@ -1,5 +1,6 @@
 // `luminet bench priority`: what the priority service tier buys behind a backlog. The real worker core
-// (engine thread, scheduler, replies) on the in-process bus runs base-model requests. First, probe requests
+// (engine thread, scheduler, replies) on the in-process bus, or on NATS JetStream with `--nats`, runs
+// base-model requests. First, probe requests
 // one after another on the idle worker (their time to first token is the floor); then `--backlog` standard
 // requests of varied lengths are kept in flight — more than the worker holds (its batch and half a batch more), so the rest
 // wait in the bus — and probes are sent again one at a time, alternating the standard tier and the priority
@@ -29,6 +30,8 @@ export interface PriorityBenchOptions {
   probes?: number;
   /** Tokens a backlog request generates on average (each between half and one and a half times this). */
   backlogTokens?: number;
+  /** Run over NATS JetStream at this URL (a namespace of the run's own) instead of the in-process bus. */
+  natsUrl?: string;
   log?: (line: string) => void;
 }
 
@@ -90,6 +93,7 @@ export async function runPriorityBench(options: PriorityBenchOptions): Promise<P
     maxBatch,
     maxContext: PROMPT_TOKENS + 2 * backlogTokens + 16,
     stepTokens: 512,
+    ...(options.natsUrl ? { natsUrl: options.natsUrl } : {}),
   });
   try {
     const probe = async (id: string, prompt: number[], tier: BenchTier): Promise<number> => {
@@ -132,7 +136,7 @@ export async function runPriorityBench(options: PriorityBenchOptions): Promise<P
         prompt_tokens: PROMPT_TOKENS,
         probe_max_tokens: PROBE_MAX_TOKENS,
         backlog_max_tokens: backlogTokens,
-        path: "luminet worker core on the in-process bus",
+        path: `luminet worker core on ${options.natsUrl ? "NATS JetStream" : "the in-process bus"}`,
       },
     };
   } finally {
@@ -146,7 +150,8 @@ export function reportPriorityBench(
   json: boolean,
   resultsDir = "bench/results",
 ): void {
-  if (saveBenchResult("priority", result, json, resultsDir)) return;
+  const name = result.setup.path.includes("NATS") ? "priority-nats" : "priority";
+  if (saveBenchResult(name, result, json, resultsDir)) return;
   const { setup } = result;
   process.stdout.write(
     `priority bench on ${result.machine} (${result.device}, bench-1b ${setup.layers} layers ${setup.dtype}): --max-batch ${result.max_batch}, ${result.backlog} standard requests in flight, ${result.probes} probes of each tier\n`,

@@ -184,19 +184,32 @@ export function registerBench(program: Command): void {
     .option("--backlog <n>", "standard requests kept in flight (default 4 x --max-batch)")
     .option("--probes <n>", "probe requests of each tier", "6")
     .option("--backlog-tokens <n>", "tokens a backlog request generates, on average", "32")
+    .option(
+      "--nats",
+      "over NATS JetStream at NATS_URL (a namespace of its own) instead of the in-process bus",
+    )
     .option("--json", "print one JSON line")
     .action(
       benchAction(
         "priority",
         async (
-          flags: ModelFlags & { maxBatch: string; backlog?: string; probes: string; backlogTokens: string },
+          flags: ModelFlags & {
+            maxBatch: string;
+            backlog?: string;
+            probes: string;
+            backlogTokens: string;
+            nats?: boolean;
+          },
         ) => {
+          const natsUrl = process.env.NATS_URL;
+          if (flags.nats && !natsUrl) throw new Error("--nats needs NATS_URL");
           const result = await runPriorityBench({
             ...modelRun(flags),
             maxBatch: count("--max-batch", flags.maxBatch),
             ...(flags.backlog ? { backlog: count("--backlog", flags.backlog) } : {}),
             probes: count("--probes", flags.probes),
             backlogTokens: count("--backlog-tokens", flags.backlogTokens),
+            ...(flags.nats ? { natsUrl } : {}),
           });
           reportPriorityBench(result, flags.json === true);
         },

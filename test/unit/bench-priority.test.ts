@@ -1,9 +1,12 @@
 // `luminet bench priority` on the tiny model: the probes of both tiers are served through the real worker
-// core behind a backlog, and the figures are measured, not filled in.
+// core behind a backlog (on the in-process bus, and on NATS JetStream), and the figures are measured, not
+// filled in.
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { reportPriorityBench, runPriorityBench } from "../../scripts/bench-priority.ts";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
 
@@ -36,6 +39,36 @@ describe("bench priority", () => {
     const dir = join(root, "results");
     reportPriorityBench(result, true, dir);
     expect(JSON.parse(readFileSync(join(dir, "priority.json"), "utf8"))).toEqual(result);
+  });
+
+  it("runs over NATS JetStream too, in a namespace of its own that is removed afterwards", async () => {
+    const natsUrl = inject("natsUrl");
+    const result = await runPriorityBench({
+      device: "cpu",
+      modelDir,
+      maxBatch: 2,
+      backlog: 6,
+      probes: 2,
+      backlogTokens: 8,
+      natsUrl,
+    });
+    expect(result.setup.path).toBe("luminet worker core on NATS JetStream");
+    expect(result.priority_ttft_ms.p50).toBeGreaterThan(0);
+    expect(result.backlog_tokens_per_s).toBeGreaterThan(0);
+    // Saved beside the in-process run's file, not over it.
+    const dir = join(root, "results-nats");
+    reportPriorityBench(result, true, dir);
+    expect(JSON.parse(readFileSync(join(dir, "priority-nats.json"), "utf8"))).toEqual(result);
+    const nc = await connect({ servers: natsUrl });
+    try {
+      const left: string[] = [];
+      for await (const stream of (await jetstreamManager(nc)).streams.list()) {
+        if (stream.config.name.includes(`bench_worker_${process.pid}_`)) left.push(stream.config.name);
+      }
+      expect(left).toEqual([]);
+    } finally {
+      await nc.close();
+    }
   });
 
   it("refuses a backlog the worker would hold whole", async () => {
