@@ -102,6 +102,19 @@ describe("Lark grammars", () => {
     expect(matched).toBeGreaterThan(100);
   });
 
+  it("read a regex terminal's i and s flags as Python's re does", () => {
+    const keyword = 'start: /select/i _SP /[a-c]+/i\n_SP: " "';
+    for (const text of ["select abc", "SELECT ABC", "SeLeCt aBc"])
+      expect(accepts(keyword, text), text).toBe(true);
+    expect(accepts(keyword, "select abd")).toBe(false);
+    // A negated class under i refuses the other case too.
+    expect(accepts("start: /[^a]/i", "b")).toBe(true);
+    expect(accepts("start: /[^a]/i", "A")).toBe(false);
+    expect(accepts("start: /a.b/", "a\nb")).toBe(false);
+    expect(accepts("start: /a.b/s", "a\nb")).toBe(true);
+    expect(accepts("start: /a.b/is", "A\nB")).toBe(true);
+  });
+
   for (const [grammar, message] of [
     ['start: item\nitem: "a" | other', /line 2, column 13: rule other is used but not defined/],
     ['answer: "a"', /no start rule/],
@@ -114,7 +127,7 @@ describe("Lark grammars", () => {
     ['start: "a"\n%declare B', /%declare is not supported/],
     ['start: "a"\n%import mylib.X', /only Lark's common terminals can be imported/],
     ['start: "a"\n%import common.NOPE', /common has no terminal NOPE/],
-    ["start: /abc/i", /regex flags \(\/abc\/i\) are not supported/],
+    ["start: /abc/m", /regex flag m \(\/abc\/m\) is not supported; i and s are/],
     ["start: /(a)\\1/", /line 1, column 8: .*backreference/i],
     ["start: /abc", /the regex is not closed/],
     ["start: @sub", /@rule references are not supported/],

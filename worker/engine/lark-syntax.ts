@@ -1,6 +1,6 @@
 // A context-free grammar in Lark's syntax, as vLLM's guidance backend and OpenAI's grammar-constrained
 // custom tools take it: `name: alternatives` rules (lowercase, `start` the whole output) and `NAME: ...`
-// terminals (uppercase); "strings" (`"select"i` ignoring case), /regexes/, "a".."z" ranges, groups,
+// terminals (uppercase); "strings" (`"select"i` ignoring case), /regexes/ (flags i and s), "a".."z" ranges, groups,
 // [optional] parts, `?`, `*`, `+`, `~ n` and `~ n..m`; `//` and `#` comments; alternatives continue on a
 // line that starts with `|`. `%import common.NAME` (or `common (A, B)`) takes Lark's common terminals,
 // `%ignore X` lets X (whitespace, mostly) stand before any terminal of a rule and at the end of the output.
@@ -9,7 +9,8 @@
 // outputs are the grammar's strings, but two terminals written side by side with nothing between them may
 // split where Lark's longest-match lexer would not. Aliases (`-> name`), rule modifiers (`?rule`, `!rule`)
 // and priorities (`.2`) shape Lark's parse tree, not its strings, and are read and ignored. Templates,
-// `%declare`/`%override`/`%extend` and llguidance's extensions (`%json`, `@rule`, `<|token|>`) are refused.
+// `%declare`/`%override`/`%extend`, other regex flags and llguidance's extensions (`%json`, `@rule`,
+// `<|token|>`) are refused.
 import {
   type Expr,
   GrammarError,
@@ -303,7 +304,10 @@ class LarkParser {
     return codes;
   }
 
-  /** /pattern/flags as its automaton (ECMAScript syntax, which Python's re shares for common patterns). */
+  /**
+   * /pattern/flags as its automaton (ECMAScript syntax, which Python's re shares for common patterns); the
+   * flags i (either case) and s (`.` takes line breaks) are read, others refused.
+   */
   private regex(): Expr {
     const start = this.at;
     this.at++;
@@ -326,9 +330,13 @@ class LarkParser {
     }
     this.at++;
     const flags = /^[a-z]*/.exec(this.text.slice(this.at))![0];
-    if (flags !== "") this.fail(`regex flags (/${pattern}/${flags}) are not supported`);
+    const unsupported = flags.replace(/[is]/g, "");
+    if (unsupported !== "")
+      this.fail(`regex flag ${unsupported[0]} (/${pattern}/${flags}) is not supported; i and s are`);
+    this.at += flags.length;
     try {
-      return { kind: "automaton", automaton: compileFullMatch(pattern) };
+      const read = { ignoreCase: flags.includes("i"), dotAll: flags.includes("s") };
+      return { kind: "automaton", automaton: compileFullMatch(pattern, read) };
     } catch (error) {
       if (error instanceof PatternError) {
         throw new GrammarError(`${where(this.text, start)}: ${error.message}`);

@@ -63,6 +63,8 @@ const SPACE: CharRanges = normalizeRanges([
 ]);
 /** `.`: anything but a line terminator. */
 const DOT: CharRanges = complementRanges(normalizeRanges([0x0a, 0x0a, 0x0d, 0x0d, 0x2028, 0x2029]));
+/** `.` with the s flag. */
+const ANY: CharRanges = [0, MAX_CODE_POINT];
 
 const CLASS_ESCAPES: Record<string, CharRanges> = {
   d: DIGITS,
@@ -74,14 +76,56 @@ const CLASS_ESCAPES: Record<string, CharRanges> = {
 };
 const CONTROL_ESCAPES: Record<string, number> = { t: 0x09, n: 0x0a, v: 0x0b, f: 0x0c, r: 0x0d };
 
-export function parseRegex(source: string): RegexNode {
-  return new Parser(source).parse();
+/** Flags a whole-match regex may carry (Lark's `/…/i` and `/…/s`); a JSON Schema pattern has none. */
+export interface RegexFlags {
+  /** i: a letter matches in either case. */
+  ignoreCase?: boolean;
+  /** s: `.` matches line terminators too. */
+  dotAll?: boolean;
+}
+
+export function parseRegex(source: string, flags: RegexFlags = {}): RegexNode {
+  return new Parser(source, flags).parse();
+}
+
+/** Most code points of a class whose case variants are looked up one by one (beyond: ASCII and Latin). */
+const CASE_LOOKUP_LIMIT = 20_000;
+const LATIN_END = 0x24f;
+
+/**
+ * The ranges with every character's other case added, as a regex with the i flag reads a class (before a
+ * negated class is complemented). A class too large to look up whole has its ASCII and Latin letters' cases
+ * added; holding that many, it rarely lacks the rest.
+ */
+export function withCaseVariants(ranges: CharRanges): CharRanges {
+  let size = 0;
+  for (let i = 0; i < ranges.length; i += 2) size += ranges[i + 1]! - ranges[i]! + 1;
+  const extra: number[] = [];
+  for (let i = 0; i < ranges.length; i += 2) {
+    const last = size > CASE_LOOKUP_LIMIT ? Math.min(ranges[i + 1]!, LATIN_END) : ranges[i + 1]!;
+    for (let c = ranges[i]!; c <= last; c++) {
+      const text = String.fromCodePoint(c);
+      for (const other of [text.toLowerCase(), text.toUpperCase()]) {
+        const code = other.codePointAt(0)!;
+        if (code !== c && [...other].length === 1) extra.push(code, code);
+      }
+    }
+  }
+  return extra.length === 0 ? ranges : normalizeRanges([...ranges, ...extra]);
 }
 
 class Parser {
   private at = 0;
 
-  constructor(private readonly source: string) {}
+  constructor(
+    private readonly source: string,
+    private readonly flags: RegexFlags,
+  ) {}
+
+  /** A class as the flags read it: with each letter's other case under i. */
+  private cased(ranges: CharRanges): CharRanges {
+    return this.flags.ignoreCase ? withCaseVariants(ranges) : ranges;
+  }
 
   parse(): RegexNode {
     const node = this.disjunction();
@@ -150,13 +194,13 @@ class Parser {
     switch (c) {
       case ".":
         this.at++;
-        return { t: "chars", ranges: DOT };
+        return { t: "chars", ranges: this.flags.dotAll ? ANY : DOT };
       case "[":
         return { t: "chars", ranges: this.characterClass() };
       case "(":
         return this.group();
       case "\\":
-        return { t: "chars", ranges: this.escape(false) };
+        return { t: "chars", ranges: this.cased(this.escape(false)) };
       case "*":
       case "+":
       case "?":
@@ -169,7 +213,7 @@ class Parser {
     }
     const code = this.source.codePointAt(this.at)!;
     this.at += code > 0xffff ? 2 : 1;
-    return { t: "chars", ranges: single(code) };
+    return { t: "chars", ranges: this.cased(single(code)) };
   }
 
   private group(): RegexNode {
@@ -246,7 +290,7 @@ class Parser {
       } else pairs.push(...lo);
     }
     this.at++;
-    const ranges = normalizeRanges(pairs);
+    const ranges = this.cased(normalizeRanges(pairs));
     return negate ? complementRanges(ranges) : ranges;
   }
 

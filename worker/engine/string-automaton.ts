@@ -6,6 +6,7 @@ import {
   type CharRanges,
   MAX_CODE_POINT,
   parseRegex,
+  type RegexFlags,
   type RegexNode,
   RegexSyntaxError,
 } from "./regex-syntax.ts";
@@ -133,8 +134,13 @@ export function compilePatterns(patterns: readonly string[]): StringAutomaton {
  * The automaton of strings that `pattern` matches whole, from their first character to their last (as
  * vLLM's structured outputs read a regex: `^` and `$` are implied). Throws as compilePatterns does.
  */
-export function compileFullMatch(pattern: string): StringAutomaton {
-  return cached(`whole:${pattern}`, `regex ${JSON.stringify(pattern)}`, () => build([pattern], "whole"));
+export function compileFullMatch(pattern: string, flags: RegexFlags = {}): StringAutomaton {
+  const flagged = `${flags.ignoreCase ? "i" : ""}${flags.dotAll ? "s" : ""}`;
+  return cached(
+    `whole/${flagged}:${pattern}`,
+    `regex ${JSON.stringify(pattern)}${flagged ? ` (flags ${flagged})` : ""}`,
+    () => build([pattern], "whole", flags),
+  );
 }
 
 /** The regex that matches exactly one of `choices`, each taken literally (vLLM's structured outputs `choice`). */
@@ -171,12 +177,12 @@ function cached(key: string, what: string, make: () => StringAutomaton): StringA
 /** A pattern found anywhere in the string (JSON Schema's `pattern`), or matching the whole of it. */
 type Match = "search" | "whole";
 
-function build(patterns: readonly string[], match: Match): StringAutomaton {
+function build(patterns: readonly string[], match: Match, flags: RegexFlags = {}): StringAutomaton {
   const terms = new Terms(MAX_WORK);
   let minLength = 0;
   let maxLength = Number.POSITIVE_INFINITY;
   const parts = patterns.map((pattern) => {
-    const { window, node } = withoutLengthLookahead(terms, parseRegex(pattern));
+    const { window, node } = withoutLengthLookahead(terms, parseRegex(pattern, flags));
     minLength = Math.max(minLength, window.min);
     maxLength = Math.min(maxLength, window.max);
     const matched =
