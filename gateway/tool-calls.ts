@@ -153,14 +153,24 @@ function checkFormat(format: CustomToolFormat, name: string, param: string): voi
   }
 }
 
-/** What the template says of a custom tool: its description, and its input's grammar where it has one. */
+/** The longest grammar a custom tool's description quotes; a longer one would crowd the prompt. */
+const MAX_QUOTED_GRAMMAR = 2_000;
+
+/**
+ * What the template says of a custom tool: its description, and its input's grammar where it has one
+ * (quoted where it is short; the worker's grammar holds the input either way).
+ */
 function customDescription(description: string | undefined, format: CustomToolFormat): string {
-  const parts = [description ?? "", "Its input is free text"];
+  let input = "Its input is free text";
   if (format.type === "grammar") {
-    const what = format.grammar.syntax === "regex" ? "matching this regex" : "in this Lark grammar";
-    parts[1] = `Its input is text ${what}:\n${format.grammar.definition}`;
+    const { syntax, definition } = format.grammar;
+    const what = syntax === "regex" ? "matching a regex" : "in a Lark grammar";
+    input =
+      definition.length <= MAX_QUOTED_GRAMMAR
+        ? `Its input is text ${what}:\n${definition}`
+        : `Its input is text ${what}`;
   }
-  return parts.filter((p) => p !== "").join("\n");
+  return [description ?? "", input].filter((p) => p !== "").join("\n");
 }
 
 /** Whether a custom tool's input is in its format. */

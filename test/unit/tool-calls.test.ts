@@ -315,6 +315,14 @@ describe("custom tools", () => {
       },
     });
     expect(plan.tools[0]!.function.description).toContain('start: "SELECT " /[a-z]+/ ";"');
+    // A long grammar is not quoted into the prompt.
+    const long = 'start: "a"'.concat(' | "b"'.repeat(500));
+    const big = {
+      type: "custom",
+      custom: { name: "big", format: { type: "grammar", grammar: { syntax: "lark", definition: long } } },
+    };
+    const described = planTools(body({ tools: [big] }))!.tools[0]!.function.description!;
+    expect(described).toBe("Its input is text in a Lark grammar");
     expect(plan.tools[1]).toEqual(weather);
     expect([...plan.custom.keys()]).toEqual(["run_sql"]);
     expect(plan.forced).toBeNull();
