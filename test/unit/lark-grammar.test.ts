@@ -85,6 +85,9 @@ describe("Lark grammars", () => {
     expect(accepts(codes, "g1")).toBe(false);
     expect(accepts(codes, "abcde")).toBe(false);
     expect(accepts("start: NUM\n%import common.SIGNED_NUMBER -> NUM", "+1.5E-3")).toBe(true);
+    // Written on Windows: alternatives continue after a CRLF too.
+    const crlf = 'start: "a"\r\n     | "b" // either\r\n     | "c"\r\n';
+    for (const text of ["a", "b", "c"]) expect(accepts(crlf, text), text).toBe(true);
   });
 
   it("read a regex terminal as the same RegExp does, on random strings", () => {

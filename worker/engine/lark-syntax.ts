@@ -183,7 +183,7 @@ class LarkParser {
     for (;;) {
       this.skipBlank(this.depth > 0);
       // Alternatives go on where the next line starts with |.
-      const next = /^[ \t]*(?:(?:\/\/|#)[^\n]*)?\n(?:[ \t]*(?:(?:\/\/|#)[^\n]*)?\n)*[ \t]*\|/.exec(
+      const next = /^[ \t]*(?:(?:\/\/|#)[^\r\n]*)?\r?\n(?:[ \t]*(?:(?:\/\/|#)[^\r\n]*)?\r?\n)*[ \t]*\|/.exec(
         this.text.slice(this.at, this.at + 4096),
       );
       if (next) this.at += next[0].length - 1;
