@@ -164,6 +164,18 @@ export async function startDrillStack(postgresBin: string, options: DrillStackOp
       ready: (entry) => typeof entry.url === "string",
     });
     cleanups.push(() => gateway.kill());
+    // A gateway that dies in a drill fails what the drill sends it with a bare connection reset: say why.
+    let closing = false;
+    cleanups.push(async () => {
+      closing = true;
+    });
+    void gateway.exited.then((code) => {
+      if (closing) return;
+      const lastLogs = gateway.logs.slice(-30).map((entry) => JSON.stringify(entry));
+      process.stderr.write(
+        `drill gateway exited with ${code} before the drill ended\nstderr:\n${gateway.stderr()}\nlast log lines:\n${lastLogs.join("\n")}\n`,
+      );
+    });
 
     const gatewayUrl = String(gateway.readyEntry.url);
     const adapterNames = tiny.adapterDirs.map((_, i) => `${DRILL_ORG}/a${i}`);
