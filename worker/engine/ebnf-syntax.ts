@@ -4,17 +4,15 @@
 // `{m,n}`; `#` comments. A rule ends where the next `name ::=` begins, so rules may span lines.
 // Lookahead assertions and xgrammar's macros are refused, never ignored.
 import {
-  complement,
   type Expr,
   GrammarError,
-  LAST_CODE_POINT,
   MAX_REPEAT,
-  mergeRanges,
   type ParsedGrammar,
   type RuleText,
   readCharacter,
   where,
 } from "./grammar-rules.ts";
+import { complementRanges, MAX_CODE_POINT, normalizeRanges } from "./regex-syntax.ts";
 
 /** Whether the text is written in this syntax: some line starts a rule with ::=. */
 export function isEbnf(text: string): boolean {
@@ -75,7 +73,7 @@ class EbnfParser {
     if (c === "[") return this.charClass();
     if (c === ".") {
       this.at++;
-      return { kind: "chars", ranges: [0, LAST_CODE_POINT] };
+      return { kind: "chars", ranges: [0, MAX_CODE_POINT] };
     }
     if (c === "(") {
       if (this.text[this.at + 1] === "=") this.fail("lookahead assertions (= ...) are not supported");
@@ -149,8 +147,8 @@ class EbnfParser {
       ranges.push(first, last);
     }
     this.at++;
-    const merged = mergeRanges(ranges);
-    const result = negated ? complement(merged) : merged;
+    const merged = normalizeRanges(ranges);
+    const result = negated ? complementRanges(merged) : merged;
     if (result.length === 0) this.fail("the character class matches no character");
     return { kind: "chars", ranges: result };
   }

@@ -135,10 +135,7 @@ class Compiler {
       }
     };
     add(expr);
-    this.elementCount += out.length + 1;
-    if (this.elementCount > MAX_ELEMENTS) {
-      throw new GrammarError(`the grammar is too large: more than ${MAX_ELEMENTS} elements written out`);
-    }
+    this.written(out.length + 1);
     return out;
   }
 
@@ -190,10 +187,7 @@ class Compiler {
       }
       if (automaton.accepting[state] === 1) alternatives.push([]);
       this.bodies[states[state]!] = alternatives;
-      this.elementCount += 3 * alternatives.length;
-    }
-    if (this.elementCount > MAX_ELEMENTS) {
-      throw new GrammarError(`the grammar is too large: more than ${MAX_ELEMENTS} elements written out`);
+      this.written(3 * alternatives.length);
     }
     this.automata.set(automaton, states[0]!);
     return states[0]!;
@@ -214,14 +208,19 @@ class Compiler {
       for (let i = 0; i < max - min; i++) tail = [this.helperRule(owner, [[x, ...tail], []])];
     }
     const body = [...Array<number>(min).fill(x), ...tail];
-    this.elementCount += body.length + 2 * (max === Infinity ? 2 : max - min);
-    if (this.elementCount > MAX_ELEMENTS) {
-      throw new GrammarError(`the grammar is too large: more than ${MAX_ELEMENTS} elements written out`);
-    }
+    this.written(body.length + 2 * (max === Infinity ? 2 : max - min));
     return this.helperRule(owner, [body]);
   }
 
-  private charClass(ranges: number[]): number {
+  /** Counts elements written out; refuses a grammar past MAX_ELEMENTS. */
+  private written(elements: number): void {
+    this.elementCount += elements;
+    if (this.elementCount > MAX_ELEMENTS) {
+      throw new GrammarError(`the grammar is too large: more than ${MAX_ELEMENTS} elements written out`);
+    }
+  }
+
+  private charClass(ranges: readonly number[]): number {
     const key = ranges.join(",");
     let id = this.classIndex.get(key);
     if (id === undefined) {

@@ -1,5 +1,6 @@
 // What both grammar syntaxes (ebnf-syntax.ts, lark-syntax.ts) parse into, and what the compiler
 // (grammar-compiler.ts) makes of it for the recognizer (grammar-stacks.ts).
+import { type CharRanges, MAX_CODE_POINT } from "./regex-syntax.ts";
 import type { StringAutomaton } from "./string-automaton.ts";
 
 /** A grammar the compiler refuses: the message names the rule or the line and column. */
@@ -27,7 +28,7 @@ export interface Grammar {
 
 /** The parsed form: an expression tree per rule. */
 export type Expr =
-  | { kind: "chars"; ranges: number[] }
+  | { kind: "chars"; ranges: CharRanges }
   | { kind: "literal"; codes: number[] }
   | { kind: "ref"; name: string; offset: number }
   | { kind: "seq"; items: Expr[] }
@@ -51,37 +52,11 @@ export interface ParsedGrammar {
 
 /** The largest bound of a repetition. */
 export const MAX_REPEAT = 10_000;
-export const LAST_CODE_POINT = 0x10ffff;
 
 /** "line L, column C" of an offset into the text, for messages. */
 export function where(text: string, offset: number): string {
   const before = text.slice(0, offset).split("\n");
   return `line ${before.length}, column ${before[before.length - 1]!.length + 1}`;
-}
-
-/** Sorted, disjoint ranges covering the same code points. */
-export function mergeRanges(ranges: number[]): number[] {
-  const pairs: [number, number][] = [];
-  for (let i = 0; i < ranges.length; i += 2) pairs.push([ranges[i]!, ranges[i + 1]!]);
-  pairs.sort((a, b) => a[0] - b[0]);
-  const out: number[] = [];
-  for (const [first, last] of pairs) {
-    if (out.length > 0 && first <= out[out.length - 1]! + 1) {
-      out[out.length - 1] = Math.max(out[out.length - 1]!, last);
-    } else out.push(first, last);
-  }
-  return out;
-}
-
-export function complement(ranges: number[]): number[] {
-  const out: number[] = [];
-  let next = 0;
-  for (let i = 0; i < ranges.length; i += 2) {
-    if (ranges[i]! > next) out.push(next, ranges[i]! - 1);
-    next = ranges[i + 1]! + 1;
-  }
-  if (next <= LAST_CODE_POINT) out.push(next, LAST_CODE_POINT);
-  return out;
 }
 
 /**
@@ -97,7 +72,7 @@ export function readCharacter(text: string, at: number): { code: number; next: n
     const hex = text.slice(at + 2, at + 2 + digits);
     if (!new RegExp(`^[0-9a-fA-F]{${digits}}$`).test(hex)) return `\\${e} needs ${digits} hex digits`;
     const code = Number.parseInt(hex, 16);
-    if (code > LAST_CODE_POINT) return `\\${e}${hex} is beyond the last code point`;
+    if (code > MAX_CODE_POINT) return `\\${e}${hex} is beyond the last code point`;
     return { code, next: at + 2 + digits };
   }
   const simple: Record<string, number> = { n: 10, r: 13, t: 9, "0": 0, "\\": 92, '"': 34, "'": 39 };
