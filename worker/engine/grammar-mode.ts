@@ -11,7 +11,7 @@
 import { maskByCost } from "./cost-mask.ts";
 import type { Grammar } from "./grammar-rules.ts";
 import { advance, type StackSet, startOf, takesSomeIn } from "./grammar-stacks.ts";
-import { type TokenTrie, type TrieNode, tokenTrie } from "./token-trie.ts";
+import { type TokenTrie, type TrieNode, tokenCosts, tokenTrie } from "./token-trie.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { BETWEEN_CHARACTERS, type PartialCharacter, readByte, writable } from "./utf8-reader.ts";
 
@@ -49,7 +49,7 @@ export class GrammarMode {
 
   /** The fewest characters (so at worst bytes, and tokens) that complete the output. */
   get fewestBytesToEnd(): number {
-    return this.cursor.partial.need + this.cursor.set.fewest;
+    return fewestAfter(this.cursor);
   }
 
   /**
@@ -98,22 +98,11 @@ export class GrammarMode {
   }
 
   /**
-   * Walks the vocabulary's trie from `from`, each shared prefix stepped once: per token, the fewest
-   * characters after it that complete the output (one more for a half-read character), -1 where refused.
+   * Each token's cost from `from`: the fewest characters after it that complete the output (one more for a
+   * half-read character), -1 where refused.
    */
   private walk(root: TrieNode, size: number, from: Cursor): Int32Array {
-    const cost = new Int32Array(size).fill(-1);
-    const visit = (node: TrieNode, at: Cursor) => {
-      for (const [b, child] of node.children) {
-        const after = this.step(at, b);
-        if (!after) continue;
-        const remaining = after.partial.need + after.set.fewest;
-        for (const id of child.tokens) if (id < size) cost[id] = remaining;
-        visit(child, after);
-      }
-    };
-    visit(root, from);
-    return cost;
+    return tokenCosts(root, size, from, (at, b) => this.step(at, b), fewestAfter);
   }
 
   /** The cursor after one more byte, or null where the grammar refuses it. */
@@ -129,4 +118,9 @@ export class GrammarMode {
       ? { set: at.set, partial: read.partial }
       : null;
   }
+}
+
+/** The fewest characters that complete the output from `at`. */
+function fewestAfter(at: Cursor): number {
+  return at.partial.need + at.set.fewest;
 }

@@ -12,7 +12,7 @@
 
 import { maskByCost } from "./cost-mask.ts";
 import { lengthFits, nextState, type StringAutomaton, someMoveInRange } from "./string-automaton.ts";
-import { type TokenTrie, type TrieNode, tokenTrie } from "./token-trie.ts";
+import { type TokenTrie, type TrieNode, tokenCosts, tokenTrie } from "./token-trie.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { type PartialCharacter, readByte, writable } from "./utf8-reader.ts";
 
@@ -56,8 +56,7 @@ export class RegexMode {
 
   /** The fewest characters (so at worst bytes, and tokens) that complete a match. */
   get fewestBytesToEnd(): number {
-    const { state, chars, need } = this.cursor;
-    return need + Math.max(this.automaton.minRemaining[state]!, this.automaton.minLength - chars);
+    return this.fewestAfter(this.cursor);
   }
 
   /**
@@ -117,25 +116,21 @@ export class RegexMode {
     return table;
   }
 
-  /** Walks the vocabulary's trie from `from`, each shared prefix stepped once: each token's cost. */
+  /** Each token's cost from `from`: the fewest characters after it to a match, -1 where refused. */
   private walk(root: TrieNode, size: number, from: Cursor): Int32Array {
-    const cost = new Int32Array(size).fill(-1);
-    const visit = (node: TrieNode, at: Cursor) => {
-      for (const [b, child] of node.children) {
-        const after = this.step(at, b);
-        if (!after) continue;
-        const remaining =
-          after.need +
-          Math.max(this.automaton.minRemaining[after.state]!, this.automaton.minLength - after.chars);
-        for (const id of child.tokens) {
-          if (id >= size) continue;
-          cost[id] = remaining;
-        }
-        visit(child, after);
-      }
-    };
-    visit(root, from);
-    return cost;
+    return tokenCosts(
+      root,
+      size,
+      from,
+      (at, b) => this.step(at, b),
+      (after) => this.fewestAfter(after),
+    );
+  }
+
+  /** The fewest characters that complete a match from `at` (one more for a half-read character). */
+  private fewestAfter(at: Cursor): number {
+    const { automaton } = this;
+    return at.need + Math.max(automaton.minRemaining[at.state]!, automaton.minLength - at.chars);
   }
 
   /** The cursor after one more byte, or null where no match could go on from it. */

@@ -1,4 +1,5 @@
-// A tokenizer's vocabulary as the structured-output masks read it (json-mode.ts, regex-mode.ts): each
+// A tokenizer's vocabulary as the structured-output masks read it (json-mode.ts, regex-mode.ts,
+// grammar-mode.ts): each
 // token's bytes, and all of them as a trie, so tokens that share their first bytes are tried on them once
 // and a refused prefix leaves every token under it untried. Built once per tokenizer.
 import type { Tokenizer } from "./tokenizer.ts";
@@ -44,4 +45,29 @@ export function tokenTrie(tokenizer: Tokenizer, size: number): TokenTrie {
   const trie = { bytes, root, longest };
   tries.set(tokenizer, trie);
   return trie;
+}
+
+/**
+ * Per id below `size`, `cost` of where its bytes lead from `from`, or -1 where `step` refuses one of them:
+ * the trie walked once, each shared prefix stepped once and a refused one leaving every token under it.
+ */
+export function tokenCosts<C>(
+  root: TrieNode,
+  size: number,
+  from: C,
+  step: (at: C, b: number) => C | null,
+  cost: (after: C) => number,
+): Int32Array {
+  const costs = new Int32Array(size).fill(-1);
+  const visit = (node: TrieNode, at: C) => {
+    for (const [b, child] of node.children) {
+      const after = step(at, b);
+      if (!after) continue;
+      const value = cost(after);
+      for (const id of child.tokens) if (id < size) costs[id] = value;
+      visit(child, after);
+    }
+  };
+  visit(root, from);
+  return costs;
 }
