@@ -210,9 +210,23 @@ export function forcedCallFormat(plan: ToolPlan): SamplingParams["response_forma
   return { json_schema: Object.keys(defs).length > 0 ? { ...root, $defs: defs } : root };
 }
 
-/** The answer of a forced custom tool, which is its input, as its call. */
-export function rawInputCall(plan: ToolPlan, input: string, id: string): ToolCall {
-  return { id, type: "custom", custom: { name: plan.rawInput!, input } };
+/**
+ * The calls an answer is: a forced custom tool's whole answer, which is its input, or what toolCallsIn reads
+ * in it; null where it is text.
+ */
+export function answerCalls(plan: ToolPlan, answer: string, id: string): ToolCall[] | null {
+  if (plan.rawInput !== undefined)
+    return [{ id, type: "custom", custom: { name: plan.rawInput, input: answer } }];
+  return toolCallsIn(answer, plan, id);
+}
+
+/** How a forced answer streams as its call: a custom tool's input, or a required call; null under auto. */
+export function forcedCallStream(
+  plan: ToolPlan | null,
+  id: string,
+): RawInputStream | RequiredCallStream | null {
+  if (plan?.rawInput !== undefined) return new RawInputStream(plan, id);
+  return plan?.forced ? new RequiredCallStream(id) : null;
 }
 
 /** The schema with its definitions moved into `defs` under `prefix`ed names, and its references renamed. */

@@ -21,13 +21,7 @@ import { resolveModel } from "../models.ts";
 import { ReasoningSplit, splitReply } from "../reasoning.ts";
 import { readBody } from "../request-body.ts";
 import { serveTier } from "../service-tier.ts";
-import {
-  RawInputStream,
-  RequiredCallStream,
-  rawInputCall,
-  type ToolCallDelta,
-  toolCallsIn,
-} from "../tool-calls.ts";
+import { answerCalls, forcedCallStream, type ToolCallDelta } from "../tool-calls.ts";
 import { begin, finishReasonOf, openStream, streamResponse, usageOf } from "./inference.ts";
 
 export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
@@ -60,19 +54,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           // As streamed: reasoning_content only where the answer reasoned.
           const thought = split?.reasoning ? { reasoning_content: split.reasoning } : {};
           const answerLogprobs = split ? logprobs.filter((_, i) => !split.isReasoning[i]) : logprobs;
-          if (tools?.rawInput !== undefined) {
-            // The answer is the forced custom tool's input; cut short by max_tokens, it ends "length".
-            const message = {
-              role: "assistant" as const,
-              content: null,
-              ...thought,
-              refusal: null,
-              tool_calls: [rawInputCall(tools, answer, callId(index))],
-            };
-            const finish = final.finish_reason === "stop" ? ("tool_calls" as const) : finishReasonOf(final);
-            return { index, message, logprobs: null, finish_reason: finish };
-          }
-          const calls = tools ? toolCallsIn(answer, tools, callId(index)) : null;
+          const calls = tools ? answerCalls(tools, answer, callId(index)) : null;
           if (calls) {
             const message = {
               role: "assistant" as const,
@@ -81,7 +63,10 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
               refusal: null,
               tool_calls: calls,
             };
-            return { index, message, logprobs: null, finish_reason: "tool_calls" as const };
+            // A forced custom tool's input cut short by max_tokens ends "length", as a text would.
+            const cut = tools!.rawInput !== undefined && final.finish_reason !== "stop";
+            const finish = cut ? finishReasonOf(final) : ("tool_calls" as const);
+            return { index, message, logprobs: null, finish_reason: finish };
           }
           return {
             index,
@@ -123,13 +108,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       const finals: Final[] = [];
       // A required call streams as calls do; with "auto", a choice's text is held while it may be a call
       // and its calls stream once one begins (gateway/auto-call-stream.ts), its logprobs held with it.
-      const required = choices.map((_, index) =>
-        tools?.rawInput !== undefined
-          ? new RawInputStream(tools, callId(index))
-          : tools?.forced
-            ? new RequiredCallStream(callId(index))
-            : null,
-      );
+      const required = choices.map((_, index) => forcedCallStream(tools, callId(index)));
       const calls = choices.map((_, index) =>
         tools && !tools.forced ? new AutoCallStream(tools, callId(index)) : null,
       );

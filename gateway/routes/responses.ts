@@ -42,13 +42,7 @@ import {
   saveResponse,
 } from "../response-store.ts";
 import { serveTier } from "../service-tier.ts";
-import {
-  RawInputStream,
-  RequiredCallStream,
-  rawInputCall,
-  type ToolCallDelta,
-  toolCallsIn,
-} from "../tool-calls.ts";
+import { answerCalls, forcedCallStream, type ToolCallDelta } from "../tool-calls.ts";
 import { begin, openStream, streamResponse } from "./inference.ts";
 
 function responseNotFound(id: string, param = "response_id"): ApiError {
@@ -135,13 +129,8 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       const thought = split?.reasoning ? [reasoningItem(ids.reasoning, split.reasoning, itemStatus)] : [];
       // The message's logprobs are its own tokens': a reasoning token's are not reported.
       const answerLogprobs = split ? logprobs.filter((_, i) => !split.isReasoning[i]) : logprobs;
-      // A forced custom tool's answer is its input (gateway/tool-calls.ts).
-      const calls =
-        tools?.rawInput !== undefined
-          ? [rawInputCall(tools, answer, ids.callId)]
-          : tools
-            ? toolCallsIn(answer, tools, ids.callId)
-            : null;
+      // With tools the answer may be calls (a forced custom tool's answer is its input: gateway/tool-calls.ts).
+      const calls = tools ? answerCalls(tools, answer, ids.callId) : null;
       const output = calls
         ? callItems(calls, ids, itemStatus)
         : [messageItem(ids.message, answer, wantLogprobs ? chatLogprobs(answerLogprobs) : null, itemStatus)];
@@ -164,12 +153,7 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       // As in chat: a required call streams as it is generated; with "auto" the text is held while it may
       // still be calls and its calls stream once one begins (gateway/auto-call-stream.ts), its logprobs
       // held with it.
-      const required =
-        tools?.rawInput !== undefined
-          ? new RawInputStream(tools, ids.callId)
-          : tools?.forced
-            ? new RequiredCallStream(ids.callId)
-            : null;
+      const required = forcedCallStream(tools, ids.callId);
       const auto = tools && !tools.forced ? new AutoCallStream(tools, ids.callId) : null;
       const callEvents = (deltas: ToolCallDelta[]) =>
         deltas.flatMap((delta) => {
