@@ -20,16 +20,12 @@ beforeAll(() => {
 
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
+/** A run small enough for a test: a batch of 2, 6 requests in flight (3 of them waiting in the bus). */
+const SMALL = { maxBatch: 2, backlog: 6, probes: 2, backlogTokens: 8 };
+
 describe("bench priority", () => {
   it("measures both tiers behind a backlog and saves the result", async () => {
-    const result = await runPriorityBench({
-      device: "cpu",
-      modelDir,
-      maxBatch: 2,
-      backlog: 6,
-      probes: 2,
-      backlogTokens: 8,
-    });
+    const result = await runPriorityBench({ device: "cpu", modelDir, ...SMALL });
     expect(result).toMatchObject({ max_batch: 2, backlog: 6, probes: 2 });
     for (const ttft of [result.idle_ttft_ms, result.standard_ttft_ms, result.priority_ttft_ms]) {
       expect(ttft.p50).toBeGreaterThan(0);
@@ -43,15 +39,7 @@ describe("bench priority", () => {
 
   it("runs over NATS JetStream too, in a namespace of its own that is removed afterwards", async () => {
     const natsUrl = inject("natsUrl");
-    const result = await runPriorityBench({
-      device: "cpu",
-      modelDir,
-      maxBatch: 2,
-      backlog: 6,
-      probes: 2,
-      backlogTokens: 8,
-      natsUrl,
-    });
+    const result = await runPriorityBench({ device: "cpu", modelDir, ...SMALL, natsUrl });
     expect(result.setup.path).toBe("luminet worker core on NATS JetStream");
     expect(result.priority_ttft_ms.p50).toBeGreaterThan(0);
     expect(result.backlog_tokens_per_s).toBeGreaterThan(0);

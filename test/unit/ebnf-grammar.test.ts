@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { compileGrammar } from "../../worker/engine/grammar-compiler.ts";
 import { GrammarError } from "../../worker/engine/grammar-rules.ts";
-import { advance, type StackSet, startOf } from "../../worker/engine/grammar-stacks.ts";
+import { acceptsWhole, advance, type StackSet, startOf } from "../../worker/engine/grammar-stacks.ts";
 import { Prng } from "../../worker/engine/prng.ts";
 
 /** The recognizer's set after `text`, or null where it refuses a character. */
@@ -19,7 +19,7 @@ function read(grammarText: string, text: string): StackSet | null {
   return set;
 }
 
-const accepts = (grammarText: string, text: string) => read(grammarText, text)?.accepted === true;
+const accepts = (grammarText: string, text: string) => acceptsWhole(compileGrammar(grammarText), text);
 
 /** Random strings over `alphabet`, lengths 0 to `longest`. */
 function randomStrings(alphabet: string[], count: number, longest: number, seed: number): string[] {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
 import { compileGrammar } from "../../worker/engine/grammar-compiler.ts";
 import { GrammarMode } from "../../worker/engine/grammar-mode.ts";
-import { advance, type StackSet, startOf } from "../../worker/engine/grammar-stacks.ts";
+import { acceptsWhole } from "../../worker/engine/grammar-stacks.ts";
 import { Prng } from "../../worker/engine/prng.ts";
 import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
 
@@ -40,12 +40,7 @@ function drawAllowed(row: Float32Array, prng: Prng): number {
 }
 
 /** Whether the recognizer, independently of the mask, takes `text` whole. */
-function isWhole(grammarText: string, text: string): boolean {
-  const grammar = compileGrammar(grammarText);
-  let set: StackSet | null = startOf(grammar);
-  for (const c of text) set = set && advance(grammar, set, c.codePointAt(0)!);
-  return set?.accepted === true;
-}
+const isWhole = (grammarText: string, text: string) => acceptsWhole(compileGrammar(grammarText), text);
 
 describe("the grammar mask", () => {
   // A finite language, so "a prefix of some string of it" can be checked by listing them all.

@@ -4,15 +4,10 @@
 import { describe, expect, it } from "vitest";
 import { compileGrammar } from "../../worker/engine/grammar-compiler.ts";
 import { GrammarError } from "../../worker/engine/grammar-rules.ts";
-import { advance, type StackSet, startOf } from "../../worker/engine/grammar-stacks.ts";
+import { acceptsWhole } from "../../worker/engine/grammar-stacks.ts";
 import { Prng } from "../../worker/engine/prng.ts";
 
-function accepts(grammarText: string, text: string): boolean {
-  const grammar = compileGrammar(grammarText);
-  let set: StackSet | null = startOf(grammar);
-  for (const c of text) set = set && advance(grammar, set, c.codePointAt(0)!);
-  return set?.accepted === true;
-}
+const accepts = (grammarText: string, text: string) => acceptsWhole(compileGrammar(grammarText), text);
 
 // Lark's own JSON example, as its documentation writes it (aliases and ?-rules shape only the tree).
 const JSON_LARK = `
