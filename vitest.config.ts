@@ -2,6 +2,9 @@
 // (real NATS + Postgres), e2e (HTTP through the official openai client) and browser (the dashboard in
 // headless Chromium; screenshots in test-artifacts/). The global setup provisions
 // NATS and Postgres once for the whole run; see test/setup/services.ts.
+// Unit and contract files run two at a time: Vitest's default on a 2-core machine is one, and a file's
+// import and its waits then leave a core idle (the suite took ~12 min one at a time, ~7.5 two at a time).
+// Integration, e2e and browser files start processes and private services and stay one at a time.
 import { defineConfig } from "vitest/config";
 
 const shared = {
@@ -14,8 +17,8 @@ export default defineConfig({
   test: {
     reporters: ["default"],
     projects: [
-      { test: { ...shared, name: "unit", include: ["test/unit/**/*.test.ts"] } },
-      { test: { ...shared, name: "contract", include: ["test/contract/**/*.test.ts"] } },
+      { test: { ...shared, name: "unit", include: ["test/unit/**/*.test.ts"], maxWorkers: 2 } },
+      { test: { ...shared, name: "contract", include: ["test/contract/**/*.test.ts"], maxWorkers: 2 } },
       {
         test: {
           ...shared,
