@@ -1,5 +1,6 @@
 // The gateway on Node: opens the database and NATS named by the caller, loads the base models' tokenizers,
 // builds the app and serves it with @hono/node-server. Nothing here but wiring.
+import { Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { hostname } from "node:os";
 import { serve } from "@hono/node-server";
@@ -30,6 +31,14 @@ export interface ServedApp {
   close(): Promise<void>;
 }
 
+/**
+ * How long an idle keep-alive connection stays open. Node's default, 5 s, is shorter than the idle timeout of
+ * the load balancers a gateway sits behind (AWS's: 60 s): one that sends a request on a connection just as
+ * the gateway closes it gets a reset and answers its client 502. Longer than theirs, the balancer always
+ * closes first. Clients are told (`Keep-Alive: timeout=65`) and close before it too.
+ */
+export const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+
 /** Serves any Hono app on a port (0 picks a free one) until close(). */
 export function serveApp(app: Hono<GatewayEnv>, port: number, hostname = "0.0.0.0"): Promise<ServedApp> {
   return new Promise((resolve, reject) => {
@@ -45,6 +54,11 @@ export function serveApp(app: Hono<GatewayEnv>, port: number, hostname = "0.0.0.
           }),
       });
     });
+    if (server instanceof HttpServer) {
+      server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+      // Node wants the headers timeout above the keep-alive one, or a request on a reused connection can be cut.
+      server.headersTimeout = KEEP_ALIVE_TIMEOUT_MS + 1_000;
+    }
     server.once("error", reject);
   });
 }
