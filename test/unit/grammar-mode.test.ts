@@ -112,6 +112,22 @@ describe("the grammar mask", () => {
     expect(() => digits.take(tokenizer.encode("x", { addSpecialTokens: false })[0]!)).toThrow(RangeError);
   });
 
+  it("reads a Lark lexeme to its longest match: after 12 of INT INT, no stop token, but a space or a digit", () => {
+    const eos = tokenizer.eosTokenIds;
+    const grammar = compileGrammar('start: INT INT\n%import common.INT\n%ignore " "');
+    const mode = new GrammarMode(tokenizer, grammar, eos, () => true);
+    for (const token of tokenizer.encode("12", { addSpecialTokens: false })) mode.take(token);
+    const row = mode.mask(new Float32Array(vocab));
+    const allowed = (text: string) => {
+      const [token] = tokenizer.encode(text, { addSpecialTokens: false });
+      return row[token!] !== Number.NEGATIVE_INFINITY;
+    };
+    expect(eos.every((id) => row[id] === Number.NEGATIVE_INFINITY)).toBe(true);
+    expect(allowed(" ")).toBe(true);
+    expect(allowed("3")).toBe(true);
+    expect(allowed("x")).toBe(false);
+  });
+
   for (const grammar of [
     // Nested brackets: no regex says this.
     'root ::= "[" items? "]"\nitems ::= item ("," item)*\nitem ::= [0-9]{1,3} | "[" items? "]"',

@@ -4,7 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { compileGrammar } from "../../worker/engine/grammar-compiler.ts";
 import { GrammarError } from "../../worker/engine/grammar-rules.ts";
-import { acceptsWhole } from "../../worker/engine/grammar-stacks.ts";
+import { acceptsWhole, advance, type StackSet, startOf } from "../../worker/engine/grammar-stacks.ts";
 import { Prng } from "../../worker/engine/prng.ts";
 
 const accepts = (grammarText: string, text: string) => acceptsWhole(compileGrammar(grammarText), text);
@@ -113,6 +113,40 @@ describe("Lark grammars", () => {
     expect(accepts("start: /a.b/is", "A\nB")).toBe(true);
   });
 
+  it("read each lexeme as Lark's lexer does, the longest match: two numbers need something between them", () => {
+    const pair = "start: INT INT\n%import common.INT\n%import common.WS\n%ignore WS";
+    expect(accepts(pair, "1 2")).toBe(true);
+    expect(accepts(pair, "12 345")).toBe(true);
+    // One character at a time, "12" could be 1 then 2; a lexer reads it as one INT, and so here.
+    expect(accepts(pair, "12")).toBe(false);
+    const words = 'start: NAME NAME\nNAME: /[a-z]+/\n%ignore " "';
+    expect(accepts(words, "ab cd")).toBe(true);
+    expect(accepts(words, "abcd")).toBe(false);
+    // A lexeme ends by itself where nothing could continue it: a keyword, then a name.
+    expect(accepts('start: "if" NAME\nNAME: /[a-z]+/', "ifx")).toBe(true);
+    expect(accepts("start: NUM UNIT?\nNUM: /[0-9]+/\nUNIT: /[a-z]+/", "12kg")).toBe(true);
+    // A terminal made of terminals is one lexeme: spaces that %ignore allows between lexemes stay out of it.
+    const ids =
+      'start: ID ("," ID)*\nID: LETTER (LETTER | DIGIT)*\n%import common (LETTER, DIGIT)\n%ignore " "';
+    expect(accepts(ids, "a1 , b2,c")).toBe(true);
+    expect(accepts(ids, "a 1")).toBe(false);
+  });
+
+  it("never let a lexeme end early while the output is read: no end after 12 of INT INT", () => {
+    const grammar = compileGrammar('start: INT INT\n%import common.INT\n%ignore " "');
+    const setAfter = (text: string) => {
+      let set: StackSet | null = startOf(grammar);
+      for (const c of text) set = set && advance(grammar, set, c.codePointAt(0)!);
+      return set;
+    };
+    // After "1": another digit (the same INT) or a space; never the end.
+    expect(setAfter("1")!.accepted).toBe(false);
+    expect(setAfter("12")).not.toBeNull();
+    expect(setAfter("12")!.accepted).toBe(false);
+    expect(setAfter("12 3")!.accepted).toBe(true);
+    expect(setAfter("12 3x")).toBeNull();
+  });
+
   for (const [grammar, message] of [
     ['start: item\nitem: "a" | other', /line 2, column 13: rule other is used but not defined/],
     ['answer: "a"', /no start rule/],
@@ -131,6 +165,10 @@ describe("Lark grammars", () => {
     ["start: @sub", /@rule references are not supported/],
     ['start: "a".."zz"', /a range is written between single characters/],
     ['start: "a" ~ 3..1', /the least count is above the most/],
+    ['start: A\nA: "a" A?', /line 2, column 8: terminal A refers to itself/],
+    ['start: A\nA: "a" b\nb: "c"', /line 2, column 8: a terminal is made of .* not of rule b/],
+    ["start: FOO", /line 1, column 8: terminal FOO is used but not defined/],
+    ['start: A\nA: "a"\nA: "b"', /line 3, column 1: terminal A is defined twice/],
   ] as [string, RegExp][]) {
     it(`refuse, saying why: ${JSON.stringify(grammar.slice(0, 40))}`, () => {
       expect(() => compileGrammar(grammar)).toThrow(GrammarError);

@@ -1,7 +1,8 @@
 // Compiles a grammar — EBNF (ebnf-syntax.ts) or Lark (lark-syntax.ts) — to flat alternatives whose elements
 // are a character class or another rule, the form the pushdown recognizer (grammar-stacks.ts) walks:
 // groups and repetitions become rules of their own (`x*` is `r ::= x r | ""`, which the recognizer runs as
-// a loop, not a growing stack), a regex's automaton a rule per state. Checked here, so a request is
+// a loop, not a growing stack), a lexeme's automaton a rule per state, guarded so that it ends only where
+// its longest match does. Checked here, so a request is
 // refused before anything runs: every rule used is defined, each rule can end, and none is left-recursive
 // (`expr ::= expr "+" term` never consumes a character before calling itself; write `term ("+" term)*`).
 import { isEbnf, parseEbnf } from "./ebnf-syntax.ts";
@@ -10,12 +11,14 @@ import {
   type Expr,
   type Grammar,
   GrammarError,
+  GUARD,
   type ParsedGrammar,
   type RuleText,
   where,
 } from "./grammar-rules.ts";
 import { parseLark } from "./lark-syntax.ts";
-import type { StringAutomaton } from "./string-automaton.ts";
+import { normalizeRanges, type RegexNode } from "./regex-syntax.ts";
+import { compileNode, PatternError } from "./string-automaton.ts";
 
 /** Longest grammar text accepted. */
 export const MAX_GRAMMAR_CHARS = 65_536;
@@ -64,8 +67,8 @@ class Compiler {
   private readonly classIndex = new Map<string, number>();
   private elementCount = 0;
 
-  /** Per automaton met, its start state's rule. */
-  private readonly automata = new Map<StringAutomaton, number>();
+  /** Per lexeme met (the same terminal is one node wherever it is used), its start state's rule. */
+  private readonly lexemes = new Map<RegexNode, number>();
   private readonly parsed: RuleText[];
 
   constructor(
@@ -162,18 +165,26 @@ class Compiler {
         return this.helperRule(owner, this.alternativesOf(expr, owner));
       case "repeat":
         return this.repeat(this.element(expr.item, owner), expr.min, expr.max, owner);
-      case "automaton":
-        return this.automatonRule(expr.automaton, owner);
+      case "lexeme":
+        return this.lexemeRule(expr.node, expr.what, owner);
     }
   }
 
   /**
-   * A regex's automaton as rules, one per state: `s ::= [range] t | ... | ""` (the empty alternative
-   * where the state accepts), each move's target in last place, so reading runs as a loop.
+   * A lexeme's automaton as rules, one per state: `s ::= [range] t | ... | end`, each move's target in last
+   * place, so reading runs as a loop. Where the state accepts, `end` lets the lexeme end: a guard that
+   * refuses the characters the state moves on (longest match), or nothing where it moves on none.
    */
-  private automatonRule(automaton: StringAutomaton, owner: string): number {
-    const known = this.automata.get(automaton);
+  private lexemeRule(node: RegexNode, what: string, owner: string): number {
+    const known = this.lexemes.get(node);
     if (known !== undefined) return known;
+    let automaton: ReturnType<typeof compileNode>;
+    try {
+      automaton = compileNode(node, what);
+    } catch (error) {
+      if (error instanceof PatternError) throw new GrammarError(`rule ${owner}: ${error.message}`);
+      throw error;
+    }
     if (automaton.minLength > 0 || automaton.maxLength !== Number.POSITIVE_INFINITY) {
       throw new GrammarError(
         `rule ${owner}: a regex's length lookahead such as (?=.{1,9}$) is not supported`,
@@ -182,14 +193,18 @@ class Compiler {
     const states = automaton.moves.map(() => this.helperRule(owner, []));
     for (const [state, moves] of automaton.moves.entries()) {
       const alternatives: number[][] = [];
+      const onward: number[] = [];
       for (let i = 0; i < moves.length; i += 3) {
         alternatives.push([this.charClass([moves[i]!, moves[i + 1]!]), states[moves[i + 2]!]!]);
+        onward.push(moves[i]!, moves[i + 1]!);
       }
-      if (automaton.accepting[state] === 1) alternatives.push([]);
+      if (automaton.accepting[state] === 1) {
+        alternatives.push(onward.length === 0 ? [] : [this.guard(onward)]);
+      }
       this.bodies[states[state]!] = alternatives;
       this.written(3 * alternatives.length);
     }
-    this.automata.set(automaton, states[0]!);
+    this.lexemes.set(node, states[0]!);
     return states[0]!;
   }
 
@@ -220,6 +235,11 @@ class Compiler {
     }
   }
 
+  /** A guard refusing the characters in `ranges` (sorted [lo, hi] pairs). */
+  private guard(ranges: readonly number[]): number {
+    return GUARD + (-2 - this.charClass(normalizeRanges(ranges)));
+  }
+
   private charClass(ranges: readonly number[]): number {
     const key = ranges.join(",");
     let id = this.classIndex.get(key);
@@ -234,7 +254,7 @@ class Compiler {
   /** Per rule, the fewest characters of any string it matches; a rule that can never end is refused. */
   private fewestCharacters(): number[] {
     const fewest = this.bodies.map(() => Infinity);
-    const cost = (e: number): number => (e < 0 ? 1 : fewest[e]!);
+    const cost = (e: number): number => elementCost(e, fewest);
     for (let changed = true; changed; ) {
       changed = false;
       for (const [rule, alternatives] of this.bodies.entries()) {
@@ -266,6 +286,7 @@ class Compiler {
       const called = new Set<number>();
       for (const alternative of alternatives) {
         for (const e of alternative) {
+          if (e >= GUARD) continue;
           if (e < 0) break;
           called.add(e);
           if (fewest[e]! > 0) break;
@@ -316,7 +337,7 @@ class Compiler {
         body.map((alternative) => {
           const start = elements.length;
           let rest = 0;
-          const costs = alternative.map((e) => (e < 0 ? 1 : fewest[e]!));
+          const costs = alternative.map((e) => elementCost(e, fewest));
           const after: number[] = [];
           for (let i = alternative.length - 1; i >= 0; i--) {
             rest += costs[i]!;
@@ -336,4 +357,10 @@ class Compiler {
       names: this.names,
     };
   }
+}
+
+/** The fewest characters an element reads: one for a class, none for a guard, a rule's fewest. */
+function elementCost(element: number, fewest: readonly number[]): number {
+  if (element < 0) return 1;
+  return element >= GUARD ? 0 : fewest[element]!;
 }

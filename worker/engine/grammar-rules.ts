@@ -1,7 +1,6 @@
 // What both grammar syntaxes (ebnf-syntax.ts, lark-syntax.ts) parse into, and what the compiler
 // (grammar-compiler.ts) makes of it for the recognizer (grammar-stacks.ts).
-import { type CharRanges, MAX_CODE_POINT } from "./regex-syntax.ts";
-import type { StringAutomaton } from "./string-automaton.ts";
+import { type CharRanges, MAX_CODE_POINT, type RegexNode } from "./regex-syntax.ts";
 
 /** A grammar the compiler refuses: the message names the rule or the line and column. */
 export class GrammarError extends Error {}
@@ -9,11 +8,17 @@ export class GrammarError extends Error {}
 /** Marks the end of an alternative in `Grammar.elements`. */
 export const END = -1;
 
-/** A compiled grammar: flat alternatives whose elements are a character class or a rule. */
+/**
+ * An element at GUARD + c or above reads no character: it lets a lexeme end where it stands only if the
+ * next character is not in class c, one the lexeme could go on with (the longest match a lexer takes).
+ */
+export const GUARD = 0x4000_0000;
+
+/** A compiled grammar: flat alternatives whose elements are a character class, a rule or a guard. */
 export interface Grammar {
   /**
-   * Every alternative's elements, each alternative ended by END: a rule's index (≥ 0), or a character
-   * class as -2 - its index in `classes`.
+   * Every alternative's elements, each alternative ended by END: a rule's index (≥ 0, below GUARD), a
+   * character class as -2 - its index in `classes`, or a guard as GUARD + a class's index.
    */
   elements: Int32Array;
   /** Per rule, where each of its alternatives starts in `elements`; rule 0 is the start. */
@@ -34,8 +39,11 @@ export type Expr =
   | { kind: "seq"; items: Expr[] }
   | { kind: "alt"; options: Expr[] }
   | { kind: "repeat"; item: Expr; min: number; max: number }
-  /** A regex, as its automaton (Lark's /.../ terminals). */
-  | { kind: "automaton"; automaton: StringAutomaton };
+  /**
+   * One lexeme (a Lark terminal, string or regex used in a rule): it matches as a lexer reads, the
+   * longest match, so it never ends where its next character could continue it.
+   */
+  | { kind: "lexeme"; node: RegexNode; what: string };
 
 export interface RuleText {
   name: string;

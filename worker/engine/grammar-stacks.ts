@@ -4,12 +4,14 @@
 // whose top class holds it one element on; a rule reference at the top is replaced by each of its
 // alternatives (the continuation below them), and a finished alternative returns to the position below.
 // A reference that is the last element of its alternative returns nowhere, so `r ::= x r` runs as a loop:
-// the stack does not grow with the repetitions.
+// the stack does not grow with the repetitions. A guard (a lexeme's longest match, grammar-rules.ts GUARD)
+// reads nothing: the stacks reached past it wait for a character outside its class, and say so.
 //
 // Stacks and stack sets are interned per grammar: the same stack is one object, a set is named by its
 // stacks, and each set remembers where every character it was asked about leads, so the vocabulary's
 // trie walk (grammar-mode.ts) meets most transitions already made.
-import { END, type Grammar, GrammarError } from "./grammar-rules.ts";
+import { END, type Grammar, GrammarError, GUARD } from "./grammar-rules.ts";
+import { normalizeRanges } from "./regex-syntax.ts";
 
 /** One stack: a position in `Grammar.elements` over the rest of the stack (null at the bottom). */
 export interface StackNode {
@@ -19,6 +21,15 @@ export interface StackNode {
   /** The fewest characters that empty this stack. */
   readonly fewest: number;
   readonly depth: number;
+  /** Characters the top may not take, though its class holds them: a guard passed on the way here. */
+  readonly excluded: Exclusion | null;
+}
+
+/** Characters a stack's next one may not be, interned per grammar. */
+interface Exclusion {
+  readonly id: number;
+  /** Sorted, disjoint [first, last] pairs. */
+  readonly ranges: Int32Array;
 }
 
 /** Where the output stands: the stacks whose top waits for a character, and whether it may end here. */
@@ -47,10 +58,11 @@ const MAX_STACKS = 100_000;
  */
 const MAX_INTERNED = 200_000;
 
-/** Per grammar, its interned stacks and sets and its start. */
+/** Per grammar, its interned stacks, sets and exclusions, and its start. */
 interface Interned {
   nodes: Map<string, StackNode>;
   sets: Map<string, StackSet>;
+  exclusions: Map<string, Exclusion>;
   start: StackSet | null;
 }
 
@@ -62,7 +74,7 @@ export function startOf(grammar: Grammar): StackSet {
   const tables = tablesOf(grammar);
   if (tables.start) return tables.start;
   const closure = new Closure(grammar, tables);
-  for (const alternative of grammar.alternatives[0]!) closure.expand(closure.node(alternative, null));
+  for (const alternative of grammar.alternatives[0]!) closure.expand(closure.node(alternative, null), null);
   tables.start = closure.set();
   return tables.start;
 }
@@ -76,8 +88,11 @@ export function advance(grammar: Grammar, from: StackSet, code: number): StackSe
   if (known !== undefined) return known;
   const closure = new Closure(grammar, tablesOf(grammar));
   for (const stack of from.stacks) {
-    if (inClass(grammar.classes[-2 - grammar.elements[stack.position]!]!, code)) {
-      closure.expand(closure.node(stack.position + 1, stack.below));
+    if (
+      inClass(grammar.classes[-2 - grammar.elements[stack.position]!]!, code) &&
+      !(stack.excluded && inClass(stack.excluded.ranges, code))
+    ) {
+      closure.expand(closure.node(stack.position + 1, stack.below), null);
     }
   }
   const to = closure.empty ? null : closure.set();
@@ -106,10 +121,35 @@ export function takesSomeIn(grammar: Grammar, set: StackSet, first: number, last
     for (let i = 0; i < ranges.length; i += 2) {
       const from = Math.max(first, ranges[i]!);
       const to = Math.min(last, ranges[i + 1]!);
-      if (from <= to && !(from >= 0xd800 && to <= 0xdfff)) return true;
+      if (from <= to && someOutside(from, to, stack.excluded)) return true;
     }
   }
   return false;
+}
+
+/** Whether some code point of a class is neither a surrogate nor excluded. */
+function someOfClassOutside(ranges: Int32Array, excluded: Exclusion): boolean {
+  for (let i = 0; i < ranges.length; i += 2)
+    if (someOutside(ranges[i]!, ranges[i + 1]!, excluded)) return true;
+  return false;
+}
+
+/** Whether some code point from `from` to `to` is neither a surrogate nor excluded. */
+function someOutside(from: number, to: number, excluded: Exclusion | null): boolean {
+  if (!excluded) return !(from >= 0xd800 && to <= 0xdfff);
+  const holes = [0xd800, 0xdfff, ...excluded.ranges];
+  for (let c = from; c <= to; ) {
+    const hole = holeAt(holes, c);
+    if (hole < 0) return true;
+    c = hole + 1;
+  }
+  return false;
+}
+
+/** The last code point of the hole (a [first, last] pair of `holes`) that holds `c`, or -1. */
+function holeAt(holes: readonly number[], c: number): number {
+  for (let i = 0; i < holes.length; i += 2) if (c >= holes[i]! && c <= holes[i + 1]!) return holes[i + 1]!;
+  return -1;
 }
 
 function inClass(ranges: Int32Array, code: number): boolean {
@@ -123,7 +163,12 @@ function inClass(ranges: Int32Array, code: number): boolean {
 function tablesOf(grammar: Grammar): Interned {
   let tables = interned.get(grammar);
   if (!tables || tables.nodes.size + tables.sets.size > MAX_INTERNED) {
-    tables = { nodes: new Map(), sets: new Map(), start: tables?.start ?? null };
+    tables = {
+      nodes: new Map(),
+      sets: new Map(),
+      exclusions: new Map(),
+      start: tables?.start ?? null,
+    };
     interned.set(grammar, tables);
   }
   return tables;
@@ -132,7 +177,7 @@ function tablesOf(grammar: Grammar): Interned {
 /** The stacks reached from some positions before the next character: rule references expanded, ends popped. */
 class Closure {
   private readonly ready = new Map<number, StackNode>();
-  private readonly seen = new Set<number>();
+  private readonly seen = new Set<string>();
   private accepted = false;
 
   constructor(
@@ -145,10 +190,10 @@ class Closure {
   }
 
   /** The interned stack `position` over `below`; undefined where it would pass the deepest kept. */
-  node(position: number, below: StackNode | null): StackNode | undefined {
+  node(position: number, below: StackNode | null, excluded: Exclusion | null = null): StackNode | undefined {
     const depth = (below?.depth ?? 0) + 1;
     if (depth > MAX_DEPTH) return undefined;
-    const key = `${position}:${below?.id ?? 0}`;
+    const key = `${position}:${below?.id ?? 0}${excluded ? `!${excluded.id}` : ""}`;
     let node = this.tables.nodes.get(key);
     if (!node) {
       node = {
@@ -157,29 +202,42 @@ class Closure {
         below,
         fewest: this.grammar.fewestToEnd[position]! + (below?.fewest ?? 0),
         depth,
+        excluded,
       };
       this.tables.nodes.set(key, node);
     }
     return node;
   }
 
-  /** Follows a stack until its top waits for a character (or it empties: the output may end). */
-  expand(stack: StackNode | null | undefined): void {
+  /**
+   * Follows a stack until its top waits for a character (or it empties: the output may end), the next
+   * character kept out of `excluded` where a guard was passed.
+   */
+  expand(stack: StackNode | null | undefined, excluded: Exclusion | null): void {
     if (stack === undefined) return;
     if (stack === null) {
       this.accepted = true;
       return;
     }
-    if (this.seen.has(stack.id)) return;
-    this.seen.add(stack.id);
-    const { elements, alternatives } = this.grammar;
+    const key = excluded ? `${stack.id}!${excluded.id}` : `${stack.id}`;
+    if (this.seen.has(key)) return;
+    this.seen.add(key);
+    const { elements, alternatives, classes } = this.grammar;
     const element = elements[stack.position]!;
     if (element === END) {
-      this.expand(stack.below);
+      this.expand(stack.below, excluded);
+      return;
+    }
+    if (element >= GUARD) {
+      const guarded = this.exclusion(classes[element - GUARD]!, excluded);
+      this.expand(this.node(stack.position + 1, stack.below), guarded);
       return;
     }
     if (element < 0) {
-      this.ready.set(stack.id, stack);
+      // A class every character of which is excluded leaves nothing this stack could read.
+      if (excluded && !someOfClassOutside(classes[-2 - element]!, excluded)) return;
+      const ready = excluded ? this.node(stack.position, stack.below, excluded)! : stack;
+      this.ready.set(ready.id, ready);
       if (this.ready.size > MAX_STACKS) {
         throw new GrammarError(
           `more than ${MAX_STACKS} parses are open at once; make the grammar less ambiguous`,
@@ -191,7 +249,18 @@ class Closure {
     const after = stack.position + 1;
     const below = elements[after] === END ? stack.below : this.node(after, stack.below);
     if (below === undefined) return;
-    for (const alternative of alternatives[element]!) this.expand(this.node(alternative, below));
+    for (const alternative of alternatives[element]!) this.expand(this.node(alternative, below), excluded);
+  }
+  /** The interned exclusion of the characters in `ranges` and in `also`. */
+  private exclusion(ranges: Int32Array, also: Exclusion | null): Exclusion {
+    const joined = also ? normalizeRanges([...also.ranges, ...ranges]) : ranges;
+    const key = joined.join(",");
+    let exclusion = this.tables.exclusions.get(key);
+    if (!exclusion) {
+      exclusion = { id: nextId++, ranges: Int32Array.from(joined) };
+      this.tables.exclusions.set(key, exclusion);
+    }
+    return exclusion;
   }
 
   /** The interned set of the stacks reached. */

@@ -5,9 +5,11 @@
 // line that starts with `|`. `%import common.NAME` (or `common (A, B)`) takes Lark's common terminals,
 // `%ignore X` lets X (whitespace, mostly) stand before any terminal of a rule and at the end of the output.
 //
-// Lark tokenizes with a lexer first; here every terminal is part of the one grammar over characters, so the
-// outputs are the grammar's strings, but two terminals written side by side with nothing between them may
-// split where Lark's longest-match lexer would not. Aliases (`-> name`), rule modifiers (`?rule`, `!rule`)
+// Each terminal, string or regex a rule uses is one lexeme, read as a lexer reads it: the longest match,
+// never ending where its next character could continue it, so `NAME NAME` needs something between the two
+// names, as in Lark (per lexeme, as Lark's Earley parser lexes; llguidance, which OpenAI's custom tools run
+// on, takes the longest match of all the terminals possible at a place instead). A terminal is regular: made
+// of strings, regexes and other terminals, never of itself or of a rule. Aliases (`-> name`), rule modifiers (`?rule`, `!rule`)
 // and priorities (`.2`) shape Lark's parse tree, not its strings, and are read and ignored. Templates,
 // `%declare`/`%override`/`%extend`, other regex flags and llguidance's extensions (`%json`, `@rule`,
 // `<|token|>`) are refused.
@@ -20,7 +22,7 @@ import {
   readCharacter,
   where,
 } from "./grammar-rules.ts";
-import { compileFullMatch, PatternError } from "./string-automaton.ts";
+import { parseRegex, type RegexNode, RegexSyntaxError } from "./regex-syntax.ts";
 
 export function parseLark(text: string): ParsedGrammar {
   return { rules: new LarkParser(text).grammar(), start: "start" };
@@ -81,22 +83,30 @@ class LarkParser {
 
   constructor(private readonly text: string) {}
 
-  /** The grammar's rules, its imports added and, with %ignore, what may stand before each lexeme. */
+  /**
+   * The grammar's rules, each lexeme read through the terminals (its imports added) and, with %ignore,
+   * what may stand before each lexeme.
+   */
   grammar(): RuleText[] {
-    const rules = this.definitions();
-    const defined = new Set(rules.map((r) => r.name));
+    const definitions = this.definitions();
+    const defined = new Set(definitions.map((r) => r.name));
     for (const rule of this.imported) {
       if (defined.has(rule.name)) continue;
       defined.add(rule.name);
-      rules.push(rule);
+      definitions.push(rule);
     }
+    const terminals = new Terminals(
+      definitions.filter((r) => isTerminalName(r.name)),
+      this.text,
+    );
+    const rules = definitions.filter((r) => !isTerminalName(r.name));
     if (this.ignored.length === 0) {
-      return rules.map((rule) => ({ ...rule, body: fillLexemeSlots(rule.body, null) }));
+      return rules.map((rule) => ({ ...rule, body: fillLexemeSlots(rule.body, null, terminals) }));
     }
-    const ignoredOnce: Expr =
-      this.ignored.length === 1 ? this.ignored[0]! : { kind: "alt", options: this.ignored };
+    const ignored = this.ignored.map((e) => terminals.lexeme(e));
+    const ignoredOnce: Expr = ignored.length === 1 ? ignored[0]! : { kind: "alt", options: ignored };
     const filled = rules.map((rule) => {
-      const body = fillLexemeSlots(rule.body, ref(IGNORED));
+      const body = fillLexemeSlots(rule.body, ref(IGNORED), terminals);
       // What is ignored may also end the output.
       return {
         ...rule,
@@ -305,8 +315,8 @@ class LarkParser {
   }
 
   /**
-   * /pattern/flags as its automaton (ECMAScript syntax, which Python's re shares for common patterns); the
-   * flags i (either case) and s (`.` takes line breaks) are read, others refused.
+   * /pattern/flags as a lexeme (ECMAScript syntax, which Python's re shares for common patterns); the flags
+   * i (either case) and s (`.` takes line breaks) are read, others refused.
    */
   private regex(): Expr {
     const start = this.at;
@@ -336,10 +346,10 @@ class LarkParser {
     this.at += flags.length;
     try {
       const read = { ignoreCase: flags.includes("i"), dotAll: flags.includes("s") };
-      return { kind: "automaton", automaton: compileFullMatch(pattern, read) };
+      return { kind: "lexeme", node: parseRegex(pattern, read), what: `regex /${pattern}/${flags}` };
     } catch (error) {
-      if (error instanceof PatternError) {
-        throw new GrammarError(`${where(this.text, start)}: ${error.message}`);
+      if (error instanceof RegexSyntaxError) {
+        throw new GrammarError(`${where(this.text, start)}: regex /${pattern}/: ${error.message}`);
       }
       throw error;
     }
@@ -378,21 +388,108 @@ function ref(name: string): Expr {
   return { kind: "ref", name, offset: 0 };
 }
 
-/** A rule's body with each lexeme's slot filled: by the ignored rule, or by nothing. */
-function fillLexemeSlots(expr: Expr, filler: Expr | null): Expr {
+/**
+ * A rule's body with each lexeme read through the terminals and its slot filled: by the ignored rule, or by
+ * nothing.
+ */
+function fillLexemeSlots(expr: Expr, filler: Expr | null, terminals: Terminals): Expr {
   switch (expr.kind) {
     case "seq": {
-      const items = expr.items
-        .map((e) => (e.kind === "ref" && e.name === LEXEME_SLOT ? filler : fillLexemeSlots(e, filler)))
-        .filter((e): e is Expr => e !== null);
-      return items.length === 1 ? items[0]! : { kind: "seq", items };
+      const [slot, written] = expr.items;
+      if (expr.items.length === 2 && slot!.kind === "ref" && slot!.name === LEXEME_SLOT) {
+        const lexeme = terminals.lexeme(written!);
+        return filler ? { kind: "seq", items: [filler, lexeme] } : lexeme;
+      }
+      return { kind: "seq", items: expr.items.map((e) => fillLexemeSlots(e, filler, terminals)) };
     }
     case "alt":
-      return { kind: "alt", options: expr.options.map((e) => fillLexemeSlots(e, filler)) };
+      return { kind: "alt", options: expr.options.map((e) => fillLexemeSlots(e, filler, terminals)) };
     case "repeat":
-      return { ...expr, item: fillLexemeSlots(expr.item, filler) };
+      return { ...expr, item: fillLexemeSlots(expr.item, filler, terminals) };
     default:
       return expr;
+  }
+}
+
+/**
+ * A grammar's terminals, each read once into the regex it stands for (the terminals it uses written in);
+ * the same terminal is the same regex wherever it is used, so it compiles to one automaton.
+ */
+class Terminals {
+  private readonly bodies = new Map<string, RuleText>();
+  private readonly regexes = new Map<string, RegexNode>();
+  private readonly reading = new Set<string>();
+
+  constructor(
+    definitions: RuleText[],
+    private readonly text: string,
+  ) {
+    for (const definition of definitions) {
+      if (this.bodies.has(definition.name)) {
+        throw new GrammarError(
+          `${where(text, definition.offset)}: terminal ${definition.name} is defined twice`,
+        );
+      }
+      this.bodies.set(definition.name, definition);
+    }
+    // Every terminal must read as a regex, used or not, as Lark compiles them all.
+    for (const definition of definitions) this.terminal(definition.name, definition.offset);
+  }
+
+  /** What a rule writes as one lexeme (a terminal, a string, a range, a regex). */
+  lexeme(written: Expr): Expr {
+    const what =
+      written.kind === "ref"
+        ? `terminal ${written.name}`
+        : written.kind === "lexeme"
+          ? written.what
+          : written.kind === "literal"
+            ? `string ${JSON.stringify(String.fromCodePoint(...written.codes))}`
+            : "string";
+    return { kind: "lexeme", node: this.regexOf(written), what };
+  }
+
+  private regexOf(expr: Expr): RegexNode {
+    switch (expr.kind) {
+      case "chars":
+        return { t: "chars", ranges: expr.ranges };
+      case "literal":
+        return { t: "seq", items: expr.codes.map((c) => ({ t: "chars", ranges: [c, c] }) as RegexNode) };
+      case "seq":
+        return { t: "seq", items: expr.items.map((e) => this.regexOf(e)) };
+      case "alt":
+        return { t: "alt", options: expr.options.map((e) => this.regexOf(e)) };
+      case "repeat":
+        return { t: "repeat", body: this.regexOf(expr.item), min: expr.min, max: expr.max };
+      case "lexeme":
+        return expr.node;
+      case "ref":
+        return this.terminal(expr.name, expr.offset);
+    }
+  }
+
+  private terminal(name: string, offset: number): RegexNode {
+    const known = this.regexes.get(name);
+    if (known) return known;
+    const at = where(this.text, offset);
+    if (!isTerminalName(name)) {
+      throw new GrammarError(
+        `${at}: a terminal is made of strings, regexes and other terminals, not of rule ${name}`,
+      );
+    }
+    const definition = this.bodies.get(name);
+    if (!definition) throw new GrammarError(`${at}: terminal ${name} is used but not defined`);
+    if (this.reading.has(name)) {
+      throw new GrammarError(
+        `${at}: terminal ${name} refers to itself; a terminal is a regular expression: ` +
+          "write the repetition with * or +, or make it a rule (lowercase)",
+      );
+    }
+    this.reading.add(name);
+    const regex = this.regexOf(definition.body);
+    this.reading.delete(name);
+    this.regexes.set(name, regex);
+    return regex;
   }
 }
 

@@ -127,7 +127,12 @@ const CACHE_SIZE = 256;
  */
 export function compilePatterns(patterns: readonly string[]): StringAutomaton {
   const what = `pattern ${patterns.map((p) => JSON.stringify(p)).join(" and ")}`;
-  return cached(`search:${JSON.stringify(patterns)}`, what, () => build(patterns, "search"));
+  return cached(`search:${JSON.stringify(patterns)}`, what, () =>
+    build(
+      patterns.map((pattern) => parseRegex(pattern)),
+      "search",
+    ),
+  );
 }
 
 /**
@@ -139,8 +144,16 @@ export function compileFullMatch(pattern: string, flags: RegexFlags = {}): Strin
   return cached(
     `whole/${flagged}:${pattern}`,
     `regex ${JSON.stringify(pattern)}${flagged ? ` (flags ${flagged})` : ""}`,
-    () => build([pattern], "whole", flags),
+    () => build([parseRegex(pattern, flags)], "whole"),
   );
+}
+
+/**
+ * The automaton of the strings a regex already parsed matches whole (a Lark terminal, written as one by
+ * lark-syntax.ts). Throws as compileFullMatch does, naming the regex `what`; its caller keeps it.
+ */
+export function compileNode(node: RegexNode, what: string): StringAutomaton {
+  return checked(what, () => build([node], "whole"));
 }
 
 /** The regex that matches exactly one of `choices`, each taken literally (vLLM's structured outputs `choice`). */
@@ -155,6 +168,14 @@ function cached(key: string, what: string, make: () => StringAutomaton): StringA
     cache.set(key, known);
     return known;
   }
+  const automaton = checked(what, make);
+  cache.set(key, automaton);
+  if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!);
+  return automaton;
+}
+
+/** The automaton `make` builds, its errors and an automaton no string can end named by `what`. */
+function checked(what: string, make: () => StringAutomaton): StringAutomaton {
   let automaton: StringAutomaton;
   try {
     automaton = make();
@@ -169,20 +190,18 @@ function cached(key: string, what: string, make: () => StringAutomaton): StringA
   if (moves.length === 0 || minRemaining[0]! > maxLength || maxRemaining[0]! < minLength) {
     throw new PatternError(`${what}: no string that can be written matches it`);
   }
-  cache.set(key, automaton);
-  if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!);
   return automaton;
 }
 
 /** A pattern found anywhere in the string (JSON Schema's `pattern`), or matching the whole of it. */
 type Match = "search" | "whole";
 
-function build(patterns: readonly string[], match: Match, flags: RegexFlags = {}): StringAutomaton {
+function build(patterns: readonly RegexNode[], match: Match): StringAutomaton {
   const terms = new Terms(MAX_WORK);
   let minLength = 0;
   let maxLength = Number.POSITIVE_INFINITY;
   const parts = patterns.map((pattern) => {
-    const { window, node } = withoutLengthLookahead(terms, parseRegex(pattern, flags));
+    const { window, node } = withoutLengthLookahead(terms, pattern);
     minLength = Math.max(minLength, window.min);
     maxLength = Math.min(maxLength, window.max);
     const matched =
