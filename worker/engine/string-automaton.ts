@@ -3,7 +3,6 @@
 // a state from which no string could end it, so a pattern never leaves the model stuck. A JSON Schema
 // pattern is a search (it may match anywhere unless `^`/`$` anchor it); the terms keep that meaning.
 import {
-  type CharRanges,
   MAX_CODE_POINT,
   parseRegex,
   type RegexFlags,
@@ -11,6 +10,7 @@ import {
   RegexSyntaxError,
 } from "./regex-syntax.ts";
 import { boundaries, type Term, TermBudgetError, Terms } from "./regex-terms.ts";
+import { WRITABLE } from "./utf8-reader.ts";
 
 /**
  * Most states one automaton may have, and most steps of work (derivatives, terms of unions) building it
@@ -20,13 +20,6 @@ import { boundaries, type Term, TermBudgetError, Terms } from "./regex-terms.ts"
  */
 export const MAX_AUTOMATON_STATES = 4_000;
 export const MAX_WORK = 200_000;
-
-/**
- * The characters a JSON string in structured output can hold: printable characters written as they are
- * (DEL and the C0 controls cannot be) and the controls with a short escape (\b \t \n \f \r). No \u escapes
- * inside a patterned string, so surrogates never stand alone.
- */
-const WRITABLE: CharRanges = [0x08, 0x0a, 0x0c, 0x0d, 0x20, 0x7e, 0x80, 0xd7ff, 0xe000, MAX_CODE_POINT];
 
 export class PatternError extends Error {
   override readonly name = "PatternError";

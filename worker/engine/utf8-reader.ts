@@ -38,10 +38,19 @@ export function readByte(at: PartialCharacter, b: number): ByteRead {
 }
 
 /**
- * The characters an output may hold: no surrogates, no DEL, and of the C0 controls only backspace, tab,
- * line feed, form feed and carriage return.
+ * The characters an output may hold, as [first, last] pairs: no surrogates, no DEL, and of the C0 controls
+ * only backspace, tab, line feed, form feed and carriage return (those a JSON string writes with a short
+ * escape, so a patterned JSON string holds the same).
  */
+export const WRITABLE: readonly number[] = [
+  0x08, 0x0a, 0x0c, 0x0d, 0x20, 0x7e, 0x80, 0xd7ff, 0xe000, 0x10ffff,
+];
+
+/** Whether an output may hold the character (WRITABLE). */
 export function writable(c: number): boolean {
-  if (c < 0x20) return c === 0x08 || c === 0x09 || c === 0x0a || c === 0x0c || c === 0x0d;
-  return c !== 0x7f && (c < 0xd800 || c > 0xdfff);
+  for (let i = 0; i < WRITABLE.length; i += 2) {
+    if (c < WRITABLE[i]!) return false;
+    if (c <= WRITABLE[i + 1]!) return true;
+  }
+  return false;
 }
