@@ -133,6 +133,13 @@ class Compiler {
         case "chars":
           out.push(this.charClass(e.ranges));
           return;
+        case "lexeme": {
+          // A fixed string's classes go in the row itself (lexemeRule says why it needs no guard).
+          const chain = classChain(e.node);
+          if (chain) for (const ranges of chain) out.push(this.charClass(ranges));
+          else out.push(this.element(e, owner));
+          return;
+        }
         default:
           out.push(this.element(e, owner));
       }
@@ -178,6 +185,15 @@ class Compiler {
   private lexemeRule(node: RegexNode, what: string, owner: string): number {
     const known = this.lexemes.get(node);
     if (known !== undefined) return known;
+    // A fixed string (or one class per character, "select"i) can end only at its last character, where it
+    // moves on nothing: its classes in a row, with no automaton to build.
+    const chain = classChain(node);
+    if (chain) {
+      const rule = this.helperRule(owner, [chain.map((ranges) => this.charClass(ranges))]);
+      this.written(chain.length + 1);
+      this.lexemes.set(node, rule);
+      return rule;
+    }
     let automaton: ReturnType<typeof compileNode>;
     try {
       automaton = compileNode(node, what);
@@ -363,4 +379,16 @@ class Compiler {
 function elementCost(element: number, fewest: readonly number[]): number {
   if (element < 0) return 1;
   return element >= GUARD ? 0 : fewest[element]!;
+}
+
+/** The classes of a regex that is one class per character in a row, or null. */
+function classChain(node: RegexNode): (readonly number[])[] | null {
+  if (node.t === "chars") return [node.ranges];
+  if (node.t !== "seq" || node.items.length === 0) return null;
+  const chain: (readonly number[])[] = [];
+  for (const item of node.items) {
+    if (item.t !== "chars") return null;
+    chain.push(item.ranges);
+  }
+  return chain;
 }
