@@ -179,6 +179,35 @@ export function tinyConfigJson(
   };
 }
 
+/**
+ * Writes a model's byte-level BPE tokenizer (tokenizer.json, tokenizer_config.json with the chat template)
+ * into `dir`: all a benchmark of the vocabulary alone needs (bench structured).
+ */
+export function writeTinyTokenizer(dir: string, config: ModelConfig, endOfText = true): void {
+  const tokenizer = buildByteLevelTokenizer({
+    vocabSize: config.vocabSize,
+    specialTokens: SPECIAL_TOKENS,
+    bosToken: "<|begin_of_text|>",
+  });
+  mkdirSync(dir, { recursive: true });
+  writeJson(join(dir, "tokenizer.json"), tokenizer.json);
+  writeJson(join(dir, "tokenizer_config.json"), {
+    tokenizer_class: "PreTrainedTokenizerFast",
+    bos_token: "<|begin_of_text|>",
+    ...(endOfText ? { eos_token: "<|eot_id|>" } : {}),
+    clean_up_tokenization_spaces: false,
+    model_max_length: config.maxPositions,
+    model_input_names: ["input_ids", "attention_mask"],
+    added_tokens_decoder: Object.fromEntries(
+      SPECIAL_TOKENS.map((t) => [
+        String(tokenizer.specialIds[t]),
+        { content: t, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true },
+      ]),
+    ),
+    chat_template: CHAT_TEMPLATE,
+  });
+}
+
 export function initTinyModel(dir: string, options: InitTinyOptions): TinyModel {
   const { shape, adapters, rank, seed } = options;
   const layers = options.layers ?? 2;
@@ -209,27 +238,7 @@ export function initTinyModel(dir: string, options: InitTinyOptions): TinyModel 
     top_p: 0.9,
   });
 
-  const tokenizer = buildByteLevelTokenizer({
-    vocabSize: config.vocabSize,
-    specialTokens: SPECIAL_TOKENS,
-    bosToken: "<|begin_of_text|>",
-  });
-  writeJson(join(root, "tokenizer.json"), tokenizer.json);
-  writeJson(join(root, "tokenizer_config.json"), {
-    tokenizer_class: "PreTrainedTokenizerFast",
-    bos_token: "<|begin_of_text|>",
-    ...(endOfText ? { eos_token: "<|eot_id|>" } : {}),
-    clean_up_tokenization_spaces: false,
-    model_max_length: config.maxPositions,
-    model_input_names: ["input_ids", "attention_mask"],
-    added_tokens_decoder: Object.fromEntries(
-      SPECIAL_TOKENS.map((t) => [
-        String(tokenizer.specialIds[t]),
-        { content: t, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true },
-      ]),
-    ),
-    chat_template: CHAT_TEMPLATE,
-  });
+  writeTinyTokenizer(root, config, endOfText);
 
   const specs = weightSpecs(config);
   const bytesPerValue = dtype === "F32" ? 4 : 2;

@@ -11,6 +11,7 @@ import { reportGatewayBench, runGatewayBench } from "../../scripts/bench-gateway
 import { reportLongPromptBench, runLongPromptBench } from "../../scripts/bench-long-prompt.ts";
 import { reportPrefixCacheBench, runPrefixCacheBench } from "../../scripts/bench-prefix-cache.ts";
 import { reportPriorityBench, runPriorityBench } from "../../scripts/bench-priority.ts";
+import { reportStructuredBench, runStructuredBench } from "../../scripts/bench-structured.ts";
 import { reportSwitchBench, runSwitchBench } from "../../scripts/bench-switch.ts";
 import { writeBenchmarkPlots } from "../../scripts/plot-benchmarks.ts";
 import { parseDevice } from "../../worker/engine/device.ts";
@@ -349,6 +350,23 @@ export function registerBench(program: Command): void {
     )
     .option("--json", "print one JSON line")
     .action(benchAction("e2e", benchE2e));
+  bench
+    .command("structured")
+    .description(
+      "what structured output's mask costs a step: JSON schema, regex, choice, EBNF and Lark grammars on the bench vocabulary",
+    )
+    .option("--walks <n>", "walks per case; the first tables the states it meets", "5")
+    .option("--steps <n>", "most tokens a walk draws", "48")
+    .option("--json", "print one JSON line")
+    .action(
+      benchAction("structured", async (flags: { walks: string; steps: string; json?: boolean }) => {
+        const result = runStructuredBench({
+          walks: count("--walks", flags.walks),
+          steps: count("--steps", flags.steps),
+        });
+        reportStructuredBench(result, flags.json === true);
+      }),
+    );
   bench
     .command("plots")
     .description("redraw the SVG plots of docs/BENCHMARKS.md from bench/results/*.json")
