@@ -11,6 +11,7 @@ import { registerKeys } from "./commands/keys.ts";
 import { registerMeter } from "./commands/meter.ts";
 import { registerMigrate } from "./commands/migrate.ts";
 import { registerModel } from "./commands/model.ts";
+import { registerOrgs } from "./commands/orgs.ts";
 import { registerQuota } from "./commands/quota.ts";
 import { registerUsage } from "./commands/usage.ts";
 import { registerWorker } from "./commands/worker.ts";
@@ -33,6 +34,7 @@ for (const register of [
   registerBatches,
   registerKeys,
   registerQuota,
+  registerOrgs,
   registerBases,
   registerUsage,
   registerBench,

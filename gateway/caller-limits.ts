@@ -1,5 +1,5 @@
-// The limits that apply to a caller: its key's requests and tokens per minute and its org's monthly token
-// quota, read together and cached per key for at most 30 s, as the key itself is (gateway/auth.ts). A limit
+// The limits that apply to a caller: its key's requests and tokens per minute, its org's monthly token
+// quota and whether its org may use the priority tier, read together and cached per key for at most 30 s, as the key itself is (gateway/auth.ts). A limit
 // changed from the CLI or another gateway takes effect within that; one changed through this process's
 // admin API at once (`forget`). Most callers have no limits: one cached lookup is then all admission costs.
 import { eq } from "drizzle-orm";
@@ -11,12 +11,15 @@ export interface CallerLimits {
   requestsPerMinute: number | null;
   tokensPerMinute: number | null;
   monthlyTokenQuota: number | null;
+  /** Its org's requests for service_tier "priority" get it (orgs.priority_tier). */
+  priorityTier: boolean;
 }
 
 export const NO_LIMITS: CallerLimits = {
   requestsPerMinute: null,
   tokensPerMinute: null,
   monthlyTokenQuota: null,
+  priorityTier: true,
 };
 
 export interface CallerLimitsCacheOptions {
@@ -45,6 +48,7 @@ export class CallerLimitsCache {
         requestsPerMinute: apiKeys.requestsPerMinute,
         tokensPerMinute: apiKeys.tokensPerMinute,
         monthlyTokenQuota: orgs.monthlyTokenQuota,
+        priorityTier: orgs.priorityTier,
       })
       .from(apiKeys)
       .innerJoin(orgs, eq(orgs.id, apiKeys.orgId))

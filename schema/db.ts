@@ -29,6 +29,11 @@ export const orgs = pgTable(
     name: text("name").notNull(),
     /** Most tokens (input + output) the org may use per UTC calendar month; null: no quota. */
     monthlyTokenQuota: bigint("monthly_token_quota", { mode: "number" }),
+    /**
+     * Whether its requests for `service_tier: "priority"` get the priority tier; false: they run at the
+     * standard tier and say so, as OpenAI serves a project without priority processing.
+     */
+    priorityTier: boolean("priority_tier").notNull().default(true),
     createdAt: createdAt(),
   },
   (t) => [check("orgs_monthly_token_quota_nonnegative", sql`${t.monthlyTokenQuota} >= 0`)],

@@ -33,7 +33,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       id: `chatcmpl-${c.get("requestId")}`,
       created: Math.floor(deps.now() / 1000),
       model: body.model,
-      ...serveTier(c, body.service_tier),
+      ...(await serveTier(c, deps, body.service_tier)),
     };
     const wantLogprobs = admitted.sampling.logprobs;
     const tools = admitted.tools ?? null;

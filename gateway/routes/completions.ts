@@ -32,7 +32,7 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
       object: "text_completion" as const,
       created: Math.floor(deps.now() / 1000),
       model: body.model,
-      ...serveTier(c, body.service_tier),
+      ...(await serveTier(c, deps, body.service_tier)),
     };
     const wantLogprobs = admitted.sampling.logprobs;
     const { promptLogprobs } = admitted;

@@ -81,7 +81,7 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     const nowSeconds = () => Math.floor(deps.now() / 1000);
     const head = {
       ...responseHead(body, ids.response, nowSeconds(), store, admitted.sampling),
-      ...serveTier(c, body.service_tier),
+      ...(await serveTier(c, deps, body.service_tier)),
     };
     if (body.background === true && !c.get("responseKey")) {
       // Checked in full above; stored queued and run later by a batch runner (gateway/batch-runner.ts).

@@ -9,9 +9,11 @@ import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { InProcessBroker } from "../../bus/in-process.ts";
 import { openDb } from "../../db/open.ts";
+import { createApiKey, ensureOrg } from "../../gateway/api-keys.ts";
 import { loadBaseModel } from "../../gateway/base-loader.ts";
 import { BaseCatalog } from "../../gateway/bases.ts";
 import { claimKey } from "../../gateway/idempotency-keys.ts";
+import { setPriorityTier } from "../../gateway/orgs.ts";
 import {
   ChatCompletion,
   ChatCompletionChunk,
@@ -417,6 +419,24 @@ describe("chat completions", () => {
     expect(Completion.parse(await text.json()).service_tier).toBe("flex");
     expect(worker.received.length).toBe(before + 1);
     expect(lastRequest().batch).toBe(true);
+  });
+
+  it("serves priority at the standard tier, and says so, to an org the operator withheld it from", async () => {
+    await ensureOrg(h.db, "no-priority");
+    const key = (await createApiKey(h.db, { orgId: "no-priority", name: "test" })).key;
+    expect(await setPriorityTier(h.db, "no-priority", false)).toBe(true);
+    for (const stream of [false, true]) {
+      const res = await chat({ max_tokens: 1, service_tier: "priority", stream }, key);
+      const tiers = stream
+        ? (await events(res)).slice(0, -1).map((d) => JSON.parse(d).service_tier)
+        : [ChatCompletion.parse(await res.json()).service_tier];
+      expect(new Set(tiers)).toEqual(new Set(["default"]));
+      expect(lastRequest().priority).toBeUndefined();
+      expect(lastRequest().org).toBe("no-priority");
+    }
+    // Another org's priority request is unaffected.
+    await chat({ max_tokens: 1, service_tier: "priority" });
+    expect(lastRequest()).toMatchObject({ priority: true, org: "acme" });
   });
 });
 

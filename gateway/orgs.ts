@@ -1,0 +1,61 @@
+// Orgs as an operator manages them (`luminet orgs`): what each may use. An org is made with its first key
+// (api-keys.ts ensureOrg); its monthly quota is set through meter/token-quota.ts.
+import { asc, eq } from "drizzle-orm";
+import type { Db } from "../db/open.ts";
+import { orgs } from "../schema/db.ts";
+
+export interface OrgSettings {
+  id: string;
+  name: string;
+  monthly_token_quota: number | null;
+  /** Its requests for service_tier "priority" get the priority tier. */
+  priority_tier: boolean;
+  /** Unix seconds. */
+  created_at: number;
+}
+
+const columns = {
+  id: orgs.id,
+  name: orgs.name,
+  monthlyTokenQuota: orgs.monthlyTokenQuota,
+  priorityTier: orgs.priorityTier,
+  createdAt: orgs.createdAt,
+};
+
+function settingsOf(row: {
+  id: string;
+  name: string;
+  monthlyTokenQuota: number | null;
+  priorityTier: boolean;
+  createdAt: Date;
+}): OrgSettings {
+  return {
+    id: row.id,
+    name: row.name,
+    monthly_token_quota: row.monthlyTokenQuota,
+    priority_tier: row.priorityTier,
+    created_at: Math.floor(row.createdAt.getTime() / 1000),
+  };
+}
+
+export async function listOrgs(db: Db): Promise<OrgSettings[]> {
+  return (await db.select(columns).from(orgs).orderBy(asc(orgs.id))).map(settingsOf);
+}
+
+export async function orgSettings(db: Db, orgId: string): Promise<OrgSettings | null> {
+  const [row] = await db.select(columns).from(orgs).where(eq(orgs.id, orgId));
+  return row ? settingsOf(row) : null;
+}
+
+/**
+ * Lets the org's priority requests have the priority tier, or runs them at the standard tier; gateways apply
+ * it within 30 s (their cached caller limits). False where there is no such org.
+ */
+export async function setPriorityTier(db: Db, orgId: string, allowed: boolean): Promise<boolean> {
+  const updated = await db
+    .update(orgs)
+    .set({ priorityTier: allowed })
+    .where(eq(orgs.id, orgId))
+    .returning({ id: orgs.id });
+  return updated.length > 0;
+}

@@ -1,0 +1,1 @@
+ALTER TABLE "orgs" ADD COLUMN "priority_tier" boolean DEFAULT true NOT NULL;

@@ -1,0 +1,70 @@
+// `luminet orgs`: lists the orgs with what each may use, and withdraws or grants the priority tier; an
+// unknown org changes nothing.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { registerOrgs } from "../../cli/commands/orgs.ts";
+import { migrate } from "../../db/migrate.ts";
+import { openDb } from "../../db/open.ts";
+import { ensureOrg } from "../../gateway/api-keys.ts";
+import { listOrgs } from "../../gateway/orgs.ts";
+import { setMonthlyTokenQuota } from "../../meter/token-quota.ts";
+import { luminetInProcess } from "../support/luminet-command.ts";
+
+let dir: string;
+let url: string;
+
+function luminet(...args: string[]) {
+  return luminetInProcess(registerOrgs, ["orgs", ...args], { DATABASE_URL: url, LOG_LEVEL: "silent" });
+}
+
+async function orgsNow() {
+  const db = await openDb(url);
+  try {
+    return await listOrgs(db);
+  } finally {
+    await db.close();
+  }
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "luminet-orgs-"));
+  url = `pglite:${join(dir, "db")}`;
+  const db = await openDb(url);
+  await migrate(db);
+  await ensureOrg(db, "acme");
+  await ensureOrg(db, "globex");
+  await setMonthlyTokenQuota(db, "globex", 1_000_000);
+  await db.close();
+});
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("luminet orgs", () => {
+  it("lists every org with its priority tier (granted by default) and monthly quota", async () => {
+    const list = await luminet("list");
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(/acme\s+acme\s+yes\s+none/);
+    expect(list.stdout).toMatch(/globex\s+globex\s+yes\s+1000000/);
+    const json = await luminet("list", "--json");
+    expect(JSON.parse(json.stdout)).toEqual(await orgsNow());
+  });
+
+  it("withdraws the priority tier and grants it again, and refuses an unknown org", async () => {
+    const off = await luminet("set-priority", "--org", "acme", "--off", "--json");
+    expect(off.code, off.stderr).toBe(0);
+    expect(JSON.parse(off.stdout)).toMatchObject({ id: "acme", priority_tier: false });
+    expect((await orgsNow()).map((o) => [o.id, o.priority_tier])).toEqual([
+      ["acme", false],
+      ["globex", true],
+    ]);
+    const unknown = await luminet("set-priority", "--org", "initech", "--off");
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/no org "initech"/);
+    expect((await orgsNow()).map((o) => o.id)).toEqual(["acme", "globex"]);
+    const on = await luminet("set-priority", "--org", "acme");
+    expect(on.stdout).toMatch(/acme\s+acme\s+yes/);
+    expect((await orgsNow())[0]!.priority_tier).toBe(true);
+  });
+});
