@@ -9,10 +9,10 @@
 // never ending where its next character could continue it, so `NAME NAME` needs something between the two
 // names, as in Lark (per lexeme, as Lark's Earley parser lexes; llguidance, which OpenAI's custom tools run
 // on, takes the longest match of all the terminals possible at a place instead). A terminal is regular: made
-// of strings, regexes and other terminals, never of itself or of a rule. Aliases (`-> name`), rule modifiers (`?rule`, `!rule`)
-// and priorities (`.2`) shape Lark's parse tree, not its strings, and are read and ignored. Templates,
-// `%declare`/`%override`/`%extend`, other regex flags and llguidance's extensions (`%json`, `@rule`,
-// `<|token|>`) are refused.
+// of strings, regexes and other terminals, never of itself or of a rule. Aliases (`-> name`), rule
+// modifiers (`?rule`, `!rule`) and priorities (`.2`) shape Lark's parse tree, not its strings, and are read
+// and ignored. Templates, `%declare`/`%override`/`%extend`, other regex flags and llguidance's extensions
+// (`%json`, `@rule`, `<|token|>`) are refused.
 import {
   type Expr,
   GrammarError,
