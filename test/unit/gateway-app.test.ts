@@ -421,6 +421,33 @@ describe("chat completions", () => {
     expect(lastRequest().batch).toBe(true);
   });
 
+  it("takes the OpenAI fields that change nothing in an answer without effect: the same run as without them", async () => {
+    const plain = await chat({ max_tokens: 2, seed: 5 });
+    expect(plain.status).toBe(200);
+    const without = lastRequest();
+    const withFields = await chat({
+      max_tokens: 2,
+      seed: 5,
+      user: "u-1",
+      safety_identifier: "hash-1",
+      metadata: { team: "a" },
+      store: true,
+      prompt_cache_key: "k",
+      prediction: { type: "content", content: "Hello there" },
+    });
+    expect(withFields.status).toBe(200);
+    // What the worker is asked to run: the same prompt, sampling and routing (ids, inbox and clock aside).
+    const { base, adapter, prompt_token_ids, sampling } = lastRequest();
+    expect({ base, adapter, prompt_token_ids, sampling }).toEqual({
+      base: without.base,
+      adapter: without.adapter,
+      prompt_token_ids: without.prompt_token_ids,
+      sampling: without.sampling,
+    });
+    expect(lastRequest().priority).toBe(without.priority);
+    expect(lastRequest().batch).toBe(without.batch);
+  });
+
   it("serves priority at the standard tier, and says so, to an org the operator withheld it from", async () => {
     await ensureOrg(h.db, "no-priority");
     const key = (await createApiKey(h.db, { orgId: "no-priority", name: "test" })).key;
