@@ -147,18 +147,20 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     const window = { org: principal.orgId, since: start, until: end };
     // Key names are for admins, as GET /v1/keys is; other keys see key ids.
     const admin = principal.scopes.includes(ADMIN_SCOPE);
-    const [byDay, byAdapter, byKey, byTier, quota, keys] = await Promise.all([
+    const [byDay, byAdapter, byKey, byTier, quota, keys, limits] = await Promise.all([
       usageReport(deps.db, { by: "day", ...window }),
       usageReport(deps.db, { by: "adapter", ...window }),
       usageReport(deps.db, { by: "key", ...window }),
       usageReport(deps.db, { by: "tier", ...window }),
       quotaStatus(deps.db, principal.orgId, now),
       admin ? listApiKeys(deps.db, principal.orgId) : [],
+      deps.callerLimits.get(deps.db, principal.keyId),
     ]);
     const keyNames = new Map(keys.map((key) => [key.id, keyLabel(key)]));
+    const { priorityTier } = limits;
     return c.html(
       <Layout title="Usage" section="usage" principal={principal} {...(await takeFlash(c))}>
-        <UsagePage data={{ period, days, byDay, byAdapter, byKey, byTier, keyNames, quota }} />
+        <UsagePage data={{ period, days, byDay, byAdapter, byKey, byTier, keyNames, quota, priorityTier }} />
       </Layout>,
     );
   });

@@ -1,6 +1,7 @@
 // The dashboard's usage page: the org's tokens and cost over the last 7, 30 or 90 UTC days, as totals,
 // a column per day (input and output tokens stacked; cost), the adapters by tokens, what each API key
-// spent, what each service tier cost, and the monthly quota when the org has one. The numbers are the usage report GET /v1/usage
+// spent, what each service tier cost (and whether the org may use the priority tier), and the monthly quota
+// when the org has one. The numbers are the usage report GET /v1/usage
 // returns (meter/usage-report.ts).
 import type { QuotaStatus } from "../../meter/token-quota.ts";
 import type { UsageReport, UsageTotals } from "../../meter/usage-report.ts";
@@ -33,6 +34,8 @@ export interface UsagePageData {
   /** Key id → "prefix… (name)"; empty for a key without the admin scope, which sees key ids. */
   keyNames: ReadonlyMap<string, string>;
   quota: QuotaStatus | null;
+  /** The org's requests for service_tier "priority" get that tier (orgs.priority_tier). */
+  priorityTier: boolean;
 }
 
 const BASE_ONLY = "(base model)";
@@ -192,6 +195,12 @@ export function UsagePage({ data }: { data: UsagePageData }) {
       </section>
       <KeyTable byKey={data.byKey} keyNames={data.keyNames} />
       <TierTable byTier={data.byTier} />
+      {data.priorityTier ? null : (
+        <p class="muted" id="priority-withheld">
+          The priority tier is not available to this org: requests for it run, and are billed, at the standard
+          tier, and their answers say "default".
+        </p>
+      )}
     </>
   );
 }

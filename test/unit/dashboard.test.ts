@@ -6,9 +6,10 @@ import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApiKey, listApiKeys, revokeApiKey } from "../../gateway/api-keys.ts";
 import { BatchRunner } from "../../gateway/batch-runner.ts";
+import { setPriorityTier } from "../../gateway/orgs.ts";
 import type { UsageReport } from "../../meter/usage-report.ts";
 import type { AdapterObject } from "../../schema/adapter-api.ts";
-import { adapters } from "../../schema/db.ts";
+import { adapters, apiKeys } from "../../schema/db.ts";
 import { createDashboardFixture, type DashboardFixture } from "../support/dashboard-fixture.ts";
 import { BASE } from "../support/gateway-harness.ts";
 import { orgTotals, usageEvent } from "../support/meter-fixtures.ts";
@@ -192,6 +193,27 @@ describe("the dashboard", () => {
     expect(plain).not.toContain(`${adminKey.prefix}… (admin)`);
     const admin = (await page("/dashboard", await signIn(f.h.keys.acmeAdmin))).html;
     expect(admin).toContain(`${adminKey.prefix}… (admin)`);
+  });
+
+  it("says when the operator withheld the priority tier from the org, and not otherwise", async () => {
+    const cookie = await signIn(f.h.keys.acme);
+    const setPriority = async (allowed: boolean) => {
+      await setPriorityTier(f.h.db, "acme", allowed);
+      // The gateway reads it with the caller's limits, cached for 30 s: forget them, as a change made
+      // 30 s ago would have been.
+      const keys = await f.h.db.select({ id: apiKeys.id }).from(apiKeys).where(eq(apiKeys.orgId, "acme"));
+      for (const key of keys) f.h.deps.callerLimits.forget(key.id);
+    };
+    expect((await page("/dashboard", cookie)).html).not.toContain('id="priority-withheld"');
+    await setPriority(false);
+    try {
+      expect((await page("/dashboard", cookie)).html).toMatch(
+        /id="priority-withheld">The priority tier is not available to this org/,
+      );
+    } finally {
+      await setPriority(true);
+    }
+    expect((await page("/dashboard", cookie)).html).not.toContain('id="priority-withheld"');
   });
 
   it("splits the period's usage by service tier, as GET /v1/usage?group_by=tier does", async () => {
