@@ -134,7 +134,8 @@ class Compiler {
           out.push(this.charClass(e.ranges));
           return;
         case "lexeme": {
-          // A fixed string's classes go in the row itself (lexemeRule says why it needs no guard).
+          // A fixed string (or one class per character, "select"i) can end only at its last character,
+          // where it moves on nothing: its classes go in the row itself, with no automaton and no guard.
           const chain = classChain(e.node);
           if (chain) for (const ranges of chain) out.push(this.charClass(ranges));
           else out.push(this.element(e, owner));
@@ -173,6 +174,8 @@ class Compiler {
       case "repeat":
         return this.repeat(this.element(expr.item, owner), expr.min, expr.max, owner);
       case "lexeme":
+        // A fixed string is its classes in a row, as a literal is (sequenceOf says why it needs no guard).
+        if (classChain(expr.node)) return this.helperRule(owner, [this.sequenceOf(expr, owner)]);
         return this.lexemeRule(expr.node, expr.what, owner);
     }
   }
@@ -185,15 +188,6 @@ class Compiler {
   private lexemeRule(node: RegexNode, what: string, owner: string): number {
     const known = this.lexemes.get(node);
     if (known !== undefined) return known;
-    // A fixed string (or one class per character, "select"i) can end only at its last character, where it
-    // moves on nothing: its classes in a row, with no automaton to build.
-    const chain = classChain(node);
-    if (chain) {
-      const rule = this.helperRule(owner, [chain.map((ranges) => this.charClass(ranges))]);
-      this.written(chain.length + 1);
-      this.lexemes.set(node, rule);
-      return rule;
-    }
     let automaton: ReturnType<typeof compileNode>;
     try {
       automaton = compileNode(node, what);

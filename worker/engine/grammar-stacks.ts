@@ -251,6 +251,7 @@ class Closure {
     if (below === undefined) return;
     for (const alternative of alternatives[element]!) this.expand(this.node(alternative, below), excluded);
   }
+
   /** The interned exclusion of the characters in `ranges` and in `also`. */
   private exclusion(ranges: Int32Array, also: Exclusion | null): Exclusion {
     const joined = also ? normalizeRanges([...also.ranges, ...ranges]) : ranges;

@@ -471,17 +471,18 @@ class Terminals {
   private terminal(name: string, offset: number): RegexNode {
     const known = this.regexes.get(name);
     if (known) return known;
-    const at = where(this.text, offset);
+    // Only for a message: `where` reads the text up to the offset.
+    const at = () => where(this.text, offset);
     if (!isTerminalName(name)) {
       throw new GrammarError(
-        `${at}: a terminal is made of strings, regexes and other terminals, not of rule ${name}`,
+        `${at()}: a terminal is made of strings, regexes and other terminals, not of rule ${name}`,
       );
     }
     const definition = this.bodies.get(name);
-    if (!definition) throw new GrammarError(`${at}: terminal ${name} is used but not defined`);
+    if (!definition) throw new GrammarError(`${at()}: terminal ${name} is used but not defined`);
     if (this.reading.has(name)) {
       throw new GrammarError(
-        `${at}: terminal ${name} refers to itself; a terminal is a regular expression: ` +
+        `${at()}: terminal ${name} refers to itself; a terminal is a regular expression: ` +
           "write the repetition with * or +, or make it a rule (lowercase)",
       );
     }
