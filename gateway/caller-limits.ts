@@ -1,7 +1,8 @@
 // The limits that apply to a caller: its key's requests and tokens per minute, its org's monthly token
-// quota and whether its org may use the priority tier, read together and cached per key for at most 30 s, as the key itself is (gateway/auth.ts). A limit
-// changed from the CLI or another gateway takes effect within that; one changed through this process's
-// admin API at once (`forget`). Most callers have no limits: one cached lookup is then all admission costs.
+// quota and whether its org may use the priority tier, read together and cached per key for at most 30 s,
+// as the key itself is (gateway/auth.ts). A limit changed from the CLI or another gateway takes effect
+// within that; one changed through this process's admin API at once (`forget`). Most callers have no
+// limits: one cached lookup is then all admission costs.
 import { eq } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { apiKeys, orgs } from "../schema/db.ts";

@@ -42,20 +42,15 @@ export async function listOrgs(db: Db): Promise<OrgSettings[]> {
   return (await db.select(columns).from(orgs).orderBy(asc(orgs.id))).map(settingsOf);
 }
 
-export async function orgSettings(db: Db, orgId: string): Promise<OrgSettings | null> {
-  const [row] = await db.select(columns).from(orgs).where(eq(orgs.id, orgId));
-  return row ? settingsOf(row) : null;
-}
-
 /**
  * Lets the org's priority requests have the priority tier, or runs them at the standard tier; gateways apply
- * it within 30 s (their cached caller limits). False where there is no such org.
+ * it within 30 s (their cached caller limits). The org as it is now; null where there is no such org.
  */
-export async function setPriorityTier(db: Db, orgId: string, allowed: boolean): Promise<boolean> {
-  const updated = await db
+export async function setPriorityTier(db: Db, orgId: string, allowed: boolean): Promise<OrgSettings | null> {
+  const [row] = await db
     .update(orgs)
     .set({ priorityTier: allowed })
     .where(eq(orgs.id, orgId))
-    .returning({ id: orgs.id });
-  return updated.length > 0;
+    .returning(columns);
+  return row ? settingsOf(row) : null;
 }

@@ -1,7 +1,8 @@
 // `luminet orgs ...`: the orgs in DATABASE_URL and what each may use: its monthly quota (set with `luminet
-// quota set`) and the priority tier, which `set-priority` grants or withdraws (gateways apply it within 30 s).
+// quota set`) and the priority tier, which `set-priority` grants or withdraws (gateways apply it within
+// 30 s).
 import type { Command } from "commander";
-import { listOrgs, type OrgSettings, orgSettings, setPriorityTier } from "../../gateway/orgs.ts";
+import { listOrgs, type OrgSettings, setPriorityTier } from "../../gateway/orgs.ts";
 import { table } from "../table.ts";
 import { withDb } from "../with-db.ts";
 
@@ -45,10 +46,8 @@ export function registerOrgs(program: Command): void {
     .option("--json", "the org afterwards, as one JSON object")
     .action((flags: { org: string; off?: boolean; json?: boolean }) =>
       withDb("orgs", async (db) => {
-        if (!(await setPriorityTier(db, flags.org, flags.off !== true))) {
-          throw new Error(`no org "${flags.org}" (create one with \`luminet keys create --org\`)`);
-        }
-        const org = (await orgSettings(db, flags.org))!;
+        const org = await setPriorityTier(db, flags.org, flags.off !== true);
+        if (!org) throw new Error(`no org "${flags.org}" (create one with \`luminet keys create --org\`)`);
         process.stdout.write(flags.json ? `${JSON.stringify(org)}\n` : rows([org]));
       }),
     );

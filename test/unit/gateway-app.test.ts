@@ -451,7 +451,7 @@ describe("chat completions", () => {
   it("serves priority at the standard tier, and says so, to an org the operator withheld it from", async () => {
     await ensureOrg(h.db, "no-priority");
     const key = (await createApiKey(h.db, { orgId: "no-priority", name: "test" })).key;
-    expect(await setPriorityTier(h.db, "no-priority", false)).toBe(true);
+    expect(await setPriorityTier(h.db, "no-priority", false)).toMatchObject({ priority_tier: false });
     for (const stream of [false, true]) {
       const res = await chat({ max_tokens: 1, service_tier: "priority", stream }, key);
       const tiers = stream
