@@ -26,6 +26,13 @@ import {
   listInputItems,
   retrieveResponse,
 } from "./routes/responses.ts";
+import {
+  deleteStoredChatCompletion,
+  listStoredChatCompletions,
+  listStoredChatMessages,
+  retrieveStoredChatCompletion,
+  updateStoredChatCompletion,
+} from "./routes/stored-chat-completions.ts";
 import { detokenize, tokenize } from "./routes/tokenize.ts";
 import { usageRoute } from "./routes/usage.ts";
 
@@ -72,6 +79,11 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.get("/v1/models", listModelsRoute(deps));
   app.get("/v1/models/:model{.+}", retrieveModelRoute(deps));
   app.post("/v1/chat/completions", chatCompletions(deps));
+  app.get("/v1/chat/completions", listStoredChatCompletions(deps));
+  app.get("/v1/chat/completions/:id", retrieveStoredChatCompletion(deps));
+  app.post("/v1/chat/completions/:id", updateStoredChatCompletion(deps));
+  app.delete("/v1/chat/completions/:id", deleteStoredChatCompletion(deps));
+  app.get("/v1/chat/completions/:id/messages", listStoredChatMessages(deps));
   app.post("/v1/completions", completions(deps));
   app.post("/v1/responses", createResponse(deps));
   app.get("/v1/responses/:id", retrieveResponse(deps));

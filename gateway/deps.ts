@@ -14,8 +14,8 @@ import { DEFAULT_MAX_FILE_BYTES, sweepFiles } from "./files.ts";
 import type { ScaleOptions } from "./fleet-scale.ts";
 import type { ColdStartOutcome } from "./generation.ts";
 import { sweepIdempotencyKeys } from "./idempotency-keys.ts";
-import { DEFAULT_RESPONSE_RETENTION_DAYS, ResponseRetention } from "./response-retention.ts";
 import type { RouteOutcome, RoutingOptions } from "./routing.ts";
+import { DEFAULT_RETENTION_DAYS, StoredRetention } from "./stored-retention.ts";
 
 /** The part of a pino logger the gateway uses; callers log key prefixes, never keys. */
 export interface GatewayLog {
@@ -59,8 +59,8 @@ export interface GatewayDeps {
   adapters: AdapterResolver;
   /** Where the admin API stages, validates and stores uploaded adapters; null: uploads are refused (503). */
   adapterStorage: AdapterStorage | null;
-  /** How long stored Responses API responses are kept, and this process's sweep of older ones. */
-  responseRetention: ResponseRetention;
+  /** How long stored responses and chat completions are kept, and this process's sweeps of older ones. */
+  storedRetention: StoredRetention;
   /** This process's sweep of files past their expires_at. */
   fileExpiry: DueSweep;
   /** This process's sweep of Idempotency-Keys past their day. */
@@ -115,7 +115,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
     adapters: new AdapterResolver({ now }),
     adapterStorage: null,
     idempotencyExpiry: new DueSweep(sweepIdempotencyKeys, now),
-    responseRetention: ResponseRetention.days(DEFAULT_RESPONSE_RETENTION_DAYS, now),
+    storedRetention: StoredRetention.days(DEFAULT_RETENTION_DAYS, now),
     fileExpiry: new DueSweep(sweepFiles, now),
     routing: {},
     scale: {},

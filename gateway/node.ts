@@ -22,8 +22,8 @@ import { type GatewayDeps, type GatewayDepsInput, gatewayDeps } from "./deps.ts"
 import type { ScaleOptions } from "./fleet-scale.ts";
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { mountMetricsRoute, prometheusMetrics } from "./prometheus.ts";
-import { ResponseRetention } from "./response-retention.ts";
 import type { SamplingDefaultsSource } from "./sampling-defaults.ts";
+import { StoredRetention } from "./stored-retention.ts";
 
 export interface ServedApp {
   /** e.g. "http://127.0.0.1:8080" */
@@ -146,7 +146,7 @@ export interface NodeGatewayOptions {
   streamHeadersAfterMs?: number;
   /** How often a waiting stream gets an SSE keep-alive comment; default 15 s. */
   keepAliveMs?: number;
-  /** How long stored Responses API responses are kept; default 30 days, 0: until deleted. */
+  /** How long stored responses and chat completions are kept; default 30 days, 0: until deleted. */
   responseRetentionDays?: number;
   /** Most lines of batches this process runs at once; default 64, 0: this process runs none. */
   batchConcurrency?: number;
@@ -183,7 +183,7 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       adapterStorage,
       ...(options.scale ? { scale: options.scale } : {}),
       ...(options.responseRetentionDays !== undefined
-        ? { responseRetention: ResponseRetention.days(options.responseRetentionDays) }
+        ? { storedRetention: StoredRetention.days(options.responseRetentionDays) }
         : {}),
       limits: {
         ...(options.coldStartTimeoutMs !== undefined

@@ -1,8 +1,10 @@
 // The items of a stored response's conversation as GET /v1/responses/{id}/input_items lists them: each with
 // its own id (given by the client, the response's output item id, or one made when the response was stored)
 // and in OpenAI's item shapes, text content as parts; a page at a time, newest first unless asked otherwise.
+
+import type { ListPage } from "../schema/batch-api.ts";
 import type { InputItem, ListedItem } from "../schema/responses-api.ts";
-import { invalidRequest } from "./errors.ts";
+import { type ListOrder, pageOf } from "./list-page.ts";
 
 const ID_PREFIX: Record<InputItem["type"], string> = {
   message: "msg",
@@ -63,33 +65,10 @@ function listed(item: InputItem): ListedItem {
   };
 }
 
-export interface ItemPage {
-  object: "list";
-  data: ListedItem[];
-  first_id: string | null;
-  last_id: string | null;
-  has_more: boolean;
-}
-
 /** One page of the conversation's items: `limit` of them after the item `after`, in `order`. */
 export function itemPage(
   conversation: readonly InputItem[],
-  query: { limit: number; order: "asc" | "desc"; after?: string | undefined },
-): ItemPage {
-  const items = conversation.map(listed);
-  if (query.order === "desc") items.reverse();
-  let start = 0;
-  if (query.after !== undefined) {
-    const at = items.findIndex((item) => item.id === query.after);
-    if (at < 0) throw invalidRequest(`No input item found with id '${query.after}'.`, "after");
-    start = at + 1;
-  }
-  const data = items.slice(start, start + query.limit);
-  return {
-    object: "list",
-    data,
-    first_id: data[0]?.id ?? null,
-    last_id: data.at(-1)?.id ?? null,
-    has_more: start + query.limit < items.length,
-  };
+  query: { limit: number; order: ListOrder; after?: string | undefined },
+): ListPage<ListedItem> {
+  return pageOf(conversation.map(listed), query, "input item");
 }

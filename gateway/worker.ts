@@ -26,8 +26,8 @@ import { type GatewayDeps, type GatewayLog, gatewayDeps } from "./deps.ts";
 import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "./fleet-scale.ts";
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { R2BlobStore, type R2BucketBinding } from "./r2-blob-store.ts";
-import { DEFAULT_RESPONSE_RETENTION_DAYS, ResponseRetention } from "./response-retention.ts";
 import { samplingDefaultsSource } from "./sampling-defaults.ts";
+import { DEFAULT_RETENTION_DAYS, StoredRetention } from "./stored-retention.ts";
 
 /** The Worker's bindings: secrets DATABASE_URL and NATS_URL, vars from wrangler.toml. */
 export interface WorkerEnv {
@@ -205,8 +205,8 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
             bases: await loadCatalog(db, bundled, env),
             adapterStorage: adapterStorage(env),
             scale: scaleOptions(env),
-            responseRetention: ResponseRetention.days(
-              integerVar(env, "LUMINET_RESPONSE_RETENTION_DAYS", DEFAULT_RESPONSE_RETENTION_DAYS, 0),
+            storedRetention: StoredRetention.days(
+              integerVar(env, "LUMINET_RESPONSE_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 0),
             ),
             log: consoleLog,
             limits: { maxFileBytes: integerVar(env, "LUMINET_MAX_FILE_BYTES", WORKERS_MAX_FILE_BYTES) },

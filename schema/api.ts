@@ -16,6 +16,15 @@ const Content = z.union([z.string(), z.array(TextPart)], {
     'must be a string or a list of {"type": "text", "text": …} parts; images, audio and files are not supported',
 });
 
+/**
+ * OpenAI's metadata: up to 16 pairs, keys up to 64 characters, values up to 512 (batches, responses, stored
+ * chat completions).
+ */
+export const Metadata = z
+  .record(z.string().max(64), z.string().max(512))
+  .refine((m) => Object.keys(m).length <= 16, "at most 16 keys");
+export type Metadata = z.infer<typeof Metadata>;
+
 export const ChatRole = z.enum(["system", "developer", "user", "assistant", "tool"]);
 export type ChatRole = z.infer<typeof ChatRole>;
 
@@ -253,6 +262,12 @@ export const ChatCompletionRequest = z.object({
     .nullable()
     .optional(),
   parallel_tool_calls: z.boolean().nullable().optional(),
+  /**
+   * Whether the completion is kept for GET /v1/chat/completions/{id} and its list (default false, as at
+   * OpenAI; gateway/chat-completion-store.ts), with its metadata.
+   */
+  store: z.boolean().nullable().optional(),
+  metadata: Metadata.nullable().optional(),
   // The deprecated function-calling fields, and outputs and tools a text model does not have: declared
   // only to be refused (admission.ts).
   functions: z.array(z.unknown()).nullable().optional(),

@@ -3,6 +3,7 @@
 // as the request it names, on the same path as a live request; only /v1/chat/completions, /v1/completions
 // and /v1/responses are endpoints here (Luminet has no embeddings).
 import { z } from "zod";
+import { Metadata } from "./api.ts";
 
 /** The endpoints a batch's lines may call. */
 export const BATCH_ENDPOINTS = ["/v1/chat/completions", "/v1/completions", "/v1/responses"] as const;
@@ -30,10 +31,7 @@ export const BatchCreateRequest = z.object({
   endpoint: z.enum(BATCH_ENDPOINTS, { error: `must be one of ${BATCH_ENDPOINTS.join(", ")}` }),
   completion_window: z.literal("24h", { error: 'must be "24h"' }),
   output_expires_after: ExpiresAfter.optional(),
-  metadata: z
-    .record(z.string().max(64), z.string().max(512))
-    .refine((m) => Object.keys(m).length <= 16, "at most 16 keys")
-    .nullish(),
+  metadata: Metadata.nullish(),
 });
 export type BatchCreateRequest = z.infer<typeof BatchCreateRequest>;
 

@@ -1,6 +1,7 @@
 // The database tables (drizzle, Postgres dialect): orgs, their API keys, base models with prices, adapters,
-// usage, stored Responses API responses, and the Files and Batch APIs' files, batches and batch lines. Row types are derived from the tables; migrations in schema/migrations are generated from this
-// file by drizzle-kit (`npm run db:generate`), never written by hand.
+// usage, stored Responses API responses and chat completions, and the Files and Batch APIs' files, batches
+// and batch lines. Row types are derived from the tables; migrations in schema/migrations are generated from
+// this file by drizzle-kit (`npm run db:generate`), never written by hand.
 import { sql } from "drizzle-orm";
 import {
   type AnyPgColumn,
@@ -268,10 +269,38 @@ export const storedResponses = pgTable(
     ancestors: text("ancestors").array().notNull().default(sql`'{}'::text[]`),
     createdAt: createdAt(),
   },
-  // For the retention sweep (gateway/response-retention.ts) and a response's successors; lookups go by id.
+  // For the retention sweep (gateway/stored-retention.ts) and a response's successors; lookups go by id.
   (t) => [
     index("stored_responses_created_idx").on(t.createdAt),
     index("stored_responses_previous_idx").on(t.previousId),
+  ],
+);
+
+/**
+ * Chat completions created with `store: true`, kept for GET /v1/chat/completions/{id}, its list and its
+ * messages (gateway/chat-completion-store.ts): the completion as answered, the messages it answered, and
+ * its metadata (the one part a client may change). Kept until deleted or past the gateways' retention, as
+ * stored responses are.
+ */
+export const storedChatCompletions = pgTable(
+  "stored_chat_completions",
+  {
+    /** "chatcmpl-<request id>" */
+    id: text("id").primaryKey(),
+    orgId: text("org_id")
+      .notNull()
+      .references(() => orgs.id),
+    /** The request's model, as the list filters it: "<base>" or "<base>:<org>/<adapter>". */
+    model: text("model").notNull(),
+    metadata: jsonb("metadata").notNull().default({}),
+    completion: jsonb("completion").notNull(),
+    messages: jsonb("messages").notNull(),
+    createdAt: createdAt(),
+  },
+  // The list's order within an org, and the retention sweep's.
+  (t) => [
+    index("stored_chat_completions_org_idx").on(t.orgId, t.createdAt, t.id),
+    index("stored_chat_completions_created_idx").on(t.createdAt),
   ],
 );
 

@@ -3,7 +3,7 @@
 // them). Text in, text, reasoning and function calls out: input items of other kinds (images, files),
 // hosted tools and server-side features Luminet does not have are declared so they get a clear 400.
 import { z } from "zod";
-import { type ChatTokenLogprob, type ErrorBody, ExtraSampling, ServiceTierIn } from "./api.ts";
+import { type ChatTokenLogprob, type ErrorBody, ExtraSampling, Metadata, ServiceTierIn } from "./api.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // The request
@@ -222,11 +222,7 @@ export const ResponseCreateRequest = z.object({
   store: z.boolean().nullable().optional(),
   /** A stored response of the caller's org whose conversation this one continues. */
   previous_response_id: z.string().nullable().optional(),
-  metadata: z
-    .record(z.string().max(64), z.string().max(512))
-    .refine((m) => Object.keys(m).length <= 16, "at most 16 keys")
-    .nullable()
-    .optional(),
+  metadata: Metadata.nullable().optional(),
   user: z.string().optional(),
   /** "auto": a conversation too long for the context loses its oldest items instead of failing. */
   truncation: z.enum(["auto", "disabled"]).nullable().optional(),

@@ -9,8 +9,8 @@ import { parseBaseModelSource } from "../../gateway/base-loader.ts";
 import { DEFAULT_BATCH_FILL } from "../../gateway/batch-room.ts";
 import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "../../gateway/fleet-scale.ts";
 import { DEFAULT_BATCH_CONCURRENCY, startNodeGateway } from "../../gateway/node.ts";
-import { DEFAULT_RESPONSE_RETENTION_DAYS } from "../../gateway/response-retention.ts";
 import { samplingDefaultsSource } from "../../gateway/sampling-defaults.ts";
+import { DEFAULT_RETENTION_DAYS } from "../../gateway/stored-retention.ts";
 import { bytes, count, port, seconds } from "../flags.ts";
 import { CliError } from "../run-command.ts";
 import { serviceAction, stopOnSignal } from "../service.ts";
@@ -147,8 +147,8 @@ export function registerGateway(program: Command): void {
     )
     .option(
       "--response-retention-days <days>",
-      "how long stored Responses API responses are kept; 0: until deleted (LUMINET_RESPONSE_RETENTION_DAYS)",
-      process.env.LUMINET_RESPONSE_RETENTION_DAYS ?? String(DEFAULT_RESPONSE_RETENTION_DAYS),
+      "how long stored responses and chat completions are kept; 0: until deleted (LUMINET_RESPONSE_RETENTION_DAYS)",
+      process.env.LUMINET_RESPONSE_RETENTION_DAYS ?? String(DEFAULT_RETENTION_DAYS),
     )
     .option(
       "--batch-concurrency <n>",

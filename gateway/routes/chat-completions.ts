@@ -6,12 +6,19 @@
 // "auto" one in one delta once complete.
 // A reasoning model's reasoning comes apart from its answer, as reasoning_content (gateway/reasoning.ts).
 // A stream's first reply is awaited before answering for a while (openStream), so an error that comes
-// early still gets its own HTTP status.
-import type { Handler } from "hono";
-import { type ChatCompletion, type ChatCompletionChunk, ChatCompletionRequest } from "../../schema/api.ts";
+// early still gets its own HTTP status. With `store: true` the completion is kept (a stream's put back
+// together, gateway/streamed-completion.ts) before its answer ends, for GET /v1/chat/completions/{id}.
+import type { Context, Handler } from "hono";
+import {
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  ChatCompletionRequest,
+  type UsageBody,
+} from "../../schema/api.ts";
 import type { Final, TokenLogprob } from "../../schema/wire.ts";
 import { admitChat } from "../admission.ts";
 import { AutoCallStream } from "../auto-call-stream.ts";
+import { saveChatCompletion } from "../chat-completion-store.ts";
 import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
@@ -21,17 +28,43 @@ import { resolveModel } from "../models.ts";
 import { ReasoningSplit, splitReply } from "../reasoning.ts";
 import { readBody } from "../request-body.ts";
 import { serveTier } from "../service-tier.ts";
+import { StreamedCompletion } from "../streamed-completion.ts";
 import { answerCalls, forcedCallStream, type ToolCallDelta } from "../tool-calls.ts";
 import { begin, finishReasonOf, openStream, streamResponse, usageOf } from "./inference.ts";
+
+/**
+ * Keeps a completion its request asked to store. A failure is logged, not thrown: the answer was generated
+ * and billed, and losing it would be worse than a later 404 for its id.
+ */
+async function keep(
+  c: Context<GatewayEnv>,
+  deps: GatewayDeps,
+  body: ChatCompletionRequest,
+  completion: ChatCompletion,
+  createdAt: Date,
+): Promise<void> {
+  const requestId = c.get("requestId");
+  const failed = (what: string) => (error: unknown) =>
+    deps.log.error({ requestId, err: error instanceof Error ? error.message : String(error) }, what);
+  const saved = { completion, messages: body.messages, metadata: body.metadata ?? {}, createdAt };
+  await saveChatCompletion(deps.db, c.get("principal").orgId, saved).catch(
+    failed("could not store a chat completion"),
+  );
+  const swept = await deps.storedRetention
+    .sweepChatCompletionsIfDue(deps.db)
+    .catch(failed("could not sweep old chat completions"));
+  if (swept) deps.log.info({ requestId, deleted: swept }, "deleted chat completions past their retention");
+}
 
 export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const body = await readBody(c, ChatCompletionRequest);
     const resolved = await resolveModel(deps, c.get("principal"), body.model);
     const admitted = admitChat(body, resolved.base);
+    const startedAt = new Date(deps.now());
     const head = {
       id: `chatcmpl-${c.get("requestId")}`,
-      created: Math.floor(deps.now() / 1000),
+      created: Math.floor(startedAt.getTime() / 1000),
       model: body.model,
       ...(await serveTier(c, deps, body.service_tier)),
     };
@@ -84,6 +117,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           ? { prompt_logprobs: promptLogprobsOut(replies[0]!.promptLogprobs, admitted.promptLogprobs) }
           : {}),
       };
+      if (body.store === true) await keep(c, deps, body, completion, startedAt);
       return c.json(completion);
     }
 
@@ -95,7 +129,8 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       choices: [choice],
       ...usage,
     });
-    async function* events(): AsyncGenerator<ChatCompletionChunk> {
+    /** The choices' chunks as they come; returns the stream's usage. */
+    async function* choiceChunks(): AsyncGenerator<ChatCompletionChunk, UsageBody> {
       const { choices } = await opening;
       for (const index of choices.keys()) {
         yield chunk({
@@ -191,16 +226,26 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
         held.push(...(step.value.logprobs ?? []));
         yield* answer(index, step.value.text, held);
       }
+      const reasoningTokens = reasoning
+        ? splits.reduce((sum, split) => sum + (split?.reasoningTokens ?? 0), 0)
+        : undefined;
+      return usageOf(finals, reasoningTokens);
+    }
+    /** The answer's chunks, the completion they make kept (when asked) before the usage chunk ends them. */
+    async function* events(): AsyncGenerator<ChatCompletionChunk> {
+      const stored = body.store === true ? new StreamedCompletion(wantLogprobs) : null;
+      let usage: UsageBody | undefined;
+      // for await closes choiceChunks() on every way out: a client gone mid-stream still ends the generation.
+      async function* chunks() {
+        usage = yield* choiceChunks();
+      }
+      for await (const chunk of chunks()) {
+        stored?.add(chunk);
+        yield chunk;
+      }
+      if (stored) await keep(c, deps, body, stored.completion(head, usage!), startedAt);
       if (admitted.includeUsage) {
-        const reasoningTokens = reasoning
-          ? splits.reduce((sum, split) => sum + (split?.reasoningTokens ?? 0), 0)
-          : undefined;
-        yield {
-          ...head,
-          object: "chat.completion.chunk",
-          choices: [],
-          usage: usageOf(finals, reasoningTokens),
-        };
+        yield { ...head, object: "chat.completion.chunk", choices: [], usage: usage! };
       }
     }
     return streamResponse(c, deps, opening, events());

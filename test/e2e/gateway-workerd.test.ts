@@ -293,6 +293,35 @@ describe("the gateway in workerd", () => {
     expect(next).toMatchObject({ temperature: 0.6, top_p: 0.9 });
   });
 
+  it("stores a streamed chat completion through Neon's driver, lists it by its metadata, and deletes it", async () => {
+    const stream = await client.chat.completions.create({
+      model: BASE,
+      messages: [{ role: "user", content: "Keep this one." }],
+      max_tokens: 4,
+      stream: true,
+      store: true,
+      metadata: { run: "workerd" },
+    });
+    let id = "";
+    let text = "";
+    for await (const chunk of stream) {
+      id = chunk.id;
+      text += chunk.choices[0]?.delta.content ?? "";
+    }
+    const stored = await client.chat.completions.retrieve(id);
+    expect(stored.choices[0]!.message.content).toBe(text);
+    expect(stored.usage?.completion_tokens).toBe(4);
+    const listed = await client.chat.completions.list({ metadata: { run: "workerd" } });
+    expect(listed.data.map((c) => c.id)).toEqual([id]);
+    const updated = await client.chat.completions.update(id, { metadata: { run: "done" } });
+    expect(updated).toMatchObject({ id, metadata: { run: "done" } });
+    expect((await client.chat.completions.list({ metadata: { run: "workerd" } })).data).toEqual([]);
+    const messages = await client.chat.completions.messages.list(id);
+    expect(messages.data).toMatchObject([{ id: `${id}-0`, role: "user", content: "Keep this one." }]);
+    expect(await client.chat.completions.delete(id)).toMatchObject({ id, deleted: true });
+    await expect(client.chat.completions.retrieve(id)).rejects.toMatchObject({ status: 404 });
+  });
+
   it("takes a batch's file and the batch in the isolate; a Node gateway's runner runs its lines", async () => {
     const line = JSON.stringify({
       custom_id: "edge-1",

@@ -6,8 +6,8 @@ import { eq, sql } from "drizzle-orm";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
-import { ResponseRetention } from "../../gateway/response-retention.ts";
 import { loadResponse, saveResponse } from "../../gateway/response-store.ts";
+import { StoredRetention } from "../../gateway/stored-retention.ts";
 import { storedResponses } from "../../schema/db.ts";
 import type { ResponseObject } from "../../schema/responses-api.ts";
 import type { InferenceRequest } from "../../schema/wire.ts";
@@ -504,7 +504,7 @@ describe("POST /v1/responses", () => {
   it("answers even when the response cannot be stored, and logs it", async () => {
     const logged: string[] = [];
     const app = h.appWith({
-      responseRetention: new ResponseRetention(0),
+      storedRetention: new StoredRetention(0),
       log: {
         info() {},
         warn() {},
@@ -531,8 +531,8 @@ describe("POST /v1/responses", () => {
   it("deletes responses past their retention, swept at most hourly by each gateway process", async () => {
     let now = Date.now();
     const clock = () => now;
-    const clientOf = (retention: ResponseRetention) => {
-      const app = h.appWith({ now: clock, responseRetention: retention });
+    const clientOf = (retention: StoredRetention) => {
+      const app = h.appWith({ now: clock, storedRetention: retention });
       return new OpenAI({
         apiKey: h.keys.acme,
         baseURL: "http://gateway/v1",
@@ -541,7 +541,7 @@ describe("POST /v1/responses", () => {
       });
     };
     const day = 24 * 60 * 60_000;
-    const swept = clientOf(ResponseRetention.days(30, clock));
+    const swept = clientOf(StoredRetention.days(30, clock));
     const old = await swept.responses.create({ model: BASE, input: "Old", max_output_tokens: 1 });
     now += 31 * day;
     // This process has not swept yet: storing the next response, which continues the old one, sweeps the
@@ -574,7 +574,7 @@ describe("POST /v1/responses", () => {
 
     // A sweep that deleted a whole batch makes the next one due a minute later, not an hour.
     await h.db.execute(sql`delete from stored_responses`);
-    const batched = clientOf(new ResponseRetention(30 * day, clock, 1));
+    const batched = clientOf(new StoredRetention(30 * day, clock, 1));
     const expired: OpenAI.Responses.Response[] = [];
     for (const input of ["One", "Two", "Three"]) {
       expired.push(await batched.responses.create({ model: BASE, input, max_output_tokens: 1 }));
@@ -594,7 +594,7 @@ describe("POST /v1/responses", () => {
     expect(await gone()).toBe(2);
 
     // Retention 0 keeps them until deleted.
-    const keeper = clientOf(new ResponseRetention(0, clock));
+    const keeper = clientOf(new StoredRetention(0, clock));
     const kept = await keeper.responses.create({ model: BASE, input: "Keep", max_output_tokens: 1 });
     now += 3650 * day;
     await keeper.responses.create({ model: BASE, input: "Again", max_output_tokens: 1 });

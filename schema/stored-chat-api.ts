@@ -1,0 +1,56 @@
+// OpenAI's stored chat completions as Luminet serves them: a chat completion created with `store: true` is
+// kept (gateway/chat-completion-store.ts) and read back through GET /v1/chat/completions (a list, filtered by
+// model and metadata), GET, POST (its metadata) and DELETE /v1/chat/completions/{id}, and
+// GET /v1/chat/completions/{id}/messages (the messages it answered).
+import { z } from "zod";
+import type { ChatCompletion, ChatRole, ToolCall } from "./api.ts";
+import { Metadata } from "./api.ts";
+
+const Limit = z.coerce.number().int().min(1).max(100).default(20);
+/** Oldest first unless asked otherwise, as OpenAI lists stored chat completions and their messages. */
+const Order = z.enum(["asc", "desc"]).default("asc");
+
+/**
+ * The list's query, less its metadata filter (`metadata[key]=value` pairs, read apart: see
+ * metadataFilter).
+ */
+export const ChatCompletionListQuery = z.object({
+  limit: Limit,
+  order: Order,
+  after: z.string().min(1).optional(),
+  model: z.string().min(1).optional(),
+});
+export type ChatCompletionListQuery = z.infer<typeof ChatCompletionListQuery> & { metadata: Metadata };
+
+export const ChatMessagesQuery = z.object({
+  limit: Limit,
+  order: Order,
+  after: z.string().min(1).optional(),
+});
+export type ChatMessagesQuery = z.infer<typeof ChatMessagesQuery>;
+
+/** The one change a stored chat completion takes: its metadata, replaced whole (null: none). */
+export const ChatCompletionUpdateRequest = z.object({ metadata: Metadata.nullable() });
+
+/** A stored chat completion as read back: the completion as answered, with its metadata. */
+export type StoredChatCompletion = ChatCompletion & { metadata: Metadata };
+
+/** The messages it answered, as OpenAI lists them: each with an id, text content as one string. */
+export interface StoredChatMessage {
+  /** "<completion id>-<index of the message in the request>" */
+  id: string;
+  role: ChatRole;
+  content: string | null;
+  name: string | null;
+  /** The text parts where the message's content was a list of them; null where it was a string. */
+  content_parts: Array<{ type: "text"; text: string }> | null;
+  tool_calls?: ToolCall[];
+  tool_call_id?: string;
+  reasoning_content?: string;
+}
+
+export interface ChatCompletionDeleted {
+  id: string;
+  object: "chat.completion.deleted";
+  deleted: true;
+}
