@@ -15,6 +15,16 @@ import { adapterRoutes } from "./routes/adapters.ts";
 import { batchRoutes } from "./routes/batches.ts";
 import { chatCompletions } from "./routes/chat-completions.ts";
 import { completions } from "./routes/completions.ts";
+import {
+  addItemsRoute,
+  createConversationRoute,
+  deleteConversationRoute,
+  deleteItemRoute,
+  listItemsRoute,
+  retrieveConversationRoute,
+  retrieveItemRoute,
+  updateConversationRoute,
+} from "./routes/conversations.ts";
 import { fileRoutes } from "./routes/files.ts";
 import { fleetScaleRoute } from "./routes/fleet-scale.ts";
 import { keyRoutes } from "./routes/keys.ts";
@@ -90,6 +100,14 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.delete("/v1/responses/:id", deleteResponse(deps));
   app.post("/v1/responses/:id/cancel", cancelResponse(deps));
   app.get("/v1/responses/:id/input_items", listInputItems(deps));
+  app.post("/v1/conversations", createConversationRoute(deps));
+  app.get("/v1/conversations/:id", retrieveConversationRoute(deps));
+  app.post("/v1/conversations/:id", updateConversationRoute(deps));
+  app.delete("/v1/conversations/:id", deleteConversationRoute(deps));
+  app.post("/v1/conversations/:id/items", addItemsRoute(deps));
+  app.get("/v1/conversations/:id/items", listItemsRoute(deps));
+  app.get("/v1/conversations/:id/items/:item_id", retrieveItemRoute(deps));
+  app.delete("/v1/conversations/:id/items/:item_id", deleteItemRoute(deps));
   app.get("/v1/usage", callerOrgOnly, usageRoute(deps));
   app.route("/v1/keys", keyRoutes(deps));
   app.get("/v1/fleet/scale", requireScope("admin"), fleetScaleRoute(deps));

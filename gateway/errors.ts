@@ -99,6 +99,17 @@ export function busUnavailable(): ApiError {
   );
 }
 
+/** A conversation the caller's org does not have (another org's is not found either). */
+export function conversationNotFound(id: string, param = "conversation_id"): ApiError {
+  return new ApiError(
+    404,
+    "invalid_request_error",
+    `Conversation with id '${id}' not found.`,
+    "not_found",
+    param,
+  );
+}
+
 export function databaseUnavailable(): ApiError {
   return new ApiError(
     503,

@@ -22,7 +22,8 @@ export function withItemIds(items: readonly InputItem[], requestId: string): Inp
   );
 }
 
-function listed(item: InputItem): ListedItem {
+/** An item as OpenAI lists one (a response's input items, a conversation's items): text content as parts. */
+export function listedItem(item: InputItem): ListedItem {
   const id = item.id ?? "";
   if (item.type === "function_call") {
     const { call_id, name, arguments: args } = item;
@@ -70,5 +71,5 @@ export function itemPage(
   conversation: readonly InputItem[],
   query: { limit: number; order: ListOrder; after?: string | undefined },
 ): ListPage<ListedItem> {
-  return pageOf(conversation.map(listed), query, "input item");
+  return pageOf(conversation.map(listedItem), query, "input item");
 }

@@ -53,6 +53,13 @@ export function responseIds(requestId: string): ResponseIds {
  * The response as it starts: settings echoed (temperature and top_p as sampled, which a request that left
  * them out got from the base), no output yet, in progress.
  */
+/** The id of the conversation a request names (a string, or an object with its id), or null. */
+export function conversationOf(body: Pick<ResponseCreateRequest, "conversation">): { id: string } | null {
+  const named = body.conversation;
+  if (named == null) return null;
+  return typeof named === "string" ? { id: named } : { id: named.id };
+}
+
 export function responseHead(
   body: ResponseCreateRequest,
   id: string,
@@ -80,6 +87,7 @@ export function responseHead(
     tools: body.tools ?? [],
     text: { format: body.text?.format ?? { type: "text" } },
     previous_response_id: body.previous_response_id ?? null,
+    conversation: conversationOf(body),
     store,
     metadata: body.metadata ?? {},
     user: body.user ?? null,

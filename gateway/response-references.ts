@@ -12,21 +12,22 @@ import { ownItems } from "./response-store.ts";
 /** `msg_<request id>`, `rs_<request id>`, `fc_<request id>_<k>`, `fco_<request id>_in<k>`, …: the request id, if the form fits. */
 const ITEM_ID = /^(?:msg|fc|fco|rs)_([A-Za-z0-9-]+)(?:_(?:in)?\d+)?$/;
 
-function itemNotFound(id: string, index: number): ApiError {
+function itemNotFound(id: string, param: string): ApiError {
   return new ApiError(
     404,
     "invalid_request_error",
     `Item with id '${id}' not found.`,
     "item_not_found",
-    `input.${index}`,
+    param,
   );
 }
 
-/** The input with each reference replaced by the item it names. */
+/** The items (a request's `field`) with each reference replaced by the item it names. */
 export async function resolveReferences(
   db: Db,
   orgId: string,
   items: readonly RequestItem[],
+  field = "input",
 ): Promise<InputItem[]> {
   const itemsByResponse = new Map<string, Promise<InputItem[]>>();
   const itemsOf = (requestId: string) => {
@@ -42,7 +43,7 @@ export async function resolveReferences(
       if (item.type !== "item_reference") return item;
       const requestId = ITEM_ID.exec(item.id)?.[1];
       const named = requestId ? (await itemsOf(requestId)).find((it) => it.id === item.id) : undefined;
-      if (!named) throw itemNotFound(item.id, index);
+      if (!named) throw itemNotFound(item.id, `${field}.${index}`);
       return named;
     }),
   );

@@ -21,8 +21,11 @@ function refuseUnsupported(body: ResponseCreateRequest): void {
       "stream",
     );
   }
-  if (body.conversation != null) {
-    throw invalidRequest("conversation is not supported: use previous_response_id", "conversation");
+  if (body.conversation != null && body.previous_response_id != null) {
+    throw invalidRequest(
+      "conversation and previous_response_id cannot both be given: a response continues one or the other.",
+      "conversation",
+    );
   }
   if (body.prompt != null) throw invalidRequest("prompt templates are not supported", "prompt");
 }
@@ -58,7 +61,7 @@ function reasoningText(item: Extract<InputItem, { type: "reasoning" }>): string 
  * item becomes the reasoning_content of the assistant turn it led to (the next message or calls); the
  * chat template decides whether it reaches the prompt.
  */
-function chatMessagesOf(items: readonly InputItem[], firstIndex = 0): ChatMessageIn[] {
+function chatMessagesOf(items: readonly InputItem[], firstIndex = 0, field = "input"): ChatMessageIn[] {
   const messages: ChatMessageIn[] = [];
   let reasoning: string | null = null;
   const thought = () => {
@@ -67,7 +70,7 @@ function chatMessagesOf(items: readonly InputItem[], firstIndex = 0): ChatMessag
     return text ? { reasoning_content: text } : {};
   };
   for (const [k, item] of items.entries()) {
-    const param = `input.${k - firstIndex}`;
+    const param = `${field}.${k - firstIndex}`;
     if (item.type === "reasoning") {
       reasoning = reasoningText(item);
       continue;
@@ -106,6 +109,14 @@ function chatMessagesOf(items: readonly InputItem[], firstIndex = 0): ChatMessag
     reasoning = null;
   }
   return messages;
+}
+
+/**
+ * Refuses items a conversation cannot hold (content that is not text, a call's arguments that are not
+ * JSON), naming the item under `field`, as a response's input would be refused.
+ */
+export function checkItems(items: readonly InputItem[], field: string): void {
+  chatMessagesOf(items, 0, field);
 }
 
 /** The chat request a Responses request means: its conversation, whose request input starts at `inputAt`. */

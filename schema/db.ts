@@ -1,7 +1,7 @@
 // The database tables (drizzle, Postgres dialect): orgs, their API keys, base models with prices, adapters,
-// usage, stored Responses API responses and chat completions, and the Files and Batch APIs' files, batches
-// and batch lines. Row types are derived from the tables; migrations in schema/migrations are generated from
-// this file by drizzle-kit (`npm run db:generate`), never written by hand.
+// usage, stored Responses API responses and chat completions, conversations, and the Files and Batch APIs'
+// files, batches and batch lines. Row types are derived from the tables; migrations in schema/migrations are
+// generated from this file by drizzle-kit (`npm run db:generate`), never written by hand.
 import { sql } from "drizzle-orm";
 import {
   type AnyPgColumn,
@@ -301,6 +301,45 @@ export const storedChatCompletions = pgTable(
   (t) => [
     index("stored_chat_completions_org_idx").on(t.orgId, t.createdAt, t.id),
     index("stored_chat_completions_created_idx").on(t.createdAt),
+  ],
+);
+
+/**
+ * Conversations (OpenAI's Conversations API, gateway/conversation-store.ts): a conversation's metadata; its
+ * items are conversation_items. Kept until deleted through the API (as at OpenAI, no retention).
+ */
+export const conversations = pgTable(
+  "conversations",
+  {
+    /** "conv_<request id>" */
+    id: text("id").primaryKey(),
+    orgId: text("org_id")
+      .notNull()
+      .references(() => orgs.id),
+    metadata: jsonb("metadata").notNull().default({}),
+    createdAt: createdAt(),
+  },
+  (t) => [index("conversations_org_idx").on(t.orgId)],
+);
+
+/**
+ * A conversation's items in order (position 0, 1, …; a deleted item leaves a gap): each a Responses API
+ * input item with its id, which is unique within the conversation. Deleted with their conversation.
+ */
+export const conversationItems = pgTable(
+  "conversation_items",
+  {
+    conversationId: text("conversation_id")
+      .notNull()
+      .references(() => conversations.id, { onDelete: "cascade" }),
+    position: integer("position").notNull(),
+    id: text("id").notNull(),
+    item: jsonb("item").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.conversationId, t.position] }),
+    uniqueIndex("conversation_items_id_idx").on(t.conversationId, t.id),
   ],
 );
 

@@ -88,7 +88,7 @@ const ITEM_TYPES =
   '"message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output", "reasoning" or "item_reference"';
 
 /** An item of a request's input; a message may leave out its type (OpenAI's "easy" input message). */
-const RequestItem = z.preprocess(
+export const RequestItem = z.preprocess(
   (item) =>
     typeof item === "object" && item !== null && !("type" in item) ? { ...item, type: "message" } : item,
   z.discriminatedUnion(
@@ -229,8 +229,17 @@ export const ResponseCreateRequest = z.object({
   /** Answered at once as queued, run by a Node gateway's batch runner; GET /v1/responses/{id} polls it. */
   background: z.boolean().nullable().optional(),
   service_tier: ServiceTierIn.nullable().optional(),
+  /**
+   * A conversation of the caller's org (the Conversations API, gateway/conversation-store.ts): its items
+   * come before the input, and the input and output are added to it once the response ends.
+   */
+  conversation: z
+    .union([z.string().min(1), z.object({ id: z.string().min(1) })], {
+      error: 'must be a conversation id or {"id": <conversation id>}',
+    })
+    .nullable()
+    .optional(),
   // Declared only to be refused (gateway/response-request.ts): Luminet does not do these.
-  conversation: z.unknown().optional(),
   prompt: z.unknown().optional(),
   reasoning: z.object({ effort: z.string().nullable().optional() }).loose().nullable().optional(),
 });
@@ -325,6 +334,8 @@ export interface ResponseObject {
   tools: (FunctionTool | CustomTool)[];
   text: { format: TextFormat };
   previous_response_id: string | null;
+  /** The conversation the response belongs to: its input and output were added to it. */
+  conversation: { id: string } | null;
   store: boolean;
   metadata: Record<string, string>;
   user: string | null;

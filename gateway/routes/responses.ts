@@ -1,10 +1,11 @@
 // OpenAI's Responses API: POST /v1/responses creates a response (streaming or not), GET and DELETE
 // /v1/responses/{id} read and delete a stored one, GET /v1/responses/{id}/input_items lists the items of the
-// conversation it answered. A request is served as the chat request it means (gateway/response-request.ts), on the same workers,
-// limits and billing; the answer is a message or, with tools, the calls it is (as in chat), after
-// a reasoning item where the model reasons (gateway/reasoning.ts). A
-// response is stored unless `store` is false (gateway/response-store.ts), so a later request can continue
-// its conversation with previous_response_id; responses belong to the caller's org.
+// conversation it answered. A request is served as the chat request it means (gateway/response-request.ts),
+// on the same workers, limits and billing; the answer is a message or, with tools, the calls it is (as in
+// chat), after a reasoning item where the model reasons (gateway/reasoning.ts). A response is stored unless
+// `store` is false (gateway/response-store.ts), so a later request can continue its conversation with
+// previous_response_id; a request naming a conversation (gateway/conversation-store.ts) starts from its
+// items and adds its turn to it. Responses and conversations belong to the caller's org.
 import type { Handler } from "hono";
 import { InputItemsQuery, ResponseCreateRequest, type ResponseObject } from "../../schema/responses-api.ts";
 import type { TokenLogprob } from "../../schema/wire.ts";
@@ -12,8 +13,9 @@ import { AutoCallStream } from "../auto-call-stream.ts";
 import { cancelBackgroundJob, queueBackgroundResponse } from "../batches.ts";
 import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
+import { allItems, appendItems, refuseTakenIds } from "../conversation-store.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { ApiError, invalidBody } from "../errors.ts";
+import { ApiError, conversationNotFound, invalidBody } from "../errors.ts";
 import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { ReasoningSplit, splitReply } from "../reasoning.ts";
@@ -22,9 +24,11 @@ import { type NumberedEvent, ResponseEvents } from "../response-events.ts";
 import { itemPage, withItemIds } from "../response-items.ts";
 import {
   callItems,
+  conversationOf,
   finishedResponse,
   itemStatusOf,
   messageItem,
+  outputAsInput,
   reasoningItem,
   responseHead,
   responseIds,
@@ -70,13 +74,22 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     const previous = body.previous_response_id
       ? await storedResponse(deps, orgId, body.previous_response_id, "previous_response_id")
       : null;
-    const earlier = previous ? continuedConversation(previous) : [];
+    // A conversation's items come first (with previous_response_id too, admission refuses the request).
+    const conversation = body.previous_response_id ? null : conversationOf(body);
+    const conversationItems = conversation ? await allItems(deps.db, orgId, conversation.id) : null;
+    if (conversation && !conversationItems) throw conversationNotFound(conversation.id, "conversation");
+    const earlier = previous ? continuedConversation(previous) : (conversationItems ?? []);
     const input = await resolveReferences(deps.db, orgId, body.input);
     const admitted = admitResponse(body, earlier, input, resolved.base);
     // The response's ids come from its id key: this request's id, or, when this is a background
     // response's run, the key the response was created under.
     const key = c.get("responseKey") ?? c.get("requestId");
     const ids = responseIds(key);
+    const inputItems = withItemIds(input, key);
+    if (conversation) await refuseTakenIds(deps.db, conversation.id, inputItems, "input");
+    // A response in a conversation is stored with the conversation so far, so it stands on its own
+    // (previous_response_id can continue it even once the conversation is gone).
+    const storedItems = conversation ? [...earlier, ...inputItems] : inputItems;
     const store = body.store !== false;
     const nowSeconds = () => Math.floor(deps.now() / 1000);
     const head = {
@@ -86,10 +99,9 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     if (body.background === true && !c.get("responseKey")) {
       // Checked in full above; stored queued and run later by a batch runner (gateway/batch-runner.ts).
       const queued: ResponseObject = { ...head, status: "queued" };
-      const items = withItemIds(input, key);
       const { keyId } = c.get("principal");
       await deps.db.transaction(async (tx) => {
-        await saveResponse(tx, orgId, { response: queued, items, previous });
+        await saveResponse(tx, orgId, { response: queued, items: storedItems, previous });
         await queueBackgroundResponse(tx, { orgId, keyId }, key, body, new Date(deps.now()));
       });
       return c.json(queued);
@@ -97,16 +109,29 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     const wantLogprobs = admitted.sampling.logprobs;
     const tools = admitted.tools ?? null;
     /**
-     * Kept before it is answered, so a client that reads the answer can continue from it at once. A failure
-     * to keep it is logged, not thrown: the answer was generated and billed, and losing it would be worse
-     * than a later 404 for its id.
+     * Kept before it is answered, so a client that reads the answer can continue from it at once, and its
+     * input and output added to its conversation. A failure to keep it is logged, not thrown: the answer
+     * was generated and billed, and losing it would be worse than a later 404 for its id.
      */
     const keep = async (response: ResponseObject) => {
-      if (!store) return;
-      const saved: NewResponse = { response, items: withItemIds(input, key), previous };
       const requestId = c.get("requestId");
       const failed = (what: string) => (error: unknown) =>
         deps.log.error({ requestId, err: error instanceof Error ? error.message : String(error) }, what);
+      if (conversation) {
+        const added = [...inputItems, ...outputAsInput(response.output)];
+        const appended = await appendItems(
+          deps.db,
+          orgId,
+          conversation.id,
+          added,
+          new Date(deps.now()),
+        ).catch(failed("could not add a response to its conversation"));
+        if (appended === false) {
+          deps.log.warn({ requestId }, "a response's conversation was deleted before the response ended");
+        }
+      }
+      if (!store) return;
+      const saved: NewResponse = { response, items: storedItems, previous };
       // A background response's run stores over the response created queued (unless cancelled or deleted).
       const save = c.get("responseKey") ? saveBackgroundRun : saveResponse;
       await save(deps.db, orgId, saved).catch(failed("could not store a response"));

@@ -322,6 +322,27 @@ describe("the gateway in workerd", () => {
     await expect(client.chat.completions.retrieve(id)).rejects.toMatchObject({ status: 404 });
   });
 
+  it("keeps a conversation through Neon's driver: a response in it starts from its items and adds its turn", async () => {
+    const conversation = await client.conversations.create({
+      items: [{ type: "message", role: "user", content: "Remember the edge." }],
+    });
+    const response = await client.responses.create({
+      model: BASE,
+      conversation: conversation.id,
+      input: "What did I say?",
+      max_output_tokens: 3,
+    });
+    expect(response.conversation).toEqual({ id: conversation.id });
+    const items = await client.conversations.items.list(conversation.id, { order: "asc" });
+    expect(items.data.map((item) => (item.type === "message" ? item.role : item.type))).toEqual([
+      "user",
+      "user",
+      "assistant",
+    ]);
+    expect(items.data[2]).toMatchObject({ id: response.output[0]!.id });
+    expect(await client.conversations.delete(conversation.id)).toMatchObject({ deleted: true });
+  });
+
   it("takes a batch's file and the batch in the isolate; a Node gateway's runner runs its lines", async () => {
     const line = JSON.stringify({
       custom_id: "edge-1",

@@ -593,6 +593,32 @@ describe("background responses", () => {
     expect((await client.responses.inputItems.list(next.id)).data.length).toBeGreaterThanOrEqual(3);
   });
 
+  it("runs one in a conversation from the conversation as it is then, and adds its turn when it ends", async () => {
+    const conversation = await client.conversations.create({
+      items: [{ type: "message", role: "user", content: "Earlier" }],
+    });
+    const queued = await client.responses.create({
+      model: BASE,
+      conversation: conversation.id,
+      input: "Later",
+      max_output_tokens: 2,
+      background: true,
+    });
+    expect(queued.conversation).toEqual({ id: conversation.id });
+    // Nothing is added while it waits.
+    expect((await client.conversations.items.list(conversation.id)).data).toHaveLength(1);
+    await runner().drain();
+    const done = await client.responses.retrieve(queued.id);
+    expect(done.output_text).toBe(fakeReplyText(2));
+    const items = await client.conversations.items.list(conversation.id, { order: "asc" });
+    expect(items.data.map((item) => (item.type === "message" ? item.role : item.type))).toEqual([
+      "user",
+      "user",
+      "assistant",
+    ]);
+    expect(items.data[2]).toMatchObject({ id: done.output[0]!.id });
+  });
+
   it("cancels or deletes a queued one, which then never runs, and refuses to cancel a response not made in the background", async () => {
     const received = worker.received.length;
     const queued = await client.responses.create({

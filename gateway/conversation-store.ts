@@ -1,0 +1,231 @@
+// Where conversations (OpenAI's Conversations API) are kept: a row per conversation, scoped to its org, and
+// a row per item at its position (schema/db.ts conversations, conversation_items). Items are added at the
+// end, under a lock on the conversation's row, so concurrent additions never interleave or take the same
+// position; a Responses request naming the conversation reads all its items in order. Functions of the
+// request's database handle, as the Workers entry opens one per request.
+import { and, asc, desc, eq, gt, inArray, lt, max } from "drizzle-orm";
+import type { Db } from "../db/open.ts";
+import type { Metadata } from "../schema/api.ts";
+import type { ListPage } from "../schema/batch-api.ts";
+import type { ConversationItemsQuery, ConversationObject } from "../schema/conversations-api.ts";
+import { conversationItems, conversations } from "../schema/db.ts";
+import type { InputItem, ListedItem } from "../schema/responses-api.ts";
+import { invalidRequest } from "./errors.ts";
+import { listPage } from "./list-page.ts";
+import { listedItem } from "./response-items.ts";
+
+type ConversationRow = typeof conversations.$inferSelect;
+
+function conversationObject(row: Pick<ConversationRow, "id" | "metadata" | "createdAt">): ConversationObject {
+  return {
+    id: row.id,
+    object: "conversation",
+    created_at: Math.floor(row.createdAt.getTime() / 1000),
+    metadata: row.metadata as Metadata,
+  };
+}
+
+const ownConversation = (orgId: string, id: string) =>
+  and(eq(conversations.orgId, orgId), eq(conversations.id, id));
+
+/** A new conversation holding `items` (each with its id), in one transaction. */
+export async function createConversation(
+  db: Pick<Db, "transaction">,
+  orgId: string,
+  created: { id: string; metadata: Metadata; items: readonly InputItem[]; createdAt: Date },
+): Promise<ConversationObject> {
+  return db.transaction(async (tx) => {
+    const [row] = await tx
+      .insert(conversations)
+      .values({ id: created.id, orgId, metadata: created.metadata, createdAt: created.createdAt })
+      .returning();
+    if (created.items.length > 0) {
+      await tx.insert(conversationItems).values(
+        created.items.map((item, position) => ({
+          conversationId: created.id,
+          position,
+          id: item.id!,
+          item,
+          createdAt: created.createdAt,
+        })),
+      );
+    }
+    return conversationObject(row!);
+  });
+}
+
+/** The org's conversation with this id; null when there is none (or it is another org's). */
+export async function loadConversation(
+  db: Pick<Db, "select">,
+  orgId: string,
+  id: string,
+): Promise<ConversationObject | null> {
+  const [row] = await db.select().from(conversations).where(ownConversation(orgId, id));
+  return row ? conversationObject(row) : null;
+}
+
+/** Replaces the conversation's metadata: the conversation as it now reads; null when there is none. */
+export async function setConversationMetadata(
+  db: Pick<Db, "update">,
+  orgId: string,
+  id: string,
+  metadata: Metadata,
+): Promise<ConversationObject | null> {
+  const [row] = await db
+    .update(conversations)
+    .set({ metadata })
+    .where(ownConversation(orgId, id))
+    .returning();
+  return row ? conversationObject(row) : null;
+}
+
+/** Deletes the conversation and its items; false when the org has none by this id. */
+export async function dropConversation(db: Pick<Db, "delete">, orgId: string, id: string): Promise<boolean> {
+  const deleted = await db
+    .delete(conversations)
+    .where(ownConversation(orgId, id))
+    .returning({ id: conversations.id });
+  return deleted.length > 0;
+}
+
+/** Every item of the org's conversation, in order; null when there is no such conversation. */
+export async function allItems(
+  db: Pick<Db, "select">,
+  orgId: string,
+  id: string,
+): Promise<InputItem[] | null> {
+  if (!(await loadConversation(db, orgId, id))) return null;
+  const rows = await db
+    .select({ item: conversationItems.item })
+    .from(conversationItems)
+    .where(eq(conversationItems.conversationId, id))
+    .orderBy(asc(conversationItems.position));
+  return rows.map((row) => row.item as InputItem);
+}
+
+/**
+ * Refuses items whose ids the conversation already holds, or that repeat one another (400 naming the
+ * item under `field`): an item's id is unique within its conversation.
+ */
+export async function refuseTakenIds(
+  db: Pick<Db, "select">,
+  conversationId: string,
+  items: readonly InputItem[],
+  field: string,
+): Promise<void> {
+  const ids = items.map((item) => item.id!);
+  const taken = new Set(
+    ids.length === 0
+      ? []
+      : (
+          await db
+            .select({ id: conversationItems.id })
+            .from(conversationItems)
+            .where(
+              and(eq(conversationItems.conversationId, conversationId), inArray(conversationItems.id, ids)),
+            )
+        ).map((row) => row.id),
+  );
+  const seen = new Set<string>();
+  for (const [k, id] of ids.entries()) {
+    if (taken.has(id) || seen.has(id)) {
+      throw invalidRequest(
+        `${field}.${k}: the conversation already holds an item with id '${id}'.`,
+        `${field}.${k}`,
+      );
+    }
+    seen.add(id);
+  }
+}
+
+/**
+ * Adds items (each with its id) at the end of the org's conversation, holding its row so concurrent
+ * additions take positions one after another; false when there is no such conversation.
+ */
+export async function appendItems(
+  db: Pick<Db, "transaction">,
+  orgId: string,
+  id: string,
+  items: readonly InputItem[],
+  createdAt: Date,
+): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const [row] = await tx
+      .select({ id: conversations.id })
+      .from(conversations)
+      .where(ownConversation(orgId, id))
+      .for("update");
+    if (!row) return false;
+    if (items.length === 0) return true;
+    const [last] = await tx
+      .select({ position: max(conversationItems.position) })
+      .from(conversationItems)
+      .where(eq(conversationItems.conversationId, id));
+    const next = (last?.position ?? -1) + 1;
+    await tx
+      .insert(conversationItems)
+      .values(
+        items.map((item, k) => ({ conversationId: id, position: next + k, id: item.id!, item, createdAt })),
+      );
+    return true;
+  });
+}
+
+/**
+ * A page of the conversation's items, newest first unless asked otherwise, after the item `after` (400
+ * when the conversation holds none by that id). The caller has checked the conversation is the org's.
+ */
+export async function conversationItemPage(
+  db: Pick<Db, "select">,
+  conversationId: string,
+  query: ConversationItemsQuery,
+): Promise<ListPage<ListedItem>> {
+  const { position } = conversationItems;
+  const conditions = [eq(conversationItems.conversationId, conversationId)];
+  if (query.after !== undefined) {
+    const [cursor] = await db
+      .select({ position })
+      .from(conversationItems)
+      .where(
+        and(eq(conversationItems.conversationId, conversationId), eq(conversationItems.id, query.after)),
+      );
+    if (!cursor) throw invalidRequest(`No item found with id '${query.after}'.`, "after");
+    conditions.push(query.order === "desc" ? lt(position, cursor.position) : gt(position, cursor.position));
+  }
+  const rows = await db
+    .select({ item: conversationItems.item })
+    .from(conversationItems)
+    .where(and(...conditions))
+    .orderBy(query.order === "desc" ? desc(position) : asc(position))
+    .limit(query.limit + 1);
+  return listPage(
+    rows.map((row) => listedItem(row.item as InputItem)),
+    query.limit,
+  );
+}
+
+/** The conversation's item with this id, as listed; null when it holds none by that id. */
+export async function loadItem(
+  db: Pick<Db, "select">,
+  conversationId: string,
+  itemId: string,
+): Promise<ListedItem | null> {
+  const [row] = await db
+    .select({ item: conversationItems.item })
+    .from(conversationItems)
+    .where(and(eq(conversationItems.conversationId, conversationId), eq(conversationItems.id, itemId)));
+  return row ? listedItem(row.item as InputItem) : null;
+}
+
+/** Deletes the conversation's item with this id; false when it holds none by that id. */
+export async function dropItem(
+  db: Pick<Db, "delete">,
+  conversationId: string,
+  itemId: string,
+): Promise<boolean> {
+  const deleted = await db
+    .delete(conversationItems)
+    .where(and(eq(conversationItems.conversationId, conversationId), eq(conversationItems.id, itemId)))
+    .returning({ id: conversationItems.id });
+  return deleted.length > 0;
+}

@@ -1,0 +1,328 @@
+// The Conversations API through the official `openai` client against the gateway over HTTP (in-process bus,
+// scripted worker): conversations and their items created, read, paged, changed and deleted; a Responses
+// request naming a conversation starts from its items and adds its input and output to it, streamed or not;
+// org scoping; and every refusal changes nothing.
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type ServedApp, serveApp } from "../../gateway/node.ts";
+import { conversations } from "../../schema/db.ts";
+import type { InferenceRequest } from "../../schema/wire.ts";
+import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
+import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+
+let h: GatewayHarness;
+let worker: FakeWorker;
+let served: ServedApp;
+let client: OpenAI;
+let otherClient: OpenAI;
+
+beforeAll(async () => {
+  h = await createGatewayHarness();
+  worker = await FakeWorker.start(h.workerBus, { base: BASE });
+  served = await serveApp(h.app, 0, "127.0.0.1");
+  client = new OpenAI({ apiKey: h.keys.acme, baseURL: `${served.url}/v1`, maxRetries: 0 });
+  otherClient = new OpenAI({ apiKey: h.keys.other, baseURL: `${served.url}/v1`, maxRetries: 0 });
+});
+afterAll(async () => {
+  await served.close();
+  await worker.stop();
+  await h.close();
+});
+
+/** What the worker was sent for the request behind a response or chat completion id. */
+function sent(id: string): InferenceRequest {
+  const requestId = id.replace(/^(resp|chatcmpl)[_-]/, "");
+  const request = worker.received.find((r) => r.id === requestId);
+  if (!request) throw new Error(`the worker got no request ${requestId}`);
+  return request;
+}
+
+/** The prompt token ids the chat API sends for these messages. */
+async function chatPrompt(messages: OpenAI.ChatCompletionMessageParam[]): Promise<number[]> {
+  const completion = await client.chat.completions.create({ model: BASE, messages, max_tokens: 1 });
+  return sent(completion.id).prompt_token_ids;
+}
+
+/** The error a client call fails with. */
+async function failure(call: Promise<unknown>): Promise<InstanceType<typeof OpenAI.APIError>> {
+  const error = await call.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(OpenAI.APIError);
+  return error as InstanceType<typeof OpenAI.APIError>;
+}
+
+/** Every item of the conversation, oldest first, as "role: text" (or the item's type). */
+async function transcript(id: string): Promise<string[]> {
+  const lines: string[] = [];
+  for await (const item of client.conversations.items.list(id, { order: "asc", limit: 2 })) {
+    lines.push(
+      item.type === "message"
+        ? `${item.role}: ${item.content.map((p) => ("text" in p ? p.text : "")).join("")}`
+        : item.type,
+    );
+  }
+  return lines;
+}
+
+/** A text message item with its own id (which the SDK's input types leave out, though the API takes it). */
+const message = (role: "user" | "assistant", content: string, id: string) =>
+  ({ type: "message", role, content, id }) as OpenAI.Responses.ResponseInputItem;
+
+const conversationCount = async () => (await h.db.select().from(conversations)).length;
+
+describe("conversations", () => {
+  it("creates a conversation with its first items and metadata, and reads them back", async () => {
+    const conversation = await client.conversations.create({
+      metadata: { customer: "acme-7" },
+      items: [{ type: "message", role: "system", content: "Be brief." }, message("user", "Hi", "msg_mine")],
+    });
+    expect(conversation).toMatchObject({ object: "conversation", metadata: { customer: "acme-7" } });
+    expect(conversation.id).toMatch(/^conv_/);
+    expect(await client.conversations.retrieve(conversation.id)).toEqual(conversation);
+
+    const newest = await client.conversations.items.list(conversation.id);
+    expect(newest.data.map((item) => item.id)).toEqual(["msg_mine", expect.stringMatching(/^msg_/)]);
+    expect(newest.data[0]).toEqual({
+      id: "msg_mine",
+      type: "message",
+      role: "user",
+      status: "completed",
+      content: [{ type: "input_text", text: "Hi" }],
+    });
+    expect(
+      await client.conversations.items.retrieve("msg_mine", { conversation_id: conversation.id }),
+    ).toEqual(newest.data[0]);
+  });
+
+  it("adds items at the end, pages them either way, and deletes one", async () => {
+    const { id } = await client.conversations.create({});
+    for (const k of [0, 1, 2]) {
+      const added = await client.conversations.items.create(id, {
+        items: [
+          { type: "message", role: "user", content: `question ${k}` },
+          { type: "message", role: "assistant", content: `answer ${k}` },
+        ],
+      });
+      expect(added.data.map((item) => item.type)).toEqual(["message", "message"]);
+    }
+    expect(await transcript(id)).toEqual([
+      "user: question 0",
+      "assistant: answer 0",
+      "user: question 1",
+      "assistant: answer 1",
+      "user: question 2",
+      "assistant: answer 2",
+    ]);
+    const first = await client.conversations.items.list(id, { limit: 2 });
+    expect(first.has_more).toBe(true);
+    const second = await client.conversations.items.list(id, { limit: 2, after: first.data[1]!.id! });
+    expect(second.data.map((item) => (item.type === "message" ? item.content : null))).toEqual([
+      [{ type: "output_text", text: "answer 1", annotations: [] }],
+      [{ type: "input_text", text: "question 1" }],
+    ]);
+
+    const doomed = second.data[0]!.id!;
+    const after = await client.conversations.items.delete(doomed, { conversation_id: id });
+    expect(after).toMatchObject({ id, object: "conversation" });
+    expect(await transcript(id)).not.toContain("assistant: answer 1");
+    expect((await failure(client.conversations.items.retrieve(doomed, { conversation_id: id }))).status).toBe(
+      404,
+    );
+    // Added after a deleted item: still at the end.
+    await client.conversations.items.create(id, {
+      items: [{ type: "message", role: "user", content: "last" }],
+    });
+    expect((await transcript(id)).at(-1)).toBe("user: last");
+  });
+
+  it("has its metadata replaced, and is deleted with its items", async () => {
+    const { id } = await client.conversations.create({
+      metadata: { a: "1" },
+      items: [{ type: "message", role: "user", content: "Hi" }],
+    });
+    expect(await client.conversations.update(id, { metadata: { b: "2" } })).toMatchObject({
+      metadata: { b: "2" },
+    });
+    expect((await client.conversations.retrieve(id)).metadata).toEqual({ b: "2" });
+    expect(await client.conversations.delete(id)).toEqual({
+      id,
+      object: "conversation.deleted",
+      deleted: true,
+    });
+    expect((await failure(client.conversations.retrieve(id))).status).toBe(404);
+    expect((await failure(client.conversations.items.list(id))).status).toBe(404);
+    expect((await failure(client.conversations.delete(id))).status).toBe(404);
+  });
+
+  it("belongs to its org: another org can neither read, change, add to nor delete it", async () => {
+    const { id } = await client.conversations.create({
+      metadata: { a: "1" },
+      items: [message("user", "Hi", "msg_own")],
+    });
+    for (const call of [
+      () => otherClient.conversations.retrieve(id),
+      () => otherClient.conversations.update(id, { metadata: { a: "2" } }),
+      () => otherClient.conversations.delete(id),
+      () => otherClient.conversations.items.list(id),
+      () =>
+        otherClient.conversations.items.create(id, {
+          items: [{ type: "message", role: "user", content: "x" }],
+        }),
+      () => otherClient.conversations.items.retrieve("msg_own", { conversation_id: id }),
+      () => otherClient.conversations.items.delete("msg_own", { conversation_id: id }),
+      () => otherClient.responses.create({ model: BASE, conversation: id, input: "x" }),
+    ]) {
+      expect((await failure(call())).status).toBe(404);
+    }
+    expect(await transcript(id)).toEqual(["user: Hi"]);
+    expect((await client.conversations.retrieve(id)).metadata).toEqual({ a: "1" });
+  });
+
+  it("refuses items it cannot hold, naming them, and creates or adds nothing", async () => {
+    const before = await conversationCount();
+    const { id } = await client.conversations.create({
+      items: [{ type: "message", role: "user", content: "Hi" }],
+    });
+    const cases: [OpenAI.Responses.ResponseInputItem[], string][] = [
+      [
+        [
+          {
+            type: "message",
+            role: "user",
+            content: [{ type: "input_image", image_url: "https://example.com/a.png", detail: "auto" }],
+          },
+        ],
+        "items.0.content.0",
+      ],
+      [[{ type: "function_call", call_id: "c1", name: "f", arguments: "{not json" }], "items.0.arguments"],
+      [[message("user", "a", "msg_twice"), message("user", "b", "msg_twice")], "items.1"],
+      [
+        Array.from({ length: 21 }, () => ({ type: "message" as const, role: "user" as const, content: "x" })),
+        "items",
+      ],
+    ];
+    for (const [items, param] of cases) {
+      const created = await failure(client.conversations.create({ items }));
+      expect([created.status, created.param]).toEqual([400, param]);
+      const added = await failure(client.conversations.items.create(id, { items }));
+      expect([added.status, added.param]).toEqual([400, param]);
+    }
+    expect(await conversationCount()).toBe(before + 1);
+    expect(await transcript(id)).toEqual(["user: Hi"]);
+  });
+});
+
+describe("a response in a conversation", () => {
+  it("starts from the conversation's items and adds its input and output to it, turn after turn", async () => {
+    const { id } = await client.conversations.create({
+      items: [
+        { type: "message", role: "system", content: "Be brief." },
+        { type: "message", role: "user", content: "First question" },
+        { type: "message", role: "assistant", content: "First answer" },
+      ],
+    });
+    const second = await client.responses.create({
+      model: BASE,
+      conversation: id,
+      input: "Second question",
+      max_output_tokens: 2,
+    });
+    expect(second.conversation).toEqual({ id });
+    const expected: OpenAI.ChatCompletionMessageParam[] = [
+      { role: "system", content: "Be brief." },
+      { role: "user", content: "First question" },
+      { role: "assistant", content: "First answer" },
+      { role: "user", content: "Second question" },
+    ];
+    expect(sent(second.id).prompt_token_ids).toEqual(await chatPrompt(expected));
+
+    // Streamed, with the conversation named as an object.
+    const stream = await client.responses.create({
+      model: BASE,
+      conversation: { id },
+      input: "Third question",
+      max_output_tokens: 1,
+      stream: true,
+    });
+    let third: OpenAI.Responses.Response | undefined;
+    for await (const event of stream) if (event.type === "response.incomplete") third = event.response;
+    expect(third?.conversation).toEqual({ id });
+    expect(sent(third!.id).prompt_token_ids).toEqual(
+      await chatPrompt([
+        ...expected,
+        { role: "assistant", content: fakeReplyText(2) },
+        { role: "user", content: "Third question" },
+      ]),
+    );
+    expect(await transcript(id)).toEqual([
+      "system: Be brief.",
+      "user: First question",
+      "assistant: First answer",
+      "user: Second question",
+      `assistant: ${fakeReplyText(2)}`,
+      "user: Third question",
+      `assistant: ${fakeReplyText(1)}`,
+    ]);
+    // The output message is listed under the response's own item id.
+    const newest = await client.conversations.items.list(id, { limit: 1 });
+    expect(newest.data[0]!.id).toBe(third!.output[0]!.id);
+
+    // The response is stored with the conversation so far: previous_response_id continues it whole.
+    const fourth = await client.responses.create({
+      model: BASE,
+      previous_response_id: second.id,
+      input: "Branch",
+      max_output_tokens: 1,
+    });
+    expect(sent(fourth.id).prompt_token_ids).toEqual(
+      await chatPrompt([
+        ...expected,
+        { role: "assistant", content: fakeReplyText(2) },
+        { role: "user", content: "Branch" },
+      ]),
+    );
+    // A branch off a stored response does not add to the conversation.
+    expect(await transcript(id)).toHaveLength(7);
+  });
+
+  it("adds its turn even when the response is not stored", async () => {
+    const { id } = await client.conversations.create({});
+    const response = await client.responses.create({
+      model: BASE,
+      conversation: id,
+      input: "Hello",
+      max_output_tokens: 1,
+      store: false,
+    });
+    expect(await transcript(id)).toEqual(["user: Hello", `assistant: ${fakeReplyText(1)}`]);
+    expect((await failure(client.responses.retrieve(response.id))).status).toBe(404);
+  });
+
+  it("refuses an unknown conversation, one with previous_response_id, or an input id the conversation holds, and runs nothing", async () => {
+    const { id } = await client.conversations.create({
+      items: [message("user", "Hi", "msg_taken")],
+    });
+    const stored = await client.responses.create({ model: BASE, input: "x", max_output_tokens: 1 });
+    const before = worker.received.length;
+    const unknown = await failure(
+      client.responses.create({ model: BASE, conversation: "conv_nope", input: "x" }),
+    );
+    expect([unknown.status, unknown.param]).toEqual([404, "conversation"]);
+    const both = await failure(
+      client.responses.create({ model: BASE, conversation: id, previous_response_id: stored.id, input: "x" }),
+    );
+    expect([both.status, both.param]).toEqual([400, "conversation"]);
+    const taken = await failure(
+      client.responses.create({
+        model: BASE,
+        conversation: id,
+        input: [message("user", "again", "msg_taken")],
+      }),
+    );
+    expect([taken.status, taken.param]).toEqual([400, "input.0"]);
+    expect(worker.received.length).toBe(before);
+    expect(await transcript(id)).toEqual(["user: Hi"]);
+  });
+});
