@@ -31,6 +31,7 @@ import { keyRoutes } from "./routes/keys.ts";
 import { listModelsRoute, retrieveModelRoute } from "./routes/models.ts";
 import {
   cancelResponse,
+  countInputTokens,
   createResponse,
   deleteResponse,
   listInputItems,
@@ -96,6 +97,7 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.get("/v1/chat/completions/:id/messages", listStoredChatMessages(deps));
   app.post("/v1/completions", completions(deps));
   app.post("/v1/responses", createResponse(deps));
+  app.post("/v1/responses/input_tokens", countInputTokens(deps));
   app.get("/v1/responses/:id", retrieveResponse(deps));
   app.delete("/v1/responses/:id", deleteResponse(deps));
   app.post("/v1/responses/:id/cancel", cancelResponse(deps));

@@ -6,7 +6,7 @@
 // `store` is false (gateway/response-store.ts), so a later request can continue its conversation with
 // previous_response_id; a request naming a conversation (gateway/conversation-store.ts) starts from its
 // items and adds its turn to it. Responses and conversations belong to the caller's org.
-import type { Handler } from "hono";
+import type { Context, Handler } from "hono";
 import { InputItemsQuery, ResponseCreateRequest, type ResponseObject } from "../../schema/responses-api.ts";
 import type { TokenLogprob } from "../../schema/wire.ts";
 import { AutoCallStream } from "../auto-call-stream.ts";
@@ -66,21 +66,42 @@ async function storedResponse(deps: GatewayDeps, orgId: string, id: string, para
   return stored;
 }
 
+/**
+ * What a request starts from — the stored response it continues or the conversation it names, then its
+ * input with references resolved — and the chat request that makes, admitted.
+ */
+async function prepare(c: Context<GatewayEnv>, deps: GatewayDeps, body: ResponseCreateRequest) {
+  const { orgId } = c.get("principal");
+  const resolved = await resolveModel(deps, c.get("principal"), body.model);
+  const previous = body.previous_response_id
+    ? await storedResponse(deps, orgId, body.previous_response_id, "previous_response_id")
+    : null;
+  // A conversation's items come first (with previous_response_id too, admission refuses the request).
+  const conversation = body.previous_response_id ? null : conversationOf(body);
+  const conversationItems = conversation ? await allItems(deps.db, orgId, conversation.id) : null;
+  if (conversation && !conversationItems) throw conversationNotFound(conversation.id, "conversation");
+  const earlier = previous ? continuedConversation(previous) : (conversationItems ?? []);
+  const input = await resolveReferences(deps.db, orgId, body.input);
+  const admitted = admitResponse(body, earlier, input, resolved.base);
+  return { resolved, previous, conversation, earlier, input, admitted };
+}
+
+/**
+ * POST /v1/responses/input_tokens: how many input tokens the request would be billed for (its prompt as
+ * the worker would prefill it, what it continues included), without running it.
+ */
+export function countInputTokens(deps: GatewayDeps): Handler<GatewayEnv> {
+  return async (c) => {
+    const { admitted } = await prepare(c, deps, await readBody(c, ResponseCreateRequest));
+    return c.json({ object: "response.input_tokens", input_tokens: admitted.prompts[0]!.tokenIds.length });
+  };
+}
+
 export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const body = await readBody(c, ResponseCreateRequest);
     const { orgId } = c.get("principal");
-    const resolved = await resolveModel(deps, c.get("principal"), body.model);
-    const previous = body.previous_response_id
-      ? await storedResponse(deps, orgId, body.previous_response_id, "previous_response_id")
-      : null;
-    // A conversation's items come first (with previous_response_id too, admission refuses the request).
-    const conversation = body.previous_response_id ? null : conversationOf(body);
-    const conversationItems = conversation ? await allItems(deps.db, orgId, conversation.id) : null;
-    if (conversation && !conversationItems) throw conversationNotFound(conversation.id, "conversation");
-    const earlier = previous ? continuedConversation(previous) : (conversationItems ?? []);
-    const input = await resolveReferences(deps.db, orgId, body.input);
-    const admitted = admitResponse(body, earlier, input, resolved.base);
+    const { resolved, previous, conversation, earlier, input, admitted } = await prepare(c, deps, body);
     // The response's ids come from its id key: this request's id, or, when this is a background
     // response's run, the key the response was created under.
     const key = c.get("responseKey") ?? c.get("requestId");

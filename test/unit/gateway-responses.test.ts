@@ -700,3 +700,44 @@ describe("POST /v1/responses", () => {
     }
   });
 });
+
+describe("POST /v1/responses/input_tokens", () => {
+  it("counts the input tokens the same request is billed for, what it continues included, and runs nothing", async () => {
+    const first = await client.responses.create({
+      model: BASE,
+      instructions: "Be brief.",
+      input: "Say hello",
+      max_output_tokens: 2,
+    });
+    const conversation = await client.conversations.create({
+      items: [{ type: "message", role: "user", content: "Earlier words" }],
+    });
+    const requests: OpenAI.Responses.ResponseCreateParamsNonStreaming[] = [
+      { model: `${BASE}:acme/a1`, instructions: "Be brief.", input: "Say hello", max_output_tokens: 2 },
+      { model: BASE, previous_response_id: first.id, input: "And again", max_output_tokens: 2 },
+      { model: BASE, conversation: conversation.id, input: "Then this", max_output_tokens: 2 },
+    ];
+    for (const request of requests) {
+      const received = worker.received.length;
+      const counted = await client.responses.inputTokens.count(
+        request as OpenAI.Responses.InputTokenCountParams,
+      );
+      expect(worker.received.length).toBe(received);
+      const response = await client.responses.create(request);
+      expect(counted).toEqual({
+        object: "response.input_tokens",
+        input_tokens: response.usage!.input_tokens,
+      });
+      expect(counted.input_tokens).toBe(sent(response.id).prompt_token_ids.length);
+    }
+    const unknown = client.responses.inputTokens.count({
+      model: BASE,
+      input: "x",
+      conversation: "conv_nope",
+    });
+    await expect(unknown).rejects.toMatchObject({ status: 404, param: "conversation" });
+    await expect(client.responses.inputTokens.count({ model: "nope", input: "x" })).rejects.toMatchObject({
+      status: 404,
+    });
+  });
+});
