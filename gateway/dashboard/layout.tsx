@@ -54,6 +54,8 @@ input[type=number] { width:64px; font:inherit; padding:3px 6px; border:1px solid
 input[type=password] { font:inherit; width:100%; padding:8px 10px; border:1px solid var(--line); border-radius:6px; }
 form.inline { display:inline-flex; gap:6px; align-items:center; margin:0; }
 .login { max-width:420px; margin:12vh auto; }
+table.turns th { width:120px; }
+pre.turn { margin:0; white-space:pre-wrap; word-break:break-word; font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,monospace; }
 `;
 
 /** The page itself, without the top bar (the sign-in page). */
@@ -74,13 +76,14 @@ export function Document(props: { title: string; children: Child }) {
   );
 }
 
-export type Section = "usage" | "fleet" | "adapters" | "batches";
+export type Section = "usage" | "fleet" | "adapters" | "batches" | "logs";
 
 const SECTIONS: Array<[Section, string, string]> = [
   ["usage", "Usage", "/dashboard"],
   ["fleet", "Fleet", "/dashboard/fleet"],
   ["adapters", "Adapters", "/dashboard/adapters"],
   ["batches", "Batches", "/dashboard/batches"],
+  ["logs", "Logs", "/dashboard/logs"],
 ];
 
 export function Layout(props: {

@@ -1,8 +1,11 @@
 // /dashboard: server-rendered pages (Hono JSX, inline SVG charts, no script) for a person signed in with
-// an API key: usage and cost, the fleet, and the org's adapters with admin actions.
+// an API key: usage and cost, the fleet, the org's adapters with admin actions, its batches and its logs.
 //   GET  /dashboard/login, POST /dashboard/login (form: api_key), POST /dashboard/logout
 //   GET  /dashboard[?days=7|30|90]   usage         GET /dashboard/fleet    workers
 //   GET  /dashboard/adapters         adapters      POST /dashboard/adapters/:name/{pin,weight,delete}
+//   GET  /dashboard/batches          batches       POST /dashboard/batches/:id/cancel
+//   GET  /dashboard/logs[?kind=chat|responses&after=ID]   stored chat completions and responses
+//   GET  /dashboard/logs/{chat,responses}/:id             one of them whole
 // Pages answer HTML, errors included. Forms are protected by the SameSite=Strict session cookie and by a
 // same-origin check on every POST; an action's outcome travels to the next page in a signed flash cookie.
 import type { Context } from "hono";
@@ -25,7 +28,9 @@ import { AdaptersPage } from "./adapters-page.tsx";
 import { BatchesPage } from "./batches-page.tsx";
 import { FleetPage } from "./fleet-page.tsx";
 import { Document, Layout } from "./layout.tsx";
+import { type LogKind, logDetail, logPage } from "./log-entries.ts";
 import { LoginPage } from "./login-page.tsx";
+import { LogDetailPage, LogsPage } from "./logs-page.tsx";
 import { endSession, sessionPrincipal, startSession } from "./session.ts";
 import { periodDays, USAGE_PERIODS, UsagePage, type UsagePeriod } from "./usage-page.tsx";
 
@@ -219,6 +224,37 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
       await flash(c, "error", error.message);
     }
     return c.redirect("/dashboard/batches", 303);
+  });
+
+  routes.get("/logs", async (c) => {
+    const principal = c.get("principal");
+    const kind: LogKind = c.req.query("kind") === "responses" ? "responses" : "chat";
+    const page = await logPage(deps.db, principal.orgId, kind, {
+      limit: 50,
+      after: c.req.query("after") ?? null,
+    });
+    return c.html(
+      <Layout title="Logs" section="logs" principal={principal} {...(await takeFlash(c))}>
+        <LogsPage kind={kind} page={page} now={deps.now()} />
+      </Layout>,
+    );
+  });
+
+  routes.get("/logs/:kind{chat|responses}/:id", async (c) => {
+    const principal = c.get("principal");
+    const kind = c.req.param("kind") as LogKind;
+    const id = c.req.param("id");
+    const detail = await logDetail(deps.db, principal.orgId, kind, id);
+    if (!detail)
+      throw new DashboardError(
+        404,
+        `No stored ${kind === "chat" ? "chat completion" : "response"} ${id} in this org.`,
+      );
+    return c.html(
+      <Layout title={id} section="logs" principal={principal}>
+        <LogDetailPage kind={kind} detail={detail} now={deps.now()} />
+      </Layout>,
+    );
   });
 
   // A batch's input, output or error file, as a download: the org's own files only.

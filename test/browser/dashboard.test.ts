@@ -213,4 +213,39 @@ describe.skipIf(!executablePath)("the dashboard in Chromium", () => {
     expect(await page.locator(`tr[data-batch='${batch.id}']`).getAttribute("data-status")).toBe("cancelling");
     await signOut(page);
   });
+
+  it("lists a stored chat completion on the logs page and opens it whole", async () => {
+    const res = await fetch(`${served.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${f.h.keys.acme}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        model: BASE,
+        messages: [
+          { role: "system", content: "You answer support tickets." },
+          { role: "user", content: "My invoice is wrong." },
+        ],
+        max_tokens: 4,
+        store: true,
+        metadata: { ticket: "T-7" },
+      }),
+    });
+    const completion = (await res.json()) as { id: string; choices: [{ message: { content: string } }] };
+    const page = await signIn(f.h.keys.acme);
+    await page.click("header nav a[href='/dashboard/logs']");
+    await page.waitForURL(`${served.url}/dashboard/logs`);
+    const row = page.locator(`tr[data-log='${completion.id}']`);
+    expect(await row.textContent()).toContain("My invoice is wrong.");
+    expect(await row.textContent()).toContain("ticket: T-7");
+    await page.screenshot({ path: join(artifacts, "dashboard-logs.png"), fullPage: true });
+    await Promise.all([page.waitForURL(/\/dashboard\/logs\/chat\//), row.locator("a").first().click()]);
+    const roles = await page
+      .locator("tr[data-role]")
+      .evaluateAll((rows) => rows.map((r) => r.getAttribute("data-role")));
+    expect(roles).toEqual(["system", "user", "assistant"]);
+    expect(await page.locator("tr[data-role='assistant'] pre").textContent()).toBe(
+      completion.choices[0].message.content,
+    );
+    await page.screenshot({ path: join(artifacts, "dashboard-log.png"), fullPage: true });
+    await signOut(page);
+  });
 });

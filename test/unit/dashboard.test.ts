@@ -1,11 +1,13 @@
 // The dashboard over app.request (no browser): sign-in with an API key to a signed HttpOnly cookie that
 // never holds the key, sessions that end with the key, forms refused from other origins, usage numbers and
 // chart bars that match GET /v1/usage, the fleet without other orgs' adapter names, admin actions that
-// change what the adapter API reports, and the org's batches with their files and a cancel.
+// change what the adapter API reports, the org's batches with their files and a cancel, and its logs of
+// stored chat completions and responses.
 import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApiKey, listApiKeys, revokeApiKey } from "../../gateway/api-keys.ts";
 import { BatchRunner } from "../../gateway/batch-runner.ts";
+import { saveChatCompletion } from "../../gateway/chat-completion-store.ts";
 import { setPriorityTier } from "../../gateway/orgs.ts";
 import type { UsageReport } from "../../meter/usage-report.ts";
 import type { AdapterObject } from "../../schema/adapter-api.ts";
@@ -369,5 +371,112 @@ describe("the dashboard", () => {
     expect(attributes(after.html, /<tr data-batch="[^"]*" data-status="[^"]*"/g)[0]).toMatchObject({
       "data-status": "cancelling",
     });
+  });
+
+  it("logs the org's stored chat completions and responses, newest first a page at a time, each readable whole", async () => {
+    const cookie = await signIn(f.h.keys.acme);
+    const api = (path: string, body: object) =>
+      f.h.app.request(`${ORIGIN}${path}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${f.h.keys.acme}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const chat = (await (
+      await api("/v1/chat/completions", {
+        model: BASE,
+        messages: [
+          { role: "system", content: "Be brief." },
+          { role: "user", content: "Tell me <b>about</b> logs" },
+        ],
+        max_tokens: 3,
+        store: true,
+        metadata: { ticket: "T-42" },
+      })
+    ).json()) as { id: string; choices: [{ message: { content: string } }] };
+    const unstored = (await (
+      await api("/v1/chat/completions", { model: BASE, messages: [{ role: "user", content: "not kept" }] })
+    ).json()) as { id: string };
+    const response = (await (
+      await api("/v1/responses", {
+        model: BASE,
+        instructions: "Answer.",
+        input: "A response",
+        max_output_tokens: 2,
+      })
+    ).json()) as { id: string };
+
+    const { html } = await page("/dashboard/logs", cookie);
+    const rows = attributes(html, /<tr data-log="[^"]*"/g).map((r) => r["data-log"]);
+    expect(rows).toEqual([chat.id]);
+    expect(html).not.toContain(unstored.id);
+    // Text is escaped, not markup.
+    expect(html).toContain("Tell me &lt;b&gt;about&lt;/b&gt; logs");
+    expect(html).toContain("ticket: T-42");
+    const detail = await page(`/dashboard/logs/chat/${chat.id}`, cookie);
+    expect(detail.res.status).toBe(200);
+    expect(attributes(detail.html, /<tr data-role="[^"]*"/g).map((r) => r["data-role"])).toEqual([
+      "system",
+      "user",
+      "assistant",
+    ]);
+    expect(detail.html).toContain(chat.choices[0].message.content);
+
+    const responses = await page("/dashboard/logs?kind=responses", cookie);
+    expect(attributes(responses.html, /<tr data-log="[^"]*"/g).map((r) => r["data-log"])).toContain(
+      response.id,
+    );
+    const one = await page(`/dashboard/logs/responses/${response.id}`, cookie);
+    expect(attributes(one.html, /<tr data-role="[^"]*"/g).map((r) => r["data-role"])).toEqual([
+      "instructions",
+      "user",
+      "assistant",
+    ]);
+
+    // Another org sees none of them.
+    const other = await signIn(f.h.keys.other);
+    expect((await page("/dashboard/logs", other)).html).not.toContain(chat.id);
+    expect((await page(`/dashboard/logs/chat/${chat.id}`, other)).res.status).toBe(404);
+    expect((await page(`/dashboard/logs/responses/${response.id}`, other)).res.status).toBe(404);
+
+    // 50 to a page, then an "Older" link to the rest.
+    const start = Date.now();
+    for (let k = 0; k < 51; k++) {
+      await saveChatCompletion(f.h.db, "acme", {
+        completion: {
+          id: `chatcmpl-paged-${String(k).padStart(2, "0")}`,
+          object: "chat.completion",
+          created: Math.floor((start + k * 1000) / 1000),
+          model: BASE,
+          choices: [
+            {
+              index: 0,
+              message: { role: "assistant", content: `answer ${k}`, refusal: null },
+              logprobs: null,
+              finish_reason: "stop",
+            },
+          ],
+          usage: {
+            prompt_tokens: 3,
+            completion_tokens: 2,
+            total_tokens: 5,
+            prompt_tokens_details: { cached_tokens: 0 },
+          },
+        },
+        messages: [{ role: "user", content: `question ${k}` }],
+        metadata: {},
+        createdAt: new Date(start + 60_000 + k * 1000),
+      });
+    }
+    const first = await page("/dashboard/logs", cookie);
+    const firstRows = attributes(first.html, /<tr data-log="[^"]*"/g).map((r) => r["data-log"]);
+    expect(firstRows).toHaveLength(50);
+    expect(firstRows[0]).toBe("chatcmpl-paged-50");
+    const [older] = attributes(first.html, /<a href="[^"]*" rel="next"/g);
+    const second = await page(older!.href!.replaceAll("&amp;", "&"), cookie);
+    expect(attributes(second.html, /<tr data-log="[^"]*"/g).map((r) => r["data-log"])).toEqual([
+      "chatcmpl-paged-00",
+      chat.id,
+    ]);
+    expect(second.html).not.toContain('rel="next"');
   });
 });
