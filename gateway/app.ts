@@ -46,6 +46,7 @@ import {
 } from "./routes/stored-chat-completions.ts";
 import { detokenize, tokenize } from "./routes/tokenize.ts";
 import { usageRoute } from "./routes/usage.ts";
+import { webhookRoutes } from "./routes/webhooks.ts";
 
 export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
@@ -112,6 +113,7 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.delete("/v1/conversations/:id/items/:item_id", deleteItemRoute(deps));
   app.get("/v1/usage", callerOrgOnly, usageRoute(deps));
   app.route("/v1/keys", keyRoutes(deps));
+  app.route("/v1/webhooks", webhookRoutes(deps));
   app.get("/v1/fleet/scale", requireScope("admin"), fleetScaleRoute(deps));
   app.route("/v1/batches", batchRoutes(deps));
   app.post("/tokenize", tokenize(deps));

@@ -6,12 +6,14 @@
 // leaves its lines to be taken again once the lease runs out, under the same request id, so no accepted
 // line is lost and none is billed twice. Transient refusals (rate limits, no worker, an unreachable bus or
 // database) put the line back with a growing delay. When a batch has no line left to run, one runner
-// writes its output and error files and ends it, in one transaction.
-import { and, asc, eq, gte, inArray, isNull, lt, lte, notExists, or } from "drizzle-orm";
+// writes its output and error files and ends it, in one transaction with the webhook event that tells of it
+// (gateway/webhooks.ts).
+import { and, asc, eq, gte, inArray, isNull, lt, lte, notExists, or, sql } from "drizzle-orm";
 import { sha256Hex } from "../core/sha256.ts";
 import type { Db } from "../db/open.ts";
 import type { BatchOutputLine } from "../schema/batch-api.ts";
-import { batches, batchRequests } from "../schema/db.ts";
+import { batches, batchRequests, storedResponses } from "../schema/db.ts";
+import type { WebhookEventType } from "../schema/webhook-api.ts";
 import { principalOfKey, REQUEST_ID, RESPONSE_KEY, RUN_AS, type RunEnv } from "./auth.ts";
 import type { BaseRoom } from "./batch-room.ts";
 import type { BatchLineOutcome, GatewayLog, GatewayMetrics } from "./deps.ts";
@@ -19,6 +21,7 @@ import type { DueSweep } from "./due-sweep.ts";
 import { expiryOf, saveFile } from "./files.ts";
 import { responseId } from "./response-output.ts";
 import { markBackground } from "./response-store.ts";
+import { queueEvent } from "./webhooks.ts";
 
 export interface BatchRunnerOptions {
   /** The gateway's app: a line runs as `app.fetch(request, env)` would run an HTTP request. */
@@ -403,11 +406,11 @@ export class BatchRunner {
    * cancelled; one whose 24 hours passed before it ran is marked failed here.
    */
   async #endBackground(
-    tx: Pick<Db, "update">,
-    id: string,
-    status: string,
+    tx: Pick<Db, "select" | "insert" | "update">,
+    batch: { id: string; orgId: string; status: string },
     lines: readonly { status: string; statusCode: number | null; customId: string }[],
   ): Promise<void> {
+    const { id, status } = batch;
     const [line] = lines;
     if (line?.status === "expired") {
       await markBackground(tx, responseId(line.customId), "failed", {
@@ -415,6 +418,7 @@ export class BatchRunner {
         message: "The response could not be run within 24 hours.",
       });
     }
+    if (line) await this.#responseEnded(tx, batch.orgId, responseId(line.customId));
     const now = new Date(this.#options.now());
     const answered = line?.status === "done" && line.statusCode === 200 ? 1 : 0;
     const ended =
@@ -429,6 +433,36 @@ export class BatchRunner {
         endedAt: now,
       })
       .where(eq(batches.id, id));
+  }
+
+  /** Queues the webhook event of a background response's end, by the status it ended with. */
+  async #responseEnded(tx: Pick<Db, "select" | "insert">, orgId: string, id: string): Promise<void> {
+    const [row] = await tx
+      .select({ status: sql<string>`${storedResponses.response} ->> 'status'` })
+      .from(storedResponses)
+      .where(eq(storedResponses.id, id));
+    const ended = {
+      completed: "response.completed",
+      incomplete: "response.incomplete",
+      failed: "response.failed",
+      cancelled: "response.cancelled",
+    } as const;
+    const type = row ? ended[row.status as keyof typeof ended] : undefined;
+    if (type) await this.#queueEvent(tx, orgId, type, id);
+  }
+
+  async #queueEvent(
+    tx: Pick<Db, "select" | "insert">,
+    orgId: string,
+    type: WebhookEventType,
+    subject: string,
+  ): Promise<void> {
+    await queueEvent(tx, orgId, {
+      id: `evt_${this.#options.newId()}`,
+      type,
+      subject,
+      at: new Date(this.#options.now()),
+    });
   }
 
   /** The line, while this runner's claim on it holds. */
@@ -477,7 +511,7 @@ export class BatchRunner {
         .where(eq(batchRequests.batchId, id))
         .orderBy(asc(batchRequests.line));
       if (batch.kind === "background") {
-        await this.#endBackground(tx, batch.id, batch.status, lines);
+        await this.#endBackground(tx, batch, lines);
         return;
       }
       const outputs: BatchOutputLine[] = [];
@@ -534,6 +568,7 @@ export class BatchRunner {
           endedAt: now,
         })
         .where(eq(batches.id, id));
+      await this.#queueEvent(tx, batch.orgId, `batch.${status}`, batch.id);
       this.#options.log.info(
         { batch: batch.id, status, completed: outputs.length, failed: errors.length },
         "batch ended",

@@ -78,6 +78,11 @@ export interface GatewayDeps {
   sessionSecret: string;
   /** A fresh request id: unguessable and unique, since it keys the billing row. */
   newRequestId: () => string;
+  /**
+   * Whether a webhook endpoint may name this host or a private address (gateway/webhook-address.ts): off,
+   * such URLs are refused, so an org cannot make the gateway call into the operator's network.
+   */
+  allowPrivateWebhooks: boolean;
   limits: {
     /** Larger bodies get 413 before they are read whole. */
     maxBodyBytes: number;
@@ -122,6 +127,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
     log: silent,
     metrics: null,
     newRequestId: () => crypto.randomUUID().replaceAll("-", ""),
+    allowPrivateWebhooks: false,
     sessionSecret: Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) =>
       b.toString(16).padStart(2, "0"),
     ).join(""),

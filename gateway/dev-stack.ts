@@ -25,7 +25,7 @@ import { AdapterSources } from "./adapter-sources.ts";
 import { createApiKey, ensureOrg, generateApiKey, hashApiKey } from "./api-keys.ts";
 import { loadBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
-import { createNodeApp, serveApp, startBatchRunner } from "./node.ts";
+import { createNodeApp, serveApp, startBatchRunner, startWebhookSender } from "./node.ts";
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 
 export const DEV_BASE = "tiny";
@@ -169,11 +169,15 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
       bus: gatewayBus,
       bases: new BaseCatalog([base]),
       adapterStorage,
+      // A development stack's webhooks go to the developer's own machine.
+      allowPrivateWebhooks: true,
     });
     const served = await serveApp(app, options.port, options.hostname);
     closers.push(() => served.close());
     const runner = startBatchRunner(app, deps);
     if (runner) closers.push(() => runner.stop());
+    const sender = startWebhookSender(deps);
+    closers.push(() => sender.stop());
     return { url: served.url, apiKey, models, close };
   } catch (error) {
     await close();

@@ -24,6 +24,7 @@ import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { mountMetricsRoute, prometheusMetrics } from "./prometheus.ts";
 import type { SamplingDefaultsSource } from "./sampling-defaults.ts";
 import { StoredRetention } from "./stored-retention.ts";
+import { WebhookSender } from "./webhook-sender.ts";
 
 export interface ServedApp {
   /** e.g. "http://127.0.0.1:8080" */
@@ -75,6 +76,18 @@ export function createNodeApp(input: GatewayDepsInput): { app: Hono<GatewayEnv>;
   const app = createApp(deps);
   mountMetricsRoute(app, deps);
   return { app, deps };
+}
+
+/** Starts this process's webhook sender (gateway/webhook-sender.ts), which every Node gateway runs. */
+export function startWebhookSender(deps: GatewayDeps): WebhookSender {
+  const sender = new WebhookSender({
+    db: deps.db,
+    log: deps.log,
+    allowPrivate: deps.allowPrivateWebhooks,
+    now: deps.now,
+  });
+  sender.start();
+  return sender;
 }
 
 /** Lines of batches one gateway process runs at once by default (`--batch-concurrency`). */
@@ -154,6 +167,8 @@ export interface NodeGatewayOptions {
   batchFill?: number;
   /** Largest file the Files API takes; default 64 MiB. */
   maxFileBytes?: number;
+  /** Webhook endpoints may name this host or a private address; default false. */
+  allowPrivateWebhooks?: boolean;
   /** The autoscaling signal's bounds and headroom (GET /v1/fleet/scale). */
   scale?: ScaleOptions;
 }
@@ -182,6 +197,7 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       bases,
       adapterStorage,
       ...(options.scale ? { scale: options.scale } : {}),
+      allowPrivateWebhooks: options.allowPrivateWebhooks === true,
       ...(options.responseRetentionDays !== undefined
         ? { storedRetention: StoredRetention.days(options.responseRetentionDays) }
         : {}),
@@ -198,6 +214,7 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
     });
     const served = await serveApp(app, options.port, options.hostname);
     const runner = startBatchRunner(app, deps, options.batchConcurrency, options.batchFill);
+    const sender = startWebhookSender(deps);
     const openBus = bus;
     const openMeter = meter;
     return {
@@ -205,6 +222,7 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       close: async () => {
         // Lines in flight finish and are stored before the server stops taking their requests' kind.
         await runner?.stop();
+        await sender.stop();
         await served.close();
         await openMeter?.stop();
         await openBus.close();

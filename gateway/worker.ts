@@ -54,8 +54,10 @@ export interface WorkerEnv {
   LUMINET_MAX_ADAPTER_BYTES?: string;
   /** Comma-separated URL prefixes adapters may be created from (as the Node gateway's --adapter-sources). */
   LUMINET_ADAPTER_SOURCES?: string;
-  /** How long stored Responses API responses are kept, in days; default 30, 0: until deleted. */
+  /** How long stored responses and chat completions are kept, in days; default 30, 0: until deleted. */
   LUMINET_RESPONSE_RETENTION_DAYS?: string;
+  /** "1": webhook endpoints may name a private address (the Node gateways deliver them). */
+  LUMINET_ALLOW_PRIVATE_WEBHOOKS?: string;
   /** "openai": the bases' generation_config.json gives no sampling defaults; default "model". */
   LUMINET_SAMPLING_DEFAULTS?: string;
   /** Largest Files API upload (a batch's input), in bytes; default 16 MiB, since an isolate reads it whole. */
@@ -208,6 +210,7 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
             storedRetention: StoredRetention.days(
               integerVar(env, "LUMINET_RESPONSE_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 0),
             ),
+            allowPrivateWebhooks: env.LUMINET_ALLOW_PRIVATE_WEBHOOKS === "1",
             log: consoleLog,
             limits: { maxFileBytes: integerVar(env, "LUMINET_MAX_FILE_BYTES", WORKERS_MAX_FILE_BYTES) },
             ...(env.LUMINET_SESSION_SECRET ? { sessionSecret: env.LUMINET_SESSION_SECRET } : {}),

@@ -1,7 +1,8 @@
 // The database tables (drizzle, Postgres dialect): orgs, their API keys, base models with prices, adapters,
-// usage, stored Responses API responses and chat completions, conversations, and the Files and Batch APIs'
-// files, batches and batch lines. Row types are derived from the tables; migrations in schema/migrations are
-// generated from this file by drizzle-kit (`npm run db:generate`), never written by hand.
+// usage, stored Responses API responses and chat completions, conversations, webhooks, and the Files and
+// Batch APIs' files, batches and batch lines. Row types are derived from the tables; migrations in
+// schema/migrations are generated from this file by drizzle-kit (`npm run db:generate`), never written by
+// hand.
 import { sql } from "drizzle-orm";
 import {
   type AnyPgColumn,
@@ -340,6 +341,58 @@ export const conversationItems = pgTable(
   (t) => [
     primaryKey({ columns: [t.conversationId, t.position] }),
     uniqueIndex("conversation_items_id_idx").on(t.conversationId, t.id),
+  ],
+);
+
+/**
+ * Where an org wants to hear when its batches and background responses end (gateway/webhooks.ts): an
+ * HTTPS (or HTTP) URL, the event types it takes (null: all), and the secret its deliveries are signed with
+ * (Standard Webhooks, as OpenAI signs them). The secret is kept to sign with, shown once at creation, never
+ * listed or logged.
+ */
+export const webhookEndpoints = pgTable(
+  "webhook_endpoints",
+  {
+    /** "whep_<hex>" */
+    id: text("id").primaryKey(),
+    orgId: text("org_id")
+      .notNull()
+      .references(() => orgs.id),
+    url: text("url").notNull(),
+    events: text("events").array(),
+    secret: text("secret").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index("webhook_endpoints_org_idx").on(t.orgId)],
+);
+
+/**
+ * Webhook events waiting to be delivered, or delivered (gateway/webhook-sender.ts): one row per event and
+ * endpoint, written in the same transaction as the change it tells of, so none is lost. A sender claims a
+ * due row by moving next_attempt_at past its lease; a failed attempt sets when to try again, until the
+ * attempts run out (failed_at).
+ */
+export const webhookDeliveries = pgTable(
+  "webhook_deliveries",
+  {
+    /** The event's id, "evt_<hex>", with the endpoint's: one event may go to several endpoints. */
+    eventId: text("event_id").notNull(),
+    endpointId: text("endpoint_id")
+      .notNull()
+      .references(() => webhookEndpoints.id, { onDelete: "cascade" }),
+    type: text("type").notNull(),
+    /** The event as sent: {"id", "object": "event", "type", "created_at", "data"}. */
+    payload: jsonb("payload").notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    nextAttemptAt: timestamp("next_attempt_at", { withTimezone: true }).notNull(),
+    deliveredAt: timestamp("delivered_at", { withTimezone: true }),
+    failedAt: timestamp("failed_at", { withTimezone: true }),
+    lastError: text("last_error"),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.eventId, t.endpointId] }),
+    index("webhook_deliveries_due_idx").on(t.nextAttemptAt),
   ],
 );
 

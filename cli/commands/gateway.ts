@@ -21,6 +21,7 @@ interface GatewayFlags {
   model: string[];
   namespace?: string;
   withMeter?: boolean;
+  allowPrivateWebhooks?: boolean;
   blobs: string;
   adapterSources?: string;
   maxAdapterRank: string;
@@ -75,6 +76,8 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     natsUrl,
     models,
     withMeter: flags.withMeter === true,
+    allowPrivateWebhooks:
+      flags.allowPrivateWebhooks === true || process.env.LUMINET_ALLOW_PRIVATE_WEBHOOKS === "1",
     blobs: flags.blobs,
     adapterSources: sourcePrefixes(flags.adapterSources),
     maxAdapterRank: count("--max-adapter-rank", flags.maxAdapterRank),
@@ -181,5 +184,9 @@ export function registerGateway(program: Command): void {
       process.env.LUMINET_TARGET_UTILIZATION ?? String(scaleDefaults.targetUtilization),
     )
     .option("--with-meter", "also run the usage meter (usage events into billing rows) in this process")
+    .option(
+      "--allow-private-webhooks",
+      "webhook endpoints may name this host or a private address, for webhooks into your own network (LUMINET_ALLOW_PRIVATE_WEBHOOKS=1)",
+    )
     .action(serviceAction(runGateway));
 }

@@ -1,0 +1,249 @@
+// Delivers queued webhook events (gateway/webhooks.ts) from every Node gateway process: it claims due
+// deliveries with a lease (FOR UPDATE SKIP LOCKED, so two senders never take the same one; a sender that
+// dies leaves its claims due again when the lease ends), POSTs each event signed as Standard Webhooks sign
+// (webhook-id, webhook-timestamp, webhook-signature: v1 and the base64 HMAC-SHA256 of "id.timestamp.body"
+// under the endpoint's secret — what OpenAI sends and its SDKs' `webhooks.unwrap` checks), and marks it
+// delivered on a 2xx answer. Anything else is tried again later, waiting twice as long each time (up to an
+// hour), until 72 hours after the event; then it is marked failed. An endpoint whose host resolves to a
+// private address is refused unless the operator allows private webhooks (webhook-address.ts).
+import { lookup } from "node:dns/promises";
+import { and, asc, eq, inArray, isNull, lte, sql } from "drizzle-orm";
+import type { Db } from "../db/open.ts";
+import { webhookDeliveries, webhookEndpoints } from "../schema/db.ts";
+import type { GatewayLog } from "./deps.ts";
+import { privateAddress } from "./webhook-address.ts";
+
+export interface WebhookSenderOptions {
+  db: Db;
+  log: GatewayLog;
+  /** Deliveries this process sends at once. */
+  concurrency?: number;
+  /** Wait between looks for due deliveries. */
+  pollMs?: number;
+  /** How long one delivery may take before it counts as failed. */
+  timeoutMs?: number;
+  /** Deliver to endpoints whose host resolves to a private address (a development stack). */
+  allowPrivate?: boolean;
+  now?: () => number;
+  fetch?: typeof fetch;
+}
+
+const FIRST_RETRY_MS = 5_000;
+const MAX_RETRY_DELAY_MS = 60 * 60_000;
+/** How long after an event its delivery is still tried. */
+export const GIVE_UP_AFTER_MS = 72 * 60 * 60_000;
+
+/** How long to wait before attempt `attempts + 1`, after `attempts` failed ones. */
+export function retryDelayMs(attempts: number): number {
+  return Math.min(MAX_RETRY_DELAY_MS, FIRST_RETRY_MS * 2 ** (attempts - 1));
+}
+
+/** The Standard Webhooks signature of a delivery: "v1,<base64 HMAC-SHA256>". */
+export async function signature(
+  secret: string,
+  id: string,
+  timestamp: number,
+  body: string,
+): Promise<string> {
+  const keyBytes = Uint8Array.from(atob(secret.replace(/^whsec_/, "")), (c) => c.charCodeAt(0));
+  const key = await crypto.subtle.importKey("raw", keyBytes, { name: "HMAC", hash: "SHA-256" }, false, [
+    "sign",
+  ]);
+  const signed = await crypto.subtle.sign(
+    "HMAC",
+    key,
+    new TextEncoder().encode(`${id}.${timestamp}.${body}`),
+  );
+  return `v1,${btoa(String.fromCharCode(...new Uint8Array(signed)))}`;
+}
+
+interface Claimed {
+  eventId: string;
+  endpointId: string;
+  payload: unknown;
+  attempts: number;
+  createdAt: Date;
+  url: string;
+  secret: string;
+}
+
+export class WebhookSender {
+  readonly #options: Required<WebhookSenderOptions>;
+  #running = false;
+  #loop: Promise<void> | null = null;
+  #wake: (() => void) | null = null;
+
+  constructor(options: WebhookSenderOptions) {
+    this.#options = {
+      concurrency: 16,
+      pollMs: 1_000,
+      timeoutMs: 10_000,
+      allowPrivate: false,
+      now: Date.now,
+      fetch: globalThis.fetch,
+      ...options,
+    };
+  }
+
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#loop = this.#run();
+  }
+
+  /** Stops looking for deliveries once the ones in flight are sent (or have timed out). */
+  async stop(): Promise<void> {
+    this.#running = false;
+    this.#wake?.();
+    await this.#loop;
+  }
+
+  /** Sends everything due now, once each, for tests and for a pass of the loop; how many it tried. */
+  async drain(): Promise<number> {
+    let tried = 0;
+    for (;;) {
+      const claimed = await this.#claim();
+      if (claimed.length === 0) return tried;
+      await Promise.all(claimed.map((delivery) => this.#send(delivery)));
+      tried += claimed.length;
+    }
+  }
+
+  async #run(): Promise<void> {
+    while (this.#running) {
+      try {
+        await this.drain();
+      } catch (error) {
+        this.#options.log.warn(
+          { err: error instanceof Error ? error.message : String(error) },
+          "webhook sender pass failed",
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, this.#options.pollMs);
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#wake = null;
+    }
+  }
+
+  /** Takes up to `concurrency` due deliveries, their lease ending after twice the delivery timeout. */
+  async #claim(): Promise<Claimed[]> {
+    const { db, concurrency, timeoutMs } = this.#options;
+    const now = new Date(this.#options.now());
+    const due = db
+      .select({ eventId: webhookDeliveries.eventId, endpointId: webhookDeliveries.endpointId })
+      .from(webhookDeliveries)
+      .where(
+        and(
+          isNull(webhookDeliveries.deliveredAt),
+          isNull(webhookDeliveries.failedAt),
+          lte(webhookDeliveries.nextAttemptAt, now),
+        ),
+      )
+      .orderBy(asc(webhookDeliveries.nextAttemptAt))
+      .limit(concurrency)
+      .for("update", { skipLocked: true });
+    const claimed = await db
+      .update(webhookDeliveries)
+      .set({ nextAttemptAt: new Date(now.getTime() + 2 * timeoutMs) })
+      .where(
+        and(
+          sql`(${webhookDeliveries.eventId}, ${webhookDeliveries.endpointId}) in ${due}`,
+          isNull(webhookDeliveries.deliveredAt),
+          isNull(webhookDeliveries.failedAt),
+          lte(webhookDeliveries.nextAttemptAt, now),
+        ),
+      )
+      .returning({
+        eventId: webhookDeliveries.eventId,
+        endpointId: webhookDeliveries.endpointId,
+        payload: webhookDeliveries.payload,
+        attempts: webhookDeliveries.attempts,
+        createdAt: webhookDeliveries.createdAt,
+      });
+    if (claimed.length === 0) return [];
+    const endpoints = await db
+      .select({ id: webhookEndpoints.id, url: webhookEndpoints.url, secret: webhookEndpoints.secret })
+      .from(webhookEndpoints)
+      .where(
+        inArray(
+          webhookEndpoints.id,
+          claimed.map((row) => row.endpointId),
+        ),
+      );
+    const byId = new Map(endpoints.map((endpoint) => [endpoint.id, endpoint]));
+    return claimed.flatMap((row) => {
+      const endpoint = byId.get(row.endpointId);
+      return endpoint ? [{ ...row, url: endpoint.url, secret: endpoint.secret }] : [];
+    });
+  }
+
+  /** One attempt: POSTs the event and records the outcome. */
+  async #send(delivery: Claimed): Promise<void> {
+    const { db, log } = this.#options;
+    const failure = await this.#post(delivery).catch((error: unknown) =>
+      error instanceof Error ? error.message : String(error),
+    );
+    const attempts = delivery.attempts + 1;
+    const now = this.#options.now();
+    const row = and(
+      eq(webhookDeliveries.eventId, delivery.eventId),
+      eq(webhookDeliveries.endpointId, delivery.endpointId),
+    );
+    if (failure === null) {
+      await db
+        .update(webhookDeliveries)
+        .set({ attempts, deliveredAt: new Date(now), lastError: null })
+        .where(row);
+      return;
+    }
+    const next = now + retryDelayMs(attempts);
+    const giveUp = next > delivery.createdAt.getTime() + GIVE_UP_AFTER_MS;
+    await db
+      .update(webhookDeliveries)
+      .set({
+        attempts,
+        lastError: failure.slice(0, 500),
+        ...(giveUp ? { failedAt: new Date(now) } : { nextAttemptAt: new Date(next) }),
+      })
+      .where(row);
+    // The URL may hold a token; the endpoint's id names it.
+    log.warn(
+      { event: delivery.eventId, endpoint: delivery.endpointId, attempts, err: failure },
+      giveUp ? "webhook delivery failed for good" : "webhook delivery failed; will retry",
+    );
+  }
+
+  /** Null when the endpoint answered 2xx; else why not. */
+  async #post(delivery: Claimed): Promise<string | null> {
+    const url = new URL(delivery.url);
+    if (!this.#options.allowPrivate) {
+      const host = url.hostname.replace(/^\[|\]$/g, "");
+      const addresses = await lookup(host, { all: true });
+      if (addresses.some((a) => privateAddress(a.address))) {
+        return `refused: ${url.hostname} resolves to a private address`;
+      }
+    }
+    const body = JSON.stringify(delivery.payload);
+    const timestamp = Math.floor(this.#options.now() / 1000);
+    const response = await this.#options.fetch(url, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "user-agent": "Luminet-Webhooks/1",
+        "webhook-id": delivery.eventId,
+        "webhook-timestamp": String(timestamp),
+        "webhook-signature": await signature(delivery.secret, delivery.eventId, timestamp, body),
+      },
+      body,
+      redirect: "manual",
+      signal: AbortSignal.timeout(this.#options.timeoutMs),
+    });
+    await response.body?.cancel();
+    return response.ok ? null : `HTTP ${response.status}`;
+  }
+}

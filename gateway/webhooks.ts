@@ -1,0 +1,108 @@
+// An org's webhook endpoints (schema/db.ts webhook_endpoints) and the events queued for them: created,
+// listed and deleted through /v1/webhooks; an event is queued, one delivery row per endpoint that takes
+// its type, in the transaction that makes the change it tells of (gateway/batch-runner.ts), and
+// gateway/webhook-sender.ts delivers it. Functions of the request's database handle.
+import { and, asc, eq } from "drizzle-orm";
+import type { Db } from "../db/open.ts";
+import { webhookDeliveries, webhookEndpoints } from "../schema/db.ts";
+import type {
+  CreatedWebhook,
+  WebhookCreate,
+  WebhookEvent,
+  WebhookEventType,
+  WebhookObject,
+} from "../schema/webhook-api.ts";
+
+type EndpointRow = typeof webhookEndpoints.$inferSelect;
+
+function webhookObject(row: EndpointRow): WebhookObject {
+  return {
+    id: row.id,
+    object: "webhook_endpoint",
+    url: row.url,
+    events: row.events as WebhookEventType[] | null,
+    created_at: Math.floor(row.createdAt.getTime() / 1000),
+  };
+}
+
+/** A Standard Webhooks secret: "whsec_" and 32 random bytes in base64. */
+function newSecret(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(32));
+  return `whsec_${btoa(String.fromCharCode(...bytes))}`;
+}
+
+export async function createWebhook(
+  db: Pick<Db, "insert">,
+  orgId: string,
+  request: WebhookCreate,
+  id: string,
+  now: Date,
+): Promise<CreatedWebhook> {
+  const [row] = await db
+    .insert(webhookEndpoints)
+    .values({
+      id,
+      orgId,
+      url: request.url,
+      events: request.events ? [...new Set(request.events)] : null,
+      secret: newSecret(),
+      createdAt: now,
+    })
+    .returning();
+  return { ...webhookObject(row!), secret: row!.secret };
+}
+
+/** The org's endpoints, oldest first, without their secrets. */
+export async function listWebhooks(db: Pick<Db, "select">, orgId: string): Promise<WebhookObject[]> {
+  const rows = await db
+    .select()
+    .from(webhookEndpoints)
+    .where(eq(webhookEndpoints.orgId, orgId))
+    .orderBy(asc(webhookEndpoints.createdAt), asc(webhookEndpoints.id));
+  return rows.map(webhookObject);
+}
+
+/** Deletes the endpoint and what it had not been sent; false when the org has none by this id. */
+export async function deleteWebhook(db: Pick<Db, "delete">, orgId: string, id: string): Promise<boolean> {
+  const deleted = await db
+    .delete(webhookEndpoints)
+    .where(and(eq(webhookEndpoints.orgId, orgId), eq(webhookEndpoints.id, id)))
+    .returning({ id: webhookEndpoints.id });
+  return deleted.length > 0;
+}
+
+/**
+ * Queues an event for every endpoint of the org that takes its type, due at once. `db` is the transaction
+ * that makes the change the event tells of, so the event is queued exactly when the change is made.
+ */
+export async function queueEvent(
+  db: Pick<Db, "select" | "insert">,
+  orgId: string,
+  event: { id: string; type: WebhookEventType; subject: string; at: Date },
+): Promise<void> {
+  const endpoints = await db
+    .select({ id: webhookEndpoints.id, events: webhookEndpoints.events })
+    .from(webhookEndpoints)
+    .where(eq(webhookEndpoints.orgId, orgId));
+  const takers = endpoints.filter(
+    (endpoint) => endpoint.events === null || endpoint.events.includes(event.type),
+  );
+  if (takers.length === 0) return;
+  const payload: WebhookEvent = {
+    id: event.id,
+    object: "event",
+    type: event.type,
+    created_at: Math.floor(event.at.getTime() / 1000),
+    data: { id: event.subject },
+  };
+  await db.insert(webhookDeliveries).values(
+    takers.map((endpoint) => ({
+      eventId: event.id,
+      endpointId: endpoint.id,
+      type: event.type,
+      payload,
+      nextAttemptAt: event.at,
+      createdAt: event.at,
+    })),
+  );
+}

@@ -1,0 +1,319 @@
+// Webhooks end to end in one process (in-process bus, scripted worker, a real HTTP receiver): endpoints
+// managed through /v1/webhooks by admin keys of their own org, private URLs refused; a batch's and a
+// background response's end delivered to the endpoints that take the event, signed so that the official
+// `openai` SDK's webhooks.unwrap accepts them; a refused delivery retried later under the same event id and
+// given up after 72 hours; a host that resolves to a private address refused at delivery.
+import { once } from "node:events";
+import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { eq } from "drizzle-orm";
+import OpenAI from "openai";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { BatchRunner } from "../../gateway/batch-runner.ts";
+import { WebhookSender } from "../../gateway/webhook-sender.ts";
+import { createWebhook } from "../../gateway/webhooks.ts";
+import { webhookDeliveries, webhookEndpoints } from "../../schema/db.ts";
+import type { CreatedWebhook, WebhookObject } from "../../schema/webhook-api.ts";
+import { FakeWorker } from "../support/fake-worker.ts";
+import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+
+let h: GatewayHarness;
+let worker: FakeWorker;
+let app: ReturnType<GatewayHarness["appWith"]>;
+let receiver: Receiver;
+let clock = Date.now();
+const now = () => clock;
+
+interface Received {
+  path: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+/** An HTTP server that records what it is sent and answers each request with the next status queued (200 once none is). */
+class Receiver {
+  readonly received: Received[] = [];
+  readonly statuses: number[] = [];
+  constructor(readonly server: Server) {}
+
+  static async start(): Promise<Receiver> {
+    const receiver: Receiver = new Receiver(
+      createServer((req, res) => {
+        const chunks: Buffer[] = [];
+        req.on("data", (chunk: Buffer) => chunks.push(chunk));
+        req.on("end", () => {
+          receiver.received.push({
+            path: req.url ?? "",
+            headers: req.headers,
+            body: Buffer.concat(chunks).toString(),
+          });
+          res.writeHead(receiver.statuses.shift() ?? 200).end();
+        });
+      }),
+    );
+    receiver.server.listen(0, "127.0.0.1");
+    await once(receiver.server, "listening");
+    return receiver;
+  }
+
+  url(path: string): string {
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}${path}`;
+  }
+
+  at(path: string): Received[] {
+    return this.received.filter((r) => r.path === path);
+  }
+}
+
+beforeAll(async () => {
+  h = await createGatewayHarness();
+  worker = await FakeWorker.start(h.workerBus, { base: BASE });
+  app = h.appWith({ allowPrivateWebhooks: true, now });
+  receiver = await Receiver.start();
+});
+afterAll(async () => {
+  receiver.server.close();
+  await worker.stop();
+  await h.close();
+});
+afterEach(async () => {
+  receiver.received.length = 0;
+  receiver.statuses.length = 0;
+  // Endpoints go with what they had not been sent.
+  await h.db.delete(webhookEndpoints);
+});
+
+function call(path: string, key: string, init: { method?: string; body?: unknown } = {}, on = app) {
+  return on.request(path, {
+    method: init.method ?? (init.body === undefined ? "GET" : "POST"),
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
+  });
+}
+
+async function createEndpoint(body: object): Promise<CreatedWebhook> {
+  const res = await call("/v1/webhooks", h.keys.acmeAdmin, { body });
+  expect(res.status).toBe(201);
+  return (await res.json()) as CreatedWebhook;
+}
+
+function sender(allowPrivate = true): WebhookSender {
+  return new WebhookSender({ db: h.db, log: h.deps.log, allowPrivate, now });
+}
+
+function batchRunner(): BatchRunner {
+  return new BatchRunner({
+    app,
+    db: h.db,
+    log: h.deps.log,
+    concurrency: 2,
+    leaseMs: 60_000,
+    newId: h.deps.newRequestId,
+    runnerId: "webhooks-test",
+    now,
+  });
+}
+
+/** A batch of chat lines created through the API; its id. */
+async function createBatch(lines: number): Promise<string> {
+  const form = new FormData();
+  form.set("purpose", "batch");
+  const body = Array.from({ length: lines }, (_, k) =>
+    JSON.stringify({
+      custom_id: `line-${k}`,
+      method: "POST",
+      url: "/v1/chat/completions",
+      body: { model: BASE, messages: [{ role: "user", content: `hi ${k}` }], max_tokens: 2 },
+    }),
+  ).join("\n");
+  form.set("file", new Blob([`${body}\n`]), "in.jsonl");
+  const file = await app.request("/v1/files", {
+    method: "POST",
+    headers: { authorization: `Bearer ${h.keys.acme}` },
+    body: form,
+  });
+  const { id } = (await file.json()) as { id: string };
+  const batch = await call("/v1/batches", h.keys.acme, {
+    body: { input_file_id: id, endpoint: "/v1/chat/completions", completion_window: "24h" },
+  });
+  return ((await batch.json()) as { id: string }).id;
+}
+
+const sdk = new OpenAI({ apiKey: "unused" });
+
+describe("/v1/webhooks", () => {
+  it("creates an endpoint whose secret is shown once, lists and deletes it, for admin keys of its org only", async () => {
+    const created = await createEndpoint({
+      url: "https://hooks.example.com/luminet",
+      events: ["batch.completed"],
+    });
+    expect(created).toMatchObject({
+      object: "webhook_endpoint",
+      url: "https://hooks.example.com/luminet",
+      events: ["batch.completed"],
+    });
+    expect(created.id).toMatch(/^whep_/);
+    expect(created.secret).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/);
+    const listed = (await (await call("/v1/webhooks", h.keys.acmeAdmin)).json()) as { data: WebhookObject[] };
+    const mine = listed.data.find((w) => w.id === created.id)!;
+    expect(mine).not.toHaveProperty("secret");
+    expect(JSON.stringify(listed)).not.toContain(created.secret);
+
+    expect((await call("/v1/webhooks", h.keys.acme)).status).toBe(403);
+    expect((await call(`/v1/webhooks/${created.id}`, h.keys.acme, { method: "DELETE" })).status).toBe(403);
+    const deleted = await call(`/v1/webhooks/${created.id}`, h.keys.acmeAdmin, { method: "DELETE" });
+    expect(await deleted.json()).toEqual({
+      id: created.id,
+      object: "webhook_endpoint.deleted",
+      deleted: true,
+    });
+    expect((await call(`/v1/webhooks/${created.id}`, h.keys.acmeAdmin, { method: "DELETE" })).status).toBe(
+      404,
+    );
+  });
+
+  it("refuses a URL that is not http(s), an unknown event type, and private addresses unless allowed", async () => {
+    const refused = async (body: object, on = app) => {
+      const res = await call("/v1/webhooks", h.keys.acmeAdmin, { body }, on);
+      expect(res.status).toBe(400);
+      return ((await res.json()) as { error: { param: string } }).error.param;
+    };
+    expect(await refused({ url: "ftp://example.com/x" })).toBe("url");
+    expect(await refused({ url: "https://example.com/x", events: ["batch.started"] })).toBe("events.0");
+    for (const url of [
+      "http://localhost:9/x",
+      "http://10.1.2.3/x",
+      "http://169.254.169.254/latest",
+      "http://[::1]/x",
+    ]) {
+      expect(await refused({ url }, h.app)).toBe("url");
+    }
+    const res = await call(
+      "/v1/webhooks",
+      h.keys.acmeAdmin,
+      { body: { url: "https://example.com/x" } },
+      h.app,
+    );
+    expect(res.status).toBe(201);
+    await call(`/v1/webhooks/${((await res.json()) as { id: string }).id}`, h.keys.acmeAdmin, {
+      method: "DELETE",
+    });
+  });
+});
+
+describe("deliveries", () => {
+  it("tells each endpoint that takes the event of a batch's end, signed as the openai SDK checks", async () => {
+    const all = await createEndpoint({ url: receiver.url("/all") });
+    const batchOnly = await createEndpoint({ url: receiver.url("/batches"), events: ["batch.completed"] });
+    const responsesOnly = await createEndpoint({
+      url: receiver.url("/responses"),
+      events: ["response.completed"],
+    });
+    // Another org's endpoint hears nothing of acme's batch.
+    await createWebhook(h.db, "other", { url: receiver.url("/other") }, "whep_other", new Date(clock));
+
+    const batch = await createBatch(2);
+    await batchRunner().drain();
+    expect(await sender().drain()).toBe(2);
+    expect(receiver.at("/responses")).toEqual([]);
+    expect(receiver.at("/other")).toEqual([]);
+    for (const [path, endpoint] of [
+      ["/all", all],
+      ["/batches", batchOnly],
+    ] as const) {
+      const [delivery] = receiver.at(path);
+      const event = await sdk.webhooks.unwrap(
+        delivery!.body,
+        delivery!.headers as Record<string, string>,
+        endpoint.secret,
+      );
+      expect(event).toMatchObject({ object: "event", type: "batch.completed", data: { id: batch } });
+      expect(delivery!.headers["webhook-id"]).toBe(event.id);
+      // Another endpoint's secret does not check out.
+      await expect(
+        sdk.webhooks.unwrap(
+          delivery!.body,
+          delivery!.headers as Record<string, string>,
+          responsesOnly.secret,
+        ),
+      ).rejects.toThrow();
+    }
+    // Delivered once: nothing is due any more.
+    expect(await sender().drain()).toBe(0);
+  });
+
+  it("tells of a background response's end by the status it ended with", async () => {
+    const endpoint = await createEndpoint({ url: receiver.url("/bg") });
+    const queued = await call("/v1/responses", h.keys.acme, {
+      body: { model: BASE, input: "later", max_output_tokens: 2, background: true },
+    });
+    const { id } = (await queued.json()) as { id: string };
+    await batchRunner().drain();
+    await sender().drain();
+    const [delivery] = receiver.at("/bg");
+    const event = await sdk.webhooks.unwrap(
+      delivery!.body,
+      delivery!.headers as Record<string, string>,
+      endpoint.secret,
+    );
+    expect(event).toMatchObject({ type: "response.incomplete", data: { id } });
+  });
+
+  it("tries a refused delivery again later under the same event id, and gives up 72 hours after the event", async () => {
+    const endpoint = await createEndpoint({ url: receiver.url("/flaky") });
+    await createBatch(1);
+    await batchRunner().drain();
+    receiver.statuses.push(500);
+    expect(await sender().drain()).toBe(1);
+    // Not due again until its delay has passed.
+    clock += 4_000;
+    expect(await sender().drain()).toBe(0);
+    clock += 1_000;
+    expect(await sender().drain()).toBe(1);
+    const [first, second] = receiver.at("/flaky");
+    expect(second!.headers["webhook-id"]).toBe(first!.headers["webhook-id"]);
+    await sdk.webhooks.unwrap(second!.body, second!.headers as Record<string, string>, endpoint.secret);
+    const [row] = await h.db
+      .select()
+      .from(webhookDeliveries)
+      .where(eq(webhookDeliveries.endpointId, endpoint.id));
+    expect(row).toMatchObject({ attempts: 2, lastError: null });
+    expect(row!.deliveredAt).not.toBeNull();
+
+    // An endpoint that never answers 2xx: retried with growing waits, then given up.
+    await call(`/v1/webhooks/${endpoint.id}`, h.keys.acmeAdmin, { method: "DELETE" });
+    const down = await createEndpoint({ url: receiver.url("/down") });
+    await createBatch(1);
+    await batchRunner().drain();
+    let tries = 0;
+    for (let hour = 0; hour < 80; hour++) {
+      receiver.statuses.push(...Array(10).fill(503));
+      tries += await sender().drain();
+      clock += 60 * 60_000;
+    }
+    const [gone] = await h.db
+      .select()
+      .from(webhookDeliveries)
+      .where(eq(webhookDeliveries.endpointId, down.id));
+    expect(gone!.failedAt).not.toBeNull();
+    expect(gone!.deliveredAt).toBeNull();
+    expect(gone!.lastError).toBe("HTTP 503");
+    expect(gone!.attempts).toBe(tries);
+    expect(gone!.failedAt!.getTime() - gone!.createdAt.getTime()).toBeLessThanOrEqual(
+      72 * 60 * 60_000 + 60 * 60_000,
+    );
+  });
+
+  it("refuses at delivery an endpoint whose host is a private address, unless private webhooks are allowed", async () => {
+    const endpoint = await createEndpoint({ url: receiver.url("/private") });
+    await createBatch(1);
+    await batchRunner().drain();
+    expect(await sender(false).drain()).toBe(1);
+    expect(receiver.at("/private")).toEqual([]);
+    const [row] = await h.db
+      .select()
+      .from(webhookDeliveries)
+      .where(eq(webhookDeliveries.endpointId, endpoint.id));
+    expect(row!.lastError).toContain("private address");
+  });
+});
