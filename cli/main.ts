@@ -14,6 +14,7 @@ import { registerModel } from "./commands/model.ts";
 import { registerOrgs } from "./commands/orgs.ts";
 import { registerQuota } from "./commands/quota.ts";
 import { registerUsage } from "./commands/usage.ts";
+import { registerWebhooks } from "./commands/webhooks.ts";
 import { registerWorker } from "./commands/worker.ts";
 import { CliError } from "./run-command.ts";
 
@@ -35,6 +36,7 @@ for (const register of [
   registerKeys,
   registerQuota,
   registerOrgs,
+  registerWebhooks,
   registerBases,
   registerUsage,
   registerBench,

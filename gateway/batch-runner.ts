@@ -19,6 +19,7 @@ import type { BaseRoom } from "./batch-room.ts";
 import type { BatchLineOutcome, GatewayLog, GatewayMetrics } from "./deps.ts";
 import type { DueSweep } from "./due-sweep.ts";
 import { expiryOf, saveFile } from "./files.ts";
+import { Pause } from "./pause.ts";
 import { responseId } from "./response-output.ts";
 import { markBackground } from "./response-store.ts";
 import { queueEvent } from "./webhooks.ts";
@@ -91,7 +92,7 @@ export class BatchRunner {
   /** Each line in flight's cancel: stop() uses them once its grace is over. */
   #controllers = new Set<AbortController>();
   #loop: Promise<void> | null = null;
-  #wake: (() => void) | null = null;
+  readonly #pause = new Pause();
 
   constructor(options: BatchRunnerOptions) {
     this.#options = {
@@ -116,7 +117,7 @@ export class BatchRunner {
    */
   async stop(graceMs = DEFAULT_STOP_GRACE_MS): Promise<void> {
     this.#running = false;
-    this.#wake?.();
+    this.#pause.wake();
     await this.#loop;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const graceOver = new Promise<void>((resolve) => {
@@ -145,14 +146,7 @@ export class BatchRunner {
       }
       // Full, or nothing to do: wait for a line to finish or for the next look.
       if (claimed === 0 || this.#inFlight.size >= this.#options.concurrency) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, this.#options.pollMs);
-          this.#wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        this.#wake = null;
+        await this.#pause.sleep(this.#options.pollMs);
       }
     }
   }
@@ -268,7 +262,7 @@ export class BatchRunner {
         )
         .finally(() => {
           this.#inFlight.delete(done);
-          this.#wake?.();
+          this.#pause.wake();
         });
       this.#inFlight.add(done);
     }

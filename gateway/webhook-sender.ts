@@ -11,6 +11,7 @@ import { and, asc, eq, inArray, isNull, lte, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { webhookDeliveries, webhookEndpoints } from "../schema/db.ts";
 import type { GatewayLog } from "./deps.ts";
+import { Pause } from "./pause.ts";
 import { privateAddress } from "./webhook-address.ts";
 
 export interface WebhookSenderOptions {
@@ -71,7 +72,7 @@ export class WebhookSender {
   readonly #options: Required<WebhookSenderOptions>;
   #running = false;
   #loop: Promise<void> | null = null;
-  #wake: (() => void) | null = null;
+  readonly #pause = new Pause();
 
   constructor(options: WebhookSenderOptions) {
     this.#options = {
@@ -94,7 +95,7 @@ export class WebhookSender {
   /** Stops looking for deliveries once the ones in flight are sent (or have timed out). */
   async stop(): Promise<void> {
     this.#running = false;
-    this.#wake?.();
+    this.#pause.wake();
     await this.#loop;
   }
 
@@ -119,14 +120,7 @@ export class WebhookSender {
           "webhook sender pass failed",
         );
       }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, this.#options.pollMs);
-        this.#wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.#wake = null;
+      await this.#pause.sleep(this.#options.pollMs);
     }
   }
 

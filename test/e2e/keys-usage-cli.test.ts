@@ -11,6 +11,7 @@ import type { Bus } from "../../bus/bus.ts";
 import { InProcessBroker } from "../../bus/in-process.ts";
 import { registerKeys } from "../../cli/commands/keys.ts";
 import { registerUsage } from "../../cli/commands/usage.ts";
+import { registerWebhooks } from "../../cli/commands/webhooks.ts";
 import { migrate } from "../../db/migrate.ts";
 import { type Db, openDb } from "../../db/open.ts";
 import { createApiKey, ensureOrg } from "../../gateway/api-keys.ts";
@@ -37,6 +38,7 @@ const keyIds = { admin: "" };
 const register = (program: Command) => {
   registerKeys(program);
   registerUsage(program);
+  registerWebhooks(program);
 };
 
 /** A command through the gateway, the key in LUMINET_API_KEY (or none), the gateway in LUMINET_GATEWAY. */
@@ -347,6 +349,42 @@ describe.skipIf(!postgresUrl)("the same commands on DATABASE_URL", () => {
       `${prefix}…  no rpm limit, 10 tpm limit\n`,
     );
     expect((await onDatabase(["keys", "revoke", prefix, "--org", acme])).stdout).toBe(`revoked ${prefix}…\n`);
+  });
+});
+
+describe("luminet webhooks through the gateway", () => {
+  it("creates an endpoint printing its secret alone, lists it without the secret, deletes it; refuses a bad URL or a key without the admin scope", async () => {
+    const create = await viaGateway([
+      "webhooks",
+      "create",
+      "--url",
+      "https://hooks.example.com/in",
+      "--events",
+      "batch.completed, batch.expired",
+    ]);
+    expect(create.code).toBe(0);
+    expect(create.stdout).toMatch(/^whsec_[A-Za-z0-9+/]{43}=\n$/);
+    const listed = await viaGateway(["webhooks", "list", "--json"]);
+    const [endpoint] = JSON.parse(listed.stdout) as { id: string; url: string; events: string[] }[];
+    expect(endpoint).toMatchObject({
+      url: "https://hooks.example.com/in",
+      events: ["batch.completed", "batch.expired"],
+    });
+    expect(listed.stdout).not.toContain(create.stdout.trim());
+    const table = await viaGateway(["webhooks", "list"]);
+    expect(table.stdout).toContain(endpoint!.id);
+    expect(table.stdout).toContain("batch.completed,batch.expired");
+
+    const badUrl = await viaGateway(["webhooks", "create", "--url", "http://10.0.0.1/in"]);
+    expect(badUrl.code).toBe(1);
+    expect(badUrl.stderr).toContain("url must be a public address");
+    const plain = await viaGateway(["webhooks", "list"], keys.plain);
+    expect(plain.code).toBe(1);
+    expect(plain.stderr).toContain('"admin" scope');
+
+    const deleted = await viaGateway(["webhooks", "delete", endpoint!.id]);
+    expect(deleted.stdout).toBe(`deleted ${endpoint!.id}\n`);
+    expect(JSON.parse((await viaGateway(["webhooks", "list", "--json"])).stdout)).toEqual([]);
   });
 });
 

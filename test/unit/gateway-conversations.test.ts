@@ -6,9 +6,9 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
 import { conversations } from "../../schema/db.ts";
-import type { InferenceRequest } from "../../schema/wire.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { apiFailure, chatPromptIds, sentFor } from "../support/openai-calls.ts";
 
 let h: GatewayHarness;
 let worker: FakeWorker;
@@ -29,29 +29,10 @@ afterAll(async () => {
   await h.close();
 });
 
-/** What the worker was sent for the request behind a response or chat completion id. */
-function sent(id: string): InferenceRequest {
-  const requestId = id.replace(/^(resp|chatcmpl)[_-]/, "");
-  const request = worker.received.find((r) => r.id === requestId);
-  if (!request) throw new Error(`the worker got no request ${requestId}`);
-  return request;
-}
+const sent = (id: string) => sentFor(worker, id);
 
-/** The prompt token ids the chat API sends for these messages. */
-async function chatPrompt(messages: OpenAI.ChatCompletionMessageParam[]): Promise<number[]> {
-  const completion = await client.chat.completions.create({ model: BASE, messages, max_tokens: 1 });
-  return sent(completion.id).prompt_token_ids;
-}
-
-/** The error a client call fails with. */
-async function failure(call: Promise<unknown>): Promise<InstanceType<typeof OpenAI.APIError>> {
-  const error = await call.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(OpenAI.APIError);
-  return error as InstanceType<typeof OpenAI.APIError>;
-}
+const chatPrompt = (messages: OpenAI.ChatCompletionMessageParam[]) =>
+  chatPromptIds(client, worker, BASE, messages);
 
 /** Every item of the conversation, oldest first, as "role: text" (or the item's type). */
 async function transcript(id: string): Promise<string[]> {
@@ -127,9 +108,9 @@ describe("conversations", () => {
     const after = await client.conversations.items.delete(doomed, { conversation_id: id });
     expect(after).toMatchObject({ id, object: "conversation" });
     expect(await transcript(id)).not.toContain("assistant: answer 1");
-    expect((await failure(client.conversations.items.retrieve(doomed, { conversation_id: id }))).status).toBe(
-      404,
-    );
+    expect(
+      (await apiFailure(client.conversations.items.retrieve(doomed, { conversation_id: id }))).status,
+    ).toBe(404);
     // Added after a deleted item: still at the end.
     await client.conversations.items.create(id, {
       items: [{ type: "message", role: "user", content: "last" }],
@@ -151,9 +132,9 @@ describe("conversations", () => {
       object: "conversation.deleted",
       deleted: true,
     });
-    expect((await failure(client.conversations.retrieve(id))).status).toBe(404);
-    expect((await failure(client.conversations.items.list(id))).status).toBe(404);
-    expect((await failure(client.conversations.delete(id))).status).toBe(404);
+    expect((await apiFailure(client.conversations.retrieve(id))).status).toBe(404);
+    expect((await apiFailure(client.conversations.items.list(id))).status).toBe(404);
+    expect((await apiFailure(client.conversations.delete(id))).status).toBe(404);
   });
 
   it("belongs to its org: another org can neither read, change, add to nor delete it", async () => {
@@ -174,7 +155,7 @@ describe("conversations", () => {
       () => otherClient.conversations.items.delete("msg_own", { conversation_id: id }),
       () => otherClient.responses.create({ model: BASE, conversation: id, input: "x" }),
     ]) {
-      expect((await failure(call())).status).toBe(404);
+      expect((await apiFailure(call())).status).toBe(404);
     }
     expect(await transcript(id)).toEqual(["user: Hi"]);
     expect((await client.conversations.retrieve(id)).metadata).toEqual({ a: "1" });
@@ -204,9 +185,9 @@ describe("conversations", () => {
       ],
     ];
     for (const [items, param] of cases) {
-      const created = await failure(client.conversations.create({ items }));
+      const created = await apiFailure(client.conversations.create({ items }));
       expect([created.status, created.param]).toEqual([400, param]);
-      const added = await failure(client.conversations.items.create(id, { items }));
+      const added = await apiFailure(client.conversations.items.create(id, { items }));
       expect([added.status, added.param]).toEqual([400, param]);
     }
     expect(await conversationCount()).toBe(before + 1);
@@ -297,7 +278,7 @@ describe("a response in a conversation", () => {
       store: false,
     });
     expect(await transcript(id)).toEqual(["user: Hello", `assistant: ${fakeReplyText(1)}`]);
-    expect((await failure(client.responses.retrieve(response.id))).status).toBe(404);
+    expect((await apiFailure(client.responses.retrieve(response.id))).status).toBe(404);
   });
 
   it("refuses an unknown conversation, one with previous_response_id, or an input id the conversation holds, and runs nothing", async () => {
@@ -306,15 +287,15 @@ describe("a response in a conversation", () => {
     });
     const stored = await client.responses.create({ model: BASE, input: "x", max_output_tokens: 1 });
     const before = worker.received.length;
-    const unknown = await failure(
+    const unknown = await apiFailure(
       client.responses.create({ model: BASE, conversation: "conv_nope", input: "x" }),
     );
     expect([unknown.status, unknown.param]).toEqual([404, "conversation"]);
-    const both = await failure(
+    const both = await apiFailure(
       client.responses.create({ model: BASE, conversation: id, previous_response_id: stored.id, input: "x" }),
     );
     expect([both.status, both.param]).toEqual([400, "conversation"]);
-    const taken = await failure(
+    const taken = await apiFailure(
       client.responses.create({
         model: BASE,
         conversation: id,

@@ -10,9 +10,9 @@ import { loadResponse, saveResponse } from "../../gateway/response-store.ts";
 import { StoredRetention } from "../../gateway/stored-retention.ts";
 import { storedResponses } from "../../schema/db.ts";
 import type { ResponseObject } from "../../schema/responses-api.ts";
-import type { InferenceRequest } from "../../schema/wire.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, CONTEXT, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { chatPromptIds, sentFor } from "../support/openai-calls.ts";
 
 let h: GatewayHarness;
 let worker: FakeWorker;
@@ -34,19 +34,10 @@ afterAll(async () => {
   await h.close();
 });
 
-/** What the worker was sent for the request behind a response or chat completion id. */
-function sent(id: string): InferenceRequest {
-  const requestId = id.replace(/^(resp|chatcmpl)[_-]/, "");
-  const request = worker.received.find((r) => r.id === requestId);
-  if (!request) throw new Error(`the worker got no request ${requestId}`);
-  return request;
-}
+const sent = (id: string) => sentFor(worker, id);
 
-/** The prompt token ids the chat API sends for these messages. */
-async function chatPrompt(messages: OpenAI.ChatCompletionMessageParam[]): Promise<number[]> {
-  const completion = await client.chat.completions.create({ model: BASE, messages, max_tokens: 1 });
-  return sent(completion.id).prompt_token_ids;
-}
+const chatPrompt = (messages: OpenAI.ChatCompletionMessageParam[]) =>
+  chatPromptIds(client, worker, BASE, messages);
 
 describe("POST /v1/responses", () => {
   it("takes the sampling parameters, vLLM's beyond OpenAI's too, and echoes OpenAI's", async () => {

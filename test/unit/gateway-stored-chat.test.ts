@@ -12,6 +12,7 @@ import { storedChatCompletions } from "../../schema/db.ts";
 import type { StoredChatCompletion } from "../../schema/stored-chat-api.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { apiFailure } from "../support/openai-calls.ts";
 
 let h: GatewayHarness;
 let worker: FakeWorker;
@@ -40,16 +41,6 @@ beforeEach(async () => {
 });
 
 const hello: OpenAI.ChatCompletionMessageParam[] = [{ role: "user", content: "Hi" }];
-
-/** The error a client call fails with. */
-async function failure(call: Promise<unknown>): Promise<InstanceType<typeof OpenAI.APIError>> {
-  const error = await call.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(OpenAI.APIError);
-  return error as InstanceType<typeof OpenAI.APIError>;
-}
 
 /** A stored completion's metadata (the SDK's ChatCompletion type does not declare it). */
 const metadataOf = (completion: OpenAI.ChatCompletion) => (completion as StoredChatCompletion).metadata;
@@ -181,7 +172,7 @@ describe("store: true", () => {
       store: false,
     });
     for (const id of [plain.id, unstored.id]) {
-      const error = await failure(client.chat.completions.retrieve(id));
+      const error = await apiFailure(client.chat.completions.retrieve(id));
       expect(error.status).toBe(404);
       expect(error.message).toContain("store: true");
     }
@@ -247,7 +238,7 @@ describe("store: true", () => {
   it("refuses metadata outside OpenAI's limits, and runs nothing", async () => {
     const before = worker.received.length;
     const tooMany = Object.fromEntries(Array.from({ length: 17 }, (_, k) => [`k${k}`, "v"]));
-    const error = await failure(
+    const error = await apiFailure(
       client.chat.completions.create({ model: BASE, messages: hello, store: true, metadata: tooMany }),
     );
     expect(error.status).toBe(400);
@@ -303,10 +294,10 @@ describe("GET /v1/chat/completions", () => {
 
   it("answers 400 for a cursor it does not know, or a limit out of range", async () => {
     await storeSome([{}]);
-    const unknown = await failure(client.chat.completions.list({ after: "chatcmpl-nope" }));
+    const unknown = await apiFailure(client.chat.completions.list({ after: "chatcmpl-nope" }));
     expect(unknown.status).toBe(400);
     expect(unknown.param).toBe("after");
-    const limit = await failure(client.chat.completions.list({ limit: 101 }));
+    const limit = await apiFailure(client.chat.completions.list({ limit: 101 }));
     expect(limit.status).toBe(400);
     expect(limit.param).toBe("limit");
   });
@@ -337,7 +328,7 @@ describe("a stored completion", () => {
 
   it("keeps its metadata when an update is refused", async () => {
     const id = await storeOne({ team: "a" });
-    const error = await failure(client.chat.completions.update(id, { metadata: { k: "v".repeat(513) } }));
+    const error = await apiFailure(client.chat.completions.update(id, { metadata: { k: "v".repeat(513) } }));
     expect(error.status).toBe(400);
     expect(metadataOf(await client.chat.completions.retrieve(id))).toEqual({ team: "a" });
   });
@@ -349,9 +340,9 @@ describe("a stored completion", () => {
       object: "chat.completion.deleted",
       deleted: true,
     });
-    expect((await failure(client.chat.completions.retrieve(id))).status).toBe(404);
-    expect((await failure(client.chat.completions.delete(id))).status).toBe(404);
-    expect((await failure(client.chat.completions.messages.list(id))).status).toBe(404);
+    expect((await apiFailure(client.chat.completions.retrieve(id))).status).toBe(404);
+    expect((await apiFailure(client.chat.completions.delete(id))).status).toBe(404);
+    expect((await apiFailure(client.chat.completions.messages.list(id))).status).toBe(404);
   });
 
   it("belongs to its org: another org can neither read, change, list nor delete it", async () => {
@@ -362,7 +353,7 @@ describe("a stored completion", () => {
       () => otherClient.chat.completions.delete(id),
       () => otherClient.chat.completions.messages.list(id),
     ]) {
-      expect((await failure(call())).status).toBe(404);
+      expect((await apiFailure(call())).status).toBe(404);
     }
     expect((await otherClient.chat.completions.list()).data).toEqual([]);
     expect(metadataOf(await client.chat.completions.retrieve(id))).toEqual({ team: "a" });
@@ -389,7 +380,7 @@ describe("a stored completion", () => {
     expect(contents).toEqual(messages.map((m) => m.content));
     const newest = await client.chat.completions.messages.list(answer.id, { limit: 2, order: "desc" });
     expect(newest.data.map((m) => m.id)).toEqual([`${answer.id}-4`, `${answer.id}-3`]);
-    const unknown = await failure(client.chat.completions.messages.list(answer.id, { after: "nope" }));
+    const unknown = await apiFailure(client.chat.completions.messages.list(answer.id, { after: "nope" }));
     expect(unknown.status).toBe(400);
   });
 });
