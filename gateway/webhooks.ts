@@ -2,7 +2,7 @@
 // listed and deleted through /v1/webhooks; an event is queued, one delivery row per endpoint that takes
 // its type, in the transaction that makes the change it tells of (gateway/batch-runner.ts), and
 // gateway/webhook-sender.ts delivers it. Functions of the request's database handle.
-import { and, asc, eq } from "drizzle-orm";
+import { and, asc, desc, eq } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { webhookDeliveries, webhookEndpoints } from "../schema/db.ts";
 import type {
@@ -12,6 +12,8 @@ import type {
   WebhookEventType,
   WebhookObject,
 } from "../schema/webhook-api.ts";
+import { invalidRequest } from "./errors.ts";
+import { privateHost } from "./webhook-address.ts";
 
 type EndpointRow = typeof webhookEndpoints.$inferSelect;
 
@@ -31,13 +33,23 @@ function newSecret(): string {
   return `whsec_${btoa(String.fromCharCode(...bytes))}`;
 }
 
+/**
+ * Registers an endpoint. A URL naming this host or a private address is refused (400 on `url`) unless
+ * `allowPrivate` (the operator's --allow-private-webhooks).
+ */
 export async function createWebhook(
   db: Pick<Db, "insert">,
   orgId: string,
   request: WebhookCreate,
-  id: string,
-  now: Date,
+  options: { id: string; now: Date; allowPrivate: boolean },
 ): Promise<CreatedWebhook> {
+  if (!options.allowPrivate && privateHost(new URL(request.url).hostname)) {
+    throw invalidRequest(
+      "url must be a public address: this host and private networks are refused (the operator can allow them).",
+      "url",
+    );
+  }
+  const { id, now } = options;
   const [row] = await db
     .insert(webhookEndpoints)
     .values({
@@ -105,4 +117,43 @@ export async function queueEvent(
       createdAt: event.at,
     })),
   );
+}
+
+/** A delivery as the dashboard shows it. */
+export interface DeliveryView {
+  eventId: string;
+  endpointId: string;
+  type: string;
+  subject: string;
+  state: "delivered" | "retrying" | "failed";
+  attempts: number;
+  lastError: string | null;
+  createdAt: Date;
+  nextAttemptAt: Date;
+}
+
+/** The org's latest deliveries, newest first: what was sent, what is being retried and why, what failed. */
+export async function recentDeliveries(
+  db: Pick<Db, "select">,
+  orgId: string,
+  limit: number,
+): Promise<DeliveryView[]> {
+  const rows = await db
+    .select({ delivery: webhookDeliveries })
+    .from(webhookDeliveries)
+    .innerJoin(webhookEndpoints, eq(webhookEndpoints.id, webhookDeliveries.endpointId))
+    .where(eq(webhookEndpoints.orgId, orgId))
+    .orderBy(desc(webhookDeliveries.createdAt), asc(webhookDeliveries.endpointId))
+    .limit(limit);
+  return rows.map(({ delivery }) => ({
+    eventId: delivery.eventId,
+    endpointId: delivery.endpointId,
+    type: delivery.type,
+    subject: (delivery.payload as WebhookEvent).data.id,
+    state: delivery.deliveredAt ? "delivered" : delivery.failedAt ? "failed" : "retrying",
+    attempts: delivery.attempts,
+    lastError: delivery.lastError,
+    createdAt: delivery.createdAt,
+    nextAttemptAt: delivery.nextAttemptAt,
+  }));
 }

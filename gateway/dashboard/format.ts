@@ -36,10 +36,15 @@ export function formatUsdAxis(micros: number): string {
   return `$${Number(dollars.toPrecision(3))}`;
 }
 
+/** A span of milliseconds as "3 s", "2 min", "5 h", "3 d". */
+export function formatSpan(ms: number): string {
+  if (ms < 60_000) return `${Math.max(0, Math.round(ms / 1000))} s`;
+  if (ms < 3_600_000) return `${Math.round(ms / 60_000)} min`;
+  if (ms < 86_400_000) return `${Math.round(ms / 3_600_000)} h`;
+  return `${Math.round(ms / 86_400_000)} d`;
+}
+
 /** Milliseconds ago as "3 s ago", "2 min ago", "5 h ago", "3 d ago". */
 export function formatAgo(ms: number): string {
-  if (ms < 60_000) return `${Math.max(0, Math.round(ms / 1000))} s ago`;
-  if (ms < 3_600_000) return `${Math.round(ms / 60_000)} min ago`;
-  if (ms < 86_400_000) return `${Math.round(ms / 3_600_000)} h ago`;
-  return `${Math.round(ms / 86_400_000)} d ago`;
+  return `${formatSpan(ms)} ago`;
 }

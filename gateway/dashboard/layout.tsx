@@ -76,7 +76,7 @@ export function Document(props: { title: string; children: Child }) {
   );
 }
 
-export type Section = "usage" | "fleet" | "adapters" | "batches" | "logs";
+export type Section = "usage" | "fleet" | "adapters" | "batches" | "logs" | "webhooks";
 
 const SECTIONS: Array<[Section, string, string]> = [
   ["usage", "Usage", "/dashboard"],
@@ -84,6 +84,7 @@ const SECTIONS: Array<[Section, string, string]> = [
   ["adapters", "Adapters", "/dashboard/adapters"],
   ["batches", "Batches", "/dashboard/batches"],
   ["logs", "Logs", "/dashboard/logs"],
+  ["webhooks", "Webhooks", "/dashboard/webhooks"],
 ];
 
 export function Layout(props: {

@@ -6,6 +6,7 @@
 //   GET  /dashboard/batches          batches       POST /dashboard/batches/:id/cancel
 //   GET  /dashboard/logs[?kind=chat|responses&after=ID]   stored chat completions and responses
 //   GET  /dashboard/logs/{chat,responses}/:id             one of them whole
+//   GET  /dashboard/webhooks         webhooks (admin)   POST /dashboard/webhooks, /dashboard/webhooks/:id/delete
 // Pages answer HTML, errors included. Forms are protected by the SameSite=Strict session cookie and by a
 // same-origin check on every POST; an action's outcome travels to the next page in a signed flash cookie.
 import type { Context } from "hono";
@@ -16,14 +17,16 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { quotaStatus } from "../../meter/token-quota.ts";
 import { usageReport } from "../../meter/usage-report.ts";
 import { ADAPTER_NAME } from "../../schema/adapter-api.ts";
+import { WebhookCreate } from "../../schema/webhook-api.ts";
 import { deleteAdapter, listAdapters, setPinned, setTrafficWeight } from "../adapter-admin.ts";
 import { ADMIN_SCOPE, keyLabel, listApiKeys } from "../api-keys.ts";
 import { authenticate, type Principal } from "../auth.ts";
 import { cancelBatch, listBatches } from "../batches.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { ApiError, toApiError } from "../errors.ts";
+import { ApiError, invalidBody, toApiError } from "../errors.ts";
 import { loadFile } from "../files.ts";
+import { createWebhook, deleteWebhook, listWebhooks, recentDeliveries } from "../webhooks.ts";
 import { AdaptersPage } from "./adapters-page.tsx";
 import { BatchesPage } from "./batches-page.tsx";
 import { FleetPage } from "./fleet-page.tsx";
@@ -33,6 +36,7 @@ import { LoginPage } from "./login-page.tsx";
 import { LogDetailPage, LogsPage } from "./logs-page.tsx";
 import { endSession, sessionPrincipal, startSession } from "./session.ts";
 import { periodDays, USAGE_PERIODS, UsagePage, type UsagePeriod } from "./usage-page.tsx";
+import { WebhooksPage } from "./webhooks-page.tsx";
 
 const FLASH_COOKIE = "luminet_flash";
 const LOGIN = "/dashboard/login";
@@ -257,6 +261,68 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     );
   });
 
+  /** The webhooks page's data: admin keys only, as the webhook API. */
+  async function webhooksPage(c: Context<GatewayEnv>, flashed: { notice?: string; error?: string }) {
+    const principal = c.get("principal");
+    return c.html(
+      <Layout title="Webhooks" section="webhooks" principal={principal} {...flashed}>
+        <WebhooksPage
+          endpoints={await listWebhooks(deps.db, principal.orgId)}
+          deliveries={await recentDeliveries(deps.db, principal.orgId, 50)}
+          now={deps.now()}
+        />
+      </Layout>,
+    );
+  }
+
+  function requireAdmin(c: Context<GatewayEnv>, what: string): void {
+    if (!c.get("principal").scopes.includes(ADMIN_SCOPE)) {
+      throw new DashboardError(403, `${what} needs an API key with the "${ADMIN_SCOPE}" scope.`);
+    }
+  }
+
+  routes.get("/webhooks", async (c) => {
+    requireAdmin(c, "Managing webhooks");
+    return webhooksPage(c, await takeFlash(c));
+  });
+
+  // Answers the page itself (no redirect), so the new endpoint's secret is shown once and kept nowhere.
+  routes.post("/webhooks", async (c) => {
+    requireAdmin(c, "Managing webhooks");
+    const form = await c.req.parseBody({ all: true });
+    const ticked = form.events === undefined ? [] : [form.events].flat();
+    const parsed = WebhookCreate.safeParse({
+      url: typeof form.url === "string" ? form.url.trim() : "",
+      ...(ticked.length > 0 ? { events: ticked } : {}),
+    });
+    try {
+      if (!parsed.success) throw invalidBody(parsed.error);
+      const created = await createWebhook(deps.db, c.get("principal").orgId, parsed.data, {
+        id: `whep_${deps.newRequestId()}`,
+        now: new Date(deps.now()),
+        allowPrivate: deps.allowPrivateWebhooks,
+      });
+      return webhooksPage(c, {
+        notice: `Added ${created.id}. Its signing secret, shown only now: ${created.secret}`,
+      });
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status >= 500) throw error;
+      return webhooksPage(c, { error: error.message });
+    }
+  });
+
+  routes.post("/webhooks/:id/delete", async (c) => {
+    requireAdmin(c, "Managing webhooks");
+    const id = c.req.param("id");
+    const deleted = await deleteWebhook(deps.db, c.get("principal").orgId, id);
+    await flash(
+      c,
+      deleted ? "notice" : "error",
+      deleted ? `Deleted ${id}.` : `No webhook endpoint ${id} in this org.`,
+    );
+    return c.redirect("/dashboard/webhooks", 303);
+  });
+
   // A batch's input, output or error file, as a download: the org's own files only.
   routes.get("/files/:id/content", async (c) => {
     const id = c.req.param("id");
@@ -272,9 +338,7 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
   function adminAction(run: (c: Context<GatewayEnv>, org: string, name: string) => Promise<string>) {
     return async (c: Context<GatewayEnv>) => {
       const principal = c.get("principal");
-      if (!principal.scopes.includes(ADMIN_SCOPE)) {
-        throw new DashboardError(403, `Managing adapters needs an API key with the "${ADMIN_SCOPE}" scope.`);
-      }
+      requireAdmin(c, "Managing adapters");
       const name = adapterName(c);
       try {
         await flash(c, "notice", await run(c, principal.orgId, name));

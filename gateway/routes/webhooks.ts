@@ -13,9 +13,8 @@ import { ADMIN_SCOPE } from "../api-keys.ts";
 import { callerOrgOnly, requireScope } from "../auth.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { ApiError, invalidRequest } from "../errors.ts";
+import { ApiError } from "../errors.ts";
 import { readBody } from "../request-body.ts";
-import { privateHost } from "../webhook-address.ts";
 import { createWebhook, deleteWebhook, listWebhooks } from "../webhooks.ts";
 
 export function webhookRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
@@ -24,19 +23,11 @@ export function webhookRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
 
   routes.post("/", async (c) => {
     const body = await readBody(c, WebhookCreate);
-    if (!deps.allowPrivateWebhooks && privateHost(new URL(body.url).hostname)) {
-      throw invalidRequest(
-        "url must be a public address: this host and private networks are refused (the operator can allow them).",
-        "url",
-      );
-    }
-    const created = await createWebhook(
-      deps.db,
-      c.get("principal").orgId,
-      body,
-      `whep_${deps.newRequestId()}`,
-      new Date(deps.now()),
-    );
+    const created = await createWebhook(deps.db, c.get("principal").orgId, body, {
+      id: `whep_${deps.newRequestId()}`,
+      now: new Date(deps.now()),
+      allowPrivate: deps.allowPrivateWebhooks,
+    });
     return c.json(created, 201);
   });
 

@@ -248,4 +248,22 @@ describe.skipIf(!executablePath)("the dashboard in Chromium", () => {
     await page.screenshot({ path: join(artifacts, "dashboard-log.png"), fullPage: true });
     await signOut(page);
   });
+
+  it("adds a webhook endpoint from the webhooks page, showing its secret once", async () => {
+    const page = await signIn(f.h.keys.acmeAdmin);
+    await page.click("header nav a[href='/dashboard/webhooks']");
+    await page.waitForURL(`${served.url}/dashboard/webhooks`);
+    await page.fill("#add-webhook input[name=url]", "https://hooks.example.com/luminet");
+    await page.check("#add-webhook input[value='batch.completed']");
+    await Promise.all([
+      page.waitForURL(`${served.url}/dashboard/webhooks`),
+      page.click("button[data-action=add]"),
+    ]);
+    expect(await page.locator(".notice").textContent()).toMatch(/signing secret, shown only now: whsec_/);
+    const row = page.locator("tr[data-webhook]");
+    expect(await row.locator("td").nth(1).textContent()).toBe("https://hooks.example.com/luminet");
+    expect(await row.locator(".tag").allTextContents()).toEqual(["batch.completed"]);
+    await page.screenshot({ path: join(artifacts, "dashboard-webhooks.png"), fullPage: true });
+    await signOut(page);
+  });
 });

@@ -9,6 +9,8 @@ import { createApiKey, listApiKeys, revokeApiKey } from "../../gateway/api-keys.
 import { BatchRunner } from "../../gateway/batch-runner.ts";
 import { saveChatCompletion } from "../../gateway/chat-completion-store.ts";
 import { setPriorityTier } from "../../gateway/orgs.ts";
+import { WebhookSender } from "../../gateway/webhook-sender.ts";
+import { listWebhooks, queueEvent } from "../../gateway/webhooks.ts";
 import type { UsageReport } from "../../meter/usage-report.ts";
 import type { AdapterObject } from "../../schema/adapter-api.ts";
 import { adapters, apiKeys } from "../../schema/db.ts";
@@ -478,5 +480,59 @@ describe("the dashboard", () => {
       chat.id,
     ]);
     expect(second.html).not.toContain('rel="next"');
+  });
+
+  it("lets an admin add a webhook endpoint (its secret shown once), see its deliveries and delete it", async () => {
+    const plain = await signIn(f.h.keys.acme);
+    expect((await page("/dashboard/webhooks", plain)).res.status).toBe(403);
+    expect((await post("/dashboard/webhooks", plain, { url: "https://hooks.invalid/in" })).status).toBe(403);
+
+    const cookie = await signIn(f.h.keys.acmeAdmin);
+    const refused = await post("/dashboard/webhooks", cookie, { url: "http://192.168.1.10/in" });
+    expect(await refused.text()).toContain("url must be a public address");
+    expect(await listWebhooks(f.h.db, "acme")).toEqual([]);
+
+    const form = new URLSearchParams([
+      ["url", "https://hooks.invalid/in"],
+      ["events", "batch.completed"],
+      ["events", "response.failed"],
+    ]);
+    const added = await f.h.app.request(`${ORIGIN}/dashboard/webhooks`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", origin: ORIGIN, cookie },
+      body: form.toString(),
+    });
+    const html = await added.text();
+    const [endpoint] = await listWebhooks(f.h.db, "acme");
+    expect(endpoint).toMatchObject({
+      url: "https://hooks.invalid/in",
+      events: ["batch.completed", "response.failed"],
+    });
+    const secret = /whsec_[A-Za-z0-9+/=]+/.exec(html)?.[0];
+    expect(secret).toHaveLength("whsec_".length + 44);
+    // Shown on that page only.
+    expect((await page("/dashboard/webhooks", cookie)).html).not.toContain(secret);
+
+    // An event for it: the sender cannot resolve the host, so it is retried, its error on the page.
+    await f.h.db.transaction((tx) =>
+      queueEvent(tx, "acme", { id: "evt_dash", type: "batch.completed", subject: "batch_x", at: new Date() }),
+    );
+    await new WebhookSender({ db: f.h.db, log: f.h.deps.log }).drain();
+    const after = (await page("/dashboard/webhooks", cookie)).html;
+    const [row] = attributes(after, /<tr data-event="[^"]*" data-endpoint="[^"]*" data-state="[^"]*"/g);
+    expect(row).toMatchObject({
+      "data-event": "evt_dash",
+      "data-endpoint": endpoint!.id,
+      "data-state": "retrying",
+    });
+    expect(after).toContain("batch_x");
+    expect(after).toContain("next in");
+
+    const deleted = await post(`/dashboard/webhooks/${endpoint!.id}/delete`, cookie, {});
+    expect(deleted.status).toBe(303);
+    expect((await page("/dashboard/webhooks", withFlash(deleted, cookie))).html).toContain(
+      `Deleted ${endpoint!.id}.`,
+    );
+    expect(await listWebhooks(f.h.db, "acme")).toEqual([]);
   });
 });

@@ -210,7 +210,12 @@ describe("deliveries", () => {
       events: ["response.completed"],
     });
     // Another org's endpoint hears nothing of acme's batch.
-    await createWebhook(h.db, "other", { url: receiver.url("/other") }, "whep_other", new Date(clock));
+    await createWebhook(
+      h.db,
+      "other",
+      { url: receiver.url("/other") },
+      { id: "whep_other", now: new Date(clock), allowPrivate: true },
+    );
 
     const batch = await createBatch(2);
     await batchRunner().drain();
