@@ -45,7 +45,11 @@ export interface GatewayMetrics {
   batchLine(outcome: BatchLineOutcome): void;
   /** A batch this process ended, by its final status. */
   batchEnded(status: "completed" | "expired" | "cancelled"): void;
+  /** A webhook delivery attempt this process made: delivered (2xx), retried later, or given up. */
+  webhookDelivery(outcome: WebhookOutcome): void;
 }
+
+export type WebhookOutcome = "delivered" | "retried" | "failed";
 
 export type BatchLineOutcome = "answered" | "failed" | "retried" | "handed_back";
 

@@ -83,6 +83,7 @@ export function startWebhookSender(deps: GatewayDeps): WebhookSender {
   const sender = new WebhookSender({
     db: deps.db,
     log: deps.log,
+    metrics: deps.metrics,
     allowPrivate: deps.allowPrivateWebhooks,
     now: deps.now,
   });

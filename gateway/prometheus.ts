@@ -73,7 +73,15 @@ export function prometheusMetrics(): GatewayMetrics {
     help: "Batches this process ended, by final status: completed, expired, cancelled",
     labelNames: ["status"],
   });
+  const webhookDeliveries = new Counter({
+    name: "luminet_webhook_deliveries_total",
+    help: "Webhook delivery attempts this process made: delivered (2xx), retried (another answer or none; tried again later), failed (given up 72 hours after the event)",
+    labelNames: ["outcome"],
+  });
   metrics = {
+    webhookDelivery(outcome) {
+      webhookDeliveries.inc({ outcome });
+    },
     batchLine(outcome) {
       batchLines.inc({ outcome });
     },

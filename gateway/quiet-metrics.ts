@@ -15,6 +15,7 @@ export function quietMetrics(overrides: Partial<GatewayMetrics> = {}): GatewayMe
     tokens() {},
     batchLine() {},
     batchEnded() {},
+    webhookDelivery() {},
     ...overrides,
   };
 }

@@ -10,13 +10,15 @@ import { lookup } from "node:dns/promises";
 import { and, asc, eq, inArray, isNull, lte, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { webhookDeliveries, webhookEndpoints } from "../schema/db.ts";
-import type { GatewayLog } from "./deps.ts";
+import type { GatewayLog, GatewayMetrics } from "./deps.ts";
 import { Pause } from "./pause.ts";
 import { privateAddress } from "./webhook-address.ts";
 
 export interface WebhookSenderOptions {
   db: Db;
   log: GatewayLog;
+  /** Counts attempts by outcome (Prometheus on Node). */
+  metrics?: GatewayMetrics | null;
   /** Deliveries this process sends at once. */
   concurrency?: number;
   /** Wait between looks for due deliveries. */
@@ -80,6 +82,7 @@ export class WebhookSender {
       pollMs: 1_000,
       timeoutMs: 10_000,
       allowPrivate: false,
+      metrics: null,
       now: Date.now,
       fetch: globalThis.fetch,
       ...options,
@@ -193,6 +196,7 @@ export class WebhookSender {
         .update(webhookDeliveries)
         .set({ attempts, deliveredAt: new Date(now), lastError: null })
         .where(row);
+      this.#options.metrics?.webhookDelivery("delivered");
       return;
     }
     const next = now + retryDelayMs(attempts);
@@ -205,6 +209,7 @@ export class WebhookSender {
         ...(giveUp ? { failedAt: new Date(now) } : { nextAttemptAt: new Date(next) }),
       })
       .where(row);
+    this.#options.metrics?.webhookDelivery(giveUp ? "failed" : "retried");
     // The URL may hold a token; the endpoint's id names it.
     log.warn(
       { event: delivery.eventId, endpoint: delivery.endpointId, attempts, err: failure },

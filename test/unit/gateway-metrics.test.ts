@@ -38,6 +38,7 @@ class RecordingMetrics implements GatewayMetrics {
   coldStart() {}
   batchLine() {}
   batchEnded() {}
+  webhookDelivery() {}
   tokens(_base: string, usage: Usage) {
     this.tokenCounts.push(usage);
   }

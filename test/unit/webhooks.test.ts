@@ -10,6 +10,7 @@ import { eq } from "drizzle-orm";
 import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { BatchRunner } from "../../gateway/batch-runner.ts";
+import { quietMetrics } from "../../gateway/quiet-metrics.ts";
 import { WebhookSender } from "../../gateway/webhook-sender.ts";
 import { createWebhook } from "../../gateway/webhooks.ts";
 import { webhookDeliveries, webhookEndpoints } from "../../schema/db.ts";
@@ -77,6 +78,7 @@ afterAll(async () => {
   await h.close();
 });
 afterEach(async () => {
+  outcomes.length = 0;
   receiver.received.length = 0;
   receiver.statuses.length = 0;
   // Endpoints go with what they had not been sent.
@@ -97,8 +99,12 @@ async function createEndpoint(body: object): Promise<CreatedWebhook> {
   return (await res.json()) as CreatedWebhook;
 }
 
+/** The senders' attempts by outcome, as Prometheus would count them. */
+const outcomes: string[] = [];
+
 function sender(allowPrivate = true): WebhookSender {
-  return new WebhookSender({ db: h.db, log: h.deps.log, allowPrivate, now });
+  const metrics = quietMetrics({ webhookDelivery: (outcome) => void outcomes.push(outcome) });
+  return new WebhookSender({ db: h.db, log: h.deps.log, metrics, allowPrivate, now });
 }
 
 function batchRunner(): BatchRunner {
@@ -283,6 +289,7 @@ describe("deliveries", () => {
       .from(webhookDeliveries)
       .where(eq(webhookDeliveries.endpointId, endpoint.id));
     expect(row).toMatchObject({ attempts: 2, lastError: null });
+    expect(outcomes).toEqual(["retried", "delivered"]);
     expect(row!.deliveredAt).not.toBeNull();
 
     // An endpoint that never answers 2xx: retried with growing waits, then given up.
@@ -304,6 +311,7 @@ describe("deliveries", () => {
     expect(gone!.deliveredAt).toBeNull();
     expect(gone!.lastError).toBe("HTTP 503");
     expect(gone!.attempts).toBe(tries);
+    expect(outcomes.slice(2)).toEqual([...Array(tries - 1).fill("retried"), "failed"]);
     expect(gone!.failedAt!.getTime() - gone!.createdAt.getTime()).toBeLessThanOrEqual(
       72 * 60 * 60_000 + 60 * 60_000,
     );
