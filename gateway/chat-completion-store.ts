@@ -12,12 +12,14 @@ import type {
   ChatMessagesQuery,
   StoredChatCompletion,
   StoredChatMessage,
+  StoredRequest,
 } from "../schema/stored-chat-api.ts";
 import { invalidRequest } from "./errors.ts";
 import { after, listPage, pageOf } from "./list-page.ts";
 
 export interface NewChatCompletion {
   completion: ChatCompletion;
+  request: StoredRequest;
   messages: readonly ChatMessageIn[];
   metadata: Metadata;
   /** When its request came (in ms: the list's order), as the gateway's clock and the retention sweep read it. */
@@ -29,13 +31,13 @@ export async function saveChatCompletion(
   orgId: string,
   saved: NewChatCompletion,
 ): Promise<void> {
-  const { completion, messages, metadata, createdAt } = saved;
+  const { completion, request, messages, metadata, createdAt } = saved;
   await db.insert(storedChatCompletions).values({
     id: completion.id,
     orgId,
     model: completion.model,
     metadata,
-    completion,
+    completion: { ...completion, ...request },
     messages,
     createdAt,
   });
@@ -44,7 +46,7 @@ export async function saveChatCompletion(
 type Row = typeof storedChatCompletions.$inferSelect;
 
 function readBack(row: Pick<Row, "completion" | "metadata">): StoredChatCompletion {
-  return { ...(row.completion as ChatCompletion), metadata: row.metadata as Metadata };
+  return { ...(row.completion as ChatCompletion & StoredRequest), metadata: row.metadata as Metadata };
 }
 
 const byId = (orgId: string, id: string) =>

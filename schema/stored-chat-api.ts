@@ -3,7 +3,7 @@
 // model and metadata), GET, POST (its metadata) and DELETE /v1/chat/completions/{id}, and
 // GET /v1/chat/completions/{id}/messages (the messages it answered).
 import { z } from "zod";
-import type { ChatCompletion, ChatRole, ToolCall } from "./api.ts";
+import type { ChatCompletion, ChatCompletionRequest, ChatRole, ToolCall } from "./api.ts";
 import { Metadata } from "./api.ts";
 
 const Limit = z.coerce.number().int().min(1).max(100).default(20);
@@ -32,8 +32,24 @@ export type ChatMessagesQuery = z.infer<typeof ChatMessagesQuery>;
 /** The one change a stored chat completion takes: its metadata, replaced whole (null: none). */
 export const ChatCompletionUpdateRequest = z.object({ metadata: Metadata.nullable() });
 
-/** A stored chat completion as read back: the completion as answered, with its metadata. */
-export type StoredChatCompletion = ChatCompletion & { metadata: Metadata };
+/**
+ * What a stored completion keeps of its request, as OpenAI's stored objects echo it: the sampling it ran
+ * with, its tools and response format, and `user` (as input_user).
+ */
+export interface StoredRequest {
+  temperature: number;
+  top_p: number;
+  seed: number | null;
+  presence_penalty: number;
+  frequency_penalty: number;
+  tools: ChatCompletionRequest["tools"] | null;
+  tool_choice: ChatCompletionRequest["tool_choice"] | null;
+  response_format: ChatCompletionRequest["response_format"] | null;
+  input_user: string | null;
+}
+
+/** A stored chat completion as read back: the completion as answered, what its request was, its metadata. */
+export type StoredChatCompletion = ChatCompletion & StoredRequest & { metadata: Metadata };
 
 /** The messages it answered, as OpenAI lists them: each with an id, text content as one string. */
 export interface StoredChatMessage {

@@ -15,8 +15,9 @@ import {
   ChatCompletionRequest,
   type UsageBody,
 } from "../../schema/api.ts";
+import type { StoredRequest } from "../../schema/stored-chat-api.ts";
 import type { Final, TokenLogprob } from "../../schema/wire.ts";
-import { admitChat } from "../admission.ts";
+import { type Admitted, admitChat } from "../admission.ts";
 import { AutoCallStream } from "../auto-call-stream.ts";
 import { saveChatCompletion } from "../chat-completion-store.ts";
 import { collectChoices, interleave } from "../choices.ts";
@@ -33,6 +34,26 @@ import { answerCalls, forcedCallStream, type ToolCallDelta } from "../tool-calls
 import { begin, finishReasonOf, openStream, streamResponse, usageOf } from "./inference.ts";
 
 /**
+ * What a stored completion says of the request that made it, as OpenAI's stored objects do: the sampling
+ * it ran with (the base's generation_config.json filling what the request left out), its tools and
+ * response format, and its `user`.
+ */
+function requestEcho(body: ChatCompletionRequest, admitted: Admitted): StoredRequest {
+  const { temperature, top_p, seed, presence_penalty, frequency_penalty } = admitted.sampling;
+  return {
+    temperature,
+    top_p,
+    seed,
+    presence_penalty,
+    frequency_penalty,
+    tools: body.tools ?? null,
+    tool_choice: body.tool_choice ?? null,
+    response_format: body.response_format ?? null,
+    input_user: body.user ?? null,
+  };
+}
+
+/**
  * Keeps a completion its request asked to store. A failure is logged, not thrown: the answer was generated
  * and billed, and losing it would be worse than a later 404 for its id.
  */
@@ -40,13 +61,20 @@ async function keep(
   c: Context<GatewayEnv>,
   deps: GatewayDeps,
   body: ChatCompletionRequest,
+  admitted: Admitted,
   completion: ChatCompletion,
   createdAt: Date,
 ): Promise<void> {
   const requestId = c.get("requestId");
   const failed = (what: string) => (error: unknown) =>
     deps.log.error({ requestId, err: error instanceof Error ? error.message : String(error) }, what);
-  const saved = { completion, messages: body.messages, metadata: body.metadata ?? {}, createdAt };
+  const saved = {
+    completion,
+    request: requestEcho(body, admitted),
+    messages: body.messages,
+    metadata: body.metadata ?? {},
+    createdAt,
+  };
   await saveChatCompletion(deps.db, c.get("principal").orgId, saved).catch(
     failed("could not store a chat completion"),
   );
@@ -117,7 +145,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           ? { prompt_logprobs: promptLogprobsOut(replies[0]!.promptLogprobs, admitted.promptLogprobs) }
           : {}),
       };
-      if (body.store === true) await keep(c, deps, body, completion, startedAt);
+      if (body.store === true) await keep(c, deps, body, admitted, completion, startedAt);
       return c.json(completion);
     }
 
@@ -243,7 +271,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
         stored?.add(chunk);
         yield chunk;
       }
-      if (stored) await keep(c, deps, body, stored.completion(head, usage!), startedAt);
+      if (stored) await keep(c, deps, body, admitted, stored.completion(head, usage!), startedAt);
       if (admitted.includeUsage) {
         yield { ...head, object: "chat.completion.chunk", choices: [], usage: usage! };
       }

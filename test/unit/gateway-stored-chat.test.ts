@@ -64,15 +64,37 @@ describe("store: true", () => {
         name: "ann",
       },
     ];
+    const tools: OpenAI.ChatCompletionTool[] = [
+      { type: "function", function: { name: "lookup", parameters: { type: "object" } } },
+    ];
     const answer = await client.chat.completions.create({
       model: ADAPTER_MODEL,
       messages,
       max_tokens: 4,
+      temperature: 0.3,
+      seed: 7,
+      user: "u-9",
+      tools,
+      tool_choice: "none",
       store: true,
       metadata: { customer: "acme-7", topic: "greeting" },
     });
     const stored = await client.chat.completions.retrieve(answer.id);
-    expect(stored).toEqual({ ...answer, metadata: { customer: "acme-7", topic: "greeting" } });
+    // The answer, and what its request was, as OpenAI's stored objects echo it (sampling as it ran: top_p
+    // from the base's generation_config.json, which the request left out).
+    expect(stored).toEqual({
+      ...answer,
+      metadata: { customer: "acme-7", topic: "greeting" },
+      temperature: 0.3,
+      top_p: 0.9,
+      seed: 7,
+      presence_penalty: 0,
+      frequency_penalty: 0,
+      tools,
+      tool_choice: "none",
+      response_format: null,
+      input_user: "u-9",
+    });
     expect(stored.choices[0]!.message.content).toBe(fakeReplyText(4));
 
     const listed = await client.chat.completions.messages.list(answer.id);
