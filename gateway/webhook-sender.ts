@@ -7,10 +7,11 @@
 // hour), until 72 hours after the event; then it is marked failed. An endpoint whose host resolves to a
 // private address is refused unless the operator allows private webhooks (webhook-address.ts).
 import { lookup } from "node:dns/promises";
-import { and, asc, eq, inArray, isNull, lte, sql } from "drizzle-orm";
+import { and, asc, eq, inArray, isNotNull, isNull, lt, lte, or, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { webhookDeliveries, webhookEndpoints } from "../schema/db.ts";
 import type { GatewayLog, GatewayMetrics } from "./deps.ts";
+import { DueSweep, type Sweep } from "./due-sweep.ts";
 import { Pause } from "./pause.ts";
 import { privateAddress } from "./webhook-address.ts";
 
@@ -35,6 +36,27 @@ const FIRST_RETRY_MS = 5_000;
 const MAX_RETRY_DELAY_MS = 60 * 60_000;
 /** How long after an event its delivery is still tried. */
 export const GIVE_UP_AFTER_MS = 72 * 60 * 60_000;
+/** How long a delivery that ended is kept. */
+export const KEEP_ENDED_MS = 30 * 24 * 60 * 60_000;
+
+/** Deletes up to `limit` deliveries that ended (delivered or given up) before KEEP_ENDED_MS ago. */
+const sweepEndedDeliveries: Sweep = async (db, now, limit) => {
+  const old = db
+    .select({ eventId: webhookDeliveries.eventId, endpointId: webhookDeliveries.endpointId })
+    .from(webhookDeliveries)
+    .where(
+      and(
+        lt(webhookDeliveries.createdAt, new Date(now - KEEP_ENDED_MS)),
+        or(isNotNull(webhookDeliveries.deliveredAt), isNotNull(webhookDeliveries.failedAt)),
+      ),
+    )
+    .limit(limit);
+  const deleted = await db
+    .delete(webhookDeliveries)
+    .where(sql`(${webhookDeliveries.eventId}, ${webhookDeliveries.endpointId}) in ${old}`)
+    .returning({ eventId: webhookDeliveries.eventId });
+  return deleted.length;
+};
 
 /** How long to wait before attempt `attempts + 1`, after `attempts` failed ones. */
 export function retryDelayMs(attempts: number): number {
@@ -75,6 +97,8 @@ export class WebhookSender {
   #running = false;
   #loop: Promise<void> | null = null;
   readonly #pause = new Pause();
+  /** Deliveries that ended (delivered or given up) are kept 30 days, for the dashboard and for questions. */
+  readonly #ended: DueSweep;
 
   constructor(options: WebhookSenderOptions) {
     this.#options = {
@@ -87,6 +111,12 @@ export class WebhookSender {
       fetch: globalThis.fetch,
       ...options,
     };
+    this.#ended = new DueSweep(sweepEndedDeliveries, this.#options.now);
+  }
+
+  /** Deletes one batch of deliveries that ended over 30 days ago if that sweep is due; how many, or null. */
+  async sweepIfDue(): Promise<number | null> {
+    return this.#ended.ifDue(this.#options.db);
   }
 
   start(): void {
@@ -117,6 +147,9 @@ export class WebhookSender {
     while (this.#running) {
       try {
         await this.drain();
+        const swept = await this.sweepIfDue();
+        if (swept)
+          this.#options.log.info({ deleted: swept }, "deleted webhook deliveries past their 30 days");
       } catch (error) {
         this.#options.log.warn(
           { err: error instanceof Error ? error.message : String(error) },

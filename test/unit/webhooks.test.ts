@@ -329,4 +329,22 @@ describe("deliveries", () => {
       .where(eq(webhookDeliveries.endpointId, endpoint.id));
     expect(row!.lastError).toContain("private address");
   });
+
+  it("keeps deliveries that ended for 30 days, and never deletes one still to be sent", async () => {
+    await createEndpoint({ url: receiver.url("/kept") });
+    await createBatch(1);
+    await batchRunner().drain();
+    expect(await sender().drain()).toBe(1);
+    // A second event, not yet sent (no sender ran since).
+    await createBatch(1);
+    await batchRunner().drain();
+    const rows = async () =>
+      (await h.db.select().from(webhookDeliveries)).map((r) => (r.deliveredAt ? "delivered" : "pending"));
+    expect((await rows()).sort()).toEqual(["delivered", "pending"]);
+    clock += 29 * 24 * 60 * 60_000;
+    expect(await sender().sweepIfDue()).toBe(0);
+    clock += 2 * 24 * 60 * 60_000;
+    expect(await sender().sweepIfDue()).toBe(1);
+    expect(await rows()).toEqual(["pending"]);
+  });
 });
