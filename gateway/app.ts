@@ -103,11 +103,12 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.delete("/v1/responses/:id", deleteResponse(deps));
   app.post("/v1/responses/:id/cancel", cancelResponse(deps));
   app.get("/v1/responses/:id/input_items", listInputItems(deps));
-  app.post("/v1/conversations", createConversationRoute(deps));
+  // A create or add retried under its Idempotency-Key must not add items twice.
+  app.post("/v1/conversations", idempotency(deps), createConversationRoute(deps));
   app.get("/v1/conversations/:id", retrieveConversationRoute(deps));
   app.post("/v1/conversations/:id", updateConversationRoute(deps));
   app.delete("/v1/conversations/:id", deleteConversationRoute(deps));
-  app.post("/v1/conversations/:id/items", addItemsRoute(deps));
+  app.post("/v1/conversations/:id/items", idempotency(deps), addItemsRoute(deps));
   app.get("/v1/conversations/:id/items", listItemsRoute(deps));
   app.get("/v1/conversations/:id/items/:item_id", retrieveItemRoute(deps));
   app.delete("/v1/conversations/:id/items/:item_id", deleteItemRoute(deps));

@@ -118,6 +118,22 @@ describe("conversations", () => {
     expect((await transcript(id)).at(-1)).toBe("user: last");
   });
 
+  it("creates and adds once under an Idempotency-Key, however often the request is retried", async () => {
+    const once = { headers: { "Idempotency-Key": "conv-create-1" } };
+    const first = await client.conversations.create({ items: [message("user", "Hi", "msg_once")] }, once);
+    const again = await client.conversations.create({ items: [message("user", "Hi", "msg_once")] }, once);
+    expect(again.id).toBe(first.id);
+    const add = { items: [{ type: "message" as const, role: "user" as const, content: "More" }] };
+    const added = await client.conversations.items.create(first.id, add, {
+      headers: { "Idempotency-Key": "conv-add-1" },
+    });
+    const retried = await client.conversations.items.create(first.id, add, {
+      headers: { "Idempotency-Key": "conv-add-1" },
+    });
+    expect(retried.data).toEqual(added.data);
+    expect(await transcript(first.id)).toEqual(["user: Hi", "user: More"]);
+  });
+
   it("has its metadata replaced, and is deleted with its items", async () => {
     const { id } = await client.conversations.create({
       metadata: { a: "1" },
