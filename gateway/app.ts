@@ -28,7 +28,7 @@ import {
 import { fileRoutes } from "./routes/files.ts";
 import { fleetScaleRoute } from "./routes/fleet-scale.ts";
 import { keyRoutes } from "./routes/keys.ts";
-import { listModelsRoute, retrieveModelRoute } from "./routes/models.ts";
+import { deleteModelRoute, listModelsRoute, retrieveModelRoute } from "./routes/models.ts";
 import {
   cancelResponse,
   countInputTokens,
@@ -90,6 +90,7 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.use("/v1/responses", idempotency(deps));
   app.get("/v1/models", listModelsRoute(deps));
   app.get("/v1/models/:model{.+}", retrieveModelRoute(deps));
+  app.delete("/v1/models/:model{.+}", requireScope("admin"), deleteModelRoute(deps));
   app.post("/v1/chat/completions", chatCompletions(deps));
   app.get("/v1/chat/completions", listStoredChatCompletions(deps));
   app.get("/v1/chat/completions/:id", retrieveStoredChatCompletion(deps));

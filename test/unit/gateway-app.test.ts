@@ -742,6 +742,28 @@ describe("/v1/models", () => {
     });
     await expectError(await get(`${BASE}:other/theirs`), 404, "model_not_found");
   });
+
+  it("deletes one of the org's adapters by its model id for an admin key, as OpenAI deletes a fine-tuned model", async () => {
+    await h.addAdapter({ name: "short-lived" });
+    const id = `${BASE}:acme/short-lived`;
+    const del = (model: string, key = h.keys.acmeAdmin) =>
+      h.app.request(`/v1/models/${encodeURIComponent(model)}`, {
+        method: "DELETE",
+        headers: { authorization: `Bearer ${key}` },
+      });
+    await expectError(await del(id, h.keys.acme), 403, "insufficient_permissions");
+    await expectError(await del(BASE), 403, "insufficient_permissions");
+    await expectError(await del(`${BASE}:acme/support`), 400, null, "model");
+    await expectError(await del(`${BASE}:other/theirs`), 404, "model_not_found");
+    expect(await list(h.keys.acme)).toContain(id);
+
+    const res = await del(id);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ id, object: "model", deleted: true });
+    expect(await list(h.keys.acme)).not.toContain(id);
+    await expectError(await del(id), 404, "model_not_found");
+    expect(await list(h.keys.other)).toContain(`${BASE}:other/theirs`);
+  });
 });
 
 describe("bad input", () => {
