@@ -25,18 +25,19 @@ export function withItemIds(items: readonly InputItem[], requestId: string): Inp
 /** An item as OpenAI lists one (a response's input items, a conversation's items): text content as parts. */
 export function listedItem(item: InputItem): ListedItem {
   const id = item.id ?? "";
+  const status = item.status === "incomplete" ? "incomplete" : "completed";
   if (item.type === "function_call") {
     const { call_id, name, arguments: args } = item;
-    return { id, type: "function_call", call_id, name, arguments: args, status: "completed" };
+    return { id, type: "function_call", call_id, name, arguments: args, status };
   }
   if (item.type === "custom_tool_call") {
     const { call_id, name, input } = item;
-    return { id, type: "custom_tool_call", call_id, name, input, status: "completed" };
+    return { id, type: "custom_tool_call", call_id, name, input, status };
   }
   if (item.type === "function_call_output" || item.type === "custom_tool_call_output") {
     const output =
       typeof item.output === "string" ? item.output : item.output.map((p) => p.text ?? "").join("");
-    return { id, type: item.type, call_id: item.call_id, output, status: "completed" };
+    return { id, type: item.type, call_id: item.call_id, output, status };
   }
   if (item.type === "reasoning") {
     return {
@@ -44,7 +45,7 @@ export function listedItem(item: InputItem): ListedItem {
       type: "reasoning",
       summary: item.summary ?? [],
       content: item.content ?? [],
-      status: "completed",
+      status,
     };
   }
   const parts =
@@ -55,7 +56,7 @@ export function listedItem(item: InputItem): ListedItem {
     id,
     type: "message",
     role: item.role,
-    status: "completed",
+    status,
     content: parts.map((part) =>
       part.type === "output_text"
         ? { type: "output_text", text: part.text ?? "", annotations: [] }

@@ -187,17 +187,25 @@ export function callItems(
 /** A response's output as input items, for a later request that continues its conversation. */
 export function outputAsInput(output: readonly OutputItem[]): InputItem[] {
   return output.map((item): InputItem => {
+    // An item cut by max_output_tokens is listed so later (input_items, a conversation's items).
+    const cut = item.status === "incomplete" ? { status: "incomplete" } : {};
     if (item.type === "reasoning")
-      return { type: "reasoning", id: item.id, summary: [], content: item.content };
+      return { type: "reasoning", id: item.id, summary: [], content: item.content, ...cut };
     if (item.type === "function_call") {
       const { id, call_id, name } = item;
-      return { type: "function_call", id, call_id, name, arguments: item.arguments };
+      return { type: "function_call", id, call_id, name, arguments: item.arguments, ...cut };
     }
     if (item.type === "custom_tool_call") {
       const { id, call_id, name, input } = item;
-      return { type: "custom_tool_call", id, call_id, name, input };
+      return { type: "custom_tool_call", id, call_id, name, input, ...cut };
     }
     const text = item.content.map((part) => part.text).join("");
-    return { type: "message", id: item.id, role: "assistant", content: [{ type: "output_text", text }] };
+    return {
+      type: "message",
+      id: item.id,
+      role: "assistant",
+      content: [{ type: "output_text", text }],
+      ...cut,
+    };
   });
 }

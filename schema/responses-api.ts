@@ -346,13 +346,16 @@ export interface ResponseObject {
   usage: ResponseUsage | null;
 }
 
+/** A listed item's status: an output item cut by max_output_tokens stays incomplete; the rest completed. */
+export type ItemStatus = "completed" | "incomplete";
+
 /** A conversation item as GET /v1/responses/{id}/input_items lists it. */
 export type ListedItem =
   | {
       id: string;
       type: "message";
       role: "user" | "assistant" | "system" | "developer";
-      status: "completed";
+      status: ItemStatus;
       content: (
         | { type: "input_text"; text: string }
         | { type: "output_text"; text: string; annotations: [] }
@@ -365,24 +368,24 @@ export type ListedItem =
       call_id: string;
       name: string;
       arguments: string;
-      status: "completed";
+      status: ItemStatus;
     }
-  | { id: string; type: "function_call_output"; call_id: string; output: string; status: "completed" }
+  | { id: string; type: "function_call_output"; call_id: string; output: string; status: ItemStatus }
   | {
       id: string;
       type: "custom_tool_call";
       call_id: string;
       name: string;
       input: string;
-      status: "completed";
+      status: ItemStatus;
     }
-  | { id: string; type: "custom_tool_call_output"; call_id: string; output: string; status: "completed" }
+  | { id: string; type: "custom_tool_call_output"; call_id: string; output: string; status: ItemStatus }
   | {
       id: string;
       type: "reasoning";
       summary: { type: string; text: string }[];
       content: { type: string; text: string }[];
-      status: "completed";
+      status: ItemStatus;
     };
 
 /** GET /v1/responses/{id}/input_items's query: OpenAI's cursor page, newest first by default. */

@@ -263,8 +263,13 @@ describe("a response in a conversation", () => {
       `assistant: ${fakeReplyText(1)}`,
     ]);
     // The output message is listed under the response's own item id.
-    const newest = await client.conversations.items.list(id, { limit: 1 });
+    const newest = await client.conversations.items.list(id, { limit: 2 });
     expect(newest.data[0]!.id).toBe(third!.output[0]!.id);
+    // Cut by max_output_tokens, it stays incomplete, as the response's own item says; the input completed.
+    expect(newest.data.map((item) => (item as { status?: string }).status)).toEqual([
+      "incomplete",
+      "completed",
+    ]);
 
     // The response is stored with the conversation so far: previous_response_id continues it whole.
     const fourth = await client.responses.create({
