@@ -9,12 +9,7 @@
 // early still gets its own HTTP status. With `store: true` the completion is kept (a stream's put back
 // together, gateway/streamed-completion.ts) before its answer ends, for GET /v1/chat/completions/{id}.
 import type { Context, Handler } from "hono";
-import {
-  type ChatCompletion,
-  type ChatCompletionChunk,
-  ChatCompletionRequest,
-  type UsageBody,
-} from "../../schema/api.ts";
+import { type ChatCompletion, type ChatCompletionChunk, ChatCompletionRequest } from "../../schema/api.ts";
 import type { StoredRequest } from "../../schema/stored-chat-api.ts";
 import type { Final, TokenLogprob } from "../../schema/wire.ts";
 import { type Admitted, admitChat } from "../admission.ts";
@@ -151,14 +146,20 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
 
     const { opening } = await openStream(c, deps, resolved, admitted);
     const usage = admitted.includeUsage ? { usage: null } : {};
-    const chunk = (choice: ChatCompletionChunk["choices"][number]): ChatCompletionChunk => ({
-      ...head,
-      object: "chat.completion.chunk",
-      choices: [choice],
-      ...usage,
-    });
-    /** The choices' chunks as they come; returns the stream's usage. */
-    async function* choiceChunks(): AsyncGenerator<ChatCompletionChunk, UsageBody> {
+    // With store: true, every choice chunk (each is sent as soon as it is made) is also put into the
+    // completion that is kept before the stream's end.
+    const stored = body.store === true ? new StreamedCompletion(wantLogprobs) : null;
+    const chunk = (choice: ChatCompletionChunk["choices"][number]): ChatCompletionChunk => {
+      const made: ChatCompletionChunk = {
+        ...head,
+        object: "chat.completion.chunk",
+        choices: [choice],
+        ...usage,
+      };
+      stored?.add(made);
+      return made;
+    };
+    async function* events(): AsyncGenerator<ChatCompletionChunk> {
       const { choices } = await opening;
       for (const index of choices.keys()) {
         yield chunk({
@@ -257,23 +258,11 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       const reasoningTokens = reasoning
         ? splits.reduce((sum, split) => sum + (split?.reasoningTokens ?? 0), 0)
         : undefined;
-      return usageOf(finals, reasoningTokens);
-    }
-    /** The answer's chunks, the completion they make kept (when asked) before the usage chunk ends them. */
-    async function* events(): AsyncGenerator<ChatCompletionChunk> {
-      const stored = body.store === true ? new StreamedCompletion(wantLogprobs) : null;
-      let usage: UsageBody | undefined;
-      // for await closes choiceChunks() on every way out: a client gone mid-stream still ends the generation.
-      async function* chunks() {
-        usage = yield* choiceChunks();
-      }
-      for await (const chunk of chunks()) {
-        stored?.add(chunk);
-        yield chunk;
-      }
-      if (stored) await keep(c, deps, body, admitted, stored.completion(head, usage!), startedAt);
+      const streamed = usageOf(finals, reasoningTokens);
+      // Kept before the last chunk, so a client can read it back as soon as its stream ends.
+      if (stored) await keep(c, deps, body, admitted, stored.completion(head, streamed), startedAt);
       if (admitted.includeUsage) {
-        yield { ...head, object: "chat.completion.chunk", choices: [], usage: usage! };
+        yield { ...head, object: "chat.completion.chunk", choices: [], usage: streamed };
       }
     }
     return streamResponse(c, deps, opening, events());
