@@ -99,7 +99,9 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.get("/v1/chat/completions/:id/messages", listStoredChatMessages(deps));
   app.post("/v1/completions", completions(deps));
   app.post("/v1/responses", createResponse(deps));
-  app.post("/v1/responses/input_tokens", countInputTokens(deps));
+  // POST /v1/responses/input_tokens, as a parameter: a fixed segment beside /v1/responses/:id/cancel would
+  // make Hono's router fall back from its RegExpRouter to the slower TrieRouter for every route.
+  app.post("/v1/responses/:action", countInputTokens(deps));
   app.get("/v1/responses/:id", retrieveResponse(deps));
   app.delete("/v1/responses/:id", deleteResponse(deps));
   app.post("/v1/responses/:id/cancel", cancelResponse(deps));

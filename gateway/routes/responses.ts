@@ -15,7 +15,7 @@ import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import { allItems, appendItems, refuseTakenIds } from "../conversation-store.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { ApiError, conversationNotFound, invalidBody } from "../errors.ts";
+import { ApiError, conversationNotFound, invalidBody, routeNotFound } from "../errors.ts";
 import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { ReasoningSplit, splitReply } from "../reasoning.ts";
@@ -92,6 +92,7 @@ async function prepare(c: Context<GatewayEnv>, deps: GatewayDeps, body: Response
  */
 export function countInputTokens(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
+    if (c.req.param("action") !== "input_tokens") throw routeNotFound(c.req.method, c.req.path);
     const { admitted } = await prepare(c, deps, await readBody(c, ResponseCreateRequest));
     return c.json({ object: "response.input_tokens", input_tokens: admitted.prompts[0]!.tokenIds.length });
   };

@@ -705,6 +705,21 @@ describe("/tokenize and /detokenize", () => {
   });
 });
 
+describe("routing", () => {
+  it("matches every route with Hono's RegExpRouter: one path it cannot take would slow every request", async () => {
+    await h.app.request("/healthz");
+    // SmartRouter settles on the first router that takes every route; TrieRouter is the slow fallback.
+    expect((h.app.router as { name: string }).name).toBe("SmartRouter + RegExpRouter");
+    // POST /v1/responses/input_tokens is registered as a parameter for it; no other name answers there.
+    const other = await h.app.request("/v1/responses/other", {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(other.status).toBe(404);
+  });
+});
+
 describe("/v1/models", () => {
   const list = async (key: string) => {
     const res = await h.app.request("/v1/models", { headers: { authorization: `Bearer ${key}` } });
