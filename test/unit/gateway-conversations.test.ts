@@ -2,32 +2,25 @@
 // scripted worker): conversations and their items created, read, paged, changed and deleted; a Responses
 // request naming a conversation starts from its items and adds its input and output to it, streamed or not;
 // org scoping; and every refusal changes nothing.
-import OpenAI from "openai";
+import type OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type ServedApp, serveApp } from "../../gateway/node.ts";
 import { conversations } from "../../schema/db.ts";
-import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
-import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { type FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
+import { BASE, type GatewayHarness } from "../support/gateway-harness.ts";
 import { apiFailure, chatPromptIds, sentFor } from "../support/openai-calls.ts";
+import { type ServedGateway, serveGateway } from "../support/served-gateway.ts";
 
 let h: GatewayHarness;
 let worker: FakeWorker;
-let served: ServedApp;
+let gateway: ServedGateway;
 let client: OpenAI;
 let otherClient: OpenAI;
 
 beforeAll(async () => {
-  h = await createGatewayHarness();
-  worker = await FakeWorker.start(h.workerBus, { base: BASE });
-  served = await serveApp(h.app, 0, "127.0.0.1");
-  client = new OpenAI({ apiKey: h.keys.acme, baseURL: `${served.url}/v1`, maxRetries: 0 });
-  otherClient = new OpenAI({ apiKey: h.keys.other, baseURL: `${served.url}/v1`, maxRetries: 0 });
+  gateway = await serveGateway();
+  ({ h, worker, client, otherClient } = gateway);
 });
-afterAll(async () => {
-  await served.close();
-  await worker.stop();
-  await h.close();
-});
+afterAll(() => gateway.close());
 
 const sent = (id: string) => sentFor(worker, id);
 

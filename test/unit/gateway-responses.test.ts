@@ -5,34 +5,26 @@
 import { eq, sql } from "drizzle-orm";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type ServedApp, serveApp } from "../../gateway/node.ts";
 import { loadResponse, saveResponse } from "../../gateway/response-store.ts";
 import { StoredRetention } from "../../gateway/stored-retention.ts";
 import { storedResponses } from "../../schema/db.ts";
 import type { ResponseObject } from "../../schema/responses-api.ts";
-import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
-import { BASE, CONTEXT, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { type FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
+import { BASE, CONTEXT, type GatewayHarness } from "../support/gateway-harness.ts";
 import { chatPromptIds, sentFor } from "../support/openai-calls.ts";
+import { type ServedGateway, serveGateway } from "../support/served-gateway.ts";
 
 let h: GatewayHarness;
 let worker: FakeWorker;
-let served: ServedApp;
+let gateway: ServedGateway;
 let client: OpenAI;
 let otherClient: OpenAI;
 
 beforeAll(async () => {
-  h = await createGatewayHarness();
-  worker = await FakeWorker.start(h.workerBus, { base: BASE });
-  await h.addAdapter({ name: "a1" });
-  served = await serveApp(h.app, 0, "127.0.0.1");
-  client = new OpenAI({ apiKey: h.keys.acme, baseURL: `${served.url}/v1`, maxRetries: 0 });
-  otherClient = new OpenAI({ apiKey: h.keys.other, baseURL: `${served.url}/v1`, maxRetries: 0 });
+  gateway = await serveGateway({ adapters: ["a1"] });
+  ({ h, worker, client, otherClient } = gateway);
 });
-afterAll(async () => {
-  await served.close();
-  await worker.stop();
-  await h.close();
-});
+afterAll(() => gateway.close());
 
 const sent = (id: string) => sentFor(worker, id);
 
