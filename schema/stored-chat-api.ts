@@ -10,17 +10,30 @@ const Limit = z.coerce.number().int().min(1).max(100).default(20);
 /** Oldest first unless asked otherwise, as OpenAI lists stored chat completions and their messages. */
 const Order = z.enum(["asc", "desc"]).default("asc");
 
+const METADATA_PAIR = /^metadata\[(.+)\]$/;
+
 /**
- * The list's query, less its metadata filter (`metadata[key]=value` pairs, read apart: see
- * metadataFilter).
+ * The list's query. Its metadata filter comes as `metadata[key]=value` pairs (as the SDKs write it), gathered
+ * into `metadata` and checked as metadata is.
  */
-export const ChatCompletionListQuery = z.object({
-  limit: Limit,
-  order: Order,
-  after: z.string().min(1).optional(),
-  model: z.string().min(1).optional(),
-});
-export type ChatCompletionListQuery = z.infer<typeof ChatCompletionListQuery> & { metadata: Metadata };
+export const ChatCompletionListQuery = z.preprocess(
+  (query) => {
+    const metadata: Record<string, unknown> = {};
+    for (const [name, value] of Object.entries(query as Record<string, unknown>)) {
+      const key = METADATA_PAIR.exec(name)?.[1];
+      if (key !== undefined) metadata[key] = value;
+    }
+    return { ...(query as object), metadata };
+  },
+  z.object({
+    limit: Limit,
+    order: Order,
+    after: z.string().min(1).optional(),
+    model: z.string().min(1).optional(),
+    metadata: Metadata,
+  }),
+);
+export type ChatCompletionListQuery = z.infer<typeof ChatCompletionListQuery>;
 
 export const ChatMessagesQuery = z.object({
   limit: Limit,

@@ -4,7 +4,6 @@
 // GET /v1/chat/completions/{id}/messages lists the messages it answered. Another org's completion is not
 // found (404), as one never stored is.
 import type { Handler } from "hono";
-import type { Metadata } from "../../schema/api.ts";
 import {
   type ChatCompletionDeleted,
   ChatCompletionListQuery,
@@ -20,7 +19,7 @@ import {
 } from "../chat-completion-store.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { ApiError, invalidBody, invalidRequest } from "../errors.ts";
+import { ApiError, invalidBody } from "../errors.ts";
 import { readBody } from "../request-body.ts";
 
 function completionNotFound(id: string): ApiError {
@@ -33,38 +32,11 @@ function completionNotFound(id: string): ApiError {
   );
 }
 
-const METADATA_KEY = /^metadata\[(.+)\]$/;
-
-/** The list's `metadata[key]=value` pairs, checked as metadata is (16 pairs, key and value lengths). */
-function metadataFilter(query: Record<string, string>): Metadata {
-  const pairs: Record<string, string> = {};
-  for (const [name, value] of Object.entries(query)) {
-    const key = METADATA_KEY.exec(name)?.[1];
-    if (key !== undefined) pairs[key] = value;
-  }
-  if (Object.keys(pairs).length > 16)
-    throw invalidRequest("At most 16 metadata pairs filter a list.", "metadata");
-  for (const [key, value] of Object.entries(pairs)) {
-    if (key.length > 64 || value.length > 512) {
-      throw invalidRequest(
-        `Invalid metadata filter '${key}': keys hold at most 64 characters, values at most 512.`,
-        "metadata",
-      );
-    }
-  }
-  return pairs;
-}
-
 export function listStoredChatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
-    const raw = c.req.query();
-    const query = ChatCompletionListQuery.safeParse(raw);
+    const query = ChatCompletionListQuery.safeParse(c.req.query());
     if (!query.success) throw invalidBody(query.error);
-    const page = await listChatCompletions(deps.db, c.get("principal").orgId, {
-      ...query.data,
-      metadata: metadataFilter(raw),
-    });
-    return c.json(page);
+    return c.json(await listChatCompletions(deps.db, c.get("principal").orgId, query.data));
   };
 }
 

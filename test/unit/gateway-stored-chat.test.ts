@@ -307,8 +307,13 @@ describe("GET /v1/chat/completions", () => {
     expect(await allStored({ model: BASE, metadata: { env: "prod" } })).toEqual([]);
   });
 
-  it("answers 400 for a cursor it does not know, or a limit out of range", async () => {
+  it("answers 400 for a cursor it does not know, a limit out of range, or a metadata filter outside OpenAI's limits", async () => {
     await storeSome([{}]);
+    const pairs = Object.fromEntries(Array.from({ length: 17 }, (_, k) => [`k${k}`, "v"]));
+    const tooMany = await apiFailure(client.chat.completions.list({ metadata: pairs }));
+    expect([tooMany.status, tooMany.param]).toEqual([400, "metadata"]);
+    const longValue = await apiFailure(client.chat.completions.list({ metadata: { k: "v".repeat(513) } }));
+    expect([longValue.status, longValue.param]).toEqual([400, "metadata.k"]);
     const unknown = await apiFailure(client.chat.completions.list({ after: "chatcmpl-nope" }));
     expect(unknown.status).toBe(400);
     expect(unknown.param).toBe("after");
