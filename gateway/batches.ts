@@ -15,7 +15,7 @@ import {
 import { type BatchRow, batches, batchRequests } from "../schema/db.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 import { DEFAULT_BATCH_FILE_SECONDS, fileNotFound, loadFile } from "./files.ts";
-import { after, listPage } from "./list-page.ts";
+import { afterRow, listPage } from "./list-page.ts";
 import { parseModelId } from "./model-id.ts";
 
 /** Most lines one batch may hold (OpenAI's limit). */
@@ -209,12 +209,9 @@ export async function listBatches(
 ): Promise<ListPage<BatchObject>> {
   const conditions = [eq(batches.orgId, orgId), eq(batches.kind, "batch")];
   if (options.after) {
-    const [cursor] = await db
-      .select({ createdAt: batches.createdAt })
-      .from(batches)
-      .where(and(...conditions, eq(batches.id, options.after)));
-    if (!cursor) throw invalidRequest(`No such batch: ${options.after}`, "after");
-    conditions.push(after(batches.createdAt, batches.id, { createdAt: cursor.createdAt, id: options.after }));
+    const later = await afterRow(db, batches, and(...conditions), options.after);
+    if (!later) throw invalidRequest(`No such batch: ${options.after}`, "after");
+    conditions.push(later);
   }
   const rows = await db
     .select()

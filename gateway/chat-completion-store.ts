@@ -15,7 +15,7 @@ import type {
   StoredRequest,
 } from "../schema/stored-chat-api.ts";
 import { invalidRequest } from "./errors.ts";
-import { after, listPage, pageOf } from "./list-page.ts";
+import { afterRow, listPage, pageOf } from "./list-page.ts";
 
 export interface NewChatCompletion {
   completion: ChatCompletion;
@@ -82,12 +82,10 @@ export async function listChatCompletions(
     conditions.push(sql`${storedChatCompletions.metadata} @> ${JSON.stringify(query.metadata)}::jsonb`);
   }
   if (query.after !== undefined) {
-    const [cursor] = await db
-      .select({ createdAt })
-      .from(storedChatCompletions)
-      .where(byId(orgId, query.after));
-    if (!cursor) throw invalidRequest(`No chat completion found with id '${query.after}'.`, "after");
-    conditions.push(after(createdAt, id, { createdAt: cursor.createdAt, id: query.after }, query.order));
+    const scope = eq(storedChatCompletions.orgId, orgId);
+    const later = await afterRow(db, storedChatCompletions, scope, query.after, query.order);
+    if (!later) throw invalidRequest(`No chat completion found with id '${query.after}'.`, "after");
+    conditions.push(later);
   }
   const direction = query.order === "desc" ? desc : asc;
   const rows = await db

@@ -8,7 +8,7 @@ import type { FileObject, ListPage } from "../schema/batch-api.ts";
 import { type FileRow, files } from "../schema/db.ts";
 import { expiredRows } from "./due-sweep.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
-import { after, listPage } from "./list-page.ts";
+import { afterRow, listPage } from "./list-page.ts";
 
 /** Largest file accepted by default (OpenAI takes up to 200 MB for a batch; a file is one database row). */
 export const DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024;
@@ -106,12 +106,9 @@ export async function listFiles(
   const conditions = [eq(files.orgId, orgId), live(options.now)!];
   if (options.purpose) conditions.push(eq(files.purpose, options.purpose));
   if (options.after) {
-    const [cursor] = await db
-      .select({ createdAt: files.createdAt })
-      .from(files)
-      .where(and(eq(files.orgId, orgId), eq(files.id, options.after)));
-    if (!cursor) throw invalidRequest(`No such File object: ${options.after}`, "after");
-    conditions.push(after(files.createdAt, files.id, { createdAt: cursor.createdAt, id: options.after }));
+    const later = await afterRow(db, files, eq(files.orgId, orgId), options.after);
+    if (!later) throw invalidRequest(`No such File object: ${options.after}`, "after");
+    conditions.push(later);
   }
   const rows = await db
     .select({

@@ -2,27 +2,36 @@
 // completion's messages): a page of `limit` after the entry `after`, in OpenAI's list shape. Rows are ordered
 // by creation time and then id, so a page boundary never splits or repeats a row.
 import { and, eq, gt, lt, or, type SQL } from "drizzle-orm";
-import type { PgColumn } from "drizzle-orm/pg-core";
+import type { PgColumn, PgTable } from "drizzle-orm/pg-core";
+import type { Db } from "../db/open.ts";
 import type { ListPage } from "../schema/batch-api.ts";
 import { invalidRequest } from "./errors.ts";
 
 export type ListOrder = "asc" | "desc";
 
+/** A table a list pages through: rows with an id, in order of creation. */
+type ListedTable = PgTable & { id: PgColumn; createdAt: PgColumn };
+
 /**
- * Rows after the cursor row in the list's order: newest first (the default), older or as old with a smaller
- * id; oldest first, newer or as new with a larger id.
+ * The condition for the rows after the row `id` (among those `scope` selects) in the list's order: newest
+ * first (the default), older or as old with a smaller id; oldest first, newer or as new with a larger id.
+ * Null when there is no such row: each list refuses that cursor in its own words.
  */
-export function after(
-  createdAt: PgColumn,
-  id: PgColumn,
-  cursor: { createdAt: Date; id: string },
+export async function afterRow(
+  db: Pick<Db, "select">,
+  table: ListedTable,
+  scope: SQL | undefined,
+  id: string,
   order: ListOrder = "desc",
-): SQL {
+): Promise<SQL | null> {
+  const [cursor] = await db
+    .select({ createdAt: table.createdAt })
+    .from(table)
+    .where(and(scope, eq(table.id, id)));
+  if (!cursor) return null;
+  const createdAt = cursor.createdAt as Date;
   const beyond = order === "desc" ? lt : gt;
-  return or(
-    beyond(createdAt, cursor.createdAt),
-    and(eq(createdAt, cursor.createdAt), beyond(id, cursor.id)),
-  )!;
+  return or(beyond(table.createdAt, createdAt), and(eq(table.createdAt, createdAt), beyond(table.id, id)))!;
 }
 
 /** A page from up to limit + 1 rows read (the extra one only says there are more). */

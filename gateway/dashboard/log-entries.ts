@@ -6,7 +6,7 @@ import type { Db } from "../../db/open.ts";
 import type { ChatCompletion, ChatMessageIn } from "../../schema/api.ts";
 import { storedChatCompletions, storedResponses } from "../../schema/db.ts";
 import type { InputItem, OutputItem, ResponseObject } from "../../schema/responses-api.ts";
-import { after } from "../list-page.ts";
+import { afterRow, listPage } from "../list-page.ts";
 import { loadResponse } from "../response-store.ts";
 
 export type LogKind = "chat" | "responses";
@@ -148,6 +148,13 @@ function responseEntry(response: ResponseObject, conversation: readonly InputIte
   };
 }
 
+/** What a stored chat completion's log entry is made of. */
+const chatColumns = {
+  completion: storedChatCompletions.completion,
+  messages: storedChatCompletions.messages,
+  metadata: storedChatCompletions.metadata,
+};
+
 /** A page of the org's stored chat completions or responses, newest first, after the entry `after`. */
 export async function logPage(
   db: Pick<Db, "select">,
@@ -157,25 +164,16 @@ export async function logPage(
 ): Promise<LogPage> {
   const table = kind === "chat" ? storedChatCompletions : storedResponses;
   const conditions = [eq(table.orgId, orgId)];
-  if (options.after) {
-    const [cursor] = await db
-      .select({ createdAt: table.createdAt })
-      .from(table)
-      .where(and(eq(table.orgId, orgId), eq(table.id, options.after)));
-    if (cursor)
-      conditions.push(after(table.createdAt, table.id, { createdAt: cursor.createdAt, id: options.after }));
-  }
+  // A cursor that names nothing (deleted meanwhile) starts from the newest.
+  const later = options.after ? await afterRow(db, table, eq(table.orgId, orgId), options.after) : null;
+  if (later) conditions.push(later);
   const where = and(...conditions);
   const order = [desc(table.createdAt), desc(table.id)] as const;
   const details =
     kind === "chat"
       ? (
           await db
-            .select({
-              completion: storedChatCompletions.completion,
-              messages: storedChatCompletions.messages,
-              metadata: storedChatCompletions.metadata,
-            })
+            .select(chatColumns)
             .from(storedChatCompletions)
             .where(where)
             .orderBy(...order)
@@ -189,8 +187,11 @@ export async function logPage(
             .orderBy(...order)
             .limit(options.limit + 1)
         ).map((row) => responseEntry(row.response as ResponseObject, row.conversation as InputItem[]));
-  const entries = details.slice(0, options.limit).map((detail) => detail.entry);
-  return { entries, next: details.length > options.limit ? entries.at(-1)!.id : null };
+  const page = listPage(
+    details.map((detail) => detail.entry),
+    options.limit,
+  );
+  return { entries: page.data, next: page.has_more ? page.last_id : null };
 }
 
 /** One stored chat completion or response of the org, whole; null when there is none. */
@@ -200,11 +201,7 @@ export async function logDetail(db: Db, orgId: string, kind: LogKind, id: string
     return kept ? responseEntry(kept.response, kept.conversation) : null;
   }
   const [row] = await db
-    .select({
-      completion: storedChatCompletions.completion,
-      messages: storedChatCompletions.messages,
-      metadata: storedChatCompletions.metadata,
-    })
+    .select(chatColumns)
     .from(storedChatCompletions)
     .where(and(eq(storedChatCompletions.orgId, orgId), eq(storedChatCompletions.id, id)));
   return row ? chatEntry(row) : null;

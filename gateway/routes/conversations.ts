@@ -29,6 +29,7 @@ import {
 } from "../conversation-store.ts";
 import type { GatewayDeps } from "../deps.ts";
 import { ApiError, conversationNotFound, invalidBody } from "../errors.ts";
+import { listPage } from "../list-page.ts";
 import { readBody } from "../request-body.ts";
 import { listedItem, withItemIds } from "../response-items.ts";
 import { resolveReferences } from "../response-references.ts";
@@ -66,15 +67,9 @@ async function itemsToAdd(
   return withItemIds(resolved, c.get("requestId"));
 }
 
+/** The items a request added, as one page (the whole of them). */
 function itemList(items: readonly InputItem[]): ListPage<ListedItem> {
-  const data = items.map(listedItem);
-  return {
-    object: "list",
-    data,
-    first_id: data[0]?.id ?? null,
-    last_id: data.at(-1)?.id ?? null,
-    has_more: false,
-  };
+  return listPage(items.map(listedItem), items.length);
 }
 
 export function createConversationRoute(deps: GatewayDeps): Handler<GatewayEnv> {
