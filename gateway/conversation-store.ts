@@ -103,32 +103,31 @@ export async function allItems(
   return rows.map((row) => row.item as InputItem);
 }
 
-/**
- * Refuses items whose ids the conversation already holds, or that repeat one another (400 naming the
- * item under `field`): an item's id is unique within its conversation.
- */
-export async function refuseTakenIds(
+/** Which of these item ids the conversation already holds. */
+export async function heldIds(
   db: Pick<Db, "select">,
   conversationId: string,
-  items: readonly InputItem[],
-  field: string,
-): Promise<void> {
-  const ids = items.map((item) => item.id!);
-  const taken = new Set(
-    ids.length === 0
-      ? []
-      : (
-          await db
-            .select({ id: conversationItems.id })
-            .from(conversationItems)
-            .where(
-              and(eq(conversationItems.conversationId, conversationId), inArray(conversationItems.id, ids)),
-            )
-        ).map((row) => row.id),
-  );
+  ids: readonly string[],
+): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await db
+    .select({ id: conversationItems.id })
+    .from(conversationItems)
+    .where(
+      and(eq(conversationItems.conversationId, conversationId), inArray(conversationItems.id, [...ids])),
+    );
+  return new Set(rows.map((row) => row.id));
+}
+
+/**
+ * Refuses items whose ids are among `held` (the conversation's), or that repeat one another (400 naming the
+ * item under `field`): an item's id is unique within its conversation.
+ */
+export function refuseTakenIds(held: ReadonlySet<string>, items: readonly InputItem[], field: string): void {
   const seen = new Set<string>();
-  for (const [k, id] of ids.entries()) {
-    if (taken.has(id) || seen.has(id)) {
+  for (const [k, item] of items.entries()) {
+    const id = item.id!;
+    if (held.has(id) || seen.has(id)) {
       throw invalidRequest(
         `${field}.${k}: the conversation already holds an item with id '${id}'.`,
         `${field}.${k}`,

@@ -22,6 +22,7 @@ import {
   createConversation,
   dropConversation,
   dropItem,
+  heldIds,
   loadConversation,
   loadItem,
   refuseTakenIds,
@@ -77,7 +78,8 @@ export function createConversationRoute(deps: GatewayDeps): Handler<GatewayEnv> 
     const body = await readBody(c, ConversationCreateRequest);
     const id = `conv_${c.get("requestId")}`;
     const items = await itemsToAdd(c, deps, body.items ?? []);
-    await refuseTakenIds(deps.db, id, items, "items");
+    // A new conversation holds nothing yet: only repeats among the items themselves are refused.
+    refuseTakenIds(new Set(), items, "items");
     const conversation = await createConversation(deps.db, c.get("principal").orgId, {
       id,
       metadata: body.metadata ?? {},
@@ -116,7 +118,12 @@ export function addItemsRoute(deps: GatewayDeps): Handler<GatewayEnv> {
     const { id } = await ownConversation(c, deps);
     const body = await readBody(c, ConversationItemsCreateRequest);
     const items = await itemsToAdd(c, deps, body.items);
-    await refuseTakenIds(deps.db, id, items, "items");
+    const held = await heldIds(
+      deps.db,
+      id,
+      items.map((item) => item.id!),
+    );
+    refuseTakenIds(held, items, "items");
     if (!(await appendItems(deps.db, c.get("principal").orgId, id, items, new Date(deps.now())))) {
       throw conversationNotFound(id);
     }

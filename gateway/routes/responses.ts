@@ -108,7 +108,8 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     const key = c.get("responseKey") ?? c.get("requestId");
     const ids = responseIds(key);
     const inputItems = withItemIds(input, key);
-    if (conversation) await refuseTakenIds(deps.db, conversation.id, inputItems, "input");
+    // The conversation's items were read whole for the prompt: their ids are the ones taken.
+    if (conversation) refuseTakenIds(new Set(earlier.map((item) => item.id!)), inputItems, "input");
     // A response in a conversation is stored with the conversation so far, so it stands on its own
     // (previous_response_id can continue it even once the conversation is gone).
     const storedItems = conversation ? [...earlier, ...inputItems] : inputItems;
