@@ -12,6 +12,7 @@ import type {
   WebhookEventType,
   WebhookObject,
 } from "../schema/webhook-api.ts";
+import type { GatewayDeps } from "./deps.ts";
 import { invalidRequest } from "./errors.ts";
 import { privateHost } from "./webhook-address.ts";
 
@@ -33,24 +34,27 @@ function newSecret(): string {
   return `whsec_${btoa(String.fromCharCode(...bytes))}`;
 }
 
+/** What registering an endpoint needs of the gateway: its database, ids, clock and the operator's choice. */
+export type WebhookDeps = Pick<GatewayDeps, "db" | "newRequestId" | "now" | "allowPrivateWebhooks">;
+
 /**
- * Registers an endpoint. A URL naming this host or a private address is refused (400 on `url`) unless
- * `allowPrivate` (the operator's --allow-private-webhooks).
+ * Registers an endpoint (the webhook API and the dashboard alike). A URL naming this host or a private
+ * address is refused (400 on `url`) unless the operator allows private webhooks.
  */
 export async function createWebhook(
-  db: Pick<Db, "insert">,
+  deps: WebhookDeps,
   orgId: string,
   request: WebhookCreate,
-  options: { id: string; now: Date; allowPrivate: boolean },
 ): Promise<CreatedWebhook> {
-  if (!options.allowPrivate && privateHost(new URL(request.url).hostname)) {
+  if (!deps.allowPrivateWebhooks && privateHost(new URL(request.url).hostname)) {
     throw invalidRequest(
       "url must be a public address: this host and private networks are refused (the operator can allow them).",
       "url",
     );
   }
-  const { id, now } = options;
-  const [row] = await db
+  const id = `whep_${deps.newRequestId()}`;
+  const now = new Date(deps.now());
+  const [row] = await deps.db
     .insert(webhookEndpoints)
     .values({
       id,

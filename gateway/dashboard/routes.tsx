@@ -297,11 +297,7 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     });
     try {
       if (!parsed.success) throw invalidBody(parsed.error);
-      const created = await createWebhook(deps.db, c.get("principal").orgId, parsed.data, {
-        id: `whep_${deps.newRequestId()}`,
-        now: new Date(deps.now()),
-        allowPrivate: deps.allowPrivateWebhooks,
-      });
+      const created = await createWebhook(deps, c.get("principal").orgId, parsed.data);
       return webhooksPage(c, {
         notice: `Added ${created.id}. Its signing secret, shown only now: ${created.secret}`,
       });

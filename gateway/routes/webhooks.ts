@@ -23,11 +23,7 @@ export function webhookRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
 
   routes.post("/", async (c) => {
     const body = await readBody(c, WebhookCreate);
-    const created = await createWebhook(deps.db, c.get("principal").orgId, body, {
-      id: `whep_${deps.newRequestId()}`,
-      now: new Date(deps.now()),
-      allowPrivate: deps.allowPrivateWebhooks,
-    });
+    const created = await createWebhook(deps, c.get("principal").orgId, body);
     return c.json(created, 201);
   });
 

@@ -216,12 +216,7 @@ describe("deliveries", () => {
       events: ["response.completed"],
     });
     // Another org's endpoint hears nothing of acme's batch.
-    await createWebhook(
-      h.db,
-      "other",
-      { url: receiver.url("/other") },
-      { id: "whep_other", now: new Date(clock), allowPrivate: true },
-    );
+    await createWebhook({ ...h.deps, allowPrivateWebhooks: true }, "other", { url: receiver.url("/other") });
 
     const batch = await createBatch(2);
     await batchRunner().drain();
