@@ -51,16 +51,22 @@ export class DueSweep {
 
   /**
    * ifDue after a request wrote to the table: a failure is logged ("could not sweep <rows>"), not thrown,
-   * since the request stands; a deletion is logged as "deleted <expired>" with the count.
+   * since the request stands; a deletion is logged as "deleted <expired>" with the count. `fields` go into
+   * both log lines (the request's id, say).
    */
-  async afterWrite(db: Db, log: GatewayLog, names: { rows: string; expired: string }): Promise<void> {
+  async afterWrite(
+    db: Db,
+    log: GatewayLog,
+    names: { rows: string; expired: string },
+    fields: object = {},
+  ): Promise<void> {
     const deleted = await this.ifDue(db).catch((error: unknown) => {
       log.error(
-        { err: error instanceof Error ? error.message : String(error) },
+        { ...fields, err: error instanceof Error ? error.message : String(error) },
         `could not sweep ${names.rows}`,
       );
       return null;
     });
-    if (deleted) log.info({ deleted }, `deleted ${names.expired}`);
+    if (deleted) log.info({ ...fields, deleted }, `deleted ${names.expired}`);
   }
 }

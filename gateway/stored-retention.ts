@@ -3,6 +3,7 @@
 // (due-sweep.ts).
 import type { Db } from "../db/open.ts";
 import { sweepChatCompletions } from "./chat-completion-store.ts";
+import type { GatewayLog } from "./deps.ts";
 import { DueSweep, SWEEP_BATCH } from "./due-sweep.ts";
 import { sweepResponses } from "./response-store.ts";
 
@@ -34,13 +35,28 @@ export class StoredRetention {
     return new StoredRetention(days * 24 * 60 * 60_000, now);
   }
 
-  /** Deletes one batch of expired responses if a sweep is due; the number deleted, or null. */
-  async sweepResponsesIfDue(db: Db): Promise<number | null> {
-    return this.retentionMs === 0 ? null : this.responses.ifDue(db);
+  /**
+   * After a response was stored: deletes one batch of expired responses if that sweep is due, logging what
+   * it deleted or why it could not (the response stands either way). Nothing with retention 0.
+   */
+  async afterStoringResponse(db: Db, log: GatewayLog, fields: object): Promise<void> {
+    if (this.retentionMs === 0) return;
+    await this.responses.afterWrite(
+      db,
+      log,
+      { rows: "old responses", expired: "responses past their retention" },
+      fields,
+    );
   }
 
-  /** Deletes one batch of expired chat completions if a sweep is due; the number deleted, or null. */
-  async sweepChatCompletionsIfDue(db: Db): Promise<number | null> {
-    return this.retentionMs === 0 ? null : this.chatCompletions.ifDue(db);
+  /** After a chat completion was stored: the same for stored chat completions. */
+  async afterStoringChatCompletion(db: Db, log: GatewayLog, fields: object): Promise<void> {
+    if (this.retentionMs === 0) return;
+    await this.chatCompletions.afterWrite(
+      db,
+      log,
+      { rows: "old chat completions", expired: "chat completions past their retention" },
+      fields,
+    );
   }
 }

@@ -73,10 +73,7 @@ async function keep(
   await saveChatCompletion(deps.db, c.get("principal").orgId, saved).catch(
     failed("could not store a chat completion"),
   );
-  const swept = await deps.storedRetention
-    .sweepChatCompletionsIfDue(deps.db)
-    .catch(failed("could not sweep old chat completions"));
-  if (swept) deps.log.info({ requestId, deleted: swept }, "deleted chat completions past their retention");
+  await deps.storedRetention.afterStoringChatCompletion(deps.db, deps.log, { requestId });
 }
 
 export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {

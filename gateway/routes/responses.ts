@@ -158,10 +158,7 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       // A background response's run stores over the response created queued (unless cancelled or deleted).
       const save = c.get("responseKey") ? saveBackgroundRun : saveResponse;
       await save(deps.db, orgId, saved).catch(failed("could not store a response"));
-      const swept = await deps.storedRetention
-        .sweepResponsesIfDue(deps.db)
-        .catch(failed("could not sweep old responses"));
-      if (swept) deps.log.info({ requestId, deleted: swept }, "deleted responses past their retention");
+      await deps.storedRetention.afterStoringResponse(deps.db, deps.log, { requestId });
     };
 
     const reasoning = admitted.reasoning ?? null;
