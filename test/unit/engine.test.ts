@@ -761,9 +761,10 @@ describe("the engine on mixed-adapter batches", () => {
     await engine.prefill("base", prompt(1), 0);
     await step(engine, ["base"], 7);
     expect(engine.graphVariant).toBe(0);
+    // One adapter lies within a few slots: span-masked (-3), not a segment variant.
     await engine.prefill("one", prompt(2), slotOf(1));
     await step(engine, ["base", "one"], 8);
-    expect(engine.graphVariant).toBe(1);
+    expect(engine.graphVariant).toBe(-3);
     await engine.close();
     await twin.close();
   });
@@ -818,9 +819,79 @@ describe("the engine on mixed-adapter batches", () => {
     engine.release("p");
     expect(await steps(all, 2)).toEqual([-2, -2]);
 
-    // Three adapters left: segment views suffice, and take over after 16 steps in a row.
-    for (const id of ["d", "e"]) for (const e of [engine, twin]) e.release(id);
-    expect(await steps(["a", "b", "b2", "c", "base"], 17)).toEqual([...Array(15).fill(-2), 4, 4]);
+    // Two adapters left, slots 1 and 5: segment views suffice, and take over after 16 steps in a row.
+    for (const id of ["b", "b2", "c", "d"]) for (const e of [engine, twin]) e.release(id);
+    expect(await steps(["a", "e", "base"], 17)).toEqual([...Array(15).fill(-2), 4, 4]);
+    await engine.close();
+    await twin.close();
+  });
+
+  it("decodes span-masked while the step's adapters lie within a few slots, a lora bias sending it to segment views", async () => {
+    // The twin decodes the same rows through gathered segments throughout.
+    const engine = await engineFor(modelDir, 16);
+    const twin = await engineFor(modelDir, 16, "segments");
+    const biasDir = join(root, "adapter-span-bias");
+    writeRandomAdapter(biasDir, model, { rank: 4, loraBias: true, seed: 78 });
+    const biased = loadPeftAdapter(biasDir, model, { maxRank: 16 });
+    // Slot 2 held a rank-16 adapter before its rank-4 one: a span-masked step reads all 16 of its rows.
+    await engine.writeAdapter(2, adapters[2]!);
+    for (const e of [engine, twin]) {
+      for (const [slot, adapter] of [
+        [1, adapters[1]!],
+        [2, adapters[0]!],
+        [4, adapters[3]!],
+        [7, adapters[4]!],
+        [9, adapters[5]!],
+      ] as const)
+        await e.writeAdapter(slot, adapter);
+    }
+    let i = 0;
+    const admit = async (id: string, slot: number) => {
+      await engine.prefill(id, prompt(i), slot);
+      await twin.prefill(id, prompt(i++), slot);
+    };
+    const release = (...ids: string[]) => {
+      for (const id of ids) for (const e of [engine, twin]) e.release(id);
+    };
+    let token = 3;
+    const steps = async (ids: string[], n = 2): Promise<number[]> => {
+      const variants: number[] = [];
+      for (let t = 0; t < n; t++, token++) {
+        const feed = new Map(ids.map((id) => [id, token]));
+        const [got, want] = [await engine.decode(feed), await twin.decode(feed)];
+        for (const id of ids) expect(maxDiff(got.get(id)!, want.get(id)!)).toBeLessThan(1e-4);
+        variants.push(engine.graphVariant);
+      }
+      return variants;
+    };
+    // Slots 1..4 (two rows on slot 2, one base row): span-masked. A prefill runs the segment variant;
+    // decodes go on span-masked.
+    for (const [id, slot] of [
+      ["a", 1],
+      ["b", 2],
+      ["b2", 2],
+      ["c", 4],
+      ["base", 0],
+    ] as const)
+      await admit(id, slot);
+    const all = ["a", "b", "b2", "c", "base"];
+    expect(await steps(all)).toEqual([-3, -3]);
+    await admit("g", 7);
+    expect(engine.graphVariant).toBe(4);
+    // Once on, it stays over up to eight slots (1..7), and leaves past them at once: five adapters in slots
+    // 1..9 fill enough of them for slot-batched steps (-2).
+    expect(await steps([...all, "g"])).toEqual([-3, -3]);
+    await admit("i", 9);
+    expect(await steps([...all, "g", "i"])).toEqual([-2, -2]);
+    // Back to slots 1..7: not taken up again over more than four slots (slot-batched stays); over 1..4 it is.
+    release("i");
+    expect(await steps([...all, "g"])).toEqual([-2, -2]);
+    release("g");
+    expect(await steps(all)).toEqual([-3, -3]);
+    // A lora bias in the span (slot 3, empty so far): segment views.
+    for (const e of [engine, twin]) await e.writeAdapter(3, biased);
+    await admit("bias", 3);
+    expect(await steps([...all, "bias"])).toEqual([16, 16]);
     await engine.close();
     await twin.close();
   });

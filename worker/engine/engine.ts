@@ -132,6 +132,13 @@ const MASKED_GRAPH = -1;
  */
 const SLOT_BATCHED_GRAPH = -2;
 const MOST_SEGMENTS_BEFORE_SLOT_BATCHED = 4;
+/**
+ * Session key of the span-masked graph: a decode step with segment views whose adapters lie within
+ * SPAN_MASKED_SLOTS consecutive slots, none with a lora bias, runs their rows as plain Gemm operands, each
+ * token masked to its slot's rows; once on, it stays while they lie within twice as many (spanMaskedStep).
+ */
+const SPAN_MASKED_GRAPH = -3;
+const SPAN_MASKED_SLOTS = 4;
 
 interface Sequence {
   slot: number;
@@ -425,7 +432,9 @@ export class Engine {
   private slotBatched = false;
   /** Decode steps in a row that segment views would have served while slotBatched. */
   private stepsWithoutSlotBatched = 0;
-  /** The graph variant of the last run: BASE_GRAPH, MASKED_GRAPH, SLOT_BATCHED_GRAPH or a segment count. */
+  /** Whether decode steps run the span-masked graph (segment views only; prefills keep segmentVariant). */
+  private spanMasked = false;
+  /** The last run's graph variant: a segment count or BASE_GRAPH, MASKED_GRAPH, SLOT_BATCHED_GRAPH, … */
   private lastGraph = BASE_GRAPH;
   /** Whole rows the last decode sent along with candidates (logitsOf), by sequence. */
   private readonly keptRows = new Map<string, Float32Array>();
@@ -497,6 +506,7 @@ export class Engine {
       if (bucket <= this.options.maxAdaptersPerStep) await this.session(bucket);
     const most = this.options.maxAdaptersPerStep;
     if (this.slotBatchedPays(most, most)) await this.session(SLOT_BATCHED_GRAPH);
+    if (this.formulation === "segment-views") await this.session(SPAN_MASKED_GRAPH);
   }
 
   /**
@@ -847,7 +857,7 @@ export class Engine {
 
   /**
    * The graph variant the last run used: its segment count, 0 for the base graph, -1 for masked rows, -2
-   * for slot-batched.
+   * for slot-batched, -3 for span-masked.
    */
   get graphVariant(): number {
     return this.lastGraph;
@@ -988,6 +998,7 @@ export class Engine {
       if (decode) {
         this.segmentVariant = 0;
         this.slotBatched = false;
+        this.spanMasked = false;
       }
       return BASE_GRAPH;
     }
@@ -1005,8 +1016,14 @@ export class Engine {
     const bucket = this.segmentBucket(distinct.length, decode);
     const first = Math.min(...distinct);
     const last = Math.max(...distinct);
+    if (decode && this.spanMaskedStep(first, last)) {
+      this.slotBatched = false;
+      Object.assign(feeds, this.banks.spanFeeds(first, last, false));
+      this.addSpanMaskedFeeds(feeds, slots, seqLen, first, last);
+      return SPAN_MASKED_GRAPH;
+    }
     if (decode && this.slotBatchedStep(distinct.length, last - first + 1)) {
-      Object.assign(feeds, this.banks.spanFeeds(first, last));
+      Object.assign(feeds, this.banks.spanFeeds(first, last, true));
       this.addSlotBatchedFeeds(feeds, slots, seqLen, first, last);
       return SLOT_BATCHED_GRAPH;
     }
@@ -1064,6 +1081,23 @@ export class Engine {
     return this.slotBatched;
   }
 
+  /**
+   * Whether a decode step whose adapters lie in slots first..last runs span-masked: every token against every
+   * spanned slot's rows in one multi-threaded Gemm pair per module, the second accumulating into the base
+   * output (its C), where segment views run a one-thread Gemm pair per segment and gather and scatter the
+   * rows around them. Its FLOPs grow with the spanned rows, so it starts over at most SPAN_MASKED_SLOTS
+   * slots and stops past twice as many (a count hovering at the edge does not switch sessions every step).
+   * bench-1b, 2 threads, onnxruntime's own per-node profile: the LoRA kernels of a U = 1 or U = 4 step took
+   * ~3 ms less than with segment views (docs/BENCHMARKS.md). Its graph has no lora bias: a slot with one
+   * runs segment views.
+   */
+  private spanMaskedStep(first: number, last: number): boolean {
+    const most = this.spanMasked ? 2 * SPAN_MASKED_SLOTS : SPAN_MASKED_SLOTS;
+    this.spanMasked =
+      this.formulation === "segment-views" && last - first + 1 <= most && !this.banks.anyBias(first, last);
+    return this.spanMasked;
+  }
+
   private slotBatchedPays(adapters: number, spannedSlots: number): boolean {
     return (
       this.formulation === "segment-views" &&
@@ -1105,6 +1139,33 @@ export class Engine {
     feeds.lora_slot_tokens = new Tensor("int64", slotTokens, [span, most]);
     feeds.lora_slot_back = new Tensor("int64", BigInt64Array.from(back), [back.length]);
     feeds.lora_scatter = new Tensor("int64", BigInt64Array.from(scatter), [scatter.length, 1]);
+  }
+
+  /**
+   * Span-masked feeds for slots first..last: each token's mask over the run's rows (all R rows of its slot;
+   * B rows past a rank are zero) and its slot as a one-hot row; a row without adapter is all zeros.
+   */
+  private addSpanMaskedFeeds(
+    feeds: Record<string, Tensor>,
+    slots: number[],
+    seqLen: number,
+    first: number,
+    last: number,
+  ): void {
+    const span = last - first + 1;
+    const R = this.options.maxRank;
+    const tokens = slots.length * seqLen;
+    const one = this.dtype === "float32" ? 1 : FLOAT16_ONE;
+    const values = (n: number) => (this.dtype === "float32" ? new Float32Array(n) : new Uint16Array(n));
+    const mask = values(tokens * span * R);
+    slots.forEach((slot, b) => {
+      if (slot === 0) return;
+      const s = slot - first;
+      for (let t = b * seqLen; t < (b + 1) * seqLen; t++) {
+        mask.fill(one, (t * span + s) * R, (t * span + s + 1) * R);
+      }
+    });
+    feeds.lora_span_mask = new Tensor(this.dtype, mask, [tokens, span * R]);
   }
 
   /**
@@ -1212,7 +1273,7 @@ export class Engine {
     }
   }
 
-  /** The session of a graph variant: BASE_GRAPH, MASKED_GRAPH, SLOT_BATCHED_GRAPH or a segment count. */
+  /** A graph variant's session, by key: a segment count or BASE_GRAPH, MASKED_GRAPH, SLOT_BATCHED_GRAPH, … */
   private session(key: number): Promise<InferenceSession> {
     let session = this.sessions.get(key);
     if (!session) {
@@ -1229,9 +1290,11 @@ export class Engine {
               ? { formulation: "masked", ...banks }
               : key === SLOT_BATCHED_GRAPH
                 ? { formulation: "slot-batched", rowsPerSlot: this.options.maxRank }
-                : this.formulation === "segment-views"
-                  ? { formulation: "segment-views", segments: key }
-                  : { formulation: "segments", segments: key, ...banks },
+                : key === SPAN_MASKED_GRAPH
+                  ? { formulation: "span-masked", rowsPerSlot: this.options.maxRank }
+                  : this.formulation === "segment-views"
+                    ? { formulation: "segment-views", segments: key }
+                    : { formulation: "segments", segments: key, ...banks },
       };
       const path = cachedGraphPath(this.options.modelDir, this.model, this.weights, graph);
       const options = sessionOptions(

@@ -31,7 +31,7 @@ export const GRAPH_BUILDER_VERSION = 11;
 const FAN_OUT = 8;
 
 /**
- * Three formulations of multi-LoRA (../shared/DESIGN.md, "The forward pass"):
+ * The formulations of multi-LoRA (../shared/DESIGN.md, "The forward pass"):
  * - segments (SGMV): tokens grouped by adapter, one small Gemm pair per segment — ideal FLOPs and bytes,
  *   but many small kernels; each segment's A and B rows are gathered from the bank inputs in the graph.
  * - segment views: the same segments, but the host feeds each segment's A, B and bias rows as their own
@@ -46,12 +46,17 @@ const FAN_OUT = 8;
  *   batch — all R rows of every slot in the run read (not only the step's adapters' ranks, nor only the
  *   slots in the step), but by two multi-threaded kernels instead of a one-thread pair per segment; the
  *   engine's choice for segment-views decode steps whose adapters fill most of the slots they span.
+ * - span-masked: masked rows over a run of consecutive slots, their host bank rows used in place as plain
+ *   [span_slots · R, ·] operands (no gather) and the delta accumulated into the base output by the second
+ *   Gemm (its C): three multi-threaded kernels per module and nothing gathered or scattered, FLOPs growing
+ *   with tokens × spanned rows; the engine's choice for segment-views decode steps over a few slots.
  */
 export type LoraGraphOptions =
   | { formulation: "segments"; segments: number; slots: number; rowsPerSlot: number }
   | { formulation: "segment-views"; segments: number }
   | { formulation: "masked"; slots: number; rowsPerSlot: number }
-  | { formulation: "slot-batched"; rowsPerSlot: number };
+  | { formulation: "slot-batched"; rowsPerSlot: number }
+  | { formulation: "span-masked"; rowsPerSlot: number };
 
 export interface GraphOptions {
   computeDtype: "float32" | "float16";
@@ -278,6 +283,7 @@ class DecoderBuilder {
     if (this.options.lora?.formulation === "segment-views") this.segmentViewInputs(this.options.lora);
     if (this.options.lora?.formulation === "masked") this.maskedInputs();
     if (this.options.lora?.formulation === "slot-batched") this.slotBatchedInputs();
+    if (this.options.lora?.formulation === "span-masked") this.spanMaskedInputs();
 
     const [cosCache, sinCache] = this.ropeCaches();
     const bsShape = g.op("Concat", [g.op("Shape", [inputIds]), g.constInt64([-1])], { axis: 0 });
@@ -498,6 +504,7 @@ class DecoderBuilder {
     if (this.options.lora === null) return base;
     if (this.options.lora.formulation === "segment-views") return this.addViewDeltas(l, kind, x, base);
     if (this.options.lora.formulation === "slot-batched") return this.addSlotBatchedDeltas(l, kind, x, base);
+    if (this.options.lora.formulation === "span-masked") return this.addSpanMaskedDeltas(l, kind, x, base);
     const delta =
       this.options.lora.formulation === "segments"
         ? this.loraDelta(l, kind, x)
@@ -517,8 +524,25 @@ class DecoderBuilder {
     g.input("lora_onehot", this.compute, ["tokens", "adapters"]);
   }
 
-  // One module's bank inputs: every slot's rows, or (slot-batched) only those of the step's run of slots.
-  private bankInputs(l: number, kind: ModuleKind): { a: string; b: string; bias: string } {
+  // Span-masked: each token's mask over the run's rows (1 on all R rows of its own slot), shared by every
+  // layer and kind.
+  private spanMaskedInputs(): void {
+    this.g.input("lora_span_mask", this.compute, ["tokens", "span_rows"]);
+  }
+
+  // base + ((x · A_rowsᵀ) ⊙ mask) · B_rows over the run's rows as they lie in the banks, the base output as
+  // the second Gemm's C. No lora bias: the engine runs this graph only for runs of slots without one. A rows
+  // past a slot's rank may hold an earlier adapter's values; its B rows there are zero, which cancels them.
+  private addSpanMaskedDeltas(l: number, kind: ModuleKind, x: string, base: string): string {
+    const g = this.g;
+    const { a, b } = this.bankInputs(l, kind, false);
+    const masked = g.op("Mul", [g.op("Gemm", [x, a], { transB: 1 }), "lora_span_mask"]);
+    return g.op("Gemm", [masked, b, base]);
+  }
+
+  // One module's bank inputs: every slot's rows, or (slot-batched, span-masked) only those of the step's run
+  // of slots.
+  private bankInputs(l: number, kind: ModuleKind, withBias = true): { a: string; b: string; bias: string } {
     const lora = this.options.lora!;
     const [rows, slots]: [Dim, Dim] =
       "slots" in lora ? [lora.slots * lora.rowsPerSlot, lora.slots] : ["span_rows", "span_slots"];
@@ -527,7 +551,7 @@ class DecoderBuilder {
     return {
       a: this.g.input(names.a, this.compute, [rows, inFeatures]),
       b: this.g.input(names.b, this.compute, [rows, outFeatures]),
-      bias: this.g.input(names.bias, this.compute, [slots, outFeatures]),
+      bias: withBias ? this.g.input(names.bias, this.compute, [slots, outFeatures]) : "",
     };
   }
 

@@ -3,8 +3,8 @@
 // lora_a.{l}.{kind}, lora_b.{l}.{kind}, lora_bias.{l}.{kind}. Slot s (1-based; slot 0 means "no adapter")
 // owns rows (s-1)·R ..(s-1)·R + r_kind, where r_kind is that adapter's largest rank over the layers of that
 // kind: a step reads exactly those rows, so ranks mix in one batch without padding to the batch's largest
-// (except a slot-batched step, which reads every row of a run of slots; B rows past a rank are kept zero for
-// it).
+// (except slot-batched and span-masked steps, which read every row of a run of slots; B rows past a rank are
+// kept zero for them).
 // The scale (alpha/r or alpha/√r) is already folded into B and the bias by the parser (peft.ts).
 import type { Tensor } from "onnxruntime-node";
 import type { LoadedAdapter } from "../adapters/peft.ts";
@@ -54,8 +54,11 @@ export class LoraBanks {
   private readonly views: (Tensor[] | undefined)[];
   /** Per segment, in bank order, the graph inputs that take that segment's rows. */
   private readonly segmentInputs: string[][] = [];
-  /** The last run of slots fed to a slot-batched step, and its feeds (decode steps repeat a run). */
-  private lastSpan: { first: number; last: number; feeds: Record<string, Tensor> } | null = null;
+  /** Per slot, whether its adapter has a lora bias on any module. */
+  private readonly biased: boolean[];
+  /** The last run of slots a slot-batched or span-masked step was fed, with its feeds (decodes repeat it). */
+  private lastSpan: { first: number; last: number; biases: boolean; feeds: Record<string, Tensor> } | null =
+    null;
 
   constructor(
     private readonly model: ModelConfig,
@@ -74,6 +77,7 @@ export class LoraBanks {
       }
     }
     this.views = new Array(shape.slots);
+    this.biased = new Array(shape.slots).fill(false);
   }
 
   /** Writes an adapter into a slot. Only the rows the adapter uses are written. */
@@ -132,6 +136,7 @@ export class LoraBanks {
       }
     }
     this.ranks[slot - 1] = ranks;
+    this.biased[slot - 1] = adapter.modules.some((m) => m.scaledBias !== null);
     this.views[slot - 1] = undefined;
   }
 
@@ -139,7 +144,13 @@ export class LoraBanks {
   clear(slot: number): void {
     this.checkSlot(slot);
     this.ranks[slot - 1] = emptyRanks();
+    this.biased[slot - 1] = false;
     this.views[slot - 1] = undefined;
+  }
+
+  /** Whether any adapter in slots first..last has a lora bias. */
+  anyBias(first: number, last: number): boolean {
+    return this.biased.slice(first - 1, last).some(Boolean);
   }
 
   /** The bank rows [start, end) that a step reads for this slot's adapter on modules of this kind. */
@@ -180,22 +191,23 @@ export class LoraBanks {
   }
 
   /**
-   * The slot-batched feeds for slots first..last: every bank's rows of those slots, all R rows of each, as
-   * views (no copy; later writes show through).
+   * The feeds of a slot-batched or span-masked step over slots first..last: every bank's rows of those
+   * slots, all R rows of each, as views (no copy; later writes show through); the bias banks' only when
+   * `biases`.
    */
-  spanFeeds(first: number, last: number): Record<string, Tensor> {
+  spanFeeds(first: number, last: number, biases: boolean): Record<string, Tensor> {
     this.checkSlot(first);
     this.checkSlot(last);
-    if (this.lastSpan?.first === first && this.lastSpan.last === last) return this.lastSpan.feeds;
+    const known = this.lastSpan;
+    if (known?.first === first && known.last === last && known.biases === biases) return known.feeds;
     const slots = last - first + 1;
     const R = this.shape.rowsPerSlot;
     const feeds: Record<string, Tensor> = {};
     for (const { name, bias } of this.bankOrder) {
-      feeds[name] = bias
-        ? this.store.rowsView(name, first - 1, slots)
-        : this.store.rowsView(name, (first - 1) * R, slots * R);
+      if (!bias) feeds[name] = this.store.rowsView(name, (first - 1) * R, slots * R);
+      else if (biases) feeds[name] = this.store.rowsView(name, first - 1, slots);
     }
-    this.lastSpan = { first, last, feeds };
+    this.lastSpan = { first, last, biases, feeds };
     return feeds;
   }
 
