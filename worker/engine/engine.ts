@@ -33,7 +33,8 @@ import {
   writeStepRows,
 } from "./kv-cache.ts";
 import { bankLayout, LoraBanks } from "./lora-banks.ts";
-import { loadModelConfig, MODULE_KINDS, type ModelConfig } from "./model-config.ts";
+import { BASE_GRAPH, type LoraFormulation, LoraSteps } from "./lora-steps.ts";
+import { loadModelConfig, type ModelConfig } from "./model-config.ts";
 import { PrefixCache, type PrefixCacheStats, PrefixScopes } from "./prefix-cache.ts";
 import { openWeights, type WeightIndex } from "./safetensors.ts";
 
@@ -84,8 +85,7 @@ export interface EngineOptions {
   prefixCacheBytes?: number;
 }
 
-export const LORA_FORMULATIONS = ["segment-views", "segments", "masked"] as const;
-export type LoraFormulation = (typeof LORA_FORMULATIONS)[number];
+export { LORA_FORMULATIONS, type LoraFormulation } from "./lora-steps.ts";
 
 export class EngineError extends Error {}
 
@@ -99,9 +99,6 @@ function defaultFormulation(options: EngineOptions): LoraFormulation {
   return isResident(options) ? "segments" : "segment-views";
 }
 
-/** 1.0 as IEEE half-precision bits. */
-const FLOAT16_ONE = 0x3c00;
-
 /** Graph outputs the host reads: the logits and the decode choices' results (graph-builder.ts). */
 const HOST_OUTPUTS = [
   "logits",
@@ -111,34 +108,6 @@ const HOST_OUTPUTS = [
   "candidate_log_sum_exp",
   "whole_logits",
 ];
-
-/** Graph variants by the number of adapter segments; a step uses the smallest that fits (but see below). */
-const SEGMENT_BUCKETS = [1, 4, 16, 64];
-/**
- * Decode steps in a row that a smaller segment variant must have sufficed for before the engine moves down
- * to it. The step after a change of onnxruntime session runs slower: on CPU, alternating variants step by
- * step cost 28–51 % a step, while running one variant larger than needed cost at most 7 %
- * (docs/BENCHMARKS.md), and a batch's distinct-adapter count often hovers at a bucket's edge.
- */
-const STEPS_BEFORE_SMALLER_VARIANT = 16;
-/** Session key of the base graph, and of the one masked-rows graph (which takes any number of adapters). */
-const BASE_GRAPH = 0;
-const MASKED_GRAPH = -1;
-/**
- * Session key of the slot-batched graph: a decode step with segment views runs the bank rows of every slot
- * from its lowest adapter's to its highest as one batched product per module when its adapters fill at
- * least half of those slots and more than MOST_SEGMENTS_BEFORE_SLOT_BATCHED distinct adapters are in it
- * (see slotBatchedStep).
- */
-const SLOT_BATCHED_GRAPH = -2;
-const MOST_SEGMENTS_BEFORE_SLOT_BATCHED = 4;
-/**
- * Session key of the span-masked graph: a decode step with segment views whose adapters lie within
- * SPAN_MASKED_SLOTS consecutive slots, none with a lora bias, runs their rows as plain Gemm operands, each
- * token masked to its slot's rows; once on, it stays while they lie within twice as many (spanMaskedStep).
- */
-const SPAN_MASKED_GRAPH = -3;
-const SPAN_MASKED_SLOTS = 4;
 
 interface Sequence {
   slot: number;
@@ -403,6 +372,7 @@ export class Engine {
   readonly dtype: ComputeDtype;
   readonly banks: LoraBanks;
   readonly formulation: LoraFormulation;
+  private readonly lora: LoraSteps;
   readonly padsPrefills = true;
   get prefixReadyAfterPrefill(): boolean {
     return this.prefixes !== null;
@@ -424,17 +394,7 @@ export class Engine {
    * prefill or decode, before the batch cache changes (a device cache's copy is asynchronous; release is not).
    */
   private released: { key: string; tokens: number[]; source: Omit<KvRowSource, "length"> }[] = [];
-  /** Segment count of the variant recent steps ran (0 after a decode without adapters). */
-  private segmentVariant = 0;
-  /** Decode steps in a row that a smaller variant than segmentVariant would have served. */
-  private smallerVariantSteps = 0;
-  /** Whether decode steps run the slot-batched graph (segment views only; prefills keep segmentVariant). */
-  private slotBatched = false;
-  /** Decode steps in a row that segment views would have served while slotBatched. */
-  private stepsWithoutSlotBatched = 0;
-  /** Whether decode steps run the span-masked graph (segment views only; prefills keep segmentVariant). */
-  private spanMasked = false;
-  /** The last run's graph variant: a segment count or BASE_GRAPH, MASKED_GRAPH, SLOT_BATCHED_GRAPH, … */
+  /** The last run's graph variant (lora-steps.ts: a segment count, or BASE_GRAPH, ...). */
   private lastGraph = BASE_GRAPH;
   /** Whole rows the last decode sent along with candidates (logitsOf), by sequence. */
   private readonly keptRows = new Map<string, Float32Array>();
@@ -453,6 +413,7 @@ export class Engine {
     this.dtype = options.computeDtype ?? computeDtypeFor(options.device);
     this.formulation = options.loraFormulation ?? defaultFormulation(options);
     this.banks = new LoraBanks(this.model, { slots: options.slots, rowsPerSlot: options.maxRank }, store);
+    this.lora = new LoraSteps(this.formulation, this.banks, this.dtype);
     this.kvShape = {
       layers: this.model.numLayers,
       kvHeads: this.model.numKvHeads,
@@ -501,12 +462,7 @@ export class Engine {
 
   /** Compiles (or loads from the graph cache) every graph variant this engine may run. */
   async warmUp(): Promise<void> {
-    await this.session(0);
-    for (const bucket of SEGMENT_BUCKETS)
-      if (bucket <= this.options.maxAdaptersPerStep) await this.session(bucket);
-    const most = this.options.maxAdaptersPerStep;
-    if (this.slotBatchedPays(most, most)) await this.session(SLOT_BATCHED_GRAPH);
-    if (this.formulation === "segment-views") await this.session(SPAN_MASKED_GRAPH);
+    for (const key of this.lora.variants(this.options.maxAdaptersPerStep)) await this.session(key);
   }
 
   /**
@@ -958,7 +914,13 @@ export class Engine {
       feeds[`past_key.${l}`] = step.past.keys[l]!;
       feeds[`past_value.${l}`] = step.past.values[l]!;
     }
-    this.lastGraph = this.addLoraFeeds(feeds, step.slots, seqLen, step.decode);
+    const adapters = new Set(step.slots.filter((s) => s !== 0)).size;
+    if (adapters > this.options.maxAdaptersPerStep) {
+      throw new EngineError(
+        `${adapters} distinct adapters in one step; this engine allows ${this.options.maxAdaptersPerStep}`,
+      );
+    }
+    this.lastGraph = this.lora.addFeeds(feeds, step.slots, seqLen, step.decode);
     const session = await this.session(this.lastGraph);
     const prefix = step.kv === "presents" ? "present" : "step";
     const layers = Array.from({ length: this.model.numLayers }, (_, l) => l);
@@ -981,320 +943,16 @@ export class Engine {
     };
   }
 
-  /**
-   * Adds the LoRA inputs for the rows' adapters and returns the key of the graph to run (BASE_GRAPH when
-   * no row has an adapter). Each distinct adapter is one segment or one block of masked rows: its bank
-   * rows are read once per step, however many rows use it; a slot-batched step reads every slot's rows
-   * once instead.
-   */
-  private addLoraFeeds(
-    feeds: Record<string, Tensor>,
-    slots: number[],
-    seqLen: number,
-    decode: boolean,
-  ): number {
-    const distinct = [...new Set(slots.filter((s) => s !== 0))];
-    if (distinct.length === 0) {
-      if (decode) {
-        this.segmentVariant = 0;
-        this.slotBatched = false;
-        this.spanMasked = false;
-      }
-      return BASE_GRAPH;
-    }
-    if (distinct.length > this.options.maxAdaptersPerStep) {
-      throw new EngineError(
-        `${distinct.length} distinct adapters in one step; this engine allows ${this.options.maxAdaptersPerStep}`,
-      );
-    }
-    if (this.formulation === "masked") {
-      Object.assign(feeds, this.banks.feeds());
-      this.addMaskedFeeds(feeds, distinct, slots, seqLen);
-      return MASKED_GRAPH;
-    }
-    // Tracked on slot-batched steps too: the prefills in between run the segment variant.
-    const bucket = this.segmentBucket(distinct.length, decode);
-    const first = Math.min(...distinct);
-    const last = Math.max(...distinct);
-    if (decode && this.spanMaskedStep(first, last)) {
-      this.slotBatched = false;
-      Object.assign(feeds, this.banks.spanFeeds(first, last, false));
-      this.addSpanMaskedFeeds(feeds, slots, seqLen, first, last);
-      return SPAN_MASKED_GRAPH;
-    }
-    if (decode && this.slotBatchedStep(distinct.length, last - first + 1)) {
-      Object.assign(feeds, this.banks.spanFeeds(first, last, true));
-      this.addSlotBatchedFeeds(feeds, slots, seqLen, first, last);
-      return SLOT_BATCHED_GRAPH;
-    }
-    if (this.formulation === "segment-views") {
-      this.addSegmentOrder(feeds, distinct, slots, seqLen, bucket);
-      const perm = feeds.lora_perm!;
-      feeds.lora_scatter = new Tensor("int64", perm.data as BigInt64Array, [perm.dims[0]!, 1]);
-      this.banks.addSegmentFeeds(feeds, distinct, bucket);
-    } else {
-      Object.assign(feeds, this.banks.feeds());
-      this.addSegmentFeeds(feeds, distinct, slots, seqLen, bucket);
-    }
-    return bucket;
-  }
-
-  /**
-   * The segment variant for a run over this many distinct adapters: the smallest that fits, except that it does not go
-   * below the variant recent steps ran until a smaller one has sufficed for STEPS_BEFORE_SMALLER_VARIANT
-   * decode steps in a row (a prefill takes the current variant and neither counts nor moves it down).
-   */
-  private segmentBucket(adapters: number, decode: boolean): number {
-    const fits = SEGMENT_BUCKETS.find((b) => b >= adapters)!;
-    if (fits >= this.segmentVariant) {
-      this.segmentVariant = fits;
-      this.smallerVariantSteps = 0;
-    } else if (decode && ++this.smallerVariantSteps >= STEPS_BEFORE_SMALLER_VARIANT) {
-      this.segmentVariant = fits;
-      this.smallerVariantSteps = 0;
-    }
-    return this.segmentVariant;
-  }
-
-  /**
-   * Whether a decode step over this many distinct adapters, spanning this many slots from the lowest to the
-   * highest, runs slot-batched. It reads every spanned slot's rows (all of maxRank) in two multi-threaded
-   * kernels per module, where segment views read only the step's adapters' rows but in a one-thread kernel
-   * pair per segment: on CPU a decode step pays once its adapters fill at least half the slots they span
-   * and are more than a few (bench-1b, 2 threads: U = 64 of 64 slots 0.71–0.74 → 0.80–0.85 of base-only;
-   * 32 of 64, 16 of 16 and 16 spanning 16 of 64 faster; 16 spread over 64 slower; docs/BENCHMARKS.md).
-   * Prefills cannot use it (each would be padded to every slot) and run the segment variant in between.
-   * It stops only after segment views have sufficed for STEPS_BEFORE_SMALLER_VARIANT decode steps in a
-   * row, as the segment variants move down. (While sessions still spun after a run, each switch between a
-   * prefill's session and this one cost ~15 % of a step and slot-batched decodes waited for 16 decode steps
-   * without a prefill; since force_spinning_stop, starting at once serves 5 % more tokens/s end to end,
-   * docs/BENCHMARKS.md.)
-   */
-  private slotBatchedStep(adapters: number, spannedSlots: number): boolean {
-    if (this.slotBatchedPays(adapters, spannedSlots)) {
-      this.slotBatched = true;
-      this.stepsWithoutSlotBatched = 0;
-    } else if (this.slotBatched && ++this.stepsWithoutSlotBatched >= STEPS_BEFORE_SMALLER_VARIANT) {
-      this.slotBatched = false;
-      this.stepsWithoutSlotBatched = 0;
-    }
-    return this.slotBatched;
-  }
-
-  /**
-   * Whether a decode step whose adapters lie in slots first..last runs span-masked: every token against every
-   * spanned slot's rows in one multi-threaded Gemm pair per module, the second accumulating into the base
-   * output (its C), where segment views run a one-thread Gemm pair per segment and gather and scatter the
-   * rows around them. Its FLOPs grow with the spanned rows, so it starts over at most SPAN_MASKED_SLOTS
-   * slots and stops past twice as many (a count hovering at the edge does not switch sessions every step).
-   * bench-1b, 2 threads, onnxruntime's own per-node profile: the LoRA kernels of a U = 1 or U = 4 step took
-   * ~3 ms less than with segment views (docs/BENCHMARKS.md). Its graph has no lora bias: a slot with one
-   * runs segment views.
-   */
-  private spanMaskedStep(first: number, last: number): boolean {
-    const most = this.spanMasked ? 2 * SPAN_MASKED_SLOTS : SPAN_MASKED_SLOTS;
-    this.spanMasked =
-      this.formulation === "segment-views" && last - first + 1 <= most && !this.banks.anyBias(first, last);
-    return this.spanMasked;
-  }
-
-  private slotBatchedPays(adapters: number, spannedSlots: number): boolean {
-    return (
-      this.formulation === "segment-views" &&
-      adapters > MOST_SEGMENTS_BEFORE_SLOT_BATCHED &&
-      2 * adapters >= spannedSlots
-    );
-  }
-
-  /**
-   * Slot-batched feeds for slots first..last: each slot's tokens padded to the step's most per slot
-   * (lora_slot_tokens [slots, most], padding naming token 0, whose deltas are never read back), where each
-   * adapter token's delta lies in the slots' output (lora_slot_back) and its row in the step's output
-   * (lora_scatter).
-   */
-  private addSlotBatchedFeeds(
-    feeds: Record<string, Tensor>,
-    slots: number[],
-    seqLen: number,
-    first: number,
-    last: number,
-  ): void {
-    const span = last - first + 1;
-    const perSlot: number[][] = Array.from({ length: span }, () => []);
-    slots.forEach((slot, b) => {
-      if (slot === 0) return;
-      for (let i = 0; i < seqLen; i++) perSlot[slot - first]!.push(b * seqLen + i);
-    });
-    const most = Math.max(...perSlot.map((tokens) => tokens.length));
-    const slotTokens = new BigInt64Array(span * most);
-    const back: bigint[] = [];
-    const scatter: bigint[] = [];
-    perSlot.forEach((tokens, s) => {
-      tokens.forEach((token, j) => {
-        slotTokens[s * most + j] = BigInt(token);
-        back.push(BigInt(s * most + j));
-        scatter.push(BigInt(token));
-      });
-    });
-    feeds.lora_slot_tokens = new Tensor("int64", slotTokens, [span, most]);
-    feeds.lora_slot_back = new Tensor("int64", BigInt64Array.from(back), [back.length]);
-    feeds.lora_scatter = new Tensor("int64", BigInt64Array.from(scatter), [scatter.length, 1]);
-  }
-
-  /**
-   * Span-masked feeds for slots first..last: each token's mask over the run's rows (all R rows of its slot;
-   * B rows past a rank are zero) and its slot as a one-hot row; a row without adapter is all zeros.
-   */
-  private addSpanMaskedFeeds(
-    feeds: Record<string, Tensor>,
-    slots: number[],
-    seqLen: number,
-    first: number,
-    last: number,
-  ): void {
-    const span = last - first + 1;
-    const R = this.options.maxRank;
-    const tokens = slots.length * seqLen;
-    const one = this.dtype === "float32" ? 1 : FLOAT16_ONE;
-    const values = (n: number) => (this.dtype === "float32" ? new Float32Array(n) : new Uint16Array(n));
-    const mask = values(tokens * span * R);
-    slots.forEach((slot, b) => {
-      if (slot === 0) return;
-      const s = slot - first;
-      for (let t = b * seqLen; t < (b + 1) * seqLen; t++) {
-        mask.fill(one, (t * span + s) * R, (t * span + s + 1) * R);
-      }
-    });
-    feeds.lora_span_mask = new Tensor(this.dtype, mask, [tokens, span * R]);
-  }
-
-  /**
-   * The step's segments in a variant of `bucket` segments: lora_perm (adapter tokens, segment after
-   * segment) and lora_counts (tokens per segment, zero past the distinct adapters).
-   */
-  private addSegmentOrder(
-    feeds: Record<string, Tensor>,
-    distinct: number[],
-    slots: number[],
-    seqLen: number,
-    bucket: number,
-  ): void {
-    const perm: number[] = [];
-    const counts = new BigInt64Array(bucket);
-    distinct.forEach((slot, segment) => {
-      slots.forEach((s, b) => {
-        if (s !== slot) return;
-        for (let i = 0; i < seqLen; i++) perm.push(b * seqLen + i);
-        counts[segment]! += BigInt(seqLen);
-      });
-    });
-    feeds.lora_perm = new Tensor("int64", BigInt64Array.from(perm, BigInt), [perm.length]);
-    feeds.lora_counts = new Tensor("int64", counts, [bucket]);
-  }
-
-  private addSegmentFeeds(
-    feeds: Record<string, Tensor>,
-    distinct: number[],
-    slots: number[],
-    seqLen: number,
-    bucket: number,
-  ): void {
-    this.addSegmentOrder(feeds, distinct, slots, seqLen, bucket);
-    const perm = feeds.lora_perm!.data as BigInt64Array;
-    const unsort = new BigInt64Array(slots.length * seqLen).fill(BigInt(perm.length));
-    for (const [position, t] of perm.entries()) unsort[Number(t)] = BigInt(position);
-    feeds.lora_unsort = new Tensor("int64", unsort, [unsort.length]);
-    const biasRows = new BigInt64Array(bucket * 2);
-    distinct.forEach((slot, segment) => {
-      biasRows[segment * 2] = BigInt(slot - 1);
-      biasRows[segment * 2 + 1] = BigInt(slot);
-    });
-    feeds.lora_bias_rows = new Tensor("int64", biasRows, [bucket, 2]);
-    for (const kind of MODULE_KINDS) {
-      const rows = new BigInt64Array(bucket * 2);
-      distinct.forEach((slot, segment) => {
-        const [start, end] = this.banks.rows(slot, kind);
-        rows[segment * 2] = BigInt(start);
-        rows[segment * 2 + 1] = BigInt(end);
-      });
-      feeds[`lora_rows.${kind}`] = new Tensor("int64", rows, [bucket, 2]);
-    }
-  }
-
-  private addMaskedFeeds(
-    feeds: Record<string, Tensor>,
-    distinct: number[],
-    slots: number[],
-    seqLen: number,
-  ): void {
-    const tokens = slots.length * seqLen;
-    const one = this.dtype === "float32" ? 1 : FLOAT16_ONE;
-    const zeros = (n: number) => (this.dtype === "float32" ? new Float32Array(n) : new Uint16Array(n));
-    const adapterOf = new Map(distinct.map((slot, i) => [slot, i]));
-    const onehot = zeros(tokens * distinct.length);
-    slots.forEach((slot, b) => {
-      if (slot === 0) return;
-      for (let i = 0; i < seqLen; i++)
-        onehot[(b * seqLen + i) * distinct.length + adapterOf.get(slot)!] = one;
-    });
-    feeds.lora_onehot = new Tensor(this.dtype, onehot, [tokens, distinct.length]);
-    feeds.lora_bias_slots = new Tensor(
-      "int64",
-      BigInt64Array.from(distinct, (s) => BigInt(s - 1)),
-      [distinct.length],
-    );
-    for (const kind of MODULE_KINDS) {
-      const ranges = distinct.map((slot) => this.banks.rows(slot, kind));
-      const rowIds = ranges.flatMap(([start, end]) =>
-        Array.from({ length: end - start }, (_, r) => start + r),
-      );
-      // A kind no active adapter targets still gets one row, masked out, so no tensor is empty.
-      const width = Math.max(1, rowIds.length);
-      const mask = zeros(tokens * width);
-      const offsets = new Map<number, [number, number]>();
-      let offset = 0;
-      distinct.forEach((slot, i) => {
-        const [start, end] = ranges[i]!;
-        offsets.set(slot, [offset, offset + end - start]);
-        offset += end - start;
-      });
-      slots.forEach((slot, b) => {
-        if (slot === 0) return;
-        const [from, to] = offsets.get(slot)!;
-        for (let i = 0; i < seqLen; i++)
-          mask.fill(one, (b * seqLen + i) * width + from, (b * seqLen + i) * width + to);
-      });
-      feeds[`lora_row_ids.${kind}`] = new Tensor(
-        "int64",
-        BigInt64Array.from(rowIds.length ? rowIds : [0], BigInt),
-        [width],
-      );
-      feeds[`lora_mask.${kind}`] = new Tensor(this.dtype, mask, [tokens, width]);
-    }
-  }
-
-  /** A graph variant's session, by key: a segment count or BASE_GRAPH, MASKED_GRAPH, SLOT_BATCHED_GRAPH, … */
+  /** A graph variant's session, by its key (lora-steps.ts). */
   private session(key: number): Promise<InferenceSession> {
     let session = this.sessions.get(key);
     if (!session) {
-      const banks = { slots: this.options.slots, rowsPerSlot: this.options.maxRank };
       const graph: GraphOptions = {
         computeDtype: this.dtype,
         maxContext: this.options.maxContext,
         ...(this.deviceOps ? {} : { stepRows: true }),
         ...(this.options.quantize ? { quantize: this.options.quantize } : {}),
-        lora:
-          key === BASE_GRAPH
-            ? null
-            : key === MASKED_GRAPH
-              ? { formulation: "masked", ...banks }
-              : key === SLOT_BATCHED_GRAPH
-                ? { formulation: "slot-batched", rowsPerSlot: this.options.maxRank }
-                : key === SPAN_MASKED_GRAPH
-                  ? { formulation: "span-masked", rowsPerSlot: this.options.maxRank }
-                  : this.formulation === "segment-views"
-                    ? { formulation: "segment-views", segments: key }
-                    : { formulation: "segments", segments: key, ...banks },
+        lora: this.lora.graphOptions(key),
       };
       const path = cachedGraphPath(this.options.modelDir, this.model, this.weights, graph);
       const options = sessionOptions(
