@@ -25,7 +25,7 @@ import type { WeightIndex } from "./safetensors.ts";
 import { widenedWeights } from "./widened-weights.ts";
 
 // Bump whenever the graph this file emits changes, so cached graphs are rebuilt.
-export const GRAPH_BUILDER_VERSION = 11;
+export const GRAPH_BUILDER_VERSION = 12;
 
 /** Most outputs (Split) or inputs (Concat) one node gets: WebGPU allows 16 storage buffers per shader. */
 const FAN_OUT = 8;
@@ -45,7 +45,8 @@ const FAN_OUT = 8;
  *   rows of those slots used in place as [slots, R, ·] operands and each slot's tokens gathered into its
  *   batch — all R rows of every slot in the run read (not only the step's adapters' ranks, nor only the
  *   slots in the step), but by two multi-threaded kernels instead of a one-thread pair per segment; the
- *   engine's choice for segment-views decode steps whose adapters fill most of the slots they span.
+ *   engine's choice for segment-views decode steps whose adapters fill most of the slots they span. It
+ *   takes no lora bias (nor does span-masked): the engine runs segment views where a slot has one.
  * - span-masked: masked rows over a run of consecutive slots, their host bank rows used in place as plain
  *   [span_slots · R, ·] operands (no gather) and the delta accumulated into the base output by the second
  *   Gemm (its C): three multi-threaded kernels per module and nothing gathered or scattered, FLOPs growing
@@ -531,34 +532,40 @@ class DecoderBuilder {
   }
 
   // base + ((x · A_rowsᵀ) ⊙ mask) · B_rows over the run's rows as they lie in the banks, the base output as
-  // the second Gemm's C. No lora bias: the engine runs this graph only for runs of slots without one. A rows
-  // past a slot's rank may hold an earlier adapter's values; its B rows there are zero, which cancels them.
+  // the second Gemm's C. No lora bias, as slot-batched. A rows past a slot's rank may hold an earlier
+  // adapter's values; its B rows there are zero, which cancels them.
   private addSpanMaskedDeltas(l: number, kind: ModuleKind, x: string, base: string): string {
     const g = this.g;
-    const { a, b } = this.bankInputs(l, kind, false);
+    const { a, b } = this.bankInputs(l, kind);
     const masked = g.op("Mul", [g.op("Gemm", [x, a], { transB: 1 }), "lora_span_mask"]);
     return g.op("Gemm", [masked, b, base]);
   }
 
-  // One module's bank inputs: every slot's rows, or (slot-batched, span-masked) only those of the step's run
-  // of slots.
-  private bankInputs(l: number, kind: ModuleKind, withBias = true): { a: string; b: string; bias: string } {
+  // One module's A and B bank inputs: every slot's rows, or (slot-batched, span-masked) only those of the
+  // step's run of slots.
+  private bankInputs(l: number, kind: ModuleKind): { a: string; b: string } {
     const lora = this.options.lora!;
-    const [rows, slots]: [Dim, Dim] =
-      "slots" in lora ? [lora.slots * lora.rowsPerSlot, lora.slots] : ["span_rows", "span_slots"];
+    const rows: Dim = "slots" in lora ? lora.slots * lora.rowsPerSlot : "span_rows";
     const { inFeatures, outFeatures } = moduleShape(this.model, kind);
     const names = bankNames(l, kind);
     return {
       a: this.g.input(names.a, this.compute, [rows, inFeatures]),
       b: this.g.input(names.b, this.compute, [rows, outFeatures]),
-      bias: withBias ? this.g.input(names.bias, this.compute, [slots, outFeatures]) : "",
     };
+  }
+
+  // One module's bias bank input, every slot's row (segments, masked rows; the run-of-slots graphs take none).
+  private biasBankInput(l: number, kind: ModuleKind): string {
+    const { slots } = this.options.lora as { slots: number };
+    const { outFeatures } = moduleShape(this.model, kind);
+    return this.g.input(bankNames(l, kind).bias, this.compute, [slots, outFeatures]);
   }
 
   // ((x · A_rowsᵀ) ⊙ mask) · B_rows + onehot · bias_rows: each active adapter's rows are read once.
   private maskedDelta(l: number, kind: ModuleKind, x: string): string {
     const g = this.g;
-    const { a, b, bias } = this.bankInputs(l, kind);
+    const { a, b } = this.bankInputs(l, kind);
+    const bias = this.biasBankInput(l, kind);
     const rows = `lora_row_ids.${kind}`;
     const down = g.op("Gemm", [x, g.op("Gather", [a, rows], { axis: 0 })], { transB: 1 });
     const masked = g.op("Mul", [down, `lora_mask.${kind}`]);
@@ -632,15 +639,15 @@ class DecoderBuilder {
     g.input("lora_scatter", DataType.INT64, ["adapter_tokens", 1]);
   }
 
-  // base + x · Aᵀ · B + bias for every slot of the run at once: the banks' rows used in place as batched
-  // operands [span_slots, R, in] and [span_slots, R, out] (two multi-threaded kernels per module, no bank
-  // bytes copied), each slot's tokens gathered into its batch; rows past an adapter's rank are zero in its
-  // B rows.
+  // base + x · Aᵀ · B for every slot of the run at once: the banks' rows used in place as batched operands
+  // [span_slots, R, in] and [span_slots, R, out] (two multi-threaded kernels per module, no bank bytes
+  // copied), each slot's tokens gathered into its batch; rows past an adapter's rank are zero in its B rows.
+  // No lora bias: the engine runs this graph only for runs of slots without one.
   private addSlotBatchedDeltas(l: number, kind: ModuleKind, x: string, base: string): string {
     const g = this.g;
     const R = (this.options.lora as { rowsPerSlot: number }).rowsPerSlot;
     const { inFeatures, outFeatures } = moduleShape(this.model, kind);
-    const { a, b, bias } = this.bankInputs(l, kind);
+    const { a, b } = this.bankInputs(l, kind);
     let xs = this.slotRows.get(x);
     if (xs === undefined) {
       xs = g.op("Gather", [x, "lora_slot_tokens"], { axis: 0 });
@@ -650,8 +657,7 @@ class DecoderBuilder {
     const b3 = g.op("Reshape", [b, g.constInt64([-1, R, outFeatures])]);
     const down = g.op("FusedMatMul", [xs, a3], { transB: 1 }, undefined, MS);
     const up = g.op("MatMul", [down, b3]);
-    const withBias = g.op("Add", [up, g.op("Unsqueeze", [bias, g.constInt64([1])])]);
-    const flat = g.op("Reshape", [withBias, g.constInt64([-1, outFeatures])]);
+    const flat = g.op("Reshape", [up, g.constInt64([-1, outFeatures])]);
     const back = g.op("Gather", [flat, "lora_slot_back"], { axis: 0 });
     return g.op("ScatterND", [base, "lora_scatter", back], { reduction: "add" });
   }
@@ -789,7 +795,8 @@ class DecoderBuilder {
   private loraDelta(l: number, kind: ModuleKind, x: string): string {
     const g = this.g;
     const { inFeatures, outFeatures } = moduleShape(this.model, kind);
-    const { a, b, bias } = this.bankInputs(l, kind);
+    const { a, b } = this.bankInputs(l, kind);
+    const bias = this.biasBankInput(l, kind);
     const rowIds = this.rowIds.get(kind)!;
     const rank = this.rankCounts.get(kind)!;
     const gather = (bank: string, ids: string): string => g.op("Gather", [bank, ids], { axis: 0 });

@@ -57,8 +57,7 @@ export class LoraBanks {
   /** Per slot, whether its adapter has a lora bias on any module. */
   private readonly biased: boolean[];
   /** The last run of slots a slot-batched or span-masked step was fed, with its feeds (decodes repeat it). */
-  private lastSpan: { first: number; last: number; biases: boolean; feeds: Record<string, Tensor> } | null =
-    null;
+  private lastSpan: { first: number; last: number; feeds: Record<string, Tensor> } | null = null;
 
   constructor(
     private readonly model: ModelConfig,
@@ -148,9 +147,9 @@ export class LoraBanks {
     this.views[slot - 1] = undefined;
   }
 
-  /** Whether any adapter in slots first..last has a lora bias. */
-  anyBias(first: number, last: number): boolean {
-    return this.biased.slice(first - 1, last).some(Boolean);
+  /** Whether any of these slots' adapters has a lora bias. */
+  anyBias(slots: readonly number[]): boolean {
+    return slots.some((slot) => this.biased[slot - 1]);
   }
 
   /** The bank rows [start, end) that a step reads for this slot's adapter on modules of this kind. */
@@ -191,23 +190,20 @@ export class LoraBanks {
   }
 
   /**
-   * The feeds of a slot-batched or span-masked step over slots first..last: every bank's rows of those
-   * slots, all R rows of each, as views (no copy; later writes show through); the bias banks' only when
-   * `biases`.
+   * The feeds of a slot-batched or span-masked step over slots first..last: every A and B bank's rows of
+   * those slots, all R rows of each, as views (no copy; later writes show through). Those graphs take no
+   * lora bias.
    */
-  spanFeeds(first: number, last: number, biases: boolean): Record<string, Tensor> {
+  spanFeeds(first: number, last: number): Record<string, Tensor> {
     this.checkSlot(first);
     this.checkSlot(last);
-    const known = this.lastSpan;
-    if (known?.first === first && known.last === last && known.biases === biases) return known.feeds;
-    const slots = last - first + 1;
+    if (this.lastSpan?.first === first && this.lastSpan.last === last) return this.lastSpan.feeds;
     const R = this.shape.rowsPerSlot;
     const feeds: Record<string, Tensor> = {};
     for (const { name, bias } of this.bankOrder) {
-      if (!bias) feeds[name] = this.store.rowsView(name, (first - 1) * R, slots * R);
-      else if (biases) feeds[name] = this.store.rowsView(name, first - 1, slots);
+      if (!bias) feeds[name] = this.store.rowsView(name, (first - 1) * R, (last - first + 1) * R);
     }
-    this.lastSpan = { first, last, biases, feeds };
+    this.lastSpan = { first, last, feeds };
     return feeds;
   }
 

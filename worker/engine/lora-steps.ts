@@ -14,6 +14,13 @@ export type LoraFormulation = (typeof LORA_FORMULATIONS)[number];
 /** 1.0 as IEEE half-precision bits. */
 const FLOAT16_ONE = 0x3c00;
 
+/** A zeroed mask of this many values of the compute dtype, and 1.0 in it. */
+function zeroMask(dtype: ComputeDtype, length: number): { values: Float32Array | Uint16Array; one: number } {
+  return dtype === "float32"
+    ? { values: new Float32Array(length), one: 1 }
+    : { values: new Uint16Array(length), one: FLOAT16_ONE };
+}
+
 /** Graph variants by the number of adapter segments; a step uses the smallest that fits (but see below). */
 const SEGMENT_BUCKETS = [1, 4, 16, 64];
 /**
@@ -29,8 +36,8 @@ const MASKED_GRAPH = -1;
 /**
  * Session key of the slot-batched graph: a decode step with segment views runs the bank rows of every slot
  * from its lowest adapter's to its highest as one batched product per module when its adapters fill at
- * least half of those slots and more than MOST_SEGMENTS_BEFORE_SLOT_BATCHED distinct adapters are in it
- * (see slotBatchedStep).
+ * least half of those slots, more than MOST_SEGMENTS_BEFORE_SLOT_BATCHED distinct adapters are in it and
+ * none of those slots has a lora bias (see slotBatchedStep).
  */
 const SLOT_BATCHED_GRAPH = -2;
 const MOST_SEGMENTS_BEFORE_SLOT_BATCHED = 4;
@@ -106,14 +113,18 @@ export class LoraSteps {
     const bucket = this.segmentBucket(distinct.length, decode);
     const first = Math.min(...distinct);
     const last = Math.max(...distinct);
-    if (decode && this.spanMaskedStep(first, last)) {
+    if (decode && this.banks.anyBias(distinct)) {
+      // Neither graph over a run of slots takes lora biases: segment views. (A slot in the run that no row
+      // uses adds nothing, whatever its adapter.)
+      this.spanMasked = false;
       this.slotBatched = false;
-      Object.assign(feeds, this.banks.spanFeeds(first, last, false));
+    } else if (decode && this.spanMaskedStep(first, last)) {
+      this.slotBatched = false;
+      Object.assign(feeds, this.banks.spanFeeds(first, last));
       this.addSpanMaskedFeeds(feeds, slots, seqLen, first, last);
       return SPAN_MASKED_GRAPH;
-    }
-    if (decode && this.slotBatchedStep(distinct.length, last - first + 1)) {
-      Object.assign(feeds, this.banks.spanFeeds(first, last, true));
+    } else if (decode && this.slotBatchedStep(distinct.length, last - first + 1)) {
+      Object.assign(feeds, this.banks.spanFeeds(first, last));
       this.addSlotBatchedFeeds(feeds, slots, seqLen, first, last);
       return SLOT_BATCHED_GRAPH;
     }
@@ -179,13 +190,11 @@ export class LoraSteps {
    * rows around them. Its FLOPs grow with the spanned rows, so it starts over at most SPAN_MASKED_SLOTS
    * slots and stops past twice as many (a count hovering at the edge does not switch sessions every step).
    * bench-1b, 2 threads, onnxruntime's own per-node profile: the LoRA kernels of a U = 1 or U = 4 step took
-   * ~3 ms less than with segment views (docs/BENCHMARKS.md). Its graph has no lora bias: a slot with one
-   * runs segment views.
+   * ~3 ms less than with segment views (docs/BENCHMARKS.md).
    */
   private spanMaskedStep(first: number, last: number): boolean {
     const most = this.spanMasked ? 2 * SPAN_MASKED_SLOTS : SPAN_MASKED_SLOTS;
-    this.spanMasked =
-      this.formulation === "segment-views" && last - first + 1 <= most && !this.banks.anyBias(first, last);
+    this.spanMasked = this.formulation === "segment-views" && last - first + 1 <= most;
     return this.spanMasked;
   }
 
@@ -234,7 +243,7 @@ export class LoraSteps {
 
   /**
    * Span-masked feeds for slots first..last: each token's mask over the run's rows (all R rows of its slot;
-   * B rows past a rank are zero) and its slot as a one-hot row; a row without adapter is all zeros.
+   * B rows past a rank are zero); a row without adapter is all zeros.
    */
   private addSpanMaskedFeeds(
     feeds: Record<string, Tensor>,
@@ -246,9 +255,7 @@ export class LoraSteps {
     const span = last - first + 1;
     const R = this.banks.shape.rowsPerSlot;
     const tokens = slots.length * seqLen;
-    const one = this.dtype === "float32" ? 1 : FLOAT16_ONE;
-    const values = (n: number) => (this.dtype === "float32" ? new Float32Array(n) : new Uint16Array(n));
-    const mask = values(tokens * span * R);
+    const { values: mask, one } = zeroMask(this.dtype, tokens * span * R);
     slots.forEach((slot, b) => {
       if (slot === 0) return;
       const s = slot - first;
@@ -319,10 +326,8 @@ export class LoraSteps {
     seqLen: number,
   ): void {
     const tokens = slots.length * seqLen;
-    const one = this.dtype === "float32" ? 1 : FLOAT16_ONE;
-    const zeros = (n: number) => (this.dtype === "float32" ? new Float32Array(n) : new Uint16Array(n));
     const adapterOf = new Map(distinct.map((slot, i) => [slot, i]));
-    const onehot = zeros(tokens * distinct.length);
+    const { values: onehot, one } = zeroMask(this.dtype, tokens * distinct.length);
     slots.forEach((slot, b) => {
       if (slot === 0) return;
       for (let i = 0; i < seqLen; i++)
@@ -341,7 +346,7 @@ export class LoraSteps {
       );
       // A kind no active adapter targets still gets one row, masked out, so no tensor is empty.
       const width = Math.max(1, rowIds.length);
-      const mask = zeros(tokens * width);
+      const { values: mask } = zeroMask(this.dtype, tokens * width);
       const offsets = new Map<number, [number, number]>();
       let offset = 0;
       distinct.forEach((slot, i) => {
