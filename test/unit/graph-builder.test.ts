@@ -306,6 +306,31 @@ describe("graph builder", () => {
     expect(cachedGraphPath(base.dir, base.cfg, base.weights, { ...opts, maxContext: 32 })).not.toBe(a);
   });
 
+  it("names every multi-LoRA node lora/…, so onnxruntime's per-node profile tells them apart", () => {
+    const graph = (lora: GraphOptions["lora"]) =>
+      Buffer.from(
+        buildGraph(base.cfg, base.weights, { computeDtype: "float32", maxContext: MAX_CONTEXT, lora }),
+      );
+    const count = (bytes: Buffer, text: string) => bytes.toString("latin1").split(text).length - 1;
+    const plain = graph(null);
+    expect(count(plain, "lora/")).toBe(0);
+    for (const lora of [
+      { formulation: "segments", segments: 4, slots: 3, rowsPerSlot: 4 },
+      { formulation: "segment-views", segments: 4 },
+      { formulation: "masked", slots: 3, rowsPerSlot: 4 },
+      { formulation: "slot-batched", rowsPerSlot: 4 },
+      { formulation: "span-masked", rowsPerSlot: 4 },
+    ] as const) {
+      const withLora = graph(lora);
+      // Every projection's delta, in every layer (a Gemm or a batched MatMul each), is named so; the base
+      // graph's own nodes are not: as many unprefixed Gemm nodes as the plain graph has.
+      expect(count(withLora, "lora/Gemm_") + count(withLora, "lora/MatMul_")).toBeGreaterThanOrEqual(
+        7 * base.cfg.numLayers,
+      );
+      expect(count(withLora, "Gemm_") - count(withLora, "lora/Gemm_")).toBe(count(plain, "Gemm_"));
+    }
+  });
+
   it("adapter deltas through the banks equal the base graph on merged weights W + s·B·A (+ s·bias)", async () => {
     const { cfg } = base;
     const rng = new Prng(5);

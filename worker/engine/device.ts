@@ -35,7 +35,10 @@ export function assertDeviceUsable(device: Device): void {
 }
 
 /**
- * LUMINET_ORT_PROFILE=<prefix> writes onnxruntime's per-node timing profile for every session.
+ * LUMINET_ORT_PROFILE=<prefix> writes onnxruntime's per-node timing profile for every session (one JSON file
+ * each, when the engine closes). The multi-LoRA nodes are named "lora/…" (graph-builder.ts): summing their
+ * kernel time per run against the rest measures the LoRA work apart from the machine's noise, which a step's
+ * wall time does not on a shared VM (docs/BENCHMARKS.md, "Span-masked decode steps").
  *
  * On CPU, `prepackWeights` lets each session repack every constant Gemm weight into MLAS's layout: a copy
  * as large as the weights, per session. The engine holds one session per graph variant, so by default

@@ -25,7 +25,7 @@ import type { WeightIndex } from "./safetensors.ts";
 import { widenedWeights } from "./widened-weights.ts";
 
 // Bump whenever the graph this file emits changes, so cached graphs are rebuilt.
-export const GRAPH_BUILDER_VERSION = 12;
+export const GRAPH_BUILDER_VERSION = 13;
 
 /** Most outputs (Split) or inputs (Concat) one node gets: WebGPU allows 16 storage buffers per shader. */
 const FAN_OUT = 8;
@@ -280,7 +280,10 @@ class DecoderBuilder {
     const seqlensK = g.input("seqlens_k", DataType.INT32, ["batch"]);
     const totalLen = g.input("total_sequence_length", DataType.INT32, []);
     const logitsRows = g.input("logits_rows", DataType.INT64, ["rows"]);
-    if (this.options.lora?.formulation === "segments") this.loraInputs(this.options.lora);
+    if (this.options.lora?.formulation === "segments") {
+      const lora = this.options.lora;
+      this.g.named("lora/", () => this.loraInputs(lora));
+    }
     if (this.options.lora?.formulation === "segment-views") this.segmentViewInputs(this.options.lora);
     if (this.options.lora?.formulation === "masked") this.maskedInputs();
     if (this.options.lora?.formulation === "slot-batched") this.slotBatchedInputs();
@@ -502,15 +505,16 @@ class DecoderBuilder {
       const w = this.weight(name, [outFeatures, inFeatures]);
       base = this.g.op("Gemm", bias ? [x, w, bias] : [x, w], { transB: 1 });
     }
-    if (this.options.lora === null) return base;
-    if (this.options.lora.formulation === "segment-views") return this.addViewDeltas(l, kind, x, base);
-    if (this.options.lora.formulation === "slot-batched") return this.addSlotBatchedDeltas(l, kind, x, base);
-    if (this.options.lora.formulation === "span-masked") return this.addSpanMaskedDeltas(l, kind, x, base);
-    const delta =
-      this.options.lora.formulation === "segments"
-        ? this.loraDelta(l, kind, x)
-        : this.maskedDelta(l, kind, x);
-    return this.g.op("Add", [base, delta]);
+    const lora = this.options.lora;
+    if (lora === null) return base;
+    return this.g.named("lora/", () => {
+      if (lora.formulation === "segment-views") return this.addViewDeltas(l, kind, x, base);
+      if (lora.formulation === "slot-batched") return this.addSlotBatchedDeltas(l, kind, x, base);
+      if (lora.formulation === "span-masked") return this.addSpanMaskedDeltas(l, kind, x, base);
+      const delta =
+        lora.formulation === "segments" ? this.loraDelta(l, kind, x) : this.maskedDelta(l, kind, x);
+      return this.g.op("Add", [base, delta]);
+    });
   }
 
   // Masked rows: the bank rows of the step's active adapters per kind, each token's mask over them

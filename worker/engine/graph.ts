@@ -52,6 +52,7 @@ export class Graph {
   private readonly reserved = new Set<string>();
   private readonly counters = new Map<string, number>();
   private readonly constants = new Map<string, string>();
+  private namePrefix = "";
 
   private claim(name: string): string {
     if (this.reserved.delete(name)) return name;
@@ -119,6 +120,20 @@ export class Graph {
     return name;
   }
 
+  /**
+   * Runs `build` with every node it adds named `<prefix><OpType>_<n>`, so onnxruntime's per-node profile
+   * tells those nodes apart (the multi-LoRA nodes are "lora/...").
+   */
+  named<T>(prefix: string, build: () => T): T {
+    const outer = this.namePrefix;
+    this.namePrefix = outer + prefix;
+    try {
+      return build();
+    } finally {
+      this.namePrefix = outer;
+    }
+  }
+
   node(opType: string, inputs: readonly string[], attrs: Attrs = {}, options: NodeOptions = {}): string[] {
     const spec = options.outputs ?? 1;
     const prefix = opType.toLowerCase();
@@ -131,7 +146,7 @@ export class Graph {
       inputs,
       outputs,
       attributes: Object.entries(attrs).map(([k, v]) => toAttribute(k, v)),
-      name: options.name ?? `${opType}_${this.nodes.length}`,
+      name: options.name ?? `${this.namePrefix}${opType}_${this.nodes.length}`,
       ...(options.domain === undefined ? {} : { domain: options.domain }),
     };
     this.nodes.push(node);
