@@ -762,11 +762,15 @@ describe("the engine on mixed-adapter batches", () => {
       const [got, want] = [await step(engine, four, 4 + t), await step(twin, four, 4 + t)];
       variants.push(engine.graphVariant);
       for (const id of four) expect(maxDiff(got.get(id)!, want.get(id)!)).toBeLessThan(1e-5);
-      // A prefill in between takes the current variant and does not count as a step.
+      // A prefill in between (over two adapters: one alone runs span-masked) takes the current variant and
+      // does not count as a step.
       if (t === 5) {
-        await engine.prefill("p", prompt(6), slotOf(0));
+        await engine.prefillTogether([
+          { id: "p", tokens: prompt(6), slot: slotOf(0) },
+          { id: "q", tokens: prompt(7), slot: slotOf(1) },
+        ]);
         expect(engine.graphVariant).toBe(16);
-        engine.release("p");
+        for (const id of ["p", "q"]) engine.release(id);
       }
     }
     expect(twin.graphVariant).toBe(4);
@@ -820,10 +824,16 @@ describe("the engine on mixed-adapter batches", () => {
     const steps = twinSteps(engine, twin);
     const all = rows.map(([id]) => id);
     expect(await steps(all, 3)).toEqual([-2, -2, -2]);
-    // A prefill runs the segment variant (slot-batched would pad it to every slot); decodes go on slot-batched.
-    await engine.prefill("p", prompt(8), 3);
+    // A prefill over two adapters runs the segment variant (slot-batched would pad it to every slot); one
+    // over a single adapter runs span-masked. Decodes go on slot-batched.
+    await engine.prefillTogether([
+      { id: "p", tokens: prompt(8), slot: 3 },
+      { id: "q", tokens: prompt(7), slot: 4 },
+    ]);
     expect(engine.graphVariant).toBe(16);
-    engine.release("p");
+    await engine.prefill("r", prompt(6), 5);
+    expect(engine.graphVariant).toBe(-3);
+    for (const id of ["p", "q", "r"]) engine.release(id);
     expect(await steps(all, 2)).toEqual([-2, -2]);
 
     // Two adapters left, slots 1 and 5: segment views suffice, and take over after 16 steps in a row.
@@ -862,8 +872,7 @@ describe("the engine on mixed-adapter batches", () => {
       for (const id of ids) for (const e of [engine, twin]) e.release(id);
     };
     const steps = twinSteps(engine, twin);
-    // Slots 1..4 (two rows on slot 2, one base row): span-masked. A prefill runs the segment variant;
-    // decodes go on span-masked.
+    // Slots 1..4 (two rows on slot 2, one base row): span-masked.
     for (const [id, slot] of [
       ["a", 1],
       ["b", 2],
@@ -874,8 +883,9 @@ describe("the engine on mixed-adapter batches", () => {
       await admit(id, slot);
     const all = ["a", "b", "b2", "c", "base"];
     expect(await steps(all, 2)).toEqual([-3, -3]);
+    // A prefill over one adapter runs span-masked too (no gather or scatter of its tokens).
     await admit("g", 7);
-    expect(engine.graphVariant).toBe(4);
+    expect(engine.graphVariant).toBe(-3);
     // Once on, it stays over up to eight slots (1..7), and leaves past them at once: five adapters in slots
     // 1..9 fill enough of them for slot-batched steps (-2).
     expect(await steps([...all, "g"], 2)).toEqual([-3, -3]);

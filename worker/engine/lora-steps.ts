@@ -45,6 +45,7 @@ const MOST_SEGMENTS_BEFORE_SLOT_BATCHED = 4;
  * Session key of the span-masked graph: a decode step with segment views whose adapters lie within
  * SPAN_MASKED_SLOTS consecutive slots, none with a lora bias, runs their rows as plain Gemm operands, each
  * token masked to its slot's rows; once on, it stays while they lie within twice as many (spanMaskedStep).
+ * A prefill over one adapter runs it too (spanMaskedPrefill).
  */
 const SPAN_MASKED_GRAPH = -3;
 const SPAN_MASKED_SLOTS = 4;
@@ -58,7 +59,7 @@ export class LoraSteps {
   private slotBatched = false;
   /** Decode steps in a row that segment views would have served while slotBatched. */
   private stepsWithoutSlotBatched = 0;
-  /** Whether decode steps run the span-masked graph (segment views only; prefills keep segmentVariant). */
+  /** Whether decode steps run the span-masked graph (segment views only). */
   private spanMasked = false;
 
   constructor(
@@ -113,11 +114,17 @@ export class LoraSteps {
     const bucket = this.segmentBucket(distinct.length, decode);
     const first = Math.min(...distinct);
     const last = Math.max(...distinct);
-    if (decode && this.banks.anyBias(distinct)) {
+    if (this.banks.anyBias(distinct)) {
       // Neither graph over a run of slots takes lora biases: segment views. (A slot in the run that no row
       // uses adds nothing, whatever its adapter.)
-      this.spanMasked = false;
-      this.slotBatched = false;
+      if (decode) {
+        this.spanMasked = false;
+        this.slotBatched = false;
+      }
+    } else if (!decode && this.spanMaskedPrefill(distinct.length)) {
+      Object.assign(feeds, this.banks.spanFeeds(first, last));
+      this.addSpanMaskedFeeds(feeds, slots, seqLen, first, last);
+      return SPAN_MASKED_GRAPH;
     } else if (decode && this.spanMaskedStep(first, last)) {
       this.slotBatched = false;
       Object.assign(feeds, this.banks.spanFeeds(first, last));
@@ -196,6 +203,17 @@ export class LoraSteps {
     const most = this.spanMasked ? 2 * SPAN_MASKED_SLOTS : SPAN_MASKED_SLOTS;
     this.spanMasked = this.formulation === "segment-views" && last - first + 1 <= most;
     return this.spanMasked;
+  }
+
+  /**
+   * Whether a prefill over this many distinct adapters runs span-masked: over one adapter it multiplies
+   * each token by that adapter's rows only, as segment views do, without gathering and scattering the
+   * tokens around them, and on the session decodes over a few slots run. bench-1b, 2 threads, a 256-token
+   * prompt, onnxruntime's profile: LoRA kernels 18 ms against 28 ms with segment views (docs/BENCHMARKS.md).
+   * Over more adapters each token would meet every spanned slot's rows: segment views.
+   */
+  private spanMaskedPrefill(adapters: number): boolean {
+    return this.formulation === "segment-views" && adapters === 1;
   }
 
   private slotBatchedPays(adapters: number, spannedSlots: number): boolean {
