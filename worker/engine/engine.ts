@@ -33,7 +33,7 @@ import {
   writeStepRows,
 } from "./kv-cache.ts";
 import { bankLayout, LoraBanks } from "./lora-banks.ts";
-import { BASE_GRAPH, type LoraFormulation, LoraSteps } from "./lora-steps.ts";
+import { BASE_GRAPH, distinctSlots, type LoraFormulation, LoraSteps } from "./lora-steps.ts";
 import { loadModelConfig, type ModelConfig } from "./model-config.ts";
 import { PrefixCache, type PrefixCacheStats, PrefixScopes } from "./prefix-cache.ts";
 import { openWeights, type WeightIndex } from "./safetensors.ts";
@@ -914,13 +914,13 @@ export class Engine {
       feeds[`past_key.${l}`] = step.past.keys[l]!;
       feeds[`past_value.${l}`] = step.past.values[l]!;
     }
-    const adapters = new Set(step.slots.filter((s) => s !== 0)).size;
-    if (adapters > this.options.maxAdaptersPerStep) {
+    const adapters = distinctSlots(step.slots);
+    if (adapters.length > this.options.maxAdaptersPerStep) {
       throw new EngineError(
-        `${adapters} distinct adapters in one step; this engine allows ${this.options.maxAdaptersPerStep}`,
+        `${adapters.length} distinct adapters in one step; this engine allows ${this.options.maxAdaptersPerStep}`,
       );
     }
-    this.lastGraph = this.lora.addFeeds(feeds, step.slots, seqLen, step.decode);
+    this.lastGraph = this.lora.addFeeds(feeds, step.slots, adapters, seqLen, step.decode);
     const session = await this.session(this.lastGraph);
     const prefix = step.kv === "presents" ? "present" : "step";
     const layers = Array.from({ length: this.model.numLayers }, (_, l) => l);

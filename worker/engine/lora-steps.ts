@@ -50,6 +50,11 @@ const MOST_SEGMENTS_BEFORE_SLOT_BATCHED = 4;
 const SPAN_MASKED_GRAPH = -3;
 const SPAN_MASKED_SLOTS = 4;
 
+/** The adapter slots among a step's rows' slots (0: no adapter), each once, in order of first use. */
+export function distinctSlots(slots: readonly number[]): number[] {
+  return [...new Set(slots.filter((s) => s !== 0))];
+}
+
 export class LoraSteps {
   /** Segment count of the variant recent steps ran (0 after a decode without adapters). */
   private segmentVariant = 0;
@@ -90,13 +95,19 @@ export class LoraSteps {
   }
 
   /**
-   * Adds the LoRA inputs for the rows' adapters and returns the key of the graph to run (BASE_GRAPH when
-   * no row has an adapter). Each distinct adapter is one segment or one block of masked rows: its bank
-   * rows are read once per step, however many rows use it; slot-batched and span-masked steps read every
-   * spanned slot's rows once instead.
+   * Adds the LoRA inputs for the rows' adapters (`slots`, row by row; `distinct`, the adapter slots among
+   * them, each once: distinctSlots) and returns the key of the graph to run (BASE_GRAPH when no row has an
+   * adapter). Each distinct adapter is one segment or one block of masked rows: its bank rows are read once
+   * per step, however many rows use it; slot-batched and span-masked steps read every spanned slot's rows
+   * once instead.
    */
-  addFeeds(feeds: Record<string, Tensor>, slots: number[], seqLen: number, decode: boolean): number {
-    const distinct = [...new Set(slots.filter((s) => s !== 0))];
+  addFeeds(
+    feeds: Record<string, Tensor>,
+    slots: number[],
+    distinct: number[],
+    seqLen: number,
+    decode: boolean,
+  ): number {
     if (distinct.length === 0) {
       if (decode) {
         this.segmentVariant = 0;
