@@ -216,6 +216,25 @@ export async function loadItem(
   return row ? listedItem(row.item as InputItem) : null;
 }
 
+/**
+ * The item with this id in any of the org's conversations (an item_reference names no conversation), the
+ * newest where several hold one: ids the caller chose are unique only within a conversation.
+ */
+export async function orgItem(
+  db: Pick<Db, "select">,
+  orgId: string,
+  itemId: string,
+): Promise<InputItem | undefined> {
+  const [row] = await db
+    .select({ item: conversationItems.item })
+    .from(conversationItems)
+    .innerJoin(conversations, eq(conversations.id, conversationItems.conversationId))
+    .where(and(eq(conversations.orgId, orgId), eq(conversationItems.id, itemId)))
+    .orderBy(desc(conversationItems.createdAt))
+    .limit(1);
+  return row?.item as InputItem | undefined;
+}
+
 /** Deletes the conversation's item with this id; false when it holds none by that id. */
 export async function dropItem(
   db: Pick<Db, "delete">,

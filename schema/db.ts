@@ -341,6 +341,8 @@ export const conversationItems = pgTable(
   (t) => [
     primaryKey({ columns: [t.conversationId, t.position] }),
     uniqueIndex("conversation_items_id_idx").on(t.conversationId, t.id),
+    // An item_reference names an item by id alone (gateway/response-references.ts).
+    index("conversation_items_item_id_idx").on(t.id),
   ],
 );
 

@@ -282,6 +282,35 @@ describe("a response in a conversation", () => {
     expect(await transcript(id)).toHaveLength(7);
   });
 
+  it("takes item_references to the org's conversation items, whoever chose their ids, and only its own", async () => {
+    const { id } = await client.conversations.create({
+      items: [
+        message("user", "Chosen", "msg_chosen-for-reference"),
+        { type: "message", role: "assistant", content: "Added answer" },
+      ],
+    });
+    const [, added] = (await client.conversations.items.list(id, { order: "asc" })).data;
+    const input: OpenAI.Responses.ResponseInputItem[] = [
+      { type: "item_reference", id: "msg_chosen-for-reference" },
+      { type: "item_reference", id: added!.id! },
+      { role: "user", content: "Next" },
+    ];
+    const response = await client.responses.create({ model: BASE, input, max_output_tokens: 1 });
+    expect(sent(response.id).prompt_token_ids).toEqual(
+      await chatPrompt([
+        { role: "user", content: "Chosen" },
+        { role: "assistant", content: "Added answer" },
+        { role: "user", content: "Next" },
+      ]),
+    );
+    // Copied into another conversation by reference.
+    const other = await client.conversations.create({ items: input.slice(0, 2) });
+    expect(await transcript(other.id)).toEqual(["user: Chosen", "assistant: Added answer"]);
+
+    const foreign = await apiFailure(otherClient.responses.create({ model: BASE, input }));
+    expect([foreign.status, foreign.code, foreign.param]).toEqual([404, "item_not_found", "input.0"]);
+  });
+
   it("adds its turn even when the response is not stored", async () => {
     const { id } = await client.conversations.create({});
     const response = await client.responses.create({

@@ -1,0 +1,1 @@
+CREATE INDEX "conversation_items_item_id_idx" ON "conversation_items" USING btree ("id");
