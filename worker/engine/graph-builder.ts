@@ -25,7 +25,7 @@ import type { WeightIndex } from "./safetensors.ts";
 import { widenedWeights } from "./widened-weights.ts";
 
 // Bump whenever the graph this file emits changes, so cached graphs are rebuilt.
-export const GRAPH_BUILDER_VERSION = 13;
+export const GRAPH_BUILDER_VERSION = 14;
 
 /** Most outputs (Split) or inputs (Concat) one node gets: WebGPU allows 16 storage buffers per shader. */
 const FAN_OUT = 8;
@@ -545,16 +545,21 @@ class DecoderBuilder {
     return g.op("Gemm", [masked, b, base]);
   }
 
-  // One module's A and B bank inputs: every slot's rows, or (slot-batched, span-masked) only those of the
-  // step's run of slots.
+  // One module's A and B bank inputs: every slot's rows, or only those of the step's run of slots, as
+  // [span_rows, ·] (span-masked) or as batched operands [span_slots, R, ·] (slot-batched).
   private bankInputs(l: number, kind: ModuleKind): { a: string; b: string } {
     const lora = this.options.lora!;
-    const rows: Dim = "slots" in lora ? lora.slots * lora.rowsPerSlot : "span_rows";
+    const rows: Dim[] =
+      "slots" in lora
+        ? [lora.slots * lora.rowsPerSlot]
+        : lora.formulation === "slot-batched"
+          ? ["span_slots", lora.rowsPerSlot]
+          : ["span_rows"];
     const { inFeatures, outFeatures } = moduleShape(this.model, kind);
     const names = bankNames(l, kind);
     return {
-      a: this.g.input(names.a, this.compute, [rows, inFeatures]),
-      b: this.g.input(names.b, this.compute, [rows, outFeatures]),
+      a: this.g.input(names.a, this.compute, [...rows, inFeatures]),
+      b: this.g.input(names.b, this.compute, [...rows, outFeatures]),
     };
   }
 
@@ -635,7 +640,7 @@ class DecoderBuilder {
   // Slot-batched: per slot of the step's run the tokens it serves, padded to the step's most per slot
   // (lora_slot_tokens [span_slots, per_slot], any token where padding), where each adapter token's delta
   // lies in the slots' output (lora_slot_back) and its row in the step's output (lora_scatter). The bank
-  // inputs hold only the run's rows: [span_slots · R, ·].
+  // inputs hold only the run's rows: [span_slots, R, ·].
   private slotBatchedInputs(): void {
     const g = this.g;
     g.input("lora_slot_tokens", DataType.INT64, ["span_slots", "per_slot"]);
@@ -649,18 +654,15 @@ class DecoderBuilder {
   // No lora bias: the engine runs this graph only for runs of slots without one.
   private addSlotBatchedDeltas(l: number, kind: ModuleKind, x: string, base: string): string {
     const g = this.g;
-    const R = (this.options.lora as { rowsPerSlot: number }).rowsPerSlot;
-    const { inFeatures, outFeatures } = moduleShape(this.model, kind);
+    const { outFeatures } = moduleShape(this.model, kind);
     const { a, b } = this.bankInputs(l, kind);
     let xs = this.slotRows.get(x);
     if (xs === undefined) {
       xs = g.op("Gather", [x, "lora_slot_tokens"], { axis: 0 });
       this.slotRows.set(x, xs);
     }
-    const a3 = g.op("Reshape", [a, g.constInt64([-1, R, inFeatures])]);
-    const b3 = g.op("Reshape", [b, g.constInt64([-1, R, outFeatures])]);
-    const down = g.op("FusedMatMul", [xs, a3], { transB: 1 }, undefined, MS);
-    const up = g.op("MatMul", [down, b3]);
+    const down = g.op("FusedMatMul", [xs, a], { transB: 1 }, undefined, MS);
+    const up = g.op("MatMul", [down, b]);
     const flat = g.op("Reshape", [up, g.constInt64([-1, outFeatures])]);
     const back = g.op("Gather", [flat, "lora_slot_back"], { axis: 0 });
     return g.op("ScatterND", [base, "lora_scatter", back], { reduction: "add" });

@@ -6,7 +6,7 @@
 // (except slot-batched and span-masked steps, which read every row of a run of slots; B rows past a rank are
 // kept zero for them).
 // The scale (alpha/r or alpha/√r) is already folded into B and the bias by the parser (peft.ts).
-import type { Tensor } from "onnxruntime-node";
+import { Tensor } from "onnxruntime-node";
 import type { LoadedAdapter } from "../adapters/peft.ts";
 import type { BankStore } from "./bank-store.ts";
 import { MODULE_KINDS, type ModelConfig, type ModuleKind, moduleShape } from "./model-config.ts";
@@ -57,7 +57,12 @@ export class LoraBanks {
   /** Per slot, whether its adapter has a lora bias on any module. */
   private readonly biased: boolean[];
   /** The last run of slots a slot-batched or span-masked step was fed, with its feeds (decodes repeat it). */
-  private lastSpan: { first: number; last: number; feeds: Record<string, Tensor> } | null = null;
+  private lastSpan: {
+    first: number;
+    last: number;
+    perSlot: boolean;
+    feeds: Record<string, Tensor>;
+  } | null = null;
 
   constructor(
     private readonly model: ModelConfig,
@@ -191,19 +196,24 @@ export class LoraBanks {
 
   /**
    * The feeds of a slot-batched or span-masked step over slots first..last: every A and B bank's rows of
-   * those slots, all R rows of each, as views (no copy; later writes show through). Those graphs take no
-   * lora bias.
+   * those slots, all R rows of each, as views (no copy; later writes show through), shaped [slots · R,
+   * width], or [slots, R, width] with `perSlot` (the batched operands of slot-batched steps). Those graphs
+   * take no lora bias.
    */
-  spanFeeds(first: number, last: number): Record<string, Tensor> {
+  spanFeeds(first: number, last: number, perSlot: boolean): Record<string, Tensor> {
     this.checkSlot(first);
     this.checkSlot(last);
-    if (this.lastSpan?.first === first && this.lastSpan.last === last) return this.lastSpan.feeds;
+    const known = this.lastSpan;
+    if (known?.first === first && known.last === last && known.perSlot === perSlot) return known.feeds;
     const R = this.shape.rowsPerSlot;
+    const span = last - first + 1;
     const feeds: Record<string, Tensor> = {};
     for (const { name, bias } of this.bankOrder) {
-      if (!bias) feeds[name] = this.store.rowsView(name, (first - 1) * R, (last - first + 1) * R);
+      if (bias) continue;
+      const view = this.store.rowsView(name, (first - 1) * R, span * R);
+      feeds[name] = perSlot ? new Tensor(view.type, view.data, [span, R, view.dims[1]!]) : view;
     }
-    this.lastSpan = { first, last, feeds };
+    this.lastSpan = { first, last, perSlot, feeds };
     return feeds;
   }
 

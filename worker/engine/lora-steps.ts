@@ -133,16 +133,16 @@ export class LoraSteps {
         this.slotBatched = false;
       }
     } else if (!decode && this.spanMaskedPrefill(distinct.length)) {
-      Object.assign(feeds, this.banks.spanFeeds(first, last));
+      Object.assign(feeds, this.banks.spanFeeds(first, last, false));
       this.addSpanMaskedFeeds(feeds, slots, seqLen, first, last);
       return SPAN_MASKED_GRAPH;
     } else if (decode && this.spanMaskedStep(first, last)) {
       this.slotBatched = false;
-      Object.assign(feeds, this.banks.spanFeeds(first, last));
+      Object.assign(feeds, this.banks.spanFeeds(first, last, false));
       this.addSpanMaskedFeeds(feeds, slots, seqLen, first, last);
       return SPAN_MASKED_GRAPH;
     } else if (decode && this.slotBatchedStep(distinct.length, last - first + 1)) {
-      Object.assign(feeds, this.banks.spanFeeds(first, last));
+      Object.assign(feeds, this.banks.spanFeeds(first, last, true));
       this.addSlotBatchedFeeds(feeds, slots, seqLen, first, last);
       return SLOT_BATCHED_GRAPH;
     }
