@@ -15,6 +15,7 @@ import type { ScaleOptions } from "./fleet-scale.ts";
 import type { ColdStartOutcome } from "./generation.ts";
 import { sweepIdempotencyKeys } from "./idempotency-keys.ts";
 import type { RouteOutcome, RoutingOptions } from "./routing.ts";
+import { SecretBox } from "./secret-box.ts";
 import { DEFAULT_RETENTION_DAYS, StoredRetention } from "./stored-retention.ts";
 
 /** The part of a pino logger the gateway uses; callers log key prefixes, never keys. */
@@ -80,6 +81,11 @@ export interface GatewayDeps {
    * (LUMINET_SESSION_SECRET); the default, random per process, ends sessions when the process restarts.
    */
   sessionSecret: string;
+  /**
+   * Seals the secrets the gateway keeps and must read back (webhook signing secrets) under the operator's
+   * LUMINET_SECRETS_KEY; the default has no key and keeps them as they are.
+   */
+  secrets: SecretBox;
   /** A fresh request id: unguessable and unique, since it keys the billing row. */
   newRequestId: () => string;
   /**
@@ -132,6 +138,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
     metrics: null,
     newRequestId: () => crypto.randomUUID().replaceAll("-", ""),
     allowPrivateWebhooks: false,
+    secrets: new SecretBox(undefined),
     sessionSecret: Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) =>
       b.toString(16).padStart(2, "0"),
     ).join(""),

@@ -23,6 +23,7 @@ import type { ScaleOptions } from "./fleet-scale.ts";
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { mountMetricsRoute, prometheusMetrics } from "./prometheus.ts";
 import type { SamplingDefaultsSource } from "./sampling-defaults.ts";
+import { SecretBox } from "./secret-box.ts";
 import { StoredRetention } from "./stored-retention.ts";
 import { WebhookSender } from "./webhook-sender.ts";
 
@@ -71,6 +72,7 @@ export function createNodeApp(input: GatewayDepsInput): { app: Hono<GatewayEnv>;
     log: logger,
     metrics: prometheusMetrics(),
     ...(sessionSecret ? { sessionSecret } : {}),
+    secrets: new SecretBox(process.env.LUMINET_SECRETS_KEY),
     ...input,
   });
   const app = createApp(deps);
@@ -85,6 +87,7 @@ export function startWebhookSender(deps: GatewayDeps): WebhookSender {
     log: deps.log,
     metrics: deps.metrics,
     allowPrivate: deps.allowPrivateWebhooks,
+    secrets: deps.secrets,
     now: deps.now,
   });
   sender.start();

@@ -2,10 +2,11 @@
 // deliveries with a lease (FOR UPDATE SKIP LOCKED, so two senders never take the same one; a sender that
 // dies leaves its claims due again when the lease ends), POSTs each event signed as Standard Webhooks sign
 // (webhook-id, webhook-timestamp, webhook-signature: v1 and the base64 HMAC-SHA256 of "id.timestamp.body"
-// under the endpoint's secret — what OpenAI sends and its SDKs' `webhooks.unwrap` checks), and marks it
-// delivered on a 2xx answer. Anything else is tried again later, waiting twice as long each time (up to an
-// hour), until 72 hours after the event; then it is marked failed. An endpoint whose host resolves to a
-// private address is refused unless the operator allows private webhooks (webhook-address.ts).
+// under the endpoint's secret, opened if sealed (secret-box.ts) — what OpenAI sends and its SDKs'
+// `webhooks.unwrap` checks), and marks it delivered on a 2xx answer. Anything else (a secret this process
+// cannot open too) is tried again later, waiting twice as long each time (up to an hour), until 72 hours
+// after the event; then it is marked failed. An endpoint whose host resolves to a private address is
+// refused unless the operator allows private webhooks (webhook-address.ts).
 import { lookup } from "node:dns/promises";
 import { and, asc, eq, inArray, isNotNull, isNull, lt, lte, or, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
@@ -13,6 +14,7 @@ import { webhookDeliveries, webhookEndpoints } from "../schema/db.ts";
 import type { GatewayLog, GatewayMetrics } from "./deps.ts";
 import { DueSweep, type Sweep } from "./due-sweep.ts";
 import { Pause } from "./pause.ts";
+import { SecretBox } from "./secret-box.ts";
 import { privateAddress } from "./webhook-address.ts";
 
 export interface WebhookSenderOptions {
@@ -28,6 +30,8 @@ export interface WebhookSenderOptions {
   timeoutMs?: number;
   /** Deliver to endpoints whose host resolves to a private address (a development stack). */
   allowPrivate?: boolean;
+  /** Opens the endpoints' sealed signing secrets (the gateway's GatewayDeps.secrets); default: no key. */
+  secrets?: SecretBox;
   now?: () => number;
   fetch?: typeof fetch;
 }
@@ -106,6 +110,7 @@ export class WebhookSender {
       pollMs: 1_000,
       timeoutMs: 10_000,
       allowPrivate: false,
+      secrets: new SecretBox(undefined),
       metrics: null,
       now: Date.now,
       fetch: globalThis.fetch,
@@ -269,7 +274,12 @@ export class WebhookSender {
         "user-agent": "Luminet-Webhooks/1",
         "webhook-id": delivery.eventId,
         "webhook-timestamp": String(timestamp),
-        "webhook-signature": await signature(delivery.secret, delivery.eventId, timestamp, body),
+        "webhook-signature": await signature(
+          await this.#options.secrets.open(delivery.secret, delivery.endpointId),
+          delivery.eventId,
+          timestamp,
+          body,
+        ),
       },
       body,
       redirect: "manual",

@@ -35,7 +35,10 @@ function newSecret(): string {
 }
 
 /** What registering an endpoint needs of the gateway: its database, ids, clock and the operator's choice. */
-export type WebhookDeps = Pick<GatewayDeps, "db" | "newRequestId" | "now" | "allowPrivateWebhooks">;
+export type WebhookDeps = Pick<
+  GatewayDeps,
+  "db" | "newRequestId" | "now" | "allowPrivateWebhooks" | "secrets"
+>;
 
 /**
  * Registers an endpoint (the webhook API and the dashboard alike). A URL naming this host or a private
@@ -53,6 +56,7 @@ export async function createWebhook(
     );
   }
   const id = `whep_${deps.newRequestId()}`;
+  const secret = newSecret();
   const now = new Date(deps.now());
   const [row] = await deps.db
     .insert(webhookEndpoints)
@@ -61,11 +65,11 @@ export async function createWebhook(
       orgId,
       url: request.url,
       events: request.events ? [...new Set(request.events)] : null,
-      secret: newSecret(),
+      secret: await deps.secrets.seal(secret, id),
       createdAt: now,
     })
     .returning();
-  return { ...webhookObject(row!), secret: row!.secret };
+  return { ...webhookObject(row!), secret };
 }
 
 /** The org's endpoints, oldest first, without their secrets. */

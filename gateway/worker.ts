@@ -27,6 +27,7 @@ import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "./fleet-s
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { R2BlobStore, type R2BucketBinding } from "./r2-blob-store.ts";
 import { samplingDefaultsSource } from "./sampling-defaults.ts";
+import { SecretBox } from "./secret-box.ts";
 import { DEFAULT_RETENTION_DAYS, StoredRetention } from "./stored-retention.ts";
 
 /** The Worker's bindings: secrets DATABASE_URL and NATS_URL, vars from wrangler.toml. */
@@ -44,6 +45,8 @@ export interface WorkerEnv {
   NEON_WS_PROXY?: string;
   /** Signs the dashboard's session cookies; the same on every isolate, or a session ends where it moves. */
   LUMINET_SESSION_SECRET?: string;
+  /** Seals webhook signing secrets at rest (gateway/secret-box.ts): 32 bytes in base64, as on the Node gateways. */
+  LUMINET_SECRETS_KEY?: string;
   /** The R2 bucket accepted adapters are stored in; without it adapter creation answers 503. */
   ADAPTER_BLOBS?: R2BucketBinding;
   /** Key prefix inside ADAPTER_BLOBS: the workers read r2://<bucket>/<prefix>. */
@@ -211,6 +214,7 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
               integerVar(env, "LUMINET_RESPONSE_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 0),
             ),
             allowPrivateWebhooks: env.LUMINET_ALLOW_PRIVATE_WEBHOOKS === "1",
+            secrets: new SecretBox(env.LUMINET_SECRETS_KEY),
             log: consoleLog,
             limits: { maxFileBytes: integerVar(env, "LUMINET_MAX_FILE_BYTES", WORKERS_MAX_FILE_BYTES) },
             ...(env.LUMINET_SESSION_SECRET ? { sessionSecret: env.LUMINET_SESSION_SECRET } : {}),

@@ -10,6 +10,7 @@ import { DEFAULT_BATCH_FILL } from "../../gateway/batch-room.ts";
 import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "../../gateway/fleet-scale.ts";
 import { DEFAULT_BATCH_CONCURRENCY, startNodeGateway } from "../../gateway/node.ts";
 import { samplingDefaultsSource } from "../../gateway/sampling-defaults.ts";
+import { SecretBox } from "../../gateway/secret-box.ts";
 import { DEFAULT_RETENTION_DAYS } from "../../gateway/stored-retention.ts";
 import { bytes, count, port, seconds } from "../flags.ts";
 import { CliError } from "../run-command.ts";
@@ -66,6 +67,8 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     throw new Error("name at least one base model: --model NAME=DIR (the folder with its tokenizer.json)");
   }
   const listenPort = port("--port", flags.port);
+  // A bad LUMINET_SECRETS_KEY stops the gateway here, before it opens anything (createNodeApp reads it too).
+  const sealing = new SecretBox(process.env.LUMINET_SECRETS_KEY).sealing;
   const databaseUrl = process.env.DATABASE_URL || defaultDatabaseUrl;
   const natsUrl = process.env.NATS_URL || "nats://127.0.0.1:4222";
   const models = flags.model.map(parseBaseModelSource);
@@ -97,6 +100,9 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     { url: gateway.url, database: describeDatabaseUrl(databaseUrl), bases: models.map((m) => m.name) },
     `gateway listening on ${gateway.url}`,
   );
+  if (!sealing) {
+    logger.warn("LUMINET_SECRETS_KEY is not set: new webhook signing secrets are stored unsealed");
+  }
   await stopOnSignal("gateway closing", () => gateway.close());
 }
 

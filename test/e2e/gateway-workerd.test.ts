@@ -9,6 +9,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { eq } from "drizzle-orm";
 import { Miniflare } from "miniflare";
 import OpenAI, { toFile } from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
@@ -21,8 +22,11 @@ import { loadBaseModel } from "../../gateway/base-loader.ts";
 import { BatchRunner } from "../../gateway/batch-runner.ts";
 import { createNodeApp, loadBaseCatalog } from "../../gateway/node.ts";
 import type { R2BucketBinding } from "../../gateway/r2-blob-store.ts";
+import { SecretBox } from "../../gateway/secret-box.ts";
 import { AdapterObject } from "../../schema/adapter-api.ts";
+import { webhookEndpoints } from "../../schema/db.ts";
 import { KeyCreated } from "../../schema/key-api.ts";
+import type { CreatedWebhook } from "../../schema/webhook-api.ts";
 import { buildWorker } from "../../scripts/build-worker.ts";
 import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
@@ -56,6 +60,8 @@ function wranglerRuntime(): { compatibilityDate: string; compatibilityFlags: str
 
 const postgresUrl = inject("postgresUrl");
 const bin = postgresBinaries();
+/** The deployment's LUMINET_SECRETS_KEY (a `wrangler secret`), which seals webhook signing secrets. */
+const SECRETS_KEY = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64");
 
 describe("the gateway in workerd", () => {
   if (!postgresUrl && !bin) {
@@ -148,6 +154,7 @@ describe("the gateway in workerd", () => {
         LUMINET_MAX_ADAPTER_RANK: "4",
         LUMINET_MAX_ADAPTER_BYTES: String(2 ** 20),
         LUMINET_ADAPTER_SOURCES: `${originUrl}/registered/`,
+        LUMINET_SECRETS_KEY: SECRETS_KEY,
       },
       r2Buckets: ["ADAPTER_BLOBS"],
     });
@@ -422,6 +429,24 @@ describe("the gateway in workerd", () => {
     expect((await call("GET", "/models", created.key)).status).toBe(200);
     expect((await call("DELETE", `/keys/${created.prefix}`, adminKey)).status).toBe(200);
     expect((await call("GET", "/models", created.key)).status).toBe(401);
+  });
+
+  it("seals a webhook's signing secret in the isolate so that a Node gateway's sender, with the key, opens it", async () => {
+    const response = await fetch(`${client.baseURL}/webhooks`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${adminKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ url: "https://hooks.example.com/luminet" }),
+    });
+    expect(response.status).toBe(201);
+    const created = (await response.json()) as CreatedWebhook;
+    const db = await openDb(databaseUrl!);
+    try {
+      const [row] = await db.select().from(webhookEndpoints).where(eq(webhookEndpoints.id, created.id));
+      expect(row!.secret).toMatch(/^sealed1:/);
+      expect(await new SecretBox(SECRETS_KEY).open(row!.secret, created.id)).toBe(created.secret);
+    } finally {
+      await db.close();
+    }
   });
 
   /** Miniflare's R2 proxy, typed by what the tests use (workers-types is not a dependency). */

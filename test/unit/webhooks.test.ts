@@ -2,7 +2,8 @@
 // managed through /v1/webhooks by admin keys of their own org, private URLs refused; a batch's and a
 // background response's end delivered to the endpoints that take the event, signed so that the official
 // `openai` SDK's webhooks.unwrap accepts them; a refused delivery retried later under the same event id and
-// given up after 72 hours; a host that resolves to a private address refused at delivery.
+// given up after 72 hours; a host that resolves to a private address refused at delivery; signing secrets
+// sealed at rest under the operator's key, and a sender without it delivering nothing until it has it.
 import { once } from "node:events";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -11,6 +12,7 @@ import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { BatchRunner } from "../../gateway/batch-runner.ts";
 import { quietMetrics } from "../../gateway/quiet-metrics.ts";
+import { SecretBox } from "../../gateway/secret-box.ts";
 import { WebhookSender } from "../../gateway/webhook-sender.ts";
 import { createWebhook } from "../../gateway/webhooks.ts";
 import { webhookDeliveries, webhookEndpoints } from "../../schema/db.ts";
@@ -24,6 +26,8 @@ let app: ReturnType<GatewayHarness["appWith"]>;
 let receiver: Receiver;
 let clock = Date.now();
 const now = () => clock;
+/** The operator's LUMINET_SECRETS_KEY, which the gateway seals signing secrets with and its senders open them. */
+const SECRETS = new SecretBox(Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64"));
 
 interface Received {
   path: string;
@@ -69,7 +73,7 @@ class Receiver {
 beforeAll(async () => {
   h = await createGatewayHarness();
   worker = await FakeWorker.start(h.workerBus, { base: BASE });
-  app = h.appWith({ allowPrivateWebhooks: true, now });
+  app = h.appWith({ allowPrivateWebhooks: true, now, secrets: SECRETS });
   receiver = await Receiver.start();
 });
 afterAll(async () => {
@@ -102,9 +106,9 @@ async function createEndpoint(body: object): Promise<CreatedWebhook> {
 /** The senders' attempts by outcome, as Prometheus would count them. */
 const outcomes: string[] = [];
 
-function sender(allowPrivate = true): WebhookSender {
+function sender(allowPrivate = true, secrets = SECRETS): WebhookSender {
   const metrics = quietMetrics({ webhookDelivery: (outcome) => void outcomes.push(outcome) });
-  return new WebhookSender({ db: h.db, log: h.deps.log, metrics, allowPrivate, now });
+  return new WebhookSender({ db: h.db, log: h.deps.log, metrics, allowPrivate, secrets, now });
 }
 
 function batchRunner(): BatchRunner {
@@ -164,6 +168,10 @@ describe("/v1/webhooks", () => {
     const mine = listed.data.find((w) => w.id === created.id)!;
     expect(mine).not.toHaveProperty("secret");
     expect(JSON.stringify(listed)).not.toContain(created.secret);
+    // Kept sealed: the database alone does not give the secret away.
+    const [row] = await h.db.select().from(webhookEndpoints).where(eq(webhookEndpoints.id, created.id));
+    expect(row!.secret).toMatch(/^sealed1:/);
+    expect(row!.secret).not.toContain(created.secret.slice("whsec_".length));
 
     expect((await call("/v1/webhooks", h.keys.acme)).status).toBe(403);
     expect((await call(`/v1/webhooks/${created.id}`, h.keys.acme, { method: "DELETE" })).status).toBe(403);
@@ -263,6 +271,25 @@ describe("deliveries", () => {
       endpoint.secret,
     );
     expect(event).toMatchObject({ type: "response.incomplete", data: { id } });
+  });
+
+  it("sends nothing where the sender cannot open the sealed secret, says why, and delivers once it can", async () => {
+    const endpoint = await createEndpoint({ url: receiver.url("/sealed") });
+    await createBatch(1);
+    await batchRunner().drain();
+    expect(await sender(true, new SecretBox(undefined)).drain()).toBe(1);
+    expect(receiver.at("/sealed")).toEqual([]);
+    const [row] = await h.db
+      .select()
+      .from(webhookDeliveries)
+      .where(eq(webhookDeliveries.endpointId, endpoint.id));
+    expect(row!.lastError).toContain("no LUMINET_SECRETS_KEY");
+    expect(row!.lastError).not.toContain(endpoint.secret);
+    clock += 5_000;
+    expect(await sender().drain()).toBe(1);
+    const [delivery] = receiver.at("/sealed");
+    await sdk.webhooks.unwrap(delivery!.body, delivery!.headers as Record<string, string>, endpoint.secret);
+    expect(outcomes).toEqual(["retried", "delivered"]);
   });
 
   it("tries a refused delivery again later under the same event id, and gives up 72 hours after the event", async () => {
