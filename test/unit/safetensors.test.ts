@@ -12,6 +12,7 @@ import {
   openWeights,
   readSafetensorsHeader,
   SafetensorsError,
+  weightsInMemory,
   writeSafetensors,
 } from "../../worker/engine/safetensors.ts";
 
@@ -126,6 +127,34 @@ describe("safetensors files", () => {
     expect(() => w.info("missing")).toThrow(`no tensor missing in ${dir}`);
     expect(w.has("f32")).toBe(true);
     expect(w.has("missing")).toBe(false);
+  });
+
+  it("reads the same tensors from a file already in memory, at any alignment, checked the same way", () => {
+    const dir = freshDir();
+    const path = join(dir, "model.safetensors");
+    writeSafetensors(path, [
+      { name: "f32", dtype: "F32", shape: [2, 3], data: values },
+      { name: "bf16", dtype: "BF16", shape: [6], data: float32ToBfloat16(values) },
+      { name: "f64", dtype: "F64", shape: [6], data: Float64Array.from(values) },
+    ]);
+    const onDisk = openWeights(dir);
+    const bytes = readFileSync(path);
+    // At offset 1 of its buffer no float32 view can be aligned: the reads copy.
+    const shifted = new Uint8Array(bytes.length + 1);
+    shifted.set(bytes, 1);
+    for (const inMemory of [weightsInMemory(bytes, path), weightsInMemory(shifted.subarray(1), path)]) {
+      expect(inMemory.names()).toEqual(onDisk.names());
+      for (const name of ["f32", "bf16", "f64"]) {
+        expect([...inMemory.readFloat32(name)]).toEqual([...onDisk.readFloat32(name)]);
+      }
+      expect(inMemory.info("f32")).toMatchObject({ dtype: "F32", shape: [2, 3], byteLength: 24 });
+      expect(() => inMemory.info("missing")).toThrow(`no tensor missing in ${path}`);
+    }
+    const long = readFileSync(craft({ w: { dtype: "F32", shape: [4], data_offsets: [0, 16] } }, 8));
+    expect(() => weightsInMemory(long, path)).toThrow(
+      /data_offsets \[0, 16\] run past the 8-byte data section/,
+    );
+    expect(() => weightsInMemory(bytes.subarray(0, 5), path)).toThrow(/5 bytes is too short/);
   });
 
   it("streams tensors given as chunk producers and leaves no file when a producer comes up short", () => {

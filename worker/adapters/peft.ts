@@ -2,7 +2,7 @@
 // A and scaled Bᵀ matrices per module, validated against the base model. Pickled weights are never
 // opened: unpickling runs arbitrary code.
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import {
   MODULE_KINDS,
@@ -11,7 +11,7 @@ import {
   modulePath,
   moduleShape,
 } from "../engine/model-config.ts";
-import { openWeights, SafetensorsError, type WeightIndex } from "../engine/safetensors.ts";
+import { SafetensorsError, type WeightIndex, weightsInMemory } from "../engine/safetensors.ts";
 import { AdapterError, isTargeted, moduleRank, moduleScale, parsePeftConfig } from "./peft-config.ts";
 
 export { AdapterError } from "./peft-config.ts";
@@ -65,20 +65,37 @@ interface ModuleTensors {
   bias?: string;
 }
 
-function sha256OfFile(path: string): string {
-  const hash = createHash("sha256");
-  const chunk = Buffer.allocUnsafe(1 << 20);
+/**
+ * Bytes of the largest adapter file whose read buffer is kept for the next load. One thread parses one
+ * adapter at a time, so each keeps one buffer: a load then reads into pages already mapped instead of
+ * faulting in the file's size of fresh memory (on a VM that cost more than the read itself:
+ * docs/BENCHMARKS.md, cold-load). Larger files get a buffer of their own, so a gateway that checked one
+ * large upload does not hold its size.
+ */
+const KEPT_READ_BUFFER_BYTES = 128 * 1024 * 1024;
+let readBuffer: Uint8Array | null = null;
+
+/** The whole file, in this thread's kept read buffer where it fits (valid until the next call). */
+function readWhole(path: string): Uint8Array {
   const fd = openSync(path, "r");
   try {
-    for (;;) {
-      const n = readSync(fd, chunk, 0, chunk.length, null);
-      if (n === 0) break;
-      hash.update(chunk.subarray(0, n));
+    const size = fstatSync(fd).size;
+    let target: Uint8Array;
+    if (size > KEPT_READ_BUFFER_BYTES) target = new Uint8Array(size);
+    else {
+      if (readBuffer === null || readBuffer.length < size) readBuffer = new Uint8Array(size);
+      target = readBuffer.subarray(0, size);
     }
+    let done = 0;
+    while (done < size) {
+      const n = readSync(fd, target, done, size - done, done);
+      if (n === 0) throw new AdapterError(`${path}: the file ended while it was read (changed meanwhile?)`);
+      done += n;
+    }
+    return target;
   } finally {
     closeSync(fd);
   }
-  return hash.digest("hex");
 }
 
 function readConfig(dir: string): unknown {
@@ -153,8 +170,10 @@ function sharedFloats(length: number): Float32Array {
 /** scale · Bᵀ of a lora_B [out, rank], as shared memory. */
 function scaledTranspose(b: Float32Array, outFeatures: number, rank: number, scale: number): Float32Array {
   const t = sharedFloats(rank * outFeatures);
-  for (let o = 0; o < outFeatures; o++) {
-    for (let r = 0; r < rank; r++) t[r * outFeatures + o] = scale * b[o * rank + r]!;
+  // Row by row of the result: writes run in order (the other way round each lands a row apart).
+  for (let r = 0; r < rank; r++) {
+    const row = r * outFeatures;
+    for (let o = 0; o < outFeatures; o++) t[row + o] = scale * b[o * rank + r]!;
   }
   return t;
 }
@@ -162,7 +181,8 @@ function scaledTranspose(b: Float32Array, outFeatures: number, rank: number, sca
 /** scale · values, as shared memory. */
 function sharedCopy(values: Float32Array, scale = 1): Float32Array {
   const copy = sharedFloats(values.length);
-  for (let i = 0; i < values.length; i++) copy[i] = scale * values[i]!;
+  if (scale === 1) copy.set(values);
+  else for (let i = 0; i < values.length; i++) copy[i] = scale * values[i]!;
   return copy;
 }
 
@@ -210,9 +230,12 @@ export function loadPeftAdapter(
   }
   const cfg = parsePeftConfig(readConfig(root));
 
+  // Read once: the bytes parsed are the bytes hashed.
+  const bytes = readWhole(weightsPath);
+  const sha256 = createHash("sha256").update(bytes).digest("hex");
   let weights: WeightIndex;
   try {
-    weights = openWeights(root, "adapter_model");
+    weights = weightsInMemory(bytes, weightsPath);
   } catch (err) {
     if (err instanceof SafetensorsError) throw new AdapterError(err.message, { cause: err });
     throw err;
@@ -273,7 +296,7 @@ export function loadPeftAdapter(
     name: options.name ?? basename(root),
     maxRank: modules.reduce((m, x) => Math.max(m, x.rank), 0),
     modules,
-    bytes: statSync(weightsPath).size,
-    sha256: sha256OfFile(weightsPath),
+    bytes: bytes.length,
+    sha256,
   };
 }

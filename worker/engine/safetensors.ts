@@ -1,5 +1,6 @@
 // Safetensors files: a hardened header reader, a sharded weight index that reads single tensors at
-// their offsets (multi-GB files are never loaded whole), and a writer that streams tensors to disk.
+// their offsets (multi-GB files are never loaded whole), the same index over a file already in memory
+// (an adapter, read once to hash and parse), and a writer that streams tensors to disk.
 import {
   closeSync,
   existsSync,
@@ -75,6 +76,34 @@ function writeFully(fd: number, data: Uint8Array): void {
   }
 }
 
+/** The header's length from a file's first 8 bytes, checked against the cap and the file's size. */
+function headerLength(prefix: Uint8Array, file: string, fileSize: number): number {
+  const headerLen = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
+  if (headerLen > BigInt(MAX_HEADER_BYTES)) {
+    throw new SafetensorsError(
+      `${file}: header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte cap`,
+    );
+  }
+  const n = Number(headerLen);
+  if (8 + n > fileSize) {
+    throw new SafetensorsError(`${file}: header length ${n} runs past the end of the ${fileSize}-byte file`);
+  }
+  return n;
+}
+
+function headerJson(headerBytes: Uint8Array, file: string): unknown {
+  try {
+    return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerBytes));
+  } catch (err) {
+    throw new SafetensorsError(`${file}: header is not valid UTF-8 JSON (${(err as Error).message})`);
+  }
+}
+
+function checkFileSize(fileSize: number, file: string): void {
+  if (fileSize < 8)
+    throw new SafetensorsError(`${file}: ${fileSize} bytes is too short for a safetensors file`);
+}
+
 export function readSafetensorsHeader(path: string): {
   tensors: TensorInfo[];
   metadata: Record<string, string>;
@@ -88,31 +117,13 @@ export function readSafetensorsHeader(path: string): {
   }
   try {
     const fileSize = fstatSync(fd).size;
-    if (fileSize < 8)
-      throw new SafetensorsError(`${file}: ${fileSize} bytes is too short for a safetensors file`);
+    checkFileSize(fileSize, file);
     const prefix = new Uint8Array(8);
     readFully(fd, prefix, 0, file, "the header length");
-    const headerLen = new DataView(prefix.buffer).getBigUint64(0, true);
-    if (headerLen > BigInt(MAX_HEADER_BYTES)) {
-      throw new SafetensorsError(
-        `${file}: header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte cap`,
-      );
-    }
-    const n = Number(headerLen);
-    if (8 + n > fileSize) {
-      throw new SafetensorsError(
-        `${file}: header length ${n} runs past the end of the ${fileSize}-byte file`,
-      );
-    }
+    const n = headerLength(prefix, file, fileSize);
     const headerBytes = new Uint8Array(n);
     readFully(fd, headerBytes, 8, file, "the header");
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerBytes));
-    } catch (err) {
-      throw new SafetensorsError(`${file}: header is not valid UTF-8 JSON (${(err as Error).message})`);
-    }
-    return parseHeader(parsed, file, 8 + n, fileSize);
+    return parseHeader(headerJson(headerBytes, file), file, 8 + n, fileSize);
   } finally {
     closeSync(fd);
   }
@@ -247,24 +258,58 @@ export function openWeights(dir: string, baseName = "model"): WeightIndex {
     has: (name) => infos.has(name),
     info,
     readRaw,
-    readFloat32(name) {
-      const t = info(name);
-      const raw = readRaw(name);
-      const count = t.byteLength / DTYPE_BYTES[t.dtype];
-      switch (t.dtype) {
-        case "F32":
-          return new Float32Array(raw.buffer, raw.byteOffset, count);
-        case "F16":
-          return float16ToFloat32(new Uint16Array(raw.buffer, raw.byteOffset, count));
-        case "BF16":
-          return bfloat16ToFloat32(new Uint16Array(raw.buffer, raw.byteOffset, count));
-        case "F64":
-          return Float32Array.from(new Float64Array(raw.buffer, raw.byteOffset, count));
-        default:
-          throw new SafetensorsError(`${t.file}: tensor ${name} has dtype ${t.dtype}, not a float dtype`);
-      }
-    },
+    readFloat32: (name) => asFloat32(info(name), readRaw(name)),
   };
+}
+
+/**
+ * The index over a whole safetensors file already in `bytes` (read from `path`), checked as
+ * readSafetensorsHeader checks a file. Tensors are views of `bytes` (float32 ones too, where aligned), valid
+ * while `bytes` is.
+ */
+export function weightsInMemory(bytes: Uint8Array, path: string): WeightIndex {
+  const file = resolve(path);
+  checkFileSize(bytes.length, file);
+  const n = headerLength(bytes.subarray(0, 8), file, bytes.length);
+  const { tensors } = parseHeader(headerJson(bytes.subarray(8, 8 + n), file), file, 8 + n, bytes.length);
+  const infos = new Map(tensors.map((t) => [t.name, t]));
+  const info = (name: string): TensorInfo => {
+    const t = infos.get(name);
+    if (!t) throw new SafetensorsError(`no tensor ${name} in ${file}`);
+    return t;
+  };
+  const readRaw = (name: string): Uint8Array => {
+    const t = info(name);
+    return bytes.subarray(t.offset, t.offset + t.byteLength);
+  };
+  return {
+    dir: dirname(file),
+    names: () => [...infos.keys()],
+    has: (name) => infos.has(name),
+    info,
+    readRaw,
+    readFloat32: (name) => asFloat32(info(name), readRaw(name)),
+  };
+}
+
+/** A float tensor's bytes as float32: a view where they are float32 and aligned, else a converted copy. */
+function asFloat32(t: TensorInfo, raw: Uint8Array): Float32Array {
+  const count = t.byteLength / DTYPE_BYTES[t.dtype];
+  // Typed views need their element size's alignment; a copy starts at offset 0 (not raw.slice(): on a
+  // Buffer that is a view).
+  const aligned = raw.byteOffset % DTYPE_BYTES[t.dtype] === 0 ? raw : new Uint8Array(raw);
+  switch (t.dtype) {
+    case "F32":
+      return new Float32Array(aligned.buffer, aligned.byteOffset, count);
+    case "F16":
+      return float16ToFloat32(new Uint16Array(aligned.buffer, aligned.byteOffset, count));
+    case "BF16":
+      return bfloat16ToFloat32(new Uint16Array(aligned.buffer, aligned.byteOffset, count));
+    case "F64":
+      return Float32Array.from(new Float64Array(aligned.buffer, aligned.byteOffset, count));
+    default:
+      throw new SafetensorsError(`${t.file}: tensor ${t.name} has dtype ${t.dtype}, not a float dtype`);
+  }
 }
 
 function readShardedIndex(root: string, indexPath: string): TensorInfo[] {
