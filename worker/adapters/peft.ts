@@ -33,8 +33,9 @@ export interface LoraModule {
 }
 
 /**
- * A parsed adapter, in the layout the engine's banks hold. Its matrices live in SharedArrayBuffers: the RAM
- * tier keeps one copy, and handing it to the engine thread (a structured clone) copies nothing.
+ * A parsed adapter, in the layout the engine's banks hold. Its matrices are views of one SharedArrayBuffer
+ * of their exact size: the RAM tier keeps one copy, and handing it to the engine thread (a structured
+ * clone) copies nothing.
  */
 export interface LoadedAdapter {
   name: string;
@@ -163,27 +164,42 @@ function groupTensors(names: string[], model: ModelConfig): Map<string, ModuleTe
   return modules;
 }
 
-function sharedFloats(length: number): Float32Array {
-  return new Float32Array(new SharedArrayBuffer(length * Float32Array.BYTES_PER_ELEMENT));
+/** A SharedArrayBuffer of `bytes` for one adapter's rows: fresh, or one made ready before (peft-thread-entry.ts). */
+export type SharedMemory = (bytes: number) => SharedArrayBuffer;
+
+const freshMemory: SharedMemory = (bytes) => new SharedArrayBuffer(bytes);
+
+/** Consecutive float32 rows carved out of one adapter's shared memory. */
+class SharedRows {
+  private next = 0;
+  constructor(private readonly memory: SharedArrayBuffer) {}
+
+  take(length: number): Float32Array {
+    const rows = new Float32Array(this.memory, this.next, length);
+    this.next += length * Float32Array.BYTES_PER_ELEMENT;
+    return rows;
+  }
 }
 
-/** scale · Bᵀ of a lora_B [out, rank], as shared memory. */
-function scaledTranspose(b: Float32Array, outFeatures: number, rank: number, scale: number): Float32Array {
-  const t = sharedFloats(rank * outFeatures);
+/** target = scale · Bᵀ of a lora_B [out, rank]. */
+function transposeScaled(
+  target: Float32Array,
+  b: Float32Array,
+  outFeatures: number,
+  rank: number,
+  scale: number,
+): void {
   // Row by row of the result: writes run in order (the other way round each lands a row apart).
   for (let r = 0; r < rank; r++) {
     const row = r * outFeatures;
-    for (let o = 0; o < outFeatures; o++) t[row + o] = scale * b[o * rank + r]!;
+    for (let o = 0; o < outFeatures; o++) target[row + o] = scale * b[o * rank + r]!;
   }
-  return t;
 }
 
-/** scale · values, as shared memory. */
-function sharedCopy(values: Float32Array, scale = 1): Float32Array {
-  const copy = sharedFloats(values.length);
-  if (scale === 1) copy.set(values);
-  else for (let i = 0; i < values.length; i++) copy[i] = scale * values[i]!;
-  return copy;
+/** target = scale · values. */
+function copyScaled(target: Float32Array, values: Float32Array, scale = 1): void {
+  if (scale === 1) target.set(values);
+  else for (let i = 0; i < values.length; i++) target[i] = scale * values[i]!;
 }
 
 function readChecked(weights: WeightIndex, name: string, shape: number[], why: string): Float32Array {
@@ -207,12 +223,13 @@ function readChecked(weights: WeightIndex, name: string, shape: number[], why: s
 
 /**
  * Loads and validates the PEFT LoRA adapter in `dir` for the base `model`. Throws AdapterError, with a
- * message naming the field or tensor, for anything invalid or unsupported.
+ * message naming the field or tensor, for anything invalid or unsupported. `memory` gives the shared
+ * memory its rows go into (default: fresh).
  */
 export function loadPeftAdapter(
   dir: string,
   model: ModelConfig,
-  options: { name?: string; maxRank: number },
+  options: { name?: string; maxRank: number; memory?: SharedMemory },
 ): LoadedAdapter {
   const root = resolve(dir);
   if (!existsSync(root) || !statSync(root).isDirectory()) {
@@ -244,8 +261,8 @@ export function loadPeftAdapter(
   if (names.length === 0) throw new AdapterError(`${weightsPath}: holds no tensors`);
   const grouped = groupTensors(names, model);
 
-  const modules: LoraModule[] = [];
-  for (const t of grouped.values()) {
+  // Checked first, so that the rows of every module come out of one piece of shared memory.
+  const planned = [...grouped.values()].map((t) => {
     const what = `${PREFIX}${t.path}`;
     if (!isTargeted(cfg, t.path)) {
       throw new AdapterError(
@@ -266,24 +283,42 @@ export function loadPeftAdapter(
         `${what}: rank ${rank} exceeds the maximum rank ${options.maxRank} this server is configured for`,
       );
     }
-    const { inFeatures, outFeatures } = moduleShape(model, t.kind);
+    return { t, a: t.a, b: t.b, rank, ...moduleShape(model, t.kind) };
+  });
+  const floats = planned.reduce(
+    (sum, m) => sum + m.rank * (m.inFeatures + m.outFeatures) + (m.t.bias === undefined ? 0 : m.outFeatures),
+    0,
+  );
+  const rows = new SharedRows((options.memory ?? freshMemory)(floats * Float32Array.BYTES_PER_ELEMENT));
+
+  const modules: LoraModule[] = [];
+  for (const { t, a, b, rank, inFeatures, outFeatures } of planned) {
     const why = `rank ${rank} from adapter_config.json, ${inFeatures} in and ${outFeatures} out features in the base`;
     try {
       const scale = moduleScale(cfg, t.path);
-      const a = sharedCopy(readChecked(weights, t.a, [rank, inFeatures], why));
-      const b = readChecked(weights, t.b, [outFeatures, rank], why);
-      modules.push({
+      const module: LoraModule = {
         layer: t.layer,
         kind: t.kind,
         rank,
         scale,
-        a,
-        scaledBT: scaledTranspose(b, outFeatures, rank, scale),
-        scaledBias:
-          t.bias === undefined ? null : sharedCopy(readChecked(weights, t.bias, [outFeatures], why), scale),
+        a: rows.take(rank * inFeatures),
+        scaledBT: rows.take(rank * outFeatures),
+        scaledBias: t.bias === undefined ? null : rows.take(outFeatures),
         inFeatures,
         outFeatures,
-      });
+      };
+      copyScaled(module.a, readChecked(weights, a, [rank, inFeatures], why));
+      transposeScaled(
+        module.scaledBT,
+        readChecked(weights, b, [outFeatures, rank], why),
+        outFeatures,
+        rank,
+        scale,
+      );
+      if (t.bias !== undefined) {
+        copyScaled(module.scaledBias!, readChecked(weights, t.bias, [outFeatures], why), scale);
+      }
+      modules.push(module);
     } catch (err) {
       if (err instanceof SafetensorsError) throw new AdapterError(err.message, { cause: err });
       throw err;
