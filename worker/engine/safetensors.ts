@@ -234,32 +234,18 @@ export function openWeights(dir: string, baseName = "model"): WeightIndex {
       `${root}: neither ${baseName}.safetensors nor ${baseName}.safetensors.index.json exists`,
     );
   }
-  const info = (name: string): TensorInfo => {
-    const t = infos.get(name);
-    if (!t) throw new SafetensorsError(`no tensor ${name} in ${root}`);
-    return t;
-  };
-  const readRaw = (name: string): Uint8Array => {
-    const t = info(name);
+  return weightIndex(root, root, infos, (t) => {
     // A fresh, unpooled buffer: byteOffset 0, so typed views over it are aligned.
     const buf = Buffer.allocUnsafeSlow(t.byteLength);
     const out = new Uint8Array(buf.buffer, buf.byteOffset, t.byteLength);
     const fd = openSync(t.file, "r");
     try {
-      readFully(fd, out, t.offset, t.file, `tensor ${name}`);
+      readFully(fd, out, t.offset, t.file, `tensor ${t.name}`);
     } finally {
       closeSync(fd);
     }
     return out;
-  };
-  return {
-    dir: root,
-    names: () => [...infos.keys()],
-    has: (name) => infos.has(name),
-    info,
-    readRaw,
-    readFloat32: (name) => asFloat32(info(name), readRaw(name)),
-  };
+  });
 }
 
 /**
@@ -273,17 +259,24 @@ export function weightsInMemory(bytes: Uint8Array, path: string): WeightIndex {
   const n = headerLength(bytes.subarray(0, 8), file, bytes.length);
   const { tensors } = parseHeader(headerJson(bytes.subarray(8, 8 + n), file), file, 8 + n, bytes.length);
   const infos = new Map(tensors.map((t) => [t.name, t]));
+  return weightIndex(dirname(file), file, infos, (t) => bytes.subarray(t.offset, t.offset + t.byteLength));
+}
+
+/** The index over `infos`, a tensor's bytes read by `bytesOf`; `where` names the weights in errors. */
+function weightIndex(
+  dir: string,
+  where: string,
+  infos: ReadonlyMap<string, TensorInfo>,
+  bytesOf: (t: TensorInfo) => Uint8Array,
+): WeightIndex {
   const info = (name: string): TensorInfo => {
     const t = infos.get(name);
-    if (!t) throw new SafetensorsError(`no tensor ${name} in ${file}`);
+    if (!t) throw new SafetensorsError(`no tensor ${name} in ${where}`);
     return t;
   };
-  const readRaw = (name: string): Uint8Array => {
-    const t = info(name);
-    return bytes.subarray(t.offset, t.offset + t.byteLength);
-  };
+  const readRaw = (name: string): Uint8Array => bytesOf(info(name));
   return {
-    dir: dirname(file),
+    dir,
     names: () => [...infos.keys()],
     has: (name) => infos.has(name),
     info,
