@@ -44,6 +44,8 @@ export interface Admitted {
   reasoning?: ReasoningPlan["split"];
   /** vLLM's prompt_logprobs asked for: how many alternatives each prompt token's entry holds. */
   promptLogprobs?: number;
+  /** OpenAI's prompt_cache_key: the org's requests naming it are placed together (gateway/generation.ts). */
+  cacheKey?: string;
 }
 
 type Common = Pick<
@@ -69,6 +71,7 @@ type Common = Pick<
   | "logit_bias"
   | "prompt_logprobs"
   | "truncate_prompt_tokens"
+  | "prompt_cache_key"
 >;
 
 /**
@@ -362,6 +365,7 @@ function admit(
     stream: body.stream === true,
     includeUsage: body.stream === true && body.stream_options?.include_usage === true,
     ...(promptLogprobs !== null ? { promptLogprobs } : {}),
+    ...(body.prompt_cache_key ? { cacheKey: body.prompt_cache_key } : {}),
   };
 }
 

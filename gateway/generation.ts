@@ -90,9 +90,17 @@ export function choiceSeed(seed: number | null, index: number): number | null {
 export async function startGenerations(options: GenerationOptions, target: GenerationTarget) {
   const { bus } = options;
   const heartbeats = await bus.liveHeartbeats(target.base);
-  // Placed by the org (prefix-cache affinity, routing.ts); a residency-blind router spreads adapter
-  // requests by id instead.
-  const key = target.adapter && options.routing?.residencyBlind ? target.requestId : target.caller.orgId;
+  // Placed by the org, or by the org's prompt_cache_key where the request names one (prefix-cache
+  // affinity, routing.ts: an org's prompts that share a prefix meet on one worker, and an org with many
+  // such families spreads them); a residency-blind router spreads adapter requests by id instead.
+  const { orgId } = target.caller;
+  const cacheKey = target.admitted.cacheKey;
+  const key =
+    target.adapter && options.routing?.residencyBlind
+      ? target.requestId
+      : cacheKey
+        ? `${orgId}\u0000${cacheKey}`
+        : orgId;
   const decision = routeRequest(heartbeats, target.adapter?.name ?? null, key, options.routing);
   if (decision === null && coldStartWaitMs(options) <= 0) {
     throw noWorker(target.base, options.retryAfterSeconds);

@@ -145,6 +145,7 @@ function chatRequestOf(
     allowed_token_ids: body.allowed_token_ids,
     bad_words: body.bad_words,
     stream: body.stream,
+    prompt_cache_key: body.prompt_cache_key,
     logprobs,
     top_logprobs: logprobs ? (body.top_logprobs ?? 0) : null,
     tools: body.tools?.map((tool) => {

@@ -186,6 +186,11 @@ const Sampling = {
   frequency_penalty: Penalty.optional(),
   n: z.int().nullable().optional(),
   user: z.string().optional(),
+  /**
+   * OpenAI's: requests naming the same key (within an org) go to the same worker, so prompts that share a
+   * long prefix meet in its prefix cache (gateway/generation.ts).
+   */
+  prompt_cache_key: z.string().max(1024, "at most 1,024 characters").nullable().optional(),
   stream: z.boolean().nullable().optional(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
   /** Token id (as a string key) to a bias added to its logit; checked against the base's vocabulary. */

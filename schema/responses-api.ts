@@ -224,6 +224,8 @@ export const ResponseCreateRequest = z.object({
   previous_response_id: z.string().nullable().optional(),
   metadata: Metadata.nullable().optional(),
   user: z.string().optional(),
+  /** As in chat: the org's requests naming the same key go to the same worker (its prefix cache). */
+  prompt_cache_key: z.string().max(1024, "at most 1,024 characters").nullable().optional(),
   /** "auto": a conversation too long for the context loses its oldest items instead of failing. */
   truncation: z.enum(["auto", "disabled"]).nullable().optional(),
   /** Answered at once as queued, run by a Node gateway's batch runner; GET /v1/responses/{id} polls it. */
