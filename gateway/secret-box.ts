@@ -49,6 +49,11 @@ export class SecretBox {
     this.#raw = raw;
   }
 
+  /** Whether a stored value is a sealed secret (else a secret kept as it is). */
+  static isSealed(stored: string): boolean {
+    return stored.startsWith(SEALED);
+  }
+
   /** Whether secrets are sealed (a key is set). */
   get sealing(): boolean {
     return this.#raw !== null;
@@ -68,7 +73,7 @@ export class SecretBox {
 
   /** The secret that `stored` (what seal gave for row `rowId`, or a secret kept as it was) holds. */
   async open(stored: string, rowId: string): Promise<string> {
-    if (!stored.startsWith(SEALED)) return stored;
+    if (!SecretBox.isSealed(stored)) return stored;
     if (this.#raw === null) {
       throw new SecretBoxError(
         "the secret is sealed, and this process has no LUMINET_SECRETS_KEY to open it",

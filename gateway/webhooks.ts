@@ -14,6 +14,7 @@ import type {
 } from "../schema/webhook-api.ts";
 import type { GatewayDeps } from "./deps.ts";
 import { invalidRequest } from "./errors.ts";
+import { SecretBox } from "./secret-box.ts";
 import { privateHost } from "./webhook-address.ts";
 
 type EndpointRow = typeof webhookEndpoints.$inferSelect;
@@ -164,4 +165,29 @@ export async function recentDeliveries(
     createdAt: delivery.createdAt,
     nextAttemptAt: delivery.nextAttemptAt,
   }));
+}
+
+/**
+ * Seals the signing secrets kept unsealed (endpoints created before LUMINET_SECRETS_KEY was set) under
+ * `secrets`, which must have a key; returns how many it sealed. A row changed meanwhile is left as it is.
+ */
+export async function sealWebhookSecrets(
+  db: Pick<Db, "select" | "update">,
+  secrets: SecretBox,
+): Promise<number> {
+  if (!secrets.sealing) throw new Error("LUMINET_SECRETS_KEY is not set: there is nothing to seal with");
+  const rows = await db
+    .select({ id: webhookEndpoints.id, secret: webhookEndpoints.secret })
+    .from(webhookEndpoints);
+  let sealed = 0;
+  for (const row of rows) {
+    if (SecretBox.isSealed(row.secret)) continue;
+    const changed = await db
+      .update(webhookEndpoints)
+      .set({ secret: await secrets.seal(row.secret, row.id) })
+      .where(and(eq(webhookEndpoints.id, row.id), eq(webhookEndpoints.secret, row.secret)))
+      .returning({ id: webhookEndpoints.id });
+    sealed += changed.length;
+  }
+  return sealed;
 }

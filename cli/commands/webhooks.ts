@@ -1,12 +1,16 @@
 // `luminet webhooks ...`: an org's webhook endpoints through the gateway's admin API (/v1/webhooks), with an
 // admin key of the org. `create` prints the endpoint's signing secret alone on stdout (so
 // `SECRET=$(luminet webhooks create --url …)` works): it is shown once and never again. Tables for people,
-// the API's JSON with --json.
+// the API's JSON with --json. `seal-secrets` is the operator's, on DATABASE_URL: it seals the secrets kept
+// unsealed from before LUMINET_SECRETS_KEY was set (gateway/secret-box.ts).
 import type { Command } from "commander";
+import { SecretBox } from "../../gateway/secret-box.ts";
+import { sealWebhookSecrets } from "../../gateway/webhooks.ts";
 import type { CreatedWebhook, WebhookDeleted, WebhookObject } from "../../schema/webhook-api.ts";
 import { callGateway, type GatewayFlags, gatewayOptions, jsonBody } from "../gateway-client.ts";
 import { runCommand } from "../run-command.ts";
 import { table } from "../table.ts";
+import { withDb } from "../with-db.ts";
 
 interface WebhookFlags extends GatewayFlags {
   json?: boolean;
@@ -72,4 +76,16 @@ export function registerWebhooks(program: Command): void {
       process.stdout.write(flags.json ? `${JSON.stringify(deleted)}\n` : `deleted ${deleted.id}\n`);
     }),
   );
+
+  webhooks
+    .command("seal-secrets")
+    .description(
+      "seal the signing secrets of endpoints created before LUMINET_SECRETS_KEY was set (DATABASE_URL, LUMINET_SECRETS_KEY)",
+    )
+    .action(() =>
+      withDb("webhooks seal-secrets", async (db) => {
+        const sealed = await sealWebhookSecrets(db, new SecretBox(process.env.LUMINET_SECRETS_KEY));
+        process.stdout.write(`sealed ${sealed} signing secret${sealed === 1 ? "" : "s"}\n`);
+      }),
+    );
 }
