@@ -1,13 +1,13 @@
-// A benchmark's own Postgres database, created on a server (DATABASE_URL's) and dropped afterwards, so runs
-// on a shared server never see each other's rows.
+// A Postgres database of a run's own (a benchmark's, or a test file's), created on a server (DATABASE_URL's)
+// and dropped afterwards, so runs on a shared server never see each other's rows.
 import postgres from "postgres";
 
-/** A database of the run's own on the server of `serverUrl`, and how to drop it. */
+/** A database of the run's own on the server of `serverUrl`, and how to drop it; `label`: [a-z0-9_]. */
 export async function scratchDatabase(
   serverUrl: string,
-  bench: string,
+  label: string,
 ): Promise<{ url: string; drop: () => Promise<void> }> {
-  const name = `luminet_bench_${bench}_${process.pid}_${Date.now()}`;
+  const name = `luminet_scratch_${label}_${process.pid}_${Date.now()}`;
   const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
   try {
     await admin.unsafe(`CREATE DATABASE ${name}`);

@@ -1,7 +1,4 @@
 // `luminet bases`: prices are set exactly in micro-dollars, and a bad price or an unknown base changes nothing.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseDollarsPerMillion, registerBases } from "../../cli/commands/bases.ts";
@@ -9,9 +6,10 @@ import { migrate } from "../../db/migrate.ts";
 import { type Db, openDb } from "../../db/open.ts";
 import { baseModels } from "../../schema/db.ts";
 import { luminetInProcess } from "../support/luminet-command.ts";
+import { ownDatabase } from "../support/own-database.ts";
 
-let dir: string;
 let url: string;
+let drop: () => Promise<void>;
 
 /** `luminet bases ...` on the test's database, in this process (a process per command costs seconds). */
 function luminet(...args: string[]) {
@@ -41,8 +39,7 @@ async function prices(): Promise<[number, number, number | null]> {
 const batchPercent = async () => (await baseRow()).batchPricePercent;
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), "luminet-bases-"));
-  url = `pglite:${join(dir, "db")}`;
+  ({ url, drop } = await ownDatabase("bases_cli"));
   const db = await openDb(url);
   await migrate(db);
   await db.insert(baseModels).values({
@@ -55,7 +52,7 @@ beforeAll(async () => {
   await db.close();
 });
 
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => drop());
 
 describe("luminet bases", () => {
   it("parses dollars per million tokens into exact micro-dollars", () => {

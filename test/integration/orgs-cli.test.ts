@@ -1,8 +1,5 @@
 // `luminet orgs`: lists the orgs with what each may use, and withdraws or grants the priority tier; an
 // unknown org changes nothing.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { registerOrgs } from "../../cli/commands/orgs.ts";
 import { migrate } from "../../db/migrate.ts";
@@ -11,9 +8,10 @@ import { ensureOrg } from "../../gateway/api-keys.ts";
 import { listOrgs } from "../../gateway/orgs.ts";
 import { setMonthlyTokenQuota } from "../../meter/token-quota.ts";
 import { luminetInProcess } from "../support/luminet-command.ts";
+import { ownDatabase } from "../support/own-database.ts";
 
-let dir: string;
 let url: string;
+let drop: () => Promise<void>;
 
 function luminet(...args: string[]) {
   return luminetInProcess(registerOrgs, ["orgs", ...args], { DATABASE_URL: url, LOG_LEVEL: "silent" });
@@ -29,8 +27,7 @@ async function orgsNow() {
 }
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), "luminet-orgs-"));
-  url = `pglite:${join(dir, "db")}`;
+  ({ url, drop } = await ownDatabase("orgs_cli"));
   const db = await openDb(url);
   await migrate(db);
   await ensureOrg(db, "acme");
@@ -39,7 +36,7 @@ beforeAll(async () => {
   await db.close();
 });
 
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => drop());
 
 describe("luminet orgs", () => {
   it("lists every org with its priority tier (granted by default) and monthly quota", async () => {

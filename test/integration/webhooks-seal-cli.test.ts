@@ -1,9 +1,6 @@
 // `luminet webhooks seal-secrets` on DATABASE_URL: endpoints created before LUMINET_SECRETS_KEY was set have
 // their signing secrets sealed under it (each opens to the secret it was, for its own endpoint), sealed ones
 // are left alone, a second run seals nothing, and without a key it refuses and changes nothing.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { registerWebhooks } from "../../cli/commands/webhooks.ts";
 import { migrate } from "../../db/migrate.ts";
@@ -13,9 +10,10 @@ import { SecretBox } from "../../gateway/secret-box.ts";
 import { createWebhook } from "../../gateway/webhooks.ts";
 import { webhookEndpoints } from "../../schema/db.ts";
 import { luminetInProcess } from "../support/luminet-command.ts";
+import { ownDatabase } from "../support/own-database.ts";
 
-let dir: string;
 let url: string;
+let drop: () => Promise<void>;
 const KEY = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64");
 
 function luminet(env: Record<string, string | undefined>) {
@@ -63,15 +61,14 @@ function create(secrets: SecretBox, count: number): Promise<Map<string, string>>
 }
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), "luminet-webhooks-seal-"));
-  url = `pglite:${join(dir, "db")}`;
+  ({ url, drop } = await ownDatabase("webhooks_seal_cli"));
   await withDb(async (db) => {
     await migrate(db);
     await ensureOrg(db, "acme");
   });
 });
 
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => drop());
 
 describe("luminet webhooks seal-secrets", () => {
   it("seals the secrets kept unsealed, leaves sealed ones, and seals nothing the second time", async () => {
