@@ -72,7 +72,7 @@ export function createNodeApp(input: GatewayDepsInput): { app: Hono<GatewayEnv>;
     log: logger,
     metrics: prometheusMetrics(),
     ...(sessionSecret ? { sessionSecret } : {}),
-    secrets: new SecretBox(process.env.LUMINET_SECRETS_KEY),
+    secrets: SecretBox.fromEnv(process.env),
     ...input,
   });
   const app = createApp(deps);

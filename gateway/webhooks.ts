@@ -167,27 +167,42 @@ export async function recentDeliveries(
   }));
 }
 
+/** What sealWebhookSecrets did: secrets sealed that were kept unsealed, and sealed again from a previous key. */
+export interface SealedSecrets {
+  sealed: number;
+  resealed: number;
+}
+
 /**
- * Seals the signing secrets kept unsealed (endpoints created before LUMINET_SECRETS_KEY was set) under
- * `secrets`, which must have a key; returns how many it sealed. A row changed meanwhile is left as it is.
+ * Seals under `secrets`' current key (it must have one) the signing secrets kept unsealed (endpoints
+ * created before LUMINET_SECRETS_KEY was set) or sealed under one of its previous keys (rotation). A row
+ * changed meanwhile is left as it is; one that opens with none of the keys throws, naming the endpoint,
+ * before anything is written.
  */
 export async function sealWebhookSecrets(
   db: Pick<Db, "select" | "update">,
   secrets: SecretBox,
-): Promise<number> {
+): Promise<SealedSecrets> {
   if (!secrets.sealing) throw new Error("LUMINET_SECRETS_KEY is not set: there is nothing to seal with");
   const rows = await db
     .select({ id: webhookEndpoints.id, secret: webhookEndpoints.secret })
     .from(webhookEndpoints);
-  let sealed = 0;
+  // Every secret opened first: one that no key opens stops the run before anything is written.
+  const opened: { id: string; secret: string; stored: string }[] = [];
   for (const row of rows) {
-    if (SecretBox.isSealed(row.secret)) continue;
+    const { secret, reseal } = await secrets.opened(row.secret, row.id).catch((error: unknown) => {
+      throw new Error(`endpoint ${row.id}: ${error instanceof Error ? error.message : String(error)}`);
+    });
+    if (reseal) opened.push({ id: row.id, secret, stored: row.secret });
+  }
+  const done: SealedSecrets = { sealed: 0, resealed: 0 };
+  for (const row of opened) {
     const changed = await db
       .update(webhookEndpoints)
       .set({ secret: await secrets.seal(row.secret, row.id) })
-      .where(and(eq(webhookEndpoints.id, row.id), eq(webhookEndpoints.secret, row.secret)))
+      .where(and(eq(webhookEndpoints.id, row.id), eq(webhookEndpoints.secret, row.stored)))
       .returning({ id: webhookEndpoints.id });
-    sealed += changed.length;
+    if (changed.length > 0) done[SecretBox.isSealed(row.stored) ? "resealed" : "sealed"]++;
   }
-  return sealed;
+  return done;
 }

@@ -47,6 +47,8 @@ export interface WorkerEnv {
   LUMINET_SESSION_SECRET?: string;
   /** Seals webhook signing secrets at rest (gateway/secret-box.ts): 32 bytes in base64, as on the Node gateways. */
   LUMINET_SECRETS_KEY?: string;
+  /** Earlier keys, comma-separated, that still open what they sealed (rotation). */
+  LUMINET_SECRETS_KEY_PREVIOUS?: string;
   /** The R2 bucket accepted adapters are stored in; without it adapter creation answers 503. */
   ADAPTER_BLOBS?: R2BucketBinding;
   /** Key prefix inside ADAPTER_BLOBS: the workers read r2://<bucket>/<prefix>. */
@@ -214,7 +216,7 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
               integerVar(env, "LUMINET_RESPONSE_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 0),
             ),
             allowPrivateWebhooks: env.LUMINET_ALLOW_PRIVATE_WEBHOOKS === "1",
-            secrets: new SecretBox(env.LUMINET_SECRETS_KEY),
+            secrets: SecretBox.fromEnv(env),
             log: consoleLog,
             limits: { maxFileBytes: integerVar(env, "LUMINET_MAX_FILE_BYTES", WORKERS_MAX_FILE_BYTES) },
             ...(env.LUMINET_SESSION_SECRET ? { sessionSecret: env.LUMINET_SESSION_SECRET } : {}),

@@ -68,7 +68,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
   }
   const listenPort = port("--port", flags.port);
   // A bad LUMINET_SECRETS_KEY stops the gateway here, before it opens anything (createNodeApp reads it too).
-  const sealing = new SecretBox(process.env.LUMINET_SECRETS_KEY).sealing;
+  const sealing = SecretBox.fromEnv(process.env).sealing;
   const databaseUrl = process.env.DATABASE_URL || defaultDatabaseUrl;
   const natsUrl = process.env.NATS_URL || "nats://127.0.0.1:4222";
   const models = flags.model.map(parseBaseModelSource);

@@ -2,7 +2,8 @@
 // admin key of the org. `create` prints the endpoint's signing secret alone on stdout (so
 // `SECRET=$(luminet webhooks create --url …)` works): it is shown once and never again. Tables for people,
 // the API's JSON with --json. `seal-secrets` is the operator's, on DATABASE_URL: it seals the secrets kept
-// unsealed from before LUMINET_SECRETS_KEY was set (gateway/secret-box.ts).
+// unsealed from before LUMINET_SECRETS_KEY was set, and those sealed under a previous key once it changed
+// (gateway/secret-box.ts).
 import type { Command } from "commander";
 import { SecretBox } from "../../gateway/secret-box.ts";
 import { sealWebhookSecrets } from "../../gateway/webhooks.ts";
@@ -80,12 +81,12 @@ export function registerWebhooks(program: Command): void {
   webhooks
     .command("seal-secrets")
     .description(
-      "seal the signing secrets of endpoints created before LUMINET_SECRETS_KEY was set (DATABASE_URL, LUMINET_SECRETS_KEY)",
+      "seal under LUMINET_SECRETS_KEY the signing secrets kept unsealed or sealed under a key of LUMINET_SECRETS_KEY_PREVIOUS (DATABASE_URL)",
     )
     .action(() =>
       withDb("webhooks seal-secrets", async (db) => {
-        const sealed = await sealWebhookSecrets(db, new SecretBox(process.env.LUMINET_SECRETS_KEY));
-        process.stdout.write(`sealed ${sealed} signing secret${sealed === 1 ? "" : "s"}\n`);
+        const { sealed, resealed } = await sealWebhookSecrets(db, SecretBox.fromEnv(process.env));
+        process.stdout.write(`sealed ${sealed}, sealed again under the current key ${resealed}\n`);
       }),
     );
 }

@@ -1,6 +1,7 @@
 // `luminet webhooks seal-secrets` on DATABASE_URL: endpoints created before LUMINET_SECRETS_KEY was set have
 // their signing secrets sealed under it (each opens to the secret it was, for its own endpoint), sealed ones
-// are left alone, a second run seals nothing, and without a key it refuses and changes nothing.
+// are left alone, a second run seals nothing; after a rotation it seals again under the new key what the
+// previous one sealed; without a key, or with a secret no key opens, it refuses and changes nothing.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { registerWebhooks } from "../../cli/commands/webhooks.ts";
 import { migrate } from "../../db/migrate.ts";
@@ -78,7 +79,7 @@ describe("luminet webhooks seal-secrets", () => {
     const before = await storedSecrets();
 
     const run = await luminet({ LUMINET_SECRETS_KEY: KEY });
-    expect([run.code, run.stdout]).toEqual([0, "sealed 3 signing secrets\n"]);
+    expect([run.code, run.stdout]).toEqual([0, "sealed 3, sealed again under the current key 0\n"]);
     const after = await storedSecrets();
     for (const [id, secret] of [...plain, ...alreadySealed]) {
       expect(SecretBox.isSealed(after.get(id)!)).toBe(true);
@@ -88,8 +89,17 @@ describe("luminet webhooks seal-secrets", () => {
     expect(after.get(sealedId!)).toBe(before.get(sealedId!));
 
     const again = await luminet({ LUMINET_SECRETS_KEY: KEY });
-    expect(again.stdout).toBe("sealed 0 signing secrets\n");
+    expect(again.stdout).toBe("sealed 0, sealed again under the current key 0\n");
     expect(await storedSecrets()).toEqual(after);
+
+    // Rotation: a new key, the old one among the previous.
+    const newKey = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64");
+    const rotated = await luminet({ LUMINET_SECRETS_KEY: newKey, LUMINET_SECRETS_KEY_PREVIOUS: KEY });
+    expect(rotated.stdout).toBe("sealed 0, sealed again under the current key 4\n");
+    const current = new SecretBox(newKey);
+    const now = await storedSecrets();
+    for (const [id, secret] of [...plain, ...alreadySealed])
+      expect(await current.open(now.get(id)!, id)).toBe(secret);
   });
 
   it("refuses without a key, or with a bad one, and changes nothing", async () => {
@@ -100,6 +110,11 @@ describe("luminet webhooks seal-secrets", () => {
       expect(run.code).toBe(1);
       expect(run.stderr).toMatch(/LUMINET_SECRETS_KEY/);
     }
+    // The first test's secrets are sealed under a key this run is not given.
+    const stranger = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64");
+    const lost = await luminet({ LUMINET_SECRETS_KEY: stranger });
+    expect(lost.code).toBe(1);
+    expect(lost.stderr).toMatch(/endpoint whep_endpoint\d+: the secret does not open/);
     expect(await storedSecrets()).toEqual(before);
   });
 });

@@ -1,6 +1,7 @@
 // The at-rest sealing of secrets the gateway reads back (gateway/secret-box.ts): sealed values hide the
 // secret and open only under the same key and for the same row; without a key secrets are kept as they
-// are, and such values still open once a key is set; a bad key is refused at startup by name.
+// are, and such values still open once a key is set; previous keys open what they sealed and say it needs
+// sealing again; a bad key is refused at startup by name.
 import { describe, expect, it } from "vitest";
 import { SecretBox, SecretBoxError } from "../../gateway/secret-box.ts";
 
@@ -40,9 +41,35 @@ describe("SecretBox", () => {
     await expect(none.open(sealed, "whep_1")).rejects.toThrow(/no LUMINET_SECRETS_KEY/);
   });
 
+  it("opens what a previous key sealed, and says which values want sealing under the current key", async () => {
+    const [oldKey, newKey] = [key(), key()];
+    const fromOld = await new SecretBox(oldKey).seal(SECRET, "whep_1");
+    const rotated = SecretBox.fromEnv({
+      LUMINET_SECRETS_KEY: newKey,
+      LUMINET_SECRETS_KEY_PREVIOUS: ` ${key()},${oldKey}`,
+    });
+    expect(await rotated.opened(fromOld, "whep_1")).toEqual({ secret: SECRET, reseal: true });
+    const fromNew = await rotated.seal(SECRET, "whep_1");
+    expect(await rotated.opened(fromNew, "whep_1")).toEqual({ secret: SECRET, reseal: false });
+    expect(await rotated.opened(SECRET, "whep_1")).toEqual({ secret: SECRET, reseal: true });
+    expect(await new SecretBox(undefined).opened(SECRET, "whep_1")).toEqual({
+      secret: SECRET,
+      reseal: false,
+    });
+    // Once the old key is dropped from the previous ones, what it sealed no longer opens.
+    await expect(new SecretBox(newKey).open(fromOld, "whep_1")).rejects.toThrow(/does not open/);
+    // A previous key alone still opens (and nothing new is sealed without a current key).
+    const previousOnly = new SecretBox(undefined, oldKey);
+    expect(await previousOnly.open(fromOld, "whep_1")).toBe(SECRET);
+    expect(await previousOnly.seal(SECRET, "whep_1")).toBe(SECRET);
+  });
+
   it("refuses a key that is not 32 bytes of base64, naming the variable", () => {
     for (const bad of ["short", Buffer.alloc(16).toString("base64"), "not base64 at all!!"]) {
       expect(() => new SecretBox(bad)).toThrow(/LUMINET_SECRETS_KEY must be 32 bytes in base64/);
+      expect(() => new SecretBox(key(), `${key()},${bad}`)).toThrow(
+        /each key of LUMINET_SECRETS_KEY_PREVIOUS must be 32 bytes in base64/,
+      );
     }
   });
 });
