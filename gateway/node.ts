@@ -72,7 +72,7 @@ export function createNodeApp(input: GatewayDepsInput): { app: Hono<GatewayEnv>;
     log: logger,
     metrics: prometheusMetrics(),
     ...(sessionSecret ? { sessionSecret } : {}),
-    secrets: SecretBox.fromEnv(process.env),
+    secrets: input.secrets ?? SecretBox.fromEnv(process.env),
     ...input,
   });
   const app = createApp(deps);
@@ -173,6 +173,8 @@ export interface NodeGatewayOptions {
   maxFileBytes?: number;
   /** Webhook endpoints may name this host or a private address; default false. */
   allowPrivateWebhooks?: boolean;
+  /** Seals webhook signing secrets; default: the one LUMINET_SECRETS_KEY(_PREVIOUS) make (createNodeApp). */
+  secrets?: SecretBox;
   /** The autoscaling signal's bounds and headroom (GET /v1/fleet/scale). */
   scale?: ScaleOptions;
 }
@@ -202,6 +204,7 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       adapterStorage,
       ...(options.scale ? { scale: options.scale } : {}),
       allowPrivateWebhooks: options.allowPrivateWebhooks === true,
+      ...(options.secrets ? { secrets: options.secrets } : {}),
       ...(options.responseRetentionDays !== undefined
         ? { storedRetention: StoredRetention.days(options.responseRetentionDays) }
         : {}),

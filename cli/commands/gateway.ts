@@ -67,8 +67,8 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     throw new Error("name at least one base model: --model NAME=DIR (the folder with its tokenizer.json)");
   }
   const listenPort = port("--port", flags.port);
-  // A bad LUMINET_SECRETS_KEY stops the gateway here, before it opens anything (createNodeApp reads it too).
-  const sealing = SecretBox.fromEnv(process.env).sealing;
+  // A bad LUMINET_SECRETS_KEY stops the gateway here, before it opens anything.
+  const secrets = SecretBox.fromEnv(process.env);
   const databaseUrl = process.env.DATABASE_URL || defaultDatabaseUrl;
   const natsUrl = process.env.NATS_URL || "nats://127.0.0.1:4222";
   const models = flags.model.map(parseBaseModelSource);
@@ -81,6 +81,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     withMeter: flags.withMeter === true,
     allowPrivateWebhooks:
       flags.allowPrivateWebhooks === true || process.env.LUMINET_ALLOW_PRIVATE_WEBHOOKS === "1",
+    secrets,
     blobs: flags.blobs,
     adapterSources: sourcePrefixes(flags.adapterSources),
     maxAdapterRank: count("--max-adapter-rank", flags.maxAdapterRank),
@@ -100,7 +101,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     { url: gateway.url, database: describeDatabaseUrl(databaseUrl), bases: models.map((m) => m.name) },
     `gateway listening on ${gateway.url}`,
   );
-  if (!sealing) {
+  if (!secrets.sealing) {
     logger.warn("LUMINET_SECRETS_KEY is not set: new webhook signing secrets are stored unsealed");
   }
   await stopOnSignal("gateway closing", () => gateway.close());

@@ -132,17 +132,11 @@ export class LoraSteps {
         this.spanMasked = false;
         this.slotBatched = false;
       }
-    } else if (!decode && this.spanMaskedPrefill(distinct.length)) {
-      Object.assign(feeds, this.banks.spanFeeds(first, last, false));
-      this.addSpanMaskedFeeds(feeds, slots, seqLen, first, last);
-      return SPAN_MASKED_GRAPH;
-    } else if (decode && this.spanMaskedStep(first, last)) {
-      this.slotBatched = false;
-      Object.assign(feeds, this.banks.spanFeeds(first, last, false));
+    } else if (decode ? this.spanMaskedStep(first, last) : this.spanMaskedPrefill(distinct.length)) {
+      if (decode) this.slotBatched = false;
       this.addSpanMaskedFeeds(feeds, slots, seqLen, first, last);
       return SPAN_MASKED_GRAPH;
     } else if (decode && this.slotBatchedStep(distinct.length, last - first + 1)) {
-      Object.assign(feeds, this.banks.spanFeeds(first, last, true));
       this.addSlotBatchedFeeds(feeds, slots, seqLen, first, last);
       return SLOT_BATCHED_GRAPH;
     }
@@ -236,7 +230,8 @@ export class LoraSteps {
   }
 
   /**
-   * Slot-batched feeds for slots first..last: each slot's tokens padded to the step's most per slot
+   * Slot-batched feeds for slots first..last: the slots' bank rows as batched operands, each slot's tokens
+   * padded to the step's most per slot
    * (lora_slot_tokens [slots, most], padding naming token 0, whose deltas are never read back), where each
    * adapter token's delta lies in the slots' output (lora_slot_back) and its row in the step's output
    * (lora_scatter).
@@ -248,6 +243,7 @@ export class LoraSteps {
     first: number,
     last: number,
   ): void {
+    Object.assign(feeds, this.banks.spanFeeds(first, last, true));
     const span = last - first + 1;
     const perSlot: number[][] = Array.from({ length: span }, () => []);
     slots.forEach((slot, b) => {
@@ -271,8 +267,8 @@ export class LoraSteps {
   }
 
   /**
-   * Span-masked feeds for slots first..last: each token's mask over the run's rows (all R rows of its slot;
-   * B rows past a rank are zero); a row without adapter is all zeros.
+   * Span-masked feeds for slots first..last: the slots' bank rows, and each token's mask over them (all R
+   * rows of its slot; B rows past a rank are zero); a row without adapter is all zeros.
    */
   private addSpanMaskedFeeds(
     feeds: Record<string, Tensor>,
@@ -281,6 +277,7 @@ export class LoraSteps {
     first: number,
     last: number,
   ): void {
+    Object.assign(feeds, this.banks.spanFeeds(first, last, false));
     const span = last - first + 1;
     const R = this.banks.shape.rowsPerSlot;
     const tokens = slots.length * seqLen;
