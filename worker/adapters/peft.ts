@@ -2,7 +2,7 @@
 // A and scaled Bᵀ matrices per module, validated against the base model. Pickled weights are never
 // opened: unpickling runs arbitrary code.
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import {
   MODULE_KINDS,
@@ -11,7 +11,7 @@ import {
   modulePath,
   moduleShape,
 } from "../engine/model-config.ts";
-import { SafetensorsError, type WeightIndex, weightsInMemory } from "../engine/safetensors.ts";
+import { readFully, SafetensorsError, type WeightIndex, weightsInMemory } from "../engine/safetensors.ts";
 import { AdapterError, isTargeted, moduleRank, moduleScale, parsePeftConfig } from "./peft-config.ts";
 
 export { AdapterError } from "./peft-config.ts";
@@ -87,12 +87,7 @@ function readWhole(path: string): Uint8Array {
       if (readBuffer === null || readBuffer.length < size) readBuffer = new Uint8Array(size);
       target = readBuffer.subarray(0, size);
     }
-    let done = 0;
-    while (done < size) {
-      const n = readSync(fd, target, done, size - done, done);
-      if (n === 0) throw new AdapterError(`${path}: the file ended while it was read (changed meanwhile?)`);
-      done += n;
-    }
+    readFully(fd, target, 0, path, "the file (changed meanwhile?)");
     return target;
   } finally {
     closeSync(fd);
@@ -248,15 +243,16 @@ export function loadPeftAdapter(
   const cfg = parsePeftConfig(readConfig(root));
 
   // Read once: the bytes parsed are the bytes hashed.
-  const bytes = readWhole(weightsPath);
-  const sha256 = createHash("sha256").update(bytes).digest("hex");
+  let bytes: Uint8Array;
   let weights: WeightIndex;
   try {
+    bytes = readWhole(weightsPath);
     weights = weightsInMemory(bytes, weightsPath);
   } catch (err) {
     if (err instanceof SafetensorsError) throw new AdapterError(err.message, { cause: err });
     throw err;
   }
+  const sha256 = createHash("sha256").update(bytes).digest("hex");
   const names = weights.names();
   if (names.length === 0) throw new AdapterError(`${weightsPath}: holds no tensors`);
   const grouped = groupTensors(names, model);

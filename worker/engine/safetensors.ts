@@ -60,7 +60,14 @@ function isPlainObject(x: unknown): x is Record<string, unknown> {
   return typeof x === "object" && x !== null && !Array.isArray(x);
 }
 
-function readFully(fd: number, target: Uint8Array, position: number, path: string, what: string): void {
+/** Reads `target.length` bytes at `position`, or throws naming `what` where the file ends first. */
+export function readFully(
+  fd: number,
+  target: Uint8Array,
+  position: number,
+  path: string,
+  what: string,
+): void {
   let done = 0;
   while (done < target.length) {
     const n = readSync(fd, target, done, Math.min(IO_CHUNK, target.length - done), position + done);
