@@ -14,6 +14,7 @@ import type {
   StoredChatMessage,
   StoredRequest,
 } from "../schema/stored-chat-api.ts";
+import { storableJson } from "../schema/text-safe-jsonb.ts";
 import { invalidRequest } from "./errors.ts";
 import { afterRow, listPage, pageOf } from "./list-page.ts";
 
@@ -79,7 +80,7 @@ export async function listChatCompletions(
   const conditions = [eq(storedChatCompletions.orgId, orgId)];
   if (query.model !== undefined) conditions.push(eq(storedChatCompletions.model, query.model));
   if (Object.keys(query.metadata).length > 0) {
-    conditions.push(sql`${storedChatCompletions.metadata} @> ${JSON.stringify(query.metadata)}::jsonb`);
+    conditions.push(sql`${storedChatCompletions.metadata} @> ${storableJson(query.metadata)}::jsonb`);
   }
   if (query.after !== undefined) {
     const scope = eq(storedChatCompletions.orgId, orgId);

@@ -5,6 +5,7 @@ import type { z } from "zod";
 import { BusUnavailableError } from "../bus/bus.ts";
 import { WorkerLostError } from "../bus/reply-inbox.ts";
 import { isDatabaseUnavailable } from "../db/unavailable.ts";
+import { isUnstorableText } from "../db/unstorable-text.ts";
 import type { ErrorBody, ErrorType } from "../schema/api.ts";
 import type { WireErrorBody } from "../schema/wire.ts";
 import { ApiKeyError } from "./api-keys.ts";
@@ -157,6 +158,11 @@ export function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
   if (error instanceof BusUnavailableError) return busUnavailable();
   if (isDatabaseUnavailable(error)) return databaseUnavailable();
+  if (isUnstorableText(error)) {
+    return invalidRequest(
+      "The request holds a NUL character (U+0000) where none can be kept: in an id, a name or a path.",
+    );
+  }
   if (error instanceof ApiKeyError) {
     return error.kind === "not_found"
       ? new ApiError(404, "invalid_request_error", error.message, "key_not_found", "prefix")

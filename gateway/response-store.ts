@@ -9,6 +9,7 @@ import { and, asc, eq, inArray, lt, ne, notInArray, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { storedResponses } from "../schema/db.ts";
 import type { InputItem, ResponseObject } from "../schema/responses-api.ts";
+import { storableJson } from "../schema/text-safe-jsonb.ts";
 import { outputAsInput } from "./response-output.ts";
 
 export interface KeptResponse {
@@ -83,7 +84,7 @@ export async function saveBackgroundRun(db: Db, orgId: string, saved: NewRespons
   const updated = await db
     .update(storedResponses)
     .set({
-      response: sql`jsonb_set(${JSON.stringify(saved.response)}::jsonb, '{created_at}', ${storedResponses.response} -> 'created_at')`,
+      response: sql`jsonb_set(${storableJson(saved.response)}::jsonb, '{created_at}', ${storedResponses.response} -> 'created_at')`,
     })
     .where(
       and(
@@ -109,7 +110,7 @@ export async function markBackground(
   const patch = { status, ...(error ? { error } : {}) };
   const updated = await db
     .update(storedResponses)
-    .set({ response: sql`${storedResponses.response} || ${JSON.stringify(patch)}::jsonb` })
+    .set({ response: sql`${storedResponses.response} || ${storableJson(patch)}::jsonb` })
     .where(
       and(
         eq(storedResponses.id, id),

@@ -16,6 +16,10 @@ const Content = z.union([z.string(), z.array(TextPart)], {
     'must be a string or a list of {"type": "text", "text": …} parts; images, audio and files are not supported',
 });
 
+/** A string kept in a Postgres text column, which cannot hold U+0000: refused up front with a clear error. */
+export const textColumnString = () =>
+  z.string().refine((s) => !s.includes("\u0000"), "must not hold a NUL character (U+0000)");
+
 /**
  * OpenAI's metadata: up to 16 pairs, keys up to 64 characters, values up to 512 (batches, responses, stored
  * chat completions).

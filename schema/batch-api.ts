@@ -3,7 +3,7 @@
 // as the request it names, on the same path as a live request; only /v1/chat/completions, /v1/completions
 // and /v1/responses are endpoints here (Luminet has no embeddings).
 import { z } from "zod";
-import { Metadata } from "./api.ts";
+import { Metadata, textColumnString } from "./api.ts";
 
 /** The endpoints a batch's lines may call. */
 export const BATCH_ENDPOINTS = ["/v1/chat/completions", "/v1/completions", "/v1/responses"] as const;
@@ -37,7 +37,7 @@ export type BatchCreateRequest = z.infer<typeof BatchCreateRequest>;
 
 /** One line of a batch's input file. */
 export const BatchInputLine = z.object({
-  custom_id: z.string().min(1).max(512),
+  custom_id: textColumnString().min(1).max(512),
   method: z.literal("POST", { error: 'must be "POST"' }),
   url: z.enum(BATCH_ENDPOINTS, { error: `must be one of ${BATCH_ENDPOINTS.join(", ")}` }),
   body: z.record(z.string(), z.unknown()),

@@ -20,6 +20,7 @@ import {
   timestamp,
   uniqueIndex,
 } from "drizzle-orm/pg-core";
+import { textSafeJsonb } from "./text-safe-jsonb.ts";
 
 const createdAt = () => timestamp("created_at", { withTimezone: true }).notNull().defaultNow();
 
@@ -261,9 +262,9 @@ export const storedResponses = pgTable(
     orgId: text("org_id")
       .notNull()
       .references(() => orgs.id),
-    response: jsonb("response").notNull(),
+    response: textSafeJsonb("response").notNull(),
     /** The input items this response added; all it answered when previous_id is null. */
-    conversation: jsonb("conversation").notNull(),
+    conversation: textSafeJsonb("conversation").notNull(),
     /** The response it continues (previous_response_id), while that one is stored. */
     previousId: text("previous_id"),
     /** The ids of the responses before it in its chain, oldest first: the rows that rebuild its conversation. */
@@ -293,9 +294,9 @@ export const storedChatCompletions = pgTable(
       .references(() => orgs.id),
     /** The request's model, as the list filters it: "<base>" or "<base>:<org>/<adapter>". */
     model: text("model").notNull(),
-    metadata: jsonb("metadata").notNull().default({}),
-    completion: jsonb("completion").notNull(),
-    messages: jsonb("messages").notNull(),
+    metadata: textSafeJsonb("metadata").notNull().default({}),
+    completion: textSafeJsonb("completion").notNull(),
+    messages: textSafeJsonb("messages").notNull(),
     createdAt: createdAt(),
   },
   // The list's order within an org, and the retention sweep's.
@@ -317,7 +318,7 @@ export const conversations = pgTable(
     orgId: text("org_id")
       .notNull()
       .references(() => orgs.id),
-    metadata: jsonb("metadata").notNull().default({}),
+    metadata: textSafeJsonb("metadata").notNull().default({}),
     createdAt: createdAt(),
   },
   (t) => [index("conversations_org_idx").on(t.orgId)],
@@ -335,7 +336,7 @@ export const conversationItems = pgTable(
       .references(() => conversations.id, { onDelete: "cascade" }),
     position: integer("position").notNull(),
     id: text("id").notNull(),
-    item: jsonb("item").notNull(),
+    item: textSafeJsonb("item").notNull(),
     createdAt: createdAt(),
   },
   (t) => [
@@ -384,7 +385,7 @@ export const webhookDeliveries = pgTable(
       .references(() => webhookEndpoints.id, { onDelete: "cascade" }),
     type: text("type").notNull(),
     /** The event as sent: {"id", "object": "event", "type", "created_at", "data"}. */
-    payload: jsonb("payload").notNull(),
+    payload: textSafeJsonb("payload").notNull(),
     attempts: integer("attempts").notNull().default(0),
     nextAttemptAt: timestamp("next_attempt_at", { withTimezone: true }).notNull(),
     deliveredAt: timestamp("delivered_at", { withTimezone: true }),
@@ -474,7 +475,7 @@ export const batches = pgTable(
     errorFileId: text("error_file_id"),
     /** How long its output and error files are kept after they are written (output_expires_after). */
     outputExpiresAfterSeconds: integer("output_expires_after_seconds").notNull().default(2_592_000),
-    metadata: jsonb("metadata"),
+    metadata: textSafeJsonb("metadata"),
     /** Counts by outcome, written when the batch ends; while it runs they are counted from its lines. */
     completedCount: integer("completed_count"),
     failedCount: integer("failed_count"),

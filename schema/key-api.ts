@@ -2,6 +2,7 @@
 // prints in both of its modes, the list, the creation body and answer (the key itself, shown once), and
 // the limits PATCH body. `rpm`/`tpm` are a key's requests and tokens per minute; null means no limit.
 import { z } from "zod";
+import { textColumnString } from "./api.ts";
 
 /** A scope a key carries, e.g. "admin". */
 export const SCOPE = /^[a-z][a-z0-9_:.-]{0,63}$/;
@@ -30,7 +31,7 @@ export type KeyList = z.infer<typeof KeyList>;
 
 /** POST /v1/keys: every field optional; unknown fields are refused, so a typo never creates a wrong key. */
 export const KeyCreate = z.strictObject({
-  name: z.string().min(1).max(64).default("default"),
+  name: textColumnString().min(1).max(64).default("default"),
   scopes: z.array(z.string().regex(SCOPE, "a scope is a lowercase word, e.g. admin")).max(16).default([]),
   rpm: perMinute.default(null),
   tpm: perMinute.default(null),

@@ -3,7 +3,14 @@
 // them). Text in, text, reasoning and function calls out: input items of other kinds (images, files),
 // hosted tools and server-side features Luminet does not have are declared so they get a clear 400.
 import { z } from "zod";
-import { type ChatTokenLogprob, type ErrorBody, ExtraSampling, Metadata, ServiceTierIn } from "./api.ts";
+import {
+  type ChatTokenLogprob,
+  type ErrorBody,
+  ExtraSampling,
+  Metadata,
+  ServiceTierIn,
+  textColumnString,
+} from "./api.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // The request
@@ -22,7 +29,7 @@ const MessageItem = z.object({
   content: z.union([z.string(), z.array(ContentPart)], {
     error: "must be a string or a list of content parts",
   }),
-  id: z.string().optional(),
+  id: textColumnString().optional(),
   status: z.string().optional(),
 });
 
@@ -32,7 +39,7 @@ const FunctionCallItem = z.object({
   call_id: z.string().min(1),
   name: z.string().min(1),
   arguments: z.string(),
-  id: z.string().optional(),
+  id: textColumnString().optional(),
   status: z.string().optional(),
 });
 
@@ -42,7 +49,7 @@ const FunctionCallOutputItem = z.object({
   output: z.union([z.string(), z.array(ContentPart)], {
     error: "must be a string or a list of content parts",
   }),
-  id: z.string().optional(),
+  id: textColumnString().optional(),
   status: z.string().optional(),
 });
 
@@ -52,7 +59,7 @@ const CustomToolCallItem = z.object({
   call_id: z.string().min(1),
   name: z.string().min(1),
   input: z.string(),
-  id: z.string().optional(),
+  id: textColumnString().optional(),
   status: z.string().optional(),
 });
 
@@ -62,7 +69,7 @@ const CustomToolCallOutputItem = z.object({
   output: z.union([z.string(), z.array(ContentPart)], {
     error: "must be a string or a list of content parts",
   }),
-  id: z.string().optional(),
+  id: textColumnString().optional(),
   status: z.string().optional(),
 });
 
@@ -77,12 +84,12 @@ const ReasoningItem = z.object({
   summary: z.array(TextPart).optional(),
   content: z.array(TextPart).optional(),
   encrypted_content: z.string().nullable().optional(),
-  id: z.string().optional(),
+  id: textColumnString().optional(),
   status: z.string().optional(),
 });
 
 /** An item of a stored response (an earlier output, or an input it was sent), named by its id. */
-const ItemReference = z.object({ type: z.literal("item_reference"), id: z.string().min(1) });
+const ItemReference = z.object({ type: z.literal("item_reference"), id: textColumnString().min(1) });
 
 const ITEM_TYPES =
   '"message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output", "reasoning" or "item_reference"';

@@ -52,6 +52,12 @@ export function fileRoutes(deps: GatewayDeps, maxFileBytes: number): Hono<Gatewa
       } catch {
         throw invalidRequest("The file is not UTF-8 text; a batch's input is JSONL.", "file");
       }
+      if (content.includes("\u0000")) {
+        throw invalidRequest(
+          "The file holds a NUL byte, which JSONL cannot: inside a JSON string it is written \\u0000.",
+          "file",
+        );
+      }
       const createdAt = new Date(deps.now());
       const seconds = expiresAfterOf(form)?.seconds ?? DEFAULT_BATCH_FILE_SECONDS;
       const saved = await saveFile(deps.db, {

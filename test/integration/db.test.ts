@@ -9,6 +9,24 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { migrate } from "../../db/migrate.ts";
 import { DatabaseUrlError, type Db, describeDatabaseUrl, openDb } from "../../db/open.ts";
 import {
+  listChatCompletions,
+  loadChatCompletion,
+  saveChatCompletion,
+} from "../../gateway/chat-completion-store.ts";
+import {
+  allItems,
+  appendItems,
+  createConversation,
+  loadConversation,
+} from "../../gateway/conversation-store.ts";
+import {
+  loadResponse,
+  markBackground,
+  saveBackgroundRun,
+  saveResponse,
+} from "../../gateway/response-store.ts";
+import type { ChatCompletion } from "../../schema/api.ts";
+import {
   adapters,
   apiKeys,
   baseModels,
@@ -18,6 +36,8 @@ import {
   usageDay,
   usageEvents,
 } from "../../schema/db.ts";
+import type { InputItem, ResponseObject } from "../../schema/responses-api.ts";
+import type { ChatCompletionListQuery, StoredRequest } from "../../schema/stored-chat-api.ts";
 
 const postgresUrl = inject("postgresUrl");
 const base = "meta/llama-4-maverick";
@@ -101,6 +121,89 @@ for (const { name, url } of targets) {
 
     it("re-applying migrations changes nothing", async () => {
       expect(await migrate(db)).toEqual({ applied: 0, total: migrationCount });
+    });
+
+    it("keeps text holding U+0000 in stored responses, conversations and chat completions, as it was sent", async () => {
+      // Model output may hold any character; jsonb refuses U+0000, so the stores encode it (schema/text-safe-jsonb.ts).
+      const odd = "nul\u0000 then \uffff0 and \\u0000";
+      const response = (id: string, status: string, text: string) =>
+        ({
+          id,
+          object: "response",
+          created_at: 1_700_000_000,
+          status,
+          output_text: text,
+        }) as unknown as ResponseObject;
+      const item = { id: "msg_odd", type: "message", role: "user", content: odd } as InputItem;
+
+      await saveResponse(db, "acme", {
+        response: response("resp_odd", "completed", odd),
+        items: [item],
+        previous: null,
+      });
+      const kept = await loadResponse(db, "acme", "resp_odd");
+      expect(kept?.response).toMatchObject({ output_text: odd });
+      expect(kept?.conversation).toEqual([item]);
+
+      // A background response: moved on and finished through raw SQL (|| and jsonb_set), the text still kept.
+      await saveResponse(db, "acme", {
+        response: response("resp_bg", "queued", ""),
+        items: [item],
+        previous: null,
+      });
+      expect(await markBackground(db, "resp_bg", "in_progress")).toBe(true);
+      expect(
+        await saveBackgroundRun(db, "acme", {
+          response: response("resp_bg", "completed", odd),
+          items: [],
+          previous: null,
+        }),
+      ).toBe(true);
+      expect((await loadResponse(db, "acme", "resp_bg"))?.response).toMatchObject({
+        status: "completed",
+        output_text: odd,
+      });
+      expect(await markBackground(db, "resp_bg", "failed", { code: "server_error", message: odd })).toBe(
+        false,
+      );
+
+      await createConversation(db, "acme", {
+        id: "conv_odd",
+        metadata: { note: odd },
+        items: [item],
+        createdAt: new Date(),
+      });
+      expect(await appendItems(db, "acme", "conv_odd", [{ ...item, id: "msg_odd_2" }], new Date())).toBe(
+        true,
+      );
+      expect(await allItems(db, "acme", "conv_odd")).toEqual([item, { ...item, id: "msg_odd_2" }]);
+      expect((await loadConversation(db, "acme", "conv_odd"))?.metadata).toEqual({ note: odd });
+
+      const completion = {
+        id: "chatcmpl-odd",
+        object: "chat.completion",
+        created: 1_700_000_000,
+        model: base,
+        choices: [{ index: 0, message: { role: "assistant", content: odd }, finish_reason: "stop" }],
+      } as unknown as ChatCompletion;
+      await saveChatCompletion(db, "acme", {
+        completion,
+        request: {} as StoredRequest,
+        messages: [{ role: "user", content: odd }],
+        metadata: { note: odd },
+        createdAt: new Date(),
+      });
+      expect(await loadChatCompletion(db, "acme", "chatcmpl-odd")).toMatchObject({
+        choices: [{ message: { content: odd } }],
+        metadata: { note: odd },
+      });
+      // The metadata filter matches the stored, encoded value.
+      const page = await listChatCompletions(db, "acme", {
+        metadata: { note: odd },
+        order: "asc",
+        limit: 10,
+      } as ChatCompletionListQuery);
+      expect(page.data.map((c) => c.id)).toEqual(["chatcmpl-odd"]);
     });
 
     it("stores an org's key, base model, adapter and usage and reads them back", async () => {

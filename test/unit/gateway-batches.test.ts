@@ -198,7 +198,7 @@ describe("the Files API", () => {
     });
   });
 
-  it("refuses another purpose, a file past the limit and a file that is not text", async () => {
+  it("refuses another purpose, a file past the limit and a file that is not text or holds a NUL byte", async () => {
     await expect(
       client.files.create({ file: await toFile(Buffer.from("{}\n"), "a.jsonl"), purpose: "fine-tune" }),
     ).rejects.toMatchObject({ status: 400, param: "purpose" });
@@ -211,6 +211,11 @@ describe("the Files API", () => {
         purpose: "batch",
       }),
     ).rejects.toMatchObject({ status: 400, param: "file" });
+    // A NUL byte is UTF-8 but never JSONL (a JSON string writes it \u0000), and Postgres text cannot hold it.
+    await expect(
+      client.files.create({ file: await toFile(Buffer.from('{"a":"\0"}\n'), "nul.jsonl"), purpose: "batch" }),
+    ).rejects.toMatchObject({ status: 400, param: "file", message: expect.stringContaining("NUL") });
+    expect((await client.files.list()).data.map((f) => f.filename)).not.toContain("nul.jsonl");
   });
 });
 
@@ -345,6 +350,7 @@ describe("the Batch API", () => {
         [JSON.stringify({ custom_id: "a", method: "GET", url: "/v1/chat/completions", body: {} })],
         "Line 1 of the input file: method",
       ],
+      [[chatLine("a\u0000", BASE)], "Line 1 of the input file: custom_id must not hold a NUL character"],
     ] as const) {
       const file = await upload([...lines]);
       await expect(startBatch(file.id)).rejects.toMatchObject({

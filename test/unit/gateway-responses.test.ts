@@ -440,6 +440,21 @@ describe("POST /v1/responses", () => {
     ).rejects.toMatchObject({ status: 404, code: "item_not_found" });
   });
 
+  it("refuses a NUL character (U+0000) in an id with 400, not a server error, and runs nothing", async () => {
+    const runs = worker.received.length;
+    await expect(client.responses.retrieve("resp_\u0000")).rejects.toMatchObject({
+      status: 400,
+      message: expect.stringContaining("NUL"),
+    });
+    await expect(
+      client.responses.create({ model: BASE, input: "x", previous_response_id: "resp_\u0000" }),
+    ).rejects.toMatchObject({ status: 400 });
+    await expect(
+      client.responses.create({ model: BASE, input: [{ type: "item_reference", id: "msg_\u0000" }] }),
+    ).rejects.toMatchObject({ status: 400, param: "input.0.id" });
+    expect(worker.received.length).toBe(runs);
+  });
+
   it("drops a too-long conversation's oldest items with truncation auto, instructions kept, and fails without", async () => {
     const long = (n: number) => `Message ${n}: ${"lorem ipsum dolor sit amet ".repeat(4)}`;
     let previous: string | undefined;
