@@ -114,6 +114,8 @@ export interface GatewayDeps {
     keepAliveMs: number;
     /** Largest file the Files API takes (a batch's input). */
     maxFileBytes: number;
+    /** How often a background response's stream reads its event log while nothing new has come. */
+    backgroundStreamPollMs: number;
   };
 }
 
@@ -152,6 +154,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
       streamHeadersAfterMs: 10_000,
       keepAliveMs: 15_000,
       maxFileBytes: DEFAULT_MAX_FILE_BYTES,
+      backgroundStreamPollMs: 100,
       ...input.limits,
     },
   };

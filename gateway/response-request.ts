@@ -15,12 +15,6 @@ function refuseUnsupported(body: ResponseCreateRequest): void {
   if (body.background === true && body.store === false) {
     throw invalidRequest("A background response must be stored: store cannot be false.", "store");
   }
-  if (body.background === true && body.stream === true) {
-    throw invalidRequest(
-      "A background response cannot be streamed here: poll GET /v1/responses/{id} until it ends.",
-      "stream",
-    );
-  }
   if (body.conversation != null && body.previous_response_id != null) {
     throw invalidRequest(
       "conversation and previous_response_id cannot both be given: a response continues one or the other.",

@@ -78,7 +78,11 @@ export async function saveResponse(
  * Stores a background response's run over the response stored queued, keeping that one's created_at. A
  * response cancelled or deleted meanwhile is left as it is (the answer is dropped); false then.
  */
-export async function saveBackgroundRun(db: Db, orgId: string, saved: NewResponse): Promise<boolean> {
+export async function saveBackgroundRun(
+  db: Pick<Db, "update">,
+  orgId: string,
+  saved: NewResponse,
+): Promise<boolean> {
   // Its items and link were stored with it, queued (and a delete of what it continues may since have
   // written the whole conversation in): only the response changes.
   const updated = await db

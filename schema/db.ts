@@ -279,6 +279,24 @@ export const storedResponses = pgTable(
 );
 
 /**
+ * The events of a background response created with `stream: true` (gateway/response-event-log.ts), in
+ * order: what its creation's stream and `GET /v1/responses/{id}?stream=true&starting_after=N` replay and
+ * follow, whichever gateway runs it. Deleted with their response.
+ */
+export const responseEvents = pgTable(
+  "response_events",
+  {
+    responseId: text("response_id")
+      .notNull()
+      .references(() => storedResponses.id, { onDelete: "cascade" }),
+    sequenceNumber: integer("sequence_number").notNull(),
+    /** The Responses API stream event as sent, its sequence_number included. */
+    event: textSafeJsonb("event").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.responseId, t.sequenceNumber] })],
+);
+
+/**
  * Chat completions created with `store: true`, kept for GET /v1/chat/completions/{id}, its list and its
  * messages (gateway/chat-completion-store.ts): the completion as answered, the messages it answered, and
  * its metadata (the one part a client may change). Kept until deleted or past the gateways' retention, as

@@ -398,6 +398,12 @@ export type ListedItem =
     };
 
 /** GET /v1/responses/{id}/input_items's query: OpenAI's cursor page, newest first by default. */
+/** GET /v1/responses/{id}: `stream=true` follows a background response created streamed, from after `starting_after`. */
+export const RetrieveQuery = z.object({
+  stream: z.enum(["true", "false"], { error: 'must be "true" or "false"' }).optional(),
+  starting_after: z.coerce.number().int().min(-1).optional(),
+});
+
 export const InputItemsQuery = z.object({
   limit: z.coerce.number().int().min(1).max(100).default(20),
   order: z.enum(["asc", "desc"]).default("desc"),
@@ -406,8 +412,8 @@ export const InputItemsQuery = z.object({
 
 /** The events of a streamed response, in OpenAI's shapes (each also carries its sequence_number). */
 export type ResponseEvent =
-  | { type: "response.created" | "response.in_progress"; response: ResponseObject }
-  | { type: "response.completed" | "response.incomplete"; response: ResponseObject }
+  | { type: "response.created" | "response.queued" | "response.in_progress"; response: ResponseObject }
+  | { type: "response.completed" | "response.incomplete" | "response.failed"; response: ResponseObject }
   | {
       type: "response.output_item.added" | "response.output_item.done";
       output_index: number;

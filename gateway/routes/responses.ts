@@ -7,7 +7,12 @@
 // previous_response_id; a request naming a conversation (gateway/conversation-store.ts) starts from its
 // items and adds its turn to it. Responses and conversations belong to the caller's org.
 import type { Context, Handler } from "hono";
-import { InputItemsQuery, ResponseCreateRequest, type ResponseObject } from "../../schema/responses-api.ts";
+import {
+  InputItemsQuery,
+  ResponseCreateRequest,
+  type ResponseObject,
+  RetrieveQuery,
+} from "../../schema/responses-api.ts";
 import type { TokenLogprob } from "../../schema/wire.ts";
 import { AutoCallStream } from "../auto-call-stream.ts";
 import { cancelBackgroundJob, queueBackgroundResponse } from "../batches.ts";
@@ -15,11 +20,19 @@ import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import { allItems, appendItems, refuseTakenIds } from "../conversation-store.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { ApiError, conversationNotFound, invalidBody, routeNotFound } from "../errors.ts";
+import {
+  ApiError,
+  conversationNotFound,
+  invalidBody,
+  invalidRequest,
+  routeNotFound,
+  toApiError,
+} from "../errors.ts";
 import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { ReasoningSplit, splitReply } from "../reasoning.ts";
 import { readBody } from "../request-body.ts";
+import { followLog, hasLog, RunEventLog, startLog } from "../response-event-log.ts";
 import { type NumberedEvent, ResponseEvents } from "../response-events.ts";
 import { itemPage, withItemIds } from "../response-items.ts";
 import {
@@ -46,6 +59,7 @@ import {
   saveResponse,
 } from "../response-store.ts";
 import { serveTier } from "../service-tier.ts";
+import { eventStream } from "../sse.ts";
 import { answerCalls, forcedCallStream, type ToolCallDelta } from "../tool-calls.ts";
 import { begin, openStream, streamResponse } from "./inference.ts";
 
@@ -121,14 +135,19 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     };
     if (body.background === true && !c.get("responseKey")) {
       // Checked in full above; stored queued and run later by a batch runner (gateway/batch-runner.ts).
+      // Streamed, its events go through its log (gateway/response-event-log.ts), which this stream follows.
       const queued: ResponseObject = { ...head, status: "queued" };
       const { keyId } = c.get("principal");
       await deps.db.transaction(async (tx) => {
         await saveResponse(tx, orgId, { response: queued, items: storedItems, previous });
+        if (body.stream === true) await startLog(tx, queued);
         await queueBackgroundResponse(tx, { orgId, keyId }, key, body, new Date(deps.now()));
       });
-      return c.json(queued);
+      return body.stream === true ? followedStream(c, deps, queued.id, -1) : c.json(queued);
     }
+    // A background response created to be streamed: its run writes its events into its log.
+    const runLog = c.get("responseKey") && admitted.stream ? new RunEventLog(deps.db, ids.response) : null;
+    await runLog?.open();
     const wantLogprobs = admitted.sampling.logprobs;
     const tools = admitted.tools ?? null;
     /**
@@ -136,7 +155,7 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
      * input and output added to its conversation. A failure to keep it is logged, not thrown: the answer
      * was generated and billed, and losing it would be worse than a later 404 for its id.
      */
-    const keep = async (response: ResponseObject) => {
+    const keep = async (response: ResponseObject, finalEvents: readonly NumberedEvent[] = []) => {
       const requestId = c.get("requestId");
       const failed = (what: string) => (error: unknown) =>
         deps.log.error({ requestId, err: error instanceof Error ? error.message : String(error) }, what);
@@ -155,9 +174,12 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       }
       if (!store) return;
       const saved: NewResponse = { response, items: storedItems, previous };
-      // A background response's run stores over the response created queued (unless cancelled or deleted).
-      const save = c.get("responseKey") ? saveBackgroundRun : saveResponse;
-      await save(deps.db, orgId, saved).catch(failed("could not store a response"));
+      // A background response's run stores over the response created queued (unless cancelled or deleted),
+      // with its stream's final events where it has a log.
+      const save = runLog
+        ? () => runLog.finish((tx) => saveBackgroundRun(tx, orgId, saved), finalEvents)
+        : () => (c.get("responseKey") ? saveBackgroundRun : saveResponse)(deps.db, orgId, saved);
+      await save().catch(failed("could not store a response"));
       await deps.storedRetention.afterStoringResponse(deps.db, deps.log, { requestId });
     };
 
@@ -244,7 +266,7 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
           if (end && "calls" in end) yield* callEvents(end.calls);
           else if (end && end.text !== "") yield* writer.text(end.text, chatLogprobs(held.splice(0)));
           const finished = writer.finish(step.value, nowSeconds(), split?.reasoningTokens ?? 0);
-          await keep(finished.response);
+          await keep(finished.response, finished.events);
           yield* finished.events;
           return;
         }
@@ -259,14 +281,77 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
         yield* answer(step.value.text);
       }
     }
+    if (runLog) {
+      // A background run answers its batch runner with the response; its events went into its log.
+      let last: NumberedEvent | undefined;
+      try {
+        for await (const event of events()) {
+          runLog.push([event]);
+          last = event;
+        }
+      } finally {
+        await runLog.close();
+      }
+      return c.json((last as { response: ResponseObject }).response);
+    }
     return streamResponse(c, deps, opening, events(), "responses");
   };
 }
 
+/**
+ * The stream of a background response created with `stream: true`, from after `startingAfter`: its log
+ * replayed and followed until it ends. Leaving it stops the following, not the run.
+ */
+function followedStream(
+  c: Context<GatewayEnv>,
+  deps: GatewayDeps,
+  responseId: string,
+  startingAfter: number,
+): Response {
+  let stopped = false;
+  const events = followLog(deps.db, responseId, startingAfter, {
+    pollMs: deps.limits.backgroundStreamPollMs,
+    stopped: () => stopped,
+  });
+  return eventStream(
+    {
+      next: async () => {
+        const step = await events.next();
+        return step.done ? null : step.value;
+      },
+      errorEvent: (error) => {
+        const { body } = toApiError(error);
+        const { code, message, param } = body.error;
+        return { type: "error", code, message, param, error: body.error };
+      },
+      onCancel: () => {
+        stopped = true;
+      },
+      named: true,
+    },
+    { "x-request-id": c.get("requestId") },
+    deps.limits.keepAliveMs,
+  );
+}
+
+/**
+ * GET /v1/responses/{id}: the response as stored; with `stream=true`, a background response created
+ * streamed is streamed again from after `starting_after` (default: from its start) and followed until it
+ * ends.
+ */
 export function retrieveResponse(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
+    const query = RetrieveQuery.safeParse(c.req.query());
+    if (!query.success) throw invalidBody(query.error);
     const stored = await storedResponse(deps, c.get("principal").orgId, c.req.param("id")!);
-    return c.json(stored.response);
+    if (query.data.stream !== "true") return c.json(stored.response);
+    if (!(await hasLog(deps.db, stored.response.id))) {
+      throw invalidRequest(
+        "Only a response created with background and stream true can be streamed; retrieve this one without stream.",
+        "stream",
+      );
+    }
+    return followedStream(c, deps, stored.response.id, query.data.starting_after ?? -1);
   };
 }
 

@@ -350,24 +350,8 @@ describe("the gateway in workerd", () => {
     expect(await client.conversations.delete(conversation.id)).toMatchObject({ deleted: true });
   });
 
-  it("takes a batch's file and the batch in the isolate; a Node gateway's runner runs its lines", async () => {
-    const line = JSON.stringify({
-      custom_id: "edge-1",
-      method: "POST",
-      url: "/v1/chat/completions",
-      body: { model: BASE, messages: [{ role: "user", content: "Hi" }], max_tokens: 3 },
-    });
-    const file = await client.files.create({
-      file: await toFile(Buffer.from(`${line}\n`), "edge.jsonl"),
-      purpose: "batch",
-    });
-    const batch = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: "/v1/chat/completions",
-      completion_window: "24h",
-    });
-    expect(batch.status).toBe("in_progress");
-    // A Node gateway on the same database and NATS (its TCP port) runs the line.
+  /** A Node gateway on the same database and NATS (its TCP port) runs what batches and background responses wait. */
+  async function drainWithNodeRunner(): Promise<void> {
     const db = await openDb(databaseUrl!);
     const bus = await connectJetStreamBus({ servers: nats!.url, namespace });
     try {
@@ -390,6 +374,58 @@ describe("the gateway in workerd", () => {
       await bus.close();
       await db.close();
     }
+  }
+
+  it("streams a background response from the isolate while a Node gateway's runner runs it, and again from a sequence number", async () => {
+    const stream = await client.responses.create({
+      model: BASE,
+      input: "Later, streamed",
+      max_output_tokens: 3,
+      background: true,
+      stream: true,
+    });
+    const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+    const reading = (async () => {
+      for await (const event of stream) events.push(event);
+    })();
+    await drainWithNodeRunner();
+    await reading;
+    expect(events.slice(0, 3).map((e) => e.type)).toEqual([
+      "response.created",
+      "response.queued",
+      "response.in_progress",
+    ]);
+    const last = events.at(-1) as OpenAI.Responses.ResponseIncompleteEvent;
+    expect(last.type).toBe("response.incomplete");
+    expect(last.response.usage?.output_tokens).toBe(3);
+    const resumed: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of await client.responses.retrieve(last.response.id, {
+      stream: true,
+      starting_after: 2,
+    })) {
+      resumed.push(event);
+    }
+    expect(resumed).toEqual(events.slice(3));
+  });
+
+  it("takes a batch's file and the batch in the isolate; a Node gateway's runner runs its lines", async () => {
+    const line = JSON.stringify({
+      custom_id: "edge-1",
+      method: "POST",
+      url: "/v1/chat/completions",
+      body: { model: BASE, messages: [{ role: "user", content: "Hi" }], max_tokens: 3 },
+    });
+    const file = await client.files.create({
+      file: await toFile(Buffer.from(`${line}\n`), "edge.jsonl"),
+      purpose: "batch",
+    });
+    const batch = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    });
+    expect(batch.status).toBe("in_progress");
+    await drainWithNodeRunner();
     const ended = await client.batches.retrieve(batch.id);
     expect(ended.status).toBe("completed");
     const output = JSON.parse(await (await client.files.content(ended.output_file_id!)).text()) as {

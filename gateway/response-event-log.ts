@@ -1,0 +1,196 @@
+// The event log of a background response created with `stream: true` (schema/db.ts response_events): its
+// creation writes response.created and response.queued; the batch runner that runs it, on any Node
+// gateway, appends the run's events as they come; the creating request's stream and every
+// `GET /v1/responses/{id}?stream=true&starting_after=N` replay the log from after N and follow it by
+// polling the database until the response ends. A client that loses its connection resumes from the last
+// sequence_number it saw, as with OpenAI's background streaming; the run goes on whoever listens.
+import { and, asc, eq, gt, sql } from "drizzle-orm";
+import type { Db } from "../db/open.ts";
+import { responseEvents, storedResponses } from "../schema/db.ts";
+import type { ResponseObject } from "../schema/responses-api.ts";
+import type { NumberedEvent } from "./response-events.ts";
+
+type Handle = Pick<Db, "insert" | "select" | "transaction">;
+
+/** The events a response's stream ends with; a response that ends without one (cancelled, or failed before its run) ends its stream by its status. */
+const FINAL_EVENTS = new Set(["response.completed", "response.incomplete", "response.failed"]);
+const ENDED = new Set(["completed", "incomplete", "failed", "cancelled"]);
+
+/** The first events of a background response created to be streamed: sequence numbers 0 and 1. */
+export function queuedEvents(queued: ResponseObject): NumberedEvent[] {
+  return [
+    { type: "response.created", response: queued, sequence_number: 0 },
+    { type: "response.queued", response: queued, sequence_number: 1 },
+  ] as NumberedEvent[];
+}
+
+export async function startLog(db: Pick<Db, "insert">, queued: ResponseObject): Promise<void> {
+  await db
+    .insert(responseEvents)
+    .values(queuedEvents(queued).map((event) => row(queued.id, event.sequence_number, event)));
+}
+
+function row(responseId: string, sequenceNumber: number, event: NumberedEvent) {
+  return { responseId, sequenceNumber, event: { ...event, sequence_number: sequenceNumber } };
+}
+
+/** Whether the response was created with background and stream: only those have a log to stream. */
+export async function hasLog(db: Pick<Db, "select">, responseId: string): Promise<boolean> {
+  const rows = await db
+    .select({ n: responseEvents.sequenceNumber })
+    .from(responseEvents)
+    .where(and(eq(responseEvents.responseId, responseId), eq(responseEvents.sequenceNumber, 0)));
+  return rows.length > 0;
+}
+
+/**
+ * What a background run's events go through: numbered after what the log holds (its creation's events, and
+ * a run before this one that was handed back), its own response.created dropped (the response was created
+ * when it was queued), and written a batch at a time (each `flushEveryMs`) so a token is one row but not
+ * one round trip. A response cancelled meanwhile takes no more events: a write holds its row (FOR SHARE),
+ * so a cancel waits for a write under way and a later write sees it. The final events go in with the
+ * stored response, in one transaction (finish), so a reader that sees the response ended finds them.
+ */
+export class RunEventLog {
+  #next = 0;
+  #pending: ReturnType<typeof row>[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #writing: Promise<void> = Promise.resolve();
+  #closed = false;
+
+  constructor(
+    private readonly db: Handle,
+    private readonly responseId: string,
+    private readonly flushEveryMs = 100,
+  ) {}
+
+  /** Reads where the log ends; before the first push. */
+  async open(): Promise<void> {
+    const [last] = await this.db
+      .select({ n: sql<number | null>`max(${responseEvents.sequenceNumber})` })
+      .from(responseEvents)
+      .where(eq(responseEvents.responseId, this.responseId));
+    this.#next = last?.n === null || last?.n === undefined ? 0 : Number(last.n) + 1;
+  }
+
+  /** Events as the run makes them; once the log is finished or closed, none is taken. */
+  push(events: readonly NumberedEvent[]): void {
+    if (this.#closed) return;
+    this.#pending.push(...this.#numbered(events));
+    if (this.#pending.length > 0 && this.#timer === undefined) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.#flush();
+      }, this.flushEveryMs);
+    }
+  }
+
+  /**
+   * Writes what is pending, then, in one transaction, `save` (which stores the ended response and says
+   * whether it did: false when it was cancelled meanwhile) and the final events after it.
+   */
+  async finish(
+    save: (tx: Pick<Db, "update">) => Promise<boolean>,
+    finalEvents: readonly NumberedEvent[],
+  ): Promise<boolean> {
+    this.#stop();
+    this.#flush();
+    await this.#writing;
+    const rows = this.#numbered(finalEvents);
+    return this.db.transaction(async (tx) => {
+      const saved = await save(tx);
+      if (saved && rows.length > 0) await tx.insert(responseEvents).values(rows);
+      return saved;
+    });
+  }
+
+  /** Writes what is pending and takes no more (a run that failed: its stream ends by its status). */
+  async close(): Promise<void> {
+    this.#stop();
+    this.#flush();
+    await this.#writing;
+  }
+
+  #numbered(events: readonly NumberedEvent[]): ReturnType<typeof row>[] {
+    return events
+      .filter((event) => event.type !== "response.created")
+      .map((event) => row(this.responseId, this.#next++, event));
+  }
+
+  #stop(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #flush(): void {
+    const rows = this.#pending.splice(0);
+    if (rows.length === 0) return;
+    this.#writing = this.#writing.then(() => this.#write(rows));
+    // A failed write is thrown by finish() or close(); until then it is not an unhandled rejection.
+    this.#writing.catch(() => {});
+  }
+
+  async #write(rows: ReturnType<typeof row>[]): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      const [held] = await tx
+        .select({ status: sql<string>`${storedResponses.response} ->> 'status'` })
+        .from(storedResponses)
+        .where(eq(storedResponses.id, this.responseId))
+        .for("share");
+      if (!held || held.status === "cancelled") return;
+      await tx.insert(responseEvents).values(rows);
+    });
+  }
+}
+
+export interface FollowOptions {
+  /** How long to wait between reads while nothing new has come. */
+  pollMs: number;
+  /** Set when the listener leaves: following stops at its next read. */
+  stopped: () => boolean;
+}
+
+/**
+ * The response's events after `startingAfter`, then each new one as the run writes it, until its final
+ * event; a response that ended without one (cancelled, failed before or outside its run) ends the stream
+ * after what its log holds, a failed one with response.failed.
+ */
+export async function* followLog(
+  db: Pick<Db, "select">,
+  responseId: string,
+  startingAfter: number,
+  options: FollowOptions,
+): AsyncGenerator<NumberedEvent> {
+  let after = startingAfter;
+  while (!options.stopped()) {
+    // The status is read before the events, so events written before it ended are in this read.
+    const [state] = await db
+      .select({ response: storedResponses.response })
+      .from(storedResponses)
+      .where(eq(storedResponses.id, responseId));
+    const rows = await db
+      .select({ event: responseEvents.event })
+      .from(responseEvents)
+      .where(and(eq(responseEvents.responseId, responseId), gt(responseEvents.sequenceNumber, after)))
+      .orderBy(asc(responseEvents.sequenceNumber))
+      .limit(500);
+    for (const { event } of rows) {
+      const numbered = event as NumberedEvent;
+      after = numbered.sequence_number;
+      yield numbered;
+      if (FINAL_EVENTS.has(numbered.type)) return;
+    }
+    if (rows.length === 500) continue;
+    const response = state?.response as ResponseObject | undefined;
+    // Deleted, or ended without a final event in its log.
+    if (!response) return;
+    if (ENDED.has(response.status)) {
+      if (response.status === "failed") {
+        yield { type: "response.failed", response, sequence_number: after + 1 } as NumberedEvent;
+      }
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, options.pollMs));
+  }
+}

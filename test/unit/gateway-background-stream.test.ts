@@ -1,0 +1,223 @@
+// Background responses created with `stream: true`, through the official `openai` client against the
+// gateway over HTTP (in-process bus, scripted worker, a batch runner on the same app): the creating request
+// streams the response from queued through its run; GET /v1/responses/{id}?stream=true resumes after any
+// sequence number; a client that leaves does not stop the run; a cancelled or failed one ends its stream;
+// a response not created streamed cannot be streamed again.
+import OpenAI from "openai";
+import type { Stream } from "openai/core/streaming";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BatchRunner, type BatchRunnerOptions } from "../../gateway/batch-runner.ts";
+import { type ServedApp, serveApp } from "../../gateway/node.ts";
+import { quietMetrics } from "../../gateway/quiet-metrics.ts";
+import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
+import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+
+type Event = OpenAI.Responses.ResponseStreamEvent;
+
+let h: GatewayHarness;
+let worker: FakeWorker;
+let served: ServedApp;
+let client: OpenAI;
+
+beforeAll(async () => {
+  h = await createGatewayHarness({ limits: { backgroundStreamPollMs: 10 } });
+  worker = await FakeWorker.start(h.workerBus, { base: BASE });
+  await h.addAdapter({ name: "a1" });
+  served = await serveApp(h.app, 0, "127.0.0.1");
+  client = new OpenAI({ apiKey: h.keys.acme, baseURL: `${served.url}/v1`, maxRetries: 0 });
+});
+afterAll(async () => {
+  await served.close();
+  await worker.stop();
+  await h.close();
+});
+
+function runner(app: BatchRunnerOptions["app"] = h.app): BatchRunner {
+  return new BatchRunner({
+    app,
+    db: h.db,
+    log: h.deps.log,
+    metrics: quietMetrics(),
+    concurrency: 2,
+    leaseMs: 60_000,
+    newId: h.deps.newRequestId,
+    runnerId: "runner-stream",
+    now: Date.now,
+  });
+}
+
+async function collect(stream: Stream<Event>): Promise<Event[]> {
+  const events: Event[] = [];
+  for await (const event of stream) events.push(event);
+  return events;
+}
+
+/** The response's id from the stream's first event (response.created), and the events after it. */
+async function opened(stream: Stream<Event>): Promise<{ id: string; rest: Promise<Event[]> }> {
+  const events = stream[Symbol.asyncIterator]();
+  const first = (await events.next()).value as Event;
+  expect(first.type).toBe("response.created");
+  const rest = (async () => {
+    const later: Event[] = [];
+    for (let step = await events.next(); !step.done; step = await events.next()) later.push(step.value);
+    return later;
+  })();
+  return { id: (first as OpenAI.Responses.ResponseCreatedEvent).response.id, rest };
+}
+
+const deltas = (events: readonly Event[]) =>
+  events.flatMap((e) => (e.type === "response.output_text.delta" ? [e.delta] : [])).join("");
+
+describe("a background response created with stream", () => {
+  it("streams from queued through its run, numbered in order, and ends with the stored response", async () => {
+    const stream = await client.responses.create({
+      model: `${BASE}:acme/a1`,
+      input: "Write later, streamed",
+      max_output_tokens: 4,
+      background: true,
+      stream: true,
+    });
+    const reading = collect(stream);
+    await runner().drain();
+    const events = await reading;
+    expect(events.slice(0, 3).map((e) => e.type)).toEqual([
+      "response.created",
+      "response.queued",
+      "response.in_progress",
+    ]);
+    expect(events.map((e) => e.sequence_number)).toEqual(events.map((_, i) => i));
+    const first = events[0] as OpenAI.Responses.ResponseCreatedEvent;
+    expect(first.response).toMatchObject({ status: "queued", background: true });
+    expect(deltas(events)).toBe(fakeReplyText(4));
+    const last = events.at(-1) as OpenAI.Responses.ResponseIncompleteEvent;
+    expect(last.type).toBe("response.incomplete");
+    // One response.created: the run's own is not repeated.
+    expect(events.filter((e) => e.type === "response.created")).toHaveLength(1);
+    const stored = await client.responses.retrieve(first.response.id);
+    expect(stored).toMatchObject({
+      id: first.response.id,
+      status: "incomplete",
+      created_at: first.response.created_at,
+    });
+    expect(stored.output).toEqual(last.response.output);
+    expect(stored.output_text).toBe(fakeReplyText(4));
+
+    // Resumed after any event: the same events from the next one on, ended as before.
+    const resumed = await collect(
+      await client.responses.retrieve(first.response.id, { stream: true, starting_after: 3 }),
+    );
+    expect(resumed).toEqual(events.slice(4));
+    expect(await collect(await client.responses.retrieve(first.response.id, { stream: true }))).toEqual(
+      events,
+    );
+  });
+
+  it("runs on when its client leaves, and a later reader follows it to the end", async () => {
+    const stream = await client.responses.create({
+      model: BASE,
+      input: "Leave early",
+      max_output_tokens: 3,
+      background: true,
+      stream: true,
+    });
+    let id = "";
+    for await (const event of stream) {
+      if (event.type === "response.created") {
+        id = event.response.id;
+        break;
+      }
+    }
+    expect(id).toMatch(/^resp_/);
+    // Follow from the start while it runs.
+    const following = collect(await client.responses.retrieve(id, { stream: true, starting_after: 0 }));
+    await runner().drain();
+    const events = await following;
+    expect(events[0]?.type).toBe("response.queued");
+    expect(events.at(-1)?.type).toBe("response.incomplete");
+    expect(deltas(events)).toBe(fakeReplyText(3));
+    expect((await client.responses.retrieve(id)).status).toBe("incomplete");
+  });
+
+  it("ends the stream of one cancelled while queued, and of one whose run failed with response.failed", async () => {
+    const cancelled = await client.responses.create({
+      model: BASE,
+      input: "Never mind",
+      background: true,
+      stream: true,
+    });
+    const { id: cancelledId, rest: cancelledRest } = await opened(cancelled);
+    expect((await client.responses.cancel(cancelledId)).status).toBe("cancelled");
+    expect((await cancelledRest).map((e) => e.type)).toEqual(["response.queued"]);
+
+    // Failed after its first token, for good (not a transient failure the runner would try again).
+    worker.behaviour = () => ({ error: { code: "invalid_request", message: "no more" }, after: 1 });
+    try {
+      const failing = await client.responses.create({
+        model: BASE,
+        input: "Fail",
+        max_output_tokens: 2,
+        background: true,
+        stream: true,
+      });
+      const events = collect(failing);
+      await runner().drain();
+      const seen = await events;
+      expect(deltas(seen)).toBe(fakeReplyText(1));
+      const last = seen.at(-1) as OpenAI.Responses.ResponseFailedEvent;
+      expect(last.type).toBe("response.failed");
+      expect(last.sequence_number).toBe(seen.length - 1);
+      expect(last.response).toMatchObject({ status: "failed", error: { code: expect.any(String) } });
+    } finally {
+      worker.behaviour = () => "reply";
+    }
+  });
+
+  it("takes no more events once cancelled while it runs: its stream ends, the log holds nothing of the run", async () => {
+    // The run is held at its start, after the runner marked it in_progress.
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const held: BatchRunnerOptions["app"] = {
+      fetch: async (request, env) => {
+        await gate;
+        return h.app.fetch(request, env);
+      },
+    };
+    const stream = await client.responses.create({
+      model: BASE,
+      input: "Cancelled midway",
+      max_output_tokens: 3,
+      background: true,
+      stream: true,
+    });
+    const { id, rest } = await opened(stream);
+    const draining = runner(held).drain();
+    for (let i = 0; i < 200 && (await client.responses.retrieve(id)).status !== "in_progress"; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect((await client.responses.cancel(id)).status).toBe("cancelled");
+    release();
+    await draining;
+    expect((await rest).map((e) => e.type)).toEqual(["response.queued"]);
+    expect((await collect(await client.responses.retrieve(id, { stream: true }))).length).toBe(2);
+    expect((await client.responses.retrieve(id)).status).toBe("cancelled");
+  });
+
+  it("refuses to stream a response not created with background and stream, or a bad starting_after", async () => {
+    const plain = await client.responses.create({ model: BASE, input: "x", max_output_tokens: 1 });
+    await expect(client.responses.retrieve(plain.id, { stream: true })).rejects.toMatchObject({
+      status: 400,
+      param: "stream",
+    });
+    const queued = await client.responses.create({ model: BASE, input: "x", background: true });
+    await expect(client.responses.retrieve(queued.id, { stream: true })).rejects.toMatchObject({
+      status: 400,
+      param: "stream",
+    });
+    await expect(
+      client.responses.retrieve(queued.id, { stream: true, starting_after: -2 }),
+    ).rejects.toMatchObject({ status: 400, param: "starting_after" });
+    await client.responses.cancel(queued.id);
+  });
+});
