@@ -135,6 +135,17 @@ export function streamResponse(
   events: AsyncGenerator<unknown, void, void>,
   framing: "chat" | "responses" = "chat",
 ): Response {
+  return streamEvents(c, deps, events, framing, cancelWhenOpen(opening));
+}
+
+/** `events` as SSE in OpenAI's framing, an error in-band; `onLeave` runs when the client goes away. */
+export function streamEvents(
+  c: Context<GatewayEnv>,
+  deps: GatewayDeps,
+  events: AsyncGenerator<unknown, void, void>,
+  framing: "chat" | "responses",
+  onLeave: () => void,
+): Response {
   return eventStream(
     {
       next: async () => {
@@ -147,7 +158,7 @@ export function streamResponse(
         const { code, message, param } = body.error;
         return { type: "error", code, message, param, error: body.error };
       },
-      onCancel: cancelWhenOpen(opening),
+      onCancel: onLeave,
       named: framing === "responses",
     },
     { "x-request-id": c.get("requestId") },

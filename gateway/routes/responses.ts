@@ -20,14 +20,7 @@ import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
 import { allItems, appendItems, refuseTakenIds } from "../conversation-store.ts";
 import type { GatewayDeps } from "../deps.ts";
-import {
-  ApiError,
-  conversationNotFound,
-  invalidBody,
-  invalidRequest,
-  routeNotFound,
-  toApiError,
-} from "../errors.ts";
+import { ApiError, conversationNotFound, invalidBody, invalidRequest, routeNotFound } from "../errors.ts";
 import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { ReasoningSplit, splitReply } from "../reasoning.ts";
@@ -59,9 +52,8 @@ import {
   saveResponse,
 } from "../response-store.ts";
 import { serveTier } from "../service-tier.ts";
-import { eventStream } from "../sse.ts";
 import { answerCalls, forcedCallStream, type ToolCallDelta } from "../tool-calls.ts";
-import { begin, openStream, streamResponse } from "./inference.ts";
+import { begin, openStream, streamEvents, streamResponse } from "./inference.ts";
 
 function responseNotFound(id: string, param = "response_id"): ApiError {
   return new ApiError(
@@ -313,25 +305,9 @@ function followedStream(
     pollMs: deps.limits.backgroundStreamPollMs,
     stopped: () => stopped,
   });
-  return eventStream(
-    {
-      next: async () => {
-        const step = await events.next();
-        return step.done ? null : step.value;
-      },
-      errorEvent: (error) => {
-        const { body } = toApiError(error);
-        const { code, message, param } = body.error;
-        return { type: "error", code, message, param, error: body.error };
-      },
-      onCancel: () => {
-        stopped = true;
-      },
-      named: true,
-    },
-    { "x-request-id": c.get("requestId") },
-    deps.limits.keepAliveMs,
-  );
+  return streamEvents(c, deps, events, "responses", () => {
+    stopped = true;
+  });
 }
 
 /**

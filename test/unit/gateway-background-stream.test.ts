@@ -11,6 +11,7 @@ import { type ServedApp, serveApp } from "../../gateway/node.ts";
 import { quietMetrics } from "../../gateway/quiet-metrics.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { heldApp } from "../support/held-app.ts";
 
 type Event = OpenAI.Responses.ResponseStreamEvent;
 
@@ -174,16 +175,7 @@ describe("a background response created with stream", () => {
 
   it("takes no more events once cancelled while it runs: its stream ends, the log holds nothing of the run", async () => {
     // The run is held at its start, after the runner marked it in_progress.
-    let release = () => {};
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const held: BatchRunnerOptions["app"] = {
-      fetch: async (request, env) => {
-        await gate;
-        return h.app.fetch(request, env);
-      },
-    };
+    const { app: held, release } = heldApp(h.app);
     const stream = await client.responses.create({
       model: BASE,
       input: "Cancelled midway",

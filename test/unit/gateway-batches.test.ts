@@ -17,6 +17,7 @@ import { quietMetrics } from "../../gateway/quiet-metrics.ts";
 import { apiKeys, batchRequests, files } from "../../schema/db.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { heldApp } from "../support/held-app.ts";
 
 let h: GatewayHarness;
 let worker: FakeWorker;
@@ -660,16 +661,7 @@ describe("background responses", () => {
   });
 
   it("keeps a response cancelled while it ran cancelled, dropping its run's answer", async () => {
-    let release = () => {};
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const slow: BatchRunnerOptions["app"] = {
-      fetch: async (request, env) => {
-        await gate;
-        return h.app.fetch(request, env);
-      },
-    };
+    const { app: slow, release } = heldApp(h.app);
     const queued = await client.responses.create({
       model: BASE,
       input: "slow",
