@@ -111,6 +111,11 @@ export class BatchRunner {
     this.#loop = this.#run();
   }
 
+  /** Looks for lines now (new ones were queued) rather than at the end of its poll interval. */
+  nudge(): void {
+    this.#pause.wake();
+  }
+
   /**
    * Stops claiming and waits up to `graceMs` for the lines in flight to finish (their answers are stored);
    * those still running then are cancelled and handed back, for this or another process to run again.

@@ -89,6 +89,11 @@ export interface GatewayDeps {
   /** A fresh request id: unguessable and unique, since it keys the billing row. */
   newRequestId: () => string;
   /**
+   * Told ("queued") when this process queues batch lines (a batch, a background response): its batch runner,
+   * where it has one, claims them at once instead of at its next look.
+   */
+  batchLinesQueued: EventTarget;
+  /**
    * Whether a webhook endpoint may name this host or a private address (gateway/webhook-address.ts): off,
    * such URLs are refused, so an org cannot make the gateway call into the operator's network.
    */
@@ -139,6 +144,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
     log: silent,
     metrics: null,
     newRequestId: () => crypto.randomUUID().replaceAll("-", ""),
+    batchLinesQueued: new EventTarget(),
     allowPrivateWebhooks: false,
     secrets: new SecretBox(undefined),
     sessionSecret: Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) =>

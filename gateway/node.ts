@@ -106,6 +106,7 @@ export function startBatchRunner(
   deps: GatewayDeps,
   concurrency = DEFAULT_BATCH_CONCURRENCY,
   fill = DEFAULT_BATCH_FILL,
+  pollMs?: number,
 ): BatchRunner | null {
   if (concurrency === 0) return null;
   const runner = new BatchRunner({
@@ -120,7 +121,9 @@ export function startBatchRunner(
     now: deps.now,
     fileExpiry: deps.fileExpiry,
     room: async () => batchRoom(await deps.bus.liveHeartbeats(), fill),
+    ...(pollMs !== undefined ? { pollMs } : {}),
   });
+  deps.batchLinesQueued.addEventListener("queued", () => runner.nudge());
   runner.start();
   return runner;
 }

@@ -20,7 +20,9 @@ export function batchRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     const request = await readBody(c, BatchCreateRequest);
     const { orgId, keyId } = c.get("principal");
     const id = `batch_${deps.newRequestId()}`;
-    return c.json(await createBatch(deps.db, { orgId, keyId }, request, id, new Date(deps.now())));
+    const batch = await createBatch(deps.db, { orgId, keyId }, request, id, new Date(deps.now()));
+    deps.batchLinesQueued.dispatchEvent(new Event("queued"));
+    return c.json(batch);
   });
 
   routes.get("/", async (c) => {

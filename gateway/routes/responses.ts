@@ -135,6 +135,7 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
         if (body.stream === true) await startLog(tx, queued);
         await queueBackgroundResponse(tx, { orgId, keyId }, key, body, new Date(deps.now()));
       });
+      deps.batchLinesQueued.dispatchEvent(new Event("queued"));
       return body.stream === true ? followedStream(c, deps, queued.id, -1) : c.json(queued);
     }
     // A background response created to be streamed: its run writes its events into its log.

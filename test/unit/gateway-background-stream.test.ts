@@ -7,7 +7,7 @@ import OpenAI from "openai";
 import type { Stream } from "openai/core/streaming";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BatchRunner, type BatchRunnerOptions } from "../../gateway/batch-runner.ts";
-import { type ServedApp, serveApp } from "../../gateway/node.ts";
+import { type ServedApp, serveApp, startBatchRunner } from "../../gateway/node.ts";
 import { quietMetrics } from "../../gateway/quiet-metrics.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
@@ -195,6 +195,27 @@ describe("a background response created with stream", () => {
     expect((await collect(await client.responses.retrieve(id, { stream: true }))).length).toBe(2);
     expect((await client.responses.retrieve(id)).status).toBe("cancelled");
   });
+
+  it("is run at once by its gateway's own batch runner, which is told of it rather than waiting to poll", async () => {
+    // A runner that looks for work once a minute: only the nudge can start this run within the test.
+    const started = startBatchRunner(h.app, h.deps, 2, 0.75, 60_000)!;
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const events = await collect(
+        await client.responses.create({
+          model: BASE,
+          input: "Now, please",
+          max_output_tokens: 2,
+          background: true,
+          stream: true,
+        }),
+      );
+      expect(events.at(-1)?.type).toBe("response.incomplete");
+      expect(deltas(events)).toBe(fakeReplyText(2));
+    } finally {
+      await started.stop();
+    }
+  }, 20_000);
 
   it("refuses to stream a response not created with background and stream, or a bad starting_after", async () => {
     const plain = await client.responses.create({ model: BASE, input: "x", max_output_tokens: 1 });
