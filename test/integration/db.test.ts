@@ -123,9 +123,9 @@ for (const { name, url } of targets) {
       expect(await migrate(db)).toEqual({ applied: 0, total: migrationCount });
     });
 
-    it("keeps text holding U+0000 in stored responses, conversations and chat completions, as it was sent", async () => {
+    it("keeps text holding U+0000 or a lone surrogate in stored responses, conversations and chat completions, as it was sent", async () => {
       // Model output may hold any character; jsonb refuses U+0000, so the stores encode it (schema/text-safe-jsonb.ts).
-      const odd = "nul\u0000 then \uffff0 and \\u0000";
+      const odd = "nul\u0000 then \uffff0 and \\u0000, half a pair \ud800";
       const response = (id: string, status: string, text: string) =>
         ({
           id,

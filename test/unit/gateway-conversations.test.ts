@@ -311,7 +311,7 @@ describe("a response in a conversation", () => {
     expect([foreign.status, foreign.code, foreign.param]).toEqual([404, "item_not_found", "input.0"]);
   });
 
-  it("keeps a turn whose text holds U+0000 as it was sent, in the conversation and the stored response", async () => {
+  it("keeps a turn whose text holds U+0000 or a lone surrogate as it was sent, in the conversation and the stored response", async () => {
     // jsonb refuses U+0000; a model may write it all the same (schema/text-safe-jsonb.ts).
     const { id } = await client.conversations.create({});
     worker.behaviour = () => ({ say: ["nul\u0000", " and \uffff0"] });
@@ -319,11 +319,11 @@ describe("a response in a conversation", () => {
       const response = await client.responses.create({
         model: BASE,
         conversation: id,
-        input: "say \u0000",
+        input: "say \u0000 \ud800",
         max_output_tokens: 5,
       });
       expect(response.output_text).toBe("nul\u0000 and \uffff0");
-      expect(await transcript(id)).toEqual(["user: say \u0000", "assistant: nul\u0000 and \uffff0"]);
+      expect(await transcript(id)).toEqual(["user: say \u0000 \ud800", "assistant: nul\u0000 and \uffff0"]);
       expect((await client.responses.retrieve(response.id)).output_text).toBe("nul\u0000 and \uffff0");
     } finally {
       worker.behaviour = () => "reply";

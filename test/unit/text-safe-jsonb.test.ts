@@ -11,13 +11,15 @@ describe("text-safe jsonb", () => {
     expect(storableJson(value)).toBe(JSON.stringify(value));
   });
 
-  it("writes no NUL escape that Postgres jsonb would refuse", () => {
-    const text = storableJson({ "k\u0000ey": ["\u0000", "x\u0000\u0000y"] });
+  it("writes no NUL or lone surrogate that Postgres jsonb would refuse", () => {
+    const text = storableJson({ "k\u0000ey": ["\u0000", "x\u0000\u0000y", "\ud800", "\udfff a"] });
     expect(text).not.toContain("\\u0000");
     expect(text).not.toContain("\u0000");
+    expect(text).not.toMatch(/\\ud[89a-f]/);
+    expect(text).not.toMatch(/[\ud800-\udfff]/);
   });
 
-  it("gives back every string as it was, NULs, U+FFFF and look-alikes of the encoding included", () => {
+  it("gives back every string as it was, NULs, lone surrogates, U+FFFF and look-alikes of the encoding included", () => {
     const strings = [
       "\u0000",
       "a\u0000b",
@@ -28,6 +30,11 @@ describe("text-safe jsonb", () => {
       "\\u0000",
       "\\\u0000",
       "\\\\u0000\u0000",
+      "\ud800",
+      "x\udc00y\ud83d",
+      "\ud83d\ude00 a whole pair",
+      "\uffffsd800",
+      "\\ud800",
       "plain",
       "",
     ];
