@@ -402,7 +402,8 @@ export class BatchRunner {
 
   /**
    * Ends a background response's hidden batch. Its response was stored by its run, or marked failed or
-   * cancelled; one whose 24 hours passed before it ran is marked failed here.
+   * cancelled; one whose 24 hours passed before it ran is marked failed here, and so is one whose run
+   * answered but could not store its answer (logged by the route), so no reader waits for it forever.
    */
   async #endBackground(
     tx: Pick<Db, "select" | "insert" | "update">,
@@ -415,6 +416,13 @@ export class BatchRunner {
       await markBackground(tx, responseId(line.customId), "failed", {
         code: "expired",
         message: "The response could not be run within 24 hours.",
+      });
+    }
+    if (line?.status === "done") {
+      // A no-op for a response its run stored (or that was cancelled): only one not ended is marked.
+      await markBackground(tx, responseId(line.customId), "failed", {
+        code: "server_error",
+        message: "The response was run, but its answer could not be stored.",
       });
     }
     if (line) await this.#responseEnded(tx, batch.orgId, responseId(line.customId));

@@ -3,6 +3,7 @@
 // streams the response from queued through its run; GET /v1/responses/{id}?stream=true resumes after any
 // sequence number; a client that leaves does not stop the run; a cancelled or failed one ends its stream;
 // a response not created streamed cannot be streamed again.
+import { sql } from "drizzle-orm";
 import OpenAI from "openai";
 import type { Stream } from "openai/core/streaming";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -216,6 +217,38 @@ describe("a background response created with stream", () => {
       await started.stop();
     }
   }, 20_000);
+
+  it("fails, and ends the stream of, one whose run answered but could not store its answer", async () => {
+    const { id, rest } = await opened(
+      await client.responses.create({
+        model: BASE,
+        input: "Unstorable",
+        max_output_tokens: 2,
+        background: true,
+        stream: true,
+      }),
+    );
+    // The database refuses this response's ended form, as a broken store would.
+    await h.db.execute(
+      sql.raw(`create function refuse_ended() returns trigger language plpgsql as $$
+        begin raise exception 'store refused'; end $$`),
+    );
+    await h.db.execute(
+      sql.raw(`create trigger refuse_ended before update on stored_responses for each row
+        when (new.id = '${id}' and new.response ->> 'status' in ('completed', 'incomplete'))
+        execute function refuse_ended()`),
+    );
+    try {
+      await runner().drain();
+    } finally {
+      await h.db.execute(sql.raw("drop trigger refuse_ended on stored_responses"));
+      await h.db.execute(sql.raw("drop function refuse_ended()"));
+    }
+    const last = (await rest).at(-1) as OpenAI.Responses.ResponseFailedEvent;
+    expect(last.type).toBe("response.failed");
+    expect(last.response.error).toMatchObject({ code: "server_error" });
+    expect((await client.responses.retrieve(id)).status).toBe("failed");
+  });
 
   it("refuses to stream a response not created with background and stream, or a bad starting_after", async () => {
     const plain = await client.responses.create({ model: BASE, input: "x", max_output_tokens: 1 });
