@@ -158,6 +158,12 @@ export function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
   if (error instanceof BusUnavailableError) return busUnavailable();
   if (isDatabaseUnavailable(error)) return databaseUnavailable();
+  // Hono decodes a path's %XX escapes when a route reads a parameter; one that is not UTF-8 throws.
+  if (error instanceof URIError) {
+    return invalidRequest(
+      "The request's URL holds a malformed percent-escape (a %XX sequence that is not UTF-8).",
+    );
+  }
   if (isUnstorableText(error)) {
     return invalidRequest(
       "The request holds a NUL character (U+0000) where none can be kept: in an id, a name or a path.",

@@ -67,7 +67,10 @@ function sameOrigin(c: Context): boolean {
 }
 
 async function formField(c: Context, name: string): Promise<string | undefined> {
-  const value = (await c.req.parseBody())[name];
+  const form = await c.req.parseBody().catch(() => {
+    throw new DashboardError(400, "The form could not be read.");
+  });
+  const value = form[name];
   return typeof value === "string" ? value : undefined;
 }
 

@@ -38,7 +38,9 @@ export function fileRoutes(deps: GatewayDeps, maxFileBytes: number): Hono<Gatewa
       if (!c.req.header("content-type")?.startsWith("multipart/form-data")) {
         throw invalidRequest("Upload a file as multipart/form-data with the fields `file` and `purpose`.");
       }
-      const form = await c.req.parseBody();
+      const form = await c.req.parseBody().catch(() => {
+        throw invalidRequest("The multipart/form-data body could not be read: check its boundary and parts.");
+      });
       const { file, purpose } = form;
       if (typeof purpose !== "string" || !(UPLOAD_PURPOSES as readonly string[]).includes(purpose)) {
         throw invalidRequest(`purpose must be one of ${UPLOAD_PURPOSES.join(", ")}.`, "purpose");

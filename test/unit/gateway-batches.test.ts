@@ -217,6 +217,19 @@ describe("the Files API", () => {
       client.files.create({ file: await toFile(Buffer.from('{"a":"\0"}\n'), "nul.jsonl"), purpose: "batch" }),
     ).rejects.toMatchObject({ status: 400, param: "file", message: expect.stringContaining("NUL") });
     expect((await client.files.list()).data.map((f) => f.filename)).not.toContain("nul.jsonl");
+    // A multipart body that cannot be read: a 400 in OpenAI's shape.
+    const raw = (path: string, init: RequestInit = {}) =>
+      fetch(`${served.url}${path}`, {
+        ...init,
+        headers: { authorization: `Bearer ${h.keys.acme}`, ...(init.headers as Record<string, string>) },
+      });
+    const broken = await raw("/v1/files", {
+      method: "POST",
+      headers: { "content-type": "multipart/form-data; boundary=nope" },
+      body: "--other\r\nnot a part",
+    });
+    expect(broken.status).toBe(400);
+    expect(await broken.json()).toMatchObject({ error: { type: "invalid_request_error" } });
   });
 });
 

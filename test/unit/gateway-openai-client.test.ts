@@ -58,6 +58,13 @@ describe("the openai client", () => {
     for await (const model of client.models.list()) ids.push(model.id);
     expect(ids).toEqual([BASE, ...[0, 1, 2, 3].map((i) => `${BASE}:acme/a${i}`)]);
     expect((await client.models.retrieve(`${BASE}:acme/a1`)).owned_by).toBe("acme");
+    // An id whose %XX escape is not UTF-8 (or not an escape) is the caller's error.
+    for (const id of ["%ff", "%zz", "%"]) {
+      await expect(client.models.retrieve(id)).rejects.toMatchObject({
+        status: 400,
+        message: expect.stringContaining("percent-escape"),
+      });
+    }
   });
 
   it("creates a chat completion", async () => {
