@@ -941,4 +941,46 @@ describe("the engine on mixed-adapter batches", () => {
       await thread.close();
     }
   });
+
+  it("keeps a drawn row's whole logits beside a whole row returned by the same step, across the thread", async () => {
+    // The step's rows share one buffer, which the thread hands over to its caller: the row kept for
+    // logitsOf must be the engine's own, or the next call that returns it cannot cross (and the thread died).
+    const thread = await EngineThread.start({
+      modelDir,
+      device: "cpu",
+      maxContext: 64,
+      slots: 2,
+      maxRank: 16,
+      maxAdaptersPerStep: 2,
+    });
+    try {
+      await thread.prefill("plain", prompt(4), 0);
+      await thread.prefill("drawn", prompt(5), 0);
+      const rows = await thread.decodePicking(
+        new Map([
+          ["plain", 9],
+          ["drawn", 11],
+        ]),
+        new Map<string, DecodeChoice>([
+          ["drawn", { kind: "candidates", temperature: 0.7, mayNeedRow: true }],
+        ]),
+      );
+      const whole = rows.get("plain") as Float32Array;
+      const kept = await thread.logitsOf("drawn");
+      expect(kept.length).toBe(whole.length);
+      expect(kept.some((x) => x !== 0)).toBe(true);
+      // The thread goes on serving.
+      const next = await thread.decode(
+        new Map([
+          ["plain", 3],
+          ["drawn", 4],
+        ]),
+      );
+      expect(next.get("plain")?.length).toBe(whole.length);
+    } finally {
+      await thread.close();
+    }
+    // An ended thread fails a call at once rather than leaving it waiting.
+    await expect(thread.decode(new Map())).rejects.toThrow(/engine thread exited/);
+  });
 });

@@ -53,7 +53,14 @@ try {
         const e = error instanceof Error ? error : new Error(String(error));
         reply = { id: message.id, error: e.message, name: e.name };
       }
-      port.postMessage(reply, transfer);
+      try {
+        port.postMessage(reply, transfer);
+      } catch (error) {
+        // A result that cannot cross (a detached buffer) fails its call, not the thread: an uncaught
+        // rejection here would end the thread and leave every later call waiting behind it.
+        const e = error instanceof Error ? error : new Error(String(error));
+        port.postMessage({ id: message.id, error: `${message.method}: ${e.message}`, name: e.name });
+      }
     });
   });
 } catch (error) {

@@ -27,6 +27,8 @@ export class EngineThreadError extends Error {}
 export class EngineThread {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  /** Why the thread answers no more (it failed or exited); null while it runs. */
+  private ended: Error | null = null;
 
   readonly model: ModelConfig;
   readonly padsPrefills: boolean;
@@ -141,6 +143,8 @@ export class EngineThread {
   }
 
   private call(method: string, args: unknown[]): Promise<unknown> {
+    // A thread that ended answers nothing more: its calls fail at once instead of waiting for good.
+    if (this.ended) return Promise.reject(this.ended);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
@@ -149,6 +153,7 @@ export class EngineThread {
   }
 
   private failAll(error: Error): void {
+    this.ended ??= error;
     for (const call of this.pending.values()) call.reject(error);
     this.pending.clear();
   }

@@ -736,7 +736,9 @@ export class Engine {
     for (const [i, id] of ids.entries()) {
       const row = rows[i]!;
       out.set(id, row.settled ?? row.logits!);
-      if (row.settled !== undefined && row.logits) this.keptRows.set(id, row.logits);
+      // A copy: the rows returned may share one buffer, which an engine thread hands over (transfers) to
+      // its caller, leaving views of it here detached.
+      if (row.settled !== undefined && row.logits) this.keptRows.set(id, row.logits.slice());
     }
     return out;
   }
