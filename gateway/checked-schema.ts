@@ -1,7 +1,7 @@
 // A JSON schema a request gives (a response format, a function's parameters, vLLM's guided_json) as the
 // worker will generate under it, checked here so one the worker would refuse is a 400 before anything runs.
 import { compileJsonSchema, JsonSchemaError, schemaAsRead } from "../worker/engine/json-schema.ts";
-import { invalidRequest } from "./errors.ts";
+import { invalidRequest, isTooDeep, TOO_DEEP } from "./errors.ts";
 
 /**
  * The schema as read (schemaAsRead: lenient unless `strict`), once it compiles; else a 400 "Invalid schema
@@ -13,12 +13,15 @@ export function checkedSchema(
   what: string,
   param: string,
 ): Record<string, unknown> {
-  const read = schemaAsRead(schema, strict);
   try {
+    const read = schemaAsRead(schema, strict);
     compileJsonSchema(read);
+    return read;
   } catch (error) {
-    if (!(error instanceof JsonSchemaError)) throw error;
-    throw invalidRequest(`Invalid schema for ${what}: ${error.message}`, param);
+    if (error instanceof JsonSchemaError) {
+      throw invalidRequest(`Invalid schema for ${what}: ${error.message}`, param);
+    }
+    if (isTooDeep(error)) throw invalidRequest(`Invalid schema for ${what}: it is ${TOO_DEEP}`, param);
+    throw error;
   }
-  return read;
 }

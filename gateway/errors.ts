@@ -153,6 +153,16 @@ export function fromWireError(error: WireErrorBody): ApiError {
   }
 }
 
+/**
+ * Whether reading a request's pattern, grammar or schema overflowed the stack: the parsers recurse per
+ * nesting level and per repeated element, so only input that nests or repeats far past any real use gets
+ * here, and it is the caller's to shorten (TOO_DEEP says so).
+ */
+export function isTooDeep(error: unknown): boolean {
+  return error instanceof RangeError && error.message.includes("call stack");
+}
+export const TOO_DEEP = "too long or too deeply nested to compile";
+
 /** Anything thrown while serving a request, as the error the client sees. */
 export function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;

@@ -12,7 +12,7 @@ import { GrammarError } from "../worker/engine/grammar-rules.ts";
 import { startOf } from "../worker/engine/grammar-stacks.ts";
 import { choiceRegex, compileFullMatch, PatternError } from "../worker/engine/string-automaton.ts";
 import { checkedSchema } from "./checked-schema.ts";
-import { invalidRequest } from "./errors.ts";
+import { invalidRequest, isTooDeep, TOO_DEEP } from "./errors.ts";
 
 type StructuredOutputsRequest = Pick<
   ChatCompletionRequest,
@@ -67,6 +67,7 @@ function compiled(regex: string, param: string): string {
     compileFullMatch(regex);
   } catch (error) {
     if (error instanceof PatternError) throw invalidRequest(`${param}: ${error.message}`, param);
+    if (isTooDeep(error)) throw invalidRequest(`${param}: the pattern is ${TOO_DEEP}`, param);
     throw error;
   }
   return regex;
@@ -81,6 +82,7 @@ function checkedGrammar(grammar: string, param: string): string {
     startOf(compileGrammar(grammar));
   } catch (error) {
     if (error instanceof GrammarError) throw invalidRequest(`${param}: ${error.message}`, param);
+    if (isTooDeep(error)) throw invalidRequest(`${param}: the grammar is ${TOO_DEEP}`, param);
     throw error;
   }
   return grammar;

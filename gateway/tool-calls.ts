@@ -20,7 +20,7 @@ import { isObject, schemaAsRead } from "../worker/engine/json-schema.ts";
 import { compileFullMatch, matchesWhole, PatternError } from "../worker/engine/string-automaton.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import { checkedSchema } from "./checked-schema.ts";
-import { invalidRequest } from "./errors.ts";
+import { invalidRequest, isTooDeep, TOO_DEEP } from "./errors.ts";
 
 type RequestTool = NonNullable<ChatCompletionRequest["tools"]>[number];
 /** A tool as the chat template sees it: a function (a custom tool's takes its input as one string). */
@@ -149,6 +149,8 @@ function checkFormat(format: CustomToolFormat, name: string, param: string): voi
     if (error instanceof GrammarError || error instanceof PatternError) {
       throw invalidRequest(`custom tool "${name}": its ${syntax} format: ${error.message}`, param);
     }
+    if (isTooDeep(error))
+      throw invalidRequest(`custom tool "${name}": its ${syntax} format is ${TOO_DEEP}`, param);
     throw error;
   }
 }

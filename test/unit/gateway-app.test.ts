@@ -1060,6 +1060,34 @@ describe("bad input", () => {
     expect(worker.received.length).toBe(before + 1);
   });
 
+  it("refuses patterns, choices, grammars and schemas too long or deep to compile with a 400 naming them", async () => {
+    const before = worker.received.length;
+    const nested = (depth: number): Record<string, unknown> =>
+      depth === 0 ? { type: "string" } : { type: "object", properties: { a: nested(depth - 1) } };
+    const cases: [Record<string, unknown>, string][] = [
+      [{ structured_outputs: { regex: "x".repeat(20_000) } }, "structured_outputs.regex"],
+      [
+        { structured_outputs: { regex: `${"(".repeat(5_000)}a${")".repeat(5_000)}` } },
+        "structured_outputs.regex",
+      ],
+      [{ structured_outputs: { choice: ["x".repeat(20_000)] } }, "structured_outputs.choice"],
+      [{ guided_grammar: `root ::= ${"(".repeat(5_000)}"x"${")".repeat(5_000)}` }, "guided_grammar"],
+      [
+        {
+          messages: [{ role: "user", content: "Answer in JSON" }],
+          response_format: { type: "json_schema", json_schema: { name: "deep", schema: nested(1_500) } },
+        },
+        "response_format.json_schema.schema",
+      ],
+    ];
+    for (const [body, param] of cases) {
+      const res = await chat({ max_tokens: 2, ...body });
+      const error = await expectError(res, 400, null, param);
+      expect(error.message).toMatch(/too long|too deeply|too complex|more than/);
+    }
+    expect(worker.received.length).toBe(before);
+  });
+
   it("ignores unknown fields, as OpenAI does", async () => {
     const res = await chat({ some_future_option: { a: 1 }, metadata: { x: "y" } });
     expect(res.status).toBe(200);
