@@ -30,6 +30,7 @@ import type { SampledToken, SamplingParams } from "./engine/sampler.ts";
 import {
   type Accepted,
   decodeChoices,
+  NoTokenLeftError,
   type SequenceLimits,
   SequenceOutput,
 } from "./engine/sequence-output.ts";
@@ -1059,7 +1060,10 @@ export class Scheduler {
     } catch (error) {
       // A row the sampler cannot draw from (all -inf or NaN, a +inf logit), or an output format no token can
       // continue: this sequence fails, the others go on.
-      const reason = new JobError("sampling_error", `sampling failed: ${(error as Error).message}`);
+      const reason =
+        error instanceof NoTokenLeftError
+          ? new JobError("invalid_request", error.message)
+          : new JobError("sampling_error", `sampling failed: ${(error as Error).message}`);
       await this.finish(entry, "error", reason);
       return;
     }

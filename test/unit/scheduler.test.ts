@@ -521,6 +521,22 @@ describe("scheduler", () => {
     }
   });
 
+  it("fails as the caller's invalid request one whose allowed_token_ids and bad_words leave no token", async () => {
+    const { scheduler } = await setUp();
+    const [contradicted, plain] = await Promise.all([
+      scheduler.submit(
+        job("contradicted", 1, 4, {
+          limits: { maxTokens: 4, stopTokenIds: [], allowedTokenIds: [65], badWordsIds: [[65]] },
+        }),
+      ),
+      scheduler.submit(job("plain", 2, 4)),
+    ]).then((all) => all.map(done) as [ReturnType<typeof done>, ReturnType<typeof done>]);
+    expect(contradicted.finishReason).toBe("error");
+    expect(contradicted.error).toMatchObject({ code: "invalid_request" });
+    expect(contradicted.error?.message).toContain("allowed_token_ids and bad_words");
+    expect(plain.finishReason).toBe("length");
+  });
+
   it("fails only the sequence whose row cannot be sampled, and the others go on", async () => {
     const { scheduler, engine } = await setUp();
     const decodePicking = engine.decodePicking.bind(engine);

@@ -66,6 +66,20 @@ export interface Accepted {
   stopToken: boolean;
 }
 
+/**
+ * The request's own limits (allowed_token_ids, bad_words, with its output format) leave no token to draw:
+ * the caller's contradiction, told as such (the scheduler fails the request as invalid), not a model fault.
+ */
+export class NoTokenLeftError extends Error {
+  override readonly name = "NoTokenLeftError";
+}
+
+/** Whether a cut row keeps a token the sampler may draw (a logit above -inf): only `allowed` can, if given. */
+function anyDrawable(row: Float32Array, allowed: readonly number[] | undefined): boolean {
+  if (allowed) return allowed.some((id) => id < row.length && row[id]! > Number.NEGATIVE_INFINITY);
+  return row.some((x) => x > Number.NEGATIVE_INFINITY);
+}
+
 export class SequenceOutput {
   readonly tokens: SampledToken[] = [];
   /** Text emitted so far. */
@@ -199,6 +213,11 @@ export class SequenceOutput {
       for (const word of badWords ?? []) {
         const last = word[word.length - 1]!;
         if (last < row.length && this.endsWith(word, word.length - 1)) input[last] = Number.NEGATIVE_INFINITY;
+      }
+      if (!anyDrawable(input, allowed)) {
+        throw new NoTokenLeftError(
+          "no token can be drawn: allowed_token_ids and bad_words (with the output format, if any) leave none at this point",
+        );
       }
     }
     const drawn = this.sampler.sample(input);
