@@ -25,6 +25,7 @@ import { mountMetricsRoute, prometheusMetrics } from "./prometheus.ts";
 import type { SamplingDefaultsSource } from "./sampling-defaults.ts";
 import { SecretBox } from "./secret-box.ts";
 import { StoredRetention } from "./stored-retention.ts";
+import { answerUnparsedRequest } from "./unparsed-request.ts";
 import { WebhookSender } from "./webhook-sender.ts";
 
 export interface ServedApp {
@@ -60,6 +61,7 @@ export function serveApp(app: Hono<GatewayEnv>, port: number, hostname = "0.0.0.
       server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
       // Node wants the headers timeout above the keep-alive one, or a request on a reused connection can be cut.
       server.headersTimeout = KEEP_ALIVE_TIMEOUT_MS + 1_000;
+      server.on("clientError", answerUnparsedRequest);
     }
     server.once("error", reject);
   });

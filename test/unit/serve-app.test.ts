@@ -1,8 +1,8 @@
 // The Node gateway's HTTP server keeps idle connections open longer than the load balancers in front of it
 // (gateway/node.ts KEEP_ALIVE_TIMEOUT_MS), so a balancer never sends a request on a connection the
-// gateway is closing.
+// gateway is closing; and it answers requests Node cannot parse in OpenAI's error shape.
 import { Agent, request } from "node:http";
-import type { Socket } from "node:net";
+import { connect, type Socket } from "node:net";
 import { Hono } from "hono";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayEnv } from "../../gateway/context.ts";
@@ -40,4 +40,27 @@ describe("serveApp", () => {
     const second = await ping();
     expect(second.socket).toBe(first.socket);
   }, 20_000);
+
+  it("answers a request it cannot parse in OpenAI's error shape: a URL past 16 KB, a broken request line", async () => {
+    const long = await fetch(`${served.url}/v1/responses/${"x".repeat(20_000)}`);
+    expect(long.status).toBe(431);
+    expect(await long.json()).toMatchObject({
+      error: { type: "invalid_request_error", code: "request_header_fields_too_large" },
+    });
+    const raw = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(new URL(served.url).port), "127.0.0.1", () =>
+        socket.end("NOT HTTP\r\n\r\n"),
+      );
+      let text = "";
+      socket.on("data", (chunk) => {
+        text += chunk;
+      });
+      socket.on("end", () => resolve(text));
+      socket.on("error", reject);
+    });
+    expect(raw).toMatch(/^HTTP\/1\.1 400 /);
+    expect(JSON.parse(raw.slice(raw.indexOf("\r\n\r\n") + 4))).toMatchObject({
+      error: { type: "invalid_request_error" },
+    });
+  });
 });
