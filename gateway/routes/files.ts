@@ -128,7 +128,9 @@ function expiresAfterOf(form: Record<string, string | File | (string | File)[]>)
   const parsed = z.object({ expires_after: ExpiresAfter }).safeParse({
     expires_after: {
       anchor,
-      seconds: typeof seconds === "string" && /^\d+$/.test(seconds) ? Number(seconds) : seconds,
+      // A form field is text: a number written in it is read as one, so "-1" is refused as out of range.
+      seconds:
+        typeof seconds === "string" && /^-?\d+(\.\d+)?$/.test(seconds.trim()) ? Number(seconds) : seconds,
     },
   });
   if (!parsed.success) throw invalidBody(parsed.error);

@@ -910,12 +910,9 @@ describe("the engine on mixed-adapter batches", () => {
     await twin.close();
   });
 
-  it("answers the same from a worker thread as in the caller's thread", async () => {
-    const direct = await engineFor(modelDir);
-    await direct.writeAdapter(1, adapters[3]!);
-    const expected = await runAlone(direct, prompt(4), 1, [9, 11]);
-    await direct.close();
-    const thread = await EngineThread.start({
+  /** The tiny model's engine in a worker thread: 2 slots, rank 16. */
+  const smallThread = () =>
+    EngineThread.start({
       modelDir,
       device: "cpu",
       maxContext: 64,
@@ -923,6 +920,13 @@ describe("the engine on mixed-adapter batches", () => {
       maxRank: 16,
       maxAdaptersPerStep: 2,
     });
+
+  it("answers the same from a worker thread as in the caller's thread", async () => {
+    const direct = await engineFor(modelDir);
+    await direct.writeAdapter(1, adapters[3]!);
+    const expected = await runAlone(direct, prompt(4), 1, [9, 11]);
+    await direct.close();
+    const thread = await smallThread();
     try {
       // What the thread's engine says of itself comes across: the onnxruntime engine pads prefills.
       expect(thread.padsPrefills).toBe(true);
@@ -945,14 +949,7 @@ describe("the engine on mixed-adapter batches", () => {
   it("keeps a drawn row's whole logits beside a whole row returned by the same step, across the thread", async () => {
     // The step's rows share one buffer, which the thread hands over to its caller: the row kept for
     // logitsOf must be the engine's own, or the next call that returns it cannot cross (and the thread died).
-    const thread = await EngineThread.start({
-      modelDir,
-      device: "cpu",
-      maxContext: 64,
-      slots: 2,
-      maxRank: 16,
-      maxAdaptersPerStep: 2,
-    });
+    const thread = await smallThread();
     try {
       await thread.prefill("plain", prompt(4), 0);
       await thread.prefill("drawn", prompt(5), 0);

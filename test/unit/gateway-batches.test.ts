@@ -164,6 +164,14 @@ describe("the Files API", () => {
       status: 400,
       param: "expires_after.anchor",
     });
+    // A negative or fractional number is refused for its value, not as "a string".
+    for (const seconds of [-1, 3600.5]) {
+      await expect(create({ anchor: "created_at", seconds })).rejects.toMatchObject({
+        status: 400,
+        param: "expires_after.seconds",
+        message: expect.not.stringContaining("string"),
+      });
+    }
     expect((await c.files.list({ limit: 100 })).data).toHaveLength(before);
 
     now += 3600_000 + 1000;
