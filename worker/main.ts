@@ -114,6 +114,12 @@ export class LuminetWorker {
   private liveWorkers: WorkerHeartbeat[] = [];
   private readonly capacity: number;
   private readonly log;
+  /**
+   * Resolves, with why, once the engine thread ended unexpectedly and this worker drained because of it
+   * (what had not started went back to the base's queue for other workers): `luminet worker` then exits
+   * non-zero for its supervisor to start it again.
+   */
+  readonly engineLost: Promise<Error>;
 
   private constructor(
     private readonly options: WorkerOptions,
@@ -126,6 +132,13 @@ export class LuminetWorker {
   ) {
     this.capacity = Math.ceil(options.maxBatch * (1 + QUEUE_PER_BATCH));
     this.log = logger.child({ worker: options.workerId, base: options.base });
+    this.engineLost = engine.ended.then(async (error) => {
+      this.log.error({ err: error.message }, "the engine thread ended: draining, the worker cannot serve");
+      await this.drain().catch((e: Error) =>
+        this.log.error({ err: e.message }, "drain after the engine ended failed"),
+      );
+      return error;
+    });
   }
 
   /** Starts every part, then begins pulling. Resolves once the worker serves. */

@@ -1,6 +1,6 @@
 // `luminet worker`: one process per GPU, pulling requests from NATS (NATS_URL). SIGTERM or SIGINT drains
 // it: no more pulls, requests that have not started go back to the queue, running ones finish, then it
-// exits 0.
+// exits 0. A worker whose engine thread ended on its own drains the same way and exits 1.
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import type { Command } from "commander";
@@ -82,10 +82,18 @@ async function runWorker(flags: WorkerFlags): Promise<void> {
     await bus.close();
     throw error;
   }
-  await stopOnSignal("draining", async () => {
-    await worker.drain();
+  const engineLost = worker.engineLost.then(async () => {
     await bus.close();
+    // The engine is gone: exit for the supervisor to start a fresh worker.
+    process.exit(1);
   });
+  await Promise.race([
+    stopOnSignal("draining", async () => {
+      await worker.drain();
+      await bus.close();
+    }),
+    engineLost,
+  ]);
 }
 
 export function registerWorker(program: Command): void {

@@ -910,6 +910,7 @@ describe("the engine on mixed-adapter batches", () => {
     await twin.close();
   });
 
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
   /** The tiny model's engine in a worker thread: 2 slots, rank 16. */
   const smallThread = () =>
     EngineThread.start({
@@ -979,5 +980,17 @@ describe("the engine on mixed-adapter batches", () => {
     }
     // An ended thread fails a call at once rather than leaving it waiting.
     await expect(thread.decode(new Map())).rejects.toThrow(/engine thread exited/);
+    // Closed on purpose, it does not tell its owner the engine was lost.
+    const told = await Promise.race([thread.ended.then(() => true), sleep(50).then(() => false)]);
+    expect(told).toBe(false);
+  });
+
+  it("tells its owner when the thread ends on its own, and fails calls at once from then on", async () => {
+    const thread = await smallThread();
+    // As a crash would: the thread stops without close().
+    await (thread as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+    expect((await thread.ended).message).toMatch(/engine thread exited/);
+    await expect(thread.prefill("late", prompt(3), 0)).rejects.toThrow(/engine thread exited/);
+    await thread.close();
   });
 });

@@ -28,7 +28,16 @@ export class EngineThread {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   /** Why the thread answers no more (it failed or exited); null while it runs. */
-  private ended: Error | null = null;
+  private endedWith: Error | null = null;
+  private closing = false;
+  private tellEnded: (error: Error) => void = () => {};
+  /**
+   * Resolves with why the thread ended when it ends other than through close() (an uncaught error in it,
+   * its exit): the engine is gone, and its owner should stop serving.
+   */
+  readonly ended = new Promise<Error>((resolve) => {
+    this.tellEnded = resolve;
+  });
 
   readonly model: ModelConfig;
   readonly padsPrefills: boolean;
@@ -138,13 +147,15 @@ export class EngineThread {
   }
 
   async close(): Promise<void> {
-    await this.call("close", []);
+    this.closing = true;
+    // A thread that already ended has nothing to close.
+    if (!this.endedWith) await this.call("close", []);
     await this.worker.terminate();
   }
 
   private call(method: string, args: unknown[]): Promise<unknown> {
     // A thread that ended answers nothing more: its calls fail at once instead of waiting for good.
-    if (this.ended) return Promise.reject(this.ended);
+    if (this.endedWith) return Promise.reject(this.endedWith);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
@@ -153,7 +164,8 @@ export class EngineThread {
   }
 
   private failAll(error: Error): void {
-    this.ended ??= error;
+    if (!this.endedWith && !this.closing) this.tellEnded(error);
+    this.endedWith ??= error;
     for (const call of this.pending.values()) call.reject(error);
     this.pending.clear();
   }
