@@ -335,6 +335,8 @@ describe("drawing from an engine's candidates", () => {
     // number without a top_k within the candidates; a top_k within them settles it.
     for (const q of [{ minP: 0.2 }, { minP: 0.2, topP: 0.95, topK: 8 }]) {
       const refused = new Sampler(params({ temperature: 1, seed: 3, ...q }), []);
+      // What may be refused asks the engine to keep its row (else logitsOf finds none: a failed request).
+      expect(refused.decodeChoice).toMatchObject({ kind: "candidates", mayNeedRow: true });
       expect(refused.sampleCandidates(candidatesOf(flat, 1))).toBeNull();
     }
     const settled = params({ temperature: 1, seed: 3, minP: 0.2, topK: 8 });

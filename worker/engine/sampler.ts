@@ -181,7 +181,10 @@ export class Sampler {
     const penalties = this.penaltyList ? { penalties: this.penaltyList.snapshot() } : {};
     if (kind === "argmax") return { kind, ...penalties };
     const p = this.params;
-    const mayNeedRow = p.temperature > 0 && !(p.topK > 0 && p.topK <= CANDIDATES);
+    // Exactly when sampleCandidates may refuse: a draw not held within the candidates by a top_k, or one
+    // whose top_p is a share of min_p's kept mass, which may reach past them (top_k or not).
+    const heldByTopK = p.topK > 0 && p.topK <= CANDIDATES;
+    const mayNeedRow = p.temperature > 0 && (!heldByTopK || (p.minP > 0 && p.topP < 1));
     return { kind, temperature: p.temperature, mayNeedRow, ...penalties };
   }
 
