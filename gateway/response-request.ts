@@ -132,6 +132,7 @@ function chatRequestOf(
     top_p: body.top_p,
     top_k: body.top_k,
     min_p: body.min_p,
+    seed: body.seed,
     repetition_penalty: body.repetition_penalty,
     min_tokens: body.min_tokens,
     ignore_eos: body.ignore_eos,

@@ -206,6 +206,8 @@ export const ResponseCreateRequest = z.object({
   temperature: z.number().min(0).max(2).nullable().optional(),
   top_p: z.number().gt(0).max(1).nullable().optional(),
   ...ExtraSampling,
+  /** As chat's (vLLM takes it here too): the same seed and request draw the same tokens. */
+  seed: z.int().nullable().optional(),
   stream: z.boolean().nullable().optional(),
   tools: z
     .array(

@@ -40,6 +40,7 @@ describe("POST /v1/responses", () => {
       min_tokens: 1,
       ignore_eos: true,
       stop_token_ids: [7],
+      seed: 42,
     };
     const response = await client.responses.create({
       model: BASE,
