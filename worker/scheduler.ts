@@ -23,6 +23,7 @@ import type { AdapterRef, FinishReason } from "../schema/wire.ts";
 import { AdapterRemovedError, NoFreeSlotError } from "./adapters/adapter-manager.ts";
 import type { DecodeChoice, DecodeRow } from "./engine/decode-row.ts";
 import type { PrefillPrompt } from "./engine/engine.ts";
+import { NoTokenLeftError } from "./engine/no-token-left.ts";
 import { prefillBatches } from "./engine/prefill-batches.ts";
 import { PREFIX_BLOCK } from "./engine/prefix-cache.ts";
 import { type PromptTokenLogprob, promptTokenLogprob } from "./engine/prompt-logprobs.ts";
@@ -30,7 +31,6 @@ import type { SampledToken, SamplingParams } from "./engine/sampler.ts";
 import {
   type Accepted,
   decodeChoices,
-  NoTokenLeftError,
   type SequenceLimits,
   SequenceOutput,
 } from "./engine/sequence-output.ts";

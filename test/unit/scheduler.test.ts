@@ -10,6 +10,7 @@ import { initTinyModel } from "../../scripts/tiny-model.ts";
 import { NoFreeSlotError } from "../../worker/adapters/adapter-manager.ts";
 import { type LoadedAdapter, loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { Engine } from "../../worker/engine/engine.ts";
+import { compileJsonSchema } from "../../worker/engine/json-schema.ts";
 import { type PromptTokenLogprob, promptTokenLogprob } from "../../worker/engine/prompt-logprobs.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
 import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
@@ -535,6 +536,24 @@ describe("scheduler", () => {
     expect(contradicted.error).toMatchObject({ code: "invalid_request" });
     expect(contradicted.error?.message).toContain("allowed_token_ids and bad_words");
     expect(plain.finishReason).toBe("length");
+  });
+
+  it("fails as invalid a JSON answer whose stop_token_ids take every token the format needs next", async () => {
+    const { scheduler } = await setUp();
+    // The object's required key must open with a quote, and every token that is just a quote ends the answer.
+    const quotes = tokenizer.encode('"', { addSpecialTokens: false });
+    const json = compileJsonSchema({
+      type: "object",
+      properties: { ok: { type: "boolean" } },
+      required: ["ok"],
+      additionalProperties: false,
+    });
+    const outcome = done(
+      await scheduler.submit(job("quoted", 1, 12, { limits: { maxTokens: 12, stopTokenIds: quotes, json } })),
+    );
+    expect(outcome.finishReason).toBe("error");
+    expect(outcome.error).toMatchObject({ code: "invalid_request" });
+    expect(outcome.error?.message).toContain("stop_token_ids");
   });
 
   it("fails only the sequence whose row cannot be sampled, and the others go on", async () => {

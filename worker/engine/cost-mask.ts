@@ -6,6 +6,8 @@
 // one token each); where none fits, every token the constraint takes is kept. Stop tokens are allowed
 // where the output is whole.
 
+import { NoTokenLeftError } from "./no-token-left.ts";
+
 /**
  * `logits` into `out` with every token that cannot come next at -inf; throws naming `what` when no token
  * is left.
@@ -39,7 +41,10 @@ export function maskByCost(
       }
     }
   }
-  if (allowed === 0)
-    throw new RangeError(`structured output: no token of the vocabulary can continue the ${what}`);
+  if (allowed === 0) {
+    throw new NoTokenLeftError(
+      `structured output: no token the request allows can continue the ${what} (check stop_token_ids, allowed_token_ids and bad_words against the format)`,
+    );
+  }
   return out;
 }

@@ -7,6 +7,7 @@
 // decode choice), and costs a pass over the vocabulary per step, most tokens refused by their first byte.
 import { JsonGrammar } from "./json-grammar.ts";
 import type { SchemaNode } from "./json-schema.ts";
+import { NoTokenLeftError } from "./no-token-left.ts";
 import { lengthFits, nextState, type StringAutomaton } from "./string-automaton.ts";
 import { type TokenTrie, type TrieNode, tokenTrie } from "./token-trie.ts";
 import type { Tokenizer } from "./tokenizer.ts";
@@ -122,7 +123,7 @@ export class JsonMode {
    * value can still be completed in the tokens left after it (one byte a token at worst, which a
    * byte-level vocabulary always offers): a value nearing max_tokens is steered to close rather than cut
    * off. Where the budget is already too small for any, every token the grammar takes is allowed. Throws
-   * when no token of the vocabulary can continue the value.
+   * when no token the request allows can continue the value (NoTokenLeftError).
    */
   mask(logits: Float32Array, budget = Number.POSITIVE_INFINITY): Float32Array {
     if (this.masked.length !== logits.length) this.masked = new Float32Array(logits.length);
@@ -154,7 +155,11 @@ export class JsonMode {
       allowed++;
       if (cost <= spare) within++;
     }
-    if (allowed === 0) throw new RangeError("JSON mode: no token of the vocabulary can continue the value");
+    if (allowed === 0) {
+      throw new NoTokenLeftError(
+        "JSON mode: no token the request allows can continue the value (check stop_token_ids, allowed_token_ids and bad_words against the format)",
+      );
+    }
     // Within the budget if any token is; else whatever the grammar takes (the value will be cut off).
     const limit = within > 0 ? spare : Number.POSITIVE_INFINITY;
     const ids = new Int32Array(within > 0 ? within : allowed);

@@ -7,6 +7,7 @@ import { GrammarMode } from "./grammar-mode.ts";
 import type { Grammar } from "./grammar-rules.ts";
 import { JsonMode } from "./json-mode.ts";
 import type { SchemaNode } from "./json-schema.ts";
+import { NoTokenLeftError } from "./no-token-left.ts";
 import { ReasoningGate, type ReasoningTags } from "./reasoning-gate.ts";
 import { RegexMode } from "./regex-mode.ts";
 import { type SampledToken, Sampler, type SamplingParams } from "./sampler.ts";
@@ -64,14 +65,6 @@ export interface Accepted {
    * sequence had held back (stream it without a token).
    */
   stopToken: boolean;
-}
-
-/**
- * The request's own limits (allowed_token_ids, bad_words, with its output format) leave no token to draw:
- * the caller's contradiction, told as such (the scheduler fails the request as invalid), not a model fault.
- */
-export class NoTokenLeftError extends Error {
-  override readonly name = "NoTokenLeftError";
 }
 
 /** Whether a cut row keeps a token the sampler may draw (a logit above -inf): only `allowed` can, if given. */
