@@ -13,6 +13,7 @@ import { Engine } from "../../worker/engine/engine.ts";
 import { compileJsonSchema } from "../../worker/engine/json-schema.ts";
 import { type PromptTokenLogprob, promptTokenLogprob } from "../../worker/engine/prompt-logprobs.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
+import { compileFullMatch } from "../../worker/engine/string-automaton.ts";
 import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
 import {
   type AdapterSlots,
@@ -554,6 +555,24 @@ describe("scheduler", () => {
     expect(outcome.finishReason).toBe("error");
     expect(outcome.error).toMatchObject({ code: "invalid_request" });
     expect(outcome.error?.message).toContain("stop_token_ids");
+  });
+
+  it("never ends a constrained answer unfinished on a stop_token_id the pattern takes as text", async () => {
+    const { scheduler } = await setUp();
+    // The pattern must open with a quote, and the quote ends the answer: it is never drawn while the
+    // answer is unfinished, so no token is left (the caller's contradiction), never an empty "stop".
+    const quotes = tokenizer.encode('"', { addSpecialTokens: false });
+    const outcome = done(
+      await scheduler.submit(
+        job("pattern", 1, 8, {
+          sampling: { ...GREEDY, temperature: 1, seed: 3 },
+          limits: { maxTokens: 8, stopTokenIds: quotes, regex: compileFullMatch('"a"') },
+        }),
+      ),
+    );
+    expect(outcome.tokens.map((t) => t.token)).not.toEqual(quotes);
+    if (outcome.finishReason === "error") expect(outcome.error).toMatchObject({ code: "invalid_request" });
+    else expect(tokenizer.decode(outcome.tokens.map((t) => t.token))).toBe('"a"');
   });
 
   it("fails only the sequence whose row cannot be sampled, and the others go on", async () => {

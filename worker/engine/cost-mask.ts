@@ -33,12 +33,16 @@ export function maskByCost(
     out[id] = logits[id]!;
     allowed++;
   }
-  if (whole) {
-    for (const id of stopIds) {
-      if (id < logits.length) {
-        out[id] = logits[id]!;
-        allowed++;
-      }
+  for (const id of stopIds) {
+    if (id >= logits.length) continue;
+    if (whole) {
+      out[id] = logits[id]!;
+      allowed++;
+    } else if (out[id] !== Number.NEGATIVE_INFINITY) {
+      // A stop token the output could take as text (stop_token_ids may name any token) would end it
+      // unfinished: not until the output is whole.
+      out[id] = Number.NEGATIVE_INFINITY;
+      allowed--;
     }
   }
   if (allowed === 0) {
