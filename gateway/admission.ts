@@ -479,6 +479,11 @@ export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Adm
     },
   );
   if (format) admitted.sampling.response_format = format;
+  if (tools?.forced) {
+    // A required or named call is generated whole under its schema: a stop string would cut it into text.
+    admitted.sampling.stop = [];
+    delete admitted.sampling.include_stop_str_in_output;
+  }
   if (reasoning.tags) admitted.sampling.reasoning_tags = reasoning.tags;
   return { ...admitted, tools, reasoning: reasoning.split };
 }

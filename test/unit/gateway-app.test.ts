@@ -910,8 +910,10 @@ describe("bad input", () => {
       type: "function",
       function: { name: "weather", parameters: { type: "object", properties: { city: { type: "string" } } } },
     };
-    expect((await chat({ tools: [tool], tool_choice: "required" })).status).toBe(200);
+    expect((await chat({ tools: [tool], tool_choice: "required", stop: ['"'] })).status).toBe(200);
     const sent = lastRequest();
+    // Stop strings would cut the call into text: a required call is generated whole.
+    expect(sent.sampling.stop).toEqual([]);
     expect(sent.sampling.response_format).toEqual({
       json_schema: {
         type: "object",
@@ -924,9 +926,10 @@ describe("bad input", () => {
     const prompt = loadTokenizer(h.modelDir).decode(sent.prompt_token_ids);
     expect(prompt).toContain('"name":"weather"');
     expect(prompt.indexOf('"name":"weather"')).toBeLessThan(prompt.indexOf("Hi there"));
-    // Auto leaves the answer free.
-    expect((await chat({ tools: [tool] })).status).toBe(200);
+    // Auto leaves the answer free, stop strings included.
+    expect((await chat({ tools: [tool], stop: ['"'] })).status).toBe(200);
     expect(lastRequest().sampling.response_format).toBeUndefined();
+    expect(lastRequest().sampling.stop).toEqual(['"']);
     await expectError(
       await chat({
         tools: [tool],
