@@ -16,18 +16,13 @@ type Handle = Pick<Db, "insert" | "select" | "transaction">;
 const FINAL_EVENTS = new Set(["response.completed", "response.incomplete", "response.failed"]);
 const ENDED = new Set(["completed", "incomplete", "failed", "cancelled"]);
 
-/** The first events of a background response created to be streamed: sequence numbers 0 and 1. */
-export function queuedEvents(queued: ResponseObject): NumberedEvent[] {
-  return [
+/** Writes a background response's first events, created then queued: sequence numbers 0 and 1. */
+export async function startLog(db: Pick<Db, "insert">, queued: ResponseObject): Promise<void> {
+  const first: NumberedEvent[] = [
     { type: "response.created", response: queued, sequence_number: 0 },
     { type: "response.queued", response: queued, sequence_number: 1 },
-  ] as NumberedEvent[];
-}
-
-export async function startLog(db: Pick<Db, "insert">, queued: ResponseObject): Promise<void> {
-  await db
-    .insert(responseEvents)
-    .values(queuedEvents(queued).map((event) => row(queued.id, event.sequence_number, event)));
+  ];
+  await db.insert(responseEvents).values(first.map((event) => row(queued.id, event.sequence_number, event)));
 }
 
 function row(responseId: string, sequenceNumber: number, event: NumberedEvent) {
@@ -164,9 +159,10 @@ export async function* followLog(
 ): AsyncGenerator<NumberedEvent> {
   let after = startingAfter;
   while (!options.stopped()) {
-    // The status is read before the events, so events written before it ended are in this read.
+    // The status is read before the events, so events written before it ended are in this read. Only the
+    // status: the response itself (its whole output) is read once, where a failed one's stream ends.
     const [state] = await db
-      .select({ response: storedResponses.response })
+      .select({ status: sql<string>`${storedResponses.response} ->> 'status'` })
       .from(storedResponses)
       .where(eq(storedResponses.id, responseId));
     const rows = await db
@@ -182,12 +178,18 @@ export async function* followLog(
       if (FINAL_EVENTS.has(numbered.type)) return;
     }
     if (rows.length === 500) continue;
-    const response = state?.response as ResponseObject | undefined;
     // Deleted, or ended without a final event in its log.
-    if (!response) return;
-    if (ENDED.has(response.status)) {
-      if (response.status === "failed") {
-        yield { type: "response.failed", response, sequence_number: after + 1 } as NumberedEvent;
+    if (!state) return;
+    if (ENDED.has(state.status)) {
+      if (state.status === "failed") {
+        const [failed] = await db
+          .select({ response: storedResponses.response })
+          .from(storedResponses)
+          .where(eq(storedResponses.id, responseId));
+        if (failed) {
+          const response = failed.response as ResponseObject;
+          yield { type: "response.failed", response, sequence_number: after + 1 };
+        }
       }
       return;
     }
