@@ -53,6 +53,8 @@ export interface DevStack {
   apiKey: string;
   /** The demo adapters' model ids. */
   models: string[];
+  /** Resolves, with why, once the worker's engine thread ended on its own (the worker has drained): the stack cannot serve. */
+  engineLost: Promise<Error>;
   close(): Promise<void>;
 }
 
@@ -178,7 +180,7 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
     if (runner) closers.push(() => runner.stop());
     const sender = startWebhookSender(deps);
     closers.push(() => sender.stop());
-    return { url: served.url, apiKey, models, close };
+    return { url: served.url, apiKey, models, engineLost: worker.engineLost, close };
   } catch (error) {
     await close();
     throw error;

@@ -42,7 +42,12 @@ async function runDev(flags: DevFlags): Promise<void> {
       "",
     ].join("\n"),
   );
-  await stopOnSignal("luminet dev closing", () => stack.close());
+  const engineLost = stack.engineLost.then(async () => {
+    await stack.close();
+    // Its worker cannot serve any more: exit, as `luminet worker` does, rather than answer 503s.
+    process.exit(1);
+  });
+  await Promise.race([stopOnSignal("luminet dev closing", () => stack.close()), engineLost]);
 }
 
 export function registerDev(program: Command): void {
