@@ -5,6 +5,7 @@ import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   SlotGeneration,
@@ -23,6 +24,7 @@ import { SequenceOutput } from "../../worker/engine/sequence-output.ts";
 import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
 import { addReasoningTags } from "../support/reasoning-templates.ts";
 
+const CLI = fileURLToPath(new URL("../../bin/luminet.mjs", import.meta.url));
 let root: string;
 let tiny: TinyModel;
 let engine: Engine;
@@ -447,14 +449,15 @@ describe("vLLM's allowed_token_ids, bad_words and include_stop_str_in_output", (
 });
 
 describe("luminet generate", () => {
+  // Run from a folder with no node_modules, as an installed `luminet` is: the engine thread must find tsx
+  // from the package, not from the working directory.
   function generate(lines: unknown[], ...flags: string[]) {
     const file = join(root, `batch-${Math.random()}.jsonl`);
     writeFileSync(file, lines.map((l) => JSON.stringify(l)).join("\n"));
-    return spawnSync(
-      process.execPath,
-      ["bin/luminet.mjs", "generate", "--model", tiny.dir, "--batch", file, ...flags],
-      { encoding: "utf8" },
-    );
+    return spawnSync(process.execPath, [CLI, "generate", "--model", tiny.dir, "--batch", file, ...flags], {
+      encoding: "utf8",
+      cwd: root,
+    });
   }
   const outputs = (stdout: string) =>
     stdout

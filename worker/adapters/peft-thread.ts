@@ -1,8 +1,8 @@
 // Parses PEFT adapters in a worker thread. loadPeftAdapter reads, converts, checks and hashes an adapter
 // synchronously — tens of milliseconds for a 1B model's rank-16 adapter — which on the main thread would
 // hold up the step loop just as long. The parsed matrices come back in shared memory (no copy).
-import { fileURLToPath } from "node:url";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
+import { typeScriptWorker } from "../../core/typescript-worker.ts";
 import type { ModelConfig } from "../engine/model-config.ts";
 import { AdapterError, type LoadedAdapter } from "./peft.ts";
 
@@ -66,12 +66,9 @@ export class PeftThread {
   }
 
   private spawn(): { worker: Worker; ready: Promise<void> } {
-    const entry = fileURLToPath(new URL("./peft-thread-entry.ts", import.meta.url));
-    // The entry is TypeScript: load it through tsx in the thread as well.
-    const worker = new Worker(
-      `import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(entry)}); });`,
-      { eval: true, workerData: { model: this.model, maxRank: this.maxRank } },
-    );
+    const worker = typeScriptWorker(new URL("./peft-thread-entry.ts", import.meta.url), {
+      workerData: { model: this.model, maxRank: this.maxRank },
+    });
     // Idle, the thread must not keep the process alive; it is referenced while a parse is pending.
     worker.unref();
     const ready = new Promise<void>((resolve, reject) => {

@@ -1,8 +1,8 @@
 // Hosts an Engine in a worker thread: onnxruntime-node's session.run is a synchronous native call that
 // would block the event loop for a whole step. The main thread calls the same methods through messages;
 // logits come back as transferred buffers, adapters go over as structured clones.
-import { fileURLToPath } from "node:url";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
+import { typeScriptWorker } from "../../core/typescript-worker.ts";
 import type { LoadedAdapter } from "../adapters/peft.ts";
 import type { CudaEngineOptions } from "./cuda/cuda-engine.ts";
 import type { DecodeChoice, DecodeRow } from "./decode-row.ts";
@@ -75,15 +75,9 @@ export class EngineThread {
 
   /** Options for either engine: `createEngine` picks the CUDA one for device cuda (CudaEngineOptions). */
   static async start(options: CudaEngineOptions): Promise<EngineThread> {
-    const entry = fileURLToPath(new URL("./engine-thread-entry.ts", import.meta.url));
-    // The entry is TypeScript: load it through tsx in the thread as well.
-    const worker = new Worker(
-      `import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(entry)}); });`,
-      {
-        eval: true,
-        workerData: options,
-      },
-    );
+    const worker = typeScriptWorker(new URL("./engine-thread-entry.ts", import.meta.url), {
+      workerData: options,
+    });
     const ready = new Promise<EngineTraits>((resolve, reject) => {
       worker.once("message", (m: { ready?: EngineTraits; error?: string }) =>
         m.ready
