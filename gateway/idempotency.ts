@@ -9,6 +9,7 @@ import type { GatewayEnv } from "./context.ts";
 import type { GatewayDeps } from "./deps.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 import { claimKey, completeKey, IDEMPOTENCY_TTL_MS, releaseKey } from "./idempotency-keys.ts";
+import { readBodyText } from "./request-body.ts";
 
 function isStreaming(body: string): boolean {
   try {
@@ -26,8 +27,8 @@ export function idempotency(deps: GatewayDeps): MiddlewareHandler<GatewayEnv> {
     if (header.length === 0 || header.length > 255) {
       throw invalidRequest("Idempotency-Key must be 1-255 characters", "Idempotency-Key");
     }
-    // Hono keeps the text, so the route reads the same body again.
-    const body = await c.req.text();
+    // Hono keeps the bytes, so the route reads the same body again.
+    const body = await readBodyText(c);
     if (isStreaming(body)) return next();
     const { db } = deps;
     const key = JSON.stringify([c.get("principal").orgId, c.req.path, header]);

@@ -40,7 +40,7 @@ import {
   payloadTooLarge,
   permissionDenied,
 } from "../errors.ts";
-import { readBody } from "../request-body.ts";
+import { readBody, readBodyText } from "../request-body.ts";
 
 /** `name` or `org/name` as the caller's org's adapter name; refuses another org and malformed names. */
 function ownName(org: string, written: string, param: string): string {
@@ -209,9 +209,10 @@ export function adapterRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
   routes.patch("/:name{.+}", async (c) => {
     const org = c.get("principal").orgId;
     const name = ownName(org, c.req.param("name"), "name");
+    const text = await readBodyText(c);
     let json: unknown;
     try {
-      json = await c.req.json();
+      json = JSON.parse(text);
     } catch {
       throw invalidRequest('The body must be JSON: {"traffic_weight": 0-100} or {"pinned": true|false}.');
     }

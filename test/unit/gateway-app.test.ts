@@ -788,6 +788,25 @@ describe("bad input", () => {
     expect(error.message).toContain("parse the JSON body");
   });
 
+  it("refuses a body that is not UTF-8, with or without an Idempotency-Key, and runs nothing", async () => {
+    const before = worker.received.length;
+    const json = JSON.stringify({ model: BASE, messages: [{ role: "user", content: "caf\u00e9" }] });
+    // "é" as Latin-1 (0xE9): not UTF-8, which a lenient read would have sent on as U+FFFD.
+    const latin1 = Uint8Array.from(json, (ch) => ch.charCodeAt(0));
+    for (const extra of [{}, { "idempotency-key": "k-latin1" }] as Record<string, string>[]) {
+      const res = await h.app.request("/v1/chat/completions", {
+        method: "POST",
+        headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json", ...extra },
+        body: latin1,
+      });
+      const error = await expectError(res, 400, null);
+      expect(error.message).toContain("not valid UTF-8");
+    }
+    expect(worker.received.length).toBe(before);
+    // The same request in UTF-8 runs.
+    expect((await post("/v1/chat/completions", json)).status).toBe(200);
+  });
+
   it("refuses wrong types, naming the field", async () => {
     await expectError(await chat({ temperature: "hot" }), 400, null, "temperature");
     await expectError(await chat({ max_tokens: -1 }), 400, null, "max_tokens");
