@@ -213,12 +213,14 @@ export function forcedCallFormat(plan: ToolPlan): SamplingParams["response_forma
 }
 
 /**
- * The calls an answer is: a forced custom tool's whole answer, which is its input, or what toolCallsIn reads
- * in it; null where it is text.
+ * The calls an answer is: a forced custom tool's whole answer, which is its input; a required call as it was
+ * written (none where max_tokens cut it before its name: the answer is then empty, never the call's JSON);
+ * else what toolCallsIn reads in it, null where it is text.
  */
 export function answerCalls(plan: ToolPlan, answer: string, id: string): ToolCall[] | null {
   if (plan.rawInput !== undefined)
     return [{ id, type: "custom", custom: { name: plan.rawInput, input: answer } }];
+  if (plan.forced) return requiredCall(answer, id);
   return toolCallsIn(answer, plan, id);
 }
 
@@ -388,42 +390,85 @@ export type ToolCallDelta =
 // Matched only once the arguments' first byte is in, so whitespace before them is never taken for theirs.
 const CALL_HEAD = /^\s*\{\s*"name"\s*:\s*"([A-Za-z0-9_-]+)"\s*,\s*"arguments"\s*:\s*(?=\S)/;
 
+const JSON_SPACE = new Set([" ", "\n", "\r", "\t"]);
+
 /**
- * A required call streamed as OpenAI streams calls: once its name is written, a delta with the call's id,
- * type and name; then its arguments' text as it comes, less a closing brace at the end, which may be the
- * call's own (it is let through once more text follows it).
+ * A required call as its grammar writes it ({"name": …, "arguments": {…}}), read as it comes and streamed
+ * as OpenAI streams calls: once its name is written, a delta with the call's id, type, name and the first
+ * piece of its arguments; then its arguments as they come, whitespace outside strings dropped (the model's
+ * layout is not the call's), up to where the arguments object closes (the call's own closing brace is not
+ * theirs). The unstreamed answer reads its call the same way (`requiredCall`), so both agree to the byte,
+ * also for a call cut off by max_tokens, whose arguments are what was written.
  */
 export class RequiredCallStream {
   private text = "";
-  private argumentsAt = -1;
-  private sent = 0;
+  private name: string | null = null;
+  /** Where the scan of the arguments has reached in `text`. */
+  private at = 0;
+  private depth = 0;
+  private inString = false;
+  private escaped = false;
+  private closed = false;
+  /** The arguments so far, compact. */
+  private written = "";
 
   constructor(private readonly id: string) {}
 
   push(text: string): ToolCallDelta[] {
     this.text += text;
-    const deltas: ToolCallDelta[] = [];
-    if (this.argumentsAt < 0) {
+    let opened = false;
+    if (this.name === null) {
       const head = CALL_HEAD.exec(this.text);
-      if (!head) return deltas;
-      this.argumentsAt = head[0].length;
-      this.sent = this.argumentsAt;
-      deltas.push({ index: 0, id: this.id, type: "function", function: { name: head[1]!, arguments: "" } });
+      if (!head) return [];
+      this.name = head[1]!;
+      this.at = head[0].length;
+      opened = true;
     }
-    return [...deltas, ...this.argumentsUpTo(this.text.replace(/\}\s*$/, "").length)];
+    const piece = this.scan();
+    this.written += piece;
+    if (opened)
+      return [{ index: 0, id: this.id, type: "function", function: { name: this.name, arguments: piece } }];
+    return piece === "" ? [] : [{ index: 0, function: { arguments: piece } }];
   }
 
-  /** At the end: the rest of the arguments, the call's closing brace left out. */
+  /** At the end: nothing more to send (every piece went out as it was read). */
   end(): ToolCallDelta[] {
-    return this.argumentsAt < 0 ? [] : this.argumentsUpTo(this.text.replace(/\}\s*$/, "").length);
+    return [];
   }
 
-  private argumentsUpTo(end: number): ToolCallDelta[] {
-    if (end <= this.sent) return [];
-    const piece = this.text.slice(this.sent, end);
-    this.sent = end;
-    return [{ index: 0, function: { arguments: piece } }];
+  /** The call as written so far; none where its name was not reached. */
+  call(): ToolCall[] {
+    return this.name === null
+      ? []
+      : [{ id: this.id, type: "function", function: { name: this.name, arguments: this.written } }];
   }
+
+  /** Reads the arguments from `at` until their object closes or the text ends: what it read, compact. */
+  private scan(): string {
+    let out = "";
+    const text = this.text;
+    while (!this.closed && this.at < text.length) {
+      const c = text[this.at++]!;
+      if (this.inString) {
+        if (this.escaped) this.escaped = false;
+        else if (c === "\\") this.escaped = true;
+        else if (c === '"') this.inString = false;
+      } else if (c === '"') this.inString = true;
+      else if (c === "{" || c === "[") this.depth++;
+      else if (c === "}" || c === "]") this.depth--;
+      else if (JSON_SPACE.has(c)) continue;
+      out += c;
+      if (this.depth === 0) this.closed = true;
+    }
+    return out;
+  }
+}
+
+/** A required call read from the whole answer, as its stream reads it: none where it was cut before its name. */
+function requiredCall(answer: string, id: string): ToolCall[] {
+  const stream = new RequiredCallStream(id);
+  stream.push(answer);
+  return stream.call();
 }
 
 /**

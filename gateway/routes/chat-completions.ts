@@ -108,7 +108,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           const thought = split?.reasoning ? { reasoning_content: split.reasoning } : {};
           const answerLogprobs = split ? logprobs.filter((_, i) => !split.isReasoning[i]) : logprobs;
           const calls = tools ? answerCalls(tools, answer, callId(index)) : null;
-          if (calls) {
+          if (calls && calls.length > 0) {
             const message = {
               role: "assistant" as const,
               content: null,
@@ -116,15 +116,16 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
               refusal: null,
               tool_calls: calls,
             };
-            // A forced custom tool's input cut short by max_tokens ends "length", as a text would.
-            const cut = tools!.rawInput !== undefined && final.finish_reason !== "stop";
+            // A forced call cut short by max_tokens ends "length", as a text would.
+            const cut = tools!.forced !== null && final.finish_reason !== "stop";
             const finish = cut ? finishReasonOf(final) : ("tool_calls" as const);
             return { index, message, logprobs: null, finish_reason: finish };
           }
+          // A required call cut before its name is an empty answer, as streamed (never the call's JSON).
           return {
             index,
-            message: { role: "assistant", content: answer, ...thought, refusal: null },
-            logprobs: wantLogprobs ? { content: chatLogprobs(answerLogprobs) } : null,
+            message: { role: "assistant", content: calls ? "" : answer, ...thought, refusal: null },
+            logprobs: wantLogprobs ? { content: chatLogprobs(calls ? [] : answerLogprobs) } : null,
             finish_reason: finishReasonOf(final),
           };
         }),

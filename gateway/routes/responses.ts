@@ -191,9 +191,18 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       const answerLogprobs = split ? logprobs.filter((_, i) => !split.isReasoning[i]) : logprobs;
       // With tools the answer may be calls (a forced custom tool's answer is its input: gateway/tool-calls.ts).
       const calls = tools ? answerCalls(tools, answer, ids.callId) : null;
-      const output = calls
-        ? callItems(calls, ids, itemStatus)
-        : [messageItem(ids.message, answer, wantLogprobs ? chatLogprobs(answerLogprobs) : null, itemStatus)];
+      // A required call cut before its name is an empty message, as streamed (never the call's JSON).
+      const output =
+        calls && calls.length > 0
+          ? callItems(calls, ids, itemStatus)
+          : [
+              messageItem(
+                ids.message,
+                calls ? "" : answer,
+                wantLogprobs ? chatLogprobs(calls ? [] : answerLogprobs) : null,
+                itemStatus,
+              ),
+            ];
       const response = finishedResponse(
         head,
         [...thought, ...output],

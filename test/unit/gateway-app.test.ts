@@ -975,6 +975,53 @@ describe("bad input", () => {
     );
   });
 
+  it("answers a required call cut by max_tokens as the call so far, streamed or not, never its JSON as text", async () => {
+    const tools = [{ type: "function", function: { name: "weather", parameters: { type: "object" } } }];
+    // As a model lays a call out: whitespace between its tokens, which is not the call's.
+    const pieces = [
+      "{\n",
+      '"name"\r:',
+      ' "weather",\t',
+      '"arguments": {',
+      '\r"city"',
+      ' :\t"O',
+      'slo"}',
+      "}",
+    ];
+    const answers = async (max_tokens: number) => {
+      const body = { tools, tool_choice: "required", max_tokens };
+      const whole = ChatCompletion.parse(await (await chat(body)).json()).choices[0]!;
+      const chunks = (await events(await chat({ ...body, stream: true })))
+        .filter((e) => e !== "[DONE]")
+        .map((e) => ChatCompletionChunk.parse(JSON.parse(e)).choices[0]);
+      const streamedArgs = chunks
+        .flatMap((c) => c?.delta.tool_calls ?? [])
+        .map((call) => ("function" in call ? (call.function.arguments ?? "") : ""))
+        .join("");
+      return { whole, streamedArgs, streamedFinish: chunks.at(-1)?.finish_reason };
+    };
+    worker.behaviour = () => ({ say: pieces });
+    const done = await answers(64);
+    expect(done.whole.finish_reason).toBe("tool_calls");
+    expect(done.whole.message.tool_calls?.[0]).toMatchObject({ function: { arguments: '{"city":"Oslo"}' } });
+    expect(done.streamedArgs).toBe('{"city":"Oslo"}');
+    // Cut inside the arguments: the call with what was written of them, ending "length".
+    const cut = await answers(6);
+    expect(cut.whole.finish_reason).toBe("length");
+    expect(cut.whole.message.content).toBeNull();
+    expect(cut.whole.message.tool_calls?.[0]).toMatchObject({
+      function: { name: "weather", arguments: '{"city":"O' },
+    });
+    expect(cut.streamedArgs).toBe('{"city":"O');
+    expect(cut.streamedFinish).toBe("length");
+    // Cut before the name: an empty answer, not the call's opening as content.
+    const early = await answers(2);
+    expect(early.whole.finish_reason).toBe("length");
+    expect(early.whole.message.content).toBe("");
+    expect(early.whole.message.tool_calls ?? []).toEqual([]);
+    expect(early.streamedArgs).toBe("");
+  });
+
   it("streams an auto answer's calls as they are written, and its text as text", async () => {
     const tools = [
       { type: "function", function: { name: "weather", parameters: { type: "object" } } },

@@ -216,6 +216,37 @@ describe("POST /v1/responses", () => {
     }
   });
 
+  it("answers a required call cut by max_output_tokens as the call so far, streamed or not", async () => {
+    worker.behaviour = () => ({
+      say: ['{\n"name":\r"weather",', '"arguments":\t{', '"city" :', ' "O', 'slo"}}'],
+    });
+    try {
+      const tools = [
+        { type: "function" as const, name: "weather", parameters: { type: "object" }, strict: false },
+      ];
+      const ask = { model: BASE, input: "Weather?", tools, tool_choice: "required" as const };
+      const outputOf = async (max_output_tokens: number) => {
+        const whole = await client.responses.create({ ...ask, max_output_tokens });
+        const stream = await client.responses.create({ ...ask, max_output_tokens, stream: true });
+        let last: OpenAI.Responses.ResponseStreamEvent | undefined;
+        for await (const event of stream) last = event;
+        const streamed = (last as OpenAI.Responses.ResponseIncompleteEvent).response;
+        // The same output but for the ids, which are each request's own.
+        const idsAside = (item: object) => ({ ...item, id: "", call_id: "" });
+        expect(streamed.output.map(idsAside)).toEqual(whole.output.map(idsAside));
+        return whole;
+      };
+      const cut = await outputOf(4);
+      expect(cut.status).toBe("incomplete");
+      expect(cut.output).toMatchObject([{ type: "function_call", name: "weather", arguments: '{"city":"O' }]);
+      // Cut before the name: an empty message, not the call's opening as text.
+      const early = await outputOf(1);
+      expect(early.output).toMatchObject([{ type: "message", content: [{ type: "output_text", text: "" }] }]);
+    } finally {
+      worker.behaviour = () => "reply";
+    }
+  });
+
   it("serves service_tier flex as a batch line is, and says so", async () => {
     const flex = await client.responses.create({
       model: BASE,

@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { AutoCallStream } from "../../gateway/auto-call-stream.ts";
 import type { ApiError } from "../../gateway/errors.ts";
 import {
+  answerCalls,
   forcedCallFormat,
   planTools,
   RawInputStream,
@@ -249,38 +250,58 @@ describe("an answer that is calls", () => {
 });
 
 describe("a required call's stream", () => {
-  it("sends the id and name once the name is written, then the arguments as they come, never the call's brace", () => {
-    const text = ' {"name": "get_weather", "arguments": {"city": "a}b", "unit": "c"}}';
-    for (const cut of [1, 3, 7]) {
+  it("sends the id and name once the name is written, then the arguments as they come, compact, never the call's brace", () => {
+    const text = ' {"name": "get_weather",\r"arguments" :\t{\n"city": "a} b",\r\n"unit":\t"c\\" d"}\t}\n';
+    const compact = '{"city":"a} b","unit":"c\\" d"}';
+    for (const cut of [1, 3, 7, text.length]) {
       const stream = new RequiredCallStream("call_9");
-      const deltas = [];
-      for (let at = 0; at < text.length; at += cut) deltas.push(...stream.push(text.slice(at, at + cut)));
-      deltas.push(...stream.end());
-      expect(deltas[0]).toEqual({
+      const pushes = [];
+      for (let at = 0; at < text.length; at += cut) pushes.push(stream.push(text.slice(at, at + cut)));
+      pushes.push(stream.end());
+      // One entry per push at most, as OpenAI sends one per index per chunk.
+      expect(pushes.every((deltas) => deltas.length <= 1)).toBe(true);
+      const deltas = pushes.flat();
+      expect(deltas[0]).toMatchObject({
         index: 0,
         id: "call_9",
         type: "function",
-        function: { name: "get_weather", arguments: "" },
+        function: { name: "get_weather" },
       });
-      const args = deltas
-        .slice(1)
-        .map((d) => ("function" in d ? d.function.arguments : ""))
-        .join("");
-      expect(args).toBe('{"city": "a}b", "unit": "c"}');
+      const args = deltas.map((d) => ("function" in d ? d.function.arguments : "")).join("");
+      expect(args).toBe(compact);
       expect(
         deltas.slice(1).every((d) => d.id === undefined && "function" in d && d.function.name === undefined),
       ).toBe(true);
+      // The unstreamed answer reads the same call.
+      expect(stream.call()).toEqual([
+        { id: "call_9", type: "function", function: { name: "get_weather", arguments: compact } },
+      ]);
     }
+    const forced: ToolPlan = {
+      tools: [weather, time],
+      custom: new Map(),
+      forced: ["get_weather", "get_time"],
+    };
+    expect(answerCalls(forced, text, "call_9")).toEqual([
+      { id: "call_9", type: "function", function: { name: "get_weather", arguments: compact } },
+    ]);
   });
 
-  it("sends nothing before the name is whole, and what it has of a call cut short", () => {
+  it("sends nothing before the name is whole, and what was written of a call cut short", () => {
     const stream = new RequiredCallStream("c");
     expect(stream.push('{"name":"get_')).toEqual([]);
-    expect(stream.push('time","arguments":{"tz":')).toHaveLength(2);
+    expect(stream.call()).toEqual([]);
+    expect(stream.push('time","arguments":{"tz":')).toEqual([
+      { index: 0, id: "c", type: "function", function: { name: "get_time", arguments: '{"tz":' } },
+    ]);
     expect(stream.end()).toEqual([]);
-    const cut = new RequiredCallStream("c");
-    cut.push('{"name":"get_time","arguments":{"tz":"U');
-    expect(cut.end()).toEqual([]);
+    const forced: ToolPlan = { tools: [weather, time], custom: new Map(), forced: ["get_time"] };
+    // Cut by max_tokens: the call with its arguments so far, or none where its name was not reached; never
+    // the call's JSON as text (null would make the answer text).
+    expect(answerCalls(forced, '{"name":"get_time","arguments":{"tz": "U', "c")).toEqual([
+      { id: "c", type: "function", function: { name: "get_time", arguments: '{"tz":"U' } },
+    ]);
+    expect(answerCalls(forced, '{\n"name" :\r"get_ti', "c")).toEqual([]);
   });
 });
 
