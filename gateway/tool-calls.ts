@@ -472,8 +472,8 @@ function requiredCall(answer: string, id: string): ToolCall[] {
 }
 
 /**
- * A forced custom tool's answer streamed as its call: a first delta with the call's id, type and name,
- * then each piece of the answer as a piece of its input.
+ * A forced custom tool's answer streamed as its call: a first delta with the call's id, type, name and
+ * the answer's first piece, then each piece of the answer as a piece of its input.
  */
 export class RawInputStream {
   private begun = false;
@@ -484,18 +484,12 @@ export class RawInputStream {
   ) {}
 
   push(text: string): ToolCallDelta[] {
-    const deltas: ToolCallDelta[] = [];
     if (!this.begun) {
       this.begun = true;
-      deltas.push({
-        index: 0,
-        id: this.id,
-        type: "custom",
-        custom: { name: this.plan.rawInput!, input: "" },
-      });
+      // One entry per chunk: the head with the input's first piece.
+      return [{ index: 0, id: this.id, type: "custom", custom: { name: this.plan.rawInput!, input: text } }];
     }
-    if (text !== "") deltas.push({ index: 0, custom: { input: text } });
-    return deltas;
+    return text === "" ? [] : [{ index: 0, custom: { input: text } }];
   }
 
   /** At the end: the call's first delta, where the answer was empty. */

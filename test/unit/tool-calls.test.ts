@@ -430,9 +430,9 @@ describe("custom tools", () => {
   it("stream a forced answer as the call's input, and hold an auto answer that may be calls until it ends", () => {
     const plan = planTools(body({ tools: [ticket], tool_choice: "required" }))!;
     const raw = new RawInputStream(plan, "call_1");
+    // One entry per chunk, as OpenAI sends: the head carries the first piece.
     expect(raw.push("T-")).toEqual([
-      { index: 0, id: "call_1", type: "custom", custom: { name: "ticket", input: "" } },
-      { index: 0, custom: { input: "T-" } },
+      { index: 0, id: "call_1", type: "custom", custom: { name: "ticket", input: "T-" } },
     ]);
     expect(raw.push("42")).toEqual([{ index: 0, custom: { input: "42" } }]);
     expect(raw.end()).toEqual([]);
