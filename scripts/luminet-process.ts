@@ -12,6 +12,8 @@ export interface LuminetProcessOptions {
   args: readonly string[];
   /** Added to this process's environment. */
   env?: NodeJS.ProcessEnv;
+  /** The folder it runs in; this process's by default. */
+  cwd?: string;
   /** True for the log line that says the process serves. */
   ready: (entry: Record<string, unknown>) => boolean;
 }
@@ -36,6 +38,7 @@ export interface LuminetProcess {
 export function startLuminetProcess(options: LuminetProcessOptions): Promise<LuminetProcess> {
   const child: ChildProcess = spawn(process.execPath, [CLI, ...options.args], {
     env: { ...process.env, ...options.env },
+    ...(options.cwd ? { cwd: options.cwd } : {}),
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: Record<string, unknown>[] = [];

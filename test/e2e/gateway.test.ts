@@ -47,7 +47,8 @@ async function start(
   ready: (line: Record<string, unknown>) => boolean,
   env: Record<string, string>,
 ): Promise<Record<string, unknown>> {
-  const child = await startLuminetProcess({ args, env: { ...env, LOG_LEVEL: "info" }, ready });
+  // Run from a folder with no node_modules or tsconfig, as an installed `luminet` is.
+  const child = await startLuminetProcess({ args, env: { ...env, LOG_LEVEL: "info" }, cwd: root, ready });
   children.push(child);
   return child.readyEntry;
 }
@@ -180,6 +181,12 @@ describe("the gateway with real workers, through the openai client", () => {
     const ids: string[] = [];
     for await (const model of client.models.list()) ids.push(model.id);
     expect(ids).toEqual([BASE, IDLE_BASE, `${BASE}:acme/a0`, `${BASE}:acme/a1`, `${BASE}:acme/a2`]);
+  });
+
+  it("serves its dashboard's pages though it runs outside the package (JSX compiled by the package's tsconfig)", async () => {
+    const page = await fetch(`${gatewayUrl}/dashboard/login`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain("<form");
   });
 
   it("answers a chat completion on an adapter and bills exactly the usage it reports", async () => {
