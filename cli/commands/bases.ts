@@ -6,6 +6,7 @@ import { type Command, InvalidArgumentError } from "commander";
 import { eq } from "drizzle-orm";
 import { MAX_PRICE_PERCENT, microsToDollars } from "../../meter/prices.ts";
 import { baseModels } from "../../schema/db.ts";
+import { table } from "../table.ts";
 import { withDb } from "../with-db.ts";
 
 /** "0.15" US dollars per million tokens → 150000 micro-dollars, exactly (no float arithmetic). */
@@ -50,15 +51,27 @@ export function registerBases(program: Command): void {
           process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
           return;
         }
-        process.stdout.write(
-          "base  context  $ per 1M input  $ per 1M cached input  $ per 1M output  batch %  priority %\n",
-        );
-        for (const r of rows) {
-          const cached = r.cachedInputPriceMicrosPerMillion;
-          process.stdout.write(
-            `${r.name}  ${r.contextLength}  ${microsToDollars(r.inputPriceMicrosPerMillion)}  ${cached === null ? "(input)" : microsToDollars(cached)}  ${microsToDollars(r.outputPriceMicrosPerMillion)}  ${r.batchPricePercent}  ${r.priorityPricePercent}\n`,
-          );
-        }
+        const header = [
+          "base",
+          "context",
+          "$ per 1M input",
+          "$ per 1M cached input",
+          "$ per 1M output",
+          "batch %",
+          "priority %",
+        ];
+        const cells = rows.map((r) => [
+          r.name,
+          String(r.contextLength),
+          microsToDollars(r.inputPriceMicrosPerMillion),
+          r.cachedInputPriceMicrosPerMillion === null
+            ? "(input)"
+            : microsToDollars(r.cachedInputPriceMicrosPerMillion),
+          microsToDollars(r.outputPriceMicrosPerMillion),
+          String(r.batchPricePercent),
+          String(r.priorityPricePercent),
+        ]);
+        process.stdout.write(`${table(header, cells, 1)}\n`);
       }),
     );
   bases

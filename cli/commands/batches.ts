@@ -1,7 +1,8 @@
 // `luminet batches ...`: the Batch API through the gateway (/v1/files, /v1/batches) with the caller's key.
-// `create` uploads a JSONL file of requests and starts a batch; with --wait it follows the batch with a
-// progress bar (on stderr, when it is a terminal) and saves the answers when it ends. `results` saves an
-// ended batch's output and error files. Tables and lines for people, --json for scripts.
+// `create` uploads a JSONL file of requests and starts a batch (a refused batch's file is deleted again);
+// with --wait it follows the batch with a progress bar (on stderr, when it is a terminal) and saves the
+// answers when it ends. `results` saves an ended batch's output and error files. Tables and lines for
+// people, --json for scripts.
 import { writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { basename } from "node:path";
@@ -125,6 +126,7 @@ async function create(flags: CreateFlags): Promise<void> {
   if (!(pollSeconds > 0))
     throw new CliError(`--poll-seconds ${flags.pollSeconds}: expected a number above 0`);
   const keep = flags.keepHours === undefined ? undefined : keepSeconds(flags.keepHours);
+  const metadata = metadataOf(flags.metadata);
   let content: Buffer;
   try {
     content = await readFile(flags.file);
@@ -139,19 +141,26 @@ async function create(flags: CreateFlags): Promise<void> {
     form.set("expires_after[seconds]", String(keep));
   }
   const file = (await callGateway(flags, "POST", "/v1/files", { body: form })) as FileObject;
-  const metadata = metadataOf(flags.metadata);
-  let batch = (await callGateway(
-    flags,
-    "POST",
-    "/v1/batches",
-    jsonBody({
-      input_file_id: file.id,
-      endpoint: flags.endpoint,
-      completion_window: "24h",
-      ...(keep !== undefined ? { output_expires_after: { anchor: "created_at", seconds: keep } } : {}),
-      ...(metadata ? { metadata } : {}),
-    }),
-  )) as BatchObject;
+  let batch: BatchObject;
+  try {
+    batch = (await callGateway(
+      flags,
+      "POST",
+      "/v1/batches",
+      jsonBody({
+        input_file_id: file.id,
+        endpoint: flags.endpoint,
+        completion_window: "24h",
+        ...(keep !== undefined ? { output_expires_after: { anchor: "created_at", seconds: keep } } : {}),
+        ...(metadata ? { metadata } : {}),
+      }),
+    )) as BatchObject;
+  } catch (error) {
+    // The file was uploaded for this batch alone. Should the delete fail too, the refusal is still what
+    // the user needs to read; the file then goes when it expires.
+    await callGateway(flags, "DELETE", `/v1/files/${encodeURIComponent(file.id)}`).catch(() => undefined);
+    throw error;
+  }
   if (!flags.json) process.stderr.write(`uploaded ${file.id} (${file.bytes} bytes); created ${batch.id}\n`);
   if (flags.wait) {
     batch = await waitFor(flags, batch, pollSeconds * 1000);
@@ -179,7 +188,7 @@ async function list(flags: ConnectionFlags & { limit: string }): Promise<void> {
     String(b.request_counts.failed),
     new Date(b.created_at * 1000).toISOString(),
   ]);
-  process.stdout.write(table(["ID", "STATUS", "ENDPOINT", "ANSWERED", "FAILED", "CREATED"], rows));
+  process.stdout.write(`${table(["ID", "STATUS", "ENDPOINT", "ANSWERED", "FAILED", "CREATED"], rows)}\n`);
 }
 
 async function results(flags: SaveFlags, id: string): Promise<void> {

@@ -122,8 +122,12 @@ describe("luminet batches", () => {
       expect(file.expires_at! - file.created_at).toBe(7200);
     }
     const listed = await luminet(["list"]);
-    expect(listed.stdout).toContain(id);
-    expect(listed.stdout).toMatch(/ID\s+STATUS\s+ENDPOINT\s+ANSWERED\s+FAILED\s+CREATED/);
+    // Its one batch under the header, the last row ended by a newline like every line.
+    expect(listed.stdout).toMatch(
+      new RegExp(
+        `^ID\\s+STATUS\\s+ENDPOINT\\s+ANSWERED\\s+FAILED\\s+CREATED\n${id}\\s+completed\\s+/v1/chat/completions\\s+2/3\\s+1\\s+\\S+Z\n$`,
+      ),
+    );
     const again = join(root, "again.jsonl");
     const saved = await luminet([
       "results",
@@ -138,6 +142,39 @@ describe("luminet batches", () => {
     const cancel = await luminet(["cancel", id]);
     expect(cancel.code).toBe(1);
     expect(cancel.stderr).toContain("Cannot cancel a batch with status completed.");
+  });
+
+  it("leaves no uploaded file behind when the batch is refused, and reports the refusal", async () => {
+    const inputFiles = async () => {
+      const page = (await (await gatewayGet("/v1/files?purpose=batch&limit=100")).json()) as {
+        data: FileObject[];
+      };
+      return page.data.map((f) => f.id);
+    };
+    const before = await inputFiles();
+    const notJson = join(root, "not-json.jsonl");
+    writeFileSync(notJson, "this is not JSON\n");
+    for (const [args, refusal] of [
+      [["--file", inputFile("twice.jsonl", [line("a", BASE, 2), line("a", BASE, 2)])], 'custom_id "a"'],
+      [
+        ["--file", inputFile("url.jsonl", [{ ...line("a", BASE, 2), url: "/v1/completions" }])],
+        "url /v1/completions is not the batch's endpoint",
+      ],
+      [["--file", notJson], "Line 1 of the input file: not valid JSON."],
+      [
+        ["--file", inputFile("tagged.jsonl", [line("a", BASE, 2)]), "--metadata", "job"],
+        "expected KEY=VALUE",
+      ],
+      [
+        ["--file", inputFile("chat.jsonl", [line("a", BASE, 2)]), "--endpoint", "/v1/responses"],
+        "is not the batch's endpoint /v1/responses",
+      ],
+    ] as const) {
+      const run = await luminet(["create", ...args]);
+      expect(run.code, run.stderr).toBe(1);
+      expect(run.stderr).toContain(refusal);
+    }
+    expect(await inputFiles()).toEqual(before);
   });
 
   it("refuses a file with a bad line, naming it, an unknown endpoint, a missing file and a keep outside the API's bounds", async () => {

@@ -163,6 +163,21 @@ describe("luminet bases", () => {
     expect(await priorityPercent()).toBe(175);
   });
 
+  it("lists the bases as a table: each column lined up under its header, the numbers to the right", async () => {
+    const prices = ["--input", "0.15", "--cached-input", "none", "--output", "0.6"];
+    const percents = ["--batch-percent", "50", "--priority-percent", "175"];
+    expect((await luminet("set-price", "meta/tiny", ...prices, ...percents)).code).toBe(0);
+    const list = await luminet("list");
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toBe(
+      [
+        "base       context  $ per 1M input  $ per 1M cached input  $ per 1M output  batch %  priority %",
+        "meta/tiny     2048        0.150000                (input)         0.600000       50         175",
+        "",
+      ].join("\n"),
+    );
+  });
+
   it("refuses an unknown base or a bad price and changes nothing", async () => {
     const before = await prices();
     const unknown = await luminet("set-price", "meta/nope", "--input", "1", "--output", "1");
