@@ -1,6 +1,7 @@
 // Applies the drizzle-kit migrations in schema/migrations with drizzle's migrator for the driver in use.
 // Idempotent: drizzle records each applied migration in drizzle.__drizzle_migrations and skips it next time.
 // Node only (the migrator reads the folder from disk); Workers run against a database migrated beforehand.
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { is, sql } from "drizzle-orm";
 import type { MigrationConfig } from "drizzle-orm/migrator";
@@ -16,6 +17,33 @@ export interface MigrationReport {
   applied: number;
   /** Migrations the database has now. */
   total: number;
+}
+
+/** A database that lacks migrations this code needs: its queries would fail with bare SQL errors. */
+export class NotMigratedError extends Error {
+  override name = "NotMigratedError";
+}
+
+/**
+ * Refuses a database without every migration this code knows (an empty one, or one behind a newer
+ * release), saying how to fix it; `database` names it (describeDatabaseUrl: never the password).
+ */
+export async function requireMigrated(db: Db, database: string): Promise<void> {
+  const applied = await appliedCount(db);
+  const known = knownCount();
+  if (applied < known) {
+    throw new NotMigratedError(
+      `${database} has ${applied} of Luminet's ${known} migrations: run \`luminet migrate\` with the same DATABASE_URL first`,
+    );
+  }
+}
+
+/** How many migrations this code has: the entries of the journal drizzle-kit keeps beside them. */
+function knownCount(): number {
+  const journal = JSON.parse(readFileSync(`${config.migrationsFolder}/meta/_journal.json`, "utf8")) as {
+    entries: unknown[];
+  };
+  return journal.entries.length;
 }
 
 export async function migrate(db: Db): Promise<MigrationReport> {

@@ -8,7 +8,8 @@ import type { Hono } from "hono";
 import type { Bus } from "../bus/bus.ts";
 import { connectJetStreamBus } from "../bus/jetstream.ts";
 import { logger } from "../core/logger.ts";
-import { type Db, openDb } from "../db/open.ts";
+import { requireMigrated } from "../db/migrate.ts";
+import { type Db, describeDatabaseUrl, openDb } from "../db/open.ts";
 import { type Meter, startMeter } from "../meter/meter.ts";
 import { openWritableBlobStore } from "../worker/adapters/blob-store.ts";
 import { AdapterSources } from "./adapter-sources.ts";
@@ -189,6 +190,7 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
   let bus: Bus | undefined;
   let meter: Meter | undefined;
   try {
+    await requireMigrated(db, describeDatabaseUrl(options.databaseUrl));
     bus = await connectJetStreamBus({
       servers: options.natsUrl,
       connectionName: "luminet-gateway",

@@ -4,6 +4,7 @@
 import type { Command } from "commander";
 import { connectJetStreamBus } from "../../bus/jetstream.ts";
 import { logger } from "../../core/logger.ts";
+import { requireMigrated } from "../../db/migrate.ts";
 import { describeDatabaseUrl, openDb } from "../../db/open.ts";
 import { startMeter } from "../../meter/meter.ts";
 import { count } from "../flags.ts";
@@ -28,6 +29,10 @@ async function runMeter(flags: MeterFlags): Promise<void> {
   // The description names driver, host and database only: the URL itself may hold a password.
   const database = describeDatabaseUrl(databaseUrl);
   const db = await openDb(databaseUrl);
+  await requireMigrated(db, database).catch(async (error: unknown) => {
+    await db.close();
+    throw error;
+  });
   const bus = await connectJetStreamBus({
     servers,
     usageAckWaitMs,
