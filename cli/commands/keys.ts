@@ -117,6 +117,9 @@ function perMinute(value: string): LimitFlag {
   return Number(value);
 }
 
+/** A prefix as typed: one pasted from `keys list` ends in its "…" (or "..."), which is no part of the key. */
+const typedPrefix = (prefix: string) => prefix.replace(/(…|\.\.\.)$/, "");
+
 const limitOf = (flag: LimitFlag | undefined): number | null | undefined => (flag === "none" ? null : flag);
 
 const instant = (seconds: number | null) =>
@@ -197,7 +200,7 @@ export function registerKeys(program: Command): void {
       ),
   ).action((prefix: string, flags: KeysFlags) =>
     withKeys("revoke", flags, async (store) => {
-      const revoked = await store.revoke(prefix);
+      const revoked = await store.revoke(typedPrefix(prefix));
       const used = apiKeyOf(flags);
       const own = gatewayNamed(flags) && used !== undefined && apiKeyPrefix(used) === revoked.prefix;
       print(
@@ -219,7 +222,7 @@ export function registerKeys(program: Command): void {
   ).action((prefix: string, flags: KeysFlags & { rpm?: LimitFlag; tpm?: LimitFlag }) =>
     withKeys("limits", flags, async (store) => {
       if (flags.rpm === undefined && flags.tpm === undefined) throw new CliError("give --rpm and/or --tpm");
-      const updated = await store.setLimits(prefix, {
+      const updated = await store.setLimits(typedPrefix(prefix), {
         ...(flags.rpm !== undefined ? { rpm: limitOf(flags.rpm) } : {}),
         ...(flags.tpm !== undefined ? { tpm: limitOf(flags.tpm) } : {}),
       });

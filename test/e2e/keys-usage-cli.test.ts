@@ -198,6 +198,20 @@ describe("luminet keys through the gateway", () => {
     expect(row).toMatchObject({ requestsPerMinute: null, tokensPerMinute: 5000 });
   });
 
+  it("limits and revoke take a prefix pasted from list, its trailing … (or ...) left out", async () => {
+    const listed = (await viaGateway(["keys", "list"])).stdout.split("\n");
+    const pasted = listed.find((line) => line.split(/\s+/)[1] === "ci")!.split(/\s+/)[0]!;
+    const prefix = await prefixOf(created);
+    expect(pasted).toBe(`${prefix}…`);
+    const set = await viaGateway(["keys", "limits", pasted, "--rpm", "2"]);
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout).toBe(`${prefix}…  2 rpm limit, 5000 tpm limit\n`);
+    const dots = await onDatabase(["keys", "limits", `${prefix}...`, "--org", acme, "--rpm", "none"]);
+    expect(dots.code, dots.stderr).toBe(0);
+    const [row] = await db.select().from(apiKeys).where(eq(apiKeys.prefix, prefix));
+    expect(row).toMatchObject({ requestsPerMinute: null, tokensPerMinute: 5000 });
+  });
+
   it("refuses without a key, with an unknown key and with a key that lacks the admin scope", async () => {
     await refused(["keys", "list"], /no API key: pass --api-key or set LUMINET_API_KEY/, "");
     await refused(
@@ -252,7 +266,8 @@ describe("luminet keys through the gateway", () => {
 
   it("revoke: the key stops working at once on this gateway; a second revoke finds no live key", async () => {
     const prefix = await prefixOf(created);
-    const run = await viaGateway(["keys", "revoke", prefix]);
+    // As list prints it.
+    const run = await viaGateway(["keys", "revoke", `${prefix}…`]);
     expect(run.code).toBe(0);
     expect(run.stdout).toBe(`revoked ${prefix}…\n`);
     expect(await modelsStatus(created)).toBe(401);
