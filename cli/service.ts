@@ -6,7 +6,15 @@ import { logger } from "../core/logger.ts";
 /** Resolves once a signal came and `shutdown` has finished; `what` names the step in the logs. */
 export function stopOnSignal(what: string, shutdown: () => Promise<void>): Promise<void> {
   return new Promise<void>((done) => {
+    let stopping = false;
+    // Handlers stay for the whole shutdown: a second signal (a supervisor's repeated SIGTERM, a second
+    // Ctrl-C) must not fall back to Node's default and kill a drain half way. SIGKILL still ends it.
     const stop = (signal: string) => {
+      if (stopping) {
+        logger.warn({ signal }, `${what}: already under way, letting it finish`);
+        return;
+      }
+      stopping = true;
       logger.info({ signal }, what);
       shutdown().then(done, (error: Error) => {
         logger.error({ err: error }, `${what} failed`);
@@ -14,8 +22,8 @@ export function stopOnSignal(what: string, shutdown: () => Promise<void>): Promi
         done();
       });
     };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
+    process.on("SIGTERM", () => stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
   });
 }
 
