@@ -46,7 +46,7 @@ export class ReplyInboxQueue implements ReplyInbox {
   #replies: Reply[] = [];
   #waiters: Waiter[] = [];
   /** The granted claim: which worker, streaming to which copy's subject. */
-  #claimant: { workerId: string; subject: string } | undefined;
+  #claimant: { workerId: string; incarnation: string | undefined; subject: string } | undefined;
   #claimWaiters: ((workerId: string | null) => void)[] = [];
   #chunks = 0;
   #finished = false;
@@ -104,11 +104,14 @@ export class ReplyInboxQueue implements ReplyInbox {
     if (claimant && claimant.subject !== subject) {
       return refuse(`another copy of the request went to worker ${claimant.workerId}`);
     }
-    if (claimant && claimant.workerId !== claim.worker_id && this.#chunks > 0) {
+    // The same process claims again when it resumes a request it paused; a restarted one (same worker_id,
+    // new incarnation) starts from nothing, as another worker would.
+    const sameProcess = claimant?.workerId === claim.worker_id && claimant.incarnation === claim.incarnation;
+    if (claimant && !sameProcess && this.#chunks > 0) {
       this.fail(new WorkerLostError(claim.request_id, claimant.workerId, claim.worker_id, this.#chunks));
       return refuse(`worker ${claimant.workerId} already sent tokens`);
     }
-    this.#claimant = { workerId: claim.worker_id, subject };
+    this.#claimant = { workerId: claim.worker_id, incarnation: claim.incarnation, subject };
     for (const resolve of this.#claimWaiters.splice(0)) resolve(claim.worker_id);
     return { v: WIRE_VERSION, granted: true };
   }

@@ -364,7 +364,16 @@ export type Reply = z.infer<typeof Reply>;
 
 /** A worker's request to stream a reply; see the bus's claimReply. */
 export const ReplyClaim = z
-  .object({ v: version, request_id: id, worker_id: id })
+  .object({
+    v: version,
+    request_id: id,
+    worker_id: id,
+    /**
+     * The claiming worker process's own id, new at each start: a worker restarted under the same
+     * worker_id has lost what it generated, so it is another claimant, not the one that streamed.
+     */
+    incarnation: id.optional(),
+  })
   .meta({ title: "ReplyClaim" });
 export type ReplyClaim = z.infer<typeof ReplyClaim>;
 

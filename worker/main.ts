@@ -7,6 +7,7 @@
 // room: a pulled request is this worker's until acked), its adapter's load starts, the worker claims the
 // reply, the scheduler runs it, chunks stream out, one usage event is stored, the Final goes out, the
 // request is acked. The delivery is kept alive (working()) the whole time so it is not redelivered.
+import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Server } from "node:http";
 import type { Bus, Delivery, RequestPuller, Subscription } from "../bus/bus.ts";
@@ -106,6 +107,8 @@ export class LuminetWorker {
   private readonly subscriptions: Subscription[] = [];
   private roomWaiters: (() => void)[] = [];
   private draining = false;
+  /** This process's own id, new at each start: its claims say it (ReplyClaim.incarnation). */
+  private readonly incarnation = randomUUID().replaceAll("-", "");
   private stopped: Promise<void> | null = null;
   private heartbeat: Heartbeat | null = null;
   private metricsServer: Server | null = null;
@@ -415,7 +418,7 @@ export class LuminetWorker {
       const replies = new ReplyStream(
         this.options.bus,
         request,
-        this.options.workerId,
+        { workerId: this.options.workerId, incarnation: this.incarnation },
         this.tokenizer,
         this.usage,
       );

@@ -36,7 +36,7 @@ export class ReplyStream {
   constructor(
     private readonly bus: Bus,
     private readonly request: InferenceRequest,
-    private readonly workerId: string,
+    private readonly claimant: { workerId: string; incarnation: string },
     private readonly tokenizer: Tokenizer,
     private readonly usage: UsageSender,
   ) {}
@@ -54,7 +54,8 @@ export class ReplyStream {
     return this.bus.claimReply(this.request.reply, {
       v: WIRE_VERSION,
       request_id: this.request.id,
-      worker_id: this.workerId,
+      worker_id: this.claimant.workerId,
+      incarnation: this.claimant.incarnation,
     });
   }
 

@@ -358,6 +358,25 @@ export function busContract(name: string, makeSystem: MakeBusSystem): void {
       await expect(iterator.next()).rejects.toThrow(WorkerLostError);
     });
 
+    it("refuses a worker restarted under the same id once tokens went out, and lets the same process claim again", async () => {
+      const sys = system();
+      const gateway = await sys.connect();
+      const worker = await sys.connect();
+      const inbox = await gateway.openReplyInbox();
+      const claim = (incarnation: string) =>
+        worker.claimReply(inbox.subject, { v: 1, request_id: "r", worker_id: "w1", incarnation });
+
+      expect(await claim("first")).toBe(true);
+      worker.publishReply(inbox.subject, sampleChunk({ request_id: "r", seq: 0 }));
+      const iterator = inbox[Symbol.asyncIterator]();
+      expect((await iterator.next()).value).toMatchObject({ type: "chunk", seq: 0 });
+      // The same process resuming a paused request.
+      expect(await claim("first")).toBe(true);
+      // Restarted: what it generated is gone, so the request does not start over on it.
+      expect(await claim("restarted")).toBe(false);
+      await expect(iterator.next()).rejects.toThrow(WorkerLostError);
+    });
+
     it("tells the gateway which worker claimed the reply, or null when the inbox closes unclaimed", async () => {
       const sys = system();
       const gateway = await sys.connect();

@@ -34,7 +34,7 @@ describe("a worker's reply stream", () => {
     const replies = new ReplyStream(
       worker,
       request,
-      "w1",
+      { workerId: "w1", incarnation: "i1" },
       tokenizer,
       new UsageSender(worker, null, { firstMs: 1, maxMs: 4 }),
     );
