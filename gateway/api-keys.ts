@@ -42,6 +42,13 @@ export function looksLikeApiKey(value: string): boolean {
   return value.startsWith(API_KEY_PREFIX) && /^[0-9A-Za-z]+$/.test(value.slice(API_KEY_PREFIX.length));
 }
 
+/** The form of a key createApiKey is given instead of generating one (`luminet dev`'s LUMINET_DEV_API_KEY). */
+export const API_KEY_FORMAT = `"${API_KEY_PREFIX}" followed by at least 20 letters or digits`;
+
+export function isWellFormedApiKey(key: string): boolean {
+  return looksLikeApiKey(key) && key.length >= API_KEY_PREFIX.length + 20;
+}
+
 /** The visible part of a key, stored beside its hash and safe to log. */
 export function apiKeyPrefix(key: string): string {
   return key.slice(0, VISIBLE_LENGTH);
@@ -100,9 +107,7 @@ export async function createApiKey(db: Db, options: CreateApiKeyOptions): Promis
   checkLimit("requests per minute", options.requestsPerMinute);
   checkLimit("tokens per minute", options.tokensPerMinute);
   const key = options.key ?? generateApiKey();
-  if (!looksLikeApiKey(key) || key.length < API_KEY_PREFIX.length + 20) {
-    throw new ApiKeyError(`an API key must be "${API_KEY_PREFIX}" followed by at least 20 letters or digits`);
-  }
+  if (!isWellFormedApiKey(key)) throw new ApiKeyError(`an API key must be ${API_KEY_FORMAT}`);
   const [record] = await db
     .insert(apiKeys)
     .values({

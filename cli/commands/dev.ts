@@ -3,8 +3,10 @@
 import type { Command } from "commander";
 import { logger } from "../../core/logger.ts";
 import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
+import { API_KEY_FORMAT, isWellFormedApiKey } from "../../gateway/api-keys.ts";
 import { startDevStack } from "../../gateway/dev-stack.ts";
 import { port } from "../flags.ts";
+import { CliError, runCommand } from "../run-command.ts";
 import { serviceAction, stopOnSignal } from "../service.ts";
 
 interface DevFlags {
@@ -16,7 +18,7 @@ interface DevFlags {
   adapterSources?: string;
 }
 
-async function runDev(flags: DevFlags): Promise<void> {
+async function runDev(flags: DevFlags, apiKey: string | undefined): Promise<void> {
   const listenPort = port("--port", flags.port);
   const stack = await startDevStack({
     home: flags.data,
@@ -24,7 +26,7 @@ async function runDev(flags: DevFlags): Promise<void> {
     hostname: flags.host,
     ...(flags.nats ? { natsUrl: flags.nats } : {}),
     ...(flags.databaseUrl ? { databaseUrl: flags.databaseUrl } : {}),
-    ...(process.env.LUMINET_DEV_API_KEY ? { apiKey: process.env.LUMINET_DEV_API_KEY } : {}),
+    ...(apiKey ? { apiKey } : {}),
     adapterSources: sourcePrefixes(flags.adapterSources),
   });
   logger.info({ url: stack.url, models: stack.models }, `luminet dev listening on ${stack.url}`);
@@ -68,5 +70,14 @@ export function registerDev(program: Command): void {
       "comma-separated URL prefixes admins may create adapters from by URL, as the gateway's (LUMINET_ADAPTER_SOURCES)",
       process.env.LUMINET_ADAPTER_SOURCES,
     )
-    .action(serviceAction(runDev));
+    .action(async (flags: DevFlags) => {
+      const apiKey = process.env.LUMINET_DEV_API_KEY;
+      // Refused before the model is generated, as a line for the developer at the terminal.
+      if (apiKey && !isWellFormedApiKey(apiKey)) {
+        return runCommand("dev", async () => {
+          throw new CliError(`LUMINET_DEV_API_KEY must be ${API_KEY_FORMAT}`);
+        });
+      }
+      await serviceAction((f: DevFlags) => runDev(f, apiKey))(flags);
+    });
 }

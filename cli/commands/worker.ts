@@ -19,7 +19,7 @@ interface WorkerFlags {
   base: string;
   device: string;
   slots: string;
-  maxAdaptersPerBatch: string;
+  maxAdaptersPerBatch?: string;
   maxRank: string;
   maxBatch: string;
   maxContext: string;
@@ -50,7 +50,7 @@ async function runWorker(flags: WorkerFlags): Promise<void> {
     modelDir: resolve(flags.model),
     device: parseDevice(flags.device),
     slots: count("--slots", flags.slots),
-    maxAdaptersPerBatch: count("--max-adapters-per-batch", flags.maxAdaptersPerBatch),
+    maxAdaptersPerBatch: count("--max-adapters-per-batch", flags.maxAdaptersPerBatch ?? flags.slots),
     maxRank: count("--max-rank", flags.maxRank),
     maxBatch: count("--max-batch", flags.maxBatch),
     maxContext: count("--max-context", flags.maxContext, 2),
@@ -106,7 +106,10 @@ export function registerWorker(program: Command): void {
     .requiredOption("--base <name>", "base model name requests use")
     .option("--device <device>", "cpu | webgpu | cuda", "cpu")
     .option("--slots <n>", "adapter slots on the device", "16")
-    .option("--max-adapters-per-batch <n>", "distinct adapters in one step", "16")
+    .option(
+      "--max-adapters-per-batch <n>",
+      "distinct adapters in one step, at most --slots (default: the value of --slots)",
+    )
     .option("--ram-cache-bytes <n>", "host RAM tier budget", "4GiB")
     .option("--disk-cache <dir>", "local disk tier folder", ".luminet/adapter-cache")
     .option("--disk-cache-bytes <n>", "local disk tier budget", "20GiB")
