@@ -86,6 +86,8 @@ export interface ReplyInbox extends AsyncIterable<Reply> {
   openCopy(): Promise<string>;
   /** Stops listening: iteration ends, and later claims find nobody (the worker drops the request). */
   close(): void;
+  /** Ends the inbox with `error`: a waiting read and every later one reject with it; then as close(). */
+  fail(error: Error): void;
 }
 
 /** A live subscription; close() stops its handler. */

@@ -10,12 +10,15 @@ export class WorkerLostError extends Error {
   constructor(
     readonly requestId: string,
     readonly lostWorkerId: string,
-    readonly refusedWorkerId: string,
+    /** The worker that claimed it next and was refused; null where the gateway saw the worker go silent and leave the live set. */
+    readonly refusedWorkerId: string | null,
     readonly chunksReceived: number,
   ) {
     super(
       `worker ${lostWorkerId} was lost after sending ${chunksReceived} chunk(s) of request ${requestId}; ` +
-        `not restarting it on worker ${refusedWorkerId}`,
+        (refusedWorkerId === null
+          ? "its heartbeat stopped"
+          : `not restarting it on worker ${refusedWorkerId}`),
     );
   }
 }

@@ -184,6 +184,7 @@ async function publishChoice(
     },
     coldStart,
     (final) => metrics?.tokens(target.base, final.usage),
+    options.routing?.lostWorkerAfterMs ?? routingDefaults.lostWorkerAfterMs,
   );
 }
 
@@ -226,6 +227,8 @@ export class Generation {
     readonly coldStart = false,
     /** Called with the run's Final when it arrives, whatever its finish reason. */
     private readonly onFinal: (final: Final) => void = () => {},
+    /** RoutingOptions.lostWorkerAfterMs. */
+    private readonly lostWorkerAfterMs = routingDefaults.lostWorkerAfterMs,
   ) {
     this.#timer = setTimeout(() => {
       this.#timedOut = true;
@@ -287,8 +290,14 @@ export class Generation {
   async *chunks(): AsyncGenerator<TokenChunk, Final, void> {
     let seq = 0;
     let delivered = 0;
+    let lastChunkAt = Date.now();
+    const watch = this.#watchWorker(
+      () => (seq > 0 ? lastChunkAt : null),
+      () => seq,
+    );
     try {
       for await (const reply of this.inbox) {
+        lastChunkAt = Date.now();
         if (reply.seq !== seq) {
           throw new ApiError(
             502,
@@ -315,9 +324,29 @@ export class Generation {
       if (error instanceof WorkerLostError) await this.#billLostStream(delivered);
       throw error;
     } finally {
+      clearInterval(watch);
       if (!this.#finished) this.cancel();
     }
     throw this.cancellation();
+  }
+
+  /**
+   * Ends the run as worker_lost once its worker, after streaming, has been silent for lostWorkerAfterMs and
+   * is not among the live workers. Silence alone is not enough (a draining worker has left the live set but
+   * still streams); absence alone is not either (a heartbeat may be late).
+   */
+  #watchWorker(streamingSince: () => number | null, chunks: () => number): ReturnType<typeof setInterval> {
+    const timer = setInterval(async () => {
+      const lastChunkAt = streamingSince();
+      if (lastChunkAt === null || Date.now() - lastChunkAt < this.lostWorkerAfterMs) return;
+      const worker = await this.inbox.claimed();
+      // Not connected: every worker would look dead; the bus's own error ends the run if it stays so.
+      const live = await this.bus.liveHeartbeats(this.request.base).catch(() => null);
+      if (worker === null || live === null || live.some((beat) => beat.worker_id === worker)) return;
+      this.inbox.fail(new WorkerLostError(this.request.id, worker, null, chunks()));
+    }, this.lostWorkerAfterMs / 4);
+    timer.unref();
+    return timer;
   }
 
   /** Stops the run: the worker is told once, and iteration ends. Does nothing once the Final arrived. */

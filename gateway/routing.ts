@@ -38,6 +38,12 @@ export interface RoutingOptions {
    */
   claimTimeoutMs?: number;
   /**
+   * A run whose worker has streamed tokens and then sent nothing for this long, while that worker is
+   * missing from the live heartbeats, ends as worker_lost (billed for what was delivered) rather than
+   * waiting for another worker to take the request over, which a base's only worker never gets.
+   */
+  lostWorkerAfterMs?: number;
+  /**
    * Ignore residency: every request goes to the least-loaded worker. The benchmark's baseline (what a
    * residency-blind load balancer does); never the default.
    */
@@ -52,6 +58,7 @@ export const routingDefaults: Required<RoutingOptions> = {
   prefixSlack: 1,
   sharedQueueDepth: 16,
   claimTimeoutMs: 2_000,
+  lostWorkerAfterMs: 10_000,
   residencyBlind: false,
 };
 

@@ -3,7 +3,9 @@
 // adopts its queue and takes the redelivered requests; a stream that had tokens out is refused a second run
 // and ends with an in-band 502 `worker_lost` error, and the gateway bills the tokens it delivered, once.
 // Requests the dead worker had not started, and requests routed to it after it died, are served in full.
-// The same holds when the killed worker was the base's only one and its replacement starts under a new id.
+// When the killed worker was the base's only one, nobody takes its requests over: the gateway ends a stream
+// that had tokens out once its worker has been silent for 10 s and out of the live set, and the
+// replacement, under a new id, drops those requests.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rendezvous } from "../../../core/rendezvous.ts";
 import { expectBilledAsTold } from "../../support/drill-billing.ts";
@@ -77,7 +79,7 @@ describe("drill: a worker killed mid-batch", () => {
     await expectBilledAsTold(stack.db, DRILL_ORG, sent);
   });
 
-  it("ends the streams of the base's only worker, killed, once its replacement takes over its queue", async () => {
+  it("ends the streams of the base's only worker, killed, with no replacement to take them over; the replacement drops them", async () => {
     await stack.liveWorkers(1);
     const [beat] = await stack.bus.liveHeartbeats(DRILL_BASE);
     const only = stack.workers.get(beat!.worker_id);
@@ -87,14 +89,16 @@ describe("drill: a worker killed mid-batch", () => {
     );
     await streams.streaming;
     await only!.process.kill();
-    // The replacement starts under another id once the dead worker's heartbeat is gone: it never saw it.
-    await stack.liveWorkers(0);
-    await stack.startWorker("replacement");
+    // No other worker will claim them: the gateway sees their worker silent and out of the live set.
     const lost = await Promise.all(streams.outcomes);
     for (const outcome of lost) {
       expect(outcome.contentChunks).toBeGreaterThan(0);
       expect(outcome.error).toMatchObject({ code: "worker_lost", type: "server_error" });
     }
+    // The replacement starts under another id and adopts the dead worker's queue: nobody waits for those
+    // requests any more, so it drops them, unbilled.
+    await stack.liveWorkers(0);
+    await stack.startWorker("replacement");
     const after = await stack.send({ model: stack.adapterModel(0), maxTokens: 10 });
     expect(after.usage?.completion_tokens).toBe(10);
     sent.push(...lost, after);
