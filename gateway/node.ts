@@ -32,8 +32,15 @@ import { WebhookSender } from "./webhook-sender.ts";
 export interface ServedApp {
   /** e.g. "http://127.0.0.1:8080" */
   url: string;
-  close(): Promise<void>;
+  /**
+   * Stops taking connections at once, lets the requests in flight finish for up to `graceMs` (streams
+   * included), closing each keep-alive connection as its request ends, then cuts what is left.
+   */
+  close(graceMs?: number): Promise<void>;
 }
+
+/** How long a closing gateway lets its requests in flight finish: as long as the batch runner's lines get. */
+export const DRAIN_GRACE_MS = 30_000;
 
 /**
  * How long an idle keep-alive connection stays open. Node's default, 5 s, is shorter than the idle timeout of
@@ -50,11 +57,23 @@ export function serveApp(app: Hono<GatewayEnv>, port: number, hostname = "0.0.0.
       const host = info.address === "0.0.0.0" || info.address === "::" ? "127.0.0.1" : info.address;
       resolve({
         url: `http://${host}:${info.port}`,
-        close: () =>
+        close: (graceMs = DRAIN_GRACE_MS) =>
           new Promise<void>((done) => {
-            server.close(() => done());
-            // Open streams would hold close() forever; their generations are cancelled as they drop.
-            if ("closeAllConnections" in server) server.closeAllConnections();
+            if (!(server instanceof HttpServer)) {
+              server.close(() => done());
+              return;
+            }
+            // A connection whose request ended is idle: closed, so the client sends its next one elsewhere.
+            const idle = setInterval(() => server.closeIdleConnections(), 100);
+            // Past the grace, streams still open would hold close() forever; their generations are cancelled
+            // as they drop.
+            const cut = setTimeout(() => server.closeAllConnections(), graceMs);
+            server.close(() => {
+              clearInterval(idle);
+              clearTimeout(cut);
+              done();
+            });
+            server.closeIdleConnections();
           }),
       });
     });
@@ -234,10 +253,9 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
     return {
       url: served.url,
       close: async () => {
-        // Lines in flight finish and are stored before the server stops taking their requests' kind.
-        await runner?.stop();
-        await sender.stop();
-        await served.close();
+        // Requests in flight and batch lines in flight finish together (each within its grace), then what
+        // they need goes: the meter, the bus, the database.
+        await Promise.all([served.close(), runner?.stop(), sender.stop()]);
         await openMeter?.stop();
         await openBus.close();
         await db.close();
