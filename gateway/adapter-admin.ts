@@ -75,6 +75,18 @@ async function heartbeatsOf(deps: AdminDeps, bases: Iterable<string>): Promise<W
   return beats.flat();
 }
 
+/**
+ * How many adapters a base's workers can pin: MAX_PINS, or fewer where a live worker has too few slots to
+ * pin that many and keep one for the rest (`slots`: the smallest such worker's, else null). Every worker
+ * pins every pinned adapter of its base, so the smallest decides.
+ */
+export function pinLimit(beats: readonly WorkerHeartbeat[]): { limit: number; slots: number | null } {
+  const fewest = Math.min(...beats.map((beat) => beat.slots ?? Number.POSITIVE_INFINITY));
+  return fewest - 1 < MAX_PINS
+    ? { limit: Math.max(0, fewest - 1), slots: fewest }
+    : { limit: MAX_PINS, slots: null };
+}
+
 function control(deps: AdminDeps, row: Adapter, kind: AdapterControl["kind"]): AdapterControl {
   const live = kind !== "delete" && row.sha256 !== null;
   return {
@@ -232,9 +244,13 @@ export async function setPinned(
             ne(adapters.id, row.id),
           ),
         );
-      if ((pins?.n ?? 0) >= MAX_PINS) {
+      const pinned = pins?.n ?? 0;
+      const { limit, slots } = pinLimit(await deps.bus.liveHeartbeats(row.base));
+      if (pinned >= limit) {
         throw conflict(
-          `The base ${row.base} already has ${MAX_PINS} pinned adapters, the most its workers hold; unpin one first.`,
+          slots === null
+            ? `The base ${row.base} already has ${limit} pinned adapters, the most its workers hold; unpin one first.`
+            : `The base ${row.base} already has ${pinned} pinned adapters, the most its workers hold: a worker with ${slots} slots pins ${limit}, one slot staying for the rest. Unpin one first, or start its workers with more --slots.`,
           "pin_limit",
         );
       }

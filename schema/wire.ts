@@ -442,6 +442,8 @@ export const WorkerHeartbeat = z
     running: count,
     /** The worker's --max-batch: the most sequences it runs at once. Absent from workers before it existed. */
     max_batch: z.int().positive().optional(),
+    /** The worker's --slots: it pins at most one fewer (a slot stays for the rest). Absent from older workers. */
+    slots: z.int().positive().optional(),
     tokens_per_s: z.number().nonnegative(),
     at: epochMs,
   })

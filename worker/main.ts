@@ -317,6 +317,7 @@ export class LuminetWorker {
       queue_depth: Math.max(0, this.held.size - this.scheduler.runningCount),
       running: this.scheduler.runningCount,
       max_batch: this.options.maxBatch,
+      slots: this.options.slots,
       tokensGenerated: this.scheduler.tokensGenerated,
     };
   }

@@ -18,6 +18,7 @@ import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
 import { FolderBlobStore } from "../../worker/adapters/blob-store.ts";
 import { loadModelConfig, type ModelConfig } from "../../worker/engine/model-config.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { idleHeartbeat } from "../support/heartbeats.ts";
 import { type CommandRun, luminetInProcess, spawnLuminet } from "../support/luminet-command.ts";
 
 const MAX_RANK = 8;
@@ -247,6 +248,22 @@ describe("luminet adapters", () => {
     const [row] = await harness.db.select().from(adapters).where(eq(adapters.name, "customer-acme-v2"));
     expect(row?.pinned).toBe(false);
     await harness.db.delete(adapters).where(eq(adapters.pinned, true));
+  });
+
+  it("a pin is refused where a live worker of the base has too few slots to hold it and one for the rest", async () => {
+    await harness.workerBus.putHeartbeat(idleHeartbeat("small", { base: BASE, slots: 4, at: Date.now() }));
+    try {
+      for (let i = 0; i < 3; i++) await harness.addAdapter({ name: `pinned-${i}`, pinned: true });
+      await refused(
+        ["set-pinned", "acme/customer-acme-v2"],
+        /already has 3 pinned adapters, the most its workers hold: a worker with 4 slots pins 3/,
+      );
+      const [row] = await harness.db.select().from(adapters).where(eq(adapters.name, "customer-acme-v2"));
+      expect(row?.pinned).toBe(false);
+    } finally {
+      await harness.workerBus.removeHeartbeat(BASE, "small");
+      await harness.db.delete(adapters).where(eq(adapters.pinned, true));
+    }
   });
 
   it("delete refuses what is in use, then soft-deletes, tells the workers and removes the blob", async () => {
