@@ -70,16 +70,25 @@ export async function openDb(url: string, options: OpenDbOptions = {}): Promise<
     case "pglite": {
       const { PGlite } = await import("@electric-sql/pglite");
       const { drizzle } = await import("drizzle-orm/pglite");
+      let release = () => {};
       if (target.dataDir !== undefined) {
         // PGlite makes its own folder but not the ones above it (`.luminet/` on a fresh checkout).
         const { mkdir } = await import("node:fs/promises");
         await mkdir(target.dataDir, { recursive: true });
+        const { lockPgliteFolder } = await import("./pglite-lock.ts");
+        release = lockPgliteFolder(target.dataDir);
       }
       // create() waits for PGlite to start, so a broken data folder fails here rather than at a first query.
-      const client = await PGlite.create(target.dataDir);
+      const client = await PGlite.create(target.dataDir).catch((error: unknown) => {
+        release();
+        throw error;
+      });
       return Object.assign(drizzle({ client, schema }), {
         driver: target.driver,
-        close: () => client.close(),
+        close: async () => {
+          await client.close();
+          release();
+        },
       });
     }
     case "postgres": {

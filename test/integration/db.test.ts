@@ -1,13 +1,14 @@
 // The database foundation on PGlite (always) and on the machine's real Postgres (when DATABASE_URL is
 // set): migrations, the tables' constraints, idempotent usage inserts and the rollup queries they serve.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { and, eq, isNull, sql, sum } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { migrate } from "../../db/migrate.ts";
 import { DatabaseUrlError, type Db, describeDatabaseUrl, openDb } from "../../db/open.ts";
+import { DatabaseInUseError } from "../../db/pglite-lock.ts";
 import {
   listChatCompletions,
   loadChatCompletion,
@@ -385,5 +386,40 @@ describe("luminet migrate", () => {
     const second = run();
     expect(second.status).toBe(0);
     expect(JSON.parse(second.stdout)).toMatchObject({ applied: 0, msg: "database already up to date" });
+  });
+});
+
+describe("a PGlite folder", () => {
+  const dir = mkdtempSync(join(tmpdir(), "luminet-pglite-lock-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const url = `pglite:${join(dir, "db")}`;
+
+  it("is open in one process at a time: another is refused with who holds it, until the first closes", async () => {
+    const db = await openDb(url);
+    try {
+      await migrate(db);
+      // The CLI in another process, as an operator would run it beside `luminet dev`.
+      const beside = spawnSync(process.execPath, ["bin/luminet.mjs", "quota", "show", "--org", "demo"], {
+        encoding: "utf8",
+        env: { ...process.env, DATABASE_URL: url },
+      });
+      expect(beside.status).toBe(1);
+      expect(beside.stderr).toContain(`is open in process ${process.pid}`);
+      // A second open in this process would be a second Postgres on the same files too.
+      await expect(openDb(url)).rejects.toThrow(DatabaseInUseError);
+    } finally {
+      await db.close();
+    }
+    const again = await openDb(url);
+    await again.close();
+  });
+
+  it("takes over the lock of a process that is gone", async () => {
+    const gone = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"], {
+      encoding: "utf8",
+    });
+    writeFileSync(join(dir, "db", "luminet.lock"), `${gone.stdout}\n`);
+    const db = await openDb(url);
+    await db.close();
   });
 });
