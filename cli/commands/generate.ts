@@ -127,7 +127,14 @@ async function generate(flags: GenerateFlags): Promise<void> {
   }
   // The engine's slots and rank follow the adapters the file names: one slot each, all resident.
   const folders = [...new Set(lines.map((l) => l.adapter).filter((a): a is string => a !== null))];
-  const adapters = folders.map((dir) => loadPeftAdapter(resolve(dir), model, { maxRank: 256 }));
+  const adapters = folders.map((dir) => {
+    try {
+      return loadPeftAdapter(resolve(dir), model, { maxRank: 256 });
+    } catch (error) {
+      const first = lines.find((line) => line.adapter === dir)!;
+      throw new CliError(`request ${first.id}: adapter ${dir}: ${(error as Error).message}`);
+    }
+  });
   const resident = new ResidentAdapters(
     adapters.map((adapter, i) => ({
       name: folders[i]!,

@@ -614,6 +614,13 @@ describe("luminet generate", () => {
     expect(vocab.stderr).toContain(
       `request v: prompt_ids holds 99999, outside the model's vocabulary of ${tiny.config.vocabSize} tokens`,
     );
+    const noAdapter = generate([
+      { id: "fine", prompt: "hi", adapter: null, max_tokens: 2 },
+      { id: "lost", prompt: "hi", adapter: join(root, "no-such-adapter"), max_tokens: 2 },
+    ]);
+    expect(noAdapter.status).toBe(1);
+    expect(noAdapter.stdout).toBe("");
+    expect(noAdapter.stderr).toContain(`request lost: adapter ${join(root, "no-such-adapter")}: `);
     const budget = generate([{ id: "x", prompt: "hi", adapter: null, max_tokens: 2 }], "--step-tokens", "0");
     expect(budget.stderr).toContain('luminet generate: --step-tokens must be an integer ≥ 1, got "0"');
   });
