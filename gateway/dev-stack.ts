@@ -5,14 +5,14 @@
 // in <home>/dev-api-key (a local development secret, like the rest of the folder).
 import { cpSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { and, eq } from "drizzle-orm";
+import { and, eq, isNull, ne } from "drizzle-orm";
 import { register } from "prom-client";
 import type { Bus } from "../bus/bus.ts";
 import { InProcessBroker } from "../bus/in-process.ts";
 import { connectJetStreamBus } from "../bus/jetstream.ts";
 import { logger } from "../core/logger.ts";
 import { migrate } from "../db/migrate.ts";
-import { openDb } from "../db/open.ts";
+import { type Db, openDb } from "../db/open.ts";
 import { type Meter, startMeter } from "../meter/meter.ts";
 import { adapters, apiKeys } from "../schema/db.ts";
 import { initTinyModel } from "../scripts/tiny-model.ts";
@@ -33,6 +33,8 @@ export const DEV_ORG = "demo";
 export const DEV_ADAPTERS = 8;
 const DEV_RANK = 8;
 const DEV_CONTEXT = 2048;
+/** The name of the demo key in the demo org: the keys `luminet dev` made and replaces. */
+const DEV_KEY_NAME = "dev";
 
 export interface DevStackOptions {
   home: string;
@@ -76,12 +78,30 @@ function ensureModel(home: string): { modelDir: string; blobsDir: string } {
   return { modelDir, blobsDir };
 }
 
-function devApiKey(home: string, fromEnv: string | undefined): string {
-  if (fromEnv) return fromEnv;
+/**
+ * The demo org's admin key: LUMINET_DEV_API_KEY's (`fromEnv`), else the one the home folder keeps, else a
+ * new one. It is the demo key: one set in its place, the key it replaces stops working, and the folder keeps
+ * the one in use, so a later start without the variable prints the key that works.
+ */
+export async function useDevApiKey(db: Db, home: string, fromEnv: string | undefined): Promise<string> {
   const file = join(home, "dev-api-key");
-  if (existsSync(file)) return readFileSync(file, "utf8").trim();
-  const key = generateApiKey();
+  const key = fromEnv ?? (existsSync(file) ? readFileSync(file, "utf8").trim() : generateApiKey());
   writeFileSync(file, `${key}\n`, { mode: 0o600 });
+  const hash = await hashApiKey(key);
+  const [known] = await db.select().from(apiKeys).where(eq(apiKeys.keyHash, hash));
+  if (!known) await createApiKey(db, { orgId: DEV_ORG, name: DEV_KEY_NAME, scopes: ["admin"], key });
+  else if (known.revokedAt) await db.update(apiKeys).set({ revokedAt: null }).where(eq(apiKeys.id, known.id));
+  await db
+    .update(apiKeys)
+    .set({ revokedAt: new Date() })
+    .where(
+      and(
+        eq(apiKeys.orgId, DEV_ORG),
+        eq(apiKeys.name, DEV_KEY_NAME),
+        isNull(apiKeys.revokedAt),
+        ne(apiKeys.keyHash, hash),
+      ),
+    );
   return key;
 }
 
@@ -98,10 +118,7 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
     await migrate(db);
     const base = await loadBaseModel(db, { name: DEV_BASE, dir: modelDir }, { contextLength: DEV_CONTEXT });
     await ensureOrg(db, DEV_ORG, "Demo");
-    const apiKey = devApiKey(home, options.apiKey);
-    const hash = await hashApiKey(apiKey);
-    const [known] = await db.select().from(apiKeys).where(eq(apiKeys.keyHash, hash));
-    if (!known) await createApiKey(db, { orgId: DEV_ORG, name: "dev", scopes: ["admin"], key: apiKey });
+    const apiKey = await useDevApiKey(db, home, options.apiKey);
     const models: string[] = [];
     for (let i = 0; i < DEV_ADAPTERS; i++) {
       const name = `adapter-${i}`;
