@@ -14,6 +14,7 @@ import { DEFAULT_MAX_FILE_BYTES, sweepFiles } from "./files.ts";
 import type { ScaleOptions } from "./fleet-scale.ts";
 import type { ColdStartOutcome } from "./generation.ts";
 import { sweepIdempotencyKeys } from "./idempotency-keys.ts";
+import { RecentRoutes } from "./recent-routes.ts";
 import type { RouteOutcome, RoutingOptions } from "./routing.ts";
 import { SecretBox } from "./secret-box.ts";
 import { DEFAULT_RETENTION_DAYS, StoredRetention } from "./stored-retention.ts";
@@ -71,6 +72,8 @@ export interface GatewayDeps {
   /** This process's sweep of Idempotency-Keys past their day. */
   idempotencyExpiry: DueSweep;
   routing: RoutingOptions;
+  /** What this gateway sent each worker since its last heartbeat (routing counts it as queued there). */
+  recentRoutes: RecentRoutes;
   /** Capacity assumptions of the autoscaling signal (GET /v1/fleet/scale). */
   scale: ScaleOptions;
   log: GatewayLog;
@@ -140,6 +143,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
     storedRetention: StoredRetention.days(DEFAULT_RETENTION_DAYS, now),
     fileExpiry: new DueSweep(sweepFiles, now),
     routing: {},
+    recentRoutes: new RecentRoutes(now),
     scale: {},
     log: silent,
     metrics: null,

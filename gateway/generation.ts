@@ -23,6 +23,7 @@ import { type Admitted, runCount, runPrompt } from "./admission.ts";
 import type { Principal } from "./auth.ts";
 import type { GatewayMetrics } from "./deps.ts";
 import { ApiError, fromWireError, noWorker, noWorkerStarted, upstreamTimeout } from "./errors.ts";
+import type { RecentRoutes } from "./recent-routes.ts";
 import { type RoutingOptions, routeRequest, routingDefaults } from "./routing.ts";
 import { TIMED_OUT, within } from "./within.ts";
 
@@ -41,6 +42,8 @@ export interface GenerationOptions {
   now: () => number;
   /** Routing outcomes and generations in flight. */
   metrics?: GatewayMetrics | null;
+  /** What this gateway sent each worker since its heartbeat, which routing counts as queued there. */
+  recentRoutes?: RecentRoutes;
 }
 
 export interface GenerationTarget {
@@ -89,7 +92,8 @@ export function choiceSeed(seed: number | null, index: number): number | null {
  */
 export async function startGenerations(options: GenerationOptions, target: GenerationTarget) {
   const { bus } = options;
-  const heartbeats = await bus.liveHeartbeats(target.base);
+  const beats = await bus.liveHeartbeats(target.base);
+  const heartbeats = options.recentRoutes?.withSentSinceBeat(beats) ?? beats;
   // Placed by the org, or by the org's prompt_cache_key where the request names one (prefix-cache
   // affinity, routing.ts: an org's prompts that share a prefix meet on one worker, and an org with many
   // such families spreads them); a residency-blind router spreads adapter requests by id instead.
@@ -106,8 +110,13 @@ export async function startGenerations(options: GenerationOptions, target: Gener
     throw noWorker(target.base, options.retryAfterSeconds);
   }
   const workerId = decision?.workerId ?? ANY_WORKER;
+  // Counted on the worker at once, before this request's publish lets another request route.
+  const ended = Array.from({ length: runCount(target.admitted) }, () =>
+    workerId !== ANY_WORKER && options.recentRoutes ? options.recentRoutes.sent(workerId) : () => {},
+  );
   const generations: Generation[] = [];
-  const publish = (index: number) => publishChoice(options, target, workerId, decision === null, index);
+  const publish = (index: number) =>
+    publishChoice(options, target, workerId, decision === null, index, ended[index]!);
   try {
     // The first choice goes first, so a worker meets its prompt before the others and the rest take its
     // prefix from the cache; the others then go out together, not one publish acknowledgement at a time.
@@ -120,6 +129,7 @@ export async function startGenerations(options: GenerationOptions, target: Gener
     if (failed) throw failed.reason;
   } catch (error) {
     for (const generation of generations) generation.cancel();
+    for (const end of ended) end();
     throw error;
   }
   if (decision) options.metrics?.routed(target.base, decision.outcome);
@@ -136,6 +146,8 @@ async function publishChoice(
   workerId: string,
   coldStart: boolean,
   index: number,
+  /** Called once the run ends (RecentRoutes). */
+  onRunEnd: () => void,
 ): Promise<Generation> {
   const { bus, metrics } = options;
   const { sampling } = target.admitted;
@@ -181,6 +193,7 @@ async function publishChoice(
     () => {
       if (!ended) metrics?.inFlight(target.base, stream, -1);
       ended = true;
+      onRunEnd();
     },
     coldStart,
     (final) => metrics?.tokens(target.base, final.usage),

@@ -54,6 +54,7 @@ export async function begin(
     coldStartTimeoutMs: deps.limits.coldStartTimeoutMs,
     now: deps.now,
     metrics: deps.metrics,
+    recentRoutes: deps.recentRoutes,
   };
   let generations: Generation[] = [];
   try {

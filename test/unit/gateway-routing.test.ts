@@ -1,9 +1,11 @@
 // Routing from heartbeats: residency beats load up to a point, hot adapters spread to a bound, cold
 // adapters land on a stable worker among the least loaded, and the shared queue takes over when every
-// worker has a backlog. Plus how model ids split into base and adapter.
+// worker has a backlog; a burst between two heartbeats spreads, counting what was sent since each beat.
+// Plus how model ids split into base and adapter.
 import { describe, expect, it } from "vitest";
 import { rendezvous } from "../../core/rendezvous.ts";
 import { formatModelId, parseModelId } from "../../gateway/model-id.ts";
+import { RecentRoutes } from "../../gateway/recent-routes.ts";
 import { chooseWorker, residency } from "../../gateway/routing.ts";
 import { ANY_WORKER } from "../../schema/wire.ts";
 import { idleHeartbeat } from "../support/heartbeats.ts";
@@ -11,6 +13,42 @@ import { idleHeartbeat } from "../support/heartbeats.ts";
 const worker = idleHeartbeat;
 const tiers = (slot: string[] = [], ram: string[] = [], disk: string[] = []) => ({
   adapters: { slot, ram, disk },
+});
+
+describe("a burst between heartbeats", () => {
+  const beats = [worker("w1", { at: 900 }), worker("w2", { at: 900 })];
+  const ends: (() => void)[] = [];
+  const burst = (routes: RecentRoutes | null) => {
+    const chosen: Record<string, number> = {};
+    for (let i = 0; i < 8; i++) {
+      const id = chooseWorker(routes?.withSentSinceBeat(beats) ?? beats, null, "acme")!;
+      if (routes) ends.push(routes.sent(id));
+      chosen[id] = (chosen[id] ?? 0) + 1;
+    }
+    return chosen;
+  };
+
+  it("lands on one idle worker when every request sees the same beats", () => {
+    expect(Object.values(burst(null))).toEqual([8]);
+  });
+
+  it("spreads once what was sent since a worker's beat counts as queued there, until a later beat counts it", () => {
+    let now = 1_000;
+    const routes = new RecentRoutes(() => now);
+    const spread = burst(routes);
+    expect(Object.keys(spread).sort()).toEqual(["w1", "w2"]);
+    expect(Math.abs(spread.w1! - spread.w2!)).toBeLessThanOrEqual(2);
+    // Beats after the sends already count them (in their queue_depth): nothing is added twice.
+    now = 2_000;
+    const later = [worker("w1", { at: 1_500, queue_depth: 5 }), worker("w2", { at: 1_500, queue_depth: 3 })];
+    expect(routes.withSentSinceBeat(later)).toEqual(later);
+    // Ended before the next beat: they load no worker, so the org's next request finds its own again.
+    for (const end of ends.splice(0)) end();
+    expect(routes.withSentSinceBeat(beats)).toEqual(beats);
+    expect(chooseWorker(routes.withSentSinceBeat(beats), null, "acme")).toBe(
+      chooseWorker(beats, null, "acme"),
+    );
+  });
 });
 
 describe("chooseWorker", () => {
