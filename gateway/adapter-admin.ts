@@ -263,6 +263,14 @@ export async function setPinned(
 }
 
 /**
+ * How to delete an adapter in use anyway, spelled out: DELETE /v1/models/{model} also refuses with these
+ * messages and has no force of its own (OpenAI's has none), so "with force" alone would point nowhere.
+ */
+function withForce(org: string, name: string): string {
+  return `delete it with force (luminet adapters delete ${org}/${name} --force, or DELETE /v1/adapters/${org}/${name}?force=true)`;
+}
+
+/**
  * Soft-deletes at once and tells the base's workers, which drop it from every tier and fail its requests;
  * the blob goes after that. An adapter still in use is refused unless `force`: pinned, or a version that
  * carries part of its alias's traffic while other versions remain.
@@ -277,7 +285,7 @@ export async function deleteAdapter(
   if (!force) {
     if (row.pinned) {
       throw conflict(
-        `Adapter ${org}/${name} is pinned; unpin it first (luminet adapters set-pinned ${org}/${name} --off) or delete with force.`,
+        `Adapter ${org}/${name} is pinned; unpin it first (luminet adapters set-pinned ${org}/${name} --off) or ${withForce(org, name)}.`,
         "adapter_in_use",
       );
     }
@@ -295,7 +303,7 @@ export async function deleteAdapter(
         );
       if ((others?.n ?? 0) > 0) {
         throw conflict(
-          `Adapter ${org}/${name} carries ${row.trafficWeight} of alias ${org}/${row.alias}'s traffic weight; set it to 0 first (luminet adapters set-traffic ${org}/${name} --weight 0) or delete with force.`,
+          `Adapter ${org}/${name} carries ${row.trafficWeight} of alias ${org}/${row.alias}'s traffic weight; set it to 0 first (luminet adapters set-traffic ${org}/${name} --weight 0) or ${withForce(org, name)}.`,
           "adapter_in_use",
         );
       }

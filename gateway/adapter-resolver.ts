@@ -1,13 +1,14 @@
 // Which exact adapter a request runs with: the caller's org's ready adapter of that name on that base, or,
 // when the name is an alias, one of the alias's versions drawn by traffic weight. Another org's adapter and
-// an unknown one get the same 404 (existence is not revealed) and never fall back to the base model.
+// an unknown one get the same 404 (existence is not revealed) and never fall back to the base model; an
+// alias of the caller's own whose versions are all at weight 0 gets a 404 that says so.
 // Lookups are cached briefly per (org, base, name): the draw by weight happens per request on the cached rows.
 import { and, eq, isNull, or } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { adapters } from "../schema/db.ts";
 import type { AdapterRef } from "../schema/wire.ts";
 import type { Principal } from "./auth.ts";
-import { modelNotFound } from "./errors.ts";
+import { aliasWithoutTraffic, modelNotFound } from "./errors.ts";
 import type { ModelId } from "./model-id.ts";
 
 /**
@@ -56,8 +57,16 @@ export class AdapterResolver {
     const candidates = await this.#candidates(db, caller.orgId, id.base, id.adapter.name);
     const exact = candidates.find((c) => c.ref.name === wireAdapterName(caller.orgId, id.adapter!.name));
     if (exact) return exact.ref;
+    if (candidates.length === 0) throw modelNotFound(model);
     const chosen = this.#draw(candidates);
-    if (!chosen) throw modelNotFound(model);
+    if (!chosen) {
+      const alias = wireAdapterName(caller.orgId, id.adapter.name);
+      throw aliasWithoutTraffic(
+        model,
+        alias,
+        candidates.map((c) => c.ref.name),
+      );
+    }
     return chosen.ref;
   }
 

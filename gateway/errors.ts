@@ -54,6 +54,21 @@ export function modelNotFound(model: string): ApiError {
   );
 }
 
+/**
+ * An alias of the caller's org whose versions are all at traffic weight 0: it exists, so saying it does not
+ * would mislead; still model_not_found, as no model runs under that id until a version takes traffic.
+ */
+export function aliasWithoutTraffic(model: string, alias: string, versions: readonly string[]): ApiError {
+  const example = versions.at(-1) ?? "ORG/NAME";
+  return new ApiError(
+    404,
+    "invalid_request_error",
+    `The model \`${model}\` is the alias ${alias}, but none of its versions (${versions.join(", ")}) takes traffic: every one has traffic weight 0. Give one a weight above 0 (luminet adapters set-traffic ${example} --weight 100, or PATCH /v1/adapters/${example} with {"traffic_weight": 100}), or request a version by its own model id.`,
+    "model_not_found",
+    "model",
+  );
+}
+
 export function routeNotFound(method: string, path: string): ApiError {
   return new ApiError(404, "invalid_request_error", `Unknown request URL: ${method} ${path}.`, "unknown_url");
 }

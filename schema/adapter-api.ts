@@ -56,11 +56,39 @@ export const AdapterFromSource = z.strictObject({
 });
 export type AdapterFromSource = z.infer<typeof AdapterFromSource>;
 
-/** One change per request: a traffic weight within the alias, or pinned on every worker of the base. */
-export const AdapterPatch = z.union([
-  z.strictObject({ traffic_weight: z.int().min(0).max(100) }),
-  z.strictObject({ pinned: z.boolean() }),
-]);
+const ONE_CHANGE = "Give exactly one of traffic_weight (0-100) or pinned (true|false).";
+
+/**
+ * One change per request: a traffic weight within the alias, or pinned on every worker of the base. One
+ * object with both fields optional rather than a union of two, so that a bad body gets an error naming
+ * its field (a union answers only "Invalid input").
+ */
+export const AdapterPatch = z
+  .strictObject(
+    {
+      traffic_weight: z.int({ error: "must be an integer from 0 to 100" }).min(0).max(100).optional(),
+      pinned: z.boolean({ error: "must be true or false" }).optional(),
+    },
+    {
+      error: (issue) =>
+        issue.code === "unrecognized_keys"
+          ? `Unknown field ${issue.keys.map((k) => `'${k}'`).join(", ")}. ${ONE_CHANGE}`
+          : ONE_CHANGE,
+    },
+  )
+  .refine(
+    (patch) => patch.traffic_weight === undefined || patch.pinned === undefined,
+    "Give one change at a time: traffic_weight or pinned, not both (send two requests).",
+  )
+  .refine(
+    (
+      patch,
+    ): patch is
+      | { traffic_weight: number; pinned?: undefined }
+      | { pinned: boolean; traffic_weight?: undefined } =>
+      patch.traffic_weight !== undefined || patch.pinned !== undefined,
+    ONE_CHANGE,
+  );
 export type AdapterPatch = z.infer<typeof AdapterPatch>;
 
 export const AdapterDeleted = z.object({

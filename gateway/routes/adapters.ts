@@ -220,7 +220,7 @@ export function adapterRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     if (!parsed.success) throw invalidBody(parsed.error);
     const patch = parsed.data;
     const updated =
-      "traffic_weight" in patch
+      patch.traffic_weight !== undefined
         ? await setTrafficWeight(deps, org, name, patch.traffic_weight)
         : await setPinned(deps, org, name, patch.pinned);
     return c.json(updated);

@@ -1,22 +1,34 @@
 // An alias splits its requests among its versions by the traffic weights set through the admin API: within
 // ±3 % over 2,000 resolutions at 90/10; an exact version name always runs that version; weight 0 takes a
-// version out of the alias's traffic and 100 against 0 gives one version all of it.
+// version out of the alias's traffic and 100 against 0 gives one version all of it; with every version at 0
+// the alias answers a 404 that says so. DELETE /v1/models refuses a version carrying traffic and says how to
+// force it; a PATCH that is not exactly one valid change names its field.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Principal } from "../../gateway/auth.ts";
 import { parseModelId } from "../../gateway/model-id.ts";
+import { ErrorBody } from "../../schema/api.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 
 const DRAWS = 2000;
 const caller: Principal = { keyId: "k", orgId: "acme", prefix: "lk_test", scopes: [] };
 let harness: GatewayHarness;
 
-async function setWeight(name: string, weight: number): Promise<void> {
-  const response = await harness.app.request(`/v1/adapters/acme/${name}`, {
+async function patch(name: string, body: unknown): Promise<Response> {
+  return harness.app.request(`/v1/adapters/acme/${name}`, {
     method: "PATCH",
     headers: { authorization: `Bearer ${harness.keys.acmeAdmin}`, "content-type": "application/json" },
-    body: JSON.stringify({ traffic_weight: weight }),
+    body: JSON.stringify(body),
   });
+}
+
+async function setWeight(name: string, weight: number): Promise<void> {
+  const response = await patch(name, { traffic_weight: weight });
   expect(response.status, await response.text()).toBe(200);
+}
+
+/** The OpenAI error body of a refused request, with its status. */
+async function refused(response: Response): Promise<{ status: number; error: ErrorBody["error"] }> {
+  return { status: response.status, error: ErrorBody.parse(await response.json()).error };
 }
 
 /** How many of DRAWS resolutions of `model` ran each version (by its org-less name). */
@@ -61,5 +73,72 @@ describe("alias traffic split", () => {
     await setWeight("support-v2", 0);
     await setWeight("support-v3", 100);
     expect(await split(`${BASE}:acme/support`)).toEqual({ "support-v3": DRAWS });
+  });
+});
+
+describe("an alias with no version taking traffic", () => {
+  it("answers 404 model_not_found saying every version is at weight 0 and how to give one traffic", async () => {
+    await setWeight("support-v2", 0);
+    await setWeight("support-v3", 0);
+    const model = `${BASE}:acme/support`;
+    const response = await harness.app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${harness.keys.acme}`, "content-type": "application/json" },
+      body: JSON.stringify({ model, messages: [{ role: "user", content: "Hi" }] }),
+    });
+    const { status, error } = await refused(response);
+    expect(status).toBe(404);
+    expect(error).toMatchObject({ type: "invalid_request_error", code: "model_not_found", param: "model" });
+    expect(error.message).not.toContain("does not exist");
+    expect(error.message).toContain("alias acme/support");
+    expect(error.message).toContain("acme/support-v2, acme/support-v3");
+    expect(error.message).toContain("traffic weight 0");
+    expect(error.message).toContain("luminet adapters set-traffic acme/support-v3 --weight 100");
+    // A version named exactly still runs, and an unknown name is still plainly not found.
+    expect(await split(`${BASE}:acme/support-v2`)).toEqual({ "support-v2": DRAWS });
+    await expect(
+      harness.deps.adapters.resolve(harness.db, caller, parseModelId(`${BASE}:acme/nope`), "nope"),
+    ).rejects.toMatchObject({ code: "model_not_found", message: expect.stringContaining("does not exist") });
+  });
+});
+
+describe("deleting a version that carries traffic", () => {
+  it("DELETE /v1/models refuses it with 409 adapter_in_use, pointing at the force only /v1/adapters has", async () => {
+    await setWeight("support-v2", 50);
+    const model = `${BASE}:acme/support-v2`;
+    const response = await harness.app.request(`/v1/models/${encodeURIComponent(model)}?force=true`, {
+      method: "DELETE",
+      headers: { authorization: `Bearer ${harness.keys.acmeAdmin}` },
+    });
+    const { status, error } = await refused(response);
+    expect({ status, code: error.code }).toEqual({ status: 409, code: "adapter_in_use" });
+    expect(error.message).toContain("set it to 0 first (luminet adapters set-traffic acme/support-v2");
+    expect(error.message).toContain("luminet adapters delete acme/support-v2 --force");
+    expect(error.message).toContain("DELETE /v1/adapters/acme/support-v2?force=true");
+    expect(await split(model)).toEqual({ "support-v2": DRAWS });
+  });
+});
+
+describe("PATCH /v1/adapters/NAME", () => {
+  it("names the field of a body that is not exactly one valid change", async () => {
+    const cases: [unknown, string | null, RegExp][] = [
+      [{}, null, /^Give exactly one of traffic_weight \(0-100\) or pinned \(true\|false\)\.$/],
+      [{ pinned: "yes" }, "pinned", /'pinned': must be true or false/],
+      [{ pinned: true, traffic_weight: 5 }, null, /one change at a time: traffic_weight or pinned, not both/],
+      [{ traffic_weight: 150 }, "traffic_weight", /'traffic_weight': must be an integer from 0 to 100/],
+      [{ traffic_weight: "50" }, "traffic_weight", /'traffic_weight': must be an integer from 0 to 100/],
+      [{ weight: 5 }, null, /Unknown field 'weight'\. Give exactly one of traffic_weight/],
+      [[], null, /^Give exactly one of traffic_weight/],
+    ];
+    for (const [body, param, message] of cases) {
+      const { status, error } = await refused(await patch("support-v2", body));
+      expect({ body, status, type: error.type, param: error.param }).toEqual({
+        body,
+        status: 400,
+        type: "invalid_request_error",
+        param,
+      });
+      expect(error.message).toMatch(message);
+    }
   });
 });
