@@ -24,6 +24,36 @@ function refuseUnsupported(body: ResponseCreateRequest): void {
   if (body.prompt != null) throw invalidRequest("prompt templates are not supported", "prompt");
 }
 
+/** A request with no input answers the conversation it continues; without one there is nothing to answer. */
+function refuseNothingToAnswer(body: ResponseCreateRequest): void {
+  if (body.input == null && body.conversation == null && body.previous_response_id == null) {
+    throw invalidRequest(
+      "input is required unless conversation or previous_response_id gives the conversation to answer",
+      "input",
+    );
+  }
+}
+
+/**
+ * Refuses a tool output of the request's input (items from `inputAt` on) whose call_id names no call
+ * before it, in the input or in what it continues, as OpenAI does. Earlier items are not checked: they
+ * were taken when stored (an output added to a conversation alone, a call deleted from it), and refusing
+ * them now would leave the conversation unanswerable.
+ */
+function refuseUnansweredOutputs(conversation: readonly InputItem[], inputAt: number): void {
+  const calls = new Set<string>();
+  for (const [k, item] of conversation.entries()) {
+    if (item.type === "function_call" || item.type === "custom_tool_call") calls.add(item.call_id);
+    const output = item.type === "function_call_output" || item.type === "custom_tool_call_output";
+    if (!output || k < inputAt || calls.has(item.call_id)) continue;
+    const at = k - inputAt;
+    throw invalidRequest(
+      `No tool call found for ${item.type} with call_id ${JSON.stringify(item.call_id)}: input[${at}] must answer a function_call or custom_tool_call before it, in the input or in the conversation it continues.`,
+      `input.${at}.call_id`,
+    );
+  }
+}
+
 function partsText(
   parts: string | { type: string; text?: string; refusal?: string }[],
   param: string,
@@ -121,7 +151,14 @@ function chatRequestOf(
 ): ChatCompletionRequest {
   const messages = chatMessagesOf(conversation, inputAt);
   if (body.instructions) messages.unshift({ role: "system", content: body.instructions });
-  if (messages.length === 0) throw invalidRequest("input must hold at least one item", "input");
+  if (messages.length === 0) {
+    throw invalidRequest(
+      body.conversation != null
+        ? "There is nothing to answer: the conversation holds no messages or calls, and neither does input."
+        : "input must hold at least one message or call",
+      "input",
+    );
+  }
   const format = body.text?.format;
   const logprobs = (body.include ?? []).includes(INCLUDE_LOGPROBS) || (body.top_logprobs ?? 0) > 0;
   return {
@@ -233,8 +270,10 @@ export function admitResponse(
   base: BaseModelInfo,
 ): Admitted {
   refuseUnsupported(body);
+  refuseNothingToAnswer(body);
   let conversation: InputItem[] = [...earlier, ...input];
   let inputAt = earlier.length;
+  refuseUnansweredOutputs(conversation, inputAt);
   for (;;) {
     try {
       return admitConversation(body, conversation, inputAt, base);

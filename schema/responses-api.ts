@@ -198,8 +198,19 @@ const ToolChoice = z.union(
 export type ToolChoice = z.infer<typeof ToolChoice>;
 
 export const ResponseCreateRequest = z.object({
-  model: z.string().min(1),
-  input: Input,
+  model: z
+    .string({
+      error: (issue) =>
+        issue.input === undefined
+          ? "must be given: there is no default model (Luminet serves several bases and their adapters, each with its own tokenizer and chat template, so even a token count needs one)"
+          : undefined,
+    })
+    .min(1),
+  /**
+   * Left out (or null), the model answers what conversation or previous_response_id holds as it stands
+   * (items added with the Conversations API, say); without either it is a 400 (gateway/response-request.ts).
+   */
+  input: Input.nullable().optional(),
   /** A system message before the input (not carried over to a later previous_response_id). */
   instructions: z.string().nullable().optional(),
   max_output_tokens: z.int().positive().nullable().optional(),

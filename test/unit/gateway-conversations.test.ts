@@ -282,6 +282,82 @@ describe("a response in a conversation", () => {
     expect(await transcript(id)).toHaveLength(7);
   });
 
+  it("answers the conversation as it stands when input is left out, and refuses one with nothing to answer", async () => {
+    const { id } = await client.conversations.create({
+      items: [{ type: "message", role: "user", content: "First question" }],
+    });
+    const request = { model: BASE, conversation: id, max_output_tokens: 2 };
+    const counted = await client.responses.inputTokens.count(request);
+    const answer = await client.responses.create(request);
+    expect(answer.output_text).toBe(fakeReplyText(2));
+    expect(counted.input_tokens).toBe(answer.usage!.input_tokens);
+    const asked: OpenAI.ChatCompletionMessageParam[] = [{ role: "user", content: "First question" }];
+    expect(sent(answer.id).prompt_token_ids).toEqual(await chatPrompt(asked));
+    expect(await transcript(id)).toEqual(["user: First question", `assistant: ${fakeReplyText(2)}`]);
+
+    // The same with previous_response_id: the model answers on after its own answer.
+    const on = await client.responses.create({ model: BASE, previous_response_id: answer.id });
+    expect(sent(on.id).prompt_token_ids).toEqual(
+      await chatPrompt([...asked, { role: "assistant", content: fakeReplyText(2) }]),
+    );
+
+    const before = worker.received.length;
+    const empty = await client.conversations.create({});
+    const nothing = await apiFailure(client.responses.create({ model: BASE, conversation: empty.id }));
+    expect([nothing.status, nothing.param]).toEqual([400, "input"]);
+    expect(nothing.message).toContain("nothing to answer");
+    const alone = await apiFailure(client.responses.create({ model: BASE, max_output_tokens: 1 }));
+    expect([alone.status, alone.param]).toEqual([400, "input"]);
+    expect(alone.message).toContain("input is required unless conversation or previous_response_id");
+    expect(worker.received.length).toBe(before);
+    expect(await transcript(empty.id)).toEqual([]);
+  });
+
+  it("refuses a tool output in the input that answers no call before it, and takes one whose call is in what it continues", async () => {
+    const call = (call_id: string) =>
+      ({ type: "function_call", call_id, name: "weather", arguments: "{}" }) as const;
+    const output = (call_id: string) => ({ type: "function_call_output", call_id, output: "sunny" }) as const;
+    const ask = { type: "message", role: "user", content: "Weather?" } as const;
+    const before = worker.received.length;
+    const refusals: [OpenAI.Responses.ResponseInputItem[], string][] = [
+      [[ask, call("call_a"), output("call_b")], "input.2.call_id"],
+      [[ask, output("call_a"), call("call_a")], "input.1.call_id"],
+      [[ask, { type: "custom_tool_call_output", call_id: "call_c", output: "done" }], "input.1.call_id"],
+    ];
+    for (const [input, param] of refusals) {
+      const refused = await apiFailure(client.responses.create({ model: BASE, input }));
+      expect([refused.status, refused.param], JSON.stringify(input)).toEqual([400, param]);
+      expect(refused.message).toContain("No tool call found");
+    }
+    expect(worker.received.length).toBe(before);
+
+    // The call in the conversation, or in the response continued: the output answers it.
+    const { id } = await client.conversations.create({ items: [ask, call("call_conv")] });
+    const inConversation = await client.responses.create({
+      model: BASE,
+      conversation: id,
+      input: [output("call_conv")],
+      max_output_tokens: 1,
+    });
+    expect(inConversation.status).toBe("incomplete");
+    const first = await client.responses.create({ model: BASE, input: [ask, call("call_prev")] });
+    const continued = await client.responses.create({
+      model: BASE,
+      previous_response_id: first.id,
+      input: [output("call_prev")],
+      max_output_tokens: 1,
+    });
+    expect(continued.status).toBe("incomplete");
+    // What a conversation already holds is not checked again: an output added alone is still answered.
+    const lone = await client.conversations.create({ items: [ask, output("call_gone")] });
+    const answered = await client.responses.create({
+      model: BASE,
+      conversation: lone.id,
+      max_output_tokens: 1,
+    });
+    expect(answered.status).toBe("incomplete");
+  });
+
   it("takes item_references to the org's conversation items, whoever chose their ids, and only its own", async () => {
     const { id } = await client.conversations.create({
       items: [

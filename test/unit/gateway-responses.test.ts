@@ -522,6 +522,22 @@ describe("POST /v1/responses", () => {
     expect(text).toContain("Message 3:");
   });
 
+  it("counts a too-long input's completion as its max_output_tokens", async () => {
+    const error = await client.responses
+      .create({ model: BASE, input: "word ".repeat(CONTEXT * 2), max_output_tokens: 2 })
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
+    expect(error).toMatchObject({ status: 400, code: "context_length_exceeded" });
+    const [, total, prompt, completion] =
+      /you requested (\d+) tokens \((\d+) in the prompt, (\d+) for the completion\)/.exec(
+        (error as Error).message,
+      ) ?? [];
+    expect(Number(completion)).toBe(2);
+    expect(Number(total)).toBe(Number(prompt) + 2);
+  });
+
   it("keeps nothing with store: false", async () => {
     const response = await client.responses.create({ model: BASE, input: "Hi", store: false });
     expect((response as { store?: boolean }).store).toBe(false);
@@ -690,6 +706,11 @@ describe("POST /v1/responses", () => {
       [{ reasoning: { effort: "high" } }, "reasoning.effort"],
       [{ background: true, store: false }, "store"],
       [{ input: [] }, "input"],
+      // Nothing to answer: no input, and no conversation or previous response to answer instead.
+      [{ input: undefined }, "input"],
+      // A prompt template is refused by name, with or without input.
+      [{ prompt: { id: "pmpt_1" } }, "prompt"],
+      [{ input: undefined, prompt: { id: "pmpt_1" } }, "prompt"],
     ];
     for (const [fields, param] of refusals) {
       const error = await client.responses
@@ -769,5 +790,9 @@ describe("POST /v1/responses/input_tokens", () => {
     await expect(client.responses.inputTokens.count({ model: "nope", input: "x" })).rejects.toMatchObject({
       status: 404,
     });
+    // No default model: tokens are counted with a base's tokenizer and chat template, and there are several.
+    const modelless = await client.responses.inputTokens.count({ input: "x" }).catch((e: unknown) => e);
+    expect(modelless).toMatchObject({ status: 400, param: "model" });
+    expect((modelless as Error).message).toContain("must be given: there is no default model");
   });
 });
