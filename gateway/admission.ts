@@ -3,7 +3,14 @@
 // make: n (the number of choices), the prompt and max_tokens against the base's context, token ids against
 // the vocabulary, a response format's JSON schema against what the worker keeps, and the OpenAI options
 // Luminet refuses rather than silently ignores.
-import type { ChatCompletionRequest, ChatMessageIn, CompletionRequest } from "../schema/api.ts";
+import {
+  type ChatCompletionRequest,
+  type ChatMessageIn,
+  type ChatRole,
+  type CompletionRequest,
+  type ContentPart,
+  contentPartsText,
+} from "../schema/api.ts";
 import type { SamplingParams } from "../schema/wire.ts";
 import { fimPromptIds } from "../worker/engine/fim-tokens.ts";
 import { MAX_LOGIT_BIAS } from "../worker/engine/sampler.ts";
@@ -242,9 +249,49 @@ function messageText(message: ChatMessageIn, index: number): string {
       `messages.${index}.content`,
     );
   }
-  return typeof message.content === "string"
-    ? message.content
-    : message.content.map((part) => part.text).join("");
+  if (typeof message.content === "string") return message.content;
+  for (const [k, part] of message.content.entries()) checkPart(part, message.role, index, k);
+  return contentPartsText(message.content);
+}
+
+/**
+ * A content part the chat template can take: text, or an assistant's refusal (its text, as the Responses
+ * API reads one; OpenAI's SDKs send an earlier refusal back so). Other kinds are refused by name.
+ */
+function checkPart(part: ContentPart, role: ChatRole, index: number, k: number): void {
+  const at = `messages[${index}].content[${k}]`;
+  const param = `messages.${index}.content.${k}`;
+  if (part.type === "text" || part.type === "refusal") {
+    if (part[part.type] === undefined) {
+      throw invalidRequest(`${at}: a ${part.type} part needs its ${part.type}`, `${param}.${part.type}`);
+    }
+    if (part.type === "refusal" && role !== "assistant") {
+      throw invalidRequest(`${at}: only assistant messages carry refusal parts`, param);
+    }
+    return;
+  }
+  throw invalidRequest(
+    `${at}: content of type ${JSON.stringify(part.type)} is not supported: Luminet serves text models (no images, audio or files)`,
+    param,
+  );
+}
+
+/**
+ * Refuses a tool message whose tool_call_id answers no call of an earlier assistant message, as OpenAI does
+ * (a chat request holds its whole conversation). The Responses API checks its own input items instead
+ * (gateway/response-request.ts): what it continues was taken when stored.
+ */
+export function refuseUnansweredToolMessages(messages: readonly ChatMessageIn[]): void {
+  const calls = new Set<string>();
+  for (const [index, message] of messages.entries()) {
+    for (const call of message.role === "assistant" ? (message.tool_calls ?? []) : []) calls.add(call.id);
+    const id = message.role === "tool" ? message.tool_call_id : undefined;
+    if (id === undefined || calls.has(id)) continue;
+    throw invalidRequest(
+      `messages[${index}]: a message with role 'tool' must be a response to a preceding assistant message's tool_calls, and no call has id ${JSON.stringify(id)}`,
+      `messages.${index}.tool_call_id`,
+    );
+  }
 }
 
 /**
@@ -310,7 +357,11 @@ function admit(
     throw invalidRequest(`n must be between 1 and ${MAX_CHOICES}, got ${choices}`, "n");
   }
   const prompt = promptTokenIds.length;
-  if (prompt >= base.contextLength) throw contextExceeded(base, prompt, 1, promptParam);
+  if (prompt >= base.contextLength) {
+    // The completion as the request asked for it, else the default it would get (one token at least).
+    const completion = requestedMaxTokens ?? base.samplingDefaults.max_tokens ?? 1;
+    throw contextExceeded(base, prompt, completion, promptParam);
+  }
   const room = base.contextLength - prompt;
   if (requestedMaxTokens != null && requestedMaxTokens > room) {
     throw contextExceeded(base, prompt, requestedMaxTokens, maxTokensParam);
@@ -564,8 +615,11 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
       );
     }
     const ids = truncatedPrompt(given, body, base, body.max_tokens ?? COMPLETIONS_DEFAULT_MAX_TOKENS);
+    // The default shrinks to the room the prompt leaves; a prompt that leaves none is refused asking for it.
+    const room = base.contextLength - ids.length;
     const maxTokens =
-      body.max_tokens ?? Math.min(COMPLETIONS_DEFAULT_MAX_TOKENS, base.contextLength - ids.length);
+      body.max_tokens ??
+      (room > 0 ? Math.min(COMPLETIONS_DEFAULT_MAX_TOKENS, room) : COMPLETIONS_DEFAULT_MAX_TOKENS);
     return admit(body, base, ids, "prompt", maxTokens, "max_tokens", { on: top !== null, top: top ?? 0 });
   });
   const admitted: Admitted = { ...each[0]!, prompts: each.flatMap((a) => a.prompts) };

@@ -4,7 +4,7 @@
 // entry opens one per request.
 import { and, asc, desc, eq, inArray, lt, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
-import type { ChatCompletion, ChatMessageIn, Metadata } from "../schema/api.ts";
+import { type ChatCompletion, type ChatMessageIn, contentPartsText, type Metadata } from "../schema/api.ts";
 import type { ListPage } from "../schema/batch-api.ts";
 import { storedChatCompletions } from "../schema/db.ts";
 import type {
@@ -148,15 +148,25 @@ export async function chatMessagePage(
   return pageOf(messages, query, "message");
 }
 
-/** A request's message as OpenAI lists a stored one: with an id, text parts joined into `content`. */
+/**
+ * A request's message as OpenAI lists a stored one: with an id, its parts joined into `content` (an
+ * assistant's refusal part as its text, as the template got it).
+ */
 function storedMessage(completionId: string, index: number, message: ChatMessageIn): StoredChatMessage {
   const { role, content, name, tool_calls, tool_call_id, reasoning_content } = message;
   return {
     id: `${completionId}-${index}`,
     role,
-    content: typeof content === "string" || content === null ? content : content.map((p) => p.text).join(""),
+    content: typeof content === "string" || content === null ? content : contentPartsText(content),
     name: name ?? null,
-    content_parts: Array.isArray(content) ? content : null,
+    // Admitted messages hold only text and refusal parts (gateway/admission.ts).
+    content_parts: Array.isArray(content)
+      ? content.map((part) =>
+          part.type === "refusal"
+            ? { type: "refusal" as const, refusal: part.refusal ?? "" }
+            : { type: "text" as const, text: part.text ?? "" },
+        )
+      : null,
     ...(tool_calls ? { tool_calls } : {}),
     ...(tool_call_id !== undefined ? { tool_call_id } : {}),
     ...(typeof reasoning_content === "string" ? { reasoning_content } : {}),

@@ -62,7 +62,8 @@ export class StreamedCompletion {
                 tool_calls: choice.calls,
               }
             : { role: "assistant" as const, content: choice.content, ...thought, refusal: null };
-        const logprobs = this.logprobs && choice.calls.length === 0 ? { content: choice.logprobs } : null;
+        const logprobs =
+          this.logprobs && choice.calls.length === 0 ? { content: choice.logprobs, refusal: null } : null;
         return { index, message, logprobs, finish_reason: choice.finish ?? "stop" };
       }),
       usage,

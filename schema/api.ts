@@ -8,13 +8,27 @@ import { z } from "zod";
 // Requests
 // ---------------------------------------------------------------------------------------------------------
 
-const TextPart = z.object({ type: z.literal("text"), text: z.string() });
-
-/** A message's content: a string, or text parts (OpenAI's array form); other part types are refused. */
-const Content = z.union([z.string(), z.array(TextPart)], {
-  error:
-    'must be a string or a list of {"type": "text", "text": …} parts; images, audio and files are not supported',
+/**
+ * A content part as OpenAI's SDKs send one: text, or in an assistant message a refusal. Admission
+ * (gateway/admission.ts) refuses the other kinds (images, audio, files) by name and position, as the
+ * Responses API's parts are refused.
+ */
+const ContentPart = z.object({
+  type: z.string(),
+  text: z.string().optional(),
+  refusal: z.string().optional(),
 });
+export type ContentPart = z.infer<typeof ContentPart>;
+
+/** A message's content: a string, or content parts (OpenAI's array form). */
+const Content = z.union([z.string(), z.array(ContentPart)], {
+  error: 'must be a string or a list of content parts ({"type": "text", "text": …})',
+});
+
+/** Admitted content parts as one text: an assistant's refusal part is its text, as the Responses API reads one. */
+export function contentPartsText(parts: readonly ContentPart[]): string {
+  return parts.map((part) => (part.type === "refusal" ? (part.refusal ?? "") : (part.text ?? ""))).join("");
+}
 
 /** A string kept in a Postgres text column, which cannot hold U+0000: refused up front with a clear error. */
 export const textColumnString = () =>
@@ -363,7 +377,10 @@ const TopLogprobOut = z.object({
 export const ChatTokenLogprob = TopLogprobOut.extend({ top_logprobs: z.array(TopLogprobOut) });
 export type ChatTokenLogprob = z.infer<typeof ChatTokenLogprob>;
 
-const ChatLogprobs = z.object({ content: z.array(ChatTokenLogprob).nullable() }).nullable();
+/** OpenAI's: the content's tokens, and a refusal's (always null here: the models answer, they do not refuse). */
+const ChatLogprobs = z
+  .object({ content: z.array(ChatTokenLogprob).nullable(), refusal: z.null() })
+  .nullable();
 
 /**
  * vLLM's prompt_logprobs: per prompt token, null for the first, else a map from token id to its logprob,

@@ -64,15 +64,18 @@ export interface StoredRequest {
 /** A stored chat completion as read back: the completion as answered, what its request was, its metadata. */
 export type StoredChatCompletion = ChatCompletion & StoredRequest & { metadata: Metadata };
 
-/** The messages it answered, as OpenAI lists them: each with an id, text content as one string. */
+/** The messages it answered, as OpenAI lists them: each with an id, its content as one string. */
 export interface StoredChatMessage {
   /** "<completion id>-<index of the message in the request>" */
   id: string;
   role: ChatRole;
   content: string | null;
   name: string | null;
-  /** The text parts where the message's content was a list of them; null where it was a string. */
-  content_parts: Array<{ type: "text"; text: string }> | null;
+  /**
+   * The parts where the message's content was a list of them (text, or an assistant's refusal); null where
+   * it was a string.
+   */
+  content_parts: Array<{ type: "text"; text: string } | { type: "refusal"; refusal: string }> | null;
   tool_calls?: ToolCall[];
   tool_call_id?: string;
   reasoning_content?: string;

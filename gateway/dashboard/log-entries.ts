@@ -3,7 +3,7 @@
 // start, tokens), and one of them whole (every turn it answered, then the answer).
 import { and, desc, eq } from "drizzle-orm";
 import type { Db } from "../../db/open.ts";
-import type { ChatCompletion, ChatMessageIn } from "../../schema/api.ts";
+import { type ChatCompletion, type ChatMessageIn, contentPartsText } from "../../schema/api.ts";
 import { storedChatCompletions, storedResponses } from "../../schema/db.ts";
 import type { InputItem, OutputItem, ResponseObject } from "../../schema/responses-api.ts";
 import { afterRow, listPage } from "../list-page.ts";
@@ -49,9 +49,7 @@ const callText = ({ name, args }: Call) => `${name}(${args})`;
 
 function chatTurn(message: ChatMessageIn): LogTurn {
   const content =
-    typeof message.content === "string"
-      ? message.content
-      : (message.content ?? []).map((part) => part.text).join("");
+    typeof message.content === "string" ? message.content : contentPartsText(message.content ?? []);
   const calls = (message.tool_calls ?? []).map((call) =>
     callText(
       call.type === "function"

@@ -12,7 +12,7 @@ import type { Context, Handler } from "hono";
 import { type ChatCompletion, type ChatCompletionChunk, ChatCompletionRequest } from "../../schema/api.ts";
 import type { StoredRequest } from "../../schema/stored-chat-api.ts";
 import type { Final, TokenLogprob } from "../../schema/wire.ts";
-import { type Admitted, admitChat } from "../admission.ts";
+import { type Admitted, admitChat, refuseUnansweredToolMessages } from "../admission.ts";
 import { AutoCallStream } from "../auto-call-stream.ts";
 import { saveChatCompletion } from "../chat-completion-store.ts";
 import { collectChoices, interleave } from "../choices.ts";
@@ -80,6 +80,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const body = await readBody(c, ChatCompletionRequest);
     const resolved = await resolveModel(deps, c.get("principal"), body.model);
+    refuseUnansweredToolMessages(body.messages);
     const admitted = admitChat(body, resolved.base);
     const startedAt = new Date(deps.now());
     const head = {
@@ -125,7 +126,9 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
           return {
             index,
             message: { role: "assistant", content: calls ? "" : answer, ...thought, refusal: null },
-            logprobs: wantLogprobs ? { content: chatLogprobs(calls ? [] : answerLogprobs) } : null,
+            logprobs: wantLogprobs
+              ? { content: chatLogprobs(calls ? [] : answerLogprobs), refusal: null }
+              : null,
             finish_reason: finishReasonOf(final),
           };
         }),
@@ -182,7 +185,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
         chunk({
           index,
           delta: { content: text },
-          logprobs: wantLogprobs ? { content: chatLogprobs(logprobs) } : null,
+          logprobs: wantLogprobs ? { content: chatLogprobs(logprobs), refusal: null } : null,
           finish_reason: null,
         });
       // Logprobs are the content's: a reasoning token's are not reported.

@@ -359,6 +359,19 @@ describe("chat completions", () => {
     expect(content?.[0]?.top_logprobs).toHaveLength(2);
   });
 
+  it("says refusal: null beside the content's logprobs, streamed or not, as OpenAI's logprobs object has it", async () => {
+    const answer = (await (await chat({ max_tokens: 2, logprobs: true })).json()) as ChatCompletion;
+    expect(Object.keys(answer.choices[0]!.logprobs!)).toEqual(["content", "refusal"]);
+    expect(answer.choices[0]!.logprobs!.refusal).toBeNull();
+    const chunks = (await events(await chat({ max_tokens: 2, logprobs: true, stream: true })))
+      .filter((data) => data !== "[DONE]")
+      .map((data) => JSON.parse(data) as ChatCompletionChunk);
+    const withLogprobs = chunks.flatMap((chunk) => chunk.choices).filter((choice) => choice.logprobs);
+    expect(withLogprobs).toHaveLength(2);
+    for (const choice of withLogprobs)
+      expect(choice.logprobs).toEqual({ content: expect.any(Array), refusal: null });
+  });
+
   it("streams the role chunk, content deltas, the finish chunk, the usage chunk and [DONE]", async () => {
     const res = await chat({ stream: true, stream_options: { include_usage: true }, max_tokens: 3 });
     expect(res.status).toBe(200);
@@ -822,14 +835,17 @@ describe("bad input", () => {
     const stop = await expectError(await chat({ stop: Array(17).fill("a") }), 400, null, "stop");
     expect(stop.message).toContain("at most 16 non-empty strings");
     expect((await chat({ stop: ["a", "b", "c", "d", "e"] })).status).toBe(200);
-    const image = [{ type: "image_url", image_url: { url: "https://example.com/cat.png" } }];
+    const image = [
+      { type: "text", text: "What is this?" },
+      { type: "image_url", image_url: { url: "https://example.com/cat.png" } },
+    ];
     const content = await expectError(
       await chat({ messages: [{ role: "user", content: image }] }),
       400,
       null,
-      "messages.0.content",
+      "messages.0.content.1",
     );
-    expect(content.message).toContain("images, audio and files are not supported");
+    expect(content.message).toContain('content of type "image_url" is not supported');
     const prompt = await expectError(
       await post("/v1/completions", { model: BASE, prompt: { text: "x" } }),
       400,
@@ -859,6 +875,74 @@ describe("bad input", () => {
     expect((await chat({ n: 16 })).status).toBe(200);
   });
 
+  it("takes an assistant's refusal parts as its text, and refuses them in other roles and other part types by name", async () => {
+    const turns = (assistant: unknown) => [
+      { role: "user", content: "Do the thing" },
+      { role: "assistant", content: assistant },
+      { role: "user", content: "Please?" },
+    ];
+    expect((await chat({ messages: turns("I won't.") })).status).toBe(200);
+    const asText = lastRequest().prompt_token_ids;
+    const parts = [
+      { type: "text", text: "I " },
+      { type: "refusal", refusal: "won't." },
+    ];
+    expect((await chat({ messages: turns(parts) })).status).toBe(200);
+    expect(lastRequest().prompt_token_ids).toEqual(asText);
+
+    const before = worker.received.length;
+    const user = await expectError(
+      await chat({ messages: [{ role: "user", content: [{ type: "refusal", refusal: "no" }] }] }),
+      400,
+      null,
+      "messages.0.content.0",
+    );
+    expect(user.message).toContain("only assistant messages carry refusal parts");
+    const audio = [{ type: "input_audio", input_audio: { data: "AAAA", format: "wav" } }];
+    const unsupported = await expectError(
+      await chat({ messages: [{ role: "user", content: audio }] }),
+      400,
+      null,
+      "messages.0.content.0",
+    );
+    expect(unsupported.message).toContain('content of type "input_audio" is not supported');
+    await expectError(
+      await chat({ messages: turns([{ type: "refusal" }]) }),
+      400,
+      null,
+      "messages.1.content.0.refusal",
+    );
+    expect(worker.received.length).toBe(before);
+  });
+
+  it("refuses a tool message that answers no call of an earlier assistant message, naming its tool_call_id", async () => {
+    const call = { id: "call_1", type: "function", function: { name: "weather", arguments: "{}" } };
+    const asked = [
+      { role: "user", content: "Weather?" },
+      { role: "assistant", content: null, tool_calls: [call] },
+    ];
+    const before = worker.received.length;
+    const unknown = await expectError(
+      await chat({ messages: [...asked, { role: "tool", tool_call_id: "call_2", content: "sunny" }] }),
+      400,
+      null,
+      "messages.2.tool_call_id",
+    );
+    expect(unknown.message).toContain("must be a response to a preceding assistant message's tool_calls");
+    // An answer before its call answers nothing yet.
+    await expectError(
+      await chat({
+        messages: [asked[0], { role: "tool", tool_call_id: "call_1", content: "sunny" }, asked[1]],
+      }),
+      400,
+      null,
+      "messages.1.tool_call_id",
+    );
+    expect(worker.received.length).toBe(before);
+    const answered = [...asked, { role: "tool", tool_call_id: "call_1", content: "sunny" }];
+    expect((await chat({ messages: answered })).status).toBe(200);
+  });
+
   it("refuses max_tokens beyond the context and a prompt over the context", async () => {
     const error = await expectError(
       await chat({ max_tokens: CONTEXT }),
@@ -874,6 +958,32 @@ describe("bad input", () => {
       "context_length_exceeded",
       "messages",
     );
+  });
+
+  it("counts a too-long prompt's completion as the request asked for it, or as its default", async () => {
+    const long = "word ".repeat(CONTEXT * 2);
+    const requested = (message: string) => {
+      const [, total, prompt, completion] =
+        /you requested (\d+) tokens \((\d+) in the prompt, (\d+) for the completion\)/.exec(message) ?? [];
+      expect(Number(total)).toBe(Number(prompt) + Number(completion));
+      expect(Number(prompt)).toBeGreaterThan(CONTEXT);
+      return Number(completion);
+    };
+    const chatError = await expectError(
+      await chat({ messages: [{ role: "user", content: long }], max_tokens: 2 }),
+      400,
+      "context_length_exceeded",
+      "messages",
+    );
+    expect(requested(chatError.message)).toBe(2);
+    const completionError = await expectError(
+      await post("/v1/completions", { model: BASE, prompt: long }),
+      400,
+      "context_length_exceeded",
+      "prompt",
+    );
+    // /v1/completions' default max_tokens, as OpenAI's.
+    expect(requested(completionError.message)).toBe(16);
   });
 
   it("refuses a logit_bias whose keys are not token ids of the base or whose values leave -100..100", async () => {

@@ -113,6 +113,33 @@ describe("store: true", () => {
     expect(listed.has_more).toBe(false);
   });
 
+  it("lists an assistant's refusal parts among its content parts, their text in its content", async () => {
+    const refused: OpenAI.ChatCompletionMessageParam = {
+      role: "assistant",
+      content: [
+        { type: "text", text: "I " },
+        { type: "refusal", refusal: "won't." },
+      ],
+    };
+    const answer = await client.chat.completions.create({
+      model: BASE,
+      messages: [...hello, refused, { role: "user", content: "Please?" }],
+      max_tokens: 1,
+      store: true,
+    });
+    const listed = await client.chat.completions.messages.list(answer.id);
+    expect(listed.data[1]).toEqual({
+      id: `${answer.id}-1`,
+      role: "assistant",
+      content: "I won't.",
+      name: null,
+      content_parts: [
+        { type: "text", text: "I " },
+        { type: "refusal", refusal: "won't." },
+      ],
+    });
+  });
+
   it("keeps a streamed completion as the same request unstreamed would have answered it", async () => {
     const request = {
       model: BASE,
