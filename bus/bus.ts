@@ -41,6 +41,11 @@ export interface RequestPuller {
    * request: a pulled request is this worker's until it acks, so pulling ahead starves other workers.
    */
   next(): Promise<Delivery<InferenceRequest> | null>;
+  /**
+   * Why this puller cannot take requests now, or null: on JetStream, a consumer that vanished (deleted, or
+   * its stream deleted) and could not be created again for a few tries. It is tried again all along.
+   */
+  problem(): string | null;
   /** Stops pulling. Requests pulled but not acked go to another worker after their ack wait. */
   close(): Promise<void>;
 }
@@ -144,6 +149,8 @@ export interface Bus {
   /**
    * The meter's durable consumer: each stored event reaches one handler (across processes), one at a time
    * per subscription, and is acked only after the handler resolves; a handler that throws sees it again.
+   * On JetStream, a consumer (or stream) that vanishes is created again and consuming resumes, with what
+   * the old one delivered but could not ack delivered again.
    */
   consumeUsage(handler: (event: UsageEvent) => Promise<void>): Promise<Subscription>;
 

@@ -123,6 +123,8 @@ class InProcessBus implements Bus {
     const stop = this.#track(() => consumer.close());
     return {
       next: () => this.#nextDecoded(consumer, InferenceRequest),
+      // An in-process queue cannot vanish under its consumer.
+      problem: () => null,
       close: async () => stop(),
     };
   }

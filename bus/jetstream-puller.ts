@@ -13,15 +13,22 @@
 // A pull cannot be withdrawn from the server, so close() waits for the pulls in flight to end (at most
 // pullExpiresMs), nak'ing whatever they still bring. Once it resolves, nothing of this puller can take a
 // message: what the caller hands back after it goes to the next puller, not into a dying one.
+//
+// A pull that fails asks `restore` whether its consumer is gone (bus/jetstream-durables.ts), which creates it
+// again. While one cannot be created, the puller retries with a growing pause and, from the third failed
+// try, problem() says why: the worker reports not ready and stops heartbeating until it is back.
 import type { Consumer, JsMsg } from "@nats-io/jetstream";
 import { decode, InferenceRequest } from "../schema/wire.ts";
 import type { Delivery, RequestPuller } from "./bus.ts";
+import type { Restored } from "./jetstream-durables.ts";
 
 export interface JetStreamPullerOptions {
   /** How long one pull request waits at the server before it is renewed (the client's minimum is 1 s). */
   pullExpiresMs: number;
   holdMs: number;
   onError: (error: Error) => void;
+  /** After a failed pull: creates the consumer again if it is gone; rejects if it cannot. */
+  restore: (consumer: Consumer) => Promise<Restored>;
 }
 
 type Waiter = (delivery: Delivery<InferenceRequest> | null) => void;
@@ -36,12 +43,22 @@ interface Held {
 
 /** The pause before pulling again after a pull failed (a server restart, a consumer being recreated). */
 const RETRY_MS = 250;
+/** The longest pause between tries to create a gone consumer again. */
+const RESTORE_RETRY_MAX_MS = 4_000;
+/** Failed tries to create a gone consumer again before problem() reports it. */
+const RESTORE_TRIES_BEFORE_PROBLEM = 3;
 
 export class JetStreamRequestPuller implements RequestPuller {
   #waiters: Waiter[] = [];
   #held: Held[] = [];
   #pulling = new Map<Consumer, Promise<void>>();
+  /** Consumers found gone and not created again yet: failed tries, and the last failure. */
+  #unrestored = new Map<Consumer, { tries: number; error: Error }>();
   #closed = false;
+  #wakeOnClose: () => void = () => {};
+  readonly #closing = new Promise<void>((resolve) => {
+    this.#wakeOnClose = resolve;
+  });
 
   constructor(
     /** In the order their messages are preferred. */
@@ -64,9 +81,17 @@ export class JetStreamRequestPuller implements RequestPuller {
     });
   }
 
+  problem(): string | null {
+    for (const { tries, error } of this.#unrestored.values()) {
+      if (tries >= RESTORE_TRIES_BEFORE_PROBLEM) return error.message;
+    }
+    return null;
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#wakeOnClose();
     for (const waiter of this.#waiters.splice(0)) waiter(null);
     for (const held of this.#held.splice(0)) {
       clearTimeout(held.timer);
@@ -88,10 +113,10 @@ export class JetStreamRequestPuller implements RequestPuller {
           msg = await consumer.next({ expires: this.options.pullExpiresMs });
         } catch (error) {
           if (this.#closed) return;
-          this.options.onError(error as Error);
-          await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+          await this.#afterFailedPull(consumer, error as Error);
           continue;
         }
+        this.#unrestored.delete(consumer);
         if (!msg) continue;
         if (this.#closed) {
           msg.nak();
@@ -107,6 +132,26 @@ export class JetStreamRequestPuller implements RequestPuller {
       // In the same turn as the loop's end: a next() right after sees no pull running and starts one.
       this.#pulling.delete(consumer);
     }
+  }
+
+  /**
+   * Brings the consumer back if it is gone; a failure that was not its absence is reported as before. The
+   * pause before the next pull grows while the consumer cannot be created (the failure is logged each time).
+   */
+  async #afterFailedPull(consumer: Consumer, error: Error): Promise<void> {
+    let pauseMs = RETRY_MS;
+    try {
+      const restored = await this.options.restore(consumer);
+      if (restored !== "unknown") this.#unrestored.delete(consumer);
+      if (restored !== "recreated") this.options.onError(error);
+    } catch (failure) {
+      const tries = (this.#unrestored.get(consumer)?.tries ?? 0) + 1;
+      this.#unrestored.set(consumer, { tries, error: failure as Error });
+      pauseMs = Math.min(RESTORE_RETRY_MAX_MS, RETRY_MS * 2 ** tries);
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([new Promise((resolve) => (timer = setTimeout(resolve, pauseMs))), this.#closing]);
+    clearTimeout(timer);
   }
 
   /** The held message of the most preferred consumer (each consumer holds at most one). */

@@ -13,14 +13,16 @@
 // The client reconnects by itself; while it is disconnected, publishing a request or opening a reply inbox
 // or reading the live heartbeats fails at once with BusUnavailableError, and the open inboxes fail with it
 // (their replies are lost).
+// A durable consumer deleted under a running worker or meter (or with its stream) is created again, as at
+// connect, and pulling resumes (bus/jetstream-durables.ts); each time says so in the log.
 import {
-  AckPolicy,
   type Consumer,
-  type ConsumerConfig,
+  type ConsumerMessages,
   DeliverPolicy,
   JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
+  type JsMsg,
   jetstream,
   jetstreamManager,
   RetentionPolicy,
@@ -31,6 +33,7 @@ import { type KV, Kvm } from "@nats-io/kv";
 import { type ConnectionOptions, type NatsConnection, RequestError, TimeoutError } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import type { z } from "zod";
+import { logger } from "../core/logger.ts";
 import {
   AdapterControl,
   ANY_WORKER,
@@ -68,6 +71,7 @@ import {
   resolveBusOptions,
   type Subscription,
 } from "./bus.ts";
+import { type DurableConfig, JetStreamDurables } from "./jetstream-durables.ts";
 import { JetStreamHeartbeatView } from "./jetstream-heartbeats.ts";
 import { JetStreamInboxMux } from "./jetstream-inbox-mux.ts";
 import { JetStreamRequestPuller } from "./jetstream-puller.ts";
@@ -120,6 +124,13 @@ const CONSUMER_INACTIVE_MS = 60 * 60_000;
  */
 const PULL_EXPIRES_MS = 1_000;
 const METER_DURABLE = "meter";
+/**
+ * How each meter subscription pulls: a deleted consumer ends its iteration (rather than nats.js waiting,
+ * silently, for it to come back) so the subscription creates it again.
+ */
+const USAGE_CONSUME = { max_messages: 16, abort_on_missing_resource: true } as const;
+/** The longest pause between a meter subscription's tries to create its vanished consumer again. */
+const USAGE_RESTORE_RETRY_MAX_MS = 4_000;
 const DRAIN_LIMIT_MS = 2_000;
 /** JetStream's "stream name already in use with a different configuration". */
 const STREAM_NAME_IN_USE = 10058;
@@ -162,6 +173,17 @@ export async function connectJetStreamBus(options: JetStreamBusOptions): Promise
   return bus;
 }
 
+/**
+ * How nats.js ends a consume() with abort_on_missing_resource: a 409 "consumer deleted" status, or the
+ * "consumer not found" / "stream not found" of its own check after missed heartbeats (it matches on these
+ * messages itself).
+ */
+function consumerVanished(error: unknown): boolean {
+  return (
+    error instanceof Error && /^(consumer deleted|consumer not found|stream not found)$/.test(error.message)
+  );
+}
+
 class JetStreamBus implements Bus {
   readonly #options: ResolvedBusOptions;
   readonly #prefix: string;
@@ -176,6 +198,7 @@ class JetStreamBus implements Bus {
   #connected = true;
   readonly #openInboxes = new Set<ReplyInboxQueue>();
   readonly #inboxes: JetStreamInboxMux;
+  readonly #durables: JetStreamDurables;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -196,6 +219,16 @@ class JetStreamBus implements Bus {
     this.#claimTimeoutMs = options.claimTimeoutMs ?? 5_000;
     this.#requestMaxAgeMs = options.requestMaxAgeMs ?? 15 * 60_000;
     this.#inboxes = new JetStreamInboxMux(nc, (error) => this.#report(error));
+    this.#durables = new JetStreamDurables(jsm, js, () => this.setUp(), {
+      recreated: ({ stream, consumer, gone }) =>
+        logger.warn(
+          { stream, consumer },
+          gone === "stream"
+            ? "the JetStream stream was gone (deleted?): created the streams and this consumer again; consuming resumes"
+            : "the JetStream consumer was gone (deleted?): created it again; consuming resumes",
+        ),
+      failed: (error) => this.#report(error),
+    });
     void this.#followConnection();
   }
 
@@ -274,14 +307,6 @@ class JetStreamBus implements Bus {
     }
   }
 
-  async #durable(
-    stream: string,
-    config: Partial<ConsumerConfig> & { durable_name: string },
-  ): Promise<Consumer> {
-    await this.jsm.consumers.add(stream, { ack_policy: AckPolicy.Explicit, ...config });
-    return this.js.consumers.get(stream, config.durable_name);
-  }
-
   #track(stop: () => Promise<void>): () => Promise<void> {
     const once = async () => {
       this.#closers.delete(once);
@@ -328,34 +353,35 @@ class JetStreamBus implements Bus {
     const baseToken = encodeToken(base);
     const workerToken = encodeWorkerId(workerId);
     // In the order the puller prefers them: the priority lanes first.
-    const consumers: Consumer[] = [];
+    const configs: DurableConfig[] = [];
     for (const priority of [true, false]) {
       const lane = priority ? "p" : "";
-      consumers.push(
-        await this.#durable(this.#names.requests, {
-          ...settings,
-          inactive_threshold: ms(CONSUMER_INACTIVE_MS),
-          durable_name: `w${lane}__${baseToken}__${workerToken}`,
-          filter_subject: this.#prefix + inferSubject(base, workerId, priority),
-        }),
-      );
+      configs.push({
+        ...settings,
+        inactive_threshold: ms(CONSUMER_INACTIVE_MS),
+        durable_name: `w${lane}__${baseToken}__${workerToken}`,
+        filter_subject: this.#prefix + inferSubject(base, workerId, priority),
+      });
       if (shared) {
-        consumers.push(
-          await this.#durable(this.#names.requests, {
-            ...settings,
-            durable_name: `any${lane}__${baseToken}`,
-            filter_subject: this.#prefix + inferSubject(base, ANY_WORKER, priority),
-          }),
-        );
+        configs.push({
+          ...settings,
+          durable_name: `any${lane}__${baseToken}`,
+          filter_subject: this.#prefix + inferSubject(base, ANY_WORKER, priority),
+        });
       }
     }
-    const puller = new JetStreamRequestPuller(consumers, {
+    const configOf = new Map<Consumer, DurableConfig>();
+    for (const config of configs) {
+      configOf.set(await this.#durables.create(this.#names.requests, config), config);
+    }
+    const puller = new JetStreamRequestPuller([...configOf.keys()], {
       pullExpiresMs: PULL_EXPIRES_MS,
       holdMs: this.#options.ackWaitMs / 2,
       onError: (error) => this.#report(error),
+      restore: (consumer) => this.#durables.restore(this.#names.requests, configOf.get(consumer)!),
     });
     const stop = this.#track(() => puller.close());
-    return { next: () => puller.next(), close: stop };
+    return { next: () => puller.next(), problem: () => puller.problem(), close: stop };
   }
 
   async openReplyInbox(): Promise<ReplyInbox> {
@@ -427,37 +453,87 @@ class JetStreamBus implements Bus {
   }
 
   async consumeUsage(handler: (event: UsageEvent) => Promise<void>): Promise<Subscription> {
-    const consumer = await this.#durable(this.#names.usage, {
+    const stream = this.#names.usage;
+    const config: DurableConfig = {
       durable_name: METER_DURABLE,
       ack_wait: ms(this.#options.usageAckWaitMs),
       max_deliver: -1,
+    };
+    let messages: ConsumerMessages = await (await this.#durables.create(stream, config)).consume(
+      USAGE_CONSUME,
+    );
+    let closed = false;
+    let wakeOnClose: () => void = () => {};
+    const closing = new Promise<void>((resolve) => {
+      wakeOnClose = resolve;
     });
-    const messages = await consumer.consume({ max_messages: 16 });
+    const pause = async (pauseMs: number) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([new Promise((resolve) => (timer = setTimeout(resolve, pauseMs))), closing]);
+      clearTimeout(timer);
+    };
+    /** A fresh iteration once the consumer is back (created again if gone); null once closed. */
+    const consumeAgain = async (): Promise<ConsumerMessages | null> => {
+      for (let tries = 0; !closed; tries++) {
+        try {
+          // Another subscription of this meter may have created it again already: then it is "present".
+          await this.#durables.restore(stream, config);
+          const next = await (await this.js.consumers.get(stream, METER_DURABLE)).consume(USAGE_CONSUME);
+          if (!closed) return next;
+          await next.close();
+        } catch (error) {
+          // A DurableRestoreError was reported once for every subscription waiting on that try.
+          if ((error as Error).name !== "DurableRestoreError") this.#report(error);
+          await pause(Math.min(USAGE_RESTORE_RETRY_MAX_MS, 250 * 2 ** tries));
+        }
+      }
+      return null;
+    };
     const loop = (async () => {
-      for await (const msg of messages) {
-        let event: UsageEvent;
+      for (;;) {
         try {
-          event = decode(UsageEvent, msg.data);
+          for await (const msg of messages) await this.#meterOne(msg, handler);
+          return;
         } catch (error) {
-          msg.term();
-          this.#report(error);
-          continue;
+          if (closed) return;
+          // Its consumer or stream was deleted: consumeAgain's restore logs that once for the meter.
+          if (!consumerVanished(error)) this.#report(error);
         }
-        try {
-          await handler(event);
-          await msg.ackAck();
-        } catch (error) {
-          msg.nak(this.#options.usageRetryDelayMs);
-          this.#report(error);
-        }
+        const next = await consumeAgain();
+        if (!next) return;
+        messages = next;
       }
     })();
     return {
       close: this.#track(async () => {
+        closed = true;
+        wakeOnClose();
         await messages.close();
         await loop.catch((error) => this.#report(error));
       }),
     };
+  }
+
+  /** Decodes and hands one usage event to the meter; acks once the handler resolved. */
+  async #meterOne(msg: JsMsg, handler: (event: UsageEvent) => Promise<void>): Promise<void> {
+    let event: UsageEvent;
+    try {
+      event = decode(UsageEvent, msg.data);
+    } catch (error) {
+      msg.term();
+      this.#report(error);
+      return;
+    }
+    try {
+      await handler(event);
+      await msg.ackAck();
+    } catch (error) {
+      // The event stays in the stream and comes back; so does one whose ack found its consumer deleted, or
+      // reached a consumer created again under its name that never delivered it. Its row, keyed by request
+      // id, is not written twice.
+      msg.nak(this.#options.usageRetryDelayMs);
+      this.#report(error);
+    }
   }
 
   async putHeartbeat(heartbeat: WorkerHeartbeat): Promise<void> {

@@ -1,6 +1,8 @@
 // The worker's heartbeat: every second it puts what the gateway routes on (adapters per tier, pins, free
 // slots, queue depth, running sequences, tokens/s) into the heartbeat KV bucket. A worker that stops
-// beating drops out of the bucket after its TTL, and out of routing with it.
+// beating drops out of the bucket after its TTL, and out of routing with it. A worker that cannot take
+// requests (its queue's consumer is gone and cannot be created again) leaves the bucket at once and puts
+// nothing until it can: gateways route elsewhere rather than to a worker that never answers.
 import type { Bus } from "../bus/bus.ts";
 import { logger } from "../core/logger.ts";
 import { WIRE_VERSION, type WorkerHeartbeat } from "../schema/wire.ts";
@@ -16,12 +18,16 @@ export class Heartbeat {
   private inFlight: Promise<void> = Promise.resolve();
   private last: { at: number; tokens: number } | null = null;
   private failing = false;
+  /** Why the last beat was withheld, or null when it was put. */
+  private withheld: string | null = null;
 
   constructor(
     private readonly bus: Bus,
     private readonly state: () => WorkerState,
     private readonly intervalMs = 1000,
     private readonly onBeat?: (heartbeat: WorkerHeartbeat) => void,
+    /** Why the worker cannot take requests now (no beat is put meanwhile), or null. */
+    private readonly notReady: () => string | null = () => null,
   ) {}
 
   /** Beats once now (resolves when stored) and then every interval. */
@@ -53,6 +59,15 @@ export class Heartbeat {
 
   private async beat(): Promise<void> {
     const heartbeat = this.snapshot();
+    const reason = this.notReady();
+    if (reason !== null) {
+      if (this.withheld === null) await this.leave(heartbeat, reason);
+      this.withheld = reason;
+      this.onBeat?.(heartbeat);
+      return;
+    }
+    if (this.withheld !== null) logger.warn("the worker can take requests again: heartbeats resume");
+    this.withheld = null;
     try {
       await this.bus.putHeartbeat(heartbeat);
       if (this.failing) logger.info("heartbeats are stored again");
@@ -63,5 +78,16 @@ export class Heartbeat {
       this.failing = true;
     }
     this.onBeat?.(heartbeat);
+  }
+
+  /** Takes the worker out of the bucket now, not after the TTL, so gateways stop routing to it. */
+  private async leave(heartbeat: WorkerHeartbeat, reason: string): Promise<void> {
+    logger.error({ reason }, "the worker cannot take requests: heartbeats stop until it can");
+    try {
+      await this.bus.removeHeartbeat(heartbeat.base, heartbeat.worker_id);
+    } catch (error) {
+      // Its entry then expires after the TTL.
+      logger.warn({ err: error }, "leaving the heartbeat bucket failed");
+    }
   }
 }

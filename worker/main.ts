@@ -104,6 +104,8 @@ export class LuminetWorker {
   private readonly held = new Set<Held>();
   private readonly serving = new Set<Promise<void>>();
   private readonly pullers = new Set<RequestPuller>();
+  /** The puller of this worker's own queue and its base's shared one: its problem() makes it not ready. */
+  private ownPuller: RequestPuller | null = null;
   private readonly subscriptions: Subscription[] = [];
   private roomWaiters: (() => void)[] = [];
   private draining = false;
@@ -272,7 +274,7 @@ export class LuminetWorker {
         this.metrics.registry,
         this.options.metricsPort,
         undefined,
-        () => (this.draining ? "draining" : null),
+        () => (this.draining ? "draining" : this.pullProblem()),
       );
     }
     const orphans = new OrphanQueues(workerId, (deadId) => this.adopt(deadId));
@@ -290,6 +292,7 @@ export class LuminetWorker {
           (error: Error) => this.log.warn({ err: error }, "reading heartbeats failed"),
         );
       },
+      () => this.pullProblem(),
     );
     await this.heartbeat.start();
     bus.queuedWorkers(base).then(
@@ -298,11 +301,17 @@ export class LuminetWorker {
     );
     const puller = await bus.pullRequests({ base, workerId });
     this.pullers.add(puller);
+    this.ownPuller = puller;
     void this.pull(puller);
     this.log.info(
       { metricsPort: this.metricsPort, slots: this.options.slots, version: VERSION },
       "worker ready",
     );
+  }
+
+  private pullProblem(): string | null {
+    const problem = this.ownPuller?.problem() ?? null;
+    return problem === null ? null : `cannot pull requests: ${problem}`;
   }
 
   private state() {

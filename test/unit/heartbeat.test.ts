@@ -1,4 +1,5 @@
-// The worker's heartbeat on the in-process bus: what it stores, and tokens/s between beats.
+// The worker's heartbeat on the in-process bus: what it stores, tokens/s between beats, and none while the
+// worker cannot take requests.
 import { afterEach, describe, expect, it } from "vitest";
 import { InProcessBroker } from "../../bus/in-process.ts";
 import { Heartbeat, type WorkerState } from "../../worker/heartbeat.ts";
@@ -53,5 +54,26 @@ describe("heartbeat", () => {
     expect(tokens_per_s).toBeGreaterThan(0);
     expect(tokens_per_s).toBeLessThanOrEqual(500 / 0.05);
     expect(heartbeat.snapshot().tokens_per_s).toBe(0);
+  });
+
+  it("leaves the live heartbeats at once and puts none while the worker is not ready, then beats again", async () => {
+    const bus = new InProcessBroker().connect();
+    let notReady: string | null = null;
+    const heartbeat = new Heartbeat(
+      bus,
+      () => state(0),
+      20,
+      undefined,
+      () => notReady,
+    );
+    stop = () => heartbeat.stop();
+    await heartbeat.start();
+    expect(await bus.liveHeartbeats("tiny")).toHaveLength(1);
+    notReady = "cannot pull requests";
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(await bus.liveHeartbeats("tiny")).toEqual([]);
+    notReady = null;
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(await bus.liveHeartbeats("tiny")).toHaveLength(1);
   });
 });
