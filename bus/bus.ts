@@ -136,6 +136,12 @@ export interface Bus {
    * the worker then terms the request without running it.
    */
   claimReply(inbox: string, claim: ReplyClaim): Promise<boolean>;
+  /**
+   * Asked while a claimed request runs: whether its gateway still waits for the reply (the same claim,
+   * granted again). False only when the inbox says nobody waits or nothing listens on it any more (its
+   * gateway is gone); a slow answer says nothing either way, so true.
+   */
+  replyWanted(inbox: string, claim: ReplyClaim): Promise<boolean>;
   /** Sends a chunk or the Final to an inbox. Not stored: nobody listening means nobody needs it. */
   publishReply(inbox: string, reply: Reply): void;
 

@@ -188,6 +188,10 @@ class InProcessBus implements Bus {
     return decode(ClaimAnswer, encode(ClaimAnswer, target.answer(request, inbox))).granted;
   }
 
+  replyWanted(inbox: string, claim: ReplyClaim): Promise<boolean> {
+    return this.claimReply(inbox, claim);
+  }
+
   publishReply(inbox: string, reply: Reply): void {
     const data = encode(Reply, reply);
     const target = this.broker.inboxes.get(inbox);

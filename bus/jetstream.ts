@@ -415,6 +415,19 @@ class JetStreamBus implements Bus {
     }
   }
 
+  async replyWanted(inbox: string, claim: ReplyClaim): Promise<boolean> {
+    try {
+      const answer = await this.nc.request(claimSubject(inbox), encode(ReplyClaim, claim), {
+        timeout: this.#claimTimeoutMs,
+      });
+      return decode(ClaimAnswer, answer.data).granted;
+    } catch (error) {
+      // No responders: the process that opened the inbox is gone. Anything else (a timeout, a lost
+      // connection) says nothing about it.
+      return !(error instanceof RequestError && error.isNoResponders());
+    }
+  }
+
   publishReply(inbox: string, reply: Reply): void {
     this.nc.publish(inbox, encode(Reply, reply));
   }

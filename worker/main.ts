@@ -61,6 +61,11 @@ export interface WorkerOptions {
   blobs: BlobStore;
   /** The bus's ack wait: deliveries are kept alive well within it. */
   ackWaitMs: number;
+  /**
+   * How often a running request asks its gateway whether it still waits (ReplyStream.stillWanted): a
+   * request whose gateway died is cancelled within this, not generated to its max_tokens for nobody.
+   */
+  replyCheckMs?: number;
   /** onnxruntime intra-op threads; default all cores. */
   threads?: number;
   /** CPU: every graph variant keeps its own prepacked copy of the weights (faster steps, memory × variants). */
@@ -93,6 +98,8 @@ export class WorkerConfigError extends Error {
  * ahead, few enough that requests are not hoarded while other workers of the base sit idle.
  */
 const QUEUE_PER_BATCH = 0.5;
+/** ReplyStream.stillWanted every this often while a request runs (WorkerOptions.replyCheckMs). */
+const REPLY_CHECK_MS = 5_000;
 
 /** A held request. Two copies of one request (each with its own reply subject) are held apart. */
 interface Held {
@@ -414,6 +421,7 @@ export class LuminetWorker {
     }
     const held: Held = { request, cancelled: false };
     this.held.add(held);
+    let replyCheck: ReturnType<typeof setInterval> | undefined;
     const keepAlive = setInterval(() => {
       delivery.working();
       // Past its deadline nobody waits for it: stop it like a cancel, billing what it generated.
@@ -441,6 +449,14 @@ export class LuminetWorker {
         delivery.nak();
         return;
       }
+      replyCheck = setInterval(async () => {
+        if (await replies.stillWanted()) return;
+        this.log.info(
+          { request: request.id },
+          "nobody waits for the reply any more (its gateway is gone): cancelled",
+        );
+        this.scheduler.cancel(request.id);
+      }, this.options.replyCheckMs ?? REPLY_CHECK_MS);
       const outcome = await this.run(held, replies);
       if (outcome.kind === "handed-back") {
         delivery.nak();
@@ -456,6 +472,7 @@ export class LuminetWorker {
       await delivery.ack();
     } finally {
       clearInterval(keepAlive);
+      clearInterval(replyCheck);
       this.held.delete(held);
     }
   }

@@ -7,6 +7,7 @@ import {
   type FinishReason,
   type InferenceRequest,
   type PromptTokenLogprob,
+  type ReplyClaim,
   type TokenLogprob,
   type UsageEvent,
   WIRE_VERSION,
@@ -51,12 +52,21 @@ export class ReplyStream {
    * worker's tokens already went out: the caller then drops the request without a word.
    */
   claim(): Promise<boolean> {
-    return this.bus.claimReply(this.request.reply, {
+    return this.bus.claimReply(this.request.reply, this.claimMessage());
+  }
+
+  /** Whether the gateway still waits for the reply: false once it says nobody does or it is gone. */
+  stillWanted(): Promise<boolean> {
+    return this.bus.replyWanted(this.request.reply, this.claimMessage());
+  }
+
+  private claimMessage(): ReplyClaim {
+    return {
       v: WIRE_VERSION,
       request_id: this.request.id,
       worker_id: this.claimant.workerId,
       incarnation: this.claimant.incarnation,
-    });
+    };
   }
 
   /** Sends one generated token (or, with token null, text held back until the end) as the next chunk. */

@@ -358,6 +358,24 @@ export function busContract(name: string, makeSystem: MakeBusSystem): void {
       await expect(iterator.next()).rejects.toThrow(WorkerLostError);
     });
 
+    it("tells a running worker its reply is still wanted, and not once the gateway's inbox or whole connection is gone", async () => {
+      const sys = system();
+      const gateway = await sys.connect();
+      const worker = await sys.connect();
+      const claim = { v: 1 as const, request_id: "r", worker_id: "w1", incarnation: "i" };
+      const inbox = await gateway.openReplyInbox();
+      expect(await worker.claimReply(inbox.subject, claim)).toBe(true);
+      expect(await worker.replyWanted(inbox.subject, claim)).toBe(true);
+      inbox.close();
+      expect(await worker.replyWanted(inbox.subject, claim)).toBe(false);
+      // The gateway process dies: nothing answers on its inboxes at all.
+      const doomed = await sys.connect();
+      const orphan = await doomed.openReplyInbox();
+      expect(await worker.claimReply(orphan.subject, claim)).toBe(true);
+      await doomed.close();
+      expect(await worker.replyWanted(orphan.subject, claim)).toBe(false);
+    });
+
     it("refuses a worker restarted under the same id once tokens went out, and lets the same process claim again", async () => {
       const sys = system();
       const gateway = await sys.connect();
