@@ -85,7 +85,10 @@ export interface JetStreamBusOptions extends BusOptions {
    * sharing one server stay apart. Letters, digits, "-" and "_". Unset: bare subjects, "LUMINET" names.
    */
   namespace?: string;
-  /** Copies of each stream and bucket in a JetStream cluster; default 1. */
+  /**
+   * Copies of each stream and bucket in a JetStream cluster; default LUMINET_STREAM_REPLICAS, else 1. Every
+   * process of a deployment must say the same: each brings the streams to its own setting at start.
+   */
   replicas?: number;
   /** How long a queued request is kept when no worker takes it; default 15 minutes. */
   requestMaxAgeMs?: number;
@@ -140,6 +143,7 @@ export async function connectJetStreamBus(options: JetStreamBusOptions): Promise
   if (namespace !== undefined && !/^[A-Za-z0-9_-]+$/.test(namespace)) {
     throw new BusConnectError(`namespace "${namespace}" may only hold letters, digits, "-" and "_"`);
   }
+  const replicas = options.replicas ?? replicasFromEnv();
   let nc: NatsConnection;
   try {
     nc = await (options.connect ?? connect)({
@@ -162,7 +166,7 @@ export async function connectJetStreamBus(options: JetStreamBusOptions): Promise
       `NATS at ${String(options.servers)} does not serve JetStream (start nats-server with -js): ${(error as Error).message}`,
     );
   }
-  const bus = new JetStreamBus(nc, jsm, jetstream(nc), options);
+  const bus = new JetStreamBus(nc, jsm, jetstream(nc), { ...options, replicas });
   if (options.setUp === false) return bus;
   try {
     await bus.setUp();
@@ -171,6 +175,17 @@ export async function connectJetStreamBus(options: JetStreamBusOptions): Promise
     throw new BusConnectError(`cannot set up Luminet's streams on NATS: ${(error as Error).message}`);
   }
   return bus;
+}
+
+/** LUMINET_STREAM_REPLICAS: 1 to 5 copies of each stream (a JetStream cluster's nodes hold them). */
+function replicasFromEnv(): number {
+  const value = globalThis.process?.env?.LUMINET_STREAM_REPLICAS;
+  if (value === undefined || value === "") return 1;
+  const replicas = Number(value);
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) {
+    throw new BusConnectError(`LUMINET_STREAM_REPLICAS must be an integer from 1 to 5, got "${value}"`);
+  }
+  return replicas;
 }
 
 /**

@@ -122,6 +122,32 @@ describe("JetStream bus connection", () => {
     );
   });
 
+  it("takes its stream replicas from LUMINET_STREAM_REPLICAS, refusing a bad value before connecting", async () => {
+    const port = await freePort();
+    const storeDir = mkdtempSync(join(tmpdir(), "luminet-replicas-"));
+    const single = await startNats(port, storeDir);
+    const saved = process.env.LUMINET_STREAM_REPLICAS;
+    try {
+      const servers = `nats://127.0.0.1:${port}`;
+      for (const bad of ["0", "2.5", "six"]) {
+        process.env.LUMINET_STREAM_REPLICAS = bad;
+        await expect(connectJetStreamBus({ servers })).rejects.toThrow(
+          `LUMINET_STREAM_REPLICAS must be an integer from 1 to 5, got "${bad}"`,
+        );
+      }
+      // A lone server cannot hold three copies: the setting reached the streams.
+      process.env.LUMINET_STREAM_REPLICAS = "3";
+      await expect(connectJetStreamBus({ servers })).rejects.toThrow(/cannot set up Luminet's streams/);
+      process.env.LUMINET_STREAM_REPLICAS = "1";
+      await (await connectJetStreamBus({ servers })).close();
+    } finally {
+      if (saved === undefined) delete process.env.LUMINET_STREAM_REPLICAS;
+      else process.env.LUMINET_STREAM_REPLICAS = saved;
+      await stopNats(single);
+      rmSync(storeDir, { recursive: true, force: true });
+    }
+  });
+
   it("says to enable JetStream when the server runs without it", async () => {
     const port = await freePort();
     const plain = await startNats(port);
