@@ -8,6 +8,8 @@
 // Once a call has gone out the answer stays calls: text after the last call is dropped. With a custom tool
 // among the tools, an answer that may be calls is read whole at the end: a custom call counts only once its
 // whole input is known to be in its format.
+
+import { JsonScanner } from "./json-scanner.ts";
 import {
   CALL_OPENINGS,
   MISTRAL_CALLS,
@@ -116,9 +118,7 @@ export class AutoCallStream {
   /** Calls whose heads went out before the current one (parallel_tool_calls false: at most one). */
   private begun = 0;
   /** Inside the arguments or the rest of a call: JSON nesting, and string state. */
-  private depth = 0;
-  private inString = false;
-  private escaped = false;
+  private readonly scanner = new JsonScanner();
 
   constructor(
     private readonly plan: ToolPlan,
@@ -201,7 +201,7 @@ export class AutoCallStream {
           });
           this.at = head.argumentsAt;
           this.phase = "arguments";
-          this.depth = 0;
+          this.scanner.depth = 0;
           break;
         }
         case "arguments":
@@ -210,11 +210,11 @@ export class AutoCallStream {
           if (piece !== "") {
             deltas.push({ index: this.begun, function: { arguments: piece } });
           }
-          if (this.depth > 0) return deltas;
+          if (this.scanner.depth > 0) return deltas;
           if (this.phase === "arguments") {
             // The call's object is still open around its arguments.
             this.phase = "rest";
-            this.depth = 1;
+            this.scanner.depth = 1;
           } else {
             this.begun++;
             this.phase = "between";
@@ -242,26 +242,10 @@ export class AutoCallStream {
     }
   }
 
-  /**
-   * Scans JSON from `at` until its nesting closes or the text ends; returns what it read with whitespace
-   * outside strings dropped (`keep`: the arguments; else nothing, the rest of a call being skipped).
-   */
+  /** The JSON from `at` until its nesting closes or the text ends, compact (`keep`: the arguments; else nothing, the rest of a call being skipped). */
   private json(keep: boolean): string {
-    let out = "";
-    const text = this.text;
-    while (this.at < text.length) {
-      const c = text[this.at++]!;
-      if (this.inString) {
-        if (this.escaped) this.escaped = false;
-        else if (c === "\\") this.escaped = true;
-        else if (c === '"') this.inString = false;
-      } else if (c === '"') this.inString = true;
-      else if (c === "{" || c === "[") this.depth++;
-      else if (c === "}" || c === "]") this.depth--;
-      else if (isSpace(c)) continue;
-      if (keep) out += c;
-      if (this.depth === 0) break;
-    }
-    return out;
+    const { read, at } = this.scanner.scan(this.text, this.at);
+    this.at = at;
+    return keep ? read : "";
   }
 }

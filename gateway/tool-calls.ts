@@ -21,6 +21,7 @@ import { compileFullMatch, matchesWhole, PatternError } from "../worker/engine/s
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import { checkedSchema } from "./checked-schema.ts";
 import { invalidRequest, isTooDeep, TOO_DEEP } from "./errors.ts";
+import { JsonScanner } from "./json-scanner.ts";
 
 type RequestTool = NonNullable<ChatCompletionRequest["tools"]>[number];
 /** A tool as the chat template sees it: a function (a custom tool's takes its input as one string). */
@@ -386,11 +387,28 @@ export type ToolCallDelta =
   | { index: number; id?: string; type?: "function"; function: { name?: string; arguments?: string } }
   | { index: number; id?: string; type?: "custom"; custom: { name?: string; input?: string } };
 
+/**
+ * A chunk's call pieces with one entry per call, as OpenAI sends them: pieces of one call that came out
+ * together (its id and name, and its first arguments) are joined.
+ */
+export function onePerCall(deltas: readonly ToolCallDelta[]): ToolCallDelta[] {
+  const joined: ToolCallDelta[] = [];
+  for (const delta of deltas) {
+    const last = joined.at(-1);
+    if (last?.index === delta.index && "function" in last && "function" in delta) {
+      const text = (last.function.arguments ?? "") + (delta.function.arguments ?? "");
+      joined[joined.length - 1] = { ...last, function: { ...last.function, arguments: text } };
+    } else if (last?.index === delta.index && "custom" in last && "custom" in delta) {
+      const text = (last.custom.input ?? "") + (delta.custom.input ?? "");
+      joined[joined.length - 1] = { ...last, custom: { ...last.custom, input: text } };
+    } else joined.push(delta);
+  }
+  return joined;
+}
+
 /** The start of a required call as its grammar writes it, up to where its arguments begin. */
 // Matched only once the arguments' first byte is in, so whitespace before them is never taken for theirs.
 const CALL_HEAD = /^\s*\{\s*"name"\s*:\s*"([A-Za-z0-9_-]+)"\s*,\s*"arguments"\s*:\s*(?=\S)/;
-
-const JSON_SPACE = new Set([" ", "\n", "\r", "\t"]);
 
 /**
  * A required call as its grammar writes it ({"name": …, "arguments": {…}}), read as it comes and streamed
@@ -405,9 +423,7 @@ export class RequiredCallStream {
   private name: string | null = null;
   /** Where the scan of the arguments has reached in `text`. */
   private at = 0;
-  private depth = 0;
-  private inString = false;
-  private escaped = false;
+  private readonly scanner = new JsonScanner();
   private closed = false;
   /** The arguments so far, compact. */
   private written = "";
@@ -443,24 +459,13 @@ export class RequiredCallStream {
       : [{ id: this.id, type: "function", function: { name: this.name, arguments: this.written } }];
   }
 
-  /** Reads the arguments from `at` until their object closes or the text ends: what it read, compact. */
+  /** The arguments from `at` until their object closes or the text ends, compact. */
   private scan(): string {
-    let out = "";
-    const text = this.text;
-    while (!this.closed && this.at < text.length) {
-      const c = text[this.at++]!;
-      if (this.inString) {
-        if (this.escaped) this.escaped = false;
-        else if (c === "\\") this.escaped = true;
-        else if (c === '"') this.inString = false;
-      } else if (c === '"') this.inString = true;
-      else if (c === "{" || c === "[") this.depth++;
-      else if (c === "}" || c === "]") this.depth--;
-      else if (JSON_SPACE.has(c)) continue;
-      out += c;
-      if (this.depth === 0) this.closed = true;
-    }
-    return out;
+    if (this.closed) return "";
+    const { read, at } = this.scanner.scan(this.text, this.at);
+    this.at = at;
+    if (read !== "" && this.scanner.depth === 0) this.closed = true;
+    return read;
   }
 }
 

@@ -25,7 +25,7 @@ import { ReasoningSplit, splitReply } from "../reasoning.ts";
 import { readBody } from "../request-body.ts";
 import { serveTier } from "../service-tier.ts";
 import { StreamedCompletion } from "../streamed-completion.ts";
-import { answerCalls, forcedCallStream, type ToolCallDelta } from "../tool-calls.ts";
+import { answerCalls, forcedCallStream, onePerCall, type ToolCallDelta } from "../tool-calls.ts";
 import { begin, finishReasonOf, openStream, streamResponse, usageOf } from "./inference.ts";
 
 /**
@@ -179,7 +179,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
       );
       const splits = choices.map(() => (reasoning ? new ReasoningSplit(reasoning.opened) : null));
       const callDeltas = (index: number, deltas: ToolCallDelta[]) =>
-        chunk({ index, delta: { tool_calls: deltas }, logprobs: null, finish_reason: null });
+        chunk({ index, delta: { tool_calls: onePerCall(deltas) }, logprobs: null, finish_reason: null });
       const heldLogprobs = choices.map((): TokenLogprob[] => []);
       const content = (index: number, text: string, logprobs: TokenLogprob[]) =>
         chunk({

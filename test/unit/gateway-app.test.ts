@@ -1155,18 +1155,21 @@ describe("bad input", () => {
       ],
     });
     const choices = await streamed();
+    // One entry per call in a chunk, as OpenAI sends: a call's id and name come with its first arguments.
+    for (const choice of choices) {
+      const indexes = (choice?.delta.tool_calls ?? []).map((call) => call.index);
+      expect(new Set(indexes).size).toBe(indexes.length);
+    }
     const calls = choices.flatMap((c) => c?.delta.tool_calls ?? []);
     expect(calls).toEqual([
       {
         index: 0,
         id: expect.stringMatching(/^call_/),
         type: "function",
-        function: { name: "weather", arguments: "" },
+        function: { name: "weather", arguments: '{"city":' },
       },
-      { index: 0, function: { arguments: '{"city":' } },
       { index: 0, function: { arguments: '"Oslo"}' } },
-      { index: 1, id: `${calls[0]!.id}_1`, type: "function", function: { name: "time", arguments: "" } },
-      { index: 1, function: { arguments: "{}" } },
+      { index: 1, id: `${calls[0]!.id}_1`, type: "function", function: { name: "time", arguments: "{}" } },
     ]);
     expect(choices.some((c) => c?.delta.content)).toBe(false);
     expect(choices.at(-1)?.finish_reason).toBe("tool_calls");
