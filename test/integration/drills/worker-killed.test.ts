@@ -6,7 +6,7 @@
 // When the killed worker was the base's only one, nobody takes its requests over: the gateway ends a stream
 // that had tokens out once its worker has been silent for 10 s and out of the live set, and the
 // replacement, under a new id, drops those requests.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { rendezvous } from "../../../core/rendezvous.ts";
 import { expectBilledAsTold } from "../../support/drill-billing.ts";
 import { type ChatOutcome, startStreams } from "../../support/drill-client.ts";
@@ -45,6 +45,19 @@ describe("drill: a worker killed mid-batch", () => {
     const [onVictim, onSurvivor] = [landingOn(victim!), landingOn(survivor!)];
     expect(onVictim.length).toBeGreaterThanOrEqual(3);
     expect(onSurvivor.length).toBeGreaterThanOrEqual(1);
+    // Warm them on the victim first: a burst of cold adapters spreads by load (what the gateway sent a
+    // worker since its heartbeat counts), while requests for resident ones stay where the adapter is.
+    for (const i of onVictim.slice(0, 3)) {
+      sent.push(await stack.send({ model: stack.adapterModel(i), maxTokens: 1, stream: false }));
+    }
+    const names = onVictim.slice(0, 3).map((i) => stack.adapterNames[i]!);
+    await vi.waitFor(
+      async () => {
+        const beat = (await stack.bus.liveHeartbeats(DRILL_BASE)).find((b) => b.worker_id === victim);
+        expect(names.every((name) => beat?.adapters.slot.includes(name))).toBe(true);
+      },
+      { timeout: 10_000, interval: 100 },
+    );
 
     const victimStreams = startStreams(
       stack.send,
