@@ -6,8 +6,9 @@ export function percentile(values: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? 0;
 }
 
-/** Rounded to `places` decimals. */
-export const round = (value: number, places = 3): number => Math.round(value * 10 ** places) / 10 ** places;
+/** Rounded to `places` decimals; never -0 (which JSON writes as 0, so a saved result would differ). */
+export const round = (value: number, places = 3): number =>
+  Math.round(value * 10 ** places) / 10 ** places + 0;
 
 export interface Percentiles {
   p50: number;
