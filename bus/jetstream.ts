@@ -419,10 +419,7 @@ class JetStreamBus implements Bus {
 
   async claimReply(inbox: string, claim: ReplyClaim): Promise<boolean> {
     try {
-      const answer = await this.nc.request(claimSubject(inbox), encode(ReplyClaim, claim), {
-        timeout: this.#claimTimeoutMs,
-      });
-      return decode(ClaimAnswer, answer.data).granted;
+      return await this.#sendClaim(inbox, claim);
     } catch (error) {
       // Nobody listening, or nobody answering in time: either way no one will read the reply.
       if (error instanceof RequestError || error instanceof TimeoutError) return false;
@@ -432,15 +429,20 @@ class JetStreamBus implements Bus {
 
   async replyWanted(inbox: string, claim: ReplyClaim): Promise<boolean> {
     try {
-      const answer = await this.nc.request(claimSubject(inbox), encode(ReplyClaim, claim), {
-        timeout: this.#claimTimeoutMs,
-      });
-      return decode(ClaimAnswer, answer.data).granted;
+      return await this.#sendClaim(inbox, claim);
     } catch (error) {
       // No responders: the process that opened the inbox is gone. Anything else (a timeout, a lost
       // connection) says nothing about it.
       return !(error instanceof RequestError && error.isNoResponders());
     }
+  }
+
+  /** Whether the inbox grants `claim`; throws what the request to it throws (no responders, a timeout). */
+  async #sendClaim(inbox: string, claim: ReplyClaim): Promise<boolean> {
+    const answer = await this.nc.request(claimSubject(inbox), encode(ReplyClaim, claim), {
+      timeout: this.#claimTimeoutMs,
+    });
+    return decode(ClaimAnswer, answer.data).granted;
   }
 
   publishReply(inbox: string, reply: Reply): void {

@@ -6,11 +6,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { UsageEvent } from "../../schema/wire.ts";
-import { openBlobStore } from "../../worker/adapters/blob-store.ts";
-import { parseDevice } from "../../worker/engine/device.ts";
 import { LuminetWorker } from "../../worker/main.ts";
 import { sampleRequest } from "../contract/wire-samples.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { tinyWorkerOptions } from "../support/tiny-worker.ts";
 
 const MAX_TOKENS = 4000;
 let h: GatewayHarness;
@@ -20,26 +19,9 @@ let worker: LuminetWorker;
 beforeAll(async () => {
   h = await createGatewayHarness();
   root = mkdtempSync(join(tmpdir(), "luminet-gateway-gone-"));
-  worker = await LuminetWorker.start({
-    bus: h.workerBus,
-    base: BASE,
-    workerId: "w",
-    modelDir: h.modelDir,
-    device: parseDevice("cpu"),
-    slots: 2,
-    maxAdaptersPerBatch: 2,
-    maxRank: 8,
-    maxBatch: 2,
-    maxContext: MAX_TOKENS + 64,
-    stepTokens: 64,
-    ramCacheBytes: 2 ** 22,
-    diskCacheDir: join(root, "cache"),
-    diskCacheBytes: 2 ** 24,
-    blobs: openBlobStore(join(root, "blobs")),
-    ackWaitMs: 30_000,
-    threads: 1,
-    replyCheckMs: 50,
-  });
+  worker = await LuminetWorker.start(
+    tinyWorkerOptions(h, root, { workerId: "w", maxContext: MAX_TOKENS + 64, replyCheckMs: 50 }),
+  );
 });
 afterAll(async () => {
   await worker.drain();
