@@ -19,6 +19,17 @@ export interface Published {
   duplicate: boolean;
 }
 
+/** A request publish's answer, with a way to take the request back off its queue. */
+export interface QueuedRequest extends Published {
+  /**
+   * Removes the message from its queue: a copy that lost to another (ReplyInbox.openCopy), or a run that
+   * ended before any worker claimed it, so that it stops counting in requestBacklog. A worker that pulled it
+   * already is refused at its claim, as before; one that has not never sees it. Best effort: it never
+   * rejects, and does nothing for a duplicate publish (the message is another publish's) or one acked.
+   */
+  withdraw(): Promise<void>;
+}
+
 /** A queued message handed to one consumer. It is that consumer's until acked, or until its ack wait passes. */
 export interface Delivery<T> {
   readonly message: T;
@@ -84,6 +95,10 @@ export interface ReplyInbox extends AsyncIterable<Reply> {
    * A gateway waits on it to tell a worker that took the request from one that has not (yet).
    */
   claimed(): Promise<string | null>;
+  /** The reply subject the granted claim came to: `subject`, or a copy's (openCopy); null before any. */
+  readonly claimedSubject: string | null;
+  /** Closed: iteration has ended or will, and every later claim is refused. */
+  readonly closed: boolean;
   /**
    * A second reply subject for a copy of the request (`{ ...request, reply }`), listening once it resolves.
    * Replies and claims sent to it reach this inbox under the rule above.
@@ -116,7 +131,7 @@ export interface Bus {
    * dropped, while a copy with another reply subject (ReplyInbox.openCopy) is a message of its own.
    * Rejects with BusUnavailableError while disconnected from the broker.
    */
-  publishRequest(request: InferenceRequest, workerId: string): Promise<Published>;
+  publishRequest(request: InferenceRequest, workerId: string): Promise<QueuedRequest>;
   pullRequests(options: PullRequestsOptions): Promise<RequestPuller>;
   /**
    * Requests of a base stored and not yet acked, on any of its queues: waiting (pending) plus pulled and

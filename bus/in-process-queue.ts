@@ -3,6 +3,11 @@
 // after maxDeliver deliveries it is dropped; a message id seen within the dedupe window is dropped.
 import type { Published } from "./bus.ts";
 
+/** A publish's answer; withdraw() drops the message, as JetStream's delete of a stored message does. */
+export interface StoredPublish extends Published {
+  withdraw(): void;
+}
+
 export interface WorkQueueOptions {
   ackWaitMs: number;
   maxDeliver: number;
@@ -49,7 +54,7 @@ export class InProcessWorkQueue {
 
   constructor(private readonly options: WorkQueueOptions) {}
 
-  publish(subject: string, id: string, data: Uint8Array): Published {
+  publish(subject: string, id: string, data: Uint8Array): StoredPublish {
     const now = Date.now();
     // Ids are kept in the order they expire (insertion order, one window), so expiry stops at the first
     // live one: a scan of every id per publish made a busy dev stack's publishes grow with its traffic.
@@ -57,12 +62,22 @@ export class InProcessWorkQueue {
       if (expiresAt > now) break;
       this.#seen.delete(seenId);
     }
-    if (this.#seen.has(id)) return { duplicate: true };
+    if (this.#seen.has(id)) return { duplicate: true, withdraw: () => {} };
     this.#seen.set(id, now + this.options.dedupeWindowMs);
     const message: StoredMessage = { subject, data, deliveries: 0, holder: undefined, timer: undefined };
     this.#stored.add(message);
     this.#offer(message, "back");
-    return { duplicate: false };
+    return { duplicate: false, withdraw: () => this.#remove(message) };
+  }
+
+  /** Drops a message wherever it is: waiting, held (its holder's ack or term then does nothing) or naked. */
+  #remove(message: StoredMessage): void {
+    if (!this.#stored.delete(message)) return;
+    clearTimeout(message.timer);
+    message.timer = undefined;
+    message.holder = undefined;
+    const waiting = this.#ready.indexOf(message);
+    if (waiting >= 0) this.#ready.splice(waiting, 1);
   }
 
   /** Messages not yet acked whose subject passes `matches`. */

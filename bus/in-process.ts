@@ -27,7 +27,9 @@ import {
   type Bus,
   type BusOptions,
   type Delivery,
+  type Published,
   type PullRequestsOptions,
+  type QueuedRequest,
   type ReplyInbox,
   type RequestPuller,
   type ResolvedBusOptions,
@@ -99,13 +101,14 @@ class InProcessBus implements Bus {
     return once;
   }
 
-  async publishRequest(request: InferenceRequest, workerId: string) {
+  async publishRequest(request: InferenceRequest, workerId: string): Promise<QueuedRequest> {
     const data = encode(InferenceRequest, request);
-    return this.broker.requests.publish(
+    const stored = this.broker.requests.publish(
       inferSubject(request.base, workerId, request.priority === true),
       requestMessageId(request),
       data,
     );
+    return { duplicate: stored.duplicate, withdraw: async () => stored.withdraw() };
   }
 
   async pullRequests({ base, workerId, shared = true }: PullRequestsOptions): Promise<RequestPuller> {
@@ -129,7 +132,6 @@ class InProcessBus implements Bus {
     };
   }
 
-  /** The next delivery that decodes; one that does not can never succeed, so it is termed and reported. */
   async requestBacklog(base: string): Promise<number> {
     const prefix = inferBasePrefix(base);
     return this.broker.requests.backlog((subject) => subject.startsWith(prefix));
@@ -143,6 +145,7 @@ class InProcessBus implements Bus {
     );
   }
 
+  /** The next delivery that decodes; one that does not can never succeed, so it is termed and reported. */
   async #nextDecoded<T>(consumer: QueueConsumer, schema: z.ZodType<T>): Promise<Delivery<T> | null> {
     for (;;) {
       const delivery = await consumer.next();
@@ -212,8 +215,13 @@ class InProcessBus implements Bus {
     return this.#listen(this.broker.cancels, base, Cancel, handler);
   }
 
-  async publishUsage(event: UsageEvent) {
-    return this.broker.usage.publish(usageSubject(event.base), event.request_id, encode(UsageEvent, event));
+  async publishUsage(event: UsageEvent): Promise<Published> {
+    const stored = this.broker.usage.publish(
+      usageSubject(event.base),
+      event.request_id,
+      encode(UsageEvent, event),
+    );
+    return { duplicate: stored.duplicate };
   }
 
   async consumeUsage(handler: (event: UsageEvent) => Promise<void>): Promise<Subscription> {

@@ -64,6 +64,7 @@ import {
   BusUnavailableError,
   type Published,
   type PullRequestsOptions,
+  type QueuedRequest,
   type ReplyInbox,
   type RequestPuller,
   type ResolvedBusOptions,
@@ -335,7 +336,7 @@ class JetStreamBus implements Bus {
     this.#options.onError(error instanceof Error ? error : new Error(String(error)));
   }
 
-  async publishRequest(request: InferenceRequest, workerId: string): Promise<Published> {
+  async publishRequest(request: InferenceRequest, workerId: string): Promise<QueuedRequest> {
     const ack = await this.#whileConnected(() =>
       this.js.publish(
         this.#prefix + inferSubject(request.base, workerId, request.priority === true),
@@ -345,7 +346,13 @@ class JetStreamBus implements Bus {
         },
       ),
     );
-    return { duplicate: ack.duplicate };
+    const withdraw = async () => {
+      if (ack.duplicate) return;
+      // Fails when the message is gone already (acked, or termed by a refused worker) or the broker is
+      // unreachable; then a worker that pulls it later is refused at its claim, so nothing is lost.
+      await this.jsm.streams.deleteMessage(this.#names.requests, ack.seq, false).catch(() => {});
+    };
+    return { duplicate: ack.duplicate, withdraw };
   }
 
   async requestBacklog(base: string): Promise<number> {

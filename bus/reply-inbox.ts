@@ -71,6 +71,10 @@ export class ReplyInboxQueue implements ReplyInbox {
     return this.#closed;
   }
 
+  get claimedSubject(): string | null {
+    return this.#claimant?.subject ?? null;
+  }
+
   claimed(): Promise<string | null> {
     if (this.#claimant) return Promise.resolve(this.#claimant.workerId);
     if (this.#closed) return Promise.resolve(null);

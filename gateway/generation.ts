@@ -8,7 +8,7 @@
 // A base with no live worker at all (scaled to zero) gets its request on the shared queue too, where it
 // waits for a worker to start (awaitColdStart); if none claims it in time the run is cancelled, and the
 // closed inbox refuses the claim of a worker that pulls it later, so it never runs and is never billed.
-import type { Bus, ReplyInbox } from "../bus/bus.ts";
+import type { Bus, QueuedRequest, ReplyInbox } from "../bus/bus.ts";
 import { WorkerLostError } from "../bus/reply-inbox.ts";
 import type {
   AdapterRef,
@@ -175,8 +175,9 @@ async function publishChoice(
     ...(target.batch ? { batch: true } : {}),
     ...(target.priority ? { priority: true } : {}),
   };
+  let queued: QueuedRequest;
   try {
-    await bus.publishRequest(request, workerId);
+    queued = await bus.publishRequest(request, workerId);
   } catch (error) {
     inbox.close();
     throw error;
@@ -189,6 +190,7 @@ async function publishChoice(
     request,
     workerId,
     inbox,
+    queued,
     options.timeoutMs,
     () => {
       if (!ended) metrics?.inFlight(target.base, stream, -1);
@@ -226,6 +228,8 @@ export class Generation {
   #cancelled = false;
   #timedOut = false;
   readonly #timer: ReturnType<typeof setTimeout>;
+  /** The request's messages that may still wait on a queue, by reply subject: the original, and its copy once sent. */
+  readonly #queued = new Map<string, QueuedRequest>();
 
   constructor(
     private readonly bus: Bus,
@@ -233,6 +237,8 @@ export class Generation {
     /** The worker the request was published to, or "any". */
     readonly workerId: string,
     private readonly inbox: ReplyInbox,
+    /** The original's publish. */
+    queued: QueuedRequest,
     private readonly timeoutMs: number,
     /** Called once, when the run ends: finished or cancelled. */
     private readonly onEnd: () => void = () => {},
@@ -247,6 +253,8 @@ export class Generation {
       this.#timedOut = true;
       this.cancel();
     }, timeoutMs);
+    this.#queued.set(inbox.subject, queued);
+    void inbox.claimed().then(() => this.#withdrawLosers());
   }
 
   get requestId(): string {
@@ -262,12 +270,29 @@ export class Generation {
     if (claimed !== TIMED_OUT || this.#finished || this.#cancelled) return null;
     try {
       const reply = await this.inbox.openCopy();
-      await this.bus.publishRequest({ ...this.request, reply }, ANY_WORKER);
+      this.#queued.set(reply, await this.bus.publishRequest({ ...this.request, reply }, ANY_WORKER));
+      // The original may have been claimed, or the run ended, while the copy was on its way.
+      this.#withdrawLosers();
       return reply;
     } catch {
       // The inbox closed meanwhile, or the bus refused the copy: the original is still queued for its
       // worker, and the request's deadline bounds the wait either way.
       return null;
+    }
+  }
+
+  /**
+   * Takes off their queues the messages of this request that can no longer run: once a copy is claimed,
+   * the others; once the run ended unclaimed, all. Left there, each would count in the autoscaler's backlog
+   * (Bus.requestBacklog) until some worker pulled it and was refused: a copied request counted twice.
+   */
+  #withdrawLosers(): void {
+    const winner = this.inbox.claimedSubject;
+    if (winner === null && !this.inbox.closed) return;
+    for (const [subject, queued] of this.#queued) {
+      if (subject === winner) continue;
+      this.#queued.delete(subject);
+      void queued.withdraw();
     }
   }
 

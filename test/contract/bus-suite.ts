@@ -113,8 +113,8 @@ export function busContract(name: string, makeSystem: MakeBusSystem): void {
       const sys = system();
       const gateway = await sys.connect();
       const request = sampleRequest({ id: "dup-request", base: BASE });
-      expect(await gateway.publishRequest(request, ANY_WORKER)).toEqual({ duplicate: false });
-      expect(await gateway.publishRequest(request, ANY_WORKER)).toEqual({ duplicate: true });
+      expect(await gateway.publishRequest(request, ANY_WORKER)).toMatchObject({ duplicate: false });
+      expect(await gateway.publishRequest(request, ANY_WORKER)).toMatchObject({ duplicate: true });
       await gateway.publishRequest(sampleRequest({ id: "after-dup", base: BASE }), ANY_WORKER);
 
       const puller = await (await sys.connect()).pullRequests({ base: BASE, workerId: "w1" });
@@ -209,6 +209,41 @@ export function busContract(name: string, makeSystem: MakeBusSystem): void {
           (n) => n === 3,
         ),
       ).toBe(3);
+      await puller.close();
+    });
+
+    it("withdraws a queued request: it leaves the backlog and is never delivered", async () => {
+      const sys = system();
+      const gateway = await sys.connect();
+      const puller = await (await sys.connect()).pullRequests({ base: BASE, workerId: "w1" });
+      const held = await gateway.publishRequest(sampleRequest({ id: "held", base: BASE }), ANY_WORKER);
+      const pulled = await puller.next();
+      expect(pulled?.message.id).toBe("held");
+      const withdrawn = await gateway.publishRequest(sampleRequest({ id: "withdrawn", base: BASE }), "w2");
+      const kept = sampleRequest({ id: "kept", base: BASE });
+      await gateway.publishRequest(kept, ANY_WORKER);
+      const duplicate = await gateway.publishRequest(kept, ANY_WORKER);
+      expect(await gateway.requestBacklog(BASE)).toBe(3);
+
+      await withdrawn.withdraw();
+      // A pulled message goes too; its holder's ack then finds nothing and does not fail.
+      await held.withdraw();
+      // A duplicate publish's withdraw leaves the message it duplicated.
+      await duplicate.withdraw();
+      expect(await gateway.requestBacklog(BASE)).toBe(1);
+      await pulled?.ack();
+
+      const next = await puller.next();
+      expect(next?.message.id).toBe("kept");
+      await next?.ack();
+      expect(
+        await eventually(
+          () => gateway.requestBacklog(BASE),
+          (n) => n === 0,
+        ),
+      ).toBe(0);
+      // Withdrawing twice, or after the ack, does nothing and does not fail.
+      await withdrawn.withdraw();
       await puller.close();
     });
 
@@ -441,10 +476,10 @@ export function busContract(name: string, makeSystem: MakeBusSystem): void {
       const gateway = await sys.connect();
       const inbox = await gateway.openReplyInbox();
       const request = sampleRequest({ id: "copied", base: BASE, reply: inbox.subject });
-      expect(await gateway.publishRequest(request, "w-stalled")).toEqual({ duplicate: false });
+      expect(await gateway.publishRequest(request, "w-stalled")).toMatchObject({ duplicate: false });
       const copy = { ...request, reply: await inbox.openCopy() };
-      expect(await gateway.publishRequest(copy, ANY_WORKER)).toEqual({ duplicate: false });
-      expect(await gateway.publishRequest(copy, ANY_WORKER)).toEqual({ duplicate: true });
+      expect(await gateway.publishRequest(copy, ANY_WORKER)).toMatchObject({ duplicate: false });
+      expect(await gateway.publishRequest(copy, ANY_WORKER)).toMatchObject({ duplicate: true });
 
       const puller = await (await sys.connect()).pullRequests({ base: BASE, workerId: "w2" });
       const delivery = await puller.next();

@@ -92,6 +92,7 @@ describe("a request its chosen worker does not claim in time", () => {
   const ids = idsChoosing("stalled", "real");
   let stalled: FakeWorker;
   let send: Awaited<ReturnType<typeof gatewayOn>>;
+  let gatewayBus: Bus;
 
   beforeAll(async () => {
     real = await startWorkerProcess({
@@ -111,7 +112,8 @@ describe("a request its chosen worker does not claim in time", () => {
     fakes.push(stalled);
     beating = setInterval(() => void stalled.beat(), 1000);
     send = await gatewayOn(namespace, ids.chosen);
-    await liveWorkers(buses[buses.length - 1]!, 2);
+    gatewayBus = buses[buses.length - 1]!;
+    await liveWorkers(gatewayBus, 2);
   }, 60_000);
 
   it("is served by another worker, and the late claim of the chosen one is refused", async () => {
@@ -128,6 +130,9 @@ describe("a request its chosen worker does not claim in time", () => {
 
     await stalled.pulled(1);
     expect(stalled.received[0]?.id).toBe(requestId);
+    // The served copy was acked, and the gateway took the original off the stalled worker's queue though
+    // that worker still holds it: the autoscaler's backlog does not count the request twice, or at all.
+    await vi.waitFor(async () => expect(await gatewayBus.requestBacklog(BASE)).toBe(0), CLAIM_ANSWER);
     stalled.releaseClaims();
     await vi.waitFor(() => expect(stalled.claims).toHaveLength(1), CLAIM_ANSWER);
     expect(stalled.claims[0]).toMatchObject({ requestId, granted: false });
