@@ -11,6 +11,7 @@
 import { and, asc, eq, gte, inArray, isNull, lt, lte, notExists, or, sql } from "drizzle-orm";
 import { sha256Hex } from "../core/sha256.ts";
 import type { Db } from "../db/open.ts";
+import type { ErrorBody } from "../schema/api.ts";
 import type { BatchOutputLine } from "../schema/batch-api.ts";
 import { batches, batchRequests, storedResponses } from "../schema/db.ts";
 import type { WebhookEventType } from "../schema/webhook-api.ts";
@@ -18,8 +19,10 @@ import { principalOfKey, REQUEST_ID, RESPONSE_KEY, RUN_AS, type RunEnv } from ".
 import type { BaseRoom } from "./batch-room.ts";
 import type { BatchLineOutcome, GatewayLog, GatewayMetrics } from "./deps.ts";
 import type { DueSweep } from "./due-sweep.ts";
+import { ApiError } from "./errors.ts";
 import { expiryOf, saveFile } from "./files.ts";
 import { Pause } from "./pause.ts";
+import { outputLogged } from "./response-event-log.ts";
 import { responseId } from "./response-output.ts";
 import { markBackground } from "./response-store.ts";
 import { queueEvent } from "./webhooks.ts";
@@ -67,6 +70,25 @@ function transient(statusCode: number, response: unknown): boolean {
   return statusCode === 500 || statusCode === 502 || statusCode === 503;
 }
 const MAX_RETRY_DELAY_MS = 60_000;
+
+/**
+ * Whether a line may run again: any line but a background response's whose output began streaming into
+ * its log (gateway/response-event-log.ts outputLogged), which would then show its text twice. That one
+ * fails instead, as a live stream does when its worker is lost after tokens went out.
+ */
+async function rerunnable(db: Db, background: string | null): Promise<boolean> {
+  return background === null || !(await outputLogged(db, background));
+}
+
+/** The error a streamed background response fails with when its run cannot be run again: why, then that. */
+function notRunAgain(why: string): ErrorBody {
+  return new ApiError(
+    503,
+    "server_error",
+    `${why} Its output had begun streaming, and a second run would repeat it, so it was not run again; create the response again.`,
+    "run_interrupted",
+  ).body;
+}
 
 interface Claimed {
   batchId: string;
@@ -335,6 +357,12 @@ export class BatchRunner {
           code: "invalid_api_key",
         },
       };
+    } else if (!(await rerunnable(db, background))) {
+      // An earlier run streamed output and its gateway died (its claim ran out): failed below, as a
+      // transient failure that cannot be retried.
+      statusCode = 503;
+      response = new ApiError(503, "server_error", "The gateway running this response stopped while it ran.")
+        .body;
     } else {
       const controller = new AbortController();
       this.#controllers.add(controller);
@@ -359,30 +387,43 @@ export class BatchRunner {
         this.#controllers.delete(controller);
       }
       if (controller.signal.aborted) {
-        // Cancelled by stop(): not an answer. The line goes back, to run again at once, as a new attempt
-        // (this one is billed for what it generated, as any cancelled request).
-        await db
-          .update(batchRequests)
-          .set({ status: "pending", claimedBy: null, claimedAt: null, attempts: attempts + 1 })
-          .where(and(this.#ownLine(batchId, line), eq(batchRequests.status, "running")));
-        this.#counted("handed_back");
-        return;
+        if (await rerunnable(db, background)) {
+          // Cancelled by stop(): not an answer. The line goes back, to run again at once, as a new attempt
+          // (this one is billed for what it generated, as any cancelled request).
+          await db
+            .update(batchRequests)
+            .set({ status: "pending", claimedBy: null, claimedAt: null, attempts: attempts + 1 })
+            .where(and(this.#ownLine(batchId, line), eq(batchRequests.status, "running")));
+          this.#counted("handed_back");
+          return;
+        }
+        // Failed below, as a transient failure it cannot retry.
+        statusCode = 503;
+        response = new ApiError(
+          503,
+          "server_error",
+          "The gateway running this response shut down while it ran.",
+        ).body;
       }
     }
     const where = this.#ownLine(batchId, line);
     if (transient(statusCode, response)) {
-      // Each attempt waits twice as long as the one before, up to a minute.
-      const delay = Math.min(MAX_RETRY_DELAY_MS, 1_000 * 2 ** attempts);
-      await db
-        .update(batchRequests)
-        .set({
-          status: "pending",
-          claimedAt: new Date(this.#options.now() + delay),
-          attempts: attempts + 1,
-        })
-        .where(and(where, eq(batchRequests.status, "running")));
-      this.#counted("retried");
-      return;
+      if (await rerunnable(db, background)) {
+        // Each attempt waits twice as long as the one before, up to a minute.
+        const delay = Math.min(MAX_RETRY_DELAY_MS, 1_000 * 2 ** attempts);
+        await db
+          .update(batchRequests)
+          .set({
+            status: "pending",
+            claimedAt: new Date(this.#options.now() + delay),
+            attempts: attempts + 1,
+          })
+          .where(and(where, eq(batchRequests.status, "running")));
+        this.#counted("retried");
+        return;
+      }
+      const error = (response as { error?: { message?: string } } | null)?.error;
+      response = notRunAgain(error?.message ?? `The response's run ended with HTTP ${statusCode}.`);
     }
     await db.update(batchRequests).set({ status: "done", statusCode, response, requestId }).where(where);
     // A background response's run stored the response itself; one that failed says why.

@@ -4,7 +4,7 @@
 // `GET /v1/responses/{id}?stream=true&starting_after=N` replay the log from after N and follow it by
 // polling the database until the response ends. A client that loses its connection resumes from the last
 // sequence_number it saw, as with OpenAI's background streaming; the run goes on whoever listens.
-import { and, asc, eq, gt, sql } from "drizzle-orm";
+import { and, asc, eq, gt, notInArray, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { responseEvents, storedResponses } from "../schema/db.ts";
 import type { ResponseObject } from "../schema/responses-api.ts";
@@ -35,6 +35,27 @@ export async function hasLog(db: Pick<Db, "select">, responseId: string): Promis
     .select({ n: responseEvents.sequenceNumber })
     .from(responseEvents)
     .where(and(eq(responseEvents.responseId, responseId), eq(responseEvents.sequenceNumber, 0)));
+  return rows.length > 0;
+}
+
+/** The events that say only where a response stands; any other in its log is its run's output. */
+const STATUS_EVENTS = ["response.created", "response.queued", "response.in_progress"];
+
+/**
+ * Whether a run's output began reaching the response's log. Such a response is not run again: the rerun's
+ * events would follow the first run's in the log, and a reader would see its text twice.
+ */
+export async function outputLogged(db: Pick<Db, "select">, responseId: string): Promise<boolean> {
+  const rows = await db
+    .select({ n: responseEvents.sequenceNumber })
+    .from(responseEvents)
+    .where(
+      and(
+        eq(responseEvents.responseId, responseId),
+        notInArray(sql<string>`${responseEvents.event} ->> 'type'`, STATUS_EVENTS),
+      ),
+    )
+    .limit(1);
   return rows.length > 0;
 }
 

@@ -34,8 +34,8 @@ afterAll(async () => {
   await h.close();
 });
 
-function runner(app: BatchRunnerOptions["app"] = h.app): BatchRunner {
-  return new BatchRunner({
+function runnerOptions(app: BatchRunnerOptions["app"]): BatchRunnerOptions {
+  return {
     app,
     db: h.db,
     log: h.deps.log,
@@ -45,7 +45,11 @@ function runner(app: BatchRunnerOptions["app"] = h.app): BatchRunner {
     newId: h.deps.newRequestId,
     runnerId: "runner-stream",
     now: Date.now,
-  });
+  };
+}
+
+function runner(app: BatchRunnerOptions["app"] = h.app): BatchRunner {
+  return new BatchRunner(runnerOptions(app));
 }
 
 async function collect(stream: Stream<Event>): Promise<Event[]> {
@@ -172,6 +176,105 @@ describe("a background response created with stream", () => {
     } finally {
       worker.behaviour = () => "reply";
     }
+  });
+
+  it("runs again one whose run failed before its output began; fails, rather than streams twice, one after", async () => {
+    // Retries wait out their backoff: this runner's clock jumps past it between passes.
+    let skew = 0;
+    const retrying = new BatchRunner({ ...runnerOptions(h.app), now: () => Date.now() + skew });
+    const passes = async () => {
+      await retrying.drain();
+      skew += 120_000;
+      await retrying.drain();
+    };
+    const create = (input: string) =>
+      client.responses.create({ model: BASE, input, max_output_tokens: 3, background: true, stream: true });
+    const runs: string[] = [];
+    const failFirst = (after: number) => (request: { id: string }) => {
+      runs.push(request.id);
+      return runs.length === 1
+        ? { error: { code: "engine_failed", message: "the engine stopped" }, after }
+        : "reply";
+    };
+    try {
+      worker.behaviour = failFirst(0);
+      const early = collect(await create("Fail before any token"));
+      await passes();
+      const retried = await early;
+      expect(runs).toHaveLength(2);
+      expect(deltas(retried)).toBe(fakeReplyText(3));
+      expect(retried.at(-1)?.type).toBe("response.incomplete");
+
+      runs.length = 0;
+      worker.behaviour = failFirst(1);
+      const late = collect(await create("Fail after a token"));
+      await passes();
+      const seen = await late;
+      expect(runs).toHaveLength(1);
+      expect(deltas(seen)).toBe(fakeReplyText(1));
+      const last = seen.at(-1) as OpenAI.Responses.ResponseFailedEvent;
+      expect(last.type).toBe("response.failed");
+      expect(last.response.error).toMatchObject({ code: "run_interrupted" });
+      expect(last.response.error?.message).toContain("the engine stopped");
+      expect((await client.responses.retrieve(last.response.id)).status).toBe("failed");
+    } finally {
+      worker.behaviour = () => "reply";
+    }
+  });
+
+  it("fails one whose gateway stops while its output streams, rather than hand it back to be run again", async () => {
+    worker.behaviour = () => ({ partial: 1 });
+    const stopping = new BatchRunner(runnerOptions(h.app));
+    try {
+      const stream = await client.responses.create({
+        model: BASE,
+        input: "Interrupted",
+        max_output_tokens: 3,
+        background: true,
+        stream: true,
+      });
+      const events = stream[Symbol.asyncIterator]();
+      const seen: Event[] = [];
+      stopping.start();
+      while (seen.at(-1)?.type !== "response.output_text.delta")
+        seen.push((await events.next()).value as Event);
+      await stopping.stop(0);
+      for (let step = await events.next(); !step.done; step = await events.next()) seen.push(step.value);
+      expect(deltas(seen)).toBe(fakeReplyText(1));
+      const last = seen.at(-1) as OpenAI.Responses.ResponseFailedEvent;
+      expect(last.type).toBe("response.failed");
+      expect(last.response.error).toMatchObject({ code: "run_interrupted" });
+      expect(last.response.error?.message).toContain("shut down");
+      // Nothing was handed back: another runner finds nothing to run.
+      const pulled = worker.received.length;
+      await runner().drain();
+      expect(worker.received).toHaveLength(pulled);
+    } finally {
+      worker.behaviour = () => "reply";
+    }
+  });
+
+  it("fails, without running it, one whose earlier run streamed output and whose gateway then died", async () => {
+    const { id, rest } = await opened(
+      await client.responses.create({
+        model: BASE,
+        input: "Orphaned",
+        max_output_tokens: 3,
+        background: true,
+        stream: true,
+      }),
+    );
+    // What a run leaves in the log before its process dies: a delta after the queued event.
+    await h.db.execute(
+      sql`insert into response_events (response_id, sequence_number, event) values (${id}, 2,
+        ${JSON.stringify({ type: "response.output_text.delta", delta: "Half", sequence_number: 2 })}::jsonb)`,
+    );
+    const pulled = worker.received.length;
+    await runner().drain();
+    expect(worker.received).toHaveLength(pulled);
+    const last = (await rest).at(-1) as OpenAI.Responses.ResponseFailedEvent;
+    expect(last.type).toBe("response.failed");
+    expect(last.response.error).toMatchObject({ code: "run_interrupted" });
   });
 
   it("takes no more events once cancelled while it runs: its stream ends, the log holds nothing of the run", async () => {
