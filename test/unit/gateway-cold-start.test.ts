@@ -1,7 +1,8 @@
 // Scaling from zero through app.request on the in-process bus: a request for a base with no live worker
 // waits on the base's shared queue until a (scripted) worker starts and claims it, streaming or not; the
 // autoscaling signal asks for a worker meanwhile; after the cold-start timeout the answer is 503 no_worker
-// and a worker that starts later is refused the request; a client that leaves ends the wait the same way.
+// and the request leaves the queue, so a worker that starts later never gets it; a client that leaves
+// ends the wait the same way.
 // A stream that waits past its headers' due time answers 200 with SSE keep-alives, then tokens or an
 // in-band error.
 // Each test gets its own broker, so no heartbeat of an earlier test's worker is live in the next.
@@ -72,6 +73,19 @@ function streamedText(body: string): string {
     .join("");
 }
 
+/**
+ * The fleet's only request was given up: it left the queue (the autoscaler no longer counts it), so the
+ * worker that starts next is handed only the request sent after it.
+ */
+async function expectWithdrawn(fleet: ReturnType<typeof coldFleet>): Promise<void> {
+  await vi.waitFor(async () => expect((await fleet.scale()).backlog).toBe(0), WAIT);
+  const worker = await fleet.startWorker();
+  const next = await fleet.chat({ max_tokens: 2 });
+  expect(next.status).toBe(200);
+  expect(worker.received).toHaveLength(1);
+  expect(worker.claims).toEqual([expect.objectContaining({ granted: true })]);
+}
+
 describe("a request for a base with no live worker", () => {
   it("waits on the shared queue, counted by the scale signal, until a worker starts and serves it", async () => {
     const fleet = coldFleet({ coldStartTimeoutMs: 60_000 });
@@ -100,7 +114,7 @@ describe("a request for a base with no live worker", () => {
     expect(streamedText(await res.text())).toBe(fakeReplyText(3));
   });
 
-  it("answers 503 no_worker after the cold-start timeout, and a worker that starts later is refused it", async () => {
+  it("answers 503 no_worker after the cold-start timeout, and a worker that starts later never gets it", async () => {
     const fleet = coldFleet({ coldStartTimeoutMs: 200 });
     const res = await fleet.chat({ max_tokens: 4 });
     expect(res.status).toBe(503);
@@ -113,14 +127,10 @@ describe("a request for a base with no live worker", () => {
       code: "no_worker",
     });
     expect(fleet.coldStarts).toEqual(["timeout"]);
-
-    const worker = await fleet.startWorker();
-    await worker.pulled(1);
-    await vi.waitFor(() => expect(worker.claims).toHaveLength(1), WAIT);
-    expect(worker.claims[0]).toMatchObject({ granted: false });
+    await expectWithdrawn(fleet);
   });
 
-  it("stops waiting when the client leaves, and a worker that starts later is refused it", async () => {
+  it("stops waiting when the client leaves, and a worker that starts later never gets it", async () => {
     const fleet = coldFleet({ coldStartTimeoutMs: 60_000 });
     const client = new AbortController();
     const answer = Promise.resolve(fleet.chat({ max_tokens: 4, stream: true }, client.signal)).catch(
@@ -130,11 +140,7 @@ describe("a request for a base with no live worker", () => {
     client.abort();
     await answer;
     await vi.waitFor(() => expect(fleet.coldStarts).toEqual(["cancelled"]), WAIT);
-
-    const worker = await fleet.startWorker();
-    await worker.pulled(1);
-    await vi.waitFor(() => expect(worker.claims).toHaveLength(1), WAIT);
-    expect(worker.claims[0]).toMatchObject({ granted: false });
+    await expectWithdrawn(fleet);
   });
 
   it("answers a stream that waits long 200 at once, keeps it alive with comments, then streams the tokens", async () => {
