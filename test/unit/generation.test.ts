@@ -1,12 +1,13 @@
 // Generation through the worker's scheduler on a real engine: sequences join and leave every step, and what
 // a sequence generates does not depend on what else runs beside it. Stop conditions end a sequence as
 // OpenAI's API defines them; `luminet generate` runs a JSONL file through all of it.
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { registerGenerate } from "../../cli/commands/generate.ts";
 import {
   SlotGeneration,
   type SlotGenerationOptions,
@@ -22,6 +23,7 @@ import { Prng } from "../../worker/engine/prng.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
 import { SequenceOutput } from "../../worker/engine/sequence-output.ts";
 import { loadTokenizer, type Tokenizer } from "../../worker/engine/tokenizer.ts";
+import { type CommandRun, luminetInProcess } from "../support/luminet-command.ts";
 import { addReasoningTags } from "../support/reasoning-templates.ts";
 
 const CLI = fileURLToPath(new URL("../../bin/luminet.mjs", import.meta.url));
@@ -450,15 +452,32 @@ describe("vLLM's allowed_token_ids, bad_words and include_stop_str_in_output", (
 
 describe("luminet generate", () => {
   // Run from a folder with no node_modules, as an installed `luminet` is: the engine thread must find tsx
-  // from the package, not from the working directory.
-  function generate(lines: unknown[], ...flags: string[]) {
+  // from the package, not from the working directory. Runs a test makes start together.
+  function generateArgs(lines: unknown[], ...flags: string[]) {
     const file = join(root, `batch-${Math.random()}.jsonl`);
     writeFileSync(file, lines.map((l) => JSON.stringify(l)).join("\n"));
-    return spawnSync(process.execPath, [CLI, "generate", "--model", tiny.dir, "--batch", file, ...flags], {
-      encoding: "utf8",
+    return ["generate", "--model", tiny.dir, "--batch", file, ...flags];
+  }
+  function generate(lines: unknown[], ...flags: string[]): Promise<CommandRun> {
+    const child = spawn(process.execPath, [CLI, ...generateArgs(lines, ...flags)], {
       cwd: root,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const run = { stdout: "", stderr: "" };
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      run.stdout += d;
+    });
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      run.stderr += d;
+    });
+    return new Promise((resolve, reject) => {
+      child.once("error", reject);
+      child.once("close", (code) => resolve({ code, ...run }));
     });
   }
+  // Input refused before any engine starts: in this process, with the command's own registration.
+  const generateInProcess = (lines: unknown[], ...flags: string[]) =>
+    luminetInProcess(registerGenerate, generateArgs(lines, ...flags));
   const outputs = (stdout: string) =>
     stdout
       .trim()
@@ -479,8 +498,8 @@ describe("luminet generate", () => {
         seed: 1,
       },
     ];
-    const result = generate(lines);
-    expect(result.status, result.stderr).toBe(0);
+    const result = await generate(lines);
+    expect(result.code, result.stderr).toBe(0);
     const out = outputs(result.stdout);
     expect(out.map((o) => o.id)).toEqual(["base", "a1", "ids", "7"]);
     expect(out.slice(0, 3).map((o) => o.token_ids.length)).toEqual([6, 7, 4]);
@@ -499,21 +518,23 @@ describe("luminet generate", () => {
     expect(out[0].text).toBe(expected.text);
   });
 
-  it("prefills a prompt longer than --step-tokens in chunks, to the tokens of one whole prefill", () => {
+  it("prefills a prompt longer than --step-tokens in chunks, to the tokens of one whole prefill", async () => {
     const long = tokenizer.encode("a long prompt that goes in chunks ".repeat(6)).slice(0, 70);
     const lines = [
       { id: "long", prompt_ids: long, adapter: tiny.adapterDirs[1], max_tokens: 6 },
       { id: "short", prompt: "request number 2 says hello", adapter: null, max_tokens: 8 },
     ];
-    const whole = generate(lines, "--prefix-cache-bytes", "0");
-    const chunked = generate(lines, "--step-tokens", "34", "--prefix-cache-bytes", "0");
-    expect(whole.status, whole.stderr).toBe(0);
-    expect(chunked.status, chunked.stderr).toBe(0);
+    const [whole, chunked] = await Promise.all([
+      generate(lines, "--prefix-cache-bytes", "0"),
+      generate(lines, "--step-tokens", "34", "--prefix-cache-bytes", "0"),
+    ]);
+    expect(whole.code, whole.stderr).toBe(0);
+    expect(chunked.code, chunked.stderr).toBe(0);
     expect(outputs(chunked.stdout)).toEqual(outputs(whole.stdout));
     expect(outputs(whole.stdout).map((o) => o.token_ids.length)).toEqual([6, 8]);
   });
 
-  it("writes JSON in JSON mode and a JSON schema's instances, and names a schema it cannot keep", () => {
+  it("writes JSON in JSON mode and a JSON schema's instances, and names a schema it cannot keep", async () => {
     const schema = {
       type: "object",
       properties: { word: { type: "string", maxLength: 6 }, count: { type: "integer" } },
@@ -539,8 +560,23 @@ describe("luminet generate", () => {
         response_format: { type: "json_schema", json_schema: { name: "w", schema } },
       },
     ]);
-    const result = generate(lines);
-    expect(result.status, result.stderr).toBe(0);
+    const refusing = generate([
+      {
+        id: "bad",
+        prompt: "x",
+        adapter: null,
+        max_tokens: 4,
+        response_format: {
+          type: "json_schema",
+          json_schema: {
+            strict: true,
+            schema: { type: "object", properties: { a: { type: "string", format: "uri" } } },
+          },
+        },
+      },
+    ]);
+    const result = await generate(lines);
+    expect(result.code, result.stderr).toBe(0);
     const closed = { object: 0, schema: 0 };
     for (const out of outputs(result.stdout)) {
       expect(out.text.startsWith("{")).toBe(true);
@@ -557,71 +593,67 @@ describe("luminet generate", () => {
     }
     // The random model closes any-object JSON late (its keys run long); the schema's lengths close it soon.
     expect(closed.schema).toBeGreaterThanOrEqual(3);
-    const refused = generate([
-      {
-        id: "bad",
-        prompt: "x",
-        adapter: null,
-        max_tokens: 4,
-        response_format: {
-          type: "json_schema",
-          json_schema: {
-            strict: true,
-            schema: { type: "object", properties: { a: { type: "string", format: "uri" } } },
-          },
-        },
-      },
-    ]);
-    expect(refused.status).not.toBe(0);
+    const refused = await refusing;
+    expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain(
       ':1: response_format.json_schema.schema.properties.a.format: "uri" is not supported',
     );
   });
 
-  it("runs on 4-bit weights with --quantize q4, and names a kind it does not have", () => {
+  it("runs on 4-bit weights with --quantize q4, and names a kind it does not have", async () => {
     const lines = [
       { id: "base", prompt: "request number 0 says hello", adapter: null, max_tokens: 5 },
       { id: "a1", prompt: "request number 1 says hello", adapter: tiny.adapterDirs[0], max_tokens: 6 },
     ];
-    const result = generate(lines, "--quantize", "q4");
-    expect(result.status, result.stderr).toBe(0);
+    const [result, refused] = await Promise.all([
+      generate(lines, "--quantize", "q4"),
+      generate(lines, "--quantize", "q8"),
+    ]);
+    expect(result.code, result.stderr).toBe(0);
     expect(outputs(result.stdout).map((o) => [o.id, o.token_ids.length, o.finish_reason])).toEqual([
       ["base", 5, "length"],
       ["a1", 6, "length"],
     ]);
-    const refused = generate(lines, "--quantize", "q8");
-    expect(refused.status).not.toBe(0);
+    expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain('--quantize must be q4, got "q8"');
   });
 
-  it("names the line and field of bad input", () => {
-    const result = generate([{ id: "x", prompt: "hi", adapter: null, max_tokens: 0 }]);
-    expect(result.status).not.toBe(0);
+  it("names the line and field of bad input", async () => {
+    const result = await generateInProcess([{ id: "x", prompt: "hi", adapter: null, max_tokens: 0 }]);
+    expect(result.code).not.toBe(0);
     expect(result.stderr).toMatch(/:1: max_tokens/);
-    const both = generate([{ id: "x", prompt: "hi", prompt_ids: [1], adapter: null, max_tokens: 2 }]);
+    const both = await generateInProcess([
+      { id: "x", prompt: "hi", prompt_ids: [1], adapter: null, max_tokens: 2 },
+    ]);
     expect(both.stderr).toMatch(/exactly one of "prompt" and "prompt_ids"/);
-    const tooLong = generate(
+    const tooLong = await generateInProcess(
       [{ id: "big", prompt_ids: new Array(64).fill(5), adapter: null, max_tokens: 2 }],
       "--max-context",
       "64",
     );
-    expect(tooLong.status).toBe(1);
+    expect(tooLong.code).toBe(1);
     expect(tooLong.stderr).toContain(
       "request big: its prompt has 64 tokens and leaves no room in the 64-token context",
     );
-    const vocab = generate([{ id: "v", prompt_ids: [1, 2, 99_999], adapter: null, max_tokens: 2 }]);
-    expect(vocab.status).toBe(1);
+    const vocab = await generateInProcess([
+      { id: "v", prompt_ids: [1, 2, 99_999], adapter: null, max_tokens: 2 },
+    ]);
+    expect(vocab.code).toBe(1);
     expect(vocab.stderr).toContain(
       `request v: prompt_ids holds 99999, outside the model's vocabulary of ${tiny.config.vocabSize} tokens`,
     );
-    const noAdapter = generate([
+    const noAdapter = await generateInProcess([
       { id: "fine", prompt: "hi", adapter: null, max_tokens: 2 },
       { id: "lost", prompt: "hi", adapter: join(root, "no-such-adapter"), max_tokens: 2 },
     ]);
-    expect(noAdapter.status).toBe(1);
+    expect(noAdapter.code).toBe(1);
     expect(noAdapter.stdout).toBe("");
     expect(noAdapter.stderr).toContain(`request lost: adapter ${join(root, "no-such-adapter")}: `);
-    const budget = generate([{ id: "x", prompt: "hi", adapter: null, max_tokens: 2 }], "--step-tokens", "0");
+    const budget = await generateInProcess(
+      [{ id: "x", prompt: "hi", adapter: null, max_tokens: 2 }],
+      "--step-tokens",
+      "0",
+    );
     expect(budget.stderr).toContain('luminet generate: --step-tokens must be an integer ≥ 1, got "0"');
   });
 });
