@@ -4,23 +4,30 @@
 //    PATH started on a free port with JetStream in a temp dir.
 //  - Postgres: DATABASE_URL if set (a fresh database is created on that server for this run and dropped
 //    afterwards), else none — DB suites then run on PGlite only.
-// Tests read the results with `inject("natsUrl")` / `inject("postgresUrl")`.
+//  - A migrated PGlite data folder, dumped to a temp file once, which test/support/migrated-pglite.ts
+//    loads for each in-memory test database instead of booting and migrating PGlite again.
+// Tests read the results with `inject("natsUrl")`, `inject("postgresUrl")` and `inject("pgliteTemplate")`.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { PGlite } from "@electric-sql/pglite";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import postgres from "postgres";
 import type {} from "vitest";
 import type { TestProject } from "vitest/node";
+import { migrate } from "../../db/migrate.ts";
+import { openDb } from "../../db/open.ts";
 
 declare module "vitest" {
   export interface ProvidedContext {
     natsUrl: string;
     /** A Postgres URL for a database created for this run, or "" when DATABASE_URL is unset. */
     postgresUrl: string;
+    /** The path of a migrated PGlite data folder's dump (PGlite's dumpDataDir). */
+    pgliteTemplate: string;
   }
 }
 
@@ -58,6 +65,8 @@ function findNatsServer(): string | undefined {
 let natsProcess: ChildProcess | undefined;
 let natsDir: string | undefined;
 let dropDatabase: (() => Promise<void>) | undefined;
+let templateDir: string | undefined;
+let pgliteTemplate: Promise<string> | undefined;
 
 async function provideNats(): Promise<string> {
   if (process.env.NATS_URL) return process.env.NATS_URL;
@@ -94,6 +103,24 @@ async function providePostgres(): Promise<string> {
   return url.toString();
 }
 
+/** Made once, however many projects' setups ask for it. */
+function providePgliteTemplate(): Promise<string> {
+  pgliteTemplate ??= (async () => {
+    const db = await openDb("pglite:memory");
+    try {
+      await migrate(db);
+      const dump = await (db as unknown as { $client: PGlite }).$client.dumpDataDir("none");
+      templateDir = mkdtempSync(join(tmpdir(), "luminet-pglite-"));
+      const path = join(templateDir, "migrated.tar");
+      writeFileSync(path, Buffer.from(await dump.arrayBuffer()));
+      return path;
+    } finally {
+      await db.close();
+    }
+  })();
+  return pgliteTemplate;
+}
+
 /**
  * Deletes the streams (KV buckets included) created on the server since `since`, but for the default
  * namespace's (LUMINET_*, which a deployment or `luminet dev` on the same server uses): tests name theirs
@@ -118,6 +145,7 @@ export default async function setup(project: TestProject) {
   const started = new Date();
   project.provide("natsUrl", await provideNats());
   project.provide("postgresUrl", await providePostgres());
+  project.provide("pgliteTemplate", await providePgliteTemplate());
   return async () => {
     const natsUrl = process.env.NATS_URL;
     if (natsUrl) {
@@ -128,5 +156,6 @@ export default async function setup(project: TestProject) {
     await dropDatabase?.();
     natsProcess?.kill("SIGTERM");
     if (natsDir) rmSync(natsDir, { recursive: true, force: true });
+    if (templateDir) rmSync(templateDir, { recursive: true, force: true });
   };
 }

@@ -6,8 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Bus } from "../../bus/bus.ts";
 import { InProcessBroker } from "../../bus/in-process.ts";
-import { migrate } from "../../db/migrate.ts";
-import { type Db, openDb } from "../../db/open.ts";
+import type { Db } from "../../db/open.ts";
 import { createApiKey, ensureOrg } from "../../gateway/api-keys.ts";
 import { createApp } from "../../gateway/app.ts";
 import { loadBaseModel } from "../../gateway/base-loader.ts";
@@ -15,6 +14,7 @@ import { BaseCatalog } from "../../gateway/bases.ts";
 import { type GatewayDeps, type GatewayDepsInput, gatewayDeps } from "../../gateway/deps.ts";
 import { adapters, type NewAdapter } from "../../schema/db.ts";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
+import { openMigratedPglite } from "./migrated-pglite.ts";
 import { addReasoningTags } from "./reasoning-templates.ts";
 
 export const BASE = "tiny";
@@ -51,8 +51,7 @@ export async function createGatewayHarness(
     writeFileSync(path, JSON.stringify({ ...config, chat_template: options.chatTemplate }));
   }
   if (options.reasoningTags) addReasoningTags(modelDir);
-  const db = await openDb("pglite:memory");
-  await migrate(db);
+  const db = await openMigratedPglite();
   const bases = new BaseCatalog([
     await loadBaseModel(db, { name: BASE, dir: modelDir }, { contextLength: CONTEXT }),
   ]);

@@ -5,18 +5,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { and, eq, isNull } from "drizzle-orm";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { migrate } from "../../db/migrate.ts";
-import { type Db, openDb } from "../../db/open.ts";
+import type { Db } from "../../db/open.ts";
 import { ensureOrg, hashApiKey } from "../../gateway/api-keys.ts";
 import { DEV_ORG, useDevApiKey } from "../../gateway/dev-stack.ts";
 import { apiKeys } from "../../schema/db.ts";
+import { openMigratedPglite } from "../support/migrated-pglite.ts";
 
 let db: Db;
 const home = mkdtempSync(join(tmpdir(), "luminet-dev-key-"));
 
 beforeAll(async () => {
-  db = await openDb("pglite:memory");
-  await migrate(db);
+  db = await openMigratedPglite();
   await ensureOrg(db, DEV_ORG, "Demo");
 });
 afterAll(async () => {
