@@ -1,16 +1,17 @@
 // The GPU machine's correctness script (scripts/cuda-check.ts) catches an addon that breaks the contract:
 // the native code on the CPU emulator with its rows' adapters dropped whenever a step holds more than one
 // row, or with the sequences' penalties dropped. That the same script passes the unbroken emulated addon
-// is test/unit/cuda-emulated.test.ts's case.
+// is test/unit/cuda-emulated.test.ts's case. The two checks run side by side: each is one thread's work
+// (the emulator's steps on a libuv thread, the CPU engine on one onnxruntime thread) and shares nothing.
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
-import { describe, expect, it } from "vitest";
+import { describe, it } from "vitest";
 import { runCudaCheck, summaryLines } from "../../scripts/cuda-check.ts";
 import { CUDA_EMULATED_ADDON_PATH, type CudaAddon } from "../../worker/engine/cuda/native.ts";
 import { interceptSteps } from "../support/intercepted-cuda-addon.ts";
 
 describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA correctness check", () => {
-  it("fails when a batched step loses the rows' adapters", async () => {
+  it.concurrent("fails when a batched step loses the rows' adapters", async ({ expect }) => {
     const emulated = createRequire(import.meta.url)(CUDA_EMULATED_ADDON_PATH) as CudaAddon;
     const broken = interceptSteps(emulated, (s) =>
       s.tokens.length > 1 ? { ...s, slots: new Int32Array(s.slots.length) } : s,
@@ -38,7 +39,7 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA correctness che
     );
   }, 180_000);
 
-  it("fails when the device picks without the sequences' penalties", async () => {
+  it.concurrent("fails when the device picks without the sequences' penalties", async ({ expect }) => {
     const emulated = createRequire(import.meta.url)(CUDA_EMULATED_ADDON_PATH) as CudaAddon;
     const broken = interceptSteps(emulated, ({ penalties: _dropped, ...s }) => s);
     const report = await runCudaCheck(broken);
