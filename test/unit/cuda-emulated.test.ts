@@ -1,18 +1,21 @@
 // The native CUDA backend's own code — its kernels, cuBLAS calls, CUDA graph capture and adapter slot
 // writes — run on the CPU emulator (npm run build:cuda -- --emulate; CI builds it wherever the CUDA headers
 // are installed) through the GPU machine's correctness script: the checks a GPU run makes, on every CI run.
+// The cases run side by side: the script's check is one thread's work, the rest mostly child processes.
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { describe, it } from "vitest";
 import { runCudaCheck, summaryLines } from "../../scripts/cuda-check.ts";
 import { initTinyModel } from "../../scripts/tiny-model.ts";
 import { CUDA_EMULATED_ADDON_PATH, type CudaAddon } from "../../worker/engine/cuda/native.ts";
 import { spawnLuminet } from "../support/luminet-command.ts";
 
 describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the CPU emulator", () => {
-  it("gives the CPU engine's logits and tokens: alone, in a mixed-adapter batch, with and without CUDA graphs", async () => {
+  it.concurrent("gives the CPU engine's logits and tokens: alone, in a mixed-adapter batch, with and without CUDA graphs", async ({
+    expect,
+  }) => {
     const addon = createRequire(import.meta.url)(CUDA_EMULATED_ADDON_PATH) as CudaAddon;
     const report = await runCudaCheck(addon);
     expect(report.device).toBe("CPU emulation");
@@ -25,7 +28,9 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
     expect(report.checks.prefill_logits!.relative).toBeLessThan(5e-3);
   }, 180_000);
 
-  it("serves `luminet generate --device cuda` with the CPU's greedy tokens, adapters, base rows and JSON mixed", async () => {
+  it.concurrent("serves `luminet generate --device cuda` with the CPU's greedy tokens, adapters, base rows and JSON mixed", async ({
+    expect,
+  }) => {
     const root = mkdtempSync(join(tmpdir(), "luminet-cuda-generate-"));
     try {
       const { dir } = initTinyModel(join(root, "model"), { shape: "tiny", adapters: 2, rank: 8, seed: 5 });
@@ -54,12 +59,14 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
       ];
       writeFileSync(batch, lines.map((l) => JSON.stringify(l)).join("\n"));
       const args = ["generate", "--model", dir, "--batch", batch, "--device"];
-      const cpu = await spawnLuminet([...args, "cpu"]);
-      // Threads run last to first between barriers here: a kernel race would change the tokens.
-      const cuda = await spawnLuminet([...args, "cuda"], {
-        LUMINET_CUDA_ADDON: CUDA_EMULATED_ADDON_PATH,
-        LUMINET_CUDA_EMULATION_ORDER: "reverse",
-      });
+      const [cpu, cuda] = await Promise.all([
+        spawnLuminet([...args, "cpu"]),
+        // Threads run last to first between barriers here: a kernel race would change the tokens.
+        spawnLuminet([...args, "cuda"], {
+          LUMINET_CUDA_ADDON: CUDA_EMULATED_ADDON_PATH,
+          LUMINET_CUDA_EMULATION_ORDER: "reverse",
+        }),
+      ]);
       // Nothing on stderr but the run's summary.
       expect(cuda.stderr).toMatch(/^generate: 4 requests in [\d.]+ s, \d+ tokens generated [^\n]*\n$/);
       expect(cuda.code).toBe(0);
@@ -81,7 +88,9 @@ describe.skipIf(!existsSync(CUDA_EMULATED_ADDON_PATH))("the CUDA backend on the 
     }
   }, 120_000);
 
-  it("returns the largest logits with ties to the lower id, and each row's log-sum-exp at its temperature", async () => {
+  it.concurrent("returns the largest logits with ties to the lower id, and each row's log-sum-exp at its temperature", async ({
+    expect,
+  }) => {
     const { CudaModel } = createRequire(import.meta.url)(CUDA_EMULATED_ADDON_PATH) as CudaAddon;
     const [hidden, vocab, headDim] = [64, 300, 16];
     const model = new CudaModel({
