@@ -168,6 +168,11 @@ export interface Bus {
   /** Stores a usage event; the request id is the message id, so a retried publish is dropped. */
   publishUsage(event: UsageEvent): Promise<Published>;
   /**
+   * Usage events stored and not yet acked by a meter: those not billed yet (a meter acks an event once its
+   * row is committed). The meter's lag, for `luminet_usage_events_unbilled`.
+   */
+  usageBacklog(): Promise<number>;
+  /**
    * The meter's durable consumer: each stored event reaches one handler (across processes), one at a time
    * per subscription, and is acked only after the handler resolves; a handler that throws sees it again.
    * On JetStream, a consumer (or stream) that vanishes is created again and consuming resumes, with what

@@ -224,6 +224,10 @@ class InProcessBus implements Bus {
     return { duplicate: stored.duplicate };
   }
 
+  async usageBacklog(): Promise<number> {
+    return this.broker.usage.backlog(() => true);
+  }
+
   async consumeUsage(handler: (event: UsageEvent) => Promise<void>): Promise<Subscription> {
     const consumer = this.broker.usage.consumer(() => true);
     const stop = this.#track(() => consumer.close());

@@ -489,6 +489,12 @@ class JetStreamBus implements Bus {
     return { duplicate: ack.duplicate };
   }
 
+  async usageBacklog(): Promise<number> {
+    // A work-queue stream: an acked event is removed, so what it holds is what is not billed yet.
+    const info = await this.#whileConnected(() => this.jsm.streams.info(this.#names.usage));
+    return info.state.messages;
+  }
+
   async consumeUsage(handler: (event: UsageEvent) => Promise<void>): Promise<Subscription> {
     const stream = this.#names.usage;
     const config: DurableConfig = {

@@ -14,6 +14,7 @@ import { logger } from "../core/logger.ts";
 import { migrate } from "../db/migrate.ts";
 import { type Db, openDb } from "../db/open.ts";
 import { type Meter, startMeter } from "../meter/meter.ts";
+import { meterMetricsOnGatewayRegistry } from "../meter/metrics.ts";
 import { adapters, apiKeys } from "../schema/db.ts";
 import { initTinyModel } from "../scripts/tiny-model.ts";
 import { FolderBlobStore, openBlobStore } from "../worker/adapters/blob-store.ts";
@@ -174,7 +175,12 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
     });
     closers.push(() => worker.drain());
     const meterBus = await connect("meter");
-    const meter: Meter = await startMeter({ bus: meterBus, db, logger });
+    const meter: Meter = await startMeter({
+      bus: meterBus,
+      db,
+      logger,
+      metrics: meterMetricsOnGatewayRegistry(),
+    });
     closers.push(() => meter.stop());
     const gatewayBus = await connect("gateway");
     const adapterStorage = new NodeAdapterStorage({

@@ -11,6 +11,7 @@ import { logger } from "../core/logger.ts";
 import { requireMigrated } from "../db/migrate.ts";
 import { type Db, describeDatabaseUrl, openDb } from "../db/open.ts";
 import { type Meter, startMeter } from "../meter/meter.ts";
+import { meterMetricsOnGatewayRegistry } from "../meter/metrics.ts";
 import { openWritableBlobStore } from "../worker/adapters/blob-store.ts";
 import { AdapterSources } from "./adapter-sources.ts";
 import { createApp } from "./app.ts";
@@ -216,7 +217,9 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       ...(options.namespace ? { namespace: options.namespace } : {}),
     });
     const bases = await loadBaseCatalog(db, options.models, { samplingDefaults: options.samplingDefaults });
-    if (options.withMeter) meter = await startMeter({ bus, db, logger });
+    if (options.withMeter) {
+      meter = await startMeter({ bus, db, logger, metrics: meterMetricsOnGatewayRegistry() });
+    }
     const adapterStorage = new NodeAdapterStorage({
       blobs: openWritableBlobStore(options.blobs ?? ".luminet/blobs"),
       sources: new AdapterSources(options.adapterSources ?? []),

@@ -11,6 +11,7 @@ import type { Bus, Subscription } from "../bus/bus.ts";
 import { type Logger, logger as rootLogger } from "../core/logger.ts";
 import type { Db } from "../db/open.ts";
 import type { UsageEvent } from "../schema/wire.ts";
+import type { MeterMetrics } from "./metrics.ts";
 import { writeUsageBatch } from "./usage-writer.ts";
 
 export interface MeterOptions {
@@ -21,11 +22,18 @@ export interface MeterOptions {
   /** How long the first event after a quiet spell waits for others to share its transaction; default 100 ms. */
   flushMs?: number;
   logger?: Logger;
+  /** Where the meter's series go; none by default. Its unbilled gauge reads the bus's usage backlog. */
+  metrics?: MeterMetrics;
 }
 
 export interface Meter {
   /** Stops taking events, writes and acks those already taken, then resolves. */
   stop(): Promise<void>;
+  /**
+   * Why the meter is not billing now, or null: it is stopping, or the database refused its last batch
+   * (until a later one commits). GET /readyz of `luminet meter --metrics-port` answers 503 with it.
+   */
+  problem(): string | null;
 }
 
 interface Waiting {
@@ -57,7 +65,9 @@ export async function startMeter(options: MeterOptions): Promise<Meter> {
   if (!Number.isFinite(flushMs) || flushMs < 0) {
     throw new MeterOptionError(`flushMs must be a number ≥ 0, got ${flushMs}`);
   }
-  const batcher = new UsageBatcher(options.db, batchSize, flushMs, options.logger ?? rootLogger);
+  const metrics = options.metrics ?? null;
+  metrics?.watchUnbilled(() => options.bus.usageBacklog());
+  const batcher = new UsageBatcher(options.db, batchSize, flushMs, options.logger ?? rootLogger, metrics);
   const subscriptions: Subscription[] = [];
   try {
     for (let i = 0; i < batchSize; i++) {
@@ -67,8 +77,11 @@ export async function startMeter(options: MeterOptions): Promise<Meter> {
     await Promise.all(subscriptions.map((subscription) => subscription.close()));
     throw error;
   }
+  let stopping = false;
   return {
+    problem: () => (stopping ? "the meter is stopping" : batcher.failure),
     async stop() {
+      stopping = true;
       batcher.stopping();
       // Closing a subscription waits for its handler, so every event taken is written (or nak'ed) first.
       await Promise.all(subscriptions.map((subscription) => subscription.close()));
@@ -82,12 +95,15 @@ class UsageBatcher {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #writing: Promise<void> | undefined;
   #stopping = false;
+  /** Why the last batch was not written, until one is. */
+  failure: string | null = null;
 
   constructor(
     private readonly db: Db,
     private readonly batchSize: number,
     private readonly flushMs: number,
     private readonly log: Logger,
+    private readonly metrics: MeterMetrics | null,
   ) {}
 
   /** Resolves once the event's row is committed (or already existed); rejects if it was not written. */
@@ -129,11 +145,15 @@ class UsageBatcher {
   }
 
   async #write(batch: Waiting[]): Promise<void> {
+    const started = performance.now();
+    const seconds = () => (performance.now() - started) / 1000;
     try {
       const outcome = await writeUsageBatch(
         this.db,
         batch.map((waiting) => waiting.event),
       );
+      this.metrics?.observeBatch(outcome, seconds());
+      this.failure = null;
       this.log.debug(
         { events: batch.length, inserted: outcome.inserted, duplicates: outcome.duplicates },
         "usage batch committed",
@@ -144,7 +164,9 @@ class UsageBatcher {
         else waiting.resolve();
       }
     } catch (error) {
+      this.metrics?.observeBatch(null, seconds());
       const failure = new UsageWriteError(batch.length, error);
+      this.failure = failure.message;
       for (const waiting of batch) waiting.reject(failure);
     }
   }

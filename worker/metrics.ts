@@ -1,10 +1,7 @@
-// The worker's Prometheus series (prom-client) and the /metrics endpoint that serves them, with the
-// process's own series (core/process-metrics.ts). The series live on a registry the caller may pass in:
-// `luminet dev` puts them on the gateway's own registry.
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+// The worker's Prometheus series (prom-client), served with the process's own series by
+// core/metrics-server.ts. The series live on a registry the caller may pass in: `luminet dev` puts them on
+// the gateway's own registry.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import { collectProcessMetrics } from "../core/process-metrics.ts";
 import type { EvictTier, LoadTier, Whereabouts } from "./adapters/adapter-manager.ts";
 import type { PrefixCacheStats } from "./engine/prefix-cache.ts";
 
@@ -151,48 +148,4 @@ export class WorkerMetrics {
   setSlots(counts: Record<SlotState, number>): void {
     for (const [state, count] of Object.entries(counts)) this.slots.set({ state }, count);
   }
-}
-
-/** Why a worker takes no new requests, or null when it does (GET /readyz). */
-export type NotReady = () => string | null;
-
-/**
- * Serves the registry at GET /metrics on `port` (0: any free port), with probes for an orchestrator:
- * GET /healthz answers 200 while the process serves HTTP at all (liveness), GET /readyz 200 while the
- * worker takes new requests and 503 with the reason once it does not (draining). Resolves once listening.
- */
-export async function serveMetrics(
-  registry: Registry,
-  port: number,
-  host = "0.0.0.0",
-  notReady: NotReady = () => null,
-): Promise<Server> {
-  collectProcessMetrics(registry);
-  const server = createServer((req, res) => {
-    const path = req.url?.split("?")[0];
-    const text = (status: number, body: string) =>
-      res.writeHead(status, { "content-type": "text/plain" }).end(`${body}\n`);
-    if (req.method === "GET" && path === "/healthz") return text(200, "ok");
-    if (req.method === "GET" && path === "/readyz") {
-      const reason = notReady();
-      return reason === null ? text(200, "ready") : text(503, `not ready: ${reason}`);
-    }
-    if (req.method !== "GET" || path !== "/metrics") {
-      res.writeHead(404, { "content-type": "text/plain" }).end("not found: try GET /metrics\n");
-      return;
-    }
-    registry.metrics().then(
-      (body) => res.writeHead(200, { "content-type": registry.contentType }).end(body),
-      (error: Error) => res.writeHead(500, { "content-type": "text/plain" }).end(`${error.message}\n`),
-    );
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => resolve());
-  });
-  return server;
-}
-
-export function listeningPort(server: Server): number {
-  return (server.address() as AddressInfo).port;
 }

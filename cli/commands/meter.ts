@@ -1,13 +1,16 @@
 // `luminet meter`: usage events from NATS (NATS_URL) into billing rows in Postgres (DATABASE_URL), exactly
 // once. SIGTERM or SIGINT drains it: no more events are taken, those taken are written and acked, then it
-// exits 0. Run `luminet migrate` first; base prices live in base_models.
+// exits 0. Run `luminet migrate` first; base prices live in base_models. With --metrics-port it serves its
+// series (meter/metrics.ts) and probes: /readyz is 503 while the database refuses its batches.
 import type { Command } from "commander";
 import { connectJetStreamBus } from "../../bus/jetstream.ts";
 import { logger } from "../../core/logger.ts";
+import { listeningPort, serveMetrics } from "../../core/metrics-server.ts";
 import { requireMigrated } from "../../db/migrate.ts";
 import { describeDatabaseUrl, openDb } from "../../db/open.ts";
 import { startMeter } from "../../meter/meter.ts";
-import { count } from "../flags.ts";
+import { MeterMetrics } from "../../meter/metrics.ts";
+import { count, port } from "../flags.ts";
 import { CliError } from "../run-command.ts";
 import { serviceAction, stopOnSignal } from "../service.ts";
 
@@ -16,6 +19,7 @@ interface MeterFlags {
   batchSize: string;
   flushMs: string;
   ackWaitMs: string;
+  metricsPort?: string;
 }
 
 async function runMeter(flags: MeterFlags): Promise<void> {
@@ -26,6 +30,7 @@ async function runMeter(flags: MeterFlags): Promise<void> {
   const batchSize = count("--batch-size", flags.batchSize, 1);
   const flushMs = count("--flush-ms", flags.flushMs, 0);
   const usageAckWaitMs = count("--ack-wait-ms", flags.ackWaitMs, 100);
+  const metricsPort = flags.metricsPort === undefined ? undefined : port("--metrics-port", flags.metricsPort);
   // The description names driver, host and database only: the URL itself may hold a password.
   const database = describeDatabaseUrl(databaseUrl);
   const db = await openDb(databaseUrl);
@@ -42,15 +47,43 @@ async function runMeter(flags: MeterFlags): Promise<void> {
     await db.close();
     throw error;
   });
-  const meter = await startMeter({ bus, db, batchSize, flushMs, logger }).catch(async (error: unknown) => {
+  const metrics = metricsPort === undefined ? undefined : new MeterMetrics();
+  const meter = await startMeter({
+    bus,
+    db,
+    batchSize,
+    flushMs,
+    logger,
+    ...(metrics ? { metrics } : {}),
+  }).catch(async (error: unknown) => {
     await Promise.all([bus.close(), db.close()]);
     throw error;
   });
-  logger.info({ database, namespace: flags.namespace ?? null, batchSize }, "meter started");
+  const server =
+    metrics && metricsPort !== undefined
+      ? await serveMetrics(metrics.registry, metricsPort, "0.0.0.0", () => meter.problem()).catch(
+          async (error: unknown) => {
+            await meter.stop();
+            await Promise.all([bus.close(), db.close()]);
+            throw error;
+          },
+        )
+      : null;
+  logger.info(
+    {
+      database,
+      namespace: flags.namespace ?? null,
+      batchSize,
+      metricsPort: server ? listeningPort(server) : undefined,
+    },
+    "meter started",
+  );
   await stopOnSignal("draining", async () => {
+    // /readyz answers 503 while it drains; the server closes last.
     await meter.stop();
     await bus.close();
     await db.close();
+    if (server) await new Promise((resolve) => server.close(resolve));
   });
   logger.info("meter stopped");
 }
@@ -67,5 +100,9 @@ export function registerMeter(program: Command): void {
     .option("--batch-size <n>", "most usage events written per transaction", "32")
     .option("--flush-ms <ms>", "how long a lone event waits for others to share its transaction", "100")
     .option("--ack-wait-ms <ms>", "how long an unacked usage event stays with a silent meter", "30000")
+    .option(
+      "--metrics-port <port>",
+      "serve /metrics, /healthz and /readyz on this port (0: any free port, logged)",
+    )
     .action(serviceAction(runMeter));
 }

@@ -528,6 +528,37 @@ export function busContract(name: string, makeSystem: MakeBusSystem): void {
       expect(await seen.all).toEqual([first, second]);
     });
 
+    it("counts the usage events no meter has acked as unbilled", async () => {
+      const sys = system();
+      const worker = await sys.connect();
+      expect(await worker.usageBacklog()).toBe(0);
+      for (const id of ["b1", "b2", "b3"]) await worker.publishUsage(sampleUsage({ request_id: id }));
+      expect(await worker.usageBacklog()).toBe(3);
+
+      const meter = await sys.connect();
+      const billed = collector<string>(2);
+      const held: (() => void)[] = [];
+      await meter.consumeUsage(async (event) => {
+        // The last event stays with its handler (one at a time): taken, not acked, still unbilled.
+        if (event.request_id === "b3") await new Promise<void>((resolve) => held.push(resolve));
+        else billed.push(event.request_id);
+      });
+      expect(await billed.all).toEqual(["b1", "b2"]);
+      expect(
+        await eventually(
+          () => worker.usageBacklog(),
+          (n) => n === 1,
+        ),
+      ).toBe(1);
+      for (const release of held) release();
+      expect(
+        await eventually(
+          () => worker.usageBacklog(),
+          (n) => n === 0,
+        ),
+      ).toBe(0);
+    });
+
     it("redelivers a usage event whose handler threw", async () => {
       const sys = system({ usageRetryDelayMs: 50 });
       const worker = await sys.connect();

@@ -104,6 +104,13 @@ describe("luminet dev", () => {
           return Number(/^luminet_prefix_cache_reused_tokens_total (\d+)/m.exec(text)?.[1] ?? 0);
         })
         .toBeGreaterThan(0);
+      // The meter inside dev adds its series beside the gateway's: it has billed what came so far.
+      await expect
+        .poll(async () => {
+          const text = await (await fetch(`${urlOf(first)}/metrics`)).text();
+          return Number(/^luminet_meter_events_total\{outcome="billed"\} (\d+)/m.exec(text)?.[1] ?? 0);
+        })
+        .toBeGreaterThan(0);
     } finally {
       first.signal("SIGTERM");
     }

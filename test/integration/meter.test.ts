@@ -1,15 +1,17 @@
 // The meter against real NATS (a namespace per test) and Postgres (PGlite when DATABASE_URL is unset):
 // exact prices, one row per request id however often its event arrives, events it cannot price held in
-// JetStream rather than billed wrong, and a stop that bills what it already took.
+// JetStream rather than billed wrong, a stop that bills what it already took, and its series and readiness.
 import { randomUUID } from "node:crypto";
 import { eq } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import type { Bus } from "../../bus/bus.ts";
 import { InProcessBroker } from "../../bus/in-process.ts";
 import { connectJetStreamBus, type JetStreamBusOptions } from "../../bus/jetstream.ts";
+import { listeningPort, serveMetrics } from "../../core/metrics-server.ts";
 import { migrate } from "../../db/migrate.ts";
 import { type Db, openDb } from "../../db/open.ts";
 import { type Meter, startMeter } from "../../meter/meter.ts";
+import { MeterMetrics } from "../../meter/metrics.ts";
 import { baseModels, usageEvents } from "../../schema/db.ts";
 import {
   meterAckPending,
@@ -20,6 +22,7 @@ import {
   usageBacklog,
   usageEvent,
 } from "../support/meter-fixtures.ts";
+import { openMigratedPglite } from "../support/migrated-pglite.ts";
 
 const natsUrl = inject("natsUrl");
 const databaseUrl = inject("postgresUrl") || "pglite:memory";
@@ -63,6 +66,7 @@ describe(`the meter (${databaseUrl.startsWith("pglite") ? "PGlite" : "Postgres"}
       if (!stopped) await meter.stop();
     });
     return {
+      problem: () => meter.problem(),
       stop: async () => {
         stopped = true;
         await meter.stop();
@@ -271,6 +275,55 @@ describe(`the meter (${databaseUrl.startsWith("pglite") ? "PGlite" : "Postgres"}
     await meter.stop();
     expect(await orgRows(db, org)).toHaveLength(2);
     expect(await usageBacklog(natsUrl, namespace)).toBe(0);
+  });
+
+  it("counts what it bills and holds, and serves that, its lag and a refused batch at /metrics and /readyz", async () => {
+    const { publisher, meterBus } = await jetStream({ usageRetryDelayMs: 100 });
+    // A database of its own, to close under the meter.
+    const own = await openMigratedPglite();
+    await registerBase(own, base, 150_000, 600_000);
+    const metrics = new MeterMetrics();
+    const meter = await startMeter({ bus: meterBus, db: own, flushMs: 10, metrics });
+    const server = await serveMetrics(metrics.registry, 0, "127.0.0.1", () => meter.problem());
+    cleanups.push(async () => {
+      await new Promise((resolve) => server.close(resolve));
+      await meter.stop();
+      // Closed midway unless the test failed before.
+      await own.close().catch(() => {});
+    });
+    const url = `http://127.0.0.1:${listeningPort(server)}`;
+    const scrape = async () => (await fetch(`${url}/metrics`)).text();
+    const readiness = async () => {
+      const res = await fetch(`${url}/readyz`);
+      return `${res.status} ${await res.text()}`;
+    };
+
+    const org = `org-${randomUUID()}`;
+    await publisher.publishUsage(usageEvent({ org, base }));
+    await publisher.publishUsage(usageEvent({ org, base }));
+    await publisher.publishUsage(usageEvent({ org, base: `test/unregistered-${randomUUID()}` }));
+    await vi.waitFor(async () => {
+      const text = await scrape();
+      expect(text).toContain('luminet_meter_events_total{outcome="billed"} 2');
+      expect(text).toMatch(/luminet_meter_events_total\{outcome="held"\} [1-9]/);
+      // The held event waits in JetStream: the one event not billed.
+      expect(text).toContain("luminet_usage_events_unbilled 1");
+    }, waitLong);
+    expect((await orgTotals(own, org)).rows).toBe(2);
+    expect(await scrape()).toContain("luminet_meter_write_failures_total 0");
+    expect(await readiness()).toBe("200 ready\n");
+
+    // The database goes away: the next batch is refused, counted, and readiness says why.
+    await own.close();
+    await publisher.publishUsage(usageEvent({ org, base }));
+    await vi.waitFor(
+      async () => expect(await scrape()).toMatch(/luminet_meter_write_failures_total [1-9]/),
+      waitLong,
+    );
+    expect(await readiness()).toMatch(
+      /^503 not ready: could not write \d+ usage event\(s\), they will be delivered again: /,
+    );
+    expect(await scrape()).toMatch(/luminet_usage_events_unbilled [2-9]/);
   });
 
   it("meters from the in-process bus as well", async () => {

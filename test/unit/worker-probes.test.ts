@@ -3,7 +3,7 @@
 import type { Server } from "node:http";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { listeningPort, serveMetrics } from "../../worker/metrics.ts";
+import { listeningPort, serveMetrics } from "../../core/metrics-server.ts";
 
 let server: Server;
 let url: string;
