@@ -16,5 +16,10 @@ export type GatewayEnv = {
     priority: boolean;
     /** Set on a background response's run: the id key of the response it answers (auth.ts RESPONSE_KEY). */
     responseKey: string;
+    /**
+     * How a streamed answer ended, set as its last event goes out (routes/inference.ts streamEvents):
+     * "complete", or "failed" (an in-band error, or a Responses API stream that ended response.failed).
+     */
+    streamOutcome: "complete" | "failed";
   };
 };

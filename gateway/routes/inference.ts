@@ -147,13 +147,21 @@ export function streamEvents(
   framing: "chat" | "responses",
   onLeave: () => void,
 ): Response {
+  let last: unknown = null;
   return eventStream(
     {
       next: async () => {
         const step = await events.next();
-        return step.done ? null : step.value;
+        if (!step.done) {
+          last = step.value;
+          return step.value;
+        }
+        const failed = (last as { type?: unknown } | null)?.type === "response.failed";
+        c.set("streamOutcome", failed ? "failed" : "complete");
+        return null;
       },
       errorEvent: (error) => {
+        c.set("streamOutcome", "failed");
         const { body } = toApiError(error);
         if (framing === "chat") return body;
         const { code, message, param } = body.error;

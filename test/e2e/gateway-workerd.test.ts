@@ -254,7 +254,7 @@ describe("the gateway in workerd", () => {
     expect(refused).toBeInstanceOf(OpenAI.BadRequestError);
   });
 
-  it("replays a request sent again with its Idempotency-Key, the key held in Postgres through Neon's driver", async () => {
+  it("replays a request, streamed or not, sent again with its Idempotency-Key, the key held in Postgres through Neon's driver", async () => {
     const body = {
       model: BASE,
       messages: [{ role: "user" as const, content: "Once only." }],
@@ -269,6 +269,22 @@ describe("the gateway in workerd", () => {
     expect(first.response.headers.get("idempotent-replayed")).toBeNull();
     expect(again.response.headers.get("idempotent-replayed")).toBe("true");
     expect(again.data).toEqual(first.data);
+
+    // A stream is recorded as it goes and stored as it ends, before the request's connections close.
+    const streamed = async () => {
+      const { data, response } = await client.chat.completions
+        .create({ ...body, stream: true }, { headers: { "Idempotency-Key": "workerd-stream" } })
+        .withResponse();
+      const chunks: OpenAI.ChatCompletionChunk[] = [];
+      for await (const chunk of data) chunks.push(chunk);
+      return { chunks, replayed: response.headers.get("idempotent-replayed") };
+    };
+    const live = await streamed();
+    expect(live.replayed).toBeNull();
+    expect(live.chunks.length).toBeGreaterThan(0);
+    const replay = await streamed();
+    expect(replay.replayed).toBe("true");
+    expect(replay.chunks).toEqual(live.chunks);
   });
 
   it("streams a Responses API response, stores it through Neon's driver and continues from it", async () => {

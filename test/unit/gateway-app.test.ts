@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eq } from "drizzle-orm";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { InProcessBroker } from "../../bus/in-process.ts";
 import { openDb } from "../../db/open.ts";
 import { createApiKey, ensureOrg } from "../../gateway/api-keys.ts";
@@ -1489,11 +1489,50 @@ describe("Idempotency-Key", () => {
     expect(rows).toHaveLength(0);
   });
 
-  it("does not apply to streaming requests", async () => {
+  it("replays a completed stream's events instead of running it twice", async () => {
     const before = worker.received.length;
-    await (await keyed("k-stream", { stream: true })).text();
-    await (await keyed("k-stream", { stream: true })).text();
-    expect(worker.received.length).toBe(before + 2);
+    const first = await (await keyed("k-stream", { stream: true, max_tokens: 3 })).text();
+    expect(first).toContain("data: [DONE]");
+    const again = await keyed("k-stream", { stream: true, max_tokens: 3 });
+    expect(again.status).toBe(200);
+    expect(again.headers.get("content-type")).toContain("text/event-stream");
+    expect(again.headers.get("idempotent-replayed")).toBe("true");
+    expect(await again.text()).toBe(first);
+    expect(worker.received.length).toBe(before + 1);
+  });
+
+  it("answers 409 while a stream under the key runs, and frees the key of one whose client left", async () => {
+    worker.behaviour = () => ({ partial: 1 });
+    try {
+      const res = await keyed("k-stream-left", { stream: true });
+      const reader = res.body!.getReader();
+      expect(new TextDecoder().decode((await reader.read()).value)).toContain("data: ");
+      await expectError(await keyed("k-stream-left", { stream: true }), 409, "idempotency_key_in_use");
+      await reader.cancel();
+      worker.behaviour = () => "reply";
+      const before = worker.received.length;
+      await vi.waitFor(async () => {
+        const retried = await keyed("k-stream-left", { stream: true });
+        expect(retried.status).toBe(200);
+        expect(retried.headers.get("idempotent-replayed")).toBeNull();
+        expect(await retried.text()).toContain("data: [DONE]");
+      });
+      expect(worker.received.length).toBe(before + 1);
+    } finally {
+      worker.behaviour = () => "reply";
+    }
+  });
+
+  it("frees the key of a stream that ended with an in-band error, so a retry runs", async () => {
+    worker.behaviour = () => ({ error: { code: "oom", message: "out of memory" }, after: 1 });
+    const failed = await (await keyed("k-stream-error", { stream: true })).text();
+    expect(failed).toContain('"code":"oom"');
+    worker.behaviour = () => "reply";
+    const before = worker.received.length;
+    const retried = await keyed("k-stream-error", { stream: true });
+    expect(retried.headers.get("idempotent-replayed")).toBeNull();
+    expect(await retried.text()).toContain("data: [DONE]");
+    expect(worker.received.length).toBe(before + 1);
   });
 });
 
