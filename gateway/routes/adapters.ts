@@ -206,7 +206,8 @@ export function adapterRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     return c.json(await getAdapter(deps, org, ownName(org, c.req.param("name"), "name")));
   });
 
-  routes.patch("/:name{.+}", async (c) => {
+  // Only an upload's body is large: every other body here is a small JSON object.
+  routes.patch("/:name{.+}", jsonLimit, async (c) => {
     const org = c.get("principal").orgId;
     const name = ownName(org, c.req.param("name"), "name");
     const text = await readBodyText(c);

@@ -2,7 +2,7 @@
 // ±3 % over 2,000 resolutions at 90/10; an exact version name always runs that version; weight 0 takes a
 // version out of the alias's traffic and 100 against 0 gives one version all of it; with every version at 0
 // the alias answers a 404 that says so. DELETE /v1/models refuses a version carrying traffic and says how to
-// force it; a PATCH that is not exactly one valid change names its field.
+// force it; a PATCH that is not exactly one valid change names its field, and one over the body limit is 413.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Principal } from "../../gateway/auth.ts";
 import { parseModelId } from "../../gateway/model-id.ts";
@@ -139,6 +139,29 @@ describe("PATCH /v1/adapters/NAME", () => {
         param,
       });
       expect(error.message).toMatch(message);
+    }
+  });
+
+  it("refuses a body over the request limit with 413, chunked or not, before reading it whole", async () => {
+    const limit = harness.deps.limits.maxBodyBytes;
+    const oversized = JSON.stringify({ traffic_weight: 5, padding: "x".repeat(limit) });
+    const sent = (body: string | ReadableStream<Uint8Array>, extra: Record<string, string> = {}) =>
+      harness.app.request("/v1/adapters/acme/support-v2", {
+        method: "PATCH",
+        headers: {
+          authorization: `Bearer ${harness.keys.acmeAdmin}`,
+          "content-type": "application/json",
+          ...extra,
+        },
+        body,
+        ...({ duplex: "half" } as object),
+      });
+    const whole = await refused(await sent(oversized));
+    const chunked = await refused(
+      await sent(new Blob([oversized]).stream(), { "transfer-encoding": "chunked" }),
+    );
+    for (const answer of [whole, chunked]) {
+      expect(answer).toMatchObject({ status: 413, error: { type: "invalid_request_error" } });
     }
   });
 });
