@@ -243,25 +243,29 @@ function responsesParam(param: string | null): string | null {
 }
 
 /**
- * The conversation less its oldest item after any leading system or developer messages, and less the
- * function outputs that lose their call; null when only the newest item would be left.
+ * The ways `truncation: "auto"` may shorten a conversation, shortest drop first: each keeps the leading
+ * system or developer messages and the items from a cut on, the cut moving past one more item at a time
+ * (and past the function outputs that would lose their call), always keeping the newest item.
  */
-function withoutOldest(conversation: readonly InputItem[]): InputItem[] | null {
-  const kept = [...conversation];
-  const at = kept.findIndex(
+function truncations(conversation: readonly InputItem[]): { at: number; cuts: number[] } {
+  const at = conversation.findIndex(
     (item) => !(item.type === "message" && (item.role === "system" || item.role === "developer")),
   );
-  if (at < 0 || at >= kept.length - 1) return null;
-  kept.splice(at, 1);
-  while (at < kept.length - 1 && kept[at]!.type === "function_call_output") kept.splice(at, 1);
-  return kept;
+  if (at < 0) return { at: 0, cuts: [0] };
+  const cuts = [at];
+  for (let cut = at + 1; cut < conversation.length; cut++) {
+    while (cut < conversation.length - 1 && conversation[cut]!.type === "function_call_output") cut++;
+    cuts.push(cut);
+  }
+  return { at, cuts };
 }
 
 /**
  * Admits a Responses request as its chat request: the earlier items come from previous_response_id, the
  * input is the request's with its item references resolved. With `truncation: "auto"`, a conversation
  * too long for the context loses its oldest items (instructions and leading system messages kept) until
- * it fits, as OpenAI drops items rather than failing.
+ * it fits, as OpenAI drops items rather than failing. The fewest items to drop is found by bisection:
+ * each try renders and tokenizes the whole conversation, so dropping one item a try took quadratic time.
  */
 export function admitResponse(
   body: ResponseCreateRequest,
@@ -271,20 +275,41 @@ export function admitResponse(
 ): Admitted {
   refuseUnsupported(body);
   refuseNothingToAnswer(body);
-  let conversation: InputItem[] = [...earlier, ...input];
-  let inputAt = earlier.length;
-  refuseUnansweredOutputs(conversation, inputAt);
-  for (;;) {
+  const conversation: InputItem[] = [...earlier, ...input];
+  refuseUnansweredOutputs(conversation, earlier.length);
+  const { at, cuts } = body.truncation === "auto" ? truncations(conversation) : { at: 0, cuts: [0] };
+  /** The admission after dropping the items between `at` and cuts[i]: its answer, or what it threw. */
+  const attempt = (i: number): { admitted: Admitted } | { error: unknown } => {
+    const cut = cuts[i]!;
+    const kept = cut === at ? conversation : [...conversation.slice(0, at), ...conversation.slice(cut)];
+    const inputAt = Math.max(0, earlier.length - (cut - at));
     try {
-      return admitConversation(body, conversation, inputAt, base);
+      return { admitted: admitConversation(body, kept, inputAt, base) };
     } catch (error) {
-      const tooLong = error instanceof ApiError && error.code === "context_length_exceeded";
-      const shorter = tooLong && body.truncation === "auto" ? withoutOldest(conversation) : null;
-      if (!shorter) throw error;
-      inputAt = Math.max(0, inputAt - (conversation.length - shorter.length));
-      conversation = shorter;
+      return { error };
     }
+  };
+  const tooLong = (outcome: { error: unknown } | { admitted: Admitted }) =>
+    "error" in outcome &&
+    outcome.error instanceof ApiError &&
+    outcome.error.code === "context_length_exceeded";
+  // Dropping more never makes the prompt longer: find the first try that is not too long.
+  let outcome = attempt(0);
+  if (tooLong(outcome) && cuts.length > 1) {
+    let [low, high] = [1, cuts.length - 1];
+    let last = attempt(high);
+    if (!tooLong(last)) {
+      while (low < high) {
+        const mid = Math.floor((low + high) / 2);
+        const tried = attempt(mid);
+        if (tooLong(tried)) low = mid + 1;
+        else [high, last] = [mid, tried];
+      }
+    }
+    outcome = last;
   }
+  if ("error" in outcome) throw outcome.error;
+  return outcome.admitted;
 }
 
 function admitConversation(

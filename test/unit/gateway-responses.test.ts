@@ -522,6 +522,28 @@ describe("POST /v1/responses", () => {
     expect(text).toContain("Message 3:");
   });
 
+  it("drops, from a long input, exactly the oldest items it must and no more", async () => {
+    const turns = Array.from({ length: 240 }, (_, n) => ({
+      role: n % 2 === 0 ? ("user" as const) : ("assistant" as const),
+      content: `Turn ${n}: lorem ipsum`,
+    }));
+    const request = { model: BASE, instructions: "Be brief.", max_output_tokens: 8 };
+    const truncated = await client.responses.create({ ...request, input: turns, truncation: "auto" });
+    const text = h.deps.bases.get(BASE)!.tokenizer.decode(sent(truncated.id).prompt_token_ids);
+    expect(text).toContain("Be brief.");
+    expect(text).toContain("Turn 239:");
+    const first = turns.findIndex((turn) => text.includes(`${turn.content.split(":")[0]}:`));
+    expect(first).toBeGreaterThan(0);
+    // The kept turns fit as they are; one more older turn would not.
+    await expect(client.responses.create({ ...request, input: turns.slice(first) })).resolves.toBeTruthy();
+    await expect(
+      client.responses.create({ ...request, input: turns.slice(first - 1) }),
+    ).rejects.toMatchObject({
+      status: 400,
+      code: "context_length_exceeded",
+    });
+  });
+
   it("counts a too-long input's completion as its max_output_tokens", async () => {
     const error = await client.responses
       .create({ model: BASE, input: "word ".repeat(CONTEXT * 2), max_output_tokens: 2 })
