@@ -5,6 +5,7 @@
 // Lookups are cached briefly per (org, base, name): the draw by weight happens per request on the cached rows.
 import { and, eq, isNull, or } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
+import { ADAPTER_NAME } from "../schema/adapter-api.ts";
 import { adapters } from "../schema/db.ts";
 import type { AdapterRef } from "../schema/wire.ts";
 import type { Principal } from "./auth.ts";
@@ -30,16 +31,20 @@ export interface AdapterResolverOptions {
   now?: () => number;
   /** A number in [0, 1) per draw; tests pass a fixed sequence. */
   random?: () => number;
+  /** The most lookups kept; default 10,000. */
+  maxEntries?: number;
 }
 
 export class AdapterResolver {
   readonly #cacheMs: number;
   readonly #now: () => number;
   readonly #random: () => number;
+  readonly #maxEntries: number;
   readonly #cache = new Map<string, { candidates: Candidate[]; expiresAt: number }>();
 
   constructor(options: AdapterResolverOptions = {}) {
     this.#cacheMs = options.cacheMs ?? 5_000;
+    this.#maxEntries = options.maxEntries ?? 10_000;
     this.#now = options.now ?? Date.now;
     this.#random = options.random ?? Math.random;
   }
@@ -54,6 +59,8 @@ export class AdapterResolver {
   async resolve(db: Db, caller: Principal, id: ModelId, model: string): Promise<AdapterRef | null> {
     if (id.adapter === null) return null;
     if (id.adapter.org !== caller.orgId) throw modelNotFound(model);
+    // No adapter can have such a name: answered without a query, or a cache entry per name a client makes up.
+    if (!ADAPTER_NAME.test(id.adapter.name)) throw modelNotFound(model);
     const candidates = await this.#candidates(db, caller.orgId, id.base, id.adapter.name);
     const exact = candidates.find((c) => c.ref.name === wireAdapterName(caller.orgId, id.adapter!.name));
     if (exact) return exact.ref;
@@ -115,6 +122,10 @@ export class AdapterResolver {
             },
           ],
     );
+    // Bounded: names a client makes up would otherwise grow it for good (an entry is dropped only when
+    // its own name is looked up again). Map order is insertion order: the oldest goes first.
+    this.#cache.delete(key);
+    if (this.#cache.size >= this.#maxEntries) this.#cache.delete(this.#cache.keys().next().value!);
     this.#cache.set(key, { candidates, expiresAt: this.#now() + this.#cacheMs });
     return candidates;
   }

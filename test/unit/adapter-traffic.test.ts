@@ -3,7 +3,9 @@
 // version out of the alias's traffic and 100 against 0 gives one version all of it; with every version at 0
 // the alias answers a 404 that says so. DELETE /v1/models refuses a version carrying traffic and says how to
 // force it; a PATCH that is not exactly one valid change names its field, and one over the body limit is 413.
+// The lookup answers a name no adapter can have without a query, and keeps a bounded number of lookups.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AdapterResolver } from "../../gateway/adapter-resolver.ts";
 import type { Principal } from "../../gateway/auth.ts";
 import { parseModelId } from "../../gateway/model-id.ts";
 import { ErrorBody } from "../../schema/api.ts";
@@ -116,6 +118,43 @@ describe("deleting a version that carries traffic", () => {
     expect(error.message).toContain("luminet adapters delete acme/support-v2 --force");
     expect(error.message).toContain("DELETE /v1/adapters/acme/support-v2?force=true");
     expect(await split(model)).toEqual({ "support-v2": DRAWS });
+  });
+});
+
+describe("the adapter lookup", () => {
+  /** The harness's database, counting the queries made through it. */
+  function countingDb() {
+    const counted = { selects: 0 };
+    const db = new Proxy(harness.db, {
+      get(target, property, receiver) {
+        if (property === "select") counted.selects++;
+        return Reflect.get(target, property, receiver);
+      },
+    });
+    return { db, counted };
+  }
+
+  it("answers a name no adapter can have 404 without a query, and keeps a bounded number of lookups", async () => {
+    const { db, counted } = countingDb();
+    const resolver = new AdapterResolver({ maxEntries: 2 });
+    const resolve = (name: string) => {
+      const model = `${BASE}:acme/${name}`;
+      return resolver.resolve(db, caller, parseModelId(model), model);
+    };
+    for (const name of ["x".repeat(65), "no spaces", "-leading-dash"]) {
+      await expect(resolve(name)).rejects.toMatchObject({ status: 404, code: "model_not_found" });
+    }
+    expect(counted.selects).toBe(0);
+
+    await resolve("support-v2");
+    await resolve("support-v2");
+    expect(counted.selects).toBe(1);
+    // Two more names push the oldest lookup out: the next one queries again.
+    await expect(resolve("missing-1")).rejects.toMatchObject({ status: 404 });
+    await expect(resolve("missing-2")).rejects.toMatchObject({ status: 404 });
+    expect(counted.selects).toBe(3);
+    await resolve("support-v2");
+    expect(counted.selects).toBe(4);
   });
 });
 
