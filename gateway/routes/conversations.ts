@@ -33,7 +33,7 @@ import { ApiError, conversationNotFound, invalidBody } from "../errors.ts";
 import { listPage } from "../list-page.ts";
 import { readBody } from "../request-body.ts";
 import { listedItem, withItemIds } from "../response-items.ts";
-import { resolveReferences } from "../response-references.ts";
+import { maxReferencedBytes, resolveReferences } from "../response-references.ts";
 import { checkItems } from "../response-request.ts";
 
 function itemNotFound(id: string): ApiError {
@@ -63,7 +63,13 @@ async function itemsToAdd(
   deps: GatewayDeps,
   items: readonly RequestItem[],
 ): Promise<InputItem[]> {
-  const resolved = await resolveReferences(deps.db, c.get("principal").orgId, items, "items");
+  const resolved = await resolveReferences(
+    deps.db,
+    c.get("principal").orgId,
+    items,
+    maxReferencedBytes(deps),
+    "items",
+  );
   checkItems(resolved, "items");
   return withItemIds(resolved, c.get("requestId"));
 }

@@ -40,7 +40,7 @@ import {
   responseIds,
   responseKey,
 } from "../response-output.ts";
-import { resolveReferences } from "../response-references.ts";
+import { maxReferencedBytes, resolveReferences } from "../response-references.ts";
 import { admitResponse } from "../response-request.ts";
 import {
   continuedConversation,
@@ -87,7 +87,7 @@ async function prepare(c: Context<GatewayEnv>, deps: GatewayDeps, body: Response
   const conversationItems = conversation ? await allItems(deps.db, orgId, conversation.id) : null;
   if (conversation && !conversationItems) throw conversationNotFound(conversation.id, "conversation");
   const earlier = previous ? continuedConversation(previous) : (conversationItems ?? []);
-  const input = await resolveReferences(deps.db, orgId, body.input ?? []);
+  const input = await resolveReferences(deps.db, orgId, body.input ?? [], maxReferencedBytes(deps));
   const admitted = admitResponse(body, earlier, input, resolved.base);
   return { resolved, previous, conversation, earlier, input, admitted };
 }

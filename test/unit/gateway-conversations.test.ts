@@ -387,6 +387,27 @@ describe("a response in a conversation", () => {
     expect([foreign.status, foreign.code, foreign.param]).toEqual([404, "item_not_found", "input.0"]);
   });
 
+  it("refuses references that name more items than four request bodies, before building any prompt", async () => {
+    const limit = h.deps.limits.maxBodyBytes;
+    // One item of a third of a body: ten references to it come to more than four bodies.
+    const large = "word ".repeat(Math.floor(limit / 3 / 5));
+    await client.conversations.create({ items: [message("user", large, "msg_large-for-reference")] });
+    const runs = worker.received.length;
+    const refs = (n: number): OpenAI.Responses.ResponseInputItem[] =>
+      Array.from({ length: n }, () => ({ type: "item_reference" as const, id: "msg_large-for-reference" }));
+    const refused = await apiFailure(
+      client.responses.create({ model: BASE, input: refs(13), max_output_tokens: 1 }),
+    );
+    expect([refused.status, refused.param]).toEqual([400, "input"]);
+    expect(refused.message).toContain("reference fewer");
+    // Under the bound the items are read and judged as a prompt: this one is too long for the context.
+    const tooLong = await apiFailure(
+      client.responses.create({ model: BASE, input: refs(2), max_output_tokens: 1 }),
+    );
+    expect([tooLong.status, tooLong.code]).toEqual([400, "context_length_exceeded"]);
+    expect(worker.received.length).toBe(runs);
+  });
+
   it("keeps a turn whose text holds U+0000 or a lone surrogate as it was sent, in the conversation and the stored response", async () => {
     // jsonb refuses U+0000; a model may write it all the same (schema/text-safe-jsonb.ts).
     const { id } = await client.conversations.create({});
