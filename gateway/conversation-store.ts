@@ -3,14 +3,14 @@
 // end, under a lock on the conversation's row, so concurrent additions never interleave or take the same
 // position; a Responses request naming the conversation reads all its items in order. Functions of the
 // request's database handle, as the Workers entry opens one per request.
-import { and, asc, desc, eq, gt, inArray, lt, max } from "drizzle-orm";
+import { and, asc, desc, eq, gt, inArray, lt, max, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import type { Metadata } from "../schema/api.ts";
 import type { ListPage } from "../schema/batch-api.ts";
 import type { ConversationItemsQuery, ConversationObject } from "../schema/conversations-api.ts";
 import { conversationItems, conversations } from "../schema/db.ts";
 import type { InputItem, ListedItem } from "../schema/responses-api.ts";
-import { invalidRequest } from "./errors.ts";
+import { ApiError, invalidRequest } from "./errors.ts";
 import { listPage } from "./list-page.ts";
 import { listedItem } from "./response-items.ts";
 
@@ -138,8 +138,34 @@ export function refuseTakenIds(held: ReadonlySet<string>, items: readonly InputI
 }
 
 /**
+ * How large a conversation's items may grow (their JSON), four times what a request body may be: a
+ * Responses request naming it reads them all, and a conversation that long is far past any model's
+ * context anyway (truncation "auto" keeps only its newest items).
+ */
+export function maxConversationBytes(limits: { maxBodyBytes: number }): number {
+  return 4 * limits.maxBodyBytes;
+}
+
+/** The JSON size of items, as the bound on a conversation counts them. */
+export function itemBytes(items: readonly InputItem[]): number {
+  return items.reduce((sum, item) => sum + JSON.stringify(item).length, 0);
+}
+
+export function conversationTooLarge(id: string, maxBytes: number, param: string | null): ApiError {
+  return new ApiError(
+    400,
+    "invalid_request_error",
+    `Conversation '${id}' would hold more than ${Math.floor(maxBytes / 2 ** 20)} MiB of items, the most one may: start a new conversation.`,
+    "conversation_too_large",
+    param,
+  );
+}
+
+/**
  * Adds items (each with its id) at the end of the org's conversation, holding its row so concurrent
- * additions take positions one after another; false when there is no such conversation.
+ * additions take positions one after another; false when there is no such conversation. With `maxBytes`,
+ * refuses (conversation_too_large, naming `param`) items that would take its items past that size; a
+ * response's own output is added without it, so a conversation may pass it by one answer.
  */
 export async function appendItems(
   db: Pick<Db, "transaction">,
@@ -147,6 +173,7 @@ export async function appendItems(
   id: string,
   items: readonly InputItem[],
   createdAt: Date,
+  bound?: { maxBytes: number; param: string },
 ): Promise<boolean> {
   return db.transaction(async (tx) => {
     const [row] = await tx
@@ -156,6 +183,15 @@ export async function appendItems(
       .for("update");
     if (!row) return false;
     if (items.length === 0) return true;
+    if (bound) {
+      const [held] = await tx
+        .select({ bytes: sql<string | null>`sum(length(${conversationItems.item}::text))` })
+        .from(conversationItems)
+        .where(eq(conversationItems.conversationId, id));
+      if (Number(held?.bytes ?? 0) + itemBytes(items) > bound.maxBytes) {
+        throw conversationTooLarge(id, bound.maxBytes, bound.param);
+      }
+    }
     const [last] = await tx
       .select({ position: max(conversationItems.position) })
       .from(conversationItems)

@@ -25,6 +25,7 @@ import {
   heldIds,
   loadConversation,
   loadItem,
+  maxConversationBytes,
   refuseTakenIds,
   setConversationMetadata,
 } from "../conversation-store.ts";
@@ -130,7 +131,8 @@ export function addItemsRoute(deps: GatewayDeps): Handler<GatewayEnv> {
       items.map((item) => item.id!),
     );
     refuseTakenIds(held, items, "items");
-    if (!(await appendItems(deps.db, c.get("principal").orgId, id, items, new Date(deps.now())))) {
+    const bound = { maxBytes: maxConversationBytes(deps.limits), param: "items" };
+    if (!(await appendItems(deps.db, c.get("principal").orgId, id, items, new Date(deps.now()), bound))) {
       throw conversationNotFound(id);
     }
     return c.json(itemList(items));

@@ -18,7 +18,14 @@ import { AutoCallStream } from "../auto-call-stream.ts";
 import { cancelBackgroundJob, queueBackgroundResponse } from "../batches.ts";
 import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
-import { allItems, appendItems, refuseTakenIds } from "../conversation-store.ts";
+import {
+  allItems,
+  appendItems,
+  conversationTooLarge,
+  itemBytes,
+  maxConversationBytes,
+  refuseTakenIds,
+} from "../conversation-store.ts";
 import type { GatewayDeps } from "../deps.ts";
 import { ApiError, conversationNotFound, invalidBody, invalidRequest, routeNotFound } from "../errors.ts";
 import { chatLogprobs } from "../logprobs.ts";
@@ -88,6 +95,11 @@ async function prepare(c: Context<GatewayEnv>, deps: GatewayDeps, body: Response
   if (conversation && !conversationItems) throw conversationNotFound(conversation.id, "conversation");
   const earlier = previous ? continuedConversation(previous) : (conversationItems ?? []);
   const input = await resolveReferences(deps.db, orgId, body.input ?? [], maxReferencedBytes(deps));
+  // Refused before it runs: its input would take the conversation past its bound when added after.
+  const bound = maxConversationBytes(deps.limits);
+  if (conversation && itemBytes(earlier) + itemBytes(input) > bound) {
+    throw conversationTooLarge(conversation.id, bound, "input");
+  }
   const admitted = admitResponse(body, earlier, input, resolved.base);
   return { resolved, previous, conversation, earlier, input, admitted };
 }

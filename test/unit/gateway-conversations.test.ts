@@ -4,6 +4,7 @@
 // org scoping; and every refusal changes nothing.
 import type OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ErrorBody } from "../../schema/api.ts";
 import { conversations } from "../../schema/db.ts";
 import { type FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, type GatewayHarness } from "../support/gateway-harness.ts";
@@ -405,6 +406,40 @@ describe("a response in a conversation", () => {
       client.responses.create({ model: BASE, input: refs(2), max_output_tokens: 1 }),
     );
     expect([tooLong.status, tooLong.code]).toEqual([400, "context_length_exceeded"]);
+    expect(worker.received.length).toBe(runs);
+  });
+
+  it("holds at most four request bodies of items: more is refused, by the items route and before a response runs", async () => {
+    // A small body limit, so the bound (four bodies) is reached in a few requests.
+    const app = h.appWith({ limits: { maxBodyBytes: 20_000 } });
+    const post = (path: string, body: unknown) =>
+      app.request(path, {
+        method: "POST",
+        headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const { id } = (await (await post("/v1/conversations", {})).json()) as { id: string };
+    const items = [{ type: "message", role: "user", content: "x".repeat(15_000) }];
+    for (let k = 0; k < 5; k++)
+      expect((await post(`/v1/conversations/${id}/items`, { items })).status).toBe(200);
+    const refused = await post(`/v1/conversations/${id}/items`, { items });
+    expect(refused.status).toBe(400);
+    expect(((await refused.json()) as ErrorBody).error).toMatchObject({
+      code: "conversation_too_large",
+      param: "items",
+    });
+    const runs = worker.received.length;
+    const answered = await post("/v1/responses", {
+      model: BASE,
+      conversation: id,
+      input: "y".repeat(15_000),
+      max_output_tokens: 1,
+    });
+    expect(answered.status).toBe(400);
+    expect(((await answered.json()) as ErrorBody).error).toMatchObject({
+      code: "conversation_too_large",
+      param: "input",
+    });
     expect(worker.received.length).toBe(runs);
   });
 
