@@ -89,18 +89,32 @@ function checksumOk(block: Buffer): boolean {
 }
 
 /**
+ * The most headers of any kind, and of files, an adapter's archive may hold. A PEFT folder has a handful
+ * of files; the bounds keep a crafted archive of millions of empty entries from holding the gateway's
+ * event loop (each header is read synchronously) and from creating a file per entry.
+ */
+const MAX_ENTRIES = 1024;
+const MAX_FILES = 64;
+
+/**
  * Unpacks the regular files of the tar at `archivePath` into `dir` by base name and returns the names.
  * Directory entries and pax/GNU extended headers are skipped; anything else that is not a regular file, a
- * name that leaves the folder, or the same file twice is an ArchiveError.
+ * name that leaves the folder, the same file twice, or more entries than MAX_ENTRIES or files than
+ * MAX_FILES is an ArchiveError.
  */
 export async function extractArchive(archivePath: string, dir: string): Promise<string[]> {
   const total = statSync(archivePath).size;
   const fd = openSync(archivePath, "r");
-  const names: string[] = [];
+  const names = new Set<string>();
   try {
     const block = Buffer.alloc(BLOCK);
     let at = 0;
-    while (at + BLOCK <= total) {
+    for (let entries = 0; at + BLOCK <= total; entries++) {
+      if (entries === MAX_ENTRIES) {
+        throw new ArchiveError(
+          `the archive holds more than ${MAX_ENTRIES} entries: an adapter folder has a few files`,
+        );
+      }
       readSync(fd, block, 0, BLOCK, at);
       if (block.every((b) => b === 0)) break;
       if (!checksumOk(block)) throw new ArchiveError(`not a tar archive: bad header checksum at byte ${at}`);
@@ -119,8 +133,11 @@ export async function extractArchive(archivePath: string, dir: string): Promise<
         throw new ArchiveError(`archive entry ${name} points outside the adapter folder`);
       }
       const file = basename(name);
-      if (names.includes(file)) throw new ArchiveError(`the archive holds ${file} twice`);
-      names.push(file);
+      if (names.has(file)) throw new ArchiveError(`the archive holds ${file} twice`);
+      if (names.size === MAX_FILES) {
+        throw new ArchiveError(`the archive holds more than ${MAX_FILES} files: an adapter folder has a few`);
+      }
+      names.add(file);
       if (size === 0) {
         closeSync(openSync(join(dir, file), "w"));
         continue;
@@ -133,5 +150,5 @@ export async function extractArchive(archivePath: string, dir: string): Promise<
   } finally {
     closeSync(fd);
   }
-  return names;
+  return [...names];
 }
