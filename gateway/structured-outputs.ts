@@ -12,6 +12,7 @@ import { GrammarError } from "../worker/engine/grammar-rules.ts";
 import { startOf } from "../worker/engine/grammar-stacks.ts";
 import { choiceRegex, compileFullMatch, PatternError } from "../worker/engine/string-automaton.ts";
 import { checkedSchema } from "./checked-schema.ts";
+import { refuseLongSource } from "./compile-budget.ts";
 import { invalidRequest, isTooDeep, TOO_DEEP } from "./errors.ts";
 
 type StructuredOutputsRequest = Pick<
@@ -49,7 +50,9 @@ export function requestedStructuredOutput(body: StructuredOutputsRequest): Sampl
         param,
       );
     case "choice":
-      return { regex: compiled(choiceRegex(value as string[]), param) };
+      return {
+        regex: compiled(choiceRegex(value as string[]), param, `${param}: the choices, as a pattern,`),
+      };
     case "regex":
       return { regex: compiled(value as string, param) };
     case "grammar":
@@ -62,7 +65,8 @@ export function requestedStructuredOutput(body: StructuredOutputsRequest): Sampl
 }
 
 /** The regex, once it is known to compile (its automaton is cached for the worker in this process). */
-function compiled(regex: string, param: string): string {
+function compiled(regex: string, param: string, what = `${param}: the pattern`): string {
+  refuseLongSource(regex, what, param);
   try {
     compileFullMatch(regex);
   } catch (error) {
@@ -78,6 +82,7 @@ function compiled(regex: string, param: string): string {
  * process).
  */
 function checkedGrammar(grammar: string, param: string): string {
+  refuseLongSource(grammar, `${param}: the grammar`, param);
   try {
     startOf(compileGrammar(grammar));
   } catch (error) {

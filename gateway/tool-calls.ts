@@ -20,6 +20,7 @@ import { isObject, schemaAsRead } from "../worker/engine/json-schema.ts";
 import { compileFullMatch, matchesWhole, PatternError } from "../worker/engine/string-automaton.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import { checkedSchema } from "./checked-schema.ts";
+import { CompileBudget, refuseLongSource } from "./compile-budget.ts";
 import { invalidRequest, isTooDeep, TOO_DEEP } from "./errors.ts";
 import { JsonScanner } from "./json-scanner.ts";
 
@@ -65,6 +66,7 @@ export function planTools(body: ChatCompletionRequest): ToolPlan | null {
   }
   const names = new Set<string>();
   const custom = new Map<string, CustomToolFormat>();
+  const budget = new CompileBudget();
   const tools = given.map((tool, i): FunctionTool => {
     const name = tool.type === "function" ? tool.function.name : tool.custom.name;
     if (names.has(name)) {
@@ -73,7 +75,9 @@ export function planTools(body: ChatCompletionRequest): ToolPlan | null {
     names.add(name);
     if (tool.type === "custom") {
       const format = tool.custom.format ?? { type: "text" };
-      checkFormat(format, name, `tools.${i}.custom.format.grammar.definition`);
+      const param = `tools.${i}.custom.format.grammar.definition`;
+      checkFormat(format, name, param);
+      budget.check(param);
       custom.set(name, format);
       return {
         type: "function",
@@ -143,6 +147,7 @@ function namedChoice(choice: NamedChoice, names: Set<string>, custom: Map<string
 function checkFormat(format: CustomToolFormat, name: string, param: string): void {
   if (format.type === "text") return;
   const { definition, syntax } = format.grammar;
+  refuseLongSource(definition, `custom tool "${name}": its ${syntax} format`, param);
   try {
     if (syntax === "regex") compileFullMatch(definition);
     else startOf(compileGrammar(definition, "lark"));

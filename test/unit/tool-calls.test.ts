@@ -79,6 +79,37 @@ describe("planTools", () => {
   });
 });
 
+describe("the cost of a request's tool grammars", () => {
+  const grammarTool = (name: string, definition: string, syntax: "lark" | "regex" = "lark") => ({
+    type: "custom" as const,
+    custom: { name, format: { type: "grammar" as const, grammar: { syntax, definition } } },
+  });
+
+  it("refuses a grammar or pattern longer than 100,000 characters unread", () => {
+    const long = refusal({ tools: [grammarTool("t", `[${"a".repeat(100_000)}]`, "regex")] });
+    expect(long).toMatchObject({ status: 400, param: "tools.0.custom.format.grammar.definition" });
+    expect(long.message).toContain("the most is 100,000");
+  });
+
+  it("stops compiling a request's tools once they took a second together", () => {
+    // Each grammar is new to this process (the compile cache would answer a known one at once) and costs
+    // a good part of a second; 64 of them take far more than a second on any machine.
+    const run = `${process.pid}x${Date.now()}`;
+    const grammar = (k: number) =>
+      [
+        `start: ${Array.from({ length: 10 }, (_, i) => `T${i}`).join(" | ")}`,
+        ...Array.from({ length: 10 }, (_, i) => `T${i}: /(a|b)*a(a|b){10}x${run}k${k}n${i}/`),
+      ].join("\n");
+    const tools = Array.from({ length: 64 }, (_, k) => grammarTool(`t${k}`, grammar(k)));
+    const refused = refusal({ tools });
+    expect(refused.status).toBe(400);
+    expect(refused.message).toContain("took more than 1 s to compile together");
+    expect(refused.param).toMatch(/^tools\.\d+\.custom\.format\.grammar\.definition$/);
+    // It stopped early: not at the last tool.
+    expect(refused.param).not.toBe("tools.63.custom.format.grammar.definition");
+  });
+});
+
 describe("a required call's format", () => {
   it("is a schema whose instances are exactly {name, arguments} calls of the forced functions", () => {
     const plan = planTools(body({ tools: [weather, time], tool_choice: "required" }))!;
