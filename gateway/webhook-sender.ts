@@ -6,8 +6,8 @@
 // `webhooks.unwrap` checks), and marks it delivered on a 2xx answer. Anything else (a secret this process
 // cannot open too) is tried again later, waiting twice as long each time (up to an hour), until 72 hours
 // after the event; then it is marked failed. An endpoint whose host resolves to a private address is
-// refused unless the operator allows private webhooks (webhook-address.ts).
-import { lookup } from "node:dns/promises";
+// refused unless the operator allows private webhooks (webhook-address.ts), at the connection itself
+// (webhook-post.ts), so DNS cannot answer one address to the check and another to the connection.
 import { and, asc, eq, inArray, isNotNull, isNull, lt, lte, or, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { webhookDeliveries, webhookEndpoints } from "../schema/db.ts";
@@ -15,7 +15,7 @@ import type { GatewayLog, GatewayMetrics } from "./deps.ts";
 import { DueSweep, type Sweep } from "./due-sweep.ts";
 import { Pause } from "./pause.ts";
 import { SecretBox } from "./secret-box.ts";
-import { privateAddress } from "./webhook-address.ts";
+import { postWebhook } from "./webhook-post.ts";
 
 export interface WebhookSenderOptions {
   db: Db;
@@ -33,7 +33,6 @@ export interface WebhookSenderOptions {
   /** Opens the endpoints' sealed signing secrets (the gateway's GatewayDeps.secrets); default: no key. */
   secrets?: SecretBox;
   now?: () => number;
-  fetch?: typeof fetch;
 }
 
 const FIRST_RETRY_MS = 5_000;
@@ -113,7 +112,6 @@ export class WebhookSender {
       secrets: new SecretBox(undefined),
       metrics: null,
       now: Date.now,
-      fetch: globalThis.fetch,
       ...options,
     };
     this.#ended = new DueSweep(sweepEndedDeliveries, this.#options.now);
@@ -257,18 +255,10 @@ export class WebhookSender {
 
   /** Null when the endpoint answered 2xx; else why not. */
   async #post(delivery: Claimed): Promise<string | null> {
-    const url = new URL(delivery.url);
-    if (!this.#options.allowPrivate) {
-      const host = url.hostname.replace(/^\[|\]$/g, "");
-      const addresses = await lookup(host, { all: true });
-      if (addresses.some((a) => privateAddress(a.address))) {
-        return `refused: ${url.hostname} resolves to a private address`;
-      }
-    }
     const body = JSON.stringify(delivery.payload);
     const timestamp = Math.floor(this.#options.now() / 1000);
-    const response = await this.#options.fetch(url, {
-      method: "POST",
+    const status = await postWebhook({
+      url: new URL(delivery.url),
       headers: {
         "content-type": "application/json",
         "user-agent": "Luminet-Webhooks/1",
@@ -282,10 +272,9 @@ export class WebhookSender {
         ),
       },
       body,
-      redirect: "manual",
-      signal: AbortSignal.timeout(this.#options.timeoutMs),
+      timeoutMs: this.#options.timeoutMs,
+      allowPrivate: this.#options.allowPrivate,
     });
-    await response.body?.cancel();
-    return response.ok ? null : `HTTP ${response.status}`;
+    return status >= 200 && status < 300 ? null : `HTTP ${status}`;
   }
 }

@@ -341,15 +341,20 @@ describe("deliveries", () => {
 
   it("refuses at delivery an endpoint whose host is a private address, unless private webhooks are allowed", async () => {
     const endpoint = await createEndpoint({ url: receiver.url("/private") });
+    // A name resolved as the connection is made (the address checked is the one connected to).
+    const named = await createEndpoint({ url: receiver.url("/named").replace("127.0.0.1", "localhost") });
     await createBatch(1);
     await batchRunner().drain();
-    expect(await sender(false).drain()).toBe(1);
+    expect(await sender(false).drain()).toBe(2);
     expect(receiver.at("/private")).toEqual([]);
-    const [row] = await h.db
-      .select()
-      .from(webhookDeliveries)
-      .where(eq(webhookDeliveries.endpointId, endpoint.id));
-    expect(row!.lastError).toContain("private address");
+    expect(receiver.at("/named")).toEqual([]);
+    for (const [id, host] of [
+      [endpoint.id, "127.0.0.1"],
+      [named.id, "localhost"],
+    ]) {
+      const [row] = await h.db.select().from(webhookDeliveries).where(eq(webhookDeliveries.endpointId, id!));
+      expect(row!.lastError).toBe(`refused: ${host} resolves to a private address`);
+    }
   });
 
   it("keeps deliveries that ended for 30 days, and never deletes one still to be sent", async () => {
