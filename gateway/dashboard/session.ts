@@ -26,8 +26,12 @@ export async function startSession(
     path: COOKIE_PATH,
     httpOnly: true,
     sameSite: "Strict",
-    // Browsers refuse Secure cookies over plain http (a local gateway); behind TLS they are Secure.
-    secure: new URL(c.req.url).protocol === "https:",
+    // Browsers refuse Secure cookies over plain http (a local gateway); behind TLS they are Secure, TLS
+    // ended here or at a proxy that says so (X-Forwarded-Proto). A client that claims https over plain
+    // http only loses its own cookie, so the header is safe to believe.
+    secure:
+      new URL(c.req.url).protocol === "https:" ||
+      c.req.header("x-forwarded-proto")?.split(",")[0]?.trim().toLowerCase() === "https",
     maxAge: Math.floor(SESSION_TTL_MS / 1000),
   });
 }

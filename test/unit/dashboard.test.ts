@@ -88,7 +88,7 @@ describe("the dashboard", () => {
     expect(await wrong.text()).toContain("Incorrect or revoked API key");
   });
 
-  it("signs in to a signed HttpOnly SameSite=Strict cookie that does not hold the key", async () => {
+  it("signs in to a signed HttpOnly SameSite=Strict cookie that does not hold the key, Secure behind TLS", async () => {
     const res = await f.h.app.request(`${ORIGIN}/dashboard/login`, {
       method: "POST",
       headers: { "content-type": "application/x-www-form-urlencoded", origin: ORIGIN },
@@ -99,6 +99,18 @@ describe("the dashboard", () => {
     expect(cookie).toContain("HttpOnly");
     expect(cookie).toContain("SameSite=Strict");
     expect(cookie).not.toContain(f.h.keys.acme.slice(3));
+    // Over plain http it cannot be Secure (the browser would drop it); behind a TLS proxy it is.
+    expect(cookie).not.toContain("Secure");
+    const proxied = await f.h.app.request(`${ORIGIN}/dashboard/login`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/x-www-form-urlencoded",
+        origin: ORIGIN,
+        "x-forwarded-proto": "https",
+      },
+      body: `api_key=${f.h.keys.acme}`,
+    });
+    expect(proxied.headers.get("set-cookie")).toContain("Secure");
     const { res: ok } = await page("/dashboard", cookie.split(";")[0]!);
     expect(ok.status).toBe(200);
     // A cookie whose key id was changed fails its signature.
