@@ -88,7 +88,7 @@ export function serveApp(app: Hono<GatewayEnv>, port: number, hostname = "0.0.0.
   });
 }
 
-/** Builds the Node app (with /metrics) from dependencies the caller opened. */
+/** Builds the Node app (with /metrics, behind LUMINET_METRICS_TOKEN when set) from dependencies the caller opened. */
 export function createNodeApp(input: GatewayDepsInput): { app: Hono<GatewayEnv>; deps: GatewayDeps } {
   const sessionSecret = process.env.LUMINET_SESSION_SECRET;
   const deps = gatewayDeps({
@@ -99,7 +99,7 @@ export function createNodeApp(input: GatewayDepsInput): { app: Hono<GatewayEnv>;
     ...input,
   });
   const app = createApp(deps);
-  mountMetricsRoute(app, deps);
+  mountMetricsRoute(app, deps, process.env.LUMINET_METRICS_TOKEN || undefined);
   return { app, deps };
 }
 

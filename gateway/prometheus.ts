@@ -3,6 +3,7 @@
 // gateway's added latency, routing outcomes, generations in flight, tokens answered, the desired worker count
 // per base, how waits for a worker of a base scaled to zero ended, batch lines run and batches ended; and the process's own
 // (core/process-metrics.ts).
+import { timingSafeEqual } from "node:crypto";
 import type { Hono } from "hono";
 import { Counter, Gauge, Histogram, register } from "prom-client";
 import { collectProcessMetrics } from "../core/process-metrics.ts";
@@ -123,13 +124,22 @@ export function prometheusMetrics(): GatewayMetrics {
 /**
  * GET /metrics. Each scrape first reads the autoscaling signal, so `luminet_desired_workers` and
  * `luminet_batch_lines_waiting` are current without anyone calling GET /v1/fleet/scale; if the bus or the
- * database cannot answer, the gauges keep their last values.
+ * database cannot answer, the gauges keep their last values. With `token` (LUMINET_METRICS_TOKEN) a scrape
+ * must send `Authorization: Bearer <token>`: the series name the bases and show the traffic, and the
+ * gateway's port is the public API's.
  */
 export function mountMetricsRoute(
   app: Hono<GatewayEnv>,
   deps: Pick<GatewayDeps, "bus" | "db" | "bases" | "scale" | "metrics" | "log">,
+  token?: string,
 ): void {
+  const expected = token ? `Bearer ${token}` : null;
   app.get("/metrics", async (c) => {
+    if (expected !== null && !sameText(c.req.header("authorization") ?? "", expected)) {
+      return c.text("unauthorized: send Authorization: Bearer <LUMINET_METRICS_TOKEN>\n", 401, {
+        "www-authenticate": "Bearer",
+      });
+    }
     await readScaleSignals(deps).catch((error: unknown) =>
       deps.log.warn(
         { err: error instanceof Error ? error.message : String(error) },
@@ -138,4 +148,11 @@ export function mountMetricsRoute(
     );
     return c.body(await register.metrics(), 200, { "content-type": register.contentType });
   });
+}
+
+/** Compares without an early exit, so the time a refusal takes says nothing of the token. */
+function sameText(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
 }

@@ -161,6 +161,21 @@ describe("gateway metrics", () => {
     expect(text).toMatch(/^nodejs_eventloop_lag_max_seconds \d/m);
   });
 
+  it("asks for the metrics token when one is set, and compares it whole", async () => {
+    const served = h.appWith({}) as Hono<GatewayEnv>;
+    mountMetricsRoute(served, { ...h.deps, metrics: prometheusMetrics() }, "scrape-secret");
+    const scrape = (authorization?: string) =>
+      served.request("/metrics", authorization ? { headers: { authorization } } : {});
+    for (const refused of [undefined, "Bearer scrape-secre", "Bearer scrape-secret2", "scrape-secret"]) {
+      const res = await scrape(refused);
+      expect(res.status, String(refused)).toBe(401);
+      expect(await res.text()).not.toContain("luminet_");
+    }
+    const ok = await scrape("Bearer scrape-secret");
+    expect(ok.status).toBe(200);
+    expect(await ok.text()).toContain("luminet_gateway_requests_total");
+  });
+
   it("asks for a worker at the scrape when a request waits for a base with none", async () => {
     const cold = new InProcessBroker().connect();
     try {
