@@ -77,11 +77,9 @@ export async function startMeter(options: MeterOptions): Promise<Meter> {
     await Promise.all(subscriptions.map((subscription) => subscription.close()));
     throw error;
   }
-  let stopping = false;
   return {
-    problem: () => (stopping ? "the meter is stopping" : batcher.failure),
+    problem: () => batcher.problem(),
     async stop() {
-      stopping = true;
       batcher.stopping();
       // Closing a subscription waits for its handler, so every event taken is written (or nak'ed) first.
       await Promise.all(subscriptions.map((subscription) => subscription.close()));
@@ -96,7 +94,7 @@ class UsageBatcher {
   #writing: Promise<void> | undefined;
   #stopping = false;
   /** Why the last batch was not written, until one is. */
-  failure: string | null = null;
+  #failure: string | null = null;
 
   constructor(
     private readonly db: Db,
@@ -112,6 +110,11 @@ class UsageBatcher {
       this.#waiting.push({ event, resolve, reject });
       this.#schedule();
     });
+  }
+
+  /** Meter.problem: stopping, or the last batch's refusal. */
+  problem(): string | null {
+    return this.#stopping ? "the meter is stopping" : this.#failure;
   }
 
   stopping(): void {
@@ -153,7 +156,7 @@ class UsageBatcher {
         batch.map((waiting) => waiting.event),
       );
       this.metrics?.observeBatch(outcome, seconds());
-      this.failure = null;
+      this.#failure = null;
       this.log.debug(
         { events: batch.length, inserted: outcome.inserted, duplicates: outcome.duplicates },
         "usage batch committed",
@@ -166,7 +169,7 @@ class UsageBatcher {
     } catch (error) {
       this.metrics?.observeBatch(null, seconds());
       const failure = new UsageWriteError(batch.length, error);
-      this.failure = failure.message;
+      this.#failure = failure.message;
       for (const waiting of batch) waiting.reject(failure);
     }
   }
