@@ -1,22 +1,38 @@
 // Runs the Batch API's batches: each Node gateway process (and `luminet dev`) claims lines of running
 // batches from the database, each base's only into the room its workers leave (batch-room.ts), and runs
 // each as the request it names through the gateway's own app in process — as the key that created the
-// batch, within that key's limits, billed as any request — then stores the answer on the line. A line is
-// claimed with a lease (FOR UPDATE SKIP LOCKED, so two runners never take the same one); a runner that dies
-// leaves its lines to be taken again once the lease runs out, under the same request id, so no accepted
-// line is lost and none is billed twice. Transient refusals (rate limits, no worker, an unreachable bus or
+// batch, within that key's limits, billed as any request — then stores the answer on the line. Background
+// responses go first, then orgs take turns (claim-order.ts): no batch holds back other orgs' work until it
+// ends. A line is claimed with a lease (FOR UPDATE SKIP LOCKED, so two runners never take the same one);
+// a runner that dies leaves its lines to be taken again once the lease runs out, under the same request
+// id, so no accepted line is lost and none is billed twice. Transient refusals (rate limits, no worker, an unreachable bus or
 // database) put the line back with a growing delay. When a batch has no line left to run, one runner
 // writes its output and error files and ends it, in one transaction with the webhook event that tells of it
 // (gateway/webhooks.ts).
-import { and, asc, eq, gte, inArray, isNull, lt, lte, notExists, or, sql } from "drizzle-orm";
+import {
+  and,
+  asc,
+  eq,
+  exists,
+  gte,
+  inArray,
+  isNull,
+  lt,
+  lte,
+  notExists,
+  or,
+  type SQL,
+  sql,
+} from "drizzle-orm";
 import { sha256Hex } from "../core/sha256.ts";
 import type { Db } from "../db/open.ts";
 import type { ErrorBody } from "../schema/api.ts";
 import type { BatchOutputLine } from "../schema/batch-api.ts";
-import { batches, batchRequests, storedResponses } from "../schema/db.ts";
+import { batches, batchRequests, orgs, storedResponses } from "../schema/db.ts";
 import type { WebhookEventType } from "../schema/webhook-api.ts";
 import { principalOfKey, REQUEST_ID, RESPONSE_KEY, RUN_AS, type RunEnv } from "./auth.ts";
 import type { BaseRoom } from "./batch-room.ts";
+import { type ClaimTier, ClaimTurns } from "./claim-order.ts";
 import type { BatchLineOutcome, GatewayLog, GatewayMetrics } from "./deps.ts";
 import type { DueSweep } from "./due-sweep.ts";
 import { ApiError } from "./errors.ts";
@@ -98,6 +114,50 @@ interface Claimed {
   attempts: number;
 }
 
+/** A due line, locked for this pass's transaction, that the runner may claim. */
+interface Candidate {
+  orgId: string;
+  tier: ClaimTier;
+  batchId: string;
+  line: number;
+  base: string;
+}
+
+/**
+ * Up to `share` due lines of each of these orgs' in-progress batches of one tier (batches.kind), each org's
+ * oldest batch first and in line order, locked (FOR UPDATE SKIP LOCKED: lines another runner is claiming
+ * are passed over, never taken twice).
+ */
+async function dueLinesOf(
+  tx: Pick<Db, "select">,
+  tier: ClaimTier,
+  orgIds: string[],
+  due: SQL | undefined,
+  share: number,
+): Promise<Candidate[]> {
+  const lines = tx
+    .select({
+      batchId: batchRequests.batchId,
+      line: batchRequests.line,
+      base: batchRequests.base,
+      createdAt: batches.createdAt,
+    })
+    .from(batchRequests)
+    .innerJoin(batches, eq(batches.id, batchRequests.batchId))
+    .where(and(eq(batches.orgId, orgs.id), eq(batches.kind, tier), eq(batches.status, "in_progress"), due))
+    .orderBy(asc(batches.createdAt), asc(batchRequests.batchId), asc(batchRequests.line))
+    .limit(share)
+    .for("update", { of: batchRequests, skipLocked: true })
+    .as("due_line");
+  const rows = await tx
+    .select({ orgId: orgs.id, batchId: lines.batchId, line: lines.line, base: lines.base })
+    .from(orgs)
+    .innerJoinLateral(lines, sql`true`)
+    .where(inArray(orgs.id, orgIds))
+    .orderBy(asc(orgs.id), asc(lines.createdAt), asc(lines.batchId), asc(lines.line));
+  return rows.map((row) => ({ ...row, tier }));
+}
+
 /**
  * The request id a line's run goes under: the same for the same batch, line and attempt, so a line taken
  * again after its runner died (its first run may have finished on a worker and been billed) bills once —
@@ -115,6 +175,7 @@ export class BatchRunner {
   #controllers = new Set<AbortController>();
   #loop: Promise<void> | null = null;
   readonly #pause = new Pause();
+  readonly #turns = new ClaimTurns();
 
   constructor(options: BatchRunnerOptions) {
     this.#options = {
@@ -225,34 +286,47 @@ export class BatchRunner {
     if (room <= 0) return 0;
     const now = new Date(this.#options.now());
     const fleet = this.#options.room ? await this.#options.room() : null;
-    const claimed: (Claimed & { base: string })[] = await db.transaction(async (tx) => {
-      const due = await tx
+    const wanted = fleet ? room * CANDIDATES_PER_PLACE : room;
+    const claimed: (Claimed & { base: string; orgId: string })[] = await db.transaction(async (tx) => {
+      const due = or(
+        // Pending lines, unless put back until later (claimedAt is then when they may run).
+        and(
+          eq(batchRequests.status, "pending"),
+          or(isNull(batchRequests.claimedAt), lte(batchRequests.claimedAt, now)),
+        ),
+        and(eq(batchRequests.status, "running"), lt(batchRequests.claimedAt, this.#staleBefore())),
+      );
+      const dueOrgs = await tx
         .select({
-          batchId: batchRequests.batchId,
-          line: batchRequests.line,
-          base: batchRequests.base,
+          orgId: batches.orgId,
+          tier: sql<ClaimTier>`${batches.kind}`,
+          oldest: sql<Date>`min(${batches.createdAt})`.mapWith(batches.createdAt),
         })
-        .from(batchRequests)
-        .innerJoin(batches, eq(batches.id, batchRequests.batchId))
+        .from(batches)
         .where(
           and(
             eq(batches.status, "in_progress"),
-            or(
-              // Pending lines, unless put back until later (claimedAt is then when they may run).
-              and(
-                eq(batchRequests.status, "pending"),
-                or(isNull(batchRequests.claimedAt), lte(batchRequests.claimedAt, now)),
-              ),
-              and(eq(batchRequests.status, "running"), lt(batchRequests.claimedAt, this.#staleBefore())),
+            exists(
+              tx
+                .select({ one: sql`1` })
+                .from(batchRequests)
+                .where(and(eq(batchRequests.batchId, batches.id), due)),
             ),
           ),
         )
-        .orderBy(asc(batches.createdAt), asc(batchRequests.batchId), asc(batchRequests.line))
-        .limit(fleet ? room * CANDIDATES_PER_PLACE : room)
-        .for("update", { of: batchRequests, skipLocked: true });
-      const mayGo = await this.#budget(tx, fleet, new Set(due.map((d) => d.base)));
-      const out: (Claimed & { base: string })[] = [];
-      for (const { batchId, line, base } of due) {
+        .groupBy(batches.orgId, batches.kind);
+      // The orgs whose turn it is, each asked for twice its even share of the lines wanted, so that one with
+      // fewer leaves room to the others, while the lines looked at (and locked) stay about 2 × wanted.
+      const looked = this.#turns.order(dueOrgs).slice(0, wanted);
+      const share = Math.ceil((2 * wanted) / Math.max(1, looked.length));
+      const candidates: Candidate[] = [];
+      for (const tier of ["background", "batch"] as const) {
+        const orgIds = looked.filter((org) => org.tier === tier).map((org) => org.orgId);
+        if (orgIds.length > 0) candidates.push(...(await dueLinesOf(tx, tier, orgIds, due, share)));
+      }
+      const mayGo = await this.#budget(tx, fleet, new Set(candidates.map((c) => c.base)));
+      const out: (Claimed & { base: string; orgId: string })[] = [];
+      for (const { batchId, line, base, orgId } of this.#turns.interleave(looked, candidates)) {
         if (out.length >= room) break;
         if (!mayGo(base)) continue;
         const [row] = await tx
@@ -268,6 +342,7 @@ export class BatchRunner {
           batchId,
           line,
           base,
+          orgId,
           customId: row!.customId,
           body: row!.body,
           attempts: row!.attempts,
@@ -275,6 +350,7 @@ export class BatchRunner {
       }
       return out;
     });
+    this.#turns.served(new Set(claimed.map((line) => line.orgId)));
     for (const line of claimed) {
       const done: Promise<void> = this.#runLine(line)
         .catch((error) =>

@@ -546,6 +546,10 @@ export const batchRequests = pgTable(
   (t) => [
     primaryKey({ columns: [t.batchId, t.line] }),
     index("batch_requests_status_idx").on(t.batchId, t.status),
+    // The runner's next lines of a batch, in line order, without stepping over those already done.
+    index("batch_requests_unfinished_idx")
+      .on(t.batchId, t.line)
+      .where(sql`${t.status} in ('pending', 'running')`),
     index("batch_requests_base_idx").on(t.base, t.status),
   ],
 );

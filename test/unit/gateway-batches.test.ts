@@ -580,6 +580,55 @@ describe("the Batch API", () => {
     await runner().drain();
     expect((await client.batches.retrieve(batch.id)).status).toBe("cancelled");
   });
+  it("takes turns across orgs, background responses first: a later, smaller batch of another org does not wait for an earlier one to end", async () => {
+    const big = await startBatch((await upload(["b0", "b1", "b2", "b3"].map((id) => chatLine(id, BASE)))).id);
+    const small = await startBatch(
+      (
+        await upload(
+          ["s0", "s1"].map((id) => chatLine(id, BASE)),
+          otherClient,
+        )
+      ).id,
+      {},
+      otherClient,
+    );
+    await otherClient.responses.create({
+      model: BASE,
+      input: "later",
+      max_output_tokens: 2,
+      background: true,
+    });
+    // One place, so lines run one at a time in the order they are taken.
+    const order: string[] = [];
+    const recording: BatchRunnerOptions["app"] = {
+      fetch: async (request, env) => {
+        // A chat line's first message, or a background response's first input item (stored as items).
+        const body = (await request.clone().json()) as {
+          input?: { content: string }[];
+          messages?: { content: string }[];
+        };
+        order.push((body.input ?? body.messages)![0]!.content.replace("Hello ", ""));
+        return h.app.fetch(request, env);
+      },
+    };
+    const oneAtATime = new BatchRunner({
+      app: recording,
+      db: h.db,
+      log: h.deps.log,
+      concurrency: 1,
+      leaseMs: 60_000,
+      newId: h.deps.newRequestId,
+      runnerId: "one-at-a-time",
+      now: () => clock,
+    });
+    await oneAtATime.drain();
+    expect(order).toEqual(["later", "b0", "s0", "b1", "s1", "b2", "b3"]);
+    for (const batch of [big, small]) {
+      expect(
+        (await client.batches.retrieve(batch.id).catch(() => otherClient.batches.retrieve(batch.id))).status,
+      ).toBe("completed");
+    }
+  });
 });
 
 describe("background responses", () => {

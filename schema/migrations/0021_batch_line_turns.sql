@@ -1,0 +1,1 @@
+CREATE INDEX "batch_requests_unfinished_idx" ON "batch_requests" USING btree ("batch_id","line") WHERE "batch_requests"."status" in ('pending', 'running');
