@@ -4,7 +4,9 @@
 // NATS and Postgres once for the whole run; see test/setup/services.ts.
 // Unit and contract files run two at a time: Vitest's default on a 2-core machine is one, and a file's
 // import and its waits then leave a core idle (the suite took ~12 min one at a time, ~7.5 two at a time).
-// Integration, e2e and browser files start processes and private services and stay one at a time.
+// Integration, e2e and browser files mostly wait (on processes they start, private services, timers): they
+// run two at a time too, after the unit and contract files (sequence.groupOrder), so that a CPU-heavy unit
+// file never shares the machine with a drill's timing.
 import { defineConfig } from "vitest/config";
 
 const shared = {
@@ -12,6 +14,8 @@ const shared = {
   testTimeout: 60_000,
   hookTimeout: 120_000,
 };
+
+const afterUnits = { maxWorkers: 2, sequence: { groupOrder: 1 } };
 
 export default defineConfig({
   test: {
@@ -24,12 +28,12 @@ export default defineConfig({
           ...shared,
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
-          fileParallelism: false,
+          ...afterUnits,
         },
       },
-      { test: { ...shared, name: "e2e", include: ["test/e2e/**/*.test.ts"], fileParallelism: false } },
+      { test: { ...shared, name: "e2e", include: ["test/e2e/**/*.test.ts"], ...afterUnits } },
       {
-        test: { ...shared, name: "browser", include: ["test/browser/**/*.test.ts"], fileParallelism: false },
+        test: { ...shared, name: "browser", include: ["test/browser/**/*.test.ts"], ...afterUnits },
       },
     ],
   },

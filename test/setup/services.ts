@@ -2,8 +2,8 @@
 //  - NATS: NATS_URL if set (the JetStream streams the run's tests created, each under its own namespace, are
 //    deleted afterwards, so runs do not pile up streams on a long-lived server), else a nats-server from
 //    PATH started on a free port with JetStream in a temp dir.
-//  - Postgres: DATABASE_URL if set (a fresh database is created on that server for this run and dropped
-//    afterwards), else none — DB suites then run on PGlite only.
+//  - Postgres: DATABASE_URL if set (a fresh, migrated database is created on that server for each project
+//    of the run and dropped afterwards), else none — DB suites then run on PGlite only.
 //  - A migrated PGlite data folder, dumped to a temp file once, which test/support/migrated-pglite.ts
 //    loads for each in-memory test database instead of booting and migrating PGlite again.
 // Tests read the results with `inject("natsUrl")`, `inject("postgresUrl")` and `inject("pgliteTemplate")`.
@@ -95,6 +95,14 @@ async function providePostgres(): Promise<string> {
   await admin.end();
   const url = new URL(serverUrl);
   url.pathname = `/${name}`;
+  // Migrated here, once: test files migrate it again (a no-op then), and two of them doing the first
+  // migration at the same time would both create the tables.
+  const db = await openDb(url.toString());
+  try {
+    await migrate(db);
+  } finally {
+    await db.close();
+  }
   dropDatabase = async () => {
     const sql = postgres(serverUrl, { max: 1, onnotice: () => {} });
     await sql.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
