@@ -1,6 +1,7 @@
 // A JSON schema a request gives (a response format, a function's parameters, vLLM's guided_json) as the
 // worker will generate under it, checked here so one the worker would refuse is a 400 before anything runs.
 import { compileJsonSchema, JsonSchemaError, schemaAsRead } from "../worker/engine/json-schema.ts";
+import { timedCompile } from "./compile-clock.ts";
 import { invalidRequest, isTooDeep, TOO_DEEP } from "./errors.ts";
 
 /**
@@ -14,9 +15,11 @@ export function checkedSchema(
   param: string,
 ): Record<string, unknown> {
   try {
-    const read = schemaAsRead(schema, strict);
-    compileJsonSchema(read);
-    return read;
+    return timedCompile(() => {
+      const read = schemaAsRead(schema, strict);
+      compileJsonSchema(read);
+      return read;
+    });
   } catch (error) {
     if (error instanceof JsonSchemaError) {
       throw invalidRequest(`Invalid schema for ${what}: ${error.message}`, param);

@@ -14,6 +14,7 @@ import { DEFAULT_MAX_FILE_BYTES, sweepFiles } from "./files.ts";
 import type { ScaleOptions } from "./fleet-scale.ts";
 import type { ColdStartOutcome } from "./generation.ts";
 import { sweepIdempotencyKeys } from "./idempotency-keys.ts";
+import { DEFAULT_ORG_COMPILE_MS_PER_MINUTE, OrgCompileTime } from "./org-compile-time.ts";
 import { RecentRoutes } from "./recent-routes.ts";
 import type { RouteOutcome, RoutingOptions } from "./routing.ts";
 import { SecretBox } from "./secret-box.ts";
@@ -62,6 +63,8 @@ export interface GatewayDeps {
   authCache: AuthCache;
   /** Keys' per-minute limits and orgs' monthly quotas, cached like the keys themselves. */
   callerLimits: CallerLimitsCache;
+  /** Each org's share of this process's time compiling its requests' grammars and schemas. */
+  compileTime: OrgCompileTime;
   adapters: AdapterResolver;
   /** Where the admin API stages, validates and stores uploaded adapters; null: uploads are refused (503). */
   adapterStorage: AdapterStorage | null;
@@ -137,6 +140,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
   return {
     authCache: new AuthCache({ now }),
     callerLimits: new CallerLimitsCache({ now }),
+    compileTime: new OrgCompileTime(DEFAULT_ORG_COMPILE_MS_PER_MINUTE, now),
     adapters: new AdapterResolver({ now }),
     adapterStorage: null,
     idempotencyExpiry: new DueSweep(sweepIdempotencyKeys, now),

@@ -23,6 +23,7 @@ import type { GatewayEnv } from "./context.ts";
 import { type GatewayDeps, type GatewayDepsInput, gatewayDeps } from "./deps.ts";
 import type { ScaleOptions } from "./fleet-scale.ts";
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
+import { OrgCompileTime } from "./org-compile-time.ts";
 import { mountMetricsRoute, prometheusMetrics } from "./prometheus.ts";
 import type { SamplingDefaultsSource } from "./sampling-defaults.ts";
 import { SecretBox } from "./secret-box.ts";
@@ -197,6 +198,8 @@ export interface NodeGatewayOptions {
   batchFill?: number;
   /** Largest file the Files API takes; default 64 MiB. */
   maxFileBytes?: number;
+  /** Each org's compile time per minute in this process (org-compile-time.ts); default 5 s. */
+  orgCompileMsPerMinute?: number;
   /** Webhook endpoints may name this host or a private address; default false. */
   allowPrivateWebhooks?: boolean;
   /** Seals webhook signing secrets; default: the one LUMINET_SECRETS_KEY(_PREVIOUS) make (createNodeApp). */
@@ -234,6 +237,9 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
       ...(options.scale ? { scale: options.scale } : {}),
       allowPrivateWebhooks: options.allowPrivateWebhooks === true,
       ...(options.secrets ? { secrets: options.secrets } : {}),
+      ...(options.orgCompileMsPerMinute !== undefined
+        ? { compileTime: new OrgCompileTime(options.orgCompileMsPerMinute) }
+        : {}),
       ...(options.responseRetentionDays !== undefined
         ? { storedRetention: StoredRetention.days(options.responseRetentionDays) }
         : {}),

@@ -13,6 +13,7 @@ import { startOf } from "../worker/engine/grammar-stacks.ts";
 import { choiceRegex, compileFullMatch, PatternError } from "../worker/engine/string-automaton.ts";
 import { checkedSchema } from "./checked-schema.ts";
 import { refuseLongSource } from "./compile-budget.ts";
+import { timedCompile } from "./compile-clock.ts";
 import { invalidRequest, isTooDeep, TOO_DEEP } from "./errors.ts";
 
 type StructuredOutputsRequest = Pick<
@@ -68,7 +69,7 @@ export function requestedStructuredOutput(body: StructuredOutputsRequest): Sampl
 function compiled(regex: string, param: string, what = `${param}: the pattern`): string {
   refuseLongSource(regex, what, param);
   try {
-    compileFullMatch(regex);
+    timedCompile(() => compileFullMatch(regex));
   } catch (error) {
     if (error instanceof PatternError) throw invalidRequest(`${param}: ${error.message}`, param);
     if (isTooDeep(error)) throw invalidRequest(`${param}: the pattern is ${TOO_DEEP}`, param);
@@ -84,7 +85,7 @@ function compiled(regex: string, param: string, what = `${param}: the pattern`):
 function checkedGrammar(grammar: string, param: string): string {
   refuseLongSource(grammar, `${param}: the grammar`, param);
   try {
-    startOf(compileGrammar(grammar));
+    timedCompile(() => startOf(compileGrammar(grammar)));
   } catch (error) {
     if (error instanceof GrammarError) throw invalidRequest(`${param}: ${error.message}`, param);
     if (isTooDeep(error)) throw invalidRequest(`${param}: the grammar is ${TOO_DEEP}`, param);

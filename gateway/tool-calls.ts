@@ -21,6 +21,7 @@ import { compileFullMatch, matchesWhole, PatternError } from "../worker/engine/s
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import { checkedSchema } from "./checked-schema.ts";
 import { CompileBudget, refuseLongSource } from "./compile-budget.ts";
+import { timedCompile } from "./compile-clock.ts";
 import { invalidRequest, isTooDeep, TOO_DEEP } from "./errors.ts";
 import { JsonScanner } from "./json-scanner.ts";
 
@@ -149,8 +150,9 @@ function checkFormat(format: CustomToolFormat, name: string, param: string): voi
   const { definition, syntax } = format.grammar;
   refuseLongSource(definition, `custom tool "${name}": its ${syntax} format`, param);
   try {
-    if (syntax === "regex") compileFullMatch(definition);
-    else startOf(compileGrammar(definition, "lark"));
+    timedCompile(() =>
+      syntax === "regex" ? compileFullMatch(definition) : startOf(compileGrammar(definition, "lark")),
+    );
   } catch (error) {
     if (error instanceof GrammarError || error instanceof PatternError) {
       throw invalidRequest(`custom tool "${name}": its ${syntax} format: ${error.message}`, param);

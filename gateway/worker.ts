@@ -25,6 +25,7 @@ import { BaseCatalog } from "./bases.ts";
 import { type GatewayDeps, type GatewayLog, gatewayDeps } from "./deps.ts";
 import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "./fleet-scale.ts";
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
+import { DEFAULT_ORG_COMPILE_MS_PER_MINUTE, OrgCompileTime } from "./org-compile-time.ts";
 import { R2BlobStore, type R2BucketBinding } from "./r2-blob-store.ts";
 import { samplingDefaultsSource } from "./sampling-defaults.ts";
 import { SecretBox } from "./secret-box.ts";
@@ -67,6 +68,8 @@ export interface WorkerEnv {
   LUMINET_SAMPLING_DEFAULTS?: string;
   /** Largest Files API upload (a batch's input), in bytes; default 16 MiB, since an isolate reads it whole. */
   LUMINET_MAX_FILE_BYTES?: string;
+  /** Seconds of each minute of an isolate one org's requests may spend compiling grammars and schemas; default 5. */
+  LUMINET_ORG_COMPILE_SECONDS?: string;
   /** The autoscaling signal's bounds and headroom, as the Node gateway's --min-workers and the like. */
   LUMINET_MIN_WORKERS?: string;
   LUMINET_MAX_WORKERS?: string;
@@ -218,6 +221,9 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
             allowPrivateWebhooks: env.LUMINET_ALLOW_PRIVATE_WEBHOOKS === "1",
             secrets: SecretBox.fromEnv(env),
             log: consoleLog,
+            compileTime: new OrgCompileTime(
+              integerVar(env, "LUMINET_ORG_COMPILE_SECONDS", DEFAULT_ORG_COMPILE_MS_PER_MINUTE / 1000) * 1000,
+            ),
             limits: { maxFileBytes: integerVar(env, "LUMINET_MAX_FILE_BYTES", WORKERS_MAX_FILE_BYTES) },
             ...(env.LUMINET_SESSION_SECRET ? { sessionSecret: env.LUMINET_SESSION_SECRET } : {}),
           });

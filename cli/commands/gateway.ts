@@ -9,6 +9,7 @@ import { parseBaseModelSource } from "../../gateway/base-loader.ts";
 import { DEFAULT_BATCH_FILL } from "../../gateway/batch-room.ts";
 import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "../../gateway/fleet-scale.ts";
 import { DEFAULT_BATCH_CONCURRENCY, startNodeGateway } from "../../gateway/node.ts";
+import { DEFAULT_ORG_COMPILE_MS_PER_MINUTE } from "../../gateway/org-compile-time.ts";
 import { samplingDefaultsSource } from "../../gateway/sampling-defaults.ts";
 import { SecretBox } from "../../gateway/secret-box.ts";
 import { DEFAULT_RETENTION_DAYS } from "../../gateway/stored-retention.ts";
@@ -35,6 +36,7 @@ interface GatewayFlags {
   batchConcurrency: string;
   batchFill: string;
   maxFileBytes: string;
+  orgCompileSeconds: string;
   minWorkers: string;
   maxWorkers: string;
   targetUtilization: string;
@@ -53,6 +55,13 @@ function scaleOptions(flags: GatewayFlags): ScaleOptions {
   const problem = scaleOptionsProblem(options, names, flags.targetUtilization);
   if (problem) throw new CliError(problem);
   return options;
+}
+
+/** --org-compile-seconds: more than 0 (with none, no request could ask for a grammar or a schema). */
+function compileSeconds(value: string): number {
+  const s = seconds("--org-compile-seconds", value);
+  if (s === 0) throw new CliError("--org-compile-seconds must be more than 0");
+  return s;
 }
 
 /** A share in (0, 1], or a CliError naming the flag. */
@@ -94,6 +103,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     batchConcurrency: count("--batch-concurrency", flags.batchConcurrency, 0),
     batchFill: share("--batch-fill", flags.batchFill),
     maxFileBytes: bytes("--max-file-bytes", flags.maxFileBytes, 1),
+    orgCompileMsPerMinute: compileSeconds(flags.orgCompileSeconds) * 1000,
     scale: scaleOptions(flags),
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
   });
@@ -174,6 +184,11 @@ export function registerGateway(program: Command): void {
       "--max-file-bytes <n>",
       "largest file the Files API takes, a batch's input (LUMINET_MAX_FILE_BYTES)",
       process.env.LUMINET_MAX_FILE_BYTES ?? "64MiB",
+    )
+    .option(
+      "--org-compile-seconds <seconds>",
+      "how much of each minute of this process one org's requests may spend compiling grammars, patterns and JSON schemas; past it, those asking for one get 429 for the rest of the minute (LUMINET_ORG_COMPILE_SECONDS)",
+      process.env.LUMINET_ORG_COMPILE_SECONDS ?? String(DEFAULT_ORG_COMPILE_MS_PER_MINUTE / 1000),
     )
     .option(
       "--min-workers <n>",

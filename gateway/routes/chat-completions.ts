@@ -81,7 +81,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
     const body = await readBody(c, ChatCompletionRequest);
     const resolved = await resolveModel(deps, c.get("principal"), body.model);
     refuseUnansweredToolMessages(body.messages);
-    const admitted = admitChat(body, resolved.base);
+    const admitted = deps.compileTime.admit(c.get("principal").orgId, () => admitChat(body, resolved.base));
     const startedAt = new Date(deps.now());
     const head = {
       id: `chatcmpl-${c.get("requestId")}`,

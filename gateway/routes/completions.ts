@@ -26,7 +26,9 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const body = await readBody(c, CompletionRequest);
     const resolved = await resolveModel(deps, c.get("principal"), body.model);
-    const admitted = admitCompletion(body, resolved.base);
+    const admitted = deps.compileTime.admit(c.get("principal").orgId, () =>
+      admitCompletion(body, resolved.base),
+    );
     const head = {
       id: `cmpl-${c.get("requestId")}`,
       object: "text_completion" as const,

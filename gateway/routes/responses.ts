@@ -100,7 +100,7 @@ async function prepare(c: Context<GatewayEnv>, deps: GatewayDeps, body: Response
   if (conversation && itemBytes(earlier) + itemBytes(input) > bound) {
     throw conversationTooLarge(conversation.id, bound, "input");
   }
-  const admitted = admitResponse(body, earlier, input, resolved.base);
+  const admitted = deps.compileTime.admit(orgId, () => admitResponse(body, earlier, input, resolved.base));
   return { resolved, previous, conversation, earlier, input, admitted };
 }
 

@@ -27,7 +27,7 @@ export function tokenize(deps: GatewayDeps): Handler<GatewayEnv> {
       throw invalidRequest("give either prompt (a text) or messages (a chat)", "prompt");
     }
     const tokens = messages
-      ? chatPrompt({ ...body, messages }, base).ids
+      ? deps.compileTime.admit(c.get("principal").orgId, () => chatPrompt({ ...body, messages }, base)).ids
       : base.tokenizer.encode(prompt!, { addSpecialTokens: body.add_special_tokens ?? true });
     const answer: TokenizeResponse = {
       count: tokens.length,

@@ -13,6 +13,7 @@ import { createApiKey, ensureOrg } from "../../gateway/api-keys.ts";
 import { loadBaseModel } from "../../gateway/base-loader.ts";
 import { BaseCatalog } from "../../gateway/bases.ts";
 import { claimKey } from "../../gateway/idempotency-keys.ts";
+import { OrgCompileTime } from "../../gateway/org-compile-time.ts";
 import { setPriorityTier } from "../../gateway/orgs.ts";
 import {
   ChatCompletion,
@@ -1268,6 +1269,36 @@ describe("bad input", () => {
       expect(error.message).toMatch(/too long|too deeply|too complex|more than/);
     }
     expect(worker.received.length).toBe(before);
+  });
+
+  it("refuses with 429 an org's requests that ask for a compile once its compile time this minute is spent, and only those", async () => {
+    const shared = h.deps.compileTime;
+    // A budget the first schema's compile spends.
+    h.deps.compileTime = new OrgCompileTime(0.001);
+    try {
+      const schema = { type: "object", properties: { answer: { type: "string" } }, required: ["answer"] };
+      const withSchema = (key?: string) =>
+        chat(
+          {
+            max_tokens: 2,
+            messages: [{ role: "user", content: "Answer in JSON" }],
+            response_format: { type: "json_schema", json_schema: { name: "answer", schema } },
+          },
+          key,
+        );
+      expect((await withSchema()).status).toBe(200);
+      const before = worker.received.length;
+      const refused = await withSchema();
+      const error = await expectError(refused, 429, "rate_limit_exceeded");
+      expect(error.message).toContain("compiling grammars, patterns and JSON schemas");
+      expect(Number(refused.headers.get("retry-after"))).toBeGreaterThan(0);
+      expect(worker.received.length).toBe(before);
+      // Without a schema the org goes on; another org's schema too.
+      expect((await chat({ max_tokens: 2 })).status).toBe(200);
+      expect((await withSchema(h.keys.other)).status).toBe(200);
+    } finally {
+      h.deps.compileTime = shared;
+    }
   });
 
   it("ignores unknown fields, as OpenAI does", async () => {
