@@ -11,7 +11,7 @@ import { type GatewayBenchResult, reportGatewayBench, runGatewayBench } from "..
 const postgresUrl = inject("postgresUrl");
 
 describe.skipIf(!postgresUrl)("luminet bench gateway (needs DATABASE_URL)", () => {
-  it("answers every request at every rate, rises to the highest rate it may try, and writes its JSON", async () => {
+  it("answers every request at every rate, doubles the rate while it holds and narrows where it stops, and writes its JSON", async () => {
     const result = await runGatewayBench({
       requests: 20,
       concurrency: 4,
@@ -21,7 +21,7 @@ describe.skipIf(!postgresUrl)("luminet bench gateway (needs DATABASE_URL)", () =
       seconds: 1,
       sweepFrom: 20,
       maxRate: 80,
-      // Far above anything a loaded CI machine shows: every rate holds, so the sweep ends at maxRate.
+      // Far above anything a loaded CI machine shows: a rate is held or not by whether it kept up.
       p99LimitMs: 10_000,
     });
     expect(result.requests_per_kind).toBe(20);
@@ -42,18 +42,30 @@ describe.skipIf(!postgresUrl)("luminet bench gateway (needs DATABASE_URL)", () =
     // Only the gateway's path costs the gateway process CPU; the direct path does not go through it.
     expect(o.http.gateway_cores).toBeGreaterThan(0);
     expect(o.added_ms.non_streaming.p50).toBeCloseTo(o.http.latency_ms.p50 - o.direct.latency_ms.p50, 3);
-    expect(o.sweep.map((run) => [run.offered_per_s, run.held])).toEqual([
-      [20, true],
-      [40, true],
-      [80, true],
-    ]);
-    expect(o.sustained).toEqual({ p99_limit_ms: 10_000, requests_per_s: 80 });
+    // The sweep doubles from 20 while a rate holds, up to 80, then narrows between the last rate that held
+    // and the first that did not; what it sustained is the highest that held. Whether a rate holds depends
+    // on the machine (its last answers must come within the second, even beside other test files), so
+    // this checks the walk, not where it stopped.
+    const rates = o.sweep.map((run) => run.offered_per_s);
+    const missed = o.sweep.findIndex((run) => !run.held);
+    const doubled = missed === -1 ? rates : rates.slice(0, missed + 1);
+    expect(doubled).toEqual([20, 40, 80].slice(0, doubled.length));
+    let good = missed === -1 ? 80 : missed === 0 ? null : rates[missed - 1]!;
+    let bad = missed === -1 ? null : rates[missed]!;
+    for (const run of o.sweep.slice(doubled.length)) {
+      expect(run.offered_per_s).toBe(Math.round((good! + bad!) / 2));
+      if (run.held) good = run.offered_per_s;
+      else bad = run.offered_per_s;
+    }
+    // Three narrowing steps after a rate that held; none when not even the first did.
+    expect(o.sweep).toHaveLength(missed === -1 ? 3 : missed === 0 ? 1 : doubled.length + 3);
+    expect(o.sustained).toEqual({ p99_limit_ms: 10_000, requests_per_s: good });
 
     const dir = mkdtempSync(join(tmpdir(), "luminet-bench-gateway-"));
     try {
       reportGatewayBench(result, false, dir);
       const saved = JSON.parse(readFileSync(join(dir, "gateway.json"), "utf8")) as GatewayBenchResult;
-      expect(saved.open_loop.sustained.requests_per_s).toBe(80);
+      expect(saved.open_loop.sustained).toEqual(o.sustained);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
