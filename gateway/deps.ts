@@ -10,7 +10,7 @@ import { AuthCache } from "./auth.ts";
 import type { BaseCatalog } from "./bases.ts";
 import { CallerLimitsCache } from "./caller-limits.ts";
 import { DueSweep } from "./due-sweep.ts";
-import { DEFAULT_MAX_FILE_BYTES, sweepFiles } from "./files.ts";
+import { DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_ORG_FILE_BYTES, sweepFiles } from "./files.ts";
 import type { ScaleOptions } from "./fleet-scale.ts";
 import type { ColdStartOutcome } from "./generation.ts";
 import { sweepIdempotencyKeys } from "./idempotency-keys.ts";
@@ -125,6 +125,8 @@ export interface GatewayDeps {
     keepAliveMs: number;
     /** Largest file the Files API takes (a batch's input). */
     maxFileBytes: number;
+    /** Most bytes an org's files may hold together (files.ts saveUpload). */
+    maxOrgFileBytes: number;
     /** How often a background response's stream reads its event log while nothing new has come. */
     backgroundStreamPollMs: number;
   };
@@ -168,6 +170,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
       streamHeadersAfterMs: 10_000,
       keepAliveMs: 15_000,
       maxFileBytes: DEFAULT_MAX_FILE_BYTES,
+      maxOrgFileBytes: DEFAULT_MAX_ORG_FILE_BYTES,
       backgroundStreamPollMs: 100,
       ...input.limits,
     },

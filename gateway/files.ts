@@ -2,7 +2,7 @@
 // the whole text, so every gateway — on Node or on Workers — serves them. Functions of the request's
 // database handle, as the Workers entry opens one per request. A file past its expires_at is gone from the
 // API at once, and its row is deleted by the next sweep (sweepFiles, run by a DueSweep).
-import { and, desc, eq, gt, isNull, or } from "drizzle-orm";
+import { and, desc, eq, gt, isNull, or, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import type { FileObject, ListPage } from "../schema/batch-api.ts";
 import { type FileRow, files } from "../schema/db.ts";
@@ -12,6 +12,12 @@ import { afterRow, listPage } from "./list-page.ts";
 
 /** Largest file accepted by default (OpenAI takes up to 200 MB for a batch; a file is one database row). */
 export const DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * What an org's files may hold together by default, its batches' output and error files included: OpenAI's
+ * 100 GB per organization.
+ */
+export const DEFAULT_MAX_ORG_FILE_BYTES = 100 * 1024 ** 3;
 
 /** Files uploaded for batches, and batches' output files, are kept this long unless asked otherwise. */
 export const DEFAULT_BATCH_FILE_SECONDS = 30 * 24 * 60 * 60;
@@ -62,6 +68,36 @@ export function expiryOf(createdAt: Date, seconds: number): Date {
 
 /** Not expired at `now`. */
 const live = (now: Date) => or(isNull(files.expiresAt), gt(files.expiresAt, now));
+
+/**
+ * Stores an uploaded file unless the org's live files and it would hold more than `maxOrgBytes` together:
+ * a 400 then, as OpenAI answers an organization over its file storage. Uploads of one org are counted one
+ * at a time (a transaction-scoped advisory lock), so two at once cannot both fit into the last room.
+ * Output files a batch writes are not refused (the batch must end), but they count.
+ */
+export async function saveUpload(db: Db, file: NewFile, maxOrgBytes: number): Promise<FileObject> {
+  return db.transaction(async (tx) => {
+    await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`luminet-files:${file.orgId}`}))`);
+    const [row] = await tx
+      .select({ used: sql<number>`coalesce(sum(${files.bytes}), 0)`.mapWith(Number) })
+      .from(files)
+      .where(and(eq(files.orgId, file.orgId), live(file.createdAt)));
+    const used = row?.used ?? 0;
+    const bytes = new TextEncoder().encode(file.content).length;
+    if (used + bytes > maxOrgBytes) {
+      throw new ApiError(
+        400,
+        "invalid_request_error",
+        `You have exceeded your file storage quota: your organization's files hold ${used} bytes, this one ` +
+          `${bytes}, and together they may hold ${maxOrgBytes}. Please delete old files (DELETE /v1/files/{id}) ` +
+          "or upload a smaller file.",
+        "file_storage_limit_exceeded",
+        "file",
+      );
+    }
+    return saveFile(tx, file);
+  });
+}
 
 /** Stores a file; `db` may be a transaction's handle. */
 export async function saveFile(db: Pick<Db, "insert">, file: NewFile): Promise<FileObject> {

@@ -198,6 +198,8 @@ export interface NodeGatewayOptions {
   batchFill?: number;
   /** Largest file the Files API takes; default 64 MiB. */
   maxFileBytes?: number;
+  /** Most bytes one org's files may hold together; default 100 GiB. */
+  maxOrgFileBytes?: number;
   /** Each org's compile time per minute in this process (org-compile-time.ts); default 5 s. */
   orgCompileMsPerMinute?: number;
   /** Webhook endpoints may name this host or a private address; default false. */
@@ -252,6 +254,7 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
           : {}),
         ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
         ...(options.maxFileBytes !== undefined ? { maxFileBytes: options.maxFileBytes } : {}),
+        ...(options.maxOrgFileBytes !== undefined ? { maxOrgFileBytes: options.maxOrgFileBytes } : {}),
       },
     });
     const served = await serveApp(app, options.port, options.hostname);

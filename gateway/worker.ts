@@ -23,6 +23,7 @@ import { createApp } from "./app.ts";
 import { registerBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
 import { type GatewayDeps, type GatewayLog, gatewayDeps } from "./deps.ts";
+import { DEFAULT_MAX_ORG_FILE_BYTES } from "./files.ts";
 import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "./fleet-scale.ts";
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { DEFAULT_ORG_COMPILE_MS_PER_MINUTE, OrgCompileTime } from "./org-compile-time.ts";
@@ -68,6 +69,8 @@ export interface WorkerEnv {
   LUMINET_SAMPLING_DEFAULTS?: string;
   /** Largest Files API upload (a batch's input), in bytes; default 16 MiB, since an isolate reads it whole. */
   LUMINET_MAX_FILE_BYTES?: string;
+  /** Most bytes one org's files may hold together; default 100 GiB. */
+  LUMINET_MAX_ORG_FILE_STORAGE?: string;
   /** Seconds of each minute of an isolate one org's requests may spend compiling grammars and schemas; default 5. */
   LUMINET_ORG_COMPILE_SECONDS?: string;
   /** The autoscaling signal's bounds and headroom, as the Node gateway's --min-workers and the like. */
@@ -224,7 +227,10 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
             compileTime: new OrgCompileTime(
               integerVar(env, "LUMINET_ORG_COMPILE_SECONDS", DEFAULT_ORG_COMPILE_MS_PER_MINUTE / 1000) * 1000,
             ),
-            limits: { maxFileBytes: integerVar(env, "LUMINET_MAX_FILE_BYTES", WORKERS_MAX_FILE_BYTES) },
+            limits: {
+              maxFileBytes: integerVar(env, "LUMINET_MAX_FILE_BYTES", WORKERS_MAX_FILE_BYTES),
+              maxOrgFileBytes: integerVar(env, "LUMINET_MAX_ORG_FILE_STORAGE", DEFAULT_MAX_ORG_FILE_BYTES),
+            },
             ...(env.LUMINET_SESSION_SECRET ? { sessionSecret: env.LUMINET_SESSION_SECRET } : {}),
           });
           shared = deps;

@@ -36,6 +36,7 @@ interface GatewayFlags {
   batchConcurrency: string;
   batchFill: string;
   maxFileBytes: string;
+  maxOrgFileStorage: string;
   orgCompileSeconds: string;
   minWorkers: string;
   maxWorkers: string;
@@ -103,6 +104,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     batchConcurrency: count("--batch-concurrency", flags.batchConcurrency, 0),
     batchFill: share("--batch-fill", flags.batchFill),
     maxFileBytes: bytes("--max-file-bytes", flags.maxFileBytes, 1),
+    maxOrgFileBytes: bytes("--max-org-file-storage", flags.maxOrgFileStorage, 1),
     orgCompileMsPerMinute: compileSeconds(flags.orgCompileSeconds) * 1000,
     scale: scaleOptions(flags),
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
@@ -184,6 +186,11 @@ export function registerGateway(program: Command): void {
       "--max-file-bytes <n>",
       "largest file the Files API takes, a batch's input (LUMINET_MAX_FILE_BYTES)",
       process.env.LUMINET_MAX_FILE_BYTES ?? "64MiB",
+    )
+    .option(
+      "--max-org-file-storage <n>",
+      "most bytes one org's files may hold together, batches' output files included; an upload past it gets 400 (LUMINET_MAX_ORG_FILE_STORAGE)",
+      process.env.LUMINET_MAX_ORG_FILE_STORAGE ?? "100GiB",
     )
     .option(
       "--org-compile-seconds <seconds>",

@@ -5,7 +5,8 @@
 //   GET    /v1/files/:id
 //   GET    /v1/files/:id/content     the file as it was uploaded (or as a batch wrote it)
 //   DELETE /v1/files/:id
-// Uploads bypass the app's JSON body limit (app.ts mounts this before it) and are capped at maxFileBytes.
+// Uploads bypass the app's JSON body limit (app.ts mounts this before it) and are capped at maxFileBytes;
+// an org's files together at maxOrgFileBytes.
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { z } from "zod";
@@ -21,7 +22,7 @@ import {
   fileObject,
   listFiles,
   loadFile,
-  saveFile,
+  saveUpload,
 } from "../files.ts";
 
 export function fileRoutes(deps: GatewayDeps, maxFileBytes: number): Hono<GatewayEnv> {
@@ -62,15 +63,19 @@ export function fileRoutes(deps: GatewayDeps, maxFileBytes: number): Hono<Gatewa
       }
       const createdAt = new Date(deps.now());
       const seconds = expiresAfterOf(form)?.seconds ?? DEFAULT_BATCH_FILE_SECONDS;
-      const saved = await saveFile(deps.db, {
-        id: `file-${deps.newRequestId()}`,
-        orgId: c.get("principal").orgId,
-        purpose,
-        filename: file.name || "upload.jsonl",
-        content,
-        createdAt,
-        expiresAt: expiryOf(createdAt, seconds),
-      });
+      const saved = await saveUpload(
+        deps.db,
+        {
+          id: `file-${deps.newRequestId()}`,
+          orgId: c.get("principal").orgId,
+          purpose,
+          filename: file.name || "upload.jsonl",
+          content,
+          createdAt,
+          expiresAt: expiryOf(createdAt, seconds),
+        },
+        deps.limits.maxOrgFileBytes,
+      );
       await deps.fileExpiry.afterWrite(deps.db, deps.log, {
         rows: "files",
         expired: "files past their expires_at",

@@ -207,6 +207,43 @@ describe("the Files API", () => {
     });
   });
 
+  it("refuses an upload that would take the org's files past their storage, counting the files of that org only, one upload at a time", async () => {
+    const room = 250;
+    /** What the org's files not yet expired hold. */
+    const used = async (orgId: string) =>
+      (await h.db.select().from(files).where(eq(files.orgId, orgId)))
+        .filter((f) => f.expiresAt === null || f.expiresAt.getTime() > Date.now())
+        .reduce((sum, f) => sum + f.bytes, 0);
+    const over = (orgId: string) => used(orgId).then((bytes) => bytes + room);
+    const acmeLimit = await over("acme");
+    const clientWithin = (key: string, maxOrgFileBytes: number) => {
+      const app = h.appWith({ limits: { maxFileBytes: 4096, maxOrgFileBytes } });
+      return new OpenAI({
+        apiKey: key,
+        baseURL: "http://gateway/v1",
+        maxRetries: 0,
+        fetch: async (url, init) => app.request(String(url), init),
+      });
+    };
+    const acme = clientWithin(h.keys.acme, acmeLimit);
+    const hundred = async (c: OpenAI, name: string) =>
+      c.files.create({ file: await toFile(Buffer.alloc(100, 0x61), name), purpose: "batch" });
+    const first = await hundred(acme, "first.jsonl");
+    await hundred(acme, "second.jsonl");
+    const refused = await hundred(acme, "third.jsonl").catch((error: unknown) => error);
+    expect(refused).toMatchObject({ status: 400, code: "file_storage_limit_exceeded", param: "file" });
+    expect((refused as Error).message).toContain(`may hold ${acmeLimit}`);
+    expect((await acme.files.list({ limit: 100 })).data.map((f) => f.filename)).not.toContain("third.jsonl");
+    // Another org's files are its own: the same limit leaves it its own room.
+    const other = clientWithin(h.keys.other, await over("other"));
+    await hundred(other, "theirs.jsonl");
+    // A deleted file frees its room; two uploads at once into room for one: exactly one goes in.
+    await acme.files.delete(first.id);
+    const both = await Promise.allSettled([hundred(acme, "racing-a.jsonl"), hundred(acme, "racing-b.jsonl")]);
+    expect(both.map((r) => r.status).sort()).toEqual(["fulfilled", "rejected"]);
+    expect(await used("acme")).toBeLessThanOrEqual(acmeLimit);
+  });
+
   it("refuses another purpose, a file past the limit and a file that is not text or holds a NUL byte", async () => {
     await expect(
       client.files.create({ file: await toFile(Buffer.from("{}\n"), "a.jsonl"), purpose: "fine-tune" }),
