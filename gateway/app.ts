@@ -5,6 +5,7 @@ import { Hono } from "hono";
 import { bearerAuth, callerOrgOnly, REQUEST_ID, type RunEnv, requireScope } from "./auth.ts";
 import { requestBodyLimit } from "./body-limit.ts";
 import type { GatewayEnv } from "./context.ts";
+import { countedRequest } from "./counted-request.ts";
 import { dashboardRoutes } from "./dashboard/routes.tsx";
 import type { GatewayDeps } from "./deps.ts";
 import { errorResponse, payloadTooLarge, routeNotFound, toApiError } from "./errors.ts";
@@ -76,6 +77,10 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   // Before the body limit: uploads are adapters, capped by the adapter storage, and files, capped by
   // maxFileBytes, not by the JSON limit.
   app.route("/v1/adapters", adapterRoutes(deps));
+  // Work that runs on no worker counts against the key's requests per minute here; inference counts at
+  // admission, with its tokens.
+  const counted = countedRequest(deps);
+  app.post("/v1/files", counted);
   app.route("/v1/files", fileRoutes(deps, deps.limits.maxFileBytes));
   for (const path of keyed) {
     app.use(
@@ -101,17 +106,17 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.post("/v1/responses", createResponse(deps));
   // POST /v1/responses/input_tokens, as a parameter: a fixed segment beside /v1/responses/:id/cancel would
   // make Hono's router fall back from its RegExpRouter to the slower TrieRouter for every route.
-  app.post("/v1/responses/:action", countInputTokens(deps));
+  app.post("/v1/responses/:action", counted, countInputTokens(deps));
   app.get("/v1/responses/:id", retrieveResponse(deps));
   app.delete("/v1/responses/:id", deleteResponse(deps));
   app.post("/v1/responses/:id/cancel", cancelResponse(deps));
   app.get("/v1/responses/:id/input_items", listInputItems(deps));
   // A create or add retried under its Idempotency-Key must not add items twice.
-  app.post("/v1/conversations", idempotency(deps), createConversationRoute(deps));
+  app.post("/v1/conversations", counted, idempotency(deps), createConversationRoute(deps));
   app.get("/v1/conversations/:id", retrieveConversationRoute(deps));
   app.post("/v1/conversations/:id", updateConversationRoute(deps));
   app.delete("/v1/conversations/:id", deleteConversationRoute(deps));
-  app.post("/v1/conversations/:id/items", idempotency(deps), addItemsRoute(deps));
+  app.post("/v1/conversations/:id/items", counted, idempotency(deps), addItemsRoute(deps));
   app.get("/v1/conversations/:id/items", listItemsRoute(deps));
   app.get("/v1/conversations/:id/items/:item_id", retrieveItemRoute(deps));
   app.delete("/v1/conversations/:id/items/:item_id", deleteItemRoute(deps));
@@ -119,9 +124,10 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.route("/v1/keys", keyRoutes(deps));
   app.route("/v1/webhooks", webhookRoutes(deps));
   app.get("/v1/fleet/scale", requireScope("admin"), fleetScaleRoute(deps));
+  app.post("/v1/batches", counted);
   app.route("/v1/batches", batchRoutes(deps));
-  app.post("/tokenize", tokenize(deps));
-  app.post("/detokenize", detokenize(deps));
+  app.post("/tokenize", counted, tokenize(deps));
+  app.post("/detokenize", counted, detokenize(deps));
 
   app.notFound((c) => errorResponse(routeNotFound(c.req.method, c.req.path)));
   app.onError((error, c) => {

@@ -308,6 +308,41 @@ describe.each(databases)("limits at admission (%s)", (_label, url) => {
     expect(ok.headers.get("x-ratelimit-remaining-tokens")).toBe(String(4 * RESERVES));
   });
 
+  it("tokenizing, counting input tokens and creating conversations count against the requests per minute too; reading does not", async () => {
+    const org = await newOrg();
+    const key = await newKey(org, { rpm: 4 });
+    const app = gateway();
+    const post = (path: string, body: unknown) =>
+      app.request(path, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const tokenized = await post("/tokenize", { model: base, prompt: "hello" });
+    expect(tokenized.status).toBe(200);
+    expect(tokenized.headers.get("x-ratelimit-remaining-requests")).toBe("3");
+    expect((await post("/v1/responses/input_tokens", { model: base, input: "hello" })).status).toBe(200);
+    expect((await post("/v1/conversations", {})).status).toBe(200);
+    // A read is not counted.
+    const listed = await app.request("/v1/files", { headers: { authorization: `Bearer ${key}` } });
+    expect(listed.status).toBe(200);
+    expect(listed.headers.get("x-ratelimit-remaining-requests")).toBeNull();
+    expect((await complete(app, key)).status).toBe(200);
+    const refused = await post("/tokenize", { model: base, prompt: "hello" });
+    expect(refused.status).toBe(429);
+    expect(((await refused.json()) as ErrorBody).error).toMatchObject({ code: "rate_limit_exceeded" });
+    expect(refused.headers.get("retry-after")).toBe("30");
+    // Without a per-minute limit nothing is counted or said.
+    const free = await newKey(org);
+    const unlimited = await app.request("/tokenize", {
+      method: "POST",
+      headers: { authorization: `Bearer ${free}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: base, prompt: "hello" }),
+    });
+    expect(unlimited.status).toBe(200);
+    expect(unlimited.headers.get("x-ratelimit-limit-requests")).toBeNull();
+  });
+
   it("streams carry the x-ratelimit headers, and a changed limit applies to a fresh cache", async () => {
     const org = await newOrg();
     const key = await newKey(org, { rpm: 100 });
