@@ -4,8 +4,9 @@
 // the resolver's cached lookups for the org; pins and deletes also go to the base's workers as control
 // events (the bus keeps the latest per adapter, so a worker that starts later learns them too).
 import { and, count, eq, isNull, ne, sql } from "drizzle-orm";
+import type { Db } from "../db/open.ts";
 import type { AdapterObject, AdapterResidency } from "../schema/adapter-api.ts";
-import { type Adapter, adapters, baseModels } from "../schema/db.ts";
+import { type Adapter, adapters, baseModels, orgs } from "../schema/db.ts";
 import type { AdapterControl, WorkerHeartbeat } from "../schema/wire.ts";
 import { WIRE_VERSION } from "../schema/wire.ts";
 import { MAX_PINS } from "../worker/adapters/slots.ts";
@@ -245,6 +246,7 @@ export async function setPinned(
           ),
         );
       const pinned = pins?.n ?? 0;
+      await refuseOverOrgPinLimit(tx, row);
       const { limit, slots } = pinLimit(await deps.bus.liveHeartbeats(row.base));
       if (pinned >= limit) {
         throw conflict(
@@ -260,6 +262,39 @@ export async function setPinned(
   });
   await deps.bus.publishControl(control(deps, updated, pinned ? "pin" : "unpin"));
   return toAdapterObject(updated, await heartbeatsOf(deps, [updated.base]));
+}
+
+/**
+ * 409 `org_pin_limit` when the adapter's org already has its pin limit's worth of adapters pinned on the
+ * adapter's base (orgs.pin_limit, set by the operator); nothing when it has no limit. Runs under the base's
+ * pin lock, so two pins at once cannot both take the org's last place.
+ */
+async function refuseOverOrgPinLimit(
+  tx: Pick<Db, "select">,
+  row: Pick<Adapter, "id" | "orgId" | "base">,
+): Promise<void> {
+  const [org] = await tx.select({ pinLimit: orgs.pinLimit }).from(orgs).where(eq(orgs.id, row.orgId));
+  const limit = org?.pinLimit ?? null;
+  if (limit === null) return;
+  const [own] = await tx
+    .select({ n: count() })
+    .from(adapters)
+    .where(
+      and(
+        eq(adapters.orgId, row.orgId),
+        eq(adapters.base, row.base),
+        eq(adapters.pinned, true),
+        isNull(adapters.deletedAt),
+        ne(adapters.id, row.id),
+      ),
+    );
+  if ((own?.n ?? 0) >= limit) {
+    throw conflict(
+      `Your organization may have ${limit} adapter${limit === 1 ? "" : "s"} pinned on the base ${row.base} ` +
+        `(its pin limit, set by the operator) and has ${own?.n ?? 0}; unpin one first.`,
+      "org_pin_limit",
+    );
+  }
 }
 
 /**

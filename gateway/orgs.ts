@@ -10,6 +10,8 @@ export interface OrgSettings {
   monthly_token_quota: number | null;
   /** Its requests for service_tier "priority" get the priority tier. */
   priority_tier: boolean;
+  /** Most adapters it may have pinned on each base; null: only the base's own limit. */
+  pin_limit: number | null;
   /** Unix seconds. */
   created_at: number;
 }
@@ -19,6 +21,7 @@ const columns = {
   name: orgs.name,
   monthlyTokenQuota: orgs.monthlyTokenQuota,
   priorityTier: orgs.priorityTier,
+  pinLimit: orgs.pinLimit,
   createdAt: orgs.createdAt,
 };
 
@@ -27,6 +30,7 @@ function settingsOf(row: {
   name: string;
   monthlyTokenQuota: number | null;
   priorityTier: boolean;
+  pinLimit: number | null;
   createdAt: Date;
 }): OrgSettings {
   return {
@@ -34,6 +38,7 @@ function settingsOf(row: {
     name: row.name,
     monthly_token_quota: row.monthlyTokenQuota,
     priority_tier: row.priorityTier,
+    pin_limit: row.pinLimit,
     created_at: Math.floor(row.createdAt.getTime() / 1000),
   };
 }
@@ -52,5 +57,15 @@ export async function setPriorityTier(db: Db, orgId: string, allowed: boolean): 
     .set({ priorityTier: allowed })
     .where(eq(orgs.id, orgId))
     .returning(columns);
+  return row ? settingsOf(row) : null;
+}
+
+/**
+ * Sets the most adapters the org may have pinned on each base (null: no limit of its own). Pins it already
+ * has beyond a lowered limit stay; new ones are refused until it is under. The org as it is now; null where
+ * there is no such org.
+ */
+export async function setPinLimit(db: Db, orgId: string, limit: number | null): Promise<OrgSettings | null> {
+  const [row] = await db.update(orgs).set({ pinLimit: limit }).where(eq(orgs.id, orgId)).returning(columns);
   return row ? settingsOf(row) : null;
 }

@@ -37,9 +37,17 @@ export const orgs = pgTable(
      * standard tier and say so, as OpenAI serves a project without priority processing.
      */
     priorityTier: boolean("priority_tier").notNull().default(true),
+    /**
+     * Most adapters the org may have pinned on each base (`luminet orgs set-pin-limit`), so that one org
+     * cannot take every pinned place of a base its workers share with others; null: only the base's limit.
+     */
+    pinLimit: integer("pin_limit"),
     createdAt: createdAt(),
   },
-  (t) => [check("orgs_monthly_token_quota_nonnegative", sql`${t.monthlyTokenQuota} >= 0`)],
+  (t) => [
+    check("orgs_monthly_token_quota_nonnegative", sql`${t.monthlyTokenQuota} >= 0`),
+    check("orgs_pin_limit_nonnegative", sql`${t.pinLimit} >= 0`),
+  ],
 );
 
 export const apiKeys = pgTable(

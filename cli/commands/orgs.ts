@@ -1,19 +1,21 @@
 // `luminet orgs ...`: the orgs in DATABASE_URL and what each may use: its monthly quota (set with `luminet
-// quota set`) and the priority tier, which `set-priority` grants or withdraws (gateways apply it within
-// 30 s).
+// quota set`), the priority tier, which `set-priority` grants or withdraws (gateways apply it within
+// 30 s), and its pin limit, the most adapters it may have pinned on each base (`set-pin-limit`).
 import type { Command } from "commander";
-import { listOrgs, type OrgSettings, setPriorityTier } from "../../gateway/orgs.ts";
+import { listOrgs, type OrgSettings, setPinLimit, setPriorityTier } from "../../gateway/orgs.ts";
+import { CliError } from "../run-command.ts";
 import { table } from "../table.ts";
 import { withDb } from "../with-db.ts";
 
 function rows(list: OrgSettings[]): string {
   return `${table(
-    ["ORG", "NAME", "PRIORITY TIER", "MONTHLY QUOTA"],
+    ["ORG", "NAME", "PRIORITY TIER", "MONTHLY QUOTA", "PIN LIMIT"],
     list.map((org) => [
       org.id,
       org.name,
       org.priority_tier ? "yes" : "no",
       org.monthly_token_quota === null ? "none" : String(org.monthly_token_quota),
+      org.pin_limit === null ? "none" : String(org.pin_limit),
     ]),
     3,
   )}\n`;
@@ -22,10 +24,12 @@ function rows(list: OrgSettings[]): string {
 export function registerOrgs(program: Command): void {
   const orgs = program
     .command("orgs")
-    .description("the orgs and what each may use: the priority tier, the monthly quota (DATABASE_URL)");
+    .description(
+      "the orgs and what each may use: the priority tier, the monthly quota, the pins per base (DATABASE_URL)",
+    );
   orgs
     .command("list")
-    .description("every org, with its priority tier and monthly quota")
+    .description("every org, with its priority tier, monthly quota and pin limit")
     .option("--json", "as one JSON array")
     .action((flags: { json?: boolean }) =>
       withDb("orgs", async (db) => {
@@ -51,4 +55,29 @@ export function registerOrgs(program: Command): void {
         process.stdout.write(flags.json ? `${JSON.stringify(org)}\n` : rows([org]));
       }),
     );
+  orgs
+    .command("set-pin-limit")
+    .description(
+      "the most adapters an org may have pinned on each base, so one org cannot take every pinned place of a base shared with others; pins it has beyond a lowered limit stay",
+    )
+    .requiredOption("--org <org>", "organization id")
+    .requiredOption("--pins <n|none>", "a count, 0 or more, or none: only the base's own limit")
+    .option("--json", "the org afterwards, as one JSON object")
+    .action((flags: { org: string; pins: string; json?: boolean }) =>
+      withDb("orgs", async (db) => {
+        const org = await setPinLimit(db, flags.org, pinsOf(flags.pins));
+        if (!org) throw new Error(`no org "${flags.org}" (create one with \`luminet keys create --org\`)`);
+        process.stdout.write(flags.json ? `${JSON.stringify(org)}\n` : rows([org]));
+      }),
+    );
+}
+
+/** --pins: a whole number, 0 or more, or "none". */
+function pinsOf(value: string): number | null {
+  if (value === "none") return null;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isSafeInteger(n) || n < 0) {
+    throw new CliError(`--pins must be a whole number, 0 or more, or none; got "${value}"`);
+  }
+  return n;
 }

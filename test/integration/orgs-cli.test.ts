@@ -1,5 +1,5 @@
-// `luminet orgs`: lists the orgs with what each may use, and withdraws or grants the priority tier; an
-// unknown org changes nothing.
+// `luminet orgs`: lists the orgs with what each may use, withdraws or grants the priority tier and sets
+// the pin limit; an unknown org or a bad count changes nothing.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { registerOrgs } from "../../cli/commands/orgs.ts";
 import { migrate } from "../../db/migrate.ts";
@@ -42,8 +42,8 @@ describe("luminet orgs", () => {
   it("lists every org with its priority tier (granted by default) and monthly quota", async () => {
     const list = await luminet("list");
     expect(list.code, list.stderr).toBe(0);
-    expect(list.stdout).toMatch(/acme\s+acme\s+yes\s+none/);
-    expect(list.stdout).toMatch(/globex\s+globex\s+yes\s+1000000/);
+    expect(list.stdout).toMatch(/acme\s+acme\s+yes\s+none\s+none/);
+    expect(list.stdout).toMatch(/globex\s+globex\s+yes\s+1000000\s+none/);
     const json = await luminet("list", "--json");
     expect(JSON.parse(json.stdout)).toEqual(await orgsNow());
   });
@@ -63,5 +63,23 @@ describe("luminet orgs", () => {
     const on = await luminet("set-priority", "--org", "acme");
     expect(on.stdout).toMatch(/acme\s+acme\s+yes/);
     expect((await orgsNow())[0]!.priority_tier).toBe(true);
+  });
+
+  it("sets and clears an org's pin limit, and refuses a count that is not one", async () => {
+    const set = await luminet("set-pin-limit", "--org", "globex", "--pins", "4", "--json");
+    expect(set.code, set.stderr).toBe(0);
+    expect(JSON.parse(set.stdout)).toMatchObject({ id: "globex", pin_limit: 4 });
+    for (const bad of ["-1", "2.5", "many", ""]) {
+      const refused = await luminet("set-pin-limit", "--org", "globex", "--pins", bad);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain("--pins must be a whole number");
+    }
+    expect((await orgsNow()).map((o) => [o.id, o.pin_limit])).toEqual([
+      ["acme", null],
+      ["globex", 4],
+    ]);
+    expect((await luminet("set-pin-limit", "--org", "initech", "--pins", "1")).code).toBe(1);
+    const cleared = await luminet("set-pin-limit", "--org", "globex", "--pins", "none");
+    expect(cleared.stdout).toMatch(/globex\s+globex\s+yes\s+1000000\s+none/);
   });
 });

@@ -4,10 +4,13 @@
 // the alias answers a 404 that says so. DELETE /v1/models refuses a version carrying traffic and says how to
 // force it; a PATCH that is not exactly one valid change names its field, and one over the body limit is 413.
 // The lookup answers a name no adapter can have without a query, and keeps a bounded number of lookups.
+// An org's pin limit (set by the operator) refuses its pins past it on a base, and only its own.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdapterResolver } from "../../gateway/adapter-resolver.ts";
+import { createApiKey } from "../../gateway/api-keys.ts";
 import type { Principal } from "../../gateway/auth.ts";
 import { parseModelId } from "../../gateway/model-id.ts";
+import { setPinLimit } from "../../gateway/orgs.ts";
 import { ErrorBody } from "../../schema/api.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 
@@ -15,10 +18,15 @@ const DRAWS = 2000;
 const caller: Principal = { keyId: "k", orgId: "acme", prefix: "lk_test", scopes: [] };
 let harness: GatewayHarness;
 
-async function patch(name: string, body: unknown): Promise<Response> {
-  return harness.app.request(`/v1/adapters/acme/${name}`, {
+async function patch(
+  name: string,
+  body: unknown,
+  org = "acme",
+  key = harness.keys.acmeAdmin,
+): Promise<Response> {
+  return harness.app.request(`/v1/adapters/${org}/${name}`, {
     method: "PATCH",
-    headers: { authorization: `Bearer ${harness.keys.acmeAdmin}`, "content-type": "application/json" },
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
     body: JSON.stringify(body),
   });
 }
@@ -201,6 +209,35 @@ describe("PATCH /v1/adapters/NAME", () => {
     );
     for (const answer of [whole, chunked]) {
       expect(answer).toMatchObject({ status: 413, error: { type: "invalid_request_error" } });
+    }
+  });
+});
+
+describe("an org's pin limit", () => {
+  it("refuses with 409 org_pin_limit a pin past the org's limit on a base, leaves other orgs alone, and frees the place on unpin", async () => {
+    await harness.addAdapter({ name: "pin-a" });
+    await harness.addAdapter({ name: "pin-b" });
+    await harness.addAdapter({ name: "theirs", orgId: "other" });
+    const otherAdmin = (await createApiKey(harness.db, { orgId: "other", name: "admin", scopes: ["admin"] }))
+      .key;
+    await setPinLimit(harness.db, "acme", 1);
+    await setPinLimit(harness.db, "other", 1);
+    try {
+      expect((await patch("pin-a", { pinned: true })).status).toBe(200);
+      const second = await refused(await patch("pin-b", { pinned: true }));
+      expect(second).toMatchObject({ status: 409, error: { code: "org_pin_limit" } });
+      expect(second.error.message).toContain(`may have 1 adapter pinned on the base ${BASE}`);
+      // Another org's pins are its own.
+      expect((await patch("theirs", { pinned: true }, "other", otherAdmin)).status).toBe(200);
+      // Unpinning frees the place.
+      expect((await patch("pin-a", { pinned: false })).status).toBe(200);
+      expect((await patch("pin-b", { pinned: true })).status).toBe(200);
+      // No limit of its own: only the base's.
+      await setPinLimit(harness.db, "acme", null);
+      expect((await patch("pin-a", { pinned: true })).status).toBe(200);
+    } finally {
+      await setPinLimit(harness.db, "acme", null);
+      await setPinLimit(harness.db, "other", null);
     }
   });
 });
