@@ -605,18 +605,36 @@ describe("the Batch API", () => {
         }),
     );
     for (const runner of filling) runner.start();
-    while (passes < 10) await new Promise((resolve) => setTimeout(resolve, 10));
-    const running = await h.db
-      .select({ customId: batchRequests.customId })
-      .from(batchRequests)
-      .where(and(eq(batchRequests.batchId, batch.id), eq(batchRequests.status, "running")));
-    const sent = running.map((r) => r.customId[0]).sort();
-    expect(sent).toEqual(["c", "w", "w"]);
-    await Promise.all(filling.map((runner) => runner.stop(0)));
+    try {
+      // Each pass asks for the room; ten passes between them, and every line that may go has gone.
+      for (const deadline = Date.now() + 20_000; passes < 10; ) {
+        if (Date.now() > deadline) {
+          const lines = await h.db
+            .select({
+              batchId: batchRequests.batchId,
+              status: batchRequests.status,
+              by: batchRequests.claimedBy,
+            })
+            .from(batchRequests)
+            .where(eq(batchRequests.status, "running"));
+          throw new Error(`the runners made ${passes} passes in 20 s; running: ${JSON.stringify(lines)}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const running = await h.db
+        .select({ customId: batchRequests.customId })
+        .from(batchRequests)
+        .where(and(eq(batchRequests.batchId, batch.id), eq(batchRequests.status, "running")));
+      const sent = running.map((r) => r.customId[0]).sort();
+      expect(sent).toEqual(["c", "w", "w"]);
+    } finally {
+      await Promise.all(filling.map((runner) => runner.stop(0)));
+    }
     await client.batches.cancel(batch.id);
     await runner().drain();
     expect((await client.batches.retrieve(batch.id)).status).toBe("cancelled");
   });
+
   it("takes turns across orgs, background responses first: a later, smaller batch of another org does not wait for an earlier one to end", async () => {
     const big = await startBatch((await upload(["b0", "b1", "b2", "b3"].map((id) => chatLine(id, BASE)))).id);
     const small = await startBatch(
