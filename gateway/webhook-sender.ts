@@ -1,6 +1,8 @@
 // Delivers queued webhook events (gateway/webhooks.ts) from every Node gateway process: it claims due
 // deliveries with a lease (FOR UPDATE SKIP LOCKED, so two senders never take the same one; a sender that
-// dies leaves its claims due again when the lease ends), POSTs each event signed as Standard Webhooks sign
+// dies leaves its claims due again when the lease ends; one delivery per endpoint at a time in each
+// process, the endpoint waiting longest first, so one org's slow or dead endpoint holds one of the
+// process's places and delays no one else's), POSTs each event signed as Standard Webhooks sign
 // (webhook-id, webhook-timestamp, webhook-signature: v1 and the base64 HMAC-SHA256 of "id.timestamp.body"
 // under the endpoint's secret, opened if sealed (secret-box.ts) — what OpenAI sends and its SDKs'
 // `webhooks.unwrap` checks), and marks it delivered on a 2xx answer. Anything else (a secret this process
@@ -8,7 +10,7 @@
 // after the event; then it is marked failed. An endpoint whose host resolves to a private address is
 // refused unless the operator allows private webhooks (webhook-address.ts), at the connection itself
 // (webhook-post.ts), so DNS cannot answer one address to the check and another to the connection.
-import { and, asc, eq, inArray, isNotNull, isNull, lt, lte, or, sql } from "drizzle-orm";
+import { and, asc, eq, inArray, isNotNull, isNull, lt, lte, notInArray, or, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { webhookDeliveries, webhookEndpoints } from "../schema/db.ts";
 import type { GatewayLog, GatewayMetrics } from "./deps.ts";
@@ -100,6 +102,8 @@ export class WebhookSender {
   #running = false;
   #loop: Promise<void> | null = null;
   readonly #pause = new Pause();
+  /** The delivery in flight to each endpoint: one at a time per endpoint. */
+  readonly #inFlight = new Map<string, Promise<void>>();
   /** Deliveries that ended (delivered or given up) are kept 30 days, for the dashboard and for questions. */
   readonly #ended: DueSweep;
 
@@ -133,13 +137,14 @@ export class WebhookSender {
     this.#running = false;
     this.#pause.wake();
     await this.#loop;
+    await Promise.all(this.#inFlight.values());
   }
 
-  /** Sends everything due now, once each, for tests and for a pass of the loop; how many it tried. */
+  /** Sends everything due now, once each, for tests; how many it tried. */
   async drain(): Promise<number> {
     let tried = 0;
     for (;;) {
-      const claimed = await this.#claim();
+      const claimed = await this.#claim(this.#options.concurrency);
       if (claimed.length === 0) return tried;
       await Promise.all(claimed.map((delivery) => this.#send(delivery)));
       tried += claimed.length;
@@ -149,7 +154,13 @@ export class WebhookSender {
   async #run(): Promise<void> {
     while (this.#running) {
       try {
-        await this.drain();
+        for (const delivery of await this.#claim(this.#options.concurrency - this.#inFlight.size)) {
+          const sent = this.#send(delivery).finally(() => {
+            this.#inFlight.delete(delivery.endpointId);
+            this.#pause.wake();
+          });
+          this.#inFlight.set(delivery.endpointId, sent);
+        }
         const swept = await this.sweepIfDue();
         if (swept)
           this.#options.log.info({ deleted: swept }, "deleted webhook deliveries past their 30 days");
@@ -159,47 +170,63 @@ export class WebhookSender {
           "webhook sender pass failed",
         );
       }
+      // Until a delivery ends (a place, and maybe its endpoint's next) or the next look.
       await this.#pause.sleep(this.#options.pollMs);
     }
   }
 
-  /** Takes up to `concurrency` due deliveries, their lease ending after twice the delivery timeout. */
-  async #claim(): Promise<Claimed[]> {
-    const { db, concurrency, timeoutMs } = this.#options;
+  /**
+   * Takes up to `room` due deliveries, one per endpoint, of endpoints with none in flight here, the
+   * endpoint waiting longest first; each claim's lease ends after twice the delivery timeout. So an
+   * endpoint that answers slowly or not at all holds one place at a time, and never delays the others.
+   */
+  async #claim(room: number): Promise<Claimed[]> {
+    if (room <= 0) return [];
+    const { db, timeoutMs } = this.#options;
     const now = new Date(this.#options.now());
-    const due = db
-      .select({ eventId: webhookDeliveries.eventId, endpointId: webhookDeliveries.endpointId })
-      .from(webhookDeliveries)
-      .where(
-        and(
-          isNull(webhookDeliveries.deliveredAt),
-          isNull(webhookDeliveries.failedAt),
-          lte(webhookDeliveries.nextAttemptAt, now),
-        ),
-      )
-      .orderBy(asc(webhookDeliveries.nextAttemptAt))
-      .limit(concurrency)
-      .for("update", { skipLocked: true });
-    const claimed = await db
-      .update(webhookDeliveries)
-      .set({ nextAttemptAt: new Date(now.getTime() + 2 * timeoutMs) })
-      .where(
-        and(
-          sql`(${webhookDeliveries.eventId}, ${webhookDeliveries.endpointId}) in ${due}`,
-          isNull(webhookDeliveries.deliveredAt),
-          isNull(webhookDeliveries.failedAt),
-          lte(webhookDeliveries.nextAttemptAt, now),
-        ),
-      )
-      .returning({
-        eventId: webhookDeliveries.eventId,
-        endpointId: webhookDeliveries.endpointId,
-        payload: webhookDeliveries.payload,
-        attempts: webhookDeliveries.attempts,
-        createdAt: webhookDeliveries.createdAt,
-      });
+    const d = webhookDeliveries;
+    const due = and(isNull(d.deliveredAt), isNull(d.failedAt), lte(d.nextAttemptAt, now));
+    const busy = [...this.#inFlight.keys()];
+    const waitingSince = sql<Date>`min(${d.nextAttemptAt})`;
+    const endpoints = db
+      .select({ endpointId: d.endpointId })
+      .from(d)
+      .where(and(due, busy.length > 0 ? notInArray(d.endpointId, busy) : undefined))
+      .groupBy(d.endpointId)
+      .orderBy(waitingSince)
+      .limit(room)
+      .as("due_endpoint");
+    const first = db
+      .select({ eventId: d.eventId, endpointId: d.endpointId })
+      .from(d)
+      .where(and(eq(d.endpointId, endpoints.endpointId), due))
+      .orderBy(asc(d.nextAttemptAt))
+      .limit(1)
+      .for("update", { skipLocked: true })
+      .as("next_delivery");
+    const claimed = await db.transaction(async (tx) => {
+      // Locked here, updated by key below: in one UPDATE … IN (this), Postgres may run the subquery again
+      // for each row it updates, and SKIP LOCKED then passes over the rows this very statement changed,
+      // taking every due row.
+      const picks = await tx
+        .select({ eventId: first.eventId, endpointId: first.endpointId })
+        .from(endpoints)
+        .innerJoinLateral(first, sql`true`);
+      if (picks.length === 0) return [];
+      return tx
+        .update(d)
+        .set({ nextAttemptAt: new Date(now.getTime() + 2 * timeoutMs) })
+        .where(or(...picks.map((p) => and(eq(d.eventId, p.eventId), eq(d.endpointId, p.endpointId)))))
+        .returning({
+          eventId: d.eventId,
+          endpointId: d.endpointId,
+          payload: d.payload,
+          attempts: d.attempts,
+          createdAt: d.createdAt,
+        });
+    });
     if (claimed.length === 0) return [];
-    const endpoints = await db
+    const endpointRows = await db
       .select({ id: webhookEndpoints.id, url: webhookEndpoints.url, secret: webhookEndpoints.secret })
       .from(webhookEndpoints)
       .where(
@@ -208,7 +235,7 @@ export class WebhookSender {
           claimed.map((row) => row.endpointId),
         ),
       );
-    const byId = new Map(endpoints.map((endpoint) => [endpoint.id, endpoint]));
+    const byId = new Map(endpointRows.map((endpoint) => [endpoint.id, endpoint]));
     return claimed.flatMap((row) => {
       const endpoint = byId.get(row.endpointId);
       return endpoint ? [{ ...row, url: endpoint.url, secret: endpoint.secret }] : [];

@@ -422,6 +422,10 @@ export const webhookDeliveries = pgTable(
   (t) => [
     primaryKey({ columns: [t.eventId, t.endpointId] }),
     index("webhook_deliveries_due_idx").on(t.nextAttemptAt),
+    // An endpoint's next delivery: senders take one per endpoint at a time.
+    index("webhook_deliveries_endpoint_due_idx")
+      .on(t.endpointId, t.nextAttemptAt)
+      .where(sql`${t.deliveredAt} is null and ${t.failedAt} is null`),
   ],
 );
 

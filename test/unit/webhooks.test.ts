@@ -5,7 +5,7 @@
 // given up after 72 hours; a host that resolves to a private address refused at delivery; signing secrets
 // sealed at rest under the operator's key, and a sender without it delivering nothing until it has it.
 import { once } from "node:events";
-import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
+import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { eq } from "drizzle-orm";
 import OpenAI from "openai";
@@ -290,6 +290,57 @@ describe("deliveries", () => {
     const [delivery] = receiver.at("/sealed");
     await sdk.webhooks.unwrap(delivery!.body, delivery!.headers as Record<string, string>, endpoint.secret);
     expect(outcomes).toEqual(["retried", "delivered"]);
+  });
+
+  it("sends one delivery at a time to each endpoint, so a slow endpoint's queue delays no other endpoint", async () => {
+    // An endpoint that never answers, with six events waiting since a minute ago; another, with one since now.
+    const hanging = new Set<ServerResponse>();
+    const slowServer = createServer((_req, res) => void hanging.add(res));
+    slowServer.listen(0, "127.0.0.1");
+    await once(slowServer, "listening");
+    const slow = await createEndpoint({
+      url: `http://127.0.0.1:${(slowServer.address() as AddressInfo).port}/slow`,
+    });
+    const fast = await createEndpoint({ url: receiver.url("/fast") });
+    const queue = (endpointId: string, count: number, since: number) =>
+      h.db.insert(webhookDeliveries).values(
+        Array.from({ length: count }, (_, k) => {
+          const id = `evt_${endpointId.slice(-6)}${k}`;
+          const payload = { id, object: "event", type: "batch.completed", created_at: 0, data: { id: "b" } };
+          return {
+            eventId: id,
+            endpointId,
+            type: "batch.completed",
+            payload,
+            nextAttemptAt: new Date(since + k),
+          };
+        }),
+      );
+    await queue(slow.id, 6, clock - 60_000);
+    await queue(fast.id, 1, clock);
+    const turns = new WebhookSender({
+      db: h.db,
+      log: h.deps.log,
+      allowPrivate: true,
+      secrets: SECRETS,
+      now,
+      concurrency: 4,
+      pollMs: 10,
+      timeoutMs: 5_000,
+    });
+    turns.start();
+    try {
+      for (const deadline = Date.now() + 3_000; receiver.at("/fast").length === 0; ) {
+        expect(Date.now(), "the other endpoint's event waited behind the slow one's").toBeLessThan(deadline);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      // The slow endpoint holds one of the four places, never more.
+      expect(hanging.size).toBe(1);
+    } finally {
+      for (const res of hanging) res.socket?.destroy();
+      slowServer.close();
+      await turns.stop();
+    }
   });
 
   it("tries a refused delivery again later under the same event id, and gives up 72 hours after the event", async () => {
