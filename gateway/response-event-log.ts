@@ -161,11 +161,20 @@ export class RunEventLog {
 }
 
 export interface FollowOptions {
-  /** How long to wait between reads while nothing new has come. */
+  /**
+   * How long to wait after a read that brought something new, or the first that brought nothing; after
+   * each further read that brought nothing, twice as long, up to ten times this. A response queued behind
+   * others then costs each follower a read a second rather than ten.
+   */
   pollMs: number;
   /** Set when the listener leaves: following stops at its next read. */
   stopped: () => boolean;
+  /** Waits between reads (tests record them). */
+  sleep?: (ms: number) => Promise<void>;
 }
+
+/** How many times pollMs a follower waits at most while nothing comes. */
+const MAX_BACKOFF = 10;
 
 /**
  * The response's events after `startingAfter`, then each new one as the run writes it, until its final
@@ -179,6 +188,9 @@ export async function* followLog(
   options: FollowOptions,
 ): AsyncGenerator<NumberedEvent> {
   let after = startingAfter;
+  const sleep = options.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+  /** Reads in a row that brought nothing new. */
+  let quietReads = 0;
   while (!options.stopped()) {
     // The status is read before the events, so events written before it ended are in this read. Only the
     // status: the response itself (its whole output) is read once, where a failed one's stream ends.
@@ -214,6 +226,7 @@ export async function* followLog(
       }
       return;
     }
-    await new Promise((resolve) => setTimeout(resolve, options.pollMs));
+    quietReads = rows.length > 0 ? 0 : quietReads + 1;
+    await sleep(options.pollMs * Math.min(2 ** Math.max(0, quietReads - 1), MAX_BACKOFF));
   }
 }

@@ -2,7 +2,8 @@
 // gateway over HTTP (in-process bus, scripted worker, a batch runner on the same app): the creating request
 // streams the response from queued through its run; GET /v1/responses/{id}?stream=true resumes after any
 // sequence number; a client that leaves does not stop the run; a cancelled or failed one ends its stream;
-// a response not created streamed cannot be streamed again.
+// a response not created streamed cannot be streamed again; a follower reads less often while nothing
+// comes.
 import { sql } from "drizzle-orm";
 import OpenAI from "openai";
 import type { Stream } from "openai/core/streaming";
@@ -10,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BatchRunner, type BatchRunnerOptions } from "../../gateway/batch-runner.ts";
 import { type ServedApp, serveApp, startBatchRunner } from "../../gateway/node.ts";
 import { quietMetrics } from "../../gateway/quiet-metrics.ts";
+import { followLog } from "../../gateway/response-event-log.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 import { heldApp } from "../support/held-app.ts";
@@ -142,6 +144,36 @@ describe("a background response created with stream", () => {
     expect(events.at(-1)?.type).toBe("response.incomplete");
     expect(deltas(events)).toBe(fakeReplyText(3));
     expect((await client.responses.retrieve(id)).status).toBe("incomplete");
+  });
+
+  it("reads less often while nothing comes: twice as long after each empty read, up to ten times the poll", async () => {
+    const stream = await client.responses.create({
+      model: BASE,
+      input: "Wait for it",
+      max_output_tokens: 2,
+      background: true,
+      stream: true,
+    });
+    let id = "";
+    for await (const event of stream) {
+      if (event.type === "response.created") {
+        id = event.response.id;
+        break;
+      }
+    }
+    // Queued, and no runner: its log holds what the create wrote, then nothing more comes.
+    const waits: number[] = [];
+    const seen: string[] = [];
+    for await (const event of followLog(h.db, id, 0, {
+      pollMs: 10,
+      stopped: () => waits.length >= 7,
+      sleep: async (ms) => void waits.push(ms),
+    })) {
+      seen.push(event.type);
+    }
+    expect(seen.length).toBeGreaterThan(0);
+    expect(waits).toEqual([10, 10, 20, 40, 80, 100, 100]);
+    await client.responses.cancel(id);
   });
 
   it("ends the stream of one cancelled while queued, and of one whose run failed with response.failed", async () => {
