@@ -3,7 +3,7 @@
 // MAX_PINS per base, counted across orgs since workers' pins are shared), and delete. Every change drops
 // the resolver's cached lookups for the org; pins and deletes also go to the base's workers as control
 // events (the bus keeps the latest per adapter, so a worker that starts later learns them too).
-import { and, count, eq, isNull, ne, sql } from "drizzle-orm";
+import { and, count, eq, isNull, ne, type SQL, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import type { AdapterObject, AdapterResidency } from "../schema/adapter-api.ts";
 import { type Adapter, adapters, baseModels, orgs } from "../schema/db.ts";
@@ -234,18 +234,7 @@ export async function setPinned(
     if (pinned) {
       // Serializes pins of one base, so two at once cannot both take the last place.
       await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`luminet-pins:${row.base}`}))`);
-      const [pins] = await tx
-        .select({ n: count() })
-        .from(adapters)
-        .where(
-          and(
-            eq(adapters.base, row.base),
-            eq(adapters.pinned, true),
-            isNull(adapters.deletedAt),
-            ne(adapters.id, row.id),
-          ),
-        );
-      const pinned = pins?.n ?? 0;
+      const pinned = await othersPinned(tx, row);
       await refuseOverOrgPinLimit(tx, row);
       const { limit, slots } = pinLimit(await deps.bus.liveHeartbeats(row.base));
       if (pinned >= limit) {
@@ -276,25 +265,35 @@ async function refuseOverOrgPinLimit(
   const [org] = await tx.select({ pinLimit: orgs.pinLimit }).from(orgs).where(eq(orgs.id, row.orgId));
   const limit = org?.pinLimit ?? null;
   if (limit === null) return;
-  const [own] = await tx
+  const own = await othersPinned(tx, row, eq(adapters.orgId, row.orgId));
+  if (own >= limit) {
+    throw conflict(
+      `Your organization may have ${limit} adapter${limit === 1 ? "" : "s"} pinned on the base ${row.base} ` +
+        `(its pin limit, set by the operator) and has ${own}; unpin one first.`,
+      "org_pin_limit",
+    );
+  }
+}
+
+/** How many adapters other than `row` are pinned on its base (of those `within` picks, if given). */
+async function othersPinned(
+  tx: Pick<Db, "select">,
+  row: Pick<Adapter, "id" | "base">,
+  within?: SQL,
+): Promise<number> {
+  const [pins] = await tx
     .select({ n: count() })
     .from(adapters)
     .where(
       and(
-        eq(adapters.orgId, row.orgId),
         eq(adapters.base, row.base),
         eq(adapters.pinned, true),
         isNull(adapters.deletedAt),
         ne(adapters.id, row.id),
+        within,
       ),
     );
-  if ((own?.n ?? 0) >= limit) {
-    throw conflict(
-      `Your organization may have ${limit} adapter${limit === 1 ? "" : "s"} pinned on the base ${row.base} ` +
-        `(its pin limit, set by the operator) and has ${own?.n ?? 0}; unpin one first.`,
-      "org_pin_limit",
-    );
-  }
+  return pins?.n ?? 0;
 }
 
 /**

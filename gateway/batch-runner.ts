@@ -5,10 +5,10 @@
 // responses go first, then orgs take turns (claim-order.ts): no batch holds back other orgs' work until it
 // ends. A line is claimed with a lease (FOR UPDATE SKIP LOCKED, so two runners never take the same one);
 // a runner that dies leaves its lines to be taken again once the lease runs out, under the same request
-// id, so no accepted line is lost and none is billed twice. Transient refusals (rate limits, no worker, an unreachable bus or
-// database) put the line back with a growing delay. When a batch has no line left to run, one runner
-// writes its output and error files and ends it, in one transaction with the webhook event that tells of it
-// (gateway/webhooks.ts).
+// id, so no accepted line is lost and none is billed twice. Transient refusals (rate limits, no worker, an
+// unreachable bus or database) put the line back with a growing delay. When a batch has no line left to
+// run, one runner writes its output and error files and ends it, in one transaction with the webhook event
+// that tells of it (gateway/webhooks.ts).
 import {
   and,
   asc,
