@@ -56,7 +56,10 @@ export class ClaimTurns {
     return out;
   }
 
-  /** Records that these orgs' lines were claimed: they go after the others next time. */
+  /**
+   * Records that these orgs had their turn (their lines were looked at, claimed or left for a base without
+   * room): they go after the others next time.
+   */
   served(orgIds: Iterable<string>): void {
     for (const orgId of orgIds) {
       this.#lastServed.delete(orgId);

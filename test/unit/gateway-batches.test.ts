@@ -7,7 +7,7 @@
 import { and, eq } from "drizzle-orm";
 import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createApiKey } from "../../gateway/api-keys.ts";
+import { createApiKey, ensureOrg } from "../../gateway/api-keys.ts";
 import { REQUEST_ID, type RunEnv } from "../../gateway/auth.ts";
 import { BatchRunner, type BatchRunnerOptions } from "../../gateway/batch-runner.ts";
 import { DueSweep } from "../../gateway/due-sweep.ts";
@@ -683,6 +683,62 @@ describe("the Batch API", () => {
         (await client.batches.retrieve(batch.id).catch(() => otherClient.batches.retrieve(batch.id))).status,
       ).toBe("completed");
     }
+  });
+});
+
+describe("turns when bases are full", () => {
+  it("moves on to the orgs behind those whose lines all wait for a full base", async () => {
+    // Five orgs whose batches came first wait on a base with no room; a sixth, later, on a base with room.
+    const clientOf = async (org: string) => {
+      await ensureOrg(h.db, org);
+      const { key } = await createApiKey(h.db, { orgId: org, name: "turns" });
+      return new OpenAI({ apiKey: key, baseURL: `${served.url}/v1`, maxRetries: 0 });
+    };
+    const started: { oc: OpenAI; id: string }[] = [];
+    for (const [org, model] of [
+      ...["w1", "w2", "w3", "w4", "w5"].map((org) => [org, "full-base"] as const),
+      ["roomy", BASE] as const,
+    ]) {
+      const oc = await clientOf(org);
+      const file = await upload([chatLine(`${org}-0`, model), chatLine(`${org}-1`, model)], oc);
+      started.push({ oc, id: (await startBatch(file.id, {}, oc)).id });
+    }
+    const oneAtATime = new BatchRunner({
+      app: stuck,
+      db: h.db,
+      log: h.deps.log,
+      concurrency: 1,
+      leaseMs: 60_000,
+      pollMs: 10,
+      newId: h.deps.newRequestId,
+      runnerId: "full-bases",
+      now: () => clock,
+      room: async () =>
+        new Map([
+          ["full-base", { places: 0, asOf: 0 }],
+          [BASE, { places: 2, asOf: 0 }],
+        ]),
+    });
+    const running = async () =>
+      (
+        await h.db
+          .select({ customId: batchRequests.customId })
+          .from(batchRequests)
+          .where(and(eq(batchRequests.status, "running"), eq(batchRequests.claimedBy, "full-bases")))
+      ).map((r) => r.customId);
+    oneAtATime.start();
+    try {
+      // Four orgs looked at a pass (its one place × 4): the sixth is reached on the second pass.
+      for (const deadline = Date.now() + 5_000; (await running()).length === 0; ) {
+        expect(Date.now(), "the org with room waited behind the full base").toBeLessThan(deadline);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(await running()).toEqual(["roomy-0"]);
+    } finally {
+      await oneAtATime.stop(0);
+    }
+    for (const { oc, id } of started) await oc.batches.cancel(id);
+    await runner().drain();
   });
 });
 
