@@ -54,6 +54,21 @@ function runner(app: BatchRunnerOptions["app"] = h.app): BatchRunner {
   return new BatchRunner(runnerOptions(app));
 }
 
+/** Creates a streamed background response and leaves its stream at response.created; the response's id. */
+async function createdAndLeft(input: string, maxOutputTokens: number): Promise<string> {
+  const stream = await client.responses.create({
+    model: BASE,
+    input,
+    max_output_tokens: maxOutputTokens,
+    background: true,
+    stream: true,
+  });
+  for await (const event of stream) {
+    if (event.type === "response.created") return event.response.id;
+  }
+  return "";
+}
+
 async function collect(stream: Stream<Event>): Promise<Event[]> {
   const events: Event[] = [];
   for await (const event of stream) events.push(event);
@@ -121,20 +136,7 @@ describe("a background response created with stream", () => {
   });
 
   it("runs on when its client leaves, and a later reader follows it to the end", async () => {
-    const stream = await client.responses.create({
-      model: BASE,
-      input: "Leave early",
-      max_output_tokens: 3,
-      background: true,
-      stream: true,
-    });
-    let id = "";
-    for await (const event of stream) {
-      if (event.type === "response.created") {
-        id = event.response.id;
-        break;
-      }
-    }
+    const id = await createdAndLeft("Leave early", 3);
     expect(id).toMatch(/^resp_/);
     // Follow from the start while it runs.
     const following = collect(await client.responses.retrieve(id, { stream: true, starting_after: 0 }));
@@ -147,20 +149,7 @@ describe("a background response created with stream", () => {
   });
 
   it("reads less often while nothing comes: twice as long after each empty read, up to ten times the poll", async () => {
-    const stream = await client.responses.create({
-      model: BASE,
-      input: "Wait for it",
-      max_output_tokens: 2,
-      background: true,
-      stream: true,
-    });
-    let id = "";
-    for await (const event of stream) {
-      if (event.type === "response.created") {
-        id = event.response.id;
-        break;
-      }
-    }
+    const id = await createdAndLeft("Wait for it", 2);
     // Queued, and no runner: its log holds what the create wrote, then nothing more comes.
     const waits: number[] = [];
     const seen: string[] = [];

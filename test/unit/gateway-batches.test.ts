@@ -88,6 +88,22 @@ const stuck: BatchRunnerOptions["app"] = {
     }),
 };
 
+/** A runner whose lines never answer (each stays in flight until it stops), looking for work every 10 ms. */
+function stuckRunner(runnerId: string, options: Partial<BatchRunnerOptions> = {}): BatchRunner {
+  return new BatchRunner({
+    app: stuck,
+    db: h.db,
+    log: h.deps.log,
+    concurrency: 1,
+    leaseMs: 60_000,
+    pollMs: 10,
+    newId: h.deps.newRequestId,
+    runnerId,
+    now: () => clock,
+    ...options,
+  });
+}
+
 /** A batch of the file's chat completion lines, started by `oc`'s org. */
 function startBatch(
   fileId: string,
@@ -550,17 +566,7 @@ describe("the Batch API", () => {
   it("hands back, on stop, the lines still running after the grace, and another runner runs them", async () => {
     const file = await upload([chatLine("slow", BASE, 2)]);
     const batch = await startBatch(file.id);
-    const leaving = new BatchRunner({
-      app: stuck,
-      db: h.db,
-      log: h.deps.log,
-      concurrency: 1,
-      leaseMs: 60_000,
-      pollMs: 10,
-      newId: h.deps.newRequestId,
-      runnerId: "leaving",
-      now: () => clock,
-    });
+    const leaving = stuckRunner("leaving");
     leaving.start();
     const claimed = async () =>
       (await h.db.select().from(batchRequests).where(eq(batchRequests.batchId, batch.id)))[0]!;
@@ -584,25 +590,16 @@ describe("the Batch API", () => {
     const batch = await startBatch(file.id);
     let passes = 0;
     // Two gateways' runners, each with places to spare: the room is the fleet's, not each runner's.
-    const filling = ["filling-a", "filling-b"].map(
-      (runnerId) =>
-        new BatchRunner({
-          app: stuck,
-          db: h.db,
-          log: h.deps.log,
-          concurrency: 6,
-          leaseMs: 60_000,
-          pollMs: 10,
-          newId: h.deps.newRequestId,
-          runnerId,
-          now: () => clock,
-          // The base's workers have room for two lines (a heartbeat older than anything sent); cold-base
-          // has no live worker.
-          room: async () => {
-            passes++;
-            return new Map([[BASE, { places: 2, asOf: 0 }]]);
-          },
-        }),
+    const filling = ["filling-a", "filling-b"].map((runnerId) =>
+      stuckRunner(runnerId, {
+        concurrency: 6,
+        // The base's workers have room for two lines (a heartbeat older than anything sent); cold-base
+        // has no live worker.
+        room: async () => {
+          passes++;
+          return new Map([[BASE, { places: 2, asOf: 0 }]]);
+        },
+      }),
     );
     for (const runner of filling) runner.start();
     try {
@@ -703,16 +700,7 @@ describe("turns when bases are full", () => {
       const file = await upload([chatLine(`${org}-0`, model), chatLine(`${org}-1`, model)], oc);
       started.push({ oc, id: (await startBatch(file.id, {}, oc)).id });
     }
-    const oneAtATime = new BatchRunner({
-      app: stuck,
-      db: h.db,
-      log: h.deps.log,
-      concurrency: 1,
-      leaseMs: 60_000,
-      pollMs: 10,
-      newId: h.deps.newRequestId,
-      runnerId: "full-bases",
-      now: () => clock,
+    const oneAtATime = stuckRunner("full-bases", {
       room: async () =>
         new Map([
           ["full-base", { places: 0, asOf: 0 }],
