@@ -32,7 +32,7 @@ import { batches, batchRequests, orgs, storedResponses } from "../schema/db.ts";
 import type { WebhookEventType } from "../schema/webhook-api.ts";
 import { principalOfKey, REQUEST_ID, RESPONSE_KEY, RUN_AS, type RunEnv } from "./auth.ts";
 import type { BaseRoom } from "./batch-room.ts";
-import { type ClaimTier, ClaimTurns, type DueOrg } from "./claim-order.ts";
+import { type ClaimTier, ClaimTurns } from "./claim-order.ts";
 import type { BatchLineOutcome, GatewayLog, GatewayMetrics } from "./deps.ts";
 import type { DueSweep } from "./due-sweep.ts";
 import { ApiError } from "./errors.ts";
@@ -287,8 +287,7 @@ export class BatchRunner {
     const now = new Date(this.#options.now());
     const fleet = this.#options.room ? await this.#options.room() : null;
     const wanted = fleet ? room * CANDIDATES_PER_PLACE : room;
-    let looked: DueOrg[] = [];
-    const claimed: (Claimed & { base: string })[] = await db.transaction(async (tx) => {
+    const { claimed, looked } = await db.transaction(async (tx) => {
       const due = or(
         // Pending lines, unless put back until later (claimedAt is then when they may run).
         and(
@@ -318,7 +317,7 @@ export class BatchRunner {
         .groupBy(batches.orgId, batches.kind);
       // The orgs whose turn it is, each asked for twice its even share of the lines wanted, so that one with
       // fewer leaves room to the others, while the lines looked at (and locked) stay about 2 × wanted.
-      looked = this.#turns.order(dueOrgs).slice(0, wanted);
+      const looked = this.#turns.order(dueOrgs).slice(0, wanted);
       const share = Math.ceil((2 * wanted) / Math.max(1, looked.length));
       const candidates: Candidate[] = [];
       for (const tier of ["background", "batch"] as const) {
@@ -348,7 +347,7 @@ export class BatchRunner {
           attempts: row!.attempts,
         });
       }
-      return out;
+      return { claimed: out, looked };
     });
     // Every org looked at had its turn, lines claimed or not (all for bases without room): the next pass
     // looks at the others first, so orgs behind them are not held back by bases they do not use.

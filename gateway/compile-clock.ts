@@ -29,8 +29,7 @@ export function timedCompile<T>(compile: () => T): T {
 
 /**
  * Runs `admission` with the compiles inside it asking `beforeCompile` first (which may throw to refuse
- * them); returns its result and the milliseconds its compiles took, or throws its error after `onSpent`
- * has been told them.
+ * them), and tells `onSpent` the milliseconds its compiles took, whether it returns or throws.
  */
 export function charged<T>(beforeCompile: () => void, onSpent: (ms: number) => void, admission: () => T): T {
   const outer = payer;

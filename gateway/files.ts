@@ -95,13 +95,16 @@ export async function saveUpload(db: Db, file: NewFile, maxOrgBytes: number): Pr
         "file",
       );
     }
-    return saveFile(tx, file);
+    return saveFile(tx, file, bytes);
   });
 }
 
-/** Stores a file; `db` may be a transaction's handle. */
-export async function saveFile(db: Pick<Db, "insert">, file: NewFile): Promise<FileObject> {
-  const bytes = new TextEncoder().encode(file.content).length;
+/** Stores a file; `db` may be a transaction's handle; `bytes`: its content's UTF-8 length, if known. */
+export async function saveFile(
+  db: Pick<Db, "insert">,
+  file: NewFile,
+  bytes = new TextEncoder().encode(file.content).length,
+): Promise<FileObject> {
   await db.insert(files).values({ ...file, bytes });
   return fileObject({ ...file, bytes });
 }
