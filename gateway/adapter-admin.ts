@@ -12,11 +12,15 @@ import { WIRE_VERSION } from "../schema/wire.ts";
 import { MAX_PINS } from "../worker/adapters/slots.ts";
 import { wireAdapterName } from "./adapter-resolver.ts";
 import type { StagedAdapter } from "./adapter-storage.ts";
+import { reserveAdapterStorage } from "./adapter-storage-quota.ts";
 import type { GatewayDeps } from "./deps.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 import { formatModelId } from "./model-id.ts";
 
-export type AdminDeps = Pick<GatewayDeps, "db" | "bus" | "adapters" | "adapterStorage" | "log" | "now">;
+export type AdminDeps = Pick<
+  GatewayDeps,
+  "db" | "bus" | "adapters" | "adapterStorage" | "log" | "now" | "limits"
+>;
 
 function adapterNotFound(org: string, name: string): ApiError {
   return new ApiError(
@@ -127,7 +131,10 @@ export interface CreateAdapter {
   source: string | null;
 }
 
-/** Commits the staged upload to the blob store, then inserts its row as ready; on any failure, neither stays. */
+/**
+ * Commits the staged upload to the blob store, then inserts its row as ready if the org's adapter storage
+ * has room for it (adapter-storage-quota.ts); on any failure, neither stays.
+ */
 export async function createAdapter(deps: AdminDeps, input: CreateAdapter): Promise<AdapterObject> {
   const storage = deps.adapterStorage;
   if (!storage)
@@ -138,25 +145,29 @@ export async function createAdapter(deps: AdminDeps, input: CreateAdapter): Prom
   await staged.commit(blobKey);
   let row: Adapter | undefined;
   try {
-    [row] = await deps.db
-      .insert(adapters)
-      .values({
-        id,
-        orgId: input.org,
-        name: input.name,
-        base: input.base,
-        alias: input.alias,
-        rank: staged.rank,
-        alpha: staged.alpha,
-        targetModules: staged.targetModules,
-        bytes: staged.bytes,
-        sha256: staged.sha256,
-        blobKey,
-        sourceUrl: input.source,
-        status: "ready",
-      })
-      .onConflictDoNothing()
-      .returning();
+    row = await deps.db.transaction(async (tx) => {
+      await reserveAdapterStorage(tx, input.org, staged.bytes, deps.limits.maxOrgAdapterBytes);
+      const [inserted] = await tx
+        .insert(adapters)
+        .values({
+          id,
+          orgId: input.org,
+          name: input.name,
+          base: input.base,
+          alias: input.alias,
+          rank: staged.rank,
+          alpha: staged.alpha,
+          targetModules: staged.targetModules,
+          bytes: staged.bytes,
+          sha256: staged.sha256,
+          blobKey,
+          sourceUrl: input.source,
+          status: "ready",
+        })
+        .onConflictDoNothing()
+        .returning();
+      return inserted;
+    });
   } catch (error) {
     await storage.remove(blobKey);
     throw error;

@@ -6,6 +6,7 @@ import type { Db } from "../db/open.ts";
 import type { Usage } from "../schema/wire.ts";
 import { AdapterResolver } from "./adapter-resolver.ts";
 import type { AdapterStorage } from "./adapter-storage.ts";
+import { DEFAULT_MAX_ORG_ADAPTER_BYTES } from "./adapter-storage-quota.ts";
 import { AuthCache } from "./auth.ts";
 import type { BaseCatalog } from "./bases.ts";
 import { CallerLimitsCache } from "./caller-limits.ts";
@@ -127,6 +128,8 @@ export interface GatewayDeps {
     maxFileBytes: number;
     /** Most bytes an org's files may hold together (files.ts saveUpload). */
     maxOrgFileBytes: number;
+    /** Most bytes an org's adapters may hold together in the blob store (adapter-storage-quota.ts). */
+    maxOrgAdapterBytes: number;
     /** How often a background response's stream reads its event log while nothing new has come. */
     backgroundStreamPollMs: number;
   };
@@ -171,6 +174,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
       keepAliveMs: 15_000,
       maxFileBytes: DEFAULT_MAX_FILE_BYTES,
       maxOrgFileBytes: DEFAULT_MAX_ORG_FILE_BYTES,
+      maxOrgAdapterBytes: DEFAULT_MAX_ORG_ADAPTER_BYTES,
       backgroundStreamPollMs: 100,
       ...input.limits,
     },

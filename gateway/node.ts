@@ -200,6 +200,8 @@ export interface NodeGatewayOptions {
   maxFileBytes?: number;
   /** Most bytes one org's files may hold together; default 100 GiB. */
   maxOrgFileBytes?: number;
+  /** Most bytes one org's adapters may hold together; default 100 GiB. */
+  maxOrgAdapterBytes?: number;
   /** Each org's compile time per minute in this process (org-compile-time.ts); default 5 s. */
   orgCompileMsPerMinute?: number;
   /** Webhook endpoints may name this host or a private address; default false. */
@@ -255,6 +257,9 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
         ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
         ...(options.maxFileBytes !== undefined ? { maxFileBytes: options.maxFileBytes } : {}),
         ...(options.maxOrgFileBytes !== undefined ? { maxOrgFileBytes: options.maxOrgFileBytes } : {}),
+        ...(options.maxOrgAdapterBytes !== undefined
+          ? { maxOrgAdapterBytes: options.maxOrgAdapterBytes }
+          : {}),
       },
     });
     const served = await serveApp(app, options.port, options.hostname);

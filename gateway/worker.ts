@@ -19,6 +19,7 @@ import { parseModelConfig } from "../worker/engine/model-config.ts";
 import { type TokenizerFiles, tokenizerFromFiles } from "../worker/engine/tokenizer.ts";
 import { AdapterSources, sourcePrefixes } from "./adapter-sources.ts";
 import type { AdapterStorage } from "./adapter-storage.ts";
+import { DEFAULT_MAX_ORG_ADAPTER_BYTES } from "./adapter-storage-quota.ts";
 import { createApp } from "./app.ts";
 import { registerBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
@@ -71,6 +72,8 @@ export interface WorkerEnv {
   LUMINET_MAX_FILE_BYTES?: string;
   /** Most bytes one org's files may hold together; default 100 GiB. */
   LUMINET_MAX_ORG_FILE_STORAGE?: string;
+  /** Most bytes one org's adapters may hold together in R2; default 100 GiB. */
+  LUMINET_MAX_ORG_ADAPTER_STORAGE?: string;
   /** Seconds of each minute of an isolate one org's requests may spend compiling grammars and schemas; default 5. */
   LUMINET_ORG_COMPILE_SECONDS?: string;
   /** The autoscaling signal's bounds and headroom, as the Node gateway's --min-workers and the like. */
@@ -230,6 +233,11 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
             limits: {
               maxFileBytes: integerVar(env, "LUMINET_MAX_FILE_BYTES", WORKERS_MAX_FILE_BYTES),
               maxOrgFileBytes: integerVar(env, "LUMINET_MAX_ORG_FILE_STORAGE", DEFAULT_MAX_ORG_FILE_BYTES),
+              maxOrgAdapterBytes: integerVar(
+                env,
+                "LUMINET_MAX_ORG_ADAPTER_STORAGE",
+                DEFAULT_MAX_ORG_ADAPTER_BYTES,
+              ),
             },
             ...(env.LUMINET_SESSION_SECRET ? { sessionSecret: env.LUMINET_SESSION_SECRET } : {}),
           });

@@ -37,6 +37,7 @@ interface GatewayFlags {
   batchFill: string;
   maxFileBytes: string;
   maxOrgFileStorage: string;
+  maxOrgAdapterStorage: string;
   orgCompileSeconds: string;
   minWorkers: string;
   maxWorkers: string;
@@ -105,6 +106,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     batchFill: share("--batch-fill", flags.batchFill),
     maxFileBytes: bytes("--max-file-bytes", flags.maxFileBytes, 1),
     maxOrgFileBytes: bytes("--max-org-file-storage", flags.maxOrgFileStorage, 1),
+    maxOrgAdapterBytes: bytes("--max-org-adapter-storage", flags.maxOrgAdapterStorage, 1),
     orgCompileMsPerMinute: compileSeconds(flags.orgCompileSeconds) * 1000,
     scale: scaleOptions(flags),
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
@@ -191,6 +193,11 @@ export function registerGateway(program: Command): void {
       "--max-org-file-storage <n>",
       "most bytes one org's files may hold together, batches' output files included; an upload past it gets 400 (LUMINET_MAX_ORG_FILE_STORAGE)",
       process.env.LUMINET_MAX_ORG_FILE_STORAGE ?? "100GiB",
+    )
+    .option(
+      "--max-org-adapter-storage <n>",
+      "most bytes one org's adapters may hold together in the blob store; a create past it gets 400 (LUMINET_MAX_ORG_ADAPTER_STORAGE)",
+      process.env.LUMINET_MAX_ORG_ADAPTER_STORAGE ?? "100GiB",
     )
     .option(
       "--org-compile-seconds <seconds>",

@@ -12,7 +12,8 @@
 //   DELETE /v1/adapters/:name[?force=true]
 // Names are written `<name>` or `<org>/<name>`; another org's prefix is refused. Uploads bypass the
 // app's JSON body limit (app.ts mounts this before it) and are capped by the adapter storage instead; a
-// JSON create gets the JSON limit here.
+// JSON create gets the JSON limit here. An org's adapters together are capped by maxOrgAdapterBytes
+// (adapter-storage-quota.ts): a full org is refused before the upload is read.
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -29,6 +30,7 @@ import {
   setTrafficWeight,
 } from "../adapter-admin.ts";
 import type { AdapterDescription, AdapterStorage } from "../adapter-storage.ts";
+import { refuseFullAdapterStorage } from "../adapter-storage-quota.ts";
 import { requireScope } from "../auth.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
@@ -116,6 +118,7 @@ async function prepare(
   if (alias === name) throw invalidRequest("An adapter's alias must differ from its name.", "alias");
   const architecture = await baseArchitecture(deps, fields.base);
   await assertNameFree(deps, org, name);
+  await refuseFullAdapterStorage(deps.db, org, deps.limits.maxOrgAdapterBytes);
   if (!deps.adapterStorage) {
     throw new ApiError(
       503,
