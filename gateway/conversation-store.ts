@@ -1,8 +1,10 @@
 // Where conversations (OpenAI's Conversations API) are kept: a row per conversation, scoped to its org, and
 // a row per item at its position (schema/db.ts conversations, conversation_items). Items are added at the
 // end, under a lock on the conversation's row, so concurrent additions never interleave or take the same
-// position; a Responses request naming the conversation reads all its items in order. Functions of the
-// request's database handle, as the Workers entry opens one per request.
+// position; a Responses request naming the conversation reads all its items in order. Every write counts
+// what it adds or removes into the conversation's bytes and the org's (conversation-storage-quota.ts),
+// the org's row last, so it stays locked only while its transaction commits. Functions of the request's
+// database handle, as the Workers entry opens one per request.
 import { and, asc, desc, eq, gt, inArray, lt, max, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import type { Metadata } from "../schema/api.ts";
@@ -10,6 +12,7 @@ import type { ListPage } from "../schema/batch-api.ts";
 import type { ConversationItemsQuery, ConversationObject } from "../schema/conversations-api.ts";
 import { conversationItems, conversations } from "../schema/db.ts";
 import type { InputItem, ListedItem } from "../schema/responses-api.ts";
+import { type ConversationRoom, chargeConversationStorage, jsonBytes } from "./conversation-storage-quota.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 import { listPage } from "./list-page.ts";
 import { listedItem } from "./response-items.ts";
@@ -28,16 +31,22 @@ function conversationObject(row: Pick<ConversationRow, "id" | "metadata" | "crea
 const ownConversation = (orgId: string, id: string) =>
   and(eq(conversations.orgId, orgId), eq(conversations.id, id));
 
-/** A new conversation holding `items` (each with its id), in one transaction. */
+/**
+ * A new conversation holding `items` (each with its id), in one transaction; refused (naming
+ * `room.param`) when the org's conversations have no room for it.
+ */
 export async function createConversation(
   db: Pick<Db, "transaction">,
   orgId: string,
   created: { id: string; metadata: Metadata; items: readonly InputItem[]; createdAt: Date },
+  room: ConversationRoom,
 ): Promise<ConversationObject> {
+  const sizes = created.items.map(jsonBytes);
+  const bytes = sizes.reduce((sum, n) => sum + n, jsonBytes(created.metadata));
   return db.transaction(async (tx) => {
     const [row] = await tx
       .insert(conversations)
-      .values({ id: created.id, orgId, metadata: created.metadata, createdAt: created.createdAt })
+      .values({ id: created.id, orgId, metadata: created.metadata, bytes, createdAt: created.createdAt })
       .returning();
     if (created.items.length > 0) {
       await tx.insert(conversationItems).values(
@@ -46,10 +55,12 @@ export async function createConversation(
           position,
           id: item.id!,
           item,
+          bytes: sizes[position]!,
           createdAt: created.createdAt,
         })),
       );
     }
+    await chargeConversationStorage(tx, orgId, bytes, room);
     return conversationObject(row!);
   });
 }
@@ -66,26 +77,45 @@ export async function loadConversation(
 
 /** Replaces the conversation's metadata: the conversation as it now reads; null when there is none. */
 export async function setConversationMetadata(
-  db: Pick<Db, "update">,
+  db: Pick<Db, "transaction">,
   orgId: string,
   id: string,
   metadata: Metadata,
 ): Promise<ConversationObject | null> {
-  const [row] = await db
-    .update(conversations)
-    .set({ metadata })
-    .where(ownConversation(orgId, id))
-    .returning();
-  return row ? conversationObject(row) : null;
+  return db.transaction(async (tx) => {
+    const [old] = await tx
+      .select({ metadata: conversations.metadata })
+      .from(conversations)
+      .where(ownConversation(orgId, id))
+      .for("update");
+    if (!old) return null;
+    const grown = jsonBytes(metadata) - jsonBytes(old.metadata);
+    const [row] = await tx
+      .update(conversations)
+      .set({ metadata, bytes: sql`${conversations.bytes} + ${grown}` })
+      .where(ownConversation(orgId, id))
+      .returning();
+    // Metadata is small and replaces what was there: counted, never refused.
+    await chargeConversationStorage(tx, orgId, grown, null);
+    return conversationObject(row!);
+  });
 }
 
 /** Deletes the conversation and its items; false when the org has none by this id. */
-export async function dropConversation(db: Pick<Db, "delete">, orgId: string, id: string): Promise<boolean> {
-  const deleted = await db
-    .delete(conversations)
-    .where(ownConversation(orgId, id))
-    .returning({ id: conversations.id });
-  return deleted.length > 0;
+export async function dropConversation(
+  db: Pick<Db, "transaction">,
+  orgId: string,
+  id: string,
+): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const [deleted] = await tx
+      .delete(conversations)
+      .where(ownConversation(orgId, id))
+      .returning({ bytes: conversations.bytes });
+    if (!deleted) return false;
+    await chargeConversationStorage(tx, orgId, -deleted.bytes, null);
+    return true;
+  });
 }
 
 /** Every item of the org's conversation, in order; null when there is no such conversation. */
@@ -146,9 +176,9 @@ export function maxConversationBytes(limits: { maxBodyBytes: number }): number {
   return 4 * limits.maxBodyBytes;
 }
 
-/** The JSON size of items, as the bound on a conversation counts them. */
+/** The JSON size of items in UTF-8 bytes, as a conversation and its org count them. */
 export function itemBytes(items: readonly InputItem[]): number {
-  return items.reduce((sum, item) => sum + JSON.stringify(item).length, 0);
+  return items.reduce((sum, item) => sum + jsonBytes(item), 0);
 }
 
 export function conversationTooLarge(id: string, maxBytes: number, param: string | null): ApiError {
@@ -163,9 +193,10 @@ export function conversationTooLarge(id: string, maxBytes: number, param: string
 
 /**
  * Adds items (each with its id) at the end of the org's conversation, holding its row so concurrent
- * additions take positions one after another; false when there is no such conversation. With `maxBytes`,
- * refuses (conversation_too_large, naming `param`) items that would take its items past that size; a
- * response's own output is added without it, so a conversation may pass it by one answer.
+ * additions take positions one after another; false when there is no such conversation. With `bound`,
+ * refuses items that would take the conversation past `maxBytes` (conversation_too_large) or the org's
+ * conversations past theirs (conversation_storage_limit_exceeded), naming `param`; a response's own
+ * input and output are added without it (checked before it ran), so either may be passed by one answer.
  */
 export async function appendItems(
   db: Pick<Db, "transaction">,
@@ -173,35 +204,42 @@ export async function appendItems(
   id: string,
   items: readonly InputItem[],
   createdAt: Date,
-  bound?: { maxBytes: number; param: string },
+  bound?: { maxBytes: number; maxOrgBytes: number; param: string },
 ): Promise<boolean> {
   return db.transaction(async (tx) => {
     const [row] = await tx
-      .select({ id: conversations.id })
+      .select({ bytes: conversations.bytes })
       .from(conversations)
       .where(ownConversation(orgId, id))
       .for("update");
     if (!row) return false;
     if (items.length === 0) return true;
-    if (bound) {
-      const [held] = await tx
-        .select({ bytes: sql<string | null>`sum(length(${conversationItems.item}::text))` })
-        .from(conversationItems)
-        .where(eq(conversationItems.conversationId, id));
-      if (Number(held?.bytes ?? 0) + itemBytes(items) > bound.maxBytes) {
-        throw conversationTooLarge(id, bound.maxBytes, bound.param);
-      }
+    const sizes = items.map(jsonBytes);
+    const added = sizes.reduce((sum, n) => sum + n, 0);
+    if (bound && row.bytes + added > bound.maxBytes) {
+      throw conversationTooLarge(id, bound.maxBytes, bound.param);
     }
     const [last] = await tx
       .select({ position: max(conversationItems.position) })
       .from(conversationItems)
       .where(eq(conversationItems.conversationId, id));
     const next = (last?.position ?? -1) + 1;
+    await tx.insert(conversationItems).values(
+      items.map((item, k) => ({
+        conversationId: id,
+        position: next + k,
+        id: item.id!,
+        item,
+        bytes: sizes[k]!,
+        createdAt,
+      })),
+    );
     await tx
-      .insert(conversationItems)
-      .values(
-        items.map((item, k) => ({ conversationId: id, position: next + k, id: item.id!, item, createdAt })),
-      );
+      .update(conversations)
+      .set({ bytes: sql`${conversations.bytes} + ${added}` })
+      .where(eq(conversations.id, id));
+    const room = bound ? { maxOrgBytes: bound.maxOrgBytes, param: bound.param } : null;
+    await chargeConversationStorage(tx, orgId, added, room);
     return true;
   });
 }
@@ -271,15 +309,30 @@ export async function orgItem(
   return row?.item as InputItem | undefined;
 }
 
-/** Deletes the conversation's item with this id; false when it holds none by that id. */
+/** Deletes the org's conversation's item with this id; false when it holds none by that id. */
 export async function dropItem(
-  db: Pick<Db, "delete">,
+  db: Pick<Db, "transaction">,
+  orgId: string,
   conversationId: string,
   itemId: string,
 ): Promise<boolean> {
-  const deleted = await db
-    .delete(conversationItems)
-    .where(and(eq(conversationItems.conversationId, conversationId), eq(conversationItems.id, itemId)))
-    .returning({ id: conversationItems.id });
-  return deleted.length > 0;
+  return db.transaction(async (tx) => {
+    const [conversation] = await tx
+      .select({ id: conversations.id })
+      .from(conversations)
+      .where(ownConversation(orgId, conversationId))
+      .for("update");
+    if (!conversation) return false;
+    const [deleted] = await tx
+      .delete(conversationItems)
+      .where(and(eq(conversationItems.conversationId, conversationId), eq(conversationItems.id, itemId)))
+      .returning({ bytes: conversationItems.bytes });
+    if (!deleted) return false;
+    await tx
+      .update(conversations)
+      .set({ bytes: sql`greatest(${conversations.bytes} - ${deleted.bytes}, 0)` })
+      .where(eq(conversations.id, conversationId));
+    await chargeConversationStorage(tx, orgId, -deleted.bytes, null);
+    return true;
+  });
 }

@@ -10,6 +10,7 @@ import { DEFAULT_MAX_ORG_ADAPTER_BYTES } from "./adapter-storage-quota.ts";
 import { AuthCache } from "./auth.ts";
 import type { BaseCatalog } from "./bases.ts";
 import { CallerLimitsCache } from "./caller-limits.ts";
+import { DEFAULT_MAX_ORG_CONVERSATION_BYTES } from "./conversation-storage-quota.ts";
 import { DueSweep } from "./due-sweep.ts";
 import { DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_ORG_FILE_BYTES, sweepFiles } from "./files.ts";
 import type { ScaleOptions } from "./fleet-scale.ts";
@@ -130,6 +131,8 @@ export interface GatewayDeps {
     maxOrgFileBytes: number;
     /** Most bytes an org's adapters may hold together in the blob store (adapter-storage-quota.ts). */
     maxOrgAdapterBytes: number;
+    /** Most bytes an org's conversations may hold together (conversation-storage-quota.ts). */
+    maxOrgConversationBytes: number;
     /** How often a background response's stream reads its event log while nothing new has come. */
     backgroundStreamPollMs: number;
   };
@@ -175,6 +178,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
       maxFileBytes: DEFAULT_MAX_FILE_BYTES,
       maxOrgFileBytes: DEFAULT_MAX_ORG_FILE_BYTES,
       maxOrgAdapterBytes: DEFAULT_MAX_ORG_ADAPTER_BYTES,
+      maxOrgConversationBytes: DEFAULT_MAX_ORG_CONVERSATION_BYTES,
       backgroundStreamPollMs: 100,
       ...input.limits,
     },

@@ -202,6 +202,8 @@ export interface NodeGatewayOptions {
   maxOrgFileBytes?: number;
   /** Most bytes one org's adapters may hold together; default 100 GiB. */
   maxOrgAdapterBytes?: number;
+  /** Most bytes one org's conversations may hold together; default 10 GiB. */
+  maxOrgConversationBytes?: number;
   /** Each org's compile time per minute in this process (org-compile-time.ts); default 5 s. */
   orgCompileMsPerMinute?: number;
   /** Webhook endpoints may name this host or a private address; default false. */
@@ -259,6 +261,9 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
         ...(options.maxOrgFileBytes !== undefined ? { maxOrgFileBytes: options.maxOrgFileBytes } : {}),
         ...(options.maxOrgAdapterBytes !== undefined
           ? { maxOrgAdapterBytes: options.maxOrgAdapterBytes }
+          : {}),
+        ...(options.maxOrgConversationBytes !== undefined
+          ? { maxOrgConversationBytes: options.maxOrgConversationBytes }
           : {}),
       },
     });

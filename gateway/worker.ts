@@ -23,6 +23,7 @@ import { DEFAULT_MAX_ORG_ADAPTER_BYTES } from "./adapter-storage-quota.ts";
 import { createApp } from "./app.ts";
 import { registerBaseModel } from "./base-loader.ts";
 import { BaseCatalog } from "./bases.ts";
+import { DEFAULT_MAX_ORG_CONVERSATION_BYTES } from "./conversation-storage-quota.ts";
 import { type GatewayDeps, type GatewayLog, gatewayDeps } from "./deps.ts";
 import { DEFAULT_MAX_ORG_FILE_BYTES } from "./files.ts";
 import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "./fleet-scale.ts";
@@ -74,6 +75,8 @@ export interface WorkerEnv {
   LUMINET_MAX_ORG_FILE_STORAGE?: string;
   /** Most bytes one org's adapters may hold together in R2; default 100 GiB. */
   LUMINET_MAX_ORG_ADAPTER_STORAGE?: string;
+  /** Most bytes one org's conversations may hold together; default 10 GiB. */
+  LUMINET_MAX_ORG_CONVERSATION_STORAGE?: string;
   /** Seconds of each minute of an isolate one org's requests may spend compiling grammars and schemas; default 5. */
   LUMINET_ORG_COMPILE_SECONDS?: string;
   /** The autoscaling signal's bounds and headroom, as the Node gateway's --min-workers and the like. */
@@ -237,6 +240,11 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
                 env,
                 "LUMINET_MAX_ORG_ADAPTER_STORAGE",
                 DEFAULT_MAX_ORG_ADAPTER_BYTES,
+              ),
+              maxOrgConversationBytes: integerVar(
+                env,
+                "LUMINET_MAX_ORG_CONVERSATION_STORAGE",
+                DEFAULT_MAX_ORG_CONVERSATION_BYTES,
               ),
             },
             ...(env.LUMINET_SESSION_SECRET ? { sessionSecret: env.LUMINET_SESSION_SECRET } : {}),

@@ -42,6 +42,11 @@ export const orgs = pgTable(
      * cannot take every pinned place of a base its workers share with others; null: only the base's limit.
      */
     pinLimit: integer("pin_limit"),
+    /**
+     * What its conversations hold, the sum of their `bytes` (gateway/conversation-storage-quota.ts keeps it
+     * in the same transactions that write them).
+     */
+    conversationBytes: bigint("conversation_bytes", { mode: "number" }).notNull().default(0),
     createdAt: createdAt(),
   },
   (t) => [
@@ -345,6 +350,8 @@ export const conversations = pgTable(
       .notNull()
       .references(() => orgs.id),
     metadata: textSafeJsonb("metadata").notNull().default({}),
+    /** Its metadata's and items' JSON in UTF-8 bytes, as counted when written. */
+    bytes: bigint("bytes", { mode: "number" }).notNull().default(0),
     createdAt: createdAt(),
   },
   (t) => [index("conversations_org_idx").on(t.orgId)],
@@ -363,6 +370,8 @@ export const conversationItems = pgTable(
     position: integer("position").notNull(),
     id: text("id").notNull(),
     item: textSafeJsonb("item").notNull(),
+    /** The item's JSON in UTF-8 bytes, as counted into its conversation's bytes when added. */
+    bytes: integer("bytes").notNull().default(0),
     createdAt: createdAt(),
   },
   (t) => [

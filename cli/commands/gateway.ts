@@ -38,6 +38,7 @@ interface GatewayFlags {
   maxFileBytes: string;
   maxOrgFileStorage: string;
   maxOrgAdapterStorage: string;
+  maxOrgConversationStorage: string;
   orgCompileSeconds: string;
   minWorkers: string;
   maxWorkers: string;
@@ -107,6 +108,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     maxFileBytes: bytes("--max-file-bytes", flags.maxFileBytes, 1),
     maxOrgFileBytes: bytes("--max-org-file-storage", flags.maxOrgFileStorage, 1),
     maxOrgAdapterBytes: bytes("--max-org-adapter-storage", flags.maxOrgAdapterStorage, 1),
+    maxOrgConversationBytes: bytes("--max-org-conversation-storage", flags.maxOrgConversationStorage, 1),
     orgCompileMsPerMinute: compileSeconds(flags.orgCompileSeconds) * 1000,
     scale: scaleOptions(flags),
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
@@ -198,6 +200,11 @@ export function registerGateway(program: Command): void {
       "--max-org-adapter-storage <n>",
       "most bytes one org's adapters may hold together in the blob store; a create past it gets 400 (LUMINET_MAX_ORG_ADAPTER_STORAGE)",
       process.env.LUMINET_MAX_ORG_ADAPTER_STORAGE ?? "100GiB",
+    )
+    .option(
+      "--max-org-conversation-storage <n>",
+      "most bytes one org's conversations may hold together (their items and metadata as JSON); adding past it gets 400 (LUMINET_MAX_ORG_CONVERSATION_STORAGE)",
+      process.env.LUMINET_MAX_ORG_CONVERSATION_STORAGE ?? "10GiB",
     )
     .option(
       "--org-compile-seconds <seconds>",

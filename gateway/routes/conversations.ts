@@ -87,12 +87,17 @@ export function createConversationRoute(deps: GatewayDeps): Handler<GatewayEnv> 
     const items = await itemsToAdd(c, deps, body.items ?? []);
     // A new conversation holds nothing yet: only repeats among the items themselves are refused.
     refuseTakenIds(new Set(), items, "items");
-    const conversation = await createConversation(deps.db, c.get("principal").orgId, {
-      id,
-      metadata: body.metadata ?? {},
-      items,
-      createdAt: new Date(deps.now()),
-    });
+    const conversation = await createConversation(
+      deps.db,
+      c.get("principal").orgId,
+      {
+        id,
+        metadata: body.metadata ?? {},
+        items,
+        createdAt: new Date(deps.now()),
+      },
+      { maxOrgBytes: deps.limits.maxOrgConversationBytes, param: "items" },
+    );
     return c.json(conversation);
   };
 }
@@ -131,7 +136,11 @@ export function addItemsRoute(deps: GatewayDeps): Handler<GatewayEnv> {
       items.map((item) => item.id!),
     );
     refuseTakenIds(held, items, "items");
-    const bound = { maxBytes: maxConversationBytes(deps.limits), param: "items" };
+    const bound = {
+      maxBytes: maxConversationBytes(deps.limits),
+      maxOrgBytes: deps.limits.maxOrgConversationBytes,
+      param: "items",
+    };
     if (!(await appendItems(deps.db, c.get("principal").orgId, id, items, new Date(deps.now()), bound))) {
       throw conversationNotFound(id);
     }
@@ -163,7 +172,8 @@ export function deleteItemRoute(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const conversation = await ownConversation(c, deps);
     const itemId = c.req.param("item_id")!;
-    if (!(await dropItem(deps.db, conversation.id, itemId))) throw itemNotFound(itemId);
+    if (!(await dropItem(deps.db, c.get("principal").orgId, conversation.id, itemId)))
+      throw itemNotFound(itemId);
     return c.json(conversation);
   };
 }

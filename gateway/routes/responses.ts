@@ -18,6 +18,7 @@ import { AutoCallStream } from "../auto-call-stream.ts";
 import { cancelBackgroundJob, queueBackgroundResponse } from "../batches.ts";
 import { collectChoices, interleave } from "../choices.ts";
 import type { GatewayEnv } from "../context.ts";
+import { refuseOverConversationStorage } from "../conversation-storage-quota.ts";
 import {
   allItems,
   appendItems,
@@ -99,6 +100,12 @@ async function prepare(c: Context<GatewayEnv>, deps: GatewayDeps, body: Response
   const bound = maxConversationBytes(deps.limits);
   if (conversation && itemBytes(earlier) + itemBytes(input) > bound) {
     throw conversationTooLarge(conversation.id, bound, "input");
+  }
+  if (conversation) {
+    await refuseOverConversationStorage(deps.db, orgId, itemBytes(input), {
+      maxOrgBytes: deps.limits.maxOrgConversationBytes,
+      param: "input",
+    });
   }
   const admitted = deps.compileTime.admit(orgId, () => admitResponse(body, earlier, input, resolved.base));
   return { resolved, previous, conversation, earlier, input, admitted };

@@ -31,6 +31,8 @@ import {
   adapters,
   apiKeys,
   baseModels,
+  conversationItems,
+  conversations,
   type NewAdapter,
   type NewUsageEvent,
   orgs,
@@ -124,6 +126,43 @@ for (const { name, url } of targets) {
       expect(await migrate(db)).toEqual({ applied: 0, total: migrationCount });
     });
 
+    it("counts, in migration 0024, what conversations written before it hold", async () => {
+      const item = { type: "message", role: "user", content: "Grüße ☃", id: "msg_before" };
+      await db.insert(conversations).values({ id: "conv_before", orgId: "globex", metadata: { k: "v" } });
+      await db.insert(conversationItems).values([
+        { conversationId: "conv_before", position: 0, id: "msg_before", item },
+        {
+          conversationId: "conv_before",
+          position: 1,
+          id: "msg_before_2",
+          item: { ...item, id: "msg_before_2" },
+        },
+      ]);
+      const backfill = readFileSync("schema/migrations/0024_conversation_storage.sql", "utf8")
+        .split("--> statement-breakpoint")
+        .filter((statement) => statement.includes("UPDATE"));
+      expect(backfill).toHaveLength(3);
+      for (const statement of backfill) await db.execute(sql.raw(statement));
+      const [stored] = await db
+        .select({
+          metadata: sql<number>`octet_length(${conversations.metadata}::text)`.mapWith(Number),
+          items:
+            sql<number>`(select sum(octet_length(item::text)) from conversation_items where conversation_id = 'conv_before')`.mapWith(
+              Number,
+            ),
+        })
+        .from(conversations)
+        .where(eq(conversations.id, "conv_before"));
+      const expected = stored!.items + stored!.metadata;
+      expect(stored!.items).toBeGreaterThan(2 * JSON.stringify(item).length);
+      const [conversation] = await db.select().from(conversations).where(eq(conversations.id, "conv_before"));
+      expect(conversation!.bytes).toBe(expected);
+      const [org] = await db.select().from(orgs).where(eq(orgs.id, "globex"));
+      expect(org!.conversationBytes).toBe(expected);
+      await db.delete(conversations).where(eq(conversations.id, "conv_before"));
+      await db.update(orgs).set({ conversationBytes: 0 }).where(eq(orgs.id, "globex"));
+    });
+
     it("keeps text holding U+0000 or a lone surrogate in stored responses, conversations and chat completions, as it was sent", async () => {
       // Model output may hold any character; jsonb refuses U+0000, so the stores encode it (schema/text-safe-jsonb.ts).
       const odd = "nul\u0000 then \uffff0 and \\u0000, half a pair \ud800";
@@ -168,12 +207,17 @@ for (const { name, url } of targets) {
         false,
       );
 
-      await createConversation(db, "acme", {
-        id: "conv_odd",
-        metadata: { note: odd },
-        items: [item],
-        createdAt: new Date(),
-      });
+      await createConversation(
+        db,
+        "acme",
+        {
+          id: "conv_odd",
+          metadata: { note: odd },
+          items: [item],
+          createdAt: new Date(),
+        },
+        { maxOrgBytes: 2 ** 20, param: "items" },
+      );
       expect(await appendItems(db, "acme", "conv_odd", [{ ...item, id: "msg_odd_2" }], new Date())).toBe(
         true,
       );
