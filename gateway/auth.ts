@@ -1,6 +1,7 @@
 // Bearer-key authentication: hash the key, look it up, cache the answer for at most 30 s (so a revoked key
-// stops working within that), and put the caller's org, key id and scopes on the context. Only the key's
-// hash and prefix are ever held or logged.
+// stops working within that), and put the caller's org, key id and scopes on the context. A key refused
+// is remembered for 5 s, so a client that keeps sending a revoked or mistyped key costs the database one
+// lookup per 5 s rather than one per request. Only the key's hash and prefix are ever held or logged.
 import { and, eq, isNull } from "drizzle-orm";
 import type { MiddlewareHandler } from "hono";
 import type { Db } from "../db/open.ts";
@@ -20,6 +21,12 @@ export interface Principal {
 
 export const MAX_AUTH_CACHE_MS = 30_000;
 
+/**
+ * How long a refused key stays refused without asking the database again. Safe because a key Luminet
+ * generates is random, so it cannot have been tried before it exists, and a revoked key never comes back.
+ */
+export const REFUSED_KEY_CACHE_MS = 5_000;
+
 export interface AuthCacheOptions {
   /** How long a looked-up key is trusted without asking the database again; at most 30 s. */
   ttlMs?: number;
@@ -27,12 +34,17 @@ export interface AuthCacheOptions {
   now?: () => number;
 }
 
-/** Known-good keys by hash. Misses are not cached: a key created a moment ago works at once. */
+/**
+ * Known-good keys by hash, and refused ones for REFUSED_KEY_CACHE_MS. Each map holds at most `maxEntries`,
+ * so many different bad keys cannot push the good ones out.
+ */
 export class AuthCache {
   readonly ttlMs: number;
   readonly #maxEntries: number;
   readonly #now: () => number;
   readonly #entries = new Map<string, { principal: Principal; expiresAt: number }>();
+  /** Refused keys' hashes, with when each may be asked about again. */
+  readonly #refused = new Map<string, number>();
 
   constructor(options: AuthCacheOptions = {}) {
     this.ttlMs = Math.min(options.ttlMs ?? MAX_AUTH_CACHE_MS, MAX_AUTH_CACHE_MS);
@@ -51,18 +63,36 @@ export class AuthCache {
   }
 
   set(hash: string, principal: Principal): void {
-    if (this.#entries.size >= this.#maxEntries) {
-      // Maps iterate in insertion order: the first entry is the oldest.
-      const oldest = this.#entries.keys().next();
-      if (!oldest.done) this.#entries.delete(oldest.value);
-    }
+    dropOldestWhenFull(this.#entries, this.#maxEntries);
     this.#entries.set(hash, { principal, expiresAt: this.#now() + this.ttlMs });
+  }
+
+  /** Whether this key was refused less than REFUSED_KEY_CACHE_MS ago. */
+  refusedRecently(hash: string): boolean {
+    const until = this.#refused.get(hash);
+    if (until === undefined) return false;
+    if (until > this.#now()) return true;
+    this.#refused.delete(hash);
+    return false;
+  }
+
+  refuse(hash: string): void {
+    this.#refused.delete(hash);
+    dropOldestWhenFull(this.#refused, this.#maxEntries);
+    this.#refused.set(hash, this.#now() + REFUSED_KEY_CACHE_MS);
   }
 
   /** Drops one key, so this process asks the database again on its next use (a revocation made here). */
   forget(hash: string): void {
     this.#entries.delete(hash);
   }
+}
+
+/** Makes room for one more entry; Maps iterate in insertion order, so the first entry is the oldest. */
+function dropOldestWhenFull(map: Map<string, unknown>, maxEntries: number): void {
+  if (map.size < maxEntries) return;
+  const oldest = map.keys().next();
+  if (!oldest.done) map.delete(oldest.value);
 }
 
 /** The live key with this hash, marking it used; null when there is none or it was revoked. */
@@ -89,8 +119,13 @@ export async function authenticate(db: Db, cache: AuthCache, authorization: stri
   const hash = await hashApiKey(key);
   const cached = cache.get(hash);
   if (cached) return cached;
+  const refused = () => invalidApiKey(`Incorrect or revoked API key provided: ${apiKeyPrefix(key)}…`);
+  if (cache.refusedRecently(hash)) throw refused();
   const principal = await lookUp(db, hash);
-  if (!principal) throw invalidApiKey(`Incorrect or revoked API key provided: ${apiKeyPrefix(key)}…`);
+  if (!principal) {
+    cache.refuse(hash);
+    throw refused();
+  }
   cache.set(hash, principal);
   return principal;
 }

@@ -14,7 +14,13 @@ import {
   listApiKeys,
   revokeApiKey,
 } from "../../gateway/api-keys.ts";
-import { AuthCache, bearerAuth, MAX_AUTH_CACHE_MS, requireScope } from "../../gateway/auth.ts";
+import {
+  AuthCache,
+  bearerAuth,
+  MAX_AUTH_CACHE_MS,
+  REFUSED_KEY_CACHE_MS,
+  requireScope,
+} from "../../gateway/auth.ts";
 import type { GatewayEnv } from "../../gateway/context.ts";
 import { errorResponse, toApiError } from "../../gateway/errors.ts";
 import { apiKeys } from "../../schema/db.ts";
@@ -118,12 +124,36 @@ describe("bearer auth", () => {
     expect(new AuthCache({ ttlMs: 3_600_000 }).ttlMs).toBe(MAX_AUTH_CACHE_MS);
   });
 
-  it("accepts a new key at once (misses are not cached)", async () => {
+  it("accepts a new key at once", async () => {
     const app = appWithClock(Date.now);
+    expect((await get(app, "/who", h.keys.other)).status).toBe(200);
+    const { key } = await createApiKey(h.db, { orgId: "acme", name: "new" });
+    expect((await get(app, "/who", key)).status).toBe(200);
+  });
+
+  it("remembers a refused key for 5 s without asking the database, then asks again", async () => {
+    let now = 2_000_000;
+    const app = appWithClock(() => now);
+    // A chosen key, so it can be tried before it exists: the one way a remembered refusal shows.
     const key = generateApiKey();
     expect((await get(app, "/who", key)).status).toBe(401);
     await createApiKey(h.db, { orgId: "acme", name: "late", key });
+    now += REFUSED_KEY_CACHE_MS - 1;
+    const remembered = await get(app, "/who", key);
+    expect(remembered.status).toBe(401);
+    expect(await remembered.json()).toMatchObject({ error: { code: "invalid_api_key" } });
+    now += 1;
     expect((await get(app, "/who", key)).status).toBe(200);
+  });
+
+  it("keeps its good keys however many bad ones it is sent", () => {
+    const cache = new AuthCache({ maxEntries: 2 });
+    const principal = { keyId: "k", orgId: "acme", prefix: "lk_good", scopes: [] };
+    cache.set("good", principal);
+    for (let k = 0; k < 10; k++) cache.refuse(`bad-${k}`);
+    expect(cache.get("good")).toEqual(principal);
+    expect(cache.refusedRecently("bad-9")).toBe(true);
+    expect(cache.refusedRecently("bad-0")).toBe(false);
   });
 
   it("answers 403 on an admin route without the admin scope", async () => {
