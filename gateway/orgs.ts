@@ -1,8 +1,9 @@
-// Orgs as an operator manages them (`luminet orgs`): what each may use. An org is made with its first key
-// (api-keys.ts ensureOrg); its monthly quota is set through meter/token-quota.ts.
-import { asc, eq } from "drizzle-orm";
+// Orgs as an operator manages them (`luminet orgs`): what each may use, and what each holds in storage
+// (the gateway's per-org storage limits apply to these). An org is made with its first key (api-keys.ts
+// ensureOrg); its monthly quota is set through meter/token-quota.ts.
+import { asc, eq, gt, isNull, or, type SQL, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
-import { orgs } from "../schema/db.ts";
+import { adapters, files, orgs } from "../schema/db.ts";
 
 export interface OrgSettings {
   id: string;
@@ -12,39 +13,69 @@ export interface OrgSettings {
   priority_tier: boolean;
   /** Most adapters it may have pinned on each base; null: only the base's own limit. */
   pin_limit: number | null;
+  /** What it holds: its files not yet expired, its live adapters' blobs, its conversations (bytes). */
+  storage: { files_bytes: number; adapters_bytes: number; conversations_bytes: number };
   /** Unix seconds. */
   created_at: number;
 }
 
-const columns = {
-  id: orgs.id,
-  name: orgs.name,
-  monthlyTokenQuota: orgs.monthlyTokenQuota,
-  priorityTier: orgs.priorityTier,
-  pinLimit: orgs.pinLimit,
-  createdAt: orgs.createdAt,
-};
-
-function settingsOf(row: {
-  id: string;
-  name: string;
-  monthlyTokenQuota: number | null;
-  priorityTier: boolean;
-  pinLimit: number | null;
-  createdAt: Date;
-}): OrgSettings {
-  return {
-    id: row.id,
-    name: row.name,
-    monthly_token_quota: row.monthlyTokenQuota,
-    priority_tier: row.priorityTier,
-    pin_limit: row.pinLimit,
-    created_at: Math.floor(row.createdAt.getTime() / 1000),
-  };
+/** What each org's files not yet expired hold, by org. */
+function fileTotals(db: Db) {
+  return db
+    .select({ orgId: files.orgId, bytes: sql<string>`sum(${files.bytes})`.as("file_bytes") })
+    .from(files)
+    .where(or(isNull(files.expiresAt), gt(files.expiresAt, sql`now()`)))
+    .groupBy(files.orgId)
+    .as("file_totals");
 }
 
-export async function listOrgs(db: Db): Promise<OrgSettings[]> {
-  return (await db.select(columns).from(orgs).orderBy(asc(orgs.id))).map(settingsOf);
+/** What each org's live adapters hold in the blob store, by org. */
+function adapterTotals(db: Db) {
+  return db
+    .select({ orgId: adapters.orgId, bytes: sql<string>`sum(${adapters.bytes})`.as("adapter_bytes") })
+    .from(adapters)
+    .where(isNull(adapters.deletedAt))
+    .groupBy(adapters.orgId)
+    .as("adapter_totals");
+}
+
+/** The orgs `where` picks (all without it), by id, with what each holds. */
+async function orgSettings(db: Db, where?: SQL): Promise<OrgSettings[]> {
+  const fileBytes = fileTotals(db);
+  const adapterBytes = adapterTotals(db);
+  const rows = await db
+    .select({
+      org: orgs,
+      fileBytes: sql<number>`coalesce(${fileBytes.bytes}, 0)`.mapWith(Number),
+      adapterBytes: sql<number>`coalesce(${adapterBytes.bytes}, 0)`.mapWith(Number),
+    })
+    .from(orgs)
+    .leftJoin(fileBytes, eq(fileBytes.orgId, orgs.id))
+    .leftJoin(adapterBytes, eq(adapterBytes.orgId, orgs.id))
+    .where(where)
+    .orderBy(asc(orgs.id));
+  return rows.map(({ org, fileBytes, adapterBytes }) => ({
+    id: org.id,
+    name: org.name,
+    monthly_token_quota: org.monthlyTokenQuota,
+    priority_tier: org.priorityTier,
+    pin_limit: org.pinLimit,
+    storage: {
+      files_bytes: fileBytes,
+      adapters_bytes: adapterBytes,
+      conversations_bytes: org.conversationBytes,
+    },
+    created_at: Math.floor(org.createdAt.getTime() / 1000),
+  }));
+}
+
+export function listOrgs(db: Db): Promise<OrgSettings[]> {
+  return orgSettings(db);
+}
+
+/** The org as it is now, after a change; null where there is no such org. */
+async function orgNow(db: Db, orgId: string): Promise<OrgSettings | null> {
+  return (await orgSettings(db, eq(orgs.id, orgId)))[0] ?? null;
 }
 
 /**
@@ -52,12 +83,8 @@ export async function listOrgs(db: Db): Promise<OrgSettings[]> {
  * it within 30 s (their cached caller limits). The org as it is now; null where there is no such org.
  */
 export async function setPriorityTier(db: Db, orgId: string, allowed: boolean): Promise<OrgSettings | null> {
-  const [row] = await db
-    .update(orgs)
-    .set({ priorityTier: allowed })
-    .where(eq(orgs.id, orgId))
-    .returning(columns);
-  return row ? settingsOf(row) : null;
+  await db.update(orgs).set({ priorityTier: allowed }).where(eq(orgs.id, orgId));
+  return orgNow(db, orgId);
 }
 
 /**
@@ -66,6 +93,6 @@ export async function setPriorityTier(db: Db, orgId: string, allowed: boolean): 
  * there is no such org.
  */
 export async function setPinLimit(db: Db, orgId: string, limit: number | null): Promise<OrgSettings | null> {
-  const [row] = await db.update(orgs).set({ pinLimit: limit }).where(eq(orgs.id, orgId)).returning(columns);
-  return row ? settingsOf(row) : null;
+  await db.update(orgs).set({ pinLimit: limit }).where(eq(orgs.id, orgId));
+  return orgNow(db, orgId);
 }

@@ -13,6 +13,7 @@ import { archiveSize, archiveStream } from "../../gateway/adapter-archive.ts";
 import { type AdapterList, AdapterObject } from "../../schema/adapter-api.ts";
 import { ADAPTER_FILES } from "../../worker/adapters/blob-store.ts";
 import { callGateway, type GatewayFlags, gatewayOptions, jsonBody } from "../gateway-client.ts";
+import { humanBytes } from "../human-bytes.ts";
 import { CliError, runCommand } from "../run-command.ts";
 import { table } from "../table.ts";
 
@@ -23,18 +24,6 @@ interface ConnectionFlags extends GatewayFlags {
 /** The path of an adapter written `org/name` or `name`. */
 function adapterPath(name: string): string {
   return `/v1/adapters/${name.split("/").map(encodeURIComponent).join("/")}`;
-}
-
-function humanBytes(bytes: number | null): string {
-  if (bytes === null) return "-";
-  const units = ["B", "KiB", "MiB", "GiB"];
-  let n = bytes;
-  let unit = 0;
-  while (n >= 1024 && unit < units.length - 1) {
-    n /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${n} B` : `${n.toFixed(1)} ${units[unit]}`;
 }
 
 function row(a: AdapterObject): string[] {

@@ -1,21 +1,26 @@
 // `luminet orgs ...`: the orgs in DATABASE_URL and what each may use: its monthly quota (set with `luminet
 // quota set`), the priority tier, which `set-priority` grants or withdraws (gateways apply it within
-// 30 s), and its pin limit, the most adapters it may have pinned on each base (`set-pin-limit`).
+// 30 s), and its pin limit, the most adapters it may have pinned on each base (`set-pin-limit`); and what
+// each holds in files, adapters and conversations, which the gateway's per-org storage limits cap.
 import type { Command } from "commander";
 import { listOrgs, type OrgSettings, setPinLimit, setPriorityTier } from "../../gateway/orgs.ts";
+import { humanBytes } from "../human-bytes.ts";
 import { CliError } from "../run-command.ts";
 import { table } from "../table.ts";
 import { withDb } from "../with-db.ts";
 
 function rows(list: OrgSettings[]): string {
   return `${table(
-    ["ORG", "NAME", "PRIORITY TIER", "MONTHLY QUOTA", "PIN LIMIT"],
+    ["ORG", "NAME", "PRIORITY TIER", "MONTHLY QUOTA", "PIN LIMIT", "FILES", "ADAPTERS", "CONVERSATIONS"],
     list.map((org) => [
       org.id,
       org.name,
       org.priority_tier ? "yes" : "no",
       org.monthly_token_quota === null ? "none" : String(org.monthly_token_quota),
       org.pin_limit === null ? "none" : String(org.pin_limit),
+      humanBytes(org.storage.files_bytes),
+      humanBytes(org.storage.adapters_bytes),
+      humanBytes(org.storage.conversations_bytes),
     ]),
     3,
   )}\n`;
@@ -29,7 +34,9 @@ export function registerOrgs(program: Command): void {
     );
   orgs
     .command("list")
-    .description("every org, with its priority tier, monthly quota and pin limit")
+    .description(
+      "every org, with its priority tier, monthly quota and pin limit, and the bytes its files, adapters and conversations hold",
+    )
     .option("--json", "as one JSON array")
     .action((flags: { json?: boolean }) =>
       withDb("orgs", async (db) => {

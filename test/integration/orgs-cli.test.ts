@@ -1,12 +1,16 @@
-// `luminet orgs`: lists the orgs with what each may use, withdraws or grants the priority tier and sets
-// the pin limit; an unknown org or a bad count changes nothing.
+// `luminet orgs`: lists the orgs with what each may use and what each holds, withdraws or grants the
+// priority tier and sets the pin limit; an unknown org or a bad count changes nothing.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { registerOrgs } from "../../cli/commands/orgs.ts";
 import { migrate } from "../../db/migrate.ts";
 import { openDb } from "../../db/open.ts";
 import { ensureOrg } from "../../gateway/api-keys.ts";
-import { listOrgs } from "../../gateway/orgs.ts";
+import { jsonBytes } from "../../gateway/conversation-storage-quota.ts";
+import { createConversation } from "../../gateway/conversation-store.ts";
+import { listOrgs, type OrgSettings } from "../../gateway/orgs.ts";
 import { setMonthlyTokenQuota } from "../../meter/token-quota.ts";
+import { adapters, baseModels, files } from "../../schema/db.ts";
+import type { InputItem } from "../../schema/responses-api.ts";
 import { luminetInProcess } from "../support/luminet-command.ts";
 import { ownDatabase } from "../support/own-database.ts";
 
@@ -81,5 +85,67 @@ describe("luminet orgs", () => {
     expect((await luminet("set-pin-limit", "--org", "initech", "--pins", "1")).code).toBe(1);
     const cleared = await luminet("set-pin-limit", "--org", "globex", "--pins", "none");
     expect(cleared.stdout).toMatch(/globex\s+globex\s+yes\s+1000000\s+none/);
+  });
+
+  it("shows what each org holds: its files not yet expired, its live adapters, its conversations", async () => {
+    // Closed before the command runs: a PGlite database serves one process at a time.
+    const db = await openDb(url);
+    let conversationBytes: number;
+    try {
+      const day = 86_400_000;
+      await db.insert(files).values([
+        { id: "file-live", orgId: "acme", purpose: "batch", filename: "a.jsonl", bytes: 1000, content: "" },
+        {
+          id: "file-expired",
+          orgId: "acme",
+          purpose: "batch",
+          filename: "b.jsonl",
+          bytes: 5000,
+          content: "",
+          expiresAt: new Date(Date.now() - day),
+        },
+      ]);
+      await db.insert(baseModels).values({
+        name: "tiny",
+        architecture: {
+          family: "LlamaForCausalLM",
+          layers: 2,
+          hiddenSize: 64,
+          intermediateSize: 128,
+          attentionHeads: 4,
+          kvHeads: 2,
+          headDim: 16,
+          vocabSize: 512,
+        },
+        contextLength: 256,
+        inputPriceMicrosPerMillion: 0,
+        outputPriceMicrosPerMillion: 0,
+      });
+      const adapter = { orgId: "acme", base: "tiny", rank: 4, alpha: 8, targetModules: ["q_proj"] };
+      await db.insert(adapters).values([
+        { ...adapter, name: "live", bytes: 3 * 1024 ** 2, blobKey: "adapters/acme/live" },
+        { ...adapter, name: "gone", bytes: 10 ** 9, blobKey: "adapters/acme/gone", deletedAt: new Date() },
+      ]);
+      const item: InputItem = { type: "message", role: "user", content: "hello", id: "msg_1" };
+      await createConversation(
+        db,
+        "acme",
+        { id: "conv_1", metadata: {}, items: [item], createdAt: new Date() },
+        { maxOrgBytes: 2 ** 20, param: "items" },
+      );
+      conversationBytes = jsonBytes({}) + jsonBytes(item);
+    } finally {
+      await db.close();
+    }
+    const json = await luminet("list", "--json");
+    expect(json.code, json.stderr).toBe(0);
+    const listed = JSON.parse(json.stdout) as OrgSettings[];
+    expect(listed.map((o) => [o.id, o.storage])).toEqual([
+      ["acme", { files_bytes: 1000, adapters_bytes: 3 * 1024 ** 2, conversations_bytes: conversationBytes }],
+      ["globex", { files_bytes: 0, adapters_bytes: 0, conversations_bytes: 0 }],
+    ]);
+    const table = await luminet("list");
+    expect(table.stdout.split("\n")[0]).toMatch(/PIN LIMIT\s+FILES\s+ADAPTERS\s+CONVERSATIONS$/);
+    expect(table.stdout).toMatch(new RegExp(`acme .*\\s1000 B\\s+3\\.0 MiB\\s+${conversationBytes} B\n`));
   });
 });
