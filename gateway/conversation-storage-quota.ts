@@ -1,10 +1,11 @@
 // How many bytes one org's conversations may hold together: their metadata's and items' JSON in UTF-8,
-// at most the gateway's maxOrgConversationBytes. Conversations are kept until deleted (no retention), so
-// without this an org's stored conversations would grow without end. Each conversation row carries its
-// own count and the org row their sum (schema/db.ts), both changed in the transaction that writes the
-// conversation, so the check is one conditional UPDATE of the org's row: two writes at once cannot both
-// take the last room. What a response adds to its conversation (its input and answer) is not refused,
-// since it was checked before the response ran, but it counts.
+// at most its limit (its own, else the gateway's maxOrgConversationBytes; org-storage-limit.ts).
+// Conversations are kept until deleted (no retention), so without this an org's stored conversations
+// would grow without end. Each conversation row carries its own count and the org row their sum
+// (schema/db.ts), both changed in the transaction that writes the conversation, so the check is one
+// conditional UPDATE of the org's row: two writes at once cannot both take the last room. What a response
+// adds to its conversation (its input and answer) is not refused, since it was checked before the
+// response ran, but it counts.
 import { and, eq, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { orgs } from "../schema/db.ts";
@@ -21,25 +22,40 @@ export function jsonBytes(value: unknown): number {
 
 /** What the org's conversations hold. */
 export async function conversationBytesHeld(db: Pick<Db, "select">, org: string): Promise<number> {
-  const [row] = await db.select({ held: orgs.conversationBytes }).from(orgs).where(eq(orgs.id, org));
-  return row?.held ?? 0;
+  return (await heldAndLimit(db, org, Number.POSITIVE_INFINITY)).held;
 }
 
-/** Where an org's conversation storage is checked: its limit, and the request field a refusal names. */
+/** What the org's conversations hold, and the most they may: its own limit, else `gatewayLimit`. */
+async function heldAndLimit(
+  db: Pick<Db, "select">,
+  org: string,
+  gatewayLimit: number,
+): Promise<{ held: number; limit: number }> {
+  const [row] = await db
+    .select({ held: orgs.conversationBytes, own: orgs.conversationStorageLimit })
+    .from(orgs)
+    .where(eq(orgs.id, org));
+  return { held: row?.held ?? 0, limit: row?.own ?? gatewayLimit };
+}
+
+/**
+ * Where an org's conversation storage is checked: the gateway's limit (the org's own, where it has one,
+ * replaces it), and the request field a refusal names.
+ */
 export interface ConversationRoom {
   maxOrgBytes: number;
   param: string;
 }
 
-export function conversationStorageExceeded(held: number, adding: number, room: ConversationRoom): ApiError {
+function storageExceeded(held: number, adding: number, limit: number, param: string): ApiError {
   return new ApiError(
     400,
     "invalid_request_error",
     `You have exceeded your conversation storage quota: your organization's conversations hold ${held} bytes, ` +
-      `this adds ${adding}, and together they may hold ${room.maxOrgBytes}. Delete conversations you no longer ` +
+      `this adds ${adding}, and together they may hold ${limit}. Delete conversations you no longer ` +
       "need (DELETE /v1/conversations/{id}) first.",
     "conversation_storage_limit_exceeded",
-    room.param,
+    param,
   );
 }
 
@@ -50,8 +66,8 @@ export async function refuseOverConversationStorage(
   adding: number,
   room: ConversationRoom,
 ): Promise<void> {
-  const held = await conversationBytesHeld(db, org);
-  if (held + adding > room.maxOrgBytes) throw conversationStorageExceeded(held, adding, room);
+  const { held, limit } = await heldAndLimit(db, org, room.maxOrgBytes);
+  if (held + adding > limit) throw storageExceeded(held, adding, limit, room.param);
 }
 
 /**
@@ -66,13 +82,15 @@ export async function chargeConversationStorage(
   room: ConversationRoom | null,
 ): Promise<void> {
   if (bytes === 0) return;
-  const fits = room ? sql`${orgs.conversationBytes} + ${bytes} <= ${room.maxOrgBytes}` : undefined;
+  const limit = room ? sql`coalesce(${orgs.conversationStorageLimit}, ${room.maxOrgBytes})` : null;
+  const fits = limit ? sql`${orgs.conversationBytes} + ${bytes} <= ${limit}` : undefined;
   const [charged] = await tx
     .update(orgs)
     .set({ conversationBytes: sql`greatest(${orgs.conversationBytes} + ${bytes}, 0)` })
     .where(and(eq(orgs.id, org), fits))
     .returning({ held: orgs.conversationBytes });
   if (!charged && room) {
-    throw conversationStorageExceeded(await conversationBytesHeld(tx, org), bytes, room);
+    const now = await heldAndLimit(tx, org, room.maxOrgBytes);
+    throw storageExceeded(now.held, bytes, now.limit, room.param);
   }
 }

@@ -9,6 +9,7 @@ import { type FileRow, files } from "../schema/db.ts";
 import { expiredRows } from "./due-sweep.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 import { afterRow, listPage } from "./list-page.ts";
+import { orgStorageLimit } from "./org-storage-limit.ts";
 
 /** Largest file accepted by default (OpenAI takes up to 200 MB for a batch; a file is one database row). */
 export const DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024;
@@ -70,10 +71,11 @@ export function expiryOf(createdAt: Date, seconds: number): Date {
 const live = (now: Date) => or(isNull(files.expiresAt), gt(files.expiresAt, now));
 
 /**
- * Stores an uploaded file unless the org's live files and it would hold more than `maxOrgBytes` together:
- * a 400 then, as OpenAI answers an organization over its file storage. Uploads of one org are counted one
- * at a time (a transaction-scoped advisory lock), so two at once cannot both fit into the last room.
- * Output files a batch writes are not refused (the batch must end), but they count.
+ * Stores an uploaded file unless the org's live files and it would hold more than their limit together
+ * (the org's own, else `maxOrgBytes`, the gateway's; org-storage-limit.ts): a 400 then, as OpenAI answers
+ * an organization over its file storage. Uploads of one org are counted one at a time (a
+ * transaction-scoped advisory lock), so two at once cannot both fit into the last room. Output files a
+ * batch writes are not refused (the batch must end), but they count.
  */
 export async function saveUpload(db: Db, file: NewFile, maxOrgBytes: number): Promise<FileObject> {
   return db.transaction(async (tx) => {
@@ -84,12 +86,13 @@ export async function saveUpload(db: Db, file: NewFile, maxOrgBytes: number): Pr
       .where(and(eq(files.orgId, file.orgId), live(file.createdAt)));
     const used = row?.used ?? 0;
     const bytes = new TextEncoder().encode(file.content).length;
-    if (used + bytes > maxOrgBytes) {
+    const limit = await orgStorageLimit(tx, file.orgId, "files", maxOrgBytes);
+    if (used + bytes > limit) {
       throw new ApiError(
         400,
         "invalid_request_error",
         `You have exceeded your file storage quota: your organization's files hold ${used} bytes, this one ` +
-          `${bytes}, and together they may hold ${maxOrgBytes}. Please delete old files (DELETE /v1/files/{id}) ` +
+          `${bytes}, and together they may hold ${limit}. Please delete old files (DELETE /v1/files/{id}) ` +
           "or upload a smaller file.",
         "file_storage_limit_exceeded",
         "file",

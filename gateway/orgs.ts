@@ -1,9 +1,10 @@
 // Orgs as an operator manages them (`luminet orgs`): what each may use, and what each holds in storage
-// (the gateway's per-org storage limits apply to these). An org is made with its first key (api-keys.ts
+// against its storage limits (org-storage-limit.ts). An org is made with its first key (api-keys.ts
 // ensureOrg); its monthly quota is set through meter/token-quota.ts.
 import { asc, eq, gt, isNull, or, type SQL, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { adapters, files, orgs } from "../schema/db.ts";
+import type { StorageKind } from "./org-storage-limit.ts";
 
 export interface OrgSettings {
   id: string;
@@ -13,10 +14,18 @@ export interface OrgSettings {
   priority_tier: boolean;
   /** Most adapters it may have pinned on each base; null: only the base's own limit. */
   pin_limit: number | null;
-  /** What it holds: its files not yet expired, its live adapters' blobs, its conversations (bytes). */
-  storage: { files_bytes: number; adapters_bytes: number; conversations_bytes: number };
+  /**
+   * What it holds (bytes): its files not yet expired, its live adapters' blobs, its conversations; each
+   * with the org's own limit, null where the gateway's --max-org-*-storage applies.
+   */
+  storage: Record<StorageKind, StorageUse>;
   /** Unix seconds. */
   created_at: number;
+}
+
+export interface StorageUse {
+  bytes: number;
+  limit: number | null;
 }
 
 /** What each org's files not yet expired hold, by org. */
@@ -61,9 +70,9 @@ async function orgSettings(db: Db, where?: SQL): Promise<OrgSettings[]> {
     priority_tier: org.priorityTier,
     pin_limit: org.pinLimit,
     storage: {
-      files_bytes: fileBytes,
-      adapters_bytes: adapterBytes,
-      conversations_bytes: org.conversationBytes,
+      files: { bytes: fileBytes, limit: org.fileStorageLimit },
+      adapters: { bytes: adapterBytes, limit: org.adapterStorageLimit },
+      conversations: { bytes: org.conversationBytes, limit: org.conversationStorageLimit },
     },
     created_at: Math.floor(org.createdAt.getTime() / 1000),
   }));
@@ -94,5 +103,26 @@ export async function setPriorityTier(db: Db, orgId: string, allowed: boolean): 
  */
 export async function setPinLimit(db: Db, orgId: string, limit: number | null): Promise<OrgSettings | null> {
   await db.update(orgs).set({ pinLimit: limit }).where(eq(orgs.id, orgId));
+  return orgNow(db, orgId);
+}
+
+/**
+ * Sets the org's own storage limits for the kinds given (null: back to the gateway's). What it holds
+ * beyond a lowered limit stays; new writes of that kind are refused until it is under. The org as it is
+ * now; null where there is no such org.
+ */
+export async function setStorageLimits(
+  db: Db,
+  orgId: string,
+  limits: Partial<Record<StorageKind, number | null>>,
+): Promise<OrgSettings | null> {
+  await db
+    .update(orgs)
+    .set({
+      ...(limits.files !== undefined ? { fileStorageLimit: limits.files } : {}),
+      ...(limits.adapters !== undefined ? { adapterStorageLimit: limits.adapters } : {}),
+      ...(limits.conversations !== undefined ? { conversationStorageLimit: limits.conversations } : {}),
+    })
+    .where(eq(orgs.id, orgId));
   return orgNow(db, orgId);
 }

@@ -47,11 +47,22 @@ export const orgs = pgTable(
      * in the same transactions that write them).
      */
     conversationBytes: bigint("conversation_bytes", { mode: "number" }).notNull().default(0),
+    /**
+     * Most bytes its files, adapters and conversations may each hold together (`luminet orgs
+     * set-storage-limit`); null: the gateway's --max-org-*-storage.
+     */
+    fileStorageLimit: bigint("file_storage_limit", { mode: "number" }),
+    adapterStorageLimit: bigint("adapter_storage_limit", { mode: "number" }),
+    conversationStorageLimit: bigint("conversation_storage_limit", { mode: "number" }),
     createdAt: createdAt(),
   },
   (t) => [
     check("orgs_monthly_token_quota_nonnegative", sql`${t.monthlyTokenQuota} >= 0`),
     check("orgs_pin_limit_nonnegative", sql`${t.pinLimit} >= 0`),
+    check(
+      "orgs_storage_limits_nonnegative",
+      sql`${t.fileStorageLimit} >= 0 and ${t.adapterStorageLimit} >= 0 and ${t.conversationStorageLimit} >= 0`,
+    ),
   ],
 );
 

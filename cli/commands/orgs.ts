@@ -1,13 +1,27 @@
 // `luminet orgs ...`: the orgs in DATABASE_URL and what each may use: its monthly quota (set with `luminet
 // quota set`), the priority tier, which `set-priority` grants or withdraws (gateways apply it within
-// 30 s), and its pin limit, the most adapters it may have pinned on each base (`set-pin-limit`); and what
-// each holds in files, adapters and conversations, which the gateway's per-org storage limits cap.
+// 30 s), its pin limit, the most adapters it may have pinned on each base (`set-pin-limit`), and its storage
+// limits (`set-storage-limit`); and what each holds in files, adapters and conversations.
 import type { Command } from "commander";
-import { listOrgs, type OrgSettings, setPinLimit, setPriorityTier } from "../../gateway/orgs.ts";
+import type { StorageKind } from "../../gateway/org-storage-limit.ts";
+import {
+  listOrgs,
+  type OrgSettings,
+  type StorageUse,
+  setPinLimit,
+  setPriorityTier,
+  setStorageLimits,
+} from "../../gateway/orgs.ts";
+import { bytes } from "../flags.ts";
 import { humanBytes } from "../human-bytes.ts";
 import { CliError } from "../run-command.ts";
 import { table } from "../table.ts";
 import { withDb } from "../with-db.ts";
+
+/** "1.2 GiB", or "1.2 GiB of 500.0 GiB" where the org has a limit of its own. */
+function storageCell(use: StorageUse): string {
+  return use.limit === null ? humanBytes(use.bytes) : `${humanBytes(use.bytes)} of ${humanBytes(use.limit)}`;
+}
 
 function rows(list: OrgSettings[]): string {
   return `${table(
@@ -18,9 +32,9 @@ function rows(list: OrgSettings[]): string {
       org.priority_tier ? "yes" : "no",
       org.monthly_token_quota === null ? "none" : String(org.monthly_token_quota),
       org.pin_limit === null ? "none" : String(org.pin_limit),
-      humanBytes(org.storage.files_bytes),
-      humanBytes(org.storage.adapters_bytes),
-      humanBytes(org.storage.conversations_bytes),
+      storageCell(org.storage.files),
+      storageCell(org.storage.adapters),
+      storageCell(org.storage.conversations),
     ]),
     3,
   )}\n`;
@@ -30,7 +44,7 @@ export function registerOrgs(program: Command): void {
   const orgs = program
     .command("orgs")
     .description(
-      "the orgs and what each may use: the priority tier, the monthly quota, the pins per base (DATABASE_URL)",
+      "the orgs and what each may use: the priority tier, the monthly quota, the pins per base, the storage (DATABASE_URL)",
     );
   orgs
     .command("list")
@@ -77,6 +91,39 @@ export function registerOrgs(program: Command): void {
         process.stdout.write(flags.json ? `${JSON.stringify(org)}\n` : rows([org]));
       }),
     );
+  orgs
+    .command("set-storage-limit")
+    .description(
+      "the most bytes an org's files, adapters or conversations may hold together, in place of the gateway's --max-org-*-storage for that org; what it holds beyond a lowered limit stays, and new writes of that kind get 400 until it is under",
+    )
+    .requiredOption("--org <org>", "organization id")
+    .option("--files <n|default>", "its files not yet expired (512GiB, 1TB …), or default: the gateway's")
+    .option("--adapters <n|default>", "its live adapters' blobs, or default")
+    .option("--conversations <n|default>", "its conversations' items and metadata, or default")
+    .option("--json", "the org afterwards, as one JSON object")
+    .action((flags: StorageFlags & { org: string; json?: boolean }) =>
+      withDb("orgs", async (db) => {
+        const org = await setStorageLimits(db, flags.org, storageLimitsOf(flags));
+        if (!org) throw new Error(`no org "${flags.org}" (create one with \`luminet keys create --org\`)`);
+        process.stdout.write(flags.json ? `${JSON.stringify(org)}\n` : rows([org]));
+      }),
+    );
+}
+
+type StorageFlags = Partial<Record<StorageKind, string>>;
+
+/** The limits the flags give: a byte count, or null for "default" (the gateway's own). */
+function storageLimitsOf(flags: StorageFlags): Partial<Record<StorageKind, number | null>> {
+  const kinds = (["files", "adapters", "conversations"] as const).filter((kind) => flags[kind] !== undefined);
+  if (kinds.length === 0) {
+    throw new CliError("give at least one of --files, --adapters and --conversations");
+  }
+  return Object.fromEntries(
+    kinds.map((kind) => {
+      const value = flags[kind]!;
+      return [kind, value === "default" ? null : bytes(`--${kind}`, value)];
+    }),
+  );
 }
 
 /** --pins: a whole number, 0 or more, or "none". */

@@ -140,12 +140,52 @@ describe("luminet orgs", () => {
     const json = await luminet("list", "--json");
     expect(json.code, json.stderr).toBe(0);
     const listed = JSON.parse(json.stdout) as OrgSettings[];
+    const held = (bytes: number) => ({ bytes, limit: null });
     expect(listed.map((o) => [o.id, o.storage])).toEqual([
-      ["acme", { files_bytes: 1000, adapters_bytes: 3 * 1024 ** 2, conversations_bytes: conversationBytes }],
-      ["globex", { files_bytes: 0, adapters_bytes: 0, conversations_bytes: 0 }],
+      ["acme", { files: held(1000), adapters: held(3 * 1024 ** 2), conversations: held(conversationBytes) }],
+      ["globex", { files: held(0), adapters: held(0), conversations: held(0) }],
     ]);
     const table = await luminet("list");
     expect(table.stdout.split("\n")[0]).toMatch(/PIN LIMIT\s+FILES\s+ADAPTERS\s+CONVERSATIONS$/);
     expect(table.stdout).toMatch(new RegExp(`acme .*\\s1000 B\\s+3\\.0 MiB\\s+${conversationBytes} B\n`));
+  });
+
+  it("sets an org's own storage limits and sets them back to the gateway's, refusing what is not a size", async () => {
+    const set = await luminet(
+      "set-storage-limit",
+      "--org",
+      "acme",
+      "--files",
+      "2KiB",
+      "--conversations",
+      "1GiB",
+      "--json",
+    );
+    expect(set.code, set.stderr).toBe(0);
+    expect(JSON.parse(set.stdout).storage).toMatchObject({
+      files: { bytes: 1000, limit: 2048 },
+      adapters: { limit: null },
+      conversations: { limit: 1024 ** 3 },
+    });
+    const table = await luminet("list");
+    expect(table.stdout).toMatch(/acme .*\s1000 B of 2\.0 KiB\s+3\.0 MiB\s+\d+ B of 1\.0 GiB\n/);
+
+    for (const [flags, message] of [
+      [["--files", "lots"], "--files must be a byte count"],
+      [["--adapters", "-1"], "--adapters must be a byte count"],
+      [[], "give at least one of --files, --adapters and --conversations"],
+    ] as const) {
+      const refused = await luminet("set-storage-limit", "--org", "acme", ...flags);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain(message);
+    }
+    expect((await luminet("set-storage-limit", "--org", "initech", "--files", "1GiB")).code).toBe(1);
+    expect((await orgsNow())[0]!.storage.files.limit).toBe(2048);
+
+    const back = await luminet("set-storage-limit", "--org", "acme", "--files", "default", "--json");
+    expect(JSON.parse(back.stdout).storage).toMatchObject({
+      files: { limit: null },
+      conversations: { limit: 1024 ** 3 },
+    });
   });
 });

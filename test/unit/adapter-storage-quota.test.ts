@@ -1,7 +1,7 @@
 // An org's adapters together may hold at most the gateway's maxOrgAdapterBytes in the blob store: a create
 // past it is refused with 400 adapter_storage_limit_exceeded and stores nothing, another org's adapters do
 // not count, an org already at its limit is refused before its upload is read, a delete frees the room at
-// once, and two creates at once cannot both take the last room.
+// once, two creates at once cannot both take the last room, and an org's own limit replaces the gateway's.
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { archiveSize, archiveStream } from "../../gateway/adapter-archive.ts";
 import { adapterBytesHeld } from "../../gateway/adapter-storage-quota.ts";
 import { NodeAdapterStorage } from "../../gateway/node-adapter-storage.ts";
+import { setStorageLimits } from "../../gateway/orgs.ts";
 import { ErrorBody } from "../../schema/api.ts";
 import { adapters } from "../../schema/db.ts";
 import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
@@ -134,5 +135,17 @@ describe("an org's adapter storage", () => {
     expect(statuses.sort()).toEqual([201, 400]);
     expect(storedAdapters()).toBe(stored + 1);
     expect((await liveNames()).filter((n) => n.startsWith("r"))).toHaveLength(1);
+  });
+
+  it("takes the org's own limit, set by the operator, over the gateway's", async () => {
+    const app = appWithin(Number.MAX_SAFE_INTEGER);
+    await setStorageLimits(harness.db, "acme", { adapters: await adapterBytesHeld(harness.db, "acme") });
+    try {
+      const refused = await refusal(await create(app, "own1"));
+      expect(refused).toMatchObject({ status: 400, error: { code: "adapter_storage_limit_exceeded" } });
+    } finally {
+      await setStorageLimits(harness.db, "acme", { adapters: null });
+    }
+    expect((await create(app, "own1")).status).toBe(201);
   });
 });

@@ -3,11 +3,13 @@
 // response's turn, metadata, deleting an item, deleting a conversation), what its conversations hold when
 // recounted from the rows; a create, an add or a response that would pass the limit is refused with 400
 // conversation_storage_limit_exceeded and changes nothing (the response never runs); another org's room is
-// its own; a delete frees the room at once; and of two adds at once only the one that fits is taken.
+// its own; a delete frees the room at once; of two adds at once only the one that fits is taken; and an
+// org's own limit replaces the gateway's.
 import { eq, inArray } from "drizzle-orm";
 import type OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { conversationBytesHeld, jsonBytes } from "../../gateway/conversation-storage-quota.ts";
+import { setStorageLimits } from "../../gateway/orgs.ts";
 import type { ErrorBody } from "../../schema/api.ts";
 import { conversationItems, conversations } from "../../schema/db.ts";
 import type { FakeWorker } from "../support/fake-worker.ts";
@@ -158,5 +160,21 @@ describe("an org's conversation storage", () => {
     const items = await h.db.select().from(conversationItems).where(eq(conversationItems.conversationId, id));
     expect(items).toHaveLength(1);
     await expectCounted();
+  });
+
+  it("takes the org's own limit, set by the operator, over the gateway's", async () => {
+    const { id } = await client.conversations.create({});
+    const item = userItem("w".repeat(3000));
+    const post = poster(Number.MAX_SAFE_INTEGER);
+    await setStorageLimits(h.db, "acme", {
+      conversations: (await conversationBytesHeld(h.db, "acme")) + 1000,
+    });
+    try {
+      const refused = await post(`/v1/conversations/${id}/items`, { items: [item] });
+      expect([refused.status, refused.body.error.code]).toEqual([400, "conversation_storage_limit_exceeded"]);
+    } finally {
+      await setStorageLimits(h.db, "acme", { conversations: null });
+    }
+    expect((await post(`/v1/conversations/${id}/items`, { items: [item] })).status).toBe(200);
   });
 });

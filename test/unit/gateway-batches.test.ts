@@ -13,6 +13,7 @@ import { BatchRunner, type BatchRunnerOptions } from "../../gateway/batch-runner
 import { DueSweep } from "../../gateway/due-sweep.ts";
 import { sweepFiles } from "../../gateway/files.ts";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
+import { setStorageLimits } from "../../gateway/orgs.ts";
 import { quietMetrics } from "../../gateway/quiet-metrics.ts";
 import { apiKeys, batchRequests, files } from "../../schema/db.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
@@ -258,6 +259,18 @@ describe("the Files API", () => {
     const both = await Promise.allSettled([hundred(acme, "racing-a.jsonl"), hundred(acme, "racing-b.jsonl")]);
     expect(both.map((r) => r.status).sort()).toEqual(["fulfilled", "rejected"]);
     expect(await used("acme")).toBeLessThanOrEqual(acmeLimit);
+    // The org's own limit, set by the operator, replaces the gateway's.
+    const roomy = clientWithin(h.keys.acme, Number.MAX_SAFE_INTEGER);
+    await setStorageLimits(h.db, "acme", { files: await used("acme") });
+    try {
+      await expect(hundred(roomy, "own-limit.jsonl")).rejects.toMatchObject({
+        status: 400,
+        code: "file_storage_limit_exceeded",
+      });
+    } finally {
+      await setStorageLimits(h.db, "acme", { files: null });
+    }
+    await hundred(roomy, "own-limit.jsonl");
   });
 
   it("refuses another purpose, a file past the limit and a file that is not text or holds a NUL byte", async () => {
