@@ -82,8 +82,8 @@ export function listOrgs(db: Db): Promise<OrgSettings[]> {
   return orgSettings(db);
 }
 
-/** The org as it is now, after a change; null where there is no such org. */
-async function orgNow(db: Db, orgId: string): Promise<OrgSettings | null> {
+/** The org as it is now; null where there is no such org. */
+export async function getOrg(db: Db, orgId: string): Promise<OrgSettings | null> {
   return (await orgSettings(db, eq(orgs.id, orgId)))[0] ?? null;
 }
 
@@ -93,7 +93,7 @@ async function orgNow(db: Db, orgId: string): Promise<OrgSettings | null> {
  */
 export async function setPriorityTier(db: Db, orgId: string, allowed: boolean): Promise<OrgSettings | null> {
   await db.update(orgs).set({ priorityTier: allowed }).where(eq(orgs.id, orgId));
-  return orgNow(db, orgId);
+  return getOrg(db, orgId);
 }
 
 /**
@@ -103,7 +103,7 @@ export async function setPriorityTier(db: Db, orgId: string, allowed: boolean): 
  */
 export async function setPinLimit(db: Db, orgId: string, limit: number | null): Promise<OrgSettings | null> {
   await db.update(orgs).set({ pinLimit: limit }).where(eq(orgs.id, orgId));
-  return orgNow(db, orgId);
+  return getOrg(db, orgId);
 }
 
 /**
@@ -124,5 +124,5 @@ export async function setStorageLimits(
       ...(limits.conversations !== undefined ? { conversationStorageLimit: limits.conversations } : {}),
     })
     .where(eq(orgs.id, orgId));
-  return orgNow(db, orgId);
+  return getOrg(db, orgId);
 }

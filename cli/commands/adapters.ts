@@ -9,11 +9,11 @@ import { join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { SingleBar } from "cli-progress";
 import type { Command } from "commander";
+import { humanBytes } from "../../core/human-bytes.ts";
 import { archiveSize, archiveStream } from "../../gateway/adapter-archive.ts";
 import { type AdapterList, AdapterObject } from "../../schema/adapter-api.ts";
 import { ADAPTER_FILES } from "../../worker/adapters/blob-store.ts";
 import { callGateway, type GatewayFlags, gatewayOptions, jsonBody } from "../gateway-client.ts";
-import { humanBytes } from "../human-bytes.ts";
 import { CliError, runCommand } from "../run-command.ts";
 import { table } from "../table.ts";
 

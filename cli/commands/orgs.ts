@@ -3,6 +3,7 @@
 // 30 s), its pin limit, the most adapters it may have pinned on each base (`set-pin-limit`), and its storage
 // limits (`set-storage-limit`); and what each holds in files, adapters and conversations.
 import type { Command } from "commander";
+import { humanBytes } from "../../core/human-bytes.ts";
 import type { StorageKind } from "../../gateway/org-storage-limit.ts";
 import {
   listOrgs,
@@ -13,7 +14,6 @@ import {
   setStorageLimits,
 } from "../../gateway/orgs.ts";
 import { bytes } from "../flags.ts";
-import { humanBytes } from "../human-bytes.ts";
 import { CliError } from "../run-command.ts";
 import { table } from "../table.ts";
 import { withDb } from "../with-db.ts";

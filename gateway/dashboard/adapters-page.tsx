@@ -2,14 +2,9 @@
 // forms that pin or unpin them, set an alias version's traffic weight and delete them. The forms post to
 // the dashboard, which calls the same functions as the adapter admin API (gateway/adapter-admin.ts), with
 // the same checks and errors. Plain HTML forms: the page needs no script.
+import { humanBytes } from "../../core/human-bytes.ts";
 import type { AdapterObject } from "../../schema/adapter-api.ts";
 import { formatCount } from "./format.ts";
-
-function formatBytes(bytes: number | null): string {
-  if (bytes === null) return "–";
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
-}
 
 function actionUrl(adapter: AdapterObject, action: "pin" | "weight" | "delete"): string {
   return `/dashboard/adapters/${encodeURIComponent(adapter.name)}/${action}`;
@@ -95,7 +90,7 @@ export function AdaptersPage(props: { adapters: AdapterObject[]; admin: boolean 
                     {a.alias === null ? <span class="muted">–</span> : `${a.alias} · ${a.traffic_weight}`}
                   </td>
                   <td class="num">{formatCount(a.rank)}</td>
-                  <td class="num">{formatBytes(a.bytes)}</td>
+                  <td class="num">{humanBytes(a.bytes)}</td>
                   <td>{a.status}</td>
                   <td>{a.pinned ? "pinned" : <span class="muted">no</span>}</td>
                   <td>

@@ -41,7 +41,7 @@ td.num, th.num { text-align:right; }
 .meter i { display:block; height:100%; } .meter .used { background:var(--input); } .meter .held { background:#a5b4fc; }
 .tag { display:inline-block; padding:1px 7px; border-radius:10px; font-size:12px; background:#eef2ff; color:#3730a3; margin:1px 2px; }
 .tag.slot { background:#dcfce7; color:#166534; } .tag.ram { background:#e0f2fe; color:#075985; } .tag.disk { background:#f3f4f6; color:#374151; }
-td.nowrap { white-space:nowrap; }
+td.nowrap { white-space:nowrap; } td.wide { width:60%; }
 .tag.completed { background:#dcfce7; color:#166534; } .tag.cancelled, .tag.expired { background:#fee2e2; color:#991b1b; } .tag.cancelling { background:#fef3c7; color:#92400e; }
 .muted { color:var(--muted); }
 .notice, .error { padding:10px 14px; border-radius:8px; margin-bottom:16px; }

@@ -1,12 +1,13 @@
 // The dashboard's usage page: the org's tokens and cost over the last 7, 30 or 90 UTC days, as totals,
 // a column per day (input and output tokens stacked; cost), the adapters by tokens, what each API key
-// spent, what each service tier cost (and whether the org may use the priority tier), and the monthly quota
-// when the org has one. The numbers are the usage report GET /v1/usage
-// returns (meter/usage-report.ts).
+// spent, what each service tier cost (and whether the org may use the priority tier), the monthly quota
+// when the org has one, and what the org stores against its storage limits. The numbers are the usage
+// report GET /v1/usage returns (meter/usage-report.ts).
 import type { QuotaStatus } from "../../meter/token-quota.ts";
 import type { UsageReport, UsageTotals } from "../../meter/usage-report.ts";
 import { BarChart, type Column, ColumnChart } from "./charts.tsx";
 import { formatCompact, formatCount, formatUsd, formatUsdAxis, microsToUsd, percent } from "./format.ts";
+import { StorageCard, type StorageHeld } from "./storage-card.tsx";
 
 export const USAGE_PERIODS = [7, 30, 90] as const;
 export type UsagePeriod = (typeof USAGE_PERIODS)[number];
@@ -36,6 +37,7 @@ export interface UsagePageData {
   quota: QuotaStatus | null;
   /** The org's requests for service_tier "priority" get that tier (orgs.priority_tier). */
   priorityTier: boolean;
+  storage: readonly StorageHeld[];
 }
 
 const BASE_ONLY = "(base model)";
@@ -201,6 +203,7 @@ export function UsagePage({ data }: { data: UsagePageData }) {
           tier, and their answers say "default".
         </p>
       )}
+      <StorageCard storage={data.storage} />
     </>
   );
 }

@@ -1,7 +1,8 @@
 // The dashboard in headless Chromium (playwright-core driving the system's chromium, which .ci/run
 // installs): sign in through the form, the charts render as SVG with one bar per day and per adapter, the
 // numbers on the page equal GET /v1/usage, the fleet shows the worker, pinning from the adapters page
-// shows up in the adapter API, and a batch is shown and cancelled from the batches page. Screenshots of each page go to test-artifacts/ (git-ignored) for a person
+// shows up in the adapter API, the org's storage is shown against its limits, and a batch is shown and
+// cancelled from the batches page. Screenshots of each page go to test-artifacts/ (git-ignored) for a person
 // to look at.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -9,7 +10,13 @@ import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULT_MAX_ORG_ADAPTER_BYTES } from "../../gateway/adapter-storage-quota.ts";
+import {
+  conversationBytesHeld,
+  DEFAULT_MAX_ORG_CONVERSATION_BYTES,
+} from "../../gateway/conversation-storage-quota.ts";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
+import { setStorageLimits } from "../../gateway/orgs.ts";
 import type { UsageReport } from "../../meter/usage-report.ts";
 import type { AdapterObject } from "../../schema/adapter-api.ts";
 import { createDashboardFixture, type DashboardFixture } from "../support/dashboard-fixture.ts";
@@ -151,6 +158,67 @@ describe.skipIf(!executablePath)("the dashboard in Chromium", () => {
     expect(await page.locator("svg g.bar[data-worker='gpu-0']").count()).toBe(1);
     await page.screenshot({ path: join(artifacts, "dashboard-fleet.png"), fullPage: true });
     await signOut(page);
+  });
+
+  it("shows what the org stores against its limits: its own where set, else the gateway's", async () => {
+    const post = async (path: string, body: RequestInit["body"], contentType?: string) => {
+      const res = await fetch(`${served.url}${path}`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${f.h.keys.acme}`,
+          ...(contentType ? { "content-type": contentType } : {}),
+        },
+        body,
+      });
+      expect(res.status, await res.clone().text()).toBe(200);
+    };
+    const upload = new FormData();
+    const content = `${JSON.stringify({ custom_id: "a", method: "POST", url: "/v1/chat/completions", body: {} })}\n`;
+    upload.set("purpose", "batch");
+    upload.set("file", new Blob([content]), "storage.jsonl");
+    await post("/v1/files", upload);
+    await post(
+      "/v1/conversations",
+      JSON.stringify({ items: [{ type: "message", role: "user", content: "hi" }] }),
+      "application/json",
+    );
+    await setStorageLimits(f.h.db, "acme", { files: 10 * 1024 ** 2 });
+    try {
+      const page = await signIn(f.h.keys.acme);
+      const rows = await page.$$eval("#storage tr[data-storage]", (trs) =>
+        trs.map((tr) => ({
+          kind: tr.getAttribute("data-storage"),
+          bytes: Number(tr.getAttribute("data-bytes")),
+          limit: Number(tr.getAttribute("data-limit")),
+          shown: tr.querySelector("td.num")?.textContent?.trim(),
+        })),
+      );
+      const adapters = (await api<{ data: AdapterObject[] }>("/v1/adapters", f.h.keys.acmeAdmin)).data;
+      expect(rows).toEqual([
+        {
+          kind: "files",
+          bytes: Buffer.byteLength(content),
+          limit: 10 * 1024 ** 2,
+          shown: `${Buffer.byteLength(content)} B of 10.0 MiB`,
+        },
+        {
+          kind: "adapters",
+          bytes: adapters.reduce((sum, a) => sum + (a.bytes ?? 0), 0),
+          limit: DEFAULT_MAX_ORG_ADAPTER_BYTES,
+          shown: expect.stringMatching(/ of 100\.0 GiB$/),
+        },
+        {
+          kind: "conversations",
+          bytes: await conversationBytesHeld(f.h.db, "acme"),
+          limit: DEFAULT_MAX_ORG_CONVERSATION_BYTES,
+          shown: expect.stringMatching(/ B of 10\.0 GiB$/),
+        },
+      ]);
+      expect(rows[2]!.bytes).toBeGreaterThan(0);
+      await signOut(page);
+    } finally {
+      await setStorageLimits(f.h.db, "acme", { files: null });
+    }
   });
 
   it("pins an adapter from the adapters page, and the adapter API shows it pinned", async () => {
