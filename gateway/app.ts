@@ -38,6 +38,7 @@ import {
   listInputItems,
   retrieveResponse,
 } from "./routes/responses.ts";
+import { storageRoute } from "./routes/storage.ts";
 import {
   deleteStoredChatCompletion,
   listStoredChatCompletions,
@@ -121,6 +122,7 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   app.get("/v1/conversations/:id/items/:item_id", retrieveItemRoute(deps));
   app.delete("/v1/conversations/:id/items/:item_id", deleteItemRoute(deps));
   app.get("/v1/usage", callerOrgOnly, usageRoute(deps));
+  app.get("/v1/storage", callerOrgOnly, storageRoute(deps));
   app.route("/v1/keys", keyRoutes(deps));
   app.route("/v1/webhooks", webhookRoutes(deps));
   app.get("/v1/fleet/scale", requireScope("admin"), fleetScaleRoute(deps));

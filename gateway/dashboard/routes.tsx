@@ -26,7 +26,7 @@ import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
 import { ApiError, invalidBody, toApiError } from "../errors.ts";
 import { loadFile } from "../files.ts";
-import { getOrg } from "../orgs.ts";
+import { orgStorage } from "../org-storage.ts";
 import { createWebhook, deleteWebhook, listWebhooks, recentDeliveries } from "../webhooks.ts";
 import { AdaptersPage } from "./adapters-page.tsx";
 import { BatchesPage } from "./batches-page.tsx";
@@ -160,7 +160,7 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     const window = { org: principal.orgId, since: start, until: end };
     // Key names are for admins, as GET /v1/keys is; other keys see key ids.
     const admin = principal.scopes.includes(ADMIN_SCOPE);
-    const [byDay, byAdapter, byKey, byTier, quota, keys, limits, org] = await Promise.all([
+    const [byDay, byAdapter, byKey, byTier, quota, keys, limits, stored] = await Promise.all([
       usageReport(deps.db, { by: "day", ...window }),
       usageReport(deps.db, { by: "adapter", ...window }),
       usageReport(deps.db, { by: "key", ...window }),
@@ -168,19 +168,13 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
       quotaStatus(deps.db, principal.orgId, now),
       admin ? listApiKeys(deps.db, principal.orgId) : [],
       deps.callerLimits.get(deps.db, principal.keyId),
-      getOrg(deps.db, principal.orgId),
+      orgStorage(deps, principal.orgId),
     ]);
     const keyNames = new Map(keys.map((key) => [key.id, keyLabel(key)]));
     const { priorityTier } = limits;
-    const gatewayLimits = {
-      files: deps.limits.maxOrgFileBytes,
-      adapters: deps.limits.maxOrgAdapterBytes,
-      conversations: deps.limits.maxOrgConversationBytes,
-    };
     const storage = (["files", "adapters", "conversations"] as const).map((kind) => ({
       kind,
-      bytes: org?.storage[kind].bytes ?? 0,
-      limit: org?.storage[kind].limit ?? gatewayLimits[kind],
+      ...stored[kind],
     }));
     return c.html(
       <Layout title="Usage" section="usage" principal={principal} {...(await takeFlash(c))}>
