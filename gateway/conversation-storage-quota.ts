@@ -1,17 +1,21 @@
 // How many bytes one org's conversations may hold together: their metadata's and items' JSON in UTF-8,
 // at most its limit (its own, else the gateway's maxOrgConversationBytes; org-storage-limit.ts).
 // Conversations are kept until deleted (no retention), so without this an org's stored conversations
-// would grow without end. Each conversation row carries its own count and the org row their sum
-// (schema/db.ts), both changed in the transaction that writes the conversation, so the check is one
-// conditional UPDATE of the org's row: two writes at once cannot both take the last room. What a response
-// adds to its conversation (its input and answer) is not refused, since it was checked before the
-// response ran, but it counts.
-import { and, eq, sql } from "drizzle-orm";
+// would grow without end. Each conversation row carries its own count, and the org's total is kept in
+// shards (schema/db.ts conversation_storage), changed in the transaction that writes the conversation, so
+// writes to different conversations of one org seldom wait for each other's commits. Creates and adds
+// through the Conversations API are checked against the total (taking turns per org once it is over half
+// its limit); what a response adds to its conversation (its input and answer, checked before the response
+// ran), metadata and deletes only count.
+import { eq, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
-import { orgs } from "../schema/db.ts";
+import { conversationStorage, orgs } from "../schema/db.ts";
 import { ApiError } from "./errors.ts";
 
 export const DEFAULT_MAX_ORG_CONVERSATION_BYTES = 10 * 1024 ** 3;
+
+/** The shard a conversation counts in, from its id: in SQL, as migration 0024 counted those before it. */
+const shardOf = (conversationId: string) => sql`hashtext(${conversationId}) & 15`;
 
 const utf8 = new TextEncoder();
 
@@ -22,7 +26,11 @@ export function jsonBytes(value: unknown): number {
 
 /** What the org's conversations hold. */
 export async function conversationBytesHeld(db: Pick<Db, "select">, org: string): Promise<number> {
-  return (await heldAndLimit(db, org, Number.POSITIVE_INFINITY)).held;
+  const [row] = await db
+    .select({ held: sql<number>`coalesce(sum(${conversationStorage.bytes}), 0)`.mapWith(Number) })
+    .from(conversationStorage)
+    .where(eq(conversationStorage.orgId, org));
+  return row?.held ?? 0;
 }
 
 /** What the org's conversations hold, and the most they may: its own limit, else `gatewayLimit`. */
@@ -31,8 +39,13 @@ async function heldAndLimit(
   org: string,
   gatewayLimit: number,
 ): Promise<{ held: number; limit: number }> {
+  // One round trip: the org's limit and, beside it, the sum of its shards.
   const [row] = await db
-    .select({ held: orgs.conversationBytes, own: orgs.conversationStorageLimit })
+    .select({
+      own: orgs.conversationStorageLimit,
+      held: sql<number>`(select coalesce(sum(${conversationStorage.bytes}), 0) from ${conversationStorage}
+        where ${conversationStorage.orgId} = ${org})`.mapWith(Number),
+    })
     .from(orgs)
     .where(eq(orgs.id, org));
   return { held: row?.held ?? 0, limit: row?.own ?? gatewayLimit };
@@ -71,26 +84,33 @@ export async function refuseOverConversationStorage(
 }
 
 /**
- * Within the transaction that writes the conversation: counts `bytes` (negative for what it removes) into
- * the org's conversation storage. With `room`, refuses instead when the org's conversations would pass
- * their limit; the org's row stays locked until the transaction ends.
+ * Within the transaction that writes the conversation, as its last statement: counts `bytes` (negative
+ * for what it removes) into the org's total. With `room`, refuses instead when the org's conversations
+ * would pass their limit, after waiting for the org's other checked writes once it holds over half of it.
  */
 export async function chargeConversationStorage(
-  tx: Pick<Db, "select" | "update">,
+  tx: Pick<Db, "select" | "insert" | "execute">,
   org: string,
+  conversationId: string,
   bytes: number,
   room: ConversationRoom | null,
 ): Promise<void> {
   if (bytes === 0) return;
-  const limit = room ? sql`coalesce(${orgs.conversationStorageLimit}, ${room.maxOrgBytes})` : null;
-  const fits = limit ? sql`${orgs.conversationBytes} + ${bytes} <= ${limit}` : undefined;
-  const [charged] = await tx
-    .update(orgs)
-    .set({ conversationBytes: sql`greatest(${orgs.conversationBytes} + ${bytes}, 0)` })
-    .where(and(eq(orgs.id, org), fits))
-    .returning({ held: orgs.conversationBytes });
-  if (!charged && room) {
-    const now = await heldAndLimit(tx, org, room.maxOrgBytes);
-    throw storageExceeded(now.held, bytes, now.limit, room.param);
+  if (room) {
+    let { held, limit } = await heldAndLimit(tx, org, room.maxOrgBytes);
+    // Far from the limit, writes do not wait for each other: those in flight at once would have to add
+    // half the limit between them to pass it. Nearer, they take turns, so the last room goes to one.
+    if (held + bytes > limit / 2) {
+      await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`luminet-conversation-storage:${org}`}))`);
+      ({ held, limit } = await heldAndLimit(tx, org, room.maxOrgBytes));
+    }
+    if (held + bytes > limit) throw storageExceeded(held, bytes, limit, room.param);
   }
+  await tx
+    .insert(conversationStorage)
+    .values({ orgId: org, shard: shardOf(conversationId), bytes: Math.max(bytes, 0) })
+    .onConflictDoUpdate({
+      target: [conversationStorage.orgId, conversationStorage.shard],
+      set: { bytes: sql`greatest(${conversationStorage.bytes} + ${bytes}, 0)` },
+    });
 }

@@ -2,10 +2,9 @@
 // a row per item at its position (schema/db.ts conversations, conversation_items). Items are added at the
 // end, under a lock on the conversation's row, so concurrent additions never interleave or take the same
 // position; a Responses request naming the conversation reads all its items in order. Every write counts
-// what it adds or removes into the conversation's bytes and the org's (conversation-storage-quota.ts),
-// the org's row last, so it stays locked only while its transaction commits. Functions of the request's
-// database handle, as the Workers entry opens one per request.
-import { and, asc, desc, eq, gt, inArray, lt, max, sql } from "drizzle-orm";
+// what it adds or removes into the conversation's bytes and, last, the org's (conversation-storage-quota.ts).
+// Functions of the request's database handle, as the Workers entry opens one per request.
+import { and, asc, desc, eq, gt, inArray, lt, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import type { Metadata } from "../schema/api.ts";
 import type { ListPage } from "../schema/batch-api.ts";
@@ -46,7 +45,14 @@ export async function createConversation(
   return db.transaction(async (tx) => {
     const [row] = await tx
       .insert(conversations)
-      .values({ id: created.id, orgId, metadata: created.metadata, bytes, createdAt: created.createdAt })
+      .values({
+        id: created.id,
+        orgId,
+        metadata: created.metadata,
+        bytes,
+        nextPosition: created.items.length,
+        createdAt: created.createdAt,
+      })
       .returning();
     if (created.items.length > 0) {
       await tx.insert(conversationItems).values(
@@ -60,7 +66,7 @@ export async function createConversation(
         })),
       );
     }
-    await chargeConversationStorage(tx, orgId, bytes, room);
+    await chargeConversationStorage(tx, orgId, created.id, bytes, room);
     return conversationObject(row!);
   });
 }
@@ -96,7 +102,7 @@ export async function setConversationMetadata(
       .where(ownConversation(orgId, id))
       .returning();
     // Metadata is small and replaces what was there: counted, never refused.
-    await chargeConversationStorage(tx, orgId, grown, null);
+    await chargeConversationStorage(tx, orgId, id, grown, null);
     return conversationObject(row!);
   });
 }
@@ -113,7 +119,7 @@ export async function dropConversation(
       .where(ownConversation(orgId, id))
       .returning({ bytes: conversations.bytes });
     if (!deleted) return false;
-    await chargeConversationStorage(tx, orgId, -deleted.bytes, null);
+    await chargeConversationStorage(tx, orgId, id, -deleted.bytes, null);
     return true;
   });
 }
@@ -199,47 +205,43 @@ export function conversationTooLarge(id: string, maxBytes: number, param: string
  * input and output are added without it (checked before it ran), so either may be passed by one answer.
  */
 export async function appendItems(
-  db: Pick<Db, "transaction">,
+  db: Pick<Db, "transaction" | "select">,
   orgId: string,
   id: string,
   items: readonly InputItem[],
   createdAt: Date,
   bound?: { maxBytes: number; maxOrgBytes: number; param: string },
 ): Promise<boolean> {
+  if (items.length === 0) return (await loadConversation(db, orgId, id)) !== null;
+  const sizes = items.map(jsonBytes);
+  const added = sizes.reduce((sum, n) => sum + n, 0);
   return db.transaction(async (tx) => {
+    // Takes the conversation's row, so additions go one after another, and the positions after its last.
     const [row] = await tx
-      .select({ bytes: conversations.bytes })
-      .from(conversations)
+      .update(conversations)
+      .set({
+        bytes: sql`${conversations.bytes} + ${added}`,
+        nextPosition: sql`${conversations.nextPosition} + ${items.length}`,
+      })
       .where(ownConversation(orgId, id))
-      .for("update");
+      .returning({ bytes: conversations.bytes, nextPosition: conversations.nextPosition });
     if (!row) return false;
-    if (items.length === 0) return true;
-    const sizes = items.map(jsonBytes);
-    const added = sizes.reduce((sum, n) => sum + n, 0);
-    if (bound && row.bytes + added > bound.maxBytes) {
+    if (bound && row.bytes > bound.maxBytes) {
       throw conversationTooLarge(id, bound.maxBytes, bound.param);
     }
-    const [last] = await tx
-      .select({ position: max(conversationItems.position) })
-      .from(conversationItems)
-      .where(eq(conversationItems.conversationId, id));
-    const next = (last?.position ?? -1) + 1;
+    const first = row.nextPosition - items.length;
     await tx.insert(conversationItems).values(
       items.map((item, k) => ({
         conversationId: id,
-        position: next + k,
+        position: first + k,
         id: item.id!,
         item,
         bytes: sizes[k]!,
         createdAt,
       })),
     );
-    await tx
-      .update(conversations)
-      .set({ bytes: sql`${conversations.bytes} + ${added}` })
-      .where(eq(conversations.id, id));
     const room = bound ? { maxOrgBytes: bound.maxOrgBytes, param: bound.param } : null;
-    await chargeConversationStorage(tx, orgId, added, room);
+    await chargeConversationStorage(tx, orgId, id, added, room);
     return true;
   });
 }
@@ -332,7 +334,7 @@ export async function dropItem(
       .update(conversations)
       .set({ bytes: sql`greatest(${conversations.bytes} - ${deleted.bytes}, 0)` })
       .where(eq(conversations.id, conversationId));
-    await chargeConversationStorage(tx, orgId, -deleted.bytes, null);
+    await chargeConversationStorage(tx, orgId, conversationId, -deleted.bytes, null);
     return true;
   });
 }

@@ -3,7 +3,7 @@
 // ensureOrg); its monthly quota is set through meter/token-quota.ts.
 import { asc, eq, gt, isNull, or, type SQL, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
-import { adapters, files, orgs } from "../schema/db.ts";
+import { adapters, conversationStorage, files, orgs } from "../schema/db.ts";
 import type { StorageKind } from "./org-storage-limit.ts";
 
 export interface OrgSettings {
@@ -48,22 +48,37 @@ function adapterTotals(db: Db) {
     .as("adapter_totals");
 }
 
+/** What each org's conversations hold, by org (the sum of its shards). */
+function conversationTotals(db: Db) {
+  return db
+    .select({
+      orgId: conversationStorage.orgId,
+      bytes: sql<string>`sum(${conversationStorage.bytes})`.as("conversation_bytes"),
+    })
+    .from(conversationStorage)
+    .groupBy(conversationStorage.orgId)
+    .as("conversation_totals");
+}
+
 /** The orgs `where` picks (all without it), by id, with what each holds. */
 async function orgSettings(db: Db, where?: SQL): Promise<OrgSettings[]> {
   const fileBytes = fileTotals(db);
   const adapterBytes = adapterTotals(db);
+  const conversationBytes = conversationTotals(db);
   const rows = await db
     .select({
       org: orgs,
       fileBytes: sql<number>`coalesce(${fileBytes.bytes}, 0)`.mapWith(Number),
       adapterBytes: sql<number>`coalesce(${adapterBytes.bytes}, 0)`.mapWith(Number),
+      conversationBytes: sql<number>`coalesce(${conversationBytes.bytes}, 0)`.mapWith(Number),
     })
     .from(orgs)
     .leftJoin(fileBytes, eq(fileBytes.orgId, orgs.id))
     .leftJoin(adapterBytes, eq(adapterBytes.orgId, orgs.id))
+    .leftJoin(conversationBytes, eq(conversationBytes.orgId, orgs.id))
     .where(where)
     .orderBy(asc(orgs.id));
-  return rows.map(({ org, fileBytes, adapterBytes }) => ({
+  return rows.map(({ org, fileBytes, adapterBytes, conversationBytes }) => ({
     id: org.id,
     name: org.name,
     monthly_token_quota: org.monthlyTokenQuota,
@@ -72,7 +87,7 @@ async function orgSettings(db: Db, where?: SQL): Promise<OrgSettings[]> {
     storage: {
       files: { bytes: fileBytes, limit: org.fileStorageLimit },
       adapters: { bytes: adapterBytes, limit: org.adapterStorageLimit },
-      conversations: { bytes: org.conversationBytes, limit: org.conversationStorageLimit },
+      conversations: { bytes: conversationBytes, limit: org.conversationStorageLimit },
     },
     created_at: Math.floor(org.createdAt.getTime() / 1000),
   }));

@@ -43,11 +43,6 @@ export const orgs = pgTable(
      */
     pinLimit: integer("pin_limit"),
     /**
-     * What its conversations hold, the sum of their `bytes` (gateway/conversation-storage-quota.ts keeps it
-     * in the same transactions that write them).
-     */
-    conversationBytes: bigint("conversation_bytes", { mode: "number" }).notNull().default(0),
-    /**
      * Most bytes its files, adapters and conversations may each hold together (`luminet orgs
      * set-storage-limit`); null: the gateway's --max-org-*-storage.
      */
@@ -363,6 +358,8 @@ export const conversations = pgTable(
     metadata: textSafeJsonb("metadata").notNull().default({}),
     /** Its metadata's and items' JSON in UTF-8 bytes, as counted when written. */
     bytes: bigint("bytes", { mode: "number" }).notNull().default(0),
+    /** The position its next item takes: one past the last ever added (a deleted item leaves a gap). */
+    nextPosition: integer("next_position").notNull().default(0),
     createdAt: createdAt(),
   },
   (t) => [index("conversations_org_idx").on(t.orgId)],
@@ -391,6 +388,24 @@ export const conversationItems = pgTable(
     // An item_reference names an item by id alone (gateway/response-references.ts).
     index("conversation_items_item_id_idx").on(t.id),
   ],
+);
+
+/**
+ * What an org's conversations hold, the sum of their `bytes`, in CONVERSATION_STORAGE_SHARDS rows per org
+ * (a conversation counts in the shard its id hashes to): writes to different conversations of one org
+ * mostly lock different rows, so they do not wait for one another's commits. Kept by the transactions
+ * that write the conversations (gateway/conversation-storage-quota.ts).
+ */
+export const conversationStorage = pgTable(
+  "conversation_storage",
+  {
+    orgId: text("org_id")
+      .notNull()
+      .references(() => orgs.id),
+    shard: integer("shard").notNull(),
+    bytes: bigint("bytes", { mode: "number" }).notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.orgId, t.shard] })],
 );
 
 /**

@@ -14,6 +14,7 @@ import {
   loadChatCompletion,
   saveChatCompletion,
 } from "../../gateway/chat-completion-store.ts";
+import { conversationBytesHeld } from "../../gateway/conversation-storage-quota.ts";
 import {
   allItems,
   appendItems,
@@ -32,6 +33,7 @@ import {
   apiKeys,
   baseModels,
   conversationItems,
+  conversationStorage,
   conversations,
   type NewAdapter,
   type NewUsageEvent,
@@ -126,7 +128,7 @@ for (const { name, url } of targets) {
       expect(await migrate(db)).toEqual({ applied: 0, total: migrationCount });
     });
 
-    it("counts, in migration 0024, what conversations written before it hold", async () => {
+    it("counts, in migration 0024, what conversations written before it hold and where their next items go", async () => {
       const item = { type: "message", role: "user", content: "Grüße ☃", id: "msg_before" };
       await db.insert(conversations).values({ id: "conv_before", orgId: "globex", metadata: { k: "v" } });
       await db.insert(conversationItems).values([
@@ -140,7 +142,7 @@ for (const { name, url } of targets) {
       ]);
       const backfill = readFileSync("schema/migrations/0024_conversation_storage.sql", "utf8")
         .split("--> statement-breakpoint")
-        .filter((statement) => statement.includes("UPDATE"));
+        .filter((statement) => /^\s*(--.*\n\s*)*(UPDATE|INSERT INTO)\b/.test(statement));
       expect(backfill).toHaveLength(3);
       for (const statement of backfill) await db.execute(sql.raw(statement));
       const [stored] = await db
@@ -156,11 +158,10 @@ for (const { name, url } of targets) {
       const expected = stored!.items + stored!.metadata;
       expect(stored!.items).toBeGreaterThan(2 * JSON.stringify(item).length);
       const [conversation] = await db.select().from(conversations).where(eq(conversations.id, "conv_before"));
-      expect(conversation!.bytes).toBe(expected);
-      const [org] = await db.select().from(orgs).where(eq(orgs.id, "globex"));
-      expect(org!.conversationBytes).toBe(expected);
+      expect([conversation!.bytes, conversation!.nextPosition]).toEqual([expected, 2]);
+      expect(await conversationBytesHeld(db, "globex")).toBe(expected);
       await db.delete(conversations).where(eq(conversations.id, "conv_before"));
-      await db.update(orgs).set({ conversationBytes: 0 }).where(eq(orgs.id, "globex"));
+      await db.delete(conversationStorage);
     });
 
     it("keeps text holding U+0000 or a lone surrogate in stored responses, conversations and chat completions, as it was sent", async () => {
