@@ -9,7 +9,7 @@
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { and, eq, isNull } from "drizzle-orm";
+import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { registerAdapters } from "../../cli/commands/adapters.ts";
 import { AdapterSources } from "../../gateway/adapter-sources.ts";
@@ -65,26 +65,18 @@ async function create(body: object, key = harness.keys.acmeAdmin): Promise<Respo
   });
 }
 
-async function liveNames(): Promise<string[]> {
-  const rows = await harness.db
-    .select({ name: adapters.name })
-    .from(adapters)
-    .where(and(eq(adapters.orgId, "acme"), isNull(adapters.deletedAt)));
-  return rows.map((r) => r.name).sort();
-}
-
 const uploaded = () => [...s3.objects.keys()].filter((k) => k.startsWith("/uploads/")).sort();
 
 /** A refused create: its status, error code and message, and nothing stored anywhere. */
 async function refused(body: object, status: number, code: string | null, message: RegExp): Promise<void> {
-  const rowsBefore = await liveNames();
+  const rowsBefore = await harness.liveAdapterNames();
   const objectsBefore = uploaded();
   const response = await create(body);
   const error = (await response.json()) as { error: { message: string; type: string; code: string } };
   expect(error.error.message).toMatch(message);
   expect(response.status).toBe(status);
   expect(error.error).toMatchObject({ type: "invalid_request_error", code });
-  expect(await liveNames()).toEqual(rowsBefore);
+  expect(await harness.liveAdapterNames()).toEqual(rowsBefore);
   expect(uploaded()).toEqual(objectsBefore);
   expect(readdirSync(join(root, "scratch"))).toEqual([]);
 }
@@ -327,7 +319,7 @@ describe("POST /v1/adapters with a source URL", () => {
       harness.keys.acme,
     );
     expect(unscoped.status).toBe(403);
-    expect(await liveNames()).not.toContain("x");
+    expect(await harness.liveAdapterNames()).not.toContain("x");
   });
 
   it("a gateway with no registered sources says how to register them", async () => {
@@ -345,7 +337,7 @@ describe("POST /v1/adapters with a source URL", () => {
     expect(await response.json()).toMatchObject({
       error: { code: "source_not_registered", message: expect.stringMatching(/--adapter-sources/) },
     });
-    expect(await liveNames()).not.toContain("nowhere");
+    expect(await harness.liveAdapterNames()).not.toContain("nowhere");
   });
 
   it("deleting an adapter removes its objects from the bucket", async () => {
@@ -416,7 +408,7 @@ describe("luminet adapters create --source URL", () => {
     ]);
     expect(partial.code).toBe(1);
     expect(partial.stderr).toMatch(/give --rank, --alpha and --target-modules together/);
-    expect(await liveNames()).not.toContain("cli-private");
+    expect(await harness.liveAdapterNames()).not.toContain("cli-private");
     expect(uploaded()).toEqual(before);
   });
 });

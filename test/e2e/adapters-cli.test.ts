@@ -5,7 +5,7 @@
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { and, eq, isNull } from "drizzle-orm";
+import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Subscription } from "../../bus/bus.ts";
 import { registerAdapters } from "../../cli/commands/adapters.ts";
@@ -58,22 +58,14 @@ function blobFiles(): string[] {
     .map((e) => join(e.parentPath, e.name));
 }
 
-async function liveNames(): Promise<string[]> {
-  const rows = await harness.db
-    .select({ name: adapters.name })
-    .from(adapters)
-    .where(and(eq(adapters.orgId, "acme"), isNull(adapters.deletedAt)));
-  return rows.map((r) => r.name).sort();
-}
-
 /** Runs a refused command and checks that nothing was stored. */
 async function refused(args: string[], message: RegExp, key?: string): Promise<void> {
-  const rowsBefore = await liveNames();
+  const rowsBefore = await harness.liveAdapterNames();
   const blobsBefore = blobFiles();
   const run = await luminet(args, key);
   expect(run.code, run.stdout).toBe(1);
   expect(run.stderr).toMatch(message);
-  expect(await liveNames()).toEqual(rowsBefore);
+  expect(await harness.liveAdapterNames()).toEqual(rowsBefore);
   expect(blobFiles()).toEqual(blobsBefore);
 }
 
@@ -276,7 +268,7 @@ describe("luminet adapters", () => {
     const run = await luminet(["delete", "acme/customer-acme-v3"]);
     expect(run.code).toBe(0);
     expect(run.stdout).toBe("deleted acme/customer-acme-v3\n");
-    expect(await liveNames()).not.toContain("customer-acme-v3");
+    expect(await harness.liveAdapterNames()).not.toContain("customer-acme-v3");
     expect(blobFiles().length).toBe(blobsBefore - 2);
     expect(controls.at(-1)).toMatchObject({ kind: "delete", adapter: "acme/customer-acme-v3", blob: null });
     const [row] = await harness.db.select().from(adapters).where(eq(adapters.name, "customer-acme-v3"));

@@ -9,9 +9,10 @@ import { jsonBytes } from "../../gateway/conversation-storage-quota.ts";
 import { createConversation } from "../../gateway/conversation-store.ts";
 import { listOrgs, type OrgSettings } from "../../gateway/orgs.ts";
 import { setMonthlyTokenQuota } from "../../meter/token-quota.ts";
-import { adapters, baseModels, files } from "../../schema/db.ts";
+import { adapters, files } from "../../schema/db.ts";
 import type { InputItem } from "../../schema/responses-api.ts";
 import { luminetInProcess } from "../support/luminet-command.ts";
+import { registerBase } from "../support/meter-fixtures.ts";
 import { ownDatabase } from "../support/own-database.ts";
 
 let url: string;
@@ -105,22 +106,7 @@ describe("luminet orgs", () => {
           expiresAt: new Date(Date.now() - day),
         },
       ]);
-      await db.insert(baseModels).values({
-        name: "tiny",
-        architecture: {
-          family: "LlamaForCausalLM",
-          layers: 2,
-          hiddenSize: 64,
-          intermediateSize: 128,
-          attentionHeads: 4,
-          kvHeads: 2,
-          headDim: 16,
-          vocabSize: 512,
-        },
-        contextLength: 256,
-        inputPriceMicrosPerMillion: 0,
-        outputPriceMicrosPerMillion: 0,
-      });
+      await registerBase(db, "tiny", 0, 0);
       const adapter = { orgId: "acme", base: "tiny", rank: 4, alpha: 8, targetModules: ["q_proj"] };
       await db.insert(adapters).values([
         { ...adapter, name: "live", bytes: 3 * 1024 ** 2, blobKey: "adapters/acme/live" },

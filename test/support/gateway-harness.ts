@@ -4,6 +4,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { and, eq, isNull } from "drizzle-orm";
 import type { Bus } from "../../bus/bus.ts";
 import { InProcessBroker } from "../../bus/in-process.ts";
 import type { Db } from "../../db/open.ts";
@@ -33,6 +34,8 @@ export interface GatewayHarness {
   modelDir: string;
   keys: { acme: string; acmeAdmin: string; other: string };
   addAdapter(values: Partial<NewAdapter> & { name: string; orgId?: string }): Promise<void>;
+  /** The names of the org's adapters not deleted, sorted. */
+  liveAdapterNames(org?: string): Promise<string[]>;
   /** Another app on the same database and bases, with some dependencies replaced. */
   appWith(overrides: Partial<GatewayDepsInput>): ReturnType<typeof createApp>;
   close(): Promise<void>;
@@ -76,6 +79,13 @@ export async function createGatewayHarness(
     app: createApp(deps),
     modelDir,
     keys,
+    async liveAdapterNames(org = "acme") {
+      const rows = await db
+        .select({ name: adapters.name })
+        .from(adapters)
+        .where(and(eq(adapters.orgId, org), isNull(adapters.deletedAt)));
+      return rows.map((r) => r.name).sort();
+    },
     async addAdapter(values) {
       blobs++;
       await db.insert(adapters).values({

@@ -6,14 +6,12 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { and, eq, isNull } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { archiveSize, archiveStream } from "../../gateway/adapter-archive.ts";
 import { adapterBytesHeld } from "../../gateway/adapter-storage-quota.ts";
 import { NodeAdapterStorage } from "../../gateway/node-adapter-storage.ts";
 import { setStorageLimits } from "../../gateway/orgs.ts";
 import { ErrorBody } from "../../schema/api.ts";
-import { adapters } from "../../schema/db.ts";
 import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
 import { FolderBlobStore } from "../../worker/adapters/blob-store.ts";
 import { loadModelConfig } from "../../worker/engine/model-config.ts";
@@ -50,14 +48,6 @@ function storedAdapters(dir = blobsDir): number {
     if (!statSync(path).isDirectory()) return n + (entry === "adapter_config.json" ? 1 : 0);
     return n + storedAdapters(path);
   }, 0);
-}
-
-async function liveNames(): Promise<string[]> {
-  const rows = await harness.db
-    .select({ name: adapters.name })
-    .from(adapters)
-    .where(and(eq(adapters.orgId, "acme"), isNull(adapters.deletedAt)));
-  return rows.map((r) => r.name).sort();
 }
 
 async function refusal(response: Response) {
@@ -105,7 +95,7 @@ describe("an org's adapter storage", () => {
     });
     expect(refused.error.message).toContain(`hold ${2 * one} bytes, this one ${one}`);
     expect(storedAdapters()).toBe(stored);
-    expect(await liveNames()).toEqual(["q1", "q2"]);
+    expect(await harness.liveAdapterNames()).toEqual(["q1", "q2"]);
   });
 
   it("refuses an org already at its limit before reading the upload", async () => {
@@ -125,7 +115,7 @@ describe("an org's adapter storage", () => {
     });
     expect(deleted.status).toBe(200);
     expect((await create(app, "q3")).status).toBe(201);
-    expect(await liveNames()).toEqual(["q1", "q3"]);
+    expect(await harness.liveAdapterNames()).toEqual(["q1", "q3"]);
   });
 
   it("lets only one of two creates at once take the last room", async () => {
@@ -134,7 +124,7 @@ describe("an org's adapter storage", () => {
     const statuses = (await Promise.all([create(app, "r1"), create(app, "r2")])).map((r) => r.status);
     expect(statuses.sort()).toEqual([201, 400]);
     expect(storedAdapters()).toBe(stored + 1);
-    expect((await liveNames()).filter((n) => n.startsWith("r"))).toHaveLength(1);
+    expect((await harness.liveAdapterNames()).filter((n) => n.startsWith("r"))).toHaveLength(1);
   });
 
   it("takes the org's own limit, set by the operator, over the gateway's", async () => {
