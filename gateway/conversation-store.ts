@@ -216,12 +216,15 @@ export async function appendItems(
   const sizes = items.map(jsonBytes);
   const added = sizes.reduce((sum, n) => sum + n, 0);
   return db.transaction(async (tx) => {
-    // Takes the conversation's row, so additions go one after another, and the positions after its last.
+    // Takes the conversation's row, so additions go one after another, and the positions after its last:
+    // after the highest held too (an index lookup), so items a gateway older than next_position added
+    // during a rolling upgrade cannot make it hand out a taken position.
     const [row] = await tx
       .update(conversations)
       .set({
         bytes: sql`${conversations.bytes} + ${added}`,
-        nextPosition: sql`${conversations.nextPosition} + ${items.length}`,
+        nextPosition: sql`greatest(${conversations.nextPosition}, (select coalesce(max(i.position) + 1, 0)
+          from conversation_items as i where i.conversation_id = ${id})) + ${items.length}`,
       })
       .where(ownConversation(orgId, id))
       .returning({ bytes: conversations.bytes, nextPosition: conversations.nextPosition });

@@ -391,8 +391,8 @@ export const conversationItems = pgTable(
 );
 
 /**
- * What an org's conversations hold, the sum of their `bytes`, in CONVERSATION_STORAGE_SHARDS rows per org
- * (a conversation counts in the shard its id hashes to): writes to different conversations of one org
+ * What an org's conversations hold, the sum of their `bytes`, in up to 16 rows per org (a conversation
+ * counts in shard `hashtext(id) & 15`): writes to different conversations of one org
  * mostly lock different rows, so they do not wait for one another's commits. Kept by the transactions
  * that write the conversations (gateway/conversation-storage-quota.ts).
  */

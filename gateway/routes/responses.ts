@@ -82,9 +82,16 @@ async function storedResponse(deps: GatewayDeps, orgId: string, id: string, para
 
 /**
  * What a request starts from — the stored response it continues or the conversation it names, then its
- * input with references resolved — and the chat request that makes, admitted.
+ * input with references resolved — and the chat request that makes, admitted. `storing`: it will add its
+ * turn to its conversation, so an input the org's conversation storage has no room for is refused first
+ * (counting input_tokens stores nothing).
  */
-async function prepare(c: Context<GatewayEnv>, deps: GatewayDeps, body: ResponseCreateRequest) {
+async function prepare(
+  c: Context<GatewayEnv>,
+  deps: GatewayDeps,
+  body: ResponseCreateRequest,
+  storing: boolean,
+) {
   const { orgId } = c.get("principal");
   const resolved = await resolveModel(deps, c.get("principal"), body.model);
   const previous = body.previous_response_id
@@ -101,7 +108,7 @@ async function prepare(c: Context<GatewayEnv>, deps: GatewayDeps, body: Response
   if (conversation && itemBytes(earlier) + itemBytes(input) > bound) {
     throw conversationTooLarge(conversation.id, bound, "input");
   }
-  if (conversation) {
+  if (conversation && storing) {
     await refuseOverConversationStorage(deps.db, orgId, itemBytes(input), {
       maxOrgBytes: deps.limits.maxOrgConversationBytes,
       param: "input",
@@ -118,7 +125,7 @@ async function prepare(c: Context<GatewayEnv>, deps: GatewayDeps, body: Response
 export function countInputTokens(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     if (c.req.param("action") !== "input_tokens") throw routeNotFound(c.req.method, c.req.path);
-    const { admitted } = await prepare(c, deps, await readBody(c, ResponseCreateRequest));
+    const { admitted } = await prepare(c, deps, await readBody(c, ResponseCreateRequest), false);
     return c.json({ object: "response.input_tokens", input_tokens: admitted.prompts[0]!.tokenIds.length });
   };
 }
@@ -127,7 +134,7 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const body = await readBody(c, ResponseCreateRequest);
     const { orgId } = c.get("principal");
-    const { resolved, previous, conversation, earlier, input, admitted } = await prepare(c, deps, body);
+    const { resolved, previous, conversation, earlier, input, admitted } = await prepare(c, deps, body, true);
     // The response's ids come from its id key: this request's id, or, when this is a background
     // response's run, the key the response was created under.
     const key = c.get("responseKey") ?? c.get("requestId");

@@ -135,6 +135,14 @@ describe("an org's conversation storage", () => {
       "input",
     ]);
     expect(worker.received.length).toBe(runs);
+    // Counting its tokens stores nothing: it goes on to admission (which finds it past the tiny model's
+    // context, as the conversation already is).
+    const counted = await post("/v1/responses/input_tokens", {
+      model: BASE,
+      conversation: into.body.id,
+      input: "y".repeat(4000),
+    });
+    expect(counted.body.error.code).toBe("context_length_exceeded");
     expect(await conversationBytesHeld(h.db, "acme")).toBe(full);
     await expectCounted();
 
@@ -176,5 +184,23 @@ describe("an org's conversation storage", () => {
       await setStorageLimits(h.db, "acme", { conversations: null });
     }
     expect((await post(`/v1/conversations/${id}/items`, { items: [item] })).status).toBe(200);
+  });
+
+  it("adds after items an older gateway added during a rolling upgrade, which did not move next_position", async () => {
+    const { id } = await client.conversations.create({ items: [userItem("first")] as never });
+    // As a gateway from before migration 0024 adds an item: at max(position) + 1, counting nothing.
+    await h.db.insert(conversationItems).values({
+      conversationId: id,
+      position: 1,
+      id: "msg_from_old_gateway",
+      item: { ...userItem("from an older gateway"), id: "msg_from_old_gateway" },
+    });
+    await client.conversations.items.create(id, { items: [userItem("after it") as never] });
+    const rows = await h.db
+      .select({ position: conversationItems.position, id: conversationItems.id })
+      .from(conversationItems)
+      .where(eq(conversationItems.conversationId, id));
+    expect(rows.map((r) => r.position).sort()).toEqual([0, 1, 2]);
+    expect(rows.find((r) => r.position === 1)!.id).toBe("msg_from_old_gateway");
   });
 });
