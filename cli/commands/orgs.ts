@@ -4,8 +4,10 @@
 // limits (`set-storage-limit`); and what each holds in files, adapters and conversations.
 import type { Command } from "commander";
 import { humanBytes } from "../../core/human-bytes.ts";
+import { recountConversationStorage } from "../../gateway/conversation-recount.ts";
 import type { StorageKind } from "../../gateway/org-storage-limit.ts";
 import {
+  getOrg,
   listOrgs,
   type OrgSettings,
   type StorageUse,
@@ -89,6 +91,27 @@ export function registerOrgs(program: Command): void {
         const org = await setPinLimit(db, flags.org, pinsOf(flags.pins));
         if (!org) throw new Error(`no org "${flags.org}" (create one with \`luminet keys create --org\`)`);
         process.stdout.write(flags.json ? `${JSON.stringify(org)}\n` : rows([org]));
+      }),
+    );
+  orgs
+    .command("recount-storage")
+    .description(
+      "count an org's conversations again from their rows (after a rolling upgrade across migration 0024, or to check the counts); writes to its conversations wait while it runs",
+    )
+    .option("--org <org>", "one organization; default every org")
+    .option("--json", "the orgs afterwards, as one JSON array")
+    .action((flags: { org?: string; json?: boolean }) =>
+      withDb("orgs", async (db) => {
+        const ids = flags.org ? [flags.org] : (await listOrgs(db)).map((org) => org.id);
+        const counted: OrgSettings[] = [];
+        for (const id of ids) {
+          if (!(await getOrg(db, id))) {
+            throw new Error(`no org "${id}" (create one with \`luminet keys create --org\`)`);
+          }
+          await recountConversationStorage(db, id);
+          counted.push((await getOrg(db, id))!);
+        }
+        process.stdout.write(flags.json ? `${JSON.stringify(counted)}\n` : rows(counted));
       }),
     );
   orgs

@@ -1,15 +1,16 @@
 // `luminet orgs`: lists the orgs with what each may use and what each holds, withdraws or grants the
 // priority tier and sets the pin limit; an unknown org or a bad count changes nothing.
+import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { registerOrgs } from "../../cli/commands/orgs.ts";
 import { migrate } from "../../db/migrate.ts";
 import { openDb } from "../../db/open.ts";
 import { ensureOrg } from "../../gateway/api-keys.ts";
-import { jsonBytes } from "../../gateway/conversation-storage-quota.ts";
+import { conversationBytesHeld, jsonBytes } from "../../gateway/conversation-storage-quota.ts";
 import { createConversation } from "../../gateway/conversation-store.ts";
 import { listOrgs, type OrgSettings } from "../../gateway/orgs.ts";
 import { setMonthlyTokenQuota } from "../../meter/token-quota.ts";
-import { adapters, files } from "../../schema/db.ts";
+import { adapters, conversationItems, conversations, files } from "../../schema/db.ts";
 import type { InputItem } from "../../schema/responses-api.ts";
 import { luminetInProcess } from "../support/luminet-command.ts";
 import { registerBase } from "../support/meter-fixtures.ts";
@@ -173,5 +174,59 @@ describe("luminet orgs", () => {
       files: { limit: null },
       conversations: { limit: 1024 ** 3 },
     });
+  });
+
+  it("recounts an org's conversations after writes a gateway from before migration 0024 made", async () => {
+    const item = (id: string): InputItem => ({ type: "message", role: "user", content: `text of ${id}`, id });
+    const db = await openDb(url);
+    try {
+      const room = { maxOrgBytes: 2 ** 30, param: "items" };
+      const kept = { metadata: {}, createdAt: new Date() };
+      await createConversation(db, "globex", { id: "conv_kept", items: [item("m1")], ...kept }, room);
+      await createConversation(db, "globex", { id: "conv_gone", items: [item("m2")], ...kept }, room);
+      // What an older gateway writes: an item added without counting it or moving next_position, a
+      // conversation created uncounted, and a counted one deleted without taking its bytes back.
+      await db
+        .insert(conversationItems)
+        .values({ conversationId: "conv_kept", position: 1, id: "m3", item: item("m3") });
+      await db.insert(conversations).values({ id: "conv_old", orgId: "globex", metadata: { a: "b" } });
+      await db
+        .insert(conversationItems)
+        .values({ conversationId: "conv_old", position: 0, id: "m4", item: item("m4") });
+      await db.delete(conversations).where(eq(conversations.id, "conv_gone"));
+    } finally {
+      await db.close();
+    }
+    const recounted = await luminet("recount-storage", "--org", "globex", "--json");
+    expect(recounted.code, recounted.stderr).toBe(0);
+    const check = await openDb(url);
+    try {
+      const rows = await check
+        .select({
+          id: conversations.id,
+          bytes: conversations.bytes,
+          nextPosition: conversations.nextPosition,
+          counted:
+            sql<number>`octet_length(${conversations.metadata}::text) + (select sum(octet_length(i.item::text))
+            from conversation_items as i where i.conversation_id = "conversations"."id")`.mapWith(Number),
+        })
+        .from(conversations)
+        .where(eq(conversations.orgId, "globex"))
+        .orderBy(conversations.id);
+      expect(rows.map((r) => [r.id, r.nextPosition])).toEqual([
+        ["conv_kept", 2],
+        ["conv_old", 1],
+      ]);
+      // conv_kept's first item was counted by the gateway (compact JSON), the rest as Postgres prints them.
+      expect(rows[0]!.bytes).toBeGreaterThan(jsonBytes(item("m1")));
+      expect(rows[1]!.bytes).toBe(rows[1]!.counted);
+      const total = rows[0]!.bytes + rows[1]!.bytes;
+      expect(await conversationBytesHeld(check, "globex")).toBe(total);
+      expect((JSON.parse(recounted.stdout) as OrgSettings[])[0]!.storage.conversations.bytes).toBe(total);
+    } finally {
+      await check.close();
+    }
+    const unknown = await luminet("recount-storage", "--org", "initech");
+    expect([unknown.code, unknown.stderr]).toEqual([1, expect.stringContaining('no org "initech"')]);
   });
 });
