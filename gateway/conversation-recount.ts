@@ -10,12 +10,13 @@ import { conversationStorage, conversations } from "../schema/db.ts";
 
 export async function recountConversationStorage(db: Db, org: string): Promise<void> {
   await db.transaction(async (tx) => {
-    await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`luminet-conversation-storage:${org}`}))`);
     await tx
       .select({ id: conversations.id })
       .from(conversations)
       .where(eq(conversations.orgId, org))
       .for("update");
+    // After the conversations' rows, as a checked write takes them (its conversation's, then this).
+    await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`luminet-conversation-storage:${org}`}))`);
     await tx.execute(sql`
       update conversation_items as i set bytes = octet_length(i.item::text)
       from conversations as c
