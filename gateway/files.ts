@@ -68,7 +68,7 @@ export function expiryOf(createdAt: Date, seconds: number): Date {
 }
 
 /** Not expired at `now`. */
-const live = (now: Date) => or(isNull(files.expiresAt), gt(files.expiresAt, now));
+export const live = (now: Date) => or(isNull(files.expiresAt), gt(files.expiresAt, now));
 
 /**
  * Stores an uploaded file unless the org's live files and it would hold more than their limit together

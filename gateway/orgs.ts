@@ -1,9 +1,10 @@
 // Orgs as an operator manages them (`luminet orgs`): what each may use, and what each holds in storage
 // against its storage limits (org-storage-limit.ts). An org is made with its first key (api-keys.ts
 // ensureOrg); its monthly quota is set through meter/token-quota.ts.
-import { asc, eq, gt, isNull, or, type SQL, sql } from "drizzle-orm";
+import { and, asc, eq, isNull, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { adapters, conversationStorage, files, orgs } from "../schema/db.ts";
+import { live } from "./files.ts";
 import type { StorageKind } from "./org-storage-limit.ts";
 
 export interface OrgSettings {
@@ -28,43 +29,47 @@ export interface StorageUse {
   limit: number | null;
 }
 
-/** What each org's files not yet expired hold, by org. */
-function fileTotals(db: Db) {
+/** What each org's files not yet expired hold, by org (`orgId`'s only, when given). */
+function fileTotals(db: Db, orgId: string | undefined) {
   return db
     .select({ orgId: files.orgId, bytes: sql<string>`sum(${files.bytes})`.as("file_bytes") })
     .from(files)
-    .where(or(isNull(files.expiresAt), gt(files.expiresAt, sql`now()`)))
+    .where(and(live(new Date()), orgId === undefined ? undefined : eq(files.orgId, orgId)))
     .groupBy(files.orgId)
     .as("file_totals");
 }
 
-/** What each org's live adapters hold in the blob store, by org. */
-function adapterTotals(db: Db) {
+/** What each org's live adapters hold in the blob store, by org (`orgId`'s only, when given). */
+function adapterTotals(db: Db, orgId: string | undefined) {
   return db
     .select({ orgId: adapters.orgId, bytes: sql<string>`sum(${adapters.bytes})`.as("adapter_bytes") })
     .from(adapters)
-    .where(isNull(adapters.deletedAt))
+    .where(and(isNull(adapters.deletedAt), orgId === undefined ? undefined : eq(adapters.orgId, orgId)))
     .groupBy(adapters.orgId)
     .as("adapter_totals");
 }
 
-/** What each org's conversations hold, by org (the sum of its shards). */
-function conversationTotals(db: Db) {
+/** What each org's conversations hold, by org (the sum of its shards; `orgId`'s only, when given). */
+function conversationTotals(db: Db, orgId: string | undefined) {
   return db
     .select({
       orgId: conversationStorage.orgId,
       bytes: sql<string>`sum(${conversationStorage.bytes})`.as("conversation_bytes"),
     })
     .from(conversationStorage)
+    .where(orgId === undefined ? undefined : eq(conversationStorage.orgId, orgId))
     .groupBy(conversationStorage.orgId)
     .as("conversation_totals");
 }
 
-/** The orgs `where` picks (all without it), by id, with what each holds. */
-async function orgSettings(db: Db, where?: SQL): Promise<OrgSettings[]> {
-  const fileBytes = fileTotals(db);
-  const adapterBytes = adapterTotals(db);
-  const conversationBytes = conversationTotals(db);
+/**
+ * Every org (or `orgId` alone), by id, with what each holds. For one org the totals read that org's rows
+ * only: GET /v1/storage and each dashboard page load ask this.
+ */
+async function orgSettings(db: Db, orgId?: string): Promise<OrgSettings[]> {
+  const fileBytes = fileTotals(db, orgId);
+  const adapterBytes = adapterTotals(db, orgId);
+  const conversationBytes = conversationTotals(db, orgId);
   const rows = await db
     .select({
       org: orgs,
@@ -76,7 +81,7 @@ async function orgSettings(db: Db, where?: SQL): Promise<OrgSettings[]> {
     .leftJoin(fileBytes, eq(fileBytes.orgId, orgs.id))
     .leftJoin(adapterBytes, eq(adapterBytes.orgId, orgs.id))
     .leftJoin(conversationBytes, eq(conversationBytes.orgId, orgs.id))
-    .where(where)
+    .where(orgId === undefined ? undefined : eq(orgs.id, orgId))
     .orderBy(asc(orgs.id));
   return rows.map(({ org, fileBytes, adapterBytes, conversationBytes }) => ({
     id: org.id,
@@ -99,7 +104,7 @@ export function listOrgs(db: Db): Promise<OrgSettings[]> {
 
 /** The org as it is now; null where there is no such org. */
 export async function getOrg(db: Db, orgId: string): Promise<OrgSettings | null> {
-  return (await orgSettings(db, eq(orgs.id, orgId)))[0] ?? null;
+  return (await orgSettings(db, orgId))[0] ?? null;
 }
 
 /**

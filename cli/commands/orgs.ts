@@ -42,6 +42,17 @@ function rows(list: OrgSettings[]): string {
   )}\n`;
 }
 
+/** The org a command changed or read; an org that does not exist is the command's error. */
+function existing(org: OrgSettings | null, id: string): OrgSettings {
+  if (!org) throw new Error(`no org "${id}" (create one with \`luminet keys create --org\`)`);
+  return org;
+}
+
+/** One org or a list, as the table or (`--json`) as the JSON of what was given. */
+function print(json: boolean | undefined, shown: OrgSettings | OrgSettings[]): void {
+  process.stdout.write(json ? `${JSON.stringify(shown)}\n` : rows(Array.isArray(shown) ? shown : [shown]));
+}
+
 export function registerOrgs(program: Command): void {
   const orgs = program
     .command("orgs")
@@ -57,7 +68,7 @@ export function registerOrgs(program: Command): void {
     .action((flags: { json?: boolean }) =>
       withDb("orgs", async (db) => {
         const list = await listOrgs(db);
-        process.stdout.write(flags.json ? `${JSON.stringify(list)}\n` : rows(list));
+        print(flags.json, list);
       }),
     );
   orgs
@@ -74,8 +85,7 @@ export function registerOrgs(program: Command): void {
     .action((flags: { org: string; off?: boolean; json?: boolean }) =>
       withDb("orgs", async (db) => {
         const org = await setPriorityTier(db, flags.org, flags.off !== true);
-        if (!org) throw new Error(`no org "${flags.org}" (create one with \`luminet keys create --org\`)`);
-        process.stdout.write(flags.json ? `${JSON.stringify(org)}\n` : rows([org]));
+        print(flags.json, existing(org, flags.org));
       }),
     );
   orgs
@@ -89,8 +99,7 @@ export function registerOrgs(program: Command): void {
     .action((flags: { org: string; pins: string; json?: boolean }) =>
       withDb("orgs", async (db) => {
         const org = await setPinLimit(db, flags.org, pinsOf(flags.pins));
-        if (!org) throw new Error(`no org "${flags.org}" (create one with \`luminet keys create --org\`)`);
-        process.stdout.write(flags.json ? `${JSON.stringify(org)}\n` : rows([org]));
+        print(flags.json, existing(org, flags.org));
       }),
     );
   orgs
@@ -105,13 +114,11 @@ export function registerOrgs(program: Command): void {
         const ids = flags.org ? [flags.org] : (await listOrgs(db)).map((org) => org.id);
         const counted: OrgSettings[] = [];
         for (const id of ids) {
-          if (!(await getOrg(db, id))) {
-            throw new Error(`no org "${id}" (create one with \`luminet keys create --org\`)`);
-          }
+          // An org that does not exist has no conversations: the recount changes nothing for it.
           await recountConversationStorage(db, id);
-          counted.push((await getOrg(db, id))!);
+          counted.push(existing(await getOrg(db, id), id));
         }
-        process.stdout.write(flags.json ? `${JSON.stringify(counted)}\n` : rows(counted));
+        print(flags.json, counted);
       }),
     );
   orgs
@@ -127,8 +134,7 @@ export function registerOrgs(program: Command): void {
     .action((flags: StorageFlags & { org: string; json?: boolean }) =>
       withDb("orgs", async (db) => {
         const org = await setStorageLimits(db, flags.org, storageLimitsOf(flags));
-        if (!org) throw new Error(`no org "${flags.org}" (create one with \`luminet keys create --org\`)`);
-        process.stdout.write(flags.json ? `${JSON.stringify(org)}\n` : rows([org]));
+        print(flags.json, existing(org, flags.org));
       }),
     );
 }
