@@ -1,9 +1,10 @@
 // The limits that apply to a caller: its key's requests and tokens per minute, its org's monthly token
-// quota and whether its org may use the priority tier, read together and cached per key for at most 30 s,
+// quota, whether its org may use the priority tier, and what its org's stored responses hold against their
+// limit (response-storage-quota.ts), read together and cached per key for at most 30 s,
 // as the key itself is (gateway/auth.ts). A limit changed from the CLI or another gateway takes effect
 // within that; one changed through this process's admin API at once (`forget`). Most callers have no
 // limits: one cached lookup is then all admission costs.
-import { eq } from "drizzle-orm";
+import { eq, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
 import { apiKeys, orgs } from "../schema/db.ts";
 import { MAX_AUTH_CACHE_MS } from "./auth.ts";
@@ -14,6 +15,9 @@ export interface CallerLimits {
   monthlyTokenQuota: number | null;
   /** Its org's requests for service_tier "priority" get it (orgs.priority_tier). */
   priorityTier: boolean;
+  /** What its org's stored responses and chat completions hold, and its org's own limit for them (null: the gateway's). */
+  responseBytes: number;
+  responseStorageLimit: number | null;
 }
 
 export const NO_LIMITS: CallerLimits = {
@@ -21,6 +25,8 @@ export const NO_LIMITS: CallerLimits = {
   tokensPerMinute: null,
   monthlyTokenQuota: null,
   priorityTier: true,
+  responseBytes: 0,
+  responseStorageLimit: null,
 };
 
 export interface CallerLimitsCacheOptions {
@@ -50,6 +56,11 @@ export class CallerLimitsCache {
         tokensPerMinute: apiKeys.tokensPerMinute,
         monthlyTokenQuota: orgs.monthlyTokenQuota,
         priorityTier: orgs.priorityTier,
+        // Named in full: drizzle would leave the correlated columns unqualified inside the subquery.
+        responseBytes:
+          sql<number>`(select coalesce(sum("response_storage"."bytes"), 0) from "response_storage"
+          where "response_storage"."org_id" = "api_keys"."org_id")`.mapWith(Number),
+        responseStorageLimit: orgs.responseStorageLimit,
       })
       .from(apiKeys)
       .innerJoin(orgs, eq(orgs.id, apiKeys.orgId))

@@ -18,6 +18,7 @@ import type { ColdStartOutcome } from "./generation.ts";
 import { sweepIdempotencyKeys } from "./idempotency-keys.ts";
 import { DEFAULT_ORG_COMPILE_MS_PER_MINUTE, OrgCompileTime } from "./org-compile-time.ts";
 import { RecentRoutes } from "./recent-routes.ts";
+import { DEFAULT_MAX_ORG_RESPONSE_BYTES } from "./response-storage-quota.ts";
 import type { RouteOutcome, RoutingOptions } from "./routing.ts";
 import { SecretBox } from "./secret-box.ts";
 import { DEFAULT_RETENTION_DAYS, StoredRetention } from "./stored-retention.ts";
@@ -133,6 +134,8 @@ export interface GatewayDeps {
     maxOrgAdapterBytes: number;
     /** Most bytes an org's conversations may hold together (conversation-storage-quota.ts). */
     maxOrgConversationBytes: number;
+    /** Most bytes an org's stored responses and chat completions may hold together (response-storage-quota.ts). */
+    maxOrgResponseBytes: number;
     /** How often a background response's stream reads its event log while nothing new has come. */
     backgroundStreamPollMs: number;
   };
@@ -179,6 +182,7 @@ export function gatewayDeps(input: GatewayDepsInput): GatewayDeps {
       maxOrgFileBytes: DEFAULT_MAX_ORG_FILE_BYTES,
       maxOrgAdapterBytes: DEFAULT_MAX_ORG_ADAPTER_BYTES,
       maxOrgConversationBytes: DEFAULT_MAX_ORG_CONVERSATION_BYTES,
+      maxOrgResponseBytes: DEFAULT_MAX_ORG_RESPONSE_BYTES,
       backgroundStreamPollMs: 100,
       ...input.limits,
     },

@@ -204,6 +204,8 @@ export interface NodeGatewayOptions {
   maxOrgAdapterBytes?: number;
   /** Most bytes one org's conversations may hold together; default 10 GiB. */
   maxOrgConversationBytes?: number;
+  /** Most bytes one org's stored responses and chat completions may hold together; default 100 GiB. */
+  maxOrgResponseBytes?: number;
   /** Each org's compile time per minute in this process (org-compile-time.ts); default 5 s. */
   orgCompileMsPerMinute?: number;
   /** Webhook endpoints may name this host or a private address; default false. */
@@ -264,6 +266,9 @@ export async function startNodeGateway(options: NodeGatewayOptions): Promise<Ser
           : {}),
         ...(options.maxOrgConversationBytes !== undefined
           ? { maxOrgConversationBytes: options.maxOrgConversationBytes }
+          : {}),
+        ...(options.maxOrgResponseBytes !== undefined
+          ? { maxOrgResponseBytes: options.maxOrgResponseBytes }
           : {}),
       },
     });

@@ -21,5 +21,6 @@ export async function orgStorage(
     files: use(org?.storage.files, deps.limits.maxOrgFileBytes),
     adapters: use(org?.storage.adapters, deps.limits.maxOrgAdapterBytes),
     conversations: use(org?.storage.conversations, deps.limits.maxOrgConversationBytes),
+    responses: use(org?.storage.responses, deps.limits.maxOrgResponseBytes),
   };
 }

@@ -3,7 +3,7 @@
 // ensureOrg); its monthly quota is set through meter/token-quota.ts.
 import { and, asc, eq, isNull, sql } from "drizzle-orm";
 import type { Db } from "../db/open.ts";
-import { adapters, conversationStorage, files, orgs } from "../schema/db.ts";
+import { adapters, conversationStorage, files, orgs, responseStorage } from "../schema/db.ts";
 import { live } from "./files.ts";
 import type { StorageKind } from "./org-storage-limit.ts";
 
@@ -16,7 +16,8 @@ export interface OrgSettings {
   /** Most adapters it may have pinned on each base; null: only the base's own limit. */
   pin_limit: number | null;
   /**
-   * What it holds (bytes): its files not yet expired, its live adapters' blobs, its conversations; each
+   * What it holds (bytes): its files not yet expired, its live adapters' blobs, its conversations, its
+   * stored responses and chat completions; each
    * with the org's own limit, null where the gateway's --max-org-*-storage applies.
    */
   storage: Record<StorageKind, StorageUse>;
@@ -62,6 +63,19 @@ function conversationTotals(db: Db, orgId: string | undefined) {
     .as("conversation_totals");
 }
 
+/** What each org's stored responses and chat completions hold, by org (the sum of its shards; `orgId`'s only, when given). */
+function responseTotals(db: Db, orgId: string | undefined) {
+  return db
+    .select({
+      orgId: responseStorage.orgId,
+      bytes: sql<string>`sum(${responseStorage.bytes})`.as("response_bytes"),
+    })
+    .from(responseStorage)
+    .where(orgId === undefined ? undefined : eq(responseStorage.orgId, orgId))
+    .groupBy(responseStorage.orgId)
+    .as("response_totals");
+}
+
 /**
  * Every org (or `orgId` alone), by id, with what each holds. For one org the totals read that org's rows
  * only: GET /v1/storage and each dashboard page load ask this.
@@ -70,20 +84,23 @@ async function orgSettings(db: Db, orgId?: string): Promise<OrgSettings[]> {
   const fileBytes = fileTotals(db, orgId);
   const adapterBytes = adapterTotals(db, orgId);
   const conversationBytes = conversationTotals(db, orgId);
+  const responseBytes = responseTotals(db, orgId);
   const rows = await db
     .select({
       org: orgs,
       fileBytes: sql<number>`coalesce(${fileBytes.bytes}, 0)`.mapWith(Number),
       adapterBytes: sql<number>`coalesce(${adapterBytes.bytes}, 0)`.mapWith(Number),
       conversationBytes: sql<number>`coalesce(${conversationBytes.bytes}, 0)`.mapWith(Number),
+      responseBytes: sql<number>`coalesce(${responseBytes.bytes}, 0)`.mapWith(Number),
     })
     .from(orgs)
     .leftJoin(fileBytes, eq(fileBytes.orgId, orgs.id))
     .leftJoin(adapterBytes, eq(adapterBytes.orgId, orgs.id))
     .leftJoin(conversationBytes, eq(conversationBytes.orgId, orgs.id))
+    .leftJoin(responseBytes, eq(responseBytes.orgId, orgs.id))
     .where(orgId === undefined ? undefined : eq(orgs.id, orgId))
     .orderBy(asc(orgs.id));
-  return rows.map(({ org, fileBytes, adapterBytes, conversationBytes }) => ({
+  return rows.map(({ org, fileBytes, adapterBytes, conversationBytes, responseBytes }) => ({
     id: org.id,
     name: org.name,
     monthly_token_quota: org.monthlyTokenQuota,
@@ -93,6 +110,7 @@ async function orgSettings(db: Db, orgId?: string): Promise<OrgSettings[]> {
       files: { bytes: fileBytes, limit: org.fileStorageLimit },
       adapters: { bytes: adapterBytes, limit: org.adapterStorageLimit },
       conversations: { bytes: conversationBytes, limit: org.conversationStorageLimit },
+      responses: { bytes: responseBytes, limit: org.responseStorageLimit },
     },
     created_at: Math.floor(org.createdAt.getTime() / 1000),
   }));
@@ -142,6 +160,7 @@ export async function setStorageLimits(
       ...(limits.files !== undefined ? { fileStorageLimit: limits.files } : {}),
       ...(limits.adapters !== undefined ? { adapterStorageLimit: limits.adapters } : {}),
       ...(limits.conversations !== undefined ? { conversationStorageLimit: limits.conversations } : {}),
+      ...(limits.responses !== undefined ? { responseStorageLimit: limits.responses } : {}),
     })
     .where(eq(orgs.id, orgId));
   return getOrg(db, orgId);

@@ -30,6 +30,7 @@ import { type ScaleOptions, scaleDefaults, scaleOptionsProblem } from "./fleet-s
 import { NodeAdapterStorage } from "./node-adapter-storage.ts";
 import { DEFAULT_ORG_COMPILE_MS_PER_MINUTE, OrgCompileTime } from "./org-compile-time.ts";
 import { R2BlobStore, type R2BucketBinding } from "./r2-blob-store.ts";
+import { DEFAULT_MAX_ORG_RESPONSE_BYTES } from "./response-storage-quota.ts";
 import { samplingDefaultsSource } from "./sampling-defaults.ts";
 import { SecretBox } from "./secret-box.ts";
 import { DEFAULT_RETENTION_DAYS, StoredRetention } from "./stored-retention.ts";
@@ -77,6 +78,8 @@ export interface WorkerEnv {
   LUMINET_MAX_ORG_ADAPTER_STORAGE?: string;
   /** Most bytes one org's conversations may hold together; default 10 GiB. */
   LUMINET_MAX_ORG_CONVERSATION_STORAGE?: string;
+  /** Most bytes one org's stored responses and chat completions may hold together; default 100 GiB. */
+  LUMINET_MAX_ORG_RESPONSE_STORAGE?: string;
   /** Seconds of each minute of an isolate one org's requests may spend compiling grammars and schemas; default 5. */
   LUMINET_ORG_COMPILE_SECONDS?: string;
   /** The autoscaling signal's bounds and headroom, as the Node gateway's --min-workers and the like. */
@@ -245,6 +248,11 @@ export function createWorkerGateway(bundled: readonly BundledBase[]) {
                 env,
                 "LUMINET_MAX_ORG_CONVERSATION_STORAGE",
                 DEFAULT_MAX_ORG_CONVERSATION_BYTES,
+              ),
+              maxOrgResponseBytes: integerVar(
+                env,
+                "LUMINET_MAX_ORG_RESPONSE_STORAGE",
+                DEFAULT_MAX_ORG_RESPONSE_BYTES,
               ),
             },
             ...(env.LUMINET_SESSION_SECRET ? { sessionSecret: env.LUMINET_SESSION_SECRET } : {}),

@@ -43,12 +43,13 @@ export const orgs = pgTable(
      */
     pinLimit: integer("pin_limit"),
     /**
-     * Most bytes its files, adapters and conversations may each hold together (`luminet orgs
-     * set-storage-limit`); null: the gateway's --max-org-*-storage.
+     * Most bytes its files, adapters, conversations and stored responses may each hold together (`luminet
+     * orgs set-storage-limit`); null: the gateway's --max-org-*-storage.
      */
     fileStorageLimit: bigint("file_storage_limit", { mode: "number" }),
     adapterStorageLimit: bigint("adapter_storage_limit", { mode: "number" }),
     conversationStorageLimit: bigint("conversation_storage_limit", { mode: "number" }),
+    responseStorageLimit: bigint("response_storage_limit", { mode: "number" }),
     createdAt: createdAt(),
   },
   (t) => [
@@ -58,6 +59,7 @@ export const orgs = pgTable(
       "orgs_storage_limits_nonnegative",
       sql`${t.fileStorageLimit} >= 0 and ${t.adapterStorageLimit} >= 0 and ${t.conversationStorageLimit} >= 0`,
     ),
+    check("orgs_response_storage_limit_nonnegative", sql`${t.responseStorageLimit} >= 0`),
   ],
 );
 
@@ -398,6 +400,27 @@ export const conversationItems = pgTable(
  */
 export const conversationStorage = pgTable(
   "conversation_storage",
+  {
+    orgId: text("org_id")
+      .notNull()
+      .references(() => orgs.id),
+    shard: integer("shard").notNull(),
+    bytes: bigint("bytes", { mode: "number" }).notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.orgId, t.shard] })],
+);
+
+/**
+ * What an org's stored responses and stored chat completions hold: each row as JSON in UTF-8, as Postgres
+ * prints it (`octet_length(to_jsonb(row)::text)`), summed in up to 16 rows per org (a row counts in shard
+ * `hashtext(id) & 15`, so one org's writes seldom wait for one another). Kept by triggers on
+ * stored_responses and stored_chat_completions (migration 0026): those rows change in many ways (a
+ * background run stored over its queued response, a deleted response's conversation written into the
+ * ones that continue it, metadata, retention sweeps), and every one of them is counted, by any gateway
+ * version. Read against --max-org-response-storage (gateway/response-storage-quota.ts).
+ */
+export const responseStorage = pgTable(
+  "response_storage",
   {
     orgId: text("org_id")
       .notNull()

@@ -39,6 +39,7 @@ interface GatewayFlags {
   maxOrgFileStorage: string;
   maxOrgAdapterStorage: string;
   maxOrgConversationStorage: string;
+  maxOrgResponseStorage: string;
   orgCompileSeconds: string;
   minWorkers: string;
   maxWorkers: string;
@@ -109,6 +110,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     maxOrgFileBytes: bytes("--max-org-file-storage", flags.maxOrgFileStorage, 1),
     maxOrgAdapterBytes: bytes("--max-org-adapter-storage", flags.maxOrgAdapterStorage, 1),
     maxOrgConversationBytes: bytes("--max-org-conversation-storage", flags.maxOrgConversationStorage, 1),
+    maxOrgResponseBytes: bytes("--max-org-response-storage", flags.maxOrgResponseStorage, 1),
     orgCompileMsPerMinute: compileSeconds(flags.orgCompileSeconds) * 1000,
     scale: scaleOptions(flags),
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
@@ -205,6 +207,11 @@ export function registerGateway(program: Command): void {
       "--max-org-conversation-storage <n>",
       "most bytes one org's conversations may hold together (their items and metadata as JSON); adding past it gets 400 (LUMINET_MAX_ORG_CONVERSATION_STORAGE)",
       process.env.LUMINET_MAX_ORG_CONVERSATION_STORAGE ?? "10GiB",
+    )
+    .option(
+      "--max-org-response-storage <n>",
+      "most bytes one org's stored responses and chat completions may hold together (each as JSON); once it holds that, requests that would store get 400 (LUMINET_MAX_ORG_RESPONSE_STORAGE)",
+      process.env.LUMINET_MAX_ORG_RESPONSE_STORAGE ?? "100GiB",
     )
     .option(
       "--org-compile-seconds <seconds>",

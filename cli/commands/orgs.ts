@@ -1,7 +1,7 @@
 // `luminet orgs ...`: the orgs in DATABASE_URL and what each may use: its monthly quota (set with `luminet
 // quota set`), the priority tier, which `set-priority` grants or withdraws (gateways apply it within
 // 30 s), its pin limit, the most adapters it may have pinned on each base (`set-pin-limit`), and its storage
-// limits (`set-storage-limit`); and what each holds in files, adapters and conversations.
+// limits (`set-storage-limit`); and what each holds in files, adapters, conversations and stored responses.
 import type { Command } from "commander";
 import { humanBytes } from "../../core/human-bytes.ts";
 import { recountConversationStorage } from "../../gateway/conversation-recount.ts";
@@ -27,7 +27,17 @@ function storageCell(use: StorageUse): string {
 
 function rows(list: OrgSettings[]): string {
   return `${table(
-    ["ORG", "NAME", "PRIORITY TIER", "MONTHLY QUOTA", "PIN LIMIT", "FILES", "ADAPTERS", "CONVERSATIONS"],
+    [
+      "ORG",
+      "NAME",
+      "PRIORITY TIER",
+      "MONTHLY QUOTA",
+      "PIN LIMIT",
+      "FILES",
+      "ADAPTERS",
+      "CONVERSATIONS",
+      "RESPONSES",
+    ],
     list.map((org) => [
       org.id,
       org.name,
@@ -37,6 +47,7 @@ function rows(list: OrgSettings[]): string {
       storageCell(org.storage.files),
       storageCell(org.storage.adapters),
       storageCell(org.storage.conversations),
+      storageCell(org.storage.responses),
     ]),
     3,
   )}\n`;
@@ -124,12 +135,13 @@ export function registerOrgs(program: Command): void {
   orgs
     .command("set-storage-limit")
     .description(
-      "the most bytes an org's files, adapters or conversations may hold together, in place of the gateway's --max-org-*-storage for that org; what it holds beyond a lowered limit stays, and new writes of that kind get 400 until it is under",
+      "the most bytes an org's files, adapters, conversations or stored responses may hold together, in place of the gateway's --max-org-*-storage for that org; what it holds beyond a lowered limit stays, and new writes of that kind get 400 until it is under",
     )
     .requiredOption("--org <org>", "organization id")
     .option("--files <n|default>", "its files not yet expired (512GiB, 1TB …), or default: the gateway's")
     .option("--adapters <n|default>", "its live adapters' blobs, or default")
     .option("--conversations <n|default>", "its conversations' items and metadata, or default")
+    .option("--responses <n|default>", "its stored responses and chat completions, or default")
     .option("--json", "the org afterwards, as one JSON object")
     .action((flags: StorageFlags & { org: string; json?: boolean }) =>
       withDb("orgs", async (db) => {
@@ -143,9 +155,11 @@ type StorageFlags = Partial<Record<StorageKind, string>>;
 
 /** The limits the flags give: a byte count, or null for "default" (the gateway's own). */
 function storageLimitsOf(flags: StorageFlags): Partial<Record<StorageKind, number | null>> {
-  const kinds = (["files", "adapters", "conversations"] as const).filter((kind) => flags[kind] !== undefined);
+  const kinds = (["files", "adapters", "conversations", "responses"] as const).filter(
+    (kind) => flags[kind] !== undefined,
+  );
   if (kinds.length === 0) {
-    throw new CliError("give at least one of --files, --adapters and --conversations");
+    throw new CliError("give at least one of --files, --adapters, --conversations and --responses");
   }
   return Object.fromEntries(
     kinds.map((kind) => {

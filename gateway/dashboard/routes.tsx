@@ -172,7 +172,7 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     ]);
     const keyNames = new Map(keys.map((key) => [key.id, keyLabel(key)]));
     const { priorityTier } = limits;
-    const storage = (["files", "adapters", "conversations"] as const).map((kind) => ({
+    const storage = (["files", "adapters", "conversations", "responses"] as const).map((kind) => ({
       kind,
       ...stored[kind],
     }));

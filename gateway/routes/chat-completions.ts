@@ -23,6 +23,7 @@ import { chatLogprobs, promptLogprobsOut } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { ReasoningSplit, splitReply } from "../reasoning.ts";
 import { readBody } from "../request-body.ts";
+import { refuseOverResponseStorage } from "../response-storage-quota.ts";
 import { serveTier } from "../service-tier.ts";
 import { StreamedCompletion } from "../streamed-completion.ts";
 import { answerCalls, forcedCallStream, onePerCall, type ToolCallDelta } from "../tool-calls.ts";
@@ -82,6 +83,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
     const resolved = await resolveModel(deps, c.get("principal"), body.model);
     refuseUnansweredToolMessages(body.messages);
     const admitted = deps.compileTime.admit(c.get("principal").orgId, () => admitChat(body, resolved.base));
+    if (body.store === true) await refuseOverResponseStorage(deps, c.get("principal").keyId);
     const startedAt = new Date(deps.now());
     const head = {
       id: `chatcmpl-${c.get("requestId")}`,

@@ -50,6 +50,7 @@ import {
 } from "../response-output.ts";
 import { maxReferencedBytes, resolveReferences } from "../response-references.ts";
 import { admitResponse } from "../response-request.ts";
+import { refuseOverResponseStorage } from "../response-storage-quota.ts";
 import {
   continuedConversation,
   dropResponse,
@@ -83,7 +84,8 @@ async function storedResponse(deps: GatewayDeps, orgId: string, id: string, para
 /**
  * What a request starts from — the stored response it continues or the conversation it names, then its
  * input with references resolved — and the chat request that makes, admitted. `storing`: it will add its
- * turn to its conversation, so an input the org's conversation storage has no room for is refused first
+ * turn to its conversation and (unless `store: false`) keep the response, so an input the org's
+ * conversation storage has no room for, or an org whose stored responses hold their limit, is refused first
  * (counting input_tokens stores nothing).
  */
 async function prepare(
@@ -115,6 +117,10 @@ async function prepare(
     });
   }
   const admitted = deps.compileTime.admit(orgId, () => admitResponse(body, earlier, input, resolved.base));
+  // A background response's run stores over the response already stored queued: never refused here.
+  if (storing && body.store !== false && !c.get("responseKey")) {
+    await refuseOverResponseStorage(deps, c.get("principal").keyId);
+  }
   return { resolved, previous, conversation, earlier, input, admitted };
 }
 

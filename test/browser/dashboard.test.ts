@@ -16,7 +16,8 @@ import {
   DEFAULT_MAX_ORG_CONVERSATION_BYTES,
 } from "../../gateway/conversation-storage-quota.ts";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
-import { setStorageLimits } from "../../gateway/orgs.ts";
+import { getOrg, setStorageLimits } from "../../gateway/orgs.ts";
+import { DEFAULT_MAX_ORG_RESPONSE_BYTES } from "../../gateway/response-storage-quota.ts";
 import type { UsageReport } from "../../meter/usage-report.ts";
 import type { AdapterObject } from "../../schema/adapter-api.ts";
 import { createDashboardFixture, type DashboardFixture } from "../support/dashboard-fixture.ts";
@@ -212,6 +213,12 @@ describe.skipIf(!executablePath)("the dashboard in Chromium", () => {
           bytes: await conversationBytesHeld(f.h.db, "acme"),
           limit: DEFAULT_MAX_ORG_CONVERSATION_BYTES,
           shown: expect.stringMatching(/ B of 10\.0 GiB$/),
+        },
+        {
+          kind: "responses",
+          bytes: (await getOrg(f.h.db, "acme"))!.storage.responses.bytes,
+          limit: DEFAULT_MAX_ORG_RESPONSE_BYTES,
+          shown: expect.stringMatching(/ of 100\.0 GiB$/),
         },
       ]);
       expect(rows[2]!.bytes).toBeGreaterThan(0);

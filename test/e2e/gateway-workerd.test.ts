@@ -47,6 +47,8 @@ import { startWorkerProcess, type WorkerProcess } from "../support/worker-proces
 
 /** This gateway's conversation storage limit per org (LUMINET_MAX_ORG_CONVERSATION_STORAGE). */
 const CONVERSATION_STORAGE = 1_000_000_000;
+/** Its limit for an org's stored responses and chat completions (LUMINET_MAX_ORG_RESPONSE_STORAGE). */
+const RESPONSE_STORAGE = 2_000_000_000;
 
 // Its own base name: the run's database is shared by the e2e files, and a base is registered with its
 // context length (gateway.test.ts registers "tiny" with a longer one).
@@ -161,6 +163,7 @@ describe("the gateway in workerd", () => {
         LUMINET_ADAPTER_SOURCES: `${originUrl}/registered/`,
         LUMINET_SECRETS_KEY: SECRETS_KEY,
         LUMINET_MAX_ORG_CONVERSATION_STORAGE: String(CONVERSATION_STORAGE),
+        LUMINET_MAX_ORG_RESPONSE_STORAGE: String(RESPONSE_STORAGE),
       },
       r2Buckets: ["ADAPTER_BLOBS"],
     });
@@ -352,15 +355,20 @@ describe("the gateway in workerd", () => {
   });
 
   it("keeps a conversation through Neon's driver: a response in it starts from its items and adds its turn, counted in the org's storage", async () => {
+    // The org's conversations, and (the response is stored) its stored responses.
     const storage = async () => {
       const response = await fetch(`${client.baseURL}/storage`, {
         headers: { authorization: `Bearer ${key}` },
       });
       expect(response.status).toBe(200);
-      return StorageObject.parse(await response.json()).conversations;
+      const { conversations, responses } = StorageObject.parse(await response.json());
+      return { conversations, responses };
     };
     const before = await storage();
-    expect(before.limit).toBe(CONVERSATION_STORAGE);
+    expect([before.conversations.limit, before.responses.limit]).toEqual([
+      CONVERSATION_STORAGE,
+      RESPONSE_STORAGE,
+    ]);
     const conversation = await client.conversations.create({
       items: [{ type: "message", role: "user", content: "Remember the edge." }],
     });
@@ -378,9 +386,13 @@ describe("the gateway in workerd", () => {
       "assistant",
     ]);
     expect(items.data[2]).toMatchObject({ id: response.output[0]!.id });
-    expect((await storage()).bytes).toBeGreaterThan(before.bytes);
+    const during = await storage();
+    expect(during.conversations.bytes).toBeGreaterThan(before.conversations.bytes);
+    expect(during.responses.bytes).toBeGreaterThan(before.responses.bytes);
     expect(await client.conversations.delete(conversation.id)).toMatchObject({ deleted: true });
-    expect(await storage()).toEqual(before);
+    expect((await storage()).conversations).toEqual(before.conversations);
+    await client.responses.delete(response.id);
+    expect((await storage()).responses).toEqual(before.responses);
   });
 
   /** A Node gateway on the same database and NATS (its TCP port) runs what batches and background responses wait. */

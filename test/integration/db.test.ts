@@ -38,6 +38,9 @@ import {
   type NewAdapter,
   type NewUsageEvent,
   orgs,
+  responseStorage,
+  storedChatCompletions,
+  storedResponses,
   usageDay,
   usageEvents,
 } from "../../schema/db.ts";
@@ -162,6 +165,62 @@ for (const { name, url } of targets) {
       expect(await conversationBytesHeld(db, "globex")).toBe(expected);
       await db.delete(conversations).where(eq(conversations.id, "conv_before"));
       await db.delete(conversationStorage);
+    });
+
+    it("counts, in migration 0026, what stored responses and chat completions written before it hold, and each write after", async () => {
+      const held = async () =>
+        (
+          await db
+            .select({
+              org: responseStorage.orgId,
+              bytes: sql<number>`sum(${responseStorage.bytes})`.mapWith(Number),
+            })
+            .from(responseStorage)
+            .groupBy(responseStorage.orgId)
+            .orderBy(responseStorage.orgId)
+        ).map(({ org, bytes }) => [org, bytes]);
+      const rowBytes = (table: string) =>
+        sql<number>`octet_length(to_jsonb(${sql.identifier(table)})::text)`.mapWith(Number);
+      const response = {
+        id: "resp_before",
+        object: "response",
+        created_at: 1_700_000_000,
+        status: "completed",
+      };
+      await saveResponse(db, "globex", {
+        response: response as unknown as ResponseObject,
+        items: [{ type: "message", role: "user", content: "Grüße ☃" }],
+        previous: null,
+      });
+      await db.insert(storedChatCompletions).values({
+        id: "chatcmpl-before",
+        orgId: "globex",
+        model: base,
+        completion: { id: "chatcmpl-before", object: "chat.completion", choices: [] },
+        messages: [{ role: "user", content: "𝄞" }],
+      });
+      const [r] = await db.select({ bytes: rowBytes("stored_responses") }).from(storedResponses);
+      const [c] = await db.select({ bytes: rowBytes("stored_chat_completions") }).from(storedChatCompletions);
+      // Written by the triggers...
+      expect(await held()).toEqual([["globex", r!.bytes + c!.bytes]]);
+      // ...and by the backfill, as for rows from before the migration.
+      await db.delete(responseStorage);
+      const backfill = readFileSync("schema/migrations/0026_response_storage.sql", "utf8")
+        .split("--> statement-breakpoint")
+        .filter((statement) => /^\s*(--.*\n\s*)*INSERT INTO\b/.test(statement));
+      expect(backfill).toHaveLength(1);
+      await db.execute(sql.raw(backfill[0]!));
+      expect(await held()).toEqual([["globex", r!.bytes + c!.bytes]]);
+      // An update counts the difference, a delete frees the row's bytes.
+      await db.update(storedResponses).set({
+        response: sql`${storedResponses.response} || '{"error": {"code": "x", "message": "longer"}}'::jsonb`,
+      });
+      const [after] = await db.select({ bytes: rowBytes("stored_responses") }).from(storedResponses);
+      await db.delete(storedChatCompletions);
+      expect(await held()).toEqual([["globex", after!.bytes]]);
+      await db.delete(storedResponses);
+      expect(await held()).toEqual([["globex", 0]]);
+      await db.delete(responseStorage);
     });
 
     it("keeps text holding U+0000 or a lone surrogate in stored responses, conversations and chat completions, as it was sent", async () => {

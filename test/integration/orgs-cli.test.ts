@@ -10,7 +10,7 @@ import { conversationBytesHeld, jsonBytes } from "../../gateway/conversation-sto
 import { createConversation } from "../../gateway/conversation-store.ts";
 import { listOrgs, type OrgSettings } from "../../gateway/orgs.ts";
 import { setMonthlyTokenQuota } from "../../meter/token-quota.ts";
-import { adapters, conversationItems, conversations, files } from "../../schema/db.ts";
+import { adapters, conversationItems, conversations, files, storedChatCompletions } from "../../schema/db.ts";
 import type { InputItem } from "../../schema/responses-api.ts";
 import { luminetInProcess } from "../support/luminet-command.ts";
 import { registerBase } from "../support/meter-fixtures.ts";
@@ -89,10 +89,11 @@ describe("luminet orgs", () => {
     expect(cleared.stdout).toMatch(/globex\s+globex\s+yes\s+1000000\s+none/);
   });
 
-  it("shows what each org holds: its files not yet expired, its live adapters, its conversations", async () => {
+  it("shows what each org holds: its files not yet expired, its live adapters, its conversations, its stored responses", async () => {
     // Closed before the command runs: a PGlite database serves one process at a time.
     const db = await openDb(url);
     let conversationBytes: number;
+    let responseBytes: number;
     try {
       const day = 86_400_000;
       await db.insert(files).values([
@@ -121,6 +122,17 @@ describe("luminet orgs", () => {
         { maxOrgBytes: 2 ** 20, param: "items" },
       );
       conversationBytes = jsonBytes({}) + jsonBytes(item);
+      await db.insert(storedChatCompletions).values({
+        id: "chatcmpl-1",
+        orgId: "acme",
+        model: "tiny",
+        completion: { id: "chatcmpl-1", object: "chat.completion", choices: [] },
+        messages: [{ role: "user", content: "hello" }],
+      });
+      const [row] = await db
+        .select({ bytes: sql<number>`octet_length(to_jsonb(stored_chat_completions)::text)`.mapWith(Number) })
+        .from(storedChatCompletions);
+      responseBytes = row!.bytes;
     } finally {
       await db.close();
     }
@@ -129,12 +141,22 @@ describe("luminet orgs", () => {
     const listed = JSON.parse(json.stdout) as OrgSettings[];
     const held = (bytes: number) => ({ bytes, limit: null });
     expect(listed.map((o) => [o.id, o.storage])).toEqual([
-      ["acme", { files: held(1000), adapters: held(3 * 1024 ** 2), conversations: held(conversationBytes) }],
-      ["globex", { files: held(0), adapters: held(0), conversations: held(0) }],
+      [
+        "acme",
+        {
+          files: held(1000),
+          adapters: held(3 * 1024 ** 2),
+          conversations: held(conversationBytes),
+          responses: held(responseBytes),
+        },
+      ],
+      ["globex", { files: held(0), adapters: held(0), conversations: held(0), responses: held(0) }],
     ]);
     const table = await luminet("list");
-    expect(table.stdout.split("\n")[0]).toMatch(/PIN LIMIT\s+FILES\s+ADAPTERS\s+CONVERSATIONS$/);
-    expect(table.stdout).toMatch(new RegExp(`acme .*\\s1000 B\\s+3\\.0 MiB\\s+${conversationBytes} B\n`));
+    expect(table.stdout.split("\n")[0]).toMatch(/PIN LIMIT\s+FILES\s+ADAPTERS\s+CONVERSATIONS\s+RESPONSES$/);
+    expect(table.stdout).toMatch(
+      new RegExp(`acme .*\\s1000 B\\s+3\\.0 MiB\\s+${conversationBytes} B\\s+${responseBytes} B\n`),
+    );
   });
 
   it("sets an org's own storage limits and sets them back to the gateway's, refusing what is not a size", async () => {
@@ -146,6 +168,8 @@ describe("luminet orgs", () => {
       "2KiB",
       "--conversations",
       "1GiB",
+      "--responses",
+      "5GB",
       "--json",
     );
     expect(set.code, set.stderr).toBe(0);
@@ -153,14 +177,18 @@ describe("luminet orgs", () => {
       files: { bytes: 1000, limit: 2048 },
       adapters: { limit: null },
       conversations: { limit: 1024 ** 3 },
+      responses: { limit: 5 * 10 ** 9 },
     });
     const table = await luminet("list");
-    expect(table.stdout).toMatch(/acme .*\s1000 B of 2\.0 KiB\s+3\.0 MiB\s+\d+ B of 1\.0 GiB\n/);
+    expect(table.stdout).toMatch(
+      /acme .*\s1000 B of 2\.0 KiB\s+3\.0 MiB\s+\d+ B of 1\.0 GiB\s+\d+ B of 4\.7 GiB\n/,
+    );
 
     for (const [flags, message] of [
       [["--files", "lots"], "--files must be a byte count"],
       [["--adapters", "-1"], "--adapters must be a byte count"],
-      [[], "give at least one of --files, --adapters and --conversations"],
+      [["--responses", "many"], "--responses must be a byte count"],
+      [[], "give at least one of --files, --adapters, --conversations and --responses"],
     ] as const) {
       const refused = await luminet("set-storage-limit", "--org", "acme", ...flags);
       expect(refused.code).toBe(1);

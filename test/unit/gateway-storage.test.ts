@@ -1,11 +1,15 @@
 // GET /v1/storage: any key of an org reads what the org keeps (files not yet expired, live adapters,
-// conversations) against its limits, the org's own where the operator set one, else the gateway's; each
+// conversations, stored responses and chat completions) against its limits, the org's own where the operator set one, else the gateway's; each
 // org sees only its own, and naming another org is refused.
+import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_MAX_ORG_ADAPTER_BYTES } from "../../gateway/adapter-storage-quota.ts";
 import { jsonBytes } from "../../gateway/conversation-storage-quota.ts";
 import { setStorageLimits } from "../../gateway/orgs.ts";
+import { saveResponse } from "../../gateway/response-store.ts";
 import { ErrorBody } from "../../schema/api.ts";
+import { storedResponses } from "../../schema/db.ts";
+import type { ResponseObject } from "../../schema/responses-api.ts";
 import { StorageObject } from "../../schema/storage-api.ts";
 import { createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 
@@ -43,6 +47,7 @@ describe("GET /v1/storage", () => {
       files: { bytes: 0, limit: h.deps.limits.maxOrgFileBytes },
       adapters: { bytes: 0, limit: DEFAULT_MAX_ORG_ADAPTER_BYTES },
       conversations: { bytes: 0, limit: h.deps.limits.maxOrgConversationBytes },
+      responses: { bytes: 0, limit: h.deps.limits.maxOrgResponseBytes },
     });
 
     const line = `${JSON.stringify({ custom_id: "a", method: "POST", url: "/v1/chat/completions", body: {} })}\n`;
@@ -54,7 +59,16 @@ describe("GET /v1/storage", () => {
     await post(h.keys.acme, "/v1/conversations", JSON.stringify({ metadata }), "application/json");
     await h.addAdapter({ name: "stored", bytes: 5000 });
     await h.addAdapter({ name: "deleted", bytes: 7000, deletedAt: new Date() });
-    await setStorageLimits(h.db, "acme", { adapters: 1_000_000 });
+    const response = { id: "resp_kept", object: "response", created_at: 1_700_000_000, status: "completed" };
+    await saveResponse(h.db, "acme", {
+      response: response as unknown as ResponseObject,
+      items: [{ type: "message", role: "user", content: "Grüße" }],
+      previous: null,
+    });
+    const [row] = await h.db
+      .select({ bytes: sql<number>`octet_length(to_jsonb(stored_responses)::text)`.mapWith(Number) })
+      .from(storedResponses);
+    await setStorageLimits(h.db, "acme", { adapters: 1_000_000, responses: 2_000_000 });
 
     expect(StorageObject.parse(await (await storageOf(h.keys.acme)).json())).toEqual({
       object: "storage",
@@ -62,14 +76,16 @@ describe("GET /v1/storage", () => {
       files: { bytes: new TextEncoder().encode(line).length, limit: h.deps.limits.maxOrgFileBytes },
       adapters: { bytes: 5000, limit: 1_000_000 },
       conversations: { bytes: jsonBytes(metadata), limit: h.deps.limits.maxOrgConversationBytes },
+      responses: { bytes: row!.bytes, limit: 2_000_000 },
     });
     const other = StorageObject.parse(await (await storageOf(h.keys.other)).json());
-    expect([other.org, other.files.bytes, other.adapters.bytes, other.conversations.bytes]).toEqual([
-      "other",
-      0,
-      0,
-      0,
-    ]);
+    expect([
+      other.org,
+      other.files.bytes,
+      other.adapters.bytes,
+      other.conversations.bytes,
+      other.responses.bytes,
+    ]).toEqual(["other", 0, 0, 0, 0]);
     const refused = await storageOf(h.keys.other, "?org=acme");
     expect(refused.status).toBe(403);
     expect(ErrorBody.parse(await refused.json()).error.type).toBe("permission_error");
