@@ -411,8 +411,9 @@ export const conversationStorage = pgTable(
 );
 
 /**
- * What an org's stored responses and stored chat completions hold: each row as JSON in UTF-8, as Postgres
- * prints it (`octet_length(to_jsonb(row)::text)`), summed in up to 16 rows per org (a row counts in shard
+ * What an org's stored responses and stored chat completions hold: each row's JSON columns as Postgres
+ * stores them (`pg_column_size`, compressed where large: what they cost the database, read without
+ * decompressing them), summed in up to 16 rows per org (a row counts in shard
  * `hashtext(id) & 15`, so one org's writes seldom wait for one another). Kept by triggers on
  * stored_responses and stored_chat_completions (migration 0026): those rows change in many ways (a
  * background run stored over its queued response, a deleted response's conversation written into the

@@ -17,7 +17,7 @@ export const StorageObject = z.object({
   adapters: StorageUse,
   /** Its conversations' items and metadata, as JSON in UTF-8. */
   conversations: StorageUse,
-  /** Its stored responses and stored chat completions, each row as JSON in UTF-8 (as Postgres prints it). */
+  /** Its stored responses and stored chat completions: their JSON as the database stores it (compressed where large). */
   responses: StorageUse,
 });
 export type StorageObject = z.infer<typeof StorageObject>;

@@ -46,6 +46,7 @@ import {
 } from "../../schema/db.ts";
 import type { InputItem, ResponseObject } from "../../schema/responses-api.ts";
 import type { ChatCompletionListQuery, StoredRequest } from "../../schema/stored-chat-api.ts";
+import { storedChatCompletionBytes, storedResponseBytes } from "../support/stored-bytes.ts";
 
 const postgresUrl = inject("postgresUrl");
 const base = "meta/llama-4-maverick";
@@ -179,8 +180,7 @@ for (const { name, url } of targets) {
             .groupBy(responseStorage.orgId)
             .orderBy(responseStorage.orgId)
         ).map(({ org, bytes }) => [org, bytes]);
-      const rowBytes = (table: string) =>
-        sql<number>`octet_length(to_jsonb(${sql.identifier(table)})::text)`.mapWith(Number);
+
       const response = {
         id: "resp_before",
         object: "response",
@@ -199,8 +199,8 @@ for (const { name, url } of targets) {
         completion: { id: "chatcmpl-before", object: "chat.completion", choices: [] },
         messages: [{ role: "user", content: "𝄞" }],
       });
-      const [r] = await db.select({ bytes: rowBytes("stored_responses") }).from(storedResponses);
-      const [c] = await db.select({ bytes: rowBytes("stored_chat_completions") }).from(storedChatCompletions);
+      const [r] = await db.select({ bytes: storedResponseBytes }).from(storedResponses);
+      const [c] = await db.select({ bytes: storedChatCompletionBytes }).from(storedChatCompletions);
       // Written by the triggers...
       expect(await held()).toEqual([["globex", r!.bytes + c!.bytes]]);
       // ...and by the backfill, as for rows from before the migration.
@@ -215,7 +215,7 @@ for (const { name, url } of targets) {
       await db.update(storedResponses).set({
         response: sql`${storedResponses.response} || '{"error": {"code": "x", "message": "longer"}}'::jsonb`,
       });
-      const [after] = await db.select({ bytes: rowBytes("stored_responses") }).from(storedResponses);
+      const [after] = await db.select({ bytes: storedResponseBytes }).from(storedResponses);
       await db.delete(storedChatCompletions);
       expect(await held()).toEqual([["globex", after!.bytes]]);
       await db.delete(storedResponses);

@@ -15,6 +15,7 @@ import type { InputItem } from "../../schema/responses-api.ts";
 import { luminetInProcess } from "../support/luminet-command.ts";
 import { registerBase } from "../support/meter-fixtures.ts";
 import { ownDatabase } from "../support/own-database.ts";
+import { storedChatCompletionBytes } from "../support/stored-bytes.ts";
 
 let url: string;
 let drop: () => Promise<void>;
@@ -129,9 +130,7 @@ describe("luminet orgs", () => {
         completion: { id: "chatcmpl-1", object: "chat.completion", choices: [] },
         messages: [{ role: "user", content: "hello" }],
       });
-      const [row] = await db
-        .select({ bytes: sql<number>`octet_length(to_jsonb(stored_chat_completions)::text)`.mapWith(Number) })
-        .from(storedChatCompletions);
+      const [row] = await db.select({ bytes: storedChatCompletionBytes }).from(storedChatCompletions);
       responseBytes = row!.bytes;
     } finally {
       await db.close();

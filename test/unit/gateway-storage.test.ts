@@ -1,7 +1,6 @@
 // GET /v1/storage: any key of an org reads what the org keeps (files not yet expired, live adapters,
-// conversations, stored responses and chat completions) against its limits, the org's own where the operator set one, else the gateway's; each
-// org sees only its own, and naming another org is refused.
-import { sql } from "drizzle-orm";
+// conversations, stored responses and chat completions) against its limits, the org's own where the
+// operator set one, else the gateway's; each org sees only its own, and naming another org is refused.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_MAX_ORG_ADAPTER_BYTES } from "../../gateway/adapter-storage-quota.ts";
 import { jsonBytes } from "../../gateway/conversation-storage-quota.ts";
@@ -12,6 +11,7 @@ import { storedResponses } from "../../schema/db.ts";
 import type { ResponseObject } from "../../schema/responses-api.ts";
 import { StorageObject } from "../../schema/storage-api.ts";
 import { createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { storedResponseBytes } from "../support/stored-bytes.ts";
 
 let h: GatewayHarness;
 
@@ -65,9 +65,7 @@ describe("GET /v1/storage", () => {
       items: [{ type: "message", role: "user", content: "Grüße" }],
       previous: null,
     });
-    const [row] = await h.db
-      .select({ bytes: sql<number>`octet_length(to_jsonb(stored_responses)::text)`.mapWith(Number) })
-      .from(storedResponses);
+    const [row] = await h.db.select({ bytes: storedResponseBytes }).from(storedResponses);
     await setStorageLimits(h.db, "acme", { adapters: 1_000_000, responses: 2_000_000 });
 
     expect(StorageObject.parse(await (await storageOf(h.keys.acme)).json())).toEqual({

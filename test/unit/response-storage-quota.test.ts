@@ -1,5 +1,5 @@
 // An org's stored responses and stored chat completions together may hold at most the gateway's
-// maxOrgResponseBytes (each row as JSON, as Postgres prints it). What the org's shards count equals, after
+// maxOrgResponseBytes (their JSON as the database stores it). What the org's shards count equals, after
 // every kind of write (a response stored, one continuing it, a background response queued and moved on, a
 // response deleted with its successor rewritten, a chat completion stored, its metadata replaced, deleted,
 // the retention sweeps), what the rows hold when recounted; once the org holds its limit a request that
@@ -17,6 +17,7 @@ import { responseStorage, storedChatCompletions, storedResponses } from "../../s
 import type { FakeWorker } from "../support/fake-worker.ts";
 import { BASE, type GatewayHarness } from "../support/gateway-harness.ts";
 import { type ServedGateway, serveGateway } from "../support/served-gateway.ts";
+import { storedChatCompletionBytes, storedResponseBytes } from "../support/stored-bytes.ts";
 
 let h: GatewayHarness;
 let worker: FakeWorker;
@@ -38,16 +39,14 @@ async function held(org = "acme"): Promise<number> {
   return row!.bytes;
 }
 
-/** What the org's stored rows hold, recounted from the rows themselves (a whole row by its table's name). */
+/** What the org's stored rows hold, recounted from the rows themselves. */
 async function recount(org = "acme"): Promise<number> {
-  const rowBytes = (table: string) =>
-    sql<number>`coalesce(sum(octet_length(to_jsonb(${sql.identifier(table)})::text)), 0)`.mapWith(Number);
   const [responses] = await h.db
-    .select({ bytes: rowBytes("stored_responses") })
+    .select({ bytes: sql<number>`coalesce(sum(${storedResponseBytes}), 0)`.mapWith(Number) })
     .from(storedResponses)
     .where(eq(storedResponses.orgId, org));
   const [completions] = await h.db
-    .select({ bytes: rowBytes("stored_chat_completions") })
+    .select({ bytes: sql<number>`coalesce(sum(${storedChatCompletionBytes}), 0)`.mapWith(Number) })
     .from(storedChatCompletions)
     .where(eq(storedChatCompletions.orgId, org));
   return responses!.bytes + completions!.bytes;
