@@ -2,6 +2,7 @@
 // quota set`), the priority tier, which `set-priority` grants or withdraws (gateways apply it within
 // 30 s), its pin limit, the most adapters it may have pinned on each base (`set-pin-limit`), and its storage
 // limits (`set-storage-limit`); and what each holds in files, adapters, conversations and stored responses.
+import { SingleBar } from "cli-progress";
 import type { Command } from "commander";
 import { humanBytes } from "../../core/human-bytes.ts";
 import { recountConversationStorage } from "../../gateway/conversation-recount.ts";
@@ -123,12 +124,25 @@ export function registerOrgs(program: Command): void {
     .action((flags: { org?: string; json?: boolean }) =>
       withDb("orgs", async (db) => {
         const ids = flags.org ? [flags.org] : (await listOrgs(db)).map((org) => org.id);
+        // Every org's count can take a while: a bar of the orgs counted on stderr, when it is a terminal.
+        const bar =
+          ids.length > 1 && process.stderr.isTTY
+            ? new SingleBar({
+                format: "orgs [{bar}] {value}/{total} {org}",
+                stream: process.stderr,
+                hideCursor: true,
+              })
+            : null;
+        bar?.start(ids.length, 0, { org: "" });
         const counted: OrgSettings[] = [];
         for (const id of ids) {
+          bar?.update({ org: id });
           // An org that does not exist has no conversations: the recount changes nothing for it.
           await recountConversationStorage(db, id);
           counted.push(existing(await getOrg(db, id), id));
+          bar?.increment();
         }
+        bar?.stop();
         print(flags.json, counted);
       }),
     );
