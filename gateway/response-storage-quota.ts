@@ -1,5 +1,6 @@
-// How many bytes one org's stored responses and stored chat completions may hold together: at most its
-// limit (its own, else the gateway's maxOrgResponseBytes; org-storage-limit.ts). They are kept until the
+// How many bytes one org's stored responses (with their streams' event logs) and stored chat completions
+// may hold together, as the database stores them (compressed where large): at most its limit (its own,
+// else the gateway's maxOrgResponseBytes; org-storage-limit.ts). They are kept until the
 // retention sweeps them, and with --response-retention-days 0 until deleted, so without a limit an org
 // could fill the database. Triggers count every write into the org's shards (schema/db.ts
 // response_storage); a request that would store (a Responses API request unless `store: false`, a chat
@@ -34,7 +35,8 @@ export async function refuseOverResponseStorage(deps: ResponseStorageDeps, keyId
     "invalid_request_error",
     `You have exceeded your response storage quota: your organization's stored responses and chat ` +
       `completions hold ${fresh.responseBytes} bytes, and together they may hold ${limit}. Delete ones you ` +
-      "no longer need (DELETE /v1/responses/{id}, DELETE /v1/chat/completions/{id}), or send `store: false`.",
+      "no longer need (DELETE /v1/chat/completions/{id}, DELETE /v1/responses/{id}: deleting a response " +
+      "that later ones continue copies its conversation into them), or send `store: false`.",
     "response_storage_limit_exceeded",
     "store",
   );

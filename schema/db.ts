@@ -290,6 +290,11 @@ export const storedResponses = pgTable(
     previousId: text("previous_id"),
     /** The ids of the responses before it in its chain, oldest first: the rows that rebuild its conversation. */
     ancestors: text("ancestors").array().notNull().default(sql`'{}'::text[]`),
+    /**
+     * What its stream's event log holds (response_events, as stored): kept by a trigger on that table, so
+     * the log counts in its org's response storage with the response (migration 0026).
+     */
+    eventBytes: bigint("event_bytes", { mode: "number" }).notNull().default(0),
     createdAt: createdAt(),
   },
   // For the retention sweep (gateway/stored-retention.ts) and a response's successors; lookups go by id.
@@ -411,14 +416,14 @@ export const conversationStorage = pgTable(
 );
 
 /**
- * What an org's stored responses and stored chat completions hold: each row's JSON columns as Postgres
- * stores them (`pg_column_size`, compressed where large: what they cost the database, read without
- * decompressing them), summed in up to 16 rows per org (a row counts in shard
- * `hashtext(id) & 15`, so one org's writes seldom wait for one another). Kept by triggers on
- * stored_responses and stored_chat_completions (migration 0026): those rows change in many ways (a
- * background run stored over its queued response, a deleted response's conversation written into the
- * ones that continue it, metadata, retention sweeps), and every one of them is counted, by any gateway
- * version. Read against --max-org-response-storage (gateway/response-storage-quota.ts).
+ * What an org's stored responses (with their event logs, event_bytes) and stored chat completions hold:
+ * each row's JSON columns as Postgres stores them (`pg_column_size`, compressed where large: what they
+ * cost the database, read without decompressing them), summed in up to 16 rows per org (a row counts in
+ * shard `hashtext(id) & 15`, so one org's writes seldom wait for one another). Kept by triggers on
+ * stored_responses and stored_chat_completions (migration 0026), deferred to the commit: those rows change
+ * in many ways (a background run stored over its queued response, a deleted response's conversation
+ * written into the ones that continue it, metadata, retention sweeps), and every one of them is counted,
+ * by any gateway version. Read against --max-org-response-storage (gateway/response-storage-quota.ts).
  */
 export const responseStorage = pgTable(
   "response_storage",

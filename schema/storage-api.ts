@@ -17,7 +17,10 @@ export const StorageObject = z.object({
   adapters: StorageUse,
   /** Its conversations' items and metadata, as JSON in UTF-8. */
   conversations: StorageUse,
-  /** Its stored responses and stored chat completions: their JSON as the database stores it (compressed where large). */
+  /**
+   * Its stored responses (with their streams' event logs) and stored chat completions: their JSON as the
+   * database stores it (compressed where large).
+   */
   responses: StorageUse,
 });
 export type StorageObject = z.infer<typeof StorageObject>;

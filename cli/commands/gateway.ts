@@ -210,7 +210,7 @@ export function registerGateway(program: Command): void {
     )
     .option(
       "--max-org-response-storage <n>",
-      "most bytes one org's stored responses and chat completions may hold together (each as JSON); once it holds that, requests that would store get 400 (LUMINET_MAX_ORG_RESPONSE_STORAGE)",
+      "most bytes one org's stored responses and chat completions may hold together, as the database stores them (compressed where large, so more JSON than that fits); once it holds that, requests that would store get 400 (LUMINET_MAX_ORG_RESPONSE_STORAGE)",
       process.env.LUMINET_MAX_ORG_RESPONSE_STORAGE ?? "100GiB",
     )
     .option(

@@ -14,7 +14,7 @@ const LABELS: Record<StorageKind, string> = {
   files: "Files",
   adapters: "Adapters",
   conversations: "Conversations",
-  responses: "Stored responses",
+  responses: "Stored responses and completions",
 };
 
 export function StorageCard({ storage }: { storage: readonly StorageHeld[] }) {

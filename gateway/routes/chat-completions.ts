@@ -82,8 +82,9 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
     const body = await readBody(c, ChatCompletionRequest);
     const resolved = await resolveModel(deps, c.get("principal"), body.model);
     refuseUnansweredToolMessages(body.messages);
-    const admitted = deps.compileTime.admit(c.get("principal").orgId, () => admitChat(body, resolved.base));
+    // Before the compile below spends the org's compile time.
     if (body.store === true) await refuseOverResponseStorage(deps, c.get("principal").keyId);
+    const admitted = deps.compileTime.admit(c.get("principal").orgId, () => admitChat(body, resolved.base));
     const startedAt = new Date(deps.now());
     const head = {
       id: `chatcmpl-${c.get("requestId")}`,

@@ -116,11 +116,12 @@ async function prepare(
       param: "input",
     });
   }
-  const admitted = deps.compileTime.admit(orgId, () => admitResponse(body, earlier, input, resolved.base));
-  // A background response's run stores over the response already stored queued: never refused here.
+  // Before the compile below spends the org's compile time. A background response's run stores over the
+  // response already stored queued: never refused here.
   if (storing && body.store !== false && !c.get("responseKey")) {
     await refuseOverResponseStorage(deps, c.get("principal").keyId);
   }
+  const admitted = deps.compileTime.admit(orgId, () => admitResponse(body, earlier, input, resolved.base));
   return { resolved, previous, conversation, earlier, input, admitted };
 }
 

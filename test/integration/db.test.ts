@@ -1,6 +1,7 @@
 // The database foundation on PGlite (always) and on the machine's real Postgres (when DATABASE_URL is
 // set): migrations, the tables' constraints, idempotent usage inserts and the rollup queries they serve.
 import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -38,6 +39,7 @@ import {
   type NewAdapter,
   type NewUsageEvent,
   orgs,
+  responseEvents,
   responseStorage,
   storedChatCompletions,
   storedResponses,
@@ -168,7 +170,7 @@ for (const { name, url } of targets) {
       await db.delete(conversationStorage);
     });
 
-    it("counts, in migration 0026, what stored responses and chat completions written before it hold, and each write after", async () => {
+    it("counts, in migration 0026, what stored responses, their event logs and chat completions written before it hold, and each write after", async () => {
       const held = async () =>
         (
           await db
@@ -199,17 +201,31 @@ for (const { name, url } of targets) {
         completion: { id: "chatcmpl-before", object: "chat.completion", choices: [] },
         messages: [{ role: "user", content: "𝄞" }],
       });
+      // An event log, one event out of line (random, so it stays large once compressed).
+      await db.insert(responseEvents).values([
+        { responseId: "resp_before", sequenceNumber: 0, event: { type: "response.created" } },
+        {
+          responseId: "resp_before",
+          sequenceNumber: 1,
+          event: { type: "response.completed", text: randomBytes(30_000).toString("base64") },
+        },
+      ]);
       const [r] = await db.select({ bytes: storedResponseBytes }).from(storedResponses);
+      expect(r!.bytes).toBeGreaterThan(30_000);
       const [c] = await db.select({ bytes: storedChatCompletionBytes }).from(storedChatCompletions);
       // Written by the triggers...
       expect(await held()).toEqual([["globex", r!.bytes + c!.bytes]]);
       // ...and by the backfill, as for rows from before the migration.
-      await db.delete(responseStorage);
+      await db.update(storedResponses).set({ eventBytes: 0 });
       const backfill = readFileSync("schema/migrations/0026_response_storage.sql", "utf8")
         .split("--> statement-breakpoint")
-        .filter((statement) => /^\s*(--.*\n\s*)*INSERT INTO\b/.test(statement));
-      expect(backfill).toHaveLength(1);
-      await db.execute(sql.raw(backfill[0]!));
+        .filter((statement) => /^\s*(--.*\n\s*)*(UPDATE|INSERT INTO)\b/.test(statement));
+      expect(backfill).toHaveLength(2);
+      const [eventLogs, rows] = backfill as [string, string];
+      await db.execute(sql.raw(eventLogs));
+      // In the migration the triggers are created after that statement: drop what they counted of it.
+      await db.delete(responseStorage);
+      await db.execute(sql.raw(rows));
       expect(await held()).toEqual([["globex", r!.bytes + c!.bytes]]);
       // An update counts the difference, a delete frees the row's bytes.
       await db.update(storedResponses).set({

@@ -6,14 +6,23 @@
 // would store is refused with 400 response_storage_limit_exceeded before it runs, while one with
 // `store: false` and another org go on; a delete makes room at once; and an org's own limit replaces the
 // gateway's.
+import { randomBytes } from "node:crypto";
 import { eq, sql } from "drizzle-orm";
 import type OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BatchRunner } from "../../gateway/batch-runner.ts";
 import { sweepChatCompletions } from "../../gateway/chat-completion-store.ts";
 import { setStorageLimits } from "../../gateway/orgs.ts";
-import { markBackground, sweepResponses } from "../../gateway/response-store.ts";
+import { markBackground, saveResponse, sweepResponses } from "../../gateway/response-store.ts";
 import type { ErrorBody } from "../../schema/api.ts";
-import { responseStorage, storedChatCompletions, storedResponses } from "../../schema/db.ts";
+import {
+  batchRequests,
+  responseEvents,
+  responseStorage,
+  storedChatCompletions,
+  storedResponses,
+} from "../../schema/db.ts";
+import type { ResponseObject } from "../../schema/responses-api.ts";
 import type { FakeWorker } from "../support/fake-worker.ts";
 import { BASE, type GatewayHarness } from "../support/gateway-harness.ts";
 import { type ServedGateway, serveGateway } from "../support/served-gateway.ts";
@@ -102,6 +111,26 @@ describe("an org's stored responses", () => {
     // Deleting the first writes the whole conversation into the second.
     await client.responses.delete(first.id);
     await expectCounted();
+    // Large rows, stored out of line: compressible, and random (as compressed as it gets).
+    const random = randomBytes(60_000).toString("base64");
+    for (const [id, text] of [
+      ["resp_compressible", "the same words again ".repeat(10_000)],
+      ["resp_random", random],
+    ] as const) {
+      const response = {
+        id,
+        object: "response",
+        created_at: Math.floor(Date.now() / 1000),
+        status: "completed",
+      };
+      await saveResponse(h.db, "acme", {
+        response: response as unknown as ResponseObject,
+        items: [{ type: "message", role: "user", content: text }],
+        previous: null,
+      });
+      await expectCounted();
+    }
+    expect(await held()).toBeGreaterThan(random.length);
 
     const completion = await client.chat.completions.create({
       model: BASE,
@@ -130,6 +159,55 @@ describe("an org's stored responses", () => {
     expect(await held()).toBe(0);
   });
 
+  it("counts a streamed background response's event log, and runs a queued response though its org is full", async () => {
+    const stream = await client.responses.create({
+      model: BASE,
+      input: "stream it later",
+      max_output_tokens: 4,
+      background: true,
+      stream: true,
+    });
+    const followed = (async () => {
+      const seen = { id: "", types: [] as string[] };
+      for await (const event of stream) {
+        seen.types.push(event.type);
+        if (event.type === "response.created") seen.id = event.response.id;
+      }
+      return seen;
+    })();
+    await expectCounted();
+    // The org holds its limit once this response is queued: its run is not refused for it.
+    const full = h.appWith({ limits: { maxOrgResponseBytes: await held() } });
+    const runner = new BatchRunner({
+      app: full,
+      db: h.db,
+      log: h.deps.log,
+      metrics: null,
+      concurrency: 1,
+      leaseMs: 60_000,
+      newId: h.deps.newRequestId,
+      runnerId: "runner-storage",
+      now: Date.now,
+    });
+    await runner.drain();
+    const { id, types } = await followed;
+    expect(types.at(-1)).toBe("response.incomplete");
+    const [logged] = await h.db
+      .select({
+        events: sql<number>`count(*)`.mapWith(Number),
+        bytes: sql<number>`sum(pg_column_size(${responseEvents.event}))`.mapWith(Number),
+      })
+      .from(responseEvents)
+      .where(eq(responseEvents.responseId, id));
+    const [row] = await h.db
+      .select({ eventBytes: storedResponses.eventBytes })
+      .from(storedResponses)
+      .where(eq(storedResponses.id, id));
+    expect(logged!.events).toBe(types.length);
+    expect(row!.eventBytes).toBe(logged!.bytes);
+    await expectCounted();
+  });
+
   it("refuses what would store once the org holds its limit, before running it; store: false and other orgs go on", async () => {
     const stored = await client.chat.completions.create(chat(true));
     const full = await held();
@@ -138,7 +216,11 @@ describe("an org's stored responses", () => {
     const rows = async () =>
       (await h.db.select().from(storedResponses)).length +
       (await h.db.select().from(storedChatCompletions)).length;
-    const before = { rows: await rows(), pulled: worker.received.length };
+    const before = {
+      rows: await rows(),
+      queued: (await h.db.select().from(batchRequests)).length,
+      pulled: worker.received.length,
+    };
 
     const refusals = [
       await post("/v1/chat/completions", chat(true)),
@@ -155,6 +237,7 @@ describe("an org's stored responses", () => {
       expect(refused.body.error.message).toContain(`hold ${full} bytes`);
     }
     expect(await rows()).toBe(before.rows);
+    expect((await h.db.select().from(batchRequests)).length).toBe(before.queued);
     expect(worker.received.length).toBe(before.pulled);
 
     // Nothing stored: these go on.
