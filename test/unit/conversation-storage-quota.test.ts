@@ -10,10 +10,10 @@ import type OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { conversationBytesHeld, jsonBytes } from "../../gateway/conversation-storage-quota.ts";
 import { setStorageLimits } from "../../gateway/orgs.ts";
-import type { ErrorBody } from "../../schema/api.ts";
 import { conversationItems, conversations } from "../../schema/db.ts";
 import type { FakeWorker } from "../support/fake-worker.ts";
 import { BASE, type GatewayHarness } from "../support/gateway-harness.ts";
+import { jsonCaller } from "../support/json-caller.ts";
 import { type ServedGateway, serveGateway } from "../support/served-gateway.ts";
 
 let h: GatewayHarness;
@@ -52,15 +52,7 @@ async function expectCounted(org = "acme"): Promise<void> {
 
 /** POSTs JSON as acme (or `key`) to an app whose orgs' conversations may hold `maxOrgConversationBytes`. */
 function poster(maxOrgConversationBytes: number, key = h.keys.acme) {
-  const app = h.appWith({ limits: { maxOrgConversationBytes } });
-  return async (path: string, body: unknown) => {
-    const response = await app.request(path, {
-      method: "POST",
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    return { status: response.status, body: (await response.json()) as ErrorBody & { id: string } };
-  };
+  return jsonCaller(h.appWith({ limits: { maxOrgConversationBytes } }), key);
 }
 
 const userItem = (text: string) => ({ type: "message", role: "user", content: text });

@@ -14,7 +14,6 @@ import { BatchRunner } from "../../gateway/batch-runner.ts";
 import { sweepChatCompletions } from "../../gateway/chat-completion-store.ts";
 import { setStorageLimits } from "../../gateway/orgs.ts";
 import { markBackground, saveResponse, sweepResponses } from "../../gateway/response-store.ts";
-import type { ErrorBody } from "../../schema/api.ts";
 import {
   batchRequests,
   responseEvents,
@@ -25,6 +24,7 @@ import {
 import type { ResponseObject } from "../../schema/responses-api.ts";
 import type { FakeWorker } from "../support/fake-worker.ts";
 import { BASE, type GatewayHarness } from "../support/gateway-harness.ts";
+import { jsonCaller } from "../support/json-caller.ts";
 import { type ServedGateway, serveGateway } from "../support/served-gateway.ts";
 import { storedChatCompletionBytes, storedResponseBytes } from "../support/stored-bytes.ts";
 
@@ -67,15 +67,7 @@ async function expectCounted(org = "acme"): Promise<void> {
 
 /** POSTs JSON as acme (or `key`) to an app whose orgs' stored responses may hold `maxOrgResponseBytes`. */
 function poster(maxOrgResponseBytes: number, key = h.keys.acme) {
-  const app = h.appWith({ limits: { maxOrgResponseBytes } });
-  return async (path: string, body: unknown, method = "POST") => {
-    const response = await app.request(path, {
-      method,
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-      ...(method === "POST" ? { body: JSON.stringify(body) } : {}),
-    });
-    return { status: response.status, body: (await response.json()) as ErrorBody & { id: string } };
-  };
+  return jsonCaller(h.appWith({ limits: { maxOrgResponseBytes } }), key);
 }
 
 const chat = (store: boolean) => ({
