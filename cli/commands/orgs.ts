@@ -16,6 +16,7 @@ import {
   setPriorityTier,
   setStorageLimits,
 } from "../../gateway/orgs.ts";
+import { recountResponseStorage } from "../../gateway/response-recount.ts";
 import { bytes } from "../flags.ts";
 import { CliError } from "../run-command.ts";
 import { table } from "../table.ts";
@@ -117,7 +118,7 @@ export function registerOrgs(program: Command): void {
   orgs
     .command("recount-storage")
     .description(
-      "count an org's conversations again from their rows (after a rolling upgrade across migration 0024, or to check the counts); writes to its conversations wait while it runs",
+      "count what an org's conversations, stored responses and chat completions hold again from their rows (after a rolling upgrade across migration 0024, a restore that bypassed triggers, or to check the counts); writes to them wait while it runs",
     )
     .option("--org <org>", "one organization; default every org")
     .option("--json", "the orgs afterwards, as one JSON array")
@@ -137,8 +138,9 @@ export function registerOrgs(program: Command): void {
         const counted: OrgSettings[] = [];
         for (const id of ids) {
           bar?.update({ org: id });
-          // An org that does not exist has no conversations: the recount changes nothing for it.
+          // An org that does not exist has nothing stored: the recount changes nothing for it.
           await recountConversationStorage(db, id);
+          await recountResponseStorage(db, id);
           counted.push(existing(await getOrg(db, id), id));
           bar?.increment();
         }

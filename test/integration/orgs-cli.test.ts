@@ -9,13 +9,22 @@ import { ensureOrg } from "../../gateway/api-keys.ts";
 import { conversationBytesHeld, jsonBytes } from "../../gateway/conversation-storage-quota.ts";
 import { createConversation } from "../../gateway/conversation-store.ts";
 import { listOrgs, type OrgSettings } from "../../gateway/orgs.ts";
+import { saveResponse } from "../../gateway/response-store.ts";
 import { setMonthlyTokenQuota } from "../../meter/token-quota.ts";
-import { adapters, conversationItems, conversations, files, storedChatCompletions } from "../../schema/db.ts";
-import type { InputItem } from "../../schema/responses-api.ts";
+import {
+  adapters,
+  conversationItems,
+  conversations,
+  files,
+  responseStorage,
+  storedChatCompletions,
+  storedResponses,
+} from "../../schema/db.ts";
+import type { InputItem, ResponseObject } from "../../schema/responses-api.ts";
 import { luminetInProcess } from "../support/luminet-command.ts";
 import { registerBase } from "../support/meter-fixtures.ts";
 import { ownDatabase } from "../support/own-database.ts";
-import { storedChatCompletionBytes } from "../support/stored-bytes.ts";
+import { storedChatCompletionBytes, storedResponseBytes } from "../support/stored-bytes.ts";
 
 let url: string;
 let drop: () => Promise<void>;
@@ -201,6 +210,60 @@ describe("luminet orgs", () => {
       files: { limit: null },
       conversations: { limit: 1024 ** 3 },
     });
+  });
+
+  it("recounts an org's stored responses and chat completions after their counts went wrong", async () => {
+    const db = await openDb(url);
+    const heldBy = async (org: string) =>
+      (await listOrgs(db)).find((o) => o.id === org)!.storage.responses.bytes;
+    let acmeBefore: number;
+    try {
+      const response = { id: "resp_g", object: "response", created_at: 1_700_000_000, status: "completed" };
+      await saveResponse(db, "globex", {
+        response: response as unknown as ResponseObject,
+        items: [{ type: "message", role: "user", content: "kept" }],
+        previous: null,
+      });
+      await db.insert(storedChatCompletions).values({
+        id: "chatcmpl-g",
+        orgId: "globex",
+        model: "tiny",
+        completion: { id: "chatcmpl-g", object: "chat.completion", choices: [] },
+        messages: [{ role: "user", content: "hello" }],
+      });
+      acmeBefore = await heldBy("acme");
+      // What a restore without triggers, or a TRUNCATE, leaves: counts that say too little or too much.
+      await db.delete(responseStorage).where(eq(responseStorage.orgId, "globex"));
+      await db.insert(responseStorage).values({ orgId: "globex", shard: 3, bytes: 123_456 });
+      expect(await heldBy("globex")).toBe(123_456);
+    } finally {
+      await db.close();
+    }
+    const recounted = await luminet("recount-storage", "--org", "globex", "--json");
+    expect(recounted.code, recounted.stderr).toBe(0);
+    const check = await openDb(url);
+    try {
+      const [r] = await check
+        .select({ bytes: storedResponseBytes })
+        .from(storedResponses)
+        .where(eq(storedResponses.id, "resp_g"));
+      const [c] = await check
+        .select({ bytes: storedChatCompletionBytes })
+        .from(storedChatCompletions)
+        .where(eq(storedChatCompletions.id, "chatcmpl-g"));
+      const total = r!.bytes + c!.bytes;
+      expect((JSON.parse(recounted.stdout) as OrgSettings[])[0]!.storage.responses.bytes).toBe(total);
+      expect((await listOrgs(check)).map((o) => [o.id, o.storage.responses.bytes])).toEqual([
+        ["acme", acmeBefore],
+        ["globex", total],
+      ]);
+      // Writes after the recount count on top of it.
+      await check.delete(storedChatCompletions).where(eq(storedChatCompletions.id, "chatcmpl-g"));
+      expect((await listOrgs(check)).find((o) => o.id === "globex")!.storage.responses.bytes).toBe(r!.bytes);
+      await check.delete(storedResponses).where(eq(storedResponses.id, "resp_g"));
+    } finally {
+      await check.close();
+    }
   });
 
   it("recounts an org's conversations after writes a gateway from before migration 0024 made", async () => {
