@@ -53,6 +53,7 @@ button.danger { color:var(--danger); border-color:#fecdca; }
 input[type=number] { width:64px; font:inherit; padding:3px 6px; border:1px solid var(--line); border-radius:6px; }
 input[type=password] { font:inherit; width:100%; padding:8px 10px; border:1px solid var(--line); border-radius:6px; }
 form.inline { display:inline-flex; gap:6px; align-items:center; margin:0; }
+.entry-actions { margin:-8px 0 16px; }
 .login { max-width:420px; margin:12vh auto; }
 table.turns th { width:120px; }
 pre.turn { margin:0; white-space:pre-wrap; word-break:break-word; font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,monospace; }

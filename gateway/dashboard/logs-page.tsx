@@ -1,6 +1,7 @@
 // The dashboard's logs: the org's stored chat completions (created with `store: true`) and stored Responses
 // API responses, newest first, one row each — model, what the user last said, the answer's start, tokens,
-// metadata — and a page per entry with every turn it answered and its answer. Read by log-entries.ts.
+// metadata — and a page per entry with every turn it answered and its answer, and a button that deletes it.
+// Read by log-entries.ts.
 
 import { formatAgo, formatCount } from "./format.ts";
 import type { LogDetail, LogEntry, LogKind, LogPage, LogTurn } from "./log-entries.ts";
@@ -141,6 +142,13 @@ export function LogDetailPage(props: { kind: LogKind; detail: LogDetail; now: nu
           : ` · ${formatCount(entry.inputTokens)} input tokens, ${formatCount(entry.outputTokens ?? 0)} output`}{" "}
         · <Metadata metadata={entry.metadata} /> · <a href={`/dashboard/logs?kind=${props.kind}`}>all logs</a>
       </p>
+      <div class="entry-actions">
+        <form class="inline" method="post" action={`${entryHref(props.kind, entry.id)}/delete`}>
+          <button type="submit" class="danger" data-action="delete">
+            Delete
+          </button>
+        </form>
+      </div>
       <Turns turns={turns} label="Input" />
       <Turns turns={answer} label="Output" />
     </>

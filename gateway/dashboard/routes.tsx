@@ -22,11 +22,13 @@ import { deleteAdapter, listAdapters, setPinned, setTrafficWeight } from "../ada
 import { ADMIN_SCOPE, keyLabel, listApiKeys } from "../api-keys.ts";
 import { authenticate, type Principal } from "../auth.ts";
 import { cancelBatch, listBatches } from "../batches.ts";
+import { dropChatCompletion } from "../chat-completion-store.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
 import { ApiError, invalidBody, toApiError } from "../errors.ts";
 import { loadFile } from "../files.ts";
 import { orgStorage } from "../org-storage.ts";
+import { dropResponse } from "../response-store.ts";
 import { createWebhook, deleteWebhook, listWebhooks, recentDeliveries } from "../webhooks.ts";
 import { AdaptersPage } from "./adapters-page.tsx";
 import { BatchesPage } from "./batches-page.tsx";
@@ -270,6 +272,24 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
         <LogDetailPage kind={kind} detail={detail} now={deps.now()} />
       </Layout>,
     );
+  });
+
+  // Deletes a stored entry, as DELETE /v1/chat/completions/{id} and DELETE /v1/responses/{id} do (any key
+  // of the org): what an org holding its response storage limit does to store again.
+  routes.post("/logs/:kind{chat|responses}/:id/delete", async (c) => {
+    const { orgId } = c.get("principal");
+    const kind = c.req.param("kind") as LogKind;
+    const id = c.req.param("id");
+    const deleted =
+      kind === "chat" ? await dropChatCompletion(deps.db, orgId, id) : await dropResponse(deps.db, orgId, id);
+    await flash(
+      c,
+      deleted ? "notice" : "error",
+      deleted
+        ? `Deleted ${id}.`
+        : `No stored ${kind === "chat" ? "chat completion" : "response"} ${id} in this org.`,
+    );
+    return c.redirect(`/dashboard/logs?kind=${kind}`, 303);
   });
 
   /** The webhooks page's data: admin keys only, as the webhook API. */

@@ -1,8 +1,8 @@
 // The dashboard in headless Chromium (playwright-core driving the system's chromium, which .ci/run
 // installs): sign in through the form, the charts render as SVG with one bar per day and per adapter, the
 // numbers on the page equal GET /v1/usage, the fleet shows the worker, pinning from the adapters page
-// shows up in the adapter API, the org's storage is shown against its limits, and a batch is shown and
-// cancelled from the batches page. Screenshots of each page go to test-artifacts/ (git-ignored) for a person
+// shows up in the adapter API, the org's storage is shown against its limits, a stored chat completion is
+// listed, opened and deleted from the logs page, and a batch is shown and cancelled from the batches page. Screenshots of each page go to test-artifacts/ (git-ignored) for a person
 // to look at.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -289,7 +289,7 @@ describe.skipIf(!executablePath)("the dashboard in Chromium", () => {
     await signOut(page);
   });
 
-  it("lists a stored chat completion on the logs page and opens it whole", async () => {
+  it("lists a stored chat completion on the logs page, opens it whole and deletes it", async () => {
     const res = await fetch(`${served.url}/v1/chat/completions`, {
       method: "POST",
       headers: { authorization: `Bearer ${f.h.keys.acme}`, "content-type": "application/json" },
@@ -321,6 +321,19 @@ describe.skipIf(!executablePath)("the dashboard in Chromium", () => {
       completion.choices[0].message.content,
     );
     await page.screenshot({ path: join(artifacts, "dashboard-log.png"), fullPage: true });
+    // Deleting it frees what it held, as DELETE /v1/chat/completions/{id} does.
+    const held = (await getOrg(f.h.db, "acme"))!.storage.responses.bytes;
+    await Promise.all([
+      page.waitForURL(`${served.url}/dashboard/logs?kind=chat`),
+      page.click("button[data-action=delete]"),
+    ]);
+    expect(await page.locator(".notice").textContent()).toContain(`Deleted ${completion.id}.`);
+    expect(await page.locator(`tr[data-log='${completion.id}']`).count()).toBe(0);
+    const gone = await fetch(`${served.url}/v1/chat/completions/${completion.id}`, {
+      headers: { authorization: `Bearer ${f.h.keys.acme}` },
+    });
+    expect(gone.status).toBe(404);
+    expect((await getOrg(f.h.db, "acme"))!.storage.responses.bytes).toBeLessThan(held);
     await signOut(page);
   });
 
