@@ -17,8 +17,8 @@ export interface OrgSettings {
   pin_limit: number | null;
   /**
    * What it holds (bytes): its files not yet expired, its live adapters' blobs, its conversations, its
-   * stored responses and chat completions; each
-   * with the org's own limit, null where the gateway's --max-org-*-storage applies.
+   * stored responses and chat completions; each with the org's own limit, null where the gateway's
+   * --max-org-*-storage applies.
    */
   storage: Record<StorageKind, StorageUse>;
   /** Unix seconds. */

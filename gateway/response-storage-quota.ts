@@ -1,14 +1,14 @@
 // How many bytes one org's stored responses (with their streams' event logs) and stored chat completions
 // may hold together, as the database stores them (compressed where large): at most its limit (its own,
-// else the gateway's maxOrgResponseBytes; org-storage-limit.ts). They are kept until the
-// retention sweeps them, and with --response-retention-days 0 until deleted, so without a limit an org
-// could fill the database. Triggers count every write into the org's shards (schema/db.ts
-// response_storage); a request that would store (a Responses API request unless `store: false`, a chat
-// completion with `store: true`) is refused before it runs once its org holds its limit. What a response
-// will hold is known only once it has run, so responses running at once can together pass the limit by
-// their own sizes, and the count read is the one cached with the caller's limits (caller-limits.ts, at
-// most 30 s old): a busy org may pass its limit by what it stores in that time. A refusal reads the
-// count afresh, so deleting makes room at once.
+// else the gateway's maxOrgResponseBytes; org-storage-limit.ts). They are kept until the retention sweeps
+// them, and with --response-retention-days 0 until deleted, so without a limit an org could fill the
+// database. Triggers count every write into the org's shards (schema/db.ts response_storage); a request
+// that would store (a Responses API request unless `store: false`, a chat completion with `store: true`)
+// is refused before it runs once its org holds its limit. What a response will hold is known only once
+// it has run, so responses running at once can together pass the limit by their own sizes, and the count
+// read is the one cached with the caller's limits (caller-limits.ts, at most 30 s old): a busy org may
+// pass its limit by what it stores in that time. A refusal reads the count afresh, so deleting makes room
+// at once.
 import type { Db } from "../db/open.ts";
 import type { CallerLimits, CallerLimitsCache } from "./caller-limits.ts";
 import { ApiError } from "./errors.ts";
