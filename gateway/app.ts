@@ -34,7 +34,7 @@ import {
   cancelResponse,
   countInputTokens,
   createResponse,
-  deleteResponse,
+  deleteStoredResponse,
   listInputItems,
   retrieveResponse,
 } from "./routes/responses.ts";
@@ -109,7 +109,7 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   // make Hono's router fall back from its RegExpRouter to the slower TrieRouter for every route.
   app.post("/v1/responses/:action", counted, countInputTokens(deps));
   app.get("/v1/responses/:id", retrieveResponse(deps));
-  app.delete("/v1/responses/:id", deleteResponse(deps));
+  app.delete("/v1/responses/:id", deleteStoredResponse(deps));
   app.post("/v1/responses/:id/cancel", cancelResponse(deps));
   app.get("/v1/responses/:id/input_items", listInputItems(deps));
   // A create or add retried under its Idempotency-Key must not add items twice.

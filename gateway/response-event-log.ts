@@ -63,9 +63,9 @@ export async function outputLogged(db: Pick<Db, "select">, responseId: string): 
  * What a background run's events go through: numbered after what the log holds (its creation's events, and
  * a run before this one that was handed back), its own response.created dropped (the response was created
  * when it was queued), and written a batch at a time (each `flushEveryMs`) so a token is one row but not
- * one round trip. A response cancelled meanwhile takes no more events: a write holds its row (FOR SHARE),
- * so a cancel waits for a write under way and a later write sees it. The final events go in with the
- * stored response, in one transaction (finish), so a reader that sees the response ended finds them.
+ * one round trip. A response cancelled meanwhile takes no more events: a write holds its row (FOR NO KEY
+ * UPDATE), so a cancel waits for a write under way and a later write sees it. The final events go in with
+ * the stored response, in one transaction (finish), so a reader that sees the response ended finds them.
  */
 export class RunEventLog {
   #next = 0;
@@ -153,7 +153,9 @@ export class RunEventLog {
         .select({ status: sql<string>`${storedResponses.response} ->> 'status'` })
         .from(storedResponses)
         .where(eq(storedResponses.id, this.responseId))
-        .for("share");
+        // Not FOR SHARE: the events' trigger then updates this row (event_bytes), and upgrading a share
+        // lock another transaction also holds could deadlock.
+        .for("no key update");
       if (!held || held.status === "cancelled") return;
       await tx.insert(responseEvents).values(rows);
     });

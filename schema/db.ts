@@ -418,8 +418,9 @@ export const conversationStorage = pgTable(
 /**
  * What an org's stored responses (with their event logs, event_bytes) and stored chat completions hold:
  * each row's JSON columns as Postgres stores them (`pg_column_size`, compressed where large: what they
- * cost the database, read without decompressing them), summed in up to 16 rows per org (a row counts in
- * shard `hashtext(id) & 15`, so one org's writes seldom wait for one another). Kept by triggers on
+ * cost the database, read without decompressing them), summed in up to 16 rows per org (each
+ * transaction counts into one, picked by its transaction id, so one org's writes seldom wait for one
+ * another; one row may be below zero, the org's sum is what it holds). Kept by triggers on
  * stored_responses and stored_chat_completions (migration 0026), deferred to the commit: those rows change
  * in many ways (a background run stored over its queued response, a deleted response's conversation
  * written into the ones that continue it, metadata, retention sweeps), and every one of them is counted,

@@ -28,7 +28,7 @@ import type { GatewayDeps } from "../deps.ts";
 import { ApiError, invalidBody, toApiError } from "../errors.ts";
 import { loadFile } from "../files.ts";
 import { orgStorage } from "../org-storage.ts";
-import { dropResponse } from "../response-store.ts";
+import { deleteResponse } from "../response-deletion.ts";
 import { createWebhook, deleteWebhook, listWebhooks, recentDeliveries } from "../webhooks.ts";
 import { AdaptersPage } from "./adapters-page.tsx";
 import { BatchesPage } from "./batches-page.tsx";
@@ -281,7 +281,9 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     const kind = c.req.param("kind") as LogKind;
     const id = c.req.param("id");
     const deleted =
-      kind === "chat" ? await dropChatCompletion(deps.db, orgId, id) : await dropResponse(deps.db, orgId, id);
+      kind === "chat"
+        ? await dropChatCompletion(deps.db, orgId, id)
+        : await deleteResponse(deps.db, orgId, id, new Date(deps.now()));
     await flash(
       c,
       deleted ? "notice" : "error",

@@ -33,6 +33,7 @@ import { chatLogprobs } from "../logprobs.ts";
 import { resolveModel } from "../models.ts";
 import { ReasoningSplit, splitReply } from "../reasoning.ts";
 import { readBody } from "../request-body.ts";
+import { deleteResponse } from "../response-deletion.ts";
 import { followLog, hasLog, RunEventLog, startLog } from "../response-event-log.ts";
 import { type NumberedEvent, ResponseEvents } from "../response-events.ts";
 import { itemPage, withItemIds } from "../response-items.ts";
@@ -53,7 +54,6 @@ import { admitResponse } from "../response-request.ts";
 import { refuseOverResponseStorage } from "../response-storage-quota.ts";
 import {
   continuedConversation,
-  dropResponse,
   loadResponse,
   markBackground,
   type NewResponse,
@@ -401,12 +401,13 @@ export function cancelResponse(deps: GatewayDeps): Handler<GatewayEnv> {
   };
 }
 
-export function deleteResponse(deps: GatewayDeps): Handler<GatewayEnv> {
+export function deleteStoredResponse(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const id = c.req.param("id")!;
-    if (!(await dropResponse(deps.db, c.get("principal").orgId, id))) throw responseNotFound(id);
     // A background response deleted before it ran never runs.
-    await cancelBackgroundJob(deps.db, responseKey(id), new Date(deps.now()));
+    if (!(await deleteResponse(deps.db, c.get("principal").orgId, id, new Date(deps.now())))) {
+      throw responseNotFound(id);
+    }
     return c.json({ id, object: "response", deleted: true });
   };
 }

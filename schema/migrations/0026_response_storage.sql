@@ -16,10 +16,11 @@ UPDATE "stored_responses" SET "event_bytes" = "logged"."bytes"
 -- Counts what each write of a stored response or chat completion adds or frees into its org's shard
 -- (schema/db.ts response_storage): the row's JSON columns as Postgres stores them (compressed where
 -- large), which pg_column_size reads without decompressing them, so counting costs the write nothing,
--- and a response's event log (event_bytes). Deferred to the commit, so a transaction takes the shard
--- rows' locks last and holds them only while it commits: writes that lock other rows first (a
--- response continuing another, the retention sweeps, a delete rewriting the responses after it) never
--- wait for a shard row while holding those.
+-- and a response's event log (event_bytes). Deferred to the commit, so a transaction takes a counter
+-- row's lock last and holds it only while it commits. A transaction counts all it changes of one org into
+-- one shard, picked by its transaction id, so it holds at most one counter row per org (two writers of an
+-- org cannot take its shards in opposite orders) and an org's writers spread over its 16 rows. A shard
+-- may go below zero (bytes counted in one shard are freed in another); the org's sum is what it holds.
 CREATE FUNCTION "count_response_storage"() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   delta bigint := 0;
@@ -45,8 +46,8 @@ BEGIN
   IF TG_OP = 'DELETE' THEN kept := OLD; ELSE kept := NEW; END IF;
   IF delta <> 0 THEN
     INSERT INTO "response_storage" ("org_id", "shard", "bytes")
-      VALUES (kept."org_id", hashtext(kept."id") & 15, greatest(delta, 0))
-      ON CONFLICT ("org_id", "shard") DO UPDATE SET "bytes" = greatest("response_storage"."bytes" + delta, 0);
+      VALUES (kept."org_id", (txid_current() % 16)::integer, delta)
+      ON CONFLICT ("org_id", "shard") DO UPDATE SET "bytes" = "response_storage"."bytes" + delta;
   END IF;
   RETURN NULL;
 END

@@ -16,6 +16,7 @@ import {
   conversationItems,
   conversations,
   files,
+  responseEvents,
   responseStorage,
   storedChatCompletions,
   storedResponses,
@@ -231,8 +232,13 @@ describe("luminet orgs", () => {
         completion: { id: "chatcmpl-g", object: "chat.completion", choices: [] },
         messages: [{ role: "user", content: "hello" }],
       });
+      await db
+        .insert(responseEvents)
+        .values({ responseId: "resp_g", sequenceNumber: 0, event: { type: "x" } });
       acmeBefore = await heldBy("acme");
-      // What a restore without triggers, or a TRUNCATE, leaves: counts that say too little or too much.
+      // What a TRUNCATE or a data-only restore leaves: counts that say too little or too much, and an
+      // event log counted twice.
+      await db.update(storedResponses).set({ eventBytes: sql`${storedResponses.eventBytes} * 2` });
       await db.delete(responseStorage).where(eq(responseStorage.orgId, "globex"));
       await db.insert(responseStorage).values({ orgId: "globex", shard: 3, bytes: 123_456 });
       expect(await heldBy("globex")).toBe(123_456);
@@ -252,6 +258,15 @@ describe("luminet orgs", () => {
         .from(storedChatCompletions)
         .where(eq(storedChatCompletions.id, "chatcmpl-g"));
       const total = r!.bytes + c!.bytes;
+      const [logged] = await check
+        .select({ eventBytes: storedResponses.eventBytes })
+        .from(storedResponses)
+        .where(eq(storedResponses.id, "resp_g"));
+      const [events] = await check
+        .select({ bytes: sql<number>`sum(pg_column_size(${responseEvents.event}))`.mapWith(Number) })
+        .from(responseEvents)
+        .where(eq(responseEvents.responseId, "resp_g"));
+      expect(logged!.eventBytes).toBe(events!.bytes);
       expect((JSON.parse(recounted.stdout) as OrgSettings[])[0]!.storage.responses.bytes).toBe(total);
       expect((await listOrgs(check)).map((o) => [o.id, o.storage.responses.bytes])).toEqual([
         ["acme", acmeBefore],
