@@ -50,6 +50,15 @@ import { detokenize, tokenize } from "./routes/tokenize.ts";
 import { usageRoute } from "./routes/usage.ts";
 import { webhookRoutes } from "./routes/webhooks.ts";
 
+/** The OpenAI error code of an error answer (its type where it has none). */
+async function errorCode(response: Response): Promise<string> {
+  const body = (await response.json().catch(() => null)) as {
+    error?: { code?: unknown; type?: unknown };
+  } | null;
+  const { code, type } = body?.error ?? {};
+  return typeof code === "string" ? code : typeof type === "string" ? type : "unknown";
+}
+
 export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
 
@@ -66,6 +75,14 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
       (performance.now() - started) / 1000,
       c.get("base") ?? "",
     );
+    // Every API error answer, whichever handler, middleware or limit made it, is OpenAI's JSON error body.
+    if (
+      deps.metrics &&
+      c.res.status >= 400 &&
+      c.res.headers.get("content-type")?.startsWith("application/json")
+    ) {
+      deps.metrics.errorAnswered(c.req.routePath, await errorCode(c.res.clone()));
+    }
   });
 
   app.get("/healthz", (c) => c.json({ ok: true }));

@@ -34,6 +34,8 @@ export interface GatewayLog {
 export interface GatewayMetrics {
   /** A response's status and time; `base` is "" for routes that run no generation. */
   observe(route: string, status: number, seconds: number, base: string): void;
+  /** An error answer, by its OpenAI error code (its type where it has none): why requests are refused. */
+  errorAnswered(route: string, code: string): void;
   /** The gateway's own time before the request was queued for a worker (auth, limits, tokenizing, routing). */
   added(base: string, seconds: number): void;
   routed(base: string, outcome: RouteOutcome): void;

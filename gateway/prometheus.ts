@@ -22,6 +22,11 @@ export function prometheusMetrics(): GatewayMetrics {
     help: 'HTTP requests answered by the gateway, by route, status and base model ("" when none)',
     labelNames: ["route", "status", "base"],
   });
+  const errors = new Counter({
+    name: "luminet_gateway_errors_total",
+    help: "Error answers by route and OpenAI error code (its type where it has none): why requests are refused",
+    labelNames: ["route", "code"],
+  });
   const seconds = new Histogram({
     name: "luminet_gateway_request_seconds",
     help: "Time to the response's headers (the whole response when not streaming), by route",
@@ -92,6 +97,9 @@ export function prometheusMetrics(): GatewayMetrics {
     observe(route, status, s, base) {
       requests.inc({ route, status: String(status), base });
       seconds.observe({ route }, s);
+    },
+    errorAnswered(route, code) {
+      errors.inc({ route, code });
     },
     added(base, s) {
       added.observe({ base }, s);

@@ -6,6 +6,7 @@ import type { GatewayMetrics } from "./deps.ts";
 export function quietMetrics(overrides: Partial<GatewayMetrics> = {}): GatewayMetrics {
   return {
     observe() {},
+    errorAnswered() {},
     added() {},
     routed() {},
     inFlight() {},

@@ -21,8 +21,12 @@ class RecordingMetrics implements GatewayMetrics {
   readonly routes: RouteOutcome[] = [];
   readonly inFlightDeltas: { stream: boolean; delta: number }[] = [];
   readonly tokenCounts: Usage[] = [];
+  readonly errors: { route: string; code: string }[] = [];
   observe(route: string, status: number, _seconds: number, base: string) {
     this.responses.push({ route, status, base });
+  }
+  errorAnswered(route: string, code: string) {
+    this.errors.push({ route, code });
   }
   added(_base: string, seconds: number) {
     this.addedSeconds.push(seconds);
@@ -92,6 +96,30 @@ describe("gateway metrics", () => {
     ]);
   });
 
+  it("counts each error answer by its code, whichever handler, middleware or limit made it", async () => {
+    metrics.errors.length = 0;
+    await chat(BASE);
+    await chat("no-such-base");
+    await app.request("/v1/models", { headers: { authorization: "Bearer lk_not_a_key_at_all_0000000000" } });
+    await app.request("/v1/no-such-route", { headers: { authorization: `Bearer ${h.keys.acme}` } });
+    await app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        model: BASE,
+        messages: [{ role: "user", content: "x".repeat(5 * 1024 * 1024) }],
+      }),
+    });
+    await app.request("/healthz");
+    expect(metrics.errors).toEqual([
+      { route: "/v1/chat/completions", code: "model_not_found" },
+      { route: "/v1/*", code: "invalid_api_key" },
+      { route: "/v1/*", code: "unknown_url" },
+      // Answered by the body limit, the middleware of every /v1 route.
+      { route: "/v1/*", code: "request_too_large" },
+    ]);
+  });
+
   it("records the added latency once per queued request, and nothing for a refused one", async () => {
     metrics.addedSeconds.length = 0;
     await chat(BASE);
@@ -148,6 +176,14 @@ describe("gateway metrics", () => {
       `luminet_gateway_requests_total{route="/v1/chat/completions",status="200",base="${BASE}"} 1`,
     );
     expect(text).toContain(`luminet_route_total{base="${BASE}",outcome="cold"} 1`);
+    await served.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "no-such-base", messages: [{ role: "user", content: "Hi" }] }),
+    });
+    expect(await (await served.request("/metrics")).text()).toContain(
+      'luminet_gateway_errors_total{route="/v1/chat/completions",code="model_not_found"} 1',
+    );
     expect(text).toContain(`luminet_gateway_added_seconds_count{base="${BASE}"} 1`);
     expect(text).toContain(`luminet_gateway_inflight{base="${BASE}",stream="true"} 0`);
     expect(text).toContain(
