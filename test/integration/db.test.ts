@@ -49,6 +49,7 @@ import {
 import type { InputItem, ResponseObject } from "../../schema/responses-api.ts";
 import type { ChatCompletionListQuery, StoredRequest } from "../../schema/stored-chat-api.ts";
 import { storedChatCompletionBytes, storedResponseBytes } from "../support/stored-bytes.ts";
+import { storeSamples } from "../support/stored-samples.ts";
 
 const postgresUrl = inject("postgresUrl");
 const base = "meta/llama-4-maverick";
@@ -183,24 +184,12 @@ for (const { name, url } of targets) {
             .orderBy(responseStorage.orgId)
         ).map(({ org, bytes }) => [org, bytes]);
 
-      const response = {
-        id: "resp_before",
-        object: "response",
-        created_at: 1_700_000_000,
-        status: "completed",
-      };
-      await saveResponse(db, "globex", {
-        response: response as unknown as ResponseObject,
-        items: [{ type: "message", role: "user", content: "Grüße ☃" }],
-        previous: null,
-      });
-      await db.insert(storedChatCompletions).values({
-        id: "chatcmpl-before",
-        orgId: "globex",
-        model: base,
-        completion: { id: "chatcmpl-before", object: "chat.completion", choices: [] },
-        messages: [{ role: "user", content: "𝄞" }],
-      });
+      await storeSamples(
+        db,
+        "globex",
+        { response: "resp_before", completion: "chatcmpl-before" },
+        "Grüße ☃ 𝄞",
+      );
       // An event log, one event out of line (random, so it stays large once compressed).
       await db.insert(responseEvents).values([
         { responseId: "resp_before", sequenceNumber: 0, event: { type: "response.created" } },

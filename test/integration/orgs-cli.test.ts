@@ -9,7 +9,6 @@ import { ensureOrg } from "../../gateway/api-keys.ts";
 import { conversationBytesHeld, jsonBytes } from "../../gateway/conversation-storage-quota.ts";
 import { createConversation } from "../../gateway/conversation-store.ts";
 import { listOrgs, type OrgSettings } from "../../gateway/orgs.ts";
-import { saveResponse } from "../../gateway/response-store.ts";
 import { setMonthlyTokenQuota } from "../../meter/token-quota.ts";
 import {
   adapters,
@@ -21,11 +20,12 @@ import {
   storedChatCompletions,
   storedResponses,
 } from "../../schema/db.ts";
-import type { InputItem, ResponseObject } from "../../schema/responses-api.ts";
+import type { InputItem } from "../../schema/responses-api.ts";
 import { luminetInProcess } from "../support/luminet-command.ts";
 import { registerBase } from "../support/meter-fixtures.ts";
 import { ownDatabase } from "../support/own-database.ts";
 import { storedChatCompletionBytes, storedResponseBytes } from "../support/stored-bytes.ts";
+import { storeSamples } from "../support/stored-samples.ts";
 
 let url: string;
 let drop: () => Promise<void>;
@@ -219,19 +219,7 @@ describe("luminet orgs", () => {
       (await listOrgs(db)).find((o) => o.id === org)!.storage.responses.bytes;
     let acmeBefore: number;
     try {
-      const response = { id: "resp_g", object: "response", created_at: 1_700_000_000, status: "completed" };
-      await saveResponse(db, "globex", {
-        response: response as unknown as ResponseObject,
-        items: [{ type: "message", role: "user", content: "kept" }],
-        previous: null,
-      });
-      await db.insert(storedChatCompletions).values({
-        id: "chatcmpl-g",
-        orgId: "globex",
-        model: "tiny",
-        completion: { id: "chatcmpl-g", object: "chat.completion", choices: [] },
-        messages: [{ role: "user", content: "hello" }],
-      });
+      await storeSamples(db, "globex", { response: "resp_g", completion: "chatcmpl-g" }, "kept");
       await db
         .insert(responseEvents)
         .values({ responseId: "resp_g", sequenceNumber: 0, event: { type: "x" } });
