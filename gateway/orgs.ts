@@ -50,30 +50,22 @@ function adapterTotals(db: Db, orgId: string | undefined) {
     .as("adapter_totals");
 }
 
-/** What each org's conversations hold, by org (the sum of its shards; `orgId`'s only, when given). */
-function conversationTotals(db: Db, orgId: string | undefined) {
+/**
+ * What each org's conversations, or its stored responses and chat completions, hold, by org: the sum of its
+ * counter rows (`orgId`'s only, when given).
+ */
+function shardTotals(
+  db: Db,
+  shards: typeof conversationStorage | typeof responseStorage,
+  name: string,
+  orgId: string | undefined,
+) {
   return db
-    .select({
-      orgId: conversationStorage.orgId,
-      bytes: sql<string>`sum(${conversationStorage.bytes})`.as("conversation_bytes"),
-    })
-    .from(conversationStorage)
-    .where(orgId === undefined ? undefined : eq(conversationStorage.orgId, orgId))
-    .groupBy(conversationStorage.orgId)
-    .as("conversation_totals");
-}
-
-/** What each org's stored responses and chat completions hold, by org (the sum of its shards; `orgId`'s only, when given). */
-function responseTotals(db: Db, orgId: string | undefined) {
-  return db
-    .select({
-      orgId: responseStorage.orgId,
-      bytes: sql<string>`sum(${responseStorage.bytes})`.as("response_bytes"),
-    })
-    .from(responseStorage)
-    .where(orgId === undefined ? undefined : eq(responseStorage.orgId, orgId))
-    .groupBy(responseStorage.orgId)
-    .as("response_totals");
+    .select({ orgId: shards.orgId, bytes: sql<string>`sum(${shards.bytes})`.as(`${name}_bytes`) })
+    .from(shards)
+    .where(orgId === undefined ? undefined : eq(shards.orgId, orgId))
+    .groupBy(shards.orgId)
+    .as(`${name}_totals`);
 }
 
 /**
@@ -83,8 +75,8 @@ function responseTotals(db: Db, orgId: string | undefined) {
 async function orgSettings(db: Db, orgId?: string): Promise<OrgSettings[]> {
   const fileBytes = fileTotals(db, orgId);
   const adapterBytes = adapterTotals(db, orgId);
-  const conversationBytes = conversationTotals(db, orgId);
-  const responseBytes = responseTotals(db, orgId);
+  const conversationBytes = shardTotals(db, conversationStorage, "conversation", orgId);
+  const responseBytes = shardTotals(db, responseStorage, "response", orgId);
   const rows = await db
     .select({
       org: orgs,

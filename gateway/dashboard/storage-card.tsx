@@ -1,6 +1,7 @@
 // What the org keeps with Luminet against its storage limits, on the usage page: its files not yet
-// expired, its adapters, its conversations and its stored responses and chat completions, each with the most it may hold (the org's own limit where
-// the operator set one, else the gateway's). A write past a limit is refused with a 400 naming it.
+// expired, its adapters, its conversations and its stored responses and chat completions, each with the
+// most it may hold (the org's own limit where the operator set one, else the gateway's). A write past a
+// limit is refused with a 400 naming it.
 import { humanBytes } from "../../core/human-bytes.ts";
 import type { StorageKind } from "../org-storage-limit.ts";
 
