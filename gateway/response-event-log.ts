@@ -194,29 +194,17 @@ export async function* followLog(
   /** Reads in a row that brought nothing new. */
   let quietReads = 0;
   while (!options.stopped()) {
-    // The status is read before the events, so events written before it ended are in this read. Only the
-    // status: the response itself (its whole output) is read once, where a failed one's stream ends.
-    const [state] = await db
-      .select({ status: sql<string>`${storedResponses.response} ->> 'status'` })
-      .from(storedResponses)
-      .where(eq(storedResponses.id, responseId));
-    const rows = await db
-      .select({ event: responseEvents.event })
-      .from(responseEvents)
-      .where(and(eq(responseEvents.responseId, responseId), gt(responseEvents.sequenceNumber, after)))
-      .orderBy(asc(responseEvents.sequenceNumber))
-      .limit(500);
-    for (const { event } of rows) {
-      const numbered = event as NumberedEvent;
+    const { status, events } = await readFollowed(db, responseId, after);
+    for (const numbered of events) {
       after = numbered.sequence_number;
       yield numbered;
       if (FINAL_EVENTS.has(numbered.type)) return;
     }
-    if (rows.length === 500) continue;
+    if (events.length === READ_LIMIT) continue;
     // Deleted, or ended without a final event in its log.
-    if (!state) return;
-    if (ENDED.has(state.status)) {
-      if (state.status === "failed") {
+    if (status === undefined) return;
+    if (ENDED.has(status)) {
+      if (status === "failed") {
         const [failed] = await db
           .select({ response: storedResponses.response })
           .from(storedResponses)
@@ -228,7 +216,40 @@ export async function* followLog(
       }
       return;
     }
-    quietReads = rows.length > 0 ? 0 : quietReads + 1;
+    quietReads = events.length > 0 ? 0 : quietReads + 1;
     await sleep(options.pollMs * Math.min(2 ** Math.max(0, quietReads - 1), MAX_BACKOFF));
   }
+}
+
+/** The most events one read takes; a follower reads again at once after a full one. */
+const READ_LIMIT = 500;
+
+/**
+ * The response's status (undefined once it is deleted) and its events after `after`, in one statement: a
+ * statement reads one snapshot, so a status that says it ended comes with every event written before it
+ * ended. Only the status of the response: its whole output is read once, where a failed one's stream ends.
+ */
+async function readFollowed(
+  db: Pick<Db, "select">,
+  responseId: string,
+  after: number,
+): Promise<{ status: string | undefined; events: NumberedEvent[] }> {
+  const newEvents = db
+    .select({ event: responseEvents.event, sequenceNumber: responseEvents.sequenceNumber })
+    .from(responseEvents)
+    .where(and(eq(responseEvents.responseId, responseId), gt(responseEvents.sequenceNumber, after)))
+    .orderBy(asc(responseEvents.sequenceNumber))
+    .limit(READ_LIMIT)
+    .as("new_events");
+  // One row with a null event where the log holds nothing new; no row where the response is gone.
+  const rows = await db
+    .select({ status: sql<string>`${storedResponses.response} ->> 'status'`, event: newEvents.event })
+    .from(storedResponses)
+    .leftJoin(newEvents, sql`true`)
+    .where(eq(storedResponses.id, responseId))
+    .orderBy(asc(newEvents.sequenceNumber));
+  return {
+    status: rows[0]?.status,
+    events: rows.flatMap(({ event }) => (event === null ? [] : [event as NumberedEvent])),
+  };
 }

@@ -12,6 +12,7 @@ import { BatchRunner, type BatchRunnerOptions } from "../../gateway/batch-runner
 import { type ServedApp, serveApp, startBatchRunner } from "../../gateway/node.ts";
 import { quietMetrics } from "../../gateway/quiet-metrics.ts";
 import { followLog } from "../../gateway/response-event-log.ts";
+import { responseEvents } from "../../schema/db.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 import { heldApp } from "../support/held-app.ts";
@@ -162,6 +163,18 @@ describe("a background response created with stream", () => {
     }
     expect(seen.length).toBeGreaterThan(0);
     expect(waits).toEqual([10, 10, 20, 40, 80, 100, 100]);
+    await client.responses.cancel(id);
+  });
+
+  it("follows events holding characters Postgres text cannot (NUL, a lone surrogate) back as written", async () => {
+    const id = await createdAndLeft("Odd characters", 2);
+    const odd = { type: "response.output_text.delta", delta: "a\u0000b\ud800c\uffff", sequence_number: 2 };
+    await h.db.insert(responseEvents).values({ responseId: id, sequenceNumber: 2, event: odd });
+    const seen: unknown[] = [];
+    for await (const event of followLog(h.db, id, 1, { pollMs: 10, stopped: () => seen.length > 0 })) {
+      seen.push(event);
+    }
+    expect(seen).toEqual([odd]);
     await client.responses.cancel(id);
   });
 
