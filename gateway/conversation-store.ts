@@ -197,28 +197,63 @@ export function conversationTooLarge(id: string, maxBytes: number, param: string
   );
 }
 
+/** Items to add at the end of a conversation (appendItems). */
+export interface Addition {
+  /** Each with its id. */
+  items: readonly InputItem[];
+  createdAt: Date;
+  /**
+   * What the items become, given which of their ids the conversation holds once its row is held (so no
+   * other addition can take one meanwhile): refused (`refuseTaken`) or given new ids (`renewTaken`).
+   */
+  taken: (held: ReadonlySet<string>) => readonly InputItem[];
+  /**
+   * Refuses items that would take the conversation past `maxBytes` (conversation_too_large) or the org's
+   * conversations past theirs (conversation_storage_limit_exceeded), naming `param`; a response's own
+   * input and output are added without it (checked before it ran), so either may be passed by one answer.
+   */
+  bound?: { maxBytes: number; maxOrgBytes: number; param: string };
+}
+
+/** Refuses items whose ids the conversation holds, or that repeat one another (400 naming `field`). */
+export function refuseTaken(items: readonly InputItem[], field: string): Addition["taken"] {
+  return (held) => {
+    refuseTakenIds(held, items, field);
+    return items;
+  };
+}
+
 /**
- * Adds items (each with its id) at the end of the org's conversation, holding its row so concurrent
- * additions take positions one after another; false when there is no such conversation. With `bound`,
- * refuses items that would take the conversation past `maxBytes` (conversation_too_large) or the org's
- * conversations past theirs (conversation_storage_limit_exceeded), naming `param`; a response's own
- * input and output are added without it (checked before it ran), so either may be passed by one answer.
+ * Adds items at the end of the org's conversation, holding its row so concurrent additions take positions
+ * one after another; the items as added, or null when there is no such conversation.
  */
 export async function appendItems(
   db: Pick<Db, "transaction" | "select">,
   orgId: string,
   id: string,
-  items: readonly InputItem[],
-  createdAt: Date,
-  bound?: { maxBytes: number; maxOrgBytes: number; param: string },
-): Promise<boolean> {
-  if (items.length === 0) return (await loadConversation(db, orgId, id)) !== null;
-  const sizes = items.map(jsonBytes);
-  const added = sizes.reduce((sum, n) => sum + n, 0);
+  addition: Addition,
+): Promise<readonly InputItem[] | null> {
+  const { createdAt, bound } = addition;
+  if (addition.items.length === 0) return (await loadConversation(db, orgId, id)) ? [] : null;
   return db.transaction(async (tx) => {
-    // Takes the conversation's row, so additions go one after another, and the positions after its last:
-    // after the highest held too (an index lookup), so items a gateway older than next_position added
-    // during a rolling upgrade cannot make it hand out a taken position.
+    // Holds the conversation's row (as the update below would), so the ids are checked against what it
+    // holds until this transaction ends.
+    const [own] = await tx
+      .select({ id: conversations.id })
+      .from(conversations)
+      .where(ownConversation(orgId, id))
+      .for("no key update");
+    if (!own) return null;
+    const held = await heldIds(
+      tx,
+      id,
+      addition.items.map((item) => item.id!),
+    );
+    const items = addition.taken(held);
+    const sizes = items.map(jsonBytes);
+    const added = sizes.reduce((sum, n) => sum + n, 0);
+    // The positions after its last: after the highest held too (an index lookup), so items a gateway
+    // older than next_position added during a rolling upgrade cannot make it hand out a taken position.
     const [row] = await tx
       .update(conversations)
       .set({
@@ -228,11 +263,10 @@ export async function appendItems(
       })
       .where(ownConversation(orgId, id))
       .returning({ bytes: conversations.bytes, nextPosition: conversations.nextPosition });
-    if (!row) return false;
-    if (bound && row.bytes > bound.maxBytes) {
+    if (bound && row!.bytes > bound.maxBytes) {
       throw conversationTooLarge(id, bound.maxBytes, bound.param);
     }
-    const first = row.nextPosition - items.length;
+    const first = row!.nextPosition - items.length;
     await tx.insert(conversationItems).values(
       items.map((item, k) => ({
         conversationId: id,
@@ -245,7 +279,7 @@ export async function appendItems(
     );
     const room = bound ? { maxOrgBytes: bound.maxOrgBytes, param: bound.param } : null;
     await chargeConversationStorage(tx, orgId, id, added, room);
-    return true;
+    return items;
   });
 }
 

@@ -48,7 +48,9 @@ export function listPage<T extends { id: string }>(rows: readonly T[], limit: nu
 
 /**
  * A page of a list held whole (in oldest-first order): `limit` entries after the one `after`, in `order`;
- * an `after` that is not in the list is a 400 naming `what` it should have been.
+ * an `after` that is not in the list is a 400 naming `what` it should have been. A list that holds an id
+ * twice (a response stored before repeated ids were refused) pages on from its last place, so a client
+ * following the pages always reaches the end.
  */
 export function pageOf<T extends { id: string }>(
   entries: readonly T[],
@@ -58,7 +60,7 @@ export function pageOf<T extends { id: string }>(
   const ordered = query.order === "desc" ? [...entries].reverse() : entries;
   let start = 0;
   if (query.after !== undefined) {
-    const at = ordered.findIndex((entry) => entry.id === query.after);
+    const at = ordered.findLastIndex((entry) => entry.id === query.after);
     if (at < 0) throw invalidRequest(`No ${what} found with id '${query.after}'.`, "after");
     start = at + 1;
   }

@@ -106,7 +106,7 @@ export class RunEventLog {
    * whether it did: false when it was cancelled meanwhile) and the final events after it.
    */
   async finish(
-    save: (tx: Pick<Db, "update">) => Promise<boolean>,
+    save: (tx: Pick<Db, "update" | "select" | "transaction">) => Promise<boolean>,
     finalEvents: readonly NumberedEvent[],
   ): Promise<boolean> {
     this.#stop();

@@ -76,19 +76,22 @@ export async function saveResponse(
 
 /**
  * Stores a background response's run over the response stored queued, keeping that one's created_at. A
- * response cancelled or deleted meanwhile is left as it is (the answer is dropped); false then.
+ * response cancelled or deleted meanwhile is left as it is (the answer is dropped); false then. Its items
+ * and link were stored with it, queued, and a delete of what it continues may since have written the whole
+ * conversation in, so only the response changes, unless `itemsAsRun`: a response in a conversation read the
+ * conversation again when it ran, and keeps the items it answered.
  */
 export async function saveBackgroundRun(
   db: Pick<Db, "update">,
   orgId: string,
   saved: NewResponse,
+  itemsAsRun = false,
 ): Promise<boolean> {
-  // Its items and link were stored with it, queued (and a delete of what it continues may since have
-  // written the whole conversation in): only the response changes.
   const updated = await db
     .update(storedResponses)
     .set({
       response: sql`jsonb_set(${storableJson(saved.response)}::jsonb, '{created_at}', ${storedResponses.response} -> 'created_at')`,
+      ...(itemsAsRun ? { conversation: saved.items } : {}),
     })
     .where(
       and(

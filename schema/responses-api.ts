@@ -241,7 +241,7 @@ export const ResponseCreateRequest = z.object({
   /** Whether the response is kept for GET /v1/responses/{id} and previous_response_id (default true). */
   store: z.boolean().nullable().optional(),
   /** A stored response of the caller's org whose conversation this one continues. */
-  previous_response_id: z.string().nullable().optional(),
+  previous_response_id: z.string().min(1, "must be a response id").nullable().optional(),
   metadata: Metadata.nullable().optional(),
   user: z.string().optional(),
   /** As in chat: the org's requests naming the same key go to the same worker (its prefix cache). */

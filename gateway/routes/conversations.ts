@@ -22,10 +22,10 @@ import {
   createConversation,
   dropConversation,
   dropItem,
-  heldIds,
   loadConversation,
   loadItem,
   maxConversationBytes,
+  refuseTaken,
   refuseTakenIds,
   setConversationMetadata,
 } from "../conversation-store.ts";
@@ -130,21 +130,19 @@ export function addItemsRoute(deps: GatewayDeps): Handler<GatewayEnv> {
     const { id } = await ownConversation(c, deps);
     const body = await readBody(c, ConversationItemsCreateRequest);
     const items = await itemsToAdd(c, deps, body.items);
-    const held = await heldIds(
-      deps.db,
-      id,
-      items.map((item) => item.id!),
-    );
-    refuseTakenIds(held, items, "items");
     const bound = {
       maxBytes: maxConversationBytes(deps.limits),
       maxOrgBytes: deps.limits.maxOrgConversationBytes,
       param: "items",
     };
-    if (!(await appendItems(deps.db, c.get("principal").orgId, id, items, new Date(deps.now()), bound))) {
-      throw conversationNotFound(id);
-    }
-    return c.json(itemList(items));
+    const added = await appendItems(deps.db, c.get("principal").orgId, id, {
+      items,
+      createdAt: new Date(deps.now()),
+      taken: refuseTaken(items, "items"),
+      bound,
+    });
+    if (!added) throw conversationNotFound(id);
+    return c.json(itemList(added));
   };
 }
 

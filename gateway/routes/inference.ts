@@ -165,7 +165,10 @@ export function streamEvents(
         const { body } = toApiError(error);
         if (framing === "chat") return body;
         const { code, message, param } = body.error;
-        return { type: "error", code, message, param, error: body.error };
+        // Numbered on from the stream's last event, as every Responses API event is.
+        const previous = (last as { sequence_number?: unknown } | null)?.sequence_number;
+        const sequence_number = typeof previous === "number" ? previous + 1 : 0;
+        return { type: "error", code, message, param, sequence_number, error: body.error };
       },
       onCancel: onLeave,
       named: framing === "responses",

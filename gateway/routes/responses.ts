@@ -7,7 +7,9 @@
 // previous_response_id; a request naming a conversation (gateway/conversation-store.ts) starts from its
 // items and adds its turn to it. Responses and conversations belong to the caller's org.
 import type { Context, Handler } from "hono";
+import type { Db } from "../../db/open.ts";
 import {
+  type InputItem,
   InputItemsQuery,
   ResponseCreateRequest,
   type ResponseObject,
@@ -81,6 +83,43 @@ async function storedResponse(deps: GatewayDeps, orgId: string, id: string, para
   return stored;
 }
 
+const RENEWED =
+  "an input item's id was taken in its conversation while the response ran (by an addition meanwhile): added under a new id";
+
+/**
+ * A response's turn as added to its conversation: an input item whose id the conversation took while the
+ * response ran (checked when it began) gets the id it would have had without one, rather than the turn
+ * being lost. The answer is out by then, so refusing is no longer possible.
+ */
+function renewTaken(
+  items: readonly InputItem[],
+  held: ReadonlySet<string>,
+  key: string,
+  renewed: (id: string) => void,
+): InputItem[] {
+  return withItemIds(
+    items.map((item) => {
+      if (!held.has(item.id!)) return item;
+      renewed(item.id!);
+      return { ...item, id: undefined };
+    }),
+    key,
+  );
+}
+
+/**
+ * Refuses to continue a background response that has not ended: a response is stored with a link to what
+ * it continues, read back as that one is now, so its history would hold an answer it never saw.
+ */
+function refuseUnended(previous: ResponseObject): void {
+  if (previous.status !== "queued" && previous.status !== "in_progress") return;
+  throw invalidRequest(
+    `Response '${previous.id}' is still ${previous.status === "queued" ? "queued" : "in progress"}: continue it once it has ended (poll GET /v1/responses/${previous.id}).`,
+    "previous_response_id",
+    "response_not_ended",
+  );
+}
+
 /**
  * What a request starts from — the stored response it continues or the conversation it names, then its
  * input with references resolved — and the chat request that makes, admitted. `storing`: it will add its
@@ -99,6 +138,7 @@ async function prepare(
   const previous = body.previous_response_id
     ? await storedResponse(deps, orgId, body.previous_response_id, "previous_response_id")
     : null;
+  if (previous) refuseUnended(previous.response);
   // A conversation's items come first (with previous_response_id too, admission refuses the request).
   const conversation = body.previous_response_id ? null : conversationOf(body);
   const conversationItems = conversation ? await allItems(deps.db, orgId, conversation.id) : null;
@@ -147,8 +187,9 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     const key = c.get("responseKey") ?? c.get("requestId");
     const ids = responseIds(key);
     const inputItems = withItemIds(input, key);
-    // The conversation's items were read whole for the prompt: their ids are the ones taken.
-    if (conversation) refuseTakenIds(new Set(earlier.map((item) => item.id!)), inputItems, "input");
+    // What it continues was read whole for the prompt: its ids are the ones taken, in a conversation and
+    // in a chain of responses alike (input_items pages by them).
+    refuseTakenIds(new Set(earlier.map((item) => item.id!)), inputItems, "input");
     // A response in a conversation is stored with the conversation so far, so it stands on its own
     // (previous_response_id can continue it even once the conversation is gone).
     const storedItems = conversation ? [...earlier, ...inputItems] : inputItems;
@@ -185,27 +226,38 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       const requestId = c.get("requestId");
       const failed = (what: string) => (error: unknown) =>
         deps.log.error({ requestId, err: error instanceof Error ? error.message : String(error) }, what);
-      if (conversation) {
-        const added = [...inputItems, ...outputAsInput(response.output)];
-        const appended = await appendItems(
-          deps.db,
-          orgId,
-          conversation.id,
-          added,
-          new Date(deps.now()),
-        ).catch(failed("could not add a response to its conversation"));
-        if (appended === false) {
+      /** Adds its input and output to its conversation; a failure is logged (in a transaction, rolled back to before it). */
+      const addTurn = async (db: Pick<Db, "transaction" | "select">) => {
+        if (!conversation) return;
+        const items = [...inputItems, ...outputAsInput(response.output)];
+        const added = await appendItems(db, orgId, conversation.id, {
+          items,
+          createdAt: new Date(deps.now()),
+          taken: (held) => renewTaken(items, held, key, (id) => deps.log.warn({ requestId, id }, RENEWED)),
+        }).catch(failed("could not add a response to its conversation"));
+        if (added === null) {
           deps.log.warn({ requestId }, "a response's conversation was deleted before the response ended");
         }
-      }
-      if (!store) return;
+      };
       const saved: NewResponse = { response, items: storedItems, previous };
-      // A background response's run stores over the response created queued (unless cancelled or deleted),
-      // with its stream's final events where it has a log.
-      const save = runLog
-        ? () => runLog.finish((tx) => saveBackgroundRun(tx, orgId, saved), finalEvents)
-        : () => (c.get("responseKey") ? saveBackgroundRun : saveResponse)(deps.db, orgId, saved);
-      await save().catch(failed("could not store a response"));
+      if (c.get("responseKey")) {
+        // A background response's run stores over the response created queued, with its stream's final
+        // events where it has a log, and adds its turn to its conversation in the same transaction: one
+        // cancelled or deleted meanwhile is left as it is and adds nothing (its answer is dropped). In a
+        // conversation its items are those it ran on: the conversation as it stood when it ran.
+        const save = async (tx: Pick<Db, "update" | "transaction" | "select">) => {
+          const stored = await saveBackgroundRun(tx, orgId, saved, conversation !== null);
+          if (stored) await addTurn(tx);
+          return stored;
+        };
+        await (runLog ? runLog.finish(save, finalEvents) : deps.db.transaction(save)).catch(
+          failed("could not store a response"),
+        );
+      } else {
+        await addTurn(deps.db);
+        if (!store) return;
+        await saveResponse(deps.db, orgId, saved).catch(failed("could not store a response"));
+      }
       await deps.storedRetention.afterStoringResponse(deps.db, deps.log, { requestId });
     };
 

@@ -21,6 +21,7 @@ import {
   appendItems,
   createConversation,
   loadConversation,
+  refuseTaken,
 } from "../../gateway/conversation-store.ts";
 import {
   loadResponse,
@@ -283,9 +284,14 @@ for (const { name, url } of targets) {
         },
         { maxOrgBytes: 2 ** 20, param: "items" },
       );
-      expect(await appendItems(db, "acme", "conv_odd", [{ ...item, id: "msg_odd_2" }], new Date())).toBe(
-        true,
-      );
+      const more = [{ ...item, id: "msg_odd_2" }];
+      expect(
+        await appendItems(db, "acme", "conv_odd", {
+          items: more,
+          createdAt: new Date(),
+          taken: refuseTaken(more, "items"),
+        }),
+      ).toEqual(more);
       expect(await allItems(db, "acme", "conv_odd")).toEqual([item, { ...item, id: "msg_odd_2" }]);
       expect((await loadConversation(db, "acme", "conv_odd"))?.metadata).toEqual({ note: odd });
 
@@ -314,6 +320,30 @@ for (const { name, url } of targets) {
         limit: 10,
       } as ChatCompletionListQuery);
       expect(page.data.map((c) => c.id)).toEqual(["chatcmpl-odd"]);
+    });
+
+    it("adds an item id to a conversation once when additions naming it race: the others are refused (400), not failed", async () => {
+      await createConversation(
+        db,
+        "acme",
+        { id: "conv_race", metadata: {}, items: [], createdAt: new Date() },
+        { maxOrgBytes: 2 ** 20, param: "items" },
+      );
+      const adds = await Promise.allSettled(
+        ["one", "two", "three", "four"].map((text) => {
+          const items = [{ type: "message" as const, role: "user" as const, content: text, id: "msg_once" }];
+          return appendItems(db, "acme", "conv_race", {
+            items,
+            createdAt: new Date(),
+            taken: refuseTaken(items, "items"),
+          });
+        }),
+      );
+      expect(adds.filter((add) => add.status === "fulfilled")).toHaveLength(1);
+      for (const add of adds) {
+        if (add.status === "rejected") expect(add.reason).toMatchObject({ status: 400, param: "items.0" });
+      }
+      expect(await allItems(db, "acme", "conv_race")).toHaveLength(1);
     });
 
     it("stores an org's key, base model, adapter and usage and reads them back", async () => {

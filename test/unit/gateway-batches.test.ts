@@ -842,10 +842,14 @@ describe("background responses", () => {
     await expect(otherClient.responses.cancel(queued.id)).rejects.toMatchObject({ status: 404 });
   });
 
-  it("keeps a response cancelled while it ran cancelled, dropping its run's answer", async () => {
+  it("keeps a response cancelled while it ran cancelled, dropping its run's answer, which its conversation does not get either", async () => {
     const { app: slow, release } = heldApp(h.app);
+    const conversation = await client.conversations.create({
+      items: [{ type: "message", role: "user", content: "Before" }],
+    });
     const queued = await client.responses.create({
       model: BASE,
+      conversation: conversation.id,
       input: "slow",
       max_output_tokens: 2,
       background: true,
@@ -861,6 +865,60 @@ describe("background responses", () => {
     const after = await client.responses.retrieve(queued.id);
     expect(after.status).toBe("cancelled");
     expect(after.output).toEqual([]);
+    expect((await client.conversations.items.list(conversation.id)).data).toHaveLength(1);
+  });
+
+  it("stores the items a queued one in a conversation ran on, those added while it waited too", async () => {
+    const conversation = await client.conversations.create({
+      items: [{ type: "message", role: "user", content: "First" }],
+    });
+    const queued = await client.responses.create({
+      model: BASE,
+      conversation: conversation.id,
+      input: "Late",
+      max_output_tokens: 2,
+      background: true,
+    });
+    await client.conversations.items.create(conversation.id, {
+      items: [{ type: "message", role: "user", content: "Added while it waited" }],
+    });
+    await runner().drain();
+    const items = await client.responses.inputItems.list(queued.id, { order: "asc" });
+    expect(items.data.map((item) => (item.type === "message" ? item.content[0] : null))).toMatchObject([
+      { text: "First" },
+      { text: "Added while it waited" },
+      { text: "Late" },
+    ]);
+  });
+
+  it("refuses to continue one that has not ended, and continues it once it has", async () => {
+    const queued = await client.responses.create({
+      model: BASE,
+      input: "First",
+      max_output_tokens: 2,
+      background: true,
+    });
+    const received = worker.received.length;
+    await expect(
+      client.responses.create({ model: BASE, previous_response_id: queued.id, input: "Next" }),
+    ).rejects.toMatchObject({ status: 400, param: "previous_response_id", code: "response_not_ended" });
+    await expect(
+      client.responses.inputTokens.count({ model: BASE, previous_response_id: queued.id, input: "Next" }),
+    ).rejects.toMatchObject({ status: 400, code: "response_not_ended" });
+    expect(worker.received.length).toBe(received);
+    await runner().drain();
+    const next = await client.responses.create({
+      model: BASE,
+      previous_response_id: queued.id,
+      input: "Next",
+      max_output_tokens: 1,
+    });
+    const items = await client.responses.inputItems.list(next.id, { order: "asc" });
+    expect(items.data.map((item) => item.type === "message" && item.role)).toEqual([
+      "user",
+      "assistant",
+      "user",
+    ]);
   });
 
   it("marks failed, with the reason, a background response whose run cannot answer", async () => {

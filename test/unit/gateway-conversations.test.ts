@@ -500,4 +500,38 @@ describe("a response in a conversation", () => {
     expect(worker.received.length).toBe(before);
     expect(await transcript(id)).toEqual(["user: Hi"]);
   });
+
+  it("keeps a response's turn whose input id another addition took while it ran, under the id it would have had", async () => {
+    const { id } = await client.conversations.create({ items: [message("user", "Hi", "msg_first")] });
+    worker.stallClaims();
+    const before = worker.received.length;
+    const running = client.responses.create({
+      model: BASE,
+      conversation: id,
+      input: [message("user", "mine", "msg_contested")],
+      max_output_tokens: 2,
+    });
+    try {
+      await worker.pulled(before + 1);
+      // Checked when the response began; taken now, before it ends.
+      await client.conversations.items.create(id, { items: [message("user", "theirs", "msg_contested")] });
+    } finally {
+      worker.releaseClaims();
+    }
+    const response = await running;
+    expect(response.output_text).toBe(fakeReplyText(2));
+    expect(await transcript(id)).toEqual([
+      "user: Hi",
+      "user: theirs",
+      "user: mine",
+      `assistant: ${fakeReplyText(2)}`,
+    ]);
+    const items = (await client.conversations.items.list(id, { order: "asc" })).data;
+    expect(items.map((item) => item.id)).toEqual([
+      "msg_first",
+      "msg_contested",
+      expect.stringMatching(/^msg_.+_in0$/),
+      response.output[0]!.id,
+    ]);
+  });
 });

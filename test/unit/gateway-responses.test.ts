@@ -470,6 +470,18 @@ describe("POST /v1/responses", () => {
     await expect(
       otherClient.responses.create({ model: BASE, input: [{ type: "item_reference", id: answer.id! }] }),
     ).rejects.toMatchObject({ status: 404, code: "item_not_found" });
+    // With previous_response_id the answer is already in what it continues: referring to it again would
+    // repeat it, which OpenAI refuses too.
+    await expect(
+      client.responses.create({
+        model: BASE,
+        previous_response_id: first.id,
+        input: [
+          { type: "item_reference", id: answer.id! },
+          { role: "user", content: "Again" },
+        ],
+      }),
+    ).rejects.toMatchObject({ status: 400, param: "input.0" });
   });
 
   it("refuses a NUL character (U+0000) in an id with 400, not a server error, and runs nothing", async () => {
@@ -733,6 +745,18 @@ describe("POST /v1/responses", () => {
       // A prompt template is refused by name, with or without input.
       [{ prompt: { id: "pmpt_1" } }, "prompt"],
       [{ input: undefined, prompt: { id: "pmpt_1" } }, "prompt"],
+      // An empty id is not "no previous response": the client meant one.
+      [{ previous_response_id: "" }, "previous_response_id"],
+      // An item's id is unique within what a response answers (its input_items page by it).
+      [
+        {
+          input: [
+            { type: "message", role: "user", content: "a", id: "msg_twice" },
+            { type: "message", role: "user", content: "b", id: "msg_twice" },
+          ],
+        },
+        "input.1",
+      ],
     ];
     for (const [fields, param] of refusals) {
       const error = await client.responses
@@ -768,6 +792,16 @@ describe("POST /v1/responses", () => {
       expect((failure as Error).message).toContain("out of memory");
       expect(types.filter((t) => t === "response.output_text.delta")).toHaveLength(2);
       expect(types).not.toContain("response.completed");
+      // The error event is numbered on from the events before it, as every event is.
+      const raw = await client.responses
+        .create({ model: BASE, input: "Hi", stream: true, max_output_tokens: 43 })
+        .asResponse();
+      const events = (await raw.text())
+        .split("\n")
+        .filter((line) => line.startsWith("data: "))
+        .map((line) => JSON.parse(line.slice("data: ".length)) as { type: string; sequence_number: number });
+      expect(events.at(-1)).toMatchObject({ type: "error", code: "oom" });
+      expect(events.map((event) => event.sequence_number)).toEqual(events.map((_, k) => k));
     } finally {
       worker.behaviour = () => "reply";
     }
