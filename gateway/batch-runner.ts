@@ -77,12 +77,12 @@ export const DEFAULT_STOP_GRACE_MS = 30_000;
 
 /**
  * Whether a line's answer says to try it again later rather than fail it: nothing ran, and waiting can
- * help (a rate limit, no worker yet, the bus or database out of reach). A spent monthly quota cannot.
+ * help (no worker yet, the bus or database out of reach, or a 429 that says when to try again: a rate
+ * limit, the org's compile time). A 429 without Retry-After is one waiting cannot help: a spent monthly
+ * quota, or a request larger than its key's whole tokens-per-minute limit.
  */
-function transient(statusCode: number, response: unknown): boolean {
-  if (statusCode === 429) {
-    return (response as { error?: { code?: string } } | null)?.error?.code !== "insufficient_quota";
-  }
+function transient(statusCode: number, retryAfter: string | null): boolean {
+  if (statusCode === 429) return retryAfter !== null;
   return statusCode === 500 || statusCode === 502 || statusCode === 503;
 }
 const MAX_RETRY_DELAY_MS = 60_000;
@@ -424,6 +424,7 @@ export class BatchRunner {
     let statusCode: number;
     let response: unknown;
     let requestId: string | null = null;
+    let retryAfter: string | null = null;
     if (!principal) {
       statusCode = 401;
       response = {
@@ -460,6 +461,7 @@ export class BatchRunner {
         statusCode = answer.status;
         response = await answer.json();
         requestId = answer.headers.get("x-request-id");
+        retryAfter = answer.headers.get("retry-after");
       } finally {
         this.#controllers.delete(controller);
       }
@@ -484,7 +486,7 @@ export class BatchRunner {
       }
     }
     const where = this.#ownLine(batchId, line);
-    if (transient(statusCode, response)) {
+    if (transient(statusCode, retryAfter)) {
       if (await rerunnable(db, background)) {
         // Each attempt waits twice as long as the one before, up to a minute.
         const delay = Math.min(MAX_RETRY_DELAY_MS, 1_000 * 2 ** attempts);

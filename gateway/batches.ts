@@ -57,6 +57,8 @@ export function parseBatchInput(content: string, endpoint: BatchEndpoint): Batch
     if (line.url !== endpoint) throw bad(`url ${line.url} is not the batch's endpoint ${endpoint}.`);
     if (seen.has(line.custom_id)) throw bad(`custom_id "${line.custom_id}" is used by an earlier line.`);
     if (line.body.stream === true) throw bad("body.stream cannot be true in a batch.");
+    // A batch line is already run later, at the batch price, into the batch's output file.
+    if (line.body.background === true) throw bad("body.background cannot be true in a batch.");
     seen.add(line.custom_id);
     return line;
   });

@@ -50,7 +50,7 @@ export async function countRequest(
   const start = windowStart(now);
   // A request larger than the whole per-minute budget would never fit: refuse it without counting.
   if (limits.tokensPerMinute !== null && tokens > limits.tokensPerMinute) {
-    return { allowed: false, exceeded: "tokens", window: { start, requests: 0, tokens: 0 } };
+    return { allowed: false, exceeded: "tokens", window: await currentWindow(db, keyId, start) };
   }
   const w = apiKeyRateWindows;
   // A gateway whose clock lags counts into the newer window rather than winding it back.
@@ -77,13 +77,20 @@ export async function countRequest(
   if (counted) {
     return { allowed: true, window: { ...counted, start: counted.start.getTime() } };
   }
+  const window = await currentWindow(db, keyId, start);
+  const requestsFull = limits.requestsPerMinute !== null && window.requests + 1 > limits.requestsPerMinute;
+  return { allowed: false, exceeded: requestsFull ? "requests" : "tokens", window };
+}
+
+/** What the key's window starting at `start` (or a later one) holds; nothing where it last counted earlier. */
+async function currentWindow(db: Db, keyId: string, start: number): Promise<RateWindow> {
+  const w = apiKeyRateWindows;
   const [current] = await db
     .select({ start: w.windowStart, requests: w.requests, tokens: w.tokens })
     .from(w)
     .where(eq(w.apiKeyId, keyId));
-  const window = current ? { ...current, start: current.start.getTime() } : { start, requests: 0, tokens: 0 };
-  const requestsFull = limits.requestsPerMinute !== null && window.requests + 1 > limits.requestsPerMinute;
-  return { allowed: false, exceeded: requestsFull ? "requests" : "tokens", window };
+  if (!current || current.start.getTime() < start) return { start, requests: 0, tokens: 0 };
+  return { ...current, start: current.start.getTime() };
 }
 
 /** A duration as OpenAI writes its reset headers: "850ms", "17s", "1m0s". */

@@ -66,13 +66,18 @@ export async function admitWithinLimits(
         );
       }
       const limit = limits.tokensPerMinute ?? 0;
+      if (tokens > limit) {
+        // No Retry-After: waiting cannot make it fit (a batch runner fails the line rather than retry it).
+        throw rateLimited(
+          `Request too large for tokens per min (TPM) on API key ${caller.prefix}…: Limit ${limit}, ` +
+            `Requested ${tokens} (prompt + max_tokens). Lower max_tokens or shorten the prompt.`,
+          headers,
+        );
+      }
       throw rateLimited(
-        tokens > limit
-          ? `Request too large for tokens per min (TPM) on API key ${caller.prefix}…: Limit ${limit}, ` +
-              `Requested ${tokens} (prompt + max_tokens). Lower max_tokens or shorten the prompt.`
-          : `Rate limit reached for tokens per min (TPM) on API key ${caller.prefix}…: Limit ${limit}, ` +
-              `Used ${decision.window.tokens}, Requested ${tokens} (prompt + max_tokens). ` +
-              `Please try again in ${formatReset(wait)}.`,
+        `Rate limit reached for tokens per min (TPM) on API key ${caller.prefix}…: Limit ${limit}, ` +
+          `Used ${decision.window.tokens}, Requested ${tokens} (prompt + max_tokens). ` +
+          `Please try again in ${formatReset(wait)}.`,
         retry,
       );
     }

@@ -89,18 +89,35 @@ export const CustomToolFormat = z.discriminatedUnion("type", [
 ]);
 export type CustomToolFormat = z.infer<typeof CustomToolFormat>;
 
-export const ChatMessageIn = z.object({
-  role: ChatRole,
-  // An assistant turn may carry null content in OpenAI's schema (when it held tool calls).
-  content: Content.nullable(),
-  name: z.string().optional(),
-  /** An assistant turn's function calls. */
-  tool_calls: z.array(ToolCall).optional(),
-  /** A tool message: the call it answers. */
-  tool_call_id: z.string().optional(),
-  /** An assistant turn's reasoning, sent back as DeepSeek's and vLLM's APIs take it (gateway/reasoning.ts). */
-  reasoning_content: z.string().nullable().optional(),
-});
+/** A tool's description, null taken as left out (as a message's fields: ChatMessageIn), so templates never see null. */
+function withoutNullDescription<T extends { description?: string | null | undefined }>({
+  description,
+  ...tool
+}: T) {
+  return { ...tool, ...(description != null ? { description } : {}) };
+}
+
+export const ChatMessageIn = z
+  .object({
+    role: ChatRole,
+    // An assistant turn may carry null content in OpenAI's schema (when it held tool calls).
+    content: Content.nullable(),
+    name: z.string().nullish(),
+    /** An assistant turn's function calls. */
+    tool_calls: z.array(ToolCall).nullish(),
+    /** A tool message: the call it answers. */
+    tool_call_id: z.string().nullish(),
+    /** An assistant turn's reasoning, sent back as DeepSeek's and vLLM's APIs take it (gateway/reasoning.ts). */
+    reasoning_content: z.string().nullable().optional(),
+  })
+  // Null as left out: clients send an earlier turn back as they got it, `tool_calls: None` and all
+  // (Python's serialized messages, LangChain); the chat template then sees it absent, as when not sent.
+  .transform(({ name, tool_calls, tool_call_id, ...message }) => ({
+    ...message,
+    ...(name != null ? { name } : {}),
+    ...(tool_calls != null ? { tool_calls } : {}),
+    ...(tool_call_id != null ? { tool_call_id } : {}),
+  }));
 export type ChatMessageIn = z.infer<typeof ChatMessageIn>;
 
 /**
@@ -203,14 +220,14 @@ const Sampling = {
   presence_penalty: Penalty.optional(),
   frequency_penalty: Penalty.optional(),
   n: z.int().nullable().optional(),
-  user: z.string().optional(),
+  user: z.string().nullable().optional(),
   /**
    * OpenAI's: requests naming the same key (within an org) go to the same worker, so prompts that share a
    * long prefix meet in its prefix cache (gateway/generation.ts).
    */
   prompt_cache_key: z.string().max(1024, "at most 1,024 characters").nullable().optional(),
   stream: z.boolean().nullable().optional(),
-  stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
+  stream_options: z.object({ include_usage: z.boolean().nullable().optional() }).nullable().optional(),
   /** Token id (as a string key) to a bias added to its logit; checked against the base's vocabulary. */
   logit_bias: z.record(z.string(), z.number()).nullable().optional(),
   service_tier: ServiceTierIn.nullable().optional(),
@@ -249,20 +266,24 @@ export const ChatCompletionRequest = z.object({
       z.discriminatedUnion("type", [
         z.object({
           type: z.literal("function"),
-          function: z.object({
-            name: ToolName,
-            description: z.string().optional(),
-            parameters: z.record(z.string(), z.unknown()).optional(),
-            strict: z.boolean().nullable().optional(),
-          }),
+          function: z
+            .object({
+              name: ToolName,
+              description: z.string().nullish(),
+              parameters: z.record(z.string(), z.unknown()).optional(),
+              strict: z.boolean().nullable().optional(),
+            })
+            .transform(withoutNullDescription),
         }),
         z.object({
           type: z.literal("custom"),
-          custom: z.object({
-            name: ToolName,
-            description: z.string().optional(),
-            format: CustomToolFormat.optional(),
-          }),
+          custom: z
+            .object({
+              name: ToolName,
+              description: z.string().nullish(),
+              format: CustomToolFormat.optional(),
+            })
+            .transform(withoutNullDescription),
         }),
       ]),
     )
@@ -316,7 +337,7 @@ export const ChatCompletionRequest = z.object({
       json_schema: z
         .object({
           name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, _ or -"),
-          description: z.string().optional(),
+          description: z.string().nullish(),
           schema: z.record(z.string(), z.unknown()).optional(),
           strict: z.boolean().nullable().optional(),
         })

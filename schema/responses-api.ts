@@ -165,7 +165,7 @@ const TextFormat = z.discriminatedUnion(
       type: z.literal("json_schema"),
       name: ToolName,
       schema: z.record(z.string(), z.unknown()),
-      description: z.string().optional(),
+      description: z.string().nullish(),
       strict: z.boolean().nullable().optional(),
     }),
   ],
@@ -243,7 +243,7 @@ export const ResponseCreateRequest = z.object({
   /** A stored response of the caller's org whose conversation this one continues. */
   previous_response_id: z.string().min(1, "must be a response id").nullable().optional(),
   metadata: Metadata.nullable().optional(),
-  user: z.string().optional(),
+  user: z.string().nullable().optional(),
   /** As in chat: the org's requests naming the same key go to the same worker (its prefix cache). */
   prompt_cache_key: z.string().max(1024, "at most 1,024 characters").nullable().optional(),
   /** "auto": a conversation too long for the context loses its oldest items instead of failing. */

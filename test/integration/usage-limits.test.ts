@@ -300,12 +300,17 @@ describe.each(databases)("limits at admission (%s)", (_label, url) => {
     expect(limited.res.headers.get("x-ratelimit-limit-requests")).toBeNull();
 
     clock += 60_000;
+    const first = await complete(app, key);
+    expect(first.headers.get("x-ratelimit-remaining-tokens")).toBe(String(4 * RESERVES));
     const tooLarge = await complete(app, key, { max_tokens: 5 * RESERVES });
     expect(tooLarge.status).toBe(429);
     expect(((await tooLarge.json()) as ErrorBody).error.message).toContain("Request too large");
-    // Refusing it counted nothing: the whole budget is still there.
+    // Waiting cannot make it fit: no Retry-After. Its headers tell the window as it stands.
+    expect(tooLarge.headers.get("retry-after")).toBeNull();
+    expect(tooLarge.headers.get("x-ratelimit-remaining-tokens")).toBe(String(4 * RESERVES));
+    // Refusing it counted nothing.
     const ok = await complete(app, key);
-    expect(ok.headers.get("x-ratelimit-remaining-tokens")).toBe(String(4 * RESERVES));
+    expect(ok.headers.get("x-ratelimit-remaining-tokens")).toBe(String(3 * RESERVES));
   });
 
   it("tokenizing, counting input tokens and creating conversations count against the requests per minute too; reading does not", async () => {

@@ -447,6 +447,19 @@ describe("the Batch API", () => {
         message: expect.stringContaining(message),
       });
     }
+    // A background response would run outside the batch, at the live price, its answer not in the batch's files.
+    const background = await upload([
+      JSON.stringify({
+        custom_id: "bg",
+        method: "POST",
+        url: "/v1/responses",
+        body: { model: BASE, input: "x", background: true },
+      }),
+    ]);
+    await expect(startBatch(background.id, { endpoint: "/v1/responses" })).rejects.toMatchObject({
+      status: 400,
+      message: expect.stringContaining("Line 1 of the input file: body.background cannot be true"),
+    });
     await expect(startBatch("file-nope")).rejects.toMatchObject({ status: 404, code: "file_not_found" });
     const theirs = await upload([chatLine("a", BASE)], otherClient);
     await expect(startBatch(theirs.id)).rejects.toMatchObject({ status: 404 });
@@ -545,6 +558,23 @@ describe("the Batch API", () => {
     expect(ended.request_counts).toEqual({ total: 1, completed: 0, failed: 1 });
     expect(await linesOf(ended.error_file_id!)).toMatchObject([
       { custom_id: "r1", response: { status_code: 401, body: { error: { code: "invalid_api_key" } } } },
+    ]);
+  });
+
+  it("fails, without retrying, a line larger than its key's whole tokens per minute, and runs the others", async () => {
+    const created = await createApiKey(h.db, { orgId: "acme", name: "small-tpm" });
+    await h.db.update(apiKeys).set({ tokensPerMinute: 40 }).where(eq(apiKeys.id, created.record.id));
+    const limited = new OpenAI({ apiKey: created.key, baseURL: `${served.url}/v1`, maxRetries: 0 });
+    const file = await upload([chatLine("huge", BASE, 50), chatLine("small", BASE, 2)], limited);
+    const batch = await startBatch(file.id, {}, limited);
+    counted.lines.length = 0;
+    await runner().drain();
+    const ended = await client.batches.retrieve(batch.id);
+    expect(ended.status).toBe("completed");
+    expect(ended.request_counts).toEqual({ total: 2, completed: 1, failed: 1 });
+    expect(counted.lines).not.toContain("retried");
+    expect(await linesOf(ended.error_file_id!)).toMatchObject([
+      { custom_id: "huge", response: { status_code: 429, body: { error: { code: "rate_limit_exceeded" } } } },
     ]);
   });
 
