@@ -333,6 +333,23 @@ function badWordsIds(words: readonly string[], base: BaseModelInfo): number[][] 
   return ids;
 }
 
+/**
+ * Refuses, before tokenizing it, a prompt text that cannot fit the context whatever it encodes to: the
+ * fewest tokens it can take (worker/engine/token-count-floor.ts) fill it already. Tokenizing runs on the
+ * gateway's event loop, about a microsecond a byte, so this bounds it by what a prompt that fits can need.
+ * Not for a prompt the request asks to truncate: it is tokenized whole, as vLLM does.
+ */
+export function refuseSurelyTooLong(text: string, base: BaseModelInfo, param: string): void {
+  const fewest = base.tokenizer.fewestTokens(text);
+  if (fewest < base.contextLength) return;
+  throw invalidRequest(
+    `This model's maximum context length is ${base.contextLength} tokens. However, your prompt holds at ` +
+      `least ${fewest} tokens. Please reduce the length of the prompt.`,
+    param,
+    "context_length_exceeded",
+  );
+}
+
 function contextExceeded(base: BaseModelInfo, prompt: number, completion: number, param: string) {
   return invalidRequest(
     `This model's maximum context length is ${base.contextLength} tokens. However, you requested ` +
@@ -494,6 +511,7 @@ export function chatPrompt(body: ChatCompletionRequest, base: BaseModelInfo): Ch
     }
     text = cut;
   }
+  if (body.truncate_prompt_tokens == null) refuseSurelyTooLong(text, base, "messages");
   // The template writes the special tokens (bos included) itself.
   const ids = base.tokenizer.encode(text, { addSpecialTokens: false });
   // Without the generation prompt the answer goes on from the conversation as written: it opens no
@@ -547,11 +565,14 @@ function completionPrompts(
   prompt: CompletionRequest["prompt"],
   suffix: string,
   base: BaseModelInfo,
+  truncated: boolean,
 ): number[][] {
-  const encode = (text: string) =>
-    suffix === ""
+  const encode = (text: string) => {
+    if (!truncated) refuseSurelyTooLong(suffix === "" ? text : text + suffix, base, "prompt");
+    return suffix === ""
       ? base.tokenizer.encode(text, { addSpecialTokens: true })
       : fillInTheMiddle(text, suffix, base);
+  };
   if (typeof prompt === "string") return [encode(prompt)];
   if (prompt.length === 0) throw invalidRequest("prompt is empty", "prompt");
   if (suffix !== "" && prompt.some((one) => typeof one !== "string")) {
@@ -594,7 +615,7 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
       "best_of",
     );
   }
-  const prompts = completionPrompts(body.prompt, suffix, base);
+  const prompts = completionPrompts(body.prompt, suffix, base, body.truncate_prompt_tokens != null);
   const runs = prompts.length * (body.n ?? 1);
   if (runs > MAX_RUNS) {
     throw invalidRequest(

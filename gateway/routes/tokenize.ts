@@ -11,7 +11,7 @@ import {
   type TokenizeResponse,
 } from "../../schema/api.ts";
 import { tokenText } from "../../worker/engine/token-bytes.ts";
-import { chatPrompt } from "../admission.ts";
+import { chatPrompt, refuseSurelyTooLong } from "../admission.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
 import { invalidRequest } from "../errors.ts";
@@ -26,6 +26,7 @@ export function tokenize(deps: GatewayDeps): Handler<GatewayEnv> {
     if ((messages === undefined) === (prompt === undefined)) {
       throw invalidRequest("give either prompt (a text) or messages (a chat)", "prompt");
     }
+    if (prompt !== undefined) refuseSurelyTooLong(prompt, base, "prompt");
     const tokens = messages
       ? deps.compileTime.admit(c.get("principal").orgId, () => chatPrompt({ ...body, messages }, base)).ids
       : base.tokenizer.encode(prompt!, { addSpecialTokens: body.add_special_tokens ?? true });

@@ -1,6 +1,7 @@
 // A model's tokenizer (tokenizer.json + tokenizer_config.json through @huggingface/tokenizers), its chat
 // template (@huggingface/jinja), and a streaming detokenizer that never emits half a UTF-8 character.
 // loadTokenizer reads a model folder; tokenizerFromFiles takes the same files from memory (Workers).
+
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
@@ -8,6 +9,7 @@ import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { type FimTokens, fimTokens } from "./fim-tokens.ts";
 import { type ReasoningTemplate, reasoningTemplate } from "./reasoning-template.ts";
 import { tokenBytesReader } from "./token-bytes.ts";
+import { tokenCountFloor } from "./token-count-floor.ts";
 
 export class TokenizerError extends Error {
   override name = "TokenizerError";
@@ -39,6 +41,8 @@ export interface Tokenizer {
   readonly eosTokenIds: readonly number[];
   readonly bosTokenId: number | null;
   encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
+  /** The fewest tokens `text` can encode to, read off its length without encoding it (token-count-floor.ts). */
+  fewestTokens(text: string): number;
   /** Ids outside the vocabulary decode to nothing (models often pad their embedding past the vocab). */
   decode(ids: readonly number[], options?: { skipSpecialTokens?: boolean }): string;
   applyChatTemplate(messages: readonly ChatMessage[], options?: ChatTemplateOptions): string;
@@ -223,6 +227,7 @@ export function tokenizerFromFiles(files: TokenizerFiles): Tokenizer {
     encode(text, options = {}) {
       return hf.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
     },
+    fewestTokens: tokenCountFloor(tokenizerJson),
     decode,
     applyChatTemplate,
     templateTakesTools: templateSource !== null && /\btools\b/.test(templateSource),
