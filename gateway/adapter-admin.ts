@@ -32,8 +32,8 @@ function adapterNotFound(org: string, name: string): ApiError {
   );
 }
 
-function conflict(message: string, code: string): ApiError {
-  return new ApiError(409, "invalid_request_error", message, code, "name");
+function conflict(message: string, code: string, param = "name"): ApiError {
+  return new ApiError(409, "invalid_request_error", message, code, param);
 }
 
 export function toAdapterObject(row: Adapter, heartbeats: readonly WorkerHeartbeat[]): AdapterObject {
@@ -112,13 +112,60 @@ export async function baseArchitecture(deps: AdminDeps, base: string) {
   return row.architecture;
 }
 
-/** Refuses a name already taken by a live adapter of the org, before any upload byte is read. */
-export async function assertNameFree(deps: AdminDeps, org: string, name: string): Promise<void> {
+/**
+ * Refuses a name already taken by a live adapter of the org, and a name or alias that would clash (below),
+ * before any upload byte is read. createAdapter checks the clash again where it counts, under a lock.
+ */
+export async function assertNamesFree(
+  deps: AdminDeps,
+  org: string,
+  name: string,
+  alias: string | null,
+): Promise<void> {
   const [row] = await deps.db
     .select({ id: adapters.id })
     .from(adapters)
     .where(and(eq(adapters.orgId, org), eq(adapters.name, name), isNull(adapters.deletedAt)));
   if (row) throw conflict(`An adapter named ${org}/${name} already exists.`, "adapter_exists");
+  await refuseNameAliasClash(deps.db, org, name, alias);
+}
+
+/**
+ * 409 when the new adapter's name is a live alias of the org (`alias_exists`), or its alias the name of a
+ * live adapter of the org (`adapter_exists`): a model id BASE:ORG/X must mean one of the two, and the
+ * resolver would run the adapter named X, never the alias's versions. Names and aliases of an org share
+ * one namespace, across its bases, as names alone already do.
+ */
+async function refuseNameAliasClash(
+  db: Pick<Db, "select">,
+  org: string,
+  name: string,
+  alias: string | null,
+): Promise<void> {
+  const versions = await db
+    .select({ name: adapters.name })
+    .from(adapters)
+    .where(and(eq(adapters.orgId, org), eq(adapters.alias, name), isNull(adapters.deletedAt)))
+    .orderBy(adapters.name);
+  if (versions.length > 0) {
+    const list = versions.map((v) => `${org}/${v.name}`).join(", ");
+    throw conflict(
+      `${org}/${name} is already an alias (of ${list}); an adapter cannot take an alias's name, since its model id would then never reach the alias's versions. Choose another name.`,
+      "alias_exists",
+    );
+  }
+  if (alias === null) return;
+  const [named] = await db
+    .select({ id: adapters.id })
+    .from(adapters)
+    .where(and(eq(adapters.orgId, org), eq(adapters.name, alias), isNull(adapters.deletedAt)));
+  if (named) {
+    throw conflict(
+      `An adapter named ${org}/${alias} already exists, so it cannot be an alias: its model id runs that adapter, never the alias's versions. Choose another alias.`,
+      "adapter_exists",
+      "alias",
+    );
+  }
 }
 
 export interface CreateAdapter {
@@ -132,8 +179,9 @@ export interface CreateAdapter {
 }
 
 /**
- * Commits the staged upload to the blob store, then inserts its row as ready if the org's adapter storage
- * has room for it (adapter-storage-quota.ts); on any failure, neither stays.
+ * Commits the staged upload to the blob store, then inserts its row as ready if its name and alias clash
+ * with no live adapter of the org and the org's adapter storage has room for it (adapter-storage-quota.ts);
+ * on any failure, neither stays.
  */
 export async function createAdapter(deps: AdminDeps, input: CreateAdapter): Promise<AdapterObject> {
   const storage = deps.adapterStorage;
@@ -146,6 +194,11 @@ export async function createAdapter(deps: AdminDeps, input: CreateAdapter): Prom
   let row: Adapter | undefined;
   try {
     row = await deps.db.transaction(async (tx) => {
+      // The org's creates check their names one at a time, each seeing the rows of those before it: two
+      // at once cannot both pass, one naming an adapter X and the other giving an alias X. (A taken name
+      // itself is refused by the unique index, below.)
+      await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`luminet-adapter-names:${input.org}`}))`);
+      await refuseNameAliasClash(tx, input.org, input.name, input.alias);
       await reserveAdapterStorage(tx, input.org, staged.bytes, deps.limits.maxOrgAdapterBytes);
       const [inserted] = await tx
         .insert(adapters)

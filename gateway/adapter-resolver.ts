@@ -1,7 +1,9 @@
 // Which exact adapter a request runs with: the caller's org's ready adapter of that name on that base, or,
 // when the name is an alias, one of the alias's versions drawn by traffic weight. Another org's adapter and
 // an unknown one get the same 404 (existence is not revealed) and never fall back to the base model; an
-// alias of the caller's own whose versions are all at weight 0 gets a 404 that says so.
+// alias of the caller's own whose versions are all at weight 0 gets a 404 that says so. An org's adapter
+// names and aliases never coincide (adapter-admin.ts refuses the create); where a database holds such a
+// pair from before that check, the adapter with that exact name wins.
 // Lookups are cached briefly per (org, base, name): the draw by weight happens per request on the cached rows.
 import { and, eq, isNull, or } from "drizzle-orm";
 import type { Db } from "../db/open.ts";

@@ -18,8 +18,9 @@ import type { Context } from "hono";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { ADAPTER_NAME, AdapterFromSource, AdapterPatch } from "../../schema/adapter-api.ts";
+import { fitsFloat32 } from "../../worker/adapters/peft-config.ts";
 import {
-  assertNameFree,
+  assertNamesFree,
   baseArchitecture,
   type CreateAdapter,
   createAdapter,
@@ -71,12 +72,22 @@ function positiveNumber(param: string, value: string, integer: boolean): number 
   return n;
 }
 
-/** A single .safetensors' config: rank, alpha and target_modules all given, or none of them. */
+/**
+ * A single .safetensors' config: rank, alpha and target_modules all given, or none of them. An alpha
+ * float32 cannot hold is refused here, naming `alpha` (the loader would name lora_alpha, which the caller
+ * never wrote).
+ */
 function singleFileConfig(
   rank: number | undefined,
   alpha: number | undefined,
   targetModules: string[] | undefined,
 ): AdapterDescription["config"] {
+  if (alpha !== undefined && !fitsFloat32(alpha)) {
+    throw invalidRequest(
+      `Invalid 'alpha': expected a positive number float32 holds (1.4e-45 to 3.4e38), got ${alpha}.`,
+      "alpha",
+    );
+  }
   if (rank === undefined && alpha === undefined && targetModules === undefined) return null;
   if (rank === undefined || alpha === undefined || targetModules === undefined) {
     throw invalidRequest("Give rank, alpha and target_modules together, or none of them.", "rank");
@@ -117,7 +128,7 @@ async function prepare(
   const alias = fields.alias ? ownName(org, fields.alias, "alias") : null;
   if (alias === name) throw invalidRequest("An adapter's alias must differ from its name.", "alias");
   const architecture = await baseArchitecture(deps, fields.base);
-  await assertNameFree(deps, org, name);
+  await assertNamesFree(deps, org, name, alias);
   await refuseFullAdapterStorage(deps.db, org, deps.limits.maxOrgAdapterBytes);
   if (!deps.adapterStorage) {
     throw new ApiError(

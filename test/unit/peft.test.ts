@@ -390,3 +390,75 @@ describe("validating an adapter against the base model", () => {
     expect(refusal(noConfig)).toContain("no adapter_config.json");
   });
 });
+
+describe("keeping an adapter's alpha, scale and scaled weights finite in float32", () => {
+  it("refuses an alpha float32 cannot hold, in lora_alpha or alpha_pattern, naming the field", () => {
+    for (const alpha of [1e300, 3.5e38, -3.5e38, 1e-50]) {
+      const dir = adapter();
+      set("lora_alpha", alpha)(dir);
+      expect(refusal(dir)).toContain(
+        `adapter_config.json: lora_alpha must be a number float32 holds (a magnitude from 1.4e-45 to 3.4e38, or 0), got ${JSON.stringify(alpha)}`,
+      );
+    }
+    const pattern = adapter();
+    set("alpha_pattern", { v_proj: 1e-46 })(pattern);
+    expect(refusal(pattern)).toContain(
+      'adapter_config.json: alpha_pattern["v_proj"] must be a number float32 holds (a magnitude from 1.4e-45 to 3.4e38, or 0), got 1e-46',
+    );
+  });
+
+  it("refuses a module whose scale is above 10,000 in magnitude, naming where its alpha and rank come from", () => {
+    const cases: [Partial<RandomAdapterOptions>, string][] = [
+      [
+        { rank: 4, alpha: 1e30 },
+        "module model.layers.0.self_attn.q_proj has LoRA scale 2.5e+29 (lora_alpha 1e+30 / r 4)",
+      ],
+      [
+        { rank: 4, alpha: -40_004 },
+        "module model.layers.0.self_attn.q_proj has LoRA scale -10001 (lora_alpha -40004 / r 4)",
+      ],
+      [
+        { rank: 4, alpha: 8, alphaPattern: { "layers\\.1\\.mlp\\.up_proj": 3.3e38 } },
+        'module model.layers.1.mlp.up_proj has LoRA scale 8.25e+37 (alpha_pattern["layers\\\\.1\\\\.mlp\\\\.up_proj"] 3.3e+38 / r 4)',
+      ],
+      [
+        { rank: 4, alpha: 15_000, useRslora: true, rankPattern: { k_proj: 1 } },
+        'module model.layers.0.self_attn.k_proj has LoRA scale 15000 (lora_alpha 15000 / sqrt(rank_pattern["k_proj"] 1) with use_rslora)',
+      ],
+    ];
+    for (const [options, message] of cases) {
+      const text = refusal(adapter(options));
+      expect(text).toContain(message);
+      expect(text).toContain("a scale may be at most 10000 in magnitude");
+    }
+    // The bound itself is accepted: alpha 40,000 over r 4, and 15,000 over √4 under rsLoRA.
+    expect(load(adapter({ rank: 4, alpha: 40_000 })).modules[0]!.scale).toBe(10_000);
+    expect(load(adapter({ rank: 4, alpha: 15_000, useRslora: true })).modules[0]!.scale).toBe(7_500);
+  });
+
+  it("refuses a lora_B weight or bias that its scale would carry past float32's range, naming the tensor", () => {
+    const withValue = (options: Partial<RandomAdapterOptions>, tensor: string, value: number): string => {
+      const dir = adapter(options);
+      editTensors(dir, (ts) =>
+        ts.map((t) => {
+          if (!t.name.endsWith(tensor)) return t;
+          const data = Float32Array.from(t.data as Float32Array);
+          data[3] = value;
+          return { ...t, data };
+        }),
+      );
+      return dir;
+    };
+    const weight = withValue({ rank: 4, alpha: 40_000 }, "layers.1.self_attn.o_proj.lora_B.weight", -1e35);
+    expect(refusal(weight)).toContain(
+      "tensor base_model.model.model.layers.1.self_attn.o_proj.lora_B.weight: its largest value 1.0000000409184788e+35 times the LoRA scale 10000 is 1.0000000409184788e+39, past float32's range (3.4e38)",
+    );
+    const bias = withValue({ rank: 4, alpha: 8, loraBias: true }, "layers.0.mlp.down_proj.lora_B.bias", 3e38);
+    expect(refusal(bias)).toContain(
+      "tensor base_model.model.model.layers.0.mlp.down_proj.lora_B.bias: its largest value",
+    );
+    // The same values at a scale that keeps them finite load, scaled exactly.
+    const kept = load(withValue({ rank: 4, alpha: 4 }, "layers.1.self_attn.o_proj.lora_B.weight", -1e35));
+    expect(module(kept, 1, "o").scaledBT).toContain(Math.fround(-1e35));
+  });
+});

@@ -1,10 +1,30 @@
 // adapter_config.json of a PEFT LoRA adapter: parsing, refusal of what Luminet does not serve, and
 // PEFT's own rules for which modules an adapter targets and which rank and alpha each module gets
-// (peft/tuners/tuners_utils.py check_target_module_exists, peft/utils/other.py get_pattern_key).
+// (peft/tuners/tuners_utils.py check_target_module_exists, peft/utils/other.py get_pattern_key), with the
+// bounds on alpha and the scale it makes that keep an accepted adapter's weights finite.
 
 export class AdapterError extends Error {
   override name = "AdapterError";
 }
+
+/**
+ * The largest |scale| (alpha/r, alpha/√r with rsLoRA) a module may have. Trained adapters use an alpha of
+ * about r to a few times r, a few to a few hundred: a scale of 0.5 to 4, tens at most under rsLoRA. 10,000
+ * is far past any of them, so a larger one is a mistyped or broken config, not a training choice; left in,
+ * it turns a layer's output, then every logit, into NaN (alpha 1e30 did, on every request).
+ */
+export const MAX_LORA_SCALE = 1e4;
+
+/**
+ * Whether float32 holds `value`: not past its range (±3.4e38), and not so small (under 1.4e-45) that it
+ * rounds to 0. An adapter's weights are float32 and its alpha is stored as a Postgres `real`, the same type.
+ */
+export function fitsFloat32(value: number): boolean {
+  const rounded = Math.fround(value);
+  return Number.isFinite(rounded) && (rounded !== 0 || value === 0);
+}
+
+const FLOAT32_ALPHA = "a number float32 holds (a magnitude from 1.4e-45 to 3.4e38, or 0)";
 
 /** The seven linear modules of a Llama-family decoder layer, by their Hugging Face leaf names. */
 export const LINEAR_MODULE_NAMES = [
@@ -109,10 +129,10 @@ function positiveInt(c: Record<string, unknown>, key: string, fallback: number):
   return v as number;
 }
 
-function finiteNumber(c: Record<string, unknown>, key: string, fallback: number): number {
+function float32Number(c: Record<string, unknown>, key: string, fallback: number): number {
   const v = c[key] ?? fallback;
-  if (typeof v !== "number" || !Number.isFinite(v)) {
-    throw new AdapterError(`adapter_config.json: ${key} must be a finite number, got ${JSON.stringify(v)}`);
+  if (typeof v !== "number" || !fitsFloat32(v)) {
+    throw new AdapterError(`adapter_config.json: ${key} must be ${FLOAT32_ALPHA}, got ${JSON.stringify(v)}`);
   }
   return v;
 }
@@ -145,10 +165,10 @@ function pattern(c: Record<string, unknown>, key: string, integer: boolean): [st
   for (const [name, value] of Object.entries(v)) {
     const ok = integer
       ? Number.isSafeInteger(value) && (value as number) > 0
-      : typeof value === "number" && Number.isFinite(value);
+      : typeof value === "number" && fitsFloat32(value);
     if (!ok) {
       throw new AdapterError(
-        `adapter_config.json: ${key}[${JSON.stringify(name)}] must be ${integer ? "a positive integer" : "a finite number"}, got ${JSON.stringify(value)}`,
+        `adapter_config.json: ${key}[${JSON.stringify(name)}] must be ${integer ? "a positive integer" : FLOAT32_ALPHA}, got ${JSON.stringify(value)}`,
       );
     }
     pythonRegex(name, patternKeyMatch, `${key} key`);
@@ -227,7 +247,7 @@ export function parsePeftConfig(json: unknown): PeftLoraConfig {
   const base = c.base_model_name_or_path;
   const cfg: PeftLoraConfig = {
     r: positiveInt(c, "r", 8),
-    loraAlpha: finiteNumber(c, "lora_alpha", 8),
+    loraAlpha: float32Number(c, "lora_alpha", 8),
     useRslora: bool(c, "use_rslora"),
     targetModules,
     excludeModules,
@@ -275,24 +295,33 @@ export function isTargeted(cfg: PeftLoraConfig, name: string): boolean {
   return layer !== null && cfg.layersToTransform.includes(layer);
 }
 
-function patternValue(entries: [string, number][], name: string, fallback: number): number {
-  for (const [key, value] of entries) {
-    if (pythonRegex(key, patternKeyMatch, "pattern key").test(name)) return value;
-  }
-  return fallback;
+/** The first pattern entry whose key matches the module `name`, as PEFT's get_pattern_key picks it. */
+function patternEntry(entries: [string, number][], name: string): [string, number] | undefined {
+  return entries.find(([key]) => pythonRegex(key, patternKeyMatch, "pattern key").test(name));
 }
 
 export function moduleRank(cfg: PeftLoraConfig, name: string): number {
-  return patternValue(cfg.rankPattern, name, cfg.r);
+  return patternEntry(cfg.rankPattern, name)?.[1] ?? cfg.r;
 }
 
-export function moduleAlpha(cfg: PeftLoraConfig, name: string): number {
-  return patternValue(cfg.alphaPattern, name, cfg.loraAlpha);
-}
-
-/** PEFT's scaling: alpha / r, or alpha / sqrt(r) with rsLoRA, from the module's own rank and alpha. */
+/**
+ * PEFT's scaling: alpha / r, or alpha / sqrt(r) with rsLoRA, from the module's own rank and alpha. Throws
+ * AdapterError, naming the fields it came from, past MAX_LORA_SCALE.
+ */
 export function moduleScale(cfg: PeftLoraConfig, name: string): number {
-  const r = moduleRank(cfg, name);
-  const alpha = moduleAlpha(cfg, name);
-  return cfg.useRslora ? alpha / Math.sqrt(r) : alpha / r;
+  const rankEntry = patternEntry(cfg.rankPattern, name);
+  const alphaEntry = patternEntry(cfg.alphaPattern, name);
+  const rank = rankEntry?.[1] ?? cfg.r;
+  const alpha = alphaEntry?.[1] ?? cfg.loraAlpha;
+  const scale = cfg.useRslora ? alpha / Math.sqrt(rank) : alpha / rank;
+  if (Math.abs(scale) > MAX_LORA_SCALE) {
+    const alphaFrom = alphaEntry ? `alpha_pattern[${JSON.stringify(alphaEntry[0])}]` : "lora_alpha";
+    const rankFrom = rankEntry ? `rank_pattern[${JSON.stringify(rankEntry[0])}]` : "r";
+    const divisor = cfg.useRslora ? `sqrt(${rankFrom} ${rank}) with use_rslora` : `${rankFrom} ${rank}`;
+    throw new AdapterError(
+      `adapter_config.json: module ${name} has LoRA scale ${scale} (${alphaFrom} ${alpha} / ${divisor}); ` +
+        `a scale may be at most ${MAX_LORA_SCALE} in magnitude (trained adapters have 0.5 to 4, tens at most with rsLoRA)`,
+    );
+  }
+  return scale;
 }

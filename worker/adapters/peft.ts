@@ -1,6 +1,6 @@
 // Loading a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) into float32
-// A and scaled Bᵀ matrices per module, validated against the base model. Pickled weights are never
-// opened: unpickling runs arbitrary code.
+// A and scaled Bᵀ matrices per module, validated against the base model and refused where a weight, or
+// one scaled, is not a finite float32. Pickled weights are never opened: unpickling runs arbitrary code.
 import { createHash } from "node:crypto";
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
@@ -197,7 +197,13 @@ function copyScaled(target: Float32Array, values: Float32Array, scale = 1): void
   else for (let i = 0; i < values.length; i++) target[i] = scale * values[i]!;
 }
 
-function readChecked(weights: WeightIndex, name: string, shape: number[], why: string): Float32Array {
+/** A tensor's values as float32, and the largest of their magnitudes. */
+interface CheckedTensor {
+  values: Float32Array;
+  largest: number;
+}
+
+function readChecked(weights: WeightIndex, name: string, shape: number[], why: string): CheckedTensor {
   const info = weights.info(name);
   if (!FLOAT_DTYPES.has(info.dtype)) {
     throw new AdapterError(`tensor ${name} has dtype ${info.dtype}; LoRA weights must be F32, F16 or BF16`);
@@ -207,13 +213,30 @@ function readChecked(weights: WeightIndex, name: string, shape: number[], why: s
       `tensor ${name} has shape [${info.shape.join(", ")}], expected [${shape.join(", ")}] (${why})`,
     );
   }
-  const data = weights.readFloat32(name);
-  for (let i = 0; i < data.length; i++) {
-    if (!Number.isFinite(data[i]!)) {
-      throw new AdapterError(`tensor ${name} has a non-finite value (${data[i]}) at flat index ${i}`);
+  const values = weights.readFloat32(name);
+  let largest = 0;
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i]!;
+    if (!Number.isFinite(value)) {
+      throw new AdapterError(`tensor ${name} has a non-finite value (${value}) at flat index ${i}`);
     }
+    largest = Math.max(largest, Math.abs(value));
   }
-  return data;
+  return { values, largest };
+}
+
+/**
+ * A tensor to be multiplied by `scale` into float32 rows, refused when that would make any of them
+ * infinite: its largest magnitude decides, since rounding to float32 keeps order.
+ */
+function scalable(tensor: CheckedTensor, name: string, scale: number): Float32Array {
+  const product = scale * tensor.largest;
+  if (!Number.isFinite(Math.fround(product))) {
+    throw new AdapterError(
+      `tensor ${name}: its largest value ${tensor.largest} times the LoRA scale ${scale} is ${product}, past float32's range (3.4e38)`,
+    );
+  }
+  return tensor.values;
 }
 
 /**
@@ -279,7 +302,7 @@ export function loadPeftAdapter(
         `${what}: rank ${rank} exceeds the maximum rank ${options.maxRank} this server is configured for`,
       );
     }
-    return { t, a: t.a, b: t.b, rank, ...moduleShape(model, t.kind) };
+    return { t, a: t.a, b: t.b, rank, scale: moduleScale(cfg, t.path), ...moduleShape(model, t.kind) };
   });
   const floats = planned.reduce(
     (sum, m) => sum + m.rank * (m.inFeatures + m.outFeatures) + (m.t.bias === undefined ? 0 : m.outFeatures),
@@ -288,10 +311,9 @@ export function loadPeftAdapter(
   const rows = new SharedRows((options.memory ?? freshMemory)(floats * Float32Array.BYTES_PER_ELEMENT));
 
   const modules: LoraModule[] = [];
-  for (const { t, a, b, rank, inFeatures, outFeatures } of planned) {
+  for (const { t, a, b, rank, scale, inFeatures, outFeatures } of planned) {
     const why = `rank ${rank} from adapter_config.json, ${inFeatures} in and ${outFeatures} out features in the base`;
     try {
-      const scale = moduleScale(cfg, t.path);
       const module: LoraModule = {
         layer: t.layer,
         kind: t.kind,
@@ -303,16 +325,12 @@ export function loadPeftAdapter(
         inFeatures,
         outFeatures,
       };
-      copyScaled(module.a, readChecked(weights, a, [rank, inFeatures], why));
-      transposeScaled(
-        module.scaledBT,
-        readChecked(weights, b, [outFeatures, rank], why),
-        outFeatures,
-        rank,
-        scale,
-      );
+      copyScaled(module.a, readChecked(weights, a, [rank, inFeatures], why).values);
+      const bValues = scalable(readChecked(weights, b, [outFeatures, rank], why), b, scale);
+      transposeScaled(module.scaledBT, bValues, outFeatures, rank, scale);
       if (t.bias !== undefined) {
-        copyScaled(module.scaledBias!, readChecked(weights, t.bias, [outFeatures], why), scale);
+        const bias = scalable(readChecked(weights, t.bias, [outFeatures], why), t.bias, scale);
+        copyScaled(module.scaledBias!, bias, scale);
       }
       modules.push(module);
     } catch (err) {
