@@ -1,7 +1,7 @@
 // The CLI's side of the gateway's API: which gateway and key a command uses, and one HTTP call that
-// returns the API's JSON or fails with the API's own message. Flags win over the environment: --gateway
-// over LUMINET_GATEWAY (default http://127.0.0.1:8080), --api-key over LUMINET_API_KEY; an empty value
-// counts as unset.
+// returns the API's JSON or fails with the API's own message (or, when a server answers something else,
+// with the URL it called). Flags win over the environment: --gateway over LUMINET_GATEWAY (default
+// http://127.0.0.1:8080), --api-key over LUMINET_API_KEY; an empty value counts as unset.
 import type { Command } from "commander";
 import { CliError } from "./run-command.ts";
 
@@ -90,7 +90,10 @@ export async function callGatewayText(
   return text;
 }
 
-/** Calls the gateway with the command's key: the API's JSON, or a GatewayError with the API's message. */
+/**
+ * Calls the gateway with the command's key: the API's JSON, a GatewayError with the API's message, or a
+ * CliError naming the URL when a 2xx answer is not JSON.
+ */
 export async function callGateway(
   flags: GatewayFlags,
   method: string,
@@ -101,7 +104,10 @@ export async function callGateway(
   try {
     return JSON.parse(text);
   } catch {
-    return undefined;
+    // A 2xx page, e.g. a --gateway that names some other server or a path of this one.
+    throw new CliError(
+      `${connection(flags).url}${path} did not answer JSON (is --gateway the gateway's URL?)`,
+    );
   }
 }
 

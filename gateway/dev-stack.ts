@@ -2,10 +2,12 @@
 // folder (./.luminet or LUMINET_HOME), the in-process bus, a local blob folder, the CPU engine, and a tiny
 // model generated on first run with 8 demo adapters owned by the demo org. `--nats` and `--database-url`
 // switch to the real services. The demo key is LUMINET_DEV_API_KEY, or one generated on first run and kept
-// in <home>/dev-api-key (a local development secret, like the rest of the folder).
+// in <home>/dev-api-key (a local development secret, like the rest of the folder). A demo adapter deleted
+// stays deleted across starts, and on the in-process bus each start pins again what the database says is
+// pinned.
 import { cpSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { and, eq, isNull, ne } from "drizzle-orm";
+import { and, eq, isNotNull, isNull, ne } from "drizzle-orm";
 import { register } from "prom-client";
 import type { Bus } from "../bus/bus.ts";
 import { InProcessBroker } from "../bus/in-process.ts";
@@ -16,12 +18,14 @@ import { type Db, openDb } from "../db/open.ts";
 import { type Meter, startMeter } from "../meter/meter.ts";
 import { meterMetricsOnGatewayRegistry } from "../meter/metrics.ts";
 import { adapters, apiKeys } from "../schema/db.ts";
+import { WIRE_VERSION } from "../schema/wire.ts";
 import { initTinyModel } from "../scripts/tiny-model.ts";
 import { FolderBlobStore, openBlobStore } from "../worker/adapters/blob-store.ts";
 import { sha256OfFile } from "../worker/adapters/disk-cache.ts";
 import { parseDevice } from "../worker/engine/device.ts";
 import { LuminetWorker } from "../worker/main.ts";
 import { WorkerMetrics } from "../worker/metrics.ts";
+import { wireAdapterName } from "./adapter-resolver.ts";
 import { AdapterSources } from "./adapter-sources.ts";
 import { createApiKey, ensureOrg, generateApiKey, hashApiKey } from "./api-keys.ts";
 import { loadBaseModel } from "./base-loader.ts";
@@ -54,29 +58,88 @@ export interface DevStackOptions {
 export interface DevStack {
   url: string;
   apiKey: string;
-  /** The demo adapters' model ids. */
+  /** The model ids of the demo adapters not deleted. */
   models: string[];
   /** Resolves, with why, once the worker's engine thread ended on its own (the worker has drained): the stack cannot serve. */
   engineLost: Promise<Error>;
   close(): Promise<void>;
 }
 
-/** The tiny model and its adapters in the blob folder, made once. */
-function ensureModel(home: string): { modelDir: string; blobsDir: string } {
+/** The tiny model and its demo adapters, made once. */
+function ensureModel(home: string): string {
   const modelDir = join(home, "model");
-  const blobsDir = join(home, "blobs");
   if (!existsSync(join(modelDir, "config.json"))) {
     logger.info({ modelDir }, "generating the tiny demo model");
     initTinyModel(modelDir, { shape: "tiny", adapters: DEV_ADAPTERS, rank: DEV_RANK, seed: 1 });
   }
+  return modelDir;
+}
+
+/**
+ * Registers the demo adapters on first start, each with its weights in the blob folder, and answers the
+ * model ids of those live now. A demo adapter deleted since stays deleted: no row, no blob written back.
+ */
+async function registerDemoAdapters(db: Db, modelDir: string, blobsDir: string): Promise<string[]> {
+  const models: string[] = [];
   for (let i = 0; i < DEV_ADAPTERS; i++) {
-    const target = join(blobsDir, DEV_ORG, `adapter-${i}`);
-    if (!existsSync(join(target, "adapter_model.safetensors"))) {
+    const name = `adapter-${i}`;
+    const blobKey = `${DEV_ORG}/${name}`;
+    const rows = await db
+      .select({ blobKey: adapters.blobKey, deletedAt: adapters.deletedAt })
+      .from(adapters)
+      .where(and(eq(adapters.orgId, DEV_ORG), eq(adapters.name, name)));
+    const live = rows.find((row) => row.deletedAt === null);
+    // Deleted since it was registered.
+    if (!live && rows.length > 0) continue;
+    const target = join(blobsDir, blobKey);
+    const weights = join(target, "adapter_model.safetensors");
+    // An adapter uploaded under a deleted demo adapter's name has its own blob.
+    if ((!live || live.blobKey === blobKey) && !existsSync(weights)) {
       mkdirSync(target, { recursive: true });
-      cpSync(join(modelDir, "adapters", `adapter-${i}`), target, { recursive: true });
+      cpSync(join(modelDir, "adapters", name), target, { recursive: true });
     }
+    if (!live) {
+      const sha256 = await sha256OfFile(weights);
+      await db.insert(adapters).values({
+        orgId: DEV_ORG,
+        name,
+        base: DEV_BASE,
+        rank: DEV_RANK,
+        alpha: 2 * DEV_RANK,
+        targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        bytes: statSync(weights).size,
+        sha256: sha256!,
+        blobKey,
+        status: "ready",
+      });
+    }
+    models.push(`${DEV_BASE}:${DEV_ORG}/${name}`);
   }
-  return { modelDir, blobsDir };
+  return models;
+}
+
+/**
+ * Publishes a pin for every adapter the database says is pinned. The in-process bus keeps control events in
+ * memory only, so a restarted stack's worker would otherwise pin none of them while the API, and its pin
+ * limit, still count them; JetStream keeps them, and its workers replay them when they start.
+ */
+async function publishPins(db: Db, bus: Bus): Promise<void> {
+  const pinned = await db
+    .select()
+    .from(adapters)
+    .where(and(eq(adapters.pinned, true), isNull(adapters.deletedAt), isNotNull(adapters.sha256)))
+    .orderBy(adapters.createdAt, adapters.id);
+  for (const row of pinned) {
+    await bus.publishControl({
+      v: WIRE_VERSION,
+      kind: "pin",
+      base: row.base,
+      adapter: wireAdapterName(row.orgId, row.name),
+      pinned: true,
+      blob: { blob_key: row.blobKey, sha256: row.sha256!, rank: row.rank },
+      at: Date.now(),
+    });
+  }
 }
 
 /**
@@ -109,7 +172,8 @@ export async function useDevApiKey(db: Db, home: string, fromEnv: string | undef
 export async function startDevStack(options: DevStackOptions): Promise<DevStack> {
   const home = resolve(options.home);
   mkdirSync(home, { recursive: true });
-  const { modelDir, blobsDir } = ensureModel(home);
+  const modelDir = ensureModel(home);
+  const blobsDir = join(home, "blobs");
   const db = await openDb(options.databaseUrl ?? `pglite:${join(home, "db")}`);
   const closers: (() => Promise<void>)[] = [() => db.close()];
   const close = async () => {
@@ -120,27 +184,7 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
     const base = await loadBaseModel(db, { name: DEV_BASE, dir: modelDir }, { contextLength: DEV_CONTEXT });
     await ensureOrg(db, DEV_ORG, "Demo");
     const apiKey = await useDevApiKey(db, home, options.apiKey);
-    const models: string[] = [];
-    for (let i = 0; i < DEV_ADAPTERS; i++) {
-      const name = `adapter-${i}`;
-      models.push(`${DEV_BASE}:${DEV_ORG}/${name}`);
-      const live = and(eq(adapters.orgId, DEV_ORG), eq(adapters.name, name));
-      if ((await db.select({ id: adapters.id }).from(adapters).where(live)).length > 0) continue;
-      const weights = join(blobsDir, DEV_ORG, name, "adapter_model.safetensors");
-      const sha256 = await sha256OfFile(weights);
-      await db.insert(adapters).values({
-        orgId: DEV_ORG,
-        name,
-        base: DEV_BASE,
-        rank: DEV_RANK,
-        alpha: 2 * DEV_RANK,
-        targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        bytes: statSync(weights).size,
-        sha256: sha256!,
-        blobKey: `${DEV_ORG}/${name}`,
-        status: "ready",
-      });
-    }
+    const models = await registerDemoAdapters(db, modelDir, blobsDir);
 
     const broker = options.natsUrl ? undefined : new InProcessBroker();
     const connect = async (name: string): Promise<Bus> => {
@@ -151,6 +195,7 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
       return bus;
     };
     const workerBus = await connect("worker");
+    if (broker) await publishPins(db, workerBus);
     const worker = await LuminetWorker.start({
       bus: workerBus,
       base: DEV_BASE,

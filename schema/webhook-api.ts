@@ -39,6 +39,12 @@ export interface WebhookObject {
   created_at: number;
 }
 
+/** What GET /v1/webhooks answers: the org's endpoints, oldest first. */
+export interface WebhookList {
+  object: "list";
+  data: WebhookObject[];
+}
+
 /** What creating an endpoint answers, the only time its signing secret is shown. */
 export type CreatedWebhook = WebhookObject & { secret: string };
 

@@ -10,6 +10,7 @@ import { Readable, Transform } from "node:stream";
 import { SingleBar } from "cli-progress";
 import type { Command } from "commander";
 import { humanBytes } from "../../core/human-bytes.ts";
+import { parseTrafficWeight } from "../../core/traffic-weight.ts";
 import { archiveSize, archiveStream } from "../../gateway/adapter-archive.ts";
 import { type AdapterList, AdapterObject } from "../../schema/adapter-api.ts";
 import { ADAPTER_FILES } from "../../worker/adapters/blob-store.ts";
@@ -240,8 +241,8 @@ export function registerAdapters(program: Command): void {
       .requiredOption("--weight <0-100>", "traffic weight"),
   ).action((name: string, flags: ConnectionFlags & { weight: string }) =>
     run("set-traffic", async () => {
-      const weight = Number(flags.weight);
-      if (!Number.isInteger(weight) || weight < 0 || weight > 100) {
+      const weight = parseTrafficWeight(flags.weight);
+      if (weight === undefined) {
         throw new CliError(`--weight: expected an integer from 0 to 100, got ${flags.weight}`);
       }
       const updated = await callGateway(

@@ -4,7 +4,7 @@ import type { Command } from "commander";
 import { logger } from "../../core/logger.ts";
 import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
 import { API_KEY_FORMAT, isWellFormedApiKey } from "../../gateway/api-keys.ts";
-import { startDevStack } from "../../gateway/dev-stack.ts";
+import { DEV_BASE, startDevStack } from "../../gateway/dev-stack.ts";
 import { port } from "../flags.ts";
 import { CliError, runCommand } from "../run-command.ts";
 import { serviceAction, stopOnSignal } from "../service.ts";
@@ -16,6 +16,12 @@ interface DevFlags {
   nats?: string;
   databaseUrl?: string;
   adapterSources?: string;
+}
+
+/** The banner's models: the base, then the live demo adapters (the first … the last, when more than two). */
+function modelsLine(models: readonly string[]): string {
+  const shown = models.length > 2 ? [`${models[0]} … ${models.at(-1)}`] : models;
+  return [DEV_BASE, ...shown].join(", ");
 }
 
 async function runDev(flags: DevFlags, apiKey: string | undefined): Promise<void> {
@@ -30,16 +36,17 @@ async function runDev(flags: DevFlags, apiKey: string | undefined): Promise<void
     adapterSources: sourcePrefixes(flags.adapterSources),
   });
   logger.info({ url: stack.url, models: stack.models }, `luminet dev listening on ${stack.url}`);
+  const example = stack.models[0] ?? DEV_BASE;
   process.stderr.write(
     [
       "",
       `  Luminet dev is up on ${stack.url} (metrics: ${stack.url}/metrics)`,
       `  Demo API key (org "demo"): ${stack.apiKey}`,
-      `  Models: tiny, ${stack.models[0]} … ${stack.models.at(-1)}`,
+      `  Models: ${modelsLine(stack.models)}`,
       "",
       `  curl ${stack.url}/v1/chat/completions \\`,
       `    -H "Authorization: Bearer ${stack.apiKey}" -H "Content-Type: application/json" \\`,
-      `    -d '{"model": "${stack.models[0]}", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}'`,
+      `    -d '{"model": "${example}", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}'`,
       "",
       "",
     ].join("\n"),

@@ -7,7 +7,7 @@
 import type { Command } from "commander";
 import { SecretBox } from "../../gateway/secret-box.ts";
 import { sealWebhookSecrets } from "../../gateway/webhooks.ts";
-import type { CreatedWebhook, WebhookDeleted, WebhookObject } from "../../schema/webhook-api.ts";
+import type { CreatedWebhook, WebhookDeleted, WebhookList, WebhookObject } from "../../schema/webhook-api.ts";
 import { callGateway, type GatewayFlags, gatewayOptions, jsonBody } from "../gateway-client.ts";
 import { runCommand } from "../run-command.ts";
 import { table } from "../table.ts";
@@ -60,8 +60,8 @@ export function registerWebhooks(program: Command): void {
   withConnection(webhooks.command("list").description("the org's endpoints, oldest first")).action(
     (flags: WebhookFlags) =>
       run("list", async () => {
-        const { data } = (await callGateway(flags, "GET", "/v1/webhooks")) as { data: WebhookObject[] };
-        process.stdout.write(flags.json ? `${JSON.stringify(data)}\n` : rows(data));
+        const list = (await callGateway(flags, "GET", "/v1/webhooks")) as WebhookList;
+        process.stdout.write(flags.json ? `${JSON.stringify(list)}\n` : rows(list.data));
       }),
   );
 

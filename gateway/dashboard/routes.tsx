@@ -6,14 +6,16 @@
 //   GET  /dashboard/batches          batches       POST /dashboard/batches/:id/cancel
 //   GET  /dashboard/logs[?kind=chat|responses&after=ID]   stored chat completions and responses
 //   GET  /dashboard/logs/{chat,responses}/:id             one of them whole
-//   GET  /dashboard/webhooks         webhooks (admin)   POST /dashboard/webhooks, /dashboard/webhooks/:id/delete
-// Pages answer HTML, errors included. Forms are protected by the SameSite=Strict session cookie and by a
-// same-origin check on every POST; an action's outcome travels to the next page in a signed flash cookie.
+//   GET  /dashboard/webhooks         webhooks      POST /dashboard/webhooks, /dashboard/webhooks/:id/delete
+// Adapters and webhooks are managed with admin keys; to another key their pages say so. Pages answer HTML,
+// errors included. Forms are protected by the SameSite=Strict session cookie and by a same-origin check on
+// every POST; an action's outcome travels to the next page in a signed flash cookie.
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { deleteCookie, getSignedCookie, setSignedCookie } from "hono/cookie";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { parseTrafficWeight } from "../../core/traffic-weight.ts";
 import { quotaStatus } from "../../meter/token-quota.ts";
 import { usageReport } from "../../meter/usage-report.ts";
 import { ADAPTER_NAME } from "../../schema/adapter-api.ts";
@@ -31,6 +33,7 @@ import { orgStorage } from "../org-storage.ts";
 import { deleteResponse } from "../response-deletion.ts";
 import { createWebhook, deleteWebhook, listWebhooks, recentDeliveries } from "../webhooks.ts";
 import { AdaptersPage } from "./adapters-page.tsx";
+import { AdminScopePage } from "./admin-scope-page.tsx";
 import { BatchesPage } from "./batches-page.tsx";
 import { FleetPage } from "./fleet-page.tsx";
 import { Document, Layout } from "./layout.tsx";
@@ -204,13 +207,11 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     if (!admin) {
       return c.html(
         <Layout title="Adapters" section="adapters" principal={principal} {...flashed}>
-          <h1>Adapters</h1>
-          <section>
-            <p class="muted">
-              Managing adapters needs an API key with the "{ADMIN_SCOPE}" scope; sign in with one to list, pin
-              and delete your org's adapters.
-            </p>
-          </section>
+          <AdminScopePage
+            title="Adapters"
+            what="adapters"
+            actions="list, pin and delete your org's adapters"
+          />
         </Layout>,
       );
     }
@@ -315,8 +316,20 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
   }
 
   routes.get("/webhooks", async (c) => {
-    requireAdmin(c, "Managing webhooks");
-    return webhooksPage(c, await takeFlash(c));
+    const principal = c.get("principal");
+    const flashed = await takeFlash(c);
+    if (!principal.scopes.includes(ADMIN_SCOPE)) {
+      return c.html(
+        <Layout title="Webhooks" section="webhooks" principal={principal} {...flashed}>
+          <AdminScopePage
+            title="Webhooks"
+            what="webhooks"
+            actions="add and delete your org's endpoints and see what was sent to them"
+          />
+        </Layout>,
+      );
+    }
+    return webhooksPage(c, flashed);
   });
 
   // Answers the page itself (no redirect), so the new endpoint's secret is shown once and kept nowhere.
@@ -394,8 +407,8 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     "/adapters/:name/weight",
     adminAction(async (c, org, name) => {
       const raw = (await formField(c, "weight")) ?? "";
-      const weight = Number(raw);
-      if (raw === "" || !Number.isInteger(weight) || weight < 0 || weight > 100) {
+      const weight = parseTrafficWeight(raw);
+      if (weight === undefined) {
         throw new ApiError(
           400,
           "invalid_request_error",

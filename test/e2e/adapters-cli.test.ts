@@ -214,6 +214,15 @@ describe("luminet adapters", () => {
     await harness.addAdapter({ name: "solo" });
     await refused(["set-traffic", "acme/solo", "--weight", "50"], /has no alias/);
     await refused(["set-traffic", "acme/customer-acme-v3", "--weight", "101"], /from 0 to 100/);
+    // Only decimal digits: Number() would read "" and " " as 0, "0x10" as 16 and "1e1" as 10.
+    for (const weight of ["", " ", "0x10", "1e1", "1.5", "abc"]) {
+      await refused(
+        ["set-traffic", "acme/customer-acme-v3", "--weight", weight],
+        new RegExp(`--weight: expected an integer from 0 to 100, got ${weight}\n`),
+      );
+    }
+    const [after] = await harness.db.select().from(adapters).where(eq(adapters.name, "customer-acme-v3"));
+    expect(after?.trafficWeight).toBe(10);
   });
 
   it("set-pinned pins and --off unpins, each reaching the base's control stream", async () => {

@@ -2,8 +2,11 @@
 // DATABASE_URL is set, else PGlite), and on DATABASE_URL itself: the same output both ways; the created key
 // works and stops working at once when revoked; every refusal — no key, an unknown key, a key without the
 // admin scope, bad limits, a scope the creator lacks, an unknown prefix, another org's key or org — exits 1
-// with the API's message and changes no key.
+// with the API's message and changes no key. A --gateway that answers a page instead of the API's JSON is
+// named in the error.
 import { createHash, randomUUID } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import type { Command } from "commander";
 import { eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -22,6 +25,7 @@ import { type ServedApp, serveApp } from "../../gateway/node.ts";
 import type { UsageReport } from "../../meter/usage-report.ts";
 import { apiKeys, type NewUsageEvent, usageEvents } from "../../schema/db.ts";
 import { KeyCreated, KeyList, KeyObject } from "../../schema/key-api.ts";
+import type { WebhookList } from "../../schema/webhook-api.ts";
 import { type CommandRun, luminetInProcess, spawnLuminet } from "../support/luminet-command.ts";
 
 const postgresUrl = inject("postgresUrl");
@@ -380,7 +384,10 @@ describe("luminet webhooks through the gateway", () => {
     expect(create.code).toBe(0);
     expect(create.stdout).toMatch(/^whsec_[A-Za-z0-9+/]{43}=\n$/);
     const listed = await viaGateway(["webhooks", "list", "--json"]);
-    const [endpoint] = JSON.parse(listed.stdout) as { id: string; url: string; events: string[] }[];
+    // The API's list object, as `adapters list --json` and `keys list --json` print theirs.
+    const list = JSON.parse(listed.stdout) as WebhookList;
+    expect(list.object).toBe("list");
+    const [endpoint] = list.data;
     expect(endpoint).toMatchObject({
       url: "https://hooks.example.com/in",
       events: ["batch.completed", "batch.expired"],
@@ -399,7 +406,37 @@ describe("luminet webhooks through the gateway", () => {
 
     const deleted = await viaGateway(["webhooks", "delete", endpoint!.id]);
     expect(deleted.stdout).toBe(`deleted ${endpoint!.id}\n`);
-    expect(JSON.parse((await viaGateway(["webhooks", "list", "--json"])).stdout)).toEqual([]);
+    expect(JSON.parse((await viaGateway(["webhooks", "list", "--json"])).stdout)).toEqual({
+      object: "list",
+      data: [],
+    });
+  });
+});
+
+describe("a --gateway that answers a page, not the API's JSON", () => {
+  it("fails naming the URL it called, on stderr with exit 1", async () => {
+    const page = createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "text/html" }).end("<!DOCTYPE html><title>Sign in</title>");
+    });
+    await new Promise<void>((listening) => page.listen(0, "127.0.0.1", listening));
+    const url = `http://127.0.0.1:${(page.address() as AddressInfo).port}/dashboard`;
+    try {
+      for (const [command, path] of [
+        [["webhooks", "list"], "/v1/webhooks"],
+        [["keys", "list"], "/v1/keys"],
+      ] as const) {
+        const run = await luminetInProcess(register, [...command, "--gateway", url], {
+          LUMINET_API_KEY: keys.admin,
+        });
+        expect(run.code).toBe(1);
+        expect(run.stdout).toBe("");
+        expect(run.stderr).toBe(
+          `luminet ${command.join(" ")}: ${url}${path} did not answer JSON (is --gateway the gateway's URL?)\n`,
+        );
+      }
+    } finally {
+      page.close();
+    }
   });
 });
 

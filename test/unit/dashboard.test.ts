@@ -283,6 +283,14 @@ describe("the dashboard", () => {
 
     await post("/dashboard/adapters/legal-v3/weight", cookie, { weight: "40" });
     expect((await api("legal-v3")).traffic_weight).toBe(40);
+    // Only decimal digits: Number() would read " " as 0, "0x10" as 16 and "1e1" as 10.
+    for (const weight of ["", " ", "0x10", "1e1", "1.5", "101"]) {
+      const refused = await post("/dashboard/adapters/legal-v3/weight", cookie, { weight });
+      expect((await page("/dashboard/adapters", withFlash(refused, cookie))).html).toContain(
+        `A traffic weight is a whole number from 0 to 100, got &quot;${weight}&quot;.`,
+      );
+    }
+    expect((await api("legal-v3")).traffic_weight).toBe(40);
     // An adapter without an alias has no weight: the API's error comes back as a notice, nothing changes.
     const noAlias = await post("/dashboard/adapters/support-v1/weight", cookie, { weight: "10" });
     const error = (await page("/dashboard/adapters", withFlash(noAlias, cookie))).html;
@@ -506,8 +514,15 @@ describe("the dashboard", () => {
   });
 
   it("lets an admin add a webhook endpoint (its secret shown once), see its deliveries and delete it", async () => {
+    // A key without the admin scope follows the Webhooks link to a page that says what it needs, as the
+    // Adapters link does; its forms are still refused.
     const plain = await signIn(f.h.keys.acme);
-    expect((await page("/dashboard/webhooks", plain)).res.status).toBe(403);
+    const explained = await page("/dashboard/webhooks", plain);
+    expect(explained.res.status).toBe(200);
+    expect(explained.html).toContain(
+      "Managing webhooks needs an API key with the &quot;admin&quot; scope; sign in with one to add and delete your org&#39;s endpoints and see what was sent to them.",
+    );
+    expect(explained.html).toContain('<a href="/dashboard/webhooks" class="active">Webhooks</a>');
     expect((await post("/dashboard/webhooks", plain, { url: "https://hooks.invalid/in" })).status).toBe(403);
 
     const cookie = await signIn(f.h.keys.acmeAdmin);
