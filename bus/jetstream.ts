@@ -136,6 +136,8 @@ const USAGE_CONSUME = { max_messages: 16, abort_on_missing_resource: true } as c
 /** The longest pause between a meter subscription's tries to create its vanished consumer again. */
 const USAGE_RESTORE_RETRY_MAX_MS = 4_000;
 const DRAIN_LIMIT_MS = 2_000;
+/** How long close() waits for the consumers to stop. */
+const CLOSE_LIMIT_MS = 10_000;
 /** JetStream's "stream name already in use with a different configuration". */
 const STREAM_NAME_IN_USE = 10058;
 
@@ -210,6 +212,8 @@ class JetStreamBus implements Bus {
   #heartbeats: KV | undefined;
   /** Started by the first liveHeartbeats call: only gateways pay for it. */
   #heartbeatView: Promise<JetStreamHeartbeatView> | undefined;
+  /** Stops the view's consumer (and forgets the view, so the next liveHeartbeats starts another). */
+  #stopHeartbeatView: (() => Promise<void>) | undefined;
   #closers = new Set<() => Promise<void>>();
   #connected = true;
   readonly #openInboxes = new Set<ReplyInboxQueue>();
@@ -256,7 +260,28 @@ class JetStreamBus implements Bus {
         for (const inbox of this.#openInboxes) inbox.fail(lost);
       } else if (status.type === "reconnect") {
         this.#connected = true;
+        void this.#afterReconnect();
       }
+    }
+  }
+
+  /**
+   * A server restarted loses what it kept in memory: the heartbeat bucket. Each process creates it again
+   * when it reconnects (the streams are on disk and stay), and a gateway reads it afresh: its view's
+   * consumer followed the bucket that is gone and would hear nothing of the new one, so every worker would
+   * look dead, requests would wait in the shared queue and the fleet signal would read 0.
+   */
+  async #afterReconnect(): Promise<void> {
+    try {
+      await this.#ensureHeartbeats();
+      const stop = this.#stopHeartbeatView;
+      if (stop) {
+        this.#heartbeatView = undefined;
+        this.#stopHeartbeatView = undefined;
+        await stop();
+      }
+    } catch (error) {
+      this.#report(error as Error);
     }
   }
 
@@ -305,6 +330,11 @@ class JetStreamBus implements Bus {
       num_replicas: this.#replicas,
       max_msgs_per_subject: 1,
     });
+    await this.#ensureHeartbeats();
+  }
+
+  /** Creates the heartbeat bucket, or binds to it where it is. */
+  async #ensureHeartbeats(): Promise<void> {
     this.#heartbeats = await new Kvm(this.js).create(this.#names.heartbeats, {
       ttl: this.#options.heartbeatTtlMs,
       history: 1,
@@ -580,10 +610,17 @@ class JetStreamBus implements Bus {
   }
 
   async putHeartbeat(heartbeat: WorkerHeartbeat): Promise<void> {
-    await this.#kv().put(
-      heartbeatKey(heartbeat.base, heartbeat.worker_id),
-      encode(WorkerHeartbeat, heartbeat),
-    );
+    const put = () =>
+      this.#kv().put(heartbeatKey(heartbeat.base, heartbeat.worker_id), encode(WorkerHeartbeat, heartbeat));
+    try {
+      await put();
+    } catch (error) {
+      // Connected, yet the put failed: the bucket may be gone (deleted, or the server restarted before this
+      // process noticed). Create it again and try once more.
+      if (!this.#connected) throw error;
+      await this.#ensureHeartbeats();
+      await put();
+    }
   }
 
   async removeHeartbeat(base: string, workerId: string): Promise<void> {
@@ -599,10 +636,17 @@ class JetStreamBus implements Bus {
       this.#names.heartbeats,
       this.#options.heartbeatTtlMs,
       (error) => this.#report(error),
-    ).then(({ view, stop }) => {
-      this.#track(stop);
-      return view;
-    });
+    ).then(
+      ({ view, stop }) => {
+        this.#stopHeartbeatView = this.#track(stop);
+        return view;
+      },
+      (error: unknown) => {
+        // Not kept: the next call tries again (the bucket may be back by then).
+        this.#heartbeatView = undefined;
+        throw error;
+      },
+    );
     return (await this.#heartbeatView).live(base);
   }
 
@@ -636,13 +680,34 @@ class JetStreamBus implements Bus {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.#closers].map((stop) => stop()));
+    // A consumer that followed a stream the server lost (a restart without its memory) may never end: the
+    // process still exits, after a bounded wait.
+    const stopped = Promise.all([...this.#closers].map((stop) => stop()));
+    if ((await withinMs(stopped, CLOSE_LIMIT_MS)) === "late") {
+      logger.warn(
+        { waitedMs: CLOSE_LIMIT_MS },
+        "a NATS consumer did not stop in time; closing the connection",
+      );
+    }
     // Draining flushes what was published (acks, replies); while the server is unreachable it would wait
     // for a reconnect, so it gets a bounded time before the connection is simply closed.
-    const drained = this.nc.drain().catch(() => {});
-    let limit: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([drained, new Promise((resolve) => (limit = setTimeout(resolve, DRAIN_LIMIT_MS)))]);
-    clearTimeout(limit);
+    await withinMs(
+      this.nc.drain().catch(() => {}),
+      DRAIN_LIMIT_MS,
+    );
     if (!this.nc.isClosed()) await this.nc.close();
+  }
+}
+
+/** Waits for `work` at most `ms`: "done" when it ended in time, else "late" (it goes on unwaited). */
+async function withinMs(work: Promise<unknown>, ms: number): Promise<"done" | "late"> {
+  let limit: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((resolve) => {
+    limit = setTimeout(() => resolve("late"), ms);
+  });
+  try {
+    return await Promise.race([work.then(() => "done" as const), late]);
+  } finally {
+    clearTimeout(limit);
   }
 }

@@ -42,6 +42,7 @@ async function tierOf(name: string): Promise<string | undefined> {
 
 const pin = (name: string) => adapterApi(name, { method: "PATCH", body: JSON.stringify({ pinned: true }) });
 
+// Two starts of dev, the first generating the demo model: longer than one test usually takes.
 describe("luminet dev started again on the same data", () => {
   it("pins on its worker what the database says is pinned, and leaves a deleted demo adapter deleted", async () => {
     dev = await startDev();
@@ -63,5 +64,6 @@ describe("luminet dev started again on the same data", () => {
       .toContain("Models: tiny, tiny:demo/adapter-0 … tiny:demo/adapter-7");
     await expect.poll(() => tierOf("adapter-1"), POLL).toBe("slot");
     await expect.poll(() => tierOf("adapter-2"), POLL).toBe("slot");
-  });
+  }, 120_000);
 });
+
