@@ -1028,10 +1028,15 @@ export class Scheduler {
     }
   }
 
-  /** An admitted entry that never joined the running batch gives its place in the group back. */
+  /**
+   * An admitted entry that never joined the running batch gives its place in the group back, so the loop
+   * looks at the queue again rather than sleeping: a step whose every prompt failed runs nothing, and
+   * without this the jobs queued behind them would wait for the next submit.
+   */
   private leave(entry: Entry): void {
     entry.group.running--;
     this.releaseIfUnused(entry.group);
+    this.changed = true;
   }
 
   private async decode(ran: Set<Entry>): Promise<void> {

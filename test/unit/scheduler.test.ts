@@ -599,6 +599,26 @@ describe("scheduler", () => {
     expect(engine.running).toBe(0);
   });
 
+  it("fails every job of a queue longer than a batch whose prefills all fail, and goes on with the queue", async () => {
+    const { scheduler, engine } = await setUp();
+    const prefillTogether = engine.prefillTogether.bind(engine);
+    let failing = true;
+    engine.prefillTogether = (prompts) =>
+      failing
+        ? Promise.reject(new Error("no tensor model.layers.0.q_proj.weight"))
+        : prefillTogether(prompts);
+    // More than a batch (16) fits at once: the jobs behind the first steps must not wait for a submit.
+    const outcomes = (
+      await Promise.all(Array.from({ length: 40 }, (_, i) => scheduler.submit(job(`f${i}`, null, 2))))
+    ).map(done);
+    for (const outcome of outcomes) {
+      expect(outcome.finishReason).toBe("error");
+      expect(outcome.error?.message).toContain("prefill failed: no tensor");
+    }
+    failing = false;
+    expect(done(await scheduler.submit(job("after", null, 2))).tokens).toHaveLength(2);
+  });
+
   it("releases a long prompt cancelled between its chunks, unbilled and never decoded", async () => {
     let steps = 0;
     const { scheduler, engine } = await setUp({
