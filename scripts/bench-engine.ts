@@ -8,7 +8,7 @@
 // (an fp16 GEMM and a device copy, the sizes roofline.ts uses).
 // Runnable directly (the GPU machine runs the bundled file): node bench-engine.mjs --device webgpu --json
 import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { availableParallelism, cpus } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -18,12 +18,17 @@ import { type CUDA_FORMULATION, CudaEngine } from "../worker/engine/cuda/cuda-en
 import type { DecodeChoice } from "../worker/engine/decode-row.ts";
 import { assertDeviceUsable, computeDtypeFor, type Device, parseDevice } from "../worker/engine/device.ts";
 import type { LoraFormulation } from "../worker/engine/engine.ts";
-import { MODULE_KINDS, type ModelConfig, moduleShape } from "../worker/engine/model-config.ts";
+import {
+  MODULE_KINDS,
+  type ModelConfig,
+  moduleShape,
+  parseModelConfig,
+} from "../worker/engine/model-config.ts";
 import { Prng } from "../worker/engine/prng.ts";
 import { saveBenchResult } from "./bench-result.ts";
 import { round } from "./bench-stats.ts";
 import { measureRoofline, type Roofline } from "./roofline.ts";
-import { initTinyModel } from "./tiny-model.ts";
+import { initTinyModel, tinyConfigJson } from "./tiny-model.ts";
 
 export interface EngineBenchOptions {
   device: Device;
@@ -77,6 +82,7 @@ export interface EngineBenchRow {
 export interface EngineBenchResult {
   machine: string;
   device: Device;
+  /** "bench-1b", or for a --model folder of other widths "custom (…)" naming them (benchShape). */
   shape: string;
   base_tokens_per_s: number;
   /** Absent in results saved before the headline moved to the fastest step. */
@@ -168,11 +174,39 @@ export function stepCost(
   return { flops, bytes };
 }
 
-/** bench-1b with 64 rank-16 adapters (adapter-0..63), generated once under .luminet/bench-models/. */
-export function ensureBenchModel(device: Device, layers: number, log: (line: string) => void): string {
+/**
+ * "bench-1b" for a model of bench-1b's widths (whatever its layer count, which setup.layers gives); for any
+ * other `--model` folder, "custom (…)" with its widths: its figures are no bench-1b result.
+ */
+export function benchShape(model: ModelConfig): string {
+  const bench = parseModelConfig(tinyConfigJson("bench-1b", model.numLayers, "F32"));
+  const widths = [
+    "hiddenSize",
+    "intermediateSize",
+    "numHeads",
+    "numKvHeads",
+    "headDim",
+    "vocabSize",
+  ] as const;
+  if (model.architecture === bench.architecture && widths.every((w) => model[w] === bench[w])) {
+    return "bench-1b";
+  }
+  return `custom (${model.architecture}, hidden ${model.hiddenSize}, intermediate ${model.intermediateSize}, ${model.numHeads}/${model.numKvHeads} heads of ${model.headDim}, vocab ${model.vocabSize})`;
+}
+
+/** bench-1b with 64 rank-16 adapters (adapter-0..63), generated once under `models` (.luminet/bench-models/). */
+export function ensureBenchModel(
+  device: Device,
+  layers: number,
+  log: (line: string) => void,
+  models = resolve(".luminet", "bench-models"),
+): string {
   const dtype = device === "cpu" ? "F32" : "F16";
-  const dir = resolve(".luminet", "bench-models", `bench-1b-${layers}l-${dtype.toLowerCase()}`);
+  const dir = join(models, `bench-1b-${layers}l-${dtype.toLowerCase()}`);
   if (existsSync(join(dir, "adapters", `adapter-${SEQUENCES - 1}`, "adapter_model.safetensors"))) return dir;
+  // The last adapter is written last: without it, an earlier generation was interrupted. What it left
+  // (weights still under their `.partial` name, hundreds of MB, and some adapters) goes before starting over.
+  rmSync(dir, { recursive: true, force: true });
   log(`generating bench-1b (${layers} layers, ${dtype}) with ${SEQUENCES} rank-${RANK} adapters in ${dir}`);
   let lastPercent = -10;
   initTinyModel(dir, {
@@ -208,8 +242,11 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   if (promptLength < 1) {
     throw new RangeError(`a context of ${context} leaves no prompt for ${totalSteps} decode steps`);
   }
+  if (options.modelDir !== undefined && options.layers !== undefined) {
+    throw new RangeError("--layers sizes the generated bench-1b; a --model folder runs with its own layers");
+  }
   // Before minutes of model generation: a device that cannot run says so now.
-  assertDeviceUsable(device);
+  await assertDeviceUsable(device);
   const modelDir = options.modelDir ?? ensureBenchModel(device, layers, log);
   const threads = options.threads ?? availableParallelism();
 
@@ -348,7 +385,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<Engin
   return {
     machine: machineName(device),
     device,
-    shape: "bench-1b",
+    shape: benchShape(model),
     base_tokens_per_s: round(SEQUENCES / baseFastest, 0),
     base_step_ms_p50: round(baseStep * 1000, 2),
     results,
@@ -386,15 +423,19 @@ function argmax(row: Float32Array): number {
   return best;
 }
 
-/** Prints the result (one JSON line with --json, else a table) and saves bench/results/engine-<device>.json. */
+/**
+ * Prints the result (one JSON line with --json, else a table) and saves bench/results/engine-<device>.json;
+ * a custom model's run goes to engine-<device>-custom.json, never over a bench-1b result.
+ */
 export function reportEngineBench(
   result: EngineBenchResult,
   json: boolean,
   resultsDir = "bench/results",
 ): void {
-  if (saveBenchResult(`engine-${result.device}`, result, json, resultsDir)) return;
+  const name = `engine-${result.device}${result.shape === "bench-1b" ? "" : "-custom"}`;
+  if (saveBenchResult(name, result, json, resultsDir)) return;
   process.stdout.write(
-    `engine bench on ${result.machine} (${result.device}, ${result.setup.layers} layers ${result.setup.dtype}${result.setup.quantize ? `, ${result.setup.quantize} weights` : ""})\n`,
+    `engine bench on ${result.machine} (${result.device}, ${result.shape}, ${result.setup.layers} layers ${result.setup.dtype}${result.setup.quantize ? `, ${result.setup.quantize} weights` : ""})\n`,
   );
   process.stdout.write(
     `base-only: ${result.base_tokens_per_s} tokens/s; roofline dominated by ${result.roofline.dominant}\n`,

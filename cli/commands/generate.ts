@@ -28,7 +28,7 @@ const GenerateLine = z
   .object({
     id: z.union([z.string(), z.number()]).transform(String),
     prompt: z.string().optional(),
-    prompt_ids: z.array(z.number().int().nonnegative()).optional(),
+    prompt_ids: z.array(z.number().int().nonnegative()).min(1, "the prompt is empty").optional(),
     adapter: z.string().nullable().default(null),
     max_tokens: z.number().int().positive(),
     temperature: z.number().min(0).max(2).optional(),
@@ -58,7 +58,10 @@ type Line = z.infer<typeof GenerateLine> & { json?: SchemaNode };
 const MAX_BATCH = 64;
 
 function readLines(file: string): Line[] {
-  const lines = readFileSync(file, "utf8").split("\n");
+  // A leading byte order mark (Windows editors and PowerShell write one) is no part of the first line.
+  const lines = readFileSync(file, "utf8")
+    .replace(/^\uFEFF/, "")
+    .split("\n");
   const parsed: Line[] = [];
   lines.forEach((text, i) => {
     if (text.trim() === "") return;
@@ -102,13 +105,19 @@ interface GenerateFlags {
 
 async function generate(flags: GenerateFlags): Promise<void> {
   const device = parseDevice(flags.device);
-  const maxContext = count("--max-context", flags.maxContext, 2);
+  const askedContext = count("--max-context", flags.maxContext, 2);
   const stepTokens = count("--step-tokens", flags.stepTokens);
   const prefixCacheBytes = bytes("--prefix-cache-bytes", flags.prefixCacheBytes);
   const lines = readLines(flags.batch);
   const modelDir = resolve(flags.model);
   const tokenizer = loadTokenizer(modelDir);
   const model = loadModelConfig(modelDir);
+  // Never past the positions the model was built for (max_position_embeddings; Mistral's sliding_window).
+  const maxContext = Math.min(askedContext, model.maxPositions);
+  const contextSource =
+    maxContext < askedContext
+      ? "the model's own context (max_position_embeddings, or Mistral's sliding_window)"
+      : "--max-context";
   const prompts = lines.map(
     (line) => line.prompt_ids ?? tokenizer.encode(line.prompt!, { addSpecialTokens: true }),
   );
@@ -121,7 +130,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
     }
     if (prompt.length >= maxContext) {
       throw new CliError(
-        `request ${lines[i]!.id}: its prompt has ${prompt.length} tokens and leaves no room in the ${maxContext}-token context (--max-context)`,
+        `request ${lines[i]!.id}: its prompt has ${prompt.length} tokens and leaves no room in the ${maxContext}-token context (${contextSource})`,
       );
     }
   }
@@ -224,7 +233,11 @@ export function registerGenerate(program: Command): void {
       'JSONL: {"id", "prompt" | "prompt_ids", "adapter", "max_tokens", "temperature"?, "seed"?, "response_format"?}',
     )
     .option("--device <device>", "cpu | webgpu | cuda", "cpu")
-    .option("--max-context <n>", "longest sequence, prompt + generated", "1024")
+    .option(
+      "--max-context <n>",
+      "longest sequence, prompt + generated (at most the model's own context)",
+      "1024",
+    )
     .option("--quantize <q4>", QUANTIZE_HELP);
   batchingOptions(command, "256MiB").action((flags: GenerateFlags) =>
     runCommand("generate", () => generate(flags)),

@@ -1,4 +1,5 @@
 // `luminet model ...`: model tools.
+import { readdirSync, statSync } from "node:fs";
 import cliProgress from "cli-progress";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import {
@@ -57,7 +58,16 @@ interface InitTinyFlags {
   dtype: FloatDtype;
 }
 
+/** The files of an earlier model (adapters, shards, an index) would sit beside the new ones unnoticed. */
+function assertNewOrEmpty(dir: string): void {
+  const stat = statSync(dir, { throwIfNoEntry: false });
+  if (stat?.isDirectory() && readdirSync(dir).length > 0) {
+    throw new Error(`${dir} is not empty: give a new or empty folder (or remove this one first)`);
+  }
+}
+
 function initTiny(dir: string, flags: InitTinyFlags): void {
+  assertNewOrEmpty(dir);
   const bar =
     flags.shape === "bench-1b"
       ? new cliProgress.SingleBar(
@@ -97,7 +107,9 @@ export function registerModel(program: Command): void {
   const model = program.command("model").description("model tools");
   model
     .command("init-tiny <dir>")
-    .description("write a random-weight Llama in Hugging Face layout, with PEFT adapters under DIR/adapters/")
+    .description(
+      "write a random-weight Llama in Hugging Face layout, with PEFT adapters under DIR/adapters/ (DIR new or empty)",
+    )
     .option("--shape <shape>", "tiny | bench-1b", shape, "tiny" as TinyShape)
     .option(
       "--arch <arch>",

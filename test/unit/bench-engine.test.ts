@@ -5,9 +5,15 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { type EngineBenchResult, reportEngineBench, runEngineBench } from "../../scripts/bench-engine.ts";
-import { initTinyModel } from "../../scripts/tiny-model.ts";
+import {
+  benchShape,
+  type EngineBenchResult,
+  reportEngineBench,
+  runEngineBench,
+} from "../../scripts/bench-engine.ts";
+import { initTinyModel, tinyConfigJson } from "../../scripts/tiny-model.ts";
 import { CUDA_EMULATED_ADDON_PATH } from "../../worker/engine/cuda/native.ts";
+import { parseModelConfig } from "../../worker/engine/model-config.ts";
 
 let root: string;
 let modelDir: string;
@@ -70,8 +76,26 @@ describe("luminet bench engine", () => {
     } finally {
       written.mockRestore();
     }
-    expect(JSON.parse(readFileSync(join(root, "engine-cpu.json"), "utf8"))).toEqual(result);
+    // A tiny model's run is no bench-1b result: it says what it ran, beside the bench-1b file, not over it.
+    expect(result.shape).toBe("custom (llama, hidden 64, intermediate 128, 4/2 heads of 16, vocab 512)");
+    expect(existsSync(join(root, "engine-cpu.json"))).toBe(false);
+    expect(JSON.parse(readFileSync(join(root, "engine-cpu-custom.json"), "utf8"))).toEqual(result);
   }, 120_000);
+
+  it("calls a model of bench-1b's widths bench-1b, whatever its layer count", () => {
+    for (const layers of [1, 2, 16]) {
+      expect(benchShape(parseModelConfig(tinyConfigJson("bench-1b", layers, "F16")))).toBe("bench-1b");
+    }
+    expect(benchShape(parseModelConfig(tinyConfigJson("bench-1b", 2, "F32", "qwen2")))).toMatch(
+      /^custom \(qwen2,/,
+    );
+  });
+
+  it("refuses --layers with --model, whose folder has its own", async () => {
+    await expect(runEngineBench({ device: "cpu", modelDir, layers: 4, ...short })).rejects.toThrow(
+      "--layers sizes the generated bench-1b; a --model folder runs with its own layers",
+    );
+  });
 
   it("refuses a context too short for its steps", async () => {
     await expect(runEngineBench({ device: "cpu", modelDir, ...short, context: 12 })).rejects.toThrow(

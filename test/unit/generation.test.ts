@@ -2,7 +2,7 @@
 // a sequence generates does not depend on what else runs beside it. Stop conditions end a sequence as
 // OpenAI's API defines them; `luminet generate` runs a JSONL file through all of it.
 import { spawn } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -655,5 +655,81 @@ describe("luminet generate", () => {
       "0",
     );
     expect(budget.stderr).toContain('luminet generate: --step-tokens must be an integer ≥ 1, got "0"');
+  });
+
+  it("refuses an empty prompt_ids at the check, with its line, printing nothing", async () => {
+    const empty = await generateInProcess([
+      { id: "fine", prompt: "hi", adapter: null, max_tokens: 2 },
+      { id: "empty", prompt_ids: [], adapter: null, max_tokens: 3 },
+    ]);
+    expect(empty.code).toBe(1);
+    expect(empty.stdout).toBe("");
+    expect(empty.stderr).toMatch(/:2: prompt_ids: the prompt is empty/);
+  });
+
+  it("reads a file that starts with a UTF-8 byte order mark", async () => {
+    const file = join(root, "bom.jsonl");
+    const line = { id: "bom", prompt_ids: [5, 6, 7, 8, 9], adapter: null, max_tokens: 2 };
+    writeFileSync(file, `\uFEFF${JSON.stringify(line)}\n`);
+    // Refused for its length, so the line was read as a request, and no engine starts.
+    const run = await luminetInProcess(registerGenerate, [
+      "generate",
+      "--model",
+      tiny.dir,
+      "--batch",
+      file,
+      "--max-context",
+      "4",
+    ]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(
+      "request bom: its prompt has 5 tokens and leaves no room in the 4-token context",
+    );
+  });
+
+  it("caps the context at the model's own: Mistral's sliding window, whatever --max-context says", async () => {
+    const mistral = join(root, "mistral");
+    mkdirSync(mistral, { recursive: true });
+    for (const file of [
+      "model.safetensors",
+      "tokenizer.json",
+      "tokenizer_config.json",
+      "generation_config.json",
+    ]) {
+      copyFileSync(join(tiny.dir, file), join(mistral, file));
+    }
+    const config = JSON.parse(readFileSync(join(tiny.dir, "config.json"), "utf8"));
+    writeFileSync(
+      join(mistral, "config.json"),
+      JSON.stringify({
+        ...config,
+        architectures: ["MistralForCausalLM"],
+        model_type: "mistral",
+        sliding_window: 8,
+      }),
+    );
+    const line = {
+      id: "long",
+      prompt_ids: Array.from({ length: 20 }, (_, i) => i + 1),
+      adapter: null,
+      max_tokens: 2,
+    };
+    const file = join(root, "mistral.jsonl");
+    writeFileSync(file, JSON.stringify(line));
+    for (const flags of [[], ["--max-context", "100000"]]) {
+      const run = await luminetInProcess(registerGenerate, [
+        "generate",
+        "--model",
+        mistral,
+        "--batch",
+        file,
+        ...flags,
+      ]);
+      expect(run.code).toBe(1);
+      expect(run.stdout).toBe("");
+      expect(run.stderr).toContain(
+        "request long: its prompt has 20 tokens and leaves no room in the 8-token context (the model's own context",
+      );
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -273,6 +273,22 @@ describe("luminet model init-tiny", () => {
     expect(
       loadPeftAdapter(join(dir, "adapters", "adapter-0"), config, { maxRank: 2 }).modules.length,
     ).toBeGreaterThan(0);
+  });
+
+  it("refuses a folder that is not empty, leaving it as it was, and writes into an empty one", () => {
+    const dir = freshDir();
+    const init = (...flags: string[]) =>
+      spawnSync(process.execPath, ["bin/luminet.mjs", "model", "init-tiny", dir, ...flags], {
+        encoding: "utf8",
+      });
+    mkdirSync(dir);
+    expect(init("--adapters", "2").status).toBe(0);
+    const refused = init("--arch", "qwen2", "--adapters", "1", "--seed", "5");
+    expect(refused.status).not.toBe(0);
+    expect(refused.stdout).toBe("");
+    expect(refused.stderr).toContain(`luminet model init-tiny: ${dir} is not empty`);
+    expect(readdirSync(join(dir, "adapters"))).toEqual(["adapter-0", "adapter-1"]);
+    expect(loadModelConfig(dir).architecture).toBe("llama");
   });
 
   it("refuses an unknown architecture", () => {

@@ -3,6 +3,8 @@
 // driver. CUDA is the native backend (worker/engine/cuda/), an addon built by `npm run build:cuda`.
 import type { InferenceSession } from "onnxruntime-node";
 import { type CudaAddon, CudaUnavailableError, loadCudaAddon } from "./cuda/native.ts";
+import { Graph } from "./graph.ts";
+import { DataType } from "./onnx-proto.ts";
 
 export type Device = "cpu" | "webgpu" | "cuda";
 export type ComputeDtype = "float32" | "float16";
@@ -29,9 +31,40 @@ export function usableCudaAddon(addon: CudaAddon = loadCudaAddon()): CudaAddon {
   return addon;
 }
 
+/** Opens (and closes) a one-node session on WebGPU: onnxruntime asks Dawn for an adapter as it opens one. */
+async function openWebGpuSession(): Promise<void> {
+  // Loaded here: the CLI reads this file for parseDevice, and most commands never open a session.
+  const { InferenceSession } = await import("onnxruntime-node");
+  const g = new Graph();
+  g.op("Identity", [g.input("x", DataType.FLOAT, [1])], {}, "y");
+  g.output("y", DataType.FLOAT, [1]);
+  const session = await InferenceSession.create(g.encode([{ domain: "", version: 18 }]), {
+    executionProviders: [{ name: "webgpu" }],
+    logSeverityLevel: 3,
+  });
+  await session.release();
+}
+
+/**
+ * Resolves where WebGPU runs; else a DeviceError that says so in Luminet's words. Without an adapter,
+ * onnxruntime's own error is an assertion from its C++ source (webgpu_context.cc) that names no flag.
+ */
+export async function usableWebGpu(open: () => Promise<void> = openWebGpuSession): Promise<void> {
+  try {
+    await open();
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    const why = /Failed to get a WebGPU adapter: (.*)/.exec(message)?.[1]?.trim() ?? message;
+    throw new DeviceError(
+      `--device webgpu: onnxruntime finds no WebGPU adapter (${why}). WebGPU runs on Dawn over Vulkan and needs a real Vulkan driver (an NVIDIA GPU; Debian's software Vulkan is refused): install one, or use --device cpu (or --device cuda on an NVIDIA GPU)`,
+    );
+  }
+}
+
 /** Throws an error that says what to do when a device cannot work in this installation. */
-export function assertDeviceUsable(device: Device): void {
+export async function assertDeviceUsable(device: Device): Promise<void> {
   if (device === "cuda") usableCudaAddon();
+  if (device === "webgpu") await usableWebGpu();
 }
 
 /**

@@ -430,7 +430,7 @@ export class Engine {
     if (options.device === "cuda") {
       throw new EngineError("--device cuda runs on the native CUDA engine: create it with createEngine()");
     }
-    assertDeviceUsable(options.device);
+    await assertDeviceUsable(options.device);
     const model = loadModelConfig(options.modelDir);
     const dtype = options.computeDtype ?? computeDtypeFor(options.device);
     if (options.quantize && (options.device !== "cpu" || dtype !== "float32")) {
