@@ -66,4 +66,3 @@ describe("luminet dev started again on the same data", () => {
     await expect.poll(() => tierOf("adapter-2"), POLL).toBe("slot");
   }, 120_000);
 });
-
