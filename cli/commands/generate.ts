@@ -167,6 +167,9 @@ async function generate(flags: GenerateFlags): Promise<void> {
   });
   const bar = new SingleBar({ format: "generate [{bar}] {value}/{total} requests", stream: process.stderr });
   try {
+    // Every graph variant built before any request runs, as a worker does at start: weights that do not
+    // match the config fail here, once, not as one error line per request at its first prefill.
+    await engine.warmUp();
     for (const [i, adapter] of adapters.entries()) await engine.writeAdapter(i + 1, adapter);
     // The worker's own batching: prompts longer than a step's budget go in chunks, and a prompt that starts
     // like an earlier one on the same adapter prefills only the rest.

@@ -667,6 +667,41 @@ describe("luminet generate", () => {
     expect(empty.stderr).toMatch(/:2: prompt_ids: the prompt is empty/);
   });
 
+  it("fails once, before any request runs, on weights that do not match the model's config", async () => {
+    // The same bytes, but a header that says q_proj of layer 0 is [32, 128] where the config makes [64, 64].
+    const lying = join(root, "lying-shapes");
+    mkdirSync(lying, { recursive: true });
+    for (const file of ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"]) {
+      copyFileSync(join(tiny.dir, file), join(lying, file));
+    }
+    const bytes = readFileSync(join(tiny.dir, "model.safetensors"));
+    const headerLength = Number(bytes.readBigUInt64LE(0));
+    const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString("utf8"));
+    header["model.layers.0.self_attn.q_proj.weight"].shape = [32, 128];
+    const text = JSON.stringify(header);
+    const padded = Buffer.from(text.padEnd(Math.ceil(text.length / 8) * 8, " "));
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64LE(BigInt(padded.length));
+    writeFileSync(
+      join(lying, "model.safetensors"),
+      Buffer.concat([length, padded, bytes.subarray(8 + headerLength)]),
+    );
+    const lines = Array.from({ length: 3 }, (_, i) => ({
+      id: i,
+      prompt: "hi",
+      adapter: null,
+      max_tokens: 2,
+    }));
+    // A later --model takes the place of the tiny model's.
+    const run = await generate(lines, "--model", lying);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toBe("");
+    expect(run.stderr).toContain(
+      "tensor model.layers.0.self_attn.q_proj.weight has shape [32, 128], expected [64, 64]",
+    );
+    expect(run.stderr.match(/has shape \[32, 128\]/g)).toHaveLength(1);
+  });
+
   it("reads a file that starts with a UTF-8 byte order mark", async () => {
     const file = join(root, "bom.jsonl");
     const line = { id: "bom", prompt_ids: [5, 6, 7, 8, 9], adapter: null, max_tokens: 2 };
