@@ -206,13 +206,14 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     const flashed = await takeFlash(c);
     if (!admin) {
       return c.html(
-        <Layout title="Adapters" section="adapters" principal={principal} {...flashed}>
-          <AdminScopePage
-            title="Adapters"
-            what="adapters"
-            actions="list, pin and delete your org's adapters"
-          />
-        </Layout>,
+        <AdminScopePage
+          title="Adapters"
+          section="adapters"
+          principal={principal}
+          {...flashed}
+          what="adapters"
+          actions="list, pin and delete your org's adapters"
+        />,
       );
     }
     return c.html(
@@ -320,13 +321,14 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
     const flashed = await takeFlash(c);
     if (!principal.scopes.includes(ADMIN_SCOPE)) {
       return c.html(
-        <Layout title="Webhooks" section="webhooks" principal={principal} {...flashed}>
-          <AdminScopePage
-            title="Webhooks"
-            what="webhooks"
-            actions="add and delete your org's endpoints and see what was sent to them"
-          />
-        </Layout>,
+        <AdminScopePage
+          title="Webhooks"
+          section="webhooks"
+          principal={principal}
+          {...flashed}
+          what="webhooks"
+          actions="add and delete your org's endpoints and see what was sent to them"
+        />,
       );
     }
     return webhooksPage(c, flashed);
