@@ -171,8 +171,11 @@ export class BatchRunner {
   readonly #options: Required<BatchRunnerOptions>;
   #running = false;
   #inFlight = new Set<Promise<void>>();
-  /** Each line in flight's cancel: stop() uses them once its grace is over. */
-  #controllers = new Set<AbortController>();
+  /**
+   * Cancels the lines in flight once stop()'s grace is over. One for the runner, not one per line: a line
+   * claimed before the stop but still reading its key when the grace ends sees it too, and never sends.
+   */
+  #cancelLines = new AbortController();
   #loop: Promise<void> | null = null;
   readonly #pause = new Pause();
   readonly #turns = new ClaimTurns();
@@ -213,8 +216,10 @@ export class BatchRunner {
     });
     await Promise.race([Promise.all(this.#inFlight), graceOver]);
     clearTimeout(timer);
-    for (const controller of this.#controllers) controller.abort();
+    this.#cancelLines.abort();
     await Promise.all(this.#inFlight);
+    // Every line has ended: a later start() or drain() runs lines again.
+    this.#cancelLines = new AbortController();
   }
 
   async #run(): Promise<void> {
@@ -412,6 +417,7 @@ export class BatchRunner {
 
   async #runLine({ batchId, line, customId, body, attempts }: Claimed): Promise<void> {
     const { db, app } = this.#options;
+    const cancelled = this.#cancelLines.signal;
     const [batch] = await db
       .select({ keyId: batches.keyId, endpoint: batches.endpoint, kind: batches.kind })
       .from(batches)
@@ -442,30 +448,27 @@ export class BatchRunner {
       response = new ApiError(503, "server_error", "The gateway running this response stopped while it ran.")
         .body;
     } else {
-      const controller = new AbortController();
-      this.#controllers.add(controller);
-      try {
-        const answer = await app.fetch(
-          new Request(`http://batch.internal${batch.endpoint}`, {
-            method: "POST",
-            headers: { "content-type": "application/json" },
-            body: JSON.stringify(body),
-            signal: controller.signal,
-          }),
-          {
-            [RUN_AS]: principal,
-            [REQUEST_ID]: lineRequestId(batchId, line, attempts),
-            ...(background ? { [RESPONSE_KEY]: customId } : {}),
-          } satisfies RunEnv,
-        );
-        statusCode = answer.status;
-        response = await answer.json();
-        requestId = answer.headers.get("x-request-id");
-        retryAfter = answer.headers.get("retry-after");
-      } finally {
-        this.#controllers.delete(controller);
-      }
-      if (controller.signal.aborted) {
+      // A line whose runner was stopped before it could send is not sent: it goes back below.
+      const answer = cancelled.aborted
+        ? null
+        : await app.fetch(
+            new Request(`http://batch.internal${batch.endpoint}`, {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: JSON.stringify(body),
+              signal: cancelled,
+            }),
+            {
+              [RUN_AS]: principal,
+              [REQUEST_ID]: lineRequestId(batchId, line, attempts),
+              ...(background ? { [RESPONSE_KEY]: customId } : {}),
+            } satisfies RunEnv,
+          );
+      statusCode = answer?.status ?? 499;
+      response = answer ? await answer.json() : null;
+      requestId = answer?.headers.get("x-request-id") ?? null;
+      retryAfter = answer?.headers.get("retry-after") ?? null;
+      if (cancelled.aborted) {
         if (await rerunnable(db, background)) {
           // Cancelled by stop(): not an answer. The line goes back, to run again at once, as a new attempt
           // (this one is billed for what it generated, as any cancelled request).

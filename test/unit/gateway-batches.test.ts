@@ -19,6 +19,7 @@ import { apiKeys, batchRequests, files } from "../../schema/db.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 import { heldApp } from "../support/held-app.ts";
+import { heldReads } from "../support/held-reads.ts";
 
 let h: GatewayHarness;
 let worker: FakeWorker;
@@ -625,6 +626,33 @@ describe("the Batch API", () => {
     expect(ended.request_counts).toEqual({ total: 1, completed: 1, failed: 0 });
   });
 
+  it("sends, after stop's grace, no line it claimed before stopping: the line goes back and stop returns", async () => {
+    const file = await upload([chatLine("late", BASE, 2)]);
+    const batch = await startBatch(file.id);
+    // Held between claiming the line and sending it: reading the key the line runs as.
+    const keys = heldReads(h.db, apiKeys);
+    const stopping = stuckRunner("stopping", { db: keys.db });
+    stopping.start();
+    await keys.reached;
+    const stopped = stopping.stop(0);
+    // Its grace over, the runner cancels what it sent (nothing yet), then the line reads its key.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    keys.release();
+    const within = await Promise.race([
+      stopped.then(() => "stopped"),
+      new Promise((resolve) => setTimeout(resolve, 5_000, "still waiting on a line it sent after the grace")),
+    ]);
+    expect(within).toBe("stopped");
+    const [left] = await h.db.select().from(batchRequests).where(eq(batchRequests.batchId, batch.id));
+    expect(left).toMatchObject({ status: "pending", claimedBy: null, attempts: 1 });
+    await runner("runner-after-stop").drain();
+    expect((await client.batches.retrieve(batch.id)).request_counts).toEqual({
+      total: 1,
+      completed: 1,
+      failed: 0,
+    });
+  });
+
   it("sends a base's lines only into the room its workers report, whichever runner sends them, and one at a time where none is live", async () => {
     const file = await upload([
       ...["w1", "w2", "w3", "w4"].map((id) => chatLine(id, BASE)),
@@ -760,7 +788,7 @@ describe("turns when bases are full", () => {
     oneAtATime.start();
     try {
       // Four orgs looked at a pass (its one place × 4): the sixth is reached on the second pass.
-      for (const deadline = Date.now() + 5_000; (await running()).length === 0; ) {
+      for (const deadline = Date.now() + 20_000; (await running()).length === 0; ) {
         expect(Date.now(), "the org with room waited behind the full base").toBeLessThan(deadline);
         await new Promise((resolve) => setTimeout(resolve, 10));
       }

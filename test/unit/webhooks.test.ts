@@ -326,11 +326,13 @@ describe("deliveries", () => {
       now,
       concurrency: 4,
       pollMs: 10,
-      timeoutMs: 5_000,
+      // Were the slow endpoint's deliveries to take every place, the other's would wait a whole minute for
+      // them to time out: far past the deadline below, which leaves a loaded machine time to spare.
+      timeoutMs: 60_000,
     });
     turns.start();
     try {
-      for (const deadline = Date.now() + 3_000; receiver.at("/fast").length === 0; ) {
+      for (const deadline = Date.now() + 20_000; receiver.at("/fast").length === 0; ) {
         expect(Date.now(), "the other endpoint's event waited behind the slow one's").toBeLessThan(deadline);
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
