@@ -23,6 +23,7 @@ import { EngineThread } from "./engine/engine-thread.ts";
 import { compileGrammar } from "./engine/grammar-compiler.ts";
 import { startOf } from "./engine/grammar-stacks.ts";
 import { ANY_OBJECT, compileJsonSchema } from "./engine/json-schema.ts";
+import { loadModelConfig } from "./engine/model-config.ts";
 import type { SequenceLimits } from "./engine/sequence-output.ts";
 import { compileFullMatch } from "./engine/string-automaton.ts";
 import { loadTokenizer, type Tokenizer } from "./engine/tokenizer.ts";
@@ -164,6 +165,16 @@ export class LuminetWorker {
     const metrics = options.metrics ?? new WorkerMetrics();
     let worker: LuminetWorker;
     const tokenizer = loadTokenizer(options.modelDir);
+    // Never past the positions the model was built for (as `generate`): a longer --max-context would size
+    // the KV cache for sequences the model cannot place.
+    const { maxPositions } = loadModelConfig(options.modelDir);
+    if (options.maxContext > maxPositions) {
+      logger.warn(
+        { worker: options.workerId, asked: options.maxContext, maxContext: maxPositions },
+        "--max-context is past the model's own context (max_position_embeddings, or Mistral's sliding_window): using the model's",
+      );
+      options = { ...options, maxContext: maxPositions };
+    }
     const engine = await EngineThread.start({
       modelDir: options.modelDir,
       device: options.device,
