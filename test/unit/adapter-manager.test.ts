@@ -3,7 +3,16 @@
 // corrupt disk copies refetched, failures that reach only their own callers, a restart that keeps the disk
 // tier, deletes, and a slot that really holds the adapter (checked through a real Engine).
 import { createHash } from "node:crypto";
-import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Worker } from "node:worker_threads";
@@ -293,7 +302,9 @@ describe("AdapterManager", () => {
     const first = harness();
     await use(first.manager, refs[0]!);
     await first.manager.close();
-    const weights = join(first.diskDir, refs[0]!.sha256, "adapter_model.safetensors");
+    // The disk tier's one entry.
+    const [entry] = readdirSync(first.diskDir);
+    const weights = join(first.diskDir, entry!, "adapter_model.safetensors");
     corrupt(weights);
     expect(sha256Of(weights)).not.toBe(refs[0]!.sha256);
 
@@ -303,6 +314,34 @@ describe("AdapterManager", () => {
     expect(h.blobs.fetches).toEqual([refs[0]!.blob_key]);
     expect(h.loads).toEqual(["blob", "ram"]);
     expect(sha256Of(weights)).toBe(refs[0]!.sha256);
+  });
+
+  it("runs an adapter with its own config where another adapter with the same weights filled the disk tier first", async () => {
+    // Another org uploads refs[0]'s weights with lora_alpha 16 (scale 4 at rank 4, where refs[0] has 1).
+    const key = "other/x/v1";
+    cpSync(join(blobRoot, refs[0]!.blob_key), join(blobRoot, key), { recursive: true });
+    const config = join(blobRoot, key, "adapter_config.json");
+    writeFileSync(config, JSON.stringify({ ...JSON.parse(readFileSync(config, "utf8")), lora_alpha: 16 }));
+    const other: AdapterRef = { ...refs[0]!, name: "other/x", blob_key: key };
+    const scales: Record<string, number> = {};
+    const first = harness({ slots: 1 });
+    await use(first.manager, refs[0]!);
+    await first.manager.close();
+    // A fresh process on the same disk tier: refs[0] is on disk, the other adapter is not.
+    const h = harness({
+      diskCacheDir: first.diskDir,
+      slots: 2,
+      writeSlot: async (_slot, adapter) => {
+        scales[adapter.name] = adapter.modules[0]!.scale;
+      },
+    });
+    await use(h.manager, other);
+    await use(h.manager, refs[0]!);
+    expect(scales).toEqual({ [refs[0]!.name]: 1, "other/x": 4 });
+    expect(h.blobs.fetches).toEqual([key]);
+    // Deleting one leaves the other's disk entry.
+    await h.manager.remove("other/x");
+    expect(h.manager.tiers().disk).toEqual([refs[0]!.name]);
   });
 
   it("keeps the disk tier within its byte budget, least recently used out first", async () => {

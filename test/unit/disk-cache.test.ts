@@ -1,7 +1,16 @@
 // The disk tier: fills checked by sha256 and atomic, least-recently-used eviction under a byte budget
 // that spares leased entries, corruption found by re-reading, and a restart that finds its entries again.
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -31,11 +40,11 @@ describe("DiskCache", () => {
   it("fills an entry, checks its sha256 and leases its folder to the caller", async () => {
     const cache = new DiskCache({ dir: join(root, "cache"), budgetBytes: 1e6 });
     const a = blob(1);
-    const dir = await cache.fill(a.sha256, "org/a", a.write);
+    const dir = await cache.fill(a.sha256, { sha256: a.sha256, name: "org/a" }, a.write);
     expect(dir).toBe(join(root, "cache", a.sha256));
     expect(existsSync(join(dir, "adapter_model.safetensors"))).toBe(true);
     expect(cache.has(a.sha256)).toBe(true);
-    expect(cache.list()).toEqual([{ sha256: a.sha256, name: "org/a", bytes: cache.bytes }]);
+    expect(cache.list()).toEqual([{ key: a.sha256, sha256: a.sha256, name: "org/a", bytes: cache.bytes }]);
     expect(cache.bytes).toBeGreaterThan(1000);
     cache.release(a.sha256);
   });
@@ -44,9 +53,9 @@ describe("DiskCache", () => {
     const cache = new DiskCache({ dir: join(root, "cache"), budgetBytes: 1e6 });
     const expected = blob(1).sha256;
     const wrong = blob(2);
-    const fill = cache.fill(expected, "org/a", wrong.write);
+    const fill = cache.fill(expected, { sha256: expected, name: "org/a" }, wrong.write);
     await expect(fill).rejects.toThrow(Sha256MismatchError);
-    await expect(cache.fill(expected, "org/a", wrong.write)).rejects.toThrow(
+    await expect(cache.fill(expected, { sha256: expected, name: "org/a" }, wrong.write)).rejects.toThrow(
       `adapter_model.safetensors has sha256 ${wrong.sha256}, expected ${expected}`,
     );
     expect(cache.has(expected)).toBe(false);
@@ -56,14 +65,15 @@ describe("DiskCache", () => {
 
   it("passes a failing write's error through and leaves nothing behind", async () => {
     const cache = new DiskCache({ dir: join(root, "cache"), budgetBytes: 1e6 });
-    const fill = cache.fill(blob(1).sha256, "org/a", async () => {
+    const a = blob(1);
+    const fill = cache.fill(a.sha256, { sha256: a.sha256, name: "org/a" }, async () => {
       throw new Error("blob went away");
     });
     await expect(fill).rejects.toThrow("blob went away");
     expect(readdirSync(join(root, "cache"))).toEqual([]);
   });
 
-  it("shares one write between concurrent fills of the same sha256", async () => {
+  it("shares one write between concurrent fills of the same key", async () => {
     const cache = new DiskCache({ dir: join(root, "cache"), budgetBytes: 1e6 });
     const a = blob(1);
     let writes = 0;
@@ -71,9 +81,46 @@ describe("DiskCache", () => {
       writes++;
       await a.write(dir);
     };
-    const dirs = await Promise.all([1, 2, 3].map(() => cache.fill(a.sha256, "org/a", write)));
+    const dirs = await Promise.all(
+      [1, 2, 3].map(() => cache.fill(a.sha256, { sha256: a.sha256, name: "org/a" }, write)),
+    );
     expect(writes).toBe(1);
     expect(new Set(dirs).size).toBe(1);
+  });
+
+  it("keeps adapters whose weights are the same under their own keys, each with its own config", async () => {
+    const cache = new DiskCache({ dir: join(root, "cache"), budgetBytes: 1e6 });
+    const a = blob(1);
+    const withConfig = (config: string) => async (dir: string) => {
+      await a.write(dir);
+      writeFileSync(join(dir, "adapter_config.json"), config);
+    };
+    const [one, two] = ["1".repeat(64), "2".repeat(64)];
+    const first = await cache.fill(one, { sha256: a.sha256, name: "acme/x" }, withConfig('{"lora_alpha":8}'));
+    const second = await cache.fill(
+      two,
+      { sha256: a.sha256, name: "beta/x" },
+      withConfig('{"lora_alpha":32}'),
+    );
+    expect(first).not.toBe(second);
+    expect(readFileSync(join(first, "adapter_config.json"), "utf8")).toBe('{"lora_alpha":8}');
+    expect(readFileSync(join(second, "adapter_config.json"), "utf8")).toBe('{"lora_alpha":32}');
+    expect(cache.list().map((e) => [e.key, e.sha256, e.name])).toEqual([
+      [two, a.sha256, "beta/x"],
+      [one, a.sha256, "acme/x"],
+    ]);
+  });
+
+  it("hands each of many concurrent fills its entry, leased, though together they do not fit", async () => {
+    // Room for about two entries; six fills at once each need theirs until their caller releases it.
+    const cache = new DiskCache({ dir: join(root, "cache"), budgetBytes: 2500 });
+    const blobs = [1, 2, 3, 4, 5, 6].map((seed) => blob(seed));
+    const dirs = await Promise.all(
+      blobs.map((x, i) => cache.fill(x.sha256, { sha256: x.sha256, name: `org/${i}` }, x.write)),
+    );
+    for (const dir of dirs) expect(existsSync(join(dir, "adapter_model.safetensors"))).toBe(true);
+    for (const x of blobs) cache.release(x.sha256);
+    expect(cache.bytes).toBeLessThanOrEqual(2500);
   });
 
   it("evicts the least recently used entries to stay within its byte budget", async () => {
@@ -89,12 +136,12 @@ describe("DiskCache", () => {
       [a, "org/a"],
       [b, "org/b"],
     ] as const) {
-      await cache.fill(x.sha256, name, x.write);
+      await cache.fill(x.sha256, { sha256: x.sha256, name: name }, x.write);
       cache.release(x.sha256);
     }
     cache.open(a.sha256);
     cache.release(a.sha256);
-    await cache.fill(c.sha256, "org/c", c.write);
+    await cache.fill(c.sha256, { sha256: c.sha256, name: "org/c" }, c.write);
     cache.release(c.sha256);
     expect(evicted.map((e) => e.name)).toEqual(["org/b"]);
     expect(cache.list().map((e) => e.name)).toEqual(["org/c", "org/a"]);
@@ -105,8 +152,8 @@ describe("DiskCache", () => {
   it("keeps a leased entry past its budget until it is released", async () => {
     const cache = new DiskCache({ dir: join(root, "cache"), budgetBytes: 1500 });
     const [a, b] = [blob(1), blob(2)];
-    await cache.fill(a.sha256, "org/a", a.write);
-    await cache.fill(b.sha256, "org/b", b.write);
+    await cache.fill(a.sha256, { sha256: a.sha256, name: "org/a" }, a.write);
+    await cache.fill(b.sha256, { sha256: b.sha256, name: "org/b" }, b.write);
     expect(cache.has(a.sha256) && cache.has(b.sha256)).toBe(true);
     cache.release(a.sha256);
     expect(cache.has(a.sha256)).toBe(false);
@@ -118,7 +165,7 @@ describe("DiskCache", () => {
   it("finds a corrupt entry by re-reading it, and fills it again after a discard", async () => {
     const cache = new DiskCache({ dir: join(root, "cache"), budgetBytes: 1e6 });
     const a = blob(1);
-    const dir = await cache.fill(a.sha256, "org/a", a.write);
+    const dir = await cache.fill(a.sha256, { sha256: a.sha256, name: "org/a" }, a.write);
     cache.release(a.sha256);
     expect(await cache.verify(a.sha256)).toBe(true);
     writeFileSync(join(dir, "adapter_model.safetensors"), Buffer.alloc(1000, 9));
@@ -126,7 +173,7 @@ describe("DiskCache", () => {
     await cache.discard(a.sha256);
     expect(cache.has(a.sha256)).toBe(false);
     expect(cache.bytes).toBe(0);
-    await cache.fill(a.sha256, "org/a", a.write);
+    await cache.fill(a.sha256, { sha256: a.sha256, name: "org/a" }, a.write);
     expect(await cache.verify(a.sha256)).toBe(true);
   });
 
@@ -139,7 +186,7 @@ describe("DiskCache", () => {
       [b, "org/b", 1000],
       [c, "org/c", 2000],
     ] as const) {
-      await first.fill(x.sha256, name, x.write);
+      await first.fill(x.sha256, { sha256: x.sha256, name: name }, x.write);
       first.release(x.sha256);
       const when = new Date(Date.UTC(2025, 0, 1) + at * 1000);
       utimesSync(join(dir, x.sha256), when, when);

@@ -2,6 +2,7 @@
 // store. An adapter is its name plus the sha256 of its weights: a new version under the same name is
 // another adapter. Loads are single-flight per adapter, start at queue time (prefetch), parse in a thread
 // of their own, and reach a slot only through writeSlot, which the engine runs between steps.
+import { sha256Hex } from "../../core/sha256.ts";
 import type { AdapterRef } from "../../schema/wire.ts";
 import type { ModelConfig } from "../engine/model-config.ts";
 import { BlobNotFoundError, type BlobStore } from "./blob-store.ts";
@@ -73,6 +74,14 @@ function keyOf(ref: AdapterRef): string {
   return `${ref.name}@${ref.sha256}`;
 }
 
+/**
+ * The adapter's disk tier entry: its blob and weights together. Not the weights alone: two adapters (of one
+ * org or two) may upload the same weights with different configs (alpha, rsLoRA), and each must run with its own.
+ */
+function diskKeyOf(ref: AdapterRef): string {
+  return sha256Hex(`${ref.blob_key}\n${ref.sha256}`);
+}
+
 /** Keys are name@sha256 and a sha256 is 64 hex digits, so the name is all before the last 65 characters. */
 function nameOf(key: string): string {
   return key.slice(0, -65);
@@ -136,7 +145,7 @@ export class AdapterManager {
     if (this.table.isReady(key)) return "slot";
     if (this.table.has(key) || this.loads.has(key)) return "loading";
     if (this.ram.has(key)) return "ram";
-    return this.disk.has(ref.sha256) ? "disk" : "none";
+    return this.disk.has(diskKeyOf(ref)) ? "disk" : "none";
   }
 
   /**
@@ -215,22 +224,16 @@ export class AdapterManager {
   async remove(name: string): Promise<void> {
     this.removals.set(name, (this.removals.get(name) ?? 0) + 1);
     this.unpin(name);
-    const shas = new Set<string>();
     const cleared: (Promise<void> | void)[] = [];
     for (const key of this.table.keys()) {
       if (nameOf(key) !== name) continue;
-      shas.add(key.slice(-64));
       if (this.table.refs(key) === 0) cleared.push(this.empty(key));
       else this.doomed.add(key);
     }
-    for (const key of this.ram.keys()) {
-      if (nameOf(key) !== name) continue;
-      shas.add(key.slice(-64));
-      this.ram.delete(key);
-    }
-    for (const key of this.loads.keys()) if (nameOf(key) === name) shas.add(key.slice(-64));
-    for (const entry of this.disk.list()) if (entry.name === name) shas.add(entry.sha256);
-    await Promise.all([...cleared, ...[...shas].map((sha) => this.disk.discard(sha))]);
+    for (const key of this.ram.keys()) if (nameOf(key) === name) this.ram.delete(key);
+    // Its disk entries are its own (keyed by its blob); a load in flight discards its entry when it ends.
+    const onDisk = this.disk.list().filter((entry) => entry.name === name);
+    await Promise.all([...cleared, ...onDisk.map((entry) => this.disk.discard(entry.key))]);
     this.wakeSlotWaiters();
   }
 
@@ -342,7 +345,7 @@ export class AdapterManager {
     const tier: LoadTier = adapter ? "disk" : "blob";
     adapter ??= await this.readBlob(ref);
     if ((this.removals.get(ref.name) ?? 0) !== removals) {
-      await this.disk.discard(ref.sha256);
+      await this.disk.discard(diskKeyOf(ref));
       throw new AdapterRemovedError(ref.name, ref.sha256, "it was deleted while loading");
     }
     this.ram.put(keyOf(ref), adapter);
@@ -355,7 +358,8 @@ export class AdapterManager {
    * out corrupt (then discarded, for the blob store to fill again).
    */
   private async readDisk(ref: AdapterRef): Promise<LoadedAdapter | undefined> {
-    const dir = this.disk.open(ref.sha256);
+    const diskKey = diskKeyOf(ref);
+    const dir = this.disk.open(diskKey);
     if (!dir) return undefined;
     try {
       const adapter = await this.parser.load(dir, ref.name);
@@ -363,22 +367,23 @@ export class AdapterManager {
     } catch (error) {
       // An unreadable copy is corrupt; a readable one that the parser refuses is a bad adapter. The
       // config is not covered by the sha256: drop the copy either way, so a fixed blob is fetched again.
-      if (await this.disk.verify(ref.sha256)) {
-        await this.disk.discard(ref.sha256);
+      if (await this.disk.verify(diskKey)) {
+        await this.disk.discard(diskKey);
         throw new AdapterLoadError(ref.name, ref.sha256, message(error), { cause: error });
       }
     } finally {
-      this.disk.release(ref.sha256);
+      this.disk.release(diskKey);
     }
-    await this.disk.discard(ref.sha256);
+    await this.disk.discard(diskKey);
     return undefined;
   }
 
   private async readBlob(ref: AdapterRef): Promise<LoadedAdapter> {
     const { blobs } = this.options;
+    const diskKey = diskKeyOf(ref);
     let dir: string;
     try {
-      dir = await this.disk.fill(ref.sha256, ref.name, (tmp) => blobs.fetchAdapter(ref.blob_key, tmp));
+      dir = await this.disk.fill(diskKey, ref, (tmp) => blobs.fetchAdapter(ref.blob_key, tmp));
     } catch (error) {
       const reason =
         error instanceof BlobNotFoundError
@@ -395,10 +400,10 @@ export class AdapterManager {
       }
       return adapter;
     } catch (error) {
-      await this.disk.discard(ref.sha256);
+      await this.disk.discard(diskKey);
       throw new AdapterLoadError(ref.name, ref.sha256, message(error), { cause: error });
     } finally {
-      this.disk.release(ref.sha256);
+      this.disk.release(diskKey);
     }
   }
 }

@@ -1,8 +1,9 @@
-// The local disk tier (NVMe): adapter folders named by the sha256 of their adapter_model.safetensors, under
-// a byte budget with least-recently-used eviction. A fill is written to a temporary folder, its sha256
-// checked, then renamed into place, so a crash never leaves a half-written entry under a real name. The
-// folder's mtime records its last use, so a restarted worker finds its entries, and their order, by
-// scanning the folder.
+// The local disk tier (NVMe): adapter folders under a byte budget with least-recently-used eviction, each
+// named by its key — the caller's digest of what the folder holds (the manager's covers the adapter's blob,
+// so two adapters whose weights are the same but whose configs are not never share a folder). A fill is
+// written to a temporary folder, the sha256 of its adapter_model.safetensors checked, then renamed into
+// place, so a crash never leaves a half-written entry under a real name. The folder's mtime records its last
+// use, so a restarted worker finds its entries, and their order, by scanning the folder.
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync } from "node:fs";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
@@ -20,10 +21,19 @@ export interface DiskCacheOptions {
 }
 
 export interface DiskEntry {
+  /** Its folder's name: 64 hex digits. */
+  key: string;
+  /** The sha256 of its adapter_model.safetensors. */
   sha256: string;
   /** The adapter name it was filled for (the heartbeat reports names). */
   name: string;
   bytes: number;
+}
+
+/** What a fill writes: the adapter's name and the sha256 its weights must have. */
+export interface DiskAdapter {
+  sha256: string;
+  name: string;
 }
 
 /** The bytes under a key are not the ones its sha256 names. */
@@ -41,7 +51,7 @@ export class Sha256MismatchError extends Error {
 const WEIGHTS_FILE = "adapter_model.safetensors";
 const ENTRY_FILE = "entry.json";
 const TMP_PREFIX = ".fill-";
-const SHA256 = /^[0-9a-f]{64}$/;
+const HEX64 = /^[0-9a-f]{64}$/;
 
 interface Entry extends DiskEntry {
   /** Readers holding the folder open: never evicted while > 0. */
@@ -68,111 +78,118 @@ export class DiskCache {
     return this.total;
   }
 
-  has(sha256: string): boolean {
-    return this.entries.has(sha256);
+  has(key: string): boolean {
+    return this.entries.has(key);
   }
 
   /** Entries, most recently used first. */
   list(): DiskEntry[] {
-    return [...this.entries.values()].reverse().map(({ sha256, name, bytes }) => ({ sha256, name, bytes }));
+    return [...this.entries.values()].reverse().map(({ leases: _, ...entry }) => entry);
   }
 
   /**
-   * The entry's folder, now most recently used and leased: it stays until release(sha256). Undefined when
-   * the cache does not hold it.
+   * The entry's folder, now most recently used and leased: it stays until release(key). Undefined when the
+   * cache does not hold it.
    */
-  open(sha256: string): string | undefined {
-    const entry = this.entries.get(sha256);
+  open(key: string): string | undefined {
+    const entry = this.entries.get(key);
     if (!entry) return undefined;
     entry.leases++;
     this.touch(entry);
-    return this.folder(sha256);
+    return this.folder(key);
   }
 
-  release(sha256: string): void {
-    const entry = this.entries.get(sha256);
+  release(key: string): void {
+    const entry = this.entries.get(key);
     if (!entry || entry.leases === 0) return;
     entry.leases--;
     if (entry.leases === 0) this.enforceBudget();
   }
 
   /**
-   * Fills the entry for `sha256` through `write(dir)`, which must put both adapter files into the fresh
-   * folder it is given; the weights' sha256 is checked before the entry appears. Returns the entry's folder,
-   * leased like open(). Concurrent fills of one sha256 share one write. Throws Sha256MismatchError, or
-   * whatever `write` throws; nothing is left behind either way.
+   * Fills the entry `key` through `write(dir)`, which must put both adapter files into the fresh folder it
+   * is given; the weights' sha256 is checked before the entry appears. Returns the entry's folder, leased
+   * like open(). Concurrent fills of one key share one write. Throws Sha256MismatchError, or whatever
+   * `write` throws; nothing is left behind either way.
    */
-  async fill(sha256: string, name: string, write: (dir: string) => Promise<void>): Promise<string> {
-    if (!SHA256.test(sha256)) throw new Error(`disk cache key ${JSON.stringify(sha256)} is not a sha256`);
-    const present = this.open(sha256);
+  async fill(key: string, adapter: DiskAdapter, write: (dir: string) => Promise<void>): Promise<string> {
+    if (!HEX64.test(key)) throw new Error(`disk cache key ${JSON.stringify(key)} is not 64 hex digits`);
+    const present = this.open(key);
     if (present) return present;
-    let filling = this.fills.get(sha256);
-    if (!filling) {
-      filling = this.write(sha256, name, write).finally(() => this.fills.delete(sha256));
-      this.fills.set(sha256, filling);
+    const filling = this.fills.get(key);
+    if (filling) {
+      // The fill that writes holds a lease until its caller is done, so the entry is still here.
+      await filling;
+      const dir = this.open(key);
+      if (!dir) throw new Error(`disk cache entry ${key} was discarded while it was being filled`);
+      return dir;
     }
-    await filling;
-    // The fresh entry may already be gone (discarded meanwhile); a later fill writes it again.
-    const dir = this.open(sha256);
-    if (!dir) throw new Error(`disk cache entry ${sha256} was discarded while it was being filled`);
-    return dir;
+    const written = this.write(key, adapter, write).finally(() => this.fills.delete(key));
+    this.fills.set(key, written);
+    await written;
+    return this.folder(key);
   }
 
-  /** Re-reads the entry's weights: true when they still hash to its name. */
-  async verify(sha256: string): Promise<boolean> {
-    return (await sha256OfFile(join(this.folder(sha256), WEIGHTS_FILE))) === sha256;
+  /** Re-reads the entry's weights: true when they still hash to its sha256. */
+  async verify(key: string): Promise<boolean> {
+    const entry = this.entries.get(key);
+    return entry !== undefined && (await sha256OfFile(join(this.folder(key), WEIGHTS_FILE))) === entry.sha256;
   }
 
   /** Removes an entry now, leased or not: its bytes are corrupt or its adapter was deleted. */
-  async discard(sha256: string): Promise<void> {
-    const entry = this.entries.get(sha256);
+  async discard(key: string): Promise<void> {
+    const entry = this.entries.get(key);
     if (!entry) return;
     this.forget(entry);
-    await rm(this.folder(sha256), { recursive: true, force: true });
+    await rm(this.folder(key), { recursive: true, force: true });
   }
 
-  private async write(sha256: string, name: string, write: (dir: string) => Promise<void>): Promise<void> {
-    const tmp = join(this.dir, `${TMP_PREFIX}${sha256}-${randomBytes(4).toString("hex")}`);
+  /** Writes and checks the entry, which appears leased: the lease is the filling caller's. */
+  private async write(
+    key: string,
+    { sha256, name }: DiskAdapter,
+    write: (dir: string) => Promise<void>,
+  ): Promise<void> {
+    const tmp = join(this.dir, `${TMP_PREFIX}${key}-${randomBytes(4).toString("hex")}`);
     try {
       await mkdir(tmp);
       await write(tmp);
       const actual = await sha256OfFile(join(tmp, WEIGHTS_FILE));
       if (actual === undefined) throw new Error(`the fill wrote no readable ${WEIGHTS_FILE}`);
       if (actual !== sha256) throw new Sha256MismatchError(sha256, actual, WEIGHTS_FILE);
-      await writeFile(join(tmp, ENTRY_FILE), `${JSON.stringify({ name })}\n`);
+      await writeFile(join(tmp, ENTRY_FILE), `${JSON.stringify({ name, sha256 })}\n`);
       const bytes = folderBytes(tmp);
       // A leftover folder under the real name (a crash between scan and now) gives way to the checked one.
-      await rm(this.folder(sha256), { recursive: true, force: true });
-      await rename(tmp, this.folder(sha256));
-      const entry: Entry = { sha256, name, bytes, leases: 0 };
-      this.entries.set(sha256, entry);
+      await rm(this.folder(key), { recursive: true, force: true });
+      await rename(tmp, this.folder(key));
+      // Leased from the start, so neither its own eviction pass nor another fill's takes it before its
+      // caller has read it.
+      const entry: Entry = { key, sha256, name, bytes, leases: 1 };
+      this.entries.set(key, entry);
       this.total += bytes;
-      // Lease it while evicting, so the newest entry is never the one that goes to make room for itself.
-      entry.leases++;
       this.enforceBudget();
-      entry.leases--;
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
   }
 
-  private folder(sha256: string): string {
-    return join(this.dir, sha256);
+  private folder(key: string): string {
+    return join(this.dir, key);
   }
 
   private touch(entry: Entry): void {
-    this.entries.delete(entry.sha256);
-    this.entries.set(entry.sha256, entry);
+    this.entries.delete(entry.key);
+    this.entries.set(entry.key, entry);
     const now = new Date();
     try {
-      utimesSync(this.folder(entry.sha256), now, now);
+      utimesSync(this.folder(entry.key), now, now);
     } catch {
       // Only the order after a restart depends on it.
     }
   }
 
   private forget(entry: Entry): void {
-    this.entries.delete(entry.sha256);
+    this.entries.delete(entry.key);
     this.total -= entry.bytes;
   }
 
@@ -182,8 +199,9 @@ export class DiskCache {
       if (this.total <= this.budgetBytes) return;
       if (entry.leases > 0) continue;
       this.forget(entry);
-      rmSync(this.folder(entry.sha256), { recursive: true, force: true });
-      this.options.onEvict?.({ sha256: entry.sha256, name: entry.name, bytes: entry.bytes });
+      rmSync(this.folder(entry.key), { recursive: true, force: true });
+      const { leases: _, ...evicted } = entry;
+      this.options.onEvict?.(evicted);
     }
   }
 
@@ -196,31 +214,36 @@ export class DiskCache {
         rmSync(path, { recursive: true, force: true });
         continue;
       }
-      if (!item.isDirectory() || !SHA256.test(item.name)) continue;
-      const name = readEntryName(path);
-      if (name === undefined || !ADAPTER_FILES.every((f) => isFile(join(path, f)))) {
+      if (!item.isDirectory() || !HEX64.test(item.name)) continue;
+      const adapter = readEntryFile(path);
+      if (adapter === undefined || !ADAPTER_FILES.every((f) => isFile(join(path, f)))) {
         rmSync(path, { recursive: true, force: true });
         continue;
       }
       found.push({
-        entry: { sha256: item.name, name, bytes: folderBytes(path), leases: 0 },
+        entry: { key: item.name, ...adapter, bytes: folderBytes(path), leases: 0 },
         used: statSync(path).mtimeMs,
       });
     }
     found.sort((a, b) => a.used - b.used);
     for (const { entry } of found) {
-      this.entries.set(entry.sha256, entry);
+      this.entries.set(entry.key, entry);
       this.total += entry.bytes;
     }
     this.enforceBudget();
   }
 }
 
-function readEntryName(folder: string): string | undefined {
+/** The adapter an entry was filled for; undefined when its entry file is missing or incomplete. */
+function readEntryFile(folder: string): DiskAdapter | undefined {
   try {
-    const parsed: unknown = JSON.parse(readFileSync(join(folder, ENTRY_FILE), "utf8"));
-    const name = (parsed as { name?: unknown }).name;
-    return typeof name === "string" && name.length > 0 ? name : undefined;
+    const { name, sha256 } = JSON.parse(readFileSync(join(folder, ENTRY_FILE), "utf8")) as Record<
+      string,
+      unknown
+    >;
+    return typeof name === "string" && name.length > 0 && typeof sha256 === "string" && HEX64.test(sha256)
+      ? { name, sha256 }
+      : undefined;
   } catch {
     return undefined;
   }

@@ -5,7 +5,16 @@
 // a good copy again. When the blob store's copy is corrupt too, requests for that adapter fail with 502
 // `adapter_unavailable` naming the blob and the mismatch, billed zero output tokens; requests for other
 // adapters, served in the same batches, are unaffected.
-import { closeSync, openSync, readSync, statSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  statSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -57,7 +66,11 @@ describe("drill: a corrupt adapter in a worker's disk cache", () => {
     for (const i of [0, 1, 2])
       outcomes.push(await stack.send({ model: stack.adapterModel(i), maxTokens: 4 }));
     const shas = await Promise.all([0, 1, 2].map((i) => sha256OfFile(blobWeights(i))));
-    const cached = (i: number) => join(stack.workers.get("a")!.cacheDir, shas[i]!, WEIGHTS);
+    // Each adapter's folder in the disk cache: the one whose entry file names its weights.
+    const cacheDir = stack.workers.get("a")!.cacheDir;
+    const folders = readdirSync(cacheDir).filter((f) => existsSync(join(cacheDir, f, "entry.json")));
+    const shaOf = (f: string) => JSON.parse(readFileSync(join(cacheDir, f, "entry.json"), "utf8")).sha256;
+    const cached = (i: number) => join(cacheDir, folders.find((f) => shaOf(f) === shas[i])!, WEIGHTS);
     for (const i of [0, 1, 2]) expect(await sha256OfFile(cached(i))).toBe(shas[i]);
 
     // A restarted worker has nothing in RAM: it loads from its disk cache.
