@@ -5,14 +5,16 @@
 //    divided by the sequences one worker runs at once: configured, or else the smallest --max-batch a live
 //    worker reports (64 when none does). A base with a backlog and no worker gets one: that is scaling
 //    from zero, while its requests wait in the queue.
-//  - The tokens/s the base's workers report, divided by a worker's throughput at the target utilization.
-//    A worker's throughput is configured, or else the best any live worker of the base has reported.
+//  - Where a worker's throughput is configured (tokens/s at full load, measured with `luminet bench`): the
+//    tokens/s the base's workers report, divided by that throughput at the target utilization. Not guessed
+//    from the rates workers report: those are what the traffic asks, not what a worker could do, so any
+//    busy fleet would look short of workers and grow without end.
 import type { WorkerHeartbeat } from "../schema/wire.ts";
 
 export interface ScaleOptions {
   /** Sequences one worker runs at once; unset: the smallest max_batch a live worker reports, else 64. */
   sequencesPerWorker?: number;
-  /** A worker's tokens/s at full load; unset: the highest tokens_per_s a live worker reported. */
+  /** A worker's tokens/s at full load; unset: the token rate does not size the fleet. */
   tokensPerSecondPerWorker?: number;
   /** The share of a worker's sequences and tokens/s to plan for, leaving headroom for bursts. */
   targetUtilization?: number;
@@ -56,7 +58,7 @@ export interface ScaleSignal {
   backlog: number;
   running: number;
   tokens_per_s: number;
-  /** What one worker is planned to carry, after the target utilization. */
+  /** What one worker is planned to carry, after the target utilization; tokens/s null where not configured. */
   capacity: { sequences_per_worker: number; tokens_per_s_per_worker: number | null };
   /**
    * Lines of running batches not yet sent to a worker. They ride spare capacity (gateway/batch-room.ts)
@@ -75,8 +77,7 @@ export function scaleSignal(
   const o = { ...scaleDefaults, ...options };
   const running = heartbeats.reduce((sum, h) => sum + h.running, 0);
   const tokensPerS = heartbeats.reduce((sum, h) => sum + h.tokens_per_s, 0);
-  const observedPeak = Math.max(0, ...heartbeats.map((h) => h.tokens_per_s));
-  const workerTokens = o.tokensPerSecondPerWorker ?? (observedPeak > 0 ? observedPeak : null);
+  const workerTokens = o.tokensPerSecondPerWorker ?? null;
   const reported = heartbeats.flatMap((h) => (h.max_batch === undefined ? [] : [h.max_batch]));
   const perWorker =
     o.sequencesPerWorker ?? (reported.length > 0 ? Math.min(...reported) : DEFAULT_SEQUENCES_PER_WORKER);

@@ -86,6 +86,8 @@ export interface WorkerEnv {
   LUMINET_MIN_WORKERS?: string;
   LUMINET_MAX_WORKERS?: string;
   LUMINET_TARGET_UTILIZATION?: string;
+  /** A worker's tokens/s at full load, as the Node gateway's --worker-tokens-per-s; unset by default. */
+  LUMINET_WORKER_TOKENS_PER_S?: string;
 }
 
 /** An isolate has 128 MB: a file upload is read and checked whole inside it. */
@@ -132,6 +134,9 @@ function scaleOptions(env: WorkerEnv): ScaleOptions {
     maxWorkers: integerVar(env, "LUMINET_MAX_WORKERS", scaleDefaults.maxWorkers),
     targetUtilization:
       utilization === undefined || utilization === "" ? scaleDefaults.targetUtilization : Number(utilization),
+    ...(env.LUMINET_WORKER_TOKENS_PER_S
+      ? { tokensPerSecondPerWorker: integerVar(env, "LUMINET_WORKER_TOKENS_PER_S", 0) }
+      : {}),
   };
   const names = {
     min: "LUMINET_MIN_WORKERS",

@@ -44,6 +44,7 @@ interface GatewayFlags {
   minWorkers: string;
   maxWorkers: string;
   targetUtilization: string;
+  workerTokensPerS?: string;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -54,6 +55,9 @@ function scaleOptions(flags: GatewayFlags): ScaleOptions {
     minWorkers: count("--min-workers", flags.minWorkers, 0),
     maxWorkers: count("--max-workers", flags.maxWorkers, 1),
     targetUtilization: Number(flags.targetUtilization),
+    ...(flags.workerTokensPerS === undefined
+      ? {}
+      : { tokensPerSecondPerWorker: count("--worker-tokens-per-s", flags.workerTokensPerS, 1) }),
   };
   const names = { min: "--min-workers", max: "--max-workers", utilization: "--target-utilization" };
   const problem = scaleOptionsProblem(options, names, flags.targetUtilization);
@@ -232,6 +236,11 @@ export function registerGateway(program: Command): void {
       "--target-utilization <share>",
       "the share of a worker's sequences and tokens/s it plans to use, leaving headroom (LUMINET_TARGET_UTILIZATION)",
       process.env.LUMINET_TARGET_UTILIZATION ?? String(scaleDefaults.targetUtilization),
+    )
+    .option(
+      "--worker-tokens-per-s <n>",
+      "a worker's tokens/s at full load (measured with luminet bench): the signal then also sizes the fleet by the token rate; unset, by sequences only (LUMINET_WORKER_TOKENS_PER_S)",
+      process.env.LUMINET_WORKER_TOKENS_PER_S || undefined,
     )
     .option("--with-meter", "also run the usage meter (usage events into billing rows) in this process")
     .option(

@@ -51,6 +51,7 @@ describe("the luminet command", () => {
         [["--min-workers", "5", "--max-workers", "2"], "--min-workers (5) must not exceed --max-workers (2)"],
         [["--target-utilization", "1.5"], "--target-utilization must be a number in (0, 1]"],
         [["--max-workers", "0"], "--max-workers must be an integer ≥ 1"],
+        [["--worker-tokens-per-s", "0"], "--worker-tokens-per-s must be an integer ≥ 1"],
         [["--batch-fill", "0"], "--batch-fill must be a number in (0, 1]"],
         [["--sampling-defaults", "vllm"], "--sampling-defaults must be model or openai, got vllm"],
       ] as const) {

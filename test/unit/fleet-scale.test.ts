@@ -46,8 +46,19 @@ describe("scaleSignal", () => {
     });
     expect(signal.capacity.tokens_per_s_per_worker).toBe(96);
     expect(signal.desired_workers).toBe(3);
-    // Unconfigured, a worker's throughput is the best rate a live worker reported.
-    expect(scaleSignal("b", 2, hot, { ...options, targetUtilization: 0.5 }).desired_workers).toBe(4);
+  });
+
+  it("leaves the token rate out where a worker's throughput is not configured: what workers report is demand, not capacity", () => {
+    // One worker streaming for one client, then two busy ones: neither fleet is short of workers.
+    const planned = { ...options, targetUtilization: 0.8 };
+    const one = scaleSignal("b", 1, [beat("w1", { running: 1, tokens_per_s: 280 })], planned);
+    expect(one.capacity.tokens_per_s_per_worker).toBeNull();
+    expect(one.desired_workers).toBe(1);
+    const busy = [
+      beat("w1", { running: 8, tokens_per_s: 900 }),
+      beat("w2", { running: 8, tokens_per_s: 900 }),
+    ];
+    expect(scaleSignal("b", 16, busy, planned).desired_workers).toBe(2);
   });
 
   it("takes a worker's sequences from the smallest --max-batch live workers report, else 64", () => {
