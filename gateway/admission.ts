@@ -559,28 +559,30 @@ export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Adm
 
 /**
  * A completions request's prompts: a text, token ids, or a list of either (each list entry one prompt).
- * With a suffix each text is the prefix of a fill-in-the-middle prompt (fillInTheMiddle).
+ * With a suffix each text is the prefix of a fill-in-the-middle prompt (fillInTheMiddle). Each comes as
+ * the call that tokenizes it, so a list is tokenized one prompt at a time, each checked before the next
+ * (tokenizing holds the event loop: a list of long prompts must stop at the first that does not fit).
  */
 function completionPrompts(
   prompt: CompletionRequest["prompt"],
   suffix: string,
   base: BaseModelInfo,
   truncated: boolean,
-): number[][] {
+): (() => number[])[] {
   const encode = (text: string) => {
     if (!truncated) refuseSurelyTooLong(suffix === "" ? text : text + suffix, base, "prompt");
     return suffix === ""
       ? base.tokenizer.encode(text, { addSpecialTokens: true })
       : fillInTheMiddle(text, suffix, base);
   };
-  if (typeof prompt === "string") return [encode(prompt)];
+  if (typeof prompt === "string") return [() => encode(prompt)];
   if (prompt.length === 0) throw invalidRequest("prompt is empty", "prompt");
   if (suffix !== "" && prompt.some((one) => typeof one !== "string")) {
     throw invalidRequest("suffix needs the prompt as text, not token ids", "prompt");
   }
   // A list of token ids is one prompt; a list of strings or of id lists is several.
-  if (typeof prompt[0] === "number") return [prompt as number[]];
-  return (prompt as (string | number[])[]).map((one) => (typeof one === "string" ? encode(one) : one));
+  if (typeof prompt[0] === "number") return [() => prompt as number[]];
+  return (prompt as (string | number[])[]).map((one) => () => (typeof one === "string" ? encode(one) : one));
 }
 
 /**
@@ -626,7 +628,10 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
   const vocab = base.tokenizer.vocabSize;
   const top = body.logprobs ?? null;
   // Each prompt admitted alone: its own context check and max_tokens; the sampling is the same for all.
-  const each = prompts.map((given) => {
+  const givenLengths: number[] = [];
+  const each = prompts.map((tokenize) => {
+    const given = tokenize();
+    givenLengths.push(given.length);
     if (given.length === 0) throw invalidRequest("prompt is empty", "prompt");
     const bad = given.find((id) => id >= vocab);
     if (bad !== undefined) {
@@ -655,7 +660,7 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
   // A truncated prompt echoes what ran: its ids decoded.
   for (const [i, prompt] of admitted.prompts.entries()) {
     prompt.echo =
-      prompt.tokenIds.length < prompts[i]!.length
+      prompt.tokenIds.length < givenLengths[i]!
         ? base.tokenizer.decode(prompt.tokenIds, { skipSpecialTokens: true })
         : echoedText(body.prompt, i, prompt.tokenIds, base);
   }

@@ -137,6 +137,12 @@ const Penalty = z.number().min(-2).max(2).nullable();
 export const MAX_ALLOWED_TOKEN_IDS = 4_096;
 /** Most words one bad_words may list. */
 export const MAX_BAD_WORDS = 256;
+/**
+ * Most characters in one bad word, and in all of them: each is tokenized twice on the gateway's event loop,
+ * so without a bound one request of megabytes of "words" holds every other request for seconds.
+ */
+export const MAX_BAD_WORD_CHARS = 128;
+export const MAX_BAD_WORDS_CHARS = 8_192;
 
 /** vLLM's sampling parameters beyond OpenAI's, as its clients send them (the OpenAI SDKs' extra_body). */
 export const ExtraSampling = {
@@ -163,8 +169,18 @@ export const ExtraSampling = {
     .optional(),
   /** Words the answer never holds, as the base's tokenizer writes them (gateway/admission.ts, badWordsIds). */
   bad_words: z
-    .array(z.string().trim().min(1, "a bad word must not be blank"))
+    .array(
+      z
+        .string()
+        .trim()
+        .min(1, "a bad word must not be blank")
+        .max(MAX_BAD_WORD_CHARS, `a bad word holds at most ${MAX_BAD_WORD_CHARS} characters`),
+    )
     .max(MAX_BAD_WORDS, `at most ${MAX_BAD_WORDS} words`)
+    .refine(
+      (words) => words.reduce((sum, word) => sum + word.length, 0) <= MAX_BAD_WORDS_CHARS,
+      `the words hold at most ${MAX_BAD_WORDS_CHARS} characters together`,
+    )
     .nullable()
     .optional(),
 };

@@ -341,6 +341,17 @@ describe("chat completions", () => {
     await expectError(await chat({ allowed_token_ids: [] }), 400, null, "allowed_token_ids");
     await expectError(await chat({ truncate_prompt_tokens: 0 }), 400, null, "truncate_prompt_tokens");
     await expectError(await chat({ bad_words: ["  "] }), 400, null, "bad_words.0");
+    // Each word is tokenized on the event loop: megabytes of "words" are refused before any of it is.
+    const longWord = await expectError(
+      await chat({ bad_words: ["x", "ab".repeat(65)] }),
+      400,
+      null,
+      "bad_words.1",
+    );
+    expect(longWord.message).toContain("at most 128 characters");
+    const many = Array.from({ length: 65 }, (_, i) => `${i}`.padEnd(128, "w"));
+    const together = await expectError(await chat({ bad_words: many }), 400, null, "bad_words");
+    expect(together.message).toContain("at most 8192 characters together");
     expect(worker.received.length).toBe(before);
   });
 

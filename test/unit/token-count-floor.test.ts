@@ -138,6 +138,14 @@ describe("admission", () => {
       });
       expect(truncated.status).toBe(200);
       expect(worker.received.at(-1)!.prompt_token_ids).toHaveLength(8);
+      // A list of prompts that each might fit is tokenized one at a time: the first that does not fit
+      // ends it, and the rest are never tokenized.
+      const overlong = "ab ".repeat(CONTEXT);
+      encode.mockClear();
+      const list = await post("/v1/completions", { prompt: [overlong, overlong, overlong], max_tokens: 1 });
+      expect(list.status).toBe(400);
+      expect(await list.json()).toMatchObject({ error: { code: "context_length_exceeded" } });
+      expect(encode.mock.calls.filter(([text]) => text === overlong)).toHaveLength(1);
     } finally {
       await worker.stop();
       await h.close();
