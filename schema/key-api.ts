@@ -4,8 +4,11 @@
 import { z } from "zod";
 import { textColumnString } from "./api.ts";
 
-/** A scope a key carries, e.g. "admin". */
-export const SCOPE = /^[a-z][a-z0-9_:.-]{0,63}$/;
+/**
+ * The scopes a key may carry: "admin" (keys, adapters, webhooks, the fleet's signal, the dashboard's admin
+ * pages). Any other name would grant nothing, so a typo ("adminn") is refused rather than stored.
+ */
+export const SCOPES = ["admin"] as const;
 
 const perMinute = z.int().min(1).max(2_147_483_647).nullable();
 
@@ -32,7 +35,10 @@ export type KeyList = z.infer<typeof KeyList>;
 /** POST /v1/keys: every field optional; unknown fields are refused, so a typo never creates a wrong key. */
 export const KeyCreate = z.strictObject({
   name: textColumnString().min(1).max(64).default("default"),
-  scopes: z.array(z.string().regex(SCOPE, "a scope is a lowercase word, e.g. admin")).max(16).default([]),
+  scopes: z
+    .array(z.enum(SCOPES, { error: `a scope is one of: ${SCOPES.join(", ")}` }))
+    .max(16)
+    .default([]),
   rpm: perMinute.default(null),
   tpm: perMinute.default(null),
 });

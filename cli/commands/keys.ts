@@ -34,9 +34,12 @@ interface KeysFlags extends GatewayFlags {
   json?: boolean;
 }
 
+/** A key to create as the flags give it: each store checks it as the API does (KeyCreate). */
+type KeyCreateFlags = Omit<KeyCreate, "scopes"> & { scopes: string[] };
+
 /** What `luminet keys` does, through the gateway or on the database; both answer in the API's shapes. */
 interface KeyStore {
-  create(body: KeyCreate): Promise<KeyCreated>;
+  create(body: KeyCreateFlags): Promise<KeyCreated>;
   list(): Promise<KeyObject[]>;
   revoke(prefix: string): Promise<KeyObject>;
   setLimits(prefix: string, patch: KeyLimitsPatch): Promise<KeyObject>;
@@ -148,7 +151,7 @@ export function registerKeys(program: Command): void {
       .command("create")
       .description("create an API key, shown once; on DATABASE_URL, creates the org if it does not exist")
       .option("--name <name>", "what the key is for", "default")
-      .option("--scope <scope>", 'a scope, e.g. "admin" for management routes (repeatable)', collect, [])
+      .option("--scope <scope>", 'a scope: "admin", for the management routes (repeatable)', collect, [])
       .option("--rpm <n>", "most requests per minute through this key (default: no limit)", perMinute)
       .option(
         "--tpm <n>",
