@@ -100,14 +100,16 @@ async function registerDemoAdapters(db: Db, modelDir: string, blobsDir: string):
     }
     if (!live) {
       const sha256 = await sha256OfFile(weights);
+      const config = join(target, "adapter_config.json");
       await db.insert(adapters).values({
         orgId: DEV_ORG,
         name,
         base: DEV_BASE,
         rank: DEV_RANK,
-        alpha: 2 * DEV_RANK,
+        // As its config says, which is what the worker runs it with.
+        alpha: (JSON.parse(readFileSync(config, "utf8")) as { lora_alpha: number }).lora_alpha,
         targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        bytes: statSync(weights).size,
+        bytes: statSync(weights).size + statSync(config).size,
         sha256: sha256!,
         blobKey,
         status: "ready",

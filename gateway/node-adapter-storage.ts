@@ -232,13 +232,15 @@ export class NodeAdapterStorage implements AdapterStorage {
   ): Promise<StagedAdapter> {
     const loaded = loadPeftAdapter(dir, shapeOf(adapter.architecture), { maxRank: this.options.maxRank });
     const present = new Set(loaded.modules.map((m) => moduleLeafName(m.kind)));
-    const config = JSON.parse(await readFile(join(dir, CONFIG_FILE), "utf8")) as { lora_alpha?: unknown };
+    const configText = await readFile(join(dir, CONFIG_FILE), "utf8");
+    const config = JSON.parse(configText) as { lora_alpha?: unknown };
     const { blobs } = this.options;
     return {
       rank: loaded.maxRank,
       alpha: typeof config.lora_alpha === "number" ? config.lora_alpha : 8,
       targetModules: LINEAR_MODULE_NAMES.filter((name) => present.has(name)),
-      bytes: loaded.bytes,
+      // What the blob store holds of it, both files: the org's adapter storage counts these bytes.
+      bytes: loaded.bytes + Buffer.byteLength(configText),
       sha256: loaded.sha256,
       async commit(blobKey) {
         try {

@@ -2,7 +2,7 @@
 // generates the model and demo adapters; the printed key works with the openai client; the meter bills
 // each request once; SIGTERM exits 0; a second start reuses everything, and with --adapter-sources creates
 // an adapter from a registered URL.
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -118,10 +118,18 @@ describe("luminet dev", () => {
 
     const db = await openDb(`pglite:${join(home, "db")}`);
     try {
-      // The demo adapters are registered with the size of their weights, as an upload would be.
+      // The demo adapters are registered as an upload of their folders would be: the bytes of both files,
+      // and the alpha their config gives the worker.
       const demo = await db.select().from(adapters);
       expect(demo).toHaveLength(8);
-      for (const a of demo) expect(a.bytes).toBeGreaterThan(1000);
+      for (const a of demo) {
+        const folder = join(home, "model", "adapters", a.name);
+        const files = ADAPTER_FILES.map((file) => statSync(join(folder, file)).size);
+        expect(a.bytes).toBe(files[0]! + files[1]!);
+        expect(a.alpha).toBe(
+          JSON.parse(readFileSync(join(folder, "adapter_config.json"), "utf8")).lora_alpha,
+        );
+      }
       const rows = await db.select().from(usageEvents);
       expect(rows).toHaveLength(7);
       expect(rows.map((r) => r.adapter ?? "(base)").sort()).toEqual([

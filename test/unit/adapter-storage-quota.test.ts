@@ -50,6 +50,14 @@ function storedAdapters(dir = blobsDir): number {
   }, 0);
 }
 
+/** The bytes of every file in the store's folder. */
+function storedBytes(dir = blobsDir): number {
+  return readdirSync(dir).reduce((n, entry) => {
+    const path = join(dir, entry);
+    return n + (statSync(path).isDirectory() ? storedBytes(path) : statSync(path).size);
+  }, 0);
+}
+
 async function refusal(response: Response) {
   return { status: response.status, error: ErrorBody.parse(await response.json()).error };
 }
@@ -81,7 +89,8 @@ describe("an org's adapter storage", () => {
     const first = await create(appWithin(Number.MAX_SAFE_INTEGER), "q1");
     expect(first.status, await first.clone().text()).toBe(201);
     one = ((await first.json()) as { bytes: number }).bytes;
-    expect(one).toBeGreaterThan(0);
+    // What the blob store holds of it: its config as well as its weights.
+    expect(one).toBe(storedBytes());
     // Another org's adapters, however large, take none of acme's room.
     await harness.addAdapter({ orgId: "other", name: "huge", bytes: 10 ** 12 });
 
