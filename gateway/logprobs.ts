@@ -30,6 +30,19 @@ export class TextOffsets {
   }
 }
 
+/**
+ * A legacy top_logprobs entry: the most likely tokens and, as OpenAI always returns it, the chosen token
+ * itself (so up to logprobs + 1 entries; with logprobs 0, the chosen token alone).
+ */
+function topWithChosen(
+  top: readonly { token: string; logprob: number }[],
+  chosen: { token: string; logprob: number },
+): Record<string, number> {
+  const entries = Object.fromEntries(top.map((t) => [t.token, t.logprob]));
+  if (!(chosen.token in entries)) entries[chosen.token] = chosen.logprob;
+  return entries;
+}
+
 export function completionLogprobs(
   tokens: readonly TokenLogprob[],
   offsets: TextOffsets = new TextOffsets(),
@@ -38,7 +51,7 @@ export function completionLogprobs(
   for (const t of tokens) {
     out.tokens.push(t.token);
     out.token_logprobs.push(t.logprob);
-    out.top_logprobs.push(Object.fromEntries(t.top.map((top) => [top.token, top.logprob])));
+    out.top_logprobs.push(topWithChosen(t.top, t));
     out.text_offset.push(offsets.next(t.bytes));
   }
   return out;
@@ -67,7 +80,7 @@ export function echoedPromptLogprobs(
   for (const e of entries) {
     out.tokens.push(e.token);
     out.token_logprobs.push(e.logprob);
-    out.top_logprobs.push(Object.fromEntries(e.top.slice(0, top).map((t) => [t.token, t.logprob])));
+    out.top_logprobs.push(topWithChosen(e.top.slice(0, top), e));
     out.text_offset.push(offsets.next(tokenizer.isSpecial(e.token_id) ? [] : e.bytes));
   }
   return out;
