@@ -2,6 +2,7 @@
 // line (its consumers read logs, not a terminal) and exit code 1; at SIGTERM or SIGINT it logs what it is
 // doing, runs its own shutdown (drain, close) and resolves; a failed shutdown is logged and exits 1.
 import { logger } from "../core/logger.ts";
+import { CliError } from "./run-command.ts";
 
 /** Resolves once a signal came and `shutdown` has finished; `what` names the step in the logs. */
 export function stopOnSignal(what: string, shutdown: () => Promise<void>): Promise<void> {
@@ -27,13 +28,17 @@ export function stopOnSignal(what: string, shutdown: () => Promise<void>): Promi
   });
 }
 
-/** A service command's action: runs it, and logs a failure as an error line with exit code 1. */
+/**
+ * A service command's action: runs it, and logs a failure as an error line with exit code 1; bad flags or
+ * settings (CliError) as their message alone, since a stack would only bury what to fix.
+ */
 export function serviceAction<F>(run: (flags: F) => Promise<void>): (flags: F) => Promise<void> {
   return async (flags) => {
     try {
       await run(flags);
     } catch (error) {
-      logger.error({ err: error }, error instanceof Error ? error.message : String(error));
+      if (error instanceof CliError) logger.error(error.message);
+      else logger.error({ err: error }, error instanceof Error ? error.message : String(error));
       process.exitCode = 1;
     }
   };

@@ -14,7 +14,7 @@ import { samplingDefaultsSource } from "../../gateway/sampling-defaults.ts";
 import { SecretBox } from "../../gateway/secret-box.ts";
 import { DEFAULT_RETENTION_DAYS } from "../../gateway/stored-retention.ts";
 import { bytes, count, port, seconds } from "../flags.ts";
-import { CliError } from "../run-command.ts";
+import { CliError, setting } from "../run-command.ts";
 import { serviceAction, stopOnSignal } from "../service.ts";
 
 interface GatewayFlags {
@@ -85,7 +85,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
   }
   const listenPort = port("--port", flags.port);
   // A bad LUMINET_SECRETS_KEY stops the gateway here, before it opens anything.
-  const secrets = SecretBox.fromEnv(process.env);
+  const secrets = setting(() => SecretBox.fromEnv(process.env));
   const databaseUrl = process.env.DATABASE_URL || defaultDatabaseUrl;
   const natsUrl = process.env.NATS_URL || "nats://127.0.0.1:4222";
   const models = flags.model.map(parseBaseModelSource);
@@ -107,7 +107,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     streamHeadersAfterMs: seconds("--stream-headers-after", flags.streamHeadersAfter) * 1000,
     keepAliveMs: seconds("--keep-alive", flags.keepAlive) * 1000,
     responseRetentionDays: count("--response-retention-days", flags.responseRetentionDays, 0),
-    samplingDefaults: samplingDefaultsSource(flags.samplingDefaults, "--sampling-defaults"),
+    samplingDefaults: setting(() => samplingDefaultsSource(flags.samplingDefaults, "--sampling-defaults")),
     batchConcurrency: count("--batch-concurrency", flags.batchConcurrency, 0),
     batchFill: share("--batch-fill", flags.batchFill),
     maxFileBytes: bytes("--max-file-bytes", flags.maxFileBytes, 1),
