@@ -16,8 +16,12 @@ const CONNECTION_CODES = new Set([
   "CONNECT_TIMEOUT",
 ]);
 
-/** SQLSTATE class 08 (connection exception); 57P01-57P03: shutting down, crashed, starting up. */
-const UNAVAILABLE_SQLSTATE = /^(08...|57P0[123])$/;
+/**
+ * SQLSTATE class 08 (connection exception); 57P01-57P03: shutting down, crashed, starting up; 53300: out of
+ * connection slots ("too many clients"); 55000 as a connection meets it: the database is not accepting
+ * connections (a maintenance window's ALLOW_CONNECTIONS false).
+ */
+const UNAVAILABLE_SQLSTATE = /^(08...|57P0[123]|53300|55000)$/;
 
 export function isDatabaseUnavailable(error: unknown): boolean {
   for (let cause = error; cause instanceof Error; cause = cause.cause) {
