@@ -26,7 +26,8 @@ export function cancelGenerations(generations: readonly Generation[]): void {
 /** Every choice's whole reply, in choice order; the first failure cancels the rest and is thrown. */
 export async function collectChoices(generations: readonly Generation[]): Promise<CollectedReply[]> {
   try {
-    return await Promise.all(generations.map((generation) => collectReply(generation.chunks())));
+    // Not streamed: a run that fails reaches its client as nothing but the error.
+    return await Promise.all(generations.map((generation) => collectReply(generation.chunks(false))));
   } finally {
     cancelGenerations(generations);
   }

@@ -203,7 +203,7 @@ export function toApiError(error: unknown): ApiError {
     return new ApiError(
       502,
       "server_error",
-      "The worker serving this request was lost after it began streaming; the request was not restarted.",
+      "The worker serving this request was lost after it began generating; the request was not restarted.",
       "worker_lost",
     );
   }

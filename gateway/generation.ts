@@ -323,9 +323,11 @@ export class Generation {
   /**
    * The token chunks in order, then the Final as the return value. Throws an ApiError for a worker's
    * error, a gap in the chunks, or the deadline; GenerationCancelled once cancel() was called. Leaving
-   * the iteration early cancels the run.
+   * the iteration early cancels the run. `streamed`: each chunk reaches the client as it is yielded; a
+   * run lost to its worker is billed the chunks delivered so, and none where the client gets the whole
+   * answer or nothing.
    */
-  async *chunks(): AsyncGenerator<TokenChunk, Final, void> {
+  async *chunks(streamed = true): AsyncGenerator<TokenChunk, Final, void> {
     let seq = 0;
     let delivered = 0;
     let lastChunkAt = Date.now();
@@ -359,7 +361,7 @@ export class Generation {
         return reply;
       }
     } catch (error) {
-      if (error instanceof WorkerLostError) await this.#billLostStream(delivered);
+      if (error instanceof WorkerLostError) await this.#billLostStream(streamed ? delivered : 0);
       throw error;
     } finally {
       clearInterval(watch);

@@ -62,4 +62,38 @@ describe("a stream whose worker was lost after its first tokens", () => {
       base: BASE,
     });
   });
+
+  it("bills a request not streamed none of the tokens its lost worker sent: its client gets only the error", async () => {
+    worker.behaviour = () => ({ partial: 3 });
+    const before = worker.received.length;
+    const answer = h.app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.keys.acme}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: BASE, messages: [{ role: "user", content: "Whole or nothing" }] }),
+    });
+    // The worker claimed it and sent its three chunks, which the gateway holds for the whole answer.
+    const claimed = () => {
+      const request = worker.received[before];
+      return worker.claims.some((c) => c.granted && c.requestId === request?.id) ? request : undefined;
+    };
+    while (!claimed()) await new Promise((r) => setTimeout(r, 10));
+    const request = claimed();
+    await new Promise((r) => setTimeout(r, 50));
+    const granted = await h.workerBus.claimReply(request!.reply, {
+      v: 1,
+      request_id: request!.id,
+      worker_id: "other",
+    });
+    expect(granted).toBe(false);
+    const res = await answer;
+    expect(res.status).toBe(502);
+    expect(await res.json()).toMatchObject({ error: { code: "worker_lost" } });
+    const deadline = Date.now() + 20_000;
+    while (!billed.some((e) => e.request_id === request!.id) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(billed.filter((e) => e.request_id === request!.id)).toMatchObject([
+      { output_tokens: 0, input_tokens: request!.prompt_token_ids.length, finish_reason: "error" },
+    ]);
+  });
 });
