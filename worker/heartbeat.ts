@@ -15,7 +15,8 @@ export type WorkerState = Omit<WorkerHeartbeat, "v" | "at" | "tokens_per_s"> & {
 
 export class Heartbeat {
   private timer: ReturnType<typeof setInterval> | null = null;
-  private inFlight: Promise<void> = Promise.resolve();
+  /** The beat being stored, if any. */
+  private inFlight: Promise<void> | null = null;
   private last: { at: number; tokens: number } | null = null;
   private failing = false;
   /** Why the last beat was withheld, or null when it was put. */
@@ -34,8 +35,12 @@ export class Heartbeat {
   async start(): Promise<void> {
     await this.beat();
     this.timer = setInterval(() => {
-      // A beat still in flight (NATS slow or reconnecting) is not stacked on.
-      this.inFlight = this.inFlight.then(() => this.beat());
+      // A beat still in flight (NATS slow or reconnecting) makes this one skip, not queue behind it: a
+      // queue would grow by one a second through an outage, and a stop would wait for all of it.
+      if (this.inFlight) return;
+      this.inFlight = this.beat().finally(() => {
+        this.inFlight = null;
+      });
     }, this.intervalMs);
   }
 

@@ -41,6 +41,38 @@ describe("heartbeat", () => {
     expect(later!.at).toBeGreaterThan(first);
   });
 
+  it("skips beats while one is still being stored, so a stop after an outage waits for that one only", async () => {
+    const bus = new InProcessBroker().connect();
+    let puts = 0;
+    let outage: Promise<void> | null = null;
+    let restore = () => {};
+    const slow = new Proxy(bus, {
+      get(target, key) {
+        if (key === "putHeartbeat") {
+          return async (beat: Parameters<typeof bus.putHeartbeat>[0]) => {
+            puts++;
+            await outage;
+            return target.putHeartbeat(beat);
+          };
+        }
+        const value = Reflect.get(target, key, target) as unknown;
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const heartbeat = new Heartbeat(slow, () => state(0), 10);
+    stop = () => heartbeat.stop();
+    await heartbeat.start();
+    // NATS stops answering for twenty beats' time.
+    outage = new Promise((resolve) => {
+      restore = resolve;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    restore();
+    await heartbeat.stop();
+    // The first beat, the one the outage held, and at most one more between the outage's end and the stop.
+    expect(puts).toBeLessThanOrEqual(3);
+  });
+
   it("reports tokens per second from the tokens generated between two beats", async () => {
     let tokens = 0;
     const heartbeat = new Heartbeat(new InProcessBroker().connect(), () => state(tokens));
