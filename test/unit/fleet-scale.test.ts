@@ -125,7 +125,9 @@ describe("GET /v1/fleet/scale", () => {
   });
 
   it("answers 404 for a base the gateway does not serve", async () => {
-    expect((await get(h.keys.acmeAdmin, "?base=nope")).status).toBe(404);
+    const unknown = await get(h.keys.acmeAdmin, "?base=nope");
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toMatchObject({ error: { code: "model_not_found", param: "base" } });
   });
 
   it("asks for workers for a queue nobody serves, then for the backlog a worker has pulled", async () => {
