@@ -369,6 +369,13 @@ function admit(
   maxTokensParam: string,
   logprobs: { on: boolean; top: number },
 ): Admitted {
+  // As OpenAI and vLLM refuse it: options for a stream that the request does not ask for.
+  if (body.stream_options != null && body.stream !== true) {
+    throw invalidRequest(
+      "The 'stream_options' parameter is only allowed when 'stream' is true.",
+      "stream_options",
+    );
+  }
   const choices = body.n ?? 1;
   if (choices < 1 || choices > MAX_CHOICES) {
     throw invalidRequest(`n must be between 1 and ${MAX_CHOICES}, got ${choices}`, "n");

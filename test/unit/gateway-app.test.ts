@@ -341,6 +341,7 @@ describe("chat completions", () => {
     await expectError(await chat({ allowed_token_ids: [] }), 400, null, "allowed_token_ids");
     await expectError(await chat({ truncate_prompt_tokens: 0 }), 400, null, "truncate_prompt_tokens");
     await expectError(await chat({ bad_words: ["  "] }), 400, null, "bad_words.0");
+    await expectError(await chat({ stream_options: { include_usage: true } }), 400, null, "stream_options");
     // Each word is tokenized on the event loop: megabytes of "words" are refused before any of it is.
     const longWord = await expectError(
       await chat({ bad_words: ["x", "ab".repeat(65)] }),
