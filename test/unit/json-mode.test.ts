@@ -135,11 +135,25 @@ describe("the JSON mode mask", () => {
     });
   }
 
-  it("allows whatever the grammar takes where the budget is too small for any completion", () => {
+  it("allows only the tokens that bring the end closest where the budget is too small to be sure of any completion", () => {
+    // A budget of tokens below the bytes the value needs may still be enough where tokens are longer than a
+    // byte: the tokens that leave the fewest bytes get there soonest; optional whitespace never does.
     const mode = new JsonMode(tokenizer, SCHEMA, tokenizer.eosTokenIds);
     const logits = new Float32Array(tokenizer.vocabSize);
-    const free = [...mode.mask(logits)];
-    expect([...mode.mask(logits, 2)]).toEqual(free);
-    expect(free.filter((l) => l === 0).length).toBeGreaterThan(0);
+    const allowedBy = (masked: Float32Array) =>
+      [...masked.keys()].filter((id) => masked[id] !== Number.NEGATIVE_INFINITY);
+    // Past the object's opening brace, where the grammar takes whitespace as well as the first key.
+    const [open] = allowedBy(mode.mask(logits));
+    mode.take(open!);
+    const trial = new JsonGrammar(SCHEMA);
+    trial.push(tokenizer.tokenBytes(open!));
+    const free = allowedBy(mode.mask(logits));
+    const tight = allowedBy(mode.mask(logits, 2));
+    const left = (id: number) => trial.after(tokenizer.tokenBytes(id))!.fewestBytesToEnd;
+    const fewest = Math.min(...free.map(left));
+    expect(tight.length).toBeGreaterThan(0);
+    expect(tight.length).toBeLessThan(free.length);
+    for (const id of tight) expect(left(id)).toBe(fewest);
+    expect(free.filter((id) => left(id) === fewest)).toEqual(tight);
   });
 });

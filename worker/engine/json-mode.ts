@@ -122,19 +122,20 @@ export class JsonMode {
    * `budget`, the tokens the sequence may still draw, this one included, a token is allowed only if the
    * value can still be completed in the tokens left after it (one byte a token at worst, which a
    * byte-level vocabulary always offers): a value nearing max_tokens is steered to close rather than cut
-   * off. Where the budget is already too small for any, every token the grammar takes is allowed. Throws
-   * when no token the request allows can continue the value (NoTokenLeftError).
+   * off. Where the budget is already too small for that, only the tokens that leave the fewest bytes to
+   * end: longer tokens may still close it in time, and optional whitespace never will. Throws when no token
+   * the request allows can continue the value (NoTokenLeftError).
    */
   mask(logits: Float32Array, budget = Number.POSITIVE_INFINITY): Float32Array {
     if (this.masked.length !== logits.length) this.masked = new Float32Array(logits.length);
     const out = this.masked;
     out.fill(Number.NEGATIVE_INFINITY);
-    // The tokens after this one; once even the longest token cannot bring the value within them (each
-    // byte ends at most one of the bytes it needs), it will be cut off, and the grammar alone decides.
+    // The tokens after this one. Once even the longest token cannot bring the bytes the value needs
+    // within them, exact costs are not worth their time: bounds pick the tokens that bring the end closest.
     const vocabulary = vocabularyOf(this.tokenizer, logits.length);
     const need = clamp(this.grammar.fewestBytesToEnd);
-    let spare = budget - 1;
-    if (need - vocabulary.longest > spare) spare = Number.POSITIVE_INFINITY;
+    const spare = budget - 1;
+    const hopeless = need - vocabulary.longest > spare;
     const open = this.grammar.openString;
     if (open && open.serial !== this.inStringSerial) {
       this.inString.clear();
@@ -146,23 +147,34 @@ export class JsonMode {
       for (let i = 0; i < ids.length; i++) out[ids[i]!] = logits[ids[i]!]!;
       return out;
     }
-    const costs = this.tokenCosts(vocabulary, logits.length, need, spare);
+    const costs = this.tokenCosts(
+      vocabulary,
+      logits.length,
+      need,
+      hopeless ? Number.POSITIVE_INFINITY : spare,
+    );
     let allowed = 0;
     let within = 0;
+    let fewest = Number.POSITIVE_INFINITY;
+    let atFewest = 0;
     for (let id = 0; id < costs.length; id++) {
       const cost = costs[id]!;
       if (cost === REFUSED) continue;
       allowed++;
       if (cost <= spare) within++;
+      if (cost < fewest) {
+        fewest = cost;
+        atFewest = 1;
+      } else if (cost === fewest) atFewest++;
     }
     if (allowed === 0) {
       throw new NoTokenLeftError(
         "JSON mode: no token the request allows can continue the value (check stop_token_ids, allowed_token_ids and bad_words against the format)",
       );
     }
-    // Within the budget if any token is; else whatever the grammar takes (the value will be cut off).
-    const limit = within > 0 ? spare : Number.POSITIVE_INFINITY;
-    const ids = new Int32Array(within > 0 ? within : allowed);
+    // Within the budget if any token is; else those that bring the end closest.
+    const limit = within > 0 ? spare : fewest;
+    const ids = new Int32Array(within > 0 ? within : atFewest);
     let worst = 0;
     for (let id = 0, at = 0; id < costs.length; id++) {
       const cost = costs[id]!;
