@@ -81,14 +81,14 @@ function share(flag: string, value: string): number {
 
 async function runGateway(flags: GatewayFlags): Promise<void> {
   if (flags.model.length === 0) {
-    throw new Error("name at least one base model: --model NAME=DIR (the folder with its tokenizer.json)");
+    throw new CliError("name at least one base model: --model NAME=DIR (the folder with its tokenizer.json)");
   }
   const listenPort = port("--port", flags.port);
   // A bad LUMINET_SECRETS_KEY stops the gateway here, before it opens anything.
   const secrets = setting(() => SecretBox.fromEnv(process.env));
   const databaseUrl = process.env.DATABASE_URL || defaultDatabaseUrl;
   const natsUrl = process.env.NATS_URL || "nats://127.0.0.1:4222";
-  const models = flags.model.map(parseBaseModelSource);
+  const models = flags.model.map((spec) => setting(() => parseBaseModelSource(spec)));
   const gateway = await startNodeGateway({
     port: listenPort,
     hostname: flags.host,

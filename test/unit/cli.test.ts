@@ -52,6 +52,7 @@ describe("the luminet command", () => {
         [["--target-utilization", "1.5"], "--target-utilization must be a number in (0, 1]"],
         [["--max-workers", "0"], "--max-workers must be an integer ≥ 1"],
         [["--worker-tokens-per-s", "0"], "--worker-tokens-per-s must be an integer ≥ 1"],
+        [["--model", "tiny"], "--model expects NAME=DIR (e.g. meta-llama/Llama-3.2-1B=./models/llama), got"],
         [["--batch-fill", "0"], "--batch-fill must be a number in (0, 1]"],
         [["--sampling-defaults", "vllm"], "--sampling-defaults must be model or openai, got vllm"],
       ] as const) {
