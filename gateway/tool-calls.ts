@@ -38,7 +38,10 @@ export interface ToolPlan {
   forced: string[] | null;
   /** A custom tool the answer must call: the whole answer is its input. */
   rawInput?: string;
-  /** allowed_tools in auto mode: the tools an answer may call (absent: any); the others are only shown. */
+  /**
+   * allowed_tools in auto mode: the tools an answer may call (absent: any; empty, with tool_choice none:
+   * none); the others are only shown.
+   */
   allowed?: ReadonlySet<string>;
   /** parallel_tool_calls (default true); false: an answer's calls after its first are dropped. */
   parallel?: boolean;
@@ -97,8 +100,10 @@ export function planTools(body: ChatCompletionRequest): ToolPlan | null {
     );
     return tool;
   });
-  if (choice === "none") return null;
   const parallel = body.parallel_tool_calls !== false;
+  // As OpenAI and vLLM: the tools still reach the prompt (what the model sees, and its prefix cache, do
+  // not change with tool_choice), but no answer is a call.
+  if (choice === "none") return { tools, custom, forced: null, allowed: new Set(), parallel };
   if (choice === "auto") return { tools, custom, forced: null, parallel };
   let forced: string[];
   if (choice === "required") forced = [...names];

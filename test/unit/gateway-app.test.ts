@@ -1047,6 +1047,19 @@ describe("bad input", () => {
     }
   });
 
+  it("shows the tools to the model whatever tool_choice says: none changes what may be called, not the prompt", async () => {
+    const tool = { type: "function", function: { name: "weather", parameters: { type: "object" } } };
+    const promptWith = async (extra: Record<string, unknown>) => {
+      expect((await chat(extra)).status).toBe(200);
+      return lastRequest().prompt_token_ids;
+    };
+    const bare = await promptWith({});
+    const auto = await promptWith({ tools: [tool], tool_choice: "auto" });
+    expect(auto.length).toBeGreaterThan(bare.length);
+    expect(await promptWith({ tools: [tool], tool_choice: "none" })).toEqual(auto);
+    expect(lastRequest().sampling.response_format).toBeUndefined();
+  });
+
   it("generates a required call under its function's schema, described to a template without tools", async () => {
     const tool = {
       type: "function",

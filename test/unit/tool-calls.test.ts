@@ -56,7 +56,12 @@ describe("planTools", () => {
     ]);
     const named = { type: "function", function: { name: "get_time" } };
     expect(planTools(body({ tools: [weather, time], tool_choice: named }))?.forced).toEqual(["get_time"]);
-    expect(planTools(body({ tools: [weather], tool_choice: "none" }))).toBeNull();
+    // none: shown to the model, never called.
+    expect(planTools(body({ tools: [weather], tool_choice: "none" }))).toMatchObject({
+      tools: [weather],
+      forced: null,
+      allowed: new Set(),
+    });
     expect(planTools(body({}))).toBeNull();
   });
 
