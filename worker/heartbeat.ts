@@ -18,7 +18,8 @@ export class Heartbeat {
   /** The beat being stored, if any. */
   private inFlight: Promise<void> | null = null;
   private last: { at: number; tokens: number } | null = null;
-  private failing = false;
+  /** Why the last beat could not be stored, or null once one was. */
+  private failure: string | null = null;
   /** Why the last beat was withheld, or null when it was put. */
   private withheld: string | null = null;
 
@@ -51,6 +52,14 @@ export class Heartbeat {
     await this.inFlight;
   }
 
+  /**
+   * Why the worker's beats do not reach the bucket (NATS cannot be reached), or null: gateways then see it
+   * as gone after the TTL, and it takes no new requests.
+   */
+  get problem(): string | null {
+    return this.failure === null ? null : `cannot store heartbeats: ${this.failure}`;
+  }
+
   /** The heartbeat as of now. */
   snapshot(): WorkerHeartbeat {
     const { tokensGenerated, ...state } = this.state();
@@ -75,12 +84,14 @@ export class Heartbeat {
     this.withheld = null;
     try {
       await this.bus.putHeartbeat(heartbeat);
-      if (this.failing) logger.info("heartbeats are stored again");
-      this.failing = false;
+      if (this.failure !== null) logger.info("heartbeats are stored again");
+      this.failure = null;
     } catch (error) {
       // Logged once per outage, not once a second.
-      if (!this.failing) logger.warn({ err: error }, "storing the heartbeat failed; retrying every beat");
-      this.failing = true;
+      if (this.failure === null) {
+        logger.warn({ err: error }, "storing the heartbeat failed; retrying every beat");
+      }
+      this.failure = error instanceof Error ? error.message : String(error);
     }
     this.onBeat?.(heartbeat);
   }

@@ -293,7 +293,7 @@ export class LuminetWorker {
         this.metrics.registry,
         this.options.metricsPort,
         undefined,
-        () => (this.draining ? "draining" : this.pullProblem()),
+        () => (this.draining ? "draining" : (this.pullProblem() ?? this.heartbeat?.problem ?? null)),
       );
     }
     const orphans = new OrphanQueues(workerId, (deadId) => this.adopt(deadId));

@@ -1,6 +1,6 @@
 // The worker's heartbeat on the in-process bus: what it stores, tokens/s between beats, and none while the
 // worker cannot take requests.
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { InProcessBroker } from "../../bus/in-process.ts";
 import { Heartbeat, type WorkerState } from "../../worker/heartbeat.ts";
 
@@ -71,6 +71,31 @@ describe("heartbeat", () => {
     await heartbeat.stop();
     // The first beat, the one the outage held, and at most one more between the outage's end and the stop.
     expect(puts).toBeLessThanOrEqual(3);
+  });
+
+  it("says why while its beats cannot be stored, and nothing once they are again", async () => {
+    const bus = new InProcessBroker().connect();
+    let down = false;
+    const flaky = new Proxy(bus, {
+      get(target, key) {
+        if (key === "putHeartbeat") {
+          return async (beat: Parameters<typeof bus.putHeartbeat>[0]) => {
+            if (down) throw new Error("NATS is not connected");
+            return target.putHeartbeat(beat);
+          };
+        }
+        const value = Reflect.get(target, key, target) as unknown;
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const heartbeat = new Heartbeat(flaky, () => state(0), 10);
+    stop = () => heartbeat.stop();
+    await heartbeat.start();
+    expect(heartbeat.problem).toBeNull();
+    down = true;
+    await vi.waitFor(() => expect(heartbeat.problem).toBe("cannot store heartbeats: NATS is not connected"));
+    down = false;
+    await vi.waitFor(() => expect(heartbeat.problem).toBeNull());
   });
 
   it("reports tokens per second from the tokens generated between two beats", async () => {
