@@ -125,6 +125,11 @@ async function create(flags: CreateFlags): Promise<void> {
   const pollSeconds = Number(flags.pollSeconds);
   if (!(pollSeconds > 0))
     throw new CliError(`--poll-seconds ${flags.pollSeconds}: expected a number above 0`);
+  if (!flags.wait && (flags.output !== undefined || flags.errors !== undefined)) {
+    throw new CliError(
+      "--output and --errors say where --wait saves the files: add --wait, or save them once the batch ends with `luminet batches results ID`",
+    );
+  }
   const keep = flags.keepHours === undefined ? undefined : keepSeconds(flags.keepHours);
   const metadata = metadataOf(flags.metadata);
   let content: Buffer;
@@ -168,6 +173,16 @@ async function create(flags: CreateFlags): Promise<void> {
     if (!flags.json && written.length > 0) process.stderr.write(`wrote ${written.join(", ")}\n`);
   }
   print(flags, batch);
+  // A script waiting on the batch learns from the exit code whether every line was answered.
+  const { failed } = batch.request_counts;
+  if (flags.wait && (batch.status !== "completed" || failed > 0)) {
+    process.stderr.write(
+      batch.status === "completed"
+        ? `luminet batches create: ${failed} line(s) failed (see the error file)\n`
+        : `luminet batches create: the batch ended ${batch.status}\n`,
+    );
+    process.exitCode = 1;
+  }
 }
 
 async function list(flags: ConnectionFlags & { limit: string }): Promise<void> {
@@ -221,7 +236,10 @@ export function registerBatches(program: Command): void {
       )
       .option("--endpoint <path>", `the lines' url: ${BATCH_ENDPOINTS.join(", ")}`, "/v1/chat/completions")
       .option("--metadata <key=value>", "a metadata pair (repeatable)", collect, [])
-      .option("--wait", "follow the batch until it ends, then save its output and error files")
+      .option(
+        "--wait",
+        "follow the batch until it ends, then save its output and error files; exit 1 unless every line was answered",
+      )
       .option("--output <path>", "where --wait saves the output file (default <batch id>_output.jsonl)")
       .option("--errors <path>", "where --wait saves the error file (default <batch id>_errors.jsonl)")
       .option("--poll-seconds <s>", "how often --wait asks", "2")
