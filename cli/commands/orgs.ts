@@ -75,7 +75,7 @@ export function registerOrgs(program: Command): void {
   orgs
     .command("list")
     .description(
-      "every org, with its priority tier, monthly quota and pin limit, and the bytes its files, adapters and conversations hold",
+      "every org, with its priority tier, monthly quota and pin limit, and the bytes its files, adapters, conversations and stored responses hold",
     )
     .option("--json", "as one JSON array")
     .action((flags: { json?: boolean }) =>
