@@ -147,6 +147,10 @@ export function internalError(message = "The server had an error while processin
 export function invalidBody(error: z.ZodError): ApiError {
   const issue = error.issues[0];
   if (!issue) return invalidRequest("The request body is invalid.");
+  // A field the body may not have: its message names it; the param does too.
+  if (issue.code === "unrecognized_keys") {
+    return invalidRequest(issue.message, [...issue.path, issue.keys[0]!].map(String).join("."));
+  }
   const param = issue.path.length > 0 ? issue.path.map(String).join(".") : null;
   return invalidRequest(param ? `Invalid value for '${param}': ${issue.message}` : issue.message, param);
 }

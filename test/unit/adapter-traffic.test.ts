@@ -174,7 +174,7 @@ describe("PATCH /v1/adapters/NAME", () => {
       [{ pinned: true, traffic_weight: 5 }, null, /one change at a time: traffic_weight or pinned, not both/],
       [{ traffic_weight: 150 }, "traffic_weight", /'traffic_weight': must be an integer from 0 to 100/],
       [{ traffic_weight: "50" }, "traffic_weight", /'traffic_weight': must be an integer from 0 to 100/],
-      [{ weight: 5 }, null, /Unknown field 'weight'\. Give exactly one of traffic_weight/],
+      [{ weight: 5 }, "weight", /Unknown field 'weight'\. Give exactly one of traffic_weight/],
       [[], null, /^Give exactly one of traffic_weight/],
     ];
     for (const [body, param, message] of cases) {
