@@ -305,8 +305,19 @@ export function truncatedPrompt(
   base: BaseModelInfo,
   requestedMaxTokens: number | null | undefined,
 ): number[] {
+  const keep = tokensKept(body, base, requestedMaxTokens);
+  if (keep === null) return ids;
+  return ids.length > keep ? ids.slice(ids.length - keep) : ids;
+}
+
+/** How many of a prompt's last tokens truncate_prompt_tokens keeps; null: the prompt is not truncated. */
+function tokensKept(
+  body: Pick<Common, "truncate_prompt_tokens">,
+  base: BaseModelInfo,
+  requestedMaxTokens: number | null | undefined,
+): number | null {
   const k = body.truncate_prompt_tokens;
-  if (k == null) return ids;
+  if (k == null) return null;
   const keep = k === -1 ? base.contextLength - Math.max(1, requestedMaxTokens ?? 1) : k;
   if (keep < 1) {
     throw invalidRequest(
@@ -314,7 +325,35 @@ export function truncatedPrompt(
       "truncate_prompt_tokens",
     );
   }
-  return ids.length > keep ? ids.slice(ids.length - keep) : ids;
+  return keep;
+}
+
+/** Tokens beyond those kept that a truncated prompt's tokenized tail surely holds: the cut is this far away. */
+const TAIL_MARGIN = 256;
+
+/**
+ * A prompt's token ids where only its last `keep` will run: a long text is tokenized from a tail that
+ * surely holds TAIL_MARGIN tokens more (the floor: no token covers more bytes than the vocabulary's
+ * longest), not whole, so a prompt of megabytes asked to be truncated costs the event loop what its tail
+ * does. The tokens kept are far from the cut, which may split a word; where the tokenizer gives no floor,
+ * the text is tokenized whole.
+ */
+function encodedTail(text: string, keep: number, base: BaseModelInfo, addSpecialTokens: boolean): number[] {
+  const wanted = keep + TAIL_MARGIN;
+  const { tokenizer } = base;
+  if (tokenizer.fewestTokens(text) > wanted) {
+    // The shortest tail whose floor reaches `wanted`: the floor grows with the tail.
+    let [short, long] = [0, text.length];
+    while (long - short > 1) {
+      const mid = (short + long) >>> 1;
+      if (tokenizer.fewestTokens(text.slice(-mid)) >= wanted) long = mid;
+      else short = mid;
+    }
+    // Not from the middle of a surrogate pair.
+    const from = text.length - long;
+    text = text.slice(/[\udc00-\udfff]/.test(text[from] ?? "") ? from + 1 : from);
+  }
+  return tokenizer.encode(text, { addSpecialTokens });
 }
 
 /**
@@ -520,7 +559,11 @@ export function chatPrompt(body: ChatCompletionRequest, base: BaseModelInfo): Ch
   }
   if (body.truncate_prompt_tokens == null) refuseSurelyTooLong(text, base, "messages");
   // The template writes the special tokens (bos included) itself.
-  const ids = base.tokenizer.encode(text, { addSpecialTokens: false });
+  const keep = tokensKept(body, base, body.max_completion_tokens ?? body.max_tokens);
+  const ids =
+    keep === null
+      ? base.tokenizer.encode(text, { addSpecialTokens: false })
+      : encodedTail(text, keep, base, false);
   // Without the generation prompt the answer goes on from the conversation as written: it opens no
   // reasoning block of its own to split off or to gate.
   const reasoning: ReasoningPlan = generationPrompt
@@ -574,13 +617,15 @@ function completionPrompts(
   prompt: CompletionRequest["prompt"],
   suffix: string,
   base: BaseModelInfo,
-  truncated: boolean,
+  /** The last tokens truncate_prompt_tokens keeps of each prompt; null: not truncated. */
+  keep: number | null,
 ): (() => number[])[] {
   const encode = (text: string) => {
-    if (!truncated) refuseSurelyTooLong(suffix === "" ? text : text + suffix, base, "prompt");
-    return suffix === ""
+    if (keep === null) refuseSurelyTooLong(suffix === "" ? text : text + suffix, base, "prompt");
+    if (suffix !== "") return fillInTheMiddle(text, suffix, base);
+    return keep === null
       ? base.tokenizer.encode(text, { addSpecialTokens: true })
-      : fillInTheMiddle(text, suffix, base);
+      : encodedTail(text, keep, base, true);
   };
   if (typeof prompt === "string") return [() => encode(prompt)];
   if (prompt.length === 0) throw invalidRequest("prompt is empty", "prompt");
@@ -624,7 +669,8 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
       "best_of",
     );
   }
-  const prompts = completionPrompts(body.prompt, suffix, base, body.truncate_prompt_tokens != null);
+  const keep = tokensKept(body, base, body.max_tokens ?? COMPLETIONS_DEFAULT_MAX_TOKENS);
+  const prompts = completionPrompts(body.prompt, suffix, base, keep);
   const runs = prompts.length * (body.n ?? 1);
   if (runs > MAX_RUNS) {
     throw invalidRequest(

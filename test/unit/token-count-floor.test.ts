@@ -130,14 +130,41 @@ describe("admission", () => {
       }
       expect(worker.received.length).toBe(received);
       expect(encode.mock.calls.filter(([text]) => text.length >= long.length)).toEqual([]);
-      // Asked to keep its last tokens, the prompt is tokenized whole and runs.
+      // Asked to keep its last tokens, the prompt runs, tokenized from a tail that surely holds them: the
+      // same last tokens as the whole text's, without tokenizing all of it.
+      encode.mockClear();
       const truncated = await post("/v1/completions", {
         prompt: long,
         max_tokens: 1,
         truncate_prompt_tokens: 8,
       });
       expect(truncated.status).toBe(200);
-      expect(worker.received.at(-1)!.prompt_token_ids).toHaveLength(8);
+      const chat = await post("/v1/chat/completions", {
+        messages: [{ role: "user", content: long }],
+        max_tokens: 1,
+        truncate_prompt_tokens: 8,
+      });
+      expect(chat.status).toBe(200);
+      expect(encode.mock.calls.filter(([text]) => text.length >= long.length)).toEqual([]);
+      const [completionRan, chatRan] = worker.received.slice(-2).map((r) => r.prompt_token_ids);
+      expect(completionRan).toEqual(tokenizer.encode(long, { addSpecialTokens: true }).slice(-8));
+      expect(chatRan).toHaveLength(8);
+      // Text of words, punctuation and other scripts: the tokens kept are the whole text's last ones.
+      const words = ["Luminet", "serves", "adapters,", "héllo", "日本語", "tokens.", "\n", "42", "don't"];
+      const prose = Array.from({ length: 40_000 }, (_, i) => words[(i * 7 + (i >> 3)) % words.length]).join(
+        " ",
+      );
+      for (const keep of [1, 50, 200]) {
+        const ran = await post("/v1/completions", {
+          prompt: prose,
+          max_tokens: 1,
+          truncate_prompt_tokens: keep,
+        });
+        expect(ran.status).toBe(200);
+        expect(worker.received.at(-1)!.prompt_token_ids).toEqual(
+          tokenizer.encode(prose, { addSpecialTokens: true }).slice(-keep),
+        );
+      }
       // A list of prompts that each might fit is tokenized one at a time: the first that does not fit
       // ends it, and the rest are never tokenized.
       const overlong = "ab ".repeat(CONTEXT);
