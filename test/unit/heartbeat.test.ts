@@ -1,6 +1,7 @@
 // The worker's heartbeat on the in-process bus: what it stores, tokens/s between beats, and none while the
 // worker cannot take requests.
 import { afterEach, describe, expect, it, vi } from "vitest";
+import type { Bus } from "../../bus/bus.ts";
 import { InProcessBroker } from "../../bus/in-process.ts";
 import { Heartbeat, type WorkerState } from "../../worker/heartbeat.ts";
 
@@ -15,6 +16,23 @@ const state = (tokensGenerated: number): WorkerState => ({
   running: 1,
   tokensGenerated,
 });
+
+/** An in-process bus whose every heartbeat put first runs `before` (which may wait, or throw as NATS would). */
+function busBeforePuts(before: () => Promise<void>): Bus {
+  const bus = new InProcessBroker().connect();
+  return new Proxy(bus, {
+    get(target, key) {
+      if (key === "putHeartbeat") {
+        return async (beat: Parameters<Bus["putHeartbeat"]>[0]) => {
+          await before();
+          return target.putHeartbeat(beat);
+        };
+      }
+      const value = Reflect.get(target, key, target) as unknown;
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
 
 let stop: (() => Promise<void>) | undefined;
 afterEach(async () => {
@@ -42,22 +60,12 @@ describe("heartbeat", () => {
   });
 
   it("skips beats while one is still being stored, so a stop after an outage waits for that one only", async () => {
-    const bus = new InProcessBroker().connect();
     let puts = 0;
     let outage: Promise<void> | null = null;
     let restore = () => {};
-    const slow = new Proxy(bus, {
-      get(target, key) {
-        if (key === "putHeartbeat") {
-          return async (beat: Parameters<typeof bus.putHeartbeat>[0]) => {
-            puts++;
-            await outage;
-            return target.putHeartbeat(beat);
-          };
-        }
-        const value = Reflect.get(target, key, target) as unknown;
-        return typeof value === "function" ? value.bind(target) : value;
-      },
+    const slow = busBeforePuts(async () => {
+      puts++;
+      await outage;
     });
     const heartbeat = new Heartbeat(slow, () => state(0), 10);
     stop = () => heartbeat.stop();
@@ -74,19 +82,9 @@ describe("heartbeat", () => {
   });
 
   it("says why while its beats cannot be stored, and nothing once they are again", async () => {
-    const bus = new InProcessBroker().connect();
     let down = false;
-    const flaky = new Proxy(bus, {
-      get(target, key) {
-        if (key === "putHeartbeat") {
-          return async (beat: Parameters<typeof bus.putHeartbeat>[0]) => {
-            if (down) throw new Error("NATS is not connected");
-            return target.putHeartbeat(beat);
-          };
-        }
-        const value = Reflect.get(target, key, target) as unknown;
-        return typeof value === "function" ? value.bind(target) : value;
-      },
+    const flaky = busBeforePuts(async () => {
+      if (down) throw new Error("NATS is not connected");
     });
     const heartbeat = new Heartbeat(flaky, () => state(0), 10);
     stop = () => heartbeat.stop();
