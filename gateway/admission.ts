@@ -675,7 +675,8 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
   if (runs > MAX_RUNS) {
     throw invalidRequest(
       `${prompts.length} prompts × n ${body.n ?? 1} asks for ${runs} completions; at most ${MAX_RUNS} are allowed`,
-      "prompt",
+      // One prompt: n alone is too large.
+      prompts.length === 1 ? "n" : "prompt",
     );
   }
   const vocab = base.tokenizer.vocabSize;

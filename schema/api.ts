@@ -366,7 +366,7 @@ export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 
 export const CompletionRequest = z.object({
   ...Sampling,
-  /** One prompt: text, a one-element list of text, or token ids. */
+  /** The prompts: a text, a list of texts, token ids, or a list of token id lists (one prompt each). */
   prompt: z.union(
     [
       z.string(),
@@ -374,7 +374,7 @@ export const CompletionRequest = z.object({
       z.array(z.int().nonnegative()),
       z.array(z.array(z.int().nonnegative())),
     ],
-    { error: "must be a string, a list of one string, a list of token ids or a list of one such list" },
+    { error: "must be a string, a list of strings, a list of token ids or a list of token id lists" },
   ),
   /** 0 only with echo: the prompt is scored and nothing is generated. */
   max_tokens: z.int().min(0).nullable().optional(),

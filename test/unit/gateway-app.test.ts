@@ -552,6 +552,15 @@ describe("completions", () => {
       null,
       "prompt",
     );
+    // One prompt: n alone asks for too many.
+    await expectError(await post("/v1/completions", { model: BASE, prompt: "a", n: 65 }), 400, null, "n");
+    const notAPrompt = await expectError(
+      await post("/v1/completions", { model: BASE, prompt: [true] }),
+      400,
+      null,
+      "prompt",
+    );
+    expect(notAPrompt.message).toContain("a list of strings");
     await expectError(
       await post("/v1/completions", { model: BASE, prompt: ["a", [1, 99999]] }),
       400,
