@@ -464,21 +464,20 @@ export class BatchRunner {
               ...(background ? { [RESPONSE_KEY]: customId } : {}),
             } satisfies RunEnv,
           );
-      statusCode = answer?.status ?? 499;
       response = answer ? await answer.json() : null;
       requestId = answer?.headers.get("x-request-id") ?? null;
       retryAfter = answer?.headers.get("retry-after") ?? null;
-      if (cancelled.aborted) {
-        if (await rerunnable(db, background)) {
-          // Cancelled by stop(): not an answer. The line goes back, to run again at once, as a new attempt
-          // (this one is billed for what it generated, as any cancelled request).
-          await db
-            .update(batchRequests)
-            .set({ status: "pending", claimedBy: null, claimedAt: null, attempts: attempts + 1 })
-            .where(and(this.#ownLine(batchId, line), eq(batchRequests.status, "running")));
-          this.#counted("handed_back");
-          return;
-        }
+      if (answer && !cancelled.aborted) statusCode = answer.status;
+      else if (await rerunnable(db, background)) {
+        // Cancelled by stop(): not an answer. The line goes back, to run again at once, as a new attempt
+        // (this one is billed for what it generated, as any cancelled request).
+        await db
+          .update(batchRequests)
+          .set({ status: "pending", claimedBy: null, claimedAt: null, attempts: attempts + 1 })
+          .where(and(this.#ownLine(batchId, line), eq(batchRequests.status, "running")));
+        this.#counted("handed_back");
+        return;
+      } else {
         // Failed below, as a transient failure it cannot retry.
         statusCode = 503;
         response = new ApiError(
