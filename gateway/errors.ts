@@ -44,13 +44,14 @@ export function permissionDenied(message: string): ApiError {
 }
 
 /** The same answer for a model that does not exist and one another org owns: existence is not revealed. */
-export function modelNotFound(model: string): ApiError {
+/** `param`: the parameter that named it (a base in GET /v1/fleet/scale's `base`). */
+export function modelNotFound(model: string, param = "model"): ApiError {
   return new ApiError(
     404,
     "invalid_request_error",
     `The model \`${model}\` does not exist or you do not have access to it.`,
     "model_not_found",
-    "model",
+    param,
   );
 }
 

@@ -4,21 +4,13 @@
 import type { Handler } from "hono";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
-import { ApiError } from "../errors.ts";
+import { modelNotFound } from "../errors.ts";
 import { readScaleSignals } from "../scale-signals.ts";
 
 export function fleetScaleRoute(deps: GatewayDeps): Handler<GatewayEnv> {
   return async (c) => {
     const only = c.req.query("base");
-    if (only !== undefined && !deps.bases.get(only)) {
-      throw new ApiError(
-        404,
-        "invalid_request_error",
-        `This gateway serves no base \`${only}\`.`,
-        "model_not_found",
-        "base",
-      );
-    }
+    if (only !== undefined && !deps.bases.get(only)) throw modelNotFound(only, "base");
     const data = await readScaleSignals(deps, only === undefined ? undefined : [only]);
     return c.json({ object: "list", data });
   };
