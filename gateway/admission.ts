@@ -557,9 +557,9 @@ export function chatPrompt(body: ChatCompletionRequest, base: BaseModelInfo): Ch
     }
     text = cut;
   }
-  if (body.truncate_prompt_tokens == null) refuseSurelyTooLong(text, base, "messages");
-  // The template writes the special tokens (bos included) itself.
   const keep = tokensKept(body, base, body.max_completion_tokens ?? body.max_tokens);
+  if (keep === null) refuseSurelyTooLong(text, base, "messages");
+  // The template writes the special tokens (bos included) itself.
   const ids =
     keep === null
       ? base.tokenizer.encode(text, { addSpecialTokens: false })
