@@ -23,7 +23,7 @@ import { EngineThread } from "./engine/engine-thread.ts";
 import { compileGrammar } from "./engine/grammar-compiler.ts";
 import { startOf } from "./engine/grammar-stacks.ts";
 import { ANY_OBJECT, compileJsonSchema } from "./engine/json-schema.ts";
-import { loadModelConfig } from "./engine/model-config.ts";
+import { loadModelConfig, MODEL_CONTEXT } from "./engine/model-config.ts";
 import type { SequenceLimits } from "./engine/sequence-output.ts";
 import { compileFullMatch } from "./engine/string-automaton.ts";
 import { loadTokenizer, type Tokenizer } from "./engine/tokenizer.ts";
@@ -171,7 +171,7 @@ export class LuminetWorker {
     if (options.maxContext > maxPositions) {
       logger.warn(
         { worker: options.workerId, asked: options.maxContext, maxContext: maxPositions },
-        "--max-context is past the model's own context (max_position_embeddings, or Mistral's sliding_window): using the model's",
+        `--max-context is past ${MODEL_CONTEXT}: using the model's`,
       );
       options = { ...options, maxContext: maxPositions };
     }

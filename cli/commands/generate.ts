@@ -15,7 +15,7 @@ import {
   type SchemaNode,
   schemaAsRead,
 } from "../../worker/engine/json-schema.ts";
-import { loadModelConfig } from "../../worker/engine/model-config.ts";
+import { loadModelConfig, MODEL_CONTEXT } from "../../worker/engine/model-config.ts";
 import { GREEDY } from "../../worker/engine/sampler.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
 import { ResidentAdapters } from "../../worker/resident-adapters.ts";
@@ -114,10 +114,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
   const model = loadModelConfig(modelDir);
   // Never past the positions the model was built for (max_position_embeddings; Mistral's sliding_window).
   const maxContext = Math.min(askedContext, model.maxPositions);
-  const contextSource =
-    maxContext < askedContext
-      ? "the model's own context (max_position_embeddings, or Mistral's sliding_window)"
-      : "--max-context";
+  const contextSource = maxContext < askedContext ? MODEL_CONTEXT : "--max-context";
   const prompts = lines.map(
     (line) => line.prompt_ids ?? tokenizer.encode(line.prompt!, { addSpecialTokens: true }),
   );

@@ -27,6 +27,9 @@ export type RopeScaling =
       truncate: boolean;
     };
 
+/** Where a model's own context (ModelConfig.maxPositions) comes from, as messages name it. */
+export const MODEL_CONTEXT = "the model's own context (max_position_embeddings, or Mistral's sliding_window)";
+
 export interface ModelConfig {
   architecture: "llama" | "mistral" | "qwen2" | "qwen3";
   hiddenSize: number;
