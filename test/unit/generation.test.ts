@@ -2,7 +2,7 @@
 // a sequence generates does not depend on what else runs beside it. Stop conditions end a sequence as
 // OpenAI's API defines them; `luminet generate` runs a JSONL file through all of it.
 import { spawn } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -724,15 +724,7 @@ describe("luminet generate", () => {
 
   it("caps the context at the model's own: Mistral's sliding window, whatever --max-context says", async () => {
     const mistral = join(root, "mistral");
-    mkdirSync(mistral, { recursive: true });
-    for (const file of [
-      "model.safetensors",
-      "tokenizer.json",
-      "tokenizer_config.json",
-      "generation_config.json",
-    ]) {
-      copyFileSync(join(tiny.dir, file), join(mistral, file));
-    }
+    cpSync(tiny.dir, mistral, { recursive: true });
     const config = JSON.parse(readFileSync(join(tiny.dir, "config.json"), "utf8"));
     writeFileSync(
       join(mistral, "config.json"),
