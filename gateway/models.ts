@@ -5,6 +5,7 @@ import { and, eq, isNull } from "drizzle-orm";
 import type { ModelCard } from "../schema/api.ts";
 import { adapters } from "../schema/db.ts";
 import type { AdapterRef } from "../schema/wire.ts";
+import { wireAdapterName } from "./adapter-resolver.ts";
 import type { Principal } from "./auth.ts";
 import type { BaseModelInfo } from "./bases.ts";
 import type { GatewayDeps } from "./deps.ts";
@@ -14,6 +15,12 @@ import { formatModelId, parseModelId } from "./model-id.ts";
 export interface ResolvedModel {
   base: BaseModelInfo;
   adapter: AdapterRef | null;
+  /**
+   * The model id an answer names: the one the client wrote, except that an alias is answered with the
+   * version it drew (as OpenAI answers "gpt-4o" with the snapshot that ran), so a client splitting traffic
+   * knows which version answered.
+   */
+  model: string;
 }
 
 export async function resolveModel(
@@ -24,7 +31,9 @@ export async function resolveModel(
   const id = parseModelId(model);
   const base = deps.bases.get(id.base);
   if (!base) throw modelNotFound(model);
-  return { base, adapter: await deps.adapters.resolve(deps.db, caller, id, model) };
+  const adapter = await deps.adapters.resolve(deps.db, caller, id, model);
+  const drawn = adapter !== null && adapter.name !== wireAdapterName(caller.orgId, id.adapter!.name);
+  return { base, adapter, model: drawn ? `${id.base}:${adapter.name}` : model };
 }
 
 /** Bases first, then the caller's adapters and aliases, each once, sorted by id. */

@@ -62,6 +62,7 @@ export function conversationOf(body: Pick<ResponseCreateRequest, "conversation">
 
 export function responseHead(
   body: ResponseCreateRequest,
+  model: string,
   id: string,
   createdAt: number,
   store: boolean,
@@ -75,7 +76,7 @@ export function responseHead(
     status: "in_progress",
     error: null,
     incomplete_details: null,
-    model: body.model,
+    model,
     instructions: body.instructions ?? null,
     output: [],
     max_output_tokens: body.max_output_tokens ?? null,

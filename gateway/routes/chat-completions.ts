@@ -89,7 +89,7 @@ export function chatCompletions(deps: GatewayDeps): Handler<GatewayEnv> {
     const head = {
       id: `chatcmpl-${c.get("requestId")}`,
       created: Math.floor(startedAt.getTime() / 1000),
-      model: body.model,
+      model: resolved.model,
       ...(await serveTier(c, deps, body.service_tier)),
     };
     const wantLogprobs = admitted.sampling.logprobs;

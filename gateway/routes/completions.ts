@@ -33,7 +33,7 @@ export function completions(deps: GatewayDeps): Handler<GatewayEnv> {
       id: `cmpl-${c.get("requestId")}`,
       object: "text_completion" as const,
       created: Math.floor(deps.now() / 1000),
-      model: body.model,
+      model: resolved.model,
       ...(await serveTier(c, deps, body.service_tier)),
     };
     const wantLogprobs = admitted.sampling.logprobs;

@@ -196,7 +196,7 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     const store = body.store !== false;
     const nowSeconds = () => Math.floor(deps.now() / 1000);
     const head = {
-      ...responseHead(body, ids.response, nowSeconds(), store, admitted.sampling),
+      ...responseHead(body, resolved.model, ids.response, nowSeconds(), store, admitted.sampling),
       ...(await serveTier(c, deps, body.service_tier)),
     };
     if (body.background === true && !c.get("responseKey")) {
@@ -207,7 +207,9 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
       await deps.db.transaction(async (tx) => {
         await saveResponse(tx, orgId, { response: queued, items: storedItems, previous });
         if (body.stream === true) await startLog(tx, queued);
-        await queueBackgroundResponse(tx, { orgId, keyId }, key, body, new Date(deps.now()));
+        // Run as the version drawn for it, so the response stored queued and its run name the same model.
+        const run = { ...body, model: resolved.model };
+        await queueBackgroundResponse(tx, { orgId, keyId }, key, run, new Date(deps.now()));
       });
       deps.batchLinesQueued.dispatchEvent(new Event("queued"));
       return body.stream === true ? followedStream(c, deps, queued.id, -1) : c.json(queued);

@@ -657,11 +657,25 @@ describe("adapters in model ids", () => {
     });
   });
 
-  it("resolves an alias to a version with traffic weight", async () => {
+  it("resolves an alias to a version with traffic weight and answers with that version's model id", async () => {
+    const version = `${BASE}:acme/support-v1`;
     for (let i = 0; i < 5; i++) {
-      expect((await chat({ model: `${BASE}:acme/support` })).status).toBe(200);
+      const res = await chat({ model: `${BASE}:acme/support` });
+      expect(res.status).toBe(200);
       expect(lastRequest().adapter?.name).toBe("acme/support-v1");
+      expect(ChatCompletion.parse(await res.json()).model).toBe(version);
     }
+    const streamed = await events(await chat({ model: `${BASE}:acme/support`, stream: true }));
+    for (const data of streamed.slice(0, -1))
+      expect(ChatCompletionChunk.parse(JSON.parse(data)).model).toBe(version);
+    const completion = await post("/v1/completions", { model: `${BASE}:acme/support`, prompt: "Hi" });
+    expect(Completion.parse(await completion.json()).model).toBe(version);
+    const response = await post("/v1/responses", {
+      model: `${BASE}:acme/support`,
+      input: "Hi",
+      store: false,
+    });
+    expect(((await response.json()) as { model: string }).model).toBe(version);
   });
 
   it("answers 404 model_not_found for another org's adapter, an unknown one, a failed one and an unknown base", async () => {
