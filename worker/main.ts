@@ -617,6 +617,7 @@ export class LuminetWorker {
       .catch((error: Error) => this.log.warn({ err: error }, "leaving the heartbeat bucket failed"));
     while (this.serving.size > 0) await Promise.all([...this.serving]);
     await usageClosed;
+    this.controls?.stop();
     await Promise.all(this.subscriptions.map((s) => s.close()));
     await new Promise<void>((resolve) =>
       this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve(),

@@ -34,8 +34,10 @@ import { type BlobStore, FolderBlobStore } from "../../worker/adapters/blob-stor
 import { loadPeftAdapter } from "../../worker/adapters/peft.ts";
 import { PeftThread } from "../../worker/adapters/peft-thread.ts";
 import { parsedBytes } from "../../worker/adapters/ram-cache.ts";
+import { AdapterControls } from "../../worker/control.ts";
 import { Engine } from "../../worker/engine/engine.ts";
 import type { ModelConfig } from "../../worker/engine/model-config.ts";
+import { sampleControl } from "../contract/wire-samples.ts";
 
 const ADAPTERS = 24;
 const MAX_RANK = 16;
@@ -443,6 +445,66 @@ describe("AdapterManager", () => {
       expect(await h.manager.acquire(refs[0]!)).toBe(1);
       expect(h.blobs.fetches).toHaveLength(1);
     });
+  });
+
+  it("tries a pin whose blob could not be fetched again until it lands, but not a missing blob, nor a pin since undone", async () => {
+    const h = harness();
+    let failures = 2;
+    const fetchOnce = h.blobs.fetchAdapter.bind(h.blobs);
+    h.blobs.fetchAdapter = async (key, dir) => {
+      if (key === refs[2]!.blob_key && failures-- > 0) {
+        h.blobs.fetches.push(key);
+        throw Object.assign(new Error("connect ECONNREFUSED 10.0.0.9:443"), { code: "ECONNREFUSED" });
+      }
+      await fetchOnce(key, dir);
+    };
+    const controls = new AdapterControls(
+      {
+        pin: (ref) => h.manager.pin(ref),
+        unpin: (name) => h.manager.unpin(name),
+        remove: (name) => h.manager.remove(name),
+        prefetch: (ref) => h.manager.prefetch(ref),
+        stageNew: () => {},
+        warm: () => [],
+        failAdapter: () => {},
+      },
+      // Long enough for the unpin below to come before the retry.
+      { firstMs: 300, maxMs: 300 },
+    );
+    const pin = ({ name, ...blob }: AdapterRef, pinned = true) =>
+      sampleControl({ kind: "pin", adapter: name, pinned, blob });
+    try {
+      // Unreachable twice, then fetched: pinned on the third try.
+      controls.apply(pin(refs[2]!));
+      await vi.waitFor(() => expect(h.manager.tiers().pinned).toEqual([refs[2]!.name]), { timeout: 5_000 });
+      expect(h.manager.isResident(refs[2]!)).toBe(true);
+      expect(h.blobs.fetches.filter((k) => k === refs[2]!.blob_key)).toHaveLength(3);
+
+      // A blob that is not there is refused once, not fetched again and again.
+      const missing: AdapterRef = {
+        name: "org/missing",
+        blob_key: "org/missing/v1",
+        sha256: "1".repeat(64),
+        rank: 4,
+      };
+      controls.apply(pin(missing));
+      await vi.waitFor(() => expect(h.blobs.fetches).toContain(missing.blob_key));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(h.blobs.fetches.filter((k) => k === missing.blob_key)).toHaveLength(1);
+
+      // Unreachable, then unpinned before the retry: no retry follows.
+      failures = 1;
+      await h.manager.remove(refs[2]!.name);
+      const before = h.blobs.fetches.length;
+      controls.apply(pin(refs[2]!));
+      await vi.waitFor(() => expect(h.blobs.fetches.length).toBe(before + 1));
+      controls.apply(pin(refs[2]!, false));
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      expect(h.blobs.fetches.length).toBe(before + 1);
+      expect(h.manager.tiers().pinned).toEqual([]);
+    } finally {
+      controls.stop();
+    }
   });
 
   it("finds its disk tier again after a restart and loads from it without fetching", async () => {

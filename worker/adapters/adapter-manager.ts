@@ -65,6 +65,14 @@ export class AdapterLoadError extends Error {
   }
 }
 
+/**
+ * Its blob could not be fetched (the blob store unreachable, a broken transfer): unlike a missing blob or
+ * one whose bytes are not the adapter's, trying again later may succeed.
+ */
+export class AdapterFetchError extends AdapterLoadError {
+  override name = "AdapterFetchError";
+}
+
 /** The adapter was deleted while a request waited for it. */
 export class AdapterRemovedError extends AdapterLoadError {
   override name = "AdapterRemovedError";
@@ -385,13 +393,16 @@ export class AdapterManager {
     try {
       dir = await this.disk.fill(diskKey, ref, (tmp) => blobs.fetchAdapter(ref.blob_key, tmp));
     } catch (error) {
-      const reason =
-        error instanceof BlobNotFoundError
-          ? `blob ${ref.blob_key} not found in ${blobs.location} (${error.message})`
-          : error instanceof Sha256MismatchError
-            ? `blob ${ref.blob_key} in ${blobs.location}: ${error.message}`
-            : `fetching blob ${ref.blob_key} from ${blobs.location} failed: ${message(error)}`;
-      throw new AdapterLoadError(ref.name, ref.sha256, reason, { cause: error });
+      if (error instanceof BlobNotFoundError) {
+        const reason = `blob ${ref.blob_key} not found in ${blobs.location} (${error.message})`;
+        throw new AdapterLoadError(ref.name, ref.sha256, reason, { cause: error });
+      }
+      if (error instanceof Sha256MismatchError) {
+        const reason = `blob ${ref.blob_key} in ${blobs.location}: ${error.message}`;
+        throw new AdapterLoadError(ref.name, ref.sha256, reason, { cause: error });
+      }
+      const reason = `fetching blob ${ref.blob_key} from ${blobs.location} failed: ${message(error)}`;
+      throw new AdapterFetchError(ref.name, ref.sha256, reason, { cause: error });
     }
     try {
       const adapter = await this.parser.load(dir, ref.name);
