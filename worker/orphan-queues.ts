@@ -37,7 +37,13 @@ export class OrphanQueues {
         this.adopted.set(id, adoption);
         adoption.catch((error: Error) => {
           this.adopted.delete(id);
-          logger.error({ err: error, dead: id }, "cannot pull a dead worker's queue");
+          // Known again, so the next observe tries again (NATS back from a restart, say): left out, the
+          // queue would wait for the next worker to start.
+          this.known.add(id);
+          logger.error(
+            { err: error, dead: id },
+            "cannot pull a dead worker's queue; trying again at the next heartbeat",
+          );
         });
       }
     }

@@ -63,4 +63,20 @@ describe("orphan queues", () => {
     orphans.observe([]);
     expect(adopted).toEqual(["w1", "w1"]);
   });
+
+  it("tries a failed adoption again at the next observe, until it takes", async () => {
+    const attempts: string[] = [];
+    const orphans = new OrphanQueues("me", async (id) => {
+      attempts.push(id);
+      if (attempts.length === 1) throw new Error("not connected to NATS (disconnected); reconnecting");
+      return { close: async () => {} };
+    });
+    orphans.observe([beat("me"), beat("w1")]);
+    orphans.observe([beat("me")]);
+    await new Promise((resolve) => setImmediate(resolve));
+    orphans.observe([beat("me")]);
+    await new Promise((resolve) => setImmediate(resolve));
+    orphans.observe([beat("me")]);
+    expect(attempts).toEqual(["w1", "w1"]);
+  });
 });
