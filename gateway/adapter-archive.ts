@@ -133,6 +133,7 @@ export async function extractArchive(archivePath: string, dir: string): Promise<
         throw new ArchiveError(`archive entry ${name} points outside the adapter folder`);
       }
       const file = basename(name);
+      if (file === "" || file === ".") throw new ArchiveError(`archive entry "${name}" names no file`);
       if (names.has(file)) throw new ArchiveError(`the archive holds ${file} twice`);
       if (names.size === MAX_FILES) {
         throw new ArchiveError(`the archive holds more than ${MAX_FILES} files: an adapter folder has a few`);

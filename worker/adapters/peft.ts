@@ -94,9 +94,21 @@ function readWhole(path: string): Uint8Array {
   }
 }
 
+/**
+ * A config is a few kilobytes (tens with a long target_modules or rank_pattern); parsed on every worker of
+ * the base as well as on upload, one of hundreds of megabytes would cost them all that memory.
+ */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
 function readConfig(dir: string): unknown {
   const path = join(dir, CONFIG_FILE);
   if (!existsSync(path)) throw new AdapterError(`${dir}: no ${CONFIG_FILE}`);
+  const bytes = statSync(path).size;
+  if (bytes > MAX_CONFIG_BYTES) {
+    throw new AdapterError(
+      `${path}: ${bytes} bytes, more than an adapter config may hold (${MAX_CONFIG_BYTES})`,
+    );
+  }
   try {
     return JSON.parse(readFileSync(path, "utf8"));
   } catch (err) {
