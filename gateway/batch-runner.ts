@@ -26,6 +26,7 @@ import {
 } from "drizzle-orm";
 import { sha256Hex } from "../core/sha256.ts";
 import type { Db } from "../db/open.ts";
+import { waiveUsage } from "../meter/waived-usage.ts";
 import type { ErrorBody } from "../schema/api.ts";
 import type { BatchOutputLine } from "../schema/batch-api.ts";
 import { batches, batchRequests, orgs, storedResponses } from "../schema/db.ts";
@@ -109,6 +110,7 @@ function notRunAgain(why: string): ErrorBody {
 interface Claimed {
   batchId: string;
   line: number;
+  base: string;
   customId: string;
   body: unknown;
   attempts: number;
@@ -119,8 +121,11 @@ interface Candidate {
   orgId: string;
   tier: ClaimTier;
   batchId: string;
+  keyId: string;
   line: number;
   base: string;
+  /** "running": a line whose runner's lease ran out (it died), taken again as a new attempt. */
+  status: string;
 }
 
 /**
@@ -138,8 +143,10 @@ async function dueLinesOf(
   const lines = tx
     .select({
       batchId: batchRequests.batchId,
+      keyId: batches.keyId,
       line: batchRequests.line,
       base: batchRequests.base,
+      status: batchRequests.status,
       createdAt: batches.createdAt,
     })
     .from(batchRequests)
@@ -150,7 +157,14 @@ async function dueLinesOf(
     .for("update", { of: batchRequests, skipLocked: true })
     .as("due_line");
   const rows = await tx
-    .select({ orgId: orgs.id, batchId: lines.batchId, line: lines.line, base: lines.base })
+    .select({
+      orgId: orgs.id,
+      batchId: lines.batchId,
+      keyId: lines.keyId,
+      line: lines.line,
+      base: lines.base,
+      status: lines.status,
+    })
     .from(orgs)
     .innerJoinLateral(lines, sql`true`)
     .where(inArray(orgs.id, orgIds))
@@ -159,9 +173,10 @@ async function dueLinesOf(
 }
 
 /**
- * The request id a line's run goes under: the same for the same batch, line and attempt, so a line taken
- * again after its runner died (its first run may have finished on a worker and been billed) bills once —
- * the meter keeps one row per request id. Unguessable and unique as the batch's own id is.
+ * The request id a line's attempt goes under: the same for the same batch, line and attempt, so an attempt
+ * is billed once however often its usage event is delivered — the meter keeps one row per request id.
+ * Every attempt the runner runs again, the one before it is waived (meter/waived-usage.ts): a line is
+ * billed for the attempt that answered. Unguessable and unique as the batch's own id is.
  */
 function lineRequestId(batchId: string, line: number, attempts: number): string {
   return sha256Hex(`${batchId}:${line}:${attempts}`).slice(0, 32);
@@ -331,18 +346,27 @@ export class BatchRunner {
       }
       const mayGo = await this.#budget(tx, fleet, new Set(candidates.map((c) => c.base)));
       const out: (Claimed & { base: string })[] = [];
-      for (const { batchId, line, base } of this.#turns.interleave(looked, candidates)) {
+      for (const candidate of this.#turns.interleave(looked, candidates)) {
+        const { batchId, line, base } = candidate;
         if (out.length >= room) break;
         if (!mayGo(base)) continue;
+        // A line whose runner died runs again as a new attempt; the dead runner's is waived.
+        const stale = candidate.status === "running";
         const [row] = await tx
           .update(batchRequests)
-          .set({ status: "running", claimedBy: runnerId, claimedAt: now })
+          .set({
+            status: "running",
+            claimedBy: runnerId,
+            claimedAt: now,
+            ...(stale ? { attempts: sql`${batchRequests.attempts} + 1` } : {}),
+          })
           .where(and(eq(batchRequests.batchId, batchId), eq(batchRequests.line, line)))
           .returning({
             body: batchRequests.body,
             customId: batchRequests.customId,
             attempts: batchRequests.attempts,
           });
+        if (stale) await this.#waive(tx, candidate, row!.attempts - 1);
         out.push({
           batchId,
           line,
@@ -415,14 +439,50 @@ export class BatchRunner {
     };
   }
 
-  async #runLine({ batchId, line, customId, body, attempts }: Claimed): Promise<void> {
+  /** Waives the usage of a line's attempt that runs again (meter/waived-usage.ts). */
+  async #waive(
+    tx: Parameters<typeof waiveUsage>[0],
+    line: { batchId: string; line: number; base: string; orgId: string; keyId: string; tier: ClaimTier },
+    attempt: number,
+  ): Promise<void> {
+    await waiveUsage(tx, {
+      requestId: lineRequestId(line.batchId, line.line, attempt),
+      orgId: line.orgId,
+      apiKeyId: line.keyId,
+      base: line.base,
+      batch: line.tier === "batch",
+      at: new Date(this.#options.now()),
+    });
+  }
+
+  /**
+   * Puts a line back to run again as its next attempt, at `at` (null: at once), waiving this attempt's
+   * usage in the same transaction; nothing when the line is no longer this runner's to put back.
+   */
+  async #runAgain(
+    line: Claimed & { orgId: string; keyId: string; tier: ClaimTier },
+    at: Date | null,
+  ): Promise<void> {
+    await this.#options.db.transaction(async (tx) => {
+      const put = await tx
+        .update(batchRequests)
+        .set({ status: "pending", claimedBy: null, claimedAt: at, attempts: line.attempts + 1 })
+        .where(and(this.#ownLine(line.batchId, line.line), eq(batchRequests.status, "running")))
+        .returning({ line: batchRequests.line });
+      if (put.length > 0) await this.#waive(tx, line, line.attempts);
+    });
+  }
+
+  async #runLine(claimed: Claimed): Promise<void> {
+    const { batchId, line, customId, body, attempts } = claimed;
     const { db, app } = this.#options;
     const cancelled = this.#cancelLines.signal;
     const [batch] = await db
-      .select({ keyId: batches.keyId, endpoint: batches.endpoint, kind: batches.kind })
+      .select({ orgId: batches.orgId, keyId: batches.keyId, endpoint: batches.endpoint, kind: batches.kind })
       .from(batches)
       .where(eq(batches.id, batchId));
     if (!batch) return;
+    const attempt = { ...claimed, orgId: batch.orgId, keyId: batch.keyId, tier: batch.kind as ClaimTier };
     // A background response's line answers the response created under its custom_id.
     const background = batch.kind === "background" ? responseId(customId) : null;
     if (background) await markBackground(db, background, "in_progress");
@@ -470,11 +530,8 @@ export class BatchRunner {
       if (answer && !cancelled.aborted) statusCode = answer.status;
       else if (await rerunnable(db, background)) {
         // Cancelled by stop(): not an answer. The line goes back, to run again at once, as a new attempt
-        // (this one is billed for what it generated, as any cancelled request).
-        await db
-          .update(batchRequests)
-          .set({ status: "pending", claimedBy: null, claimedAt: null, attempts: attempts + 1 })
-          .where(and(this.#ownLine(batchId, line), eq(batchRequests.status, "running")));
+        // (this one's usage waived: the line is billed for the attempt that answers).
+        await this.#runAgain(attempt, null);
         this.#counted("handed_back");
         return;
       } else {
@@ -490,16 +547,9 @@ export class BatchRunner {
     const where = this.#ownLine(batchId, line);
     if (transient(statusCode, retryAfter)) {
       if (await rerunnable(db, background)) {
-        // Each attempt waits twice as long as the one before, up to a minute.
+        // Each attempt waits twice as long as the one before, up to a minute; this one's usage is waived.
         const delay = Math.min(MAX_RETRY_DELAY_MS, 1_000 * 2 ** attempts);
-        await db
-          .update(batchRequests)
-          .set({
-            status: "pending",
-            claimedAt: new Date(this.#options.now() + delay),
-            attempts: attempts + 1,
-          })
-          .where(and(where, eq(batchRequests.status, "running")));
+        await this.#runAgain(attempt, new Date(this.#options.now() + delay));
         this.#counted("retried");
         return;
       }

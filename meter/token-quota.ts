@@ -149,13 +149,14 @@ export async function sweepExpiredReservations(db: Db, orgId: string, now: numbe
 export interface SettledUsage {
   requestId: string;
   orgId: string;
-  /** Input plus output tokens. */
+  /** Input plus output tokens; negative to take back tokens counted before (a waived attempt's). */
   tokens: number;
   /** Counts in this month when the request held no reservation. */
   startedAt: Date;
 }
 
-type Tx = Parameters<Parameters<Db["transaction"]>[0]>[0];
+/** A transaction of the database: quota changes ride in the transaction of the rows they account for. */
+export type Tx = Parameters<Parameters<Db["transaction"]>[0]>[0];
 
 /**
  * Moves newly billed requests from reserved to used, in the meter's transaction (so exactly once per

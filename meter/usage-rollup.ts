@@ -51,6 +51,8 @@ function groupExpression(by: UsageGrouping): SQL {
 export async function usageRollup(db: Db, query: UsageQuery): Promise<UsageRollupRow[]> {
   const group = groupExpression(query.by);
   const filters = [
+    // An attempt the batch runner ran again is not billed (meter/waived-usage.ts).
+    eq(usageEvents.waived, false),
     query.org === undefined ? undefined : eq(usageEvents.orgId, query.org),
     query.since === undefined ? undefined : gte(usageEvents.finishedAt, query.since),
     query.until === undefined ? undefined : lt(usageEvents.finishedAt, query.until),

@@ -211,6 +211,13 @@ export const usageEvents = pgTable(
     finishReason: text("finish_reason").notNull(),
     startedAt: timestamp("started_at", { withTimezone: true }).notNull(),
     finishedAt: timestamp("finished_at", { withTimezone: true }).notNull(),
+    /**
+     * An attempt of a batch line (or background response) that the batch runner ran again after it failed
+     * or was cut (meter/waived-usage.ts): its cost is 0 and usage reports leave it out, so the line is
+     * billed once, for the attempt that answered. Its tokens stay as the worker counted them (0 when it was
+     * waived before its event arrived; that event is then dropped as a duplicate).
+     */
+    waived: boolean("waived").notNull().default(false),
   },
   (t) => [
     index("usage_events_org_day_idx").on(t.orgId, utcDay(t.finishedAt)),

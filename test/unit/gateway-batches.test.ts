@@ -15,7 +15,7 @@ import { sweepFiles } from "../../gateway/files.ts";
 import { type ServedApp, serveApp } from "../../gateway/node.ts";
 import { setStorageLimits } from "../../gateway/orgs.ts";
 import { quietMetrics } from "../../gateway/quiet-metrics.ts";
-import { apiKeys, batchRequests, files } from "../../schema/db.ts";
+import { apiKeys, batchRequests, files, usageEvents } from "../../schema/db.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 import { heldApp } from "../support/held-app.ts";
@@ -63,6 +63,12 @@ function runner(id = "runner-a", app: BatchRunnerOptions["app"] = h.app): BatchR
     runnerId: id,
     now: () => clock,
   });
+}
+
+/** Whether an attempt's usage is waived (true), billed (false) or not metered at all (undefined). */
+async function waived(requestId: string): Promise<boolean | undefined> {
+  const [row] = await h.db.select().from(usageEvents).where(eq(usageEvents.requestId, requestId));
+  return row?.waived;
 }
 
 const chatLine = (customId: string, model: string, maxTokens = 4) =>
@@ -520,7 +526,7 @@ describe("the Batch API", () => {
     expect(line).toMatchObject({ custom_id: "orphan", response: { status_code: 200 } });
   });
 
-  it("runs a line taken again after its runner died under the same request id, so the meter bills it once", async () => {
+  it("runs a line taken again after its runner died as a new attempt, waiving the dead runner's, so the line is billed for the answer", async () => {
     const file = await upload([chatLine("dies", BASE, 2)]);
     const batch = await startBatch(file.id);
     // Runner A sends the line and the worker answers it, but A dies before it stores the answer.
@@ -543,9 +549,12 @@ describe("the Batch API", () => {
     const ended = await client.batches.retrieve(batch.id);
     expect(ended.request_counts).toEqual({ total: 1, completed: 1, failed: 0 });
     const [first, again] = worker.received.slice(received);
-    expect(again!.id).toBe(first!.id);
+    expect(again!.id).not.toBe(first!.id);
     const [line] = (await linesOf(ended.output_file_id!)) as { response: { request_id: string } }[];
-    expect(line!.response.request_id).toBe(first!.id);
+    expect(line!.response.request_id).toBe(again!.id);
+    expect(await waived(first!.id)).toBe(true);
+    // Not waived (the scripted worker meters nothing, so it has no row at all).
+    expect(await waived(again!.id)).not.toBe(true);
   });
 
   it("fails the lines of a batch whose key was revoked, without running them", async () => {
@@ -602,15 +611,25 @@ describe("the Batch API", () => {
     const ended = await client.batches.retrieve(batch.id);
     expect(ended.status).toBe("completed");
     expect(ended.request_counts).toEqual({ total: 1, completed: 1, failed: 0 });
-    // A new attempt, so a new request id: the refused one never ran, but one that ran in part is billed.
+    // A new attempt, so a new request id; the refused one is waived, as one that ran in part would be.
     expect(ids).toHaveLength(2);
     expect(ids[1]).not.toBe(ids[0]);
+    expect(await waived(ids[0]!)).toBe(true);
+    expect(await waived(ids[1]!)).not.toBe(true);
   });
 
   it("hands back, on stop, the lines still running after the grace, and another runner runs them", async () => {
     const file = await upload([chatLine("slow", BASE, 2)]);
     const batch = await startBatch(file.id);
-    const leaving = stuckRunner("leaving");
+    const sent: string[] = [];
+    const leaving = stuckRunner("leaving", {
+      app: {
+        fetch: (request, env) => {
+          sent.push((env as RunEnv)[REQUEST_ID]!);
+          return stuck.fetch(request, env);
+        },
+      },
+    });
     leaving.start();
     const claimed = async () =>
       (await h.db.select().from(batchRequests).where(eq(batchRequests.batchId, batch.id)))[0]!;
@@ -620,6 +639,9 @@ describe("the Batch API", () => {
     expect((await claimed()).claimedBy).toBe("leaving");
     await leaving.stop(50);
     expect(await claimed()).toMatchObject({ status: "pending", claimedBy: null, statusCode: null });
+    // The attempt the stop cut is waived: the line is billed for the run that answers.
+    expect(sent).toHaveLength(1);
+    expect(await waived(sent[0]!)).toBe(true);
     await runner("runner-d").drain();
     const ended = await client.batches.retrieve(batch.id);
     expect(ended.status).toBe("completed");
