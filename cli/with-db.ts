@@ -6,7 +6,7 @@ import { type Db, defaultDatabaseUrl, describeDatabaseUrl, openDb } from "../db/
 import { runCommand } from "./run-command.ts";
 
 export async function usingDb<T>(run: (db: Db) => Promise<T>): Promise<T> {
-  const url = process.env.DATABASE_URL || defaultDatabaseUrl;
+  const url = process.env.DATABASE_URL || defaultDatabaseUrl();
   const db = await openDb(url);
   try {
     await requireMigrated(db, describeDatabaseUrl(url));

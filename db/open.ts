@@ -18,8 +18,13 @@ export interface OpenDbOptions {
   driver?: "neon";
 }
 
-/** What DATABASE_URL means when it is unset: PGlite on disk in the working directory. */
-export const defaultDatabaseUrl = "pglite:.luminet/db";
+/**
+ * What DATABASE_URL means when it is unset: PGlite on disk in LUMINET_HOME (the folder `luminet dev` keeps
+ * its data in), else in `.luminet` of the working directory, as dev's own database is.
+ */
+export function defaultDatabaseUrl(): string {
+  return `pglite:${process.env.LUMINET_HOME || ".luminet"}/db`;
+}
 
 export class DatabaseUrlError extends Error {
   override name = "DatabaseUrlError";

@@ -40,9 +40,12 @@ async function runDev(flags: DevFlags, apiKey: string | undefined): Promise<void
   process.stderr.write(
     [
       "",
-      `  Luminet dev is up on ${stack.url} (metrics: ${stack.url}/metrics)`,
+      `  Luminet dev is up on ${stack.url} (dashboard: ${stack.url}/dashboard, metrics: ${stack.url}/metrics)`,
       `  Demo API key (org "demo"): ${stack.apiKey}`,
       `  Models: ${modelsLine(stack.models)}`,
+      "",
+      "  For the CLI (luminet adapters, keys, batches, usage …):",
+      `  export LUMINET_GATEWAY=${stack.url} LUMINET_API_KEY=${stack.apiKey}`,
       "",
       `  curl ${stack.url}/v1/chat/completions \\`,
       `    -H "Authorization: Bearer ${stack.apiKey}" -H "Content-Type: application/json" \\`,

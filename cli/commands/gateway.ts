@@ -86,7 +86,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
   const listenPort = port("--port", flags.port);
   // A bad LUMINET_SECRETS_KEY stops the gateway here, before it opens anything.
   const secrets = setting(() => SecretBox.fromEnv(process.env));
-  const databaseUrl = process.env.DATABASE_URL || defaultDatabaseUrl;
+  const databaseUrl = process.env.DATABASE_URL || defaultDatabaseUrl();
   const natsUrl = process.env.NATS_URL || "nats://127.0.0.1:4222";
   const models = flags.model.map((spec) => setting(() => parseBaseModelSource(spec)));
   const gateway = await startNodeGateway({

@@ -9,7 +9,7 @@ export function registerMigrate(program: Command): void {
     .command("migrate")
     .description("apply database migrations (DATABASE_URL: postgres://…, or pglite:<dir> / pglite:memory)")
     .action(async () => {
-      const url = process.env.DATABASE_URL || defaultDatabaseUrl;
+      const url = process.env.DATABASE_URL || defaultDatabaseUrl();
       try {
         // The description names driver, host and database only: the URL itself may hold a password.
         const database = describeDatabaseUrl(url);

@@ -38,6 +38,8 @@ describe("luminet dev", () => {
       // The banner (stderr) follows the log line that made it ready.
       await expect.poll(() => first.stderr()).toContain(KEY);
       expect(first.stderr()).toContain("curl ");
+      // How to point the CLI at it: dev's port is not the management commands' default gateway.
+      expect(first.stderr()).toContain(`export LUMINET_GATEWAY=${urlOf(first)} LUMINET_API_KEY=${KEY}`);
       const client = new OpenAI({ apiKey: KEY, baseURL: `${urlOf(first)}/v1`, maxRetries: 0 });
       const ids: string[] = [];
       for await (const model of client.models.list()) ids.push(model.id);

@@ -5,8 +5,11 @@
 // with the API's message and changes no key. A --gateway that answers a page instead of the API's JSON is
 // named in the error.
 import { createHash, randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Command } from "commander";
 import { eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -446,5 +449,28 @@ describe("revoking the key a command calls with", () => {
       `revoked ${prefix}… (the key this command used: this gateway refuses it from now on, others within 30 s)\n`,
     );
     await refused(["keys", "list"], /Incorrect or revoked API key provided/);
+  });
+});
+
+describe("the database a command on DATABASE_URL opens by default", () => {
+  it("is the one `luminet dev` keeps in LUMINET_HOME, not one in the working directory", async () => {
+    const home = mkdtempSync(join(tmpdir(), "luminet-home-"));
+    try {
+      const devDb = await openDb(`pglite:${home}/db`);
+      await migrate(devDb);
+      await ensureOrg(devDb, "demo");
+      const created = await createApiKey(devDb, { orgId: "demo", name: "dev key" });
+      await devDb.close();
+      const run = await luminetInProcess(register, ["keys", "list", "--org", "demo", "--json"], {
+        LUMINET_GATEWAY: undefined,
+        LUMINET_API_KEY: undefined,
+        DATABASE_URL: undefined,
+        LUMINET_HOME: home,
+      });
+      expect(run.code, run.stderr).toBe(0);
+      expect(KeyList.parse(JSON.parse(run.stdout)).data.map((key) => key.id)).toEqual([created.record.id]);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 });
