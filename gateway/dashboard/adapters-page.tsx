@@ -81,12 +81,12 @@ export function AdaptersPage(props: { adapters: AdapterObject[]; admin: boolean 
             <tbody>
               {props.adapters.map((a) => (
                 <tr data-adapter={a.name} data-pinned={String(a.pinned)} data-weight={a.traffic_weight}>
-                  <td>
+                  <td class="name">
                     <strong>{a.name}</strong>
                     <div class="muted">{a.model}</div>
                   </td>
-                  <td>{a.base}</td>
-                  <td>
+                  <td class="name">{a.base}</td>
+                  <td class="name">
                     {a.alias === null ? <span class="muted">–</span> : `${a.alias} · ${a.traffic_weight}`}
                   </td>
                   <td class="num">{formatCount(a.rank)}</td>

@@ -21,7 +21,7 @@ h1 { font-size:20px; margin:0 0 4px; } h2 { font-size:15px; margin:0 0 12px; }
 .sub { color:var(--muted); margin:0 0 20px; }
 .cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(170px,1fr)); gap:12px; margin-bottom:16px; }
 .card, section { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:16px; }
-section { margin-bottom:16px; }
+section { margin-bottom:16px; overflow-x:auto; }
 .card .k { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
 .card .v { font-size:22px; font-weight:650; margin-top:4px; font-variant-numeric:tabular-nums; }
 .card .n { color:var(--muted); font-size:12px; margin-top:2px; }
@@ -42,6 +42,7 @@ td.num, th.num { text-align:right; }
 .tag { display:inline-block; padding:1px 7px; border-radius:10px; font-size:12px; background:#eef2ff; color:#3730a3; margin:1px 2px; }
 .tag.slot { background:#dcfce7; color:#166534; } .tag.ram { background:#e0f2fe; color:#075985; } .tag.disk { background:#f3f4f6; color:#374151; }
 td.nowrap { white-space:nowrap; } td.wide { width:60%; }
+td.name, .tag { overflow-wrap:anywhere; } td.name { min-width:14ch; }
 .tag.completed { background:#dcfce7; color:#166534; } .tag.cancelled, .tag.expired { background:#fee2e2; color:#991b1b; } .tag.cancelling { background:#fef3c7; color:#92400e; }
 .muted { color:var(--muted); }
 .notice, .error { padding:10px 14px; border-radius:8px; margin-bottom:16px; }

@@ -8,6 +8,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
+import { eq } from "drizzle-orm";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_MAX_ORG_ADAPTER_BYTES } from "../../gateway/adapter-storage-quota.ts";
@@ -20,6 +21,7 @@ import { getOrg, setStorageLimits } from "../../gateway/orgs.ts";
 import { DEFAULT_MAX_ORG_RESPONSE_BYTES } from "../../gateway/response-storage-quota.ts";
 import type { UsageReport } from "../../meter/usage-report.ts";
 import type { AdapterObject } from "../../schema/adapter-api.ts";
+import { adapters } from "../../schema/db.ts";
 import { createDashboardFixture, type DashboardFixture } from "../support/dashboard-fixture.ts";
 import { BASE } from "../support/gateway-harness.ts";
 
@@ -244,6 +246,24 @@ describe.skipIf(!executablePath)("the dashboard in Chromium", () => {
     expect(adapter.pinned).toBe(true);
     await page.screenshot({ path: join(artifacts, "dashboard-adapters.png"), fullPage: true });
     await signOut(page);
+  });
+
+  it("keeps every column and action of the adapters page in the window when a name is as long as names go", async () => {
+    const long = `${"x".repeat(60)}-end`;
+    await f.h.addAdapter({ name: long, alias: `${"y".repeat(60)}-als`, trafficWeight: 0 });
+    try {
+      const page = await signIn(f.h.keys.acmeAdmin);
+      await page.goto(`${served.url}/dashboard/adapters`);
+      expect(await page.$eval("html", (html) => html.scrollWidth)).toBeLessThanOrEqual(1280);
+      for (const name of [long, "support-v1"]) {
+        const pin = await page.locator(`tr[data-adapter='${name}'] button[data-action=pin]`).boundingBox();
+        expect(pin!.x + pin!.width, `the pin button of ${name}`).toBeLessThanOrEqual(1280);
+      }
+      await page.screenshot({ path: join(artifacts, "dashboard-adapters-long-name.png"), fullPage: true });
+      await signOut(page);
+    } finally {
+      await f.h.db.delete(adapters).where(eq(adapters.name, long));
+    }
   });
 
   it("shows a batch with its progress, and cancels it from the batches page", async () => {
