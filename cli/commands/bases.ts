@@ -38,6 +38,31 @@ export function parsePriorityPercent(text: string): number {
   return Number(text);
 }
 
+/** A base as `bases list --json` prints it: snake_case and Unix seconds, as the CLI's other JSON is. */
+function baseRecord(row: typeof baseModels.$inferSelect) {
+  const a = row.architecture;
+  return {
+    name: row.name,
+    context_length: row.contextLength,
+    architecture: {
+      family: a.family,
+      layers: a.layers,
+      hidden_size: a.hiddenSize,
+      intermediate_size: a.intermediateSize,
+      attention_heads: a.attentionHeads,
+      kv_heads: a.kvHeads,
+      head_dim: a.headDim,
+      vocab_size: a.vocabSize,
+    },
+    input_price_micros_per_million: row.inputPriceMicrosPerMillion,
+    cached_input_price_micros_per_million: row.cachedInputPriceMicrosPerMillion,
+    output_price_micros_per_million: row.outputPriceMicrosPerMillion,
+    batch_price_percent: row.batchPricePercent,
+    priority_price_percent: row.priorityPricePercent,
+    created_at: Math.floor(row.createdAt.getTime() / 1000),
+  };
+}
+
 export function registerBases(program: Command): void {
   const bases = program.command("bases").description("base models and their per-token prices");
   bases
@@ -48,7 +73,7 @@ export function registerBases(program: Command): void {
       withDb("bases", async (db) => {
         const rows = await db.select().from(baseModels).orderBy(baseModels.name);
         if (flags.json) {
-          process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+          process.stdout.write(`${JSON.stringify({ object: "list", data: rows.map(baseRecord) })}\n`);
           return;
         }
         const header = [

@@ -178,6 +178,30 @@ describe("luminet bases", () => {
     );
   });
 
+  it("lists the bases as JSON on one line: snake_case fields and Unix seconds, as the CLI's other lists", async () => {
+    const list = await luminet("list", "--json");
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout.trimEnd().split("\n")).toHaveLength(1);
+    const printed = JSON.parse(list.stdout);
+    expect(printed).toMatchObject({
+      object: "list",
+      data: [
+        {
+          name: "meta/tiny",
+          context_length: 2048,
+          architecture: { layers: 2 },
+          input_price_micros_per_million: 150_000,
+          output_price_micros_per_million: 600_000,
+          batch_price_percent: 50,
+          priority_price_percent: 175,
+        },
+      ],
+    });
+    const [base] = printed.data;
+    expect(Object.keys(base).every((key) => /^[a-z_]+$/.test(key))).toBe(true);
+    expect(base.created_at).toBe(Math.floor((await baseRow()).createdAt.getTime() / 1000));
+  });
+
   it("refuses an unknown base or a bad price and changes nothing", async () => {
     const before = await prices();
     const unknown = await luminet("set-price", "meta/nope", "--input", "1", "--output", "1");
