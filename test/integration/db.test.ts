@@ -381,8 +381,14 @@ for (const { name, url } of targets) {
       await db.insert(usageEvents).values(usage("req-readback"));
       const [row] = await db.select().from(usageEvents).where(eq(usageEvents.requestId, "req-readback"));
       // A row written without the prefix cache's count (as before it existed) has 0 cached input tokens,
-      // and one written without the batch or priority flag is neither.
-      expect(row).toEqual({ ...usage("req-readback"), cachedInputTokens: 0, batch: false, priority: false });
+      // and one written without the batch, priority or waived flag is none of them.
+      expect(row).toEqual({
+        ...usage("req-readback"),
+        cachedInputTokens: 0,
+        batch: false,
+        priority: false,
+        waived: false,
+      });
 
       const [model] = await db.select().from(baseModels).where(eq(baseModels.name, base));
       expect(model?.architecture.kvHeads).toBe(8);
