@@ -160,8 +160,17 @@ export interface Bus {
   /** Sends a chunk or the Final to an inbox. Not stored: nobody listening means nobody needs it. */
   publishReply(inbox: string, reply: Reply): void;
 
-  /** Not stored: a cancel for a request not yet running is caught by the claim instead. */
+  /**
+   * Not stored: a cancel for a request not yet running is caught by the claim instead, and one published
+   * while the connection is down may be lost on the way (see onReconnect).
+   */
   publishCancel(base: string, cancel: Cancel): void;
+  /**
+   * Calls the listener each time the connection to the broker is back after a drop (the in-process bus
+   * never drops). Cancels sent meanwhile may not have arrived: a worker asks at once whether each request
+   * it runs is still wanted, rather than at its next periodic check.
+   */
+  onReconnect(listener: () => void): Subscription;
   /** Resolves once subscribed: a cancel published after that reaches the handler. */
   onCancel(base: string, handler: (cancel: Cancel) => void): Promise<Subscription>;
 

@@ -215,6 +215,11 @@ class InProcessBus implements Bus {
     return this.#listen(this.broker.cancels, base, Cancel, handler);
   }
 
+  /** In one process nothing drops: never called. */
+  onReconnect(_listener: () => void): Subscription {
+    return { close: async () => {} };
+  }
+
   async publishUsage(event: UsageEvent): Promise<Published> {
     const stored = this.broker.usage.publish(
       usageSubject(event.base),

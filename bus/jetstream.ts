@@ -217,6 +217,7 @@ class JetStreamBus implements Bus {
   #closers = new Set<() => Promise<void>>();
   #connected = true;
   readonly #openInboxes = new Set<ReplyInboxQueue>();
+  readonly #reconnectListeners = new Set<() => void>();
   readonly #inboxes: JetStreamInboxMux;
   readonly #durables: JetStreamDurables;
 
@@ -261,6 +262,7 @@ class JetStreamBus implements Bus {
       } else if (status.type === "reconnect") {
         this.#connected = true;
         void this.#afterReconnect();
+        for (const listener of this.#reconnectListeners) listener();
       }
     }
   }
@@ -488,6 +490,11 @@ class JetStreamBus implements Bus {
 
   publishCancel(base: string, cancel: Cancel): void {
     this.nc.publish(this.#prefix + cancelSubject(base), encode(Cancel, cancel));
+  }
+
+  onReconnect(listener: () => void): Subscription {
+    this.#reconnectListeners.add(listener);
+    return { close: async () => void this.#reconnectListeners.delete(listener) };
   }
 
   async onCancel(base: string, handler: (cancel: Cancel) => void): Promise<Subscription> {

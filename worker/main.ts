@@ -116,6 +116,8 @@ export class LuminetWorker {
   /** The puller of this worker's own queue and its base's shared one: its problem() makes it not ready. */
   private ownPuller: RequestPuller | null = null;
   private readonly subscriptions: Subscription[] = [];
+  /** Each running request's "is it still wanted?" check, run at once when the bus reconnects. */
+  private readonly replyChecks = new Set<() => Promise<void>>();
   private roomWaiters: (() => void)[] = [];
   private draining = false;
   /** This process's own id, new at each start: its claims say it (ReplyClaim.incarnation). */
@@ -281,6 +283,12 @@ export class LuminetWorker {
     });
     this.controls = controls;
     this.subscriptions.push(subscription);
+    // A gateway's cancel sent while the connection was down may be lost: ask now, not at the next check.
+    this.subscriptions.push(
+      bus.onReconnect(() => {
+        for (const check of this.replyChecks) void check();
+      }),
+    );
     this.usage.resendSpooled();
     this.subscriptions.push(
       await bus.onCancel(base, ({ request_id }) => {
@@ -434,6 +442,7 @@ export class LuminetWorker {
     const held: Held = { request, cancelled: false };
     this.held.add(held);
     let replyCheck: ReturnType<typeof setInterval> | undefined;
+    let checkReply: (() => Promise<void>) | undefined;
     const keepAlive = setInterval(() => {
       delivery.working();
       // Past its deadline nobody waits for it: stop it like a cancel, billing what it generated.
@@ -461,14 +470,16 @@ export class LuminetWorker {
         delivery.nak();
         return;
       }
-      replyCheck = setInterval(async () => {
+      checkReply = async () => {
         if (await replies.stillWanted()) return;
         this.log.info(
           { request: request.id },
           "nobody waits for the reply any more (its gateway is gone): cancelled",
         );
         this.scheduler.cancel(request.id);
-      }, this.options.replyCheckMs ?? REPLY_CHECK_MS);
+      };
+      this.replyChecks.add(checkReply);
+      replyCheck = setInterval(checkReply, this.options.replyCheckMs ?? REPLY_CHECK_MS);
       const outcome = await this.run(held, replies);
       if (outcome.kind === "handed-back") {
         delivery.nak();
@@ -485,6 +496,7 @@ export class LuminetWorker {
     } finally {
       clearInterval(keepAlive);
       clearInterval(replyCheck);
+      if (checkReply) this.replyChecks.delete(checkReply);
       this.held.delete(held);
     }
   }

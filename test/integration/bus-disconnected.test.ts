@@ -1,6 +1,6 @@
 // The JetStream bus while its connection is down: a gateway's calls fail at once with BusUnavailableError
 // instead of waiting out a timeout, an open reply inbox fails with it (the replies sent meanwhile are
-// lost), and everything works again once the client has reconnected by itself. The test stops and starts
+// lost), and everything works again once the client has reconnected by itself, which it reports. The test stops and starts
 // a nats-server of its own (test/support/private-nats.ts). A gateway on such a bus is not ready (/readyz).
 import { Hono } from "hono";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -37,6 +37,8 @@ describe("JetStream bus while disconnected from NATS", () => {
   });
 
   it("fails at once with BusUnavailableError, and serves again after reconnecting", async () => {
+    let reconnects = 0;
+    const following = bus.onReconnect(() => reconnects++);
     expect(await bus.liveHeartbeats(BASE)).toEqual([]);
     const inbox = await bus.openReplyInbox();
     const reading = expect(inbox[Symbol.asyncIterator]().next()).rejects.toThrow(BusUnavailableError);
@@ -59,6 +61,9 @@ describe("JetStream bus while disconnected from NATS", () => {
         expect((await bus.publishRequest(sampleRequest({ base: BASE }), "w1")).duplicate).toBe(false),
       { timeout: 15_000, interval: 200 },
     );
+    // Told once that the connection is back (a worker then asks whether its requests are still wanted).
+    expect(reconnects).toBe(1);
+    await following.close();
     const again = await bus.openReplyInbox();
     again.close();
     expect(await bus.liveHeartbeats(BASE)).toEqual([]);
