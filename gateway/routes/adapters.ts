@@ -32,7 +32,7 @@ import {
 } from "../adapter-admin.ts";
 import type { AdapterDescription, AdapterStorage } from "../adapter-storage.ts";
 import { refuseFullAdapterStorage } from "../adapter-storage-quota.ts";
-import { requireScope } from "../auth.ts";
+import { callerOrgOnly, requireScope } from "../auth.ts";
 import type { GatewayEnv } from "../context.ts";
 import type { GatewayDeps } from "../deps.ts";
 import {
@@ -162,7 +162,7 @@ const isJson = (c: Context) =>
 
 export function adapterRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
   const routes = new Hono<GatewayEnv>();
-  routes.use("*", requireScope("admin"));
+  routes.use("*", requireScope("admin"), callerOrgOnly);
   const jsonLimit = bodyLimit({
     maxSize: deps.limits.maxBodyBytes,
     onError: () => errorResponse(payloadTooLarge(deps.limits.maxBodyBytes)),

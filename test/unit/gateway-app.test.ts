@@ -807,6 +807,15 @@ describe("/v1/models", () => {
     await expectError(await get(`${BASE}:other/theirs`), 404, "model_not_found");
   });
 
+  it("refuses a list of the adapters of another org named by ?org, as the other management routes do", async () => {
+    const adapters = (query: string) =>
+      h.app.request(`/v1/adapters${query}`, { headers: { authorization: `Bearer ${h.keys.acmeAdmin}` } });
+    const refused = await expectError(await adapters("?org=other"), 403, "insufficient_permissions");
+    expect(refused.message).toBe("This API key belongs to org 'acme' and cannot act on org 'other'.");
+    expect((await adapters("?org=acme")).status).toBe(200);
+    expect((await adapters("")).status).toBe(200);
+  });
+
   it("deletes one of the org's adapters by its model id for an admin key, as OpenAI deletes a fine-tuned model", async () => {
     await h.addAdapter({ name: "short-lived" });
     const id = `${BASE}:acme/short-lived`;
