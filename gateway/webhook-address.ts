@@ -1,6 +1,7 @@
 // Which webhook destinations are private: loopback, private, shared, link-local (cloud metadata services
 // live there), benchmarking, documentation, reserved and unspecified addresses, IPv6 forms that carry an
-// IPv4 address (mapped, compatible, NAT64) judged by that address, and names for this host. An org's
+// IPv4 address (mapped, translated, compatible, NAT64, 6to4) judged by that address, local-use NAT64 and
+// Teredo (tunnels into IPv4 this network's relays would take), and names for this host. An org's
 // webhook must not make the gateway call into its own network (server-side request forgery), so such URLs
 // are refused when an endpoint is created and such addresses when a delivery resolves its host, unless the
 // operator allows them (a development stack, or webhooks into the operator's own network).
@@ -73,12 +74,17 @@ export function privateAddress(address: string): boolean {
   const embedded = () => privateV4(g[6]! >> 8, g[6]! & 0xff, g[7]! >> 8);
   const zerosUpTo = (n: number) => g.slice(0, n).every((x) => x === 0);
   if (zerosUpTo(5) && g[5] === 0xffff) return embedded(); // IPv4-mapped ::ffff:a.b.c.d
+  if (zerosUpTo(4) && g[4] === 0xffff && g[5] === 0) return embedded(); // IPv4-translated ::ffff:0:a.b.c.d
   if (zerosUpTo(6)) return true; // ::, ::1 and the deprecated IPv4-compatible ::a.b.c.d
   if (g[0] === 0x64 && g[1] === 0xff9b && g.slice(2, 6).every((x) => x === 0)) {
     return embedded(); // NAT64 64:ff9b::a.b.c.d
   }
   const first = g[0]!;
+  // 6to4 2002:AABB:CCDD::/48 carries the IPv4 address AA.BB.CC.DD: a relay would take it there.
+  if (first === 0x2002) return privateV4(g[1]! >> 8, g[1]! & 0xff, g[2]! >> 8);
   return (
+    (first === 0x64 && g[1] === 0xff9b && g[2] === 1) || // local-use NAT64 64:ff9b:1::/48: this network's translator
+    (first === 0x2001 && g[1] === 0) || // Teredo 2001::/32: a tunnel to an IPv4 address it obscures
     (first & 0xfe00) === 0xfc00 || // unique local fc00::/7
     (first & 0xffc0) === 0xfe80 || // link-local fe80::/10
     (first & 0xff00) === 0xff00 || // multicast

@@ -1,7 +1,7 @@
 // Which webhook destinations count as private (gateway/webhook-address.ts): every private, loopback,
 // link-local, shared, benchmarking, documentation, multicast, reserved and unspecified range, in IPv4,
-// IPv6 and IPv6 forms carrying an IPv4 address (mapped, compatible, NAT64) however they are written, and
-// names of this host; public addresses and names pass.
+// IPv6 and IPv6 forms carrying an IPv4 address (mapped, translated, compatible, NAT64, 6to4) however they
+// are written, local-use NAT64 and Teredo, and names of this host; public addresses and names pass.
 import { describe, expect, it } from "vitest";
 import { privateAddress, privateHost } from "../../gateway/webhook-address.ts";
 
@@ -37,6 +37,15 @@ describe("privateAddress", () => {
       "::7f00:1",
       "64:ff9b::169.254.169.254",
       "64:ff9b::a9fe:a9fe",
+      // IPv4-translated, 6to4 of a private address, local-use NAT64 and Teredo.
+      "::ffff:0:7f00:1",
+      "::ffff:0:10.0.0.1",
+      "2002:7f00:1::1",
+      "2002:a9fe:a9fe::",
+      "2002:c0a8:101::5",
+      "64:ff9b:1::a00:1",
+      "64:ff9b:1::808:808",
+      "2001:0:4136:e378:8000:63bf:3fff:fdd2",
       "fe80::1%eth0",
       "2001:db8::1",
       "100::1",
@@ -67,6 +76,8 @@ describe("privateAddress", () => {
       "::ffff:1.1.1.1",
       "::ffff:101:101",
       "64:ff9b::808:808",
+      "::ffff:0:808:808",
+      "2002:808:808::1",
       "2001:4860:4860::8888",
       "198.17.255.255",
       "198.20.0.1",
