@@ -2,13 +2,18 @@
 // then forgotten; the session cookie carries only the key's id.
 import { Document } from "./layout.tsx";
 
-export function LoginPage(props: { error?: string | undefined }) {
+export function LoginPage(props: { error?: string | undefined; notice?: string | undefined }) {
   return (
     <Document title="Sign in">
       <main class="login">
         <section>
           <h1>Luminet dashboard</h1>
           <p class="sub">Sign in with one of your org's API keys (lk_…).</p>
+          {props.notice ? (
+            <div class="notice" role="status">
+              {props.notice}
+            </div>
+          ) : null}
           {props.error ? (
             <div class="error" role="alert">
               {props.error}

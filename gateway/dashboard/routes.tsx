@@ -13,7 +13,7 @@
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { deleteCookie, getSignedCookie, setSignedCookie } from "hono/cookie";
+import { deleteCookie, getCookie, getSignedCookie, setSignedCookie } from "hono/cookie";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { parseTrafficWeight } from "../../core/traffic-weight.ts";
 import { quotaStatus } from "../../meter/token-quota.ts";
@@ -21,7 +21,7 @@ import { usageReport } from "../../meter/usage-report.ts";
 import { ADAPTER_NAME } from "../../schema/adapter-api.ts";
 import { WebhookCreate } from "../../schema/webhook-api.ts";
 import { deleteAdapter, listAdapters, setPinned, setTrafficWeight } from "../adapter-admin.ts";
-import { ADMIN_SCOPE, keyLabel, listApiKeys } from "../api-keys.ts";
+import { ADMIN_SCOPE, keyLabel, listApiKeys, looksLikeApiKey } from "../api-keys.ts";
 import { authenticate, type Principal } from "../auth.ts";
 import { cancelBatch, listBatches } from "../batches.ts";
 import { dropChatCompletion } from "../chat-completion-store.ts";
@@ -40,7 +40,7 @@ import { Document, Layout } from "./layout.tsx";
 import { type LogKind, logDetail, logPage } from "./log-entries.ts";
 import { LoginPage } from "./login-page.tsx";
 import { LogDetailPage, LogsPage } from "./logs-page.tsx";
-import { endSession, sessionPrincipal, startSession } from "./session.ts";
+import { endSession, SESSION_COOKIE, sessionPrincipal, startSession } from "./session.ts";
 import { periodDays, USAGE_PERIODS, UsagePage, type UsagePeriod } from "./usage-page.tsx";
 import { WebhooksPage } from "./webhooks-page.tsx";
 
@@ -86,6 +86,10 @@ function adapterName(c: Context): string {
   return name;
 }
 
+const NOT_A_KEY =
+  "That is not a Luminet API key: keys are lk_ followed by letters and digits (luminet keys create prints one).";
+const SESSION_ENDED = "Your session ended: its API key was revoked, or the session ran out. Sign in again.";
+
 export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
   const routes = new Hono<GatewayEnv>();
   const secret = deps.sessionSecret;
@@ -124,10 +128,14 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
   });
   routes.use("*", bodyLimit({ maxSize: 16 * 1024 }));
 
-  routes.get("/login", (c) => c.html(<LoginPage />));
+  routes.get("/login", (c) =>
+    c.html(<LoginPage {...(c.req.query("session") === "ended" ? { notice: SESSION_ENDED } : {})} />),
+  );
 
   routes.post("/login", async (c) => {
     const key = (await formField(c, "api_key"))?.trim() ?? "";
+    // Said in the form's terms: the API's message talks of an Authorization header the person never sent.
+    if (!looksLikeApiKey(key)) return c.html(<LoginPage error={NOT_A_KEY} />, 401);
     let principal: Principal;
     try {
       principal = await authenticate(deps.db, deps.authCache, `Bearer ${key}`);
@@ -149,8 +157,10 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
   routes.use("*", async (c, next) => {
     const principal = await sessionPrincipal(c, deps.db, secret, deps.now());
     if (!principal) {
+      // A session that was there and is no longer valid (its key revoked, its time over) is said so.
+      const ended = getCookie(c, SESSION_COOKIE) !== undefined;
       endSession(c);
-      return c.redirect(LOGIN, 303);
+      return c.redirect(ended ? `${LOGIN}?session=ended` : LOGIN, 303);
     }
     c.set("principal", principal);
     await next();
@@ -432,6 +442,11 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
       return `Deleted ${org}/${name}; workers evict it within a second.`;
     }),
   );
+
+  // Last: what no page above answered gets the dashboard's own 404 page, not the API's JSON one.
+  routes.all("*", (c) => {
+    throw new DashboardError(404, `There is no dashboard page at ${c.req.path}.`);
+  });
 
   routes.onError((error, c) => {
     const status = error instanceof DashboardError ? error.status : toApiError(error).status;

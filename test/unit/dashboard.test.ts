@@ -86,6 +86,16 @@ describe("the dashboard", () => {
     expect(wrong.status).toBe(401);
     expect(wrong.headers.get("set-cookie")).toBeNull();
     expect(await wrong.text()).toContain("Incorrect or revoked API key");
+    // Something that is not a key at all is told so in the form's terms, not the API's header ones.
+    const garbage = await f.h.app.request(`${ORIGIN}/dashboard/login`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", origin: ORIGIN },
+      body: "api_key=garbage",
+    });
+    expect(garbage.status).toBe(401);
+    const said = await garbage.text();
+    expect(said).toContain("That is not a Luminet API key");
+    expect(said).not.toContain("Authorization header");
   });
 
   it("signs in to a signed HttpOnly SameSite=Strict cookie that does not hold the key, Secure behind TLS", async () => {
@@ -128,7 +138,20 @@ describe("the dashboard", () => {
     await revokeApiKey(f.h.db, "acme", record.prefix);
     const after = await page("/dashboard", cookie);
     expect(after.res.status).toBe(303);
-    expect(after.res.headers.get("location")).toBe("/dashboard/login");
+    expect(after.res.headers.get("location")).toBe("/dashboard/login?session=ended");
+    const login = await page("/dashboard/login?session=ended", "");
+    expect(login.html).toContain("Your session ended: its API key was revoked");
+  });
+
+  it("answers a page it does not have with its own HTML 404, leading back to the dashboard", async () => {
+    const cookie = await signIn(f.h.keys.acme);
+    for (const path of ["/dashboard/nope", "/dashboard/adapter", "/dashboard/usage/extra"]) {
+      const { res, html } = await page(path, cookie);
+      expect(res.status, path).toBe(404);
+      expect(res.headers.get("content-type"), path).toMatch(/^text\/html/);
+      expect(html).toContain(`There is no dashboard page at ${path}.`);
+      expect(html).toContain('<a href="/dashboard">Back to the dashboard</a>');
+    }
   });
 
   it("shows the numbers of GET /v1/usage, with one bar per day of the period", async () => {
