@@ -16,6 +16,7 @@ import {
   MAX_FILE_SECONDS,
   MIN_FILE_SECONDS,
 } from "../../schema/batch-api.ts";
+import { count } from "../flags.ts";
 import {
   callGateway,
   callGatewayText,
@@ -80,7 +81,13 @@ async function getBatch(flags: GatewayFlags, id: string): Promise<BatchObject> {
   return (await callGateway(flags, "GET", `/v1/batches/${encodeURIComponent(id)}`)) as BatchObject;
 }
 
-/** Follows a batch until it ends, a bar of its answered lines on stderr when that is a terminal. */
+/** Without a terminal (CI, a log file), the most often a progress line is written while nothing ends. */
+const PROGRESS_LINE_MS = 30_000;
+
+/**
+ * Follows a batch until it ends: a bar of its answered lines on stderr when that is a terminal, else a
+ * line when its status changes and at most every 30 s while its count moves, so a log shows it alive.
+ */
 async function waitFor(flags: GatewayFlags, batch: BatchObject, pollMs: number): Promise<BatchObject> {
   const bar = process.stderr.isTTY
     ? new SingleBar({
@@ -89,13 +96,23 @@ async function waitFor(flags: GatewayFlags, batch: BatchObject, pollMs: number):
         hideCursor: true,
       })
     : null;
-  bar?.start(batch.request_counts.total, 0, { status: batch.status });
+  const done = (b: BatchObject) => b.request_counts.completed + b.request_counts.failed;
+  let said = { status: "", done: -1, at: 0 };
+  const sayProgress = (b: BatchObject) => {
+    const now = Date.now();
+    const moved = done(b) !== said.done && now - said.at >= PROGRESS_LINE_MS;
+    if (b.status === said.status && !moved) return;
+    process.stderr.write(`${b.id}: ${done(b)}/${b.request_counts.total} requests, ${b.status}\n`);
+    said = { status: b.status, done: done(b), at: now };
+  };
+  if (bar) bar.start(batch.request_counts.total, 0, { status: batch.status });
+  else sayProgress(batch);
   let current = batch;
   while (!ENDED.has(current.status)) {
     await new Promise((resolve) => setTimeout(resolve, pollMs));
     current = await getBatch(flags, batch.id);
-    const { completed, failed } = current.request_counts;
-    bar?.update(completed + failed, { status: current.status });
+    if (bar) bar.update(done(current), { status: current.status });
+    else sayProgress(current);
   }
   bar?.stop();
   return current;
@@ -186,11 +203,9 @@ async function create(flags: CreateFlags): Promise<void> {
 }
 
 async function list(flags: ConnectionFlags & { limit: string }): Promise<void> {
-  const page = (await callGateway(
-    flags,
-    "GET",
-    `/v1/batches?limit=${encodeURIComponent(flags.limit)}`,
-  )) as ListPage<BatchObject>;
+  // The API's own bounds, checked here so the refusal names the flag.
+  const limit = count("--limit", flags.limit, 1, 100);
+  const page = (await callGateway(flags, "GET", `/v1/batches?limit=${limit}`)) as ListPage<BatchObject>;
   if (flags.json) {
     process.stdout.write(`${JSON.stringify(page)}\n`);
     return;
@@ -253,7 +268,7 @@ export function registerBatches(program: Command): void {
     batches
       .command("list")
       .description("the org's batches, newest first")
-      .option("--limit <n>", "how many", "20"),
+      .option("--limit <n>", "how many, 1 to 100", "20"),
   ).action((flags: ConnectionFlags & { limit: string }) => run("list", () => list(flags)));
 
   withConnection(batches.command("get <id>").description("one batch and its counts")).action(

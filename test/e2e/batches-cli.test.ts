@@ -98,6 +98,10 @@ describe("luminet batches", () => {
       true,
     );
     expect(run.stderr).toMatch(/uploaded file-\S+ \(\d+ bytes\); created batch_\S+/);
+    // Without a terminal, progress comes as lines: the status as it changes, the last one the end.
+    const progress = run.stderr.split("\n").filter((l) => / requests, /.test(l));
+    expect(progress[0]).toMatch(/^batch_\S+: 0\/3 requests, (validating|in_progress)$/);
+    expect(progress.at(-1)).toMatch(/^batch_\S+: 3\/3 requests, completed$/);
     // Not every line was answered: a script learns so from the exit code.
     expect(run.code).toBe(1);
     expect(run.stderr).toContain("luminet batches create: 1 line(s) failed (see the error file)");
@@ -181,6 +185,11 @@ describe("luminet batches", () => {
       expect(run.stderr).toContain(refusal);
     }
     expect(await inputFiles()).toEqual(before);
+    for (const limit of ["abc", "0", "101"]) {
+      const listed = await luminet(["list", "--limit", limit]);
+      expect(listed.code).toBe(1);
+      expect(listed.stderr).toContain(`--limit must be an integer from 1 to 100, got "${limit}"`);
+    }
   });
 
   it("refuses a file with a bad line, naming it, an unknown endpoint, a missing file and a keep outside the API's bounds", async () => {
