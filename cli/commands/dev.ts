@@ -6,6 +6,7 @@ import { sourcePrefixes } from "../../gateway/adapter-sources.ts";
 import { API_KEY_FORMAT, isWellFormedApiKey } from "../../gateway/api-keys.ts";
 import { DEV_BASE, startDevStack } from "../../gateway/dev-stack.ts";
 import { port } from "../flags.ts";
+import { assertPortFree } from "../port-free.ts";
 import { CliError, runCommand } from "../run-command.ts";
 import { serviceAction, stopOnSignal } from "../service.ts";
 
@@ -26,6 +27,7 @@ function modelsLine(models: readonly string[]): string {
 
 async function runDev(flags: DevFlags, apiKey: string | undefined): Promise<void> {
   const listenPort = port("--port", flags.port);
+  await assertPortFree(flags.host, listenPort);
   const stack = await startDevStack({
     home: flags.data,
     port: listenPort,

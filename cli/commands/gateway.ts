@@ -14,6 +14,7 @@ import { samplingDefaultsSource } from "../../gateway/sampling-defaults.ts";
 import { SecretBox } from "../../gateway/secret-box.ts";
 import { DEFAULT_RETENTION_DAYS } from "../../gateway/stored-retention.ts";
 import { bytes, count, port, seconds } from "../flags.ts";
+import { assertPortFree } from "../port-free.ts";
 import { CliError, setting } from "../run-command.ts";
 import { serviceAction, stopOnSignal } from "../service.ts";
 
@@ -84,6 +85,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     throw new CliError("name at least one base model: --model NAME=DIR (the folder with its tokenizer.json)");
   }
   const listenPort = port("--port", flags.port);
+  await assertPortFree(flags.host, listenPort);
   // A bad LUMINET_SECRETS_KEY stops the gateway here, before it opens anything.
   const secrets = setting(() => SecretBox.fromEnv(process.env));
   const databaseUrl = process.env.DATABASE_URL || defaultDatabaseUrl();

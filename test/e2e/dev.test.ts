@@ -2,7 +2,7 @@
 // generates the model and demo adapters; the printed key works with the openai client; the meter bills
 // each request once; SIGTERM exits 0; a second start reuses everything, and with --adapter-sources creates
 // an adapter from a registered URL.
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -14,6 +14,7 @@ import { adapters, usageEvents } from "../../schema/db.ts";
 import { type LuminetProcess, startLuminetProcess } from "../../scripts/luminet-process.ts";
 import { ADAPTER_FILES } from "../../worker/adapters/blob-store.ts";
 import { loadTokenizer } from "../../worker/engine/tokenizer.ts";
+import { spawnLuminet } from "../support/luminet-command.ts";
 
 const home = mkdtempSync(join(tmpdir(), "luminet-dev-"));
 const KEY = `lk_devTestKey${"0".repeat(30)}`;
@@ -184,5 +185,29 @@ describe("luminet dev", () => {
       origin.close();
     }
     expect(await second.exited).toBe(0);
+  });
+});
+
+describe("luminet dev on a port already taken", () => {
+  it("says so in one line and exits 1 before it builds anything", async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
+    const taken = (holder.address() as AddressInfo).port;
+    const empty = mkdtempSync(join(tmpdir(), "luminet-dev-taken-"));
+    try {
+      const run = await spawnLuminet(["dev", "--data", empty, "--port", String(taken)], {
+        LUMINET_DEV_API_KEY: KEY,
+      });
+      expect(run.code).toBe(1);
+      expect(`${run.stdout}${run.stderr}`).toContain(
+        `--port ${taken}: 127.0.0.1:${taken} is already in use; pass another --port or stop what holds it`,
+      );
+      expect(`${run.stdout}${run.stderr}`).not.toContain("    at ");
+      // Nothing was built: no model, no database.
+      expect(readdirSync(empty)).toEqual([]);
+    } finally {
+      holder.close();
+      rmSync(empty, { recursive: true, force: true });
+    }
   });
 });
