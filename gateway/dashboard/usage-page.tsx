@@ -57,6 +57,12 @@ function QuotaCard({ quota }: { quota: QuotaStatus }) {
         <strong data-remaining={quota.remaining ?? ""}>{formatCount(quota.remaining ?? 0)}</strong> of{" "}
         {formatCount(quota.quota)} left
       </div>
+      {quota.remaining === 0 ? (
+        <p class="error" id="quota-spent" role="alert">
+          The org's tokens for {quota.month} are spent: its requests are refused (429) until the month ends or
+          the operator raises the quota (luminet quota set).
+        </p>
+      ) : null}
     </section>
   );
 }
@@ -172,28 +178,32 @@ export function UsagePage({ data }: { data: UsagePageData }) {
       </section>
       <section>
         <h2>Top adapters</h2>
-        <table id="top-adapters">
-          <thead>
-            <tr>
-              <th>Adapter</th>
-              <TokenHeads />
-              <th class="num">Share of tokens</th>
-              <th class="num">Cost</th>
-            </tr>
-          </thead>
-          <tbody>
-            {adapters.map((row) => (
-              <tr data-adapter={row.adapter ?? ""}>
-                <td>{row.adapter ?? <span class="muted">{BASE_ONLY}</span>}</td>
-                <TokenCells row={row} />
-                <td class="num">
-                  {total.total_tokens > 0 ? percent(row.total_tokens, total.total_tokens) : "–"}
-                </td>
-                <CostCell row={row} />
+        {adapters.length === 0 ? (
+          <p class="muted">No requests in this period.</p>
+        ) : (
+          <table id="top-adapters">
+            <thead>
+              <tr>
+                <th>Adapter</th>
+                <TokenHeads />
+                <th class="num">Share of tokens</th>
+                <th class="num">Cost</th>
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {adapters.map((row) => (
+                <tr data-adapter={row.adapter ?? ""}>
+                  <td>{row.adapter ?? <span class="muted">{BASE_ONLY}</span>}</td>
+                  <TokenCells row={row} />
+                  <td class="num">
+                    {total.total_tokens > 0 ? percent(row.total_tokens, total.total_tokens) : "–"}
+                  </td>
+                  <CostCell row={row} />
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
       </section>
       <KeyTable byKey={data.byKey} keyNames={data.keyNames} />
       <TierTable byTier={data.byTier} />

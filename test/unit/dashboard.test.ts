@@ -5,12 +5,13 @@
 // stored chat completions and responses.
 import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createApiKey, listApiKeys, revokeApiKey } from "../../gateway/api-keys.ts";
+import { createApiKey, ensureOrg, listApiKeys, revokeApiKey } from "../../gateway/api-keys.ts";
 import { BatchRunner } from "../../gateway/batch-runner.ts";
 import { saveChatCompletion } from "../../gateway/chat-completion-store.ts";
 import { setPriorityTier } from "../../gateway/orgs.ts";
 import { WebhookSender } from "../../gateway/webhook-sender.ts";
 import { listWebhooks, queueEvent } from "../../gateway/webhooks.ts";
+import { setMonthlyTokenQuota } from "../../meter/token-quota.ts";
 import type { UsageReport } from "../../meter/usage-report.ts";
 import type { AdapterObject } from "../../schema/adapter-api.ts";
 import { adapters, apiKeys } from "../../schema/db.ts";
@@ -253,6 +254,20 @@ describe("the dashboard", () => {
       await setPriority(true);
     }
     expect((await page("/dashboard", cookie)).html).not.toContain('id="priority-withheld"');
+  });
+
+  it("says an org with no usage has none, and that a spent quota refuses its requests", async () => {
+    await ensureOrg(f.h.db, "quiet");
+    const { key } = await createApiKey(f.h.db, { orgId: "quiet", name: "quiet" });
+    await setMonthlyTokenQuota(f.h.db, "quiet", 0);
+    const cookie = await signIn(key);
+    const spent = (await page("/dashboard", cookie)).html;
+    expect(spent).not.toContain('id="top-adapters"');
+    const topAdapters = spent.slice(spent.indexOf("<h2>Top adapters</h2>"));
+    expect(topAdapters).toMatch(/^<h2>Top adapters<\/h2><p class="muted">No requests in this period.<\/p>/);
+    expect(spent).toMatch(/id="quota-spent"[^>]*>The org&#39;s tokens for \d{4}-\d\d are spent/);
+    await setMonthlyTokenQuota(f.h.db, "quiet", 1_000);
+    expect((await page("/dashboard", cookie)).html).not.toContain('id="quota-spent"');
   });
 
   it("splits the period's usage by service tier, as GET /v1/usage?group_by=tier does", async () => {
