@@ -17,6 +17,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   generate: async () => (await import("./commands/generate.ts")).registerGenerate,
   adapters: async () => (await import("./commands/adapters.ts")).registerAdapters,
   batches: async () => (await import("./commands/batches.ts")).registerBatches,
+  files: async () => (await import("./commands/files.ts")).registerFiles,
   keys: async () => (await import("./commands/keys.ts")).registerKeys,
   quota: async () => (await import("./commands/quota.ts")).registerQuota,
   orgs: async () => (await import("./commands/orgs.ts")).registerOrgs,
