@@ -30,7 +30,8 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
 const program = new Command("luminet")
   .description("Serve hundreds of LoRA adapters on one base model behind an OpenAI-compatible API")
   .version("0.1.0")
-  .showHelpAfterError();
+  // A hint, not the whole help: the error itself should be the last thing the eye lands on.
+  .showHelpAfterError("(add --help for the options)");
 
 const named = process.argv[2];
 const needed =
