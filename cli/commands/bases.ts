@@ -70,7 +70,7 @@ export function registerBases(program: Command): void {
     .description("list base models with context length and prices")
     .option("--json", "print JSON")
     .action((flags: { json?: boolean }) =>
-      withDb("bases", async (db) => {
+      withDb("bases list", async (db) => {
         const rows = await db.select().from(baseModels).orderBy(baseModels.name);
         if (flags.json) {
           process.stdout.write(`${JSON.stringify({ object: "list", data: rows.map(baseRecord) })}\n`);
@@ -134,7 +134,7 @@ export function registerBases(program: Command): void {
           priorityPercent?: number;
         },
       ) =>
-        withDb("bases", async (db) => {
+        withDb("bases set-price", async (db) => {
           const [base] = await db
             .select({
               cached: baseModels.cachedInputPriceMicrosPerMillion,

@@ -79,7 +79,7 @@ export function registerOrgs(program: Command): void {
     )
     .option("--json", "as one JSON array")
     .action((flags: { json?: boolean }) =>
-      withDb("orgs", async (db) => {
+      withDb("orgs list", async (db) => {
         const list = await listOrgs(db);
         print(flags.json, list);
       }),
@@ -96,7 +96,7 @@ export function registerOrgs(program: Command): void {
     )
     .option("--json", "the org afterwards, as one JSON object")
     .action((flags: { org: string; off?: boolean; json?: boolean }) =>
-      withDb("orgs", async (db) => {
+      withDb("orgs set-priority", async (db) => {
         const org = await setPriorityTier(db, flags.org, flags.off !== true);
         print(flags.json, existing(org, flags.org));
       }),
@@ -110,7 +110,7 @@ export function registerOrgs(program: Command): void {
     .requiredOption("--pins <n|none>", "a count, 0 or more, or none: only the base's own limit")
     .option("--json", "the org afterwards, as one JSON object")
     .action((flags: { org: string; pins: string; json?: boolean }) =>
-      withDb("orgs", async (db) => {
+      withDb("orgs set-pin-limit", async (db) => {
         const org = await setPinLimit(db, flags.org, pinsOf(flags.pins));
         print(flags.json, existing(org, flags.org));
       }),
@@ -123,7 +123,7 @@ export function registerOrgs(program: Command): void {
     .option("--org <org>", "one organization; default every org")
     .option("--json", "the orgs afterwards, as one JSON array")
     .action((flags: { org?: string; json?: boolean }) =>
-      withDb("orgs", async (db) => {
+      withDb("orgs recount-storage", async (db) => {
         const ids = flags.org ? [flags.org] : (await listOrgs(db)).map((org) => org.id);
         // Every org's count can take a while: a bar of the orgs counted on stderr, when it is a terminal.
         const bar =
@@ -160,7 +160,7 @@ export function registerOrgs(program: Command): void {
     .option("--responses <n|default>", "its stored responses and chat completions, or default")
     .option("--json", "the org afterwards, as one JSON object")
     .action((flags: StorageFlags & { org: string; json?: boolean }) =>
-      withDb("orgs", async (db) => {
+      withDb("orgs set-storage-limit", async (db) => {
         const org = await setStorageLimits(db, flags.org, storageLimitsOf(flags));
         print(flags.json, existing(org, flags.org));
       }),

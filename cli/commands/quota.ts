@@ -38,7 +38,7 @@ export function registerQuota(program: Command): void {
     .requiredOption("--org <org>", "organization id")
     .requiredOption("--monthly-tokens <n>", 'tokens per month, or "none" for no quota', tokens)
     .action((flags: { org: string; monthlyTokens: number | "none" }) =>
-      withDb("quota", async (db) => {
+      withDb("quota set", async (db) => {
         const quota = flags.monthlyTokens === "none" ? null : flags.monthlyTokens;
         if (!(await setMonthlyTokenQuota(db, flags.org, quota))) {
           throw new Error(`no org "${flags.org}" (create one with \`luminet keys create --org\`)`);
@@ -52,7 +52,7 @@ export function registerQuota(program: Command): void {
     .requiredOption("--org <org>", "organization id")
     .option("--json", "as one JSON object")
     .action((flags: { org: string; json?: boolean }) =>
-      withDb("quota", async (db) => {
+      withDb("quota show", async (db) => {
         const status = await statusOf(db, flags.org);
         process.stdout.write(flags.json ? `${JSON.stringify(status)}\n` : describe(status));
       }),

@@ -38,7 +38,7 @@ it("an operator command on a database not yet migrated says to run luminet migra
   const before = await luminetInProcess(registerQuota, ["quota", "show", "--org", "demo"], env);
   expect(before.code).toBe(1);
   expect(before.stderr).toMatch(
-    /^luminet quota: pglite .*fresh-db has 0 of Luminet's \d+ migrations: run `luminet migrate`/,
+    /^luminet quota show: pglite .*fresh-db has 0 of Luminet's \d+ migrations: run `luminet migrate`/,
   );
   expect(before.stderr).not.toContain("Failed query");
   expect((await luminetInProcess(registerMigrate, ["migrate"], env)).code).toBe(0);
