@@ -3,12 +3,13 @@
 // key's own org), else from DATABASE_URL (any org, or every org). Costs are the meter's integer
 // micro-dollars, shown as exact dollars.
 import type { Command } from "commander";
-import { inArray } from "drizzle-orm";
+import { eq, inArray } from "drizzle-orm";
 import type { Db } from "../../db/open.ts";
 import { keyLabel } from "../../gateway/api-keys.ts";
+import { getOrg } from "../../gateway/orgs.ts";
 import { groupField, type UsageReport, type UsageTotals, usageReport } from "../../meter/usage-report.ts";
 import { type UsageGrouping, type UsageQuery, usageGroupings } from "../../meter/usage-rollup.ts";
-import { apiKeys } from "../../schema/db.ts";
+import { apiKeys, baseModels } from "../../schema/db.ts";
 import { KeyList } from "../../schema/key-api.ts";
 import {
   callGateway,
@@ -77,6 +78,18 @@ const keyIds = (report: UsageReport) =>
 
 async function fromDatabase(db: Db, query: UsageQuery): Promise<LabelledReport> {
   const report = await usageReport(db, query);
+  // An empty report for a name that is not there is most likely a typo: say so rather than print zeros.
+  if (report.data.length === 0) {
+    if (query.org !== undefined && !(await getOrg(db, query.org)))
+      throw new CliError(`no org "${query.org}"`);
+    if (query.base !== undefined) {
+      const [base] = await db
+        .select({ name: baseModels.name })
+        .from(baseModels)
+        .where(eq(baseModels.name, query.base));
+      if (!base) throw new CliError(`no base model "${query.base}" (luminet bases list names them)`);
+    }
+  }
   const ids = [...new Set(keyIds(report))];
   const keys =
     ids.length === 0

@@ -1,5 +1,5 @@
 // `luminet usage` prints the rollups: JSON with --since/--until as inclusive UTC days, a table with key
-// labels and exact dollars, and a clear refusal of bad flags. On the run's Postgres when DATABASE_URL is
+// labels and exact dollars, and a clear refusal of bad flags and of an org or base that is not there. On the run's Postgres when DATABASE_URL is
 // set, else on a PGlite folder the CLI opens after the test has closed it.
 import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -107,5 +107,14 @@ describe("luminet usage", () => {
     const since = luminet("--since", "2025-02-30");
     expect(since.status).toBe(1);
     expect(since.stderr).toContain('--since must be a day as YYYY-MM-DD, got "2025-02-30"');
+  });
+
+  it("says an org or base that is not there, rather than print zeros for it", () => {
+    const org = luminet("--org", "no-such-org");
+    expect([org.status, org.stdout]).toEqual([1, ""]);
+    expect(org.stderr).toContain('no org "no-such-org"');
+    const base = luminet("--base", "no/such-base");
+    expect([base.status, base.stdout]).toEqual([1, ""]);
+    expect(base.stderr).toContain('no base model "no/such-base"');
   });
 });
