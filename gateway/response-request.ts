@@ -79,6 +79,15 @@ function reasoningText(item: Extract<InputItem, { type: "reasoning" }>): string 
   return parts.map((part) => part.text).join("\n\n");
 }
 
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * The conversation as chat messages: consecutive function calls join one assistant turn (the assistant
  * message right before them, if any), as chat writes an answer that calls several functions. A reasoning
@@ -118,12 +127,15 @@ function chatMessagesOf(items: readonly InputItem[], firstIndex = 0, field = "in
     if (item.type === "custom_tool_call") {
       call = { id: item.call_id, type: "custom", custom: { name: item.name, input: item.input } };
     } else {
-      try {
-        JSON.parse(item.arguments);
-      } catch {
-        throw invalidRequest(`${param}.arguments is not JSON`, `${param}.arguments`);
+      let args = item.arguments;
+      if (!isJson(args)) {
+        if (k >= firstIndex) throw invalidRequest(`${param}.arguments is not JSON`, `${param}.arguments`);
+        // An earlier item was taken when it was stored — a call of the model's own cut by max_output_tokens
+        // ends half written — and refusing it now would leave what continues it unanswerable: its text
+        // reaches the template as a JSON string.
+        args = JSON.stringify(args);
       }
-      call = { id: item.call_id, type: "function", function: { name: item.name, arguments: item.arguments } };
+      call = { id: item.call_id, type: "function", function: { name: item.name, arguments: args } };
     }
     const last = messages.at(-1);
     if (last?.role === "assistant") {

@@ -239,6 +239,29 @@ describe("POST /v1/responses", () => {
       const cut = await outputOf(4);
       expect(cut.status).toBe("incomplete");
       expect(cut.output).toMatchObject([{ type: "function_call", name: "weather", arguments: '{"city":"O' }]);
+      // What continues it is answered: the half-written call was the gateway's own, taken when stored, and
+      // reaches the prompt as the text it is.
+      worker.behaviour = () => "reply";
+      const call = cut.output[0] as OpenAI.Responses.ResponseFunctionToolCall;
+      const next = await client.responses.create({
+        model: BASE,
+        previous_response_id: cut.id,
+        input: [{ type: "function_call_output", call_id: call.call_id, output: "4 degrees" }],
+      });
+      expect(next.status).toBe("completed");
+      const prompt = h.deps.bases.get(BASE)!.tokenizer.decode(worker.received.at(-1)!.prompt_token_ids);
+      expect(prompt).toContain(JSON.stringify('{"city":"O'));
+      // A call of the client's own that is not JSON is still refused, naming it.
+      await expect(
+        client.responses.create({
+          model: BASE,
+          previous_response_id: cut.id,
+          input: [{ type: "function_call", call_id: "c2", name: "weather", arguments: '{"city"' }],
+        }),
+      ).rejects.toMatchObject({ status: 400, param: "input.0.arguments" });
+      worker.behaviour = () => ({
+        say: ['{\n"name":\r"weather",', '"arguments":\t{', '"city" :', ' "O', 'slo"}}'],
+      });
       // Cut before the name: an empty message, not the call's opening as text.
       const early = await outputOf(1);
       expect(early.output).toMatchObject([{ type: "message", content: [{ type: "output_text", text: "" }] }]);
