@@ -6,7 +6,7 @@ import type { ListPage } from "../schema/batch-api.ts";
 import type { InputItem, ListedItem } from "../schema/responses-api.ts";
 import { type ListOrder, pageOf } from "./list-page.ts";
 
-const ID_PREFIX: Record<InputItem["type"], string> = {
+export const ID_PREFIX: Record<InputItem["type"], string> = {
   message: "msg",
   function_call: "fc",
   function_call_output: "fco",

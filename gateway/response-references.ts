@@ -10,11 +10,15 @@ import type { InputItem, RequestItem } from "../schema/responses-api.ts";
 import { orgItem } from "./conversation-store.ts";
 import type { GatewayDeps } from "./deps.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
+import { ID_PREFIX } from "./response-items.ts";
 import { responseId } from "./response-output.ts";
 import { ownItems } from "./response-store.ts";
 
-/** `msg_<request id>`, `rs_<request id>`, `fc_<request id>_<k>`, `fco_<request id>_in<k>`, …: the request id, if the form fits. */
-const ITEM_ID = /^(?:msg|fc|fco|rs)_([A-Za-z0-9-]+)(?:_(?:in)?\d+)?$/;
+/**
+ * `msg_<request id>`, `rs_<request id>`, `fc_<request id>_<k>`, `ctco_<request id>_in<k>`, …, each item
+ * type's prefix as ids are made (response-items.ts): the request id, if the form fits.
+ */
+const ITEM_ID = new RegExp(`^(?:${Object.values(ID_PREFIX).join("|")})_([A-Za-z0-9-]+)(?:_(?:in)?\\d+)?$`);
 
 function itemNotFound(id: string, param: string): ApiError {
   return new ApiError(

@@ -479,6 +479,29 @@ describe("POST /v1/responses", () => {
       await chatPrompt([{ role: "user", content: "Second question" }]),
     );
 
+    // Custom tool calls and their outputs are items too (ctc_…, ctco_…).
+    const ran = await client.responses.create({
+      model: BASE,
+      input: [
+        { role: "user", content: "List it" },
+        { type: "custom_tool_call", call_id: "call_ls", name: "shell", input: "ls" },
+        { type: "custom_tool_call_output", call_id: "call_ls", output: "a.txt" },
+      ],
+      max_output_tokens: 1,
+    });
+    const [, call, output] = (await client.responses.inputItems.list(ran.id, { order: "asc" })).data;
+    expect([call!.id.split("_")[0], output!.id.split("_")[0]]).toEqual(["ctc", "ctco"]);
+    const again = await client.responses.create({
+      model: BASE,
+      input: [
+        { role: "user", content: "List it" },
+        { type: "item_reference", id: call!.id },
+        { type: "item_reference", id: output!.id },
+      ],
+      max_output_tokens: 1,
+    });
+    expect(sent(again.id).prompt_token_ids).toEqual(sent(ran.id).prompt_token_ids);
+
     for (const id of [`msg_${"0".repeat(32)}`, "msg_not-ours", "rs_abc"]) {
       await expect(
         client.responses.create({
