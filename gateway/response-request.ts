@@ -256,19 +256,27 @@ function responsesParam(param: string | null): string | null {
 
 /**
  * The ways `truncation: "auto"` may shorten a conversation, shortest drop first: each keeps the leading
- * system or developer messages and the items from a cut on, the cut moving past one more item at a time
- * (and past the function outputs that would lose their call), always keeping the newest item.
+ * system or developer messages and the items from a cut on, the cut moving past one more item at a time,
+ * always keeping the newest item — but never between a call (function or custom tool) and its output, so
+ * no kept output answers a call that was dropped, parallel calls' outputs included.
  */
 function truncations(conversation: readonly InputItem[]): { at: number; cuts: number[] } {
   const at = conversation.findIndex(
     (item) => !(item.type === "message" && (item.role === "system" || item.role === "developer")),
   );
   if (at < 0) return { at: 0, cuts: [0] };
-  const cuts = [at];
-  for (let cut = at + 1; cut < conversation.length; cut++) {
-    while (cut < conversation.length - 1 && conversation[cut]!.type === "function_call_output") cut++;
-    cuts.push(cut);
+  const callAt = new Map<string, number>();
+  // splits[k]: a cut at k would keep an output whose call is before k.
+  const splits = new Array<boolean>(conversation.length).fill(false);
+  for (const [k, item] of conversation.entries()) {
+    if (item.type === "function_call" || item.type === "custom_tool_call") callAt.set(item.call_id, k);
+    if (item.type === "function_call_output" || item.type === "custom_tool_call_output") {
+      const call = callAt.get(item.call_id);
+      if (call !== undefined) for (let cut = call + 1; cut <= k; cut++) splits[cut] = true;
+    }
   }
+  const cuts = [at];
+  for (let cut = at + 1; cut < conversation.length; cut++) if (!splits[cut]) cuts.push(cut);
   return { at, cuts };
 }
 

@@ -580,6 +580,44 @@ describe("POST /v1/responses", () => {
     expect(text).toContain("Message 3:");
   });
 
+  it("never cuts between a call and its output, for parallel calls and custom tools alike", async () => {
+    const big = `CALL-A ${"lorem ipsum ".repeat(60)}`;
+    const parallel = await client.responses.create({
+      model: BASE,
+      max_output_tokens: 8,
+      truncation: "auto",
+      input: [
+        { role: "user", content: "Two things" },
+        { type: "function_call", call_id: "a", name: "g", arguments: JSON.stringify({ x: big }) },
+        { type: "function_call", call_id: "b", name: "g", arguments: "{}" },
+        { type: "function_call_output", call_id: "a", output: "RESULT-A" },
+        { type: "function_call_output", call_id: "b", output: "RESULT-B" },
+        { role: "user", content: "The last question" },
+      ],
+    });
+    const kept = h.deps.bases.get(BASE)!.tokenizer.decode(sent(parallel.id).prompt_token_ids);
+    expect(kept).toContain("The last question");
+    // Call a does not fit: its output and call b's (which sits between them) go with it.
+    expect(kept).not.toContain("CALL-A");
+    expect(kept).not.toContain("RESULT-A");
+    expect(kept).not.toContain("RESULT-B");
+
+    const custom = await client.responses.create({
+      model: BASE,
+      max_output_tokens: 8,
+      truncation: "auto",
+      input: [
+        { role: "user", content: "Run it" },
+        { type: "custom_tool_call", call_id: "c", name: "shell", input: big },
+        { type: "custom_tool_call_output", call_id: "c", output: "RESULT-C" },
+        { role: "user", content: "The last question" },
+      ],
+    });
+    const left = h.deps.bases.get(BASE)!.tokenizer.decode(sent(custom.id).prompt_token_ids);
+    expect(left).toContain("The last question");
+    expect(left).not.toContain("RESULT-C");
+  });
+
   it("drops, from a long input, exactly the oldest items it must and no more", async () => {
     const turns = Array.from({ length: 240 }, (_, n) => ({
       role: n % 2 === 0 ? ("user" as const) : ("assistant" as const),
