@@ -74,6 +74,21 @@ export async function saveResponse(
   });
 }
 
+/** The created_at (Unix seconds) of the org's stored response with this id; null when there is none. */
+export async function storedCreatedAt(
+  db: Pick<Db, "select">,
+  orgId: string,
+  id: string,
+): Promise<number | null> {
+  const [row] = await db
+    .select({
+      createdAt: sql<number>`(${storedResponses.response} ->> 'created_at')::bigint`.mapWith(Number),
+    })
+    .from(storedResponses)
+    .where(and(eq(storedResponses.orgId, orgId), eq(storedResponses.id, id)));
+  return row?.createdAt ?? null;
+}
+
 /**
  * Stores a background response's run over the response stored queued, keeping that one's created_at. A
  * response cancelled or deleted meanwhile is left as it is (the answer is dropped); false then. Its items

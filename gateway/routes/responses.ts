@@ -61,6 +61,7 @@ import {
   type NewResponse,
   saveBackgroundRun,
   saveResponse,
+  storedCreatedAt,
 } from "../response-store.ts";
 import { serveTier } from "../service-tier.ts";
 import { answerCalls, forcedCallStream, type ToolCallDelta } from "../tool-calls.ts";
@@ -195,8 +196,10 @@ export function createResponse(deps: GatewayDeps): Handler<GatewayEnv> {
     const storedItems = conversation ? [...earlier, ...inputItems] : inputItems;
     const store = body.store !== false;
     const nowSeconds = () => Math.floor(deps.now() / 1000);
+    // A background response's run keeps the created_at it was queued with, in its events as in its row.
+    const queuedAt = c.get("responseKey") ? await storedCreatedAt(deps.db, orgId, ids.response) : null;
     const head = {
-      ...responseHead(body, resolved.model, ids.response, nowSeconds(), store, admitted.sampling),
+      ...responseHead(body, resolved.model, ids.response, queuedAt ?? nowSeconds(), store, admitted.sampling),
       ...(await serveTier(c, deps, body.service_tier)),
     };
     if (body.background === true && !c.get("responseKey")) {

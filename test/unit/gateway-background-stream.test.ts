@@ -102,6 +102,8 @@ describe("a background response created with stream", () => {
       stream: true,
     });
     const reading = collect(stream);
+    // Run a second later than queued: the run's events keep the response's created_at all the same.
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
     await runner().drain();
     const events = await reading;
     expect(events.slice(0, 3).map((e) => e.type)).toEqual([
@@ -115,6 +117,11 @@ describe("a background response created with stream", () => {
     expect(deltas(events)).toBe(fakeReplyText(4));
     const last = events.at(-1) as OpenAI.Responses.ResponseIncompleteEvent;
     expect(last.type).toBe("response.incomplete");
+    const inProgress = events[2] as OpenAI.Responses.ResponseInProgressEvent;
+    expect([inProgress.response.created_at, last.response.created_at]).toEqual([
+      first.response.created_at,
+      first.response.created_at,
+    ]);
     // One response.created: the run's own is not repeated.
     expect(events.filter((e) => e.type === "response.created")).toHaveLength(1);
     const stored = await client.responses.retrieve(first.response.id);
