@@ -5,7 +5,12 @@
 // the response format, max_output_tokens the completion budget. Admission's errors name chat's fields; they
 // are relabelled here to the fields the caller sent. What Luminet does not do is refused with a 400.
 import type { ChatCompletionRequest, ChatMessageIn, ToolCall } from "../schema/api.ts";
-import { INCLUDE_LOGPROBS, type InputItem, type ResponseCreateRequest } from "../schema/responses-api.ts";
+import {
+  INCLUDABLE,
+  INCLUDE_LOGPROBS,
+  type InputItem,
+  type ResponseCreateRequest,
+} from "../schema/responses-api.ts";
 import { type Admitted, admitChat, mentionsJson } from "./admission.ts";
 import type { BaseModelInfo } from "./bases.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
@@ -22,6 +27,12 @@ function refuseUnsupported(body: ResponseCreateRequest): void {
     );
   }
   if (body.prompt != null) throw invalidRequest("prompt templates are not supported", "prompt");
+  for (const [i, value] of (body.include ?? []).entries()) {
+    if (!(INCLUDABLE as readonly string[]).includes(value)) {
+      const supported = INCLUDABLE.map((v) => `'${v}'`).join(", ");
+      throw invalidRequest(`Invalid value: '${value}'. Supported values are: ${supported}.`, `include.${i}`);
+    }
+  }
 }
 
 /** A request with no input answers the conversation it continues; without one there is nothing to answer. */

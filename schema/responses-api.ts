@@ -270,6 +270,23 @@ export type ResponseCreateRequest = z.infer<typeof ResponseCreateRequest>;
 /** The include value that asks for the output text's logprobs. */
 export const INCLUDE_LOGPROBS = "message.output_text.logprobs";
 
+/**
+ * Every include value OpenAI takes; another is refused (gateway/response-request.ts). Those of hosted
+ * tools and images ask for nothing a request Luminet runs can hold (such tools and content are refused).
+ * reasoning.encrypted_content, which clients ask for with store false to send reasoning back, asks for
+ * nothing more: Luminet's reasoning items carry their text, and sent back as they are they are taken.
+ */
+export const INCLUDABLE = [
+  "file_search_call.results",
+  "web_search_call.results",
+  "web_search_call.action.sources",
+  "message.input_image.image_url",
+  "computer_call_output.output.image_url",
+  "code_interpreter_call.outputs",
+  "reasoning.encrypted_content",
+  INCLUDE_LOGPROBS,
+] as const;
+
 // ---------------------------------------------------------------------------------------------------------
 // The response and its stream
 // ---------------------------------------------------------------------------------------------------------

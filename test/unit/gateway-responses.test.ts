@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadResponse, saveResponse } from "../../gateway/response-store.ts";
 import { StoredRetention } from "../../gateway/stored-retention.ts";
 import { storedResponses } from "../../schema/db.ts";
-import type { ResponseObject } from "../../schema/responses-api.ts";
+import { INCLUDE_LOGPROBS, type ResponseObject } from "../../schema/responses-api.ts";
 import { type FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, CONTEXT, type GatewayHarness } from "../support/gateway-harness.ts";
 import { chatPromptIds, sentFor } from "../support/openai-calls.ts";
@@ -780,6 +780,7 @@ describe("POST /v1/responses", () => {
         "input.0.arguments",
       ],
       [{ tools: [{ type: "web_search" }] }, "tools.0.type"],
+      [{ include: [INCLUDE_LOGPROBS, "bogus"] }, "include.1"],
       [{ text: { format: { type: "json_object" } } }, "input"],
       [
         {
