@@ -47,7 +47,8 @@ export interface ToolPlan {
   parallel?: boolean;
 }
 
-const ANY_PARAMETERS = { type: "object" };
+/** A function declared without parameters takes none, as OpenAI defines it: its arguments are `{}`. */
+const NO_PARAMETERS = { type: "object", properties: {}, additionalProperties: false };
 const CUSTOM_PARAMETERS = {
   type: "object",
   properties: { input: { type: "string" } },
@@ -57,7 +58,7 @@ const CUSTOM_PARAMETERS = {
 
 /** The schema a function's arguments are generated under (schemaAsRead: lenient unless `strict`). */
 function argumentsSchema(tool: FunctionTool): Record<string, unknown> {
-  return schemaAsRead(tool.function.parameters ?? ANY_PARAMETERS, tool.function.strict);
+  return schemaAsRead(tool.function.parameters ?? NO_PARAMETERS, tool.function.strict);
 }
 
 /** Checks tools and tool_choice; throws 400 naming the parameter. */
@@ -93,7 +94,7 @@ export function planTools(body: ChatCompletionRequest): ToolPlan | null {
       };
     }
     checkedSchema(
-      tool.function.parameters ?? ANY_PARAMETERS,
+      tool.function.parameters ?? NO_PARAMETERS,
       tool.function.strict,
       `function '${name}'`,
       `tools.${i}.function.parameters`,

@@ -128,6 +128,8 @@ describe("a required call's format", () => {
     };
     expect(accepts('{"name":"get_weather","arguments":{"city":"Oslo","unit":"c"}}')).toBe(true);
     expect(accepts('{"name":"get_time","arguments":{}}')).toBe(true);
+    // Declared without parameters: it takes none, as OpenAI defines such a function.
+    expect(accepts('{"name":"get_time","arguments":{"zone":"UTC"}}')).toBe(false);
     expect(accepts('{"name":"get_weather","arguments":{"unit":"c"}}')).toBe(false);
     expect(accepts('{"name":"get_news","arguments":{}}')).toBe(false);
     expect(accepts('{"arguments":{},"name":"get_time"}')).toBe(false);
