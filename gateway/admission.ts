@@ -167,22 +167,44 @@ function checkFormat(body: ChatCompletionRequest): SamplingParams["response_form
   if (call !== undefined && call !== null && call !== "none" && call !== "auto") {
     throw invalidRequest("function_call is not supported: use tool_choice with tools", "function_call");
   }
-  const format = body.response_format?.type;
+  const format = responseFormatOf(body.response_format);
+  if (format === "json_object" && !mentionsJson(body.messages)) {
+    throw invalidRequest(
+      "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
+      "messages",
+    );
+  }
+  return format;
+}
+
+/** What a response_format asks the worker for: nothing for "text", a checked schema, or JSON mode. */
+function responseFormatOf(given: ResponseFormat | null | undefined): SamplingParams["response_format"] {
+  const format = given?.type;
   if (format === undefined || format === "text") return undefined;
-  if (format === "json_schema") return { json_schema: checkedJsonSchema(body.response_format?.json_schema) };
+  if (format === "json_schema") return { json_schema: checkedJsonSchema(given?.json_schema) };
   if (format !== "json_object") {
     throw invalidRequest(
       `response_format ${JSON.stringify(format)} is not supported: use "json_schema", "json_object" or "text"`,
       "response_format",
     );
   }
-  if (!mentionsJson(body.messages)) {
+  return "json_object";
+}
+
+/** The format a request's answer follows: its response_format or its structured output, one at most. */
+function oneFormat(
+  given: SamplingParams["response_format"],
+  body: Parameters<typeof requestedStructuredOutput>[0],
+): SamplingParams["response_format"] {
+  const structured = requestedStructuredOutput(body);
+  if (structured === undefined) return given;
+  if (given) {
     throw invalidRequest(
-      "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
-      "messages",
+      "response_format cannot be combined with structured_outputs or guided_*: give one",
+      "response_format",
     );
   }
-  return "json_object";
+  return structured;
 }
 
 /** Whether any message mentions JSON, as JSON mode requires (OpenAI's rule). */
@@ -498,17 +520,7 @@ export interface ChatPrompt {
  */
 export function chatPrompt(body: ChatCompletionRequest, base: BaseModelInfo): ChatPrompt {
   const tools = planTools(body);
-  let format = checkFormat(body);
-  const structured = requestedStructuredOutput(body);
-  if (structured !== undefined) {
-    if (format) {
-      throw invalidRequest(
-        "response_format cannot be combined with structured_outputs or guided_*: give one",
-        "response_format",
-      );
-    }
-    format = structured;
-  }
+  let format = oneFormat(checkFormat(body), body);
   if (tools?.forced) {
     if (format) {
       throw invalidRequest(
@@ -703,7 +715,7 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
     return admit(body, base, ids, "prompt", maxTokens, "max_tokens", { on: top !== null, top: top ?? 0 });
   });
   const admitted: Admitted = { ...each[0]!, prompts: each.flatMap((a) => a.prompts) };
-  const format = requestedStructuredOutput(body);
+  const format = oneFormat(responseFormatOf(body.response_format), body);
   if (format) admitted.sampling.response_format = format;
   if (!echo) return admitted;
   // Echoed logprobs start with the prompt's tokens', which the worker scores as vLLM's prompt_logprobs.

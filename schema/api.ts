@@ -224,6 +224,23 @@ export const StructuredOutputsIn = {
   guided_grammar: z.string().nullable().optional(),
 };
 
+/** OpenAI's response_format: "text", "json_object" or "json_schema" (chat, and completions as vLLM takes it). */
+const ResponseFormatIn = z
+  .object({
+    type: z.string(),
+    /** With type "json_schema": OpenAI's structured outputs. */
+    json_schema: z
+      .object({
+        name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, _ or -"),
+        description: z.string().nullish(),
+        schema: z.record(z.string(), z.unknown()).optional(),
+        strict: z.boolean().nullable().optional(),
+      })
+      .optional(),
+  })
+  .nullable()
+  .optional();
+
 /** Parameters chat and legacy completions share, with OpenAI's ranges. */
 const Sampling = {
   model: z.string().min(1),
@@ -346,21 +363,7 @@ export const ChatCompletionRequest = z.object({
    * template's generation prompt is left out (gateway/final-message.ts).
    */
   continue_final_message: z.boolean().nullable().optional(),
-  response_format: z
-    .object({
-      type: z.string(),
-      /** With type "json_schema": OpenAI's structured outputs. */
-      json_schema: z
-        .object({
-          name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, _ or -"),
-          description: z.string().nullish(),
-          schema: z.record(z.string(), z.unknown()).optional(),
-          strict: z.boolean().nullable().optional(),
-        })
-        .optional(),
-    })
-    .nullable()
-    .optional(),
+  response_format: ResponseFormatIn,
 });
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 
@@ -384,6 +387,8 @@ export const CompletionRequest = z.object({
   echo: z.boolean().nullable().optional(),
   suffix: z.string().nullable().optional(),
   best_of: z.int().nullable().optional(),
+  /** As vLLM takes it on completions: the text follows the format, as structured_outputs would make it. */
+  response_format: ResponseFormatIn,
 });
 export type CompletionRequest = z.infer<typeof CompletionRequest>;
 

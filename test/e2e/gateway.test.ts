@@ -727,6 +727,39 @@ describe("the gateway with real workers, through the openai client", () => {
     } as OpenAI.CompletionCreateParamsNonStreaming);
     expect(completion.choices[0]?.text).toMatch(/^[A-Z]{2}-\d{4}$/);
     expect(completion.choices[0]?.finish_reason).toBe("stop");
+    // response_format on completions, as vLLM takes it there: the text is an instance of the schema.
+    const formatted = await client.completions.create({
+      model: `${BASE}:acme/a2`,
+      prompt: "Verdict:",
+      max_tokens: 24,
+      temperature: 1,
+      seed: 5,
+      response_format: {
+        type: "json_schema",
+        json_schema: {
+          name: "verdict",
+          strict: true,
+          schema: {
+            type: "object",
+            properties: { ok: { type: "boolean" }, n: { type: "integer", minimum: 0, maximum: 9 } },
+            required: ["ok", "n"],
+            additionalProperties: false,
+          },
+        },
+      },
+    } as OpenAI.CompletionCreateParamsNonStreaming);
+    const verdict = JSON.parse(formatted.choices[0]!.text) as { ok: unknown; n: number };
+    expect(Object.keys(verdict)).toEqual(["ok", "n"]);
+    expect(typeof verdict.ok).toBe("boolean");
+    expect(verdict.n >= 0 && verdict.n <= 9 && Number.isInteger(verdict.n)).toBe(true);
+    await expect(
+      client.completions.create({
+        model: BASE,
+        prompt: "x",
+        response_format: { type: "json_object" },
+        guided_regex: "b",
+      } as OpenAI.CompletionCreateParamsNonStreaming),
+    ).rejects.toMatchObject({ status: 400, param: "response_format" });
     // A grammar, here one no regex can say: nested lists, answered whole; in vLLM's EBNF and in Lark.
     const lists = 'root ::= list\nlist ::= "[" (item ("," item)*)? "]"\nitem ::= [0-9] | list';
     const larkLists = 'start: list\nlist: "[" [item ("," item)*] "]"\nitem: /[0-9]/ | list';
