@@ -149,7 +149,7 @@ describe("a function's parameters", () => {
     };
   };
 
-  it("drop what only narrows values when the function is not strict, as OpenAI does not check them", () => {
+  it("keep, when the function is not strict, what the subset can generate, and drop only what it cannot", () => {
     const booking = {
       type: "function" as const,
       function: {
@@ -160,16 +160,22 @@ describe("a function's parameters", () => {
             date: { type: "string", format: "date" },
             guests: { type: "integer", minimum: 1, maximum: 8 },
             kind: { oneOf: [{ const: "table" }, { const: "room" }] },
+            // A backreference the subset cannot generate, a keyword it never does: left out, not refused.
+            code: { type: "string", pattern: "(a)\\1", minLength: 1, maxLength: 3 },
+            tags: { type: "array", items: { type: "string", maxLength: 2 }, uniqueItems: true },
           },
-          required: ["date", "guests", "kind"],
+          required: ["date", "guests", "kind", "code", "tags"],
           additionalProperties: true,
         },
       },
     };
     const plan = planTools(body({ tools: [booking], tool_choice: "required" }))!;
-    expect(grammarOf(plan)('{"name":"book","arguments":{"date":"soon","guests":12,"kind":"room"}}')).toBe(
-      true,
-    );
+    const call = (args: object) => `{"name":"book","arguments":${JSON.stringify(args)}}`;
+    const valid = { date: "2024-05-01", guests: 3, kind: "room", code: "xyz", tags: ["a", "a"] };
+    expect(grammarOf(plan)(call(valid))).toBe(true);
+    expect(grammarOf(plan)(call({ ...valid, date: "soon" }))).toBe(false);
+    expect(grammarOf(plan)(call({ ...valid, guests: 12 }))).toBe(false);
+    expect(grammarOf(plan)(call({ ...valid, tags: ["abc"] }))).toBe(false);
     const strict = { ...booking, function: { ...booking.function, strict: true } };
     expect(refusal({ tools: [strict] })).toMatchObject({ param: "tools.0.function.parameters" });
   });

@@ -311,18 +311,11 @@ function count(value: unknown, at: string, fallback: number): number {
 }
 
 /**
- * Keywords that only narrow which values are valid, and that non-strict function calling may leave out: an
- * output generated without them is still an instance of the schema's wider reading, which is all OpenAI
- * promises for a function that is not `strict` (it does not check those arguments at all).
+ * Keywords the subset never generates under and a non-strict schema may still carry (Pydantic, OpenAPI
+ * tools): its lenient reading leaves them out. An output generated without them is an instance of the
+ * schema's wider reading, which is all OpenAI promises for a schema that is not `strict`.
  */
-const NARROWING = new Set([
-  "format",
-  "pattern",
-  "minimum",
-  "maximum",
-  "exclusiveMinimum",
-  "exclusiveMaximum",
-  "multipleOf",
+const NOT_GENERATED = new Set([
   "minProperties",
   "maxProperties",
   "uniqueItems",
@@ -332,19 +325,72 @@ const NARROWING = new Set([
   "writeOnly",
   "deprecated",
 ]);
+const NUMERIC = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"] as const;
 
 /**
- * A non-strict schema (a function's parameters, a response format) as a schema of the subset: narrowing
- * keywords dropped, `oneOf` read as `anyOf`, and an `additionalProperties` other than false dropped where
- * the object has `properties` (only those are generated, which every reading of the schema allows). What the subset cannot keep otherwise is still refused when
- * the result is compiled.
+ * Which of a non-strict schema's narrowing keywords the subset can keep: a `pattern` that compiles, a
+ * `format` it knows for the schema's types, numeric bounds that make a range. The others are left out
+ * rather than refused — the lenient reading's promise — and the kept ones are generated exactly, as
+ * vLLM's guided_json keeps what its backend supports.
+ */
+function keepsNarrowing(schema: Record<string, unknown>): (key: string) => boolean {
+  const types: unknown[] =
+    schema.type === undefined ? [] : Array.isArray(schema.type) ? schema.type : [schema.type];
+  // As under strict, a keyword counts only beside a type it constrains.
+  const allows = (kinds: readonly TypeName[]) => kinds.some((kind) => types.includes(kind));
+  let numbers: boolean | undefined;
+  return (key) => {
+    const value = schema[key];
+    if (key === "pattern") {
+      if (typeof value !== "string" || !allows(STRINGS)) return false;
+      try {
+        compilePatterns([value]);
+        return true;
+      } catch (error) {
+        if (error instanceof PatternError) return false;
+        throw error;
+      }
+    }
+    if (key === "format") {
+      const strings = allows(STRINGS);
+      const numeric = allows(NUMBERS);
+      return (
+        typeof value === "string" &&
+        (strings || numeric) &&
+        (!strings || value in FORMAT_PATTERNS) &&
+        (!numeric || value in NUMBER_FORMATS)
+      );
+    }
+    if ((NUMERIC as readonly string[]).includes(key)) {
+      if (numbers === undefined) {
+        try {
+          const bounds = Object.fromEntries(NUMERIC.map((k) => [k, schema[k]]));
+          numbers = allows(NUMBERS) && compileNumberRange(bounds, !allows(["number"]), "schema") !== null;
+        } catch (error) {
+          if (!(error instanceof JsonSchemaError)) throw error;
+          numbers = false;
+        }
+      }
+      return numbers;
+    }
+    return true;
+  };
+}
+
+/**
+ * A non-strict schema (a function's parameters, a response format) as a schema of the subset: keywords it
+ * never generates and narrowing keywords it cannot keep (keepsNarrowing) dropped, `oneOf` read as `anyOf`,
+ * and an `additionalProperties` other than false dropped where the object has `properties` (only those are
+ * generated, which every reading of the schema allows). What the subset cannot keep otherwise is still
+ * refused when the result is compiled.
  */
 export function lenientJsonSchema(schema: unknown): unknown {
   if (Array.isArray(schema)) return schema.map(lenientJsonSchema);
   if (!isObject(schema)) return schema;
+  const keeps = keepsNarrowing(schema);
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(schema)) {
-    if (NARROWING.has(key)) continue;
+    if (NOT_GENERATED.has(key) || !keeps(key)) continue;
     if (key === "additionalProperties" && value !== false && schema.properties !== undefined) continue;
     // Values of these are data, not schemas.
     if (key === "enum" || key === "const" || ANNOTATIONS.has(key) || key === "required") out[key] = value;
