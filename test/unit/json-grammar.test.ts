@@ -384,6 +384,58 @@ describe("a JSON schema's grammar", () => {
   });
 });
 
+describe("keywords beside const, enum and anyOf", () => {
+  const takes = (schema: Record<string, unknown>, value: unknown) =>
+    feed(
+      JSON.stringify({ v: value }),
+      new JsonGrammar(
+        compileJsonSchema({
+          type: "object",
+          properties: { v: schema },
+          required: ["v"],
+          additionalProperties: false,
+        }),
+      ),
+    ).complete;
+
+  it("keeps of the values const and enum list those of the type beside them, as a validator reads both", () => {
+    expect(takes({ type: "string", enum: ["a", 1] }, "a")).toBe(true);
+    expect(takes({ type: "string", enum: ["a", 1] }, 1)).toBe(false);
+    expect(takes({ type: "number", enum: [1, 2.5, "x"] }, 1)).toBe(true);
+    expect(takes({ type: ["integer", "null"], enum: [1, 2.5, null] }, 2.5)).toBe(false);
+    expect(takes({ enum: ["a", "b"], const: "b" }, "a")).toBe(false);
+    expect(takes({ enum: ["a", "b"], const: "b" }, "b")).toBe(true);
+  });
+
+  it("keeps of anyOf's branches what is of the type beside it", () => {
+    const either = { type: "string", anyOf: [{ type: "string", maxLength: 2 }, { type: "integer" }] };
+    expect(takes(either, "ab")).toBe(true);
+    expect(takes(either, "abc")).toBe(false);
+    expect(takes(either, 71171)).toBe(false);
+    expect(takes({ type: "integer", anyOf: [{}, { const: "x" }] }, 5)).toBe(true);
+    expect(takes({ type: "integer", anyOf: [{}, { const: "x" }] }, "x")).toBe(false);
+  });
+
+  it("refuses what no value satisfies, and constraints that would be ignored beside them", () => {
+    const refused: [Record<string, unknown>, string][] = [
+      [{ type: "string", const: 3 }, "no value const lists is of the schema's type"],
+      [{ enum: ["a"], const: "b" }, "no value const lists"],
+      [
+        { type: "string", enum: ["a", "bbbbbb"], maxLength: 2 },
+        'keyword "maxLength" cannot stand beside enum',
+      ],
+      [
+        { type: "string", maxLength: 2, anyOf: [{ type: "string" }] },
+        'keyword "maxLength" cannot stand beside anyOf',
+      ],
+      [{ type: "boolean", anyOf: [{ type: "string" }, { type: "integer" }] }, "no branch of anyOf"],
+    ];
+    for (const [schema, message] of refused) {
+      expect(() => takes(schema, null), JSON.stringify(schema)).toThrow(message);
+    }
+  });
+});
+
 describe("numeric ranges in the grammar", () => {
   const ranged = () =>
     new JsonGrammar(

@@ -90,6 +90,7 @@ const TYPED_KEYWORDS: readonly [string, readonly TypeName[]][] = [
 ];
 
 const utf8 = new TextEncoder();
+const utf8Decode = new TextDecoder();
 const literal = (value: unknown) => utf8.encode(JSON.stringify(value));
 
 /** Compiles a JSON Schema whose root is an object schema; throws JsonSchemaError for anything else. */
@@ -122,18 +123,24 @@ class Compiler {
       if (!KEYWORDS.has(key)) throw new JsonSchemaError(`${at}: keyword "${key}" is not supported`);
     }
     if (schema.$ref !== undefined) return this.ref(schema, at);
-    if (schema.const !== undefined) return { kind: "literals", values: [literal(schema.const)] };
-    if (schema.enum !== undefined) {
-      if (!Array.isArray(schema.enum) || schema.enum.length === 0) {
-        throw new JsonSchemaError(`${at}.enum: expected a non-empty list`);
-      }
-      return { kind: "literals", values: schema.enum.map(literal) };
-    }
+    if (schema.const !== undefined || schema.enum !== undefined) return listed(schema, at);
     if (schema.anyOf !== undefined) {
       if (!Array.isArray(schema.anyOf) || schema.anyOf.length === 0) {
         throw new JsonSchemaError(`${at}.anyOf: expected a non-empty list of schemas`);
       }
-      return { kind: "union", options: schema.anyOf.map((s, i) => this.node(s, `${at}.anyOf[${i}]`)) };
+      const beside = Object.keys(schema).find((k) => !BESIDE_ANY_OF.has(k));
+      if (beside !== undefined) {
+        throw new JsonSchemaError(
+          `${at}: keyword "${beside}" cannot stand beside anyOf (its branches would not see it): put it in each branch`,
+        );
+      }
+      const options = schema.anyOf.map((s, i) => this.node(s, `${at}.anyOf[${i}]`));
+      const union: SchemaNode = { kind: "union", options };
+      if (schema.type === undefined) return union;
+      const types = typeNames(schema.type, at);
+      const within = this.ofTypes(union, types, at);
+      if (!within) throw new JsonSchemaError(`${at}: no branch of anyOf allows a value of its type`);
+      return within;
     }
     const types = typeNames(schema.type, at);
     for (const [keyword, applies] of TYPED_KEYWORDS) {
@@ -145,6 +152,34 @@ class Compiler {
     }
     const options = types.map((type) => this.typed(type, schema, at));
     return options.length === 1 ? options[0]! : { kind: "union", options };
+  }
+
+  /** What of `node` is of one of `types` (a `type` beside anyOf), or null when nothing is. */
+  private ofTypes(node: SchemaNode, types: readonly TypeName[], at: string): SchemaNode | null {
+    switch (node.kind) {
+      case "any": {
+        const options = types.map((type) => this.typed(type, { type, items: true }, at));
+        return options.length === 1 ? options[0]! : { kind: "union", options };
+      }
+      case "object":
+      case "array":
+      case "string":
+        return types.includes(node.kind) ? node : null;
+      case "number":
+        return types.includes(node.integer ? "integer" : "number") || types.includes("number") ? node : null;
+      case "literals": {
+        const values = node.values.filter((bytes) => {
+          const type = typeOfValue(JSON.parse(utf8Decode.decode(bytes)));
+          return types.includes(type) || (type === "integer" && types.includes("number"));
+        });
+        return values.length > 0 ? { kind: "literals", values } : null;
+      }
+      case "union": {
+        const options = node.options.flatMap((option) => this.ofTypes(option, types, at) ?? []);
+        if (options.length === 0) return null;
+        return options.length === 1 ? options[0]! : { kind: "union", options };
+      }
+    }
   }
 
   private ref(schema: Record<string, unknown>, at: string): SchemaNode {
@@ -285,6 +320,57 @@ function stringNode(schema: Record<string, unknown>, at: string): SchemaNode {
   return { kind: "string", minLength, maxLength, pattern };
 }
 
+/**
+ * What may stand beside anyOf: `type`, which keeps what of each branch is of that type; no other keyword,
+ * since a branch would not see it.
+ */
+const BESIDE_ANY_OF = new Set([...ANNOTATIONS, "anyOf", "type", "$defs", "definitions"]);
+/** What may stand beside const and enum: `type`, which the listed values are then checked against. */
+const BESIDE_LISTED = new Set([...ANNOTATIONS, "const", "enum", "type", "$defs", "definitions"]);
+
+/** A JSON value's type as `type` names it: "integer" for a whole number. */
+function typeOfValue(value: unknown): TypeName {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "array";
+  if (typeof value === "number") return Number.isInteger(value) ? "integer" : "number";
+  return typeof value as TypeName;
+}
+
+/**
+ * The values `const` and `enum` list (both: those in each), those of its `type` only where one is given,
+ * as a validator reads them together; none left is a schema no value satisfies.
+ */
+function listed(schema: Record<string, unknown>, at: string): SchemaNode {
+  const beside = Object.keys(schema).find((k) => !BESIDE_LISTED.has(k));
+  const which = schema.const !== undefined ? "const" : "enum";
+  if (beside !== undefined) {
+    throw new JsonSchemaError(
+      `${at}: keyword "${beside}" cannot stand beside ${which}: the values listed are all the schema allows`,
+    );
+  }
+  if (schema.enum !== undefined && (!Array.isArray(schema.enum) || schema.enum.length === 0)) {
+    throw new JsonSchemaError(`${at}.enum: expected a non-empty list`);
+  }
+  let values: unknown[] = schema.enum !== undefined ? (schema.enum as unknown[]) : [schema.const];
+  if (schema.const !== undefined && schema.enum !== undefined) {
+    const only = JSON.stringify(schema.const);
+    values = values.filter((v) => JSON.stringify(v) === only);
+  }
+  if (schema.type !== undefined) {
+    const types = typeNames(schema.type, at);
+    values = values.filter((v) => {
+      const type = typeOfValue(v);
+      return types.includes(type) || (type === "integer" && types.includes("number"));
+    });
+  }
+  if (values.length === 0) {
+    throw new JsonSchemaError(
+      `${at}: no value ${which} lists is of the schema's type (or in both const and enum)`,
+    );
+  }
+  return { kind: "literals", values: values.map(literal) };
+}
+
 /** A JSON object: not null, not an array. */
 export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -388,9 +474,16 @@ export function lenientJsonSchema(schema: unknown): unknown {
   if (Array.isArray(schema)) return schema.map(lenientJsonSchema);
   if (!isObject(schema)) return schema;
   const keeps = keepsNarrowing(schema);
+  // Beside a list of values or a choice of branches, the rest constrains nothing the subset generates.
+  const alongside =
+    schema.const !== undefined || schema.enum !== undefined
+      ? BESIDE_LISTED
+      : schema.anyOf !== undefined || schema.oneOf !== undefined
+        ? new Set([...BESIDE_ANY_OF, "oneOf"])
+        : null;
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(schema)) {
-    if (NOT_GENERATED.has(key) || !keeps(key)) continue;
+    if (NOT_GENERATED.has(key) || !keeps(key) || (alongside && !alongside.has(key))) continue;
     if (key === "additionalProperties" && value !== false && schema.properties !== undefined) continue;
     // Values of these are data, not schemas.
     if (key === "enum" || key === "const" || ANNOTATIONS.has(key) || key === "required") out[key] = value;
