@@ -249,11 +249,18 @@ export function forcedCallStream(
 
 /** The schema with its definitions moved into `defs` under `prefix`ed names, and its references renamed. */
 function hoistDefs(schema: Record<string, unknown>, prefix: string, defs: Record<string, unknown>): unknown {
+  // `"$ref": "#"` (recursion at the arguments' root) names the arguments, which become a def of their own.
+  const whole = `${prefix}$root`;
+  let recursive = false;
   const rename = (value: unknown): unknown => {
     if (Array.isArray(value)) return value.map(rename);
     if (typeof value !== "object" || value === null) return value;
     return Object.fromEntries(
       Object.entries(value).map(([key, sub]) => {
+        if (key === "$ref" && sub === "#") {
+          recursive = true;
+          return [key, `#/$defs/${whole}`];
+        }
         const ref =
           key === "$ref" && typeof sub === "string" ? /^#\/(\$defs|definitions)\/(.+)$/.exec(sub) : null;
         return [key, ref ? `#/$defs/${prefix}${ref[2]}` : rename(sub)];
@@ -265,7 +272,10 @@ function hoistDefs(schema: Record<string, unknown>, prefix: string, defs: Record
     if (typeof table !== "object" || table === null) continue;
     for (const [name, def] of Object.entries(table)) defs[`${prefix}${name}`] = rename(def);
   }
-  return rename(rest);
+  const args = rename(rest);
+  if (!recursive) return args;
+  defs[whole] = args;
+  return { $ref: `#/$defs/${whole}` };
 }
 
 /**

@@ -384,6 +384,21 @@ describe("a JSON schema's grammar", () => {
   });
 });
 
+describe("recursion at the root", () => {
+  it('reads "$ref": "#" as the whole schema, as OpenAI\'s and zod\'s recursive schemas write it', () => {
+    const list = {
+      type: "object",
+      properties: { v: { type: "string" }, next: { anyOf: [{ $ref: "#" }, { type: "null" }] } },
+      required: ["v", "next"],
+      additionalProperties: false,
+    };
+    const complete = (text: string) => feed(text, new JsonGrammar(compileJsonSchema(list))).complete;
+    expect(complete('{"v":"a","next":{"v":"b","next":{"v":"c","next":null}}}')).toBe(true);
+    expect(complete('{"v":"a","next":{"x":1}}')).toBe(false);
+    expect(complete('{"v":"a","next":{"v":"b"}}')).toBe(false);
+  });
+});
+
 describe("keywords beside const, enum and anyOf", () => {
   const takes = (schema: Record<string, unknown>, value: unknown) =>
     feed(

@@ -180,6 +180,26 @@ describe("a function's parameters", () => {
     expect(refusal({ tools: [strict] })).toMatchObject({ param: "tools.0.function.parameters" });
   });
 
+  it('recurse at their root with "$ref": "#", meaning the arguments, not the call around them', () => {
+    const tree = {
+      type: "function" as const,
+      function: {
+        name: "tree",
+        strict: true,
+        parameters: {
+          type: "object",
+          properties: { label: { type: "string" }, kids: { type: "array", items: { $ref: "#" } } },
+          required: ["label", "kids"],
+          additionalProperties: false,
+        },
+      },
+    };
+    const accepts = grammarOf(planTools(body({ tools: [tree], tool_choice: "required" }))!);
+    const call = (args: object) => `{"name":"tree","arguments":${JSON.stringify(args)}}`;
+    expect(accepts(call({ label: "a", kids: [{ label: "b", kids: [] }] }))).toBe(true);
+    expect(accepts(call({ label: "a", kids: [{ name: "tree", arguments: {} }] }))).toBe(false);
+  });
+
   it("keep their own definitions when several functions are forced together", () => {
     const withDefs = (name: string, field: string) => ({
       type: "function" as const,

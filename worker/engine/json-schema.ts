@@ -96,7 +96,7 @@ const literal = (value: unknown) => utf8.encode(JSON.stringify(value));
 /** Compiles a JSON Schema whose root is an object schema; throws JsonSchemaError for anything else. */
 export function compileJsonSchema(schema: unknown): SchemaNode {
   const compiler = new Compiler(schema);
-  const root = compiler.node(schema, "schema");
+  const root = compiler.root();
   const kinds = root.kind === "union" ? root.options.map((o) => o.kind) : [root.kind];
   if (!kinds.every((kind) => kind === "object")) {
     throw new JsonSchemaError('schema: the root must be an object schema ("type": "object")');
@@ -109,7 +109,14 @@ class Compiler {
   /** Compiled $ref targets; filled in after being stored, so a schema may refer to itself. */
   private readonly refs = new Map<string, SchemaNode>();
 
-  constructor(private readonly root: unknown) {}
+  constructor(private readonly schema: unknown) {}
+
+  /** The whole schema, which `"$ref": "#"` names (OpenAI's and zod's recursion at the root). */
+  root(): SchemaNode {
+    const node = { kind: "any" } as SchemaNode;
+    this.refs.set("#", node);
+    return Object.assign(node, this.node(this.schema, "schema"));
+  }
 
   node(schema: unknown, at: string): SchemaNode {
     if (++this.nodes > MAX_SCHEMA_NODES) {
@@ -187,12 +194,15 @@ class Compiler {
     if (Object.keys(schema).some((k) => k !== "$ref" && !ANNOTATIONS.has(k))) {
       throw new JsonSchemaError(`${at}: "$ref" cannot stand beside other keywords`);
     }
-    const match = typeof ref === "string" ? /^#\/(\$defs|definitions)\/([^/]+)$/.exec(ref) : null;
-    if (!match)
-      throw new JsonSchemaError(`${at}.$ref: only "#/$defs/NAME" and "#/definitions/NAME" are supported`);
-    const known = this.refs.get(ref as string);
+    const known = typeof ref === "string" ? this.refs.get(ref) : undefined;
     if (known) return known;
-    const defs = isObject(this.root) ? this.root[match[1]!] : undefined;
+    const match = typeof ref === "string" ? /^#\/(\$defs|definitions)\/([^/]+)$/.exec(ref) : null;
+    if (!match) {
+      throw new JsonSchemaError(
+        `${at}.$ref: only "#" (the whole schema), "#/$defs/NAME" and "#/definitions/NAME" are supported`,
+      );
+    }
+    const defs = isObject(this.schema) ? this.schema[match[1]!] : undefined;
     const target = isObject(defs) ? defs[match[2]!] : undefined;
     if (target === undefined) throw new JsonSchemaError(`${at}.$ref: ${ref} is not defined`);
     const node = { kind: "any" } as SchemaNode;
