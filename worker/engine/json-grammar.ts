@@ -685,8 +685,15 @@ function numberByte(n: NumberFrame, b: number): NumberState | null {
   return state;
 }
 
+/**
+ * Most digits of an exponent: two keep every number a double can hold (at most 24 digits times 10^99),
+ * where more wrote numbers such as 6E+329513 that every JSON parser reads as infinity.
+ */
+export const MAX_EXPONENT_DIGITS = 2;
+
 function numberSyntax(n: NumberFrame, b: number): NumberState | null {
-  const digit = isDigit(b) && n.digits < MAX_DIGITS;
+  const inExponent = n.state === "e" || n.state === "e-sign" || n.state === "exp";
+  const digit = isDigit(b) && n.digits < (inExponent ? MAX_EXPONENT_DIGITS : MAX_DIGITS);
   // A range is checked on plain decimals: it turns exponents off.
   const exponent = (b === 0x65 || b === 0x45) && !n.integer && !n.range;
   switch (n.state) {
