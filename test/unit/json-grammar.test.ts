@@ -540,9 +540,9 @@ describe("numeric formats", () => {
     expect(feed('{"n":9223372036854775808}', int64()).complete).toBe(false);
     expect(feed('{"n":99999999999999999999}', int64()).complete).toBe(false);
     // float and double take any number; a format a number has not is refused, naming it.
-    expect(
-      feed('{"n":1e99}', new JsonGrammar(schemaOf({ type: "number", format: "double" }))).complete,
-    ).toBe(true);
+    expect(feed('{"n":1e99}', new JsonGrammar(schemaOf({ type: "number", format: "double" }))).complete).toBe(
+      true,
+    );
     expect(() => schemaOf({ type: "boolean", format: "date" })).toThrow(
       'keyword "format" applies to string or number or integer values; the type here is boolean',
     );
