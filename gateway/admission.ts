@@ -21,7 +21,14 @@ import { invalidRequest } from "./errors.ts";
 import { cutAfterFinalMessage } from "./final-message.ts";
 import { planReasoning, type ReasoningPlan, requestedEffort } from "./reasoning.ts";
 import { requestedStructuredOutput } from "./structured-outputs.ts";
-import { forcedCallFormat, parsedToolCalls, planTools, type ToolPlan, toolMessages } from "./tool-calls.ts";
+import {
+  callOrAnswerFormat,
+  forcedCallFormat,
+  parsedToolCalls,
+  planTools,
+  type ToolPlan,
+  toolMessages,
+} from "./tool-calls.ts";
 
 /** One prompt of a request, run `choices` times. */
 export interface AdmittedPrompt {
@@ -520,16 +527,18 @@ export interface ChatPrompt {
  */
 export function chatPrompt(body: ChatCompletionRequest, base: BaseModelInfo): ChatPrompt {
   const tools = planTools(body);
-  let format = oneFormat(checkFormat(body), body);
+  const responseFormat = checkFormat(body);
+  let format = oneFormat(responseFormat, body);
   if (tools?.forced) {
-    if (format) {
+    if (format !== responseFormat) {
       throw invalidRequest(
-        "response_format cannot be given with a tool_choice that requires a call: the call's arguments follow its function's parameters",
-        "response_format",
+        "structured_outputs and guided_* cannot be given with a tool_choice that requires a call: the call's arguments follow its function's parameters",
+        "tool_choice",
       );
     }
+    // The answer is a call: a response_format holds text answers, which this one is not.
     format = forcedCallFormat(tools);
-  }
+  } else if (tools && responseFormat) format = callOrAnswerFormat(tools, responseFormat);
   const { effort, param: effortParam } = requestedEffort(body);
   const planned = planReasoning(effort, base.tokenizer.reasoning, format !== undefined, effortParam);
   const continued = body.continue_final_message === true;

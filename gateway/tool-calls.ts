@@ -16,7 +16,7 @@ import type { SamplingParams } from "../schema/wire.ts";
 import { compileGrammar } from "../worker/engine/grammar-compiler.ts";
 import { GrammarError } from "../worker/engine/grammar-rules.ts";
 import { acceptsWhole, startOf } from "../worker/engine/grammar-stacks.ts";
-import { isObject, schemaAsRead } from "../worker/engine/json-schema.ts";
+import { compileJsonSchema, isObject, JsonSchemaError, schemaAsRead } from "../worker/engine/json-schema.ts";
 import { compileFullMatch, matchesWhole, PatternError } from "../worker/engine/string-automaton.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
 import { checkedSchema } from "./checked-schema.ts";
@@ -224,6 +224,48 @@ export function forcedCallFormat(plan: ToolPlan): SamplingParams["response_forma
     }));
   const root = calls.length === 1 ? calls[0]! : { anyOf: calls };
   return { json_schema: Object.keys(defs).length > 0 ? { ...root, $defs: defs } : root };
+}
+
+/**
+ * Under auto with a JSON response format: the answer is a call of one of the functions it may call, in the
+ * JSON form of a required call, or an instance of the format — as OpenAI lets a model call tools and holds
+ * only its text answer to the format (an SDK's tool loop with a response_format). Custom tools' calls are
+ * not JSON and stay out; a format the two cannot share a grammar with is kept as it is.
+ */
+export function callOrAnswerFormat(
+  plan: ToolPlan,
+  format: SamplingParams["response_format"],
+): SamplingParams["response_format"] {
+  const answer =
+    format === "json_object"
+      ? { type: "object" }
+      : typeof format === "object" && "json_schema" in format
+        ? format.json_schema
+        : null;
+  if (plan.forced || !answer) return format;
+  const callable = plan.tools
+    .map((tool) => tool.function.name)
+    .filter((name) => !plan.custom.has(name) && (!plan.allowed || plan.allowed.has(name)));
+  if (callable.length === 0) return format;
+  const calls = forcedCallFormat({ ...plan, forced: callable }) as { json_schema: Record<string, unknown> };
+  const { $defs: callDefs, ...callRoot } = calls.json_schema;
+  const defs: Record<string, unknown> = { ...(isObject(callDefs) ? callDefs : {}) };
+  const answerRoot = hoistDefs(answer, "answer_", defs);
+  // One level of branches: a root may be a choice of objects, not a choice of choices.
+  const branches = (root: unknown) =>
+    isObject(root) && Array.isArray(root.anyOf) && Object.keys(root).length === 1 ? root.anyOf : [root];
+  const either = {
+    anyOf: [...branches(callRoot), ...branches(answerRoot)],
+    ...(Object.keys(defs).length > 0 ? { $defs: defs } : {}),
+  };
+  try {
+    compileJsonSchema(either);
+  } catch (error) {
+    // Together past what one schema may hold: the answer keeps its format, as before tools were given.
+    if (error instanceof JsonSchemaError) return format;
+    throw error;
+  }
+  return { json_schema: either };
 }
 
 /**

@@ -993,6 +993,38 @@ describe("the gateway with real workers, through the openai client", () => {
     });
     expect(followUp.choices[0]?.finish_reason).toBe("length");
     expect(followUp.choices[0]?.message.content?.length).toBeGreaterThan(0);
+
+    // Beside a response_format, as an SDK's tool loop sends them: a required call is a call, and an auto
+    // answer is a call or an instance of the format, never text of neither.
+    const verdict = {
+      type: "json_schema" as const,
+      json_schema: {
+        name: "verdict",
+        strict: true,
+        schema: {
+          type: "object",
+          properties: { rain: { type: "boolean" } },
+          required: ["rain"],
+          additionalProperties: false,
+        },
+      },
+    };
+    const formatted = await client.chat.completions.create({ ...request, response_format: verdict });
+    expect(formatted.choices[0]?.finish_reason).toBe("tool_calls");
+    for (const seed of [1, 2, 3, 4]) {
+      const auto = await client.chat.completions.create({
+        ...request,
+        tool_choice: "auto",
+        response_format: verdict,
+        seed,
+      });
+      const [picked] = auto.choices;
+      if (picked?.finish_reason === "tool_calls") {
+        expect(["forecast", "clock"]).toContain(
+          (picked.message.tool_calls![0] as { function: { name: string } }).function.name,
+        );
+      } else expect(Object.keys(JSON.parse(picked!.message.content!))).toEqual(["rain"]);
+    }
   });
 
   it("serves the Responses API: greedy text as chat, a required call streamed, a schema instance, a continued conversation from the prefix cache", async () => {

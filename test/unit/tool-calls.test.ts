@@ -6,6 +6,7 @@ import { AutoCallStream } from "../../gateway/auto-call-stream.ts";
 import type { ApiError } from "../../gateway/errors.ts";
 import {
   answerCalls,
+  callOrAnswerFormat,
   forcedCallFormat,
   planTools,
   RawInputStream,
@@ -134,6 +135,47 @@ describe("a required call's format", () => {
     expect(accepts('{"name":"get_news","arguments":{}}')).toBe(false);
     expect(accepts('{"arguments":{},"name":"get_time"}')).toBe(false);
     expect(forcedCallFormat(planTools(body({ tools: [weather] }))!)).toBeUndefined();
+  });
+});
+
+describe("tools beside a response format", () => {
+  const verdict = {
+    type: "object",
+    properties: { ok: { type: "boolean" } },
+    required: ["ok"],
+    additionalProperties: false,
+  };
+  const accepts = (format: unknown) => (text: string) => {
+    const grammar = new JsonGrammar(compileJsonSchema((format as { json_schema: unknown }).json_schema));
+    const bytes = new TextEncoder().encode(text);
+    if (!grammar.accepts(bytes)) return false;
+    grammar.push(bytes);
+    return grammar.complete;
+  };
+
+  it("under auto, let the answer be a call of a tool or an instance of the format", () => {
+    const plan = planTools(body({ tools: [weather, time] }))!;
+    const either = accepts(callOrAnswerFormat(plan, { json_schema: verdict }));
+    expect(either('{"name":"get_weather","arguments":{"city":"Oslo"}}')).toBe(true);
+    expect(either('{"name":"get_time","arguments":{}}')).toBe(true);
+    expect(either('{"ok":true}')).toBe(true);
+    expect(either('{"name":"get_news","arguments":{}}')).toBe(false);
+    expect(either('{"ok":"yes"}')).toBe(false);
+    // The call is read as one; the instance is text.
+    expect(toolCallsIn('{"name":"get_time","arguments":{}}', plan, "call_1")).toMatchObject([
+      { function: { name: "get_time", arguments: "{}" } },
+    ]);
+    expect(toolCallsIn('{"ok":true}', plan, "call_1")).toBeNull();
+  });
+
+  it("leave a required call's format alone, and an auto answer's format without tools it may call", () => {
+    const required = planTools(body({ tools: [weather], tool_choice: "required" }))!;
+    expect(callOrAnswerFormat(required, { json_schema: verdict })).toEqual({ json_schema: verdict });
+    const none = planTools(body({ tools: [weather], tool_choice: "none" }))!;
+    expect(callOrAnswerFormat(none, { json_schema: verdict })).toEqual({ json_schema: verdict });
+    expect(callOrAnswerFormat(planTools(body({ tools: [weather] }))!, { regex: "a+" })).toEqual({
+      regex: "a+",
+    });
   });
 });
 
