@@ -408,6 +408,17 @@ describe("recursion at the root", () => {
     expect(complete('{"v":"a","next":{"x":1}}')).toBe(false);
     expect(complete('{"v":"a","next":{"v":"b"}}')).toBe(false);
   });
+
+  it("refuses a recursion that cannot end: no value satisfies it", () => {
+    const endless = {
+      type: "object",
+      properties: { a: { $ref: "#/$defs/A" } },
+      required: ["a"],
+      $defs: { A: { type: "object", properties: { a: { $ref: "#/$defs/A" } }, required: ["a"] } },
+    };
+    expect(() => compileJsonSchema(endless)).toThrow("no value satisfies it");
+    expect(() => compileJsonSchema({ ...endless, required: [] })).not.toThrow();
+  });
 });
 
 describe("keywords beside const, enum and anyOf", () => {

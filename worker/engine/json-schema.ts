@@ -8,6 +8,7 @@
 // included). Annotations (`description`, `title`, …) are ignored; any other keyword is refused, never
 // ignored, so a schema is either kept exactly or refused with the keyword named.
 import { compileNumberRange, type NumberRange } from "./number-range.ts";
+import { shortestValue } from "./shortest-value.ts";
 import { compilePatterns, PatternError, type StringAutomaton } from "./string-automaton.ts";
 import { FORMAT_PATTERNS } from "./string-formats.ts";
 
@@ -100,6 +101,11 @@ export function compileJsonSchema(schema: unknown): SchemaNode {
   const kinds = root.kind === "union" ? root.options.map((o) => o.kind) : [root.kind];
   if (!kinds.every((kind) => kind === "object")) {
     throw new JsonSchemaError('schema: the root must be an object schema ("type": "object")');
+  }
+  // A recursion with no way out (a required property of the object's own schema) has no instance: an
+  // answer under it would only ever open one more object, to max_tokens.
+  if (shortestValue(root) === Number.POSITIVE_INFINITY) {
+    throw new JsonSchemaError("schema: no value satisfies it (a recursion that cannot end)");
   }
   return root;
 }
