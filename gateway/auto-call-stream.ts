@@ -6,12 +6,13 @@
 // (the unstreamed answer's arguments are compact JSON too), then the next call. A call in another form (its
 // name after its arguments, its arguments as JSON text) is held and read whole at the end (toolCallsIn).
 // Once a call has gone out the answer stays calls: text after the last call is dropped. With a custom tool
-// among the tools, an answer that may be calls is read whole at the end: a custom call counts only once its
-// whole input is known to be in its format.
+// or a strict function among those it may call, an answer that may be calls is read whole at the end
+// (callsReadWhole): such a call counts only once its whole input, or arguments, is known to be valid.
 
 import { JsonScanner } from "./json-scanner.ts";
 import {
   CALL_OPENINGS,
+  callsReadWhole,
   MISTRAL_CALLS,
   mayCall,
   TAGGED_CALL,
@@ -139,7 +140,7 @@ export class AutoCallStream {
         this.mode = "text";
         return { text: this.text, calls: [] };
       }
-      if (this.plan.custom.size > 0) {
+      if (callsReadWhole(this.plan)) {
         this.mode = "whole";
         return { text: "", calls: [] };
       }

@@ -16,6 +16,7 @@ import type { SamplingParams } from "../schema/wire.ts";
 import { compileGrammar } from "../worker/engine/grammar-compiler.ts";
 import { GrammarError } from "../worker/engine/grammar-rules.ts";
 import { acceptsWhole, startOf } from "../worker/engine/grammar-stacks.ts";
+import { isInstance } from "../worker/engine/json-instance.ts";
 import { compileJsonSchema, isObject, JsonSchemaError, schemaAsRead } from "../worker/engine/json-schema.ts";
 import { compileFullMatch, matchesWhole, PatternError } from "../worker/engine/string-automaton.ts";
 import type { ChatMessage } from "../worker/engine/tokenizer.ts";
@@ -421,9 +422,28 @@ export function toolCallsIn(text: string, plan: ToolPlan, id: string): ToolCall[
       const input = args.input;
       if (typeof input !== "string" || !inFormat(format, input)) return null;
       calls.push({ id: callId, type: "custom", custom: { name, input } });
-    } else calls.push({ id: callId, type: "function", function: { name, arguments: JSON.stringify(args) } });
+      continue;
+    }
+    // A strict function's call counts only with arguments of its schema, as OpenAI promises strict ones.
+    const tool = plan.tools.find((t) => t.function.name === name)!;
+    if (tool.function.strict === true && !isInstance(compileJsonSchema(argumentsSchema(tool)), args))
+      return null;
+    calls.push({ id: callId, type: "function", function: { name, arguments: JSON.stringify(args) } });
   }
   return plan.parallel === false ? calls.slice(0, 1) : calls;
+}
+
+/**
+ * Whether an `auto` answer that may be calls is read whole at the end rather than streamed as written: where
+ * a call's validity is known only once it is whole — a custom tool's input in its format, a strict
+ * function's arguments in its schema (the answer is written freely, not under the grammar).
+ */
+export function callsReadWhole(plan: ToolPlan): boolean {
+  return plan.tools.some(
+    (tool) =>
+      mayCall(plan, tool.function.name) &&
+      (plan.custom.has(tool.function.name) || tool.function.strict === true),
+  );
 }
 
 /** Whether an answer may call `name`: one of the tools, and one of the allowed ones where those are named. */

@@ -138,6 +138,49 @@ describe("a required call's format", () => {
   });
 });
 
+describe("a strict function's call in an auto answer", () => {
+  const strictWeather = {
+    type: "function" as const,
+    function: {
+      name: "get_weather",
+      strict: true,
+      parameters: {
+        type: "object",
+        properties: { city: { type: "string" }, unit: { type: "string", enum: ["c", "f"] } },
+        required: ["city", "unit"],
+        additionalProperties: false,
+      },
+    },
+  };
+
+  it("counts only with arguments of its schema, in any key order; a lenient one's are not checked", () => {
+    const plan = planTools(body({ tools: [strictWeather, time] }))!;
+    const call = (args: string) => `{"name":"get_weather","arguments":${args}}`;
+    expect(toolCallsIn(call('{"unit":"c","city":"Oslo"}'), plan, "call_1")).toMatchObject([
+      { function: { name: "get_weather", arguments: '{"unit":"c","city":"Oslo"}' } },
+    ]);
+    expect(toolCallsIn(call('{"city":5,"unit":"k"}'), plan, "call_1")).toBeNull();
+    expect(toolCallsIn(call('{"city":"Oslo"}'), plan, "call_1")).toBeNull();
+    const lenient = planTools(body({ tools: [weather] }))!;
+    expect(toolCallsIn(call('{"city":5}'), lenient, "call_1")).not.toBeNull();
+  });
+
+  it("streams as a whole call at the end, so one whose arguments miss the schema is text, streamed or not", () => {
+    const plan = planTools(body({ tools: [strictWeather] }))!;
+    const stream = new AutoCallStream(plan, "call_1");
+    const pieces = ['{"name":"get_weather",', '"arguments":{"city":', '5,"unit":"k"}}'];
+    for (const piece of pieces) expect(stream.push(piece)).toEqual({ text: "", calls: [] });
+    expect(stream.end()).toEqual({ text: pieces.join("") });
+    const valid = new AutoCallStream(plan, "call_1");
+    for (const piece of ['{"name":"get_weather",', '"arguments":{"city":"Oslo","unit":"c"}}'])
+      valid.push(piece);
+    expect(valid.end()).toMatchObject({
+      calls: [{ index: 0, function: { name: "get_weather" } }],
+      cut: false,
+    });
+  });
+});
+
 describe("tools beside a response format", () => {
   const verdict = {
     type: "object",
