@@ -27,6 +27,13 @@ function refuseUnsupported(body: ResponseCreateRequest): void {
     );
   }
   if (body.prompt != null) throw invalidRequest("prompt templates are not supported", "prompt");
+  const verbosity = body.text?.verbosity;
+  if (verbosity != null && verbosity !== "medium") {
+    throw invalidRequest(
+      `text.verbosity '${verbosity}' is not supported: the models are not trained to follow it (only 'medium', the default)`,
+      "text.verbosity",
+    );
+  }
   for (const [i, value] of (body.include ?? []).entries()) {
     if (!(INCLUDABLE as readonly string[]).includes(value)) {
       const supported = INCLUDABLE.map((v) => `'${v}'`).join(", ");

@@ -234,7 +234,14 @@ export const ResponseCreateRequest = z.object({
     .optional(),
   tool_choice: ToolChoice.nullable().optional(),
   parallel_tool_calls: z.boolean().nullable().optional(),
-  text: z.object({ format: TextFormat.optional() }).nullable().optional(),
+  text: z
+    .object({
+      format: TextFormat.optional(),
+      /** How long an answer runs, for models trained to follow it; only "medium", the default, is taken. */
+      verbosity: z.enum(["low", "medium", "high"]).nullable().optional(),
+    })
+    .nullable()
+    .optional(),
   /** With include "message.output_text.logprobs": the most likely alternatives per token (0-20). */
   top_logprobs: z.int().min(0).max(20).nullable().optional(),
   include: z.array(z.string()).nullable().optional(),
@@ -246,6 +253,10 @@ export const ResponseCreateRequest = z.object({
   user: z.string().nullable().optional(),
   /** As in chat: the org's requests naming the same key go to the same worker (its prefix cache). */
   prompt_cache_key: z.string().max(1024, "at most 1,024 characters").nullable().optional(),
+  /** The end user OpenAI asks for, to tell abuse apart; echoed, as `user` is. */
+  safety_identifier: z.string().max(64, "at most 64 characters").nullable().optional(),
+  /** The most calls of built-in tools: Luminet has none, so no answer comes near it; echoed. */
+  max_tool_calls: z.int().min(1).nullable().optional(),
   /** "auto": a conversation too long for the context loses its oldest items instead of failing. */
   truncation: z.enum(["auto", "disabled"]).nullable().optional(),
   /** Answered at once as queued, run by a Node gateway's batch runner; GET /v1/responses/{id} polls it. */
@@ -371,13 +382,16 @@ export interface ResponseObject {
   parallel_tool_calls: boolean;
   tool_choice: ToolChoice;
   tools: (FunctionTool | CustomTool)[];
-  text: { format: TextFormat };
+  text: { format: TextFormat; verbosity: "medium" };
   previous_response_id: string | null;
   /** The conversation the response belongs to: its input and output were added to it. */
   conversation: { id: string } | null;
   store: boolean;
   metadata: Record<string, string>;
   user: string | null;
+  prompt_cache_key: string | null;
+  safety_identifier: string | null;
+  max_tool_calls: number | null;
   truncation: "auto" | "disabled";
   /** reasoning.effort as the request gave it. */
   reasoning: { effort: string | null; summary: null };

@@ -765,6 +765,27 @@ describe("POST /v1/responses", () => {
     expect((await keeper.responses.retrieve(kept.id)).id).toBe(kept.id);
   });
 
+  it("echoes prompt_cache_key, safety_identifier, max_tool_calls and text.verbosity, as created and as stored", async () => {
+    const created = await client.responses.create({
+      model: BASE,
+      input: "Hi",
+      max_output_tokens: 2,
+      prompt_cache_key: "tenant-7",
+      safety_identifier: "user-42",
+      max_tool_calls: 3,
+      text: { verbosity: "medium" },
+      // OpenAI's API takes max_tool_calls; this SDK's types do not have it yet.
+    } as OpenAI.Responses.ResponseCreateParamsNonStreaming);
+    const echoed = {
+      prompt_cache_key: "tenant-7",
+      safety_identifier: "user-42",
+      max_tool_calls: 3,
+      text: { format: { type: "text" }, verbosity: "medium" },
+    };
+    expect(created).toMatchObject(echoed);
+    expect(await client.responses.retrieve(created.id)).toMatchObject(echoed);
+  });
+
   it("refuses what it cannot honour with a 400 naming the field, and runs nothing", async () => {
     const before = worker.received.length;
     const refusals: [Record<string, unknown>, string][] = [
@@ -781,6 +802,7 @@ describe("POST /v1/responses", () => {
       ],
       [{ tools: [{ type: "web_search" }] }, "tools.0.type"],
       [{ include: [INCLUDE_LOGPROBS, "bogus"] }, "include.1"],
+      [{ text: { verbosity: "low" } }, "text.verbosity"],
       [{ text: { format: { type: "json_object" } } }, "input"],
       [
         {
