@@ -116,9 +116,11 @@ describe("the gateway in workerd", () => {
     try {
       await migrate(db);
       await loadBaseModel(db, { name: BASE, dir: modelDir }, { contextLength: CONTEXT });
-      await ensureOrg(db, "acme");
-      key = (await createApiKey(db, { orgId: "acme", name: "workerd" })).key;
-      adminKey = (await createApiKey(db, { orgId: "acme", name: "workerd-admin", scopes: ["admin"] })).key;
+      // An org of this file's own ("wkd"): files running beside it share the database, and this one counts
+      // its org's storage, which their conversations in a shared org would move.
+      await ensureOrg(db, "wkd");
+      key = (await createApiKey(db, { orgId: "wkd", name: "workerd" })).key;
+      adminKey = (await createApiKey(db, { orgId: "wkd", name: "workerd-admin", scopes: ["admin"] })).key;
     } finally {
       await db.close();
     }
@@ -509,7 +511,7 @@ describe("the gateway in workerd", () => {
 
   it("answers 404 model_not_found for an adapter that does not exist", async () => {
     const error = await client.chat.completions
-      .create({ model: `${BASE}:acme/missing`, messages: [{ role: "user", content: "hi" }] })
+      .create({ model: `${BASE}:wkd/missing`, messages: [{ role: "user", content: "hi" }] })
       .catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(OpenAI.NotFoundError);
     expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe("model_not_found");
@@ -525,7 +527,7 @@ describe("the gateway in workerd", () => {
     const response = await call("POST", "/keys", adminKey, { name: "edge", rpm: 100 });
     expect(response.status).toBe(201);
     const created = KeyCreated.parse(await response.json());
-    expect(created).toMatchObject({ org: "acme", name: "edge", rpm: 100, scopes: [] });
+    expect(created).toMatchObject({ org: "wkd", name: "edge", rpm: 100, scopes: [] });
     expect((await call("GET", "/models", created.key)).status).toBe(200);
     expect((await call("DELETE", `/keys/${created.prefix}`, adminKey)).status).toBe(200);
     expect((await call("GET", "/models", created.key)).status).toBe(401);
@@ -590,7 +592,7 @@ describe("the gateway in workerd", () => {
     const response = await upload(`base=${BASE}&name=edge-v1`, "application/x-tar", Buffer.concat(chunks));
     const created = AdapterObject.parse(await response.json());
     expect(response.status).toBe(201);
-    expect(created).toMatchObject({ id: "acme/edge-v1", rank: 4, target_modules: ["q_proj", "v_proj"] });
+    expect(created).toMatchObject({ id: "wkd/edge-v1", rank: 4, target_modules: ["q_proj", "v_proj"] });
     const keys = await storedKeys();
     expect(keys.map((k) => k.split("/").at(-1))).toEqual([...ADAPTER_FILES]);
 
@@ -610,7 +612,7 @@ describe("the gateway in workerd", () => {
     });
     expect(answer.choices[0]?.finish_reason).toBe("length");
 
-    const deleted = await fetch(`${client.baseURL}/adapters/acme/edge-v1`, {
+    const deleted = await fetch(`${client.baseURL}/adapters/wkd/edge-v1`, {
       method: "DELETE",
       headers: { authorization: `Bearer ${adminKey}` },
     });
@@ -624,8 +626,8 @@ describe("the gateway in workerd", () => {
     writeRandomAdapter(dir, loadModelConfig(modelDir), { rank: 4, seed: 12, targetModules: ["q", "v"] });
     for (const name of ADAPTER_FILES) {
       const bytes = readFileSync(join(dir, name));
-      originFiles.set(`/registered/acme/v1/${name}`, bytes);
-      originFiles.set(`/private/acme/v1/${name}`, bytes);
+      originFiles.set(`/registered/wkd/v1/${name}`, bytes);
+      originFiles.set(`/private/wkd/v1/${name}`, bytes);
     }
     const create = (name: string, source: string) =>
       fetch(`${client.baseURL}/adapters`, {
@@ -634,20 +636,20 @@ describe("the gateway in workerd", () => {
         body: JSON.stringify({ base: BASE, name, source }),
       });
 
-    const outside = await create("private", `${originUrl}/private/acme/v1/`);
+    const outside = await create("private", `${originUrl}/private/wkd/v1/`);
     expect(outside.status).toBe(400);
     expect(await outside.json()).toMatchObject({ error: { code: "source_not_registered" } });
-    const missing = await create("missing", `${originUrl}/registered/acme/nope/`);
+    const missing = await create("missing", `${originUrl}/registered/wkd/nope/`);
     expect(missing.status).toBe(400);
     expect(await missing.json()).toMatchObject({ error: { code: "source_unavailable" } });
     expect(await storedKeys()).toEqual([]);
 
-    const source = `${originUrl}/registered/acme/v1/`;
+    const source = `${originUrl}/registered/wkd/v1/`;
     const response = await create("from-url", source);
     expect(response.status).toBe(201);
     const created = AdapterObject.parse(await response.json());
     expect(created).toMatchObject({
-      id: "acme/from-url",
+      id: "wkd/from-url",
       rank: 4,
       target_modules: ["q_proj", "v_proj"],
       source,
@@ -659,7 +661,7 @@ describe("the gateway in workerd", () => {
       readFileSync(join(dir, "adapter_model.safetensors")),
     );
 
-    const deleted = await fetch(`${client.baseURL}/adapters/acme/from-url`, {
+    const deleted = await fetch(`${client.baseURL}/adapters/wkd/from-url`, {
       method: "DELETE",
       headers: { authorization: `Bearer ${adminKey}` },
     });
