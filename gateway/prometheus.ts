@@ -141,9 +141,10 @@ export function mountMetricsRoute(
   deps: Pick<GatewayDeps, "bus" | "db" | "bases" | "scale" | "metrics" | "log">,
   token?: string,
 ): void {
-  const expected = token ? `Bearer ${token}` : null;
   app.get("/metrics", async (c) => {
-    if (expected !== null && !sameText(c.req.header("authorization") ?? "", expected)) {
+    // The scheme is case-insensitive (RFC 9110), the token compared in constant time.
+    const sent = /^bearer\s+(\S+)\s*$/i.exec(c.req.header("authorization") ?? "")?.[1] ?? "";
+    if (token && !sameText(sent, token)) {
       return c.text("unauthorized: send Authorization: Bearer <LUMINET_METRICS_TOKEN>\n", 401, {
         "www-authenticate": "Bearer",
       });

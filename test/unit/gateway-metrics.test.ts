@@ -202,14 +202,24 @@ describe("gateway metrics", () => {
     mountMetricsRoute(served, { ...h.deps, metrics: prometheusMetrics() }, "scrape-secret");
     const scrape = (authorization?: string) =>
       served.request("/metrics", authorization ? { headers: { authorization } } : {});
-    for (const refused of [undefined, "Bearer scrape-secre", "Bearer scrape-secret2", "scrape-secret"]) {
+    for (const refused of [
+      undefined,
+      "Bearer scrape-secre",
+      "Bearer scrape-secret2",
+      "scrape-secret",
+      "Basic scrape-secret",
+      "Bearer scrape-secret extra",
+    ]) {
       const res = await scrape(refused);
       expect(res.status, String(refused)).toBe(401);
       expect(await res.text()).not.toContain("luminet_");
     }
-    const ok = await scrape("Bearer scrape-secret");
-    expect(ok.status).toBe(200);
-    expect(await ok.text()).toContain("luminet_gateway_requests_total");
+    // The scheme is case-insensitive, as HTTP says.
+    for (const taken of ["Bearer scrape-secret", "bearer scrape-secret", "BEARER  scrape-secret"]) {
+      const ok = await scrape(taken);
+      expect(ok.status, taken).toBe(200);
+      expect(await ok.text()).toContain("luminet_gateway_requests_total");
+    }
   });
 
   it("asks for a worker at the scrape when a request waits for a base with none", async () => {
