@@ -3,46 +3,31 @@
 // PEFT folder's config), and one that would scale a module past 10,000 with 400 invalid_adapter naming the
 // value — each before anything is stored, where before the first was a 500 and the second was accepted,
 // then failed every request with NaN logits.
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { archiveStream } from "../../gateway/adapter-archive.ts";
-import { NodeAdapterStorage } from "../../gateway/node-adapter-storage.ts";
 import { ErrorBody } from "../../schema/api.ts";
-import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
-import { FolderBlobStore } from "../../worker/adapters/blob-store.ts";
-import { loadModelConfig } from "../../worker/engine/model-config.ts";
-import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { type UploadGateway, uploadGateway } from "../support/adapter-uploads.ts";
+import { BASE, type GatewayHarness } from "../support/gateway-harness.ts";
 
 const TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj";
 
+let gateway: UploadGateway;
 let harness: GatewayHarness;
 let root: string;
 let blobsDir: string;
-let app: ReturnType<GatewayHarness["appWith"]>;
+let app: UploadGateway["app"];
 let source: string;
 
 beforeAll(async () => {
-  harness = await createGatewayHarness();
-  root = mkdtempSync(join(tmpdir(), "luminet-adapter-alpha-"));
-  blobsDir = join(root, "blobs");
-  mkdirSync(blobsDir);
-  const adapterStorage = new NodeAdapterStorage({
-    blobs: new FolderBlobStore(blobsDir),
-    maxRank: 8,
-    maxBytes: 2 ** 20,
-  });
-  app = harness.appWith({ adapterStorage });
-  source = join(root, "source");
-  mkdirSync(source);
-  writeRandomAdapter(source, loadModelConfig(harness.modelDir), { rank: 4, seed: 3 });
+  gateway = await uploadGateway("adapter-alpha", 2 ** 20);
+  ({ harness, root, blobsDir, app, source } = gateway);
 });
 
 afterAll(async () => {
-  await harness?.close();
-  if (root) rmSync(root, { recursive: true, force: true });
+  await gateway?.close();
 });
 
 const auth = () => ({ authorization: `Bearer ${harness.keys.acmeAdmin}` });

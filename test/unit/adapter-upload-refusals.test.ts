@@ -1,45 +1,30 @@
 // Adapter uploads that must be refused as bad adapters (400 invalid_adapter), storing nothing: a tar entry
 // that names the folder itself rather than a file (it was a 500, the write hitting the folder), and an
 // adapter_config.json past 1 MiB (it was accepted: parsed on the gateway and on every worker of the base).
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { archiveStream } from "../../gateway/adapter-archive.ts";
-import { NodeAdapterStorage } from "../../gateway/node-adapter-storage.ts";
 import { ErrorBody } from "../../schema/api.ts";
-import { writeRandomAdapter } from "../../scripts/random-adapter.ts";
-import { FolderBlobStore } from "../../worker/adapters/blob-store.ts";
 import { MAX_CONFIG_BYTES } from "../../worker/adapters/peft.ts";
-import { loadModelConfig } from "../../worker/engine/model-config.ts";
-import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
+import { type UploadGateway, uploadGateway } from "../support/adapter-uploads.ts";
+import { BASE, type GatewayHarness } from "../support/gateway-harness.ts";
 
+let gateway: UploadGateway;
 let harness: GatewayHarness;
 let root: string;
 let blobsDir: string;
-let app: ReturnType<GatewayHarness["appWith"]>;
+let app: UploadGateway["app"];
 let source: string;
 
 beforeAll(async () => {
-  harness = await createGatewayHarness();
-  root = mkdtempSync(join(tmpdir(), "luminet-upload-refusals-"));
-  blobsDir = join(root, "blobs");
-  mkdirSync(blobsDir);
-  const adapterStorage = new NodeAdapterStorage({
-    blobs: new FolderBlobStore(blobsDir),
-    maxRank: 8,
-    maxBytes: 8 * 2 ** 20,
-  });
-  app = harness.appWith({ adapterStorage });
-  source = join(root, "source");
-  mkdirSync(source);
-  writeRandomAdapter(source, loadModelConfig(harness.modelDir), { rank: 4, seed: 3 });
+  gateway = await uploadGateway("upload-refusals", 8 * 2 ** 20);
+  ({ harness, root, blobsDir, app, source } = gateway);
 });
 
 afterAll(async () => {
-  await harness?.close();
-  if (root) rmSync(root, { recursive: true, force: true });
+  await gateway?.close();
 });
 
 async function upload(name: string, files: { name: string; path: string }[]) {

@@ -16,6 +16,7 @@ import {
   toolMessages,
 } from "../../gateway/tool-calls.ts";
 import { type ChatCompletionRequest, ChatCompletionRequest as Request } from "../../schema/api.ts";
+import type { SamplingParams } from "../../schema/wire.ts";
 import { JsonGrammar } from "../../worker/engine/json-grammar.ts";
 import { compileJsonSchema } from "../../worker/engine/json-schema.ts";
 
@@ -44,6 +45,21 @@ function refusal(extra: Record<string, unknown>): ApiError {
   }
   throw new Error("expected a refusal");
 }
+
+/** Whether a text is a whole value under a `{json_schema}` format, as the worker's grammar reads it. */
+function completesUnder(format: SamplingParams["response_format"]) {
+  const schema = (format as { json_schema: Record<string, unknown> }).json_schema;
+  return (text: string): boolean => {
+    const grammar = new JsonGrammar(compileJsonSchema(schema));
+    const bytes = new TextEncoder().encode(text);
+    if (!grammar.accepts(bytes)) return false;
+    grammar.push(bytes);
+    return grammar.complete;
+  };
+}
+
+/** The same for the format a plan's required call is generated under. */
+const grammarOf = (plan: ToolPlan) => completesUnder(forcedCallFormat(plan));
 
 describe("planTools", () => {
   it("takes auto by default, required and a named function, and none or no tools as no plan", () => {
@@ -118,15 +134,7 @@ describe("the cost of a request's tool grammars", () => {
 
 describe("a required call's format", () => {
   it("is a schema whose instances are exactly {name, arguments} calls of the forced functions", () => {
-    const plan = planTools(body({ tools: [weather, time], tool_choice: "required" }))!;
-    const format = forcedCallFormat(plan) as { json_schema: Record<string, unknown> };
-    const accepts = (text: string) => {
-      const grammar = new JsonGrammar(compileJsonSchema(format.json_schema));
-      const bytes = new TextEncoder().encode(text);
-      if (!grammar.accepts(bytes)) return false;
-      grammar.push(bytes);
-      return grammar.complete;
-    };
+    const accepts = grammarOf(planTools(body({ tools: [weather, time], tool_choice: "required" }))!);
     expect(accepts('{"name":"get_weather","arguments":{"city":"Oslo","unit":"c"}}')).toBe(true);
     expect(accepts('{"name":"get_time","arguments":{}}')).toBe(true);
     // Declared without parameters: it takes none, as OpenAI defines such a function.
@@ -188,13 +196,7 @@ describe("tools beside a response format", () => {
     required: ["ok"],
     additionalProperties: false,
   };
-  const accepts = (format: unknown) => (text: string) => {
-    const grammar = new JsonGrammar(compileJsonSchema((format as { json_schema: unknown }).json_schema));
-    const bytes = new TextEncoder().encode(text);
-    if (!grammar.accepts(bytes)) return false;
-    grammar.push(bytes);
-    return grammar.complete;
-  };
+  const accepts = (format: SamplingParams["response_format"]) => completesUnder(format);
 
   it("under auto, let the answer be a call of a tool or an instance of the format", () => {
     const plan = planTools(body({ tools: [weather, time] }))!;
@@ -223,17 +225,6 @@ describe("tools beside a response format", () => {
 });
 
 describe("a function's parameters", () => {
-  const grammarOf = (plan: ToolPlan) => {
-    const format = forcedCallFormat(plan) as { json_schema: Record<string, unknown> };
-    return (text: string) => {
-      const grammar = new JsonGrammar(compileJsonSchema(format.json_schema));
-      const bytes = new TextEncoder().encode(text);
-      if (!grammar.accepts(bytes)) return false;
-      grammar.push(bytes);
-      return grammar.complete;
-    };
-  };
-
   it("keep, when the function is not strict, what the subset can generate, and drop only what it cannot", () => {
     const booking = {
       type: "function" as const,
