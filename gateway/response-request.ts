@@ -72,6 +72,25 @@ function refuseUnansweredOutputs(conversation: readonly InputItem[], inputAt: nu
   }
 }
 
+/**
+ * Refuses a call in the request's input (from `inputAt` on) that no output after it answers, as OpenAI
+ * does: the model would be asked to go on from a call nobody ran. Earlier items are not checked, as above.
+ */
+function refuseUnansweredCalls(conversation: readonly InputItem[], inputAt: number): void {
+  const answered = new Set<string>();
+  for (let k = conversation.length - 1; k >= inputAt; k--) {
+    const item = conversation[k]!;
+    if (item.type === "function_call_output" || item.type === "custom_tool_call_output")
+      answered.add(item.call_id);
+    if ((item.type === "function_call" || item.type === "custom_tool_call") && !answered.has(item.call_id)) {
+      throw invalidRequest(
+        `No tool output found for ${item.type} ${JSON.stringify(item.call_id)}: input[${k - inputAt}] needs a ${item.type}_output after it with that call_id.`,
+        "input",
+      );
+    }
+  }
+}
+
 function partsText(
   parts: string | { type: string; text?: string; refusal?: string }[],
   param: string,
@@ -347,6 +366,8 @@ export function admitResponse(
     outcome = last;
   }
   if ("error" in outcome) throw outcome.error;
+  // After admission, so a call whose arguments are not JSON is refused for that first.
+  refuseUnansweredCalls(conversation, earlier.length);
   return outcome.admitted;
 }
 

@@ -341,14 +341,29 @@ describe("a response in a conversation", () => {
       max_output_tokens: 1,
     });
     expect(inConversation.status).toBe("incomplete");
-    const first = await client.responses.create({ model: BASE, input: [ask, call("call_prev")] });
+    // A call the model made, answered by what continues its response.
+    worker.behaviour = () => ({ say: ['{"name":"weather","arguments":{}}'] });
+    const first = await client.responses.create({
+      model: BASE,
+      input: [ask],
+      tools: [{ type: "function", name: "weather", parameters: null, strict: false }],
+      tool_choice: "required",
+    });
+    worker.behaviour = () => "reply";
+    const made = first.output[0] as OpenAI.Responses.ResponseFunctionToolCall;
     const continued = await client.responses.create({
       model: BASE,
       previous_response_id: first.id,
-      input: [output("call_prev")],
+      input: [output(made.call_id)],
       max_output_tokens: 1,
     });
     expect(continued.status).toBe("incomplete");
+    // A call of the input's own that nothing answers is refused, as OpenAI refuses it.
+    const unanswered = await apiFailure(
+      client.responses.create({ model: BASE, input: [ask, call("call_x"), ask] }),
+    );
+    expect([unanswered.status, unanswered.param]).toEqual([400, "input"]);
+    expect(unanswered.message).toContain('No tool output found for function_call "call_x"');
     // What a conversation already holds is not checked again: an output added alone is still answered.
     const lone = await client.conversations.create({ items: [ask, output("call_gone")] });
     const answered = await client.responses.create({
