@@ -164,10 +164,10 @@ export function refuseTakenIds(held: ReadonlySet<string>, items: readonly InputI
   for (const [k, item] of items.entries()) {
     const id = item.id!;
     if (held.has(id) || seen.has(id)) {
-      throw invalidRequest(
-        `${field}.${k}: the conversation already holds an item with id '${id}'.`,
-        `${field}.${k}`,
-      );
+      const where = seen.has(id)
+        ? `an earlier item of ${field} has`
+        : "the conversation already holds an item with";
+      throw invalidRequest(`${field}.${k}: ${where} id '${id}'.`, `${field}.${k}`);
     }
     seen.add(id);
   }

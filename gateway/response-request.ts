@@ -20,12 +20,6 @@ function refuseUnsupported(body: ResponseCreateRequest): void {
   if (body.background === true && body.store === false) {
     throw invalidRequest("A background response must be stored: store cannot be false.", "store");
   }
-  if (body.conversation != null && body.previous_response_id != null) {
-    throw invalidRequest(
-      "conversation and previous_response_id cannot both be given: a response continues one or the other.",
-      "conversation",
-    );
-  }
   if (body.prompt != null) throw invalidRequest("prompt templates are not supported", "prompt");
   const verbosity = body.text?.verbosity;
   if (verbosity != null && verbosity !== "medium") {
@@ -39,6 +33,19 @@ function refuseUnsupported(body: ResponseCreateRequest): void {
       const supported = INCLUDABLE.map((v) => `'${v}'`).join(", ");
       throw invalidRequest(`Invalid value: '${value}'. Supported values are: ${supported}.`, `include.${i}`);
     }
+  }
+}
+
+/**
+ * Refuses a request that continues both a conversation and a response; checked before either is read, so
+ * the answer is this 400 whether or not they exist.
+ */
+export function refuseTwoContinuations(body: ResponseCreateRequest): void {
+  if (body.conversation != null && body.previous_response_id != null) {
+    throw invalidRequest(
+      "conversation and previous_response_id cannot both be given: a response continues one or the other.",
+      "conversation",
+    );
   }
 }
 

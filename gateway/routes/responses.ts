@@ -52,7 +52,7 @@ import {
   responseKey,
 } from "../response-output.ts";
 import { maxReferencedBytes, resolveReferences } from "../response-references.ts";
-import { admitResponse } from "../response-request.ts";
+import { admitResponse, refuseTwoContinuations } from "../response-request.ts";
 import { refuseOverResponseStorage } from "../response-storage-quota.ts";
 import {
   continuedConversation,
@@ -136,6 +136,7 @@ async function prepare(
 ) {
   const { orgId } = c.get("principal");
   const resolved = await resolveModel(deps, c.get("principal"), body.model);
+  refuseTwoContinuations(body);
   const previous = body.previous_response_id
     ? await storedResponse(deps, orgId, body.previous_response_id, "previous_response_id")
     : null;

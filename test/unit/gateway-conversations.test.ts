@@ -504,6 +504,25 @@ describe("a response in a conversation", () => {
       client.responses.create({ model: BASE, conversation: id, previous_response_id: stored.id, input: "x" }),
     );
     expect([both.status, both.param]).toEqual([400, "conversation"]);
+    // The same 400 when neither exists: the two are not read before the conflict is seen.
+    const neither = await apiFailure(
+      client.responses.create({
+        model: BASE,
+        conversation: "conv_nope",
+        previous_response_id: "resp_nope",
+        input: "x",
+      }),
+    );
+    expect([neither.status, neither.param]).toEqual([400, "conversation"]);
+    // Two items of one input with the same id: said as such, not as one the conversation holds.
+    const twice = await apiFailure(
+      client.responses.create({
+        model: BASE,
+        input: [message("user", "a", "msg_twice"), message("user", "b", "msg_twice")],
+      }),
+    );
+    expect([twice.status, twice.param]).toEqual([400, "input.1"]);
+    expect(twice.message).toContain("an earlier item of input has id 'msg_twice'");
     const taken = await apiFailure(
       client.responses.create({
         model: BASE,
