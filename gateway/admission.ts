@@ -596,7 +596,21 @@ export function chatPrompt(body: ChatCompletionRequest, base: BaseModelInfo): Ch
   return { ids, tools, format, reasoning };
 }
 
+/**
+ * vLLM's best_of above n asks the server to pick the best completions and drop the rest, which Luminet does
+ * not: refused, chat and completions alike.
+ */
+function refuseBestOf(body: { best_of?: number | null; n?: number | null }): void {
+  if (body.best_of != null && body.best_of !== (body.n ?? 1)) {
+    throw invalidRequest(
+      `best_of must equal n (${body.n ?? 1}) here, got ${body.best_of}: every completion generated is returned`,
+      "best_of",
+    );
+  }
+}
+
 export function admitChat(body: ChatCompletionRequest, base: BaseModelInfo): Admitted {
+  refuseBestOf(body);
   const { ids, tools, format, reasoning } = chatPrompt(body, base);
   if (body.top_logprobs != null && body.top_logprobs > 0 && body.logprobs !== true) {
     throw invalidRequest("top_logprobs needs logprobs set to true", "top_logprobs");
@@ -683,13 +697,7 @@ export function admitCompletion(body: CompletionRequest, base: BaseModelInfo): A
   if (body.max_tokens === 0 && !echo) {
     throw invalidRequest("max_tokens must be at least 1 (0 only with echo: true)", "max_tokens");
   }
-  // best_of above n asks the server to pick the best completions and drop the rest, which Luminet does not.
-  if (body.best_of != null && body.best_of !== (body.n ?? 1)) {
-    throw invalidRequest(
-      `best_of must equal n (${body.n ?? 1}) here, got ${body.best_of}: every completion generated is returned`,
-      "best_of",
-    );
-  }
+  refuseBestOf(body);
   const keep = tokensKept(body, base, body.max_tokens ?? COMPLETIONS_DEFAULT_MAX_TOKENS);
   const prompts = completionPrompts(body.prompt, suffix, base, keep);
   const runs = prompts.length * (body.n ?? 1);

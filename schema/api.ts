@@ -253,6 +253,8 @@ const Sampling = {
   presence_penalty: Penalty.optional(),
   frequency_penalty: Penalty.optional(),
   n: z.int().nullable().optional(),
+  /** vLLM's: how many runs to choose the best n of; only n itself is taken (gateway/admission.ts). */
+  best_of: z.int().nullable().optional(),
   user: z.string().nullable().optional(),
   /**
    * OpenAI's: requests naming the same key (within an org) go to the same worker, so prompts that share a
@@ -386,7 +388,6 @@ export const CompletionRequest = z.object({
   /** The answer's text starts with the prompt's, and its logprobs (when asked for) with the prompt's tokens'. */
   echo: z.boolean().nullable().optional(),
   suffix: z.string().nullable().optional(),
-  best_of: z.int().nullable().optional(),
   /** As vLLM takes it on completions: the text follows the format, as structured_outputs would make it. */
   response_format: ResponseFormatIn,
 });

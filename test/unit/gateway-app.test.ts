@@ -595,6 +595,9 @@ describe("completions", () => {
       null,
       "best_of",
     );
+    // Chat as well: vLLM takes best_of there too, and Luminet cannot drop runs it generated.
+    await expectError(await chat({ best_of: 3, n: 2 }), 400, null, "best_of");
+    expect((await chat({ best_of: 2, n: 2 })).status).toBe(200);
     await expectError(
       await post("/v1/completions", { model: BASE, prompt: [1, 99999] }),
       400,
