@@ -2,7 +2,7 @@
 // (gateway/node.ts), on Workers (gateway/worker.ts), in `luminet dev` and in tests. Every response carries
 // `x-request-id`; every error, whatever threw it, leaves through onError as OpenAI's error body.
 import { Hono } from "hono";
-import { bearerAuth, callerOrgOnly, REQUEST_ID, type RunEnv, requireScope } from "./auth.ts";
+import { bearerAuth, callerOrgOnly, REQUEST_ID, RUN_AS, type RunEnv, requireScope } from "./auth.ts";
 import { requestBodyLimit } from "./body-limit.ts";
 import type { GatewayEnv } from "./context.ts";
 import { countedRequest } from "./counted-request.ts";
@@ -69,6 +69,9 @@ export function createApp(deps: GatewayDeps): Hono<GatewayEnv> {
     c.set("startedAt", started);
     await next();
     c.res.headers.set("x-request-id", requestId);
+    // A batch line's run (the batch runner's own request) is no client's answer: luminet_batch_lines_total
+    // counts it, and its retries would read as clients' 429s and 503s here.
+    if ((c.env as Partial<RunEnv> | undefined)?.[RUN_AS] !== undefined) return;
     deps.metrics?.observe(
       c.req.routePath,
       c.res.status,

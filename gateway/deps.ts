@@ -43,6 +43,10 @@ export interface GatewayMetrics {
   inFlight(base: string, stream: boolean, delta: 1 | -1): void;
   /** The scale signal's answer for a base (GET /v1/fleet/scale). */
   desiredWorkers(base: string, workers: number): void;
+  /** The base's workers beating now, read with the desired count. */
+  liveWorkers(base: string, workers: number): void;
+  /** Whether the last reading of the autoscaling signal failed (the gauges then hold their last values). */
+  scaleSignalStale(stale: boolean): void;
   /** Lines of running batches for a base not yet sent to a worker, read with the scale signal. */
   batchLinesWaiting(base: string, lines: number): void;
   /** How a request's wait for a worker of a base with none live ended. */

@@ -54,6 +54,15 @@ export function prometheusMetrics(): GatewayMetrics {
     help: "Workers each base needs for its queue and running load (computed at each scrape and GET /v1/fleet/scale)",
     labelNames: ["base"],
   });
+  const live = new Gauge({
+    name: "luminet_live_workers",
+    help: "Workers of each base beating now (read with luminet_desired_workers): what the desired count compares with",
+    labelNames: ["base"],
+  });
+  const stale = new Gauge({
+    name: "luminet_scale_signal_stale",
+    help: "1 while the last reading of the autoscaling signal failed (NATS or the database away): the desired and live workers and the lines waiting then hold their last values",
+  });
   const waiting = new Gauge({
     name: "luminet_batch_lines_waiting",
     help: "Lines of running batches for each base not yet sent to a worker: they ride spare capacity and do not raise luminet_desired_workers (computed with it)",
@@ -113,6 +122,12 @@ export function prometheusMetrics(): GatewayMetrics {
     desiredWorkers(base, workers) {
       desired.set({ base }, workers);
     },
+    liveWorkers(base, workers) {
+      live.set({ base }, workers);
+    },
+    scaleSignalStale(failed) {
+      stale.set(failed ? 1 : 0);
+    },
     batchLinesWaiting(base, lines) {
       waiting.set({ base }, lines);
     },
@@ -149,11 +164,15 @@ export function mountMetricsRoute(
         "www-authenticate": "Bearer",
       });
     }
-    await readScaleSignals(deps).catch((error: unknown) =>
-      deps.log.warn(
-        { err: error instanceof Error ? error.message : String(error) },
-        "could not read the autoscaling signal for /metrics",
-      ),
+    await readScaleSignals(deps).then(
+      () => deps.metrics?.scaleSignalStale(false),
+      (error: unknown) => {
+        deps.metrics?.scaleSignalStale(true);
+        deps.log.warn(
+          { err: error instanceof Error ? error.message : String(error) },
+          "could not read the autoscaling signal for /metrics",
+        );
+      },
     );
     return c.body(await register.metrics(), 200, { "content-type": register.contentType });
   });

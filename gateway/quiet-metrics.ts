@@ -11,6 +11,8 @@ export function quietMetrics(overrides: Partial<GatewayMetrics> = {}): GatewayMe
     routed() {},
     inFlight() {},
     desiredWorkers() {},
+    liveWorkers() {},
+    scaleSignalStale() {},
     batchLinesWaiting() {},
     coldStart() {},
     tokens() {},

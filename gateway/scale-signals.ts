@@ -1,6 +1,7 @@
 // The autoscaling signal of each base as of now: its request backlog and live heartbeats read from the bus,
 // through scaleSignal (gateway/fleet-scale.ts), beside the batch lines waiting for it in the database. Each
-// reading also sets `luminet_desired_workers{base}` and `luminet_batch_lines_waiting{base}`.
+// reading also sets `luminet_desired_workers{base}`, `luminet_live_workers{base}` and
+// `luminet_batch_lines_waiting{base}`.
 // Read by GET /v1/fleet/scale and before every /metrics scrape, so the gauge is fresh when scraped.
 import { batchLinesWaiting } from "./batches.ts";
 import type { GatewayDeps } from "./deps.ts";
@@ -19,6 +20,7 @@ export async function readScaleSignals(
       ]);
       const signal = scaleSignal(base, backlog, heartbeats, deps.scale, waiting.get(base) ?? 0);
       deps.metrics?.desiredWorkers(base, signal.desired_workers);
+      deps.metrics?.liveWorkers(base, signal.workers);
       deps.metrics?.batchLinesWaiting(base, signal.batch_lines_waiting);
       return signal;
     }),

@@ -2,13 +2,16 @@
 // by status and base, the added latency, the routing outcome of each request (from the heartbeats the
 // gateway routed on), generations in flight, the tokens of every run's Final (a failed one's too); and the
 // Prometheus text the Node entry serves at /metrics.
+import { eq } from "drizzle-orm";
 import type { Hono } from "hono";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InProcessBroker } from "../../bus/in-process.ts";
+import { principalOfKey, RUN_AS } from "../../gateway/auth.ts";
 import type { GatewayEnv } from "../../gateway/context.ts";
 import type { GatewayMetrics } from "../../gateway/deps.ts";
 import { mountMetricsRoute, prometheusMetrics } from "../../gateway/prometheus.ts";
 import { type RouteOutcome, routeRequest } from "../../gateway/routing.ts";
+import { apiKeys } from "../../schema/db.ts";
 import { ANY_WORKER, type Usage } from "../../schema/wire.ts";
 import { sampleRequest } from "../contract/wire-samples.ts";
 import { FAKE_REPLY_TOKENS, FakeWorker } from "../support/fake-worker.ts";
@@ -38,6 +41,8 @@ class RecordingMetrics implements GatewayMetrics {
     this.inFlightDeltas.push({ stream, delta });
   }
   desiredWorkers() {}
+  liveWorkers() {}
+  scaleSignalStale() {}
   batchLinesWaiting() {}
   coldStart() {}
   batchLine() {}
@@ -192,6 +197,8 @@ describe("gateway metrics", () => {
     expect(text).toContain(`luminet_gateway_tokens_total{base="${BASE}",kind="cached_prompt"} 0`);
     // Read at the scrape: one live worker, nothing queued.
     expect(text).toContain(`luminet_desired_workers{base="${BASE}"} 0`);
+    expect(text).toContain(`luminet_live_workers{base="${BASE}"} 1`);
+    expect(text).toContain("luminet_scale_signal_stale 0");
     // The process's own series (core/process-metrics.ts), each once.
     expect(text.match(/^process_cpu_seconds_total \d/gm)).toHaveLength(1);
     expect(text).toMatch(/^nodejs_eventloop_lag_max_seconds \d/m);
@@ -230,9 +237,46 @@ describe("gateway metrics", () => {
       await cold.publishRequest(sampleRequest({ id: "waiting", base: BASE }), ANY_WORKER);
       const text = await (await served.request("/metrics")).text();
       expect(text).toContain(`luminet_desired_workers{base="${BASE}"} 1`);
+      expect(text).toContain(`luminet_live_workers{base="${BASE}"} 0`);
     } finally {
       await cold.close();
     }
+  });
+
+  it("says when it could not read the autoscaling signal, the gauges holding their last values", async () => {
+    const away = new InProcessBroker().connect();
+    const served = h.appWith({ bus: away }) as Hono<GatewayEnv>;
+    mountMetricsRoute(served, { ...h.deps, bus: away, metrics: prometheusMetrics() });
+    await away.close();
+    const text = await (await served.request("/metrics")).text();
+    expect(text).toContain("luminet_scale_signal_stale 1");
+    const fine = h.appWith({}) as Hono<GatewayEnv>;
+    mountMetricsRoute(fine, { ...h.deps, metrics: prometheusMetrics() });
+    expect(await (await fine.request("/metrics")).text()).toContain("luminet_scale_signal_stale 0");
+  });
+
+  it("counts no batch line's run among clients' answers: the batch runner's own requests are not theirs", async () => {
+    const served = h.appWith({ metrics: prometheusMetrics() }) as Hono<GatewayEnv>;
+    mountMetricsRoute(served, { ...h.deps, metrics: prometheusMetrics() });
+    const refused =
+      /luminet_gateway_errors_total\{route="\/v1\/chat\/completions",code="model_not_found"\} (\d+)/;
+    const refusals = async () => refused.exec(await (await served.request("/metrics")).text())?.[1] ?? "0";
+    const before = await refusals();
+    const [key] = await h.db
+      .select({ id: apiKeys.id })
+      .from(apiKeys)
+      .where(eq(apiKeys.orgId, "acme"))
+      .limit(1);
+    const principal = await principalOfKey(h.db, key!.id);
+    await served.fetch(
+      new Request("http://batch.internal/v1/chat/completions", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "no-such-base", messages: [{ role: "user", content: "Hi" }] }),
+      }),
+      { [RUN_AS]: principal! },
+    );
+    expect(await refusals()).toBe(before);
   });
 });
 
