@@ -121,9 +121,16 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     scale: scaleOptions(flags),
     ...(flags.namespace ? { namespace: flags.namespace } : {}),
   });
+  // The address it is bound to, and the URL that reaches it from this machine (127.0.0.1 for 0.0.0.0).
+  const bound = `${flags.host}:${new URL(gateway.url).port}`;
   logger.info(
-    { url: gateway.url, database: describeDatabaseUrl(databaseUrl), bases: models.map((m) => m.name) },
-    `gateway listening on ${gateway.url}`,
+    {
+      listening: bound,
+      url: gateway.url,
+      database: describeDatabaseUrl(databaseUrl),
+      bases: models.map((m) => m.name),
+    },
+    `gateway listening on ${bound} (${gateway.url} from this machine)`,
   );
   if (!secrets.sealing) {
     logger.warn("LUMINET_SECRETS_KEY is not set: new webhook signing secrets are stored unsealed");
