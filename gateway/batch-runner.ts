@@ -345,12 +345,13 @@ export class BatchRunner {
         if (orgIds.length > 0) candidates.push(...(await dueLinesOf(tx, tier, orgIds, due, share)));
       }
       const mayGo = await this.#budget(tx, fleet, new Set(candidates.map((c) => c.base)));
-      const out: (Claimed & { base: string })[] = [];
+      const out: Claimed[] = [];
       for (const candidate of this.#turns.interleave(looked, candidates)) {
         const { batchId, line, base } = candidate;
         if (out.length >= room) break;
         if (!mayGo(base)) continue;
-        // A line whose runner died runs again as a new attempt; the dead runner's is waived.
+        // A line whose runner died runs again as a new attempt; the dead runner's is waived (a background
+        // response's only once it is known to run again: #runLine).
         const stale = candidate.status === "running";
         const [row] = await tx
           .update(batchRequests)
@@ -366,7 +367,7 @@ export class BatchRunner {
             customId: batchRequests.customId,
             attempts: batchRequests.attempts,
           });
-        if (stale) await this.#waive(tx, candidate, row!.attempts - 1);
+        if (stale && candidate.tier === "batch") await this.#waive(tx, candidate, row!.attempts - 1);
         out.push({
           batchId,
           line,
@@ -508,6 +509,9 @@ export class BatchRunner {
       response = new ApiError(503, "server_error", "The gateway running this response stopped while it ran.")
         .body;
     } else {
+      // A background response taken again after its runner died runs again (its output did not begin):
+      // the dead run's usage is waived, as a batch line's is when it is claimed. Waiving is idempotent.
+      if (background && attempts > 0) await db.transaction((tx) => this.#waive(tx, attempt, attempts - 1));
       // A line whose runner was stopped before it could send is not sent: it goes back below.
       const answer = cancelled.aborted
         ? null

@@ -4,7 +4,7 @@
 // sequence number; a client that leaves does not stop the run; a cancelled or failed one ends its stream;
 // a response not created streamed cannot be streamed again; a follower reads less often while nothing
 // comes.
-import { sql } from "drizzle-orm";
+import { eq, sql } from "drizzle-orm";
 import OpenAI from "openai";
 import type { Stream } from "openai/core/streaming";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,7 +12,7 @@ import { BatchRunner, type BatchRunnerOptions } from "../../gateway/batch-runner
 import { type ServedApp, serveApp, startBatchRunner } from "../../gateway/node.ts";
 import { quietMetrics } from "../../gateway/quiet-metrics.ts";
 import { followLog } from "../../gateway/response-event-log.ts";
-import { responseEvents } from "../../schema/db.ts";
+import { batchRequests, responseEvents, usageEvents } from "../../schema/db.ts";
 import { FakeWorker, fakeReplyText } from "../support/fake-worker.ts";
 import { BASE, createGatewayHarness, type GatewayHarness } from "../support/gateway-harness.ts";
 import { heldApp } from "../support/held-app.ts";
@@ -310,12 +310,22 @@ describe("a background response created with stream", () => {
       sql`insert into response_events (response_id, sequence_number, event) values (${id}, 2,
         ${JSON.stringify({ type: "response.output_text.delta", delta: "Half", sequence_number: 2 })}::jsonb)`,
     );
+    // Its runner's claim ran out two minutes ago (the lease is one).
+    await h.db
+      .update(batchRequests)
+      .set({ status: "running", claimedBy: "dead-runner", claimedAt: new Date(Date.now() - 120_000) })
+      .where(eq(batchRequests.customId, id.replace(/^resp_/, "")));
+    const waivedRows = async () =>
+      (await h.db.select().from(usageEvents).where(eq(usageEvents.waived, true))).length;
+    const waived = await waivedRows();
     const pulled = worker.received.length;
     await runner().drain();
     expect(worker.received).toHaveLength(pulled);
     const last = (await rest).at(-1) as OpenAI.Responses.ResponseFailedEvent;
     expect(last.type).toBe("response.failed");
     expect(last.response.error).toMatchObject({ code: "run_interrupted" });
+    // Not run again, so the dead run, whose output went out, is not waived: it stays billed.
+    expect(await waivedRows()).toBe(waived);
   });
 
   it("takes no more events once cancelled while it runs: its stream ends, the log holds nothing of the run", async () => {

@@ -862,6 +862,32 @@ describe("background responses", () => {
     expect((await client.responses.inputItems.list(next.id)).data.length).toBeGreaterThanOrEqual(3);
   });
 
+  it("runs one left running by a runner that died again, waiving the dead run's usage", async () => {
+    const queued = await client.responses.create({
+      model: BASE,
+      input: "Write later, after a crash",
+      max_output_tokens: 3,
+      background: true,
+    });
+    const waivedRows = async () =>
+      (
+        await h.db
+          .select()
+          .from(usageEvents)
+          .where(and(eq(usageEvents.orgId, "acme"), eq(usageEvents.waived, true)))
+      ).length;
+    const before = await waivedRows();
+    // Its runner claimed it and died before any output was logged.
+    await h.db
+      .update(batchRequests)
+      .set({ status: "running", claimedBy: "dead-runner", claimedAt: new Date(clock) })
+      .where(eq(batchRequests.customId, queued.id.replace(/^resp_/, "")));
+    clock += 61_000;
+    await runner("runner-after-crash").drain();
+    expect((await client.responses.retrieve(queued.id)).status).toBe("incomplete");
+    expect(await waivedRows()).toBe(before + 1);
+  });
+
   it("runs one in a conversation from the conversation as it is then, and adds its turn when it ends", async () => {
     const conversation = await client.conversations.create({
       items: [{ type: "message", role: "user", content: "Earlier" }],
