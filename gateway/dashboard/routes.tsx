@@ -438,7 +438,20 @@ export function dashboardRoutes(deps: GatewayDeps): Hono<GatewayEnv> {
       if ((await formField(c, "confirm")) !== "yes") {
         throw new ApiError(400, "invalid_request_error", `Tick "sure" to delete ${org}/${name}.`);
       }
-      await deleteAdapter(deps, org, name, (await formField(c, "force")) === "yes");
+      try {
+        await deleteAdapter(deps, org, name, (await formField(c, "force")) === "yes");
+      } catch (error) {
+        if (!(error instanceof ApiError) || error.code !== "adapter_in_use") throw error;
+        // The API's message names CLI commands; here the row's own controls do it. Its first clause
+        // says why (pinned, or carrying its alias's traffic).
+        const why = error.message.split(";")[0];
+        throw new ApiError(
+          409,
+          "invalid_request_error",
+          `${why}: unpin it or set its weight to 0 with the controls on its row first, or tick "force" to delete it anyway.`,
+          "adapter_in_use",
+        );
+      }
       return `Deleted ${org}/${name}; workers evict it within a second.`;
     }),
   );

@@ -355,7 +355,11 @@ describe("the dashboard", () => {
     const inUse = await post("/dashboard/adapters/legal-v3/delete", cookie, { confirm: "yes" });
     expect((await live())[0]?.deletedAt).toBeNull();
     const flashed = (await page("/dashboard/adapters", withFlash(inUse, cookie))).html;
-    expect(flashed).toContain("traffic weight; set it to 0 first");
+    expect(flashed).toContain(
+      "carries 40 of alias acme/legal&#39;s traffic weight: unpin it or set its weight to 0",
+    );
+    expect(flashed).toContain("tick &quot;force&quot; to delete it anyway");
+    expect(flashed).not.toContain("luminet adapters");
     await post("/dashboard/adapters/legal-v3/delete", cookie, { confirm: "yes", force: "yes" });
     expect((await live())[0]?.deletedAt).toBeInstanceOf(Date);
   });
