@@ -25,7 +25,7 @@ import {
   jsonBody,
 } from "../gateway-client.ts";
 import { CliError, runCommand } from "../run-command.ts";
-import { table } from "../table.ts";
+import { instantCell, table } from "../table.ts";
 
 interface ConnectionFlags extends GatewayFlags {
   json?: boolean;
@@ -216,7 +216,7 @@ async function list(flags: ConnectionFlags & { limit: string }): Promise<void> {
     b.endpoint,
     `${b.request_counts.completed}/${b.request_counts.total}`,
     String(b.request_counts.failed),
-    new Date(b.created_at * 1000).toISOString(),
+    instantCell(b.created_at),
   ]);
   process.stdout.write(`${table(["ID", "STATUS", "ENDPOINT", "ANSWERED", "FAILED", "CREATED"], rows)}\n`);
 }

@@ -9,7 +9,7 @@ import type { FileObject, ListPage } from "../../schema/batch-api.ts";
 import { count } from "../flags.ts";
 import { callGateway, callGatewayText, type GatewayFlags, gatewayOptions } from "../gateway-client.ts";
 import { CliError, runCommand } from "../run-command.ts";
-import { table } from "../table.ts";
+import { instantCell, table } from "../table.ts";
 
 interface FileFlags extends GatewayFlags {
   json?: boolean;
@@ -23,8 +23,7 @@ interface ListFlags extends FileFlags {
 
 const run = (command: string, action: () => Promise<void>) => runCommand(`files ${command}`, action);
 
-const when = (seconds: number | null) =>
-  seconds === null ? "never" : new Date(seconds * 1000).toISOString();
+const when = (seconds: number | null) => (seconds === null ? "never" : instantCell(seconds));
 
 function rows(files: readonly FileObject[]): string {
   return `${table(

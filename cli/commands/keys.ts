@@ -26,7 +26,7 @@ import {
   jsonBody,
 } from "../gateway-client.ts";
 import { CliError, runCommand } from "../run-command.ts";
-import { table } from "../table.ts";
+import { instantCell, table } from "../table.ts";
 import { usingDb } from "../with-db.ts";
 
 interface KeysFlags extends GatewayFlags {
@@ -125,8 +125,7 @@ const typedPrefix = (prefix: string) => prefix.replace(/(…|\.\.\.)$/, "");
 
 const limitOf = (flag: LimitFlag | undefined): number | null | undefined => (flag === "none" ? null : flag);
 
-const instant = (seconds: number | null) =>
-  seconds === null ? "-" : new Date(seconds * 1000).toISOString().replace(/\.000Z$/, "Z");
+const instant = (seconds: number | null) => (seconds === null ? "-" : instantCell(seconds));
 
 function print(flags: KeysFlags, value: unknown, text: string): void {
   process.stdout.write(flags.json ? `${JSON.stringify(value)}\n` : `${text}\n`);

@@ -10,7 +10,7 @@ import { sealWebhookSecrets } from "../../gateway/webhooks.ts";
 import type { CreatedWebhook, WebhookDeleted, WebhookList, WebhookObject } from "../../schema/webhook-api.ts";
 import { callGateway, type GatewayFlags, gatewayOptions, jsonBody } from "../gateway-client.ts";
 import { runCommand } from "../run-command.ts";
-import { table } from "../table.ts";
+import { instantCell, table } from "../table.ts";
 import { withDb } from "../with-db.ts";
 
 interface WebhookFlags extends GatewayFlags {
@@ -22,7 +22,7 @@ const run = (command: string, action: () => Promise<void>) => runCommand(`webhoo
 function rows(list: readonly WebhookObject[]): string {
   return `${table(
     ["ID", "URL", "EVENTS", "CREATED"],
-    list.map((w) => [w.id, w.url, w.events?.join(",") ?? "all", new Date(w.created_at * 1000).toISOString()]),
+    list.map((w) => [w.id, w.url, w.events?.join(",") ?? "all", instantCell(w.created_at)]),
   )}\n`;
 }
 

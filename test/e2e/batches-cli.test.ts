@@ -128,10 +128,11 @@ describe("luminet batches", () => {
       expect(file.expires_at! - file.created_at).toBe(7200);
     }
     const listed = await luminet(["list"]);
-    // Its one batch under the header, the last row ended by a newline like every line.
+    // Its one batch under the header, the last row ended by a newline like every line; its instant to the
+    // second, as every list writes one.
     expect(listed.stdout).toMatch(
       new RegExp(
-        `^ID\\s+STATUS\\s+ENDPOINT\\s+ANSWERED\\s+FAILED\\s+CREATED\n${id}\\s+completed\\s+/v1/chat/completions\\s+2/3\\s+1\\s+\\S+Z\n$`,
+        `^ID\\s+STATUS\\s+ENDPOINT\\s+ANSWERED\\s+FAILED\\s+CREATED\n${id}\\s+completed\\s+/v1/chat/completions\\s+2/3\\s+1\\s+\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ\n$`,
       ),
     );
     const again = join(root, "again.jsonl");
