@@ -544,6 +544,11 @@ export function busContract(name: string, makeSystem: MakeBusSystem): void {
         else billed.push(event.request_id);
       });
       expect(await billed.all).toEqual(["b1", "b2"]);
+      // b3 may still be on its way to its handler: released only once it is held there, or it never would be.
+      await eventually(
+        () => held.length,
+        (n) => n === 1,
+      );
       expect(
         await eventually(
           () => worker.usageBacklog(),
