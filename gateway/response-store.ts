@@ -90,7 +90,8 @@ export async function storedCreatedAt(
 }
 
 /**
- * Stores a background response's run over the response stored queued, keeping that one's created_at. A
+ * Stores a background response's run over the response stored queued (the run's response carries the
+ * created_at it was queued with: storedCreatedAt). A
  * response cancelled or deleted meanwhile is left as it is (the answer is dropped); false then. Its items
  * and link were stored with it, queued, and a delete of what it continues may since have written the whole
  * conversation in, so only the response changes, unless `itemsAsRun`: a response in a conversation read the
@@ -105,7 +106,7 @@ export async function saveBackgroundRun(
   const updated = await db
     .update(storedResponses)
     .set({
-      response: sql`jsonb_set(${storableJson(saved.response)}::jsonb, '{created_at}', ${storedResponses.response} -> 'created_at')`,
+      response: sql`${storableJson(saved.response)}::jsonb`,
       ...(itemsAsRun ? { conversation: saved.items } : {}),
     })
     .where(

@@ -251,7 +251,7 @@ for (const { name, url } of targets) {
       expect(kept?.response).toMatchObject({ output_text: odd });
       expect(kept?.conversation).toEqual([item]);
 
-      // A background response: moved on and finished through raw SQL (|| and jsonb_set), the text still kept.
+      // A background response: moved on and finished through raw SQL (|| and a jsonb cast), the text still kept.
       await saveResponse(db, "acme", {
         response: response("resp_bg", "queued", ""),
         items: [item],
