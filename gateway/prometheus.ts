@@ -164,15 +164,11 @@ export function mountMetricsRoute(
         "www-authenticate": "Bearer",
       });
     }
-    await readScaleSignals(deps).then(
-      () => deps.metrics?.scaleSignalStale(false),
-      (error: unknown) => {
-        deps.metrics?.scaleSignalStale(true);
-        deps.log.warn(
-          { err: error instanceof Error ? error.message : String(error) },
-          "could not read the autoscaling signal for /metrics",
-        );
-      },
+    await readScaleSignals(deps).catch((error: unknown) =>
+      deps.log.warn(
+        { err: error instanceof Error ? error.message : String(error) },
+        "could not read the autoscaling signal for /metrics",
+      ),
     );
     return c.body(await register.metrics(), 200, { "content-type": register.contentType });
   });
