@@ -14,6 +14,7 @@ import {
 import { type Admitted, admitChat, mentionsJson } from "./admission.ts";
 import type { BaseModelInfo } from "./bases.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
+import { parseJson } from "./tool-calls.ts";
 
 /** What the caller asked for that Luminet does not do, refused by name. */
 function refuseUnsupported(body: ResponseCreateRequest): void {
@@ -49,6 +50,19 @@ export function refuseTwoContinuations(body: ResponseCreateRequest): void {
   }
 }
 
+type CallItem = Extract<InputItem, { type: "function_call" | "custom_tool_call" }>;
+type CallOutputItem = Extract<InputItem, { type: "function_call_output" | "custom_tool_call_output" }>;
+
+/** A call of a function or a custom tool. */
+function isCall(item: InputItem): item is CallItem {
+  return item.type === "function_call" || item.type === "custom_tool_call";
+}
+
+/** A function's or a custom tool's output, answering a call by its call_id. */
+function isCallOutput(item: InputItem): item is CallOutputItem {
+  return item.type === "function_call_output" || item.type === "custom_tool_call_output";
+}
+
 /** A request with no input answers the conversation it continues; without one there is nothing to answer. */
 function refuseNothingToAnswer(body: ResponseCreateRequest): void {
   if (body.input == null && body.conversation == null && body.previous_response_id == null) {
@@ -68,9 +82,8 @@ function refuseNothingToAnswer(body: ResponseCreateRequest): void {
 function refuseUnansweredOutputs(conversation: readonly InputItem[], inputAt: number): void {
   const calls = new Set<string>();
   for (const [k, item] of conversation.entries()) {
-    if (item.type === "function_call" || item.type === "custom_tool_call") calls.add(item.call_id);
-    const output = item.type === "function_call_output" || item.type === "custom_tool_call_output";
-    if (!output || k < inputAt || calls.has(item.call_id)) continue;
+    if (isCall(item)) calls.add(item.call_id);
+    if (!isCallOutput(item) || k < inputAt || calls.has(item.call_id)) continue;
     const at = k - inputAt;
     throw invalidRequest(
       `No tool call found for ${item.type} with call_id ${JSON.stringify(item.call_id)}: input[${at}] must answer a function_call or custom_tool_call before it, in the input or in the conversation it continues.`,
@@ -87,9 +100,8 @@ function refuseUnansweredCalls(conversation: readonly InputItem[], inputAt: numb
   const answered = new Set<string>();
   for (let k = conversation.length - 1; k >= inputAt; k--) {
     const item = conversation[k]!;
-    if (item.type === "function_call_output" || item.type === "custom_tool_call_output")
-      answered.add(item.call_id);
-    if ((item.type === "function_call" || item.type === "custom_tool_call") && !answered.has(item.call_id)) {
+    if (isCallOutput(item)) answered.add(item.call_id);
+    if (isCall(item) && !answered.has(item.call_id)) {
       throw invalidRequest(
         `No tool output found for ${item.type} ${JSON.stringify(item.call_id)}: input[${k - inputAt}] needs a ${item.type}_output after it with that call_id.`,
         "input",
@@ -123,15 +135,6 @@ function reasoningText(item: Extract<InputItem, { type: "reasoning" }>): string 
   return parts.map((part) => part.text).join("\n\n");
 }
 
-function isJson(text: string): boolean {
-  try {
-    JSON.parse(text);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * The conversation as chat messages: consecutive function calls join one assistant turn (the assistant
  * message right before them, if any), as chat writes an answer that calls several functions. A reasoning
@@ -158,7 +161,7 @@ function chatMessagesOf(items: readonly InputItem[], firstIndex = 0, field = "in
       messages.push({ role: item.role, content, ...(item.role === "assistant" ? turn : {}) });
       continue;
     }
-    if (item.type === "function_call_output" || item.type === "custom_tool_call_output") {
+    if (isCallOutput(item)) {
       reasoning = null;
       messages.push({
         role: "tool",
@@ -172,7 +175,7 @@ function chatMessagesOf(items: readonly InputItem[], firstIndex = 0, field = "in
       call = { id: item.call_id, type: "custom", custom: { name: item.name, input: item.input } };
     } else {
       let args = item.arguments;
-      if (!isJson(args)) {
+      if (parseJson(args) === undefined) {
         if (k >= firstIndex) throw invalidRequest(`${param}.arguments is not JSON`, `${param}.arguments`);
         // An earlier item was taken when it was stored — a call of the model's own cut by max_output_tokens
         // ends half written — and refusing it now would leave what continues it unanswerable: its text
@@ -313,8 +316,8 @@ function truncations(conversation: readonly InputItem[]): { at: number; cuts: nu
   // splits[k]: a cut at k would keep an output whose call is before k.
   const splits = new Array<boolean>(conversation.length).fill(false);
   for (const [k, item] of conversation.entries()) {
-    if (item.type === "function_call" || item.type === "custom_tool_call") callAt.set(item.call_id, k);
-    if (item.type === "function_call_output" || item.type === "custom_tool_call_output") {
+    if (isCall(item)) callAt.set(item.call_id, k);
+    if (isCallOutput(item)) {
       const call = callAt.get(item.call_id);
       if (call !== undefined) for (let cut = call + 1; cut <= k; cut++) splits[cut] = true;
     }

@@ -246,7 +246,7 @@ export function callOrAnswerFormat(
   if (plan.forced || !answer) return format;
   const callable = plan.tools
     .map((tool) => tool.function.name)
-    .filter((name) => !plan.custom.has(name) && (!plan.allowed || plan.allowed.has(name)));
+    .filter((name) => mayCall(plan, name) && !plan.custom.has(name));
   if (callable.length === 0) return format;
   const calls = forcedCallFormat({ ...plan, forced: callable }) as { json_schema: Record<string, unknown> };
   const { $defs: callDefs, ...callRoot } = calls.json_schema;
@@ -459,7 +459,8 @@ export const TAGGED_CALL_END = "</tool_call>";
 /** How an answer that is calls may begin: what a stream holds back until it knows. */
 export const CALL_OPENINGS = ["{", "[", TAGGED_CALL];
 
-function parseJson(text: string): unknown {
+/** The value JSON text holds; undefined when it is not JSON (no JSON text parses to undefined). */
+export function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {

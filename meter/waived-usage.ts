@@ -24,7 +24,7 @@ export interface WaivedAttempt {
 }
 
 /** The finish_reason of a waived row written before its attempt's usage event. */
-export const WAIVED_FINISH_REASON = "waived";
+const WAIVED_FINISH_REASON = "waived";
 
 export async function waiveUsage(tx: Tx, attempt: WaivedAttempt): Promise<void> {
   const [row] = await tx

@@ -2,7 +2,7 @@
 // written without the grammar — a strict function's arguments in an `auto` answer, which the model wrote
 // freely. Unlike the grammar, which generates keys in the schema's order, it takes keys in any order, as
 // JSON Schema does.
-import type { SchemaNode } from "./json-schema.ts";
+import { isObject, type SchemaNode } from "./json-schema.ts";
 import { numberWithin } from "./number-range.ts";
 import { matchesWhole } from "./string-automaton.ts";
 
@@ -40,17 +40,17 @@ export function isInstance(node: SchemaNode, value: unknown): boolean {
         value.every((item) => isInstance(node.items, item))
       );
     case "object": {
-      if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+      if (!isObject(value)) return false;
       if (node.properties === null) return true;
-      const entries = value as Record<string, unknown>;
       const byKey = new Map(node.properties.map((p) => [JSON.parse(decoder.decode(p.key)) as string, p]));
-      for (const key of Object.keys(entries)) if (!byKey.has(key)) return false;
+      for (const key of Object.keys(value)) if (!byKey.has(key)) return false;
       for (const [key, property] of byKey) {
-        if (!(key in entries)) {
+        // Its own keys only: "toString" is no argument of a call that did not write it.
+        if (!Object.hasOwn(value, key)) {
           if (property.required) return false;
           continue;
         }
-        if (!isInstance(property.value, entries[key])) return false;
+        if (!isInstance(property.value, value[key])) return false;
       }
       return true;
     }

@@ -181,10 +181,7 @@ class Compiler {
       case "number":
         return types.includes(node.integer ? "integer" : "number") || types.includes("number") ? node : null;
       case "literals": {
-        const values = node.values.filter((bytes) => {
-          const type = typeOfValue(JSON.parse(utf8Decode.decode(bytes)));
-          return types.includes(type) || (type === "integer" && types.includes("number"));
-        });
+        const values = node.values.filter((bytes) => isOfTypes(JSON.parse(utf8Decode.decode(bytes)), types));
         return values.length > 0 ? { kind: "literals", values } : null;
       }
       case "union": {
@@ -343,6 +340,8 @@ function stringNode(schema: Record<string, unknown>, at: string): SchemaNode {
 const BESIDE_ANY_OF = new Set([...ANNOTATIONS, "anyOf", "type", "$defs", "definitions"]);
 /** What may stand beside const and enum: `type`, which the listed values are then checked against. */
 const BESIDE_LISTED = new Set([...ANNOTATIONS, "const", "enum", "type", "$defs", "definitions"]);
+/** The same beside a lenient schema's choice of branches, which may still be written `oneOf`. */
+const BESIDE_ONE_OF = new Set([...BESIDE_ANY_OF, "oneOf"]);
 
 /** A JSON value's type as `type` names it: "integer" for a whole number. */
 function typeOfValue(value: unknown): TypeName {
@@ -350,6 +349,12 @@ function typeOfValue(value: unknown): TypeName {
   if (Array.isArray(value)) return "array";
   if (typeof value === "number") return Number.isInteger(value) ? "integer" : "number";
   return typeof value as TypeName;
+}
+
+/** Whether a JSON value is of one of `types` (a whole number is a "number" too). */
+function isOfTypes(value: unknown, types: readonly TypeName[]): boolean {
+  const type = typeOfValue(value);
+  return types.includes(type) || (type === "integer" && types.includes("number"));
 }
 
 /**
@@ -374,10 +379,7 @@ function listed(schema: Record<string, unknown>, at: string): SchemaNode {
   }
   if (schema.type !== undefined) {
     const types = typeNames(schema.type, at);
-    values = values.filter((v) => {
-      const type = typeOfValue(v);
-      return types.includes(type) || (type === "integer" && types.includes("number"));
-    });
+    values = values.filter((v) => isOfTypes(v, types));
   }
   if (values.length === 0) {
     throw new JsonSchemaError(
@@ -495,7 +497,7 @@ export function lenientJsonSchema(schema: unknown): unknown {
     schema.const !== undefined || schema.enum !== undefined
       ? BESIDE_LISTED
       : schema.anyOf !== undefined || schema.oneOf !== undefined
-        ? new Set([...BESIDE_ANY_OF, "oneOf"])
+        ? BESIDE_ONE_OF
         : null;
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(schema)) {
